@@ -1,0 +1,79 @@
+/**
+ * Types shared by the run machine and the rest of runstate. Plain data only: everything here can be
+ * serialised, sent to an inspector or stored in another process.
+ */
+
+/** The status of a run. It is always the run machine's top-level state, never stored apart from it. */
+export type RunStatus = 'pending' | 'streaming' | 'completed' | 'cancelled' | 'failed';
+
+/** The statuses a run ends in. */
+export type FinalRunStatus = Extract<RunStatus, 'completed' | 'cancelled' | 'failed'>;
+
+/** Why a run was cancelled. Cancellation is not an error: it has a reason, not a code. */
+export type CancelReason = 'api' | 'code' | 'client_disconnect' | 'shutdown';
+
+/** Every error code runstate produces, from the model boundary to the HTTP API. */
+export type ErrorCode =
+  | 'RUN_NOT_FOUND'
+  | 'RUN_ALREADY_FINISHED'
+  | 'AGENT_NOT_FOUND'
+  | 'SESSION_NOT_FOUND'
+  | 'NOT_FOUND'
+  | 'INVALID_INPUT'
+  | 'UNAUTHORIZED'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'SHUTTING_DOWN'
+  | 'MODEL_REQUEST_FAILED'
+  | 'MODEL_STREAM_INCOMPLETE'
+  | 'RUN_TIMEOUT'
+  | 'INTERNAL';
+
+/** An error as a run keeps it: serialisable, with what a retry policy needs to decide. */
+export interface RunErrorData {
+  code: ErrorCode;
+  message: string;
+  /** The upstream HTTP status, when the error came from a model server's answer. */
+  status?: number;
+  /** True when the same request may succeed if sent again (429, 5xx, a dropped connection). */
+  retryable: boolean;
+  /** How long the upstream asked us to wait before retrying (`retry-after`), in milliseconds. */
+  retryAfterMs?: number;
+}
+
+/** Token counts, named as Agno and the OpenAI usage object name them. */
+export interface TokenUsage {
+  input_tokens: number;
+  output_tokens: number;
+  total_tokens: number;
+}
+
+/** What a finished run measured. Times are in seconds, as in Agno's metrics. */
+export interface RunMetrics extends TokenUsage {
+  /** From the first request to the first chunk; `null` when no chunk arrived. */
+  time_to_first_token: number | null;
+  /** From the first request (or from creation, for a run cancelled while pending) to the end. */
+  duration: number;
+}
+
+/** How failed model requests are retried before the first chunk. */
+export interface RetryPolicy {
+  /** Attempts in all, the first one included. 1 disables retries. */
+  maxAttempts: number;
+  /** Backoff of the first retry; it doubles on every attempt, with jitter. */
+  baseDelayMs: number;
+  /** Upper bound of the computed backoff. */
+  maxDelayMs: number;
+  /** A `retry-after` longer than this fails the run instead of waiting. */
+  maxRetryAfterMs: number;
+}
+
+/** What the run machine outputs when it reaches a final state. */
+export interface RunMachineOutput {
+  status: FinalRunStatus;
+  content: string;
+  error: RunErrorData | null;
+  cancelReason: CancelReason | null;
+  finishReason: string | null;
+  metrics: RunMetrics;
+  attempts: number;
+}

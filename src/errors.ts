@@ -1,0 +1,47 @@
+import type { ErrorCode, RunErrorData } from '../machines/run-types.js';
+
+export type { ErrorCode, RunErrorData };
+
+/** Options of a {@link RunstateError}. */
+export interface RunstateErrorOptions {
+  cause?: unknown;
+  /** Upstream HTTP status, for model errors. */
+  status?: number;
+  retryable?: boolean;
+  retryAfterMs?: number;
+}
+
+/**
+ * The one error type of runstate. `code` says what went wrong, in a way code (and the HTTP error map)
+ * can switch on; `cause` keeps the original error.
+ */
+export class RunstateError extends Error {
+  override readonly name = 'RunstateError';
+  readonly code: ErrorCode;
+  readonly status: number | undefined;
+  readonly isRetryable: boolean;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(code: ErrorCode, message: string, options: RunstateErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = options.status;
+    this.isRetryable = options.retryable ?? false;
+    this.retryAfterMs = options.retryAfterMs;
+  }
+
+  /** The serialisable form a run keeps in its machine context. */
+  toData(): RunErrorData {
+    const data: RunErrorData = { code: this.code, message: this.message, retryable: this.isRetryable };
+    if (this.status !== undefined) data.status = this.status;
+    if (this.retryAfterMs !== undefined) data.retryAfterMs = this.retryAfterMs;
+    return data;
+  }
+}
+
+/** Turns anything thrown into the serialisable error a run keeps. Unknown errors are not retried. */
+export function toRunErrorData(error: unknown): RunErrorData {
+  if (error instanceof RunstateError) return error.toData();
+  const message = error instanceof Error ? error.message : String(error);
+  return { code: 'MODEL_REQUEST_FAILED', message, retryable: false };
+}
