@@ -1,0 +1,138 @@
+import type { ChatModel } from './model/chat-model.js';
+import { OpenAIChat } from './model/openai-chat.js';
+import {
+  createOrchestrator,
+  type Orchestrator,
+  type OrchestratorOptions,
+  type RunLimits,
+} from './runtime/create-orchestrator.js';
+import type { RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
+
+/** Options of an {@link Agent}. */
+export interface AgentOptions {
+  /** Shown to users and carried by every event (`agent_name`). */
+  name: string;
+  /** Stable id used in the HTTP API; defaults to the name in kebab-case (`Story Writer` → `story-writer`). */
+  id?: string;
+  /** Default: `new OpenAIChat({ id: 'gpt-5-mini' })`, which runs offline when no `OPENAI_API_KEY` is set. */
+  model?: ChatModel;
+  description?: string;
+  /** Sent to the model as the system message, after the description. */
+  instructions?: string | string[];
+  /** Share one orchestrator between agents (as the server does). Default: a new one per agent. */
+  orchestrator?: Orchestrator;
+  /** Options of the agent's own orchestrator, when none is passed. */
+  orchestratorOptions?: OrchestratorOptions;
+  /** Limits of this agent's runs (timeouts, retries). */
+  limits?: RunLimits;
+}
+
+/** Options of {@link Agent.run}. */
+export interface AgentRunOptions {
+  /** `true`: return the events as they happen; otherwise a promise of the run's output. */
+  stream?: boolean;
+  /** Continue a conversation: earlier turns of the session are sent to the model. */
+  sessionId?: string;
+  userId?: string;
+}
+
+/**
+ * The events of one run, as an async iterable. The run starts when `run()` is called, so `runId`
+ * is known at once. Leaving the `for await` loop before the run ends cancels it (reason
+ * `client_disconnect`): nobody is left to read the answer.
+ */
+export interface RunStream extends AsyncIterable<RunEvent> {
+  readonly runId: string;
+  readonly sessionId: string;
+  /** The run's output once it is final; never rejects. */
+  readonly result: Promise<RunOutput>;
+}
+
+/**
+ * An agent: a model with a name and instructions, whose runs are XState actors that can be
+ * cancelled for real.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ name: 'StorytellerAgent', model: new OpenAIChat({ id: 'gpt-5-mini' }) });
+ * let runId: string | undefined;
+ * for await (const chunk of agent.run('Write a story', { stream: true })) {
+ *   runId ??= chunk.run_id;
+ *   if (chunk.event === RunEvent.runContent) process.stdout.write(chunk.content);
+ * }
+ * // elsewhere: agent.cancelRun(runId) → true when it cancelled an active run
+ * ```
+ */
+export class Agent {
+  readonly id: string;
+  readonly name: string;
+  readonly description: string | undefined;
+  readonly instructions: string | undefined;
+  readonly model: ChatModel;
+  readonly orchestrator: Orchestrator;
+  readonly #limits: RunLimits | undefined;
+
+  constructor(options: AgentOptions) {
+    this.name = options.name;
+    this.id = options.id ?? agentIdFromName(options.name);
+    this.model = options.model ?? new OpenAIChat({ id: 'gpt-5-mini' });
+    this.description = options.description;
+    const instructions = [options.instructions ?? []].flat();
+    this.instructions = instructions.length > 0 ? instructions.join('\n') : undefined;
+    this.orchestrator = options.orchestrator ?? createOrchestrator(options.orchestratorOptions);
+    this.#limits = options.limits;
+  }
+
+  /** Streams a run: its events, from `RunStarted` to exactly one terminal event. */
+  run(input: string, options: AgentRunOptions & { stream: true }): RunStream;
+  /** Runs to the end and resolves with the output (whatever its status: check `status`). */
+  run(input: string, options?: AgentRunOptions & { stream?: false }): Promise<RunOutput>;
+  run(input: string, options: AgentRunOptions = {}): RunStream | Promise<RunOutput> {
+    const handle = this.orchestrator.startRun({
+      agentId: this.id,
+      agentName: this.name,
+      model: this.model,
+      input,
+      instructions: [this.description, this.instructions].filter(Boolean).join('\n\n') || undefined,
+      sessionId: options.sessionId,
+      userId: options.userId,
+      limits: this.#limits,
+    });
+    if (!options.stream) return handle.result;
+    const orchestrator = this.orchestrator;
+    return {
+      runId: handle.runId,
+      sessionId: handle.sessionId,
+      result: handle.result,
+      async *[Symbol.asyncIterator]() {
+        try {
+          yield* handle.events();
+        } finally {
+          // A no-op when the run is already final.
+          orchestrator.cancelRun(handle.runId, 'client_disconnect');
+        }
+      },
+    };
+  }
+
+  /** Cancels a run of this agent. `true` when this call cancelled an active run. */
+  cancelRun(runId: string): boolean {
+    if (this.orchestrator.getRun(runId)?.agent_id !== this.id) return false;
+    return this.orchestrator.cancelRun(runId, 'code');
+  }
+
+  /** The run's record (status, content so far, metrics), or `undefined` for an unknown run. */
+  getRun(runId: string): RunRecord | undefined {
+    const run = this.orchestrator.getRun(runId);
+    return run?.agent_id === this.id ? run : undefined;
+  }
+}
+
+/** `Story Writer Agent` → `story-writer-agent`, as AgentOS derives ids from names. */
+export function agentIdFromName(name: string): string {
+  return name
+    .trim()
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
+}

@@ -1,0 +1,67 @@
+import { fromCallback } from 'xstate';
+import type { ModelServiceInput, RunMachineEvent } from '../../machines/run.machine.js';
+import { toRunErrorData } from '../errors.js';
+import type { ChatMessage, ChatModel } from '../model/chat-model.js';
+
+/** What the model service needs to know about a run. */
+export interface ModelCall {
+  model: ChatModel;
+  messages: ChatMessage[];
+  /** Aborted when the run ends, however it ends (xstate does not always stop children: #5153). */
+  runSignal: AbortSignal;
+}
+
+type SendBack = (event: RunMachineEvent) => void;
+
+/**
+ * The run machine's `model` actor: streams one request and sends `CHUNK`, `DONE` or `ERROR` back.
+ * It owns an AbortController and aborts it when the actor is stopped, which is what a `CANCEL`,
+ * a timeout or a retry does by leaving the state that invoked it.
+ */
+export function createModelService(lookup: (runId: string) => ModelCall | undefined) {
+  return fromCallback<RunMachineEvent, ModelServiceInput>(({ input, sendBack }) => {
+    const call = lookup(input.runId);
+    if (!call) {
+      sendBack({
+        type: 'ERROR',
+        error: { code: 'INTERNAL', message: `run ${input.runId} is not registered`, retryable: false },
+      });
+      return undefined;
+    }
+    const controller = new AbortController();
+    const abort = () => controller.abort();
+    if (call.runSignal.aborted) controller.abort();
+    else call.runSignal.addEventListener('abort', abort, { once: true });
+    void pump(call, controller.signal, sendBack);
+    return () => {
+      call.runSignal.removeEventListener('abort', abort);
+      controller.abort();
+    };
+  });
+}
+
+async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): Promise<void> {
+  try {
+    for await (const chunk of call.model.stream({ messages: call.messages, signal })) {
+      if (signal.aborted) return;
+      if (chunk.type === 'end') {
+        sendBack({ type: 'DONE', finishReason: chunk.finishReason, usage: chunk.usage });
+        return;
+      }
+      if (chunk.content !== '') sendBack({ type: 'CHUNK', delta: chunk.content });
+    }
+    if (signal.aborted) return;
+    sendBack({
+      type: 'ERROR',
+      error: {
+        code: 'MODEL_STREAM_INCOMPLETE',
+        message: 'the model stream ended without a finish reason',
+        retryable: false,
+      },
+    });
+  } catch (error) {
+    // Aborts are how we stop a stream, not failures.
+    if (signal.aborted) return;
+    sendBack({ type: 'ERROR', error: toRunErrorData(error) });
+  }
+}

@@ -1,0 +1,120 @@
+import type {
+  CancelReason,
+  ErrorCode,
+  FinalRunStatus,
+  RunErrorData,
+  RunMetrics,
+  RunStatus as RunStatusType,
+} from '../../machines/run-types.js';
+
+/** Names of the events of a run, as Agno names them (`RunEvent.runContent === 'RunContent'`). */
+export const RunEvent = {
+  runStarted: 'RunStarted',
+  runContent: 'RunContent',
+  runCompleted: 'RunCompleted',
+  runCancelled: 'RunCancelled',
+  runError: 'RunError',
+} as const;
+
+/** The statuses of a run: the run machine's top-level states. */
+export const RunStatus = {
+  pending: 'pending',
+  streaming: 'streaming',
+  completed: 'completed',
+  cancelled: 'cancelled',
+  failed: 'failed',
+} as const satisfies Record<RunStatusType, RunStatusType>;
+
+/** @see {@link RunStatus} */
+export type RunStatus = RunStatusType;
+
+/** Fields every event of a run carries. Wire objects: snake_case, as Agno and OpenAI name them. */
+export interface RunEventBase {
+  run_id: string;
+  agent_id: string;
+  agent_name: string;
+  session_id: string;
+  /** Unix time in seconds, as Agno sends it. */
+  created_at: number;
+  /** Position in the run's event log: 1, 2, 3... without gaps. */
+  seq: number;
+}
+
+/** The run was accepted (it may still wait in `pending` for a slot). */
+export interface RunStartedEvent extends RunEventBase {
+  event: 'RunStarted';
+  model: string;
+  model_provider: string;
+  run_input: string;
+}
+
+/** One delta from the model. */
+export interface RunContentEvent extends RunEventBase {
+  event: 'RunContent';
+  content: string;
+}
+
+/** Terminal: the model finished. `content` is the whole answer. */
+export interface RunCompletedEvent extends RunEventBase {
+  event: 'RunCompleted';
+  content: string;
+  status: 'completed';
+  metrics: RunMetrics;
+}
+
+/** Terminal: the run was cancelled. `content` is what had streamed so far. */
+export interface RunCancelledEvent extends RunEventBase {
+  event: 'RunCancelled';
+  content: string;
+  reason: CancelReason;
+  status: 'cancelled';
+}
+
+/** Terminal: the run failed. `content` is the error message. */
+export interface RunErrorEvent extends RunEventBase {
+  event: 'RunError';
+  content: string;
+  code: ErrorCode;
+  error_type: ErrorCode;
+  status: 'failed';
+}
+
+/** Any event of a run. Switch on `event`. */
+export type RunEvent = RunStartedEvent | RunContentEvent | RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
+
+/** The events that end a run; exactly one per run, always the last. */
+export type RunTerminalEvent = RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
+
+/** True for `RunCompleted`, `RunCancelled` and `RunError`. */
+export function isTerminalEvent(event: RunEvent): event is RunTerminalEvent {
+  return event.event === 'RunCompleted' || event.event === 'RunCancelled' || event.event === 'RunError';
+}
+
+/** A run as the registry reports it. */
+export interface RunRecord {
+  run_id: string;
+  agent_id: string;
+  agent_name: string;
+  session_id: string;
+  user_id: string | null;
+  status: RunStatus;
+  run_input: string;
+  /** The content so far (all of it, once final). */
+  content: string;
+  model: string;
+  model_provider: string;
+  metrics: RunMetrics | null;
+  error: RunErrorData | null;
+  cancel_reason: CancelReason | null;
+  /** Unix time in seconds. */
+  created_at: number;
+  /** Unix time in seconds; `null` while the run is active. */
+  finished_at: number | null;
+}
+
+/** A finished run: what `agent.run(input)` resolves with. */
+export interface RunOutput extends RunRecord {
+  status: FinalRunStatus;
+  metrics: RunMetrics;
+  finished_at: number;
+}

@@ -1,0 +1,39 @@
+import { isTerminalEvent, type RunEvent } from '../runtime/run-events.js';
+
+/**
+ * Checks the invariants every run's events must hold, and throws an Error naming the first one
+ * broken: `seq` counts from 1 without gaps; the first event is `RunStarted`; exactly one terminal
+ * event, and it is the last; every event belongs to the same run; the terminal event's status is
+ * `expectedStatus` when given; `RunCompleted.content` is the concatenation of the deltas; the
+ * `RunCancelled` content is what streamed before the cancel.
+ *
+ * @example
+ * ```ts
+ * const events = [];
+ * for await (const event of agent.run('hi', { stream: true })) events.push(event);
+ * checkRunEvents(events, 'completed');
+ * ```
+ */
+export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: string): void {
+  const fail = (message: string): never => {
+    throw new Error(`run events: ${message} (events: ${events.map((e) => `${e.seq}:${e.event}`).join(', ')})`);
+  };
+  if (events.length === 0) fail('no events');
+  const runId = events[0]!.run_id;
+  if (events[0]!.event !== 'RunStarted') fail(`first event is ${events[0]!.event}, not RunStarted`);
+  let streamed = '';
+  events.forEach((event, index) => {
+    if (event.seq !== index + 1) fail(`event ${index + 1} has seq ${event.seq}`);
+    if (event.run_id !== runId) fail(`event ${event.seq} belongs to run ${event.run_id}, not ${runId}`);
+    if (event.event === 'RunContent') streamed += event.content;
+    if (isTerminalEvent(event) && index !== events.length - 1) fail(`terminal ${event.event} is not last`);
+  });
+  const last = events[events.length - 1]!;
+  if (!isTerminalEvent(last)) return fail(`no terminal event; last is ${last.event}`);
+  if (expectedStatus !== undefined && last.status !== expectedStatus) {
+    fail(`terminal status is ${last.status}, expected ${expectedStatus}`);
+  }
+  if (last.event !== 'RunError' && last.content !== streamed) {
+    fail(`${last.event}.content differs from the streamed deltas`);
+  }
+}

@@ -1,0 +1,348 @@
+import { describe, expect, it } from 'vitest';
+import { RunstateError } from '../src/errors.js';
+import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
+import { checkRunEvents, createFakeModel, type FakeModel } from '../src/testing/index.js';
+
+function setup(options: OrchestratorOptions = {}, model: FakeModel = createFakeModel()) {
+  const orchestrator = createOrchestrator({ ...options, idGenerator: counterIds() });
+  const start = (input = 'hello', extra: { sessionId?: string; limits?: object } = {}) =>
+    orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input, ...extra });
+  return { orchestrator, model, start };
+}
+
+function counterIds() {
+  let n = 0;
+  return () => `id-${++n}`;
+}
+
+async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const event of events) out.push(event);
+  return out;
+}
+
+describe('a run that streams to the end', () => {
+  it('emits RunStarted, one RunContent per delta and RunCompleted with the whole content', async () => {
+    const { orchestrator, model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('Once ');
+    call.emit('upon a time.');
+    call.end({ usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 } });
+    const events = await collect(run.events());
+    checkRunEvents(events, 'completed');
+    expect(events.map((e) => e.event)).toEqual(['RunStarted', 'RunContent', 'RunContent', 'RunCompleted']);
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'completed', content: 'Once upon a time.', error: null });
+    expect(output.metrics).toMatchObject({ input_tokens: 3, output_tokens: 2, total_tokens: 5 });
+    expect(output.metrics.time_to_first_token).not.toBeNull();
+    expect(orchestrator.getRun(run.runId)?.status).toBe('completed');
+  });
+
+  it('lets a late subscriber replay from any seq and then stop at the terminal event', async () => {
+    const { model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a');
+    call.emit('b');
+    call.end();
+    await run.result;
+    const all = await collect(run.events());
+    const rest = await collect(run.events(2));
+    expect(rest).toEqual(all.slice(2));
+    expect(await collect(run.events(all.length))).toEqual([]);
+  });
+
+  it('follows live: a subscriber attached before the chunks sees all of them', async () => {
+    const { model, start } = setup();
+    const run = start();
+    const seen = collect(run.events());
+    const call = await model.nextCall();
+    call.emit('x');
+    call.emit('y');
+    call.end();
+    checkRunEvents(await seen, 'completed');
+  });
+});
+
+describe('cancelRun', () => {
+  it('cancels a streaming run at once, keeps the partial content and aborts the model signal in the same tick', async () => {
+    const { orchestrator, model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('partial ');
+    await waitForContent(orchestrator, run.runId, 'partial ');
+    expect(orchestrator.cancelRun(run.runId, 'api')).toBe(true);
+    expect(call.signal.aborted).toBe(true);
+    expect(orchestrator.getRun(run.runId)?.status).toBe('cancelled');
+    call.emit('late'); // after the cancel: must never show up
+    const events = await collect(run.events());
+    checkRunEvents(events, 'cancelled');
+    expect(events.at(-1)).toMatchObject({ event: 'RunCancelled', reason: 'api', content: 'partial ' });
+    expect((await run.result).cancel_reason).toBe('api');
+  });
+
+  it('answers false the second time and emits one RunCancelled', async () => {
+    const { orchestrator, model, start } = setup();
+    const run = start();
+    await model.nextCall();
+    expect(orchestrator.cancelRun(run.runId)).toBe(true);
+    expect(orchestrator.cancelRun(run.runId)).toBe(false);
+    const events = await collect(run.events());
+    expect(events.filter((e) => e.event === 'RunCancelled')).toHaveLength(1);
+    checkRunEvents(events, 'cancelled');
+  });
+
+  it('answers false after completion and leaves the run completed', async () => {
+    const { orchestrator, model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('done');
+    call.end();
+    await run.result;
+    expect(orchestrator.cancelRun(run.runId)).toBe(false);
+    expect(orchestrator.getRun(run.runId)?.status).toBe('completed');
+    checkRunEvents(await collect(run.events()), 'completed');
+  });
+
+  it('answers false for an unknown run', () => {
+    const { orchestrator } = setup();
+    expect(orchestrator.cancelRun('nope')).toBe(false);
+  });
+
+  it('cancels a pending run without ever calling the model', async () => {
+    const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
+    const first = start();
+    const second = start();
+    expect(orchestrator.getRun(second.runId)?.status).toBe('pending');
+    expect(orchestrator.cancelRun(second.runId)).toBe(true);
+    const firstCall = await model.nextCall();
+    firstCall.end();
+    await first.result;
+    expect(model.calls).toHaveLength(1);
+    checkRunEvents(await collect(second.events()), 'cancelled');
+    expect(orchestrator.activeCount).toBe(0);
+  });
+
+  it('racing a completion ends in exactly one terminal state, and the answer says which', async () => {
+    const { orchestrator, model, start } = setup();
+    // The end is queued first, but the cancel lands before the model service delivers it.
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a');
+    call.end();
+    const cancelled = orchestrator.cancelRun(run.runId);
+    const output = await run.result;
+    expect(output.status).toBe(cancelled ? 'cancelled' : 'completed');
+    const events = await collect(run.events());
+    checkRunEvents(events, output.status);
+
+    // And the other way round: the completion wins, so the cancel is refused.
+    const second = start();
+    const secondCall = await model.nextCall();
+    secondCall.end();
+    await second.result;
+    expect(orchestrator.cancelRun(second.runId)).toBe(false);
+    checkRunEvents(await collect(second.events()), 'completed');
+  });
+});
+
+describe('limits', () => {
+  it('queues past the concurrency limit and starts the next run when a slot frees up', async () => {
+    const { orchestrator, model, start } = setup({ maxConcurrentRuns: 2 });
+    const runs = [start('a'), start('b'), start('c')];
+    expect(runs.map((r) => orchestrator.getRun(r.runId)?.status)).toEqual(['streaming', 'streaming', 'pending']);
+    const first = await model.nextCall();
+    first.end();
+    await runs[0]!.result;
+    expect(orchestrator.getRun(runs[2]!.runId)?.status).toBe('streaming');
+    await model.nextCall(); // b
+    const third = await model.nextCall();
+    expect(third.messages.at(-1)).toEqual({ role: 'user', content: 'c' });
+  });
+
+  it('fails a stalled run with RUN_TIMEOUT after the idle timeout and aborts the model', async () => {
+    const { model, start } = setup({ limits: { idleTimeoutMs: 20 } });
+    const run = start();
+    const call = await model.nextCall();
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+    expect(call.signal.aborted).toBe(true);
+    checkRunEvents(await collect(run.events()), 'failed');
+  });
+
+  it('fails a run past its total time limit even while chunks keep coming', async () => {
+    const { model, start } = setup({ limits: { timeoutMs: 30, idleTimeoutMs: 60_000 } });
+    const run = start();
+    const call = await model.nextCall();
+    let chunks = 0;
+    const ticker = setInterval(() => call.emit(`${chunks++} `), 2);
+    const output = await run.result;
+    clearInterval(ticker);
+    expect(output.error).toMatchObject({ code: 'RUN_TIMEOUT', message: 'the run exceeded its time limit' });
+  });
+
+  it('forgets the oldest finished runs past the retention count', async () => {
+    const { orchestrator, model, start } = setup({ retention: { maxFinishedRuns: 2 } });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const run = start();
+      ids.push(run.runId);
+      (await model.nextCall()).end();
+      await run.result;
+    }
+    expect(orchestrator.getRun(ids[0]!)).toBeUndefined();
+    expect(orchestrator.getRun(ids[2]!)?.status).toBe('completed');
+    expect(orchestrator.size).toBe(2);
+    expect(() => orchestrator.events(ids[0]!)).toThrow(RunstateError);
+  });
+
+  it('forgets finished runs older than the retention age', async () => {
+    let clock = 1_000_000;
+    const { orchestrator, model, start } = setup({ retention: { maxAgeMs: 1_000 }, now: () => clock });
+    const run = start();
+    (await model.nextCall()).end();
+    await run.result;
+    expect(orchestrator.getRun(run.runId)).toBeDefined();
+    clock += 5_000;
+    expect(orchestrator.getRun(run.runId)).toBeUndefined();
+    expect(orchestrator.size).toBe(0);
+  });
+});
+
+describe('model failures', () => {
+  const retryable = (status: number) =>
+    new RunstateError('MODEL_REQUEST_FAILED', `upstream ${status}`, { status, retryable: true, retryAfterMs: 1 });
+
+  it('retries a retryable failure before the first chunk, then succeeds', async () => {
+    const { model, start } = setup();
+    const run = start();
+    (await model.nextCall()).fail(retryable(503));
+    const second = await model.nextCall();
+    second.emit('ok');
+    second.end();
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'completed', content: 'ok' });
+  });
+
+  it('fails after the attempt limit with the last error', async () => {
+    const { model, start } = setup({ limits: { retry: { maxAttempts: 2 } } });
+    const run = start();
+    (await model.nextCall()).fail(retryable(500));
+    (await model.nextCall()).fail(retryable(500));
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'failed', error: { code: 'MODEL_REQUEST_FAILED', status: 500 } });
+    expect(model.calls).toHaveLength(2);
+  });
+
+  it('does not retry after the first chunk: the partial output would repeat', async () => {
+    const { model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('half');
+    call.fail(retryable(502));
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'failed', content: 'half', error: { status: 502 } });
+    expect(model.calls).toHaveLength(1);
+  });
+
+  it('does not retry a non-retryable failure', async () => {
+    const { model, start } = setup();
+    const run = start();
+    (await model.nextCall()).fail(new RunstateError('MODEL_REQUEST_FAILED', 'bad request', { status: 400 }));
+    const events = await collect(run.events());
+    checkRunEvents(events, 'failed');
+    expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'MODEL_REQUEST_FAILED', content: 'bad request' });
+  });
+
+  it('fails with MODEL_STREAM_INCOMPLETE when the stream stops without an end', async () => {
+    const { model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('cut');
+    call.close();
+    expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'MODEL_STREAM_INCOMPLETE' } });
+  });
+
+  it('maps a plain thrown error to MODEL_REQUEST_FAILED', async () => {
+    const { model, start } = setup();
+    const run = start();
+    (await model.nextCall()).fail(new TypeError('boom'));
+    expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'MODEL_REQUEST_FAILED', message: 'boom' } });
+  });
+});
+
+describe('sessions', () => {
+  it('sends the earlier turns of a session to the model', async () => {
+    const { orchestrator, model, start } = setup();
+    const first = start('My name is Ada.', { sessionId: 's1' });
+    const call = await model.nextCall();
+    call.emit('Hello Ada.');
+    call.end();
+    await first.result;
+    start('What is my name?', { sessionId: 's1' });
+    const second = await model.nextCall();
+    expect(second.messages).toEqual([
+      { role: 'user', content: 'My name is Ada.' },
+      { role: 'assistant', content: 'Hello Ada.' },
+      { role: 'user', content: 'What is my name?' },
+    ]);
+    expect(orchestrator.getSession('s1')).toMatchObject({ session_name: 'My name is Ada.', agent_id: 'writer' });
+    expect(orchestrator.sessionRuns('s1').map((r) => r.run_input)).toEqual(['My name is Ada.', 'What is my name?']);
+  });
+
+  it('creates a new session when none is given', () => {
+    const { orchestrator, start } = setup();
+    const run = start();
+    expect(run.sessionId).toBeTruthy();
+    expect(orchestrator.listSessions().map((s) => s.session_id)).toEqual([run.sessionId]);
+  });
+
+  it('refuses a session of another agent', () => {
+    const { orchestrator, model, start } = setup();
+    start('hi', { sessionId: 'shared' });
+    expect(() =>
+      orchestrator.startRun({ agentId: 'other', agentName: 'Other', model, input: 'hi', sessionId: 'shared' }),
+    ).toThrow(/belongs to agent writer/);
+  });
+
+  it('deleting a session cancels its active runs and forgets them', async () => {
+    const { orchestrator, model, start } = setup();
+    const run = start('hi', { sessionId: 's' });
+    const call = await model.nextCall();
+    expect(orchestrator.deleteSession('s')).toBe(true);
+    expect(call.signal.aborted).toBe(true);
+    expect((await run.result).status).toBe('cancelled');
+    expect(orchestrator.getRun(run.runId)).toBeUndefined();
+    expect(orchestrator.deleteSession('s')).toBe(false);
+  });
+});
+
+describe('shutdown', () => {
+  it('cancels every active run with reason shutdown, resolves when all are final, then refuses runs', async () => {
+    const { orchestrator, model, start } = setup({ maxConcurrentRuns: 2 });
+    const runs = [start(), start(), start()];
+    const calls = [await model.nextCall(), await model.nextCall()];
+    calls[0]!.emit('some');
+    await orchestrator.shutdown();
+    for (const run of runs) {
+      const events = await collect(run.events());
+      checkRunEvents(events, 'cancelled');
+      expect(events.at(-1)).toMatchObject({ reason: 'shutdown' });
+    }
+    expect(calls.every((c) => c.signal.aborted)).toBe(true);
+    expect(model.calls).toHaveLength(2);
+    expect(orchestrator.activeCount).toBe(0);
+    expect(() => start()).toThrow(expect.objectContaining({ code: 'SHUTTING_DOWN' }));
+  });
+});
+
+async function waitForContent(
+  orchestrator: ReturnType<typeof createOrchestrator>,
+  runId: string,
+  content: string,
+): Promise<void> {
+  for await (const event of orchestrator.events(runId)) {
+    if (event.event === 'RunContent' && event.content === content) return;
+  }
+}
