@@ -32,7 +32,7 @@ const STORY = list(`
   Every {time}, {a} would wander through {place}, thinking about {b}.
   Nobody believed that {a} could master {b}, but {a} kept trying.
   One {time}, {who} arrived and asked {a} about {b}.
-  It was {adj} work, yet {a} found joy in every small step.
+  The work was slow, yet {a} found joy in every small step.
   Each mistake taught {a} something new about {b}.
   The {who2} smiled, having seen this kind of courage before.
   Before long, everyone in {place} was talking about {a} and {b}.
@@ -43,19 +43,20 @@ const STORY = list(`
   Then, one {adj} {time}, everything {a} had learned fitted together.`);
 const ESSAY = list(`
   At its heart, {a} is about {b} and the choices it asks us to make.
-  A good way to understand {a} is to start with a {adj} example.
+  A good way to understand {a} is to start with a {kind} example.
   Most people first meet {a} through {b}, and that first impression matters.
   The key point is that {a} and {b} depend on each other.
-  In practice, a {adj} approach to {a} saves time and avoids surprises.
+  In practice, a {kind} approach to {a} saves time and avoids surprises.
   Careful readers {verb} {a} step by step before drawing conclusions.
   It helps to ask what would change about {a} if {b} were left out.
-  Over time, the {adj} details of {a} become easier to see.
+  Over time, the {kind} details of {a} become easier to see.
   This is why {a} keeps coming up whenever {b} is discussed.
   A {thing} is a useful comparison: simple on the surface, rich underneath.
   Common mistakes with {a} come from treating {b} as an afterthought.
   None of this is hard once {a} is seen as a whole.`);
 const VOCABULARY: Record<string, string[]> = {
-  adj: list('quiet|careful|patient|steady|simple|clever|long|bright'),
+  adj: list('quiet|cold|bright|clear|gentle|still'),
+  kind: list('simple|careful|small|familiar|concrete|patient'),
   place: list('a quiet valley|the old city|a village by the sea|the northern hills|a busy harbour'),
   time: list('morning|evening|winter|autumn|night'),
   who: list('a stranger|an old teacher|a wandering owl|a curious child|a travelling merchant'),
@@ -149,19 +150,21 @@ function compose(messages: ChatMessage[], seed: number, maxTokens: number) {
   if (asked && used > target) [sentences.length, used] = [0, 0]; // no room for an opening
   const templates = story ? STORY : ESSAY;
   let bag: string[] = [];
+  let previous = '';
   while (used < target) {
     const left = target - used;
     let sentence = asked && left < CLOSINGS.length ? CLOSINGS[left] : undefined;
     for (let tries = 0; sentence === undefined && tries < templates.length; tries++) {
       // Draw templates from a shuffled bag, so none repeats before all have been used.
       if (bag.length === 0) {
-        const keyed = templates.map((template) => ({ template, key: random() }));
+        // The template just used goes to the next bag, so no sentence follows itself.
+        const keyed = templates
+          .filter((t) => t !== previous)
+          .map((template) => ({ template, key: random() }));
         bag = keyed.sort((x, y) => x.key - y.key).map(({ template }) => template);
       }
-      const filled = (bag.pop() ?? '').replace(
-        /\{(\w+)\}/g,
-        (_, s: string) => slots[s] ?? pick(VOCABULARY[s] ?? []),
-      );
+      previous = bag.pop() ?? '';
+      const filled = previous.replace(/\{(\w+)\}/g, (_, s: string) => slots[s] ?? pick(VOCABULARY[s] ?? []));
       // A requested length ends on a whole sentence: skip templates that would overshoot it.
       if (!asked || countWords(filled) <= left) sentence = filled.charAt(0).toUpperCase() + filled.slice(1);
     }

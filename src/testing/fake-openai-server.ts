@@ -241,3 +241,354 @@ class Frames {
 /** Generated chunks are the default sentence repeated: one frame per word, one block per sentence. */
 const BLOCK_SIZE = DEFAULT_CHUNKS.length;
 
+/** A recorded request and the state of its answer. */
+class RecordedRequest implements FakeRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly closed: Promise<void>;
+  readonly frames: Frames;
+  /** Deltas sent so far (the first one carries the role). */
+  sent = 0;
+  /** The one timer that paces this answer, re-armed with `refresh()`. */
+  timer: NodeJS.Timeout | undefined;
+  /** Set once the server itself ended or dropped the answer, or is closing. */
+  serverDone = false;
+  #clientAborted = false;
+  readonly #res: ServerResponse;
+
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    readonly body: FakeRequestBody,
+    readonly response: FakeResponse,
+    readonly id: string,
+  ) {
+    this.method = req.method ?? 'POST';
+    this.path = req.url ?? '/';
+    this.headers = req.headers;
+    this.#res = res;
+    this.frames = new Frames(id, Math.floor(Date.now() / 1000), body.model ?? 'fake');
+    this.closed = new Promise((resolve) => {
+      res.once('close', () => {
+        if (!this.serverDone && !res.writableEnded) this.#clientAborted = true;
+        this.serverDone = true;
+        clearTimeout(this.timer);
+        resolve();
+      });
+    });
+  }
+
+  get clientAborted(): boolean {
+    return this.#clientAborted;
+  }
+
+  get open(): boolean {
+    return !this.serverDone && !this.#res.destroyed;
+  }
+
+  /** Sends the status line and SSE headers now (Node otherwise holds them until the first write). */
+  startStream(): void {
+    if (this.#res.headersSent) return;
+    this.#res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': this.id });
+    this.#res.flushHeaders();
+  }
+
+  /** Writes frames; false means the socket buffer is full: wait for {@link onDrain}. */
+  write(frames: Buffer): boolean {
+    this.startStream();
+    return this.#res.write(frames);
+  }
+
+  onDrain(then: () => void): void {
+    this.#res.once('drain', then);
+  }
+
+  send(content: string): void {
+    this.#assertStreaming('send');
+    this.write(this.frames.delta(content, this.sent === 0));
+    this.sent++;
+  }
+
+  finish(finishReason = 'stop', usage?: FakeUsage | false): void {
+    this.#assertStreaming('finish');
+    this.write(this.frames.finish(finishReason));
+    if (this.body.stream_options?.include_usage === true && usage !== false) {
+      this.write(
+        this.frames.usage(usage ?? { prompt_tokens: promptTokens(this.body), completion_tokens: this.sent }),
+      );
+    }
+    this.serverDone = true;
+    this.#res.end(DONE);
+  }
+
+  truncate(): void {
+    this.#assertStreaming('truncate');
+    this.startStream();
+    this.serverDone = true;
+    this.#res.end();
+  }
+
+  reset(): void {
+    if (!this.open) throw new Error('reset(): the response is already over');
+    this.serverDone = true;
+    const socket = this.#res.socket;
+    if (!socket) return;
+    if (!this.#res.headersSent) {
+      socket.destroy();
+      return;
+    }
+    // Flush what was written, then close without ending the chunked body: the client sees the
+    // connection drop mid-stream, after the chunks it was sent (a bare destroy() could drop them).
+    socket.end(() => socket.destroy());
+  }
+
+  #assertStreaming(method: string): void {
+    if (this.body.stream !== true) throw new Error(`${method}(): not a streaming request`);
+    if (!this.open) throw new Error(`${method}(): the response is already over`);
+  }
+}
+
+/** A rough count, enough for usage numbers: about four characters a token. */
+function promptTokens(body: FakeRequestBody): number {
+  if (!Array.isArray(body.messages)) return 0;
+  let chars = 0;
+  for (const message of body.messages as unknown[]) {
+    const content = (message as { content?: unknown } | null)?.content;
+    if (typeof content === 'string') chars += content.length;
+  }
+  return Math.ceil(chars / 4);
+}
+
+function errorType(status: number): string {
+  if (status === 429) return 'rate_limit_exceeded';
+  if (status >= 500) return 'server_error';
+  if (status === 401) return 'authentication_error';
+  return 'invalid_request_error';
+}
+
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  value: unknown,
+  headers: Record<string, string> = {},
+): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(value));
+}
+
+function sendError(res: ServerResponse, response: FakeStatusResponse): void {
+  const headers: Record<string, string> = {};
+  if (response.retryAfter !== undefined) headers['retry-after'] = String(response.retryAfter);
+  if (response.retryAfterMs !== undefined) headers['retry-after-ms'] = String(response.retryAfterMs);
+  const message = response.message ?? `Fake error ${response.status}`;
+  const type = errorType(response.status);
+  sendJson(res, response.status, { error: { message, type, param: null, code: null } }, headers);
+}
+
+/**
+ * Streams the scripted chunks of a request with pacing and backpressure, then calls `done`. Callback
+ * style with one reused timer: a benchmark runs thousands of these at once, and a promise or a timer
+ * per chunk would be most of the server's cost.
+ */
+function pump(request: RecordedRequest, shape: FakeStreamShape, done: () => void): void {
+  const texts = typeof shape.chunks === 'number' ? undefined : (shape.chunks ?? DEFAULT_CHUNKS);
+  const count = texts ? texts.length : (shape.chunks as number);
+  const delayMs = shape.delayMs ?? 0;
+  // Generated chunks repeat the default sentence, so their frames are serialised once per request,
+  // and without a delay they go out a whole sentence per write.
+  const generated = texts ? undefined : DEFAULT_CHUNKS.map((text) => request.frames.delta(text, false));
+  const block = generated && delayMs === 0 ? Buffer.concat(generated) : undefined;
+  let i = 0;
+  const step = (): void => {
+    while (request.open) {
+      if (i >= count) return done();
+      let ok: boolean;
+      if (block && request.sent > 0 && i % BLOCK_SIZE === 0 && count - i >= BLOCK_SIZE) {
+        ok = request.write(block);
+        i += BLOCK_SIZE;
+        request.sent += BLOCK_SIZE;
+      } else {
+        const cached = request.sent > 0 ? generated?.[i % BLOCK_SIZE] : undefined;
+        const text = texts?.[i] ?? DEFAULT_CHUNKS[i % BLOCK_SIZE] ?? '';
+        ok = request.write(cached ?? request.frames.delta(text, request.sent === 0));
+        i++;
+        request.sent++;
+      }
+      if (delayMs > 0 && i < count) return ok ? delayed() : request.onDrain(delayed);
+      if (!ok) return request.onDrain(step);
+    }
+  };
+  const delayed = (): void => {
+    if (!request.open) return;
+    if (request.timer) request.timer.refresh();
+    else request.timer = setTimeout(step, delayMs);
+  };
+  step();
+}
+
+function answerStream(request: RecordedRequest, res: ServerResponse): void {
+  const response = request.response;
+  if (response.fault === 'status') return sendError(res, response);
+  if (response.fault === undefined || response.fault === 'none') {
+    request.startStream();
+    return pump(request, response, () => request.finish(response.finishReason, response.usage));
+  }
+  if (response.headers === false) {
+    if (response.fault === 'stall') return;
+    return response.fault === 'reset' ? request.reset() : request.truncate();
+  }
+  request.startStream();
+  if (response.fault === 'stall') return pump(request, response, () => undefined);
+  pump(request, response, () => (response.fault === 'truncate' ? request.truncate() : request.reset()));
+}
+
+/** Non-stream requests get a whole `chat.completion` (or the same fault, applied to the JSON body). */
+function answerJson(request: RecordedRequest, res: ServerResponse): void {
+  const response = request.response;
+  if (response.fault === 'status') return sendError(res, response);
+  if (response.fault === 'stall') return;
+  if (response.fault === 'reset') return void res.socket?.destroy();
+  const chunks =
+    typeof response.chunks === 'number' ? fakeChunks(response.chunks) : (response.chunks ?? DEFAULT_CHUNKS);
+  const prompt_tokens = promptTokens(request.body);
+  const usage = {
+    prompt_tokens,
+    completion_tokens: chunks.length,
+    total_tokens: prompt_tokens + chunks.length,
+  };
+  const completion = JSON.stringify({
+    id: request.id,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model: request.body.model ?? 'fake',
+    choices: [
+      {
+        index: 0,
+        message: { role: 'assistant', content: chunks.join(''), refusal: null },
+        logprobs: null,
+        finish_reason: response.fault === 'truncate' ? null : (response.finishReason ?? 'stop'),
+      },
+    ],
+    usage: response.fault !== 'truncate' && response.usage === false ? undefined : usage,
+  });
+  res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': request.id });
+  // A truncated JSON answer stops halfway through its body.
+  res.end(response.fault === 'truncate' ? completion.slice(0, completion.length >> 1) : completion);
+}
+
+/**
+ * Starts a local server, bound to 127.0.0.1, that speaks the OpenAI chat-completions protocol:
+ * `POST /v1/chat/completions` (streamed as `text/event-stream` when `stream: true`, else one JSON
+ * `chat.completion`) and `GET /v1/models`. Each request is answered with the next scripted response
+ * ({@link FakeOpenAIServer.enqueue}), else the default ({@link FakeOpenAIServer.setDefault}), else the
+ * behaviour its `model` field asks for ({@link parseFakeModel}). Every chat request is recorded, with a
+ * promise that tells when its socket closed and whether the client went away first.
+ *
+ * @example
+ * ```ts
+ * const server = await createFakeOpenAIServer();
+ * const client = new OpenAI({ apiKey: 'test', baseURL: server.url, maxRetries: 0 });
+ * server.enqueue({ chunks: ['Hel', 'lo'] }, { fault: 'status', status: 429, retryAfter: 2 });
+ *
+ * server.enqueue({ fault: 'stall', chunks: 0 }); // a held stream, released by hand
+ * const pending = client.chat.completions.create({ model: 'm', messages: [], stream: true });
+ * const request = await server.nextRequest();
+ * request.send('Hello');
+ * request.finish();
+ *
+ * await server.close();
+ * ```
+ */
+export async function createFakeOpenAIServer(
+  options: FakeOpenAIServerOptions = {},
+): Promise<FakeOpenAIServer> {
+  const requests: RecordedRequest[] = [];
+  const queue: FakeResponse[] = [];
+  const waiters: { resolve: (request: FakeRequest) => void; reject: (error: Error) => void }[] = [];
+  let taken = 0;
+  let fallback: FakeResponse | undefined;
+  let closing: Promise<void> | undefined;
+
+  const chat = (req: IncomingMessage, res: ServerResponse, raw: string): void => {
+    let body: FakeRequestBody = {};
+    let response: FakeResponse;
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        throw new Error('the body must be a JSON object');
+      }
+      body = parsed as FakeRequestBody;
+      response =
+        queue.shift() ?? fallback ?? parseFakeModel(typeof body.model === 'string' ? body.model : '');
+    } catch (error) {
+      response = { fault: 'status', status: 400, message: (error as Error).message };
+    }
+    const request = new RecordedRequest(req, res, body, response, `chatcmpl-fake-${requests.length + 1}`);
+    requests.push(request);
+    const waiter = waiters.shift();
+    if (waiter) {
+      taken++;
+      waiter.resolve(request);
+    }
+    if (body.stream === true) answerStream(request, res);
+    else answerJson(request, res);
+  };
+
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'GET' && path === '/v1/models') {
+      const model = { id: 'fake', object: 'model', created: 0, owned_by: 'runstate' };
+      return sendJson(res, 200, { object: 'list', data: [model] });
+    }
+    if (req.method !== 'POST' || path !== '/v1/chat/completions') {
+      return sendError(res, { fault: 'status', status: 404, message: `Unknown route ${req.method} ${path}` });
+    }
+    const parts: Buffer[] = [];
+    req.on('data', (part: Buffer) => parts.push(part));
+    req.on('end', () => chat(req, res, Buffer.concat(parts).toString('utf8')));
+    // A client that goes away mid-upload is not an error of the server.
+    req.on('error', () => undefined);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    // A large backlog: benchmarks open thousands of streams at once.
+    server.listen({ port: options.port ?? 0, host: '127.0.0.1', backlog: 4096 }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    port,
+    requests,
+    nextRequest() {
+      const request = requests[taken];
+      if (request) {
+        taken++;
+        return Promise.resolve(request);
+      }
+      if (closing) return Promise.reject(new Error('the fake OpenAI server is closed'));
+      return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+    },
+    enqueue(...responses) {
+      queue.push(...responses);
+    },
+    setDefault(response) {
+      fallback = response;
+    },
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        // Closing the server is not the client going away.
+        for (const request of requests) request.serverDone = true;
+        for (const waiter of waiters.splice(0)) waiter.reject(new Error('the fake OpenAI server is closed'));
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
