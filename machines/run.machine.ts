@@ -237,6 +237,7 @@ export const runMachine = setup({
         attempt: {
           entry: assign({ attempt: ({ context }) => context.attempt + 1, error: null }),
           invoke: {
+            id: 'model',
             src: 'model',
             input: ({ context }) => ({ runId: context.runId, attempt: context.attempt }),
             onError: {

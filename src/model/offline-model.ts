@@ -1,4 +1,4 @@
-import { setImmediate as breathe, setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as breathe } from 'node:timers/promises';
 import type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
 
 /** Options of {@link OfflineModel}. Every field has a default. */
@@ -69,7 +69,7 @@ const CLOSINGS = [
   '',
   ...list(`Indeed.|Nothing more.|That is all.|And that was that.|There is little more here.
   And that is how it ends.|And that is where we stop today.|And that, for now, is where it ends.
-  There is more to say, but this will do.|There is more to say, but that will do for now.`),
+  There is more to say, but this will do.|There is much more to say, but this will do.`),
 ];
 
 /** mulberry32: a tiny seeded PRNG, so answers are reproducible (never `Math.random`). */
@@ -117,6 +117,24 @@ const phraseOf = (prompt: string): string | undefined =>
     .split(/\s+/)
     .slice(0, 8)
     .join(' ');
+
+/**
+ * Waits `ms`, or until `signal` aborts (then resolves `false` at once), and leaves no listener behind.
+ * It uses the global `setTimeout`, not `node:timers/promises`: vitest's fake timers do not reach that
+ * module (vitest#10871), and runstate's tests drive this model on a fake clock.
+ */
+function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    const finish = (completed: boolean): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      resolve(completed);
+    };
+    const onAbort = (): void => finish(false);
+    const timer = setTimeout(() => finish(true), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
 
 /** Plans the whole answer as tokens: words with their leading space or paragraph break. */
 function compose(messages: ChatMessage[], seed: number, maxTokens: number) {
@@ -182,8 +200,8 @@ function compose(messages: ChatMessage[], seed: number, maxTokens: number) {
       tokens.push(tokens.length === 0 ? word : `${paragraph && i === 0 ? '\n\n' : ' '}${word}`);
     });
   }
-  // Cut by maxTokens mid-text, as a real model would be: say so with finishReason 'length'.
-  return { tokens: tokens.slice(0, target), finishReason: tokens.length > target ? 'length' : 'stop' };
+  // Without a requested length the text runs until maxTokens cuts it, as a real model's would.
+  return { tokens: tokens.slice(0, target), finishReason: asked ? 'stop' : 'length' };
 }
 
 /**
@@ -230,13 +248,7 @@ export class OfflineModel implements ChatModel {
       const wait = start + i * interval - performance.now();
       if (wait > 0) {
         sinceBreath = 0;
-        try {
-          // The signal ends the wait at once; Node removes its listener when the timer fires.
-          await sleep(wait, undefined, { signal });
-        } catch (error) {
-          if (signal.aborted) return; // an abort is not an error
-          throw error;
-        }
+        if (!(await pause(wait, signal))) return; // an abort is not an error
       } else if (++sinceBreath >= TOKENS_PER_BREATH) {
         // Without timers, a long stream would run in microtasks only and starve timers and I/O.
         sinceBreath = 0;

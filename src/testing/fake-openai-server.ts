@@ -427,10 +427,14 @@ function pump(request: RecordedRequest, shape: FakeStreamShape, done: () => void
   step();
 }
 
+function isNormal(response: FakeResponse): response is FakeStreamResponse {
+  return response.fault === undefined || response.fault === 'none';
+}
+
 function answerStream(request: RecordedRequest, res: ServerResponse): void {
   const response = request.response;
   if (response.fault === 'status') return sendError(res, response);
-  if (response.fault === undefined || response.fault === 'none') {
+  if (isNormal(response)) {
     request.startStream();
     return pump(request, response, () => request.finish(response.finishReason, response.usage));
   }
@@ -451,11 +455,10 @@ function answerJson(request: RecordedRequest, res: ServerResponse): void {
   if (response.fault === 'reset') return void res.socket?.destroy();
   const chunks =
     typeof response.chunks === 'number' ? fakeChunks(response.chunks) : (response.chunks ?? DEFAULT_CHUNKS);
-  const prompt_tokens = promptTokens(request.body);
-  const usage = {
-    prompt_tokens,
+  const normal = isNormal(response) ? response : undefined;
+  const usage = normal?.usage || {
+    prompt_tokens: promptTokens(request.body),
     completion_tokens: chunks.length,
-    total_tokens: prompt_tokens + chunks.length,
   };
   const completion = JSON.stringify({
     id: request.id,
@@ -467,10 +470,10 @@ function answerJson(request: RecordedRequest, res: ServerResponse): void {
         index: 0,
         message: { role: 'assistant', content: chunks.join(''), refusal: null },
         logprobs: null,
-        finish_reason: response.fault === 'truncate' ? null : (response.finishReason ?? 'stop'),
+        finish_reason: normal ? (normal.finishReason ?? 'stop') : null,
       },
     ],
-    usage: response.fault !== 'truncate' && response.usage === false ? undefined : usage,
+    usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
   });
   res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': request.id });
   // A truncated JSON answer stops halfway through its body.

@@ -1,0 +1,21 @@
+/**
+ * Cancel from code with a deadline: the run gets two seconds, then `cancelRun` stops it and aborts
+ * the model request. The output keeps what was written before the cancel.
+ *
+ *   npx tsx --conditions=source examples/cancel_with_timeout.ts
+ */
+import { Agent, OpenAIChat } from 'runstate';
+
+const DEADLINE_MS = Number(process.env.DEADLINE_MS ?? 2_000);
+const agent = new Agent({ name: 'Essay Agent', model: new OpenAIChat({ id: 'gpt-5-mini' }) });
+
+const stream = agent.run('Write an essay of 1000 words about the history of clocks.', { stream: true });
+const deadline = setTimeout(() => {
+  const cancelled = agent.cancelRun(stream.runId);
+  console.log(`deadline reached: cancelRun → ${cancelled}`);
+}, DEADLINE_MS);
+
+const output = await stream.result; // resolves however the run ends; never rejects
+clearTimeout(deadline);
+console.log(`status: ${output.status} (reason: ${output.cancel_reason ?? '-'})`);
+console.log(`kept ${output.content.length} characters: ${output.content.slice(0, 120)}...`);
