@@ -18,5 +18,7 @@ const output = await agent.run('Write a short poem about state machines in 40 wo
 console.log(`status:  ${output.status}`);
 console.log(`run id:  ${output.run_id}`);
 console.log(`tokens:  ${output.metrics.output_tokens} out, ${output.metrics.input_tokens} in`);
-console.log(`time:    ${output.metrics.duration.toFixed(2)} s (first token after ${output.metrics.time_to_first_token?.toFixed(3)} s)`);
+console.log(
+  `time:    ${output.metrics.duration.toFixed(2)} s (first token after ${output.metrics.time_to_first_token?.toFixed(3)} s)`,
+);
 console.log(`\n${output.content}`);

@@ -5,10 +5,10 @@
  *   npx tsx scripts/state-chart.ts
  */
 import { pathToFileURL } from 'node:url';
-import type { AnyStateMachine, StateNode } from 'xstate';
+import type { AnyStateMachine } from 'xstate';
 import { runMachine } from '../machines/run.machine.js';
 
-type Node = StateNode<any, any>;
+type Node = AnyStateMachine['root'];
 
 /** `xstate.after.idleTimeout.run.streaming...` → `after idleTimeout`; other events keep their name. */
 function label(eventType: string): string {
@@ -23,7 +23,7 @@ export function stateChartMermaid(machine: AnyStateMachine): string {
   const lines = ['stateDiagram-v2'];
   const name = (node: Node) => node.path.join('_') || node.key;
   const visit = (node: Node, indent: string) => {
-    const children = Object.values(node.states) as Node[];
+    const children: Node[] = Object.values(node.states);
     if (node.initial) {
       const initial = node.initial.target[0] as Node | undefined;
       if (initial) lines.push(`${indent}[*] --> ${name(initial)}`);
@@ -44,7 +44,7 @@ export function stateChartMermaid(machine: AnyStateMachine): string {
         for (const transition of transitions) {
           const guard = typeof transition.guard === 'string' ? ` [${transition.guard}]` : '';
           for (const target of transition.target ?? []) {
-            lines.push(`${indent}${name(child)} --> ${name(target as Node)}: ${label(eventType)}${guard}`);
+            lines.push(`${indent}${name(child)} --> ${name(target)}: ${label(eventType)}${guard}`);
           }
           // Targetless delayed transitions raise TIMEOUT: draw them as self-loops.
           if (!transition.target && eventType.startsWith('xstate.after')) {
@@ -54,7 +54,7 @@ export function stateChartMermaid(machine: AnyStateMachine): string {
       }
     }
   };
-  visit(machine.root as Node, '  ');
+  visit(machine.root, '  ');
   return lines.join('\n');
 }
 

@@ -37,9 +37,11 @@ afterEach(() => {
 });
 
 describe('OfflineModel', () => {
-  it('names itself offline and takes its id from the options', () => {
+  it('names itself offline, takes its id from the options and rejects a pace or length that would hang', () => {
     expect(new OfflineModel()).toMatchObject({ id: 'offline', provider: 'offline' });
     expect(new OfflineModel({ id: 'offline-test' }).id).toBe('offline-test');
+    expect(() => new OfflineModel({ tokensPerSecond: 0 })).toThrow(/tokensPerSecond/);
+    expect(() => new OfflineModel({ maxTokens: Infinity })).toThrow(/maxTokens/);
   });
 
   it('gives the same text for the same seed and messages, and another text for another prompt or seed', async () => {

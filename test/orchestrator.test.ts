@@ -151,7 +151,11 @@ describe('limits', () => {
   it('queues past the concurrency limit and starts the next run when a slot frees up', async () => {
     const { orchestrator, model, start } = setup({ maxConcurrentRuns: 2 });
     const runs = [start('a'), start('b'), start('c')];
-    expect(runs.map((r) => orchestrator.getRun(r.runId)?.status)).toEqual(['streaming', 'streaming', 'pending']);
+    expect(runs.map((r) => orchestrator.getRun(r.runId)?.status)).toEqual([
+      'streaming',
+      'streaming',
+      'pending',
+    ]);
     const first = await model.nextCall();
     first.end();
     await runs[0]!.result;
@@ -212,7 +216,11 @@ describe('limits', () => {
 
 describe('model failures', () => {
   const retryable = (status: number) =>
-    new RunstateError('MODEL_REQUEST_FAILED', `upstream ${status}`, { status, retryable: true, retryAfterMs: 1 });
+    new RunstateError('MODEL_REQUEST_FAILED', `upstream ${status}`, {
+      status,
+      retryable: true,
+      retryAfterMs: 1,
+    });
 
   it('retries a retryable failure before the first chunk, then succeeds', async () => {
     const { model, start } = setup();
@@ -252,7 +260,11 @@ describe('model failures', () => {
     (await model.nextCall()).fail(new RunstateError('MODEL_REQUEST_FAILED', 'bad request', { status: 400 }));
     const events = await collect(run.events());
     checkRunEvents(events, 'failed');
-    expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'MODEL_REQUEST_FAILED', content: 'bad request' });
+    expect(events.at(-1)).toMatchObject({
+      event: 'RunError',
+      code: 'MODEL_REQUEST_FAILED',
+      content: 'bad request',
+    });
   });
 
   it('fails with MODEL_STREAM_INCOMPLETE when the stream stops without an end', async () => {
@@ -268,7 +280,10 @@ describe('model failures', () => {
     const { model, start } = setup();
     const run = start();
     (await model.nextCall()).fail(new TypeError('boom'));
-    expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'MODEL_REQUEST_FAILED', message: 'boom' } });
+    expect(await run.result).toMatchObject({
+      status: 'failed',
+      error: { code: 'MODEL_REQUEST_FAILED', message: 'boom' },
+    });
   });
 });
 
@@ -287,8 +302,14 @@ describe('sessions', () => {
       { role: 'assistant', content: 'Hello Ada.' },
       { role: 'user', content: 'What is my name?' },
     ]);
-    expect(orchestrator.getSession('s1')).toMatchObject({ session_name: 'My name is Ada.', agent_id: 'writer' });
-    expect(orchestrator.sessionRuns('s1').map((r) => r.run_input)).toEqual(['My name is Ada.', 'What is my name?']);
+    expect(orchestrator.getSession('s1')).toMatchObject({
+      session_name: 'My name is Ada.',
+      agent_id: 'writer',
+    });
+    expect(orchestrator.sessionRuns('s1').map((r) => r.run_input)).toEqual([
+      'My name is Ada.',
+      'What is my name?',
+    ]);
   });
 
   it('creates a new session when none is given', () => {
@@ -302,7 +323,13 @@ describe('sessions', () => {
     const { orchestrator, model, start } = setup();
     start('hi', { sessionId: 'shared' });
     expect(() =>
-      orchestrator.startRun({ agentId: 'other', agentName: 'Other', model, input: 'hi', sessionId: 'shared' }),
+      orchestrator.startRun({
+        agentId: 'other',
+        agentName: 'Other',
+        model,
+        input: 'hi',
+        sessionId: 'shared',
+      }),
     ).toThrow(/belongs to agent writer/);
   });
 

@@ -11,8 +11,7 @@ export interface ChatMessage {
  * `end` is incomplete, and the run fails with `MODEL_STREAM_INCOMPLETE`.
  */
 export type ModelChunk =
-  | { type: 'delta'; content: string }
-  | { type: 'end'; finishReason: string; usage?: TokenUsage | undefined };
+  { type: 'delta'; content: string } | { type: 'end'; finishReason: string; usage?: TokenUsage | undefined };
 
 /** One streamed request. */
 export interface ChatRequest {

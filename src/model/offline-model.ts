@@ -1,4 +1,5 @@
 import { setImmediate as breathe } from 'node:timers/promises';
+import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
 
 /** Options of {@link OfflineModel}. Every field has a default. */
@@ -175,7 +176,7 @@ function compose(messages: ChatMessage[], seed: number, maxTokens: number) {
     for (let tries = 0; sentence === undefined && tries < templates.length; tries++) {
       // Draw templates from a shuffled bag, so none repeats before all have been used.
       if (bag.length === 0) {
-        // The template just used goes to the next bag, so no sentence follows itself.
+        // Leave the template just used out of the new bag, so no sentence follows itself.
         const keyed = templates
           .filter((t) => t !== previous)
           .map((template) => ({ template, key: random() }));
@@ -231,10 +232,15 @@ export class OfflineModel implements ChatModel {
   readonly #maxTokens: number;
 
   constructor({ id = 'offline', seed = 1, tokensPerSecond = 30, maxTokens = 400 }: OfflineModelOptions = {}) {
+    // Checked here, since a NaN pace or an endless length would only show up as a hung run.
+    if (!(tokensPerSecond > 0)) throw new RunstateError('INVALID_INPUT', 'tokensPerSecond must be > 0');
+    if (!(maxTokens >= 1 && Number.isFinite(maxTokens))) {
+      throw new RunstateError('INVALID_INPUT', 'maxTokens must be a finite number >= 1');
+    }
     this.id = id;
     this.#seed = seed;
     this.#tokensPerSecond = tokensPerSecond;
-    this.#maxTokens = Math.max(1, Math.floor(maxTokens));
+    this.#maxTokens = Math.floor(maxTokens);
   }
 
   async *stream({ messages, signal }: ChatRequest): AsyncGenerator<ModelChunk, void, undefined> {

@@ -171,7 +171,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       created_at: seconds(now()),
       seq: entry.log.size + 1,
     };
-    entry.log.append(Object.assign(base, event) as RunEvent);
+    entry.log.append(Object.assign<typeof base, EventBody>(base, event));
   }
 
   function statusOf(entry: RunEntry): RunStatus {
@@ -317,7 +317,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       output: null,
     };
     runs.set(runId, entry);
-    sessions.addRun(sessionId, { runId, agentId: request.agentId, userId: entry.userId, input: request.input });
+    sessions.addRun(sessionId, {
+      runId,
+      agentId: request.agentId,
+      userId: entry.userId,
+      input: request.input,
+    });
 
     actor.on('content', ({ delta }) => append(entry, { event: 'RunContent', content: delta }));
     actor.subscribe({
@@ -348,7 +353,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return {
       status: 'failed',
       content: context.content,
-      error: { code: 'INTERNAL', message: error instanceof Error ? error.message : String(error), retryable: false },
+      error: {
+        code: 'INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+        retryable: false,
+      },
       cancelReason: null,
       finishReason: null,
       attempts: context.attempt,
@@ -458,14 +467,23 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 }
 
 /** An event without the fields the orchestrator fills in. */
-type EventBody = RunEvent extends infer E ? (E extends RunEvent ? Omit<E, keyof RunEventBase> : never) : never;
+type EventBody = RunEvent extends infer E
+  ? E extends RunEvent
+    ? Omit<E, keyof RunEventBase>
+    : never
+  : never;
 
 function terminalEvent(output: RunMachineOutput): EventBody {
   switch (output.status) {
     case 'completed':
       return { event: 'RunCompleted', content: output.content, status: 'completed', metrics: output.metrics };
     case 'cancelled':
-      return { event: 'RunCancelled', content: output.content, reason: output.cancelReason ?? 'code', status: 'cancelled' };
+      return {
+        event: 'RunCancelled',
+        content: output.content,
+        reason: output.cancelReason ?? 'code',
+        status: 'cancelled',
+      };
     case 'failed': {
       const code = output.error?.code ?? 'INTERNAL';
       return {

@@ -80,7 +80,8 @@ export interface RunErrorEvent extends RunEventBase {
 }
 
 /** Any event of a run. Switch on `event`. */
-export type RunEvent = RunStartedEvent | RunContentEvent | RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
+export type RunEvent =
+  RunStartedEvent | RunContentEvent | RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
 
 /** The events that end a run; exactly one per run, always the last. */
 export type RunTerminalEvent = RunCompletedEvent | RunCancelledEvent | RunErrorEvent;

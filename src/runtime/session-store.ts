@@ -65,7 +65,10 @@ export class SessionStore {
   }
 
   /** Adds a run to a session, creating the session on its first run. */
-  addRun(sessionId: string, run: { runId: string; agentId: string; userId: string | null; input: string }): void {
+  addRun(
+    sessionId: string,
+    run: { runId: string; agentId: string; userId: string | null; input: string },
+  ): void {
     const now = Math.floor(this.#now() / 1000);
     let session = this.#sessions.get(sessionId);
     if (session) {

@@ -16,7 +16,9 @@ import { isTerminalEvent, type RunEvent } from '../runtime/run-events.js';
  */
 export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: string): void {
   const fail = (message: string): never => {
-    throw new Error(`run events: ${message} (events: ${events.map((e) => `${e.seq}:${e.event}`).join(', ')})`);
+    throw new Error(
+      `run events: ${message} (events: ${events.map((e) => `${e.seq}:${e.event}`).join(', ')})`,
+    );
   };
   if (events.length === 0) fail('no events');
   const runId = events[0]!.run_id;

@@ -76,7 +76,8 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
         else signal.addEventListener('abort', () => resolve(), { once: true });
       }),
       emit: (content) => push({ kind: 'chunk', chunk: { type: 'delta', content } }),
-      end: ({ finishReason = 'stop', usage } = {}) => push({ kind: 'chunk', chunk: { type: 'end', finishReason, usage } }),
+      end: ({ finishReason = 'stop', usage } = {}) =>
+        push({ kind: 'chunk', chunk: { type: 'end', finishReason, usage } }),
       fail: (error) => push({ kind: 'error', error }),
       close: () => push({ kind: 'close' }),
       get settled() {

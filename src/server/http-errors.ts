@@ -1,0 +1,119 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { ErrorCode } from '../../machines/run-types.js';
+import type { RunStatus } from '../runtime/run-events.js';
+import { RunstateError } from '../errors.js';
+
+/**
+ * The HTTP status of every error code: the one place where runstate's errors meet HTTP. A
+ * `Record` over `ErrorCode`, so a new code does not compile until it has a status.
+ */
+const STATUS_BY_CODE: Record<ErrorCode, number> = {
+  INVALID_INPUT: 422,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  AGENT_NOT_FOUND: 404,
+  RUN_NOT_FOUND: 404,
+  SESSION_NOT_FOUND: 404,
+  RUN_ALREADY_FINISHED: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  SHUTTING_DOWN: 503,
+  MODEL_REQUEST_FAILED: 502,
+  MODEL_STREAM_INCOMPLETE: 502,
+  RUN_TIMEOUT: 504,
+  INTERNAL: 500,
+};
+
+/** What an error adds to its HTTP answer beyond `{detail, code}`. */
+interface HttpExtras {
+  /** Fields of the JSON body (`field` of a 422, `status` of a 409). */
+  body?: Record<string, unknown>;
+  /** Overrides the code's status: only for a body that could not be read at all (400). */
+  status?: number;
+}
+
+// RunstateError carries no HTTP data, and the core must not learn about HTTP: the few errors that
+// answer with more than `{detail, code}` are made by the factories below, which note it here.
+const extras = new WeakMap<RunstateError, HttpExtras>();
+
+/** A request field failed validation: 422 `{detail, code: 'INVALID_INPUT', field}`. */
+export function invalidField(field: string, detail: string): RunstateError {
+  const error = new RunstateError('INVALID_INPUT', detail);
+  extras.set(error, { body: { field } });
+  return error;
+}
+
+/**
+ * The body could not be read (malformed JSON or multipart, unsupported encoding): 400
+ * `{detail, code: 'INVALID_INPUT'}`. Unlike a 422, no field can be named.
+ */
+export function malformedRequest(detail: string, cause?: unknown): RunstateError {
+  const error = new RunstateError('INVALID_INPUT', detail, { cause });
+  extras.set(error, { status: 400 });
+  return error;
+}
+
+/** A cancel arrived after the run finished otherwise: 409 `{detail, code, run_id, status}`. */
+export function runAlreadyFinished(runId: string, status: RunStatus): RunstateError {
+  const error = new RunstateError('RUN_ALREADY_FINISHED', `run ${runId} already finished: ${status}`);
+  extras.set(error, { body: { run_id: runId, status } });
+  return error;
+}
+
+/** The HTTP status an error answers with. */
+export function httpStatusOf(error: RunstateError): number {
+  return extras.get(error)?.status ?? STATUS_BY_CODE[error.code];
+}
+
+/** The JSON body of an error answer: `{detail, code}` and the error's extra fields. */
+export function errorBody(error: RunstateError): Record<string, unknown> {
+  return { detail: error.message, code: error.code, ...extras.get(error)?.body };
+}
+
+/** Options of {@link errorHandler}. */
+export interface ErrorHandlerOptions {
+  /** Where unexpected errors (bugs: answered 500 without details) are reported. */
+  logger: Pick<Console, 'error'>;
+}
+
+/**
+ * The app's one error handler: every thrown error becomes `{detail, code}` with the status of its
+ * code. Anything that is not a {@link RunstateError} is a bug: answered 500 without its message
+ * (no stack trace or internals leak to clients) and reported to the logger.
+ */
+export function errorHandler({ logger }: ErrorHandlerOptions): ErrorRequestHandler {
+  return (thrown: unknown, _req, res, _next) => {
+    let error = thrown instanceof RunstateError ? thrown : fromExpressError(thrown);
+    if (!error) {
+      logger.error('runstate: unexpected error while serving a request', thrown);
+      error = new RunstateError('INTERNAL', 'internal server error', { cause: thrown });
+    }
+    if (res.headersSent) {
+      // A stream that already started cannot turn into an error answer: close it.
+      res.destroy();
+      return;
+    }
+    const status = httpStatusOf(error);
+    if (status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
+    if (status === 503) res.setHeader('Retry-After', '1');
+    res.status(status).json(errorBody(error));
+  };
+}
+
+/**
+ * Express's own client errors (`http-errors` objects with `expose`, such as the router's 400 for a
+ * path that cannot be URI-decoded) keep their meaning; anything else is not recognised.
+ */
+function fromExpressError(thrown: unknown): RunstateError | undefined {
+  if (typeof thrown !== 'object' || thrown === null) return undefined;
+  const { status, expose, message } = thrown as { status?: unknown; expose?: unknown; message?: unknown };
+  if (expose !== true || typeof status !== 'number' || status < 400 || status >= 500) return undefined;
+  const detail = typeof message === 'string' ? message : 'bad request';
+  if (status === 404) return new RunstateError('NOT_FOUND', detail);
+  if (status === 413) return new RunstateError('PAYLOAD_TOO_LARGE', detail);
+  return malformedRequest(detail, thrown);
+}
+
+/** Answers every request no route matched: 404 JSON, never express's HTML page. */
+export const notFoundHandler: RequestHandler = (req) => {
+  throw new RunstateError('NOT_FOUND', `no route for ${req.method} ${req.path}`);
+};

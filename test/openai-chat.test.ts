@@ -1,0 +1,268 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { RunstateError } from '../src/errors.js';
+import type { ChatMessage, ModelChunk } from '../src/model/chat-model.js';
+import { OpenAIChat } from '../src/model/openai-chat.js';
+import { createFakeOpenAIServer, type FakeOpenAIServer } from '../src/testing/fake-openai-server.js';
+
+const messages: ChatMessage[] = [{ role: 'user', content: 'Say hello' }];
+
+let server: FakeOpenAIServer;
+let model: OpenAIChat;
+
+beforeEach(async () => {
+  server = await createFakeOpenAIServer();
+  model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'test-key', baseURL: server.url });
+});
+
+afterEach(async () => {
+  await server.close();
+});
+
+async function collect(stream: AsyncIterable<ModelChunk>): Promise<ModelChunk[]> {
+  const chunks: ModelChunk[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return chunks;
+}
+
+/** Reads the stream to its end and returns what it threw. */
+async function failure(stream: AsyncIterable<ModelChunk>, seen: ModelChunk[] = []): Promise<RunstateError> {
+  try {
+    for await (const chunk of stream) seen.push(chunk);
+  } catch (error) {
+    expect(error).toBeInstanceOf(RunstateError);
+    return error as RunstateError;
+  }
+  throw new Error('the stream did not fail');
+}
+
+describe('OpenAIChat against the fake OpenAI server', () => {
+  it('yields each delta, then one end with the finish reason and the usage', async () => {
+    server.enqueue({ chunks: ['Hel', 'lo', '!'], usage: { prompt_tokens: 5, completion_tokens: 3 } });
+
+    const chunks = await collect(model.stream({ messages, signal: new AbortController().signal }));
+
+    expect(chunks).toEqual([
+      { type: 'delta', content: 'Hel' },
+      { type: 'delta', content: 'lo' },
+      { type: 'delta', content: '!' },
+      { type: 'end', finishReason: 'stop', usage: { input_tokens: 5, output_tokens: 3, total_tokens: 8 } },
+    ]);
+    const request = await server.nextRequest();
+    expect(request.body).toMatchObject({
+      model: 'gpt-5-mini',
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(request.headers.authorization).toBe('Bearer test-key');
+  });
+
+  it('sends temperature, maxTokens and extraBody, without letting extraBody override the stream fields', async () => {
+    const tuned = new OpenAIChat({
+      id: 'gpt-5-mini',
+      apiKey: 'k',
+      baseURL: server.url,
+      temperature: 0.2,
+      maxTokens: 50,
+      extraBody: { top_p: 0.9, stream: false },
+    });
+
+    await collect(tuned.stream({ messages, signal: new AbortController().signal }));
+
+    const { body } = await server.nextRequest();
+    expect(body).toMatchObject({ temperature: 0.2, max_completion_tokens: 50, top_p: 0.9, stream: true });
+  });
+
+  it('throws MODEL_STREAM_INCOMPLETE when the body ends without a finish reason or [DONE]', async () => {
+    server.enqueue({ fault: 'truncate', chunks: ['a', 'b'] });
+    const seen: ModelChunk[] = [];
+
+    const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
+
+    expect(error.code).toBe('MODEL_STREAM_INCOMPLETE');
+    expect(seen).toEqual([
+      { type: 'delta', content: 'a' },
+      { type: 'delta', content: 'b' },
+    ]);
+  });
+
+  it('throws MODEL_STREAM_INCOMPLETE, not retryable, when the socket drops after a delta', async () => {
+    server.enqueue({ fault: 'stall', chunks: ['partial'] });
+    const iterator = model.stream({ messages, signal: new AbortController().signal })[Symbol.asyncIterator]();
+    expect(await iterator.next()).toEqual({ done: false, value: { type: 'delta', content: 'partial' } });
+
+    const request = await server.nextRequest();
+    request.reset();
+    const error = await iterator.next().then(
+      () => undefined,
+      (thrown: unknown) => thrown,
+    );
+
+    expect(error).toBeInstanceOf(RunstateError);
+    expect(error).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE', isRetryable: false });
+    expect((error as RunstateError).cause).toBeDefined();
+  });
+
+  it('fails with a retryable MODEL_REQUEST_FAILED when the socket drops before any output', async () => {
+    server.enqueue({ fault: 'reset', chunks: 0 }, { fault: 'reset', headers: false });
+
+    const afterHeaders = await failure(model.stream({ messages, signal: new AbortController().signal }));
+    const beforeHeaders = await failure(model.stream({ messages, signal: new AbortController().signal }));
+
+    expect(afterHeaders).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: true });
+    expect(beforeHeaders).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: true });
+  });
+
+  it('maps a 500 to a retryable MODEL_REQUEST_FAILED and sends the request once (no SDK retries)', async () => {
+    server.enqueue({ fault: 'status', status: 500, message: 'boom' });
+
+    const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
+
+    expect(error).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 500, isRetryable: true });
+    expect(error.message).toContain('boom');
+    expect(error.cause).toBeDefined();
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it('reads retry-after (seconds) and retry-after-ms from a 429', async () => {
+    server.enqueue(
+      { fault: 'status', status: 429, retryAfter: 2 },
+      { fault: 'status', status: 429, retryAfterMs: 1500, retryAfter: 9 },
+    );
+
+    const seconds = await failure(model.stream({ messages, signal: new AbortController().signal }));
+    const millis = await failure(model.stream({ messages, signal: new AbortController().signal }));
+
+    expect(seconds).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 429, isRetryable: true, retryAfterMs: 2000 });
+    expect(millis.retryAfterMs).toBe(1500);
+  });
+
+  it('maps a 400 to a MODEL_REQUEST_FAILED that is not retryable', async () => {
+    server.enqueue({ fault: 'status', status: 400, message: 'bad request' });
+
+    const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
+
+    expect(error).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 400, isRetryable: false });
+    expect(error.retryAfterMs).toBeUndefined();
+  });
+
+  it('maps a refused connection to a retryable MODEL_REQUEST_FAILED', async () => {
+    const gone = await createFakeOpenAIServer();
+    await gone.close();
+    const unreachable = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: gone.url });
+
+    const error = await failure(unreachable.stream({ messages, signal: new AbortController().signal }));
+
+    expect(error).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: true, status: undefined });
+  });
+
+  it('ends quietly when the signal aborts between two deltas, and the server sees its socket close', async () => {
+    server.enqueue({ fault: 'stall', chunks: ['first'] });
+    const controller = new AbortController();
+    const seen: ModelChunk[] = [];
+
+    for await (const chunk of model.stream({ messages, signal: controller.signal })) {
+      seen.push(chunk);
+      controller.abort();
+    }
+
+    expect(seen).toEqual([{ type: 'delta', content: 'first' }]);
+    const request = await server.nextRequest();
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+
+  it('ends quietly when the signal aborts while waiting for the response headers', async () => {
+    server.enqueue({ fault: 'stall', headers: false });
+    const controller = new AbortController();
+    const chunks = collect(model.stream({ messages, signal: controller.signal }));
+
+    const request = await server.nextRequest();
+    controller.abort();
+
+    expect(await chunks).toEqual([]);
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+
+  it('sends nothing when the signal is already aborted', async () => {
+    const chunks = await collect(model.stream({ messages, signal: AbortSignal.abort() }));
+
+    expect(chunks).toEqual([]);
+    expect(server.requests).toHaveLength(0);
+  });
+
+  it('aborts the request when the consumer breaks out of the loop early', async () => {
+    server.enqueue({ fault: 'stall', chunks: ['one', 'two'] });
+
+    for await (const chunk of model.stream({ messages, signal: new AbortController().signal })) {
+      expect(chunk).toEqual({ type: 'delta', content: 'one' });
+      break;
+    }
+
+    const request = await server.nextRequest();
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+
+  it('streams deltas released one at a time by the test', async () => {
+    server.enqueue({ fault: 'stall', chunks: 0 });
+    const iterator = model.stream({ messages, signal: new AbortController().signal })[Symbol.asyncIterator]();
+    const first = iterator.next();
+    const request = await server.nextRequest();
+
+    request.send('one');
+    expect(await first).toEqual({ done: false, value: { type: 'delta', content: 'one' } });
+    request.send('two');
+    expect(await iterator.next()).toEqual({ done: false, value: { type: 'delta', content: 'two' } });
+    request.finish('length');
+
+    const end = await iterator.next();
+    expect(end.value).toMatchObject({ type: 'end', finishReason: 'length' });
+    expect(await iterator.next()).toEqual({ done: true, value: undefined });
+  });
+});
+
+describe('OpenAIChat configuration', () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+  });
+
+  it('falls back to the offline model when no API key and no base URL are set', async () => {
+    vi.stubEnv('OPENAI_API_KEY', '');
+    vi.stubEnv('OPENAI_BASE_URL', '');
+
+    const offline = new OpenAIChat({ id: 'gpt-5-mini' });
+
+    expect(offline.offline).toBe(true);
+    expect(offline.provider).toBe('offline');
+    expect(offline.id).toBe('gpt-5-mini');
+    for await (const chunk of offline.stream({ messages, signal: new AbortController().signal })) {
+      expect(chunk.type).toBe('delta');
+      break;
+    }
+    expect(server.requests).toHaveLength(0);
+  });
+
+  it('uses OpenAI when a key is set in the environment', () => {
+    vi.stubEnv('OPENAI_API_KEY', 'sk-test');
+    vi.stubEnv('OPENAI_BASE_URL', '');
+
+    const online = new OpenAIChat({ id: 'gpt-5-mini' });
+
+    expect(online.offline).toBe(false);
+    expect(online.provider).toBe('OpenAI');
+  });
+
+  it('talks to a base URL without a key (local servers need none)', async () => {
+    vi.stubEnv('OPENAI_API_KEY', '');
+
+    const local = new OpenAIChat({ id: 'llama', baseURL: server.url });
+    const chunks = await collect(local.stream({ messages, signal: new AbortController().signal }));
+
+    expect(local.offline).toBe(false);
+    expect(chunks.at(-1)).toMatchObject({ type: 'end', finishReason: 'stop' });
+    const request = await server.nextRequest();
+    expect(request.headers.authorization).toMatch(/^Bearer .+/);
+  });
+});
