@@ -133,7 +133,12 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     const seconds = await failure(model.stream({ messages, signal: new AbortController().signal }));
     const millis = await failure(model.stream({ messages, signal: new AbortController().signal }));
 
-    expect(seconds).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 429, isRetryable: true, retryAfterMs: 2000 });
+    expect(seconds).toMatchObject({
+      code: 'MODEL_REQUEST_FAILED',
+      status: 429,
+      isRetryable: true,
+      retryAfterMs: 2000,
+    });
     expect(millis.retryAfterMs).toBe(1500);
   });
 

@@ -152,7 +152,7 @@ export class OpenAIChat implements ChatModel {
     if (finishReason === undefined) {
       throw new RunstateError(
         'MODEL_STREAM_INCOMPLETE',
-        `The stream of ${this.id} ended without a finish reason (the body closed before [DONE])`,
+        `The stream of ${this.id} ended without a finish reason (the body closed early)`,
       );
     }
     yield { type: 'end', finishReason, usage };
@@ -191,7 +191,8 @@ function toRunstateError(error: unknown, { started, delivered }: { started: bool
 
 /** `retry-after-ms` (OpenAI's), else `retry-after` in seconds or as an HTTP date. */
 function retryAfterMs(headers: Headers | undefined): number | undefined {
-  const ms = Number(headers?.get('retry-after-ms') ?? NaN);
+  // `||`: a header sent empty reads as '', which Number() would take for 0.
+  const ms = Number(headers?.get('retry-after-ms') || NaN);
   if (Number.isFinite(ms) && ms >= 0) return ms;
   const value = headers?.get('retry-after');
   if (!value) return undefined;

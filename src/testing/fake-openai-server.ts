@@ -45,7 +45,10 @@ export interface FakeStatusResponse {
  */
 export interface FakeFaultResponse extends FakeStreamShape {
   fault: 'reset' | 'truncate' | 'stall';
-  /** `false`: send nothing at all, not even the status line. Default `true`. */
+  /**
+   * `false`: no chunks, and for `reset` and `stall` not even the status line (the connection drops, or
+   * waits, before any answer); a `truncate` then ends an empty 200 body. Default `true`.
+   */
   headers?: boolean;
 }
 
@@ -452,7 +455,7 @@ function answerJson(request: RecordedRequest, res: ServerResponse): void {
   const response = request.response;
   if (response.fault === 'status') return sendError(res, response);
   if (response.fault === 'stall') return;
-  if (response.fault === 'reset') return void res.socket?.destroy();
+  if (response.fault === 'reset') return request.reset();
   const chunks =
     typeof response.chunks === 'number' ? fakeChunks(response.chunks) : (response.chunks ?? DEFAULT_CHUNKS);
   const normal = isNormal(response) ? response : undefined;

@@ -5,3 +5,27 @@
  */
 export { createFakeModel, type FakeModel, type FakeModelCall, type FakeModelOptions } from './fake-model.js';
 export { checkRunEvents } from './check-run-events.js';
+export {
+  getLifecyclePaths,
+  type LifecycleAction,
+  type LifecycleLimits,
+  type LifecycleMachine,
+  type LifecyclePath,
+  type LifecyclePathsOptions,
+  type LifecycleStep,
+} from './lifecycle-paths.js';
+export {
+  createFakeOpenAIServer,
+  parseFakeModel,
+  fakeChunks,
+  type FakeOpenAIServer,
+  type FakeOpenAIServerOptions,
+  type FakeRequest,
+  type FakeRequestBody,
+  type FakeResponse,
+  type FakeStreamResponse,
+  type FakeStatusResponse,
+  type FakeFaultResponse,
+  type FakeStreamShape,
+  type FakeUsage,
+} from './fake-openai-server.js';

@@ -1,0 +1,353 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  createFakeOpenAIServer,
+  fakeChunks,
+  parseFakeModel,
+  type FakeOpenAIServer,
+} from '../src/testing/fake-openai-server.js';
+
+interface Chunk {
+  id: string;
+  object: string;
+  model: string;
+  choices: { index: number; delta: { role?: string; content?: string }; finish_reason: string | null }[];
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+}
+
+let server: FakeOpenAIServer;
+
+beforeEach(async () => {
+  server = await createFakeOpenAIServer();
+});
+
+afterEach(async () => {
+  await server.close();
+});
+
+function post(body: object, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${server.url}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...(signal ? { signal } : {}),
+  });
+}
+
+function streamBody(model = 'gpt-5-mini', includeUsage = true): object {
+  return {
+    model,
+    messages: [{ role: 'user', content: 'Hello there!' }],
+    stream: true,
+    ...(includeUsage ? { stream_options: { include_usage: true } } : {}),
+  };
+}
+
+/** The `data:` payloads of a whole SSE body. */
+function frames(text: string): string[] {
+  return text
+    .split('\n\n')
+    .filter((frame) => frame !== '')
+    .map((frame) => {
+      expect(frame.startsWith('data: ')).toBe(true);
+      return frame.slice('data: '.length);
+    });
+}
+
+function chunks(text: string): Chunk[] {
+  return frames(text)
+    .filter((data) => data !== '[DONE]')
+    .map((data) => JSON.parse(data) as Chunk);
+}
+
+function contentOf(all: Chunk[]): string[] {
+  return all
+    .flatMap((chunk) => chunk.choices.map((choice) => choice.delta.content ?? ''))
+    .filter((c) => c !== '');
+}
+
+describe('streams (POST /v1/chat/completions, stream: true)', () => {
+  it('sends the chunks, a final chunk with finish_reason, a usage chunk with empty choices, then [DONE]', async () => {
+    server.enqueue({ chunks: ['Hel', 'lo'], usage: { prompt_tokens: 4, completion_tokens: 2 } });
+
+    const response = await post(streamBody());
+    const text = await response.text();
+
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const all = chunks(text);
+    expect(all.map((chunk) => chunk.object)).toEqual(Array(4).fill('chat.completion.chunk'));
+    expect(all[0]?.choices[0]?.delta).toEqual({ role: 'assistant', content: 'Hel' });
+    expect(all[1]?.choices[0]).toEqual({ index: 0, delta: { content: 'lo' }, finish_reason: null });
+    expect(all[2]?.choices[0]).toEqual({ index: 0, delta: {}, finish_reason: 'stop' });
+    expect(all[3]?.choices).toEqual([]);
+    expect(all[3]?.usage).toEqual({ prompt_tokens: 4, completion_tokens: 2, total_tokens: 6 });
+    expect(frames(text).at(-1)).toBe('[DONE]');
+    expect(new Set(all.map((chunk) => chunk.id)).size).toBe(1);
+  });
+
+  it('sends no usage chunk unless the request asks for it', async () => {
+    const text = await (await post(streamBody('gpt-5-mini', false))).text();
+
+    const all = chunks(text);
+    expect(all.some((chunk) => chunk.usage !== undefined)).toBe(false);
+    expect(contentOf(all).join('')).toBe('Hello from the fake OpenAI server.');
+    expect(all.at(-1)?.choices[0]?.finish_reason).toBe('stop');
+  });
+
+  it('generates the chunks a model name asks for, in order, with the role on the first only', async () => {
+    const text = await (await post(streamBody('fake?chunks=10000&delayMs=0'))).text();
+
+    const all = chunks(text);
+    expect(contentOf(all)).toEqual(fakeChunks(10_000));
+    expect(all.filter((chunk) => chunk.choices[0]?.delta.role !== undefined)).toHaveLength(1);
+    expect(all.at(-1)?.usage?.completion_tokens).toBe(10_000);
+    expect(all.at(-2)?.choices[0]?.finish_reason).toBe('stop');
+  });
+
+  it('paces the chunks with delayMs and reports the finish reason asked for', async () => {
+    const text = await (
+      await post(streamBody('fake?chunks=3&delayMs=1&finishReason=length&usage=false'))
+    ).text();
+
+    const all = chunks(text);
+    expect(contentOf(all)).toEqual(fakeChunks(3));
+    expect(all.at(-1)?.choices[0]?.finish_reason).toBe('length');
+    expect(all.some((chunk) => chunk.usage !== undefined)).toBe(false);
+  });
+
+  it('truncate: ends the body cleanly after the chunks, with no finish_reason and no [DONE]', async () => {
+    const text = await (await post(streamBody('fake?fault=truncate&chunks=3'))).text();
+
+    expect(frames(text)).not.toContain('[DONE]');
+    const all = chunks(text);
+    expect(contentOf(all)).toEqual(fakeChunks(3));
+    expect(all.every((chunk) => chunk.choices[0]?.finish_reason === null)).toBe(true);
+  });
+
+  it('reset: drops the connection mid-body', async () => {
+    server.enqueue({ fault: 'reset', chunks: ['a', 'b'] });
+
+    const response = await post(streamBody());
+    await expect(response.text()).rejects.toThrow();
+
+    const request = await server.nextRequest();
+    await request.closed;
+    expect(request.clientAborted).toBe(false);
+  });
+
+  it('stall: sends the headers, then only what the test releases (send, finish)', async () => {
+    server.enqueue({ fault: 'stall', chunks: 0 });
+    const response = await post(streamBody());
+    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const request = await server.nextRequest();
+
+    request.send('one');
+    const first = await reader.read();
+    expect(contentOf(chunks(first.value ?? ''))).toEqual(['one']);
+    request.send('two');
+    request.finish();
+
+    let rest = '';
+    for (let read = await reader.read(); !read.done; read = await reader.read()) rest += read.value;
+    const all = chunks(rest);
+    expect(contentOf(all)).toEqual(['two']);
+    expect(all.at(-1)?.usage?.completion_tokens).toBe(2);
+    expect(frames(rest).at(-1)).toBe('[DONE]');
+    await request.closed;
+    expect(request.clientAborted).toBe(false);
+    expect(() => request.send('late')).toThrow(/over/);
+  });
+
+  it('stall with headers=false sends nothing; a client that goes away is recorded as an abort', async () => {
+    const controller = new AbortController();
+    const response = post(streamBody('fake?fault=stall&headers=false'), controller.signal);
+    const request = await server.nextRequest();
+
+    controller.abort();
+
+    await expect(response).rejects.toThrow();
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+
+  it('records a client abort mid-stream', async () => {
+    server.enqueue({ fault: 'stall', chunks: ['a'] });
+    const controller = new AbortController();
+    const response = await post(streamBody(), controller.signal);
+    const reader = response.body!.getReader();
+    await reader.read();
+
+    controller.abort();
+
+    const request = await server.nextRequest();
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+    expect(() => request.finish()).toThrow(/over/);
+  });
+});
+
+describe('errors', () => {
+  it('answers a status with an OpenAI-shaped error body and retry-after headers', async () => {
+    server.enqueue({ fault: 'status', status: 503, message: 'overloaded', retryAfterMs: 250 });
+
+    const scripted = await post(streamBody());
+    const byModel = await post(streamBody('fake?status=429&retryAfter=2'));
+
+    expect(scripted.status).toBe(503);
+    expect(scripted.headers.get('retry-after-ms')).toBe('250');
+    expect(await scripted.json()).toEqual({
+      error: { message: 'overloaded', type: 'server_error', param: null, code: null },
+    });
+    expect(byModel.status).toBe(429);
+    expect(byModel.headers.get('retry-after')).toBe('2');
+    expect(await byModel.json()).toMatchObject({ error: { type: 'rate_limit_exceeded' } });
+  });
+
+  it('answers 400, and still records the request, for an unknown model parameter or a body that is not JSON', async () => {
+    const unknown = await post(streamBody('fake?chunk=3'));
+    const notJson = await fetch(`${server.url}/chat/completions`, { method: 'POST', body: '{' });
+
+    expect(unknown.status).toBe(400);
+    expect(await unknown.json()).toMatchObject({
+      error: { message: expect.stringContaining("'chunk'") as string },
+    });
+    expect(notJson.status).toBe(400);
+    expect(server.requests).toHaveLength(2);
+    expect(server.requests[1]?.body).toEqual({});
+  });
+
+  it('answers 404 with an OpenAI-shaped body for an unknown route', async () => {
+    const response = await fetch(`${server.url}/embeddings`, { method: 'POST', body: '{}' });
+
+    expect(response.status).toBe(404);
+    expect(await response.json()).toMatchObject({ error: { type: 'invalid_request_error' } });
+  });
+});
+
+describe('requests and answers', () => {
+  it('nextRequest resolves with one already arrived, then with the next to arrive', async () => {
+    await (await post(streamBody('first'))).text();
+
+    const first = await server.nextRequest();
+    const next = server.nextRequest();
+    await (await post(streamBody('second'))).text();
+
+    expect(first.body.model).toBe('first');
+    expect((await next).body.model).toBe('second');
+    expect(first.path).toBe('/v1/chat/completions');
+    expect(first.method).toBe('POST');
+    expect(first.headers['content-type']).toBe('application/json');
+    expect(server.requests.map((request) => request.body.model)).toEqual(['first', 'second']);
+  });
+
+  it('answers from the queue first, then the default, then the model name', async () => {
+    server.enqueue({ chunks: ['queued'] });
+    const queued = await (await post(streamBody('fake?chunks=1'))).text();
+    const byModel = await (await post(streamBody('fake?chunks=1'))).text();
+    server.setDefault({ chunks: ['default'] });
+    const byDefault = await (await post(streamBody('fake?chunks=1'))).text();
+    server.setDefault(undefined);
+
+    expect(contentOf(chunks(queued))).toEqual(['queued']);
+    expect(contentOf(chunks(byModel))).toEqual(fakeChunks(1));
+    expect(contentOf(chunks(byDefault))).toEqual(['default']);
+    expect(server.requests.map((request) => request.response)).toEqual([
+      { chunks: ['queued'] },
+      { fault: 'none', chunks: 1 },
+      { chunks: ['default'] },
+    ]);
+  });
+
+  it('answers a non-stream request with a chat.completion', async () => {
+    const response = await post({ model: 'gpt-5-mini', messages: [{ role: 'user', content: 'Hi' }] });
+
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({
+      object: 'chat.completion',
+      model: 'gpt-5-mini',
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: 'Hello from the fake OpenAI server.' },
+          finish_reason: 'stop',
+        },
+      ],
+      usage: { prompt_tokens: 1, completion_tokens: 7, total_tokens: 8 },
+    });
+  });
+
+  it('applies faults to non-stream requests: reset drops the connection, truncate cuts the JSON', async () => {
+    server.enqueue({ fault: 'reset' }, { fault: 'truncate' });
+
+    await expect(post({ model: 'gpt-5-mini', messages: [] })).rejects.toThrow();
+    const truncated = await post({ model: 'gpt-5-mini', messages: [] });
+
+    await expect(truncated.json()).rejects.toThrow(SyntaxError);
+    const request = await server.nextRequest();
+    await request.closed;
+    expect(request.clientAborted).toBe(false);
+  });
+
+  it('lists models on GET /v1/models', async () => {
+    const response = await fetch(`${server.url}/models`);
+
+    expect(await response.json()).toMatchObject({ object: 'list', data: [{ id: 'fake', object: 'model' }] });
+  });
+
+  it('close() ends open streams without counting them as client aborts, and rejects waiting nextRequest', async () => {
+    server.enqueue({ fault: 'stall', chunks: ['a'] });
+    const response = await post(streamBody());
+    const request = await server.nextRequest();
+    const waiting = server.nextRequest();
+
+    await server.close();
+
+    await expect(waiting).rejects.toThrow(/closed/);
+    await expect(response.text()).rejects.toThrow();
+    await request.closed;
+    expect(request.clientAborted).toBe(false);
+  });
+});
+
+describe('parseFakeModel', () => {
+  it.each([
+    ['gpt-5-mini', {}],
+    ['fake?chunks=10000&delayMs=0', { fault: 'none', chunks: 10_000, delayMs: 0 }],
+    ['fake?fault=truncate&chunks=3', { fault: 'truncate', chunks: 3 }],
+    ['fake?status=429&retryAfter=2', { fault: 'status', status: 429, retryAfter: 2 }],
+    ['fake?fault=status', { fault: 'status', status: 500 }],
+    ['fake?fault=stall&chunks=0&headers=false', { fault: 'stall', chunks: 0, headers: false }],
+    ['fake?fault=reset&chunks=5&delayMs=10', { fault: 'reset', chunks: 5, delayMs: 10 }],
+    ['fake?finishReason=length&usage=false', { fault: 'none', finishReason: 'length', usage: false }],
+  ])('reads %s', (model, expected) => {
+    expect(parseFakeModel(model)).toEqual(expected);
+  });
+
+  it.each(['fake?fault=explode', 'fake?chunks=-1', 'fake?chunks=many', 'fake?delay=5'])(
+    'rejects %s',
+    (model) => {
+      expect(() => parseFakeModel(model)).toThrow();
+    },
+  );
+});
+
+describe('fake-openai-server-main', () => {
+  it('prints its URL as one JSON line, serves, and exits on SIGTERM', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/testing/fake-openai-server-main.ts'], {
+      env: { ...process.env, PORT: '0' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = once(child, 'exit');
+    const lines = createInterface({ input: child.stdout });
+    const [line] = (await once(lines, 'line')) as [string];
+    const { url } = JSON.parse(line) as { url: string };
+
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+    expect((await fetch(`${url}/models`)).status).toBe(200);
+    child.kill('SIGTERM');
+    expect(await exited).toEqual([0, null]);
+  });
+});

@@ -1,0 +1,177 @@
+/**
+ * Runs on the OpenAI path, end to end over real sockets: orchestrator → run machine → OpenAIChat →
+ * openai SDK → the local fake OpenAI server, with its fault modes.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { InspectionEvent } from 'xstate';
+import { OpenAIChat } from '../src/model/openai-chat.js';
+import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
+import { checkRunEvents } from '../src/testing/check-run-events.js';
+import { createFakeOpenAIServer, type FakeOpenAIServer } from '../src/testing/fake-openai-server.js';
+
+// A server per test, so that `nextRequest()` and `requests` see only this test's requests.
+let server: FakeOpenAIServer;
+beforeEach(async () => {
+  server = await createFakeOpenAIServer();
+});
+afterEach(() => server.close());
+
+function setup(options: OrchestratorOptions = {}) {
+  const orchestrator = createOrchestrator(options);
+  const model = new OpenAIChat({ id: 'gpt-5-mini', baseURL: server.url, apiKey: 'test-key' });
+  const start = () =>
+    orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'Tell a story' });
+  return { orchestrator, start };
+}
+
+async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const event of events) out.push(event);
+  return out;
+}
+
+/** Resolves when a run actor first enters a state matching `path` (seen through the inspect option). */
+function whenState(path: string): { inspect: (event: InspectionEvent) => void; reached: Promise<void> } {
+  let resolve!: () => void;
+  const reached = new Promise<void>((r) => (resolve = r));
+  return {
+    inspect: (event) => {
+      if (event.type !== '@xstate.snapshot') return;
+      const snapshot = event.snapshot as { matches?: (value: string) => boolean };
+      if (snapshot.matches?.(path)) resolve();
+    },
+    reached,
+  };
+}
+
+describe('the OpenAI path', () => {
+  it('streams a normal answer to RunCompleted with the usage the server reported', async () => {
+    const { start } = setup();
+    server.enqueue({
+      chunks: ['Once ', 'upon ', 'a time.'],
+      usage: { prompt_tokens: 7, completion_tokens: 3 },
+    });
+    const run = start();
+    const events = await collect(run.events());
+    checkRunEvents(events, 'completed');
+    const output = await run.result;
+    expect(output.content).toBe('Once upon a time.');
+    expect(output.metrics).toMatchObject({ input_tokens: 7, output_tokens: 3, total_tokens: 10 });
+  });
+
+  it('cancel while streaming closes the upstream socket', async () => {
+    const { orchestrator, start } = setup();
+    server.enqueue({ fault: 'stall', chunks: ['first '] });
+    const run = start();
+    const request = await server.nextRequest();
+    for await (const event of run.events()) if (event.event === 'RunContent') break;
+    expect(orchestrator.cancelRun(run.runId, 'api')).toBe(true);
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+    const events = await collect(run.events());
+    checkRunEvents(events, 'cancelled');
+    expect(events.at(-1)).toMatchObject({ content: 'first ', reason: 'api' });
+  });
+
+  it('fails with MODEL_STREAM_INCOMPLETE when the body ends without a finish reason or [DONE]', async () => {
+    const { start } = setup();
+    server.enqueue({ fault: 'truncate', chunks: ['cut ', 'short'] });
+    const output = await start().result;
+    expect(output).toMatchObject({
+      status: 'failed',
+      content: 'cut short',
+      error: { code: 'MODEL_STREAM_INCOMPLETE' },
+    });
+  });
+
+  it('fails with MODEL_STREAM_INCOMPLETE, without a retry, when the connection resets mid-stream', async () => {
+    const { start } = setup();
+    server.enqueue({ fault: 'reset', chunks: ['half '] });
+    const output = await start().result;
+    expect(output).toMatchObject({
+      status: 'failed',
+      content: 'half ',
+      error: { code: 'MODEL_STREAM_INCOMPLETE' },
+    });
+    expect(server.requests.length).toBe(1);
+  });
+
+  it('retries a 429 after its retry-after delay, then streams', async () => {
+    const { start } = setup();
+    server.enqueue({ fault: 'status', status: 429, retryAfterMs: 300 }, { chunks: ['ok'] });
+    const run = start();
+    await (
+      await server.nextRequest()
+    ).closed;
+    const firstAnswered = performance.now();
+    await server.nextRequest();
+    expect(performance.now() - firstAnswered).toBeGreaterThanOrEqual(290);
+    expect(await run.result).toMatchObject({ status: 'completed', content: 'ok' });
+  });
+
+  it('honours retry-after in seconds', async () => {
+    const { start } = setup();
+    server.enqueue({ fault: 'status', status: 429, retryAfter: 1 }, { chunks: ['ok'] });
+    const run = start();
+    await (
+      await server.nextRequest()
+    ).closed;
+    const firstAnswered = performance.now();
+    await server.nextRequest();
+    expect(performance.now() - firstAnswered).toBeGreaterThanOrEqual(990);
+    expect((await run.result).status).toBe('completed');
+  });
+
+  it('a cancel during the retry wait ends the run at once, with no further request', async () => {
+    const retrying = whenState('streaming.retrying');
+    const { orchestrator, start } = setup({ inspect: retrying.inspect });
+    server.enqueue({ fault: 'status', status: 429, retryAfter: 20 });
+    const run = start();
+    await retrying.reached;
+    expect(orchestrator.cancelRun(run.runId)).toBe(true);
+    expect(orchestrator.getRun(run.runId)?.status).toBe('cancelled');
+    const output = await run.result;
+    expect(output.status).toBe('cancelled');
+    expect(server.requests.length).toBe(1);
+  });
+
+  it('fails after the attempt limit when every attempt gets a 500', async () => {
+    const { start } = setup({ limits: { retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 5 } } });
+    server.enqueue(...Array.from({ length: 3 }, () => ({ fault: 'status' as const, status: 500 })));
+    const output = await start().result;
+    expect(output).toMatchObject({ status: 'failed', error: { code: 'MODEL_REQUEST_FAILED', status: 500 } });
+    expect(server.requests.length).toBe(3);
+  });
+
+  it('does not retry a 400', async () => {
+    const { start } = setup();
+    server.enqueue({ fault: 'status', status: 400, message: 'bad model' });
+    const output = await start().result;
+    expect(output).toMatchObject({ status: 'failed', error: { code: 'MODEL_REQUEST_FAILED', status: 400 } });
+    expect(server.requests.length).toBe(1);
+  });
+
+  it('fails with RUN_TIMEOUT when the server stalls before the first chunk, and closes the socket', async () => {
+    const { start } = setup({ limits: { idleTimeoutMs: 100 } });
+    server.enqueue({ fault: 'stall', chunks: 0 });
+    const run = start();
+    const request = await server.nextRequest();
+    expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+
+  it('fails with RUN_TIMEOUT when the server stalls after the first chunk, keeping the content', async () => {
+    const { start } = setup({ limits: { idleTimeoutMs: 100 } });
+    server.enqueue({ fault: 'stall', chunks: ['so far'] });
+    const run = start();
+    const request = await server.nextRequest();
+    expect(await run.result).toMatchObject({
+      status: 'failed',
+      content: 'so far',
+      error: { code: 'RUN_TIMEOUT' },
+    });
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+});
