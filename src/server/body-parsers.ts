@@ -62,12 +62,19 @@ function fromBodyParserError(error: unknown): unknown {
   }
 }
 
-const TOO_LARGE_MULTIPART = new Set(['LIMIT_FIELD_VALUE', 'LIMIT_FIELD_COUNT', 'LIMIT_PART_COUNT', 'LIMIT_FIELD_KEY']);
+const TOO_LARGE_MULTIPART = new Set([
+  'LIMIT_FIELD_VALUE',
+  'LIMIT_FIELD_COUNT',
+  'LIMIT_PART_COUNT',
+  'LIMIT_FIELD_KEY',
+]);
 
 function fromMultipartError(error: unknown): unknown {
   if (error instanceof multer.MulterError) {
     if (TOO_LARGE_MULTIPART.has(error.code)) {
-      return new RunstateError('PAYLOAD_TOO_LARGE', `multipart body too large: ${error.message}`, { cause: error });
+      return new RunstateError('PAYLOAD_TOO_LARGE', `multipart body too large: ${error.message}`, {
+        cause: error,
+      });
     }
     if (error.code === 'LIMIT_UNEXPECTED_FILE' || error.code === 'LIMIT_FILE_COUNT') {
       return invalidField(error.field ?? 'files', 'file uploads are not supported; send text fields only');
@@ -88,7 +95,10 @@ function multipartLengthCheck(maxBytes: number): RequestHandler {
   return (req, _res, next) => {
     const length = Number(req.headers['content-length']);
     if (!req.is('multipart/form-data') || !(length > maxBytes)) return next();
-    const error = new RunstateError('PAYLOAD_TOO_LARGE', `request body too large: ${length} > ${maxBytes} bytes`);
+    const error = new RunstateError(
+      'PAYLOAD_TOO_LARGE',
+      `request body too large: ${length} > ${maxBytes} bytes`,
+    );
     let done = false;
     const finish = () => {
       if (done) return;

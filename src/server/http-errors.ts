@@ -100,13 +100,14 @@ export function errorHandler({ logger }: ErrorHandlerOptions): ErrorRequestHandl
 }
 
 /**
- * Express's own client errors (`http-errors` objects with `expose`, such as the router's 400 for a
- * path that cannot be URI-decoded) keep their meaning; anything else is not recognised.
+ * Express's own client errors keep their meaning: `http-errors` objects marked `expose`, and the
+ * router's URIError (status 400) for a path that cannot be decoded. Anything else is not recognised.
  */
 function fromExpressError(thrown: unknown): RunstateError | undefined {
   if (typeof thrown !== 'object' || thrown === null) return undefined;
   const { status, expose, message } = thrown as { status?: unknown; expose?: unknown; message?: unknown };
-  if (expose !== true || typeof status !== 'number' || status < 400 || status >= 500) return undefined;
+  if (expose !== true && !(thrown instanceof URIError)) return undefined;
+  if (typeof status !== 'number' || status < 400 || status >= 500) return undefined;
   const detail = typeof message === 'string' ? message : 'bad request';
   if (status === 404) return new RunstateError('NOT_FOUND', detail);
   if (status === 413) return new RunstateError('PAYLOAD_TOO_LARGE', detail);

@@ -1,0 +1,88 @@
+/**
+ * Summarises a V8 CPU profile (`node --cpu-prof`): the functions with the most self time, and the
+ * files (or packages) they live in. Used to find what is hot on a benchmark path:
+ *
+ * ```sh
+ * node --cpu-prof --cpu-prof-dir=prof --import tsx bench/client.ts ...
+ * tsx bench/profile-summary.ts prof/CPU.*.cpuprofile [--top 30]
+ * ```
+ *
+ * @packageDocumentation
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** One row of the summary: a function or a file, with its share of the sampled time. */
+export interface ProfileRow {
+  name: string;
+  selfMs: number;
+  share: number;
+}
+
+/** Where a frame lives: `openai/…`, `xstate/…`, `src/…`, or `(native)` for builtins and GC. */
+export function frameLocation(url: string): string {
+  if (url === '') return '(native)';
+  const modules = url.lastIndexOf('/node_modules/');
+  if (modules >= 0) {
+    const rest = url.slice(modules + '/node_modules/'.length).split('/');
+    const depth = rest[0]?.startsWith('@') ? 2 : 1;
+    return `${rest.slice(0, depth).join('/')}/${rest.slice(depth).join('/')}`;
+  }
+  if (url.startsWith('node:')) return url;
+  const project = url.search(/\/(src|machines|bench)\//);
+  return project >= 0 ? url.slice(project + 1) : url;
+}
+
+/** Self time by function and by file, largest first. */
+export function summariseProfile(profile: CpuProfile): { functions: ProfileRow[]; files: ProfileRow[] } {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const selfUs = new Map<number, number>();
+  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  let total = 0;
+  const functions = new Map<string, number>();
+  const files = new Map<string, number>();
+  for (const [id, us] of selfUs) {
+    const frame = byId.get(id)?.callFrame;
+    if (!frame || frame.functionName === '(idle)' || frame.functionName === '(program)') continue;
+    total += us;
+    const file = frameLocation(frame.url);
+    const name = `${frame.functionName || '(anonymous)'} ${file}${frame.url ? `:${frame.lineNumber + 1}` : ''}`;
+    functions.set(name, (functions.get(name) ?? 0) + us);
+    files.set(file, (files.get(file) ?? 0) + us);
+  }
+  const rows = (map: Map<string, number>): ProfileRow[] =>
+    [...map]
+      .map(([name, us]) => ({ name, selfMs: us / 1000, share: total === 0 ? 0 : us / total }))
+      .sort((a, b) => b.selfMs - a.selfMs);
+  return { functions: rows(functions), files: rows(files) };
+}
+
+function main(): void {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { top: { type: 'string', default: '25' } },
+  });
+  const top = Number(values.top);
+  for (const path of positionals) {
+    const { functions, files } = summariseProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile);
+    const line = (row: ProfileRow) =>
+      `${row.selfMs.toFixed(1).padStart(9)} ms ${(row.share * 100).toFixed(1).padStart(5)}%  ${row.name}`;
+    process.stdout.write(`# ${path}\n## self time by file\n`);
+    process.stdout.write(`${files.slice(0, top).map(line).join('\n')}\n## self time by function\n`);
+    process.stdout.write(`${functions.slice(0, top).map(line).join('\n')}\n\n`);
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) main();

@@ -1,0 +1,143 @@
+/**
+ * Watch an agent's runs move through their states.
+ *
+ * The orchestrator hands its `inspect` option to every run actor, so any xstate inspection observer
+ * works: runstate's built-in inspector, `@statelyai/inspect`'s inspectors, or several at once with
+ * `combineInspectors`. With no OPENAI_API_KEY the agent runs on the offline model.
+ *
+ *   npx tsx --conditions=source examples/inspect_run.ts            # offline: run, cancel, print what was seen
+ *   npx tsx --conditions=source examples/inspect_run.ts --serve    # and the built-in page (offline), until Ctrl-C
+ *   npx tsx --conditions=source examples/inspect_run.ts --stately  # Stately's hosted UI, through a local relay (network)
+ *   npx tsx --conditions=source examples/inspect_run.ts --sky      # Stately Sky, hosted (network)
+ */
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import {
+  createInspector as createStatelyInspector,
+  createSkyInspector,
+  createWebSocketInspector,
+  type StatelyInspectionEvent,
+} from '@statelyai/inspect';
+import { createInspectorServer } from '@statelyai/inspect/server';
+import { Agent, OfflineModel, OpenAIChat, RunEvent } from 'runstate';
+// The inspector lives in src/inspect (framework-agnostic, no express).
+import { combineInspectors, createInspector } from '../src/inspect/index.js';
+
+const { values } = parseArgs({
+  options: {
+    serve: { type: 'boolean', default: false },
+    stately: { type: 'boolean', default: false },
+    sky: { type: 'boolean', default: false },
+    port: { type: 'string', default: '7778' },
+  },
+});
+
+// A run's context holds all its content: keep it out of what is serialised for Stately's UI, which
+// copies the whole snapshot on every event (a long run would be quadratic). Child actors have none.
+const sanitizeContext = (context: Record<string, unknown> | undefined) => {
+  const { content, now: _now, random: _random, ...rest } = context ?? {};
+  return { ...rest, contentLength: typeof content === 'string' ? content.length : 0 };
+};
+
+// 1. runstate's built-in inspector: offline, coalesced, served at /inspect by `runstate serve`.
+const builtIn = createInspector({ cancelRoute: 'inspector' });
+
+// 2. A @statelyai/inspect inspector. Offline by default: its core with an adapter of our own, which
+//    receives exactly the events Stately's UI would. `--stately` and `--sky` send them to that UI.
+const statelyEvents = new Map<string, number>();
+let stopStately = (): void => {};
+
+function statelyInspector(): ReturnType<typeof createStatelyInspector> {
+  if (values.sky) {
+    // Needs the network: prints a https://stately.ai/registry/inspect/... link once connected.
+    return createSkyInspector({ sanitizeContext });
+  }
+  if (values.stately) {
+    // A relay on this machine (a WebSocket, and a page that embeds https://stately.ai/inspect, which
+    // needs the network); the app sends to it over a local WebSocket.
+    const relay = createInspectorServer({ port: 8080, autoOpen: false });
+    const inspector = createWebSocketInspector({ url: 'ws://localhost:8080', sanitizeContext });
+    stopStately = () => {
+      inspector.stop();
+      relay.stop();
+    };
+    console.log('Stately inspector: open http://localhost:8080 (it loads https://stately.ai/inspect)');
+    return inspector;
+  }
+  const count = (event: StatelyInspectionEvent) =>
+    statelyEvents.set(event.type, (statelyEvents.get(event.type) ?? 0) + 1);
+  return createStatelyInspector({ send: count }, { sanitizeContext });
+}
+
+const agent = new Agent({
+  name: 'StorytellerAgent',
+  model: process.env.OPENAI_API_KEY
+    ? new OpenAIChat({ id: 'gpt-5-mini' })
+    : new OfflineModel({ tokensPerSecond: values.serve ? 15 : 400 }),
+  // Every run actor gets both inspectors.
+  orchestratorOptions: { inspect: combineInspectors(builtIn, statelyInspector()) },
+});
+builtIn.attach(agent.orchestrator);
+
+/** Streams a story and cancels it after `cancelAfter` chunks, so the run ends in `cancelled`. */
+async function storyCancelledAfter(cancelAfter: number): Promise<string> {
+  const run = agent.run('Write a long story about a lighthouse keeper who learns to sail.', { stream: true });
+  let chunks = 0;
+  for await (const event of run) {
+    if (event.event === RunEvent.runContent && ++chunks === cancelAfter) agent.cancelRun(run.runId);
+  }
+  return run.runId;
+}
+
+if (values.serve) {
+  // The built-in page on a plain node:http server. `runstate serve` mounts the same handler.
+  const server = createServer((req, res) => builtIn.handler(req, res));
+  server.listen(Number(values.port), '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  console.log(`Built-in inspector: http://127.0.0.1:${port}/inspect/ (offline). Ctrl-C to stop.`);
+  // A new run every few seconds; cancel any of them from the page.
+  const timer = setInterval(() => void agent.run('Write a story about a dragon who learns to code.'), 4000);
+  void agent.run('Write a story about a dragon who learns to code.');
+  process.once('SIGINT', () => {
+    clearInterval(timer);
+    builtIn.close();
+    stopStately();
+    server.close();
+    void agent.orchestrator.shutdown();
+  });
+} else {
+  const completed = await agent.run('Write a haiku about state machines in 17 words.');
+  const cancelledId = await storyCancelledAfter(25);
+
+  console.log('Runs seen by the built-in inspector:');
+  for (const run of builtIn.listRuns()) {
+    console.log(`  ${run.run_id.slice(0, 8)}  ${run.status.padEnd(9)} ${run.chunks} chunks`);
+  }
+  // Every state the cancelled run went through, from the inspector's log of it.
+  const log: string[] = [];
+  const unsubscribe = builtIn.subscribe(
+    (message) => {
+      if (message.type === 'detail') log.push(...message.log.map((entry) => `${entry.kind}: ${entry.text}`));
+    },
+    { runId: cancelledId },
+  );
+  unsubscribe();
+  console.log(`\nLog of the cancelled run ${cancelledId.slice(0, 8)}:`);
+  for (const line of log) console.log(`  ${line}`);
+  console.log(`\nCompleted run: ${completed.status}, ${completed.content.split(/\s+/).length} words`);
+
+  // @statelyai/inspect converts each event in a setTimeout of its own: let those run first.
+  await delay(0);
+  if (statelyEvents.size > 0) {
+    const counts = [...statelyEvents].map(([type, count]) => `${type} ×${count}`).join(', ');
+    console.log(`\n@statelyai/inspect received (offline adapter): ${counts}`);
+    console.log('To see them in Stately’s hosted UI (needs the network): --stately, or --sky.');
+  }
+  console.log('To watch runs live in the built-in page (offline): --serve');
+  builtIn.close();
+  stopStately();
+}

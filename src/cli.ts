@@ -1,0 +1,212 @@
+#!/usr/bin/env node
+/**
+ * The `runstate` command: `runstate serve` (the AgentOS-compatible HTTP server) and `runstate run`
+ * (one streamed run in the terminal).
+ *
+ * Exit codes: 0 done, 1 failed (a failed run, a port in use), 2 bad usage or config file, 130 run
+ * cancelled with Ctrl-C.
+ *
+ * @packageDocumentation
+ */
+import { existsSync } from 'node:fs';
+import { once } from 'node:events';
+import { parseArgs } from 'node:util';
+import type { Agent } from './agent.js';
+import { RunstateError } from './errors.js';
+import { createInspector } from './inspect/create-inspector.js';
+import { configSchema, loadConfigFile, type RunstateConfig } from './server/config-file.js';
+import { createAgents } from './server/create-agents.js';
+import { createApp } from './server/create-app.js';
+import { startServer } from './server/start-server.js';
+
+const USAGE = `Usage:
+  runstate serve [--port 7777] [--host 127.0.0.1] [--config runstate.config.json]
+  runstate run "<message>" [--agent <id>] [--config runstate.config.json]
+
+serve   Serves the agents over HTTP, AgentOS-compatible (PORT overrides the default port).
+run     Streams one run of an agent to stdout; Ctrl-C cancels it.
+
+Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
+agents are served (story-writer-agent, essay-writer-agent), on OpenAI when OPENAI_API_KEY is set and
+offline otherwise.`;
+
+const DEFAULT_CONFIG_FILE = 'runstate.config.json';
+const DEFAULT_PORT = 7777;
+
+/** Bad usage: reported without a stack trace, exit code 2, with the usage text when it helps. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly showUsage = true,
+  ) {
+    super(message);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      port: { type: 'string', short: 'p' },
+      host: { type: 'string' },
+      config: { type: 'string', short: 'c' },
+      agent: { type: 'string', short: 'a' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, ...rest] = positionals;
+  if (values.help || command === 'help') {
+    console.log(USAGE);
+    return 0;
+  }
+  if (command === 'serve' && rest.length === 0) return serve(await readConfig(values.config), values);
+  if (command === 'run' && rest.length > 0)
+    return run(await readConfig(values.config), rest.join(' '), values.agent);
+  throw new UsageError(command ? `unexpected arguments: ${positionals.join(' ')}` : 'missing command');
+}
+
+async function readConfig(path: string | undefined): Promise<RunstateConfig> {
+  if (path === undefined && !existsSync(DEFAULT_CONFIG_FILE)) return configSchema.parse({});
+  return loadConfigFile(path ?? DEFAULT_CONFIG_FILE);
+}
+
+function portOf(text: string, source: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535)
+    throw new UsageError(`${source} must be a port number, got '${text}'`, false);
+  return port;
+}
+
+async function serve(config: RunstateConfig, flags: { port?: string; host?: string }): Promise<number> {
+  const envPort = process.env.PORT || undefined;
+  const port =
+    flags.port !== undefined
+      ? portOf(flags.port, '--port')
+      : envPort !== undefined
+        ? portOf(envPort, 'PORT')
+        : (config.port ?? DEFAULT_PORT);
+  const host = flags.host ?? config.host ?? '127.0.0.1';
+  // The built-in inspector page at /inspect: the run machine's chart, live, with a cancel button.
+  const inspector = createInspector();
+  const agents = createAgents(config, { inspect: inspector.inspect });
+  inspector.attach(agents[0]!.orchestrator);
+  const securityKey = config.securityKey ?? (process.env.RUNSTATE_SECURITY_KEY || undefined);
+  const runstate = createApp({
+    agents,
+    securityKey,
+    cors: config.cors,
+    mount: { '/inspect': inspector.handler },
+  });
+
+  let server;
+  try {
+    server = await startServer(runstate, { port, host });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE')
+      console.error(`runstate: port ${port} on ${host} is already in use (set --port or PORT)`);
+    else console.error(`runstate: cannot listen on ${host}:${port}: ${(error as Error).message}`);
+    return 1;
+  }
+  console.log(banner(server.url, agents, securityKey, config.securityKey !== undefined));
+
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      console.error(`runstate: ${signal} again, exiting now`);
+      process.exit(1);
+    }
+    stopping = true;
+    const active = agents[0]?.orchestrator.activeCount ?? 0;
+    console.error(
+      `\nrunstate: ${signal}: shutting down (cancelling ${active} active run${active === 1 ? '' : 's'})`,
+    );
+    // The inspector's feeds only watch: end them first, they would hold the shutdown otherwise.
+    inspector.close();
+    void server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        console.error(`runstate: shutdown failed: ${(error as Error).message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  return new Promise<number>(() => undefined); // serves until a signal exits the process
+}
+
+function banner(
+  url: string,
+  agents: readonly Agent[],
+  securityKey: string | undefined,
+  keyInConfig: boolean,
+): string {
+  const base = url.replace('//0.0.0.0:', '//localhost:').replace('//[::]:', '//localhost:');
+  const agent = agents.find((a) => a.id === 'story-writer-agent') ?? agents[0]!;
+  const auth = !securityKey
+    ? ''
+    : keyInConfig
+      ? ` -H 'Authorization: Bearer <securityKey from the config>'`
+      : ` -H "Authorization: Bearer $RUNSTATE_SECURITY_KEY"`;
+  const models = [...new Set(agents.map((a) => `${a.model.id} (${a.model.provider})`))].join(', ');
+  const file = '/tmp/runstate-run.sse';
+  return [
+    `runstate listening on ${base}`,
+    `  agents: ${agents.map((a) => a.id).join(', ')}`,
+    `  model: ${models}${agents.some((a) => a.model.provider === 'offline') ? ' (set OPENAI_API_KEY to use OpenAI)' : ''}`,
+    `  auth: ${securityKey ? 'bearer token required' : 'none'}`,
+    `  inspector: ${base}/inspect`,
+    '',
+    `Start a streamed run of ${agent.id} (its first frame, RunStarted, carries the run_id):`,
+    `  curl -sN${auth} ${base}/agents/${agent.id}/runs -F 'message=Write a long story about a lighthouse keeper' | tee ${file}`,
+    'Cancel it, from another terminal:',
+    `  curl -X POST${auth} ${base}/agents/${agent.id}/runs/$(grep -om1 '"run_id":"[^"]*' ${file} | cut -d'"' -f4)/cancel`,
+  ].join('\n');
+}
+
+async function run(config: RunstateConfig, message: string, agentId: string | undefined): Promise<number> {
+  const agents = createAgents(config);
+  const agent = agentId === undefined ? agents[0]! : agents.find((a) => a.id === agentId);
+  if (!agent)
+    throw new UsageError(`unknown agent '${agentId}'; agents: ${agents.map((a) => a.id).join(', ')}`, false);
+
+  const stream = agent.run(message, { stream: true });
+  // Ctrl-C cancels the run: the model request is aborted and the loop below gets RunCancelled.
+  const cancel = () => agent.cancelRun(stream.runId);
+  process.on('SIGINT', cancel);
+  try {
+    for await (const event of stream) {
+      if (event.event === 'RunContent') {
+        if (!process.stdout.write(event.content)) await once(process.stdout, 'drain');
+      } else if (event.event === 'RunCompleted') {
+        process.stdout.write('\n');
+        return 0;
+      } else if (event.event === 'RunCancelled') {
+        console.error(`\nrunstate: run ${event.run_id} cancelled`);
+        return 130;
+      } else if (event.event === 'RunError') {
+        console.error(`\nrunstate: run ${event.run_id} failed: ${event.code}: ${event.content}`);
+        return 1;
+      }
+    }
+    return 1;
+  } finally {
+    process.off('SIGINT', cancel);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    // parseArgs throws TypeErrors with ERR_PARSE_ARGS_* codes; a bad config file is INVALID_INPUT.
+    const badArgs = (error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true;
+    const badConfig = error instanceof RunstateError && error.code === 'INVALID_INPUT';
+    console.error(`runstate: ${(error as Error).message}`);
+    if (badArgs || (error instanceof UsageError && error.showUsage)) console.error(`\n${USAGE}`);
+    process.exitCode = badArgs || badConfig || error instanceof UsageError ? 2 : 1;
+  },
+);

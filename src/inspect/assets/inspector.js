@@ -1,0 +1,702 @@
+// runstate inspector page. Plain ES module, no build step and no network: the feed is SSE from
+// `feed`, the chart is `graph.json` laid out by elkjs (`vendor/elk.bundled.js`, which defines ELK).
+/* global ELK */
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const ACTIVE = new Set(['pending', 'streaming']);
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  /** run id → { summary, element } */
+  runs: new Map(),
+  selected: runFromHash(),
+  cancelUrl: '../agents/{agent_id}/runs/{run_id}/cancel',
+  source: null,
+  chart: null,
+  /** The selected run's log and content, as the feed sent them. */
+  detail: null,
+  /** Edges taken by the selected run's last state change. */
+  taken: new Set(),
+  cancelling: false,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Feed
+
+function connect() {
+  state.source?.close();
+  const url = state.selected ? `feed?run=${encodeURIComponent(state.selected)}` : 'feed';
+  const source = new EventSource(url);
+  state.source = source;
+  setConnection('connecting', 'connecting…');
+  source.addEventListener('error', () => {
+    if (source !== state.source) return;
+    if (source.readyState === EventSource.CLOSED) setConnection('closed', 'disconnected');
+    else setConnection('reconnecting', 'reconnecting…');
+  });
+  const handlers = {
+    snapshot: onSnapshot,
+    runs: onRuns,
+    progress: onProgress,
+    removed: onRemoved,
+    detail: onDetail,
+    append: onAppend,
+  };
+  for (const [type, handle] of Object.entries(handlers)) {
+    source.addEventListener(type, (event) => {
+      if (source === state.source) handle(JSON.parse(event.data));
+    });
+  }
+}
+
+function setConnection(kind, text) {
+  const element = $('connection');
+  element.dataset.state = kind;
+  element.textContent = text;
+}
+
+function onSnapshot(message) {
+  setConnection('live', 'live');
+  state.cancelUrl = message.cancel_url;
+  const seen = new Set();
+  for (const summary of message.runs) {
+    upsert(summary);
+    seen.add(summary.run_id);
+  }
+  for (const runId of [...state.runs.keys()]) if (!seen.has(runId)) removeRun(runId);
+  afterRunsChanged();
+}
+
+function onRuns(message) {
+  for (const summary of message.runs) upsert(summary);
+  afterRunsChanged();
+}
+
+/** Chunk counts of streaming runs: the summary is otherwise unchanged. */
+function onProgress(message) {
+  for (const progress of message.runs) {
+    const known = state.runs.get(progress.run_id);
+    if (!known) continue;
+    known.summary = { ...known.summary, chunks: progress.chunks, content_length: progress.content_length };
+    renderRunItem(known.element, known.summary);
+  }
+  renderDetail();
+}
+
+function onRemoved(message) {
+  for (const runId of message.run_ids) if (runId !== state.selected) removeRun(runId);
+  afterRunsChanged();
+}
+
+function onDetail(message) {
+  if (message.run_id !== state.selected) return;
+  state.detail = { runId: message.run_id, contentLength: 0, loggedChunks: 0, lastEvent: null };
+  const content = $('content');
+  content.replaceChildren(document.createTextNode(''));
+  $('log').replaceChildren();
+  appendContent(message.content, 0);
+  appendLog(message.log);
+  renderDetail();
+}
+
+function onAppend(message) {
+  if (!state.detail || message.run_id !== state.detail.runId) return;
+  if (message.offset > state.detail.contentLength) {
+    connect(); // a gap: start over from a fresh detail
+    return;
+  }
+  appendContent(message.content, message.offset);
+  appendLog(message.log);
+  renderDetail();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run list
+
+function upsert(summary) {
+  const known = state.runs.get(summary.run_id);
+  if (known) {
+    const previous = known.summary;
+    known.summary = summary;
+    renderRunItem(known.element, summary);
+    if (summary.run_id === state.selected && valueKey(previous.value) !== valueKey(summary.value)) {
+      state.taken = takenEdges(previous.value, summary.value);
+    }
+    return;
+  }
+  const element = document.createElement('li');
+  element.className = 'run';
+  element.tabIndex = 0;
+  element.dataset.runId = summary.run_id;
+  element.innerHTML =
+    '<div class="run-top"><span class="run-name"></span><span class="run-count"></span></div>' +
+    '<div class="run-sub"><span class="pill"></span><code></code><span class="run-time"></span></div>';
+  element.addEventListener('click', () => select(summary.run_id));
+  element.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' || event.key === ' ') {
+      event.preventDefault();
+      select(summary.run_id);
+    }
+  });
+  renderRunItem(element, summary);
+  $('runs').prepend(element);
+  state.runs.set(summary.run_id, { summary, element });
+}
+
+function renderRunItem(element, summary) {
+  const pill = element.querySelector('.pill');
+  pill.dataset.status = summary.status;
+  pill.textContent = summary.status;
+  element.querySelector('.run-name').textContent = summary.agent_name ?? 'run';
+  element.querySelector('.run-name').title = summary.run_input ?? '';
+  element.querySelector('code').textContent = summary.run_id.slice(0, 8);
+  element.querySelector('.run-time').textContent = new Date(summary.created_at).toLocaleTimeString();
+  element.querySelector('.run-count').textContent = `${summary.chunks} chunk${summary.chunks === 1 ? '' : 's'}`;
+  element.classList.toggle('selected', summary.run_id === state.selected);
+}
+
+function removeRun(runId) {
+  state.runs.get(runId)?.element.remove();
+  state.runs.delete(runId);
+}
+
+function afterRunsChanged() {
+  $('runs-empty').hidden = state.runs.size > 0;
+  let active = 0;
+  for (const { summary } of state.runs.values()) if (ACTIVE.has(summary.status)) active++;
+  $('counts').textContent = `${active} active · ${state.runs.size - active} finished`;
+  if (!state.selected && state.runs.size > 0) {
+    // Nothing chosen yet: follow the newest run.
+    select($('runs').firstElementChild.dataset.runId);
+    return;
+  }
+  renderDetail();
+}
+
+function select(runId) {
+  if (runId === state.selected && state.detail?.runId === runId) return;
+  state.selected = runId;
+  state.detail = null;
+  state.taken = new Set();
+  history.replaceState(null, '', `#run=${encodeURIComponent(runId)}`);
+  for (const { summary, element } of state.runs.values()) {
+    element.classList.toggle('selected', summary.run_id === runId);
+  }
+  $('content').replaceChildren();
+  $('log').replaceChildren();
+  setNotice('');
+  connect();
+  renderDetail();
+}
+
+function runFromHash() {
+  const match = /^#run=(.+)$/.exec(location.hash);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selected run
+
+function selectedSummary() {
+  return state.selected ? state.runs.get(state.selected)?.summary : undefined;
+}
+
+function renderDetail() {
+  const summary = selectedSummary();
+  $('run-header').hidden = !summary;
+  highlightChart(summary);
+  if (!summary) return;
+  $('run-title').textContent = summary.agent_name ?? 'Run';
+  const status = $('run-status');
+  status.dataset.status = summary.status;
+  status.textContent = summary.status;
+  $('run-state').textContent = valueText(summary.value);
+  $('run-id').textContent = summary.run_id;
+  $('run-model').textContent = summary.model ?? '–';
+  $('run-chunks').textContent = String(summary.chunks);
+  $('run-length').textContent = summary.content_length.toLocaleString();
+  $('run-attempt').textContent = String(summary.attempt);
+  $('run-input').textContent = summary.run_input ?? '';
+  $('run-input').hidden = !summary.run_input;
+  $('content-hint').textContent = `${summary.chunks} chunks · ${summary.content_length.toLocaleString()} characters`;
+  renderDuration();
+  renderCancel(summary);
+  renderLiveChunks(summary);
+}
+
+function renderDuration() {
+  const summary = selectedSummary();
+  if (!summary) return;
+  const end = summary.finished_at ?? Date.now();
+  $('run-duration').textContent = `${(Math.max(0, end - summary.created_at) / 1000).toFixed(1)} s`;
+}
+
+function renderCancel(summary) {
+  const button = $('cancel');
+  const needsAgent = state.cancelUrl.includes('{agent_id}');
+  const active = ACTIVE.has(summary.status);
+  button.disabled = state.cancelling || !active || (needsAgent && !summary.agent_id);
+  button.title = active && needsAgent && !summary.agent_id ? 'The run’s agent is unknown: attach the orchestrator' : '';
+}
+
+async function cancelSelected() {
+  const summary = selectedSummary();
+  if (!summary) return;
+  const path = state.cancelUrl
+    .replace('{agent_id}', encodeURIComponent(summary.agent_id ?? ''))
+    .replace('{run_id}', encodeURIComponent(summary.run_id));
+  state.cancelling = true;
+  renderCancel(summary);
+  setNotice('Cancelling…');
+  try {
+    const response = await fetch(new URL(path, location.href), {
+      method: 'POST',
+      headers: { accept: 'application/json' },
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok) setNotice(`Cancel accepted: the run is ${body.status ?? 'cancelled'}.`);
+    else setNotice(`Cancel refused (${response.status}): ${body.detail ?? response.statusText}`, 'error');
+  } catch (error) {
+    setNotice(`Cancel failed: ${error.message}`, 'error');
+  } finally {
+    state.cancelling = false;
+    const current = selectedSummary();
+    if (current) renderCancel(current);
+  }
+}
+
+function setNotice(text, kind = 'info') {
+  const notice = $('notice');
+  notice.textContent = text;
+  notice.dataset.kind = kind;
+  notice.hidden = text === '';
+}
+
+function appendContent(text, offset) {
+  const detail = state.detail;
+  const fresh = text.slice(detail.contentLength - offset);
+  if (fresh === '') return;
+  const pre = $('content');
+  const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+  pre.firstChild.appendData(fresh);
+  detail.contentLength += fresh.length;
+  if (atBottom) pre.scrollTop = pre.scrollHeight;
+}
+
+function appendLog(entries) {
+  const detail = state.detail;
+  const list = $('log');
+  const created = state.runs.get(detail.runId)?.summary.created_at;
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
+  list.querySelector('.live')?.remove();
+  for (const entry of entries) {
+    const row = logRow(entry.kind, entry.text, entry.detail, created === undefined ? 0 : entry.at - created);
+    list.append(row);
+    if (entry.kind === 'chunks') detail.loggedChunks += Number(entry.text.replace(/\D+/g, '')) || 0;
+    if (entry.kind === 'event') detail.lastEvent = entry.text;
+  }
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function logRow(kind, text, detail, ms) {
+  const row = document.createElement('li');
+  row.dataset.kind = kind;
+  row.innerHTML = '<span class="t"></span><span class="kind"></span><span class="text"></span>';
+  row.querySelector('.t').textContent = ms === null ? '' : `+${(ms / 1000).toFixed(3)}`;
+  row.querySelector('.kind').textContent = kind;
+  const body = row.querySelector('.text');
+  body.textContent = text;
+  if (detail) {
+    const extra = document.createElement('span');
+    extra.className = 'detail';
+    extra.textContent = detail;
+    body.append(extra);
+  }
+  return row;
+}
+
+/** The chunks accepted since the last log line, counted live (the log writes them when something else happens). */
+function renderLiveChunks(summary) {
+  const detail = state.detail;
+  if (!detail || detail.runId !== summary.run_id) return;
+  const list = $('log');
+  let live = list.querySelector('.live');
+  const pending = summary.chunks - detail.loggedChunks;
+  if (pending <= 0 || !ACTIVE.has(summary.status)) {
+    live?.remove();
+    return;
+  }
+  if (!live) {
+    live = logRow('chunks', '', undefined, null);
+    live.classList.add('live');
+    list.append(live);
+  }
+  live.querySelector('.text').textContent = `CHUNK ×${pending} …`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chart
+
+async function loadChart() {
+  const response = await fetch('graph.json');
+  if (!response.ok) throw new Error(`graph.json: ${response.status}`);
+  const graph = await response.json();
+  const measure = createMeasurer();
+  const elkGraph = toElkGraph(graph, measure);
+  measure.dispose();
+  const layout = await new ELK().layout(elkGraph);
+  state.chart = renderChart(graph, layout);
+  highlightChart(selectedSummary());
+}
+
+/** Measures text with the chart's own CSS, so boxes fit their labels in whatever font is installed. */
+function createMeasurer() {
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('class', 'measure');
+  svg.setAttribute('width', '0');
+  svg.setAttribute('height', '0');
+  const holder = document.createElement('div');
+  holder.className = 'chart';
+  holder.style.position = 'absolute';
+  holder.style.visibility = 'hidden';
+  holder.append(svg);
+  document.body.append(holder);
+  const measure = (text, className) => {
+    const node = svgElement('text', { class: className });
+    node.textContent = text;
+    svg.append(node);
+    const box = node.getBBox();
+    node.remove();
+    return { width: Math.ceil(box.width), height: Math.ceil(box.height) };
+  };
+  measure.dispose = () => holder.remove();
+  return measure;
+}
+
+function edgeText(edge) {
+  let text = edge.label;
+  if (edge.guard) text += ` [${edge.guard}]`;
+  if (edge.targetless && edge.actions.length > 0) text += ` / ${edge.actions.join(', ')}`;
+  return text;
+}
+
+function toElkGraph(graph, measure) {
+  const edges = [];
+  const toNode = (node, isRoot) => {
+    const label = measure(node.key, 'node-label');
+    const note = node.invoke.length > 0 ? `invoke ${node.invoke.join(', ')}` : '';
+    const noteSize = note ? measure(note, 'node-note') : { width: 0, height: 0 };
+    if (node.children.length === 0) {
+      return {
+        id: node.id,
+        width: Math.max(96, Math.max(label.width, noteSize.width) + 36),
+        height: note ? 50 : 38,
+      };
+    }
+    const children = node.children.map((child) => toNode(child, false));
+    if (node.initial) {
+      children.unshift({ id: `${node.id}#initial`, width: 12, height: 12 });
+      edges.push({ id: `${node.id}#initial-edge`, sources: [`${node.id}#initial`], targets: [node.initial] });
+    }
+    const headerWidth = label.width + (note ? noteSize.width + 12 : 0) + 28;
+    return {
+      id: node.id,
+      labelWidth: label.width,
+      children,
+      layoutOptions: {
+        'elk.padding': isRoot ? '[top=40,left=20,bottom=20,right=20]' : '[top=34,left=16,bottom=16,right=16]',
+        'elk.nodeSize.constraints': 'MINIMUM_SIZE',
+        'elk.nodeSize.minimum': `(${headerWidth},60)`,
+      },
+    };
+  };
+  const root = toNode(graph.root, true);
+  for (const edge of graph.edges) {
+    const size = measure(edgeText(edge), 'edge-label-text');
+    edges.push({
+      id: edge.id,
+      sources: [edge.source],
+      targets: [edge.target],
+      labels: [{ id: `${edge.id}#label`, text: edgeText(edge), width: size.width + 8, height: size.height + 2 }],
+    });
+  }
+  return {
+    id: '#chart',
+    layoutOptions: {
+      'elk.algorithm': 'layered',
+      'elk.direction': 'DOWN',
+      'elk.hierarchyHandling': 'INCLUDE_CHILDREN',
+      'elk.edgeRouting': 'ORTHOGONAL',
+      'elk.layered.spacing.nodeNodeBetweenLayers': '36',
+      'elk.layered.spacing.edgeNodeBetweenLayers': '16',
+      'elk.spacing.nodeNode': '24',
+      'elk.spacing.edgeNode': '14',
+      'elk.spacing.edgeEdge': '10',
+      'elk.spacing.edgeLabel': '3',
+      'elk.layered.nodePlacement.strategy': 'NETWORK_SIMPLEX',
+      'elk.edgeLabels.placement': 'CENTER',
+      'elk.json.shapeCoords': 'ROOT',
+      'elk.json.edgeCoords': 'ROOT',
+    },
+    children: [root],
+    edges,
+  };
+}
+
+function svgElement(name, attributes = {}) {
+  const element = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
+  return element;
+}
+
+function renderChart(graph, layout) {
+  const width = Math.ceil(layout.width);
+  const height = Math.ceil(layout.height);
+  const svg = svgElement('svg', {
+    viewBox: `0 0 ${width} ${height}`,
+    width,
+    height,
+    role: 'img',
+    'aria-label': `State chart of the ${graph.id} machine`,
+  });
+  const defs = svgElement('defs');
+  for (const [id, className] of [
+    ['arrow', 'arrow'],
+    ['arrow-taken', 'arrow arrow-taken'],
+  ]) {
+    const marker = svgElement('marker', {
+      id,
+      viewBox: '0 0 10 10',
+      refX: 9,
+      refY: 5,
+      markerWidth: 7,
+      markerHeight: 7,
+      orient: 'auto-start-reverse',
+    });
+    marker.append(svgElement('path', { d: 'M0,0 L10,5 L0,10 z', class: className }));
+    defs.append(marker);
+  }
+  svg.append(defs);
+  const containers = svgElement('g', { class: 'containers' });
+  const edgeLayer = svgElement('g', { class: 'edges' });
+  const leaves = svgElement('g', { class: 'leaves' });
+  const labels = svgElement('g', { class: 'edge-labels' });
+  svg.append(containers, edgeLayer, leaves, labels);
+
+  const byId = new Map();
+  const index = (node) => {
+    byId.set(node.id, node);
+    node.children.forEach(index);
+  };
+  index(graph.root);
+
+  const nodes = new Map();
+  const drawNode = (box) => {
+    if (box.id.endsWith('#initial')) {
+      leaves.append(svgElement('circle', { class: 'initial', cx: box.x + 6, cy: box.y + 6, r: 5.5 }));
+      return;
+    }
+    const node = byId.get(box.id);
+    if (!node) return;
+    const compound = node.children.length > 0;
+    const isRoot = node.path.length === 0;
+    const classes = ['node', compound ? 'compound' : 'leaf'];
+    if (isRoot) classes.push('root');
+    if (node.type === 'final') classes.push('final');
+    const group = svgElement('g', { class: classes.join(' '), 'data-path': node.path.join('.'), 'data-id': node.id });
+    group.append(
+      svgElement('rect', {
+        x: box.x,
+        y: box.y,
+        width: box.width,
+        height: box.height,
+        rx: compound ? 12 : 9,
+      }),
+    );
+    if (node.type === 'final') {
+      group.append(
+        svgElement('rect', {
+          class: 'final-ring',
+          x: box.x + 3.5,
+          y: box.y + 3.5,
+          width: box.width - 7,
+          height: box.height - 7,
+          rx: 6,
+        }),
+      );
+    }
+    const note = node.invoke.length > 0 ? `invoke ${node.invoke.join(', ')}` : '';
+    if (compound) {
+      const label = svgElement('text', { class: 'node-label', x: box.x + 14, y: box.y + 21 });
+      label.textContent = isRoot ? `${node.key} machine` : node.key;
+      group.append(label);
+      if (note) {
+        const x = box.x + 14 + (box.labelWidth ?? 0) + 10;
+        const noteText = svgElement('text', { class: 'node-note', x, y: box.y + 21 });
+        noteText.textContent = note;
+        group.append(noteText);
+      }
+      containers.append(group);
+    } else {
+      const middle = box.y + box.height / 2 + (note ? -6 : 0);
+      const label = svgElement('text', {
+        class: 'node-label',
+        x: box.x + box.width / 2,
+        y: middle,
+        'text-anchor': 'middle',
+        'dominant-baseline': 'central',
+      });
+      label.textContent = node.key;
+      group.append(label);
+      if (note) {
+        const noteText = svgElement('text', {
+          class: 'node-note',
+          x: box.x + box.width / 2,
+          y: middle + 15,
+          'text-anchor': 'middle',
+          'dominant-baseline': 'central',
+        });
+        noteText.textContent = note;
+        group.append(noteText);
+      }
+      leaves.append(group);
+    }
+    nodes.set(node.path.join('.'), group);
+    for (const child of box.children ?? []) drawNode(child);
+  };
+  for (const child of layout.children ?? []) drawNode(child);
+
+  const graphEdges = new Map(graph.edges.map((edge) => [edge.id, edge]));
+  const edges = [];
+  for (const laid of layout.edges ?? []) {
+    const edge = graphEdges.get(laid.id);
+    const classes = ['edge'];
+    if (!edge) classes.push('initial-edge');
+    else if (edge.targetless) classes.push('targetless');
+    const group = svgElement('g', { class: classes.join(' '), 'data-edge': laid.id });
+    for (const section of laid.sections ?? []) {
+      const points = [section.startPoint, ...(section.bendPoints ?? []), section.endPoint];
+      group.append(svgElement('path', { d: roundedPath(points, 6), 'marker-end': 'url(#arrow)' }));
+    }
+    edgeLayer.append(group);
+    let labelGroup = null;
+    for (const label of laid.labels ?? []) {
+      labelGroup = svgElement('g', { class: 'edge-label', 'data-edge': laid.id });
+      labelGroup.append(
+        svgElement('rect', { x: label.x, y: label.y, width: label.width, height: label.height, rx: 3 }),
+      );
+      const text = svgElement('text', {
+        class: 'edge-label-text',
+        x: label.x + label.width / 2,
+        y: label.y + label.height / 2,
+        'text-anchor': 'middle',
+        'dominant-baseline': 'central',
+      });
+      text.textContent = label.text;
+      labelGroup.append(text);
+      labels.append(labelGroup);
+    }
+    if (edge) edges.push({ edge, group, labelGroup });
+  }
+
+  const pathOf = new Map([...byId.values()].map((node) => [node.id, node.path.join('.')]));
+  $('chart').replaceChildren(svg);
+  return { nodes, edges, pathOf };
+}
+
+/** A polyline with rounded corners. */
+function roundedPath(points, radius) {
+  const toward = (from, to, distance) => {
+    const length = Math.hypot(to.x - from.x, to.y - from.y) || 1;
+    return { x: from.x + ((to.x - from.x) * distance) / length, y: from.y + ((to.y - from.y) * distance) / length };
+  };
+  let d = `M${points[0].x},${points[0].y}`;
+  for (let i = 1; i < points.length - 1; i++) {
+    const [previous, corner, next] = [points[i - 1], points[i], points[i + 1]];
+    const r = Math.min(
+      radius,
+      Math.hypot(corner.x - previous.x, corner.y - previous.y) / 2,
+      Math.hypot(next.x - corner.x, next.y - corner.y) / 2,
+    );
+    const a = toward(corner, previous, r);
+    const b = toward(corner, next, r);
+    d += ` L${a.x},${a.y} Q${corner.x},${corner.y} ${b.x},${b.y}`;
+  }
+  const last = points[points.length - 1];
+  return `${d} L${last.x},${last.y}`;
+}
+
+function highlightChart(summary) {
+  const chart = state.chart;
+  $('chart').dataset.status = summary?.status ?? '';
+  if (!chart) return;
+  const active = summary ? activeKeys(summary.value) : new Set();
+  for (const [key, group] of chart.nodes) group.classList.toggle('active', key !== '' && active.has(key));
+  for (const { edge, group, labelGroup } of chart.edges) {
+    const taken = state.taken.has(edge.id);
+    group.classList.toggle('taken', taken);
+    labelGroup?.classList.toggle('taken', taken);
+    for (const path of group.querySelectorAll('path')) {
+      path.setAttribute('marker-end', taken ? 'url(#arrow-taken)' : 'url(#arrow)');
+    }
+  }
+}
+
+/** The transitions that explain a change of state value: from a state active before to one active after. */
+function takenEdges(before, after) {
+  const chart = state.chart;
+  if (!chart) return new Set();
+  const was = activeKeys(before);
+  const is = activeKeys(after);
+  let candidates = chart.edges
+    .map(({ edge }) => edge)
+    .filter((edge) => {
+      if (edge.targetless) return false;
+      const source = chart.pathOf.get(edge.source);
+      const target = chart.pathOf.get(edge.target);
+      return was.has(source) && is.has(target) && (!was.has(target) || edge.reenter);
+    });
+  const lastEvent = state.detail?.lastEvent;
+  const named = candidates.filter((edge) => edge.label === lastEvent);
+  if (named.length > 0) candidates = named;
+  return new Set(candidates.map((edge) => edge.id));
+}
+
+function activeKeys(value, prefix = '', keys = new Set()) {
+  if (typeof value === 'string') {
+    keys.add(prefix ? `${prefix}.${value}` : value);
+    return keys;
+  }
+  for (const [key, child] of Object.entries(value)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    keys.add(path);
+    activeKeys(child, path, keys);
+  }
+  return keys;
+}
+
+function valueText(value) {
+  if (typeof value === 'string') return value;
+  return Object.entries(value)
+    .map(([key, child]) => `${key}.${valueText(child)}`)
+    .join(', ');
+}
+
+function valueKey(value) {
+  return JSON.stringify(value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+$('cancel').addEventListener('click', () => void cancelSelected());
+addEventListener('hashchange', () => {
+  const runId = runFromHash();
+  if (runId && runId !== state.selected) select(runId);
+});
+setInterval(renderDuration, 500);
+connect();
+loadChart().catch((error) => {
+  $('chart').textContent = `The chart could not be drawn: ${error.message}`;
+  throw error;
+});

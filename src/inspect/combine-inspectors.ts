@@ -1,0 +1,51 @@
+import type { InspectionEvent, Observer } from 'xstate';
+
+/**
+ * Anything that observes inspection events: an observer, a function, or an object with an
+ * `inspect` observer (`@statelyai/inspect`'s inspectors, runstate's `createInspector()`).
+ */
+export type InspectorLike =
+  | Observer<InspectionEvent>
+  | ((event: InspectionEvent) => void)
+  | { readonly inspect: Observer<InspectionEvent> };
+
+/**
+ * One inspection observer that hands every event to each of `inspectors`, for the single `inspect`
+ * option of the orchestrator. `undefined` entries are skipped, so optional inspectors read well.
+ * An inspector that throws is reported once (then silenced) and never stops a run or the others:
+ * xstate calls inspection observers without catching.
+ *
+ * @example
+ * ```ts
+ * import { createSkyInspector } from '@statelyai/inspect';
+ * const builtIn = createInspector();
+ * const orchestrator = createOrchestrator({
+ *   inspect: combineInspectors(builtIn, process.env.SKY ? createSkyInspector() : undefined),
+ * });
+ * ```
+ */
+export function combineInspectors(
+  ...inspectors: Array<InspectorLike | undefined>
+): Observer<InspectionEvent> {
+  const targets = inspectors.filter((inspector) => inspector !== undefined).map(toNext);
+  const reported = new Set<number>();
+  return {
+    next(event) {
+      for (let i = 0; i < targets.length; i++) {
+        try {
+          targets[i]!(event);
+        } catch (error) {
+          if (reported.has(i)) continue;
+          reported.add(i);
+          console.error(`runstate: inspector #${i + 1} threw; its further errors are not reported`, error);
+        }
+      }
+    },
+  };
+}
+
+function toNext(inspector: InspectorLike): (event: InspectionEvent) => void {
+  if (typeof inspector === 'function') return inspector;
+  const observer = 'inspect' in inspector ? inspector.inspect : inspector;
+  return (event) => observer.next?.(event);
+}

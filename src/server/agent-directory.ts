@@ -1,0 +1,63 @@
+import type { Agent } from '../agent.js';
+import { RunstateError } from '../errors.js';
+import type { Orchestrator } from '../runtime/create-orchestrator.js';
+import type { RunRecord } from '../runtime/run-events.js';
+import type { SessionRecord } from '../runtime/session-store.js';
+
+/**
+ * The agents an app serves, by id, and the orchestrators behind them. Agents built for a server
+ * usually share one orchestrator; several distinct ones work too (lists are merged, shutdown reaches
+ * each once).
+ */
+export class AgentDirectory {
+  readonly #agents = new Map<string, Agent>();
+  /** Distinct orchestrators, in the order their first agent was given. */
+  readonly orchestrators: readonly Orchestrator[];
+
+  constructor(agents: readonly Agent[]) {
+    for (const agent of agents) {
+      if (this.#agents.has(agent.id)) {
+        throw new RunstateError('INVALID_INPUT', `two agents have the id ${agent.id}`);
+      }
+      this.#agents.set(agent.id, agent);
+    }
+    this.orchestrators = [...new Set(agents.map((agent) => agent.orchestrator))];
+  }
+
+  /** Every agent, in the order given. */
+  list(): Agent[] {
+    return [...this.#agents.values()];
+  }
+
+  /** The agent; throws `AGENT_NOT_FOUND` (404). */
+  get(agentId: string): Agent {
+    const agent = this.#agents.get(agentId);
+    if (!agent) throw new RunstateError('AGENT_NOT_FOUND', `agent ${agentId} not found`);
+    return agent;
+  }
+
+  /** A run of this agent; throws `RUN_NOT_FOUND` (404) for an unknown run or another agent's. */
+  run(agent: Agent, runId: string): RunRecord {
+    const run = agent.orchestrator.getRun(runId);
+    if (run?.agent_id !== agent.id) {
+      throw new RunstateError('RUN_NOT_FOUND', `run ${runId} of agent ${agent.id} not found`);
+    }
+    return run;
+  }
+
+  /** The session and the orchestrator that holds it, or `undefined`. */
+  findSession(sessionId: string): { session: SessionRecord; orchestrator: Orchestrator } | undefined {
+    for (const orchestrator of this.orchestrators) {
+      const session = orchestrator.getSession(sessionId);
+      if (session) return { session, orchestrator };
+    }
+    return undefined;
+  }
+
+  /** The session; throws `SESSION_NOT_FOUND` (404). */
+  session(sessionId: string): { session: SessionRecord; orchestrator: Orchestrator } {
+    const found = this.findSession(sessionId);
+    if (!found) throw new RunstateError('SESSION_NOT_FOUND', `session ${sessionId} not found`);
+    return found;
+  }
+}

@@ -1,0 +1,98 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { agentIdFromName } from '../agent.js';
+import { RunstateError } from '../errors.js';
+
+const modelSchema = z.discriminatedUnion('provider', [
+  z.strictObject({
+    provider: z.literal('openai'),
+    /** The model's name on the server (`gpt-5-mini`, `llama3.1`). */
+    id: z.string().min(1),
+    /** Any OpenAI-compatible server; default OpenAI (or `OPENAI_BASE_URL`). */
+    baseURL: z.url().optional(),
+  }),
+  z.strictObject({
+    provider: z.literal('offline'),
+    id: z.string().min(1).optional(),
+    tokensPerSecond: z.number().positive().optional(),
+  }),
+]);
+
+const agentSchema = z.strictObject({
+  /** Used in URLs; default: the name in kebab-case. */
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, 'must be letters, digits, - and _ (it is used in URLs)')
+    .optional(),
+  name: z.string().min(1),
+  description: z.string().optional(),
+  instructions: z.union([z.string(), z.array(z.string())]).optional(),
+  /** Default: `gpt-5-mini` on OpenAI when `OPENAI_API_KEY` is set, the offline model otherwise. */
+  model: modelSchema.optional(),
+});
+
+/** The schema of `runstate.config.json`. Unknown keys are errors: a typo must not pass silently. */
+export const configSchema = z
+  .strictObject({
+    port: z.number().int().min(0).max(65535).optional(),
+    host: z.string().min(1).optional(),
+    securityKey: z.string().min(1).optional(),
+    cors: z
+      .strictObject({
+        origins: z.union([z.literal('*'), z.array(z.string().min(1))], {
+          error: "must be '*' or a list of origins",
+        }),
+      })
+      .optional(),
+    maxConcurrentRuns: z.number().int().positive().optional(),
+    /** Default: the built-in demo agents. */
+    agents: z.array(agentSchema).min(1).optional(),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Set<string>();
+    config.agents?.forEach((agent, index) => {
+      const id = agent.id ?? agentIdFromName(agent.name);
+      if (seen.has(id))
+        ctx.addIssue({ code: 'custom', path: ['agents', index, 'id'], message: `duplicate agent id ${id}` });
+      seen.add(id);
+    });
+  });
+
+/** A validated config file. */
+export type RunstateConfig = z.output<typeof configSchema>;
+/** One agent of a config file. */
+export type AgentConfig = z.output<typeof agentSchema>;
+
+/**
+ * Reads and validates a config file. Throws `INVALID_INPUT` with a message that names the file and
+ * every failing field by its path (`agents.0.model.provider: ...`).
+ */
+export async function loadConfigFile(path: string): Promise<RunstateConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new RunstateError('INVALID_INPUT', `cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  return parseConfig(text, path);
+}
+
+/** Validates the text of a config file; `source` names it in messages. */
+export function parseConfig(text: string, source: string): RunstateConfig {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `config file ${source} is not valid JSON: ${(error as Error).message}`,
+    );
+  }
+  const result = configSchema.safeParse(json);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const path = issue.path.length > 0 ? issue.path.map(String).join('.') : '(root)';
+    return `  ${path}: ${issue.message}`;
+  });
+  throw new RunstateError('INVALID_INPUT', `invalid config file ${source}:\n${lines.join('\n')}`);
+}

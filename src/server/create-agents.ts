@@ -1,0 +1,60 @@
+import { Agent } from '../agent.js';
+import type { ChatModel } from '../model/chat-model.js';
+import { OfflineModel } from '../model/offline-model.js';
+import { OpenAIChat } from '../model/openai-chat.js';
+import { createOrchestrator, type OrchestratorOptions } from '../runtime/create-orchestrator.js';
+import type { AgentConfig, RunstateConfig } from './config-file.js';
+
+/** The agents `runstate serve` offers when the config declares none. */
+export const DEMO_AGENTS: readonly AgentConfig[] = [
+  {
+    id: 'story-writer-agent',
+    name: 'Story Writer Agent',
+    description: 'Writes short stories on any theme.',
+    instructions: [
+      'You are a storyteller. Write a vivid story of about 400 words on the theme you are given.',
+      'Give it a beginning, a turn and an ending.',
+    ],
+  },
+  {
+    id: 'essay-writer-agent',
+    name: 'Essay Writer Agent',
+    description: 'Explains a topic in a short, clear essay.',
+    instructions: 'You write clear, well-structured short essays. Use plain words and concrete examples.',
+  },
+];
+
+/**
+ * Builds the agents of a config (the demo agents when it has none), all on one orchestrator, as a
+ * server wants: one concurrency limit, one shutdown. `orchestratorOptions` adds to the config's
+ * (an `inspect` observer, for one).
+ */
+export function createAgents(
+  config: RunstateConfig = {},
+  orchestratorOptions: OrchestratorOptions = {},
+): Agent[] {
+  const orchestrator = createOrchestrator({
+    maxConcurrentRuns: config.maxConcurrentRuns,
+    ...orchestratorOptions,
+  });
+  return (config.agents ?? DEMO_AGENTS).map(
+    (agent) =>
+      new Agent({
+        id: agent.id,
+        name: agent.name,
+        description: agent.description,
+        instructions: agent.instructions,
+        model: createModel(agent.model),
+        orchestrator,
+      }),
+  );
+}
+
+/** Without a model: `gpt-5-mini`, which runs offline when no `OPENAI_API_KEY` is set. */
+function createModel(model: AgentConfig['model']): ChatModel {
+  if (!model) return new OpenAIChat({ id: 'gpt-5-mini' });
+  if (model.provider === 'offline') {
+    return new OfflineModel({ id: model.id, tokensPerSecond: model.tokensPerSecond });
+  }
+  return new OpenAIChat({ id: model.id, baseURL: model.baseURL });
+}

@@ -1,0 +1,124 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import cors from 'cors';
+import express, { type Express } from 'express';
+import type { Agent } from '../agent.js';
+import { AgentDirectory } from './agent-directory.js';
+import { agentRoutes } from './agent-routes.js';
+import { bearerAuth } from './bearer-auth.js';
+import { parseByteSize, type BodyLimit } from './body-parsers.js';
+import { errorHandler, notFoundHandler } from './http-errors.js';
+import type { RouteContext } from './route-context.js';
+import { runRoutes } from './run-routes.js';
+import { sessionRoutes } from './session-routes.js';
+import { trackResponses } from './track-responses.js';
+
+/** Origins allowed when none are configured: Agno's Agent UI on its default local port. */
+export const DEFAULT_CORS_ORIGINS: readonly string[] = ['http://localhost:3000', 'http://127.0.0.1:3000'];
+
+/** A node:http handler that calls `next` for requests it does not serve (express middleware too). */
+export type MountedHandler = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  next: (error?: unknown) => void,
+) => void;
+
+/** Options of {@link createApp}. Only `agents` is required. */
+export interface CreateAppOptions {
+  /** The agents served, by their `id`. Agents built for a server usually share one orchestrator. */
+  agents: readonly Agent[];
+  /**
+   * Clients must send `Authorization: Bearer <securityKey>` (`/health` and CORS preflights stay
+   * open). Default: `process.env.RUNSTATE_SECURITY_KEY`; empty or unset means no auth.
+   */
+  securityKey?: string;
+  /** Origins allowed to call the API from a browser. Default {@link DEFAULT_CORS_ORIGINS}. */
+  cors?: { origins: readonly string[] | '*' };
+  /** Largest request body (JSON, urlencoded or multipart): bytes, or `'1mb'`. Default `'1mb'`. */
+  bodyLimit?: BodyLimit;
+  /** An idle event stream gets a `: ping` comment this often, so proxies keep it open. Default 15 s. */
+  heartbeatMs?: number;
+  /** Sent as every agent's `db_id`, which AgentOS clients pass back. Default `'runstate'`. */
+  dbId?: string;
+  /** Where unexpected errors (bugs, answered 500) are reported. Default `console`. */
+  logger?: Pick<Console, 'error'>;
+  /**
+   * More handlers by path, such as the inspector page: `{ '/inspect': inspector.handler }`. They
+   * come after CORS and auth and before the 404. `shutdown()` does not wait for their responses:
+   * end long-lived ones (the inspector's feed) yourself.
+   */
+  mount?: Readonly<Record<string, MountedHandler>>;
+}
+
+/** The HTTP app of runstate and its shutdown. */
+export interface RunstateApp {
+  /** The express app: `app.listen(port)`, mount it in another app, or use {@link startServer}. */
+  readonly app: Express;
+  /**
+   * Cancels every active run with reason `shutdown`, so each open stream sends `RunCancelled` and
+   * ends; new runs are refused (503). Resolves once every response in progress is over. Stop the
+   * HTTP server from accepting connections first ({@link startServer} does it all in order).
+   */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Creates the AgentOS-compatible HTTP app: health, agents, runs (streamed over SSE, cancellable,
+ * resumable), sessions; JSON errors `{detail, code}`; optional bearer auth; CORS.
+ *
+ * @example
+ * ```ts
+ * import { Agent, OpenAIChat, createOrchestrator } from 'runstate';
+ * import { createApp, startServer } from 'runstate/server';
+ *
+ * const orchestrator = createOrchestrator();
+ * const agent = new Agent({ name: 'Story Writer Agent', model: new OpenAIChat({ id: 'gpt-5-mini' }), orchestrator });
+ * const server = await startServer(createApp({ agents: [agent] }), { port: 7777 });
+ * // curl -N http://127.0.0.1:7777/agents/story-writer-agent/runs -F message='Tell me a story'
+ * process.once('SIGTERM', () => void server.close());
+ * ```
+ */
+export function createApp(options: CreateAppOptions): RunstateApp {
+  const agents = new AgentDirectory(options.agents);
+  const context: RouteContext = {
+    agents,
+    dbId: options.dbId ?? 'runstate',
+    heartbeatMs: options.heartbeatMs ?? 15_000,
+    bodyLimit: options.bodyLimit ?? '1mb',
+  };
+  parseByteSize(context.bodyLimit); // a wrong limit fails here, not on the first request
+  const securityKey = options.securityKey ?? process.env.RUNSTATE_SECURITY_KEY;
+  const origins = options.cors?.origins ?? DEFAULT_CORS_ORIGINS;
+  const responses = trackResponses();
+
+  const app = express();
+  app.disable('x-powered-by');
+  // Run records change while a run streams: no 304s to polling clients.
+  app.disable('etag');
+  // Before auth: preflights carry no credentials. `authorization` is named because `*` in
+  // Access-Control-Allow-Headers does not cover it.
+  app.use(
+    cors({
+      origin: origins === '*' ? '*' : [...origins],
+      methods: ['GET', 'POST', 'DELETE'],
+      allowedHeaders: ['content-type', 'authorization', 'last-event-id'],
+      maxAge: 600,
+    }),
+  );
+  if (securityKey) app.use(bearerAuth({ securityKey, openPaths: ['/health'] }));
+  for (const [path, handler] of Object.entries(options.mount ?? {})) app.use(path, handler);
+  // Only runstate's own responses are waited for on shutdown (see `mount`).
+  app.use(responses.middleware);
+  app.use(agentRoutes(context));
+  app.use(runRoutes(context));
+  app.use(sessionRoutes(context));
+  app.use(notFoundHandler);
+  app.use(errorHandler({ logger: options.logger ?? console }));
+
+  return {
+    app,
+    async shutdown() {
+      await Promise.all(agents.orchestrators.map((orchestrator) => orchestrator.shutdown()));
+      await responses.idle();
+    },
+  };
+}

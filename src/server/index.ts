@@ -1,0 +1,17 @@
+/**
+ * runstate's AgentOS-compatible HTTP server (`runstate/server`): runs streamed over SSE, a precise
+ * cancel endpoint, sessions, bearer auth, CORS. The only part of runstate that loads express.
+ *
+ * @packageDocumentation
+ */
+export { createApp, DEFAULT_CORS_ORIGINS, type CreateAppOptions, type RunstateApp } from './create-app.js';
+export { startServer, type StartServerOptions, type RunningServer } from './start-server.js';
+export type { AgentJson } from './agent-routes.js';
+export type { BodyLimit } from './body-parsers.js';
+export {
+  sendEventStream,
+  sseFrame,
+  SSE_HEADERS,
+  type EventStreamEnd,
+  type EventStreamOptions,
+} from './sse.js';

@@ -1,0 +1,118 @@
+import { Router, type RequestHandler, type Response } from 'express';
+import type { Agent } from '../agent.js';
+import { runBodyParsers } from './body-parsers.js';
+import { invalidField, runAlreadyFinished } from './http-errors.js';
+import type { RouteContext } from './route-context.js';
+import {
+  createRunBody,
+  listRunsQuery,
+  parseInput,
+  resumeHeader,
+  resumeQuery,
+  type CreateRunBody,
+} from './schemas.js';
+import { sendEventStream } from './sse.js';
+
+/**
+ * The runs of an agent: create (streamed, non-streamed or in the background), cancel, record, list,
+ * and replay-and-follow of a run's events.
+ */
+export function runRoutes(context: RouteContext): Router {
+  const router = Router();
+  const { agents } = context;
+
+  // The agent is looked up before the body is read: an unknown agent is a 404 whatever the body.
+  const requireAgent: RequestHandler<{ agent_id: string }> = (req, _res, next) => {
+    agents.get(req.params.agent_id);
+    next();
+  };
+
+  router.post(
+    '/agents/:agent_id/runs',
+    requireAgent,
+    ...runBodyParsers(context.bodyLimit),
+    async (req, res) => {
+      const agent = agents.get(req.params.agent_id);
+      const input = parseInput(createRunBody, req.body ?? {});
+      await createRun(context, agent, input, res);
+    },
+  );
+
+  router.post('/agents/:agent_id/runs/:run_id/cancel', (req, res) => {
+    const agent = agents.get(req.params.agent_id);
+    const { run_id: runId } = req.params;
+    agents.run(agent, runId);
+    // Synchronous: when cancelRun returns, the run is final, one way or the other.
+    agent.orchestrator.cancelRun(runId, 'api');
+    const status = agents.run(agent, runId).status;
+    if (status !== 'cancelled') throw runAlreadyFinished(runId, status);
+    res.json({ run_id: runId, status });
+  });
+
+  router.get('/agents/:agent_id/runs/:run_id', (req, res) => {
+    const agent = agents.get(req.params.agent_id);
+    res.json(agents.run(agent, req.params.run_id));
+  });
+
+  router.get('/agents/:agent_id/runs', (req, res) => {
+    const agent = agents.get(req.params.agent_id);
+    const query = parseInput(listRunsQuery, req.query);
+    res.json(
+      agent.orchestrator.listRuns({ agentId: agent.id, sessionId: query.session_id, status: query.status }),
+    );
+  });
+
+  router.get('/agents/:agent_id/runs/:run_id/events', async (req, res) => {
+    const agent = agents.get(req.params.agent_id);
+    const { run_id: runId } = req.params;
+    agents.run(agent, runId);
+    // The header wins: EventSource sends it on reconnect, while the URL (and its ?after=) stays the same.
+    const header = parseInput(resumeHeader, { 'last-event-id': req.headers['last-event-id'] });
+    const after = header['last-event-id'] ?? parseInput(resumeQuery, { after: req.query.after }).after ?? 0;
+    // A reader going away does not cancel the run: this endpoint only watches it.
+    await sendEventStream(res, agent.orchestrator.events(runId, after), { heartbeatMs: context.heartbeatMs });
+  });
+
+  return router;
+}
+
+async function createRun(
+  context: RouteContext,
+  agent: Agent,
+  input: CreateRunBody,
+  res: Response,
+): Promise<void> {
+  if (input.session_id) {
+    // Checked across every orchestrator: another one would silently start a second session of that id.
+    const owner = context.agents.findSession(input.session_id)?.session.agent_id;
+    if (owner !== undefined && owner !== agent.id) {
+      throw invalidField('session_id', `session ${input.session_id} belongs to agent ${owner}`);
+    }
+  }
+  const orchestrator = agent.orchestrator;
+  // `stream: true` only to get the run's id at once; the events are read from the orchestrator,
+  // whose log does not cancel the run when a reader stops (on_disconnect decides that).
+  const run = agent.run(input.message, { stream: true, sessionId: input.session_id, userId: input.user_id });
+
+  if (input.background) {
+    res.status(202).json({ run_id: run.runId, session_id: run.sessionId, status: 'pending' });
+    return;
+  }
+  const cancelOnDisconnect =
+    input.on_disconnect === 'cancel'
+      ? () => orchestrator.cancelRun(run.runId, 'client_disconnect')
+      : undefined;
+
+  if (input.stream) {
+    await sendEventStream(res, orchestrator.events(run.runId), {
+      heartbeatMs: context.heartbeatMs,
+      onClientGone: cancelOnDisconnect,
+    });
+    return;
+  }
+  res.once('close', () => {
+    if (!res.writableFinished) cancelOnDisconnect?.();
+  });
+  const output = await run.result;
+  if (!res.destroyed) res.json(output);
+}

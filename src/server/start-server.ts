@@ -1,0 +1,85 @@
+import type { Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { RunstateApp } from './create-app.js';
+
+/** Options of {@link startServer}. */
+export interface StartServerOptions {
+  /** Default 7777, AgentOS's port; 0 picks a free one. */
+  port?: number;
+  /** Default `127.0.0.1`: reachable from this machine only. */
+  host?: string;
+  /**
+   * How long `close()` waits for open responses to end (clients that stopped reading hold their
+   * stream back) before it drops their connections. Default 10 s.
+   */
+  graceMs?: number;
+}
+
+/** A listening runstate server. */
+export interface RunningServer {
+  readonly server: Server;
+  /** `http://host:port`, with the port actually bound. */
+  readonly url: string;
+  readonly port: number;
+  /**
+   * Graceful shutdown: stops accepting connections, cancels active runs with reason `shutdown`
+   * (their streams send `RunCancelled` and end), waits for responses in progress, closes. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens with a runstate app and gives it a graceful `close()`.
+ *
+ * @example
+ * ```ts
+ * const server = await startServer(createApp({ agents }), { port: 0 });
+ * console.log(server.url);
+ * process.once('SIGTERM', () => void server.close().then(() => process.exit(0)));
+ * ```
+ */
+export async function startServer(
+  runstate: RunstateApp,
+  options: StartServerOptions = {},
+): Promise<RunningServer> {
+  const { port = 7777, host = '127.0.0.1', graceMs = 10_000 } = options;
+  const server = runstate.app.listen(port, host);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (error: Error) => reject(error);
+    server.once('error', onError);
+    server.once('listening', () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const bound = (server.address() as AddressInfo).port;
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  let closing: Promise<void> | undefined;
+
+  async function close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Clients that stopped reading would hold the shutdown forever: past the grace period, drop them.
+    const grace = setTimeout(() => server.closeAllConnections(), graceMs);
+    try {
+      await runstate.shutdown();
+      // Every response is over. The connections left are idle, or were opened ahead of use (fetch
+      // does that) and which Node never counts as idle: end them all, after what they still have
+      // to write, rather than destroy them.
+      for (const socket of sockets) socket.end();
+      await closed;
+    } finally {
+      clearTimeout(grace);
+    }
+  }
+
+  return {
+    server,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}`,
+    port: bound,
+    close: () => (closing ??= close()),
+  };
+}

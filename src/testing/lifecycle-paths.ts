@@ -1,0 +1,432 @@
+import {
+  getNextTransitions,
+  initialTransition,
+  transition,
+  type ActorLogic,
+  type AnyEventObject,
+  type StateValue,
+} from 'xstate';
+import { getAdjacencyMap, serializeSnapshot, type TraversalOptions } from 'xstate/graph';
+import {
+  runMachine,
+  runStatusOf,
+  type RunMachineEvent,
+  type RunMachineInput,
+  type RunSnapshot,
+} from '../../machines/run.machine.js';
+import type {
+  CancelReason,
+  FinalRunStatus,
+  RetryPolicy,
+  RunErrorData,
+  RunMachineOutput,
+  RunStatus,
+  TokenUsage,
+} from '../../machines/run-types.js';
+
+/** The run machine, or one made from it with `runMachine.provide(...)`. */
+export type LifecycleMachine = typeof runMachine;
+
+/**
+ * What a test does to a run at one step of a lifecycle path. Map each to your system under test:
+ * `start` frees a concurrency slot, `chunk`/`end`/`error` drive the fake model, `cancel` calls
+ * `cancelRun` (or disconnects, or shuts down), `wait` advances the (fake) clock by `ms`.
+ */
+export type LifecycleAction =
+  /** The run gets its concurrency slot (`START`): the model is called. */
+  | { type: 'start' }
+  /** The model sends a text delta (`CHUNK`). */
+  | { type: 'chunk'; delta: string }
+  /** The model ends its stream (`DONE`). */
+  | { type: 'end'; finishReason: string; usage: TokenUsage }
+  /** The model request fails (`ERROR`): retried when `error.retryable` and nothing has streamed yet. */
+  | { type: 'error'; error: RunErrorData }
+  /** Somebody cancels the run (`CANCEL`). */
+  | { type: 'cancel'; reason: CancelReason }
+  /** Time passes until a timer of the run fires: a timeout (`idleTimeout`, `runTimeout`) or the end of a retry backoff (`retryDelay`). */
+  | { type: 'wait'; ms: number; timer: string }
+  /** The model service itself throws (not the model: the code that calls it). */
+  | { type: 'crash'; message: string };
+
+/** One step of a {@link LifecyclePath}: an action and what the run machine does with it. */
+export interface LifecycleStep {
+  action: LifecycleAction;
+  /** The machine event the step sends (`xstate.after.*` for a timer, `xstate.error.actor.*` for a crash). */
+  event: AnyEventObject;
+  /** The machine's state value after the step, e.g. `{ streaming: { attempt: 'receiving' } }`. */
+  value: StateValue;
+  /** The run's status after the step: the top-level state. */
+  status: RunStatus;
+  /** The content so far, after the step. */
+  content: string;
+  /** Deltas the run publishes at this step (one `RunContent` event each). */
+  emitted: string[];
+  /** The step sends a new model request. */
+  requestsModel: boolean;
+  /**
+   * The step cuts the model request in flight before the model ended it: its signal is aborted
+   * (cancel, timeout). `false` when the model itself ended the request (end, error).
+   */
+  abortsModel: boolean;
+}
+
+/** Limits a path was computed with: give the same ones to the run you test (`limits` of `startRun` or `Agent`). */
+export interface LifecycleLimits {
+  idleTimeoutMs: number;
+  timeoutMs: number;
+  retry: RetryPolicy;
+}
+
+/** One simple path of a run's lifecycle, from creation (`pending`) to a final state. */
+export interface LifecyclePath {
+  /** Readable and unique, e.g. `start → chunk "Hello" → cancel (api)`: use it as the test name. */
+  name: string;
+  steps: LifecycleStep[];
+  /** The final status. */
+  status: FinalRunStatus;
+  /** The machine's output. Its metrics assume that time passes only in `wait` steps, from 0. */
+  output: RunMachineOutput;
+  /** The limits under which the path's timers fire in this order. */
+  limits: LifecycleLimits;
+  /** Model requests the run makes along the path. */
+  modelRequests: number;
+}
+
+/** Options of {@link getLifecyclePaths}. Every option has a default. */
+export interface LifecyclePathsOptions {
+  /** The machine to explore. Default: runstate's `runMachine`. */
+  machine?: LifecycleMachine;
+  /**
+   * Limits of the run. Default: idle 1 s, run 10 s, 3 attempts. A path that ends on the run timer is
+   * given a `timeoutMs` short enough for that timer to fire first (see {@link LifecyclePath.limits}).
+   */
+  limits?: { idleTimeoutMs?: number; timeoutMs?: number; retry?: Partial<RetryPolicy> };
+  /** The run's random source (retry jitter), as given to the orchestrator. Default `() => 0.5`. */
+  random?: () => number;
+  /** The deltas the model sends, in order. Also bounds the chunks of a path. Default `['Hello', ' world']`. */
+  deltas?: string[];
+  /**
+   * Model errors to try at every point. Default: a retryable 503 with `retryAfterMs: 250` and a
+   * non-retryable 400, both `MODEL_REQUEST_FAILED`.
+   */
+  errors?: RunErrorData[];
+  /** Cancel reasons to try at every point. Default: all four. */
+  cancelReasons?: CancelReason[];
+  /** How the model ends its stream. Default `stop` with 3 + 2 tokens. */
+  end?: { finishReason: string; usage: TokenUsage };
+  /** Include crashes of the model service (`onError` of the invoke). Default `false`: runstate's never throws. */
+  serviceCrashes?: boolean;
+}
+
+const DEFAULT_LIMITS: LifecycleLimits = {
+  idleTimeoutMs: 1_000,
+  timeoutMs: 10_000,
+  retry: { maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1_000, maxRetryAfterMs: 5_000 },
+};
+
+const DEFAULT_ERRORS: RunErrorData[] = [
+  { code: 'MODEL_REQUEST_FAILED', message: 'upstream 503', status: 503, retryable: true, retryAfterMs: 250 },
+  { code: 'MODEL_REQUEST_FAILED', message: 'upstream 400', status: 400, retryable: false },
+];
+
+const CANCEL_REASONS: CancelReason[] = ['api', 'code', 'client_disconnect', 'shutdown'];
+
+const AFTER_PREFIX = 'xstate.after.';
+const ERROR_PREFIX = 'xstate.error.actor.';
+/** Raised by the machine itself (from its timers), never sent from outside. */
+const INTERNAL_EVENTS = new Set(['TIMEOUT']);
+/** Which limit feeds which delay of the run machine: used to make a path's last timer fire first. */
+const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs'>> = {
+  idleTimeout: 'idleTimeoutMs',
+  runTimeout: 'timeoutMs',
+};
+
+/**
+ * Every simple path of a run's lifecycle, `pending → streaming → completed | cancelled | failed`,
+ * found with `xstate/graph` from the run machine itself, so the paths follow the machine when it
+ * changes. Each path lists the actions to play (start, chunks, end, model errors, cancels in every
+ * non-final state, timers) and what the run must do at every step, so a model-based test replays
+ * them against any layer: the machine, the orchestrator, an `Agent`, the HTTP API.
+ *
+ * A path is simple: it never visits the same machine state (value and context) twice, so each
+ * attempt streams at most `deltas.length` chunks and a run retries at most `maxAttempts - 1` times.
+ *
+ * @example
+ * ```ts
+ * import { Agent } from 'runstate';
+ * import { createFakeModel, getLifecyclePaths } from 'runstate/testing';
+ *
+ * for (const path of getLifecyclePaths()) {
+ *   it(path.name, async () => {
+ *     const model = createFakeModel();
+ *     const agent = new Agent({ name: 'Writer', model, limits: path.limits });
+ *     // play path.steps: `chunk` → call.emit(delta), `cancel` → agent.cancelRun(runId), ...
+ *     // and check path.status, path.output.content and each step's `abortsModel`.
+ *   });
+ * }
+ * ```
+ */
+export function getLifecyclePaths(options: LifecyclePathsOptions = {}): LifecyclePath[] {
+  const machine = options.machine ?? runMachine;
+  const limits: LifecycleLimits = {
+    idleTimeoutMs: options.limits?.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
+    timeoutMs: options.limits?.timeoutMs ?? DEFAULT_LIMITS.timeoutMs,
+    retry: { ...DEFAULT_LIMITS.retry, ...options.limits?.retry },
+  };
+  const random = options.random ?? (() => 0.5);
+  const deltas = options.deltas ?? ['Hello', ' world'];
+  const errors = options.errors ?? DEFAULT_ERRORS;
+  const reasons = options.cancelReasons ?? CANCEL_REASONS;
+  const end = options.end ?? { finishReason: 'stop', usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 } };
+  const crashes = options.serviceCrashes ?? false;
+
+  // The variants of each event the machine accepts. An event type missing here makes the
+  // exploration throw: a new event in the machine must be given its variants, not silently skipped.
+  const variants = (snapshot: RunSnapshot, type: string): AnyEventObject[] => {
+    switch (type) {
+      case 'START':
+        return [{ type }];
+      case 'CANCEL':
+        return reasons.map((reason) => ({ type, reason }));
+      case 'CHUNK': {
+        const delta = deltas[snapshot.context.chunkCount];
+        return delta === undefined ? [] : [{ type, delta }];
+      }
+      case 'DONE':
+        return [{ type, ...end }];
+      case 'ERROR':
+        return errors.map((error) => ({ type, error }));
+    }
+    if (type.startsWith(AFTER_PREFIX)) return [{ type }];
+    if (type.startsWith(ERROR_PREFIX)) return crashes ? [{ type, error: new Error('model service crashed') }] : [];
+    if (INTERNAL_EVENTS.has(type)) return [];
+    throw new Error(`getLifecyclePaths: the machine accepts ${type}, which has no variants here`);
+  };
+
+  const paths = simplePathsToFinalStates(machine, {
+    input: { runId: 'run', ...limits, now: () => 0, random },
+    events: (snapshot) => {
+      const types = new Set(getNextTransitions(snapshot).map((t) => t.eventType));
+      return [...types].flatMap((type) => variants(snapshot, type)) as RunMachineEvent[];
+    },
+  }).map((events) => replayWithFeasibleLimits(machine, events, limits, random));
+  return uniqueNames(paths);
+}
+
+/**
+ * The event sequences of every simple path from the initial state to a final one, over the state
+ * graph `xstate/graph` builds from the machine. This is `getSimplePaths` with `toState` set to the
+ * final states, done in one walk from the initial state instead of one per reachable state.
+ */
+function simplePathsToFinalStates(
+  machine: LifecycleMachine,
+  options: TraversalOptions<RunSnapshot, RunMachineEvent, RunMachineInput>,
+): AnyEventObject[][] {
+  // getAdjacencyMap's ActorLogic type has no slot for emitted events; the machine is that logic.
+  const logic = machine as unknown as ActorLogic<RunSnapshot, RunMachineEvent, RunMachineInput>;
+  const adjacency = getAdjacencyMap(logic, options);
+  const keys = Object.keys(adjacency) as (keyof typeof adjacency)[];
+  const onPath = new Set<string>();
+  const events: AnyEventObject[] = [];
+  const found: AnyEventObject[][] = [];
+  const visit = (key: keyof typeof adjacency) => {
+    const vertex = adjacency[key]!;
+    if (vertex.state.status === 'done') {
+      found.push([...events]);
+      return;
+    }
+    onPath.add(key);
+    for (const { event, state } of Object.values(vertex.transitions)) {
+      const next = serializeSnapshot(state);
+      if (onPath.has(next)) continue;
+      events.push(event);
+      visit(next);
+      events.pop();
+    }
+    onPath.delete(key);
+  };
+  // The traversal starts from the initial state, so it is the first key of the map.
+  visit(keys[0]!);
+  return found;
+}
+
+interface Timer {
+  type: string;
+  delay: string;
+  scheduledAt: number;
+  fireAt: number;
+}
+
+interface Replay {
+  path: LifecyclePath;
+  /** Set when a timer fired in the model while another would have fired first in real time. */
+  conflict?: { step: number; timer: Timer; now: number; next: number };
+}
+
+function replayWithFeasibleLimits(
+  machine: LifecycleMachine,
+  events: AnyEventObject[],
+  limits: LifecycleLimits,
+  random: () => number,
+): LifecyclePath {
+  const first = replay(machine, events, limits, random);
+  if (!first.conflict) return first.path;
+  // Only the last step can be a timeout (a timeout ends the run): shorten its limit so that its
+  // timer fires half-way between the previous step and the timer that would have fired first.
+  const { step, timer, now, next } = first.conflict;
+  const limit = LIMIT_OF_DELAY[timer.delay];
+  if (step !== events.length - 1 || limit === undefined || next - now < 2) {
+    throw new Error(
+      `getLifecyclePaths: timer ${timer.delay} cannot fire first at step ${step + 1} with these limits ` +
+        `(${describeEvents(events)}); make timeoutMs longer than the retries`,
+    );
+  }
+  const fireAt = now + Math.floor((next - now) / 2);
+  const adjusted = { ...limits, [limit]: fireAt - timer.scheduledAt };
+  const second = replay(machine, events, adjusted, random);
+  if (second.conflict) throw new Error(`getLifecyclePaths: no limits play ${describeEvents(events)}`);
+  return second.path;
+}
+
+/** Replays events with the pure `transition`, keeping a virtual clock and the timers the machine schedules. */
+function replay(
+  machine: LifecycleMachine,
+  events: AnyEventObject[],
+  limits: LifecycleLimits,
+  random: () => number,
+): Replay {
+  let now = 0;
+  const timers = new Map<string, Timer>();
+  let [snapshot, actions] = initialTransition(machine, { runId: 'run', ...limits, now: () => now, random });
+  let effects = applyActions(actions, timers, now);
+  const steps: LifecycleStep[] = [];
+  let modelRequests = 0;
+  let conflict: Replay['conflict'];
+
+  for (const [index, event] of events.entries()) {
+    let action: LifecycleAction;
+    if (event.type.startsWith(AFTER_PREFIX)) {
+      const timer = timers.get(event.type);
+      if (!timer) throw new Error(`getLifecyclePaths: timer ${event.type} is not running`);
+      const next = Math.min(...[...timers.values()].filter((t) => t !== timer).map((t) => t.fireAt));
+      if (next <= timer.fireAt && !conflict) conflict = { step: index, timer, now, next };
+      action = { type: 'wait', ms: timer.fireAt - now, timer: timer.delay };
+      now = timer.fireAt;
+      timers.delete(event.type);
+    } else {
+      action = toAction(event);
+    }
+    [snapshot, actions] = transition(machine, snapshot, event as RunMachineEvent);
+    effects = applyActions(actions, timers, now);
+    if (effects.requestsModel) modelRequests++;
+    const modelEnded = action.type === 'end' || action.type === 'error' || action.type === 'crash';
+    steps.push({
+      action,
+      event,
+      value: snapshot.value,
+      status: runStatusOf(snapshot),
+      content: snapshot.context.content,
+      emitted: effects.emitted,
+      requestsModel: effects.requestsModel,
+      abortsModel: effects.stopsModel && !modelEnded,
+    });
+  }
+  if (snapshot.status !== 'done') throw new Error(`getLifecyclePaths: ${describeEvents(events)} does not end the run`);
+  const output = snapshot.output!;
+  return {
+    path: {
+      name: steps.map((step) => describeAction(step.action)).join(' → '),
+      steps,
+      status: output.status,
+      output,
+      limits,
+      modelRequests,
+    },
+    conflict,
+  };
+}
+
+interface Effects {
+  emitted: string[];
+  requestsModel: boolean;
+  stopsModel: boolean;
+}
+
+/** Reads the effects a transition asks for: timers set and cancelled, content emitted, the model started or stopped. */
+function applyActions(actions: readonly { type: string; params: unknown }[], timers: Map<string, Timer>, now: number): Effects {
+  const effects: Effects = { emitted: [], requestsModel: false, stopsModel: false };
+  for (const { type, params } of actions) {
+    const p = (params ?? {}) as Record<string, unknown>;
+    if (type === 'xstate.raise' && typeof p.delay === 'number') {
+      const id = p.id as string;
+      const delay = id.slice(AFTER_PREFIX.length).split('.')[0]!;
+      timers.set(id, { type: id, delay, scheduledAt: now, fireAt: now + p.delay });
+    } else if (type === 'xstate.cancel') {
+      timers.delete(p.sendId as string);
+    } else if (type === 'xstate.emit') {
+      const event = p.event as { type: string; delta?: string };
+      if (event.type === 'content') effects.emitted.push(event.delta ?? '');
+    } else if (type === 'xstate.spawnChild' && p.src === 'model') {
+      effects.requestsModel = true;
+    } else if (type === 'xstate.stopChild' && (p as { id?: unknown }).id === 'model') {
+      effects.stopsModel = true;
+    }
+  }
+  return effects;
+}
+
+function toAction(event: AnyEventObject): LifecycleAction {
+  const e = event as RunMachineEvent | { type: string; error?: unknown };
+  switch (e.type) {
+    case 'START':
+      return { type: 'start' };
+    case 'CHUNK':
+      return { type: 'chunk', delta: (e as { delta: string }).delta };
+    case 'DONE': {
+      const done = e as { finishReason: string; usage: TokenUsage };
+      return { type: 'end', finishReason: done.finishReason, usage: done.usage };
+    }
+    case 'ERROR':
+      return { type: 'error', error: (e as { error: RunErrorData }).error };
+    case 'CANCEL':
+      return { type: 'cancel', reason: (e as { reason: CancelReason }).reason };
+  }
+  if (e.type.startsWith(ERROR_PREFIX)) {
+    const error = (e as { error?: unknown }).error;
+    return { type: 'crash', message: error instanceof Error ? error.message : String(error) };
+  }
+  throw new Error(`getLifecyclePaths: no action for ${e.type}`);
+}
+
+function describeAction(action: LifecycleAction): string {
+  switch (action.type) {
+    case 'start':
+      return 'start';
+    case 'chunk':
+      return `chunk ${JSON.stringify(action.delta)}`;
+    case 'end':
+      return `end (${action.finishReason})`;
+    case 'error':
+      return `error ${action.error.status ?? action.error.code}${action.error.retryable ? ' (retryable)' : ''}`;
+    case 'cancel':
+      return `cancel (${action.reason})`;
+    case 'wait':
+      return `${action.timer} after ${action.ms} ms`;
+    case 'crash':
+      return 'model service crash';
+  }
+}
+
+function describeEvents(events: AnyEventObject[]): string {
+  return events.map((event) => event.type).join(' → ');
+}
+
+function uniqueNames(paths: LifecyclePath[]): LifecyclePath[] {
+  const seen = new Map<string, number>();
+  for (const path of paths) {
+    const count = (seen.get(path.name) ?? 0) + 1;
+    seen.set(path.name, count);
+    if (count > 1) path.name = `${path.name} #${count}`;
+  }
+  return paths;
+}

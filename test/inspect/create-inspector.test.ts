@@ -1,0 +1,226 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createActor, createMachine } from 'xstate';
+import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import type { RunEvent } from '../../src/runtime/run-events.js';
+import { createFakeModel, type FakeModel } from '../../src/testing/fake-model.js';
+import { createInspector, type FeedMessage, type InspectorOptions } from '../../src/inspect/index.js';
+
+function setup(options: InspectorOptions = {}) {
+  const model = createFakeModel();
+  const inspector = createInspector(options);
+  const orchestrator = createOrchestrator({ inspect: inspector.inspect });
+  inspector.attach(orchestrator);
+  const start = (input = 'Tell me a story') =>
+    orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input });
+  return { model, inspector, orchestrator, start };
+}
+
+/** Records feed messages; `until` resolves when one matches, without polling. */
+function record(subscribe: (listener: (message: FeedMessage) => void) => () => void) {
+  const messages: FeedMessage[] = [];
+  let waiters: Array<{ test: (message: FeedMessage) => boolean; resolve: (message: FeedMessage) => void }> =
+    [];
+  const unsubscribe = subscribe((message) => {
+    messages.push(message);
+    const ready = waiters.filter((waiter) => waiter.test(message));
+    waiters = waiters.filter((waiter) => !ready.includes(waiter));
+    for (const waiter of ready) waiter.resolve(message);
+  });
+  return {
+    messages,
+    unsubscribe,
+    until(test: (message: FeedMessage) => boolean): Promise<FeedMessage> {
+      const found = messages.find(test);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve) => waiters.push({ test, resolve }));
+    },
+  };
+}
+
+const statusIs = (runId: string, status: string) => (message: FeedMessage) =>
+  message.type === 'runs' && message.runs.some((run) => run.run_id === runId && run.status === status);
+
+/** Waits until the run's log holds `count` RunContent events: the machine took every chunk. */
+async function contentEvents(events: AsyncIterable<RunEvent>, count: number): Promise<void> {
+  let seen = 0;
+  for await (const event of events) if (event.event === 'RunContent' && ++seen === count) return;
+}
+
+async function emitAll(model: FakeModel, events: AsyncIterable<RunEvent>, chunks: number) {
+  const call = await model.nextCall();
+  for (let i = 0; i < chunks; i++) call.emit('word ');
+  await contentEvents(events, chunks);
+  return call;
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('createInspector: the feed', () => {
+  it('sends state changes, never chunks one by one: 1,000 chunks make no message until the flush', async () => {
+    // Only the flush timer is faked: state changes go out on setImmediate, chunk progress waits for it.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { model, inspector, start } = setup({ flushIntervalMs: 100 });
+    const feed = record((listener) => inspector.subscribe(listener));
+    const run = start();
+    const call = await emitAll(model, run.events(), 1);
+    await feed.until((m) => m.type === 'runs' && m.runs[0]!.chunks === 1);
+    for (let i = 1; i < 1000; i++) call.emit('word ');
+    await contentEvents(run.events(), 1000);
+    await new Promise((resolve) => setImmediate(resolve)); // a state change would have gone out by now
+
+    const ofType = (type: FeedMessage['type']) => feed.messages.filter((m) => m.type === type);
+    // pending → requesting → receiving: at most one message per state change, none per chunk.
+    expect(ofType('runs').length).toBeLessThanOrEqual(3);
+    expect(ofType('runs').at(-1)).toMatchObject({
+      runs: [{ run_id: run.runId, status: 'streaming', value: { streaming: { attempt: 'receiving' } } }],
+    });
+    expect(ofType('progress')).toEqual([]);
+
+    vi.advanceTimersByTime(100); // the chunk flush: one message with the counts
+    expect(ofType('progress')).toEqual([
+      { type: 'progress', runs: [{ run_id: run.runId, chunks: 1000, content_length: 5000 }] },
+    ]);
+    const runsMessages = () => ofType('runs');
+    const before = runsMessages().length;
+
+    call.end();
+    await run.result;
+    await feed.until(statusIs(run.runId, 'completed'));
+    expect(runsMessages().length).toBe(before + 1);
+    const final = runsMessages().at(-1);
+    expect(final?.type === 'runs' && final.runs[0]!.finished_at).toBeGreaterThanOrEqual(
+      final?.type === 'runs' ? final.runs[0]!.created_at : 0,
+    );
+    expect(runsMessages().at(-1)).toMatchObject({
+      runs: [
+        {
+          run_id: run.runId,
+          agent_id: 'writer',
+          agent_name: 'Writer',
+          run_input: 'Tell me a story',
+          model: 'fake-model',
+          status: 'completed',
+          value: 'completed',
+          chunks: 1000,
+          error: null,
+          cancel_reason: null,
+        },
+      ],
+    });
+  });
+
+  it('starts every subscription with a snapshot of the runs and the cancel URL of the page', async () => {
+    const { inspector, start, model } = setup();
+    const first = start('first');
+    await model.nextCall();
+    const feed = record((listener) => inspector.subscribe(listener));
+    expect(feed.messages[0]).toEqual({
+      type: 'snapshot',
+      runs: [expect.objectContaining({ run_id: first.runId, run_input: 'first', status: 'streaming' })],
+      cancel_url: '../agents/{agent_id}/runs/{run_id}/cancel',
+    });
+    const own = createInspector({ cancelRoute: 'inspector' });
+    const ownFeed = record((listener) => own.subscribe(listener));
+    expect(ownFeed.messages[0]).toMatchObject({ cancel_url: 'runs/{run_id}/cancel' });
+  });
+
+  it('gives a follower of one run its content and log, then what they add, in order', async () => {
+    const { model, inspector, orchestrator, start } = setup({ flushIntervalMs: 5 });
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('Once ');
+    await contentEvents(run.events(), 1);
+    const feed = record((listener) => inspector.subscribe(listener, { runId: run.runId }));
+    const detail = feed.messages[1];
+    expect(detail).toMatchObject({ type: 'detail', run_id: run.runId, found: true, content: 'Once ' });
+    for (const word of ['upon ', 'a ', 'time']) call.emit(word);
+    await contentEvents(run.events(), 4);
+    orchestrator.cancelRun(run.runId, 'api');
+    await feed.until((m) => m.type === 'append' && m.log.some((entry) => entry.kind === 'end'));
+
+    let content = detail?.type === 'detail' ? detail.content : '';
+    const log = detail?.type === 'detail' ? [...detail.log] : [];
+    for (const message of feed.messages) {
+      if (message.type !== 'append') continue;
+      expect(message.offset).toBe(content.length);
+      content += message.content;
+      log.push(...message.log);
+    }
+    expect(content).toBe('Once upon a time');
+    expect(log.map((entry) => `${entry.kind} ${entry.text}`)).toEqual([
+      'state pending',
+      'event START',
+      'state streaming.attempt.requesting',
+      'chunks CHUNK ×1',
+      'state streaming.attempt.receiving',
+      'chunks CHUNK ×3',
+      'event CANCEL',
+      'state cancelled',
+      'end cancelled (reason: api)',
+    ]);
+    expect(log.find((entry) => entry.text === 'CANCEL')?.detail).toBe('{"reason":"api"}');
+  });
+
+  it('answers a follower of a run it does not know yet, then sends the run once it starts', async () => {
+    const { inspector, model } = setup({ flushIntervalMs: 5 });
+    const feed = record((listener) => inspector.subscribe(listener, { runId: 'later' }));
+    expect(feed.messages[1]).toEqual({ type: 'detail', run_id: 'later', found: false, content: '', log: [] });
+    const orchestrator = createOrchestrator({ inspect: inspector.inspect, idGenerator: () => 'later' });
+    const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'x' });
+    (await model.nextCall()).emit('hello');
+    await contentEvents(run.events(), 1);
+    await feed.until((m) => m.type === 'append' && m.content === 'hello');
+  });
+
+  it('keeps a bounded number of finished runs and tells the page which it dropped', async () => {
+    const { inspector, start, orchestrator } = setup({ maxFinishedRuns: 2 });
+    const feed = record((listener) => inspector.subscribe(listener));
+    const ids = [start('1'), start('2'), start('3')].map((run) => run.runId);
+    for (const id of ids) orchestrator.cancelRun(id, 'code');
+    await feed.until((m) => m.type === 'removed');
+    expect(feed.messages.find((m) => m.type === 'removed')).toEqual({ type: 'removed', run_ids: [ids[0]] });
+    expect(inspector.listRuns().map((run) => run.run_id)).toEqual(ids.slice(1));
+  });
+
+  it('reports a failed run with its error code', async () => {
+    const { inspector, start, model } = setup();
+    const run = start();
+    (await model.nextCall()).close(); // a stream with no finish reason
+    await run.result;
+    expect(inspector.listRuns()[0]).toMatchObject({
+      status: 'failed',
+      error: { code: 'MODEL_STREAM_INCOMPLETE' },
+    });
+  });
+
+  it('ignores actors that are not runs, and does nothing for a listener that throws but drop it', async () => {
+    const error = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const { inspector, start } = setup();
+    const other = createMachine({ initial: 'a', states: { a: { on: { GO: 'b' } }, b: {} } });
+    createActor(other, { inspect: inspector.inspect }).start().send({ type: 'GO' });
+    expect(inspector.listRuns()).toEqual([]);
+
+    const calls: string[] = [];
+    inspector.subscribe(() => {
+      calls.push('x');
+      throw new Error('listener bug');
+    });
+    const feed = record((listener) => inspector.subscribe(listener));
+    const run = start();
+    await feed.until((m) => m.type === 'runs' && m.runs.some((r) => r.run_id === run.runId));
+    expect(calls).toEqual(['x']);
+    expect(error).toHaveBeenCalledTimes(1);
+    error.mockRestore();
+  });
+
+  it('works with no orchestrator attached: runs are known by id, without agent metadata', () => {
+    const inspector = createInspector();
+    const orchestrator = createOrchestrator({ inspect: inspector.inspect });
+    const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model: createFakeModel(), input: 'x' });
+    expect(inspector.listRuns()).toEqual([
+      expect.objectContaining({ run_id: run.runId, agent_id: null, run_input: null, status: 'streaming' }),
+    ]);
+  });
+});

@@ -1,0 +1,25 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url));
+
+describe('examples/inspect_run.ts (offline)', () => {
+  it('inspects an agent with the built-in inspector and @statelyai/inspect together, without the network', async () => {
+    const { stdout } = await run(tsx, ['--conditions=source', 'examples/inspect_run.ts'], {
+      cwd: root,
+      env: { ...process.env, OPENAI_API_KEY: '', OPENAI_BASE_URL: '' },
+      timeout: 30_000,
+    });
+    expect(stdout).toMatch(/completed +17 chunks/);
+    expect(stdout).toMatch(/cancelled +\d+ chunks/);
+    expect(stdout).toContain('state: streaming.attempt.receiving');
+    expect(stdout).toContain('end: cancelled (reason: code)');
+    expect(stdout).toMatch(
+      /@statelyai\/inspect received \(offline adapter\): @xstate\.actor ×\d+, @xstate\.event ×\d+/,
+    );
+  });
+});

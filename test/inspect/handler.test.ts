@@ -1,0 +1,221 @@
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { gunzipSync } from 'node:zlib';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runMachine } from '../../machines/run.machine.js';
+import { createFakeModel } from '../../src/testing/fake-model.js';
+import { machineGraph, type FeedMessage } from '../../src/inspect/index.js';
+import { startInspectorServer, type InspectorServer } from './support.js';
+
+let server: InspectorServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+/** Reads an SSE response as feed messages; `next(test)` waits for the next matching one. */
+function readFeed(response: Response) {
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  const queue: FeedMessage[] = [];
+  let buffer = '';
+  let ended = false;
+  async function pull(): Promise<boolean> {
+    const { value, done } = await reader.read();
+    if (done) {
+      ended = true;
+      return false;
+    }
+    buffer += value;
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (.+)$/m.exec(frame)?.[1];
+      const data = /^data: (.+)$/m.exec(frame)?.[1];
+      if (event && data) {
+        const message = JSON.parse(data) as FeedMessage;
+        expect(message.type).toBe(event);
+        queue.push(message);
+      }
+    }
+    return true;
+  }
+  return {
+    async next(test: (message: FeedMessage) => boolean = () => true): Promise<FeedMessage> {
+      for (;;) {
+        const index = queue.findIndex(test);
+        if (index >= 0) return queue.splice(0, index + 1).at(-1)!;
+        queue.length = 0;
+        if (!(await pull())) throw new Error('the feed ended');
+      }
+    },
+    async ended(): Promise<boolean> {
+      while (await pull());
+      return ended;
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+
+describe('the inspector handler on node:http', () => {
+  it('redirects /inspect to /inspect/ so the page’s relative URLs resolve under it', async () => {
+    server = await startInspectorServer();
+    const response = await fetch(`${server.url}/inspect?x=1`, { redirect: 'manual' });
+    expect(response.status).toBe(302);
+    expect(response.headers.get('location')).toBe('/inspect/?x=1');
+  });
+
+  it('serves the page, its script and style, with a same-origin-only CSP and no external URL', async () => {
+    server = await startInspectorServer();
+    const page = await fetch(`${server.url}/inspect/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    expect(page.headers.get('content-security-policy')).toContain("default-src 'none'");
+    const html = await page.text();
+    expect(html).toContain('<script src="vendor/elk.bundled.js"');
+    for (const [path, type] of [
+      ['inspector.js', 'text/javascript; charset=utf-8'],
+      ['inspector.css', 'text/css; charset=utf-8'],
+    ] as const) {
+      const response = await fetch(`${server.url}/inspect/${path}`);
+      expect(response.headers.get('content-type')).toBe(type);
+      const text = await response.text();
+      // The SVG namespace is an identifier, not a request.
+      expect(text.replaceAll('http://www.w3.org/2000/svg', '')).not.toMatch(/\bhttps?:\/\//);
+    }
+    expect(html).not.toMatch(/\bhttps?:\/\//);
+  });
+
+  it('serves elkjs’s browser bundle from the installed package, gzipped when accepted', async () => {
+    server = await startInspectorServer();
+    const original = readFileSync(new URL('../../node_modules/elkjs/lib/elk.bundled.js', import.meta.url));
+    const plain = await fetch(`${server.url}/inspect/vendor/elk.bundled.js`, {
+      headers: { 'accept-encoding': 'identity' },
+    });
+    expect(plain.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect(Buffer.from(await plain.arrayBuffer()).equals(original)).toBe(true);
+
+    const { url } = server;
+    // fetch would decode it: read the raw bytes.
+    const gzipped = await new Promise<IncomingMessage>((resolve) => {
+      get(`${url}/inspect/vendor/elk.bundled.js`, { headers: { 'accept-encoding': 'gzip' } }, resolve);
+    });
+    expect(gzipped.headers['content-encoding']).toBe('gzip');
+    const chunks: Buffer[] = [];
+    for await (const chunk of gzipped) chunks.push(chunk as Buffer);
+    expect(gunzipSync(Buffer.concat(chunks)).equals(original)).toBe(true);
+  });
+
+  it('serves the run machine’s graph as JSON', async () => {
+    server = await startInspectorServer();
+    const response = await fetch(`${server.url}/inspect/graph.json`);
+    expect(response.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(await response.json()).toEqual(machineGraph(runMachine));
+  });
+
+  it('streams the feed over SSE: a new run appears, its cancel through the AgentOS route shows', async () => {
+    server = await startInspectorServer({ model: createFakeModel() });
+    const response = await fetch(`${server.url}/inspect/feed`);
+    expect(response.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    const feed = readFeed(response);
+    expect(await feed.next()).toMatchObject({ type: 'snapshot', runs: [] });
+
+    const run = server.agent.run('Tell me a story', { stream: true });
+    const seen = await feed.next((m) => m.type === 'runs' && m.runs.some((r) => r.run_id === run.runId));
+    expect(seen).toMatchObject({ runs: [{ agent_id: 'storytelleragent', status: 'streaming' }] });
+
+    const cancel = await fetch(`${server.url}/agents/storytelleragent/runs/${run.runId}/cancel`, {
+      method: 'POST',
+    });
+    expect(await cancel.json()).toEqual({ run_id: run.runId, status: 'cancelled' });
+    const cancelled = await feed.next((m) => m.type === 'runs' && m.runs[0]!.status === 'cancelled');
+    expect(cancelled).toMatchObject({ runs: [{ value: 'cancelled', cancel_reason: 'api' }] });
+    await feed.cancel();
+  });
+
+  it('follows one run with ?run=', async () => {
+    server = await startInspectorServer({ model: createFakeModel() });
+    const run = server.agent.run('hi', { stream: true });
+    const feed = readFeed(await fetch(`${server.url}/inspect/feed?run=${run.runId}`));
+    expect(await feed.next((m) => m.type === 'detail')).toMatchObject({ run_id: run.runId, found: true });
+    server.orchestrator.cancelRun(run.runId, 'api');
+    const end = await feed.next((m) => m.type === 'append' && m.log.some((entry) => entry.kind === 'end'));
+    expect(end).toMatchObject({ run_id: run.runId });
+    await feed.cancel();
+  });
+
+  it('ends open feeds on close(), and refuses new ones', async () => {
+    server = await startInspectorServer();
+    const feed = readFeed(await fetch(`${server.url}/inspect/feed`));
+    await feed.next();
+    server.inspector.close();
+    expect(await feed.ended()).toBe(true);
+    const refused = await fetch(`${server.url}/inspect/feed`);
+    expect(refused.status).toBe(503);
+  });
+
+  it('answers 404 JSON for what it does not serve, and hands it to next() when mounted with one', async () => {
+    server = await startInspectorServer();
+    const response = await fetch(`${server.url}/inspect/nope`);
+    expect(response.status).toBe(404);
+    expect(await response.json()).toEqual({ detail: 'GET /inspect/nope not found', code: 'NOT_FOUND' });
+    // The AgentOS route is the default: the handler has no cancel route of its own.
+    const cancel = await fetch(`${server.url}/inspect/runs/x/cancel`, { method: 'POST' });
+    expect(cancel.status).toBe(404);
+
+    const { handler } = server.inspector;
+    const passed: string[] = [];
+    const outer = createServer((req: IncomingMessage, res: ServerResponse) => {
+      // What a router does when it mounts the handler at /inspect: strips the prefix, keeps originalUrl.
+      Object.assign(req, { originalUrl: req.url, url: req.url!.slice('/inspect'.length) || '/' });
+      handler(req, res, () => {
+        passed.push(req.url!);
+        res.end('next');
+      });
+    });
+    outer.listen(0, '127.0.0.1');
+    await once(outer, 'listening');
+    const base = `http://127.0.0.1:${(outer.address() as AddressInfo).port}`;
+    expect(await (await fetch(`${base}/inspect/other`)).text()).toBe('next');
+    expect(passed).toEqual(['/other']);
+    const redirect = await fetch(`${base}/inspect`, { redirect: 'manual' });
+    expect(redirect.headers.get('location')).toBe('/inspect/');
+    expect((await fetch(`${base}/inspect/graph.json`)).status).toBe(200);
+    outer.close();
+  });
+});
+
+describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => {
+  it('cancels an active run (200), says so again (200), refuses a finished one (409), 404 for unknown', async () => {
+    const model = createFakeModel();
+    server = await startInspectorServer({ model, inspector: { cancelRoute: 'inspector' } });
+    const cancel = (runId: string) =>
+      fetch(`${server!.url}/inspect/runs/${runId}/cancel`, { method: 'POST' });
+
+    const active = server.agent.run('one', { stream: true });
+    const first = await cancel(active.runId);
+    expect([first.status, await first.json()]).toEqual([200, { run_id: active.runId, status: 'cancelled' }]);
+    expect(server.orchestrator.getRun(active.runId)).toMatchObject({
+      status: 'cancelled',
+      cancel_reason: 'api',
+    });
+    expect((await cancel(active.runId)).status).toBe(200);
+
+    const done = server.agent.run('two', { stream: true });
+    (await model.nextCall()).end(); // the first call was cancelled above
+    (await model.nextCall()).end();
+    await done.result;
+    const refused = await cancel(done.runId);
+    expect([refused.status, await refused.json()]).toEqual([
+      409,
+      {
+        detail: `run ${done.runId} already finished as completed`,
+        code: 'RUN_ALREADY_FINISHED',
+        status: 'completed',
+      },
+    ]);
+    expect((await cancel('unknown')).status).toBe(404);
+  });
+});

@@ -1,0 +1,189 @@
+/**
+ * The inspector page in a real browser: Debian's chromium driven by playwright-core. Every wait is
+ * on a page condition, never a sleep. Install the browser with `apt-get install -y chromium`.
+ */
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent.js';
+import { OfflineModel } from '../../src/model/offline-model.js';
+import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
+import { createApp } from '../../src/server/index.js';
+import { createInspector, type Inspector } from '../../src/inspect/index.js';
+import { CHROMIUM, CHROMIUM_ARGS, hasChromium, startInspectorServer, tempProfile } from './support.js';
+
+const LONG_STORY = 'Write a very long story about a lighthouse keeper who learns to sail, in 3000 words';
+
+let context: BrowserContext;
+let removeProfile = () => {};
+
+/** A page that records console errors, uncaught exceptions and every URL it requests. */
+async function openPage(): Promise<{ page: Page; errors: string[]; requests: string[] }> {
+  const page = await context.newPage();
+  const errors: string[] = [];
+  const requests: string[] = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error') errors.push(message.text());
+  });
+  page.on('pageerror', (error) => errors.push(String(error)));
+  page.on('request', (request) => requests.push(request.url()));
+  return { page, errors, requests };
+}
+
+interface Target {
+  url: string;
+  orchestrator: Orchestrator;
+  agent: Agent;
+  close(): Promise<void>;
+}
+
+/** The scenario of issue 5, against a server that mounts the inspector at /inspect. */
+async function cancelFromThePage(target: Target): Promise<void> {
+  const { page, errors, requests } = await openPage();
+  try {
+    await page.goto(`${target.url}/inspect/`);
+    await page.locator('#connection[data-state="live"]').waitFor();
+    // The chart is laid out by elkjs in the page.
+    await page.locator('#chart svg g.node[data-path="streaming.attempt.receiving"]').waitFor();
+
+    const run = target.agent.run(LONG_STORY, { stream: true });
+    const item = page.locator(`[data-run-id="${run.runId}"]`);
+    await item.waitFor();
+    await item.click();
+    await page.locator('#run-id', { hasText: run.runId }).waitFor();
+    await statusIs(page, 'streaming');
+    // Chunks are flowing: the active leaf is `receiving`, inside `attempt`, inside `streaming`.
+    await page.locator('#chart g.node.active[data-path="streaming.attempt.receiving"]').waitFor();
+    expect(await activeStates(page)).toEqual([
+      'streaming',
+      'streaming.attempt',
+      'streaming.attempt.receiving',
+    ]);
+    expect(await item.locator('.pill').textContent()).toBe('streaming');
+    await page.locator('#run-chunks', { hasText: /^[1-9]\d*$/ }).waitFor(); // the page's CSP forbids eval
+
+    await page.locator('#cancel').click();
+    await statusIs(page, 'cancelled');
+    await page.locator('#chart[data-status="cancelled"] g.node.active[data-path="cancelled"]').waitFor();
+    expect(await activeStates(page)).toEqual(['cancelled']);
+    expect(await page.locator('#chart g.edge.taken').getAttribute('data-edge')).toBe(
+      'run.streaming:CANCEL:0',
+    );
+    await item.locator('.pill', { hasText: 'cancelled' }).waitFor();
+    await page.locator('#log li[data-kind="end"]', { hasText: 'cancelled (reason: api)' }).waitFor();
+    expect(await page.locator('#cancel').isDisabled()).toBe(true);
+    expect(await page.locator('#notice').textContent()).toContain('Cancel accepted');
+    expect((await page.locator('#content').textContent())?.length).toBeGreaterThan(0);
+
+    // The cancel went through the server's route: the run is cancelled for real, reason `api`.
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+
+    expect(errors).toEqual([]);
+    const offsite = requests.filter((url) => !url.startsWith(`${target.url}/`) && !url.startsWith('data:'));
+    expect(offsite).toEqual([]);
+  } finally {
+    await page.close();
+  }
+}
+
+/** Waits until the selected run's status, in the page's header, is `status`. */
+async function statusIs(page: Page, status: string): Promise<void> {
+  await page.locator('#run-status', { hasText: new RegExp(`^${status}$`) }).waitFor();
+}
+
+/** The `data-path` of every lit state of the chart, outermost first. */
+async function activeStates(page: Page): Promise<string[]> {
+  const nodes = await page.locator('#chart g.node.active').all();
+  const paths = await Promise.all(nodes.map((node) => node.getAttribute('data-path')));
+  return paths.map((path) => path ?? '').sort();
+}
+
+/** createApp's express app with the inspector mounted the way the server will mount it. */
+async function startAppWithInspector(): Promise<Target> {
+  const inspector: Inspector = createInspector();
+  const orchestrator = createOrchestrator({ inspect: inspector.inspect });
+  inspector.attach(orchestrator);
+  const agent = new Agent({
+    name: 'StorytellerAgent',
+    model: new OfflineModel({ tokensPerSecond: 20 }),
+    orchestrator,
+  });
+  const runstate = createApp({ agents: [agent], securityKey: '' });
+  const outer = express();
+  outer.use('/inspect', inspector.handler);
+  outer.use(runstate.app);
+  const server: Server = createServer(outer);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    orchestrator,
+    agent,
+    async close() {
+      inspector.close();
+      await runstate.shutdown();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+const title = hasChromium
+  ? 'the inspector page in chromium'
+  : `the inspector page in chromium (SKIPPED: ${CHROMIUM} is missing; install it with: apt-get install -y chromium)`;
+
+describe.skipIf(!hasChromium)(title, () => {
+  beforeAll(async () => {
+    const profile = tempProfile();
+    removeProfile = profile.remove;
+    context = await chromium.launchPersistentContext(profile.dir, {
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1440, height: 1000 },
+    });
+  });
+  afterAll(async () => {
+    await context?.close();
+    removeProfile();
+  });
+
+  it('on a node:http server: a new run appears; cancel moves it from streaming to cancelled, chart lit', async () => {
+    const server = await startInspectorServer();
+    try {
+      await cancelFromThePage(server);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('mounted on createApp: the page cancels through POST /agents/:agent_id/runs/:run_id/cancel', async () => {
+    const target = await startAppWithInspector();
+    try {
+      await cancelFromThePage(target);
+    } finally {
+      await target.close();
+    }
+  });
+
+  it('shows runs that started before the page opened, and their final state', async () => {
+    const server = await startInspectorServer();
+    try {
+      const run = server.agent.run('hello', { stream: true });
+      server.orchestrator.cancelRun(run.runId, 'code');
+      const { page, errors } = await openPage();
+      await page.goto(`${server.url}/inspect/#run=${encodeURIComponent(run.runId)}`);
+      await page.locator(`[data-run-id="${run.runId}"].selected .pill`, { hasText: 'cancelled' }).waitFor();
+      await page.locator('#chart g.node.active[data-path="cancelled"]').waitFor();
+      await page.locator('#log li[data-kind="end"]', { hasText: 'cancelled (reason: code)' }).waitFor();
+      expect(await page.locator('#cancel').isDisabled()).toBe(true);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,105 @@
+// The example of docs/testing.md, run in CI. The code between the markers is the code of the
+// page's example, imports aside (the page imports `runstate` and `runstate/testing`; Vitest here
+// resolves the package's own name only through relative paths). The last test keeps both equal.
+import { readFileSync } from 'node:fs';
+import { Agent, RunstateError, type RunEvent, type RunStream } from '../../src/index.js';
+import {
+  checkRunEvents,
+  createFakeModel,
+  getLifecyclePaths,
+  type FakeModel,
+  type FakeModelCall,
+  type LifecycleLimits,
+} from '../../src/testing/index.js';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+
+// --- example ---
+// The agent under test, built the way the app builds it, with the model injected.
+function createSupportAgent(model: FakeModel, limits: LifecycleLimits) {
+  return new Agent({ name: 'Support Bot', instructions: 'Answer in one paragraph.', model, limits });
+}
+
+// Every lifecycle path of a run, from the run machine itself. Runs of this agent start at once (no
+// concurrency limit), so the paths that cancel a run still waiting for a slot are left out.
+const paths = getLifecyclePaths({ cancelReasons: ['code', 'client_disconnect'] }).filter(
+  (path) => path.steps[0]!.action.type === 'start',
+);
+
+// Lets the fake model, the run and its event log finish what a step set off (no timers involved).
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe('Support Bot: every lifecycle path of a run', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it.each(paths.map((path) => [path.name, path] as const))('%s', async (_name, path) => {
+    const model = createFakeModel();
+    const agent = createSupportAgent(model, path.limits);
+    let stream!: RunStream;
+    let reader!: AsyncIterator<RunEvent>;
+    let call!: FakeModelCall;
+
+    for (const step of path.steps) {
+      const { action } = step;
+      switch (action.type) {
+        case 'start':
+          stream = agent.run('Where is my order?', { stream: true });
+          reader = stream[Symbol.asyncIterator]();
+          await reader.next(); // RunStarted: the reader is reading
+          break;
+        case 'chunk':
+          call.emit(action.delta);
+          break;
+        case 'end':
+          call.end(action);
+          break;
+        case 'error':
+          call.fail(new RunstateError(action.error.code, action.error.message, action.error));
+          break;
+        case 'cancel':
+          if (action.reason === 'code') expect(agent.cancelRun(stream.runId)).toBe(true);
+          else await reader.return!(); // the reader goes away: the run is cancelled
+          break;
+        case 'wait':
+          await vi.advanceTimersByTimeAsync(action.ms);
+          break;
+        case 'crash':
+          throw new Error('not in these paths');
+      }
+      await settle();
+      if (step.requestsModel) call = await model.nextCall();
+      // What the run machine says must hold after this step.
+      const run = agent.getRun(stream.runId)!;
+      expect(run.status).toBe(step.status);
+      expect(run.content).toBe(step.content);
+      if (step.abortsModel) expect(call.signal.aborted).toBe(true);
+    }
+
+    const output = await stream.result;
+    expect(output).toMatchObject({ status: path.status, content: path.output.content, error: path.output.error });
+    const events: RunEvent[] = [];
+    for await (const event of agent.orchestrator.events(stream.runId)) events.push(event);
+    checkRunEvents(events, path.status);
+    expect(model.calls).toHaveLength(path.modelRequests);
+    expect(model.calls[0]!.messages[0]).toEqual({ role: 'system', content: 'Answer in one paragraph.' });
+    expect(agent.cancelRun(stream.runId)).toBe(false); // a second cancel is refused
+  });
+});
+// --- end of example ---
+
+describe('docs/testing.md', () => {
+  it('shows the code this file runs', () => {
+    const page = readFileSync(new URL('../../docs/testing.md', import.meta.url), 'utf8');
+    const source = readFileSync(new URL(import.meta.url), 'utf8');
+    const example = source.slice(source.indexOf('// --- example ---\n') + 19, source.indexOf('// --- end of example ---'));
+    const block = /```ts\n(import [^]*?)```/.exec(page.slice(page.indexOf('## Test your own agent')))?.[1];
+    expect(block, 'the example block of docs/testing.md').toBeDefined();
+    // The page's block: its imports, a blank line, then this file's example.
+    const code = block!.slice(block!.indexOf('\n\n') + 2);
+    expect(code).toBe(example);
+  });
+});

@@ -1,0 +1,200 @@
+/**
+ * Model-based tests, layer 1: the run machine's actor. Every lifecycle path found in the machine's
+ * own graph is replayed on a real actor, with a stub model service and a simulated clock, and the
+ * machine must do at every step what the path says (state value, content, emitted deltas, model
+ * requests started and stopped), then output what the path says.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  createActor,
+  fromCallback,
+  matchesState,
+  SimulatedClock,
+  type AnyActorRef,
+  type AnyEventObject,
+  type InspectionEvent,
+  type StateValue,
+} from 'xstate';
+import { runMachine, type ModelServiceInput, type RunMachineEvent } from '../../machines/run.machine.js';
+import { getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
+import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from './support.js';
+
+
+const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, serviceCrashes: true });
+
+interface StubCall {
+  input: ModelServiceInput;
+  sendBack: (event: RunMachineEvent) => void;
+  stopped: boolean;
+}
+
+/** Runs a path on an actor and checks every step. Returns the transitions and states the actor went through. */
+function replayOnActor(path: LifecyclePath) {
+  const clock = new SimulatedClock();
+  const calls: StubCall[] = [];
+  const model = fromCallback<RunMachineEvent, ModelServiceInput>(({ input, sendBack, receive }) => {
+    const call: StubCall = { input, sendBack, stopped: false };
+    calls.push(call);
+    receive((event) => {
+      // How a test makes the service itself throw, after it started.
+      if ((event as AnyEventObject).type === 'CRASH') throw new Error('model service crashed');
+    });
+    return () => {
+      call.stopped = true;
+    };
+  });
+  const transitions = new Set<string>();
+  const stateIds = new Set<string>();
+  const inspect = (event: InspectionEvent) => {
+    if (event.type !== '@xstate.microstep' || event.actorRef !== actor) return;
+    for (const transition of event._transitions) transitions.add(transitionKey(transition));
+  };
+  const actor = createActor(runMachine.provide({ actors: { model } }), {
+    input: { runId: 'run', ...path.limits, now: () => clock.now(), random: RANDOM },
+    clock,
+    inspect,
+  });
+  const emitted: string[] = [];
+  actor.on('content', ({ delta }) => emitted.push(delta));
+  const errors: unknown[] = [];
+  actor.subscribe({ error: (error) => errors.push(error) });
+  actor.start();
+  const visit = () => {
+    for (const node of actor.getSnapshot()._nodes) stateIds.add(node.id);
+  };
+  visit();
+  expect(actor.getSnapshot().value).toBe('pending');
+
+  for (const [index, step] of path.steps.entries()) {
+    const at = `step ${index + 1} (${step.action.type})`;
+    const current = calls.at(-1);
+    const callsBefore = calls.length;
+    emitted.length = 0;
+    const { action } = step;
+    switch (action.type) {
+      case 'start':
+        actor.send({ type: 'START' });
+        break;
+      case 'cancel':
+        actor.send({ type: 'CANCEL', reason: action.reason });
+        break;
+      case 'chunk':
+        current!.sendBack({ type: 'CHUNK', delta: action.delta });
+        break;
+      case 'end':
+        current!.sendBack({ type: 'DONE', finishReason: action.finishReason, usage: action.usage });
+        break;
+      case 'error':
+        current!.sendBack({ type: 'ERROR', error: action.error });
+        break;
+      case 'crash':
+        (actor.getSnapshot().children.model as AnyActorRef).send({ type: 'CRASH' });
+        break;
+      case 'wait': {
+        // Not a millisecond early: the timer must not fire before its time.
+        const before = actor.getSnapshot();
+        clock.increment(action.ms - 1);
+        expect(actor.getSnapshot(), `${at}: a timer fired early`).toBe(before);
+        clock.increment(1);
+        break;
+      }
+    }
+    visit();
+    const snapshot = actor.getSnapshot();
+    expect(snapshot.value, at).toEqual(step.value as StateValue);
+    expect(snapshot.context.content, at).toBe(step.content);
+    expect(emitted, at).toEqual(step.emitted);
+    expect(calls.length - callsBefore, `${at}: model requests`).toBe(step.requestsModel ? 1 : 0);
+    if (step.requestsModel) expect(calls.at(-1)!.input).toEqual({ runId: 'run', attempt: snapshot.context.attempt });
+    if (current && action.type !== 'crash') {
+      // The service is stopped exactly when the run leaves the attempt that invoked it.
+      const leftAttempt = step.status !== 'streaming' || step.requestsModel || matchesState({ streaming: 'retrying' }, step.value);
+      expect(current.stopped, `${at}: model service stopped`).toBe(leftAttempt);
+    }
+  }
+
+  const snapshot = actor.getSnapshot();
+  expect(snapshot.status).toBe('done');
+  expect(snapshot.output).toEqual(path.output);
+  expect(snapshot.context.attempt).toBe(path.modelRequests);
+  // A repeated cancel, and anything else, is refused once final.
+  expect(snapshot.can({ type: 'CANCEL', reason: 'api' })).toBe(false);
+  expect(errors).toEqual([]);
+  return { transitions, stateIds };
+}
+
+describe('run machine: every lifecycle path on an actor', () => {
+  it.each(paths.map((path) => [path.name, path] as const))('%s', (_name, path) => {
+    replayOnActor(path);
+  });
+});
+
+describe('the test model covers the machine, no more and no less', () => {
+  const nodes = allStateNodes(runMachine.root);
+
+  it('visits every state node and takes every transition of the machine', () => {
+    const taken = new Set<string>();
+    const visited = new Set<string>();
+    for (const path of paths) {
+      const { transitions, stateIds } = replayOnActor(path);
+      for (const key of transitions) taken.add(key);
+      for (const id of stateIds) visited.add(id);
+    }
+    const all = nodes.flatMap((node) => [...node.transitions.values()].flat().map(transitionKey));
+    expect(all.length).toBeGreaterThan(0);
+    expect([...taken].sort()).toEqual([...new Set(all)].sort());
+    expect([...visited].sort()).toEqual(nodes.map((node) => node.id).sort());
+  });
+
+  it('sends exactly the events the machine accepts from outside', () => {
+    const accepted = new Set(nodes.flatMap((node) => [...node.transitions.keys()]));
+    const sent = new Set(paths.flatMap((path) => path.steps.map((step) => step.event.type)));
+    // TIMEOUT is raised by the machine's own timers (the `xstate.after.*` events the paths wait for).
+    expect([...sent].sort()).toEqual([...accepted].filter((type) => type !== 'TIMEOUT').sort());
+    expect([...accepted].filter((type) => !type.startsWith('xstate.')).sort()).toEqual(
+      ['CANCEL', 'CHUNK', 'DONE', 'ERROR', 'START', 'TIMEOUT'],
+    );
+  });
+
+  it('reaches each final state, and cancels from every non-final state with every reason', () => {
+    expect(new Set(paths.map((path) => path.status))).toEqual(new Set(['completed', 'cancelled', 'failed']));
+    const cancelledFrom = new Set<string>();
+    for (const path of paths) {
+      const last = path.steps.at(-1)!;
+      if (last.action.type !== 'cancel') continue;
+      const before = path.steps.at(-2)?.value ?? 'pending';
+      cancelledFrom.add(`${JSON.stringify(before)} ${last.action.reason}`);
+    }
+    const states = ['"pending"', ...['requesting', 'receiving'].map((s) => JSON.stringify({ streaming: { attempt: s } }))];
+    states.push(JSON.stringify({ streaming: 'retrying' }));
+    for (const state of states) {
+      for (const reason of ['api', 'code', 'client_disconnect', 'shutdown']) expect(cancelledFrom).toContain(`${state} ${reason}`);
+    }
+  });
+
+  it('finds the same paths as xstate/graph getSimplePaths', async () => {
+    const { getSimplePaths } = await import('xstate/graph');
+    const { getNextTransitions } = await import('xstate');
+    const defaults = getLifecyclePaths();
+    // The same traversal, with the same event variants, through xstate's own simple-path search.
+    const byEvents = new Map(defaults.map((path) => [JSON.stringify(path.steps.map((s) => s.event)), path]));
+    const variantsOf = new Map<string, AnyEventObject[]>();
+    for (const path of defaults) {
+      for (const { event } of path.steps) {
+        const list = variantsOf.get(event.type) ?? [];
+        if (!list.some((e) => JSON.stringify(e) === JSON.stringify(event))) list.push(event);
+        variantsOf.set(event.type, list);
+      }
+    }
+    const simple = getSimplePaths(runMachine, {
+      input: { runId: 'run', ...defaults[0]!.limits, now: () => 0, random: () => 0.5 },
+      events: (snapshot) =>
+        [...new Set(getNextTransitions(snapshot).map((t) => t.eventType))].flatMap((type) =>
+          (variantsOf.get(type) ?? []).filter((e) => e.type !== 'CHUNK' || e.delta === ['Hello', ' world'][snapshot.context.chunkCount]),
+        ) as RunMachineEvent[],
+      toState: (snapshot) => snapshot.status === 'done',
+    });
+    const keys = simple.map((path) => JSON.stringify(path.steps.slice(1).map((s) => s.event)));
+    expect(keys.sort()).toEqual([...byEvents.keys()].sort());
+  });
+});

@@ -1,0 +1,124 @@
+import type { ActorRefLike, AnyStateNode, InspectionEvent } from 'xstate';
+import { RunstateError } from '../../src/errors.js';
+import type { RunEvent } from '../../src/runtime/index.js';
+import type { FakeModelCall, LifecycleAction, LifecyclePath } from '../../src/testing/index.js';
+import type { RunErrorData } from '../../machines/run-types.js';
+
+/** The machine's model errors, one per branch of its retry guard and of the runtime's error mapping. */
+export const MACHINE_ERRORS: RunErrorData[] = [
+  // Retried after the delay the server asked for.
+  { code: 'MODEL_REQUEST_FAILED', message: 'upstream 503', status: 503, retryable: true, retryAfterMs: 250 },
+  // Retried after an exponential backoff with jitter.
+  { code: 'MODEL_REQUEST_FAILED', message: 'upstream 502', status: 502, retryable: true },
+  // Retryable, but the server asks for a wait longer than maxRetryAfterMs: failed at once.
+  { code: 'MODEL_REQUEST_FAILED', message: 'upstream 429', status: 429, retryable: true, retryAfterMs: 60_000 },
+  { code: 'MODEL_REQUEST_FAILED', message: 'upstream 400', status: 400, retryable: false },
+  { code: 'MODEL_STREAM_INCOMPLETE', message: 'the model stream ended without a finish reason', retryable: false },
+];
+/**
+ * The random source of retry jitter, shared by the paths and the runs that replay them. 0.5 keeps
+ * the backoffs whole milliseconds (75, 150): timers truncate fractions, the machine does not.
+ */
+export const RANDOM = () => 0.5;
+
+/**
+ * Resolves once every pending microtask has run. The fake model, the model service and the event
+ * log hand work on through promises only, so after this every effect of an action has landed.
+ * `setImmediate` is not faked (see {@link FAKE_TIMERS}), so this never waits for a timer.
+ */
+export function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Only the timers and the clock are faked: `setImmediate` and microtasks stay real for `settle`. */
+export const FAKE_TIMERS = { toFake: ['setTimeout', 'clearTimeout', 'Date'] as const, now: 1_700_000_000_000 };
+
+/** The next event of a run, which must already be in its log: fails at once instead of hanging. */
+export async function pull(events: AsyncIterator<RunEvent>): Promise<RunEvent> {
+  const missing = Symbol('missing');
+  const next = await Promise.race([events.next(), settle().then(() => missing)]);
+  if (typeof next === 'symbol') throw new Error('expected an event, but the run published none');
+  if (next.done) throw new Error('expected an event, but the event stream ended');
+  return next.value;
+}
+
+export async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const event of events) out.push(event);
+  return out;
+}
+
+export function counterIds(prefix = 'id'): () => string {
+  let n = 0;
+  return () => `${prefix}-${++n}`;
+}
+
+/** Plays a model action of a path on a fake model call. Returns false for actions that are not the model's. */
+export function playOnFakeModel(call: FakeModelCall, action: LifecycleAction): boolean {
+  switch (action.type) {
+    case 'chunk':
+      call.emit(action.delta);
+      return true;
+    case 'end':
+      call.end({ finishReason: action.finishReason, usage: action.usage });
+      return true;
+    case 'error':
+      failCall(call, action.error);
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** Makes a fake call fail so that the runtime maps it back to exactly `error`. */
+export function failCall(call: FakeModelCall, error: RunErrorData): void {
+  // A stream that stops without an end is how a model produces MODEL_STREAM_INCOMPLETE.
+  if (error.code === 'MODEL_STREAM_INCOMPLETE') return call.close();
+  call.fail(
+    new RunstateError(error.code, error.message, {
+      status: error.status,
+      retryable: error.retryable,
+      retryAfterMs: error.retryAfterMs,
+    }),
+  );
+}
+
+export const TERMINAL_EVENT = { completed: 'RunCompleted', cancelled: 'RunCancelled', failed: 'RunError' } as const;
+
+/** The wire events a path must publish, after `RunStarted`: one `RunContent` per delta, then the terminal one. */
+export function expectedEventNames(path: LifecyclePath): string[] {
+  const names = ['RunStarted'];
+  for (const step of path.steps) for (const _ of step.emitted) names.push('RunContent');
+  names.push(TERMINAL_EVENT[path.status]);
+  return names;
+}
+
+/** Records every actor created, to check that none is left running. */
+export function actorTracker() {
+  const actors = new Set<ActorRefLike>();
+  return {
+    inspect(event: InspectionEvent) {
+      if (event.type === '@xstate.actor') actors.add(event.actorRef);
+    },
+    get size() {
+      return actors.size;
+    },
+    running(): string[] {
+      return [...actors]
+        .filter((actor) => (actor.getSnapshot() as { status: string }).status === 'active')
+        .map((actor) => actor.sessionId);
+    },
+  };
+}
+
+/** Every state node of a machine, the root first. */
+export function allStateNodes(node: AnyStateNode): AnyStateNode[] {
+  return [node, ...Object.values(node.states).flatMap((child) => allStateNodes(child))];
+}
+
+/** A stable key for a transition: its source, its event and its place among the transitions of that event. */
+export function transitionKey(transition: { source: AnyStateNode; eventType: string }): string {
+  const list = transition.source.transitions.get(transition.eventType) ?? [];
+  const index = list.findIndex((candidate) => candidate === transition);
+  return `${transition.source.id} on ${transition.eventType} #${index}`;
+}

@@ -1,0 +1,239 @@
+/**
+ * Property-based test of the run machine against a reference model written from the design:
+ * random event sequences (start, chunks, end, errors, cancels, any running timer firing, events
+ * after the end) under random limits, applied with xstate's pure `transition`. After every event
+ * the machine's state, content, attempts, error and retry delay must equal the reference's, and
+ * its output must be what the reference computes.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { getNextTransitions, initialTransition, transition, type AnyEventObject } from 'xstate';
+import { runMachine, type RunMachineEvent, type RunSnapshot } from '../../machines/run.machine.js';
+import type { CancelReason, RetryPolicy, RunErrorData, TokenUsage } from '../../machines/run-types.js';
+
+type RefState = 'pending' | 'requesting' | 'receiving' | 'retrying' | 'completed' | 'cancelled' | 'failed';
+type Timer = 'idleTimeout' | 'runTimeout' | 'retryDelay';
+
+type Command =
+  | { type: 'START' }
+  | { type: 'CANCEL'; reason: CancelReason }
+  | { type: 'CHUNK'; delta: string }
+  | { type: 'DONE'; finishReason: string; usage: TokenUsage | undefined }
+  | { type: 'ERROR'; error: RunErrorData }
+  | { type: 'FIRE'; timer: Timer };
+
+interface Ref {
+  state: RefState;
+  attempt: number;
+  content: string;
+  chunks: number;
+  startedAt: number | null;
+  firstChunkAt: number | null;
+  error: RunErrorData | null;
+  cancelReason: CancelReason | null;
+  finishReason: string | null;
+  usage: TokenUsage | null;
+  retryDelayMs: number;
+}
+
+const FINAL: RefState[] = ['completed', 'cancelled', 'failed'];
+const IN_ATTEMPT: RefState[] = ['requesting', 'receiving'];
+const STREAMING: RefState[] = [...IN_ATTEMPT, 'retrying'];
+
+/** The lifecycle as docs/architecture and DESIGN.md describe it, written without xstate. */
+function reference(ref: Ref, command: Command, retry: RetryPolicy, random: number, now: number): Ref {
+  if (FINAL.includes(ref.state)) return ref;
+  const next = { ...ref };
+  const fail = (error: RunErrorData) => Object.assign(next, { state: 'failed', error });
+  switch (command.type) {
+    case 'START':
+      if (ref.state === 'pending') Object.assign(next, { state: 'requesting', attempt: 1, startedAt: now });
+      break;
+    case 'CANCEL':
+      Object.assign(next, { state: 'cancelled', cancelReason: command.reason });
+      break;
+    case 'CHUNK':
+      if (!IN_ATTEMPT.includes(ref.state)) break;
+      Object.assign(next, {
+        state: 'receiving',
+        content: ref.content + command.delta,
+        chunks: ref.chunks + 1,
+        firstChunkAt: ref.firstChunkAt ?? now,
+      });
+      break;
+    case 'DONE':
+      if (!IN_ATTEMPT.includes(ref.state)) break;
+      Object.assign(next, { state: 'completed', finishReason: command.finishReason, usage: command.usage ?? null });
+      break;
+    case 'ERROR': {
+      if (!IN_ATTEMPT.includes(ref.state)) break;
+      const { error } = command;
+      const retry_ =
+        error.retryable &&
+        ref.firstChunkAt === null &&
+        ref.attempt < retry.maxAttempts &&
+        (error.retryAfterMs === undefined || error.retryAfterMs <= retry.maxRetryAfterMs);
+      if (!retry_) {
+        fail(error);
+        break;
+      }
+      const backoff = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (ref.attempt - 1));
+      const delay = error.retryAfterMs ?? backoff / 2 + (backoff / 2) * random;
+      Object.assign(next, { state: 'retrying', error, retryDelayMs: delay });
+      break;
+    }
+    case 'FIRE':
+      if (command.timer === 'runTimeout' && STREAMING.includes(ref.state)) {
+        fail({ code: 'RUN_TIMEOUT', message: 'the run exceeded its time limit', retryable: false });
+      } else if (command.timer === 'idleTimeout' && IN_ATTEMPT.includes(ref.state)) {
+        fail({ code: 'RUN_TIMEOUT', message: 'the model sent nothing within the idle timeout', retryable: false });
+      } else if (command.timer === 'retryDelay' && ref.state === 'retrying') {
+        Object.assign(next, { state: 'requesting', attempt: ref.attempt + 1, error: null });
+      }
+      break;
+  }
+  return next;
+}
+
+function refValue(state: RefState): unknown {
+  if (IN_ATTEMPT.includes(state)) return { streaming: { attempt: state } };
+  if (state === 'retrying') return { streaming: 'retrying' };
+  return state;
+}
+
+const errorArb: fc.Arbitrary<RunErrorData> = fc.record(
+  {
+    code: fc.constantFrom('MODEL_REQUEST_FAILED' as const, 'MODEL_STREAM_INCOMPLETE' as const),
+    message: fc.constantFrom('upstream 503', 'reset'),
+    status: fc.constantFrom(429, 500, 503),
+    retryable: fc.boolean(),
+    retryAfterMs: fc.integer({ min: 0, max: 2_000 }),
+  },
+  { requiredKeys: ['code', 'message', 'retryable'] },
+);
+
+const commandArb: fc.Arbitrary<Command> = fc.oneof(
+  { arbitrary: fc.constant({ type: 'START' as const }), weight: 2 },
+  {
+    arbitrary: fc.record({
+      type: fc.constant('CANCEL' as const),
+      reason: fc.constantFrom<CancelReason>('api', 'code', 'client_disconnect', 'shutdown'),
+    }),
+    weight: 1,
+  },
+  { arbitrary: fc.record({ type: fc.constant('CHUNK' as const), delta: fc.string({ maxLength: 4 }) }), weight: 5 },
+  {
+    arbitrary: fc.record({
+      type: fc.constant('DONE' as const),
+      finishReason: fc.constantFrom('stop', 'length'),
+      usage: fc.option(
+        fc
+          .tuple(fc.nat(50), fc.nat(50))
+          .map(([i, o]) => ({ input_tokens: i, output_tokens: o, total_tokens: i + o })),
+        { nil: undefined },
+      ),
+    }),
+    weight: 1,
+  },
+  { arbitrary: fc.record({ type: fc.constant('ERROR' as const), error: errorArb }), weight: 3 },
+  {
+    arbitrary: fc.record({
+      type: fc.constant('FIRE' as const),
+      timer: fc.constantFrom<Timer>('idleTimeout', 'runTimeout', 'retryDelay'),
+    }),
+    weight: 2,
+  },
+);
+
+const retryArb: fc.Arbitrary<RetryPolicy> = fc.record({
+  maxAttempts: fc.integer({ min: 1, max: 4 }),
+  baseDelayMs: fc.integer({ min: 1, max: 1_000 }),
+  maxDelayMs: fc.integer({ min: 1, max: 4_000 }),
+  maxRetryAfterMs: fc.integer({ min: 0, max: 2_000 }),
+});
+
+/** The machine event for a command; for a timer, the `xstate.after.*` event of that timer if it runs. */
+function toEvent(snapshot: RunSnapshot, command: Command): AnyEventObject | undefined {
+  if (command.type !== 'FIRE') return command;
+  const prefix = `xstate.after.${command.timer}.`;
+  return getNextTransitions(snapshot)
+    .map((t) => ({ type: t.eventType }))
+    .find((event) => event.type.startsWith(prefix));
+}
+
+describe('run machine against a reference model', () => {
+  it('agrees on state, content, attempts, errors, delays and output after every event', () => {
+    fc.assert(
+      fc.property(
+        fc.array(commandArb, { maxLength: 30 }),
+        retryArb,
+        fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+        (commands, retry, random) => {
+          let now = 1_000;
+          const createdAt = now;
+          let endedAt = now;
+          let [snapshot] = initialTransition(runMachine, { runId: 'r', retry, now: () => now, random: () => random });
+          let ref: Ref = {
+            state: 'pending',
+            attempt: 0,
+            content: '',
+            chunks: 0,
+            startedAt: null,
+            firstChunkAt: null,
+            error: null,
+            cancelReason: null,
+            finishReason: null,
+            usage: null,
+            retryDelayMs: 0,
+          };
+          for (const command of commands) {
+            now += 7;
+            const event = toEvent(snapshot, command);
+            // A timer that is not running cannot fire.
+            if (!event) continue;
+            const before = snapshot;
+            const expected = reference(ref, command, retry, random, now);
+            let actions;
+            [snapshot, actions] = transition(runMachine, snapshot, event as RunMachineEvent);
+            const emitted = (actions as { type: string; params: unknown }[])
+              .filter((action) => action.type === 'xstate.emit')
+              .map((action) => (action.params as { event: { delta: string } }).event.delta);
+            const accepted = command.type === 'CHUNK' && expected.chunks > ref.chunks;
+            expect(emitted).toEqual(accepted ? [command.delta] : []);
+            if (before.status === 'done') expect(snapshot).toBe(before);
+            if (!FINAL.includes(ref.state) && FINAL.includes(expected.state)) endedAt = now;
+            ref = expected;
+            expect(snapshot.value).toEqual(refValue(ref.state));
+            const { context } = snapshot;
+            expect(context.content).toBe(ref.content);
+            expect(context.chunkCount).toBe(ref.chunks);
+            expect(context.attempt).toBe(ref.attempt);
+            expect(context.error).toEqual(ref.error);
+            expect(context.cancelReason).toBe(ref.cancelReason);
+            if (ref.state === 'retrying') expect(context.retryDelayMs).toBe(ref.retryDelayMs);
+            expect(context.firstChunkAt).toBe(ref.firstChunkAt);
+            expect(context.startedAt).toBe(ref.startedAt);
+          }
+          if (snapshot.status !== 'done') return;
+          const start = ref.startedAt ?? createdAt;
+          expect(snapshot.output).toEqual({
+            status: ref.state,
+            content: ref.content,
+            error: ref.error,
+            cancelReason: ref.cancelReason,
+            finishReason: ref.finishReason,
+            attempts: ref.attempt,
+            metrics: {
+              input_tokens: ref.usage?.input_tokens ?? 0,
+              output_tokens: ref.usage?.output_tokens ?? 0,
+              total_tokens: ref.usage?.total_tokens ?? 0,
+              time_to_first_token: ref.firstChunkAt === null ? null : (ref.firstChunkAt - start) / 1000,
+              duration: (endedAt - start) / 1000,
+            },
+          });
+        },
+      ),
+      { numRuns: 400, seed: 4_2025 },
+    );
+  });
+});

@@ -1,0 +1,256 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Agent, createOrchestrator } from '../../src/index.js';
+import { createFakeModel } from '../../src/testing/index.js';
+import { expectError, postRun, serve, serveFake } from './helpers.js';
+
+describe('bearer auth', () => {
+  it('answers 401 without a token or with a wrong one, 200 with the right one', async () => {
+    const { url } = await serveFake({ securityKey: 's3cret' });
+    const missing = await fetch(`${url}/agents`);
+    await expectError(missing, 401, 'UNAUTHORIZED');
+    expect(missing.headers.get('www-authenticate')).toBe('Bearer');
+    await expectError(
+      await fetch(`${url}/agents`, { headers: { authorization: 'Bearer nope' } }),
+      401,
+      'UNAUTHORIZED',
+    );
+    await expectError(
+      await fetch(`${url}/agents`, { headers: { authorization: 's3cret' } }),
+      401,
+      'UNAUTHORIZED',
+    );
+    const ok = await fetch(`${url}/agents`, { headers: { authorization: 'Bearer s3cret' } });
+    expect(ok.status).toBe(200);
+  });
+
+  it('guards runs and cancels too, and leaves /health open', async () => {
+    const { url, story } = await serveFake({ securityKey: 's3cret' });
+    await expectError(await postRun(story, { message: 'Hi' }), 401, 'UNAUTHORIZED');
+    await expectError(await fetch(`${story}/runs/123/cancel`, { method: 'POST' }), 401, 'UNAUTHORIZED');
+    expect((await fetch(`${url}/health`)).status).toBe(200);
+  });
+
+  it('leaves CORS preflights open: they never carry credentials', async () => {
+    const { url } = await serveFake({ securityKey: 's3cret' });
+    const preflight = await fetch(`${url}/sessions/abc`, {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'http://localhost:3000',
+        'access-control-request-method': 'DELETE',
+        'access-control-request-headers': 'content-type,authorization',
+      },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('http://localhost:3000');
+  });
+
+  describe('from RUNSTATE_SECURITY_KEY', () => {
+    const saved = process.env.RUNSTATE_SECURITY_KEY;
+    afterEach(() => {
+      if (saved === undefined) delete process.env.RUNSTATE_SECURITY_KEY;
+      else process.env.RUNSTATE_SECURITY_KEY = saved;
+    });
+
+    it('uses the environment variable when no key is passed', async () => {
+      process.env.RUNSTATE_SECURITY_KEY = 'from-env';
+      const { url } = await serveFake();
+      await expectError(await fetch(`${url}/teams`), 401, 'UNAUTHORIZED');
+      expect((await fetch(`${url}/teams`, { headers: { authorization: 'Bearer from-env' } })).status).toBe(
+        200,
+      );
+    });
+  });
+});
+
+describe('CORS', () => {
+  const preflight = (url: string, origin: string) =>
+    fetch(`${url}/agents`, {
+      method: 'OPTIONS',
+      headers: {
+        origin,
+        'access-control-request-method': 'GET',
+        'access-control-request-headers': 'content-type',
+      },
+    });
+
+  it('answers a preflight from an allowed origin with methods and headers named explicitly', async () => {
+    const { url } = await serveFake({ cors: { origins: ['http://ui.example'] } });
+    const response = await preflight(url, 'http://ui.example');
+    expect(response.status).toBe(204);
+    expect(response.headers.get('access-control-allow-origin')).toBe('http://ui.example');
+    expect(response.headers.get('access-control-allow-methods')).toBe('GET,POST,DELETE');
+    const headers = response.headers.get('access-control-allow-headers')!.split(',');
+    expect(headers).toEqual(expect.arrayContaining(['content-type', 'authorization']));
+  });
+
+  it('gives no allowed-origin header to another origin', async () => {
+    const { url } = await serveFake({ cors: { origins: ['http://ui.example'] } });
+    const response = await preflight(url, 'http://evil.example');
+    expect(response.headers.get('access-control-allow-origin')).toBeNull();
+    const get = await fetch(`${url}/agents`, { headers: { origin: 'http://evil.example' } });
+    expect(get.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it("allows every origin with '*'", async () => {
+    const { url } = await serveFake({ cors: { origins: '*' } });
+    const response = await fetch(`${url}/agents`, { headers: { origin: 'http://anywhere.example' } });
+    expect(response.headers.get('access-control-allow-origin')).toBe('*');
+  });
+});
+
+describe('invalid run requests', () => {
+  it('answers 422 naming the failing field: message missing, empty, of the wrong type', async () => {
+    const { story } = await serveFake();
+    const field = async (body: Record<string, unknown>) =>
+      (await expectError(await postRun(story, body), 422, 'INVALID_INPUT')).field;
+    expect(await field({})).toBe('message');
+    expect(await field({ message: '   ' })).toBe('message');
+    expect(await field({ message: 42 })).toBe('message');
+    expect(await field({ message: 'Hi', stream: 'maybe' })).toBe('stream');
+    expect(await field({ message: 'Hi', background: 3 })).toBe('background');
+    expect(await field({ message: 'Hi', session_id: 7 })).toBe('session_id');
+    expect(await field({ message: 'Hi', on_disconnect: 'ignore' })).toBe('on_disconnect');
+    const detail = (await expectError(await postRun(story, {}), 422, 'INVALID_INPUT')).detail;
+    expect(detail).toBe('message: is required');
+  });
+
+  it('answers 422 for a body with no known content type, and a JSON array', async () => {
+    const { story } = await serveFake();
+    const text = await fetch(`${story}/runs`, {
+      method: 'POST',
+      body: 'message=hi',
+      headers: { 'content-type': 'text/plain' },
+    });
+    expect((await expectError(text, 422, 'INVALID_INPUT')).field).toBe('message');
+    const array = await fetch(`${story}/runs`, {
+      method: 'POST',
+      body: '[]',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect((await expectError(array, 422, 'INVALID_INPUT')).field).toBe('body');
+  });
+
+  it('answers 400 JSON for malformed JSON', async () => {
+    const { story } = await serveFake();
+    const response = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"message": "Hi"',
+    });
+    const body = await expectError(response, 400, 'INVALID_INPUT');
+    expect(body.detail).toMatch(/^malformed JSON body/);
+  });
+
+  it('answers 400 JSON for malformed multipart', async () => {
+    const { story } = await serveFake();
+    const truncated = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=XYZ' },
+      body: '--XYZ\r\nContent-Disposition: form-data; name="message"\r\n\r\nHi',
+    });
+    expect((await expectError(truncated, 400, 'INVALID_INPUT')).detail).toMatch(/^malformed multipart body/);
+    const noBoundary = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data' },
+      body: 'message=Hi',
+    });
+    await expectError(noBoundary, 400, 'INVALID_INPUT');
+  });
+
+  it('answers 422 naming the field of a file part: runs take text only', async () => {
+    const { story } = await serveFake();
+    const form = new FormData();
+    form.set('message', 'Hi');
+    form.set('files', new Blob(['%PDF'], { type: 'application/pdf' }), 'a.pdf');
+    const response = await fetch(`${story}/runs`, { method: 'POST', body: form });
+    expect((await expectError(response, 422, 'INVALID_INPUT')).field).toBe('files');
+  });
+
+  it('answers 404 for an unknown agent whatever the body', async () => {
+    const { url } = await serveFake();
+    const response = await fetch(`${url}/agents/nobody/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{oops',
+    });
+    await expectError(response, 404, 'AGENT_NOT_FOUND');
+  });
+
+  it('answers 400 for a path that cannot be decoded', async () => {
+    const { url } = await serveFake();
+    await expectError(await fetch(`${url}/agents/%E0%A4%A`), 400, 'INVALID_INPUT');
+  });
+});
+
+describe('bodies over the limit', () => {
+  const big = 'x'.repeat(4096);
+
+  it('answers 413 JSON for JSON, urlencoded and multipart bodies', async () => {
+    const { story } = await serveFake({ bodyLimit: '1kb' });
+    await expectError(await postRun(story, { message: big }), 413, 'PAYLOAD_TOO_LARGE');
+    const form = await fetch(`${story}/runs`, {
+      method: 'POST',
+      body: new URLSearchParams({ message: big }),
+    });
+    await expectError(form, 413, 'PAYLOAD_TOO_LARGE');
+    const multipart = new FormData();
+    multipart.set('message', big);
+    await expectError(
+      await fetch(`${story}/runs`, { method: 'POST', body: multipart }),
+      413,
+      'PAYLOAD_TOO_LARGE',
+    );
+  });
+
+  it('answers 413 for a multipart field over the limit even without a Content-Length', async () => {
+    const { story } = await serveFake({ bodyLimit: 1024 });
+    const body = `--B\r\nContent-Disposition: form-data; name="message"\r\n\r\n${big}\r\n--B--\r\n`;
+    const response = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=B' },
+      body: new Blob([body]).stream(),
+      duplex: 'half',
+    });
+    await expectError(response, 413, 'PAYLOAD_TOO_LARGE');
+  });
+
+  it('accepts a body under the limit', async () => {
+    const { story, model } = await serveFake({ bodyLimit: '1kb' });
+    const response = await postRun(story, { message: 'short', background: true });
+    expect(response.status).toBe(202);
+    await model.nextCall();
+  });
+});
+
+describe('unexpected errors', () => {
+  it('answer 500 {detail, code: INTERNAL} without the message or a stack trace, and are logged', async () => {
+    const orchestrator = createOrchestrator();
+    const broken = new Proxy(orchestrator, {
+      get: (target, key, receiver): unknown =>
+        key === 'listRuns'
+          ? () => {
+              throw new Error('secret internals');
+            }
+          : Reflect.get(target, key, receiver),
+    });
+    const agent = new Agent({ name: 'Broken', model: createFakeModel(), orchestrator: broken });
+    const logged: unknown[] = [];
+    const { url } = await serve({
+      agents: [agent],
+      logger: { error: (...args: unknown[]) => logged.push(args) },
+    });
+    const body = await expectError(await fetch(`${url}/agents/broken/runs`), 500, 'INTERNAL');
+    expect(body).toEqual({ detail: 'internal server error', code: 'INTERNAL' });
+    expect(logged).toHaveLength(1);
+  });
+});
+
+describe('shutting down', () => {
+  it('refuses new runs with 503 once the app is shut down', async () => {
+    const { story, runstate } = await serveFake();
+    await runstate.shutdown();
+    const response = await postRun(story, { message: 'Hi' });
+    await expectError(response, 503, 'SHUTTING_DOWN');
+    expect(response.headers.get('retry-after')).toBe('1');
+  });
+});

@@ -1,0 +1,376 @@
+import { describe, expect, it } from 'vitest';
+import type { RunRecord } from '../../src/index.js';
+import { checkRunEvents } from '../../src/testing/index.js';
+import { expectError, postRun, readSse, serveFake } from './helpers.js';
+
+interface Accepted {
+  run_id: string;
+  session_id: string;
+  status: string;
+}
+
+async function startBackground(agentUrl: string, body: Record<string, unknown> = {}): Promise<Accepted> {
+  const response = await postRun(agentUrl, { message: 'Tell me a story', background: true, ...body });
+  expect(response.status).toBe(202);
+  return (await response.json()) as Accepted;
+}
+
+describe('GET /health, /agents, /teams', () => {
+  it('answers health without anything else', async () => {
+    const { url } = await serveFake();
+    const response = await fetch(`${url}/health`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: 'ok' });
+  });
+
+  it('lists agents with what the Agent UI reads: id, name, model.model and a non-empty db_id', async () => {
+    const { url } = await serveFake({ dbId: 'my-db' });
+    const agents = (await (await fetch(`${url}/agents`)).json()) as unknown[];
+    expect(agents).toEqual([
+      {
+        id: 'story-writer-agent',
+        name: 'Story Writer Agent',
+        description: 'Writes stories.',
+        model: { name: 'fake-model', model: 'fake-model', provider: 'fake' },
+        db_id: 'my-db',
+      },
+      expect.objectContaining({ id: 'essay-writer-agent', description: null, db_id: 'my-db' }),
+    ]);
+  });
+
+  it('shows one agent, and answers 404 JSON for an unknown one', async () => {
+    const { url } = await serveFake();
+    const agent = await fetch(`${url}/agents/essay-writer-agent`);
+    expect(await agent.json()).toMatchObject({ id: 'essay-writer-agent', name: 'Essay Writer Agent' });
+    await expectError(await fetch(`${url}/agents/nobody`), 404, 'AGENT_NOT_FOUND');
+  });
+
+  it('has no teams: a plain empty array', async () => {
+    const { url } = await serveFake();
+    expect(await (await fetch(`${url}/teams`)).json()).toEqual([]);
+  });
+
+  it('answers an unknown route 404 JSON, not an HTML page', async () => {
+    const { url } = await serveFake();
+    const body = await expectError(await fetch(`${url}/no/such/route`), 404, 'NOT_FOUND');
+    expect(body.detail).toBe('no route for GET /no/such/route');
+    await expectError(
+      await fetch(`${url}/agents/story-writer-agent`, { method: 'DELETE' }),
+      404,
+      'NOT_FOUND',
+    );
+  });
+});
+
+describe('POST /agents/:agent_id/runs without streaming', () => {
+  it('answers the run output as JSON once the run is final', async () => {
+    const { story, model } = await serveFake();
+    const response = postRun(story, { message: 'Say hello', stream: false, user_id: 'ann' });
+    const call = await model.nextCall();
+    call.emit('Hel');
+    call.emit('lo.');
+    call.end();
+    const output = (await (await response).json()) as RunRecord;
+    expect(output).toMatchObject({
+      status: 'completed',
+      content: 'Hello.',
+      run_input: 'Say hello',
+      agent_id: 'story-writer-agent',
+      user_id: 'ann',
+      cancel_reason: null,
+    });
+    expect(call.messages.at(-1)).toEqual({ role: 'user', content: 'Say hello' });
+  });
+
+  it('accepts urlencoded forms, whose booleans are strings', async () => {
+    const { story, model } = await serveFake();
+    const response = fetch(`${story}/runs`, {
+      method: 'POST',
+      body: new URLSearchParams({ message: 'Hi', stream: 'false' }),
+    });
+    (await model.nextCall()).end();
+    expect(await (await response).json()).toMatchObject({ status: 'completed', run_input: 'Hi' });
+  });
+});
+
+describe('background runs', () => {
+  it('answers 202 {run_id, session_id, status: pending}; the events endpoint then replays and follows', async () => {
+    const { story, model } = await serveFake();
+    const accepted = await startBackground(story);
+    expect(Object.keys(accepted).sort()).toEqual(['run_id', 'session_id', 'status']);
+    expect(accepted.status).toBe('pending');
+    const call = await model.nextCall();
+    call.emit('Once');
+    const events = readSse(await fetch(`${story}/runs/${accepted.run_id}/events`));
+    expect((await events.next())?.data).toMatchObject({
+      event: 'RunStarted',
+      session_id: accepted.session_id,
+    });
+    expect((await events.next())?.data).toMatchObject({ event: 'RunContent', content: 'Once' });
+    call.emit(' upon a time.');
+    call.end();
+    const rest = await events.rest();
+    expect(rest.map((frame) => frame.event)).toEqual(['RunContent', 'RunCompleted']);
+    expect(rest.at(-1)?.data).toMatchObject({ content: 'Once upon a time.', status: 'completed' });
+  });
+
+  it('takes multipart/form-data, as Agno clients send it', async () => {
+    const { story, model } = await serveFake();
+    const form = new FormData();
+    form.set('message', 'From a form');
+    form.set('background', 'true');
+    form.set('session_id', 'form-session');
+    const response = await fetch(`${story}/runs`, { method: 'POST', body: form });
+    expect(response.status).toBe(202);
+    expect(await response.json()).toMatchObject({ session_id: 'form-session', status: 'pending' });
+    expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'From a form' });
+  });
+});
+
+describe('GET /agents/:agent_id/runs[/:run_id]', () => {
+  it('shows a run record, live and then final', async () => {
+    const { story, model, agents } = await serveFake();
+    const { run_id } = await startBackground(story, { message: 'Hi' });
+    const call = await model.nextCall();
+    const live = (await (await fetch(`${story}/runs/${run_id}`)).json()) as RunRecord;
+    expect(live).toMatchObject({ run_id, status: 'streaming', run_input: 'Hi', finished_at: null });
+    call.emit('Done.');
+    call.end();
+    await agents[0]!.orchestrator.result(run_id);
+    const final = (await (await fetch(`${story}/runs/${run_id}`)).json()) as RunRecord;
+    expect(final).toMatchObject({ status: 'completed', content: 'Done.' });
+    expect(final.finished_at).toBeGreaterThan(0);
+  });
+
+  it('answers 404 for an unknown run and for a run of another agent', async () => {
+    const { url, story } = await serveFake();
+    const essay = await startBackground(`${url}/agents/essay-writer-agent`);
+    await expectError(await fetch(`${story}/runs/nope`), 404, 'RUN_NOT_FOUND');
+    await expectError(await fetch(`${story}/runs/${essay.run_id}`), 404, 'RUN_NOT_FOUND');
+    await expectError(await fetch(`${story}/runs/${essay.run_id}/events`), 404, 'RUN_NOT_FOUND');
+  });
+
+  it("lists the agent's runs, filtered by session and status", async () => {
+    const { url, story, model, agents } = await serveFake();
+    const first = await startBackground(story, { session_id: 's-1' });
+    (await model.nextCall()).end();
+    await agents[0]!.orchestrator.result(first.run_id);
+    const second = await startBackground(story, { session_id: 's-2' });
+    await model.nextCall();
+    await startBackground(`${url}/agents/essay-writer-agent`);
+
+    const ids = async (query: string) =>
+      ((await (await fetch(`${story}/runs${query}`)).json()) as RunRecord[]).map((run) => run.run_id);
+    expect(await ids('')).toEqual([first.run_id, second.run_id]);
+    expect(await ids('?session_id=s-2')).toEqual([second.run_id]);
+    expect(await ids('?status=completed')).toEqual([first.run_id]);
+    expect(await ids('?status=streaming&session_id=s-1')).toEqual([]);
+    const invalid = await expectError(await fetch(`${story}/runs?status=done`), 422, 'INVALID_INPUT');
+    expect(invalid.field).toBe('status');
+  });
+});
+
+describe('POST /agents/:agent_id/runs/:run_id/cancel', () => {
+  it('cancels an active run: 200 {run_id, status: cancelled}, again on a repeat, and aborts the model', async () => {
+    const { story, model } = await serveFake();
+    const { run_id } = await startBackground(story);
+    const call = await model.nextCall();
+    call.emit('Partial');
+    const cancel = () => fetch(`${story}/runs/${run_id}/cancel`, { method: 'POST' });
+    const first = await cancel();
+    expect(first.status).toBe(200);
+    expect(await first.json()).toEqual({ run_id, status: 'cancelled' });
+    expect(call.signal.aborted).toBe(true);
+    const again = await cancel();
+    expect(again.status).toBe(200);
+    expect(await again.json()).toEqual({ run_id, status: 'cancelled' });
+    const record = (await (await fetch(`${story}/runs/${run_id}`)).json()) as RunRecord;
+    expect(record).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+  });
+
+  it('answers 409 with the status of a run that completed or failed', async () => {
+    const { story, model, agents } = await serveFake();
+    const completed = await startBackground(story);
+    (await model.nextCall()).end();
+    await agents[0]!.orchestrator.result(completed.run_id);
+    const conflict = await expectError(
+      await fetch(`${story}/runs/${completed.run_id}/cancel`, { method: 'POST' }),
+      409,
+      'RUN_ALREADY_FINISHED',
+    );
+    expect(conflict).toMatchObject({ run_id: completed.run_id, status: 'completed' });
+
+    const failed = await startBackground(story);
+    (await model.nextCall()).fail(new Error('the model broke'));
+    await agents[0]!.orchestrator.result(failed.run_id);
+    const failedConflict = await expectError(
+      await fetch(`${story}/runs/${failed.run_id}/cancel`, { method: 'POST' }),
+      409,
+      'RUN_ALREADY_FINISHED',
+    );
+    expect(failedConflict.status).toBe('failed');
+  });
+
+  it('cancels a run still pending for a slot: the model is never called for it', async () => {
+    const { story, model } = await serveFake({ orchestrator: { maxConcurrentRuns: 1 } });
+    await startBackground(story);
+    await model.nextCall();
+    const waiting = await startBackground(story);
+    expect(await (await fetch(`${story}/runs/${waiting.run_id}`)).json()).toMatchObject({
+      status: 'pending',
+    });
+    const response = await fetch(`${story}/runs/${waiting.run_id}/cancel`, { method: 'POST' });
+    expect(await response.json()).toEqual({ run_id: waiting.run_id, status: 'cancelled' });
+    expect(model.calls).toHaveLength(1);
+  });
+
+  it('answers 404 for an unknown run (the seed call), an unknown agent, or a run of another agent', async () => {
+    const { url, story } = await serveFake();
+    // curl --location 'http://localhost:7777/agents/story-writer-agent/runs/123/cancel' --request POST
+    const seed = await expectError(
+      await fetch(`${url}/agents/story-writer-agent/runs/123/cancel`, { method: 'POST' }),
+      404,
+      'RUN_NOT_FOUND',
+    );
+    expect(seed.detail).toContain('123');
+    const { run_id } = await startBackground(story);
+    await expectError(
+      await fetch(`${url}/agents/nobody/runs/${run_id}/cancel`, { method: 'POST' }),
+      404,
+      'AGENT_NOT_FOUND',
+    );
+    await expectError(
+      await fetch(`${url}/agents/essay-writer-agent/runs/${run_id}/cancel`, { method: 'POST' }),
+      404,
+      'RUN_NOT_FOUND',
+    );
+    expect(await (await fetch(`${story}/runs/${run_id}`)).json()).toMatchObject({ status: 'streaming' });
+  });
+});
+
+describe('sessions', () => {
+  it('lists sessions as the Agent UI asks: {data: [{session_id, session_name, created_at}], meta}', async () => {
+    const { url, story, model } = await serveFake();
+    await startBackground(story, { message: 'First question', session_id: 'chat-1' });
+    await model.nextCall();
+    await startBackground(`${url}/agents/essay-writer-agent`, { message: 'Other', session_id: 'chat-2' });
+
+    const response = await fetch(`${url}/sessions?type=agent&component_id=story-writer-agent&db_id=runstate`);
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { data: unknown[]; meta: unknown };
+    expect(body.data).toEqual([
+      expect.objectContaining({
+        session_id: 'chat-1',
+        session_name: 'First question',
+        agent_id: 'story-writer-agent',
+      }),
+    ]);
+    expect(body.data[0]).toHaveProperty('created_at');
+    expect(body.meta).toEqual({ page: 1, limit: 20, total_count: 1, total_pages: 1 });
+
+    const all = (await (await fetch(`${url}/sessions?limit=1&page=2`)).json()) as typeof body;
+    expect(all.data).toHaveLength(1);
+    expect(all.meta).toEqual({ page: 2, limit: 1, total_count: 2, total_pages: 2 });
+    expect(((await (await fetch(`${url}/sessions?type=team`)).json()) as typeof body).data).toEqual([]);
+    await expectError(await fetch(`${url}/sessions?db_id=another-db`), 404, 'NOT_FOUND');
+    const invalid = await expectError(await fetch(`${url}/sessions?limit=0`), 422, 'INVALID_INPUT');
+    expect(invalid.field).toBe('limit');
+  });
+
+  it('answers the runs of a session with the run in progress, never []', async () => {
+    const { url, story, model } = await serveFake();
+    const response = await postRun(story, { message: 'Write a poem', session_id: '' });
+    const events = readSse(response);
+    const started = (await events.next())!.data;
+    // A new session: RunStarted names it, and the UI asks for its runs while the answer streams.
+    expect(started.session_id).not.toBe('');
+    const call = await model.nextCall();
+    call.emit('Roses');
+    expect((await events.next())?.data).toMatchObject({ content: 'Roses' });
+
+    const runs = (await (
+      await fetch(`${url}/sessions/${started.session_id}/runs?type=agent&db_id=runstate`)
+    ).json()) as RunRecord[];
+    expect(runs).toEqual([
+      expect.objectContaining({
+        run_id: started.run_id,
+        run_input: 'Write a poem',
+        content: 'Roses',
+        status: 'streaming',
+      }),
+    ]);
+    expect(runs[0]?.created_at).toBeGreaterThan(0);
+    call.end();
+    await events.rest();
+    await expectError(await fetch(`${url}/sessions/unknown/runs`), 404, 'SESSION_NOT_FOUND');
+  });
+
+  it('shows one session; deletes a session (2xx) and cancels its active run', async () => {
+    const { url, story, model, agents } = await serveFake();
+    const { run_id } = await startBackground(story, { message: 'Hello there', session_id: 'doomed' });
+    const call = await model.nextCall();
+    expect(await (await fetch(`${url}/sessions/doomed`)).json()).toMatchObject({
+      session_id: 'doomed',
+      session_name: 'Hello there',
+      run_ids: [run_id],
+    });
+    const output = agents[0]!.orchestrator.result(run_id);
+
+    const deleted = await fetch(`${url}/sessions/doomed?db_id=runstate`, { method: 'DELETE' });
+    expect(deleted.status).toBe(204);
+    expect(await output).toMatchObject({ status: 'cancelled' });
+    expect(call.signal.aborted).toBe(true);
+    await expectError(await fetch(`${url}/sessions/doomed/runs`), 404, 'SESSION_NOT_FOUND');
+    await expectError(await fetch(`${url}/sessions/doomed`, { method: 'DELETE' }), 404, 'SESSION_NOT_FOUND');
+  });
+
+  it('sends the earlier turns of a session with a second run', async () => {
+    const { story, model } = await serveFake();
+    const first = postRun(story, { message: 'My name is Ann.', session_id: 'memory', stream: false });
+    const call = await model.nextCall();
+    call.emit('Hello Ann.');
+    call.end();
+    await first;
+    const second = postRun(story, { message: 'What is my name?', session_id: 'memory', stream: false });
+    const next = await model.nextCall();
+    expect(next.messages.filter((message) => message.role !== 'system')).toEqual([
+      { role: 'user', content: 'My name is Ann.' },
+      { role: 'assistant', content: 'Hello Ann.' },
+      { role: 'user', content: 'What is my name?' },
+    ]);
+    next.end();
+    await second;
+  });
+
+  it('refuses 422 (field session_id) a session of another agent', async () => {
+    const { url, story, model } = await serveFake();
+    await startBackground(story, { session_id: 'mine' });
+    await model.nextCall();
+    const response = await postRun(`${url}/agents/essay-writer-agent`, { message: 'Hi', session_id: 'mine' });
+    const body = await expectError(response, 422, 'INVALID_INPUT');
+    expect(body.field).toBe('session_id');
+  });
+
+  it('RunStarted carries the session_id that was sent', async () => {
+    const { story } = await serveFake();
+    const events = readSse(await postRun(story, { message: 'Hi', session_id: 'given' }));
+    expect((await events.next())?.data).toMatchObject({ event: 'RunStarted', session_id: 'given' });
+  });
+});
+
+describe('events of a finished run', () => {
+  it('replays them all and ends', async () => {
+    const { story, model, agents } = await serveFake();
+    const { run_id } = await startBackground(story);
+    const call = await model.nextCall();
+    call.emit('a');
+    call.emit('b');
+    call.end();
+    await agents[0]!.orchestrator.result(run_id);
+    const frames = await readSse(await fetch(`${story}/runs/${run_id}/events`)).rest();
+    checkRunEvents(
+      frames.map((frame) => frame.data),
+      'completed',
+    );
+  });
+});

@@ -1,0 +1,278 @@
+import { Writable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import type { RunEvent } from '../../src/index.js';
+import { sendEventStream, sseFrame } from '../../src/server/sse.js';
+import { checkRunEvents } from '../../src/testing/index.js';
+import { postRun, readSse, serveFake } from './helpers.js';
+
+describe('a streamed run (POST /agents/:agent_id/runs)', () => {
+  it('streams SSE frames `id`, `event`, `data` with headers that stop proxy buffering, then ends', async () => {
+    const { story, model } = await serveFake();
+    const response = await postRun(story, { message: 'Tell me a story' });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('text/event-stream');
+    expect(response.headers.get('cache-control')).toBe('no-cache, no-transform');
+    expect(response.headers.get('x-accel-buffering')).toBe('no');
+    const events = readSse(response);
+    const call = await model.nextCall();
+    call.emit('Once ');
+    call.emit('upon a time.');
+    call.end();
+    const frames = await events.rest();
+    checkRunEvents(
+      frames.map((frame) => frame.data),
+      'completed',
+    );
+    expect(frames.map((frame) => frame.event)).toEqual([
+      'RunStarted',
+      'RunContent',
+      'RunContent',
+      'RunCompleted',
+    ]);
+    // The Agent UI replaces what streamed with RunCompleted.content: it must be the whole text.
+    expect(frames.at(-1)?.data).toMatchObject({ content: 'Once upon a time.', status: 'completed' });
+    expect(frames[0]?.data).toMatchObject({ model: 'fake-model', model_provider: 'fake' });
+  });
+
+  it('puts each frame on one data line, JSON with "event" and no top-level "data" key', async () => {
+    const { story, model } = await serveFake();
+    const response = postRun(story, { message: 'Hi' });
+    const call = await model.nextCall();
+    call.emit('line one\nline two\r\n"quoted"\u2028');
+    call.end();
+    const text = await (await response).text();
+    const frames = text.split('\n\n').filter(Boolean);
+    expect(frames).toHaveLength(3);
+    for (const frame of frames) {
+      const lines = frame.split('\n');
+      expect(lines).toHaveLength(3);
+      expect(lines[0]).toMatch(/^id: \d+$/);
+      expect(lines[1]).toMatch(/^event: Run\w+$/);
+      const json = JSON.parse(lines[2]!.slice('data: '.length)) as Record<string, unknown>;
+      expect(json.event).toBe(lines[1]!.slice('event: '.length));
+      expect(json).not.toHaveProperty('data');
+    }
+  });
+
+  it('carries the CORS allowed-origin header on the streamed response', async () => {
+    const { story, model } = await serveFake({ cors: { origins: ['http://ui.example'] } });
+    const response = await postRun(story, { message: 'Hi' }, { headers: { origin: 'http://ui.example' } });
+    expect(response.headers.get('access-control-allow-origin')).toBe('http://ui.example');
+    (await model.nextCall()).end();
+    await readSse(response).rest();
+  });
+
+  it('ends with RunCancelled (reason api) when cancelled over HTTP during the stream, and closes', async () => {
+    const { story, model } = await serveFake();
+    const events = readSse(await postRun(story, { message: 'Write a long story' }));
+    const { run_id } = (await events.next())!.data;
+    const call = await model.nextCall();
+    call.emit('It was');
+    expect((await events.next())?.data).toMatchObject({ content: 'It was' });
+    const cancel = await fetch(`${story}/runs/${run_id}/cancel`, { method: 'POST' });
+    expect(await cancel.json()).toEqual({ run_id, status: 'cancelled' });
+    expect(call.signal.aborted).toBe(true);
+    call.emit(' never sent');
+    const rest = await events.rest(); // resolves only once the server ended the stream
+    expect(rest.map((frame) => frame.data)).toEqual([
+      expect.objectContaining({
+        event: 'RunCancelled',
+        reason: 'api',
+        status: 'cancelled',
+        content: 'It was',
+      }),
+    ]);
+  });
+
+  it('ends with RunError when the model fails', async () => {
+    const { story, model } = await serveFake();
+    const events = readSse(await postRun(story, { message: 'Hi' }));
+    (await model.nextCall()).fail(new Error('upstream exploded'));
+    const frames = await events.rest();
+    checkRunEvents(
+      frames.map((frame) => frame.data),
+      'failed',
+    );
+    expect(frames.at(-1)?.data).toMatchObject({ event: 'RunError', content: 'upstream exploded' });
+  });
+
+  it('sends a `: ping` comment on an idle stream', async () => {
+    const { story, model } = await serveFake({ heartbeatMs: 5 });
+    const events = readSse(await postRun(story, { message: 'Hi' }));
+    await events.next(); // RunStarted
+    await model.nextCall(); // the model says nothing: the stream is idle
+    const comment = events.nextComment();
+    // Keep reading, so that the parser sees the comment; this read ends when the server closes.
+    events.next().catch(() => undefined);
+    expect(await comment).toBe('ping');
+  });
+});
+
+describe('a client that disconnects from a streamed run', () => {
+  it('cancels the run (reason client_disconnect) by default', async () => {
+    const { story, model, agents } = await serveFake();
+    const client = new AbortController();
+    const events = readSse(await postRun(story, { message: 'Hi' }, { signal: client.signal }));
+    const { run_id } = (await events.next())!.data;
+    const call = await model.nextCall();
+    client.abort();
+    const output = await agents[0]!.orchestrator.result(run_id);
+    expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'client_disconnect' });
+    await call.aborted;
+  });
+
+  it('leaves the run going with on_disconnect=continue; it can be followed again later', async () => {
+    const { story, model, agents } = await serveFake();
+    const client = new AbortController();
+    const response = await postRun(
+      story,
+      { message: 'Hi', on_disconnect: 'continue' },
+      { signal: client.signal },
+    );
+    const events = readSse(response);
+    const { run_id } = (await events.next())!.data;
+    const call = await model.nextCall();
+    call.emit('Still ');
+    expect((await events.next())?.data).toMatchObject({ content: 'Still ' });
+    client.abort();
+    // The server notices the disconnect on its own schedule; the run must not care either way.
+    call.emit('here.');
+    call.end();
+    expect(await agents[0]!.orchestrator.result(run_id)).toMatchObject({
+      status: 'completed',
+      content: 'Still here.',
+    });
+    expect(call.signal.aborted).toBe(true); // aborted only because the run is over (a no-op)
+    const replay = await readSse(await fetch(`${story}/runs/${run_id}/events?after=2`)).rest();
+    expect(replay.map((frame) => frame.data.seq)).toEqual([3, 4]);
+  });
+});
+
+describe('resuming the events of a run', () => {
+  async function runWithFiveEvents() {
+    const server = await serveFake();
+    const response = await postRun(server.story, { message: 'Hi', background: true });
+    const { run_id } = (await response.json()) as { run_id: string };
+    const call = await server.model.nextCall();
+    return { ...server, run_id, call };
+  }
+
+  it('from Last-Event-ID yields exactly the missing frames, then follows', async () => {
+    const { story, run_id, call } = await runWithFiveEvents();
+    call.emit('a');
+    call.emit('b');
+    const first = readSse(await fetch(`${story}/runs/${run_id}/events`));
+    const seen = [(await first.next())!, (await first.next())!];
+    expect(seen.map((frame) => frame.id)).toEqual(['1', '2']);
+
+    const resumed = readSse(
+      await fetch(`${story}/runs/${run_id}/events?after=0`, { headers: { 'Last-Event-ID': seen[1]!.id! } }),
+    );
+    expect((await resumed.next())?.data).toMatchObject({ seq: 3, content: 'b' });
+    call.emit('c');
+    call.end();
+    const rest = await resumed.rest();
+    expect(rest.map((frame) => frame.data.seq)).toEqual([4, 5]);
+    const all = [...seen, { data: { seq: 3 } }, ...rest].map((frame) => frame.data.seq);
+    expect(all).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('from ?after=seq, and with nothing when after is the last seq of a finished run', async () => {
+    const { story, run_id, call, agents } = await runWithFiveEvents();
+    call.emit('a');
+    call.end();
+    await agents[0]!.orchestrator.result(run_id);
+    const after1 = await readSse(await fetch(`${story}/runs/${run_id}/events?after=1`)).rest();
+    expect(after1.map((frame) => frame.event)).toEqual(['RunContent', 'RunCompleted']);
+    expect(await readSse(await fetch(`${story}/runs/${run_id}/events?after=3`)).rest()).toEqual([]);
+  });
+
+  it('refuses a Last-Event-ID or after that is not a whole number (422)', async () => {
+    const { story, run_id } = await runWithFiveEvents();
+    const badHeader = await fetch(`${story}/runs/${run_id}/events`, { headers: { 'Last-Event-ID': 'x' } });
+    expect(badHeader.status).toBe(422);
+    expect(await badHeader.json()).toMatchObject({ code: 'INVALID_INPUT', field: 'last-event-id' });
+    const badQuery = await fetch(`${story}/runs/${run_id}/events?after=-1`);
+    expect(await badQuery.json()).toMatchObject({ code: 'INVALID_INPUT', field: 'after' });
+  });
+
+  it('does not cancel the run when a reader of the events endpoint goes away', async () => {
+    const { story, run_id, call, agents } = await runWithFiveEvents();
+    const reader = new AbortController();
+    const events = readSse(await fetch(`${story}/runs/${run_id}/events`, { signal: reader.signal }));
+    await events.next();
+    reader.abort();
+    call.emit('fine');
+    call.end();
+    expect(await agents[0]!.orchestrator.result(run_id)).toMatchObject({ status: 'completed' });
+  });
+});
+
+describe('sendEventStream', () => {
+  const metrics = {
+    input_tokens: 0,
+    output_tokens: 0,
+    total_tokens: 0,
+    time_to_first_token: null,
+    duration: 0,
+  };
+  function event(seq: number, last = false): RunEvent {
+    const base = { run_id: 'r', agent_id: 'a', agent_name: 'A', session_id: 's', created_at: 0, seq };
+    return last
+      ? { ...base, event: 'RunCompleted', content: 'x', status: 'completed', metrics }
+      : { ...base, event: 'RunContent', content: 'x'.repeat(100) };
+  }
+
+  /** A response whose socket takes one write at a time, finishing it on the next turn of the event loop. */
+  function slowResponse(log: string[]): ServerResponse {
+    const socket = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _encoding, callback) {
+        log.push(`write ${chunk.toString().split('\n')[0]}`);
+        setImmediate(callback);
+      },
+    });
+    socket.on('drain', () => log.push('drain'));
+    return Object.assign(socket, {
+      writeHead: () => socket,
+      flushHeaders: () => undefined,
+    }) as unknown as ServerResponse;
+  }
+
+  it('waits for drain before the next write when the socket buffer is full, and ends after the terminal event', async () => {
+    const log: string[] = [];
+    const res = slowResponse(log);
+    const events: AsyncIterable<RunEvent> = {
+      [Symbol.asyncIterator]() {
+        let seq = 0;
+        return {
+          next: () => {
+            seq++;
+            log.push(`next ${seq}`);
+            return Promise.resolve({ done: false, value: event(seq, seq === 3) });
+          },
+        };
+      },
+    };
+    expect(await sendEventStream(res, events, { heartbeatMs: 60_000 })).toBe('completed');
+    // Without waiting for drain, `next 2` would come straight after the first write.
+    expect(log).toEqual([
+      'next 1',
+      'write id: 1',
+      'drain',
+      'next 2',
+      'write id: 2',
+      'drain',
+      'next 3',
+      'write id: 3',
+    ]);
+    expect(res.writableEnded).toBe(true);
+  });
+
+  it('serialises an event once, whatever the number of subscribers', () => {
+    const shared = event(1);
+    expect(sseFrame(shared)).toBe(sseFrame(shared));
+    expect(sseFrame(shared).toString()).toBe(`id: 1\nevent: RunContent\ndata: ${JSON.stringify(shared)}\n\n`);
+  });
+});
