@@ -2,8 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   resolve: {
-    // Resolve `runstate`, `runstate/testing`, ... to the TypeScript sources (the "source" export condition).
-    conditions: ['source'],
+    // Resolve `runstate`, `runstate/testing`, ... to the TypeScript sources (the "runstate-source" export condition).
+    conditions: ['runstate-source'],
   },
   test: {
     include: ['test/**/*.test.ts'],

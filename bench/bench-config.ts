@@ -29,6 +29,21 @@ export interface Workloads {
 }
 export type WorkloadName = keyof Workloads;
 
+/** A batch of paced runs started together. */
+export interface ConcurrencyShape {
+  runs: number;
+  chunks: number;
+  delayMs: number;
+  warmupRuns: number;
+  /**
+   * Runs started per second; 0 starts them all at once. Opening 10,000 connections in one go
+   * overflows the fake server's accept queue (SYN backlog 2,048 here): dropped SYNs are sent again
+   * after 1, 3, 7 s... and fetch gives up after its 10 s connect timeout, which measures the
+   * kernel, not the client.
+   */
+  startPerSecond: number;
+}
+
 /** Sizes and repetitions of one benchmark run. */
 export interface BenchConfig {
   /** Measured repetitions of each scenario; every figure is the median of these. */
@@ -37,8 +52,8 @@ export interface BenchConfig {
   stream: { chunks: number; trials: number; warmup: number };
   /** `trials` cancels per repetition, whose median is the repetition's figure. */
   cancel: { trials: number; warmup: number; chunksBeforeStall: number };
-  concurrent: { runs: number; chunks: number; delayMs: number; warmupRuns: number };
-  mass: { runs: number; chunks: number; delayMs: number; warmupRuns: number };
+  concurrent: ConcurrencyShape;
+  mass: ConcurrencyShape;
   /** Which scenarios and clients to run. */
   scenarios: ScenarioName[];
   kinds: ClientKind[];
@@ -57,9 +72,9 @@ export const FULL_CONFIG: BenchConfig = {
   reps: 5,
   stream: { chunks: 10_000, trials: 3, warmup: 3 },
   cancel: { trials: 15, warmup: 5, chunksBeforeStall: 3 },
-  concurrent: { runs: 1_000, chunks: 100, delayMs: 10, warmupRuns: 50 },
-  // Streams of 5 s, so that all 10,000 are open at once even though opening them takes a while.
-  mass: { runs: 10_000, chunks: 10, delayMs: 500, warmupRuns: 50 },
+  concurrent: { runs: 1_000, chunks: 100, delayMs: 10, warmupRuns: 50, startPerSecond: 0 },
+  // Streams of 5 s, started over 2 s: all 10,000 are open at once.
+  mass: { runs: 10_000, chunks: 5, delayMs: 1_000, warmupRuns: 50, startPerSecond: 5_000 },
   scenarios: [...SCENARIOS],
   kinds: [...CLIENT_KINDS],
   inspector: 'noop',
@@ -71,8 +86,8 @@ export const QUICK_CONFIG: BenchConfig = {
   reps: 2,
   stream: { chunks: 200, trials: 1, warmup: 1 },
   cancel: { trials: 2, warmup: 1, chunksBeforeStall: 2 },
-  concurrent: { runs: 20, chunks: 5, delayMs: 2, warmupRuns: 2 },
-  mass: { runs: 50, chunks: 3, delayMs: 5, warmupRuns: 2 },
+  concurrent: { runs: 20, chunks: 5, delayMs: 2, warmupRuns: 2, startPerSecond: 0 },
+  mass: { runs: 50, chunks: 3, delayMs: 5, warmupRuns: 2, startPerSecond: 5_000 },
   scenarios: [...SCENARIOS],
   kinds: [...CLIENT_KINDS],
   inspector: 'noop',

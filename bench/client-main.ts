@@ -34,23 +34,30 @@ async function createClient(kind: ClientKind, options: BenchClientOptions): Prom
 
 async function concurrent(
   client: BenchClient,
-  { workload, runs, tagPrefix }: Extract<ClientTask, { type: 'concurrent' }>,
+  { workload, runs, startPerSecond, tagPrefix }: Extract<ClientTask, { type: 'concurrent' }>,
 ): Promise<ConcurrentResult> {
   globalThis.gc?.();
   const baselineRssBytes = process.memoryUsage.rss();
   let streaming = 0;
   let peakStreaming = 0;
+  const failures = new Set<string>();
   const cpu = process.cpuUsage();
   const start = performance.now();
   const outcomes = await Promise.all(
     Array.from({ length: runs }, async (_, i): Promise<RunOutcome> => {
       let started = false;
+      // Ramp: run i starts at i / startPerSecond seconds, in 10 ms steps.
+      const startMs = startPerSecond > 0 ? Math.floor((i * 1000) / startPerSecond / 10) * 10 : 0;
+      if (startMs > 0) await new Promise((resolve) => setTimeout(resolve, startMs));
       try {
-        return await client.run(workload, `${tagPrefix}-${i}`, () => {
+        const outcome = await client.run(workload, `${tagPrefix}-${i}`, () => {
           started = true;
           peakStreaming = Math.max(peakStreaming, ++streaming);
         });
-      } catch {
+        if (outcome.error && failures.size < 3) failures.add(outcome.error);
+        return outcome;
+      } catch (error) {
+        if (failures.size < 3) failures.add(error instanceof Error ? error.message : String(error));
         return { status: 'failed', chunks: 0, length: 0 };
       } finally {
         if (started) streaming--;
@@ -67,6 +74,7 @@ async function concurrent(
     baselineRssBytes,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     peakStreaming,
+    failures: [...failures],
   };
 }
 

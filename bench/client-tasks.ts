@@ -5,7 +5,7 @@ import type { RunOutcome } from './clients/bench-client.js';
 export type ClientTask =
   | { type: 'stream'; tag: string }
   | { type: 'cancel'; tag: string }
-  | { type: 'concurrent'; workload: WorkloadName; runs: number; tagPrefix: string }
+  | { type: 'concurrent'; workload: WorkloadName; runs: number; startPerSecond: number; tagPrefix: string }
   | { type: 'usage'; gc?: boolean };
 
 /** Answer to a `stream` task: one run of the `stream` workload. */
@@ -28,6 +28,8 @@ export interface ConcurrentResult {
   peakRssBytes: number;
   /** Most runs that were streaming (first chunk received, not finished) at the same time. */
   peakStreaming: number;
+  /** Why runs failed: a few distinct reasons, for the log. */
+  failures: string[];
 }
 
 /** Answer to a `usage` task (client and server processes). */

@@ -308,7 +308,7 @@ async function concurrencyScenario(
   scenario: 'concurrent' | 'mass',
 ): Promise<ScenarioResult> {
   const { reps } = ctx.config;
-  const { runs, warmupRuns } = ctx.config[scenario];
+  const { runs, warmupRuns, startPerSecond } = ctx.config[scenario];
   const workload: WorkloadName = scenario;
   const samples: Samples = {};
   const skipped: ScenarioResult['skipped'] = {};
@@ -317,15 +317,26 @@ async function concurrencyScenario(
   if (2 * runs + 1_000 > fds) {
     skipped.http = `needs ${2 * runs} sockets in the server process; the open-files limit here is ${fds}`;
   }
+  if (scenario === 'mass' && ctx.config.freshProcesses) {
+    // Inspection is measured by the other scenarios; this one is long enough without it.
+    skipped['library+inspect'] = 'inspection is measured in the other scenarios';
+  }
   const kinds = kindsFor(ctx, skipped);
 
   const measure = async ({ kind, client, server }: ClientUnit, rep: number): Promise<void> => {
-    await request(client, { type: 'concurrent', workload, runs: warmupRuns, tagPrefix: 'warmup' });
+    await request(client, {
+      type: 'concurrent',
+      workload,
+      runs: warmupRuns,
+      startPerSecond,
+      tagPrefix: 'warmup',
+    });
     const serverBefore = server && (await request<UsageResult>(server, { type: 'usage', gc: true }));
     const result = await request<ConcurrentResult>(client, {
       type: 'concurrent',
       workload,
       runs,
+      startPerSecond,
       tagPrefix: 'run',
     });
     const serverAfter = server && (await request<UsageResult>(server, { type: 'usage' }));
@@ -341,7 +352,8 @@ async function concurrencyScenario(
     ctx.progress(
       `${scenario} ${rep + 1}/${reps} ${kind}: ${result.wallMs.toFixed(0)} ms, ` +
         `${result.completed}/${runs} completed, peak RSS ${(peak / 2 ** 20).toFixed(0)} MB, ` +
-        `${((peak - baseline) / 1024 / runs).toFixed(0)} KB/run, ${result.peakStreaming} streaming at once`,
+        `${((peak - baseline) / 1024 / runs).toFixed(0)} KB/run, ${result.peakStreaming} streaming at once` +
+        (result.failures.length ? `; failures: ${result.failures.join(' | ')}` : ''),
     );
   };
 

@@ -1,7 +1,7 @@
 /**
  * A run without streaming: `agent.run(input)` resolves with the run's output once it is final.
  *
- *   npx tsx --conditions=source examples/agent_run.ts
+ *   npx tsx --conditions=runstate-source examples/agent_run.ts
  */
 import { Agent, OfflineModel, OpenAIChat } from 'runstate';
 

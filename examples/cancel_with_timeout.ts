@@ -2,7 +2,7 @@
  * Cancel from code with a deadline: the run gets two seconds, then `cancelRun` stops it and aborts
  * the model request. The output keeps what was written before the cancel.
  *
- *   npx tsx --conditions=source examples/cancel_with_timeout.ts
+ *   npx tsx --conditions=runstate-source examples/cancel_with_timeout.ts
  */
 import { Agent, OpenAIChat } from 'runstate';
 

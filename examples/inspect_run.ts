@@ -5,10 +5,10 @@
  * works: runstate's built-in inspector, `@statelyai/inspect`'s inspectors, or several at once with
  * `combineInspectors`. With no OPENAI_API_KEY the agent runs on the offline model.
  *
- *   npx tsx --conditions=source examples/inspect_run.ts            # offline: run, cancel, print what was seen
- *   npx tsx --conditions=source examples/inspect_run.ts --serve    # and the built-in page (offline), until Ctrl-C
- *   npx tsx --conditions=source examples/inspect_run.ts --stately  # Stately's hosted UI, through a local relay (network)
- *   npx tsx --conditions=source examples/inspect_run.ts --sky      # Stately Sky, hosted (network)
+ *   npx tsx --conditions=runstate-source examples/inspect_run.ts            # offline: run, cancel, print what was seen
+ *   npx tsx --conditions=runstate-source examples/inspect_run.ts --serve    # and the built-in page (offline), until Ctrl-C
+ *   npx tsx --conditions=runstate-source examples/inspect_run.ts --stately  # Stately's hosted UI, through a local relay (network)
+ *   npx tsx --conditions=runstate-source examples/inspect_run.ts --sky      # Stately Sky, hosted (network)
  */
 import { once } from 'node:events';
 import { createServer } from 'node:http';
@@ -22,9 +22,7 @@ import {
   type StatelyInspectionEvent,
 } from '@statelyai/inspect';
 import { createInspectorServer } from '@statelyai/inspect/server';
-import { Agent, OfflineModel, OpenAIChat, RunEvent } from 'runstate';
-// The inspector lives in src/inspect (framework-agnostic, no express).
-import { combineInspectors, createInspector } from '../src/inspect/index.js';
+import { Agent, combineInspectors, createInspector, OfflineModel, OpenAIChat, RunEvent } from 'runstate';
 
 const { values } = parseArgs({
   options: {

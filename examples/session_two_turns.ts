@@ -1,7 +1,7 @@
 /**
  * A session of two turns: runs that share a `sessionId` send the earlier turns to the model.
  *
- *   npx tsx --conditions=source examples/session_two_turns.ts
+ *   npx tsx --conditions=runstate-source examples/session_two_turns.ts
  */
 import { Agent, OfflineModel, OpenAIChat, RunEvent } from 'runstate';
 

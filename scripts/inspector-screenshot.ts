@@ -2,7 +2,7 @@
  * Writes docs/img/inspector.png: the built-in inspector page in Debian's chromium (headless, driven
  * by playwright-core; nothing is downloaded), with a few runs that ended every way and one streaming.
  *
- *   npx tsx --conditions=source scripts/inspector-screenshot.ts [--out docs/img/inspector.png]
+ *   npx tsx --conditions=runstate-source scripts/inspector-screenshot.ts [--out docs/img/inspector.png]
  *
  * Needs /usr/bin/chromium (`apt-get install -y chromium`).
  */

@@ -10,6 +10,7 @@ export type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from './model/ch
 export { OpenAIChat, type OpenAIChatOptions } from './model/openai-chat.js';
 export { OfflineModel, type OfflineModelOptions } from './model/offline-model.js';
 export * from './runtime/index.js';
+export * from './inspect/index.js';
 export type {
   CancelReason,
   ErrorCode,

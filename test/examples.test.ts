@@ -9,7 +9,7 @@ const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url));
 const env = { ...process.env, OPENAI_API_KEY: '', OPENAI_BASE_URL: '' };
 
 function example(file: string, args: string[] = [], extraEnv: Record<string, string> = {}) {
-  return run(tsx, ['--conditions=source', `examples/${file}`, ...args], {
+  return run(tsx, ['--conditions=runstate-source', `examples/${file}`, ...args], {
     cwd: root,
     env: { ...env, ...extraEnv },
     timeout: 30_000,

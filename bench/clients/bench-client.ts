@@ -7,6 +7,8 @@ export interface RunOutcome {
   chunks: number;
   /** Characters of content received (a check that the content was really read). */
   length: number;
+  /** Why the run failed, when it did. */
+  error?: string | undefined;
 }
 
 /** Timestamps of one cancel (CLOCK_MONOTONIC nanoseconds, see `monotonicNs`). */

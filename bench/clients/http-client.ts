@@ -59,16 +59,22 @@ export function createHttpClient({ serverURL }: BenchClientOptions): BenchClient
     async run(workload, tag, onFirstChunk) {
       let content = '';
       let chunks = 0;
-      let status: RunOutcome['status'] = 'failed';
+      let terminal: WireEvent | undefined;
       for await (const event of sseEvents(await start(agentIdOf(workload), tag))) {
         if (event.event === 'RunContent') {
           content += event.content ?? '';
           if (++chunks === 1) onFirstChunk?.();
         } else if (TERMINAL.has(event.event)) {
-          status = event.status as RunOutcome['status'];
+          terminal = event;
         }
       }
-      return { status, chunks, length: content.length };
+      if (!terminal) {
+        const error = `the event stream ended without a terminal event, after ${chunks} chunks`;
+        return { status: 'failed', chunks, length: content.length, error };
+      }
+      const status = terminal.status as RunOutcome['status'];
+      const error = status === 'failed' ? `${terminal.event}: ${terminal.content}` : undefined;
+      return { status, chunks, length: content.length, error };
     },
     async cancelAfterFirstChunk(workload, tag) {
       const agentId = agentIdOf(workload);

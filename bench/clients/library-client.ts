@@ -28,6 +28,10 @@ export function createLibraryClient(
   function statusOf(event: RunEvent | undefined): RunOutcome['status'] {
     return event && isTerminalEvent(event) ? event.status : 'failed';
   }
+  function errorOf(event: RunEvent | undefined): string | undefined {
+    if (!event || !isTerminalEvent(event)) return 'the run ended without a terminal event';
+    return event.event === 'RunError' ? `${event.code}: ${event.content}` : undefined;
+  }
 
   return {
     async run(workload, tag, onFirstChunk) {
@@ -41,7 +45,7 @@ export function createLibraryClient(
           if (++chunks === 1) onFirstChunk?.();
         }
       }
-      return { status: statusOf(last), chunks, length: content.length };
+      return { status: statusOf(last), chunks, length: content.length, error: errorOf(last) };
     },
     async cancelAfterFirstChunk(workload, tag) {
       const agent = agentFor(workload);

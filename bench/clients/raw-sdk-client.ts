@@ -41,10 +41,17 @@ export function createRawSdkClient({ upstreamURL, workloads }: BenchClientOption
       if (error instanceof APIUserAbortError || signal?.aborted) {
         return { status: 'cancelled', chunks, length: content.length };
       }
-      return { status: 'failed', chunks, length: content.length };
+      const message = error instanceof Error ? error.message : String(error);
+      return { status: 'failed', chunks, length: content.length, error: message };
     }
     if (signal?.aborted) return { status: 'cancelled', chunks, length: content.length };
-    return { status: finishReason ? 'completed' : 'failed', chunks, length: content.length };
+    if (finishReason) return { status: 'completed', chunks, length: content.length };
+    return {
+      status: 'failed',
+      chunks,
+      length: content.length,
+      error: 'the stream ended without a finish reason',
+    };
   }
 
   return {

@@ -1,4 +1,4 @@
-import type { AnyStateMachine, InspectionEvent, Observer, StateValue } from 'xstate';
+import type { ActorRefLike, AnyStateMachine, InspectionEvent, Observer, StateValue } from 'xstate';
 import { runMachine } from '../../machines/run.machine.js';
 import type { CancelReason, RunErrorData, RunStatus } from '../../machines/run-types.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
@@ -78,6 +78,7 @@ interface RunLikeSnapshot {
 
 interface RunView {
   readonly runId: string;
+  readonly actor: ActorRefLike;
   readonly createdAt: number;
   snapshot: RunLikeSnapshot;
   value: StateValue | undefined;
@@ -103,6 +104,9 @@ const CANCEL_URLS = {
   agentos: '../agents/{agent_id}/runs/{run_id}/cancel',
   inspector: 'runs/{run_id}/cancel',
 } as const;
+
+/** How often active runs are checked for a machine that threw, while a page watches. */
+const SWEEP_MS = 1000;
 
 const NO_META = { agent_id: null, agent_name: null, session_id: null, run_input: null, model: null };
 
@@ -147,6 +151,11 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let immediate: ReturnType<typeof setImmediate> | undefined;
   // Bursts of events come from one run: skip the WeakMap lookup for the same actor.
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+  const stopSweeping = () => {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  };
   let lastActor: object | undefined;
   let lastView: RunView | null = null;
 
@@ -159,13 +168,13 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       onEvent(event.actorRef, event.event);
   }
 
-  function viewOf(actor: object, snapshot: RunLikeSnapshot | undefined): RunView | null {
+  function viewOf(actor: ActorRefLike, snapshot: RunLikeSnapshot | undefined): RunView | null {
     if (actor === lastActor) return lastView;
     let view = views.get(actor);
     if (view === undefined) {
       if (!snapshot) return null; // not seen yet: wait for its first snapshot
       const runId = snapshot.context?.runId;
-      view = typeof runId === 'string' ? register(runId, snapshot) : null;
+      view = typeof runId === 'string' ? register(runId, actor, snapshot) : null;
       views.set(actor, view);
     }
     lastActor = actor;
@@ -173,9 +182,10 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     return view;
   }
 
-  function register(runId: string, snapshot: RunLikeSnapshot): RunView {
+  function register(runId: string, actor: ActorRefLike, snapshot: RunLikeSnapshot): RunView {
     const view: RunView = {
       runId,
+      actor,
       createdAt: now(),
       snapshot,
       value: undefined,
@@ -193,7 +203,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     return view;
   }
 
-  function onSnapshot(actor: object, snapshot: RunLikeSnapshot): void {
+  function onSnapshot(actor: ActorRefLike, snapshot: RunLikeSnapshot): void {
     const view = viewOf(actor, snapshot);
     if (!view || view.finishedAt !== null) return;
     view.snapshot = snapshot;
@@ -208,7 +218,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     touch(view, changed || final);
   }
 
-  function onEvent(actor: object, event: { type: string }): void {
+  function onEvent(actor: ActorRefLike, event: { type: string }): void {
     const view = viewOf(actor, undefined);
     if (!view || view.finishedAt !== null) return;
     log(view, 'event', transitionLabel(event.type), detailOf(event));
@@ -220,7 +230,8 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     const context = snapshot.context ?? {};
     const status = statusOf(snapshot.value);
     let text: string = status;
-    if (snapshot.status === 'error') text = `failed: the machine threw (${String(snapshot.error)})`;
+    if (snapshot.status === 'error')
+      text = `failed: the machine threw in ${status} (${String(snapshot.error)})`;
     else if (context.cancelReason) text = `${status} (reason: ${context.cancelReason})`;
     else if (context.error && status === 'failed')
       text = `${status}: ${context.error.code} ${context.error.message}`;
@@ -317,6 +328,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     } catch (error) {
       // A broken listener must not stop the others, nor throw inside a timer.
       subscribers.delete(subscriber);
+      if (subscribers.size === 0) stopSweeping();
       console.error('runstate inspector: a feed listener threw and was removed', error);
     }
   }
@@ -330,7 +342,8 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     return {
       run_id: view.runId,
       ...(view.meta ?? NO_META),
-      status: statusOf(value),
+      // A machine that threw stays in its last state; the run failed (the orchestrator says so too).
+      status: snapshot.status === 'error' ? 'failed' : statusOf(value),
       value,
       chunks: context.chunkCount ?? 0,
       content_length: context.content?.length ?? 0,
@@ -372,6 +385,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   function subscribe(listener: (message: FeedMessage) => void, subscription: FeedSubscriptionOptions = {}) {
     const subscriber: Subscriber = { listener, runId: subscription.runId };
     subscribers.add(subscriber);
+    sweeper ??= setInterval(sweep, SWEEP_MS).unref();
     deliver(subscriber, { type: 'snapshot', runs: listRuns(), cancel_url: CANCEL_URLS[cancelRoute] });
     const runId = subscription.runId;
     if (runId !== undefined) {
@@ -392,7 +406,9 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       });
     }
     return () => {
-      if (!subscribers.delete(subscriber) || runId === undefined) return;
+      if (!subscribers.delete(subscriber)) return;
+      if (subscribers.size === 0) stopSweeping();
+      if (runId === undefined) return;
       const followers = (following.get(runId) ?? 1) - 1;
       if (followers > 0) following.set(runId, followers);
       else following.delete(runId);
@@ -400,7 +416,20 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   }
 
   function listRuns(): RunSummary[] {
+    sweep();
     return Array.from(runs.values(), summaryOf);
+  }
+
+  /**
+   * xstate sends no inspection event when a machine throws (its snapshot turns to `error` quietly),
+   * so the active runs are looked at now and then while somebody watches: a property read each.
+   */
+  function sweep(): void {
+    for (const view of runs.values()) {
+      if (view.finishedAt !== null) continue;
+      const snapshot = view.actor.getSnapshot() as RunLikeSnapshot;
+      if (snapshot.status !== 'active') onSnapshot(view.actor, snapshot);
+    }
   }
 
   function cancel(runId: string): { status: number; body: object } {
@@ -452,6 +481,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       clearImmediate(immediate);
       timer = undefined;
       immediate = undefined;
+      stopSweeping();
       subscribers.clear();
       following.clear();
     },

@@ -177,7 +177,10 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
   const deltas = options.deltas ?? ['Hello', ' world'];
   const errors = options.errors ?? DEFAULT_ERRORS;
   const reasons = options.cancelReasons ?? CANCEL_REASONS;
-  const end = options.end ?? { finishReason: 'stop', usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 } };
+  const end = options.end ?? {
+    finishReason: 'stop',
+    usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 },
+  };
   const crashes = options.serviceCrashes ?? false;
 
   // The variants of each event the machine accepts. An event type missing here makes the
@@ -198,7 +201,8 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
         return errors.map((error) => ({ type, error }));
     }
     if (type.startsWith(AFTER_PREFIX)) return [{ type }];
-    if (type.startsWith(ERROR_PREFIX)) return crashes ? [{ type, error: new Error('model service crashed') }] : [];
+    if (type.startsWith(ERROR_PREFIX))
+      return crashes ? [{ type, error: new Error('model service crashed') }] : [];
     if (INTERNAL_EVENTS.has(type)) return [];
     throw new Error(`getLifecyclePaths: the machine accepts ${type}, which has no variants here`);
   };
@@ -206,7 +210,7 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
   const paths = simplePathsToFinalStates(machine, {
     input: { runId: 'run', ...limits, now: () => 0, random },
     events: (snapshot) => {
-      const types = new Set(getNextTransitions(snapshot).map((t) => t.eventType));
+      const types = new Set(getNextTransitions(snapshot).map((t) => t.eventType as string));
       return [...types].flatMap((type) => variants(snapshot, type)) as RunMachineEvent[];
     },
   }).map((events) => replayWithFeasibleLimits(machine, events, limits, random));
@@ -298,7 +302,7 @@ function replay(
   let now = 0;
   const timers = new Map<string, Timer>();
   let [snapshot, actions] = initialTransition(machine, { runId: 'run', ...limits, now: () => now, random });
-  let effects = applyActions(actions, timers, now);
+  applyActions(actions, timers, now);
   const steps: LifecycleStep[] = [];
   let modelRequests = 0;
   let conflict: Replay['conflict'];
@@ -317,7 +321,7 @@ function replay(
       action = toAction(event);
     }
     [snapshot, actions] = transition(machine, snapshot, event as RunMachineEvent);
-    effects = applyActions(actions, timers, now);
+    const effects = applyActions(actions, timers, now);
     if (effects.requestsModel) modelRequests++;
     const modelEnded = action.type === 'end' || action.type === 'error' || action.type === 'crash';
     steps.push({
@@ -331,8 +335,9 @@ function replay(
       abortsModel: effects.stopsModel && !modelEnded,
     });
   }
-  if (snapshot.status !== 'done') throw new Error(`getLifecyclePaths: ${describeEvents(events)} does not end the run`);
-  const output = snapshot.output!;
+  if (snapshot.status !== 'done')
+    throw new Error(`getLifecyclePaths: ${describeEvents(events)} does not end the run`);
+  const output = snapshot.output;
   return {
     path: {
       name: steps.map((step) => describeAction(step.action)).join(' → '),
@@ -353,7 +358,11 @@ interface Effects {
 }
 
 /** Reads the effects a transition asks for: timers set and cancelled, content emitted, the model started or stopped. */
-function applyActions(actions: readonly { type: string; params: unknown }[], timers: Map<string, Timer>, now: number): Effects {
+function applyActions(
+  actions: readonly { type: string; params: unknown }[],
+  timers: Map<string, Timer>,
+  now: number,
+): Effects {
   const effects: Effects = { emitted: [], requestsModel: false, stopsModel: false };
   for (const { type, params } of actions) {
     const p = (params ?? {}) as Record<string, unknown>;
@@ -368,7 +377,7 @@ function applyActions(actions: readonly { type: string; params: unknown }[], tim
       if (event.type === 'content') effects.emitted.push(event.delta ?? '');
     } else if (type === 'xstate.spawnChild' && p.src === 'model') {
       effects.requestsModel = true;
-    } else if (type === 'xstate.stopChild' && (p as { id?: unknown }).id === 'model') {
+    } else if (type === 'xstate.stopChild' && p.id === 'model') {
       effects.stopsModel = true;
     }
   }

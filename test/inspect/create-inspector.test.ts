@@ -195,6 +195,35 @@ describe('createInspector: the feed', () => {
     });
   });
 
+  it('reports a machine that threw as failed, whatever state it stopped in', () => {
+    const inspector = createInspector();
+    const crashing = createMachine({
+      context: { runId: 'boom' },
+      initial: 'streaming',
+      states: {
+        streaming: {
+          on: {
+            GO: {
+              actions: () => {
+                throw new Error('bug');
+              },
+            },
+          },
+        },
+      },
+    });
+    const actor = createActor(crashing, { inspect: inspector.inspect });
+    actor.subscribe({ error: () => {} });
+    actor.start().send({ type: 'GO' });
+    expect(inspector.listRuns()).toEqual([
+      expect.objectContaining({
+        run_id: 'boom',
+        status: 'failed',
+        error: { code: 'INTERNAL', message: 'Error: bug' },
+      }),
+    ]);
+  });
+
   it('ignores actors that are not runs, and does nothing for a listener that throws but drop it', async () => {
     const error = vi.spyOn(console, 'error').mockImplementation(() => {});
     const { inspector, start } = setup();

@@ -9,7 +9,7 @@ const tsx = fileURLToPath(new URL('../../node_modules/.bin/tsx', import.meta.url
 
 describe('examples/inspect_run.ts (offline)', () => {
   it('inspects an agent with the built-in inspector and @statelyai/inspect together, without the network', async () => {
-    const { stdout } = await run(tsx, ['--conditions=source', 'examples/inspect_run.ts'], {
+    const { stdout } = await run(tsx, ['--conditions=runstate-source', 'examples/inspect_run.ts'], {
       cwd: root,
       env: { ...process.env, OPENAI_API_KEY: '', OPENAI_BASE_URL: '' },
       timeout: 30_000,

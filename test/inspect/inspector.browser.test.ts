@@ -5,7 +5,6 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import express from 'express';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
@@ -102,7 +101,7 @@ async function activeStates(page: Page): Promise<string[]> {
   return paths.map((path) => path ?? '').sort();
 }
 
-/** createApp's express app with the inspector mounted the way the server will mount it. */
+/** createApp's app with the inspector mounted as `runstate serve` mounts it (`mount` option). */
 async function startAppWithInspector(): Promise<Target> {
   const inspector: Inspector = createInspector();
   const orchestrator = createOrchestrator({ inspect: inspector.inspect });
@@ -112,11 +111,8 @@ async function startAppWithInspector(): Promise<Target> {
     model: new OfflineModel({ tokensPerSecond: 20 }),
     orchestrator,
   });
-  const runstate = createApp({ agents: [agent], securityKey: '' });
-  const outer = express();
-  outer.use('/inspect', inspector.handler);
-  outer.use(runstate.app);
-  const server: Server = createServer(outer);
+  const runstate = createApp({ agents: [agent], securityKey: '', mount: { '/inspect': inspector.handler } });
+  const server: Server = createServer(runstate.app);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   return {
@@ -124,7 +120,7 @@ async function startAppWithInspector(): Promise<Target> {
     orchestrator,
     agent,
     async close() {
-      inspector.close();
+      inspector.close(); // the feeds only watch: end them, or shutdown would wait for them
       await runstate.shutdown();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -160,7 +156,7 @@ describe.skipIf(!hasChromium)(title, () => {
     }
   });
 
-  it('mounted on createApp: the page cancels through POST /agents/:agent_id/runs/:run_id/cancel', async () => {
+  it('mounted in createApp: the page cancels through the server’s POST /agents/:agent_id/runs/:run_id/cancel', async () => {
     const target = await startAppWithInspector();
     try {
       await cancelFromThePage(target);

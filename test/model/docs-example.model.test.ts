@@ -80,7 +80,11 @@ describe('Support Bot: every lifecycle path of a run', () => {
     }
 
     const output = await stream.result;
-    expect(output).toMatchObject({ status: path.status, content: path.output.content, error: path.output.error });
+    expect(output).toMatchObject({
+      status: path.status,
+      content: path.output.content,
+      error: path.output.error,
+    });
     const events: RunEvent[] = [];
     for await (const event of agent.orchestrator.events(stream.runId)) events.push(event);
     checkRunEvents(events, path.status);
@@ -95,7 +99,10 @@ describe('docs/testing.md', () => {
   it('shows the code this file runs', () => {
     const page = readFileSync(new URL('../../docs/testing.md', import.meta.url), 'utf8');
     const source = readFileSync(new URL(import.meta.url), 'utf8');
-    const example = source.slice(source.indexOf('// --- example ---\n') + 19, source.indexOf('// --- end of example ---'));
+    const example = source.slice(
+      source.indexOf('// --- example ---\n') + 19,
+      source.indexOf('// --- end of example ---'),
+    );
     const block = /```ts\n(import [^]*?)```/.exec(page.slice(page.indexOf('## Test your own agent')))?.[1];
     expect(block, 'the example block of docs/testing.md').toBeDefined();
     // The page's block: its imports, a blank line, then this file's example.

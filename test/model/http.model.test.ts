@@ -31,7 +31,7 @@ function stateWatcher() {
   const values = new Map<string, StateValue>();
   let waiters: Array<() => void> = [];
   return {
-    inspect(event: InspectionEvent) {
+    inspect: (event: InspectionEvent) => {
       if (event.type !== '@xstate.snapshot') return;
       const snapshot = event.snapshot as { value?: StateValue; context?: { runId?: unknown } };
       const runId = snapshot.context?.runId;
@@ -89,7 +89,12 @@ function upstreamAnswers(path: LifecyclePath): FakeResponse[] {
     // An error before any output is an HTTP error status; everything else is a held stream the test drives.
     if (action?.type === 'error') {
       const { status = 500, message, retryAfterMs } = action.error;
-      answers.push({ fault: 'status', status, message, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
+      answers.push({
+        fault: 'status',
+        status,
+        message,
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+      });
     } else {
       answers.push({ fault: 'stall', chunks: 0 });
     }
@@ -123,7 +128,12 @@ async function replayOverHttp(path: LifecyclePath) {
   });
   const base = `${server.url}/agents/writer`;
   const post = (url: string, body: unknown, signal?: AbortSignal) =>
-    fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
+    fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal,
+    });
 
   // A run of another agent holds the only slot, so the run under test is `pending` for real.
   upstream.enqueue({ fault: 'stall', chunks: 0 }, ...upstreamAnswers(path));
@@ -200,9 +210,16 @@ async function replayOverHttp(path: LifecyclePath) {
       expect(request!.clientAborted, `${at}: upstream request aborted`).toBe(true);
     }
     if (disconnected) continue;
-    for (const delta of step.emitted) expect(await read(), at).toMatchObject({ event: 'RunContent', content: delta });
-    if (matchesState('completed', step.value) || matchesState('cancelled', step.value) || matchesState('failed', step.value)) {
-      expect(await read(), at).toMatchObject({ event: { completed: 'RunCompleted', cancelled: 'RunCancelled', failed: 'RunError' }[path.status] });
+    for (const delta of step.emitted)
+      expect(await read(), at).toMatchObject({ event: 'RunContent', content: delta });
+    if (
+      matchesState('completed', step.value) ||
+      matchesState('cancelled', step.value) ||
+      matchesState('failed', step.value)
+    ) {
+      expect(await read(), at).toMatchObject({
+        event: { completed: 'RunCompleted', cancelled: 'RunCancelled', failed: 'RunError' }[path.status],
+      });
       expect(await stream.next(), `${at}: the stream ends after the terminal event`).toBeUndefined();
     }
   }
@@ -216,7 +233,8 @@ async function replayOverHttp(path: LifecyclePath) {
     // A stream that breaks after output fails as MODEL_STREAM_INCOMPLETE; the other errors keep their code and status.
     const broke = last.type === 'error' && request!.response.fault !== 'status';
     expect(output.error?.code).toBe(broke ? 'MODEL_STREAM_INCOMPLETE' : path.output.error!.code);
-    if (!broke && path.output.error?.status !== undefined) expect(output.error?.status).toBe(path.output.error.status);
+    if (!broke && path.output.error?.status !== undefined)
+      expect(output.error?.status).toBe(path.output.error.status);
   }
   if (path.status === 'completed') expect(request!.clientAborted).toBe(false);
   const events: RunEvent[] = [];

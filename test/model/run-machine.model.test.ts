@@ -13,12 +13,10 @@ import {
   type AnyActorRef,
   type AnyEventObject,
   type InspectionEvent,
-  type StateValue,
 } from 'xstate';
 import { runMachine, type ModelServiceInput, type RunMachineEvent } from '../../machines/run.machine.js';
 import { getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
 import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from './support.js';
-
 
 const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, serviceCrashes: true });
 
@@ -101,14 +99,18 @@ function replayOnActor(path: LifecyclePath) {
     }
     visit();
     const snapshot = actor.getSnapshot();
-    expect(snapshot.value, at).toEqual(step.value as StateValue);
+    expect(snapshot.value, at).toEqual(step.value);
     expect(snapshot.context.content, at).toBe(step.content);
     expect(emitted, at).toEqual(step.emitted);
     expect(calls.length - callsBefore, `${at}: model requests`).toBe(step.requestsModel ? 1 : 0);
-    if (step.requestsModel) expect(calls.at(-1)!.input).toEqual({ runId: 'run', attempt: snapshot.context.attempt });
+    if (step.requestsModel)
+      expect(calls.at(-1)!.input).toEqual({ runId: 'run', attempt: snapshot.context.attempt });
     if (current && action.type !== 'crash') {
       // The service is stopped exactly when the run leaves the attempt that invoked it.
-      const leftAttempt = step.status !== 'streaming' || step.requestsModel || matchesState({ streaming: 'retrying' }, step.value);
+      const leftAttempt =
+        step.status !== 'streaming' ||
+        step.requestsModel ||
+        matchesState({ streaming: 'retrying' }, step.value);
       expect(current.stopped, `${at}: model service stopped`).toBe(leftAttempt);
     }
   }
@@ -151,9 +153,14 @@ describe('the test model covers the machine, no more and no less', () => {
     const sent = new Set(paths.flatMap((path) => path.steps.map((step) => step.event.type)));
     // TIMEOUT is raised by the machine's own timers (the `xstate.after.*` events the paths wait for).
     expect([...sent].sort()).toEqual([...accepted].filter((type) => type !== 'TIMEOUT').sort());
-    expect([...accepted].filter((type) => !type.startsWith('xstate.')).sort()).toEqual(
-      ['CANCEL', 'CHUNK', 'DONE', 'ERROR', 'START', 'TIMEOUT'],
-    );
+    expect([...accepted].filter((type) => !type.startsWith('xstate.')).sort()).toEqual([
+      'CANCEL',
+      'CHUNK',
+      'DONE',
+      'ERROR',
+      'START',
+      'TIMEOUT',
+    ]);
   });
 
   it('reaches each final state, and cancels from every non-final state with every reason', () => {
@@ -165,10 +172,14 @@ describe('the test model covers the machine, no more and no less', () => {
       const before = path.steps.at(-2)?.value ?? 'pending';
       cancelledFrom.add(`${JSON.stringify(before)} ${last.action.reason}`);
     }
-    const states = ['"pending"', ...['requesting', 'receiving'].map((s) => JSON.stringify({ streaming: { attempt: s } }))];
+    const states = [
+      '"pending"',
+      ...['requesting', 'receiving'].map((s) => JSON.stringify({ streaming: { attempt: s } })),
+    ];
     states.push(JSON.stringify({ streaming: 'retrying' }));
     for (const state of states) {
-      for (const reason of ['api', 'code', 'client_disconnect', 'shutdown']) expect(cancelledFrom).toContain(`${state} ${reason}`);
+      for (const reason of ['api', 'code', 'client_disconnect', 'shutdown'])
+        expect(cancelledFrom).toContain(`${state} ${reason}`);
     }
   });
 
@@ -189,8 +200,10 @@ describe('the test model covers the machine, no more and no less', () => {
     const simple = getSimplePaths(runMachine, {
       input: { runId: 'run', ...defaults[0]!.limits, now: () => 0, random: () => 0.5 },
       events: (snapshot) =>
-        [...new Set(getNextTransitions(snapshot).map((t) => t.eventType))].flatMap((type) =>
-          (variantsOf.get(type) ?? []).filter((e) => e.type !== 'CHUNK' || e.delta === ['Hello', ' world'][snapshot.context.chunkCount]),
+        [...new Set(getNextTransitions(snapshot).map((t) => t.eventType as string))].flatMap((type) =>
+          (variantsOf.get(type) ?? []).filter(
+            (e) => e.type !== 'CHUNK' || e.delta === ['Hello', ' world'][snapshot.context.chunkCount],
+          ),
         ) as RunMachineEvent[],
       toState: (snapshot) => snapshot.status === 'done',
     });

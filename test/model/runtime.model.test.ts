@@ -7,7 +7,12 @@
 import { getEventListeners } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent.js';
-import { createOrchestrator, type Orchestrator, type RunEvent, type RunOutput } from '../../src/runtime/index.js';
+import {
+  createOrchestrator,
+  type Orchestrator,
+  type RunEvent,
+  type RunOutput,
+} from '../../src/runtime/index.js';
 import {
   checkRunEvents,
   createFakeModel,
@@ -65,13 +70,25 @@ function startSubject(layer: Layer, orchestrator: Orchestrator, path: LifecycleP
     return undefined;
   };
   if (layer === 'orchestrator') {
-    blocker = orchestrator.startRun({ agentId: 'blocker', agentName: 'Blocker', model: blockerModel, input: 'hold' }).result;
-    const run = orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'hello', limits: path.limits });
+    blocker = orchestrator.startRun({
+      agentId: 'blocker',
+      agentName: 'Blocker',
+      model: blockerModel,
+      input: 'hold',
+    }).result;
+    const run = orchestrator.startRun({
+      agentId: 'writer',
+      agentName: 'Writer',
+      model,
+      input: 'hello',
+      limits: path.limits,
+    });
     subject = {
       runId: run.runId,
       events: run.events()[Symbol.asyncIterator](),
       result: run.result,
-      cancel: (reason) => Promise.resolve(reason === 'shutdown' ? shutDown() : orchestrator.cancelRun(run.runId, reason)),
+      cancel: (reason) =>
+        Promise.resolve(reason === 'shutdown' ? shutDown() : orchestrator.cancelRun(run.runId, reason)),
       cancelAgain: () => orchestrator.cancelRun(run.runId, 'api'),
     };
   } else {
@@ -157,7 +174,8 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer) {
     const latest = model.calls.at(-1);
     if (step.abortsModel) expect(latest!.signal.aborted, `${at}: model signal aborted`).toBe(true);
     if (step.status === 'streaming' && step.requestsModel) expect(latest!.signal.aborted, at).toBe(false);
-    if (step.status === 'streaming' && action.type === 'chunk') expect(latest!.signal.aborted, at).toBe(false);
+    if (step.status === 'streaming' && action.type === 'chunk')
+      expect(latest!.signal.aborted, at).toBe(false);
     if (!disconnected) {
       for (const delta of step.emitted) {
         const event = await pull(events);

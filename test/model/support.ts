@@ -11,9 +11,19 @@ export const MACHINE_ERRORS: RunErrorData[] = [
   // Retried after an exponential backoff with jitter.
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream 502', status: 502, retryable: true },
   // Retryable, but the server asks for a wait longer than maxRetryAfterMs: failed at once.
-  { code: 'MODEL_REQUEST_FAILED', message: 'upstream 429', status: 429, retryable: true, retryAfterMs: 60_000 },
+  {
+    code: 'MODEL_REQUEST_FAILED',
+    message: 'upstream 429',
+    status: 429,
+    retryable: true,
+    retryAfterMs: 60_000,
+  },
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream 400', status: 400, retryable: false },
-  { code: 'MODEL_STREAM_INCOMPLETE', message: 'the model stream ended without a finish reason', retryable: false },
+  {
+    code: 'MODEL_STREAM_INCOMPLETE',
+    message: 'the model stream ended without a finish reason',
+    retryable: false,
+  },
 ];
 /**
  * The random source of retry jitter, shared by the paths and the runs that replay them. 0.5 keeps
@@ -31,7 +41,10 @@ export function settle(): Promise<void> {
 }
 
 /** Only the timers and the clock are faked: `setImmediate` and microtasks stay real for `settle`. */
-export const FAKE_TIMERS = { toFake: ['setTimeout', 'clearTimeout', 'Date'] as const, now: 1_700_000_000_000 };
+export const FAKE_TIMERS = {
+  toFake: ['setTimeout', 'clearTimeout', 'Date'] as const,
+  now: 1_700_000_000_000,
+};
 
 /** The next event of a run, which must already be in its log: fails at once instead of hanging. */
 export async function pull(events: AsyncIterator<RunEvent>): Promise<RunEvent> {
@@ -83,7 +96,11 @@ export function failCall(call: FakeModelCall, error: RunErrorData): void {
   );
 }
 
-export const TERMINAL_EVENT = { completed: 'RunCompleted', cancelled: 'RunCancelled', failed: 'RunError' } as const;
+export const TERMINAL_EVENT = {
+  completed: 'RunCompleted',
+  cancelled: 'RunCancelled',
+  failed: 'RunError',
+} as const;
 
 /** The wire events a path must publish, after `RunStarted`: one `RunContent` per delta, then the terminal one. */
 export function expectedEventNames(path: LifecyclePath): string[] {
@@ -97,7 +114,7 @@ export function expectedEventNames(path: LifecyclePath): string[] {
 export function actorTracker() {
   const actors = new Set<ActorRefLike>();
   return {
-    inspect(event: InspectionEvent) {
+    inspect: (event: InspectionEvent) => {
       if (event.type === '@xstate.actor') actors.add(event.actorRef);
     },
     get size() {

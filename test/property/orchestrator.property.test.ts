@@ -11,8 +11,18 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CancelReason } from '../../machines/run-types.js';
 import { Agent } from '../../src/agent.js';
 import { RunstateError } from '../../src/errors.js';
-import { createOrchestrator, type Orchestrator, type RunEvent, type RunStatus } from '../../src/runtime/index.js';
-import { checkRunEvents, createFakeModel, type FakeModel, type FakeModelCall } from '../../src/testing/index.js';
+import {
+  createOrchestrator,
+  type Orchestrator,
+  type RunEvent,
+  type RunStatus,
+} from '../../src/runtime/index.js';
+import {
+  checkRunEvents,
+  createFakeModel,
+  type FakeModel,
+  type FakeModelCall,
+} from '../../src/testing/index.js';
 import { actorTracker, FAKE_TIMERS, settle } from '../model/support.js';
 
 /** Who cancels: `answers` says whether a `true` is possible from that caller. */
@@ -64,7 +74,10 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     arbitrary: fc.record({
       kind: fc.constant('cancel' as const),
       run,
-      callers: fc.array(fc.constantFrom(...(Object.keys(CALLERS) as Caller[])), { minLength: 1, maxLength: 3 }),
+      callers: fc.array(fc.constantFrom(...(Object.keys(CALLERS) as Caller[])), {
+        minLength: 1,
+        maxLength: 3,
+      }),
       settle: fc.boolean(),
     }),
   },
@@ -178,10 +191,17 @@ async function play(scenario: Scenario): Promise<void> {
       if (status(entry) === 'pending') expect(entry.calls).toHaveLength(0);
       for (const record of entry.calls) {
         if (record.endedBy) continue;
-        expect(record.call.signal.aborted, `run ${entry.runId} call ${record.call.index}`).toBe(FINAL.has(status(entry)));
+        expect(record.call.signal.aborted, `run ${entry.runId} call ${record.call.index}`).toBe(
+          FINAL.has(status(entry)),
+        );
       }
     }
     expect(orchestrator.activeCount).toBe(runs.filter((entry) => !FINAL.has(status(entry))).length);
+    // The concurrency limit holds, and no run waits while a slot is free (before shutdown).
+    const streaming = runs.filter((entry) => status(entry) === 'streaming').length;
+    const pending = runs.filter((entry) => status(entry) === 'pending').length;
+    expect(streaming).toBeLessThanOrEqual(scenario.maxConcurrentRuns);
+    if (pending > 0) expect(streaming).toBe(scenario.maxConcurrentRuns);
   };
 
   // Every reader starts reading at once, as a `for await` loop does.
@@ -203,7 +223,8 @@ async function play(scenario: Scenario): Promise<void> {
         const entry = pool[command.run % pool.length]!;
         const record = callOf(entry);
         if (!record) break;
-        if (!record.endedBy && !record.call.signal.aborted && command.kind !== 'emit') record.endedBy = command.kind;
+        if (!record.endedBy && !record.call.signal.aborted && command.kind !== 'emit')
+          record.endedBy = command.kind;
         if (command.kind === 'emit') {
           record.emitted.push(command.delta);
           record.call.emit(command.delta);
@@ -266,7 +287,11 @@ async function play(scenario: Scenario): Promise<void> {
         await entry.reader.return!(undefined);
         expect(FINAL.has(status(entry))).toBe(true);
         const terminal = await lastEvent(orchestrator, entry.runId);
-        if (!FINAL.has(before) && terminal.event === 'RunCancelled' && terminal.reason === 'client_disconnect') {
+        if (
+          !FINAL.has(before) &&
+          terminal.event === 'RunCancelled' &&
+          terminal.reason === 'client_disconnect'
+        ) {
           entry.cancelledBy.push({ reason: 'client_disconnect', content: contentBefore });
         }
         break;
@@ -283,8 +308,10 @@ async function play(scenario: Scenario): Promise<void> {
         });
         checkSignals();
         await shutdown;
-        expect(() => orchestrator.startRun({ agentId: 'x', agentName: 'X', model: createFakeModel(), input: 'late' })).toThrow(
-          expect.objectContaining({ code: 'SHUTTING_DOWN' }),
+        expect(() =>
+          orchestrator.startRun({ agentId: 'x', agentName: 'X', model: createFakeModel(), input: 'late' }),
+        ).toThrow(
+          expect.objectContaining({ code: 'SHUTTING_DOWN', message: 'the orchestrator is shutting down' }),
         );
         break;
       }
@@ -314,7 +341,9 @@ async function play(scenario: Scenario): Promise<void> {
     const terminal = entry.observed.at(-1)!;
 
     // Deltas reach the log in order, each once, only from the request that streamed.
-    const deltas = entry.observed.filter((event) => event.event === 'RunContent').map((event) => event.content);
+    const deltas = entry.observed
+      .filter((event) => event.event === 'RunContent')
+      .map((event) => event.content);
     const last = entry.calls.at(-1);
     const sent = (last?.emitted ?? []).filter((delta) => delta !== '');
     expect(deltas).toEqual(sent.slice(0, deltas.length));
@@ -324,7 +353,11 @@ async function play(scenario: Scenario): Promise<void> {
     if (final === 'cancelled') {
       expect(entry.cancelledBy).toHaveLength(1);
       const [cancel] = entry.cancelledBy;
-      expect(terminal).toMatchObject({ event: 'RunCancelled', reason: cancel!.reason, content: cancel!.content });
+      expect(terminal).toMatchObject({
+        event: 'RunCancelled',
+        reason: cancel!.reason,
+        content: cancel!.content,
+      });
       expect(output.content).toBe(cancel!.content);
     } else {
       expect(entry.cancelledBy).toHaveLength(0);

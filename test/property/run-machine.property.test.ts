@@ -7,8 +7,14 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { getNextTransitions, initialTransition, transition, type AnyEventObject } from 'xstate';
-import { runMachine, type RunMachineEvent, type RunSnapshot } from '../../machines/run.machine.js';
+import { createActor, getNextTransitions, initialTransition, transition, type AnyEventObject } from 'xstate';
+import {
+  isFinalStatus,
+  runMachine,
+  runStatusOf,
+  type RunMachineEvent,
+  type RunSnapshot,
+} from '../../machines/run.machine.js';
 import type { CancelReason, RetryPolicy, RunErrorData, TokenUsage } from '../../machines/run-types.js';
 
 type RefState = 'pending' | 'requesting' | 'receiving' | 'retrying' | 'completed' | 'cancelled' | 'failed';
@@ -63,7 +69,11 @@ function reference(ref: Ref, command: Command, retry: RetryPolicy, random: numbe
       break;
     case 'DONE':
       if (!IN_ATTEMPT.includes(ref.state)) break;
-      Object.assign(next, { state: 'completed', finishReason: command.finishReason, usage: command.usage ?? null });
+      Object.assign(next, {
+        state: 'completed',
+        finishReason: command.finishReason,
+        usage: command.usage ?? null,
+      });
       break;
     case 'ERROR': {
       if (!IN_ATTEMPT.includes(ref.state)) break;
@@ -86,7 +96,11 @@ function reference(ref: Ref, command: Command, retry: RetryPolicy, random: numbe
       if (command.timer === 'runTimeout' && STREAMING.includes(ref.state)) {
         fail({ code: 'RUN_TIMEOUT', message: 'the run exceeded its time limit', retryable: false });
       } else if (command.timer === 'idleTimeout' && IN_ATTEMPT.includes(ref.state)) {
-        fail({ code: 'RUN_TIMEOUT', message: 'the model sent nothing within the idle timeout', retryable: false });
+        fail({
+          code: 'RUN_TIMEOUT',
+          message: 'the model sent nothing within the idle timeout',
+          retryable: false,
+        });
       } else if (command.timer === 'retryDelay' && ref.state === 'retrying') {
         Object.assign(next, { state: 'requesting', attempt: ref.attempt + 1, error: null });
       }
@@ -107,7 +121,8 @@ const errorArb: fc.Arbitrary<RunErrorData> = fc.record(
     message: fc.constantFrom('upstream 503', 'reset'),
     status: fc.constantFrom(429, 500, 503),
     retryable: fc.boolean(),
-    retryAfterMs: fc.integer({ min: 0, max: 2_000 }),
+    // Around the policies' maxRetryAfterMs (0 or 1000), where a retry turns into a failure.
+    retryAfterMs: fc.oneof(fc.constantFrom(0, 1, 999, 1_000, 1_001), fc.integer({ min: 0, max: 2_000 })),
   },
   { requiredKeys: ['code', 'message', 'retryable'] },
 );
@@ -121,7 +136,10 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     }),
     weight: 1,
   },
-  { arbitrary: fc.record({ type: fc.constant('CHUNK' as const), delta: fc.string({ maxLength: 4 }) }), weight: 5 },
+  {
+    arbitrary: fc.record({ type: fc.constant('CHUNK' as const), delta: fc.string({ maxLength: 4 }) }),
+    weight: 5,
+  },
   {
     arbitrary: fc.record({
       type: fc.constant('DONE' as const),
@@ -149,7 +167,7 @@ const retryArb: fc.Arbitrary<RetryPolicy> = fc.record({
   maxAttempts: fc.integer({ min: 1, max: 4 }),
   baseDelayMs: fc.integer({ min: 1, max: 1_000 }),
   maxDelayMs: fc.integer({ min: 1, max: 4_000 }),
-  maxRetryAfterMs: fc.integer({ min: 0, max: 2_000 }),
+  maxRetryAfterMs: fc.constantFrom(0, 1_000),
 });
 
 /** The machine event for a command; for a timer, the `xstate.after.*` event of that timer if it runs. */
@@ -157,7 +175,7 @@ function toEvent(snapshot: RunSnapshot, command: Command): AnyEventObject | unde
   if (command.type !== 'FIRE') return command;
   const prefix = `xstate.after.${command.timer}.`;
   return getNextTransitions(snapshot)
-    .map((t) => ({ type: t.eventType }))
+    .map((t) => ({ type: t.eventType as string }))
     .find((event) => event.type.startsWith(prefix));
 }
 
@@ -172,7 +190,12 @@ describe('run machine against a reference model', () => {
           let now = 1_000;
           const createdAt = now;
           let endedAt = now;
-          let [snapshot] = initialTransition(runMachine, { runId: 'r', retry, now: () => now, random: () => random });
+          let [snapshot] = initialTransition(runMachine, {
+            runId: 'r',
+            retry,
+            now: () => now,
+            random: () => random,
+          });
           let ref: Ref = {
             state: 'pending',
             attempt: 0,
@@ -204,6 +227,10 @@ describe('run machine against a reference model', () => {
             if (!FINAL.includes(ref.state) && FINAL.includes(expected.state)) endedAt = now;
             ref = expected;
             expect(snapshot.value).toEqual(refValue(ref.state));
+            expect(runStatusOf(snapshot)).toBe(
+              FINAL.includes(ref.state) ? ref.state : ref.state === 'pending' ? 'pending' : 'streaming',
+            );
+            expect(isFinalStatus(runStatusOf(snapshot))).toBe(snapshot.status === 'done');
             const { context } = snapshot;
             expect(context.content).toBe(ref.content);
             expect(context.chunkCount).toBe(ref.chunks);
@@ -235,5 +262,14 @@ describe('run machine against a reference model', () => {
       ),
       { numRuns: 400, seed: 4_2025 },
     );
+  });
+
+  it('fails a run whose machine was given no model service, instead of waiting forever', () => {
+    const actor = createActor(runMachine, { input: { runId: 'r' } }).start();
+    actor.send({ type: 'START' });
+    expect(actor.getSnapshot().output).toMatchObject({
+      status: 'failed',
+      error: { code: 'INTERNAL', message: 'no model service was provided', retryable: false },
+    });
   });
 });

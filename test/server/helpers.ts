@@ -2,7 +2,7 @@
  * Shared by the server tests: a real app on an ephemeral 127.0.0.1 port, agents on a fake model,
  * and an SSE reader built on eventsource-parser.
  */
-import { EventSourceParserStream } from './sse-parser.js';
+import { EventSourceParserStream } from 'eventsource-parser/stream';
 import { afterEach, expect } from 'vitest';
 import { Agent, createOrchestrator, type OrchestratorOptions, type RunEvent } from '../../src/index.js';
 import type { ChatModel } from '../../src/model/chat-model.js';

@@ -374,3 +374,22 @@ describe('events of a finished run', () => {
     );
   });
 });
+
+describe('mounted handlers', () => {
+  it('are reached before the 404, behind auth, and pass on what they do not serve', async () => {
+    const { url } = await serveFake({
+      securityKey: 'key',
+      mount: {
+        '/extra': (req, res, next) => {
+          if (req.url !== '/hello') return next();
+          res.setHeader('content-type', 'text/plain');
+          res.end('hi');
+        },
+      },
+    });
+    const auth = { authorization: 'Bearer key' };
+    await expectError(await fetch(`${url}/extra/hello`), 401, 'UNAUTHORIZED');
+    expect(await (await fetch(`${url}/extra/hello`, { headers: auth })).text()).toBe('hi');
+    await expectError(await fetch(`${url}/extra/other`, { headers: auth }), 404, 'NOT_FOUND');
+  });
+});

@@ -1,0 +1,81 @@
+/**
+ * Property-based test of the in-memory event log: random appends, closes, reads and followers that
+ * attach at any time, from any `seq`, and wait together. Every follower sees exactly the events after
+ * its `seq`, in order, and ends once the log is closed; `read` is a slice; a closed log refuses appends.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { MemoryEventLog, type RunEvent } from '../../src/runtime/index.js';
+
+type Op =
+  { kind: 'append' } | { kind: 'follow'; after: number } | { kind: 'read'; after: number } | { kind: 'tick' };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 4, arbitrary: fc.constant({ kind: 'append' as const }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant('follow' as const), after: fc.integer({ min: -2, max: 8 }) }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('read' as const), after: fc.integer({ min: -2, max: 8 }) }),
+  },
+  { weight: 2, arbitrary: fc.constant({ kind: 'tick' as const }) },
+);
+
+const event = (seq: number): RunEvent => ({
+  event: 'RunContent',
+  content: `#${seq}`,
+  run_id: 'r',
+  agent_id: 'a',
+  agent_name: 'A',
+  session_id: 's',
+  created_at: 0,
+  seq,
+});
+
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe('MemoryEventLog', () => {
+  it('replays then follows, for any number of followers, until it is closed', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { maxLength: 30 }), async (ops) => {
+        const log = new MemoryEventLog();
+        const appended: RunEvent[] = [];
+        const followers: { after: number; seen: RunEvent[]; done: Promise<void> }[] = [];
+        for (const op of ops) {
+          if (op.kind === 'append') {
+            const next = event(appended.length + 1);
+            log.append(next);
+            appended.push(next);
+            expect(log.size).toBe(appended.length);
+          } else if (op.kind === 'follow') {
+            const seen: RunEvent[] = [];
+            const done = (async () => {
+              for await (const e of log.follow(op.after)) seen.push(e);
+            })();
+            followers.push({ after: op.after, seen, done });
+          } else if (op.kind === 'read') {
+            expect(log.read(op.after)).toEqual(appended.slice(Math.max(0, op.after)));
+          } else {
+            await tick();
+            // Followers that had time to run have caught up with everything appended.
+            for (const f of followers) expect(f.seen).toEqual(appended.slice(Math.max(0, f.after)));
+          }
+        }
+        expect(log.closed).toBe(false);
+        log.close();
+        expect(log.closed).toBe(true);
+        expect(log.read()).toEqual(appended);
+        expect(() => log.append(event(appended.length + 1))).toThrow('event log of run r is closed');
+        await Promise.all(followers.map((f) => f.done));
+        for (const f of followers) expect(f.seen).toEqual(appended.slice(Math.max(0, f.after)));
+        // A follower that attaches after the close replays and ends at once.
+        const late: RunEvent[] = [];
+        for await (const e of log.follow()) late.push(e);
+        expect(late).toEqual(appended);
+      }),
+      { numRuns: 200, seed: 7_1105 },
+    );
+  });
+});
