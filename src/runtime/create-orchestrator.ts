@@ -228,7 +228,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       content: output.content,
       status: output.status,
     });
-    finished.push(entry);
+    // Only registered runs are retained: a run forgotten by deleteSession must not push others out.
+    if (runs.get(entry.runId) === entry) finished.push(entry);
     if (entry.started) streamingCount--;
     else removeFrom(waiting, entry);
     entry.resolve(record);
@@ -441,14 +442,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     deleteSession(sessionId) {
       const session = sessions.get(sessionId);
       if (!session) return false;
-      for (const runId of session.run_ids) cancelRun(runId, 'api');
-      sessions.delete(sessionId);
-      for (const runId of session.run_ids) {
-        const entry = runs.get(runId);
-        if (!entry) continue;
-        runs.delete(runId);
+      // Forget the runs first, then cancel the active ones: their terminal events still reach
+      // their subscribers, but they no longer count against retention.
+      const entries = session.run_ids.flatMap((runId) => runs.get(runId) ?? []);
+      for (const entry of entries) {
+        runs.delete(entry.runId);
         removeFrom(finished, entry);
       }
+      for (const entry of entries) if (!entry.output) entry.actor.send({ type: 'CANCEL', reason: 'api' });
+      sessions.delete(sessionId);
       return true;
     },
     get size() {

@@ -140,12 +140,6 @@ describe('run registry', () => {
               }
             } else {
               const entry = sessions.get(op.session);
-              // Known issue (see the `it.fails` below): the runs a deletion cancels count against
-              // `maxFinishedRuns` for a moment and push out finished runs of other sessions.
-              const cancels = runs.some(
-                (r) => entry?.runs.includes(r.id) && !r.deleted && r.status === 'streaming',
-              );
-              if (cancels && maxFinishedRuns < 1_000) continue;
               expect(orchestrator.deleteSession(op.session)).toBe(entry !== undefined);
               if (!entry) continue;
               sessions.delete(op.session);
@@ -205,8 +199,7 @@ describe('run registry', () => {
     );
   });
 
-  // Known issue: flip to `it` once deleteSession stops counting the runs it cancels against retention.
-  it.fails('deleting a session keeps the finished runs of other sessions', async () => {
+  it('deleting a session keeps the finished runs of other sessions', async () => {
     const orchestrator = createOrchestrator({ retention: { maxFinishedRuns: 1 } });
     const model = createFakeModel();
     const kept = orchestrator.startRun({
