@@ -1,9 +1,20 @@
 // @ts-check
 import js from '@eslint/js';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', 'reports/', '.stryker-tmp/', 'src/inspect/assets/'] },
+  {
+    ignores: [
+      'dist/',
+      'coverage/',
+      'reports/',
+      '.stryker-tmp/',
+      '.scratch/',
+      '.bench-scratch/',
+      'bench/results/',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -20,5 +31,10 @@ export default tseslint.config(
   {
     files: ['**/*.js', '**/*.mjs'],
     extends: [tseslint.configs.disableTypeChecked],
+  },
+  {
+    // The inspector page's script runs in the browser.
+    files: ['src/inspect/assets/**/*.js'],
+    languageOptions: { globals: globals.browser },
   },
 );
