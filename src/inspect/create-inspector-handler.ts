@@ -8,13 +8,15 @@ import type { MachineGraph } from './machine-graph.js';
 
 /**
  * A node:http request handler, also usable as express middleware: `next` is called for paths it
- * does not serve (without `next`, it answers 404).
+ * does not serve (without `next`, it answers 404). `publicPaths` are its static files (relative to
+ * the mount): the page, its script, style, elkjs and the chart. They hold no run data, so
+ * `createApp` serves them without a bearer token; runs, the feed and cancel stay behind it.
  */
-export type InspectorHandler = (
+export type InspectorHandler = ((
   req: IncomingMessage,
   res: ServerResponse,
   next?: (error?: unknown) => void,
-) => void;
+) => void) & { readonly publicPaths: readonly string[] };
 
 /** What the handler serves from; {@link createInspector} provides it. */
 export interface InspectorHandlerOptions {
@@ -49,6 +51,8 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   '/inspector.css': { file: 'inspector.css', type: 'text/css; charset=utf-8' },
 };
 const ELK_PATH = '/vendor/elk.bundled.js';
+/** `''`: the mount itself, which redirects to the page. */
+const PUBLIC_PATHS: readonly string[] = Object.freeze(['', ...Object.keys(ASSETS), ELK_PATH, '/graph.json']);
 
 /** Where the page's files are: next to this module in the sources, `src/inspect/assets` from `dist/`. */
 function assetsDir(): string {
@@ -182,7 +186,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     send(res, 200, file.type, gzip ? file.gzip! : file.body, headers);
   }
 
-  const handler: InspectorHandler = (req, res, next) => {
+  const handle = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): void => {
     const url = new URL(req.url ?? '/', 'http://inspector.invalid');
     let path = url.pathname;
     // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount.
@@ -217,6 +221,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     sendJson(res, 404, { detail: `${method} ${url.pathname} not found`, code: 'NOT_FOUND' });
   };
 
+  const handler: InspectorHandler = Object.assign(handle, { publicPaths: PUBLIC_PATHS });
   return {
     handler,
     close() {

@@ -6,7 +6,10 @@ import { RunstateError } from '../errors.js';
 export interface BearerAuthOptions {
   /** The token clients must send as `Authorization: Bearer <key>`. */
   securityKey: string;
-  /** Paths served without a token (`/health`, so probes need no secret). */
+  /**
+   * Paths served without a token, matched exactly (case and trailing slash included): `/health`, so
+   * probes need no secret, and the static files of mounted pages.
+   */
   openPaths?: readonly string[];
 }
 

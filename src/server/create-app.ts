@@ -15,12 +15,16 @@ import { trackResponses } from './track-responses.js';
 /** Origins allowed when none are configured: Agno's Agent UI on its default local port. */
 export const DEFAULT_CORS_ORIGINS: readonly string[] = ['http://localhost:3000', 'http://127.0.0.1:3000'];
 
-/** A node:http handler that calls `next` for requests it does not serve (express middleware too). */
-export type MountedHandler = (
+/**
+ * A node:http handler that calls `next` for requests it does not serve (express middleware too).
+ * Its `publicPaths`, relative to where it is mounted (`''` is the mount itself), are served without
+ * a bearer token: static files only, never data (the inspector's page, script and chart).
+ */
+export type MountedHandler = ((
   req: IncomingMessage,
   res: ServerResponse,
   next: (error?: unknown) => void,
-) => void;
+) => void) & { readonly publicPaths?: readonly string[] };
 
 /** Options of {@link createApp}. Only `agents` is required. */
 export interface CreateAppOptions {
@@ -43,7 +47,7 @@ export interface CreateAppOptions {
   logger?: Pick<Console, 'error'>;
   /**
    * More handlers by path, such as the inspector page: `{ '/inspect': inspector.handler }`. They
-   * come after CORS and auth and before the 404. `shutdown()` does not wait for their responses:
+   * come after CORS and auth (but for their `publicPaths`) and before the 404. `shutdown()` does not wait for their responses:
    * end long-lived ones (the inspector's feed) yourself.
    */
   mount?: Readonly<Record<string, MountedHandler>>;
@@ -104,8 +108,15 @@ export function createApp(options: CreateAppOptions): RunstateApp {
       maxAge: 600,
     }),
   );
-  if (securityKey) app.use(bearerAuth({ securityKey, openPaths: ['/health'] }));
-  for (const [path, handler] of Object.entries(options.mount ?? {})) app.use(path, handler);
+  const mounts = Object.entries(options.mount ?? {});
+  if (securityKey) {
+    // Exact paths: a mount's static files open, the rest of it (its data) behind the token.
+    const openPaths = mounts.flatMap(([path, handler]) =>
+      (handler.publicPaths ?? []).map((file) => `${path.replace(/\/+$/, '')}${file}` || '/'),
+    );
+    app.use(bearerAuth({ securityKey, openPaths: ['/health', ...openPaths] }));
+  }
+  for (const [path, handler] of mounts) app.use(path, handler);
   // Only runstate's own responses are waited for on shutdown (see `mount`).
   app.use(responses.middleware);
   app.use(agentRoutes(context));

@@ -1,5 +1,6 @@
 // runstate inspector page. Plain ES module, no build step and no network: the feed is SSE from
-// `feed`, the chart is `graph.json` laid out by elkjs (`vendor/elk.bundled.js`, which defines ELK).
+// `feed` (read with fetch, so it can carry the security key), the chart is `graph.json` laid out
+// by elkjs (`vendor/elk.bundled.js`, which defines ELK).
 /* global ELK */
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -11,41 +12,195 @@ const state = {
   runs: new Map(),
   selected: runFromHash(),
   cancelUrl: '../agents/{agent_id}/runs/{run_id}/cancel',
-  source: null,
+  /** The AbortController of the live feed. */
+  feed: null,
   chart: null,
   /** The selected run's log and content, as the feed sent them. */
   detail: null,
   /** Edges taken by the selected run's last state change. */
   taken: new Set(),
   cancelling: false,
+  /** `graph.json` was refused for want of a key: load it again once one is given. */
+  chartLocked: false,
 };
 
 // ---------------------------------------------------------------------------------------------
-// Feed
+// Security key: asked for on a 401, kept in sessionStorage (this tab only), sent as a header.
+// Never in a URL: it would end up in logs and history.
+
+const KEY_STORAGE = 'runstate.inspector.securityKey';
+
+function storedKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE);
+  } catch {
+    return null; // storage disabled: the key is asked for again on each refusal
+  }
+}
+
+/** `fetch` relative to the page, with `Authorization: Bearer <key>` when a key was given. */
+async function api(path, init = {}) {
+  const key = storedKey();
+  const headers = new Headers(init.headers);
+  if (key) headers.set('authorization', `Bearer ${key}`);
+  const response = await fetch(new URL(path, location.href), { cache: 'no-store', ...init, headers });
+  if (response.status === 401) askForKey(key);
+  return response;
+}
+
+/** Shows the key form; `refused` is the key the server just refused, if any. */
+function askForKey(refused) {
+  if (refused && storedKey() === refused) {
+    try {
+      sessionStorage.removeItem(KEY_STORAGE);
+    } catch {
+      // nothing stored
+    }
+  }
+  const form = $('auth');
+  const error = $('auth-error');
+  error.textContent = refused ? 'The server refused this key.' : '';
+  error.hidden = !refused;
+  if (form.hidden) {
+    form.hidden = false;
+    $('auth-key').focus();
+  }
+}
+
+function onKeySubmitted(event) {
+  event.preventDefault();
+  const key = $('auth-key').value.trim();
+  const error = $('auth-error');
+  // A header value carries printable ASCII only (fetch would throw on anything else).
+  if (!/^[\x20-\x7e]+$/.test(key)) {
+    error.textContent = 'A key is printable ASCII: letters, digits, punctuation.';
+    error.hidden = false;
+    return;
+  }
+  try {
+    sessionStorage.setItem(KEY_STORAGE, key);
+  } catch {
+    error.textContent = 'This browser does not keep the key (sessionStorage is disabled).';
+    error.hidden = false;
+    return;
+  }
+  $('auth-key').value = '';
+  $('auth').hidden = true;
+  connect();
+  if (state.chartLocked) startChart();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feed: Server-Sent Events read with fetch (EventSource cannot send an Authorization header).
+
+const FEED_HANDLERS = {
+  snapshot: onSnapshot,
+  runs: onRuns,
+  progress: onProgress,
+  removed: onRemoved,
+  detail: onDetail,
+  append: onAppend,
+};
+const MAX_RETRY_MS = 30_000;
 
 function connect() {
-  state.source?.close();
-  const url = state.selected ? `feed?run=${encodeURIComponent(state.selected)}` : 'feed';
-  const source = new EventSource(url);
-  state.source = source;
-  setConnection('connecting', 'connecting…');
-  source.addEventListener('error', () => {
-    if (source !== state.source) return;
-    if (source.readyState === EventSource.CLOSED) setConnection('closed', 'disconnected');
-    else setConnection('reconnecting', 'reconnecting…');
+  state.feed?.abort();
+  const feed = new AbortController();
+  state.feed = feed;
+  void follow(feed).catch((error) => {
+    if (feed.signal.aborted) return;
+    setConnection('closed', 'disconnected');
+    throw error;
   });
-  const handlers = {
-    snapshot: onSnapshot,
-    runs: onRuns,
-    progress: onProgress,
-    removed: onRemoved,
-    detail: onDetail,
-    append: onAppend,
-  };
-  for (const [type, handle] of Object.entries(handlers)) {
-    source.addEventListener(type, (event) => {
-      if (source === state.source) handle(JSON.parse(event.data));
-    });
+}
+
+/**
+ * Reads the feed until `feed` is aborted, reconnecting with backoff: the server's `retry` at first,
+ * doubled on each failure up to 30 s, back to the start once a connection delivers. Every
+ * connection begins with a fresh snapshot, so nothing is lost in between.
+ */
+async function follow(feed) {
+  const path = state.selected ? `feed?run=${encodeURIComponent(state.selected)}` : 'feed';
+  const stream = { retry: 2000, lastEventId: '' };
+  let failures = 0;
+  setConnection('connecting', 'connecting…');
+  while (!feed.signal.aborted) {
+    let delivered = false;
+    try {
+      const headers = { accept: 'text/event-stream' };
+      if (stream.lastEventId) headers['last-event-id'] = stream.lastEventId;
+      const response = await api(path, { headers, signal: feed.signal });
+      if (response.status === 401) {
+        setConnection('locked', 'security key needed');
+        return; // the key form calls connect() again
+      }
+      if (!response.ok || !response.body) throw new Error(`feed: ${response.status}`);
+      await readEvents(response.body, stream, (type, data) => {
+        if (feed !== state.feed) return;
+        delivered = true;
+        try {
+          FEED_HANDLERS[type]?.(JSON.parse(data));
+        } catch (error) {
+          reportError(error); // a bug in the page: report it, as an EventSource listener would, and read on
+        }
+      });
+    } catch {
+      // The connection failed or ended: try again below, unless this feed was replaced.
+    }
+    if (feed.signal.aborted) return;
+    failures = delivered ? 0 : failures + 1;
+    setConnection('reconnecting', 'reconnecting…');
+    await pause(Math.min(stream.retry * 2 ** failures, MAX_RETRY_MS), feed.signal);
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
+
+/**
+ * Parses an SSE body as the HTML spec's EventSource does: `event`, `data` (lines joined), `id` and
+ * `retry` fields, `:` comments; a blank line ends a frame.
+ */
+async function readEvents(body, stream, dispatch) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  let type = '';
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    const lines = buffer.split(/\r\n|\r|\n/);
+    buffer = lines.pop();
+    for (const line of lines) {
+      if (line === '') {
+        if (data.length > 0) dispatch(type || 'message', data.join('\n'));
+        type = '';
+        data = [];
+        continue;
+      }
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon === -1 ? line : line.slice(0, colon);
+      let text = colon === -1 ? '' : line.slice(colon + 1);
+      if (text.startsWith(' ')) text = text.slice(1);
+      if (field === 'event') type = text;
+      else if (field === 'data') data.push(text);
+      else if (field === 'id' && !text.includes('\0')) stream.lastEventId = text;
+      else if (field === 'retry' && /^\d+$/.test(text)) stream.retry = Number(text);
+    }
   }
 }
 
@@ -249,12 +404,10 @@ async function cancelSelected() {
   renderCancel(summary);
   setNotice('Cancelling…');
   try {
-    const response = await fetch(new URL(path, location.href), {
-      method: 'POST',
-      headers: { accept: 'application/json' },
-    });
+    const response = await api(path, { method: 'POST', headers: { accept: 'application/json' } });
     const body = await response.json().catch(() => ({}));
     if (response.ok) setNotice(`Cancel accepted: the run is ${body.status ?? 'cancelled'}.`);
+    else if (response.status === 401) setNotice('Cancel refused (401): enter the security key, then try again.', 'error');
     else setNotice(`Cancel refused (${response.status}): ${body.detail ?? response.statusText}`, 'error');
   } catch (error) {
     setNotice(`Cancel failed: ${error.message}`, 'error');
@@ -338,7 +491,10 @@ function renderLiveChunks(summary) {
 // Chart
 
 async function loadChart() {
-  const response = await fetch('graph.json');
+  // Served without a token by runstate's server; a proxy in front may still want one.
+  const response = await api('graph.json');
+  state.chartLocked = response.status === 401;
+  if (state.chartLocked) return;
   if (!response.ok) throw new Error(`graph.json: ${response.status}`);
   const graph = await response.json();
   const measure = createMeasurer();
@@ -694,9 +850,14 @@ addEventListener('hashchange', () => {
   const runId = runFromHash();
   if (runId && runId !== state.selected) select(runId);
 });
+$('auth').addEventListener('submit', onKeySubmitted);
 setInterval(renderDuration, 500);
 connect();
-loadChart().catch((error) => {
-  $('chart').textContent = `The chart could not be drawn: ${error.message}`;
-  throw error;
-});
+startChart();
+
+function startChart() {
+  loadChart().catch((error) => {
+    $('chart').textContent = `The chart could not be drawn: ${error.message}`;
+    throw error;
+  });
+}
