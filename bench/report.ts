@@ -74,6 +74,14 @@ const METRICS: MetricSpec[] = [
   },
   {
     scenario: 'concurrent',
+    metric: 'completed',
+    label: (c) => `${thousands(c.concurrent.runs)} concurrent runs: completed`,
+    unit: 'runs',
+    digits: 0,
+    reference: null,
+  },
+  {
+    scenario: 'concurrent',
     metric: 'rssPerRunKb',
     label: (c) => `${thousands(c.concurrent.runs)} concurrent runs: RSS per run`,
     unit: 'KB',

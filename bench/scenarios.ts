@@ -315,7 +315,7 @@ async function concurrencyScenario(
   // The HTTP server holds two sockets per run (its client's and the upstream's).
   const fds = openFilesLimit();
   if (2 * runs + 1_000 > fds) {
-    skipped.http = `needs ${2 * runs} sockets in the server process; the open-files limit here is ${fds}`;
+    skipped.http = `needs ${(2 * runs).toLocaleString('en-US')} sockets in the server process; the open-files limit here is ${fds.toLocaleString('en-US')}`;
   }
   if (scenario === 'mass' && ctx.config.freshProcesses) {
     // Inspection is measured by the other scenarios; this one is long enough without it.
