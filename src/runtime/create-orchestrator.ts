@@ -325,7 +325,21 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       input: request.input,
     });
 
-    actor.on('content', ({ delta }) => append(entry, { event: 'RunContent', content: delta }));
+    actor.on('content', ({ delta }) => {
+      try {
+        append(entry, { event: 'RunContent', content: delta });
+      } catch (error) {
+        // A throw here would escape xstate's emit and crash the process: fail the run instead.
+        actor.send({
+          type: 'ERROR',
+          error: {
+            code: 'INTERNAL',
+            message: error instanceof Error ? error.message : String(error),
+            retryable: false,
+          },
+        });
+      }
+    });
     actor.subscribe({
       complete: () => finish(entry, actor.getSnapshot().output!),
       // A machine that throws is a bug of ours; the run still ends, once, as failed.

@@ -39,7 +39,7 @@ const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 describe('MemoryEventLog', () => {
   it('replays then follows, for any number of followers, until it is closed', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { maxLength: 30 }), async (ops) => {
+      fc.asyncProperty(fc.array(opArb, { maxLength: 30, size: 'max' }), async (ops) => {
         const log = new MemoryEventLog();
         const appended: RunEvent[] = [];
         const followers: { after: number; seen: RunEvent[]; done: Promise<void> }[] = [];

@@ -183,7 +183,7 @@ describe('run machine against a reference model', () => {
   it('agrees on state, content, attempts, errors, delays and output after every event', () => {
     fc.assert(
       fc.property(
-        fc.array(commandArb, { maxLength: 30 }),
+        fc.array(commandArb, { maxLength: 30, size: 'max' }),
         retryArb,
         fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
         (commands, retry, random) => {
@@ -261,6 +261,31 @@ describe('run machine against a reference model', () => {
         },
       ),
       { numRuns: 400, seed: 4_2025 },
+    );
+  });
+
+  it('retries when the server asks to wait up to maxRetryAfterMs, and fails the run beyond it', () => {
+    fc.assert(
+      fc.property(fc.nat(60_000), fc.integer({ min: -1, max: 1 }), (maxRetryAfterMs, offset) => {
+        const retryAfterMs = Math.max(0, maxRetryAfterMs + offset);
+        let [snapshot] = initialTransition(runMachine, {
+          runId: 'r',
+          retry: { maxRetryAfterMs },
+          now: () => 0,
+        });
+        [snapshot] = transition(runMachine, snapshot, { type: 'START' });
+        const error = {
+          code: 'MODEL_REQUEST_FAILED' as const,
+          message: '429',
+          retryable: true,
+          retryAfterMs,
+        };
+        [snapshot] = transition(runMachine, snapshot, { type: 'ERROR', error });
+        expect(snapshot.value).toEqual(
+          retryAfterMs <= maxRetryAfterMs ? { streaming: 'retrying' } : 'failed',
+        );
+      }),
+      { numRuns: 100, seed: 1_429 },
     );
   });
 

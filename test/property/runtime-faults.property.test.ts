@@ -88,6 +88,35 @@ describe('a run machine that throws', () => {
   });
 });
 
+describe('a clock that breaks while a chunk is published', () => {
+  it('fails the run instead of escaping XState', async () => {
+    let broken = false;
+    const clock = () => {
+      if (broken) {
+        broken = false;
+        throw new Error('clock broke');
+      }
+      return Date.now();
+    };
+    const orchestrator = createOrchestrator({ now: clock });
+    const model = createFakeModel();
+    const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi' });
+    const call = await model.nextCall();
+    call.emit('first');
+    await settle();
+    broken = true;
+    call.emit('second');
+    await settle();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(orchestrator.getRun(run.runId)).toMatchObject({
+      status: 'failed',
+      error: { code: 'INTERNAL', message: 'clock broke' },
+    });
+    expect(call.signal.aborted).toBe(true);
+    await orchestrator.shutdown();
+  });
+});
+
 describe('the model service', () => {
   it('fails the run when the run is not registered', () => {
     const machine = runMachine.provide({ actors: { model: createModelService(() => undefined) } });

@@ -51,77 +51,81 @@ interface RefSession {
 describe('SessionStore', () => {
   it('agrees with a least-recently-used reference on sessions, listings and history', () => {
     fc.assert(
-      fc.property(fc.array(opArb, { maxLength: 40 }), fc.integer({ min: 1, max: 3 }), (ops, maxSessions) => {
-        let now = 1_700_000_000_500;
-        const store = new SessionStore({ maxSessions, now: () => now });
-        // Insertion order is recency: the first key is the least recently used.
-        const ref = new Map<string, RefSession>();
-        let runs = 0;
-        for (const op of ops) {
-          if (op.kind === 'wait') {
-            now += op.ms;
-          } else if (op.kind === 'add') {
-            const runId = `r${++runs}`;
-            store.addRun(op.session, { runId, agentId: op.agent, userId: op.user, input: op.input });
-            const seconds = Math.floor(now / 1000);
-            const existing = ref.get(op.session);
-            ref.delete(op.session);
-            const entry: RefSession = existing ?? {
-              record: {
-                session_id: op.session,
-                agent_id: op.agent,
-                user_id: op.user,
-                session_name: op.input.slice(0, 100),
-                created_at: seconds,
-                updated_at: seconds,
-                run_ids: [],
-              },
-              turns: [],
-            };
-            entry.record.run_ids.push(runId);
-            entry.record.updated_at = seconds;
-            ref.set(op.session, entry);
-            while (ref.size > maxSessions) ref.delete(ref.keys().next().value!);
-          } else if (op.kind === 'finish') {
-            const entry = ref.get(op.session);
-            const input = entry ? `turn ${entry.turns.length}` : 'orphan';
-            store.finishRun(op.session, { run_id: 'x', input, content: op.content, status: op.status });
-            entry?.turns.push({ input, content: op.content, status: op.status });
-          } else {
-            expect(store.delete(op.session)).toBe(ref.delete(op.session));
-          }
+      fc.property(
+        fc.array(opArb, { maxLength: 40, size: 'max' }),
+        fc.integer({ min: 1, max: 3 }),
+        (ops, maxSessions) => {
+          let now = 1_700_000_000_500;
+          const store = new SessionStore({ maxSessions, now: () => now });
+          // Insertion order is recency: the first key is the least recently used.
+          const ref = new Map<string, RefSession>();
+          let runs = 0;
+          for (const op of ops) {
+            if (op.kind === 'wait') {
+              now += op.ms;
+            } else if (op.kind === 'add') {
+              const runId = `r${++runs}`;
+              store.addRun(op.session, { runId, agentId: op.agent, userId: op.user, input: op.input });
+              const seconds = Math.floor(now / 1000);
+              const existing = ref.get(op.session);
+              ref.delete(op.session);
+              const entry: RefSession = existing ?? {
+                record: {
+                  session_id: op.session,
+                  agent_id: op.agent,
+                  user_id: op.user,
+                  session_name: op.input.slice(0, 100),
+                  created_at: seconds,
+                  updated_at: seconds,
+                  run_ids: [],
+                },
+                turns: [],
+              };
+              entry.record.run_ids.push(runId);
+              entry.record.updated_at = seconds;
+              ref.set(op.session, entry);
+              while (ref.size > maxSessions) ref.delete(ref.keys().next().value!);
+            } else if (op.kind === 'finish') {
+              const entry = ref.get(op.session);
+              const input = entry ? `turn ${entry.turns.length}` : 'orphan';
+              store.finishRun(op.session, { run_id: 'x', input, content: op.content, status: op.status });
+              entry?.turns.push({ input, content: op.content, status: op.status });
+            } else {
+              expect(store.delete(op.session)).toBe(ref.delete(op.session));
+            }
 
-          expect(store.size).toBe(ref.size);
-          const all = [...ref.values()].map((entry) => entry.record).reverse();
-          expect(store.list()).toEqual(all);
-          expect(store.list({ agentId: 'a' })).toEqual(all.filter((r) => r.agent_id === 'a'));
-          expect(store.list({ userId: 'u1' })).toEqual(all.filter((r) => r.user_id === 'u1'));
-          expect(store.list({ agentId: 'b', userId: 'u2' })).toEqual(
-            all.filter((r) => r.agent_id === 'b' && r.user_id === 'u2'),
-          );
-          for (const id of ['s1', 's2', 's3', 's4']) {
-            const entry = ref.get(id);
-            expect(store.get(id)).toEqual(entry?.record);
-            // A cancelled turn keeps its partial answer; failed turns and empty answers are left out.
-            const history = (entry?.turns ?? [])
-              .filter((turn) => turn.status !== 'failed' && turn.content !== '')
-              .flatMap((turn) => [
-                { role: 'user', content: turn.input },
-                { role: 'assistant', content: turn.content },
-              ]);
-            expect(store.history(id)).toEqual(history);
-            expect(store.turns(id).map((turn) => turn.input)).toEqual(
-              (entry?.turns ?? []).map((t) => t.input),
+            expect(store.size).toBe(ref.size);
+            const all = [...ref.values()].map((entry) => entry.record).reverse();
+            expect(store.list()).toEqual(all);
+            expect(store.list({ agentId: 'a' })).toEqual(all.filter((r) => r.agent_id === 'a'));
+            expect(store.list({ userId: 'u1' })).toEqual(all.filter((r) => r.user_id === 'u1'));
+            expect(store.list({ agentId: 'b', userId: 'u2' })).toEqual(
+              all.filter((r) => r.agent_id === 'b' && r.user_id === 'u2'),
             );
+            for (const id of ['s1', 's2', 's3', 's4']) {
+              const entry = ref.get(id);
+              expect(store.get(id)).toEqual(entry?.record);
+              // A cancelled turn keeps its partial answer; failed turns and empty answers are left out.
+              const history = (entry?.turns ?? [])
+                .filter((turn) => turn.status !== 'failed' && turn.content !== '')
+                .flatMap((turn) => [
+                  { role: 'user', content: turn.input },
+                  { role: 'assistant', content: turn.content },
+                ]);
+              expect(store.history(id)).toEqual(history);
+              expect(store.turns(id).map((turn) => turn.input)).toEqual(
+                (entry?.turns ?? []).map((t) => t.input),
+              );
+            }
           }
-        }
-        // Records are copies: changing one does not change the store.
-        const first = store.list()[0];
-        if (first) {
-          first.run_ids.push('intruder');
-          expect(store.get(first.session_id)?.run_ids).not.toContain('intruder');
-        }
-      }),
+          // Records are copies: changing one does not change the store.
+          const first = store.list()[0];
+          if (first) {
+            first.run_ids.push('intruder');
+            expect(store.get(first.session_id)?.run_ids).not.toContain('intruder');
+          }
+        },
+      ),
       { numRuns: 300, seed: 3_0303 },
     );
   });
