@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { RunstateError } from '../src/errors.js';
 import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
-import { checkRunEvents, createFakeModel, type FakeModel } from '../src/testing/index.js';
+import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
+import { checkRunEvents, createFakeModel, nextTurn, type FakeModel } from '../src/testing/index.js';
 
 function setup(options: OrchestratorOptions = {}, model: FakeModel = createFakeModel()) {
   const orchestrator = createOrchestrator({ ...options, idGenerator: counterIds() });
@@ -22,19 +23,30 @@ async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
 }
 
 describe('a run that streams to the end', () => {
-  it('emits RunStarted, one RunContent per delta and RunCompleted with the whole content', async () => {
+  it('emits RunStarted, one RunContent per delivery of deltas and RunCompleted with the whole content', async () => {
     const { orchestrator, model, start } = setup();
     const run = start();
     const call = await model.nextCall();
+    const reader = run.events()[Symbol.asyncIterator]();
+    expect((await reader.next()).value).toMatchObject({ event: 'RunStarted' });
     call.emit('Once ');
-    call.emit('upon a time.');
-    call.end({ usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 } });
+    expect((await reader.next()).value).toMatchObject({ event: 'RunContent', content: 'Once ' });
+    // Deltas that arrive together (one socket read) go through the machine as one chunk.
+    call.emit('upon ');
+    call.emit('a time.');
+    expect((await reader.next()).value).toMatchObject({ event: 'RunContent', content: 'upon a time.' });
+    call.end({ usage: { input_tokens: 3, output_tokens: 3, total_tokens: 6 } });
+    expect((await reader.next()).value).toMatchObject({
+      event: 'RunCompleted',
+      content: 'Once upon a time.',
+    });
+    expect((await reader.next()).done).toBe(true);
     const events = await collect(run.events());
     checkRunEvents(events, 'completed');
     expect(events.map((e) => e.event)).toEqual(['RunStarted', 'RunContent', 'RunContent', 'RunCompleted']);
     const output = await run.result;
     expect(output).toMatchObject({ status: 'completed', content: 'Once upon a time.', error: null });
-    expect(output.metrics).toMatchObject({ input_tokens: 3, output_tokens: 2, total_tokens: 5 });
+    expect(output.metrics).toMatchObject({ input_tokens: 3, output_tokens: 3, total_tokens: 6 });
     expect(output.metrics.time_to_first_token).not.toBeNull();
     expect(orchestrator.getRun(run.runId)?.status).toBe('completed');
   });
@@ -62,6 +74,53 @@ describe('a run that streams to the end', () => {
     call.emit('y');
     call.end();
     checkRunEvents(await seen, 'completed');
+  });
+});
+
+describe('deltas that arrive together', () => {
+  it('go through the machine as one chunk, at most MAX_DELTAS_PER_CHUNK of them', async () => {
+    const { model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    for (let i = 0; i < 2 * MAX_DELTAS_PER_CHUNK + 2; i++) call.emit('w ');
+    call.end();
+    const contents = (await collect(run.events()))
+      .filter((event) => event.event === 'RunContent')
+      .map((event) => event.content.length / 2);
+    expect(contents).toEqual([MAX_DELTAS_PER_CHUNK, MAX_DELTAS_PER_CHUNK, 2]);
+    expect((await run.result).content).toBe('w '.repeat(2 * MAX_DELTAS_PER_CHUNK + 2));
+  });
+
+  it('reach the run before the error that followed them: a failed run keeps them', async () => {
+    const { model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('half ');
+    call.emit('an answer');
+    call.fail(new RunstateError('MODEL_STREAM_INCOMPLETE', 'the body broke'));
+    const events = await collect(run.events());
+    checkRunEvents(events, 'failed');
+    expect(events.map((event) => event.event)).toEqual(['RunStarted', 'RunContent', 'RunError']);
+    expect(await run.result).toMatchObject({
+      content: 'half an answer',
+      error: { code: 'MODEL_STREAM_INCOMPLETE' },
+    });
+  });
+
+  it('are dropped when a cancel comes first: the cancelled content is what was streamed', async () => {
+    const { orchestrator, model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('seen');
+    await nextTurn();
+    call.emit(' unseen');
+    expect(orchestrator.cancelRun(run.runId)).toBe(true);
+    const events = await collect(run.events());
+    checkRunEvents(events, 'cancelled');
+    expect(events.at(-1)).toMatchObject({ event: 'RunCancelled', content: 'seen' });
+    expect(events.filter((event) => event.event === 'RunContent').map((event) => event.content)).toEqual([
+      'seen',
+    ]);
   });
 });
 

@@ -1,4 +1,5 @@
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
+import type { Stream } from 'openai/core/streaming';
 import type { TokenUsage } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
@@ -92,70 +93,117 @@ export class OpenAIChat implements ChatModel {
       : this.#stream(this.#backend.client, request);
   }
 
-  async *#stream(
-    client: OpenAI,
-    { messages, signal }: ChatRequest,
-  ): AsyncGenerator<ModelChunk, void, undefined> {
-    if (signal.aborted) return;
+  #stream(client: OpenAI, request: ChatRequest): AsyncIterable<ModelChunk> {
     const { temperature, maxTokens, extraBody } = this.#options;
-    let stream;
+    const body = {
+      ...extraBody,
+      model: this.id,
+      messages: request.messages,
+      stream: true as const,
+      stream_options: { include_usage: true },
+      ...(temperature === undefined ? {} : { temperature }),
+      ...(maxTokens === undefined ? {} : { max_completion_tokens: maxTokens }),
+    };
+    return { [Symbol.asyncIterator]: () => new CompletionChunks(client, this.id, body, request.signal) };
+  }
+}
+
+type CompletionStream = Stream<OpenAI.Chat.Completions.ChatCompletionChunk>;
+
+/**
+ * The deltas of one streamed chat completion, then its `end`. An iterator written out rather than
+ * an async generator: it sits on every token's path, and a generator's `yield` costs a few more
+ * promise turns per delta than parsing the delta does.
+ */
+class CompletionChunks implements AsyncIterator<ModelChunk> {
+  #stream: CompletionStream | undefined;
+  #chunks: AsyncIterator<OpenAI.Chat.Completions.ChatCompletionChunk> | undefined;
+  #finishReason: string | undefined;
+  #usage: TokenUsage | undefined;
+  #delivered = false;
+  #finished = false;
+
+  constructor(
+    private readonly client: OpenAI,
+    private readonly modelId: string,
+    private readonly body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  async next(): Promise<IteratorResult<ModelChunk, undefined>> {
+    if (this.#finished || this.signal.aborted) return this.#end();
+    const chunks = this.#chunks ?? (await this.#request());
+    if (!chunks) return this.#end();
+    for (;;) {
+      let result: IteratorResult<OpenAI.Chat.Completions.ChatCompletionChunk>;
+      try {
+        result = await chunks.next();
+      } catch (error) {
+        // The body failed: close the socket, never leak the request.
+        this.#stream?.controller.abort();
+        if (isAbort(error, this.signal)) return this.#end();
+        this.#finished = true;
+        throw toRunstateError(error, { started: true, delivered: this.#delivered });
+      }
+      // The SDK ends its iteration quietly when the signal aborts, as if the body had ended.
+      if (this.signal.aborted) return this.#end();
+      if (result.done) return this.#last();
+      const chunk = result.value;
+      const choice = chunk.choices[0];
+      if (choice?.finish_reason) this.#finishReason = choice.finish_reason;
+      if (chunk.usage) {
+        this.#usage = {
+          input_tokens: chunk.usage.prompt_tokens,
+          output_tokens: chunk.usage.completion_tokens,
+          total_tokens: chunk.usage.total_tokens,
+        };
+      }
+      const content = choice?.delta?.content;
+      if (content) {
+        this.#delivered = true;
+        return { done: false, value: { type: 'delta', content } };
+      }
+    }
+  }
+
+  /** The consumer stopped early: close the socket. */
+  return(): Promise<IteratorResult<ModelChunk, undefined>> {
+    if (!this.#finished) this.#stream?.controller.abort();
+    return Promise.resolve(this.#end());
+  }
+
+  async #request(): Promise<AsyncIterator<OpenAI.Chat.Completions.ChatCompletionChunk> | undefined> {
     try {
-      stream = await client.chat.completions.create(
-        {
-          ...extraBody,
-          model: this.id,
-          messages,
-          stream: true,
-          stream_options: { include_usage: true },
-          ...(temperature === undefined ? {} : { temperature }),
-          ...(maxTokens === undefined ? {} : { max_completion_tokens: maxTokens }),
-        },
-        // Also per request: an injected client may have retries of its own.
-        { signal, maxRetries: 0 },
-      );
+      // `maxRetries` also per request: an injected client may have retries of its own.
+      this.#stream = await this.client.chat.completions.create(this.body, {
+        signal: this.signal,
+        maxRetries: 0,
+      });
     } catch (error) {
-      if (isAbort(error, signal)) return;
+      if (isAbort(error, this.signal)) return undefined;
+      this.#finished = true;
       throw toRunstateError(error, { started: false, delivered: false });
     }
+    this.#chunks = this.#stream[Symbol.asyncIterator]();
+    return this.#chunks;
+  }
 
-    let finishReason: string | undefined;
-    let usage: TokenUsage | undefined;
-    let delivered = false;
-    let done = false;
-    try {
-      for await (const chunk of stream) {
-        const choice = chunk.choices[0];
-        if (choice?.finish_reason) finishReason = choice.finish_reason;
-        if (chunk.usage) {
-          usage = {
-            input_tokens: chunk.usage.prompt_tokens,
-            output_tokens: chunk.usage.completion_tokens,
-            total_tokens: chunk.usage.total_tokens,
-          };
-        }
-        const content = choice?.delta?.content;
-        if (content) {
-          delivered = true;
-          yield { type: 'delta', content };
-        }
-      }
-      done = true;
-    } catch (error) {
-      if (isAbort(error, signal)) return;
-      throw toRunstateError(error, { started: true, delivered });
-    } finally {
-      // The consumer stopped early (or the body failed): close the socket, never leak the request.
-      if (!done) stream.controller.abort();
-    }
-    // The SDK ends its iteration quietly when the signal aborts, as if the body had ended.
-    if (signal.aborted) return;
-    if (finishReason === undefined) {
+  /** The body ended: with a finish reason it is the `end`, without one the stream is incomplete. */
+  #last(): IteratorResult<ModelChunk, undefined> {
+    if (this.#finished) return this.#end();
+    this.#finished = true;
+    if (this.#finishReason === undefined) {
       throw new RunstateError(
         'MODEL_STREAM_INCOMPLETE',
-        `The stream of ${this.id} ended without a finish reason (the body closed early)`,
+        `The stream of ${this.modelId} ended without a finish reason (the body closed early)`,
       );
     }
-    yield { type: 'end', finishReason, usage };
+    return { done: false, value: { type: 'end', finishReason: this.#finishReason, usage: this.#usage } };
+  }
+
+  #end(): IteratorResult<ModelChunk, undefined> {
+    this.#finished = true;
+    return { done: true, value: undefined };
   }
 }
 

@@ -14,9 +14,21 @@ export interface ModelCall {
 type SendBack = (event: RunMachineEvent) => void;
 
 /**
+ * Most deltas merged into one `CHUNK`: bounds how much text waits for the end of a turn when a
+ * stream delivers faster than the process reads it.
+ */
+export const MAX_DELTAS_PER_CHUNK = 64;
+
+/**
  * The run machine's `model` actor: streams one request and sends `CHUNK`, `DONE` or `ERROR` back.
  * It owns an AbortController and aborts it when the actor is stopped, which is what a `CANCEL`,
  * a timeout or a retry does by leaving the state that invoked it.
+ *
+ * Deltas that arrive together (one socket read can hold hundreds) go to the machine as one `CHUNK`:
+ * a transition per delta would cost more than parsing it. The merged chunk is sent on the next tick,
+ * which Node runs once the promise jobs of the current read are all done, so the deltas of one read
+ * are merged and none waits for another read. A paced stream, one delta per read as a real model
+ * sends them, is unchanged.
  */
 export function createModelService(lookup: (runId: string) => ModelCall | undefined) {
   return fromCallback<RunMachineEvent, ModelServiceInput>(({ input, sendBack }) => {
@@ -41,15 +53,30 @@ export function createModelService(lookup: (runId: string) => ModelCall | undefi
 }
 
 async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): Promise<void> {
+  let pending = '';
+  let pendingDeltas = 0;
+  // Once aborted, the run has left the state that wanted these deltas: they are dropped.
+  const flush = () => {
+    if (pendingDeltas === 0 || signal.aborted) return;
+    const delta = pending;
+    pending = '';
+    pendingDeltas = 0;
+    sendBack({ type: 'CHUNK', delta });
+  };
   try {
     for await (const chunk of call.model.stream({ messages: call.messages, signal })) {
       if (signal.aborted) return;
       if (chunk.type === 'end') {
-        sendBack({ type: 'DONE', finishReason: chunk.finishReason, usage: chunk.usage });
+        flush();
+        if (!signal.aborted) sendBack({ type: 'DONE', finishReason: chunk.finishReason, usage: chunk.usage });
         return;
       }
-      if (chunk.content !== '') sendBack({ type: 'CHUNK', delta: chunk.content });
+      if (chunk.content === '') continue;
+      if (pendingDeltas === 0) process.nextTick(flush);
+      pending += chunk.content;
+      if (++pendingDeltas === MAX_DELTAS_PER_CHUNK) flush();
     }
+    flush();
     if (signal.aborted) return;
     sendBack({
       type: 'ERROR',
@@ -62,6 +89,7 @@ async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): P
   } catch (error) {
     // Aborts are how we stop a stream, not failures.
     if (signal.aborted) return;
-    sendBack({ type: 'ERROR', error: toRunErrorData(error) });
+    flush();
+    if (!signal.aborted) sendBack({ type: 'ERROR', error: toRunErrorData(error) });
   }
 }

@@ -10,7 +10,11 @@ export interface FakeModelCall {
   readonly signal: AbortSignal;
   /** Resolves when `signal` aborts. */
   readonly aborted: Promise<void>;
-  /** Sends a text delta. */
+  /**
+   * Sends a text delta. Deltas emitted in one turn of the event loop reach the run as one
+   * `RunContent`, as the deltas of one socket read do; `await nextTurn()` between two emits to
+   * deliver them apart.
+   */
   emit(content: string): void;
   /** Ends the stream normally (finish reason `stop` unless told otherwise). */
   end(options?: { finishReason?: string; usage?: TokenUsage }): void;
@@ -127,4 +131,13 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
       return new Promise((resolve) => waiters.push(resolve));
     },
   };
+}
+
+/**
+ * Resolves on the next turn of the event loop, once everything the current one set off has
+ * happened: an emitted delta has become a `RunContent`, a cancel has aborted the model's signal.
+ * It waits for no timer (`setImmediate`: leave it real when faking timers).
+ */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

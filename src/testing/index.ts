@@ -3,7 +3,13 @@
  *
  * @packageDocumentation
  */
-export { createFakeModel, type FakeModel, type FakeModelCall, type FakeModelOptions } from './fake-model.js';
+export {
+  createFakeModel,
+  nextTurn,
+  type FakeModel,
+  type FakeModelCall,
+  type FakeModelOptions,
+} from './fake-model.js';
 export { checkRunEvents } from './check-run-events.js';
 export {
   getLifecyclePaths,

@@ -2,7 +2,12 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createActor, createMachine } from 'xstate';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import type { RunEvent } from '../../src/runtime/run-events.js';
-import { createFakeModel, type FakeModel } from '../../src/testing/fake-model.js';
+import {
+  createFakeModel,
+  nextTurn,
+  type FakeModel,
+  type FakeModelCall,
+} from '../../src/testing/fake-model.js';
 import { createInspector, type FeedMessage, type InspectorOptions } from '../../src/inspect/index.js';
 
 function setup(options: InspectorOptions = {}) {
@@ -46,9 +51,17 @@ async function contentEvents(events: AsyncIterable<RunEvent>, count: number): Pr
   for await (const event of events) if (event.event === 'RunContent' && ++seen === count) return;
 }
 
+/** Emits each chunk in a turn of its own, so that each is one CHUNK of the machine. */
+async function emitApart(call: FakeModelCall, words: string[]): Promise<void> {
+  for (const word of words) {
+    call.emit(word);
+    await nextTurn();
+  }
+}
+
 async function emitAll(model: FakeModel, events: AsyncIterable<RunEvent>, chunks: number) {
   const call = await model.nextCall();
-  for (let i = 0; i < chunks; i++) call.emit('word ');
+  await emitApart(call, Array<string>(chunks).fill('word '));
   await contentEvents(events, chunks);
   return call;
 }
@@ -66,7 +79,7 @@ describe('createInspector: the feed', () => {
     const run = start();
     const call = await emitAll(model, run.events(), 1);
     await feed.until((m) => m.type === 'runs' && m.runs[0]!.chunks === 1);
-    for (let i = 1; i < 1000; i++) call.emit('word ');
+    await emitApart(call, Array<string>(999).fill('word '));
     await contentEvents(run.events(), 1000);
     await new Promise((resolve) => setImmediate(resolve)); // a state change would have gone out by now
 
@@ -135,7 +148,7 @@ describe('createInspector: the feed', () => {
     const feed = record((listener) => inspector.subscribe(listener, { runId: run.runId }));
     const detail = feed.messages[1];
     expect(detail).toMatchObject({ type: 'detail', run_id: run.runId, found: true, content: 'Once ' });
-    for (const word of ['upon ', 'a ', 'time']) call.emit(word);
+    await emitApart(call, ['upon ', 'a ', 'time']);
     await contentEvents(run.events(), 4);
     orchestrator.cancelRun(run.runId, 'api');
     await feed.until((m) => m.type === 'append' && m.log.some((entry) => entry.kind === 'end'));

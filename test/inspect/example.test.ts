@@ -14,7 +14,9 @@ describe('examples/inspect_run.ts (offline)', () => {
       env: { ...process.env, OPENAI_API_KEY: '', OPENAI_BASE_URL: '' },
       timeout: 30_000,
     });
-    expect(stdout).toMatch(/completed +17 chunks/);
+    // Tokens that fall due in the same timer tick reach the machine as one chunk: count words instead.
+    expect(stdout).toMatch(/completed +\d+ chunks/);
+    expect(stdout).toContain('Completed run: completed, 17 words');
     expect(stdout).toMatch(/cancelled +\d+ chunks/);
     expect(stdout).toContain('state: streaming.attempt.receiving');
     expect(stdout).toContain('end: cancelled (reason: code)');

@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../../src/index.js';
 import { sendEventStream, sseFrame } from '../../src/server/sse.js';
-import { checkRunEvents } from '../../src/testing/index.js';
+import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
 import { postRun, readSse, serveFake } from './helpers.js';
 
 describe('a streamed run (POST /agents/:agent_id/runs)', () => {
@@ -16,10 +16,13 @@ describe('a streamed run (POST /agents/:agent_id/runs)', () => {
     expect(response.headers.get('x-accel-buffering')).toBe('no');
     const events = readSse(response);
     const call = await model.nextCall();
+    const started = (await events.next())!;
     call.emit('Once ');
+    const first = (await events.next())!;
     call.emit('upon a time.');
+    const second = (await events.next())!;
     call.end();
-    const frames = await events.rest();
+    const frames = [started, first, second, ...(await events.rest())];
     checkRunEvents(
       frames.map((frame) => frame.data),
       'completed',
@@ -160,8 +163,11 @@ describe('resuming the events of a run', () => {
 
   it('from Last-Event-ID yields exactly the missing frames, then follows', async () => {
     const { story, run_id, call } = await runWithFiveEvents();
+    // Two deliveries, so two RunContent frames: deltas of one turn would arrive as one.
     call.emit('a');
+    await nextTurn();
     call.emit('b');
+    await nextTurn();
     const first = readSse(await fetch(`${story}/runs/${run_id}/events`));
     const seen = [(await first.next())!, (await first.next())!];
     expect(seen.map((frame) => frame.id)).toEqual(['1', '2']);
