@@ -1,3 +1,4 @@
+import { RunstateError } from './errors.js';
 import type { ChatModel } from './model/chat-model.js';
 import { OpenAIChat } from './model/openai-chat.js';
 import {
@@ -23,6 +24,12 @@ export interface AgentOptions {
   orchestrator?: Orchestrator;
   /** Options of the agent's own orchestrator, when none is passed. */
   orchestratorOptions?: OrchestratorOptions;
+  /**
+   * Handed to every run actor of the agent: `@statelyai/inspect`'s `inspect`, a built-in
+   * inspector's `inspect`, or any observer of inspection events. With a shared `orchestrator`, give
+   * it to that orchestrator instead (`createOrchestrator({ inspect })`): it owns the actors.
+   */
+  inspect?: OrchestratorOptions['inspect'];
   /** Limits of this agent's runs (timeouts, retries). */
   limits?: RunLimits;
 }
@@ -79,7 +86,19 @@ export class Agent {
     this.description = options.description;
     const instructions = [options.instructions ?? []].flat();
     this.instructions = instructions.length > 0 ? instructions.join('\n') : undefined;
-    this.orchestrator = options.orchestrator ?? createOrchestrator(options.orchestratorOptions);
+    if (options.orchestrator && options.inspect) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        'inspect is an option of the orchestrator that runs the agent: pass it to createOrchestrator({ inspect })',
+      );
+    }
+    this.orchestrator =
+      options.orchestrator ??
+      createOrchestrator(
+        options.inspect
+          ? { ...options.orchestratorOptions, inspect: options.inspect }
+          : options.orchestratorOptions,
+      );
     this.#limits = options.limits;
   }
 
@@ -104,13 +123,19 @@ export class Agent {
       runId: handle.runId,
       sessionId: handle.sessionId,
       result: handle.result,
-      async *[Symbol.asyncIterator]() {
-        try {
-          yield* handle.events();
-        } finally {
-          // A no-op when the run is already final.
-          orchestrator.cancelRun(handle.runId, 'client_disconnect');
-        }
+      [Symbol.asyncIterator]() {
+        const events = handle.events()[Symbol.asyncIterator]();
+        // Written out rather than a generator: a generator's `finally` does not run when the loop is
+        // left before its first step, and the run must be cancelled then too.
+        return {
+          next: () => events.next(),
+          async return(): Promise<IteratorResult<RunEvent>> {
+            // A no-op when the run is already final.
+            orchestrator.cancelRun(handle.runId, 'client_disconnect');
+            await events.return?.();
+            return { done: true, value: undefined };
+          },
+        };
       },
     };
   }

@@ -73,6 +73,28 @@ describe('Agent', () => {
     expect(model.calls[0]!.signal.aborted).toBe(true);
   });
 
+  it('cancels the run when the consumer gives up on the stream before reading anything', async () => {
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'Writer', model });
+    const stream = agent.run('Hi', { stream: true });
+    const reader = stream[Symbol.asyncIterator]();
+    await reader.return?.();
+    expect(await stream.result).toMatchObject({ status: 'cancelled', cancel_reason: 'client_disconnect' });
+    expect(await reader.next()).toEqual({ done: true, value: undefined });
+  });
+
+  it('hands its inspect option to every run actor, and refuses it with a shared orchestrator', async () => {
+    const inspected: string[] = [];
+    const model = createFakeModel({ onCall: (call) => call.end() });
+    const agent = new Agent({ name: 'Writer', model, inspect: (event) => inspected.push(event.type) });
+    await agent.run('Hi');
+    expect(inspected).toContain('@xstate.actor');
+    expect(inspected.filter((type) => type === '@xstate.snapshot').length).toBeGreaterThan(2);
+    expect(
+      () => new Agent({ name: 'Other', model, orchestrator: agent.orchestrator, inspect: () => {} }),
+    ).toThrow(/pass it to createOrchestrator/);
+  });
+
   it('resolves a non-streamed run with its output', async () => {
     const model = createFakeModel({
       onCall: (call) => {

@@ -371,6 +371,22 @@ describe('sessions', () => {
     ]);
   });
 
+  it('lists the runs of a session with their whole records, also once they are past retention', async () => {
+    const model = createFakeModel({ onCall: (call) => (call.emit('Hi.'), call.end()) });
+    const { orchestrator, start } = setup({ retention: { maxFinishedRuns: 1 } }, model);
+    const first = await start('one', { sessionId: 's1' }).result;
+    await start('two', { sessionId: 's1' }).result;
+    expect(orchestrator.getRun(first.run_id)).toBeUndefined(); // pushed out by the second
+    const [forgotten, kept] = orchestrator.sessionRuns('s1');
+    expect(forgotten).toEqual(first);
+    expect(kept).toMatchObject({
+      run_input: 'two',
+      status: 'completed',
+      agent_name: 'Writer',
+      model: 'fake-model',
+    });
+  });
+
   it('creates a new session when none is given', () => {
     const { orchestrator, start } = setup();
     const run = start();

@@ -79,7 +79,8 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
 } {
   const { graph, subscribe, listRuns, cancel, basePath, heartbeatMs } = options;
   const assets = new Map<string, Asset>();
-  const feeds = new Set<ServerResponse>();
+  // Each open feed and what stops it (its heartbeat, its subscription): `close` runs it before `end`.
+  const feeds = new Map<ServerResponse, () => void>();
   const frames = new WeakMap<FeedMessage, string>();
   let closed = false;
   const graphJson = Buffer.from(JSON.stringify(graph));
@@ -118,7 +119,6 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       'x-accel-buffering': 'no',
     });
     res.write('retry: 2000\n\n');
-    feeds.add(res);
     let blocked = false;
     let unsubscribe = (): void => {};
     // A slow reader is not buffered for: while its socket is full, messages are dropped, and once
@@ -145,6 +145,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       res.off('drain', resync);
       feeds.delete(res);
     };
+    feeds.set(res, end);
     res.once('close', end);
     req.once('close', end);
   }
@@ -187,7 +188,13 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
   }
 
   const handle = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): void => {
-    const url = new URL(req.url ?? '/', 'http://inspector.invalid');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://inspector.invalid');
+    } catch {
+      // An absolute-form target that is no URL: on plain node:http a throw here would end the process.
+      return sendJson(res, 400, { detail: 'the request target is not a valid URL', code: 'INVALID_INPUT' });
+    }
     let path = url.pathname;
     // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount.
     if (path === basePath || path.startsWith(`${basePath}/`)) path = path.slice(basePath.length);
@@ -214,7 +221,13 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     }
     const cancelPath = /^\/runs\/([^/]+)\/cancel$/.exec(path);
     if (cancel && cancelPath && method === 'POST') {
-      const { status, body } = cancel(decodeURIComponent(cancelPath[1]!));
+      let runId: string;
+      try {
+        runId = decodeURIComponent(cancelPath[1]!);
+      } catch {
+        return sendJson(res, 400, { detail: 'the run id is not valid percent-encoding', code: 'INVALID_INPUT' });
+      }
+      const { status, body } = cancel(runId);
       return sendJson(res, status, body);
     }
     if (next) return next();
@@ -226,8 +239,10 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     handler,
     close() {
       closed = true;
-      for (const res of feeds) res.end();
-      feeds.clear();
+      for (const [res, end] of feeds) {
+        end(); // first, so that no heartbeat is written after the end
+        res.end();
+      }
     },
   };
 }

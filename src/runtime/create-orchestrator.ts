@@ -86,7 +86,10 @@ export interface Orchestrator {
   getRun(runId: string): RunRecord | undefined;
   /** Runs in the order they were created. */
   listRuns(filter?: RunFilter): RunRecord[];
-  /** Replays then follows a run's events. Throws `RUN_NOT_FOUND` for an unknown run. */
+  /**
+   * Replays a run's events after `afterSeq`, then follows them. Throws `RUN_NOT_FOUND` for an
+   * unknown run, `INVALID_INPUT` for an `afterSeq` past the last event.
+   */
   events(runId: string, afterSeq?: number): AsyncIterable<RunEvent>;
   /** Resolves with the run's output once it is final. Throws `RUN_NOT_FOUND` for an unknown run. */
   result(runId: string): Promise<RunOutput>;
@@ -121,6 +124,8 @@ interface RunEntry {
   resolve: (output: RunOutput) => void;
   started: boolean;
   output: RunOutput | null;
+  /** When the run became final, in milliseconds (the record's `finished_at` is in whole seconds). */
+  finishedAt: number;
 }
 
 const DEFAULT_RETENTION = { maxFinishedRuns: 1_000, maxAgeMs: 60 * 60_000 };
@@ -218,6 +223,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       finished_at: seconds(now()),
     };
     entry.output = record;
+    entry.finishedAt = now();
     append(entry, terminalEvent(output));
     entry.log.close();
     // Stops a model service that xstate left running (a machine that errors keeps its children).
@@ -227,6 +233,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       input: entry.input,
       content: output.content,
       status: output.status,
+      record,
     });
     // Only registered runs are retained: a run forgotten by deleteSession must not push others out.
     if (runs.get(entry.runId) === entry) finished.push(entry);
@@ -256,7 +263,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     while (finished.length > 0) {
       const oldest = finished[0]!;
       const tooMany = finished.length > retention.maxFinishedRuns;
-      if (!tooMany && oldest.output!.finished_at * 1000 >= cutoff) break;
+      if (!tooMany && oldest.finishedAt >= cutoff) break;
       finished.shift();
       runs.delete(oldest.runId);
     }
@@ -316,6 +323,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       resolve,
       started: false,
       output: null,
+      finishedAt: 0,
     };
     runs.set(runId, entry);
     sessions.addRun(sessionId, {
@@ -413,7 +421,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       return out;
     },
     events(runId, afterSeq) {
-      return requireRun(runId).log.follow(afterSeq);
+      const log = requireRun(runId).log;
+      // Past the last event, a reader would silently skip the events still to come.
+      if (afterSeq !== undefined && afterSeq > log.size) {
+        throw new RunstateError(
+          'INVALID_INPUT',
+          `run ${runId} has no event ${afterSeq} yet (its last is ${log.size})`,
+        );
+      }
+      return log.follow(afterSeq);
     },
     result(runId) {
       return requireRun(runId).result;
@@ -431,25 +447,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
           out.push(recordOf(entry));
           continue;
         }
-        const turn = turns.get(runId);
-        if (!turn) continue;
-        out.push({
-          run_id: runId,
-          agent_id: session.agent_id,
-          agent_name: session.agent_id,
-          session_id: sessionId,
-          user_id: session.user_id,
-          status: turn.status,
-          run_input: turn.input,
-          content: turn.content,
-          model: '',
-          model_provider: '',
-          metrics: null,
-          error: null,
-          cancel_reason: null,
-          created_at: session.created_at,
-          finished_at: null,
-        });
+        const record = turns.get(runId)?.record;
+        if (record) out.push(record);
       }
       return out;
     },

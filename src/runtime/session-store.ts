@@ -1,5 +1,6 @@
 import type { FinalRunStatus } from '../../machines/run-types.js';
 import type { ChatMessage } from '../model/chat-model.js';
+import type { RunOutput } from './run-events.js';
 
 /** One finished exchange of a session, kept for the history sent with later runs. */
 export interface SessionTurn {
@@ -7,6 +8,8 @@ export interface SessionTurn {
   input: string;
   content: string;
   status: FinalRunStatus;
+  /** The run's whole record, for when the registry no longer holds the run. */
+  record?: RunOutput;
 }
 
 /** A session: the runs of one conversation. Wire object, as AgentOS names its fields. */

@@ -1,3 +1,4 @@
+import { Transform, type Readable, type Writable } from 'node:stream';
 import express, { type RequestHandler } from 'express';
 import multer from 'multer';
 import { RunstateError } from '../errors.js';
@@ -25,9 +26,13 @@ export function runBodyParsers(limit: BodyLimit): RequestHandler[] {
   const maxBytes = parseByteSize(limit);
   const json = express.json({ limit: maxBytes, strict: true });
   const urlencoded = express.urlencoded({ limit: maxBytes, extended: false, parameterLimit: 100 });
-  // Only text fields: runs take no files. Bounded per field and in number; the whole body is
-  // bounded by its Content-Length below (multer has no total limit).
-  const multipart = multer({ limits: { fieldSize: maxBytes, fields: 100, parts: 100, files: 0 } }).none();
+  // Only text fields: runs take no files. multer bounds each field and their number, not the whole
+  // body: a declared Content-Length is checked before parsing, and the bytes are counted on the way
+  // to the parser, for a chunked body.
+  const multipart = multer({
+    limits: { fieldSize: maxBytes, fields: 100, parts: 100, files: 0 },
+    streamHandler: pipeWithin(maxBytes),
+  } as multer.Options).none();
 
   return [
     wrap(json, fromBodyParserError),
@@ -70,6 +75,7 @@ const TOO_LARGE_MULTIPART = new Set([
 ]);
 
 function fromMultipartError(error: unknown): unknown {
+  if (error instanceof RunstateError) return error; // from pipeWithin
   if (error instanceof multer.MulterError) {
     if (TOO_LARGE_MULTIPART.has(error.code)) {
       return new RunstateError('PAYLOAD_TOO_LARGE', `multipart body too large: ${error.message}`, {
@@ -108,5 +114,28 @@ function multipartLengthCheck(maxBytes: number): RequestHandler {
     req.once('end', finish);
     req.once('close', finish);
     req.resume();
+  };
+}
+
+/**
+ * multer's `streamHandler` (the option is newer than its types): pipes the request into the parser
+ * through a byte count, and fails the parse with `PAYLOAD_TOO_LARGE` once the body is past
+ * `maxBytes`. The rest of the body is read off and discarded, so that the client gets the 413.
+ */
+function pipeWithin(maxBytes: number) {
+  return (req: Readable, parser: Writable): void => {
+    let received = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        received += chunk.length;
+        if (received <= maxBytes) return callback(null, chunk);
+        callback(new RunstateError('PAYLOAD_TOO_LARGE', `request body too large: over ${maxBytes} bytes`));
+      },
+    });
+    counter.once('error', (error) => {
+      parser.destroy(error);
+      req.resume();
+    });
+    req.pipe(counter).pipe(parser);
   };
 }

@@ -1,5 +1,6 @@
 import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
+import { RunstateError } from '../errors.js';
 import { runBodyParsers } from './body-parsers.js';
 import { invalidField, runAlreadyFinished } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
@@ -68,9 +69,21 @@ export function runRoutes(context: RouteContext): Router {
     agents.run(agent, runId);
     // The header wins: EventSource sends it on reconnect, while the URL (and its ?after=) stays the same.
     const header = parseInput(resumeHeader, { 'last-event-id': req.headers['last-event-id'] });
-    const after = header['last-event-id'] ?? parseInput(resumeQuery, { after: req.query.after }).after ?? 0;
+    const query = parseInput(resumeQuery, { after: req.query.after });
+    const [field, after] =
+      header['last-event-id'] === undefined
+        ? ['after', query.after ?? 0]
+        : ['last-event-id', header['last-event-id']];
+    let events;
+    try {
+      events = agent.orchestrator.events(runId, after);
+    } catch (error) {
+      if (error instanceof RunstateError && error.code === 'INVALID_INPUT')
+        throw invalidField(field, error.message);
+      throw error;
+    }
     // A reader going away does not cancel the run: this endpoint only watches it.
-    await sendEventStream(res, agent.orchestrator.events(runId, after), { heartbeatMs: context.heartbeatMs });
+    await sendEventStream(res, events, { heartbeatMs: context.heartbeatMs });
   });
 
   return router;
@@ -89,6 +102,8 @@ async function createRun(
       throw invalidField('session_id', `session ${input.session_id} belongs to agent ${owner}`);
     }
   }
+  // The client left while its body was read: nobody would get the answer, or the run's id.
+  if (res.req.socket.destroyed) return;
   const orchestrator = agent.orchestrator;
   // `stream: true` only to get the run's id at once; the events are read from the orchestrator,
   // whose log does not cancel the run when a reader stops (on_disconnect decides that).

@@ -217,5 +217,13 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
       },
     ]);
     expect((await cancel('unknown')).status).toBe(404);
+
+    // A run id that is no valid percent-encoding: a 400, and the plain node:http server lives on.
+    const malformed = await cancel('%ZZ');
+    expect([malformed.status, await malformed.json()]).toEqual([
+      400,
+      { detail: 'the run id is not valid percent-encoding', code: 'INVALID_INPUT' },
+    ]);
+    expect((await fetch(`${server.url}/inspect/graph.json`)).status).toBe(200);
   });
 });

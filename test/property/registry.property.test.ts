@@ -75,11 +75,8 @@ describe('run registry', () => {
             const cutoff = now - maxAgeMs;
             while (finished.length > 0) {
               const oldest = finished[0]!;
-              if (
-                finished.length <= maxFinishedRuns &&
-                Math.floor(oldest.finishedAt! / 1000) * 1000 >= cutoff
-              )
-                break;
+              // Kept for maxAgeMs to the millisecond after it finished.
+              if (finished.length <= maxFinishedRuns && oldest.finishedAt! >= cutoff) break;
               finished.shift();
               oldest.deleted = true;
             }

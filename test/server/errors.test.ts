@@ -214,6 +214,21 @@ describe('bodies over the limit', () => {
     await expectError(response, 413, 'PAYLOAD_TOO_LARGE');
   });
 
+  it('answers 413 for a chunked multipart body of many fields, each under the limit', async () => {
+    const { story, model } = await serveFake({ bodyLimit: 1024 });
+    const field = (name: string) =>
+      `--B\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${'x'.repeat(500)}\r\n`;
+    const body = `${['message', 'a', 'b', 'c'].map(field).join('')}--B--\r\n`;
+    const response = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=B' },
+      body: new Blob([body]).stream(),
+      duplex: 'half',
+    });
+    await expectError(response, 413, 'PAYLOAD_TOO_LARGE');
+    expect(model.calls).toHaveLength(0);
+  });
+
   it('accepts a body under the limit', async () => {
     const { story, model } = await serveFake({ bodyLimit: '1kb' });
     const response = await postRun(story, { message: 'short', background: true });

@@ -194,6 +194,16 @@ describe('resuming the events of a run', () => {
     expect(await readSse(await fetch(`${story}/runs/${run_id}/events?after=3`)).rest()).toEqual([]);
   });
 
+  it('refuses a Last-Event-ID or after past the last event (422): the reader would skip what comes', async () => {
+    const { story, run_id } = await runWithFiveEvents();
+    const ahead = await fetch(`${story}/runs/${run_id}/events`, { headers: { 'Last-Event-ID': '3' } });
+    expect(ahead.status).toBe(422);
+    expect(await ahead.json()).toMatchObject({ code: 'INVALID_INPUT', field: 'last-event-id' });
+    const aheadQuery = await fetch(`${story}/runs/${run_id}/events?after=2`);
+    expect(await aheadQuery.json()).toMatchObject({ code: 'INVALID_INPUT', field: 'after' });
+    expect((await fetch(`${story}/runs/${run_id}/events?after=1`)).status).toBe(200);
+  });
+
   it('refuses a Last-Event-ID or after that is not a whole number (422)', async () => {
     const { story, run_id } = await runWithFiveEvents();
     const badHeader = await fetch(`${story}/runs/${run_id}/events`, { headers: { 'Last-Event-ID': 'x' } });
