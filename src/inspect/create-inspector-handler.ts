@@ -225,7 +225,10 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       try {
         runId = decodeURIComponent(cancelPath[1]!);
       } catch {
-        return sendJson(res, 400, { detail: 'the run id is not valid percent-encoding', code: 'INVALID_INPUT' });
+        return sendJson(res, 400, {
+          detail: 'the run id is not valid percent-encoding',
+          code: 'INVALID_INPUT',
+        });
       }
       const { status, body } = cancel(runId);
       return sendJson(res, status, body);
