@@ -76,7 +76,7 @@ const agent = new Agent({
     ? new OpenAIChat({ id: 'gpt-5-mini' })
     : new OfflineModel({ tokensPerSecond: values.serve ? 15 : 400 }),
   // Every run actor gets both inspectors.
-  orchestratorOptions: { inspect: combineInspectors(builtIn, statelyInspector()) },
+  inspect: combineInspectors(builtIn, statelyInspector()),
 });
 builtIn.attach(agent.orchestrator);
 

@@ -7,6 +7,7 @@ import {
   checkRunEvents,
   createFakeModel,
   getLifecyclePaths,
+  nextTurn,
   type FakeModel,
   type FakeModelCall,
   type LifecycleLimits,
@@ -24,9 +25,6 @@ function createSupportAgent(model: FakeModel, limits: LifecycleLimits) {
 const paths = getLifecyclePaths({ cancelReasons: ['code', 'client_disconnect'] }).filter(
   (path) => path.steps[0]!.action.type === 'start',
 );
-
-// Lets the fake model, the run and its event log finish what a step set off (no timers involved).
-const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 describe('Support Bot: every lifecycle path of a run', () => {
   beforeEach(() => {
@@ -70,7 +68,7 @@ describe('Support Bot: every lifecycle path of a run', () => {
         case 'crash':
           throw new Error('not in these paths');
       }
-      await settle();
+      await nextTurn(); // the fake model, the run and its event log finish what the step set off
       if (step.requestsModel) call = await model.nextCall();
       // What the run machine says must hold after this step.
       const run = agent.getRun(stream.runId)!;

@@ -1,7 +1,8 @@
 /**
  * Model-based tests, layer 3: the HTTP server, with an `OpenAIChat` agent whose upstream is the local
  * fake OpenAI server, over real sockets. Every lifecycle path that a client and an upstream can play
- * (cancels by the API and by the client going away) is replayed; at every step the run's machine
+ * (errors with and without retry-after, cancels by the API, by the client going away and by a
+ * shutdown) is replayed; at every step the run's machine
  * state (read through the inspection API), the SSE frames, the HTTP answers and the upstream socket
  * must be what the path says. Only the run's timers are faked; the sockets are real.
  */
@@ -22,9 +23,16 @@ import {
 
 const ERRORS: RunErrorData[] = [
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream busy', status: 503, retryable: true, retryAfterMs: 20 },
+  // No retry-after: the machine's own capped, jittered backoff (jitter fixed by RANDOM).
+  { code: 'MODEL_REQUEST_FAILED', message: 'bad gateway', status: 502, retryable: true },
   { code: 'MODEL_REQUEST_FAILED', message: 'bad request', status: 400, retryable: false },
 ];
-const paths = getLifecyclePaths({ errors: ERRORS, cancelReasons: ['api', 'client_disconnect'] });
+const RANDOM = () => 0.5;
+const paths = getLifecyclePaths({
+  errors: ERRORS,
+  random: RANDOM,
+  cancelReasons: ['api', 'client_disconnect', 'shutdown'],
+});
 
 /** The run's machine state, as the inspection API reports it: a step is over when its state is reached. */
 function stateWatcher() {
@@ -117,7 +125,7 @@ afterEach(async () => {
 
 async function replayOverHttp(path: LifecyclePath) {
   const watcher = stateWatcher();
-  const orchestrator = createOrchestrator({ maxConcurrentRuns: 1, inspect: watcher.inspect });
+  const orchestrator = createOrchestrator({ maxConcurrentRuns: 1, inspect: watcher.inspect, random: RANDOM });
   const model = new OpenAIChat({ id: 'gpt-5-mini', baseURL: upstream.url, apiKey: 'test-key' });
   const agent = new Agent({ name: 'Writer', model, orchestrator, limits: path.limits });
   const blocker = new Agent({ name: 'Blocker', model, orchestrator });
@@ -188,6 +196,10 @@ async function replayOverHttp(path: LifecyclePath) {
           const answer = await post(`${base}/runs/${runId}/cancel`, {});
           expect(answer.status, at).toBe(200);
           expect(await answer.json()).toEqual({ run_id: runId, status: 'cancelled' });
+        } else if (action.reason === 'shutdown') {
+          // The orchestrator behind the server shuts down (the server's own SIGTERM path is
+          // tested in test/server/shutdown.test.ts): the open stream ends with RunCancelled.
+          await orchestrator.shutdown();
         } else {
           client.abort();
           disconnected = true;
@@ -219,6 +231,7 @@ async function replayOverHttp(path: LifecyclePath) {
     ) {
       expect(await read(), at).toMatchObject({
         event: { completed: 'RunCompleted', cancelled: 'RunCancelled', failed: 'RunError' }[path.status],
+        ...(path.output.cancelReason === null ? {} : { reason: path.output.cancelReason }),
       });
       expect(await stream.next(), `${at}: the stream ends after the terminal event`).toBeUndefined();
     }
