@@ -8,10 +8,11 @@ import { expectError, postRun, readSse } from './helpers.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 
-function cli(args: string[]): ChildProcessWithoutNullStreams {
+function cli(args: string[], extraEnv: Record<string, string> = {}): ChildProcessWithoutNullStreams {
   const env = { ...process.env };
   // The demo agents must run offline, whatever the machine running the tests has set.
   for (const name of ['OPENAI_API_KEY', 'OPENAI_BASE_URL', 'RUNSTATE_SECURITY_KEY', 'PORT']) delete env[name];
+  Object.assign(env, extraEnv);
   return spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: ROOT, env });
 }
 
@@ -58,8 +59,15 @@ describe('runstate serve --config', () => {
 });
 
 describe('runstate serve', () => {
+  it('takes its port from PORT when no --port is given, and names PORT when it is wrong', async () => {
+    const run = finished(cli(['serve'], { PORT: 'seventy' }));
+    expect(await run.exit).toBe(2);
+    expect(run.output().stderr).toMatch(/PORT/);
+    expect(run.output().stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
   it('serves the demo agents, prints the URL and curl commands, and shuts down on SIGTERM with exit 0', async () => {
-    const child = cli(['serve', '--port', '0']);
+    const child = cli(['serve', '--port', '0'], { PORT: '1' }); // the flag wins over PORT
     const run = finished(child);
     const url = await new Promise<string>((resolve, reject) => {
       child.stdout.on('data', () => {
