@@ -2,7 +2,7 @@
  * Runs on the OpenAI path, end to end over real sockets: orchestrator → run machine → OpenAIChat →
  * openai SDK → the local fake OpenAI server, with its fault modes.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { InspectionEvent } from 'xstate';
 import { OpenAIChat } from '../src/model/openai-chat.js';
 import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
@@ -21,7 +21,7 @@ function setup(options: OrchestratorOptions = {}) {
   const model = new OpenAIChat({ id: 'gpt-5-mini', baseURL: server.url, apiKey: 'test-key' });
   const start = () =>
     orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'Tell a story' });
-  return { orchestrator, start };
+  return { orchestrator, model, start };
 }
 
 async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
@@ -113,16 +113,25 @@ describe('the OpenAI path', () => {
   });
 
   it('a cancel during the retry wait ends the run at once, with no further request', async () => {
-    const retrying = whenState('streaming.retrying');
-    const { orchestrator, start } = setup({ inspect: retrying.inspect });
-    server.enqueue({ fault: 'status', status: 429, retryAfter: 20 });
-    const run = start();
-    await retrying.reached;
-    expect(orchestrator.cancelRun(run.runId)).toBe(true);
-    expect(orchestrator.getRun(run.runId)?.status).toBe('cancelled');
-    const output = await run.result;
-    expect(output.status).toBe('cancelled');
-    expect(server.requests.length).toBe(1);
+    // Only the run's timers are faked (the sockets are real), so the retry-after can be let pass.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const retrying = whenState('streaming.retrying');
+      const { orchestrator, model, start } = setup({ inspect: retrying.inspect });
+      const requests = vi.spyOn(model, 'stream'); // counted where a retry would begin, in this process
+      server.enqueue({ fault: 'status', status: 429, retryAfter: 20 });
+      const run = start();
+      await retrying.reached;
+      expect(orchestrator.cancelRun(run.runId)).toBe(true);
+      expect(orchestrator.getRun(run.runId)?.status).toBe('cancelled');
+      const output = await run.result;
+      expect(output.status).toBe('cancelled');
+      await vi.advanceTimersByTimeAsync(60_000); // past the 20 s the server asked for
+      expect(requests).toHaveBeenCalledTimes(1);
+      expect(server.requests.length).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('fails after the attempt limit when every attempt gets a 500', async () => {
