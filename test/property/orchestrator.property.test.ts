@@ -87,12 +87,12 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
 );
 
 const scenarioArb = fc.record({
-  runs: fc.integer({ min: 1, max: 5 }),
+  runs: fc.integer({ min: 1, max: 12 }),
   maxConcurrentRuns: fc.constantFrom(1, 2, Infinity),
   idleTimeoutMs: fc.constantFrom(60, 150),
   timeoutMs: fc.constantFrom(300, 1_000),
   maxAttempts: fc.constantFrom(1, 2, 3, 3),
-  commands: fc.array(commandArb, { maxLength: 40, size: 'max' }),
+  commands: fc.array(commandArb, { maxLength: 80, size: 'max' }),
 });
 type Scenario = typeof scenarioArb extends fc.Arbitrary<infer S> ? S : never;
 
