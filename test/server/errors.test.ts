@@ -202,30 +202,28 @@ describe('bodies over the limit', () => {
     );
   });
 
-  it('answers 413 for a multipart field over the limit even without a Content-Length', async () => {
-    const { story } = await serveFake({ bodyLimit: 1024 });
-    const body = `--B\r\nContent-Disposition: form-data; name="message"\r\n\r\n${big}\r\n--B--\r\n`;
-    const response = await fetch(`${story}/runs`, {
+  /** Posts text fields as a multipart body with no Content-Length (sent chunked). */
+  const postChunkedMultipart = (story: string, fields: Array<[string, string]>) => {
+    const parts = fields.map(
+      ([name, value]) => `--B\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`,
+    );
+    return fetch(`${story}/runs`, {
       method: 'POST',
       headers: { 'content-type': 'multipart/form-data; boundary=B' },
-      body: new Blob([body]).stream(),
+      body: new Blob([...parts, '--B--\r\n']).stream(),
       duplex: 'half',
     });
-    await expectError(response, 413, 'PAYLOAD_TOO_LARGE');
+  };
+
+  it('answers 413 for a multipart field over the limit even without a Content-Length', async () => {
+    const { story } = await serveFake({ bodyLimit: 1024 });
+    await expectError(await postChunkedMultipart(story, [['message', big]]), 413, 'PAYLOAD_TOO_LARGE');
   });
 
   it('answers 413 for a chunked multipart body of many fields, each under the limit', async () => {
     const { story, model } = await serveFake({ bodyLimit: 1024 });
-    const field = (name: string) =>
-      `--B\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${'x'.repeat(500)}\r\n`;
-    const body = `${['message', 'a', 'b', 'c'].map(field).join('')}--B--\r\n`;
-    const response = await fetch(`${story}/runs`, {
-      method: 'POST',
-      headers: { 'content-type': 'multipart/form-data; boundary=B' },
-      body: new Blob([body]).stream(),
-      duplex: 'half',
-    });
-    await expectError(response, 413, 'PAYLOAD_TOO_LARGE');
+    const fields = ['message', 'a', 'b', 'c'].map((name): [string, string] => [name, 'x'.repeat(500)]);
+    await expectError(await postChunkedMultipart(story, fields), 413, 'PAYLOAD_TOO_LARGE');
     expect(model.calls).toHaveLength(0);
   });
 
