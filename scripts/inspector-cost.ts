@@ -16,7 +16,7 @@ import { createInspector as createStatelyInspector } from '@statelyai/inspect';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createInspector } from '../src/inspect/index.js';
 import { createOrchestrator } from '../src/runtime/create-orchestrator.js';
-import { createFakeModel } from '../src/testing/fake-model.js';
+import { createFakeModel, nextTurn } from '../src/testing/fake-model.js';
 
 const { values } = parseArgs({
   options: {
@@ -83,9 +83,16 @@ const CONFIGS: Record<string, () => Setup> = {
 
 async function measure(setup: Setup): Promise<number> {
   const model = createFakeModel({
+    // One chunk a turn, as a model streams: chunks emitted in one turn would reach the machine as
+    // one CHUNK, and there would be little left to inspect.
     onCall(call) {
-      for (let i = 0; i < CHUNKS; i++) call.emit('token ');
-      call.end();
+      void (async () => {
+        for (let i = 0; i < CHUNKS; i++) {
+          call.emit('token ');
+          await nextTurn();
+        }
+        call.end();
+      })();
     },
   });
   const orchestrator = createOrchestrator({ inspect: setup.inspect });

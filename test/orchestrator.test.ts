@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
 import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
 import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
@@ -243,6 +243,48 @@ describe('limits', () => {
     const output = await run.result;
     clearInterval(ticker);
     expect(output.error).toMatchObject({ code: 'RUN_TIMEOUT', message: 'the run exceeded its time limit' });
+  });
+
+  it('keeps a limit past what timers can hold for as long as they can hold, never firing at once', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      // Node fires a setTimeout of more than 2^31 - 1 ms at once; the machine clamps the delay.
+      const { orchestrator, model, start } = setup({
+        limits: { timeoutMs: 2 ** 40, idleTimeoutMs: 2 ** 40 },
+      });
+      const run = start();
+      await model.nextCall();
+      await vi.advanceTimersByTimeAsync(2 ** 31 - 2);
+      expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+      await vi.advanceTimersByTimeAsync(1);
+      expect((await run.result).error).toMatchObject({ code: 'RUN_TIMEOUT' });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('keeps finished runs for an hour by default, and times in records are unix seconds', async () => {
+    let now = 1_700_000_000_500;
+    const model = createFakeModel({ onCall: (call) => call.end() });
+    const { orchestrator, start } = setup({ now: () => now }, model);
+    const run = start();
+    now += 2_000;
+    const output = await run.result;
+    expect(output).toMatchObject({ created_at: 1_700_000_000, finished_at: 1_700_000_002 });
+    expect(output.metrics.duration).toBe(2);
+    now += 60 * 60_000;
+    expect(orchestrator.getRun(run.runId)?.status).toBe('completed');
+    now += 1;
+    expect(orchestrator.getRun(run.runId)).toBeUndefined();
+  });
+
+  it('refuses to follow a run from past its last event', async () => {
+    const { orchestrator, start } = setup();
+    const run = start();
+    expect(() => orchestrator.events(run.runId, 2)).toThrow(/has no event 2 yet \(its last is 1\)/);
+    const rest = orchestrator.events(run.runId, 1); // at the last event: allowed
+    orchestrator.cancelRun(run.runId);
+    expect((await collect(rest)).map((event) => event.event)).toEqual(['RunCancelled']);
   });
 
   it('forgets the oldest finished runs past the retention count', async () => {
