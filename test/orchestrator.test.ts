@@ -234,6 +234,30 @@ describe('limits', () => {
     checkRunEvents(await collect(run.events()), 'failed');
   });
 
+  it('restarts the idle timer on every chunk: only a silence of idleTimeoutMs fails the run', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const { orchestrator, model, start } = setup({ limits: { idleTimeoutMs: 1_000 } });
+      const run = start();
+      const call = await model.nextCall();
+      call.emit('a');
+      await vi.advanceTimersByTimeAsync(600);
+      call.emit('b');
+      await vi.advanceTimersByTimeAsync(600); // 1,200 ms after the first chunk, 600 after the last
+      expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+      await vi.advanceTimersByTimeAsync(399);
+      expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+      await vi.advanceTimersByTimeAsync(1);
+      expect(await run.result).toMatchObject({
+        status: 'failed',
+        content: 'ab',
+        error: { code: 'RUN_TIMEOUT', message: 'the model sent nothing within the idle timeout' },
+      });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('fails a run past its total time limit even while chunks keep coming', async () => {
     const { model, start } = setup({ limits: { timeoutMs: 30, idleTimeoutMs: 60_000 } });
     const run = start();
