@@ -72,7 +72,7 @@ export const FULL_CONFIG: BenchConfig = {
   reps: 5,
   // Ten warm-up streams: with three, runstate's per-run code (an actor, a log) had run only three
   // times and was still getting faster through the measured repetitions.
-  stream: { chunks: 10_000, trials: 3, warmup: 10 },
+  stream: { chunks: 10_000, trials: 5, warmup: 10 },
   cancel: { trials: 15, warmup: 5, chunksBeforeStall: 3 },
   concurrent: { runs: 1_000, chunks: 100, delayMs: 10, warmupRuns: 50, startPerSecond: 0 },
   // Streams of 5 s, started over 2 s: all 10,000 are open at once.
