@@ -123,15 +123,25 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
   #delivered = false;
   #finished = false;
 
+  readonly #client: OpenAI;
+  readonly #modelId: string;
+  readonly #body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming;
+  readonly #signal: AbortSignal;
+
   constructor(
-    private readonly client: OpenAI,
-    private readonly modelId: string,
-    private readonly body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming,
-    private readonly signal: AbortSignal,
-  ) {}
+    client: OpenAI,
+    modelId: string,
+    body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming,
+    signal: AbortSignal,
+  ) {
+    this.#client = client;
+    this.#modelId = modelId;
+    this.#body = body;
+    this.#signal = signal;
+  }
 
   async next(): Promise<IteratorResult<ModelChunk, undefined>> {
-    if (this.#finished || this.signal.aborted) return this.#end();
+    if (this.#finished || this.#signal.aborted) return this.#end();
     const chunks = this.#chunks ?? (await this.#request());
     if (!chunks) return this.#end();
     for (;;) {
@@ -141,12 +151,12 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
       } catch (error) {
         // The body failed: close the socket, never leak the request.
         this.#stream?.controller.abort();
-        if (isAbort(error, this.signal)) return this.#end();
+        if (isAbort(error, this.#signal)) return this.#end();
         this.#finished = true;
         throw toRunstateError(error, { started: true, delivered: this.#delivered });
       }
       // The SDK ends its iteration quietly when the signal aborts, as if the body had ended.
-      if (this.signal.aborted) return this.#end();
+      if (this.#signal.aborted) return this.#end();
       if (result.done) return this.#last();
       const chunk = result.value;
       const choice = chunk.choices[0];
@@ -175,12 +185,12 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
   async #request(): Promise<AsyncIterator<OpenAI.Chat.Completions.ChatCompletionChunk> | undefined> {
     try {
       // `maxRetries` also per request: an injected client may have retries of its own.
-      this.#stream = await this.client.chat.completions.create(this.body, {
-        signal: this.signal,
+      this.#stream = await this.#client.chat.completions.create(this.#body, {
+        signal: this.#signal,
         maxRetries: 0,
       });
     } catch (error) {
-      if (isAbort(error, this.signal)) return undefined;
+      if (isAbort(error, this.#signal)) return undefined;
       this.#finished = true;
       throw toRunstateError(error, { started: false, delivered: false });
     }
@@ -195,7 +205,7 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
     if (this.#finishReason === undefined) {
       throw new RunstateError(
         'MODEL_STREAM_INCOMPLETE',
-        `The stream of ${this.modelId} ended without a finish reason (the body closed early)`,
+        `The stream of ${this.#modelId} ended without a finish reason (the body closed early)`,
       );
     }
     return { done: false, value: { type: 'end', finishReason: this.#finishReason, usage: this.#usage } };

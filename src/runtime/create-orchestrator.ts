@@ -213,6 +213,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   function finish(entry: RunEntry, output: RunMachineOutput): void {
     if (entry.output) return;
+    const finishedAt = now();
     const record: RunOutput = {
       ...baseRecord(entry),
       status: output.status,
@@ -220,10 +221,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       metrics: output.metrics,
       error: output.error,
       cancel_reason: output.cancelReason,
-      finished_at: seconds(now()),
+      finished_at: seconds(finishedAt),
     };
     entry.output = record;
-    entry.finishedAt = now();
+    entry.finishedAt = finishedAt;
     append(entry, terminalEvent(output));
     entry.log.close();
     // Stops a model service that xstate left running (a machine that errors keeps its children).
