@@ -71,7 +71,8 @@ export interface BenchConfig {
 export const FULL_CONFIG: BenchConfig = {
   reps: 5,
   // Ten warm-up streams: with three, runstate's per-run code (an actor, a log) had run only three
-  // times and was still getting faster through the measured repetitions.
+  // times and was still getting faster through the measured repetitions. Five trials a repetition:
+  // one stream takes about 150 ms and varies by ±30 % from the next.
   stream: { chunks: 10_000, trials: 5, warmup: 10 },
   cancel: { trials: 15, warmup: 5, chunksBeforeStall: 3 },
   concurrent: { runs: 1_000, chunks: 100, delayMs: 10, warmupRuns: 50, startPerSecond: 0 },

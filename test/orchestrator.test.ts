@@ -1,4 +1,4 @@
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
 import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
 import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
@@ -21,6 +21,10 @@ async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
   for await (const event of events) out.push(event);
   return out;
 }
+
+afterEach(() => {
+  vi.useRealTimers();
+});
 
 describe('a run that streams to the end', () => {
   it('emits RunStarted, one RunContent per delivery of deltas and RunCompleted with the whole content', async () => {
@@ -236,26 +240,22 @@ describe('limits', () => {
 
   it('restarts the idle timer on every chunk: only a silence of idleTimeoutMs fails the run', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    try {
-      const { orchestrator, model, start } = setup({ limits: { idleTimeoutMs: 1_000 } });
-      const run = start();
-      const call = await model.nextCall();
-      call.emit('a');
-      await vi.advanceTimersByTimeAsync(600);
-      call.emit('b');
-      await vi.advanceTimersByTimeAsync(600); // 1,200 ms after the first chunk, 600 after the last
-      expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
-      await vi.advanceTimersByTimeAsync(399);
-      expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
-      await vi.advanceTimersByTimeAsync(1);
-      expect(await run.result).toMatchObject({
-        status: 'failed',
-        content: 'ab',
-        error: { code: 'RUN_TIMEOUT', message: 'the model sent nothing within the idle timeout' },
-      });
-    } finally {
-      vi.useRealTimers();
-    }
+    const { orchestrator, model, start } = setup({ limits: { idleTimeoutMs: 1_000 } });
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a');
+    await vi.advanceTimersByTimeAsync(600);
+    call.emit('b');
+    await vi.advanceTimersByTimeAsync(600); // 1,200 ms after the first chunk, 600 after the last
+    expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+    await vi.advanceTimersByTimeAsync(399);
+    expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await run.result).toMatchObject({
+      status: 'failed',
+      content: 'ab',
+      error: { code: 'RUN_TIMEOUT', message: 'the model sent nothing within the idle timeout' },
+    });
   });
 
   it('fails a run past its total time limit even while chunks keep coming', async () => {
@@ -271,20 +271,16 @@ describe('limits', () => {
 
   it('keeps a limit past what timers can hold for as long as they can hold, never firing at once', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    try {
-      // Node fires a setTimeout of more than 2^31 - 1 ms at once; the machine clamps the delay.
-      const { orchestrator, model, start } = setup({
-        limits: { timeoutMs: 2 ** 40, idleTimeoutMs: 2 ** 40 },
-      });
-      const run = start();
-      await model.nextCall();
-      await vi.advanceTimersByTimeAsync(2 ** 31 - 2);
-      expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
-      await vi.advanceTimersByTimeAsync(1);
-      expect((await run.result).error).toMatchObject({ code: 'RUN_TIMEOUT' });
-    } finally {
-      vi.useRealTimers();
-    }
+    // Node fires a setTimeout of more than 2^31 - 1 ms at once; the machine clamps the delay.
+    const { orchestrator, model, start } = setup({
+      limits: { timeoutMs: 2 ** 40, idleTimeoutMs: 2 ** 40 },
+    });
+    const run = start();
+    await model.nextCall();
+    await vi.advanceTimersByTimeAsync(2 ** 31 - 2);
+    expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+    await vi.advanceTimersByTimeAsync(1);
+    expect((await run.result).error).toMatchObject({ code: 'RUN_TIMEOUT' });
   });
 
   it('keeps finished runs for an hour by default, and times in records are unix seconds', async () => {

@@ -27,8 +27,7 @@ export function runBodyParsers(limit: BodyLimit): RequestHandler[] {
   const json = express.json({ limit: maxBytes, strict: true });
   const urlencoded = express.urlencoded({ limit: maxBytes, extended: false, parameterLimit: 100 });
   // Only text fields: runs take no files. multer bounds each field and their number, not the whole
-  // body: a declared Content-Length is checked before parsing, and the bytes are counted on the way
-  // to the parser, for a chunked body.
+  // body: the bytes are counted on their way to the parser, whether a Content-Length was sent or not.
   const multipart = multer({
     limits: { fieldSize: maxBytes, fields: 100, parts: 100, files: 0 },
     streamHandler: pipeWithin(maxBytes),
@@ -37,7 +36,6 @@ export function runBodyParsers(limit: BodyLimit): RequestHandler[] {
   return [
     wrap(json, fromBodyParserError),
     wrap(urlencoded, fromBodyParserError),
-    multipartLengthCheck(maxBytes),
     wrap(multipart, fromMultipartError),
   ];
 }
@@ -90,31 +88,6 @@ function fromMultipartError(error: unknown): unknown {
   // Everything else multer passes on comes from busboy reading a broken body.
   if (error instanceof Error) return malformedRequest(`malformed multipart body: ${error.message}`, error);
   return error;
-}
-
-/**
- * Refuses a multipart body whose declared length is over the limit before parsing it. The body is
- * still read off and discarded before answering, as body-parser does for JSON: a client that is
- * still sending would otherwise get a broken pipe instead of the 413.
- */
-function multipartLengthCheck(maxBytes: number): RequestHandler {
-  return (req, _res, next) => {
-    const length = Number(req.headers['content-length']);
-    if (!req.is('multipart/form-data') || !(length > maxBytes)) return next();
-    const error = new RunstateError(
-      'PAYLOAD_TOO_LARGE',
-      `request body too large: ${length} > ${maxBytes} bytes`,
-    );
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      next(error);
-    };
-    req.once('end', finish);
-    req.once('close', finish);
-    req.resume();
-  };
 }
 
 /**

@@ -102,8 +102,6 @@ async function createRun(
       throw invalidField('session_id', `session ${input.session_id} belongs to agent ${owner}`);
     }
   }
-  // The client left while its body was read: nobody would get the answer, or the run's id.
-  if (res.req.socket.destroyed) return;
   const orchestrator = agent.orchestrator;
   // `stream: true` only to get the run's id at once; the events are read from the orchestrator,
   // whose log does not cancel the run when a reader stops (on_disconnect decides that).

@@ -1,3 +1,4 @@
+import { setImmediate } from 'node:timers/promises';
 import type { TokenUsage } from '../../machines/run-types.js';
 import type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from '../model/chat-model.js';
 
@@ -136,8 +137,9 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
 /**
  * Resolves on the next turn of the event loop, once everything the current one set off has
  * happened: an emitted delta has become a `RunContent`, a cancel has aborted the model's signal.
- * It waits for no timer (`setImmediate`: leave it real when faking timers).
+ * It waits for no timer, and fake timers do not hold it back: it is `node:timers/promises`'
+ * `setImmediate`, which they do not replace.
  */
 export function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  return setImmediate();
 }

@@ -81,7 +81,7 @@ describe('createInspector: the feed', () => {
     await feed.until((m) => m.type === 'runs' && m.runs[0]!.chunks === 1);
     await emitApart(call, Array<string>(999).fill('word '));
     await contentEvents(run.events(), 1000);
-    await new Promise((resolve) => setImmediate(resolve)); // a state change would have gone out by now
+    await nextTurn(); // a state change would have gone out by now
 
     const ofType = (type: FeedMessage['type']) => feed.messages.filter((m) => m.type === type);
     // pending → requesting → receiving: at most one message per state change, none per chunk.

@@ -1,12 +1,12 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runMachine } from '../../machines/run.machine.js';
 import { createFakeModel } from '../../src/testing/fake-model.js';
-import { machineGraph, type FeedMessage } from '../../src/inspect/index.js';
+import { createInspector, machineGraph, type FeedMessage } from '../../src/inspect/index.js';
 import { startInspectorServer, type InspectorServer } from './support.js';
 
 let server: InspectorServer | undefined;
@@ -225,5 +225,23 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
       { detail: 'the run id is not valid percent-encoding', code: 'INVALID_INPUT' },
     ]);
     expect((await fetch(`${server.url}/inspect/graph.json`)).status).toBe(200);
+  });
+
+  it('answers 400 to a request target that is no URL (fetch cannot send one: a raw socket does)', async () => {
+    const inspector = createInspector();
+    const plain = createServer((req, res) => inspector.handler(req, res));
+    plain.listen(0, '127.0.0.1');
+    await once(plain, 'listening');
+    const { port } = plain.address() as AddressInfo;
+    const socket = connect(port, '127.0.0.1');
+    socket.end('GET http://[ HTTP/1.1\r\nHost: inspector\r\nConnection: close\r\n\r\n');
+    let answer = '';
+    for await (const chunk of socket) answer += String(chunk);
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toContain('{"detail":"the request target is not a valid URL","code":"INVALID_INPUT"}');
+    expect((await fetch(`http://127.0.0.1:${port}/inspect/graph.json`)).status).toBe(200); // still serving
+    inspector.close();
+    plain.closeAllConnections();
+    plain.close();
   });
 });

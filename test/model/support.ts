@@ -2,6 +2,7 @@ import type { ActorRefLike, AnyStateNode, InspectionEvent } from 'xstate';
 import { RunstateError } from '../../src/errors.js';
 import type { RunEvent } from '../../src/runtime/index.js';
 import type { FakeModelCall, LifecycleAction, LifecyclePath } from '../../src/testing/index.js';
+import { nextTurn } from '../../src/testing/index.js';
 import type { RunErrorData } from '../../machines/run-types.js';
 
 /** The machine's model errors, one per branch of its retry guard and of the runtime's error mapping. */
@@ -32,15 +33,12 @@ export const MACHINE_ERRORS: RunErrorData[] = [
 export const RANDOM = () => 0.5;
 
 /**
- * Resolves once every pending microtask has run. The fake model, the model service and the event
- * log hand work on through promises only, so after this every effect of an action has landed.
- * `setImmediate` is not faked (see {@link FAKE_TIMERS}), so this never waits for a timer.
+ * Lets every effect of an action land: the fake model, the model service and the event log hand
+ * work on through promises and ticks only, all done by the next turn of the event loop.
  */
-export function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
+export const settle = nextTurn;
 
-/** Only the timers and the clock are faked: `setImmediate` and microtasks stay real for `settle`. */
+/** Only the timers and the clock are faked. */
 export const FAKE_TIMERS = {
   toFake: ['setTimeout', 'clearTimeout', 'Date'] as const,
   now: 1_700_000_000_000,

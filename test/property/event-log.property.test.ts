@@ -6,6 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MemoryEventLog, type RunEvent } from '../../src/runtime/index.js';
+import { nextTurn } from '../../src/testing/index.js';
 
 type Op =
   { kind: 'append' } | { kind: 'follow'; after: number } | { kind: 'read'; after: number } | { kind: 'tick' };
@@ -34,7 +35,7 @@ const event = (seq: number): RunEvent => ({
   seq,
 });
 
-const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+const tick = nextTurn;
 
 describe('MemoryEventLog', () => {
   it('replays then follows, for any number of followers, until it is closed', async () => {
