@@ -1,0 +1,161 @@
+import type { StateValue } from 'xstate';
+import type { CancelReason, RunStatus } from '../../machines/run-types.js';
+import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
+
+/**
+ * The three interfaces the orchestrator keeps its state behind. The in-memory implementations
+ * (`createMemoryRunStore`, `createMemoryCancelBus`, `createMemoryEventBus`) are the defaults; a
+ * database or a broker is another implementation of the same interface, never a branch in the
+ * orchestrator.
+ *
+ * Who writes what: a run has one owner, the orchestrator instance that started it. Only the owner
+ * (its run actor, through the orchestrator) writes the run's record and events; any instance reads
+ * them. Every method that can do I/O returns a promise; events are written in batches (never one
+ * call per token).
+ */
+
+/** Filters of {@link RunStore.listRuns}; absent fields do not filter. */
+export interface RunFilter {
+  agentId?: string | undefined;
+  sessionId?: string | undefined;
+  status?: RunStatus | undefined;
+}
+
+/** Filters of {@link RunStore.listSessions}; absent fields do not filter. */
+export interface SessionFilter {
+  agentId?: string | undefined;
+  userId?: string | undefined;
+}
+
+/** A session: the runs of one conversation. Wire object, as AgentOS names its fields. */
+export interface SessionRecord {
+  session_id: string;
+  agent_id: string;
+  user_id: string | null;
+  /** The start of the first user message (at most 100 characters), as Agno's Agent UI shows it. */
+  session_name: string;
+  /** Unix time in seconds. */
+  created_at: number;
+  /** Unix time in seconds: when its last run was created. */
+  updated_at: number;
+  /** The session's retained runs, oldest first, active ones included. */
+  run_ids: string[];
+}
+
+/**
+ * A change to a run's record. Fields beyond {@link RunRecord}'s are the owner's to keep with the run
+ * (a persisted machine snapshot, a lease); a store keeps them and `getRun` returns them as written.
+ */
+export type RunPatch = Partial<Omit<RunRecord, 'run_id'>> & Record<string, unknown>;
+
+/**
+ * Run records, sessions (with their runs) and each run's event log.
+ *
+ * Contract, for every implementation:
+ * - Writes of one run come from its owner, one at a time and in order: `createRun` first, then any
+ *   number of `updateRun` and `appendEvents`, then `finishRun`. A store need not order concurrent
+ *   writes of one run; it must make each write visible to every later read once its promise resolved
+ *   (read-your-writes, on any instance).
+ * - Sessions exist through their runs: `createRun` creates the session on its first run, and
+ *   retention that forgets a session's last run forgets the session.
+ * - Retention is the store's own option (how many finished runs, how old, how many sessions): what a
+ *   store forgot reads as absent everywhere (`getRun`, `listRuns`, `readEvents`, `sessionRuns`,
+ *   `run_ids`). A store never forgets an active run.
+ * - Errors: a refused write rejects with a `RunstateError` (`INVALID_INPUT` for a bad request,
+ *   `STORE_UNAVAILABLE` when the backend cannot be reached).
+ */
+export interface RunStore {
+  /**
+   * Records a new run (its status is `pending`) and adds it to its session, creating the session
+   * on its first run. Rejects `INVALID_INPUT` when the session belongs to another agent, or the run
+   * id is already recorded; nothing is written then.
+   */
+  createRun(run: RunRecord): Promise<void>;
+  /** Merges `patch` into an active run's record. Ignored for an unknown or final run. */
+  updateRun(runId: string, patch: RunPatch): Promise<void>;
+  /**
+   * Makes a run final with its output. Idempotent: resolves `true` when this call finished the run,
+   * `false` when it was already final (the first output stays) or is unknown.
+   */
+  finishRun(record: RunOutput): Promise<boolean>;
+  /** The run's record, or `undefined` for an unknown or forgotten run. */
+  getRun(runId: string): Promise<RunRecord | undefined>;
+  /** Retained runs matching `filter`, in the order they were created. */
+  listRuns(filter?: RunFilter): Promise<RunRecord[]>;
+  /**
+   * Appends a batch of one run's events. `events` are in `seq` order and continue the log without a
+   * gap (the first `seq` is the log's size + 1). Events whose `seq` is already stored are ignored,
+   * so a batch sent again after an error does no harm.
+   */
+  appendEvents(runId: string, events: readonly RunEvent[]): Promise<void>;
+  /** The run's stored events with `seq > afterSeq` (default 0), in order; `[]` for an unknown run. */
+  readEvents(runId: string, afterSeq?: number): Promise<RunEvent[]>;
+  /** The session, or `undefined`. */
+  getSession(sessionId: string): Promise<SessionRecord | undefined>;
+  /** Sessions matching `filter`, most recently updated first. */
+  listSessions(filter?: SessionFilter): Promise<SessionRecord[]>;
+  /** The session's retained runs, oldest first (a conversation's history is built from them). */
+  sessionRuns(sessionId: string): Promise<RunRecord[]>;
+  /** Forgets a session, its runs and their events; `false` when there was no such session. */
+  deleteSession(sessionId: string): Promise<boolean>;
+  /** Releases the store's connections. Calls after it reject. */
+  close(): Promise<void>;
+}
+
+/**
+ * A cancel, delivered to the instance that owns the run (which may be another process).
+ *
+ * Contract: a cancel published after a subscription's promise resolved reaches that subscriber,
+ * once, unless the bus is unavailable (then `publish` rejects `STORE_UNAVAILABLE`). Every
+ * subscriber receives every cancel: the owner acts on it, the others ignore runs they do not own.
+ * Delivery is at most once; whoever asked for the cancel watches the run's record or events to learn
+ * the outcome.
+ */
+export interface CancelBus {
+  /** Sends a cancel for `runId`; resolves once the bus accepted it (not when the run is final). */
+  publish(runId: string, reason: CancelReason): Promise<void>;
+  /** Receives every cancel published from now on; resolves once listening, with `unsubscribe`. */
+  subscribe(listener: (runId: string, reason: CancelReason) => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+/**
+ * A run's live events, from its owner to followers on any instance.
+ *
+ * Contract: the owner publishes each batch after the store has it (`appendEvents` resolved), in
+ * `seq` order. A subscriber receives, in order, every batch of that run published after its
+ * subscription's promise resolved. So a follower that subscribes first and then reads the store
+ * misses nothing: an event is either already stored when it reads, or published after it
+ * subscribed. That is what "gap-free, resumable by `seq`" means here: a follower drops events with
+ * a `seq` it has already seen, and if it ever sees a jump in `seq` (a bus that lost a message) it
+ * reads the missing events from the store.
+ */
+export interface EventBus {
+  /** Sends a batch of a run's events to its followers. Never waits: a slow follower costs the owner nothing. */
+  publish(runId: string, events: readonly RunEvent[]): void;
+  /** Follows a run's events published from now on; resolves once listening, with `unsubscribe`. */
+  subscribe(runId: string, listener: (events: readonly RunEvent[]) => void): Promise<() => void>;
+  close(): Promise<void>;
+}
+
+/**
+ * What `orchestrator.subscribe(listener)` reports about the runs this orchestrator owns, each
+ * synchronously, as it happens, in this order per run: `created`; then `state` and `event` as the
+ * machine moves and the wire events are appended; `finished` once, after the terminal event. The one
+ * source of run lifecycle for the inspector, HTTP streams, tracing and metrics.
+ */
+export type RunNotice =
+  /** Inside `startRun`, before it returns: an OpenTelemetry `context.active()` is the caller's. */
+  | { type: 'created'; run: RunRecord }
+  /** Every change of the run machine's state (`value` is xstate's state value). */
+  | { type: 'state'; runId: string; value: StateValue; status: RunStatus }
+  /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
+  | { type: 'event'; runId: string; event: RunEvent }
+  /** Once per run, after its terminal event. */
+  | { type: 'finished'; run: RunOutput };
+
+/**
+ * Receives {@link RunNotice}s. It should not throw: a listener that throws is reported to
+ * `console.error` and affects neither the run nor the other listeners.
+ */
+export type RunListener = (notice: RunNotice) => void;
