@@ -7,6 +7,8 @@
  *   npm run example:cancel                        # cancels after 8 seconds
  *   CANCEL_AFTER_SECONDS=2 npm run example:cancel
  *   npm run example:cancel -- --cancel-after 2
+ *
+ * It exits 0 when the run was cancelled or completed first, 1 when the run failed, 2 on a bad delay.
  */
 import { parseArgs } from 'node:util';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -17,10 +19,35 @@ interface RunResult {
   runId: string | undefined;
   cancelled: boolean;
   content: string;
+  /** `CODE: message` when the run failed. */
+  error?: string;
 }
 
-const { values } = parseArgs({ options: { 'cancel-after': { type: 'string' } } });
-const cancelAfterSeconds = Number(values['cancel-after'] ?? process.env.CANCEL_AFTER_SECONDS ?? 8);
+/** The delay in seconds, from `--cancel-after`, else `CANCEL_AFTER_SECONDS`, else 8. */
+function readCancelAfter(): number {
+  let values: { 'cancel-after'?: string | undefined };
+  try {
+    ({ values } = parseArgs({ options: { 'cancel-after': { type: 'string' } } }));
+  } catch (error) {
+    console.error((error as Error).message);
+    process.exit(2);
+  }
+  const [source, raw] =
+    values['cancel-after'] !== undefined
+      ? ['--cancel-after', values['cancel-after']]
+      : process.env.CANCEL_AFTER_SECONDS
+        ? ['CANCEL_AFTER_SECONDS', process.env.CANCEL_AFTER_SECONDS]
+        : ['default', '8'];
+  const seconds = Number(raw);
+  // Number('') is 0 and Number('abc') is NaN: neither is a delay anyone meant.
+  if (raw.trim() === '' || !Number.isFinite(seconds) || seconds < 0) {
+    console.error(`${source} must be a number of seconds, 0 or more (got '${raw}')`);
+    process.exit(2);
+  }
+  return seconds;
+}
+
+const cancelAfterSeconds = readCancelAfter();
 
 const agent = new Agent({
   name: 'StorytellerAgent',
@@ -49,16 +76,24 @@ async function longRunningTask(shared: { runId?: string }): Promise<RunResult> {
       return { status: chunk.status, runId: chunk.run_id, cancelled: false, content: preview() };
     } else if (chunk.event === RunEvent.runError) {
       console.log(`\n[ERROR] ${chunk.code}: ${chunk.content}`);
-      return { status: chunk.status, runId: chunk.run_id, cancelled: false, content: preview() };
+      const error = `${chunk.code}: ${chunk.content}`;
+      return { status: chunk.status, runId: chunk.run_id, cancelled: false, content: preview(), error };
     }
   }
   return { status: 'unknown', runId: shared.runId, cancelled: false, content: preview() };
 }
 
-/** Cancels the run after the delay. `cancelRun` is synchronous: the request is aborted before it returns. */
-async function cancelAfterDelay(shared: { runId?: string }, seconds: number): Promise<void> {
+/**
+ * Cancels the run after the delay, unless the run ends first (`signal`). `cancelRun` is synchronous:
+ * the request is aborted before it returns.
+ */
+async function cancelAfterDelay(shared: { runId?: string }, seconds: number, signal: AbortSignal) {
   console.log(`[TIMER] Will cancel run in ${seconds} seconds...`);
-  await delay(seconds * 1000);
+  try {
+    await delay(seconds * 1000, undefined, { signal });
+  } catch {
+    return; // the run ended before the delay: nothing to cancel
+  }
   if (!shared.runId) {
     console.log('[WARNING] No run_id found to cancel');
     return;
@@ -72,7 +107,11 @@ console.log('Starting agent run cancellation example...');
 console.log(`Model: ${agent.model.id} (${agent.model.provider})`);
 console.log('='.repeat(50));
 const shared: { runId?: string } = {};
-const [result] = await Promise.all([longRunningTask(shared), cancelAfterDelay(shared, cancelAfterSeconds)]);
+const runEnded = new AbortController();
+const [result] = await Promise.all([
+  longRunningTask(shared).finally(() => runEnded.abort()),
+  cancelAfterDelay(shared, cancelAfterSeconds, runEnded.signal),
+]);
 
 console.log(`\n${'='.repeat(50)}`);
 console.log('RESULTS:');
@@ -80,7 +119,21 @@ console.log('='.repeat(50));
 console.log(`Status: ${result.status}`);
 console.log(`Run ID: ${result.runId}`);
 console.log(`Was Cancelled: ${result.cancelled}`);
+if (result.error) console.log(`Error: ${result.error}`);
 console.log(`Content Preview: ${result.content}`);
-if (result.status === RunStatus.cancelled) console.log('\nSUCCESS: Run was successfully cancelled!');
-else console.log('\nWARNING: Run completed before cancellation');
+switch (result.status) {
+  case RunStatus.cancelled:
+    console.log('\nSUCCESS: Run was successfully cancelled!');
+    break;
+  case RunStatus.completed:
+    console.log('\nWARNING: Run completed before cancellation');
+    break;
+  case RunStatus.failed:
+    console.log('\nFAILED: Run failed before cancellation');
+    process.exitCode = 1;
+    break;
+  default:
+    console.log('\nFAILED: the stream ended without a terminal event');
+    process.exitCode = 1;
+}
 console.log('\nExample completed!');

@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { createFakeOpenAIServer, type FakeOpenAIServer } from '../src/testing/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -23,6 +24,58 @@ describe('examples (offline)', () => {
     expect(stdout).toContain('Was Cancelled: true');
     expect(stdout).toMatch(/Content Preview: \S/);
     expect(stdout).toContain('SUCCESS: Run was successfully cancelled!');
+  });
+
+  it('agent_cancel_run refuses a delay that is not a number of seconds', async () => {
+    for (const [args, extraEnv, shown] of [
+      [
+        [],
+        { CANCEL_AFTER_SECONDS: 'abc' },
+        "CANCEL_AFTER_SECONDS must be a number of seconds, 0 or more (got 'abc')",
+      ],
+      [['--cancel-after=-1'], {}, "--cancel-after must be a number of seconds, 0 or more (got '-1')"],
+      [['--cancel-after', ' '], {}, "--cancel-after must be a number of seconds, 0 or more (got ' ')"],
+    ] as const) {
+      const failure = await example('agent_cancel_run.ts', [...args], extraEnv).then(
+        () => expect.fail('the example accepted a bad delay'),
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+      expect(failure.code).toBe(2);
+      expect(failure.stderr.trim()).toBe(shown);
+      expect(failure.stdout).toBe(''); // no run started
+    }
+  });
+
+  describe('agent_cancel_run against a model that ends first', () => {
+    let upstream: FakeOpenAIServer;
+    beforeAll(async () => {
+      upstream = await createFakeOpenAIServer();
+    });
+    afterAll(() => upstream.close());
+    const model = () => ({ OPENAI_API_KEY: 'test', OPENAI_BASE_URL: upstream.url });
+
+    it('says the run failed (not that it completed), and exits 1', async () => {
+      upstream.setDefault({ fault: 'status', status: 400, message: 'no such model' });
+      const failure = await example('agent_cancel_run.ts', ['--cancel-after', '600'], model()).then(
+        () => expect.fail('the example exited 0 for a failed run'),
+        (error: { code: number; stdout: string }) => error,
+      );
+      expect(failure.code).toBe(1);
+      expect(failure.stdout).toContain('Status: failed');
+      expect(failure.stdout).toMatch(/Error: MODEL_REQUEST_FAILED: .*no such model/);
+      expect(failure.stdout).toContain('FAILED: Run failed before cancellation');
+      expect(failure.stdout).not.toContain('completed before cancellation');
+      expect(failure.stdout).not.toContain('[CANCEL]'); // the 600 s timer stopped with the run
+    });
+
+    it('says the run completed before the cancel, without waiting for the timer', async () => {
+      upstream.setDefault({ chunks: ['Once upon a time', ', the end.'] });
+      const { stdout } = await example('agent_cancel_run.ts', ['--cancel-after', '600'], model());
+      expect(stdout).toContain('Status: completed');
+      expect(stdout).toContain('Content Preview: Once upon a time, the end....');
+      expect(stdout).toContain('WARNING: Run completed before cancellation');
+      expect(stdout).not.toContain('[CANCEL]');
+    });
   });
 
   it('agent_run prints a completed run', async () => {
