@@ -1,0 +1,110 @@
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+// The package as its users get it: `npm pack` in a copy of what a fresh clone has (no dist), so the
+// prepack build must run, and the published files, not the sources, are what is checked.
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const run = promisify(execFile);
+
+interface PackageJson {
+  exports: Record<string, string | Record<string, string>>;
+  bin: Record<string, string>;
+  dependencies: Record<string, string>;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'runstate-package-'));
+const pkgDir = join(dir, 'runstate');
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as PackageJson;
+let packed: Set<string>;
+
+beforeAll(async () => {
+  for (const entry of ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'LICENSE', 'README.md']) {
+    cpSync(join(ROOT, entry), join(pkgDir, entry));
+  }
+  for (const folder of ['src', 'machines'])
+    cpSync(join(ROOT, folder), join(pkgDir, folder), { recursive: true });
+  symlinkSync(join(ROOT, 'node_modules'), join(pkgDir, 'node_modules'), 'dir');
+  const { stdout } = await run('npm', ['pack', '--dry-run', '--json'], { cwd: pkgDir, timeout: 120_000 });
+  const [report] = JSON.parse(stdout) as [{ files: { path: string }[] }];
+  packed = new Set(report.files.map((file) => file.path));
+}, 130_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Every target of the exports map for `condition`, without the leading `./`. */
+function exportTargets(condition: 'types' | 'default'): string[] {
+  return Object.values(pkg.exports)
+    .filter((target) => typeof target === 'object')
+    .map((target) => target[condition]!.slice(2));
+}
+
+/** The modules `entry` imports, directly or not: relative paths from the package, and bare specifiers. */
+function importGraph(entry: string): { files: Set<string>; packages: Set<string> } {
+  const files = new Set<string>();
+  const packages = new Set<string>();
+  const pending = [entry];
+  // `import … from '…'`, `export … from '…'`, `import '…'`, `import('…')` (also in d.ts types).
+  const specifiers = /(?:\bfrom\s*|\bimport\s*\(?\s*)['"]([^'"]+)['"]/g;
+  for (let file = pending.pop(); file !== undefined; file = pending.pop()) {
+    if (files.has(file)) continue;
+    files.add(file);
+    // Without comments: TSDoc examples import the package by its name.
+    const source = readFileSync(join(pkgDir, file), 'utf8')
+      .replace(/\/\*[\s\S]*?\*\//g, '')
+      .replace(/^\s*\/\/.*$/gm, '');
+    for (const [, specifier] of source.matchAll(specifiers)) {
+      if (!specifier!.startsWith('.')) {
+        const parts = specifier!.split('/');
+        packages.add(specifier!.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0]!);
+        continue;
+      }
+      let target = join(dirname(file), specifier!);
+      if (file.endsWith('.d.ts')) target = target.replace(/\.js$/, '.d.ts');
+      pending.push(relative('.', target));
+    }
+  }
+  return { files, packages };
+}
+
+describe('npm pack', () => {
+  it('builds first (prepack) and ships the build, the licence and the readme', () => {
+    expect(packed).toContain('LICENSE');
+    expect(packed).toContain('README.md');
+    expect(packed).toContain('package.json');
+    for (const file of [...exportTargets('types'), ...exportTargets('default'), ...Object.values(pkg.bin)]) {
+      expect(packed).toContain(file.replace(/^\.\//, ''));
+    }
+    expect([...packed].filter((file) => file.startsWith('dist/')).length).toBeGreaterThan(50);
+    expect([...packed].filter((file) => /^(test|bench|examples)\/|\.tgz$/.test(file))).toEqual([]);
+  });
+
+  it('declares a dependency for every package the published types import', () => {
+    const imported = new Set<string>();
+    for (const entry of exportTargets('types')) {
+      for (const name of importGraph(entry).packages) imported.add(name);
+    }
+    expect(imported).toContain('express'); // createApp().app is an express app
+    for (const name of imported) {
+      if (name.startsWith('node:')) continue; // @types/node, which every Node project has
+      // Typed by DefinitelyTyped (`@types/express`), or by the package itself.
+      const types = `@types/${name.replace(/^@(.*)\//, '$1__')}`;
+      const typedBy = existsSync(join(ROOT, 'node_modules', types)) ? types : name;
+      expect(pkg.dependencies, `the published types import '${name}'`).toHaveProperty([typedBy]);
+    }
+  });
+
+  it('loads express, multer and cors only from runstate/server and the command', () => {
+    const server = ['express', 'multer', 'cors'];
+    const [root, serverEntry] = ['.', './server'].map((name) => {
+      const target = pkg.exports[name] as Record<string, string>;
+      return importGraph(target.default!.slice(2)).packages;
+    });
+    expect([...root!].filter((name) => server.includes(name))).toEqual([]);
+    expect([...serverEntry!].filter((name) => server.includes(name)).sort()).toEqual(server.sort());
+  });
+});
