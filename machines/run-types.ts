@@ -40,16 +40,22 @@ export interface RunErrorData {
   retryAfterMs?: number;
 }
 
-/** Token counts, named as Agno and the OpenAI usage object name them. */
+/**
+ * Token counts, named as Agno and the OpenAI usage object name them. `null` is "unknown": the server
+ * did not report that count (many compatible servers send no usage at all), never a real zero.
+ */
 export interface TokenUsage {
-  input_tokens: number;
-  output_tokens: number;
-  total_tokens: number;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  total_tokens: number | null;
 }
 
-/** What a finished run measured. Times are in seconds, as in Agno's metrics. */
+/**
+ * What a finished run measured. Times are in seconds, as in Agno's metrics. Token counts are `null`
+ * when the model server did not report them.
+ */
 export interface RunMetrics extends TokenUsage {
-  /** From the first request to the first chunk; `null` when no chunk arrived. */
+  /** From the first request to the first output (reasoning or content); `null` when none arrived. */
   time_to_first_token: number | null;
   /** From the first request (or from creation, for a run cancelled while pending) to the end. */
   duration: number;
@@ -71,8 +77,11 @@ export interface RetryPolicy {
 export interface RunMachineOutput {
   status: FinalRunStatus;
   content: string;
+  /** What a reasoning model streamed as its reasoning (`''` when it sent none). */
+  reasoningContent: string;
   error: RunErrorData | null;
   cancelReason: CancelReason | null;
+  /** The model's finish reason (`stop`, `length`...), `null` when the model did not finish. */
   finishReason: string | null;
   metrics: RunMetrics;
   attempts: number;

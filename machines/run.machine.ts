@@ -13,15 +13,23 @@ import type {
 export type RunMachineEvent =
   | { type: 'START' }
   | { type: 'CANCEL'; reason: CancelReason }
-  | { type: 'CHUNK'; delta: string }
+  /**
+   * Model output. `reasoning` is what a reasoning model streamed as its reasoning before `delta`
+   * (the visible content) in the same chunk: the model service merges deltas without reordering.
+   */
+  | { type: 'CHUNK'; delta: string; reasoning?: string | undefined }
   | { type: 'DONE'; finishReason: string; usage?: TokenUsage | undefined }
   | { type: 'ERROR'; error: RunErrorData }
   | { type: 'TIMEOUT'; limit: 'idle' | 'total' };
 
-/** Emitted once per accepted chunk, so observers see content only when the machine took it. */
+/**
+ * Emitted once per accepted chunk, so observers see output only when the machine took it.
+ * `reasoning` (possibly `''`) came before `delta`.
+ */
 export interface RunContentEmitted {
   type: 'content';
   delta: string;
+  reasoning: string;
 }
 
 /** What the invoked model service receives: enough to find the run's model and messages. */
@@ -48,6 +56,8 @@ export interface RunMachineContext {
   runId: string;
   /** Grows by string concatenation: V8 makes `+=` a rope, O(1) per chunk, flattened once when read. */
   content: string;
+  /** The reasoning a reasoning model streamed; grows like `content`. */
+  reasoning: string;
   chunkCount: number;
   attempt: number;
   createdAt: number;
@@ -91,14 +101,16 @@ function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMac
   return {
     status,
     content: context.content,
+    reasoningContent: context.reasoning,
     error: context.error,
     cancelReason: context.cancelReason,
     finishReason: context.finishReason,
     attempts: context.attempt,
     metrics: {
-      input_tokens: usage?.input_tokens ?? 0,
-      output_tokens: usage?.output_tokens ?? 0,
-      total_tokens: usage?.total_tokens ?? 0,
+      // Unknown stays unknown: a server that reports no usage did not use zero tokens.
+      input_tokens: usage?.input_tokens ?? null,
+      output_tokens: usage?.output_tokens ?? null,
+      total_tokens: usage?.total_tokens ?? null,
       time_to_first_token: context.firstChunkAt === null ? null : (context.firstChunkAt - start) / 1000,
       duration: (end - start) / 1000,
     },
@@ -176,11 +188,19 @@ export const runMachine = setup({
     }),
     appendChunk: assign(({ context, event }) => {
       if (event.type !== 'CHUNK') return {};
-      return { content: context.content + event.delta, chunkCount: context.chunkCount + 1 };
+      const { delta, reasoning } = event;
+      return reasoning
+        ? {
+            content: context.content + delta,
+            reasoning: context.reasoning + reasoning,
+            chunkCount: context.chunkCount + 1,
+          }
+        : { content: context.content + delta, chunkCount: context.chunkCount + 1 };
     }),
     emitContent: emit(({ event }) => ({
       type: 'content' as const,
       delta: event.type === 'CHUNK' ? event.delta : '',
+      reasoning: (event.type === 'CHUNK' && event.reasoning) || '',
     })),
     recordFirstChunk: assign({ firstChunkAt: ({ context }) => context.now() }),
     recordDone: assign(({ event }) =>
@@ -199,6 +219,7 @@ export const runMachine = setup({
     return {
       runId: input.runId,
       content: '',
+      reasoning: '',
       chunkCount: 0,
       attempt: 0,
       createdAt: now(),

@@ -9,9 +9,14 @@ export interface ChatMessage {
 /**
  * What a model stream yields: text deltas, then exactly one `end`. A stream that stops without an
  * `end` is incomplete, and the run fails with `MODEL_STREAM_INCOMPLETE`.
+ *
+ * A delta's `reasoning` is a reasoning model's reasoning (`delta.reasoning_content` or
+ * `delta.reasoning` in chat completions), produced before the delta's `content`; either may be `''`.
+ * `usage` is absent when the server reported none; a count it did not report is `null`.
  */
 export type ModelChunk =
-  { type: 'delta'; content: string } | { type: 'end'; finishReason: string; usage?: TokenUsage | undefined };
+  | { type: 'delta'; content: string; reasoning?: string | undefined }
+  | { type: 'end'; finishReason: string; usage?: TokenUsage | undefined };
 
 /** One streamed request. */
 export interface ChatRequest {

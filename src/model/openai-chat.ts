@@ -161,14 +161,15 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
       const chunk = result.value;
       const choice = chunk.choices[0];
       if (choice?.finish_reason) this.#finishReason = choice.finish_reason;
-      if (chunk.usage) {
-        this.#usage = {
-          input_tokens: chunk.usage.prompt_tokens,
-          output_tokens: chunk.usage.completion_tokens,
-          total_tokens: chunk.usage.total_tokens,
-        };
+      if (chunk.usage) this.#usage = usageOf(chunk.usage);
+      const delta: ReasoningDelta | undefined = choice?.delta;
+      const content = delta?.content;
+      // vLLM, llama.cpp and DeepSeek name it `reasoning_content`; Ollama, OpenRouter and newer vLLM `reasoning`.
+      const reasoning = delta?.reasoning_content || delta?.reasoning;
+      if (reasoning && typeof reasoning === 'string') {
+        this.#delivered = true;
+        return { done: false, value: { type: 'delta', content: content || '', reasoning } };
       }
-      const content = choice?.delta?.content;
       if (content) {
         this.#delivered = true;
         return { done: false, value: { type: 'delta', content } };
@@ -215,6 +216,21 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
     this.#finished = true;
     return { done: true, value: undefined };
   }
+}
+
+/** A delta as reasoning models' servers send it: the SDK's type knows no reasoning. */
+type ReasoningDelta = OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta & {
+  reasoning_content?: unknown;
+  reasoning?: unknown;
+};
+
+/** A count the server did not send (or sent as something else than a number) is unknown, not 0. */
+function usageOf(usage: OpenAI.CompletionUsage): TokenUsage {
+  const count = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) ? value : null);
+  const input = count(usage.prompt_tokens);
+  const output = count(usage.completion_tokens);
+  const total = count(usage.total_tokens) ?? (input !== null && output !== null ? input + output : null);
+  return { input_tokens: input, output_tokens: output, total_tokens: total };
 }
 
 function isAbort(error: unknown, signal: AbortSignal): boolean {

@@ -6,6 +6,7 @@ import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { MemoryEventLog, type RunEventLog } from './event-log.js';
 import { createModelService, type ModelCall } from './model-service.js';
+import { ReasoningPhases } from './reasoning-phases.js';
 import type { RunEvent, RunEventBase, RunOutput, RunRecord } from './run-events.js';
 import { SessionStore, type SessionFilter, type SessionRecord } from './session-store.js';
 
@@ -119,6 +120,7 @@ interface RunEntry {
   readonly call: ModelCall;
   readonly controller: AbortController;
   readonly log: RunEventLog;
+  readonly reasoning: ReasoningPhases;
   readonly actor: Actor<typeof runMachine>;
   readonly result: Promise<RunOutput>;
   resolve: (output: RunOutput) => void;
@@ -190,6 +192,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       ...baseRecord(entry),
       status: runStatusOf(snapshot),
       content: snapshot.context.content,
+      reasoning_content: snapshot.context.reasoning,
+      ...extraDataOf(entry),
+      finish_reason: null,
       metrics: null,
       error: null,
       cancel_reason: null,
@@ -211,13 +216,25 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     };
   }
 
+  function extraDataOf(entry: RunEntry): Pick<RunRecord, 'extra_data'> {
+    const extraData = entry.reasoning.extraData();
+    return extraData ? { extra_data: extraData } : {};
+  }
+
   function finish(entry: RunEntry, output: RunMachineOutput): void {
     if (entry.output) return;
     const finishedAt = now();
+    // A run that ends while the model reasons closes the phase before its terminal event.
+    const reasoningCompleted = entry.reasoning.close();
+    if (reasoningCompleted) append(entry, reasoningCompleted);
+    const extraData = extraDataOf(entry);
     const record: RunOutput = {
       ...baseRecord(entry),
       status: output.status,
       content: output.content,
+      reasoning_content: output.reasoningContent,
+      ...extraData,
+      finish_reason: output.finishReason,
       metrics: output.metrics,
       error: output.error,
       cancel_reason: output.cancelReason,
@@ -225,7 +242,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     };
     entry.output = record;
     entry.finishedAt = finishedAt;
-    append(entry, terminalEvent(output));
+    append(entry, { ...terminalEvent(output), ...extraData });
     entry.log.close();
     // Stops a model service that xstate left running (a machine that errors keeps its children).
     entry.controller.abort();
@@ -319,6 +336,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       call: { model: request.model, messages, runSignal: controller.signal },
       controller,
       log: new MemoryEventLog(),
+      reasoning: new ReasoningPhases(),
       actor,
       result,
       resolve,
@@ -334,9 +352,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       input: request.input,
     });
 
-    actor.on('content', ({ delta }) => {
+    actor.on('content', ({ delta, reasoning }) => {
       try {
-        append(entry, { event: 'RunContent', content: delta });
+        // Content outside a reasoning phase, the common case, is one event with no array.
+        if (!reasoning && !entry.reasoning.open) append(entry, { event: 'RunContent', content: delta });
+        else for (const event of entry.reasoning.project(delta, reasoning)) append(entry, event);
       } catch (error) {
         // A throw here would escape xstate's emit and crash the process: fail the run instead.
         actor.send({
@@ -377,6 +397,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return {
       status: 'failed',
       content: context.content,
+      reasoningContent: context.reasoning,
       error: {
         code: 'INTERNAL',
         message: error instanceof Error ? error.message : String(error),
@@ -386,9 +407,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       finishReason: null,
       attempts: context.attempt,
       metrics: {
-        input_tokens: 0,
-        output_tokens: 0,
-        total_tokens: 0,
+        input_tokens: null,
+        output_tokens: null,
+        total_tokens: null,
         time_to_first_token: null,
         duration: (now() - (context.startedAt ?? context.createdAt)) / 1000,
       },
@@ -492,7 +513,15 @@ type EventBody = RunEvent extends infer E
 function terminalEvent(output: RunMachineOutput): EventBody {
   switch (output.status) {
     case 'completed':
-      return { event: 'RunCompleted', content: output.content, status: 'completed', metrics: output.metrics };
+      return {
+        event: 'RunCompleted',
+        content: output.content,
+        reasoning_content: output.reasoningContent,
+        // `completed` is reached only through DONE, which carries the finish reason.
+        finish_reason: output.finishReason ?? 'stop',
+        status: 'completed',
+        metrics: output.metrics,
+      };
     case 'cancelled':
       return {
         event: 'RunCancelled',

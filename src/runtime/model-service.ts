@@ -28,7 +28,8 @@ export const MAX_DELTAS_PER_CHUNK = 64;
  * a transition per delta would cost more than parsing it. The merged chunk is sent on the next tick,
  * which Node runs once the promise jobs of the current read are all done, so the deltas of one read
  * are merged and none waits for another read. A paced stream, one delta per read as a real model
- * sends them, is unchanged.
+ * sends them, is unchanged. Merging never reorders: a `CHUNK`'s reasoning came before its content,
+ * so reasoning that follows content waiting to be sent goes into the next `CHUNK`.
  */
 export function createModelService(lookup: (runId: string) => ModelCall | undefined) {
   return fromCallback<RunMachineEvent, ModelServiceInput>(({ input, sendBack }) => {
@@ -53,15 +54,19 @@ export function createModelService(lookup: (runId: string) => ModelCall | undefi
 }
 
 async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): Promise<void> {
+  // What waits for the next tick: reasoning, then content (a CHUNK's order).
   let pending = '';
+  let pendingReasoning = '';
   let pendingDeltas = 0;
   // Once aborted, the run has left the state that wanted these deltas: they are dropped.
   const flush = () => {
     if (pendingDeltas === 0 || signal.aborted) return;
     const delta = pending;
+    const reasoning = pendingReasoning;
     pending = '';
+    pendingReasoning = '';
     pendingDeltas = 0;
-    sendBack({ type: 'CHUNK', delta });
+    sendBack(reasoning ? { type: 'CHUNK', delta, reasoning } : { type: 'CHUNK', delta });
   };
   try {
     for await (const chunk of call.model.stream({ messages: call.messages, signal })) {
@@ -71,9 +76,19 @@ async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): P
         if (!signal.aborted) sendBack({ type: 'DONE', finishReason: chunk.finishReason, usage: chunk.usage });
         return;
       }
-      if (chunk.content === '') continue;
-      if (pendingDeltas === 0) process.nextTick(flush);
-      pending += chunk.content;
+      const { content, reasoning } = chunk;
+      if (reasoning) {
+        // Reasoning after content cannot join that CHUNK (its reasoning comes first): send it.
+        if (pending !== '') flush();
+        if (pendingDeltas === 0) process.nextTick(flush);
+        pendingReasoning += reasoning;
+        if (content !== '') pending += content;
+      } else if (content === '') {
+        continue;
+      } else {
+        if (pendingDeltas === 0) process.nextTick(flush);
+        pending += content;
+      }
       if (++pendingDeltas === MAX_DELTAS_PER_CHUNK) flush();
     }
     flush();

@@ -11,6 +11,8 @@ import type {
 export const RunEvent = {
   runStarted: 'RunStarted',
   runContent: 'RunContent',
+  reasoningStarted: 'ReasoningStarted',
+  reasoningCompleted: 'ReasoningCompleted',
   runCompleted: 'RunCompleted',
   runCancelled: 'RunCancelled',
   runError: 'RunError',
@@ -48,18 +50,61 @@ export interface RunStartedEvent extends RunEventBase {
   run_input: string;
 }
 
-/** One delta from the model. */
+/**
+ * One delta from the model. A reasoning model's reasoning comes in `reasoning_content` (with
+ * `content: ''`, as Agno streams it); when one event carries both, the reasoning came first.
+ */
 export interface RunContentEvent extends RunEventBase {
   event: 'RunContent';
   content: string;
+  /** The reasoning delta; absent when the delta has none. */
+  reasoning_content?: string;
+}
+
+/**
+ * One phase of a reasoning model's reasoning, in the shape of Agno's `ReasoningStep` (the Agent UI
+ * lists each step's `title` under "Reasoning").
+ */
+export interface ReasoningStep {
+  /** The first line of the reasoning, shortened. */
+  title: string;
+  /** The whole reasoning of the phase. */
+  reasoning: string;
+}
+
+/** What Agno's Agent UI reads besides `content`: the reasoning steps. */
+export interface RunExtraData {
+  reasoning_steps: ReasoningStep[];
+}
+
+/** The model started reasoning: `RunContent` events with `reasoning_content` follow. */
+export interface ReasoningStartedEvent extends RunEventBase {
+  event: 'ReasoningStarted';
+}
+
+/**
+ * The model stopped reasoning (its first content, or the end of its turn). `reasoning_content` is
+ * this phase's whole reasoning; `extra_data.reasoning_steps` lists every phase so far (the Agent UI
+ * replaces its steps with them).
+ */
+export interface ReasoningCompletedEvent extends RunEventBase {
+  event: 'ReasoningCompleted';
+  reasoning_content: string;
+  extra_data: RunExtraData;
 }
 
 /** Terminal: the model finished. `content` is the whole answer. */
 export interface RunCompletedEvent extends RunEventBase {
   event: 'RunCompleted';
   content: string;
+  /** All the reasoning the model streamed (`''` when none). */
+  reasoning_content: string;
+  /** Why the model stopped: `stop`, `length` (the token limit cut the answer), `content_filter`... */
+  finish_reason: string;
   status: 'completed';
   metrics: RunMetrics;
+  /** Present when the model reasoned. */
+  extra_data?: RunExtraData;
 }
 
 /** Terminal: the run was cancelled. `content` is what had streamed so far. */
@@ -81,7 +126,13 @@ export interface RunErrorEvent extends RunEventBase {
 
 /** Any event of a run. Switch on `event`. */
 export type RunEvent =
-  RunStartedEvent | RunContentEvent | RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
+  | RunStartedEvent
+  | RunContentEvent
+  | ReasoningStartedEvent
+  | ReasoningCompletedEvent
+  | RunCompletedEvent
+  | RunCancelledEvent
+  | RunErrorEvent;
 
 /** The events that end a run; exactly one per run, always the last. */
 export type RunTerminalEvent = RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
@@ -102,6 +153,12 @@ export interface RunRecord {
   run_input: string;
   /** The content so far (all of it, once final). */
   content: string;
+  /** The reasoning so far (`''` when the model sent none). */
+  reasoning_content: string;
+  /** Present when the model reasoned: its reasoning phases, as the Agent UI shows them. */
+  extra_data?: RunExtraData;
+  /** The model's finish reason (`stop`, `length`...); `null` until it finished, and for runs it never did. */
+  finish_reason: string | null;
   model: string;
   model_provider: string;
   metrics: RunMetrics | null;

@@ -4,8 +4,9 @@ import { isTerminalEvent, type RunEvent } from '../runtime/run-events.js';
  * Checks the invariants every run's events must hold, and throws an Error naming the first one
  * broken: `seq` counts from 1 without gaps; the first event is `RunStarted`; exactly one terminal
  * event, and it is the last; every event belongs to the same run; the terminal event's status is
- * `expectedStatus` when given; `RunCompleted.content` is the concatenation of the deltas; the
- * `RunCancelled` content is what streamed before the cancel.
+ * `expectedStatus` when given; `RunCompleted.content` is the concatenation of the deltas and its
+ * `reasoning_content` that of the reasoning deltas; the `RunCancelled` content is what streamed
+ * before the cancel; reasoning deltas come between a `ReasoningStarted` and a `ReasoningCompleted`.
  *
  * @example
  * ```ts
@@ -24,10 +25,22 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   const runId = events[0]!.run_id;
   if (events[0]!.event !== 'RunStarted') fail(`first event is ${events[0]!.event}, not RunStarted`);
   let streamed = '';
+  let reasoned = '';
+  let reasoning = false;
   events.forEach((event, index) => {
     if (event.seq !== index + 1) fail(`event ${index + 1} has seq ${event.seq}`);
     if (event.run_id !== runId) fail(`event ${event.seq} belongs to run ${event.run_id}, not ${runId}`);
-    if (event.event === 'RunContent') streamed += event.content;
+    if (event.event === 'ReasoningStarted' || event.event === 'ReasoningCompleted') {
+      if (reasoning === (event.event === 'ReasoningStarted')) fail(`unpaired ${event.event} at ${event.seq}`);
+      reasoning = !reasoning;
+    }
+    if (event.event === 'RunContent') {
+      streamed += event.content;
+      if (event.reasoning_content !== undefined) {
+        if (!reasoning) fail(`reasoning at ${event.seq} outside ReasoningStarted/ReasoningCompleted`);
+        reasoned += event.reasoning_content;
+      }
+    }
     if (isTerminalEvent(event) && index !== events.length - 1) fail(`terminal ${event.event} is not last`);
   });
   const last = events[events.length - 1]!;
@@ -37,5 +50,9 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   }
   if (last.event !== 'RunError' && last.content !== streamed) {
     fail(`${last.event}.content differs from the streamed deltas`);
+  }
+  if (reasoning) fail('a reasoning phase is not completed before the terminal event');
+  if (last.event === 'RunCompleted' && last.reasoning_content !== reasoned) {
+    fail('RunCompleted.reasoning_content differs from the streamed reasoning');
   }
 }

@@ -17,6 +17,8 @@ export interface FakeModelCall {
    * deliver them apart.
    */
   emit(content: string): void;
+  /** Sends a reasoning delta, as a reasoning model streams its thinking before its answer. */
+  emitReasoning(reasoning: string): void;
   /** Ends the stream normally (finish reason `stop` unless told otherwise). */
   end(options?: { finishReason?: string; usage?: TokenUsage }): void;
   /** Makes the stream throw `error`. */
@@ -81,6 +83,7 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
         else signal.addEventListener('abort', () => resolve(), { once: true });
       }),
       emit: (content) => push({ kind: 'chunk', chunk: { type: 'delta', content } }),
+      emitReasoning: (reasoning) => push({ kind: 'chunk', chunk: { type: 'delta', content: '', reasoning } }),
       end: ({ finishReason = 'stop', usage } = {}) =>
         push({ kind: 'chunk', chunk: { type: 'end', finishReason, usage } }),
       fail: (error) => push({ kind: 'error', error }),

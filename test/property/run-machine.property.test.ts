@@ -2,7 +2,7 @@
  * Property-based test of the run machine against a reference model written from the design:
  * random event sequences (start, chunks, end, errors, cancels, any running timer firing, events
  * after the end) under random limits, applied with xstate's pure `transition`. After every event
- * the machine's state, content, attempts, error and retry delay must equal the reference's, and
+ * the machine's state, content, reasoning, attempts, error and retry delay must equal the reference's, and
  * its output must be what the reference computes.
  */
 import fc from 'fast-check';
@@ -23,7 +23,7 @@ type Timer = 'idleTimeout' | 'runTimeout' | 'retryDelay';
 type Command =
   | { type: 'START' }
   | { type: 'CANCEL'; reason: CancelReason }
-  | { type: 'CHUNK'; delta: string }
+  | { type: 'CHUNK'; delta: string; reasoning?: string }
   | { type: 'DONE'; finishReason: string; usage: TokenUsage | undefined }
   | { type: 'ERROR'; error: RunErrorData }
   | { type: 'FIRE'; timer: Timer };
@@ -32,6 +32,7 @@ interface Ref {
   state: RefState;
   attempt: number;
   content: string;
+  reasoning: string;
   chunks: number;
   startedAt: number | null;
   firstChunkAt: number | null;
@@ -63,6 +64,7 @@ function reference(ref: Ref, command: Command, retry: RetryPolicy, random: numbe
       Object.assign(next, {
         state: 'receiving',
         content: ref.content + command.delta,
+        reasoning: ref.reasoning + (command.reasoning ?? ''),
         chunks: ref.chunks + 1,
         firstChunkAt: ref.firstChunkAt ?? now,
       });
@@ -137,7 +139,14 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
     weight: 1,
   },
   {
-    arbitrary: fc.record({ type: fc.constant('CHUNK' as const), delta: fc.string({ maxLength: 4 }) }),
+    arbitrary: fc.record(
+      {
+        type: fc.constant('CHUNK' as const),
+        delta: fc.string({ maxLength: 4 }),
+        reasoning: fc.string({ maxLength: 4 }),
+      },
+      { requiredKeys: ['type', 'delta'] },
+    ),
     weight: 5,
   },
   {
@@ -145,9 +154,11 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       type: fc.constant('DONE' as const),
       finishReason: fc.constantFrom('stop', 'length'),
       usage: fc.option(
-        fc
-          .tuple(fc.nat(50), fc.nat(50))
-          .map(([i, o]) => ({ input_tokens: i, output_tokens: o, total_tokens: i + o })),
+        fc.tuple(fc.option(fc.nat(50)), fc.option(fc.nat(50))).map(([i, o]) => ({
+          input_tokens: i,
+          output_tokens: o,
+          total_tokens: i === null || o === null ? null : i + o,
+        })),
         { nil: undefined },
       ),
     }),
@@ -200,6 +211,7 @@ describe('run machine against a reference model', () => {
             state: 'pending',
             attempt: 0,
             content: '',
+            reasoning: '',
             chunks: 0,
             startedAt: null,
             firstChunkAt: null,
@@ -220,9 +232,11 @@ describe('run machine against a reference model', () => {
             [snapshot, actions] = transition(runMachine, snapshot, event as RunMachineEvent);
             const emitted = (actions as { type: string; params: unknown }[])
               .filter((action) => action.type === 'xstate.emit')
-              .map((action) => (action.params as { event: { delta: string } }).event.delta);
+              .map((action) => (action.params as { event: { delta: string; reasoning: string } }).event);
             const accepted = command.type === 'CHUNK' && expected.chunks > ref.chunks;
-            expect(emitted).toEqual(accepted ? [command.delta] : []);
+            expect(emitted).toEqual(
+              accepted ? [{ type: 'content', delta: command.delta, reasoning: command.reasoning ?? '' }] : [],
+            );
             if (before.status === 'done') expect(snapshot).toBe(before);
             if (!FINAL.includes(ref.state) && FINAL.includes(expected.state)) endedAt = now;
             ref = expected;
@@ -233,6 +247,7 @@ describe('run machine against a reference model', () => {
             expect(isFinalStatus(runStatusOf(snapshot))).toBe(snapshot.status === 'done');
             const { context } = snapshot;
             expect(context.content).toBe(ref.content);
+            expect(context.reasoning).toBe(ref.reasoning);
             expect(context.chunkCount).toBe(ref.chunks);
             expect(context.attempt).toBe(ref.attempt);
             expect(context.error).toEqual(ref.error);
@@ -246,14 +261,15 @@ describe('run machine against a reference model', () => {
           expect(snapshot.output).toEqual({
             status: ref.state,
             content: ref.content,
+            reasoningContent: ref.reasoning,
             error: ref.error,
             cancelReason: ref.cancelReason,
             finishReason: ref.finishReason,
             attempts: ref.attempt,
             metrics: {
-              input_tokens: ref.usage?.input_tokens ?? 0,
-              output_tokens: ref.usage?.output_tokens ?? 0,
-              total_tokens: ref.usage?.total_tokens ?? 0,
+              input_tokens: ref.usage?.input_tokens ?? null,
+              output_tokens: ref.usage?.output_tokens ?? null,
+              total_tokens: ref.usage?.total_tokens ?? null,
               time_to_first_token: ref.firstChunkAt === null ? null : (ref.firstChunkAt - start) / 1000,
               duration: (endedAt - start) / 1000,
             },

@@ -236,7 +236,15 @@ describe('sendEventStream', () => {
   function event(seq: number, last = false): RunEvent {
     const base = { run_id: 'r', agent_id: 'a', agent_name: 'A', session_id: 's', created_at: 0, seq };
     return last
-      ? { ...base, event: 'RunCompleted', content: 'x', status: 'completed', metrics }
+      ? {
+          ...base,
+          event: 'RunCompleted',
+          content: 'x',
+          reasoning_content: '',
+          finish_reason: 'stop',
+          status: 'completed',
+          metrics,
+        }
       : { ...base, event: 'RunContent', content: 'x'.repeat(100) };
   }
 

@@ -1,0 +1,75 @@
+import type { ReasoningStep, RunContentEvent, RunEvent, RunEventBase, RunExtraData } from './run-events.js';
+
+/** An event of a run without the fields every event carries (the projection fills them in). */
+export type OutputEventBody =
+  | Omit<RunContentEvent, keyof RunEventBase>
+  | Omit<Extract<RunEvent, { event: 'ReasoningStarted' }>, keyof RunEventBase>
+  | Omit<Extract<RunEvent, { event: 'ReasoningCompleted' }>, keyof RunEventBase>;
+
+/** Longest step title: the Agent UI shows it on one line. */
+const MAX_TITLE_LENGTH = 80;
+
+/**
+ * Projects the output of one run (content and reasoning deltas, in the order the machine took
+ * them) to wire events: a reasoning phase opens with `ReasoningStarted`, streams as `RunContent`
+ * with `reasoning_content`, and closes with `ReasoningCompleted` when content starts or the run
+ * ends. Each closed phase is one {@link ReasoningStep}, the shape Agno's Agent UI lists.
+ * O(1) per delta: the phase's text grows by concatenation and is read once, when it closes.
+ */
+export class ReasoningPhases {
+  #open = false;
+  #text = '';
+  readonly #steps: ReasoningStep[] = [];
+
+  /** True while the model reasons: content now closes the phase. */
+  get open(): boolean {
+    return this.#open;
+  }
+
+  /** The events of one accepted chunk: `reasoning` came before `content`. */
+  project(content: string, reasoning: string): OutputEventBody[] {
+    const events: OutputEventBody[] = [];
+    if (reasoning) {
+      if (!this.#open) {
+        this.#open = true;
+        events.push({ event: 'ReasoningStarted' });
+      }
+      this.#text += reasoning;
+      events.push({ event: 'RunContent', content: '', reasoning_content: reasoning });
+    }
+    if (content) {
+      const completed = this.close();
+      if (completed) events.push(completed);
+      events.push({ event: 'RunContent', content });
+    }
+    return events;
+  }
+
+  /** Closes the open phase, if any (the run ended while the model reasoned). */
+  close(): OutputEventBody | undefined {
+    if (!this.#open) return undefined;
+    const reasoning = this.#text;
+    this.#open = false;
+    this.#text = '';
+    this.#steps.push({ title: titleOf(reasoning), reasoning });
+    return { event: 'ReasoningCompleted', reasoning_content: reasoning, extra_data: this.extraData()! };
+  }
+
+  /** The steps so far (an open phase counts as one), or `undefined` when the model never reasoned. */
+  extraData(): RunExtraData | undefined {
+    const steps = this.#open
+      ? [...this.#steps, { title: titleOf(this.#text), reasoning: this.#text }]
+      : this.#steps;
+    return steps.length === 0 ? undefined : { reasoning_steps: steps.slice() };
+  }
+}
+
+/** The first line that says something, shortened to fit one line. */
+function titleOf(reasoning: string): string {
+  const line =
+    reasoning
+      .split('\n', 20)
+      .find((l) => l.trim() !== '')
+      ?.trim() ?? '';
+  return line.length > MAX_TITLE_LENGTH ? `${line.slice(0, MAX_TITLE_LENGTH - 1)}…` : line;
+}
