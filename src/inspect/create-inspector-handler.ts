@@ -3,6 +3,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { RunstateError } from '../errors.js';
+import { eventFrame, openEventStream } from '../server/event-stream.js';
+import { malformedRequest, sendError } from '../server/http-errors.js';
 import type { FeedMessage, RunSummary } from './feed-messages.js';
 import type { MachineGraph } from './machine-graph.js';
 
@@ -25,9 +28,12 @@ export interface InspectorHandlerOptions {
     listener: (message: FeedMessage) => void,
     options?: { runId?: string | undefined },
   ) => () => void;
-  listRuns: () => RunSummary[];
-  /** Serves `POST <mount>/runs/:run_id/cancel` when given. */
-  cancel: ((runId: string) => { status: number; body: object }) | undefined;
+  listRuns: () => RunSummary[] | Promise<RunSummary[]>;
+  /**
+   * Serves `POST <mount>/runs/:run_id/cancel` when given: resolves with the 200 body, or throws a
+   * `RunstateError` (`RUN_NOT_FOUND`, `RUN_ALREADY_FINISHED`), answered by the server's error map.
+   */
+  cancel: ((runId: string) => object | Promise<object>) | undefined;
   /** Stripped from the path when the request was not routed by a framework. */
   basePath: string;
   heartbeatMs: number;
@@ -51,6 +57,8 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   '/inspector.css': { file: 'inspector.css', type: 'text/css; charset=utf-8' },
 };
 const ELK_PATH = '/vendor/elk.bundled.js';
+/** What a feed keeps for a reader whose socket is full, before it drops messages and resyncs. */
+const MAX_QUEUED_BYTES = 1024 * 1024;
 /** `''`: the mount itself, which redirects to the page. */
 const PUBLIC_PATHS: readonly string[] = Object.freeze(['', ...Object.keys(ASSETS), ELK_PATH, '/graph.json']);
 
@@ -112,41 +120,58 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
   }
 
   function openFeed(req: IncomingMessage, res: ServerResponse, runId: string | undefined): void {
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    res.write('retry: 2000\n\n');
-    let blocked = false;
-    let unsubscribe = (): void => {};
-    // A slow reader is not buffered for: while its socket is full, messages are dropped, and once
-    // it drains it gets a fresh snapshot (summaries are idempotent, the detail is resent whole).
+    const stream = openEventStream(res, { heartbeatMs, retryMs: 2000 });
+    // The feed cannot hold the inspector back, so while the socket is full its messages wait here,
+    // up to a bound. Past it they are dropped, and once the socket drains the page gets a fresh
+    // snapshot instead (summaries are idempotent, the detail is resent whole). A frame larger than
+    // the socket's buffer fills it on its own, whatever the reader's speed: waiting for `drain` is
+    // then the normal case, and must never resubscribe (that sent a new snapshot per drain, in a
+    // loop a fast reader kept from ever yielding).
+    let waiting: string[] | undefined;
+    let waitingBytes = 0;
+    let dropped = false;
     const send = (message: FeedMessage): void => {
-      if (blocked) return;
-      if (!res.write(frameOf(message))) {
-        blocked = true;
-        res.once('drain', resync);
+      const frame = frameOf(message);
+      if (waiting === undefined) {
+        if (!stream.write(frame)) void flushWhenDrained();
+      } else if (!dropped && waitingBytes + frame.length <= MAX_QUEUED_BYTES) {
+        waiting.push(frame);
+        waitingBytes += frame.length;
+      } else {
+        dropped = true;
+        waiting = [];
       }
     };
-    const resync = (): void => {
-      blocked = false;
+    const flushWhenDrained = async (): Promise<void> => {
+      waiting = [];
+      waitingBytes = 0;
+      while (await stream.drained()) {
+        if (dropped) return resync();
+        const frames: string[] = waiting ?? [];
+        // Written until the socket is full again (that frame included); the rest wait for the next drain.
+        const full: number = frames.findIndex((frame) => !stream.write(frame));
+        waiting = full < 0 ? undefined : frames.slice(full + 1);
+        if (waiting === undefined) return;
+        waitingBytes = waiting.reduce((bytes, frame) => bytes + frame.length, 0);
+      }
+    };
+    const resync = async (): Promise<void> => {
+      // On a later turn of the event loop, never within the drain.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (stream.over) return;
+      dropped = false;
+      waiting = undefined;
       unsubscribe();
       unsubscribe = subscribe(send, { runId });
     };
-    unsubscribe = subscribe(send, { runId });
-    const heartbeat = setInterval(() => {
-      if (!blocked) res.write(': ping\n\n');
-    }, heartbeatMs).unref();
+    let unsubscribe = subscribe(send, { runId });
     const end = (): void => {
-      clearInterval(heartbeat);
       unsubscribe();
-      res.off('drain', resync);
       feeds.delete(res);
+      stream.end();
     };
     feeds.set(res, end);
-    res.once('close', end);
+    stream.onClientGone(end);
     req.once('close', end);
   }
 
@@ -161,20 +186,43 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     res.end(res.req.method === 'HEAD' ? undefined : body);
   }
 
-  function sendJson(res: ServerResponse, status: number, body: unknown): void {
-    send(res, status, 'application/json; charset=utf-8', JSON.stringify(body), {
-      'cache-control': 'no-store',
-    });
+  function sendJson(res: ServerResponse, body: unknown): void {
+    send(res, 200, 'application/json; charset=utf-8', JSON.stringify(body), { 'cache-control': 'no-store' });
   }
 
-  function serveAsset(req: IncomingMessage, res: ServerResponse, path: string): void {
+  /** Answers with what `produce` returns or resolves to, or with the error it throws. */
+  function reply(
+    res: ServerResponse,
+    next: ((error?: unknown) => void) | undefined,
+    produce: () => unknown,
+  ): void {
+    void Promise.resolve()
+      .then(produce)
+      .then(
+        (body) => sendJson(res, body),
+        (error: unknown) => fail(res, error, next),
+      );
+  }
+
+  /** Errors go to the host app's error handler when mounted with one, else to the server's error map. */
+  function fail(res: ServerResponse, error: unknown, next: ((error?: unknown) => void) | undefined): void {
+    if (next) next(error);
+    else sendError(res, error, { logger: console });
+  }
+
+  function serveAsset(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    next: ((error?: unknown) => void) | undefined,
+  ): void {
     let file: Asset;
     try {
       file = asset(path);
     } catch (error) {
       // elkjs missing from node_modules, or the package's assets: say so, never crash the server.
       const detail = path === ELK_PATH ? 'elkjs is not installed (npm install elkjs)' : String(error);
-      return sendJson(res, 500, { detail: `runstate inspector: ${detail}`, code: 'INTERNAL' });
+      return fail(res, new RunstateError('INTERNAL', `runstate inspector: ${detail}`, { cause: error }), next);
     }
     const gzip = file.gzip && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
     const headers: Record<string, string> = {
@@ -193,7 +241,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       url = new URL(req.url ?? '/', 'http://inspector.invalid');
     } catch {
       // An absolute-form target that is no URL: on plain node:http a throw here would end the process.
-      return sendJson(res, 400, { detail: 'the request target is not a valid URL', code: 'INVALID_INPUT' });
+      return fail(res, malformedRequest('the request target is not a valid URL'), next);
     }
     let path = url.pathname;
     // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount.
@@ -210,13 +258,13 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
         return;
       }
     }
-    if (read && (path in ASSETS || path === ELK_PATH)) return serveAsset(req, res, path);
+    if (read && (path in ASSETS || path === ELK_PATH)) return serveAsset(req, res, path, next);
     if (read && path === '/graph.json') {
       return send(res, 200, 'application/json; charset=utf-8', graphJson, { 'cache-control': 'no-cache' });
     }
-    if (read && path === '/runs.json') return sendJson(res, 200, listRuns());
+    if (read && path === '/runs.json') return reply(res, next, listRuns);
     if (method === 'GET' && path === '/feed') {
-      if (closed) return sendJson(res, 503, { detail: 'the inspector is closed', code: 'SHUTTING_DOWN' });
+      if (closed) return fail(res, new RunstateError('SHUTTING_DOWN', 'the inspector is closed'), next);
       return openFeed(req, res, url.searchParams.get('run') || undefined);
     }
     const cancelPath = /^\/runs\/([^/]+)\/cancel$/.exec(path);
@@ -225,16 +273,12 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       try {
         runId = decodeURIComponent(cancelPath[1]!);
       } catch {
-        return sendJson(res, 400, {
-          detail: 'the run id is not valid percent-encoding',
-          code: 'INVALID_INPUT',
-        });
+        return fail(res, malformedRequest('the run id is not valid percent-encoding'), next);
       }
-      const { status, body } = cancel(runId);
-      return sendJson(res, status, body);
+      return reply(res, next, () => cancel(runId));
     }
     if (next) return next();
-    sendJson(res, 404, { detail: `${method} ${url.pathname} not found`, code: 'NOT_FOUND' });
+    fail(res, new RunstateError('NOT_FOUND', `${method} ${url.pathname} not found`), undefined);
   };
 
   const handler: InspectorHandler = Object.assign(handle, { publicPaths: PUBLIC_PATHS });
@@ -242,10 +286,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     handler,
     close() {
       closed = true;
-      for (const [res, end] of feeds) {
-        end(); // first, so that no heartbeat is written after the end
-        res.end();
-      }
+      for (const end of feeds.values()) end();
     },
   };
 }

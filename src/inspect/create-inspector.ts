@@ -1,7 +1,9 @@
 import type { ActorRefLike, AnyStateMachine, InspectionEvent, Observer, StateValue } from 'xstate';
 import { runMachine } from '../../machines/run.machine.js';
 import type { CancelReason, RunErrorData, RunStatus } from '../../machines/run-types.js';
+import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
+import { runAlreadyFinished } from '../server/http-errors.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
 import type { FeedMessage, InspectorLogEntry, RunProgress, RunSummary } from './feed-messages.js';
 import { machineGraph, transitionLabel, type MachineGraph } from './machine-graph.js';
@@ -432,19 +434,15 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     }
   }
 
-  function cancel(runId: string): { status: number; body: object } {
+  function cancel(runId: string): object {
     for (const orchestrator of orchestrators) {
       if (!orchestrator.getRun(runId)) continue;
       const cancelled = orchestrator.cancelRun(runId, 'api');
       const status = orchestrator.getRun(runId)?.status;
-      if (cancelled || status === 'cancelled')
-        return { status: 200, body: { run_id: runId, status: 'cancelled' } };
-      return {
-        status: 409,
-        body: { detail: `run ${runId} already finished as ${status}`, code: 'RUN_ALREADY_FINISHED', status },
-      };
+      if (cancelled || status === 'cancelled') return { run_id: runId, status: 'cancelled' };
+      throw runAlreadyFinished(runId, status ?? 'failed');
     }
-    return { status: 404, body: { detail: `run ${runId} not found`, code: 'RUN_NOT_FOUND' } };
+    throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
   }
 
   const http = createInspectorHandler({

@@ -4,7 +4,7 @@ import { RunstateError } from '../errors.js';
 
 /** Options of {@link bearerAuth}. */
 export interface BearerAuthOptions {
-  /** The token clients must send as `Authorization: Bearer <key>`. */
+  /** The token clients must send as `Authorization: Bearer <key>`. See {@link checkSecurityKey}. */
   securityKey: string;
   /**
    * Paths served without a token, matched exactly (case and trailing slash included): `/health`, so
@@ -14,23 +14,44 @@ export interface BearerAuthOptions {
 }
 
 /**
- * Requires `Authorization: Bearer <securityKey>`; throws `UNAUTHORIZED` (401) otherwise. CORS
- * preflights never carry credentials, so they are answered before this runs.
+ * Throws `INVALID_INPUT` for a key that no client could ever send: one with leading or trailing
+ * whitespace (HTTP strips it from a header value, and the check is exact, so it would refuse every
+ * request). Called when the app is created, so a wrong key stops the server at start.
+ */
+export function checkSecurityKey(securityKey: string, source = 'the security key'): void {
+  if (securityKey !== securityKey.trim()) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `${source} starts or ends with whitespace (a space, line break or no-break space): no client can send it; remove it`,
+    );
+  }
+}
+
+// The scheme is case-insensitive; between it and the token only ASCII spaces (RFC 6750's `1*SP`),
+// never what a Unicode-aware `\s` would also accept.
+const BEARER = /^bearer +(.+)$/i;
+
+/**
+ * Requires `Authorization: Bearer <securityKey>`, compared exactly (no trimming, byte for byte) and
+ * in constant time; throws `UNAUTHORIZED` (401) otherwise. CORS preflights never carry
+ * credentials, so they are answered before this runs.
  */
 export function bearerAuth({ securityKey, openPaths = [] }: BearerAuthOptions): RequestHandler {
-  const expected = digest(securityKey);
+  checkSecurityKey(securityKey);
+  const expected = digest(Buffer.from(securityKey, 'utf8'));
   const open = new Set(openPaths);
   return (req, _res, next) => {
     if (open.has(req.path)) return next();
-    const match = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-    // Compare digests of equal length in constant time: no timing hint about the key.
-    if (!match?.[1] || !timingSafeEqual(digest(match[1].trim()), expected)) {
+    const token = BEARER.exec(req.headers.authorization ?? '')?.[1];
+    // Node reads header bytes as latin1: back to the bytes the client sent, so a UTF-8 key matches.
+    // Digests have equal lengths, so the comparison gives no timing hint about the key (nor its length).
+    if (token === undefined || !timingSafeEqual(digest(Buffer.from(token, 'latin1')), expected)) {
       throw new RunstateError('UNAUTHORIZED', 'missing or invalid bearer token');
     }
     next();
   };
 }
 
-function digest(value: string): Buffer {
-  return createHash('sha256').update(value).digest();
+function digest(bytes: Buffer): Buffer {
+  return createHash('sha256').update(bytes).digest();
 }

@@ -6,7 +6,8 @@ import { AgentDirectory } from './agent-directory.js';
 import { agentRoutes } from './agent-routes.js';
 import { bearerAuth } from './bearer-auth.js';
 import { parseByteSize, type BodyLimit } from './body-parsers.js';
-import { errorHandler, notFoundHandler } from './http-errors.js';
+import { errorHandler, malformedRequest, notFoundHandler, sendError } from './http-errors.js';
+import { RunstateError } from '../errors.js';
 import type { RouteContext } from './route-context.js';
 import { runRoutes } from './run-routes.js';
 import { sessionRoutes } from './session-routes.js';
@@ -25,6 +26,8 @@ export type MountedHandler = ((
   res: ServerResponse,
   next: (error?: unknown) => void,
 ) => void) & { readonly publicPaths?: readonly string[] };
+
+type NodeHandler = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void) => void;
 
 /** Options of {@link createApp}. Only `agents` is required. */
 export interface CreateAppOptions {
@@ -123,7 +126,30 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   app.use(runRoutes(context));
   app.use(sessionRoutes(context));
   app.use(notFoundHandler);
-  app.use(errorHandler({ logger: options.logger ?? console }));
+  const errors = { logger: options.logger ?? console };
+  app.use(errorHandler(errors));
+
+  // Express's router skips every middleware, CORS, auth and the 404 above included, for a request
+  // target it cannot parse (`GET http://[::1/agents`), and answers with its HTML page. When the app
+  // is the server's handler (no `next`), such requests are answered here instead, as JSON: 401 when
+  // a key is configured (nothing is served to an unauthenticated client), 400 otherwise. Mounted in
+  // another app, the outer app's router met the target first.
+  // `handle` is how express runs every request (`app.listen` and `app(req, res)` call it); its
+  // types leave it out.
+  const internals = app as unknown as { handle: NodeHandler };
+  const routerHandle = internals.handle.bind(app);
+  internals.handle = (req, res, next) => {
+    const unparsable = (error?: unknown) =>
+      sendError(
+        res,
+        error ??
+          (securityKey
+            ? new RunstateError('UNAUTHORIZED', 'missing or invalid bearer token')
+            : malformedRequest('the request target cannot be parsed')),
+        errors,
+      );
+    routerHandle(req, res, next ?? unparsable);
+  };
 
   return {
     app,

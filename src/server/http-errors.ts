@@ -1,4 +1,11 @@
-import type { ErrorRequestHandler, RequestHandler } from 'express';
+/**
+ * Where runstate's errors meet HTTP: the status of every error code, the JSON body `{detail, code}`,
+ * and the one handler that writes it. It imports node types only, never express: the inspector
+ * (usable on plain node:http) answers its errors through it too.
+ *
+ * @packageDocumentation
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorCode } from '../../machines/run-types.js';
 import type { RunStatus } from '../runtime/run-events.js';
 import { RunstateError } from '../errors.js';
@@ -69,34 +76,45 @@ export function errorBody(error: RunstateError): Record<string, unknown> {
   return { detail: error.message, code: error.code, ...extras.get(error)?.body };
 }
 
-/** Options of {@link errorHandler}. */
+/** Options of {@link errorHandler} and {@link sendError}. */
 export interface ErrorHandlerOptions {
   /** Where unexpected errors (bugs: answered 500 without details) are reported. */
   logger: Pick<Console, 'error'>;
 }
 
 /**
- * The app's one error handler: every thrown error becomes `{detail, code}` with the status of its
- * code. Anything that is not a {@link RunstateError} is a bug: answered 500 without its message
- * (no stack trace or internals leak to clients) and reported to the logger.
+ * Answers a request with an error: every thrown error becomes `{detail, code}` with the status of
+ * its code. Anything that is not a {@link RunstateError} is a bug: answered 500 without its message
+ * (no stack trace or internals leak to clients) and reported to the logger. A response whose
+ * headers are already sent (a stream that started) cannot turn into an error answer: it is closed.
  */
-export function errorHandler({ logger }: ErrorHandlerOptions): ErrorRequestHandler {
-  return (thrown: unknown, _req, res, _next) => {
-    let error = thrown instanceof RunstateError ? thrown : fromExpressError(thrown);
-    if (!error) {
-      logger.error('runstate: unexpected error while serving a request', thrown);
-      error = new RunstateError('INTERNAL', 'internal server error', { cause: thrown });
-    }
-    if (res.headersSent) {
-      // A stream that already started cannot turn into an error answer: close it.
-      res.destroy();
-      return;
-    }
-    const status = httpStatusOf(error);
-    if (status === 401) res.setHeader('WWW-Authenticate', 'Bearer');
-    if (status === 503) res.setHeader('Retry-After', '1');
-    res.status(status).json(errorBody(error));
+export function sendError(res: ServerResponse, thrown: unknown, { logger }: ErrorHandlerOptions): void {
+  let error = thrown instanceof RunstateError ? thrown : fromExpressError(thrown);
+  if (!error) {
+    logger.error('runstate: unexpected error while serving a request', thrown);
+    error = new RunstateError('INTERNAL', 'internal server error', { cause: thrown });
+  }
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const status = httpStatusOf(error);
+  const body = JSON.stringify(errorBody(error));
+  const headers: Record<string, string | number> = {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
   };
+  if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
+  if (status === 503) headers['Retry-After'] = '1';
+  res.writeHead(status, headers);
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+/** The app's one error handler (express error middleware): {@link sendError}. */
+export function errorHandler(
+  options: ErrorHandlerOptions,
+): (thrown: unknown, req: IncomingMessage, res: ServerResponse, next: unknown) => void {
+  return (thrown, _req, res) => sendError(res, thrown, options);
 }
 
 /**
@@ -115,6 +133,6 @@ function fromExpressError(thrown: unknown): RunstateError | undefined {
 }
 
 /** Answers every request no route matched: 404 JSON, never express's HTML page. */
-export const notFoundHandler: RequestHandler = (req) => {
-  throw new RunstateError('NOT_FOUND', `no route for ${req.method} ${req.path}`);
-};
+export function notFoundHandler(req: IncomingMessage & { path?: string }): never {
+  throw new RunstateError('NOT_FOUND', `no route for ${req.method} ${req.path ?? req.url}`);
+}

@@ -8,10 +8,5 @@ export { createApp, DEFAULT_CORS_ORIGINS, type CreateAppOptions, type RunstateAp
 export { startServer, type StartServerOptions, type RunningServer } from './start-server.js';
 export type { AgentJson } from './agent-routes.js';
 export type { BodyLimit } from './body-parsers.js';
-export {
-  sendEventStream,
-  sseFrame,
-  SSE_HEADERS,
-  type EventStreamEnd,
-  type EventStreamOptions,
-} from './sse.js';
+export { sendEventStream, sseFrame, type EventStreamEnd, type EventStreamOptions } from './sse.js';
+export { EVENT_STREAM_HEADERS as SSE_HEADERS } from './event-stream.js';

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { runMachine } from '../../machines/run.machine.js';
 import { createFakeModel } from '../../src/testing/fake-model.js';
 import { createInspector, machineGraph, type FeedMessage } from '../../src/inspect/index.js';
+import { spawnCli } from '../server/cli-process.js';
 import { startInspectorServer, type InspectorServer } from './support.js';
 
 let server: InspectorServer | undefined;
@@ -118,7 +119,7 @@ describe('the inspector handler on node:http', () => {
   it('streams the feed over SSE: a new run appears, its cancel through the AgentOS route shows', async () => {
     server = await startInspectorServer({ model: createFakeModel() });
     const response = await fetch(`${server.url}/inspect/feed`);
-    expect(response.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    expect(response.headers.get('content-type')).toBe('text/event-stream');
     const feed = readFeed(response);
     expect(await feed.next()).toMatchObject({ type: 'snapshot', runs: [] });
 
@@ -211,8 +212,9 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
     expect([refused.status, await refused.json()]).toEqual([
       409,
       {
-        detail: `run ${done.runId} already finished as completed`,
+        detail: `run ${done.runId} already finished: completed`,
         code: 'RUN_ALREADY_FINISHED',
+        run_id: done.runId,
         status: 'completed',
       },
     ]);
@@ -243,5 +245,60 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
     inspector.close();
     plain.closeAllConnections();
     plain.close();
+  });
+});
+
+describe('the feed with a fast reader and a snapshot larger than the socket buffer', () => {
+  // A server in a child process: the bug this guards against froze the whole event loop, which in
+  // this process would have frozen the test too.
+  it('sends one snapshot, and the server keeps answering /health and SIGTERM', async () => {
+    const cli = spawnCli(['serve', '--port', '0']);
+    const url = await cli.listening();
+    const agent = `${url}/agents/story-writer-agent`;
+    const post = (message: string) =>
+      fetch(`${agent}/runs`, { method: 'POST', body: new URLSearchParams({ message, stream: 'false' }) });
+    // 100 runs listed: the snapshot is about 40 KB, more than a socket's 16 KB buffer.
+    for (let i = 0; i < 10; i++) {
+      await Promise.all(
+        Array.from({ length: 10 }, (_, j) => post(`run ${i * 10 + j} in 2 words`).then((r) => r.json())),
+      );
+    }
+
+    // A raw socket read as fast as it comes: frames counted, only the unfinished one kept.
+    const { hostname, port } = new URL(url);
+    const socket = connect(Number(port), hostname);
+    socket.write(`GET /inspect/feed HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`);
+    let rest = '';
+    const counts = new Map<string, number>();
+    const seen: string[] = [];
+    let wake: (() => void) | undefined;
+    socket.on('data', (chunk: Buffer) => {
+      rest += chunk.toString('latin1');
+      let end: number;
+      while ((end = rest.indexOf('\n\n')) >= 0) {
+        const frame = rest.slice(0, end);
+        rest = rest.slice(end + 2);
+        const type = /^event: (\w+)$/m.exec(frame)?.[1];
+        if (!type) continue;
+        counts.set(type, (counts.get(type) ?? 0) + 1);
+        if (type === 'runs') seen.push(frame);
+        wake?.();
+      }
+    });
+    const until = async (test: () => boolean) => {
+      while (!test()) await new Promise<void>((resolve) => (wake = resolve));
+    };
+    await until(() => counts.get('snapshot') === 1);
+
+    const health = await fetch(`${url}/health`);
+    expect(health.status).toBe(200);
+    // One more run: its `runs` message comes after anything the feed sent before, a second snapshot included.
+    const last = (await (await post('the last run in 2 words')).json()) as { run_id: string };
+    await until(() => seen.some((frame) => frame.includes(last.run_id)));
+    expect(counts.get('snapshot')).toBe(1);
+
+    cli.child.kill('SIGTERM');
+    expect(await cli.exit).toBe(0);
+    socket.destroy();
   });
 });
