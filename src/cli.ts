@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import type { Agent } from './agent.js';
 import { RunstateError } from './errors.js';
 import { createInspector } from './inspect/create-inspector.js';
+import { checkSecurityKey } from './server/bearer-auth.js';
 import { configSchema, loadConfigFile, type RunstateConfig } from './server/config-file.js';
 import { createAgents } from './server/create-agents.js';
 import { createApp } from './server/create-app.js';
@@ -92,6 +93,9 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
   const agents = createAgents(config, { inspect: inspector.inspect });
   inspector.attach(agents[0]!.orchestrator);
   const securityKey = config.securityKey ?? (process.env.RUNSTATE_SECURITY_KEY || undefined);
+  // Before anything starts: a key no client can send would refuse every request.
+  if (securityKey !== undefined)
+    checkSecurityKey(securityKey, config.securityKey === undefined ? 'RUNSTATE_SECURITY_KEY' : 'securityKey');
   const runstate = createApp({
     agents,
     securityKey,

@@ -113,7 +113,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
   function frameOf(message: FeedMessage): string {
     let frame = frames.get(message);
     if (frame === undefined) {
-      frame = `event: ${message.type}\ndata: ${JSON.stringify(message)}\n\n`;
+      frame = eventFrame({ event: message.type, data: JSON.stringify(message) });
       frames.set(message, frame);
     }
     return frame;
@@ -222,7 +222,11 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     } catch (error) {
       // elkjs missing from node_modules, or the package's assets: say so, never crash the server.
       const detail = path === ELK_PATH ? 'elkjs is not installed (npm install elkjs)' : String(error);
-      return fail(res, new RunstateError('INTERNAL', `runstate inspector: ${detail}`, { cause: error }), next);
+      return fail(
+        res,
+        new RunstateError('INTERNAL', `runstate inspector: ${detail}`, { cause: error }),
+        next,
+      );
     }
     const gzip = file.gzip && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
     const headers: Record<string, string> = {

@@ -20,8 +20,15 @@ export interface CliProcess {
 
 const running = new Set<ChildProcessWithoutNullStreams>();
 afterEach(() => {
-  // A test that failed half-way must not leave a server behind.
-  for (const child of running) child.kill('SIGKILL');
+  // A test that failed half-way must not leave a server behind, nor what its child started (npm's
+  // shell and server): each child leads its own process group.
+  for (const child of running) {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
   running.clear();
 });
 
@@ -39,18 +46,13 @@ export function spawnCli(
   command: [string, ...string[]] = [process.execPath, '--import', 'tsx', 'src/cli.ts'],
 ): CliProcess {
   const [file, ...prefix] = command;
-  const child = spawn(file, [...prefix, ...args], { cwd: ROOT, env: cliEnv(extraEnv) });
+  const child = spawn(file, [...prefix, ...args], { cwd: ROOT, env: cliEnv(extraEnv), detached: true });
   running.add(child);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exit = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => {
-      running.delete(child);
-      resolve(code);
-    }),
-  );
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const output = () => ({ stdout, stderr });
   return {
     child,

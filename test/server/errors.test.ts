@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
-import { expectError, postRun, serve, serveFake } from './helpers.js';
+import { createApp } from '../../src/server/index.js';
+import { expectError, postRun, rawRequest, serve, serveFake } from './helpers.js';
 
 describe('bearer auth', () => {
   it('answers 401 without a token or with a wrong one, 200 with the right one', async () => {
@@ -42,6 +43,44 @@ describe('bearer auth', () => {
     });
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get('access-control-allow-origin')).toBe('http://localhost:3000');
+  });
+
+  it('compares the token exactly: a no-break space before or after the key is a wrong token', async () => {
+    const { url } = await serveFake({ securityKey: 's3cret' });
+    const wrong = [
+      'Bearer s3cret\xa0', // what Unicode-aware trimming accepted
+      'Bearer \xa0s3cret',
+      'Bearer\xa0s3cret',
+      'Bearer s3cret\u3000'.replace('\u3000', '\xe3\x80\x80'), // an ideographic space, as UTF-8 bytes
+      'Bearer s3cre',
+      'Bearer s3crett',
+    ];
+    for (const authorization of wrong) {
+      const answer = await rawRequest(url, `GET /agents HTTP/1.1\r\nAuthorization: ${authorization}`);
+      expect(answer.status, JSON.stringify(authorization)).toBe(401);
+      expect(JSON.parse(answer.body)).toMatchObject({ code: 'UNAUTHORIZED' });
+    }
+    // HTTP's own optional whitespace around a header value is no part of it; the scheme is case-insensitive.
+    for (const authorization of ['Bearer s3cret', 'bearer  s3cret', 'Bearer s3cret \t']) {
+      const answer = await rawRequest(url, `GET /agents HTTP/1.1\r\nAuthorization: ${authorization}`);
+      expect(answer.status, JSON.stringify(authorization)).toBe(200);
+    }
+  });
+
+  it('matches a key that is not ASCII, sent as UTF-8', async () => {
+    const { url } = await serveFake({ securityKey: 'clé-ключ' });
+    const bytes = Buffer.from('clé-ключ', 'utf8').toString('latin1');
+    const answer = await rawRequest(url, `GET /agents HTTP/1.1\r\nAuthorization: Bearer ${bytes}`);
+    expect(answer.status).toBe(200);
+  });
+
+  it('refuses to start with a key that starts or ends with whitespace: no client could send it', () => {
+    const agents = [new Agent({ name: 'A', model: createFakeModel(), orchestrator: createOrchestrator() })];
+    for (const securityKey of [' s3cret', 's3cret\n', 's3cret\u00a0', '\ufeffs3cret']) {
+      expect(() => createApp({ agents, securityKey }), JSON.stringify(securityKey)).toThrow(
+        /security key starts or ends with whitespace/,
+      );
+    }
   });
 
   describe('from RUNSTATE_SECURITY_KEY', () => {
@@ -174,6 +213,25 @@ describe('invalid run requests', () => {
       body: '{oops',
     });
     await expectError(response, 404, 'AGENT_NOT_FOUND');
+  });
+
+  it('answers JSON to a request target express cannot parse: 400 without a key, never its HTML page', async () => {
+    const { url } = await serveFake();
+    const answer = await rawRequest(url, 'GET http://[::1/agents HTTP/1.1');
+    expect(answer.status).toBe(400);
+    expect(answer.headers).toMatch(/content-type: application\/json/i);
+    expect(JSON.parse(answer.body)).toEqual({
+      detail: 'the request target cannot be parsed',
+      code: 'INVALID_INPUT',
+    });
+  });
+
+  it('answers 401 JSON to a request target express cannot parse when a key is configured', async () => {
+    const { url } = await serveFake({ securityKey: 's3cret' });
+    const answer = await rawRequest(url, 'GET http://[::1/agents HTTP/1.1');
+    expect(answer.status).toBe(401);
+    expect(answer.headers).toMatch(/www-authenticate: Bearer/i);
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'UNAUTHORIZED' });
   });
 
   it('answers 400 for a path that cannot be decoded', async () => {

@@ -2,6 +2,7 @@
  * Shared by the server tests: a real app on an ephemeral 127.0.0.1 port, agents on a fake model,
  * and an SSE reader built on eventsource-parser.
  */
+import { connect } from 'node:net';
 import { EventSourceParserStream } from 'eventsource-parser/stream';
 import { afterEach, expect } from 'vitest';
 import { Agent, createOrchestrator, type OrchestratorOptions, type RunEvent } from '../../src/index.js';
@@ -127,4 +128,18 @@ export async function expectError(
   expect(typeof body.detail).toBe('string');
   expect(JSON.stringify(body)).not.toMatch(/\n\s+at |<html/i);
   return body;
+}
+
+/** A raw HTTP/1.1 exchange over a socket: for what fetch refuses to send (bad targets, odd header bytes). */
+export async function rawRequest(
+  url: string,
+  head: string,
+): Promise<{ status: number; headers: string; body: string }> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  socket.end(Buffer.from(`${head}\r\nHost: ${hostname}\r\nConnection: close\r\n\r\n`, 'latin1'));
+  let answer = '';
+  for await (const chunk of socket) answer += (chunk as Buffer).toString('latin1');
+  const [headers = '', body = ''] = answer.split('\r\n\r\n');
+  return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(headers)?.[1]), headers, body };
 }

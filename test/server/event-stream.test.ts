@@ -1,0 +1,92 @@
+import { once } from 'node:events';
+import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventFrame, openEventStream, type EventStream } from '../../src/server/event-stream.js';
+
+/** A node:http server whose one request opens an event stream; the test drives it. */
+async function serveStream(
+  options: { heartbeatMs: number; retryMs?: number } = { heartbeatMs: 60_000 },
+): Promise<{ stream: EventStream; res: ServerResponse; response: IncomingMessage; close(): void }> {
+  let opened: ((value: { stream: EventStream; res: ServerResponse }) => void) | undefined;
+  const ready = new Promise<{ stream: EventStream; res: ServerResponse }>((resolve) => (opened = resolve));
+  const server = createServer((_req, res) => opened!({ stream: openEventStream(res, options), res }));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const response = await new Promise<IncomingMessage>((resolve) =>
+    get(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, resolve),
+  );
+  const { stream, res } = await ready;
+  const close = () => {
+    server.closeAllConnections();
+    server.close();
+  };
+  closers.push(close);
+  return { stream, res, response, close };
+}
+const closers: Array<() => void> = [];
+afterEach(() => closers.splice(0).forEach((close) => close()));
+
+async function text(response: IncomingMessage): Promise<string> {
+  let body = '';
+  for await (const chunk of response) body += String(chunk);
+  return body;
+}
+
+describe('openEventStream', () => {
+  it('sends the event-stream headers, `retry:` first when asked, frames, and ends once', async () => {
+    const { stream, response } = await serveStream({ heartbeatMs: 60_000, retryMs: 2000 });
+    expect(response.headers['content-type']).toBe('text/event-stream');
+    expect(response.headers['cache-control']).toBe('no-cache, no-transform');
+    expect(response.headers['x-accel-buffering']).toBe('no');
+    stream.write(eventFrame({ id: 1, event: 'RunContent', data: '{"a":1}' }));
+    stream.write(eventFrame({ event: 'snapshot', data: '{}' }));
+    stream.end();
+    stream.end();
+    expect(stream.write('late')).toBe(false);
+    expect(await text(response)).toBe(
+      'retry: 2000\n\nid: 1\nevent: RunContent\ndata: {"a":1}\n\nevent: snapshot\ndata: {}\n\n',
+    );
+    expect(stream.over).toBe(true);
+  });
+
+  it('tells when the client went away, once, and never after its own end', async () => {
+    const first = await serveStream();
+    const calls: string[] = [];
+    first.stream.onClientGone(() => calls.push('gone'));
+    const removed = first.stream.onClientGone(() => calls.push('removed'));
+    removed();
+    first.response.destroy();
+    await once(first.res, 'close');
+    expect(calls).toEqual(['gone']);
+    expect(first.stream.over).toBe(true);
+    expect(await first.stream.drained()).toBe(false);
+
+    const second = await serveStream();
+    second.stream.onClientGone(() => calls.push('second gone'));
+    second.stream.end();
+    await text(second.response);
+    expect(calls).toEqual(['gone']);
+  });
+
+  it('reports a full socket buffer: write() false, then drained() resolves once it drained', async () => {
+    const { stream, response } = await serveStream();
+    // Larger than the socket's buffer: write() says false whatever the reader's speed.
+    const frame = eventFrame({ event: 'big', data: 'x'.repeat(64 * 1024) });
+    expect(stream.write(frame)).toBe(false);
+    const body = text(response);
+    expect(await stream.drained()).toBe(true);
+    expect(await stream.drained()).toBe(true); // nothing waits to drain: at once
+    stream.end();
+    expect(await body).toBe(frame);
+  });
+
+  it('sends a `: ping` heartbeat when nothing else was written', async () => {
+    const { stream, response } = await serveStream({ heartbeatMs: 5 });
+    const first = await new Promise<string>((resolve) =>
+      response.once('data', (chunk) => resolve(String(chunk))),
+    );
+    expect(first).toBe(': ping\n\n');
+    stream.end();
+  });
+});
