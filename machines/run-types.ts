@@ -86,3 +86,88 @@ export interface RunMachineOutput {
   metrics: RunMetrics;
   attempts: number;
 }
+
+/** A tool call as the model asked for it, in the chat-completions form (`tool_calls[i]`). */
+export interface ToolCallRequest {
+  id: string;
+  type: 'function';
+  function: {
+    name: string;
+    /** The arguments as the model wrote them: JSON text, perhaps invalid. */
+    arguments: string;
+  };
+}
+
+/**
+ * A tool call of a model turn, checked by the runtime against the agent's tools before the machine
+ * sees it, so that the machine (which knows no tools) can route it: run it, ask a person first, or
+ * answer the model with `invalid` at once.
+ */
+export interface CheckedToolCall {
+  id: string;
+  name: string;
+  /** The arguments as the model wrote them. */
+  arguments: string;
+  /** The parsed arguments (an empty object when they are not a JSON object). */
+  args: Record<string, unknown>;
+  /** Why the call cannot run (unknown tool, arguments not JSON, schema mismatch); `null` when it can. */
+  invalid: string | null;
+  /** The tool asks a person to confirm each call before it runs. */
+  requiresConfirmation: boolean;
+}
+
+/** Where a tool call of a run stands. */
+export type ToolCallStatus =
+  'awaiting_confirmation' | 'queued' | 'running' | 'completed' | 'failed' | 'rejected' | 'cancelled';
+
+/** Times of one tool call: unix seconds (with fractions), as Agno's tool metrics. */
+export interface ToolCallMetrics {
+  start_time: number;
+  end_time: number | null;
+  /** Seconds; `null` while the call runs. */
+  duration: number | null;
+}
+
+/**
+ * One tool call of a run, as `ToolCallStarted`, `ToolCallCompleted`, `RunPaused` and the run record
+ * carry it: Agno's `ToolExecution` fields (snake_case, what Agno's Agent UI reads), plus `status`.
+ */
+export interface ToolExecution {
+  tool_call_id: string;
+  tool_name: string;
+  tool_args: Record<string, unknown>;
+  /** What the model was told: the tool's result, or the error. `null` until the call is over. */
+  result: string | null;
+  /** The same text as `result` (the Agent UI's `ToolCall` type names it `content`). */
+  content: string | null;
+  /** True when the model was told of an error instead of a result. */
+  tool_call_error: boolean;
+  status: ToolCallStatus;
+  requires_confirmation: boolean;
+  /** The person's answer to a call that `requires_confirmation`; `null` before it. */
+  confirmed: boolean | null;
+  confirmation_note: string | null;
+  /** `null` for a call that never ran. */
+  metrics: ToolCallMetrics | null;
+  /** Unix time in seconds: when the model asked for the call. */
+  created_at: number;
+}
+
+/** A person's answer to a paused tool call (Agno's continue form). */
+export interface ToolConfirmation {
+  tool_call_id: string;
+  confirmed: boolean;
+  confirmation_note?: string | undefined;
+}
+
+/** What the invoked tool runner receives: the calls of one turn that may run now. */
+export interface ToolRunnerInput {
+  runId: string;
+  calls: Array<Pick<CheckedToolCall, 'id' | 'name' | 'arguments'>>;
+}
+
+/** Events the tool runner sends back to the run machine, one `TOOL_STARTED` and one `TOOL_DONE` per call. */
+export type ToolRunnerEvent =
+  | { type: 'TOOL_STARTED'; toolCallId: string }
+  /** `result` is what the model is told; `error` when that is an error (a throw, a timeout). */
+  | { type: 'TOOL_DONE'; toolCallId: string; result: string; error: boolean };

@@ -6,7 +6,21 @@
  */
 export { Agent, agentIdFromName, type AgentOptions, type AgentRunOptions, type RunStream } from './agent.js';
 export { RunstateError, toRunErrorData, type RunstateErrorOptions } from './errors.js';
-export type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from './model/chat-model.js';
+export type {
+  ChatMessage,
+  ChatModel,
+  ChatRequest,
+  ModelChunk,
+  ToolCallRequest,
+  ToolDefinition,
+} from './model/chat-model.js';
+export {
+  tool,
+  type Tool,
+  type ToolExecuteContext,
+  type ToolOptions,
+  type ToolParameters,
+} from './tools/tool.js';
 export { OpenAIChat, type OpenAIChatOptions } from './model/openai-chat.js';
 export { OfflineModel, type OfflineModelOptions } from './model/offline-model.js';
 export * from './runtime/index.js';
@@ -19,4 +33,8 @@ export type {
   RunErrorData,
   RunMetrics,
   TokenUsage,
+  ToolCallMetrics,
+  ToolCallStatus,
+  ToolConfirmation,
+  ToolExecution,
 } from '../machines/run-types.js';

@@ -1,14 +1,29 @@
-import type { TokenUsage } from '../../machines/run-types.js';
+import type { TokenUsage, ToolCallRequest } from '../../machines/run-types.js';
 
-/** One message of a conversation, as chat-completions APIs take it. */
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
+export type { ToolCallRequest };
+
+/**
+ * One message of a conversation, in the chat-completions form, so that an OpenAI-compatible server
+ * takes it as it is: an assistant turn may ask for tool calls (`tool_calls`), and each call's result
+ * comes back as a `tool` message with the call's id.
+ */
+export type ChatMessage =
+  | { role: 'system' | 'user'; content: string }
+  | { role: 'assistant'; content: string; tool_calls?: ToolCallRequest[] | undefined }
+  | { role: 'tool'; tool_call_id: string; content: string };
+
+/** A tool as the model sees it: a name, what it does, and its arguments as a JSON Schema object. */
+export interface ToolDefinition {
+  name: string;
+  description: string;
+  /** A JSON Schema of type `object`. */
+  parameters: Record<string, unknown>;
 }
 
 /**
  * What a model stream yields: text deltas, then exactly one `end`. A stream that stops without an
- * `end` is incomplete, and the run fails with `MODEL_STREAM_INCOMPLETE`.
+ * `end` is incomplete, and the run fails with `MODEL_STREAM_INCOMPLETE`. The tool calls a turn asks
+ * for come whole with the `end` (their arguments are only known once the turn is over).
  *
  * A delta's `reasoning` is a reasoning model's reasoning (`delta.reasoning_content` or
  * `delta.reasoning` in chat completions), produced before the delta's `content`; either may be `''`.
@@ -16,13 +31,21 @@ export interface ChatMessage {
  */
 export type ModelChunk =
   | { type: 'delta'; content: string; reasoning?: string | undefined }
-  | { type: 'end'; finishReason: string; usage?: TokenUsage | undefined };
+  | {
+      type: 'end';
+      finishReason: string;
+      usage?: TokenUsage | undefined;
+      /** The calls this turn asks for, in order; absent or empty for an answer. */
+      toolCalls?: ToolCallRequest[] | undefined;
+    };
 
 /** One streamed request. */
 export interface ChatRequest {
   messages: ChatMessage[];
   /** Aborted when the run stops needing the answer (cancel, timeout, shutdown): stop at once. */
   signal: AbortSignal;
+  /** The tools the model may call; absent or empty for none. */
+  tools?: ToolDefinition[] | undefined;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { setImmediate as breathe } from 'node:timers/promises';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
+import { offlineToolAnswer, offlineToolCalls } from './offline-tool-calls.js';
 
 /** Options of {@link OfflineModel}. Every field has a default. */
 export interface OfflineModelOptions {
@@ -215,6 +216,10 @@ function compose(messages: ChatMessage[], seed: number, maxTokens: number) {
  * mid-sentence as a real model's would be (`finishReason: 'length'`). An abort ends the stream
  * quietly, without an `end` chunk.
  *
+ * Tools: offered tools that the user's last message names are called (rule and arguments:
+ * {@link offlineToolCalls}; `finishReason: 'tool_calls'`); after the results, the answer says what
+ * each call returned.
+ *
  * @example
  * ```ts
  * const model = new OfflineModel({ tokensPerSecond: Infinity });
@@ -243,10 +248,27 @@ export class OfflineModel implements ChatModel {
     this.#maxTokens = Math.floor(maxTokens);
   }
 
-  async *stream({ messages, signal }: ChatRequest): AsyncGenerator<ModelChunk, void, undefined> {
+  async *stream({ messages, signal, tools = [] }: ChatRequest): AsyncGenerator<ModelChunk, void, undefined> {
     if (signal.aborted) return;
-    const { tokens, finishReason } = compose(messages, this.#seed, this.#maxTokens);
     const interval = 1000 / this.#tokensPerSecond; // 0 for Infinity
+    const input = messages.reduce((n, m) => n + countWords(m.content), 0);
+    const toolCalls = offlineToolCalls(messages, tools);
+    if (toolCalls.length > 0) {
+      // As long as a real model takes to its first token.
+      if (interval > 0 && !(await pause(interval, signal))) return;
+      const usage = {
+        input_tokens: input,
+        output_tokens: toolCalls.length,
+        total_tokens: input + toolCalls.length,
+      };
+      yield { type: 'end', finishReason: 'tool_calls', usage, toolCalls };
+      return;
+    }
+    const answer = offlineToolAnswer(messages);
+    const { tokens, finishReason } =
+      answer === undefined
+        ? compose(messages, this.#seed, this.#maxTokens)
+        : { tokens: answer.match(/\s*\S+/g) ?? [], finishReason: 'stop' };
     // Token i is due at start + i * interval: scheduling against the start keeps the pace from drifting.
     const start = performance.now();
     let sinceBreath = 0;
@@ -264,7 +286,6 @@ export class OfflineModel implements ChatModel {
       yield { type: 'delta', content };
       if (signal.aborted) return;
     }
-    const input = messages.reduce((n, m) => n + countWords(m.content), 0);
     const usage = { input_tokens: input, output_tokens: tokens.length, total_tokens: input + tokens.length };
     yield { type: 'end', finishReason, usage };
   }

@@ -1,0 +1,99 @@
+import { inspect } from 'node:util';
+import { z } from 'zod';
+import { RunstateError } from '../errors.js';
+import type { ToolDefinition } from '../model/chat-model.js';
+
+/** What a tool's `execute` gets besides its arguments. */
+export interface ToolExecuteContext {
+  /**
+   * Aborted when the call's answer is no longer wanted: the run was cancelled, timed out or shut
+   * down, or the call passed its `timeoutMs`. Pass it on (to `fetch`, child processes, timers);
+   * whatever the tool returns after it aborted is dropped.
+   */
+  signal: AbortSignal;
+  /** The id the model gave the call. */
+  toolCallId: string;
+  runId: string;
+  sessionId: string;
+}
+
+/** A zod 4 object schema: a tool's arguments are always a JSON object. */
+export type ToolParameters = z.ZodObject;
+
+/** Options of {@link tool}. */
+export interface ToolOptions<P extends ToolParameters> {
+  /** What the model calls it: letters, digits, `_` and `-`, at most 64 (OpenAI's rule). */
+  name: string;
+  /** Tells the model when and how to use it. */
+  description: string;
+  /** The arguments, sent to the model as JSON Schema; a call whose arguments fail it never runs. */
+  parameters: P;
+  /**
+   * Runs one call. A string goes to the model as it is, anything else as JSON (`undefined` as an
+   * empty string). A throw is not a failed run: the model is told of the error.
+   */
+  execute(args: z.output<P>, context: ToolExecuteContext): unknown;
+  /** A call running longer is aborted and the model told "timed out after N ms". Default: none. */
+  timeoutMs?: number | undefined;
+  /** Pause the run before each call of this tool until a person confirms or rejects it. */
+  requiresConfirmation?: boolean | undefined;
+}
+
+/** A tool an agent can call. Create it with {@link tool}. */
+export interface Tool<P extends ToolParameters = ToolParameters> extends Readonly<ToolOptions<P>> {
+  /** What the model is sent: name, description and the parameters as JSON Schema. */
+  readonly definition: ToolDefinition;
+}
+
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/**
+ * Defines a tool: a function the model may call with arguments that match `parameters`.
+ *
+ * @example
+ * ```ts
+ * import { inspect } from 'node:util';
+import { z } from 'zod';
+ * import { Agent, tool } from 'runstate';
+ *
+ * const weather = tool({
+ *   name: 'get_weather',
+ *   description: 'The current weather in a city',
+ *   parameters: z.object({ city: z.string() }),
+ *   execute: async ({ city }, { signal }) => (await fetch(`https://wttr.in/${city}?format=3`, { signal })).text(),
+ *   timeoutMs: 10_000,
+ * });
+ * const agent = new Agent({ name: 'Weather', tools: [weather] });
+ * ```
+ */
+export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P> {
+  if (!TOOL_NAME.test(options.name)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `tool name '${options.name}' must be 1 to 64 letters, digits, '_' or '-'`,
+    );
+  }
+  if (options.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
+    throw new RunstateError('INVALID_INPUT', `timeoutMs of tool ${options.name} must be > 0`);
+  }
+  // Some servers refuse a `$schema` key inside a tool's parameters; the model needs none.
+  const { $schema: _dialect, ...parameters } = z.toJSONSchema(options.parameters, { io: 'input' });
+  return Object.freeze({
+    ...options,
+    definition: { name: options.name, description: options.description, parameters },
+  });
+}
+
+/** What the model is told a call returned: strings as they are, anything else as JSON. */
+export function toolResultText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value === undefined) return '';
+  try {
+    // `undefined` for a function or a symbol.
+    const json = JSON.stringify(value) as string | undefined;
+    if (json !== undefined) return json;
+  } catch {
+    // A cycle, or a BigInt: the model still gets something readable, below.
+  }
+  return inspect(value, { depth: 4, breakLength: Infinity });
+}

@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import { ToolCallAssembler, type ToolCallDelta } from '../../src/model/tool-call-assembler.js';
+
+function assemble(deltas: ToolCallDelta[]) {
+  let made = 0;
+  const assembler = new ToolCallAssembler(() => `made_${++made}`);
+  for (const delta of deltas) assembler.add(delta);
+  return assembler.calls().map(({ id, function: f }) => ({ id, name: f.name, arguments: f.arguments }));
+}
+
+describe('ToolCallAssembler', () => {
+  it('joins arguments split over many deltas (OpenAI: id and name once, then pieces by index)', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'call_a', type: 'function', function: { name: 'get_weather', arguments: '' } },
+        { index: 0, function: { arguments: '{"ci' } },
+        { index: 0, function: { arguments: 'ty":"Par' } },
+        { index: 0, function: { arguments: 'is"}' } },
+      ]),
+    ).toEqual([{ id: 'call_a', name: 'get_weather', arguments: '{"city":"Paris"}' }]);
+  });
+
+  it('keeps two calls of one turn apart by index, even when their pieces interleave', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'call_a', function: { name: 'add', arguments: '{"a":' } },
+        { index: 1, id: 'call_b', function: { name: 'sub', arguments: '{"a":' } },
+        { index: 0, function: { arguments: '1}' } },
+        { index: 1, function: { arguments: '2}' } },
+      ]),
+    ).toEqual([
+      { id: 'call_a', name: 'add', arguments: '{"a":1}' },
+      { id: 'call_b', name: 'sub', arguments: '{"a":2}' },
+    ]);
+  });
+
+  it('tells calls apart by id when a server gives every call index 0', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'call_a', function: { name: 'add', arguments: '{"a":' } },
+        { index: 0, function: { arguments: '1}' } },
+        { index: 0, id: 'call_b', function: { name: 'add', arguments: '{"a":' } },
+        { index: 0, id: 'call_b', function: { arguments: '2}' } },
+      ]),
+    ).toEqual([
+      { id: 'call_a', name: 'add', arguments: '{"a":1}' },
+      { id: 'call_b', name: 'add', arguments: '{"a":2}' },
+    ]);
+  });
+
+  it('makes up ids when none come, and starts a new call on a new name or after complete arguments', () => {
+    expect(
+      assemble([
+        { index: 0, function: { name: 'add', arguments: '{"a":1}' } },
+        { index: 0, function: { name: 'add', arguments: '{"a":2}' } },
+        { index: 0, function: { name: 'now', arguments: '' } },
+        { index: 0, function: { name: 'add', arguments: '{"a":' } },
+        // A server that repeats the name on every piece: still one call.
+        { index: 0, function: { name: 'add', arguments: '3}' } },
+      ]),
+    ).toEqual([
+      { id: 'made_1', name: 'add', arguments: '{"a":1}' },
+      { id: 'made_2', name: 'add', arguments: '{"a":2}' },
+      { id: 'made_3', name: 'now', arguments: '' },
+      { id: 'made_4', name: 'add', arguments: '{"a":3}' },
+    ]);
+  });
+
+  it('treats an empty id as none and a missing index as 0', () => {
+    expect(
+      assemble([
+        { id: '', function: { name: 'add', arguments: '{"a"' } },
+        { id: null, function: { arguments: ':1}' } },
+      ]),
+    ).toEqual([{ id: 'made_1', name: 'add', arguments: '{"a":1}' }]);
+  });
+
+  it('makes ids that differ from call to call by default', () => {
+    const assembler = new ToolCallAssembler();
+    assembler.add({ index: 0, function: { name: 'a', arguments: '{}' } });
+    assembler.add({ index: 1, function: { name: 'b', arguments: '{}' } });
+    const [first, second] = assembler.calls();
+    expect(first?.id).toMatch(/^call_[0-9a-f]{24}$/);
+    expect(second?.id).not.toBe(first?.id);
+  });
+});

@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { RunstateError, tool } from '../../src/index.js';
+import { toolResultText } from '../../src/tools/tool.js';
+
+describe('tool()', () => {
+  it('sends its parameters as JSON Schema, without the $schema key some servers refuse', () => {
+    const add = tool({
+      name: 'add',
+      description: 'Adds two numbers',
+      parameters: z.object({ a: z.number().describe('first'), b: z.number().default(0) }),
+      execute: ({ a, b }) => a + b,
+    });
+    expect(add.definition).toEqual({
+      name: 'add',
+      description: 'Adds two numbers',
+      parameters: {
+        type: 'object',
+        properties: { a: { type: 'number', description: 'first' }, b: { type: 'number', default: 0 } },
+        required: ['a'],
+      },
+    });
+  });
+
+  it.each(['', 'has space', 'a'.repeat(65), 'dots.not.allowed'])('refuses the name %j', (name) => {
+    expect(() => tool({ name, description: '', parameters: z.object({}), execute: () => 'x' })).toThrow(
+      RunstateError,
+    );
+  });
+
+  it('refuses a timeout that is not positive', () => {
+    expect(() =>
+      tool({ name: 't', description: '', parameters: z.object({}), execute: () => 'x', timeoutMs: 0 }),
+    ).toThrow(/timeoutMs/);
+  });
+});
+
+describe('toolResultText', () => {
+  it('gives strings as they are and everything else as JSON', () => {
+    expect(toolResultText('plain "text"')).toBe('plain "text"');
+    expect(toolResultText({ temp: 21, unit: 'C' })).toBe('{"temp":21,"unit":"C"}');
+    expect(toolResultText(42)).toBe('42');
+    expect(toolResultText(null)).toBe('null');
+    expect(toolResultText(undefined)).toBe('');
+  });
+
+  it('still gives readable text for what JSON cannot hold', () => {
+    const cycle: Record<string, unknown> = { name: 'loop' };
+    cycle.self = cycle;
+    expect(toolResultText(cycle)).toContain("name: 'loop'");
+    expect(toolResultText(10n)).toBe('10n');
+  });
+});
