@@ -3,6 +3,7 @@ import cors from 'cors';
 import express, { type Express } from 'express';
 import type { Agent } from '../agent.js';
 import { AgentDirectory } from './agent-directory.js';
+import { apiDocs } from './api-docs.js';
 import { agentRoutes } from './agent-routes.js';
 import { bearerAuth } from './bearer-auth.js';
 import { parseByteSize, type BodyLimit } from './body-parsers.js';
@@ -111,6 +112,8 @@ export function createApp(options: CreateAppOptions): RunstateApp {
       maxAge: 600,
     }),
   );
+  // The API document and its page hold no run data: open, before auth.
+  app.use(apiDocs({ secured: Boolean(securityKey) }));
   const mounts = Object.entries(options.mount ?? {});
   if (securityKey) {
     // Exact paths: a mount's static files open, the rest of it (its data) behind the token.

@@ -14,7 +14,7 @@ import { RunstateError } from '../errors.js';
  * The HTTP status of every error code: the one place where runstate's errors meet HTTP. A
  * `Record` over `ErrorCode`, so a new code does not compile until it has a status.
  */
-const STATUS_BY_CODE: Record<ErrorCode, number> = {
+export const STATUS_BY_CODE: Record<ErrorCode, number> = {
   INVALID_INPUT: 422,
   UNAUTHORIZED: 401,
   NOT_FOUND: 404,

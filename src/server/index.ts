@@ -7,6 +7,15 @@
 export { createApp, DEFAULT_CORS_ORIGINS, type CreateAppOptions, type RunstateApp } from './create-app.js';
 export { startServer, type StartServerOptions, type RunningServer } from './start-server.js';
 export type { AgentJson } from './agent-routes.js';
+export {
+  createOpenApiDocument,
+  type OpenApiDocument,
+  type OpenApiDocumentOptions,
+  type OperationObject,
+  type ParameterObject,
+  type ResponseObject,
+  type JsonSchema,
+} from './openapi.js';
 export type { BodyLimit } from './body-parsers.js';
 export { sendEventStream, sseFrame, type EventStreamEnd, type EventStreamOptions } from './sse.js';
 export { EVENT_STREAM_HEADERS as SSE_HEADERS } from './event-stream.js';

@@ -10,7 +10,8 @@ const optionalId = z
   .nullish()
   .transform((value) => value || undefined);
 
-const runStatus = z.enum(['pending', 'streaming', 'completed', 'cancelled', 'failed']);
+/** A run status, as a query value or in a record. */
+export const runStatus = z.enum(['pending', 'streaming', 'completed', 'cancelled', 'failed']);
 
 /** The body of `POST /agents/:agent_id/runs`. Unknown fields are ignored (clients send more). */
 export const createRunBody = z.object({

@@ -1,0 +1,82 @@
+import { createRequire } from 'node:module';
+import { Router } from 'express';
+import { createOpenApiDocument } from './openapi.js';
+
+/** Options of {@link apiDocs}. */
+export interface ApiDocsOptions {
+  /** Whether the app requires a bearer token (the document says so; the page offers to send one). */
+  secured: boolean;
+}
+
+// Swagger UI from the installed swagger-ui-dist: the page works offline, nothing from a CDN.
+const VENDOR: Record<string, { file: string; type: string }> = {
+  'swagger-ui.css': { file: 'swagger-ui-dist/swagger-ui.css', type: 'text/css; charset=utf-8' },
+  'swagger-ui-bundle.js': {
+    file: 'swagger-ui-dist/swagger-ui-bundle.js',
+    type: 'text/javascript; charset=utf-8',
+  },
+};
+
+// Relative URLs: the page is `<base>/docs` and its files `<base>/docs/...`, wherever the app is mounted.
+const PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>runstate API</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="docs/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/swagger-ui-bundle.js"></script>
+<script src="docs/init.js"></script>
+</body>
+</html>
+`;
+
+// `validatorUrl: null`: Swagger UI would otherwise send the document to validator.swagger.io.
+const INIT = `window.ui = SwaggerUIBundle({
+  url: 'openapi.json',
+  dom_id: '#swagger-ui',
+  validatorUrl: null,
+  deepLinking: true,
+  tryItOutEnabled: false,
+  presets: [SwaggerUIBundle.presets.apis],
+});
+`;
+
+// Swagger UI styles its elements inline; it runs no code it did not load from here.
+const PAGE_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
+  "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'self'";
+
+/**
+ * `GET /openapi.json` (the API document, generated once) and `GET /docs` (Swagger UI for it, served
+ * from the package). Neither holds run data: the app serves them without a bearer token.
+ */
+export function apiDocs(options: ApiDocsOptions): Router {
+  const router = Router();
+  let document: string | undefined;
+  const resolve = createRequire(import.meta.url).resolve;
+
+  router.get('/openapi.json', (_req, res) => {
+    document ??= JSON.stringify(createOpenApiDocument({ secured: options.secured }));
+    res.type('application/json').send(document);
+  });
+  router.get('/docs', (req, res) => {
+    // `/docs/` would resolve the page's relative URLs one level too deep.
+    if (req.path.endsWith('/')) return res.redirect(301, '../docs');
+    res.setHeader('content-security-policy', PAGE_CSP);
+    res.type('html').send(PAGE);
+  });
+  // The page's own files: static, not API routes.
+  router.use('/docs', (req, res, next) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return next();
+    if (req.path === '/init.js') return void res.type('text/javascript').send(INIT);
+    const vendor = VENDOR[req.path.slice(1)];
+    if (!vendor) return next();
+    res.sendFile(resolve(vendor.file), { headers: { 'content-type': vendor.type }, maxAge: '1d' });
+  });
+  return router;
+}

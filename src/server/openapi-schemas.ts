@@ -1,0 +1,192 @@
+import { z } from 'zod';
+import { STATUS_BY_CODE } from './http-errors.js';
+import { runStatus } from './schemas.js';
+
+/*
+ * What the server sends, in zod: run records, sessions, agents, errors and the wire events of a run
+ * stream. The API document (`/openapi.json`) is generated from these; their output types are checked
+ * against the runtime's types in test/server/openapi-schemas.test.ts, so neither can drift from the
+ * other. Strict objects: a field the runtime adds without a schema fails that test too.
+ */
+
+const cancelReason = z.enum(['api', 'code', 'client_disconnect', 'shutdown']).meta({
+  description: 'Why the run was cancelled: over HTTP, from code, the client went away, or shutdown.',
+});
+
+/** Every error code, in the order of the one code-to-status map. */
+export const errorCode = z.enum(Object.keys(STATUS_BY_CODE) as [keyof typeof STATUS_BY_CODE]);
+
+const unixSeconds = z.number().meta({ description: 'Unix time in seconds.' });
+
+const runMetrics = z.strictObject({
+  input_tokens: z.number().int(),
+  output_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+  time_to_first_token: z
+    .number()
+    .nullable()
+    .meta({ description: 'Seconds from the first model request to the first chunk; null without a chunk.' }),
+  duration: z.number().meta({ description: 'Seconds from the first model request to the end.' }),
+});
+
+const runErrorData = z.strictObject({
+  code: errorCode,
+  message: z.string(),
+  status: z
+    .number()
+    .int()
+    .optional()
+    .meta({ description: "The model server's HTTP status, if it answered." }),
+  retryable: z.boolean(),
+  retryAfterMs: z.number().optional().meta({ description: 'How long the model server asked to wait.' }),
+});
+
+const runFields = {
+  run_id: z.string(),
+  agent_id: z.string(),
+  agent_name: z.string(),
+  session_id: z.string(),
+  user_id: z.string().nullable(),
+  run_input: z.string(),
+  content: z.string().meta({ description: 'The content so far; all of it once the run is final.' }),
+  model: z.string(),
+  model_provider: z.string(),
+  error: runErrorData.nullable(),
+  cancel_reason: cancelReason.nullable(),
+  created_at: unixSeconds,
+};
+
+/** A run as `GET /agents/{agent_id}/runs/{run_id}` answers it. */
+export const runRecord = z.strictObject({
+  ...runFields,
+  status: runStatus,
+  metrics: runMetrics.nullable(),
+  finished_at: unixSeconds.nullable(),
+});
+
+/** A finished run: the answer of a non-streamed run. */
+export const runOutput = z.strictObject({
+  ...runFields,
+  status: z.enum(['completed', 'cancelled', 'failed']),
+  metrics: runMetrics,
+  finished_at: unixSeconds,
+});
+
+/** A session, as AgentOS names its fields. */
+export const sessionRecord = z.strictObject({
+  session_id: z.string(),
+  agent_id: z.string(),
+  user_id: z.string().nullable(),
+  session_name: z.string().meta({ description: 'The first user message.' }),
+  created_at: unixSeconds,
+  updated_at: unixSeconds,
+  run_ids: z.array(z.string()).meta({ description: 'Every run of the session, oldest first.' }),
+});
+
+/** A page of sessions: `GET /sessions`. */
+export const sessionPage = z.strictObject({
+  data: z.array(sessionRecord),
+  meta: z.strictObject({
+    page: z.number().int(),
+    limit: z.number().int(),
+    total_count: z.number().int(),
+    total_pages: z.number().int(),
+  }),
+});
+
+/** An agent, as AgentOS lists it. */
+export const agentResponse = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  description: z.string().nullable(),
+  model: z.strictObject({ name: z.string(), model: z.string(), provider: z.string() }),
+  db_id: z.string(),
+});
+
+/** `GET /health`. */
+export const healthResponse = z.strictObject({ status: z.literal('ok') });
+
+/** The 202 answer of a run started with `background=true`. */
+export const runAccepted = z.strictObject({
+  run_id: z.string(),
+  session_id: z.string(),
+  status: z.literal('pending'),
+});
+
+/** The 200 answer of a cancel. */
+export const cancelResult = z.strictObject({ run_id: z.string(), status: z.literal('cancelled') });
+
+/** Every error answer: `{detail, code}`, and the fields some errors add. */
+export const errorResponse = z.strictObject({
+  detail: z.string().meta({ description: 'What went wrong, for a person.' }),
+  code: errorCode,
+  field: z.string().optional().meta({ description: 'The request field that failed validation (422).' }),
+  run_id: z.string().optional().meta({ description: 'The run that already finished (409).' }),
+  status: runStatus.optional().meta({ description: 'How that run finished (409).' }),
+});
+
+const eventBase = {
+  run_id: z.string(),
+  agent_id: z.string(),
+  agent_name: z.string(),
+  session_id: z.string(),
+  created_at: unixSeconds,
+  seq: z
+    .number()
+    .int()
+    .min(1)
+    .meta({ description: "Position in the run's event log: 1, 2, 3... (the SSE id)." }),
+};
+
+/** `RunStarted`: the run was accepted (it may still wait for a slot). */
+export const runStartedEvent = z.strictObject({
+  event: z.literal('RunStarted'),
+  ...eventBase,
+  model: z.string(),
+  model_provider: z.string(),
+  run_input: z.string(),
+});
+
+/** `RunContent`: one delta of the answer. */
+export const runContentEvent = z.strictObject({
+  event: z.literal('RunContent'),
+  ...eventBase,
+  content: z.string(),
+});
+
+/** `RunCompleted` (terminal): `content` is the whole answer. */
+export const runCompletedEvent = z.strictObject({
+  event: z.literal('RunCompleted'),
+  ...eventBase,
+  content: z.string(),
+  status: z.literal('completed'),
+  metrics: runMetrics,
+});
+
+/** `RunCancelled` (terminal): `content` is what streamed before the cancel. */
+export const runCancelledEvent = z.strictObject({
+  event: z.literal('RunCancelled'),
+  ...eventBase,
+  content: z.string(),
+  reason: cancelReason,
+  status: z.literal('cancelled'),
+});
+
+/** `RunError` (terminal): `content` is the error message. */
+export const runErrorEvent = z.strictObject({
+  event: z.literal('RunError'),
+  ...eventBase,
+  content: z.string(),
+  code: errorCode,
+  error_type: errorCode,
+  status: z.literal('failed'),
+});
+
+/** Any event of a run, by its `event` name. Exactly one terminal event ends a run, and it is the last. */
+export const runEvent = z.discriminatedUnion('event', [
+  runStartedEvent,
+  runContentEvent,
+  runCompletedEvent,
+  runCancelledEvent,
+  runErrorEvent,
+]);

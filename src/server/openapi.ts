@@ -1,0 +1,522 @@
+import { createRequire } from 'node:module';
+import { z } from 'zod';
+import type { ErrorCode } from '../../machines/run-types.js';
+import { STATUS_BY_CODE } from './http-errors.js';
+import {
+  agentResponse,
+  cancelResult,
+  errorResponse,
+  healthResponse,
+  runAccepted,
+  runCancelledEvent,
+  runCompletedEvent,
+  runContentEvent,
+  runErrorEvent,
+  runEvent,
+  runOutput,
+  runRecord,
+  runStartedEvent,
+  sessionPage,
+  sessionRecord,
+} from './openapi-schemas.js';
+import {
+  createRunBody,
+  listRunsQuery,
+  listSessionsQuery,
+  resumeHeader,
+  resumeQuery,
+  sessionQuery,
+} from './schemas.js';
+
+/** A JSON Schema (2020-12, OpenAPI 3.1's dialect). */
+export type JsonSchema = z.core.JSONSchema.JSONSchema & {
+  discriminator?: { propertyName: string; mapping: Record<string, string> };
+};
+
+/** What {@link createOpenApiDocument} makes: an OpenAPI 3.1 document, typed as far as runstate fills it. */
+export interface OpenApiDocument {
+  openapi: '3.1.0';
+  info: { title: string; version: string; description: string };
+  tags: Array<{ name: string; description: string }>;
+  paths: Record<string, Partial<Record<OperationSpec['method'], OperationObject>>>;
+  components: {
+    schemas: Record<string, JsonSchema>;
+    securitySchemes?: Record<string, { type: 'http'; scheme: 'bearer'; description: string }>;
+  };
+}
+
+/** An operation of {@link OpenApiDocument}. */
+export interface OperationObject {
+  operationId: string;
+  summary: string;
+  description?: string;
+  tags: string[];
+  parameters?: ParameterObject[];
+  requestBody?: { required: boolean; content: Record<string, { schema: JsonSchema }> };
+  responses: Record<string, ResponseObject>;
+  /** Present when the app has a security key: `[]` for the open routes. */
+  security?: Array<Record<string, string[]>>;
+}
+
+/** A path, query or header parameter. */
+export interface ParameterObject {
+  name: string;
+  in: 'path' | 'query' | 'header';
+  required: boolean;
+  description?: string | undefined;
+  schema: JsonSchema;
+}
+
+/** A response of an operation. */
+export interface ResponseObject {
+  description: string;
+  content?: Record<string, { schema: JsonSchema }>;
+}
+
+type MediaType = 'application/json' | 'text/event-stream' | 'text/html' | 'text/plain';
+
+/** A success answer of an operation: its description and its bodies by media type. */
+interface SuccessSpec {
+  description: string;
+  content?: Partial<Record<MediaType, z.ZodType | JsonSchema>>;
+}
+
+/** One route as the API document describes it. The path is written as express writes it. */
+export interface OperationSpec {
+  method: 'get' | 'post' | 'delete';
+  path: string;
+  operationId: string;
+  summary: string;
+  description?: string;
+  tag: string;
+  query?: z.ZodObject;
+  headers?: z.ZodObject;
+  /** A body accepted as multipart/form-data, urlencoded and JSON. */
+  body?: z.ZodType;
+  success: Record<number, SuccessSpec>;
+  /** The error codes the route answers with; their statuses come from the one code-to-status map. */
+  errors?: readonly ErrorCode[];
+  /** The body may be unreadable (400) or too large (413). */
+  readsBody?: boolean;
+  /** Served without a bearer token even when a security key is set. */
+  open?: boolean;
+}
+
+const json = (schema: z.ZodType | JsonSchema) => ({ 'application/json': schema });
+const TEXT: JsonSchema = { type: 'string' };
+
+/**
+ * Every route of the app, in the order the document lists them. A new route goes here too:
+ * test/server/openapi.test.ts fails while the app serves a route this list lacks.
+ */
+export const OPERATIONS: readonly OperationSpec[] = [
+  {
+    method: 'get',
+    path: '/health',
+    operationId: 'health_check',
+    summary: 'Health check',
+    tag: 'Core',
+    success: { 200: { description: 'The server is up.', content: json(healthResponse) } },
+    open: true,
+  },
+  {
+    method: 'get',
+    path: '/agents',
+    operationId: 'get_agents',
+    summary: 'List the agents',
+    tag: 'Agents',
+    success: { 200: { description: 'Every agent served.', content: json(z.array(agentResponse)) } },
+  },
+  {
+    method: 'get',
+    path: '/agents/:agent_id',
+    operationId: 'get_agent',
+    summary: 'Get an agent',
+    tag: 'Agents',
+    success: { 200: { description: 'The agent.', content: json(agentResponse) } },
+    errors: ['AGENT_NOT_FOUND'],
+  },
+  {
+    method: 'get',
+    path: '/teams',
+    operationId: 'get_teams',
+    summary: 'List the teams (always empty)',
+    description: 'runstate runs agents only; AgentOS clients ask for teams anyway and want an array.',
+    tag: 'Core',
+    success: { 200: { description: 'An empty list.', content: json(z.array(z.never())) } },
+  },
+  {
+    method: 'post',
+    path: '/agents/:agent_id/runs',
+    operationId: 'create_agent_run',
+    summary: 'Run an agent',
+    description:
+      'Starts a run. With `stream` (the default) the answer is an event stream: each frame is ' +
+      '`id: <seq>`, `event: <name>` and one `data:` line holding the event as JSON; it ends after the ' +
+      'one terminal event (`RunCompleted`, `RunCancelled` or `RunError`). With `stream=false` the ' +
+      'answer is the finished run; with `background=true` it is 202 at once. A client that goes away ' +
+      'cancels the run unless `on_disconnect` is `continue`.',
+    tag: 'Agents',
+    body: createRunBody,
+    readsBody: true,
+    success: {
+      200: {
+        description: 'The run: its events as a stream, or the finished run with `stream=false`.',
+        content: { 'text/event-stream': runEvent, 'application/json': runOutput },
+      },
+      202: { description: 'Started in the background (`background=true`).', content: json(runAccepted) },
+    },
+    errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT', 'SHUTTING_DOWN'],
+  },
+  {
+    method: 'post',
+    path: '/agents/:agent_id/runs/:run_id/cancel',
+    operationId: 'cancel_agent_run',
+    summary: 'Cancel a run',
+    description:
+      'Moves an active run to `cancelled` and aborts its model request at once. Idempotent: a run ' +
+      'already cancelled answers 200 again; a run that finished otherwise answers 409 with its status.',
+    tag: 'Agents',
+    success: { 200: { description: 'The run is cancelled.', content: json(cancelResult) } },
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'RUN_ALREADY_FINISHED'],
+  },
+  {
+    method: 'get',
+    path: '/agents/:agent_id/runs/:run_id',
+    operationId: 'get_agent_run',
+    summary: 'Get a run',
+    tag: 'Agents',
+    success: { 200: { description: 'The run, active or finished.', content: json(runRecord) } },
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND'],
+  },
+  {
+    method: 'get',
+    path: '/agents/:agent_id/runs',
+    operationId: 'list_agent_runs',
+    summary: 'List the runs of an agent',
+    tag: 'Agents',
+    query: listRunsQuery,
+    success: { 200: { description: 'The runs, newest first.', content: json(z.array(runRecord)) } },
+    errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT'],
+  },
+  {
+    method: 'get',
+    path: '/agents/:agent_id/runs/:run_id/events',
+    operationId: 'stream_agent_run_events',
+    summary: "Replay and follow a run's events",
+    description:
+      'Sends the events after `Last-Event-ID` (what EventSource sends on reconnect) or `?after=`, ' +
+      'then the live ones until the terminal event. A reader going away does not cancel the run.',
+    tag: 'Agents',
+    query: resumeQuery,
+    headers: resumeHeader,
+    success: {
+      200: { description: 'The events, as on the run stream.', content: { 'text/event-stream': runEvent } },
+    },
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT'],
+  },
+  {
+    method: 'get',
+    path: '/sessions',
+    operationId: 'get_sessions',
+    summary: 'List sessions',
+    tag: 'Sessions',
+    query: listSessionsQuery,
+    success: { 200: { description: 'A page of sessions.', content: json(sessionPage) } },
+    errors: ['INVALID_INPUT', 'NOT_FOUND'],
+  },
+  {
+    method: 'get',
+    path: '/sessions/:session_id',
+    operationId: 'get_session_by_id',
+    summary: 'Get a session',
+    tag: 'Sessions',
+    query: sessionQuery,
+    success: { 200: { description: 'The session.', content: json(sessionRecord) } },
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT'],
+  },
+  {
+    method: 'get',
+    path: '/sessions/:session_id/runs',
+    operationId: 'get_session_runs',
+    summary: 'List the runs of a session',
+    description: 'Oldest first, the run in progress included.',
+    tag: 'Sessions',
+    query: sessionQuery,
+    success: { 200: { description: 'The runs.', content: json(z.array(runRecord)) } },
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT'],
+  },
+  {
+    method: 'delete',
+    path: '/sessions/:session_id',
+    operationId: 'delete_session',
+    summary: 'Delete a session',
+    tag: 'Sessions',
+    query: sessionQuery,
+    success: { 204: { description: 'Deleted.' } },
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT'],
+  },
+  {
+    method: 'get',
+    path: '/openapi.json',
+    operationId: 'get_openapi',
+    summary: 'This document',
+    tag: 'Core',
+    success: { 200: { description: 'OpenAPI 3.1.', content: json({ type: 'object' }) } },
+    open: true,
+  },
+  {
+    method: 'get',
+    path: '/docs',
+    operationId: 'get_docs',
+    summary: 'An interactive page for this document',
+    tag: 'Core',
+    success: { 200: { description: 'An HTML page, served offline.', content: { 'text/html': TEXT } } },
+    open: true,
+  },
+];
+
+/** Descriptions of parameters, by name: the same name means the same thing on every route. */
+const PARAMETER_DESCRIPTIONS: Record<string, string> = {
+  agent_id: 'The agent, as `GET /agents` lists it.',
+  run_id: 'The run, as `RunStarted` names it.',
+  session_id: 'The session (conversation).',
+  status: 'Only runs with this status.',
+  after: 'Only events after this `seq`.',
+  'last-event-id': 'Only events after this `seq`; wins over `after`.',
+  type: 'The kind of component; runstate has agents only.',
+  component_id: 'Only sessions of this agent.',
+  user_id: 'Only sessions of this user.',
+  db_id: 'The database id every agent lists; another one answers 404.',
+  limit: 'Sessions per page (default 20).',
+  page: 'The page, from 1.',
+  sort_order: 'By last update.',
+};
+
+/** Descriptions of the fields of a run request (the body of `create_agent_run`). */
+const BODY_DESCRIPTIONS: Record<string, string> = {
+  message: 'The user message.',
+  stream: 'Answer with an event stream (default) or with the finished run.',
+  background: 'Answer 202 at once; follow the run at its events route.',
+  session_id: 'Continue this session (its history is sent to the model); empty starts a new one.',
+  user_id: 'Who asks; kept on the run and the session.',
+  on_disconnect: 'What a client going away does to the run: `cancel` it (default) or let it `continue`.',
+};
+
+/** Names of the document's components, in the order they are listed. */
+const OUTPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
+  ['Agent', agentResponse],
+  ['Health', healthResponse],
+  ['RunRecord', runRecord],
+  ['RunOutput', runOutput],
+  ['RunAccepted', runAccepted],
+  ['CancelResult', cancelResult],
+  ['SessionRecord', sessionRecord],
+  ['SessionPage', sessionPage],
+  ['Error', errorResponse],
+  ['RunEvent', runEvent],
+  ['RunStartedEvent', runStartedEvent],
+  ['RunContentEvent', runContentEvent],
+  ['RunCompletedEvent', runCompletedEvent],
+  ['RunCancelledEvent', runCancelledEvent],
+  ['RunErrorEvent', runErrorEvent],
+];
+const INPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [['CreateRunRequest', createRunBody]];
+
+/** Options of {@link createOpenApiDocument}. */
+export interface OpenApiDocumentOptions {
+  /** Whether the app requires a bearer token: the document then says so on every closed route. */
+  secured: boolean;
+}
+
+/**
+ * The OpenAPI 3.1 document of the app, generated from the zod schemas its routes validate requests
+ * with and those of what it sends (`openapi-schemas.ts`).
+ */
+export function createOpenApiDocument(options: OpenApiDocumentOptions): OpenApiDocument {
+  const { secured } = options;
+  const outputs = componentSchemas(OUTPUT_COMPONENTS, 'output');
+  const inputs = componentSchemas(INPUT_COMPONENTS, 'input');
+  addDescriptions(inputs.schemas.CreateRunRequest, BODY_DESCRIPTIONS);
+  // Client generators pick the event's type by its `event` field.
+  const mapping = Object.fromEntries(
+    runEvent.options.map((option) => [option.shape.event.value, outputs.refer(option).$ref ?? '']),
+  );
+  outputs.schemas.RunEvent = {
+    ...outputs.schemas.RunEvent,
+    discriminator: { propertyName: 'event', mapping },
+  };
+
+  const paths: OpenApiDocument['paths'] = {};
+  for (const operation of OPERATIONS) {
+    const path = operation.path.replace(/:(\w+)/g, '{$1}');
+    paths[path] ??= {};
+    paths[path][operation.method] = operationObject(operation, { secured, outputs, inputs });
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'runstate',
+      version: packageVersion(),
+      description:
+        'An AgentOS-compatible API for agent runs: each run streamed over server-sent events, ' +
+        'cancellable for real, resumable by `seq`. Errors are `{detail, code}`.',
+    },
+    tags: [
+      { name: 'Core', description: 'Health, and this document.' },
+      { name: 'Agents', description: 'Agents and their runs.' },
+      { name: 'Sessions', description: 'Conversations: the runs of one session share their history.' },
+    ],
+    paths,
+    components: {
+      schemas: { ...outputs.schemas, ...inputs.schemas },
+      ...(secured && {
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'The security key the server was started with (`RUNSTATE_SECURITY_KEY`).',
+          },
+        },
+      }),
+    },
+  };
+}
+
+interface Components {
+  schemas: Record<string, JsonSchema>;
+  /** A reference to a schema that is a component, or the schema inline. */
+  refer(schema: z.ZodType | JsonSchema): JsonSchema;
+}
+
+/** Converts named schemas to JSON Schema 2020-12 (OpenAPI 3.1's dialect), referring to each other. */
+function componentSchemas(named: ReadonlyArray<[string, z.ZodType]>, io: 'input' | 'output'): Components {
+  const registry = z.registry<{ id: string }>();
+  for (const [id, schema] of named) registry.add(schema, { id });
+  const uri = (id: string) => `#/components/schemas/${id}`;
+  const converted = z.toJSONSchema(registry, { io, uri }).schemas;
+  const schemas: Record<string, JsonSchema> = {};
+  for (const [id] of named) {
+    // Each component is a standalone JSON Schema: its `$schema` and `$id` mean nothing inside OpenAPI.
+    const { $schema: _dialect, $id: _id, ...schema } = converted[id]!;
+    schemas[id] = schema;
+  }
+  return {
+    schemas,
+    refer(schema) {
+      if (!(schema instanceof z.ZodType)) return schema;
+      const id = registry.get(schema)?.id;
+      if (id !== undefined) return { $ref: uri(id) };
+      // A list of components refers to them, rather than copying them into its own `$defs`.
+      if (schema instanceof z.ZodArray)
+        return { type: 'array', items: this.refer(schema.element as z.ZodType) };
+      const { $schema: _dialect, ...inline } = z.toJSONSchema(schema, { io });
+      return inline;
+    },
+  };
+}
+
+function addDescriptions(schema: JsonSchema | undefined, descriptions: Record<string, string>): void {
+  for (const [name, property] of Object.entries(schema?.properties ?? {})) {
+    if (typeof property === 'object') property.description ??= descriptions[name];
+  }
+}
+
+function operationObject(
+  operation: OperationSpec,
+  { secured, outputs, inputs }: { secured: boolean; outputs: Components; inputs: Components },
+): OperationObject {
+  const parameters: ParameterObject[] = [
+    ...[...operation.path.matchAll(/:(\w+)/g)].map(([, name = '']) => ({
+      name,
+      in: 'path' as const,
+      required: true,
+      description: PARAMETER_DESCRIPTIONS[name],
+      schema: { type: 'string' as const },
+    })),
+    ...objectParameters(operation.query, 'query'),
+    ...objectParameters(operation.headers, 'header'),
+  ];
+  const responses: Record<string, ResponseObject> = {};
+  for (const [status, success] of Object.entries(operation.success)) {
+    responses[status] = {
+      description: success.description,
+      ...(success.content && {
+        content: Object.fromEntries(
+          Object.entries(success.content).map(([type, schema]) => [type, { schema: outputs.refer(schema) }]),
+        ),
+      }),
+    };
+  }
+  const closed = secured && !operation.open;
+  for (const [status, codes] of errorStatuses(operation, closed)) {
+    responses[status] = {
+      description: codes.join(', '),
+      content: { 'application/json': { schema: outputs.refer(errorResponse) } },
+    };
+  }
+  return {
+    operationId: operation.operationId,
+    summary: operation.summary,
+    ...(operation.description && { description: operation.description }),
+    tags: [operation.tag],
+    ...(parameters.length > 0 && { parameters }),
+    ...(operation.body && {
+      requestBody: {
+        required: true,
+        // What Agno clients send (multipart), what curl -d sends, and JSON: the same fields.
+        content: Object.fromEntries(
+          ['multipart/form-data', 'application/x-www-form-urlencoded', 'application/json'].map((type) => [
+            type,
+            { schema: inputs.refer(operation.body!) },
+          ]),
+        ),
+      },
+    }),
+    responses,
+    ...(secured && { security: closed ? [{ bearer: [] }] : [] }),
+  };
+}
+
+/** The error answers of an operation by status, each with the codes that answer it. */
+function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, string[]> {
+  const statuses = new Map<number, string[]>();
+  const add = (status: number, code: string) => statuses.set(status, [...(statuses.get(status) ?? []), code]);
+  if (operation.readsBody) add(400, 'INVALID_INPUT (the body cannot be read)');
+  if (closed) add(STATUS_BY_CODE.UNAUTHORIZED, 'UNAUTHORIZED');
+  for (const code of operation.errors ?? []) add(STATUS_BY_CODE[code], code);
+  if (operation.readsBody) add(STATUS_BY_CODE.PAYLOAD_TOO_LARGE, 'PAYLOAD_TOO_LARGE');
+  add(STATUS_BY_CODE.INTERNAL, 'INTERNAL (a bug; no details are sent)');
+  return new Map([...statuses].sort(([a], [b]) => a - b));
+}
+
+/** The properties of a query or header schema, as OpenAPI parameters. */
+function objectParameters(schema: z.ZodObject | undefined, where: 'query' | 'header'): ParameterObject[] {
+  if (!schema) return [];
+  const converted = z.toJSONSchema(schema, { io: 'input' });
+  return Object.entries(converted.properties ?? {}).map(([name, property]) => ({
+    name: where === 'header' ? headerName(name) : name,
+    in: where,
+    required: converted.required?.includes(name) ?? false,
+    description: PARAMETER_DESCRIPTIONS[name],
+    // A query value or a header is never null: only the string types are documented.
+    schema: typeof property === 'object' ? withoutNull(property) : {},
+  }));
+}
+
+function headerName(name: string): string {
+  return name === 'last-event-id' ? 'Last-Event-ID' : name;
+}
+
+function withoutNull(schema: JsonSchema): JsonSchema {
+  if (!Array.isArray(schema.type)) return schema;
+  const types = schema.type.filter((type) => type !== 'null');
+  return { ...schema, type: types.length === 1 ? types[0] : types };
+}
+
+let version: string | undefined;
+function packageVersion(): string {
+  // The package refers to itself by name (it has `exports`), from the sources as from dist/.
+  version ??= (createRequire(import.meta.url)('runstate/package.json') as { version: string }).version;
+  return version;
+}

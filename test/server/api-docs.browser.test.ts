@@ -1,0 +1,77 @@
+/**
+ * The /docs page in a real browser (Debian's chromium, driven by playwright-core): it loads from the
+ * server alone, renders the document and calls the API, with no console error. Every wait is on a
+ * page condition.
+ */
+import { chromium, type BrowserContext } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, CHROMIUM_ARGS, hasChromium, tempProfile } from '../inspect/support.js';
+import { serveFake } from './helpers.js';
+
+let context: BrowserContext;
+let removeProfile = () => {};
+
+const title = hasChromium
+  ? 'the /docs page in chromium'
+  : `the /docs page in chromium (SKIPPED: ${CHROMIUM} is missing; install it with: apt-get install -y chromium)`;
+
+describe.skipIf(!hasChromium)(title, () => {
+  beforeAll(async () => {
+    const profile = tempProfile();
+    removeProfile = profile.remove;
+    context = await chromium.launchPersistentContext(profile.dir, {
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+    });
+  });
+  afterAll(async () => {
+    await context?.close();
+    removeProfile();
+  });
+
+  it('renders every operation from the server alone, with no console error, and runs one', async () => {
+    // With a key: the page and the document stay open.
+    const { url } = await serveFake({ securityKey: 'sesame' });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    const requests: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') errors.push(message.text());
+    });
+    page.on('pageerror', (error) => errors.push(String(error)));
+    page.on('request', (request) => requests.push(request.url()));
+    try {
+      const response = await page.goto(`${url}/docs`);
+      expect(response?.status()).toBe(200);
+      // Swagger UI names each operation's block after its tag and operation id.
+      await page.locator('#operations-Agents-cancel_agent_run').waitFor();
+      for (const id of ['create_agent_run', 'get_agent_run', 'list_agent_runs', 'stream_agent_run_events']) {
+        await page.locator(`#operations-Agents-${id}`).waitFor();
+      }
+      await page.locator('button.authorize').waitFor();
+
+      // Try GET /health from the page.
+      await page.locator('#operations-Core-health_check .opblock-summary').click();
+      await page.locator('#operations-Core-health_check button.try-out__btn').click();
+      await page.locator('#operations-Core-health_check button.execute').click();
+      await page
+        .locator('#operations-Core-health_check .live-responses-table .response-col_status', {
+          hasText: '200',
+        })
+        .waitFor();
+
+      expect(errors).toEqual([]);
+      const origins = new Set(requests.map((request) => new URL(request).origin));
+      expect(origins).toEqual(new Set([url]));
+    } finally {
+      await page.close();
+    }
+  });
+
+  it('sends /docs/ to /docs, where its relative URLs resolve', async () => {
+    const { url } = await serveFake();
+    const response = await fetch(`${url}/docs/`, { redirect: 'manual' });
+    expect(response.status).toBe(301);
+    expect(new URL(response.headers.get('location')!, `${url}/docs/`).href).toBe(`${url}/docs`);
+  });
+});

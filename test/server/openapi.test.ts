@@ -1,0 +1,238 @@
+import { Validator } from '@seriousme/openapi-schema-validator';
+import type { Express } from 'express';
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import type { z } from 'zod';
+import type { ErrorCode } from '../../machines/run-types.js';
+import type { RunEvent, RunOutput, RunRecord, SessionRecord } from '../../src/index.js';
+import type { AgentJson } from '../../src/server/index.js';
+import {
+  createOpenApiDocument,
+  type OpenApiDocument,
+  type OperationObject,
+} from '../../src/server/openapi.js';
+import {
+  agentResponse,
+  errorCode,
+  errorResponse,
+  runEvent,
+  runOutput,
+  runRecord,
+  sessionPage,
+  sessionRecord,
+} from '../../src/server/openapi-schemas.js';
+import { postRun, readSse, serveFake } from './helpers.js';
+
+/** Every `METHOD /path` the express app routes, read from its router (the mounted routers' routes). */
+function servedRoutes(app: Express): string[] {
+  interface Layer {
+    route?: { path: string; methods: Record<string, boolean> };
+    handle?: { stack?: Layer[] };
+  }
+  const routes: string[] = [];
+  const walk = (stack: Layer[]) => {
+    for (const layer of stack) {
+      if (layer.route) {
+        for (const method of Object.keys(layer.route.methods))
+          routes.push(`${method.toUpperCase()} ${layer.route.path}`);
+      } else if (layer.handle?.stack) walk(layer.handle.stack);
+    }
+  };
+  walk((app as unknown as { router: { stack: Layer[] } }).router.stack);
+  return routes;
+}
+
+/** Every `METHOD /path` of the document, with express's `:param` for `{param}`. */
+function documentedRoutes(document: OpenApiDocument): string[] {
+  return Object.entries(document.paths).flatMap(([path, operations]) =>
+    Object.keys(operations).map((method) => `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`),
+  );
+}
+
+function operation(document: OpenApiDocument, method: 'get' | 'post', path: string): OperationObject {
+  const found = document.paths[path]?.[method];
+  if (!found) throw new Error(`${method} ${path} is not documented`);
+  return found;
+}
+
+async function validate(document: OpenApiDocument): Promise<void> {
+  const validator = new Validator();
+  // As a client reads it: JSON.
+  const result = await validator.validate(JSON.parse(JSON.stringify(document)) as Record<string, unknown>);
+  expect(result.errors ?? []).toEqual([]);
+  expect(result.valid).toBe(true);
+  expect(validator.version).toBe('3.1');
+  // Every $ref points at something.
+  expect(() => validator.resolveRefs()).not.toThrow();
+}
+
+async function getDocument(url: string): Promise<OpenApiDocument> {
+  const response = await fetch(`${url}/openapi.json`);
+  expect(response.status).toBe(200);
+  expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+  return (await response.json()) as OpenApiDocument;
+}
+
+describe('GET /openapi.json', () => {
+  it('is a valid OpenAPI 3.1 document, with and without a security key', async () => {
+    await validate(createOpenApiDocument({ secured: false }));
+    await validate(createOpenApiDocument({ secured: true }));
+    // The validator does reject a broken document: a response without its required description.
+    const broken = createOpenApiDocument({ secured: false });
+    delete (broken.paths['/health']!.get!.responses['200'] as { description?: string }).description;
+    expect(
+      (await new Validator().validate(JSON.parse(JSON.stringify(broken)) as Record<string, unknown>)).valid,
+    ).toBe(false);
+  });
+
+  it('documents every route the app serves, and no route it does not', async () => {
+    const { url, runstate } = await serveFake();
+    const served = servedRoutes(runstate.app);
+    expect(served).toContain('POST /agents/:agent_id/runs/:run_id/cancel');
+    expect(new Set(documentedRoutes(await getDocument(url)))).toEqual(new Set(served));
+  });
+
+  it("names path parameters as the URL templates do, and uses Agno's operation ids", async () => {
+    const { url } = await serveFake();
+    const document = await getDocument(url);
+    for (const [path, operations] of Object.entries(document.paths)) {
+      const inTemplate = [...path.matchAll(/\{(\w+)\}/g)].map(([, name]) => name);
+      for (const operation of Object.values(operations)) {
+        const inPath = (operation.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name);
+        expect(inPath).toEqual(inTemplate);
+      }
+    }
+    const ids = Object.fromEntries(
+      Object.entries(document.paths).flatMap(([path, operations]) =>
+        Object.entries(operations).map(([method, operation]) => [
+          `${method.toUpperCase()} ${path}`,
+          operation.operationId,
+        ]),
+      ),
+    );
+    expect(ids).toMatchObject({
+      'GET /health': 'health_check',
+      'GET /agents': 'get_agents',
+      'GET /agents/{agent_id}': 'get_agent',
+      'GET /teams': 'get_teams',
+      'POST /agents/{agent_id}/runs': 'create_agent_run',
+      'GET /agents/{agent_id}/runs': 'list_agent_runs',
+      'GET /agents/{agent_id}/runs/{run_id}': 'get_agent_run',
+      'POST /agents/{agent_id}/runs/{run_id}/cancel': 'cancel_agent_run',
+      'GET /sessions': 'get_sessions',
+      'GET /sessions/{session_id}': 'get_session_by_id',
+      'GET /sessions/{session_id}/runs': 'get_session_runs',
+      'DELETE /sessions/{session_id}': 'delete_session',
+    });
+    expect(new Set(Object.values(ids)).size).toBe(Object.keys(ids).length);
+  });
+
+  it('documents every status of a route, the error shape, the three encodings of a run request and the stream', () => {
+    const document = createOpenApiDocument({ secured: true });
+    const cancel = operation(document, 'post', '/agents/{agent_id}/runs/{run_id}/cancel');
+    expect(Object.keys(cancel.responses)).toEqual(['200', '401', '404', '409', '500']);
+    expect(cancel.responses['409']?.content?.['application/json']?.schema).toEqual({
+      $ref: '#/components/schemas/Error',
+    });
+    const error = document.components.schemas.Error!;
+    expect(error.required).toEqual(['detail', 'code']);
+    expect(error.properties?.code).toMatchObject({ enum: errorCode.options });
+
+    const create = operation(document, 'post', '/agents/{agent_id}/runs');
+    expect(Object.keys(create.requestBody?.content ?? {})).toEqual([
+      'multipart/form-data',
+      'application/x-www-form-urlencoded',
+      'application/json',
+    ]);
+    expect(document.components.schemas.CreateRunRequest?.required).toEqual(['message']);
+    expect(Object.keys(create.responses)).toEqual([
+      '200',
+      '202',
+      '400',
+      '401',
+      '404',
+      '413',
+      '422',
+      '500',
+      '503',
+    ]);
+    expect(create.responses['200']?.content?.['text/event-stream']?.schema).toEqual({
+      $ref: '#/components/schemas/RunEvent',
+    });
+    expect(Object.keys(document.components.schemas.RunEvent?.discriminator?.mapping ?? {})).toEqual([
+      'RunStarted',
+      'RunContent',
+      'RunCompleted',
+      'RunCancelled',
+      'RunError',
+    ]);
+  });
+
+  it('declares the bearer scheme on every route but the open ones when a key is set', () => {
+    const secured = createOpenApiDocument({ secured: true });
+    expect(Object.keys(secured.components.securitySchemes ?? {})).toEqual(['bearer']);
+    expect(secured.components.securitySchemes?.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
+    const security = (path: string) => operation(secured, 'get', path).security;
+    expect(security('/agents')).toEqual([{ bearer: [] }]);
+    expect(security('/health')).toEqual([]);
+    expect(security('/openapi.json')).toEqual([]);
+    const open = createOpenApiDocument({ secured: false });
+    expect(open.components.securitySchemes).toBeUndefined();
+    expect(operation(open, 'get', '/agents').responses['401']).toBeUndefined();
+  });
+
+  it('stays open with a security key, as /docs does, while the data routes ask for the token', async () => {
+    const { url } = await serveFake({ securityKey: 'sesame' });
+    const document = await getDocument(url);
+    expect(document.components.securitySchemes?.bearer?.scheme).toBe('bearer');
+    expect((await fetch(`${url}/docs`)).status).toBe(200);
+    expect((await fetch(`${url}/agents`)).status).toBe(401);
+  });
+});
+
+describe('the schemas of what the server sends', () => {
+  it('have the types of the runtime, field for field', () => {
+    expectTypeOf<z.output<typeof runEvent>>().toEqualTypeOf<RunEvent>();
+    expectTypeOf<z.output<typeof runRecord>>().toEqualTypeOf<RunRecord>();
+    expectTypeOf<z.output<typeof runOutput>>().toEqualTypeOf<RunOutput>();
+    expectTypeOf<z.output<typeof sessionRecord>>().toEqualTypeOf<SessionRecord>();
+    expectTypeOf<z.output<typeof agentResponse>>().toEqualTypeOf<AgentJson>();
+    expectTypeOf<z.output<typeof errorCode>>().toEqualTypeOf<ErrorCode>();
+  });
+
+  it('accept what real runs send: events, records, sessions, agents, errors', async () => {
+    const { url, story, model } = await serveFake();
+    const streamed = await postRun(story, { message: 'Tell me a story' });
+    const call = await model.nextCall();
+    call.emit('Once');
+    call.end({ usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } });
+    const frames = await readSse(streamed).rest();
+    for (const { data } of frames) runEvent.parse(data);
+    const runId = frames[0]!.data.run_id;
+    const sessionId = frames[0]!.data.session_id;
+
+    const reader = readSse(await postRun(story, { message: 'Another', session_id: sessionId }));
+    const started = (await reader.next())!.data;
+    runEvent.parse(started);
+    await model.nextCall();
+    const cancel = await fetch(`${story}/runs/${started.run_id}/cancel`, { method: 'POST' });
+    expect(cancel.status).toBe(200);
+    for (const { data } of await reader.rest()) runEvent.parse(data);
+
+    const failed = postRun(story, { message: 'Fail', stream: false });
+    (await model.nextCall()).fail(new Error('boom'));
+    runOutput.parse(await (await failed).json());
+
+    runRecord.parse(await (await fetch(`${story}/runs/${runId}`)).json());
+    for (const run of (await (await fetch(`${story}/runs`)).json()) as unknown[]) runRecord.parse(run);
+    sessionPage.parse(await (await fetch(`${url}/sessions`)).json());
+    sessionRecord.parse(await (await fetch(`${url}/sessions/${sessionId}`)).json());
+    for (const agent of (await (await fetch(`${url}/agents`)).json()) as unknown[])
+      agentResponse.parse(agent);
+
+    const conflict = await fetch(`${story}/runs/${runId}/cancel`, { method: 'POST' });
+    expect(conflict.status).toBe(409);
+    expect(errorResponse.parse(await conflict.json())).toMatchObject({ code: 'RUN_ALREADY_FINISHED' });
+    const invalid = await postRun(story, { message: '' });
+    expect(errorResponse.parse(await invalid.json())).toMatchObject({ field: 'message' });
+  });
+});
