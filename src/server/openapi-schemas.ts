@@ -18,10 +18,16 @@ export const errorCode = z.enum(Object.keys(STATUS_BY_CODE) as [keyof typeof STA
 
 const unixSeconds = z.number().meta({ description: 'Unix time in seconds.' });
 
+const tokens = z
+  .number()
+  .int()
+  .nullable()
+  .meta({ description: 'null when the model server did not report it.' });
+
 const runMetrics = z.strictObject({
-  input_tokens: z.number().int(),
-  output_tokens: z.number().int(),
-  total_tokens: z.number().int(),
+  input_tokens: tokens,
+  output_tokens: tokens,
+  total_tokens: tokens,
   time_to_first_token: z
     .number()
     .nullable()
@@ -41,6 +47,15 @@ const runErrorData = z.strictObject({
   retryAfterMs: z.number().optional().meta({ description: 'How long the model server asked to wait.' }),
 });
 
+const reasoningStep = z.strictObject({
+  title: z.string().meta({ description: 'The first line of the reasoning, shortened.' }),
+  reasoning: z.string(),
+});
+
+const extraData = z
+  .strictObject({ reasoning_steps: z.array(reasoningStep) })
+  .meta({ description: "A reasoning model's phases of reasoning, as Agno's Agent UI shows them." });
+
 const runFields = {
   run_id: z.string(),
   agent_id: z.string(),
@@ -49,6 +64,12 @@ const runFields = {
   user_id: z.string().nullable(),
   run_input: z.string(),
   content: z.string().meta({ description: 'The content so far; all of it once the run is final.' }),
+  reasoning_content: z.string().meta({ description: "The reasoning so far ('' without any)." }),
+  extra_data: extraData.optional(),
+  finish_reason: z
+    .string()
+    .nullable()
+    .meta({ description: "The model's finish reason (`stop`, `length`...); null until it finished." }),
   model: z.string(),
   model_provider: z.string(),
   error: runErrorData.nullable(),
@@ -152,6 +173,24 @@ export const runContentEvent = z.strictObject({
   event: z.literal('RunContent'),
   ...eventBase,
   content: z.string(),
+  reasoning_content: z
+    .string()
+    .optional()
+    .meta({ description: 'A reasoning delta (then `content` is empty).' }),
+});
+
+/** `ReasoningStarted`: `RunContent` events with `reasoning_content` follow. */
+export const reasoningStartedEvent = z.strictObject({
+  event: z.literal('ReasoningStarted'),
+  ...eventBase,
+});
+
+/** `ReasoningCompleted`: the phase's whole reasoning, and every phase so far. */
+export const reasoningCompletedEvent = z.strictObject({
+  event: z.literal('ReasoningCompleted'),
+  ...eventBase,
+  reasoning_content: z.string(),
+  extra_data: extraData,
 });
 
 /** `RunCompleted` (terminal): `content` is the whole answer. */
@@ -159,8 +198,11 @@ export const runCompletedEvent = z.strictObject({
   event: z.literal('RunCompleted'),
   ...eventBase,
   content: z.string(),
+  reasoning_content: z.string(),
+  finish_reason: z.string().meta({ description: '`stop`, `length` (the token limit cut the answer)...' }),
   status: z.literal('completed'),
   metrics: runMetrics,
+  extra_data: extraData.optional(),
 });
 
 /** `RunCancelled` (terminal): `content` is what streamed before the cancel. */
@@ -186,6 +228,8 @@ export const runErrorEvent = z.strictObject({
 export const runEvent = z.discriminatedUnion('event', [
   runStartedEvent,
   runContentEvent,
+  reasoningStartedEvent,
+  reasoningCompletedEvent,
   runCompletedEvent,
   runCancelledEvent,
   runErrorEvent,

@@ -20,6 +20,7 @@ import {
   sessionPage,
   sessionRecord,
 } from '../../src/server/openapi-schemas.js';
+import { nextTurn } from '../../src/testing/index.js';
 import { postRun, readSse, serveFake } from './helpers.js';
 
 /** Every `METHOD /path` the express app routes, read from its router (the mounted routers' routes). */
@@ -161,6 +162,8 @@ describe('GET /openapi.json', () => {
     expect(Object.keys(document.components.schemas.RunEvent?.discriminator?.mapping ?? {})).toEqual([
       'RunStarted',
       'RunContent',
+      'ReasoningStarted',
+      'ReasoningCompleted',
       'RunCompleted',
       'RunCancelled',
       'RunError',
@@ -203,9 +206,19 @@ describe('the schemas of what the server sends', () => {
     const { url, story, model } = await serveFake();
     const streamed = await postRun(story, { message: 'Tell me a story' });
     const call = await model.nextCall();
+    call.emitReasoning('A story, then.');
+    await nextTurn();
     call.emit('Once');
     call.end({ usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } });
     const frames = await readSse(streamed).rest();
+    expect(frames.map(({ data }) => data.event)).toEqual([
+      'RunStarted',
+      'ReasoningStarted',
+      'RunContent',
+      'ReasoningCompleted',
+      'RunContent',
+      'RunCompleted',
+    ]);
     for (const { data } of frames) runEvent.parse(data);
     const runId = frames[0]!.data.run_id;
     const sessionId = frames[0]!.data.session_id;
