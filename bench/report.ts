@@ -1,344 +1,292 @@
 import { readFileSync } from 'node:fs';
-import { arch, cpus, loadavg, release, totalmem, type } from 'node:os';
-import { CLIENT_LABELS, type BenchConfig, type ClientKind, type ScenarioName } from './bench-config.js';
-import type { ScenarioResult } from './scenarios.js';
+import { cpus, loadavg, release, totalmem, type } from 'node:os';
+import { KIND_LABELS, KINDS, type BenchConfig, type Kind, type Scenario } from './config.js';
+import { median, type ScenarioResult } from './scenarios.js';
 
-/** A limit from issue 6, on one client's figure, relative to the raw SDK's in the same run. */
-export type Budget =
-  { type: 'ratio'; max: number } | { type: 'over-raw'; maxUs: number } | { type: 'all-completed' };
+/** A goal of issue 12, on the library's (or the server's) figure against the raw SDK's in the same run. */
+export type Goal = { ratio: number } | { overRawUs: number } | 'none';
 
-interface MetricSpec {
-  scenario: ScenarioName;
+interface Metric {
+  scenario: Scenario;
   metric: string;
   label: (config: BenchConfig) => string;
-  unit: 'ms' | 'µs' | 'MB' | 'KB' | 'runs';
+  unit: string;
   digits: number;
-  /** The raw SDK's metric the ratio is taken to; `null`: no ratio. Default: the same metric. */
-  reference?: string | null;
-  budgets?: Partial<Record<ClientKind, Budget>>;
-  /** Which process the figure is taken in, when it is not the client's. */
-  where?: Partial<Record<ClientKind, string>>;
+  /** No ratio to the raw SDK (counts). */
+  noRatio?: boolean;
+  goals?: Partial<Record<Kind, Goal>>;
 }
 
-const thousands = (n: number): string => n.toLocaleString('en-US');
+const n = (value: number): string => value.toLocaleString('en-US');
+const paced = ({ paced: p }: BenchConfig) => `${n(p.runs)} runs × ${p.chunks} chunks ${p.delayMs} ms apart`;
+const mass = ({ mass: m }: BenchConfig) => `${n(m.runs)} runs × ${m.chunks} chunks ${m.delayMs} ms apart`;
 
-/** Every figure of the table, in order, with the budget that applies to it. */
-const METRICS: MetricSpec[] = [
+/** Every figure of the table, in order, with the goals of issue 12. */
+const METRICS: Metric[] = [
   {
-    scenario: 'stream',
+    scenario: 'burst',
     metric: 'cpuPerChunkUs',
-    label: (c) => `${thousands(c.stream.chunks)}-chunk stream: CPU per chunk (client process)`,
+    label: (c) => `burst (${n(c.burst.chunks)} chunks at once): CPU per chunk ¹`,
     unit: 'µs',
-    digits: 1,
-    budgets: { library: { type: 'ratio', max: 1.25 } },
+    digits: 2,
+    goals: { library: { ratio: 0.8 }, http: { ratio: 1.25 } },
+  },
+  { scenario: 'burst', metric: 'wallMs', label: () => 'burst: wall time', unit: 'ms', digits: 0 },
+  {
+    scenario: 'burst',
+    metric: 'contentEvents',
+    label: () => 'burst: content events read',
+    unit: '',
+    digits: 0,
+    noRatio: true,
   },
   {
-    scenario: 'stream',
-    metric: 'serverCpuPerChunkUs',
-    label: (c) => `${thousands(c.stream.chunks)}-chunk stream: CPU per chunk (server process)`,
+    scenario: 'paced',
+    metric: 'cpuPerChunkUs',
+    label: (c) => `paced (${paced(c)}): CPU per chunk ¹`,
     unit: 'µs',
-    digits: 1,
-    reference: 'cpuPerChunkUs',
-    budgets: { http: { type: 'ratio', max: 2 } },
+    digits: 2,
+    goals: { library: { ratio: 1 }, http: { ratio: 1.25 } },
   },
   {
-    scenario: 'stream',
+    scenario: 'paced',
     metric: 'wallMs',
-    label: (c) => `${thousands(c.stream.chunks)}-chunk stream: wall time`,
+    label: () => 'paced: wall time',
     unit: 'ms',
     digits: 0,
+    goals: { library: { ratio: 1.1 } },
+  },
+  {
+    scenario: 'paced',
+    metric: 'rssPerRunKb',
+    label: () => 'paced: RSS per run ¹',
+    unit: 'KB',
+    digits: 0,
+    goals: { library: { ratio: 1 } },
+  },
+  {
+    scenario: 'paced',
+    metric: 'loopDelayP99Ms',
+    label: () => 'paced: event-loop delay p99 ¹',
+    unit: 'ms',
+    digits: 1,
+    goals: { library: { ratio: 1 } },
+  },
+  {
+    scenario: 'paced',
+    metric: 'failed',
+    label: () => 'paced: runs not completed',
+    unit: '',
+    digits: 0,
+    noRatio: true,
   },
   {
     scenario: 'cancel',
-    metric: 'cancelToUpstreamClosedUs',
+    metric: 'toClosedUs',
     label: () => 'cancel → upstream sees the socket close',
     unit: 'µs',
     digits: 0,
-    budgets: { library: { type: 'over-raw', maxUs: 1_000 } },
+    goals: { library: { overRawUs: 500 } },
   },
   {
     scenario: 'cancel',
-    metric: 'cancelToTerminalUs',
-    label: () => 'cancel → RunCancelled delivered (raw: abort → loop ends)',
+    metric: 'toTerminalUs',
+    label: () => 'cancel → the consumer’s loop ends',
     unit: 'µs',
     digits: 0,
   },
   {
-    scenario: 'concurrent',
-    metric: 'wallMs',
-    label: (c) =>
-      `${thousands(c.concurrent.runs)} runs × ${c.concurrent.chunks} chunks ${c.concurrent.delayMs} ms apart: wall time`,
-    unit: 'ms',
-    digits: 0,
-    budgets: { library: { type: 'ratio', max: 1.15 } },
-  },
-  {
-    scenario: 'concurrent',
-    metric: 'completed',
-    label: (c) => `${thousands(c.concurrent.runs)} concurrent runs: completed`,
-    unit: 'runs',
-    digits: 0,
-    reference: null,
-  },
-  {
-    scenario: 'concurrent',
-    metric: 'rssPerRunKb',
-    label: (c) => `${thousands(c.concurrent.runs)} concurrent runs: RSS per run`,
-    unit: 'KB',
-    digits: 0,
-    budgets: { library: { type: 'ratio', max: 1.25 } },
-    where: { http: 'server process' },
-  },
-  {
-    scenario: 'concurrent',
-    metric: 'peakRssMb',
-    label: (c) => `${thousands(c.concurrent.runs)} concurrent runs: peak RSS`,
-    unit: 'MB',
-    digits: 0,
-    where: { http: 'server process' },
-  },
-  {
     scenario: 'mass',
-    metric: 'completed',
-    label: (c) =>
-      `${thousands(c.mass.runs)} concurrent runs (${c.mass.chunks} chunks ${c.mass.delayMs} ms apart): completed`,
-    unit: 'runs',
+    metric: 'failed',
+    label: (c) => `mass (${mass(c)}): runs not completed`,
+    unit: '',
     digits: 0,
-    reference: null,
-    budgets: { raw: { type: 'all-completed' }, library: { type: 'all-completed' } },
+    noRatio: true,
+    goals: { library: 'none', http: 'none' },
   },
   {
     scenario: 'mass',
     metric: 'peakStreaming',
-    label: (c) => `${thousands(c.mass.runs)} concurrent runs: streaming at once (peak)`,
-    unit: 'runs',
+    label: () => 'mass: streaming at once (peak)',
+    unit: '',
     digits: 0,
-    reference: null,
+    noRatio: true,
   },
-  {
-    scenario: 'mass',
-    metric: 'rssPerRunKb',
-    label: (c) => `${thousands(c.mass.runs)} concurrent runs: RSS per run`,
-    unit: 'KB',
-    digits: 0,
-    where: { http: 'server process' },
-  },
-  {
-    scenario: 'mass',
-    metric: 'wallMs',
-    label: (c) => `${thousands(c.mass.runs)} concurrent runs: wall time`,
-    unit: 'ms',
-    digits: 0,
-  },
+  { scenario: 'mass', metric: 'wallMs', label: () => 'mass: wall time', unit: 'ms', digits: 0 },
+  { scenario: 'mass', metric: 'rssPerRunKb', label: () => 'mass: RSS per run ¹', unit: 'KB', digits: 0 },
+  { scenario: 'mass', metric: 'cpuPerChunkUs', label: () => 'mass: CPU per chunk ¹', unit: 'µs', digits: 2 },
 ];
 
-/** One figure: a metric of one client, over the repetitions. */
-export interface ReportRow {
-  scenario: ScenarioName;
+/** One figure of one client. */
+export interface Row {
+  scenario: Scenario;
   metric: string;
-  measurement: string;
-  kind: ClientKind;
+  kind: Kind;
+  label: string;
   client: string;
-  unit: MetricSpec['unit'];
-  /** One value per repetition, in the order they ran. */
+  unit: string;
+  digits: number;
   samples: number[];
   median: number | null;
   min: number | null;
   max: number | null;
-  /** The median over the raw SDK's median of the reference metric. */
+  /** Median ÷ the raw SDK's median. */
   ratio: number | null;
-  budget: string | null;
-  pass: boolean | null;
-  /** Why there is no figure, or what it is. */
-  note: string | null;
+  goal: string | null;
+  met: boolean | null;
 }
 
-/** The benchmark's report: what `--json` writes and the table is printed from. */
 export interface BenchReport {
   meta: {
     date: string;
+    commit: string;
     node: string;
     packages: Record<string, string>;
-    platform: string;
-    cpus: string;
-    memoryGb: number;
+    machine: string;
+    loadAtStart: number;
+    loadAtEnd: number;
     durationS: number;
-    /** The 1-minute load average at the start and at the end: other work on the machine skews figures. */
-    loadAverage: { start: number; end: number };
     quick: boolean;
-    inspector: string;
-    method: string;
   };
   config: BenchConfig;
-  rows: ReportRow[];
-  summary: { pass: number; fail: number; notMeasured: number };
+  rows: Row[];
+  summary: { met: number; missed: number; notMeasured: number };
 }
 
-export const median = (values: readonly number[]): number | null => {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+function goalText(goal: Goal): string {
+  if (goal === 'none') return 'none';
+  return 'ratio' in goal ? `≤ ${goal.ratio.toFixed(2)}×` : `≤ raw + ${goal.overRawUs} µs`;
+}
+
+function isMet(goal: Goal, value: number, raw: number | null): boolean | null {
+  if (goal === 'none') return value === 0;
+  if (raw === null) return null;
+  return 'ratio' in goal ? value <= raw * goal.ratio : value - raw <= goal.overRawUs;
+}
+
+const version = (name: string): string => {
+  try {
+    const url = new URL(`../node_modules/${name}/package.json`, import.meta.url);
+    return (JSON.parse(readFileSync(url, 'utf8')) as { version: string }).version;
+  } catch {
+    return '?';
+  }
 };
 
-function budgetText(budget: Budget, config: BenchConfig): string {
-  switch (budget.type) {
-    case 'ratio':
-      return `≤ ${budget.max}×`;
-    case 'over-raw':
-      return `≤ raw + ${budget.maxUs / 1000} ms`;
-    case 'all-completed':
-      return `all ${thousands(config.mass.runs)}`;
-  }
-}
-
-function meets(
-  budget: Budget,
-  row: ReportRow,
-  rawMedian: number | null,
-  config: BenchConfig,
-): boolean | null {
-  switch (budget.type) {
-    case 'ratio':
-      return row.ratio === null ? null : row.ratio <= budget.max;
-    case 'over-raw':
-      return row.median === null || rawMedian === null ? null : row.median - rawMedian <= budget.maxUs;
-    case 'all-completed':
-      return row.min === null ? null : row.min === config.mass.runs;
-  }
-}
-
-function packageVersion(name: string): string {
-  try {
-    const path = new URL(
-      `../${name === 'runstate' ? '' : `node_modules/${name}/`}package.json`,
-      import.meta.url,
-    );
-    return (JSON.parse(readFileSync(path, 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
-
-/** Builds the report from the scenarios' samples. */
+/** The rows of the table, from what the scenarios measured. */
 export function buildReport(
-  results: ScenarioResult[],
+  results: readonly ScenarioResult[],
   config: BenchConfig,
-  options: { durationS: number; loadAtStart: number; quick: boolean; inspectorLabel: string },
+  meta: Pick<BenchReport['meta'], 'commit' | 'loadAtStart' | 'durationS' | 'quick'>,
 ): BenchReport {
-  const rows: ReportRow[] = [];
-  for (const spec of METRICS) {
-    const result = results.find((r) => r.scenario === spec.scenario);
-    if (!result) continue;
-    const kinds = config.kinds.filter(
-      (kind) => result.samples[spec.metric]?.[kind] || result.skipped[kind] || spec.budgets?.[kind],
-    );
-    const rawReference = median(result.samples[spec.reference ?? spec.metric]?.raw ?? []);
-    for (const kind of kinds) {
-      const samples = result.samples[spec.metric]?.[kind] ?? [];
-      if (samples.length === 0 && !result.skipped[kind]) continue;
-      const value = median(samples);
-      const budget = spec.budgets?.[kind];
-      const row: ReportRow = {
-        scenario: spec.scenario,
-        metric: spec.metric,
-        measurement: spec.label(config),
-        kind,
-        client: CLIENT_LABELS[kind],
-        unit: spec.unit,
-        samples,
-        median: value,
-        min: samples.length ? Math.min(...samples) : null,
-        max: samples.length ? Math.max(...samples) : null,
-        ratio:
-          spec.reference === null || value === null || rawReference === null || rawReference === 0
-            ? null
-            : value / rawReference,
-        budget: budget ? budgetText(budget, config) : null,
-        pass: null,
-        note: result.skipped[kind] ? `not measured: ${result.skipped[kind]}` : (spec.where?.[kind] ?? null),
-      };
-      if (budget && samples.length > 0) row.pass = meets(budget, row, rawReference, config);
-      rows.push(row);
+  const rows: Row[] = [];
+  for (const result of results) {
+    for (const spec of METRICS.filter((m) => m.scenario === result.scenario)) {
+      const byKind = result.samples[spec.metric] ?? {};
+      const rawMedian = byKind.raw?.length ? median(byKind.raw) : null;
+      for (const kind of KINDS.filter((k) => config.kinds.includes(k))) {
+        const samples = byKind[kind] ?? [];
+        const value = samples.length ? median(samples) : null;
+        const goal = spec.goals?.[kind];
+        const note = result.notes[kind];
+        rows.push({
+          scenario: spec.scenario,
+          metric: spec.metric,
+          kind,
+          label: spec.label(config),
+          client: note ? `${KIND_LABELS[kind]} (${note})` : KIND_LABELS[kind],
+          unit: spec.unit,
+          digits: spec.digits,
+          samples,
+          median: value,
+          min: samples.length ? Math.min(...samples) : null,
+          max: samples.length ? Math.max(...samples) : null,
+          ratio: !spec.noRatio && value !== null && rawMedian ? value / rawMedian : null,
+          goal: goal ? goalText(goal) : null,
+          met: goal && value !== null ? isMet(goal, value, rawMedian) : null,
+        });
+      }
     }
   }
-  const budgeted = rows.filter((row) => row.budget !== null);
+  const goals = rows.filter((row) => row.goal !== null);
   return {
     meta: {
+      ...meta,
       date: new Date().toISOString(),
       node: process.version,
       packages: Object.fromEntries(
-        ['runstate', 'openai', 'xstate', 'tsx'].map((name) => [name, packageVersion(name)]),
+        ['openai', 'xstate', 'eventsource-parser'].map((name) => [name, version(name)]),
       ),
-      platform: `${type()} ${release()} ${arch()}`,
-      cpus: `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown'}`,
-      memoryGb: Math.round(totalmem() / 2 ** 30),
-      durationS: Math.round(options.durationS),
-      loadAverage: { start: options.loadAtStart, end: loadavg()[0] ?? 0 },
-      quick: options.quick,
-      inspector: options.inspectorLabel,
-      method:
-        `each client, the fake upstream and the runstate server in processes of their own; ` +
-        `${config.reps} repetitions alternating the clients, medians`,
+      machine: `${type()} ${release()}, ${cpus().length} × ${cpus()[0]?.model.trim() ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GB`,
+      loadAtEnd: loadavg()[0] ?? 0,
     },
     config,
     rows,
     summary: {
-      pass: budgeted.filter((row) => row.pass === true).length,
-      fail: budgeted.filter((row) => row.pass === false).length,
-      notMeasured: rows.filter((row) => row.samples.length === 0).length,
+      met: goals.filter((row) => row.met === true).length,
+      missed: goals.filter((row) => row.met === false).length,
+      notMeasured: goals.filter((row) => row.met === null).length,
     },
   };
 }
 
-function formatValue(value: number | null, unit: MetricSpec['unit'], digits: number): string {
-  if (value === null) return '—';
-  const text = value.toLocaleString('en-US', {
-    minimumFractionDigits: digits,
-    maximumFractionDigits: digits,
-  });
-  return unit === 'runs' ? text : `${text} ${unit}`;
+const figure = (row: Row, value: number | null): string =>
+  value === null ? '—' : `${n(Number(value.toFixed(row.digits)))}${row.unit ? ` ${row.unit}` : ''}`;
+const ratio = (value: number | null): string => (value === null ? '' : `${value.toFixed(2)}×`);
+
+function table(header: string[], lines: string[][]): string {
+  const out = [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`);
+  return `${out.join('\n')}\n`;
 }
 
-const digitsOf = (row: ReportRow): number =>
-  METRICS.find((spec) => spec.scenario === row.scenario && spec.metric === row.metric)?.digits ?? 1;
-
-/** The report as a markdown table, with the versions and the method above it. */
+/** The report as markdown: a header, the table, the goals met. */
 export function formatMarkdown(report: BenchReport): string {
   const { meta } = report;
-  const versions = Object.entries(meta.packages)
-    .map(([name, version]) => `${name} ${version}`)
+  const packages = Object.entries(meta.packages)
+    .map(([name, v]) => `${name} ${v}`)
     .join(' · ');
-  const minutes = Math.floor(meta.durationS / 60);
-  const lines = [
-    `Node ${meta.node} · ${versions} · ${meta.platform} · ${meta.cpus} · ${meta.memoryGb} GB`,
-    `${meta.date} · ${meta.method} · inspect on: ${meta.inspector} · took ${minutes} min ${meta.durationS % 60} s` +
-      ` · load average ${meta.loadAverage.start.toFixed(1)} at the start, ${meta.loadAverage.end.toFixed(1)} at the end` +
-      (meta.quick ? ' · QUICK SIZES: smoke run, figures are not meaningful' : ''),
-    '',
-    '| measurement | client | median | range (min–max) | × raw SDK | budget | result |',
-    '|---|---|--:|--:|--:|---|---|',
-  ];
-  let previous = '';
-  for (const row of report.rows) {
-    const digits = digitsOf(row);
-    const range =
-      row.min === null || row.max === null
-        ? '—'
-        : `${formatValue(row.min, row.unit, digits)} – ${formatValue(row.max, row.unit, digits)}`;
-    const result = row.pass === null ? (row.budget ? '—' : '') : row.pass ? 'pass' : '**FAIL**';
-    const client = row.note ? `${row.client} (${row.note})` : row.client;
-    lines.push(
-      `| ${row.measurement === previous ? '' : row.measurement} | ${client} | ` +
-        `${row.samples.length ? formatValue(row.median, row.unit, digits) : 'not measured'} | ${range} | ` +
-        `${row.ratio === null ? '' : `${row.ratio.toFixed(2)}×`} | ${row.budget ?? ''} | ${result} |`,
-    );
-    previous = row.measurement;
-  }
-  const { pass, fail, notMeasured } = report.summary;
-  lines.push(
-    '',
-    `Budget: ${pass} pass, ${fail} fail${notMeasured ? `, ${notMeasured} figures not measured` : ''}.`,
+  const lines = report.rows.map((row, i) => [
+    i > 0 && report.rows[i - 1]!.label === row.label ? '' : row.label,
+    row.client,
+    figure(row, row.median),
+    row.samples.length > 1 ? `${figure(row, row.min)} – ${figure(row, row.max)}` : '',
+    ratio(row.ratio),
+    row.goal ?? '',
+    row.met === null ? '' : row.met ? 'met' : 'missed',
+  ]);
+  return (
+    `${meta.date} · commit ${meta.commit} · Node ${meta.node} · ${packages} · ${meta.machine}\n` +
+    `load average ${meta.loadAtStart.toFixed(1)} at the start, ${meta.loadAtEnd.toFixed(1)} at the end · ` +
+    `took ${Math.round(meta.durationS)} s${meta.quick ? ' · QUICK: figures mean nothing' : ''}\n\n` +
+    table(['measurement', 'client', 'median', 'range', '× raw SDK', 'goal', 'result'], lines) +
+    '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server.\n' +
+    `Goals: ${report.summary.met} met, ${report.summary.missed} missed, ${report.summary.notMeasured} not measured.\n`
   );
-  return `${lines.join('\n')}\n`;
+}
+
+/** The change of every figure against an earlier report (matched by scenario, metric and client). */
+export function formatComparison(before: BenchReport, now: BenchReport): string {
+  const earlier = new Map(before.rows.map((row) => [`${row.scenario}/${row.metric}/${row.kind}`, row]));
+  const lines: string[][] = [];
+  for (const row of now.rows) {
+    const old = earlier.get(`${row.scenario}/${row.metric}/${row.kind}`);
+    if (!old || old.median === null || row.median === null) continue;
+    const change =
+      old.median === 0
+        ? ''
+        : `${row.median >= old.median ? '+' : ''}${((row.median / old.median - 1) * 100).toFixed(1)} %`;
+    lines.push([
+      row.label,
+      row.client,
+      figure(row, old.median),
+      figure(row, row.median),
+      change,
+      ratio(old.ratio),
+      ratio(row.ratio),
+    ]);
+  }
+  return (
+    `\nAgainst ${before.meta.date} (commit ${before.meta.commit}):\n\n` +
+    table(['measurement', 'client', 'before', 'now', 'change', '× raw before', '× raw now'], lines)
+  );
 }

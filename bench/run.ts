@@ -1,86 +1,88 @@
 /**
- * `npm run bench`: runstate against the raw openai SDK it uses, each client in its own process,
- * all streaming from the fake OpenAI server in another process. Prints a markdown table (figures,
- * ratios to the raw SDK, the budget of issue 6), and with `--json` writes the same as JSON.
- * `--help` lists the options; `--quick` is a smoke run of a few seconds.
+ * `npm run bench`: runstate against the openai SDK called by hand, as a user would compare them.
+ * Each client runs in a fresh process of its own for every repetition (warmed up first), the
+ * clients take turns in an order that rotates, and every figure is a median; the upstream, a local
+ * OpenAI-compatible server, runs in another process. Prints a markdown table with the ratios to the
+ * raw SDK measured in the same run; `--json` keeps it, `--compare FILE` prints the change against
+ * a kept one. `--help` lists the options; `--quick` is the smoke run of `npm test`.
  *
  * @packageDocumentation
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname } from 'node:path';
 import { compileForWorkers } from './compile-for-workers.js';
-import { BENCH_USAGE, parseBenchArgs, workloadsOf, type BenchCli } from './bench-config.js';
-import { loadInspector } from './inspectors.js';
-import { buildReport, formatMarkdown, type BenchReport } from './report.js';
+import { parseBenchArgs, USAGE, workloadsOf } from './config.js';
+import { killAll, startProcess } from './processes.js';
+import { buildReport, formatComparison, formatMarkdown, type BenchReport } from './report.js';
 import { runScenario, type BenchContext, type ScenarioResult } from './scenarios.js';
-import { stopAllWorkers } from './worker-process.js';
 
-/** Why the HTTP client cannot run, or `undefined` when the runstate server exists. */
-function httpUnavailable(): string | undefined {
-  return existsSync(new URL('../src/server/index.ts', import.meta.url))
-    ? undefined
-    : 'src/server/index.ts (createApp) does not exist yet';
-}
-
-/** Runs the benchmark and returns its report. */
-export async function runBench(cli: BenchCli, progress: (message: string) => void): Promise<BenchReport> {
-  const started = performance.now();
-  const loadAtStart = loadavg()[0] ?? 0;
-  const { config } = cli;
-  const inspector = await loadInspector(config.inspector);
-  const ctx: BenchContext = {
-    config,
-    workloads: workloadsOf(config),
-    httpUnavailable: httpUnavailable(),
-    profileDir: cli.profileDir,
-    workerModule: await compileForWorkers(),
-    progress,
-  };
-  const results: ScenarioResult[] = [];
+function commit(): string {
   try {
-    for (const scenario of config.scenarios) results.push(await runScenario(ctx, scenario));
-  } finally {
-    await ctx.shared?.stop();
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'machines', 'bench'], {
+      encoding: 'utf8',
+    });
+    return dirty.trim() ? `${head}+changes` : head;
+  } catch {
+    return '?';
   }
-  return buildReport(results, config, {
-    durationS: (performance.now() - started) / 1000,
-    loadAtStart,
-    quick: cli.quick,
-    inspectorLabel: inspector.label,
-  });
 }
 
 async function main(): Promise<void> {
   const cli = parseBenchArgs(process.argv.slice(2), process.env);
-  if (cli === 'help') {
-    process.stdout.write(`${BENCH_USAGE}\n`);
-    return;
-  }
+  if (cli === 'help') return void process.stdout.write(`${USAGE}\n`);
   const started = performance.now();
-  const report = await runBench(cli, (message) => {
-    const seconds = ((performance.now() - started) / 1000).toFixed(1).padStart(6);
-    process.stderr.write(`[bench ${seconds} s] ${message}\n`);
+  const loadAtStart = loadavg()[0] ?? 0;
+  const progress = (message: string) =>
+    process.stderr.write(
+      `[bench ${((performance.now() - started) / 1000).toFixed(1).padStart(6)} s] ${message}\n`,
+    );
+  const module = await compileForWorkers();
+  const upstream = await startProcess(module(new URL('./upstream-main.ts', import.meta.url)), 'upstream');
+  const ctx: BenchContext = {
+    config: cli.config,
+    workloads: workloadsOf(cli.config),
+    upstream,
+    module,
+    profileDir: cli.profileDir,
+    progress,
+    shared: new Map(),
+  };
+  const results: ScenarioResult[] = [];
+  try {
+    for (const scenario of cli.config.scenarios) results.push(await runScenario(ctx, scenario));
+  } finally {
+    for (const unit of ctx.shared.values()) await Promise.all([unit.client.stop(), unit.server?.stop()]);
+    await upstream.stop();
+  }
+  const report = buildReport(results, cli.config, {
+    commit: commit(),
+    loadAtStart,
+    durationS: (performance.now() - started) / 1000,
+    quick: cli.quick,
   });
   process.stdout.write(formatMarkdown(report));
+  if (cli.compareFile) {
+    const before = JSON.parse(readFileSync(cli.compareFile, 'utf8')) as BenchReport;
+    process.stdout.write(formatComparison(before, report));
+  }
   if (cli.jsonFile) {
     mkdirSync(dirname(cli.jsonFile), { recursive: true });
     writeFileSync(cli.jsonFile, `${JSON.stringify(report, null, 2)}\n`);
-    process.stderr.write(`[bench] wrote ${cli.jsonFile}\n`);
+    progress(`wrote ${cli.jsonFile}`);
   }
 }
 
 process.once('SIGINT', () => {
-  stopAllWorkers();
+  killAll();
   process.exit(130);
 });
-main().then(
-  () => stopAllWorkers(),
-  (error: unknown) => {
-    stopAllWorkers();
-    process.stderr.write(
-      `bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    );
-    process.exitCode = 1;
-  },
-);
+main().then(killAll, (error: unknown) => {
+  killAll();
+  process.stderr.write(
+    `bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+  );
+  process.exitCode = 1;
+});

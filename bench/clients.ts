@@ -1,0 +1,233 @@
+import { createParser } from 'eventsource-parser';
+import OpenAI from 'openai';
+import { Agent, OpenAIChat, type RunEvent } from '../src/index.js';
+import type { Kind, Workload, Workloads } from './config.js';
+import { monotonicNs } from './processes.js';
+
+/** How a run ended, as its consumer saw it. */
+export interface Outcome {
+  status: 'completed' | 'cancelled' | 'failed';
+  /** Characters of content read: the parent checks that all of it arrived. */
+  length: number;
+  /** Content events read (runstate may carry the deltas of one socket read in one event). */
+  events: number;
+  error?: string;
+}
+
+/**
+ * One way of streaming a completion. Every client reads each piece of content and appends it to a
+ * string, as a consumer printing tokens would; `onContent` is told of each piece. Cancel happens
+ * from inside `onContent` (`cancel()`), as a user's code would do it.
+ */
+export interface Client {
+  run(workload: Workload, tag: string, onContent?: (cancel: () => void) => void): Promise<Outcome>;
+  close(): Promise<void>;
+}
+
+/** What every client is given. */
+export interface ClientOptions {
+  upstreamURL: string;
+  /** The runstate server (HTTP client only); its agents are named after the workloads. */
+  serverURL?: string;
+  workloads: Workloads;
+}
+
+const body = (model: string, tag: string) => ({
+  model,
+  messages: [{ role: 'user' as const, content: tag }],
+  stream: true as const,
+  stream_options: { include_usage: true },
+});
+
+/** The reference: the openai SDK called by hand, with the very request runstate's adapter sends. */
+function rawClient({ upstreamURL, workloads }: ClientOptions): Client {
+  const client = new OpenAI({ apiKey: 'bench', baseURL: upstreamURL, maxRetries: 0 });
+  return {
+    async run(workload, tag, onContent) {
+      const controller = new AbortController();
+      const cancel = () => controller.abort();
+      let content = '';
+      let events = 0;
+      let finished = false;
+      try {
+        const stream = await client.chat.completions.create(body(workloads[workload], tag), {
+          signal: controller.signal,
+        });
+        for await (const chunk of stream) {
+          const choice = chunk.choices[0];
+          if (choice?.finish_reason) finished = true;
+          const delta = choice?.delta.content;
+          if (delta) {
+            content += delta;
+            events++;
+            onContent?.(cancel);
+          }
+        }
+      } catch (error) {
+        if (!controller.signal.aborted)
+          return { status: 'failed', length: content.length, events, error: String(error) };
+      }
+      const status = controller.signal.aborted ? 'cancelled' : finished ? 'completed' : 'failed';
+      return { status, length: content.length, events };
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+/** fetch, eventsource-parser and one `JSON.parse` per event: what a hand-written client costs. */
+function leanClient({ upstreamURL, workloads }: ClientOptions): Client {
+  return {
+    async run(workload, tag, onContent) {
+      const controller = new AbortController();
+      const cancel = () => controller.abort();
+      let content = '';
+      let events = 0;
+      let finished = false;
+      const parser = createParser({
+        onEvent({ data }) {
+          if (data === '[DONE]') return;
+          const chunk = JSON.parse(data) as OpenAI.Chat.ChatCompletionChunk;
+          const choice = chunk.choices[0];
+          if (choice?.finish_reason) finished = true;
+          const delta = choice?.delta.content;
+          if (delta) {
+            content += delta;
+            events++;
+            onContent?.(cancel);
+          }
+        },
+      });
+      try {
+        const response = await fetch(`${upstreamURL}/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: 'Bearer bench' },
+          body: JSON.stringify(body(workloads[workload], tag)),
+          signal: controller.signal,
+        });
+        if (!response.ok || !response.body) throw new Error(`status ${response.status}`);
+        const decoder = new TextDecoder();
+        for await (const bytes of response.body as AsyncIterable<Uint8Array>)
+          parser.feed(decoder.decode(bytes, { stream: true }));
+      } catch (error) {
+        if (!controller.signal.aborted)
+          return { status: 'failed', length: content.length, events, error: String(error) };
+      }
+      const status = controller.signal.aborted ? 'cancelled' : finished ? 'completed' : 'failed';
+      return { status, length: content.length, events };
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+/** runstate as its README shows it: an Agent (with its own orchestrator) on `OpenAIChat({ id, baseURL })`. */
+function libraryClient({ upstreamURL, workloads }: ClientOptions): Client {
+  const agents = new Map<Workload, Agent>();
+  const agentFor = (workload: Workload): Agent => {
+    let agent = agents.get(workload);
+    if (!agent) {
+      const model = new OpenAIChat({ id: workloads[workload], baseURL: upstreamURL, apiKey: 'bench' });
+      agents.set(workload, (agent = new Agent({ name: 'bench', model })));
+    }
+    return agent;
+  };
+  return {
+    async run(workload, tag, onContent) {
+      const agent = agentFor(workload);
+      const stream = agent.run(tag, { stream: true });
+      const cancel = () => void agent.cancelRun(stream.runId);
+      let content = '';
+      let events = 0;
+      let last: RunEvent | undefined;
+      for await (const event of stream) {
+        last = event;
+        if (event.event === 'RunContent') {
+          content += event.content;
+          events++;
+          onContent?.(cancel);
+        }
+      }
+      return outcomeOf(last?.event, last && 'status' in last ? last.status : undefined, content, events);
+    },
+    close: () =>
+      Promise.all([...agents.values()].map((agent) => agent.orchestrator.shutdown())).then(() => undefined),
+  };
+}
+
+function outcomeOf(event: string | undefined, status: unknown, content: string, events: number): Outcome {
+  if (event === 'RunCompleted' || event === 'RunCancelled') {
+    return { status: status as Outcome['status'], length: content.length, events };
+  }
+  return { status: 'failed', length: content.length, events, error: `the run ended with ${event}` };
+}
+
+/**
+ * runstate over HTTP: `POST /agents/:workload/runs` and the SSE stream read with fetch; cancel is
+ * the cancel route. A minimal SSE reader (one `data:` line per frame, which the server sends): the
+ * server is what is measured here.
+ */
+function httpClient({ serverURL }: ClientOptions): Client {
+  if (!serverURL) throw new Error('the HTTP client needs serverURL');
+  return {
+    async run(workload, tag, onContent) {
+      const response = await fetch(`${serverURL}/agents/${workload}/runs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ message: tag, stream: true }),
+      });
+      if (!response.ok || !response.body) throw new Error(`POST runs: ${response.status}`);
+      let cancelling: Promise<Response> | undefined;
+      let runId = '';
+      const cancel = () =>
+        void (cancelling ??= fetch(`${serverURL}/agents/${workload}/runs/${runId}/cancel`, {
+          method: 'POST',
+        }));
+      let content = '';
+      let events = 0;
+      let last: { event: string; run_id: string; content?: string; status?: string } | undefined;
+      const decoder = new TextDecoder();
+      let buffer = '';
+      for await (const bytes of response.body as AsyncIterable<Uint8Array>) {
+        buffer += decoder.decode(bytes, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = frame.indexOf('data: ');
+          if (data < 0) continue; // a heartbeat
+          last = JSON.parse(frame.slice(data + 6, frame.indexOf('\n', data) >>> 0)) as NonNullable<
+            typeof last
+          >;
+          runId = last.run_id;
+          if (last.event === 'RunContent') {
+            content += last.content;
+            events++;
+            onContent?.(cancel);
+          }
+        }
+      }
+      if (cancelling && (await cancelling).status !== 200)
+        throw new Error('the cancel route did not answer 200');
+      return outcomeOf(last?.event, last?.status, content, events);
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+export const CLIENTS: Record<Kind, (options: ClientOptions) => Client> = {
+  raw: rawClient,
+  lean: leanClient,
+  library: libraryClient,
+  http: httpClient,
+};
+
+/** Runs a stream and cancels it at its first content; times taken on the shared monotonic clock. */
+export async function cancelAtFirstContent(client: Client, workload: Workload, tag: string) {
+  let cancelAt: bigint | undefined;
+  const outcome = await client.run(workload, tag, (cancel) => {
+    if (cancelAt !== undefined) return;
+    cancelAt = monotonicNs();
+    cancel();
+  });
+  if (cancelAt === undefined) throw new Error(`${tag} ended before its first content`);
+  return { status: outcome.status, cancelAt, terminalAt: monotonicNs() };
+}

@@ -1,0 +1,164 @@
+import { parseArgs } from 'node:util';
+
+/**
+ * The clients compared. `raw` (the openai SDK called by hand) is the reference of every ratio;
+ * `lean` (fetch, an SSE parser and `JSON.parse`) shows the floor a client in JavaScript can reach.
+ */
+export const KINDS = ['raw', 'lean', 'library', 'http'] as const;
+export type Kind = (typeof KINDS)[number];
+
+export const KIND_LABELS: Record<Kind, string> = {
+  raw: 'raw openai SDK',
+  lean: 'lean client (fetch + SSE parser)',
+  library: 'runstate library',
+  http: 'runstate over HTTP',
+};
+
+export const SCENARIOS = ['burst', 'paced', 'cancel', 'mass'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+/** A batch of paced runs started together (or over a ramp). */
+export interface Batch {
+  runs: number;
+  chunks: number;
+  delayMs: number;
+  warmupRuns: number;
+  /** Runs started per second; 0 starts them all at once. */
+  startPerSecond: number;
+}
+
+/** Sizes and repetitions of one benchmark run. */
+export interface BenchConfig {
+  /** Repetitions per scenario: a fresh process per client and repetition; figures are medians. */
+  reps: Record<Scenario, number>;
+  burst: { chunks: number; warmup: number; trials: number };
+  paced: Batch;
+  cancel: { warmup: number; trials: number };
+  mass: Batch;
+  scenarios: Scenario[];
+  kinds: Kind[];
+  /** Fresh processes per scenario, client and repetition; off in quick runs (start-up is most of them). */
+  fresh: boolean;
+}
+
+export const FULL_CONFIG: BenchConfig = {
+  reps: { burst: 5, paced: 3, cancel: 5, mass: 1 },
+  burst: { chunks: 10_000, warmup: 10, trials: 5 },
+  paced: { runs: 1_000, chunks: 100, delayMs: 10, warmupRuns: 100, startPerSecond: 0 },
+  cancel: { warmup: 5, trials: 15 },
+  // 5 s streams started over 2 s: all are open at once. Started in one go, 10,000 connections
+  // overflow the accept queue and dropped SYNs come back after 1, 3, 7 s: that measures the kernel.
+  mass: { runs: 10_000, chunks: 5, delayMs: 1_000, warmupRuns: 50, startPerSecond: 5_000 },
+  scenarios: ['burst', 'paced', 'cancel'],
+  kinds: [...KINDS],
+  fresh: true,
+};
+
+/** A smoke run of a few seconds that goes through every path; its figures mean nothing. */
+export const QUICK_CONFIG: BenchConfig = {
+  reps: { burst: 2, paced: 1, cancel: 1, mass: 1 },
+  burst: { chunks: 300, warmup: 1, trials: 1 },
+  paced: { runs: 10, chunks: 5, delayMs: 2, warmupRuns: 2, startPerSecond: 0 },
+  cancel: { warmup: 1, trials: 2 },
+  mass: { runs: 20, chunks: 2, delayMs: 2, warmupRuns: 2, startPerSecond: 5_000 },
+  scenarios: [...SCENARIOS],
+  kinds: [...KINDS],
+  fresh: false,
+};
+
+/** The words the upstream streams, one per chunk, over and over. */
+export const WORDS = ['Hello', ' from', ' the', ' bench', ' upstream', ' server', '.'];
+
+/** The content the upstream streams for `count` chunks (the parent checks that all of it arrived). */
+export const streamedText = (count: number): string =>
+  Array.from({ length: count }, (_, i) => WORDS[i % WORDS.length]).join('');
+
+/** The model names the upstream serves (`bench/upstream-main.ts`), one per workload. */
+export function workloadsOf(config: BenchConfig) {
+  const { burst, paced, mass } = config;
+  return {
+    burst: `burst:${burst.chunks}`,
+    paced: `paced:${paced.chunks}:${paced.delayMs}`,
+    cancel: 'stall:1',
+    mass: `paced:${mass.chunks}:${mass.delayMs}`,
+  };
+}
+export type Workloads = ReturnType<typeof workloadsOf>;
+export type Workload = keyof Workloads;
+
+/** The command line, parsed. */
+export interface BenchCli {
+  config: BenchConfig;
+  quick: boolean;
+  jsonFile: string | undefined;
+  compareFile: string | undefined;
+  profileDir: string | undefined;
+}
+
+export const USAGE = `Usage: npm run bench -- [options]
+
+  --quick              tiny sizes: a smoke run of a few seconds, figures mean nothing
+  --only <list>        scenarios: ${SCENARIOS.join(',')} (default: all but mass)
+  --kinds <list>       clients: ${KINDS.join(',')} (raw is always run: it is the reference)
+  --reps <n>           repetitions of every scenario (default 5, paced 3, mass 1)
+  --runs <n>           runs of the paced scenario (default 1000)
+  --mass-runs <n>      runs of the mass scenario (default 10000)
+  --json               write the report to bench/results/latest.json
+  --json-file <path>   ... or to this file
+  --compare <file>     print the change against a report written earlier with --json
+  --cpu-prof <dir>     profile every process (node --cpu-prof) into <dir>/<scenario>-<client>/
+  --help`;
+
+function whole(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`${name} must be a positive whole number, got '${value}'`);
+  return n;
+}
+
+function list<T extends string>(name: string, value: string | undefined, all: readonly T[]): T[] | undefined {
+  if (value === undefined) return undefined;
+  const items = value.split(',').map((item) => item.trim());
+  for (const item of items) {
+    if (!all.includes(item as T)) throw new Error(`unknown ${name} '${item}' (known: ${all.join(', ')})`);
+  }
+  return all.filter((item) => items.includes(item));
+}
+
+/** Reads the command line (and `BENCH_QUICK=1`); throws with a message on bad input. */
+export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): BenchCli | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean' },
+      only: { type: 'string' },
+      kinds: { type: 'string' },
+      reps: { type: 'string' },
+      runs: { type: 'string' },
+      'mass-runs': { type: 'string' },
+      json: { type: 'boolean' },
+      'json-file': { type: 'string' },
+      compare: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help) return 'help';
+  const quick = values.quick === true || env.BENCH_QUICK === '1';
+  const config = structuredClone(quick ? QUICK_CONFIG : FULL_CONFIG);
+  const reps = whole('--reps', values.reps);
+  if (reps !== undefined) for (const scenario of SCENARIOS) config.reps[scenario] = reps;
+  config.paced.runs = whole('--runs', values.runs) ?? config.paced.runs;
+  config.mass.runs = whole('--mass-runs', values['mass-runs']) ?? config.mass.runs;
+  config.scenarios = list('scenario', values.only, SCENARIOS) ?? config.scenarios;
+  config.kinds = list('client', values.kinds, KINDS) ?? config.kinds;
+  if (!config.kinds.includes('raw')) config.kinds.unshift('raw');
+  return {
+    config,
+    quick,
+    jsonFile: values['json-file'] ?? (values.json ? 'bench/results/latest.json' : undefined),
+    compareFile: values.compare,
+    profileDir: values['cpu-prof'],
+  };
+}

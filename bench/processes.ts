@@ -1,0 +1,188 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Every client, the upstream and the runstate server run in processes of their own (clients in one
+ * process disturb each other's JIT and GC). The parent sends tasks over Node's IPC channel and gets
+ * one answer per task; a process may also send notices (the upstream reports socket closes).
+ */
+
+/** A task: a plain object with a `type`. */
+export interface Task {
+  type: string;
+  [key: string]: unknown;
+}
+
+/** A notice from a process; the first one is `ready`. */
+export interface Notice {
+  type: string;
+  [key: string]: unknown;
+}
+
+type FromChild =
+  { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string } | { notice: Notice };
+
+/** A running process of the benchmark. */
+export interface BenchProcess {
+  readonly name: string;
+  /** What the process sent with its `ready` notice. */
+  readonly ready: Notice;
+  request<T>(task: Task): Promise<T>;
+  onNotice(listener: (notice: Notice) => void): void;
+  /** SIGTERM, then SIGKILL after 5 s. */
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+
+/** Kills every process still running (on errors and Ctrl-C). */
+export function killAll(): void {
+  for (const child of live) child.kill('SIGKILL');
+  live.clear();
+}
+
+/** Forks `entry` (plain JavaScript, see `compileForWorkers`) and waits for its `ready` notice. */
+export function startProcess(
+  entry: URL,
+  name: string,
+  args: string[] = [],
+  nodeFlags: string[] = [],
+): Promise<BenchProcess> {
+  const child = fork(fileURLToPath(entry), args, {
+    // --expose-gc: a memory baseline is taken after a collection.
+    execArgv: ['--expose-gc', ...nodeFlags],
+    serialization: 'advanced', // bigint timestamps survive
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  live.add(child);
+  let nextId = 1;
+  const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  const listeners: ((notice: Notice) => void)[] = [];
+  let dead: Error | undefined;
+
+  return new Promise((resolveReady, rejectReady) => {
+    const fail = (error: Error): void => {
+      dead = error;
+      for (const { reject } of pending.values()) reject(error);
+      pending.clear();
+      rejectReady(error);
+    };
+    child.once('exit', (code, signal) => {
+      live.delete(child);
+      fail(new Error(`${name} exited: ${signal ?? `code ${code}`}`));
+    });
+    child.once('error', fail);
+    child.on('message', (raw) => {
+      const message = raw as FromChild;
+      if ('notice' in message) {
+        if (message.notice.type === 'ready') resolveReady(handle(message.notice));
+        else for (const listener of listeners) listener(message.notice);
+        return;
+      }
+      const waiter = pending.get(message.id);
+      pending.delete(message.id);
+      if (message.ok) waiter?.resolve(message.value);
+      else waiter?.reject(new Error(`${name}: ${message.error}`));
+    });
+
+    const handle = (ready: Notice): BenchProcess => ({
+      name,
+      ready,
+      request<T>(task: Task) {
+        if (dead) return Promise.reject(dead);
+        const id = nextId++;
+        return new Promise<T>((resolve, reject) => {
+          pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+          child.send({ id, task });
+        });
+      },
+      onNotice: (listener) => void listeners.push(listener),
+      stop() {
+        if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+        return new Promise<void>((resolve) => {
+          const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
+          child.once('exit', () => {
+            clearTimeout(kill);
+            resolve();
+          });
+          child.kill('SIGTERM');
+        });
+      },
+    });
+  });
+}
+
+/** Child side: sends a notice to the parent. */
+export const notifyParent = (notice: Notice): void => void process.send?.({ notice } satisfies FromChild);
+
+/**
+ * Child side: answers the parent's tasks one at a time, in order, with `handle`; `meter` tasks
+ * (see {@link meter}) are answered here. Exits when the parent goes away or sends SIGTERM.
+ */
+export function serveTasks(
+  handle: (task: Task) => Promise<unknown>,
+  onStop: () => Promise<void> = () => Promise.resolve(),
+): void {
+  let queue = Promise.resolve();
+  process.on('message', (raw) => {
+    const { id, task } = raw as { id: number; task: Task };
+    queue = queue.then(async () => {
+      try {
+        const value = task.type === 'meter' ? meter(task.action === 'start') : await handle(task);
+        process.send?.({ id, ok: true, value } satisfies FromChild);
+      } catch (error) {
+        const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
+        process.send?.({ id, ok: false, error: text } satisfies FromChild);
+      }
+    });
+  });
+  const stop = (): void => {
+    onStop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('disconnect', stop);
+}
+
+/** What a process used between `meter start` and `meter stop`. */
+export interface Usage {
+  /** User + system CPU time. */
+  cpuUs: number;
+  /** RSS right after the collection at `start`. */
+  baselineRssBytes: number;
+  /** The process's RSS high-water mark (getrusage `maxrss`) at `stop`. */
+  maxRssBytes: number;
+  /** 99th percentile of the event loop's delay between start and stop. */
+  loopDelayP99Ms: number;
+}
+
+const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+let started: { cpu: NodeJS.CpuUsage; rss: number } | undefined;
+
+/** `start`: collects garbage, takes the baseline, watches the event loop. `stop`: what was used since. */
+function meter(start: boolean): Usage | undefined {
+  if (start) {
+    globalThis.gc?.();
+    loopDelay.reset();
+    loopDelay.enable();
+    started = { cpu: process.cpuUsage(), rss: process.memoryUsage.rss() };
+    return undefined;
+  }
+  if (!started) throw new Error('meter stop without a start');
+  loopDelay.disable();
+  const { user, system } = process.cpuUsage(started.cpu);
+  const usage = {
+    cpuUs: user + system,
+    baselineRssBytes: started.rss,
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+  };
+  started = undefined;
+  return usage;
+}
+
+/** Nanoseconds on CLOCK_MONOTONIC, which every process of this machine shares. */
+export const monotonicNs = (): bigint => process.hrtime.bigint();
