@@ -106,7 +106,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   --json               write the report to bench/results/latest.json
   --json-file <path>   ... or to this file
   --compare <file>     print the change against a report written earlier with --json
-  --cpu-prof <dir>     profile every process (node --cpu-prof) into <dir>/<scenario>-<client>/
+  --cpu-prof <dir>     profile what is measured (the V8 profiler of the process holding the runs)
+                       into <dir>/<scenario>-<client>/, summarised by bench/profile-summary.ts
   --help`;
 
 function whole(name: string, value: string | undefined): number | undefined {

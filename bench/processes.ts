@@ -1,4 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
@@ -47,11 +50,12 @@ export function startProcess(
   entry: URL,
   name: string,
   args: string[] = [],
-  nodeFlags: string[] = [],
+  profileDir?: string,
 ): Promise<BenchProcess> {
   const child = fork(fileURLToPath(entry), args, {
     // --expose-gc: a memory baseline is taken after a collection.
-    execArgv: ['--expose-gc', ...nodeFlags],
+    execArgv: ['--expose-gc'],
+    env: profileDir ? { ...process.env, BENCH_PROFILE_DIR: profileDir } : process.env,
     serialization: 'advanced', // bigint timestamps survive
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -129,7 +133,7 @@ export function serveTasks(
     const { id, task } = raw as { id: number; task: Task };
     queue = queue.then(async () => {
       try {
-        const value = task.type === 'meter' ? meter(task.action === 'start') : await handle(task);
+        const value = task.type === 'meter' ? await meter(task.action === 'start') : await handle(task);
         process.send?.({ id, ok: true, value } satisfies FromChild);
       } catch (error) {
         const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
@@ -161,10 +165,19 @@ export interface Usage {
 
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
 let started: { cpu: NodeJS.CpuUsage; rss: number } | undefined;
+/** With `--cpu-prof`, the V8 profiler runs between `meter start` and `stop`: the measurement, nothing else. */
+const profileDir = process.env.BENCH_PROFILE_DIR;
+let profiler: Session | undefined;
 
 /** `start`: collects garbage, takes the baseline, watches the event loop. `stop`: what was used since. */
-function meter(start: boolean): Usage | undefined {
+async function meter(start: boolean): Promise<Usage | undefined> {
   if (start) {
+    if (profileDir) {
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
     globalThis.gc?.();
     loopDelay.reset();
     loopDelay.enable();
@@ -173,6 +186,11 @@ function meter(start: boolean): Usage | undefined {
   }
   if (!started) throw new Error('meter stop without a start');
   loopDelay.disable();
+  if (profiler && profileDir) {
+    const { profile } = await profiler.post('Profiler.stop');
+    profiler.disconnect();
+    writeFileSync(join(profileDir, `${process.pid}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+  }
   const { user, system } = process.cpuUsage(started.cpu);
   const usage = {
     cpuUs: user + system,

@@ -51,11 +51,12 @@ const rotate = <T>(items: readonly T[], by: number): T[] => {
   return [...items.slice(k), ...items.slice(0, k)];
 };
 
-function flags(ctx: BenchContext, scenario: Scenario, name: string): string[] {
-  if (!ctx.profileDir) return [];
+/** Where the profiles of a scenario's processes go, with `--cpu-prof`. */
+function profileDir(ctx: BenchContext, scenario: Scenario, name: string): string | undefined {
+  if (!ctx.profileDir) return undefined;
   const dir = join(ctx.profileDir, `${scenario}-${name}`);
   mkdirSync(dir, { recursive: true });
-  return ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+  return dir;
 }
 
 async function startUnit(ctx: BenchContext, scenario: Scenario, kind: Kind): Promise<Unit> {
@@ -68,7 +69,7 @@ async function startUnit(ctx: BenchContext, scenario: Scenario, kind: Kind): Pro
       ctx.module(new URL('./server-main.ts', import.meta.url)),
       'runstate server',
       args,
-      flags(ctx, scenario, 'server'),
+      profileDir(ctx, scenario, 'server'),
     );
     options.serverURL = String(server.ready.url);
   }
@@ -77,7 +78,7 @@ async function startUnit(ctx: BenchContext, scenario: Scenario, kind: Kind): Pro
     entry,
     `${kind} client`,
     [kind, JSON.stringify(options)],
-    flags(ctx, scenario, kind),
+    profileDir(ctx, scenario, kind),
   ).catch(async (error: unknown) => {
     await server?.stop();
     throw error;
