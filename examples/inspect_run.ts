@@ -2,8 +2,9 @@
  * Watch an agent's runs move through their states.
  *
  * The orchestrator hands its `inspect` option to every run actor, so any xstate inspection observer
- * works: runstate's built-in inspector, `@statelyai/inspect`'s inspectors, or several at once with
- * `combineInspectors`. With no OPENAI_API_KEY the agent runs on the offline model.
+ * works (`@statelyai/inspect`'s inspectors; several at once with `combineInspectors`); runstate's
+ * built-in inspector follows the orchestrator's runs (`attach`). With no OPENAI_API_KEY the agent
+ * runs on the offline model.
  *
  *   npx tsx --conditions=runstate-source examples/inspect_run.ts            # offline: run, cancel, print what was seen
  *   npx tsx --conditions=runstate-source examples/inspect_run.ts --serve    # and the built-in page (offline), until Ctrl-C
@@ -22,7 +23,7 @@ import {
   type StatelyInspectionEvent,
 } from '@statelyai/inspect';
 import { createInspectorServer } from '@statelyai/inspect/server';
-import { Agent, combineInspectors, createInspector, OfflineModel, OpenAIChat, RunEvent } from 'runstate';
+import { Agent, createInspector, OfflineModel, OpenAIChat, RunEvent } from 'runstate';
 
 const { values } = parseArgs({
   options: {
@@ -75,9 +76,10 @@ const agent = new Agent({
   model: process.env.OPENAI_API_KEY
     ? new OpenAIChat({ id: 'gpt-5-mini' })
     : new OfflineModel({ tokensPerSecond: values.serve ? 15 : 400 }),
-  // Every run actor gets both inspectors.
-  inspect: combineInspectors(builtIn, statelyInspector()),
+  // Every run actor is inspected by @statelyai/inspect (xstate's inspection events)...
+  inspect: statelyInspector().inspect,
 });
+// ...and the built-in inspector follows the orchestrator's runs.
 builtIn.attach(agent.orchestrator);
 
 /** Streams a story and cancels it after `cancelAfter` chunks, so the run ends in `cancelled`. */

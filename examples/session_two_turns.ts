@@ -24,5 +24,5 @@ for await (const event of agent.run('And what about their keepers? Answer in 30 
   if (event.event === RunEvent.runContent) process.stdout.write(event.content);
   if (event.event === RunEvent.runCompleted) console.log(`\n\nsession ${event.session_id}: 2 turns`);
 }
-const session = agent.orchestrator.getSession(first.session_id);
+const session = await agent.orchestrator.getSession(first.session_id);
 console.log(`runs in the session: ${session?.run_ids.length}`);

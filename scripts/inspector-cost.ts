@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { createInspector as createStatelyInspector } from '@statelyai/inspect';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createInspector } from '../src/inspect/index.js';
-import { createOrchestrator } from '../src/runtime/create-orchestrator.js';
+import { createOrchestrator, type Orchestrator } from '../src/runtime/create-orchestrator.js';
 import { createFakeModel, nextTurn } from '../src/testing/fake-model.js';
 
 const { values } = parseArgs({
@@ -30,7 +30,10 @@ const CHUNKS = Number(values.chunks);
 const ROUNDS = Number(values.rounds);
 
 interface Setup {
-  inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
+  /** xstate's inspection, handed to every run actor. */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Follows the orchestrator's run notices, as the built-in inspector does. */
+  attach?: (orchestrator: Orchestrator) => void;
   dispose?: () => void;
 }
 
@@ -46,7 +49,10 @@ const CONFIGS: Record<string, () => Setup> = {
   'no-op observer (xstate inspection alone)': () => ({ inspect: () => {} }),
   'built-in inspector, nobody watching': () => {
     const inspector = createInspector();
-    return { inspect: inspector.inspect, dispose: () => inspector.close() };
+    return {
+      attach: (orchestrator) => void inspector.attach(orchestrator),
+      dispose: () => inspector.close(),
+    };
   },
   'built-in inspector, one page following a run': () => {
     const inspector = createInspector();
@@ -54,15 +60,15 @@ const CONFIGS: Record<string, () => Setup> = {
     const unsubscribe = inspector.subscribe((message) => (bytes += JSON.stringify(message).length));
     let follow: (() => void) | undefined;
     return {
-      inspect: {
-        next(event) {
-          inspector.inspect.next?.(event);
-          // Follow the first run seen, as a page with a run selected does.
-          if (!follow && event.type === '@xstate.snapshot' && event.actorRef.sessionId === event.rootId) {
-            const runId = (event.snapshot as { context?: { runId?: string } }).context?.runId;
-            if (runId) follow = inspector.subscribe((m) => (bytes += JSON.stringify(m).length), { runId });
-          }
-        },
+      attach(orchestrator) {
+        inspector.attach(orchestrator);
+        // Follow the first run, as a page with a run selected does.
+        orchestrator.subscribe((notice) => {
+          if (follow || notice.type !== 'created') return;
+          follow = inspector.subscribe((m) => (bytes += JSON.stringify(m).length), {
+            runId: notice.run.run_id,
+          });
+        });
       },
       dispose: () => {
         unsubscribe();
@@ -96,6 +102,7 @@ async function measure(setup: Setup): Promise<number> {
     },
   });
   const orchestrator = createOrchestrator({ inspect: setup.inspect });
+  setup.attach?.(orchestrator);
   const start = process.cpuUsage();
   const runs = Array.from({ length: RUNS }, (_, i) =>
     orchestrator.startRun({ agentId: 'bench', agentName: 'Bench', model, input: `run ${i}` }),
@@ -154,19 +161,24 @@ for (const name of names) {
   console.log(`| ${name} | ${range} | ${perChunk.toFixed(1)} | ${overhead} |`);
 }
 
-// The differences above are a few per cent of noisy totals. The observer's own cost is measured
-// apart: each inspection event is handed to it 1 time, then 101 times (the page subscribed, so it
-// does all its work); the difference, over 100 × the events, is its cost per event, well above
-// the noise. (A CPU profile is no help here: V8 inlines it into xstate's `sendInspectionEvent`.)
+// The differences above are a few per cent of noisy totals. The listener's own cost is measured
+// apart: each run notice is handed to it 1 time, then 101 times (the page subscribed, so it does
+// all its work); the difference, over 100 × the notices, is its cost per notice, well above the
+// noise. (Repeated notices of a run that ended are dropped early: this slightly underestimates.)
 async function amplified(times: number): Promise<{ ms: number; events: number }> {
   const inspector = createInspector();
   const unsubscribe = inspector.subscribe(() => {});
-  const next = inspector.inspect.next!.bind(inspector.inspect);
   let events = 0;
   const ms = await measure({
-    inspect: (event) => {
-      events++;
-      for (let i = 0; i < times; i++) next(event);
+    attach(orchestrator) {
+      inspector.attach({
+        requestCancel: (runId, reason) => orchestrator.requestCancel(runId, reason),
+        subscribe: (listener) =>
+          orchestrator.subscribe((notice) => {
+            events++;
+            for (let i = 0; i < times; i++) listener(notice);
+          }),
+      });
     },
     dispose: () => {
       unsubscribe();
@@ -192,7 +204,7 @@ const perEvent = ((median(many) - median(once)) * 1e6) / (100 * events);
 const perChunk = (perEvent * events) / (RUNS * CHUNKS);
 const chunkCost = (median(samples.get('no inspector')!) * 1e6) / (RUNS * CHUNKS);
 console.log(
-  `\nThe built-in observer's own work: ${perEvent.toFixed(0)} ns per inspection event, ` +
-    `${(events / (RUNS * CHUNKS)).toFixed(1)} events per chunk: ${perChunk.toFixed(0)} ns per chunk ` +
+  `\nThe built-in inspector's own work: ${perEvent.toFixed(0)} ns per run notice, ` +
+    `${(events / (RUNS * CHUNKS)).toFixed(1)} notices per chunk: ${perChunk.toFixed(0)} ns per chunk ` +
     `(${((perChunk / chunkCost) * 100).toFixed(1)}% of the ${(chunkCost / 1000).toFixed(1)} µs a chunk costs with no inspector).`,
 );

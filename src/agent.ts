@@ -5,6 +5,7 @@ import {
   createOrchestrator,
   type Orchestrator,
   type OrchestratorOptions,
+  type RunHandle,
   type RunLimits,
 } from './runtime/create-orchestrator.js';
 import type { RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
@@ -53,6 +54,11 @@ export interface RunStream extends AsyncIterable<RunEvent> {
   readonly sessionId: string;
   /** The run's output once it is final; never rejects. */
   readonly result: Promise<RunOutput>;
+  /**
+   * Resolves once the orchestrator's store recorded the run; rejects with its refusal
+   * (`INVALID_INPUT` for a session of another agent), after which the run fails with that error.
+   */
+  readonly recorded: Promise<void>;
 }
 
 /**
@@ -79,6 +85,7 @@ export class Agent {
   readonly orchestrator: Orchestrator;
   readonly #limits: RunLimits | undefined;
 
+  /** @throws `RunstateError` `INVALID_INPUT` when given both `orchestrator` and `inspect`. */
   constructor(options: AgentOptions) {
     this.name = options.name;
     this.id = options.id ?? agentIdFromName(options.name);
@@ -102,27 +109,37 @@ export class Agent {
     this.#limits = options.limits;
   }
 
-  /** Streams a run: its events, from `RunStarted` to exactly one terminal event. */
+  /**
+   * Streams a run: its events, from `RunStarted` to exactly one terminal event.
+   *
+   * @throws `RunstateError` `SHUTTING_DOWN` (synchronously) after the orchestrator's `shutdown()`:
+   * there is no run, so no stream to return. A session of another agent is refused by the store:
+   * the stream ends with `RunError` (`INVALID_INPUT`) and `result` is that failed output.
+   */
   run(input: string, options: AgentRunOptions & { stream: true }): RunStream;
-  /** Runs to the end and resolves with the output (whatever its status: check `status`). */
+  /**
+   * Runs to the end and resolves with the output, whatever its status (check `status`). Never throws
+   * synchronously: rejects with `RunstateError` `SHUTTING_DOWN` after the orchestrator's
+   * `shutdown()`, `INVALID_INPUT` for a session of another agent, or the store's error when it
+   * cannot record the run.
+   */
   run(input: string, options?: AgentRunOptions & { stream?: false }): Promise<RunOutput>;
   run(input: string, options: AgentRunOptions = {}): RunStream | Promise<RunOutput> {
-    const handle = this.orchestrator.startRun({
-      agentId: this.id,
-      agentName: this.name,
-      model: this.model,
-      input,
-      instructions: [this.description, this.instructions].filter(Boolean).join('\n\n') || undefined,
-      sessionId: options.sessionId,
-      userId: options.userId,
-      limits: this.#limits,
-    });
-    if (!options.stream) return handle.result;
+    if (!options.stream) {
+      try {
+        const handle = this.#start(input, options);
+        return handle.recorded.then(() => handle.result);
+      } catch (error) {
+        return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+    const handle = this.#start(input, options);
     const orchestrator = this.orchestrator;
     return {
       runId: handle.runId,
       sessionId: handle.sessionId,
       result: handle.result,
+      recorded: handle.recorded,
       [Symbol.asyncIterator]() {
         const events = handle.events()[Symbol.asyncIterator]();
         // Written out rather than a generator: a generator's `finally` does not run when the loop is
@@ -140,15 +157,35 @@ export class Agent {
     };
   }
 
-  /** Cancels a run of this agent. `true` when this call cancelled an active run. */
-  cancelRun(runId: string): boolean {
-    if (this.orchestrator.getRun(runId)?.agent_id !== this.id) return false;
-    return this.orchestrator.cancelRun(runId, 'code');
+  #start(input: string, options: AgentRunOptions): RunHandle {
+    return this.orchestrator.startRun({
+      agentId: this.id,
+      agentName: this.name,
+      model: this.model,
+      input,
+      instructions: [this.description, this.instructions].filter(Boolean).join('\n\n') || undefined,
+      sessionId: options.sessionId,
+      userId: options.userId,
+      limits: this.#limits,
+    });
   }
 
-  /** The run's record (status, content so far, metrics), or `undefined` for an unknown run. */
-  getRun(runId: string): RunRecord | undefined {
-    const run = this.orchestrator.getRun(runId);
+  /**
+   * Cancels an active run of this agent that this process runs, at once: the model request is
+   * aborted before this returns. `true` when this call cancelled it; `false` for an unknown run,
+   * another agent's, one already final, or one another instance runs (use the orchestrator's
+   * `requestCancel` for that). Never throws.
+   */
+  cancelRun(runId: string): boolean {
+    return this.orchestrator.cancelRun(runId, 'code', { agentId: this.id });
+  }
+
+  /**
+   * The run's record (status, content so far, metrics), or `undefined` for an unknown run or
+   * another agent's. Rejects only when the orchestrator's store fails.
+   */
+  async getRun(runId: string): Promise<RunRecord | undefined> {
+    const run = await this.orchestrator.getRun(runId);
     return run?.agent_id === this.id ? run : undefined;
   }
 }

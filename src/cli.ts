@@ -90,7 +90,7 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
   const host = flags.host ?? config.host ?? '127.0.0.1';
   // The built-in inspector page at /inspect: the run machine's chart, live, with a cancel button.
   const inspector = createInspector();
-  const agents = createAgents(config, { inspect: inspector.inspect });
+  const agents = createAgents(config);
   inspector.attach(agents[0]!.orchestrator);
   const securityKey = config.securityKey ?? (process.env.RUNSTATE_SECURITY_KEY || undefined);
   // Before anything starts: a key no client can send would refuse every request.

@@ -9,6 +9,8 @@ export interface RunstateErrorOptions {
   status?: number;
   retryable?: boolean;
   retryAfterMs?: number;
+  /** Facts about what went wrong, as plain data (`{ run_id, status }` of a run that already finished). */
+  details?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -21,6 +23,8 @@ export class RunstateError extends Error {
   readonly status: number | undefined;
   readonly isRetryable: boolean;
   readonly retryAfterMs: number | undefined;
+  /** Facts about what went wrong, as plain data; an HTTP error answer adds them to its body. */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
 
   constructor(code: ErrorCode, message: string, options: RunstateErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -28,6 +32,7 @@ export class RunstateError extends Error {
     this.status = options.status;
     this.isRetryable = options.retryable ?? false;
     this.retryAfterMs = options.retryAfterMs;
+    this.details = options.details;
   }
 
   /** The serialisable form a run keeps in its machine context. */

@@ -31,7 +31,7 @@ describe('Agent', () => {
     expect(events.every((e) => e.run_id === stream.runId)).toBe(true);
     expect(events.at(-1)).toMatchObject({ event: RunEvent.runCompleted, content: 'Hello, world.' });
     expect(model.calls[0]!.messages[0]).toEqual({ role: 'system', content: 'Writes stories.\n\nBe brief.' });
-    expect(agent.getRun(stream.runId)?.status).toBe('completed');
+    expect((await agent.getRun(stream.runId))?.status).toBe('completed');
   });
 
   it('cancels from another task: cancelRun is true once, the stream ends with RunCancelled', async () => {
@@ -114,7 +114,7 @@ describe('Agent', () => {
     const critic = new Agent({ name: 'critic', model, orchestrator });
     const stream = writer.run('draft', { stream: true });
     await model.nextCall();
-    expect(critic.getRun(stream.runId)).toBeUndefined();
+    expect(await critic.getRun(stream.runId)).toBeUndefined();
     expect(critic.cancelRun(stream.runId)).toBe(false);
     expect(writer.cancelRun(stream.runId)).toBe(true);
   });

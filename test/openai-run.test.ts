@@ -123,7 +123,7 @@ describe('the OpenAI path', () => {
       const run = start();
       await retrying.reached;
       expect(orchestrator.cancelRun(run.runId)).toBe(true);
-      expect(orchestrator.getRun(run.runId)?.status).toBe('cancelled');
+      expect((await orchestrator.getRun(run.runId))?.status).toBe('cancelled');
       const output = await run.result;
       expect(output.status).toBe('cancelled');
       await vi.advanceTimersByTimeAsync(60_000); // past the 20 s the server asked for

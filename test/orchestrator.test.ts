@@ -1,6 +1,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
-import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
+import {
+  createMemoryRunStore,
+  createOrchestrator,
+  type OrchestratorOptions,
+  type RunEvent,
+} from '../src/runtime/index.js';
 import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModel } from '../src/testing/index.js';
 
@@ -52,7 +57,7 @@ describe('a run that streams to the end', () => {
     expect(output).toMatchObject({ status: 'completed', content: 'Once upon a time.', error: null });
     expect(output.metrics).toMatchObject({ input_tokens: 3, output_tokens: 3, total_tokens: 6 });
     expect(output.metrics.time_to_first_token).not.toBeNull();
-    expect(orchestrator.getRun(run.runId)?.status).toBe('completed');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('completed');
   });
 
   it('lets a late subscriber replay from any seq and then stop at the terminal event', async () => {
@@ -137,7 +142,7 @@ describe('cancelRun', () => {
     await waitForContent(orchestrator, run.runId, 'partial ');
     expect(orchestrator.cancelRun(run.runId, 'api')).toBe(true);
     expect(call.signal.aborted).toBe(true);
-    expect(orchestrator.getRun(run.runId)?.status).toBe('cancelled');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('cancelled');
     call.emit('late'); // after the cancel: must never show up
     const events = await collect(run.events());
     checkRunEvents(events, 'cancelled');
@@ -164,7 +169,7 @@ describe('cancelRun', () => {
     call.end();
     await run.result;
     expect(orchestrator.cancelRun(run.runId)).toBe(false);
-    expect(orchestrator.getRun(run.runId)?.status).toBe('completed');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('completed');
     checkRunEvents(await collect(run.events()), 'completed');
   });
 
@@ -177,7 +182,7 @@ describe('cancelRun', () => {
     const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
     const first = start();
     const second = start();
-    expect(orchestrator.getRun(second.runId)?.status).toBe('pending');
+    expect((await orchestrator.getRun(second.runId))?.status).toBe('pending');
     expect(orchestrator.cancelRun(second.runId)).toBe(true);
     const firstCall = await model.nextCall();
     firstCall.end();
@@ -214,15 +219,12 @@ describe('limits', () => {
   it('queues past the concurrency limit and starts the next run when a slot frees up', async () => {
     const { orchestrator, model, start } = setup({ maxConcurrentRuns: 2 });
     const runs = [start('a'), start('b'), start('c')];
-    expect(runs.map((r) => orchestrator.getRun(r.runId)?.status)).toEqual([
-      'streaming',
-      'streaming',
-      'pending',
-    ]);
+    const records = await Promise.all(runs.map((r) => orchestrator.getRun(r.runId)));
+    expect(records.map((record) => record?.status)).toEqual(['streaming', 'streaming', 'pending']);
     const first = await model.nextCall();
     first.end();
     await runs[0]!.result;
-    expect(orchestrator.getRun(runs[2]!.runId)?.status).toBe('streaming');
+    expect((await orchestrator.getRun(runs[2]!.runId))?.status).toBe('streaming');
     await model.nextCall(); // b
     const third = await model.nextCall();
     expect(third.messages.at(-1)).toEqual({ role: 'user', content: 'c' });
@@ -247,9 +249,9 @@ describe('limits', () => {
     await vi.advanceTimersByTimeAsync(600);
     call.emit('b');
     await vi.advanceTimersByTimeAsync(600); // 1,200 ms after the first chunk, 600 after the last
-    expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('streaming');
     await vi.advanceTimersByTimeAsync(399);
-    expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('streaming');
     await vi.advanceTimersByTimeAsync(1);
     expect(await run.result).toMatchObject({
       status: 'failed',
@@ -278,7 +280,7 @@ describe('limits', () => {
     const run = start();
     await model.nextCall();
     await vi.advanceTimersByTimeAsync(2 ** 31 - 2);
-    expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('streaming');
     await vi.advanceTimersByTimeAsync(1);
     expect((await run.result).error).toMatchObject({ code: 'RUN_TIMEOUT' });
   });
@@ -293,22 +295,23 @@ describe('limits', () => {
     expect(output).toMatchObject({ created_at: 1_700_000_000, finished_at: 1_700_000_002 });
     expect(output.metrics.duration).toBe(2);
     now += 60 * 60_000;
-    expect(orchestrator.getRun(run.runId)?.status).toBe('completed');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('completed');
     now += 1;
-    expect(orchestrator.getRun(run.runId)).toBeUndefined();
+    expect(await orchestrator.getRun(run.runId)).toBeUndefined();
   });
 
   it('refuses to follow a run from past its last event', async () => {
     const { orchestrator, start } = setup();
     const run = start();
-    expect(() => orchestrator.events(run.runId, 2)).toThrow(/has no event 2 yet \(its last is 1\)/);
-    const rest = orchestrator.events(run.runId, 1); // at the last event: allowed
+    await expect(orchestrator.events(run.runId, 2)).rejects.toThrow(/has no event 2 yet \(its last is 1\)/);
+    const rest = await orchestrator.events(run.runId, 1); // at the last event: allowed
     orchestrator.cancelRun(run.runId);
     expect((await collect(rest)).map((event) => event.event)).toEqual(['RunCancelled']);
   });
 
   it('forgets the oldest finished runs past the retention count', async () => {
-    const { orchestrator, model, start } = setup({ retention: { maxFinishedRuns: 2 } });
+    const store = createMemoryRunStore({ retention: { maxFinishedRuns: 2 } });
+    const { orchestrator, model, start } = setup({ store });
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
       const run = start();
@@ -316,22 +319,24 @@ describe('limits', () => {
       (await model.nextCall()).end();
       await run.result;
     }
-    expect(orchestrator.getRun(ids[0]!)).toBeUndefined();
-    expect(orchestrator.getRun(ids[2]!)?.status).toBe('completed');
-    expect(orchestrator.size).toBe(2);
-    expect(() => orchestrator.events(ids[0]!)).toThrow(RunstateError);
+    expect(await orchestrator.getRun(ids[0]!)).toBeUndefined();
+    expect((await orchestrator.getRun(ids[2]!))?.status).toBe('completed');
+    expect(await orchestrator.listRuns()).toHaveLength(2);
+    await expect(orchestrator.events(ids[0]!)).rejects.toThrow(RunstateError);
   });
 
   it('forgets finished runs older than the retention age', async () => {
     let clock = 1_000_000;
-    const { orchestrator, model, start } = setup({ retention: { maxAgeMs: 1_000 }, now: () => clock });
+    const now = () => clock;
+    const store = createMemoryRunStore({ retention: { maxAgeMs: 1_000 }, now });
+    const { orchestrator, model, start } = setup({ store, now });
     const run = start();
     (await model.nextCall()).end();
     await run.result;
-    expect(orchestrator.getRun(run.runId)).toBeDefined();
+    expect(await orchestrator.getRun(run.runId)).toBeDefined();
     clock += 5_000;
-    expect(orchestrator.getRun(run.runId)).toBeUndefined();
-    expect(orchestrator.size).toBe(0);
+    expect(await orchestrator.getRun(run.runId)).toBeUndefined();
+    expect(await orchestrator.listRuns()).toEqual([]);
   });
 });
 
@@ -423,25 +428,34 @@ describe('sessions', () => {
       { role: 'assistant', content: 'Hello Ada.' },
       { role: 'user', content: 'What is my name?' },
     ]);
-    expect(orchestrator.getSession('s1')).toMatchObject({
+    expect(await orchestrator.getSession('s1')).toMatchObject({
       session_name: 'My name is Ada.',
       agent_id: 'writer',
     });
-    expect(orchestrator.sessionRuns('s1').map((r) => r.run_input)).toEqual([
+    expect((await orchestrator.sessionRuns('s1')).map((r) => r.run_input)).toEqual([
       'My name is Ada.',
       'What is my name?',
     ]);
   });
 
-  it('lists the runs of a session with their whole records, also once they are past retention', async () => {
+  it('lists and remembers only the retained runs of a session: a forgotten run is gone from both', async () => {
     const model = createFakeModel({ onCall: (call) => (call.emit('Hi.'), call.end()) });
-    const { orchestrator, start } = setup({ retention: { maxFinishedRuns: 1 } }, model);
+    const store = createMemoryRunStore({ retention: { maxFinishedRuns: 1 } });
+    const { orchestrator, start } = setup({ store }, model);
     const first = await start('one', { sessionId: 's1' }).result;
     await start('two', { sessionId: 's1' }).result;
-    expect(orchestrator.getRun(first.run_id)).toBeUndefined(); // pushed out by the second
-    const [forgotten, kept] = orchestrator.sessionRuns('s1');
-    expect(forgotten).toEqual(first);
-    expect(kept).toMatchObject({
+    expect(await orchestrator.getRun(first.run_id)).toBeUndefined(); // pushed out by the second
+    const runs = await orchestrator.sessionRuns('s1');
+    expect(runs).toHaveLength(1);
+    expect((await orchestrator.getSession('s1'))?.run_ids).toEqual([runs[0]!.run_id]);
+    await start('three', { sessionId: 's1' }).result;
+    // The history sent with the third run holds the second turn only.
+    expect(model.calls.at(-1)!.messages).toEqual([
+      { role: 'user', content: 'two' },
+      { role: 'assistant', content: 'Hi.' },
+      { role: 'user', content: 'three' },
+    ]);
+    expect(runs[0]).toMatchObject({
       run_input: 'two',
       status: 'completed',
       agent_name: 'Writer',
@@ -449,36 +463,40 @@ describe('sessions', () => {
     });
   });
 
-  it('creates a new session when none is given', () => {
+  it('creates a new session when none is given', async () => {
     const { orchestrator, start } = setup();
     const run = start();
     expect(run.sessionId).toBeTruthy();
-    expect(orchestrator.listSessions().map((s) => s.session_id)).toEqual([run.sessionId]);
+    expect((await orchestrator.listSessions()).map((s) => s.session_id)).toEqual([run.sessionId]);
   });
 
-  it('refuses a session of another agent', () => {
+  it('refuses a session of another agent: the store does not record the run, which fails before the model', async () => {
     const { orchestrator, model, start } = setup();
     start('hi', { sessionId: 'shared' });
-    expect(() =>
-      orchestrator.startRun({
-        agentId: 'other',
-        agentName: 'Other',
-        model,
-        input: 'hi',
-        sessionId: 'shared',
-      }),
-    ).toThrow(/belongs to agent writer/);
+    const other = orchestrator.startRun({
+      agentId: 'other',
+      agentName: 'Other',
+      model,
+      input: 'hi',
+      sessionId: 'shared',
+    });
+    await expect(other.recorded).rejects.toThrow(/belongs to agent writer/);
+    expect(await other.result).toMatchObject({ status: 'failed', error: { code: 'INVALID_INPUT' } });
+    checkRunEvents(await collect(other.events()), 'failed');
+    expect(model.calls).toHaveLength(1);
+    expect(await orchestrator.getRun(other.runId)).toBeUndefined();
+    expect((await orchestrator.getSession('shared'))?.agent_id).toBe('writer');
   });
 
   it('deleting a session cancels its active runs and forgets them', async () => {
     const { orchestrator, model, start } = setup();
     const run = start('hi', { sessionId: 's' });
     const call = await model.nextCall();
-    expect(orchestrator.deleteSession('s')).toBe(true);
+    expect(await orchestrator.deleteSession('s')).toBe(true);
     expect(call.signal.aborted).toBe(true);
     expect((await run.result).status).toBe('cancelled');
-    expect(orchestrator.getRun(run.runId)).toBeUndefined();
-    expect(orchestrator.deleteSession('s')).toBe(false);
+    expect(await orchestrator.getRun(run.runId)).toBeUndefined();
+    expect(await orchestrator.deleteSession('s')).toBe(false);
   });
 });
 
@@ -506,7 +524,7 @@ async function waitForContent(
   runId: string,
   content: string,
 ): Promise<void> {
-  for await (const event of orchestrator.events(runId)) {
+  for await (const event of await orchestrator.events(runId)) {
     if (event.event === 'RunContent' && event.content === content) return;
   }
 }

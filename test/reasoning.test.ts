@@ -36,7 +36,7 @@ describe('a reasoning model', () => {
     const call = await model.nextCall();
     call.emitReasoning('The user asks why.\n');
     await nextTurn();
-    expect(orchestrator.getRun(run.runId)).toMatchObject({
+    expect((await orchestrator.getRun(run.runId))).toMatchObject({
       status: 'streaming',
       content: '',
       reasoning_content: 'The user asks why.\n',
@@ -82,7 +82,7 @@ describe('a reasoning model', () => {
     });
     // The reasoning was the first output.
     expect(output.metrics.time_to_first_token).not.toBeNull();
-    expect(orchestrator.getRun(run.runId)).toEqual(output);
+    expect((await orchestrator.getRun(run.runId))).toEqual(output);
   });
 
   it('keeps reasoning and content in order when one read brings both, interleaved', async () => {
@@ -133,7 +133,7 @@ describe('a reasoning model', () => {
     }
     // 4.5 s of reasoning in all, never a second of silence.
     await vi.advanceTimersByTimeAsync(900);
-    expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('streaming');
     call.emit('Done.');
     call.end({ finishReason: 'stop' });
     expect(await run.result).toMatchObject({ status: 'completed', content: 'Done.' });

@@ -1,15 +1,17 @@
-import type { ActorRefLike, AnyStateMachine, InspectionEvent, Observer, StateValue } from 'xstate';
+import type { AnyStateMachine, StateValue } from 'xstate';
 import { runMachine } from '../../machines/run.machine.js';
-import type { CancelReason, RunErrorData, RunStatus } from '../../machines/run-types.js';
+import type { RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
-import { runAlreadyFinished } from '../server/http-errors.js';
+import { detachedSlice } from '../runtime/detached-slice.js';
+import type { RunOutput, RunRecord } from '../runtime/run-events.js';
+import type { RunNotice } from '../runtime/storage.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
 import type { FeedMessage, InspectorLogEntry, RunProgress, RunSummary } from './feed-messages.js';
 import { machineGraph, transitionLabel, type MachineGraph } from './machine-graph.js';
 
-/** What the inspector needs from an orchestrator: run metadata, and cancel for its own route. */
-export type InspectedOrchestrator = Pick<Orchestrator, 'getRun' | 'cancelRun'>;
+/** What the inspector needs from an orchestrator: its run notices, and cancel for its own route. */
+export type InspectedOrchestrator = Pick<Orchestrator, 'subscribe' | 'requestCancel'>;
 
 /** Options of {@link createInspector}. Every field has a default. */
 export interface InspectorOptions {
@@ -17,7 +19,10 @@ export interface InspectorOptions {
   machine?: AnyStateMachine;
   /** Chunk progress reaches the page at most this often; state changes go at once. Default 100. */
   flushIntervalMs?: number;
-  /** Finished runs kept for the page (active runs are always kept); the oldest go first. Default 200. */
+  /**
+   * Finished runs the page lists (active runs are always listed); the oldest go first. Default 200.
+   * With `maxLogEntries`, what bounds the inspector's memory.
+   */
   maxFinishedRuns?: number;
   /** Log lines kept per run. Default 500. */
   maxLogEntries?: number;
@@ -42,53 +47,39 @@ export interface FeedSubscriptionOptions {
 
 /** The built-in inspector. Create it with {@link createInspector}. */
 export interface Inspector {
-  /** The inspection observer: pass it as `createOrchestrator({ inspect })` (or combine it). */
-  readonly inspect: Observer<InspectionEvent>;
-  /** Gives the inspector run metadata (agent, input) and, for its own cancel route, cancel. Returns detach. */
+  /** Shows the runs of `orchestrator` (from its notices) and cancels through it. Returns detach. */
   attach(orchestrator: InspectedOrchestrator): () => void;
   /**
    * Follows the feed. The listener gets a `snapshot` at once, then changes; messages are shared
    * between listeners and must not be mutated. Returns unsubscribe.
    */
   subscribe(listener: (message: FeedMessage) => void, options?: FeedSubscriptionOptions): () => void;
-  /** The runs the inspector keeps, oldest first. */
+  /** The runs the page lists, oldest first. */
   listRuns(): RunSummary[];
   /** The machine's chart as JSON (what `GET <mount>/graph.json` serves). */
   readonly graph: MachineGraph;
   /** Serves the page, its assets, `graph.json`, the SSE `feed` (node:http or express). */
   readonly handler: InspectorHandler;
-  /** Ends every feed connection and timer. Observing goes on; new connections are refused. */
+  /** Ends every feed connection and timer. Runs are still followed; new connections are refused. */
   close(): void;
 }
 
-/** The parts of a run actor's snapshot the inspector reads. */
-interface RunLikeSnapshot {
-  status: 'active' | 'done' | 'error' | 'stopped';
-  value: StateValue;
-  /** The active state nodes (xstate's `MachineSnapshot._nodes`): compared first, it is cheaper than the value. */
-  _nodes?: readonly object[];
-  error?: unknown;
-  context?: {
-    runId?: unknown;
-    content?: string;
-    chunkCount?: number;
-    attempt?: number;
-    cancelReason?: CancelReason | null;
-    error?: RunErrorData | null;
-  };
-}
-
+/** What the page shows of one run: built from the orchestrator's notices only. */
 interface RunView {
   readonly runId: string;
-  readonly actor: ActorRefLike;
+  readonly orchestrator: InspectedOrchestrator;
+  readonly meta: Pick<RunSummary, 'agent_id' | 'agent_name' | 'session_id' | 'run_input' | 'model'>;
   readonly createdAt: number;
-  snapshot: RunLikeSnapshot;
-  value: StateValue | undefined;
-  nodes: readonly object[] | undefined;
+  value: StateValue;
+  status: RunStatus;
+  chunks: number;
+  /** The content so far; the run's own (shared) string once it is final. */
+  content: string;
+  attempt: number;
   finishedAt: number | null;
-  meta: Pick<RunSummary, 'agent_id' | 'agent_name' | 'session_id' | 'run_input' | 'model'> | undefined;
+  output: RunOutput | null;
   log: InspectorLogEntry[];
-  /** `chunkCount` when the last `chunks` line was written. */
+  /** `chunks` when the last `chunks` line was written. */
   chunksLogged: number;
   /** Content and log already sent to followers of this run. */
   contentSent: number;
@@ -107,24 +98,20 @@ const CANCEL_URLS = {
   inspector: 'runs/{run_id}/cancel',
 } as const;
 
-/** How often active runs are checked for a machine that threw, while a page watches. */
-const SWEEP_MS = 1000;
-
-const NO_META = { agent_id: null, agent_name: null, session_id: null, run_input: null, model: null };
-
 /**
- * Creates the built-in inspector: an inspection observer that keeps a small view of every run
+ * Creates the built-in inspector: a small view of the runs of the orchestrators it is attached to
  * (state value, chunk count, log), a live feed of it, the machine's chart, and an HTTP handler for
  * the offline page at `/inspect`.
  *
- * The observer is called for every event of every run, so it only records: chunks are never sent
- * one by one but counted and flushed at most every `flushIntervalMs`, and with nobody watching it
- * does no more than keep the latest snapshot.
+ * It learns everything from `orchestrator.subscribe` (created, state changes, events, finished) and
+ * cancels through `orchestrator.requestCancel`: the orchestrator decides what a run is and how a
+ * cancel is answered. Chunks are never sent one by one but counted and flushed at most every
+ * `flushIntervalMs`. Its memory is bounded: active runs, `maxFinishedRuns` finished ones, at most
+ * `maxLogEntries` log lines each.
  *
  * @example
  * ```ts
  * const inspector = createInspector();
- * const orchestrator = createOrchestrator({ inspect: inspector.inspect });
  * inspector.attach(orchestrator);
  * app.use('/inspect', inspector.handler); // express; or call it from a node:http server
  * ```
@@ -142,106 +129,91 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   } = options;
   const graph = machineGraph(machine);
   const orchestrators = new Set<InspectedOrchestrator>();
-  // Root actors → their view; `null` for actors that are not runs. Weak: actors come and go.
-  const views = new WeakMap<object, RunView | null>();
   const runs = new Map<string, RunView>(); // oldest first
-  const finished: RunView[] = []; // oldest first, for eviction
+  const finished = new Set<RunView>(); // oldest first, for eviction
   const subscribers = new Set<Subscriber>();
   const following = new Map<string, number>(); // run id → subscribers following it
   let dirty: RunView[] = [];
   let removed: string[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
   let immediate: ReturnType<typeof setImmediate> | undefined;
-  // Bursts of events come from one run: skip the WeakMap lookup for the same actor.
-  let sweeper: ReturnType<typeof setInterval> | undefined;
-  const stopSweeping = () => {
-    clearInterval(sweeper);
-    sweeper = undefined;
-  };
-  let lastActor: object | undefined;
-  let lastView: RunView | null = null;
 
-  function next(event: InspectionEvent): void {
-    // Only the run actor itself (the root) matters; its invoked model service is a child.
-    if (event.actorRef.sessionId !== event.rootId) return;
-    if (event.type === '@xstate.snapshot')
-      onSnapshot(event.actorRef, event.snapshot as unknown as RunLikeSnapshot);
-    else if (event.type === '@xstate.event' && event.event.type !== 'CHUNK')
-      onEvent(event.actorRef, event.event);
-  }
-
-  function viewOf(actor: ActorRefLike, snapshot: RunLikeSnapshot | undefined): RunView | null {
-    if (actor === lastActor) return lastView;
-    let view = views.get(actor);
-    if (view === undefined) {
-      if (!snapshot) return null; // not seen yet: wait for its first snapshot
-      const runId = snapshot.context?.runId;
-      view = typeof runId === 'string' ? register(runId, actor, snapshot) : null;
-      views.set(actor, view);
+  function onNotice(orchestrator: InspectedOrchestrator, notice: RunNotice): void {
+    if (notice.type === 'created') return register(orchestrator, notice.run);
+    const view = runs.get(notice.type === 'finished' ? notice.run.run_id : notice.runId);
+    if (!view || view.finishedAt !== null) return;
+    switch (notice.type) {
+      case 'state': {
+        const type = notice.event.type;
+        if (type !== 'xstate.init' && type !== 'CHUNK') {
+          log(view, 'event', transitionLabel(type), detailOf(notice.event));
+        }
+        view.value = notice.value;
+        view.status = notice.status;
+        const text = valueText(notice.value);
+        if (text === 'streaming.attempt.requesting') view.attempt++;
+        log(view, 'state', text);
+        return touch(view, true);
+      }
+      case 'event':
+        if (notice.event.event !== 'RunContent') return;
+        view.chunks++;
+        view.content += notice.event.content;
+        return touch(view, false);
+      case 'finished':
+        return finish(view, notice.run);
     }
-    lastActor = actor;
-    lastView = view;
-    return view;
   }
 
-  function register(runId: string, actor: ActorRefLike, snapshot: RunLikeSnapshot): RunView {
+  function register(orchestrator: InspectedOrchestrator, record: RunRecord): void {
+    const input = record.run_input;
     const view: RunView = {
-      runId,
-      actor,
+      runId: record.run_id,
+      orchestrator,
+      meta: {
+        agent_id: record.agent_id,
+        agent_name: record.agent_name,
+        session_id: record.session_id,
+        run_input: input.length > 200 ? `${detachedSlice(input, 199)}…` : input,
+        model: record.model,
+      },
       createdAt: now(),
-      snapshot,
-      value: undefined,
-      nodes: undefined,
+      value: record.status,
+      status: record.status,
+      chunks: 0,
+      content: '',
+      attempt: 0,
       finishedAt: null,
-      meta: undefined,
+      output: null,
       log: [],
       chunksLogged: 0,
       contentSent: 0,
       logSent: 0,
       dirty: 'no',
     };
-    runs.delete(runId);
-    runs.set(runId, view);
-    return view;
+    const previous = runs.get(view.runId);
+    if (previous) finished.delete(previous);
+    runs.delete(view.runId);
+    runs.set(view.runId, view);
+    touch(view, true);
   }
 
-  function onSnapshot(actor: ActorRefLike, snapshot: RunLikeSnapshot): void {
-    const view = viewOf(actor, snapshot);
-    if (!view || view.finishedAt !== null) return;
-    view.snapshot = snapshot;
-    const changed = !sameState(view, snapshot);
-    if (changed) {
-      view.value = snapshot.value;
-      view.nodes = snapshot._nodes;
-      log(view, 'state', valueText(snapshot.value));
-    }
-    const final = snapshot.status !== 'active';
-    if (final) finish(view, snapshot);
-    touch(view, changed || final);
-  }
-
-  function onEvent(actor: ActorRefLike, event: { type: string }): void {
-    const view = viewOf(actor, undefined);
-    if (!view || view.finishedAt !== null) return;
-    log(view, 'event', transitionLabel(event.type), detailOf(event));
-    touch(view, false);
-  }
-
-  function finish(view: RunView, snapshot: RunLikeSnapshot): void {
+  function finish(view: RunView, output: RunOutput): void {
     view.finishedAt = now();
-    const context = snapshot.context ?? {};
-    const status = statusOf(snapshot.value);
-    let text: string = status;
-    if (snapshot.status === 'error')
-      text = `failed: the machine threw in ${status} (${String(snapshot.error)})`;
-    else if (context.cancelReason) text = `${status} (reason: ${context.cancelReason})`;
-    else if (context.error && status === 'failed')
-      text = `${status}: ${context.error.code} ${context.error.message}`;
+    view.output = output;
+    view.status = output.status;
+    // The run's own string: the inspector keeps no copy of a finished run's content.
+    view.content = output.content;
+    let text: string = output.status;
+    if (output.cancel_reason) text = `${output.status} (reason: ${output.cancel_reason})`;
+    else if (output.error) text = `${output.status}: ${output.error.code} ${output.error.message}`;
     log(view, 'end', text);
-    finished.push(view);
-    while (finished.length > maxFinishedRuns) {
-      const oldest = finished.shift()!;
-      if (runs.get(oldest.runId) === oldest) runs.delete(oldest.runId);
+    touch(view, true);
+    finished.add(view);
+    for (const oldest of finished) {
+      if (finished.size <= maxFinishedRuns) break;
+      finished.delete(oldest);
+      runs.delete(oldest.runId);
       if (subscribers.size > 0) removed.push(oldest.runId);
     }
   }
@@ -250,11 +222,9 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     const entries = view.log;
     if (entries.length >= maxLogEntries && kind !== 'end') return;
     const at = now();
-    const chunks = view.snapshot.context?.chunkCount ?? 0;
-    if (chunks > view.chunksLogged) {
-      const count = chunks - view.chunksLogged;
-      entries.push({ at, kind: 'chunks', text: `CHUNK ×${count}` });
-      view.chunksLogged = chunks;
+    if (view.chunks > view.chunksLogged) {
+      entries.push({ at, kind: 'chunks', text: `CHUNK ×${view.chunks - view.chunksLogged}` });
+      view.chunksLogged = view.chunks;
     }
     entries.push(detail === undefined ? { at, kind, text } : { at, kind, text, detail });
   }
@@ -303,7 +273,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   }
 
   function sendAppend(view: RunView): void {
-    const content = view.snapshot.context?.content ?? '';
+    const content = view.content;
     if (content.length === view.contentSent && view.log.length === view.logSent) return;
     const message: FeedMessage = {
       type: 'append',
@@ -330,64 +300,34 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     } catch (error) {
       // A broken listener must not stop the others, nor throw inside a timer.
       subscribers.delete(subscriber);
-      if (subscribers.size === 0) stopSweeping();
       console.error('runstate inspector: a feed listener threw and was removed', error);
     }
   }
 
   function summaryOf(view: RunView): RunSummary {
-    view.meta ??= metaOf(view.runId);
-    const snapshot = view.snapshot;
-    const context = snapshot.context ?? {};
-    const error = context.error ?? null;
-    const value = view.value ?? snapshot.value;
+    const error = view.output?.error ?? null;
     return {
       run_id: view.runId,
-      ...(view.meta ?? NO_META),
-      // A machine that threw stays in its last state; the run failed (the orchestrator says so too).
-      status: snapshot.status === 'error' ? 'failed' : statusOf(value),
-      value,
-      chunks: context.chunkCount ?? 0,
-      content_length: context.content?.length ?? 0,
-      attempt: context.attempt ?? 0,
+      ...view.meta,
+      status: view.status,
+      value: view.value,
+      chunks: view.chunks,
+      content_length: view.content.length,
+      attempt: view.attempt,
       created_at: view.createdAt,
       finished_at: view.finishedAt,
-      cancel_reason: context.cancelReason ?? null,
-      error:
-        snapshot.status === 'error'
-          ? { code: 'INTERNAL', message: String(snapshot.error) }
-          : error && { code: error.code, message: error.message },
+      cancel_reason: view.output?.cancel_reason ?? null,
+      error: error && { code: error.code, message: error.message },
     };
   }
 
   function progressOf(view: RunView): RunProgress {
-    const context = view.snapshot.context;
-    return {
-      run_id: view.runId,
-      chunks: context?.chunkCount ?? 0,
-      content_length: context?.content?.length ?? 0,
-    };
-  }
-
-  function metaOf(runId: string): RunView['meta'] {
-    for (const orchestrator of orchestrators) {
-      const record = orchestrator.getRun(runId);
-      if (!record) continue;
-      return {
-        agent_id: record.agent_id,
-        agent_name: record.agent_name,
-        session_id: record.session_id,
-        run_input: record.run_input.length > 200 ? `${record.run_input.slice(0, 199)}…` : record.run_input,
-        model: record.model,
-      };
-    }
-    return undefined;
+    return { run_id: view.runId, chunks: view.chunks, content_length: view.content.length };
   }
 
   function subscribe(listener: (message: FeedMessage) => void, subscription: FeedSubscriptionOptions = {}) {
     const subscriber: Subscriber = { listener, runId: subscription.runId };
     subscribers.add(subscriber);
-    sweeper ??= setInterval(sweep, SWEEP_MS).unref();
     deliver(subscriber, { type: 'snapshot', runs: listRuns(), cancel_url: CANCEL_URLS[cancelRoute] });
     const runId = subscription.runId;
     if (runId !== undefined) {
@@ -396,20 +336,19 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       following.set(runId, followers + 1);
       if (view && followers === 0) {
         // Nobody followed it: start the increments from what it has now.
-        view.contentSent = view.snapshot.context?.content?.length ?? 0;
+        view.contentSent = view.content.length;
         view.logSent = view.log.length;
       }
       deliver(subscriber, {
         type: 'detail',
         run_id: runId,
         found: view !== undefined,
-        content: view?.snapshot.context?.content?.slice(0, view.contentSent) ?? '',
+        content: view?.content.slice(0, view.contentSent) ?? '',
         log: view?.log.slice(0, view.logSent) ?? [],
       });
     }
     return () => {
       if (!subscribers.delete(subscriber)) return;
-      if (subscribers.size === 0) stopSweeping();
       if (runId === undefined) return;
       const followers = (following.get(runId) ?? 1) - 1;
       if (followers > 0) following.set(runId, followers);
@@ -418,29 +357,22 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   }
 
   function listRuns(): RunSummary[] {
-    sweep();
     return Array.from(runs.values(), summaryOf);
   }
 
   /**
-   * xstate sends no inspection event when a machine throws (its snapshot turns to `error` quietly),
-   * so the active runs are looked at now and then while somebody watches: a property read each.
+   * Cancels through the orchestrator that owns the run: its answer is the route's 200 body, its
+   * refusal (`RUN_NOT_FOUND`, `RUN_ALREADY_FINISHED`) the route's error, as on the AgentOS route.
    */
-  function sweep(): void {
-    for (const view of runs.values()) {
-      if (view.finishedAt !== null) continue;
-      const snapshot = view.actor.getSnapshot() as RunLikeSnapshot;
-      if (snapshot.status !== 'active') onSnapshot(view.actor, snapshot);
-    }
-  }
-
-  function cancel(runId: string): object {
-    for (const orchestrator of orchestrators) {
-      if (!orchestrator.getRun(runId)) continue;
-      const cancelled = orchestrator.cancelRun(runId, 'api');
-      const status = orchestrator.getRun(runId)?.status;
-      if (cancelled || status === 'cancelled') return { run_id: runId, status: 'cancelled' };
-      throw runAlreadyFinished(runId, status ?? 'failed');
+  async function cancel(runId: string): Promise<{ run_id: string; status: string }> {
+    const known = runs.get(runId)?.orchestrator;
+    for (const orchestrator of known ? [known] : orchestrators) {
+      try {
+        const run = await orchestrator.requestCancel(runId, 'api');
+        return { run_id: runId, status: run.status };
+      } catch (error) {
+        if (!(error instanceof RunstateError && error.code === 'RUN_NOT_FOUND')) throw error;
+      }
     }
     throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
   }
@@ -455,19 +387,13 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   });
 
   return {
-    inspect: {
-      next(event) {
-        try {
-          next(event);
-        } catch (error) {
-          // xstate does not catch observer errors: a bug here must never break a run.
-          console.error('runstate inspector: failed to record an inspection event', error);
-        }
-      },
-    },
     attach(orchestrator) {
       orchestrators.add(orchestrator);
-      return () => orchestrators.delete(orchestrator);
+      const unsubscribe = orchestrator.subscribe((notice) => onNotice(orchestrator, notice));
+      return () => {
+        unsubscribe();
+        orchestrators.delete(orchestrator);
+      };
     },
     subscribe,
     listRuns,
@@ -479,44 +405,10 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       clearImmediate(immediate);
       timer = undefined;
       immediate = undefined;
-      stopSweeping();
       subscribers.clear();
       following.clear();
     },
   };
-}
-
-function statusOf(value: StateValue): RunStatus {
-  return (typeof value === 'string' ? value : Object.keys(value)[0]) as RunStatus;
-}
-
-/**
- * True when the snapshot is in the states the view last saw. Called for every snapshot of every run
- * (each chunk makes one), so it compares the active state nodes by identity when it can (a few
- * pointer comparisons), and the state values, without allocating, when it cannot.
- */
-function sameState(view: RunView, snapshot: RunLikeSnapshot): boolean {
-  if (view.value === undefined) return false;
-  const before = view.nodes;
-  const after = snapshot._nodes;
-  if (before && after) {
-    if (before.length !== after.length) return false;
-    for (let i = 0; i < before.length; i++) if (before[i] !== after[i]) return false;
-    return true;
-  }
-  return sameValue(view.value, snapshot.value);
-}
-
-function sameValue(a: StateValue, b: StateValue): boolean {
-  if (a === b) return true;
-  if (typeof a === 'string' || typeof b === 'string') return false;
-  for (const key in a) {
-    const left = a[key];
-    const right = b[key];
-    if (left === undefined || right === undefined || !sameValue(left, right)) return false;
-  }
-  for (const key in b) if (!(key in a)) return false;
-  return true;
 }
 
 /** `{ streaming: { attempt: 'receiving' } }` → `streaming.attempt.receiving`. */

@@ -1,46 +1,60 @@
 import { randomUUID } from 'node:crypto';
-import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
-import { runMachine, runStatusOf, isFinalStatus, type RunMachineInput } from '../../machines/run.machine.js';
-import type { CancelReason, RetryPolicy, RunMachineOutput, RunStatus } from '../../machines/run-types.js';
+import { runMachine } from '../../machines/run.machine.js';
+import type { CancelReason, RetryPolicy } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
-import { MemoryEventLog, type RunEventLog } from './event-log.js';
-import { createModelService, type ModelCall } from './model-service.js';
-import { ReasoningPhases } from './reasoning-phases.js';
-import type { RunEvent, RunEventBase, RunOutput, RunRecord } from './run-events.js';
-import { SessionStore, type SessionFilter, type SessionRecord } from './session-store.js';
+import { createAdmission } from './admission.js';
+import { followStoredRun } from './follow-stored-run.js';
+import { createLiveRun, type InspectOption, type LiveRun } from './live-run.js';
+import { createMemoryCancelBus } from './memory-cancel-bus.js';
+import { createMemoryEventBus } from './memory-event-bus.js';
+import { createMemoryRunStore } from './memory-run-store.js';
+import { createModelService } from './model-service.js';
+import { isTerminalEvent, type RunEvent, type RunOutput, type RunRecord } from './run-events.js';
+import { activeRecord, type RunIdentity } from './run-projection.js';
+import { createRunRegistry } from './run-registry.js';
+import { sessionHistory } from './session-history.js';
+import type {
+  CancelBus,
+  EventBus,
+  RunFilter,
+  RunListener,
+  RunNotice,
+  RunStore,
+  SessionFilter,
+  SessionRecord,
+} from './storage.js';
+import { createStoreWriter } from './store-writer.js';
 
 /** Limits of a run; every field has a default (see `DEFAULT_RUN_LIMITS`). */
 export interface RunLimits {
   /** A run with no chunk for this long fails with `RUN_TIMEOUT`. */
-  idleTimeoutMs?: number;
+  idleTimeoutMs?: number | undefined;
   /** A run streaming for longer than this fails with `RUN_TIMEOUT`. */
-  timeoutMs?: number;
-  retry?: Partial<RetryPolicy>;
-}
-
-/** How long finished runs are kept (for `getRun`, replays and the HTTP API). */
-export interface RetentionOptions {
-  /** Finished runs kept at most; the oldest go first. Default 1,000. */
-  maxFinishedRuns?: number;
-  /** Finished runs older than this are forgotten. Default one hour. */
-  maxAgeMs?: number;
+  timeoutMs?: number | undefined;
+  retry?: Partial<RetryPolicy> | undefined;
 }
 
 /** Options of {@link createOrchestrator}. */
 export interface OrchestratorOptions {
-  /** Runs streaming at once; the others wait in `pending`. Default: no limit. */
-  maxConcurrentRuns?: number;
-  retention?: RetentionOptions;
+  /** Runs streaming at once in this process; the others wait in `pending`. Default: no limit. */
+  maxConcurrentRuns?: number | undefined;
   /** Limits of every run, unless a run sets its own. */
-  limits?: RunLimits;
+  limits?: RunLimits | undefined;
   /** Handed to every run actor: `@statelyai/inspect`'s `inspect`, or any inspection observer. */
-  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
-  /** Most sessions kept (least recently used go first). Default 10,000. */
-  maxSessions?: number;
-  idGenerator?: () => string;
-  now?: () => number;
-  random?: () => number;
+  inspect?: InspectOption | undefined;
+  /**
+   * Where run records, sessions and events are kept. Default: `createMemoryRunStore()` (its
+   * options set retention and the other memory limits). The caller closes a store it passed.
+   */
+  store?: RunStore | undefined;
+  /** How cancels reach the instance that owns a run. Default: within this process. */
+  cancelBus?: CancelBus | undefined;
+  /** How a run's live events reach followers on other instances. Default: within this process. */
+  eventBus?: EventBus | undefined;
+  idGenerator?: (() => string) | undefined;
+  now?: (() => number) | undefined;
+  random?: (() => number) | undefined;
 }
 
 /** What a run is asked to do. */
@@ -63,78 +77,88 @@ export interface RunHandle {
   readonly sessionId: string;
   /** Replays the run's events after `afterSeq`, then follows them to the terminal one. */
   events(afterSeq?: number): AsyncIterable<RunEvent>;
-  /** Resolves when the run is final; never rejects. */
+  /** Resolves when the run is final (and the store has its final record); never rejects. */
   readonly result: Promise<RunOutput>;
+  /**
+   * Resolves once the store recorded the run. Rejects with the store's refusal (`INVALID_INPUT`: the
+   * session belongs to another agent; a backend's `STORE_UNAVAILABLE`); the run then fails with
+   * that error before any model request.
+   */
+  readonly recorded: Promise<void>;
 }
 
-/** Filters of {@link Orchestrator.listRuns}. */
-export interface RunFilter {
+/** Options of {@link Orchestrator.requestCancel}. */
+export interface CancelRequestOptions {
+  /** Only a run of this agent: another agent's run is `RUN_NOT_FOUND`. */
   agentId?: string | undefined;
-  sessionId?: string | undefined;
-  status?: RunStatus | undefined;
 }
 
-/** Owns the run actors of one process. Create it with {@link createOrchestrator}. */
+/**
+ * Runs agent runs. Create it with {@link createOrchestrator}. It owns the actors of the runs it
+ * started; reads go to its store, so they also see runs that other instances sharing the store own.
+ */
 export interface Orchestrator {
-  /** Registers and starts a run (it waits in `pending` when every slot is taken). */
+  /**
+   * Starts a run: it is registered and in `pending` before this returns (streaming at once when a
+   * slot is free). Throws `SHUTTING_DOWN` after {@link Orchestrator.shutdown}, `INVALID_INPUT` when
+   * the id generator repeats a live run's id. A store's refusal comes later, in `recorded`.
+   */
   startRun(request: StartRunRequest): RunHandle;
   /**
-   * Cancels a run now: the machine moves to `cancelled` and the model request is aborted before
-   * this returns. `true` when this call cancelled an active run; `false` for an unknown run or one
-   * already final.
+   * Cancels a run this process owns, now: the machine moves to `cancelled` and the model request is
+   * aborted before this returns. `true` when this call cancelled an active run; `false` for a run
+   * not owned here (see {@link Orchestrator.requestCancel}), unknown, of another agent than
+   * `options.agentId`, or already final. Never throws.
    */
-  cancelRun(runId: string, reason?: CancelReason): boolean;
-  getRun(runId: string): RunRecord | undefined;
-  /** Runs in the order they were created. */
-  listRuns(filter?: RunFilter): RunRecord[];
+  cancelRun(runId: string, reason?: CancelReason, options?: CancelRequestOptions): boolean;
   /**
-   * Replays a run's events after `afterSeq`, then follows them. Throws `RUN_NOT_FOUND` for an
-   * unknown run, `INVALID_INPUT` for an `afterSeq` past the last event.
+   * Cancels a run wherever it runs (this process, or the instance that owns it, through the cancel
+   * bus) and resolves with its final record once it is `cancelled`, also when it already was. The
+   * one place where a cancel's answer is decided. Rejects `RUN_NOT_FOUND` for an unknown run (or
+   * one of another agent than `options.agentId`), `RUN_ALREADY_FINISHED` (with `details.status`)
+   * for a run that ended otherwise.
    */
-  events(runId: string, afterSeq?: number): AsyncIterable<RunEvent>;
-  /** Resolves with the run's output once it is final. Throws `RUN_NOT_FOUND` for an unknown run. */
+  requestCancel(runId: string, reason?: CancelReason, options?: CancelRequestOptions): Promise<RunOutput>;
+  /** The run's record, or `undefined` for an unknown (or forgotten) run. Rejects on a store error. */
+  getRun(runId: string): Promise<RunRecord | undefined>;
+  /** Retained runs, in the order they were created. Rejects on a store error. */
+  listRuns(filter?: RunFilter): Promise<RunRecord[]>;
+  /**
+   * Replays a run's events after `afterSeq`, then follows them to the terminal one. Rejects
+   * `RUN_NOT_FOUND` for an unknown run, `INVALID_INPUT` for an `afterSeq` past the last event.
+   */
+  events(runId: string, afterSeq?: number): Promise<AsyncIterable<RunEvent>>;
+  /** Resolves with the run's output once it is final. Rejects `RUN_NOT_FOUND` for an unknown run. */
   result(runId: string): Promise<RunOutput>;
-  listSessions(filter?: SessionFilter): SessionRecord[];
-  getSession(sessionId: string): SessionRecord | undefined;
-  /** The runs of a session, oldest first (runs no longer retained are rebuilt from the session). */
-  sessionRuns(sessionId: string): RunRecord[];
-  /** Cancels the session's active runs (reason `api`) and forgets it and its runs. */
-  deleteSession(sessionId: string): boolean;
-  /** Runs held in the registry, active and retained. */
-  readonly size: number;
-  /** Active runs (pending or streaming). */
+  /** Sessions, most recently updated first. Rejects on a store error. */
+  listSessions(filter?: SessionFilter): Promise<SessionRecord[]>;
+  /** The session, or `undefined`. Rejects on a store error. */
+  getSession(sessionId: string): Promise<SessionRecord | undefined>;
+  /** The session's retained runs, oldest first, active ones with their content so far. */
+  sessionRuns(sessionId: string): Promise<RunRecord[]>;
+  /**
+   * Forgets a session and its runs, and cancels its active runs (reason `api`); `false` when there
+   * was no such session. Rejects on a store error.
+   */
+  deleteSession(sessionId: string): Promise<boolean>;
+  /**
+   * Follows the lifecycle of every run this orchestrator owns (see {@link RunNotice}): the listener
+   * is called synchronously as things happen. Returns unsubscribe.
+   */
+  subscribe(listener: RunListener): () => void;
+  /** Runs owned here that are not final (pending or streaming). */
   readonly activeCount: number;
-  /** Refuses new runs, cancels active ones with reason `shutdown`, resolves when all are final. */
+  /**
+   * Refuses new runs, cancels the active ones with reason `shutdown`, and resolves when they are
+   * final and stored. The store and buses stay open (they may be shared): close them after.
+   */
   shutdown(): Promise<void>;
 }
 
-interface RunEntry {
-  readonly runId: string;
-  readonly agentId: string;
-  readonly agentName: string;
-  readonly sessionId: string;
-  readonly userId: string | null;
-  readonly input: string;
-  readonly model: ChatModel;
-  readonly createdAt: number;
-  readonly call: ModelCall;
-  readonly controller: AbortController;
-  readonly log: RunEventLog;
-  readonly reasoning: ReasoningPhases;
-  readonly actor: Actor<typeof runMachine>;
-  readonly result: Promise<RunOutput>;
-  resolve: (output: RunOutput) => void;
-  started: boolean;
-  output: RunOutput | null;
-  /** When the run became final, in milliseconds (the record's `finished_at` is in whole seconds). */
-  finishedAt: number;
-}
-
-const DEFAULT_RETENTION = { maxFinishedRuns: 1_000, maxAgeMs: 60 * 60_000 };
-
 /**
- * Creates the orchestrator: the registry of run actors, their event logs, sessions, the concurrency
- * limit, retention and shutdown.
+ * Creates an orchestrator: the run actors of this process (a live registry), the concurrency limit
+ * (admission), and the projection of each run to wire events, records and notices, over a run store,
+ * a cancel bus and an event bus (in memory unless given).
  *
  * @example
  * ```ts
@@ -149,400 +173,220 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     maxConcurrentRuns = Infinity,
     limits: defaultLimits = {},
     inspect,
+    store = createMemoryRunStore({ now: options.now }),
+    cancelBus = createMemoryCancelBus(),
+    eventBus = createMemoryEventBus(),
     idGenerator = randomUUID,
     now = Date.now,
     random = Math.random,
   } = options;
-  const retention = { ...DEFAULT_RETENTION, ...options.retention };
-  const runs = new Map<string, RunEntry>();
-  const finished: RunEntry[] = []; // oldest first, for retention
-  const waiting: RunEntry[] = []; // pending runs, first in first out
-  const sessions = new SessionStore({ maxSessions: options.maxSessions, now });
-  let streamingCount = 0;
+  const registry = createRunRegistry();
+  const admission = createAdmission<LiveRun>({
+    maxConcurrent: maxConcurrentRuns,
+    start: (run) => run.start(),
+  });
+  const listeners = new Set<RunListener>();
+  const writer = createStoreWriter({
+    store,
+    eventBus,
+    onError: (error, runId) =>
+      console.error(`runstate: the run store refused a write of run ${runId}`, error),
+  });
+  const machine = runMachine.provide({
+    actors: { model: createModelService((runId) => registry.get(runId)?.call) },
+  });
   let closing = false;
 
-  const machine = runMachine.provide({
-    actors: { model: createModelService((runId) => runs.get(runId)?.call) },
-  });
+  // Cancels published by any instance; this one acts on the runs it owns.
+  const cancels = cancelBus.subscribe((runId, reason) => cancelRun(runId, reason));
+  cancels.catch((error: unknown) => console.error('runstate: cannot listen to the cancel bus', error));
 
-  const seconds = (ms: number) => Math.floor(ms / 1000);
-
-  function append(entry: RunEntry, event: EventBody): void {
-    // `event` first: a stable, readable key order on the wire.
-    const base = {
-      event: event.event,
-      run_id: entry.runId,
-      agent_id: entry.agentId,
-      agent_name: entry.agentName,
-      session_id: entry.sessionId,
-      created_at: seconds(now()),
-      seq: entry.log.size + 1,
-    };
-    entry.log.append(Object.assign<typeof base, EventBody>(base, event));
-  }
-
-  function statusOf(entry: RunEntry): RunStatus {
-    return entry.output?.status ?? runStatusOf(entry.actor.getSnapshot());
-  }
-
-  function recordOf(entry: RunEntry): RunRecord {
-    if (entry.output) return entry.output;
-    const snapshot = entry.actor.getSnapshot();
-    return {
-      ...baseRecord(entry),
-      status: runStatusOf(snapshot),
-      content: snapshot.context.content,
-      reasoning_content: snapshot.context.reasoning,
-      ...extraDataOf(entry),
-      finish_reason: null,
-      metrics: null,
-      error: null,
-      cancel_reason: null,
-      finished_at: null,
-    };
-  }
-
-  function baseRecord(entry: RunEntry) {
-    return {
-      run_id: entry.runId,
-      agent_id: entry.agentId,
-      agent_name: entry.agentName,
-      session_id: entry.sessionId,
-      user_id: entry.userId,
-      run_input: entry.input,
-      model: entry.model.id,
-      model_provider: entry.model.provider,
-      created_at: seconds(entry.createdAt),
-    };
-  }
-
-  function extraDataOf(entry: RunEntry): Pick<RunRecord, 'extra_data'> {
-    const extraData = entry.reasoning.extraData();
-    return extraData ? { extra_data: extraData } : {};
-  }
-
-  function finish(entry: RunEntry, output: RunMachineOutput): void {
-    if (entry.output) return;
-    const finishedAt = now();
-    // A run that ends while the model reasons closes the phase before its terminal event.
-    const reasoningCompleted = entry.reasoning.close();
-    if (reasoningCompleted) append(entry, reasoningCompleted);
-    const extraData = extraDataOf(entry);
-    const record: RunOutput = {
-      ...baseRecord(entry),
-      status: output.status,
-      content: output.content,
-      reasoning_content: output.reasoningContent,
-      ...extraData,
-      finish_reason: output.finishReason,
-      metrics: output.metrics,
-      error: output.error,
-      cancel_reason: output.cancelReason,
-      finished_at: seconds(finishedAt),
-    };
-    entry.output = record;
-    entry.finishedAt = finishedAt;
-    append(entry, { ...terminalEvent(output), ...extraData });
-    entry.log.close();
-    // Stops a model service that xstate left running (a machine that errors keeps its children).
-    entry.controller.abort();
-    sessions.finishRun(entry.sessionId, {
-      run_id: entry.runId,
-      input: entry.input,
-      content: output.content,
-      status: output.status,
-      record,
-    });
-    // Only registered runs are retained: a run forgotten by deleteSession must not push others out.
-    if (runs.get(entry.runId) === entry) finished.push(entry);
-    if (entry.started) streamingCount--;
-    else removeFrom(waiting, entry);
-    entry.resolve(record);
-    evictFinished();
-    startWaiting();
-  }
-
-  function startWaiting(): void {
-    // While shutting down, a freed slot must not start a run that is about to be cancelled.
-    while (!closing && streamingCount < maxConcurrentRuns && waiting.length > 0) {
-      const entry = waiting.shift()!;
-      begin(entry);
+  function notify(notice: RunNotice): void {
+    for (const listener of listeners) {
+      try {
+        listener(notice);
+      } catch (error) {
+        console.error('runstate: a run listener threw', error);
+      }
     }
   }
 
-  function begin(entry: RunEntry): void {
-    entry.started = true;
-    streamingCount++;
-    entry.actor.send({ type: 'START' });
-  }
-
-  function evictFinished(): void {
-    const cutoff = now() - retention.maxAgeMs;
-    while (finished.length > 0) {
-      const oldest = finished[0]!;
-      const tooMany = finished.length > retention.maxFinishedRuns;
-      if (!tooMany && oldest.finishedAt >= cutoff) break;
-      finished.shift();
-      runs.delete(oldest.runId);
-    }
-  }
-
-  function requireRun(runId: string): RunEntry {
-    evictFinished();
-    const entry = runs.get(runId);
-    if (!entry) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
-    return entry;
+  function onFinal(run: LiveRun): Promise<void> {
+    admission.release(run);
+    // Stored: from now on the store answers for it.
+    return run.writer.finish(run.output!).then(() => registry.delete(run));
   }
 
   function startRun(request: StartRunRequest): RunHandle {
     if (closing) throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
-    evictFinished();
     const runId = idGenerator();
-    if (runs.has(runId)) throw new RunstateError('INVALID_INPUT', `run id ${runId} is already in use`);
-    const sessionId = request.sessionId || idGenerator();
-    const existing = sessions.get(sessionId);
-    if (existing && existing.agent_id !== request.agentId) {
-      throw new RunstateError(
-        'INVALID_INPUT',
-        `session ${sessionId} belongs to agent ${existing.agent_id}, not ${request.agentId}`,
-      );
-    }
-    const messages: ChatMessage[] = [];
-    if (request.instructions) messages.push({ role: 'system', content: request.instructions });
-    messages.push(...sessions.history(sessionId), { role: 'user', content: request.input });
-
-    const controller = new AbortController();
-    const limits = { ...defaultLimits, ...request.limits };
-    const input: RunMachineInput = {
-      runId,
-      idleTimeoutMs: limits.idleTimeoutMs,
-      timeoutMs: limits.timeoutMs,
-      retry: limits.retry,
-      now,
-      random,
-    };
-    const actor = createActor(machine, { input, inspect });
-    let resolve!: (output: RunOutput) => void;
-    const result = new Promise<RunOutput>((r) => (resolve = r));
-    const entry: RunEntry = {
+    if (registry.has(runId)) throw new RunstateError('INVALID_INPUT', `run id ${runId} is already in use`);
+    const identity: RunIdentity = {
       runId,
       agentId: request.agentId,
       agentName: request.agentName,
-      sessionId,
+      sessionId: request.sessionId || idGenerator(),
       userId: request.userId ?? null,
       input: request.input,
       model: request.model,
       createdAt: now(),
-      call: { model: request.model, messages, runSignal: controller.signal },
-      controller,
-      log: new MemoryEventLog(),
-      reasoning: new ReasoningPhases(),
-      actor,
-      result,
-      resolve,
-      started: false,
-      output: null,
-      finishedAt: 0,
     };
-    runs.set(runId, entry);
-    sessions.addRun(sessionId, {
-      runId,
-      agentId: request.agentId,
-      userId: entry.userId,
-      input: request.input,
+    const record = activeRecord(identity, 'pending', { content: '', reasoning: '' });
+    const runWriter = writer.open(record);
+    const messages = Promise.all([runWriter.recorded, store.sessionRuns(identity.sessionId)]).then(
+      ([, runs]) => {
+        const out: ChatMessage[] = [];
+        if (request.instructions) out.push({ role: 'system', content: request.instructions });
+        out.push(...sessionHistory(runs), { role: 'user', content: request.input });
+        return out;
+      },
+    );
+    // Read by the model service once the run streams; a run cancelled before never reads it.
+    messages.catch(() => undefined);
+    const run = createLiveRun({
+      machine,
+      identity,
+      messages,
+      limits: { ...defaultLimits, ...request.limits },
+      inspect,
+      writer: runWriter,
+      notify: (notice) => listeners.size > 0 && notify(notice),
+      onFinal,
+      now,
+      random,
     });
-
-    actor.on('content', ({ delta, reasoning }) => {
-      try {
-        // Content outside a reasoning phase, the common case, is one event with no array.
-        if (!reasoning && !entry.reasoning.open) append(entry, { event: 'RunContent', content: delta });
-        else for (const event of entry.reasoning.project(delta, reasoning)) append(entry, event);
-      } catch (error) {
-        // A throw here would escape xstate's emit and crash the process: fail the run instead.
-        actor.send({
-          type: 'ERROR',
-          error: {
-            code: 'INTERNAL',
-            message: error instanceof Error ? error.message : String(error),
-            retryable: false,
-          },
-        });
-      }
-    });
-    actor.subscribe({
-      complete: () => finish(entry, actor.getSnapshot().output!),
-      // A machine that throws is a bug of ours; the run still ends, once, as failed.
-      error: (error) => finish(entry, crashOutput(entry, error)),
-    });
-    actor.start();
-    append(entry, {
-      event: 'RunStarted',
-      model: request.model.id,
-      model_provider: request.model.provider,
-      run_input: request.input,
-    });
-    if (streamingCount < maxConcurrentRuns) begin(entry);
-    else waiting.push(entry);
-
+    registry.add(run);
+    notify({ type: 'created', run: record });
+    run.open();
+    admission.admit(run);
     return {
       runId,
-      sessionId,
-      events: (afterSeq) => entry.log.follow(afterSeq),
-      result,
+      sessionId: identity.sessionId,
+      events: (afterSeq) => run.log.follow(afterSeq),
+      result: run.result,
+      recorded: runWriter.recorded,
     };
   }
 
-  function crashOutput(entry: RunEntry, error: unknown): RunMachineOutput {
-    const context = entry.actor.getSnapshot().context;
-    return {
-      status: 'failed',
-      content: context.content,
-      reasoningContent: context.reasoning,
-      error: {
-        code: 'INTERNAL',
-        message: error instanceof Error ? error.message : String(error),
-        retryable: false,
-      },
-      cancelReason: null,
-      finishReason: null,
-      attempts: context.attempt,
-      metrics: {
-        input_tokens: null,
-        output_tokens: null,
-        total_tokens: null,
-        time_to_first_token: null,
-        duration: (now() - (context.startedAt ?? context.createdAt)) / 1000,
-      },
-    };
+  function cancelRun(
+    runId: string,
+    reason: CancelReason = 'code',
+    { agentId }: CancelRequestOptions = {},
+  ): boolean {
+    const run = registry.get(runId);
+    if (!run || run.output) return false;
+    if (agentId !== undefined && run.identity.agentId !== agentId) return false;
+    run.cancel(reason);
+    // Final now: the machine moved to `cancelled`, unless it was already ending another way.
+    return run.status() === 'cancelled';
   }
 
-  function cancelRun(runId: string, reason: CancelReason = 'code'): boolean {
-    const entry = runs.get(runId);
-    if (!entry || isFinalStatus(statusOf(entry))) return false;
-    entry.actor.send({ type: 'CANCEL', reason });
-    return entry.output?.status === 'cancelled';
+  /** The run's output: at once when it is final, else once its terminal event is stored. */
+  async function result(runId: string): Promise<RunOutput> {
+    const live = registry.get(runId);
+    if (live) return live.result;
+    let record = await store.getRun(runId);
+    if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
+    if (record.finished_at === null) {
+      for await (const event of await followStoredRun(store, eventBus, runId))
+        if (isTerminalEvent(event)) break;
+      record = await store.getRun(runId);
+      if (record?.finished_at == null) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
+    }
+    return record as RunOutput;
   }
+
+  async function requestCancel(
+    runId: string,
+    reason: CancelReason = 'api',
+    { agentId }: CancelRequestOptions = {},
+  ): Promise<RunOutput> {
+    const notFound = () => new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
+    let output: RunOutput;
+    const live = registry.get(runId);
+    if (live) {
+      if (agentId !== undefined && live.identity.agentId !== agentId) throw notFound();
+      cancelRun(runId, reason);
+      output = live.output ?? (await live.result);
+    } else {
+      const record = await store.getRun(runId);
+      if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
+      if (record.finished_at === null) await cancelBus.publish(runId, reason);
+      output = await result(runId);
+    }
+    if (output.status === 'cancelled') return output;
+    throw new RunstateError('RUN_ALREADY_FINISHED', `run ${runId} already finished: ${output.status}`, {
+      details: { run_id: runId, status: output.status },
+    });
+  }
+
+  /** Records from the store, with the content so far of the live runs this process owns. */
+  const withLive = (records: RunRecord[]): RunRecord[] =>
+    records.map((record) => registry.get(record.run_id)?.record() ?? record);
 
   return {
     startRun,
     cancelRun,
-    getRun(runId) {
-      evictFinished();
-      const entry = runs.get(runId);
-      return entry && recordOf(entry);
+    requestCancel,
+    result,
+    async getRun(runId) {
+      const live = registry.get(runId);
+      return live ? live.record() : store.getRun(runId);
     },
-    listRuns(filter = {}) {
-      evictFinished();
-      const out: RunRecord[] = [];
-      for (const entry of runs.values()) {
-        if (filter.agentId !== undefined && entry.agentId !== filter.agentId) continue;
-        if (filter.sessionId !== undefined && entry.sessionId !== filter.sessionId) continue;
-        if (filter.status !== undefined && statusOf(entry) !== filter.status) continue;
-        out.push(recordOf(entry));
-      }
-      return out;
+    async listRuns(filter = {}) {
+      // The status of a live run is its machine's: filtered after the live records replaced the stored.
+      const records = withLive(
+        await store.listRuns({ agentId: filter.agentId, sessionId: filter.sessionId }),
+      );
+      return filter.status === undefined ? records : records.filter((run) => run.status === filter.status);
     },
-    events(runId, afterSeq) {
-      const log = requireRun(runId).log;
+    async events(runId, afterSeq) {
+      const live = registry.get(runId);
+      if (!live) return followStoredRun(store, eventBus, runId, afterSeq);
       // Past the last event, a reader would silently skip the events still to come.
-      if (afterSeq !== undefined && afterSeq > log.size) {
+      if (afterSeq !== undefined && afterSeq > live.log.size) {
         throw new RunstateError(
           'INVALID_INPUT',
-          `run ${runId} has no event ${afterSeq} yet (its last is ${log.size})`,
+          `run ${runId} has no event ${afterSeq} yet (its last is ${live.log.size})`,
         );
       }
-      return log.follow(afterSeq);
+      return live.log.follow(afterSeq);
     },
-    result(runId) {
-      return requireRun(runId).result;
+    listSessions: (filter) => store.listSessions(filter),
+    getSession: (sessionId) => store.getSession(sessionId),
+    async sessionRuns(sessionId) {
+      return withLive(await store.sessionRuns(sessionId));
     },
-    listSessions: (filter) => sessions.list(filter),
-    getSession: (sessionId) => sessions.get(sessionId),
-    sessionRuns(sessionId) {
-      const session = sessions.get(sessionId);
-      if (!session) return [];
-      const turns = new Map(sessions.turns(sessionId).map((turn) => [turn.run_id, turn]));
-      const out: RunRecord[] = [];
-      for (const runId of session.run_ids) {
-        const entry = runs.get(runId);
-        if (entry) {
-          out.push(recordOf(entry));
-          continue;
-        }
-        const record = turns.get(runId)?.record;
-        if (record) out.push(record);
-      }
-      return out;
+    async deleteSession(sessionId) {
+      const runs = await store.sessionRuns(sessionId);
+      const existed = await store.deleteSession(sessionId);
+      // The session is forgotten first: its runs' terminal events still reach their followers, but
+      // their final records are no longer stored (they would count against retention).
+      const owned = [...registry.values()].filter((run) => run.identity.sessionId === sessionId);
+      for (const run of owned) cancelRun(run.identity.runId, 'api');
+      await Promise.all(owned.map((run) => run.result));
+      const elsewhere = runs.filter((run) => run.finished_at === null && !registry.has(run.run_id));
+      await Promise.all(elsewhere.map((run) => cancelBus.publish(run.run_id, 'api')));
+      return existed;
     },
-    deleteSession(sessionId) {
-      const session = sessions.get(sessionId);
-      if (!session) return false;
-      // Forget the runs first, then cancel the active ones: their terminal events still reach
-      // their subscribers, but they no longer count against retention.
-      const entries = session.run_ids.flatMap((runId) => runs.get(runId) ?? []);
-      for (const entry of entries) {
-        runs.delete(entry.runId);
-        removeFrom(finished, entry);
-      }
-      for (const entry of entries) if (!entry.output) entry.actor.send({ type: 'CANCEL', reason: 'api' });
-      sessions.delete(sessionId);
-      return true;
-    },
-    get size() {
-      return runs.size;
+    subscribe(listener) {
+      // Wrapped, so that one function subscribed twice is two subscriptions.
+      const entry: RunListener = (notice) => listener(notice);
+      listeners.add(entry);
+      return () => listeners.delete(entry);
     },
     get activeCount() {
-      return runs.size - finished.length;
+      return registry.activeCount;
     },
     async shutdown() {
       closing = true;
-      const active = [...runs.values()].filter((entry) => !entry.output);
-      for (const entry of active) cancelRun(entry.runId, 'shutdown');
-      await Promise.all(active.map((entry) => entry.result));
+      admission.close();
+      const live = [...registry.values()];
+      for (const run of live) cancelRun(run.identity.runId, 'shutdown');
+      await Promise.all(live.map((run) => run.result));
+      await (
+        await cancels.catch(() => undefined)
+      )?.();
     },
   };
-}
-
-/** An event without the fields the orchestrator fills in. */
-type EventBody = RunEvent extends infer E
-  ? E extends RunEvent
-    ? Omit<E, keyof RunEventBase>
-    : never
-  : never;
-
-function terminalEvent(output: RunMachineOutput): EventBody {
-  switch (output.status) {
-    case 'completed':
-      return {
-        event: 'RunCompleted',
-        content: output.content,
-        reasoning_content: output.reasoningContent,
-        // `completed` is reached only through DONE, which carries the finish reason.
-        finish_reason: output.finishReason ?? 'stop',
-        status: 'completed',
-        metrics: output.metrics,
-      };
-    case 'cancelled':
-      return {
-        event: 'RunCancelled',
-        content: output.content,
-        reason: output.cancelReason ?? 'code',
-        status: 'cancelled',
-      };
-    case 'failed': {
-      const code = output.error?.code ?? 'INTERNAL';
-      return {
-        event: 'RunError',
-        content: output.error?.message ?? 'the run failed',
-        code,
-        error_type: code,
-        status: 'failed',
-      };
-    }
-  }
-}
-
-function removeFrom<T>(list: T[], item: T): void {
-  const index = list.indexOf(item);
-  if (index >= 0) list.splice(index, 1);
 }

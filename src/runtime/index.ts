@@ -4,11 +4,28 @@ export {
   type OrchestratorOptions,
   type StartRunRequest,
   type RunHandle,
-  type RunFilter,
   type RunLimits,
-  type RetentionOptions,
+  type CancelRequestOptions,
 } from './create-orchestrator.js';
+export {
+  createMemoryRunStore,
+  MEMORY_STORE_LIMITS,
+  type MemoryRunStoreOptions,
+  type RetentionOptions,
+} from './memory-run-store.js';
+export { createMemoryCancelBus } from './memory-cancel-bus.js';
+export { createMemoryEventBus } from './memory-event-bus.js';
+export type {
+  RunStore,
+  CancelBus,
+  EventBus,
+  RunNotice,
+  RunListener,
+  RunFilter,
+  RunPatch,
+  SessionFilter,
+  SessionRecord,
+} from './storage.js';
 export { MemoryEventLog, type RunEventLog } from './event-log.js';
-export { SessionStore, type SessionRecord, type SessionTurn, type SessionFilter } from './session-store.js';
 export { createModelService, type ModelCall } from './model-service.js';
 export * from './run-events.js';

@@ -6,7 +6,8 @@ import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 /** What the model service needs to know about a run. */
 export interface ModelCall {
   model: ChatModel;
-  messages: ChatMessage[];
+  /** The instructions, the session's history and the input; waits for the history from the store. */
+  messages: Promise<ChatMessage[]>;
   /** Aborted when the run ends, however it ends (xstate does not always stop children: #5153). */
   runSignal: AbortSignal;
 }
@@ -69,7 +70,9 @@ async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): P
     sendBack(reasoning ? { type: 'CHUNK', delta, reasoning } : { type: 'CHUNK', delta });
   };
   try {
-    for await (const chunk of call.model.stream({ messages: call.messages, signal })) {
+    // A store that refused the run (or failed to read its history) fails it here, as a model error would.
+    const messages = await call.messages;
+    for await (const chunk of call.model.stream({ messages, signal })) {
       if (signal.aborted) return;
       if (chunk.type === 'end') {
         flush();

@@ -147,8 +147,11 @@ export interface EventBus {
 export type RunNotice =
   /** Inside `startRun`, before it returns: an OpenTelemetry `context.active()` is the caller's. */
   | { type: 'created'; run: RunRecord }
-  /** Every change of the run machine's state (`value` is xstate's state value). */
-  | { type: 'state'; runId: string; value: StateValue; status: RunStatus }
+  /**
+   * Every change of the run machine's state: `value` is xstate's state value, `event` the machine
+   * event that caused it (`START`, `CANCEL`, `ERROR`...; `xstate.init` for the first state).
+   */
+  | { type: 'state'; runId: string; value: StateValue; status: RunStatus; event: { type: string } }
   /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
   | { type: 'event'; runId: string; event: RunEvent }
   /** Once per run, after its terminal event. */

@@ -2,7 +2,7 @@ import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
 import type { RunRecord } from '../runtime/run-events.js';
-import type { SessionRecord } from '../runtime/session-store.js';
+import type { SessionRecord } from '../runtime/storage.js';
 
 /**
  * The agents an app serves, by id, and the orchestrators behind them. Agents built for a server
@@ -37,8 +37,8 @@ export class AgentDirectory {
   }
 
   /** A run of this agent; throws `RUN_NOT_FOUND` (404) for an unknown run or another agent's. */
-  run(agent: Agent, runId: string): RunRecord {
-    const run = agent.orchestrator.getRun(runId);
+  async run(agent: Agent, runId: string): Promise<RunRecord> {
+    const run = await agent.orchestrator.getRun(runId);
     if (run?.agent_id !== agent.id) {
       throw new RunstateError('RUN_NOT_FOUND', `run ${runId} of agent ${agent.id} not found`);
     }
@@ -46,17 +46,19 @@ export class AgentDirectory {
   }
 
   /** The session and the orchestrator that holds it, or `undefined`. */
-  findSession(sessionId: string): { session: SessionRecord; orchestrator: Orchestrator } | undefined {
+  async findSession(
+    sessionId: string,
+  ): Promise<{ session: SessionRecord; orchestrator: Orchestrator } | undefined> {
     for (const orchestrator of this.orchestrators) {
-      const session = orchestrator.getSession(sessionId);
+      const session = await orchestrator.getSession(sessionId);
       if (session) return { session, orchestrator };
     }
     return undefined;
   }
 
   /** The session; throws `SESSION_NOT_FOUND` (404). */
-  session(sessionId: string): { session: SessionRecord; orchestrator: Orchestrator } {
-    const found = this.findSession(sessionId);
+  async session(sessionId: string): Promise<{ session: SessionRecord; orchestrator: Orchestrator }> {
+    const found = await this.findSession(sessionId);
     if (!found) throw new RunstateError('SESSION_NOT_FOUND', `session ${sessionId} not found`);
     return found;
   }

@@ -7,7 +7,6 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorCode } from '../../machines/run-types.js';
-import type { RunStatus } from '../runtime/run-events.js';
 import { RunstateError } from '../errors.js';
 
 /**
@@ -59,13 +58,6 @@ export function malformedRequest(detail: string, cause?: unknown): RunstateError
   return error;
 }
 
-/** A cancel arrived after the run finished otherwise: 409 `{detail, code, run_id, status}`. */
-export function runAlreadyFinished(runId: string, status: RunStatus): RunstateError {
-  const error = new RunstateError('RUN_ALREADY_FINISHED', `run ${runId} already finished: ${status}`);
-  extras.set(error, { body: { run_id: runId, status } });
-  return error;
-}
-
 /** The HTTP status an error answers with. */
 export function httpStatusOf(error: RunstateError): number {
   return extras.get(error)?.status ?? STATUS_BY_CODE[error.code];
@@ -73,7 +65,7 @@ export function httpStatusOf(error: RunstateError): number {
 
 /** The JSON body of an error answer: `{detail, code}` and the error's extra fields. */
 export function errorBody(error: RunstateError): Record<string, unknown> {
-  return { detail: error.message, code: error.code, ...extras.get(error)?.body };
+  return { detail: error.message, code: error.code, ...error.details, ...extras.get(error)?.body };
 }
 
 /** Options of {@link errorHandler} and {@link sendError}. */

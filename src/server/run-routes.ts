@@ -2,7 +2,7 @@ import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import { runBodyParsers } from './body-parsers.js';
-import { invalidField, runAlreadyFinished } from './http-errors.js';
+import { invalidField } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
 import {
   createRunBody,
@@ -39,34 +39,35 @@ export function runRoutes(context: RouteContext): Router {
     },
   );
 
-  router.post('/agents/:agent_id/runs/:run_id/cancel', (req, res) => {
+  router.post('/agents/:agent_id/runs/:run_id/cancel', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
     const { run_id: runId } = req.params;
-    agents.run(agent, runId);
-    // Synchronous: when cancelRun returns, the run is final, one way or the other.
-    agent.orchestrator.cancelRun(runId, 'api');
-    const status = agents.run(agent, runId).status;
-    if (status !== 'cancelled') throw runAlreadyFinished(runId, status);
-    res.json({ run_id: runId, status });
+    // 404 (unknown, another agent's) and 409 (ended otherwise) are decided, and thrown, there.
+    const run = await agent.orchestrator.requestCancel(runId, 'api', { agentId: agent.id });
+    res.json({ run_id: runId, status: run.status });
   });
 
-  router.get('/agents/:agent_id/runs/:run_id', (req, res) => {
+  router.get('/agents/:agent_id/runs/:run_id', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
-    res.json(agents.run(agent, req.params.run_id));
+    res.json(await agents.run(agent, req.params.run_id));
   });
 
-  router.get('/agents/:agent_id/runs', (req, res) => {
+  router.get('/agents/:agent_id/runs', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
     const query = parseInput(listRunsQuery, req.query);
     res.json(
-      agent.orchestrator.listRuns({ agentId: agent.id, sessionId: query.session_id, status: query.status }),
+      await agent.orchestrator.listRuns({
+        agentId: agent.id,
+        sessionId: query.session_id,
+        status: query.status,
+      }),
     );
   });
 
   router.get('/agents/:agent_id/runs/:run_id/events', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
     const { run_id: runId } = req.params;
-    agents.run(agent, runId);
+    await agents.run(agent, runId);
     // The header wins: EventSource sends it on reconnect, while the URL (and its ?after=) stays the same.
     const header = parseInput(resumeHeader, { 'last-event-id': req.headers['last-event-id'] });
     const query = parseInput(resumeQuery, { after: req.query.after });
@@ -76,7 +77,7 @@ export function runRoutes(context: RouteContext): Router {
         : ['last-event-id', header['last-event-id']];
     let events;
     try {
-      events = agent.orchestrator.events(runId, after);
+      events = await agent.orchestrator.events(runId, after);
     } catch (error) {
       if (error instanceof RunstateError && error.code === 'INVALID_INPUT')
         throw invalidField(field, error.message);
@@ -97,7 +98,7 @@ async function createRun(
 ): Promise<void> {
   if (input.session_id) {
     // Checked across every orchestrator: another one would silently start a second session of that id.
-    const owner = context.agents.findSession(input.session_id)?.session.agent_id;
+    const owner = (await context.agents.findSession(input.session_id))?.session.agent_id;
     if (owner !== undefined && owner !== agent.id) {
       throw invalidField('session_id', `session ${input.session_id} belongs to agent ${owner}`);
     }
@@ -106,6 +107,8 @@ async function createRun(
   // `stream: true` only to get the run's id at once; the events are read from the orchestrator,
   // whose log does not cancel the run when a reader stops (on_disconnect decides that).
   const run = agent.run(input.message, { stream: true, sessionId: input.session_id, userId: input.user_id });
+  // The store's refusal (a session another agent took meanwhile, a store that is down) is the answer.
+  await run.recorded;
 
   if (input.background) {
     res.status(202).json({ run_id: run.runId, session_id: run.sessionId, status: 'pending' });
@@ -117,7 +120,7 @@ async function createRun(
       : undefined;
 
   if (input.stream) {
-    await sendEventStream(res, orchestrator.events(run.runId), {
+    await sendEventStream(res, await orchestrator.events(run.runId), {
       heartbeatMs: context.heartbeatMs,
       onClientGone: cancelOnDisconnect,
     });

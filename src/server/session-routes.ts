@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import type { SessionRecord } from '../runtime/session-store.js';
+import type { SessionRecord } from '../runtime/storage.js';
 import { checkDbId, type RouteContext } from './route-context.js';
 import { listSessionsQuery, parseInput, sessionQuery } from './schemas.js';
 
@@ -14,15 +14,19 @@ export function sessionRoutes(context: RouteContext): Router {
   const router = Router();
   const { agents } = context;
 
-  router.get('/sessions', (req, res) => {
+  router.get('/sessions', async (req, res) => {
     const query = parseInput(listSessionsQuery, req.query);
     checkDbId(context, query.db_id);
     // runstate runs agents only: teams and workflows have no sessions.
     const all: SessionRecord[] =
       query.type === 'agent'
-        ? agents.orchestrators.flatMap((orchestrator) =>
-            orchestrator.listSessions({ agentId: query.component_id, userId: query.user_id }),
-          )
+        ? (
+            await Promise.all(
+              agents.orchestrators.map((orchestrator) =>
+                orchestrator.listSessions({ agentId: query.component_id, userId: query.user_id }),
+              ),
+            )
+          ).flat()
         : [];
     // Several orchestrators each list newest first: merge them (a stable sort keeps ties in order).
     all.sort((a, b) =>
@@ -36,23 +40,23 @@ export function sessionRoutes(context: RouteContext): Router {
     });
   });
 
-  router.get('/sessions/:session_id', (req, res) => {
+  router.get('/sessions/:session_id', async (req, res) => {
     checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    res.json(agents.session(req.params.session_id).session);
+    res.json((await agents.session(req.params.session_id)).session);
   });
 
   // The Agent UI asks for this while the session's first answer still streams: the run in
   // progress is part of the answer (an empty list would wipe the chat on screen).
-  router.get('/sessions/:session_id/runs', (req, res) => {
+  router.get('/sessions/:session_id/runs', async (req, res) => {
     checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    const { orchestrator } = agents.session(req.params.session_id);
-    res.json(orchestrator.sessionRuns(req.params.session_id));
+    const { orchestrator } = await agents.session(req.params.session_id);
+    res.json(await orchestrator.sessionRuns(req.params.session_id));
   });
 
-  router.delete('/sessions/:session_id', (req, res) => {
+  router.delete('/sessions/:session_id', async (req, res) => {
     checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    const { orchestrator } = agents.session(req.params.session_id);
-    orchestrator.deleteSession(req.params.session_id);
+    const { orchestrator } = await agents.session(req.params.session_id);
+    await orchestrator.deleteSession(req.params.session_id);
     res.status(204).end();
   });
 

@@ -24,7 +24,7 @@ interface Target {
 
 async function start(inspectorOptions: InspectorOptions = {}): Promise<Target> {
   const inspector: Inspector = createInspector(inspectorOptions);
-  const orchestrator = createOrchestrator({ inspect: inspector.inspect });
+  const orchestrator = createOrchestrator();
   inspector.attach(orchestrator);
   const agent = new Agent({
     name: 'StorytellerAgent',

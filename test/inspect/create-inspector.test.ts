@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createActor, createMachine } from 'xstate';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunEvent } from '../../src/runtime/run-events.js';
 import {
   createFakeModel,
@@ -13,7 +13,7 @@ import { createInspector, type FeedMessage, type InspectorOptions } from '../../
 function setup(options: InspectorOptions = {}) {
   const model = createFakeModel();
   const inspector = createInspector(options);
-  const orchestrator = createOrchestrator({ inspect: inspector.inspect });
+  const orchestrator = createOrchestrator();
   inspector.attach(orchestrator);
   const start = (input = 'Tell me a story') =>
     orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input });
@@ -180,7 +180,8 @@ describe('createInspector: the feed', () => {
     const { inspector, model } = setup({ flushIntervalMs: 5 });
     const feed = record((listener) => inspector.subscribe(listener, { runId: 'later' }));
     expect(feed.messages[1]).toEqual({ type: 'detail', run_id: 'later', found: false, content: '', log: [] });
-    const orchestrator = createOrchestrator({ inspect: inspector.inspect, idGenerator: () => 'later' });
+    const orchestrator = createOrchestrator({ idGenerator: () => 'later' });
+    inspector.attach(orchestrator);
     const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'x' });
     (await model.nextCall()).emit('hello');
     await contentEvents(run.events(), 1);
@@ -208,40 +209,39 @@ describe('createInspector: the feed', () => {
     });
   });
 
-  it('reports a machine that threw as failed, whatever state it stopped in', () => {
+  it('reports a machine that threw as failed, as the orchestrator ends it', async () => {
+    let broken = false;
+    // The machine reads the clock when the first chunk arrives: breaking it makes the machine throw.
+    const clock = () => {
+      if (!broken) return Date.now();
+      broken = false;
+      throw new Error('clock broke');
+    };
     const inspector = createInspector();
-    const crashing = createMachine({
-      context: { runId: 'boom' },
-      initial: 'streaming',
-      states: {
-        streaming: {
-          on: {
-            GO: {
-              actions: () => {
-                throw new Error('bug');
-              },
-            },
-          },
-        },
-      },
-    });
-    const actor = createActor(crashing, { inspect: inspector.inspect });
-    actor.subscribe({ error: () => {} });
-    actor.start().send({ type: 'GO' });
+    // The store keeps its own clock: only the machine's breaks.
+    const orchestrator = createOrchestrator({ now: clock, store: createMemoryRunStore() });
+    inspector.attach(orchestrator);
+    const model = createFakeModel();
+    const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'x' });
+    const call = await model.nextCall();
+    broken = true;
+    call.emit('boom');
+    await run.result;
     expect(inspector.listRuns()).toEqual([
       expect.objectContaining({
-        run_id: 'boom',
+        run_id: run.runId,
         status: 'failed',
-        error: { code: 'INTERNAL', message: 'Error: bug' },
+        error: { code: 'INTERNAL', message: 'clock broke' },
       }),
     ]);
+    expect(inspector.listRuns()[0]!.finished_at).not.toBeNull();
   });
 
-  it('ignores actors that are not runs, and does nothing for a listener that throws but drop it', async () => {
+  it('shows only the orchestrators it is attached to, and drops a listener that throws', async () => {
     const error = vi.spyOn(console, 'error').mockImplementation(() => {});
     const { inspector, start } = setup();
-    const other = createMachine({ initial: 'a', states: { a: { on: { GO: 'b' } }, b: {} } });
-    createActor(other, { inspect: inspector.inspect }).start().send({ type: 'GO' });
+    const other = createOrchestrator();
+    other.startRun({ agentId: 'a', agentName: 'A', model: createFakeModel(), input: 'elsewhere' });
     expect(inspector.listRuns()).toEqual([]);
 
     const calls: string[] = [];
@@ -255,14 +255,23 @@ describe('createInspector: the feed', () => {
     expect(calls).toEqual(['x']);
     expect(error).toHaveBeenCalledTimes(1);
     error.mockRestore();
+    await other.shutdown();
   });
 
-  it('works with no orchestrator attached: runs are known by id, without agent metadata', () => {
+  it('stops following an orchestrator it was detached from', () => {
     const inspector = createInspector();
-    const orchestrator = createOrchestrator({ inspect: inspector.inspect });
-    const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model: createFakeModel(), input: 'x' });
+    const orchestrator = createOrchestrator();
+    const detach = inspector.attach(orchestrator);
+    const first = orchestrator.startRun({
+      agentId: 'a',
+      agentName: 'A',
+      model: createFakeModel(),
+      input: 'x',
+    });
+    detach();
+    orchestrator.startRun({ agentId: 'a', agentName: 'A', model: createFakeModel(), input: 'y' });
     expect(inspector.listRuns()).toEqual([
-      expect.objectContaining({ run_id: run.runId, agent_id: null, run_input: null, status: 'streaming' }),
+      expect.objectContaining({ run_id: first.runId, agent_id: 'a', run_input: 'x', status: 'streaming' }),
     ]);
   });
 });

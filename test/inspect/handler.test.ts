@@ -198,7 +198,7 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
     const active = server.agent.run('one', { stream: true });
     const first = await cancel(active.runId);
     expect([first.status, await first.json()]).toEqual([200, { run_id: active.runId, status: 'cancelled' }]);
-    expect(server.orchestrator.getRun(active.runId)).toMatchObject({
+    expect(await server.orchestrator.getRun(active.runId)).toMatchObject({
       status: 'cancelled',
       cancel_reason: 'api',
     });
@@ -209,6 +209,7 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
     (await model.nextCall()).end();
     await done.result;
     const refused = await cancel(done.runId);
+    // The same answer as the server's AgentOS route: the orchestrator decides it, the error map says it.
     expect([refused.status, await refused.json()]).toEqual([
       409,
       {
@@ -218,7 +219,11 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
         status: 'completed',
       },
     ]);
-    expect((await cancel('unknown')).status).toBe(404);
+    const unknown = await cancel('unknown');
+    expect([unknown.status, await unknown.json()]).toEqual([
+      404,
+      { detail: 'run unknown not found', code: 'RUN_NOT_FOUND' },
+    ]);
 
     // A run id that is no valid percent-encoding: a 400, and the plain node:http server lives on.
     const malformed = await cancel('%ZZ');

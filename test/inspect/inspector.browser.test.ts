@@ -130,7 +130,7 @@ async function activeStates(page: Page): Promise<string[]> {
 /** createApp's app with the inspector mounted as `runstate serve` mounts it (`mount` option). */
 async function startAppWithInspector(securityKey = ''): Promise<Target> {
   const inspector: Inspector = createInspector();
-  const orchestrator = createOrchestrator({ inspect: inspector.inspect });
+  const orchestrator = createOrchestrator();
   inspector.attach(orchestrator);
   const agent = new Agent({
     name: 'StorytellerAgent',

@@ -6,9 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../../src/agent.js';
 import type { ChatModel } from '../../src/model/chat-model.js';
+import type { RunstateError } from '../../src/errors.js';
 import { OfflineModel } from '../../src/model/offline-model.js';
 import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createInspector, type Inspector, type InspectorOptions } from '../../src/inspect/index.js';
+import { errorBody, httpStatusOf } from '../../src/server/http-errors.js';
 
 /** Debian's chromium, driven by playwright-core (which never downloads a browser here). */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -40,13 +42,13 @@ export interface InspectorServer {
 
 /**
  * What the lead's server will do, in a few lines of node:http: the inspector's handler at
- * `/inspect`, and the AgentOS cancel route calling `orchestrator.cancelRun(runId, 'api')`.
+ * `/inspect`, and the AgentOS cancel route calling `orchestrator.requestCancel(runId, 'api')`.
  */
 export async function startInspectorServer(
   options: { model?: ChatModel; inspector?: InspectorOptions } = {},
 ): Promise<InspectorServer> {
   const inspector = createInspector(options.inspector);
-  const orchestrator = createOrchestrator({ inspect: inspector.inspect });
+  const orchestrator = createOrchestrator();
   inspector.attach(orchestrator);
   const agent = new Agent({
     name: 'StorytellerAgent',
@@ -59,17 +61,16 @@ export async function startInspectorServer(
     const cancel = /^\/agents\/([^/]+)\/runs\/([^/]+)\/cancel$/.exec(path);
     if (req.method === 'POST' && cancel) {
       const [agentId, runId] = [decodeURIComponent(cancel[1]!), decodeURIComponent(cancel[2]!)];
-      const run = orchestrator.getRun(runId);
       const json = (status: number, body: unknown) => {
         res.writeHead(status, { 'content-type': 'application/json' });
         res.end(JSON.stringify(body));
       };
-      if (!run || run.agent_id !== agentId)
-        return json(404, { detail: 'run not found', code: 'RUN_NOT_FOUND' });
-      const cancelled = orchestrator.cancelRun(runId, 'api');
-      const status = orchestrator.getRun(runId)?.status;
-      if (cancelled || status === 'cancelled') return json(200, { run_id: runId, status: 'cancelled' });
-      return json(409, { detail: `run is ${status}`, code: 'RUN_ALREADY_FINISHED', status });
+      // The orchestrator decides the answer; the server's error map turns a refusal into HTTP.
+      orchestrator.requestCancel(runId, 'api', { agentId }).then(
+        (run) => json(200, { run_id: runId, status: run.status }),
+        (error: RunstateError) => json(httpStatusOf(error), errorBody(error)),
+      );
+      return;
     }
     inspector.handler(req, res);
   });

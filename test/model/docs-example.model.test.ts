@@ -71,7 +71,7 @@ describe('Support Bot: every lifecycle path of a run', () => {
       await nextTurn(); // the fake model, the run and its event log finish what the step set off
       if (step.requestsModel) call = await model.nextCall();
       // What the run machine says must hold after this step.
-      const run = agent.getRun(stream.runId)!;
+      const run = (await agent.getRun(stream.runId))!;
       expect(run.status).toBe(step.status);
       expect(run.content).toBe(step.content);
       if (step.abortsModel) expect(call.signal.aborted).toBe(true);
@@ -84,7 +84,7 @@ describe('Support Bot: every lifecycle path of a run', () => {
       error: path.output.error,
     });
     const events: RunEvent[] = [];
-    for await (const event of agent.orchestrator.events(stream.runId)) events.push(event);
+    for await (const event of await agent.orchestrator.events(stream.runId)) events.push(event);
     checkRunEvents(events, path.status);
     expect(model.calls).toHaveLength(path.modelRequests);
     expect(model.calls[0]!.messages[0]).toEqual({ role: 'system', content: 'Answer in one paragraph.' });

@@ -251,7 +251,7 @@ async function replayOverHttp(path: LifecyclePath) {
   }
   if (path.status === 'completed') expect(request!.clientAborted).toBe(false);
   const events: RunEvent[] = [];
-  for await (const event of orchestrator.events(runId)) events.push(event);
+  for await (const event of await orchestrator.events(runId)) events.push(event);
   checkRunEvents(events, path.status);
   if (!disconnected) expect(events).toEqual(seen);
   expect(upstream.requests).toHaveLength(path.modelRequests + 1);

@@ -132,11 +132,11 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer) {
   const blockerCall = await blockerModel.nextCall();
   const read: RunEvent[] = [await pull(events)];
   expect(read[0]).toMatchObject({ event: 'RunStarted', seq: 1, model: 'fake-model' });
-  expect(orchestrator.getRun(runId)?.status).toBe('pending');
+  expect((await orchestrator.getRun(runId))?.status).toBe('pending');
   let disconnected = false;
 
-  const check = (step: LifecycleStep, at: string, requests: number) => {
-    const record = orchestrator.getRun(runId)!;
+  const check = async (step: LifecycleStep, at: string, requests: number) => {
+    const record = (await orchestrator.getRun(runId))!;
     expect(record.status, at).toBe(step.status);
     expect(record.content, at).toBe(step.content);
     expect(model.calls.length, `${at}: model requests`).toBe(requests);
@@ -153,14 +153,14 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer) {
       const answer = await subject.cancel(action.reason);
       if (answer !== undefined) expect(answer, `${at}: cancelRun answer`).toBe(true);
       // The transition and the abort happen in the call itself, before anything else runs.
-      expect(orchestrator.getRun(runId)?.status, at).toBe('cancelled');
+      expect((await orchestrator.getRun(runId))?.status, at).toBe('cancelled');
       if (step.abortsModel) expect(call!.signal.aborted, `${at}: model signal aborted`).toBe(true);
       disconnected = action.reason === 'client_disconnect' && layer === 'agent';
     } else if (action.type === 'wait') {
-      const before = { ...orchestrator.getRun(runId)! };
+      const before = { ...(await orchestrator.getRun(runId))! };
       await vi.advanceTimersByTimeAsync(action.ms - 1);
       await settle();
-      expect(orchestrator.getRun(runId), `${at}: a timer fired early`).toEqual(before);
+      expect(await orchestrator.getRun(runId), `${at}: a timer fired early`).toEqual(before);
       expect(model.calls.length, `${at}: a retry started early`).toBe(requests);
       await vi.advanceTimersByTimeAsync(1);
     } else {
@@ -170,7 +170,7 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer) {
     }
     await settle();
     if (step.requestsModel) requests++;
-    check(step, at, requests);
+    await check(step, at, requests);
     const latest = model.calls.at(-1);
     if (step.abortsModel) expect(latest!.signal.aborted, `${at}: model signal aborted`).toBe(true);
     if (step.status === 'streaming' && step.requestsModel) expect(latest!.signal.aborted, at).toBe(false);
@@ -201,7 +201,7 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer) {
     cancel_reason: path.output.cancelReason,
     metrics: path.output.metrics,
   });
-  const all = await collect(orchestrator.events(runId));
+  const all = await collect(await orchestrator.events(runId));
   checkRunEvents(all, path.status);
   expect(all.map((event) => event.event)).toEqual(expectedEventNames(path));
   expect(all.slice(0, read.length)).toEqual(read);
@@ -214,7 +214,7 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer) {
 
   // Repeated cancel: refused, nothing changes.
   expect(subject.cancelAgain()).toBe(false);
-  expect(orchestrator.getRun(runId)?.status).toBe(path.status);
+  expect((await orchestrator.getRun(runId))?.status).toBe(path.status);
   expect(model.calls).toHaveLength(path.modelRequests);
 
   // Nothing leaks: every model stream was closed and let go of its signal, every actor stopped.

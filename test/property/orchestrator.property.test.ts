@@ -12,6 +12,7 @@ import type { CancelReason } from '../../machines/run-types.js';
 import { Agent } from '../../src/agent.js';
 import { RunstateError } from '../../src/errors.js';
 import {
+  createMemoryRunStore,
   createOrchestrator,
   type Orchestrator,
   type RunEvent,
@@ -133,7 +134,7 @@ async function play(scenario: Scenario): Promise<void> {
   const tracker = actorTracker();
   const orchestrator: Orchestrator = createOrchestrator({
     maxConcurrentRuns: scenario.maxConcurrentRuns,
-    retention: { maxAgeMs: 60_000 },
+    store: createMemoryRunStore({ retention: { maxAgeMs: 60_000 } }),
     limits: {
       idleTimeoutMs: scenario.idleTimeoutMs,
       timeoutMs: scenario.timeoutMs,
@@ -141,7 +142,16 @@ async function play(scenario: Scenario): Promise<void> {
     },
     inspect: tracker.inspect,
   });
-  const sizeBefore = orchestrator.size;
+  const sizeBefore = (await orchestrator.listRuns()).length;
+  // What the orchestrator says of each run, as it happens (its reads are asynchronous; this is not).
+  const seen = new Map<string, { status: RunStatus; content: string }>();
+  orchestrator.subscribe((notice) => {
+    if (notice.type === 'created') seen.set(notice.run.run_id, { status: 'pending', content: '' });
+    else if (notice.type === 'state') seen.get(notice.runId)!.status = notice.status;
+    else if (notice.type === 'event' && notice.event.event === 'RunContent')
+      seen.get(notice.runId)!.content += notice.event.content;
+    else if (notice.type === 'finished') seen.set(notice.run.run_id, notice.run);
+  });
   const other = new Agent({ name: 'Other', model: createFakeModel(), orchestrator });
 
   const runs: RunUnderTest[] = [];
@@ -151,7 +161,7 @@ async function play(scenario: Scenario): Promise<void> {
     const stream = agent.run(`input ${i}`, { stream: true });
     const observed: RunEvent[] = [];
     const observing = (async () => {
-      for await (const event of orchestrator.events(stream.runId)) observed.push(event);
+      for await (const event of await orchestrator.events(stream.runId)) observed.push(event);
     })();
     const entry: RunUnderTest = {
       runId: stream.runId,
@@ -168,8 +178,8 @@ async function play(scenario: Scenario): Promise<void> {
     };
     runs.push(entry);
   }
-  const status = (entry: RunUnderTest) => orchestrator.getRun(entry.runId)?.status;
-  const content = (entry: RunUnderTest) => orchestrator.getRun(entry.runId)?.content ?? '';
+  const status = (entry: RunUnderTest) => seen.get(entry.runId)?.status;
+  const content = (entry: RunUnderTest) => seen.get(entry.runId)?.content ?? '';
   const callOf = (entry: RunUnderTest): CallRecord | undefined => {
     // Record calls as the model receives them.
     for (const call of entry.model.calls.slice(entry.calls.length)) entry.calls.push({ call, emitted: [] });
@@ -387,13 +397,12 @@ async function play(scenario: Scenario): Promise<void> {
   expect(tracker.running()).toEqual([]);
   expect(vi.getTimerCount()).toBe(0);
   await vi.advanceTimersByTimeAsync(60_001);
-  orchestrator.listRuns();
-  expect(orchestrator.size).toBe(sizeBefore);
+  expect(await orchestrator.listRuns()).toHaveLength(sizeBefore);
 }
 
 async function lastEvent(orchestrator: Orchestrator, runId: string): Promise<RunEvent> {
   let last: RunEvent | undefined;
-  for await (const event of orchestrator.events(runId)) last = event;
+  for await (const event of await orchestrator.events(runId)) last = event;
   return last!;
 }
 

@@ -1,14 +1,15 @@
 /**
- * Property-based test of the run registry against a reference model: random runs of two agents in a
- * few sessions, ends, cancels, session deletions and time passing, under random retention limits
- * and a small `maxSessions`. The orchestrator must hold, list and filter the same runs as the
- * reference, forget finished runs exactly when retention says so (count, then age, to the
- * millisecond), and keep answering for sessions whose runs it forgot.
+ * Property-based test of the orchestrator over its in-memory store against a reference model: random
+ * runs of two agents in a few sessions, ends, cancels, session deletions and time passing, under
+ * random retention limits, a small `maxSessions` and `maxRunsPerSession`. The orchestrator must
+ * hold, list and filter the same runs as the reference, forget finished runs exactly when retention
+ * says so (count, then age, to the millisecond), drop a forgotten run from its session (and the
+ * session with its last run), and never forget an active run or its session.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { RunStatus } from '../../machines/run-types.js';
-import { createOrchestrator, type RunHandle } from '../../src/runtime/index.js';
+import { createMemoryRunStore, createOrchestrator, type RunHandle } from '../../src/runtime/index.js';
 import { createFakeModel, type FakeModelCall } from '../../src/testing/index.js';
 import { settle } from '../model/support.js';
 
@@ -58,33 +59,53 @@ describe('run registry', () => {
         fc.constantFrom(1, 2, 1_000),
         fc.constantFrom(1_000, 3_000),
         fc.constantFrom(2, 10_000),
-        async (ops, maxFinishedRuns, maxAgeMs, maxSessions) => {
+        fc.constantFrom(2, 100),
+        async (ops, maxFinishedRuns, maxAgeMs, maxSessions, maxRunsPerSession) => {
           let now = 1_000_000;
           let drawn = 0;
-          const orchestrator = createOrchestrator({
+          const clock = () => now;
+          const store = createMemoryRunStore({
             retention: { maxFinishedRuns, maxAgeMs },
             maxSessions,
-            now: () => now,
-            idGenerator: () => `run-${++drawn}`,
+            maxRunsPerSession,
+            now: clock,
           });
+          const orchestrator = createOrchestrator({ store, now: clock, idGenerator: () => `run-${++drawn}` });
           const runs: RefRun[] = [];
           const finished: RefRun[] = []; // retained finished runs, oldest first
-          const sessions = new Map<string, { agent: string; runs: string[] }>(); // least recently used first
+          const sessions = new Map<string, { agent: string; runs: RefRun[] }>(); // least recently used first
 
+          const forget = (run: RefRun) => {
+            run.deleted = true;
+            const index = finished.indexOf(run);
+            if (index >= 0) finished.splice(index, 1);
+            const entry = sessions.get(run.session);
+            if (!entry) return;
+            entry.runs = entry.runs.filter((r) => r !== run);
+            if (entry.runs.length === 0) sessions.delete(run.session);
+          };
           const evict = () => {
             const cutoff = now - maxAgeMs;
             while (finished.length > 0) {
               const oldest = finished[0]!;
               // Kept for maxAgeMs to the millisecond after it finished.
               if (finished.length <= maxFinishedRuns && oldest.finishedAt! >= cutoff) break;
-              finished.shift();
-              oldest.deleted = true;
+              forget(oldest);
+            }
+          };
+          const isActive = (run: RefRun) => run.status === 'streaming' || run.status === 'pending';
+          const boundSession = (entry: { runs: RefRun[] }) => {
+            for (const run of [...entry.runs]) {
+              if (entry.runs.length <= maxRunsPerSession) break;
+              if (!isActive(run)) forget(run);
             }
           };
           const finish = (run: RefRun, status: RunStatus) => {
             run.status = status;
             run.finishedAt = now;
             finished.push(run);
+            const entry = sessions.get(run.session);
+            if (entry) boundSession(entry);
             evict();
           };
 
@@ -92,6 +113,7 @@ describe('run registry', () => {
             if (op.kind === 'wait') {
               now += op.ms;
             } else if (op.kind === 'start') {
+              evict();
               const owner = sessions.get(op.session)?.agent;
               const request = {
                 agentId: op.agent,
@@ -100,16 +122,17 @@ describe('run registry', () => {
                 input: `to ${op.session}`,
                 sessionId: op.session,
               };
+              const handle = orchestrator.startRun(request);
               if (owner !== undefined && owner !== op.agent) {
-                expect(() => orchestrator.startRun(request)).toThrow(
+                await expect(handle.recorded).rejects.toThrow(
                   `session ${op.session} belongs to agent ${owner}, not ${op.agent}`,
                 );
+                expect((await handle.result).error?.code).toBe('INVALID_INPUT');
+                expect(request.model.calls).toHaveLength(0);
                 continue;
               }
-              evict();
-              const handle = orchestrator.startRun(request);
               const call = await request.model.nextCall();
-              runs.push({
+              const run: RefRun = {
                 id: handle.runId,
                 agent: op.agent,
                 session: op.session,
@@ -117,76 +140,78 @@ describe('run registry', () => {
                 deleted: false,
                 handle,
                 call,
-              });
+              };
+              runs.push(run);
               const entry = sessions.get(op.session) ?? { agent: op.agent, runs: [] };
               sessions.delete(op.session);
-              entry.runs.push(handle.runId);
+              entry.runs.push(run);
               sessions.set(op.session, entry);
-              while (sessions.size > maxSessions) sessions.delete(sessions.keys().next().value!);
+              boundSession(entry);
+              // The least recently used session without an active run goes first.
+              for (const [id, other] of sessions) {
+                if (sessions.size <= maxSessions) break;
+                if (other.runs.some(isActive)) continue;
+                for (const old of [...other.runs]) forget(old);
+                sessions.delete(id);
+              }
             } else if (op.kind === 'end' || op.kind === 'cancel') {
               const run = runs[op.run % Math.max(1, runs.length)];
               if (!run) continue;
-              const active = !run.deleted && (run.status === 'streaming' || run.status === 'pending');
+              const active = !run.deleted && isActive(run);
               if (op.kind === 'end') {
                 run.call.end();
-                await settle();
-                if (active) finish(run, 'completed');
               } else {
                 expect(orchestrator.cancelRun(run.id, 'api')).toBe(active);
-                if (active) finish(run, 'cancelled');
               }
+              // The store has the final record once the writes of this turn landed.
+              await settle();
+              if (active) finish(run, op.kind === 'end' ? 'completed' : 'cancelled');
             } else {
               const entry = sessions.get(op.session);
-              expect(orchestrator.deleteSession(op.session)).toBe(entry !== undefined);
+              expect(await orchestrator.deleteSession(op.session)).toBe(entry !== undefined);
               if (!entry) continue;
-              sessions.delete(op.session);
-              for (const run of runs.filter((r) => entry.runs.includes(r.id) && !r.deleted)) {
-                if (run.status === 'streaming') run.status = 'cancelled';
-                run.deleted = true;
-                const index = finished.indexOf(run);
-                if (index >= 0) finished.splice(index, 1);
+              for (const run of entry.runs) {
+                if (isActive(run)) run.status = 'cancelled';
+                forget(run);
               }
+              sessions.delete(op.session);
             }
 
             evict();
             const held = runs.filter((r) => !r.deleted);
-            const listed = orchestrator.listRuns();
+            const listed = await orchestrator.listRuns();
             expect(listed.map((r) => [r.run_id, r.status])).toEqual(held.map((r) => [r.id, r.status]));
-            expect(orchestrator.size).toBe(held.length);
             expect(orchestrator.activeCount).toBe(held.filter((r) => r.status === 'streaming').length);
             const ids = (filter: (r: RefRun) => boolean) => held.filter(filter).map((r) => r.id);
-            expect(orchestrator.listRuns({ agentId: 'a' }).map((r) => r.run_id)).toEqual(
+            expect((await orchestrator.listRuns({ agentId: 'a' })).map((r) => r.run_id)).toEqual(
               ids((r) => r.agent === 'a'),
             );
-            expect(orchestrator.listRuns({ sessionId: 's2' }).map((r) => r.run_id)).toEqual(
+            expect((await orchestrator.listRuns({ sessionId: 's2' })).map((r) => r.run_id)).toEqual(
               ids((r) => r.session === 's2'),
             );
             for (const status of ['streaming', 'completed', 'cancelled'] as const) {
-              expect(orchestrator.listRuns({ status }).map((r) => r.run_id)).toEqual(
+              expect((await orchestrator.listRuns({ status })).map((r) => r.run_id)).toEqual(
                 ids((r) => r.status === status),
               );
             }
-            expect(orchestrator.listRuns({ agentId: 'b', status: 'completed' }).map((r) => r.run_id)).toEqual(
-              ids((r) => r.agent === 'b' && r.status === 'completed'),
-            );
+            expect(
+              (await orchestrator.listRuns({ agentId: 'b', status: 'completed' })).map((r) => r.run_id),
+            ).toEqual(ids((r) => r.agent === 'b' && r.status === 'completed'));
             for (const run of runs) {
               if (run.deleted) {
-                expect(orchestrator.getRun(run.id)).toBeUndefined();
-                expect(() => orchestrator.events(run.id)).toThrow(`run ${run.id} not found`);
+                expect(await orchestrator.getRun(run.id)).toBeUndefined();
+                await expect(orchestrator.events(run.id)).rejects.toThrow(`run ${run.id} not found`);
               } else {
-                expect(orchestrator.getRun(run.id)?.status).toBe(run.status);
+                expect((await orchestrator.getRun(run.id))?.status).toBe(run.status);
               }
             }
-            expect(orchestrator.listSessions().map((s) => s.session_id)).toEqual(
+            expect((await orchestrator.listSessions()).map((s) => s.session_id)).toEqual(
               [...sessions.keys()].reverse(),
             );
             for (const [id, entry] of sessions) {
-              // Runs no longer held are rebuilt from the session's turns.
-              const known = entry.runs.filter((runId) => {
-                const run = runs.find((r) => r.id === runId)!;
-                return !run.deleted || run.finishedAt !== undefined;
-              });
-              expect(orchestrator.sessionRuns(id).map((r) => r.run_id)).toEqual(known);
+              const retained = entry.runs.map((r) => r.id);
+              expect((await orchestrator.sessionRuns(id)).map((r) => r.run_id)).toEqual(retained);
+              expect((await orchestrator.getSession(id))?.run_ids).toEqual(retained);
             }
           }
           await orchestrator.shutdown();
@@ -197,7 +222,8 @@ describe('run registry', () => {
   });
 
   it('deleting a session keeps the finished runs of other sessions', async () => {
-    const orchestrator = createOrchestrator({ retention: { maxFinishedRuns: 1 } });
+    const store = createMemoryRunStore({ retention: { maxFinishedRuns: 1 } });
+    const orchestrator = createOrchestrator({ store });
     const model = createFakeModel();
     const kept = orchestrator.startRun({
       agentId: 'a',
@@ -210,8 +236,8 @@ describe('run registry', () => {
     await kept.result;
     orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'two', sessionId: 'drop' });
     await model.nextCall();
-    expect(orchestrator.deleteSession('drop')).toBe(true);
-    expect(orchestrator.getRun(kept.runId)?.status).toBe('completed');
+    expect(await orchestrator.deleteSession('drop')).toBe(true);
+    expect((await orchestrator.getRun(kept.runId))?.status).toBe('completed');
   });
 
   it('refuses a run id already in use, and names unknown runs', async () => {
@@ -221,7 +247,7 @@ describe('run registry', () => {
     expect(() =>
       orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'two', sessionId: 's' }),
     ).toThrow(expect.objectContaining({ code: 'INVALID_INPUT', message: 'run id same is already in use' }));
-    expect(() => orchestrator.result('nope')).toThrow(
+    await expect(orchestrator.result('nope')).rejects.toThrow(
       expect.objectContaining({ code: 'RUN_NOT_FOUND', message: 'run nope not found' }),
     );
     await orchestrator.shutdown();

@@ -108,7 +108,7 @@ describe('a clock that breaks while a chunk is published', () => {
     call.emit('second');
     await settle();
     await vi.advanceTimersByTimeAsync(0);
-    expect(orchestrator.getRun(run.runId)).toMatchObject({
+    expect(await orchestrator.getRun(run.runId)).toMatchObject({
       status: 'failed',
       error: { code: 'INTERNAL', message: 'clock broke' },
     });
@@ -134,7 +134,13 @@ describe('the model service', () => {
     ended.abort();
     const signals = [ended.signal, new AbortController().signal];
     const machine = runMachine.provide({
-      actors: { model: createModelService(() => ({ model, messages: [], runSignal: signals.shift()! })) },
+      actors: {
+        model: createModelService(() => ({
+          model,
+          messages: Promise.resolve([]),
+          runSignal: signals.shift()!,
+        })),
+      },
     });
     const first = createActor(machine, { input: { runId: 'r1' } }).start();
     first.send({ type: 'START' });

@@ -1,0 +1,86 @@
+import { RunstateError } from '../errors.js';
+import { isTerminalEvent, type RunEvent } from './run-events.js';
+import type { EventBus, RunStore } from './storage.js';
+
+/**
+ * Replays a run this process does not own from the store, then follows it on the event bus until
+ * its terminal event. Rejects `RUN_NOT_FOUND` for an unknown run and `INVALID_INPUT` for an
+ * `afterSeq` past its last event, before anything is read.
+ *
+ * Gap-free: the bus is subscribed to before the store is read, and the owner publishes a batch only
+ * once it is stored, so every event is either read or received (those seen twice are dropped by
+ * `seq`). Should the bus ever skip (a `seq` jump), the missing events are read from the store.
+ */
+export async function followStoredRun(
+  store: RunStore,
+  eventBus: EventBus,
+  runId: string,
+  afterSeq = 0,
+): Promise<AsyncIterable<RunEvent>> {
+  const record = await store.getRun(runId);
+  if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
+  if (afterSeq > 0 && (await store.readEvents(runId, afterSeq - 1)).length === 0) {
+    const last = (await store.readEvents(runId)).at(-1)?.seq ?? 0;
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `run ${runId} has no event ${afterSeq} yet (its last is ${last})`,
+    );
+  }
+  return follow(store, eventBus, runId, afterSeq);
+}
+
+async function* follow(
+  store: RunStore,
+  eventBus: EventBus,
+  runId: string,
+  afterSeq: number,
+): AsyncGenerator<RunEvent> {
+  const received: RunEvent[] = [];
+  let wake: (() => void) | undefined;
+  // Subscribed on the first read, so that an iterable nobody reads holds no subscription.
+  const unsubscribe = await eventBus.subscribe(runId, (events) => {
+    received.push(...events);
+    wake?.();
+  });
+  try {
+    let last = afterSeq;
+    for (const event of await store.readEvents(runId, last)) {
+      last = event.seq;
+      yield event;
+      if (isTerminalEvent(event)) return;
+    }
+    // Gone (forgotten) or final without its terminal event read: nothing more will be published.
+    const now = await store.getRun(runId);
+    const over = now === undefined || now.finished_at !== null;
+    for (;;) {
+      while (received.length > 0) {
+        const event = received.shift()!;
+        if (event.seq <= last) continue;
+        if (event.seq > last + 1) {
+          // The bus lost a batch: what it skipped is in the store (the owner stores before it publishes).
+          received.unshift(event);
+          for (const missed of await store.readEvents(runId, last)) {
+            if (missed.seq >= event.seq) break;
+            last = missed.seq;
+            yield missed;
+          }
+          if (received[0]!.seq > last + 1) {
+            throw new RunstateError(
+              'INTERNAL',
+              `run ${runId}: events ${last + 1}..${event.seq - 1} are lost`,
+            );
+          }
+          continue;
+        }
+        last = event.seq;
+        yield event;
+        if (isTerminalEvent(event)) return;
+      }
+      if (over) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+  } finally {
+    unsubscribe();
+  }
+}

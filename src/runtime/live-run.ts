@@ -1,0 +1,220 @@
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
+import { runStatusOf, type RunMachineInput, type runMachine } from '../../machines/run.machine.js';
+import type { CancelReason, RunMachineOutput, RunStatus } from '../../machines/run-types.js';
+import type { ChatMessage } from '../model/chat-model.js';
+import { MemoryEventLog } from './event-log.js';
+import type { ModelCall } from './model-service.js';
+import { ReasoningPhases } from './reasoning-phases.js';
+import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
+import {
+  activeRecord,
+  outputRecord,
+  terminalEvent,
+  toWireEvent,
+  type EventBody,
+  type RunIdentity,
+} from './run-projection.js';
+import type { RunNotice } from './storage.js';
+import type { RunWriter } from './store-writer.js';
+
+/** An inspection observer as xstate's `inspect` option takes it. */
+export type InspectOption = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+
+/** What {@link createLiveRun} needs. */
+export interface LiveRunOptions {
+  /** The run machine with its model service provided. */
+  machine: typeof runMachine;
+  identity: RunIdentity;
+  /** The messages for the model: the instructions, the session's history (read from the store), the input. */
+  messages: Promise<ChatMessage[]>;
+  limits: Pick<RunMachineInput, 'idleTimeoutMs' | 'timeoutMs' | 'retry'>;
+  inspect: InspectOption | undefined;
+  writer: RunWriter;
+  notify: (notice: RunNotice) => void;
+  /**
+   * Called once, when the run became final (after its terminal event); `result` resolves when the
+   * promise it returns does (the final record stored). It must not reject.
+   */
+  onFinal: (run: LiveRun) => Promise<void>;
+  now: () => number;
+  random: () => number;
+}
+
+/** A run this process owns: its actor (the only writer of its state), its live event log, its writer. */
+export interface LiveRun {
+  readonly identity: RunIdentity;
+  readonly actor: Actor<typeof runMachine>;
+  /** Every event of the run, in memory while it is live: what this process's followers read. */
+  readonly log: MemoryEventLog;
+  /** What the model service reads (looked up by run id). */
+  readonly call: ModelCall;
+  readonly writer: RunWriter;
+  /** Resolves when the run is final and its final record stored; never rejects. */
+  readonly result: Promise<RunOutput>;
+  /** The output once final, else `null`. */
+  readonly output: RunOutput | null;
+  status(): RunStatus;
+  /** The record, with the content so far. */
+  record(): RunRecord;
+  /** Starts the actor (state `pending`) and appends `RunStarted`. */
+  open(): void;
+  /** Admitted: from `pending` to `streaming`. */
+  start(): void;
+  cancel(reason: CancelReason): void;
+}
+
+/**
+ * Creates a run actor and projects it: its state changes and wire events become notices, log
+ * entries and store writes; its end becomes exactly one terminal event and the output.
+ */
+export function createLiveRun(options: LiveRunOptions): LiveRun {
+  const { identity, writer, notify, now } = options;
+  const runId = identity.runId;
+  const controller = new AbortController();
+  // The machine event being handled, for the `state` notice it causes (xstate's snapshots do not say).
+  let cause: { type: string } = { type: 'xstate.init' };
+  const user = options.inspect;
+  const userNext = typeof user === 'function' ? user : user?.next?.bind(user);
+  const inspect = (event: InspectionEvent): void => {
+    if (event.type === '@xstate.event' && event.actorRef.sessionId === event.rootId) cause = event.event;
+    userNext?.(event);
+  };
+  const actor = createActor(options.machine, {
+    input: { runId, ...options.limits, now, random: options.random },
+    inspect,
+  });
+  const log = new MemoryEventLog();
+  let resolve!: (output: RunOutput) => void;
+  const result = new Promise<RunOutput>((r) => (resolve = r));
+  let output: RunOutput | null = null;
+  const reasoning = new ReasoningPhases();
+  let nodes: readonly object[] | undefined;
+  let status: RunStatus | undefined;
+
+  function append(body: EventBody): void {
+    const event: RunEvent = toWireEvent(identity, body, log.size + 1, now());
+    log.append(event);
+    writer.append(event);
+    notify({ type: 'event', runId, event });
+  }
+
+  function finish(machineOutput: RunMachineOutput): void {
+    if (output) return;
+    // A run that ends while the model reasons closes the phase before its terminal event.
+    const reasoningCompleted = reasoning.close();
+    if (reasoningCompleted) append(reasoningCompleted);
+    const extraData = reasoning.extraData();
+    const record = outputRecord(identity, machineOutput, extraData, now());
+    output = record;
+    const extra: Pick<RunRecord, 'extra_data'> = extraData ? { extra_data: extraData } : {};
+    append({ ...terminalEvent(machineOutput), ...extra });
+    log.close();
+    // Stops a model service that xstate left running (a machine that errors keeps its children).
+    controller.abort();
+    notify({ type: 'finished', run: record });
+    void options.onFinal(run).then(() => resolve(record));
+  }
+
+  function crashOutput(error: unknown): RunMachineOutput {
+    const context = actor.getSnapshot().context;
+    return {
+      status: 'failed',
+      content: context.content,
+      reasoningContent: context.reasoning,
+      error: {
+        code: 'INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+        retryable: false,
+      },
+      cancelReason: null,
+      finishReason: null,
+      attempts: context.attempt,
+      metrics: {
+        input_tokens: null,
+        output_tokens: null,
+        total_tokens: null,
+        time_to_first_token: null,
+        duration: (now() - (context.startedAt ?? context.createdAt)) / 1000,
+      },
+    };
+  }
+
+  actor.on('content', ({ delta, reasoning: thought }) => {
+    try {
+      // Content outside a reasoning phase, the common case, is one event with no array.
+      if (!thought && !reasoning.open) append({ event: 'RunContent', content: delta });
+      else for (const event of reasoning.project(delta, thought)) append(event);
+    } catch (error) {
+      // A throw here would escape xstate's emit and crash the process: fail the run instead.
+      actor.send({
+        type: 'ERROR',
+        error: {
+          code: 'INTERNAL',
+          message: error instanceof Error ? error.message : String(error),
+          retryable: false,
+        },
+      });
+    }
+  });
+  actor.subscribe({
+    next(snapshot) {
+      // A chunk re-enters `receiving`: comparing the active state nodes (a few pointers) skips it.
+      const next = (snapshot as unknown as { _nodes?: readonly object[] })._nodes;
+      if (next && nodes && sameNodes(nodes, next)) return;
+      nodes = next;
+      const current = runStatusOf(snapshot);
+      notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause });
+      if (status !== undefined && current !== status && current === 'streaming') {
+        writer.update({ status: current });
+      }
+      status = current;
+    },
+    complete: () => finish(actor.getSnapshot().output!),
+    // A machine that throws is a bug of ours; the run still ends, once, as failed.
+    error: (error) => finish(crashOutput(error)),
+  });
+
+  const run: LiveRun = {
+    identity,
+    actor,
+    log,
+    writer,
+    result,
+    call: { model: identity.model, messages: options.messages, runSignal: controller.signal },
+    get output() {
+      return output;
+    },
+    status: () => output?.status ?? runStatusOf(actor.getSnapshot()),
+    record() {
+      if (output) return output;
+      const { context } = actor.getSnapshot();
+      return activeRecord(identity, runStatusOf(actor.getSnapshot()), {
+        content: context.content,
+        reasoning: context.reasoning,
+        extraData: reasoning.extraData(),
+      });
+    },
+    open() {
+      actor.start();
+      append({
+        event: 'RunStarted',
+        model: identity.model.id,
+        model_provider: identity.model.provider,
+        run_input: identity.input,
+      });
+    },
+    start() {
+      actor.send({ type: 'START' });
+    },
+    cancel(reason) {
+      actor.send({ type: 'CANCEL', reason });
+    },
+  };
+  return run;
+}
+
+function sameNodes(a: readonly object[], b: readonly object[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

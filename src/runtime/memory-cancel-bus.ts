@@ -1,0 +1,37 @@
+/* eslint-disable @typescript-eslint/require-await -- in memory nothing is awaited, but the methods are async as the interface is: a throw is a rejection, never a synchronous throw. */
+import type { CancelReason } from '../../machines/run-types.js';
+import type { CancelBus } from './storage.js';
+
+type CancelListener = (runId: string, reason: CancelReason) => void;
+
+/**
+ * The default {@link CancelBus}: delivers within this process, synchronously, to every subscriber.
+ * Orchestrators that share one (and one run store) behave as instances of one service, which is how
+ * the cross-instance paths are tested without a broker.
+ */
+export function createMemoryCancelBus(): CancelBus {
+  const listeners = new Set<CancelListener>();
+  return {
+    async publish(runId, reason) {
+      // A copy: a listener that unsubscribes while being called must not skip another.
+      for (const listener of [...listeners]) {
+        try {
+          listener(runId, reason);
+        } catch (error) {
+          console.error('runstate: a cancel listener threw', error);
+        }
+      }
+    },
+    async subscribe(listener) {
+      // Wrapped, so that one function subscribed twice is two subscriptions.
+      const entry: CancelListener = (runId, reason) => listener(runId, reason);
+      listeners.add(entry);
+      return async () => {
+        listeners.delete(entry);
+      };
+    },
+    async close() {
+      listeners.clear();
+    },
+  };
+}

@@ -1,0 +1,137 @@
+import type { RunMachineOutput, RunStatus } from '../../machines/run-types.js';
+import type { ChatModel } from '../model/chat-model.js';
+import type { RunEvent, RunEventBase, RunExtraData, RunOutput, RunRecord } from './run-events.js';
+
+/**
+ * How a run is shown to the world: its wire events and its record. Pure functions of what the run
+ * is (its identity) and what its machine says (snapshot content, output).
+ */
+
+/** What a run is, fixed when it starts. */
+export interface RunIdentity {
+  readonly runId: string;
+  readonly agentId: string;
+  readonly agentName: string;
+  readonly sessionId: string;
+  readonly userId: string | null;
+  readonly input: string;
+  readonly model: ChatModel;
+  /** Milliseconds since the epoch. */
+  readonly createdAt: number;
+}
+
+/** An event without the fields every event carries (the projection fills them in). */
+export type EventBody = RunEvent extends infer E
+  ? E extends RunEvent
+    ? Omit<E, keyof RunEventBase>
+    : never
+  : never;
+
+const seconds = (ms: number): number => Math.floor(ms / 1000);
+
+/** The wire event: `body` with the run's fields, `seq` and the time (in whole seconds, as Agno). */
+export function toWireEvent(run: RunIdentity, body: EventBody, seq: number, nowMs: number): RunEvent {
+  // `event` first: a stable, readable key order on the wire.
+  const base = {
+    event: body.event,
+    run_id: run.runId,
+    agent_id: run.agentId,
+    agent_name: run.agentName,
+    session_id: run.sessionId,
+    created_at: seconds(nowMs),
+    seq,
+  };
+  return Object.assign<typeof base, EventBody>(base, body);
+}
+
+function baseRecord(run: RunIdentity) {
+  return {
+    run_id: run.runId,
+    agent_id: run.agentId,
+    agent_name: run.agentName,
+    session_id: run.sessionId,
+    user_id: run.userId,
+    run_input: run.input,
+    model: run.model.id,
+    model_provider: run.model.provider,
+    created_at: seconds(run.createdAt),
+  };
+}
+
+/** What an active run has streamed so far. */
+export interface RunProgress {
+  content: string;
+  reasoning: string;
+  /** The reasoning phases so far; absent when the model never reasoned. */
+  extraData?: RunExtraData | undefined;
+}
+
+/** The record of an active run, with its content so far. */
+export function activeRecord(run: RunIdentity, status: RunStatus, progress: RunProgress): RunRecord {
+  return {
+    ...baseRecord(run),
+    status,
+    content: progress.content,
+    reasoning_content: progress.reasoning,
+    ...(progress.extraData ? { extra_data: progress.extraData } : {}),
+    finish_reason: null,
+    metrics: null,
+    error: null,
+    cancel_reason: null,
+    finished_at: null,
+  };
+}
+
+/** The record of a finished run: what `result` resolves with. */
+export function outputRecord(
+  run: RunIdentity,
+  output: RunMachineOutput,
+  extraData: RunExtraData | undefined,
+  finishedAtMs: number,
+): RunOutput {
+  return {
+    ...baseRecord(run),
+    status: output.status,
+    content: output.content,
+    reasoning_content: output.reasoningContent,
+    ...(extraData ? { extra_data: extraData } : {}),
+    finish_reason: output.finishReason,
+    metrics: output.metrics,
+    error: output.error,
+    cancel_reason: output.cancelReason,
+    finished_at: seconds(finishedAtMs),
+  };
+}
+
+/** The one terminal event of a run, from its machine's output. */
+export function terminalEvent(output: RunMachineOutput): EventBody {
+  switch (output.status) {
+    case 'completed':
+      return {
+        event: 'RunCompleted',
+        content: output.content,
+        reasoning_content: output.reasoningContent,
+        // `completed` is reached only through DONE, which carries the finish reason.
+        finish_reason: output.finishReason ?? 'stop',
+        status: 'completed',
+        metrics: output.metrics,
+      };
+    case 'cancelled':
+      return {
+        event: 'RunCancelled',
+        content: output.content,
+        reason: output.cancelReason ?? 'code',
+        status: 'cancelled',
+      };
+    case 'failed': {
+      const code = output.error?.code ?? 'INTERNAL';
+      return {
+        event: 'RunError',
+        content: output.error?.message ?? 'the run failed',
+        code,
+        error_type: code,
+        status: 'failed',
+      };
+    }
+  }
+}
