@@ -119,6 +119,31 @@ describe('Agent', () => {
     expect(writer.cancelRun(stream.runId)).toBe(true);
   });
 
+  it('after shutdown, rejects a run in its promise form (so .catch catches it) and throws in its stream form', async () => {
+    const agent = new Agent({ name: 'a', model: createFakeModel() });
+    await agent.orchestrator.shutdown();
+    let caught: unknown;
+    // Called without await: a synchronous throw would escape this .catch and crash the process.
+    await agent.run('late').catch((error: unknown) => (caught = error));
+    expect(caught).toMatchObject({ name: 'RunstateError', code: 'SHUTTING_DOWN' });
+    expect(() => agent.run('late', { stream: true })).toThrow(
+      expect.objectContaining({ code: 'SHUTTING_DOWN' }),
+    );
+  });
+
+  it('rejects a run in a session of another agent, which the model never sees', async () => {
+    const orchestrator = createOrchestrator();
+    const model = createFakeModel({ onCall: (call) => call.end() });
+    const writer = new Agent({ name: 'writer', model, orchestrator });
+    const critic = new Agent({ name: 'critic', model, orchestrator });
+    const first = await writer.run('draft');
+    await expect(critic.run('review', { sessionId: first.session_id })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: `session ${first.session_id} belongs to agent writer, not critic`,
+    });
+    expect(model.calls).toHaveLength(1);
+  });
+
   it('derives its id from its name', () => {
     expect(agentIdFromName('Story Writer Agent')).toBe('story-writer-agent');
     expect(new Agent({ name: 'StorytellerAgent', model: createFakeModel() }).id).toBe('storytelleragent');

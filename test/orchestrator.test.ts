@@ -1,10 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
 import {
+  createMemoryCancelBus,
+  createMemoryEventBus,
   createMemoryRunStore,
   createOrchestrator,
   type OrchestratorOptions,
   type RunEvent,
+  type RunNotice,
 } from '../src/runtime/index.js';
 import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModel } from '../src/testing/index.js';
@@ -528,3 +531,148 @@ async function waitForContent(
     if (event.event === 'RunContent' && event.content === content) return;
   }
 }
+
+describe('subscribe: one source of run lifecycle', () => {
+  it('reports created inside startRun, every state and event in order, and finished once after the terminal event', async () => {
+    const { orchestrator, model, start } = setup();
+    const notices: RunNotice[] = [];
+    const unsubscribe = orchestrator.subscribe((notice) => notices.push(notice));
+    const run = start('hi');
+    // Synchronous: a listener's context (an OpenTelemetry span's parent) is the caller's.
+    expect(notices[0]).toMatchObject({ type: 'created', run: { run_id: run.runId, status: 'pending' } });
+    const call = await model.nextCall();
+    call.emit('Hello');
+    await nextTurn();
+    call.end();
+    const output = await run.result;
+
+    const summary = notices.map((notice) =>
+      notice.type === 'state'
+        ? `state ${JSON.stringify(notice.value)} (${notice.event.type})`
+        : notice.type === 'event'
+          ? `event ${notice.event.seq} ${notice.event.event}`
+          : notice.type,
+    );
+    expect(summary).toEqual([
+      'created',
+      'state "pending" (xstate.init)',
+      'event 1 RunStarted',
+      'state {"streaming":{"attempt":"requesting"}} (START)',
+      'event 2 RunContent',
+      'state {"streaming":{"attempt":"receiving"}} (CHUNK)',
+      'state "completed" (DONE)',
+      'event 3 RunCompleted',
+      'finished',
+    ]);
+    expect(notices.at(-1)).toEqual({ type: 'finished', run: output });
+    const events = notices.flatMap((notice) => (notice.type === 'event' ? [notice.event] : []));
+    expect(events).toEqual(await collect(run.events()));
+
+    unsubscribe();
+    start('again');
+    expect(notices.at(-1)).toMatchObject({ type: 'finished' });
+  });
+
+  it('keeps a throwing listener from breaking the run or the other listeners', async () => {
+    const error = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const { orchestrator, model, start } = setup();
+    orchestrator.subscribe(() => {
+      throw new Error('listener bug');
+    });
+    const seen: string[] = [];
+    orchestrator.subscribe((notice) => seen.push(notice.type));
+    const run = start();
+    (await model.nextCall()).end();
+    expect((await run.result).status).toBe('completed');
+    expect(seen.at(-1)).toBe('finished');
+    expect(error).toHaveBeenCalled();
+    error.mockRestore();
+  });
+});
+
+describe('two orchestrators sharing one store and buses, as two instances', () => {
+  function instances() {
+    const shared = {
+      store: createMemoryRunStore(),
+      cancelBus: createMemoryCancelBus(),
+      eventBus: createMemoryEventBus(),
+    };
+    const model = createFakeModel();
+    const owner = createOrchestrator({ ...shared, idGenerator: counterIds() });
+    const other = createOrchestrator(shared);
+    const start = (input = 'hello') =>
+      owner.startRun({ agentId: 'writer', agentName: 'Writer', model, input });
+    return { owner, other, model, start };
+  }
+
+  it('follows a run the other owns, from any seq, gap-free, to its terminal event', async () => {
+    const { other, model, start } = instances();
+    const run = start();
+    await run.recorded;
+    const call = await model.nextCall();
+    call.emit('a');
+    await nextTurn(); // stored and published
+    const followed = collect(await other.events(run.runId));
+    const resumed = collect(await other.events(run.runId, 1));
+    call.emit('b');
+    await nextTurn();
+    call.emit('c');
+    call.end();
+    const own = await collect(run.events());
+    checkRunEvents(own, 'completed');
+    expect(await followed).toEqual(own);
+    expect(await resumed).toEqual(own.slice(1));
+    expect(await other.result(run.runId)).toEqual(await run.result);
+    expect(await other.getRun(run.runId)).toEqual(await run.result);
+    await expect(other.events(run.runId, own.length + 1)).rejects.toThrow(/has no event/);
+  });
+
+  it('cancels a run the other owns: the owner aborts the model, both answer the same', async () => {
+    const { owner, other, model, start } = instances();
+    const run = start();
+    await run.recorded;
+    const call = await model.nextCall();
+    const answer = await other.requestCancel(run.runId, 'api', { agentId: 'writer' });
+    expect(answer).toMatchObject({ run_id: run.runId, status: 'cancelled', cancel_reason: 'api' });
+    expect(call.signal.aborted).toBe(true);
+    // A repeat is still a 200-like answer, on either instance.
+    expect((await other.requestCancel(run.runId)).status).toBe('cancelled');
+    expect((await owner.requestCancel(run.runId)).status).toBe('cancelled');
+  });
+
+  it('answers RUN_NOT_FOUND and RUN_ALREADY_FINISHED the same on both', async () => {
+    const { owner, other, model, start } = instances();
+    const run = start();
+    (await model.nextCall()).end();
+    await run.result;
+    for (const orchestrator of [owner, other]) {
+      await expect(orchestrator.requestCancel('nope')).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+      await expect(orchestrator.requestCancel(run.runId, 'api', { agentId: 'critic' })).rejects.toMatchObject(
+        {
+          code: 'RUN_NOT_FOUND',
+        },
+      );
+      await expect(orchestrator.requestCancel(run.runId)).rejects.toMatchObject({
+        code: 'RUN_ALREADY_FINISHED',
+        details: { run_id: run.runId, status: 'completed' },
+      });
+    }
+  });
+
+  it('lists runs and sessions the same from both', async () => {
+    const { owner, other, model, start } = instances();
+    const run = start();
+    await run.recorded;
+    const call = await model.nextCall();
+    call.emit('so far');
+    await nextTurn();
+    // The owner knows the content so far; the other reads what the store has.
+    expect((await owner.getRun(run.runId))?.content).toBe('so far');
+    expect((await other.getRun(run.runId))?.status).toBe('streaming');
+    call.end();
+    await run.result;
+    expect(await other.listRuns()).toEqual(await owner.listRuns());
+    expect(await other.listSessions()).toEqual(await owner.listSessions());
+    expect(await other.sessionRuns(run.sessionId)).toEqual([await run.result]);
+  });
+});
