@@ -36,7 +36,7 @@ describe('a reasoning model', () => {
     const call = await model.nextCall();
     call.emitReasoning('The user asks why.\n');
     await nextTurn();
-    expect((await orchestrator.getRun(run.runId))).toMatchObject({
+    expect(await orchestrator.getRun(run.runId)).toMatchObject({
       status: 'streaming',
       content: '',
       reasoning_content: 'The user asks why.\n',
@@ -82,7 +82,7 @@ describe('a reasoning model', () => {
     });
     // The reasoning was the first output.
     expect(output.metrics.time_to_first_token).not.toBeNull();
-    expect((await orchestrator.getRun(run.runId))).toEqual(output);
+    expect(await orchestrator.getRun(run.runId)).toEqual(output);
   });
 
   it('keeps reasoning and content in order when one read brings both, interleaved', async () => {
