@@ -70,7 +70,66 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     await collect(tuned.stream({ messages, signal: new AbortController().signal }));
 
     const { body } = await server.nextRequest();
-    expect(body).toMatchObject({ temperature: 0.2, max_completion_tokens: 50, top_p: 0.9, stream: true });
+    // Not OpenAI itself: the field every compatible server knows.
+    expect(body).toMatchObject({ temperature: 0.2, max_tokens: 50, top_p: 0.9, stream: true });
+  });
+
+  it('yields reasoning deltas (reasoning_content or reasoning) before content, and a delta carrying both as one', async () => {
+    server.enqueue({ fault: 'stall', chunks: 0 });
+    const iterator = model.stream({ messages, signal: new AbortController().signal })[Symbol.asyncIterator]();
+    const first = iterator.next();
+    const request = await server.nextRequest();
+    request.sendReasoning('Think', 'reasoning_content');
+    expect(await first).toEqual({ done: false, value: { type: 'delta', content: '', reasoning: 'Think' } });
+    request.sendReasoning('ing', 'reasoning');
+    expect((await iterator.next()).value).toEqual({ type: 'delta', content: '', reasoning: 'ing' });
+    request.send('Hi');
+    expect((await iterator.next()).value).toEqual({ type: 'delta', content: 'Hi' });
+    request.finish('stop', false);
+    expect((await iterator.next()).value).toEqual({ type: 'end', finishReason: 'stop', usage: undefined });
+  });
+
+  it('ends at [DONE] when the server keeps the body open, and closes the socket', async () => {
+    server.enqueue({ chunks: ['a'], keepOpen: true, usage: { prompt_tokens: 1, completion_tokens: 1 } });
+
+    const chunks = await collect(model.stream({ messages, signal: new AbortController().signal }));
+
+    expect(chunks).toEqual([
+      { type: 'delta', content: 'a' },
+      { type: 'end', finishReason: 'stop', usage: { input_tokens: 1, output_tokens: 1, total_tokens: 2 } },
+    ]);
+    const request = await server.nextRequest();
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+
+  it('maps an error object sent before any output like the HTTP error of its code', async () => {
+    server.enqueue(
+      { fault: 'error', status: 429, message: 'slow down' },
+      { fault: 'error', status: 500, message: 'crashed' },
+      { fault: 'error', status: 400, message: 'too long' },
+    );
+    const signal = new AbortController().signal;
+
+    const limited = await failure(model.stream({ messages, signal }));
+    const crashed = await failure(model.stream({ messages, signal }));
+    const refused = await failure(model.stream({ messages, signal }));
+
+    expect(limited).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 429, isRetryable: true });
+    expect(limited.message).toBe('429 slow down (sent inside the stream)');
+    expect(crashed).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 500, isRetryable: true });
+    expect(refused).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 400, isRetryable: false });
+  });
+
+  it('maps an error object sent after output to MODEL_STREAM_INCOMPLETE, not retryable, with the reason', async () => {
+    server.enqueue({ fault: 'error', status: 500, message: 'crashed', chunks: ['x'] });
+    const seen: ModelChunk[] = [];
+
+    const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
+
+    expect(seen).toEqual([{ type: 'delta', content: 'x' }]);
+    expect(error).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE', status: 500, isRetryable: false });
+    expect(error.message).toBe('The stream broke: 500 crashed (sent inside the stream)');
   });
 
   it('throws MODEL_STREAM_INCOMPLETE when the body ends without a finish reason or [DONE]', async () => {

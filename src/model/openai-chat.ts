@@ -1,7 +1,7 @@
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
-import type { Stream } from 'openai/core/streaming';
-import type { TokenUsage } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
+import { isRetryableStatus, readChunk, reasonOf, type CompletionState } from './chat-completion-chunk.js';
+import { readChatCompletionStream, type ChatCompletionEvent } from './chat-completion-stream.js';
 import type { ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
 import { OfflineModel } from './offline-model.js';
 
@@ -12,21 +12,30 @@ export interface OpenAIChatOptions {
   /** Default `process.env.OPENAI_API_KEY`. */
   apiKey?: string;
   /** Any OpenAI-compatible server (vLLM, llama.cpp, Ollama). Default `process.env.OPENAI_BASE_URL`, else OpenAI. */
-  baseURL?: string;
-  organization?: string;
-  temperature?: number;
-  /** Sent as `max_completion_tokens` (OpenAI's reasoning models reject `max_tokens`; pass that in `extraBody`). */
-  maxTokens?: number;
+  baseURL?: string | undefined;
+  organization?: string | undefined;
+  temperature?: number | undefined;
+  /**
+   * Most tokens the model may generate (its reasoning included, on reasoning models). A run cut by
+   * it completes with finish reason `length`. Sent as {@link maxTokensField}.
+   */
+  maxTokens?: number | undefined;
+  /**
+   * The body field `maxTokens` is sent as. Default: `max_completion_tokens` to OpenAI itself (no
+   * base URL, or `api.openai.com`: its reasoning models refuse `max_tokens`), `max_tokens` to any
+   * other server (vLLM, llama.cpp, Ollama, `transformers serve`: some ignore `max_completion_tokens`).
+   */
+  maxTokensField?: 'max_tokens' | 'max_completion_tokens' | undefined;
   /** How long to wait for the response headers. Default: the SDK's, 10 minutes. */
-  requestTimeoutMs?: number;
-  /** A ready client (tests, proxies, Azure). Its own retries are ignored: each request is sent once. */
-  client?: OpenAI;
-  /** More body fields for the server (`top_p`, `reasoning_effort`, `max_tokens`...). Never overrides ours. */
-  extraBody?: Record<string, unknown>;
+  requestTimeoutMs?: number | undefined;
+  /**
+   * A ready client (tests, proxies, Azure). Its own retries are ignored: each request is sent once.
+   * Its HTTP errors keep the SDK's messages (a client made here reads any common error body).
+   */
+  client?: OpenAI | undefined;
+  /** More body fields for the server (`top_p`, `reasoning_effort`...). Never overrides ours. */
+  extraBody?: Record<string, unknown> | undefined;
 }
-
-/** Statuses worth sending the same request again for: timeout, conflict, rate limit. And every 5xx. */
-const RETRYABLE_STATUSES = new Set([408, 409, 429]);
 
 /** Local OpenAI-compatible servers need no key, but the SDK refuses to start without one. */
 const PLACEHOLDER_API_KEY = 'not-needed';
@@ -75,7 +84,7 @@ export class OpenAIChat implements ChatModel {
       : {
           client:
             options.client ??
-            new OpenAI({
+            new ReasonfulOpenAI({
               apiKey: apiKey ?? PLACEHOLDER_API_KEY,
               baseURL,
               organization: options.organization,
@@ -95,6 +104,7 @@ export class OpenAIChat implements ChatModel {
 
   #stream(client: OpenAI, request: ChatRequest): AsyncIterable<ModelChunk> {
     const { temperature, maxTokens, extraBody } = this.#options;
+    const maxTokensField = this.#options.maxTokensField ?? defaultMaxTokensField(client.baseURL);
     const body = {
       ...extraBody,
       model: this.id,
@@ -102,25 +112,53 @@ export class OpenAIChat implements ChatModel {
       stream: true as const,
       stream_options: { include_usage: true },
       ...(temperature === undefined ? {} : { temperature }),
-      ...(maxTokens === undefined ? {} : { max_completion_tokens: maxTokens }),
+      ...(maxTokens === undefined ? {} : { [maxTokensField]: maxTokens }),
     };
     return { [Symbol.asyncIterator]: () => new CompletionChunks(client, this.id, body, request.signal) };
   }
 }
 
-type CompletionStream = Stream<OpenAI.Chat.Completions.ChatCompletionChunk>;
+/** OpenAI itself takes `max_completion_tokens`; compatible servers know `max_tokens` (some only that). */
+function defaultMaxTokensField(baseURL: string): 'max_tokens' | 'max_completion_tokens' {
+  let host: string | undefined;
+  try {
+    host = new URL(baseURL).hostname;
+  } catch {
+    host = undefined;
+  }
+  return host === 'api.openai.com' ? 'max_completion_tokens' : 'max_tokens';
+}
 
 /**
- * The deltas of one streamed chat completion, then its `end`. An iterator written out rather than
- * an async generator: it sits on every token's path, and a generator's `yield` costs a few more
- * promise turns per delta than parsing the delta does.
+ * The SDK's client, with the server's reason in its HTTP errors whatever the body's shape: the SDK
+ * reads only OpenAI's `{error: {message}}` and reports FastAPI's `{detail}` (`transformers serve`)
+ * or a bare `{message}` as "400 status code (no body)".
+ */
+class ReasonfulOpenAI extends OpenAI {
+  protected override makeStatusError(
+    status: number,
+    body: object | undefined,
+    text: string | undefined,
+    headers: Headers,
+  ): APIError {
+    const reason = reasonOf(body ?? text);
+    if (reason === undefined) return super.makeStatusError(status, body as object, text, headers);
+    const error: unknown = body && 'error' in body ? body.error : undefined;
+    const fields = typeof error === 'object' && error !== null ? error : {};
+    return super.makeStatusError(status, { error: { ...fields, message: reason } }, undefined, headers);
+  }
+}
+
+/**
+ * The deltas of one streamed chat completion, then its `end`. The SDK sends the request (auth,
+ * headers, HTTP errors) and hands over the response; {@link readChatCompletionStream} reads its body
+ * (ending at `[DONE]`, even when the server keeps the body open) and {@link readChunk} each event.
+ * An iterator written out rather than an async generator: it sits on every token's path, and a
+ * generator's `yield` costs a few more promise turns per delta than parsing the delta does.
  */
 class CompletionChunks implements AsyncIterator<ModelChunk> {
-  #stream: CompletionStream | undefined;
-  #chunks: AsyncIterator<OpenAI.Chat.Completions.ChatCompletionChunk> | undefined;
-  #finishReason: string | undefined;
-  #usage: TokenUsage | undefined;
-  #delivered = false;
+  #events: AsyncIterator<ChatCompletionEvent> | undefined;
+  readonly #state: CompletionState = { finishReason: undefined, usage: undefined, delivered: false };
   #finished = false;
 
   readonly #client: OpenAI;
@@ -142,74 +180,61 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
 
   async next(): Promise<IteratorResult<ModelChunk, undefined>> {
     if (this.#finished || this.#signal.aborted) return this.#end();
-    const chunks = this.#chunks ?? (await this.#request());
-    if (!chunks) return this.#end();
+    const events = this.#events ?? (await this.#request());
+    if (!events) return this.#end();
     for (;;) {
-      let result: IteratorResult<OpenAI.Chat.Completions.ChatCompletionChunk>;
+      let result: IteratorResult<ChatCompletionEvent, undefined>;
+      let chunk: ModelChunk | undefined;
       try {
-        result = await chunks.next();
+        result = await events.next();
+        // The body was read to its end, or to `[DONE]`.
+        if (result.done) return this.#last();
+        chunk = readChunk(result.value, this.#state);
       } catch (error) {
-        // The body failed: close the socket, never leak the request.
-        this.#stream?.controller.abort();
+        // The body failed, or the server sent an error: close the socket, never leak the request.
+        void events.return?.();
         if (isAbort(error, this.#signal)) return this.#end();
         this.#finished = true;
-        throw toRunstateError(error, { started: true, delivered: this.#delivered });
+        throw error instanceof RunstateError ? error : toRunstateError(error, this.#state.delivered);
       }
-      // The SDK ends its iteration quietly when the signal aborts, as if the body had ended.
       if (this.#signal.aborted) return this.#end();
-      if (result.done) return this.#last();
-      const chunk = result.value;
-      const choice = chunk.choices[0];
-      if (choice?.finish_reason) this.#finishReason = choice.finish_reason;
-      if (chunk.usage) this.#usage = usageOf(chunk.usage);
-      const delta: ReasoningDelta | undefined = choice?.delta;
-      const content = delta?.content;
-      // vLLM, llama.cpp and DeepSeek name it `reasoning_content`; Ollama, OpenRouter and newer vLLM `reasoning`.
-      const reasoning = delta?.reasoning_content || delta?.reasoning;
-      if (reasoning && typeof reasoning === 'string') {
-        this.#delivered = true;
-        return { done: false, value: { type: 'delta', content: content || '', reasoning } };
-      }
-      if (content) {
-        this.#delivered = true;
-        return { done: false, value: { type: 'delta', content } };
-      }
+      if (chunk) return { done: false, value: chunk };
     }
   }
 
   /** The consumer stopped early: close the socket. */
   return(): Promise<IteratorResult<ModelChunk, undefined>> {
-    if (!this.#finished) this.#stream?.controller.abort();
+    if (!this.#finished) void this.#events?.return?.();
     return Promise.resolve(this.#end());
   }
 
-  async #request(): Promise<AsyncIterator<OpenAI.Chat.Completions.ChatCompletionChunk> | undefined> {
+  async #request(): Promise<AsyncIterator<ChatCompletionEvent> | undefined> {
     try {
       // `maxRetries` also per request: an injected client may have retries of its own.
-      this.#stream = await this.#client.chat.completions.create(this.#body, {
-        signal: this.#signal,
-        maxRetries: 0,
-      });
+      const response = await this.#client.chat.completions
+        .create(this.#body, { signal: this.#signal, maxRetries: 0 })
+        .asResponse();
+      this.#events = readChatCompletionStream(response);
     } catch (error) {
       if (isAbort(error, this.#signal)) return undefined;
       this.#finished = true;
-      throw toRunstateError(error, { started: false, delivered: false });
+      throw toRunstateError(error, false, { started: false });
     }
-    this.#chunks = this.#stream[Symbol.asyncIterator]();
-    return this.#chunks;
+    return this.#events;
   }
 
   /** The body ended: with a finish reason it is the `end`, without one the stream is incomplete. */
   #last(): IteratorResult<ModelChunk, undefined> {
     if (this.#finished) return this.#end();
     this.#finished = true;
-    if (this.#finishReason === undefined) {
+    const { finishReason, usage } = this.#state;
+    if (finishReason === undefined) {
       throw new RunstateError(
         'MODEL_STREAM_INCOMPLETE',
         `The stream of ${this.#modelId} ended without a finish reason (the body closed early)`,
       );
     }
-    return { done: false, value: { type: 'end', finishReason: this.#finishReason, usage: this.#usage } };
+    return { done: false, value: { type: 'end', finishReason, usage } };
   }
 
   #end(): IteratorResult<ModelChunk, undefined> {
@@ -218,30 +243,16 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
   }
 }
 
-/** A delta as reasoning models' servers send it: the SDK's type knows no reasoning. */
-type ReasoningDelta = OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta & {
-  reasoning_content?: unknown;
-  reasoning?: unknown;
-};
-
-/** A count the server did not send (or sent as something else than a number) is unknown, not 0. */
-function usageOf(usage: OpenAI.CompletionUsage): TokenUsage {
-  const count = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) ? value : null);
-  const input = count(usage.prompt_tokens);
-  const output = count(usage.completion_tokens);
-  const total = count(usage.total_tokens) ?? (input !== null && output !== null ? input + output : null);
-  return { input_tokens: input, output_tokens: output, total_tokens: total };
-}
-
 function isAbort(error: unknown, signal: AbortSignal): boolean {
   return signal.aborted || error instanceof APIUserAbortError;
 }
 
 /**
- * Maps an SDK failure to the one error type. `started`: the response headers arrived; `delivered`:
- * a delta was yielded, so sending the request again would repeat output the consumer already has.
+ * Maps a failure of the request or its body to the one error type. `delivered`: a delta was handed
+ * out, so sending the request again would repeat output the consumer already has; `started`: the
+ * response headers had arrived.
  */
-function toRunstateError(error: unknown, { started, delivered }: { started: boolean; delivered: boolean }) {
+function toRunstateError(error: unknown, delivered: boolean, { started = true } = {}): RunstateError {
   const message = error instanceof Error ? error.message : String(error);
   if (delivered) {
     return new RunstateError('MODEL_STREAM_INCOMPLETE', `The stream broke: ${message}`, { cause: error });
@@ -252,7 +263,7 @@ function toRunstateError(error: unknown, { started, delivered }: { started: bool
     const { status } = apiError;
     return new RunstateError('MODEL_REQUEST_FAILED', message, {
       status,
-      retryable: RETRYABLE_STATUSES.has(status) || status >= 500,
+      retryable: isRetryableStatus(status),
       retryAfterMs: retryAfterMs(apiError.headers),
       cause: error,
     });

@@ -15,14 +15,36 @@ export interface FakeStreamShape {
   delayMs?: number;
 }
 
+/**
+ * What a reasoning model streams before its answer: deltas in `delta.reasoning_content` (vLLM,
+ * llama.cpp, DeepSeek) or `delta.reasoning` (Ollama, OpenRouter), each with no `content`.
+ */
+export interface FakeReasoning {
+  deltas: readonly string[];
+  /** Default `'reasoning_content'`. */
+  field?: 'reasoning_content' | 'reasoning';
+  /** Milliseconds between two reasoning deltas (and before the first content). Default 0. */
+  delayMs?: number;
+}
+
 /** A normal answer: the chunks, a final chunk with `finish_reason`, the usage chunk, `[DONE]`. */
 export interface FakeStreamResponse extends FakeStreamShape {
   fault?: 'none';
-  /** Default `'stop'`. */
+  /** Reasoning deltas sent before the chunks, as a reasoning model thinks before it answers. */
+  reasoning?: FakeReasoning;
+  /** Default `'stop'` (`'length'` when the request's token limit cut the chunks). */
   finishReason?: string;
-  /** Reported usage (sent when the request asks with `stream_options.include_usage`); `false` omits it. */
+  /**
+   * Reported usage (sent when the request asks with `stream_options.include_usage`); `false` sends
+   * none at all, as many compatible servers do.
+   */
   usage?: FakeUsage | false;
+  /** After `[DONE]`, keep the body open instead of ending it (a server seen to do so). */
+  keepOpen?: boolean;
 }
+
+/** The shape of an error body: OpenAI's `{error: {...}}`, FastAPI's `{detail}`, a bare `{message}`, or plain text. */
+export type FakeErrorBody = 'openai' | 'detail' | 'message' | 'text';
 
 /** An HTTP error with an OpenAI-shaped JSON body, `{ error: { message, type, param, code } }`. */
 export interface FakeStatusResponse {
@@ -33,6 +55,20 @@ export interface FakeStatusResponse {
   retryAfter?: number;
   /** Sent as the `retry-after-ms` header. */
   retryAfterMs?: number;
+  /** Default `'openai'`. */
+  body?: FakeErrorBody;
+}
+
+/**
+ * A 200 stream that reports an error inside it, after its chunks (none by default), as llama.cpp
+ * does: `data: {"error": {"code": <status>, "message", "type"}}`, then the body ends without
+ * `[DONE]`.
+ */
+export interface FakeStreamErrorResponse extends FakeStreamShape {
+  fault: 'error';
+  /** The error's `code`. Default 500. */
+  status?: number;
+  message?: string;
 }
 
 /**
@@ -53,7 +89,8 @@ export interface FakeFaultResponse extends FakeStreamShape {
 }
 
 /** What the fake server answers to one chat-completions request. */
-export type FakeResponse = FakeStreamResponse | FakeStatusResponse | FakeFaultResponse;
+export type FakeResponse =
+  FakeStreamResponse | FakeStatusResponse | FakeStreamErrorResponse | FakeFaultResponse;
 
 /** The JSON body of a chat-completions request, as received. */
 export interface FakeRequestBody {
@@ -80,8 +117,15 @@ export interface FakeRequest {
   readonly clientAborted: boolean;
   /** Sends one content delta now (streaming requests whose response is still open). */
   send(content: string): void;
-  /** Sends the final chunk, the usage chunk (when asked for), `[DONE]`, and ends the response. */
-  finish(finishReason?: string): void;
+  /** Sends one reasoning delta now (`delta.reasoning_content`, or `delta.reasoning`). */
+  sendReasoning(text: string, field?: 'reasoning_content' | 'reasoning'): void;
+  /** Sends `data: {"error": error}` and ends the body, as a server failing mid-stream does. */
+  sendError(error: object): void;
+  /**
+   * Sends the final chunk, the usage chunk (when asked for and `usage` is not `false`), `[DONE]`,
+   * and ends the response (unless `keepOpen`: the body stays open after `[DONE]`).
+   */
+  finish(finishReason?: string, usage?: FakeUsage | false, keepOpen?: boolean): void;
   /** Ends the body cleanly without a finish reason or `[DONE]`. */
   truncate(): void;
   /** Closes the socket mid-body. */
@@ -92,6 +136,12 @@ export interface FakeRequest {
 export interface FakeOpenAIServerOptions {
   /** Default 0: an ephemeral port. The server always binds to 127.0.0.1. */
   port?: number;
+  /**
+   * The token-limit fields the server honours: a streamed answer longer than the limit is cut to
+   * it, with finish reason `length`; other fields are ignored, as `transformers serve` ignores
+   * `max_completion_tokens`. Default both. (One chunk counts as one token.)
+   */
+  maxTokensFields?: readonly ('max_tokens' | 'max_completion_tokens')[];
 }
 
 /** A local OpenAI-compatible server for tests and benchmarks. Create it with {@link createFakeOpenAIServer}. */
@@ -125,17 +175,21 @@ export function fakeChunks(count: number): string[] {
   return Array.from({ length: count }, (_, i) => DEFAULT_CHUNKS[i % DEFAULT_CHUNKS.length] ?? '');
 }
 
-const FAULTS = new Set(['none', 'status', 'reset', 'truncate', 'stall']);
+const FAULTS = new Set(['none', 'status', 'error', 'reset', 'truncate', 'stall']);
+const ERROR_BODIES = new Set(['openai', 'detail', 'message', 'text']);
 const MODEL_KEYS = new Set([
   'fault',
   'chunks',
   'delayMs',
   'finishReason',
   'usage',
+  'reasoning',
+  'keepOpen',
   'status',
   'message',
   'retryAfter',
   'retryAfterMs',
+  'body',
   'headers',
 ]);
 
@@ -146,9 +200,12 @@ const MODEL_KEYS = new Set([
  * - `fault`: `none` (default), `status`, `reset`, `truncate` or `stall`; `status=<code>` alone implies
  *   `fault=status`;
  * - `chunks=<n>`: number of deltas (see {@link fakeChunks}); `delayMs=<ms>` between them;
- * - normal streams: `finishReason=<reason>`, `usage=false`;
+ * - normal streams: `finishReason=<reason>`, `usage=false`, `reasoning=<n>` (that many reasoning
+ *   deltas first, in `reasoning_content`), `keepOpen=true` (the body stays open after `[DONE]`);
  * - `fault=status`: `status=<code>` (default 500), `message=<text>`, `retryAfter=<seconds>`,
- *   `retryAfterMs=<ms>`;
+ *   `retryAfterMs=<ms>`, `body=openai|detail|message|text`;
+ * - `fault=error` (an error object inside a 200 stream, after the chunks): `status=<code>` (default
+ *   500), `message=<text>`;
  * - `reset`, `truncate`, `stall`: `headers=false` sends nothing at all before the fault.
  *
  * Unknown keys or bad values throw (the server answers 400 with the reason).
@@ -185,21 +242,38 @@ export function parseFakeModel(model: string): FakeResponse {
   if (chunks !== undefined) shape.chunks = chunks;
   if (delayMs !== undefined) shape.delayMs = delayMs;
 
+  const message = params.get('message');
   if (fault === 'status') {
     const response: FakeStatusResponse = { fault, status: int('status') ?? 500 };
-    const message = params.get('message');
     const retryAfter = int('retryAfter');
     const retryAfterMs = int('retryAfterMs');
+    const body = params.get('body');
     if (message !== null) response.message = message;
     if (retryAfter !== undefined) response.retryAfter = retryAfter;
     if (retryAfterMs !== undefined) response.retryAfterMs = retryAfterMs;
+    if (body !== null) {
+      if (!ERROR_BODIES.has(body)) throw new Error(`unknown error body '${body}' in '${model}'`);
+      response.body = body as FakeErrorBody;
+    }
+    return response;
+  }
+  if (fault === 'error') {
+    const response: FakeStreamErrorResponse = { fault, ...shape };
+    const status = int('status');
+    if (status !== undefined) response.status = status;
+    if (message !== null) response.message = message;
     return response;
   }
   if (fault === 'none') {
     const response: FakeStreamResponse = { fault, ...shape };
     const finishReason = params.get('finishReason');
+    const reasoning = int('reasoning');
     if (finishReason !== null) response.finishReason = finishReason;
     if (params.get('usage') === 'false') response.usage = false;
+    if (reasoning !== undefined) {
+      response.reasoning = { deltas: Array.from({ length: reasoning }, (_, i) => `Thought ${i + 1}. `) };
+    }
+    if (params.get('keepOpen') === 'true') response.keepOpen = true;
     return response;
   }
   const response: FakeFaultResponse = { fault: fault as FakeFaultResponse['fault'], ...shape };
@@ -225,6 +299,12 @@ class Frames {
     const role = first ? '"role":"assistant",' : '';
     return Buffer.from(
       `${this.#prefix}[{"index":0,"delta":{${role}"content":${JSON.stringify(content)}},"finish_reason":null}]}\n\n`,
+    );
+  }
+  reasoning(text: string, field: string, first: boolean): Buffer {
+    const role = first ? '"role":"assistant",' : '';
+    return Buffer.from(
+      `${this.#prefix}[{"index":0,"delta":{${role}"content":null,${JSON.stringify(field)}:${JSON.stringify(text)}},"finish_reason":null}]}\n\n`,
     );
   }
   finish(reason: string): Buffer {
@@ -313,13 +393,31 @@ class RecordedRequest implements FakeRequest {
     this.sent++;
   }
 
-  finish(finishReason = 'stop', usage?: FakeUsage | false): void {
+  sendReasoning(text: string, field: FakeReasoning['field'] = 'reasoning_content'): void {
+    this.#assertStreaming('sendReasoning');
+    this.write(this.frames.reasoning(text, field, this.sent === 0));
+    this.sent++;
+  }
+
+  sendError(error: object): void {
+    this.#assertStreaming('sendError');
+    this.serverDone = true;
+    this.startStream();
+    this.#res.end(`data: ${JSON.stringify({ error })}\n\n`);
+  }
+
+  finish(finishReason = 'stop', usage?: FakeUsage | false, keepOpen = false): void {
     this.#assertStreaming('finish');
     this.write(this.frames.finish(finishReason));
     if (this.body.stream_options?.include_usage === true && usage !== false) {
       this.write(
         this.frames.usage(usage ?? { prompt_tokens: promptTokens(this.body), completion_tokens: this.sent }),
       );
+    }
+    if (keepOpen) {
+      // The answer is complete, but the body stays open until the client (or the server) closes it.
+      this.write(DONE);
+      return;
     }
     this.serverDone = true;
     this.#res.end(DONE);
@@ -385,8 +483,50 @@ function sendError(res: ServerResponse, response: FakeStatusResponse): void {
   if (response.retryAfter !== undefined) headers['retry-after'] = String(response.retryAfter);
   if (response.retryAfterMs !== undefined) headers['retry-after-ms'] = String(response.retryAfterMs);
   const message = response.message ?? `Fake error ${response.status}`;
-  const type = errorType(response.status);
-  sendJson(res, response.status, { error: { message, type, param: null, code: null } }, headers);
+  switch (response.body ?? 'openai') {
+    case 'openai':
+      return sendJson(
+        res,
+        response.status,
+        { error: { message, type: errorType(response.status), param: null, code: null } },
+        headers,
+      );
+    case 'detail':
+      return sendJson(res, response.status, { detail: message }, headers);
+    case 'message':
+      return sendJson(res, response.status, { message }, headers);
+    case 'text':
+      res.writeHead(response.status, { 'content-type': 'text/plain', ...headers });
+      return void res.end(message);
+  }
+}
+
+/** The error object a server sends inside a stream (llama.cpp's shape). */
+function streamErrorObject(response: FakeStreamErrorResponse): object {
+  const status = response.status ?? 500;
+  return { code: status, message: response.message ?? `Fake error ${status}`, type: errorType(status) };
+}
+
+/** The request's token limit, from the fields this server honours. */
+function tokenLimit(body: FakeRequestBody, fields: readonly string[]): number | undefined {
+  for (const field of fields) {
+    const value = body[field];
+    if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
+  }
+  return undefined;
+}
+
+/** Sends reasoning deltas one after the other, `delayMs` apart, then calls `done`. */
+function pumpReasoning(request: RecordedRequest, reasoning: FakeReasoning, done: () => void): void {
+  let i = 0;
+  const step = (): void => {
+    if (!request.open) return;
+    if (i >= reasoning.deltas.length) return done();
+    request.sendReasoning(reasoning.deltas[i++] ?? '', reasoning.field);
+    setTimeout(step, reasoning.delayMs ?? 0);
+  };
+  if (reasoning.deltas.length === 0) return done();
+  step();
 }
 
 /**
@@ -434,12 +574,31 @@ function isNormal(response: FakeResponse): response is FakeStreamResponse {
   return response.fault === undefined || response.fault === 'none';
 }
 
-function answerStream(request: RecordedRequest, res: ServerResponse): void {
+function answerStream(request: RecordedRequest, res: ServerResponse, limitFields: readonly string[]): void {
   const response = request.response;
   if (response.fault === 'status') return sendError(res, response);
+  if (response.fault === 'error') {
+    request.startStream();
+    const shape = { ...response, chunks: response.chunks ?? 0 };
+    return pump(request, shape, () => request.sendError(streamErrorObject(response)));
+  }
   if (isNormal(response)) {
     request.startStream();
-    return pump(request, response, () => request.finish(response.finishReason, response.usage));
+    const limit = tokenLimit(request.body, limitFields);
+    const count =
+      typeof response.chunks === 'number' ? response.chunks : (response.chunks ?? DEFAULT_CHUNKS).length;
+    const cut = limit !== undefined && count > limit;
+    const shape: FakeStreamResponse = cut
+      ? {
+          ...response,
+          chunks:
+            typeof response.chunks === 'number' ? limit : (response.chunks ?? DEFAULT_CHUNKS).slice(0, limit),
+        }
+      : response;
+    const finishReason = cut ? 'length' : response.finishReason;
+    const content = () =>
+      pump(request, shape, () => request.finish(finishReason, response.usage, response.keepOpen === true));
+    return response.reasoning ? pumpReasoning(request, response.reasoning, content) : content();
   }
   if (response.headers === false) {
     if (response.fault === 'stall') return;
@@ -454,6 +613,7 @@ function answerStream(request: RecordedRequest, res: ServerResponse): void {
 function answerJson(request: RecordedRequest, res: ServerResponse): void {
   const response = request.response;
   if (response.fault === 'status') return sendError(res, response);
+  if (response.fault === 'error') return sendJson(res, 200, { error: streamErrorObject(response) });
   if (response.fault === 'stall') return;
   if (response.fault === 'reset') return request.reset();
   const chunks =
@@ -515,6 +675,7 @@ export async function createFakeOpenAIServer(
   let taken = 0;
   let fallback: FakeResponse | undefined;
   let closing: Promise<void> | undefined;
+  const limitFields = options.maxTokensFields ?? ['max_completion_tokens', 'max_tokens'];
 
   const chat = (req: IncomingMessage, res: ServerResponse, raw: string): void => {
     let body: FakeRequestBody = {};
@@ -537,7 +698,7 @@ export async function createFakeOpenAIServer(
       taken++;
       waiter.resolve(request);
     }
-    if (body.stream === true) answerStream(request, res);
+    if (body.stream === true) answerStream(request, res, limitFields);
     else answerJson(request, res);
   };
 

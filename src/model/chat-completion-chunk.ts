@@ -1,0 +1,149 @@
+import type { TokenUsage } from '../../machines/run-types.js';
+import { RunstateError } from '../errors.js';
+import type { ChatCompletionEvent } from './chat-completion-stream.js';
+import type { ModelChunk } from './chat-model.js';
+
+/**
+ * What one streamed completion has told so far. Filled in by {@link readChunk}, one parsed event at
+ * a time, whatever read the events (the openai SDK's `Stream` or `readChatCompletionStream`).
+ */
+export interface CompletionState {
+  finishReason: string | undefined;
+  usage: TokenUsage | undefined;
+  /** A delta was handed out: the request can no longer be sent again without repeating output. */
+  delivered: boolean;
+}
+
+/** A delta as servers of reasoning models send it: the SDK's type knows no reasoning. */
+interface ReasoningDelta {
+  content?: string | null;
+  /** vLLM, llama.cpp, DeepSeek's API. */
+  reasoning_content?: unknown;
+  /** Ollama, OpenRouter, newer vLLM. */
+  reasoning?: unknown;
+}
+
+/**
+ * Reads one event of a streamed chat completion into `state`: returns the delta to hand out, if the
+ * event has one (reasoning first, then content), and throws a {@link RunstateError} for an error
+ * object sent inside the stream (see {@link streamError}).
+ */
+export function readChunk(event: ChatCompletionEvent, state: CompletionState): ModelChunk | undefined {
+  if (event.error) throw streamError(event.error, state.delivered);
+  const choice = event.choices?.[0];
+  if (choice?.finish_reason) state.finishReason = choice.finish_reason;
+  if (event.usage) state.usage = usageOf(event.usage);
+  const delta: ReasoningDelta | undefined = choice?.delta;
+  if (!delta) return undefined;
+  const content = delta.content;
+  const reasoning = delta.reasoning_content || delta.reasoning;
+  if (typeof reasoning === 'string' && reasoning !== '') {
+    state.delivered = true;
+    return { type: 'delta', content: content || '', reasoning };
+  }
+  if (content) {
+    state.delivered = true;
+    return { type: 'delta', content };
+  }
+  return undefined;
+}
+
+/** A count the server did not send (or sent as no number) is unknown, not 0. */
+export function usageOf(usage: {
+  prompt_tokens?: unknown;
+  completion_tokens?: unknown;
+  total_tokens?: unknown;
+}): TokenUsage {
+  const input = count(usage.prompt_tokens);
+  const output = count(usage.completion_tokens);
+  const total = count(usage.total_tokens) ?? (input !== null && output !== null ? input + output : null);
+  return { input_tokens: input, output_tokens: output, total_tokens: total };
+}
+
+function count(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : null;
+}
+
+/** Statuses worth sending the same request again for: timeout, conflict, rate limit. And every 5xx. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 409 || status === 429 || status >= 500;
+}
+
+/** Error types that name a status without giving it (OpenAI's, Anthropic-style proxies'). */
+const STATUS_OF_TYPE: Record<string, number> = {
+  rate_limit_exceeded: 429,
+  rate_limit_error: 429,
+  server_error: 500,
+  overloaded_error: 503,
+};
+
+/**
+ * The error a server sent inside a 200 stream (`data: {"error": {...}}`: llama.cpp's failures, a
+ * proxy's rate limit), as an HTTP error of its status would be: its status is the error's `code`
+ * (or `status`, or what its `type` names). Before any output it is `MODEL_REQUEST_FAILED`, retryable
+ * for 408, 409, 429 and 5xx; after output it is `MODEL_STREAM_INCOMPLETE`, never retryable (sending
+ * the request again would repeat what the user already has).
+ */
+export function streamError(error: unknown, delivered: boolean): RunstateError {
+  const status = statusOf(error);
+  const reason = reasonOf(error) ?? 'the server reported an error';
+  const message = `${status === undefined ? '' : `${status} `}${reason} (sent inside the stream)`;
+  if (delivered) {
+    return new RunstateError('MODEL_STREAM_INCOMPLETE', `The stream broke: ${message}`, {
+      status,
+      cause: error,
+    });
+  }
+  return new RunstateError('MODEL_REQUEST_FAILED', message, {
+    status,
+    retryable: status !== undefined && isRetryableStatus(status),
+    cause: error,
+  });
+}
+
+function statusOf(error: unknown): number | undefined {
+  if (!isRecord(error)) return undefined;
+  for (const value of [error.code, error.status]) {
+    const status = typeof value === 'string' && /^\d{3}$/.test(value) ? Number(value) : value;
+    if (typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 599)
+      return status;
+  }
+  for (const value of [error.type, error.code]) {
+    if (typeof value === 'string' && STATUS_OF_TYPE[value] !== undefined) return STATUS_OF_TYPE[value];
+  }
+  return undefined;
+}
+
+/** Longest reason kept from an error body: an HTML error page is not a message. */
+const MAX_REASON_LENGTH = 500;
+
+/**
+ * The server's reason in an error body of any common shape: OpenAI's `{error: {message}}`, a bare
+ * `{error: "..."}`, FastAPI's `{detail: "..."}` (or its list of validation errors), `{message}`, a
+ * JSON string, or plain text. `undefined` for an empty body.
+ */
+export function reasonOf(body: unknown): string | undefined {
+  if (typeof body === 'string') return clip(body.trim()) || undefined;
+  if (!isRecord(body)) return body === undefined || body === null ? undefined : clip(JSON.stringify(body));
+  const { error, detail, message } = body;
+  if (typeof error === 'string' && error !== '') return clip(error);
+  if (isRecord(error)) return reasonOf(error);
+  if (typeof detail === 'string' && detail !== '') return clip(detail);
+  if (Array.isArray(detail)) {
+    return clip(
+      detail
+        .map((item) => (isRecord(item) && typeof item.msg === 'string' ? item.msg : JSON.stringify(item)))
+        .join('; '),
+    );
+  }
+  if (typeof message === 'string' && message !== '') return clip(message);
+  return clip(JSON.stringify(body));
+}
+
+function clip(text: string): string {
+  return text.length > MAX_REASON_LENGTH ? `${text.slice(0, MAX_REASON_LENGTH - 1)}…` : text;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,142 @@
+import { describe, expect, it } from 'vitest';
+import {
+  readChunk,
+  reasonOf,
+  streamError,
+  usageOf,
+  type CompletionState,
+} from '../src/model/chat-completion-chunk.js';
+import type { ChatCompletionEvent } from '../src/model/chat-completion-stream.js';
+
+const fresh = (): CompletionState => ({ finishReason: undefined, usage: undefined, delivered: false });
+
+function event(delta: Record<string, unknown>, extra: Record<string, unknown> = {}): ChatCompletionEvent {
+  return {
+    id: 'c',
+    object: 'chat.completion.chunk',
+    created: 0,
+    model: 'm',
+    choices: [{ index: 0, delta, finish_reason: null }],
+    ...extra,
+  };
+}
+
+describe('readChunk', () => {
+  it('hands out content, and reasoning before the content of the same delta', () => {
+    const state = fresh();
+    expect(readChunk(event({ role: 'assistant', content: '' }), state)).toBeUndefined();
+    expect(state.delivered).toBe(false);
+    expect(readChunk(event({ content: null, reasoning_content: 'think' }), state)).toEqual({
+      type: 'delta',
+      content: '',
+      reasoning: 'think',
+    });
+    expect(readChunk(event({ content: 'so', reasoning: 'ing' }), state)).toEqual({
+      type: 'delta',
+      content: 'so',
+      reasoning: 'ing',
+    });
+    expect(readChunk(event({ content: 'Hi' }), state)).toEqual({ type: 'delta', content: 'Hi' });
+    expect(state.delivered).toBe(true);
+  });
+
+  it('ignores reasoning that is not text (a server sending null or an object)', () => {
+    const state = fresh();
+    expect(readChunk(event({ content: 'a', reasoning_content: null, reasoning: { x: 1 } }), state)).toEqual({
+      type: 'delta',
+      content: 'a',
+    });
+  });
+
+  it('records the finish reason and the usage of a usage chunk with no choices', () => {
+    const state = fresh();
+    readChunk({ ...event({}), choices: [{ index: 0, delta: {}, finish_reason: 'length' }] }, state);
+    readChunk(
+      {
+        ...event({}),
+        choices: [],
+        usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 },
+      },
+      state,
+    );
+    expect(state).toMatchObject({
+      finishReason: 'length',
+      usage: { input_tokens: 3, output_tokens: 4, total_tokens: 7 },
+    });
+  });
+
+  it('throws for an error object, as the error of its status', () => {
+    const state = fresh();
+    const error = {
+      error: { code: 500, message: 'boom', type: 'server_error' },
+    } as unknown as ChatCompletionEvent;
+    expect(() => readChunk(error, state)).toThrow(
+      expect.objectContaining({ code: 'MODEL_REQUEST_FAILED', status: 500 }) as Error,
+    );
+  });
+});
+
+describe('usageOf', () => {
+  it('keeps an unreported count unknown (null), and computes a missing total', () => {
+    expect(usageOf({ prompt_tokens: 2, completion_tokens: 3 })).toEqual({
+      input_tokens: 2,
+      output_tokens: 3,
+      total_tokens: 5,
+    });
+    expect(usageOf({ completion_tokens: 3 })).toEqual({
+      input_tokens: null,
+      output_tokens: 3,
+      total_tokens: null,
+    });
+    expect(usageOf({ prompt_tokens: 'x', completion_tokens: -1, total_tokens: 0 })).toEqual({
+      input_tokens: null,
+      output_tokens: null,
+      total_tokens: 0,
+    });
+  });
+});
+
+describe('streamError', () => {
+  it.each([
+    { error: { code: 500, message: 'm' }, status: 500, retryable: true },
+    { error: { code: '503', message: 'm' }, status: 503, retryable: true },
+    { error: { status: 408, message: 'm' }, status: 408, retryable: true },
+    { error: { code: 'rate_limit_exceeded', message: 'm' }, status: 429, retryable: true },
+    { error: { type: 'server_error', message: 'm' }, status: 500, retryable: true },
+    { error: { code: 400, message: 'm' }, status: 400, retryable: false },
+    { error: { code: 'context_length_exceeded', message: 'm' }, status: undefined, retryable: false },
+    { error: 'm', status: undefined, retryable: false },
+  ])('takes the status from $error', ({ error, status, retryable }) => {
+    const before = streamError(error, false);
+    expect(before).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status, isRetryable: retryable });
+    expect(before.message).toContain('m');
+    expect(streamError(error, true)).toMatchObject({
+      code: 'MODEL_STREAM_INCOMPLETE',
+      status,
+      isRetryable: false,
+    });
+  });
+});
+
+describe('reasonOf', () => {
+  it.each([
+    { body: { error: { message: 'openai' } }, reason: 'openai' },
+    { body: { error: 'bare' }, reason: 'bare' },
+    { body: { detail: 'fastapi' }, reason: 'fastapi' },
+    {
+      body: { detail: [{ loc: ['body', 'model'], msg: 'field required' }, { msg: 'x' }] },
+      reason: 'field required; x',
+    },
+    { body: { message: 'express' }, reason: 'express' },
+    { body: '  plain text \n', reason: 'plain text' },
+    { body: { other: 1 }, reason: '{"other":1}' },
+    { body: '', reason: undefined },
+    { body: undefined, reason: undefined },
+  ])('finds $reason in $body', ({ body, reason }) => {
+    expect(reasonOf(body)).toBe(reason);
+  });
+
+  it('shortens a long body (an HTML error page) to 500 characters', () => {
+    expect(reasonOf('x'.repeat(10_000))).toHaveLength(500);
+  });
+});
