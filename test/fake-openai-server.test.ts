@@ -13,7 +13,11 @@ interface Chunk {
   id: string;
   object: string;
   model: string;
-  choices: { index: number; delta: { role?: string; content?: string }; finish_reason: string | null }[];
+  choices: {
+    index: number;
+    delta: { role?: string; content?: string | null; reasoning_content?: string; reasoning?: string };
+    finish_reason: string | null;
+  }[];
   usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
 }
 
@@ -189,6 +193,95 @@ describe('streams (POST /v1/chat/completions, stream: true)', () => {
   });
 });
 
+describe('shapes of real servers (issue 10)', () => {
+  it('reasoning: sends reasoning deltas (content null) before the content, in the field asked for', async () => {
+    server.enqueue(
+      { reasoning: { deltas: ['Let me ', 'think.'] }, chunks: ['Hi'] },
+      { reasoning: { deltas: ['Hm.'], field: 'reasoning' }, chunks: ['Yo'] },
+    );
+
+    const first = chunks(await (await post(streamBody())).text());
+    const second = chunks(await (await post(streamBody())).text());
+
+    expect(first.slice(0, 3).map((chunk) => chunk.choices[0]?.delta)).toEqual([
+      { role: 'assistant', content: null, reasoning_content: 'Let me ' },
+      { content: null, reasoning_content: 'think.' },
+      { content: 'Hi' },
+    ]);
+    expect(second[0]?.choices[0]?.delta).toEqual({ role: 'assistant', content: null, reasoning: 'Hm.' });
+    expect(contentOf(second)).toEqual(['Yo']);
+  });
+
+  it('a token limit cuts the answer to it with finish_reason length, for the fields the server honours only', async () => {
+    await server.close();
+    server = await createFakeOpenAIServer({ maxTokensFields: ['max_tokens'] });
+    server.setDefault({ chunks: ['a', 'b', 'c'] });
+
+    const honoured = chunks(await (await post({ ...streamBody(), max_tokens: 2 })).text());
+    const ignored = chunks(await (await post({ ...streamBody(), max_completion_tokens: 2 })).text());
+
+    expect(contentOf(honoured)).toEqual(['a', 'b']);
+    expect(honoured.find((chunk) => chunk.choices[0]?.finish_reason)?.choices[0]?.finish_reason).toBe(
+      'length',
+    );
+    expect(contentOf(ignored)).toEqual(['a', 'b', 'c']);
+    expect(server.requests.map((request) => request.body.max_tokens)).toEqual([2, undefined]);
+  });
+
+  it('error: sends the chunks, then an error object inside the 200 stream, and ends with no [DONE]', async () => {
+    server.enqueue({ fault: 'error', status: 503, message: 'loading', chunks: ['a'] });
+
+    const response = await post(streamBody());
+    const data = frames(await response.text());
+
+    expect(response.status).toBe(200);
+    expect(data).toHaveLength(2);
+    expect(JSON.parse(data[1]!)).toEqual({ error: { code: 503, message: 'loading', type: 'server_error' } });
+  });
+
+  it.each([
+    ['detail', 'application/json', '{"detail":"no such model"}'],
+    ['message', 'application/json', '{"message":"no such model"}'],
+    ['text', 'text/plain', 'no such model'],
+  ] as const)('status with body=%s answers that shape', async (body, type, text) => {
+    server.enqueue({ fault: 'status', status: 400, body, message: 'no such model' });
+
+    const response = await post(streamBody());
+
+    expect(response.status).toBe(400);
+    expect(response.headers.get('content-type')).toBe(type);
+    expect(await response.text()).toBe(text);
+  });
+
+  it('usage: false sends no usage even when the request asks for it', async () => {
+    server.enqueue({ chunks: ['a'], usage: false });
+
+    const all = chunks(await (await post(streamBody())).text());
+
+    expect(all.some((chunk) => chunk.usage)).toBe(false);
+  });
+
+  it('keepOpen: sends [DONE] and keeps the body open until the client goes away', async () => {
+    server.enqueue({ chunks: ['a'], keepOpen: true });
+    const controller = new AbortController();
+    const response = await post(streamBody(), controller.signal);
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!text.endsWith('data: [DONE]\n\n')) {
+      const read = await reader.read();
+      if (read.done) throw new Error('the body ended after [DONE]');
+      text += decoder.decode(read.value, { stream: true });
+    }
+    const request = await server.nextRequest();
+
+    expect(request.clientAborted).toBe(false);
+    controller.abort();
+    await request.closed;
+    expect(request.clientAborted).toBe(true);
+  });
+});
+
 describe('errors', () => {
   it('answers a status with an OpenAI-shaped error body and retry-after headers', async () => {
     server.enqueue({ fault: 'status', status: 503, message: 'overloaded', retryAfterMs: 250 });
@@ -322,16 +415,28 @@ describe('parseFakeModel', () => {
     ['fake?fault=stall&chunks=0&headers=false', { fault: 'stall', chunks: 0, headers: false }],
     ['fake?fault=reset&chunks=5&delayMs=10', { fault: 'reset', chunks: 5, delayMs: 10 }],
     ['fake?finishReason=length&usage=false', { fault: 'none', finishReason: 'length', usage: false }],
+    [
+      'fake?reasoning=2&keepOpen=true',
+      { fault: 'none', reasoning: { deltas: ['Thought 1. ', 'Thought 2. '] }, keepOpen: true },
+    ],
+    ['fake?fault=error&status=429&chunks=1', { fault: 'error', status: 429, chunks: 1 }],
+    [
+      'fake?status=400&body=detail&message=no',
+      { fault: 'status', status: 400, body: 'detail', message: 'no' },
+    ],
   ])('reads %s', (model, expected) => {
     expect(parseFakeModel(model)).toEqual(expected);
   });
 
-  it.each(['fake?fault=explode', 'fake?chunks=-1', 'fake?chunks=many', 'fake?delay=5'])(
-    'rejects %s',
-    (model) => {
-      expect(() => parseFakeModel(model)).toThrow();
-    },
-  );
+  it.each([
+    'fake?fault=explode',
+    'fake?chunks=-1',
+    'fake?chunks=many',
+    'fake?delay=5',
+    'fake?status=400&body=html',
+  ])('rejects %s', (model) => {
+    expect(() => parseFakeModel(model)).toThrow();
+  });
 });
 
 describe('fake-openai-server-main', () => {
