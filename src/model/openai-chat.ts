@@ -42,10 +42,13 @@ const PLACEHOLDER_API_KEY = 'not-needed';
 
 /**
  * A {@link ChatModel} on the OpenAI chat-completions API, through the `openai` SDK: works with OpenAI
- * and any compatible server. Every SDK error is turned into a {@link RunstateError} here, once:
- * `MODEL_REQUEST_FAILED` (with `status`, `isRetryable`, `retryAfterMs`) when no output came yet,
- * `MODEL_STREAM_INCOMPLETE` when the stream broke or ended without a finish reason. An aborted
- * signal ends the stream quietly.
+ * and any compatible server (vLLM, llama.cpp, Ollama, `transformers serve`). A reasoning model's
+ * reasoning (`delta.reasoning_content` or `delta.reasoning`) comes as the deltas' `reasoning`. Every
+ * failure is turned into a {@link RunstateError} here, once: `MODEL_REQUEST_FAILED` (with `status`,
+ * `isRetryable`, `retryAfterMs`, and the server's reason from any common error body) when no output
+ * came yet, `MODEL_STREAM_INCOMPLETE` when the stream broke after output or ended without a finish
+ * reason; an error object sent inside the stream counts as the HTTP error of its `code`. The stream
+ * ends at `[DONE]`, even when the server keeps the body open. An aborted signal ends it quietly.
  *
  * With no API key and no base URL (neither in options nor in the environment) it runs the
  * deterministic {@link OfflineModel} instead (`offline` is true, `provider` is `'offline'`), so
