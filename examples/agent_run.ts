@@ -17,7 +17,12 @@ const agent = new Agent({
 const output = await agent.run('Write a short poem about state machines in 40 words.');
 console.log(`status:  ${output.status}`);
 console.log(`run id:  ${output.run_id}`);
-console.log(`tokens:  ${output.metrics.output_tokens} out, ${output.metrics.input_tokens} in`);
+// A server that reports no usage gives null counts: unknown, not zero.
+const tokens = (count: number | null) => (count === null ? 'unknown' : String(count));
+console.log(
+  `tokens:  ${tokens(output.metrics.output_tokens)} out, ${tokens(output.metrics.input_tokens)} in`,
+);
+console.log(`finish:  ${output.finish_reason}`);
 console.log(
   `time:    ${output.metrics.duration.toFixed(2)} s (first token after ${output.metrics.time_to_first_token?.toFixed(3)} s)`,
 );
