@@ -65,7 +65,7 @@ describe('a reasoning model (llama.cpp with a DeepSeek-R1 template, vLLM, Ollama
         reasoning_content: `Step ${i}. `,
       });
       await vi.advanceTimersByTimeAsync(900);
-      expect(orchestrator.getRun(run.runId)?.status).toBe('streaming');
+      expect((await orchestrator.getRun(run.runId))?.status).toBe('streaming');
     }
     request.send('Answer.');
     request.finish('stop');
