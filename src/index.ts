@@ -2,10 +2,17 @@
  * runstate: a run orchestrator for LLM agents. Every run is an XState v5 actor
  * (`pending → streaming → completed | cancelled | failed`) whose cancel aborts the model request.
  *
+ * What a user calls and the types they write, named one by one: a new export is a decision
+ * (`test/public-api.test.ts` holds the list). The run machine is `runstate/machines`; the test kit
+ * `runstate/testing`; the HTTP server `runstate/server`.
+ *
  * @packageDocumentation
  */
+
+// Agents and their models.
 export { Agent, agentIdFromName, type AgentOptions, type AgentRunOptions, type RunStream } from './agent.js';
-export { RunstateError, toRunErrorData, type RunstateErrorOptions } from './errors.js';
+export { OpenAIChat, type OpenAIChatOptions } from './model/openai-chat.js';
+export { OfflineModel, type OfflineModelOptions } from './model/offline-model.js';
 export type {
   ChatMessage,
   ChatModel,
@@ -21,10 +28,59 @@ export {
   type ToolOptions,
   type ToolParameters,
 } from './tools/tool.js';
-export { OpenAIChat, type OpenAIChatOptions } from './model/openai-chat.js';
-export { OfflineModel, type OfflineModelOptions } from './model/offline-model.js';
-export * from './runtime/index.js';
-export * from './inspect/index.js';
+
+// Errors.
+export { RunstateError, type RunstateErrorOptions } from './errors.js';
+
+// The orchestrator and what it keeps its state behind.
+export {
+  createOrchestrator,
+  type CancelRequestOptions,
+  type Orchestrator,
+  type OrchestratorOptions,
+  type RunHandle,
+  type RunLimits,
+  type StartRunRequest,
+} from './runtime/create-orchestrator.js';
+export {
+  createMemoryRunStore,
+  MEMORY_STORE_LIMITS,
+  type MemoryRunStoreOptions,
+  type RetentionOptions,
+} from './runtime/memory-run-store.js';
+export { createMemoryCancelBus } from './runtime/memory-cancel-bus.js';
+export { createMemoryEventBus } from './runtime/memory-event-bus.js';
+export type {
+  CancelBus,
+  EventBus,
+  RunFilter,
+  RunListener,
+  RunNotice,
+  RunPatch,
+  RunStore,
+  SessionFilter,
+  SessionRecord,
+} from './runtime/storage.js';
+
+// Runs as the world sees them: events and records (wire objects).
+export {
+  isTerminalEvent,
+  RunEvent,
+  RunStatus,
+  type ReasoningCompletedEvent,
+  type ReasoningStartedEvent,
+  type ReasoningStep,
+  type RunCancelledEvent,
+  type RunCompletedEvent,
+  type RunContentEvent,
+  type RunErrorEvent,
+  type RunEventBase,
+  type RunExtraData,
+  type RunOutput,
+  type RunRecord,
+  type RunStartedEvent,
+  type RunTerminalEvent,
+} from './runtime/run-events.js';
 export type {
   CancelReason,
   ErrorCode,
@@ -38,3 +94,16 @@ export type {
   ToolConfirmation,
   ToolExecution,
 } from '../machines/run-types.js';
+
+// Inspection.
+export {
+  createInspector,
+  type FeedSubscriptionOptions,
+  type InspectedOrchestrator,
+  type Inspector,
+  type InspectorOptions,
+} from './inspect/create-inspector.js';
+export type { InspectorHandler } from './inspect/create-inspector-handler.js';
+export { combineInspectors, type InspectorLike } from './inspect/combine-inspectors.js';
+export type { MachineGraph, MachineGraphEdge, MachineGraphNode } from './inspect/machine-graph.js';
+export type { FeedMessage, InspectorLogEntry, RunProgress, RunSummary } from './inspect/feed-messages.js';

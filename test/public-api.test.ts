@@ -1,0 +1,147 @@
+/**
+ * The public API of `runstate` is a decision: the root exports what a user calls and the types they
+ * write, named one by one. A new export (or a lost one) fails here until this list says so.
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** What `import * as runstate from 'runstate'` holds at run time. */
+const VALUES = [
+  'Agent',
+  'MEMORY_STORE_LIMITS',
+  'OfflineModel',
+  'OpenAIChat',
+  'RunEvent',
+  'RunStatus',
+  'RunstateError',
+  'agentIdFromName',
+  'combineInspectors',
+  'createInspector',
+  'createMemoryCancelBus',
+  'createMemoryEventBus',
+  'createMemoryRunStore',
+  'createOrchestrator',
+  'isTerminalEvent',
+  'tool',
+];
+
+/** Types only (erased at run time), as `src/index.ts` names them. */
+const TYPES = [
+  'AgentOptions',
+  'AgentRunOptions',
+  'CancelBus',
+  'CancelReason',
+  'CancelRequestOptions',
+  'ChatMessage',
+  'ChatModel',
+  'ChatRequest',
+  'ErrorCode',
+  'EventBus',
+  'FeedMessage',
+  'FeedSubscriptionOptions',
+  'FinalRunStatus',
+  'InspectedOrchestrator',
+  'Inspector',
+  'InspectorHandler',
+  'InspectorLike',
+  'InspectorLogEntry',
+  'InspectorOptions',
+  'MachineGraph',
+  'MachineGraphEdge',
+  'MachineGraphNode',
+  'MemoryRunStoreOptions',
+  'ModelChunk',
+  'OfflineModelOptions',
+  'OpenAIChatOptions',
+  'Orchestrator',
+  'OrchestratorOptions',
+  'ReasoningCompletedEvent',
+  'ReasoningStartedEvent',
+  'ReasoningStep',
+  'RetentionOptions',
+  'RetryPolicy',
+  'RunCancelledEvent',
+  'RunCompletedEvent',
+  'RunContentEvent',
+  'RunErrorData',
+  'RunErrorEvent',
+  'RunEventBase',
+  'RunExtraData',
+  'RunFilter',
+  'RunHandle',
+  'RunLimits',
+  'RunListener',
+  'RunMetrics',
+  'RunNotice',
+  'RunOutput',
+  'RunPatch',
+  'RunProgress',
+  'RunRecord',
+  'RunStartedEvent',
+  'RunStore',
+  'RunStream',
+  'RunSummary',
+  'RunTerminalEvent',
+  'RunstateErrorOptions',
+  'SessionFilter',
+  'SessionRecord',
+  'StartRunRequest',
+  'TokenUsage',
+  'Tool',
+  'ToolCallMetrics',
+  'ToolCallRequest',
+  'ToolCallStatus',
+  'ToolConfirmation',
+  'ToolDefinition',
+  'ToolExecuteContext',
+  'ToolExecution',
+  'ToolOptions',
+  'ToolParameters',
+];
+
+/** Every name `source` exports with `export { … } from` or `export type { … } from`. */
+function exportedNames(source: string): string[] {
+  const names: string[] = [];
+  for (const [, list] of source.matchAll(/export\s+(?:type\s+)?\{([^}]*)\}/g)) {
+    for (const item of list!.split(',')) {
+      const name = item
+        .trim()
+        .replace(/^type\s+/, '')
+        .split(/\s+as\s+/)
+        .at(-1)!;
+      if (name) names.push(name);
+    }
+  }
+  return names;
+}
+
+describe('the root export of runstate', () => {
+  it('holds exactly these values, imported by the package name as a user imports it', async () => {
+    // Node itself resolves the name (the package's exports map, its sources' condition), not Vite.
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        '--conditions=runstate-source',
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        "const m = await import('runstate'); console.log(JSON.stringify(Object.keys(m)))",
+      ],
+      { cwd: ROOT },
+    );
+    expect((JSON.parse(stdout) as string[]).sort()).toEqual(VALUES);
+  });
+
+  it('names every export one by one (no export *), exactly these values and types', () => {
+    const source = readFileSync(new URL('../src/index.ts', import.meta.url), 'utf8');
+    expect(source).not.toMatch(/export\s+\*/);
+    // `RunEvent` and `RunStatus` are a value and a type of the same name.
+    expect(exportedNames(source).sort()).toEqual([...VALUES, ...TYPES].sort());
+  });
+});
