@@ -1,0 +1,197 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { StateValue } from 'xstate';
+import type { RunOutput } from '../runtime/run-events.js';
+import type { RunListener, RunNotice } from '../runtime/storage.js';
+
+/** Options of {@link createPrometheusMetrics}. */
+export interface PrometheusMetricsOptions {
+  /**
+   * Where the metrics are registered. Default: a new registry of their own, never prom-client's
+   * global one, so two apps (or tests) in one process do not collide.
+   */
+  registry?: Registry | undefined;
+  /** Prepended to every metric name. Default `'runstate_'`. */
+  prefix?: string | undefined;
+  /** Upper bounds of the run duration histogram, in seconds. */
+  durationBuckets?: number[] | undefined;
+  /** Upper bounds of the time-to-first-token histogram, in seconds. */
+  timeToFirstTokenBuckets?: number[] | undefined;
+}
+
+/** Prometheus metrics of runs, fed by the orchestrator's notices. */
+export interface PrometheusMetrics {
+  /** The registry to scrape: `await registry.metrics()` is the exposition text. */
+  readonly registry: Registry;
+  /** Subscribe it to an orchestrator: `orchestrator.subscribe(metrics.listener)`. */
+  readonly listener: RunListener;
+  /**
+   * Adds a source of the open event streams gauge (an HTTP app counting its streams), read at each
+   * scrape. Returns a function that removes it.
+   */
+  countEventStreams(count: () => number): () => void;
+}
+
+/** Default duration buckets: from a tenth of a second to ten minutes (the default run timeout). */
+export const DEFAULT_DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+/** Default time-to-first-token buckets, in seconds. */
+export const DEFAULT_TIME_TO_FIRST_TOKEN_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30];
+
+const FINAL = new Set(['completed', 'cancelled', 'failed']);
+
+/** What is kept of an active run: only its labels. Dropped when the run finishes. */
+interface ActiveRun {
+  agent: string;
+  state: string;
+}
+
+/**
+ * Creates the Prometheus metrics of runs. Labels are bounded sets only (agent ids, machine states,
+ * statuses, cancel reasons, tool names): never a run or a session id.
+ *
+ * @example
+ * ```ts
+ * const metrics = createPrometheusMetrics();
+ * orchestrator.subscribe(metrics.listener);
+ * // later: res.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+ * ```
+ */
+export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
+  const registry = options.registry ?? new Registry();
+  const prefix = options.prefix ?? 'runstate_';
+  const registers = [registry];
+
+  const started = new Counter({
+    name: `${prefix}runs_started_total`,
+    help: 'Runs created, by agent.',
+    labelNames: ['agent'] as const,
+    registers,
+  });
+  const finished = new Counter({
+    name: `${prefix}runs_finished_total`,
+    help: 'Runs ended, by agent and final status (completed, cancelled, failed).',
+    labelNames: ['agent', 'status'] as const,
+    registers,
+  });
+  const active = new Gauge({
+    name: `${prefix}runs_active`,
+    help: "Runs not yet final, by the run machine's state (pending, streaming.attempt.receiving...).",
+    labelNames: ['state'] as const,
+    registers,
+  });
+  const duration = new Histogram({
+    name: `${prefix}run_duration_seconds`,
+    help: 'Duration of finished runs, from the first model request (or creation) to the end.',
+    labelNames: ['agent', 'status'] as const,
+    buckets: options.durationBuckets ?? DEFAULT_DURATION_BUCKETS,
+    registers,
+  });
+  const timeToFirstToken = new Histogram({
+    name: `${prefix}time_to_first_token_seconds`,
+    help: 'From the first model request to the first output (reasoning or content), for runs that had output.',
+    labelNames: ['agent'] as const,
+    buckets: options.timeToFirstTokenBuckets ?? DEFAULT_TIME_TO_FIRST_TOKEN_BUCKETS,
+    registers,
+  });
+  const tokens = new Counter({
+    name: `${prefix}tokens_total`,
+    help: 'Tokens of finished runs as the model server reported them, by agent and type (input, output).',
+    labelNames: ['agent', 'type'] as const,
+    registers,
+  });
+  const cancels = new Counter({
+    name: `${prefix}run_cancels_total`,
+    help: 'Cancelled runs, by agent and reason (api, code, client_disconnect, shutdown).',
+    labelNames: ['agent', 'reason'] as const,
+    registers,
+  });
+  const retries = new Counter({
+    name: `${prefix}model_retries_total`,
+    help: 'Model requests retried after a failure before the first chunk, by agent.',
+    labelNames: ['agent'] as const,
+    registers,
+  });
+  const streamSources = new Set<() => number>();
+  new Gauge({
+    name: `${prefix}event_streams_open`,
+    help: 'Server-sent event streams open (run streams and replays).',
+    registers,
+    collect() {
+      let open = 0;
+      for (const count of streamSources) open += count();
+      this.set(open);
+    },
+  });
+
+  const runs = new Map<string, ActiveRun>();
+
+  function onFinished(run: RunOutput): void {
+    const entry = runs.get(run.run_id);
+    if (entry) {
+      active.dec({ state: entry.state });
+      runs.delete(run.run_id);
+    }
+    const agent = run.agent_id;
+    finished.inc({ agent, status: run.status });
+    duration.observe({ agent, status: run.status }, run.metrics.duration);
+    if (run.metrics.time_to_first_token !== null) {
+      timeToFirstToken.observe({ agent }, run.metrics.time_to_first_token);
+    }
+    if (run.metrics.input_tokens) tokens.inc({ agent, type: 'input' }, run.metrics.input_tokens);
+    if (run.metrics.output_tokens) tokens.inc({ agent, type: 'output' }, run.metrics.output_tokens);
+    if (run.status === 'cancelled') cancels.inc({ agent, reason: run.cancel_reason ?? 'unknown' });
+  }
+
+  const listener: RunListener = (notice: RunNotice) => {
+    switch (notice.type) {
+      case 'created': {
+        const agent = notice.run.agent_id;
+        started.inc({ agent });
+        const state = notice.run.status;
+        runs.set(notice.run.run_id, { agent, state });
+        active.inc({ state });
+        return;
+      }
+      case 'state': {
+        const entry = runs.get(notice.runId);
+        if (!entry) return;
+        // A final state: the run leaves the gauge now, its 'finished' notice counts it.
+        const state = FINAL.has(notice.status) ? undefined : stateLabel(notice.value);
+        if (state === entry.state) return;
+        active.dec({ state: entry.state });
+        if (state === undefined) {
+          runs.delete(notice.runId);
+          return;
+        }
+        active.inc({ state });
+        if (state.endsWith('retrying') && !entry.state.endsWith('retrying'))
+          retries.inc({ agent: entry.agent });
+        entry.state = state;
+        return;
+      }
+      case 'finished':
+        onFinished(notice.run);
+        return;
+      case 'event':
+        // Content is not counted here: tokens come from the model's usage, once per run.
+        return;
+    }
+  };
+
+  return {
+    registry,
+    listener,
+    countEventStreams(count) {
+      streamSources.add(count);
+      return () => streamSources.delete(count);
+    },
+  };
+}
+
+/** The active state as one dotted path (`streaming.attempt.receiving`): a bounded set of labels. */
+export function stateLabel(value: StateValue): string {
+  if (typeof value === 'string') return value;
+  const [key, child] = Object.entries(value)[0] ?? ['unknown', undefined];
+  return child === undefined || (typeof child === 'object' && Object.keys(child).length === 0)
+    ? key
+    : `${key}.${stateLabel(child)}`;
+}

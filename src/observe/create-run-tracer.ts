@@ -1,0 +1,220 @@
+import {
+  context,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Context,
+  type Span,
+  type Tracer,
+  type TracerProvider,
+} from '@opentelemetry/api';
+import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
+import type { RunListener, RunNotice } from '../runtime/storage.js';
+import { stateLabel } from './create-prometheus-metrics.js';
+
+/** Options of {@link createRunTracer}. */
+export interface RunTracerOptions {
+  /**
+   * Where spans go. Default: the global provider (`trace.getTracerProvider()`), a no-op until the
+   * application registers an OpenTelemetry SDK. runstate never starts one.
+   */
+  tracerProvider?: TracerProvider | undefined;
+  /**
+   * Record message content: the user's input and the answer (`gen_ai.input.messages`,
+   * `gen_ai.output.messages`), tool arguments and results. Default `false`: content may be personal
+   * or secret, and it is large.
+   */
+  recordContent?: boolean | undefined;
+}
+
+/** Traces runs with OpenTelemetry, fed by the orchestrator's notices. */
+export interface RunTracer {
+  /** Subscribe it to an orchestrator: `orchestrator.subscribe(tracer.listener)`. */
+  readonly listener: RunListener;
+}
+
+/** The instrumentation scope of the spans. */
+const SCOPE = 'runstate';
+
+const FINAL: ReadonlySet<RunStatus> = new Set(['completed', 'cancelled', 'failed']);
+
+/** One model request in progress. */
+interface ChatSpan {
+  span: Span;
+  /** `performance.now()` when it started. */
+  startedAt: number;
+  firstOutput: boolean;
+}
+
+/** What the tracer keeps of a run while it is active. */
+interface TracedRun {
+  span: Span;
+  /** The run span's context: the parent of its model requests and tool calls. */
+  context: Context;
+  model: string;
+  provider: string;
+  sessionId: string;
+  chat: ChatSpan | undefined;
+  chats: number;
+  tools: Map<string, Span>;
+}
+
+/**
+ * Creates a tracer of runs following the OpenTelemetry GenAI semantic conventions: an
+ * `invoke_agent {agent}` span per run, a `chat {model}` client span per model request and an
+ * `execute_tool {tool}` span per tool call. The run span's parent is the context active when the run
+ * was created (`startRun` is synchronous), so a run started while handling a traced request belongs
+ * to that trace.
+ *
+ * @example
+ * ```ts
+ * const tracer = createRunTracer();
+ * orchestrator.subscribe(tracer.listener);
+ * ```
+ */
+export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
+  const provider = options.tracerProvider;
+  const recordContent = options.recordContent ?? false;
+  // Resolved on first use: the application may register its SDK after creating the tracer.
+  let tracer: Tracer | undefined;
+  const getTracer = () => (tracer ??= (provider ?? trace.getTracerProvider()).getTracer(SCOPE));
+  const runs = new Map<string, TracedRun>();
+
+  function onCreated(run: RunRecord): void {
+    const parent = context.active();
+    const attributes: Attributes = {
+      'gen_ai.operation.name': 'invoke_agent',
+      'gen_ai.agent.id': run.agent_id,
+      'gen_ai.agent.name': run.agent_name,
+      'gen_ai.conversation.id': run.session_id,
+      'gen_ai.request.model': run.model,
+      'gen_ai.provider.name': run.model_provider,
+      'runstate.run.id': run.run_id,
+    };
+    if (recordContent) attributes['gen_ai.input.messages'] = messages('user', run.run_input);
+    const span = getTracer().startSpan(
+      `invoke_agent ${run.agent_name}`,
+      { kind: SpanKind.INTERNAL, attributes },
+      parent,
+    );
+    runs.set(run.run_id, {
+      span,
+      context: trace.setSpan(parent, span),
+      model: run.model,
+      provider: run.model_provider,
+      sessionId: run.session_id,
+      chat: undefined,
+      chats: 0,
+      tools: new Map(),
+    });
+  }
+
+  function startChat(run: TracedRun): void {
+    run.chats++;
+    const span = getTracer().startSpan(
+      `chat ${run.model}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'gen_ai.operation.name': 'chat',
+          'gen_ai.request.model': run.model,
+          'gen_ai.provider.name': run.provider,
+          'gen_ai.request.stream': true,
+          'gen_ai.conversation.id': run.sessionId,
+        },
+      },
+      run.context,
+    );
+    run.chat = { span, startedAt: performance.now(), firstOutput: false };
+  }
+
+  function onState(run: TracedRun, state: string, status: RunStatus): void {
+    // A model request is the machine's `streaming.attempt` state, entered once per request.
+    if (state.startsWith('streaming.attempt')) {
+      if (!run.chat) startChat(run);
+      return;
+    }
+    // In a final state, the 'finished' notice ends the request's span with the run's usage.
+    if (!run.chat || FINAL.has(status)) return;
+    if (state.endsWith('retrying')) {
+      run.chat.span.setAttribute('error.type', '_OTHER');
+      run.chat.span.setStatus({
+        code: SpanStatusCode.ERROR,
+        message: 'failed before its first chunk; retried',
+      });
+    }
+    run.chat.span.end();
+    run.chat = undefined;
+  }
+
+  function onEvent(run: TracedRun, event: RunEvent): void {
+    if (event.event === 'RunContent' || event.event === 'ReasoningStarted') {
+      const chat = run.chat;
+      if (chat && !chat.firstOutput) {
+        chat.firstOutput = true;
+        chat.span.setAttribute(
+          'gen_ai.response.time_to_first_chunk',
+          (performance.now() - chat.startedAt) / 1000,
+        );
+      }
+    }
+  }
+
+  function onFinished(run: TracedRun, output: RunOutput): void {
+    const { metrics } = output;
+    const usage: Attributes = {};
+    if (metrics.input_tokens !== null) usage['gen_ai.usage.input_tokens'] = metrics.input_tokens;
+    if (metrics.output_tokens !== null) usage['gen_ai.usage.output_tokens'] = metrics.output_tokens;
+    const finishReasons = output.finish_reason === null ? undefined : [output.finish_reason];
+
+    const chat = run.chat;
+    if (chat) {
+      // Usage comes once per run: it is the last request's own only when there was one request.
+      if (run.chats === 1) chat.span.setAttributes(usage);
+      if (finishReasons) chat.span.setAttribute('gen_ai.response.finish_reasons', finishReasons);
+      if (output.status === 'failed') failed(chat.span, output);
+      chat.span.end();
+    }
+    for (const span of run.tools.values()) span.end();
+
+    const span = run.span;
+    span.setAttributes({ ...usage, 'runstate.run.status': output.status });
+    if (finishReasons) span.setAttribute('gen_ai.response.finish_reasons', finishReasons);
+    if (recordContent) span.setAttribute('gen_ai.output.messages', messages('assistant', output.content));
+    if (output.status === 'cancelled') {
+      // Not an error: the status stays unset, the reason is recorded.
+      const reason = output.cancel_reason ?? 'unknown';
+      span.setAttribute('runstate.run.cancel_reason', reason);
+      span.addEvent('runstate.run.cancelled', { 'runstate.run.cancel_reason': reason });
+    } else if (output.status === 'failed') failed(span, output);
+    span.end();
+  }
+
+  const listener: RunListener = (notice: RunNotice) => {
+    if (notice.type === 'created') return onCreated(notice.run);
+    const runId = notice.type === 'finished' ? notice.run.run_id : notice.runId;
+    const run = runs.get(runId);
+    if (!run) return;
+    switch (notice.type) {
+      case 'state':
+        return onState(run, stateLabel(notice.value), notice.status);
+      case 'event':
+        return onEvent(run, notice.event);
+      case 'finished':
+        runs.delete(runId);
+        return onFinished(run, notice.run);
+    }
+  };
+  return { listener };
+}
+
+function failed(span: Span, output: RunOutput): void {
+  span.setAttribute('error.type', output.error?.code ?? '_OTHER');
+  span.setStatus({ code: SpanStatusCode.ERROR, message: output.error?.message ?? 'failed' });
+}
+
+/** Messages in the GenAI conventions' JSON form: one text part. */
+function messages(role: 'user' | 'assistant', content: string): string {
+  return JSON.stringify([{ role, parts: [{ type: 'text', content }] }]);
+}

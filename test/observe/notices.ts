@@ -1,0 +1,143 @@
+/**
+ * Notices of runs as the orchestrator sends them (created, state changes, wire events, finished),
+ * written by hand for the observers' unit tests: each test plays the life of a run step by step.
+ */
+import type { StateValue } from 'xstate';
+import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../../src/runtime/run-events.js';
+import type { RunListener } from '../../src/runtime/storage.js';
+import type { CancelReason, ErrorCode } from '../../machines/run-types.js';
+
+/** A run being played to an observer. */
+export interface PlayedRun {
+  readonly record: RunRecord;
+  state(value: StateValue): void;
+  event(event: { event: RunEvent['event'] } & Record<string, unknown>): void;
+  /** Model request: `streaming.attempt.requesting`, then `receiving` with a first delta. */
+  request(content?: string): void;
+  complete(usage?: { input_tokens: number | null; output_tokens: number | null }): RunOutput;
+  cancel(reason: CancelReason): RunOutput;
+  fail(code: ErrorCode): RunOutput;
+}
+
+let counter = 0;
+
+/** Plays a run to `listener`, from its creation. */
+export function playRun(
+  listener: RunListener,
+  { agent = 'story-writer-agent', session = 'session-1', input = 'Tell me a story' } = {},
+): PlayedRun {
+  const runId = `run-${++counter}`;
+  let seq = 0;
+  let content = '';
+  const record: RunRecord = {
+    run_id: runId,
+    agent_id: agent,
+    agent_name: 'Story Writer Agent',
+    session_id: session,
+    user_id: null,
+    status: 'pending',
+    run_input: input,
+    content: '',
+    reasoning_content: '',
+    finish_reason: null,
+    model: 'gpt-test',
+    model_provider: 'openai',
+    metrics: null,
+    error: null,
+    cancel_reason: null,
+    created_at: 1_700_000_000,
+    finished_at: null,
+  };
+  const base = () => ({
+    run_id: runId,
+    agent_id: agent,
+    agent_name: record.agent_name,
+    session_id: session,
+    created_at: record.created_at,
+    seq: ++seq,
+  });
+  const statusOf = (value: StateValue): RunStatus =>
+    (typeof value === 'string' ? value : Object.keys(value)[0]) as RunStatus;
+  const played: PlayedRun = {
+    record,
+    state(value) {
+      listener({ type: 'state', runId, value, status: statusOf(value) });
+    },
+    event(event) {
+      listener({ type: 'event', runId, event: { ...base(), ...event } as RunEvent });
+    },
+    request(delta = 'Once') {
+      played.state({ streaming: { attempt: 'requesting' } });
+      played.state({ streaming: { attempt: 'receiving' } });
+      content += delta;
+      played.event({ event: 'RunContent', content: delta });
+    },
+    complete(usage = { input_tokens: 10, output_tokens: 5 }) {
+      const total =
+        usage.input_tokens === null ? null : (usage.input_tokens ?? 0) + (usage.output_tokens ?? 0);
+      const output = finish('completed', { finish_reason: 'stop' }, { ...usage, total_tokens: total });
+      played.event({
+        event: 'RunCompleted',
+        content,
+        reasoning_content: '',
+        finish_reason: 'stop',
+        status: 'completed',
+        metrics: output.metrics,
+      });
+      listener({ type: 'finished', run: output });
+      return output;
+    },
+    cancel(reason) {
+      const output = finish('cancelled', { cancel_reason: reason });
+      played.event({ event: 'RunCancelled', content, reason, status: 'cancelled' });
+      listener({ type: 'finished', run: output });
+      return output;
+    },
+    fail(code) {
+      const output = finish('failed', {
+        error: { code, message: 'the model server failed', retryable: false },
+      });
+      played.event({
+        event: 'RunError',
+        content: 'the model server failed',
+        code,
+        error_type: code,
+        status: 'failed',
+      });
+      listener({ type: 'finished', run: output });
+      return output;
+    },
+  };
+
+  function finish(
+    status: RunOutput['status'],
+    fields: Partial<RunOutput>,
+    usage: Partial<RunOutput['metrics']> = {},
+  ): RunOutput {
+    played.state(status);
+    return {
+      ...record,
+      content,
+      status,
+      metrics: {
+        input_tokens: null,
+        output_tokens: null,
+        total_tokens: null,
+        time_to_first_token: content ? 0.2 : null,
+        duration: 1.5,
+        ...usage,
+      },
+      finished_at: record.created_at + 2,
+      ...fields,
+    } as RunOutput;
+  }
+
+  listener({ type: 'created', run: { ...record } });
+  played.event({
+    event: 'RunStarted',
+    model: record.model,
+    model_provider: record.model_provider,
+    run_input: input,
+  });
+  return played;
+}

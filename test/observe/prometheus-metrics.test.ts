@@ -1,0 +1,151 @@
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createPrometheusMetrics, stateLabel } from '../../src/observe/index.js';
+import { playRun } from './notices.js';
+
+/** The value of one sample of the exposition text, `undefined` when it is absent. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const present = match[2] ? match[2].split(',') : [];
+    if (present.length === wanted.length && wanted.every((label) => present.includes(label)))
+      return Number(match[3]);
+  }
+  return undefined;
+}
+
+describe('Prometheus metrics of runs', () => {
+  it('counts runs started and finished by agent and status, tokens, cancels by reason, durations', async () => {
+    const metrics = createPrometheusMetrics();
+    const completed = playRun(metrics.listener);
+    completed.request('Once upon a time');
+    completed.complete({ input_tokens: 12, output_tokens: 30 });
+    const second = playRun(metrics.listener, { agent: 'essay-writer-agent' });
+    second.request();
+    second.complete({ input_tokens: null, output_tokens: null });
+    const cancelled = playRun(metrics.listener);
+    cancelled.request();
+    cancelled.cancel('api');
+    const pending = playRun(metrics.listener);
+    pending.cancel('client_disconnect');
+    const failed = playRun(metrics.listener);
+    failed.state({ streaming: { attempt: 'requesting' } });
+    failed.fail('MODEL_REQUEST_FAILED');
+
+    const text = await metrics.registry.metrics();
+    const story = { agent: 'story-writer-agent' };
+    expect(sample(text, 'runstate_runs_started_total', story)).toBe(4);
+    expect(sample(text, 'runstate_runs_started_total', { agent: 'essay-writer-agent' })).toBe(1);
+    expect(sample(text, 'runstate_runs_finished_total', { ...story, status: 'completed' })).toBe(1);
+    expect(sample(text, 'runstate_runs_finished_total', { ...story, status: 'cancelled' })).toBe(2);
+    expect(sample(text, 'runstate_runs_finished_total', { ...story, status: 'failed' })).toBe(1);
+    expect(sample(text, 'runstate_run_cancels_total', { ...story, reason: 'api' })).toBe(1);
+    expect(sample(text, 'runstate_run_cancels_total', { ...story, reason: 'client_disconnect' })).toBe(1);
+    // Unknown counts (null) add nothing.
+    expect(sample(text, 'runstate_tokens_total', { ...story, type: 'input' })).toBe(12);
+    expect(sample(text, 'runstate_tokens_total', { ...story, type: 'output' })).toBe(30);
+    expect(
+      sample(text, 'runstate_tokens_total', { agent: 'essay-writer-agent', type: 'input' }),
+    ).toBeUndefined();
+    expect(sample(text, 'runstate_run_duration_seconds_count', { ...story, status: 'cancelled' })).toBe(2);
+    expect(sample(text, 'runstate_run_duration_seconds_sum', { ...story, status: 'cancelled' })).toBe(3);
+    // Runs without output have no time to first token.
+    expect(sample(text, 'runstate_time_to_first_token_seconds_count', story)).toBe(2);
+    expect(sample(text, 'runstate_time_to_first_token_seconds_bucket', { ...story, le: '0.25' })).toBe(2);
+    expect(sample(text, 'runstate_time_to_first_token_seconds_bucket', { ...story, le: '0.1' })).toBe(0);
+    // Nothing is active any more.
+    for (const line of text.split('\n').filter((line) => line.startsWith('runstate_runs_active{'))) {
+      expect(line).toMatch(/ 0$/);
+    }
+  });
+
+  it("shows active runs by the machine's state, and counts retries once per retry", async () => {
+    const metrics = createPrometheusMetrics();
+    const waiting = playRun(metrics.listener);
+    const streaming = playRun(metrics.listener);
+    streaming.request();
+    let text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'pending' })).toBe(1);
+    expect(sample(text, 'runstate_runs_active', { state: 'streaming.attempt.receiving' })).toBe(1);
+
+    const retried = playRun(metrics.listener);
+    retried.state({ streaming: { attempt: 'requesting' } });
+    retried.state({ streaming: 'retrying' });
+    retried.state({ streaming: 'retrying' }); // the same state again is no new retry
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'streaming.retrying' })).toBe(1);
+    expect(sample(text, 'runstate_runs_active', { state: 'streaming.attempt.requesting' })).toBe(0);
+    retried.request();
+    retried.state({ streaming: 'retrying' });
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_model_retries_total', { agent: 'story-writer-agent' })).toBe(2);
+
+    waiting.cancel('shutdown');
+    streaming.complete();
+    retried.fail('MODEL_REQUEST_FAILED');
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'pending' })).toBe(0);
+    expect(sample(text, 'runstate_runs_active', { state: 'streaming.retrying' })).toBe(0);
+  });
+
+  it('labels nothing with a run or session id', async () => {
+    const metrics = createPrometheusMetrics();
+    const run = playRun(metrics.listener, { session: 'session-secret-42' });
+    run.request();
+    run.complete();
+    const text = await metrics.registry.metrics();
+    expect(text).not.toContain(run.record.run_id);
+    expect(text).not.toContain('session-secret-42');
+  });
+
+  it('sums the open event streams of every source at each scrape', async () => {
+    const metrics = createPrometheusMetrics();
+    let first = 2;
+    metrics.countEventStreams(() => first);
+    const remove = metrics.countEventStreams(() => 3);
+    expect(sample(await metrics.registry.metrics(), 'runstate_event_streams_open')).toBe(5);
+    first = 0;
+    remove();
+    expect(sample(await metrics.registry.metrics(), 'runstate_event_streams_open')).toBe(0);
+  });
+
+  it('uses a registry of its own: two sets of metrics in one process do not collide', async () => {
+    const a = createPrometheusMetrics();
+    const b = createPrometheusMetrics();
+    playRun(a.listener);
+    expect(
+      sample(await a.registry.metrics(), 'runstate_runs_started_total', { agent: 'story-writer-agent' }),
+    ).toBe(1);
+    expect(
+      sample(await b.registry.metrics(), 'runstate_runs_started_total', { agent: 'story-writer-agent' }),
+    ).toBe(undefined);
+    // Or the embedder's registry, with a prefix of its choice.
+    const registry = new Registry();
+    createPrometheusMetrics({ registry, prefix: 'myapp_agents_' });
+    expect(await registry.metrics()).toContain('myapp_agents_runs_started_total');
+  });
+
+  it('ignores notices of runs it did not see created (subscribed late)', async () => {
+    const metrics = createPrometheusMetrics();
+    const before = playRun(() => undefined);
+    const runId = before.record.run_id;
+    metrics.listener({
+      type: 'state',
+      runId,
+      value: { streaming: { attempt: 'requesting' } },
+      status: 'streaming',
+    });
+    metrics.listener({ type: 'state', runId, value: 'completed', status: 'completed' });
+    expect(await metrics.registry.metrics()).not.toMatch(/^runstate_runs_active\{/m);
+  });
+});
+
+describe('stateLabel', () => {
+  it('writes a state value as one dotted path', () => {
+    expect(stateLabel('pending')).toBe('pending');
+    expect(stateLabel({ streaming: { attempt: 'receiving' } })).toBe('streaming.attempt.receiving');
+    expect(stateLabel({ streaming: 'retrying' })).toBe('streaming.retrying');
+  });
+});

@@ -1,0 +1,175 @@
+import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+  type ReadableSpan,
+} from '@opentelemetry/sdk-trace-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRunTracer } from '../../src/observe/index.js';
+import { playRun } from './notices.js';
+
+const exporter = new InMemorySpanExporter();
+const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+const contextManager = new AsyncLocalStorageContextManager();
+
+// The run span's parent is the active context: that needs a context manager, as an SDK registers.
+beforeAll(() => {
+  context.setGlobalContextManager(contextManager.enable());
+});
+afterAll(async () => {
+  context.disable();
+  await provider.shutdown();
+});
+
+/** The spans ended since the last call, by name. */
+function takeSpans(): Map<string, ReadableSpan[]> {
+  const spans = new Map<string, ReadableSpan[]>();
+  for (const span of exporter.getFinishedSpans())
+    spans.set(span.name, [...(spans.get(span.name) ?? []), span]);
+  exporter.reset();
+  return spans;
+}
+
+function only(spans: Map<string, ReadableSpan[]>, name: string): ReadableSpan {
+  const found = spans.get(name) ?? [];
+  expect(found).toHaveLength(1);
+  return found[0]!;
+}
+
+describe('OpenTelemetry traces of runs', () => {
+  it('makes an invoke_agent span per run and a chat client span per model request, as the GenAI conventions name them', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener, { session: 'session-7' });
+    run.request('Once upon a time');
+    run.event({ event: 'RunContent', content: ', there was' });
+    run.complete({ input_tokens: 12, output_tokens: 30 });
+
+    const spans = takeSpans();
+    expect([...spans.keys()].sort()).toEqual(['chat gpt-test', 'invoke_agent Story Writer Agent']);
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
+    expect(agent.kind).toBe(SpanKind.INTERNAL);
+    expect(agent.attributes).toMatchObject({
+      'gen_ai.operation.name': 'invoke_agent',
+      'gen_ai.agent.id': 'story-writer-agent',
+      'gen_ai.agent.name': 'Story Writer Agent',
+      'gen_ai.conversation.id': 'session-7',
+      'gen_ai.request.model': 'gpt-test',
+      'gen_ai.provider.name': 'openai',
+      'runstate.run.id': run.record.run_id,
+      'runstate.run.status': 'completed',
+      'gen_ai.usage.input_tokens': 12,
+      'gen_ai.usage.output_tokens': 30,
+      'gen_ai.response.finish_reasons': ['stop'],
+    });
+    expect(agent.status.code).toBe(SpanStatusCode.UNSET);
+
+    const chat = only(spans, 'chat gpt-test');
+    expect(chat.kind).toBe(SpanKind.CLIENT);
+    expect(chat.parentSpanContext?.spanId).toBe(agent.spanContext().spanId);
+    expect(chat.spanContext().traceId).toBe(agent.spanContext().traceId);
+    expect(chat.attributes).toMatchObject({
+      'gen_ai.operation.name': 'chat',
+      'gen_ai.request.model': 'gpt-test',
+      'gen_ai.provider.name': 'openai',
+      'gen_ai.usage.input_tokens': 12,
+      'gen_ai.usage.output_tokens': 30,
+      'gen_ai.response.finish_reasons': ['stop'],
+    });
+    expect(chat.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThanOrEqual(0);
+  });
+
+  it('parents the run span with the context active when the run is created (a traced request)', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const request = provider.getTracer('test').startSpan('POST /agents/{agent_id}/runs');
+    const run = context.with(trace.setSpan(context.active(), request), () => playRun(tracer.listener));
+    // Notices after creation arrive outside that context: the run keeps its own.
+    run.request();
+    run.complete();
+    request.end();
+
+    const spans = takeSpans();
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
+    expect(agent.parentSpanContext?.spanId).toBe(request.spanContext().spanId);
+    expect(agent.spanContext().traceId).toBe(request.spanContext().traceId);
+    expect(only(spans, 'chat gpt-test').spanContext().traceId).toBe(request.spanContext().traceId);
+  });
+
+  it('records a cancel with its reason, not as an error, and ends the request span', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener);
+    run.request();
+    run.cancel('client_disconnect');
+
+    const spans = takeSpans();
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
+    expect(agent.status.code).toBe(SpanStatusCode.UNSET);
+    expect(agent.attributes).toMatchObject({
+      'runstate.run.status': 'cancelled',
+      'runstate.run.cancel_reason': 'client_disconnect',
+    });
+    expect(agent.events.map(({ name, attributes }) => [name, attributes])).toEqual([
+      ['runstate.run.cancelled', { 'runstate.run.cancel_reason': 'client_disconnect' }],
+    ]);
+    expect(only(spans, 'chat gpt-test').status.code).toBe(SpanStatusCode.UNSET);
+  });
+
+  it('marks a failed run and its request as errors with the error code, and a retried request as failed', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.state({ streaming: 'retrying' });
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.fail('MODEL_REQUEST_FAILED');
+
+    const spans = takeSpans();
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
+    expect(agent.status).toEqual({ code: SpanStatusCode.ERROR, message: 'the model server failed' });
+    expect(agent.attributes['error.type']).toBe('MODEL_REQUEST_FAILED');
+    const chats = spans.get('chat gpt-test') ?? [];
+    expect(chats.map((chat) => [chat.status.code, chat.attributes['error.type']])).toEqual([
+      [SpanStatusCode.ERROR, '_OTHER'],
+      [SpanStatusCode.ERROR, 'MODEL_REQUEST_FAILED'],
+    ]);
+    // Usage is per run: with two requests, neither request span claims it.
+    expect(chats[1]!.attributes['gen_ai.usage.input_tokens']).toBeUndefined();
+  });
+
+  it('records no message content unless told to', () => {
+    const secret = 'my password is hunter2';
+    const quiet = createRunTracer({ tracerProvider: provider });
+    const run = playRun(quiet.listener, { input: secret });
+    run.request('the answer is 42');
+    run.complete();
+    const text = JSON.stringify([...takeSpans().values()].flat().map((span) => span.attributes));
+    expect(text).not.toContain('hunter2');
+    expect(text).not.toContain('the answer is 42');
+
+    const verbose = createRunTracer({ tracerProvider: provider, recordContent: true });
+    const recorded = playRun(verbose.listener, { input: secret });
+    recorded.request('the answer is 42');
+    recorded.complete();
+    const agent = only(takeSpans(), 'invoke_agent Story Writer Agent');
+    expect(JSON.parse(String(agent.attributes['gen_ai.input.messages']))).toEqual([
+      { role: 'user', parts: [{ type: 'text', content: secret }] },
+    ]);
+    expect(JSON.parse(String(agent.attributes['gen_ai.output.messages']))).toEqual([
+      { role: 'assistant', parts: [{ type: 'text', content: 'the answer is 42' }] },
+    ]);
+  });
+
+  it('uses the global provider by default, found when the first run starts', () => {
+    const tracer = createRunTracer();
+    // Registered after the tracer was made, as an application may do.
+    trace.setGlobalTracerProvider(provider);
+    try {
+      const run = playRun(tracer.listener);
+      run.request();
+      run.complete();
+      expect([...takeSpans().keys()]).toContain('invoke_agent Story Writer Agent');
+    } finally {
+      trace.disable();
+    }
+  });
+});
