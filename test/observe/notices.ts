@@ -129,7 +129,7 @@ export function playRun(
       },
       finished_at: record.created_at + 2,
       ...fields,
-    } as RunOutput;
+    };
   }
 
   listener({ type: 'created', run: { ...record } });
