@@ -6,6 +6,8 @@ import { createOpenApiDocument } from './openapi.js';
 export interface ApiDocsOptions {
   /** Whether the app requires a bearer token (the document says so; the page offers to send one). */
   secured: boolean;
+  /** Whether the app serves `GET /prometheus`. */
+  prometheus: boolean;
 }
 
 // Swagger UI from the installed swagger-ui-dist: the page works offline, nothing from a CDN.
@@ -61,7 +63,7 @@ export function apiDocs(options: ApiDocsOptions): Router {
   const resolve = createRequire(import.meta.url).resolve;
 
   router.get('/openapi.json', (_req, res) => {
-    document ??= JSON.stringify(createOpenApiDocument({ secured: options.secured }));
+    document ??= JSON.stringify(createOpenApiDocument(options));
     res.type('application/json').send(document);
   });
   router.get('/docs', (req, res) => {

@@ -2,6 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import cors from 'cors';
 import express, { type Express } from 'express';
 import type { Agent } from '../agent.js';
+import { createPrometheusMetrics, type PrometheusMetrics } from '../observe/create-prometheus-metrics.js';
+import { createRunTracer, type RunTracerOptions } from '../observe/create-run-tracer.js';
 import { AgentDirectory } from './agent-directory.js';
 import { apiDocs } from './api-docs.js';
 import { agentRoutes } from './agent-routes.js';
@@ -11,6 +13,7 @@ import { errorHandler, malformedRequest, notFoundHandler, sendError } from './ht
 import { RunstateError } from '../errors.js';
 import type { RouteContext } from './route-context.js';
 import { runRoutes } from './run-routes.js';
+import { observeRoutes } from './observe-routes.js';
 import { sessionRoutes } from './session-routes.js';
 import { trackResponses } from './track-responses.js';
 
@@ -55,6 +58,18 @@ export interface CreateAppOptions {
    * end long-lived ones (the inspector's feed) yourself.
    */
   mount?: Readonly<Record<string, MountedHandler>>;
+  /**
+   * Prometheus metrics of the runs, served at `GET /prometheus` (behind the security key). Pass a
+   * set made with `createPrometheusMetrics({ registry })` to share your registry; `false` serves none.
+   * Default: a set with a registry of its own.
+   */
+  metrics?: PrometheusMetrics | false;
+  /**
+   * OpenTelemetry spans of the runs (through `@opentelemetry/api`: nothing is recorded until the
+   * application registers an SDK), each run's span a child of the request's `traceparent`. `false`
+   * turns it off. Default `{}` (message content not recorded).
+   */
+  tracing?: RunTracerOptions | false;
 }
 
 /** The HTTP app of runstate and its shutdown. */
@@ -97,6 +112,8 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const securityKey = options.securityKey ?? process.env.RUNSTATE_SECURITY_KEY;
   const origins = options.cors?.origins ?? DEFAULT_CORS_ORIGINS;
   const responses = trackResponses();
+  const metrics = options.metrics === false ? undefined : (options.metrics ?? createPrometheusMetrics());
+  const tracer = options.tracing === false ? undefined : createRunTracer(options.tracing);
 
   const app = express();
   app.disable('x-powered-by');
@@ -113,7 +130,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
     }),
   );
   // The API document and its page hold no run data: open, before auth.
-  app.use(apiDocs({ secured: Boolean(securityKey) }));
+  app.use(apiDocs({ secured: Boolean(securityKey), prometheus: metrics !== undefined }));
   const mounts = Object.entries(options.mount ?? {});
   if (securityKey) {
     // Exact paths: a mount's static files open, the rest of it (its data) behind the token.
@@ -125,6 +142,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   for (const [path, handler] of mounts) app.use(path, handler);
   // Only runstate's own responses are waited for on shutdown (see `mount`).
   app.use(responses.middleware);
+  app.use(observeRoutes({ metrics, traceContext: tracer !== undefined }));
   app.use(agentRoutes(context));
   app.use(runRoutes(context));
   app.use(sessionRoutes(context));

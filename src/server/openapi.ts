@@ -102,6 +102,8 @@ export interface OperationSpec {
   readsBody?: boolean;
   /** Served without a bearer token even when a security key is set. */
   open?: boolean;
+  /** Served only when the app serves Prometheus metrics. */
+  prometheus?: boolean;
 }
 
 const json = (schema: z.ZodType | JsonSchema) => ({ 'application/json': schema });
@@ -260,6 +262,20 @@ export const OPERATIONS: readonly OperationSpec[] = [
   },
   {
     method: 'get',
+    path: '/prometheus',
+    operationId: 'get_prometheus_metrics',
+    summary: 'Prometheus metrics',
+    description:
+      "Runs, their states, durations, tokens, cancels and retries, in Prometheus's text format. " +
+      "AgentOS's `/metrics` is its JSON usage totals; this is for a Prometheus scraper.",
+    tag: 'Core',
+    success: {
+      200: { description: 'The exposition text (version 0.0.4).', content: { 'text/plain': TEXT } },
+    },
+    prometheus: true,
+  },
+  {
+    method: 'get',
     path: '/openapi.json',
     operationId: 'get_openapi',
     summary: 'This document',
@@ -331,6 +347,8 @@ const INPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [['CreateRunRequest
 export interface OpenApiDocumentOptions {
   /** Whether the app requires a bearer token: the document then says so on every closed route. */
   secured: boolean;
+  /** Whether the app serves `GET /prometheus`. Default `true`. */
+  prometheus?: boolean;
 }
 
 /**
@@ -338,7 +356,7 @@ export interface OpenApiDocumentOptions {
  * with and those of what it sends (`openapi-schemas.ts`).
  */
 export function createOpenApiDocument(options: OpenApiDocumentOptions): OpenApiDocument {
-  const { secured } = options;
+  const { secured, prometheus = true } = options;
   const outputs = componentSchemas(OUTPUT_COMPONENTS, 'output');
   const inputs = componentSchemas(INPUT_COMPONENTS, 'input');
   addDescriptions(inputs.schemas.CreateRunRequest, BODY_DESCRIPTIONS);
@@ -353,6 +371,7 @@ export function createOpenApiDocument(options: OpenApiDocumentOptions): OpenApiD
 
   const paths: OpenApiDocument['paths'] = {};
   for (const operation of OPERATIONS) {
+    if (operation.prometheus && !prometheus) continue;
     const path = operation.path.replace(/:(\w+)/g, '{$1}');
     paths[path] ??= {};
     paths[path][operation.method] = operationObject(operation, { secured, outputs, inputs });

@@ -1,20 +1,7 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createPrometheusMetrics, stateLabel } from '../../src/observe/index.js';
-import { playRun } from './notices.js';
-
-/** The value of one sample of the exposition text, `undefined` when it is absent. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const present = match[2] ? match[2].split(',') : [];
-    if (present.length === wanted.length && wanted.every((label) => present.includes(label)))
-      return Number(match[3]);
-  }
-  return undefined;
-}
+import { playRun, sample } from './support.js';
 
 describe('Prometheus metrics of runs', () => {
   it('counts runs started and finished by agent and status, tokens, cancels by reason, durations', async () => {

@@ -1,6 +1,6 @@
 /**
- * Notices of runs as the orchestrator sends them (created, state changes, wire events, finished),
- * written by hand for the observers' unit tests: each test plays the life of a run step by step.
+ * For the observers' tests: notices of runs as the orchestrator sends them (created, state changes,
+ * wire events, finished), played by hand step by step; and a reader of Prometheus's text format.
  */
 import type { StateValue } from 'xstate';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../../src/runtime/run-events.js';
@@ -140,4 +140,17 @@ export function playRun(
     run_input: input,
   });
   return played;
+}
+
+/** The value of one sample of Prometheus's exposition text, `undefined` when it is absent. */
+export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const present = match[2] ? match[2].split(',') : [];
+    if (present.length === wanted.length && wanted.every((label) => present.includes(label)))
+      return Number(match[3]);
+  }
+  return undefined;
 }
