@@ -129,7 +129,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     run.chat = { span, startedAt: performance.now(), firstOutput: false };
   }
 
-  function onState(run: TracedRun, state: string, status: RunStatus): void {
+  function onState(run: TracedRun, state: string, status: RunStatus, cause: { type: string }): void {
     // A model request is the machine's `streaming.attempt` state, entered once per request.
     if (state.startsWith('streaming.attempt')) {
       if (!run.chat) startChat(run);
@@ -138,7 +138,9 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     // In a final state, the 'finished' notice ends the request's span with the run's usage.
     if (!run.chat || FINAL.has(status)) return;
     if (state.endsWith('retrying')) {
-      run.chat.span.setAttribute('error.type', '_OTHER');
+      // The machine event that caused the retry is the request's error (`ERROR` with its code).
+      const code = (cause as { error?: { code?: unknown } }).error?.code;
+      run.chat.span.setAttribute('error.type', typeof code === 'string' ? code : '_OTHER');
       run.chat.span.setStatus({
         code: SpanStatusCode.ERROR,
         message: 'failed before its first chunk; retried',
@@ -198,7 +200,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     if (!run) return;
     switch (notice.type) {
       case 'state':
-        return onState(run, stateLabel(notice.value), notice.status);
+        return onState(run, stateLabel(notice.value), notice.status, notice.event);
       case 'event':
         return onEvent(run, notice.event);
       case 'finished':

@@ -114,6 +114,9 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const responses = trackResponses();
   const metrics = options.metrics === false ? undefined : (options.metrics ?? createPrometheusMetrics());
   const tracer = options.tracing === false ? undefined : createRunTracer(options.tracing);
+  const unsubscribe = agents.orchestrators.flatMap((orchestrator) =>
+    [metrics, tracer].flatMap((observer) => (observer ? [orchestrator.subscribe(observer.listener)] : [])),
+  );
 
   const app = express();
   app.disable('x-powered-by');
@@ -177,6 +180,8 @@ export function createApp(options: CreateAppOptions): RunstateApp {
     async shutdown() {
       await Promise.all(agents.orchestrators.map((orchestrator) => orchestrator.shutdown()));
       await responses.idle();
+      // After the shutdown: the runs it cancelled are counted and their spans ended.
+      for (const stop of unsubscribe) stop();
     },
   };
 }

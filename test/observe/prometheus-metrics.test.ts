@@ -123,8 +123,15 @@ describe('Prometheus metrics of runs', () => {
       runId,
       value: { streaming: { attempt: 'requesting' } },
       status: 'streaming',
+      event: { type: 'START' },
     });
-    metrics.listener({ type: 'state', runId, value: 'completed', status: 'completed' });
+    metrics.listener({
+      type: 'state',
+      runId,
+      value: 'completed',
+      status: 'completed',
+      event: { type: 'DONE' },
+    });
     expect(await metrics.registry.metrics()).not.toMatch(/^runstate_runs_active\{/m);
   });
 });

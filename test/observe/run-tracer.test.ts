@@ -119,7 +119,13 @@ describe('OpenTelemetry traces of runs', () => {
     const tracer = createRunTracer({ tracerProvider: provider });
     const run = playRun(tracer.listener);
     run.state({ streaming: { attempt: 'requesting' } });
-    run.state({ streaming: 'retrying' });
+    const error = {
+      code: 'MODEL_REQUEST_FAILED',
+      message: '503 from upstream',
+      status: 503,
+      retryable: true,
+    };
+    run.state({ streaming: 'retrying' }, { type: 'ERROR', error });
     run.state({ streaming: { attempt: 'requesting' } });
     run.fail('MODEL_REQUEST_FAILED');
 
@@ -129,7 +135,7 @@ describe('OpenTelemetry traces of runs', () => {
     expect(agent.attributes['error.type']).toBe('MODEL_REQUEST_FAILED');
     const chats = spans.get('chat gpt-test') ?? [];
     expect(chats.map((chat) => [chat.status.code, chat.attributes['error.type']])).toEqual([
-      [SpanStatusCode.ERROR, '_OTHER'],
+      [SpanStatusCode.ERROR, 'MODEL_REQUEST_FAILED'],
       [SpanStatusCode.ERROR, 'MODEL_REQUEST_FAILED'],
     ]);
     // Usage is per run: with two requests, neither request span claims it.

@@ -10,7 +10,8 @@ import type { CancelReason, ErrorCode } from '../../machines/run-types.js';
 /** A run being played to an observer. */
 export interface PlayedRun {
   readonly record: RunRecord;
-  state(value: StateValue): void;
+  /** A state change, caused by the machine event `cause`. */
+  state(value: StateValue, cause?: { type: string } & Record<string, unknown>): void;
   event(event: { event: RunEvent['event'] } & Record<string, unknown>): void;
   /** Model request: `streaming.attempt.requesting`, then `receiving` with a first delta. */
   request(content?: string): void;
@@ -60,8 +61,8 @@ export function playRun(
     (typeof value === 'string' ? value : Object.keys(value)[0]) as RunStatus;
   const played: PlayedRun = {
     record,
-    state(value) {
-      listener({ type: 'state', runId, value, status: statusOf(value) });
+    state(value, cause = { type: 'START' }) {
+      listener({ type: 'state', runId, value, status: statusOf(value), event: cause });
     },
     event(event) {
       listener({ type: 'event', runId, event: { ...base(), ...event } as RunEvent });
