@@ -18,6 +18,34 @@ const modelSchema = z.discriminatedUnion('provider', [
   }),
 ]);
 
+// Timers past 2^31-1 ms fire at once in Node: longer values would not mean "longer".
+const milliseconds = z
+  .number()
+  .int()
+  .min(0)
+  .max(2 ** 31 - 1);
+
+/** Run limits, server-wide or per agent (which wins field by field). Defaults: the run machine's. */
+const limitsSchema = z.strictObject({
+  /** A run with no chunk for this long fails with `RUN_TIMEOUT`. Default 60,000. */
+  idleTimeoutMs: milliseconds.positive().optional(),
+  /** A run streaming for longer than this fails with `RUN_TIMEOUT`. Default 600,000. */
+  timeoutMs: milliseconds.positive().optional(),
+  /** Failed model requests before the first chunk (429, 5xx, connection errors). */
+  retry: z
+    .strictObject({
+      /** Attempts in all, the first one included; 1 disables retries. Default 3. */
+      maxAttempts: z.number().int().min(1).max(100).optional(),
+      /** Backoff of the first retry, doubled on each one, with jitter. Default 500. */
+      baseDelayMs: milliseconds.optional(),
+      /** Upper bound of the backoff. Default 8,000. */
+      maxDelayMs: milliseconds.optional(),
+      /** A `retry-after` longer than this fails the run instead of waiting. Default 30,000. */
+      maxRetryAfterMs: milliseconds.optional(),
+    })
+    .optional(),
+});
+
 const agentSchema = z.strictObject({
   /** Used in URLs; default: the name in kebab-case. */
   id: z
@@ -29,6 +57,8 @@ const agentSchema = z.strictObject({
   instructions: z.union([z.string(), z.array(z.string())]).optional(),
   /** Default: `gpt-5-mini` on OpenAI when `OPENAI_API_KEY` is set, the offline model otherwise. */
   model: modelSchema.optional(),
+  /** This agent's run limits, over the server's `limits`, field by field. */
+  limits: limitsSchema.optional(),
 });
 
 /** The schema of `runstate.config.json`. Unknown keys are errors: a typo must not pass silently. */
@@ -36,7 +66,14 @@ export const configSchema = z
   .strictObject({
     port: z.number().int().min(0).max(65535).optional(),
     host: z.string().min(1).optional(),
-    securityKey: z.string().min(1).optional(),
+    securityKey: z
+      .string()
+      .min(1)
+      .refine((key) => key === key.trim(), {
+        error:
+          'starts or ends with whitespace (a space, line break or no-break space): no client can send it',
+      })
+      .optional(),
     cors: z
       .strictObject({
         origins: z.union([z.literal('*'), z.array(z.string().min(1))], {
@@ -45,6 +82,8 @@ export const configSchema = z
       })
       .optional(),
     maxConcurrentRuns: z.number().int().positive().optional(),
+    /** Run limits of every agent (idle timeout, total timeout, retries); an agent's own `limits` win. */
+    limits: limitsSchema.optional(),
     /** Default: the built-in demo agents. */
     agents: z.array(agentSchema).min(1).optional(),
   })
@@ -62,6 +101,8 @@ export const configSchema = z
 export type RunstateConfig = z.output<typeof configSchema>;
 /** One agent of a config file. */
 export type AgentConfig = z.output<typeof agentSchema>;
+/** Run limits of a config file. */
+export type LimitsConfig = z.output<typeof limitsSchema>;
 
 /**
  * Reads and validates a config file. Throws `INVALID_INPUT` with a message that names the file and

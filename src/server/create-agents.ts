@@ -3,7 +3,7 @@ import type { ChatModel } from '../model/chat-model.js';
 import { OfflineModel } from '../model/offline-model.js';
 import { OpenAIChat } from '../model/openai-chat.js';
 import { createOrchestrator, type OrchestratorOptions } from '../runtime/create-orchestrator.js';
-import type { AgentConfig, RunstateConfig } from './config-file.js';
+import type { AgentConfig, LimitsConfig, RunstateConfig } from './config-file.js';
 
 /** The agents `runstate serve` offers when the config declares none. */
 export const DEMO_AGENTS: readonly AgentConfig[] = [
@@ -35,6 +35,7 @@ export function createAgents(
 ): Agent[] {
   const orchestrator = createOrchestrator({
     maxConcurrentRuns: config.maxConcurrentRuns,
+    limits: config.limits,
     ...orchestratorOptions,
   });
   return (config.agents ?? DEMO_AGENTS).map(
@@ -45,9 +46,17 @@ export function createAgents(
         description: agent.description,
         instructions: agent.instructions,
         model: createModel(agent.model),
+        // A run's limits replace the orchestrator's key by key: merge the retry policy here.
+        limits: agent.limits && mergeLimits(config.limits, agent.limits),
         orchestrator,
       }),
   );
+}
+
+/** The agent's limits over the server's, field by field (the retry policy's fields too). */
+function mergeLimits(server: LimitsConfig = {}, agent: LimitsConfig): LimitsConfig {
+  const retry = server.retry || agent.retry ? { ...server.retry, ...agent.retry } : undefined;
+  return { ...server, ...agent, ...(retry && { retry }) };
 }
 
 /** Without a model: `gpt-5-mini`, which runs offline when no `OPENAI_API_KEY` is set. */
