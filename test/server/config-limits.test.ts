@@ -1,5 +1,6 @@
 /** Run limits from the config file: server-wide, per agent, validated. */
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -84,5 +85,15 @@ describe('run limits in the config file', () => {
     expect(() => parseConfig(JSON.stringify({ securityKey: 'key\n' }), 'c.json')).toThrow(
       /securityKey: starts or ends with whitespace/,
     );
+  });
+});
+
+describe('the config file example of docs/http-api.md', () => {
+  it('is a valid config file', async () => {
+    const doc = await readFile(new URL('../../docs/http-api.md', import.meta.url), 'utf8');
+    const example = /### The config file\s+```json\n([\s\S]*?)\n```/.exec(doc)?.[1];
+    expect(example).toBeDefined();
+    const config = parseConfig(example!, 'docs/http-api.md');
+    expect(config.agents?.at(-1)?.limits).toEqual({ idleTimeoutMs: 180000, retry: { maxAttempts: 1 } });
   });
 });
