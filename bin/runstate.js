@@ -4,6 +4,7 @@
 // its devDependencies), so `npx runstate` works right after `npm install`. tsx's loader needs
 // Node 20.6 or later.
 import { existsSync } from 'node:fs';
+import { URL } from 'node:url';
 
 const built = new URL('../dist/src/cli.js', import.meta.url);
 if (existsSync(built)) {

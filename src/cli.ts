@@ -8,11 +8,12 @@
  *
  * @packageDocumentation
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import type { Agent } from './agent.js';
 import { RunstateError } from './errors.js';
+import { OpenAIChat } from './model/openai-chat.js';
 import { createInspector } from './inspect/create-inspector.js';
 import { checkSecurityKey } from './server/bearer-auth.js';
 import { configSchema, loadConfigFile, type RunstateConfig } from './server/config-file.js';
@@ -23,9 +24,11 @@ import { startServer } from './server/start-server.js';
 const USAGE = `Usage:
   runstate serve [--port 7777] [--host 127.0.0.1] [--config runstate.config.json]
   runstate run "<message>" [--agent <id>] [--config runstate.config.json]
+  runstate --version
 
 serve   Serves the agents over HTTP, AgentOS-compatible (PORT overrides the default port).
-run     Streams one run of an agent to stdout; Ctrl-C cancels it.
+run     Streams one run of an agent to stdout; Ctrl-C cancels it. The agent is --agent, else the
+        first agent of the config file (story-writer-agent when it declares none).
 
 Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
 agents are served (story-writer-agent, essay-writer-agent), on OpenAI when OPENAI_API_KEY is set and
@@ -54,6 +57,7 @@ async function main(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       agent: { type: 'string', short: 'a' },
       help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
     },
   });
   const [command, ...rest] = positionals;
@@ -61,10 +65,27 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  if (values.version || command === 'version') {
+    console.log(version());
+    return 0;
+  }
+  if (command === 'run' && rest.length === 0)
+    throw new UsageError('run needs a message: runstate run "<message>" [--agent <id>]');
   if (command === 'serve' && rest.length === 0) return serve(await readConfig(values.config), values);
   if (command === 'run' && rest.length > 0)
     return run(await readConfig(values.config), rest.join(' '), values.agent);
   throw new UsageError(command ? `unexpected arguments: ${positionals.join(' ')}` : 'missing command');
+}
+
+/** The package's version, from its package.json: next to `src/` in the sources, two levels up from `dist/src/`. */
+function version(): string {
+  for (const path of ['../package.json', '../../package.json']) {
+    const file = new URL(path, import.meta.url);
+    if (!existsSync(file)) continue;
+    const { name, version } = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+    if (name === 'runstate' && version) return version;
+  }
+  return 'unknown';
 }
 
 async function readConfig(path: string | undefined): Promise<RunstateConfig> {
@@ -154,12 +175,19 @@ function banner(
     : keyInConfig
       ? ` -H 'Authorization: Bearer <securityKey from the config>'`
       : ` -H "Authorization: Bearer $RUNSTATE_SECURITY_KEY"`;
-  const models = [...new Set(agents.map((a) => `${a.model.id} (${a.model.provider})`))].join(', ');
+  // `gpt-5-mini (OpenAI)`; an offline model is named once (its id is `offline` unless configured).
+  const models = [
+    ...new Set(
+      agents.map(({ model }) => (model.id === model.provider ? model.id : `${model.id} (${model.provider})`)),
+    ),
+  ].join(', ');
+  // Only a model that would use OpenAI with a key, not one configured as offline.
+  const keyless = agents.some(({ model }) => model instanceof OpenAIChat && model.offline);
   const file = '/tmp/runstate-run.sse';
   return [
     `runstate listening on ${base}`,
     `  agents: ${agents.map((a) => a.id).join(', ')}`,
-    `  model: ${models}${agents.some((a) => a.model.provider === 'offline') ? ' (set OPENAI_API_KEY to use OpenAI)' : ''}`,
+    `  model: ${models}${keyless ? ' (set OPENAI_API_KEY to use OpenAI)' : ''}`,
     `  auth: ${securityKey ? 'bearer token required' : 'none'}`,
     `  inspector: ${base}/inspect`,
     '',

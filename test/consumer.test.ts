@@ -27,7 +27,7 @@ beforeAll(async () => {
   for (const entry of ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'LICENSE', 'README.md']) {
     cpSync(join(ROOT, entry), join(pkgDir, entry));
   }
-  for (const folder of ['src', 'machines'])
+  for (const folder of ['bin', 'src', 'machines'])
     cpSync(join(ROOT, folder), join(pkgDir, folder), { recursive: true });
   symlinkSync(join(ROOT, 'node_modules'), join(pkgDir, 'node_modules'), 'dir');
   const { stdout } = await run('npm', ['pack', '--dry-run', '--json'], { cwd: pkgDir, timeout: 120_000 });

@@ -1,13 +1,15 @@
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runMachine } from '../../machines/run.machine.js';
 import { createFakeModel } from '../../src/testing/fake-model.js';
-import { createInspector, machineGraph, type FeedMessage } from '../../src/inspect/index.js';
-import { spawnCli } from '../server/cli-process.js';
+import { createInspector, machineGraph, type FeedMessage, type RunSummary } from '../../src/inspect/index.js';
+import { ROOT, spawnCli } from '../server/cli-process.js';
 import { startInspectorServer, type InspectorServer } from './support.js';
 
 let server: InspectorServer | undefined;
@@ -305,5 +307,42 @@ describe('the feed with a fast reader and a snapshot larger than the socket buff
     cli.child.kill('SIGTERM');
     expect(await cli.exit).toBe(0);
     socket.destroy();
+  });
+});
+
+describe('the quick start of docs/inspector.md', () => {
+  it('serves the page on 127.0.0.1 with a run on it', async () => {
+    const doc = await readFile(join(ROOT, 'docs/inspector.md'), 'utf8');
+    const code = /## Quick start\s+```ts\n([\s\S]*?)\n```/.exec(doc)?.[1];
+    expect(code).toContain(".listen(7778, '127.0.0.1',");
+    // A free port instead of 7778; the file inside the package, so that `runstate` resolves to it.
+    const probe = createServer().listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const { port } = probe.address() as AddressInfo;
+    await new Promise((resolve) => probe.close(resolve));
+    await mkdir(join(ROOT, '.scratch'), { recursive: true }); // ignored by git and the linters
+    const dir = await mkdtemp(join(ROOT, '.scratch', 'inspector-quickstart-'));
+    try {
+      const file = join(dir, 'quickstart.ts');
+      await writeFile(file, code!.replaceAll('7778', String(port)));
+      const quickstart = spawnCli([], {}, [
+        process.execPath,
+        '--import',
+        'tsx',
+        '--conditions=runstate-source',
+        file,
+      ]);
+      const [, url] = (await quickstart.waitFor(/open (http:\/\/127\.0\.0\.1:\d+\/inspect\/)/)) as string[];
+      const runs = (await (await fetch(`${url}runs.json`)).json()) as RunSummary[];
+      expect(runs).toHaveLength(1);
+      expect(runs[0]).toMatchObject({
+        agent_name: 'StorytellerAgent',
+        run_input: 'Write a story about a lighthouse keeper',
+      });
+      quickstart.child.kill('SIGTERM');
+      await quickstart.exit;
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -65,6 +65,8 @@ async function cancelFromThePage(target: Target, securityKey?: string): Promise<
       expect(await page.locator('#auth').isHidden()).toBe(true);
     }
     await page.locator('#connection[data-state="live"]').waitFor();
+    // Nothing ran yet: the page names the route that starts a run on this server.
+    await page.locator('#runs-empty', { hasText: 'for example POST /agents/:agent_id/runs;' }).waitFor();
     // The chart is laid out by elkjs in the page.
     await page.locator('#chart svg g.node[data-path="streaming.attempt.receiving"]').waitFor();
 
@@ -197,6 +199,23 @@ describe.skipIf(!hasChromium)(title, () => {
       await cancelFromThePage(target, 'browser-test-key');
     } finally {
       await target.close();
+    }
+  });
+
+  it('with its own cancel route (no AgentOS routes): the empty list says to start runs from code', async () => {
+    const server = await startInspectorServer({ inspector: { cancelRoute: 'inspector' } });
+    try {
+      const { page, errors } = await openPage();
+      await page.goto(`${server.url}/inspect/`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      expect(await page.locator('#runs-empty').textContent()).toMatch(
+        /^\s*No runs yet\. Start one: from your code, with agent\.run\(…\);\s+it shows up here live\.\s*$/,
+      );
+      expect(await page.locator('#runs-empty').isVisible()).toBe(true);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
     }
   });
 

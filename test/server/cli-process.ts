@@ -14,6 +14,8 @@ export interface CliProcess {
   /** Resolves with the exit code (`null` when a signal killed it). */
   exit: Promise<number | null>;
   output(): { stdout: string; stderr: string };
+  /** Resolves with the first match of `pattern` in stdout; rejects if the process exits first. */
+  waitFor(pattern: RegExp): Promise<RegExpExecArray>;
   /** Resolves with the URL of the banner's `runstate listening on <url>`; rejects if it exits first. */
   listening(): Promise<string>;
 }
@@ -54,19 +56,22 @@ export function spawnCli(
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const output = () => ({ stdout, stderr });
+  /** Resolves with the first match of `pattern` in stdout; rejects if the process exits first. */
+  const waitFor = (pattern: RegExp) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const check = () => {
+        const match = pattern.exec(stdout);
+        if (match) resolve(match);
+      };
+      check();
+      child.stdout.on('data', check);
+      void exit.then((code) => reject(new Error(`exited ${code}: ${output().stderr}`)));
+    });
   return {
     child,
     exit,
     output,
-    listening: () =>
-      new Promise<string>((resolve, reject) => {
-        const check = () => {
-          const match = /runstate listening on (http:\/\/\S+)/.exec(stdout);
-          if (match) resolve(match[1]!);
-        };
-        check();
-        child.stdout.on('data', check);
-        void exit.then((code) => reject(new Error(`exited ${code}: ${output().stderr}`)));
-      }),
+    waitFor,
+    listening: async () => (await waitFor(/runstate listening on (http:\/\/\S+)/))[1]!,
   };
 }

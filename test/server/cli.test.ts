@@ -1,9 +1,9 @@
 /** The `runstate` command, run as a child process the way a user runs it. */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { spawnCli } from './cli-process.js';
+import { ROOT, spawnCli } from './cli-process.js';
 import { expectError, postRun, readSse } from './helpers.js';
 
 describe('runstate serve --config', () => {
@@ -107,5 +107,77 @@ describe('npm start', () => {
     expect(rest.at(-1)?.data).toMatchObject({ event: 'RunCancelled', reason: 'shutdown' });
     expect(await run.exit).toBe(0);
     expect(run.output().stderr).toContain('SIGTERM: shutting down (cancelling 1 active run)');
+  });
+});
+
+describe('the runstate command line', () => {
+  it('prints its version with --version', async () => {
+    const run = spawnCli(['--version']);
+    expect(await run.exit).toBe(0);
+    const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect(run.output().stdout).toBe(`${version}\n`);
+  });
+
+  it('says that run needs a message, and which agent run uses by default', async () => {
+    const run = spawnCli(['run']);
+    expect(await run.exit).toBe(2);
+    const { stderr } = run.output();
+    expect(stderr).toMatch(/^runstate: run needs a message: runstate run "<message>"/);
+    expect(stderr).toContain('first agent of the config file (story-writer-agent when it declares none)');
+  });
+
+  it('names an offline model once in the banner, without the OpenAI hint it does not need', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
+    const file = join(dir, 'runstate.config.json');
+    await writeFile(file, JSON.stringify({ agents: [{ name: 'Local', model: { provider: 'offline' } }] }));
+    const run = spawnCli(['serve', '--port', '0', '--config', file]);
+    await run.listening();
+    expect(run.output().stdout).toContain('\n  model: offline\n');
+    run.child.kill('SIGTERM');
+    expect(await run.exit).toBe(0);
+  });
+});
+
+describe('bin/runstate.js (what `npx runstate` runs)', () => {
+  /** A copy of the bin script next to a stub of the built CLI and/or of the sources. */
+  async function binWith(files: Record<string, string>): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-bin-'));
+    await mkdir(join(dir, 'bin'));
+    await copyFile(join(ROOT, 'bin/runstate.js'), join(dir, 'bin/runstate.js'));
+    await writeFile(join(dir, 'package.json'), '{ "type": "module" }');
+    await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+    for (const [path, text] of Object.entries(files)) {
+      await mkdir(dirname(join(dir, path)), { recursive: true });
+      await writeFile(join(dir, path), text);
+    }
+    return join(dir, 'bin/runstate.js');
+  }
+
+  it('runs the TypeScript sources through tsx in a clone, where nothing built dist/', async () => {
+    const bin = await binWith({
+      'src/cli.ts': "const from: string = 'sources';\nconsole.log(from, process.argv[2]);\n",
+    });
+    const run = spawnCli(['--version'], {}, [process.execPath, bin]);
+    expect(await run.exit).toBe(0);
+    expect(run.output().stdout).toBe('sources --version\n');
+  });
+
+  it('runs the build when there is one (the published package)', async () => {
+    const bin = await binWith({
+      'dist/src/cli.js': "console.log('built', process.argv[2]);\n",
+      'src/cli.ts': "console.log('sources');\n",
+    });
+    const run = spawnCli(['--version'], {}, [process.execPath, bin]);
+    expect(await run.exit).toBe(0);
+    expect(run.output().stdout).toBe('built --version\n');
+  });
+
+  it('is the package’s bin, and is published', async () => {
+    const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as {
+      bin: Record<string, string>;
+      files: string[];
+    };
+    expect(pkg.bin).toEqual({ runstate: './bin/runstate.js' });
+    expect(pkg.files).toContain('bin');
   });
 });

@@ -210,9 +210,31 @@ function setConnection(kind, text) {
   element.textContent = text;
 }
 
+/**
+ * The empty list says how to start a run on this server: with the AgentOS routes (the page cancels
+ * through them), `POST /agents/:agent_id/runs` under the same prefix; without, from code.
+ */
+function showHowToStart(cancelUrl) {
+  const how = $('runs-empty-how');
+  const agentos = /^(.*)agents\/\{agent_id\}\/runs\//.exec(cancelUrl);
+  if (!agentos) {
+    how.replaceChildren('from your code, with ', code('agent.run(…)'));
+    return;
+  }
+  const runs = `${new URL(`${agentos[1]}agents/`, location.href).pathname}:agent_id/runs`;
+  how.replaceChildren('for example ', code(`POST ${runs}`));
+}
+
+function code(text) {
+  const element = document.createElement('code');
+  element.textContent = text;
+  return element;
+}
+
 function onSnapshot(message) {
   setConnection('live', 'live');
   state.cancelUrl = message.cancel_url;
+  showHowToStart(message.cancel_url);
   const seen = new Set();
   for (const summary of message.runs) {
     upsert(summary);
