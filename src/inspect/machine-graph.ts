@@ -33,7 +33,7 @@ export interface MachineGraphEdge {
   guard: string | null;
   /** Names of the actions it runs. */
   actions: string[];
-  /** True when the transition has no target: it runs actions and stays (drawn as a loop). */
+  /** True when the transition has no target: it runs actions and stays (the page writes it inside its state). */
   targetless: boolean;
   /** True when taking it exits and re-enters its target even if already active. */
   reenter: boolean;

@@ -69,6 +69,21 @@ async function cancelFromThePage(target: Target, securityKey?: string): Promise<
     await page.locator('#runs-empty', { hasText: 'for example POST /agents/:agent_id/runs;' }).waitFor();
     // The chart is laid out by elkjs in the page.
     await page.locator('#chart svg g.node[data-path="streaming.attempt.receiving"]').waitFor();
+    // Transitions without a target are written inside their state, never drawn as loops around it.
+    expect(
+      await page.locator('#chart g.node[data-path="streaming"] > .node-internal').allTextContents(),
+    ).toEqual(['after runTimeout / raise TIMEOUT']);
+    expect(
+      await page
+        .locator('#chart g.node[data-path="streaming.attempt.receiving"] > .node-internal')
+        .allTextContents(),
+    ).toEqual(['after idleTimeout / raise TIMEOUT']);
+    const drawn = await Promise.all(
+      (await page.locator('#chart g.edge').all()).map((edge) => edge.getAttribute('data-edge')),
+    );
+    expect(
+      drawn.filter((id) => id?.includes('xstate.after.idleTimeout') || id?.includes('runTimeout')),
+    ).toEqual([]);
 
     const run = target.agent.run(LONG_STORY, { stream: true });
     const item = page.locator(`[data-run-id="${run.runId}"]`);

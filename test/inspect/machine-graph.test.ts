@@ -63,7 +63,7 @@ describe('machineGraph(runMachine)', () => {
     });
   });
 
-  it('draws targetless delayed transitions as loops that name the event they raise', () => {
+  it('keeps targetless delayed transitions (the page writes them inside their state), naming the event they raise', () => {
     const idle = graph.edges.filter((edge) => edge.label === 'after idleTimeout');
     expect(idle.map((edge) => edge.source)).toEqual([
       'run.streaming.attempt.requesting',

@@ -558,17 +558,40 @@ function edgeText(edge) {
   return text;
 }
 
+/** Height of one line of a state's own transitions, written inside it. */
+const INTERNAL_LINE = 15;
+
+/**
+ * Transitions without a target (`after idleTimeout / raise TIMEOUT`) change no state: they are
+ * written inside their state, as lines under its name, rather than drawn as loops (elkjs routes a
+ * loop around its whole node, which over a compound state looked like a second frame).
+ */
+function internalTransitions(graph) {
+  const byNode = new Map();
+  for (const edge of graph.edges) {
+    if (!edge.targetless) continue;
+    const lines = byNode.get(edge.source) ?? [];
+    lines.push(edgeText(edge));
+    byNode.set(edge.source, lines);
+  }
+  return byNode;
+}
+
 function toElkGraph(graph, measure) {
   const edges = [];
+  const internal = internalTransitions(graph);
   const toNode = (node, isRoot) => {
     const label = measure(node.key, 'node-label');
     const note = node.invoke.length > 0 ? `invoke ${node.invoke.join(', ')}` : '';
     const noteSize = note ? measure(note, 'node-note') : { width: 0, height: 0 };
+    const lines = internal.get(node.id) ?? [];
+    const linesWidth = Math.max(0, ...lines.map((line) => measure(line, 'node-internal').width));
+    const linesHeight = lines.length * INTERNAL_LINE;
     if (node.children.length === 0) {
       return {
         id: node.id,
-        width: Math.max(96, Math.max(label.width, noteSize.width) + 36),
-        height: note ? 50 : 38,
+        width: Math.max(96, Math.max(label.width, noteSize.width, linesWidth) + 36),
+        height: (note ? 50 : 38) + linesHeight + (lines.length > 0 ? 4 : 0),
       };
     }
     const children = node.children.map((child) => toNode(child, false));
@@ -576,20 +599,22 @@ function toElkGraph(graph, measure) {
       children.unshift({ id: `${node.id}#initial`, width: 12, height: 12 });
       edges.push({ id: `${node.id}#initial-edge`, sources: [`${node.id}#initial`], targets: [node.initial] });
     }
-    const headerWidth = label.width + (note ? noteSize.width + 12 : 0) + 28;
+    const headerWidth = Math.max(label.width + (note ? noteSize.width + 12 : 0), linesWidth) + 28;
+    const top = (isRoot ? 40 : 34) + linesHeight;
     return {
       id: node.id,
       labelWidth: label.width,
       children,
       layoutOptions: {
-        'elk.padding': isRoot ? '[top=40,left=20,bottom=20,right=20]' : '[top=34,left=16,bottom=16,right=16]',
+        'elk.padding': isRoot ? `[top=${top},left=20,bottom=20,right=20]` : `[top=${top},left=16,bottom=16,right=16]`,
         'elk.nodeSize.constraints': 'MINIMUM_SIZE',
-        'elk.nodeSize.minimum': `(${headerWidth},60)`,
+        'elk.nodeSize.minimum': `(${headerWidth},${60 + linesHeight})`,
       },
     };
   };
   const root = toNode(graph.root, true);
   for (const edge of graph.edges) {
+    if (edge.targetless) continue;
     const size = measure(edgeText(edge), 'edge-label-text');
     edges.push({
       id: edge.id,
@@ -668,6 +693,7 @@ function renderChart(graph, layout) {
   };
   index(graph.root);
 
+  const internal = internalTransitions(graph);
   const nodes = new Map();
   const drawNode = (box) => {
     if (box.id.endsWith('#initial')) {
@@ -704,7 +730,23 @@ function renderChart(graph, layout) {
       );
     }
     const note = node.invoke.length > 0 ? `invoke ${node.invoke.join(', ')}` : '';
+    const lines = internal.get(node.id) ?? [];
+    // Under the name (and the note of a leaf), one line each.
+    const writeLines = (x, y, anchor) => {
+      lines.forEach((line, i) => {
+        const text = svgElement('text', {
+          class: 'node-internal',
+          x,
+          y: y + i * INTERNAL_LINE,
+          'text-anchor': anchor,
+          'dominant-baseline': 'central',
+        });
+        text.textContent = line;
+        group.append(text);
+      });
+    };
     if (compound) {
+      writeLines(box.x + 14, box.y + 21 + INTERNAL_LINE + 2, 'start');
       const label = svgElement('text', { class: 'node-label', x: box.x + 14, y: box.y + 21 });
       label.textContent = isRoot ? `${node.key} machine` : node.key;
       group.append(label);
@@ -716,7 +758,9 @@ function renderChart(graph, layout) {
       }
       containers.append(group);
     } else {
-      const middle = box.y + box.height / 2 + (note ? -6 : 0);
+      const linesHeight = lines.length > 0 ? lines.length * INTERNAL_LINE + 4 : 0;
+      const middle = box.y + (box.height - linesHeight) / 2 + (note ? -6 : 0);
+      writeLines(box.x + box.width / 2, middle + (note ? 15 : 0) + INTERNAL_LINE + 2, 'middle');
       const label = svgElement('text', {
         class: 'node-label',
         x: box.x + box.width / 2,
@@ -750,7 +794,6 @@ function renderChart(graph, layout) {
     const edge = graphEdges.get(laid.id);
     const classes = ['edge'];
     if (!edge) classes.push('initial-edge');
-    else if (edge.targetless) classes.push('targetless');
     const group = svgElement('g', { class: classes.join(' '), 'data-edge': laid.id });
     for (const section of laid.sections ?? []) {
       const points = [section.startPoint, ...(section.bendPoints ?? []), section.endPoint];
