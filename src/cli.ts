@@ -134,8 +134,6 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
     else console.error(`runstate: cannot listen on ${host}:${port}: ${(error as Error).message}`);
     return 1;
   }
-  console.log(banner(server.url, agents, securityKey, config.securityKey !== undefined));
-
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -159,6 +157,8 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  // Only now: whoever reads the banner may signal at once (a test, a process manager).
+  console.log(banner(server.url, agents, securityKey, config.securityKey !== undefined));
   return new Promise<number>(() => undefined); // serves until a signal exits the process
 }
 
