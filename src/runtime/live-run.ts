@@ -30,6 +30,8 @@ export interface LiveRunOptions {
   limits: Pick<RunMachineInput, 'idleTimeoutMs' | 'timeoutMs' | 'retry'>;
   inspect: InspectOption | undefined;
   writer: RunWriter;
+  /** True when somebody listens: no notice is built for nobody (one per chunk otherwise). */
+  observed: () => boolean;
   notify: (notice: RunNotice) => void;
   /**
    * Called once, when the run became final (after its terminal event); `result` resolves when the
@@ -68,7 +70,7 @@ export interface LiveRun {
  * entries and store writes; its end becomes exactly one terminal event and the output.
  */
 export function createLiveRun(options: LiveRunOptions): LiveRun {
-  const { identity, writer, notify, now } = options;
+  const { identity, writer, observed, notify, now } = options;
   const runId = identity.runId;
   const controller = new AbortController();
   // The machine event being handled, for the `state` notice it causes (xstate's snapshots do not say).
@@ -95,7 +97,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     const event: RunEvent = toWireEvent(identity, body, log.size + 1, now());
     log.append(event);
     writer.append(event);
-    notify({ type: 'event', runId, event });
+    if (observed()) notify({ type: 'event', runId, event });
   }
 
   function finish(machineOutput: RunMachineOutput): void {
@@ -163,7 +165,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       if (next && nodes && sameNodes(nodes, next)) return;
       nodes = next;
       const current = runStatusOf(snapshot);
-      notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause });
+      if (observed()) notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause });
       if (status !== undefined && current !== status && current === 'streaming') {
         writer.update({ status: current });
       }
