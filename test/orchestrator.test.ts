@@ -676,3 +676,20 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     expect(await other.sessionRuns(run.sessionId)).toEqual([await run.result]);
   });
 });
+
+describe('subscribe, for runs that started before anybody listened', () => {
+  it('still reports their states and events; the causes are unknown (inspection was off for them)', async () => {
+    const { orchestrator, model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    const notices: RunNotice[] = [];
+    orchestrator.subscribe((notice) => notices.push(notice));
+    call.emit('late');
+    await nextTurn();
+    call.end();
+    await run.result;
+    expect(
+      notices.map((notice) => (notice.type === 'state' ? `state ${notice.event.type}` : notice.type)),
+    ).toEqual(['event', 'state unknown', 'state unknown', 'event', 'finished']);
+  });
+});

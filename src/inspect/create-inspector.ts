@@ -145,7 +145,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     switch (notice.type) {
       case 'state': {
         const type = notice.event.type;
-        if (type !== 'xstate.init' && type !== 'CHUNK') {
+        if (type !== 'xstate.init' && type !== 'unknown' && type !== 'CHUNK') {
           log(view, 'event', transitionLabel(type), detailOf(notice.event));
         }
         view.value = notice.value;

@@ -251,6 +251,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       inspect,
       writer: runWriter,
       observed: () => listeners.size > 0,
+      captureCauses: listeners.size > 0 || inspect !== undefined,
       notify,
       onFinal,
       now,

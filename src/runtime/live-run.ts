@@ -32,6 +32,8 @@ export interface LiveRunOptions {
   writer: RunWriter;
   /** True when somebody listens: no notice is built for nobody (one per chunk otherwise). */
   observed: () => boolean;
+  /** Whether `state` notices name the machine event that caused them (else `unknown`). */
+  captureCauses: boolean;
   notify: (notice: RunNotice) => void;
   /**
    * Called once, when the run became final (after its terminal event); `result` resolves when the
@@ -73,8 +75,10 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   const { identity, writer, observed, notify, now } = options;
   const runId = identity.runId;
   const controller = new AbortController();
-  // The machine event being handled, for the `state` notice it causes (xstate's snapshots do not say).
-  let cause: { type: string } = { type: 'xstate.init' };
+  // The machine event being handled, for the `state` notice it causes: xstate's snapshots do not say,
+  // its inspection does. Inspection costs every chunk a few objects, so it is turned on only for a
+  // run that somebody listens to when it starts (or that is inspected anyway).
+  let cause: { type: string } = { type: options.captureCauses ? 'xstate.init' : 'unknown' };
   const user = options.inspect;
   const userNext = typeof user === 'function' ? user : user?.next?.bind(user);
   const inspect = (event: InspectionEvent): void => {
@@ -83,7 +87,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   };
   const actor = createActor(options.machine, {
     input: { runId, ...options.limits, now, random: options.random },
-    inspect,
+    inspect: options.captureCauses ? inspect : user,
   });
   const log = new MemoryEventLog();
   let resolve!: (output: RunOutput) => void;

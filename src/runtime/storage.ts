@@ -149,7 +149,8 @@ export type RunNotice =
   | { type: 'created'; run: RunRecord }
   /**
    * Every change of the run machine's state: `value` is xstate's state value, `event` the machine
-   * event that caused it (`START`, `CANCEL`, `ERROR`...; `xstate.init` for the first state).
+   * event that caused it (`START`, `CANCEL`, `ERROR`...; `xstate.init` for the first state), or
+   * `unknown` for a run that started before anybody listened (knowing it costs every chunk).
    */
   | { type: 'state'; runId: string; value: StateValue; status: RunStatus; event: { type: string } }
   /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
