@@ -155,6 +155,8 @@ export function serveTasks(
 export interface Usage {
   /** User + system CPU time. */
   cpuUs: number;
+  /** The part of it spent in the kernel (socket reads and writes; on loopback, also the TCP work of the other end). */
+  systemUs: number;
   /** RSS right after the collection at `start`. */
   baselineRssBytes: number;
   /** The process's RSS high-water mark (getrusage `maxrss`) at `stop`. */
@@ -194,6 +196,7 @@ async function meter(start: boolean): Promise<Usage | undefined> {
   const { user, system } = process.cpuUsage(started.cpu);
   const usage = {
     cpuUs: user + system,
+    systemUs: system,
     baselineRssBytes: started.rss,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     loopDelayP99Ms: loopDelay.percentile(99) / 1e6,

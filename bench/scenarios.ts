@@ -152,6 +152,7 @@ async function burst(ctx: BenchContext): Promise<ScenarioResult> {
     const stream = (tag: string) => unit.client.request<Outcome>({ type: 'stream', workload: 'burst', tag });
     for (let i = 0; i < warmup; i++) check(unit.kind, await stream(`warmup-${i}`), length);
     const cpu: number[] = [];
+    const system: number[] = [];
     const wall: number[] = [];
     let events = 0;
     for (let i = 0; i < trials; i++) {
@@ -159,14 +160,17 @@ async function burst(ctx: BenchContext): Promise<ScenarioResult> {
       const start = performance.now();
       const outcome = await stream(`burst-${i}`);
       wall.push(performance.now() - start);
-      cpu.push((await meterStop(holder(unit))).cpuUs / chunks);
+      const usage = await meterStop(holder(unit));
+      cpu.push(usage.cpuUs / chunks);
+      system.push(usage.systemUs / chunks);
       check(unit.kind, outcome, length);
       events = outcome.events;
     }
     push('cpuPerChunkUs', median(cpu));
+    push('systemCpuPerChunkUs', median(system));
     push('wallMs', median(wall));
     push('contentEvents', events);
-    return `${median(cpu).toFixed(2)} µs/chunk, ${median(wall).toFixed(0)} ms, ${events} content events`;
+    return `${median(cpu).toFixed(2)} µs/chunk (kernel ${median(system).toFixed(2)}), ${median(wall).toFixed(0)} ms, ${events} content events`;
   });
   return { scenario: 'burst', samples, notes: {} };
 }
@@ -209,11 +213,12 @@ async function concurrent(ctx: BenchContext, scenario: 'paced' | 'mass'): Promis
     push('failed', n - result.completed);
     push('wallMs', result.wallMs);
     push('cpuPerChunkUs', usage.cpuUs / (n * chunks));
+    push('systemCpuPerChunkUs', usage.systemUs / (n * chunks));
     push('rssPerRunKb', rssPerRunKb);
     push('loopDelayP99Ms', usage.loopDelayP99Ms);
     push('peakStreaming', result.peakStreaming);
     return (
-      `${result.completed}/${n} completed, ${result.wallMs.toFixed(0)} ms, ${(usage.cpuUs / (n * chunks)).toFixed(2)} µs/chunk, ` +
+      `${result.completed}/${n} completed, ${result.wallMs.toFixed(0)} ms, ${(usage.cpuUs / (n * chunks)).toFixed(2)} µs/chunk (kernel ${(usage.systemUs / (n * chunks)).toFixed(2)}), ` +
       `${rssPerRunKb.toFixed(0)} KB/run, loop delay p99 ${usage.loopDelayP99Ms.toFixed(1)} ms, ${result.peakStreaming} at once` +
       (result.failures.length ? `; failures: ${result.failures.join(' | ')}` : '')
     );
