@@ -2,20 +2,23 @@ import type { ServerResponse } from 'node:http';
 import { isTerminalEvent, type RunEvent } from '../runtime/run-events.js';
 import { eventFrame, openEventStream } from './event-stream.js';
 
-// Every subscriber of a run gets the same event objects from its log, so each is serialised once.
-const frames = new WeakMap<RunEvent, Buffer>();
+// The frame of the last event written. Every subscriber of a run is handed the same event object
+// in the same turn, so this one entry serialises it once for all of them; a WeakMap entry and a
+// Buffer copy per event cost more than the serialisation (and the WeakMap's entries slow the
+// garbage collector), and a string goes to the socket without a copy in JavaScript.
+let lastEvent: RunEvent | undefined;
+let lastFrame = '';
 
 /**
  * The SSE frame of an event: `id: <seq>`, `event: <Name>`, and the JSON (which has `event` too) on
  * one `data:` line.
  */
-export function sseFrame(event: RunEvent): Buffer {
-  let frame = frames.get(event);
-  if (!frame) {
-    frame = Buffer.from(eventFrame({ id: event.seq, event: event.event, data: JSON.stringify(event) }));
-    frames.set(event, frame);
+export function sseFrame(event: RunEvent): string {
+  if (event !== lastEvent) {
+    lastFrame = eventFrame({ id: event.seq, event: event.event, data: JSON.stringify(event) });
+    lastEvent = event;
   }
-  return frame;
+  return lastFrame;
 }
 
 /** Options of {@link sendEventStream}. */
