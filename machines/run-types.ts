@@ -26,6 +26,10 @@ export type ErrorCode =
   | 'MODEL_REQUEST_FAILED'
   | 'MODEL_STREAM_INCOMPLETE'
   | 'RUN_TIMEOUT'
+  /** The instance that owned the run stopped renewing its lease (killed, frozen, cut off). */
+  | 'RUN_LOST'
+  /** The run store (PostgreSQL) or the bus (Redis) cannot be reached. */
+  | 'STORE_UNAVAILABLE'
   | 'INTERNAL';
 
 /** An error as a run keeps it: serialisable, with what a retry policy needs to decide. */

@@ -1,0 +1,108 @@
+import { RunstateError } from '../../errors.js';
+import type { SqlDatabase } from './sql-database.js';
+
+/** One version of the schema: statements run in order, in the transaction of {@link migrate}. */
+interface Migration {
+  version: number;
+  name: string;
+  statements: string[];
+}
+
+/**
+ * The schema, one entry per version; never edit a released entry, add the next one. One statement
+ * per string: PGlite's `query` takes one statement at a time.
+ */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'runs, sessions, events, instances',
+    statements: [
+      // `position` orders sessions by last use (the memory store's LRU order) across instances.
+      `CREATE SEQUENCE runstate_order`,
+      `CREATE TABLE runstate_sessions (
+        session_id text PRIMARY KEY,
+        agent_id text NOT NULL,
+        user_id text,
+        session_name text NOT NULL,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        position bigint NOT NULL DEFAULT nextval('runstate_order')
+      )`,
+      `CREATE INDEX runstate_sessions_position ON runstate_sessions (position)`,
+      // One row per live instance; its lease covers every run it owns (one write per renewal).
+      `CREATE TABLE runstate_instances (
+        instance_id text PRIMARY KEY,
+        lease_until timestamptz NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now()
+      )`,
+      // `record` is the RunRecord; the columns beside it are what queries filter and order on.
+      // `retained` false: past retention, kept only as a session's history.
+      `CREATE TABLE runstate_runs (
+        run_id text PRIMARY KEY,
+        position bigint NOT NULL DEFAULT nextval('runstate_order'),
+        session_id text NOT NULL REFERENCES runstate_sessions ON DELETE CASCADE,
+        agent_id text NOT NULL,
+        status text NOT NULL,
+        record jsonb NOT NULL,
+        owner text,
+        finished_ms bigint,
+        retained boolean NOT NULL DEFAULT true
+      )`,
+      `CREATE INDEX runstate_runs_session ON runstate_runs (session_id, position)`,
+      `CREATE INDEX runstate_runs_position ON runstate_runs (position) WHERE retained`,
+      `CREATE INDEX runstate_runs_active ON runstate_runs (owner) WHERE finished_ms IS NULL`,
+      `CREATE INDEX runstate_runs_finished ON runstate_runs (finished_ms) WHERE retained AND finished_ms IS NOT NULL`,
+      // json, not jsonb: an event replayed from here is byte for byte the frame sent live (jsonb
+      // would reorder its keys).
+      `CREATE TABLE runstate_events (
+        run_id text NOT NULL REFERENCES runstate_runs ON DELETE CASCADE,
+        seq integer NOT NULL,
+        event json NOT NULL,
+        PRIMARY KEY (run_id, seq)
+      )`,
+    ],
+  },
+];
+
+// Any constant shared by every runstate instance; pg_advisory_xact_lock takes a bigint.
+const MIGRATION_LOCK = 7_226_843_113;
+
+/**
+ * Brings the schema to the latest version, in one transaction under a PostgreSQL advisory lock:
+ * instances starting together wait for each other instead of racing, and a failed migration leaves
+ * nothing half done (PostgreSQL's DDL is transactional). Throws `INTERNAL` when the database was
+ * migrated by a newer runstate.
+ *
+ * @returns the versions applied now (empty when the schema was up to date).
+ */
+export async function migrate(db: SqlDatabase): Promise<number[]> {
+  return db.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await tx.query(`CREATE TABLE IF NOT EXISTS runstate_migrations (
+      version integer PRIMARY KEY,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const { rows } = await tx.query<{ version: number }>('SELECT version FROM runstate_migrations');
+    const done = new Set(rows.map((row) => row.version));
+    const latest = MIGRATIONS.at(-1)!.version;
+    const newest = Math.max(0, ...done);
+    if (newest > latest) {
+      throw new RunstateError(
+        'INTERNAL',
+        `the database schema is at version ${newest}, newer than this runstate knows (${latest}): upgrade runstate`,
+      );
+    }
+    const applied: number[] = [];
+    for (const migration of MIGRATIONS) {
+      if (done.has(migration.version)) continue;
+      for (const statement of migration.statements) await tx.query(statement);
+      await tx.query('INSERT INTO runstate_migrations (version, name) VALUES ($1, $2)', [
+        migration.version,
+        migration.name,
+      ]);
+      applied.push(migration.version);
+    }
+    return applied;
+  });
+}

@@ -1,0 +1,331 @@
+/**
+ * The run store contract, once, against every backend: memory, PGlite (a data dir) and PostgreSQL
+ * (a database of this file on the local server).
+ */
+import { randomUUID } from 'node:crypto';
+import { cp } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RunEvent, RunOutput, RunRecord } from '../../src/runtime/run-events.js';
+import { createSqlRunStore, type SqlRunStoreOptions } from '../../src/runtime/sql/create-sql-run-store.js';
+import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
+import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
+import type { RunStore } from '../../src/runtime/storage-draft.js';
+import { createTempDir, createTestDatabase, type TestDatabase } from '../support/databases.js';
+
+type StoreOptions = Omit<SqlRunStoreOptions, 'db'>;
+
+interface Backend {
+  name: string;
+  durable: boolean;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+  /** A store; `fresh` asks for an empty database of its own (retention counts every run). */
+  open(
+    options?: StoreOptions & { fresh?: boolean },
+  ): Promise<{ store: RunStore; reopen(): Promise<RunStore> }>;
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+
+/** A database shared by the tests of one backend: `close()` of its stores leaves it open. */
+function shared(db: SqlDatabase): SqlDatabase {
+  return {
+    query: (t, p) => db.query(t, p),
+    transaction: (fn) => db.transaction(fn),
+    close: () => Promise.resolve(),
+  };
+}
+
+function pgliteBackend(): Backend {
+  let template: string;
+  let db: SqlDatabase;
+  return {
+    name: 'PGlite',
+    durable: true,
+    async setup() {
+      const dir = await createTempDir();
+      cleanups.push(() => dir.remove());
+      template = join(dir.path, 'template');
+      db = await openSqlDatabase({ dataDir: template });
+    },
+    async teardown() {
+      await db.close();
+    },
+    async open(options = {}) {
+      if (!options.fresh) {
+        const store = createSqlRunStore({ ...options, db: shared(db) });
+        return { store, reopen: () => Promise.resolve(createSqlRunStore({ ...options, db: shared(db) })) };
+      }
+      // Copying a migrated data dir takes a second; creating one takes several.
+      await db.query('CHECKPOINT');
+      const dir = await createTempDir();
+      cleanups.push(() => dir.remove());
+      await cp(template, dir.path, { recursive: true });
+      const open = async () =>
+        createSqlRunStore({ ...options, db: await openSqlDatabase({ dataDir: dir.path }) });
+      return { store: await open(), reopen: open };
+    },
+  };
+}
+
+function postgresBackend(): Backend {
+  return {
+    name: 'PostgreSQL',
+    durable: true,
+    async setup() {},
+    async teardown() {},
+    async open(options = {}) {
+      const database: TestDatabase = await createTestDatabase();
+      cleanups.push(() => database.drop());
+      const open = async () =>
+        createSqlRunStore({ ...options, db: await openSqlDatabase({ databaseUrl: database.url }) });
+      return { store: await open(), reopen: open };
+    },
+  };
+}
+
+const backends: Backend[] = [pgliteBackend(), postgresBackend()];
+
+afterAll(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+}, 60_000);
+
+let clock = 1_800_000_000_000;
+const now = () => clock;
+
+function record(
+  fields: Partial<RunRecord> & { run_id: string; session_id: string; agent_id: string },
+): RunRecord {
+  return {
+    agent_name: 'Agent',
+    user_id: null,
+    run_input: 'Hello there',
+    model: 'fake',
+    model_provider: 'fake',
+    created_at: Math.floor(clock / 1000),
+    status: 'pending',
+    content: '',
+    metrics: null,
+    error: null,
+    cancel_reason: null,
+    finished_at: null,
+    ...fields,
+  };
+}
+
+function output(run: RunRecord, status: RunOutput['status'] = 'completed'): RunOutput {
+  return {
+    ...run,
+    status,
+    content: 'done',
+    metrics: { input_tokens: 1, output_tokens: 2, total_tokens: 3, time_to_first_token: 0.1, duration: 0.5 },
+    finished_at: Math.floor(clock / 1000),
+  };
+}
+
+function content(run: RunRecord, seq: number, text = `t${seq}`): RunEvent {
+  // Keys in the wire order; a durable store must give them back in that order.
+  return {
+    event: 'RunContent',
+    run_id: run.run_id,
+    agent_id: run.agent_id,
+    agent_name: run.agent_name,
+    session_id: run.session_id,
+    created_at: run.created_at,
+    seq,
+    content: text,
+  };
+}
+
+/** Ids unique to one test: backends may share a database between tests. */
+function ids() {
+  const tag = randomUUID().slice(0, 8);
+  return { agent: `agent-${tag}`, session: `session-${tag}`, run: (n: number) => `run-${tag}-${n}` };
+}
+
+describe.each(backends)('run store contract: $name', (backend) => {
+  beforeAll(() => backend.setup(), 60_000);
+  afterAll(() => backend.teardown());
+
+  async function open(options?: StoreOptions & { fresh?: boolean }) {
+    const opened = await backend.open({ now, ...options });
+    cleanups.push(() => opened.store.close());
+    return opened;
+  }
+
+  it('creates the session on its first run and lists the runs of a session oldest first', async () => {
+    const { store } = await open();
+    const id = ids();
+    const first = record({
+      run_id: id.run(1),
+      session_id: id.session,
+      agent_id: id.agent,
+      run_input: 'First question',
+    });
+    const second = record({
+      run_id: id.run(2),
+      session_id: id.session,
+      agent_id: id.agent,
+      run_input: 'Second',
+    });
+    await store.createRun(first);
+    await store.createRun(second);
+
+    expect(await store.getRun(first.run_id)).toStrictEqual(first);
+    const session = await store.getSession(id.session);
+    expect(session).toMatchObject({
+      session_id: id.session,
+      agent_id: id.agent,
+      user_id: null,
+      session_name: 'First question',
+      run_ids: [first.run_id, second.run_id],
+    });
+    expect(typeof session!.created_at).toBe('number');
+    expect((await store.sessionRuns(id.session)).map((run) => run.run_id)).toStrictEqual([
+      first.run_id,
+      second.run_id,
+    ]);
+    expect(await store.getSession('no-such-session')).toBeUndefined();
+    expect(await store.getRun('no-such-run')).toBeUndefined();
+    expect(await store.sessionRuns('no-such-session')).toStrictEqual([]);
+  });
+
+  it("refuses a run in another agent's session and a run id already used", async () => {
+    const { store } = await open();
+    const id = ids();
+    await store.createRun(record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent }));
+    await expect(
+      store.createRun(record({ run_id: id.run(2), session_id: id.session, agent_id: 'another-agent' })),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await expect(
+      store.createRun(record({ run_id: id.run(1), session_id: `${id.session}-b`, agent_id: id.agent })),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect((await store.getSession(id.session))!.run_ids).toStrictEqual([id.run(1)]);
+  });
+
+  it('updates an active run, finishes it once, and filters runs by agent, session and status', async () => {
+    const { store } = await open();
+    const id = ids();
+    const a = record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent });
+    const b = record({ run_id: id.run(2), session_id: `${id.session}-b`, agent_id: id.agent });
+    await store.createRun(a);
+    await store.createRun(b);
+    await store.updateRun(a.run_id, { status: 'streaming', content: 'par' });
+    expect(await store.getRun(a.run_id)).toMatchObject({ status: 'streaming', content: 'par' });
+
+    const final = output({ ...a, status: 'streaming' });
+    expect(await store.finishRun(final)).toBe(true);
+    expect(await store.finishRun(output(a, 'cancelled'))).toBe(false);
+    expect(await store.getRun(a.run_id)).toStrictEqual(final);
+    // A final run is not changed any more.
+    await store.updateRun(a.run_id, { content: 'late' });
+    expect((await store.getRun(a.run_id))!.content).toBe('done');
+
+    const runIds = async (filter: Parameters<RunStore['listRuns']>[0]) =>
+      (await store.listRuns(filter)).map((run) => run.run_id);
+    expect(await runIds({ agentId: id.agent })).toStrictEqual([a.run_id, b.run_id]);
+    expect(await runIds({ agentId: id.agent, status: 'completed' })).toStrictEqual([a.run_id]);
+    expect(await runIds({ agentId: id.agent, status: 'pending' })).toStrictEqual([b.run_id]);
+    expect(await runIds({ sessionId: `${id.session}-b` })).toStrictEqual([b.run_id]);
+    expect(await runIds({ agentId: 'nobody' })).toStrictEqual([]);
+  });
+
+  it('appends events in batches and reads them back after any seq, byte for byte', async () => {
+    const { store } = await open();
+    const id = ids();
+    const run = record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent });
+    await store.createRun(run);
+    const events = Array.from({ length: 250 }, (_, i) => content(run, i + 1, `dé"l\\ta ${i} 🙂`));
+    // Batches handed over without waiting still land in seq order.
+    await Promise.all([
+      store.appendEvents(run.run_id, events.slice(0, 1)),
+      store.appendEvents(run.run_id, events.slice(1, 100)),
+      store.appendEvents(run.run_id, []),
+      store.appendEvents(run.run_id, events.slice(100)),
+    ]);
+    const read = await store.readEvents(run.run_id);
+    expect(JSON.stringify(read)).toBe(JSON.stringify(events));
+    expect((await store.readEvents(run.run_id, 247)).map((e) => e.seq)).toStrictEqual([248, 249, 250]);
+    expect(await store.readEvents(run.run_id, 250)).toStrictEqual([]);
+    expect(await store.readEvents('no-such-run')).toStrictEqual([]);
+  });
+
+  it('lists sessions most recently used first, filtered by agent and user', async () => {
+    const { store } = await open();
+    const id = ids();
+    const run = (n: number, session: string, user: string | null) =>
+      record({ run_id: id.run(n), session_id: session, agent_id: id.agent, user_id: user });
+    await store.createRun(run(1, `${id.session}-1`, 'ann'));
+    await store.createRun(run(2, `${id.session}-2`, 'bob'));
+    await store.createRun(run(3, `${id.session}-1`, 'ann'));
+    const sessions = async (filter: Parameters<RunStore['listSessions']>[0]) =>
+      (await store.listSessions(filter)).map((session) => session.session_id);
+    expect(await sessions({ agentId: id.agent })).toStrictEqual([`${id.session}-1`, `${id.session}-2`]);
+    expect(await sessions({ agentId: id.agent, userId: 'bob' })).toStrictEqual([`${id.session}-2`]);
+    expect(await sessions({ agentId: 'nobody' })).toStrictEqual([]);
+  });
+
+  it('deletes a session with its runs and their events', async () => {
+    const { store } = await open();
+    const id = ids();
+    const run = record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent });
+    await store.createRun(run);
+    await store.appendEvents(run.run_id, [content(run, 1)]);
+    expect(await store.deleteSession(id.session)).toBe(true);
+    expect(await store.deleteSession(id.session)).toBe(false);
+    expect(await store.getSession(id.session)).toBeUndefined();
+    expect(await store.getRun(run.run_id)).toBeUndefined();
+    expect(await store.readEvents(run.run_id)).toStrictEqual([]);
+    // The run may still be streaming when its session goes: its last writes are dropped quietly.
+    await store.appendEvents(run.run_id, [content(run, 2)]);
+    expect(await store.finishRun(output(run))).toBe(false);
+  });
+
+  it('forgets finished runs past retention but keeps them in their session', async () => {
+    const { store } = await open({ fresh: true, retention: { maxFinishedRuns: 2, maxAgeMs: 60_000 } });
+    const id = ids();
+    const runs = [1, 2, 3, 4].map((n) =>
+      record({ run_id: id.run(n), session_id: id.session, agent_id: id.agent }),
+    );
+    for (const run of runs) await store.createRun(run);
+    for (const run of runs.slice(0, 3)) {
+      await store.appendEvents(run.run_id, [content(run, 1)]);
+      clock += 1_000;
+      await store.finishRun(output(run));
+    }
+    // Two finished runs kept: the first went; the active one is never counted.
+    expect(await store.getRun(runs[0]!.run_id)).toBeUndefined();
+    expect(await store.readEvents(runs[0]!.run_id)).toStrictEqual([]);
+    expect((await store.listRuns({ agentId: id.agent })).map((run) => run.run_id)).toStrictEqual(
+      runs.slice(1).map((run) => run.run_id),
+    );
+    expect((await store.sessionRuns(id.session)).map((run) => run.run_id)).toStrictEqual(
+      runs.map((run) => run.run_id),
+    );
+    // Past maxAgeMs, finished runs are forgotten even before the next write prunes them.
+    clock += 60_001;
+    expect(await store.getRun(runs[1]!.run_id)).toBeUndefined();
+    expect(await store.getRun(runs[3]!.run_id)).toMatchObject({ status: 'pending' });
+  });
+
+  it('keeps runs, sessions and events across a restart', async ({ skip }) => {
+    if (!backend.durable) skip();
+    const opened = await open({ fresh: true });
+    const store = opened.store;
+    const id = ids();
+    const run = record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent });
+    await store.createRun(run);
+    await store.appendEvents(run.run_id, [content(run, 1), content(run, 2)]);
+    await store.finishRun(output(run));
+    await store.close();
+
+    const again = await opened.reopen();
+    cleanups.push(() => again.close());
+    expect(await again.getRun(run.run_id)).toStrictEqual(output(run));
+    expect((await again.readEvents(run.run_id)).map((event) => event.seq)).toStrictEqual([1, 2]);
+    expect((await again.listSessions({ agentId: id.agent })).map((s) => s.session_id)).toStrictEqual([
+      id.session,
+    ]);
+  });
+});
