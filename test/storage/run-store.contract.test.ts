@@ -10,7 +10,7 @@ import type { RunEvent, RunOutput, RunRecord } from '../../src/runtime/run-event
 import { createSqlRunStore, type SqlRunStoreOptions } from '../../src/runtime/sql/create-sql-run-store.js';
 import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
 import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
-import type { RunStore } from '../../src/runtime/storage-draft.js';
+import type { RunStore } from '../../src/runtime/storage.js';
 import { createTempDir, createTestDatabase, type TestDatabase } from '../support/databases.js';
 
 type StoreOptions = Omit<SqlRunStoreOptions, 'db'>;
@@ -46,8 +46,11 @@ function pgliteBackend(): Backend {
     async setup() {
       const dir = await createTempDir();
       cleanups.push(() => dir.remove());
+      // A migrated, empty data dir to copy from: copying takes a second, creating one several.
       template = join(dir.path, 'template');
-      db = await openSqlDatabase({ dataDir: template });
+      await (await openSqlDatabase({ dataDir: template })).close();
+      await cp(template, join(dir.path, 'shared'), { recursive: true });
+      db = await openSqlDatabase({ dataDir: join(dir.path, 'shared') });
     },
     async teardown() {
       await db.close();
@@ -57,8 +60,6 @@ function pgliteBackend(): Backend {
         const store = createSqlRunStore({ ...options, db: shared(db) });
         return { store, reopen: () => Promise.resolve(createSqlRunStore({ ...options, db: shared(db) })) };
       }
-      // Copying a migrated data dir takes a second; creating one takes several.
-      await db.query('CHECKPOINT');
       const dir = await createTempDir();
       cleanups.push(() => dir.remove());
       await cp(template, dir.path, { recursive: true });
@@ -282,31 +283,57 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.finishRun(output(run))).toBe(false);
   });
 
-  it('forgets finished runs past retention but keeps them in their session', async () => {
+  it('forgets finished runs past retention, and a session with its last run', async () => {
     const { store } = await open({ fresh: true, retention: { maxFinishedRuns: 2, maxAgeMs: 60_000 } });
     const id = ids();
     const runs = [1, 2, 3, 4].map((n) =>
       record({ run_id: id.run(n), session_id: id.session, agent_id: id.agent }),
     );
-    for (const run of runs) await store.createRun(run);
-    for (const run of runs.slice(0, 3)) {
+    const lone = record({ run_id: id.run(5), session_id: `${id.session}-lone`, agent_id: id.agent });
+    for (const run of [lone, ...runs]) await store.createRun(run);
+    for (const run of [lone, ...runs.slice(0, 3)]) {
       await store.appendEvents(run.run_id, [content(run, 1)]);
       clock += 1_000;
       await store.finishRun(output(run));
     }
-    // Two finished runs kept: the first went; the active one is never counted.
-    expect(await store.getRun(runs[0]!.run_id)).toBeUndefined();
-    expect(await store.readEvents(runs[0]!.run_id)).toStrictEqual([]);
-    expect((await store.listRuns({ agentId: id.agent })).map((run) => run.run_id)).toStrictEqual(
-      runs.slice(1).map((run) => run.run_id),
-    );
-    expect((await store.sessionRuns(id.session)).map((run) => run.run_id)).toStrictEqual(
-      runs.map((run) => run.run_id),
-    );
-    // Past maxAgeMs, finished runs are forgotten even before the next write prunes them.
+    // Two finished runs kept: the older two went; the active one is never counted.
+    for (const gone of [lone, runs[0]!]) {
+      expect(await store.getRun(gone.run_id)).toBeUndefined();
+      expect(await store.readEvents(gone.run_id)).toStrictEqual([]);
+    }
+    expect(await store.getSession(lone.session_id)).toBeUndefined();
+    const kept = runs.slice(1).map((run) => run.run_id);
+    expect((await store.listRuns({ agentId: id.agent })).map((run) => run.run_id)).toStrictEqual(kept);
+    expect((await store.sessionRuns(id.session)).map((run) => run.run_id)).toStrictEqual(kept);
+    expect((await store.getSession(id.session))!.run_ids).toStrictEqual(kept);
+
+    // Past maxAgeMs, finished runs read as absent even before the next write deletes them.
     clock += 60_001;
     expect(await store.getRun(runs[1]!.run_id)).toBeUndefined();
+    expect(await store.readEvents(runs[1]!.run_id)).toStrictEqual([]);
+    expect((await store.getSession(id.session))!.run_ids).toStrictEqual([runs[3]!.run_id]);
     expect(await store.getRun(runs[3]!.run_id)).toMatchObject({ status: 'pending' });
+  });
+
+  it('keeps at most maxRunsPerSession finished runs of a session and maxSessions sessions', async () => {
+    const { store } = await open({ fresh: true, maxRunsPerSession: 1, maxSessions: 2 });
+    const id = ids();
+    const a1 = record({ run_id: id.run(1), session_id: `${id.session}-a`, agent_id: id.agent });
+    const a2 = record({ run_id: id.run(2), session_id: `${id.session}-a`, agent_id: id.agent });
+    await store.createRun(a1);
+    await store.createRun(a2);
+    await store.finishRun(output(a1));
+    expect((await store.getSession(a1.session_id))!.run_ids).toStrictEqual([a1.run_id, a2.run_id]);
+    await store.finishRun(output(a2));
+    expect((await store.getSession(a1.session_id))!.run_ids).toStrictEqual([a2.run_id]);
+
+    // A third session pushes out the least recently used one without an active run.
+    const b = record({ run_id: id.run(3), session_id: `${id.session}-b`, agent_id: id.agent });
+    const c = record({ run_id: id.run(4), session_id: `${id.session}-c`, agent_id: id.agent });
+    await store.createRun(b);
+    await store.createRun(c);
+    expect((await store.listSessions()).map((s) => s.session_id)).toStrictEqual([c.session_id, b.session_id]);
+    expect(await store.getRun(a2.run_id)).toBeUndefined();
   });
 
   it('keeps runs, sessions and events across a restart', async ({ skip }) => {

@@ -1,11 +1,11 @@
 import { RunstateError } from '../../errors.js';
 import type { RunEvent, RunRecord } from '../run-events.js';
-import type { RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage-draft.js';
+import type { RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 
 /** Options of {@link createSqlRunStore}. */
 export interface SqlRunStoreOptions {
-  /** A migrated database (see `migrate`). The store closes it on `close()`. */
+  /** A migrated database (see `openSqlDatabase`). The store closes it on `close()`. */
   db: SqlDatabase;
   /** The instance that owns the runs this store creates (its lease covers them). */
   owner?: string | undefined;
@@ -17,6 +17,8 @@ export interface SqlRunStoreOptions {
   };
   /** Most sessions kept (least recently used go first; never one with an active run). Default 10,000. */
   maxSessions?: number | undefined;
+  /** Finished runs kept per session (its oldest go first). Default: no limit beyond the others. */
+  maxRunsPerSession?: number | undefined;
   now?: () => number;
 }
 
@@ -40,29 +42,31 @@ const RECORD_KEYS: readonly string[] = [
 ];
 
 /**
- * A {@link RunStore} in PostgreSQL, the same SQL on a server (`pg`) and in PGlite. Runs and sessions
- * are rows; a run's events are rows of `runstate_events`, written one INSERT per batch.
+ * A {@link RunStore} in PostgreSQL: the same SQL on a server (`pg`) and in PGlite. Runs and sessions
+ * are rows; a run's events are rows of `runstate_events`, written with one INSERT per batch.
  *
- * Retention as in memory: a finished run past `maxFinishedRuns` or `maxAgeMs` is no longer listed,
- * read or replayed (its events are deleted), but stays in its session's history until the session
- * goes.
+ * Retention as in memory: a finished run past `maxFinishedRuns`, `maxAgeMs` or `maxRunsPerSession`
+ * is deleted with its events when a run finishes, and reads already hide runs past their age; a
+ * session whose last run went goes with it.
  */
 export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
   const { db, owner = null, now = Date.now } = options;
   const maxFinishedRuns = options.retention?.maxFinishedRuns ?? 1_000;
   const maxAgeMs = options.retention?.maxAgeMs ?? 60 * 60_000;
   const maxSessions = options.maxSessions ?? 10_000;
+  // OFFSET NULL would mean no offset at all: no limit is the largest offset there is.
+  const maxRunsPerSession = options.maxRunsPerSession ?? 2 ** 62;
   // Appends of one run are chained: batches commit in seq order, so no reader sees a gap.
   const appending = new Map<string, Promise<void>>();
   let closed: Promise<void> | undefined;
 
   const cutoff = () => now() - maxAgeMs;
-  /** A run visible to reads: retained and not past its age. `$n` is the cutoff parameter. */
-  const visible = (n: number) => `retained AND (finished_ms IS NULL OR finished_ms >= $${n})`;
+  /** Runs not past their age; `$n` is the cutoff parameter. `r` names runstate_runs. */
+  const live = (n: number) => `(r.finished_ms IS NULL OR r.finished_ms >= $${n})`;
 
   async function insertSession(tx: SqlQueryable, run: RunRecord): Promise<boolean> {
-    // One statement for "create, or touch if it is this agent's": a session of another agent
-    // answers no row.
+    // One statement for "create, or touch if it is this agent's": another agent's session answers
+    // no row.
     const { rows } = await tx.query<{ inserted: boolean }>(
       `INSERT INTO runstate_sessions (session_id, agent_id, user_id, session_name, created_at, updated_at)
        VALUES ($1, $2, $3, $4, $5, $5)
@@ -86,34 +90,42 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
   }
 
   async function evictSessions(tx: SqlQueryable): Promise<void> {
+    // The least recently used past maxSessions go, except those with a run still active.
     await tx.query(
       `DELETE FROM runstate_sessions WHERE session_id IN (
-         SELECT s.session_id FROM runstate_sessions s
+         SELECT old.session_id FROM (
+           SELECT session_id FROM runstate_sessions ORDER BY position DESC OFFSET $1) AS old
          WHERE NOT EXISTS (
-           SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id AND r.finished_ms IS NULL)
-         ORDER BY s.position DESC OFFSET $1)`,
+           SELECT 1 FROM runstate_runs r WHERE r.session_id = old.session_id AND r.finished_ms IS NULL))`,
       [maxSessions],
     );
   }
 
-  async function prune(): Promise<void> {
-    // Runs past retention leave the lists and lose their events; their record stays for the session.
+  async function prune(sessionId: string): Promise<void> {
+    // Two statements: the CTEs of one statement share a snapshot, so the second would still see the
+    // runs the first deleted.
+    const { rows } = await db.query<{ session_id: string }>(
+      `DELETE FROM runstate_runs WHERE finished_ms IS NOT NULL AND (
+         finished_ms < $1
+         OR run_id IN (SELECT run_id FROM runstate_runs WHERE finished_ms IS NOT NULL
+                       ORDER BY finished_ms DESC, position DESC OFFSET $2)
+         OR run_id IN (SELECT run_id FROM runstate_runs WHERE session_id = $3 AND finished_ms IS NOT NULL
+                       ORDER BY position DESC OFFSET $4))
+       RETURNING session_id`,
+      [cutoff(), maxFinishedRuns, sessionId, maxRunsPerSession],
+    );
+    if (rows.length === 0) return;
     await db.query(
-      `WITH gone AS (
-         UPDATE runstate_runs SET retained = false
-         WHERE retained AND finished_ms IS NOT NULL AND (finished_ms < $1 OR run_id IN (
-           SELECT run_id FROM runstate_runs WHERE retained AND finished_ms IS NOT NULL
-           ORDER BY finished_ms DESC, position DESC OFFSET $2))
-         RETURNING run_id)
-       DELETE FROM runstate_events WHERE run_id IN (SELECT run_id FROM gone)`,
-      [cutoff(), maxFinishedRuns],
+      `DELETE FROM runstate_sessions s WHERE s.session_id = ANY($1::text[])
+       AND NOT EXISTS (SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id)`,
+      [[...new Set(rows.map((row) => row.session_id))]],
     );
   }
 
   async function insertEvents(runId: string, events: readonly RunEvent[]): Promise<void> {
     try {
-      // One statement per batch, whatever its size. Events after a run was finalised elsewhere (a
-      // lost run's owner coming back) conflict on their seq and are dropped: the first writer wins.
+      // One statement per batch, whatever its size. A seq already stored is skipped: a batch sent
+      // again, or a lost run's owner writing after another instance finalised the run.
       await db.query(
         `INSERT INTO runstate_events (run_id, seq, event)
          SELECT $1, (e->>'seq')::integer, e FROM json_array_elements($2::json) AS e
@@ -124,6 +136,24 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
       // The run was deleted with its session while it still streamed: nobody can read these.
       if ((error as { code?: string }).code !== '23503') throw error;
     }
+  }
+
+  async function sessions(where: string[], params: unknown[], order = ''): Promise<SessionRecord[]> {
+    params.push(cutoff());
+    const c = params.length;
+    // A session lists its runs still retained; with none left, it is gone too.
+    const { rows } = await db.query<SessionRecord>(
+      `SELECT * FROM (
+         SELECT s.session_id, s.agent_id, s.user_id, s.session_name,
+           s.created_at::float8 AS created_at, s.updated_at::float8 AS updated_at,
+           ARRAY(SELECT r.run_id FROM runstate_runs r
+                 WHERE r.session_id = s.session_id AND ${live(c)} ORDER BY r.position) AS run_ids,
+           s.position
+         FROM runstate_sessions s ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+       ) AS found WHERE cardinality(run_ids) > 0 ${order}`,
+      params,
+    );
+    return rows.map(({ position: _position, ...session }: SessionRecord & { position?: unknown }) => session);
   }
 
   return {
@@ -155,18 +185,18 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
 
     async finishRun(record) {
       const { rows } = await db.query(
-        `UPDATE runstate_runs SET record = $2::jsonb, status = $3, finished_ms = $4, owner = NULL
+        `UPDATE runstate_runs SET record = record || $2::jsonb, status = $3, finished_ms = $4, owner = NULL
          WHERE run_id = $1 AND finished_ms IS NULL RETURNING run_id`,
         [record.run_id, JSON.stringify(record), record.status, now()],
       );
       if (rows.length === 0) return false;
-      await prune();
+      await prune(record.session_id);
       return true;
     },
 
     async getRun(runId) {
       const { rows } = await db.query<{ record: RunRecord }>(
-        `SELECT record FROM runstate_runs WHERE run_id = $1 AND ${visible(2)}`,
+        `SELECT r.record FROM runstate_runs r WHERE r.run_id = $1 AND ${live(2)}`,
         [runId, cutoff()],
       );
       return rows[0] && ordered(rows[0].record);
@@ -174,17 +204,18 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
 
     async listRuns(filter: RunFilter = {}) {
       const params: unknown[] = [cutoff()];
-      const where = [visible(1)];
-      const match = (column: string, value: string | undefined) => {
-        if (value === undefined) return;
+      const where = [live(1)];
+      for (const [column, value] of [
+        ['r.agent_id', filter.agentId],
+        ['r.session_id', filter.sessionId],
+        ['r.status', filter.status],
+      ] as const) {
+        if (value === undefined) continue;
         params.push(value);
         where.push(`${column} = $${params.length}`);
-      };
-      match('agent_id', filter.agentId);
-      match('session_id', filter.sessionId);
-      match('status', filter.status);
+      }
       const { rows } = await db.query<{ record: RunRecord }>(
-        `SELECT record FROM runstate_runs WHERE ${where.join(' AND ')} ORDER BY position`,
+        `SELECT r.record FROM runstate_runs r WHERE ${where.join(' AND ')} ORDER BY r.position`,
         params,
       );
       return rows.map((row) => ordered(row.record));
@@ -194,7 +225,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
       if (events.length === 0) return Promise.resolve();
       const previous = appending.get(runId) ?? Promise.resolve();
       const done = previous.then(() => insertEvents(runId, events));
-      // The chain keeps going after a failed batch; this caller still sees the failure.
+      // The chain goes on after a failed batch; this caller still sees the failure.
       const tail = done.catch(() => undefined);
       appending.set(runId, tail);
       void tail.then(() => {
@@ -205,17 +236,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
 
     async readEvents(runId, afterSeq = 0) {
       const { rows } = await db.query<{ event: RunEvent }>(
-        'SELECT event FROM runstate_events WHERE run_id = $1 AND seq > $2 ORDER BY seq',
-        [runId, afterSeq],
+        `SELECT e.event FROM runstate_events e JOIN runstate_runs r USING (run_id)
+         WHERE e.run_id = $1 AND e.seq > $2 AND ${live(3)} ORDER BY e.seq`,
+        [runId, afterSeq, cutoff()],
       );
       return rows.map((row) => row.event);
     },
 
     async getSession(sessionId) {
-      const { rows } = await db.query<SessionRecord>(`${SESSION_SELECT} WHERE s.session_id = $1`, [
-        sessionId,
-      ]);
-      return rows[0];
+      return (await sessions(['s.session_id = $1'], [sessionId]))[0];
     },
 
     async listSessions(filter: SessionFilter = {}) {
@@ -229,17 +258,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
         params.push(value);
         where.push(`${column} = $${params.length}`);
       }
-      const { rows } = await db.query<SessionRecord>(
-        `${SESSION_SELECT} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY s.position DESC`,
-        params,
-      );
-      return rows;
+      return sessions(where, params, 'ORDER BY position DESC');
     },
 
     async sessionRuns(sessionId) {
       const { rows } = await db.query<{ record: RunRecord }>(
-        'SELECT record FROM runstate_runs WHERE session_id = $1 ORDER BY position',
-        [sessionId],
+        `SELECT r.record FROM runstate_runs r WHERE r.session_id = $1 AND ${live(2)} ORDER BY r.position`,
+        [sessionId, cutoff()],
       );
       return rows.map((row) => ordered(row.record));
     },
@@ -259,12 +284,6 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
     },
   };
 }
-
-// Times are bigint columns (strings from `pg`): read them as numbers.
-const SESSION_SELECT = `SELECT s.session_id, s.agent_id, s.user_id, s.session_name,
-  s.created_at::float8 AS created_at, s.updated_at::float8 AS updated_at,
-  ARRAY(SELECT r.run_id FROM runstate_runs r WHERE r.session_id = s.session_id ORDER BY r.position) AS run_ids
-  FROM runstate_sessions s`;
 
 function ordered(record: RunRecord): RunRecord {
   const out: Record<string, unknown> = {};

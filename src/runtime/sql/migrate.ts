@@ -36,7 +36,6 @@ export const MIGRATIONS: readonly Migration[] = [
         started_at timestamptz NOT NULL DEFAULT now()
       )`,
       // `record` is the RunRecord; the columns beside it are what queries filter and order on.
-      // `retained` false: past retention, kept only as a session's history.
       `CREATE TABLE runstate_runs (
         run_id text PRIMARY KEY,
         position bigint NOT NULL DEFAULT nextval('runstate_order'),
@@ -45,13 +44,12 @@ export const MIGRATIONS: readonly Migration[] = [
         status text NOT NULL,
         record jsonb NOT NULL,
         owner text,
-        finished_ms bigint,
-        retained boolean NOT NULL DEFAULT true
+        finished_ms bigint
       )`,
       `CREATE INDEX runstate_runs_session ON runstate_runs (session_id, position)`,
-      `CREATE INDEX runstate_runs_position ON runstate_runs (position) WHERE retained`,
+      `CREATE INDEX runstate_runs_position ON runstate_runs (position)`,
       `CREATE INDEX runstate_runs_active ON runstate_runs (owner) WHERE finished_ms IS NULL`,
-      `CREATE INDEX runstate_runs_finished ON runstate_runs (finished_ms) WHERE retained AND finished_ms IS NOT NULL`,
+      `CREATE INDEX runstate_runs_finished ON runstate_runs (finished_ms, position) WHERE finished_ms IS NOT NULL`,
       // json, not jsonb: an event replayed from here is byte for byte the frame sent live (jsonb
       // would reorder its keys).
       `CREATE TABLE runstate_events (
