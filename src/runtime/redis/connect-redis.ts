@@ -1,0 +1,52 @@
+import { createClient } from 'redis';
+import { RunstateError } from '../../errors.js';
+import { describeUrl } from '../sql/open-sql-database.js';
+
+function newClient(url: string, reconnect: () => boolean) {
+  return createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: {
+      connectTimeout: 5_000,
+      reconnectStrategy: (retries, cause) => (reconnect() ? Math.min(50 * 2 ** retries, 2_000) : cause),
+    },
+  });
+}
+
+/** A connected node-redis client. */
+export type RedisConnection = ReturnType<typeof newClient>;
+
+/**
+ * Connects to Redis. A server that cannot be reached at start rejects at once with
+ * `STORE_UNAVAILABLE` and a message naming its host and port (never its password); once connected,
+ * a lost connection is retried forever in the background (node-redis re-subscribes its channels),
+ * and commands sent meanwhile fail at once instead of queueing without bound.
+ */
+export async function connectRedis(url: string): Promise<RedisConnection> {
+  let connected = false;
+  // Before the first connection, a failure is final (the start fails); after it, a failure is an
+  // outage, retried with a backoff of at most 2 s.
+  const client = newClient(url, () => connected);
+  // Unhandled, an 'error' event would crash the process; the reconnect strategy deals with it.
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    client.destroy();
+    throw new RunstateError(
+      'STORE_UNAVAILABLE',
+      `cannot reach Redis at ${describeUrl(url)}: ${messageOf(error)}`,
+      {
+        cause: error,
+      },
+    );
+  }
+  connected = true;
+  return client;
+}
+
+function messageOf(error: unknown): string {
+  const { code, message } = error as { code?: string; message?: string };
+  if (code && /^E[A-Z]+$/.test(code)) return code;
+  return (message ?? String(error)).split('\n')[0]!;
+}

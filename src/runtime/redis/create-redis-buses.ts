@@ -1,0 +1,112 @@
+import type { CancelReason } from '../../../machines/run-types.js';
+import { RunstateError } from '../../errors.js';
+import type { RunEvent } from '../run-events.js';
+import type { CancelBus, EventBus } from '../storage.js';
+import { connectRedis, type RedisConnection } from './connect-redis.js';
+
+/** Options of {@link createRedisCancelBus} and {@link createRedisEventBus}. */
+export interface RedisBusOptions {
+  /** `redis://[:password@]host:port[/db]`. */
+  url: string;
+  /** Starts every channel name, so that deployments (or tests) can share one Redis. Default `runstate:`. */
+  prefix?: string | undefined;
+}
+
+/** A publishing connection and a subscribing one (a subscribed connection can do nothing else). */
+async function connectPair(url: string): Promise<{ pub: RedisConnection; sub: RedisConnection }> {
+  const pub = await connectRedis(url);
+  try {
+    return { pub, sub: await connectRedis(url) };
+  } catch (error) {
+    pub.destroy();
+    throw error;
+  }
+}
+
+function unavailable(error: unknown): never {
+  if (error instanceof RunstateError) throw error;
+  throw new RunstateError('STORE_UNAVAILABLE', `Redis is unavailable: ${(error as Error).message}`, {
+    cause: error,
+  });
+}
+
+/**
+ * A {@link CancelBus} over Redis pub/sub: one channel (`<prefix>cancel`) that every instance
+ * subscribes to on a connection of its own; the owner of the run acts on it. A cancel sent while
+ * Redis is down rejects `STORE_UNAVAILABLE` at once.
+ */
+export async function createRedisCancelBus(options: RedisBusOptions): Promise<CancelBus> {
+  const channel = `${options.prefix ?? 'runstate:'}cancel`;
+  const { pub, sub } = await connectPair(options.url);
+  return {
+    async publish(runId, reason) {
+      await pub.publish(channel, JSON.stringify({ run_id: runId, reason })).catch(unavailable);
+    },
+    async subscribe(listener) {
+      const handler = (message: string) => {
+        const { run_id, reason } = JSON.parse(message) as { run_id: string; reason: CancelReason };
+        listener(run_id, reason);
+      };
+      await sub.subscribe(channel, handler).catch(unavailable);
+      return async () => {
+        if (sub.isOpen) await sub.unsubscribe(channel, handler).catch(() => undefined);
+      };
+    },
+    async close() {
+      pub.destroy();
+      sub.destroy();
+      await Promise.resolve();
+    },
+  };
+}
+
+/**
+ * An {@link EventBus} over Redis pub/sub: a channel per run (`<prefix>events:<runId>`), one message
+ * per batch, serialised once however many followers. Followers of one run on an instance share one
+ * Redis subscription. What pub/sub loses while a connection is down (it keeps nothing), followers
+ * read from the store: they resume by `seq`.
+ */
+export async function createRedisEventBus(options: RedisBusOptions): Promise<EventBus> {
+  const prefix = `${options.prefix ?? 'runstate:'}events:`;
+  const { pub, sub } = await connectPair(options.url);
+  const followers = new Map<string, Set<(events: readonly RunEvent[]) => void>>();
+
+  return {
+    publish(runId, events) {
+      if (events.length === 0) return;
+      // Never waits and never throws: a lost batch is read from the store by the followers.
+      pub.publish(prefix + runId, JSON.stringify(events)).catch(() => undefined);
+    },
+    async subscribe(runId, listener) {
+      let listeners = followers.get(runId);
+      if (!listeners) {
+        const own = new Set<(events: readonly RunEvent[]) => void>();
+        listeners = own;
+        followers.set(runId, own);
+        try {
+          await sub.subscribe(prefix + runId, (message) => {
+            const events = JSON.parse(message) as RunEvent[];
+            for (const follower of own) follower(events);
+          });
+        } catch (error) {
+          if (followers.get(runId) === own && own.size === 0) followers.delete(runId);
+          unavailable(error);
+        }
+      }
+      const set = listeners;
+      set.add(listener);
+      return () => {
+        set.delete(listener);
+        if (set.size > 0 || followers.get(runId) !== set) return;
+        followers.delete(runId);
+        if (sub.isOpen) sub.unsubscribe(prefix + runId).catch(() => undefined);
+      };
+    },
+    async close() {
+      followers.clear();
+      pub.destroy();
+      sub.destroy();
+      await Promise.resolve();
+    },
+  };
+}
