@@ -1,5 +1,6 @@
 import { RunstateError } from '../../errors.js';
-import type { RunEvent, RunRecord } from '../run-events.js';
+import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
+import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 
@@ -49,7 +50,7 @@ const RECORD_KEYS: readonly string[] = [
  * is deleted with its events when a run finishes, and reads already hide runs past their age; a
  * session whose last run went goes with it.
  */
-export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
+export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { readonly leases: RunLeases } {
   const { db, owner = null, now = Date.now } = options;
   const maxFinishedRuns = options.retention?.maxFinishedRuns ?? 1_000;
   const maxAgeMs = options.retention?.maxAgeMs ?? 60 * 60_000;
@@ -124,11 +125,12 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
 
   async function insertEvents(runId: string, events: readonly RunEvent[]): Promise<void> {
     try {
-      // One statement per batch, whatever its size. A seq already stored is skipped: a batch sent
-      // again, or a lost run's owner writing after another instance finalised the run.
+      // One statement per batch, whatever its size. A seq already stored is skipped (a batch sent
+      // again), and so is all of a run that another instance finalised (its lost owner came back).
       await db.query(
         `INSERT INTO runstate_events (run_id, seq, event)
          SELECT $1, (e->>'seq')::integer, e FROM json_array_elements($2::json) AS e
+         WHERE NOT EXISTS (SELECT 1 FROM runstate_runs WHERE run_id = $1 AND sealed)
          ON CONFLICT DO NOTHING`,
         [runId, JSON.stringify(events)],
       );
@@ -156,7 +158,101 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore {
     return rows.map(({ position: _position, ...session }: SessionRecord & { position?: unknown }) => session);
   }
 
+  const leases: RunLeases = {
+    async renew(instanceId, leaseMs) {
+      await db.query(
+        `INSERT INTO runstate_instances (instance_id, lease_until)
+         VALUES ($1, now() + $2 * interval '1 millisecond')
+         ON CONFLICT (instance_id) DO UPDATE SET lease_until = EXCLUDED.lease_until`,
+        [instanceId, leaseMs],
+      );
+    },
+    async release(instanceId) {
+      await db.query('DELETE FROM runstate_instances WHERE instance_id = $1', [instanceId]);
+    },
+    async orphans() {
+      const { rows } = await db.query<{ run_id: string }>(
+        `SELECT r.run_id FROM runstate_runs r JOIN runstate_instances i ON i.instance_id = r.owner
+         WHERE r.finished_ms IS NULL AND i.lease_until < now() ORDER BY r.position`,
+      );
+      return rows.map((row) => row.run_id);
+    },
+    finishOrphan: (runId, outcome) => db.transaction((tx) => finishOrphan(tx, runId, outcome)),
+  };
+
+  async function finishOrphan(
+    tx: SqlQueryable,
+    runId: string,
+    outcome: OrphanOutcome,
+  ): Promise<RunEvent | undefined> {
+    // The row lock taken here makes the check and the write one step: two instances finalising
+    // the same orphan, or its owner finishing it meanwhile, cannot both win.
+    const { rows } = await tx.query<{ record: RunRecord }>(
+      `SELECT r.record FROM runstate_runs r JOIN runstate_instances i ON i.instance_id = r.owner
+       WHERE r.run_id = $1 AND r.finished_ms IS NULL AND i.lease_until < now() FOR UPDATE OF r`,
+      [runId],
+    );
+    const run = rows[0] && ordered(rows[0].record);
+    if (!run) return undefined;
+    // What the owner had stored before it went: the partial answer and the next seq.
+    const { rows: stored } = await tx.query<{ content: string | null; last: number | null }>(
+      `SELECT string_agg(event->>'content', '' ORDER BY seq) FILTER (WHERE event->>'event' = 'RunContent') AS content,
+         max(seq) AS last
+       FROM runstate_events WHERE run_id = $1`,
+      [runId],
+    );
+    const content = stored[0]?.content ?? run.content;
+    const finishedMs = now();
+    const message = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
+    const record: RunOutput = {
+      ...run,
+      status: outcome.status,
+      content,
+      metrics: {
+        input_tokens: 0,
+        output_tokens: 0,
+        total_tokens: 0,
+        time_to_first_token: null,
+        duration: Math.max(0, finishedMs / 1000 - run.created_at),
+      },
+      error: outcome.status === 'failed' ? { code: 'RUN_LOST', message, retryable: true } : null,
+      cancel_reason: outcome.status === 'cancelled' ? outcome.reason : null,
+      finished_at: Math.floor(finishedMs / 1000),
+    };
+    const base = {
+      run_id: run.run_id,
+      agent_id: run.agent_id,
+      agent_name: run.agent_name,
+      session_id: run.session_id,
+      created_at: record.finished_at,
+      seq: (stored[0]?.last ?? 0) + 1,
+    };
+    const terminal: RunEvent =
+      outcome.status === 'failed'
+        ? {
+            event: 'RunError',
+            ...base,
+            content: message,
+            code: 'RUN_LOST',
+            error_type: 'RUN_LOST',
+            status: 'failed',
+          }
+        : { event: 'RunCancelled', ...base, content, reason: outcome.reason, status: 'cancelled' };
+    await tx.query(
+      `UPDATE runstate_runs SET record = $2::jsonb, status = $3, finished_ms = $4, owner = NULL, sealed = true
+       WHERE run_id = $1`,
+      [runId, JSON.stringify(record), record.status, finishedMs],
+    );
+    await tx.query('INSERT INTO runstate_events (run_id, seq, event) VALUES ($1, $2, $3::json)', [
+      runId,
+      terminal.seq,
+      JSON.stringify(terminal),
+    ]);
+    return terminal;
+  }
+
   return {
+    leases,
     async createRun(run) {
       try {
         await db.transaction(async (tx) => {

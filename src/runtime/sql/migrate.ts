@@ -36,6 +36,8 @@ export const MIGRATIONS: readonly Migration[] = [
         started_at timestamptz NOT NULL DEFAULT now()
       )`,
       // `record` is the RunRecord; the columns beside it are what queries filter and order on.
+      // `sealed`: another instance wrote the terminal event (the owner was lost); the owner's late
+      // writes are dropped.
       `CREATE TABLE runstate_runs (
         run_id text PRIMARY KEY,
         position bigint NOT NULL DEFAULT nextval('runstate_order'),
@@ -44,7 +46,8 @@ export const MIGRATIONS: readonly Migration[] = [
         status text NOT NULL,
         record jsonb NOT NULL,
         owner text,
-        finished_ms bigint
+        finished_ms bigint,
+        sealed boolean NOT NULL DEFAULT false
       )`,
       `CREATE INDEX runstate_runs_session ON runstate_runs (session_id, position)`,
       `CREATE INDEX runstate_runs_position ON runstate_runs (position)`,

@@ -1,0 +1,105 @@
+import type { CancelReason } from '../../machines/run-types.js';
+import type { RunEvent } from './run-events.js';
+import type { RunLeases } from './run-leases.js';
+
+/** Options of {@link createLeaseKeeper}. */
+export interface LeaseKeeperOptions {
+  leases: RunLeases;
+  /** This instance: the owner written on the runs it creates. */
+  instanceId: string;
+  /**
+   * How long a lease lasts without renewal: an owner silent for this long is lost. It is renewed
+   * every third of it and orphans are looked for every half. Default 15 s.
+   */
+  leaseMs?: number;
+  /** Receives the terminal event of each orphan this instance finalised (to publish it). */
+  onFinished?: (event: RunEvent) => void;
+  /** Renewals and sweeps that failed (an outage); they are tried again on the next tick. */
+  onError?: (error: unknown) => void;
+}
+
+/** Keeps an instance's lease alive and finalises the runs of instances that stopped renewing. */
+export interface LeaseKeeper {
+  readonly instanceId: string;
+  readonly leaseMs: number;
+  /** Takes the lease (before the instance creates runs), then renews it and sweeps in the background. */
+  start(): Promise<void>;
+  /** Finalises every orphan now as `failed` (`RUN_LOST`); resolves with how many. */
+  sweep(): Promise<number>;
+  /**
+   * Cancels a run whose owner is gone, at once: `cancelled` with its partial content. Resolves with
+   * the terminal event, or `undefined` when the owner is alive or the run is final already.
+   */
+  cancelOrphan(runId: string, reason: CancelReason): Promise<RunEvent | undefined>;
+  /** Stops renewing; with `release`, ends the lease (graceful shutdown, once the runs are final). */
+  stop(options?: { release?: boolean }): Promise<void>;
+}
+
+/** The default lease: an owner silent for 15 s is lost. */
+export const DEFAULT_LEASE_MS = 15_000;
+
+/**
+ * Creates the lease keeper of one instance. Only stores shared by processes over time need it
+ * (PostgreSQL, PGlite on disk); the orchestrator composes it when its store has `leases`.
+ */
+export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
+  const { leases, instanceId, leaseMs = DEFAULT_LEASE_MS, onFinished, onError = () => undefined } = options;
+  const timers = new Set<NodeJS.Timeout>();
+  let running = false;
+  const pending = new Set<Promise<unknown>>();
+
+  /** Runs `task` every `everyMs`, never two at once, until stopped. */
+  function every(everyMs: number, task: () => Promise<unknown>): void {
+    const tick = () => {
+      timers.delete(timer);
+      if (!running) return;
+      const done = task()
+        .catch(onError)
+        .finally(() => {
+          pending.delete(done);
+          if (running) schedule();
+        });
+      pending.add(done);
+    };
+    let timer: NodeJS.Timeout;
+    const schedule = () => {
+      timer = setTimeout(tick, everyMs);
+      // A lease must not keep a process alive that has nothing else to do.
+      timer.unref();
+      timers.add(timer);
+    };
+    schedule();
+  }
+
+  async function finish(runId: string, outcome: Parameters<RunLeases['finishOrphan']>[1]) {
+    const event = await leases.finishOrphan(runId, outcome);
+    if (event) onFinished?.(event);
+    return event;
+  }
+
+  async function sweep(): Promise<number> {
+    let count = 0;
+    for (const runId of await leases.orphans()) if (await finish(runId, { status: 'failed' })) count++;
+    return count;
+  }
+
+  return {
+    instanceId,
+    leaseMs,
+    async start() {
+      await leases.renew(instanceId, leaseMs);
+      running = true;
+      every(Math.max(1, Math.floor(leaseMs / 3)), () => leases.renew(instanceId, leaseMs));
+      every(Math.max(1, Math.floor(leaseMs / 2)), sweep);
+    },
+    sweep,
+    cancelOrphan: (runId, reason) => finish(runId, { status: 'cancelled', reason }),
+    async stop({ release = false } = {}) {
+      running = false;
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      await Promise.all(pending);
+      if (release) await leases.release(instanceId);
+    },
+  };
+}

@@ -1,0 +1,26 @@
+import type { CancelReason } from '../../machines/run-types.js';
+import type { RunEvent } from './run-events.js';
+
+/** How a run whose owner is gone ends: lost (`failed`, `RUN_LOST`), or cancelled by a user. */
+export type OrphanOutcome = { status: 'failed' } | { status: 'cancelled'; reason: CancelReason };
+
+/**
+ * Leases of a store shared by many instances (PostgreSQL, PGlite across restarts). Each instance
+ * renews one lease that covers every run it owns; a run whose owner's lease ran out is an orphan,
+ * which any live instance may finalise. Times are the database's clock, so instances' clocks may
+ * differ.
+ */
+export interface RunLeases {
+  /** Takes or extends this instance's lease until `leaseMs` from now. */
+  renew(instanceId: string, leaseMs: number): Promise<void>;
+  /** Ends this instance's lease (graceful shutdown, once its runs are final). */
+  release(instanceId: string): Promise<void>;
+  /** Active runs whose owner's lease ran out. */
+  orphans(): Promise<string[]>;
+  /**
+   * Finalises an orphan, once, in one transaction: its record and one terminal event (the next
+   * `seq` after those stored). Resolves with that event, or `undefined` when the run is final
+   * already or its owner is alive (then the owner decides).
+   */
+  finishOrphan(runId: string, outcome: OrphanOutcome): Promise<RunEvent | undefined>;
+}

@@ -1,0 +1,147 @@
+/**
+ * Leases in the SQL store: an owner that stops renewing loses its active runs to whichever live
+ * instance finalises them, once, with one terminal event after what the owner stored. Leases are
+ * made to run out by renewing them into the past: no test waits for a clock.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLeaseKeeper } from '../../src/runtime/create-lease-keeper.js';
+import type { RunEvent, RunRecord } from '../../src/runtime/run-events.js';
+import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
+import { openSqlDatabase, type SqlLocation } from '../../src/runtime/sql/open-sql-database.js';
+import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
+import { createTempDir, createTestDatabase } from '../support/databases.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+}, 60_000);
+
+async function location(kind: string): Promise<SqlLocation> {
+  if (kind === 'PGlite') {
+    const dir = await createTempDir();
+    cleanups.push(() => dir.remove());
+    return { dataDir: dir.path };
+  }
+  const database = await createTestDatabase();
+  cleanups.push(() => database.drop());
+  return { databaseUrl: database.url };
+}
+
+function shared(db: SqlDatabase): SqlDatabase {
+  return {
+    query: (t, p) => db.query(t, p),
+    transaction: (fn) => db.transaction(fn),
+    close: () => Promise.resolve(),
+  };
+}
+
+const base: RunRecord = {
+  run_id: 'run-1',
+  agent_id: 'agent',
+  agent_name: 'Agent',
+  session_id: 'session-1',
+  user_id: null,
+  run_input: 'Hi',
+  model: 'fake',
+  model_provider: 'fake',
+  created_at: 1_800_000_000,
+  status: 'streaming',
+  content: '',
+  metrics: null,
+  error: null,
+  cancel_reason: null,
+  finished_at: null,
+};
+
+function content(run: RunRecord, seq: number, text: string): RunEvent {
+  const { run_id, agent_id, agent_name, session_id, created_at } = run;
+  return { event: 'RunContent', run_id, agent_id, agent_name, session_id, created_at, seq, content: text };
+}
+
+describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
+  // One database for the file (a PGlite data dir takes seconds to create); tests use their own ids.
+  let db: SqlDatabase;
+  beforeAll(async () => {
+    db = await openSqlDatabase(await location(kind));
+    cleanups.push(() => db.close());
+  }, 60_000);
+
+  it('finalises the runs of an owner whose lease ran out, once, as RUN_LOST; the owner writes no more', async () => {
+    const owner = createSqlRunStore({ db: shared(db), owner: 'instance-a' });
+    const other = createSqlRunStore({ db: shared(db), owner: 'instance-b' });
+    const run = base;
+    await owner.leases.renew('instance-a', 60_000);
+    await owner.createRun({ ...run, status: 'pending' });
+    await owner.updateRun(run.run_id, { status: 'streaming' });
+    await owner.appendEvents(run.run_id, [content(run, 1, 'Once upon'), content(run, 2, ' a time')]);
+
+    // Alive: not an orphan, and nobody else may finalise it.
+    expect(await other.leases.orphans()).toStrictEqual([]);
+    expect(await other.leases.finishOrphan(run.run_id, { status: 'failed' })).toBeUndefined();
+
+    await owner.leases.renew('instance-a', -1);
+    expect(await other.leases.orphans()).toStrictEqual([run.run_id]);
+    const finished: RunEvent[] = [];
+    const keeper = createLeaseKeeper({
+      leases: other.leases,
+      instanceId: 'instance-b',
+      onFinished: (e) => finished.push(e),
+    });
+    expect(await keeper.sweep()).toBe(1);
+    expect(await keeper.sweep()).toBe(0);
+    expect(finished).toMatchObject([{ event: 'RunError', seq: 3, code: 'RUN_LOST', status: 'failed' }]);
+
+    const record = await other.getRun(run.run_id);
+    expect(record).toMatchObject({
+      status: 'failed',
+      content: 'Once upon a time',
+      error: { code: 'RUN_LOST' },
+    });
+    expect(record!.finished_at).toEqual(expect.any(Number));
+
+    // The owner comes back: its late writes change nothing.
+    await owner.appendEvents(run.run_id, [content(run, 3, '!'), content(run, 4, '!')]);
+    expect(
+      await owner.finishRun({ ...record!, status: 'completed', metrics: record!.metrics!, finished_at: 1 }),
+    ).toBe(false);
+    const events = await other.readEvents(run.run_id);
+    expect(events.map((e) => e.event)).toStrictEqual(['RunContent', 'RunContent', 'RunError']);
+    expect(events.at(-1)).toStrictEqual(finished[0]);
+  });
+
+  it('cancels an orphan at once, with its partial content and the reason', async () => {
+    const owner = createSqlRunStore({ db: shared(db), owner: 'instance-c' });
+    await owner.leases.renew('instance-c', -1);
+    const run = { ...base, run_id: 'run-2', session_id: 'session-2' };
+    await owner.createRun(run);
+    await owner.appendEvents(run.run_id, [content(run, 1, 'Part')]);
+    const keeper = createLeaseKeeper({ leases: owner.leases, instanceId: 'instance-d' });
+    const event = await keeper.cancelOrphan(run.run_id, 'api');
+    expect(event).toMatchObject({
+      event: 'RunCancelled',
+      seq: 2,
+      content: 'Part',
+      reason: 'api',
+      status: 'cancelled',
+    });
+    expect(await keeper.cancelOrphan(run.run_id, 'api')).toBeUndefined();
+    expect(await owner.getRun(run.run_id)).toMatchObject({
+      status: 'cancelled',
+      cancel_reason: 'api',
+      content: 'Part',
+    });
+  });
+
+  it('a keeper takes its lease at start and ends it on a graceful stop', async () => {
+    const store = createSqlRunStore({ db: shared(db), owner: 'instance-e' });
+    const keeper = createLeaseKeeper({ leases: store.leases, instanceId: 'instance-e', leaseMs: 60_000 });
+    await keeper.start();
+    const lease = () =>
+      db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM runstate_instances WHERE instance_id = 'instance-e' AND lease_until > now()`,
+      );
+    expect((await lease()).rows[0]!.n).toBe(1);
+    await keeper.stop({ release: true });
+    expect((await lease()).rows[0]!.n).toBe(0);
+  });
+});
