@@ -107,6 +107,8 @@ function record(
     created_at: Math.floor(clock / 1000),
     status: 'pending',
     content: '',
+    reasoning_content: '',
+    finish_reason: null,
     metrics: null,
     error: null,
     cancel_reason: null,

@@ -47,6 +47,8 @@ const base: RunRecord = {
   created_at: 1_800_000_000,
   status: 'streaming',
   content: '',
+  reasoning_content: '',
+  finish_reason: null,
   metrics: null,
   error: null,
   cancel_reason: null,

@@ -23,7 +23,7 @@ export interface SqlRunStoreOptions {
   now?: () => number;
 }
 
-/** The key order of a run record on the wire (jsonb sorts keys its own way). */
+/** The key order of a run record on the wire (jsonb sorts keys its own way); other keys follow. */
 const RECORD_KEYS: readonly string[] = [
   'run_id',
   'agent_id',
@@ -36,6 +36,9 @@ const RECORD_KEYS: readonly string[] = [
   'created_at',
   'status',
   'content',
+  'reasoning_content',
+  'extra_data',
+  'finish_reason',
   'metrics',
   'error',
   'cancel_reason',
