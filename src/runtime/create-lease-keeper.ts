@@ -4,14 +4,8 @@ import type { RunLeases } from './run-leases.js';
 
 /** Options of {@link createLeaseKeeper}. */
 export interface LeaseKeeperOptions {
+  /** The store's leases; the lease is renewed every third of `leases.leaseMs`, orphans looked for every half. */
   leases: RunLeases;
-  /** This instance: the owner written on the runs it creates. */
-  instanceId: string;
-  /**
-   * How long a lease lasts without renewal: an owner silent for this long is lost. It is renewed
-   * every third of it and orphans are looked for every half. Default 15 s.
-   */
-  leaseMs?: number;
   /** Receives the terminal event of each orphan this instance finalised (to publish it). */
   onFinished?: (event: RunEvent) => void;
   /** Renewals and sweeps that failed (an outage); they are tried again on the next tick. */
@@ -20,8 +14,6 @@ export interface LeaseKeeperOptions {
 
 /** Keeps an instance's lease alive and finalises the runs of instances that stopped renewing. */
 export interface LeaseKeeper {
-  readonly instanceId: string;
-  readonly leaseMs: number;
   /** Takes the lease (before the instance creates runs), then renews it and sweeps in the background. */
   start(): Promise<void>;
   /** Finalises every orphan now as `failed` (`RUN_LOST`); resolves with how many. */
@@ -43,7 +35,8 @@ export const DEFAULT_LEASE_MS = 15_000;
  * (PostgreSQL, PGlite on disk); the orchestrator composes it when its store has `leases`.
  */
 export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
-  const { leases, instanceId, leaseMs = DEFAULT_LEASE_MS, onFinished, onError = () => undefined } = options;
+  const { leases, onFinished, onError = () => undefined } = options;
+  const { leaseMs } = leases;
   const timers = new Set<NodeJS.Timeout>();
   let running = false;
   const pending = new Set<Promise<unknown>>();
@@ -84,12 +77,10 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
   }
 
   return {
-    instanceId,
-    leaseMs,
     async start() {
-      await leases.renew(instanceId, leaseMs);
+      await leases.renew();
       running = true;
-      every(Math.max(1, Math.floor(leaseMs / 3)), () => leases.renew(instanceId, leaseMs));
+      every(Math.max(1, Math.floor(leaseMs / 3)), () => leases.renew());
       every(Math.max(1, Math.floor(leaseMs / 2)), sweep);
     },
     sweep,
@@ -99,7 +90,7 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       await Promise.all(pending);
-      if (release) await leases.release(instanceId);
+      if (release) await leases.release();
     },
   };
 }

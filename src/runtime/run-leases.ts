@@ -11,10 +11,14 @@ export type OrphanOutcome = { status: 'failed' } | { status: 'cancelled'; reason
  * differ.
  */
 export interface RunLeases {
-  /** Takes or extends this instance's lease until `leaseMs` from now. */
-  renew(instanceId: string, leaseMs: number): Promise<void>;
+  /** This instance: the owner the store writes on the runs it creates. */
+  readonly instanceId: string;
+  /** How long a lease lasts without renewal: an owner silent for this long is lost. */
+  readonly leaseMs: number;
+  /** Takes or extends this instance's lease until `leaseMs` from now (default {@link leaseMs}). */
+  renew(leaseMs?: number): Promise<void>;
   /** Ends this instance's lease (graceful shutdown, once its runs are final). */
-  release(instanceId: string): Promise<void>;
+  release(): Promise<void>;
   /** Active runs whose owner's lease ran out. */
   orphans(): Promise<string[]>;
   /**

@@ -69,10 +69,10 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
   }, 60_000);
 
   it('finalises the runs of an owner whose lease ran out, once, as RUN_LOST; the owner writes no more', async () => {
-    const owner = createSqlRunStore({ db: shared(db), owner: 'instance-a' });
-    const other = createSqlRunStore({ db: shared(db), owner: 'instance-b' });
+    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-a' });
+    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-b' });
     const run = base;
-    await owner.leases.renew('instance-a', 60_000);
+    await owner.leases.renew(60_000);
     await owner.createRun({ ...run, status: 'pending' });
     await owner.updateRun(run.run_id, { status: 'streaming' });
     await owner.appendEvents(run.run_id, [content(run, 1, 'Once upon'), content(run, 2, ' a time')]);
@@ -81,14 +81,10 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(await other.leases.orphans()).toStrictEqual([]);
     expect(await other.leases.finishOrphan(run.run_id, { status: 'failed' })).toBeUndefined();
 
-    await owner.leases.renew('instance-a', -1);
+    await owner.leases.renew(-1);
     expect(await other.leases.orphans()).toStrictEqual([run.run_id]);
     const finished: RunEvent[] = [];
-    const keeper = createLeaseKeeper({
-      leases: other.leases,
-      instanceId: 'instance-b',
-      onFinished: (e) => finished.push(e),
-    });
+    const keeper = createLeaseKeeper({ leases: other.leases, onFinished: (e) => finished.push(e) });
     expect(await keeper.sweep()).toBe(1);
     expect(await keeper.sweep()).toBe(0);
     expect(finished).toMatchObject([{ event: 'RunError', seq: 3, code: 'RUN_LOST', status: 'failed' }]);
@@ -112,12 +108,13 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
   });
 
   it('cancels an orphan at once, with its partial content and the reason', async () => {
-    const owner = createSqlRunStore({ db: shared(db), owner: 'instance-c' });
-    await owner.leases.renew('instance-c', -1);
+    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-c' });
+    await owner.leases.renew(-1);
     const run = { ...base, run_id: 'run-2', session_id: 'session-2' };
     await owner.createRun(run);
     await owner.appendEvents(run.run_id, [content(run, 1, 'Part')]);
-    const keeper = createLeaseKeeper({ leases: owner.leases, instanceId: 'instance-d' });
+    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-d' });
+    const keeper = createLeaseKeeper({ leases: other.leases });
     const event = await keeper.cancelOrphan(run.run_id, 'api');
     expect(event).toMatchObject({
       event: 'RunCancelled',
@@ -135,8 +132,8 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
   });
 
   it('a keeper takes its lease at start and ends it on a graceful stop', async () => {
-    const store = createSqlRunStore({ db: shared(db), owner: 'instance-e' });
-    const keeper = createLeaseKeeper({ leases: store.leases, instanceId: 'instance-e', leaseMs: 60_000 });
+    const store = createSqlRunStore({ db: shared(db), instanceId: 'instance-e', leaseMs: 60_000 });
+    const keeper = createLeaseKeeper({ leases: store.leases });
     await keeper.start();
     const lease = () =>
       db.query<{ n: number }>(

@@ -1,4 +1,7 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { RunstateError } from '../../errors.js';
+import { DEFAULT_LEASE_MS } from '../create-lease-keeper.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
@@ -8,8 +11,10 @@ import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 export interface SqlRunStoreOptions {
   /** A migrated database (see `openSqlDatabase`). The store closes it on `close()`. */
   db: SqlDatabase;
-  /** The instance that owns the runs this store creates (its lease covers them). */
-  owner?: string | undefined;
+  /** The instance that owns the runs this store creates (its lease covers them). Default: host, pid and a random part. */
+  instanceId?: string | undefined;
+  /** How long an instance's lease lasts without renewal. Default 15 s. */
+  leaseMs?: number | undefined;
   retention?: {
     /** Finished runs kept at most; the oldest go first. Default 1,000. */
     maxFinishedRuns?: number | undefined;
@@ -54,7 +59,9 @@ const RECORD_KEYS: readonly string[] = [
  * session whose last run went goes with it.
  */
 export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { readonly leases: RunLeases } {
-  const { db, owner = null, now = Date.now } = options;
+  const { db, now = Date.now } = options;
+  const owner = options.instanceId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   const maxFinishedRuns = options.retention?.maxFinishedRuns ?? 1_000;
   const maxAgeMs = options.retention?.maxAgeMs ?? 60 * 60_000;
   const maxSessions = options.maxSessions ?? 10_000;
@@ -162,16 +169,18 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   }
 
   const leases: RunLeases = {
-    async renew(instanceId, leaseMs) {
+    instanceId: owner,
+    leaseMs,
+    async renew(ms = leaseMs) {
       await db.query(
         `INSERT INTO runstate_instances (instance_id, lease_until)
          VALUES ($1, now() + $2 * interval '1 millisecond')
          ON CONFLICT (instance_id) DO UPDATE SET lease_until = EXCLUDED.lease_until`,
-        [instanceId, leaseMs],
+        [owner, ms],
       );
     },
-    async release(instanceId) {
-      await db.query('DELETE FROM runstate_instances WHERE instance_id = $1', [instanceId]);
+    async release() {
+      await db.query('DELETE FROM runstate_instances WHERE instance_id = $1', [owner]);
     },
     async orphans() {
       const { rows } = await db.query<{ run_id: string }>(

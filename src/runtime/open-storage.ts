@@ -1,0 +1,105 @@
+import { RunstateError } from '../errors.js';
+import { createRedisCancelBus, createRedisEventBus } from './redis/create-redis-buses.js';
+import type { RunLeases } from './run-leases.js';
+import { createSqlRunStore, type SqlRunStoreOptions } from './sql/create-sql-run-store.js';
+import { describeUrl, openSqlDatabase } from './sql/open-sql-database.js';
+import type { CancelBus, EventBus, RunStore } from './storage.js';
+
+/** Where runs are kept. Nothing set: in memory (one process, nothing kept across restarts). */
+export interface StorageOptions {
+  /** PGlite in this directory: one process, durable on disk (`--data-dir`, `RUNSTATE_DATA_DIR`). */
+  dataDir?: string | undefined;
+  /** PostgreSQL (`--database-url`, `DATABASE_URL`). */
+  databaseUrl?: string | undefined;
+  /** Redis, for cancels and live events across instances (`--redis-url`, `REDIS_URL`). Needs `databaseUrl`. */
+  redisUrl?: string | undefined;
+  /** Prefix of runstate's Redis channels (deployments sharing one Redis). Default `runstate:`. */
+  redisPrefix?: string | undefined;
+  /** How long an instance's lease lasts without renewal (`RUNSTATE_LEASE_MS`). Default 15 s. */
+  leaseMs?: number | undefined;
+  /** Options of the SQL store (retention, session limits, instance id). */
+  store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
+}
+
+/** What {@link openStorage} opened: hand `store`, `cancelBus` and `eventBus` to `createOrchestrator`. */
+export interface Storage {
+  /** `undefined` in memory: the orchestrator's default. */
+  readonly store: (RunStore & { readonly leases?: RunLeases }) | undefined;
+  readonly cancelBus: CancelBus | undefined;
+  readonly eventBus: EventBus | undefined;
+  /** One line for a start banner, without secrets: `PostgreSQL at db:5432/runs, Redis at redis:6379`. */
+  readonly description: string;
+  /** Closes what was opened (after the orchestrator shut down). */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the storage a configuration names: memory, PGlite on disk, or PostgreSQL with Redis. Checks
+ * that every server answers and migrates the database first: an unreachable server rejects
+ * `STORE_UNAVAILABLE` with a one-line message naming its host and port (never a password).
+ */
+export async function openStorage(options: StorageOptions = {}): Promise<Storage> {
+  const { dataDir, databaseUrl, redisUrl } = options;
+  if (dataDir && databaseUrl)
+    throw new RunstateError('INVALID_INPUT', 'set a data directory or a database URL, not both');
+  if (redisUrl && !databaseUrl)
+    throw new RunstateError(
+      'INVALID_INPUT',
+      'a Redis URL needs a database URL: instances share runs through PostgreSQL, and signal through Redis',
+    );
+  if (!dataDir && !databaseUrl) {
+    return {
+      store: undefined,
+      cancelBus: undefined,
+      eventBus: undefined,
+      description: 'memory',
+      close: () => Promise.resolve(),
+    };
+  }
+  const db = await openSqlDatabase(dataDir ? { dataDir } : { databaseUrl: databaseUrl! });
+  const store = createSqlRunStore({ ...options.store, db, leaseMs: options.leaseMs });
+  let cancelBus: CancelBus | undefined;
+  let eventBus: EventBus | undefined;
+  try {
+    if (redisUrl) {
+      const bus = { url: redisUrl, prefix: options.redisPrefix };
+      cancelBus = await createRedisCancelBus(bus);
+      eventBus = await createRedisEventBus(bus);
+    }
+  } catch (error) {
+    await cancelBus?.close();
+    await store.close();
+    throw error;
+  }
+  const where = dataDir ? `PGlite in ${dataDir}` : `PostgreSQL at ${describeUrl(databaseUrl!)}`;
+  return {
+    store,
+    cancelBus,
+    eventBus,
+    description: redisUrl ? `${where}, Redis at ${describeUrl(redisUrl)}` : where,
+    async close() {
+      await Promise.all([cancelBus?.close(), eventBus?.close()]);
+      await store.close();
+    },
+  };
+}
+
+/**
+ * The storage options of the environment: `RUNSTATE_DATA_DIR`, `DATABASE_URL`, `REDIS_URL`,
+ * `RUNSTATE_LEASE_MS` (empty values count as unset).
+ */
+export function storageOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): StorageOptions {
+  const leaseText = env.RUNSTATE_LEASE_MS || undefined;
+  const leaseMs = leaseText === undefined ? undefined : Number(leaseText);
+  if (leaseMs !== undefined && !(Number.isInteger(leaseMs) && leaseMs > 0))
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `RUNSTATE_LEASE_MS must be a positive whole number of ms, got '${leaseText}'`,
+    );
+  return {
+    dataDir: env.RUNSTATE_DATA_DIR || undefined,
+    databaseUrl: env.DATABASE_URL || undefined,
+    redisUrl: env.REDIS_URL || undefined,
+    leaseMs,
+  };
+}
