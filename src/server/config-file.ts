@@ -84,6 +84,18 @@ export const configSchema = z
     maxConcurrentRuns: z.number().int().positive().optional(),
     /** Run limits of every agent (idle timeout, total timeout, retries); an agent's own `limits` win. */
     limits: limitsSchema.optional(),
+    /** Runs kept on disk with PGlite in this directory (one process). Default: in memory. */
+    dataDir: z.string().min(1).optional(),
+    /** Runs kept in PostgreSQL (`postgres://user:password@host:5432/db`), shared by instances. */
+    databaseUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+      .optional(),
+    /** Cancels and live events across instances through Redis (`redis://host:6379`). */
+    redisUrl: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must be a redis:// URL')
+      .optional(),
     /** Default: the built-in demo agents. */
     agents: z.array(agentSchema).min(1).optional(),
   })
