@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunEvent, RunOutput, RunRecord } from '../../src/runtime/run-events.js';
 import { createSqlRunStore, type SqlRunStoreOptions } from '../../src/runtime/sql/create-sql-run-store.js';
 import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
@@ -86,7 +87,21 @@ function postgresBackend(): Backend {
   };
 }
 
-const backends: Backend[] = [pgliteBackend(), postgresBackend()];
+function memoryBackend(): Backend {
+  return {
+    name: 'memory',
+    durable: false,
+    async setup() {},
+    async teardown() {},
+    async open(options = {}) {
+      const { retention, maxSessions, maxRunsPerSession, now } = options;
+      const store = createMemoryRunStore({ retention, maxSessions, maxRunsPerSession, now });
+      return { store, reopen: () => Promise.reject(new Error('a memory store keeps nothing')) };
+    },
+  };
+}
+
+const backends: Backend[] = [memoryBackend(), pgliteBackend(), postgresBackend()];
 
 afterAll(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
@@ -324,8 +339,11 @@ describe.each(backends)('run store contract: $name', (backend) => {
     const a2 = record({ run_id: id.run(2), session_id: `${id.session}-a`, agent_id: id.agent });
     await store.createRun(a1);
     await store.createRun(a2);
-    await store.finishRun(output(a1));
+    // Active runs are never forgotten, even past the limit.
     expect((await store.getSession(a1.session_id))!.run_ids).toStrictEqual([a1.run_id, a2.run_id]);
+    await store.finishRun(output(a1));
+    expect((await store.getSession(a1.session_id))!.run_ids).toStrictEqual([a2.run_id]);
+    expect(await store.getRun(a1.run_id)).toBeUndefined();
     await store.finishRun(output(a2));
     expect((await store.getSession(a1.session_id))!.run_ids).toStrictEqual([a2.run_id]);
 

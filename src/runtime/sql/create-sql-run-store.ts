@@ -23,7 +23,7 @@ export interface SqlRunStoreOptions {
   };
   /** Most sessions kept (least recently used go first; never one with an active run). Default 10,000. */
   maxSessions?: number | undefined;
-  /** Finished runs kept per session (its oldest go first). Default: no limit beyond the others. */
+  /** Runs kept per session; past it, the session's oldest finished run goes. Default 100. */
   maxRunsPerSession?: number | undefined;
   now?: () => number;
 }
@@ -65,8 +65,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   const maxFinishedRuns = options.retention?.maxFinishedRuns ?? 1_000;
   const maxAgeMs = options.retention?.maxAgeMs ?? 60 * 60_000;
   const maxSessions = options.maxSessions ?? 10_000;
-  // OFFSET NULL would mean no offset at all: no limit is the largest offset there is.
-  const maxRunsPerSession = options.maxRunsPerSession ?? 2 ** 62;
+  const maxRunsPerSession = options.maxRunsPerSession ?? 100;
   // Appends of one run are chained: batches commit in seq order, so no reader sees a gap.
   const appending = new Map<string, Promise<void>>();
   let closed: Promise<void> | undefined;
@@ -120,8 +119,10 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
          finished_ms < $1
          OR run_id IN (SELECT run_id FROM runstate_runs WHERE finished_ms IS NOT NULL
                        ORDER BY finished_ms DESC, position DESC OFFSET $2)
-         OR run_id IN (SELECT run_id FROM runstate_runs WHERE session_id = $3 AND finished_ms IS NOT NULL
-                       ORDER BY position DESC OFFSET $4))
+         OR run_id IN (SELECT old.run_id FROM (
+                         SELECT run_id, finished_ms FROM runstate_runs WHERE session_id = $3
+                         ORDER BY position DESC OFFSET $4) AS old
+                       WHERE old.finished_ms IS NOT NULL))
        RETURNING session_id`,
       [cutoff(), maxFinishedRuns, sessionId, maxRunsPerSession],
     );
@@ -266,9 +267,10 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   return {
     leases,
     async createRun(run) {
+      let inserted = false;
       try {
         await db.transaction(async (tx) => {
-          const inserted = await insertSession(tx, run);
+          inserted = await insertSession(tx, run);
           await tx.query(
             `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
              VALUES ($1, $2, $3, $4, $5::jsonb, $6)`,
@@ -276,6 +278,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
           );
           if (inserted) await evictSessions(tx);
         });
+        if (!inserted) await prune(run.session_id);
       } catch (error) {
         if ((error as { code?: string }).code === '23505')
           throw new RunstateError('INVALID_INPUT', `run id ${run.run_id} is already in use`);
