@@ -93,10 +93,13 @@ function memoryBackend(): Backend {
     durable: false,
     async setup() {},
     async teardown() {},
-    async open(options = {}) {
+    open(options = {}) {
       const { retention, maxSessions, maxRunsPerSession, now } = options;
       const store = createMemoryRunStore({ retention, maxSessions, maxRunsPerSession, now });
-      return { store, reopen: () => Promise.reject(new Error('a memory store keeps nothing')) };
+      return Promise.resolve({
+        store,
+        reopen: () => Promise.reject(new Error('a memory store keeps nothing')),
+      });
     },
   };
 }
