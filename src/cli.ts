@@ -18,11 +18,13 @@ import { createInspector } from './inspect/create-inspector.js';
 import { checkSecurityKey } from './server/bearer-auth.js';
 import { configSchema, loadConfigFile, type RunstateConfig } from './server/config-file.js';
 import { createAgents } from './server/create-agents.js';
+import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
 import { createApp } from './server/create-app.js';
 import { startServer } from './server/start-server.js';
 
 const USAGE = `Usage:
   runstate serve [--port 7777] [--host 127.0.0.1] [--config runstate.config.json]
+                 [--data-dir DIR | --database-url URL [--redis-url URL]]
   runstate run "<message>" [--agent <id>] [--config runstate.config.json]
   runstate --version
 
@@ -32,7 +34,11 @@ run     Streams one run of an agent to stdout; Ctrl-C cancels it. The agent is -
 
 Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
 agents are served (story-writer-agent, essay-writer-agent), on OpenAI when OPENAI_API_KEY is set and
-offline otherwise.`;
+offline otherwise.
+
+Runs are kept in memory unless --data-dir (RUNSTATE_DATA_DIR) keeps them on disk with PGlite, or
+--database-url (DATABASE_URL) in PostgreSQL, shared by instances that also share --redis-url
+(REDIS_URL) for cancels and live events. RUNSTATE_LEASE_MS: how long a silent instance owns its runs.`;
 
 const DEFAULT_CONFIG_FILE = 'runstate.config.json';
 const DEFAULT_PORT = 7777;
@@ -56,6 +62,9 @@ async function main(argv: string[]): Promise<number> {
       host: { type: 'string' },
       config: { type: 'string', short: 'c' },
       agent: { type: 'string', short: 'a' },
+      'data-dir': { type: 'string' },
+      'database-url': { type: 'string' },
+      'redis-url': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -100,7 +109,37 @@ function portOf(text: string, source: string): number {
   return port;
 }
 
-async function serve(config: RunstateConfig, flags: { port?: string; host?: string }): Promise<number> {
+/** Flags of `serve`, as parseArgs names them. */
+interface ServeFlags {
+  port?: string;
+  host?: string;
+  'data-dir'?: string;
+  'database-url'?: string;
+  'redis-url'?: string;
+}
+
+/**
+ * Where runs are kept: flags, then the environment, then the config file. The first of them that
+ * names a database (a data dir or a URL) decides it alone, so `--data-dir` works where `DATABASE_URL`
+ * is set.
+ */
+function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOptions {
+  const env = storageOptionsFromEnv();
+  const sources: StorageOptions[] = [
+    { dataDir: flags['data-dir'], databaseUrl: flags['database-url'], redisUrl: flags['redis-url'] },
+    env,
+    { dataDir: config.dataDir, databaseUrl: config.databaseUrl, redisUrl: config.redisUrl },
+  ];
+  const database = sources.find((source) => source.dataDir || source.databaseUrl);
+  return {
+    dataDir: database?.dataDir,
+    databaseUrl: database?.databaseUrl,
+    redisUrl: sources.find((source) => source.redisUrl)?.redisUrl,
+    leaseMs: env.leaseMs,
+  };
+}
+
+async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number> {
   const envPort = process.env.PORT || undefined;
   const port =
     flags.port !== undefined
@@ -111,12 +150,18 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
   const host = flags.host ?? config.host ?? '127.0.0.1';
   // The built-in inspector page at /inspect: the run machine's chart, live, with a cancel button.
   const inspector = createInspector();
-  const agents = createAgents(config);
-  inspector.attach(agents[0]!.orchestrator);
   const securityKey = config.securityKey ?? (process.env.RUNSTATE_SECURITY_KEY || undefined);
   // Before anything starts: a key no client can send would refuse every request.
   if (securityKey !== undefined)
     checkSecurityKey(securityKey, config.securityKey === undefined ? 'RUNSTATE_SECURITY_KEY' : 'securityKey');
+  // An unreachable database or Redis stops the start here, with one line naming its host and port.
+  const storage = await openStorage(storageOptionsOf(config, flags));
+  const agents = createAgents(config, {
+    store: storage.store,
+    cancelBus: storage.cancelBus,
+    eventBus: storage.eventBus,
+  });
+  inspector.attach(agents[0]!.orchestrator);
   const runstate = createApp({
     agents,
     securityKey,
@@ -132,6 +177,7 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
     if (code === 'EADDRINUSE')
       console.error(`runstate: port ${port} on ${host} is already in use (set --port or PORT)`);
     else console.error(`runstate: cannot listen on ${host}:${port}: ${(error as Error).message}`);
+    await storage.close();
     return 1;
   }
   let stopping = false;
@@ -148,7 +194,8 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
     // The inspector's feeds only watch: end them first, they would hold the shutdown otherwise.
     inspector.close();
     void server.close().then(
-      () => process.exit(0),
+      // Its runs are final and stored: the storage closes last.
+      () => storage.close().finally(() => process.exit(0)),
       (error: unknown) => {
         console.error(`runstate: shutdown failed: ${(error as Error).message}`);
         process.exit(1);
@@ -158,7 +205,7 @@ async function serve(config: RunstateConfig, flags: { port?: string; host?: stri
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
   // Only now: whoever reads the banner may signal at once (a test, a process manager).
-  console.log(banner(server.url, agents, securityKey, config.securityKey !== undefined));
+  console.log(banner(server.url, agents, securityKey, config.securityKey !== undefined, storage.description));
   return new Promise<number>(() => undefined); // serves until a signal exits the process
 }
 
@@ -167,6 +214,7 @@ function banner(
   agents: readonly Agent[],
   securityKey: string | undefined,
   keyInConfig: boolean,
+  storage: string,
 ): string {
   const base = url.replace('//0.0.0.0:', '//localhost:').replace('//[::]:', '//localhost:');
   const agent = agents.find((a) => a.id === 'story-writer-agent') ?? agents[0]!;
@@ -189,6 +237,7 @@ function banner(
     `  agents: ${agents.map((a) => a.id).join(', ')}`,
     `  model: ${models}${keyless ? ' (set OPENAI_API_KEY to use OpenAI)' : ''}`,
     `  auth: ${securityKey ? 'bearer token required' : 'none'}`,
+    `  runs kept in: ${storage}`,
     `  inspector: ${base}/inspect`,
     '',
     `Start a streamed run of ${agent.id} (its first frame, RunStarted, carries the run_id):`,

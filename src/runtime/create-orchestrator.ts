@@ -4,6 +4,7 @@ import type { CancelReason, RetryPolicy } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
+import { createLeaseKeeper } from './create-lease-keeper.js';
 import { followStoredRun } from './follow-stored-run.js';
 import { createLiveRun, type InspectOption, type LiveRun } from './live-run.js';
 import { createMemoryCancelBus } from './memory-cancel-bus.js';
@@ -201,6 +202,21 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const cancels = cancelBus.subscribe((runId, reason) => cancelRun(runId, reason));
   cancels.catch((error: unknown) => console.error('runstate: cannot listen to the cancel bus', error));
 
+  // A store shared across processes leases the runs to their owner: this instance renews its lease
+  // and finalises the runs of owners that stopped renewing theirs (their followers get the end).
+  const keeper =
+    store.leases &&
+    createLeaseKeeper({
+      leases: store.leases,
+      onFinished: (event) => eventBus.publish(event.run_id, [event]),
+      onError: (error) =>
+        console.error(`runstate: lease renewal or sweep failed: ${(error as Error).message}`),
+    });
+  const leased = keeper?.start();
+  leased?.catch((error: unknown) =>
+    console.error(`runstate: cannot take a lease: ${(error as Error).message}`),
+  );
+
   function notify(notice: RunNotice): void {
     for (const listener of listeners) {
       try {
@@ -313,7 +329,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     } else {
       const record = await store.getRun(runId);
       if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
-      if (record.finished_at === null) await cancelBus.publish(runId, reason);
+      if (record.finished_at === null) {
+        // An owner that is gone cannot act on it: the run is finalised here, at once.
+        const orphan = await keeper?.cancelOrphan(runId, reason);
+        if (!orphan) await cancelBus.publish(runId, reason);
+      }
       output = await result(runId);
     }
     if (output.status === 'cancelled') return output;
@@ -389,6 +409,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       await (
         await cancels.catch(() => undefined)
       )?.();
+      // Its runs are final and stored: nothing is left for the lease to cover.
+      await leased?.catch(() => undefined);
+      await keeper?.stop({ release: true }).catch(() => undefined);
     },
   };
 }

@@ -9,7 +9,8 @@ import type { EventBus, RunStore } from './storage.js';
  *
  * Gap-free: the bus is subscribed to before the store is read, and the owner publishes a batch only
  * once it is stored, so every event is either read or received (those seen twice are dropped by
- * `seq`). Should the bus ever skip (a `seq` jump), the missing events are read from the store.
+ * `seq`). Should the bus ever skip (a `seq` jump), the missing events are read from the store; should
+ * it stay silent for a second, the store is asked too (a bus that lost the last batches).
  */
 export async function followStoredRun(
   store: RunStore,
@@ -28,6 +29,9 @@ export async function followStoredRun(
   }
   return follow(store, eventBus, runId, afterSeq);
 }
+
+/** How long a follower waits on a silent bus before it asks the store. */
+const RECHECK_MS = 1_000;
 
 async function* follow(
   store: RunStore,
@@ -77,8 +81,20 @@ async function* follow(
         if (isTerminalEvent(event)) return;
       }
       if (over) return;
+      // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet
+      // spell, the store is asked what was missed, so a follower never waits forever.
+      const quiet = setTimeout(() => wake?.(), RECHECK_MS);
       await new Promise<void>((resolve) => (wake = resolve));
+      clearTimeout(quiet);
       wake = undefined;
+      if (received.length > 0) continue;
+      for (const missed of await store.readEvents(runId, last)) {
+        last = missed.seq;
+        yield missed;
+        if (isTerminalEvent(missed)) return;
+      }
+      // Forgotten meanwhile (its session deleted): nothing more will come.
+      if (!(await store.getRun(runId))) return;
     }
   } finally {
     unsubscribe();

@@ -1,6 +1,7 @@
 import type { StateValue } from 'xstate';
 import type { CancelReason, RunStatus } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
+import type { RunLeases } from './run-leases.js';
 
 /**
  * The three interfaces the orchestrator keeps its state behind. The in-memory implementations
@@ -100,6 +101,12 @@ export interface RunStore {
   deleteSession(sessionId: string): Promise<boolean>;
   /** Releases the store's connections. Calls after it reject. */
   close(): Promise<void>;
+  /**
+   * Present in stores that outlive a process or are shared by several (PostgreSQL, PGlite on disk):
+   * the owner leases with which a live instance finalises the runs of one that is gone. The
+   * orchestrator renews its lease and sweeps orphans when a store has them.
+   */
+  readonly leases?: RunLeases | undefined;
 }
 
 /**
