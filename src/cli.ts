@@ -135,6 +135,7 @@ function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOpt
     dataDir: database?.dataDir,
     databaseUrl: database?.databaseUrl,
     redisUrl: sources.find((source) => source.redisUrl)?.redisUrl,
+    redisPrefix: env.redisPrefix,
     leaseMs: env.leaseMs,
   };
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { runMachine } from '../../machines/run.machine.js';
 import type { CancelReason, RetryPolicy } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
@@ -309,6 +310,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       for await (const event of await followStoredRun(store, eventBus, runId))
         if (isTerminalEvent(event)) break;
       record = await store.getRun(runId);
+      // The owner stores the terminal event, then the final record: on another instance (a network
+      // store), the record may lag the event by a round trip.
+      for (let waitMs = 2; record?.finished_at === null && waitMs < 4_000; waitMs *= 2) {
+        await delay(waitMs);
+        record = await store.getRun(runId);
+      }
       if (record?.finished_at == null) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     }
     return record as RunOutput;

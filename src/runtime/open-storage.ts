@@ -86,7 +86,7 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
 
 /**
  * The storage options of the environment: `RUNSTATE_DATA_DIR`, `DATABASE_URL`, `REDIS_URL`,
- * `RUNSTATE_LEASE_MS` (empty values count as unset).
+ * `RUNSTATE_REDIS_PREFIX`, `RUNSTATE_LEASE_MS` (empty values count as unset).
  */
 export function storageOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): StorageOptions {
   const leaseText = env.RUNSTATE_LEASE_MS || undefined;
@@ -100,6 +100,7 @@ export function storageOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Sto
     dataDir: env.RUNSTATE_DATA_DIR || undefined,
     databaseUrl: env.DATABASE_URL || undefined,
     redisUrl: env.REDIS_URL || undefined,
+    redisPrefix: env.RUNSTATE_REDIS_PREFIX || undefined,
     leaseMs,
   };
 }

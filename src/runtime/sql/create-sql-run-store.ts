@@ -208,12 +208,27 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     const run = rows[0] && ordered(rows[0].record);
     if (!run) return undefined;
     // What the owner had stored before it went: the partial answer and the next seq.
-    const { rows: stored } = await tx.query<{ content: string | null; last: number | null }>(
+    const { rows: stored } = await tx.query<{
+      content: string | null;
+      last: number | null;
+      terminal: RunEvent | null;
+    }>(
       `SELECT string_agg(event->>'content', '' ORDER BY seq) FILTER (WHERE event->>'event' = 'RunContent') AS content,
-         max(seq) AS last
+         max(seq) AS last,
+         (array_agg(event ORDER BY seq DESC) FILTER (WHERE event->>'event' IN ('RunCompleted', 'RunCancelled', 'RunError')))[1] AS terminal
        FROM runstate_events WHERE run_id = $1`,
       [runId],
     );
+    const ended = stored[0]?.terminal;
+    if (ended) {
+      // The owner stored its terminal event and went before its final record: the event decides.
+      await tx.query(
+        `UPDATE runstate_runs SET record = record || $2::jsonb, status = $3, finished_ms = $4, owner = NULL
+         WHERE run_id = $1`,
+        [runId, JSON.stringify(recordOfTerminal(ended)), (ended as { status: string }).status, now()],
+      );
+      return undefined;
+    }
     const content = stored[0]?.content ?? run.content;
     const finishedMs = now();
     const message = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
@@ -394,6 +409,31 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       return closed;
     },
   };
+}
+
+/** The final fields of a record that only its terminal event tells. */
+function recordOfTerminal(event: RunEvent): Partial<RunRecord> {
+  const finished_at = event.created_at;
+  switch (event.event) {
+    case 'RunCompleted':
+      return {
+        status: 'completed',
+        content: event.content,
+        metrics: event.metrics,
+        finish_reason: event.finish_reason,
+        finished_at,
+      };
+    case 'RunCancelled':
+      return { status: 'cancelled', content: event.content, cancel_reason: event.reason, finished_at };
+    case 'RunError':
+      return {
+        status: 'failed',
+        error: { code: event.code, message: event.content, retryable: false },
+        finished_at,
+      };
+    default:
+      return {};
+  }
 }
 
 function ordered(record: RunRecord): RunRecord {

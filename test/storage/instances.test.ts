@@ -1,0 +1,302 @@
+/**
+ * Two runstate instances sharing one PostgreSQL database and one Redis (a key prefix of this file):
+ * real HTTP servers, in this process or as a child process killed with SIGKILL.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../src/agent.js';
+import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { openStorage, type Storage, type StorageOptions } from '../../src/runtime/open-storage.js';
+import { createApp, startServer } from '../../src/server/index.js';
+import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
+import { spawnCli } from '../server/cli-process.js';
+import { postRun, readSse, type Frame } from '../server/helpers.js';
+import { createTempDir, createTestDatabase, type TestDatabase } from '../support/databases.js';
+import { eventually } from '../support/eventually.js';
+import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
+
+interface Instance {
+  url: string;
+  story: string;
+  model: FakeModel;
+  storage: Storage;
+  close(): Promise<void>;
+}
+
+const open: Instance[] = [];
+afterEach(async () => {
+  for (const instance of open.splice(0).reverse()) await instance.close();
+});
+
+/** An instance in this process: its own storage connections, orchestrator and server. */
+async function startInstance(options: StorageOptions): Promise<Instance> {
+  const storage = await openStorage(options);
+  const model = createFakeModel();
+  const orchestrator = createOrchestrator({
+    store: storage.store,
+    cancelBus: storage.cancelBus,
+    eventBus: storage.eventBus,
+  });
+  const agent = new Agent({ name: 'Story Writer Agent', model, orchestrator });
+  const server = await startServer(createApp({ agents: [agent], logger: { error: () => undefined } }), {
+    port: 0,
+    graceMs: 1_000,
+  });
+  let closed: Promise<void> | undefined;
+  const instance: Instance = {
+    url: server.url,
+    story: `${server.url}/agents/story-writer-agent`,
+    model,
+    storage,
+    close: () => (closed ??= server.close().then(() => storage.close())),
+  };
+  open.push(instance);
+  return instance;
+}
+
+/** The frames of a stream, as the wire has them: `id`, `event` and the JSON text (key order included). */
+const wire = (frames: Frame[]) =>
+  frames.map((frame) => `${frame.id} ${frame.event} ${JSON.stringify(frame.data)}`);
+
+let database: TestDatabase;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => {
+  await database.drop();
+}, 30_000);
+
+describe('two instances on PostgreSQL and Redis', () => {
+  const shared = () => ({ databaseUrl: database.url, redisUrl: REDIS_URL, redisPrefix: prefix });
+  let prefix: string;
+  beforeAll(() => {
+    prefix = redisPrefix();
+  });
+
+  it('cancels on one instance a run the other owns: 200, the owner aborts and its stream ends RunCancelled', async () => {
+    const [a, b] = [await startInstance(shared()), await startInstance(shared())];
+    const stream = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+    const started = (await stream.next())!.data;
+    const call = await a.model.nextCall();
+    call.emit('Once');
+
+    const cancel = (instance: Instance) =>
+      fetch(`${instance.story}/runs/${started.run_id}/cancel`, { method: 'POST' });
+    const answer = await cancel(b);
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toStrictEqual({ run_id: started.run_id, status: 'cancelled' });
+    expect(call.signal.aborted).toBe(true);
+    const rest = await stream.rest();
+    expect(rest.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api', content: 'Once' });
+
+    // Repeats answer the same on both; an unknown run is a 404 on both.
+    for (const instance of [a, b]) {
+      expect((await cancel(instance)).status).toBe(200);
+      const unknown = await fetch(`${instance.story}/runs/no-such-run/cancel`, { method: 'POST' });
+      expect(unknown.status).toBe(404);
+    }
+  });
+
+  it('answers 409 on either instance for a run that completed on the other', async () => {
+    const [a, b] = [await startInstance(shared()), await startInstance(shared())];
+    const stream = readSse(await postRun(a.story, { message: 'Hi' }));
+    const started = (await stream.next())!.data;
+    (await a.model.nextCall()).end();
+    await stream.rest();
+    const answer = await fetch(`${b.story}/runs/${started.run_id}/cancel`, { method: 'POST' });
+    expect(answer.status).toBe(409);
+    expect(await answer.json()).toMatchObject({ code: 'RUN_ALREADY_FINISHED', status: 'completed' });
+  });
+
+  it('follows on one instance a run the other owns, with the same frames, from Last-Event-ID and ?after=', async () => {
+    const [a, b] = [await startInstance(shared()), await startInstance(shared())];
+    const own = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+    const started = (await own.next())!.data;
+    const call = await a.model.nextCall();
+    call.emit('Once');
+    const second = (await own.next())!;
+    const events = `${b.story}/runs/${started.run_id}/events`;
+    const followed = readSse(await fetch(events));
+    const resumed = readSse(await fetch(events, { headers: { 'last-event-id': '1' } }));
+    const after = readSse(await fetch(`${events}?after=2`));
+    call.emit(' upon a time');
+    const third = (await own.next())!;
+    call.end();
+    const ownFrames = [{ id: '1', event: 'RunStarted', data: started }, second, third, ...(await own.rest())];
+    expect(ownFrames.at(-1)!.data.event).toBe('RunCompleted');
+    expect(wire(await followed.rest())).toStrictEqual(wire(ownFrames));
+    expect(wire(await resumed.rest())).toStrictEqual(wire(ownFrames.slice(1)));
+    expect(wire(await after.rest())).toStrictEqual(wire(ownFrames.slice(2)));
+  });
+
+  it('reads sessions, their runs and run records the same from both', async () => {
+    const [a, b] = [await startInstance(shared()), await startInstance(shared())];
+    const first = readSse(await postRun(a.story, { message: 'First question' }));
+    const { session_id, run_id } = (await first.next())!.data;
+    const firstCall = await a.model.nextCall();
+    firstCall.emit('First answer');
+    firstCall.end();
+    await first.rest();
+    // The final record is stored a round trip after the terminal event is sent.
+    await eventually(async () => (await b.storage.store!.getRun(run_id))?.finished_at, {
+      what: 'the final record',
+    });
+    // The second turn on the other instance sends the first as history.
+    const second = readSse(await postRun(b.story, { message: 'Second question', session_id }));
+    await second.next();
+    const call = await b.model.nextCall();
+    expect(call.messages.map((m) => m.content)).toStrictEqual([
+      'First question',
+      'First answer',
+      'Second question',
+    ]);
+    call.emit('Answer');
+    call.end();
+    await second.rest();
+    const read = async (instance: Instance, path: string) => (await fetch(`${instance.url}${path}`)).json();
+    for (const path of [
+      `/sessions?type=agent&component_id=story-writer-agent&db_id=runstate`,
+      `/sessions/${session_id}/runs?type=agent&db_id=runstate`,
+      `/agents/story-writer-agent/runs/${run_id}`,
+      `/agents/story-writer-agent/runs?session_id=${session_id}`,
+    ])
+      expect(await read(b, path)).toStrictEqual(await read(a, path));
+    const runs = (await read(a, `/sessions/${session_id}/runs?type=agent&db_id=runstate`)) as {
+      run_input: string;
+    }[];
+    expect(runs.map((run) => run.run_input)).toStrictEqual(['First question', 'Second question']);
+  });
+
+  it('keeps history across a restart of every instance', async () => {
+    const a = await startInstance(shared());
+    const stream = readSse(await postRun(a.story, { message: 'Remember me' }));
+    const { session_id, run_id } = (await stream.next())!.data;
+    const call = await a.model.nextCall();
+    call.emit('Remembered');
+    call.end();
+    const before = await stream.rest();
+    await a.close();
+
+    const again = await startInstance(shared());
+    const replay = readSse(await fetch(`${again.story}/runs/${run_id}/events`));
+    expect(wire((await replay.rest()).slice(1))).toStrictEqual(wire(before));
+    const runs = (await (await fetch(`${again.url}/sessions/${session_id}/runs`)).json()) as {
+      content: string;
+    }[];
+    expect(runs).toMatchObject([{ run_id, status: 'completed', content: 'Remembered' }]);
+  });
+});
+
+describe('an owner killed with SIGKILL', () => {
+  const agentsConfig = async () => {
+    const dir = await createTempDir();
+    const file = join(dir.path, 'runstate.config.json');
+    // Slow tokens: the run is still streaming when its process is killed.
+    const agents = [
+      {
+        id: 'story-writer-agent',
+        name: 'Story Writer Agent',
+        model: { provider: 'offline', tokensPerSecond: 20 },
+      },
+    ];
+    await writeFile(file, JSON.stringify({ agents }));
+    return { file, remove: () => dir.remove() };
+  };
+
+  /** The owner: `runstate serve` in a child process on the shared database and Redis. */
+  async function owner(prefix: string, leaseMs: number) {
+    const config = await agentsConfig();
+    const cli = spawnCli(['serve', '--port', '0', '--config', config.file], {
+      DATABASE_URL: database.url,
+      REDIS_URL: REDIS_URL,
+      RUNSTATE_REDIS_PREFIX: prefix,
+      RUNSTATE_LEASE_MS: String(leaseMs),
+    });
+    const url = await cli.listening();
+    const stream = readSse(await postRun(`${url}/agents/story-writer-agent`, { message: 'A long story' }));
+    const started = (await stream.next())!.data;
+    const content = (await stream.next())!.data;
+    expect(content.event).toBe('RunContent');
+    return {
+      runId: started.run_id,
+      async kill() {
+        process.kill(-cli.child.pid!, 'SIGKILL');
+        await cli.exit;
+        await config.remove();
+      },
+    };
+  }
+
+  it('ends its run failed RUN_LOST, as a follower on the other instance sees it', async () => {
+    const prefix = redisPrefix();
+    const killed = await owner(prefix, 1_000);
+    const b = await startInstance({
+      databaseUrl: database.url,
+      redisUrl: REDIS_URL,
+      redisPrefix: prefix,
+      leaseMs: 1_000,
+    });
+    const follower = readSse(await fetch(`${b.story}/runs/${killed.runId}/events`));
+    expect((await follower.next())!.data.event).toBe('RunStarted');
+    await killed.kill();
+
+    const frames = await follower.rest();
+    const last = frames.at(-1)!.data;
+    expect(last).toMatchObject({ event: 'RunError', code: 'RUN_LOST', status: 'failed' });
+    expect(frames.filter((frame) => frame.data.event === 'RunError')).toHaveLength(1);
+    expect(frames.map((frame) => Number(frame.id))).toStrictEqual(frames.map((_, i) => i + 2));
+    const record = (await (await fetch(`${b.story}/runs/${killed.runId}`)).json()) as Record<string, unknown>;
+    expect(record).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' } });
+    // A cancel now answers 409: the run ended otherwise.
+    expect((await fetch(`${b.story}/runs/${killed.runId}/cancel`, { method: 'POST' })).status).toBe(409);
+  });
+
+  it('a cancel of its run on the other instance, once its lease ran out, cancels it at once', async () => {
+    const prefix = redisPrefix();
+    const killed = await owner(prefix, 300);
+    // This instance sweeps rarely: the cancel, not the sweep, is what finalises the run.
+    const b = await startInstance({
+      databaseUrl: database.url,
+      redisUrl: REDIS_URL,
+      redisPrefix: prefix,
+      leaseMs: 600_000,
+    });
+    await killed.kill();
+    await eventually(async () => (await b.storage.store!.leases!.orphans()).includes(killed.runId), {
+      what: "the killed owner's lease to run out",
+    });
+    const answer = await fetch(`${b.story}/runs/${killed.runId}/cancel`, { method: 'POST' });
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toStrictEqual({ run_id: killed.runId, status: 'cancelled' });
+    const frames = await readSse(await fetch(`${b.story}/runs/${killed.runId}/events`)).rest();
+    expect(frames.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
+  });
+});
+
+describe('PGlite in a data dir', () => {
+  it('keeps history across a restart', async () => {
+    const dir = await createTempDir();
+    try {
+      const a = await startInstance({ dataDir: dir.path });
+      const stream = readSse(await postRun(a.story, { message: 'Remember me' }));
+      const { session_id, run_id } = (await stream.next())!.data;
+      const call = await a.model.nextCall();
+      call.emit('Remembered');
+      call.end();
+      const before = await stream.rest();
+      await a.close();
+
+      const again = await startInstance({ dataDir: dir.path });
+      const replay = readSse(await fetch(`${again.story}/runs/${run_id}/events`));
+      expect(wire((await replay.rest()).slice(1))).toStrictEqual(wire(before));
+      const sessions = (await (await fetch(`${again.url}/sessions`)).json()) as {
+        data: { session_id: string }[];
+      };
+      expect(sessions.data.map((session) => session.session_id)).toStrictEqual([session_id]);
+      await again.close();
+    } finally {
+      await dir.remove();
+    }
+  }, 60_000);
+});
