@@ -4,7 +4,7 @@
  */
 
 /** The status of a run. It is always the run machine's top-level state, never stored apart from it. */
-export type RunStatus = 'pending' | 'streaming' | 'completed' | 'cancelled' | 'failed';
+export type RunStatus = 'pending' | 'streaming' | 'paused' | 'completed' | 'cancelled' | 'failed';
 
 /** The statuses a run ends in. */
 export type FinalRunStatus = Extract<RunStatus, 'completed' | 'cancelled' | 'failed'>;
@@ -30,6 +30,8 @@ export type ErrorCode =
   | 'RUN_LOST'
   /** The run store (PostgreSQL) or the bus (Redis) cannot be reached. */
   | 'STORE_UNAVAILABLE'
+  | 'TOOL_ROUNDS_EXCEEDED'
+  | 'RUN_NOT_PAUSED'
   | 'INTERNAL';
 
 /** An error as a run keeps it: serialisable, with what a retry policy needs to decide. */
@@ -89,6 +91,10 @@ export interface RunMachineOutput {
   finishReason: string | null;
   metrics: RunMetrics;
   attempts: number;
+  /** Every tool call of the run, in the order the model asked for them. */
+  tools: ToolExecution[];
+  /** The messages the run's finished tool rounds added to the conversation. */
+  transcript: TranscriptMessage[];
 }
 
 /** A tool call as the model asked for it, in the chat-completions form (`tool_calls[i]`). */
@@ -175,3 +181,12 @@ export type ToolRunnerEvent =
   | { type: 'TOOL_STARTED'; toolCallId: string }
   /** `result` is what the model is told; `error` when that is an error (a throw, a timeout). */
   | { type: 'TOOL_DONE'; toolCallId: string; result: string; error: boolean };
+
+/**
+ * A message a run adds to its conversation: an assistant turn that asked for tools, and one result
+ * per call. Kept in the machine's context, so that the next model turn (also after a pause, in
+ * another process) sends them.
+ */
+export type TranscriptMessage =
+  | { role: 'assistant'; content: string; tool_calls: ToolCallRequest[] }
+  | { role: 'tool'; tool_call_id: string; content: string };

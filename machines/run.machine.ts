@@ -1,15 +1,34 @@
-import { assign, emit, fromCallback, raise, setup, type SnapshotFrom } from 'xstate';
+import { assign, emit, enqueueActions, fromCallback, not, raise, setup, type SnapshotFrom } from 'xstate';
 import type {
   CancelReason,
+  CheckedToolCall,
   FinalRunStatus,
   RetryPolicy,
   RunErrorData,
   RunMachineOutput,
   RunStatus,
   TokenUsage,
+  ToolConfirmation,
+  ToolExecution,
+  ToolRunnerEvent,
+  ToolRunnerInput,
+  TranscriptMessage,
 } from './run-types.js';
+import {
+  closeOpen,
+  confirm,
+  finished,
+  isOpen,
+  newExecutions,
+  roundMessages,
+  started,
+  updateExecution,
+} from './tool-round.js';
 
-/** Events the run machine accepts. The model service sends `CHUNK`, `DONE` and `ERROR`. */
+/**
+ * Events the run machine accepts. The model service sends `CHUNK`, `DONE` and `ERROR`; the tool
+ * runner `TOOL_STARTED` and `TOOL_DONE`; a person's answer to a pause is `CONTINUE`.
+ */
 export type RunMachineEvent =
   | { type: 'START' }
   | { type: 'CANCEL'; reason: CancelReason }
@@ -18,9 +37,17 @@ export type RunMachineEvent =
    * (the visible content) in the same chunk: the model service merges deltas without reordering.
    */
   | { type: 'CHUNK'; delta: string; reasoning?: string | undefined }
-  | { type: 'DONE'; finishReason: string; usage?: TokenUsage | undefined }
+  /** The model's turn is over; `toolCalls` (checked by the runtime) are the calls it asks for. */
+  | {
+      type: 'DONE';
+      finishReason: string;
+      usage?: TokenUsage | undefined;
+      toolCalls?: CheckedToolCall[] | undefined;
+    }
   | { type: 'ERROR'; error: RunErrorData }
-  | { type: 'TIMEOUT'; limit: 'idle' | 'total' };
+  | { type: 'TIMEOUT'; limit: 'idle' | 'total' }
+  | ToolRunnerEvent
+  | { type: 'CONTINUE'; tools: ToolConfirmation[] };
 
 /**
  * Emitted once per accepted chunk, so observers see output only when the machine took it.
@@ -32,10 +59,24 @@ export interface RunContentEmitted {
   reasoning: string;
 }
 
-/** What the invoked model service receives: enough to find the run's model and messages. */
+/** What observers of tool calls and pauses receive (the wire events `ToolCall*`, `RunPaused`, `RunContinued`). */
+export type RunToolEmitted =
+  | { type: 'tool_started'; tool: ToolExecution }
+  | { type: 'tool_completed'; tool: ToolExecution }
+  | { type: 'paused'; tools: ToolExecution[] }
+  | { type: 'continued'; tools: ToolExecution[] };
+
+/** Everything the run machine emits. */
+export type RunMachineEmitted = RunContentEmitted | RunToolEmitted;
+
+/**
+ * What the invoked model service receives: enough to find the run's model and messages, and the
+ * messages this run added (tool calls and results), which follow them.
+ */
 export interface ModelServiceInput {
   runId: string;
   attempt: number;
+  transcript: readonly TranscriptMessage[];
 }
 
 /** Input of one run actor. */
@@ -46,6 +87,10 @@ export interface RunMachineInput {
   /** A run streaming for longer than this fails with `RUN_TIMEOUT`. */
   timeoutMs?: number;
   retry?: Partial<RetryPolicy>;
+  /** Model turns whose tool calls run; a model asking for tools once more fails `TOOL_ROUNDS_EXCEEDED`. */
+  maxToolRounds?: number;
+  /** A run paused for a person longer than this fails with `RUN_TIMEOUT`. */
+  pauseTimeoutMs?: number;
   /** Clock in milliseconds; injected so that tests and replays are deterministic. */
   now?: () => number;
   /** Random source in [0, 1) for retry jitter. */
@@ -71,6 +116,18 @@ export interface RunMachineContext {
   idleTimeoutMs: number;
   timeoutMs: number;
   retry: RetryPolicy;
+  /** Every tool call of the run. */
+  tools: ToolExecution[];
+  /** The calls of the current round, as the model asked for them. */
+  round: CheckedToolCall[];
+  /** Rounds of tool calls so far. */
+  toolRounds: number;
+  maxToolRounds: number;
+  pauseTimeoutMs: number;
+  /** Messages this run added to the conversation (see {@link ModelServiceInput}). */
+  transcript: TranscriptMessage[];
+  /** Where the current model turn began, in `content`, `chunkCount` and `attempt`. */
+  turn: { content: number; chunks: number; attempt: number };
   now: () => number;
   random: () => number;
 }
@@ -80,11 +137,34 @@ export const DEFAULT_RUN_LIMITS = {
   idleTimeoutMs: 60_000,
   timeoutMs: 10 * 60_000,
   retry: { maxAttempts: 3, baseDelayMs: 500, maxDelayMs: 8_000, maxRetryAfterMs: 30_000 },
-} as const satisfies { idleTimeoutMs: number; timeoutMs: number; retry: RetryPolicy };
+  maxToolRounds: 10,
+  pauseTimeoutMs: 60 * 60_000,
+} as const satisfies {
+  idleTimeoutMs: number;
+  timeoutMs: number;
+  retry: RetryPolicy;
+  maxToolRounds: number;
+  pauseTimeoutMs: number;
+};
 
 // setTimeout fires at once for delays past 2^31-1 ms; clamp so "very long" stays very long.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const clampDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS);
+
+/** Usage of several model turns: the sum, and unknown once any turn's count is. */
+function addUsage(total: TokenUsage | null, turn: TokenUsage | undefined): TokenUsage | null {
+  if (!turn) return total;
+  if (!total) return turn;
+  const add = (a: number | null, b: number | null) => (a === null || b === null ? null : a + b);
+  return {
+    input_tokens: add(total.input_tokens, turn.input_tokens),
+    output_tokens: add(total.output_tokens, turn.output_tokens),
+    total_tokens: add(total.total_tokens, turn.total_tokens),
+  };
+}
+
+const toolCallsOf = (event: RunMachineEvent): CheckedToolCall[] =>
+  (event.type === 'DONE' && event.toolCalls) || [];
 
 function retryDelay(context: RunMachineContext, error: RunErrorData): number {
   if (error.retryAfterMs !== undefined) return error.retryAfterMs;
@@ -106,6 +186,8 @@ function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMac
     cancelReason: context.cancelReason,
     finishReason: context.finishReason,
     attempts: context.attempt,
+    tools: context.tools,
+    transcript: context.transcript,
     metrics: {
       // Unknown stays unknown: a server that reports no usage did not use zero tokens.
       input_tokens: usage?.input_tokens ?? null,
@@ -118,11 +200,17 @@ function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMac
 }
 
 /**
- * The lifecycle of one agent run: `pending → streaming → completed | cancelled | failed`.
+ * The lifecycle of one agent run: `pending → streaming (⇄ paused) → completed | cancelled | failed`.
  *
- * Pure: the model service (`model`) is a placeholder that the runtime provides. Leaving
- * `streaming.attempt` stops the service, and the service aborts its request when stopped, so a
- * `CANCEL` closes the upstream socket in the same tick.
+ * Pure: the model service (`model`) and the tool runner (`tools`) are placeholders that the runtime
+ * provides. Leaving `streaming.attempt` stops the model service, leaving `streaming.tools` stops the
+ * tool runner, and both abort what they run when stopped, so a `CANCEL` closes the upstream socket,
+ * or aborts every running tool, in the same tick.
+ *
+ * A model turn that asks for tools moves to `streaming.tools`, which runs them and goes back to
+ * `streaming.attempt` with the results for the next turn. When one of the calls needs a person's
+ * confirmation, the run waits in the top-level `paused` state first, until `CONTINUE` (or `CANCEL`,
+ * or its time limit).
  *
  * @example
  * ```ts
@@ -140,9 +228,15 @@ export const runMachine = setup({
     events: {} as RunMachineEvent,
     input: {} as RunMachineInput,
     output: {} as RunMachineOutput,
-    emitted: {} as RunContentEmitted,
+    emitted: {} as RunMachineEmitted,
   },
   actors: {
+    // Replaced by the runtime; reports clearly if it was not.
+    tools: fromCallback<RunMachineEvent, ToolRunnerInput>(({ input, sendBack }) => {
+      for (const call of input.calls) {
+        sendBack({ type: 'TOOL_DONE', toolCallId: call.id, result: 'Error: no tool runner', error: true });
+      }
+    }),
     // Replaced by the runtime (`runMachine.provide`); reports clearly if it was not.
     model: fromCallback<RunMachineEvent, ModelServiceInput>(({ sendBack }) => {
       sendBack({
@@ -155,18 +249,26 @@ export const runMachine = setup({
     idleTimeout: ({ context }) => clampDelay(context.idleTimeoutMs),
     runTimeout: ({ context }) => clampDelay(context.timeoutMs),
     retryDelay: ({ context }) => clampDelay(context.retryDelayMs),
+    pauseTimeout: ({ context }) => clampDelay(context.pauseTimeoutMs),
   },
   guards: {
-    // Only before the first chunk: a retry after it would repeat output already delivered.
+    // Only before the turn's first chunk: a retry after it would repeat output already delivered.
     canRetry: ({ context, event }) => {
       if (event.type !== 'ERROR') return false;
       const { error } = event;
       return (
         error.retryable &&
-        context.firstChunkAt === null &&
-        context.attempt < context.retry.maxAttempts &&
+        context.chunkCount === context.turn.chunks &&
+        context.attempt - context.turn.attempt < context.retry.maxAttempts &&
         (error.retryAfterMs === undefined || error.retryAfterMs <= context.retry.maxRetryAfterMs)
       );
+    },
+    asksForTools: ({ event }) => toolCallsOf(event).length > 0,
+    roundsLeft: ({ context }) => context.toolRounds < context.maxToolRounds,
+    needsConfirmation: ({ event }) => toolCallsOf(event).some((call) => call.requiresConfirmation),
+    roundOver: ({ context }) => {
+      const ids = new Set(context.round.map((call) => call.id));
+      return !context.tools.some((tool) => ids.has(tool.tool_call_id) && isOpen(tool));
     },
   },
   actions: {
@@ -186,6 +288,72 @@ export const runMachine = setup({
         retryable: false,
       }),
     }),
+    recordPauseTimeout: assign({
+      error: ({ context }) => ({
+        code: 'RUN_TIMEOUT' as const,
+        message: `nobody answered the paused tool calls within ${context.pauseTimeoutMs} ms`,
+        retryable: false,
+      }),
+    }),
+    recordRoundsExceeded: assign({
+      error: ({ context }) => ({
+        code: 'TOOL_ROUNDS_EXCEEDED' as const,
+        message: `the model asked for tools again after ${context.maxToolRounds} rounds (maxToolRounds)`,
+        retryable: false,
+      }),
+    }),
+    // A new round: its calls are recorded; those that cannot run are over (and reported) at once.
+    startRound: enqueueActions(({ context, event, enqueue }) => {
+      const calls = toolCallsOf(event);
+      const added = newExecutions(calls, context.now());
+      enqueue.assign({
+        round: calls,
+        tools: [...context.tools, ...added],
+        toolRounds: context.toolRounds + 1,
+      });
+      for (const tool of added) if (!isOpen(tool)) enqueue.emit({ type: 'tool_completed', tool });
+    }),
+    toolStarted: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'TOOL_STARTED') return;
+      const tools = updateExecution(context.tools, event.toolCallId, (tool) => started(tool, context.now()));
+      enqueue.assign({ tools });
+      const tool = tools.find((t) => t.tool_call_id === event.toolCallId);
+      if (tool) enqueue.emit({ type: 'tool_started', tool });
+    }),
+    toolDone: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'TOOL_DONE') return;
+      const id = event.toolCallId;
+      const tools = updateExecution(context.tools, id, (tool) =>
+        isOpen(tool) ? finished(tool, event.result, event.error, context.now()) : tool,
+      );
+      enqueue.assign({ tools });
+      const tool = tools.find((t) => t.tool_call_id === id);
+      if (tool) enqueue.emit({ type: 'tool_completed', tool });
+    }),
+    // The round's results go to the model in its next turn, which starts afresh (attempts, retries).
+    endRound: assign(({ context }) => ({
+      transcript: [
+        ...context.transcript,
+        ...roundMessages(context.content.slice(context.turn.content), context.round, context.tools),
+      ],
+      round: [],
+      turn: { content: context.content.length, chunks: context.chunkCount, attempt: context.attempt },
+    })),
+    emitPaused: emit(({ context }) => ({
+      type: 'paused' as const,
+      tools: context.tools.filter((tool) => tool.status === 'awaiting_confirmation'),
+    })),
+    continueRound: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'CONTINUE') return;
+      const before = context.tools;
+      const tools = confirm(before, event.tools, context.now());
+      enqueue.assign({ tools });
+      const answered = tools.filter((tool, i) => tool !== before[i]);
+      enqueue.emit({ type: 'continued', tools: answered });
+      for (const tool of answered)
+        if (tool.status === 'rejected') enqueue.emit({ type: 'tool_completed', tool });
+    }),
+    closeTools: assign({ tools: ({ context }) => closeOpen(context.tools, context.now()) }),
     appendChunk: assign(({ context, event }) => {
       if (event.type !== 'CHUNK') return {};
       const { delta, reasoning } = event;
@@ -202,9 +370,12 @@ export const runMachine = setup({
       delta: event.type === 'CHUNK' ? event.delta : '',
       reasoning: (event.type === 'CHUNK' && event.reasoning) || '',
     })),
-    recordFirstChunk: assign({ firstChunkAt: ({ context }) => context.now() }),
-    recordDone: assign(({ event }) =>
-      event.type === 'DONE' ? { finishReason: event.finishReason, usage: event.usage ?? null } : {},
+    // The run's first chunk, not the turn's: time to first token is the run's.
+    recordFirstChunk: assign({ firstChunkAt: ({ context }) => context.firstChunkAt ?? context.now() }),
+    recordDone: assign(({ context, event }) =>
+      event.type === 'DONE'
+        ? { finishReason: event.finishReason, usage: addUsage(context.usage, event.usage) }
+        : {},
     ),
     scheduleRetry: assign({
       retryDelayMs: ({ context, event }) => (event.type === 'ERROR' ? retryDelay(context, event.error) : 0),
@@ -233,6 +404,13 @@ export const runMachine = setup({
       idleTimeoutMs: input.idleTimeoutMs ?? DEFAULT_RUN_LIMITS.idleTimeoutMs,
       timeoutMs: input.timeoutMs ?? DEFAULT_RUN_LIMITS.timeoutMs,
       retry: { ...DEFAULT_RUN_LIMITS.retry, ...input.retry },
+      tools: [],
+      round: [],
+      toolRounds: 0,
+      maxToolRounds: input.maxToolRounds ?? DEFAULT_RUN_LIMITS.maxToolRounds,
+      pauseTimeoutMs: input.pauseTimeoutMs ?? DEFAULT_RUN_LIMITS.pauseTimeoutMs,
+      transcript: [],
+      turn: { content: 0, chunks: 0, attempt: 0 },
       now,
       random: input.random ?? Math.random,
     };
@@ -246,11 +424,12 @@ export const runMachine = setup({
       },
     },
     streaming: {
-      entry: assign({ startedAt: ({ context }) => context.now() }),
+      // Entered again after a pause: the run started the first time.
+      entry: assign({ startedAt: ({ context }) => context.startedAt ?? context.now() }),
       after: { runTimeout: { actions: raise({ type: 'TIMEOUT', limit: 'total' }) } },
       on: {
-        CANCEL: { target: 'cancelled', actions: 'recordCancel' },
-        TIMEOUT: { target: 'failed', actions: 'recordTimeout' },
+        CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
+        TIMEOUT: { target: 'failed', actions: ['recordTimeout', 'closeTools'] },
       },
       initial: 'attempt',
       states: {
@@ -260,7 +439,11 @@ export const runMachine = setup({
           invoke: {
             id: 'model',
             src: 'model',
-            input: ({ context }) => ({ runId: context.runId, attempt: context.attempt }),
+            input: ({ context }) => ({
+              runId: context.runId,
+              attempt: context.attempt,
+              transcript: context.transcript,
+            }),
             onError: {
               target: '#run.failed',
               actions: assign({
@@ -273,7 +456,16 @@ export const runMachine = setup({
             },
           },
           on: {
-            DONE: { target: '#run.completed', actions: 'recordDone' },
+            DONE: [
+              { guard: not('asksForTools'), target: '#run.completed', actions: 'recordDone' },
+              {
+                guard: not('roundsLeft'),
+                target: '#run.failed',
+                actions: ['recordDone', 'recordRoundsExceeded'],
+              },
+              { guard: 'needsConfirmation', target: '#run.paused', actions: ['recordDone', 'startRound'] },
+              { target: 'tools', actions: ['recordDone', 'startRound'] },
+            ],
             ERROR: [
               { guard: 'canRetry', target: 'retrying', actions: 'scheduleRetry' },
               { target: '#run.failed', actions: 'recordError' },
@@ -301,6 +493,51 @@ export const runMachine = setup({
         retrying: {
           after: { retryDelay: 'attempt' },
         },
+        // The calls of one model turn run, each with its own signal; leaving this state aborts them.
+        tools: {
+          invoke: {
+            id: 'tools',
+            src: 'tools',
+            input: ({ context }) => {
+              const queued = new Set(
+                context.tools.filter((tool) => tool.status === 'queued').map((tool) => tool.tool_call_id),
+              );
+              return {
+                runId: context.runId,
+                calls: context.round
+                  .filter((call) => queued.has(call.id))
+                  .map(({ id, name, arguments: args }) => ({ id, name, arguments: args })),
+              };
+            },
+            onError: {
+              target: '#run.failed',
+              actions: [
+                assign({
+                  error: ({ event }) => ({
+                    code: 'INTERNAL' as const,
+                    message: event.error instanceof Error ? event.error.message : String(event.error),
+                    retryable: false,
+                  }),
+                }),
+                'closeTools',
+              ],
+            },
+          },
+          on: {
+            TOOL_STARTED: { actions: 'toolStarted' },
+            TOOL_DONE: { actions: 'toolDone' },
+          },
+          always: { guard: 'roundOver', target: 'attempt', actions: 'endRound' },
+        },
+      },
+    },
+    // Waiting for a person to confirm or reject tool calls; nothing runs meanwhile.
+    paused: {
+      entry: 'emitPaused',
+      after: { pauseTimeout: { target: 'failed', actions: ['recordPauseTimeout', 'closeTools'] } },
+      on: {
+        CONTINUE: { target: '#run.streaming.tools', actions: 'continueRound' },
+        CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
       },
     },
     completed: { type: 'final', output: ({ context }) => finalOutput('completed', context) },

@@ -9,6 +9,8 @@ import {
   type RunLimits,
 } from './runtime/create-orchestrator.js';
 import type { RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
+import type { Tool } from './tools/tool.js';
+import type { ToolConfirmation } from '../machines/run-types.js';
 
 /** Options of an {@link Agent}. */
 export interface AgentOptions {
@@ -33,6 +35,18 @@ export interface AgentOptions {
   inspect?: OrchestratorOptions['inspect'];
   /** Limits of this agent's runs (timeouts, retries). */
   limits?: RunLimits;
+  /** Functions the model may call (see {@link tool}). */
+  tools?: Tool[] | undefined;
+  /** Model turns whose tool calls run (default 10); shorthand for `limits.maxToolRounds`. */
+  maxToolRounds?: number | undefined;
+}
+
+/** Options of {@link Agent.continueRun}. */
+export interface ContinueRunOptions {
+  /** An answer to every tool call the run waits for (Agno's form: `tool_call_id`, `confirmed`, `confirmation_note`). */
+  tools: ToolConfirmation[];
+  /** `true`: return the events from `RunContinued` on; otherwise a promise of the run's output. */
+  stream?: boolean | undefined;
 }
 
 /** Options of {@link Agent.run}. */
@@ -83,6 +97,7 @@ export class Agent {
   readonly instructions: string | undefined;
   readonly model: ChatModel;
   readonly orchestrator: Orchestrator;
+  readonly tools: readonly Tool[];
   readonly #limits: RunLimits | undefined;
 
   /** @throws `RunstateError` `INVALID_INPUT` when given both `orchestrator` and `inspect`. */
@@ -106,7 +121,11 @@ export class Agent {
           ? { ...options.orchestratorOptions, inspect: options.inspect }
           : options.orchestratorOptions,
       );
-    this.#limits = options.limits;
+    this.tools = options.tools ?? [];
+    this.#limits =
+      options.maxToolRounds === undefined
+        ? options.limits
+        : { ...options.limits, maxToolRounds: options.maxToolRounds };
   }
 
   /**
@@ -133,7 +152,38 @@ export class Agent {
         return Promise.reject(error instanceof Error ? error : new Error(String(error)));
       }
     }
-    const handle = this.#start(input, options);
+    return this.#stream(this.#start(input, options));
+  }
+
+  /**
+   * Answers the tool calls a paused run waits for (`RunPaused.tools`) and resumes it: a confirmed
+   * call runs, a rejected one does not and the model is told so. With `stream: true`, the events
+   * from `RunContinued` on (`seq` continues from `RunPaused`), up to the next pause or the end;
+   * otherwise a promise of the output. Throws `RUN_NOT_FOUND` (unknown run, another agent's, or one
+   * this process does not run), `RUN_NOT_PAUSED` when the run does not wait (it never paused, or was
+   * continued already), `INVALID_INPUT` for answers that do not match the pending calls.
+   *
+   * @example
+   * ```ts
+   * let paused: RunPausedEvent | undefined;
+   * for await (const event of agent.run('publish the post', { stream: true })) {
+   *   if (event.event === 'RunPaused') paused = event;
+   * }
+   * const tools = paused!.tools.map((t) => ({ tool_call_id: t.tool_call_id, confirmed: true }));
+   * for await (const event of agent.continueRun(paused!.run_id, { tools, stream: true })) console.log(event.event);
+   * ```
+   */
+  continueRun(runId: string, options: ContinueRunOptions & { stream: true }): RunStream;
+  continueRun(
+    runId: string,
+    options: ContinueRunOptions & { stream?: false | undefined },
+  ): Promise<RunOutput>;
+  continueRun(runId: string, options: ContinueRunOptions): RunStream | Promise<RunOutput> {
+    const handle = this.orchestrator.continueRun(runId, options.tools, { agentId: this.id });
+    return options.stream ? this.#stream(handle) : handle.result;
+  }
+
+  #stream(handle: RunHandle): RunStream {
     const orchestrator = this.orchestrator;
     return {
       runId: handle.runId,
@@ -147,8 +197,9 @@ export class Agent {
         return {
           next: () => events.next(),
           async return(): Promise<IteratorResult<RunEvent>> {
-            // A no-op when the run is already final.
-            orchestrator.cancelRun(handle.runId, 'client_disconnect');
+            // A no-op when the run is already final. A paused run waits for a continue, not a reader.
+            if (!orchestrator.isPaused(handle.runId))
+              orchestrator.cancelRun(handle.runId, 'client_disconnect');
             await events.return?.();
             return { done: true, value: undefined };
           },
@@ -167,6 +218,7 @@ export class Agent {
       sessionId: options.sessionId,
       userId: options.userId,
       limits: this.#limits,
+      tools: this.tools,
     });
   }
 

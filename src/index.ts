@@ -10,7 +10,14 @@
  */
 
 // Agents and their models.
-export { Agent, agentIdFromName, type AgentOptions, type AgentRunOptions, type RunStream } from './agent.js';
+export {
+  Agent,
+  agentIdFromName,
+  type AgentOptions,
+  type AgentRunOptions,
+  type ContinueRunOptions,
+  type RunStream,
+} from './agent.js';
 export { OpenAIChat, type OpenAIChatOptions } from './model/openai-chat.js';
 export { OfflineModel, type OfflineModelOptions } from './model/offline-model.js';
 export type {
@@ -73,13 +80,18 @@ export {
   type RunCancelledEvent,
   type RunCompletedEvent,
   type RunContentEvent,
+  type RunContinuedEvent,
   type RunErrorEvent,
   type RunEventBase,
   type RunExtraData,
   type RunOutput,
+  type RunPausedEvent,
   type RunRecord,
   type RunStartedEvent,
   type RunTerminalEvent,
+  type ToolCallCompletedEvent,
+  type ToolCallErrorEvent,
+  type ToolCallStartedEvent,
 } from './runtime/run-events.js';
 export type {
   CancelReason,
@@ -93,6 +105,7 @@ export type {
   ToolCallStatus,
   ToolConfirmation,
   ToolExecution,
+  TranscriptMessage,
 } from '../machines/run-types.js';
 
 // Inspection.

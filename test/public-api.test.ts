@@ -40,6 +40,7 @@ const TYPES = [
   'ChatMessage',
   'ChatModel',
   'ChatRequest',
+  'ContinueRunOptions',
   'ErrorCode',
   'EventBus',
   'FeedMessage',
@@ -68,6 +69,7 @@ const TYPES = [
   'RunCancelledEvent',
   'RunCompletedEvent',
   'RunContentEvent',
+  'RunContinuedEvent',
   'RunErrorData',
   'RunErrorEvent',
   'RunEventBase',
@@ -80,6 +82,7 @@ const TYPES = [
   'RunNotice',
   'RunOutput',
   'RunPatch',
+  'RunPausedEvent',
   'RunProgress',
   'RunRecord',
   'RunStartedEvent',
@@ -93,8 +96,11 @@ const TYPES = [
   'StartRunRequest',
   'TokenUsage',
   'Tool',
+  'ToolCallCompletedEvent',
+  'ToolCallErrorEvent',
   'ToolCallMetrics',
   'ToolCallRequest',
+  'ToolCallStartedEvent',
   'ToolCallStatus',
   'ToolConfirmation',
   'ToolDefinition',
@@ -102,6 +108,7 @@ const TYPES = [
   'ToolExecution',
   'ToolOptions',
   'ToolParameters',
+  'TranscriptMessage',
 ];
 
 /** Every name `source` exports with `export { … } from` or `export type { … } from`. */

@@ -71,6 +71,7 @@ describe('a reasoning model', () => {
         finish_reason: 'stop',
         status: 'completed',
         metrics: output.metrics,
+        tools: [],
         extra_data: { reasoning_steps: steps },
       },
     ]);

@@ -10,8 +10,10 @@ export interface AdmissionOptions<T> {
 export interface Admission<T> {
   /** Starts `run` now when a slot is free, or queues it. */
   admit(run: T): void;
-  /** `run` ended (started or still waiting): its slot goes to the first waiting run. */
+  /** `run` ended (started or still waiting), or paused: its slot goes to the first waiting run. */
   release(run: T): void;
+  /** A paused run resumes: it takes a slot back at once, even past the limit (a person is waiting on it). */
+  resume(run: T): void;
   /** Starts no waiting run from now on (a freed slot must not start a run about to be cancelled). */
   close(): void;
   /** Runs started and not released. */
@@ -45,6 +47,9 @@ export function createAdmission<T>({ maxConcurrent, start }: AdmissionOptions<T>
         waiting.delete(next);
         begin(next);
       }
+    },
+    resume(run) {
+      running.add(run);
     },
     close() {
       closed = true;

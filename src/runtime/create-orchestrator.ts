@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { runMachine } from '../../machines/run.machine.js';
-import type { CancelReason, RetryPolicy } from '../../machines/run-types.js';
+import type { CancelReason, RetryPolicy, ToolConfirmation } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
@@ -27,6 +27,8 @@ import type {
   SessionRecord,
 } from './storage.js';
 import { createStoreWriter } from './store-writer.js';
+import type { Tool } from '../tools/tool.js';
+import { createToolRunner } from './tool-runner.js';
 
 /** Limits of a run; every field has a default (see `DEFAULT_RUN_LIMITS`). */
 export interface RunLimits {
@@ -35,6 +37,12 @@ export interface RunLimits {
   /** A run streaming for longer than this fails with `RUN_TIMEOUT`. */
   timeoutMs?: number | undefined;
   retry?: Partial<RetryPolicy> | undefined;
+  /** Model turns whose tool calls run (default 10); one more fails the run with `TOOL_ROUNDS_EXCEEDED`. */
+  maxToolRounds?: number | undefined;
+  /** Tool calls of one turn running at once (default 8). */
+  maxConcurrentTools?: number | undefined;
+  /** A run paused for a person's confirmation longer than this fails with `RUN_TIMEOUT` (default 1 hour). */
+  pauseTimeoutMs?: number | undefined;
 }
 
 /** Options of {@link createOrchestrator}. */
@@ -71,6 +79,8 @@ export interface StartRunRequest {
   sessionId?: string | undefined;
   userId?: string | undefined;
   limits?: RunLimits | undefined;
+  /** The tools the model may call (names unique). */
+  tools?: readonly Tool[] | undefined;
 }
 
 /** A started run. */
@@ -121,6 +131,17 @@ export interface Orchestrator {
    * for a run that ended otherwise.
    */
   requestCancel(runId: string, reason?: CancelReason, options?: CancelRequestOptions): Promise<RunOutput>;
+  /**
+   * Answers the tool calls a paused run of this process waits for, and resumes it (synchronously:
+   * confirmed calls start before this returns). Every pending call needs exactly one answer. The
+   * handle's `events()` start at `RunContinued` (`seq` goes on from `RunPaused`) and end at the next
+   * pause or the end. Throws `RUN_NOT_FOUND` (unknown here, or of another agent than
+   * `options.agentId`), `RUN_NOT_PAUSED` (not paused: never was, continued already, or final),
+   * `INVALID_INPUT` (an answer for a call that does not wait, a call left unanswered, two answers).
+   */
+  continueRun(runId: string, tools: readonly ToolConfirmation[], options?: CancelRequestOptions): RunHandle;
+  /** True while a run of this process waits in `paused`. */
+  isPaused(runId: string): boolean;
   /** The run's record, or `undefined` for an unknown (or forgotten) run. Rejects on a store error. */
   getRun(runId: string): Promise<RunRecord | undefined>;
   /** Retained runs, in the order they were created. Rejects on a store error. */
@@ -195,7 +216,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       console.error(`runstate: the run store refused a write of run ${runId}`, error),
   });
   const machine = runMachine.provide({
-    actors: { model: createModelService((runId) => registry.get(runId)?.call) },
+    actors: {
+      model: createModelService((runId) => registry.get(runId)?.call),
+      tools: createToolRunner((runId) => registry.get(runId)?.toolRun),
+    },
   });
   let closing = false;
 
@@ -260,8 +284,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     );
     // Read by the model service once the run streams; a run cancelled before never reads it.
     messages.catch(() => undefined);
+    const tools = new Map((request.tools ?? []).map((tool) => [tool.name, tool]));
+    if (tools.size !== (request.tools?.length ?? 0)) {
+      throw new RunstateError('INVALID_INPUT', 'two tools of the run have the same name');
+    }
     const run = createLiveRun({
       machine,
+      tools,
+      onPause: (paused, isPaused) => (isPaused ? admission.release(paused) : admission.resume(paused)),
       identity,
       messages,
       limits: { ...defaultLimits, ...request.limits },
@@ -281,9 +311,50 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return {
       runId,
       sessionId: identity.sessionId,
-      events: (afterSeq) => run.log.follow(afterSeq),
+      events: (afterSeq) => run.follow(afterSeq),
       result: run.result,
       recorded: runWriter.recorded,
+    };
+  }
+
+  function continueRun(
+    runId: string,
+    answers: readonly ToolConfirmation[],
+    { agentId }: CancelRequestOptions = {},
+  ): RunHandle {
+    const run = registry.get(runId);
+    if (!run || (agentId !== undefined && run.identity.agentId !== agentId)) {
+      throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
+    }
+    const status = run.status();
+    if (status !== 'paused') {
+      throw new RunstateError('RUN_NOT_PAUSED', `run ${runId} is not paused: ${status}`, {
+        details: { run_id: runId, status },
+      });
+    }
+    const pending = run.actor
+      .getSnapshot()
+      .context.tools.filter((tool) => tool.status === 'awaiting_confirmation')
+      .map((tool) => tool.tool_call_id);
+    const answered = new Set(answers.map((answer) => answer.tool_call_id));
+    const unknown = [...answered].filter((id) => !pending.includes(id));
+    const missing = pending.filter((id) => !answered.has(id));
+    if (unknown.length > 0 || missing.length > 0 || answered.size !== answers.length) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `run ${runId} waits for one answer to each of ${pending.join(', ')}` +
+          (unknown.length > 0 ? `; not waiting for ${unknown.join(', ')}` : '') +
+          (missing.length > 0 ? `; no answer for ${missing.join(', ')}` : ''),
+      );
+    }
+    const afterSeq = run.log.size;
+    run.continue(answers);
+    return {
+      runId,
+      sessionId: run.identity.sessionId,
+      events: (after = afterSeq) => run.follow(after),
+      result: run.result,
+      recorded: run.writer.recorded,
     };
   }
 
@@ -357,6 +428,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     startRun,
     cancelRun,
     requestCancel,
+    continueRun,
+    isPaused: (runId) => registry.get(runId)?.status() === 'paused',
     result,
     async getRun(runId) {
       const live = registry.get(runId);
@@ -379,7 +452,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
           `run ${runId} has no event ${afterSeq} yet (its last is ${live.log.size})`,
         );
       }
-      return live.log.follow(afterSeq);
+      return live.follow(afterSeq);
     },
     listSessions: (filter) => store.listSessions(filter),
     getSession: (sessionId) => store.getSession(sessionId),

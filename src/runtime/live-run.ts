@@ -1,6 +1,12 @@
 import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
 import { runStatusOf, type RunMachineInput, type runMachine } from '../../machines/run.machine.js';
-import type { CancelReason, RunMachineOutput, RunStatus } from '../../machines/run-types.js';
+import type {
+  CancelReason,
+  RunMachineOutput,
+  RunStatus,
+  ToolConfirmation,
+} from '../../machines/run-types.js';
+import type { RunToolEmitted } from '../../machines/run.machine.js';
 import type { ChatMessage } from '../model/chat-model.js';
 import { MemoryEventLog } from './event-log.js';
 import type { ModelCall } from './model-service.js';
@@ -14,8 +20,12 @@ import {
   type EventBody,
   type RunIdentity,
 } from './run-projection.js';
+import { untilPaused } from './run-history.js';
 import type { RunNotice } from './storage.js';
 import type { RunWriter } from './store-writer.js';
+import { toolEvents } from './tool-events.js';
+import { DEFAULT_MAX_CONCURRENT_TOOLS, type ToolRun } from './tool-runner.js';
+import type { Tool } from '../tools/tool.js';
 
 /** An inspection observer as xstate's `inspect` option takes it. */
 export type InspectOption = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
@@ -27,7 +37,16 @@ export interface LiveRunOptions {
   identity: RunIdentity;
   /** The messages for the model: the instructions, the session's history (read from the store), the input. */
   messages: Promise<ChatMessage[]>;
-  limits: Pick<RunMachineInput, 'idleTimeoutMs' | 'timeoutMs' | 'retry'>;
+  limits: Pick<
+    RunMachineInput,
+    'idleTimeoutMs' | 'timeoutMs' | 'retry' | 'maxToolRounds' | 'pauseTimeoutMs'
+  > & {
+    maxConcurrentTools?: number | undefined;
+  };
+  /** The tools the model may call, by name. */
+  tools: ReadonlyMap<string, Tool>;
+  /** The run paused for a person (its concurrency slot can go to another run), or continued. */
+  onPause: (run: LiveRun, paused: boolean) => void;
   inspect: InspectOption | undefined;
   writer: RunWriter;
   /** True when somebody listens: no notice is built for nobody (one per chunk otherwise). */
@@ -52,6 +71,8 @@ export interface LiveRun {
   readonly log: MemoryEventLog;
   /** What the model service reads (looked up by run id). */
   readonly call: ModelCall;
+  /** What the tool runner reads (looked up by run id). */
+  readonly toolRun: ToolRun;
   readonly writer: RunWriter;
   /** Resolves when the run is final and its final record stored; never rejects. */
   readonly result: Promise<RunOutput>;
@@ -65,6 +86,10 @@ export interface LiveRun {
   /** Admitted: from `pending` to `streaming`. */
   start(): void;
   cancel(reason: CancelReason): void;
+  /** Answers the paused calls (checked by the caller) and resumes the run. */
+  continue(answers: readonly ToolConfirmation[]): void;
+  /** The run's events after `afterSeq`, followed up to its next pause or its end. */
+  follow(afterSeq?: number): AsyncIterable<RunEvent>;
 }
 
 /**
@@ -85,8 +110,9 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     if (event.type === '@xstate.event' && event.actorRef.sessionId === event.rootId) cause = event.event;
     userNext?.(event);
   };
+  const { maxConcurrentTools, ...limits } = options.limits;
   const actor = createActor(options.machine, {
-    input: { runId, ...options.limits, now, random: options.random },
+    input: { runId, ...limits, now, random: options.random },
     inspect: options.captureCauses ? inspect : user,
   });
   const log = new MemoryEventLog();
@@ -135,6 +161,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       cancelReason: null,
       finishReason: null,
       attempts: context.attempt,
+      tools: context.tools,
+      transcript: context.transcript,
       metrics: {
         input_tokens: null,
         output_tokens: null,
@@ -162,6 +190,15 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       });
     }
   });
+  const onTool = (emitted: RunToolEmitted): void => {
+    for (const event of toolEvents(emitted)) append(event);
+    if (emitted.type === 'paused') options.onPause(run, true);
+    if (emitted.type === 'continued') options.onPause(run, false);
+  };
+  actor.on('tool_started', onTool);
+  actor.on('tool_completed', onTool);
+  actor.on('paused', onTool);
+  actor.on('continued', onTool);
   actor.subscribe({
     next(snapshot) {
       // A chunk re-enters `receiving`: comparing the active state nodes (a few pointers) skips it.
@@ -170,7 +207,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       nodes = next;
       const current = runStatusOf(snapshot);
       if (observed()) notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause });
-      if (status !== undefined && current !== status && current === 'streaming') {
+      if (status !== undefined && current !== status && (current === 'streaming' || current === 'paused')) {
         writer.update({ status: current });
       }
       status = current;
@@ -186,7 +223,18 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     log,
     writer,
     result,
-    call: { model: identity.model, messages: options.messages, runSignal: controller.signal },
+    call: {
+      model: identity.model,
+      messages: options.messages,
+      tools: options.tools,
+      runSignal: controller.signal,
+    },
+    toolRun: {
+      tools: options.tools,
+      sessionId: identity.sessionId,
+      maxConcurrentTools: maxConcurrentTools ?? DEFAULT_MAX_CONCURRENT_TOOLS,
+      runSignal: controller.signal,
+    },
     get output() {
       return output;
     },
@@ -198,6 +246,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
         content: context.content,
         reasoning: context.reasoning,
         extraData: reasoning.extraData(),
+        tools: context.tools,
+        transcript: context.transcript,
       });
     },
     open() {
@@ -214,6 +264,13 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     },
     cancel(reason) {
       actor.send({ type: 'CANCEL', reason });
+    },
+    continue(answers) {
+      actor.send({ type: 'CONTINUE', tools: [...answers] });
+    },
+    follow(afterSeq) {
+      // A stream of a paused run ends at its RunPaused, as Agno's does; a continue streams on.
+      return untilPaused(log.follow(afterSeq), (seq) => run.status() === 'paused' && log.size === seq);
     },
   };
   return run;

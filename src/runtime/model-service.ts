@@ -1,13 +1,17 @@
 import { fromCallback } from 'xstate';
 import type { ModelServiceInput, RunMachineEvent } from '../../machines/run.machine.js';
 import { toRunErrorData } from '../errors.js';
-import type { ChatMessage, ChatModel } from '../model/chat-model.js';
+import type { ChatMessage, ChatModel, ToolDefinition } from '../model/chat-model.js';
+import type { Tool } from '../tools/tool.js';
+import { checkToolCalls } from './check-tool-calls.js';
 
 /** What the model service needs to know about a run. */
 export interface ModelCall {
   model: ChatModel;
   /** The instructions, the session's history and the input; waits for the history from the store. */
   messages: Promise<ChatMessage[]>;
+  /** The agent's tools, by name; the model is offered them and its calls are checked against them. */
+  tools?: ReadonlyMap<string, Tool> | undefined;
   /** Aborted when the run ends, however it ends (xstate does not always stop children: #5153). */
   runSignal: AbortSignal;
 }
@@ -46,7 +50,7 @@ export function createModelService(lookup: (runId: string) => ModelCall | undefi
     const abort = () => controller.abort();
     if (call.runSignal.aborted) controller.abort();
     else call.runSignal.addEventListener('abort', abort, { once: true });
-    void pump(call, controller.signal, sendBack);
+    void pump(call, input, controller.signal, sendBack);
     return () => {
       call.runSignal.removeEventListener('abort', abort);
       controller.abort();
@@ -54,7 +58,12 @@ export function createModelService(lookup: (runId: string) => ModelCall | undefi
   });
 }
 
-async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): Promise<void> {
+async function pump(
+  call: ModelCall,
+  input: ModelServiceInput,
+  signal: AbortSignal,
+  sendBack: SendBack,
+): Promise<void> {
   // What waits for the next tick: reasoning, then content (a CHUNK's order).
   let pending = '';
   let pendingReasoning = '';
@@ -71,12 +80,26 @@ async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): P
   };
   try {
     // A store that refused the run (or failed to read its history) fails it here, as a model error would.
-    const messages = await call.messages;
-    for await (const chunk of call.model.stream({ messages, signal })) {
+    const history = await call.messages;
+    // The run's own messages (tool rounds) follow the conversation up to the user's message.
+    const messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
+    const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;
+    for await (const chunk of call.model.stream({ messages, signal, tools })) {
       if (signal.aborted) return;
       if (chunk.type === 'end') {
         flush();
-        if (!signal.aborted) sendBack({ type: 'DONE', finishReason: chunk.finishReason, usage: chunk.usage });
+        if (signal.aborted) return;
+        const { finishReason, usage, toolCalls } = chunk;
+        sendBack(
+          toolCalls?.length
+            ? {
+                type: 'DONE',
+                finishReason,
+                usage,
+                toolCalls: checkToolCalls(toolCalls, call.tools ?? NO_TOOLS),
+              }
+            : { type: 'DONE', finishReason, usage },
+        );
         return;
       }
       const { content, reasoning } = chunk;
@@ -110,4 +133,17 @@ async function pump(call: ModelCall, signal: AbortSignal, sendBack: SendBack): P
     flush();
     if (!signal.aborted) sendBack({ type: 'ERROR', error: toRunErrorData(error) });
   }
+}
+
+const NO_TOOLS: ReadonlyMap<string, Tool> = new Map();
+const definitions = new WeakMap<ReadonlyMap<string, Tool>, ToolDefinition[]>();
+
+/** The tool definitions of an agent, made once per tool set rather than once per request. */
+function definitionsOf(tools: ReadonlyMap<string, Tool>): ToolDefinition[] {
+  let list = definitions.get(tools);
+  if (!list) {
+    list = [...tools.values()].map((tool) => tool.definition);
+    definitions.set(tools, list);
+  }
+  return list;
 }

@@ -5,6 +5,8 @@ import type {
   RunErrorData,
   RunMetrics,
   RunStatus as RunStatusType,
+  ToolExecution,
+  TranscriptMessage,
 } from '../../machines/run-types.js';
 
 /** Names of the events of a run, as Agno names them (`RunEvent.runContent === 'RunContent'`). */
@@ -13,6 +15,11 @@ export const RunEvent = {
   runContent: 'RunContent',
   reasoningStarted: 'ReasoningStarted',
   reasoningCompleted: 'ReasoningCompleted',
+  toolCallStarted: 'ToolCallStarted',
+  toolCallCompleted: 'ToolCallCompleted',
+  toolCallError: 'ToolCallError',
+  runPaused: 'RunPaused',
+  runContinued: 'RunContinued',
   runCompleted: 'RunCompleted',
   runCancelled: 'RunCancelled',
   runError: 'RunError',
@@ -22,6 +29,7 @@ export const RunEvent = {
 export const RunStatus = {
   pending: 'pending',
   streaming: 'streaming',
+  paused: 'paused',
   completed: 'completed',
   cancelled: 'cancelled',
   failed: 'failed',
@@ -103,8 +111,48 @@ export interface RunCompletedEvent extends RunEventBase {
   finish_reason: string;
   status: 'completed';
   metrics: RunMetrics;
+  /** Every tool call of the run (the Agent UI replaces its chips with them). */
+  tools: ToolExecution[];
   /** Present when the model reasoned. */
   extra_data?: RunExtraData;
+}
+
+/** A tool call started running (Agno's `ToolCallStarted`; the Agent UI shows a chip per call). */
+export interface ToolCallStartedEvent extends RunEventBase {
+  event: 'ToolCallStarted';
+  tool: ToolExecution;
+}
+
+/**
+ * A tool call is over: its result, or the error the model is told (`tool.tool_call_error`), also for
+ * a call that never ran (unknown tool, invalid arguments, rejected by a person).
+ */
+export interface ToolCallCompletedEvent extends RunEventBase {
+  event: 'ToolCallCompleted';
+  tool: ToolExecution;
+}
+
+/** Follows the `ToolCallCompleted` of a call that ended in an error; `error` is what the model is told. */
+export interface ToolCallErrorEvent extends RunEventBase {
+  event: 'ToolCallError';
+  tool: ToolExecution;
+  error: string;
+}
+
+/**
+ * The run waits for a person to confirm or reject the calls in `tools` (each `requires_confirmation`).
+ * A stream of the run ends here; `continueRun` streams on from `RunContinued`.
+ */
+export interface RunPausedEvent extends RunEventBase {
+  event: 'RunPaused';
+  status: 'paused';
+  tools: ToolExecution[];
+}
+
+/** The first event after a continue: the answered calls, with `confirmed` and `confirmation_note`. */
+export interface RunContinuedEvent extends RunEventBase {
+  event: 'RunContinued';
+  tools: ToolExecution[];
 }
 
 /** Terminal: the run was cancelled. `content` is what had streamed so far. */
@@ -130,6 +178,11 @@ export type RunEvent =
   | RunContentEvent
   | ReasoningStartedEvent
   | ReasoningCompletedEvent
+  | ToolCallStartedEvent
+  | ToolCallCompletedEvent
+  | ToolCallErrorEvent
+  | RunPausedEvent
+  | RunContinuedEvent
   | RunCompletedEvent
   | RunCancelledEvent
   | RunErrorEvent;
@@ -164,6 +217,14 @@ export interface RunRecord {
   metrics: RunMetrics | null;
   error: RunErrorData | null;
   cancel_reason: CancelReason | null;
+  /** The run's tool calls so far, each with its `status` (a call running when the run ended is `cancelled`). */
+  tools: ToolExecution[];
+  /**
+   * Present when the run called tools: the messages its tool rounds added to the conversation (each
+   * assistant turn with its `tool_calls`, then one `tool` message per call), as the next run of the
+   * session sends them.
+   */
+  messages?: TranscriptMessage[];
   /** Unix time in seconds. */
   created_at: number;
   /** Unix time in seconds; `null` while the run is active. */

@@ -1,4 +1,9 @@
-import type { RunMachineOutput, RunStatus } from '../../machines/run-types.js';
+import type {
+  RunMachineOutput,
+  RunStatus,
+  ToolExecution,
+  TranscriptMessage,
+} from '../../machines/run-types.js';
 import type { ChatModel } from '../model/chat-model.js';
 import type { RunEvent, RunEventBase, RunExtraData, RunOutput, RunRecord } from './run-events.js';
 
@@ -64,7 +69,15 @@ export interface RunProgress {
   reasoning: string;
   /** The reasoning phases so far; absent when the model never reasoned. */
   extraData?: RunExtraData | undefined;
+  /** The tool calls so far. */
+  tools?: ToolExecution[] | undefined;
+  /** The messages of the finished tool rounds so far. */
+  transcript?: TranscriptMessage[] | undefined;
 }
+
+/** `messages` only on records of runs that called tools. */
+const messagesOf = (transcript: TranscriptMessage[] | undefined): Pick<RunRecord, 'messages'> =>
+  transcript?.length ? { messages: transcript } : {};
 
 /** The record of an active run, with its content so far. */
 export function activeRecord(run: RunIdentity, status: RunStatus, progress: RunProgress): RunRecord {
@@ -78,6 +91,8 @@ export function activeRecord(run: RunIdentity, status: RunStatus, progress: RunP
     metrics: null,
     error: null,
     cancel_reason: null,
+    tools: progress.tools ?? [],
+    ...messagesOf(progress.transcript),
     finished_at: null,
   };
 }
@@ -99,6 +114,8 @@ export function outputRecord(
     metrics: output.metrics,
     error: output.error,
     cancel_reason: output.cancelReason,
+    tools: output.tools,
+    ...messagesOf(output.transcript),
     finished_at: seconds(finishedAtMs),
   };
 }
@@ -115,6 +132,7 @@ export function terminalEvent(output: RunMachineOutput): EventBody {
         finish_reason: output.finishReason ?? 'stop',
         status: 'completed',
         metrics: output.metrics,
+        tools: output.tools,
       };
     case 'cancelled':
       return {

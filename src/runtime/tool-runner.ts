@@ -1,5 +1,6 @@
 import { fromCallback } from 'xstate';
-import type { ToolRunnerEvent, ToolRunnerInput } from '../../machines/run-types.js';
+import type { ToolRunnerInput } from '../../machines/run-types.js';
+import type { RunMachineEvent } from '../../machines/run.machine.js';
 import { toolResultText, type Tool } from '../tools/tool.js';
 import { parseArguments } from './check-tool-calls.js';
 
@@ -27,7 +28,7 @@ type Call = ToolRunnerInput['calls'][number];
  * model told "timed out after N ms"; a tool that throws is an error for the model, not for the run.
  */
 export function createToolRunner(lookup: (runId: string) => ToolRun | undefined) {
-  return fromCallback<ToolRunnerEvent, ToolRunnerInput>(({ input, sendBack }) => {
+  return fromCallback<RunMachineEvent, ToolRunnerInput>(({ input, sendBack }) => {
     const run = lookup(input.runId);
     if (!run) {
       for (const call of input.calls) {

@@ -28,6 +28,9 @@ export const STATUS_BY_CODE: Record<ErrorCode, number> = {
   RUN_TIMEOUT: 504,
   RUN_LOST: 503,
   STORE_UNAVAILABLE: 503,
+  // A run that asked for tools too often failed; as an answer to a request, it is the model's fault.
+  TOOL_ROUNDS_EXCEEDED: 502,
+  RUN_NOT_PAUSED: 409,
   INTERNAL: 500,
 };
 

@@ -56,6 +56,54 @@ const extraData = z
   .strictObject({ reasoning_steps: z.array(reasoningStep) })
   .meta({ description: "A reasoning model's phases of reasoning, as Agno's Agent UI shows them." });
 
+const toolExecution = z
+  .strictObject({
+    tool_call_id: z.string(),
+    tool_name: z.string(),
+    tool_args: z
+      .record(z.string(), z.unknown())
+      .meta({ description: 'The arguments, as the model sent them.' }),
+    result: z
+      .string()
+      .nullable()
+      .meta({ description: 'What the model was told; null until the call is over.' }),
+    content: z.string().nullable().meta({ description: 'The same as `result` (what the Agent UI reads).' }),
+    tool_call_error: z.boolean().meta({ description: 'The model was told of an error.' }),
+    status: z.enum([
+      'awaiting_confirmation',
+      'queued',
+      'running',
+      'completed',
+      'failed',
+      'rejected',
+      'cancelled',
+    ]),
+    requires_confirmation: z.boolean(),
+    confirmed: z.boolean().nullable(),
+    confirmation_note: z.string().nullable(),
+    metrics: z
+      .strictObject({
+        start_time: z.number(),
+        end_time: z.number().nullable(),
+        duration: z.number().nullable(),
+      })
+      .nullable()
+      .meta({ description: 'Unix seconds and seconds; null for a call that never ran.' }),
+    created_at: unixSeconds,
+  })
+  .meta({ description: "One tool call, with Agno's ToolExecution fields." });
+
+const toolCallRequest = z.strictObject({
+  id: z.string(),
+  type: z.literal('function'),
+  function: z.strictObject({ name: z.string(), arguments: z.string() }),
+});
+
+const transcriptMessage = z.discriminatedUnion('role', [
+  z.strictObject({ role: z.literal('assistant'), content: z.string(), tool_calls: z.array(toolCallRequest) }),
+  z.strictObject({ role: z.literal('tool'), tool_call_id: z.string(), content: z.string() }),
+]);
+
 const runFields = {
   run_id: z.string(),
   agent_id: z.string(),
@@ -74,6 +122,11 @@ const runFields = {
   model_provider: z.string(),
   error: runErrorData.nullable(),
   cancel_reason: cancelReason.nullable(),
+  tools: z.array(toolExecution).meta({ description: "The run's tool calls." }),
+  messages: z
+    .array(transcriptMessage)
+    .optional()
+    .meta({ description: 'With tool calls: the messages its tool rounds added, sent as history.' }),
   created_at: unixSeconds,
 };
 
@@ -202,7 +255,45 @@ export const runCompletedEvent = z.strictObject({
   finish_reason: z.string().meta({ description: '`stop`, `length` (the token limit cut the answer)...' }),
   status: z.literal('completed'),
   metrics: runMetrics,
+  tools: z.array(toolExecution),
   extra_data: extraData.optional(),
+});
+
+/** `ToolCallStarted`: a tool call started running. */
+export const toolCallStartedEvent = z.strictObject({
+  event: z.literal('ToolCallStarted'),
+  ...eventBase,
+  tool: toolExecution,
+});
+
+/** `ToolCallCompleted`: a tool call is over (`tool.tool_call_error` when the model was told of an error). */
+export const toolCallCompletedEvent = z.strictObject({
+  event: z.literal('ToolCallCompleted'),
+  ...eventBase,
+  tool: toolExecution,
+});
+
+/** `ToolCallError`: follows the `ToolCallCompleted` of a call that ended in an error. */
+export const toolCallErrorEvent = z.strictObject({
+  event: z.literal('ToolCallError'),
+  ...eventBase,
+  tool: toolExecution,
+  error: z.string(),
+});
+
+/** `RunPaused`: the run waits for a person to confirm the calls in `tools`; the stream ends here. */
+export const runPausedEvent = z.strictObject({
+  event: z.literal('RunPaused'),
+  ...eventBase,
+  status: z.literal('paused'),
+  tools: z.array(toolExecution),
+});
+
+/** `RunContinued`: the first event after a continue, with the answered calls. */
+export const runContinuedEvent = z.strictObject({
+  event: z.literal('RunContinued'),
+  ...eventBase,
+  tools: z.array(toolExecution),
 });
 
 /** `RunCancelled` (terminal): `content` is what streamed before the cancel. */
@@ -230,6 +321,11 @@ export const runEvent = z.discriminatedUnion('event', [
   runContentEvent,
   reasoningStartedEvent,
   reasoningCompletedEvent,
+  toolCallStartedEvent,
+  toolCallCompletedEvent,
+  toolCallErrorEvent,
+  runPausedEvent,
+  runContinuedEvent,
   runCompletedEvent,
   runCancelledEvent,
   runErrorEvent,

@@ -11,7 +11,7 @@ const optionalId = z
   .transform((value) => value || undefined);
 
 /** A run status, as a query value or in a record. */
-export const runStatus = z.enum(['pending', 'streaming', 'completed', 'cancelled', 'failed']);
+export const runStatus = z.enum(['pending', 'streaming', 'paused', 'completed', 'cancelled', 'failed']);
 
 /** The body of `POST /agents/:agent_id/runs`. Unknown fields are ignored (clients send more). */
 export const createRunBody = z.object({

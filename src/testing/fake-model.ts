@@ -1,12 +1,21 @@
 import { setImmediate } from 'node:timers/promises';
 import type { TokenUsage } from '../../machines/run-types.js';
-import type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from '../model/chat-model.js';
+import type {
+  ChatMessage,
+  ChatModel,
+  ChatRequest,
+  ModelChunk,
+  ToolCallRequest,
+  ToolDefinition,
+} from '../model/chat-model.js';
 
 /** One `stream()` call of a {@link FakeModel}, driven by the test. */
 export interface FakeModelCall {
   /** 0 for the first call of the model, 1 for the next... */
   readonly index: number;
   readonly messages: ChatMessage[];
+  /** The tools the model was offered (`[]` for none). */
+  readonly tools: ToolDefinition[];
   /** The signal the model was given: aborted when the run stopped needing the answer. */
   readonly signal: AbortSignal;
   /** Resolves when `signal` aborts. */
@@ -21,6 +30,11 @@ export interface FakeModelCall {
   emitReasoning(reasoning: string): void;
   /** Ends the stream normally (finish reason `stop` unless told otherwise). */
   end(options?: { finishReason?: string; usage?: TokenUsage }): void;
+  /**
+   * Ends the turn asking for tool calls (finish reason `tool_calls`); `arguments` may be an object
+   * (sent as JSON) or the raw text a model wrote.
+   */
+  callTools(calls: ReadonlyArray<{ id: string; name: string; arguments?: string | object }>): void;
   /** Makes the stream throw `error`. */
   fail(error: unknown): void;
   /** Ends the stream with no `end` chunk: an incomplete stream. */
@@ -66,7 +80,7 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
   let taken = 0;
   const waiters: Array<(call: FakeModelCall) => void> = [];
 
-  function stream({ messages, signal }: ChatRequest): AsyncIterable<ModelChunk> {
+  function stream({ messages, signal, tools = [] }: ChatRequest): AsyncIterable<ModelChunk> {
     const queue: Item[] = [];
     let wake: (() => void) | undefined;
     let settled = false;
@@ -77,6 +91,7 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
     const call: FakeModelCall = {
       index: calls.length,
       messages,
+      tools,
       signal,
       aborted: new Promise((resolve) => {
         if (signal.aborted) resolve();
@@ -86,6 +101,14 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
       emitReasoning: (reasoning) => push({ kind: 'chunk', chunk: { type: 'delta', content: '', reasoning } }),
       end: ({ finishReason = 'stop', usage } = {}) =>
         push({ kind: 'chunk', chunk: { type: 'end', finishReason, usage } }),
+      callTools: (requested) => {
+        const toolCalls: ToolCallRequest[] = requested.map(({ id, name, arguments: args = {} }) => ({
+          id,
+          type: 'function',
+          function: { name, arguments: typeof args === 'string' ? args : JSON.stringify(args) },
+        }));
+        push({ kind: 'chunk', chunk: { type: 'end', finishReason: 'tool_calls', toolCalls } });
+      },
       fail: (error) => push({ kind: 'error', error }),
       close: () => push({ kind: 'close' }),
       get settled() {

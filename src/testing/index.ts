@@ -12,7 +12,11 @@ export {
 } from './fake-model.js';
 export { checkRunEvents } from './check-run-events.js';
 export {
+  getLifecycleEvents,
   getLifecyclePaths,
+  LIFECYCLE_CONFIRM_CALL,
+  LIFECYCLE_TOOL_CALL,
+  LIFECYCLE_TOOL_RESULT,
   type LifecycleAction,
   type LifecycleLimits,
   type LifecycleMachine,

@@ -16,12 +16,14 @@ import {
 } from '../../machines/run.machine.js';
 import type {
   CancelReason,
+  CheckedToolCall,
   FinalRunStatus,
   RetryPolicy,
   RunErrorData,
   RunMachineOutput,
   RunStatus,
   TokenUsage,
+  ToolConfirmation,
 } from '../../machines/run-types.js';
 
 /** The run machine, or one made from it with `runMachine.provide(...)`. */
@@ -46,7 +48,18 @@ export type LifecycleAction =
   /** Time passes until a timer of the run fires: a timeout (`idleTimeout`, `runTimeout`) or the end of a retry backoff (`retryDelay`). */
   | { type: 'wait'; ms: number; timer: string }
   /** The model service itself throws (not the model: the code that calls it). */
-  | { type: 'crash'; message: string };
+  | { type: 'crash'; message: string }
+  /** The model ends its turn asking for tool calls (`DONE` with `toolCalls`); a person must confirm those that say so. */
+  | { type: 'callTools'; calls: CheckedToolCall[] }
+  /**
+   * The runtime starts a tool call (`TOOL_STARTED`). Not the test's doing: the runtime starts a queued
+   * call at once, so nothing else happens between a `callTools` (or `continue`) and this step.
+   */
+  | { type: 'toolStarted'; toolCallId: string }
+  /** A running tool call returns (`TOOL_DONE`). */
+  | { type: 'toolDone'; toolCallId: string; result: string }
+  /** A person answers the paused calls (`CONTINUE`). */
+  | { type: 'continue'; tools: ToolConfirmation[] };
 
 /** One step of a {@link LifecyclePath}: an action and what the run machine does with it. */
 export interface LifecycleStep {
@@ -68,6 +81,8 @@ export interface LifecycleStep {
    * (cancel, timeout). `false` when the model itself ended the request (end, error).
    */
   abortsModel: boolean;
+  /** The step aborts a running tool call (cancel, timeout): its signal is aborted, its result is dropped. */
+  abortsTools: boolean;
 }
 
 /** Limits a path was computed with: give the same ones to the run you test (`limits` of `startRun` or `Agent`). */
@@ -75,6 +90,8 @@ export interface LifecycleLimits {
   idleTimeoutMs: number;
   timeoutMs: number;
   retry: RetryPolicy;
+  maxToolRounds: number;
+  pauseTimeoutMs: number;
 }
 
 /** One simple path of a run's lifecycle, from creation (`pending`) to a final state. */
@@ -100,7 +117,7 @@ export interface LifecyclePathsOptions {
    * Limits of the run. Default: idle 1 s, run 10 s, 3 attempts. A path that ends on the run timer is
    * given a `timeoutMs` short enough for that timer to fire first (see {@link LifecyclePath.limits}).
    */
-  limits?: { idleTimeoutMs?: number; timeoutMs?: number; retry?: Partial<RetryPolicy> };
+  limits?: Partial<Omit<LifecycleLimits, 'retry'>> & { retry?: Partial<RetryPolicy> };
   /** The run's random source (retry jitter), as given to the orchestrator. Default `() => 0.5`. */
   random?: () => number;
   /** The deltas the model sends, in order. Also bounds the chunks of a path. Default `['Hello', ' world']`. */
@@ -116,12 +133,43 @@ export interface LifecyclePathsOptions {
   end?: { finishReason: string; usage: TokenUsage };
   /** Include crashes of the model service (`onError` of the invoke). Default `false`: runstate's never throws. */
   serviceCrashes?: boolean;
+  /**
+   * Include tool calls: a model that asks for {@link LIFECYCLE_TOOL_CALL} (or for
+   * {@link LIFECYCLE_CONFIRM_CALL}, which pauses the run for a person) on the first attempt of a turn,
+   * before any chunk. Default `true`.
+   */
+  tools?: boolean;
 }
+
+/** The tool call of lifecycle paths: a valid call of a tool named `lookup`. */
+export const LIFECYCLE_TOOL_CALL: CheckedToolCall = {
+  id: 'call_lookup',
+  name: 'lookup',
+  arguments: '{}',
+  args: {},
+  invalid: null,
+  requiresConfirmation: false,
+};
+
+/** The call of lifecycle paths that needs a person's confirmation: a tool named `publish`. */
+export const LIFECYCLE_CONFIRM_CALL: CheckedToolCall = {
+  id: 'call_publish',
+  name: 'publish',
+  arguments: '{}',
+  args: {},
+  invalid: null,
+  requiresConfirmation: true,
+};
+
+/** What the tools of lifecycle paths return. */
+export const LIFECYCLE_TOOL_RESULT = 'tool result';
 
 const DEFAULT_LIMITS: LifecycleLimits = {
   idleTimeoutMs: 1_000,
   timeoutMs: 10_000,
   retry: { maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1_000, maxRetryAfterMs: 5_000 },
+  maxToolRounds: 1,
+  pauseTimeoutMs: 3_000,
 };
 
 const DEFAULT_ERRORS: RunErrorData[] = [
@@ -134,11 +182,12 @@ const CANCEL_REASONS: CancelReason[] = ['api', 'code', 'client_disconnect', 'shu
 const AFTER_PREFIX = 'xstate.after.';
 const ERROR_PREFIX = 'xstate.error.actor.';
 /** Raised by the machine itself (from its timers), never sent from outside. */
-const INTERNAL_EVENTS = new Set(['TIMEOUT']);
+const INTERNAL_EVENTS = new Set(['TIMEOUT', '']); // '': an eventless (`always`) transition
 /** Which limit feeds which delay of the run machine: used to make a path's last timer fire first. */
-const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs'>> = {
+const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pauseTimeoutMs'>> = {
   idleTimeout: 'idleTimeoutMs',
   runTimeout: 'timeoutMs',
+  pauseTimeout: 'pauseTimeoutMs',
 };
 
 /**
@@ -168,10 +217,31 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs'>> = {
  */
 export function getLifecyclePaths(options: LifecyclePathsOptions = {}): LifecyclePath[] {
   const machine = options.machine ?? runMachine;
+  const { limits, random, events } = lifecycleSetup(options);
+  const paths = simplePathsToFinalStates(machine, {
+    input: { runId: 'run', ...limits, now: () => 0, random },
+    events,
+  }).map((events) => replayWithFeasibleLimits(machine, events, limits, random));
+  return uniqueNames(paths);
+}
+
+/**
+ * The events {@link getLifecyclePaths} tries in a state of the run machine (every variant of every
+ * event the state accepts), for a traversal of your own (`xstate/graph`'s `getSimplePaths`).
+ */
+export function getLifecycleEvents(
+  options: LifecyclePathsOptions = {},
+): (snapshot: RunSnapshot) => RunMachineEvent[] {
+  return lifecycleSetup(options).events;
+}
+
+function lifecycleSetup(options: LifecyclePathsOptions) {
   const limits: LifecycleLimits = {
     idleTimeoutMs: options.limits?.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
     timeoutMs: options.limits?.timeoutMs ?? DEFAULT_LIMITS.timeoutMs,
     retry: { ...DEFAULT_LIMITS.retry, ...options.limits?.retry },
+    maxToolRounds: options.limits?.maxToolRounds ?? DEFAULT_LIMITS.maxToolRounds,
+    pauseTimeoutMs: options.limits?.pauseTimeoutMs ?? DEFAULT_LIMITS.pauseTimeoutMs,
   };
   const random = options.random ?? (() => 0.5);
   const deltas = options.deltas ?? ['Hello', ' world'];
@@ -182,10 +252,15 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
     usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 },
   };
   const crashes = options.serviceCrashes ?? false;
+  const withTools = options.tools ?? true;
 
   // The variants of each event the machine accepts. An event type missing here makes the
   // exploration throw: a new event in the machine must be given its variants, not silently skipped.
   const variants = (snapshot: RunSnapshot, type: string): AnyEventObject[] => {
+    const { context } = snapshot;
+    const queued = context.tools.find((tool) => tool.status === 'queued');
+    // A queued call starts at once: nothing else can happen first (see the `toolStarted` action).
+    if (queued) return type === 'TOOL_STARTED' ? [{ type, toolCallId: queued.tool_call_id }] : [];
     switch (type) {
       case 'START':
         return [{ type }];
@@ -195,26 +270,53 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
         const delta = deltas[snapshot.context.chunkCount];
         return delta === undefined ? [] : [{ type, delta }];
       }
-      case 'DONE':
-        return [{ type, ...end }];
+      case 'DONE': {
+        // Tools on a turn's first attempt before any chunk: enough to reach every state, few paths.
+        const fresh =
+          context.chunkCount === context.turn.chunks && context.attempt - context.turn.attempt === 1;
+        if (!withTools || !fresh) return [{ type, ...end }];
+        const calls =
+          context.toolRounds === 0 ? [LIFECYCLE_TOOL_CALL, LIFECYCLE_CONFIRM_CALL] : [LIFECYCLE_TOOL_CALL];
+        const toolTurn = { finishReason: 'tool_calls', usage: end.usage };
+        return [{ type, ...end }, ...calls.map((call) => ({ type, ...toolTurn, toolCalls: [call] }))];
+      }
       case 'ERROR':
         return errors.map((error) => ({ type, error }));
+      case 'TOOL_STARTED':
+        return [];
+      case 'TOOL_DONE':
+        return context.tools
+          .filter((tool) => tool.status === 'running')
+          .map((tool) => ({
+            type,
+            toolCallId: tool.tool_call_id,
+            result: LIFECYCLE_TOOL_RESULT,
+            error: false,
+          }));
+      case 'CONTINUE': {
+        const awaiting = context.tools.filter((tool) => tool.status === 'awaiting_confirmation');
+        const answer = (confirmed: boolean): ToolConfirmation[] =>
+          awaiting.map((tool) => ({ tool_call_id: tool.tool_call_id, confirmed }));
+        return [
+          { type, tools: answer(true) },
+          { type, tools: answer(false) },
+        ];
+      }
     }
     if (type.startsWith(AFTER_PREFIX)) return [{ type }];
     if (type.startsWith(ERROR_PREFIX))
-      return crashes ? [{ type, error: new Error('model service crashed') }] : [];
+      return crashes
+        ? [{ type, error: new Error(`${type.endsWith('tools') ? 'tool runner' : 'model service'} crashed`) }]
+        : [];
     if (INTERNAL_EVENTS.has(type)) return [];
     throw new Error(`getLifecyclePaths: the machine accepts ${type}, which has no variants here`);
   };
 
-  const paths = simplePathsToFinalStates(machine, {
-    input: { runId: 'run', ...limits, now: () => 0, random },
-    events: (snapshot) => {
-      const types = new Set(getNextTransitions(snapshot).map((t) => t.eventType as string));
-      return [...types].flatMap((type) => variants(snapshot, type)) as RunMachineEvent[];
-    },
-  }).map((events) => replayWithFeasibleLimits(machine, events, limits, random));
-  return uniqueNames(paths);
+  const events = (snapshot: RunSnapshot): RunMachineEvent[] => {
+    const types = new Set(getNextTransitions(snapshot).map((t) => t.eventType as string));
+    return [...types].flatMap((type) => variants(snapshot, type)) as RunMachineEvent[];
+  };
+  return { limits, random, events };
 }
 
 /**
@@ -323,7 +425,11 @@ function replay(
     [snapshot, actions] = transition(machine, snapshot, event as RunMachineEvent);
     const effects = applyActions(actions, timers, now);
     if (effects.requestsModel) modelRequests++;
-    const modelEnded = action.type === 'end' || action.type === 'error' || action.type === 'crash';
+    const modelEnded =
+      action.type === 'end' ||
+      action.type === 'callTools' ||
+      action.type === 'error' ||
+      action.type === 'crash';
     steps.push({
       action,
       event,
@@ -333,6 +439,7 @@ function replay(
       emitted: effects.emitted,
       requestsModel: effects.requestsModel,
       abortsModel: effects.stopsModel && !modelEnded,
+      abortsTools: effects.stopsTools && action.type !== 'toolDone',
     });
   }
   if (snapshot.status !== 'done')
@@ -355,6 +462,7 @@ interface Effects {
   emitted: string[];
   requestsModel: boolean;
   stopsModel: boolean;
+  stopsTools: boolean;
 }
 
 /** Reads the effects a transition asks for: timers set and cancelled, content emitted, the model started or stopped. */
@@ -363,7 +471,7 @@ function applyActions(
   timers: Map<string, Timer>,
   now: number,
 ): Effects {
-  const effects: Effects = { emitted: [], requestsModel: false, stopsModel: false };
+  const effects: Effects = { emitted: [], requestsModel: false, stopsModel: false, stopsTools: false };
   for (const { type, params } of actions) {
     const p = (params ?? {}) as Record<string, unknown>;
     if (type === 'xstate.raise' && typeof p.delay === 'number') {
@@ -379,6 +487,8 @@ function applyActions(
       effects.requestsModel = true;
     } else if (type === 'xstate.stopChild' && p.id === 'model') {
       effects.stopsModel = true;
+    } else if (type === 'xstate.stopChild' && p.id === 'tools') {
+      effects.stopsTools = true;
     }
   }
   return effects;
@@ -392,9 +502,18 @@ function toAction(event: AnyEventObject): LifecycleAction {
     case 'CHUNK':
       return { type: 'chunk', delta: (e as { delta: string }).delta };
     case 'DONE': {
-      const done = e as { finishReason: string; usage: TokenUsage };
+      const done = e as { finishReason: string; usage: TokenUsage; toolCalls?: CheckedToolCall[] };
+      if (done.toolCalls) return { type: 'callTools', calls: done.toolCalls };
       return { type: 'end', finishReason: done.finishReason, usage: done.usage };
     }
+    case 'TOOL_STARTED':
+      return { type: 'toolStarted', toolCallId: (e as { toolCallId: string }).toolCallId };
+    case 'TOOL_DONE': {
+      const done = e as { toolCallId: string; result: string };
+      return { type: 'toolDone', toolCallId: done.toolCallId, result: done.result };
+    }
+    case 'CONTINUE':
+      return { type: 'continue', tools: (e as { tools: ToolConfirmation[] }).tools };
     case 'ERROR':
       return { type: 'error', error: (e as { error: RunErrorData }).error };
     case 'CANCEL':
@@ -422,7 +541,15 @@ function describeAction(action: LifecycleAction): string {
     case 'wait':
       return `${action.timer} after ${action.ms} ms`;
     case 'crash':
-      return 'model service crash';
+      return action.message.replace(/ed$/, '');
+    case 'callTools':
+      return `call ${action.calls.map((call) => call.name).join(', ')}`;
+    case 'toolStarted':
+      return 'tool started';
+    case 'toolDone':
+      return 'tool done';
+    case 'continue':
+      return action.tools.every((tool) => tool.confirmed) ? 'confirm' : 'reject';
   }
 }
 

@@ -15,10 +15,11 @@ function find(node: MachineGraphNode, id: string): MachineGraphNode | undefined 
 describe('machineGraph(runMachine)', () => {
   const graph = machineGraph(runMachine);
 
-  it('has the five top-level states, the last three final, pending initial', () => {
+  it('has the six top-level states, the last three final, pending initial', () => {
     expect(graph.root.children.map((state) => [state.key, state.type])).toEqual([
       ['pending', 'atomic'],
       ['streaming', 'compound'],
+      ['paused', 'atomic'],
       ['completed', 'final'],
       ['cancelled', 'final'],
       ['failed', 'final'],

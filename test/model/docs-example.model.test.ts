@@ -20,9 +20,10 @@ function createSupportAgent(model: FakeModel, limits: LifecycleLimits) {
   return new Agent({ name: 'Support Bot', instructions: 'Answer in one paragraph.', model, limits });
 }
 
-// Every lifecycle path of a run, from the run machine itself. Runs of this agent start at once (no
-// concurrency limit), so the paths that cancel a run still waiting for a slot are left out.
-const paths = getLifecyclePaths({ cancelReasons: ['code', 'client_disconnect'] }).filter(
+// Every lifecycle path of a run, from the run machine itself. This agent has no tools, and its runs
+// start at once (no concurrency limit): paths with tool calls, and those that cancel a run still
+// waiting for a slot, are left out.
+const paths = getLifecyclePaths({ cancelReasons: ['code', 'client_disconnect'], tools: false }).filter(
   (path) => path.steps[0]!.action.type === 'start',
 );
 

@@ -32,6 +32,8 @@ const paths = getLifecyclePaths({
   errors: ERRORS,
   random: RANDOM,
   cancelReasons: ['api', 'client_disconnect', 'shutdown'],
+  // Tool paths are replayed on the machine; over HTTP, test/tools covers tools and pauses.
+  tools: false,
 });
 
 /** The run's machine state, as the inspection API reports it: a step is over when its state is reached. */

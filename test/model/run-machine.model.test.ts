@@ -14,8 +14,9 @@ import {
   type AnyEventObject,
   type InspectionEvent,
 } from 'xstate';
+import type { ToolRunnerInput } from '../../machines/run-types.js';
 import { runMachine, type ModelServiceInput, type RunMachineEvent } from '../../machines/run.machine.js';
-import { getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
+import { getLifecycleEvents, getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
 import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from './support.js';
 
 const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, serviceCrashes: true });
@@ -41,13 +42,28 @@ function replayOnActor(path: LifecyclePath) {
       call.stopped = true;
     };
   });
+  const toolRunners: {
+    input: ToolRunnerInput;
+    sendBack: (event: RunMachineEvent) => void;
+    stopped: boolean;
+  }[] = [];
+  const tools = fromCallback<RunMachineEvent, ToolRunnerInput>(({ input, sendBack, receive }) => {
+    const runner = { input, sendBack, stopped: false };
+    toolRunners.push(runner);
+    receive((event) => {
+      if ((event as AnyEventObject).type === 'CRASH') throw new Error('tool runner crashed');
+    });
+    return () => {
+      runner.stopped = true;
+    };
+  });
   const transitions = new Set<string>();
   const stateIds = new Set<string>();
   const inspect = (event: InspectionEvent) => {
     if (event.type !== '@xstate.microstep' || event.actorRef !== actor) return;
     for (const transition of event._transitions) transitions.add(transitionKey(transition));
   };
-  const actor = createActor(runMachine.provide({ actors: { model } }), {
+  const actor = createActor(runMachine.provide({ actors: { model, tools } }), {
     input: { runId: 'run', ...path.limits, now: () => clock.now(), random: RANDOM },
     clock,
     inspect,
@@ -66,6 +82,8 @@ function replayOnActor(path: LifecyclePath) {
   for (const [index, step] of path.steps.entries()) {
     const at = `step ${index + 1} (${step.action.type})`;
     const current = calls.at(-1);
+    const runner = toolRunners.at(-1);
+    const runnerStoppedBefore = runner?.stopped ?? true;
     const callsBefore = calls.length;
     emitted.length = 0;
     const { action } = step;
@@ -82,12 +100,33 @@ function replayOnActor(path: LifecyclePath) {
       case 'end':
         current!.sendBack({ type: 'DONE', finishReason: action.finishReason, usage: action.usage });
         break;
+      case 'callTools':
+        // The path's own DONE, with its tool calls (as the model service checked them).
+        current!.sendBack(step.event as RunMachineEvent);
+        break;
+      case 'toolStarted':
+        runner!.sendBack({ type: 'TOOL_STARTED', toolCallId: action.toolCallId });
+        break;
+      case 'toolDone':
+        runner!.sendBack({
+          type: 'TOOL_DONE',
+          toolCallId: action.toolCallId,
+          result: action.result,
+          error: false,
+        });
+        break;
+      case 'continue':
+        actor.send({ type: 'CONTINUE', tools: action.tools });
+        break;
       case 'error':
         current!.sendBack({ type: 'ERROR', error: action.error });
         break;
-      case 'crash':
-        (actor.getSnapshot().children.model as AnyActorRef).send({ type: 'CRASH' });
+      case 'crash': {
+        // `xstate.error.actor.<id>`: the model service's or the tool runner's.
+        const id = step.event.type.slice('xstate.error.actor.'.length);
+        (actor.getSnapshot().children[id] as AnyActorRef).send({ type: 'CRASH' });
         break;
+      }
       case 'wait': {
         // Not a millisecond early: the timer must not fire before its time.
         const before = actor.getSnapshot();
@@ -104,11 +143,22 @@ function replayOnActor(path: LifecyclePath) {
     expect(emitted, at).toEqual(step.emitted);
     expect(calls.length - callsBefore, `${at}: model requests`).toBe(step.requestsModel ? 1 : 0);
     if (step.requestsModel)
-      expect(calls.at(-1)!.input).toEqual({ runId: 'run', attempt: snapshot.context.attempt });
+      expect(calls.at(-1)!.input).toEqual({
+        runId: 'run',
+        attempt: snapshot.context.attempt,
+        transcript: snapshot.context.transcript,
+      });
+    if (action.type === 'toolStarted')
+      expect(runner!.input.calls.map((call) => call.id)).toContain(action.toolCallId);
+    if (runner && !runnerStoppedBefore && action.type !== 'crash' && action.type !== 'toolDone') {
+      // The tool runner is stopped, its calls aborted, exactly when the step says so.
+      expect(runner.stopped, `${at}: tools aborted`).toBe(step.abortsTools);
+    }
     if (current && action.type !== 'crash') {
       // The service is stopped exactly when the run leaves the attempt that invoked it.
       const leftAttempt =
         step.status !== 'streaming' ||
+        matchesState({ streaming: 'tools' }, step.value) ||
         step.requestsModel ||
         matchesState({ streaming: 'retrying' }, step.value);
       expect(current.stopped, `${at}: model service stopped`).toBe(leftAttempt);
@@ -142,7 +192,9 @@ describe('the test model covers the machine, no more and no less', () => {
       for (const key of transitions) taken.add(key);
       for (const id of stateIds) visited.add(id);
     }
-    const all = nodes.flatMap((node) => [...node.transitions.values()].flat().map(transitionKey));
+    const all = nodes.flatMap((node) =>
+      [...node.transitions.values(), node.always ?? []].flat().map(transitionKey),
+    );
     expect(all.length).toBeGreaterThan(0);
     expect([...taken].sort()).toEqual([...new Set(all)].sort());
     expect([...visited].sort()).toEqual(nodes.map((node) => node.id).sort());
@@ -156,10 +208,13 @@ describe('the test model covers the machine, no more and no less', () => {
     expect([...accepted].filter((type) => !type.startsWith('xstate.')).sort()).toEqual([
       'CANCEL',
       'CHUNK',
+      'CONTINUE',
       'DONE',
       'ERROR',
       'START',
       'TIMEOUT',
+      'TOOL_DONE',
+      'TOOL_STARTED',
     ]);
   });
 
@@ -176,7 +231,11 @@ describe('the test model covers the machine, no more and no less', () => {
       '"pending"',
       ...['requesting', 'receiving'].map((s) => JSON.stringify({ streaming: { attempt: s } })),
     ];
-    states.push(JSON.stringify({ streaming: 'retrying' }));
+    states.push(
+      JSON.stringify({ streaming: 'retrying' }),
+      JSON.stringify({ streaming: 'tools' }),
+      '"paused"',
+    );
     for (const state of states) {
       for (const reason of ['api', 'code', 'client_disconnect', 'shutdown'])
         expect(cancelledFrom).toContain(`${state} ${reason}`);
@@ -185,26 +244,12 @@ describe('the test model covers the machine, no more and no less', () => {
 
   it('finds the same paths as xstate/graph getSimplePaths', async () => {
     const { getSimplePaths } = await import('xstate/graph');
-    const { getNextTransitions } = await import('xstate');
     const defaults = getLifecyclePaths();
     // The same traversal, with the same event variants, through xstate's own simple-path search.
     const byEvents = new Map(defaults.map((path) => [JSON.stringify(path.steps.map((s) => s.event)), path]));
-    const variantsOf = new Map<string, AnyEventObject[]>();
-    for (const path of defaults) {
-      for (const { event } of path.steps) {
-        const list = variantsOf.get(event.type) ?? [];
-        if (!list.some((e) => JSON.stringify(e) === JSON.stringify(event))) list.push(event);
-        variantsOf.set(event.type, list);
-      }
-    }
     const simple = getSimplePaths(runMachine, {
       input: { runId: 'run', ...defaults[0]!.limits, now: () => 0, random: () => 0.5 },
-      events: (snapshot) =>
-        [...new Set(getNextTransitions(snapshot).map((t) => t.eventType as string))].flatMap((type) =>
-          (variantsOf.get(type) ?? []).filter(
-            (e) => e.type !== 'CHUNK' || e.delta === ['Hello', ' world'][snapshot.context.chunkCount],
-          ),
-        ) as RunMachineEvent[],
+      events: getLifecycleEvents(),
       toState: (snapshot) => snapshot.status === 'done',
     });
     const keys = simple.map((path) => JSON.stringify(path.steps.slice(1).map((s) => s.event)));

@@ -35,7 +35,7 @@ import {
   TERMINAL_EVENT,
 } from './support.js';
 
-const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM });
+const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, tools: false });
 
 type Layer = 'orchestrator' | 'agent';
 

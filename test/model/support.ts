@@ -133,7 +133,11 @@ export function allStateNodes(node: AnyStateNode): AnyStateNode[] {
 
 /** A stable key for a transition: its source, its event and its place among the transitions of that event. */
 export function transitionKey(transition: { source: AnyStateNode; eventType: string }): string {
-  const list = transition.source.transitions.get(transition.eventType) ?? [];
+  // Eventless (`always`) transitions live apart from the others, under the event type ''.
+  const list =
+    (transition.eventType === ''
+      ? transition.source.always
+      : transition.source.transitions.get(transition.eventType)) ?? [];
   const index = list.findIndex((candidate) => candidate === transition);
   return `${transition.source.id} on ${transition.eventType} #${index}`;
 }

@@ -68,6 +68,7 @@ function runRecord(id: string, op: Extract<Op, { kind: 'create' }>, createdAt: n
     metrics: null,
     error: null,
     cancel_reason: null,
+    tools: [],
     created_at: createdAt,
     finished_at: null,
   };

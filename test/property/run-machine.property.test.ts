@@ -266,6 +266,9 @@ describe('run machine against a reference model', () => {
             cancelReason: ref.cancelReason,
             finishReason: ref.finishReason,
             attempts: ref.attempt,
+            // The reference's model asks for no tools (their paths are replayed in test/model).
+            tools: [],
+            transcript: [],
             metrics: {
               input_tokens: ref.usage?.input_tokens ?? null,
               output_tokens: ref.usage?.output_tokens ?? null,

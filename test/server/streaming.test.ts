@@ -243,6 +243,7 @@ describe('sendEventStream', () => {
           reasoning_content: '',
           finish_reason: 'stop',
           status: 'completed',
+          tools: [],
           metrics,
         }
       : { ...base, event: 'RunContent', content: 'x'.repeat(100) };

@@ -1,0 +1,135 @@
+import type {
+  CheckedToolCall,
+  ToolCallStatus,
+  ToolConfirmation,
+  ToolExecution,
+  TranscriptMessage,
+} from './run-types.js';
+
+/**
+ * The pure bookkeeping of the tool calls of a run: what each call's record becomes as it runs, and
+ * the messages a round adds to the conversation. Times are milliseconds in, seconds out (Agno's).
+ */
+
+const seconds = (ms: number): number => ms / 1000;
+
+/** The records of the calls a model turn asked for: invalid ones are over at once (never run). */
+export function newExecutions(calls: readonly CheckedToolCall[], at: number): ToolExecution[] {
+  return calls.map((call) => {
+    const base: ToolExecution = {
+      tool_call_id: call.id,
+      tool_name: call.name,
+      tool_args: call.args,
+      result: null,
+      content: null,
+      tool_call_error: false,
+      status: call.requiresConfirmation ? 'awaiting_confirmation' : 'queued',
+      requires_confirmation: call.requiresConfirmation,
+      confirmed: null,
+      confirmation_note: null,
+      metrics: null,
+      created_at: Math.floor(seconds(at)),
+    };
+    if (call.invalid === null) return base;
+    return { ...base, status: 'failed', result: call.invalid, content: call.invalid, tool_call_error: true };
+  });
+}
+
+/** Replaces the record of one call (a copy per tool event: a run has few calls, and events are rare). */
+export function updateExecution(
+  tools: readonly ToolExecution[],
+  id: string,
+  change: (tool: ToolExecution) => ToolExecution,
+): ToolExecution[] {
+  return tools.map((tool) => (tool.tool_call_id === id ? change(tool) : tool));
+}
+
+export function started(tool: ToolExecution, at: number): ToolExecution {
+  return { ...tool, status: 'running', metrics: { start_time: seconds(at), end_time: null, duration: null } };
+}
+
+export function finished(tool: ToolExecution, result: string, error: boolean, at: number): ToolExecution {
+  const start = tool.metrics?.start_time ?? seconds(at);
+  return {
+    ...tool,
+    status: error ? 'failed' : 'completed',
+    result,
+    content: result,
+    tool_call_error: error,
+    metrics: { start_time: start, end_time: seconds(at), duration: seconds(at) - start },
+  };
+}
+
+const OPEN: ReadonlySet<ToolCallStatus> = new Set(['awaiting_confirmation', 'queued', 'running']);
+
+/** True while a call still waits for a person, a slot or its result. */
+export const isOpen = (tool: ToolExecution): boolean => OPEN.has(tool.status);
+
+/** A run that ends with calls still open (cancel, timeout): they are cancelled, a running one timed. */
+export function closeOpen(tools: readonly ToolExecution[], at: number): ToolExecution[] {
+  return tools.map((tool) => {
+    if (!isOpen(tool)) return tool;
+    const metrics = tool.metrics && {
+      start_time: tool.metrics.start_time,
+      end_time: seconds(at),
+      duration: seconds(at) - tool.metrics.start_time,
+    };
+    return { ...tool, status: 'cancelled', metrics };
+  });
+}
+
+/**
+ * Applies a person's answers to the calls awaiting them: a confirmed call is queued to run, a
+ * rejected one (or one left unanswered) is over, and the model is told it was rejected.
+ */
+export function confirm(
+  tools: readonly ToolExecution[],
+  answers: readonly ToolConfirmation[],
+  at: number,
+): ToolExecution[] {
+  const byId = new Map(answers.map((answer) => [answer.tool_call_id, answer]));
+  return tools.map((tool) => {
+    if (tool.status !== 'awaiting_confirmation') return tool;
+    const answer = byId.get(tool.tool_call_id);
+    const note = answer?.confirmation_note ?? null;
+    if (answer?.confirmed) return { ...tool, status: 'queued', confirmed: true, confirmation_note: note };
+    const result = `The user rejected this call${note ? `: ${note}` : '.'}`;
+    return {
+      ...tool,
+      status: 'rejected',
+      confirmed: false,
+      confirmation_note: note,
+      result,
+      content: result,
+      metrics: { start_time: seconds(at), end_time: seconds(at), duration: 0 },
+    };
+  });
+}
+
+/**
+ * The messages a finished round adds to the conversation: the assistant turn with its calls, then
+ * one `tool` message per call, ids matching, in the order the model asked.
+ */
+export function roundMessages(
+  content: string,
+  round: readonly CheckedToolCall[],
+  tools: readonly ToolExecution[],
+): TranscriptMessage[] {
+  const results = new Map(tools.map((tool) => [tool.tool_call_id, tool.result ?? '']));
+  return [
+    {
+      role: 'assistant',
+      content,
+      tool_calls: round.map((call) => ({
+        id: call.id,
+        type: 'function',
+        function: { name: call.name, arguments: call.arguments },
+      })),
+    },
+    ...round.map((call) => ({
+      role: 'tool' as const,
+      tool_call_id: call.id,
+      content: results.get(call.id) ?? '',
+    })),
+  ];
+}

@@ -1,0 +1,437 @@
+/**
+ * Tools through the Agent and the orchestrator, with the controllable fake model: a round of calls
+ * and what the next request carries, calls that never run, a cancel while tools run (also a tool
+ * that ignores its signal), timeouts, throws, the rounds limit, the concurrency limit, and pausing
+ * for a person.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import {
+  Agent,
+  createOrchestrator,
+  RunstateError,
+  tool,
+  type RunEvent,
+  type ToolExecuteContext,
+} from '../../src/index.js';
+import { checkRunEvents, createFakeModel, nextTurn, type FakeModelCall } from '../../src/testing/index.js';
+
+/** A promise with its resolve, so a test decides when a tool returns. */
+function deferred<T = unknown>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((res) => (resolve = res));
+  return { promise, resolve };
+}
+
+/** A tool whose calls the test holds: each call waits for `release` (or ignores its signal). */
+function heldTool(name: string, options: { timeoutMs?: number; requiresConfirmation?: boolean } = {}) {
+  const calls: {
+    args: Record<string, unknown>;
+    context: ToolExecuteContext;
+    release: (value: unknown) => void;
+  }[] = [];
+  const waiters: Array<() => void> = [];
+  const held = tool({
+    name,
+    description: `${name}, held by the test`,
+    parameters: z.object({ q: z.string().optional() }),
+    execute: (args, context) => {
+      const { promise, resolve } = deferred();
+      calls.push({ args, context, release: resolve });
+      for (const wake of waiters.splice(0)) wake();
+      return promise;
+    },
+    ...options,
+  });
+  return {
+    tool: held,
+    calls,
+    /** Resolves once `count` calls have started. */
+    async started(count = 1) {
+      while (calls.length < count) await new Promise<void>((resolve) => waiters.push(resolve));
+      return calls[count - 1]!;
+    },
+  };
+}
+
+const add = tool({
+  name: 'add',
+  description: 'Adds two numbers',
+  parameters: z.object({ a: z.number(), b: z.number() }),
+  execute: ({ a, b }) => ({ sum: a + b }),
+});
+
+async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const event of events) out.push(event);
+  return out;
+}
+
+function setup(tools: Parameters<typeof tool>[0][] | ReturnType<typeof tool>[], agentOptions = {}) {
+  const model = createFakeModel();
+  const orchestrator = createOrchestrator();
+  const agent = new Agent({
+    name: 'Tooler',
+    model,
+    orchestrator,
+    tools: tools as ReturnType<typeof tool>[],
+    ...agentOptions,
+  });
+  return { model, orchestrator, agent };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('a run with tools', () => {
+  it('runs the calls of a turn and sends the assistant turn and one tool message per call, ids matching', async () => {
+    const lookup = heldTool('lookup');
+    const { model, agent } = setup([add, lookup.tool]);
+    const run = agent.run('Add 1 and 2, and look up foxes', { stream: true });
+    const first = await model.nextCall();
+    expect(first.tools.map((t) => t.name)).toEqual(['add', 'lookup']);
+    expect(first.tools[0]?.parameters).toMatchObject({ type: 'object', required: ['a', 'b'] });
+    first.emit('Working on it. ');
+    first.callTools([
+      { id: 'call_a', name: 'add', arguments: { a: 1, b: 2 } },
+      { id: 'call_b', name: 'lookup', arguments: { q: 'foxes' } },
+    ]);
+    (await lookup.started()).release('Foxes are canids.');
+    const second = await model.nextCall();
+    expect(second.messages).toEqual([
+      { role: 'user', content: 'Add 1 and 2, and look up foxes' },
+      {
+        role: 'assistant',
+        content: 'Working on it. ',
+        tool_calls: [
+          { id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":1,"b":2}' } },
+          { id: 'call_b', type: 'function', function: { name: 'lookup', arguments: '{"q":"foxes"}' } },
+        ],
+      },
+      { role: 'tool', tool_call_id: 'call_a', content: '{"sum":3}' },
+      { role: 'tool', tool_call_id: 'call_b', content: 'Foxes are canids.' },
+    ]);
+    second.emit('3, and foxes are canids.');
+    second.end();
+    const events = await collect(run);
+    checkRunEvents(events, 'completed');
+    expect(events.map((e) => e.event)).toEqual([
+      'RunStarted',
+      'RunContent',
+      'ToolCallStarted',
+      'ToolCallStarted',
+      'ToolCallCompleted',
+      'ToolCallCompleted',
+      'RunContent',
+      'RunCompleted',
+    ]);
+    const completed = events.filter((e) => e.event === 'ToolCallCompleted').map((e) => e.tool);
+    expect(
+      completed.map((t) => [t.tool_call_id, t.tool_name, t.tool_args, t.result, t.tool_call_error]),
+    ).toEqual([
+      ['call_a', 'add', { a: 1, b: 2 }, '{"sum":3}', false],
+      ['call_b', 'lookup', { q: 'foxes' }, 'Foxes are canids.', false],
+    ]);
+    for (const t of completed) {
+      expect(t.metrics!.duration).toBe(t.metrics!.end_time! - t.metrics!.start_time);
+      expect(t.content).toBe(t.result);
+    }
+    const last = events.at(-1)!;
+    expect(last.event === 'RunCompleted' && last.tools.map((t) => t.status)).toEqual([
+      'completed',
+      'completed',
+    ]);
+    expect((await agent.getRun(run.runId))?.tools).toEqual(last.event === 'RunCompleted' ? last.tools : []);
+  });
+
+  it('never runs a call with arguments that are not JSON or do not match the schema; the model is told why', async () => {
+    const execute = vi.fn(() => 0);
+    const strict = tool({
+      name: 'strict',
+      description: '',
+      parameters: z.object({ n: z.number() }),
+      execute,
+    });
+    const { model, agent } = setup([strict]);
+    const run = agent.run('go', { stream: true });
+    const first = await model.nextCall();
+    first.callTools([
+      { id: 'c1', name: 'strict', arguments: '{"n":' },
+      { id: 'c2', name: 'strict', arguments: { n: 'one' } },
+      { id: 'c3', name: 'missing', arguments: {} },
+    ]);
+    const second = await model.nextCall();
+    const results = second.messages.filter((m) => m.role === 'tool');
+    expect(results.map((m) => m.tool_call_id)).toEqual(['c1', 'c2', 'c3']);
+    expect(results[0]?.content).toMatch(/not valid JSON/);
+    expect(results[1]?.content).toMatch(/do not match the parameters of strict/);
+    expect(results[2]?.content).toMatch(/no tool named 'missing'/);
+    second.end();
+    const events = await collect(run);
+    checkRunEvents(events, 'completed');
+    expect(execute).not.toHaveBeenCalled();
+    expect(events.filter((e) => e.event === 'ToolCallStarted')).toEqual([]);
+    const errors = events.filter((e) => e.event === 'ToolCallError');
+    expect(errors.map((e) => e.tool.tool_call_id)).toEqual(['c1', 'c2', 'c3']);
+    expect(errors.every((e) => e.tool.tool_call_error && e.error === e.tool.result)).toBe(true);
+  });
+
+  it('tells the model of a throwing tool, and the run goes on', async () => {
+    const broken = tool({
+      name: 'broken',
+      description: '',
+      parameters: z.object({}),
+      execute: () => Promise.reject(new Error('database down')),
+    });
+    const { model, agent } = setup([broken]);
+    const run = agent.run('go', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'broken' }]);
+    const second = await model.nextCall();
+    expect(second.messages.at(-1)).toEqual({
+      role: 'tool',
+      tool_call_id: 'c1',
+      content: 'Error: database down',
+    });
+    second.emit('Sorry.');
+    second.end();
+    const events = await collect(run);
+    checkRunEvents(events, 'completed');
+    expect(events.map((e) => e.event).slice(1, 4)).toEqual([
+      'ToolCallStarted',
+      'ToolCallCompleted',
+      'ToolCallError',
+    ]);
+    expect((await agent.getRun(run.runId))?.tools[0]).toMatchObject({ status: 'failed', tool_call_error: true });
+  });
+
+  it('aborts a tool past its timeout and tells the model "timed out after N ms"', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const slow = heldTool('slow', { timeoutMs: 5_000 });
+    const { model, agent } = setup([slow.tool]);
+    const run = agent.run('go');
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'slow' }]);
+    const call = await slow.started();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(call.context.signal.aborted).toBe(true);
+    const second = await model.nextCall();
+    expect(second.messages.at(-1)?.content).toBe('Error: slow timed out after 5000 ms');
+    call.release('too late');
+    second.end();
+    expect((await run).tools[0]).toMatchObject({
+      status: 'failed',
+      result: 'Error: slow timed out after 5000 ms',
+    });
+  });
+
+  it('fails with TOOL_ROUNDS_EXCEEDED when the model asks for tools after maxToolRounds rounds', async () => {
+    const { model, agent } = setup([add], { maxToolRounds: 2 });
+    const run = agent.run('loop', { stream: true });
+    for (let round = 1; round <= 3; round++) {
+      (await model.nextCall()).callTools([{ id: `c${round}`, name: 'add', arguments: { a: round, b: 0 } }]);
+    }
+    const events = await collect(run);
+    checkRunEvents(events, 'failed');
+    expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'TOOL_ROUNDS_EXCEEDED' });
+    expect(model.calls).toHaveLength(3);
+    // The third round's call was never run.
+    expect(events.filter((e) => e.event === 'ToolCallStarted')).toHaveLength(2);
+  });
+
+  it('runs at most maxConcurrentTools calls of a turn at once', async () => {
+    const lookup = heldTool('lookup');
+    const { model, agent } = setup([lookup.tool], { limits: { maxConcurrentTools: 1 } });
+    const run = agent.run('go');
+    (await model.nextCall()).callTools([
+      { id: 'c1', name: 'lookup' },
+      { id: 'c2', name: 'lookup' },
+    ]);
+    const first = await lookup.started(1);
+    await nextTurn();
+    expect(lookup.calls).toHaveLength(1);
+    first.release('one');
+    (await lookup.started(2)).release('two');
+    (await model.nextCall()).end();
+    expect((await run).tools.map((t) => t.result)).toEqual(['one', 'two']);
+  });
+
+  it('sends the tool rounds of earlier runs of a session as history', async () => {
+    const { model, agent } = setup([add]);
+    const first = agent.run('add 2 and 2');
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'add', arguments: { a: 2, b: 2 } }]);
+    const answer = await model.nextCall();
+    answer.emit('4.');
+    answer.end();
+    const { session_id: sessionId } = await first;
+    const second = agent.run('and again?', { sessionId });
+    const call = await model.nextCall();
+    expect(call.messages.map((m) => m.role)).toEqual(['user', 'assistant', 'tool', 'assistant', 'user']);
+    expect(call.messages[1]).toMatchObject({ tool_calls: [{ id: 'c1' }] });
+    expect(call.messages[3]).toEqual({ role: 'assistant', content: '4.' });
+    call.end();
+    await second;
+  });
+});
+
+describe('a cancel while tools run', () => {
+  /** Starts a run whose turn asks for two calls of a held tool, and waits until both run. */
+  async function runningTools() {
+    const lookup = heldTool('lookup');
+    const { model, orchestrator, agent } = setup([lookup.tool]);
+    const run = agent.run('go', { stream: true });
+    const call: FakeModelCall = await model.nextCall();
+    call.callTools([
+      { id: 'c1', name: 'lookup' },
+      { id: 'c2', name: 'lookup' },
+    ]);
+    await lookup.started(2);
+    return { lookup, model, orchestrator, agent, run };
+  }
+
+  it('is cancelled in the same tick, every tool signal aborted before cancelRun returns, no further request', async () => {
+    const { lookup, model, agent, run } = await runningTools();
+    expect((await agent.getRun(run.runId))?.status).toBe('streaming');
+    expect(agent.cancelRun(run.runId)).toBe(true);
+    expect((await agent.getRun(run.runId))?.status).toBe('cancelled');
+    expect(lookup.calls.map((c) => c.context.signal.aborted)).toEqual([true, true]);
+    // Tools that ignore their signal still return: their results are dropped.
+    for (const c of lookup.calls) c.release('late');
+    const events = await collect(run);
+    checkRunEvents(events, 'cancelled');
+    expect(events.filter((e) => e.event === 'RunCancelled')).toHaveLength(1);
+    expect(events.filter((e) => e.event === 'ToolCallCompleted')).toEqual([]);
+    await nextTurn();
+    expect(model.calls).toHaveLength(1);
+    expect((await agent.getRun(run.runId))?.tools.map((t) => [t.status, t.result])).toEqual([
+      ['cancelled', null],
+      ['cancelled', null],
+    ]);
+    expect((await agent.getRun(run.runId))?.tools[0]?.metrics?.end_time).not.toBeNull();
+  });
+
+  it('is cancelled by a shutdown the same way', async () => {
+    const { lookup, orchestrator, run } = await runningTools();
+    const done = orchestrator.shutdown();
+    expect(lookup.calls.every((c) => c.context.signal.aborted)).toBe(true);
+    await done;
+    expect((await run.result).cancel_reason).toBe('shutdown');
+  });
+});
+
+describe('pausing for a person', () => {
+  async function pausedRun() {
+    const publish = heldTool('publish', { requiresConfirmation: true });
+    const { model, orchestrator, agent } = setup([add, publish.tool]);
+    const run = agent.run('publish it', { stream: true });
+    (await model.nextCall()).callTools([
+      { id: 'c_add', name: 'add', arguments: { a: 1, b: 1 } },
+      { id: 'c_pub', name: 'publish', arguments: { q: 'post' } },
+    ]);
+    const events = await collect(run);
+    return { publish, model, orchestrator, agent, run, events };
+  }
+
+  it('pauses before any call of the turn runs; the stream ends at RunPaused', async () => {
+    const { publish, agent, run, events } = await pausedRun();
+    expect(events.map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    const paused = events[1]!;
+    expect(paused).toMatchObject({ status: 'paused', seq: 2 });
+    expect(paused.event === 'RunPaused' && paused.tools).toEqual([
+      expect.objectContaining({
+        tool_call_id: 'c_pub',
+        tool_name: 'publish',
+        tool_args: { q: 'post' },
+        requires_confirmation: true,
+      }),
+    ]);
+    expect((await agent.getRun(run.runId))?.status).toBe('paused');
+    expect(publish.calls).toEqual([]);
+  });
+
+  it('continues on a confirmation: RunContinued first, seq without a gap, the call runs', async () => {
+    const { publish, model, agent, run } = await pausedRun();
+    const continued = agent.continueRun(run.runId, {
+      tools: [{ tool_call_id: 'c_pub', confirmed: true, confirmation_note: 'ok' }],
+      stream: true,
+    });
+    (await publish.started()).release('published');
+    const next = await model.nextCall();
+    expect(next.messages.filter((m) => m.role === 'tool').map((m) => m.content)).toEqual([
+      '{"sum":2}',
+      'published',
+    ]);
+    next.emit('Done.');
+    next.end();
+    const events = await collect(continued);
+    expect(events[0]).toMatchObject({ event: 'RunContinued', seq: 3 });
+    expect(events[0]?.event === 'RunContinued' && events[0].tools).toEqual([
+      expect.objectContaining({ tool_call_id: 'c_pub', confirmed: true, confirmation_note: 'ok' }),
+    ]);
+    checkRunEvents(await collect(await agent.orchestrator.events(run.runId)), 'completed');
+    expect(events.at(-1)).toMatchObject({ event: 'RunCompleted' });
+  });
+
+  it('does not run a rejected call, and tells the model', async () => {
+    const { publish, model, agent, run } = await pausedRun();
+    const output = agent.continueRun(run.runId, {
+      tools: [{ tool_call_id: 'c_pub', confirmed: false, confirmation_note: 'not today' }],
+    });
+    const next = await model.nextCall();
+    expect(next.messages.at(-1)).toEqual({
+      role: 'tool',
+      tool_call_id: 'c_pub',
+      content: 'The user rejected this call: not today',
+    });
+    next.end();
+    expect((await output).tools.find((t) => t.tool_call_id === 'c_pub')).toMatchObject({
+      status: 'rejected',
+      confirmed: false,
+    });
+    expect(publish.calls).toEqual([]);
+  });
+
+  it('is cancelled while paused, and refuses a second continue and answers that do not fit', async () => {
+    const { agent, run, model } = await pausedRun();
+    expect(() => agent.continueRun(run.runId, { tools: [] })).toThrow(/no answer for c_pub/);
+    expect(() =>
+      agent.continueRun(run.runId, {
+        tools: [
+          { tool_call_id: 'c_pub', confirmed: true },
+          { tool_call_id: 'c_other', confirmed: true },
+        ],
+      }),
+    ).toThrow(/not waiting for c_other/);
+    const continued = agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: false }] });
+    let refused: unknown;
+    try {
+      void agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: true }] });
+    } catch (error) {
+      refused = error;
+    }
+    expect(refused).toBeInstanceOf(RunstateError);
+    expect((refused as RunstateError).code).toBe('RUN_NOT_PAUSED');
+    (await model.nextCall()).end();
+    await continued;
+
+    const second = await pausedRun();
+    expect(second.agent.cancelRun(second.run.runId)).toBe(true);
+    const all = await collect(await second.agent.orchestrator.events(second.run.runId));
+    checkRunEvents(all, 'cancelled');
+    expect((await second.agent.getRun(second.run.runId))?.tools.map((t) => t.status)).toEqual([
+      'cancelled',
+      'cancelled',
+    ]);
+  });
+
+  it('fails with RUN_TIMEOUT when nobody answers within the pause limit', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const publish = heldTool('publish', { requiresConfirmation: true });
+    const { model, agent } = setup([publish.tool], { limits: { pauseTimeoutMs: 60_000 } });
+    const run = agent.run('publish');
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    await nextTurn();
+    expect((await agent.orchestrator.listRuns())[0]?.status).toBe('paused');
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(await run).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+  });
+});
