@@ -202,7 +202,10 @@ describe('a run with tools', () => {
       'ToolCallCompleted',
       'ToolCallError',
     ]);
-    expect((await agent.getRun(run.runId))?.tools[0]).toMatchObject({ status: 'failed', tool_call_error: true });
+    expect((await agent.getRun(run.runId))?.tools[0]).toMatchObject({
+      status: 'failed',
+      tool_call_error: true,
+    });
   });
 
   it('aborts a tool past its timeout and tells the model "timed out after N ms"', async () => {
