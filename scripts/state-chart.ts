@@ -14,8 +14,20 @@ type Node = AnyStateMachine['root'];
 function label(eventType: string): string {
   const after = /^xstate\.after\.([^.]+)\./.exec(eventType);
   if (after) return `after ${after[1]}`;
-  if (eventType.startsWith('xstate.error.actor')) return 'model service crashed';
+  const crashed = /^xstate\.error\.actor\.(.+)$/.exec(eventType);
+  if (crashed) return crashed[1] === 'tools' ? 'tool runner crashed' : 'model service crashed';
+  // An eventless transition, taken as soon as its guard holds.
+  if (eventType === '') return 'always';
   return eventType;
+}
+
+/** A guard's name; `not('x')` (a function with the guards it negates) reads `!x`. */
+function guardName(guard: unknown): string | undefined {
+  if (typeof guard === 'string') return guard;
+  const negated = (guard as { guards?: unknown[] } | undefined)?.guards;
+  if (typeof guard === 'function' && guard.name === 'not' && typeof negated?.[0] === 'string')
+    return `!${negated[0]}`;
+  return undefined;
 }
 
 /** The machine as Mermaid `stateDiagram-v2` source. */
@@ -40,9 +52,10 @@ export function stateChartMermaid(machine: AnyStateMachine): string {
       }
     }
     for (const child of children) {
-      for (const [eventType, transitions] of child.transitions) {
+      for (const [eventType, transitions] of [...child.transitions, ['', child.always ?? []] as const]) {
         for (const transition of transitions) {
-          const guard = typeof transition.guard === 'string' ? ` [${transition.guard}]` : '';
+          const named = guardName(transition.guard);
+          const guard = named ? ` [${named}]` : '';
           for (const target of transition.target ?? []) {
             lines.push(`${indent}${name(child)} --> ${name(target)}: ${label(eventType)}${guard}`);
           }
