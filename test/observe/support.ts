@@ -46,6 +46,7 @@ export function playRun(
     metrics: null,
     error: null,
     cancel_reason: null,
+    tools: [],
     created_at: 1_700_000_000,
     finished_at: null,
   };
