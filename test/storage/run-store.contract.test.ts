@@ -130,6 +130,7 @@ function record(
     metrics: null,
     error: null,
     cancel_reason: null,
+    tools: [],
     finished_at: null,
     ...fields,
   };

@@ -52,6 +52,7 @@ const base: RunRecord = {
   metrics: null,
   error: null,
   cancel_reason: null,
+  tools: [],
   finished_at: null,
 };
 

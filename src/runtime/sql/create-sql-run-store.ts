@@ -47,6 +47,8 @@ const RECORD_KEYS: readonly string[] = [
   'metrics',
   'error',
   'cancel_reason',
+  'tools',
+  'messages',
   'finished_at',
 ];
 
