@@ -19,18 +19,18 @@ const modelSchema = z.discriminatedUnion('provider', [
 ]);
 
 // Timers past 2^31-1 ms fire at once in Node: longer values would not mean "longer".
-const milliseconds = z
-  .number()
-  .int()
-  .min(0)
-  .max(2 ** 31 - 1);
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const milliseconds = z.number().int().min(0).max(MAX_TIMER_MS);
+// A schema of its own, not `milliseconds` made positive: a negative value would then fail both
+// lower bounds and be reported twice.
+const positiveMilliseconds = z.number().int().positive().max(MAX_TIMER_MS);
 
 /** Run limits, server-wide or per agent (which wins field by field). Defaults: the run machine's. */
 const limitsSchema = z.strictObject({
   /** A run with no chunk for this long fails with `RUN_TIMEOUT`. Default 60,000. */
-  idleTimeoutMs: milliseconds.positive().optional(),
+  idleTimeoutMs: positiveMilliseconds.optional(),
   /** A run streaming for longer than this fails with `RUN_TIMEOUT`. Default 600,000. */
-  timeoutMs: milliseconds.positive().optional(),
+  timeoutMs: positiveMilliseconds.optional(),
   /** Failed model requests before the first chunk (429, 5xx, connection errors). */
   retry: z
     .strictObject({

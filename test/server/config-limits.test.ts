@@ -79,6 +79,8 @@ describe('run limits in the config file', () => {
       expect(lines.some((line) => line.startsWith(`  ${path}: `))).toBe(true);
     }
     expect(message).toContain('Unrecognized key: "retries"');
+    // One line per wrong field: a negative timeout fails one bound, not two.
+    expect(lines.filter((line) => line.startsWith('  limits.timeoutMs: '))).toHaveLength(1);
   });
 
   it('refuses a security key with surrounding whitespace', () => {
