@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { RunstateError } from '../errors.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
 import type { EventBus, RunPatch, RunStore } from './storage.js';
 
@@ -22,7 +24,18 @@ export interface StoreWriterOptions {
   eventBus: EventBus;
   /** A write the store refused after the run was recorded: reported, the run goes on. */
   onError: (error: unknown, runId: string) => void;
+  /**
+   * How long a write is tried again while the store is unavailable (`STORE_UNAVAILABLE`: a database
+   * restarting) before it is reported and dropped. Writes of a run stay in order. Default 60 s.
+   */
+  retryForMs?: number;
 }
+
+/** Backoff between tries of a write during an outage: doubling from 50 ms to 2 s. */
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 2_000;
+
+const unavailable = (error: unknown) => error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE';
 
 /**
  * Writes the runs an orchestrator owns to its store: per run, one chain of writes in order; for all
@@ -30,7 +43,7 @@ export interface StoreWriterOptions {
  * token), then publishes the batch on the event bus (after the store has it: what makes following
  * from another instance gap-free).
  */
-export function createStoreWriter({ store, eventBus, onError }: StoreWriterOptions): {
+export function createStoreWriter({ store, eventBus, onError, retryForMs = 60_000 }: StoreWriterOptions): {
   open(record: RunRecord): RunWriter;
 } {
   const dirty = new Set<Writer>();
@@ -63,10 +76,19 @@ export function createStoreWriter({ store, eventBus, onError }: StoreWriterOptio
     function enqueue(write: () => Promise<unknown>): void {
       chain = chain.then(async () => {
         if (failed) return;
-        try {
-          await write();
-        } catch (error) {
-          onError(error, runId);
+        const deadline = Date.now() + retryForMs;
+        for (let waitMs = RETRY_MIN_MS; ; waitMs = Math.min(2 * waitMs, RETRY_MAX_MS)) {
+          try {
+            await write();
+            return;
+          } catch (error) {
+            // An outage: what was accepted is written once the store is back (in order), not dropped.
+            if (!unavailable(error) || Date.now() + waitMs > deadline) {
+              onError(error, runId);
+              return;
+            }
+            await delay(waitMs);
+          }
         }
       });
     }
