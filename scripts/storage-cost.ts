@@ -27,6 +27,7 @@ function record(runId: string): RunRecord {
     content: '',
     reasoning_content: '',
     finish_reason: null,
+    tools: [],
     model: 'fake',
     model_provider: 'fake',
     metrics: null,
