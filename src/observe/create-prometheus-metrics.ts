@@ -46,7 +46,7 @@ interface ActiveRun {
 
 /**
  * Creates the Prometheus metrics of runs. Labels are bounded sets only (agent ids, machine states,
- * statuses, cancel reasons, tool names): never a run or a session id.
+ * statuses, cancel reasons, the names of the agents' tools): never a run or a session id.
  *
  * @example
  * ```ts
@@ -110,6 +110,12 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     labelNames: ['agent'] as const,
     registers,
   });
+  const toolCalls = new Counter({
+    name: `${prefix}tool_calls_total`,
+    help: 'Tool calls run, by agent, tool and how they ended (completed, failed, cancelled).',
+    labelNames: ['agent', 'tool', 'status'] as const,
+    registers,
+  });
   const streamSources = new Set<() => number>();
   new Gauge({
     name: `${prefix}event_streams_open`,
@@ -171,9 +177,14 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
       case 'finished':
         onFinished(notice.run);
         return;
-      case 'event':
+      case 'event': {
         // Content is not counted here: tokens come from the model's usage, once per run.
+        if (notice.event.event !== 'ToolCallCompleted') return;
+        const agent = runs.get(notice.runId)?.agent ?? notice.event.agent_id;
+        const { tool } = notice.event;
+        toolCalls.inc({ agent, tool: tool.tool_name, status: tool.status });
         return;
+      }
     }
   };
 

@@ -151,14 +151,49 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   }
 
   function onEvent(run: TracedRun, event: RunEvent): void {
-    if (event.event === 'RunContent' || event.event === 'ReasoningStarted') {
-      const chat = run.chat;
-      if (chat && !chat.firstOutput) {
-        chat.firstOutput = true;
-        chat.span.setAttribute(
-          'gen_ai.response.time_to_first_chunk',
-          (performance.now() - chat.startedAt) / 1000,
+    switch (event.event) {
+      case 'RunContent':
+      case 'ReasoningStarted': {
+        const chat = run.chat;
+        if (chat && !chat.firstOutput) {
+          chat.firstOutput = true;
+          chat.span.setAttribute(
+            'gen_ai.response.time_to_first_chunk',
+            (performance.now() - chat.startedAt) / 1000,
+          );
+        }
+        return;
+      }
+      case 'ToolCallStarted': {
+        const { tool } = event;
+        const attributes: Attributes = {
+          'gen_ai.operation.name': 'execute_tool',
+          'gen_ai.tool.name': tool.tool_name,
+          'gen_ai.tool.call.id': tool.tool_call_id,
+          'gen_ai.tool.type': 'function',
+        };
+        if (recordContent) attributes['gen_ai.tool.call.arguments'] = JSON.stringify(tool.tool_args);
+        const span = getTracer().startSpan(
+          `execute_tool ${tool.tool_name}`,
+          { kind: SpanKind.INTERNAL, attributes },
+          run.context,
         );
+        run.tools.set(tool.tool_call_id, span);
+        return;
+      }
+      case 'ToolCallCompleted': {
+        const { tool } = event;
+        const span = run.tools.get(tool.tool_call_id);
+        if (!span) return;
+        run.tools.delete(tool.tool_call_id);
+        if (recordContent && tool.result !== null) span.setAttribute('gen_ai.tool.call.result', tool.result);
+        if (tool.tool_call_error) {
+          // `failed` (it threw or timed out) or `cancelled`: low-cardinality, as `error.type` wants.
+          span.setAttribute('error.type', tool.status);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: `tool call ${tool.status}` });
+        }
+        span.end();
+        return;
       }
     }
   }

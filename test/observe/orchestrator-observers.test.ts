@@ -11,13 +11,30 @@ import {
 import { afterAll, describe, expect, it } from 'vitest';
 import { RunstateError } from '../../src/errors.js';
 import { createPrometheusMetrics, createRunTracer } from '../../src/observe/index.js';
+import { z } from 'zod';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { tool } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
 import { sample } from './support.js';
 
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
 afterAll(() => provider.shutdown());
+
+const add = tool({
+  name: 'add',
+  description: 'Adds two numbers',
+  parameters: z.object({ a: z.number(), b: z.number() }),
+  execute: ({ a, b }) => ({ sum: a + b }),
+});
+const broken = tool({
+  name: 'broken',
+  description: 'Always throws',
+  parameters: z.object({}),
+  execute: () => {
+    throw new Error('out of order');
+  },
+});
 
 function setup(options: Parameters<typeof createOrchestrator>[0] = {}) {
   exporter.reset();
@@ -31,7 +48,7 @@ function setup(options: Parameters<typeof createOrchestrator>[0] = {}) {
   orchestrator.subscribe(metrics.listener);
   orchestrator.subscribe(createRunTracer({ tracerProvider: provider }).listener);
   const start = (input = 'Tell me a story') =>
-    orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input });
+    orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input, tools: [add, broken] });
   return { model, orchestrator, metrics, start };
 }
 
@@ -78,5 +95,35 @@ describe('observers of a real orchestrator', () => {
     const spans = exporter.getFinishedSpans();
     expect(spans.filter((span) => span.name === 'invoke_agent Writer')).toHaveLength(2);
     expect(spans.filter((span) => span.name === 'chat fake-model')).toHaveLength(1);
+  });
+
+  it('see the tool calls of a turn between two model requests: execute_tool spans and counts', async () => {
+    const { model, metrics, start } = setup();
+    const run = start('Add 1 and 2');
+    (await model.nextCall()).callTools([
+      { id: 'call_a', name: 'add', arguments: { a: 1, b: 2 } },
+      { id: 'call_b', name: 'broken', arguments: {} },
+    ]);
+    const second = await model.nextCall();
+    second.emit('3');
+    second.end();
+    expect((await run.result).status).toBe('completed');
+
+    const spans = exporter.getFinishedSpans();
+    const [agent] = spans.filter((span) => span.name === 'invoke_agent Writer');
+    expect(spans.filter((span) => span.name === 'chat fake-model')).toHaveLength(2);
+    const [added] = spans.filter((span) => span.name === 'execute_tool add');
+    expect(added?.parentSpanContext?.spanId).toBe(agent?.spanContext().spanId);
+    expect(added?.attributes).toMatchObject({ 'gen_ai.tool.name': 'add', 'gen_ai.tool.call.id': 'call_a' });
+    const [failed] = spans.filter((span) => span.name === 'execute_tool broken');
+    expect(failed?.status.code).toBe(SpanStatusCode.ERROR);
+
+    const text = await metrics.registry.metrics();
+    expect(
+      sample(text, 'runstate_tool_calls_total', { agent: 'writer', tool: 'add', status: 'completed' }),
+    ).toBe(1);
+    expect(
+      sample(text, 'runstate_tool_calls_total', { agent: 'writer', tool: 'broken', status: 'failed' }),
+    ).toBe(1);
   });
 });

@@ -77,6 +77,23 @@ describe('Prometheus metrics of runs', () => {
     expect(sample(text, 'runstate_runs_active', { state: 'streaming.retrying' })).toBe(0);
   });
 
+  it('counts tool calls by agent, tool and how they ended', async () => {
+    const metrics = createPrometheusMetrics();
+    const run = playRun(metrics.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.tool('get_weather');
+    run.tool('get_weather');
+    run.tool('get_weather', { error: true });
+    let text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'streaming.tools' })).toBe(1);
+    run.request();
+    run.complete();
+    text = await metrics.registry.metrics();
+    const labels = { agent: 'story-writer-agent', tool: 'get_weather' };
+    expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'completed' })).toBe(2);
+    expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'failed' })).toBe(1);
+  });
+
   it('labels nothing with a run or session id', async () => {
     const metrics = createPrometheusMetrics();
     const run = playRun(metrics.listener, { session: 'session-secret-42' });

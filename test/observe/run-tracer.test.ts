@@ -142,6 +142,36 @@ describe('OpenTelemetry traces of runs', () => {
     expect(chats[1]!.attributes['gen_ai.usage.input_tokens']).toBeUndefined();
   });
 
+  it('makes an execute_tool span per tool call between two model requests, an error marked as such', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.tool('get_weather');
+    run.tool('get_traffic', { error: true });
+    run.request('It is sunny.');
+    run.complete();
+
+    const spans = takeSpans();
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
+    expect(spans.get('chat gpt-test')).toHaveLength(2);
+    const weather = only(spans, 'execute_tool get_weather');
+    expect(weather.kind).toBe(SpanKind.INTERNAL);
+    expect(weather.parentSpanContext?.spanId).toBe(agent.spanContext().spanId);
+    expect(weather.attributes).toMatchObject({
+      'gen_ai.operation.name': 'execute_tool',
+      'gen_ai.tool.name': 'get_weather',
+      'gen_ai.tool.type': 'function',
+    });
+    expect(weather.attributes['gen_ai.tool.call.id']).toMatch(/^call-/);
+    expect(weather.status.code).toBe(SpanStatusCode.UNSET);
+    // Arguments and results are content: not recorded by default.
+    expect(weather.attributes['gen_ai.tool.call.arguments']).toBeUndefined();
+    expect(weather.attributes['gen_ai.tool.call.result']).toBeUndefined();
+    const traffic = only(spans, 'execute_tool get_traffic');
+    expect(traffic.status.code).toBe(SpanStatusCode.ERROR);
+    expect(traffic.attributes['error.type']).toBe('failed');
+  });
+
   it('records no message content unless told to', () => {
     const secret = 'my password is hunter2';
     const quiet = createRunTracer({ tracerProvider: provider });
@@ -155,8 +185,14 @@ describe('OpenTelemetry traces of runs', () => {
     const verbose = createRunTracer({ tracerProvider: provider, recordContent: true });
     const recorded = playRun(verbose.listener, { input: secret });
     recorded.request('the answer is 42');
+    recorded.tool('get_weather', { args: { city: 'Paris' }, result: 'sunny' });
     recorded.complete();
-    const agent = only(takeSpans(), 'invoke_agent Story Writer Agent');
+    const spans = takeSpans();
+    expect(only(spans, 'execute_tool get_weather').attributes).toMatchObject({
+      'gen_ai.tool.call.arguments': '{"city":"Paris"}',
+      'gen_ai.tool.call.result': 'sunny',
+    });
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
     expect(JSON.parse(String(agent.attributes['gen_ai.input.messages']))).toEqual([
       { role: 'user', parts: [{ type: 'text', content: secret }] },
     ]);

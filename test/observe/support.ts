@@ -5,7 +5,7 @@
 import type { StateValue } from 'xstate';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../../src/runtime/run-events.js';
 import type { RunListener } from '../../src/runtime/storage.js';
-import type { CancelReason, ErrorCode } from '../../machines/run-types.js';
+import type { CancelReason, ErrorCode, ToolExecution } from '../../machines/run-types.js';
 
 /** A run being played to an observer. */
 export interface PlayedRun {
@@ -17,6 +17,8 @@ export interface PlayedRun {
   request(content?: string): void;
   complete(usage?: { input_tokens: number | null; output_tokens: number | null }): RunOutput;
   cancel(reason: CancelReason): RunOutput;
+  /** A tool call between model turns: `streaming.tools`, ToolCallStarted, ToolCallCompleted. */
+  tool(name: string, outcome?: { error?: boolean; args?: Record<string, unknown>; result?: string }): void;
   fail(code: ErrorCode): RunOutput;
 }
 
@@ -88,6 +90,35 @@ export function playRun(
       });
       listener({ type: 'finished', run: output });
       return output;
+    },
+    tool(name, { error = false, args = { city: 'Paris' }, result = 'sunny' } = {}) {
+      played.state({ streaming: 'tools' }, { type: 'DONE' });
+      const tool: ToolExecution = {
+        tool_call_id: `call-${++counter}`,
+        tool_name: name,
+        tool_args: args,
+        result: null,
+        content: null,
+        tool_call_error: false,
+        status: 'running',
+        requires_confirmation: false,
+        confirmed: null,
+        confirmation_note: null,
+        metrics: { start_time: 1_700_000_001, end_time: null, duration: null },
+        created_at: 1_700_000_001,
+      };
+      played.event({ event: 'ToolCallStarted', tool });
+      const text = error ? 'the tool failed' : result;
+      const done: ToolExecution = {
+        ...tool,
+        result: text,
+        content: text,
+        tool_call_error: error,
+        status: error ? 'failed' : 'completed',
+        metrics: { start_time: 1_700_000_001, end_time: 1_700_000_002, duration: 1 },
+      };
+      played.event({ event: 'ToolCallCompleted', tool: done });
+      if (error) played.event({ event: 'ToolCallError', tool: done, error: text });
     },
     cancel(reason) {
       const output = finish('cancelled', { cancel_reason: reason });
