@@ -56,6 +56,7 @@ export {
   type RetentionOptions,
 } from './runtime/memory-run-store.js';
 export { createMemoryCancelBus } from './runtime/memory-cancel-bus.js';
+export { openStorage, type Storage, type StorageOptions } from './runtime/open-storage.js';
 export { createMemoryEventBus } from './runtime/memory-event-bus.js';
 export type {
   CancelBus,

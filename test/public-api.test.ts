@@ -27,6 +27,7 @@ const VALUES = [
   'createMemoryRunStore',
   'createOrchestrator',
   'isTerminalEvent',
+  'openStorage',
   'tool',
 ];
 
@@ -94,6 +95,8 @@ const TYPES = [
   'SessionFilter',
   'SessionRecord',
   'StartRunRequest',
+  'Storage',
+  'StorageOptions',
   'TokenUsage',
   'Tool',
   'ToolCallCompletedEvent',

@@ -1,5 +1,4 @@
 import { RunstateError } from '../errors.js';
-import { createRedisCancelBus, createRedisEventBus } from './redis/create-redis-buses.js';
 import type { RunLeases } from './run-leases.js';
 import { createSqlRunStore, type SqlRunStoreOptions } from './sql/create-sql-run-store.js';
 import { describeUrl, openSqlDatabase } from './sql/open-sql-database.js';
@@ -62,6 +61,8 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
   let eventBus: EventBus | undefined;
   try {
     if (redisUrl) {
+      // Loaded only here: the default configurations never load node-redis.
+      const { createRedisCancelBus, createRedisEventBus } = await import('./redis/create-redis-buses.js');
       const bus = { url: redisUrl, prefix: options.redisPrefix };
       cancelBus = await createRedisCancelBus(bus);
       eventBus = await createRedisEventBus(bus);
