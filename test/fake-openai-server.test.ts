@@ -1,6 +1,3 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   createFakeOpenAIServer,
@@ -436,23 +433,5 @@ describe('parseFakeModel', () => {
     'fake?status=400&body=html',
   ])('rejects %s', (model) => {
     expect(() => parseFakeModel(model)).toThrow();
-  });
-});
-
-describe('fake-openai-server-main', () => {
-  it('prints its URL as one JSON line, serves, and exits on SIGTERM', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/testing/fake-openai-server-main.ts'], {
-      env: { ...process.env, PORT: '0' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    const exited = once(child, 'exit');
-    const lines = createInterface({ input: child.stdout });
-    const [line] = (await once(lines, 'line')) as [string];
-    const { url } = JSON.parse(line) as { url: string };
-
-    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
-    expect((await fetch(`${url}/models`)).status).toBe(200);
-    child.kill('SIGTERM');
-    expect(await exited).toEqual([0, null]);
   });
 });

@@ -144,7 +144,7 @@ export interface FakeOpenAIServerOptions {
   maxTokensFields?: readonly ('max_tokens' | 'max_completion_tokens')[];
 }
 
-/** A local OpenAI-compatible server for tests and benchmarks. Create it with {@link createFakeOpenAIServer}. */
+/** A local OpenAI-compatible server for tests. Create it with {@link createFakeOpenAIServer}. */
 export interface FakeOpenAIServer {
   /** Base URL ending in `/v1`, what the openai SDK's `baseURL` takes. */
   readonly url: string;
@@ -531,8 +531,8 @@ function pumpReasoning(request: RecordedRequest, reasoning: FakeReasoning, done:
 
 /**
  * Streams the scripted chunks of a request with pacing and backpressure, then calls `done`. Callback
- * style with one reused timer: a benchmark runs thousands of these at once, and a promise or a timer
- * per chunk would be most of the server's cost.
+ * style with one reused timer, so that a long stream (tests send 10,000 chunks) costs the server
+ * little: a promise or a timer per chunk would be most of its cost.
  */
 function pump(request: RecordedRequest, shape: FakeStreamShape, done: () => void): void {
   const texts = typeof shape.chunks === 'number' ? undefined : (shape.chunks ?? DEFAULT_CHUNKS);
@@ -720,8 +720,7 @@ export async function createFakeOpenAIServer(
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    // A large backlog: benchmarks open thousands of streams at once.
-    server.listen({ port: options.port ?? 0, host: '127.0.0.1', backlog: 4096 }, () => {
+    server.listen({ port: options.port ?? 0, host: '127.0.0.1' }, () => {
       server.off('error', reject);
       resolve();
     });
