@@ -12,16 +12,14 @@ import ts from 'typescript';
  * instances or other packages' types. Interfaces that callers implement (`ChatModel`) are not
  * visited: their methods' parameters are what the caller receives.
  */
-export function optionalsWithoutUndefined(typesEntries: readonly string[], typesDir: string): string[] {
-  const program = ts.createProgram(typesEntries, {
-    strict: true,
-    exactOptionalPropertyTypes: true,
-    module: ts.ModuleKind.NodeNext,
-    moduleResolution: ts.ModuleResolutionKind.NodeNext,
-    skipLibCheck: true,
-    noEmit: true,
-    types: ['node'],
-  });
+export function optionalsWithoutUndefined(
+  program: ts.Program,
+  typesEntries: readonly string[],
+  typesDir: string,
+): string[] {
+  if (!program.getCompilerOptions().exactOptionalPropertyTypes) {
+    throw new Error('the program must have exactOptionalPropertyTypes on');
+  }
   const checker = program.getTypeChecker();
   const undefinedType = checker.getUndefinedType();
   const found = new Set<string>();
