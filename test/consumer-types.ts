@@ -6,11 +6,13 @@ import ts from 'typescript';
  * `exactOptionalPropertyTypes`, `{ apiKey: process.env.KEY }` fails to compile against
  * `apiKey?: string` and compiles against `apiKey?: string | undefined`.
  *
- * What a caller writes: the parameters of exported functions, of exported classes' constructors and
- * methods, of the methods of what those return (`createOrchestrator()`'s `listRuns(filter)`), and
- * exported `*Options` types; into nested objects (`limits.retry`), not into callbacks, class
- * instances or other packages' types. Interfaces that callers implement (`ChatModel`) are not
- * visited: their methods' parameters are what the caller receives.
+ * What a caller writes: the option parameters (inline object types, or types named `*Options`,
+ * `*Filter`, `*Request`, `*Limits`, `*Policy`) of exported functions, of exported classes'
+ * constructors and methods, of the methods of what those return (`createOrchestrator()`'s
+ * `listRuns(filter)`), and exported `*Options` types; into nested objects (`limits.retry`, a
+ * `ChatModel` written as an object), not into callbacks, class instances or other packages' types.
+ * Not the data a caller passes back (a `RunEvent` to `sseFrame`), nor the parameters of interfaces
+ * that callers implement: those are what the caller receives.
  */
 export function optionalsWithoutUndefined(
   program: ts.Program,
@@ -40,6 +42,16 @@ export function optionalsWithoutUndefined(
   const acceptsUndefined = (type: ts.Type): boolean =>
     (type.flags & (ts.TypeFlags.Any | ts.TypeFlags.Unknown)) !== 0 ||
     (type.isUnion() ? type.types.includes(undefinedType) : type === undefinedType);
+
+  /**
+   * A parameter the caller builds for the call: an inline object type (`{ stream: true }`), or a
+   * type named as options are. Not the data it passes back (an event, a record it was given).
+   */
+  const optionsLike = (type: ts.Type): boolean => {
+    const symbol = type.aliasSymbol ?? type.getSymbol();
+    if (!symbol || symbol.name === '__type' || symbol.name === '__object') return true;
+    return /(Options|Filter|Request|Limits|Policy)$/.test(symbol.name);
+  };
 
   /** `AgentOptions (src/agent.ts)`: the type that declares a property, and the source to fix. */
   function declaredIn(property: ts.Symbol): string | undefined {
@@ -76,7 +88,10 @@ export function optionalsWithoutUndefined(
   function visitSignatures(signatures: readonly ts.Signature[], name: string): void {
     for (const signature of signatures) {
       for (const parameter of signature.getParameters()) {
-        visitObject(checker.getTypeOfSymbol(parameter), `${name}(${parameter.name})`);
+        const type = checker.getTypeOfSymbol(parameter);
+        for (const member of type.isUnion() ? type.types : [type]) {
+          if (optionsLike(member)) visitObject(member, `${name}(${parameter.name})`);
+        }
       }
       visitReturned(signature.getReturnType(), name);
     }
