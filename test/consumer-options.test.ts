@@ -39,10 +39,7 @@ describe('an option given as undefined', () => {
 
   it("leaves the orchestrator's limits in place", async () => {
     const model = createFakeModel();
-    const orchestrator = createOrchestrator({
-      limits: { retry: { maxAttempts: 1 } },
-      retention: { maxAgeMs: undefined },
-    });
+    const orchestrator = createOrchestrator({ limits: { retry: { maxAttempts: 1 } } });
     const agent = new Agent({
       name: 'Writer',
       model,

@@ -1,6 +1,13 @@
 // A user's code: what the README shows, with values that may be undefined (environment variables),
 // as a project with `exactOptionalPropertyTypes` writes it. Only type-checked, never run.
-import { Agent, createOrchestrator, OpenAIChat, RunEvent, type RunOutput } from 'runstate';
+import {
+  Agent,
+  createMemoryRunStore,
+  createOrchestrator,
+  OpenAIChat,
+  RunEvent,
+  type RunOutput,
+} from 'runstate';
 import { createApp, startServer, type RunstateApp } from 'runstate/server';
 
 const env = process.env;
@@ -8,7 +15,10 @@ const port = env.PORT === undefined ? undefined : Number(env.PORT);
 
 const orchestrator = createOrchestrator({
   maxConcurrentRuns: port,
-  retention: { maxFinishedRuns: port, maxAgeMs: undefined },
+  store: createMemoryRunStore({
+    retention: { maxFinishedRuns: port, maxAgeMs: undefined },
+    maxSessions: port,
+  }),
   limits: { idleTimeoutMs: port, timeoutMs: undefined, retry: { maxAttempts: port } },
 });
 
