@@ -18,6 +18,7 @@ interface PackageJson {
   exports: Record<string, string | Record<string, string>>;
   bin: Record<string, string>;
   dependencies: Record<string, string>;
+  files: string[];
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'runstate-package-'));
@@ -29,8 +30,10 @@ beforeAll(async () => {
   for (const entry of ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'LICENSE', 'README.md']) {
     cpSync(join(ROOT, entry), join(pkgDir, entry));
   }
-  for (const folder of ['bin', 'src', 'machines'])
+  // What the package ships, but the build, which the pack must make.
+  for (const folder of pkg.files.filter((folder) => folder !== 'dist')) {
     cpSync(join(ROOT, folder), join(pkgDir, folder), { recursive: true });
+  }
   symlinkSync(join(ROOT, 'node_modules'), join(pkgDir, 'node_modules'), 'dir');
   const { stdout } = await run('npm', ['pack', '--dry-run', '--json'], { cwd: pkgDir, timeout: 120_000 });
   const [report] = JSON.parse(stdout) as [{ files: { path: string }[] }];
