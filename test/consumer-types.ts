@@ -1,6 +1,9 @@
 import { relative } from 'node:path';
 import ts from 'typescript';
 
+/** Names of the types a caller builds to call something. */
+const OPTIONS_NAME = /(Options|Filter|Request|Limits|Policy)$/;
+
 /**
  * Every optional property a caller of the package writes, that does not accept `undefined`: under
  * `exactOptionalPropertyTypes`, `{ apiKey: process.env.KEY }` fails to compile against
@@ -50,7 +53,7 @@ export function optionalsWithoutUndefined(
   const optionsLike = (type: ts.Type): boolean => {
     const symbol = type.aliasSymbol ?? type.getSymbol();
     if (!symbol || symbol.name === '__type' || symbol.name === '__object') return true;
-    return /(Options|Filter|Request|Limits|Policy)$/.test(symbol.name);
+    return OPTIONS_NAME.test(symbol.name);
   };
 
   /** `AgentOptions (src/agent.ts)`: the type that declares a property, and the source to fix. */
@@ -89,6 +92,8 @@ export function optionalsWithoutUndefined(
     for (const signature of signatures) {
       for (const parameter of signature.getParameters()) {
         const type = checker.getTypeOfSymbol(parameter);
+        // A named union is data (`RunNotice`) unless its name says options.
+        if (type.aliasSymbol && !OPTIONS_NAME.test(type.aliasSymbol.name)) continue;
         for (const member of type.isUnion() ? type.types : [type]) {
           if (optionsLike(member)) visitObject(member, `${name}(${parameter.name})`);
         }
