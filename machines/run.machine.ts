@@ -83,18 +83,19 @@ export interface ModelServiceInput {
 export interface RunMachineInput {
   runId: string;
   /** A run with no chunk for this long fails with `RUN_TIMEOUT`. */
-  idleTimeoutMs?: number;
+  idleTimeoutMs?: number | undefined;
   /** A run streaming for longer than this fails with `RUN_TIMEOUT`. */
-  timeoutMs?: number;
-  retry?: Partial<RetryPolicy>;
+  timeoutMs?: number | undefined;
+  /** Any part of the retry policy; a field left out or `undefined` keeps its default. */
+  retry?: { [K in keyof RetryPolicy]?: RetryPolicy[K] | undefined } | undefined;
   /** Model turns whose tool calls run; a model asking for tools once more fails `TOOL_ROUNDS_EXCEEDED`. */
-  maxToolRounds?: number;
+  maxToolRounds?: number | undefined;
   /** A run paused for a person longer than this fails with `RUN_TIMEOUT`. */
-  pauseTimeoutMs?: number;
+  pauseTimeoutMs?: number | undefined;
   /** Clock in milliseconds; injected so that tests and replays are deterministic. */
-  now?: () => number;
+  now?: (() => number) | undefined;
   /** Random source in [0, 1) for retry jitter. */
-  random?: () => number;
+  random?: (() => number) | undefined;
 }
 
 export interface RunMachineContext {
@@ -165,6 +166,19 @@ function addUsage(total: TokenUsage | null, turn: TokenUsage | undefined): Token
 
 const toolCallsOf = (event: RunMachineEvent): CheckedToolCall[] =>
   (event.type === 'DONE' && event.toolCalls) || [];
+
+/** A retry policy: the given fields, the defaults for the others (`undefined` is not given). */
+export function retryPolicy(
+  given: RunMachineInput['retry'],
+  defaults: RetryPolicy = DEFAULT_RUN_LIMITS.retry,
+): RetryPolicy {
+  return {
+    maxAttempts: given?.maxAttempts ?? defaults.maxAttempts,
+    baseDelayMs: given?.baseDelayMs ?? defaults.baseDelayMs,
+    maxDelayMs: given?.maxDelayMs ?? defaults.maxDelayMs,
+    maxRetryAfterMs: given?.maxRetryAfterMs ?? defaults.maxRetryAfterMs,
+  };
+}
 
 function retryDelay(context: RunMachineContext, error: RunErrorData): number {
   if (error.retryAfterMs !== undefined) return error.retryAfterMs;
@@ -403,7 +417,7 @@ export const runMachine = setup({
       retryDelayMs: 0,
       idleTimeoutMs: input.idleTimeoutMs ?? DEFAULT_RUN_LIMITS.idleTimeoutMs,
       timeoutMs: input.timeoutMs ?? DEFAULT_RUN_LIMITS.timeoutMs,
-      retry: { ...DEFAULT_RUN_LIMITS.retry, ...input.retry },
+      retry: retryPolicy(input.retry),
       tools: [],
       round: [],
       toolRounds: 0,

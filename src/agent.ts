@@ -17,16 +17,16 @@ export interface AgentOptions {
   /** Shown to users and carried by every event (`agent_name`). */
   name: string;
   /** Stable id used in the HTTP API; defaults to the name in kebab-case (`Story Writer` → `story-writer`). */
-  id?: string;
+  id?: string | undefined;
   /** Default: `new OpenAIChat({ id: 'gpt-5-mini' })`, which runs offline when no `OPENAI_API_KEY` is set. */
-  model?: ChatModel;
-  description?: string;
+  model?: ChatModel | undefined;
+  description?: string | undefined;
   /** Sent to the model as the system message, after the description. */
-  instructions?: string | string[];
+  instructions?: string | string[] | undefined;
   /** Share one orchestrator between agents (as the server does). Default: a new one per agent. */
-  orchestrator?: Orchestrator;
+  orchestrator?: Orchestrator | undefined;
   /** Options of the agent's own orchestrator, when none is passed. */
-  orchestratorOptions?: OrchestratorOptions;
+  orchestratorOptions?: OrchestratorOptions | undefined;
   /**
    * Handed to every run actor of the agent: `@statelyai/inspect`'s `inspect`, a built-in
    * inspector's `inspect`, or any observer of inspection events. With a shared `orchestrator`, give
@@ -34,7 +34,7 @@ export interface AgentOptions {
    */
   inspect?: OrchestratorOptions['inspect'];
   /** Limits of this agent's runs (timeouts, retries). */
-  limits?: RunLimits;
+  limits?: RunLimits | undefined;
   /** Functions the model may call (see {@link tool}). */
   tools?: Tool[] | undefined;
   /** Model turns whose tool calls run (default 10); shorthand for `limits.maxToolRounds`. */
@@ -52,10 +52,10 @@ export interface ContinueRunOptions {
 /** Options of {@link Agent.run}. */
 export interface AgentRunOptions {
   /** `true`: return the events as they happen; otherwise a promise of the run's output. */
-  stream?: boolean;
+  stream?: boolean | undefined;
   /** Continue a conversation: earlier turns of the session are sent to the model. */
-  sessionId?: string;
-  userId?: string;
+  sessionId?: string | undefined;
+  userId?: string | undefined;
 }
 
 /**

@@ -6,11 +6,11 @@ export type { ErrorCode, RunErrorData };
 export interface RunstateErrorOptions {
   cause?: unknown;
   /** Upstream HTTP status, for model errors. */
-  status?: number;
-  retryable?: boolean;
-  retryAfterMs?: number;
+  status?: number | undefined;
+  retryable?: boolean | undefined;
+  retryAfterMs?: number | undefined;
   /** Facts about what went wrong, as plain data (`{ run_id, status }` of a run that already finished). */
-  details?: Readonly<Record<string, unknown>>;
+  details?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /**

@@ -16,27 +16,27 @@ export type InspectedOrchestrator = Pick<Orchestrator, 'subscribe' | 'requestCan
 /** Options of {@link createInspector}. Every field has a default. */
 export interface InspectorOptions {
   /** The machine whose chart the page draws. Default: runstate's run machine. */
-  machine?: AnyStateMachine;
+  machine?: AnyStateMachine | undefined;
   /** Chunk progress reaches the page at most this often; state changes go at once. Default 100. */
-  flushIntervalMs?: number;
+  flushIntervalMs?: number | undefined;
   /**
    * Finished runs the page lists (active runs are always listed); the oldest go first. Default 200.
    * With `maxLogEntries`, what bounds the inspector's memory.
    */
-  maxFinishedRuns?: number;
+  maxFinishedRuns?: number | undefined;
   /** Log lines kept per run. Default 500. */
-  maxLogEntries?: number;
+  maxLogEntries?: number | undefined;
   /**
    * Which route the page's cancel button calls: `agentos`, the server's
    * `POST /agents/:agent_id/runs/:run_id/cancel` (default); or `inspector`, the handler's own
    * `POST <mount>/runs/:run_id/cancel`, for apps without the AgentOS routes.
    */
-  cancelRoute?: 'agentos' | 'inspector';
+  cancelRoute?: 'agentos' | 'inspector' | undefined;
   /** Path the handler strips when it is not mounted by a router (plain node:http). Default `/inspect`. */
-  basePath?: string;
+  basePath?: string | undefined;
   /** SSE comment sent this often to keep idle connections open through proxies. Default 15,000. */
-  heartbeatMs?: number;
-  now?: () => number;
+  heartbeatMs?: number | undefined;
+  now?: (() => number) | undefined;
 }
 
 /** Options of {@link Inspector.subscribe}. */

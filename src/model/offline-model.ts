@@ -6,13 +6,13 @@ import { offlineToolAnswer, offlineToolCalls } from './offline-tool-calls.js';
 /** Options of {@link OfflineModel}. Every field has a default. */
 export interface OfflineModelOptions {
   /** The model's name. Default `'offline'`. */
-  id?: string;
+  id?: string | undefined;
   /** Seeds the text: the same seed and messages always give the same answer. Default 1. */
-  seed?: number;
+  seed?: number | undefined;
   /** Output pace. `Infinity` streams as fast as the consumer reads. Default 30. */
-  tokensPerSecond?: number;
+  tokensPerSecond?: number | undefined;
   /** Length of an answer when the prompt does not ask for a number of words. Default 400. */
-  maxTokens?: number;
+  maxTokens?: number | undefined;
 }
 
 /** A word count asked for in the prompt wins over `maxTokens`, up to this many words. */

@@ -10,7 +10,7 @@ export interface OpenAIChatOptions {
   /** The model's name, as the server knows it (`gpt-5-mini`, `llama3.1`). */
   id: string;
   /** Default `process.env.OPENAI_API_KEY`. */
-  apiKey?: string;
+  apiKey?: string | undefined;
   /** Any OpenAI-compatible server (vLLM, llama.cpp, Ollama). Default `process.env.OPENAI_BASE_URL`, else OpenAI. */
   baseURL?: string | undefined;
   organization?: string | undefined;

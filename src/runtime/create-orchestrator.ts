@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
-import { runMachine } from '../../machines/run.machine.js';
-import type { CancelReason, RetryPolicy, ToolConfirmation } from '../../machines/run-types.js';
+import { runMachine, type RunMachineInput } from '../../machines/run.machine.js';
+import type { CancelReason, ToolConfirmation } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
@@ -36,13 +36,20 @@ export interface RunLimits {
   idleTimeoutMs?: number | undefined;
   /** A run streaming for longer than this fails with `RUN_TIMEOUT`. */
   timeoutMs?: number | undefined;
-  retry?: Partial<RetryPolicy> | undefined;
+  retry?: RunMachineInput['retry'];
   /** Model turns whose tool calls run (default 10); one more fails the run with `TOOL_ROUNDS_EXCEEDED`. */
   maxToolRounds?: number | undefined;
   /** Tool calls of one turn running at once (default 8). */
   maxConcurrentTools?: number | undefined;
   /** A run paused for a person's confirmation longer than this fails with `RUN_TIMEOUT` (default 1 hour). */
   pauseTimeoutMs?: number | undefined;
+}
+
+/** The orchestrator's limits, overridden by a run's: a limit given as `undefined` keeps the orchestrator's. */
+function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
+  const merged: Record<string, unknown> = { ...base };
+  for (const [name, value] of Object.entries(run ?? {})) if (value !== undefined) merged[name] = value;
+  return merged;
 }
 
 /** Options of {@link createOrchestrator}. */
@@ -294,7 +301,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       onPause: (paused, isPaused) => (isPaused ? admission.release(paused) : admission.resume(paused)),
       identity,
       messages,
-      limits: { ...defaultLimits, ...request.limits },
+      limits: mergeLimits(defaultLimits, request.limits),
       inspect,
       writer: runWriter,
       observed: () => listeners.size > 0,

@@ -8,9 +8,9 @@ import type { RunFilter, RunPatch, RunStore, SessionFilter, SessionRecord } from
 /** How long finished runs are kept. */
 export interface RetentionOptions {
   /** Finished runs kept at most, over all sessions; the oldest go first. Default 1,000. */
-  maxFinishedRuns?: number;
+  maxFinishedRuns?: number | undefined;
   /** Finished runs older than this (since they finished) are forgotten. Default one hour. */
-  maxAgeMs?: number;
+  maxAgeMs?: number | undefined;
 }
 
 /** Options of {@link createMemoryRunStore}: the limits that bound its memory. */

@@ -41,35 +41,35 @@ export interface CreateAppOptions {
    * Clients must send `Authorization: Bearer <securityKey>` (`/health` and CORS preflights stay
    * open). Default: `process.env.RUNSTATE_SECURITY_KEY`; empty or unset means no auth.
    */
-  securityKey?: string;
+  securityKey?: string | undefined;
   /** Origins allowed to call the API from a browser. Default {@link DEFAULT_CORS_ORIGINS}. */
-  cors?: { origins: readonly string[] | '*' };
+  cors?: { origins: readonly string[] | '*' } | undefined;
   /** Largest request body (JSON, urlencoded or multipart): bytes, or `'1mb'`. Default `'1mb'`. */
-  bodyLimit?: BodyLimit;
+  bodyLimit?: BodyLimit | undefined;
   /** An idle event stream gets a `: ping` comment this often, so proxies keep it open. Default 15 s. */
-  heartbeatMs?: number;
+  heartbeatMs?: number | undefined;
   /** Sent as every agent's `db_id`, which AgentOS clients pass back. Default `'runstate'`. */
-  dbId?: string;
+  dbId?: string | undefined;
   /** Where unexpected errors (bugs, answered 500) are reported. Default `console`. */
-  logger?: Pick<Console, 'error'>;
+  logger?: Pick<Console, 'error'> | undefined;
   /**
    * More handlers by path, such as the inspector page: `{ '/inspect': inspector.handler }`. They
    * come after CORS and auth (but for their `publicPaths`) and before the 404. `shutdown()` does not wait for their responses:
    * end long-lived ones (the inspector's feed) yourself.
    */
-  mount?: Readonly<Record<string, MountedHandler>>;
+  mount?: Readonly<Record<string, MountedHandler>> | undefined;
   /**
    * Prometheus metrics of the runs, served at `GET /prometheus` (behind the security key). Pass a
    * set made with `createPrometheusMetrics({ registry })` to share your registry; `false` serves none.
    * Default: a set with a registry of its own.
    */
-  metrics?: PrometheusMetrics | false;
+  metrics?: PrometheusMetrics | false | undefined;
   /**
    * OpenTelemetry spans of the runs (through `@opentelemetry/api`: nothing is recorded until the
    * application registers an SDK), each run's span a child of the request's `traceparent`. `false`
    * turns it off. Default `{}` (message content not recorded).
    */
-  tracing?: RunTracerOptions | false;
+  tracing?: RunTracerOptions | false | undefined;
 }
 
 /** The HTTP app of runstate and its shutdown. */

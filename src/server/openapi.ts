@@ -358,7 +358,7 @@ export interface OpenApiDocumentOptions {
   /** Whether the app requires a bearer token: the document then says so on every closed route. */
   secured: boolean;
   /** Whether the app serves `GET /prometheus`. Default `true`. */
-  prometheus?: boolean;
+  prometheus?: boolean | undefined;
 }
 
 /**

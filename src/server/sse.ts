@@ -26,7 +26,7 @@ export interface EventStreamOptions {
   /** A `: ping` comment is sent when nothing else was written for this long. */
   heartbeatMs: number;
   /** Called once when the client goes away before the terminal event was written. */
-  onClientGone?: () => void;
+  onClientGone?: (() => void) | undefined;
 }
 
 /** How an event stream ended. */

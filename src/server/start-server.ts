@@ -5,14 +5,14 @@ import type { RunstateApp } from './create-app.js';
 /** Options of {@link startServer}. */
 export interface StartServerOptions {
   /** Default 7777, AgentOS's port; 0 picks a free one. */
-  port?: number;
+  port?: number | undefined;
   /** Default `127.0.0.1`: reachable from this machine only. */
-  host?: string;
+  host?: string | undefined;
   /**
    * How long `close()` waits for open responses to end (clients that stopped reading hold their
    * stream back) before it drops their connections. Default 10 s.
    */
-  graceMs?: number;
+  graceMs?: number | undefined;
 }
 
 /** A listening runstate server. */

@@ -45,10 +45,10 @@ export interface FakeModelCall {
 
 /** Options of {@link createFakeModel}. */
 export interface FakeModelOptions {
-  id?: string;
-  provider?: string;
+  id?: string | undefined;
+  provider?: string | undefined;
   /** Called for every new call, to script it (for example: emit two chunks and end). */
-  onCall?: (call: FakeModelCall) => void;
+  onCall?: ((call: FakeModelCall) => void) | undefined;
 }
 
 /** A {@link ChatModel} that does only what the test tells it, and records every call. */

@@ -135,13 +135,13 @@ export interface FakeRequest {
 /** Options of {@link createFakeOpenAIServer}. */
 export interface FakeOpenAIServerOptions {
   /** Default 0: an ephemeral port. The server always binds to 127.0.0.1. */
-  port?: number;
+  port?: number | undefined;
   /**
    * The token-limit fields the server honours: a streamed answer longer than the limit is cut to
    * it, with finish reason `length`; other fields are ignored, as `transformers serve` ignores
    * `max_completion_tokens`. Default both. (One chunk counts as one token.)
    */
-  maxTokensFields?: readonly ('max_tokens' | 'max_completion_tokens')[];
+  maxTokensFields?: readonly ('max_tokens' | 'max_completion_tokens')[] | undefined;
 }
 
 /** A local OpenAI-compatible server for tests. Create it with {@link createFakeOpenAIServer}. */

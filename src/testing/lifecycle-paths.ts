@@ -8,6 +8,7 @@ import {
 } from 'xstate';
 import { getAdjacencyMap, serializeSnapshot, type TraversalOptions } from 'xstate/graph';
 import {
+  retryPolicy,
   runMachine,
   runStatusOf,
   type RunMachineEvent,
@@ -112,33 +113,37 @@ export interface LifecyclePath {
 /** Options of {@link getLifecyclePaths}. Every option has a default. */
 export interface LifecyclePathsOptions {
   /** The machine to explore. Default: runstate's `runMachine`. */
-  machine?: LifecycleMachine;
+  machine?: LifecycleMachine | undefined;
   /**
    * Limits of the run. Default: idle 1 s, run 10 s, 3 attempts. A path that ends on the run timer is
    * given a `timeoutMs` short enough for that timer to fire first (see {@link LifecyclePath.limits}).
    */
-  limits?: Partial<Omit<LifecycleLimits, 'retry'>> & { retry?: Partial<RetryPolicy> };
+  limits?:
+    | ({ [K in Exclude<keyof LifecycleLimits, 'retry'>]?: LifecycleLimits[K] | undefined } & {
+        retry?: RunMachineInput['retry'];
+      })
+    | undefined;
   /** The run's random source (retry jitter), as given to the orchestrator. Default `() => 0.5`. */
-  random?: () => number;
+  random?: (() => number) | undefined;
   /** The deltas the model sends, in order. Also bounds the chunks of a path. Default `['Hello', ' world']`. */
-  deltas?: string[];
+  deltas?: string[] | undefined;
   /**
    * Model errors to try at every point. Default: a retryable 503 with `retryAfterMs: 250` and a
    * non-retryable 400, both `MODEL_REQUEST_FAILED`.
    */
-  errors?: RunErrorData[];
+  errors?: RunErrorData[] | undefined;
   /** Cancel reasons to try at every point. Default: all four. */
-  cancelReasons?: CancelReason[];
+  cancelReasons?: CancelReason[] | undefined;
   /** How the model ends its stream. Default `stop` with 3 + 2 tokens. */
-  end?: { finishReason: string; usage: TokenUsage };
+  end?: { finishReason: string; usage: TokenUsage } | undefined;
   /** Include crashes of the model service (`onError` of the invoke). Default `false`: runstate's never throws. */
-  serviceCrashes?: boolean;
+  serviceCrashes?: boolean | undefined;
   /**
    * Include tool calls: a model that asks for {@link LIFECYCLE_TOOL_CALL} (or for
    * {@link LIFECYCLE_CONFIRM_CALL}, which pauses the run for a person) on the first attempt of a turn,
    * before any chunk. Default `true`.
    */
-  tools?: boolean;
+  tools?: boolean | undefined;
 }
 
 /** The tool call of lifecycle paths: a valid call of a tool named `lookup`. */
@@ -239,7 +244,7 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
   const limits: LifecycleLimits = {
     idleTimeoutMs: options.limits?.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
     timeoutMs: options.limits?.timeoutMs ?? DEFAULT_LIMITS.timeoutMs,
-    retry: { ...DEFAULT_LIMITS.retry, ...options.limits?.retry },
+    retry: retryPolicy(options.limits?.retry, DEFAULT_LIMITS.retry),
     maxToolRounds: options.limits?.maxToolRounds ?? DEFAULT_LIMITS.maxToolRounds,
     pauseTimeoutMs: options.limits?.pauseTimeoutMs ?? DEFAULT_LIMITS.pauseTimeoutMs,
   };
