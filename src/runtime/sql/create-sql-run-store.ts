@@ -15,17 +15,19 @@ export interface SqlRunStoreOptions {
   instanceId?: string | undefined;
   /** How long an instance's lease lasts without renewal. Default 15 s. */
   leaseMs?: number | undefined;
-  retention?: {
-    /** Finished runs kept at most; the oldest go first. Default 1,000. */
-    maxFinishedRuns?: number | undefined;
-    /** Finished runs older than this are forgotten. Default one hour. */
-    maxAgeMs?: number | undefined;
-  };
+  retention?:
+    | {
+        /** Finished runs kept at most; the oldest go first. Default 1,000. */
+        maxFinishedRuns?: number | undefined;
+        /** Finished runs older than this are forgotten. Default one hour. */
+        maxAgeMs?: number | undefined;
+      }
+    | undefined;
   /** Most sessions kept (least recently used go first; never one with an active run). Default 10,000. */
   maxSessions?: number | undefined;
   /** Runs kept per session; past it, the session's oldest finished run goes. Default 100. */
   maxRunsPerSession?: number | undefined;
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 /** The key order of a run record on the wire (jsonb sorts keys its own way); other keys follow. */
