@@ -13,8 +13,8 @@ export default defineConfig({
     include: [
       'test/orchestrator.test.ts',
       'test/agent.test.ts',
-      'test/model/run-machine.model.test.ts',
-      'test/model/runtime.model.test.ts',
+      'test/model-based/run-machine.model.test.ts',
+      'test/model-based/runtime.model.test.ts',
       'test/property/**/*.test.ts',
     ],
   },

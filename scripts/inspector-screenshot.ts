@@ -14,7 +14,8 @@ import { Agent } from '../src/agent.js';
 import { RunstateError } from '../src/errors.js';
 import type { ChatModel, ModelChunk } from '../src/model/chat-model.js';
 import { OfflineModel } from '../src/model/offline-model.js';
-import { CHROMIUM, CHROMIUM_ARGS, startInspectorServer, tempProfile } from '../test/inspect/support.js';
+import { CHROMIUM, CHROMIUM_ARGS, tempProfile } from '../test/support/chromium.js';
+import { startInspectorServer } from '../test/support/inspector-server.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string', default: 'docs/img/inspector.png' } } });
 if (!existsSync(CHROMIUM)) {

@@ -1,15 +1,16 @@
-import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
 import OpenAI from 'openai';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readChatCompletionStream, type ChatCompletionEvent } from '../src/model/chat-completion-stream.js';
+import { collect } from './support/collect.js';
+import { listen, type Listening } from './support/listen.js';
 
 // A server written for these tests: each answer is a script of raw writes, so that events split
 // across reads (and characters across bytes) are under the test's control.
 
 type Answer = (res: ServerResponse) => void;
 
-let server: Server;
+let server: Listening;
 let answers: Answer[];
 let closed: Promise<void>[];
 let client: OpenAI;
@@ -17,7 +18,7 @@ let client: OpenAI;
 beforeEach(async () => {
   answers = [];
   closed = [];
-  server = createServer((req, res) => {
+  server = await listen((req, res) => {
     req.resume();
     closed.push(new Promise((resolve) => res.once('close', resolve)));
     req.once('end', () => {
@@ -26,15 +27,10 @@ beforeEach(async () => {
       answers.shift()?.(res);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  client = new OpenAI({ apiKey: 'test', baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 });
+  client = new OpenAI({ apiKey: 'test', baseURL: `${server.url}/v1`, maxRetries: 0 });
 });
 
-afterEach(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
-});
+afterEach(() => server.close());
 
 const chunk = (content: string, finish: string | null = null) =>
   `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\n\n`;
@@ -42,12 +38,6 @@ const chunk = (content: string, finish: string | null = null) =>
 function open(signal?: AbortSignal): Promise<AsyncIterableIterator<ChatCompletionEvent>> {
   const body = { model: 'm', messages: [{ role: 'user' as const, content: 'hi' }], stream: true as const };
   return client.chat.completions.create(body, { signal }).asResponse().then(readChatCompletionStream);
-}
-
-async function collect(events: AsyncIterable<ChatCompletionEvent>): Promise<ChatCompletionEvent[]> {
-  const all: ChatCompletionEvent[] = [];
-  for await (const event of events) all.push(event);
-  return all;
 }
 
 const contents = (events: ChatCompletionEvent[]) => events.map((event) => event.choices[0]?.delta.content);

@@ -5,6 +5,7 @@ import {
   parseFakeModel,
   type FakeOpenAIServer,
 } from '../src/testing/fake-openai-server.js';
+import { parseSse } from './support/sse.js';
 
 interface Chunk {
   id: string;
@@ -46,15 +47,12 @@ function streamBody(model = 'gpt-5-mini', includeUsage = true): object {
   };
 }
 
-/** The `data:` payloads of a whole SSE body. */
+/** The `data:` payloads of a whole SSE body (data-only frames, as chat-completions servers send). */
 function frames(text: string): string[] {
-  return text
-    .split('\n\n')
-    .filter((frame) => frame !== '')
-    .map((frame) => {
-      expect(frame.startsWith('data: ')).toBe(true);
-      return frame.slice('data: '.length);
-    });
+  return parseSse(text).map((message) => {
+    expect(message.event).toBeUndefined();
+    return message.data;
+  });
 }
 
 function chunks(text: string): Chunk[] {

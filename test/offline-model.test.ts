@@ -2,19 +2,19 @@ import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ChatMessage, ModelChunk } from '../src/model/chat-model.js';
 import { OfflineModel, type OfflineModelOptions } from '../src/model/offline-model.js';
+import { collect } from './support/collect.js';
 
 const DRAGON = 'Write a very long story about a dragon who learns to code';
 const user = (content: string): ChatMessage[] => [{ role: 'user', content }];
 
 /** Reads a whole stream (unpaced unless the options say otherwise). */
-async function collect(
+async function readAll(
   messages: ChatMessage[],
   options: OfflineModelOptions = {},
   signal = new AbortController().signal,
 ) {
   const model = new OfflineModel({ tokensPerSecond: Infinity, ...options });
-  const chunks: ModelChunk[] = [];
-  for await (const chunk of model.stream({ messages, signal })) chunks.push(chunk);
+  const chunks = await collect(model.stream({ messages, signal }));
   const deltas = chunks.flatMap((chunk) => (chunk.type === 'delta' ? [chunk.content] : []));
   return { chunks, deltas, text: deltas.join(''), end: chunks.at(-1) };
 }
@@ -45,20 +45,20 @@ describe('OfflineModel', () => {
   });
 
   it('gives the same text for the same seed and messages, and another text for another prompt or seed', async () => {
-    const first = await collect(user(DRAGON));
-    const again = await collect(user(DRAGON));
+    const first = await readAll(user(DRAGON));
+    const again = await readAll(user(DRAGON));
     expect(again.chunks).toEqual(first.chunks);
-    expect((await collect(user('Write a very long story about a cat who learns to sing'))).text).not.toBe(
+    expect((await readAll(user('Write a very long story about a cat who learns to sing'))).text).not.toBe(
       first.text,
     );
-    expect((await collect(user(DRAGON), { seed: 2 })).text).not.toBe(first.text);
+    expect((await readAll(user(DRAGON), { seed: 2 })).text).not.toBe(first.text);
   });
 
   it('writes readable sentences about the subject of the prompt', async () => {
-    const story = await collect(user('Write a story about a dragon who learns to code, in 120 words'));
+    const story = await readAll(user('Write a story about a dragon who learns to code, in 120 words'));
     expect(story.text).toContain('dragon');
     expect(story.text).toContain('code');
-    const essay = await collect(user('Explain how HTTP caching works in 80 words'));
+    const essay = await readAll(user('Explain how HTTP caching works in 80 words'));
     expect(essay.text).toContain('HTTP');
     expect(essay.text).toContain('caching');
     for (const { text } of [story, essay]) {
@@ -73,7 +73,7 @@ describe('OfflineModel', () => {
       { role: 'system', content: 'You are a storyteller.' },
       { role: 'user', content: DRAGON },
     ];
-    const { chunks, deltas, text, end } = await collect(messages);
+    const { chunks, deltas, text, end } = await readAll(messages);
     expect(deltas[0]).toMatch(/^\S+$/);
     for (const delta of deltas.slice(1)) expect(delta).toMatch(/^(?: |\n\n)\S+$/);
     expect(text).not.toMatch(/ {2}|^\s|\s$/);
@@ -86,7 +86,7 @@ describe('OfflineModel', () => {
   });
 
   it('writes exactly the number of words the prompt asks for, ending on a whole sentence', async () => {
-    const { deltas, text, end } = await collect(user('Describe a lighthouse in 50 words'));
+    const { deltas, text, end } = await readAll(user('Describe a lighthouse in 50 words'));
     expect(deltas).toHaveLength(50);
     expect(text.split(/\s+/)).toHaveLength(50);
     expect(text).toMatch(/[.!?]$/);
@@ -95,21 +95,21 @@ describe('OfflineModel', () => {
 
   it('meets every requested length from 1 to 80 words exactly, with a closed last sentence', async () => {
     for (let words = 1; words <= 80; words++) {
-      const { deltas, text } = await collect(user(`Tell me about the sea in ${words} words`));
+      const { deltas, text } = await readAll(user(`Tell me about the sea in ${words} words`));
       expect(deltas, text).toHaveLength(words);
       expect(text).toMatch(/[.!?]$/);
     }
   });
 
   it('lets a requested word count override maxTokens, up to 5000 words', async () => {
-    expect((await collect(user('A story about rain in 100 words'), { maxTokens: 10 })).deltas).toHaveLength(
+    expect((await readAll(user('A story about rain in 100 words'), { maxTokens: 10 })).deltas).toHaveLength(
       100,
     );
-    expect((await collect(user('A story about rain in 900000 words'))).deltas).toHaveLength(5000);
+    expect((await readAll(user('A story about rain in 900000 words'))).deltas).toHaveLength(5000);
   });
 
   it('stops at maxTokens with finishReason length', async () => {
-    const { deltas, end } = await collect(user(DRAGON), { maxTokens: 25 });
+    const { deltas, end } = await readAll(user(DRAGON), { maxTokens: 25 });
     expect(deltas).toHaveLength(25);
     expect(end).toMatchObject({ type: 'end', finishReason: 'length', usage: { output_tokens: 25 } });
   });
@@ -133,7 +133,7 @@ describe('OfflineModel', () => {
   it('yields nothing when the signal is already aborted', async () => {
     const controller = new AbortController();
     controller.abort();
-    const { chunks } = await collect(user(DRAGON), { tokensPerSecond: 30 }, controller.signal);
+    const { chunks } = await readAll(user(DRAGON), { tokensPerSecond: 30 }, controller.signal);
     expect(chunks).toEqual([]);
   });
 
@@ -165,7 +165,7 @@ describe('OfflineModel', () => {
 
   it('leaves no listener on the signal after a paced stream completes', async () => {
     const controller = new AbortController();
-    const { end } = await collect(user(DRAGON), { tokensPerSecond: 2000, maxTokens: 20 }, controller.signal);
+    const { end } = await readAll(user(DRAGON), { tokensPerSecond: 2000, maxTokens: 20 }, controller.signal);
     expect(end?.type).toBe('end');
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
   });
@@ -176,11 +176,11 @@ describe('OfflineModel', () => {
       { role: 'assistant', content: 'This is the story of a lighthouse keeper.' },
       { role: 'user', content: 'Continue, in 40 words' },
     ];
-    const followUp = await collect(history);
+    const followUp = await readAll(history);
     expect(followUp.text).toMatch(/^Building on what we said earlier about a lighthouse keeper\b/);
     expect(followUp.text).toContain('lighthouse');
     expect(followUp.deltas).toHaveLength(40);
-    const fresh = await collect(user('Tell me a story about a lighthouse keeper'));
+    const fresh = await readAll(user('Tell me a story about a lighthouse keeper'));
     expect(fresh.text).not.toContain('earlier');
   });
 
@@ -208,7 +208,7 @@ describe('OfflineModel', () => {
   it('lets a cancel from a timer end an unpaced stream', async () => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 0);
-    const { deltas, end } = await collect(user(DRAGON), { maxTokens: 10_000 }, controller.signal);
+    const { deltas, end } = await readAll(user(DRAGON), { maxTokens: 10_000 }, controller.signal);
     expect(deltas.length).toBeLessThan(10_000);
     expect(end?.type).toBe('delta');
   });

@@ -3,6 +3,7 @@ import { RunstateError } from '../src/errors.js';
 import type { ChatMessage, ModelChunk } from '../src/model/chat-model.js';
 import { OpenAIChat } from '../src/model/openai-chat.js';
 import { createFakeOpenAIServer, type FakeOpenAIServer } from '../src/testing/fake-openai-server.js';
+import { collect } from './support/collect.js';
 
 const messages: ChatMessage[] = [{ role: 'user', content: 'Say hello' }];
 
@@ -17,12 +18,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await server.close();
 });
-
-async function collect(stream: AsyncIterable<ModelChunk>): Promise<ModelChunk[]> {
-  const chunks: ModelChunk[] = [];
-  for await (const chunk of stream) chunks.push(chunk);
-  return chunks;
-}
 
 /** Reads the stream to its end and returns what it threw. */
 async function failure(stream: AsyncIterable<ModelChunk>, seen: ModelChunk[] = []): Promise<RunstateError> {

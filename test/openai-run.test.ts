@@ -5,9 +5,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { InspectionEvent } from 'xstate';
 import { OpenAIChat } from '../src/model/openai-chat.js';
-import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
+import { createOrchestrator, type OrchestratorOptions } from '../src/runtime/index.js';
 import { checkRunEvents } from '../src/testing/check-run-events.js';
 import { createFakeOpenAIServer, type FakeOpenAIServer } from '../src/testing/fake-openai-server.js';
+import { collect } from './support/collect.js';
 
 // A server per test, so that `nextRequest()` and `requests` see only this test's requests.
 let server: FakeOpenAIServer;
@@ -22,12 +23,6 @@ function setup(options: OrchestratorOptions = {}) {
   const start = () =>
     orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'Tell a story' });
   return { orchestrator, model, start };
-}
-
-async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
 }
 
 /** Resolves when a run actor first enters a state matching `path` (seen through the inspect option). */

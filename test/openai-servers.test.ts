@@ -7,13 +7,14 @@
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { OpenAIChat, type OpenAIChatOptions } from '../src/model/openai-chat.js';
-import { createOrchestrator, type OrchestratorOptions, type RunEvent } from '../src/runtime/index.js';
+import { createOrchestrator, type OrchestratorOptions } from '../src/runtime/index.js';
 import { checkRunEvents } from '../src/testing/check-run-events.js';
 import {
   createFakeOpenAIServer,
   type FakeOpenAIServer,
   type FakeOpenAIServerOptions,
 } from '../src/testing/fake-openai-server.js';
+import { collect } from './support/collect.js';
 
 let server: FakeOpenAIServer | undefined;
 afterEach(async () => {
@@ -38,12 +39,6 @@ async function setup(
   const model = new OpenAIChat({ id: 'gpt-5-mini', baseURL: fake.url, apiKey: 'test-key', ...options.model });
   const start = () => orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'Hi' });
   return { server: fake, orchestrator, start };
-}
-
-async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
 }
 
 describe('a reasoning model (llama.cpp with a DeepSeek-R1 template, vLLM, Ollama)', () => {

@@ -6,28 +6,18 @@ import {
   createMemoryRunStore,
   createOrchestrator,
   type OrchestratorOptions,
-  type RunEvent,
   type RunNotice,
 } from '../src/runtime/index.js';
 import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModel } from '../src/testing/index.js';
+import { collect } from './support/collect.js';
+import { counterIds } from './support/runs.js';
 
 function setup(options: OrchestratorOptions = {}, model: FakeModel = createFakeModel()) {
   const orchestrator = createOrchestrator({ ...options, idGenerator: counterIds() });
   const start = (input = 'hello', extra: { sessionId?: string; limits?: object } = {}) =>
     orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input, ...extra });
   return { orchestrator, model, start };
-}
-
-function counterIds() {
-  let n = 0;
-  return () => `id-${++n}`;
-}
-
-async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
 }
 
 afterEach(() => {

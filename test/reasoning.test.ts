@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
 import { createOrchestrator, type RunEvent } from '../src/runtime/index.js';
 import { checkRunEvents, createFakeModel, nextTurn } from '../src/testing/index.js';
+import { collect } from './support/collect.js';
 
 function setup(limits: { idleTimeoutMs?: number } = {}) {
   let n = 0;
@@ -10,12 +11,6 @@ function setup(limits: { idleTimeoutMs?: number } = {}) {
   const start = () =>
     orchestrator.startRun({ agentId: 'thinker', agentName: 'Thinker', model, input: 'Why?' });
   return { orchestrator, model, start };
-}
-
-async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
 }
 
 /** The events without the fields every event carries, to compare whole sequences. */

@@ -2,15 +2,13 @@
  * The inspector behind createApp's bearer auth: its static shell (page, script, style, elkjs, the
  * chart) is open, so a browser can load it; run data (runs, feed, cancel) needs the token.
  */
-import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
 import { OfflineModel } from '../../src/model/offline-model.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createApp, type RunstateApp } from '../../src/server/index.js';
 import { createInspector, type Inspector, type InspectorOptions } from '../../src/inspect/index.js';
+import { listen } from '../support/listen.js';
 
 const KEY = 'inspector-test-key';
 const AUTH = { authorization: `Bearer ${KEY}` };
@@ -36,17 +34,14 @@ async function start(inspectorOptions: InspectorOptions = {}): Promise<Target> {
     securityKey: KEY,
     mount: { '/inspect': inspector.handler },
   });
-  const server: Server = createServer(runstate.app);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const server = await listen(runstate.app);
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: server.url,
     agent,
     async close() {
       inspector.close();
       await runstate.shutdown();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await server.close();
     },
   };
 }

@@ -9,8 +9,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { runMachine } from '../../machines/run.machine.js';
 import { createFakeModel } from '../../src/testing/fake-model.js';
 import { createInspector, machineGraph, type FeedMessage, type RunSummary } from '../../src/inspect/index.js';
-import { ROOT, spawnCli } from '../server/cli-process.js';
-import { startInspectorServer, type InspectorServer } from './support.js';
+import { ROOT, spawnCli } from '../support/cli-process.js';
+import { startInspectorServer, type InspectorServer } from '../support/inspector-server.js';
+import { listen } from '../support/listen.js';
+import { rawRequest } from '../support/app.js';
 
 let server: InspectorServer | undefined;
 afterEach(async () => {
@@ -170,7 +172,7 @@ describe('the inspector handler on node:http', () => {
 
     const { handler } = server.inspector;
     const passed: string[] = [];
-    const outer = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const outer = await listen((req: IncomingMessage, res: ServerResponse) => {
       // What a router does when it mounts the handler at /inspect: strips the prefix, keeps originalUrl.
       Object.assign(req, { originalUrl: req.url, url: req.url!.slice('/inspect'.length) || '/' });
       handler(req, res, () => {
@@ -178,15 +180,13 @@ describe('the inspector handler on node:http', () => {
         res.end('next');
       });
     });
-    outer.listen(0, '127.0.0.1');
-    await once(outer, 'listening');
-    const base = `http://127.0.0.1:${(outer.address() as AddressInfo).port}`;
+    const base = outer.url;
     expect(await (await fetch(`${base}/inspect/other`)).text()).toBe('next');
     expect(passed).toEqual(['/other']);
     const redirect = await fetch(`${base}/inspect`, { redirect: 'manual' });
     expect(redirect.headers.get('location')).toBe('/inspect/');
     expect((await fetch(`${base}/inspect/graph.json`)).status).toBe(200);
-    outer.close();
+    await outer.close();
   });
 });
 
@@ -238,20 +238,15 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
 
   it('answers 400 to a request target that is no URL (fetch cannot send one: a raw socket does)', async () => {
     const inspector = createInspector();
-    const plain = createServer((req, res) => inspector.handler(req, res));
-    plain.listen(0, '127.0.0.1');
-    await once(plain, 'listening');
-    const { port } = plain.address() as AddressInfo;
-    const socket = connect(port, '127.0.0.1');
-    socket.end('GET http://[ HTTP/1.1\r\nHost: inspector\r\nConnection: close\r\n\r\n');
-    let answer = '';
-    for await (const chunk of socket) answer += String(chunk);
-    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
-    expect(answer).toContain('{"detail":"the request target is not a valid URL","code":"INVALID_INPUT"}');
-    expect((await fetch(`http://127.0.0.1:${port}/inspect/graph.json`)).status).toBe(200); // still serving
+    const plain = await listen((req, res) => inspector.handler(req, res));
+    const answer = await rawRequest(plain.url, 'GET http://[ HTTP/1.1');
+    expect(answer.status).toBe(400);
+    expect(answer.body).toContain(
+      '{"detail":"the request target is not a valid URL","code":"INVALID_INPUT"}',
+    );
+    expect((await fetch(`${plain.url}/inspect/graph.json`)).status).toBe(200); // still serving
     inspector.close();
-    plain.closeAllConnections();
-    plain.close();
+    await plain.close();
   });
 });
 

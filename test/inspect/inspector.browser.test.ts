@@ -2,9 +2,6 @@
  * The inspector page in a real browser: Debian's chromium driven by playwright-core. Every wait is
  * on a page condition, never a sleep. Install the browser with `apt-get install -y chromium`.
  */
-import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
@@ -12,7 +9,9 @@ import { OfflineModel } from '../../src/model/offline-model.js';
 import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createApp } from '../../src/server/index.js';
 import { createInspector, type Inspector } from '../../src/inspect/index.js';
-import { CHROMIUM, CHROMIUM_ARGS, hasChromium, startInspectorServer, tempProfile } from './support.js';
+import { CHROMIUM, CHROMIUM_ARGS, hasChromium, tempProfile } from '../support/chromium.js';
+import { startInspectorServer } from '../support/inspector-server.js';
+import { listen } from '../support/listen.js';
 
 const LONG_STORY = 'Write a very long story about a lighthouse keeper who learns to sail, in 3000 words';
 
@@ -155,18 +154,15 @@ async function startAppWithInspector(securityKey = ''): Promise<Target> {
     orchestrator,
   });
   const runstate = createApp({ agents: [agent], securityKey, mount: { '/inspect': inspector.handler } });
-  const server: Server = createServer(runstate.app);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const server = await listen(runstate.app);
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: server.url,
     orchestrator,
     agent,
     async close() {
       inspector.close(); // the feeds only watch: end them, or shutdown would wait for them
       await runstate.shutdown();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await server.close();
     },
   };
 }

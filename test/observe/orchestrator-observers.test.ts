@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { tool } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
-import { sample } from './support.js';
+import { sample } from '../support/notices.js';
 
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });

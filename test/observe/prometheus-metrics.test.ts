@@ -1,7 +1,7 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createPrometheusMetrics, stateLabel } from '../../src/observe/index.js';
-import { playRun, sample } from './support.js';
+import { playRun, sample } from '../support/notices.js';
 
 describe('Prometheus metrics of runs', () => {
   it('counts runs started and finished by agent and status, tokens, cancels by reason, durations', async () => {

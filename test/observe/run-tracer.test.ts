@@ -8,7 +8,7 @@ import {
 } from '@opentelemetry/sdk-trace-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRunTracer } from '../../src/observe/index.js';
-import { playRun } from './support.js';
+import { playRun } from '../support/notices.js';
 
 const exporter = new InMemorySpanExporter();
 const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });

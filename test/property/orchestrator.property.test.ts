@@ -24,7 +24,7 @@ import {
   type FakeModel,
   type FakeModelCall,
 } from '../../src/testing/index.js';
-import { actorTracker, FAKE_TIMERS, settle } from '../model/support.js';
+import { actorTracker, FAKE_TIMERS, settle } from '../support/runs.js';
 
 /** Who cancels: `answers` says whether a `true` is possible from that caller. */
 const CALLERS = {

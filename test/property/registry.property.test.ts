@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import type { RunStatus } from '../../machines/run-types.js';
 import { createMemoryRunStore, createOrchestrator, type RunHandle } from '../../src/runtime/index.js';
 import { createFakeModel, type FakeModelCall } from '../../src/testing/index.js';
-import { settle } from '../model/support.js';
+import { settle } from '../support/runs.js';
 
 type Op =
   | { kind: 'start'; agent: 'a' | 'b'; session: 's1' | 's2' | 's3' }

@@ -11,7 +11,8 @@ import { createActor, type AnyActorRef } from 'xstate';
 import { runMachine } from '../../machines/run.machine.js';
 import { createModelService, createOrchestrator, type RunEvent } from '../../src/runtime/index.js';
 import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
-import { actorTracker, collect, FAKE_TIMERS, settle } from '../model/support.js';
+import { actorTracker, FAKE_TIMERS, settle } from '../support/runs.js';
+import { collect } from '../support/collect.js';
 
 beforeEach(() => {
   vi.useFakeTimers({ ...FAKE_TIMERS, toFake: [...FAKE_TIMERS.toFake] });

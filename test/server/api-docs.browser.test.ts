@@ -5,8 +5,8 @@
  */
 import { chromium, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, CHROMIUM_ARGS, hasChromium, tempProfile } from '../inspect/support.js';
-import { serveFake } from './helpers.js';
+import { CHROMIUM, CHROMIUM_ARGS, hasChromium, tempProfile } from '../support/chromium.js';
+import { serveFake } from '../support/app.js';
 
 let context: BrowserContext;
 let removeProfile = () => {};

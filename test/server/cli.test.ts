@@ -3,8 +3,9 @@ import { copyFile, mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT, spawnCli } from './cli-process.js';
-import { expectError, postRun, readSse } from './helpers.js';
+import { ROOT, spawnCli } from '../support/cli-process.js';
+import { expectError, postRun } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 describe('runstate serve --config', () => {
   it('rejects a wrong config file with the path of each failing field, exit code 2, no stack trace', async () => {

@@ -1,32 +1,25 @@
 /** Run limits from the config file: server-wide, per agent, validated. */
-import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/server/config-file.js';
 import { createAgents } from '../../src/server/create-agents.js';
+import { listen, type Listening } from '../support/listen.js';
 
-const servers: Array<() => void> = [];
-afterEach(() => servers.splice(0).forEach((close) => close()));
+const servers: Listening[] = [];
+afterEach(() => Promise.all(servers.splice(0).map((server) => server.close())));
 
 /** A chat-completions server that answers 500 under `/fail`, and never answers under `/stall`. */
 async function upstream(): Promise<{ base: string; requests: Map<string, number> }> {
   const requests = new Map<string, number>();
-  const server = createServer((req, res) => {
+  const server = await listen((req, res) => {
     const route = req.url!.split('/')[1]!;
     requests.set(route, (requests.get(route) ?? 0) + 1);
     if (route === 'stall') return; // the idle timeout ends it
     res.writeHead(500, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ error: { message: 'boom', type: 'server_error' } }));
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  servers.push(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+  servers.push(server);
+  return { base: server.url, requests };
 }
 
 describe('run limits in the config file', () => {

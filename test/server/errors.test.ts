@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
 import { createApp } from '../../src/server/index.js';
-import { expectError, postRun, rawRequest, serve, serveFake } from './helpers.js';
+import { expectError, postRun, rawRequest, serve, serveFake } from '../support/app.js';
 
 describe('bearer auth', () => {
   it('answers 401 without a token or with a wrong one, 200 with the right one', async () => {

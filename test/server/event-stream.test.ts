@@ -1,8 +1,8 @@
 import { once } from 'node:events';
-import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventFrame, openEventStream, type EventStream } from '../../src/server/event-stream.js';
+import { listen } from '../support/listen.js';
 
 /** A node:http server whose one request opens an event stream; the test drives it. */
 async function serveStream(
@@ -10,17 +10,10 @@ async function serveStream(
 ): Promise<{ stream: EventStream; res: ServerResponse; response: IncomingMessage; close(): void }> {
   let opened: ((value: { stream: EventStream; res: ServerResponse }) => void) | undefined;
   const ready = new Promise<{ stream: EventStream; res: ServerResponse }>((resolve) => (opened = resolve));
-  const server = createServer((_req, res) => opened!({ stream: openEventStream(res, options), res }));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const response = await new Promise<IncomingMessage>((resolve) =>
-    get(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, resolve),
-  );
+  const server = await listen((_req, res) => opened!({ stream: openEventStream(res, options), res }));
+  const response = await new Promise<IncomingMessage>((resolve) => get(`${server.url}/`, resolve));
   const { stream, res } = await ready;
-  const close = () => {
-    server.closeAllConnections();
-    server.close();
-  };
+  const close = () => void server.close();
   closers.push(close);
   return { stream, res, response, close };
 }

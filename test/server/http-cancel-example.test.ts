@@ -2,7 +2,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { serveFake } from './helpers.js';
+import { serveFake } from '../support/app.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 const hasCurl = (() => {

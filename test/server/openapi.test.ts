@@ -21,7 +21,8 @@ import {
   sessionRecord,
 } from '../../src/server/openapi-schemas.js';
 import { nextTurn } from '../../src/testing/index.js';
-import { postRun, readSse, serveFake } from './helpers.js';
+import { postRun, serveFake } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 /** Every `METHOD /path` the express app routes, read from its router (the mounted routers' routes). */
 function servedRoutes(app: Express): string[] {

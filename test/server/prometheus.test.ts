@@ -1,8 +1,9 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createPrometheusMetrics } from '../../src/observe/index.js';
-import { sample } from '../observe/support.js';
-import { expectError, postRun, readSse, serveFake } from './helpers.js';
+import { sample } from '../support/notices.js';
+import { expectError, postRun, serveFake } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 async function scrape(url: string, init: RequestInit = {}): Promise<string> {
   const response = await fetch(`${url}/prometheus`, init);

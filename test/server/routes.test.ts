@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { RunRecord } from '../../src/index.js';
 import { checkRunEvents } from '../../src/testing/index.js';
-import { expectError, postRun, readSse, serveFake } from './helpers.js';
+import { expectError, postRun, serveFake } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 interface Accepted {
   run_id: string;

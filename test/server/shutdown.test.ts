@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { postRun, readSse, serveFake } from './helpers.js';
+import { postRun, serveFake } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 describe('graceful shutdown', () => {
   it('sends RunCancelled (reason shutdown) to every open stream, ends them, then closes', async () => {

@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../../src/index.js';
 import { sendEventStream, sseFrame } from '../../src/server/sse.js';
 import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
-import { postRun, readSse, serveFake } from './helpers.js';
+import { postRun, serveFake } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 describe('a streamed run (POST /agents/:agent_id/runs)', () => {
   it('streams SSE frames `id`, `event`, `data` with headers that stop proxy buffering, then ends', async () => {

@@ -10,7 +10,8 @@ import {
   type ReadableSpan,
 } from '@opentelemetry/sdk-trace-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { postRun, readSse, serveFake } from './helpers.js';
+import { postRun, serveFake } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 const exporter = new InMemorySpanExporter();
 const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });

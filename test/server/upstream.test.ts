@@ -5,7 +5,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator, OpenAIChat, type RunRecord } from '../../src/index.js';
 import { createFakeOpenAIServer, type FakeOpenAIServer } from '../../src/testing/index.js';
-import { postRun, readSse, serve } from './helpers.js';
+import { postRun, serve } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 let upstream: FakeOpenAIServer;
 beforeEach(async () => {

@@ -1,12 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  OfflineModel,
-  tool,
-  type ChatMessage,
-  type ModelChunk,
-  type ToolDefinition,
-} from '../../src/index.js';
+import { OfflineModel, tool, type ChatMessage, type ToolDefinition } from '../../src/index.js';
+import { collect } from '../support/collect.js';
 
 const definitions: ToolDefinition[] = [
   tool({
@@ -28,18 +23,15 @@ const definitions: ToolDefinition[] = [
   }).definition,
 ];
 
-async function collect(messages: ChatMessage[], tools: ToolDefinition[] = definitions) {
+/** The whole unpaced stream of the offline model with `tools`. */
+function streamOf(messages: ChatMessage[], tools: ToolDefinition[] = definitions) {
   const model = new OfflineModel({ tokensPerSecond: Infinity });
-  const chunks: ModelChunk[] = [];
-  for await (const chunk of model.stream({ messages, tools, signal: new AbortController().signal })) {
-    chunks.push(chunk);
-  }
-  return chunks;
+  return collect(model.stream({ messages, tools, signal: new AbortController().signal }));
 }
 
 describe('the offline model with tools', () => {
   it('calls every tool the user names, in the order named, with arguments read from the message', async () => {
-    const chunks = await collect([
+    const chunks = await streamOf([
       { role: 'user', content: 'Please run a deep Slow Search for "red foxes", then add numbers 2 and 40' },
     ]);
     expect(chunks).toEqual([
@@ -68,8 +60,8 @@ describe('the offline model with tools', () => {
 
   it('writes text when no tool is named, or when no tools are offered', async () => {
     for (const chunks of [
-      await collect([{ role: 'user', content: 'A story about numbers' }]),
-      await collect([{ role: 'user', content: 'add_numbers 1 and 2' }], []),
+      await streamOf([{ role: 'user', content: 'A story about numbers' }]),
+      await streamOf([{ role: 'user', content: 'add_numbers 1 and 2' }], []),
     ]) {
       expect(chunks.at(-1)).toMatchObject({ type: 'end', finishReason: 'length' });
       expect(chunks.length).toBeGreaterThan(1);
@@ -77,7 +69,7 @@ describe('the offline model with tools', () => {
   });
 
   it('answers with what each call returned once the results are in', async () => {
-    const chunks = await collect([
+    const chunks = await streamOf([
       { role: 'user', content: 'add_numbers 2 and 3' },
       {
         role: 'assistant',

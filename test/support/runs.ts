@@ -1,3 +1,7 @@
+/**
+ * Driving runs in tests: the machine's model errors, settling a turn, pulling the next event,
+ * deterministic ids, fake timers, a tracker of live actors, and lifecycle paths played on a fake model.
+ */
 import type { ActorRefLike, AnyStateNode, InspectionEvent } from 'xstate';
 import { RunstateError } from '../../src/errors.js';
 import type { RunEvent } from '../../src/runtime/index.js';
@@ -51,12 +55,6 @@ export async function pull(events: AsyncIterator<RunEvent>): Promise<RunEvent> {
   if (typeof next === 'symbol') throw new Error('expected an event, but the run published none');
   if (next.done) throw new Error('expected an event, but the event stream ended');
   return next.value;
-}
-
-export async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
 }
 
 export function counterIds(prefix = 'id'): () => string {

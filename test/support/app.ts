@@ -1,11 +1,10 @@
 /**
- * Shared by the server tests: a real app on an ephemeral 127.0.0.1 port, agents on a fake model,
- * and an SSE reader built on eventsource-parser.
+ * A real app on an ephemeral 127.0.0.1 port (closed after each test), agents on a fake model, and
+ * requests to it: a run posted, an error answer checked, a raw request fetch cannot send.
  */
 import { connect } from 'node:net';
-import { EventSourceParserStream } from 'eventsource-parser/stream';
 import { afterEach, expect } from 'vitest';
-import { Agent, createOrchestrator, type OrchestratorOptions, type RunEvent } from '../../src/index.js';
+import { Agent, createOrchestrator, type OrchestratorOptions } from '../../src/index.js';
 import type { ChatModel } from '../../src/model/chat-model.js';
 import { createApp, startServer, type CreateAppOptions, type RunstateApp } from '../../src/server/index.js';
 import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
@@ -49,56 +48,6 @@ export async function serveFake(
   const agents = twoAgents(model, options.orchestrator);
   const server = await serve({ ...options, agents });
   return { ...server, model, agents, story: `${server.url}/agents/story-writer-agent` };
-}
-
-/** One parsed SSE frame: its `id:` and `event:` lines, and the JSON of its `data:` line. */
-export interface Frame {
-  id: string | undefined;
-  event: string | undefined;
-  data: RunEvent;
-}
-
-/** Reads an event-stream response frame by frame. */
-export interface SseReader {
-  /** The next frame, or `undefined` once the server ended the stream. */
-  next(): Promise<Frame | undefined>;
-  /** Every frame until the end of the stream. */
-  rest(): Promise<Frame[]>;
-  /** Resolves with the text of the next comment line (`: ping`). */
-  nextComment(): Promise<string>;
-}
-
-/** Parses a fetch response as server-sent events with a real SSE parser. */
-export function readSse(response: Response): SseReader {
-  expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-  let commentWaiters: Array<(comment: string) => void> = [];
-  const parser = new EventSourceParserStream({
-    onError: 'terminate',
-    onComment: (comment) => {
-      const waiters = commentWaiters;
-      commentWaiters = [];
-      for (const resolve of waiters) resolve(comment);
-    },
-  });
-  const reader = response.body!.pipeThrough(new TextDecoderStream()).pipeThrough(parser).getReader();
-  const next = async (): Promise<Frame | undefined> => {
-    const { value, done } = await reader.read();
-    if (done) return undefined;
-    const data = JSON.parse(value.data) as RunEvent;
-    // The frame's lines agree with its JSON.
-    expect(value.event).toBe(data.event);
-    expect(value.id).toBe(String(data.seq));
-    return { id: value.id, event: value.event, data };
-  };
-  return {
-    next,
-    async rest() {
-      const frames: Frame[] = [];
-      for (let frame = await next(); frame; frame = await next()) frames.push(frame);
-      return frames;
-    },
-    nextComment: () => new Promise((resolve) => commentWaiters.push(resolve)),
-  };
 }
 
 /** Starts a streamed run with a JSON body. */

@@ -23,7 +23,6 @@ import {
 import type { CancelReason } from '../../machines/run-types.js';
 import {
   actorTracker,
-  collect,
   counterIds,
   expectedEventNames,
   FAKE_TIMERS,
@@ -33,7 +32,8 @@ import {
   RANDOM,
   settle,
   TERMINAL_EVENT,
-} from './support.js';
+} from '../support/runs.js';
+import { collect } from '../support/collect.js';
 
 const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, tools: false });
 

@@ -1,9 +1,4 @@
-import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+/** The built-in inspector on a plain node:http server, with an AgentOS-like cancel route. */
 import { Agent } from '../../src/agent.js';
 import type { ChatModel } from '../../src/model/chat-model.js';
 import type { RunstateError } from '../../src/errors.js';
@@ -11,25 +6,7 @@ import { OfflineModel } from '../../src/model/offline-model.js';
 import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createInspector, type Inspector, type InspectorOptions } from '../../src/inspect/index.js';
 import { errorBody, httpStatusOf } from '../../src/server/http-errors.js';
-
-/** Debian's chromium, driven by playwright-core (which never downloads a browser here). */
-export const CHROMIUM = '/usr/bin/chromium';
-export const hasChromium = existsSync(CHROMIUM);
-export const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
-
-/** A fresh chromium profile directory, removed by the returned function. */
-export function tempProfile(): { dir: string; remove: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), 'runstate-chromium-'));
-  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
+import { listen } from './listen.js';
 
 export interface InspectorServer {
   /** Base URL, without a trailing slash; the page is at `${url}/inspect/`. */
@@ -56,7 +33,7 @@ export async function startInspectorServer(
     orchestrator,
   });
 
-  const server: Server = createServer((req, res) => {
+  const server = await listen((req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const cancel = /^\/agents\/([^/]+)\/runs\/([^/]+)\/cancel$/.exec(path);
     if (req.method === 'POST' && cancel) {
@@ -74,20 +51,15 @@ export async function startInspectorServer(
     }
     inspector.handler(req, res);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: server.url,
     inspector,
     orchestrator,
     agent,
     async close() {
       inspector.close();
       await orchestrator.shutdown();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await server.close();
     },
   };
 }

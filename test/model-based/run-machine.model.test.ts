@@ -17,7 +17,7 @@ import {
 import type { ToolRunnerInput } from '../../machines/run-types.js';
 import { runMachine, type ModelServiceInput, type RunMachineEvent } from '../../machines/run.machine.js';
 import { getLifecycleEvents, getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
-import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from './support.js';
+import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from '../support/runs.js';
 
 const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, serviceCrashes: true });
 

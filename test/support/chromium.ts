@@ -1,0 +1,22 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Debian's chromium, driven by playwright-core (which never downloads a browser here). */
+export const CHROMIUM = '/usr/bin/chromium';
+export const hasChromium = existsSync(CHROMIUM);
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+/** A fresh chromium profile directory, removed by the returned function. */
+export function tempProfile(): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'runstate-chromium-'));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
