@@ -6,15 +6,9 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import {
-  Agent,
-  createOrchestrator,
-  RunstateError,
-  tool,
-  type RunEvent,
-  type ToolExecuteContext,
-} from '../../src/index.js';
+import { Agent, createOrchestrator, RunstateError, tool, type ToolExecuteContext } from '../../src/index.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModelCall } from '../../src/testing/index.js';
+import { collect } from '../support/collect.js';
 
 /** A promise with its resolve, so a test decides when a tool returns. */
 function deferred<T = unknown>() {
@@ -60,12 +54,6 @@ const add = tool({
   parameters: z.object({ a: z.number(), b: z.number() }),
   execute: ({ a, b }) => ({ sum: a + b }),
 });
-
-async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
-  const out: RunEvent[] = [];
-  for await (const event of events) out.push(event);
-  return out;
-}
 
 function setup(tools: Parameters<typeof tool>[0][] | ReturnType<typeof tool>[], agentOptions = {}) {
   const model = createFakeModel();
