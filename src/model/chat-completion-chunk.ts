@@ -2,6 +2,7 @@ import type { TokenUsage } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatCompletionEvent } from './chat-completion-stream.js';
 import type { ModelChunk } from './chat-model.js';
+import { ToolCallAssembler, type ToolCallDelta } from './tool-call-assembler.js';
 
 /**
  * What one streamed completion has told so far. Filled in by {@link readChunk}, one parsed event at
@@ -12,6 +13,8 @@ export interface CompletionState {
   usage: TokenUsage | undefined;
   /** A delta was handed out: the request can no longer be sent again without repeating output. */
   delivered: boolean;
+  /** The tool calls streamed so far (`delta.tool_calls`), made when the first one comes. */
+  toolCalls?: ToolCallAssembler | undefined;
 }
 
 /** A delta as servers of reasoning models send it: the SDK's type knows no reasoning. */
@@ -21,6 +24,7 @@ interface ReasoningDelta {
   reasoning_content?: unknown;
   /** Ollama, OpenRouter, newer vLLM. */
   reasoning?: unknown;
+  tool_calls?: ToolCallDelta[] | null;
 }
 
 /**
@@ -35,6 +39,10 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   if (event.usage) state.usage = usageOf(event.usage);
   const delta: ReasoningDelta | undefined = choice?.delta;
   if (!delta) return undefined;
+  if (Array.isArray(delta.tool_calls)) {
+    state.toolCalls ??= new ToolCallAssembler();
+    for (const call of delta.tool_calls) state.toolCalls.add(call);
+  }
   const content = delta.content;
   const reasoning = delta.reasoning_content || delta.reasoning;
   if (typeof reasoning === 'string' && reasoning !== '') {

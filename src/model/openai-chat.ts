@@ -112,6 +112,14 @@ export class OpenAIChat implements ChatModel {
       ...extraBody,
       model: this.id,
       messages: request.messages,
+      ...(request.tools?.length
+        ? {
+            tools: request.tools.map(({ name, description, parameters }) => ({
+              type: 'function' as const,
+              function: { name, description, parameters },
+            })),
+          }
+        : {}),
       stream: true as const,
       stream_options: { include_usage: true },
       ...(temperature === undefined ? {} : { temperature }),
@@ -230,14 +238,16 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
   #last(): IteratorResult<ModelChunk, undefined> {
     if (this.#finished) return this.#end();
     this.#finished = true;
-    const { finishReason, usage } = this.#state;
+    const { finishReason, usage, toolCalls } = this.#state;
     if (finishReason === undefined) {
       throw new RunstateError(
         'MODEL_STREAM_INCOMPLETE',
         `The stream of ${this.#modelId} ended without a finish reason (the body closed early)`,
       );
     }
-    return { done: false, value: { type: 'end', finishReason, usage } };
+    // The calls end the turn whatever the finish reason says (some servers say `stop` with calls).
+    const calls = toolCalls?.size ? { toolCalls: toolCalls.calls() } : {};
+    return { done: false, value: { type: 'end', finishReason, usage, ...calls } };
   }
 
   #end(): IteratorResult<ModelChunk, undefined> {

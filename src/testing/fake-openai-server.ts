@@ -41,6 +41,12 @@ export interface FakeStreamResponse extends FakeStreamShape {
   usage?: FakeUsage | false;
   /** After `[DONE]`, keep the body open instead of ending it (a server seen to do so). */
   keepOpen?: boolean;
+  /**
+   * Tool-call deltas sent after the chunks, one chunk each, as they go in `delta.tool_calls[]`
+   * (`{ index, id?, type?, function: { name?, arguments? } }`): split them to test how a client joins
+   * them. With them, the finish reason defaults to `'tool_calls'`.
+   */
+  toolCalls?: readonly object[];
 }
 
 /** The shape of an error body: OpenAI's `{error: {...}}`, FastAPI's `{detail}`, a bare `{message}`, or plain text. */
@@ -117,6 +123,8 @@ export interface FakeRequest {
   readonly clientAborted: boolean;
   /** Sends one content delta now (streaming requests whose response is still open). */
   send(content: string): void;
+  /** Sends tool-call deltas now, in one chunk (`delta.tool_calls`). */
+  sendToolCalls(deltas: readonly object[]): void;
   /** Sends one reasoning delta now (`delta.reasoning_content`, or `delta.reasoning`). */
   sendReasoning(text: string, field?: 'reasoning_content' | 'reasoning'): void;
   /** Sends `data: {"error": error}` and ends the body, as a server failing mid-stream does. */
@@ -301,6 +309,12 @@ class Frames {
       `${this.#prefix}[{"index":0,"delta":{${role}"content":${JSON.stringify(content)}},"finish_reason":null}]}\n\n`,
     );
   }
+  toolCalls(deltas: readonly object[], first: boolean): Buffer {
+    const role = first ? '"role":"assistant",' : '';
+    return Buffer.from(
+      `${this.#prefix}[{"index":0,"delta":{${role}"content":null,"tool_calls":${JSON.stringify(deltas)}},"finish_reason":null}]}\n\n`,
+    );
+  }
   reasoning(text: string, field: string, first: boolean): Buffer {
     const role = first ? '"role":"assistant",' : '';
     return Buffer.from(
@@ -390,6 +404,12 @@ class RecordedRequest implements FakeRequest {
   send(content: string): void {
     this.#assertStreaming('send');
     this.write(this.frames.delta(content, this.sent === 0));
+    this.sent++;
+  }
+
+  sendToolCalls(deltas: readonly object[]): void {
+    this.#assertStreaming('sendToolCalls');
+    this.write(this.frames.toolCalls(deltas, this.sent === 0));
     this.sent++;
   }
 
@@ -595,9 +615,14 @@ function answerStream(request: RecordedRequest, res: ServerResponse, limitFields
             typeof response.chunks === 'number' ? limit : (response.chunks ?? DEFAULT_CHUNKS).slice(0, limit),
         }
       : response;
-    const finishReason = cut ? 'length' : response.finishReason;
+    const finishReason = cut
+      ? 'length'
+      : (response.finishReason ?? (response.toolCalls ? 'tool_calls' : undefined));
     const content = () =>
-      pump(request, shape, () => request.finish(finishReason, response.usage, response.keepOpen === true));
+      pump(request, shape, () => {
+        for (const delta of response.toolCalls ?? []) if (request.open) request.sendToolCalls([delta]);
+        if (request.open) request.finish(finishReason, response.usage, response.keepOpen === true);
+      });
     return response.reasoning ? pumpReasoning(request, response.reasoning, content) : content();
   }
   if (response.headers === false) {

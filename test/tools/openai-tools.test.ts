@@ -1,0 +1,182 @@
+/**
+ * Tools against the local fake OpenAI server, over a real socket: the request offers the tools as
+ * JSON Schema, streamed `tool_calls` deltas are joined however a server splits and numbers them,
+ * and the next request carries the assistant turn with its calls and one `tool` message per call.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import {
+  Agent,
+  createOrchestrator,
+  OpenAIChat,
+  tool,
+  type RunEvent,
+  type Tool,
+  type ToolExecuteContext,
+} from '../../src/index.js';
+import {
+  checkRunEvents,
+  createFakeOpenAIServer,
+  nextTurn,
+  type FakeOpenAIServer,
+} from '../../src/testing/index.js';
+
+let server: FakeOpenAIServer;
+beforeEach(async () => {
+  server = await createFakeOpenAIServer();
+});
+afterEach(async () => {
+  await server.close();
+});
+
+const add = tool({
+  name: 'add',
+  description: 'Adds two numbers',
+  parameters: z.object({ a: z.number(), b: z.number() }),
+  execute: ({ a, b }) => a + b,
+});
+
+function agentWith(tools: Tool[]) {
+  const model = new OpenAIChat({ id: 'fake', apiKey: 'test', baseURL: server.url });
+  return new Agent({ name: 'Calculator', model, tools, orchestrator: createOrchestrator() });
+}
+
+async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const event of events) out.push(event);
+  return out;
+}
+
+/** The `tool` messages and the assistant's `tool_calls` of the request a model turn received. */
+function toolMessages(index: number) {
+  const messages = server.requests[index]!.body.messages as Array<Record<string, unknown>>;
+  const assistant = messages.find((m) => m.role === 'assistant' && m.tool_calls) as
+    { tool_calls: Array<{ id: string; function: { name: string; arguments: string } }> } | undefined;
+  const results = messages.filter((m) => m.role === 'tool') as Array<{
+    tool_call_id: string;
+    content: string;
+  }>;
+  return { calls: assistant?.tool_calls ?? [], results };
+}
+
+describe('OpenAIChat with tools', () => {
+  it.each([
+    [
+      'split arguments, by index',
+      [
+        { index: 0, id: 'call_a', type: 'function', function: { name: 'add', arguments: '' } },
+        { index: 0, function: { arguments: '{"a": 1,' } },
+        { index: 1, id: 'call_b', type: 'function', function: { name: 'add', arguments: '{"a":' } },
+        { index: 0, function: { arguments: ' "b": 2}' } },
+        { index: 1, function: { arguments: ' 10, "b": 20}' } },
+      ],
+      ['call_a', 'call_b'],
+    ],
+    [
+      'index 0 for every call, told apart by id',
+      [
+        { index: 0, id: 'call_a', type: 'function', function: { name: 'add', arguments: '{"a":1,' } },
+        { index: 0, function: { arguments: '"b":2}' } },
+        { index: 0, id: 'call_b', type: 'function', function: { name: 'add', arguments: '{"a":10,"b":20}' } },
+      ],
+      ['call_a', 'call_b'],
+    ],
+    [
+      'no ids at all',
+      [
+        { index: 0, function: { name: 'add', arguments: '{"a":1,"b":2}' } },
+        { index: 1, function: { name: 'add', arguments: '{"a":10,"b":20}' } },
+      ],
+      undefined,
+    ],
+  ])('joins %s, runs both calls and sends the results with matching ids', async (_, deltas, ids) => {
+    server.enqueue({ chunks: ['Let me add.'], toolCalls: deltas }, { chunks: ['3 and 30.'] });
+    const agent = agentWith([add]);
+    const events = await collect(agent.run('Add 1+2 and 10+20', { stream: true }));
+    checkRunEvents(events, 'completed');
+    const first = server.requests[0]!.body;
+    expect(first.tools).toEqual([{ type: 'function', function: add.definition }]);
+    const { calls, results } = toolMessages(1);
+    expect(calls.map((c) => JSON.parse(c.function.arguments) as unknown)).toEqual([
+      { a: 1, b: 2 },
+      { a: 10, b: 20 },
+    ]);
+    if (ids) expect(calls.map((c) => c.id)).toEqual(ids);
+    expect(new Set(calls.map((c) => c.id)).size).toBe(2);
+    expect(results).toEqual([
+      { role: 'tool', tool_call_id: calls[0]!.id, content: '3' },
+      { role: 'tool', tool_call_id: calls[1]!.id, content: '30' },
+    ]);
+    expect(events.at(-1)).toMatchObject({ event: 'RunCompleted', content: 'Let me add.3 and 30.' });
+  });
+
+  it('sends the error, never running the tool, for arguments that are not JSON or miss the schema', async () => {
+    let runs = 0;
+    const counted = tool({ ...add, name: 'counted', execute: () => ++runs });
+    server.enqueue(
+      {
+        chunks: [],
+        toolCalls: [
+          { index: 0, id: 'c1', function: { name: 'counted', arguments: '{"a":1,' } },
+          { index: 1, id: 'c2', function: { name: 'counted', arguments: '{"a":"x","b":2}' } },
+        ],
+      },
+      { chunks: ['Sorry.'] },
+    );
+    const output = await agentWith([counted]).run('go');
+    expect(output.status).toBe('completed');
+    expect(runs).toBe(0);
+    const { results } = toolMessages(1);
+    expect(results.map((r) => r.tool_call_id)).toEqual(['c1', 'c2']);
+    expect(results[0]!.content).toMatch(/not valid JSON/);
+    expect(results[1]!.content).toMatch(/do not match the parameters of counted/);
+  });
+
+  it('ends a turn with calls even when the server says stop', async () => {
+    server.enqueue(
+      {
+        chunks: [],
+        finishReason: 'stop',
+        toolCalls: [{ index: 0, id: 'c1', function: { name: 'add', arguments: '{"a":2,"b":2}' } }],
+      },
+      { chunks: ['4'] },
+    );
+    const output = await agentWith([add]).run('2+2');
+    expect(output).toMatchObject({ status: 'completed', content: '4' });
+    expect(server.requests).toHaveLength(2);
+  });
+
+  it('cancels while a tool runs: the signal aborts before cancelRun returns, one terminal event, no second request', async () => {
+    let context: ToolExecuteContext | undefined;
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let release!: (value: string) => void;
+    // Ignores its signal: its late result must not revive the run.
+    const stubborn = tool({
+      name: 'stubborn',
+      description: 'never stops by itself',
+      parameters: z.object({}),
+      execute: (_args, ctx) => {
+        context = ctx;
+        started();
+        return new Promise<string>((resolve) => (release = resolve));
+      },
+    });
+    server.enqueue({
+      chunks: [],
+      toolCalls: [{ index: 0, id: 'c1', function: { name: 'stubborn', arguments: '{}' } }],
+    });
+    const agent = agentWith([stubborn]);
+    const run = agent.run('go', { stream: true });
+    const reading = collect(run);
+    await running;
+    expect(agent.cancelRun(run.runId)).toBe(true);
+    expect(context!.signal.aborted).toBe(true);
+    const events = await reading;
+    checkRunEvents(events, 'cancelled');
+    release('late');
+    await nextTurn();
+    expect(server.requests).toHaveLength(1);
+    expect((await agent.getRun(run.runId))?.tools[0]).toMatchObject({ status: 'cancelled', result: null });
+  });
+});
