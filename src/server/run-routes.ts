@@ -5,6 +5,7 @@ import { runBodyParsers } from './body-parsers.js';
 import { invalidField } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
 import {
+  continueRunBody,
   createRunBody,
   listRunsQuery,
   parseInput,
@@ -46,6 +47,35 @@ export function runRoutes(context: RouteContext): Router {
     const run = await agent.orchestrator.requestCancel(runId, 'api', { agentId: agent.id });
     res.json({ run_id: runId, status: run.status });
   });
+
+  router.post(
+    '/agents/:agent_id/runs/:run_id/continue',
+    requireAgent,
+    ...runBodyParsers(context.bodyLimit),
+    async (req, res) => {
+      const agent = agents.get(req.params.agent_id);
+      // (Typed by requireAgent's params, which name the agent only.)
+      const runId = (req.params as unknown as { run_id: string }).run_id;
+      const input = parseInput(continueRunBody, req.body ?? {});
+      const record = await agents.run(agent, runId);
+      if (input.session_id !== undefined && input.session_id !== record.session_id) {
+        throw invalidField('session_id', `run ${runId} belongs to session ${record.session_id}`);
+      }
+      if (record.status !== 'paused') {
+        throw new RunstateError('RUN_NOT_PAUSED', `run ${runId} is not paused: ${record.status}`, {
+          details: { run_id: runId, status: record.status },
+        });
+      }
+      // 404 (paused on another instance), 409 and 422 (answers that do not fit) are decided there.
+      const run = agent.orchestrator.continueRun(runId, input.tools, { agentId: agent.id });
+      if (input.stream) {
+        await sendEventStream(res, run.events(), { heartbeatMs: context.heartbeatMs });
+        return;
+      }
+      const output = await run.result;
+      if (!res.destroyed) res.json(output);
+    },
+  );
 
   router.get('/agents/:agent_id/runs/:run_id', async (req, res) => {
     const agent = agents.get(req.params.agent_id);

@@ -28,6 +28,37 @@ export const createRunBody = z.object({
 /** A validated run request. */
 export type CreateRunBody = z.output<typeof createRunBody>;
 
+const toolConfirmation = z.object({
+  tool_call_id: z.string({ error: 'must be a string' }),
+  confirmed: z.boolean({ error: 'must be true or false' }),
+  confirmation_note: z
+    .string()
+    .nullish()
+    .transform((note) => note ?? undefined),
+});
+
+/**
+ * The body of `POST /agents/:agent_id/runs/:run_id/continue`, in Agno's form: `tools` is a JSON string
+ * (a form field) or, in a JSON body, the array itself; each answers one paused call.
+ */
+export const continueRunBody = z.object({
+  tools: z.preprocess(
+    (value) => {
+      if (typeof value !== 'string') return value;
+      try {
+        return JSON.parse(value) as unknown;
+      } catch {
+        return value;
+      }
+    },
+    z.array(toolConfirmation, {
+      error: 'must be a JSON array of {tool_call_id, confirmed, confirmation_note?}',
+    }),
+  ),
+  session_id: optionalId,
+  stream: flag.default(true),
+});
+
 /** The query of `GET /agents/:agent_id/runs`. */
 export const listRunsQuery = z.object({
   session_id: optionalId,
