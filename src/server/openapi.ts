@@ -27,6 +27,7 @@ import {
   sessionRecord,
 } from './openapi-schemas.js';
 import {
+  continueRunBody,
   createRunBody,
   listRunsQuery,
   listSessionsQuery,
@@ -188,6 +189,29 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Agents',
     success: { 200: { description: 'The run is cancelled.', content: json(cancelResult) } },
     errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'RUN_ALREADY_FINISHED'],
+  },
+  {
+    method: 'post',
+    path: '/agents/:agent_id/runs/:run_id/continue',
+    operationId: 'continue_agent_run',
+    summary: 'Continue a paused run',
+    description:
+      "Answers the tool calls a paused run waits for (`RunPaused.tools`), in Agno's form: `tools` is " +
+      'a JSON array (a JSON string in a form) of `{tool_call_id, confirmed, confirmation_note?}`, one ' +
+      'per pending call. Confirmed calls run; rejected ones do not, and the model is told. With ' +
+      '`stream` (the default) the answer is the event stream from `RunContinued` on (`seq` goes on from ' +
+      '`RunPaused`) to the next pause or the end; otherwise the finished run. A run that is not paused ' +
+      'answers 409 `RUN_NOT_PAUSED`.',
+    tag: 'Agents',
+    body: continueRunBody,
+    readsBody: true,
+    success: {
+      200: {
+        description: 'The run from `RunContinued` on, or the finished run with `stream=false`.',
+        content: { 'text/event-stream': runEvent, 'application/json': runOutput },
+      },
+    },
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'RUN_NOT_PAUSED', 'INVALID_INPUT'],
   },
   {
     method: 'get',
