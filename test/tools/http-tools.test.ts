@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Agent, createOrchestrator, tool } from '../../src/index.js';
 import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
-import { expectError, postRun, readSse, serve } from '../server/helpers.js';
+import { expectError, postRun, serve } from '../support/app.js';
+import { readSse } from '../support/sse.js';
 
 const lookup = tool({
   name: 'lookup',
