@@ -9,7 +9,7 @@ import { OfflineModel } from '../../src/model/offline-model.js';
 import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createApp } from '../../src/server/index.js';
 import { createInspector, type Inspector } from '../../src/inspect/index.js';
-import { CHROMIUM, CHROMIUM_ARGS, hasChromium, tempProfile } from '../support/chromium.js';
+import { CHROMIUM, CHROMIUM_ARGS, hasChromium, openPage, tempProfile } from '../support/chromium.js';
 import { startInspectorServer } from '../support/inspector-server.js';
 import { listen } from '../support/listen.js';
 
@@ -17,19 +17,6 @@ const LONG_STORY = 'Write a very long story about a lighthouse keeper who learns
 
 let context: BrowserContext;
 let removeProfile = () => {};
-
-/** A page that records console errors, uncaught exceptions and every URL it requests. */
-async function openPage(): Promise<{ page: Page; errors: string[]; requests: string[] }> {
-  const page = await context.newPage();
-  const errors: string[] = [];
-  const requests: string[] = [];
-  page.on('console', (message) => {
-    if (message.type() === 'error') errors.push(message.text());
-  });
-  page.on('pageerror', (error) => errors.push(String(error)));
-  page.on('request', (request) => requests.push(request.url()));
-  return { page, errors, requests };
-}
 
 interface Target {
   url: string;
@@ -43,7 +30,7 @@ interface Target {
  * `securityKey`, the page first asks for it (the feed answers 401) and the test types it.
  */
 async function cancelFromThePage(target: Target, securityKey?: string): Promise<void> {
-  const { page, errors, requests } = await openPage();
+  const { page, errors, requests } = await openPage(context);
   try {
     await page.goto(`${target.url}/inspect/`);
     if (securityKey) {
@@ -216,7 +203,7 @@ describe.skipIf(!hasChromium)(title, () => {
   it('with its own cancel route (no AgentOS routes): the empty list says to start runs from code', async () => {
     const server = await startInspectorServer({ inspector: { cancelRoute: 'inspector' } });
     try {
-      const { page, errors } = await openPage();
+      const { page, errors } = await openPage(context);
       await page.goto(`${server.url}/inspect/`);
       await page.locator('#connection[data-state="live"]').waitFor();
       expect(await page.locator('#runs-empty').textContent()).toMatch(
@@ -235,7 +222,7 @@ describe.skipIf(!hasChromium)(title, () => {
     try {
       const run = server.agent.run('hello', { stream: true });
       server.orchestrator.cancelRun(run.runId, 'code');
-      const { page, errors } = await openPage();
+      const { page, errors } = await openPage(context);
       await page.goto(`${server.url}/inspect/#run=${encodeURIComponent(run.runId)}`);
       await page.locator(`[data-run-id="${run.runId}"].selected .pill`, { hasText: 'cancelled' }).waitFor();
       await page.locator('#chart g.node.active[data-path="cancelled"]').waitFor();

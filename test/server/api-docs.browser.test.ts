@@ -5,7 +5,7 @@
  */
 import { chromium, type BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM, CHROMIUM_ARGS, hasChromium, tempProfile } from '../support/chromium.js';
+import { CHROMIUM, CHROMIUM_ARGS, hasChromium, openPage, tempProfile } from '../support/chromium.js';
 import { serveFake } from '../support/app.js';
 
 let context: BrowserContext;
@@ -32,14 +32,7 @@ describe.skipIf(!hasChromium)(title, () => {
   it('renders every operation from the server alone, with no console error, and runs one', async () => {
     // With a key: the page and the document stay open.
     const { url } = await serveFake({ securityKey: 'sesame' });
-    const page = await context.newPage();
-    const errors: string[] = [];
-    const requests: string[] = [];
-    page.on('console', (message) => {
-      if (message.type() === 'error') errors.push(message.text());
-    });
-    page.on('pageerror', (error) => errors.push(String(error)));
-    page.on('request', (request) => requests.push(request.url()));
+    const { page, errors, requests } = await openPage(context);
     try {
       const response = await page.goto(`${url}/docs`);
       expect(response?.status()).toBe(200);
