@@ -17,6 +17,7 @@ import type { InspectionEvent, Observer } from 'xstate';
 import { createInspector } from '../src/inspect/index.js';
 import { createOrchestrator, type Orchestrator } from '../src/runtime/create-orchestrator.js';
 import { createFakeModel, nextTurn } from '../src/testing/fake-model.js';
+import { collectGarbage, compareConfigurations, median } from './compare-configurations.js';
 
 const { values } = parseArgs({
   options: {
@@ -117,49 +118,14 @@ async function measure(setup: Setup): Promise<number> {
   return (used.user + used.system) / 1000;
 }
 
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-};
-// With --expose-gc, start every measurement from a collected heap: garbage left by the previous
-// configuration is not billed to the next one.
-const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
-
-const names = Object.keys(CONFIGS);
-const samples = new Map<string, number[]>(names.map((name) => [name, []]));
-// Each round's time over the same round's time with no inspector: the machine's load varies
-// between rounds much more than within one.
-const ratios = new Map<string, number[]>(names.map((name) => [name, []]));
-for (const name of names) await measure(CONFIGS[name]!()); // warm-up: JIT, module loading
-for (let round = 0; round < ROUNDS; round++) {
-  // A different order every round, so no configuration always follows the same one.
-  const order = names.map((_, i) => names[(i + round) % names.length]!);
-  const times = new Map<string, number>();
-  for (const name of order) {
-    collect();
-    times.set(name, await measure(CONFIGS[name]!()));
-  }
-  for (const name of names) {
-    samples.get(name)!.push(times.get(name)!);
-    ratios.get(name)!.push(times.get(name)! / times.get('no inspector')!);
-  }
-}
-
-console.log(`${RUNS} concurrent runs × ${CHUNKS} chunks, ${ROUNDS} rounds, Node ${process.version}\n`);
-console.log(
-  '| configuration | CPU ms per round (median, min–max) | CPU µs per chunk | vs no inspector (median of rounds) |',
-);
-console.log('|---|---:|---:|---:|');
-for (const name of names) {
-  const all = samples.get(name)!;
-  const ms = median(all);
-  const perChunk = (ms * 1000) / (RUNS * CHUNKS);
-  const ratio = median(ratios.get(name)!);
-  const overhead =
-    name === 'no inspector' ? '–' : `${ratio >= 1 ? '+' : ''}${((ratio - 1) * 100).toFixed(0)}%`;
-  const range = `${ms.toFixed(0)} (${Math.min(...all).toFixed(0)}–${Math.max(...all).toFixed(0)})`;
-  console.log(`| ${name} | ${range} | ${perChunk.toFixed(1)} | ${overhead} |`);
-}
+const samples = await compareConfigurations({
+  configs: CONFIGS,
+  baseline: 'no inspector',
+  measure,
+  runs: RUNS,
+  chunks: CHUNKS,
+  rounds: ROUNDS,
+});
 
 // The differences above are a few per cent of noisy totals. The listener's own cost is measured
 // apart: each run notice is handed to it 1 time, then 101 times (the page subscribed, so it does
@@ -193,11 +159,11 @@ let events = 0;
 await amplified(1);
 await amplified(101);
 for (let round = 0; round < ROUNDS; round++) {
-  collect();
+  collectGarbage();
   const single = await amplified(1);
   once.push(single.ms);
   events = single.events;
-  collect();
+  collectGarbage();
   many.push((await amplified(101)).ms);
 }
 const perEvent = ((median(many) - median(once)) * 1e6) / (100 * events);

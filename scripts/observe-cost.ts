@@ -20,6 +20,7 @@ import { createPrometheusMetrics, createRunTracer } from '../src/observe/index.j
 import { createOrchestrator } from '../src/runtime/create-orchestrator.js';
 import type { RunListener, RunNotice } from '../src/runtime/storage.js';
 import { createFakeModel, nextTurn } from '../src/testing/fake-model.js';
+import { collectGarbage, compareConfigurations, median } from './compare-configurations.js';
 
 const { values } = parseArgs({
   options: {
@@ -107,43 +108,14 @@ async function measure(setup: Setup): Promise<number> {
   return (used.user + used.system) / 1000;
 }
 
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-};
-const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
-
-const names = Object.keys(CONFIGS);
-const samples = new Map<string, number[]>(names.map((name) => [name, []]));
-const ratios = new Map<string, number[]>(names.map((name) => [name, []]));
-for (const name of names) await measure(CONFIGS[name]!()); // warm-up: JIT, module loading
-for (let round = 0; round < ROUNDS; round++) {
-  const order = names.map((_, i) => names[(i + round) % names.length]!);
-  const times = new Map<string, number>();
-  for (const name of order) {
-    collect();
-    times.set(name, await measure(CONFIGS[name]!()));
-  }
-  for (const name of names) {
-    samples.get(name)!.push(times.get(name)!);
-    ratios.get(name)!.push(times.get(name)! / times.get('no observer')!);
-  }
-}
-
-console.log(`${RUNS} concurrent runs × ${CHUNKS} chunks, ${ROUNDS} rounds, Node ${process.version}\n`);
-console.log(
-  '| configuration | CPU ms per round (median, min–max) | CPU µs per chunk | vs no observer (median of rounds) |',
-);
-console.log('|---|---:|---:|---:|');
-for (const name of names) {
-  const all = samples.get(name)!;
-  const ms = median(all);
-  const ratio = median(ratios.get(name)!);
-  const overhead =
-    name === 'no observer' ? '–' : `${ratio >= 1 ? '+' : ''}${((ratio - 1) * 100).toFixed(0)}%`;
-  const range = `${ms.toFixed(0)} (${Math.min(...all).toFixed(0)}–${Math.max(...all).toFixed(0)})`;
-  console.log(`| ${name} | ${range} | ${((ms * 1000) / (RUNS * CHUNKS)).toFixed(2)} | ${overhead} |`);
-}
+const samples = await compareConfigurations({
+  configs: CONFIGS,
+  baseline: 'no observer',
+  measure,
+  runs: RUNS,
+  chunks: CHUNKS,
+  rounds: ROUNDS,
+});
 
 // Each observer's own work: the notices of one run, recorded, replayed to it whole (created to
 // finished) many times. Per chunk, a run sends one `event` notice (its RunContent).
@@ -160,7 +132,7 @@ function replayCost(listener: RunListener): number {
   for (let i = 0; i < 300; i++) for (const notice of recorded) listener(notice); // warm-up: JIT
   const times: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
-    collect();
+    collectGarbage();
     const start = process.hrtime.bigint();
     for (let i = 0; i < REPLAYS; i++) for (const notice of recorded) listener(notice);
     times.push(Number(process.hrtime.bigint() - start) / (REPLAYS * CHUNKS));
