@@ -33,8 +33,8 @@ run     Streams one run of an agent to stdout; Ctrl-C cancels it. The agent is -
         first agent of the config file (story-writer-agent when it declares none).
 
 Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
-agents are served (story-writer-agent, essay-writer-agent), on OpenAI when OPENAI_API_KEY is set and
-offline otherwise.
+agents are served (story-writer-agent, essay-writer-agent, tool-demo-agent with tools), on OpenAI
+when OPENAI_API_KEY is set and offline otherwise.
 
 Runs are kept in memory unless --data-dir (RUNSTATE_DATA_DIR) keeps them on disk with PGlite, or
 --database-url (DATABASE_URL) in PostgreSQL, shared by instances that also share --redis-url
@@ -157,10 +157,14 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
     checkSecurityKey(securityKey, config.securityKey === undefined ? 'RUNSTATE_SECURITY_KEY' : 'securityKey');
   // An unreachable database or Redis stops the start here, with one line naming its host and port.
   const storage = await openStorage(storageOptionsOf(config, flags));
-  const agents = createAgents(config, {
+  // A tools module that fails to load, or lacks a tool an agent names, stops the start here.
+  const agents = await createAgents(config, {
     store: storage.store,
     cancelBus: storage.cancelBus,
     eventBus: storage.eventBus,
+  }).catch(async (error: unknown) => {
+    await storage.close();
+    throw error;
   });
   inspector.attach(agents[0]!.orchestrator);
   const runstate = createApp({
@@ -245,11 +249,17 @@ function banner(
     `  curl -sN${auth} ${base}/agents/${agent.id}/runs -F 'message=Write a long story about a lighthouse keeper' | tee ${file}`,
     'Cancel it, from another terminal:',
     `  curl -X POST${auth} ${base}/agents/${agent.id}/runs/$(grep -om1 '"run_id":"[^"]*' ${file} | cut -d'"' -f4)/cancel`,
+    ...(agents.some((a) => a.id === 'tool-demo-agent')
+      ? [
+          'Tools: the offline model calls the tools a message names (add, slow_search, publish_note):',
+          `  curl -sN${auth} ${base}/agents/tool-demo-agent/runs -F 'message=slow search for lighthouses in 10 seconds' | tee ${file}`,
+        ]
+      : []),
   ].join('\n');
 }
 
 async function run(config: RunstateConfig, message: string, agentId: string | undefined): Promise<number> {
-  const agents = createAgents(config);
+  const agents = await createAgents(config);
   const agent = agentId === undefined ? agents[0]! : agents.find((a) => a.id === agentId);
   if (!agent)
     throw new UsageError(`unknown agent '${agentId}'; agents: ${agents.map((a) => a.id).join(', ')}`, false);

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { agentIdFromName } from '../agent.js';
 import { RunstateError } from '../errors.js';
@@ -59,6 +60,11 @@ const agentSchema = z.strictObject({
   model: modelSchema.optional(),
   /** This agent's run limits, over the server's `limits`, field by field. */
   limits: limitsSchema.optional(),
+  /**
+   * Tools the model may call, by name: tools exported by the config's `toolsModule` (a tool's
+   * `name`, or the name of the export that holds it).
+   */
+  tools: z.array(z.string().min(1)).optional(),
 });
 
 /** The schema of `runstate.config.json`. Unknown keys are errors: a typo must not pass silently. */
@@ -96,12 +102,23 @@ export const configSchema = z
       .string()
       .regex(/^rediss?:\/\//, 'must be a redis:// URL')
       .optional(),
+    /**
+     * A JavaScript or TypeScript module (`./tools.js`, resolved relative to the config file) whose
+     * exports are tools made with `tool()` (or arrays of them), which agents name in `tools`.
+     */
+    toolsModule: z.string().min(1).optional(),
     /** Default: the built-in demo agents. */
     agents: z.array(agentSchema).min(1).optional(),
   })
   .superRefine((config, ctx) => {
     const seen = new Set<string>();
     config.agents?.forEach((agent, index) => {
+      if (agent.tools?.length && config.toolsModule === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['agents', index, 'tools'],
+          message: 'names tools, but the config has no toolsModule to take them from',
+        });
       const id = agent.id ?? agentIdFromName(agent.name);
       if (seen.has(id))
         ctx.addIssue({ code: 'custom', path: ['agents', index, 'id'], message: `duplicate agent id ${id}` });
@@ -130,7 +147,10 @@ export async function loadConfigFile(path: string): Promise<RunstateConfig> {
   return parseConfig(text, path);
 }
 
-/** Validates the text of a config file; `source` names it in messages. */
+/**
+ * Validates the text of a config file; `source` is its path (it names the file in messages, and a
+ * relative `toolsModule` is resolved against its directory).
+ */
 export function parseConfig(text: string, source: string): RunstateConfig {
   let json: unknown;
   try {
@@ -142,7 +162,12 @@ export function parseConfig(text: string, source: string): RunstateConfig {
     );
   }
   const result = configSchema.safeParse(json);
-  if (result.success) return result.data;
+  if (result.success) {
+    const { toolsModule } = result.data;
+    return toolsModule === undefined
+      ? result.data
+      : { ...result.data, toolsModule: resolve(dirname(source), toolsModule) };
+  }
   const lines = result.error.issues.map((issue) => {
     const path = issue.path.length > 0 ? issue.path.map(String).join('.') : '(root)';
     return `  ${path}: ${issue.message}`;

@@ -4,6 +4,8 @@ import { OfflineModel } from '../model/offline-model.js';
 import { OpenAIChat } from '../model/openai-chat.js';
 import { createOrchestrator, type OrchestratorOptions } from '../runtime/create-orchestrator.js';
 import type { AgentConfig, LimitsConfig, RunstateConfig } from './config-file.js';
+import { DEMO_TOOLS } from './demo-tools.js';
+import { loadToolsModule, pickTools, type ToolsModule } from './tools-module.js';
 
 /** The agents `runstate serve` offers when the config declares none. */
 export const DEMO_AGENTS: readonly AgentConfig[] = [
@@ -22,24 +24,53 @@ export const DEMO_AGENTS: readonly AgentConfig[] = [
     description: 'Explains a topic in a short, clear essay.',
     instructions: 'You write clear, well-structured short essays. Use plain words and concrete examples.',
   },
+  {
+    id: 'tool-demo-agent',
+    name: 'Tool Demo Agent',
+    description:
+      'Calls tools: add (quick), slow_search (takes seconds: cancel it while it runs), publish_note (waits for a confirmation).',
+    instructions: [
+      'Use the tools when the user asks for them: add adds two numbers, slow_search searches slowly,',
+      'publish_note publishes a note once a person confirms it. Then say what the tools returned.',
+    ],
+    tools: DEMO_TOOLS.map((tool) => tool.name),
+  },
 ];
+
+/** The demo agents take their tools from here. */
+const DEMO_TOOLS_MODULE: ToolsModule = {
+  source: "runstate's demo tools",
+  exports: Object.fromEntries(DEMO_TOOLS.map((tool) => [tool.name, tool])),
+};
 
 /**
  * Builds the agents of a config (the demo agents when it has none), all on one orchestrator, as a
  * server wants: one concurrency limit, one shutdown. `orchestratorOptions` adds to the config's
- * (an `inspect` observer, for one).
+ * (an `inspect` observer, for one). The tools the agents name come from the config's `toolsModule`,
+ * loaded here. Rejects with `INVALID_INPUT` (a one-line message) when that module cannot be loaded
+ * or has no tool of a name an agent gives.
  */
-export function createAgents(
+export async function createAgents(
   config: RunstateConfig = {},
   orchestratorOptions: OrchestratorOptions = {},
-): Agent[] {
+): Promise<Agent[]> {
+  const agents = config.agents ?? DEMO_AGENTS;
+  const toolsModule = config.agents
+    ? config.toolsModule === undefined
+      ? undefined
+      : await loadToolsModule(config.toolsModule)
+    : DEMO_TOOLS_MODULE;
+  // Every name is checked before an orchestrator exists: a bad config starts nothing.
+  const tools = agents.map((agent, index) =>
+    agent.tools?.length && toolsModule ? pickTools(toolsModule, agent.tools, `agents.${index}.tools`) : [],
+  );
   const orchestrator = createOrchestrator({
     maxConcurrentRuns: config.maxConcurrentRuns,
     limits: config.limits,
     ...orchestratorOptions,
   });
-  return (config.agents ?? DEMO_AGENTS).map(
-    (agent) =>
+  return agents.map(
+    (agent, index) =>
       new Agent({
         id: agent.id,
         name: agent.name,
@@ -48,6 +79,7 @@ export function createAgents(
         model: createModel(agent.model),
         // A run's limits replace the orchestrator's key by key: merge the retry policy here.
         limits: agent.limits && mergeLimits(config.limits, agent.limits),
+        tools: tools[index],
         orchestrator,
       }),
   );

@@ -37,7 +37,7 @@ describe('run limits in the config file', () => {
       }),
       'test.json',
     );
-    const [serverLimits, ownRetries, impatient] = createAgents(config);
+    const [serverLimits, ownRetries, impatient] = await createAgents(config);
 
     expect(await serverLimits!.run('hi')).toMatchObject({ status: 'failed' });
     expect(requests.get('server')).toBe(2);

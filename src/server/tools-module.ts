@@ -1,0 +1,74 @@
+import { pathToFileURL } from 'node:url';
+import { RunstateError } from '../errors.js';
+import type { Tool } from '../tools/tool.js';
+
+/** A module whose exports are tools (or arrays of tools), and where it came from. */
+export interface ToolsModule {
+  /** Names the module in messages. */
+  source: string;
+  exports: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Imports a config's `toolsModule` (an absolute path). A module that cannot be loaded (missing, a
+ * syntax error, a throw at import) is `INVALID_INPUT` with a one-line message: the CLI reports it as
+ * a bad config, without a stack trace.
+ */
+export async function loadToolsModule(path: string): Promise<ToolsModule> {
+  try {
+    const exports = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+    return { source: path, exports };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    // Loaders put a code frame or a require stack after the first line: one line is enough here.
+    const firstLine = message.split('\n').find((line) => line.trim() !== '') ?? 'unknown error';
+    throw new RunstateError('INVALID_INPUT', `cannot load the tools module ${path}: ${firstLine.trim()}`, {
+      cause: error,
+    });
+  }
+}
+
+/**
+ * A tool as `tool()` makes it. Checked by shape, not by identity: a tools module may import
+ * `runstate` from another copy (its build where the CLI runs from the sources, or the reverse).
+ */
+function isTool(value: unknown): value is Tool {
+  if (typeof value !== 'object' || value === null) return false;
+  const candidate = value as Partial<Tool>;
+  return (
+    typeof candidate.name === 'string' &&
+    typeof candidate.execute === 'function' &&
+    typeof candidate.definition === 'object' &&
+    candidate.definition !== null &&
+    typeof candidate.parameters?.safeParse === 'function'
+  );
+}
+
+/**
+ * The tools `names` ask for: each is a tool's `name`, or the name of an export that is a tool.
+ * Throws `INVALID_INPUT` (naming `where`, the config field) for a name no tool has, or an export
+ * that is not a tool.
+ */
+export function pickTools(module: ToolsModule, names: readonly string[], where: string): Tool[] {
+  const byName = new Map<string, Tool>();
+  for (const value of Object.values(module.exports)) {
+    for (const item of Array.isArray(value) ? (value as unknown[]) : [value]) {
+      if (isTool(item) && !byName.has(item.name)) byName.set(item.name, item);
+    }
+  }
+  return names.map((name) => {
+    const found = byName.get(name) ?? module.exports[name];
+    if (isTool(found)) return found;
+    if (found !== undefined) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `${where}: the export '${name}' of ${module.source} is not a tool (make it with tool() from runstate)`,
+      );
+    }
+    const known = [...byName.keys()];
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `${where}: no tool named '${name}' in ${module.source} (${known.length > 0 ? `its tools: ${known.join(', ')}` : 'it exports no tools'})`,
+    );
+  });
+}

@@ -1,0 +1,117 @@
+/**
+ * Tools in the config file: `toolsModule` (resolved relative to the config file) exports tools made
+ * with `tool()`, and each agent's `tools` names the ones it may call. A module that does not load,
+ * a name it has no tool for, or an export that is no tool stops the start with one line, exit 2.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { RunEvent } from '../../src/index.js';
+import { parseConfig } from '../../src/server/config-file.js';
+import { createAgents } from '../../src/server/create-agents.js';
+import { checkRunEvents } from '../../src/testing/index.js';
+import { postRun } from '../support/app.js';
+import { spawnCli } from '../support/cli-process.js';
+import { parseSse } from '../support/sse.js';
+
+const dirs: string[] = [];
+afterEach(() => Promise.all(dirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true }))));
+
+/** A config file and a tools module side by side in a new directory; returns the config's path. */
+async function configWithModule(module: string, toolNames: string[], file = 'tools.mjs'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'runstate-tools-'));
+  dirs.push(dir);
+  await writeFile(join(dir, file), module);
+  const config = { toolsModule: `./${file}`, agents: [{ name: 'Tool User', tools: toolNames }] };
+  const path = join(dir, 'runstate.config.json');
+  await writeFile(path, JSON.stringify(config));
+  return path;
+}
+
+/** createAgents' refusal of a config, as the CLI would print it. */
+async function refusal(path: string, text: string): Promise<string> {
+  const error = await createAgents(parseConfig(text, path)).then(
+    () => expect.fail('the config was accepted'),
+    (error: unknown) => error as Error & { code?: string },
+  );
+  expect(error.code).toBe('INVALID_INPUT');
+  expect(error.message).not.toContain('\n');
+  return error.message;
+}
+
+describe('tools named in the config file', () => {
+  it('serves the agent of examples/config-tools with the tools it names, through npm start', async () => {
+    const run = spawnCli(
+      ['start', '--', '--port', '0', '--config', 'examples/config-tools/runstate.config.json'],
+      {},
+      ['npm'],
+    );
+    const url = await run.listening();
+    const agents = (await (await fetch(`${url}/agents`)).json()) as Array<{ id: string }>;
+    expect(agents.map((agent) => agent.id)).toEqual(['text-tools-agent']);
+
+    const response = await postRun(`${url}/agents/text-tools-agent`, {
+      message: 'word count and reverse text "one two three"',
+    });
+    const events = parseSse(await response.text()).map((message) => JSON.parse(message.data) as RunEvent);
+    checkRunEvents(events, 'completed');
+    const results = events.flatMap((e) =>
+      e.event === 'ToolCallCompleted' ? [[e.tool.tool_name, e.tool.result]] : [],
+    );
+    expect(results).toEqual([
+      ['word_count', '{"words":3}'],
+      ['reverse_text', 'eerht owt eno'],
+    ]);
+    run.child.kill('SIGTERM');
+    expect(await run.exit).toBe(0);
+  });
+
+  it('refuses a tools module that does not load: one line, exit 2, no stack trace', async () => {
+    const path = await configWithModule('export const broken = ;\n', ['broken']);
+    const run = spawnCli(['serve', '--port', '0', '--config', path]);
+    expect(await run.exit).toBe(2);
+    const { stderr, stdout } = run.output();
+    expect(stderr).toMatch(/^runstate: cannot load the tools module \S+tools\.mjs: .+\n$/);
+    expect(stdout).not.toContain('listening');
+  });
+
+  it('names a tool by its name or by its export, and takes arrays of tools', async () => {
+    const source = new URL('../../src/index.ts', import.meta.url).href;
+    const zod = new URL('../../node_modules/zod/index.js', import.meta.url).href;
+    const module = [
+      `import { tool } from ${JSON.stringify(source)};`,
+      `import { z } from ${JSON.stringify(zod)};`,
+      `const make = (name) => tool({ name, description: name, parameters: z.object({}), execute: () => name });`,
+      `export const greeter = make('greet');`,
+      `export default [make('wave'), make('nod')];`,
+    ].join('\n');
+    const path = await configWithModule(module, ['greet', 'nod', 'greeter']);
+    const [agent] = await createAgents(parseConfig(await readFile(path, 'utf8'), path));
+    expect(agent!.tools.map((tool) => tool.name)).toEqual(['greet', 'nod', 'greet']);
+    await agent!.orchestrator.shutdown();
+  });
+
+  it('refuses an unknown tool name, naming the tools the module has', async () => {
+    const path = await configWithModule('export const helper = () => 1;\n', ['get_weather']);
+    expect(await refusal(path, await readFile(path, 'utf8'))).toBe(
+      `agents.0.tools: no tool named 'get_weather' in ${path.replace('runstate.config.json', 'tools.mjs')} (it exports no tools)`,
+    );
+  });
+
+  it('refuses an export that is not a tool', async () => {
+    const path = await configWithModule('export const helper = () => 1;\n', ['helper']);
+    expect(await refusal(path, await readFile(path, 'utf8'))).toMatch(
+      /^agents\.0\.tools: the export 'helper' of \S+tools\.mjs is not a tool \(make it with tool\(\) from runstate\)$/,
+    );
+  });
+
+  it('refuses a module that is not there, and tools without a toolsModule', async () => {
+    const path = await configWithModule('', ['x']);
+    const missing = JSON.stringify({ toolsModule: './nope.js', agents: [{ name: 'A', tools: ['x'] }] });
+    expect(await refusal(path, missing)).toMatch(/^cannot load the tools module \S+nope\.js: /);
+    expect(() => parseConfig(JSON.stringify({ agents: [{ name: 'A', tools: ['x'] }] }), path)).toThrow(
+      /agents\.0\.tools: names tools, but the config has no toolsModule/,
+    );
+  });
+});
