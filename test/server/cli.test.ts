@@ -63,7 +63,9 @@ describe('runstate serve', () => {
     expect(run.output().stdout).toContain(`curl -sN ${url}/agents/story-writer-agent/runs`);
     expect(run.output().stdout).toContain(`curl -X POST ${url}/agents/story-writer-agent/runs/$(`);
     expect(run.output().stdout).toContain(`inspector: ${url}/inspect`);
-    expect(run.output().stdout).toContain(`curl -sN ${url}/agents/tool-demo-agent/runs -F 'message=slow search`);
+    expect(run.output().stdout).toContain(
+      `curl -sN ${url}/agents/tool-demo-agent/runs -F 'message=slow search`,
+    );
 
     const agents = (await (await fetch(`${url}/agents`)).json()) as Array<{ id: string; name: string }>;
     expect(agents).toContainEqual(
