@@ -37,7 +37,7 @@ const { values } = parseArgs({
 // A run's context holds all its content: keep it out of what is serialised for Stately's UI, which
 // copies the whole snapshot on every event (a long run would be quadratic). Child actors have none.
 const sanitizeContext = (context: Record<string, unknown> | undefined) => {
-  const { content, now: _now, random: _random, ...rest } = context ?? {};
+  const { content, ...rest } = context ?? {};
   return { ...rest, contentLength: typeof content === 'string' ? content.length : 0 };
 };
 

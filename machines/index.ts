@@ -1,11 +1,14 @@
 export * from './run-types.js';
 export {
   runMachine,
+  withRunClock,
+  SYSTEM_CLOCK,
   runStatusOf,
   isFinalStatus,
   DEFAULT_RUN_LIMITS,
   type RunMachineEvent,
   type RunMachineInput,
+  type RunClock,
   type RunMachineContext,
   type RunContentEmitted,
   type ModelServiceInput,

@@ -1,4 +1,4 @@
-import { assign, emit, enqueueActions, fromCallback, not, raise, setup, type SnapshotFrom } from 'xstate';
+import { assign, emit, fromCallback, not, raise, setup, type SnapshotFrom } from 'xstate';
 import type {
   CancelReason,
   CheckedToolCall,
@@ -92,11 +92,22 @@ export interface RunMachineInput {
   maxToolRounds?: number | undefined;
   /** A run paused for a person longer than this fails with `RUN_TIMEOUT`. */
   pauseTimeoutMs?: number | undefined;
-  /** Clock in milliseconds; injected so that tests and replays are deterministic. */
-  now?: (() => number) | undefined;
-  /** Random source in [0, 1) for retry jitter. */
-  random?: (() => number) | undefined;
 }
+
+/**
+ * Where a run machine reads the time and its randomness. Part of the machine's implementations
+ * (see {@link withRunClock}), never of its context: a context is plain data, so that a run's
+ * snapshot can be stored and restored in another process.
+ */
+export interface RunClock {
+  /** Milliseconds since the epoch. */
+  now: () => number;
+  /** A number in [0, 1), for retry jitter. */
+  random: () => number;
+}
+
+/** The clock of {@link runMachine}: `Date.now` and `Math.random`. */
+export const SYSTEM_CLOCK: RunClock = { now: () => Date.now(), random: () => Math.random() };
 
 export interface RunMachineContext {
   runId: string;
@@ -129,8 +140,8 @@ export interface RunMachineContext {
   transcript: TranscriptMessage[];
   /** Where the current model turn began, in `content`, `chunkCount` and `attempt`. */
   turn: { content: number; chunks: number; attempt: number };
-  now: () => number;
-  random: () => number;
+  /** When the run reached its final state; `null` before. */
+  endedAt: number | null;
 }
 
 /** Defaults of a run's limits. */
@@ -180,16 +191,16 @@ export function retryPolicy(
   };
 }
 
-function retryDelay(context: RunMachineContext, error: RunErrorData): number {
+function retryDelay(context: RunMachineContext, error: RunErrorData, random: () => number): number {
   if (error.retryAfterMs !== undefined) return error.retryAfterMs;
   const { baseDelayMs, maxDelayMs } = context.retry;
   const backoff = Math.min(maxDelayMs, baseDelayMs * 2 ** (context.attempt - 1));
   // "Equal jitter": half fixed, half random, so retries of many runs do not align.
-  return backoff / 2 + (backoff / 2) * context.random();
+  return backoff / 2 + (backoff / 2) * random();
 }
 
 function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMachineOutput {
-  const end = context.now();
+  const end = context.endedAt ?? context.createdAt;
   const start = context.startedAt ?? context.createdAt;
   const usage = context.usage;
   return {
@@ -213,30 +224,7 @@ function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMac
   };
 }
 
-/**
- * The lifecycle of one agent run: `pending → streaming (⇄ paused) → completed | cancelled | failed`.
- *
- * Pure: the model service (`model`) and the tool runner (`tools`) are placeholders that the runtime
- * provides. Leaving `streaming.attempt` stops the model service, leaving `streaming.tools` stops the
- * tool runner, and both abort what they run when stopped, so a `CANCEL` closes the upstream socket,
- * or aborts every running tool, in the same tick.
- *
- * A model turn that asks for tools moves to `streaming.tools`, which runs them and goes back to
- * `streaming.attempt` with the results for the next turn. When one of the calls needs a person's
- * confirmation, the run waits in the top-level `paused` state first, until `CONTINUE` (or `CANCEL`,
- * or its time limit).
- *
- * @example
- * ```ts
- * const actor = createActor(runMachine.provide({ actors: { model: myModelService } }), {
- *   input: { runId: 'r1' },
- * }).start();
- * actor.send({ type: 'START' });
- * actor.send({ type: 'CANCEL', reason: 'code' });
- * actor.getSnapshot().value; // 'cancelled'
- * ```
- */
-export const runMachine = setup({
+const runSetup = setup({
   types: {
     context: {} as RunMachineContext,
     events: {} as RunMachineEvent,
@@ -316,34 +304,6 @@ export const runMachine = setup({
         retryable: false,
       }),
     }),
-    // A new round: its calls are recorded; those that cannot run are over (and reported) at once.
-    startRound: enqueueActions(({ context, event, enqueue }) => {
-      const calls = toolCallsOf(event);
-      const added = newExecutions(calls, context.now());
-      enqueue.assign({
-        round: calls,
-        tools: [...context.tools, ...added],
-        toolRounds: context.toolRounds + 1,
-      });
-      for (const tool of added) if (!isOpen(tool)) enqueue.emit({ type: 'tool_completed', tool });
-    }),
-    toolStarted: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'TOOL_STARTED') return;
-      const tools = updateExecution(context.tools, event.toolCallId, (tool) => started(tool, context.now()));
-      enqueue.assign({ tools });
-      const tool = tools.find((t) => t.tool_call_id === event.toolCallId);
-      if (tool) enqueue.emit({ type: 'tool_started', tool });
-    }),
-    toolDone: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'TOOL_DONE') return;
-      const id = event.toolCallId;
-      const tools = updateExecution(context.tools, id, (tool) =>
-        isOpen(tool) ? finished(tool, event.result, event.error, context.now()) : tool,
-      );
-      enqueue.assign({ tools });
-      const tool = tools.find((t) => t.tool_call_id === id);
-      if (tool) enqueue.emit({ type: 'tool_completed', tool });
-    }),
     // The round's results go to the model in its next turn, which starts afresh (attempts, retries).
     endRound: assign(({ context }) => ({
       transcript: [
@@ -357,17 +317,6 @@ export const runMachine = setup({
       type: 'paused' as const,
       tools: context.tools.filter((tool) => tool.status === 'awaiting_confirmation'),
     })),
-    continueRound: enqueueActions(({ context, event, enqueue }) => {
-      if (event.type !== 'CONTINUE') return;
-      const before = context.tools;
-      const tools = confirm(before, event.tools, context.now());
-      enqueue.assign({ tools });
-      const answered = tools.filter((tool, i) => tool !== before[i]);
-      enqueue.emit({ type: 'continued', tools: answered });
-      for (const tool of answered)
-        if (tool.status === 'rejected') enqueue.emit({ type: 'tool_completed', tool });
-    }),
-    closeTools: assign({ tools: ({ context }) => closeOpen(context.tools, context.now()) }),
     appendChunk: assign(({ context, event }) => {
       if (event.type !== 'CHUNK') return {};
       const { delta, reasoning } = event;
@@ -384,30 +333,105 @@ export const runMachine = setup({
       delta: event.type === 'CHUNK' ? event.delta : '',
       reasoning: (event.type === 'CHUNK' && event.reasoning) || '',
     })),
-    // The run's first chunk, not the turn's: time to first token is the run's.
-    recordFirstChunk: assign({ firstChunkAt: ({ context }) => context.firstChunkAt ?? context.now() }),
     recordDone: assign(({ context, event }) =>
       event.type === 'DONE'
         ? { finishReason: event.finishReason, usage: addUsage(context.usage, event.usage) }
         : {},
     ),
-    scheduleRetry: assign({
-      retryDelayMs: ({ context, event }) => (event.type === 'ERROR' ? retryDelay(context, event.error) : 0),
-      error: ({ event }) => (event.type === 'ERROR' ? event.error : null),
-    }),
     idleTimeout: raise({ type: 'TIMEOUT', limit: 'idle' }),
   },
-}).createMachine({
+});
+
+/** The actions that read the clock: provided again by {@link withRunClock}. */
+function clockActions(clock: RunClock) {
+  return {
+    recordCreated: runSetup.assign({ createdAt: () => clock.now() }),
+    // Entered again after a pause: the run started the first time.
+    recordStart: runSetup.assign({ startedAt: ({ context }) => context.startedAt ?? clock.now() }),
+    recordEnd: runSetup.assign({ endedAt: () => clock.now() }),
+    // A new round: its calls are recorded; those that cannot run are over (and reported) at once.
+    startRound: runSetup.enqueueActions(({ context, event, enqueue }) => {
+      const calls = toolCallsOf(event);
+      const added = newExecutions(calls, clock.now());
+      enqueue.assign({
+        round: calls,
+        tools: [...context.tools, ...added],
+        toolRounds: context.toolRounds + 1,
+      });
+      for (const tool of added) if (!isOpen(tool)) enqueue.emit({ type: 'tool_completed', tool });
+    }),
+    toolStarted: runSetup.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'TOOL_STARTED') return;
+      const tools = updateExecution(context.tools, event.toolCallId, (tool) => started(tool, clock.now()));
+      enqueue.assign({ tools });
+      const tool = tools.find((t) => t.tool_call_id === event.toolCallId);
+      if (tool) enqueue.emit({ type: 'tool_started', tool });
+    }),
+    toolDone: runSetup.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'TOOL_DONE') return;
+      const id = event.toolCallId;
+      const tools = updateExecution(context.tools, id, (tool) =>
+        isOpen(tool) ? finished(tool, event.result, event.error, clock.now()) : tool,
+      );
+      enqueue.assign({ tools });
+      const tool = tools.find((t) => t.tool_call_id === id);
+      if (tool) enqueue.emit({ type: 'tool_completed', tool });
+    }),
+    continueRound: runSetup.enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'CONTINUE') return;
+      const before = context.tools;
+      const tools = confirm(before, event.tools, clock.now());
+      enqueue.assign({ tools });
+      const answered = tools.filter((tool, i) => tool !== before[i]);
+      enqueue.emit({ type: 'continued', tools: answered });
+      for (const tool of answered)
+        if (tool.status === 'rejected') enqueue.emit({ type: 'tool_completed', tool });
+    }),
+    closeTools: runSetup.assign({ tools: ({ context }) => closeOpen(context.tools, clock.now()) }),
+    // The run's first chunk, not the turn's: time to first token is the run's.
+    recordFirstChunk: runSetup.assign({ firstChunkAt: ({ context }) => context.firstChunkAt ?? clock.now() }),
+    scheduleRetry: runSetup.assign({
+      retryDelayMs: ({ context, event }) =>
+        event.type === 'ERROR' ? retryDelay(context, event.error, clock.random) : 0,
+      error: ({ event }) => (event.type === 'ERROR' ? event.error : null),
+    }),
+  };
+}
+
+/**
+ * The lifecycle of one agent run: `pending → streaming (⇄ paused) → completed | cancelled | failed`.
+ *
+ * Pure: the model service (`model`) and the tool runner (`tools`) are placeholders that the runtime
+ * provides. Leaving `streaming.attempt` stops the model service, leaving `streaming.tools` stops the
+ * tool runner, and both abort what they run when stopped, so a `CANCEL` closes the upstream socket,
+ * or aborts every running tool, in the same tick.
+ *
+ * A model turn that asks for tools moves to `streaming.tools`, which runs them and goes back to
+ * `streaming.attempt` with the results for the next turn. When one of the calls needs a person's
+ * confirmation, the run waits in the top-level `paused` state first, until `CONTINUE` (or `CANCEL`,
+ * or its time limit).
+ *
+ * @example
+ * ```ts
+ * const actor = createActor(runMachine.provide({ actors: { model: myModelService } }), {
+ *   input: { runId: 'r1' },
+ * }).start();
+ * actor.send({ type: 'START' });
+ * actor.send({ type: 'CANCEL', reason: 'code' });
+ * actor.getSnapshot().value; // 'cancelled'
+ * ```
+ */
+export const runMachine = runSetup.extend({ actions: clockActions(SYSTEM_CLOCK) }).createMachine({
   id: 'run',
   context: ({ input }) => {
-    const now = input.now ?? Date.now;
     return {
       runId: input.runId,
       content: '',
       reasoning: '',
       chunkCount: 0,
       attempt: 0,
-      createdAt: now(),
+      // Set by `recordCreated`, the root's entry: the clock is an implementation, not input.
+      createdAt: 0,
       startedAt: null,
       firstChunkAt: null,
       usage: null,
@@ -425,10 +449,10 @@ export const runMachine = setup({
       pauseTimeoutMs: input.pauseTimeoutMs ?? DEFAULT_RUN_LIMITS.pauseTimeoutMs,
       transcript: [],
       turn: { content: 0, chunks: 0, attempt: 0 },
-      now,
-      random: input.random ?? Math.random,
+      endedAt: null,
     };
   },
+  entry: 'recordCreated',
   initial: 'pending',
   states: {
     pending: {
@@ -438,8 +462,7 @@ export const runMachine = setup({
       },
     },
     streaming: {
-      // Entered again after a pause: the run started the first time.
-      entry: assign({ startedAt: ({ context }) => context.startedAt ?? context.now() }),
+      entry: 'recordStart',
       after: { runTimeout: { actions: raise({ type: 'TIMEOUT', limit: 'total' }) } },
       on: {
         CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
@@ -554,13 +577,34 @@ export const runMachine = setup({
         CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
       },
     },
-    completed: { type: 'final', output: ({ context }) => finalOutput('completed', context) },
-    cancelled: { type: 'final', output: ({ context }) => finalOutput('cancelled', context) },
-    failed: { type: 'final', output: ({ context }) => finalOutput('failed', context) },
+    completed: {
+      type: 'final',
+      entry: 'recordEnd',
+      output: ({ context }) => finalOutput('completed', context),
+    },
+    cancelled: {
+      type: 'final',
+      entry: 'recordEnd',
+      output: ({ context }) => finalOutput('cancelled', context),
+    },
+    failed: { type: 'final', entry: 'recordEnd', output: ({ context }) => finalOutput('failed', context) },
   },
   // The machine's output is the output of the final state it reached.
   output: ({ event }) => event.output as RunMachineOutput,
 });
+
+/**
+ * The run machine reading the time and randomness from `clock`: what an orchestrator (or a test)
+ * injects. `machine` is {@link runMachine} or one made from it with `provide`.
+ *
+ * @example
+ * ```ts
+ * const machine = withRunClock(runMachine, { now: () => fakeNow, random: () => 0.5 });
+ * ```
+ */
+export function withRunClock(machine: typeof runMachine, clock: RunClock): typeof runMachine {
+  return machine.provide({ actions: clockActions(clock) });
+}
 
 /** A snapshot of a run actor. */
 export type RunSnapshot = SnapshotFrom<typeof runMachine>;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
-import { runMachine, type RunMachineInput } from '../../machines/run.machine.js';
+import { runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
 import type { CancelReason, ToolConfirmation } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
@@ -222,7 +222,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     onError: (error, runId) =>
       console.error(`runstate: the run store refused a write of run ${runId}`, error),
   });
-  const machine = runMachine.provide({
+  const machine = withRunClock(runMachine, { now, random }).provide({
     actors: {
       model: createModelService((runId) => registry.get(runId)?.call),
       tools: createToolRunner((runId) => registry.get(runId)?.toolRun),
@@ -309,7 +309,6 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       notify,
       onFinal,
       now,
-      random,
     });
     registry.add(run);
     notify({ type: 'created', run: record });

@@ -59,8 +59,8 @@ export interface LiveRunOptions {
    * promise it returns does (the final record stored). It must not reject.
    */
   onFinal: (run: LiveRun) => Promise<void>;
+  /** The time of wire events; the machine has its own clock (`withRunClock`). */
   now: () => number;
-  random: () => number;
 }
 
 /** A run this process owns: its actor (the only writer of its state), its live event log, its writer. */
@@ -112,7 +112,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   };
   const { maxConcurrentTools, ...limits } = options.limits;
   const actor = createActor(options.machine, {
-    input: { runId, ...limits, now, random: options.random },
+    input: { runId, ...limits },
     inspect: options.captureCauses ? inspect : user,
   });
   const log = new MemoryEventLog();

@@ -11,6 +11,7 @@ import {
   retryPolicy,
   runMachine,
   runStatusOf,
+  withRunClock,
   type RunMachineEvent,
   type RunMachineInput,
   type RunSnapshot,
@@ -223,8 +224,9 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pa
 export function getLifecyclePaths(options: LifecyclePathsOptions = {}): LifecyclePath[] {
   const machine = options.machine ?? runMachine;
   const { limits, random, events } = lifecycleSetup(options);
-  const paths = simplePathsToFinalStates(machine, {
-    input: { runId: 'run', ...limits, now: () => 0, random },
+  // A clock that stands still: a path's states do not differ by when it was explored.
+  const paths = simplePathsToFinalStates(withRunClock(machine, { now: () => 0, random }), {
+    input: { runId: 'run', ...limits },
     events,
   }).map((events) => replayWithFeasibleLimits(machine, events, limits, random));
   return uniqueNames(paths);
@@ -408,7 +410,8 @@ function replay(
 ): Replay {
   let now = 0;
   const timers = new Map<string, Timer>();
-  let [snapshot, actions] = initialTransition(machine, { runId: 'run', ...limits, now: () => now, random });
+  const clocked = withRunClock(machine, { now: () => now, random });
+  let [snapshot, actions] = initialTransition(clocked, { runId: 'run', ...limits });
   applyActions(actions, timers, now);
   const steps: LifecycleStep[] = [];
   let modelRequests = 0;
@@ -427,7 +430,7 @@ function replay(
     } else {
       action = toAction(event);
     }
-    [snapshot, actions] = transition(machine, snapshot, event as RunMachineEvent);
+    [snapshot, actions] = transition(clocked, snapshot, event as RunMachineEvent);
     const effects = applyActions(actions, timers, now);
     if (effects.requestsModel) modelRequests++;
     const modelEnded =

@@ -15,7 +15,12 @@ import {
   type InspectionEvent,
 } from 'xstate';
 import type { ToolRunnerInput } from '../../machines/run-types.js';
-import { runMachine, type ModelServiceInput, type RunMachineEvent } from '../../machines/run.machine.js';
+import {
+  runMachine,
+  withRunClock,
+  type ModelServiceInput,
+  type RunMachineEvent,
+} from '../../machines/run.machine.js';
 import { getLifecycleEvents, getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
 import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from '../support/runs.js';
 
@@ -63,8 +68,9 @@ function replayOnActor(path: LifecyclePath) {
     if (event.type !== '@xstate.microstep' || event.actorRef !== actor) return;
     for (const transition of event._transitions) transitions.add(transitionKey(transition));
   };
-  const actor = createActor(runMachine.provide({ actors: { model, tools } }), {
-    input: { runId: 'run', ...path.limits, now: () => clock.now(), random: RANDOM },
+  const machine = withRunClock(runMachine, { now: () => clock.now(), random: RANDOM });
+  const actor = createActor(machine.provide({ actors: { model, tools } }), {
+    input: { runId: 'run', ...path.limits },
     clock,
     inspect,
   });
@@ -247,8 +253,8 @@ describe('the test model covers the machine, no more and no less', () => {
     const defaults = getLifecyclePaths();
     // The same traversal, with the same event variants, through xstate's own simple-path search.
     const byEvents = new Map(defaults.map((path) => [JSON.stringify(path.steps.map((s) => s.event)), path]));
-    const simple = getSimplePaths(runMachine, {
-      input: { runId: 'run', ...defaults[0]!.limits, now: () => 0, random: () => 0.5 },
+    const simple = getSimplePaths(withRunClock(runMachine, { now: () => 0, random: () => 0.5 }), {
+      input: { runId: 'run', ...defaults[0]!.limits },
       events: getLifecycleEvents(),
       toState: (snapshot) => snapshot.status === 'done',
     });

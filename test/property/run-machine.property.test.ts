@@ -12,6 +12,7 @@ import {
   isFinalStatus,
   runMachine,
   runStatusOf,
+  withRunClock,
   type RunMachineEvent,
   type RunSnapshot,
 } from '../../machines/run.machine.js';
@@ -201,12 +202,8 @@ describe('run machine against a reference model', () => {
           let now = 1_000;
           const createdAt = now;
           let endedAt = now;
-          let [snapshot] = initialTransition(runMachine, {
-            runId: 'r',
-            retry,
-            now: () => now,
-            random: () => random,
-          });
+          const machine = withRunClock(runMachine, { now: () => now, random: () => random });
+          let [snapshot] = initialTransition(machine, { runId: 'r', retry });
           let ref: Ref = {
             state: 'pending',
             attempt: 0,
@@ -229,7 +226,7 @@ describe('run machine against a reference model', () => {
             const before = snapshot;
             const expected = reference(ref, command, retry, random, now);
             let actions;
-            [snapshot, actions] = transition(runMachine, snapshot, event as RunMachineEvent);
+            [snapshot, actions] = transition(machine, snapshot, event as RunMachineEvent);
             const emitted = (actions as { type: string; params: unknown }[])
               .filter((action) => action.type === 'xstate.emit')
               .map((action) => (action.params as { event: { delta: string; reasoning: string } }).event);
@@ -287,19 +284,16 @@ describe('run machine against a reference model', () => {
     fc.assert(
       fc.property(fc.nat(60_000), fc.integer({ min: -1, max: 1 }), (maxRetryAfterMs, offset) => {
         const retryAfterMs = Math.max(0, maxRetryAfterMs + offset);
-        let [snapshot] = initialTransition(runMachine, {
-          runId: 'r',
-          retry: { maxRetryAfterMs },
-          now: () => 0,
-        });
-        [snapshot] = transition(runMachine, snapshot, { type: 'START' });
+        const machine = withRunClock(runMachine, { now: () => 0, random: Math.random });
+        let [snapshot] = initialTransition(machine, { runId: 'r', retry: { maxRetryAfterMs } });
+        [snapshot] = transition(machine, snapshot, { type: 'START' });
         const error = {
           code: 'MODEL_REQUEST_FAILED' as const,
           message: '429',
           retryable: true,
           retryAfterMs,
         };
-        [snapshot] = transition(runMachine, snapshot, { type: 'ERROR', error });
+        [snapshot] = transition(machine, snapshot, { type: 'ERROR', error });
         expect(snapshot.value).toEqual(
           retryAfterMs <= maxRetryAfterMs ? { streaming: 'retrying' } : 'failed',
         );
