@@ -27,8 +27,10 @@ export interface Client {
 /** What every client is given. */
 export interface ClientOptions {
   upstreamURL: string;
-  /** The runstate server (HTTP client only); its agents are named after the workloads. */
+  /** The runstate server (HTTP clients only); its agents are named after the workloads. */
   serverURL?: string;
+  /** Where cancels go, when not to `serverURL`: another instance sharing its storage (`http-pg`). */
+  cancelServerURL?: string;
   workloads: Workloads;
 }
 
@@ -165,7 +167,7 @@ function outcomeOf(event: string | undefined, status: unknown, content: string, 
  * the cancel route. A minimal SSE reader (one `data:` line per frame, which the server sends): the
  * server is what is measured here.
  */
-function httpClient({ serverURL }: ClientOptions): Client {
+function httpClient({ serverURL, cancelServerURL = serverURL }: ClientOptions): Client {
   if (!serverURL) throw new Error('the HTTP client needs serverURL');
   return {
     async run(workload, tag, onContent) {
@@ -178,7 +180,7 @@ function httpClient({ serverURL }: ClientOptions): Client {
       let cancelling: Promise<Response> | undefined;
       let runId = '';
       const cancel = () =>
-        void (cancelling ??= fetch(`${serverURL}/agents/${workload}/runs/${runId}/cancel`, {
+        void (cancelling ??= fetch(`${cancelServerURL}/agents/${workload}/runs/${runId}/cancel`, {
           method: 'POST',
         }));
       let content = '';
@@ -218,6 +220,7 @@ export const CLIENTS: Record<Kind, (options: ClientOptions) => Client> = {
   lean: leanClient,
   library: libraryClient,
   http: httpClient,
+  'http-pg': httpClient,
 };
 
 /** Runs a stream and cancels it at its first content; times taken on the shared monotonic clock. */

@@ -3,8 +3,10 @@ import { parseArgs } from 'node:util';
 /**
  * The clients compared. `raw` (the openai SDK called by hand) is the reference of every ratio;
  * `lean` (fetch, an SSE parser and `JSON.parse`) shows the floor a client in JavaScript can reach.
+ * `http-pg` is `http` on durable storage: two instances sharing PostgreSQL and Redis, the runs on one
+ * (whose CPU is measured), cancels sent to the other (see `bench/shared-storage.ts`).
  */
-export const KINDS = ['raw', 'lean', 'library', 'http'] as const;
+export const KINDS = ['raw', 'lean', 'library', 'http', 'http-pg'] as const;
 export type Kind = (typeof KINDS)[number];
 
 export const KIND_LABELS: Record<Kind, string> = {
@@ -12,6 +14,7 @@ export const KIND_LABELS: Record<Kind, string> = {
   lean: 'lean client (fetch + SSE parser)',
   library: 'runstate library',
   http: 'runstate over HTTP',
+  'http-pg': 'runstate over HTTP, PostgreSQL + Redis, 2 instances ²',
 };
 
 export const SCENARIOS = ['burst', 'paced', 'cancel', 'mass'] as const;

@@ -273,7 +273,10 @@ export function formatMarkdown(report: BenchReport): string {
     `load average ${meta.loadAtStart.toFixed(1)} at the start, ${meta.loadAtEnd.toFixed(1)} at the end · ` +
     `took ${Math.round(meta.durationS)} s${meta.quick ? ' · QUICK: figures mean nothing' : ''}\n\n` +
     table(['measurement', 'client', 'median', 'range', '× raw SDK', 'goal', 'result'], lines) +
-    '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server.\n' +
+    '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server (with PostgreSQL + Redis, the instance that owns the runs).\n' +
+    (report.config.kinds.includes('http-pg')
+      ? '² the runs on one instance, stored in PostgreSQL (events written in batches), cancels sent to the other instance (through Redis).\n'
+      : '') +
     `Goals: ${report.summary.met} met, ${report.summary.missed} missed, ${report.summary.notMeasured} not measured.\n`
   );
 }

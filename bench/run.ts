@@ -16,7 +16,8 @@ import { compileForWorkers } from './compile-for-workers.js';
 import { parseBenchArgs, USAGE, workloadsOf } from './config.js';
 import { killAll, startProcess } from './processes.js';
 import { buildReport, formatComparison, formatMarkdown, type BenchReport } from './report.js';
-import { runScenario, type BenchContext, type ScenarioResult } from './scenarios.js';
+import { runScenario, stopUnit, type BenchContext, type ScenarioResult } from './scenarios.js';
+import { createSharedStorage } from './shared-storage.js';
 
 function commit(): string {
   try {
@@ -41,6 +42,13 @@ async function main(): Promise<void> {
     );
   const module = await compileForWorkers();
   const upstream = await startProcess(module(new URL('./upstream-main.ts', import.meta.url)), 'upstream');
+  // The database and Redis prefix of the http-pg client's instances, dropped at the end.
+  const storage = cli.config.kinds.includes('http-pg')
+    ? await createSharedStorage().catch(async (error: unknown) => {
+        await upstream.stop();
+        throw error;
+      })
+    : undefined;
   const ctx: BenchContext = {
     config: cli.config,
     workloads: workloadsOf(cli.config),
@@ -49,13 +57,15 @@ async function main(): Promise<void> {
     profileDir: cli.profileDir,
     progress,
     shared: new Map(),
+    storage: storage?.options,
   };
   const results: ScenarioResult[] = [];
   try {
     for (const scenario of cli.config.scenarios) results.push(await runScenario(ctx, scenario));
   } finally {
-    for (const unit of ctx.shared.values()) await Promise.all([unit.client.stop(), unit.server?.stop()]);
+    for (const unit of ctx.shared.values()) await stopUnit(unit);
     await upstream.stop();
+    await storage?.drop();
   }
   const report = buildReport(results, cli.config, {
     commit: commit(),

@@ -28,6 +28,8 @@ export interface BenchContext {
   progress(message: string): void;
   /** Processes kept across scenarios when `config.fresh` is off. */
   shared: Map<Kind, Unit>;
+  /** What the `http-pg` instances share (see `bench/shared-storage.ts`); absent without that client. */
+  storage?: { databaseUrl: string; redisUrl: string; redisPrefix: string } | undefined;
 }
 
 /** A client process, with the runstate server it talks to for `http`. */
@@ -35,6 +37,13 @@ interface Unit {
   kind: Kind;
   client: BenchProcess;
   server: BenchProcess | undefined;
+  /** `http-pg`: the second instance, which cancels reach the runs through. */
+  peer?: BenchProcess | undefined;
+}
+
+/** Stops the processes of a unit. */
+export async function stopUnit(unit: Unit): Promise<void> {
+  await Promise.all([unit.client.stop(), unit.server?.stop(), unit.peer?.stop()]);
 }
 
 /** The process that holds the runs, whose CPU and memory are measured: the server, over HTTP. */
@@ -61,17 +70,28 @@ function profileDir(ctx: BenchContext, scenario: Scenario, name: string): string
 
 async function startUnit(ctx: BenchContext, scenario: Scenario, kind: Kind): Promise<Unit> {
   const upstreamURL = String(ctx.upstream.ready.url);
-  const options = { upstreamURL, workloads: ctx.workloads, serverURL: undefined as string | undefined };
+  const options = {
+    upstreamURL,
+    workloads: ctx.workloads,
+    serverURL: undefined as string | undefined,
+    cancelServerURL: undefined as string | undefined,
+  };
   let server: BenchProcess | undefined;
-  if (kind === 'http') {
-    const args = [JSON.stringify(options)];
-    server = await startProcess(
-      ctx.module(new URL('./server-main.ts', import.meta.url)),
-      'runstate server',
-      args,
-      profileDir(ctx, scenario, 'server'),
-    );
+  let peer: BenchProcess | undefined;
+  if (kind === 'http' || kind === 'http-pg') {
+    const storage = kind === 'http-pg' ? ctx.storage : undefined;
+    if (kind === 'http-pg' && !storage) throw new Error('the http-pg client needs ctx.storage');
+    const args = [JSON.stringify({ ...options, storage })];
+    const serverMain = ctx.module(new URL('./server-main.ts', import.meta.url));
+    server = await startProcess(serverMain, 'runstate server', args, profileDir(ctx, scenario, 'server'));
     options.serverURL = String(server.ready.url);
+    if (storage) {
+      peer = await startProcess(serverMain, 'runstate server 2', args).catch(async (error: unknown) => {
+        await server?.stop();
+        throw error;
+      });
+      options.cancelServerURL = String(peer.ready.url);
+    }
   }
   const entry = ctx.module(new URL('./client-main.ts', import.meta.url));
   const client = await startProcess(
@@ -80,10 +100,10 @@ async function startUnit(ctx: BenchContext, scenario: Scenario, kind: Kind): Pro
     [kind, JSON.stringify(options)],
     profileDir(ctx, scenario, kind),
   ).catch(async (error: unknown) => {
-    await server?.stop();
+    await Promise.all([server?.stop(), peer?.stop()]);
     throw error;
   });
-  return { kind, client, server };
+  return { kind, client, server, peer };
 }
 
 /** Runs `body` on a fresh unit (or the shared one when `fresh` is off), stopped after. */
@@ -102,8 +122,7 @@ async function withUnit<T>(
   try {
     return await body(unit);
   } finally {
-    await unit.client.stop();
-    await unit.server?.stop();
+    await stopUnit(unit);
   }
 }
 
