@@ -89,6 +89,16 @@ describe('examples (offline)', () => {
     expect(stdout).toContain('status: cancelled (reason: code)');
   });
 
+  it('tools_run calls a tool, cancels a slow one mid-call, and continues a paused run', async () => {
+    const { stdout } = await example('tools_run.ts');
+    expect(stdout).toContain('ToolCallCompleted  add → {"sum":5}');
+    expect(stdout).toContain('slow_search started; cancelRun → true');
+    expect(stdout).toContain("the tool's signal aborted: true");
+    expect(stdout).toContain('recorded: slow_search cancelled');
+    expect(stdout).toContain('RunPaused          publish_note {"note":"the example ran"} waits');
+    expect(stdout).toMatch(/continued {10}completed: ".*published \\"the example ran\\"/);
+  });
+
   it('session_two_turns sends the first turn with the second', async () => {
     const { stdout } = await example('session_two_turns.ts');
     expect(stdout).toContain('runs in the session: 2');
