@@ -13,6 +13,13 @@ export interface StartServerOptions {
    * stream back) before it drops their connections. Default 10 s.
    */
   graceMs?: number | undefined;
+  /**
+   * Connections the kernel queues for the server while it is busy (Linux caps it at
+   * `net.core.somaxconn`, 4096 by default). Default 4096: Node's own 511 overflows when hundreds
+   * of clients connect at once, and a connection dropped from a full queue is retried by the
+   * client's kernel only after 1, 3, 7, 15 s (or fails its connect timeout).
+   */
+  backlog?: number | undefined;
 }
 
 /** A listening runstate server. */
@@ -42,8 +49,8 @@ export async function startServer(
   runstate: RunstateApp,
   options: StartServerOptions = {},
 ): Promise<RunningServer> {
-  const { port = 7777, host = '127.0.0.1', graceMs = 10_000 } = options;
-  const server = runstate.app.listen(port, host);
+  const { port = 7777, host = '127.0.0.1', graceMs = 10_000, backlog = 4096 } = options;
+  const server = runstate.app.listen(port, host, backlog);
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error) => reject(error);
     server.once('error', onError);
