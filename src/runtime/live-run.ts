@@ -11,7 +11,7 @@ import type { ChatMessage } from '../model/chat-model.js';
 import { MemoryEventLog } from './event-log.js';
 import type { ModelCall } from './model-service.js';
 import { ReasoningPhases } from './reasoning-phases.js';
-import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
+import { isTerminalEvent, type RunEvent, type RunOutput, type RunRecord } from './run-events.js';
 import {
   activeRecord,
   outputRecord,
@@ -20,7 +20,6 @@ import {
   type EventBody,
   type RunIdentity,
 } from './run-projection.js';
-import { untilPaused } from './run-history.js';
 import type { RunNotice } from './storage.js';
 import type { RunWriter } from './store-writer.js';
 import { toolEvents } from './tool-events.js';
@@ -217,6 +216,11 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     error: (error) => finish(crashOutput(error)),
   });
 
+  // The end of a reader's stream: the terminal event, or a RunPaused that is still the run's latest.
+  const endsStream = (event: RunEvent): boolean =>
+    isTerminalEvent(event) ||
+    (event.event === 'RunPaused' && run.status() === 'paused' && log.size === event.seq);
+
   const run: LiveRun = {
     identity,
     actor,
@@ -270,7 +274,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     },
     follow(afterSeq) {
       // A stream of a paused run ends at its RunPaused, as Agno's does; a continue streams on.
-      return untilPaused(log.follow(afterSeq), (seq) => run.status() === 'paused' && log.size === seq);
+      return log.follow(afterSeq, endsStream);
     },
   };
   return run;

@@ -80,3 +80,33 @@ describe('MemoryEventLog', () => {
     );
   });
 });
+
+describe('MemoryEventLog follow with endsAfter', () => {
+  it('ends after the event endsAfter names, asked when the reader wants the next one', async () => {
+    const log = new MemoryEventLog();
+    for (let seq = 1; seq <= 3; seq++) log.append(event(seq));
+    let endAt = 2;
+    const reader = log.follow(0, (e) => e.seq === endAt);
+    expect((await reader.next()).value?.seq).toBe(1);
+    expect((await reader.next()).value?.seq).toBe(2);
+    // The reader asks after seq 2 only now: moved on meanwhile, it reads through.
+    endAt = 3;
+    expect((await reader.next()).value?.seq).toBe(3);
+    const waiting = reader.next();
+    log.append(event(4));
+    expect(await waiting).toEqual({ done: true, value: undefined });
+    expect(await reader.next()).toEqual({ done: true, value: undefined });
+  });
+
+  it('ends at return() and at the close, also while waiting', async () => {
+    const log = new MemoryEventLog();
+    log.append(event(1));
+    const left = log.follow();
+    expect((await left.next()).done).toBe(false);
+    expect(await left.return!()).toEqual({ done: true, value: undefined });
+    expect((await left.next()).done).toBe(true);
+    const waiting = log.follow(1).next();
+    log.close();
+    expect((await waiting).done).toBe(true);
+  });
+});
