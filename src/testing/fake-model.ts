@@ -32,9 +32,12 @@ export interface FakeModelCall {
   end(options?: { finishReason?: string; usage?: TokenUsage }): void;
   /**
    * Ends the turn asking for tool calls (finish reason `tool_calls`); `arguments` may be an object
-   * (sent as JSON) or the raw text a model wrote.
+   * (sent as JSON) or the raw text a model wrote. `usage` is what the turn reports.
    */
-  callTools(calls: ReadonlyArray<{ id: string; name: string; arguments?: string | object }>): void;
+  callTools(
+    calls: ReadonlyArray<{ id: string; name: string; arguments?: string | object }>,
+    options?: { usage?: TokenUsage },
+  ): void;
   /** Makes the stream throw `error`. */
   fail(error: unknown): void;
   /** Ends the stream with no `end` chunk: an incomplete stream. */
@@ -101,13 +104,13 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
       emitReasoning: (reasoning) => push({ kind: 'chunk', chunk: { type: 'delta', content: '', reasoning } }),
       end: ({ finishReason = 'stop', usage } = {}) =>
         push({ kind: 'chunk', chunk: { type: 'end', finishReason, usage } }),
-      callTools: (requested) => {
+      callTools: (requested, { usage } = {}) => {
         const toolCalls: ToolCallRequest[] = requested.map(({ id, name, arguments: args = {} }) => ({
           id,
           type: 'function',
           function: { name, arguments: typeof args === 'string' ? args : JSON.stringify(args) },
         }));
-        push({ kind: 'chunk', chunk: { type: 'end', finishReason: 'tool_calls', toolCalls } });
+        push({ kind: 'chunk', chunk: { type: 'end', finishReason: 'tool_calls', usage, toolCalls } });
       },
       fail: (error) => push({ kind: 'error', error }),
       close: () => push({ kind: 'close' }),

@@ -14,7 +14,9 @@ import {
   withRunClock,
   type RunMachineEvent,
   type RunMachineInput,
+  type RunMachineEmitted,
   type RunSnapshot,
+  type RunToolEmitted,
 } from '../../machines/run.machine.js';
 import type {
   CancelReason,
@@ -58,8 +60,16 @@ export type LifecycleAction =
    * call at once, so nothing else happens between a `callTools` (or `continue`) and this step.
    */
   | { type: 'toolStarted'; toolCallId: string }
-  /** A running tool call returns (`TOOL_DONE`). */
+  /** A running tool call returns (`TOOL_DONE`): the model is told `result`. */
   | { type: 'toolDone'; toolCallId: string; result: string }
+  /** A running tool call throws `new Error(message)` (`TOOL_DONE` with an error): the model is told `result`. */
+  | { type: 'toolThrew'; toolCallId: string; message: string; result: string }
+  /**
+   * A running tool call is still running after its tool's `timeoutMs` ({@link LifecyclePath.toolTimeoutMs}):
+   * time passes `ms` more, the runtime aborts the call's signal and tells the model `result` (`TOOL_DONE`
+   * with an error). Like `wait`, advance the (fake) clock by `ms`.
+   */
+  | { type: 'toolTimeout'; toolCallId: string; ms: number; result: string }
   /** A person answers the paused calls (`CONTINUE`). */
   | { type: 'continue'; tools: ToolConfirmation[] };
 
@@ -76,6 +86,12 @@ export interface LifecycleStep {
   content: string;
   /** Deltas the run publishes at this step (one `RunContent` event each). */
   emitted: string[];
+  /**
+   * What the machine says of tool calls and pauses at this step, in order (the runtime publishes
+   * them as `ToolCallStarted`, `ToolCallCompleted` and `ToolCallError`, `RunPaused`, `RunContinued`).
+   * The times in their metrics are the path's virtual clock's, from 0.
+   */
+  toolsEmitted: RunToolEmitted[];
   /** The step sends a new model request. */
   requestsModel: boolean;
   /**
@@ -83,7 +99,10 @@ export interface LifecycleStep {
    * (cancel, timeout). `false` when the model itself ended the request (end, error).
    */
   abortsModel: boolean;
-  /** The step aborts a running tool call (cancel, timeout): its signal is aborted, its result is dropped. */
+  /**
+   * The step aborts a running tool call (cancel, run timeout, the tool's own timeout): its signal is
+   * aborted, and whatever it returns later is dropped.
+   */
   abortsTools: boolean;
 }
 
@@ -109,6 +128,8 @@ export interface LifecyclePath {
   limits: LifecycleLimits;
   /** Model requests the run makes along the path. */
   modelRequests: number;
+  /** The `timeoutMs` of the path's tools (see {@link LifecyclePathsOptions.toolTimeoutMs}). */
+  toolTimeoutMs: number;
 }
 
 /** Options of {@link getLifecyclePaths}. Every option has a default. */
@@ -145,6 +166,20 @@ export interface LifecyclePathsOptions {
    * before any chunk. Default `true`.
    */
   tools?: boolean | undefined;
+  /**
+   * How a running tool call ends, tried at every point: it returns, throws, or runs past its tool's
+   * `timeoutMs`. Default: all three.
+   */
+  toolOutcomes?: ReadonlyArray<'result' | 'throw' | 'timeout'> | undefined;
+  /** The `timeoutMs` of the tools (time the `toolTimeout` steps let pass). Default 400. */
+  toolTimeoutMs?: number | undefined;
+  /**
+   * What the model does in its turn after a tool round. `explore` (default): everything it does in a
+   * first turn. `final`: only what ends the run in one step (an end, an error that is not retried, a
+   * cancel, a timeout, tools once more), so that tools add a few dozen paths, not hundreds, to a slow
+   * layer. The turn after a round is a turn like the first: `explore` covers it on a fast one.
+   */
+  turnAfterTools?: 'explore' | 'final' | undefined;
 }
 
 /** The tool call of lifecycle paths: a valid call of a tool named `lookup`. */
@@ -170,6 +205,14 @@ export const LIFECYCLE_CONFIRM_CALL: CheckedToolCall = {
 /** What the tools of lifecycle paths return. */
 export const LIFECYCLE_TOOL_RESULT = 'tool result';
 
+/** The message of what a tool of lifecycle paths throws (`toolThrew`). */
+const TOOL_ERROR_MESSAGE = 'the lookup service is down';
+
+/** What the runtime tells the model of a call past its tool's `timeoutMs`. */
+const timeoutResult = (name: string, ms: number) => `Error: ${name} timed out after ${ms} ms`;
+
+const TOOL_TIMER_PREFIX = 'tool.';
+
 const DEFAULT_LIMITS: LifecycleLimits = {
   idleTimeoutMs: 1_000,
   timeoutMs: 10_000,
@@ -177,6 +220,8 @@ const DEFAULT_LIMITS: LifecycleLimits = {
   maxToolRounds: 1,
   pauseTimeoutMs: 3_000,
 };
+
+const DEFAULT_TOOL_TIMEOUT_MS = 400;
 
 const DEFAULT_ERRORS: RunErrorData[] = [
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream 503', status: 503, retryable: true, retryAfterMs: 250 },
@@ -223,12 +268,12 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pa
  */
 export function getLifecyclePaths(options: LifecyclePathsOptions = {}): LifecyclePath[] {
   const machine = options.machine ?? runMachine;
-  const { limits, random, events } = lifecycleSetup(options);
+  const { limits, random, events, toolTimeoutMs } = lifecycleSetup(options);
   // A clock that stands still: a path's states do not differ by when it was explored.
   const paths = simplePathsToFinalStates(withRunClock(machine, { now: () => 0, random }), {
     input: { runId: 'run', ...limits },
     events,
-  }).map((events) => replayWithFeasibleLimits(machine, events, limits, random));
+  }).map((events) => replayWithFeasibleLimits(machine, events, limits, random, toolTimeoutMs));
   return uniqueNames(paths);
 }
 
@@ -260,6 +305,17 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
   };
   const crashes = options.serviceCrashes ?? false;
   const withTools = options.tools ?? true;
+  const outcomes = options.toolOutcomes ?? ['result', 'throw', 'timeout'];
+  const toolTimeoutMs = options.toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS;
+  // Only to see which events end the run: a clock that stands still will do.
+  const machine = withRunClock(options.machine ?? runMachine, { now: () => 0, random });
+  const finalTurnAfterTools = options.turnAfterTools === 'final';
+  const toolResult = (name: string, outcome: 'result' | 'throw' | 'timeout') =>
+    outcome === 'result'
+      ? LIFECYCLE_TOOL_RESULT
+      : outcome === 'throw'
+        ? `Error: ${TOOL_ERROR_MESSAGE}`
+        : timeoutResult(name, toolTimeoutMs);
 
   // The variants of each event the machine accepts. An event type missing here makes the
   // exploration throw: a new event in the machine must be given its variants, not silently skipped.
@@ -294,12 +350,14 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
       case 'TOOL_DONE':
         return context.tools
           .filter((tool) => tool.status === 'running')
-          .map((tool) => ({
-            type,
-            toolCallId: tool.tool_call_id,
-            result: LIFECYCLE_TOOL_RESULT,
-            error: false,
-          }));
+          .flatMap((tool) =>
+            outcomes.map((outcome) => ({
+              type,
+              toolCallId: tool.tool_call_id,
+              result: toolResult(tool.tool_name, outcome),
+              error: outcome !== 'result',
+            })),
+          );
       case 'CONTINUE': {
         const awaiting = context.tools.filter((tool) => tool.status === 'awaiting_confirmation');
         const answer = (confirmed: boolean): ToolConfirmation[] =>
@@ -321,9 +379,13 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
 
   const events = (snapshot: RunSnapshot): RunMachineEvent[] => {
     const types = new Set(getNextTransitions(snapshot).map((t) => t.eventType as string));
-    return [...types].flatMap((type) => variants(snapshot, type)) as RunMachineEvent[];
+    const all = [...types].flatMap((type) => variants(snapshot, type)) as RunMachineEvent[];
+    // After a round (its calls are over and sent to the model), only what ends the run at once.
+    const { context } = snapshot;
+    if (!finalTurnAfterTools || context.toolRounds === 0 || context.round.length > 0) return all;
+    return all.filter((event) => transition(machine, snapshot, event)[0].status === 'done');
   };
-  return { limits, random, events };
+  return { limits, random, events, toolTimeoutMs };
 }
 
 /**
@@ -381,8 +443,9 @@ function replayWithFeasibleLimits(
   events: AnyEventObject[],
   limits: LifecycleLimits,
   random: () => number,
+  toolTimeoutMs: number,
 ): LifecyclePath {
-  const first = replay(machine, events, limits, random);
+  const first = replay(machine, events, limits, random, toolTimeoutMs);
   if (!first.conflict) return first.path;
   // Only the last step can be a timeout (a timeout ends the run): shorten its limit so that its
   // timer fires half-way between the previous step and the timer that would have fired first.
@@ -396,7 +459,7 @@ function replayWithFeasibleLimits(
   }
   const fireAt = now + Math.floor((next - now) / 2);
   const adjusted = { ...limits, [limit]: fireAt - timer.scheduledAt };
-  const second = replay(machine, events, adjusted, random);
+  const second = replay(machine, events, adjusted, random, toolTimeoutMs);
   if (second.conflict) throw new Error(`getLifecyclePaths: no limits play ${describeEvents(events)}`);
   return second.path;
 }
@@ -407,6 +470,7 @@ function replay(
   events: AnyEventObject[],
   limits: LifecycleLimits,
   random: () => number,
+  toolTimeoutMs: number,
 ): Replay {
   let now = 0;
   const timers = new Map<string, Timer>();
@@ -417,21 +481,49 @@ function replay(
   let modelRequests = 0;
   let conflict: Replay['conflict'];
 
+  // Time passes until `timer` fires (a machine timer, or a tool's timeout): the milliseconds it takes.
+  const fire = (index: number, timer: Timer): number => {
+    const next = Math.min(...[...timers.values()].filter((t) => t !== timer).map((t) => t.fireAt));
+    if (next <= timer.fireAt && !conflict) conflict = { step: index, timer, now, next };
+    const ms = timer.fireAt - now;
+    now = timer.fireAt;
+    timers.delete(timer.type);
+    return ms;
+  };
+
   for (const [index, event] of events.entries()) {
     let action: LifecycleAction;
     if (event.type.startsWith(AFTER_PREFIX)) {
       const timer = timers.get(event.type);
       if (!timer) throw new Error(`getLifecyclePaths: timer ${event.type} is not running`);
-      const next = Math.min(...[...timers.values()].filter((t) => t !== timer).map((t) => t.fireAt));
-      if (next <= timer.fireAt && !conflict) conflict = { step: index, timer, now, next };
-      action = { type: 'wait', ms: timer.fireAt - now, timer: timer.delay };
-      now = timer.fireAt;
-      timers.delete(event.type);
+      action = { type: 'wait', ms: fire(index, timer), timer: timer.delay };
+    } else if (event.type === 'TOOL_DONE') {
+      const { toolCallId, result } = event as Extract<RunMachineEvent, { type: 'TOOL_DONE' }>;
+      const name = snapshot.context.tools.find((tool) => tool.tool_call_id === toolCallId)?.tool_name ?? '';
+      const timer = timers.get(TOOL_TIMER_PREFIX + toolCallId)!;
+      if (result === timeoutResult(name, toolTimeoutMs)) {
+        action = { type: 'toolTimeout', toolCallId, ms: fire(index, timer), result };
+      } else {
+        timers.delete(timer.type);
+        action =
+          result === LIFECYCLE_TOOL_RESULT
+            ? { type: 'toolDone', toolCallId, result }
+            : { type: 'toolThrew', toolCallId, message: TOOL_ERROR_MESSAGE, result };
+      }
     } else {
       action = toAction(event);
     }
+    const toolsRan = snapshot.context.tools.some((tool) => tool.status === 'running');
     [snapshot, actions] = transition(clocked, snapshot, event as RunMachineEvent);
     const effects = applyActions(actions, timers, now);
+    // A started call's own timer (the runtime's, not the machine's); a stopped runner clears them all.
+    if (event.type === 'TOOL_STARTED') {
+      const type =
+        TOOL_TIMER_PREFIX + (event as Extract<RunMachineEvent, { type: 'TOOL_STARTED' }>).toolCallId;
+      timers.set(type, { type, delay: 'toolTimeout', scheduledAt: now, fireAt: now + toolTimeoutMs });
+    }
+    if (effects.stopsTools)
+      for (const type of timers.keys()) if (type.startsWith(TOOL_TIMER_PREFIX)) timers.delete(type);
     if (effects.requestsModel) modelRequests++;
     const modelEnded =
       action.type === 'end' ||
@@ -445,9 +537,12 @@ function replay(
       status: runStatusOf(snapshot),
       content: snapshot.context.content,
       emitted: effects.emitted,
+      toolsEmitted: effects.toolsEmitted,
       requestsModel: effects.requestsModel,
       abortsModel: effects.stopsModel && !modelEnded,
-      abortsTools: effects.stopsTools && action.type !== 'toolDone',
+      abortsTools:
+        action.type === 'toolTimeout' ||
+        (effects.stopsTools && toolsRan && action.type !== 'toolDone' && action.type !== 'toolThrew'),
     });
   }
   if (snapshot.status !== 'done')
@@ -461,6 +556,7 @@ function replay(
       output,
       limits,
       modelRequests,
+      toolTimeoutMs,
     },
     conflict,
   };
@@ -468,6 +564,7 @@ function replay(
 
 interface Effects {
   emitted: string[];
+  toolsEmitted: RunToolEmitted[];
   requestsModel: boolean;
   stopsModel: boolean;
   stopsTools: boolean;
@@ -479,7 +576,13 @@ function applyActions(
   timers: Map<string, Timer>,
   now: number,
 ): Effects {
-  const effects: Effects = { emitted: [], requestsModel: false, stopsModel: false, stopsTools: false };
+  const effects: Effects = {
+    emitted: [],
+    toolsEmitted: [],
+    requestsModel: false,
+    stopsModel: false,
+    stopsTools: false,
+  };
   for (const { type, params } of actions) {
     const p = (params ?? {}) as Record<string, unknown>;
     if (type === 'xstate.raise' && typeof p.delay === 'number') {
@@ -489,8 +592,9 @@ function applyActions(
     } else if (type === 'xstate.cancel') {
       timers.delete(p.sendId as string);
     } else if (type === 'xstate.emit') {
-      const event = p.event as { type: string; delta?: string };
-      if (event.type === 'content') effects.emitted.push(event.delta ?? '');
+      const event = p.event as RunMachineEmitted;
+      if (event.type === 'content') effects.emitted.push(event.delta);
+      else effects.toolsEmitted.push(event);
     } else if (type === 'xstate.spawnChild' && p.src === 'model') {
       effects.requestsModel = true;
     } else if (type === 'xstate.stopChild' && p.id === 'model') {
@@ -516,10 +620,6 @@ function toAction(event: AnyEventObject): LifecycleAction {
     }
     case 'TOOL_STARTED':
       return { type: 'toolStarted', toolCallId: (e as { toolCallId: string }).toolCallId };
-    case 'TOOL_DONE': {
-      const done = e as { toolCallId: string; result: string };
-      return { type: 'toolDone', toolCallId: done.toolCallId, result: done.result };
-    }
     case 'CONTINUE':
       return { type: 'continue', tools: (e as { tools: ToolConfirmation[] }).tools };
     case 'ERROR':
@@ -556,6 +656,10 @@ function describeAction(action: LifecycleAction): string {
       return 'tool started';
     case 'toolDone':
       return 'tool done';
+    case 'toolThrew':
+      return 'tool throws';
+    case 'toolTimeout':
+      return `tool timeout after ${action.ms} ms`;
     case 'continue':
       return action.tools.every((tool) => tool.confirmed) ? 'confirm' : 'reject';
   }

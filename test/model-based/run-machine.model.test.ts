@@ -24,7 +24,29 @@ import {
 import { getLifecycleEvents, getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
 import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from '../support/runs.js';
 
-const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, serviceCrashes: true });
+/**
+ * Every simple path with tools that return, and every path of a tool that throws or times out in a
+ * run whose next turn ends it at once (a throw or a timeout is a result like any other for the turn
+ * after it: exploring that turn again for each would double the paths and show nothing new).
+ */
+const paths = uniqueByName([
+  ...getLifecyclePaths({
+    errors: MACHINE_ERRORS,
+    random: RANDOM,
+    serviceCrashes: true,
+    toolOutcomes: ['result'],
+  }),
+  ...getLifecyclePaths({
+    errors: MACHINE_ERRORS,
+    random: RANDOM,
+    serviceCrashes: true,
+    turnAfterTools: 'final',
+  }),
+]);
+
+function uniqueByName(all: LifecyclePath[]): LifecyclePath[] {
+  return [...new Map(all.map((path) => [path.name, path])).values()];
+}
 
 interface StubCall {
   input: ModelServiceInput;
@@ -114,13 +136,27 @@ function replayOnActor(path: LifecyclePath) {
         runner!.sendBack({ type: 'TOOL_STARTED', toolCallId: action.toolCallId });
         break;
       case 'toolDone':
+      case 'toolThrew':
         runner!.sendBack({
           type: 'TOOL_DONE',
           toolCallId: action.toolCallId,
           result: action.result,
-          error: false,
+          error: action.type === 'toolThrew',
         });
         break;
+      case 'toolTimeout': {
+        // The runtime's timer, not the machine's: no machine timer fires meanwhile.
+        const before = actor.getSnapshot();
+        clock.increment(action.ms);
+        expect(actor.getSnapshot(), `${at}: a timer fired`).toBe(before);
+        runner!.sendBack({
+          type: 'TOOL_DONE',
+          toolCallId: action.toolCallId,
+          result: action.result,
+          error: true,
+        });
+        break;
+      }
       case 'continue':
         actor.send({ type: 'CONTINUE', tools: action.tools });
         break;
@@ -156,7 +192,8 @@ function replayOnActor(path: LifecyclePath) {
       });
     if (action.type === 'toolStarted')
       expect(runner!.input.calls.map((call) => call.id)).toContain(action.toolCallId);
-    if (runner && !runnerStoppedBefore && action.type !== 'crash' && action.type !== 'toolDone') {
+    const toolEnded = action.type === 'toolDone' || action.type === 'toolThrew';
+    if (runner && !runnerStoppedBefore && action.type !== 'crash' && !toolEnded) {
       // The tool runner is stopped, its calls aborted, exactly when the step says so.
       expect(runner.stopped, `${at}: tools aborted`).toBe(step.abortsTools);
     }
@@ -250,12 +287,14 @@ describe('the test model covers the machine, no more and no less', () => {
 
   it('finds the same paths as xstate/graph getSimplePaths', async () => {
     const { getSimplePaths } = await import('xstate/graph');
-    const defaults = getLifecyclePaths();
+    // With tools that throw and time out, each followed by a turn that ends the run (fewer paths).
+    const options = { turnAfterTools: 'final' } as const;
+    const defaults = getLifecyclePaths(options);
     // The same traversal, with the same event variants, through xstate's own simple-path search.
     const byEvents = new Map(defaults.map((path) => [JSON.stringify(path.steps.map((s) => s.event)), path]));
     const simple = getSimplePaths(withRunClock(runMachine, { now: () => 0, random: () => 0.5 }), {
       input: { runId: 'run', ...defaults[0]!.limits },
-      events: getLifecycleEvents(),
+      events: getLifecycleEvents(options),
       toState: (snapshot) => snapshot.status === 'done',
     });
     const keys = simple.map((path) => JSON.stringify(path.steps.slice(1).map((s) => s.event)));

@@ -7,6 +7,7 @@ import { RunstateError } from '../../src/errors.js';
 import type { RunEvent } from '../../src/runtime/index.js';
 import type { FakeModelCall, LifecycleAction, LifecyclePath } from '../../src/testing/index.js';
 import { nextTurn } from '../../src/testing/index.js';
+import { toolWireEvents } from './lifecycle-tools.js';
 import type { RunErrorData } from '../../machines/run-types.js';
 
 /** The machine's model errors, one per branch of its retry guard and of the runtime's error mapping. */
@@ -98,26 +99,38 @@ export const TERMINAL_EVENT = {
   failed: 'RunError',
 } as const;
 
-/** The wire events a path must publish, after `RunStarted`: one `RunContent` per delta, then the terminal one. */
+/**
+ * The wire events a path must publish, after `RunStarted`: one `RunContent` per delta and the tool
+ * events of each step, in order, then the terminal one.
+ */
 export function expectedEventNames(path: LifecyclePath): string[] {
   const names = ['RunStarted'];
-  for (const step of path.steps) for (const _ of step.emitted) names.push('RunContent');
+  for (const step of path.steps) {
+    for (const _ of step.emitted) names.push('RunContent');
+    for (const { event } of toolWireEvents(step)) names.push(event);
+  }
   names.push(TERMINAL_EVENT[path.status]);
   return names;
 }
 
-/** Records every actor created, to check that none is left running. */
+/**
+ * Records every actor created, to check that none is left running. An actor counts once it started
+ * (its first snapshot): one stopped before it started never ran (xstate leaves its snapshot
+ * `active`; the tool runner of a round whose calls were all rejected is one).
+ */
 export function actorTracker() {
   const actors = new Set<ActorRefLike>();
+  const started = new Set<ActorRefLike>();
   return {
     inspect: (event: InspectionEvent) => {
       if (event.type === '@xstate.actor') actors.add(event.actorRef);
+      if (event.type === '@xstate.snapshot') started.add(event.actorRef);
     },
     get size() {
       return actors.size;
     },
     running(): string[] {
-      return [...actors]
+      return [...started]
         .filter((actor) => (actor.getSnapshot() as { status: string }).status === 'active')
         .map((actor) => actor.sessionId);
     },
