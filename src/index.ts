@@ -48,6 +48,7 @@ export {
   type RunHandle,
   type RunLimits,
   type StartRunRequest,
+  type SubscribeOptions,
 } from './runtime/create-orchestrator.js';
 export {
   createMemoryRunStore,

@@ -563,6 +563,54 @@ describe('subscribe: one source of run lifecycle', () => {
     expect(notices.at(-1)).toMatchObject({ type: 'finished' });
   });
 
+  it('leaves causes out, and the runs uninspected, while no listener asks for them; the error is there', async () => {
+    const { orchestrator, model, start } = setup({ limits: { retry: { baseDelayMs: 0, maxDelayMs: 0 } } });
+    const states = (notices: RunNotice[]) =>
+      notices.flatMap((notice) =>
+        notice.type === 'state'
+          ? [`${JSON.stringify(notice.value)} (${notice.event.type}) ${notice.error?.code ?? '-'}`]
+          : [],
+      );
+    const quiet: RunNotice[] = [];
+    orchestrator.subscribe((notice) => quiet.push(notice), { causes: false });
+    const run = start();
+    (await model.nextCall()).fail(
+      new RunstateError('MODEL_REQUEST_FAILED', 'upstream 503', { status: 503, retryable: true }),
+    );
+    (await model.nextCall()).end();
+    expect((await run.result).status).toBe('completed');
+    expect(states(quiet)).toEqual([
+      '"pending" (unknown) -',
+      '{"streaming":{"attempt":"requesting"}} (unknown) -',
+      '{"streaming":"retrying"} (unknown) MODEL_REQUEST_FAILED',
+      '{"streaming":{"attempt":"requesting"}} (unknown) -',
+      '"completed" (unknown) -',
+    ]);
+
+    // A listener that wants causes gets them for the runs started while it listens, and only those.
+    const curious: RunNotice[] = [];
+    const unsubscribe = orchestrator.subscribe((notice) => curious.push(notice));
+    const second = start();
+    (await model.nextCall()).end();
+    await second.result;
+    expect(states(curious)).toEqual([
+      '"pending" (xstate.init) -',
+      '{"streaming":{"attempt":"requesting"}} (START) -',
+      '"completed" (DONE) -',
+    ]);
+    unsubscribe();
+    unsubscribe(); // twice: still one subscription gone
+    quiet.length = 0;
+    const third = start();
+    (await model.nextCall()).end();
+    await third.result;
+    expect(states(quiet)).toEqual([
+      '"pending" (unknown) -',
+      '{"streaming":{"attempt":"requesting"}} (unknown) -',
+      '"completed" (unknown) -',
+    ]);
+  });
+
   it('keeps a throwing listener from breaking the run or the other listeners', async () => {
     const error = vi.spyOn(console, 'error').mockImplementation(() => {});
     const { orchestrator, model, start } = setup();

@@ -97,6 +97,7 @@ const TYPES = [
   'StartRunRequest',
   'Storage',
   'StorageOptions',
+  'SubscribeOptions',
   'TokenUsage',
   'Tool',
   'ToolCallCompletedEvent',

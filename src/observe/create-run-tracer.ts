@@ -9,6 +9,7 @@ import {
   type Tracer,
   type TracerProvider,
 } from '@opentelemetry/api';
+import type { RunErrorData } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { stateLabel } from './create-prometheus-metrics.js';
@@ -129,7 +130,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     run.chat = { span, startedAt: performance.now(), firstOutput: false };
   }
 
-  function onState(run: TracedRun, state: string, status: RunStatus, cause: { type: string }): void {
+  function onState(run: TracedRun, state: string, status: RunStatus, error: RunErrorData | null): void {
     // A model request is the machine's `streaming.attempt` state, entered once per request.
     if (state.startsWith('streaming.attempt')) {
       if (!run.chat) startChat(run);
@@ -138,9 +139,8 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     // In a final state, the 'finished' notice ends the request's span with the run's usage.
     if (!run.chat || FINAL.has(status)) return;
     if (state.endsWith('retrying')) {
-      // The machine event that caused the retry is the request's error (`ERROR` with its code).
-      const code = (cause as { error?: { code?: unknown } }).error?.code;
-      run.chat.span.setAttribute('error.type', typeof code === 'string' ? code : '_OTHER');
+      // While retrying, the machine's error is the failed request's.
+      run.chat.span.setAttribute('error.type', error?.code ?? '_OTHER');
       run.chat.span.setStatus({
         code: SpanStatusCode.ERROR,
         message: 'failed before its first chunk; retried',
@@ -235,7 +235,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     if (!run) return;
     switch (notice.type) {
       case 'state':
-        return onState(run, stateLabel(notice.value), notice.status, notice.event);
+        return onState(run, stateLabel(notice.value), notice.status, notice.error);
       case 'event':
         return onEvent(run, notice.event);
       case 'finished':

@@ -175,7 +175,7 @@ export interface Orchestrator {
    * Follows the lifecycle of every run this orchestrator owns (see {@link RunNotice}): the listener
    * is called synchronously as things happen. Returns unsubscribe.
    */
-  subscribe(listener: RunListener): () => void;
+  subscribe(listener: RunListener, options?: SubscribeOptions): () => void;
   /** Runs owned here that are not final (pending or streaming). */
   readonly activeCount: number;
   /**
@@ -183,6 +183,18 @@ export interface Orchestrator {
    * final and stored. The store and buses stay open (they may be shared): close them after.
    */
   shutdown(): Promise<void>;
+}
+
+/** Options of {@link Orchestrator.subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * The listener reads the machine event that caused each `state` notice (its `event`). Knowing
+   * causes turns on xstate's inspection of every run started while such a listener is subscribed,
+   * which costs every chunk a few objects (about a tenth of an HTTP server's time per paced chunk);
+   * `false` leaves it off, and runs started meanwhile report `{ type: 'unknown' }`. Default `true`.
+   * The built-in metrics and tracer need no causes.
+   */
+  causes?: boolean | undefined;
 }
 
 /**
@@ -216,6 +228,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     start: (run) => run.start(),
   });
   const listeners = new Set<RunListener>();
+  // Listeners that read the causes of state changes: while there are none, runs start uninspected.
+  let causeListeners = 0;
   const writer = createStoreWriter({
     store,
     eventBus,
@@ -305,7 +319,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       inspect,
       writer: runWriter,
       observed: () => listeners.size > 0,
-      captureCauses: listeners.size > 0 || inspect !== undefined,
+      captureCauses: causeListeners > 0 || inspect !== undefined,
       notify,
       onFinal,
       now,
@@ -477,11 +491,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       await Promise.all(elsewhere.map((run) => cancelBus.publish(run.run_id, 'api')));
       return existed;
     },
-    subscribe(listener) {
+    subscribe(listener, options = {}) {
       // Wrapped, so that one function subscribed twice is two subscriptions.
       const entry: RunListener = (notice) => listener(notice);
+      const causes = options.causes !== false;
       listeners.add(entry);
-      return () => listeners.delete(entry);
+      if (causes) causeListeners++;
+      return () => {
+        if (listeners.delete(entry) && causes) causeListeners--;
+      };
     },
     get activeCount() {
       return registry.activeCount;

@@ -6,6 +6,7 @@ export {
   type RunHandle,
   type RunLimits,
   type CancelRequestOptions,
+  type SubscribeOptions,
 } from './create-orchestrator.js';
 export {
   createMemoryRunStore,

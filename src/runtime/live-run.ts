@@ -101,7 +101,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   const controller = new AbortController();
   // The machine event being handled, for the `state` notice it causes: xstate's snapshots do not say,
   // its inspection does. Inspection costs every chunk a few objects, so it is turned on only for a
-  // run that somebody listens to when it starts (or that is inspected anyway).
+  // run started while a listener wants causes (or that is inspected anyway).
   let cause: { type: string } = { type: options.captureCauses ? 'xstate.init' : 'unknown' };
   const user = options.inspect;
   const userNext = typeof user === 'function' ? user : user?.next?.bind(user);
@@ -205,7 +205,10 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       if (next && nodes && sameNodes(nodes, next)) return;
       nodes = next;
       const current = runStatusOf(snapshot);
-      if (observed()) notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause });
+      if (observed()) {
+        const { error } = snapshot.context;
+        notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause, error });
+      }
       if (status !== undefined && current !== status && (current === 'streaming' || current === 'paused')) {
         writer.update({ status: current });
       }

@@ -1,5 +1,5 @@
 import type { StateValue } from 'xstate';
-import type { CancelReason, RunStatus } from '../../machines/run-types.js';
+import type { CancelReason, RunErrorData, RunStatus } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
 import type { RunLeases } from './run-leases.js';
 
@@ -157,9 +157,18 @@ export type RunNotice =
   /**
    * Every change of the run machine's state: `value` is xstate's state value, `event` the machine
    * event that caused it (`START`, `CANCEL`, `ERROR`...; `xstate.init` for the first state), or
-   * `unknown` for a run that started before anybody listened (knowing it costs every chunk).
+   * `unknown` for a run that started while no listener asked for causes (knowing them costs every
+   * chunk: see `subscribe`'s `causes`). `error` is the machine's: the failed attempt's while
+   * `retrying`, the run's once `failed`, otherwise `null`.
    */
-  | { type: 'state'; runId: string; value: StateValue; status: RunStatus; event: { type: string } }
+  | {
+      type: 'state';
+      runId: string;
+      value: StateValue;
+      status: RunStatus;
+      event: { type: string };
+      error: RunErrorData | null;
+    }
   /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
   | { type: 'event'; runId: string; event: RunEvent }
   /** Once per run, after its terminal event. */

@@ -114,8 +114,11 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const responses = trackResponses();
   const metrics = options.metrics === false ? undefined : (options.metrics ?? createPrometheusMetrics());
   const tracer = options.tracing === false ? undefined : createRunTracer(options.tracing);
+  // Neither reads the causes of state changes: the runs they watch go uninspected (cheaper per chunk).
   const unsubscribe = agents.orchestrators.flatMap((orchestrator) =>
-    [metrics, tracer].flatMap((observer) => (observer ? [orchestrator.subscribe(observer.listener)] : [])),
+    [metrics, tracer].flatMap((observer) =>
+      observer ? [orchestrator.subscribe(observer.listener, { causes: false })] : [],
+    ),
   );
 
   const app = express();

@@ -45,8 +45,9 @@ function setup(options: Parameters<typeof createOrchestrator>[0] = {}) {
     ...options,
   });
   const metrics = createPrometheusMetrics();
-  orchestrator.subscribe(metrics.listener);
-  orchestrator.subscribe(createRunTracer({ tracerProvider: provider }).listener);
+  // As createApp subscribes them: neither needs the causes of state changes, so runs go uninspected.
+  orchestrator.subscribe(metrics.listener, { causes: false });
+  orchestrator.subscribe(createRunTracer({ tracerProvider: provider }).listener, { causes: false });
   const start = (input = 'Tell me a story') =>
     orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input, tools: [add, broken] });
   return { model, orchestrator, metrics, start };

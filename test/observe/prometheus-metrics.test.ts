@@ -141,6 +141,7 @@ describe('Prometheus metrics of runs', () => {
       value: { streaming: { attempt: 'requesting' } },
       status: 'streaming',
       event: { type: 'START' },
+      error: null,
     });
     metrics.listener({
       type: 'state',
@@ -148,6 +149,7 @@ describe('Prometheus metrics of runs', () => {
       value: 'completed',
       status: 'completed',
       event: { type: 'DONE' },
+      error: null,
     });
     expect(await metrics.registry.metrics()).not.toMatch(/^runstate_runs_active\{/m);
   });

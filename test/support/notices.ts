@@ -5,7 +5,7 @@
 import type { StateValue } from 'xstate';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../../src/runtime/run-events.js';
 import type { RunListener } from '../../src/runtime/storage.js';
-import type { CancelReason, ErrorCode, ToolExecution } from '../../machines/run-types.js';
+import type { CancelReason, ErrorCode, RunErrorData, ToolExecution } from '../../machines/run-types.js';
 
 /** A run being played to an observer. */
 export interface PlayedRun {
@@ -65,7 +65,9 @@ export function playRun(
   const played: PlayedRun = {
     record,
     state(value, cause = { type: 'START' }) {
-      listener({ type: 'state', runId, value, status: statusOf(value), event: cause });
+      // The machine's error, as the orchestrator reports it: the ERROR event's while retrying or failed.
+      const error = (cause as { error?: RunErrorData }).error ?? null;
+      listener({ type: 'state', runId, value, status: statusOf(value), event: cause, error });
     },
     event(event) {
       listener({ type: 'event', runId, event: { ...base(), ...event } as RunEvent });
