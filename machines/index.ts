@@ -10,6 +10,8 @@ export {
   type RunMachineInput,
   type RunClock,
   type RunMachineContext,
+  type RunMachineLimits,
+  type RunMachineTimes,
   type RunContentEmitted,
   type ModelServiceInput,
   type RunSnapshot,

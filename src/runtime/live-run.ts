@@ -167,7 +167,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
         output_tokens: null,
         total_tokens: null,
         time_to_first_token: null,
-        duration: (now() - (context.startedAt ?? context.createdAt)) / 1000,
+        duration: (now() - (context.times.startedAt ?? context.times.createdAt)) / 1000,
       },
     };
   }

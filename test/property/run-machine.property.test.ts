@@ -250,8 +250,8 @@ describe('run machine against a reference model', () => {
             expect(context.error).toEqual(ref.error);
             expect(context.cancelReason).toBe(ref.cancelReason);
             if (ref.state === 'retrying') expect(context.retryDelayMs).toBe(ref.retryDelayMs);
-            expect(context.firstChunkAt).toBe(ref.firstChunkAt);
-            expect(context.startedAt).toBe(ref.startedAt);
+            expect(context.times.firstChunkAt).toBe(ref.firstChunkAt);
+            expect(context.times.startedAt).toBe(ref.startedAt);
           }
           if (snapshot.status !== 'done') return;
           const start = ref.startedAt ?? createdAt;
