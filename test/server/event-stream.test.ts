@@ -1,6 +1,6 @@
 import { once } from 'node:events';
-import { get, type IncomingMessage, type ServerResponse } from 'node:http';
-import { afterEach, describe, expect, it } from 'vitest';
+import { get, ServerResponse, type IncomingMessage } from 'node:http';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { eventFrame, openEventStream, type EventStream } from '../../src/server/event-stream.js';
 import { listen } from '../support/listen.js';
 
@@ -64,14 +64,53 @@ describe('openEventStream', () => {
 
   it('reports a full socket buffer: write() false, then drained() resolves once it drained', async () => {
     const { stream, response } = await serveStream();
-    // Larger than the socket's buffer: write() says false whatever the reader's speed.
+    // The client reads nothing yet: once the kernel's buffers are full, writes queue up in the
+    // process and write() says false (a few MB on loopback; 4,000 frames are 256 MB).
     const frame = eventFrame({ event: 'big', data: 'x'.repeat(64 * 1024) });
-    expect(stream.write(frame)).toBe(false);
+    let written = 0;
+    while (written < 4000) {
+      written++;
+      if (!stream.write(frame)) break;
+    }
+    expect(written).toBeLessThan(4000);
     const body = text(response);
     expect(await stream.drained()).toBe(true);
     expect(await stream.drained()).toBe(true); // nothing waits to drain: at once
     stream.end();
-    expect(await body).toBe(frame);
+    expect(await body).toBe(frame.repeat(written));
+  });
+
+  it('frames every chunk right, multi-byte text included, on its own socket or through a wrapped write', async () => {
+    const frames = [
+      eventFrame({ id: 1, event: 'RunContent', data: '{"content":"héllo ✓ 😀"}' }),
+      '',
+      eventFrame({ id: 2, event: 'RunContent', data: '{"content":"€"}' }),
+    ];
+    // A plain response: its frames go to its socket as chunks framed here, not through res.write.
+    const resWrite = vi.spyOn(ServerResponse.prototype, 'write');
+    const { stream, response } = await serveStream();
+    for (const frame of frames) expect(stream.write(frame)).toBe(true);
+    stream.end();
+    expect(resWrite).not.toHaveBeenCalled();
+    resWrite.mockRestore();
+    expect(await text(response)).toBe(frames.join(''));
+
+    // Middleware that wraps res.write (compression does) sees every frame.
+    const seen: string[] = [];
+    const server = await listen((_req, res) => {
+      const write = res.write.bind(res) as (chunk: string) => boolean;
+      res.write = ((chunk: string) => {
+        seen.push(String(chunk));
+        return write(chunk);
+      }) as typeof res.write;
+      const wrapped = openEventStream(res, { heartbeatMs: 60_000 });
+      for (const frame of frames) wrapped.write(frame);
+      wrapped.end();
+    });
+    closers.push(() => void server.close());
+    const wrappedResponse = await new Promise<IncomingMessage>((resolve) => get(`${server.url}/`, resolve));
+    expect(await text(wrappedResponse)).toBe(frames.join(''));
+    expect(seen).toEqual(frames);
   });
 
   it('sends a `: ping` heartbeat when nothing else was written', async () => {
