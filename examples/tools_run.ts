@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { Agent, OfflineModel, OpenAIChat, RunEvent, tool, type RunPausedEvent } from 'runstate';
+import { Agent, OfflineModel, OpenAIChat, RunEvent, tool } from 'runstate';
 
 const add = tool({
   name: 'add',
@@ -71,17 +71,16 @@ const searched = await agent.getRun(search.runId);
 for (const call of searched?.tools ?? []) console.log(`   recorded: ${call.tool_name} ${call.status}`);
 
 console.log('\n3. A run that pauses for a confirmation');
-let paused: RunPausedEvent | undefined;
-for await (const event of agent.run("publish note 'the example ran'", { stream: true })) {
-  if (event.event === RunEvent.runPaused) paused = event;
-}
-if (!paused) {
-  console.log('   the model called no tool that needs a confirmation');
-} else {
-  for (const call of paused.tools)
-    console.log(`   RunPaused          ${call.tool_name} ${JSON.stringify(call.tool_args)} waits`);
+// Without `stream`, run() resolves at the pause: the paused run, with the calls that wait.
+let output = await agent.run("publish note 'the example ran'");
+if (output.status !== 'paused') console.log('   the model called no tool that needs a confirmation');
+while (output.status === 'paused') {
+  const waiting = output.tools.filter((call) => call.status === 'awaiting_confirmation');
+  for (const call of waiting)
+    console.log(`   paused             ${call.tool_name} ${JSON.stringify(call.tool_args)} waits`);
   // A person says yes to every waiting call (`confirmed: false` would reject it: it would not run).
-  const answers = paused.tools.map((call) => ({ tool_call_id: call.tool_call_id, confirmed: true }));
-  const output = await agent.continueRun(paused.run_id, { tools: answers });
-  console.log(`   continued          ${output.status}: ${JSON.stringify(output.content)}`);
+  const answers = waiting.map((call) => ({ tool_call_id: call.tool_call_id, confirmed: true }));
+  // Resolves at the next stop: the end, or another pause.
+  output = await agent.continueRun(output.run_id, { tools: answers });
 }
+console.log(`   continued          ${output.status}: ${JSON.stringify(output.content)}`);

@@ -6,6 +6,7 @@ import type {
   RetryPolicy,
   RunErrorData,
   RunMachineOutput,
+  RunMetrics,
   RunStatus,
   TokenUsage,
   ToolConfirmation,
@@ -209,11 +210,25 @@ function retryDelay(context: RunMachineContext, error: RunErrorData, random: () 
   return backoff / 2 + (backoff / 2) * random();
 }
 
-function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMachineOutput {
-  const { createdAt, startedAt, firstChunkAt, endedAt } = context.times;
-  const end = endedAt ?? createdAt;
+/**
+ * A run's metrics up to `endMs`: the final ones when the run ended, the ones up to its pause for a
+ * paused run (what a non-streamed run that pauses resolves with).
+ */
+export function runMetrics(context: RunMachineContext, endMs: number): RunMetrics {
+  const { createdAt, startedAt, firstChunkAt } = context.times;
   const start = startedAt ?? createdAt;
   const usage = context.usage;
+  return {
+    // Unknown stays unknown: a server that reports no usage did not use zero tokens.
+    input_tokens: usage?.input_tokens ?? null,
+    output_tokens: usage?.output_tokens ?? null,
+    total_tokens: usage?.total_tokens ?? null,
+    time_to_first_token: firstChunkAt === null ? null : (firstChunkAt - start) / 1000,
+    duration: (endMs - start) / 1000,
+  };
+}
+
+function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMachineOutput {
   return {
     status,
     content: context.content,
@@ -224,14 +239,7 @@ function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMac
     attempts: context.attempt,
     tools: context.tools,
     transcript: context.transcript,
-    metrics: {
-      // Unknown stays unknown: a server that reports no usage did not use zero tokens.
-      input_tokens: usage?.input_tokens ?? null,
-      output_tokens: usage?.output_tokens ?? null,
-      total_tokens: usage?.total_tokens ?? null,
-      time_to_first_token: firstChunkAt === null ? null : (firstChunkAt - start) / 1000,
-      duration: (end - start) / 1000,
-    },
+    metrics: runMetrics(context, context.times.endedAt ?? context.times.createdAt),
   };
 }
 

@@ -8,7 +8,8 @@ import {
   type RunHandle,
   type RunLimits,
 } from './runtime/create-orchestrator.js';
-import type { RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
+import type { PausedRunOutput, RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
+import { settleRun } from './runtime/settle-run.js';
 import type { Tool } from './tools/tool.js';
 import type { ToolConfirmation } from '../machines/run-types.js';
 
@@ -45,13 +46,19 @@ export interface AgentOptions {
 export interface ContinueRunOptions {
   /** An answer to every tool call the run waits for (Agno's form: `tool_call_id`, `confirmed`, `confirmation_note`). */
   tools: ToolConfirmation[];
-  /** `true`: return the events from `RunContinued` on; otherwise a promise of the run's output. */
+  /**
+   * `true`: return the events from `RunContinued` on; otherwise a promise of the run's output at its
+   * next pause or its end.
+   */
   stream?: boolean | undefined;
 }
 
 /** Options of {@link Agent.run}. */
 export interface AgentRunOptions {
-  /** `true`: return the events as they happen; otherwise a promise of the run's output. */
+  /**
+   * `true`: return the events as they happen; otherwise a promise of the run's output once it ends,
+   * or pauses for a confirmation.
+   */
   stream?: boolean | undefined;
   /** Continue a conversation: earlier turns of the session are sent to the model. */
   sessionId?: string | undefined;
@@ -137,17 +144,19 @@ export class Agent {
    */
   run(input: string, options: AgentRunOptions & { stream: true }): RunStream;
   /**
-   * Runs to the end and resolves with the output, whatever its status (check `status`). Never throws
+   * Runs to the end and resolves with the output, whatever its status (check `status`), or with the
+   * paused run (`status: 'paused'`, the calls that wait in `tools`) when a tool that
+   * `requiresConfirmation` pauses it: answer with {@link Agent.continueRun}. Never throws
    * synchronously: rejects with `RunstateError` `SHUTTING_DOWN` after the orchestrator's
    * `shutdown()`, `INVALID_INPUT` for a session of another agent, or the store's error when it
    * cannot record the run.
    */
-  run(input: string, options?: AgentRunOptions & { stream?: false }): Promise<RunOutput>;
-  run(input: string, options: AgentRunOptions = {}): RunStream | Promise<RunOutput> {
+  run(input: string, options?: AgentRunOptions & { stream?: false }): Promise<RunOutput | PausedRunOutput>;
+  run(input: string, options: AgentRunOptions = {}): RunStream | Promise<RunOutput | PausedRunOutput> {
     if (!options.stream) {
       try {
         const handle = this.#start(input, options);
-        return handle.recorded.then(() => handle.result);
+        return handle.recorded.then(() => settleRun(this.orchestrator, handle.runId, handle.events()));
       } catch (error) {
         return Promise.reject(error instanceof Error ? error : new Error(String(error)));
       }
@@ -159,7 +168,7 @@ export class Agent {
    * Answers the tool calls a paused run waits for (`RunPaused.tools`) and resumes it: a confirmed
    * call runs, a rejected one does not and the model is told so. With `stream: true`, the events
    * from `RunContinued` on (`seq` continues from `RunPaused`), up to the next pause or the end;
-   * otherwise a promise of the output. Throws `RUN_NOT_FOUND` (unknown run, another agent's, or one
+   * otherwise a promise of the output at the next pause (`status: 'paused'`) or the end. Throws `RUN_NOT_FOUND` (unknown run, another agent's, or one
    * this process does not run), `RUN_NOT_PAUSED` when the run does not wait (it never paused, or was
    * continued already), `INVALID_INPUT` for answers that do not match the pending calls.
    *
@@ -177,10 +186,10 @@ export class Agent {
   continueRun(
     runId: string,
     options: ContinueRunOptions & { stream?: false | undefined },
-  ): Promise<RunOutput>;
-  continueRun(runId: string, options: ContinueRunOptions): RunStream | Promise<RunOutput> {
+  ): Promise<RunOutput | PausedRunOutput>;
+  continueRun(runId: string, options: ContinueRunOptions): RunStream | Promise<RunOutput | PausedRunOutput> {
     const handle = this.orchestrator.continueRun(runId, options.tools, { agentId: this.id });
-    return options.stream ? this.#stream(handle) : handle.result;
+    return options.stream ? this.#stream(handle) : settleRun(this.orchestrator, runId, handle.events());
   }
 
   #stream(handle: RunHandle): RunStream {

@@ -86,6 +86,7 @@ export {
   type RunErrorEvent,
   type RunEventBase,
   type RunExtraData,
+  type PausedRunOutput,
   type RunOutput,
   type RunPausedEvent,
   type RunRecord,

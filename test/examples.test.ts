@@ -95,7 +95,7 @@ describe('examples (offline)', () => {
     expect(stdout).toContain('slow_search started; cancelRun → true');
     expect(stdout).toContain("the tool's signal aborted: true");
     expect(stdout).toContain('recorded: slow_search cancelled');
-    expect(stdout).toContain('RunPaused          publish_note {"note":"the example ran"} waits');
+    expect(stdout).toContain('paused             publish_note {"note":"the example ran"} waits');
     expect(stdout).toMatch(/continued {10}completed: ".*published \\"the example ran\\"/);
   });
 

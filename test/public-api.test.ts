@@ -62,6 +62,7 @@ const TYPES = [
   'OpenAIChatOptions',
   'Orchestrator',
   'OrchestratorOptions',
+  'PausedRunOutput',
   'ReasoningCompletedEvent',
   'ReasoningStartedEvent',
   'ReasoningStep',

@@ -1,5 +1,10 @@
 import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
-import { runStatusOf, type RunMachineInput, type runMachine } from '../../machines/run.machine.js';
+import {
+  runMetrics,
+  runStatusOf,
+  type RunMachineInput,
+  type runMachine,
+} from '../../machines/run.machine.js';
 import type {
   CancelReason,
   RunMachineOutput,
@@ -248,8 +253,12 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     status: () => output?.status ?? runStatusOf(actor.getSnapshot()),
     record() {
       if (output) return output;
-      const { context } = actor.getSnapshot();
-      return activeRecord(identity, runStatusOf(actor.getSnapshot()), {
+      const snapshot = actor.getSnapshot();
+      const { context } = snapshot;
+      const current = runStatusOf(snapshot);
+      return activeRecord(identity, current, {
+        // A paused run is a result (of a non-streamed run): its metrics so far.
+        metrics: current === 'paused' ? runMetrics(context, now()) : null,
         content: context.content,
         reasoning: context.reasoning,
         extraData: reasoning.extraData(),

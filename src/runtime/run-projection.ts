@@ -1,5 +1,6 @@
 import type {
   RunMachineOutput,
+  RunMetrics,
   RunStatus,
   ToolExecution,
   TranscriptMessage,
@@ -66,6 +67,8 @@ function baseRecord(run: RunIdentity) {
 /** What an active run has streamed so far. */
 export interface RunProgress {
   content: string;
+  /** The metrics so far (of a paused run); `null` (the default) while the run streams. */
+  metrics?: RunMetrics | null | undefined;
   reasoning: string;
   /** The reasoning phases so far; absent when the model never reasoned. */
   extraData?: RunExtraData | undefined;
@@ -88,7 +91,7 @@ export function activeRecord(run: RunIdentity, status: RunStatus, progress: RunP
     reasoning_content: progress.reasoning,
     ...(progress.extraData ? { extra_data: progress.extraData } : {}),
     finish_reason: null,
-    metrics: null,
+    metrics: progress.metrics ?? null,
     error: null,
     cancel_reason: null,
     tools: progress.tools ?? [],

@@ -146,6 +146,14 @@ export const runOutput = z.strictObject({
   finished_at: unixSeconds,
 });
 
+/** A run paused for a confirmation: the answer of a non-streamed run (or continue) that pauses. */
+export const pausedRunOutput = z.strictObject({
+  ...runFields,
+  status: z.literal('paused'),
+  metrics: runMetrics.meta({ description: 'The metrics so far.' }),
+  finished_at: z.null(),
+});
+
 /** A session, as AgentOS names its fields. */
 export const sessionRecord = z.strictObject({
   session_id: z.string(),

@@ -21,6 +21,7 @@ import {
   runErrorEvent,
   runEvent,
   runOutput,
+  pausedRunOutput,
   runRecord,
   runStartedEvent,
   sessionPage,
@@ -163,16 +164,21 @@ export const OPERATIONS: readonly OperationSpec[] = [
     description:
       'Starts a run. With `stream` (the default) the answer is an event stream: each frame is ' +
       '`id: <seq>`, `event: <name>` and one `data:` line holding the event as JSON; it ends after the ' +
-      'one terminal event (`RunCompleted`, `RunCancelled` or `RunError`). With `stream=false` the ' +
-      'answer is the finished run; with `background=true` it is 202 at once. A client that goes away ' +
+      'one terminal event (`RunCompleted`, `RunCancelled` or `RunError`), or at `RunPaused`. With ' +
+      '`stream=false` the answer is the finished run, or the paused run (`status: "paused"`, the calls ' +
+      'that wait in `tools`) when a tool needs a confirmation; with `background=true` it is 202 at ' +
+      'once. A client that goes away ' +
       'cancels the run unless `on_disconnect` is `continue`.',
     tag: 'Agents',
     body: createRunBody,
     readsBody: true,
     success: {
       200: {
-        description: 'The run: its events as a stream, or the finished run with `stream=false`.',
-        content: { 'text/event-stream': runEvent, 'application/json': runOutput },
+        description: 'The run: its events as a stream, or with `stream=false` the finished (or paused) run.',
+        content: {
+          'text/event-stream': runEvent,
+          'application/json': z.union([runOutput, pausedRunOutput]),
+        },
       },
       202: { description: 'Started in the background (`background=true`).', content: json(runAccepted) },
     },
@@ -200,15 +206,20 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'a JSON array (a JSON string in a form) of `{tool_call_id, confirmed, confirmation_note?}`, one ' +
       'per pending call. Confirmed calls run; rejected ones do not, and the model is told. With ' +
       '`stream` (the default) the answer is the event stream from `RunContinued` on (`seq` goes on from ' +
-      '`RunPaused`) to the next pause or the end; otherwise the finished run. A run that is not paused ' +
+      '`RunPaused`) to the next pause or the end; otherwise the run at that point (finished, or paused ' +
+      'again). A run that is not paused ' +
       'answers 409 `RUN_NOT_PAUSED`.',
     tag: 'Agents',
     body: continueRunBody,
     readsBody: true,
     success: {
       200: {
-        description: 'The run from `RunContinued` on, or the finished run with `stream=false`.',
-        content: { 'text/event-stream': runEvent, 'application/json': runOutput },
+        description:
+          'The run from `RunContinued` on, or with `stream=false` the finished (or paused again) run.',
+        content: {
+          'text/event-stream': runEvent,
+          'application/json': z.union([runOutput, pausedRunOutput]),
+        },
       },
     },
     errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'RUN_NOT_PAUSED', 'INVALID_INPUT'],
@@ -356,6 +367,7 @@ const OUTPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['Health', healthResponse],
   ['RunRecord', runRecord],
   ['RunOutput', runOutput],
+  ['PausedRunOutput', pausedRunOutput],
   ['RunAccepted', runAccepted],
   ['CancelResult', cancelResult],
   ['SessionRecord', sessionRecord],

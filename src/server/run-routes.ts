@@ -1,6 +1,7 @@
 import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
+import { settleRun } from '../runtime/settle-run.js';
 import { runBodyParsers } from './body-parsers.js';
 import { invalidField } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
@@ -72,7 +73,8 @@ export function runRoutes(context: RouteContext): Router {
         await sendEventStream(res, run.events(), { heartbeatMs: context.heartbeatMs });
         return;
       }
-      const output = await run.result;
+      // The output at the next pause or the end.
+      const output = await settleRun(agent.orchestrator, runId, run.events());
       if (!res.destroyed) res.json(output);
     },
   );
@@ -159,6 +161,7 @@ async function createRun(
   res.once('close', () => {
     if (!res.writableFinished) cancelOnDisconnect?.();
   });
-  const output = await run.result;
+  // The output once the run ends, or the paused run (with the calls that wait) when it pauses.
+  const output = await settleRun(orchestrator, run.runId, await orchestrator.events(run.runId));
   if (!res.destroyed) res.json(output);
 }

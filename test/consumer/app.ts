@@ -6,6 +6,7 @@ import {
   createOrchestrator,
   OpenAIChat,
   RunEvent,
+  type PausedRunOutput,
   type RunOutput,
 } from 'runstate';
 import { createApp, startServer, type RunstateApp } from 'runstate/server';
@@ -31,7 +32,7 @@ const agent = new Agent({
   orchestrator,
 });
 
-export async function quickStart(): Promise<RunOutput> {
+export async function quickStart(): Promise<RunOutput | PausedRunOutput> {
   const stream = agent.run('Write a story', { stream: true, sessionId: env.SESSION_ID, userId: env.USER });
   setTimeout(() => agent.cancelRun(stream.runId), 2_000);
   for await (const chunk of stream) {

@@ -93,7 +93,7 @@ function startSubject(layer: Layer, orchestrator: Orchestrator, path: LifecycleP
   const blockerModel = createFakeModel({ id: 'blocker-model' });
   // The orchestrator's tool honours its signal; the Agent's ignores it (and answers late).
   const held = heldLifecycleTools(path, layer === 'orchestrator');
-  let blocker: Promise<RunOutput>;
+  let blocker: Promise<unknown>; // only awaited: it ends
   let subject: Subject;
   let shutdown: Promise<void> | undefined;
   // Shutting down cancels synchronously, then resolves when every run is final.

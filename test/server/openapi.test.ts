@@ -3,13 +3,14 @@ import type { Express } from 'express';
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import type { z } from 'zod';
 import type { ErrorCode } from '../../machines/run-types.js';
-import type { RunEvent, RunOutput, RunRecord, SessionRecord } from '../../src/index.js';
+import type { PausedRunOutput, RunEvent, RunOutput, RunRecord, SessionRecord } from '../../src/index.js';
 import type { AgentJson } from '../../src/server/index.js';
 import {
   createOpenApiDocument,
   type OpenApiDocument,
   type OperationObject,
 } from '../../src/server/openapi.js';
+import type { pausedRunOutput } from '../../src/server/openapi-schemas.js';
 import {
   agentResponse,
   errorCode,
@@ -203,6 +204,7 @@ describe('the schemas of what the server sends', () => {
     expectTypeOf<z.output<typeof runEvent>>().toEqualTypeOf<RunEvent>();
     expectTypeOf<z.output<typeof runRecord>>().toEqualTypeOf<RunRecord>();
     expectTypeOf<z.output<typeof runOutput>>().toEqualTypeOf<RunOutput>();
+    expectTypeOf<z.output<typeof pausedRunOutput>>().toEqualTypeOf<PausedRunOutput>();
     expectTypeOf<z.output<typeof sessionRecord>>().toEqualTypeOf<SessionRecord>();
     expectTypeOf<z.output<typeof agentResponse>>().toEqualTypeOf<AgentJson>();
     expectTypeOf<z.output<typeof errorCode>>().toEqualTypeOf<ErrorCode>();

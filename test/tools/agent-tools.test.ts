@@ -414,15 +414,53 @@ describe('pausing for a person', () => {
     ]);
   });
 
+  it('resolves a non-streamed run at its pause, and a non-streamed continue at the next pause or the end', async () => {
+    const publish = heldTool('publish', { requiresConfirmation: true });
+    const { model, agent } = setup([publish.tool]);
+    const running = agent.run('publish twice');
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { q: 'one' } }]);
+    const paused = await running;
+    expect(paused).toMatchObject({ status: 'paused', finished_at: null });
+    if (paused.status !== 'paused') throw new Error('not paused');
+    expect(paused.tools).toEqual([
+      expect.objectContaining({
+        tool_call_id: 'c1',
+        status: 'awaiting_confirmation',
+        requires_confirmation: true,
+      }),
+    ]);
+    expect(paused.metrics.duration).toBeGreaterThanOrEqual(0);
+
+    // Continued without stream: it pauses again, and resolves there.
+    const again = agent.continueRun(paused.run_id, { tools: [{ tool_call_id: 'c1', confirmed: true }] });
+    (await publish.started()).release('published one');
+    (await model.nextCall()).callTools([{ id: 'c2', name: 'publish', arguments: { q: 'two' } }]);
+    const second = await again;
+    expect(second.status).toBe('paused');
+    expect(second.tools.map((t) => [t.tool_call_id, t.status])).toEqual([
+      ['c1', 'completed'],
+      ['c2', 'awaiting_confirmation'],
+    ]);
+
+    const last = agent.continueRun(paused.run_id, { tools: [{ tool_call_id: 'c2', confirmed: false }] });
+    const answer = await model.nextCall();
+    answer.emit('Published one of two.');
+    answer.end();
+    const output = await last;
+    expect(output).toMatchObject({ status: 'completed', content: 'Published one of two.' });
+    expect(output.finished_at).toBeTypeOf('number');
+    checkRunEvents(await collect(await agent.orchestrator.events(paused.run_id)), 'completed');
+  });
+
   it('fails with RUN_TIMEOUT when nobody answers within the pause limit', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const publish = heldTool('publish', { requiresConfirmation: true });
     const { model, agent } = setup([publish.tool], { limits: { pauseTimeoutMs: 60_000 } });
-    const run = agent.run('publish');
+    const run = agent.run('publish', { stream: true });
     (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
     await nextTurn();
     expect((await agent.orchestrator.listRuns())[0]?.status).toBe('paused');
     await vi.advanceTimersByTimeAsync(60_000);
-    expect(await run).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+    expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
   });
 });

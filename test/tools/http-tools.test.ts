@@ -1,11 +1,13 @@
 /**
  * Tools over HTTP: a run of an agent with tools streams Agno's tool events (what the Agent UI turns
  * into chips), a pause ends the stream at `RunPaused`, and `POST .../continue` (Agno's form: `tools`
- * as a JSON string) streams on from `RunContinued`; a second continue is refused with 409.
+ * as a JSON string) streams on from `RunContinued`; a second continue is refused with 409. With
+ * `stream=false`, a run that pauses answers the paused run, and a continue the output.
  */
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { Agent, createOrchestrator, tool } from '../../src/index.js';
+import { Agent, createOrchestrator, tool, type PausedRunOutput } from '../../src/index.js';
+import { pausedRunOutput, runOutput } from '../../src/server/openapi-schemas.js';
 import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
 import { expectError, postRun, serve } from '../support/app.js';
 import { readSse } from '../support/sse.js';
@@ -103,6 +105,40 @@ describe('tools over HTTP', () => {
       404,
       'RUN_NOT_FOUND',
     );
+  });
+
+  it('answers a non-streamed run that pauses with the paused run, and a non-streamed continue with the output', async () => {
+    const { model, agentUrl } = await serveToolAgent();
+    const answer = postRun(agentUrl, { message: 'publish it', stream: false });
+    (await model.nextCall()).callTools([{ id: 'call_pub', name: 'publish' }]);
+    const response = await answer;
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^application\/json/);
+    const paused = (await response.json()) as PausedRunOutput;
+    pausedRunOutput.parse(paused); // the document's schema of it
+    expect(paused).toMatchObject({ status: 'paused', finished_at: null, content: '' });
+    expect(paused.tools).toEqual([
+      expect.objectContaining({
+        tool_call_id: 'call_pub',
+        tool_name: 'publish',
+        requires_confirmation: true,
+        status: 'awaiting_confirmation',
+      }),
+    ]);
+    expect(paused.metrics.duration).toBeGreaterThanOrEqual(0);
+
+    const form = new FormData();
+    form.set('tools', JSON.stringify([{ tool_call_id: 'call_pub', confirmed: true }]));
+    form.set('stream', 'false');
+    const continued = fetch(`${agentUrl}/runs/${paused.run_id}/continue`, { method: 'POST', body: form });
+    const turn = await model.nextCall();
+    turn.emit('Published.');
+    turn.end();
+    const output = runOutput.parse(await (await continued).json());
+    expect(output).toMatchObject({ status: 'completed', content: 'Published.' });
+    expect(output.tools).toEqual([
+      expect.objectContaining({ tool_call_id: 'call_pub', status: 'completed', result: 'published' }),
+    ]);
   });
 
   it('answers 422 to tools that are not a JSON array of answers', async () => {
