@@ -126,6 +126,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   const reasoning = new ReasoningPhases();
   let nodes: readonly object[] | undefined;
   let status: RunStatus | undefined;
+  /** When the run last paused: a paused run's metrics end there, so its record holds still while it waits. */
+  let pausedAt: number | undefined;
 
   function append(body: EventBody): void {
     const event: RunEvent = toWireEvent(identity, body, log.size + 1, now());
@@ -195,6 +197,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     }
   });
   const onTool = (emitted: RunToolEmitted): void => {
+    if (emitted.type === 'paused') pausedAt = now();
     for (const event of toolEvents(emitted)) append(event);
     if (emitted.type === 'paused') options.onPause(run, true);
     if (emitted.type === 'continued') options.onPause(run, false);
@@ -257,8 +260,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       const { context } = snapshot;
       const current = runStatusOf(snapshot);
       return activeRecord(identity, current, {
-        // A paused run is a result (of a non-streamed run): its metrics so far.
-        metrics: current === 'paused' ? runMetrics(context, now()) : null,
+        // A paused run is a result (of a non-streamed run): its metrics up to the pause.
+        metrics: current === 'paused' ? runMetrics(context, pausedAt ?? now()) : null,
         content: context.content,
         reasoning: context.reasoning,
         extraData: reasoning.extraData(),

@@ -242,7 +242,7 @@ export interface RunOutput extends RunRecord {
  * A run that waits for a person to confirm or reject its tool calls: what a non-streamed run (or
  * continue) resolves with when the run pauses, as Agno's non-streamed `run` returns a paused
  * `RunOutput`. The calls that wait are in `tools`, with `status: 'awaiting_confirmation'`; answer
- * them with `continueRun`. `metrics` are the run's so far.
+ * them with `continueRun`. `metrics` run up to the pause.
  */
 export interface PausedRunOutput extends RunRecord {
   status: 'paused';

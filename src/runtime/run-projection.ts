@@ -67,7 +67,7 @@ function baseRecord(run: RunIdentity) {
 /** What an active run has streamed so far. */
 export interface RunProgress {
   content: string;
-  /** The metrics so far (of a paused run); `null` (the default) while the run streams. */
+  /** The metrics up to the pause (of a paused run); `null` (the default) while the run streams. */
   metrics?: RunMetrics | null | undefined;
   reasoning: string;
   /** The reasoning phases so far; absent when the model never reasoned. */

@@ -150,7 +150,7 @@ export const runOutput = z.strictObject({
 export const pausedRunOutput = z.strictObject({
   ...runFields,
   status: z.literal('paused'),
-  metrics: runMetrics.meta({ description: 'The metrics so far.' }),
+  metrics: runMetrics.meta({ description: 'The metrics up to the pause.' }),
   finished_at: z.null(),
 });
 
