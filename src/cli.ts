@@ -10,7 +10,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
+import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
+import type { ToolConfirmation, ToolExecution } from '../machines/run-types.js';
 import type { Agent } from './agent.js';
 import { RunstateError } from './errors.js';
 import { OpenAIChat } from './model/openai-chat.js';
@@ -18,6 +20,7 @@ import { createInspector } from './inspect/create-inspector.js';
 import { checkSecurityKey } from './server/bearer-auth.js';
 import { configSchema, loadConfigFile, type RunstateConfig } from './server/config-file.js';
 import { createAgents } from './server/create-agents.js';
+import type { RunEvent, RunPausedEvent } from './runtime/run-events.js';
 import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
 import { createApp } from './server/create-app.js';
 import { startServer } from './server/start-server.js';
@@ -29,8 +32,9 @@ const USAGE = `Usage:
   runstate --version
 
 serve   Serves the agents over HTTP, AgentOS-compatible (PORT overrides the default port).
-run     Streams one run of an agent to stdout; Ctrl-C cancels it. The agent is --agent, else the
-        first agent of the config file (story-writer-agent when it declares none).
+run     Streams one run of an agent to stdout (tool calls to stderr); Ctrl-C cancels it. A tool
+        call that needs a confirmation is asked about on the terminal. The agent is --agent, else
+        the first agent of the config file (story-writer-agent when it declares none).
 
 Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
 agents are served (story-writer-agent, essay-writer-agent, tool-demo-agent with tools), on OpenAI
@@ -265,27 +269,79 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
     throw new UsageError(`unknown agent '${agentId}'; agents: ${agents.map((a) => a.id).join(', ')}`, false);
 
   const stream = agent.run(message, { stream: true });
-  // Ctrl-C cancels the run: the model request is aborted and the loop below gets RunCancelled.
-  const cancel = () => agent.cancelRun(stream.runId);
+  const runId = stream.runId;
+  // Ctrl-C cancels the run: the model request (or a running tool) is aborted and the loop below
+  // gets RunCancelled.
+  const cancel = () => agent.cancelRun(runId);
   process.on('SIGINT', cancel);
   try {
-    for await (const event of stream) {
-      if (event.event === 'RunContent') {
-        if (!process.stdout.write(event.content)) await once(process.stdout, 'drain');
-      } else if (event.event === 'RunCompleted') {
-        process.stdout.write('\n');
-        return 0;
-      } else if (event.event === 'RunCancelled') {
-        console.error(`\nrunstate: run ${event.run_id} cancelled`);
-        return 130;
-      } else if (event.event === 'RunError') {
-        console.error(`\nrunstate: run ${event.run_id} failed: ${event.code}: ${event.content}`);
-        return 1;
+    let events: AsyncIterable<RunEvent> = stream;
+    for (;;) {
+      let paused: RunPausedEvent | undefined;
+      for await (const event of events) {
+        if (event.event === 'RunContent') {
+          if (!process.stdout.write(event.content)) await once(process.stdout, 'drain');
+        } else if (event.event === 'ToolCallStarted') {
+          // Tool calls go to stderr: stdout stays the answer, for a pipe.
+          console.error(`[${event.tool.tool_name}] ${JSON.stringify(event.tool.tool_args)}`);
+        } else if (event.event === 'ToolCallCompleted') {
+          const { tool_name: name, tool_call_error: failed, result } = event.tool;
+          console.error(`[${name}] ${failed ? '' : '→ '}${oneLine(result ?? '')}`);
+        } else if (event.event === 'RunPaused') {
+          paused = event;
+        } else if (event.event === 'RunCompleted') {
+          process.stdout.write('\n');
+          return 0;
+        } else if (event.event === 'RunCancelled') {
+          console.error(`\nrunstate: run ${event.run_id} cancelled`);
+          return 130;
+        } else if (event.event === 'RunError') {
+          console.error(`\nrunstate: run ${event.run_id} failed: ${event.code}: ${event.content}`);
+          return 1;
+        }
       }
+      if (!paused) return 1;
+      // The run waits for a person: ask on the terminal, then stream on from RunContinued.
+      const answers = await askConfirmations(paused.tools);
+      if (!answers) {
+        await agent.orchestrator.requestCancel(runId, 'code').catch(() => undefined);
+        console.error(`\nrunstate: no answer: run ${runId} cancelled`);
+        return 130;
+      }
+      events = agent.continueRun(runId, { tools: answers, stream: true });
     }
-    return 1;
   } finally {
     process.off('SIGINT', cancel);
+  }
+}
+
+/** A tool's result on one line of the terminal, shortened. */
+function oneLine(text: string): string {
+  const line = text.replace(/\s+/g, ' ').trim();
+  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
+}
+
+/**
+ * Asks on the terminal whether each waiting tool call may run (`y` runs it, anything else rejects
+ * it). `undefined` when stdin ends or Ctrl-C is pressed first: nobody is there to answer.
+ */
+async function askConfirmations(calls: readonly ToolExecution[]): Promise<ToolConfirmation[] | undefined> {
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  const closed = new Promise<undefined>((resolve) => prompt.once('close', () => resolve(undefined)));
+  prompt.once('SIGINT', () => prompt.close());
+  try {
+    const answers: ToolConfirmation[] = [];
+    for (const call of calls.filter((c) => c.status === 'awaiting_confirmation')) {
+      const question = `Run ${call.tool_name} ${JSON.stringify(call.tool_args)}? [y/N] `;
+      const answer = await Promise.race([prompt.question(question), closed]);
+      if (answer === undefined) return undefined;
+      // Typed on a terminal, the answer shows; piped in, it is written out, so the log reads the same.
+      if (!process.stdin.isTTY) console.error(answer);
+      answers.push({ tool_call_id: call.tool_call_id, confirmed: /^y(es)?$/i.test(answer.trim()) });
+    }
+    return answers;
+  } finally {
+    prompt.close();
   }
 }
 

@@ -185,3 +185,24 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
     expect(pkg.files).toContain('bin');
   });
 });
+describe('runstate run with tools', () => {
+  it('shows the tool calls on stderr and asks on the terminal before a call that needs a confirmation', async () => {
+    const run = spawnCli(['run', "add 2 and 3, then publish note 'hello'", '--agent', 'tool-demo-agent']);
+    run.child.stdin.end('y\n'); // read once the run pauses
+    expect(await run.exit).toBe(0);
+    const { stdout, stderr } = run.output();
+    // The turn pauses before any of its calls runs; then both run.
+    expect(stderr).toMatch(/^Run publish_note \{"note":"hello"\}\? \[y\/N\] y\n\[/);
+    expect(stderr).toContain('[add] {"a":2,"b":3}\n');
+    expect(stderr).toContain('[add] → {"sum":5}\n');
+    expect(stderr).toContain('[publish_note] → published the note "hello"\n');
+    expect(stdout).toContain('publish_note returned: published the note "hello"');
+  });
+
+  it('cancels the paused run when nobody answers (stdin ends), exit 130', async () => {
+    const run = spawnCli(['run', "publish note 'hello'", '--agent', 'tool-demo-agent']);
+    run.child.stdin.end();
+    expect(await run.exit).toBe(130);
+    expect(run.output().stderr).toMatch(/runstate: no answer: run \S+ cancelled\n$/);
+  });
+});
