@@ -81,6 +81,8 @@ async function pump(
   try {
     // A store that refused the run (or failed to read its history) fails it here, as a model error would.
     const history = await call.messages;
+    // Cancelled while the history was read (a durable store's round trip): no request at all.
+    if (signal.aborted) return;
     // The run's own messages (tool rounds) follow the conversation up to the user's message.
     const messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
     const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;

@@ -1,13 +1,17 @@
 /**
  * Property-based test of the orchestrator: random schedules of model chunks, ends, errors and
- * incomplete streams, stalls (time passing, so idle and run timeouts and retries fire), cancels
- * from several callers in the same tick, readers that disconnect, and shutdown, over several
- * concurrent runs on one orchestrator with the fake model. Commands may or may not let the
- * previous ones land first, so cancels race chunks and ends.
+ * incomplete streams, tool calls (tools that return, throw, time out or ignore their signal; calls
+ * that wait for a person, continued or not), stalls (time passing, so idle, run, tool and pause
+ * timeouts and retries fire), cancels from several callers in the same tick, readers that
+ * disconnect, and shutdown, over several concurrent runs on one orchestrator with the fake model.
+ * Commands may or may not let the previous ones land first, so cancels race chunks, ends, tool
+ * results and continues. The same schedules (fewer of them) run over PGlite and PostgreSQL, where
+ * what a client reads back once a run is stored must equal what it saw live.
  */
 import { getEventListeners } from 'node:events';
 import fc from 'fast-check';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
 import type { CancelReason } from '../../machines/run-types.js';
 import { Agent } from '../../src/agent.js';
 import { RunstateError } from '../../src/errors.js';
@@ -17,14 +21,21 @@ import {
   type Orchestrator,
   type RunEvent,
   type RunStatus,
+  type RunStore,
 } from '../../src/runtime/index.js';
+import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
+import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
+import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
+import { tool } from '../../src/tools/tool.js';
 import {
   checkRunEvents,
   createFakeModel,
   type FakeModel,
   type FakeModelCall,
 } from '../../src/testing/index.js';
-import { actorTracker, FAKE_TIMERS, settle } from '../support/runs.js';
+import { collect } from '../support/collect.js';
+import { createTempDir, createTestDatabase } from '../support/databases.js';
+import { actorTracker, counterIds, FAKE_TIMERS, settle } from '../support/runs.js';
 
 /** Who cancels: `answers` says whether a `true` is possible from that caller. */
 const CALLERS = {
@@ -42,9 +53,15 @@ type Command =
   | { kind: 'close'; run: number; settle: boolean }
   | { kind: 'stall'; ms: number }
   | { kind: 'cancel'; run: number; callers: Caller[]; settle: boolean }
+  | { kind: 'callTools'; run: number; tools: ToolName[]; settle: boolean }
+  | { kind: 'toolResult'; run: number; call: number; outcome: 'return' | 'throw'; settle: boolean }
+  | { kind: 'continue'; run: number; confirm: boolean; via: 'agent' | 'orchestrator'; settle: boolean }
   | { kind: 'read'; run: number }
   | { kind: 'disconnect'; run: number }
   | { kind: 'shutdown' };
+
+/** `work` runs until the test answers (or its timeout); `approve` waits for a person first. */
+type ToolName = 'work' | 'approve';
 
 const run = fc.nat(9);
 const stallArb = fc.oneof(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 30, max: 200 }));
@@ -82,6 +99,35 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       settle: fc.boolean(),
     }),
   },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant('callTools' as const),
+      run,
+      tools: fc.array(fc.constantFrom<ToolName>('work', 'work', 'approve'), { minLength: 1, maxLength: 3 }),
+      settle: fc.boolean(),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant('toolResult' as const),
+      run,
+      call: fc.nat(5),
+      outcome: fc.constantFrom('return' as const, 'return' as const, 'throw' as const),
+      settle: fc.boolean(),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('continue' as const),
+      run,
+      confirm: fc.boolean(),
+      via: fc.constantFrom('agent' as const, 'orchestrator' as const),
+      settle: fc.boolean(),
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('read' as const), run }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('disconnect' as const), run }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'shutdown' as const }) },
@@ -93,6 +139,11 @@ const scenarioArb = fc.record({
   idleTimeoutMs: fc.constantFrom(60, 150),
   timeoutMs: fc.constantFrom(300, 1_000),
   maxAttempts: fc.constantFrom(1, 2, 3, 3),
+  maxToolRounds: fc.constantFrom(1, 3),
+  toolTimeoutMs: fc.constantFrom(40, 100),
+  pauseTimeoutMs: fc.constantFrom(50, 500),
+  /** Whether the tools of even runs reject when their signal aborts; odd runs' do the opposite. */
+  honourSignals: fc.boolean(),
   commands: fc.array(commandArb, { maxLength: 80, size: 'max' }),
 });
 type Scenario = typeof scenarioArb extends fc.Arbitrary<infer S> ? S : never;
@@ -100,8 +151,19 @@ type Scenario = typeof scenarioArb extends fc.Arbitrary<infer S> ? S : never;
 interface CallRecord {
   call: FakeModelCall;
   /** How the model ended the stream itself, if it did before the run let go of it. */
-  endedBy?: 'end' | 'fail' | 'close';
+  endedBy?: 'end' | 'fail' | 'close' | 'tools';
+  /** Deltas sent while the run still wanted the request (later ones are no-ops). */
   emitted: string[];
+}
+
+/** One execution of a tool, held until the test answers it. */
+interface ToolRecord {
+  toolCallId: string;
+  signal: AbortSignal;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+  /** The test answered it (a late answer, when its signal was aborted first). */
+  answered: boolean;
 }
 
 interface RunUnderTest {
@@ -109,9 +171,8 @@ interface RunUnderTest {
   agent: Agent;
   model: FakeModel;
   calls: CallRecord[];
-  /** Every event, as a second reader that follows the log sees it. */
+  /** Every event, as the orchestrator published it. */
   observed: RunEvent[];
-  observing: Promise<void>;
   /** The agent's stream, read on command only: `return()` never waits behind a pending read. */
   reader: AsyncIterator<RunEvent>;
   read: RunEvent[];
@@ -119,6 +180,12 @@ interface RunUnderTest {
   /** Who cancelled it (a `true` answer, a disconnect, shutdown) and the content at that moment. */
   cancelledBy: { reason: CancelReason; content: string }[];
   answeredTrue: number;
+  tools: ToolRecord[];
+  /** The reader's stream ended at a pause; a continue gives a new one. */
+  readerEnded: boolean;
+  continued: number;
+  /** Broken rules seen where no `expect` can throw (inside a tool, a model call). */
+  violations: string[];
 }
 
 const FINAL = new Set<RunStatus | undefined>(['completed', 'cancelled', 'failed']);
@@ -130,52 +197,103 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-async function play(scenario: Scenario): Promise<void> {
+/** Where the runs of a schedule are stored; `durable` stores are read back at the end. */
+interface Backend {
+  name: string;
+  durable: boolean;
+  open(): RunStore;
+}
+
+async function play(scenario: Scenario, backend: Backend, ids: () => string): Promise<void> {
   const tracker = actorTracker();
+  const store = backend.open();
   const orchestrator: Orchestrator = createOrchestrator({
     maxConcurrentRuns: scenario.maxConcurrentRuns,
-    store: createMemoryRunStore({ retention: { maxAgeMs: 60_000 } }),
+    store,
     limits: {
       idleTimeoutMs: scenario.idleTimeoutMs,
       timeoutMs: scenario.timeoutMs,
       retry: { maxAttempts: scenario.maxAttempts, baseDelayMs: 10, maxDelayMs: 40, maxRetryAfterMs: 100 },
+      maxToolRounds: scenario.maxToolRounds,
+      pauseTimeoutMs: scenario.pauseTimeoutMs,
     },
     inspect: tracker.inspect,
+    idGenerator: ids,
   });
   const sizeBefore = (await orchestrator.listRuns()).length;
   // What the orchestrator says of each run, as it happens (its reads are asynchronous; this is not).
   const seen = new Map<string, { status: RunStatus; content: string }>();
+  // Every event of every run, as the orchestrator publishes it (also across pauses).
+  const published = new Map<string, RunEvent[]>();
   orchestrator.subscribe((notice) => {
     if (notice.type === 'created') seen.set(notice.run.run_id, { status: 'pending', content: '' });
     else if (notice.type === 'state') seen.get(notice.runId)!.status = notice.status;
-    else if (notice.type === 'event' && notice.event.event === 'RunContent')
-      seen.get(notice.runId)!.content += notice.event.content;
     else if (notice.type === 'finished') seen.set(notice.run.run_id, notice.run);
+    if (notice.type !== 'event') return;
+    if (notice.event.event === 'RunContent') seen.get(notice.runId)!.content += notice.event.content;
+    let events = published.get(notice.runId);
+    if (!events) published.set(notice.runId, (events = []));
+    events.push(notice.event);
   });
   const other = new Agent({ name: 'Other', model: createFakeModel(), orchestrator });
 
   const runs: RunUnderTest[] = [];
   for (let i = 0; i < scenario.runs; i++) {
-    const model = createFakeModel();
-    const agent = new Agent({ name: `Agent ${i}`, model, orchestrator });
+    // Filled in below: the run's tools and model report to it.
+    const entry = { tools: [], violations: [] } as unknown as RunUnderTest;
+    const honours = scenario.honourSignals === (i % 2 === 0);
+    const execute = (_args: unknown, context: { signal: AbortSignal; toolCallId: string }) =>
+      new Promise((resolve, reject) => {
+        // No tool runs after its run ended.
+        if (FINAL.has(status(entry))) entry.violations.push(`tool started in a ${status(entry)} run`);
+        const record: ToolRecord = { ...context, resolve, reject, answered: false };
+        entry.tools.push(record);
+        if (honours) {
+          context.signal.addEventListener(
+            'abort',
+            () => reject(new Error('aborted', { cause: context.signal.reason })),
+            { once: true },
+          );
+        }
+      });
+    const tools = [
+      tool({
+        name: 'work',
+        description: '',
+        parameters: z.object({}),
+        timeoutMs: scenario.toolTimeoutMs,
+        execute,
+      }),
+      tool({
+        name: 'approve',
+        description: '',
+        parameters: z.object({}),
+        requiresConfirmation: true,
+        execute,
+      }),
+    ];
+    // No model request after its run ended.
+    const model = createFakeModel({
+      onCall: () => {
+        if (FINAL.has(status(entry))) entry.violations.push(`model called in a ${status(entry)} run`);
+      },
+    });
+    const agent = new Agent({ name: `Agent ${i}`, model, orchestrator, tools });
     const stream = agent.run(`input ${i}`, { stream: true });
-    const observed: RunEvent[] = [];
-    const observing = (async () => {
-      for await (const event of await orchestrator.events(stream.runId)) observed.push(event);
-    })();
-    const entry: RunUnderTest = {
+    Object.assign(entry, {
       runId: stream.runId,
       agent,
       model,
       calls: [],
-      observed,
-      observing,
       reader: stream[Symbol.asyncIterator](),
       read: [],
       disconnected: false,
       cancelledBy: [],
       answeredTrue: 0,
-    };
+      readerEnded: false,
+      continued: 0,
+    });
+    entry.observed = published.get(stream.runId)!;
     runs.push(entry);
   }
   const status = (entry: RunUnderTest) => seen.get(entry.runId)?.status;
@@ -187,31 +305,52 @@ async function play(scenario: Scenario): Promise<void> {
   };
   const readAvailable = async (entry: RunUnderTest) => {
     await settle();
-    while (!entry.disconnected && entry.read.length < entry.observed.length) {
+    while (!entry.disconnected && !entry.readerEnded && entry.read.length < entry.observed.length) {
       const next = await entry.reader.next();
-      expect(next.done).toBe(false);
-      entry.read.push(next.value as RunEvent);
+      if (next.done) {
+        // A stream ends at a pause, right after its RunPaused.
+        expect(entry.read.at(-1)?.event).toBe('RunPaused');
+        entry.readerEnded = true;
+        break;
+      }
+      entry.read.push(next.value);
     }
     expect(entry.read).toEqual(entry.observed.slice(0, entry.read.length));
   };
-  /** The model's signal is aborted exactly when the run let go of a request the model had not ended. */
+  /**
+   * The model's signal is aborted exactly when the run let go of a request the model had not ended;
+   * a tool's exactly when its run ended or the call timed out.
+   */
   const checkSignals = () => {
     for (const entry of runs) {
       callOf(entry);
+      const final = FINAL.has(status(entry));
       if (status(entry) === 'pending') expect(entry.calls).toHaveLength(0);
       for (const record of entry.calls) {
         if (record.endedBy) continue;
-        expect(record.call.signal.aborted, `run ${entry.runId} call ${record.call.index}`).toBe(
-          FINAL.has(status(entry)),
-        );
+        expect(record.call.signal.aborted, `run ${entry.runId} call ${record.call.index}`).toBe(final);
       }
+      for (const record of entry.tools) {
+        if (record.answered && !record.signal.aborted) continue;
+        // Its own timeout: the model was told it timed out.
+        const timedOut = entry.observed.some(
+          (event) =>
+            event.event === 'ToolCallError' &&
+            event.tool.tool_call_id === record.toolCallId &&
+            event.error.includes('timed out after'),
+        );
+        expect(record.signal.aborted, `run ${entry.runId} tool ${record.toolCallId}`).toBe(final || timedOut);
+      }
+      expect(entry.violations, `run ${entry.runId}`).toEqual([]);
     }
     expect(orchestrator.activeCount).toBe(runs.filter((entry) => !FINAL.has(status(entry))).length);
-    // The concurrency limit holds, and no run waits while a slot is free (before shutdown).
-    const streaming = runs.filter((entry) => status(entry) === 'streaming').length;
+    // The concurrency limit holds (a continued run takes its slot back even past it), and no run
+    // waits while a slot is free (before shutdown).
+    const streaming = runs.filter((entry) => status(entry) === 'streaming');
     const pending = runs.filter((entry) => status(entry) === 'pending').length;
-    expect(streaming).toBeLessThanOrEqual(scenario.maxConcurrentRuns);
-    if (pending > 0) expect(streaming).toBe(scenario.maxConcurrentRuns);
+    const resumed = streaming.filter((entry) => entry.continued > 0).length;
+    expect(streaming.length).toBeLessThanOrEqual(scenario.maxConcurrentRuns + resumed);
+    if (pending > 0) expect(streaming.length).toBeGreaterThanOrEqual(scenario.maxConcurrentRuns);
   };
 
   // Every reader starts reading at once, as a `for await` loop does.
@@ -223,7 +362,8 @@ async function play(scenario: Scenario): Promise<void> {
       case 'emit':
       case 'end':
       case 'fail':
-      case 'close': {
+      case 'close':
+      case 'callTools': {
         // Aim at runs with a request the model still serves (late actions on the others are no-ops).
         const serving = runs.filter((r) => {
           const latest = callOf(r);
@@ -233,13 +373,17 @@ async function play(scenario: Scenario): Promise<void> {
         const entry = pool[command.run % pool.length]!;
         const record = callOf(entry);
         if (!record) break;
-        if (!record.endedBy && !record.call.signal.aborted && command.kind !== 'emit')
-          record.endedBy = command.kind;
+        const serves = !record.endedBy && !record.call.signal.aborted;
+        if (serves && command.kind !== 'emit' && command.kind !== 'callTools') record.endedBy = command.kind;
         if (command.kind === 'emit') {
-          record.emitted.push(command.delta);
+          if (serves) record.emitted.push(command.delta);
           record.call.emit(command.delta);
         } else if (command.kind === 'end') {
           record.call.end();
+        } else if (command.kind === 'callTools') {
+          if (serves) record.endedBy = 'tools';
+          const calls = command.tools.map((name, i) => ({ id: `call_${record.call.index}_${i}`, name }));
+          record.call.callTools(calls);
         } else if (command.kind === 'close') {
           record.call.close();
         } else {
@@ -284,6 +428,61 @@ async function play(scenario: Scenario): Promise<void> {
         if (command.settle) await settle();
         break;
       }
+      case 'toolResult': {
+        // Aim at runs with a call the test has not answered yet (running, or aborted and ignoring it).
+        const waiting = runs.filter((r) => r.tools.some((t) => !t.answered));
+        const entry =
+          waiting.length > 0 ? waiting[command.run % waiting.length]! : runs[command.run % runs.length]!;
+        const open = entry.tools.filter((t) => !t.answered);
+        const record = open[command.call % Math.max(open.length, 1)];
+        if (!record) break;
+        record.answered = true;
+        const before = entry.observed.length;
+        const late = record.signal.aborted;
+        if (command.outcome === 'return') record.resolve(`result of ${record.toolCallId}`);
+        else record.reject(new Error(`${record.toolCallId} failed`));
+        if (late) {
+          // An answer after the call was aborted (cancel, timeout) is dropped: it changes nothing.
+          await settle();
+          expect(entry.observed.length, 'a late tool answer').toBe(before);
+        } else if (command.settle) {
+          await settle();
+        }
+        break;
+      }
+      case 'continue': {
+        const paused = runs.filter((r) => status(r) === 'paused');
+        const entry =
+          paused.length > 0 ? paused[command.run % paused.length]! : runs[command.run % runs.length]!;
+        const waiting = entry.observed.findLast((event) => event.event === 'RunPaused');
+        const answers =
+          waiting?.event === 'RunPaused'
+            ? waiting.tools.map((t) => ({ tool_call_id: t.tool_call_id, confirmed: command.confirm }))
+            : [];
+        const go = () =>
+          command.via === 'agent'
+            ? entry.agent.continueRun(entry.runId, { tools: answers, stream: true })[Symbol.asyncIterator]()
+            : orchestrator.continueRun(entry.runId, answers).events()[Symbol.asyncIterator]();
+        if (status(entry) !== 'paused') {
+          // Refused: RUN_NOT_PAUSED while the run is live here; once final it may be forgotten here.
+          const codes = FINAL.has(status(entry)) ? ['RUN_NOT_PAUSED', 'RUN_NOT_FOUND'] : ['RUN_NOT_PAUSED'];
+          expect(codes).toContain(thrownCode(go));
+          break;
+        }
+        const reader = go();
+        entry.continued++;
+        expect(status(entry)).toBe('streaming');
+        // Continuing twice: the second is refused.
+        expect(go).toThrow(expect.objectContaining({ code: 'RUN_NOT_PAUSED' }));
+        // A stream that ended at the pause is followed by the continue's, from RunContinued on; one
+        // that had not reached the pause yet reads on past it (the run is no longer paused there).
+        if (entry.readerEnded && !entry.disconnected) {
+          entry.reader = reader;
+          entry.readerEnded = false;
+        }
+        if (command.settle) await settle();
+        break;
+      }
       case 'read':
         await readAvailable(runs[command.run % runs.length]!);
         break;
@@ -292,6 +491,13 @@ async function play(scenario: Scenario): Promise<void> {
         if (entry.disconnected) break;
         await readAvailable(entry);
         const before = status(entry);
+        if (entry.readerEnded) {
+          // Its stream already ended at a pause: leaving it changes nothing.
+          entry.disconnected = true;
+          await entry.reader.return!(undefined);
+          expect(status(entry)).toBe(before);
+          break;
+        }
         const contentBefore = content(entry);
         entry.disconnected = true;
         await entry.reader.return!(undefined);
@@ -340,7 +546,6 @@ async function play(scenario: Scenario): Promise<void> {
   expect(orchestrator.activeCount).toBe(0);
 
   for (const entry of runs) {
-    await entry.observing;
     await readAvailable(entry);
     const final = status(entry)!;
     expect(FINAL.has(final)).toBe(true);
@@ -350,13 +555,13 @@ async function play(scenario: Scenario): Promise<void> {
     expect(output.status).toBe(final);
     const terminal = entry.observed.at(-1)!;
 
-    // Deltas reach the log in order, each once, only from the request that streamed. Deltas that
+    // Deltas reach the log in order, each once, only from requests the run wanted. Deltas that
     // arrived in one turn share a RunContent, so each RunContent is a run of whole deltas.
     const deltas = entry.observed
       .filter((event) => event.event === 'RunContent')
       .map((event) => event.content);
     const last = entry.calls.at(-1);
-    const sent = (last?.emitted ?? []).filter((delta) => delta !== '');
+    const sent = entry.calls.flatMap((record) => record.emitted).filter((delta) => delta !== '');
     const deltaEnds = new Set<number>();
     sent.reduce((end, delta) => {
       deltaEnds.add(end + delta.length);
@@ -386,6 +591,31 @@ async function play(scenario: Scenario): Promise<void> {
     }
     if (final === 'completed') expect(last?.endedBy).toBe('end');
 
+    // The record's tool calls are what the events said: each call over with its last
+    // ToolCallCompleted; one that started and never completed is `cancelled` (the run ended first).
+    const completed = new Map<string, unknown>();
+    for (const event of entry.observed) {
+      if (event.event === 'ToolCallCompleted') completed.set(event.tool.tool_call_id, event.tool);
+    }
+    for (const call of output.tools) {
+      const done = completed.get(call.tool_call_id);
+      if (done) expect(call).toEqual(done);
+      else expect(call.status, `${call.tool_call_id} never completed`).toBe('cancelled');
+    }
+    if (terminal.event === 'RunCompleted') expect(terminal.tools).toEqual(output.tools);
+    // Each execution the runtime started is a call of the record; none of a run that had ended.
+    const recorded = new Set(output.tools.map((call) => call.tool_call_id));
+    for (const record of entry.tools) expect(recorded).toContain(record.toolCallId);
+    expect(entry.violations).toEqual([]);
+
+    if (backend.durable) {
+      // What a client reads back once the run is stored is what it saw live.
+      expect(await collect(await orchestrator.events(entry.runId))).toEqual(entry.observed);
+      expect(await orchestrator.getRun(entry.runId)).toEqual(output);
+      const session = (await orchestrator.sessionRuns(output.session_id)).map((run) => run.run_id);
+      expect(session).toEqual([entry.runId]);
+    }
+
     // No stream left open, no abort listener left behind.
     for (const record of entry.calls) {
       expect(record.call.settled).toBe(true);
@@ -395,9 +625,24 @@ async function play(scenario: Scenario): Promise<void> {
 
   // No actor and no timer left running; once retention has passed, the registry is back to its size.
   expect(tracker.running()).toEqual([]);
+  if (backend.durable) {
+    // (A database client keeps its own timers; retention is the store contract's business.)
+    await store.close();
+    return;
+  }
   expect(vi.getTimerCount()).toBe(0);
   await vi.advanceTimersByTimeAsync(60_001);
   expect(await orchestrator.listRuns()).toHaveLength(sizeBefore);
+}
+
+/** The `code` of what `fn` throws. */
+function thrownCode(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (error) {
+    return (error as { code?: unknown }).code;
+  }
+  throw new Error('expected a throw');
 }
 
 async function lastEvent(orchestrator: Orchestrator, runId: string): Promise<RunEvent> {
@@ -406,8 +651,69 @@ async function lastEvent(orchestrator: Orchestrator, runId: string): Promise<Run
   return last!;
 }
 
+const memory: Backend = {
+  name: 'memory',
+  durable: false,
+  open: () => createMemoryRunStore({ retention: { maxAgeMs: 60_000 } }),
+};
+
 describe('orchestrator under random schedules', () => {
-  it('keeps every run invariant over concurrent runs, cancels, stalls and shutdown', async () => {
-    await fc.assert(fc.asyncProperty(scenarioArb, play), { numRuns: 150, seed: 20_251_125 });
+  it('keeps every run invariant over concurrent runs, tools, pauses, cancels, stalls and shutdown', async () => {
+    const ids = counterIds();
+    await fc.assert(
+      fc.asyncProperty(scenarioArb, (scenario) => play(scenario, memory, ids)),
+      { numRuns: 150, seed: 20_251_125 },
+    );
+  });
+});
+
+/** A database shared by the schedules of one backend: closing a schedule's store leaves it open. */
+function shared(db: SqlDatabase): SqlDatabase {
+  return {
+    query: (text, params) => db.query(text, params),
+    transaction: (fn) => db.transaction(fn),
+    close: () => Promise.resolve(),
+  };
+}
+
+const durable = [
+  {
+    name: 'PGlite',
+    openDb: async () => {
+      const dir = await createTempDir('runstate-property-');
+      return { db: await openSqlDatabase({ dataDir: dir.path }), remove: () => dir.remove() };
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    openDb: async () => {
+      const database = await createTestDatabase();
+      return { db: await openSqlDatabase({ databaseUrl: database.url }), remove: () => database.drop() };
+    },
+  },
+];
+
+describe.each(durable)('orchestrator over $name under random schedules', ({ name, openDb }) => {
+  let opened: { db: SqlDatabase; remove(): Promise<void> } | undefined;
+  beforeAll(async () => {
+    opened = await openDb();
+  }, 60_000);
+  afterAll(async () => {
+    await opened?.db.close();
+    await opened?.remove();
+  });
+
+  it('keeps every run invariant, and reads back what it published', async () => {
+    const backend: Backend = {
+      name,
+      durable: true,
+      open: () => createSqlRunStore({ db: shared(opened!.db) }),
+    };
+    // Run ids are unique in the file's database.
+    const ids = counterIds(`${name}-run`);
+    await fc.assert(
+      fc.asyncProperty(scenarioArb, (scenario) => play(scenario, backend, ids)),
+      { numRuns: 12, seed: 20_251_130 },
+    );
   });
 });
