@@ -159,6 +159,12 @@ export interface RunMachineContext {
   transcript: TranscriptMessage[];
   /** Where the current model turn began, in `content`, `chunkCount` and `attempt`. */
   turn: { content: number; chunks: number; attempt: number };
+  /**
+   * The idle timer of a streaming attempt: one timer, not one per chunk. `lastChunkAt` is when the
+   * attempt's last chunk came (`null` before its first); `armedAt` the `chunkCount` when the timer
+   * was armed: when it fires with more chunks than that, it is armed again for what is left.
+   */
+  idle: { lastChunkAt: number | null; armedAt: number };
 }
 
 /** Defaults of a run's limits. */
@@ -267,6 +273,7 @@ const runSetup = setup({
     }),
   },
   delays: {
+    // Replaced by `clockDelays`, which counts from the attempt's last chunk.
     idleTimeout: ({ context }) => clampDelay(context.limits.idleTimeoutMs),
     runTimeout: ({ context }) => clampDelay(context.limits.timeoutMs),
     retryDelay: ({ context }) => clampDelay(context.retryDelayMs),
@@ -285,6 +292,8 @@ const runSetup = setup({
       );
     },
     asksForTools: ({ event }) => toolCallsOf(event).length > 0,
+    // The idle timer fired with no chunk since it was armed: the model was silent for the whole timeout.
+    silentSinceArmed: ({ context }) => context.chunkCount === context.idle.armedAt,
     roundsLeft: ({ context }) => context.toolRounds < context.limits.maxToolRounds,
     needsConfirmation: ({ event }) => toolCallsOf(event).some((call) => call.requiresConfirmation),
     roundOver: ({ context }) => {
@@ -336,17 +345,8 @@ const runSetup = setup({
       type: 'paused' as const,
       tools: context.tools.filter((tool) => tool.status === 'awaiting_confirmation'),
     })),
-    appendChunk: assign(({ context, event }) => {
-      if (event.type !== 'CHUNK') return {};
-      const { delta, reasoning } = event;
-      return reasoning
-        ? {
-            content: context.content + delta,
-            reasoning: context.reasoning + reasoning,
-            chunkCount: context.chunkCount + 1,
-          }
-        : { content: context.content + delta, chunkCount: context.chunkCount + 1 };
-    }),
+    // The idle timer counts from here: the chunks already taken do not re-arm it.
+    armIdleTimer: assign({ idle: ({ context }) => ({ ...context.idle, armedAt: context.chunkCount }) }),
     emitContent: emit(({ event }) => ({
       type: 'content' as const,
       delta: event.type === 'CHUNK' ? event.delta : '',
@@ -360,6 +360,18 @@ const runSetup = setup({
     idleTimeout: raise({ type: 'TIMEOUT', limit: 'idle' }),
   },
 });
+
+/** The delays that read the clock: provided again by {@link withRunClock}. */
+function clockDelays(clock: RunClock) {
+  return {
+    // From the attempt's last chunk (from now before its first): a re-armed timer waits for what is left.
+    idleTimeout: ({ context }: { context: RunMachineContext }) =>
+      // At least 1 ms, as Node's timers do: a timer due at once still fires after what happens now.
+      clampDelay(
+        Math.max(1, (context.idle.lastChunkAt ?? clock.now()) + context.limits.idleTimeoutMs - clock.now()),
+      ),
+  };
+}
 
 /** The actions that read the clock: provided again by {@link withRunClock}. */
 function clockActions(clock: RunClock) {
@@ -413,6 +425,20 @@ function clockActions(clock: RunClock) {
     }),
     closeTools: runSetup.assign({ tools: ({ context }) => closeOpen(context.tools, clock.now()) }),
     // The run's first chunk, not the turn's: time to first token is the run's.
+    // Per chunk: no timer is touched, the chunk's time is noted for the idle timer (see `idle`).
+    appendChunk: runSetup.assign(({ context, event }) => {
+      if (event.type !== 'CHUNK') return {};
+      const { delta, reasoning } = event;
+      const idle = { lastChunkAt: clock.now(), armedAt: context.idle.armedAt };
+      return reasoning
+        ? {
+            content: context.content + delta,
+            reasoning: context.reasoning + reasoning,
+            chunkCount: context.chunkCount + 1,
+            idle,
+          }
+        : { content: context.content + delta, chunkCount: context.chunkCount + 1, idle };
+    }),
     recordFirstChunk: runSetup.assign({
       times: ({ context }) =>
         context.times.firstChunkAt === null ? { ...context.times, firstChunkAt: clock.now() } : context.times,
@@ -448,176 +474,191 @@ function clockActions(clock: RunClock) {
  * actor.getSnapshot().value; // 'cancelled'
  * ```
  */
-export const runMachine = runSetup.extend({ actions: clockActions(SYSTEM_CLOCK) }).createMachine({
-  id: 'run',
-  context: ({ input }) => {
-    return {
-      runId: input.runId,
-      content: '',
-      reasoning: '',
-      chunkCount: 0,
-      attempt: 0,
-      // `createdAt` is set by `recordCreated`, the root's entry: the clock is an implementation, not input.
-      times: { createdAt: 0, startedAt: null, firstChunkAt: null, endedAt: null },
-      usage: null,
-      finishReason: null,
-      error: null,
-      cancelReason: null,
-      retryDelayMs: 0,
-      limits: {
-        idleTimeoutMs: input.idleTimeoutMs ?? DEFAULT_RUN_LIMITS.idleTimeoutMs,
-        timeoutMs: input.timeoutMs ?? DEFAULT_RUN_LIMITS.timeoutMs,
-        retry: retryPolicy(input.retry),
-        maxToolRounds: input.maxToolRounds ?? DEFAULT_RUN_LIMITS.maxToolRounds,
-        pauseTimeoutMs: input.pauseTimeoutMs ?? DEFAULT_RUN_LIMITS.pauseTimeoutMs,
-      },
-      tools: [],
-      round: [],
-      toolRounds: 0,
-      transcript: [],
-      turn: { content: 0, chunks: 0, attempt: 0 },
-    };
-  },
-  entry: 'recordCreated',
-  initial: 'pending',
-  states: {
-    pending: {
-      on: {
-        START: 'streaming',
-        CANCEL: { target: 'cancelled', actions: 'recordCancel' },
-      },
+export const runMachine = runSetup
+  .extend({ actions: clockActions(SYSTEM_CLOCK), delays: clockDelays(SYSTEM_CLOCK) })
+  .createMachine({
+    id: 'run',
+    context: ({ input }) => {
+      return {
+        runId: input.runId,
+        content: '',
+        reasoning: '',
+        chunkCount: 0,
+        attempt: 0,
+        // `createdAt` is set by `recordCreated`, the root's entry: the clock is an implementation, not input.
+        times: { createdAt: 0, startedAt: null, firstChunkAt: null, endedAt: null },
+        usage: null,
+        finishReason: null,
+        error: null,
+        cancelReason: null,
+        retryDelayMs: 0,
+        limits: {
+          idleTimeoutMs: input.idleTimeoutMs ?? DEFAULT_RUN_LIMITS.idleTimeoutMs,
+          timeoutMs: input.timeoutMs ?? DEFAULT_RUN_LIMITS.timeoutMs,
+          retry: retryPolicy(input.retry),
+          maxToolRounds: input.maxToolRounds ?? DEFAULT_RUN_LIMITS.maxToolRounds,
+          pauseTimeoutMs: input.pauseTimeoutMs ?? DEFAULT_RUN_LIMITS.pauseTimeoutMs,
+        },
+        tools: [],
+        round: [],
+        toolRounds: 0,
+        transcript: [],
+        turn: { content: 0, chunks: 0, attempt: 0 },
+        idle: { lastChunkAt: null, armedAt: 0 },
+      };
     },
-    streaming: {
-      entry: 'recordStart',
-      after: { runTimeout: { actions: raise({ type: 'TIMEOUT', limit: 'total' }) } },
-      on: {
-        CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
-        TIMEOUT: { target: 'failed', actions: ['recordTimeout', 'closeTools'] },
+    entry: 'recordCreated',
+    initial: 'pending',
+    states: {
+      pending: {
+        on: {
+          START: 'streaming',
+          CANCEL: { target: 'cancelled', actions: 'recordCancel' },
+        },
       },
-      initial: 'attempt',
-      states: {
-        // One model request. The service lives as long as this state: leaving it aborts the request.
-        attempt: {
-          entry: assign({ attempt: ({ context }) => context.attempt + 1, error: null }),
-          invoke: {
-            id: 'model',
-            src: 'model',
-            input: ({ context }) => ({
-              runId: context.runId,
-              attempt: context.attempt,
-              transcript: context.transcript,
+      streaming: {
+        entry: 'recordStart',
+        after: { runTimeout: { actions: raise({ type: 'TIMEOUT', limit: 'total' }) } },
+        on: {
+          CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
+          TIMEOUT: { target: 'failed', actions: ['recordTimeout', 'closeTools'] },
+        },
+        initial: 'attempt',
+        states: {
+          // One model request. The service lives as long as this state: leaving it aborts the request.
+          attempt: {
+            entry: assign({
+              attempt: ({ context }) => context.attempt + 1,
+              error: null,
+              idle: ({ context }) => ({ lastChunkAt: null, armedAt: context.chunkCount }),
             }),
-            onError: {
-              target: '#run.failed',
-              actions: assign({
-                error: ({ event }) => ({
-                  code: 'INTERNAL' as const,
-                  message: event.error instanceof Error ? event.error.message : String(event.error),
-                  retryable: false,
-                }),
-              }),
-            },
-          },
-          on: {
-            DONE: [
-              { guard: not('asksForTools'), target: '#run.completed', actions: 'recordDone' },
-              {
-                guard: not('roundsLeft'),
-                target: '#run.failed',
-                actions: ['recordDone', 'recordRoundsExceeded'],
-              },
-              { guard: 'needsConfirmation', target: '#run.paused', actions: ['recordDone', 'startRound'] },
-              { target: 'tools', actions: ['recordDone', 'startRound'] },
-            ],
-            ERROR: [
-              { guard: 'canRetry', target: 'retrying', actions: 'scheduleRetry' },
-              { target: '#run.failed', actions: 'recordError' },
-            ],
-          },
-          initial: 'requesting',
-          states: {
-            // The idle timer lives in these children, so a chunk re-enters only the child and never
-            // restarts the invoked request.
-            requesting: {
-              after: { idleTimeout: { actions: 'idleTimeout' } },
-              on: {
-                CHUNK: { target: 'receiving', actions: ['recordFirstChunk', 'appendChunk', 'emitContent'] },
-              },
-            },
-            receiving: {
-              after: { idleTimeout: { actions: 'idleTimeout' } },
-              on: {
-                CHUNK: { target: 'receiving', reenter: true, actions: ['appendChunk', 'emitContent'] },
-              },
-            },
-          },
-        },
-        // Waiting before the next attempt; a CANCEL or the run's time limit ends it at once.
-        retrying: {
-          after: { retryDelay: 'attempt' },
-        },
-        // The calls of one model turn run, each with its own signal; leaving this state aborts them.
-        tools: {
-          invoke: {
-            id: 'tools',
-            src: 'tools',
-            input: ({ context }) => {
-              const queued = new Set(
-                context.tools.filter((tool) => tool.status === 'queued').map((tool) => tool.tool_call_id),
-              );
-              return {
+            invoke: {
+              id: 'model',
+              src: 'model',
+              input: ({ context }) => ({
                 runId: context.runId,
-                calls: context.round
-                  .filter((call) => queued.has(call.id))
-                  .map(({ id, name, arguments: args }) => ({ id, name, arguments: args })),
-              };
-            },
-            onError: {
-              target: '#run.failed',
-              actions: [
-                assign({
+                attempt: context.attempt,
+                transcript: context.transcript,
+              }),
+              onError: {
+                target: '#run.failed',
+                actions: assign({
                   error: ({ event }) => ({
                     code: 'INTERNAL' as const,
                     message: event.error instanceof Error ? event.error.message : String(event.error),
                     retryable: false,
                   }),
                 }),
-                'closeTools',
+              },
+            },
+            on: {
+              DONE: [
+                { guard: not('asksForTools'), target: '#run.completed', actions: 'recordDone' },
+                {
+                  guard: not('roundsLeft'),
+                  target: '#run.failed',
+                  actions: ['recordDone', 'recordRoundsExceeded'],
+                },
+                { guard: 'needsConfirmation', target: '#run.paused', actions: ['recordDone', 'startRound'] },
+                { target: 'tools', actions: ['recordDone', 'startRound'] },
+              ],
+              ERROR: [
+                { guard: 'canRetry', target: 'retrying', actions: 'scheduleRetry' },
+                { target: '#run.failed', actions: 'recordError' },
               ],
             },
+            initial: 'requesting',
+            states: {
+              // The idle timer lives in these children, so re-arming it never restarts the request.
+              requesting: {
+                after: { idleTimeout: { actions: 'idleTimeout' } },
+                on: {
+                  CHUNK: { target: 'receiving', actions: ['recordFirstChunk', 'appendChunk', 'emitContent'] },
+                },
+              },
+              // One idle timer for the stream, not one per chunk (re-arming a timer per chunk cost more
+              // than the rest of the chunk's transition): when it fires after newer chunks, it is armed
+              // again for what is left of the timeout since the last one.
+              receiving: {
+                entry: 'armIdleTimer',
+                after: {
+                  idleTimeout: [
+                    { guard: 'silentSinceArmed', actions: 'idleTimeout' },
+                    { target: 'receiving', reenter: true },
+                  ],
+                },
+                on: {
+                  CHUNK: { actions: ['appendChunk', 'emitContent'] },
+                },
+              },
+            },
           },
-          on: {
-            TOOL_STARTED: { actions: 'toolStarted' },
-            TOOL_DONE: { actions: 'toolDone' },
+          // Waiting before the next attempt; a CANCEL or the run's time limit ends it at once.
+          retrying: {
+            after: { retryDelay: 'attempt' },
           },
-          always: { guard: 'roundOver', target: 'attempt', actions: 'endRound' },
+          // The calls of one model turn run, each with its own signal; leaving this state aborts them.
+          tools: {
+            invoke: {
+              id: 'tools',
+              src: 'tools',
+              input: ({ context }) => {
+                const queued = new Set(
+                  context.tools.filter((tool) => tool.status === 'queued').map((tool) => tool.tool_call_id),
+                );
+                return {
+                  runId: context.runId,
+                  calls: context.round
+                    .filter((call) => queued.has(call.id))
+                    .map(({ id, name, arguments: args }) => ({ id, name, arguments: args })),
+                };
+              },
+              onError: {
+                target: '#run.failed',
+                actions: [
+                  assign({
+                    error: ({ event }) => ({
+                      code: 'INTERNAL' as const,
+                      message: event.error instanceof Error ? event.error.message : String(event.error),
+                      retryable: false,
+                    }),
+                  }),
+                  'closeTools',
+                ],
+              },
+            },
+            on: {
+              TOOL_STARTED: { actions: 'toolStarted' },
+              TOOL_DONE: { actions: 'toolDone' },
+            },
+            always: { guard: 'roundOver', target: 'attempt', actions: 'endRound' },
+          },
         },
       },
-    },
-    // Waiting for a person to confirm or reject tool calls; nothing runs meanwhile.
-    paused: {
-      entry: 'emitPaused',
-      after: { pauseTimeout: { target: 'failed', actions: ['recordPauseTimeout', 'closeTools'] } },
-      on: {
-        CONTINUE: { target: '#run.streaming.tools', actions: 'continueRound' },
-        CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
+      // Waiting for a person to confirm or reject tool calls; nothing runs meanwhile.
+      paused: {
+        entry: 'emitPaused',
+        after: { pauseTimeout: { target: 'failed', actions: ['recordPauseTimeout', 'closeTools'] } },
+        on: {
+          CONTINUE: { target: '#run.streaming.tools', actions: 'continueRound' },
+          CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
+        },
       },
+      completed: {
+        type: 'final',
+        entry: 'recordEnd',
+        output: ({ context }) => finalOutput('completed', context),
+      },
+      cancelled: {
+        type: 'final',
+        entry: 'recordEnd',
+        output: ({ context }) => finalOutput('cancelled', context),
+      },
+      failed: { type: 'final', entry: 'recordEnd', output: ({ context }) => finalOutput('failed', context) },
     },
-    completed: {
-      type: 'final',
-      entry: 'recordEnd',
-      output: ({ context }) => finalOutput('completed', context),
-    },
-    cancelled: {
-      type: 'final',
-      entry: 'recordEnd',
-      output: ({ context }) => finalOutput('cancelled', context),
-    },
-    failed: { type: 'final', entry: 'recordEnd', output: ({ context }) => finalOutput('failed', context) },
-  },
-  // The machine's output is the output of the final state it reached.
-  output: ({ event }) => event.output as RunMachineOutput,
-});
+    // The machine's output is the output of the final state it reached.
+    output: ({ event }) => event.output as RunMachineOutput,
+  });
 
 /**
  * The run machine reading the time and randomness from `clock`: what an orchestrator (or a test)
@@ -629,7 +670,7 @@ export const runMachine = runSetup.extend({ actions: clockActions(SYSTEM_CLOCK) 
  * ```
  */
 export function withRunClock(machine: typeof runMachine, clock: RunClock): typeof runMachine {
-  return machine.provide({ actions: clockActions(clock) });
+  return machine.provide({ actions: clockActions(clock), delays: clockDelays(clock) });
 }
 
 /** A snapshot of a run actor. */

@@ -234,7 +234,8 @@ describe('limits', () => {
   });
 
   it('restarts the idle timer on every chunk: only a silence of idleTimeoutMs fails the run', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    // The clock too: the timer, armed once, measures the silence from the last chunk's time.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     const { orchestrator, model, start } = setup({ limits: { idleTimeoutMs: 1_000 } });
     const run = start();
     const call = await model.nextCall();

@@ -273,7 +273,7 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
   const paths = simplePathsToFinalStates(withRunClock(machine, { now: () => 0, random }), {
     input: { runId: 'run', ...limits },
     events,
-  }).map((events) => replayWithFeasibleLimits(machine, events, limits, random, toolTimeoutMs));
+  }).flatMap((events) => replayWithFeasibleLimits(machine, events, limits, random, toolTimeoutMs) ?? []);
   return uniqueNames(paths);
 }
 
@@ -435,7 +435,7 @@ interface Timer {
 interface Replay {
   path: LifecyclePath;
   /** Set when a timer fired in the model while another would have fired first in real time. */
-  conflict?: { step: number; timer: Timer; now: number; next: number };
+  conflict?: { step: number; timer: Timer; now: number; next: number; first: Timer | undefined };
 }
 
 function replayWithFeasibleLimits(
@@ -444,9 +444,13 @@ function replayWithFeasibleLimits(
   limits: LifecycleLimits,
   random: () => number,
   toolTimeoutMs: number,
-): LifecyclePath {
+): LifecyclePath | undefined {
   const first = replay(machine, events, limits, random, toolTimeoutMs);
   if (!first.conflict) return first.path;
+  // The idle timer, re-armed for what was left (nothing: the chunks came when it was armed), is due
+  // at once: no other timer can fire first, whatever the limits. No clock plays this path.
+  const due = first.conflict.first;
+  if (due?.delay === 'idleTimeout' && due.fireAt - due.scheduledAt <= 1) return undefined;
   // Only the last step can be a timeout (a timeout ends the run): shorten its limit so that its
   // timer fires half-way between the previous step and the timer that would have fired first.
   const { step, timer, now, next } = first.conflict;
@@ -483,8 +487,11 @@ function replay(
 
   // Time passes until `timer` fires (a machine timer, or a tool's timeout): the milliseconds it takes.
   const fire = (index: number, timer: Timer): number => {
-    const next = Math.min(...[...timers.values()].filter((t) => t !== timer).map((t) => t.fireAt));
-    if (next <= timer.fireAt && !conflict) conflict = { step: index, timer, now, next };
+    const others = [...timers.values()].filter((t) => t !== timer);
+    const next = Math.min(...others.map((t) => t.fireAt));
+    if (next <= timer.fireAt && !conflict) {
+      conflict = { step: index, timer, now, next, first: others.find((t) => t.fireAt === next) };
+    }
     const ms = timer.fireAt - now;
     now = timer.fireAt;
     timers.delete(timer.type);

@@ -57,10 +57,12 @@ describe('machineGraph(runMachine)', () => {
     const chunk = graph.edges.find(
       (edge) => edge.source === 'run.streaming.attempt.receiving' && edge.event === 'CHUNK',
     )!;
+    // A chunk while receiving touches no timer: a transition with no target.
     expect(chunk).toMatchObject({
       target: 'run.streaming.attempt.receiving',
-      reenter: true,
-      targetless: false,
+      reenter: false,
+      targetless: true,
+      actions: ['appendChunk', 'emitContent'],
     });
   });
 
@@ -69,8 +71,22 @@ describe('machineGraph(runMachine)', () => {
     expect(idle.map((edge) => edge.source)).toEqual([
       'run.streaming.attempt.requesting',
       'run.streaming.attempt.receiving',
+      'run.streaming.attempt.receiving',
     ]);
-    for (const edge of idle) expect(edge).toMatchObject({ targetless: true, actions: ['raise TIMEOUT'] });
+    const [requesting, timedOut, rearmed] = idle;
+    expect(requesting).toMatchObject({ targetless: true, guard: null, actions: ['raise TIMEOUT'] });
+    expect(timedOut).toMatchObject({
+      targetless: true,
+      guard: 'silentSinceArmed',
+      actions: ['raise TIMEOUT'],
+    });
+    // Newer chunks came: the timer is armed again, by entering `receiving` again.
+    expect(rearmed).toMatchObject({
+      targetless: false,
+      reenter: true,
+      target: 'run.streaming.attempt.receiving',
+      actions: [],
+    });
     const total = graph.edges.find((edge) => edge.label === 'after runTimeout')!;
     expect(total).toMatchObject({
       source: 'run.streaming',

@@ -29,7 +29,8 @@ const paths = getLifecyclePaths({ cancelReasons: ['code', 'client_disconnect'], 
 
 describe('Support Bot: every lifecycle path of a run', () => {
   beforeEach(() => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    // Date too: the run's idle timer measures the silence from the last chunk's time.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
   });
   afterEach(() => {
     vi.useRealTimers();

@@ -115,7 +115,8 @@ function upstreamAnswers(path: LifecyclePath): FakeResponse[] {
 let upstream: FakeOpenAIServer;
 let server: RunningServer | undefined;
 beforeEach(async () => {
-  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  // Date too: the run's idle timer measures the silence from the last chunk's time.
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
   upstream = await createFakeOpenAIServer();
 });
 afterEach(async () => {

@@ -297,7 +297,20 @@ describe('the test model covers the machine, no more and no less', () => {
       events: getLifecycleEvents(options),
       toState: (snapshot) => snapshot.status === 'done',
     });
-    const keys = simple.map((path) => JSON.stringify(path.steps.slice(1).map((s) => s.event)));
+    // Less the paths no clock plays: the idle timer re-armed for nothing left (both chunks came when
+    // it was armed) is due at once, so no other timer can fire before it.
+    const playable = simple.filter(({ steps }) =>
+      steps.every(
+        (step, i) =>
+          i < 2 ||
+          !steps[i - 1]!.event.type.includes('.idleTimeout.') ||
+          steps[i - 1]!.state.status === 'done' ||
+          !step.event.type.startsWith('xstate.after.') ||
+          step.event.type === steps[i - 1]!.event.type,
+      ),
+    );
+    expect(simple.length - playable.length).toBeGreaterThan(0);
+    const keys = playable.map((path) => JSON.stringify(path.steps.slice(1).map((s) => s.event)));
     expect(keys.sort()).toEqual([...byEvents.keys()].sort());
   });
 });

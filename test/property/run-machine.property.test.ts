@@ -42,6 +42,10 @@ interface Ref {
   finishReason: string | null;
   usage: TokenUsage | null;
   retryDelayMs: number;
+  /** The attempt's last chunk; `null` before its first. */
+  lastChunkAt: number | null;
+  /** Chunks taken when the idle timer was armed in `receiving`: firing with more re-arms it. */
+  idleArmedAt: number;
 }
 
 const FINAL: RefState[] = ['completed', 'cancelled', 'failed'];
@@ -55,7 +59,8 @@ function reference(ref: Ref, command: Command, retry: RetryPolicy, random: numbe
   const fail = (error: RunErrorData) => Object.assign(next, { state: 'failed', error });
   switch (command.type) {
     case 'START':
-      if (ref.state === 'pending') Object.assign(next, { state: 'requesting', attempt: 1, startedAt: now });
+      if (ref.state === 'pending')
+        Object.assign(next, { state: 'requesting', attempt: 1, startedAt: now, lastChunkAt: null });
       break;
     case 'CANCEL':
       Object.assign(next, { state: 'cancelled', cancelReason: command.reason });
@@ -68,6 +73,9 @@ function reference(ref: Ref, command: Command, retry: RetryPolicy, random: numbe
         reasoning: ref.reasoning + (command.reasoning ?? ''),
         chunks: ref.chunks + 1,
         firstChunkAt: ref.firstChunkAt ?? now,
+        lastChunkAt: now,
+        // Entering `receiving` arms the idle timer; later chunks leave it as it is.
+        idleArmedAt: ref.state === 'requesting' ? ref.chunks + 1 : ref.idleArmedAt,
       });
       break;
     case 'DONE':
@@ -98,6 +106,13 @@ function reference(ref: Ref, command: Command, retry: RetryPolicy, random: numbe
     case 'FIRE':
       if (command.timer === 'runTimeout' && STREAMING.includes(ref.state)) {
         fail({ code: 'RUN_TIMEOUT', message: 'the run exceeded its time limit', retryable: false });
+      } else if (
+        command.timer === 'idleTimeout' &&
+        ref.state === 'receiving' &&
+        ref.chunks > ref.idleArmedAt
+      ) {
+        // Chunks came since it was armed: armed again, for what is left since the last one.
+        next.idleArmedAt = ref.chunks;
       } else if (command.timer === 'idleTimeout' && IN_ATTEMPT.includes(ref.state)) {
         fail({
           code: 'RUN_TIMEOUT',
@@ -105,7 +120,12 @@ function reference(ref: Ref, command: Command, retry: RetryPolicy, random: numbe
           retryable: false,
         });
       } else if (command.timer === 'retryDelay' && ref.state === 'retrying') {
-        Object.assign(next, { state: 'requesting', attempt: ref.attempt + 1, error: null });
+        Object.assign(next, {
+          state: 'requesting',
+          attempt: ref.attempt + 1,
+          error: null,
+          lastChunkAt: null,
+        });
       }
       break;
   }
@@ -217,6 +237,8 @@ describe('run machine against a reference model', () => {
             finishReason: null,
             usage: null,
             retryDelayMs: 0,
+            lastChunkAt: null,
+            idleArmedAt: 0,
           };
           for (const command of commands) {
             now += 7;
@@ -252,6 +274,7 @@ describe('run machine against a reference model', () => {
             if (ref.state === 'retrying') expect(context.retryDelayMs).toBe(ref.retryDelayMs);
             expect(context.times.firstChunkAt).toBe(ref.firstChunkAt);
             expect(context.times.startedAt).toBe(ref.startedAt);
+            if (IN_ATTEMPT.includes(ref.state)) expect(context.idle.lastChunkAt).toBe(ref.lastChunkAt);
           }
           if (snapshot.status !== 'done') return;
           const start = ref.startedAt ?? createdAt;
