@@ -96,7 +96,11 @@ export interface RunHandle {
   readonly sessionId: string;
   /** Replays the run's events after `afterSeq`, then follows them to the terminal one. */
   events(afterSeq?: number): AsyncIterable<RunEvent>;
-  /** Resolves when the run is final (and the store has its final record); never rejects. */
+  /**
+   * Resolves when the run is final and the store has its final record (so every instance reads it
+   * final); during an outage of the store, once the outage shows (its writes go on when the store is
+   * back). Never rejects. The HTTP server ends a run's stream then, not at its terminal event.
+   */
   readonly result: Promise<RunOutput>;
   /**
    * Resolves once the store recorded the run. Rejects with the store's refusal (`INVALID_INPUT`: the
@@ -273,10 +277,19 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     }
   }
 
+  // The final writes not done yet: a shutdown waits for them.
+  const storing = new Set<Promise<void>>();
+
   function onFinal(run: LiveRun): Promise<void> {
     admission.release(run);
-    // Stored: from now on the store answers for it.
-    return run.writer.finish(run.output!).then(() => registry.delete(run));
+    const { settled, stored } = run.writer.finish(run.output!);
+    storing.add(stored);
+    void stored.then(() => {
+      storing.delete(stored);
+      // Stored: from now on the store answers for it.
+      registry.delete(run);
+    });
+    return settled;
   }
 
   function startRun(request: StartRunRequest): RunHandle {
@@ -428,9 +441,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const record = await store.getRun(runId);
       if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
       if (record.finished_at === null) {
-        // An owner that is gone cannot act on it: the run is finalised here, at once.
+        // The owner acts on the bus within milliseconds; should it be gone, the run is finalised
+        // here, at once (both are tried together: the check costs the owner's cancel no time).
+        const refused = cancelBus.publish(runId, reason).then(
+          (): Error | null => null,
+          (error: unknown) => error as Error,
+        );
         const orphan = await keeper?.cancelOrphan(runId, reason);
-        if (!orphan) await cancelBus.publish(runId, reason);
+        const error = await refused;
+        if (!orphan && error) throw error;
       }
       output = await result(runId);
     }
@@ -510,6 +529,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const live = [...registry.values()];
       for (const run of live) cancelRun(run.identity.runId, 'shutdown');
       await Promise.all(live.map((run) => run.result));
+      // A store that is down gets one more try of each write, not retries without end.
+      writer.close();
+      await Promise.all(storing);
       await (
         await cancels.catch(() => undefined)
       )?.();

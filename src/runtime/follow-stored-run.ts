@@ -5,7 +5,8 @@ import type { EventBus, RunStore } from './storage.js';
 /**
  * Replays a run this process does not own from the store, then follows it on the event bus until
  * its terminal event. Rejects `RUN_NOT_FOUND` for an unknown run and `INVALID_INPUT` for an
- * `afterSeq` past its last event, before anything is read.
+ * `afterSeq` past the last event of a final run, before anything is read (an active run's next
+ * events may be on their way to the store).
  *
  * Gap-free: the bus is subscribed to before the store is read, and the owner publishes a batch only
  * once it is stored, so every event is either read or received (those seen twice are dropped by
@@ -20,7 +21,13 @@ export async function followStoredRun(
 ): Promise<AsyncIterable<RunEvent>> {
   const record = await store.getRun(runId);
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
-  if (afterSeq > 0 && (await store.readEvents(runId, afterSeq - 1)).length === 0) {
+  // Only a final run's log is whole in the store: an active one's lags its owner's by a write, and
+  // a client that read event n from the owner may resume from n here before n is stored.
+  if (
+    afterSeq > 0 &&
+    record.finished_at !== null &&
+    (await store.readEvents(runId, afterSeq - 1)).length === 0
+  ) {
     const last = (await store.readEvents(runId)).at(-1)?.seq ?? 0;
     throw new RunstateError(
       'INVALID_INPUT',
@@ -59,7 +66,11 @@ async function* follow(
     for (;;) {
       while (received.length > 0) {
         const event = received.shift()!;
-        if (event.seq <= last) continue;
+        // Already read; a terminal event here ends a resume from past the end.
+        if (event.seq <= last) {
+          if (isTerminalEvent(event)) return;
+          continue;
+        }
         if (event.seq > last + 1) {
           // The bus lost a batch: what it skipped is in the store (the owner stores before it publishes).
           received.unshift(event);

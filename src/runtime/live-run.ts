@@ -60,7 +60,8 @@ export interface LiveRunOptions {
   notify: (notice: RunNotice) => void;
   /**
    * Called once, when the run became final (after its terminal event); `result` resolves when the
-   * promise it returns does (the final record stored). It must not reject.
+   * promise it returns does (the final record stored, or the store down: see `FinalWrite.settled`).
+   * It must not reject.
    */
   onFinal: (run: LiveRun) => Promise<void>;
   /** The time of wire events; the machine has its own clock (`withRunClock`). */
@@ -78,7 +79,7 @@ export interface LiveRun {
   /** What the tool runner reads (looked up by run id). */
   readonly toolRun: ToolRun;
   readonly writer: RunWriter;
-  /** Resolves when the run is final and its final record stored; never rejects. */
+  /** Resolves when the run is final and its final record stored (or the store is down); never rejects. */
   readonly result: Promise<RunOutput>;
   /** The output once final, else `null`. */
   readonly output: RunOutput | null;
@@ -90,6 +91,11 @@ export interface LiveRun {
   /** Admitted: from `pending` to `streaming`. */
   start(): void;
   cancel(reason: CancelReason): void;
+  /**
+   * Ends the run `failed` with `RUN_LOST` outside its machine, and stops its actor (so its model
+   * request): this instance could not renew its lease, and another one may finalise the run.
+   */
+  lose(message: string): void;
   /** Answers the paused calls (checked by the caller) and resumes the run. */
   continue(answers: readonly ToolConfirmation[]): void;
   /** The run's events after `afterSeq`, followed up to its next pause or its end. */
@@ -283,6 +289,11 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     },
     cancel(reason) {
       actor.send({ type: 'CANCEL', reason });
+    },
+    lose(message) {
+      if (output) return;
+      finish({ ...crashOutput(message), error: { code: 'RUN_LOST', message, retryable: true } });
+      actor.stop();
     },
     continue(answers) {
       actor.send({ type: 'CONTINUE', tools: [...answers] });

@@ -3,6 +3,18 @@ import { RunstateError } from '../errors.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
 import type { EventBus, RunPatch, RunStore } from './storage.js';
 
+/** What {@link RunWriter.finish} resolves with. Neither promise rejects. */
+export interface FinalWrite {
+  /**
+   * Resolves once the run's end may be told: its final record is stored (so every instance reads it
+   * final), or the store reported an outage (the writes go on once it is back), or
+   * `settleMs` passed (a store that hangs). What a run's readers wait for before its terminal event.
+   */
+  readonly settled: Promise<void>;
+  /** Resolves once every write of the run is done, or given up (reported to `onError`). */
+  readonly stored: Promise<void>;
+}
+
 /** What an owner writes about one run; every write goes to the store in the order it was made. */
 export interface RunWriter {
   /**
@@ -14,8 +26,8 @@ export interface RunWriter {
   append(event: RunEvent): void;
   /** Queues a change of the record, after the events appended before it. */
   update(patch: RunPatch): void;
-  /** Writes the events still queued, then the final record. Resolves when done; never rejects. */
-  finish(record: RunOutput): Promise<void>;
+  /** Writes the events still queued, then the final record. */
+  finish(record: RunOutput): FinalWrite;
 }
 
 /** Options of {@link createStoreWriter}. */
@@ -24,11 +36,8 @@ export interface StoreWriterOptions {
   eventBus: EventBus;
   /** A write the store refused after the run was recorded: reported, the run goes on. */
   onError: (error: unknown, runId: string) => void;
-  /**
-   * How long a write is tried again while the store is unavailable (`STORE_UNAVAILABLE`: a database
-   * restarting) before it is reported and dropped. Writes of a run stay in order. Default 60 s.
-   */
-  retryForMs?: number;
+  /** How long a run's end waits for its final record to be stored at most. Default 5 s. */
+  settleMs?: number | undefined;
 }
 
 /** Backoff between tries of a write during an outage: doubling from 50 ms to 2 s. */
@@ -38,16 +47,23 @@ const RETRY_MAX_MS = 2_000;
 const unavailable = (error: unknown) => error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE';
 
 /**
- * Writes the runs an orchestrator owns to its store: per run, one chain of writes in order; for all
- * runs, one timer per tick that sends each run's new events as one batch (never a store call per
- * token), then publishes the batch on the event bus (after the store has it: what makes following
- * from another instance gap-free).
+ * Writes the runs an orchestrator owns to its store: per run, one chain of writes in order, and at
+ * most one batch of events in flight. A batch takes every event appended until it starts, so a run
+ * costs one store call per tick at most, and fewer when the store is slower than the model (never
+ * a call per token). A batch is published on the event bus once the store has it (what makes
+ * following from another instance gap-free); the last one once the final record is stored too.
+ *
+ * During an outage (`STORE_UNAVAILABLE`), writes are tried again, in order, until the store is back
+ * or {@link close} is called: what was accepted is written late, not dropped.
  */
-export function createStoreWriter({ store, eventBus, onError, retryForMs = 60_000 }: StoreWriterOptions): {
+export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }: StoreWriterOptions): {
   open(record: RunRecord): RunWriter;
+  /** Stops trying again: a write that fails from now on is reported and given up (at shutdown). */
+  close(): void;
 } {
   const dirty = new Set<Writer>();
   let scheduled: ReturnType<typeof setImmediate> | undefined;
+  let closed = false;
 
   interface Writer {
     flush(): void;
@@ -64,6 +80,15 @@ export function createStoreWriter({ store, eventBus, onError, retryForMs = 60_00
     const runId = record.run_id;
     let failed = false;
     let pending: RunEvent[] = [];
+    // A batch is queued in the chain and has not taken its events yet.
+    let batchQueued = false;
+    // A write of this run is failing with an outage: a run ending now need not wait for the store.
+    let outage = false;
+    let onOutage: (() => void) | undefined;
+    // Once the run ends, its last events are published after its final record is stored: a
+    // follower on another instance that saw the end reads the run final.
+    let ending = false;
+    let held: RunEvent[] = [];
     const recorded = store.createRun(record);
     // Handled here, so that nobody awaiting `recorded` is not a crash; awaiting it still rejects.
     let chain: Promise<void> = recorded.then(
@@ -76,17 +101,18 @@ export function createStoreWriter({ store, eventBus, onError, retryForMs = 60_00
     function enqueue(write: () => Promise<unknown>): void {
       chain = chain.then(async () => {
         if (failed) return;
-        const deadline = Date.now() + retryForMs;
         for (let waitMs = RETRY_MIN_MS; ; waitMs = Math.min(2 * waitMs, RETRY_MAX_MS)) {
           try {
             await write();
+            outage = false;
             return;
           } catch (error) {
-            // An outage: what was accepted is written once the store is back (in order), not dropped.
-            if (!unavailable(error) || Date.now() + waitMs > deadline) {
+            if (!unavailable(error) || closed) {
               onError(error, runId);
               return;
             }
+            outage = true;
+            onOutage?.();
             await delay(waitMs);
           }
         }
@@ -95,12 +121,19 @@ export function createStoreWriter({ store, eventBus, onError, retryForMs = 60_00
 
     const writer: Writer = {
       flush() {
-        if (pending.length === 0) return;
-        const batch = pending;
-        pending = [];
+        if (pending.length === 0 || batchQueued) return;
+        batchQueued = true;
+        let batch: RunEvent[] | undefined;
         enqueue(async () => {
+          // Taken when the write starts (not when it was queued): what came meanwhile goes too.
+          if (!batch) {
+            batch = pending;
+            pending = [];
+            batchQueued = false;
+          }
           await store.appendEvents(runId, batch);
-          eventBus.publish(runId, batch);
+          if (ending) held.push(...batch);
+          else eventBus.publish(runId, batch);
         });
       },
     };
@@ -119,13 +152,32 @@ export function createStoreWriter({ store, eventBus, onError, retryForMs = 60_00
         enqueue(() => store.updateRun(runId, patch));
       },
       finish(output) {
+        ending = true;
         writer.flush();
         dirty.delete(writer);
         enqueue(() => store.finishRun(output));
-        return chain;
+        enqueue(() => {
+          if (held.length > 0) eventBus.publish(runId, held);
+          held = [];
+          return Promise.resolve();
+        });
+        const stored = chain;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const settled = new Promise<void>((resolve) => {
+          onOutage = resolve;
+          if (outage) resolve();
+          timer = setTimeout(resolve, settleMs);
+          void stored.then(resolve);
+        }).finally(() => clearTimeout(timer));
+        return { settled, stored };
       },
     };
   }
 
-  return { open };
+  return {
+    open,
+    close() {
+      closed = true;
+    },
+  };
 }

@@ -70,7 +70,10 @@ export function runRoutes(context: RouteContext): Router {
       // 404 (paused on another instance), 409 and 422 (answers that do not fit) are decided there.
       const run = agent.orchestrator.continueRun(runId, input.tools, { agentId: agent.id });
       if (input.stream) {
-        await sendEventStream(res, run.events(), { heartbeatMs: context.heartbeatMs });
+        await sendEventStream(res, run.events(), {
+          heartbeatMs: context.heartbeatMs,
+          beforeEnd: () => run.result,
+        });
         return;
       }
       // The output at the next pause or the end.
@@ -116,7 +119,10 @@ export function runRoutes(context: RouteContext): Router {
       throw error;
     }
     // A reader going away does not cancel the run: this endpoint only watches it.
-    await sendEventStream(res, events, { heartbeatMs: context.heartbeatMs });
+    await sendEventStream(res, events, {
+      heartbeatMs: context.heartbeatMs,
+      beforeEnd: () => agent.orchestrator.result(runId).catch(() => undefined),
+    });
   });
 
   return router;
@@ -155,6 +161,7 @@ async function createRun(
     await sendEventStream(res, await orchestrator.events(run.runId), {
       heartbeatMs: context.heartbeatMs,
       onClientGone: cancelOnDisconnect,
+      beforeEnd: () => run.result,
     });
     return;
   }

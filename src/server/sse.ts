@@ -27,6 +27,11 @@ export interface EventStreamOptions {
   heartbeatMs: number;
   /** Called once when the client goes away before the terminal event was written. */
   onClientGone?: (() => void) | undefined;
+  /**
+   * Awaited before the terminal event is written: the run's final record is stored, so that a
+   * client that saw the end reads the run final on every instance (see `orchestrator.result`).
+   */
+  beforeEnd?: (() => Promise<unknown>) | undefined;
 }
 
 /** How an event stream ended. */
@@ -43,7 +48,7 @@ const GONE = Symbol('gone');
 export async function sendEventStream(
   res: ServerResponse,
   events: AsyncIterable<RunEvent>,
-  { heartbeatMs, onClientGone }: EventStreamOptions,
+  { heartbeatMs, onClientGone, beforeEnd }: EventStreamOptions,
 ): Promise<EventStreamEnd> {
   const stream = openEventStream(res, { heartbeatMs });
   let wakeOnGone: ((value: typeof GONE) => void) | undefined;
@@ -61,8 +66,10 @@ export async function sendEventStream(
       });
       wakeOnGone = undefined;
       if (next === GONE || next.done) break;
+      const terminal = isTerminalEvent(next.value);
+      if (terminal && beforeEnd) await beforeEnd();
       const flushed = stream.write(sseFrame(next.value));
-      if (isTerminalEvent(next.value)) break;
+      if (terminal) break;
       if (!flushed && !(await stream.drained())) break;
     }
     // Over before the terminal event, and not because the events ran out: the client went away.

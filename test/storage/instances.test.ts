@@ -117,6 +117,7 @@ describe('two instances on PostgreSQL and Redis', () => {
     const call = await a.model.nextCall();
     call.emit('Once');
     const second = (await own.next())!;
+    // Resumed from 'Once' on the other instance, which the owner may not have stored yet.
     const events = `${b.story}/runs/${started.run_id}/events`;
     const followed = readSse(await fetch(events));
     const resumed = readSse(await fetch(events, { headers: { 'last-event-id': '1' } }));
@@ -129,6 +130,9 @@ describe('two instances on PostgreSQL and Redis', () => {
     expect(wire(await followed.rest())).toStrictEqual(wire(ownFrames));
     expect(wire(await resumed.rest())).toStrictEqual(wire(ownFrames.slice(1)));
     expect(wire(await after.rest())).toStrictEqual(wire(ownFrames.slice(2)));
+    // Past the end of a final run: a 422 on either instance.
+    for (const instance of [a, b])
+      expect((await fetch(`${instance.story}/runs/${started.run_id}/events?after=99`)).status).toBe(422);
   });
 
   it('reads sessions, their runs and run records the same from both', async () => {
@@ -139,10 +143,8 @@ describe('two instances on PostgreSQL and Redis', () => {
     firstCall.emit('First answer');
     firstCall.end();
     await first.rest();
-    // The final record is stored a round trip after the terminal event is sent.
-    await eventually(async () => (await b.storage.store!.getRun(run_id))?.finished_at, {
-      what: 'the final record',
-    });
+    // A client that saw the run end reads it final on the other instance at once.
+    expect(await b.storage.store!.getRun(run_id)).toMatchObject({ status: 'completed' });
     // The second turn on the other instance sends the first as history.
     const second = readSse(await postRun(b.story, { message: 'Second question', session_id }));
     await second.next();

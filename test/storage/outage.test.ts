@@ -1,7 +1,8 @@
 /**
  * PostgreSQL out of reach while an instance runs (the network path cut by a proxy, the server
- * untouched): the process does not crash, new runs and reads answer 503 STORE_UNAVAILABLE, a run in
- * flight ends cleanly, and what it streamed is stored once the database is back.
+ * untouched): the process does not crash, new runs and reads answer 503 STORE_UNAVAILABLE, the runs
+ * in flight end cleanly for every client (library, SSE, JSON), and what they streamed is stored once
+ * the database is back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
@@ -28,7 +29,7 @@ afterAll(async () => {
 }, 30_000);
 
 describe('a PostgreSQL outage', () => {
-  it('answers new runs and reads 503, ends the run in flight, and stores it once the database is back', async () => {
+  it('answers new runs and reads 503, ends the runs in flight for every client, and stores them once the database is back', async () => {
     const through = new URL(database.url);
     through.port = String(proxy.port);
     const storage = await openStorage({ databaseUrl: through.toString() });
@@ -42,23 +43,37 @@ describe('a PostgreSQL outage', () => {
     });
     const story = `${server.url}/agents/story-writer-agent`;
     try {
+      // Three runs in flight: read by the library, streamed over HTTP, and answered as JSON.
       const run = agent.run('Tell me a story', { stream: true });
       await run.recorded;
       const call = await model.nextCall();
-      call.emit('Once');
-      await eventually(async () => (await direct.store!.readEvents(run.runId)).length === 2, {
-        what: 'the first delta stored',
-      });
+      const sse = readSse(await postRun(story, { message: 'Tell me another' }));
+      const sseStarted = (await sse.next())!.data;
+      const sseCall = await model.nextCall();
+      const json = postRun(story, { message: 'And a third', stream: false });
+      const jsonCall = await model.nextCall();
+      for (const each of [call, sseCall, jsonCall]) each.emit('Once');
+      const stored = (runId: string) => async () => (await direct.store!.readEvents(runId)).length === 2;
+      await eventually(stored(run.runId), { what: 'the first delta stored' });
+      await eventually(stored(sseStarted.run_id), { what: 'the first delta stored' });
 
       await proxy.cut();
-      call.emit(' upon a time');
-      call.end();
+      for (const each of [call, sseCall, jsonCall]) {
+        each.emit(' upon a time');
+        each.end();
+      }
       const frames = [];
       for await (const event of run) frames.push(event);
-      // The run in flight ended as without an outage, for its own reader.
+      // The runs in flight ended as without an outage, for each of their clients.
       checkRunEvents(frames, 'completed');
       expect(frames.at(-1)).toMatchObject({ event: 'RunCompleted', content: 'Once upon a time' });
       const started = frames[0]!;
+      const sseFrames = [sseStarted, ...(await sse.rest()).map((frame) => frame.data)];
+      checkRunEvents(sseFrames, 'completed');
+      expect(sseFrames.at(-1)).toMatchObject({ event: 'RunCompleted', content: 'Once upon a time' });
+      const answer = await json;
+      expect(answer.status).toBe(200);
+      expect(await answer.json()).toMatchObject({ status: 'completed', content: 'Once upon a time' });
 
       await expectError(
         await postRun(story, { message: 'Another', stream: false }),
@@ -66,19 +81,24 @@ describe('a PostgreSQL outage', () => {
         'STORE_UNAVAILABLE',
       );
       await expectError(await fetch(`${server.url}/sessions`), 503, 'STORE_UNAVAILABLE');
-      expect(model.calls).toHaveLength(1);
+      expect(model.calls).toHaveLength(3);
 
       await proxy.restore();
       // Accepted before the outage, written after it: the whole log, in order, and the final record.
-      const stored = await eventually(
-        async () => {
-          const record = await direct.store!.getRun(started.run_id);
-          return record?.finished_at ? record : undefined;
-        },
-        { what: 'the run stored after the outage' },
-      );
-      expect(stored).toMatchObject({ status: 'completed', content: 'Once upon a time' });
-      expect(JSON.stringify(await direct.store!.readEvents(started.run_id))).toBe(JSON.stringify(frames));
+      for (const [runId, events] of [
+        [started.run_id, frames],
+        [sseStarted.run_id, sseFrames],
+      ] as const) {
+        const record = await eventually(
+          async () => {
+            const found = await direct.store!.getRun(runId);
+            return found?.finished_at ? found : undefined;
+          },
+          { what: 'the run stored after the outage' },
+        );
+        expect(record).toMatchObject({ status: 'completed', content: 'Once upon a time' });
+        expect(JSON.stringify(await direct.store!.readEvents(runId))).toBe(JSON.stringify(events));
+      }
       // And new runs are accepted again.
       const again = readSse(await postRun(story, { message: 'Again' }));
       expect((await again.next())!.data.event).toBe('RunStarted');
