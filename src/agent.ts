@@ -107,7 +107,10 @@ export class Agent {
   readonly tools: readonly Tool[];
   readonly #limits: RunLimits | undefined;
 
-  /** @throws `RunstateError` `INVALID_INPUT` when given both `orchestrator` and `inspect`. */
+  /**
+   * @throws `RunstateError` `INVALID_INPUT` when given both `orchestrator` and `inspect`, or two
+   * tools of one name.
+   */
   constructor(options: AgentOptions) {
     this.name = options.name;
     this.id = options.id ?? agentIdFromName(options.name);
@@ -129,6 +132,11 @@ export class Agent {
           : options.orchestratorOptions,
       );
     this.tools = options.tools ?? [];
+    // Checked here rather than at each run: the model could not tell two tools of one name apart.
+    const names = new Set(this.tools.map((tool) => tool.name));
+    if (names.size !== this.tools.length) {
+      throw new RunstateError('INVALID_INPUT', `two tools of agent ${this.id} have the same name`);
+    }
     this.#limits =
       options.maxToolRounds === undefined
         ? options.limits

@@ -46,8 +46,8 @@ function isTool(value: unknown): value is Tool {
 
 /**
  * The tools `names` ask for: each is a tool's `name`, or the name of an export that is a tool.
- * Throws `INVALID_INPUT` (naming `where`, the config field) for a name no tool has, or an export
- * that is not a tool.
+ * Throws `INVALID_INPUT` (naming `where`, the config field) for a name no tool has, an export that
+ * is not a tool, or one tool named twice.
  */
 export function pickTools(module: ToolsModule, names: readonly string[], where: string): Tool[] {
   const byName = new Map<string, Tool>();
@@ -56,19 +56,31 @@ export function pickTools(module: ToolsModule, names: readonly string[], where: 
       if (isTool(item) && !byName.has(item.name)) byName.set(item.name, item);
     }
   }
-  return names.map((name) => {
-    const found = byName.get(name) ?? module.exports[name];
-    if (isTool(found)) return found;
-    if (found !== undefined) {
-      throw new RunstateError(
-        'INVALID_INPUT',
-        `${where}: the export '${name}' of ${module.source} is not a tool (make it with tool() from runstate)`,
-      );
+  const tools = names.map((name) => pickTool(module, byName, name, where));
+  // Two names for one tool (its name and its export's), or two tools of one name: the model could
+  // not tell them apart, and every run would be refused.
+  const seen = new Set<string>();
+  for (const tool of tools) {
+    if (seen.has(tool.name)) {
+      throw new RunstateError('INVALID_INPUT', `${where}: names the tool '${tool.name}' twice`);
     }
-    const known = [...byName.keys()];
+    seen.add(tool.name);
+  }
+  return tools;
+}
+
+function pickTool(module: ToolsModule, byName: ReadonlyMap<string, Tool>, name: string, where: string): Tool {
+  const found = byName.get(name) ?? module.exports[name];
+  if (isTool(found)) return found;
+  if (found !== undefined) {
     throw new RunstateError(
       'INVALID_INPUT',
-      `${where}: no tool named '${name}' in ${module.source} (${known.length > 0 ? `its tools: ${known.join(', ')}` : 'it exports no tools'})`,
+      `${where}: the export '${name}' of ${module.source} is not a tool (make it with tool() from runstate)`,
     );
-  });
+  }
+  const known = [...byName.keys()];
+  throw new RunstateError(
+    'INVALID_INPUT',
+    `${where}: no tool named '${name}' in ${module.source} (${known.length > 0 ? `its tools: ${known.join(', ')}` : 'it exports no tools'})`,
+  );
 }

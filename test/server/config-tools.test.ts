@@ -76,7 +76,7 @@ describe('tools named in the config file', () => {
     expect(stdout).not.toContain('listening');
   });
 
-  it('names a tool by its name or by its export, and takes arrays of tools', async () => {
+  it('names a tool by its name or by its export, takes arrays of tools, and refuses one tool named twice', async () => {
     const source = new URL('../../src/index.ts', import.meta.url).href;
     const zod = new URL('../../node_modules/zod/index.js', import.meta.url).href;
     const module = [
@@ -86,10 +86,16 @@ describe('tools named in the config file', () => {
       `export const greeter = make('greet');`,
       `export default [make('wave'), make('nod')];`,
     ].join('\n');
-    const path = await configWithModule(module, ['greet', 'nod', 'greeter']);
+    const path = await configWithModule(module, ['greeter', 'nod']);
     const [agent] = await createAgents(parseConfig(await readFile(path, 'utf8'), path));
-    expect(agent!.tools.map((tool) => tool.name)).toEqual(['greet', 'nod', 'greet']);
+    expect(agent!.tools.map((tool) => tool.name)).toEqual(['greet', 'nod']);
     await agent!.orchestrator.shutdown();
+    // Its name and its export's name are one tool: named twice, the model could not tell them apart.
+    const twice = JSON.stringify({
+      toolsModule: './tools.mjs',
+      agents: [{ name: 'A', tools: ['greet', 'greeter'] }],
+    });
+    expect(await refusal(path, twice)).toBe("agents.0.tools: names the tool 'greet' twice");
   });
 
   it('refuses an unknown tool name, naming the tools the module has', async () => {

@@ -73,6 +73,13 @@ afterEach(() => {
 });
 
 describe('a run with tools', () => {
+  it('refuses an agent with two tools of one name when it is made, not at each run', () => {
+    const other = tool({ ...add, execute: () => 0 });
+    expect(() => new Agent({ name: 'Twice', tools: [add, other] })).toThrow(
+      new RunstateError('INVALID_INPUT', 'two tools of agent twice have the same name'),
+    );
+  });
+
   it('runs the calls of a turn and sends the assistant turn and one tool message per call, ids matching', async () => {
     const lookup = heldTool('lookup');
     const { model, agent } = setup([add, lookup.tool]);
