@@ -102,6 +102,9 @@ export interface LiveRun {
   follow(afterSeq?: number): AsyncIterable<RunEvent>;
 }
 
+/** The reason of every run's end-of-run abort: one object (an abort without one builds a DOMException with a stack). */
+const RUN_ENDED = new DOMException('the run ended', 'AbortError');
+
 /**
  * Creates a run actor and projects it: its state changes and wire events become notices, log
  * entries and store writes; its end becomes exactly one terminal event and the output.
@@ -154,7 +157,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     append({ ...terminalEvent(machineOutput), ...extra });
     log.close();
     // Stops a model service that xstate left running (a machine that errors keeps its children).
-    controller.abort();
+    controller.abort(RUN_ENDED);
     notify({ type: 'finished', run: record });
     void options.onFinal(run).then(() => resolve(record));
   }

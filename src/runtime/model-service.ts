@@ -19,6 +19,21 @@ export interface ModelCall {
 type SendBack = (event: RunMachineEvent) => void;
 
 /**
+ * One model request's lifetime, read on every delta: plain fields rather than `signal.aborted`
+ * (a checked getter, several per delta).
+ */
+interface Attempt {
+  /** The run left the state that wanted the answer: the request is aborted, its deltas dropped. */
+  stopped: boolean;
+}
+
+/**
+ * The reason of every abort of a model request: one object, since an abort without a reason builds
+ * a `DOMException` with a stack trace each time, and a run aborts on every end.
+ */
+const STOPPED = new DOMException('the run no longer needs this model request', 'AbortError');
+
+/**
  * Most deltas merged into one `CHUNK`: bounds how much text waits for the end of a turn when a
  * stream delivers faster than the process reads it.
  */
@@ -47,13 +62,19 @@ export function createModelService(lookup: (runId: string) => ModelCall | undefi
       return undefined;
     }
     const controller = new AbortController();
-    const abort = () => controller.abort();
-    if (call.runSignal.aborted) controller.abort();
-    else call.runSignal.addEventListener('abort', abort, { once: true });
-    void pump(call, input, controller.signal, sendBack);
+    const attempt: Attempt = { stopped: false };
+    const stop = () => {
+      if (attempt.stopped) return;
+      attempt.stopped = true;
+      // In the same tick as the cancel (or timeout): the upstream socket closes now.
+      controller.abort(STOPPED);
+    };
+    if (call.runSignal.aborted) stop();
+    else call.runSignal.addEventListener('abort', stop, { once: true });
+    void pump(call, input, controller.signal, attempt, sendBack);
     return () => {
-      call.runSignal.removeEventListener('abort', abort);
-      controller.abort();
+      call.runSignal.removeEventListener('abort', stop);
+      stop();
     };
   });
 }
@@ -62,6 +83,7 @@ async function pump(
   call: ModelCall,
   input: ModelServiceInput,
   signal: AbortSignal,
+  attempt: Attempt,
   sendBack: SendBack,
 ): Promise<void> {
   // What waits for the next tick: reasoning, then content (a CHUNK's order).
@@ -70,7 +92,7 @@ async function pump(
   let pendingDeltas = 0;
   // Once aborted, the run has left the state that wanted these deltas: they are dropped.
   const flush = () => {
-    if (pendingDeltas === 0 || signal.aborted) return;
+    if (pendingDeltas === 0 || attempt.stopped) return;
     const delta = pending;
     const reasoning = pendingReasoning;
     pending = '';
@@ -82,15 +104,15 @@ async function pump(
     // A store that refused the run (or failed to read its history) fails it here, as a model error would.
     const history = await call.messages;
     // Cancelled while the history was read (a durable store's round trip): no request at all.
-    if (signal.aborted) return;
+    if (attempt.stopped) return;
     // The run's own messages (tool rounds) follow the conversation up to the user's message.
     const messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
     const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;
     for await (const chunk of call.model.stream({ messages, signal, tools })) {
-      if (signal.aborted) return;
+      if (attempt.stopped) return;
       if (chunk.type === 'end') {
         flush();
-        if (signal.aborted) return;
+        if (attempt.stopped) return;
         const { finishReason, usage, toolCalls } = chunk;
         sendBack(
           toolCalls?.length
@@ -120,7 +142,7 @@ async function pump(
       if (++pendingDeltas === MAX_DELTAS_PER_CHUNK) flush();
     }
     flush();
-    if (signal.aborted) return;
+    if (attempt.stopped) return;
     sendBack({
       type: 'ERROR',
       error: {
@@ -131,9 +153,9 @@ async function pump(
     });
   } catch (error) {
     // Aborts are how we stop a stream, not failures.
-    if (signal.aborted) return;
+    if (attempt.stopped) return;
     flush();
-    if (!signal.aborted) sendBack({ type: 'ERROR', error: toRunErrorData(error) });
+    if (!attempt.stopped) sendBack({ type: 'ERROR', error: toRunErrorData(error) });
   }
 }
 
