@@ -10,6 +10,13 @@ export interface LeaseKeeperOptions {
   onFinished?: (event: RunEvent) => void;
   /** Renewals and sweeps that failed (an outage); they are tried again on the next tick. */
   onError?: (error: unknown) => void;
+  /**
+   * This instance could not renew its lease for `leases.leaseMs` (cut off from the database, or
+   * frozen): from now on another instance may finalise its runs. Called once per lapse, before the
+   * database's lease can have run out (it is counted from when the last renewal was sent), so that
+   * the owner stops its runs before anybody else writes their end.
+   */
+  onLapse?: () => void;
 }
 
 /** Keeps an instance's lease alive and finalises the runs of instances that stopped renewing. */
@@ -25,6 +32,8 @@ export interface LeaseKeeper {
   cancelOrphan(runId: string, reason: CancelReason): Promise<RunEvent | undefined>;
   /** Stops renewing; with `release`, ends the lease (graceful shutdown, once the runs are final). */
   stop(options?: { release?: boolean }): Promise<void>;
+  /** False from a lapse until the next renewal: a run started meanwhile could be taken for an orphan. */
+  readonly holding: boolean;
 }
 
 /** The default lease: an owner silent for 15 s is lost. */
@@ -35,11 +44,36 @@ export const DEFAULT_LEASE_MS = 15_000;
  * (PostgreSQL, PGlite on disk); the orchestrator composes it when its store has `leases`.
  */
 export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
-  const { leases, onFinished, onError = () => undefined } = options;
+  const { leases, onFinished, onError = () => undefined, onLapse } = options;
   const { leaseMs } = leases;
   const timers = new Set<NodeJS.Timeout>();
   let running = false;
   const pending = new Set<Promise<unknown>>();
+  let holding = true;
+  let lapse: NodeJS.Timeout | undefined;
+
+  /** Lapses at `deadline` (`performance.now()` time): real time, also under a test's fake timers. */
+  function armLapse(deadline: number): void {
+    lapse = setTimeout(
+      () => {
+        if (performance.now() < deadline) return armLapse(deadline);
+        holding = false;
+        onLapse?.();
+      },
+      Math.max(0, deadline - performance.now()),
+    );
+    lapse.unref();
+  }
+
+  /** Renews, and moves the lapse to `leaseMs` after the renewal was sent: the database's lease ends no earlier. */
+  async function renew(): Promise<void> {
+    const sent = performance.now();
+    await leases.renew();
+    holding = true;
+    clearTimeout(lapse);
+    if (!running) return;
+    armLapse(sent + leaseMs);
+  }
 
   /** Runs `task` every `everyMs`, never two at once, until stopped. */
   function every(everyMs: number, task: () => Promise<unknown>): void {
@@ -78,19 +112,24 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
 
   return {
     async start() {
-      await leases.renew();
       running = true;
-      every(Math.max(1, Math.floor(leaseMs / 3)), () => leases.renew());
+      // Scheduled first: should the first renewal fail, the next ones still come.
+      every(Math.max(1, Math.floor(leaseMs / 3)), renew);
       every(Math.max(1, Math.floor(leaseMs / 2)), sweep);
+      await renew();
     },
     sweep,
     cancelOrphan: (runId, reason) => finish(runId, { status: 'cancelled', reason }),
     async stop({ release = false } = {}) {
       running = false;
+      clearTimeout(lapse);
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       await Promise.all(pending);
       if (release) await leases.release();
+    },
+    get holding() {
+      return holding;
     },
   };
 }

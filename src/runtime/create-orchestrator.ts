@@ -52,6 +52,9 @@ function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
   return merged;
 }
 
+/** The message of a run that ended `RUN_LOST`: the same where its owner ends it and where another instance does. */
+const LOST_MESSAGE = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
+
 /** Options of {@link createOrchestrator}. */
 export interface OrchestratorOptions {
   /** Runs streaming at once in this process; the others wait in `pending`. Default: no limit. */
@@ -124,7 +127,8 @@ export interface Orchestrator {
   /**
    * Starts a run: it is registered and in `pending` before this returns (streaming at once when a
    * slot is free). Throws `SHUTTING_DOWN` after {@link Orchestrator.shutdown}, `INVALID_INPUT` when
-   * the id generator repeats a live run's id. A store's refusal comes later, in `recorded`.
+   * the id generator repeats a live run's id, `STORE_UNAVAILABLE` while this instance could not renew
+   * its lease (a shared store out of reach for longer than the lease). A store's refusal comes later, in `recorded`.
    */
   startRun(request: StartRunRequest): RunHandle;
   /**
@@ -261,6 +265,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       onFinished: (event) => eventBus.publish(event.run_id, [event]),
       onError: (error) =>
         console.error(`runstate: lease renewal or sweep failed: ${(error as Error).message}`),
+      // Another instance may finalise these runs from now on: they end here first, the same way,
+      // so that their end is not written twice and their clients see what the store will keep.
+      onLapse: () => {
+        const active = [...registry.values()].filter((run) => !run.output);
+        console.error(
+          `runstate: could not renew the lease for ${store.leases!.leaseMs} ms: ${active.length} active run(s) end RUN_LOST`,
+        );
+        for (const run of active) run.lose(LOST_MESSAGE);
+      },
     });
   const leased = keeper?.start();
   leased?.catch((error: unknown) =>
@@ -294,6 +307,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   function startRun(request: StartRunRequest): RunHandle {
     if (closing) throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
+    if (keeper && !keeper.holding)
+      throw new RunstateError(
+        'STORE_UNAVAILABLE',
+        'this instance could not renew its lease on its runs (the database is out of reach)',
+      );
     const runId = idGenerator();
     if (registry.has(runId)) throw new RunstateError('INVALID_INPUT', `run id ${runId} is already in use`);
     const identity: RunIdentity = {

@@ -144,4 +144,20 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     await keeper.stop({ release: true });
     expect((await lease()).rows[0]!.n).toBe(0);
   });
+
+  it('takes the runs of an owner whose lease row is gone (released with a run left active) for orphans', async () => {
+    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-f', leaseMs: 60_000 });
+    const run = { ...base, run_id: 'run-3', session_id: 'session-3' };
+    // Created before the owner ever renewed: the lease row comes with the first run.
+    await owner.createRun(run);
+    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-g' });
+    expect(await other.leases.orphans()).not.toContain(run.run_id);
+    await owner.leases.release();
+    expect(await other.leases.orphans()).toContain(run.run_id);
+    expect(await other.leases.finishOrphan(run.run_id, { status: 'failed' })).toMatchObject({
+      event: 'RunError',
+      code: 'RUN_LOST',
+      seq: 1,
+    });
+  });
 });

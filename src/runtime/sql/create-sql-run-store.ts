@@ -30,6 +30,13 @@ export interface SqlRunStoreOptions {
   now?: (() => number) | undefined;
 }
 
+/**
+ * An active run's owner is gone: its lease ran out, or its row is gone (released at shutdown, or
+ * never taken). A run with no owner (`r.owner` NULL) is nobody's to finalise. `i` is the LEFT JOIN
+ * of runstate_instances on the owner.
+ */
+const ORPHANED = '(r.owner IS NOT NULL AND (i.instance_id IS NULL OR i.lease_until < now()))';
+
 /** The key order of a run record on the wire (jsonb sorts keys its own way); other keys follow. */
 const RECORD_KEYS: readonly string[] = [
   'run_id',
@@ -189,8 +196,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
     async orphans() {
       const { rows } = await db.query<{ run_id: string }>(
-        `SELECT r.run_id FROM runstate_runs r JOIN runstate_instances i ON i.instance_id = r.owner
-         WHERE r.finished_ms IS NULL AND i.lease_until < now() ORDER BY r.position`,
+        `SELECT r.run_id FROM runstate_runs r LEFT JOIN runstate_instances i ON i.instance_id = r.owner
+         WHERE r.finished_ms IS NULL AND ${ORPHANED} ORDER BY r.position`,
       );
       return rows.map((row) => row.run_id);
     },
@@ -205,8 +212,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     // The row lock taken here makes the check and the write one step: two instances finalising
     // the same orphan, or its owner finishing it meanwhile, cannot both win.
     const { rows } = await tx.query<{ record: RunRecord }>(
-      `SELECT r.record FROM runstate_runs r JOIN runstate_instances i ON i.instance_id = r.owner
-       WHERE r.run_id = $1 AND r.finished_ms IS NULL AND i.lease_until < now() FOR UPDATE OF r`,
+      `SELECT r.record FROM runstate_runs r LEFT JOIN runstate_instances i ON i.instance_id = r.owner
+       WHERE r.run_id = $1 AND r.finished_ms IS NULL AND ${ORPHANED} FOR UPDATE OF r`,
       [runId],
     );
     const run = rows[0] && ordered(rows[0].record);
@@ -289,6 +296,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       let inserted = false;
       try {
         await db.transaction(async (tx) => {
+          // The owner's lease row exists before its first run does (the keeper may not have taken
+          // it yet): a run whose owner has no row is an orphan.
+          await tx.query(
+            `INSERT INTO runstate_instances (instance_id, lease_until)
+             VALUES ($1, now() + $2 * interval '1 millisecond') ON CONFLICT (instance_id) DO NOTHING`,
+            [owner, leaseMs],
+          );
           inserted = await insertSession(tx, run);
           await tx.query(
             `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)

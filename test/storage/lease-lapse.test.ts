@@ -1,0 +1,82 @@
+/**
+ * An instance cut off from PostgreSQL for longer than its lease (the network path cut by a proxy):
+ * it ends its own runs `RUN_LOST` and aborts their model requests, another instance finalises them
+ * in the store, and the store keeps exactly one terminal event: nothing is written twice.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { openStorage } from '../../src/runtime/open-storage.js';
+import { isTerminalEvent, type RunEvent } from '../../src/runtime/run-events.js';
+import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/databases.js';
+import { eventually } from '../support/eventually.js';
+import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
+
+let database: TestDatabase;
+let proxy: TcpProxy;
+beforeAll(async () => {
+  database = await createTestDatabase();
+  const url = new URL(database.url);
+  proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+});
+afterAll(async () => {
+  await proxy.close();
+  await database.drop();
+}, 30_000);
+
+describe('an owner that cannot renew its lease', () => {
+  it('ends its runs RUN_LOST itself, refuses new ones, and the store keeps one terminal event', async () => {
+    const leaseMs = 600;
+    const through = new URL(database.url);
+    through.port = String(proxy.port);
+    const cutOff = await openStorage({ databaseUrl: through.toString(), leaseMs });
+    const live = await openStorage({ databaseUrl: database.url, leaseMs });
+    const model = createFakeModel();
+    const owner = createOrchestrator({ store: cutOff.store });
+    const other = createOrchestrator({ store: live.store });
+    const request = { agentId: 'story', agentName: 'Story', model, input: 'Tell me a story' };
+    try {
+      const run = owner.startRun(request);
+      await run.recorded;
+      const call = await model.nextCall();
+      call.emit('Once');
+      await eventually(async () => (await live.store!.readEvents(run.runId)).length === 2, {
+        what: 'the first delta stored',
+      });
+
+      await proxy.cut();
+      call.emit(' upon a time');
+      const events: RunEvent[] = [];
+      for await (const event of run.events()) events.push(event);
+      // Its own readers see what the store will keep, and no more tokens are paid for.
+      checkRunEvents(events, 'failed');
+      expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'RUN_LOST' });
+      expect(call.signal.aborted).toBe(true);
+      expect(() => owner.startRun(request)).toThrow(expect.objectContaining({ code: 'STORE_UNAVAILABLE' }));
+
+      // The other instance finalises it, while the owner still cannot write.
+      const record = await eventually(
+        async () => {
+          const found = await live.store!.getRun(run.runId);
+          return found?.finished_at ? found : undefined;
+        },
+        { what: 'the run finalised by the other instance' },
+      );
+      expect(record).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' }, content: 'Once' });
+
+      // Back in reach, the owner's late writes are dropped: one terminal event, the last, no gap.
+      await proxy.restore();
+      await owner.shutdown();
+      const stored = await live.store!.readEvents(run.runId);
+      checkRunEvents(stored, 'failed');
+      expect(stored.filter(isTerminalEvent)).toHaveLength(1);
+      expect(stored.map((event) => event.event)).toStrictEqual(['RunStarted', 'RunContent', 'RunError']);
+    } finally {
+      await proxy.restore();
+      await owner.shutdown();
+      await other.shutdown();
+      await cutOff.close();
+      await live.close();
+    }
+  });
+});
