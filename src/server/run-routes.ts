@@ -70,9 +70,11 @@ export function runRoutes(context: RouteContext): Router {
       // 404 (paused on another instance), 409 and 422 (answers that do not fit) are decided there.
       const run = agent.orchestrator.continueRun(runId, input.tools, { agentId: agent.id });
       if (input.stream) {
+        // As with the stream that started the run: a client that goes away cancels it.
         await sendEventStream(res, run.events(), {
           heartbeatMs: context.heartbeatMs,
           beforeEnd: () => run.result,
+          onClientGone: () => agent.orchestrator.cancelRun(runId, 'client_disconnect'),
         });
         return;
       }

@@ -1,10 +1,12 @@
 /**
  * Model-based tests, layer 3: the HTTP server, with an `OpenAIChat` agent whose upstream is the local
- * fake OpenAI server, over real sockets. Every lifecycle path that a client and an upstream can play
- * (errors with and without retry-after, cancels by the API, by the client going away and by a
- * shutdown) is replayed; at every step the run's machine
- * state (read through the inspection API), the SSE frames, the HTTP answers and the upstream socket
- * must be what the path says. Only the run's timers are faked; the sockets are real.
+ * fake OpenAI server, over real sockets, and real tools held by the test. Every lifecycle path that a
+ * client and an upstream can play (errors with and without retry-after, cancels by the API, by the
+ * client going away and by a shutdown, tool calls streamed by the upstream that return, throw, time
+ * out or are cancelled mid-call, pauses continued over `POST .../continue` or not) is replayed; the
+ * model's turn after a tool round ends the run at once. At every step the run's machine state (read
+ * through the inspection API), the SSE frames, the HTTP answers, the upstream socket and the tool's
+ * signal must be what the path says. Only the run's timers are faked; the sockets are real.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { matchesState, type InspectionEvent, type StateValue } from 'xstate';
@@ -20,6 +22,7 @@ import {
   type FakeResponse,
   type LifecyclePath,
 } from '../../src/testing/index.js';
+import { heldLifecycleTools, playOnHeldTool, toolFacts, toolWireEvents } from '../support/lifecycle-tools.js';
 
 const ERRORS: RunErrorData[] = [
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream busy', status: 503, retryable: true, retryAfterMs: 20 },
@@ -32,9 +35,17 @@ const paths = getLifecyclePaths({
   errors: ERRORS,
   random: RANDOM,
   cancelReasons: ['api', 'client_disconnect', 'shutdown'],
-  // Tool paths are replayed on the machine; over HTTP, test/tools covers tools and pauses.
-  tools: false,
-});
+  turnAfterTools: 'final',
+}).filter(
+  // A paused run has no stream open: no client can go away from it.
+  (path) =>
+    !path.steps.some(
+      (step, i) =>
+        step.action.type === 'cancel' &&
+        step.action.reason === 'client_disconnect' &&
+        path.steps[i - 1]?.status === 'paused',
+    ),
+);
 
 /** The run's machine state, as the inspection API reports it: a step is over when its state is reached. */
 function stateWatcher() {
@@ -130,7 +141,9 @@ async function replayOverHttp(path: LifecyclePath) {
   const watcher = stateWatcher();
   const orchestrator = createOrchestrator({ maxConcurrentRuns: 1, inspect: watcher.inspect, random: RANDOM });
   const model = new OpenAIChat({ id: 'gpt-5-mini', baseURL: upstream.url, apiKey: 'test-key' });
-  const agent = new Agent({ name: 'Writer', model, orchestrator, limits: path.limits });
+  // Tools that ignore their signal: whatever they answer after a cancel or a timeout is dropped.
+  const held = heldLifecycleTools(path, false);
+  const agent = new Agent({ name: 'Writer', model, orchestrator, limits: path.limits, tools: held.tools });
   const blocker = new Agent({ name: 'Blocker', model, orchestrator });
   server = await startServer(createApp({ agents: [agent, blocker], logger: { error: () => undefined } }), {
     port: 0,
@@ -152,11 +165,12 @@ async function replayOverHttp(path: LifecyclePath) {
   await blockerStream.next();
   const blockerRequest = await upstream.nextRequest();
 
-  const client = new AbortController();
+  // The client of the open stream: the run's, then each continue's.
+  let client = new AbortController();
   const response = await post(`${base}/runs`, { message: 'Write a story' }, client.signal);
   expect(response.status).toBe(200);
   expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-  const stream = frames(response);
+  let stream = frames(response);
   const seen: RunEvent[] = [];
   const read = async () => {
     const frame = await stream.next();
@@ -173,6 +187,9 @@ async function replayOverHttp(path: LifecyclePath) {
 
   let request: FakeRequest | undefined;
   let disconnected = false;
+  /** The stream ended at a pause: what follows goes to the next continue's stream, or to nobody. */
+  let streamEnded = false;
+  let toolsStarted = 0;
   for (const [index, step] of path.steps.entries()) {
     const at = `step ${index + 1} (${step.action.type})`;
     const { action } = step;
@@ -217,6 +234,47 @@ async function replayOverHttp(path: LifecyclePath) {
       }
       case 'crash':
         throw new Error('crash paths are not generated here');
+      case 'callTools':
+        request!.sendToolCalls(
+          action.calls.map((call, index) => ({
+            index,
+            id: call.id,
+            type: 'function',
+            function: { name: call.name, arguments: call.arguments },
+          })),
+        );
+        request!.finish('tool_calls');
+        break;
+      case 'toolStarted':
+        // The runtime starts a queued call by itself.
+        expect((await held.started(++toolsStarted)).toolCallId, at).toBe(action.toolCallId);
+        break;
+      case 'toolDone':
+      case 'toolThrew':
+        playOnHeldTool(held.calls, action);
+        break;
+      case 'toolTimeout': {
+        const before = watcher.value(runId);
+        await vi.advanceTimersByTimeAsync(action.ms - 1);
+        expect(watcher.value(runId), `${at}: the tool timed out early`).toEqual(before);
+        expect(held.calls.at(-1)!.signal.aborted, at).toBe(false);
+        await vi.advanceTimersByTimeAsync(1);
+        break;
+      }
+      case 'continue': {
+        const body = { tools: JSON.stringify(action.tools), stream: true };
+        client = new AbortController();
+        const answer = await post(`${base}/runs/${runId}/continue`, body, client.signal);
+        expect(answer.status, at).toBe(200);
+        expect(answer.headers.get('content-type')).toMatch(/^text\/event-stream/);
+        stream = frames(answer);
+        streamEnded = false;
+        // Continuing twice: the run is no longer paused.
+        const again = await post(`${base}/runs/${runId}/continue`, body);
+        expect(again.status, `${at}: second continue`).toBe(409);
+        expect(await again.json()).toMatchObject({ code: 'RUN_NOT_PAUSED' });
+        break;
+      }
     }
     if (step.requestsModel) request = await upstream.nextRequest();
     if (!answeredAtOnce) await watcher.reached(runId, step.value);
@@ -224,9 +282,25 @@ async function replayOverHttp(path: LifecyclePath) {
       await request!.closed;
       expect(request!.clientAborted, `${at}: upstream request aborted`).toBe(true);
     }
-    if (disconnected) continue;
+    if (step.abortsTools) {
+      const call = held.calls.at(-1)!;
+      expect(call.signal.aborted, `${at}: tool signal aborted`).toBe(true);
+      // It ignores its signal and answers late: dropped.
+      call.resolve('a late result');
+    }
+    if (disconnected || streamEnded) continue;
     for (const delta of step.emitted)
       expect(await read(), at).toMatchObject({ event: 'RunContent', content: delta });
+    for (const expected of toolWireEvents(step)) {
+      const event = await read();
+      expect(event.event, at).toBe(expected.event);
+      const tools = 'tool' in event ? [event.tool] : 'tools' in event ? event.tools : [];
+      expect(tools.map(toolFacts), at).toEqual(expected.tools.map(toolFacts));
+    }
+    if (matchesState('paused', step.value)) {
+      expect(await stream.next(), `${at}: the stream ends at the pause`).toBeUndefined();
+      streamEnded = true;
+    }
     if (
       matchesState('completed', step.value) ||
       matchesState('cancelled', step.value) ||
@@ -256,7 +330,10 @@ async function replayOverHttp(path: LifecyclePath) {
   const events: RunEvent[] = [];
   for await (const event of await orchestrator.events(runId)) events.push(event);
   checkRunEvents(events, path.status);
-  if (!disconnected) expect(events).toEqual(seen);
+  if (!disconnected) expect(events.slice(0, seen.length)).toEqual(seen);
+  if (!disconnected && !streamEnded) expect(events).toEqual(seen);
+  expect(output.tools.map(toolFacts)).toEqual(path.output.tools.map(toolFacts));
+  expect(held.calls).toHaveLength(toolsStarted);
   expect(upstream.requests).toHaveLength(path.modelRequests + 1);
 
   // The cancel contract after the end: 200 when cancelled, 409 with the status otherwise.

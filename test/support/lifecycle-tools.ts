@@ -30,6 +30,7 @@ export interface HeldToolCall {
  */
 export function heldLifecycleTools(path: LifecyclePath, honoursSignal: boolean) {
   const calls: HeldToolCall[] = [];
+  const waiters: Array<() => void> = [];
   const make = (call: CheckedToolCall): Tool =>
     tool({
       name: call.name,
@@ -40,18 +41,25 @@ export function heldLifecycleTools(path: LifecyclePath, honoursSignal: boolean) 
       execute: (_args, { signal, toolCallId }) =>
         new Promise((resolve, reject) => {
           calls.push({ toolCallId, signal, resolve, reject });
+          for (const wake of waiters.splice(0)) wake();
           if (honoursSignal) {
             signal.addEventListener(
               'abort',
               () => reject(new Error(`${call.name} aborted`, { cause: signal.reason })),
-              {
-                once: true,
-              },
+              { once: true },
             );
           }
         }),
     });
-  return { tools: [make(LIFECYCLE_TOOL_CALL), make(LIFECYCLE_CONFIRM_CALL)], calls };
+  return {
+    tools: [make(LIFECYCLE_TOOL_CALL), make(LIFECYCLE_CONFIRM_CALL)],
+    calls,
+    /** Resolves once `count` calls have started (the runtime starts them in a job of their own). */
+    async started(count: number): Promise<HeldToolCall> {
+      while (calls.length < count) await new Promise<void>((resolve) => waiters.push(resolve));
+      return calls[count - 1]!;
+    },
+  };
 }
 
 /** Plays a tool step on the held calls (`toolTimeout` is time passing: not played here). */
