@@ -31,6 +31,8 @@ async function batch(
   let peakStreaming = 0;
   const failures = new Set<string>();
   const start = performance.now();
+  // Started all at once: each run's connection is opened first (timed with the batch).
+  if (startPerSecond === 0) await client.connect?.(runs);
   const outcomes = await Promise.all(
     Array.from({ length: runs }, async (_, i): Promise<Outcome['status']> => {
       // A ramp in 10 ms steps: run i starts i / startPerSecond seconds in.
