@@ -4,7 +4,7 @@
  * in flight end cleanly for every client (library, SSE, JSON), and what they streamed is stored once
  * the database is back.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { openStorage } from '../../src/runtime/open-storage.js';
@@ -108,6 +108,34 @@ describe('a PostgreSQL outage', () => {
       await server.close();
       await storage.close();
       await direct.close();
+    }
+  });
+
+  it('shuts down during the outage: the runs end, and the writes it could not make are reported, not waited for', async () => {
+    const through = new URL(database.url);
+    through.port = String(proxy.port);
+    const storage = await openStorage({ databaseUrl: through.toString() });
+    const model = createFakeModel();
+    const orchestrator = createOrchestrator({ store: storage.store });
+    const reported = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'Hi' });
+      await run.recorded;
+      const call = await model.nextCall();
+      call.emit('Once');
+      await proxy.cut();
+      call.emit(' upon');
+      await orchestrator.shutdown();
+      expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'shutdown' });
+      expect(call.signal.aborted).toBe(true);
+      expect(reported).toHaveBeenCalledWith(
+        expect.stringContaining(`refused a write of run ${run.runId}`),
+        expect.objectContaining({ code: 'STORE_UNAVAILABLE' }),
+      );
+    } finally {
+      reported.mockRestore();
+      await proxy.restore();
+      await storage.close();
     }
   });
 });
