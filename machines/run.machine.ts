@@ -46,7 +46,8 @@ export type RunMachineEvent =
       toolCalls?: CheckedToolCall[] | undefined;
     }
   | { type: 'ERROR'; error: RunErrorData }
-  | { type: 'TIMEOUT'; limit: 'idle' | 'total' }
+  /** `pause`: also sent by the runtime to a run restored from the store after its pause ran out. */
+  | { type: 'TIMEOUT'; limit: 'idle' | 'total' | 'pause' }
   | ToolRunnerEvent
   | { type: 'CONTINUE'; tools: ToolConfirmation[] };
 
@@ -638,10 +639,13 @@ export const runMachine = runSetup
       // Waiting for a person to confirm or reject tool calls; nothing runs meanwhile.
       paused: {
         entry: 'emitPaused',
-        after: { pauseTimeout: { target: 'failed', actions: ['recordPauseTimeout', 'closeTools'] } },
+        // A run restored from the store has no timer (timers are not in a snapshot): the runtime
+        // sends it the TIMEOUT when its pause has run out.
+        after: { pauseTimeout: { actions: raise({ type: 'TIMEOUT', limit: 'pause' }) } },
         on: {
           CONTINUE: { target: '#run.streaming.tools', actions: 'continueRound' },
           CANCEL: { target: 'cancelled', actions: ['recordCancel', 'closeTools'] },
+          TIMEOUT: { target: 'failed', actions: ['recordPauseTimeout', 'closeTools'] },
         },
       },
       completed: {

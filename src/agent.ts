@@ -3,6 +3,7 @@ import type { ChatModel } from './model/chat-model.js';
 import { OpenAIChat } from './model/openai-chat.js';
 import {
   createOrchestrator,
+  type ContinueRunRequest,
   type Orchestrator,
   type OrchestratorOptions,
   type RunHandle,
@@ -174,11 +175,13 @@ export class Agent {
 
   /**
    * Answers the tool calls a paused run waits for (`RunPaused.tools`) and resumes it: a confirmed
-   * call runs, a rejected one does not and the model is told so. With `stream: true`, the events
-   * from `RunContinued` on (`seq` continues from `RunPaused`), up to the next pause or the end;
-   * otherwise a promise of the output at the next pause (`status: 'paused'`) or the end. Throws `RUN_NOT_FOUND` (unknown run, another agent's, or one
-   * this process does not run), `RUN_NOT_PAUSED` when the run does not wait (it never paused, or was
-   * continued already), `INVALID_INPUT` for answers that do not match the pending calls.
+   * call runs, a rejected one does not and the model is told so. A paused run waits in the
+   * orchestrator's store, so any process sharing it continues it, also after a restart. With
+   * `stream: true`, resolves with the events from `RunContinued` on (`seq` continues from
+   * `RunPaused`), up to the next pause or the end; otherwise with the output at the next pause
+   * (`status: 'paused'`) or the end. Rejects `RUN_NOT_FOUND` (unknown run, another agent's),
+   * `RUN_NOT_PAUSED` when the run does not wait (it never paused, ended, was continued already, or
+   * its pause ran out), `INVALID_INPUT` for answers that do not match the pending calls.
    *
    * @example
    * ```ts
@@ -187,16 +190,19 @@ export class Agent {
    *   if (event.event === 'RunPaused') paused = event;
    * }
    * const tools = paused!.tools.map((t) => ({ tool_call_id: t.tool_call_id, confirmed: true }));
-   * for await (const event of agent.continueRun(paused!.run_id, { tools, stream: true })) console.log(event.event);
+   * for await (const event of await agent.continueRun(paused!.run_id, { tools, stream: true })) console.log(event.event);
    * ```
    */
-  continueRun(runId: string, options: ContinueRunOptions & { stream: true }): RunStream;
+  continueRun(runId: string, options: ContinueRunOptions & { stream: true }): Promise<RunStream>;
   continueRun(
     runId: string,
     options: ContinueRunOptions & { stream?: false | undefined },
   ): Promise<RunOutput | PausedRunOutput>;
-  continueRun(runId: string, options: ContinueRunOptions): RunStream | Promise<RunOutput | PausedRunOutput> {
-    const handle = this.orchestrator.continueRun(runId, options.tools, { agentId: this.id });
+  async continueRun(
+    runId: string,
+    options: ContinueRunOptions,
+  ): Promise<RunStream | RunOutput | PausedRunOutput> {
+    const handle = await this.orchestrator.continueRun(runId, options.tools, this.#request());
     return options.stream ? this.#stream(handle) : settleRun(this.orchestrator, runId, handle.events());
   }
 
@@ -225,25 +231,32 @@ export class Agent {
     };
   }
 
-  #start(input: string, options: AgentRunOptions): RunHandle {
-    return this.orchestrator.startRun({
+  /** What every run of this agent is given (a paused one too, wherever it is continued). */
+  #request(): ContinueRunRequest {
+    return {
       agentId: this.id,
       agentName: this.name,
       model: this.model,
-      input,
       instructions: [this.description, this.instructions].filter(Boolean).join('\n\n') || undefined,
-      sessionId: options.sessionId,
-      userId: options.userId,
       limits: this.#limits,
       tools: this.tools,
+    };
+  }
+
+  #start(input: string, options: AgentRunOptions): RunHandle {
+    return this.orchestrator.startRun({
+      ...this.#request(),
+      input,
+      sessionId: options.sessionId,
+      userId: options.userId,
     });
   }
 
   /**
    * Cancels an active run of this agent that this process runs, at once: the model request is
    * aborted before this returns. `true` when this call cancelled it; `false` for an unknown run,
-   * another agent's, one already final, or one another instance runs (use the orchestrator's
-   * `requestCancel` for that). Never throws.
+   * another agent's, one already final, a paused one (it waits in the store), or one another
+   * instance runs (use the orchestrator's `requestCancel` for those). Never throws.
    */
   cancelRun(runId: string): boolean {
     return this.orchestrator.cancelRun(runId, 'code', { agentId: this.id });

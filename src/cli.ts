@@ -308,7 +308,7 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
         console.error(`\nrunstate: no answer: run ${runId} cancelled`);
         return 130;
       }
-      events = agent.continueRun(runId, { tools: answers, stream: true });
+      events = await agent.continueRun(runId, { tools: answers, stream: true });
     }
   } finally {
     process.off('SIGINT', cancel);

@@ -43,6 +43,7 @@ export { RunstateError, type RunstateErrorOptions } from './errors.js';
 export {
   createOrchestrator,
   type CancelRequestOptions,
+  type ContinueRunRequest,
   type Orchestrator,
   type OrchestratorOptions,
   type RunHandle,
@@ -62,6 +63,7 @@ export { createMemoryEventBus } from './runtime/memory-event-bus.js';
 export type {
   CancelBus,
   EventBus,
+  ParkedRun,
   RunFilter,
   RunListener,
   RunNotice,

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
-import type { CancelReason, ToolConfirmation } from '../../machines/run-types.js';
+import type { CancelReason, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
@@ -16,6 +16,7 @@ import { isTerminalEvent, type RunEvent, type RunOutput, type RunRecord } from '
 import { activeRecord, type RunIdentity } from './run-projection.js';
 import { createRunRegistry } from './run-registry.js';
 import { sessionHistory } from './session-history.js';
+import { untilPaused } from './run-history.js';
 import type {
   CancelBus,
   EventBus,
@@ -26,7 +27,7 @@ import type {
   SessionFilter,
   SessionRecord,
 } from './storage.js';
-import { createStoreWriter } from './store-writer.js';
+import { createStoreWriter, type RunWriter } from './store-writer.js';
 import type { Tool } from '../tools/tool.js';
 import { createToolRunner } from './tool-runner.js';
 
@@ -93,6 +94,15 @@ export interface StartRunRequest {
   tools?: readonly Tool[] | undefined;
 }
 
+/**
+ * What a paused run needs from its agent to go on, wherever it was paused: a run is restored from
+ * the store, and its model, tools and instructions are not data.
+ */
+export type ContinueRunRequest = Pick<
+  StartRunRequest,
+  'agentId' | 'agentName' | 'model' | 'instructions' | 'limits' | 'tools'
+>;
+
 /** A started run. */
 export interface RunHandle {
   readonly runId: string;
@@ -134,8 +144,9 @@ export interface Orchestrator {
   /**
    * Cancels a run this process owns, now: the machine moves to `cancelled` and the model request is
    * aborted before this returns. `true` when this call cancelled an active run; `false` for a run
-   * not owned here (see {@link Orchestrator.requestCancel}), unknown, of another agent than
-   * `options.agentId`, or already final. Never throws.
+   * not owned here (see {@link Orchestrator.requestCancel}), a paused one (it waits in the store,
+   * owned by nobody: `requestCancel` takes it), unknown, of another agent than `options.agentId`, or
+   * already final. Never throws.
    */
   cancelRun(runId: string, reason?: CancelReason, options?: CancelRequestOptions): boolean;
   /**
@@ -147,15 +158,22 @@ export interface Orchestrator {
    */
   requestCancel(runId: string, reason?: CancelReason, options?: CancelRequestOptions): Promise<RunOutput>;
   /**
-   * Answers the tool calls a paused run of this process waits for, and resumes it (synchronously:
-   * confirmed calls start before this returns). Every pending call needs exactly one answer. The
-   * handle's `events()` start at `RunContinued` (`seq` goes on from `RunPaused`) and end at the next
-   * pause or the end. Throws `RUN_NOT_FOUND` (unknown here, or of another agent than
-   * `options.agentId`), `RUN_NOT_PAUSED` (not paused: never was, continued already, or final),
-   * `INVALID_INPUT` (an answer for a call that does not wait, a call left unanswered, two answers).
+   * Answers the tool calls a paused run waits for, and resumes it here, wherever it paused: a paused
+   * run waits in the store, owned by no instance, and the first instance to take it (atomically)
+   * restores its actor from the stored snapshot. Confirmed calls start before the promise resolves.
+   * Every pending call needs exactly one answer. The handle's `events()` start at `RunContinued`
+   * (`seq` goes on from `RunPaused`) and end at the next pause or the end. Rejects `RUN_NOT_FOUND`
+   * (unknown, or of another agent than `agent.agentId`), `RUN_NOT_PAUSED` (not paused: never was,
+   * continued already (here or on another instance), final, or its pause ran out: it is then failed
+   * `RUN_TIMEOUT`), `INVALID_INPUT` (an answer for a call that does not wait, a call left
+   * unanswered, two answers).
    */
-  continueRun(runId: string, tools: readonly ToolConfirmation[], options?: CancelRequestOptions): RunHandle;
-  /** True while a run of this process waits in `paused`. */
+  continueRun(
+    runId: string,
+    tools: readonly ToolConfirmation[],
+    agent: ContinueRunRequest,
+  ): Promise<RunHandle>;
+  /** True while a run of this process is paused and not yet parked in the store. */
   isPaused(runId: string): boolean;
   /** The run's record, or `undefined` for an unknown (or forgotten) run. Rejects on a store error. */
   getRun(runId: string): Promise<RunRecord | undefined>;
@@ -187,7 +205,8 @@ export interface Orchestrator {
   /** Runs owned here that are not final (pending or streaming). */
   readonly activeCount: number;
   /**
-   * Refuses new runs, cancels the active ones with reason `shutdown`, and resolves when they are
+   * Refuses new runs, cancels the active ones with reason `shutdown` (paused runs stay in a store
+   * that outlives the process; with one that does not, they are cancelled too), and resolves when they are
    * final and stored. The store and buses stay open (they may be shared): close them after.
    */
   shutdown(): Promise<void>;
@@ -203,6 +222,43 @@ export interface SubscribeOptions {
    * The built-in metrics and tracer need no causes.
    */
   causes?: boolean | undefined;
+}
+
+/** Every call a paused run waits for needs exactly one answer, and nothing else is answered. */
+function checkAnswers(
+  runId: string,
+  tools: readonly ToolExecution[],
+  answers: readonly ToolConfirmation[],
+): void {
+  const pending = tools.filter((tool) => tool.status === 'awaiting_confirmation').map((t) => t.tool_call_id);
+  const answered = new Set(answers.map((answer) => answer.tool_call_id));
+  const unknown = [...answered].filter((id) => !pending.includes(id));
+  const missing = pending.filter((id) => !answered.has(id));
+  if (unknown.length > 0 || missing.length > 0 || answered.size !== answers.length) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `run ${runId} waits for one answer to each of ${pending.join(', ')}` +
+        (unknown.length > 0 ? `; not waiting for ${unknown.join(', ')}` : '') +
+        (missing.length > 0 ? `; no answer for ${missing.join(', ')}` : ''),
+    );
+  }
+}
+
+/**
+ * The model a parked run names, for a run taken back only to end it (a cancel, an expired pause):
+ * its events and record name the model; it is never asked for anything.
+ */
+function recordedModel(record: RunRecord): ChatModel {
+  return {
+    id: record.model,
+    provider: record.model_provider,
+    stream() {
+      throw new RunstateError(
+        'INTERNAL',
+        `run ${record.run_id} was taken back to end it, not to call its model`,
+      );
+    },
+  };
 }
 
 /**
@@ -251,9 +307,19 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     },
   });
   let closing = false;
+  // Paused runs: parks in flight here (a continue or cancel here waits for it), the pause timers of
+  // runs this instance parked, and the handles of those runs, resolved when this instance ends them.
+  const parking = new Map<string, Promise<void>>();
+  const pauseTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  const waiting = new Map<string, (output: RunOutput) => void>();
+  const parkedHere = new Set<string>();
 
   // Cancels published by any instance; this one acts on the runs it owns.
-  const cancels = cancelBus.subscribe((runId, reason) => cancelRun(runId, reason));
+  const cancels = cancelBus.subscribe((runId, reason) => {
+    // A run this instance paused (and parks, or parked) is cancelled through the store.
+    if (!cancelRun(runId, reason) && (parking.has(runId) || pauseTimers.has(runId)))
+      void cancelParked(runId, reason);
+  });
   cancels.catch((error: unknown) => console.error('runstate: cannot listen to the cancel bus', error));
 
   // A store shared across processes leases the runs to their owner: this instance renews its lease
@@ -276,6 +342,21 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       },
     });
   const leased = keeper?.start();
+  // In a store shared over time, a pause that ran out while no instance timed it (its instance
+  // stopped) is ended by whichever instance finds it first.
+  const expirySweep = store.leases
+    ? setInterval(() => void sweepExpiredPauses(), Math.max(1, Math.floor(store.leases.leaseMs / 2)))
+    : undefined;
+  expirySweep?.unref();
+
+  async function sweepExpiredPauses(): Promise<void> {
+    try {
+      const at = now();
+      for (const runId of await store.expiredParked(at)) await expire(runId, at);
+    } catch (error) {
+      console.error(`runstate: the sweep of expired pauses failed: ${(error as Error).message}`);
+    }
+  }
   leased?.catch((error: unknown) =>
     console.error(`runstate: cannot take a lease: ${(error as Error).message}`),
   );
@@ -295,6 +376,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   function onFinal(run: LiveRun): Promise<void> {
     admission.release(run);
+    const waiter = waiting.get(run.identity.runId);
+    waiting.delete(run.identity.runId);
+    if (waiter) void run.result.then(waiter);
     const { settled, stored } = run.writer.finish(run.output!);
     storing.add(stored);
     void stored.then(() => {
@@ -303,6 +387,49 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       registry.delete(run);
     });
     return settled;
+  }
+
+  /** A live run of this orchestrator: new (`restored` absent), or taken back from the store. */
+  function liveRun(
+    identity: RunIdentity,
+    request: Pick<StartRunRequest, 'limits' | 'tools'>,
+    messages: Promise<ChatMessage[]>,
+    runWriter: RunWriter,
+    restored?: { snapshot: unknown; seq: number },
+  ): LiveRun {
+    const tools = new Map((request.tools ?? []).map((tool) => [tool.name, tool]));
+    if (tools.size !== (request.tools?.length ?? 0)) {
+      throw new RunstateError('INVALID_INPUT', 'two tools of the run have the same name');
+    }
+    return createLiveRun({
+      machine,
+      tools,
+      onPause: (paused, isPaused) => (isPaused ? admission.release(paused) : admission.resume(paused)),
+      onPark,
+      restored,
+      identity,
+      messages,
+      limits: mergeLimits(defaultLimits, request.limits),
+      inspect,
+      writer: runWriter,
+      observed: () => listeners.size > 0,
+      captureCauses: causeListeners > 0 || inspect !== undefined,
+      notify,
+      onFinal,
+      now,
+    });
+  }
+
+  /** The messages for the model: the instructions, the session's turns before this run, its input. */
+  function conversation(
+    instructions: string | undefined,
+    runs: readonly RunRecord[],
+    input: string,
+  ): ChatMessage[] {
+    const out: ChatMessage[] = [];
+    if (instructions) out.push({ role: 'system', content: instructions });
+    out.push(...sessionHistory(runs), { role: 'user', content: input });
+    return out;
   }
 
   function startRun(request: StartRunRequest): RunHandle {
@@ -327,34 +454,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const record = activeRecord(identity, 'pending', { content: '', reasoning: '' });
     const runWriter = writer.open(record);
     const messages = Promise.all([runWriter.recorded, store.sessionRuns(identity.sessionId)]).then(
-      ([, runs]) => {
-        const out: ChatMessage[] = [];
-        if (request.instructions) out.push({ role: 'system', content: request.instructions });
-        out.push(...sessionHistory(runs), { role: 'user', content: request.input });
-        return out;
-      },
+      ([, runs]) => conversation(request.instructions, runs, request.input),
     );
     // Read by the model service once the run streams; a run cancelled before never reads it.
     messages.catch(() => undefined);
-    const tools = new Map((request.tools ?? []).map((tool) => [tool.name, tool]));
-    if (tools.size !== (request.tools?.length ?? 0)) {
-      throw new RunstateError('INVALID_INPUT', 'two tools of the run have the same name');
-    }
-    const run = createLiveRun({
-      machine,
-      tools,
-      onPause: (paused, isPaused) => (isPaused ? admission.release(paused) : admission.resume(paused)),
-      identity,
-      messages,
-      limits: mergeLimits(defaultLimits, request.limits),
-      inspect,
-      writer: runWriter,
-      observed: () => listeners.size > 0,
-      captureCauses: causeListeners > 0 || inspect !== undefined,
-      notify,
-      onFinal,
-      now,
-    });
+    const run = liveRun(identity, request, messages, runWriter);
     registry.add(run);
     notify({ type: 'created', run: record });
     run.open();
@@ -368,37 +472,137 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     };
   }
 
-  function continueRun(
+  /**
+   * A paused run goes to the store (snapshot, deadline, its events), and this instance lets go of
+   * it: from then on any instance may take it. Until it is parked, a continue or cancel here waits.
+   */
+  function onPark(run: LiveRun, written: Promise<boolean>, until: number): void {
+    const runId = run.identity.runId;
+    const done = written.then((ok) => {
+      // Refused (an outage past the writer's retries): the run stays here, paused, and its own
+      // timer fails it when the pause runs out; nobody can continue it.
+      if (!ok) return;
+      registry.delete(run);
+      run.detach(
+        new Promise<RunOutput>((resolve) => {
+          waiting.set(runId, resolve);
+        }),
+      );
+      parkedHere.add(runId);
+      // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
+      if (!closing) {
+        pauseTimers.set(
+          runId,
+          setTimeout(() => void expire(runId, until), Math.max(0, until - now())),
+        );
+      }
+    });
+    parking.set(runId, done);
+    void done.finally(() => {
+      if (parking.get(runId) === done) parking.delete(runId);
+    });
+  }
+
+  /**
+   * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
+   * `paused`. `agent` gives what a continue needs (model, tools); a cancel or an expiry needs none.
+   */
+  async function takeParked(
+    runId: string,
+    agent: ContinueRunRequest | undefined,
+    expiredBefore?: number,
+    forShutdown = false,
+  ): Promise<{ run: LiveRun; until: number } | undefined> {
+    // A closing instance takes no run back (another instance will), but to cancel it itself.
+    if (closing && !forShutdown)
+      throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
+    await parking.get(runId);
+    const claimed = await store.claimParked(runId, expiredBefore);
+    if (!claimed) return undefined;
+    clearTimeout(pauseTimers.get(runId));
+    pauseTimers.delete(runId);
+    parkedHere.delete(runId);
+    const { record, parked } = claimed;
+    const identity: RunIdentity = {
+      runId,
+      agentId: record.agent_id,
+      agentName: record.agent_name,
+      sessionId: record.session_id,
+      userId: record.user_id,
+      input: record.run_input,
+      model: agent?.model ?? recordedModel(record),
+      createdAt: record.created_at * 1000,
+    };
+    // The session's turns before this run (later runs of the session are not its history).
+    const messages = store.sessionRuns(record.session_id).then((runs) => {
+      const index = runs.findIndex((r) => r.run_id === runId);
+      return conversation(agent?.instructions, index < 0 ? runs : runs.slice(0, index), record.run_input);
+    });
+    messages.catch(() => undefined);
+    const runWriter = writer.open(record, { recorded: true });
+    const run = liveRun(identity, agent ?? {}, messages, runWriter, parked);
+    registry.add(run);
+    run.resume();
+    return { run, until: parked.until };
+  }
+
+  /**
+   * Fails a parked run whose pause ran out by `until` (`RUN_TIMEOUT`), unless somebody took it first
+   * (a later pause of it has a later deadline, and is left alone).
+   */
+  async function expire(runId: string, until: number): Promise<void> {
+    clearTimeout(pauseTimers.get(runId));
+    pauseTimers.delete(runId);
+    const taken = await takeParked(runId, undefined, until + 1).catch((error: unknown) => {
+      console.error(`runstate: cannot end the expired pause of run ${runId}`, error);
+      return undefined;
+    });
+    if (taken) {
+      taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
+      return;
+    }
+    // Taken elsewhere (continued, cancelled): a handle waiting here learns how it ends from the store.
+    const resolve = waiting.get(runId);
+    waiting.delete(runId);
+    if (resolve) result(runId).then(resolve, () => undefined);
+  }
+
+  async function cancelParked(runId: string, reason: CancelReason): Promise<void> {
+    try {
+      (await takeParked(runId, undefined))?.run.cancel(reason);
+    } catch (error) {
+      console.error(`runstate: cannot cancel the paused run ${runId}`, error);
+    }
+  }
+
+  function notPaused(runId: string, status: string): RunstateError {
+    return new RunstateError('RUN_NOT_PAUSED', `run ${runId} is not paused: ${status}`, {
+      details: { run_id: runId, status },
+    });
+  }
+
+  async function continueRun(
     runId: string,
     answers: readonly ToolConfirmation[],
-    { agentId }: CancelRequestOptions = {},
-  ): RunHandle {
-    const run = registry.get(runId);
-    if (!run || (agentId !== undefined && run.identity.agentId !== agentId)) {
+    agent: ContinueRunRequest,
+  ): Promise<RunHandle> {
+    await parking.get(runId);
+    const record = registry.get(runId)?.record() ?? (await store.getRun(runId));
+    if (!record || record.agent_id !== agent.agentId) {
       throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     }
-    const status = run.status();
-    if (status !== 'paused') {
-      throw new RunstateError('RUN_NOT_PAUSED', `run ${runId} is not paused: ${status}`, {
-        details: { run_id: runId, status },
-      });
+    if (record.status !== 'paused') throw notPaused(runId, record.status);
+    checkAnswers(runId, record.tools, answers);
+    const taken = await takeParked(runId, agent);
+    // Taken meanwhile by another continue or a cancel, here or on another instance.
+    if (!taken) throw notPaused(runId, registry.get(runId)?.status() ?? 'taken');
+    const { run, until } = taken;
+    if (until < now()) {
+      // Found past its limit: ended here, as its own timer would have.
+      run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
+      throw notPaused(runId, run.status());
     }
-    const pending = run.actor
-      .getSnapshot()
-      .context.tools.filter((tool) => tool.status === 'awaiting_confirmation')
-      .map((tool) => tool.tool_call_id);
-    const answered = new Set(answers.map((answer) => answer.tool_call_id));
-    const unknown = [...answered].filter((id) => !pending.includes(id));
-    const missing = pending.filter((id) => !answered.has(id));
-    if (unknown.length > 0 || missing.length > 0 || answered.size !== answers.length) {
-      throw new RunstateError(
-        'INVALID_INPUT',
-        `run ${runId} waits for one answer to each of ${pending.join(', ')}` +
-          (unknown.length > 0 ? `; not waiting for ${unknown.join(', ')}` : '') +
-          (missing.length > 0 ? `; no answer for ${missing.join(', ')}` : ''),
-      );
-    }
-    const afterSeq = run.log.size;
+    const afterSeq = run.lastSeq();
     run.continue(answers);
     return {
       runId,
@@ -415,7 +619,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     { agentId }: CancelRequestOptions = {},
   ): boolean {
     const run = registry.get(runId);
-    if (!run || run.output) return false;
+    // A paused run goes to the store, where any instance may take it: `requestCancel` cancels it.
+    if (!run || run.output || run.status() === 'paused') return false;
     if (agentId !== undefined && run.identity.agentId !== agentId) return false;
     run.cancel(reason);
     // Final now: the machine moved to `cancelled`, unless it was already ending another way.
@@ -450,6 +655,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   ): Promise<RunOutput> {
     const notFound = () => new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     let output: RunOutput;
+    await parking.get(runId);
     const live = registry.get(runId);
     if (live) {
       if (agentId !== undefined && live.identity.agentId !== agentId) throw notFound();
@@ -458,7 +664,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     } else {
       const record = await store.getRun(runId);
       if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
-      if (record.finished_at === null) {
+      // A parked run is taken back here to be cancelled; one that somebody took first is theirs.
+      const taken =
+        record.finished_at === null && record.status === 'paused'
+          ? await takeParked(runId, undefined)
+          : undefined;
+      if (taken) taken.run.cancel(reason);
+      else if (record.finished_at === null) {
         // The owner acts on the bus within milliseconds; should it be gone, the run is finalised
         // here, at once (both are tried together: the check costs the owner's cancel no time).
         const refused = cancelBus.publish(runId, reason).then(
@@ -501,12 +713,20 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     },
     async events(runId, afterSeq) {
       const live = registry.get(runId);
-      if (!live) return followStoredRun(store, eventBus, runId, afterSeq);
+      if (!live || (afterSeq ?? 0) < live.firstSeq) {
+        // A stream of a parked run ends at its RunPaused, as a live one's does.
+        return untilPaused(await followStoredRun(store, eventBus, runId, afterSeq), async (seq) => {
+          const held = registry.get(runId);
+          if (held) return held.status() === 'paused' && held.lastSeq() === seq;
+          const [record, after] = await Promise.all([store.getRun(runId), store.readEvents(runId, seq)]);
+          return record?.status === 'paused' && after.length === 0;
+        });
+      }
       // Past the last event, a reader would silently skip the events still to come.
-      if (afterSeq !== undefined && afterSeq > live.log.size) {
+      if (afterSeq !== undefined && afterSeq > live.lastSeq()) {
         throw new RunstateError(
           'INVALID_INPUT',
-          `run ${runId} has no event ${afterSeq} yet (its last is ${live.log.size})`,
+          `run ${runId} has no event ${afterSeq} yet (its last is ${live.lastSeq()})`,
         );
       }
       return live.follow(afterSeq);
@@ -544,9 +764,23 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     async shutdown() {
       closing = true;
       admission.close();
+      clearInterval(expirySweep);
+      for (const run of registry.values()) cancelRun(run.identity.runId, 'shutdown');
+      for (const timer of pauseTimers.values()) clearTimeout(timer);
+      pauseTimers.clear();
+      // Parks in flight finish: a parked run outlives this instance in a store that does.
+      while (parking.size > 0) await Promise.all(parking.values());
       const live = [...registry.values()];
-      for (const run of live) cancelRun(run.identity.runId, 'shutdown');
+      // Paused here and not parked (the store refused it): nobody else can reach it.
+      for (const run of live) if (!run.output) run.cancel('shutdown');
       await Promise.all(live.map((run) => run.result));
+      // A store that does not outlive the process (no leases: memory) would lose them: cancelled.
+      if (!store.leases) {
+        const ids = [...parkedHere];
+        const taken = await Promise.all(ids.map((runId) => takeParked(runId, undefined, undefined, true)));
+        for (const entry of taken) entry?.run.cancel('shutdown');
+        await Promise.all(taken.flatMap((entry) => (entry ? [entry.run.result] : [])));
+      }
       // A store that is down gets one more try of each write, not retries without end.
       writer.close();
       await Promise.all(storing);

@@ -7,6 +7,7 @@ export {
   type RunLimits,
   type CancelRequestOptions,
   type SubscribeOptions,
+  type ContinueRunRequest,
 } from './create-orchestrator.js';
 export {
   createMemoryRunStore,
@@ -24,6 +25,7 @@ export type {
   RunListener,
   RunFilter,
   RunPatch,
+  ParkedRun,
   SessionFilter,
   SessionRecord,
 } from './storage.js';

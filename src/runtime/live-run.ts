@@ -1,4 +1,4 @@
-import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
+import { createActor, type Actor, type InspectionEvent, type Observer, type Snapshot } from 'xstate';
 import {
   runMetrics,
   runStatusOf,
@@ -51,6 +51,13 @@ export interface LiveRunOptions {
   tools: ReadonlyMap<string, Tool>;
   /** The run paused for a person (its concurrency slot can go to another run), or continued. */
   onPause: (run: LiveRun, paused: boolean) => void;
+  /**
+   * The run is paused and being parked in the store (`written` says whether it was): once parked,
+   * the owner lets go of it ({@link LiveRun.detach}).
+   */
+  onPark: (run: LiveRun, written: Promise<boolean>, until: number) => void;
+  /** A run parked earlier, taken back from the store: its actor starts from `snapshot`, its events after `seq`. */
+  restored?: { snapshot: unknown; seq: number } | undefined;
   inspect: InspectOption | undefined;
   writer: RunWriter;
   /** True when somebody listens: no notice is built for nobody (one per chunk otherwise). */
@@ -72,8 +79,15 @@ export interface LiveRunOptions {
 export interface LiveRun {
   readonly identity: RunIdentity;
   readonly actor: Actor<typeof runMachine>;
-  /** Every event of the run, in memory while it is live: what this process's followers read. */
+  /**
+   * The events of the run since this process took it (all of them, unless it was restored from
+   * the store: then those after {@link LiveRun.firstSeq}), what this process's followers read.
+   */
   readonly log: MemoryEventLog;
+  /** The `seq` before the first event in `log`: 0, or the `RunPaused` of a restored run. */
+  readonly firstSeq: number;
+  /** The `seq` of the run's last event. */
+  lastSeq(): number;
   /** What the model service reads (looked up by run id). */
   readonly call: ModelCall;
   /** What the tool runner reads (looked up by run id). */
@@ -98,8 +112,15 @@ export interface LiveRun {
   lose(message: string): void;
   /** Answers the paused calls (checked by the caller) and resumes the run. */
   continue(answers: readonly ToolConfirmation[]): void;
-  /** The run's events after `afterSeq`, followed up to its next pause or its end. */
+  /** The run's events after `afterSeq` (not before {@link LiveRun.firstSeq}), followed up to its next pause or its end. */
   follow(afterSeq?: number): AsyncIterable<RunEvent>;
+  /** Starts the actor of a restored run, in `paused`: it appends nothing. */
+  resume(): void;
+  /**
+   * Lets go of a parked run: its actor stops (nothing is written any more) and `result` resolves
+   * with `elsewhere`, the output wherever it ends.
+   */
+  detach(elsewhere: Promise<RunOutput>): void;
 }
 
 /** The reason of every run's end-of-run abort: one object (an abort without one builds a DOMException with a stack). */
@@ -126,9 +147,12 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   const { maxConcurrentTools, ...limits } = options.limits;
   const actor = createActor(options.machine, {
     input: { runId, ...limits },
+    // A restored run's snapshot was stored by this runstate's machine (`getPersistedSnapshot`).
+    ...(options.restored && { snapshot: options.restored.snapshot as Snapshot<unknown> }),
     inspect: options.captureCauses ? inspect : user,
   });
   const log = new MemoryEventLog();
+  const firstSeq = options.restored?.seq ?? 0;
   let resolve!: (output: RunOutput) => void;
   const result = new Promise<RunOutput>((r) => (resolve = r));
   let output: RunOutput | null = null;
@@ -139,7 +163,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   let pausedAt: number | undefined;
 
   function append(body: EventBody): void {
-    const event: RunEvent = toWireEvent(identity, body, log.size + 1, now());
+    const event: RunEvent = toWireEvent(identity, body, firstSeq + log.size + 1, now());
     log.append(event);
     writer.append(event);
     if (observed()) notify({ type: 'event', runId, event });
@@ -205,9 +229,15 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       });
     }
   });
+  // The RunPaused of a pause being parked: written with the park, appended here once it is stored, so
+  // that whoever sees it (here or on another instance) can continue the run at once.
+  let pausedEvent: RunEvent | undefined;
   const onTool = (emitted: RunToolEmitted): void => {
     if (emitted.type === 'paused') pausedAt = now();
-    for (const event of toolEvents(emitted)) append(event);
+    for (const body of toolEvents(emitted)) {
+      if (body.event === 'RunPaused') pausedEvent = toWireEvent(identity, body, run.lastSeq() + 1, now());
+      else append(body);
+    }
     if (emitted.type === 'paused') options.onPause(run, true);
     if (emitted.type === 'continued') options.onPause(run, false);
   };
@@ -215,7 +245,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   actor.on('tool_completed', onTool);
   actor.on('paused', onTool);
   actor.on('continued', onTool);
-  actor.subscribe({
+  const subscription = actor.subscribe({
     next(snapshot) {
       // A chunk re-enters `receiving`: comparing the active state nodes (a few pointers) skips it.
       const next = (snapshot as unknown as { _nodes?: readonly object[] })._nodes;
@@ -226,10 +256,26 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
         const { error } = snapshot.context;
         notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause, error });
       }
-      if (status !== undefined && current !== status && (current === 'streaming' || current === 'paused')) {
-        writer.update({ status: current });
-      }
+      const changed = status !== undefined && current !== status;
       status = current;
+      if (changed && current === 'streaming') writer.update({ status: current });
+      // Its RunPaused is queued: it goes to the store with the snapshot, in one write.
+      if (changed && current === 'paused') {
+        const { run_id: _runId, ...record } = run.record();
+        const until = now() + snapshot.context.limits.pauseTimeoutMs;
+        const event = pausedEvent!;
+        pausedEvent = undefined;
+        const written = writer.park(
+          record,
+          { snapshot: actor.getPersistedSnapshot(), seq: event.seq, until },
+          event,
+        );
+        void written.then(() => {
+          log.append(event);
+          if (observed()) notify({ type: 'event', runId, event });
+        });
+        options.onPark(run, written, until);
+      }
     },
     complete: () => finish(actor.getSnapshot().output!),
     // A machine that throws is a bug of ours; the run still ends, once, as failed.
@@ -239,12 +285,14 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   // The end of a reader's stream: the terminal event, or a RunPaused that is still the run's latest.
   const endsStream = (event: RunEvent): boolean =>
     isTerminalEvent(event) ||
-    (event.event === 'RunPaused' && run.status() === 'paused' && log.size === event.seq);
+    (event.event === 'RunPaused' && run.status() === 'paused' && run.lastSeq() === event.seq);
 
   const run: LiveRun = {
     identity,
     actor,
     log,
+    firstSeq,
+    lastSeq: () => firstSeq + log.size,
     writer,
     result,
     call: {
@@ -301,9 +349,18 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     continue(answers) {
       actor.send({ type: 'CONTINUE', tools: [...answers] });
     },
-    follow(afterSeq) {
+    follow(afterSeq = firstSeq) {
       // A stream of a paused run ends at its RunPaused, as Agno's does; a continue streams on.
-      return log.follow(afterSeq, endsStream);
+      return log.follow(Math.max(0, afterSeq - firstSeq), endsStream);
+    },
+    resume() {
+      actor.start();
+    },
+    detach(elsewhere) {
+      subscription.unsubscribe();
+      actor.stop();
+      log.close();
+      void elsewhere.then(resolve);
     },
   };
   return run;

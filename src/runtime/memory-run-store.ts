@@ -3,7 +3,7 @@ import { isFinalStatus } from '../../machines/run.machine.js';
 import { RunstateError } from '../errors.js';
 import { detachedSlice } from './detached-slice.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
-import type { RunFilter, RunPatch, RunStore, SessionFilter, SessionRecord } from './storage.js';
+import type { ParkedRun, RunFilter, RunPatch, RunStore, SessionFilter, SessionRecord } from './storage.js';
 
 /** How long finished runs are kept. */
 export interface RetentionOptions {
@@ -38,6 +38,8 @@ const SESSION_NAME_LENGTH = 100;
 interface StoredRun {
   record: RunRecord & Record<string, unknown>;
   events: RunEvent[];
+  /** Set while the run is parked (paused, owned by nobody). */
+  parked?: ParkedRun | undefined;
 }
 
 interface StoredSession {
@@ -181,6 +183,7 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       const run = runs.get(record.run_id);
       if (!run || isFinalStatus(run.record.status)) return false;
       run.record = { ...run.record, ...record };
+      run.parked = undefined;
       finished.set(record.run_id, now());
       const session = sessions.get(record.session_id);
       if (session) {
@@ -247,6 +250,33 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
         const run = runs.get(runId);
         return run ? [copy(run)] : [];
       });
+    },
+
+    async parkRun(runId, patch, events, parked) {
+      check();
+      const run = runs.get(runId);
+      if (!run || isFinalStatus(run.record.status)) return;
+      for (const event of events) if (event.seq === run.events.length + 1) run.events.push(event);
+      Object.assign(run.record, patch, { run_id: runId });
+      // A copy: the caller's snapshot object must not change what is stored.
+      run.parked = structuredClone(parked);
+    },
+
+    async claimParked(runId, expiredBefore) {
+      check();
+      const run = runs.get(runId);
+      const parked = run?.parked;
+      if (!run || !parked) return undefined;
+      if (expiredBefore !== undefined && parked.until >= expiredBefore) return undefined;
+      run.parked = undefined;
+      return { record: copy(run), parked };
+    },
+
+    async expiredParked(nowMs) {
+      check();
+      const out: string[] = [];
+      for (const [runId, run] of runs) if (run.parked && run.parked.until < nowMs) out.push(runId);
+      return out;
     },
 
     async deleteSession(sessionId) {

@@ -50,6 +50,19 @@ export interface SessionRecord {
 export type RunPatch = Partial<Omit<RunRecord, 'run_id'>> & Record<string, unknown>;
 
 /**
+ * A run paused for a person, as the store keeps it while it waits: owned by no instance, so that any
+ * instance (this one after a restart, or another) can take it and carry on.
+ */
+export interface ParkedRun {
+  /** The run actor's persisted snapshot (`actor.getPersistedSnapshot()`): plain JSON. */
+  snapshot: unknown;
+  /** The `seq` of its `RunPaused`, its last event: the run goes on from the next. */
+  seq: number;
+  /** When the pause runs out (milliseconds since the epoch): the run then fails `RUN_TIMEOUT`. */
+  until: number;
+}
+
+/**
  * Run records, sessions (with their runs) and each run's event log.
  *
  * Contract, for every implementation:
@@ -97,6 +110,25 @@ export interface RunStore {
   listSessions(filter?: SessionFilter): Promise<SessionRecord[]>;
   /** The session's retained runs, oldest first (a conversation's history is built from them). */
   sessionRuns(sessionId: string): Promise<RunRecord[]>;
+  /**
+   * Parks a paused run, in one step: appends `events` (the last is its `RunPaused`, as in
+   * `appendEvents`), merges `patch` into its record, keeps `parked` and releases the run from its
+   * owner (no lease covers it). Written by the owner, in order with its other writes. Ignored for an
+   * unknown or final run.
+   */
+  parkRun(runId: string, patch: RunPatch, events: readonly RunEvent[], parked: ParkedRun): Promise<void>;
+  /**
+   * Takes a parked run, once: of callers racing (on any instance), exactly one gets it, and becomes
+   * its owner (its lease covers it). Resolves with its record and parked state, or `undefined` when
+   * the run is not parked (unknown, final, never paused, or taken already). With `expiredBefore`,
+   * only a run whose pause ran out before it (milliseconds since the epoch).
+   */
+  claimParked(
+    runId: string,
+    expiredBefore?: number,
+  ): Promise<{ record: RunRecord; parked: ParkedRun } | undefined>;
+  /** Parked runs whose pause ran out before `nowMs`, oldest first. */
+  expiredParked(nowMs: number): Promise<string[]>;
   /** Forgets a session, its runs and their events; `false` when there was no such session. */
   deleteSession(sessionId: string): Promise<boolean>;
   /** Releases the store's connections. Calls after it reject. */

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { RunstateError } from '../errors.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
-import type { EventBus, RunPatch, RunStore } from './storage.js';
+import type { EventBus, ParkedRun, RunPatch, RunStore } from './storage.js';
 
 /** What {@link RunWriter.finish} resolves with. Neither promise rejects. */
 export interface FinalWrite {
@@ -28,6 +28,12 @@ export interface RunWriter {
   update(patch: RunPatch): void;
   /** Writes the events still queued, then the final record. */
   finish(record: RunOutput): FinalWrite;
+  /**
+   * Parks the paused run (`RunStore.parkRun`): the events still queued and `paused` (its RunPaused),
+   * `patch` and `parked` in one store call, then the events go to the event bus. Resolves `true` once
+   * stored, `false` when the store refused it (reported); never rejects. Nothing more is written after it.
+   */
+  park(patch: RunPatch, parked: ParkedRun, paused: RunEvent): Promise<boolean>;
 }
 
 /** Options of {@link createStoreWriter}. */
@@ -57,7 +63,8 @@ const unavailable = (error: unknown) => error instanceof RunstateError && error.
  * or {@link close} is called: what was accepted is written late, not dropped.
  */
 export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }: StoreWriterOptions): {
-  open(record: RunRecord): RunWriter;
+  /** Records a new run and writes it; with `recorded`, a run the store has already (taken back from it). */
+  open(record: RunRecord, options?: { recorded?: boolean }): RunWriter;
   /** Stops trying again: a write that fails from now on is reported and given up (at shutdown). */
   close(): void;
 } {
@@ -76,7 +83,7 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
     for (const writer of writers) writer.flush();
   }
 
-  function open(record: RunRecord): RunWriter {
+  function open(record: RunRecord, options: { recorded?: boolean } = {}): RunWriter {
     const runId = record.run_id;
     let failed = false;
     let pending: RunEvent[] = [];
@@ -89,7 +96,7 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
     // follower on another instance that saw the end reads the run final.
     let ending = false;
     let held: RunEvent[] = [];
-    const recorded = store.createRun(record);
+    const recorded = options.recorded ? Promise.resolve() : store.createRun(record);
     // Handled here, so that nobody awaiting `recorded` is not a crash; awaiting it still rejects.
     let chain: Promise<void> = recorded.then(
       () => undefined,
@@ -170,6 +177,20 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
           void stored.then(resolve);
         }).finally(() => clearTimeout(timer));
         return { settled, stored };
+      },
+      park(patch, parked, paused) {
+        dirty.delete(writer);
+        let written = false;
+        enqueue(async () => {
+          // What is still queued (a batch queued earlier took the rest) and the RunPaused go with the
+          // park: another instance that sees the pause finds the run parked.
+          const batch = [...pending, paused];
+          pending = [];
+          await store.parkRun(runId, patch, batch, parked);
+          eventBus.publish(runId, batch);
+          written = true;
+        });
+        return chain.then(() => written);
       },
     };
   }

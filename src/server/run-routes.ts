@@ -67,19 +67,15 @@ export function runRoutes(context: RouteContext): Router {
           details: { run_id: runId, status: record.status },
         });
       }
-      // 404 (paused on another instance), 409 and 422 (answers that do not fit) are decided there.
-      const run = agent.orchestrator.continueRun(runId, input.tools, { agentId: agent.id });
+      // 409 (taken meanwhile, here or on another instance) and 422 (answers that do not fit) are
+      // decided there. A client that goes away from the stream cancels the run, as from a run's.
       if (input.stream) {
-        // As with the stream that started the run: a client that goes away cancels it.
-        await sendEventStream(res, run.events(), {
-          heartbeatMs: context.heartbeatMs,
-          beforeEnd: () => run.result,
-          onClientGone: () => agent.orchestrator.cancelRun(runId, 'client_disconnect'),
-        });
+        const run = await agent.continueRun(runId, { tools: input.tools, stream: true });
+        await sendEventStream(res, run, { heartbeatMs: context.heartbeatMs, beforeEnd: () => run.result });
         return;
       }
       // The output at the next pause or the end.
-      const output = await settleRun(agent.orchestrator, runId, run.events());
+      const output = await agent.continueRun(runId, { tools: input.tools });
       if (!res.destroyed) res.json(output);
     },
   );

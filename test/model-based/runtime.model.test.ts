@@ -70,7 +70,7 @@ interface Subject {
   /** Cancel again after the end: must be refused. */
   cancelAgain(): boolean;
   /** Answers the paused calls; the events from `RunContinued` on. */
-  continue(tools: ToolConfirmation[]): AsyncIterator<RunEvent>;
+  continue(tools: ToolConfirmation[]): Promise<AsyncIterator<RunEvent>>;
 }
 
 /** Where the runs of a test are stored. */
@@ -124,7 +124,16 @@ function startSubject(layer: Layer, orchestrator: Orchestrator, path: LifecycleP
       cancel: (reason) =>
         Promise.resolve(reason === 'shutdown' ? shutDown() : orchestrator.cancelRun(run.runId, reason)),
       cancelAgain: () => orchestrator.cancelRun(run.runId, 'api'),
-      continue: (tools) => orchestrator.continueRun(run.runId, tools).events()[Symbol.asyncIterator](),
+      continue: async (tools) => {
+        const request = {
+          agentId: 'writer',
+          agentName: 'Writer',
+          model,
+          limits: path.limits,
+          tools: held.tools,
+        };
+        return (await orchestrator.continueRun(run.runId, tools, request)).events()[Symbol.asyncIterator]();
+      },
     };
   } else {
     blocker = new Agent({ name: 'Blocker', model: blockerModel, orchestrator }).run('hold');
@@ -149,10 +158,11 @@ function startSubject(layer: Layer, orchestrator: Orchestrator, path: LifecycleP
         }
       },
       cancelAgain: () => agent.cancelRun(stream.runId),
-      continue: (tools) => agent.continueRun(stream.runId, { tools, stream: true })[Symbol.asyncIterator](),
+      continue: async (tools) =>
+        (await agent.continueRun(stream.runId, { tools, stream: true }))[Symbol.asyncIterator](),
     };
   }
-  return { model, blockerModel, blocker, subject, held, shutdown: () => shutdown };
+  return { model, blockerModel, blocker, subject, held, shutdown: () => shutdown, shutDownNow: shutDown };
 }
 
 async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backend, ids: () => string) {
@@ -166,7 +176,11 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
     inspect: tracker.inspect,
     store,
   });
-  const { model, blockerModel, blocker, subject, held, shutdown } = startSubject(layer, orchestrator, path);
+  const { model, blockerModel, blocker, subject, held, shutdown, shutDownNow } = startSubject(
+    layer,
+    orchestrator,
+    path,
+  );
   const { runId } = subject;
   const blockerCall = await blockerModel.nextCall();
   const read: RunEvent[] = [await pull(subject.events)];
@@ -193,6 +207,16 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
     const { action } = step;
     if (action.type === 'start') {
       blockerCall.end();
+    } else if (action.type === 'cancel' && path.steps[index - 1]?.status === 'paused') {
+      // A paused run waits in the store, owned by nobody: a cancel takes it back from there.
+      if (action.reason === 'shutdown') {
+        shutDownNow();
+        await shutdown();
+      } else {
+        const output = await orchestrator.requestCancel(runId, action.reason);
+        expect(output.status, at).toBe('cancelled');
+      }
+      expect((await orchestrator.getRun(runId))?.status, at).toBe('cancelled');
     } else if (action.type === 'cancel') {
       const answer = await subject.cancel(action.reason);
       if (answer !== undefined) expect(answer, `${at}: cancelRun answer`).toBe(true);
@@ -209,6 +233,8 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
       expect(model.calls.length, `${at}: a retry started early`).toBe(requests);
       if (action.type === 'toolTimeout') expect(toolCall()!.signal.aborted, at).toBe(false);
       await vi.advanceTimersByTimeAsync(1);
+      // A pause that runs out takes the run back from the store to fail it (a real read on a durable one).
+      if (path.steps[index - 1]?.status === 'paused') await subject.result;
     } else if (action.type === 'callTools') {
       expect(call!.signal.aborted, `${at}: signal aborted before the model ended`).toBe(false);
       const { usage } = step.event as Extract<RunMachineEvent, { type: 'DONE' }>;
@@ -219,12 +245,12 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
     } else if (action.type === 'toolStarted') {
       // The runtime starts a queued call by itself: nothing to do but see it start.
     } else if (action.type === 'continue') {
-      subject.events = subject.continue(action.tools);
+      subject.events = await subject.continue(action.tools);
       streamEnded = false;
       // Continuing twice: the run is no longer paused.
-      expect(() => subject.continue(action.tools), `${at}: second continue`).toThrow(
-        expect.objectContaining({ code: 'RUN_NOT_PAUSED' }),
-      );
+      await expect(subject.continue(action.tools), `${at}: second continue`).rejects.toMatchObject({
+        code: 'RUN_NOT_PAUSED',
+      });
     } else if (!playOnHeldTool(held.calls, action)) {
       // The model acts on a request the run still wants.
       expect(call!.signal.aborted, `${at}: signal aborted before the model ended`).toBe(false);
@@ -259,7 +285,11 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
         read.push(event);
       }
       for (const expected of toolWireEvents(step)) {
-        const event = await pull(subject.events);
+        // A RunPaused is shown once the store has the paused run (a real write on a durable store).
+        const event =
+          expected.event === 'RunPaused'
+            ? ((await subject.events.next()).value as RunEvent)
+            : await pull(subject.events);
         expect(event.event, at).toBe(expected.event);
         const tools = 'tool' in event ? [event.tool] : 'tools' in event ? event.tools : [];
         expect(tools.map(toolFacts), at).toEqual(expected.tools.map(toolFacts));

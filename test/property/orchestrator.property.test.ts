@@ -20,6 +20,7 @@ import {
   createOrchestrator,
   type Orchestrator,
   type RunEvent,
+  type RunNotice,
   type RunStatus,
   type RunStore,
 } from '../../src/runtime/index.js';
@@ -225,16 +226,22 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
   const seen = new Map<string, { status: RunStatus; content: string }>();
   // Every event of every run, as the orchestrator publishes it (also across pauses).
   const published = new Map<string, RunEvent[]>();
-  orchestrator.subscribe((notice) => {
+  // When each run last paused (the fake clock): a pause past its limit cannot be continued.
+  const pausedAt = new Map<string, number>();
+  const listener = (notice: RunNotice) => {
     if (notice.type === 'created') seen.set(notice.run.run_id, { status: 'pending', content: '' });
-    else if (notice.type === 'state') seen.get(notice.runId)!.status = notice.status;
-    else if (notice.type === 'finished') seen.set(notice.run.run_id, notice.run);
+    else if (notice.type === 'state') {
+      const entry = seen.get(notice.runId)!;
+      if (notice.status === 'paused' && entry.status !== 'paused') pausedAt.set(notice.runId, Date.now());
+      entry.status = notice.status;
+    } else if (notice.type === 'finished') seen.set(notice.run.run_id, notice.run);
     if (notice.type !== 'event') return;
     if (notice.event.event === 'RunContent') seen.get(notice.runId)!.content += notice.event.content;
     let events = published.get(notice.runId);
     if (!events) published.set(notice.runId, (events = []));
     events.push(notice.event);
-  });
+  };
+  orchestrator.subscribe(listener);
   const other = new Agent({ name: 'Other', model: createFakeModel(), orchestrator });
 
   const runs: RunUnderTest[] = [];
@@ -343,7 +350,12 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
       }
       expect(entry.violations, `run ${entry.runId}`).toEqual([]);
     }
-    expect(orchestrator.activeCount).toBe(runs.filter((entry) => !FINAL.has(status(entry))).length);
+    // A paused run leaves this orchestrator once it is parked in the store (owned by nobody).
+    const active = runs.filter((entry) => !FINAL.has(status(entry)));
+    expect(orchestrator.activeCount).toBeLessThanOrEqual(active.length);
+    expect(orchestrator.activeCount).toBeGreaterThanOrEqual(
+      active.filter((entry) => status(entry) !== 'paused').length,
+    );
     // The concurrency limit holds (a continued run takes its slot back even past it), and no run
     // waits while a slot is free (before shutdown).
     const streaming = runs.filter((entry) => status(entry) === 'streaming');
@@ -351,6 +363,18 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
     const resumed = streaming.filter((entry) => entry.continued > 0).length;
     expect(streaming.length).toBeLessThanOrEqual(scenario.maxConcurrentRuns + resumed);
     if (pending > 0) expect(streaming.length).toBeGreaterThanOrEqual(scenario.maxConcurrentRuns);
+  };
+
+  /**
+   * Runs paused when the orchestrator shut down: a store that does not outlive the process (memory)
+   * has them cancelled (`shutdown`); a durable one keeps them paused, for another instance.
+   */
+  const endPausedAtShutdown = (paused: RunUnderTest[], contents: string[]) => {
+    paused.forEach((entry, i) => {
+      if (backend.durable) return;
+      expect(status(entry)).toBe('cancelled');
+      entry.cancelledBy.push({ reason: 'shutdown', content: contents[i]! });
+    });
   };
 
   // Every reader starts reading at once, as a `for await` loop does.
@@ -413,7 +437,10 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
                 ? other.cancelRun(entry.runId)
                 : orchestrator.cancelRun(entry.runId, caller === 'orchestrator (api)' ? 'api' : undefined);
           const { reason, answers } = CALLERS[caller];
-          expect(answer, `${caller} cancelling a ${before} run`).toBe(answers && !FINAL.has(before));
+          // A paused run waits in the store: a cancel of this process does not reach it.
+          expect(answer, `${caller} cancelling a ${before} run`).toBe(
+            answers && !FINAL.has(before) && before !== 'paused',
+          );
           if (answer) {
             entry.answeredTrue++;
             entry.cancelledBy.push({ reason, content: content(entry) });
@@ -423,6 +450,17 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
             if (record && !record.endedBy) expect(record.call.signal.aborted).toBe(true);
           } else {
             expect(status(entry)).toBe(before);
+          }
+        }
+        // What does reach it: a cancel through the store (HTTP's cancel route).
+        if (status(entry) === 'paused' && command.callers.includes('orchestrator (api)')) {
+          const contentBefore = content(entry);
+          const output = await orchestrator
+            .requestCancel(entry.runId, 'api')
+            .catch((error: unknown) => error);
+          if ((output as { status?: string }).status === 'cancelled' && status(entry) === 'cancelled') {
+            entry.answeredTrue++;
+            entry.cancelledBy.push({ reason: 'api', content: contentBefore });
           }
         }
         if (command.settle) await settle();
@@ -459,21 +497,35 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
           waiting?.event === 'RunPaused'
             ? waiting.tools.map((t) => ({ tool_call_id: t.tool_call_id, confirmed: command.confirm }))
             : [];
-        const go = () =>
-          command.via === 'agent'
-            ? entry.agent.continueRun(entry.runId, { tools: answers, stream: true })[Symbol.asyncIterator]()
-            : orchestrator.continueRun(entry.runId, answers).events()[Symbol.asyncIterator]();
-        if (status(entry) !== 'paused') {
-          // Refused: RUN_NOT_PAUSED while the run is live here; once final it may be forgotten here.
+        const go = async () => {
+          if (command.via === 'agent') {
+            const stream = await entry.agent.continueRun(entry.runId, { tools: answers, stream: true });
+            return stream[Symbol.asyncIterator]();
+          }
+          const { agent } = entry;
+          const request = {
+            agentId: agent.id,
+            agentName: agent.name,
+            model: agent.model,
+            tools: agent.tools,
+          };
+          return (await orchestrator.continueRun(entry.runId, answers, request))
+            .events()
+            [Symbol.asyncIterator]();
+        };
+        const expired = (pausedAt.get(entry.runId) ?? Infinity) + scenario.pauseTimeoutMs <= Date.now();
+        if (status(entry) !== 'paused' || expired) {
+          // Refused: RUN_NOT_PAUSED for a known run (a pause past its limit is failed then); once
+          // final it may be forgotten.
           const codes = FINAL.has(status(entry)) ? ['RUN_NOT_PAUSED', 'RUN_NOT_FOUND'] : ['RUN_NOT_PAUSED'];
-          expect(codes).toContain(thrownCode(go));
+          expect(codes).toContain(await rejectedCode(go()));
           break;
         }
-        const reader = go();
+        const reader = await go();
         entry.continued++;
         expect(status(entry)).toBe('streaming');
         // Continuing twice: the second is refused.
-        expect(go).toThrow(expect.objectContaining({ code: 'RUN_NOT_PAUSED' }));
+        await expect(go()).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
         // A stream that ended at the pause is followed by the continue's, from RunContinued on; one
         // that had not reached the pause yet reads on past it (the run is no longer paused there).
         if (entry.readerEnded && !entry.disconnected) {
@@ -514,16 +566,19 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
       }
       case 'shutdown': {
         if (shutdown) break;
-        const active = runs.filter((entry) => !FINAL.has(status(entry)));
+        const active = runs.filter((entry) => !FINAL.has(status(entry)) && status(entry) !== 'paused');
+        const paused = runs.filter((entry) => status(entry) === 'paused');
         const contents = active.map((entry) => content(entry));
+        const pausedContents = paused.map((entry) => content(entry));
         shutdown = orchestrator.shutdown();
-        // Every run is final before shutdown() returns, and every request it held is aborted.
+        // Every running run is final before shutdown() returns, and every request it held is aborted.
         active.forEach((entry, i) => {
           expect(status(entry)).toBe('cancelled');
           entry.cancelledBy.push({ reason: 'shutdown', content: contents[i]! });
         });
         checkSignals();
         await shutdown;
+        endPausedAtShutdown(paused, pausedContents);
         expect(() =>
           orchestrator.startRun({ agentId: 'x', agentName: 'X', model: createFakeModel(), input: 'late' }),
         ).toThrow(
@@ -536,10 +591,26 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
   }
 
   if (!shutdown) {
-    const active = runs.filter((entry) => !FINAL.has(status(entry)));
+    const active = runs.filter((entry) => !FINAL.has(status(entry)) && status(entry) !== 'paused');
+    const paused = runs.filter((entry) => status(entry) === 'paused');
     const contents = active.map((entry) => content(entry));
+    const pausedContents = paused.map((entry) => content(entry));
     await orchestrator.shutdown();
     active.forEach((entry, i) => entry.cancelledBy.push({ reason: 'shutdown', content: contents[i]! }));
+    endPausedAtShutdown(paused, pausedContents);
+  }
+  // Runs paused at shutdown outlive it in a durable store: another instance takes them and cancels them.
+  const leftovers = runs.filter((entry) => status(entry) === 'paused');
+  if (leftovers.length > 0) {
+    expect(backend.durable).toBe(true);
+    const next = createOrchestrator({ store });
+    next.subscribe(listener);
+    for (const entry of leftovers) {
+      const before = content(entry);
+      expect(await next.requestCancel(entry.runId, 'api')).toMatchObject({ status: 'cancelled' });
+      entry.cancelledBy.push({ reason: 'api', content: before });
+    }
+    await next.shutdown();
   }
   await settle();
   checkSignals();
@@ -635,14 +706,14 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
   expect(await orchestrator.listRuns()).toHaveLength(sizeBefore);
 }
 
-/** The `code` of what `fn` throws. */
-function thrownCode(fn: () => unknown): unknown {
+/** The `code` of what `promise` rejects with. */
+async function rejectedCode(promise: Promise<unknown>): Promise<unknown> {
   try {
-    fn();
+    await promise;
   } catch (error) {
     return (error as { code?: unknown }).code;
   }
-  throw new Error('expected a throw');
+  throw new Error('expected a rejection');
 }
 
 async function lastEvent(orchestrator: Orchestrator, runId: string): Promise<RunEvent> {

@@ -6,7 +6,13 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { Agent, createOrchestrator, RunstateError, tool, type ToolExecuteContext } from '../../src/index.js';
+import {
+  Agent,
+  createOrchestrator,
+  tool,
+  type RunstateError,
+  type ToolExecuteContext,
+} from '../../src/index.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModelCall } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
 
@@ -348,7 +354,7 @@ describe('pausing for a person', () => {
 
   it('continues on a confirmation: RunContinued first, seq without a gap, the call runs', async () => {
     const { publish, model, agent, run } = await pausedRun();
-    const continued = agent.continueRun(run.runId, {
+    const continued = await agent.continueRun(run.runId, {
       tools: [{ tool_call_id: 'c_pub', confirmed: true, confirmation_note: 'ok' }],
       stream: true,
     });
@@ -390,29 +396,36 @@ describe('pausing for a person', () => {
 
   it('is cancelled while paused, and refuses a second continue and answers that do not fit', async () => {
     const { agent, run, model } = await pausedRun();
-    expect(() => agent.continueRun(run.runId, { tools: [] })).toThrow(/no answer for c_pub/);
-    expect(() =>
+    await expect(agent.continueRun(run.runId, { tools: [] })).rejects.toThrow(/no answer for c_pub/);
+    await expect(
       agent.continueRun(run.runId, {
         tools: [
           { tool_call_id: 'c_pub', confirmed: true },
           { tool_call_id: 'c_other', confirmed: true },
         ],
       }),
-    ).toThrow(/not waiting for c_other/);
-    const continued = agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: false }] });
-    let refused: unknown;
-    try {
-      void agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: true }] });
-    } catch (error) {
-      refused = error;
-    }
-    expect(refused).toBeInstanceOf(RunstateError);
-    expect((refused as RunstateError).code).toBe('RUN_NOT_PAUSED');
+    ).rejects.toThrow(/not waiting for c_other/);
+    // Two at once: exactly one takes the run.
+    const outcomes = await Promise.allSettled([
+      agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: false }], stream: true }),
+      agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: false }], stream: true }),
+    ]);
+    const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
+    expect(refused).toHaveLength(1);
+    expect((refused[0]!.reason as RunstateError).code).toBe('RUN_NOT_PAUSED');
     (await model.nextCall()).end();
-    await continued;
+    const won = outcomes.find((outcome) => outcome.status === 'fulfilled');
+    expect((await won!.value.result).status).toBe('completed');
+    // A run that ended is known: not paused (409 over HTTP), not "not found".
+    await expect(
+      agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: true }] }),
+    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
+    await expect(agent.continueRun('nope', { tools: [] })).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
 
     const second = await pausedRun();
-    expect(second.agent.cancelRun(second.run.runId)).toBe(true);
+    // A paused run waits in the store, not in this process: a sync cancel does not reach it.
+    expect(second.agent.cancelRun(second.run.runId)).toBe(false);
+    await second.agent.orchestrator.requestCancel(second.run.runId, 'code');
     const all = await collect(await second.agent.orchestrator.events(second.run.runId));
     checkRunEvents(all, 'cancelled');
     expect((await second.agent.getRun(second.run.runId))?.tools.map((t) => t.status)).toEqual([

@@ -4,7 +4,7 @@ import { RunstateError } from '../../errors.js';
 import { DEFAULT_LEASE_MS } from '../create-lease-keeper.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
-import type { RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
+import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 
 /** Options of {@link createSqlRunStore}. */
@@ -329,7 +329,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
 
     async finishRun(record) {
       const { rows } = await db.query(
-        `UPDATE runstate_runs SET record = record || $2::jsonb, status = $3, finished_ms = $4, owner = NULL
+        `UPDATE runstate_runs SET record = record || $2::jsonb, status = $3, finished_ms = $4, owner = NULL,
+           parked = NULL, parked_until = NULL
          WHERE run_id = $1 AND finished_ms IS NULL RETURNING run_id`,
         [record.run_id, JSON.stringify(record), record.status, now()],
       );
@@ -411,6 +412,57 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
         [sessionId, cutoff()],
       );
       return rows.map((row) => ordered(row.record));
+    },
+
+    async parkRun(runId, patch, events, parked) {
+      await db.transaction(async (tx) => {
+        // The row lock first: the events and the record change together, or not at all.
+        const { rows } = await tx.query(
+          `SELECT 1 FROM runstate_runs WHERE run_id = $1 AND finished_ms IS NULL AND NOT sealed FOR UPDATE`,
+          [runId],
+        );
+        if (rows.length === 0) return;
+        await tx.query(
+          `INSERT INTO runstate_events (run_id, seq, event)
+           SELECT $1, (e->>'seq')::integer, e FROM json_array_elements($2::json) AS e
+           ON CONFLICT DO NOTHING`,
+          [runId, JSON.stringify(events)],
+        );
+        await tx.query(
+          `UPDATE runstate_runs SET record = record || $2::jsonb, status = COALESCE($3, status),
+             parked = $4::jsonb, parked_until = $5, owner = NULL
+           WHERE run_id = $1`,
+          [runId, JSON.stringify(patch), patch.status ?? null, JSON.stringify(parked), parked.until],
+        );
+      });
+    },
+
+    claimParked(runId, expiredBefore) {
+      return db.transaction(async (tx) => {
+        // Of instances racing for the run, the row lock lets one read it parked; the others wait for
+        // its commit and then read it taken.
+        const { rows } = await tx.query<{ record: RunRecord; parked: ParkedRun }>(
+          `SELECT record, parked FROM runstate_runs
+           WHERE run_id = $1 AND parked IS NOT NULL AND finished_ms IS NULL
+             AND ($2::bigint IS NULL OR parked_until < $2) FOR UPDATE`,
+          [runId, expiredBefore ?? null],
+        );
+        const row = rows[0];
+        if (!row) return undefined;
+        await tx.query(
+          'UPDATE runstate_runs SET owner = $2, parked = NULL, parked_until = NULL WHERE run_id = $1',
+          [runId, owner],
+        );
+        return { record: ordered(row.record), parked: row.parked };
+      });
+    },
+
+    async expiredParked(nowMs) {
+      const { rows } = await db.query<{ run_id: string }>(
+        `SELECT run_id FROM runstate_runs WHERE parked IS NOT NULL AND parked_until < $1 ORDER BY parked_until`,
+        [nowMs],
+      );
+      return rows.map((row) => row.run_id);
     },
 
     async deleteSession(sessionId) {

@@ -63,6 +63,17 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 2,
+    name: 'parked runs',
+    statements: [
+      // A paused run waiting for a person: its snapshot, RunPaused seq and deadline (ParkedRun), owned
+      // by nobody until an instance claims it. `parked_until` is what the expiry sweep looks for.
+      `ALTER TABLE runstate_runs ADD COLUMN parked jsonb`,
+      `ALTER TABLE runstate_runs ADD COLUMN parked_until bigint`,
+      `CREATE INDEX runstate_runs_parked ON runstate_runs (parked_until) WHERE parked IS NOT NULL`,
+    ],
+  },
 ];
 
 // Any constant shared by every runstate instance; pg_advisory_xact_lock takes a bigint.

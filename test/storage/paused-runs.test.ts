@@ -1,0 +1,231 @@
+/**
+ * A paused run waits in the store, owned by no instance: it survives a restart (PGlite on disk) and
+ * is continued, rejected or cancelled on any instance (PostgreSQL and Redis, two instances), with
+ * `seq` going on from its `RunPaused`. Two instances continuing it at once: one `RunContinued`, one
+ * 409. A pause that ran out while its instance was gone is failed `RUN_TIMEOUT` by whichever instance
+ * finds it.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { Agent } from '../../src/agent.js';
+import { createOrchestrator, type OrchestratorOptions } from '../../src/runtime/create-orchestrator.js';
+import { openStorage, type StorageOptions } from '../../src/runtime/open-storage.js';
+import { createApp, startServer } from '../../src/server/index.js';
+import { tool } from '../../src/tools/tool.js';
+import { checkRunEvents, createFakeModel, type FakeModel } from '../../src/testing/index.js';
+import { collect } from '../support/collect.js';
+import { createTempDir, createTestDatabase } from '../support/databases.js';
+import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
+import { readSse } from '../support/sse.js';
+
+/** One runstate instance: its storage connections, orchestrator, agent (with `publish`) and model. */
+interface Instance {
+  agent: Agent;
+  model: FakeModel;
+  published: string[];
+  close(): Promise<void>;
+}
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function startInstance(
+  storageOptions: StorageOptions,
+  orchestratorOptions: OrchestratorOptions = {},
+): Promise<Instance> {
+  const storage = await openStorage(storageOptions);
+  const orchestrator = createOrchestrator({
+    ...orchestratorOptions,
+    store: storage.store,
+    cancelBus: storage.cancelBus,
+    eventBus: storage.eventBus,
+  });
+  const model = createFakeModel();
+  const published: string[] = [];
+  const publish = tool({
+    name: 'publish',
+    description: 'Publishes a post',
+    parameters: z.object({ title: z.string() }),
+    requiresConfirmation: true,
+    execute: ({ title }) => {
+      published.push(title);
+      return `published ${title}`;
+    },
+  });
+  const agent = new Agent({ name: 'Publisher', model, orchestrator, tools: [publish] });
+  let closed: Promise<void> | undefined;
+  const close = () => (closed ??= orchestrator.shutdown().then(() => storage.close()));
+  cleanups.push(close);
+  return { agent, model, published, close };
+}
+
+/** Runs until the model asks for `publish` (id `call`) and the run pauses; its events so far. */
+async function pausedRun(instance: Instance, title: string, call = 'c1') {
+  const run = instance.agent.run(`publish ${title}`, { stream: true });
+  (await instance.model.nextCall()).callTools([{ id: call, name: 'publish', arguments: { title } }]);
+  const events = await collect(run);
+  expect(events.map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+  return { runId: run.runId, events };
+}
+
+const tempDir = async () => {
+  const dir = await createTempDir('runstate-paused-');
+  cleanups.unshift(() => dir.remove());
+  return dir.path;
+};
+
+describe('a paused run across a restart (PGlite on disk)', () => {
+  it('is continued after the restart: RunContinued with the next seq, the tool runs, RunCompleted', async () => {
+    const dataDir = await tempDir();
+    const before = await startInstance({ dataDir });
+    const { runId } = await pausedRun(before, 'news');
+    await before.close();
+
+    const after = await startInstance({ dataDir });
+    expect((await after.agent.getRun(runId))?.status).toBe('paused');
+    const continued = await after.agent.continueRun(runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: true, confirmation_note: 'go' }],
+      stream: true,
+    });
+    const turn = await after.model.nextCall();
+    // The restored run sends what it had: the user's message, the call and its result.
+    expect(turn.messages.map((m) => m.role)).toEqual(['user', 'assistant', 'tool']);
+    expect(turn.messages.at(-1)).toMatchObject({ tool_call_id: 'c1', content: 'published news' });
+    turn.emit('Done.');
+    turn.end();
+    const events = await collect(continued);
+    expect(events.map((e) => [e.seq, e.event])).toEqual([
+      [3, 'RunContinued'],
+      [4, 'ToolCallStarted'],
+      [5, 'ToolCallCompleted'],
+      [6, 'RunContent'],
+      [7, 'RunCompleted'],
+    ]);
+    expect(after.published).toEqual(['news']);
+    checkRunEvents(await collect(await after.agent.orchestrator.events(runId)), 'completed');
+    const record = await after.agent.getRun(runId);
+    expect(record).toMatchObject({ status: 'completed', content: 'Done.' });
+    expect(record?.tools).toEqual([
+      expect.objectContaining({
+        tool_call_id: 'c1',
+        status: 'completed',
+        confirmed: true,
+        confirmation_note: 'go',
+        result: 'published news',
+      }),
+    ]);
+  });
+
+  it('is rejected or cancelled after the restart, and a pause that ran out is failed RUN_TIMEOUT', async () => {
+    const dataDir = await tempDir();
+    const before = await startInstance({ dataDir });
+    const rejected = await pausedRun(before, 'draft');
+    const cancelled = await pausedRun(before, 'rumour');
+    const expired = await pausedRun(before, 'old news');
+    await before.close();
+
+    // Two hours on: past the default pause limit of one hour.
+    const later = () => Date.now() + 2 * 60 * 60_000;
+    const after = await startInstance({ dataDir });
+    const output = after.agent.continueRun(rejected.runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: false, confirmation_note: 'not now' }],
+    });
+    const turn = await after.model.nextCall();
+    expect(turn.messages.at(-1)).toMatchObject({ content: 'The user rejected this call: not now' });
+    turn.end();
+    expect((await output).tools[0]).toMatchObject({ status: 'rejected', confirmed: false });
+
+    const cancel = await after.agent.orchestrator.requestCancel(cancelled.runId, 'api');
+    expect(cancel).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(cancel.tools.map((t) => t.status)).toEqual(['cancelled']);
+    const cancelEvents = await collect(await after.agent.orchestrator.events(cancelled.runId));
+    checkRunEvents(cancelEvents, 'cancelled');
+    expect(cancelEvents.at(-1)).toMatchObject({ event: 'RunCancelled', seq: 3 });
+    expect(after.published).toEqual([]);
+    await after.close();
+
+    const muchLater = await startInstance({ dataDir }, { now: later });
+    await expect(
+      muchLater.agent.continueRun(expired.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
+    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED', details: { status: 'failed' } });
+    const record = await muchLater.agent.getRun(expired.runId);
+    expect(record).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+    checkRunEvents(await collect(await muchLater.agent.orchestrator.events(expired.runId)), 'failed');
+    expect(muchLater.published).toEqual([]);
+  });
+});
+
+describe('a paused run on two instances (PostgreSQL and Redis)', () => {
+  async function twoInstances(options: StorageOptions = {}, laterOptions: OrchestratorOptions = {}) {
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    const shared = { databaseUrl: database.url, redisUrl: REDIS_URL, redisPrefix: redisPrefix(), ...options };
+    return [await startInstance(shared), await startInstance(shared, laterOptions)] as const;
+  }
+
+  it('is continued over HTTP on both at once: one streams RunContinued to RunCompleted, the other answers 409', async () => {
+    const [a, b] = await twoInstances();
+    const servers = await Promise.all(
+      [a, b].map((instance) =>
+        startServer(createApp({ agents: [instance.agent], logger: { error: () => undefined } }), {
+          port: 0,
+          graceMs: 1_000,
+        }),
+      ),
+    );
+    for (const server of servers) cleanups.push(() => server.close());
+    const { runId, events: paused } = await pausedRun(a, 'launch');
+
+    const form = () => {
+      const body = new FormData();
+      body.set('tools', JSON.stringify([{ tool_call_id: 'c1', confirmed: true }]));
+      body.set('session_id', paused[0]!.session_id);
+      return { method: 'POST', body };
+    };
+    const answers = await Promise.all(
+      servers.map((server) => fetch(`${server.url}/agents/publisher/runs/${runId}/continue`, form())),
+    );
+    expect(answers.map((r) => r.status).sort()).toEqual([200, 409]);
+    const refused = answers.find((r) => r.status === 409)!;
+    expect(await refused.json()).toMatchObject({ code: 'RUN_NOT_PAUSED' });
+    const winner = answers.indexOf(answers.find((r) => r.status === 200)!);
+    const owner = [a, b][winner]!;
+
+    const turn = await owner.model.nextCall();
+    turn.emit('Launched.');
+    turn.end();
+    const rest = (await readSse(answers[winner]!).rest()).map((frame) => frame.data);
+    expect(rest[0]).toMatchObject({ event: 'RunContinued', seq: 3 });
+    checkRunEvents([...paused, ...rest], 'completed');
+    expect(owner.published).toEqual(['launch']);
+    expect([a, b][1 - winner]!.published).toEqual([]);
+    // Both instances read the same run, finished, from the store.
+    for (const instance of [a, b]) {
+      const record = await instance.agent.orchestrator.result(runId);
+      expect(record.tools[0]).toMatchObject({ status: 'completed', confirmed: true });
+      expect(await collect(await instance.agent.orchestrator.events(runId))).toEqual([...paused, ...rest]);
+    }
+  });
+
+  it('is cancelled from the other instance', async () => {
+    const [a, b] = await twoInstances();
+    const { runId } = await pausedRun(a, 'gossip');
+    const cancel = await b.agent.orchestrator.requestCancel(runId, 'api');
+    expect(cancel).toMatchObject({ status: 'cancelled' });
+    expect(cancel.tools.map((t) => t.status)).toEqual(['cancelled']);
+    // The instance that paused it learns the end from the store and the bus.
+    expect((await a.agent.orchestrator.result(runId)).status).toBe('cancelled');
+    checkRunEvents(await collect(await a.agent.orchestrator.events(runId)), 'cancelled');
+  });
+
+  it('is failed RUN_TIMEOUT by the instance whose sweep finds its pause ran out', async () => {
+    // Paused on `a`, whose clock gives the pause an hour to go; `b`'s clock is two hours later.
+    const [a, b] = await twoInstances({ leaseMs: 200 }, { now: () => Date.now() + 2 * 60 * 60_000 });
+    const { runId } = await pausedRun(a, 'stale');
+    const output = await b.agent.orchestrator.result(runId);
+    expect(output).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+    checkRunEvents(await collect(await a.agent.orchestrator.events(runId)), 'failed');
+  });
+});
