@@ -184,6 +184,8 @@ interface RunUnderTest {
   tools: ToolRecord[];
   /** The reader's stream ended at a pause; a continue gives a new one. */
   readerEnded: boolean;
+  /** The reader is an orchestrator continue's handle, which only watches the run. */
+  watching?: boolean;
   continued: number;
   /** Broken rules seen where no `expect` can throw (inside a tool, a model call). */
   violations: string[];
@@ -513,6 +515,12 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
             .events()
             [Symbol.asyncIterator]();
         };
+        if (shutdown) {
+          // A shut-down orchestrator takes no paused run back from the store (another instance does).
+          const codes = ['SHUTTING_DOWN', 'RUN_NOT_PAUSED', 'RUN_NOT_FOUND'];
+          expect(codes).toContain(await rejectedCode(go()));
+          break;
+        }
         const expired = (pausedAt.get(entry.runId) ?? Infinity) + scenario.pauseTimeoutMs <= Date.now();
         if (status(entry) !== 'paused' || expired) {
           // Refused: RUN_NOT_PAUSED for a known run (a pause past its limit is failed then); once
@@ -526,11 +534,18 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
         expect(status(entry)).toBe('streaming');
         // Continuing twice: the second is refused.
         await expect(go()).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
-        // A stream that ended at the pause is followed by the continue's, from RunContinued on; one
-        // that had not reached the pause yet reads on past it (the run is no longer paused there).
-        if (entry.readerEnded && !entry.disconnected) {
+        // The stream from before the pause ends at its RunPaused (the run waited in the store, and the
+        // continue restored it); the continue's stream goes on from RunContinued.
+        if (!entry.disconnected) {
+          if (!entry.readerEnded) {
+            for (let next = await entry.reader.next(); !next.done; next = await entry.reader.next())
+              entry.read.push(next.value);
+            expect(entry.read.at(-1)?.event).toBe('RunPaused');
+          }
           entry.reader = reader;
           entry.readerEnded = false;
+          // The orchestrator's handle only watches: leaving it cancels nothing.
+          entry.watching = command.via === 'orchestrator';
         }
         if (command.settle) await settle();
         break;
@@ -552,6 +567,11 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
         }
         const contentBefore = content(entry);
         entry.disconnected = true;
+        if (entry.watching) {
+          await entry.reader.return!(undefined);
+          expect(status(entry)).toBe(before);
+          break;
+        }
         await entry.reader.return!(undefined);
         expect(FINAL.has(status(entry))).toBe(true);
         const terminal = await lastEvent(orchestrator, entry.runId);
