@@ -511,9 +511,8 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
             model: agent.model,
             tools: agent.tools,
           };
-          return (await orchestrator.continueRun(entry.runId, answers, request))
-            .events()
-            [Symbol.asyncIterator]();
+          const handle = await orchestrator.continueRun(entry.runId, answers, request);
+          return handle.events()[Symbol.asyncIterator]();
         };
         if (shutdown) {
           // A shut-down orchestrator takes no paused run back from the store (another instance does).

@@ -6,13 +6,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import {
-  Agent,
-  createOrchestrator,
-  tool,
-  type RunstateError,
-  type ToolExecuteContext,
-} from '../../src/index.js';
+import { Agent, createOrchestrator, RunstateError, tool, type ToolExecuteContext } from '../../src/index.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModelCall } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
 
