@@ -26,13 +26,14 @@ async function batch(
   runs: number,
   startPerSecond: number,
   tag: string,
+  preconnect: boolean,
 ): Promise<BatchResult> {
   let streaming = 0;
   let peakStreaming = 0;
   const failures = new Set<string>();
   const start = performance.now();
   // Started all at once: each run's connection is opened first (timed with the batch).
-  if (startPerSecond === 0) await client.connect?.(runs);
+  if (startPerSecond === 0 && preconnect) await client.connect?.(runs);
   const outcomes = await Promise.all(
     Array.from({ length: runs }, async (_, i): Promise<Outcome['status']> => {
       // A ramp in 10 ms steps: run i starts i / startPerSecond seconds in.
@@ -71,7 +72,13 @@ serveTasks(
       case 'stream':
         return client.run(workload, tag);
       case 'batch':
-        return batch(workload, Number(task.runs), Number(task.startPerSecond), tag);
+        return batch(
+          workload,
+          Number(task.runs),
+          Number(task.startPerSecond),
+          tag,
+          task.preconnect !== false,
+        );
       case 'cancel':
         return cancelAtFirstContent(client, workload, tag);
       default:

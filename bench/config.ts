@@ -42,6 +42,11 @@ export interface BenchConfig {
   kinds: Kind[];
   /** Fresh processes per scenario, client and repetition; off in quick runs (start-up is most of them). */
   fresh: boolean;
+  /**
+   * Batches started all at once open their connections in the batch, as each run starts, instead of
+   * one per run first (`--http-connect-in-batch`; see docs/performance.md, "Paced").
+   */
+  connectInBatch: boolean;
 }
 
 export const FULL_CONFIG: BenchConfig = {
@@ -55,6 +60,7 @@ export const FULL_CONFIG: BenchConfig = {
   scenarios: ['burst', 'paced', 'cancel'],
   kinds: [...KINDS],
   fresh: true,
+  connectInBatch: false,
 };
 
 /** A smoke run of a few seconds that goes through every path; its figures mean nothing. */
@@ -67,6 +73,7 @@ export const QUICK_CONFIG: BenchConfig = {
   scenarios: [...SCENARIOS],
   kinds: [...KINDS],
   fresh: false,
+  connectInBatch: false,
 };
 
 /** The words the upstream streams, one per chunk, over and over. */
@@ -109,6 +116,9 @@ export const USAGE = `Usage: npm run bench -- [options]
   --json               write the report to bench/results/latest.json
   --json-file <path>   ... or to this file
   --compare <file>     print the change against a report written earlier with --json
+  --http-connect-in-batch
+                       the HTTP client connects as each run of a batch starts (default: one
+                       connection per run opened first, timed with the batch)
   --cpu-prof <dir>     profile what is measured (the V8 profiler of the process holding the runs)
                        into <dir>/<scenario>-<client>/, summarised by bench/profile-summary.ts
   --help`;
@@ -145,6 +155,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
       'json-file': { type: 'string' },
       compare: { type: 'string' },
       'cpu-prof': { type: 'string' },
+      'http-connect-in-batch': { type: 'boolean' },
       help: { type: 'boolean' },
     },
   });
@@ -158,6 +169,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
   config.scenarios = list('scenario', values.only, SCENARIOS) ?? config.scenarios;
   config.kinds = list('client', values.kinds, KINDS) ?? config.kinds;
   if (!config.kinds.includes('raw')) config.kinds.unshift('raw');
+  config.connectInBatch = values['http-connect-in-batch'] === true;
   return {
     config,
     quick,

@@ -222,7 +222,14 @@ async function concurrent(ctx: BenchContext, scenario: 'paced' | 'mass'): Promis
   }
   const samples = await repeat(ctx, scenario, ctx.config.kinds, async (unit, push) => {
     const batch = (n: number, tag: string) =>
-      unit.client.request<BatchResult>({ type: 'batch', workload: scenario, runs: n, startPerSecond, tag });
+      unit.client.request<BatchResult>({
+        type: 'batch',
+        workload: scenario,
+        runs: n,
+        startPerSecond,
+        tag,
+        preconnect: !ctx.config.connectInBatch,
+      });
     await batch(warmupRuns, 'warmup');
     const n = runsOf(unit.kind);
     await meterStart(holder(unit));

@@ -108,5 +108,6 @@ describe('the report', () => {
       config: { scenarios: ['cancel'], kinds: ['raw', 'library'], reps: { burst: 7, cancel: 7 } },
     });
     expect(() => parseBenchArgs(['--only', 'nope'])).toThrow(/unknown scenario 'nope'/);
+    expect(parseBenchArgs(['--http-connect-in-batch'])).toMatchObject({ config: { connectInBatch: true } });
   });
 });
