@@ -253,10 +253,12 @@ export class Agent {
   }
 
   /**
-   * Cancels an active run of this agent that this process runs, at once: the model request is
-   * aborted before this returns. `true` when this call cancelled it; `false` for an unknown run,
-   * another agent's, one already final, a paused one (it waits in the store), or one another
-   * instance runs (use the orchestrator's `requestCancel` for those). Never throws.
+   * Cancels an active run of this agent that this process runs, at once: the model request (or a
+   * running tool) is aborted before this returns. A run this process paused is cancelled too: it
+   * waits in the store, so it ends `cancelled` a moment later (`getRun` waits for it). `true` when
+   * this call cancelled the run; `false` for an unknown run, another agent's, one already final, or
+   * one another instance runs or paused (the orchestrator's `requestCancel` reaches those). Never
+   * throws.
    */
   cancelRun(runId: string): boolean {
     return this.orchestrator.cancelRun(runId, 'code', { agentId: this.id });

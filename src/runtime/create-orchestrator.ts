@@ -143,10 +143,12 @@ export interface Orchestrator {
   startRun(request: StartRunRequest): RunHandle;
   /**
    * Cancels a run this process owns, now: the machine moves to `cancelled` and the model request is
-   * aborted before this returns. `true` when this call cancelled an active run; `false` for a run
-   * not owned here (see {@link Orchestrator.requestCancel}), a paused one (it waits in the store,
-   * owned by nobody: `requestCancel` takes it), unknown, of another agent than `options.agentId`, or
-   * already final. Never throws.
+   * aborted before this returns. `true` when this call cancelled an active run, or took a run this
+   * process paused to be cancelled (it waits in the store: it is taken back and ends `cancelled` a
+   * moment later, unless another instance continued it first; `getRun` and `result` wait for it);
+   * `false` for a run not owned here (see {@link Orchestrator.requestCancel}, which also reaches a
+   * run paused elsewhere), unknown, of another agent than `options.agentId`, or already final.
+   * Never throws.
    */
   cancelRun(runId: string, reason?: CancelReason, options?: CancelRequestOptions): boolean;
   /**
@@ -312,13 +314,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const parking = new Map<string, Promise<void>>();
   const pauseTimers = new Map<string, ReturnType<typeof setTimeout>>();
   const waiting = new Map<string, (output: RunOutput) => void>();
-  const parkedHere = new Set<string>();
+  const parkedHere = new Map<string, string>(); // run id → agent id
+  // Cancels of paused runs taken here (sync `cancelRun`) that are still going through the store:
+  // reads of such a run wait for them, so a caller reads the run cancelled.
+  const cancellingParked = new Map<string, Promise<void>>();
 
   // Cancels published by any instance; this one acts on the runs it owns.
   const cancels = cancelBus.subscribe((runId, reason) => {
     // A run this instance paused (and parks, or parked) is cancelled through the store.
-    if (!cancelRun(runId, reason) && (parking.has(runId) || pauseTimers.has(runId)))
-      void cancelParked(runId, reason);
+    cancelRun(runId, reason);
   });
   cancels.catch((error: unknown) => console.error('runstate: cannot listen to the cancel bus', error));
 
@@ -488,7 +492,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
           waiting.set(runId, resolve);
         }),
       );
-      parkedHere.add(runId);
+      parkedHere.set(runId, run.identity.agentId);
       // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
       if (!closing) {
         pauseTimers.set(
@@ -619,9 +623,16 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     { agentId }: CancelRequestOptions = {},
   ): boolean {
     const run = registry.get(runId);
-    // A paused run goes to the store, where any instance may take it: `requestCancel` cancels it.
-    if (!run || run.output || run.status() === 'paused') return false;
-    if (agentId !== undefined && run.identity.agentId !== agentId) return false;
+    const pausedFor = run && !run.output ? run.identity.agentId : parkedHere.get(runId);
+    if (pausedFor === undefined || (agentId !== undefined && pausedFor !== agentId)) return false;
+    // A run this instance paused goes (or went) to the store: it is taken back from there and
+    // cancelled, in a moment. Only a run whose park the store refused is still this actor's alone.
+    if (!run || run.output || (run.status() === 'paused' && parking.has(runId))) {
+      if (cancellingParked.has(runId)) return false; // another call took it first
+      const done = cancelParked(runId, reason).finally(() => cancellingParked.delete(runId));
+      cancellingParked.set(runId, done);
+      return true;
+    }
     run.cancel(reason);
     // Final now: the machine moved to `cancelled`, unless it was already ending another way.
     return run.status() === 'cancelled';
@@ -629,6 +640,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   /** The run's output: at once when it is final, else once its terminal event is stored. */
   async function result(runId: string): Promise<RunOutput> {
+    await cancellingParked.get(runId);
     const live = registry.get(runId);
     if (live) return live.result;
     let record = await store.getRun(runId);
@@ -701,6 +713,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     isPaused: (runId) => registry.get(runId)?.status() === 'paused',
     result,
     async getRun(runId) {
+      await cancellingParked.get(runId);
       const live = registry.get(runId);
       return live ? live.record() : store.getRun(runId);
     },
@@ -765,7 +778,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       closing = true;
       admission.close();
       clearInterval(expirySweep);
-      for (const run of registry.values()) cancelRun(run.identity.runId, 'shutdown');
+      // Paused runs are left to what follows: parked, they outlive this instance in a durable store.
+      for (const run of registry.values())
+        if (run.status() !== 'paused') cancelRun(run.identity.runId, 'shutdown');
       for (const timer of pauseTimers.values()) clearTimeout(timer);
       pauseTimers.clear();
       // Parks in flight finish: a parked run outlives this instance in a store that does.
@@ -776,7 +791,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       await Promise.all(live.map((run) => run.result));
       // A store that does not outlive the process (no leases: memory) would lose them: cancelled.
       if (!store.leases) {
-        const ids = [...parkedHere];
+        const ids = [...parkedHere.keys()];
         const taken = await Promise.all(ids.map((runId) => takeParked(runId, undefined, undefined, true)));
         for (const entry of taken) entry?.run.cancel('shutdown');
         await Promise.all(taken.flatMap((entry) => (entry ? [entry.run.result] : [])));

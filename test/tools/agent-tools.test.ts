@@ -416,16 +416,25 @@ describe('pausing for a person', () => {
     ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
     await expect(agent.continueRun('nope', { tools: [] })).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
 
+    // agent.cancelRun reaches a run this process paused (it waits in the store): true, and the
+    // run reads cancelled at once; a second cancel is refused.
     const second = await pausedRun();
-    // A paused run waits in the store, not in this process: a sync cancel does not reach it.
+    expect(second.agent.cancelRun(second.run.runId)).toBe(true);
+    expect(await second.agent.getRun(second.run.runId)).toMatchObject({ status: 'cancelled' });
     expect(second.agent.cancelRun(second.run.runId)).toBe(false);
-    await second.agent.orchestrator.requestCancel(second.run.runId, 'code');
     const all = await collect(await second.agent.orchestrator.events(second.run.runId));
     checkRunEvents(all, 'cancelled');
+    expect(all.at(-1)).toMatchObject({ event: 'RunCancelled', reason: 'code' });
     expect((await second.agent.getRun(second.run.runId))?.tools.map((t) => t.status)).toEqual([
       'cancelled',
       'cancelled',
     ]);
+    expect(second.model.calls).toHaveLength(1); // no model request after the cancel
+
+    // requestCancel reaches it too (from any instance), and another agent's cancel does not.
+    const third = await pausedRun();
+    expect(third.agent.cancelRun('nope')).toBe(false);
+    expect((await third.agent.orchestrator.requestCancel(third.run.runId, 'api')).status).toBe('cancelled');
   });
 
   it('resolves a non-streamed run at its pause, and a non-streamed continue at the next pause or the end', async () => {
