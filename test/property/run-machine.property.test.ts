@@ -334,3 +334,219 @@ describe('run machine against a reference model', () => {
     });
   });
 });
+
+/** What a schedule of tool calls does to the machine: one step of a model, a runner, a person or time. */
+type ToolCommand =
+  | { type: 'START' }
+  | { type: 'CANCEL'; reason: CancelReason }
+  | { type: 'CHUNK'; delta: string }
+  | { type: 'END' }
+  | { type: 'CALL'; calls: Array<'run' | 'confirm' | 'invalid'> }
+  | { type: 'TOOL_STARTED'; pick: number }
+  | { type: 'TOOL_DONE'; pick: number; error: boolean }
+  | { type: 'CONTINUE'; confirm: boolean[] }
+  | { type: 'FIRE'; timer: 'idleTimeout' | 'runTimeout' | 'retryDelay' | 'pauseTimeout' };
+
+const toolCommandArb: fc.Arbitrary<ToolCommand> = fc.oneof(
+  { arbitrary: fc.constant({ type: 'START' as const }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      type: fc.constant('CANCEL' as const),
+      reason: fc.constantFrom<CancelReason>('api', 'code', 'client_disconnect', 'shutdown'),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({ type: fc.constant('CHUNK' as const), delta: fc.constantFrom('a', 'bc') }),
+    weight: 2,
+  },
+  { arbitrary: fc.constant({ type: 'END' as const }), weight: 1 },
+  {
+    arbitrary: fc.record({
+      type: fc.constant('CALL' as const),
+      calls: fc.array(
+        fc.constantFrom('run' as const, 'run' as const, 'confirm' as const, 'invalid' as const),
+        {
+          minLength: 1,
+          maxLength: 3,
+        },
+      ),
+    }),
+    weight: 3,
+  },
+  { arbitrary: fc.record({ type: fc.constant('TOOL_STARTED' as const), pick: fc.nat(3) }), weight: 4 },
+  {
+    arbitrary: fc.record({ type: fc.constant('TOOL_DONE' as const), pick: fc.nat(3), error: fc.boolean() }),
+    weight: 4,
+  },
+  {
+    arbitrary: fc.record({
+      type: fc.constant('CONTINUE' as const),
+      confirm: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
+    }),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.record({
+      type: fc.constant('FIRE' as const),
+      timer: fc.constantFrom(
+        'idleTimeout' as const,
+        'runTimeout' as const,
+        'retryDelay' as const,
+        'pauseTimeout' as const,
+      ),
+    }),
+    weight: 1,
+  },
+);
+
+/** Where a call may go from each status: forward only, and `cancelled` only when the run ends. */
+const NEXT_STATUS: Record<string, string[]> = {
+  awaiting_confirmation: ['queued', 'rejected', 'cancelled'],
+  queued: ['running', 'cancelled'],
+  running: ['completed', 'failed', 'cancelled'],
+  completed: [],
+  failed: [],
+  rejected: [],
+  cancelled: [],
+};
+const OPEN = new Set(['awaiting_confirmation', 'queued', 'running']);
+
+describe('run machine with tools under random schedules', () => {
+  it('keeps the tool calls, rounds, pauses and transcript consistent after every event', () => {
+    fc.assert(
+      fc.property(
+        fc.array(toolCommandArb, { maxLength: 40, size: 'max' }),
+        fc.integer({ min: 1, max: 3 }),
+        (commands, maxToolRounds) => {
+          let now = 0;
+          let calls = 0;
+          const machine = withRunClock(runMachine, { now: () => now, random: () => 0.5 });
+          let [snapshot] = initialTransition(machine, { runId: 'r', maxToolRounds });
+          const completedEmitted = new Map<string, number>();
+          for (const command of commands) {
+            now += 5;
+            const { context } = snapshot;
+            const open = (status: string) => context.tools.filter((t) => t.status === status);
+            let event: AnyEventObject | undefined;
+            switch (command.type) {
+              case 'START':
+              case 'CANCEL':
+                event = command;
+                break;
+              case 'CHUNK':
+                event = { type: 'CHUNK', delta: command.delta };
+                break;
+              case 'END':
+                event = { type: 'DONE', finishReason: 'stop' };
+                break;
+              case 'CALL':
+                event = {
+                  type: 'DONE',
+                  finishReason: 'tool_calls',
+                  toolCalls: command.calls.map((kind) => {
+                    const id = `call_${++calls}`;
+                    return {
+                      id,
+                      name: kind === 'confirm' ? 'publish' : 'lookup',
+                      arguments: '{}',
+                      args: {},
+                      invalid: kind === 'invalid' ? 'Error: arguments are not JSON' : null,
+                      requiresConfirmation: kind === 'confirm',
+                    };
+                  }),
+                };
+                break;
+              case 'TOOL_STARTED': {
+                const queued = open('queued');
+                const call = queued[command.pick % Math.max(queued.length, 1)];
+                if (call) event = { type: 'TOOL_STARTED', toolCallId: call.tool_call_id };
+                break;
+              }
+              case 'TOOL_DONE': {
+                const running = open('running');
+                const call = running[command.pick % Math.max(running.length, 1)];
+                if (call)
+                  event = {
+                    type: 'TOOL_DONE',
+                    toolCallId: call.tool_call_id,
+                    result: 'r',
+                    error: command.error,
+                  };
+                break;
+              }
+              case 'CONTINUE':
+                event = {
+                  type: 'CONTINUE',
+                  tools: open('awaiting_confirmation').map((t, i) => ({
+                    tool_call_id: t.tool_call_id,
+                    confirmed: command.confirm[i % 3]!,
+                  })),
+                };
+                break;
+              case 'FIRE': {
+                const prefix = `xstate.after.${command.timer}.`;
+                event = getNextTransitions(snapshot)
+                  .map((t) => ({ type: t.eventType as string }))
+                  .find((e) => e.type.startsWith(prefix));
+                break;
+              }
+            }
+            if (!event) continue;
+            const before = snapshot;
+            let actions;
+            [snapshot, actions] = transition(machine, snapshot, event as RunMachineEvent);
+            for (const action of actions as { type: string; params: unknown }[]) {
+              if (action.type !== 'xstate.emit') continue;
+              const emitted = (action.params as { event: { type: string; tool?: { tool_call_id: string } } })
+                .event;
+              if (emitted.type === 'tool_completed') {
+                const id = emitted.tool!.tool_call_id;
+                completedEmitted.set(id, (completedEmitted.get(id) ?? 0) + 1);
+              }
+            }
+            const after = snapshot.context;
+            const status = runStatusOf(snapshot);
+            // A call only moves forward; cancelled only as the run ends.
+            for (const tool of after.tools) {
+              const was = before.context.tools.find((t) => t.tool_call_id === tool.tool_call_id);
+              if (!was) {
+                expect(['awaiting_confirmation', 'queued', 'failed']).toContain(tool.status);
+                continue;
+              }
+              if (was.status !== tool.status) expect(NEXT_STATUS[was.status]).toContain(tool.status);
+              if (tool.status === 'cancelled') expect(isFinalStatus(status)).toBe(true);
+            }
+            // Paused exactly while a call waits for a person; tools run only in streaming.tools.
+            const waits = after.tools.some((t) => t.status === 'awaiting_confirmation');
+            expect(status === 'paused').toBe(waits && !isFinalStatus(status));
+            // (A call of a round that pauses waits queued for the others' answers.)
+            const running = after.tools.some((t) => t.status === 'running');
+            if (running && !isFinalStatus(status)) expect(snapshot.value).toEqual({ streaming: 'tools' });
+            const queued = after.tools.some((t) => t.status === 'queued');
+            if (queued && !isFinalStatus(status)) expect(['paused', 'streaming']).toContain(status);
+            if (queued && status === 'streaming') expect(snapshot.value).toEqual({ streaming: 'tools' });
+            if (isFinalStatus(status)) expect(after.tools.filter((t) => OPEN.has(t.status))).toEqual([]);
+            // Rounds: at most maxToolRounds run; one more fails the run.
+            expect(after.toolRounds).toBeLessThanOrEqual(maxToolRounds);
+            if (after.error?.code === 'TOOL_ROUNDS_EXCEEDED') expect(after.toolRounds).toBe(maxToolRounds);
+            // Each finished round adds the assistant's calls and one result per call, ids matching.
+            const assistant = after.transcript.filter((m) => m.role === 'assistant');
+            const results = after.transcript.filter((m) => m.role === 'tool');
+            expect(results.map((m) => m.tool_call_id)).toEqual(
+              assistant.flatMap((m) => (m.role === 'assistant' ? m.tool_calls.map((c) => c.id) : [])),
+            );
+          }
+          // Every call that ended with a result or an error was told once (ToolCallCompleted).
+          for (const tool of snapshot.context.tools) {
+            const told = completedEmitted.get(tool.tool_call_id) ?? 0;
+            expect(told, tool.tool_call_id).toBe(
+              ['completed', 'failed', 'rejected'].includes(tool.status) ? 1 : 0,
+            );
+          }
+        },
+      ),
+      { numRuns: 400, seed: 14_2025 },
+    );
+  });
+});
