@@ -43,6 +43,20 @@ export interface AgentOptions {
   maxToolRounds?: number | undefined;
 }
 
+/** The events of a stream that is still to come, read as they would be from the stream itself. */
+function iterateOnceResolved(stream: Promise<RunStream>): AsyncIterator<RunEvent> {
+  let events: Promise<AsyncIterator<RunEvent>> | undefined;
+  const iterator = () => (events ??= stream.then((resolved) => resolved[Symbol.asyncIterator]()));
+  return {
+    next: async () => (await iterator()).next(),
+    async return() {
+      // Leaving the loop leaves the stream (a run it cancels); a refused continue has nothing to leave.
+      const resolved = await iterator().catch(() => undefined);
+      return (await resolved?.return?.()) ?? { done: true, value: undefined };
+    },
+  };
+}
+
 /** Options of {@link Agent.continueRun}. */
 export interface ContinueRunOptions {
   /** An answer to every tool call the run waits for (Agno's form: `tool_call_id`, `confirmed`, `confirmation_note`). */
@@ -177,8 +191,8 @@ export class Agent {
    * Answers the tool calls a paused run waits for (`RunPaused.tools`) and resumes it: a confirmed
    * call runs, a rejected one does not and the model is told so. A paused run waits in the
    * orchestrator's store, so any process sharing it continues it, also after a restart. With
-   * `stream: true`, resolves with the events from `RunContinued` on (`seq` continues from
-   * `RunPaused`), up to the next pause or the end; otherwise with the output at the next pause
+   * `stream: true`, the events from `RunContinued` on (`seq` continues from `RunPaused`), up to the
+   * next pause or the end: iterate the call itself, or await it for the {@link RunStream}; otherwise with the output at the next pause
    * (`status: 'paused'`) or the end. Rejects `RUN_NOT_FOUND` (unknown run, another agent's),
    * `RUN_NOT_PAUSED` when the run does not wait (it never paused, ended, was continued already, or
    * its pause ran out), `INVALID_INPUT` for answers that do not match the pending calls.
@@ -190,20 +204,25 @@ export class Agent {
    *   if (event.event === 'RunPaused') paused = event;
    * }
    * const tools = paused!.tools.map((t) => ({ tool_call_id: t.tool_call_id, confirmed: true }));
-   * for await (const event of await agent.continueRun(paused!.run_id, { tools, stream: true })) console.log(event.event);
+   * for await (const event of agent.continueRun(paused!.run_id, { tools, stream: true })) console.log(event.event);
    * ```
    */
-  continueRun(runId: string, options: ContinueRunOptions & { stream: true }): Promise<RunStream>;
+  continueRun(
+    runId: string,
+    options: ContinueRunOptions & { stream: true },
+  ): Promise<RunStream> & AsyncIterable<RunEvent>;
   continueRun(
     runId: string,
     options: ContinueRunOptions & { stream?: false | undefined },
   ): Promise<RunOutput | PausedRunOutput>;
-  async continueRun(
-    runId: string,
-    options: ContinueRunOptions,
-  ): Promise<RunStream | RunOutput | PausedRunOutput> {
-    const handle = await this.orchestrator.continueRun(runId, options.tools, this.#request());
-    return options.stream ? this.#stream(handle) : settleRun(this.orchestrator, runId, handle.events());
+  continueRun(runId: string, options: ContinueRunOptions): Promise<RunStream | RunOutput | PausedRunOutput> {
+    const continued = this.orchestrator.continueRun(runId, options.tools, this.#request());
+    if (!options.stream)
+      return continued.then((handle) => settleRun(this.orchestrator, runId, handle.events()));
+    const stream = continued.then((handle) => this.#stream(handle));
+    // Iterable as it is, like `run()`'s stream: `for await (const e of agent.continueRun(...))`
+    // reads the same events as awaiting it first, and a refusal rejects the loop's first step.
+    return Object.assign(stream, { [Symbol.asyncIterator]: () => iterateOnceResolved(stream) });
   }
 
   #stream(handle: RunHandle): RunStream {

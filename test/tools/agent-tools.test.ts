@@ -369,6 +369,30 @@ describe('pausing for a person', () => {
     expect(events.at(-1)).toMatchObject({ event: 'RunCompleted' });
   });
 
+  it('streams a continue iterated as it is, without awaiting it first; a refusal rejects the loop', async () => {
+    const { publish, model, agent, run } = await pausedRun();
+    const stream = agent.continueRun(run.runId, {
+      tools: [{ tool_call_id: 'c_pub', confirmed: true }],
+      stream: true,
+    });
+    const reading = collect(stream);
+    (await publish.started()).release('published');
+    (await model.nextCall()).end();
+    const events = await reading;
+    expect(events[0]).toMatchObject({ event: 'RunContinued', seq: 3 });
+    expect(events.at(-1)).toMatchObject({ event: 'RunCompleted' });
+    expect(events.filter((e) => e.event === 'ToolCallCompleted')).toHaveLength(2);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, index) => 3 + index));
+    expect((await stream).runId).toBe(run.runId);
+    // Continued already: the loop's first step rejects, as awaiting the call does.
+    const again = agent.continueRun(run.runId, {
+      tools: [{ tool_call_id: 'c_pub', confirmed: true }],
+      stream: true,
+    });
+    await expect(collect(again)).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
+    await expect(again).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
+  });
+
   it('does not run a rejected call, and tells the model', async () => {
     const { publish, model, agent, run } = await pausedRun();
     const output = agent.continueRun(run.runId, {
