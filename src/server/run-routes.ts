@@ -3,7 +3,7 @@ import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import { settleRun } from '../runtime/settle-run.js';
 import { runBodyParsers } from './body-parsers.js';
-import { invalidField } from './http-errors.js';
+import { invalidField, malformedRequest } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
 import {
   continueRunBody,
@@ -57,7 +57,7 @@ export function runRoutes(context: RouteContext): Router {
       const agent = agents.get(req.params.agent_id);
       // (Typed by requireAgent's params, which name the agent only.)
       const runId = (req.params as unknown as { run_id: string }).run_id;
-      const input = parseInput(continueRunBody, req.body ?? {});
+      const input = parseInput(continueRunBody, withToolsParsed(req.body));
       const record = await agents.run(agent, runId);
       if (input.session_id !== undefined && input.session_id !== record.session_id) {
         throw invalidField('session_id', `run ${runId} belongs to session ${record.session_id}`);
@@ -169,4 +169,18 @@ async function createRun(
   // The output once the run ends, or the paused run (with the calls that wait) when it pauses.
   const output = await settleRun(orchestrator, run.runId, await orchestrator.events(run.runId));
   if (!res.destroyed) res.json(output);
+}
+
+/**
+ * Agno's form sends `tools` as a JSON string: one that is not JSON at all is a 400 naming the parse
+ * error (as Agno answers it), before the schema checks the answers' shape (a 422).
+ */
+function withToolsParsed(body: unknown): unknown {
+  const fields = (body ?? {}) as Record<string, unknown>;
+  if (typeof fields.tools !== 'string') return fields;
+  try {
+    return { ...fields, tools: JSON.parse(fields.tools) as unknown };
+  } catch (error) {
+    throw malformedRequest(`tools: not valid JSON (${(error as Error).message})`, error);
+  }
 }

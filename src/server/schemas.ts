@@ -39,22 +39,13 @@ const toolConfirmation = z.object({
 
 /**
  * The body of `POST /agents/:agent_id/runs/:run_id/continue`, in Agno's form: `tools` is a JSON string
- * (a form field) or, in a JSON body, the array itself; each answers one paused call.
+ * (a form field, parsed by the route) or, in a JSON body, the array itself; each answers one paused call.
  */
 export const continueRunBody = z.object({
-  tools: z.preprocess(
-    (value) => {
-      if (typeof value !== 'string') return value;
-      try {
-        return JSON.parse(value) as unknown;
-      } catch {
-        return value;
-      }
-    },
-    z.array(toolConfirmation, {
-      error: 'must be a JSON array of {tool_call_id, confirmed, confirmation_note?}',
-    }),
-  ),
+  // (A form's JSON string is parsed by the route: not JSON at all is a 400 there.)
+  tools: z.array(toolConfirmation, {
+    error: 'must be a JSON array of {tool_call_id, confirmed, confirmation_note?}',
+  }),
   session_id: optionalId,
   stream: flag.default(true),
 });

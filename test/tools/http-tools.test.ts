@@ -141,20 +141,36 @@ describe('tools over HTTP', () => {
     ]);
   });
 
-  it('answers 422 to tools that are not a JSON array of answers', async () => {
+  it('answers 400 naming the problem to tools that are not JSON, and 422 to JSON that is not an array of answers', async () => {
     const { model, agentUrl } = await serveToolAgent();
     const response = await postRun(agentUrl, { message: 'publish it' });
     (await model.nextCall()).callTools([{ id: 'call_pub', name: 'publish' }]);
     const runId = (await readSse(response).rest())[0]!.data.run_id;
-    const body = await expectError(
+    const continueWith = (tools: string) => {
+      const form = new FormData();
+      form.set('tools', tools);
+      return fetch(`${agentUrl}/runs/${runId}/continue`, { method: 'POST', body: form });
+    };
+    const notJson = await expectError(await continueWith('[{"tool_call_id":'), 400, 'INVALID_INPUT');
+    expect(notJson.detail).toMatch(/^tools: not valid JSON \(/);
+    const jsonBody = await expectError(
       await fetch(`${agentUrl}/runs/${runId}/continue`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ tools: 'not json' }),
       }),
+      400,
+      'INVALID_INPUT',
+    );
+    expect(jsonBody.detail).toMatch(/^tools: not valid JSON/);
+    const notArray = await expectError(
+      await continueWith('{"tool_call_id":"call_pub","confirmed":true}'),
       422,
       'INVALID_INPUT',
     );
-    expect(body.field).toBe('tools');
+    expect(notArray.field).toBe('tools');
+    // Still paused: the refused answers changed nothing.
+    const record = (await (await fetch(`${agentUrl}/runs/${runId}`)).json()) as { status: string };
+    expect(record.status).toBe('paused');
   });
 });
