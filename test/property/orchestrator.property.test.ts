@@ -538,10 +538,25 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
           // Refused: RUN_NOT_PAUSED for a known run (a pause past its limit is failed then); once
           // final it may be forgotten.
           const codes = FINAL.has(status(entry)) ? ['RUN_NOT_PAUSED', 'RUN_NOT_FOUND'] : ['RUN_NOT_PAUSED'];
-          expect(codes).toContain(await rejectedCode(go()));
+          const code = await rejectedCode(go());
+          if (code === 'INVALID_INPUT' && backend.durable && !FINAL.has(status(entry))) {
+            // The run paused in the database before its RunPaused (told once stored) reached this
+            // reader: the answers, taken from what was seen, do not fit the calls it waits for.
+            expect((await orchestrator.getRun(entry.runId))?.status).toBe('paused');
+          } else {
+            expect(codes).toContain(code);
+          }
           break;
         }
-        const reader = await go();
+        const started = await go().catch(async (error: unknown) => {
+          // Over a database, a run's pause is told once stored: the RunPaused this reader saw may be
+          // an earlier one than the pause the run waits in, and its answers do not fit.
+          if (!backend.durable || (error as { code?: string }).code !== 'INVALID_INPUT') throw error;
+          expect((await orchestrator.getRun(entry.runId))?.status).toBe('paused');
+          return undefined;
+        });
+        if (!started) break;
+        const reader = started;
         entry.continued++;
         expect(status(entry)).toBe('streaming');
         // Continuing twice: the second is refused.
