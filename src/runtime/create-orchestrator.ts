@@ -573,7 +573,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   async function cancelParked(runId: string, reason: CancelReason): Promise<void> {
     try {
-      (await takeParked(runId, undefined))?.run.cancel(reason);
+      const taken = await takeParked(runId, undefined);
+      // Not in the store: its park was refused (it is still only here), or a continue here took it
+      // first; either way the run is this instance's now, and the cancel was answered `true`.
+      (taken?.run ?? registry.get(runId))?.cancel(reason);
     } catch (error) {
       console.error(`runstate: cannot cancel the paused run ${runId}`, error);
     }
@@ -623,8 +626,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     { agentId }: CancelRequestOptions = {},
   ): boolean {
     const run = registry.get(runId);
-    const pausedFor = run && !run.output ? run.identity.agentId : parkedHere.get(runId);
-    if (pausedFor === undefined || (agentId !== undefined && pausedFor !== agentId)) return false;
+    // The agent of an active run here, or of a paused one this instance parked.
+    const ownerAgent = run && !run.output ? run.identity.agentId : parkedHere.get(runId);
+    if (ownerAgent === undefined || (agentId !== undefined && ownerAgent !== agentId)) return false;
     // A run this instance paused goes (or went) to the store: it is taken back from there and
     // cancelled, in a moment. Only a run whose park the store refused is still this actor's alone.
     if (!run || run.output || (run.status() === 'paused' && parking.has(runId))) {
