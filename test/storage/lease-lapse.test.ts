@@ -8,28 +8,19 @@ import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { openStorage } from '../../src/runtime/open-storage.js';
 import { isTerminalEvent, type RunEvent } from '../../src/runtime/run-events.js';
 import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/databases.js';
+import { createProxiedDatabase, type ProxiedDatabase } from '../support/databases.js';
 import { eventually } from '../support/eventually.js';
-import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 
-let database: TestDatabase;
-let proxy: TcpProxy;
+let database: ProxiedDatabase;
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const url = new URL(database.url);
-  proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+  database = await createProxiedDatabase();
 });
-afterAll(async () => {
-  await proxy.close();
-  await database.drop();
-}, 30_000);
+afterAll(() => database.drop(), 30_000);
 
 describe('an owner that cannot renew its lease', () => {
   it('ends its runs RUN_LOST itself, refuses new ones, and the store keeps one terminal event', async () => {
     const leaseMs = 600;
-    const through = new URL(database.url);
-    through.port = String(proxy.port);
-    const cutOff = await openStorage({ databaseUrl: through.toString(), leaseMs });
+    const cutOff = await openStorage({ databaseUrl: database.proxiedUrl, leaseMs });
     const live = await openStorage({ databaseUrl: database.url, leaseMs });
     const model = createFakeModel();
     const owner = createOrchestrator({ store: cutOff.store });
@@ -44,7 +35,7 @@ describe('an owner that cannot renew its lease', () => {
         what: 'the first delta stored',
       });
 
-      await proxy.cut();
+      await database.proxy.cut();
       call.emit(' upon a time');
       const events: RunEvent[] = [];
       for await (const event of run.events()) events.push(event);
@@ -65,14 +56,14 @@ describe('an owner that cannot renew its lease', () => {
       expect(record).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' }, content: 'Once' });
 
       // Back in reach, the owner's late writes are dropped: one terminal event, the last, no gap.
-      await proxy.restore();
+      await database.proxy.restore();
       await owner.shutdown();
       const stored = await live.store!.readEvents(run.runId);
       checkRunEvents(stored, 'failed');
       expect(stored.filter(isTerminalEvent)).toHaveLength(1);
       expect(stored.map((event) => event.event)).toStrictEqual(['RunStarted', 'RunContent', 'RunError']);
     } finally {
-      await proxy.restore();
+      await database.proxy.restore();
       await owner.shutdown();
       await other.shutdown();
       await cutOff.close();

@@ -12,27 +12,18 @@ import { createApp, startServer } from '../../src/server/index.js';
 import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
 import { expectError, postRun } from '../support/app.js';
 import { readSse } from '../support/sse.js';
-import { createTestDatabase, type TestDatabase } from '../support/databases.js';
+import { createProxiedDatabase, type ProxiedDatabase } from '../support/databases.js';
 import { eventually } from '../support/eventually.js';
-import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 
-let database: TestDatabase;
-let proxy: TcpProxy;
+let database: ProxiedDatabase;
 beforeAll(async () => {
-  database = await createTestDatabase();
-  const url = new URL(database.url);
-  proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+  database = await createProxiedDatabase();
 });
-afterAll(async () => {
-  await proxy.close();
-  await database.drop();
-}, 30_000);
+afterAll(() => database.drop(), 30_000);
 
 describe('a PostgreSQL outage', () => {
   it('answers new runs and reads 503, ends the runs in flight for every client, and stores them once the database is back', async () => {
-    const through = new URL(database.url);
-    through.port = String(proxy.port);
-    const storage = await openStorage({ databaseUrl: through.toString() });
+    const storage = await openStorage({ databaseUrl: database.proxiedUrl });
     const direct = await openStorage({ databaseUrl: database.url });
     const model = createFakeModel();
     const orchestrator = createOrchestrator({ store: storage.store });
@@ -57,7 +48,7 @@ describe('a PostgreSQL outage', () => {
       await eventually(stored(run.runId), { what: 'the first delta stored' });
       await eventually(stored(sseStarted.run_id), { what: 'the first delta stored' });
 
-      await proxy.cut();
+      await database.proxy.cut();
       for (const each of [call, sseCall, jsonCall]) {
         each.emit(' upon a time');
         each.end();
@@ -83,7 +74,7 @@ describe('a PostgreSQL outage', () => {
       await expectError(await fetch(`${server.url}/sessions`), 503, 'STORE_UNAVAILABLE');
       expect(model.calls).toHaveLength(3);
 
-      await proxy.restore();
+      await database.proxy.restore();
       // Accepted before the outage, written after it: the whole log, in order, and the final record.
       for (const [runId, events] of [
         [started.run_id, frames],
@@ -112,9 +103,7 @@ describe('a PostgreSQL outage', () => {
   });
 
   it('shuts down during the outage: the runs end, and the writes it could not make are reported, not waited for', async () => {
-    const through = new URL(database.url);
-    through.port = String(proxy.port);
-    const storage = await openStorage({ databaseUrl: through.toString() });
+    const storage = await openStorage({ databaseUrl: database.proxiedUrl });
     const model = createFakeModel();
     const orchestrator = createOrchestrator({ store: storage.store });
     const reported = vi.spyOn(console, 'error').mockImplementation(() => undefined);
@@ -123,7 +112,7 @@ describe('a PostgreSQL outage', () => {
       await run.recorded;
       const call = await model.nextCall();
       call.emit('Once');
-      await proxy.cut();
+      await database.proxy.cut();
       call.emit(' upon');
       await orchestrator.shutdown();
       expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'shutdown' });
@@ -134,7 +123,7 @@ describe('a PostgreSQL outage', () => {
       );
     } finally {
       reported.mockRestore();
-      await proxy.restore();
+      await database.proxy.restore();
       await storage.close();
     }
   });

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /** The local server every test database lives on (trust auth, user postgres). */
 export const POSTGRES_URL =
@@ -41,6 +42,30 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       onServer((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(
         () => undefined,
       ),
+  };
+}
+
+/** A test database reached through a TCP proxy that can cut it off (outage tests). */
+export interface ProxiedDatabase extends TestDatabase {
+  readonly proxy: TcpProxy;
+  /** The database's URL through the proxy; `url` reaches it directly. */
+  readonly proxiedUrl: string;
+}
+
+/** {@link createTestDatabase} behind {@link startTcpProxy}; `drop()` closes the proxy too. */
+export async function createProxiedDatabase(): Promise<ProxiedDatabase> {
+  const database = await createTestDatabase();
+  const url = new URL(database.url);
+  const proxy = await startTcpProxy(url.hostname, Number(url.port || 5432));
+  url.port = String(proxy.port);
+  return {
+    url: database.url,
+    proxy,
+    proxiedUrl: url.toString(),
+    drop: async () => {
+      await proxy.close();
+      await database.drop();
+    },
   };
 }
 
