@@ -1,7 +1,9 @@
 import type { ServerResponse } from 'node:http';
-import OpenAI from 'openai';
+import { gzipSync } from 'node:zlib';
+import OpenAI, { APIError, APIUserAbortError } from 'openai';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readChatCompletionStream, type ChatCompletionEvent } from '../src/model/chat-completion-stream.js';
+import { nodeBodyOf, nodeHttpFetch } from '../src/model/node-http-fetch.js';
 import { collect } from './support/collect.js';
 import { listen, type Listening } from './support/listen.js';
 
@@ -14,23 +16,41 @@ let server: Listening;
 let answers: Answer[];
 let closed: Promise<void>[];
 let client: OpenAI;
+/** The headers of each request the server got. */
+let requests: Record<string, string | string[] | undefined>[];
+/** An answer that writes its own head: the server then writes none. */
+let ownHead: boolean;
 
-beforeEach(async () => {
-  answers = [];
-  closed = [];
-  server = await listen((req, res) => {
-    req.resume();
-    closed.push(new Promise((resolve) => res.once('close', resolve)));
-    req.once('end', () => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.flushHeaders();
-      answers.shift()?.(res);
+// Both ways a body is read: the global fetch's web stream (an injected client), and the node
+// stream of `nodeHttpFetch` (what `OpenAIChat` sends with).
+const fetches = [
+  ['the global fetch', undefined],
+  ['nodeHttpFetch', nodeHttpFetch],
+] as const;
+
+function setUp(fetch: typeof nodeHttpFetch | undefined) {
+  beforeEach(async () => {
+    answers = [];
+    closed = [];
+    requests = [];
+    ownHead = false;
+    server = await listen((req, res) => {
+      requests.push(req.headers);
+      req.resume();
+      closed.push(new Promise((resolve) => res.once('close', resolve)));
+      req.once('end', () => {
+        if (!ownHead) {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.flushHeaders();
+        }
+        answers.shift()?.(res);
+      });
     });
+    client = new OpenAI({ apiKey: 'test', baseURL: `${server.url}/v1`, maxRetries: 0, fetch });
   });
-  client = new OpenAI({ apiKey: 'test', baseURL: `${server.url}/v1`, maxRetries: 0 });
-});
 
-afterEach(() => server.close());
+  afterEach(() => server.close());
+}
 
 const chunk = (content: string, finish: string | null = null) =>
   `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content }, finish_reason: finish }] })}\n\n`;
@@ -42,7 +62,9 @@ function open(signal?: AbortSignal): Promise<AsyncIterableIterator<ChatCompletio
 
 const contents = (events: ChatCompletionEvent[]) => events.map((event) => event.choices[0]?.delta.content);
 
-describe('readChatCompletionStream', () => {
+describe.each(fetches)('readChatCompletionStream, with %s', (_name, fetch) => {
+  setUp(fetch);
+
   it('yields every event in order, parsed, and ends at [DONE]', async () => {
     answers.push((res) => res.end(chunk('Hel') + chunk('lo') + chunk('', 'stop') + 'data: [DONE]\n\n'));
 
@@ -126,5 +148,83 @@ describe('readChatCompletionStream', () => {
     answers.push((res) => res.end('data: {"choices": [\n\n'));
 
     await expect(collect(await open())).rejects.toThrow(SyntaxError);
+  });
+});
+
+describe('nodeHttpFetch', () => {
+  setUp(nodeHttpFetch);
+
+  it("sends the SDK's headers and body, and hands over the body as a node stream", async () => {
+    answers.push((res) => res.end(chunk('a', 'stop') + 'data: [DONE]\n\n'));
+    const body = { model: 'm', messages: [{ role: 'user' as const, content: 'hi' }], stream: true as const };
+
+    const response = await client.chat.completions.create(body).asResponse();
+
+    expect(response.body).toBeNull();
+    expect(nodeBodyOf(response)).toBeDefined();
+    expect(contents(await collect(readChatCompletionStream(response)))).toEqual(['a']);
+    expect(requests[0]).toMatchObject({ authorization: 'Bearer test', 'content-type': 'application/json' });
+    expect(Number(requests[0]!['content-length'])).toBe(Buffer.byteLength(JSON.stringify(body)));
+  });
+
+  it('reads a long burst in order, however far ahead of its consumer the server is', async () => {
+    const texts = Array.from({ length: 2_000 }, (_, i) => `t${i}`);
+    answers.push((res) => res.end(texts.map((text) => chunk(text)).join('') + 'data: [DONE]\n\n'));
+
+    const events = await open();
+    const read: (string | null | undefined)[] = [];
+    for await (const event of events) {
+      read.push(...contents([event]));
+      // A consumer slower than the socket: a turn of the event loop per event.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+
+    expect(read).toEqual(texts);
+  });
+
+  it('reads a gzip body', async () => {
+    ownHead = true;
+    answers.push((res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' });
+      res.end(gzipSync(chunk('zipped', 'stop') + 'data: [DONE]\n\n'));
+    });
+
+    expect(contents(await collect(await open()))).toEqual(['zipped']);
+  });
+
+  it('gives the SDK an error status with its body, so it reads the reason', async () => {
+    ownHead = true;
+    answers.push((res) => {
+      res.writeHead(400, { 'content-type': 'application/json', 'x-request-id': 'req_1' });
+      res.end(JSON.stringify({ error: { message: 'messages is empty', type: 'invalid_request_error' } }));
+    });
+
+    const error = await open().catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(APIError);
+    expect(error).toMatchObject({ status: 400, message: '400 messages is empty', requestID: 'req_1' });
+  });
+
+  it('rejects with an abort while the headers are awaited, and the server sees the socket close', async () => {
+    ownHead = true;
+    let arrived!: () => void;
+    const arrival = new Promise<void>((resolve) => (arrived = resolve));
+    answers.push(() => arrived());
+    const controller = new AbortController();
+    const opening = open(controller.signal);
+    await arrival;
+
+    controller.abort();
+
+    await expect(opening).rejects.toBeInstanceOf(APIUserAbortError);
+    await closed[0];
+  });
+
+  it('reports a body cut mid-event as fetch does: a TypeError', async () => {
+    answers.push((res) => res.write(chunk('a') + 'data: {"cho', () => res.socket?.destroy()));
+    const events = await open();
+    await events.next();
+
+    await expect(events.next()).rejects.toBeInstanceOf(TypeError);
   });
 });

@@ -3,6 +3,7 @@ import { RunstateError } from '../errors.js';
 import { isRetryableStatus, readChunk, reasonOf, type CompletionState } from './chat-completion-chunk.js';
 import { readChatCompletionStream, type ChatCompletionEvent } from './chat-completion-stream.js';
 import type { ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
+import { nodeHttpFetch } from './node-http-fetch.js';
 import { OfflineModel } from './offline-model.js';
 
 /** Options of {@link OpenAIChat}. Only `id` is required. */
@@ -95,6 +96,9 @@ export class OpenAIChat implements ChatModel {
               // Retries are states of the run machine: openai 6 sleeps through an abort while it
               // waits to retry, and a retry the inspector can show and a cancel can end is the point.
               maxRetries: 0,
+              // The body is read a socket read at a time for the whole stream: as a node stream,
+              // not through undici's web streams (docs/performance.md).
+              fetch: nodeHttpFetch,
             }),
         };
   }
