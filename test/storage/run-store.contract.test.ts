@@ -14,7 +14,10 @@ import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
 import type { RunStore } from '../../src/runtime/storage.js';
 import { createTempDir, createTestDatabase, type TestDatabase } from '../support/databases.js';
 
-type StoreOptions = Omit<SqlRunStoreOptions, 'db'>;
+type StoreOptions = Omit<SqlRunStoreOptions, 'db'> & {
+  /** SQL backends: the store's database seen through this (to count or alter statements). */
+  wrap?: ((db: SqlDatabase) => SqlDatabase) | undefined;
+};
 
 interface Backend {
   name: string;
@@ -56,16 +59,19 @@ function pgliteBackend(): Backend {
     async teardown() {
       await db.close();
     },
-    async open(options = {}) {
+    async open({ wrap = (db: SqlDatabase) => db, ...options } = {}) {
       if (!options.fresh) {
-        const store = createSqlRunStore({ ...options, db: shared(db) });
-        return { store, reopen: () => Promise.resolve(createSqlRunStore({ ...options, db: shared(db) })) };
+        const store = createSqlRunStore({ ...options, db: wrap(shared(db)) });
+        return {
+          store,
+          reopen: () => Promise.resolve(createSqlRunStore({ ...options, db: wrap(shared(db)) })),
+        };
       }
       const dir = await createTempDir();
       cleanups.push(() => dir.remove());
       await cp(template, dir.path, { recursive: true });
       const open = async () =>
-        createSqlRunStore({ ...options, db: await openSqlDatabase({ dataDir: dir.path }) });
+        createSqlRunStore({ ...options, db: wrap(await openSqlDatabase({ dataDir: dir.path })) });
       return { store: await open(), reopen: open };
     },
   };
@@ -77,11 +83,14 @@ function postgresBackend(): Backend {
     durable: true,
     async setup() {},
     async teardown() {},
-    async open(options = {}) {
+    async open({ wrap = (db: SqlDatabase) => db, ...options } = {}) {
       const database: TestDatabase = await createTestDatabase();
       cleanups.push(() => database.drop());
       const open = async () =>
-        createSqlRunStore({ ...options, db: await openSqlDatabase({ databaseUrl: database.url }) });
+        createSqlRunStore({
+          ...options,
+          db: wrap(await openSqlDatabase({ databaseUrl: database.url })),
+        });
       return { store: await open(), reopen: open };
     },
   };
@@ -271,6 +280,146 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect((await store.readEvents(run.run_id, 247)).map((e) => e.seq)).toStrictEqual([248, 249, 250]);
     expect(await store.readEvents(run.run_id, 250)).toStrictEqual([]);
     expect(await store.readEvents('no-such-run')).toStrictEqual([]);
+  });
+
+  /** `count` runs of one test, each in a session of its own, created. */
+  async function createRuns(store: RunStore, count: number): Promise<RunRecord[]> {
+    const id = ids();
+    const runs = Array.from({ length: count }, (_, n) =>
+      record({ run_id: id.run(n), session_id: `${id.session}-${n}`, agent_id: id.agent }),
+    );
+    for (const run of runs) await store.createRun(run);
+    return runs;
+  }
+
+  const seqs = async (store: RunStore, run: RunRecord) =>
+    (await store.readEvents(run.run_id)).map((event) => event.seq);
+
+  it('keeps each run in order and gap-free when many runs append at once', async () => {
+    const { store } = await open();
+    const runs = await createRuns(store, 40);
+    const events = runs.map((run) => Array.from({ length: 30 }, (_, i) => content(run, i + 1)));
+    // Every run hands over three batches without waiting, the runs interleaved, as a thousand
+    // streams' writers do in one turn.
+    const written: Promise<void>[] = [];
+    for (const [from, to] of [
+      [0, 1],
+      [1, 12],
+      [12, 30],
+    ] as const) {
+      runs.forEach((run, n) => written.push(store.appendEvents(run.run_id, events[n]!.slice(from, to))));
+    }
+    await Promise.all(written);
+    // Read-your-writes: once a batch resolved, every read sees it (and what came before it).
+    for (const [n, run] of runs.entries())
+      expect(JSON.stringify(await store.readEvents(run.run_id))).toBe(JSON.stringify(events[n]));
+
+    // A run's next batch, handed over while another run's first is still in flight, comes after it.
+    const [a, b] = runs;
+    const next = store.appendEvents(a!.run_id, [content(a!, 31)]);
+    const first = store.appendEvents(b!.run_id, [content(b!, 31), content(b!, 32)]);
+    await next;
+    expect(await seqs(store, a!)).toStrictEqual(Array.from({ length: 31 }, (_, i) => i + 1));
+    await first;
+    expect((await seqs(store, b!)).slice(-2)).toStrictEqual([31, 32]);
+  });
+
+  it('ignores events already stored when batches of many runs are sent again', async () => {
+    const { store } = await open();
+    const runs = await createRuns(store, 10);
+    await Promise.all(
+      runs.map((run) =>
+        store.appendEvents(
+          run.run_id,
+          [1, 2, 3].map((s) => content(run, s)),
+        ),
+      ),
+    );
+    // Sent again after an error (the first copy did land), and the next batch overlapping it.
+    await Promise.all(
+      runs.flatMap((run) => [
+        store.appendEvents(
+          run.run_id,
+          [1, 2, 3].map((s) => content(run, s, 'again')),
+        ),
+        store.appendEvents(
+          run.run_id,
+          [3, 4, 5].map((s) => content(run, s)),
+        ),
+      ]),
+    );
+    for (const run of runs) {
+      const read = await store.readEvents(run.run_id);
+      expect(read.map((event) => event.seq)).toStrictEqual([1, 2, 3, 4, 5]);
+      expect(read.map((event) => (event as { content: string }).content)).toStrictEqual(
+        [1, 2, 3, 4, 5].map((s) => `t${s}`),
+      );
+    }
+  });
+
+  it('writes the events of the other runs when one is deleted while they are handed over', async () => {
+    const { store } = await open();
+    const runs = await createRuns(store, 8);
+    const [gone, ...kept] = runs;
+    await Promise.all(runs.map((run) => store.appendEvents(run.run_id, [content(run, 1)])));
+    // The run's session goes in the same turn as the batches of every run are handed over.
+    const appended = runs.map((run) => store.appendEvents(run.run_id, [content(run, 2), content(run, 3)]));
+    const deleted = store.deleteSession(gone!.session_id);
+    await Promise.all([...appended, deleted]);
+    expect(await deleted).toBe(true);
+    expect(await store.readEvents(gone!.run_id)).toStrictEqual([]);
+    for (const run of kept) expect(await seqs(store, run)).toStrictEqual([1, 2, 3]);
+    // And once it is gone, its late batches are dropped quietly beside the others'.
+    await Promise.all(runs.map((run) => store.appendEvents(run.run_id, [content(run, 4)])));
+    expect(await store.readEvents(gone!.run_id)).toStrictEqual([]);
+    for (const run of kept) expect(await seqs(store, run)).toStrictEqual([1, 2, 3, 4]);
+  });
+
+  it('writes the batches of many runs handed over in one turn with one INSERT', async ({ skip }) => {
+    if (!backend.durable) skip();
+    let inserts = 0;
+    const counting = (db: SqlDatabase): SqlDatabase => ({
+      query(text, params) {
+        if (/INSERT INTO runstate_events/.test(text)) inserts++;
+        return db.query(text, params);
+      },
+      transaction: (fn) => db.transaction(fn),
+      close: () => db.close(),
+    });
+    const { store } = await open({ wrap: counting, eventGroupsInFlight: 1 });
+    const runs = await createRuns(store, 50);
+    await Promise.all(runs.map((run) => store.appendEvents(run.run_id, [content(run, 1), content(run, 2)])));
+    expect(inserts).toBe(1);
+    // One group in flight at most: what the runs hand over meanwhile waits, then goes as one.
+    const first = Promise.all(runs.map((run) => store.appendEvents(run.run_id, [content(run, 3)])));
+    const second = Promise.all(runs.map((run) => store.appendEvents(run.run_id, [content(run, 4)])));
+    await Promise.all([first, second]);
+    expect(inserts).toBe(3);
+    for (const run of runs) expect(await seqs(store, run)).toStrictEqual([1, 2, 3, 4]);
+  });
+
+  it('fails only the batch the database refuses, not the others of its group', async ({ skip }) => {
+    if (!backend.durable) skip();
+    const { store } = await open();
+    const runs = await createRuns(store, 5);
+    const [bad, ...good] = runs;
+    const results = await Promise.allSettled(
+      runs.map((run) =>
+        store.appendEvents(
+          run.run_id,
+          run === bad ? [{ ...content(run, 1), seq: 'one' as unknown as number }] : [content(run, 1)],
+        ),
+      ),
+    );
+    expect(results.map((result) => result.status)).toStrictEqual([
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+    ]);
+    expect(await store.readEvents(bad!.run_id)).toStrictEqual([]);
+    for (const run of good) expect(await seqs(store, run)).toStrictEqual([1]);
   });
 
   it('lists sessions most recently used first, filtered by agent and user', async () => {

@@ -5,6 +5,7 @@ import { DEFAULT_LEASE_MS } from '../create-lease-keeper.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
+import { createEventGroups } from './event-groups.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 
 /** Options of {@link createSqlRunStore}. */
@@ -27,6 +28,11 @@ export interface SqlRunStoreOptions {
   maxSessions?: number | undefined;
   /** Runs kept per session; past it, the session's oldest finished run goes. Default 100. */
   maxRunsPerSession?: number | undefined;
+  /**
+   * Event groups written at once at most (see `createEventGroups`): each takes the events of every
+   * run handed over meanwhile, as one INSERT, and holds one pooled connection. Default 2.
+   */
+  eventGroupsInFlight?: number | undefined;
   now?: (() => number) | undefined;
 }
 
@@ -63,7 +69,8 @@ const RECORD_KEYS: readonly string[] = [
 
 /**
  * A {@link RunStore} in PostgreSQL: the same SQL on a server (`pg`) and in PGlite. Runs and sessions
- * are rows; a run's events are rows of `runstate_events`, written with one INSERT per batch.
+ * are rows; a run's events are rows of `runstate_events`, the batches of all runs handed over in one
+ * turn written together, with one INSERT (see `createEventGroups`).
  *
  * Retention as in memory: a finished run past `maxFinishedRuns`, `maxAgeMs` or `maxRunsPerSession`
  * is deleted with its events when a run finishes, and reads already hide runs past their age; a
@@ -77,8 +84,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   const maxAgeMs = options.retention?.maxAgeMs ?? 60 * 60_000;
   const maxSessions = options.maxSessions ?? 10_000;
   const maxRunsPerSession = options.maxRunsPerSession ?? 100;
-  // Appends of one run are chained: batches commit in seq order, so no reader sees a gap.
-  const appending = new Map<string, Promise<void>>();
+  // The events of all runs, one INSERT per group: a run's batches still commit in seq order.
+  const eventGroups = createEventGroups({ db, maxInFlight: options.eventGroupsInFlight });
   let closed: Promise<void> | undefined;
 
   const cutoff = () => now() - maxAgeMs;
@@ -143,23 +150,6 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
        AND NOT EXISTS (SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id)`,
       [[...new Set(rows.map((row) => row.session_id))]],
     );
-  }
-
-  async function insertEvents(runId: string, events: readonly RunEvent[]): Promise<void> {
-    try {
-      // One statement per batch, whatever its size. A seq already stored is skipped (a batch sent
-      // again), and so is all of a run that another instance finalised (its lost owner came back).
-      await db.query(
-        `INSERT INTO runstate_events (run_id, seq, event)
-         SELECT $1, (e->>'seq')::integer, e FROM json_array_elements($2::json) AS e
-         WHERE NOT EXISTS (SELECT 1 FROM runstate_runs WHERE run_id = $1 AND sealed)
-         ON CONFLICT DO NOTHING`,
-        [runId, JSON.stringify(events)],
-      );
-    } catch (error) {
-      // The run was deleted with its session while it still streamed: nobody can read these.
-      if ((error as { code?: string }).code !== '23503') throw error;
-    }
   }
 
   async function sessions(where: string[], params: unknown[], order = ''): Promise<SessionRecord[]> {
@@ -367,16 +357,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     appendEvents(runId, events) {
-      if (events.length === 0) return Promise.resolve();
-      const previous = appending.get(runId) ?? Promise.resolve();
-      const done = previous.then(() => insertEvents(runId, events));
-      // The chain goes on after a failed batch; this caller still sees the failure.
-      const tail = done.catch(() => undefined);
-      appending.set(runId, tail);
-      void tail.then(() => {
-        if (appending.get(runId) === tail) appending.delete(runId);
-      });
-      return done;
+      return eventGroups.append(runId, events);
     },
 
     async readEvents(runId, afterSeq = 0) {
@@ -475,7 +456,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
 
     close() {
       // Idempotent: the batches handed over are written before the database closes.
-      closed ??= Promise.all(appending.values()).then(() => db.close());
+      closed ??= eventGroups.drain().then(() => db.close());
       return closed;
     },
   };
