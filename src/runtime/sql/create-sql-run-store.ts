@@ -92,34 +92,9 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   /** Runs not past their age; `$n` is the cutoff parameter. `r` names runstate_runs. */
   const live = (n: number) => `(r.finished_ms IS NULL OR r.finished_ms >= $${n})`;
 
-  async function insertSession(tx: SqlQueryable, run: RunRecord): Promise<boolean> {
-    // One statement for "create, or touch if it is this agent's": another agent's session answers
-    // no row.
-    const { rows } = await tx.query<{ inserted: boolean }>(
-      `INSERT INTO runstate_sessions (session_id, agent_id, user_id, session_name, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $5)
-       ON CONFLICT (session_id) DO UPDATE
-         SET updated_at = EXCLUDED.updated_at, position = nextval('runstate_order')
-         WHERE runstate_sessions.agent_id = EXCLUDED.agent_id
-       RETURNING (xmax = 0) AS inserted`,
-      [run.session_id, run.agent_id, run.user_id, run.run_input.slice(0, 100), run.created_at],
-    );
-    if (rows.length === 0) {
-      const { rows: found } = await tx.query<{ agent_id: string }>(
-        'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
-        [run.session_id],
-      );
-      throw new RunstateError(
-        'INVALID_INPUT',
-        `session ${run.session_id} belongs to agent ${found[0]?.agent_id}, not ${run.agent_id}`,
-      );
-    }
-    return rows[0]!.inserted;
-  }
-
-  async function evictSessions(tx: SqlQueryable): Promise<void> {
+  async function evictSessions(): Promise<void> {
     // The least recently used past maxSessions go, except those with a run still active.
-    await tx.query(
+    await db.query(
       `DELETE FROM runstate_sessions WHERE session_id IN (
          SELECT old.session_id FROM (
            SELECT session_id FROM runstate_sessions ORDER BY position DESC OFFSET $1) AS old
@@ -283,30 +258,59 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   return {
     leases,
     async createRun(run) {
-      let inserted = false;
+      // One statement (one round trip and one commit, atomic without a transaction): a thousand runs
+      // starting at once would otherwise hold the pool's connections for several round trips each.
+      // The owner's lease row exists before its first run does (the keeper may not have taken it
+      // yet: a run whose owner has no row is an orphan). The session is created, or touched if it
+      // is this agent's: another agent's session answers no row, and then no run is inserted.
+      let rows: { inserted: boolean }[];
       try {
-        await db.transaction(async (tx) => {
-          // The owner's lease row exists before its first run does (the keeper may not have taken
-          // it yet): a run whose owner has no row is an orphan.
-          await tx.query(
-            `INSERT INTO runstate_instances (instance_id, lease_until)
-             VALUES ($1, now() + $2 * interval '1 millisecond') ON CONFLICT (instance_id) DO NOTHING`,
-            [owner, leaseMs],
-          );
-          inserted = await insertSession(tx, run);
-          await tx.query(
-            `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6)`,
-            [run.run_id, run.session_id, run.agent_id, run.status, JSON.stringify(run), owner],
-          );
-          if (inserted) await evictSessions(tx);
-        });
-        if (!inserted) await prune(run.session_id);
+        ({ rows } = await db.query<{ inserted: boolean }>(
+          `WITH instance AS (
+             INSERT INTO runstate_instances (instance_id, lease_until)
+             VALUES ($6, now() + $7 * interval '1 millisecond') ON CONFLICT (instance_id) DO NOTHING),
+           session AS (
+             INSERT INTO runstate_sessions (session_id, agent_id, user_id, session_name, created_at, updated_at)
+             VALUES ($2, $3, $8, $9, $10, $10)
+             ON CONFLICT (session_id) DO UPDATE
+               SET updated_at = EXCLUDED.updated_at, position = nextval('runstate_order')
+               WHERE runstate_sessions.agent_id = EXCLUDED.agent_id
+             RETURNING (xmax = 0) AS inserted)
+           INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
+           SELECT $1, $2, $3, $4, $5::jsonb, $6 FROM session
+           RETURNING (SELECT inserted FROM session) AS inserted`,
+          [
+            run.run_id,
+            run.session_id,
+            run.agent_id,
+            run.status,
+            JSON.stringify(run),
+            owner,
+            leaseMs,
+            run.user_id,
+            run.run_input.slice(0, 100),
+            run.created_at,
+          ],
+        ));
       } catch (error) {
         if ((error as { code?: string }).code === '23505')
           throw new RunstateError('INVALID_INPUT', `run id ${run.run_id} is already in use`);
         throw error;
       }
+      if (rows.length === 0) {
+        const { rows: found } = await db.query<{ agent_id: string }>(
+          'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
+          [run.session_id],
+        );
+        throw new RunstateError(
+          'INVALID_INPUT',
+          `session ${run.session_id} belongs to agent ${found[0]?.agent_id}, not ${run.agent_id}`,
+        );
+      }
+      // Retention after the run is recorded (nothing to undo if it fails): a new session may push
+      // out the least recently used one, a new run of a session its oldest finished one.
+      if (rows[0]!.inserted) await evictSessions();
+      else await prune(run.session_id);
     },
 
     async updateRun(runId, patch) {
