@@ -149,7 +149,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     instanceId: owner,
     leaseMs,
     async renew(ms = leaseMs) {
-      await db.query(
+      // Ahead of the runs' writes waiting for a connection: a busy instance is not a lost one.
+      await (db.urgent ?? db).query(
         `INSERT INTO runstate_instances (instance_id, lease_until)
          VALUES ($1, now() + $2 * interval '1 millisecond')
          ON CONFLICT (instance_id) DO UPDATE SET lease_until = EXCLUDED.lease_until`,

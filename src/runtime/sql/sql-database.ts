@@ -12,6 +12,11 @@ export interface SqlQueryable {
 export interface SqlDatabase extends SqlQueryable {
   /** Runs `fn` in one transaction on one connection; rolls back when it throws. */
   transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>;
+  /**
+   * Queries that go ahead of those waiting for a connection (a lease renewal, which must not lapse
+   * behind a thousand runs' writes). Absent: `query` (PGlite has one connection and no queue).
+   */
+  readonly urgent?: SqlQueryable | undefined;
   close(): Promise<void>;
 }
 
@@ -19,22 +24,67 @@ export interface SqlDatabase extends SqlQueryable {
 export interface PgPoolLike extends SqlQueryable {
   connect(): Promise<SqlQueryable & { release(error?: Error | boolean): void }>;
   end(): Promise<void>;
+  /** pg's options: `max` is the most connections it opens (default 10). */
+  readonly options?: { max?: number | undefined } | undefined;
 }
 
 /**
  * A {@link SqlDatabase} over a `pg` Pool: a transaction holds one pooled connection. A lost
  * connection or a server that cannot be reached becomes `STORE_UNAVAILABLE` (a 503), so callers
  * tell an outage from a bug; `where` names the server in that message.
+ *
+ * Queries wait for a connection in a queue of this database, not in the pool's: the pool's
+ * `connectionTimeoutMillis` then times only reaching the server, never a wait behind this
+ * instance's own queries (a thousand runs starting at once are a long queue, not an outage). A
+ * connection error fails the queries queued at that moment too: in an outage, callers learn it at
+ * once and try again later.
  */
 export function poolDatabase(pool: PgPoolLike, where = 'PostgreSQL'): SqlDatabase {
   const unavailable = (error: unknown): never => {
     if (!isConnectionError(error)) throw error;
     throw new RunstateError('STORE_UNAVAILABLE', `the database at ${where} is unavailable`, { cause: error });
   };
+  const slots = createSlots(pool.options?.max ?? 10);
   return {
-    query: <Row>(text: string, params?: unknown[]) => pool.query<Row>(text, params).catch(unavailable),
-    transaction: (fn) => transaction(pool, fn).catch(unavailable),
+    query: <Row>(text: string, params?: unknown[]) =>
+      slots.run(() => pool.query<Row>(text, params)).catch(unavailable),
+    transaction: (fn) => slots.run(() => transaction(pool, fn)).catch(unavailable),
+    urgent: {
+      query: <Row>(text: string, params?: unknown[]) =>
+        slots.run(() => pool.query<Row>(text, params), true).catch(unavailable),
+    },
     close: () => pool.end(),
+  };
+}
+
+/** At most `size` tasks at once; the others wait in order (urgent ones first). */
+function createSlots(size: number) {
+  let active = 0;
+  const waiting: { start(): void; fail(error: unknown): void }[] = [];
+
+  return {
+    async run<T>(task: () => Promise<T>, urgent = false): Promise<T> {
+      if (active < size) active++;
+      else {
+        // A slot is handed over by the task that frees it (`active` unchanged), never taken twice.
+        await new Promise<void>((start, fail) => {
+          const entry = { start, fail };
+          if (urgent) waiting.unshift(entry);
+          else waiting.push(entry);
+        });
+      }
+      try {
+        return await task();
+      } catch (error) {
+        // The server is out of reach: what waits would meet the same, one timeout after another.
+        if (isConnectionError(error)) for (const other of waiting.splice(0)) other.fail(error);
+        throw error;
+      } finally {
+        const next = waiting.shift();
+        if (next) next.start();
+        else active--;
+      }
+    },
   };
 }
 
