@@ -5,6 +5,7 @@ import { DEFAULT_LEASE_MS } from '../create-lease-keeper.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
+import { coalesce } from './coalesce.js';
 import { createEventGroups } from './event-groups.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 
@@ -92,7 +93,9 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   /** Runs not past their age; `$n` is the cutoff parameter. `r` names runstate_runs. */
   const live = (n: number) => `(r.finished_ms IS NULL OR r.finished_ms >= $${n})`;
 
-  async function evictSessions(): Promise<void> {
+  // Retention runs for many runs at once: a thousand runs starting or finishing together cost a
+  // few of these statements, not a thousand (each reads every finished run or session).
+  const evictSessions = coalesce<void>(async () => {
     // The least recently used past maxSessions go, except those with a run still active.
     await db.query(
       `DELETE FROM runstate_sessions WHERE session_id IN (
@@ -102,9 +105,10 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
            SELECT 1 FROM runstate_runs r WHERE r.session_id = old.session_id AND r.finished_ms IS NULL))`,
       [maxSessions],
     );
-  }
+  });
 
-  async function prune(sessionId: string): Promise<void> {
+  /** Forgets the finished runs past retention: overall, and in the sessions given. */
+  const prune = coalesce<string>(async (sessionIds) => {
     // Two statements: the CTEs of one statement share a snapshot, so the second would still see the
     // runs the first deleted.
     const { rows } = await db.query<{ session_id: string }>(
@@ -113,11 +117,12 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
          OR run_id IN (SELECT run_id FROM runstate_runs WHERE finished_ms IS NOT NULL
                        ORDER BY finished_ms DESC, position DESC OFFSET $2)
          OR run_id IN (SELECT old.run_id FROM (
-                         SELECT run_id, finished_ms FROM runstate_runs WHERE session_id = $3
-                         ORDER BY position DESC OFFSET $4) AS old
-                       WHERE old.finished_ms IS NOT NULL))
+                         SELECT run_id, finished_ms,
+                           row_number() OVER (PARTITION BY session_id ORDER BY position DESC) AS newer
+                         FROM runstate_runs WHERE session_id = ANY($3::text[])) AS old
+                       WHERE old.newer > $4 AND old.finished_ms IS NOT NULL))
        RETURNING session_id`,
-      [cutoff(), maxFinishedRuns, sessionId, maxRunsPerSession],
+      [cutoff(), maxFinishedRuns, [...new Set(sessionIds)], maxRunsPerSession],
     );
     if (rows.length === 0) return;
     await db.query(
@@ -125,7 +130,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
        AND NOT EXISTS (SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id)`,
       [[...new Set(rows.map((row) => row.session_id))]],
     );
-  }
+  });
 
   async function sessions(where: string[], params: unknown[], order = ''): Promise<SessionRecord[]> {
     params.push(cutoff());
