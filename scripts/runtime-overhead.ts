@@ -5,13 +5,14 @@
  * SDK: the machine, the projection, the event log and the consumer's iterator. Prints CPU per chunk,
  * wall time and peak RSS per run over the baseline; `--model` reads the bare model stream instead.
  *
- *   node --expose-gc --import tsx --conditions=runstate-source scripts/runtime-overhead.ts [--runs 1000] [--chunks 100] [--model]
+ *   node --expose-gc --import tsx --conditions=runstate-source scripts/runtime-overhead.ts [--runs 1000] [--chunks 100] [--model] [--heap]
  *
  * Used to decide between variants of the runtime (alternate them, same load); its figures are not
  * the benchmark's.
  */
 import { parseArgs } from 'node:util';
 import { Agent } from '../src/agent.js';
+import { MEMORY_STORE_LIMITS } from '../src/runtime/memory-run-store.js';
 import type { ChatModel, ChatRequest, ModelChunk } from '../src/model/chat-model.js';
 
 const { values } = parseArgs({
@@ -19,11 +20,14 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1000' },
     chunks: { type: 'string', default: '100' },
     model: { type: 'boolean', default: false },
+    heap: { type: 'boolean', default: false },
   },
 });
 const RUNS = Number(values.runs);
 const CHUNKS = Number(values.chunks);
 const DELTA = 'word ';
+/** A new string per chunk, as `JSON.parse` of every SSE frame makes one (a shared one would cost nothing to keep). */
+const delta = (n: number): string => String.fromCharCode(97 + (n % 26)) + DELTA.slice(1);
 
 // Every waiting stream gets its next delta in the same later turn (setImmediate), one each.
 let waiting: (() => void)[] = [];
@@ -57,14 +61,34 @@ const model: ChatModel = {
     return {
       [Symbol.asyncIterator]: () => ({
         async next(): Promise<IteratorResult<ModelChunk>> {
+          // With --heap, every run waits before its end until the heap of the live runs is measured.
+          if (sent === CHUNKS && gate) await gate.reached();
           await nextTurn();
           if (request.signal.aborted || sent > CHUNKS) return { done: true, value: undefined };
-          return { done: false, value: sent++ < CHUNKS ? { type: 'delta', content: DELTA } : END };
+          return { done: false, value: sent++ < CHUNKS ? { type: 'delta', content: delta(sent) } : END };
         },
       }),
     };
   },
 };
+
+/** Holds every run before its end (`--heap`): counts the runs there, lets them go together. */
+function createGate(runs: number) {
+  let arrived = 0;
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  let all!: () => void;
+  const allThere = new Promise<void>((resolve) => (all = resolve));
+  return {
+    reached(): Promise<void> {
+      if (++arrived === runs) all();
+      return opened;
+    },
+    allThere,
+    open,
+  };
+}
+let gate: ReturnType<typeof createGate> | undefined;
 
 const agent = new Agent({ name: 'overhead', model });
 
@@ -85,8 +109,38 @@ async function batch(runs: number, tag: string): Promise<void> {
   if (lengths.some((length) => length !== CHUNKS * DELTA.length)) throw new Error('a run lost content');
 }
 
-await batch(200, 'warm-up');
-await batch(200, 'warm-up-2');
+const WARM_UP_RUNS = 400;
+await batch(WARM_UP_RUNS / 2, 'warm-up');
+await batch(WARM_UP_RUNS / 2, 'warm-up-2');
+globalThis.gc?.();
+if (values.heap) {
+  // The heap a live run holds with its chunks in, and what a finished run leaves in the store.
+  globalThis.gc!();
+  const heapBefore = process.memoryUsage().heapUsed;
+  gate = createGate(RUNS);
+  const done = batch(RUNS, 'heap');
+  await gate.allThere;
+  globalThis.gc!();
+  const live = process.memoryUsage().heapUsed;
+  if (process.env.HEAP_SNAPSHOT) (await import('node:v8')).writeHeapSnapshot(process.env.HEAP_SNAPSHOT);
+  gate.open();
+  await done;
+  gate = undefined;
+  // The final writes resolve after the runs' results: let them land.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  globalThis.gc!();
+  const finished = process.memoryUsage().heapUsed;
+  // The store keeps the last `maxFinishedRuns` (the warm-up's among them): what it holds more now.
+  const kept = MEMORY_STORE_LIMITS.maxFinishedRuns;
+  const before = Math.min(WARM_UP_RUNS, kept);
+  const added = Math.min(before + RUNS, kept) - before;
+  const kb = (bytes: number, runs: number) => (bytes / 1024 / runs).toFixed(1);
+  process.stdout.write(
+    `heap per live run ${kb(live - heapBefore, RUNS)} KB, per finished run ${kb(finished - heapBefore, added)} KB\n`,
+  );
+  await agent.orchestrator.shutdown();
+  process.exit(0);
+}
 globalThis.gc?.();
 const baseline = process.memoryUsage.rss();
 const cpu = process.cpuUsage();

@@ -1,4 +1,4 @@
-import type { RunEvent } from './run-events.js';
+import type { RunContentEvent, RunEvent } from './run-events.js';
 
 /**
  * The ordered events of one run. Readers replay from any `seq` and then follow live appends until
@@ -24,15 +24,139 @@ export interface RunEventLog {
   ): AsyncIterableIterator<RunEvent, undefined>;
 }
 
+/**
+ * The events of one run, in `seq` order, kept small. Most of a run's events are `RunContent` with
+ * only a delta: such an event is kept as its `content` and its `created_at` (two array slots) and
+ * built again when read, instead of an object of eight fields that lives as long as the run and
+ * that every scavenge of a busy process would copy and promote. Any other event (and a `RunContent`
+ * with more than those fields) is kept as it is. The last event appended is kept too, so that a
+ * reader that keeps up gets the very object that was appended.
+ */
+export class RunEventList {
+  /** Per event: its delta (a plain `RunContent`) or the event itself. */
+  readonly #items: (RunEvent | string)[] = [];
+  /**
+   * The `created_at` of the plain `RunContent`s, as pairs (index of the first, seconds) written when
+   * it changes: whole seconds change a few times per run, not per event.
+   */
+  readonly #times: number[] = [];
+  /** An event of the run (its first): the run's fields a plain `RunContent` is built with. */
+  #run: RunEvent | undefined;
+  #last: RunEvent | undefined;
+  /** The `seq` before the first event (0, or where a log taken back from the store starts). */
+  readonly #before: number;
+
+  constructor(before = 0) {
+    this.#before = before;
+  }
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  /** Appends `event`, whose `seq` the caller checked (the next one). */
+  push(event: RunEvent): void {
+    const run = (this.#run ??= event);
+    this.#last = event;
+    const index = this.#items.length;
+    if (event.seq === this.#before + index + 1 && isPlainContent(event, run)) {
+      if (this.#times.at(-1) !== event.created_at) this.#times.push(index, event.created_at);
+      this.#items.push(event.content);
+    } else {
+      this.#items.push(event);
+    }
+  }
+
+  /** The `created_at` of the plain `RunContent` at `index`: that of the last change at or before it. */
+  #timeAt(index: number): number {
+    const times = this.#times;
+    // Binary search over the pairs for the last one starting at or before `index`.
+    let low = 0;
+    let high = times.length / 2 - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >> 1;
+      if (times[2 * middle]! <= index) low = middle;
+      else high = middle - 1;
+    }
+    return times[2 * low + 1]!;
+  }
+
+  /** The event at `index` (its `seq` minus the one before the first). */
+  at(index: number): RunEvent {
+    const item = this.#items[index]!;
+    if (typeof item !== 'string') return item;
+    if (index === this.#items.length - 1) return this.#last!;
+    const run = this.#run!;
+    // The key order of `toWireEvent`'s events: the same JSON on the wire.
+    return {
+      event: 'RunContent',
+      run_id: run.run_id,
+      agent_id: run.agent_id,
+      agent_name: run.agent_name,
+      session_id: run.session_id,
+      created_at: this.#timeAt(index),
+      seq: this.#before + index + 1,
+      content: item,
+    };
+  }
+
+  /** The events from `index` on. */
+  slice(index = 0): RunEvent[] {
+    const out: RunEvent[] = [];
+    for (let i = Math.max(0, index); i < this.#items.length; i++) out.push(this.at(i));
+    return out;
+  }
+}
+
+/** The fields of a `RunContent` built by `toWireEvent`, in its order. */
+const PLAIN_CONTENT_KEYS = [
+  'event',
+  'run_id',
+  'agent_id',
+  'agent_name',
+  'session_id',
+  'created_at',
+  'seq',
+  'content',
+] as const;
+
+/**
+ * A `RunContent` that {@link RunEventList} can build again, the same to the last key's order, from
+ * its delta, its time and its place (`seq`, checked by the caller): the eight fields of
+ * `toWireEvent`'s in its order, none more, of the same run.
+ */
+function isPlainContent(event: RunEvent, run: RunEvent): event is RunContentEvent {
+  if (
+    event.event !== 'RunContent' ||
+    typeof event.content !== 'string' ||
+    event.run_id !== run.run_id ||
+    event.agent_id !== run.agent_id ||
+    event.agent_name !== run.agent_name ||
+    event.session_id !== run.session_id
+  )
+    return false;
+  let index = 0;
+  for (const key in event) if (key !== PLAIN_CONTENT_KEYS[index++]) return false;
+  return index === PLAIN_CONTENT_KEYS.length && Object.getPrototypeOf(event) === Object.prototype;
+}
+
 /** The in-memory {@link RunEventLog}. */
 export class MemoryEventLog implements RunEventLog {
-  readonly #events: RunEvent[] = [];
+  readonly #events: RunEventList;
   #closed = false;
   // One shared wake-up for all followers, created only when somebody waits: no listener per reader.
   #wake: { promise: Promise<void>; resolve: () => void } | undefined;
 
+  /**
+   * `before`: the `seq` before the first event appended (a run taken back from the store starts
+   * after its RunPaused). `read` and `follow` count from the log's start whatever it is.
+   */
+  constructor(before = 0) {
+    this.#events = new RunEventList(before);
+  }
+
   get size(): number {
-    return this.#events.length;
+    return this.#events.size;
   }
 
   get closed(): boolean {
@@ -51,7 +175,7 @@ export class MemoryEventLog implements RunEventLog {
   }
 
   read(afterSeq = 0): RunEvent[] {
-    return this.#events.slice(Math.max(0, afterSeq));
+    return this.#events.slice(afterSeq);
   }
 
   follow(afterSeq = 0, endsAfter?: (event: RunEvent) => boolean): AsyncIterableIterator<RunEvent, undefined> {
@@ -84,7 +208,7 @@ const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value:
  * one `next()` returns (a generator's `yield` costs several, and one more per generator wrapping it).
  */
 class LogFollower implements AsyncIterableIterator<RunEvent, undefined> {
-  readonly #events: readonly RunEvent[];
+  readonly #events: RunEventList;
   readonly #log: MemoryEventLog;
   readonly #endsAfter: ((event: RunEvent) => boolean) | undefined;
   #next: number;
@@ -97,7 +221,7 @@ class LogFollower implements AsyncIterableIterator<RunEvent, undefined> {
     this.#take() ?? this.#wait();
 
   constructor(
-    events: readonly RunEvent[],
+    events: RunEventList,
     next: number,
     endsAfter: ((event: RunEvent) => boolean) | undefined,
     log: MemoryEventLog,
@@ -127,8 +251,8 @@ class LogFollower implements AsyncIterableIterator<RunEvent, undefined> {
     if (this.#ended) return DONE;
     // Asked now, not when the event was handed out: a pause the run has left since is read through.
     if (this.#last && this.#endsAfter?.(this.#last)) this.#ended = true;
-    else if (this.#next < this.#events.length) {
-      const value = this.#events[this.#next++]!;
+    else if (this.#next < this.#events.size) {
+      const value = this.#events.at(this.#next++);
       this.#last = value;
       return { done: false, value };
     } else if (this.#log.closed) this.#ended = true;

@@ -2,7 +2,8 @@
 import { isFinalStatus } from '../../machines/run.machine.js';
 import { RunstateError } from '../errors.js';
 import { detachedSlice } from './detached-slice.js';
-import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
+import { RunEventList } from './event-log.js';
+import type { RunOutput, RunRecord } from './run-events.js';
 import type { ParkedRun, RunFilter, RunPatch, RunStore, SessionFilter, SessionRecord } from './storage.js';
 
 /** How long finished runs are kept. */
@@ -37,7 +38,8 @@ const SESSION_NAME_LENGTH = 100;
 
 interface StoredRun {
   record: RunRecord & Record<string, unknown>;
-  events: RunEvent[];
+  /** Kept small: a run's deltas are most of what the store holds (see {@link RunEventList}). */
+  events: RunEventList;
   /** Set while the run is parked (paused, owned by nobody). */
   parked?: ParkedRun | undefined;
 }
@@ -166,7 +168,7 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       session.record.updated_at = seconds;
       session.runIds.push(run.run_id);
       session.active++;
-      runs.set(run.run_id, { record: { ...run, status: 'pending' }, events: [] });
+      runs.set(run.run_id, { record: { ...run, status: 'pending' }, events: new RunEventList() });
       boundSession(session);
       boundSessions();
     },
@@ -217,12 +219,12 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       check();
       const log = runs.get(runId)?.events;
       if (!log) return;
-      for (const event of events) if (event.seq === log.length + 1) log.push(event);
+      for (const event of events) if (event.seq === log.size + 1) log.push(event);
     },
 
     async readEvents(runId, afterSeq = 0) {
       check();
-      return runs.get(runId)?.events.slice(Math.max(0, afterSeq)) ?? [];
+      return runs.get(runId)?.events.slice(afterSeq) ?? [];
     },
 
     async getSession(sessionId) {
@@ -256,7 +258,7 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       check();
       const run = runs.get(runId);
       if (!run || isFinalStatus(run.record.status)) return;
-      for (const event of events) if (event.seq === run.events.length + 1) run.events.push(event);
+      for (const event of events) if (event.seq === run.events.size + 1) run.events.push(event);
       Object.assign(run.record, patch, { run_id: runId });
       // A copy: the caller's snapshot object must not change what is stored.
       run.parked = structuredClone(parked);

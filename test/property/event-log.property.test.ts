@@ -5,6 +5,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { RunEventList } from '../../src/runtime/event-log.js';
 import { MemoryEventLog, type RunEvent } from '../../src/runtime/index.js';
 import { nextTurn } from '../../src/testing/index.js';
 
@@ -108,5 +109,100 @@ describe('MemoryEventLog follow with endsAfter', () => {
     const waiting = log.follow(1).next();
     log.close();
     expect((await waiting).done).toBe(true);
+  });
+});
+
+/** Events of one run as a list may meet them: mostly plain deltas, some it must keep whole. */
+const listEventArb = (seq: number): fc.Arbitrary<RunEvent> => {
+  const run = { run_id: 'r', agent_id: 'a', agent_name: 'A', session_id: 's' };
+  const base = { ...run, seq };
+  return fc.oneof(
+    {
+      weight: 6,
+      arbitrary: fc
+        .record({ created_at: fc.integer({ min: 0, max: 3 }), content: fc.string({ maxLength: 3 }) })
+        // The key order of `toWireEvent`'s: a list that builds the event again must keep it.
+        .map(({ created_at, content }): RunEvent => ({
+          event: 'RunContent',
+          ...run,
+          created_at,
+          seq,
+          content,
+        })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constant<RunEvent>({
+        event: 'RunContent',
+        ...base,
+        created_at: 1,
+        content: '',
+        reasoning_content: 'hm',
+      }),
+    },
+    // A delta with a field more, of another run, out of place, or not a delta: kept as it is.
+    {
+      weight: 1,
+      arbitrary: fc.constant({
+        event: 'RunContent',
+        ...base,
+        created_at: 2,
+        content: 'x',
+        extra: 1,
+      } as RunEvent),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constant<RunEvent>({
+        event: 'RunContent',
+        ...base,
+        run_id: 'other',
+        created_at: 2,
+        content: 'y',
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constant<RunEvent>({
+        event: 'RunContent',
+        ...base,
+        seq: seq + 5,
+        created_at: 2,
+        content: 'z',
+      }),
+    },
+    { weight: 1, arbitrary: fc.constant<RunEvent>({ event: 'ReasoningStarted', ...base, created_at: 3 }) },
+  );
+};
+
+describe('RunEventList', () => {
+  it('reads back every event as it was appended, field for field and in the same key order', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 5 }),
+        fc
+          .integer({ min: 0, max: 40 })
+          .chain((n) =>
+            fc.tuple(...Array.from({ length: n }, (_, i) => fc.nat(1000).map((k) => [i, k] as const))),
+          ),
+        fc.integer({ min: 0, max: 1000 }),
+        (before, slots, seed) => {
+          const list = new RunEventList(before);
+          const appended: RunEvent[] = [];
+          for (const [i, k] of slots) {
+            const [next] = fc.sample(listEventArb(before + i + 1), { numRuns: 1, seed: seed + k });
+            list.push(next!);
+            appended.push(next!);
+          }
+          expect(list.size).toBe(appended.length);
+          for (const after of [0, 1, appended.length - 1, appended.length]) {
+            const read = list.slice(after);
+            expect(JSON.stringify(read)).toBe(JSON.stringify(appended.slice(Math.max(0, after))));
+          }
+          for (let i = 0; i < appended.length; i++) expect(list.at(i)).toStrictEqual(appended[i]);
+        },
+      ),
+      { numRuns: 300, seed: 12_1930 },
+    );
   });
 });
