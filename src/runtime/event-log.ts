@@ -26,15 +26,19 @@ export interface RunEventLog {
 
 /**
  * The events of one run, in `seq` order, kept small. Most of a run's events are `RunContent` with
- * only a delta: such an event is kept as its `content` and its `created_at` (two array slots) and
- * built again when read, instead of an object of eight fields that lives as long as the run and
- * that every scavenge of a busy process would copy and promote. Any other event (and a `RunContent`
- * with more than those fields) is kept as it is. The last event appended is kept too, so that a
- * reader that keeps up gets the very object that was appended.
+ * only a delta: such an event is kept as its `content` (one array slot; its `created_at` once per
+ * second) and built again when read, instead of an object of eight fields that lives as long as the
+ * run and that every scavenge of a busy process would copy and promote. Any other event (and a
+ * `RunContent` with more than those fields) is kept as it is. The last event appended is kept too,
+ * so that a reader that keeps up gets the very object that was appended.
+ *
+ * A list that is complete (a finished run's, in a store) can be {@link RunEventList.compact}ed:
+ * its deltas joined into one string, a character per event for its length.
  */
 export class RunEventList {
-  /** Per event: its delta (a plain `RunContent`) or the event itself. */
-  readonly #items: (RunEvent | string)[] = [];
+  /** Per event: its delta (a plain `RunContent`) or the event itself; `undefined` once compacted. */
+  #items: (RunEvent | string)[] | undefined = [];
+  #compacted: CompactedEvents | undefined;
   /**
    * The `created_at` of the plain `RunContent`s, as pairs (index of the first, seconds) written when
    * it changes: whole seconds change a few times per run, not per event.
@@ -51,20 +55,109 @@ export class RunEventList {
   }
 
   get size(): number {
-    return this.#items.length;
+    return this.#items?.length ?? this.#compacted!.lengths.length;
   }
 
   /** Appends `event`, whose `seq` the caller checked (the next one). */
   push(event: RunEvent): void {
+    const items = (this.#items ??= this.#expand());
     const run = (this.#run ??= event);
     this.#last = event;
-    const index = this.#items.length;
+    const index = items.length;
     if (event.seq === this.#before + index + 1 && isPlainContent(event, run)) {
       if (this.#times.at(-1) !== event.created_at) this.#times.push(index, event.created_at);
-      this.#items.push(event.content);
+      items.push(event.content);
     } else {
-      this.#items.push(event);
+      items.push(event);
     }
+  }
+
+  /**
+   * Joins the deltas into one string, for a list that grows no more (a {@link push} later undoes
+   * it): 100 deltas cost one string and 200 bytes of lengths instead of 100 strings and slots.
+   * A list with a delta of 65,535 characters or more stays as it is.
+   */
+  compact(): void {
+    const items = this.#items;
+    if (!items) return;
+    const deltas: string[] = [];
+    const whole: RunEvent[] = [];
+    const lengths: number[] = [];
+    for (const item of items) {
+      if (typeof item !== 'string') {
+        whole.push(item);
+        lengths.push(WHOLE);
+      } else if (item.length < WHOLE) {
+        deltas.push(item);
+        lengths.push(item.length);
+      } else return;
+    }
+    this.#compacted = { text: deltas.join(''), lengths: charCodes(lengths), whole };
+    this.#items = undefined;
+    this.#last = undefined;
+  }
+
+  /** The items of a compacted list again: its deltas apart. */
+  #expand(): (RunEvent | string)[] {
+    const { text, lengths, whole } = this.#compacted!;
+    this.#compacted = undefined;
+    const items: (RunEvent | string)[] = [];
+    let end = 0;
+    let wholeIndex = 0;
+    for (let i = 0; i < lengths.length; i++) {
+      const length = lengths.charCodeAt(i);
+      if (length === WHOLE) items.push(whole[wholeIndex++]!);
+      else items.push(text.slice(end, (end += length)));
+    }
+    return items;
+  }
+
+  /** The event at `index` (its `seq` minus the one before the first); in a compacted list, O(size). */
+  at(index: number): RunEvent {
+    if (!this.#items) return this.slice(index)[0]!;
+    const item = this.#items[index]!;
+    if (typeof item !== 'string') return item;
+    if (index === this.#items.length - 1) return this.#last!;
+    return this.#content(index, item);
+  }
+
+  /** The events from `index` on. */
+  slice(index = 0): RunEvent[] {
+    const out: RunEvent[] = [];
+    const items = this.#items;
+    if (items) {
+      for (let i = Math.max(0, index); i < items.length; i++) out.push(this.at(i));
+      return out;
+    }
+    const { text, lengths, whole } = this.#compacted!;
+    let end = 0;
+    let wholeIndex = 0;
+    for (let i = 0; i < lengths.length; i++) {
+      const length = lengths.charCodeAt(i);
+      if (length === WHOLE) {
+        if (i >= index) out.push(whole[wholeIndex]!);
+        wholeIndex++;
+      } else {
+        end += length;
+        if (i >= index) out.push(this.#content(i, text.slice(end - length, end)));
+      }
+    }
+    return out;
+  }
+
+  /** The plain `RunContent` at `index`, in the key order of `toWireEvent`'s: the same JSON on the wire. */
+  #content(index: number, content: string): RunContentEvent {
+    const run = this.#run!;
+    return {
+      event: 'RunContent',
+      run_id: run.run_id,
+      agent_id: run.agent_id,
+      agent_name: run.agent_name,
+      session_id: run.session_id,
+      created_at: this.#timeAt(index),
+      seq: this.#before + index + 1,
+      content,
+    };
   }
 
   /** The `created_at` of the plain `RunContent` at `index`: that of the last change at or before it. */
@@ -80,32 +173,24 @@ export class RunEventList {
     }
     return times[2 * low + 1]!;
   }
+}
 
-  /** The event at `index` (its `seq` minus the one before the first). */
-  at(index: number): RunEvent {
-    const item = this.#items[index]!;
-    if (typeof item !== 'string') return item;
-    if (index === this.#items.length - 1) return this.#last!;
-    const run = this.#run!;
-    // The key order of `toWireEvent`'s events: the same JSON on the wire.
-    return {
-      event: 'RunContent',
-      run_id: run.run_id,
-      agent_id: run.agent_id,
-      agent_name: run.agent_name,
-      session_id: run.session_id,
-      created_at: this.#timeAt(index),
-      seq: this.#before + index + 1,
-      content: item,
-    };
-  }
+/** A string of the char codes `codes` (in pieces: a spread of many arguments overflows the stack). */
+function charCodes(codes: readonly number[]): string {
+  let out = '';
+  for (let i = 0; i < codes.length; i += 4096) out += String.fromCharCode(...codes.slice(i, i + 4096));
+  return out;
+}
 
-  /** The events from `index` on. */
-  slice(index = 0): RunEvent[] {
-    const out: RunEvent[] = [];
-    for (let i = Math.max(0, index); i < this.#items.length; i++) out.push(this.at(i));
-    return out;
-  }
+/** In {@link CompactedEvents.lengths}: an event kept whole. */
+const WHOLE = 0xffff;
+
+/** A complete list's events: the deltas joined, and per event its delta's length or {@link WHOLE}. */
+interface CompactedEvents {
+  text: string;
+  lengths: string;
+  /** The events kept whole, in order. */
+  whole: RunEvent[];
 }
 
 /** The fields of a `RunContent` built by `toWireEvent`, in its order. */

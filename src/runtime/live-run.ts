@@ -171,6 +171,11 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
 
   function finish(machineOutput: RunMachineOutput): void {
     if (output) return;
+    // The content grew as a rope, a node per delta (32 bytes each): the output and the terminal event
+    // keep it, in the store for as long as the run is retained. Reading a character flattens it in
+    // place into one string, and its nodes go.
+    machineOutput.content.charCodeAt(0);
+    machineOutput.reasoningContent.charCodeAt(0);
     // A run that ends while the model reasons closes the phase before its terminal event.
     const reasoningCompleted = reasoning.close();
     if (reasoningCompleted) append(reasoningCompleted);

@@ -186,6 +186,8 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       if (!run || isFinalStatus(run.record.status)) return false;
       run.record = { ...run.record, ...record };
       run.parked = undefined;
+      // Its events are all in (the writer stores them before the final record): kept as few strings.
+      run.events.compact();
       finished.set(record.run_id, now());
       const session = sessions.get(record.session_id);
       if (session) {
