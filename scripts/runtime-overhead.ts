@@ -3,7 +3,9 @@
  * per run per turn of the event loop (as paced socket reads deliver them), read through
  * `agent.run(input, { stream: true })`. What `npm run bench` cannot show apart from undici and the
  * SDK: the machine, the projection, the event log and the consumer's iterator. Prints CPU per chunk,
- * wall time and peak RSS per run over the baseline; `--model` reads the bare model stream instead.
+ * wall time and peak RSS per run over the baseline; `--model` reads the bare model stream instead;
+ * `--heap` prints instead the heap a live run holds (1,000 runs held before their end) and what a
+ * finished run leaves in the store (`heapUsed` after a collection, so it needs `--expose-gc`).
  *
  *   node --expose-gc --import tsx --conditions=runstate-source scripts/runtime-overhead.ts [--runs 1000] [--chunks 100] [--model] [--heap]
  *
@@ -156,6 +158,7 @@ const used = process.cpuUsage(cpu);
 const peak = process.resourceUsage().maxRSS * 1024;
 process.stdout.write(
   `${values.model ? 'bare model' : 'agent.run'}: ${((used.user + used.system) / (RUNS * CHUNKS)).toFixed(2)} µs per chunk, ` +
-    `${wallMs.toFixed(0)} ms, ${((peak - baseline) / 1024 / RUNS).toFixed(0)} KB per run over the baseline\n`,
+    `${wallMs.toFixed(0)} ms, ${((peak - baseline) / 1024 / RUNS).toFixed(0)} KB per run over the baseline ` +
+    `(peak ${(peak / 2 ** 20).toFixed(0)} MB, baseline ${(baseline / 2 ** 20).toFixed(0)} MB)\n`,
 );
 await agent.orchestrator.shutdown();
