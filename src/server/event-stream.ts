@@ -76,18 +76,24 @@ export interface EventStream {
 }
 
 /**
- * Starts an event stream on `res`: writes the headers at once (the client learns that it was
+ * Starts an event stream on `res`: writes the headers in this tick (the client learns that it was
  * accepted before the first event), keeps it alive with heartbeats, and ends it exactly once.
  */
 export function openEventStream(res: ServerResponse, options: OpenEventStreamOptions): EventStream {
+  // Corked, the headers wait for the frames of this tick: they leave in one socket write.
+  const socket = res.socket;
+  // (A stand-in response may have no `socket` at all.)
+  const corked = !!socket && !socket.writableCorked && canOwnSocket(res);
+  if (corked) socket.cork();
   res.writeHead(200, EVENT_STREAM_HEADERS);
   if (options.retryMs === undefined) res.flushHeaders();
   else res.write(`retry: ${options.retryMs}\n\n`);
 
-  const socket = ownChunkedSocket(res);
-  const send = socket ? (frame: string | Buffer) => writeChunk(socket, res, frame) : res.write.bind(res);
+  const writer = ownsChunkedSocket(res) ? new TickWriter(socket!, res, corked) : undefined;
+  if (corked && !writer) process.nextTick(uncork, socket);
+  const send = writer ? (frame: string | Buffer) => writer.write(frame) : res.write.bind(res);
   // Whatever is written ends up in the socket's buffer: its `drain` is the one to wait for.
-  const drainer: Pick<Writable, 'writableNeedDrain' | 'on' | 'off'> = socket ?? res;
+  const drainer: Pick<Writable, 'writableNeedDrain' | 'on' | 'off'> = socket && writer ? socket : res;
   let over = false;
   let quiet = true;
   const goneListeners = new Set<() => void>();
@@ -106,6 +112,7 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
   };
   res.once('close', () => {
     if (!finish()) return;
+    writer?.drop();
     const listeners = [...goneListeners];
     goneListeners.clear();
     for (const listener of listeners) listener();
@@ -143,38 +150,149 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
     end() {
       if (!finish()) return;
       goneListeners.clear();
-      if (!res.destroyed) res.end();
+      if (res.destroyed) writer?.drop();
+      else if (writer) writer.end();
+      else res.end();
     },
   };
 }
 
+const uncork = (socket: Socket): void => socket.uncork();
+
 /**
- * The socket of a response whose headers are out and whose body is chunked, when frames may be
- * written to it directly; otherwise `undefined`, and they go through `res.write`.
+ * Whether frames may go to the socket of `res` directly (see {@link ownsChunkedSocket}), as far as
+ * can be told before the headers are written: a plain `ServerResponse` (a `write` wrapped by
+ * middleware, such as compression, must see every frame) that is not waiting behind an earlier
+ * response on a pipelined connection (its socket is not its own yet).
+ */
+function canOwnSocket(res: ServerResponse): boolean {
+  return res.write === ServerResponse.prototype.write && !res.headersSent && queuedOutput(res) === 0;
+}
+
+/** Node's own queue of what a response could not hand to its socket yet (-1: not a plain response). */
+function queuedOutput(res: ServerResponse): number {
+  const queued = (res as unknown as { outputData?: unknown[] }).outputData;
+  return Array.isArray(queued) ? queued.length : -1;
+}
+
+/**
+ * Whether the headers of `res` are out and its body is chunked, so that frames may be written to
+ * its socket directly; otherwise they go through `res.write`.
  *
  * Why: for each write of a chunked body, Node corks the socket, queues the chunk's size line, the
  * data and two CRLFs, and sends the four with one `writev` on the next tick. An event stream writes
- * one small frame per event (a paced model streams one token per socket read), and that bookkeeping
- * was a good part of the server's cost per event; {@link writeChunk} frames the chunk itself and
- * makes one write. Only for a plain `ServerResponse`: a `write` wrapped by middleware (compression)
- * must see every frame, HTTP/1.0 and HEAD responses are not chunked, and a response waiting behind
- * an earlier one on a pipelined connection does not own its socket yet (its headers are queued).
+ * small frames (a paced model streams one token per socket read), and that bookkeeping was a good
+ * part of the server's cost per event; {@link TickWriter} frames the chunks itself. Only for a plain
+ * `ServerResponse` (see {@link canOwnSocket}); HTTP/1.0 and HEAD responses are not chunked.
  */
-function ownChunkedSocket(res: ServerResponse): Socket | undefined {
-  const socket = res.socket;
-  if (!socket || res.write !== ServerResponse.prototype.write || !res.headersSent) return undefined;
-  if ((res as { chunkedEncoding?: boolean }).chunkedEncoding !== true) return undefined;
-  // Node's own queue of what it could not hand to the socket yet: anything there must go first.
-  const queued = (res as unknown as { outputData?: unknown[] }).outputData;
-  return Array.isArray(queued) && queued.length === 0 ? socket : undefined;
+function ownsChunkedSocket(res: ServerResponse): boolean {
+  if (!res.socket || res.write !== ServerResponse.prototype.write || !res.headersSent) return false;
+  if ((res as { chunkedEncoding?: boolean }).chunkedEncoding !== true) return false;
+  // Anything in Node's queue must go first.
+  return queuedOutput(res) === 0;
 }
 
-/** One frame as one HTTP chunk (size in hex, CRLF, data, CRLF) in one socket write. */
-function writeChunk(socket: Socket, res: ServerResponse, frame: string | Buffer): boolean {
-  // A Buffer (rare: the inspector and the run stream write strings) keeps Node's own framing.
-  if (typeof frame !== 'string') return res.write(frame);
-  const size = Buffer.byteLength(frame);
-  // An empty chunk would end the body.
-  if (size === 0) return !socket.writableNeedDrain;
-  return socket.write(`${size.toString(16)}\r\n${frame}\r\n`);
+/** The writers with text to write at the end of this tick; one `nextTick` flushes them all. */
+let unflushed: TickWriter[] = [];
+
+function flushTick(): void {
+  const writers = unflushed;
+  unflushed = [];
+  for (const writer of writers) writer.flush();
+}
+
+/**
+ * The frames of one stream written in one tick, sent as one HTTP chunk in one socket write at the
+ * end of the tick (the first with the headers, the last with the end of the body). A socket write
+ * is a system call, and on a busy server the events of one run come several to a tick (a model's
+ * deltas and the run's own events); the end of the tick keeps the latency: the frames go out before
+ * the process waits for I/O again. Past the socket's high-water mark the text is written at once,
+ * so that `write()` reports a full buffer as the socket does: a tick never holds more than that.
+ */
+class TickWriter {
+  readonly #socket: Socket;
+  readonly #res: ServerResponse;
+  /** Text of this tick not written yet, and its size in bytes. */
+  #text = '';
+  #bytes = 0;
+  /** Corked by {@link openEventStream} so that the headers wait for this tick's frames. */
+  #corked: boolean;
+  #queued = false;
+  #done = false;
+
+  constructor(socket: Socket, res: ServerResponse, corked: boolean) {
+    this.#socket = socket;
+    this.#res = res;
+    this.#corked = corked;
+    if (corked) this.#queue();
+  }
+
+  write(frame: string | Buffer): boolean {
+    if (this.#done) return false;
+    // A Buffer (rare: the inspector and the run stream write strings) keeps Node's own framing,
+    // after what this tick wrote so far.
+    if (typeof frame !== 'string') {
+      this.#writeOut();
+      return this.#res.write(frame);
+    }
+    const bytes = Buffer.byteLength(frame);
+    // (An empty chunk would end the body.)
+    if (bytes === 0) return !this.#socket.writableNeedDrain;
+    // One frame in a tick, the common case: `'' + frame` is `frame`, no copy.
+    this.#text += frame;
+    this.#bytes += bytes;
+    if (this.#bytes >= this.#socket.writableHighWaterMark) return this.#writeOut();
+    this.#queue();
+    return !this.#socket.writableNeedDrain;
+  }
+
+  /** At the end of the tick: the text as one chunk, and the headers with it the first time. */
+  flush(): void {
+    this.#queued = false;
+    if (this.#done) return;
+    this.#writeOut();
+    if (this.#corked) {
+      this.#corked = false;
+      this.#socket.uncork();
+    }
+  }
+
+  /** Ends the response, with the text of this tick in the same socket write. */
+  end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    const text = this.#text;
+    this.#text = '';
+    this.#bytes = 0;
+    // `end` fully uncorks the socket: our cork, if still there, goes with it.
+    this.#corked = false;
+    if (text === '') this.#res.end();
+    else this.#res.end(text);
+  }
+
+  /** The client went away: nothing more is written. */
+  drop(): void {
+    this.#done = true;
+    this.#text = '';
+    this.#bytes = 0;
+    if (this.#corked) {
+      this.#corked = false;
+      this.#socket.uncork();
+    }
+  }
+
+  #queue(): void {
+    if (this.#queued) return;
+    this.#queued = true;
+    if (unflushed.push(this) === 1) process.nextTick(flushTick);
+  }
+
+  /** One chunk (size in hex, CRLF, data, CRLF) in one socket write. */
+  #writeOut(): boolean {
+    if (this.#bytes === 0) return !this.#socket.writableNeedDrain;
+    const chunk = `${this.#bytes.toString(16)}\r\n${this.#text}\r\n`;
+    this.#text = '';
+    this.#bytes = 0;
+    return this.#socket.write(chunk);
+  }
 }
