@@ -49,7 +49,9 @@ async function batch(
         if (outcome.error) failures.add(outcome.error);
         return outcome.status;
       } catch (error) {
-        failures.add(String(error));
+        // fetch's own message ("fetch failed") says nothing: what failed is its cause.
+        const cause = (error as { cause?: unknown } | null)?.cause;
+        failures.add(cause === undefined ? String(error) : `${String(error)} (${String(cause)})`);
         return 'failed';
       } finally {
         if (!first) streaming--;

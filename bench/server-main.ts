@@ -34,6 +34,12 @@ const agents = Object.entries(workloads).map(
     }),
 );
 const server = await startServer(createApp({ agents }), { port: 0, graceMs: 1_000 });
+// The client's connections are opened before a batch, as a balancer's pool of kept-alive connections
+// (see bench/clients.ts): a balancer keeps them longer than Node's default 5 s (and a server behind
+// one is set to outlast the balancer's idle timeout). On a loaded machine the client may take more
+// than 5 s to send its runs, and the server then closes connections a request is already on its way
+// over: "other side closed", ECONNRESET.
+server.server.keepAliveTimeout = 60_000;
 
 serveTasks(
   (task) => Promise.reject(new Error(`unknown task ${task.type}`)),
