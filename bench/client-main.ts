@@ -50,8 +50,10 @@ async function batch(
         return outcome.status;
       } catch (error) {
         // fetch's own message ("fetch failed") says nothing: what failed is its cause.
-        const cause = (error as { cause?: unknown } | null)?.cause;
-        failures.add(cause === undefined ? String(error) : `${String(error)} (${String(cause)})`);
+        const cause = (error as { cause?: Error } | null)?.cause;
+        failures.add(
+          cause === undefined ? String(error) : `${String(error)} (${cause.name}: ${cause.message})`,
+        );
         return 'failed';
       } finally {
         if (!first) streaming--;
