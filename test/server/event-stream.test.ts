@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { get, ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { eventFrame, openEventStream, type EventStream } from '../../src/server/event-stream.js';
 import { listen } from '../support/listen.js';
@@ -24,6 +25,24 @@ async function text(response: IncomingMessage): Promise<string> {
   let body = '';
   for await (const chunk of response) body += String(chunk);
   return body;
+}
+
+/** Records what `socket` hands to the kernel, one entry per write (Writable's `_write`, `_writev`). */
+function recordWrites(socket: Socket, writes: string[]): void {
+  const internals = socket as unknown as {
+    _write(chunk: Buffer, encoding: string, callback: () => void): void;
+    _writev(chunks: { chunk: Buffer | string }[], callback: () => void): void;
+  };
+  const write = internals._write.bind(socket);
+  const writev = internals._writev.bind(socket);
+  internals._write = (chunk, encoding, callback) => {
+    writes.push(String(chunk));
+    write(chunk, encoding, callback);
+  };
+  internals._writev = (chunks, callback) => {
+    writes.push(chunks.map(({ chunk }) => String(chunk)).join(''));
+    writev(chunks, callback);
+  };
 }
 
 describe('openEventStream', () => {
@@ -111,6 +130,34 @@ describe('openEventStream', () => {
     const wrappedResponse = await new Promise<IncomingMessage>((resolve) => get(`${server.url}/`, resolve));
     expect(await text(wrappedResponse)).toBe(frames.join(''));
     expect(seen).toEqual(frames);
+  });
+
+  it('writes the frames of one tick in one socket write at its end: the headers with the first, the end of the body with the last', async () => {
+    const writes: string[] = [];
+    let stream!: EventStream;
+    const server = await listen((_req, res) => {
+      recordWrites(res.socket!, writes);
+      stream = openEventStream(res, { heartbeatMs: 60_000 });
+      stream.write(eventFrame({ id: 1, event: 'RunStarted', data: '{}' }));
+      stream.write(eventFrame({ id: 2, event: 'RunContent', data: '{"content":"é"}' }));
+      expect(writes).toEqual([]); // not before the end of the tick
+    });
+    closers.push(() => void server.close());
+    const response = await new Promise<IncomingMessage>((resolve) => get(`${server.url}/`, resolve));
+    const body = text(response);
+    expect(writes).toHaveLength(1);
+    expect(writes[0]).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\n/);
+    const first = 'id: 1\nevent: RunStarted\ndata: {}\n\nid: 2\nevent: RunContent\ndata: {"content":"é"}\n\n';
+    const head = writes[0]!.indexOf('\r\n\r\n') + 4;
+    expect(writes[0]!.slice(head)).toBe(`${Buffer.byteLength(first).toString(16)}\r\n${first}\r\n`);
+
+    const last = 'id: 3\nevent: RunContent\ndata: {}\n\nid: 4\nevent: RunCompleted\ndata: {}\n\n';
+    stream.write(eventFrame({ id: 3, event: 'RunContent', data: '{}' }));
+    stream.write(eventFrame({ id: 4, event: 'RunCompleted', data: '{}' }));
+    stream.end();
+    expect(writes).toHaveLength(2);
+    expect(writes[1]).toBe(`${Buffer.byteLength(last).toString(16)}\r\n${last}\r\n0\r\n\r\n`);
+    expect(await body).toBe(first + last);
   });
 
   it('sends a `: ping` heartbeat when nothing else was written', async () => {
