@@ -293,6 +293,7 @@ class TickWriter {
     const chunk = `${this.#bytes.toString(16)}\r\n${this.#text}\r\n`;
     this.#text = '';
     this.#bytes = 0;
-    return this.#socket.write(chunk);
+    // Destroyed within the tick, before the response's `close` came: nothing to write to.
+    return !this.#socket.destroyed && this.#socket.write(chunk);
   }
 }
