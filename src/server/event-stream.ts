@@ -204,9 +204,9 @@ function flushTick(): void {
 /**
  * The frames of one stream written in one tick, sent as one HTTP chunk in one socket write at the
  * end of the tick (the first with the headers, the last with the end of the body). A socket write
- * is a system call, and on a busy server the events of one run come several to a tick (a model's
- * deltas and the run's own events); the end of the tick keeps the latency: the frames go out before
- * the process waits for I/O again. Past the socket's high-water mark the text is written at once,
+ * is a system call, and the events of one run may come several to a tick (the run's own events
+ * next to a delta, a replay from `Last-Event-ID`); the end of the tick keeps the latency: the frames
+ * go out before the process waits for I/O again. Past the socket's high-water mark the text is written at once,
  * so that `write()` reports a full buffer as the socket does: a tick never holds more than that.
  */
 class TickWriter {
