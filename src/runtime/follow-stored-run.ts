@@ -91,7 +91,16 @@ async function* follow(
         yield event;
         if (isTerminalEvent(event)) return;
       }
-      if (over) return;
+      if (over) {
+        // Final when it was read: its every event is stored (the owner stores the terminal event,
+        // then the final record, then publishes), also those the bus has not brought yet.
+        for (const missed of await store.readEvents(runId, last)) {
+          last = missed.seq;
+          yield missed;
+          if (isTerminalEvent(missed)) return;
+        }
+        return;
+      }
       // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet
       // spell, the store is asked what was missed, so a follower never waits forever.
       const quiet = setTimeout(() => wake?.(), RECHECK_MS);

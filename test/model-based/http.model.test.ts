@@ -7,11 +7,23 @@
  * model's turn after a tool round ends the run at once. At every step the run's machine state (read
  * through the inspection API), the SSE frames, the HTTP answers, the upstream socket and the tool's
  * signal must be what the path says. Only the run's timers are faked; the sockets are real.
+ *
+ * Every path runs in memory. On the durable backends (a PGlite data dir, and a PostgreSQL database
+ * of this file with Redis and two instances) a covering subset runs: every transition of the paths
+ * at least once. With two instances the run starts on the first; its cancels, follows,
+ * record reads and continues go to the other (an instance that continues a paused run owns it from
+ * then on: the roles swap). On every backend a follower (`GET .../events` with `Last-Event-ID`, then
+ * `?after=` from each pause) must read the same frames and `seq` as the stream that started the run.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { matchesState, type InspectionEvent, type StateValue } from 'xstate';
 import type { RunErrorData } from '../../machines/run-types.js';
-import { Agent, createOrchestrator, OpenAIChat, type RunEvent } from '../../src/index.js';
+import { Agent, createOrchestrator, OpenAIChat, type Orchestrator, type RunEvent } from '../../src/index.js';
+import { createRedisCancelBus, createRedisEventBus } from '../../src/runtime/redis/create-redis-buses.js';
+import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
+import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
+import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
+import type { CancelBus, EventBus, RunStore } from '../../src/runtime/storage.js';
 import { createApp, startServer, type RunningServer } from '../../src/server/index.js';
 import {
   checkRunEvents,
@@ -20,9 +32,12 @@ import {
   type FakeOpenAIServer,
   type FakeRequest,
   type FakeResponse,
+  type LifecycleAction,
   type LifecyclePath,
 } from '../../src/testing/index.js';
+import { createTempDir, createTestDatabase } from '../support/databases.js';
 import { heldLifecycleTools, playOnHeldTool, toolFacts, toolWireEvents } from '../support/lifecycle-tools.js';
+import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
 
 const ERRORS: RunErrorData[] = [
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream busy', status: 503, retryable: true, retryAfterMs: 20 },
@@ -123,8 +138,43 @@ function upstreamAnswers(path: LifecyclePath): FakeResponse[] {
   return answers;
 }
 
+/** Every frame of a stream, to its end. */
+async function allFrames(response: Response) {
+  expect(response.status).toBe(200);
+  const stream = frames(response);
+  const all: Array<{ id: string; data: RunEvent }> = [];
+  for (let frame = await stream.next(); frame; frame = await stream.next()) {
+    expect(frame.event).toBe(frame.data.event);
+    all.push({ id: frame.id, data: frame.data });
+  }
+  return all;
+}
+
+/** What one instance of a path is given: a store and buses (`undefined`: the orchestrator's, in memory). */
+interface InstanceStorage {
+  store?: RunStore | undefined;
+  cancelBus?: CancelBus | undefined;
+  eventBus?: EventBus | undefined;
+}
+
+/** Where the runs of a path are kept, and by how many instances. */
+interface Backend {
+  name: string;
+  /** The storage of each instance serving one path (one, or two sharing a database and Redis). */
+  instances(): InstanceStorage[];
+}
+
+/** An instance serving a path: its orchestrator behind its own server. */
+interface Instance {
+  orchestrator: Orchestrator;
+  url: string;
+  /** The writer agent's routes. */
+  base: string;
+}
+
 let upstream: FakeOpenAIServer;
-let server: RunningServer | undefined;
+/** What a path opened, closed after it in reverse order (servers shut their orchestrators down). */
+let opened: Array<() => Promise<void>> = [];
 beforeEach(async () => {
   // Date too: the run's idle timer measures the silence from the last chunk's time.
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
@@ -132,25 +182,40 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   vi.useRealTimers();
-  await server?.close();
-  server = undefined;
+  for (const close of opened.reverse()) await close();
+  opened = [];
   await upstream.close();
 });
 
-async function replayOverHttp(path: LifecyclePath) {
+async function replayOverHttp(path: LifecyclePath, backend: Backend) {
   const watcher = stateWatcher();
-  const orchestrator = createOrchestrator({ maxConcurrentRuns: 1, inspect: watcher.inspect, random: RANDOM });
   const model = new OpenAIChat({ id: 'gpt-5-mini', baseURL: upstream.url, apiKey: 'test-key' });
   // Tools that ignore their signal: whatever they answer after a cancel or a timeout is dropped.
+  // Every instance has the same agents (a continue restores a run on the instance it reaches).
   const held = heldLifecycleTools(path, false);
-  const agent = new Agent({ name: 'Writer', model, orchestrator, limits: path.limits, tools: held.tools });
-  const blocker = new Agent({ name: 'Blocker', model, orchestrator });
-  server = await startServer(createApp({ agents: [agent, blocker], logger: { error: () => undefined } }), {
-    port: 0,
-    host: '127.0.0.1',
-    graceMs: 100,
-  });
-  const base = `${server.url}/agents/writer`;
+  const instances: Instance[] = [];
+  for (const storage of backend.instances()) {
+    const orchestrator = createOrchestrator({
+      maxConcurrentRuns: 1,
+      inspect: watcher.inspect,
+      random: RANDOM,
+      ...storage,
+    });
+    const agent = new Agent({ name: 'Writer', model, orchestrator, limits: path.limits, tools: held.tools });
+    const blocker = new Agent({ name: 'Blocker', model, orchestrator });
+    const server: RunningServer = await startServer(
+      createApp({ agents: [agent, blocker], logger: { error: () => undefined } }),
+      { port: 0, host: '127.0.0.1', graceMs: 100 },
+    );
+    opened.push(async () => {
+      await server.close();
+      await storage.store?.close();
+    });
+    instances.push({ orchestrator, url: server.url, base: `${server.url}/agents/writer` });
+  }
+  // The instance that runs the run, and the one its clients reach otherwise (the same with one).
+  let owner = instances[0]!;
+  let other = instances.at(-1)!;
   const post = (url: string, body: unknown, signal?: AbortSignal) =>
     fetch(url, {
       method: 'POST',
@@ -159,15 +224,15 @@ async function replayOverHttp(path: LifecyclePath) {
       signal,
     });
 
-  // A run of another agent holds the only slot, so the run under test is `pending` for real.
+  // A run of another agent holds the owner's only slot, so the run under test is `pending` for real.
   upstream.enqueue({ fault: 'stall', chunks: 0 }, ...upstreamAnswers(path));
-  const blockerStream = frames(await post(`${server.url}/agents/blocker/runs`, { message: 'hold' }));
+  const blockerStream = frames(await post(`${owner.url}/agents/blocker/runs`, { message: 'hold' }));
   await blockerStream.next();
   const blockerRequest = await upstream.nextRequest();
 
   // The client of the open stream: the run's, then each continue's.
   let client = new AbortController();
-  const response = await post(`${base}/runs`, { message: 'Write a story' }, client.signal);
+  const response = await post(`${owner.base}/runs`, { message: 'Write a story' }, client.signal);
   expect(response.status).toBe(200);
   expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
   let stream = frames(response);
@@ -182,8 +247,12 @@ async function replayOverHttp(path: LifecyclePath) {
   };
   const { run_id: runId } = await read();
   expect(seen[0]).toMatchObject({ event: 'RunStarted', seq: 1 });
-  const record = await fetch(`${base}/runs/${runId}`);
+  const record = await fetch(`${other.base}/runs/${runId}`);
   expect(await record.json()).toMatchObject({ run_id: runId, status: 'pending' });
+  // Followers on the other instance: from here on (as a browser resumes), then from each pause.
+  const followers = [
+    fetch(`${other.base}/runs/${runId}/events`, { headers: { 'last-event-id': '1' } }).then(allFrames),
+  ];
 
   let request: FakeRequest | undefined;
   let disconnected = false;
@@ -213,13 +282,13 @@ async function replayOverHttp(path: LifecyclePath) {
         break;
       case 'cancel':
         if (action.reason === 'api') {
-          const answer = await post(`${base}/runs/${runId}/cancel`, {});
+          const answer = await post(`${other.base}/runs/${runId}/cancel`, {});
           expect(answer.status, at).toBe(200);
           expect(await answer.json()).toEqual({ run_id: runId, status: 'cancelled' });
         } else if (action.reason === 'shutdown') {
           // The orchestrator behind the server shuts down (the server's own SIGTERM path is
           // tested in test/server/shutdown.test.ts): the open stream ends with RunCancelled.
-          await orchestrator.shutdown();
+          await owner.orchestrator.shutdown();
         } else {
           client.abort();
           disconnected = true;
@@ -262,15 +331,17 @@ async function replayOverHttp(path: LifecyclePath) {
         break;
       }
       case 'continue': {
+        // The paused run waits in the store: the instance that continues it runs it from now on.
+        [owner, other] = [other, owner];
         const body = { tools: JSON.stringify(action.tools), stream: true };
         client = new AbortController();
-        const answer = await post(`${base}/runs/${runId}/continue`, body, client.signal);
+        const answer = await post(`${owner.base}/runs/${runId}/continue`, body, client.signal);
         expect(answer.status, at).toBe(200);
         expect(answer.headers.get('content-type')).toMatch(/^text\/event-stream/);
         stream = frames(answer);
         streamEnded = false;
-        // Continuing twice: the run is no longer paused.
-        const again = await post(`${base}/runs/${runId}/continue`, body);
+        // Continuing twice (on the other instance): the run is no longer paused.
+        const again = await post(`${other.base}/runs/${runId}/continue`, body);
         expect(again.status, `${at}: second continue`).toBe(409);
         expect(await again.json()).toMatchObject({ code: 'RUN_NOT_PAUSED' });
         break;
@@ -300,6 +371,10 @@ async function replayOverHttp(path: LifecyclePath) {
     if (matchesState('paused', step.value)) {
       expect(await stream.next(), `${at}: the stream ends at the pause`).toBeUndefined();
       streamEnded = true;
+      // The followers' streams end here too; one from the pause follows what comes next.
+      const paused = seen.at(-1)!;
+      expect(paused.event, at).toBe('RunPaused');
+      followers.push(fetch(`${other.base}/runs/${runId}/events?after=${paused.seq}`).then(allFrames));
     }
     if (
       matchesState('completed', step.value) ||
@@ -314,7 +389,8 @@ async function replayOverHttp(path: LifecyclePath) {
     }
   }
 
-  const output = await orchestrator.result(runId);
+  // Read where the run is not (or no longer) live: from the store on a durable backend.
+  const output = await other.orchestrator.result(runId);
   expect(output.status).toBe(path.status);
   expect(output.content).toBe(path.output.content);
   expect(output.cancel_reason).toBe(path.output.cancelReason);
@@ -328,25 +404,189 @@ async function replayOverHttp(path: LifecyclePath) {
   }
   if (path.status === 'completed') expect(request!.clientAborted).toBe(false);
   const events: RunEvent[] = [];
-  for await (const event of await orchestrator.events(runId)) events.push(event);
+  for await (const event of await other.orchestrator.events(runId)) events.push(event);
   checkRunEvents(events, path.status);
   if (!disconnected) expect(events.slice(0, seen.length)).toEqual(seen);
   if (!disconnected && !streamEnded) expect(events).toEqual(seen);
+  // The followers read every frame after the first, each once, as the owner's stream has them.
+  const followed = (await Promise.all(followers)).flat();
+  expect(followed.map((frame) => frame.id)).toEqual(events.slice(1).map((event) => String(event.seq)));
+  expect(followed.map((frame) => frame.data)).toEqual(events.slice(1));
   expect(output.tools.map(toolFacts)).toEqual(path.output.tools.map(toolFacts));
   expect(held.calls).toHaveLength(toolsStarted);
   expect(upstream.requests).toHaveLength(path.modelRequests + 1);
 
-  // The cancel contract after the end: 200 when cancelled, 409 with the status otherwise.
-  const again = await post(`${base}/runs/${runId}/cancel`, {});
-  expect(again.status).toBe(path.status === 'cancelled' ? 200 : 409);
-  expect(await again.json()).toMatchObject(
-    path.status === 'cancelled' ? { run_id: runId, status: 'cancelled' } : { code: 'RUN_ALREADY_FINISHED' },
-  );
+  for (const instance of instances) {
+    // Every instance reads the same record.
+    const stored = await fetch(`${instance.base}/runs/${runId}`);
+    expect(await stored.json()).toEqual(JSON.parse(JSON.stringify(output)));
+    // The cancel contract after the end: 200 when cancelled, 409 with the status otherwise.
+    const again = await post(`${instance.base}/runs/${runId}/cancel`, {});
+    expect(again.status).toBe(path.status === 'cancelled' ? 200 : 409);
+    expect(await again.json()).toMatchObject(
+      path.status === 'cancelled'
+        ? { run_id: runId, status: 'cancelled' }
+        : { code: 'RUN_ALREADY_FINISHED', status: path.status },
+    );
+  }
   if (!blockerRequest.clientAborted && path.steps[0]!.action.type !== 'start') blockerRequest.finish();
 }
 
-describe('HTTP server: every lifecycle path a client and an upstream can play', () => {
+const memory: Backend = { name: 'memory', instances: () => [{}] };
+
+describe('HTTP server in memory: every lifecycle path a client and an upstream can play', () => {
   it.each(paths.map((path) => [path.name, path] as const))('%s', async (_name, path) => {
-    await replayOverHttp(path);
+    await replayOverHttp(path, memory);
+  });
+});
+
+/** What a step does, as far as the machine tells steps apart: its action and the variant that matters. */
+function actionLabel(action: LifecycleAction): string {
+  switch (action.type) {
+    case 'cancel':
+      return `cancel ${action.reason}`;
+    case 'error':
+      return `error ${action.error.status} ${action.error.retryAfterMs ?? ''}`;
+    case 'wait':
+      return `wait ${action.timer}`;
+    case 'callTools':
+      return `callTools ${action.calls.map((call) => call.name).join(',')}`;
+    case 'continue':
+      return `continue ${action.tools.map((tool) => tool.confirmed).join(',')}`;
+    default:
+      return action.type;
+  }
+}
+
+/**
+ * A covering subset of the paths: every transition they take (a state, what a step does in it, the
+ * state it leads to) at least once, chosen greedily (the path with most transitions not yet covered
+ * first). The durable backends store and signal what the memory run of every path checks; they need
+ * every transition once, not every combination of them.
+ */
+function coveringPaths(all: readonly LifecyclePath[]): LifecyclePath[] {
+  const transitions = all.map((path) => {
+    let before = JSON.stringify('pending');
+    const keys = new Set<string>();
+    for (const step of path.steps) {
+      const after = JSON.stringify(step.value);
+      keys.add(`${before} ${actionLabel(step.action)} → ${after}`);
+      before = after;
+    }
+    return keys;
+  });
+  const uncovered = new Set(transitions.flatMap((keys) => [...keys]));
+  const chosen: LifecyclePath[] = [];
+  while (uncovered.size > 0) {
+    let best = 0;
+    let bestCount = 0;
+    transitions.forEach((keys, index) => {
+      let count = 0;
+      for (const key of keys) if (uncovered.has(key)) count++;
+      if (count > bestCount) [best, bestCount] = [index, count];
+    });
+    for (const key of transitions[best]!) uncovered.delete(key);
+    chosen.push(all[best]!);
+  }
+  return chosen;
+}
+
+/**
+ * A shutdown while the run is paused leaves a durable store's parked run to the instances that
+ * outlive this one (in memory it is cancelled, as the path says): that path is for memory only.
+ */
+const durablePaths = coveringPaths(
+  paths.filter(
+    (path) =>
+      !path.steps.some(
+        (step, i) =>
+          step.action.type === 'cancel' &&
+          step.action.reason === 'shutdown' &&
+          path.steps[i - 1]?.status === 'paused',
+      ),
+  ),
+);
+
+/** A database shared by the paths of a backend: closing a path's store leaves it open. */
+function shared(db: SqlDatabase): SqlDatabase {
+  return {
+    query: (text, params) => db.query(text, params),
+    transaction: (fn) => db.transaction(fn),
+    close: () => Promise.resolve(),
+  };
+}
+
+interface DurableBackend {
+  backend: Backend;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+}
+
+/** One instance over a SQL database of this file. */
+function sqlBackend(
+  name: string,
+  openDb: () => Promise<{ db: SqlDatabase; remove(): Promise<void> }>,
+): DurableBackend {
+  let database: { db: SqlDatabase; remove(): Promise<void> } | undefined;
+  return {
+    backend: { name, instances: () => [{ store: createSqlRunStore({ db: shared(database!.db) }) }] },
+    setup: async () => {
+      database = await openDb();
+    },
+    teardown: async () => {
+      await database?.db.close();
+      await database?.remove();
+    },
+  };
+}
+
+/** Two instances over one PostgreSQL database of this file and one Redis (a prefix of this file). */
+function twoInstances(): DurableBackend {
+  let database: { db: SqlDatabase; remove(): Promise<void> } | undefined;
+  const buses: Array<{ cancelBus: CancelBus; eventBus: EventBus }> = [];
+  return {
+    backend: {
+      name: 'PostgreSQL + Redis, two instances',
+      instances: () =>
+        buses.map((bus) => ({ store: createSqlRunStore({ db: shared(database!.db) }), ...bus })),
+    },
+    async setup() {
+      const created = await createTestDatabase();
+      database = { db: await openSqlDatabase({ databaseUrl: created.url }), remove: () => created.drop() };
+      const prefix = redisPrefix();
+      for (let i = 0; i < 2; i++) {
+        const cancelBus = await createRedisCancelBus({ url: REDIS_URL, prefix });
+        // Subscribed for the whole file: an orchestrator of a path then listens from its creation on
+        // (its own subscription only adds a listener), not once Redis confirmed it.
+        await cancelBus.subscribe(() => undefined);
+        buses.push({ cancelBus, eventBus: await createRedisEventBus({ url: REDIS_URL, prefix }) });
+      }
+    },
+    async teardown() {
+      for (const bus of buses.splice(0)) await Promise.all([bus.cancelBus.close(), bus.eventBus.close()]);
+      await database?.db.close();
+      await database?.remove();
+    },
+  };
+}
+
+/**
+ * PGlite, and PostgreSQL with two instances: one instance alone on PostgreSQL runs the same SQL as
+ * PGlite, and its owner's side is what the first of two instances does (the orchestrator layer runs
+ * it alone, in runtime.model.test.ts).
+ */
+const durable: DurableBackend[] = [
+  sqlBackend('PGlite', async () => {
+    const dir = await createTempDir('runstate-http-model-');
+    return { db: await openSqlDatabase({ dataDir: dir.path }), remove: () => dir.remove() };
+  }),
+  twoInstances(),
+];
+
+describe.each(durable)('HTTP server over $backend.name: paths covering every transition', (durable) => {
+  beforeAll(() => durable.setup(), 60_000);
+  afterAll(() => durable.teardown(), 30_000);
+  it.each(durablePaths.map((path) => [path.name, path] as const))('%s', async (_name, path) => {
+    await replayOverHttp(path, durable.backend);
   });
 });

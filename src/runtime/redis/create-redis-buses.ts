@@ -38,6 +38,8 @@ function unavailable(error: unknown): never {
 export async function createRedisCancelBus(options: RedisBusOptions): Promise<CancelBus> {
   const channel = `${options.prefix ?? 'runstate:'}cancel`;
   const { pub, sub } = await connectPair(options.url);
+  // The last listener's UNSUBSCRIBE, until Redis answers it (see `createRedisEventBus`).
+  let leaving: Promise<unknown> | undefined;
   return {
     async publish(runId, reason) {
       await pub.publish(channel, JSON.stringify({ run_id: runId, reason })).catch(unavailable);
@@ -47,9 +49,13 @@ export async function createRedisCancelBus(options: RedisBusOptions): Promise<Ca
         const { run_id, reason } = JSON.parse(message) as { run_id: string; reason: CancelReason };
         listener(run_id, reason);
       };
+      await leaving;
       await sub.subscribe(channel, handler).catch(unavailable);
       return async () => {
-        if (sub.isOpen) await sub.unsubscribe(channel, handler).catch(() => undefined);
+        if (!sub.isOpen) return;
+        const left = sub.unsubscribe(channel, handler).catch(() => undefined);
+        leaving = left;
+        await left;
       };
     },
     async close() {
@@ -70,6 +76,10 @@ export async function createRedisEventBus(options: RedisBusOptions): Promise<Eve
   const prefix = `${options.prefix ?? 'runstate:'}events:`;
   const { pub, sub } = await connectPair(options.url);
   const followers = new Map<string, Set<(events: readonly RunEvent[]) => void>>();
+  // Channels whose last follower left, until Redis answered the UNSUBSCRIBE: node-redis drops a
+  // listener added to such a channel meanwhile (the answer removes it), so the run's next follower
+  // here would hear nothing. It subscribes once the UNSUBSCRIBE is answered.
+  const leaving = new Map<string, Promise<unknown>>();
 
   return {
     publish(runId, events) {
@@ -84,6 +94,7 @@ export async function createRedisEventBus(options: RedisBusOptions): Promise<Eve
         listeners = own;
         followers.set(runId, own);
         try {
+          await leaving.get(runId);
           await sub.subscribe(prefix + runId, (message) => {
             const events = JSON.parse(message) as RunEvent[];
             for (const follower of own) follower(events);
@@ -99,7 +110,14 @@ export async function createRedisEventBus(options: RedisBusOptions): Promise<Eve
         set.delete(listener);
         if (set.size > 0 || followers.get(runId) !== set) return;
         followers.delete(runId);
-        if (sub.isOpen) sub.unsubscribe(prefix + runId).catch(() => undefined);
+        if (!sub.isOpen) return;
+        const left: Promise<unknown> = sub
+          .unsubscribe(prefix + runId)
+          .catch(() => undefined)
+          .finally(() => {
+            if (leaving.get(runId) === left) leaving.delete(runId);
+          });
+        leaving.set(runId, left);
       };
     },
     async close() {
