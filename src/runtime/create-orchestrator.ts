@@ -320,9 +320,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const cancellingParked = new Map<string, Promise<void>>();
 
   // Cancels published by any instance; this one acts on the runs it owns.
-  const cancels = cancelBus.subscribe((runId, reason) => {
+  const cancels = cancelBus.subscribe((runId, reason, agentId) => {
     // A run this instance paused (and parks, or parked) is cancelled through the store.
-    cancelRun(runId, reason);
+    cancelRun(runId, reason, { agentId });
   });
   cancels.catch((error: unknown) => console.error('runstate: cannot listen to the cancel bus', error));
 
@@ -664,6 +664,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return record as RunOutput;
   }
 
+  /** What a publish on the cancel bus was refused with, or `null`: never rejects. */
+  const refusal = (published: Promise<void>): Promise<Error | null> =>
+    published.then(
+      () => null,
+      (error: unknown) => error as Error,
+    );
+
   async function requestCancel(
     runId: string,
     reason: CancelReason = 'api',
@@ -678,6 +685,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       cancelRun(runId, reason);
       output = live.output ?? (await live.result);
     } else {
+      // Sent before the store is read (a round trip): the owner, wherever it is, cancels at once, and
+      // only a run of `agentId`. Harmless for a run that has no owner (unknown, final, paused elsewhere).
+      const early = parkedHere.has(runId) ? undefined : refusal(cancelBus.publish(runId, reason, agentId));
       const record = await store.getRun(runId);
       if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
       // A parked run is taken back here to be cancelled; one that somebody took first is theirs.
@@ -689,10 +699,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       else if (record.finished_at === null) {
         // The owner acts on the bus within milliseconds; should it be gone, the run is finalised
         // here, at once (both are tried together: the check costs the owner's cancel no time).
-        const refused = cancelBus.publish(runId, reason).then(
-          (): Error | null => null,
-          (error: unknown) => error as Error,
-        );
+        const refused = early ?? refusal(cancelBus.publish(runId, reason, agentId));
         const orphan = await keeper?.cancelOrphan(runId, reason);
         const error = await refused;
         if (!orphan && error) throw error;

@@ -2,7 +2,7 @@
 import type { CancelReason } from '../../machines/run-types.js';
 import type { CancelBus } from './storage.js';
 
-type CancelListener = (runId: string, reason: CancelReason) => void;
+type CancelListener = (runId: string, reason: CancelReason, agentId?: string) => void;
 
 /**
  * The default {@link CancelBus}: delivers within this process, synchronously, to every subscriber.
@@ -12,11 +12,11 @@ type CancelListener = (runId: string, reason: CancelReason) => void;
 export function createMemoryCancelBus(): CancelBus {
   const listeners = new Set<CancelListener>();
   return {
-    async publish(runId, reason) {
+    async publish(runId, reason, agentId) {
       // A copy: a listener that unsubscribes while being called must not skip another.
       for (const listener of [...listeners]) {
         try {
-          listener(runId, reason);
+          listener(runId, reason, agentId);
         } catch (error) {
           console.error('runstate: a cancel listener threw', error);
         }
@@ -24,7 +24,7 @@ export function createMemoryCancelBus(): CancelBus {
     },
     async subscribe(listener) {
       // Wrapped, so that one function subscribed twice is two subscriptions.
-      const entry: CancelListener = (runId, reason) => listener(runId, reason);
+      const entry: CancelListener = (runId, reason, agentId) => listener(runId, reason, agentId);
       listeners.add(entry);
       return async () => {
         listeners.delete(entry);

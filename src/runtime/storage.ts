@@ -151,10 +151,15 @@ export interface RunStore {
  * the outcome.
  */
 export interface CancelBus {
-  /** Sends a cancel for `runId`; resolves once the bus accepted it (not when the run is final). */
-  publish(runId: string, reason: CancelReason): Promise<void>;
+  /**
+   * Sends a cancel for `runId`; resolves once the bus accepted it (not when the run is final). With
+   * `agentId`, only a run of that agent is to be cancelled: the sender has not read the run yet.
+   */
+  publish(runId: string, reason: CancelReason, agentId?: string): Promise<void>;
   /** Receives every cancel published from now on; resolves once listening, with `unsubscribe`. */
-  subscribe(listener: (runId: string, reason: CancelReason) => void): Promise<() => Promise<void>>;
+  subscribe(
+    listener: (runId: string, reason: CancelReason, agentId?: string) => void,
+  ): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 

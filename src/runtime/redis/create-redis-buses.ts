@@ -41,13 +41,18 @@ export async function createRedisCancelBus(options: RedisBusOptions): Promise<Ca
   // The last listener's UNSUBSCRIBE, until Redis answers it (see `createRedisEventBus`).
   let leaving: Promise<unknown> | undefined;
   return {
-    async publish(runId, reason) {
-      await pub.publish(channel, JSON.stringify({ run_id: runId, reason })).catch(unavailable);
+    async publish(runId, reason, agentId) {
+      const message = JSON.stringify({ run_id: runId, reason, agent_id: agentId });
+      await pub.publish(channel, message).catch(unavailable);
     },
     async subscribe(listener) {
       const handler = (message: string) => {
-        const { run_id, reason } = JSON.parse(message) as { run_id: string; reason: CancelReason };
-        listener(run_id, reason);
+        const { run_id, reason, agent_id } = JSON.parse(message) as {
+          run_id: string;
+          reason: CancelReason;
+          agent_id?: string;
+        };
+        listener(run_id, reason, agent_id);
       };
       await leaving;
       await sub.subscribe(channel, handler).catch(unavailable);
