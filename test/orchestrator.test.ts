@@ -679,6 +679,42 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     expect((await owner.requestCancel(run.runId)).status).toBe('cancelled');
   });
 
+  it("tells the owner before it reads the store, and the owner cancels only the named agent's run", async () => {
+    const store = createMemoryRunStore();
+    const buses = { cancelBus: createMemoryCancelBus(), eventBus: createMemoryEventBus() };
+    // The other instance's reads of a run wait until the test lets them through (a database round trip).
+    let gate = Promise.resolve();
+    const hold = () => {
+      let release!: () => void;
+      gate = new Promise((resolve) => (release = resolve));
+      return release;
+    };
+    const slowReads = { ...store, getRun: async (runId: string) => (await gate, store.getRun(runId)) };
+    const owner = createOrchestrator({ store, ...buses });
+    const other = createOrchestrator({ store: slowReads, ...buses });
+    const model = createFakeModel();
+    const run = owner.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'hello' });
+    await run.recorded;
+    const call = await model.nextCall();
+
+    // Another agent's run: the owner leaves it alone, and the answer is a 404.
+    let release = hold();
+    const refused = other.requestCancel(run.runId, 'api', { agentId: 'critic' });
+    await nextTurn();
+    expect(call.signal.aborted).toBe(false);
+    release();
+    await expect(refused).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+    expect(call.signal.aborted).toBe(false);
+
+    // Its own: aborted while the read is still on its way.
+    release = hold();
+    const answer = other.requestCancel(run.runId, 'api', { agentId: 'writer' });
+    await nextTurn();
+    expect(call.signal.aborted).toBe(true);
+    release();
+    expect(await answer).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+  });
+
   it('answers RUN_NOT_FOUND and RUN_ALREADY_FINISHED the same on both', async () => {
     const { owner, other, model, start } = instances();
     const run = start();
