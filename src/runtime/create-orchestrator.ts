@@ -484,8 +484,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const runId = run.identity.runId;
     const done = written.then((ok) => {
       // Refused (an outage past the writer's retries): the run stays here, paused, and its own
-      // timer fails it when the pause runs out; nobody can continue it.
-      if (!ok) return;
+      // timer fails it when the pause runs out; nobody can continue it. A run that ended meanwhile
+      // (its pause ran out, its lease was lost) is final: its final record clears the park.
+      if (!ok || run.output) return;
       registry.delete(run);
       run.detach(
         new Promise<RunOutput>((resolve) => {

@@ -162,7 +162,19 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   /** When the run last paused: a paused run's metrics end there, so its record holds still while it waits. */
   let pausedAt: number | undefined;
 
+  // The RunPaused of a park in flight: stored with the park, in the log once the park is. It holds its
+  // seq: an event of the run before then (its end: the pause ran out, the lease was lost) comes after it.
+  let parkedEvent: RunEvent | undefined;
+  function logParked(): void {
+    const event = parkedEvent;
+    if (!event) return;
+    parkedEvent = undefined;
+    log.append(event);
+    if (observed()) notify({ type: 'event', runId, event });
+  }
+
   function append(body: EventBody): void {
+    logParked();
     const event: RunEvent = toWireEvent(identity, body, firstSeq + log.size + 1, now());
     log.append(event);
     writer.append(event);
@@ -271,15 +283,13 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
         const until = now() + snapshot.context.limits.pauseTimeoutMs;
         const event = pausedEvent!;
         pausedEvent = undefined;
+        parkedEvent = event;
         const written = writer.park(
           record,
           { snapshot: actor.getPersistedSnapshot(), seq: event.seq, until },
           event,
         );
-        void written.then(() => {
-          log.append(event);
-          if (observed()) notify({ type: 'event', runId, event });
-        });
+        void written.then(logParked);
         options.onPark(run, written, until);
       }
     },

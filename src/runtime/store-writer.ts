@@ -31,7 +31,9 @@ export interface RunWriter {
   /**
    * Parks the paused run (`RunStore.parkRun`): the events still queued and `paused` (its RunPaused),
    * `patch` and `parked` in one store call, then the events go to the event bus. Resolves `true` once
-   * stored, `false` when the store refused it (reported); never rejects. Nothing more is written after it.
+   * stored, `false` when the store refused it (reported) or the run ended before it was written (then
+   * its events are appended, in order, and nothing is parked); never rejects. Events appended after
+   * it (the run's end) are written after it.
    */
   park(patch: RunPatch, parked: ParkedRun, paused: RunEvent): Promise<boolean>;
 }
@@ -87,8 +89,11 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
     const runId = record.run_id;
     let failed = false;
     let pending: RunEvent[] = [];
-    // A batch is queued in the chain and has not taken its events yet.
-    let batchQueued = false;
+    // The batch queued in the chain that has not taken its events yet, if any.
+    let queuedBatch: object | undefined;
+    // The seq of the RunPaused of a park not written yet: no batch takes an event past it before the
+    // park has (the run may end while its park is in flight: its pause ran out, its lease was lost).
+    let parkSeq = Infinity;
     // A write of this run is failing with an outage: a run ending now need not wait for the store.
     let outage = false;
     let onOutage: (() => void) | undefined;
@@ -126,18 +131,30 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
       });
     }
 
+    /** The queued events before `parkSeq`, in order; the rest stay queued. */
+    function take(): RunEvent[] {
+      if (pending.length === 0 || pending.at(-1)!.seq < parkSeq) {
+        const taken = pending;
+        pending = [];
+        return taken;
+      }
+      const at = pending.findIndex((event) => event.seq >= parkSeq);
+      return pending.splice(0, at);
+    }
+
     const writer: Writer = {
       flush() {
-        if (pending.length === 0 || batchQueued) return;
-        batchQueued = true;
+        if (pending.length === 0 || queuedBatch) return;
+        const token = {};
+        queuedBatch = token;
         let batch: RunEvent[] | undefined;
         enqueue(async () => {
           // Taken when the write starts (not when it was queued): what came meanwhile goes too.
           if (!batch) {
-            batch = pending;
-            pending = [];
-            batchQueued = false;
+            batch = take();
+            if (queuedBatch === token) queuedBatch = undefined;
           }
+          if (batch.length === 0) return;
           await store.appendEvents(runId, batch);
           if (ending) held.push(...batch);
           else eventBus.publish(runId, batch);
@@ -180,12 +197,27 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
       },
       park(patch, parked, paused) {
         dirty.delete(writer);
+        // A batch queued before takes nothing past the RunPaused: what comes after it is queued anew.
+        queuedBatch = undefined;
+        parkSeq = paused.seq;
         let written = false;
+        let batch: RunEvent[] | undefined;
+        let parking = true;
         enqueue(async () => {
-          // What is still queued (a batch queued earlier took the rest) and the RunPaused go with the
-          // park: another instance that sees the pause finds the run parked.
-          const batch = [...pending, paused];
-          pending = [];
+          if (!batch) {
+            // What is still queued (a batch queued earlier took the rest) and the RunPaused go with
+            // the park: another instance that sees the pause finds the run parked.
+            batch = [...take(), paused];
+            parkSeq = Infinity;
+            // A run that ended before its park was written is not parked: its events go in order,
+            // and its final record follows.
+            parking = !ending;
+          }
+          if (!parking) {
+            await store.appendEvents(runId, batch);
+            held.push(...batch);
+            return;
+          }
           await store.parkRun(runId, patch, batch, parked);
           eventBus.publish(runId, batch);
           written = true;
