@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
 import type { ChatMessage, ModelChunk } from '../src/model/chat-model.js';
@@ -229,6 +230,18 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     const request = await server.nextRequest();
     await request.closed;
     expect(request.clientAborted).toBe(true);
+  });
+
+  it('lets go of the signal once the stream is over: the abort at the end of a run reaches nothing', async () => {
+    server.enqueue({ chunks: ['Hi'] });
+    const controller = new AbortController();
+    const stream = model.stream({ messages, signal: controller.signal })[Symbol.asyncIterator]();
+    expect(await stream.next()).toMatchObject({ value: { type: 'delta', content: 'Hi' } });
+    // While the request is open, the signal reaches it.
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
+    expect(await stream.next()).toMatchObject({ value: { type: 'end' } });
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    expect(await stream.next()).toEqual({ done: true, value: undefined });
   });
 
   it('ends quietly when the signal aborts while waiting for the response headers', async () => {

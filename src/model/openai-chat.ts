@@ -180,6 +180,13 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
   readonly #modelId: string;
   readonly #body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming;
   readonly #signal: AbortSignal;
+  /**
+   * The SDK's signal: aborted by the run's while the request is open, and let go of once it is over.
+   * The SDK aborts a controller of its own, with a new `DOMException` (a stack trace), when the
+   * signal it was given aborts, and the run's aborts at the end of every run, also one that completed.
+   */
+  #requestAbort: AbortController | undefined;
+  readonly #onAbort = (): void => this.#requestAbort?.abort(this.#signal.reason);
 
   constructor(
     client: OpenAI,
@@ -209,7 +216,7 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
         // The body failed, or the server sent an error: close the socket, never leak the request.
         void events.return?.();
         if (isAbort(error, this.#signal)) return this.#end();
-        this.#finished = true;
+        this.#finish();
         throw error instanceof RunstateError ? error : toRunstateError(error, this.#state.delivered);
       }
       if (this.#signal.aborted) return this.#end();
@@ -219,20 +226,25 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
 
   /** The consumer stopped early: close the socket. */
   return(): Promise<IteratorResult<ModelChunk, undefined>> {
-    if (!this.#finished) void this.#events?.return?.();
+    if (!this.#finished) {
+      if (this.#events) void this.#events.return?.();
+      else this.#requestAbort?.abort();
+    }
     return Promise.resolve(this.#end());
   }
 
   async #request(): Promise<AsyncIterator<ChatCompletionEvent> | undefined> {
     try {
       // `maxRetries` also per request: an injected client may have retries of its own.
+      this.#requestAbort = new AbortController();
+      this.#signal.addEventListener('abort', this.#onAbort, { once: true });
       const response = await this.#client.chat.completions
-        .create(this.#body, { signal: this.#signal, maxRetries: 0 })
+        .create(this.#body, { signal: this.#requestAbort.signal, maxRetries: 0 })
         .asResponse();
       this.#events = readChatCompletionStream(response);
     } catch (error) {
+      this.#finish();
       if (isAbort(error, this.#signal)) return undefined;
-      this.#finished = true;
       throw toRunstateError(error, false, { started: false });
     }
     return this.#events;
@@ -241,7 +253,7 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
   /** The body ended: with a finish reason it is the `end`, without one the stream is incomplete. */
   #last(): IteratorResult<ModelChunk, undefined> {
     if (this.#finished) return this.#end();
-    this.#finished = true;
+    this.#finish();
     const { finishReason, usage, toolCalls } = this.#state;
     if (finishReason === undefined) {
       throw new RunstateError(
@@ -255,8 +267,15 @@ class CompletionChunks implements AsyncIterator<ModelChunk> {
   }
 
   #end(): IteratorResult<ModelChunk, undefined> {
-    this.#finished = true;
+    this.#finish();
     return { done: true, value: undefined };
+  }
+
+  /** The request is over (its body read to its end, or closed): the run's signal has nothing to abort. */
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (this.#requestAbort) this.#signal.removeEventListener('abort', this.#onAbort);
   }
 }
 
