@@ -11,6 +11,20 @@ const modelSchema = z.discriminatedUnion('provider', [
     id: z.string().min(1),
     /** Any OpenAI-compatible server; default OpenAI (or `OPENAI_BASE_URL`). */
     baseURL: z.url().optional(),
+    temperature: z.number().min(0).max(2).optional(),
+    /** Most tokens the model may generate (reasoning included); a run cut by it completes `length`. */
+    maxTokens: z.number().int().positive().optional(),
+    /** The body field of `maxTokens`. Default `max_completion_tokens` to OpenAI, `max_tokens` elsewhere. */
+    maxTokensField: z.enum(['max_tokens', 'max_completion_tokens']).optional(),
+    /** How long to wait for the response headers. Default: the SDK's, 10 minutes. */
+    requestTimeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .max(2 ** 31 - 1)
+      .optional(),
+    /** More body fields for the server (`top_p`, `reasoning_effort`...); never overrides runstate's. */
+    extraBody: z.record(z.string(), z.unknown()).optional(),
   }),
   z.strictObject({
     provider: z.literal('offline'),

@@ -97,5 +97,6 @@ function createModel(model: AgentConfig['model']): ChatModel {
   if (model.provider === 'offline') {
     return new OfflineModel({ id: model.id, tokensPerSecond: model.tokensPerSecond });
   }
-  return new OpenAIChat({ id: model.id, baseURL: model.baseURL });
+  const { provider: _provider, ...options } = model;
+  return new OpenAIChat(options);
 }

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/server/config-file.js';
 import { createAgents } from '../../src/server/create-agents.js';
+import { createFakeOpenAIServer } from '../../src/testing/fake-openai-server.js';
 import { listen, type Listening } from '../support/listen.js';
 
 const servers: Listening[] = [];
@@ -79,6 +80,68 @@ describe('run limits in the config file', () => {
   it('refuses a security key with surrounding whitespace', () => {
     expect(() => parseConfig(JSON.stringify({ securityKey: 'key\n' }), 'c.json')).toThrow(
       /securityKey: starts or ends with whitespace/,
+    );
+  });
+});
+
+describe('model options in the config file', () => {
+  it('sends temperature, maxTokens (as maxTokensField) and extraBody to the model server', async () => {
+    const fake = await createFakeOpenAIServer();
+    try {
+      fake.enqueue({ chunks: ['ok'] });
+      fake.enqueue({ chunks: ['ok'] });
+      const config = parseConfig(
+        JSON.stringify({
+          agents: [
+            {
+              name: 'Tuned',
+              model: {
+                provider: 'openai',
+                id: 'm',
+                baseURL: fake.url,
+                temperature: 0.2,
+                maxTokens: 64,
+                extraBody: { top_p: 0.9, reasoning_effort: 'low' },
+              },
+            },
+            {
+              name: 'Completion Tokens',
+              model: {
+                provider: 'openai',
+                id: 'm',
+                baseURL: fake.url,
+                maxTokens: 8,
+                maxTokensField: 'max_completion_tokens',
+              },
+            },
+          ],
+        }),
+        'test.json',
+      );
+      const [tuned, completionTokens] = await createAgents(config);
+      expect(await tuned!.run('hi')).toMatchObject({ status: 'completed', content: 'ok' });
+      const first = await fake.nextRequest();
+      expect(first.body).toMatchObject({
+        model: 'm',
+        temperature: 0.2,
+        max_tokens: 64,
+        top_p: 0.9,
+        reasoning_effort: 'low',
+      });
+      expect(await completionTokens!.run('hi')).toMatchObject({ status: 'completed' });
+      const second = await fake.nextRequest();
+      expect(second.body).toMatchObject({ max_completion_tokens: 8 });
+      expect(second.body).not.toHaveProperty('max_tokens');
+      await tuned!.orchestrator.shutdown();
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('refuses wrong model options, naming each field', () => {
+    const model = { provider: 'openai', id: 'm', temperature: 3, maxTokens: 0, maxTokensField: 'tokens' };
+    expect(() => parseConfig(JSON.stringify({ agents: [{ name: 'A', model }] }), 'c.json')).toThrow(
+      /agents\.0\.model\.temperature: [\s\S]*agents\.0\.model\.maxTokens: [\s\S]*agents\.0\.model\.maxTokensField: /,
     );
   });
 });
