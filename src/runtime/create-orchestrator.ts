@@ -175,7 +175,10 @@ export interface Orchestrator {
     tools: readonly ToolConfirmation[],
     agent: ContinueRunRequest,
   ): Promise<RunHandle>;
-  /** True while a run of this process is paused and not yet parked in the store. */
+  /**
+   * True while a run this process paused waits for a continue: held here, or parked in the store by
+   * this process and not taken since (by a continue, a cancel or its deadline, here or elsewhere).
+   */
   isPaused(runId: string): boolean;
   /** The run's record, or `undefined` for an unknown (or forgotten) run. Rejects on a store error. */
   getRun(runId: string): Promise<RunRecord | undefined>;
@@ -567,6 +570,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       return;
     }
     // Taken elsewhere (continued, cancelled): a handle waiting here learns how it ends from the store.
+    parkedHere.delete(runId);
     const resolve = waiting.get(runId);
     waiting.delete(runId);
     if (resolve) result(runId).then(resolve, () => undefined);
@@ -577,7 +581,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const taken = await takeParked(runId, undefined);
       // Not in the store: its park was refused (it is still only here), or a continue here took it
       // first; either way the run is this instance's now, and the cancel was answered `true`.
-      (taken?.run ?? registry.get(runId))?.cancel(reason);
+      const run = taken?.run ?? registry.get(runId);
+      if (run) return run.cancel(reason);
+      // Taken by another instance since it was parked here: the cancel goes to whoever holds it now.
+      parkedHere.delete(runId);
+      await cancelBus.publish(runId, reason);
     } catch (error) {
       console.error(`runstate: cannot cancel the paused run ${runId}`, error);
     }
@@ -633,6 +641,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // A run this instance paused goes (or went) to the store: it is taken back from there and
     // cancelled, in a moment. Only a run whose park the store refused is still this actor's alone.
     if (!run || run.output || (run.status() === 'paused' && parking.has(runId))) {
+      // A closing instance takes no run back from the store: the next instance (or shutdown, for a
+      // store that does not outlive it) ends it. Answering `true` would promise a cancel that never comes.
+      if (closing) return false;
       if (cancellingParked.has(runId)) return false; // another call took it first
       const done = cancelParked(runId, reason).finally(() => cancellingParked.delete(runId));
       cancellingParked.set(runId, done);
@@ -722,7 +733,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     cancelRun,
     requestCancel,
     continueRun,
-    isPaused: (runId) => registry.get(runId)?.status() === 'paused',
+    isPaused(runId) {
+      const run = registry.get(runId);
+      return run ? run.status() === 'paused' : parkedHere.has(runId);
+    },
     result,
     async getRun(runId) {
       await cancellingParked.get(runId);

@@ -220,6 +220,23 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     checkRunEvents(await collect(await a.agent.orchestrator.events(runId)), 'cancelled');
   });
 
+  it('is cancelled by the instance that paused it after another one continued it: the cancel reaches the new owner', async () => {
+    const [a, b] = await twoInstances();
+    const { runId } = await pausedRun(a, 'handover');
+    expect(a.agent.orchestrator.isPaused(runId)).toBe(true);
+    const continued = await b.agent.continueRun(runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: true }],
+      stream: true,
+    });
+    // b holds it now, waiting for its model: a's knowledge of the park is stale.
+    const turn = await b.model.nextCall();
+    expect(a.agent.cancelRun(runId)).toBe(true);
+    expect(await continued.result).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
+    expect(turn.signal.aborted).toBe(true);
+    expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
+    expect((await a.agent.orchestrator.result(runId)).status).toBe('cancelled');
+  });
+
   it('is failed RUN_TIMEOUT by the instance whose sweep finds its pause ran out', async () => {
     // Paused on `a`, whose clock gives the pause an hour to go; `b`'s clock is two hours later.
     const [a, b] = await twoInstances({ leaseMs: 200 }, { now: () => Date.now() + 2 * 60 * 60_000 });

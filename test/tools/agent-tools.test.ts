@@ -499,6 +499,40 @@ describe('pausing for a person', () => {
     checkRunEvents(await collect(await agent.orchestrator.events(paused.run_id)), 'completed');
   });
 
+  it('stays paused when the loop is left at its RunPaused; a cancel then ends it', async () => {
+    const publish = heldTool('publish', { requiresConfirmation: true });
+    const { model, agent } = setup([publish.tool]);
+    const run = agent.run('publish', { stream: true });
+    const turn = model.nextCall();
+    let last: string | undefined;
+    for await (const event of run) {
+      if (event.event === 'RunStarted') (await turn).callTools([{ id: 'c1', name: 'publish' }]);
+      last = event.event;
+      // Leaving the loop here (to ask the person) is not leaving the run: it waits for a continue.
+      if (event.event === 'RunPaused') break;
+    }
+    expect(last).toBe('RunPaused');
+    expect(agent.orchestrator.isPaused(run.runId)).toBe(true);
+    expect((await agent.getRun(run.runId))?.status).toBe('paused');
+    expect(agent.cancelRun(run.runId)).toBe(true);
+    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
+    expect(agent.orchestrator.isPaused(run.runId)).toBe(false);
+  });
+
+  it('is continued after the loop was left at its RunPaused', async () => {
+    const publish = heldTool('publish', { requiresConfirmation: true });
+    const { model, agent } = setup([publish.tool]);
+    const run = agent.run('publish', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    for await (const event of run) if (event.event === 'RunPaused') break;
+    const continued = agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] });
+    (await publish.started()).release('published');
+    const answer = await model.nextCall();
+    answer.emit('Done.');
+    answer.end();
+    expect(await continued).toMatchObject({ status: 'completed', content: 'Done.' });
+  });
+
   it('fails with RUN_TIMEOUT when nobody answers within the pause limit', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const publish = heldTool('publish', { requiresConfirmation: true });
