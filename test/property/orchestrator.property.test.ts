@@ -491,8 +491,11 @@ async function play(scenario: Scenario, backend: Backend, ids: () => string): Pr
         const record = open[command.call % Math.max(open.length, 1)];
         if (!record) break;
         record.answered = true;
-        const before = entry.observed.length;
         const late = record.signal.aborted;
+        // What the run has pending (another call answered without a settle) happens first, so that
+        // only what this answer causes is measured: a late one causes nothing.
+        if (late) await settle();
+        const before = entry.observed.length;
         if (command.outcome === 'return') record.resolve(`result of ${record.toolCallId}`);
         else record.reject(new Error(`${record.toolCallId} failed`));
         if (late) {
