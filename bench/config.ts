@@ -112,6 +112,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   --kinds <list>       clients: ${KINDS.join(',')} (raw is always run: it is the reference)
   --reps <n>           repetitions of every scenario (default 5, paced 3, mass 1)
   --runs <n>           runs of the paced scenario (default 1000)
+  --chunks <n>         chunks per run of the paced scenario (default 100); two sizes separate what
+                       a run costs from what a chunk costs (docs/performance.md, "Per run, per chunk")
   --mass-runs <n>      runs of the mass scenario (default 10000)
   --json               write the report to bench/results/latest.json
   --json-file <path>   ... or to this file
@@ -150,6 +152,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
       kinds: { type: 'string' },
       reps: { type: 'string' },
       runs: { type: 'string' },
+      chunks: { type: 'string' },
       'mass-runs': { type: 'string' },
       json: { type: 'boolean' },
       'json-file': { type: 'string' },
@@ -165,6 +168,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
   const reps = whole('--reps', values.reps);
   if (reps !== undefined) for (const scenario of SCENARIOS) config.reps[scenario] = reps;
   config.paced.runs = whole('--runs', values.runs) ?? config.paced.runs;
+  config.paced.chunks = whole('--chunks', values.chunks) ?? config.paced.chunks;
   config.mass.runs = whole('--mass-runs', values['mass-runs']) ?? config.mass.runs;
   config.scenarios = list('scenario', values.only, SCENARIOS) ?? config.scenarios;
   config.kinds = list('client', values.kinds, KINDS) ?? config.kinds;

@@ -109,5 +109,9 @@ describe('the report', () => {
     });
     expect(() => parseBenchArgs(['--only', 'nope'])).toThrow(/unknown scenario 'nope'/);
     expect(parseBenchArgs(['--http-connect-in-batch'])).toMatchObject({ config: { connectInBatch: true } });
+    expect(parseBenchArgs(['--chunks', '10'])).toMatchObject({
+      config: { paced: { chunks: 10, runs: 1_000 } },
+    });
+    expect(() => parseBenchArgs(['--chunks', '0'])).toThrow(/--chunks must be a positive whole number/);
   });
 });
