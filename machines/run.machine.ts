@@ -193,6 +193,24 @@ function addUsage(total: TokenUsage | null, turn: TokenUsage | undefined): Token
   };
 }
 
+/** A chunk appended to the run's text: the context fields it changes (`idle` armed at `armedAt`). */
+function appended(
+  context: RunMachineContext,
+  { delta, reasoning }: { delta: string; reasoning?: string | undefined },
+  now: number,
+  armedAt: number,
+): Partial<RunMachineContext> {
+  const idle = { lastChunkAt: now, armedAt };
+  return reasoning
+    ? {
+        content: context.content + delta,
+        reasoning: context.reasoning + reasoning,
+        chunkCount: context.chunkCount + 1,
+        idle,
+      }
+    : { content: context.content + delta, chunkCount: context.chunkCount + 1, idle };
+}
+
 const toolCallsOf = (event: RunMachineEvent): CheckedToolCall[] =>
   (event.type === 'DONE' && event.toolCalls) || [];
 
@@ -425,24 +443,20 @@ function clockActions(clock: RunClock) {
         if (tool.status === 'rejected') enqueue.emit({ type: 'tool_completed', tool });
     }),
     closeTools: runSetup.assign({ tools: ({ context }) => closeOpen(context.tools, clock.now()) }),
-    // The run's first chunk, not the turn's: time to first token is the run's.
     // Per chunk: no timer is touched, the chunk's time is noted for the idle timer (see `idle`).
-    appendChunk: runSetup.assign(({ context, event }) => {
+    appendChunk: runSetup.assign(({ context, event }) =>
+      event.type === 'CHUNK' ? appended(context, event, clock.now(), context.idle.armedAt) : {},
+    ),
+    // An attempt's first chunk, in one `assign` (each one builds a snapshot): the run's first chunk
+    // (time to first token is the run's, not the turn's), the chunk, and the idle timer of
+    // `receiving` armed from here.
+    takeFirstChunk: runSetup.assign(({ context, event }) => {
       if (event.type !== 'CHUNK') return {};
-      const { delta, reasoning } = event;
-      const idle = { lastChunkAt: clock.now(), armedAt: context.idle.armedAt };
-      return reasoning
-        ? {
-            content: context.content + delta,
-            reasoning: context.reasoning + reasoning,
-            chunkCount: context.chunkCount + 1,
-            idle,
-          }
-        : { content: context.content + delta, chunkCount: context.chunkCount + 1, idle };
-    }),
-    recordFirstChunk: runSetup.assign({
-      times: ({ context }) =>
-        context.times.firstChunkAt === null ? { ...context.times, firstChunkAt: clock.now() } : context.times,
+      const now = clock.now();
+      const patch = appended(context, event, now, context.chunkCount + 1);
+      return context.times.firstChunkAt === null
+        ? { ...patch, times: { ...context.times, firstChunkAt: now } }
+        : patch;
     }),
     scheduleRetry: runSetup.assign({
       retryDelayMs: ({ context, event }) =>
@@ -574,18 +588,17 @@ export const runMachine = runSetup
               requesting: {
                 after: { idleTimeout: { actions: 'idleTimeout' } },
                 on: {
-                  CHUNK: { target: 'receiving', actions: ['recordFirstChunk', 'appendChunk', 'emitContent'] },
+                  CHUNK: { target: 'receiving', actions: ['takeFirstChunk', 'emitContent'] },
                 },
               },
               // One idle timer for the stream, not one per chunk (re-arming a timer per chunk cost more
               // than the rest of the chunk's transition): when it fires after newer chunks, it is armed
-              // again for what is left of the timeout since the last one.
+              // again for what is left of the timeout since the last one. The first chunk arms it.
               receiving: {
-                entry: 'armIdleTimer',
                 after: {
                   idleTimeout: [
                     { guard: 'silentSinceArmed', actions: 'idleTimeout' },
-                    { target: 'receiving', reenter: true },
+                    { target: 'receiving', reenter: true, actions: 'armIdleTimer' },
                   ],
                 },
                 on: {

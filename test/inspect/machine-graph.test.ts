@@ -80,12 +80,12 @@ describe('machineGraph(runMachine)', () => {
       guard: 'silentSinceArmed',
       actions: ['raise TIMEOUT'],
     });
-    // Newer chunks came: the timer is armed again, by entering `receiving` again.
+    // Newer chunks came: the timer is armed again from the last of them, by entering `receiving` again.
     expect(rearmed).toMatchObject({
       targetless: false,
       reenter: true,
       target: 'run.streaming.attempt.receiving',
-      actions: [],
+      actions: ['armIdleTimer'],
     });
     const total = graph.edges.find((edge) => edge.label === 'after runTimeout')!;
     expect(total).toMatchObject({
