@@ -99,6 +99,10 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       { kind: SpanKind.INTERNAL, attributes },
       parent,
     );
+    // Not recorded (no SDK registered, the default, or sampled out): the run is not followed. Its
+    // model requests and tool calls would be children of a span that is not recorded, so nothing of
+    // it would be; this keeps the default setup's cost per run and per event to this check.
+    if (!span.isRecording()) return;
     runs.set(run.run_id, {
       span,
       context: trace.setSpan(parent, span),

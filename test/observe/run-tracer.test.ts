@@ -1,6 +1,7 @@
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import {
+  AlwaysOffSampler,
   BasicTracerProvider,
   InMemorySpanExporter,
   SimpleSpanProcessor,
@@ -213,5 +214,32 @@ describe('OpenTelemetry traces of runs', () => {
     } finally {
       trace.disable();
     }
+  });
+
+  it('follows no further a run whose span is not recorded (sampled out): no span for its requests or tools', () => {
+    const off = new BasicTracerProvider({
+      sampler: new AlwaysOffSampler(),
+      spanProcessors: [new SimpleSpanProcessor(exporter)],
+    });
+    const started: string[] = [];
+    const counting = {
+      getTracer(name: string) {
+        const inner = off.getTracer(name);
+        return Object.assign(Object.create(inner) as typeof inner, {
+          startSpan: (...args: Parameters<typeof inner.startSpan>) => {
+            started.push(args[0]);
+            return inner.startSpan(...args);
+          },
+        });
+      },
+    };
+    const tracer = createRunTracer({ tracerProvider: counting });
+    const run = playRun(tracer.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.tool('get_weather');
+    run.request('It is sunny.');
+    run.complete();
+    expect(started).toEqual(['invoke_agent Story Writer Agent']);
+    expect(takeSpans().size).toBe(0);
   });
 });
