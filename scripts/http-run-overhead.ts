@@ -7,6 +7,9 @@
  *
  *   npx tsx scripts/http-run-overhead.ts [--runs 2000] [--chunks 1] [--concurrency 200] [--rounds 3]
  *
+ * With `PROF_DIR=dir` in the environment, the server's process writes a V8 CPU profile there
+ * (`npx tsx bench/profile-summary.ts dir/*.cpuprofile` summarises it).
+ *
  * See docs/performance.md, "Per run, per chunk".
  */
 import { fork } from 'node:child_process';
@@ -100,7 +103,13 @@ async function driver(): Promise<void> {
   const RUNS = Number(values.runs);
   const CONCURRENCY = Number(values.concurrency);
   const child = fork(fileURLToPath(import.meta.url), ['--server', '--chunks', String(CHUNKS)], {
-    execArgv: ['--expose-gc', '--import', 'tsx', '--conditions=runstate-source'],
+    execArgv: [
+      ...(process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : []),
+      '--expose-gc',
+      '--import',
+      'tsx',
+      '--conditions=runstate-source',
+    ],
   });
   const inbox: string[] = [];
   let wake: (() => void) | undefined;
