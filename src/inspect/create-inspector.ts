@@ -162,7 +162,17 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
         return touch(view, false);
       case 'finished':
         return finish(view, notice.run);
+      case 'left':
+        return drop(view);
     }
+  }
+
+  /** A run paused here and taken by another instance: this inspector cannot follow it further. */
+  function drop(view: RunView): void {
+    runs.delete(view.runId);
+    if (subscribers.size === 0) return;
+    removed.push(view.runId);
+    immediate ??= setImmediate(flush).unref();
   }
 
   function register(orchestrator: InspectedOrchestrator, record: RunRecord): void {

@@ -177,6 +177,14 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
       case 'finished':
         onFinished(notice.run);
         return;
+      case 'left': {
+        // Paused here, taken by another instance: its gauge and its end are counted there.
+        const entry = runs.get(notice.runId);
+        if (!entry) return;
+        active.dec({ state: entry.state });
+        runs.delete(notice.runId);
+        return;
+      }
       case 'event': {
         // Content is not counted here: tokens come from the model's usage, once per run.
         if (notice.event.event !== 'ToolCallCompleted') return;

@@ -232,12 +232,27 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     span.end();
   }
 
+  /**
+   * Paused here, then taken by another instance: the span ends here, marked so, and the rest of the
+   * run is that instance's (its spans belong to the context it continues in).
+   */
+  function onLeft(run: TracedRun): void {
+    run.chat?.span.end();
+    for (const span of run.tools.values()) span.end();
+    run.span.setAttribute('runstate.run.status', 'paused');
+    run.span.addEvent('runstate.run.left', { 'runstate.run.taken_by': 'another instance' });
+    run.span.end();
+  }
+
   const listener: RunListener = (notice: RunNotice) => {
     if (notice.type === 'created') return onCreated(notice.run);
     const runId = notice.type === 'finished' ? notice.run.run_id : notice.runId;
     const run = runs.get(runId);
     if (!run) return;
     switch (notice.type) {
+      case 'left':
+        runs.delete(runId);
+        return onLeft(run);
       case 'state':
         return onState(run, stateLabel(notice.value), notice.status, notice.error);
       case 'event':

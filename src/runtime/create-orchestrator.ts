@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
-import { runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
+import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
 import type { CancelReason, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
@@ -570,10 +570,18 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       return;
     }
     // Taken elsewhere (continued, cancelled): a handle waiting here learns how it ends from the store.
-    parkedHere.delete(runId);
+    leftHere(runId);
     const resolve = waiting.get(runId);
     waiting.delete(runId);
     if (resolve) result(runId).then(resolve, () => undefined);
+  }
+
+  /**
+   * A run parked here was taken by another instance: this one forgets the park, and its listeners
+   * (metrics, traces, the inspector) the run, which the taker's listeners follow from now on.
+   */
+  function leftHere(runId: string): void {
+    if (parkedHere.delete(runId)) notify({ type: 'left', runId });
   }
 
   async function cancelParked(runId: string, reason: CancelReason): Promise<void> {
@@ -584,7 +592,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const run = taken?.run ?? registry.get(runId);
       if (run) return run.cancel(reason);
       // Taken by another instance since it was parked here: the cancel goes to whoever holds it now.
-      parkedHere.delete(runId);
+      leftHere(runId);
       await cancelBus.publish(runId, reason);
     } catch (error) {
       console.error(`runstate: cannot cancel the paused run ${runId}`, error);
@@ -607,11 +615,19 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     if (!record || record.agent_id !== agent.agentId) {
       throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     }
-    if (record.status !== 'paused') throw notPaused(runId, record.status);
+    if (record.status !== 'paused') {
+      // Parked here, and ended since by whichever instance took it.
+      if (isFinalStatus(record.status) && !registry.get(runId)) leftHere(runId);
+      throw notPaused(runId, record.status);
+    }
     checkAnswers(runId, record.tools, answers);
     const taken = await takeParked(runId, agent);
     // Taken meanwhile by another continue or a cancel, here or on another instance.
-    if (!taken) throw notPaused(runId, registry.get(runId)?.status() ?? 'taken');
+    if (!taken) {
+      const here = registry.get(runId);
+      if (!here) leftHere(runId);
+      throw notPaused(runId, here?.status() ?? 'taken');
+    }
     const { run, until } = taken;
     if (until < now()) {
       // Found past its limit: ended here, as its own timer would have.

@@ -209,7 +209,14 @@ export type RunNotice =
   /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
   | { type: 'event'; runId: string; event: RunEvent }
   /** Once per run, after its terminal event. */
-  | { type: 'finished'; run: RunOutput };
+  | { type: 'finished'; run: RunOutput }
+  /**
+   * A run this instance paused and parked in the store was taken by another instance (continued,
+   * cancelled or failed at its deadline there), which tells its later notices and its `finished`:
+   * nothing more of it comes here. Told when this instance learns it: when the run's pause deadline
+   * comes, or a cancel or continue of it reaches this instance.
+   */
+  | { type: 'left'; runId: string };
 
 /**
  * Receives {@link RunNotice}s. It should not throw: a listener that throws is reported to

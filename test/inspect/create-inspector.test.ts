@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunEvent } from '../../src/runtime/run-events.js';
+import type { RunListener } from '../../src/runtime/storage.js';
 import {
   createFakeModel,
   nextTurn,
@@ -9,6 +10,7 @@ import {
   type FakeModelCall,
 } from '../../src/testing/fake-model.js';
 import { createInspector, type FeedMessage, type InspectorOptions } from '../../src/inspect/index.js';
+import { playRun } from '../support/notices.js';
 
 function setup(options: InspectorOptions = {}) {
   const model = createFakeModel();
@@ -196,6 +198,26 @@ describe('createInspector: the feed', () => {
     await feed.until((m) => m.type === 'removed');
     expect(feed.messages.find((m) => m.type === 'removed')).toEqual({ type: 'removed', run_ids: [ids[0]] });
     expect(inspector.listRuns().map((run) => run.run_id)).toEqual(ids.slice(1));
+  });
+
+  it('drops a paused run that another instance took (a `left` notice), and tells the page', async () => {
+    const inspector = createInspector();
+    let listener!: RunListener;
+    inspector.attach({
+      subscribe: (subscriber) => {
+        listener = subscriber;
+        return () => undefined;
+      },
+      requestCancel: () => Promise.reject(new Error('not used')),
+    });
+    const feed = record((subscriber) => inspector.subscribe(subscriber));
+    const run = playRun(listener);
+    run.state('paused');
+    await feed.until(statusIs(run.record.run_id, 'paused'));
+    listener({ type: 'left', runId: run.record.run_id });
+    await feed.until((m) => m.type === 'removed');
+    expect(feed.messages.at(-1)).toEqual({ type: 'removed', run_ids: [run.record.run_id] });
+    expect(inspector.listRuns()).toEqual([]);
   });
 
   it('reports a failed run with its error code', async () => {

@@ -94,6 +94,21 @@ describe('Prometheus metrics of runs', () => {
     expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'failed' })).toBe(1);
   });
 
+  it('stops counting a paused run that another instance took (a `left` notice)', async () => {
+    const metrics = createPrometheusMetrics();
+    const run = playRun(metrics.listener);
+    run.state('paused');
+    let text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'paused' })).toBe(1);
+    metrics.listener({ type: 'left', runId: run.record.run_id });
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'paused' })).toBe(0);
+    // Its end is the other instance's to count: nothing is finished here.
+    expect(
+      sample(text, 'runstate_runs_finished_total', { agent: 'story-writer-agent', status: 'completed' }),
+    ).toBe(undefined);
+  });
+
   it('labels nothing with a run or session id', async () => {
     const metrics = createPrometheusMetrics();
     const run = playRun(metrics.listener, { session: 'session-secret-42' });

@@ -216,6 +216,22 @@ describe('OpenTelemetry traces of runs', () => {
     }
   });
 
+  it('ends the span of a paused run another instance took (a `left` notice), marked so', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener);
+    run.request();
+    run.state('paused');
+    tracer.listener({ type: 'left', runId: run.record.run_id });
+    const spans = takeSpans();
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
+    expect(agent.attributes['runstate.run.status']).toBe('paused');
+    expect(agent.events.map((event) => event.name)).toEqual(['runstate.run.left']);
+    expect(spans.get('chat gpt-test')).toHaveLength(1);
+    // Later notices of the run (none should come) are ignored.
+    run.complete();
+    expect(takeSpans().size).toBe(0);
+  });
+
   it('follows no further a run whose span is not recorded (sampled out): no span for its requests or tools', () => {
     const off = new BasicTracerProvider({
       sampler: new AlwaysOffSampler(),

@@ -8,12 +8,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
+import { createPrometheusMetrics } from '../../src/observe/index.js';
 import { createOrchestrator, type OrchestratorOptions } from '../../src/runtime/create-orchestrator.js';
 import { openStorage, type StorageOptions } from '../../src/runtime/open-storage.js';
+import type { RunNotice } from '../../src/runtime/storage.js';
 import { createApp, startServer } from '../../src/server/index.js';
 import { tool } from '../../src/tools/tool.js';
 import { checkRunEvents, createFakeModel, type FakeModel } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
+import { sample } from '../support/notices.js';
 import { createTempDir, createTestDatabase } from '../support/databases.js';
 import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
 import { readSse } from '../support/sse.js';
@@ -235,6 +238,35 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect(turn.signal.aborted).toBe(true);
     expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
     expect((await a.agent.orchestrator.result(runId)).status).toBe('cancelled');
+  });
+
+  it('leaves the observers of the instance that paused it once that instance learns another one took it', async () => {
+    const [a, b] = await twoInstances();
+    const metrics = createPrometheusMetrics();
+    const left: RunNotice[] = [];
+    a.agent.orchestrator.subscribe(metrics.listener, { causes: false });
+    a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
+    const pausedHere = async () =>
+      sample(await metrics.registry.metrics(), 'runstate_runs_active', { state: 'paused' });
+    const { runId } = await pausedRun(a, 'moving');
+    expect(await pausedHere()).toBe(1);
+    const continued = await b.agent.continueRun(runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: true }],
+      stream: true,
+    });
+    const turn = await b.model.nextCall();
+    turn.emit('Moved.');
+    turn.end();
+    expect(await continued.result).toMatchObject({ status: 'completed' });
+    // a has not heard of it yet: it still counts the run it parked.
+    expect(left).toEqual([]);
+    // A continue reaching a tells it: the run ended elsewhere.
+    await expect(
+      a.agent.continueRun(runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
+    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
+    expect(left).toEqual([{ type: 'left', runId }]);
+    expect(await pausedHere()).toBe(0);
+    expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
   });
 
   it('is failed RUN_TIMEOUT by the instance whose sweep finds its pause ran out', async () => {
