@@ -139,7 +139,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   let immediate: ReturnType<typeof setImmediate> | undefined;
 
   function onNotice(orchestrator: InspectedOrchestrator, notice: RunNotice): void {
-    if (notice.type === 'created') return register(orchestrator, notice.run);
+    if (notice.type === 'created' || notice.type === 'taken') return register(orchestrator, notice.run);
     const view = runs.get(notice.type === 'finished' ? notice.run.run_id : notice.runId);
     if (!view || view.finishedAt !== null) return;
     switch (notice.type) {

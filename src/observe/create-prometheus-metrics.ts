@@ -177,6 +177,14 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
       case 'finished':
         onFinished(notice.run);
         return;
+      case 'taken': {
+        // Paused elsewhere (or before a restart), continued here: active here, started where it started.
+        const { run } = notice;
+        if (runs.has(run.run_id)) return;
+        runs.set(run.run_id, { agent: run.agent_id, state: run.status });
+        active.inc({ state: run.status });
+        return;
+      }
       case 'left': {
         // Paused here, taken by another instance: its gauge and its end are counted there.
         const entry = runs.get(notice.runId);

@@ -82,7 +82,13 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   const getTracer = () => (tracer ??= (provider ?? trace.getTracerProvider()).getTracer(SCOPE));
   const runs = new Map<string, TracedRun>();
 
-  function onCreated(run: RunRecord): void {
+  /**
+   * A run's span, from its creation; or from where it was taken back from the store (`taken`: a
+   * pause continued on another instance or after a restart), as a span of the context that took it
+   * (the continue's request), marked so.
+   */
+  function onCreated(run: RunRecord, taken = false): void {
+    if (taken && runs.has(run.run_id)) return;
     const parent = context.active();
     const attributes: Attributes = {
       'gen_ai.operation.name': 'invoke_agent',
@@ -94,6 +100,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       'runstate.run.id': run.run_id,
     };
     if (recordContent) attributes['gen_ai.input.messages'] = messages('user', run.run_input);
+    if (taken) attributes['runstate.run.taken'] = true;
     const span = getTracer().startSpan(
       `invoke_agent ${run.agent_name}`,
       { kind: SpanKind.INTERNAL, attributes },
@@ -246,6 +253,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
 
   const listener: RunListener = (notice: RunNotice) => {
     if (notice.type === 'created') return onCreated(notice.run);
+    if (notice.type === 'taken') return onCreated(notice.run, true);
     const runId = notice.type === 'finished' ? notice.run.run_id : notice.runId;
     const run = runs.get(runId);
     if (!run) return;

@@ -529,7 +529,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     if (!claimed) return undefined;
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
-    parkedHere.delete(runId);
+    const parkedByThis = parkedHere.delete(runId);
     const { record, parked } = claimed;
     const identity: RunIdentity = {
       runId,
@@ -550,6 +550,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const runWriter = writer.open(record, { recorded: true });
     const run = liveRun(identity, agent ?? {}, messages, runWriter, parked);
     registry.add(run);
+    // Listeners here follow it from now on (those of the instance that parked it were told `left`).
+    if (!parkedByThis) notify({ type: 'taken', run: record });
     run.resume();
     return { run, until: parked.until };
   }

@@ -216,7 +216,14 @@ export type RunNotice =
    * nothing more of it comes here. Told when this instance learns it: when the run's pause deadline
    * comes, or a cancel or continue of it reaches this instance.
    */
-  | { type: 'left'; runId: string };
+  | { type: 'left'; runId: string }
+  /**
+   * A run parked in the store by another instance (or by this one before a restart) was taken here,
+   * to be continued, cancelled or failed at its pause deadline: its notices come here from now on,
+   * `state` first (`paused`). It was `created` where it started, and is not again. (A run this
+   * instance parked and takes back itself was never let go of by its listeners: no notice.)
+   */
+  | { type: 'taken'; run: RunRecord };
 
 /**
  * Receives {@link RunNotice}s. It should not throw: a listener that throws is reported to

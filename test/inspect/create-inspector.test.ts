@@ -220,6 +220,27 @@ describe('createInspector: the feed', () => {
     expect(inspector.listRuns()).toEqual([]);
   });
 
+  it('shows a run taken here from the store (a `taken` notice) from where it was paused', () => {
+    const inspector = createInspector();
+    let listener!: RunListener;
+    inspector.attach({
+      subscribe: (subscriber) => {
+        listener = subscriber;
+        return () => undefined;
+      },
+      requestCancel: () => Promise.reject(new Error('not used')),
+    });
+    let here = false;
+    const run = playRun((notice) => here && listener(notice));
+    here = true;
+    listener({ type: 'taken', run: { ...run.record, status: 'paused' } });
+    run.state('paused');
+    expect(inspector.listRuns()).toMatchObject([{ run_id: run.record.run_id, status: 'paused' }]);
+    run.request();
+    run.complete();
+    expect(inspector.listRuns()).toMatchObject([{ run_id: run.record.run_id, status: 'completed' }]);
+  });
+
   it('reports a failed run with its error code', async () => {
     const { inspector, start, model } = setup();
     const run = start();

@@ -109,6 +109,27 @@ describe('Prometheus metrics of runs', () => {
     ).toBe(undefined);
   });
 
+  it('counts a run taken here from the store (a `taken` notice) as active here, not as started', async () => {
+    const metrics = createPrometheusMetrics();
+    // Created on another instance: its `created` went to that instance's listeners.
+    let here = false;
+    const run = playRun((notice) => here && metrics.listener(notice));
+    here = true;
+    metrics.listener({ type: 'taken', run: { ...run.record, status: 'paused' } });
+    run.state('paused');
+    let text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'paused' })).toBe(1);
+    expect(sample(text, 'runstate_runs_started_total', { agent: 'story-writer-agent' })).toBe(undefined);
+    run.request();
+    run.complete();
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'paused' })).toBe(0);
+    expect(sample(text, 'runstate_runs_active', { state: 'streaming.attempt.receiving' })).toBe(0);
+    expect(
+      sample(text, 'runstate_runs_finished_total', { agent: 'story-writer-agent', status: 'completed' }),
+    ).toBe(1);
+  });
+
   it('labels nothing with a run or session id', async () => {
     const metrics = createPrometheusMetrics();
     const run = playRun(metrics.listener, { session: 'session-secret-42' });

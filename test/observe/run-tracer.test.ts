@@ -232,6 +232,24 @@ describe('OpenTelemetry traces of runs', () => {
     expect(takeSpans().size).toBe(0);
   });
 
+  it('traces a run taken here from the store (a `taken` notice) from there, marked so', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    let here = false;
+    const run = playRun((notice) => here && tracer.listener(notice));
+    here = true;
+    tracer.listener({ type: 'taken', run: { ...run.record, status: 'paused' } });
+    run.state('paused');
+    run.request('Published.');
+    run.complete();
+    const spans = takeSpans();
+    const agent = only(spans, 'invoke_agent Story Writer Agent');
+    expect(agent.attributes).toMatchObject({
+      'runstate.run.taken': true,
+      'runstate.run.status': 'completed',
+    });
+    expect(only(spans, 'chat gpt-test').parentSpanContext?.spanId).toBe(agent.spanContext().spanId);
+  });
+
   it('follows no further a run whose span is not recorded (sampled out): no span for its requests or tools', () => {
     const off = new BasicTracerProvider({
       sampler: new AlwaysOffSampler(),

@@ -240,14 +240,18 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect((await a.agent.orchestrator.result(runId)).status).toBe('cancelled');
   });
 
-  it('leaves the observers of the instance that paused it once that instance learns another one took it', async () => {
+  it('moves from the observers of the instance that paused it (once it learns) to those of the one that took it', async () => {
     const [a, b] = await twoInstances();
-    const metrics = createPrometheusMetrics();
+    const [metrics, taker] = [createPrometheusMetrics(), createPrometheusMetrics()];
     const left: RunNotice[] = [];
+    const taken: RunNotice[] = [];
     a.agent.orchestrator.subscribe(metrics.listener, { causes: false });
     a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
-    const pausedHere = async () =>
-      sample(await metrics.registry.metrics(), 'runstate_runs_active', { state: 'paused' });
+    b.agent.orchestrator.subscribe(taker.listener, { causes: false });
+    b.agent.orchestrator.subscribe((notice) => void (notice.type === 'taken' && taken.push(notice)));
+    const active = async (instance: typeof metrics, state: string) =>
+      sample(await instance.registry.metrics(), 'runstate_runs_active', { state });
+    const pausedHere = () => active(metrics, 'paused');
     const { runId } = await pausedRun(a, 'moving');
     expect(await pausedHere()).toBe(1);
     const continued = await b.agent.continueRun(runId, {
@@ -255,9 +259,17 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
       stream: true,
     });
     const turn = await b.model.nextCall();
+    // b follows it from the park on: a `taken` notice, then its states.
+    expect(taken).toMatchObject([{ type: 'taken', run: { run_id: runId, status: 'paused' } }]);
+    expect(await active(taker, 'streaming.attempt.requesting')).toBe(1);
     turn.emit('Moved.');
     turn.end();
     expect(await continued.result).toMatchObject({ status: 'completed' });
+    const counted = await taker.registry.metrics();
+    expect(sample(counted, 'runstate_runs_finished_total', { agent: 'publisher', status: 'completed' })).toBe(
+      1,
+    );
+    expect(sample(counted, 'runstate_runs_started_total', { agent: 'publisher' })).toBe(undefined);
     // a has not heard of it yet: it still counts the run it parked.
     expect(left).toEqual([]);
     // A continue reaching a tells it: the run ended elsewhere.
