@@ -185,7 +185,9 @@ export interface EventBus {
 /**
  * What `orchestrator.subscribe(listener)` reports about the runs this orchestrator owns, each
  * synchronously, as it happens, in this order per run: `created`; then `state` and `event` as the
- * machine moves and the wire events are appended; `finished` once, after the terminal event. The one
+ * machine moves and the wire events are appended; `finished` once, after the terminal event. A
+ * paused run parked in the store may end on another instance: there it begins with `taken` (in
+ * place of `created`), and the instance that parked it is told `left` once it learns. The one
  * source of run lifecycle for the inspector, HTTP streams, tracing and metrics.
  */
 export type RunNotice =
