@@ -318,6 +318,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const pauseTimers = new Map<string, ReturnType<typeof setTimeout>>();
   const waiting = new Map<string, (output: RunOutput) => void>();
   const parkedHere = new Map<string, string>(); // run id → agent id
+  // Runs parked here that the listeners here were told another instance took (`left`, heard on the
+  // event bus), while the park's bookkeeping above stays until its deadline, a cancel or a continue.
+  const toldLeft = new Set<string>();
+  // The event-bus subscriptions that watch the runs parked here (see `watchPark`).
+  const parkWatches = new Map<string, Promise<(() => void) | undefined>>();
   // Cancels of paused runs taken here (sync `cancelRun`) that are still going through the store:
   // reads of such a run wait for them, so a caller reads the run cancelled.
   const cancellingParked = new Map<string, Promise<void>>();
@@ -499,6 +504,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       parkedHere.set(runId, run.identity.agentId);
       // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
       if (!closing) {
+        watchPark(runId);
         pauseTimers.set(
           runId,
           setTimeout(() => void expire(runId, until), Math.max(0, until - now())),
@@ -529,7 +535,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     if (!claimed) return undefined;
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
-    const parkedByThis = parkedHere.delete(runId);
+    unwatchPark(runId);
+    // Parked here, and its listeners never told it left: they follow it on without a `taken`.
+    const parkedByThis = parkedHere.delete(runId) && !toldLeft.delete(runId);
     const { record, parked } = claimed;
     const identity: RunIdentity = {
       runId,
@@ -583,7 +591,39 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
    * (metrics, traces, the inspector) the run, which the taker's listeners follow from now on.
    */
   function leftHere(runId: string): void {
-    if (parkedHere.delete(runId)) notify({ type: 'left', runId });
+    unwatchPark(runId);
+    if (!parkedHere.delete(runId)) return;
+    if (!toldLeft.delete(runId)) notify({ type: 'left', runId });
+  }
+
+  /**
+   * Follows a run parked here on the event bus: the first events another instance publishes for it
+   * (`RunContinued`, or its end) say it was taken, and the listeners here hear it then, not at its
+   * deadline. The park's bookkeeping stays until then (a cancel here still reaches the run).
+   */
+  function watchPark(runId: string): void {
+    const watch = eventBus
+      .subscribe(runId, (events) => {
+        if (events.some((event) => event.event === 'RunContinued' || isTerminalEvent(event))) tellLeft(runId);
+      })
+      // The bus out of reach: the deadline, or a cancel or continue reaching this instance, tell it.
+      .catch(() => undefined);
+    parkWatches.set(runId, watch);
+  }
+
+  function unwatchPark(runId: string): void {
+    const watch = parkWatches.get(runId);
+    if (!watch) return;
+    parkWatches.delete(runId);
+    void watch.then((unsubscribe) => unsubscribe?.());
+  }
+
+  /** The listeners here are told once that a run parked here was taken elsewhere. */
+  function tellLeft(runId: string): void {
+    unwatchPark(runId);
+    if (!parkedHere.has(runId) || toldLeft.has(runId)) return;
+    toldLeft.add(runId);
+    notify({ type: 'left', runId });
   }
 
   async function cancelParked(runId: string, reason: CancelReason): Promise<void> {
@@ -840,6 +880,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         for (const entry of taken) entry?.run.cancel('shutdown');
         await Promise.all(taken.flatMap((entry) => (entry ? [entry.run.result] : [])));
       }
+      for (const runId of [...parkWatches.keys()]) unwatchPark(runId);
       // A store that is down gets one more try of each write, not retries without end.
       writer.close();
       await Promise.all(storing);

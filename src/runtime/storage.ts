@@ -215,7 +215,8 @@ export type RunNotice =
   /**
    * A run this instance paused and parked in the store was taken by another instance (continued,
    * cancelled or failed at its deadline there), which tells its later notices and its `finished`:
-   * nothing more of it comes here. Told when this instance learns it: when the run's pause deadline
+   * nothing more of it comes here. Told when this instance learns it: when the run's next events
+   * come over the event bus from the instance that took it; else when the run's pause deadline
    * comes, or a cancel or continue of it reaches this instance.
    */
   | { type: 'left'; runId: string }

@@ -240,20 +240,25 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect((await a.agent.orchestrator.result(runId)).status).toBe('cancelled');
   });
 
-  it('moves from the observers of the instance that paused it (once it learns) to those of the one that took it', async () => {
+  it('moves from the observers of the instance that paused it to those of the one that took it', async () => {
     const [a, b] = await twoInstances();
     const [metrics, taker] = [createPrometheusMetrics(), createPrometheusMetrics()];
     const left: RunNotice[] = [];
     const taken: RunNotice[] = [];
+    let heardLeft!: () => void;
+    const leftHeard = new Promise<void>((resolve) => (heardLeft = resolve));
     a.agent.orchestrator.subscribe(metrics.listener, { causes: false });
-    a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
+    a.agent.orchestrator.subscribe((notice) => {
+      if (notice.type !== 'left') return;
+      left.push(notice);
+      heardLeft();
+    });
     b.agent.orchestrator.subscribe(taker.listener, { causes: false });
     b.agent.orchestrator.subscribe((notice) => void (notice.type === 'taken' && taken.push(notice)));
     const active = async (instance: typeof metrics, state: string) =>
       sample(await instance.registry.metrics(), 'runstate_runs_active', { state });
-    const pausedHere = () => active(metrics, 'paused');
     const { runId } = await pausedRun(a, 'moving');
-    expect(await pausedHere()).toBe(1);
+    expect(await active(metrics, 'paused')).toBe(1);
     const continued = await b.agent.continueRun(runId, {
       tools: [{ tool_call_id: 'c1', confirmed: true }],
       stream: true,
@@ -262,6 +267,11 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     // b follows it from the park on: a `taken` notice, then its states.
     expect(taken).toMatchObject([{ type: 'taken', run: { run_id: runId, status: 'paused' } }]);
     expect(await active(taker, 'streaming.attempt.requesting')).toBe(1);
+    // a hears b's RunContinued on the event bus: its listeners let go of the run then, not at the
+    // run's deadline an hour later.
+    await leftHeard;
+    expect(left).toEqual([{ type: 'left', runId }]);
+    expect(await active(metrics, 'paused')).toBe(0);
     turn.emit('Moved.');
     turn.end();
     expect(await continued.result).toMatchObject({ status: 'completed' });
@@ -270,15 +280,38 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
       1,
     );
     expect(sample(counted, 'runstate_runs_started_total', { agent: 'publisher' })).toBe(undefined);
-    // a has not heard of it yet: it still counts the run it parked.
+    // A continue reaching a later is answered from the store, and tells its listeners nothing more.
+    await expect(
+      a.agent.continueRun(runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
+    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
+    expect(left).toHaveLength(1);
+    expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
+  });
+
+  it('leaves the observers of the instance that paused it when a continue reaches it, if the bus said nothing', async () => {
+    // The event bus is out of the picture: memory buses, one per instance, on a shared PostgreSQL.
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    const [a, b] = [
+      await startInstance({ databaseUrl: database.url }),
+      await startInstance({ databaseUrl: database.url }),
+    ];
+    const left: RunNotice[] = [];
+    a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
+    const { runId } = await pausedRun(a, 'quiet');
+    const continued = await b.agent.continueRun(runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: true }],
+      stream: true,
+    });
+    const turn = await b.model.nextCall();
+    turn.emit('Done.');
+    turn.end();
+    expect(await continued.result).toMatchObject({ status: 'completed' });
     expect(left).toEqual([]);
-    // A continue reaching a tells it: the run ended elsewhere.
     await expect(
       a.agent.continueRun(runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
     ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
     expect(left).toEqual([{ type: 'left', runId }]);
-    expect(await pausedHere()).toBe(0);
-    expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
   });
 
   it('is failed RUN_TIMEOUT by the instance whose sweep finds its pause ran out', async () => {
