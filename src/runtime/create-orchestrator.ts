@@ -266,6 +266,15 @@ function recordedModel(record: RunRecord): ChatModel {
   };
 }
 
+/** A run this instance parked in the store (see `onPark`). */
+interface ParkedHere {
+  agentId: string;
+  /** Its event-bus subscription, which hears when another instance takes it (see `watchPark`). */
+  watch: Promise<(() => void) | undefined> | undefined;
+  /** The listeners here were told another instance took it (`left`); the park's bookkeeping stays. */
+  toldLeft: boolean;
+}
+
 /**
  * Creates an orchestrator: the run actors of this process (a live registry), the concurrency limit
  * (admission), and the projection of each run to wire events, records and notices, over a run store,
@@ -317,12 +326,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const parking = new Map<string, Promise<void>>();
   const pauseTimers = new Map<string, ReturnType<typeof setTimeout>>();
   const waiting = new Map<string, (output: RunOutput) => void>();
-  const parkedHere = new Map<string, string>(); // run id → agent id
-  // Runs parked here that the listeners here were told another instance took (`left`, heard on the
-  // event bus), while the park's bookkeeping above stays until its deadline, a cancel or a continue.
-  const toldLeft = new Set<string>();
-  // The event-bus subscriptions that watch the runs parked here (see `watchPark`).
-  const parkWatches = new Map<string, Promise<(() => void) | undefined>>();
+  // The runs this instance parked, until their deadline, a cancel or a continue takes them.
+  const parkedHere = new Map<string, ParkedHere>();
   // Cancels of paused runs taken here (sync `cancelRun`) that are still going through the store:
   // reads of such a run wait for them, so a caller reads the run cancelled.
   const cancellingParked = new Map<string, Promise<void>>();
@@ -501,10 +506,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
           waiting.set(runId, resolve);
         }),
       );
-      parkedHere.set(runId, run.identity.agentId);
+      const parkedRun: ParkedHere = { agentId: run.identity.agentId, watch: undefined, toldLeft: false };
+      parkedHere.set(runId, parkedRun);
       // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
       if (!closing) {
-        watchPark(runId);
+        parkedRun.watch = watchPark(runId);
         pauseTimers.set(
           runId,
           setTimeout(() => void expire(runId, until), Math.max(0, until - now())),
@@ -535,9 +541,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     if (!claimed) return undefined;
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
-    unwatchPark(runId);
     // Parked here, and its listeners never told it left: they follow it on without a `taken`.
-    const parkedByThis = parkedHere.delete(runId) && !toldLeft.delete(runId);
+    const parkedByThis = forgetPark(runId)?.toldLeft === false;
     const { record, parked } = claimed;
     const identity: RunIdentity = {
       runId,
@@ -591,9 +596,21 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
    * (metrics, traces, the inspector) the run, which the taker's listeners follow from now on.
    */
   function leftHere(runId: string): void {
-    unwatchPark(runId);
-    if (!parkedHere.delete(runId)) return;
-    if (!toldLeft.delete(runId)) notify({ type: 'left', runId });
+    if (forgetPark(runId)?.toldLeft === false) notify({ type: 'left', runId });
+  }
+
+  /** Drops this instance's park of a run (and its bus watch); what it was, if there was one. */
+  function forgetPark(runId: string): ParkedHere | undefined {
+    const parkedRun = parkedHere.get(runId);
+    if (!parkedRun) return undefined;
+    parkedHere.delete(runId);
+    unwatch(parkedRun);
+    return parkedRun;
+  }
+
+  function unwatch(parkedRun: ParkedHere): void {
+    void parkedRun.watch?.then((unsubscribe) => unsubscribe?.());
+    parkedRun.watch = undefined;
   }
 
   /**
@@ -601,28 +618,24 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
    * (`RunContinued`, or its end) say it was taken, and the listeners here hear it then, not at its
    * deadline. The park's bookkeeping stays until then (a cancel here still reaches the run).
    */
-  function watchPark(runId: string): void {
-    const watch = eventBus
-      .subscribe(runId, (events) => {
-        if (events.some((event) => event.event === 'RunContinued' || isTerminalEvent(event))) tellLeft(runId);
-      })
-      // The bus out of reach: the deadline, or a cancel or continue reaching this instance, tell it.
-      .catch(() => undefined);
-    parkWatches.set(runId, watch);
-  }
-
-  function unwatchPark(runId: string): void {
-    const watch = parkWatches.get(runId);
-    if (!watch) return;
-    parkWatches.delete(runId);
-    void watch.then((unsubscribe) => unsubscribe?.());
+  function watchPark(runId: string): Promise<(() => void) | undefined> {
+    return (
+      eventBus
+        .subscribe(runId, (events) => {
+          if (events.some((event) => event.event === 'RunContinued' || isTerminalEvent(event)))
+            tellLeft(runId);
+        })
+        // The bus out of reach: the deadline, or a cancel or continue reaching this instance, tell it.
+        .catch(() => undefined)
+    );
   }
 
   /** The listeners here are told once that a run parked here was taken elsewhere. */
   function tellLeft(runId: string): void {
-    unwatchPark(runId);
-    if (!parkedHere.has(runId) || toldLeft.has(runId)) return;
-    toldLeft.add(runId);
+    const parkedRun = parkedHere.get(runId);
+    if (!parkedRun || parkedRun.toldLeft) return;
+    parkedRun.toldLeft = true;
+    unwatch(parkedRun);
     notify({ type: 'left', runId });
   }
 
@@ -694,7 +707,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   ): boolean {
     const run = registry.get(runId);
     // The agent of an active run here, or of a paused one this instance parked.
-    const ownerAgent = run && !run.output ? run.identity.agentId : parkedHere.get(runId);
+    const ownerAgent = run && !run.output ? run.identity.agentId : parkedHere.get(runId)?.agentId;
     if (ownerAgent === undefined || (agentId !== undefined && ownerAgent !== agentId)) return false;
     // A run this instance paused goes (or went) to the store: it is taken back from there and
     // cancelled, in a moment. Only a run whose park the store refused is still this actor's alone.
@@ -880,7 +893,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         for (const entry of taken) entry?.run.cancel('shutdown');
         await Promise.all(taken.flatMap((entry) => (entry ? [entry.run.result] : [])));
       }
-      for (const runId of [...parkWatches.keys()]) unwatchPark(runId);
+      for (const parkedRun of parkedHere.values()) unwatch(parkedRun);
       // A store that is down gets one more try of each write, not retries without end.
       writer.close();
       await Promise.all(storing);

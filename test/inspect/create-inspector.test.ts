@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunEvent } from '../../src/runtime/run-events.js';
-import type { RunListener } from '../../src/runtime/storage.js';
+import type { RunListener, RunNotice } from '../../src/runtime/storage.js';
 import {
   createFakeModel,
   nextTurn,
@@ -42,6 +42,20 @@ function record(subscribe: (listener: (message: FeedMessage) => void) => () => v
       return new Promise((resolve) => waiters.push({ test, resolve }));
     },
   };
+}
+
+/** An inspector attached to notices the test plays itself (as another instance's runs would come). */
+function attachToNotices() {
+  const inspector = createInspector();
+  let notify!: RunListener;
+  inspector.attach({
+    subscribe: (listener) => {
+      notify = listener;
+      return () => undefined;
+    },
+    requestCancel: () => Promise.reject(new Error('not used')),
+  });
+  return { inspector, listener: (notice: RunNotice) => notify(notice) };
 }
 
 const statusIs = (runId: string, status: string) => (message: FeedMessage) =>
@@ -201,15 +215,7 @@ describe('createInspector: the feed', () => {
   });
 
   it('drops a paused run that another instance took (a `left` notice), and tells the page', async () => {
-    const inspector = createInspector();
-    let listener!: RunListener;
-    inspector.attach({
-      subscribe: (subscriber) => {
-        listener = subscriber;
-        return () => undefined;
-      },
-      requestCancel: () => Promise.reject(new Error('not used')),
-    });
+    const { inspector, listener } = attachToNotices();
     const feed = record((subscriber) => inspector.subscribe(subscriber));
     const run = playRun(listener);
     run.state('paused');
@@ -221,15 +227,7 @@ describe('createInspector: the feed', () => {
   });
 
   it('shows a run taken here from the store (a `taken` notice) from where it was paused', () => {
-    const inspector = createInspector();
-    let listener!: RunListener;
-    inspector.attach({
-      subscribe: (subscriber) => {
-        listener = subscriber;
-        return () => undefined;
-      },
-      requestCancel: () => Promise.reject(new Error('not used')),
-    });
+    const { inspector, listener } = attachToNotices();
     let here = false;
     const run = playRun((notice) => here && listener(notice));
     here = true;
