@@ -25,6 +25,7 @@ export type {
   ChatModel,
   ChatRequest,
   ModelChunk,
+  ModelStreamReceiver,
   ToolCallRequest,
   ToolDefinition,
 } from './model/chat-model.js';

@@ -2,7 +2,12 @@ import type { ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import OpenAI, { APIError, APIUserAbortError } from 'openai';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { readChatCompletionStream, type ChatCompletionEvent } from '../src/model/chat-completion-stream.js';
+import {
+  pushChatCompletionEvents,
+  readChatCompletionStream,
+  type ChatCompletionEvent,
+  type ChatCompletionReading,
+} from '../src/model/chat-completion-stream.js';
 import { nodeBodyOf, nodeHttpFetch } from '../src/model/node-http-fetch.js';
 import { collect } from './support/collect.js';
 import { listen, type Listening } from './support/listen.js';
@@ -142,6 +147,32 @@ describe.each(fetches)('readChatCompletionStream, with %s', (_name, fetch) => {
 
     await expect(pending).rejects.toThrow();
     await closed[0];
+  });
+
+  it('pushes the events of one read together, before any promise runs; stop() ends it there and closes the socket', async () => {
+    answers.push((res) => res.write(chunk('a') + chunk('b') + chunk('c')));
+    const body = { model: 'm', messages: [{ role: 'user' as const, content: 'hi' }], stream: true as const };
+    const response = await client.chat.completions.create(body).asResponse();
+    const seen: string[] = [];
+    let reading!: ChatCompletionReading;
+    const stopped = new Promise<void>((resolve) => {
+      reading = pushChatCompletionEvents(response, {
+        event(event) {
+          seen.push(String(event.choices[0]?.delta.content));
+          // A promise job queued by the first event runs only after the read's other events.
+          if (seen.length === 1) void Promise.resolve().then(() => seen.push('(promise job)'));
+          if (seen.length === 2) {
+            reading.stop();
+            resolve();
+          }
+        },
+        close: () => seen.push('(close)'),
+      });
+    });
+
+    await stopped;
+    await closed[0];
+    expect(seen).toEqual(['a', 'b', '(promise job)']);
   });
 
   it('rejects an event that is not JSON', async () => {

@@ -2,6 +2,8 @@
  * Runs on the OpenAI path, end to end over real sockets: orchestrator → run machine → OpenAIChat →
  * openai SDK → the local fake OpenAI server, with its fault modes.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { InspectionEvent } from 'xstate';
 import { OpenAIChat } from '../src/model/openai-chat.js';
@@ -113,7 +115,7 @@ describe('the OpenAI path', () => {
     try {
       const retrying = whenState('streaming.retrying');
       const { orchestrator, model, start } = setup({ inspect: retrying.inspect });
-      const requests = vi.spyOn(model, 'stream'); // counted where a retry would begin, in this process
+      const requests = vi.spyOn(model, 'streamTo'); // counted where a retry would begin, in this process
       server.enqueue({ fault: 'status', status: 429, retryAfter: 20 });
       const run = start();
       await retrying.reached;
@@ -167,5 +169,39 @@ describe('the OpenAI path', () => {
     });
     await request.closed;
     expect(request.clientAborted).toBe(true);
+  });
+});
+
+describe('the upstream connection of a completed run', () => {
+  it('goes back to the pool: the next run reuses it, and no request is aborted', async () => {
+    // A server of its own, to count connections and see how each answer ended.
+    const ends: string[] = [];
+    let connections = 0;
+    const upstream = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const frame = (delta: object, finish: string | null = null) =>
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      // All of it in one write, as most servers end a stream: `[DONE]` and the body's end in one read.
+      res.end(frame({ content: 'ok' }) + frame({}, 'stop') + 'data: [DONE]\n\n');
+      res.once('close', () => ends.push(res.writableFinished ? 'finished' : 'aborted'));
+    });
+    upstream.on('connection', () => connections++);
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = upstream.address() as AddressInfo;
+      const orchestrator = createOrchestrator();
+      const model = new OpenAIChat({ id: 'm', baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'k' });
+      for (let i = 0; i < 2; i++) {
+        const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi' });
+        expect(await run.result).toMatchObject({ status: 'completed', content: 'ok' });
+      }
+      expect(connections).toBe(1);
+      expect(ends).toEqual(['finished', 'finished']);
+      await orchestrator.shutdown();
+    } finally {
+      upstream.closeAllConnections();
+      await new Promise((resolve) => upstream.close(resolve));
+    }
   });
 });

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
+import type { ChatModel, ModelStreamReceiver } from '../src/model/chat-model.js';
 import {
   createMemoryCancelBus,
   createMemoryEventBus,
@@ -766,5 +767,92 @@ describe('subscribe, for runs that started before anybody listened', () => {
     expect(
       notices.map((notice) => (notice.type === 'state' ? `state ${notice.event.type}` : notice.type)),
     ).toEqual(['event', 'state unknown', 'state unknown', 'event', 'finished']);
+  });
+});
+
+describe('a model with streamTo', () => {
+  function pushedModel() {
+    const requests: { receiver: ModelStreamReceiver; signal: AbortSignal }[] = [];
+    let arrived: (() => void) | undefined;
+    const model: ChatModel = {
+      id: 'pushed',
+      provider: 'test',
+      stream: () => {
+        throw new Error('a run reads a model with streamTo through it');
+      },
+      streamTo: (request, receiver) => {
+        requests.push({ receiver, signal: request.signal });
+        arrived?.();
+      },
+    };
+    const nextRequest = async () => {
+      if (requests.length === 0) await new Promise<void>((resolve) => (arrived = resolve));
+      return requests.shift()!;
+    };
+    const orchestrator = createOrchestrator({ idGenerator: counterIds() });
+    const start = () => orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'hi' });
+    return { orchestrator, start, nextRequest };
+  }
+
+  it('is read pushed: each push reaches the run, and the end completes it', async () => {
+    const { start, nextRequest } = pushedModel();
+    const run = start();
+    const { receiver, signal } = await nextRequest();
+    receiver.chunk({ type: 'delta', content: 'a' });
+    await nextTurn();
+    receiver.chunk({ type: 'delta', content: 'b' });
+    receiver.chunk({ type: 'end', finishReason: 'stop' });
+    receiver.close();
+    // What still comes after the end is ignored.
+    receiver.chunk({ type: 'delta', content: 'late' });
+    receiver.close(new Error('late'));
+
+    const events = await collect(run.events());
+    checkRunEvents(events, 'completed');
+    expect(events.filter((event) => event.event === 'RunContent').map((event) => event.content)).toEqual([
+      'a',
+      'b',
+    ]);
+    expect(await run.result).toMatchObject({ status: 'completed', content: 'ab' });
+    // The run is over: its request is let go of.
+    expect(signal.aborted).toBe(true);
+  });
+
+  it('fails the run with the error close() brings, after the deltas before it', async () => {
+    const { start, nextRequest } = pushedModel();
+    const run = start();
+    const { receiver } = await nextRequest();
+    receiver.chunk({ type: 'delta', content: 'half' });
+    receiver.close(new RunstateError('MODEL_STREAM_INCOMPLETE', 'the body broke'));
+
+    expect(await run.result).toMatchObject({
+      status: 'failed',
+      content: 'half',
+      error: { code: 'MODEL_STREAM_INCOMPLETE', message: 'the body broke' },
+    });
+  });
+
+  it('fails the run MODEL_STREAM_INCOMPLETE when close() comes without an end', async () => {
+    const { start, nextRequest } = pushedModel();
+    const run = start();
+    const { receiver } = await nextRequest();
+    receiver.chunk({ type: 'delta', content: 'half' });
+    receiver.close();
+
+    expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'MODEL_STREAM_INCOMPLETE' } });
+  });
+
+  it('aborts the signal at once on a cancel, and drops what is pushed after it', async () => {
+    const { orchestrator, start, nextRequest } = pushedModel();
+    const run = start();
+    const { receiver, signal } = await nextRequest();
+    receiver.chunk({ type: 'delta', content: 'seen' });
+    await nextTurn();
+
+    expect(orchestrator.cancelRun(run.runId)).toBe(true);
+    expect(signal.aborted).toBe(true);
+    receiver.chunk({ type: 'delta', content: ' unseen' });
+    receiver.close();
+    expect(await run.result).toMatchObject({ status: 'cancelled', content: 'seen' });
   });
 });

@@ -59,6 +59,7 @@ const TYPES = [
   'MachineGraphNode',
   'MemoryRunStoreOptions',
   'ModelChunk',
+  'ModelStreamReceiver',
   'OfflineModelOptions',
   'OpenAIChatOptions',
   'Orchestrator',

@@ -1,7 +1,9 @@
 import { createParser, type EventSourceParser } from 'eventsource-parser';
+import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type OpenAI from 'openai';
 import { nodeBodyOf } from './node-http-fetch.js';
+import { PushedIterator } from './pushed-iterator.js';
 
 /**
  * One event of a streamed chat completion, as the server sent it: a chunk, or (from servers that
@@ -9,19 +11,56 @@ import { nodeBodyOf } from './node-http-fetch.js';
  */
 export type ChatCompletionEvent = OpenAI.Chat.Completions.ChatCompletionChunk & { error?: unknown };
 
+/** Where {@link pushChatCompletionEvents} hands the events of a body. */
+export interface ChatCompletionEventSink {
+  /** An event, parsed, in the tick its bytes were read (no promise between the socket and here). */
+  event(event: ChatCompletionEvent): void;
+  /**
+   * The events are over; called once, and nothing follows. No `error` at `data: [DONE]` or at the
+   * end of the body (the caller judges whether what came was complete); else why the body failed,
+   * as fetch reports it (a `TypeError` whose `cause` says why: a reset, an abort of the request's
+   * signal), or the `SyntaxError` of an event that is not JSON.
+   */
+  close(error?: unknown): void;
+}
+
+/** The reading of one body (see {@link pushChatCompletionEvents}). */
+export interface ChatCompletionReading {
+  /** Stops reading: closes the socket; nothing more reaches the sink, not even `close`. */
+  stop(): void;
+  /** Holds reads back (what the server sends waits in the socket) until {@link resume}. */
+  pause(): void;
+  resume(): void;
+}
+
 /**
- * The events of a streamed chat-completions response body, read with one `JSON.parse` each: the
- * openai SDK builds and sends the request (auth, headers, HTTP errors), and this reads its
- * `asResponse()` body in place of the SDK's `Stream`, whose three nested async generators cost
- * more per chunk than the parsing does (docs/performance.md). A response of `nodeHttpFetch` (what
- * `OpenAIChat` sends with) is read as its node stream; any other, as its web body.
+ * Reads the events of a streamed chat-completions response body, one `JSON.parse` each, and pushes
+ * them to `sink` as the bytes are read: the openai SDK builds and sends the request (auth, headers,
+ * HTTP errors), and this reads its `asResponse()` body in place of the SDK's `Stream`, whose three
+ * nested async generators cost more per chunk than the parsing does (docs/performance.md). A
+ * response of `nodeHttpFetch` (what `OpenAIChat` sends with) is read as its node stream, each
+ * `data` event fed to `eventsource-parser` at once; any other, as its web body.
  *
- * Each socket read is decoded and fed to `eventsource-parser` at once; its events wait in a queue
- * that `next()` hands out without another read. Iteration ends at `data: [DONE]` (without waiting
- * for the body to close: some servers keep it open) or at the end of the body; the caller decides
- * whether what came was complete. `return()` (a `for await` left early) cancels the body, which
- * closes the socket. A body that fails (a reset, an abort of the request's signal) rejects `next()`
- * with the error as fetch reports it (a `TypeError` whose `cause` says why); an event that is not JSON rejects it with the `SyntaxError`.
+ * The events end at `data: [DONE]` (the body is closed then, without waiting for its end: some
+ * servers keep it open) or at the end of the body.
+ */
+export function pushChatCompletionEvents(
+  response: Response,
+  sink: ChatCompletionEventSink,
+): ChatCompletionReading {
+  const reader = new EventReader(sink);
+  const node = nodeBodyOf(response);
+  if (node) reader.body = nodeBody(node, reader);
+  else if (response.body) reader.body = webBody(response.body, reader);
+  else throw new TypeError('the response has no body');
+  return reader;
+}
+
+/**
+ * The events of a body as an async iterator (the pull form of {@link pushChatCompletionEvents}):
+ * `next()` rejects with what `close` would be given, after the events read before it. `return()`
+ * (a `for await` left early) closes the socket. While many events wait for a slow consumer, the
+ * socket is not read.
  *
  * @example
  * ```ts
@@ -32,160 +71,148 @@ export type ChatCompletionEvent = OpenAI.Chat.Completions.ChatCompletionChunk & 
  * }
  * ```
  */
-export function readChatCompletionStream(response: Response): AsyncIterableIterator<ChatCompletionEvent> {
-  const node = nodeBodyOf(response);
-  if (node) return new ChatCompletionStream((feed, backlog) => nodeBodyText(node, feed, backlog));
-  const { body } = response;
-  if (!body) throw new TypeError('the response has no body');
-  return new ChatCompletionStream((feed) => webBodyText(body, feed));
+export function readChatCompletionStream(
+  response: Response,
+): AsyncIterableIterator<ChatCompletionEvent, undefined> {
+  const events = new PushedIterator<ChatCompletionEvent>();
+  events.source = pushChatCompletionEvents(response, {
+    event: (event) => events.push(event),
+    close: (error) => events.close(error),
+  });
+  return events;
 }
 
-/** Most events parsed ahead of the consumer before a node body stops reading the socket. */
-const HIGH_WATER = 256;
-
-/** The text of a body, handed to `feed` as it is read. */
-interface BodyText {
+/** How a body is read: the node stream's or the web body's way. */
+interface Body {
+  /** Stops reading and closes the socket, now. */
+  close(): void;
   /**
-   * Resolves once more text was fed, with `true` once the body ended (all of it fed); rejects when
-   * the body failed.
+   * The events are over (`[DONE]`): a body that is complete ends on its own and its socket goes back
+   * to the pool; one the server keeps open is closed.
    */
-  pull(): Promise<boolean>;
-  /** Stops reading: closes the socket. */
-  cancel(): void;
+  release(): void;
+  pause(): void;
+  resume(): void;
 }
 
-class ChatCompletionStream implements AsyncIterableIterator<ChatCompletionEvent> {
-  readonly #body: BodyText;
+class EventReader implements ChatCompletionReading {
+  readonly #sink: ChatCompletionEventSink;
   readonly #parser: EventSourceParser;
-  /** Parsed events not handed out yet, from `#head` on (emptied, not shifted: no copy per event). */
-  readonly #queue: ChatCompletionEvent[] = [];
-  #head = 0;
-  /** `[DONE]` arrived: later events are ignored. */
-  #done = false;
-  /** The body ended, failed or was cancelled: nothing more is read. */
-  #closed = false;
+  /** `[DONE]`, the end, a failure or a stop: nothing more is handed out. */
+  #over = false;
+  body: Body | undefined;
 
-  constructor(open: (feed: (text: string) => void, backlog: () => number) => BodyText) {
+  constructor(sink: ChatCompletionEventSink) {
+    this.#sink = sink;
     this.#parser = createParser({
       onEvent: ({ data }) => {
-        if (this.#done) return;
-        if (data === '[DONE]') this.#done = true;
-        else this.#queue.push(JSON.parse(data) as ChatCompletionEvent);
+        if (this.#over) return;
+        if (data !== '[DONE]') this.#sink.event(JSON.parse(data) as ChatCompletionEvent);
+        else {
+          this.#over = true;
+          this.body?.release();
+          this.#sink.close();
+        }
       },
     });
-    this.#body = open(
-      (text) => this.#parser.feed(text),
-      () => this.#queue.length - this.#head,
-    );
   }
 
-  [Symbol.asyncIterator](): this {
-    return this;
+  get over(): boolean {
+    return this.#over;
   }
 
-  async next(): Promise<IteratorResult<ChatCompletionEvent, undefined>> {
-    for (;;) {
-      if (this.#head < this.#queue.length) {
-        const value = this.#queue[this.#head++]!;
-        if (this.#head === this.#queue.length) {
-          this.#queue.length = 0;
-          this.#head = 0;
-        }
-        return { done: false, value };
-      }
-      if (this.#done || this.#closed) return this.#finish();
-      const ended = await this.#body.pull().catch((error: unknown) => {
-        this.#closed = true;
-        throw error;
-      });
-      if (ended) this.#closed = true;
-    }
-  }
-
-  return(): Promise<IteratorResult<ChatCompletionEvent, undefined>> {
-    this.#queue.length = 0;
-    this.#head = 0;
-    return Promise.resolve(this.#finish());
-  }
-
-  /** Ends the iteration; a body still open is cancelled, which closes its socket. */
-  #finish(): IteratorResult<ChatCompletionEvent, undefined> {
-    this.#done = true;
-    if (!this.#closed) {
-      this.#closed = true;
-      this.#body.cancel();
-    }
-    return { done: true, value: undefined };
-  }
-}
-
-/** A `fetch` body: one read, decoded, per pull. */
-function webBodyText(body: ReadableStream<Uint8Array>, feed: (text: string) => void): BodyText {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  return {
-    async pull() {
-      const read = await reader.read();
-      feed(read.done ? decoder.decode() : decoder.decode(read.value, { stream: true }));
-      return read.done;
-    },
-    cancel() {
-      reader.cancel().catch(() => undefined);
-    },
-  };
-}
-
-/**
- * A node stream (from `nodeHttpFetch`): every `data` event is fed as it comes, so a pull waits only
- * when nothing is parsed ahead, and costs one promise, not a web stream's read. Reading stops while
- * {@link HIGH_WATER} events wait for the consumer.
- */
-function nodeBodyText(stream: Readable, feed: (text: string) => void, backlog: () => number): BodyText {
-  let ended = false;
-  let failure: Error | undefined;
-  let wake: (() => void) | undefined;
-  const woken = () => {
-    const resolve = wake;
-    wake = undefined;
-    resolve?.();
-  };
-  stream.setEncoding('utf8');
-  stream.on('data', (text: string) => {
+  /** Text read from the body; an event that is not JSON ends the reading with its `SyntaxError`. */
+  feed(text: string): void {
+    if (this.#over) return;
     try {
-      feed(text);
+      this.#parser.feed(text);
     } catch (error) {
-      // An event that is not JSON: the reader's error, and nothing more is read.
-      failure = error as Error;
-      stream.destroy();
+      this.stop();
+      this.#sink.close(error);
     }
-    if (backlog() >= HIGH_WATER) stream.pause();
-    woken();
-  });
+  }
+
+  /** The body is over (ended, or failed with `error`): the sink is told, once. */
+  ended(error?: unknown): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.#sink.close(error);
+  }
+
+  stop(): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.body?.close();
+  }
+
+  pause(): void {
+    this.body?.pause();
+  }
+
+  resume(): void {
+    this.body?.resume();
+  }
+}
+
+/** A node stream (from `nodeHttpFetch`): every `data` event is fed as it comes. */
+function nodeBody(stream: Readable, reader: EventReader): Body {
+  let ended = false;
+  stream.setEncoding('utf8');
+  stream.on('data', (text: string) => reader.feed(text));
   stream.once('end', () => {
     ended = true;
-    woken();
+    reader.ended();
   });
-  stream.once('error', (error) => {
-    // Reported as fetch reports a body that broke: a TypeError with the cause.
-    failure = new TypeError('terminated', { cause: error });
-    woken();
-  });
+  // Reported as fetch reports a body that broke: a TypeError with the cause.
+  stream.once('error', (error) => reader.ended(new TypeError('terminated', { cause: error })));
   stream.once('close', () => {
-    failure ??= ended ? undefined : new TypeError('terminated: the body closed before its end');
-    woken();
+    if (!ended) reader.ended(new TypeError('terminated: the body closed before its end'));
   });
+  // The response's end (`0\r\n\r\n`) comes in the same read as `[DONE]` from most servers, and is
+  // parsed right after the `data` event that held it.
+  const complete = () => ended || (stream as Partial<IncomingMessage>).complete === true;
+  const close = () => {
+    if (!complete()) stream.destroy();
+  };
   return {
-    pull() {
-      // Called once every parsed event was handed out.
-      if (stream.isPaused()) stream.resume();
-      if (failure) return Promise.reject(failure);
-      if (ended) return Promise.resolve(true);
-      return new Promise<boolean>((resolve, reject) => {
-        wake = () => (failure ? reject(failure) : resolve(ended));
-      });
+    close: () => stream.destroy(),
+    release: () => process.nextTick(close),
+    pause: () => stream.pause(),
+    resume: () => stream.resume(),
+  };
+}
+
+/** A `fetch` body: read a chunk at a time, decoded, while not paused. */
+function webBody(body: ReadableStream<Uint8Array>, reader: EventReader): Body {
+  const bytes = body.getReader();
+  const decoder = new TextDecoder();
+  let resumed: (() => void) | undefined;
+  let paused: Promise<void> | undefined;
+  const read = async (): Promise<void> => {
+    for (;;) {
+      if (paused) await paused;
+      const chunk = await bytes.read();
+      if (reader.over) return;
+      reader.feed(chunk.done ? decoder.decode() : decoder.decode(chunk.value, { stream: true }));
+      if (chunk.done) return reader.ended();
+    }
+  };
+  read().catch((error: unknown) => reader.ended(error));
+  const close = () => {
+    resumed?.();
+    bytes.cancel().catch(() => undefined);
+  };
+  return {
+    close,
+    release: close,
+    pause() {
+      paused ??= new Promise((resolve) => (resumed = resolve));
     },
-    cancel() {
-      stream.destroy();
+    resume() {
+      const wake = resumed;
+      paused = undefined;
+      resumed = undefined;
+      wake?.();
     },
   };
 }

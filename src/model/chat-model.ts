@@ -49,6 +49,15 @@ export interface ChatRequest {
 }
 
 /**
+ * Where {@link ChatModel.streamTo} pushes a stream: the chunks {@link ChatModel.stream} would yield,
+ * then `close` once, with the error it would throw, if any.
+ */
+export interface ModelStreamReceiver {
+  chunk(chunk: ModelChunk): void;
+  close(error?: unknown): void;
+}
+
+/**
  * A streaming chat model. Implementations throw a {@link RunstateError} (or anything; it is mapped
  * at the boundary) for a failed request, and end quietly, or throw, once `signal` is aborted.
  */
@@ -58,4 +67,34 @@ export interface ChatModel {
   /** Who serves it (`OpenAI`, `offline`). */
   readonly provider: string;
   stream(request: ChatRequest): AsyncIterable<ModelChunk>;
+  /**
+   * Optional: the same stream pushed instead of pulled, which runs use when a model has it. Each
+   * chunk is handed over as it is read, with no promise per chunk (an async iterator costs a few
+   * promise turns per chunk, more than parsing it does). Once `signal` is aborted nothing more
+   * needs to come; a `close` that still comes is ignored.
+   */
+  streamTo?: ((request: ChatRequest, receiver: ModelStreamReceiver) => void) | undefined;
+}
+
+/**
+ * Streams `request` from `model` into `receiver`: pushed by its {@link ChatModel.streamTo} when it
+ * has one, else its {@link ChatModel.stream} iterated (and left, which closes it, once `signal` is
+ * aborted).
+ */
+export function streamModel(model: ChatModel, request: ChatRequest, receiver: ModelStreamReceiver): void {
+  if (model.streamTo) {
+    model.streamTo(request, receiver);
+    return;
+  }
+  void (async () => {
+    try {
+      for await (const chunk of model.stream(request)) {
+        if (request.signal.aborted) return;
+        receiver.chunk(chunk);
+      }
+      receiver.close();
+    } catch (error) {
+      receiver.close(error);
+    }
+  })();
 }

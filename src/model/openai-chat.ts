@@ -1,10 +1,21 @@
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import { RunstateError } from '../errors.js';
 import { isRetryableStatus, readChunk, reasonOf, type CompletionState } from './chat-completion-chunk.js';
-import { readChatCompletionStream, type ChatCompletionEvent } from './chat-completion-stream.js';
-import type { ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
+import {
+  pushChatCompletionEvents,
+  type ChatCompletionEvent,
+  type ChatCompletionReading,
+} from './chat-completion-stream.js';
+import {
+  streamModel,
+  type ChatModel,
+  type ChatRequest,
+  type ModelChunk,
+  type ModelStreamReceiver,
+} from './chat-model.js';
 import { nodeHttpFetch } from './node-http-fetch.js';
 import { OfflineModel } from './offline-model.js';
+import { PushedIterator, type PushedSource } from './pushed-iterator.js';
 
 /** Options of {@link OpenAIChat}. Only `id` is required. */
 export interface OpenAIChatOptions {
@@ -104,12 +115,28 @@ export class OpenAIChat implements ChatModel {
   }
 
   stream(request: ChatRequest): AsyncIterable<ModelChunk> {
-    return 'offline' in this.#backend
-      ? this.#backend.offline.stream(request)
-      : this.#stream(this.#backend.client, request);
+    const backend = this.#backend;
+    if ('offline' in backend) return backend.offline.stream(request);
+    return {
+      [Symbol.asyncIterator]: () => {
+        const chunks = new PushedIterator<ModelChunk>();
+        const completion = this.#request(backend.client, request, {
+          chunk: (chunk) => chunks.push(chunk),
+          close: (error) => chunks.close(error),
+        });
+        chunks.source = completion;
+        completion.start();
+        return chunks;
+      },
+    };
   }
 
-  #stream(client: OpenAI, request: ChatRequest): AsyncIterable<ModelChunk> {
+  streamTo(request: ChatRequest, receiver: ModelStreamReceiver): void {
+    if ('offline' in this.#backend) streamModel(this.#backend.offline, request, receiver);
+    else this.#request(this.#backend.client, request, receiver).start();
+  }
+
+  #request(client: OpenAI, request: ChatRequest, receiver: ModelStreamReceiver): CompletionRequest {
     const { temperature, maxTokens, extraBody } = this.#options;
     const maxTokensField = this.#options.maxTokensField ?? defaultMaxTokensField(client.baseURL);
     const body = {
@@ -129,7 +156,7 @@ export class OpenAIChat implements ChatModel {
       ...(temperature === undefined ? {} : { temperature }),
       ...(maxTokens === undefined ? {} : { [maxTokensField]: maxTokens }),
     };
-    return { [Symbol.asyncIterator]: () => new CompletionChunks(client, this.id, body, request.signal) };
+    return new CompletionRequest(client, this.id, body, request.signal, receiver);
   }
 }
 
@@ -165,117 +192,153 @@ class ReasonfulOpenAI extends OpenAI {
 }
 
 /**
- * The deltas of one streamed chat completion, then its `end`. The SDK sends the request (auth,
- * headers, HTTP errors) and hands over the response; {@link readChatCompletionStream} reads its body
- * (ending at `[DONE]`, even when the server keeps the body open) and {@link readChunk} each event.
- * An iterator written out rather than an async generator: it sits on every token's path, and a
- * generator's `yield` costs a few more promise turns per delta than parsing the delta does.
+ * One streamed chat completion, pushed: its deltas, then its `end`, then `close`. The SDK sends the
+ * request (auth, headers, HTTP errors) and hands over the response; {@link pushChatCompletionEvents}
+ * reads its body (ending at `[DONE]`, even when the server keeps the body open) and
+ * {@link readChunk} each event, in the tick the socket read came: no promise per delta.
  */
-class CompletionChunks implements AsyncIterator<ModelChunk> {
-  #events: AsyncIterator<ChatCompletionEvent> | undefined;
+class CompletionRequest implements PushedSource {
   readonly #state: CompletionState = { finishReason: undefined, usage: undefined, delivered: false };
+  #reading: ChatCompletionReading | undefined;
+  #paused = false;
+  /** Over: closed (or told to stop); nothing more reaches the receiver. */
   #finished = false;
 
   readonly #client: OpenAI;
   readonly #modelId: string;
   readonly #body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming;
   readonly #signal: AbortSignal;
+  readonly #receiver: ModelStreamReceiver;
   /**
    * The SDK's signal: aborted by the run's while the request is open, and let go of once it is over.
    * The SDK aborts a controller of its own, with a new `DOMException` (a stack trace), when the
    * signal it was given aborts, and the run's aborts at the end of every run, also one that completed.
    */
-  #requestAbort: AbortController | undefined;
-  readonly #onAbort = (): void => this.#requestAbort?.abort(this.#signal.reason);
+  readonly #requestAbort = new AbortController();
+  readonly #onAbort = (): void => {
+    this.#requestAbort.abort(this.#signal.reason);
+    // Ends quietly: an abort is how a stream is stopped, not a failure.
+    this.#close();
+  };
 
   constructor(
     client: OpenAI,
     modelId: string,
     body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming,
     signal: AbortSignal,
+    receiver: ModelStreamReceiver,
   ) {
     this.#client = client;
     this.#modelId = modelId;
     this.#body = body;
     this.#signal = signal;
+    this.#receiver = receiver;
   }
 
-  async next(): Promise<IteratorResult<ModelChunk, undefined>> {
-    if (this.#finished || this.#signal.aborted) return this.#end();
-    const events = this.#events ?? (await this.#request());
-    if (!events) return this.#end();
-    for (;;) {
-      let result: IteratorResult<ChatCompletionEvent, undefined>;
-      let chunk: ModelChunk | undefined;
-      try {
-        result = await events.next();
-        // The body was read to its end, or to `[DONE]`.
-        if (result.done) return this.#last();
-        chunk = readChunk(result.value, this.#state);
-      } catch (error) {
-        // The body failed, or the server sent an error: close the socket, never leak the request.
-        void events.return?.();
-        if (isAbort(error, this.#signal)) return this.#end();
-        this.#finish();
-        throw error instanceof RunstateError ? error : toRunstateError(error, this.#state.delivered);
-      }
-      if (this.#signal.aborted) return this.#end();
-      if (chunk) return { done: false, value: chunk };
-    }
+  /** Sends the request; what comes of it reaches the receiver. */
+  start(): void {
+    if (this.#signal.aborted) return this.#close();
+    this.#signal.addEventListener('abort', this.#onAbort, { once: true });
+    void this.#send();
   }
 
-  /** The consumer stopped early: close the socket. */
-  return(): Promise<IteratorResult<ModelChunk, undefined>> {
-    if (!this.#finished) {
-      if (this.#events) void this.#events.return?.();
-      else this.#requestAbort?.abort();
-    }
-    return Promise.resolve(this.#end());
+  /** The consumer left early: close the socket (or the request still waiting for its headers). */
+  stop(): void {
+    if (!this.#finish()) return;
+    this.#reading?.stop();
+    this.#requestAbort.abort();
   }
 
-  async #request(): Promise<AsyncIterator<ChatCompletionEvent> | undefined> {
+  pause(): void {
+    this.#paused = true;
+    this.#reading?.pause();
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.#reading?.resume();
+  }
+
+  async #send(): Promise<void> {
+    let response: Response;
     try {
       // `maxRetries` also per request: an injected client may have retries of its own.
-      this.#requestAbort = new AbortController();
-      this.#signal.addEventListener('abort', this.#onAbort, { once: true });
-      const response = await this.#client.chat.completions
+      response = await this.#client.chat.completions
         .create(this.#body, { signal: this.#requestAbort.signal, maxRetries: 0 })
         .asResponse();
-      this.#events = readChatCompletionStream(response);
     } catch (error) {
-      this.#finish();
-      if (isAbort(error, this.#signal)) return undefined;
-      throw toRunstateError(error, false, { started: false });
+      if (isAbort(error, this.#signal)) this.#close();
+      else this.#close(toRunstateError(error, false, { started: false }));
+      return;
     }
-    return this.#events;
+    // Stopped while the headers came: the abort closed the socket.
+    if (this.#finished) return;
+    try {
+      this.#reading = pushChatCompletionEvents(response, {
+        event: (event) => this.#event(event),
+        close: (error) => this.#ended(error),
+      });
+    } catch (error) {
+      this.#close(toRunstateError(error, false));
+      return;
+    }
+    if (this.#paused) this.#reading.pause();
   }
 
-  /** The body ended: with a finish reason it is the `end`, without one the stream is incomplete. */
-  #last(): IteratorResult<ModelChunk, undefined> {
-    if (this.#finished) return this.#end();
-    this.#finish();
+  #event(event: ChatCompletionEvent): void {
+    if (this.#finished) return;
+    let chunk: ModelChunk | undefined;
+    try {
+      chunk = readChunk(event, this.#state);
+    } catch (error) {
+      // The server sent an error inside the stream: close the socket, never leak the request.
+      this.#reading?.stop();
+      this.#close(toRunstateError(error, this.#state.delivered));
+      return;
+    }
+    if (chunk) this.#receiver.chunk(chunk);
+  }
+
+  /** The body's events are over: with a finish reason that is the `end`, without one the stream is incomplete. */
+  #ended(error: unknown): void {
+    if (this.#finished) return;
+    if (error !== undefined) {
+      if (isAbort(error, this.#signal)) this.#close();
+      else this.#close(toRunstateError(error, this.#state.delivered));
+      return;
+    }
     const { finishReason, usage, toolCalls } = this.#state;
     if (finishReason === undefined) {
-      throw new RunstateError(
-        'MODEL_STREAM_INCOMPLETE',
-        `The stream of ${this.#modelId} ended without a finish reason (the body closed early)`,
+      this.#close(
+        new RunstateError(
+          'MODEL_STREAM_INCOMPLETE',
+          `The stream of ${this.#modelId} ended without a finish reason (the body closed early)`,
+        ),
       );
+      return;
     }
     // The calls end the turn whatever the finish reason says (some servers say `stop` with calls).
     const calls = toolCalls?.size ? { toolCalls: toolCalls.calls() } : {};
-    return { done: false, value: { type: 'end', finishReason, usage, ...calls } };
-  }
-
-  #end(): IteratorResult<ModelChunk, undefined> {
+    // Over before the `end` is handed out: the run moves on at once and aborts its signal, which
+    // must find nothing to abort (the socket goes back to the pool).
     this.#finish();
-    return { done: true, value: undefined };
+    this.#receiver.chunk({ type: 'end', finishReason, usage, ...calls });
+    this.#receiver.close();
   }
 
-  /** The request is over (its body read to its end, or closed): the run's signal has nothing to abort. */
-  #finish(): void {
-    if (this.#finished) return;
+  /** Tells the receiver the stream is over, once. */
+  #close(error?: unknown): void {
+    if (this.#finish()) this.#receiver.close(error);
+  }
+
+  /**
+   * The request is over: the run's signal has nothing to abort any more. False if it was already.
+   */
+  #finish(): boolean {
+    if (this.#finished) return false;
     this.#finished = true;
-    if (this.#requestAbort) this.#signal.removeEventListener('abort', this.#onAbort);
+    this.#signal.removeEventListener('abort', this.#onAbort);
+    return true;
   }
 }
 
@@ -289,6 +352,7 @@ function isAbort(error: unknown, signal: AbortSignal): boolean {
  * response headers had arrived.
  */
 function toRunstateError(error: unknown, delivered: boolean, { started = true } = {}): RunstateError {
+  if (error instanceof RunstateError) return error;
   const message = error instanceof Error ? error.message : String(error);
   if (delivered) {
     return new RunstateError('MODEL_STREAM_INCOMPLETE', `The stream broke: ${message}`, { cause: error });

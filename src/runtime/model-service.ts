@@ -1,7 +1,13 @@
 import { fromCallback } from 'xstate';
 import type { ModelServiceInput, RunMachineEvent } from '../../machines/run.machine.js';
 import { toRunErrorData } from '../errors.js';
-import type { ChatMessage, ChatModel, ToolDefinition } from '../model/chat-model.js';
+import {
+  streamModel,
+  type ChatMessage,
+  type ChatModel,
+  type ModelStreamReceiver,
+  type ToolDefinition,
+} from '../model/chat-model.js';
 import type { Tool } from '../tools/tool.js';
 import { checkToolCalls } from './check-tool-calls.js';
 
@@ -44,10 +50,12 @@ export const MAX_DELTAS_PER_CHUNK = 64;
  * It owns an AbortController and aborts it when the actor is stopped, which is what a `CANCEL`,
  * a timeout or a retry does by leaving the state that invoked it.
  *
- * Deltas that arrive together (one socket read can hold hundreds) go to the machine as one `CHUNK`:
- * a transition per delta would cost more than parsing it. The merged chunk is sent on the next tick,
- * which Node runs once the promise jobs of the current read are all done, so the deltas of one read
- * are merged and none waits for another read. A paced stream, one delta per read as a real model
+ * The model's stream is pushed ({@link streamModel}): a model with `streamTo` (`OpenAIChat`) hands
+ * each delta over in the tick its socket read came, with no promise between the socket and the
+ * machine. Deltas that arrive together (one socket read can hold hundreds) go to the machine as one
+ * `CHUNK`: a transition per delta would cost more than parsing it. The merged chunk is sent on the
+ * next tick, which Node runs once the current read is handled, so the deltas of one read are merged
+ * and none waits for another read. A paced stream, one delta per read as a real model
  * sends them, is unchanged. Merging never reorders: a `CHUNK`'s reasoning came before its content,
  * so reasoning that follows content waiting to be sent goes into the next `CHUNK`.
  */
@@ -71,7 +79,7 @@ export function createModelService(lookup: (runId: string) => ModelCall | undefi
     };
     if (call.runSignal.aborted) stop();
     else call.runSignal.addEventListener('abort', stop, { once: true });
-    void pump(call, input, controller.signal, attempt, sendBack);
+    pump(call, input, controller.signal, attempt, sendBack);
     return () => {
       call.runSignal.removeEventListener('abort', stop);
       stop();
@@ -79,17 +87,19 @@ export function createModelService(lookup: (runId: string) => ModelCall | undefi
   });
 }
 
-async function pump(
+function pump(
   call: ModelCall,
   input: ModelServiceInput,
   signal: AbortSignal,
   attempt: Attempt,
   sendBack: SendBack,
-): Promise<void> {
+): void {
   // What waits for the next tick: reasoning, then content (a CHUNK's order).
   let pending = '';
   let pendingReasoning = '';
   let pendingDeltas = 0;
+  /** The model said it all (`end`, so `DONE` was sent) or closed: what still comes is ignored. */
+  let over = false;
   // Once aborted, the run has left the state that wanted these deltas: they are dropped.
   const flush = () => {
     if (pendingDeltas === 0 || attempt.stopped) return;
@@ -100,17 +110,11 @@ async function pump(
     pendingDeltas = 0;
     sendBack(reasoning ? { type: 'CHUNK', delta, reasoning } : { type: 'CHUNK', delta });
   };
-  try {
-    // A store that refused the run (or failed to read its history) fails it here, as a model error would.
-    const history = await call.messages;
-    // Cancelled while the history was read (a durable store's round trip): no request at all.
-    if (attempt.stopped) return;
-    // The run's own messages (tool rounds) follow the conversation up to the user's message.
-    const messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
-    const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;
-    for await (const chunk of call.model.stream({ messages, signal, tools })) {
-      if (attempt.stopped) return;
+  const receiver: ModelStreamReceiver = {
+    chunk(chunk) {
+      if (over || attempt.stopped) return;
       if (chunk.type === 'end') {
+        over = true;
         flush();
         if (attempt.stopped) return;
         const { finishReason, usage, toolCalls } = chunk;
@@ -134,29 +138,49 @@ async function pump(
         pendingReasoning += reasoning;
         if (content !== '') pending += content;
       } else if (content === '') {
-        continue;
+        return;
       } else {
         if (pendingDeltas === 0) process.nextTick(flush);
         pending += content;
       }
       if (++pendingDeltas === MAX_DELTAS_PER_CHUNK) flush();
-    }
-    flush();
-    if (attempt.stopped) return;
-    sendBack({
-      type: 'ERROR',
-      error: {
-        code: 'MODEL_STREAM_INCOMPLETE',
-        message: 'the model stream ended without a finish reason',
-        retryable: false,
-      },
-    });
-  } catch (error) {
-    // Aborts are how we stop a stream, not failures.
-    if (attempt.stopped) return;
-    flush();
-    if (!attempt.stopped) sendBack({ type: 'ERROR', error: toRunErrorData(error) });
-  }
+    },
+    close(error) {
+      if (over) return;
+      over = true;
+      // Aborts are how we stop a stream, not failures.
+      if (attempt.stopped) return;
+      flush();
+      if (attempt.stopped) return;
+      sendBack({
+        type: 'ERROR',
+        error:
+          error === undefined
+            ? {
+                code: 'MODEL_STREAM_INCOMPLETE',
+                message: 'the model stream ended without a finish reason',
+                retryable: false,
+              }
+            : toRunErrorData(error),
+      });
+    },
+  };
+  // A store that refused the run (or failed to read its history) fails it here, as a model error would.
+  call.messages.then(
+    (history) => {
+      // Cancelled while the history was read (a durable store's round trip): no request at all.
+      if (attempt.stopped) return;
+      // The run's own messages (tool rounds) follow the conversation up to the user's message.
+      const messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
+      const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;
+      try {
+        streamModel(call.model, { messages, signal, tools }, receiver);
+      } catch (error) {
+        receiver.close(error);
+      }
+    },
+    (error: unknown) => receiver.close(error),
+  );
 }
 
 const NO_TOOLS: ReadonlyMap<string, Tool> = new Map();
