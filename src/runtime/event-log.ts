@@ -231,6 +231,8 @@ export class MemoryEventLog implements RunEventLog {
   #closed = false;
   // One shared wake-up for all followers, created only when somebody waits: no listener per reader.
   #wake: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** What followers listening ({@link LogFollower.listen}) do at each append or close. */
+  readonly #listeners = new Set<() => void>();
 
   /**
    * `before`: the `seq` before the first event appended (a run taken back from the store starts
@@ -278,21 +280,47 @@ export class MemoryEventLog implements RunEventLog {
     return this.#wake.promise;
   }
 
+  /** Calls `listener` at every append and at the close, in that call, until the returned function is called. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   #notify(): void {
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.resolve();
+    for (const listener of this.#listeners) listener();
   }
 }
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+
+/** A reader of a run's events that can also have them pushed. */
+export interface ListenableEvents {
+  /**
+   * Calls `listener` with each event `next()` would give, in the call that appends it (those
+   * already in the log first, before `listen` returns), and with `undefined` where the iteration
+   * ends. Stops when `listener` returns false, or when the returned function is called; reading
+   * (by `next()` or by listening again) goes on from there. No promise per event: what a reader
+   * that writes each event to a socket wants. `listener` must not throw.
+   */
+  listen(listener: (event: RunEvent | undefined) => boolean): () => void;
+}
+
+/** Whether `events` can push ({@link ListenableEvents}): the reader of a run this process holds. */
+export function isListenable(
+  events: AsyncIterator<RunEvent>,
+): events is AsyncIterator<RunEvent> & ListenableEvents {
+  return events instanceof LogFollower;
+}
 
 /**
  * One reader of a {@link MemoryEventLog}. Written out rather than as an async generator: it sits on
  * every token's path, and an event already in the log is handed out with no promise turn but the
  * one `next()` returns (a generator's `yield` costs several, and one more per generator wrapping it).
  */
-class LogFollower implements AsyncIterableIterator<RunEvent, undefined> {
+class LogFollower implements AsyncIterableIterator<RunEvent, undefined>, ListenableEvents {
   readonly #events: RunEventList;
   readonly #log: MemoryEventLog;
   readonly #endsAfter: ((event: RunEvent) => boolean) | undefined;
@@ -329,6 +357,26 @@ class LogFollower implements AsyncIterableIterator<RunEvent, undefined> {
   return(): Promise<IteratorResult<RunEvent, undefined>> {
     this.#ended = true;
     return Promise.resolve(DONE);
+  }
+
+  /** The push form of this reader (see {@link ListenableEvents.listen}). */
+  listen(listener: (event: RunEvent | undefined) => boolean): () => void {
+    let listening = true;
+    let stopListening: (() => void) | undefined;
+    const stop = () => {
+      listening = false;
+      stopListening?.();
+    };
+    const drain = () => {
+      while (listening) {
+        const result = this.#take();
+        if (!result) return;
+        if (!listener(result.done ? undefined : result.value) || result.done) stop();
+      }
+    };
+    drain();
+    if (listening) stopListening = this.#log.onChange(drain);
+    return stop;
   }
 
   /** The next result when there is one now (an event, or the end); `undefined` to wait. */

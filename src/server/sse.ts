@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { isTerminalEvent, type RunEvent } from '../runtime/run-events.js';
-import { eventFrame, openEventStream } from './event-stream.js';
+import { isListenable, type ListenableEvents } from '../runtime/event-log.js';
+import { eventFrame, openEventStream, type EventStream } from './event-stream.js';
 
 // The frame of the last event written. Every subscriber of a run is handed the same event object
 // in the same turn, so this one entry serialises it once for all of them; a WeakMap entry and a
@@ -37,25 +38,109 @@ export interface EventStreamOptions {
 /** How an event stream ended. */
 export type EventStreamEnd = 'completed' | 'client_gone';
 
-const GONE = Symbol('gone');
-
 /**
  * Writes run events to `res` as a server-sent event stream, then ends it: after the terminal
  * event, when the events run out, or when the client goes away (then `onClientGone` runs, once).
  * Waits for `drain` whenever the socket buffer is full, so a slow client holds the stream back
  * instead of filling the server's memory.
+ *
+ * The events of a run this process holds are written as they are appended, with no promise per
+ * event ({@link ListenableEvents}); any other source (a run followed from the store) is iterated.
  */
 export async function sendEventStream(
   res: ServerResponse,
   events: AsyncIterable<RunEvent>,
-  { heartbeatMs, onClientGone, beforeEnd }: EventStreamOptions,
+  options: EventStreamOptions,
 ): Promise<EventStreamEnd> {
-  const stream = openEventStream(res, { heartbeatMs });
-  let wakeOnGone: ((value: typeof GONE) => void) | undefined;
-  const removeGoneListener = stream.onClientGone(() => wakeOnGone?.(GONE));
-
+  const stream = openEventStream(res, { heartbeatMs: options.heartbeatMs });
   const iterator = events[Symbol.asyncIterator]();
   let outcome: EventStreamEnd = 'completed';
+  try {
+    if (isListenable(iterator)) await writePushed(stream, iterator, options);
+    else await writePulled(stream, iterator, options);
+    // Over before the terminal event, and not because the events ran out: the client went away.
+    if (stream.over) outcome = 'client_gone';
+  } finally {
+    stream.end();
+  }
+  if (outcome === 'client_gone') {
+    options.onClientGone?.();
+    // The reader may be parked waiting for the run's next event; let it go when that comes.
+    iterator.return?.().catch(() => undefined);
+  }
+  return outcome;
+}
+
+/** Why {@link writePushed} stopped listening. */
+type Pause =
+  { why: 'end' } | { why: 'full' } | { why: 'terminal'; event: RunEvent } | { why: 'failed'; error: unknown };
+
+/**
+ * Writes each event in the call that appends it, until something must be waited for: a full
+ * socket (then `drain`), the terminal event (written once `beforeEnd` resolved), the end of the
+ * events or the client.
+ */
+async function writePushed(
+  stream: EventStream,
+  events: ListenableEvents,
+  { beforeEnd }: EventStreamOptions,
+): Promise<void> {
+  let stopListening: (() => void) | undefined;
+  let wake: ((pause: Pause) => void) | undefined;
+  const removeGoneListener = stream.onClientGone(() => {
+    stopListening?.();
+    wake?.({ why: 'end' });
+  });
+  try {
+    while (!stream.over) {
+      const pause = await new Promise<Pause>((resolve) => {
+        wake = resolve;
+        // Resolves the wait and stops listening.
+        const stop = (why: Pause): false => {
+          resolve(why);
+          return false;
+        };
+        stopListening = events.listen((event) => {
+          try {
+            if (!event) return stop({ why: 'end' });
+            const terminal = isTerminalEvent(event);
+            if (terminal && beforeEnd) return stop({ why: 'terminal', event });
+            const flushed = stream.write(sseFrame(event));
+            if (terminal) return stop({ why: 'end' });
+            return flushed || stop({ why: 'full' });
+          } catch (error) {
+            // Called from the run's append: a throw must not reach the run.
+            return stop({ why: 'failed', error });
+          }
+        });
+      });
+      stopListening = undefined;
+      wake = undefined;
+      if (pause.why === 'failed') throw pause.error;
+      if (pause.why === 'end') return;
+      if (pause.why === 'terminal') {
+        await beforeEnd!();
+        stream.write(sseFrame(pause.event));
+        return;
+      }
+      if (!(await stream.drained())) return;
+    }
+  } finally {
+    stopListening?.();
+    removeGoneListener();
+  }
+}
+
+const GONE = Symbol('gone');
+
+/** Reads the events one `next()` at a time (a source that cannot push), written as they come. */
+async function writePulled(
+  stream: EventStream,
+  iterator: AsyncIterator<RunEvent>,
+  { beforeEnd }: EventStreamOptions,
+): Promise<void> {
+  let wakeOnGone: ((value: typeof GONE) => void) | undefined;
+  const removeGoneListener = stream.onClientGone(() => wakeOnGone?.(GONE));
   try {
     while (!stream.over) {
       // A new promise per wait (not `Promise.race` with one long-lived promise, which keeps a
@@ -72,16 +157,7 @@ export async function sendEventStream(
       if (terminal) break;
       if (!flushed && !(await stream.drained())) break;
     }
-    // Over before the terminal event, and not because the events ran out: the client went away.
-    if (stream.over) outcome = 'client_gone';
   } finally {
     removeGoneListener();
-    stream.end();
   }
-  if (outcome === 'client_gone') {
-    onClientGone?.();
-    // The reader may be parked waiting for the run's next event; let it go when that comes.
-    iterator.return?.().catch(() => undefined);
-  }
-  return outcome;
 }

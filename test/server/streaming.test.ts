@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import type { RunEvent } from '../../src/index.js';
+import { MemoryEventLog } from '../../src/runtime/event-log.js';
 import { sendEventStream, sseFrame } from '../../src/server/sse.js';
 import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
 import { postRun, serveFake } from '../support/app.js';
@@ -294,6 +295,48 @@ describe('sendEventStream', () => {
       'write id: 3',
     ]);
     expect(res.writableEnded).toBe(true);
+  });
+
+  it('writes the events of a run held here in the call that appends them, and waits for drain when the socket is full', async () => {
+    const log: string[] = [];
+    const res = slowResponse(log);
+    const runLog = new MemoryEventLog();
+    const sent = sendEventStream(res, runLog.follow(), { heartbeatMs: 60_000 });
+    for (let seq = 1; seq <= 3; seq++) {
+      runLog.append(event(seq, seq === 3));
+      log.push(`appended ${seq}`);
+    }
+    runLog.close();
+
+    expect(await sent).toBe('completed');
+    // The first frame went out inside its append; the socket was full after it, so the next two
+    // waited for drain, one at a time.
+    expect(log).toEqual([
+      'write id: 1',
+      'appended 1',
+      'appended 2',
+      'appended 3',
+      'drain',
+      'write id: 2',
+      'drain',
+      'write id: 3',
+    ]);
+    expect(res.writableEnded).toBe(true);
+  });
+
+  it('stops listening to a run held here when its client goes away, and says so', async () => {
+    const log: string[] = [];
+    const res = slowResponse(log);
+    const runLog = new MemoryEventLog();
+    let gone = 0;
+    const sent = sendEventStream(res, runLog.follow(), { heartbeatMs: 60_000, onClientGone: () => gone++ });
+    runLog.append(event(1));
+    res.destroy();
+
+    expect(await sent).toBe('client_gone');
+    runLog.append(event(2));
+    expect(gone).toBe(1);
+    expect(log).toEqual(['write id: 1']);
   });
 
   it('serialises an event once, whatever the number of subscribers', () => {
