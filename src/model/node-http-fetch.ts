@@ -41,7 +41,9 @@ export function nodeHttpFetch(input: string | URL | Request, init: RequestInit =
   if (signal?.aborted) return Promise.reject(abortReason(signal));
   const url = typeof input === 'string' ? new URL(input) : input;
   const headers: Record<string, string> = {};
-  for (const [name, value] of new Headers(init.headers)) headers[name] = value;
+  // The SDK hands a `Headers` already checked: copying it into a new one would check each again.
+  const given = init.headers instanceof Headers ? init.headers : new Headers(init.headers);
+  for (const [name, value] of given) headers[name] = value;
   if (body != null) headers['content-length'] = String(Buffer.byteLength(body));
 
   return new Promise<Response>((resolve, reject) => {
