@@ -251,6 +251,35 @@ describe('nodeHttpFetch', () => {
     await closed[0];
   });
 
+  it('keeps the connections of many streams that end together for the next ones (more than Node\'s 256)', async () => {
+    let connections = 0;
+    server.server.on('connection', () => connections++);
+    const streams = 400;
+    const batch = async () => {
+      // Every stream open before any ends: each needs a connection of its own.
+      let opened = 0;
+      let allOpen!: () => void;
+      const open = new Promise<void>((resolve) => (allOpen = resolve));
+      for (let i = 0; i < streams; i++) {
+        answers.push((res) => {
+          if (++opened === streams) allOpen();
+          void open.then(() => res.end(chunk('a', 'stop') + 'data: [DONE]\n\n'));
+        });
+      }
+      const body = { model: 'm', messages: [{ role: 'user' as const, content: 'hi' }], stream: true as const };
+      await Promise.all(
+        Array.from({ length: streams }, async () =>
+          collect(readChatCompletionStream(await client.chat.completions.create(body).asResponse())),
+        ),
+      );
+    };
+
+    await batch();
+    await batch();
+
+    expect(connections).toBe(streams);
+  });
+
   it('reports a body cut mid-event as fetch does: a TypeError', async () => {
     answers.push((res) => res.write(chunk('a') + 'data: {"cho', () => res.socket?.destroy()));
     const events = await open();
