@@ -251,7 +251,7 @@ describe('nodeHttpFetch', () => {
     await closed[0];
   });
 
-  it('keeps the connections of many streams that end together for the next ones (more than Node\'s 256)', async () => {
+  it("keeps the connections of many streams that end together for the next ones (more than Node's 256)", async () => {
     let connections = 0;
     server.server.on('connection', () => connections++);
     const streams = 400;
@@ -266,7 +266,11 @@ describe('nodeHttpFetch', () => {
           void open.then(() => res.end(chunk('a', 'stop') + 'data: [DONE]\n\n'));
         });
       }
-      const body = { model: 'm', messages: [{ role: 'user' as const, content: 'hi' }], stream: true as const };
+      const body = {
+        model: 'm',
+        messages: [{ role: 'user' as const, content: 'hi' }],
+        stream: true as const,
+      };
       await Promise.all(
         Array.from({ length: streams }, async () =>
           collect(readChatCompletionStream(await client.chat.completions.create(body).asResponse())),
