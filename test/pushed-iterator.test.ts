@@ -90,6 +90,18 @@ describe('PushedIterator', () => {
     expect(await values.next()).toEqual({ done: true, value: undefined });
   });
 
+  it('resumes a source it paused when the consumer leaves after the end', async () => {
+    const { calls, pushedSource } = source();
+    const values = new PushedIterator<number>();
+    values.source = pushedSource;
+    for (let i = 0; i < 300; i++) values.push(i);
+    values.close();
+
+    await values.return();
+
+    expect(calls).toEqual(['pause', 'resume']);
+  });
+
   it('ends a waiting next() when return() is called', async () => {
     const values = new PushedIterator<number>();
     const waiting = values.next();

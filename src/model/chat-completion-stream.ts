@@ -41,8 +41,9 @@ export interface ChatCompletionReading {
  * response of `nodeHttpFetch` (what `OpenAIChat` sends with) is read as its node stream, each
  * `data` event fed to `eventsource-parser` at once; any other, as its web body.
  *
- * The events end at `data: [DONE]` (the body is closed then, without waiting for its end: some
- * servers keep it open) or at the end of the body.
+ * The events end at `data: [DONE]` or at the end of the body. At `[DONE]` a body the server keeps
+ * open (some do) is closed, and one it ended in the same read is let end, so that its socket goes
+ * back to the keep-alive pool.
  */
 export function pushChatCompletionEvents(
   response: Response,

@@ -89,6 +89,11 @@ export class PushedIterator<T> implements AsyncIterableIterator<T, undefined> {
     if (!this.#closed) {
       this.#closed = true;
       this.source?.stop();
+    } else if (this.#paused) {
+      // Over, but held back while its values waited: let the source finish (a body that ended
+      // then gives its socket back).
+      this.#paused = false;
+      this.source?.resume();
     }
     const waiting = this.#waiting;
     this.#waiting = undefined;
