@@ -131,6 +131,11 @@ export class OpenAIChat implements ChatModel {
     };
   }
 
+  /**
+   * The push form of {@link OpenAIChat.stream} (see {@link ChatModel.streamTo}), which runs use: each
+   * chunk reaches `receiver` in the tick its socket read came, then `close` once, with the error
+   * `stream()` would throw, if any.
+   */
   streamTo(request: ChatRequest, receiver: ModelStreamReceiver): void {
     if ('offline' in this.#backend) streamModel(this.#backend.offline, request, receiver);
     else this.#request(this.#backend.client, request, receiver).start();
