@@ -236,9 +236,12 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     server.enqueue({ chunks: ['Hi'] });
     const controller = new AbortController();
     const stream = model.stream({ messages, signal: controller.signal })[Symbol.asyncIterator]();
-    // While the request is open, the signal reaches it.
+    // Nothing is sent before the first `next()`; from then on, while the request is open, the
+    // signal reaches it.
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    const first = stream.next();
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(1);
-    expect(await stream.next()).toMatchObject({ value: { type: 'delta', content: 'Hi' } });
+    expect(await first).toMatchObject({ value: { type: 'delta', content: 'Hi' } });
     expect(await stream.next()).toMatchObject({ value: { type: 'end' } });
     expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
     expect(await stream.next()).toEqual({ done: true, value: undefined });

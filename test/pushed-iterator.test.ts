@@ -102,6 +102,34 @@ describe('PushedIterator', () => {
     expect(calls).toEqual(['pause', 'resume']);
   });
 
+  it('starts its source at the first next(), once, and never for a consumer that leaves first', async () => {
+    const started: string[] = [];
+    const values = new PushedIterator<number>();
+    values.source = {
+      pause() {},
+      resume() {},
+      stop: () => started.push('stop'),
+      start: () => started.push('start'),
+    };
+    expect(started).toEqual([]);
+    values.push(1);
+    await values.next();
+    values.close();
+    await values.next();
+    expect(started).toEqual(['start']);
+
+    const unread = new PushedIterator<number>();
+    const calls: string[] = [];
+    unread.source = {
+      pause() {},
+      resume() {},
+      stop: () => calls.push('stop'),
+      start: () => calls.push('start'),
+    };
+    await unread.return();
+    expect(calls).toEqual(['stop']);
+  });
+
   it('ends a waiting next() when return() is called', async () => {
     const values = new PushedIterator<number>();
     const waiting = values.next();

@@ -124,8 +124,8 @@ export class OpenAIChat implements ChatModel {
           chunk: (chunk) => chunks.push(chunk),
           close: (error) => chunks.close(error),
         });
+        // Sent at the first `next()`, as a `for await` asks for it.
         chunks.source = completion;
-        completion.start();
         return chunks;
       },
     };

@@ -1,5 +1,7 @@
 /** What a {@link PushedIterator} asks of the source that pushes into it. */
 export interface PushedSource {
+  /** Called at the first `next()`: a source that starts then does no work for a consumer that never reads. */
+  start?(): void;
   /** Too many values wait for the consumer: stop reading until {@link PushedSource.resume}. */
   pause(): void;
   resume(): void;
@@ -25,6 +27,7 @@ export class PushedIterator<T> implements AsyncIterableIterator<T, undefined> {
   #closed = false;
   #failure: { error: unknown } | undefined;
   #paused = false;
+  #started = false;
   #waiting:
     { resolve: (result: IteratorResult<T, undefined>) => void; reject: (error: unknown) => void } | undefined;
   /** Set once the source is known (it is made after the iterator it pushes into). */
@@ -63,6 +66,10 @@ export class PushedIterator<T> implements AsyncIterableIterator<T, undefined> {
   }
 
   next(): Promise<IteratorResult<T, undefined>> {
+    if (!this.#started) {
+      this.#started = true;
+      this.source?.start?.();
+    }
     if (this.#head < this.#queue.length) {
       const value = this.#queue[this.#head++]!;
       if (this.#head === this.#queue.length) {
