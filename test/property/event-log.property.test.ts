@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RunEventList } from '../../src/runtime/event-log.js';
+import { isListenable, RunEventList } from '../../src/runtime/event-log.js';
 import { MemoryEventLog, type RunEvent } from '../../src/runtime/index.js';
 import { nextTurn } from '../../src/testing/index.js';
 
@@ -109,6 +109,52 @@ describe('MemoryEventLog follow with endsAfter', () => {
     const waiting = log.follow(1).next();
     log.close();
     expect((await waiting).done).toBe(true);
+  });
+});
+
+describe('MemoryEventLog follow, listened to', () => {
+  const isListenableFollower = (reader: AsyncIterator<RunEvent>) => {
+    if (!isListenable(reader)) throw new Error('a live log reader can be listened to');
+    return reader;
+  };
+
+  it('pushes what is there at once, then each append in its call, and the end at the close', () => {
+    const log = new MemoryEventLog();
+    log.append(event(1));
+    const reader = isListenableFollower(log.follow());
+    const seen: (number | 'end')[] = [];
+    reader.listen((e) => {
+      seen.push(e ? e.seq : 'end');
+      return true;
+    });
+    expect(seen).toEqual([1]);
+    log.append(event(2));
+    expect(seen).toEqual([1, 2]);
+    log.close();
+    expect(seen).toEqual([1, 2, 'end']);
+  });
+
+  it('stops where its listener says, and goes on from there by listening again or by next()', async () => {
+    const log = new MemoryEventLog();
+    for (let seq = 1; seq <= 3; seq++) log.append(event(seq));
+    const reader = isListenableFollower(log.follow());
+    const seen: number[] = [];
+    reader.listen((e) => {
+      seen.push(e!.seq);
+      return e!.seq < 2;
+    });
+    log.append(event(4));
+    expect(seen).toEqual([1, 2]);
+
+    const stop = reader.listen((e) => {
+      seen.push(e!.seq);
+      return true;
+    });
+    expect(seen).toEqual([1, 2, 3, 4]);
+    stop();
+    log.append(event(5));
+    expect(seen).toEqual([1, 2, 3, 4]);
+    expect((await reader.next()).value?.seq).toBe(5);
   });
 });
 
