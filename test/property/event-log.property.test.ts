@@ -154,7 +154,7 @@ describe('MemoryEventLog follow, listened to', () => {
     stop();
     log.append(event(5));
     expect(seen).toEqual([1, 2, 3, 4]);
-    expect((await reader.next()).value?.seq).toBe(5);
+    expect(((await reader.next()).value as RunEvent | undefined)?.seq).toBe(5);
   });
 });
 
