@@ -35,7 +35,7 @@ let arrived = 0;
 let roundStart = 0;
 const arrivals: string[] = [];
 const server = createServer((req, res) => {
-  if (++arrived === 1 || arrived % (RUNS / 4) === 0)
+  if (++arrived === 1 || arrived % Math.max(1, Math.floor(RUNS / 4)) === 0)
     arrivals.push(`${arrived}@${(performance.now() - roundStart).toFixed(0)}`);
   req.resume();
   req.on('end', () => {

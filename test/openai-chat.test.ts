@@ -1,4 +1,5 @@
 import { getEventListeners } from 'node:events';
+import OpenAI from 'openai';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
 import type { ChatMessage, ModelChunk } from '../src/model/chat-model.js';
@@ -204,6 +205,21 @@ describe('OpenAIChat against the fake OpenAI server', () => {
 
     expect(error).toMatchObject({ code: 'MODEL_REQUEST_FAILED', status: 400, isRetryable: false });
     expect(error.retryAfterMs).toBeUndefined();
+  });
+
+  it('fails with a MODEL_REQUEST_FAILED that is not retryable when a 200 response has no body to read', async () => {
+    // An injected client whose fetch answers without a body: nothing to stream, nothing dropped.
+    const client = new OpenAI({
+      apiKey: 'k',
+      baseURL: server.url,
+      fetch: () => Promise.resolve(new Response(null, { status: 200 })),
+    });
+    const bodiless = new OpenAIChat({ id: 'gpt-5-mini', client });
+
+    const error = await failure(bodiless.stream({ messages, signal: new AbortController().signal }));
+
+    expect(error).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: false });
+    expect(error.message).toContain('no body');
   });
 
   it('maps a refused connection to a retryable MODEL_REQUEST_FAILED', async () => {

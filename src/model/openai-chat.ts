@@ -273,7 +273,7 @@ class CompletionRequest implements PushedSource {
         .asResponse();
     } catch (error) {
       if (isAbort(error, this.#signal)) this.#close();
-      else this.#close(toRunstateError(error, false, { started: false }));
+      else this.#close(toRunstateError(error, false));
       return;
     }
     // Stopped while the headers came: the abort closed the socket.
@@ -284,7 +284,8 @@ class CompletionRequest implements PushedSource {
         close: (error) => this.#ended(error),
       });
     } catch (error) {
-      this.#close(toRunstateError(error, false));
+      // A response with no body to read (from an injected client's fetch): not a dropped connection.
+      this.#close(toRunstateError(error, false, { started: false }));
       return;
     }
     if (this.#paused) this.#reading.pause();

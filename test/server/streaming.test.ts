@@ -339,6 +339,23 @@ describe('sendEventStream', () => {
     expect(log).toEqual(['write id: 1']);
   });
 
+  it('keeps a write that throws away from the run: the append goes on, the stream fails with the error', async () => {
+    const log: string[] = [];
+    const res = slowResponse(log);
+    const broken = new Error('the socket write threw');
+    res.write = () => {
+      throw broken;
+    };
+    const runLog = new MemoryEventLog();
+    const sent = sendEventStream(res, runLog.follow(), { heartbeatMs: 60_000 });
+
+    expect(() => runLog.append(event(1))).not.toThrow();
+    runLog.append(event(2));
+
+    await expect(sent).rejects.toBe(broken);
+    expect(runLog.size).toBe(2);
+  });
+
   it('serialises an event once, whatever the number of subscribers', () => {
     const shared = event(1);
     expect(sseFrame(shared)).toBe(sseFrame(shared));
