@@ -8,8 +8,13 @@
  * bench's "event-loop delay p99" of 1,000 paced runs is made of (docs/performance.md).
  *
  *   npx tsx --conditions=runstate-source scripts/start-burst.ts raw|library [--runs 1000] [--rounds 4]
+ *
+ * With `PROF_DIR=dir` in the environment, each round's first turn (the loop and the work it queued,
+ * nothing after) is profiled into `dir`, for `npx tsx bench/profile-summary.ts`.
  */
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { Session } from 'node:inspector/promises';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import OpenAI from 'openai';
@@ -75,12 +80,32 @@ function start(i: number, firstChunk: () => void): void {
   })().catch(() => undefined);
 }
 
+async function startProfiler(): Promise<Session | undefined> {
+  if (!process.env.PROF_DIR) return undefined;
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return session;
+}
+
+async function stopProfiler(session: Session | undefined, round: number): Promise<void> {
+  if (!session || !process.env.PROF_DIR) return;
+  const { profile } = await session.post('Profiler.stop');
+  session.disconnect();
+  writeFileSync(
+    `${process.env.PROF_DIR}/start-burst-${kind}-${process.pid}-${round}.cpuprofile`,
+    JSON.stringify(profile),
+  );
+}
+
 for (let round = 0; round < Number(values.rounds); round++) {
   let firsts = 0;
   let allFirst!: () => void;
   const everyFirst = new Promise<void>((resolve) => (allFirst = resolve));
   arrived = 0;
   arrivals.length = 0;
+  const profiler = await startProfiler();
   const cpu = process.cpuUsage();
   roundStart = performance.now();
   const turnOver = new Promise<number>((resolve) =>
@@ -89,6 +114,7 @@ for (let round = 0; round < Number(values.rounds); round++) {
   for (let i = 0; i < RUNS; i++) start(i, () => ++firsts === RUNS && allFirst());
   const loopMs = performance.now() - roundStart;
   const firstTurnMs = await turnOver;
+  await stopProfiler(profiler, round);
   await everyFirst;
   const allMs = performance.now() - roundStart;
   const used = process.cpuUsage(cpu);

@@ -10,6 +10,7 @@ import { agentRoutes } from './agent-routes.js';
 import { bearerAuth } from './bearer-auth.js';
 import { parseByteSize, type BodyLimit } from './body-parsers.js';
 import { errorHandler, malformedRequest, notFoundHandler, sendError } from './http-errors.js';
+import { expressMessageClasses, type MessageClasses } from './message-classes.js';
 import { RunstateError } from '../errors.js';
 import type { RouteContext } from './route-context.js';
 import { runRoutes } from './run-routes.js';
@@ -77,6 +78,12 @@ export interface RunstateApp {
   /** The express app: `app.listen(port)`, mount it in another app, or use {@link startServer}. */
   readonly app: Express;
   /**
+   * The request and response classes for a server of your own: `http.createServer(serverOptions,
+   * app)`, as {@link startServer} does. Express then has no prototype to change per request, which
+   * saves about 100 µs of CPU per request (`app.listen()` works too, without that saving).
+   */
+  readonly serverOptions: MessageClasses;
+  /**
    * Cancels every active run with reason `shutdown`, so each open stream sends `RunCancelled` and
    * ends; new runs are refused (503). Resolves once every response in progress is over. Stop the
    * HTTP server from accepting connections first ({@link startServer} does it all in order).
@@ -122,6 +129,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   );
 
   const app = express();
+  const serverOptions = expressMessageClasses(app);
   app.disable('x-powered-by');
   // Run records change while a run streams: no 304s to polling clients.
   app.disable('etag');
@@ -180,6 +188,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
 
   return {
     app,
+    serverOptions,
     async shutdown() {
       await Promise.all(agents.orchestrators.map((orchestrator) => orchestrator.shutdown()));
       await responses.idle();

@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { RunstateApp } from './create-app.js';
 
@@ -50,7 +50,8 @@ export async function startServer(
   options: StartServerOptions = {},
 ): Promise<RunningServer> {
   const { port = 7777, host = '127.0.0.1', graceMs = 10_000, backlog = 4096 } = options;
-  const server = runstate.app.listen(port, host, backlog);
+  // With the app's message classes, express has no prototype to change per request (see `serverOptions`).
+  const server = createServer(runstate.serverOptions, runstate.app).listen(port, host, backlog);
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error) => reject(error);
     server.once('error', onError);
