@@ -5,7 +5,11 @@
  * end), and the same number of runs through `agent.run` in the server's process. Prints the
  * server's CPU per run both ways, in rounds that alternate.
  *
- *   npx tsx scripts/http-run-overhead.ts [--runs 2000] [--chunks 1] [--concurrency 200] [--rounds 3]
+ *   npx tsx scripts/http-run-overhead.ts [--runs 2000] [--chunks 1] [--concurrency 200] [--rounds 3] [--node-classes]
+ *
+ * `--node-classes` serves with Node's own request and response classes, as `app.listen()` does,
+ * instead of `startServer`'s (`RunstateApp.serverOptions`): express then changes the prototypes of
+ * every request and response.
  *
  * With `PROF_DIR=dir` in the environment, the server's process writes a V8 CPU profile there
  * (`npx tsx bench/profile-summary.ts dir/*.cpuprofile` summarises it).
@@ -13,6 +17,7 @@
  * See docs/performance.md, "Per run, per chunk".
  */
 import { fork } from 'node:child_process';
+import { IncomingMessage, ServerResponse } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ModelChunk } from '../src/model/chat-model.js';
@@ -20,6 +25,7 @@ import type { ModelChunk } from '../src/model/chat-model.js';
 const { values } = parseArgs({
   options: {
     server: { type: 'boolean', default: false },
+    'node-classes': { type: 'boolean', default: false },
     runs: { type: 'string', default: '2000' },
     chunks: { type: 'string', default: '1' },
     concurrency: { type: 'string', default: '200' },
@@ -70,7 +76,10 @@ async function server(): Promise<void> {
       },
     },
   });
-  const listening = await startServer(createApp({ agents: [agent] }), { port: 0 });
+  const runstate = createApp({ agents: [agent] });
+  // `--node-classes`: Node's own request and response classes, as `app.listen()` serves with.
+  const classes = values['node-classes'] ? { IncomingMessage, ServerResponse } : runstate.serverOptions;
+  const listening = await startServer({ ...runstate, serverOptions: classes }, { port: 0 });
   // As behind a balancer: the connections outlast the gaps between rounds.
   listening.server.keepAliveTimeout = 60_000;
   const reply = (message: unknown) => process.send!(JSON.stringify(message));
@@ -102,7 +111,13 @@ async function server(): Promise<void> {
 async function driver(): Promise<void> {
   const RUNS = Number(values.runs);
   const CONCURRENCY = Number(values.concurrency);
-  const child = fork(fileURLToPath(import.meta.url), ['--server', '--chunks', String(CHUNKS)], {
+  const serverArgs = [
+    '--server',
+    '--chunks',
+    String(CHUNKS),
+    ...(values['node-classes'] ? ['--node-classes'] : []),
+  ];
+  const child = fork(fileURLToPath(import.meta.url), serverArgs, {
     execArgv: [
       ...(process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : []),
       '--expose-gc',
