@@ -163,6 +163,12 @@ export interface Usage {
   maxRssBytes: number;
   /** 99th percentile of the event loop's delay between start and stop. */
   loopDelayP99Ms: number;
+  /**
+   * How many delays that percentile is of: one per turn of the loop that ran the monitor's timer.
+   * A saturated loop turns seldom (a few dozen times in seconds), and then the 99th percentile is
+   * the longest turn.
+   */
+  loopDelaySamples: number;
 }
 
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
@@ -200,6 +206,7 @@ async function meter(start: boolean): Promise<Usage | undefined> {
     baselineRssBytes: started.rss,
     maxRssBytes: process.resourceUsage().maxRSS * 1024,
     loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+    loopDelaySamples: loopDelay.count,
   };
   started = undefined;
   return usage;

@@ -88,6 +88,14 @@ const METRICS: Metric[] = [
   },
   {
     scenario: 'paced',
+    metric: 'loopDelaySamples',
+    label: () => 'paced: turns of the event loop that p99 is of',
+    unit: '',
+    digits: 0,
+    noRatio: true,
+  },
+  {
+    scenario: 'paced',
     metric: 'failed',
     label: () => 'paced: runs not completed',
     unit: '',

@@ -242,10 +242,11 @@ async function concurrent(ctx: BenchContext, scenario: 'paced' | 'mass'): Promis
     push('systemCpuPerChunkUs', usage.systemUs / (n * chunks));
     push('rssPerRunKb', rssPerRunKb);
     push('loopDelayP99Ms', usage.loopDelayP99Ms);
+    push('loopDelaySamples', usage.loopDelaySamples);
     push('peakStreaming', result.peakStreaming);
     return (
       `${result.completed}/${n} completed, ${result.wallMs.toFixed(0)} ms, ${(usage.cpuUs / (n * chunks)).toFixed(2)} µs/chunk (kernel ${(usage.systemUs / (n * chunks)).toFixed(2)}), ` +
-      `${rssPerRunKb.toFixed(0)} KB/run, loop delay p99 ${usage.loopDelayP99Ms.toFixed(1)} ms, ${result.peakStreaming} at once` +
+      `${rssPerRunKb.toFixed(0)} KB/run, loop delay p99 ${usage.loopDelayP99Ms.toFixed(1)} ms (of ${usage.loopDelaySamples} turns), ${result.peakStreaming} at once` +
       (result.failures.length ? `; failures: ${result.failures.join(' | ')}` : '')
     );
   });
