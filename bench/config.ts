@@ -47,6 +47,11 @@ export interface BenchConfig {
    * one per run first (`--http-connect-in-batch`; see docs/performance.md, "Paced").
    */
   connectInBatch: boolean;
+  /**
+   * The processes run the TypeScript sources through tsx (`--tsx`), as a clone of the repository
+   * does (`npm start`, scripts), instead of JavaScript transpiled once, as the published package is.
+   */
+  tsx: boolean;
 }
 
 export const FULL_CONFIG: BenchConfig = {
@@ -61,6 +66,7 @@ export const FULL_CONFIG: BenchConfig = {
   kinds: [...KINDS],
   fresh: true,
   connectInBatch: false,
+  tsx: false,
 };
 
 /** A smoke run of a few seconds that goes through every path; its figures mean nothing. */
@@ -74,6 +80,7 @@ export const QUICK_CONFIG: BenchConfig = {
   kinds: [...KINDS],
   fresh: false,
   connectInBatch: false,
+  tsx: false,
 };
 
 /** The words the upstream streams, one per chunk, over and over. */
@@ -121,6 +128,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   --http-connect-in-batch
                        the HTTP client connects as each run of a batch starts (default: one
                        connection per run opened first, timed with the batch)
+  --tsx                every process runs the TypeScript sources through tsx, as npm start does
+                       (default: JavaScript transpiled once, as the published package is)
   --cpu-prof <dir>     profile what is measured (the V8 profiler of the process holding the runs)
                        into <dir>/<scenario>-<client>/, summarised by bench/profile-summary.ts
   --help`;
@@ -159,6 +168,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
       compare: { type: 'string' },
       'cpu-prof': { type: 'string' },
       'http-connect-in-batch': { type: 'boolean' },
+      tsx: { type: 'boolean' },
       help: { type: 'boolean' },
     },
   });
@@ -174,6 +184,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
   config.kinds = list('client', values.kinds, KINDS) ?? config.kinds;
   if (!config.kinds.includes('raw')) config.kinds.unshift('raw');
   config.connectInBatch = values['http-connect-in-batch'] === true;
+  config.tsx = values.tsx === true;
   return {
     config,
     quick,

@@ -53,8 +53,11 @@ export function startProcess(
   profileDir?: string,
 ): Promise<BenchProcess> {
   const child = fork(fileURLToPath(entry), args, {
-    // --expose-gc: a memory baseline is taken after a collection.
-    execArgv: ['--expose-gc'],
+    // --expose-gc: a memory baseline is taken after a collection. A TypeScript entry runs through tsx.
+    execArgv: [
+      '--expose-gc',
+      ...(entry.pathname.endsWith('.ts') ? ['--import', 'tsx', '--conditions=runstate-source'] : []),
+    ],
     env: profileDir ? { ...process.env, BENCH_PROFILE_DIR: profileDir } : process.env,
     serialization: 'advanced', // bigint timestamps survive
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

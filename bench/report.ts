@@ -279,7 +279,8 @@ export function formatMarkdown(report: BenchReport): string {
   return (
     `${meta.date} · commit ${meta.commit} · Node ${meta.node} · ${packages} · ${meta.machine}\n` +
     `load average ${meta.loadAtStart.toFixed(1)} at the start, ${meta.loadAtEnd.toFixed(1)} at the end · ` +
-    `took ${Math.round(meta.durationS)} s${meta.quick ? ' · QUICK: figures mean nothing' : ''}\n\n` +
+    `took ${Math.round(meta.durationS)} s${meta.quick ? ' · QUICK: figures mean nothing' : ''}` +
+    `${report.config.tsx ? ' · the TypeScript sources run through tsx' : ''}\n\n` +
     table(['measurement', 'client', 'median', 'range', '× raw SDK', 'goal', 'result'], lines) +
     '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server (with PostgreSQL + Redis, the instance that owns the runs).\n' +
     (report.config.kinds.includes('http-pg')

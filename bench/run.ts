@@ -40,7 +40,8 @@ async function main(): Promise<void> {
     process.stderr.write(
       `[bench ${((performance.now() - started) / 1000).toFixed(1).padStart(6)} s] ${message}\n`,
     );
-  const module = await compileForWorkers();
+  // `--tsx`: each process runs its TypeScript entry (see `startProcess`).
+  const module = cli.config.tsx ? (source: URL) => source : await compileForWorkers();
   const upstream = await startProcess(module(new URL('./upstream-main.ts', import.meta.url)), 'upstream');
   // The database and Redis prefix of the http-pg client's instances, dropped at the end.
   const storage = cli.config.kinds.includes('http-pg')
