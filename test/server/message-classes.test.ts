@@ -39,12 +39,16 @@ async function getItem(url: string): Promise<unknown> {
 }
 
 describe('expressMessageClasses', () => {
-  it('makes messages born with the app’s prototypes, which express then leaves as they are', () => {
+  it('makes requests and responses born with the app’s prototypes, express’s helpers on them', () => {
     const app = echoApp('a');
-    const { IncomingMessage: Request } = expressMessageClasses(app);
+    const { IncomingMessage: Request, ServerResponse: Response } = expressMessageClasses(app);
     const request = new Request(new Socket());
     expect(Object.getPrototypeOf(request)).toBe(app.request);
     expect(request).toBeInstanceOf(IncomingMessage);
+    const response = new Response(request);
+    expect(Object.getPrototypeOf(response)).toBe(app.response);
+    expect(response).toBeInstanceOf(ServerResponse);
+    expect(typeof (response as unknown as { json: unknown }).json).toBe('function');
     // The app's own request properties and express's helpers are where they were.
     expect((request as unknown as { app: Express }).app).toBe(app);
     expect(typeof (request as unknown as { get: unknown }).get).toBe('function');
