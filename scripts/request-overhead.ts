@@ -1,7 +1,7 @@
 /**
- * The server's CPU per HTTP request, without a run: `GET /agents/:id` (CORS, auth's place, the
- * response tracker, trace context, the routers, `res.json`) on `createApp`, in a process of its
- * own, served three ways in alternating rounds:
+ * The server's CPU per HTTP request, without a run: `GET /agents/:id` (CORS, the response
+ * tracker, the routers, `res.json`) on `createApp` with its metrics and tracing off, in a process
+ * of its own, served three ways in alternating rounds:
  *
  * - `startServer`: the app's own message classes (`RunstateApp.serverOptions`), so that express
  *   changes no prototype per request;
