@@ -11,7 +11,7 @@
  *
  *   npx tsx scripts/request-overhead.ts [--requests 20000] [--concurrency 50] [--rounds 3]
  *
- * See docs/performance.md ("Express and the prototypes of a request").
+ * See docs/performance.md, "What changed and why", item 19.
  */
 import { fork } from 'node:child_process';
 import { Agent as HttpAgent, createServer, IncomingMessage, request, ServerResponse } from 'node:http';

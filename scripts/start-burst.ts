@@ -90,11 +90,12 @@ async function startProfiler(): Promise<Session | undefined> {
 }
 
 async function stopProfiler(session: Session | undefined, round: number): Promise<void> {
-  if (!session || !process.env.PROF_DIR) return;
+  if (!session) return;
   const { profile } = await session.post('Profiler.stop');
   session.disconnect();
+  // (A session is only started when PROF_DIR is set.)
   writeFileSync(
-    `${process.env.PROF_DIR}/start-burst-${kind}-${process.pid}-${round}.cpuprofile`,
+    `${process.env.PROF_DIR!}/start-burst-${kind}-${process.pid}-${round}.cpuprofile`,
     JSON.stringify(profile),
   );
 }

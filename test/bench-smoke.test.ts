@@ -90,6 +90,12 @@ describe('the report', () => {
     );
   });
 
+  it('says when the processes ran the TypeScript sources through tsx', () => {
+    expect(formatMarkdown(report)).not.toContain('through tsx');
+    const throughTsx = buildReport(synthetic([14, 16, 18], [1600]), { ...config, tsx: true }, meta);
+    expect(formatMarkdown(throughTsx)).toContain(' · the TypeScript sources run through tsx\n');
+  });
+
   it('prints the change of each figure against an earlier report', () => {
     const later = buildReport(synthetic([10, 12, 12], [1200]), config, meta);
     const text = formatComparison(report, later);
@@ -109,6 +115,7 @@ describe('the report', () => {
     });
     expect(() => parseBenchArgs(['--only', 'nope'])).toThrow(/unknown scenario 'nope'/);
     expect(parseBenchArgs(['--http-connect-in-batch'])).toMatchObject({ config: { connectInBatch: true } });
+    expect(parseBenchArgs(['--tsx'])).toMatchObject({ config: { tsx: true } });
     expect(parseBenchArgs(['--chunks', '10'])).toMatchObject({
       config: { paced: { chunks: 10, runs: 1_000 } },
     });
