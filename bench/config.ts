@@ -121,6 +121,9 @@ export const USAGE = `Usage: npm run bench -- [options]
   --runs <n>           runs of the paced scenario (default 1000)
   --chunks <n>         chunks per run of the paced scenario (default 100); two sizes separate what
                        a run costs from what a chunk costs (docs/performance.md, "Per run, per chunk")
+  --warmup-runs <n>    runs of the paced scenario's warm-up batch (default 100); 1000: a process
+                       that served a full batch before (docs/performance.md, "Why the two earlier
+                       benchmarks disagreed", 6)
   --mass-runs <n>      runs of the mass scenario (default 10000)
   --json               write the report to bench/results/latest.json
   --json-file <path>   ... or to this file
@@ -162,6 +165,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
       reps: { type: 'string' },
       runs: { type: 'string' },
       chunks: { type: 'string' },
+      'warmup-runs': { type: 'string' },
       'mass-runs': { type: 'string' },
       json: { type: 'boolean' },
       'json-file': { type: 'string' },
@@ -179,6 +183,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
   if (reps !== undefined) for (const scenario of SCENARIOS) config.reps[scenario] = reps;
   config.paced.runs = whole('--runs', values.runs) ?? config.paced.runs;
   config.paced.chunks = whole('--chunks', values.chunks) ?? config.paced.chunks;
+  config.paced.warmupRuns = whole('--warmup-runs', values['warmup-runs']) ?? config.paced.warmupRuns;
   config.mass.runs = whole('--mass-runs', values['mass-runs']) ?? config.mass.runs;
   config.scenarios = list('scenario', values.only, SCENARIOS) ?? config.scenarios;
   config.kinds = list('client', values.kinds, KINDS) ?? config.kinds;

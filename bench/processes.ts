@@ -180,6 +180,34 @@ let started: { cpu: NodeJS.CpuUsage; rss: number } | undefined;
 const profileDir = process.env.BENCH_PROFILE_DIR;
 let profiler: Session | undefined;
 
+/**
+ * With `BENCH_TURNS=1`, the turns of the event loop longer than 100 ms between `meter start` and
+ * `stop` are printed (`turns <process>: <start ms>+<length ms> …`): where the loop-delay p99 comes
+ * from. Measured with a 5 ms interval timer, which is itself a little work per turn.
+ */
+const turnsWatched = process.env.BENCH_TURNS === '1';
+let longTurns: { timer: NodeJS.Timeout; turns: string[] } | undefined;
+
+function watchTurns(): void {
+  const origin = performance.now();
+  let last = origin;
+  const turns: string[] = [];
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (now - last > 100) turns.push(`${(last - origin).toFixed(0)}+${(now - last).toFixed(0)}`);
+    last = now;
+  }, 5);
+  longTurns = { timer, turns };
+}
+
+function reportTurns(): void {
+  if (!longTurns) return;
+  clearInterval(longTurns.timer);
+  const who = process.argv[2]?.startsWith('{') ? 'server' : (process.argv[2] ?? 'process');
+  process.stderr.write(`turns ${who}: ${longTurns.turns.join(' ') || 'none over 100 ms'}\n`);
+  longTurns = undefined;
+}
+
 /** `start`: collects garbage, takes the baseline, watches the event loop. `stop`: what was used since. */
 async function meter(start: boolean): Promise<Usage | undefined> {
   if (start) {
@@ -192,11 +220,13 @@ async function meter(start: boolean): Promise<Usage | undefined> {
     globalThis.gc?.();
     loopDelay.reset();
     loopDelay.enable();
+    if (turnsWatched) watchTurns();
     started = { cpu: process.cpuUsage(), rss: process.memoryUsage.rss() };
     return undefined;
   }
   if (!started) throw new Error('meter stop without a start');
   loopDelay.disable();
+  reportTurns();
   if (profiler && profileDir) {
     const { profile } = await profiler.post('Profiler.stop');
     profiler.disconnect();

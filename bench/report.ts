@@ -18,7 +18,8 @@ interface Metric {
 }
 
 const n = (value: number): string => value.toLocaleString('en-US');
-const paced = ({ paced: p }: BenchConfig) => `${n(p.runs)} runs × ${p.chunks} chunks ${p.delayMs} ms apart`;
+const paced = ({ paced: p }: BenchConfig) =>
+  `${n(p.runs)} runs × ${p.chunks} chunks ${p.delayMs} ms apart, after ${n(p.warmupRuns)} warm-up runs`;
 const mass = ({ mass: m }: BenchConfig) => `${n(m.runs)} runs × ${m.chunks} chunks ${m.delayMs} ms apart`;
 
 /** Every figure of the table, in order, with the goals of issue 12. */

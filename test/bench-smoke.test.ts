@@ -120,5 +120,11 @@ describe('the report', () => {
       config: { paced: { chunks: 10, runs: 1_000 } },
     });
     expect(() => parseBenchArgs(['--chunks', '0'])).toThrow(/--chunks must be a positive whole number/);
+    expect(parseBenchArgs(['--warmup-runs', '1000'])).toMatchObject({
+      config: { paced: { warmupRuns: 1_000, runs: 1_000 } },
+    });
+    expect(() => parseBenchArgs(['--warmup-runs', 'x'])).toThrow(
+      /--warmup-runs must be a positive whole number/,
+    );
   });
 });
