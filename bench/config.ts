@@ -135,7 +135,10 @@ export const USAGE = `Usage: npm run bench -- [options]
                        (default: JavaScript transpiled once, as the published package is)
   --cpu-prof <dir>     profile what is measured (the V8 profiler of the process holding the runs)
                        into <dir>/<scenario>-<client>/, summarised by bench/profile-summary.ts
-  --help`;
+  --help
+
+  BENCH_TURNS=1 in the environment: each measured process prints its event-loop turns longer than
+  100 ms (start+length in ms), where the loop-delay p99 comes from`;
 
 function whole(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;

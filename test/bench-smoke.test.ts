@@ -37,10 +37,10 @@ describe('npm run bench -- --quick', () => {
     const jsonFile = join(dir, 'report.json');
     const earlier = join(dir, 'earlier.json');
     writeFileSync(earlier, JSON.stringify(buildReport(synthetic([14, 16, 18], [1600]), QUICK_CONFIG, meta)));
-    const { stdout } = await promisify(execFile)(
+    const { stdout, stderr } = await promisify(execFile)(
       process.execPath,
       ['--import', 'tsx', 'bench/run.ts', '--quick', '--json-file', jsonFile, '--compare', earlier],
-      { cwd: ROOT, timeout: 60_000 },
+      { cwd: ROOT, timeout: 60_000, env: { ...process.env, BENCH_TURNS: '1' } },
     );
     const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
 
@@ -63,6 +63,10 @@ describe('npm run bench -- --quick', () => {
     expect(stdout).toMatch(/Goals: \d+ met, \d+ missed, 0 not measured/);
     expect(stdout).toMatch(/\| measurement \| client \| before \| now \| change \|/);
     expect(stdout).toMatch(/\| runstate library \| 16 µs \| [\d.,]+ µs \| [+-][\d.]+ % \|/);
+    expect(stdout).toContain(`ms apart, after ${QUICK_CONFIG.paced.warmupRuns} warm-up runs)`);
+    // BENCH_TURNS=1: every measured process says which of its turns were long.
+    for (const who of ['raw', 'library', 'server'])
+      expect(stderr).toMatch(new RegExp(`^turns ${who}: (none over 100 ms|(\\d+\\+\\d+ ?)+)$`, 'm'));
   }, 70_000);
 });
 
