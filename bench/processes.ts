@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -172,10 +172,31 @@ export interface Usage {
    * the longest turn.
    */
   loopDelaySamples: number;
+  /**
+   * The process's `read` and `write` system calls (Linux's `/proc/self/io`; absent elsewhere):
+   * nearly all of them socket reads and writes, so chunks ÷ reads is how many chunks a socket read
+   * brought. A client that falls behind finds more chunks waiting at each read.
+   */
+  readCalls?: number;
+  writeCalls?: number;
+}
+
+/** `syscr` and `syscw` of `/proc/self/io`, or undefined where there is no such file. */
+function systemCalls(): { reads: number; writes: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/io', 'utf8');
+  } catch {
+    return undefined;
+  }
+  const count = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(text)?.[1]);
+  const reads = count('syscr');
+  const writes = count('syscw');
+  return Number.isFinite(reads) && Number.isFinite(writes) ? { reads, writes } : undefined;
 }
 
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
-let started: { cpu: NodeJS.CpuUsage; rss: number } | undefined;
+let started: { cpu: NodeJS.CpuUsage; rss: number; calls: ReturnType<typeof systemCalls> } | undefined;
 /** With `--cpu-prof`, the V8 profiler runs between `meter start` and `stop`: the measurement, nothing else. */
 const profileDir = process.env.BENCH_PROFILE_DIR;
 let profiler: Session | undefined;
@@ -221,11 +242,13 @@ async function meter(start: boolean): Promise<Usage | undefined> {
     loopDelay.reset();
     loopDelay.enable();
     if (turnsWatched) watchTurns();
-    started = { cpu: process.cpuUsage(), rss: process.memoryUsage.rss() };
+    started = { cpu: process.cpuUsage(), rss: process.memoryUsage.rss(), calls: systemCalls() };
     return undefined;
   }
   if (!started) throw new Error('meter stop without a start');
   loopDelay.disable();
+  // Before the profile is written, which is writes of its own.
+  const calls = systemCalls();
   reportTurns();
   if (profiler && profileDir) {
     const { profile } = await profiler.post('Profiler.stop');
@@ -233,7 +256,7 @@ async function meter(start: boolean): Promise<Usage | undefined> {
     writeFileSync(join(profileDir, `${process.pid}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
   }
   const { user, system } = process.cpuUsage(started.cpu);
-  const usage = {
+  const usage: Usage = {
     cpuUs: user + system,
     systemUs: system,
     baselineRssBytes: started.rss,
@@ -241,6 +264,10 @@ async function meter(start: boolean): Promise<Usage | undefined> {
     loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
     loopDelaySamples: loopDelay.count,
   };
+  if (calls && started.calls) {
+    usage.readCalls = calls.reads - started.calls.reads;
+    usage.writeCalls = calls.writes - started.calls.writes;
+  }
   started = undefined;
   return usage;
 }

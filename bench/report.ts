@@ -14,6 +14,8 @@ interface Metric {
   digits: number;
   /** No ratio to the raw SDK (counts). */
   noRatio?: boolean;
+  /** Measured only where the system can (no row when no client has it). */
+  optional?: boolean;
   goals?: Partial<Record<Kind, Goal>>;
 }
 
@@ -94,6 +96,24 @@ const METRICS: Metric[] = [
     unit: '',
     digits: 0,
     noRatio: true,
+  },
+  {
+    scenario: 'paced',
+    metric: 'chunksPerRead',
+    label: () => 'paced: chunks per read system call ¹ ³',
+    unit: '',
+    digits: 1,
+    noRatio: true,
+    optional: true,
+  },
+  {
+    scenario: 'paced',
+    metric: 'chunksPerWrite',
+    label: () => 'paced: chunks per write system call ¹ ³',
+    unit: '',
+    digits: 1,
+    noRatio: true,
+    optional: true,
   },
   {
     scenario: 'paced',
@@ -206,6 +226,7 @@ export function buildReport(
   for (const result of results) {
     for (const spec of METRICS.filter((m) => m.scenario === result.scenario)) {
       const byKind = result.samples[spec.metric] ?? {};
+      if (spec.optional && !Object.values(byKind).some((samples) => samples?.length)) continue;
       const rawMedian = byKind.raw?.length ? median(byKind.raw) : null;
       for (const kind of KINDS.filter((k) => config.kinds.includes(k))) {
         const samples = byKind[kind] ?? [];
@@ -286,6 +307,9 @@ export function formatMarkdown(report: BenchReport): string {
     '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server (with PostgreSQL + Redis, the instance that owns the runs).\n' +
     (report.config.kinds.includes('http-pg')
       ? '² the runs on one instance, stored in PostgreSQL (events written in batches), cancels sent to the other instance (through Redis).\n'
+      : '') +
+    (report.rows.some((row) => row.metric === 'chunksPerRead' && row.median !== null)
+      ? '³ counted by Linux (/proc/self/io), nearly all socket reads and writes: how many chunks one read brought, and how many one write carried (the server writes one SSE chunk per upstream read). A client that falls behind finds more chunks waiting at each read.\n'
       : '') +
     `Goals: ${report.summary.met} met, ${report.summary.missed} missed, ${report.summary.notMeasured} not measured.\n`
   );

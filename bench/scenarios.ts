@@ -244,9 +244,12 @@ async function concurrent(ctx: BenchContext, scenario: 'paced' | 'mass'): Promis
     push('loopDelayP99Ms', usage.loopDelayP99Ms);
     push('loopDelaySamples', usage.loopDelaySamples);
     push('peakStreaming', result.peakStreaming);
+    if (usage.readCalls) push('chunksPerRead', (n * chunks) / usage.readCalls);
+    if (usage.writeCalls) push('chunksPerWrite', (n * chunks) / usage.writeCalls);
     return (
       `${result.completed}/${n} completed, ${result.wallMs.toFixed(0)} ms, ${(usage.cpuUs / (n * chunks)).toFixed(2)} µs/chunk (kernel ${(usage.systemUs / (n * chunks)).toFixed(2)}), ` +
       `${rssPerRunKb.toFixed(0)} KB/run, loop delay p99 ${usage.loopDelayP99Ms.toFixed(1)} ms (of ${usage.loopDelaySamples} turns), ${result.peakStreaming} at once` +
+      (usage.readCalls ? `, ${usage.readCalls} reads and ${usage.writeCalls} writes` : '') +
       (result.failures.length ? `; failures: ${result.failures.join(' | ')}` : '')
     );
   });

@@ -64,6 +64,14 @@ describe('npm run bench -- --quick', () => {
     expect(stdout).toMatch(/\| measurement \| client \| before \| now \| change \|/);
     expect(stdout).toMatch(/\| runstate library \| 16 µs \| [\d.,]+ µs \| [+-][\d.]+ % \|/);
     expect(stdout).toContain(`ms apart, after ${QUICK_CONFIG.paced.warmupRuns} warm-up runs)`);
+    // Linux counts every process's read and write system calls: chunks per socket read and write.
+    if (process.platform === 'linux') {
+      for (const metric of ['chunksPerRead', 'chunksPerWrite'])
+        expect(report.rows.filter((row) => row.metric === metric && row.median! > 0)).toHaveLength(
+          KINDS.length,
+        );
+      expect(stdout).toContain('| paced: chunks per read system call ¹ ³ |');
+    }
     // BENCH_TURNS=1: every measured process says which of its turns were long.
     for (const who of ['raw', 'library', 'server'])
       expect(stderr).toMatch(new RegExp(`^turns ${who}: (none over 100 ms|(\\d+\\+\\d+ ?)+)$`, 'm'));
@@ -92,6 +100,24 @@ describe('the report', () => {
     expect(formatMarkdown(report)).toContain(
       '| runstate library | 16 µs | 14 µs – 18 µs | 0.80× | ≤ 0.80× | met |',
     );
+  });
+
+  it('prints the system-call rows only where they were counted', () => {
+    const paced = (samples: ScenarioResult['samples']): ScenarioResult[] => [
+      { scenario: 'paced', samples: { cpuPerChunkUs: { raw: [20] }, ...samples }, notes: {} },
+    ];
+    const without = buildReport(paced({}), config, meta);
+    expect(without.rows.filter((r) => r.metric === 'chunksPerRead')).toEqual([]);
+    expect(formatMarkdown(without)).not.toContain('/proc/self/io');
+    const counted = buildReport(paced({ chunksPerRead: { raw: [12.5], http: [5] } }), config, meta);
+    expect(counted.rows.find((r) => r.metric === 'chunksPerRead' && r.kind === 'http')).toMatchObject({
+      median: 5,
+      ratio: null,
+    });
+    expect(formatMarkdown(counted)).toContain(
+      '| paced: chunks per read system call ¹ ³ | raw openai SDK | 12.5 |',
+    );
+    expect(formatMarkdown(counted)).toContain('³ counted by Linux (/proc/self/io)');
   });
 
   it('says when the processes ran the TypeScript sources through tsx', () => {
