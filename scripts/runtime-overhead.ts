@@ -5,13 +5,16 @@
  * SDK: the machine, the projection, the event log and the consumer's iterator. Prints CPU per chunk,
  * wall time and peak RSS per run over the baseline; `--model` reads the bare model stream instead;
  * `--heap` prints instead the heap a live run holds (1,000 runs held before their end) and what a
- * finished run leaves in the store (`heapUsed` after a collection, so it needs `--expose-gc`).
+ * finished run leaves in the store (`heapUsed` after a collection, so it needs `--expose-gc`);
+ * `--alloc` what the batch allocates per chunk, collected or not, and the functions that allocate
+ * most (V8's sampling heap profiler, every 256 bytes), with xstate's share.
  *
- *   node --expose-gc --import tsx --conditions=runstate-source scripts/runtime-overhead.ts [--runs 1000] [--chunks 100] [--model] [--heap]
+ *   node --expose-gc --import tsx --conditions=runstate-source scripts/runtime-overhead.ts [--runs 1000] [--chunks 100] [--model] [--heap | --alloc]
  *
  * Used to decide between variants of the runtime (alternate them, same load); its figures are not
  * the benchmark's.
  */
+import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
 import { Agent } from '../src/agent.js';
 import { createMemoryRunStore, MEMORY_STORE_LIMITS } from '../src/runtime/memory-run-store.js';
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     chunks: { type: 'string', default: '100' },
     model: { type: 'boolean', default: false },
     heap: { type: 'boolean', default: false },
+    alloc: { type: 'boolean', default: false },
   },
 });
 const RUNS = Number(values.runs);
@@ -148,6 +152,23 @@ if (values.heap) {
   await agent.orchestrator.shutdown();
   process.exit(0);
 }
+if (values.alloc) {
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.enable');
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 256,
+    // Counted even when collected before the profile is taken: what the collector had to deal with.
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  await batch(RUNS, 'alloc');
+  const { profile } = await session.post('HeapProfiler.stopSampling');
+  session.disconnect();
+  printAllocations(profile.head, RUNS * CHUNKS);
+  await agent.orchestrator.shutdown();
+  process.exit(0);
+}
 globalThis.gc?.();
 const baseline = process.memoryUsage.rss();
 const cpu = process.cpuUsage();
@@ -162,3 +183,35 @@ process.stdout.write(
     `(peak ${(peak / 2 ** 20).toFixed(0)} MB, baseline ${(baseline / 2 ** 20).toFixed(0)} MB)\n`,
 );
 await agent.orchestrator.shutdown();
+
+/** A node of V8's sampling heap profile. */
+interface AllocationNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: AllocationNode[];
+}
+
+/** Bytes allocated per chunk: in all, in xstate's code, and by the functions that allocate most. */
+function printAllocations(head: AllocationNode, chunks: number): void {
+  const byFunction = new Map<string, number>();
+  let total = 0;
+  let xstate = 0;
+  // A built-in (`Set`, `Object.assign`) is counted for the code that called it: the nearest caller with a file.
+  const visit = (node: AllocationNode, caller: string) => {
+    const { functionName, url, lineNumber } = node.callFrame;
+    const where = url
+      ? `${functionName || '(anonymous)'} ${url.replace(/^.*node_modules\//, '').replace(/^.*\/work\/[^/]+\//, '')}:${lineNumber + 1}`
+      : caller;
+    total += node.selfSize;
+    if (where.startsWith('xstate/') || where.includes(' xstate/')) xstate += node.selfSize;
+    byFunction.set(where, (byFunction.get(where) ?? 0) + node.selfSize);
+    for (const child of node.children) visit(child, where);
+  };
+  visit(head, '(root)');
+  const perChunk = (bytes: number) => `${(bytes / chunks).toFixed(0)} B`;
+  process.stdout.write(
+    `${values.model ? 'bare model' : 'agent.run'}: ${perChunk(total)} allocated per chunk, ${perChunk(xstate)} of it in xstate\n`,
+  );
+  for (const [where, bytes] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, 15))
+    process.stdout.write(`  ${perChunk(bytes).padStart(8)}  ${where}\n`);
+}
