@@ -174,7 +174,7 @@ export interface Usage {
   loopDelaySamples: number;
   /**
    * The process's `read` and `write` system calls (Linux's `/proc/self/io`; absent elsewhere):
-   * nearly all of them socket reads and writes, so chunks ÷ reads is how many chunks a socket read
+   * mostly socket reads and writes, so chunks ÷ reads is how many chunks a socket read
    * brought. A client that falls behind finds more chunks waiting at each read.
    */
   readCalls?: number;

@@ -309,7 +309,7 @@ export function formatMarkdown(report: BenchReport): string {
       ? '² the runs on one instance, stored in PostgreSQL (events written in batches), cancels sent to the other instance (through Redis).\n'
       : '') +
     (report.rows.some((row) => row.metric === 'chunksPerRead' && row.median !== null)
-      ? '³ counted by Linux (/proc/self/io), nearly all socket reads and writes: how many chunks one read brought, and how many one write carried (the server writes one SSE chunk per upstream read). A client that falls behind finds more chunks waiting at each read.\n'
+      ? '³ counted by Linux (/proc/self/io), mostly socket reads and writes: how many chunks one read brought, and how many one write carried (the server writes one SSE chunk per upstream read). A client that falls behind finds more chunks waiting at each read.\n'
       : '') +
     `Goals: ${report.summary.met} met, ${report.summary.missed} missed, ${report.summary.notMeasured} not measured.\n`
   );
