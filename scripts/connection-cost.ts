@@ -1,0 +1,108 @@
+/**
+ * What a client's connection costs a server, apart from any request on it: the server's CPU per
+ * connection accepted (1,000 opened at once by this process, no request sent) and per connection
+ * closed, for the runstate server (`createApp` + `startServer`) and for a bare `node:http` server,
+ * each in a process of its own, in rounds that alternate. The bench's HTTP client opens one
+ * connection per run (see docs/performance.md, "How it is measured"), so the server's figures there
+ * include this once per run.
+ *
+ *   npx tsx --conditions=runstate-source scripts/connection-cost.ts [--connections 1000] [--rounds 2]
+ */
+import { fork } from 'node:child_process';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    server: { type: 'string' },
+    connections: { type: 'string', default: '1000' },
+    rounds: { type: 'string', default: '2' },
+  },
+});
+
+type Cpu = { user: number; system: number };
+
+async function server(kind: string): Promise<void> {
+  let url: string;
+  if (kind === 'runstate') {
+    const { Agent } = await import('../src/agent.js');
+    const { createApp, startServer } = await import('../src/server/index.js');
+    const listening = await startServer(createApp({ agents: [new Agent({ name: 'idle', id: 'idle' })] }), {
+      port: 0,
+    });
+    // As the bench's server: connections outlast the measurement.
+    listening.server.keepAliveTimeout = 60_000;
+    url = listening.url;
+  } else {
+    const bare = createServer((_request, response) => response.end());
+    bare.keepAliveTimeout = 60_000;
+    await new Promise<void>((resolve) => bare.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(bare.address() as AddressInfo).port}`;
+  }
+  let since = process.cpuUsage();
+  process.on('message', (message: string) => {
+    if (message === 'start') {
+      since = process.cpuUsage();
+      process.send!('started');
+    } else if (message === 'stop') {
+      process.send!(JSON.stringify(process.cpuUsage(since)));
+    } else {
+      process.exit(0);
+    }
+  });
+  process.send!(url);
+}
+
+async function driver(): Promise<void> {
+  const CONNECTIONS = Number(values.connections);
+  const perConnection = ({ user, system }: Cpu) =>
+    `${((user + system) / CONNECTIONS).toFixed(0)} µs (kernel ${(system / CONNECTIONS).toFixed(0)})`;
+  console.log(`server CPU per connection, ${CONNECTIONS} at once, no request on them`);
+  console.log('| round | server | accepted | closed |');
+  console.log('| ---: | --- | ---: | ---: |');
+  for (let round = 1; round <= Number(values.rounds); round++) {
+    for (const kind of ['runstate', 'node:http']) {
+      const child = fork(fileURLToPath(import.meta.url), ['--server', kind], {
+        execArgv: ['--import', 'tsx', '--conditions=runstate-source'],
+      });
+      const reply = () =>
+        new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string)));
+      const url = new URL(await reply());
+      let sockets: Socket[] = [];
+      const open = async () => {
+        sockets = await Promise.all(
+          Array.from(
+            { length: CONNECTIONS },
+            () =>
+              new Promise<Socket>((resolve, reject) => {
+                const socket = connect(Number(url.port), url.hostname, () => resolve(socket));
+                socket.once('error', reject);
+              }),
+          ),
+        );
+      };
+      // The server has seen each close once the socket's `close` came here after its FIN.
+      const close = () =>
+        Promise.all(sockets.map((socket) => new Promise((resolve) => socket.once('close', resolve).end())));
+      const measure = async (what: () => Promise<unknown>): Promise<Cpu> => {
+        child.send('start');
+        await reply();
+        await what();
+        // Until the server's last callbacks ran: a round trip through its event loop.
+        child.send('stop');
+        return JSON.parse(await reply()) as Cpu;
+      };
+      // A first round of connections warms the server's code up.
+      await open();
+      await close();
+      const accepted = await measure(open);
+      const closed = await measure(close);
+      console.log(`| ${round} | ${kind} | ${perConnection(accepted)} | ${perConnection(closed)} |`);
+      child.send('exit');
+    }
+  }
+}
+
+await (values.server ? server(values.server) : driver());
