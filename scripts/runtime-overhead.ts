@@ -15,6 +15,7 @@
  * the benchmark's.
  */
 import { Session } from 'node:inspector/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent } from '../src/agent.js';
 import { createMemoryRunStore, MEMORY_STORE_LIMITS } from '../src/runtime/memory-run-store.js';
@@ -193,21 +194,28 @@ interface AllocationNode {
 
 /** Bytes allocated per chunk: in all, in xstate's code, and by the functions that allocate most. */
 function printAllocations(head: AllocationNode, chunks: number): void {
+  // Paths shown from the project's root, and from node_modules for a dependency.
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const shortPath = (url: string) =>
+    (url.startsWith('file:') ? fileURLToPath(url) : url).replace(root, '').replace(/^node_modules\//, '');
   const byFunction = new Map<string, number>();
   let total = 0;
   let xstate = 0;
-  // A built-in (`Set`, `Object.assign`) is counted for the code that called it: the nearest caller with a file.
-  const visit = (node: AllocationNode, caller: string) => {
+  // A built-in (`Set`, `Object.assign`) has no file: it counts for the nearest caller that has one.
+  const visit = (node: AllocationNode, caller: { where: string; inXstate: boolean }) => {
     const { functionName, url, lineNumber } = node.callFrame;
-    const where = url
-      ? `${functionName || '(anonymous)'} ${url.replace(/^.*node_modules\//, '').replace(/^.*\/work\/[^/]+\//, '')}:${lineNumber + 1}`
+    const here = url
+      ? {
+          where: `${functionName || '(anonymous)'} ${shortPath(url)}:${lineNumber + 1}`,
+          inXstate: shortPath(url).startsWith('xstate/'),
+        }
       : caller;
     total += node.selfSize;
-    if (where.startsWith('xstate/') || where.includes(' xstate/')) xstate += node.selfSize;
-    byFunction.set(where, (byFunction.get(where) ?? 0) + node.selfSize);
-    for (const child of node.children) visit(child, where);
+    if (here.inXstate) xstate += node.selfSize;
+    byFunction.set(here.where, (byFunction.get(here.where) ?? 0) + node.selfSize);
+    for (const child of node.children) visit(child, here);
   };
-  visit(head, '(root)');
+  visit(head, { where: '(root)', inXstate: false });
   const perChunk = (bytes: number) => `${(bytes / chunks).toFixed(0)} B`;
   process.stdout.write(
     `${values.model ? 'bare model' : 'agent.run'}: ${perChunk(total)} allocated per chunk, ${perChunk(xstate)} of it in xstate\n`,
