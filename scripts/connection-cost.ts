@@ -27,11 +27,11 @@ type Cpu = { user: number; system: number };
 async function server(kind: string): Promise<void> {
   let url: string;
   if (kind === 'runstate') {
-    const { Agent } = await import('../src/agent.js');
+    const { Agent, OfflineModel } = await import('../src/index.js');
     const { createApp, startServer } = await import('../src/server/index.js');
-    const listening = await startServer(createApp({ agents: [new Agent({ name: 'idle', id: 'idle' })] }), {
-      port: 0,
-    });
+    // No run is started: the agent is there for the app to have one.
+    const agent = new Agent({ name: 'idle', id: 'idle', model: new OfflineModel() });
+    const listening = await startServer(createApp({ agents: [agent] }), { port: 0 });
     // As the bench's server: connections outlast the measurement.
     listening.server.keepAliveTimeout = 60_000;
     url = listening.url;
