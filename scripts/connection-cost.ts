@@ -8,11 +8,11 @@
  *
  *   npx tsx --conditions=runstate-source scripts/connection-cost.ts [--connections 1000] [--rounds 2]
  */
-import { fork } from 'node:child_process';
 import { createServer } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { answerCpuMeter, forkMeasured, type Cpu } from './cpu-meter.js';
 
 const { values } = parseArgs({
   options: {
@@ -21,8 +21,6 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '2' },
   },
 });
-
-type Cpu = { user: number; system: number };
 
 async function server(kind: string): Promise<void> {
   let url: string;
@@ -41,18 +39,7 @@ async function server(kind: string): Promise<void> {
     await new Promise<void>((resolve) => bare.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(bare.address() as AddressInfo).port}`;
   }
-  let since = process.cpuUsage();
-  process.on('message', (message: string) => {
-    if (message === 'start') {
-      since = process.cpuUsage();
-      process.send!('started');
-    } else if (message === 'stop') {
-      process.send!(JSON.stringify(process.cpuUsage(since)));
-    } else {
-      process.exit(0);
-    }
-  });
-  process.send!(url);
+  answerCpuMeter()(url);
 }
 
 async function driver(): Promise<void> {
@@ -64,12 +51,8 @@ async function driver(): Promise<void> {
   console.log('| ---: | --- | ---: | ---: |');
   for (let round = 1; round <= Number(values.rounds); round++) {
     for (const kind of ['runstate', 'node:http']) {
-      const child = fork(fileURLToPath(import.meta.url), ['--server', kind], {
-        execArgv: ['--import', 'tsx', '--conditions=runstate-source'],
-      });
-      const reply = () =>
-        new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string)));
-      const url = new URL(await reply());
+      const child = forkMeasured(fileURLToPath(import.meta.url), ['--server', kind]);
+      const url = new URL(await child.next<string>());
       let sockets: Socket[] = [];
       const open = async () => {
         sockets = await Promise.all(
@@ -86,21 +69,13 @@ async function driver(): Promise<void> {
       // The server has seen each close once the socket's `close` came here after its FIN.
       const close = () =>
         Promise.all(sockets.map((socket) => new Promise((resolve) => socket.once('close', resolve).end())));
-      const measure = async (what: () => Promise<unknown>): Promise<Cpu> => {
-        child.send('start');
-        await reply();
-        await what();
-        // Until the server's last callbacks ran: a round trip through its event loop.
-        child.send('stop');
-        return JSON.parse(await reply()) as Cpu;
-      };
       // A first round of connections warms the server's code up.
       await open();
       await close();
-      const accepted = await measure(open);
-      const closed = await measure(close);
+      const accepted = await child.measure(open);
+      const closed = await child.measure(close);
       console.log(`| ${round} | ${kind} | ${perConnection(accepted)} | ${perConnection(closed)} |`);
-      child.send('exit');
+      child.exit();
     }
   }
 }

@@ -16,10 +16,10 @@
  *
  * See docs/performance.md, "Per run, per chunk".
  */
-import { fork } from 'node:child_process';
 import { IncomingMessage, ServerResponse } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { answerCpuMeter, forkMeasured, type Cpu } from './cpu-meter.js';
 import type { ModelChunk } from '../src/model/chat-model.js';
 
 const { values } = parseArgs({
@@ -33,8 +33,6 @@ const { values } = parseArgs({
   },
 });
 const CHUNKS = Number(values.chunks);
-
-type Cpu = { user: number; system: number };
 
 async function server(): Promise<void> {
   const { Agent } = await import('../src/agent.js');
@@ -82,17 +80,10 @@ async function server(): Promise<void> {
   const listening = await startServer({ ...runstate, serverOptions: classes }, { port: 0 });
   // As behind a balancer: the connections outlast the gaps between rounds.
   listening.server.keepAliveTimeout = 60_000;
-  const reply = (message: unknown) => process.send!(JSON.stringify(message));
-  let since = process.cpuUsage();
-  process.on('message', (message: string) => {
-    const [command, count] = message.split(':');
-    if (command === 'start') {
-      globalThis.gc?.();
-      since = process.cpuUsage();
-      reply('started');
-    } else if (command === 'stop') {
-      reply(process.cpuUsage(since));
-    } else if (command === 'library') {
+  const reply = answerCpuMeter({
+    onMessage(message, reply) {
+      if (typeof message !== 'string' || !message.startsWith('library:')) return;
+      const count = message.slice('library:'.length);
       globalThis.gc?.();
       const start = process.cpuUsage();
       const one = async (i: number) => {
@@ -101,9 +92,8 @@ async function server(): Promise<void> {
       void Promise.all(Array.from({ length: Number(count) }, (_, i) => one(i))).then(() =>
         reply(process.cpuUsage(start)),
       );
-    } else if (command === 'exit') {
-      void listening.close().then(() => process.exit(0));
-    }
+    },
+    onExit: () => listening.close(),
   });
   reply({ url: listening.url });
 }
@@ -117,26 +107,12 @@ async function driver(): Promise<void> {
     String(CHUNKS),
     ...(values['node-classes'] ? ['--node-classes'] : []),
   ];
-  const child = fork(fileURLToPath(import.meta.url), serverArgs, {
-    execArgv: [
-      ...(process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : []),
-      '--expose-gc',
-      '--import',
-      'tsx',
-      '--conditions=runstate-source',
-    ],
-  });
-  const inbox: string[] = [];
-  let wake: (() => void) | undefined;
-  child.on('message', (message) => {
-    inbox.push(message as string);
-    wake?.();
-  });
-  const receive = async <T>(): Promise<T> => {
-    while (inbox.length === 0) await new Promise<void>((resolve) => (wake = resolve));
-    return JSON.parse(inbox.shift()!) as T;
-  };
-  const { url } = await receive<{ url: string }>();
+  const child = forkMeasured(
+    fileURLToPath(import.meta.url),
+    serverArgs,
+    process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : [],
+  );
+  const { url } = await child.next<{ url: string }>();
 
   async function overHttp(runs: number): Promise<void> {
     let started = 0;
@@ -162,21 +138,17 @@ async function driver(): Promise<void> {
   // Warm-up: the connections open, both paths compiled.
   await overHttp(Math.min(RUNS, 500));
   child.send(`library:${Math.min(RUNS, 500)}`);
-  await receive<Cpu>();
+  await child.next<Cpu>();
   console.log(`server CPU per run: ${RUNS} runs of ${CHUNKS} chunk(s), ${CONCURRENCY} at a time over HTTP`);
   console.log('| round | over HTTP | agent.run in the server process |');
   console.log('| ---: | ---: | ---: |');
   for (let round = 1; round <= Number(values.rounds); round++) {
-    child.send('start');
-    await receive<string>();
-    await overHttp(RUNS);
-    child.send('stop');
-    const http = await receive<Cpu>();
+    const http = await child.measure(() => overHttp(RUNS));
     child.send(`library:${RUNS}`);
-    const library = await receive<Cpu>();
+    const library = await child.next<Cpu>();
     console.log(`| ${round} | ${perRun(http)} | ${perRun(library)} |`);
   }
-  child.send('exit');
+  child.exit();
 }
 
 await (values.server ? server() : driver());

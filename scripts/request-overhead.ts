@@ -13,11 +13,11 @@
  *
  * See docs/performance.md, "What changed and why", item 19.
  */
-import { fork } from 'node:child_process';
 import { Agent as HttpAgent, createServer, IncomingMessage, request, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { answerCpuMeter, forkMeasured } from './cpu-meter.js';
 
 const { values } = parseArgs({
   options: {
@@ -47,27 +47,13 @@ async function serve(way: Way): Promise<void> {
           runstate.app,
         );
   server.keepAliveTimeout = 60_000;
-  server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as AddressInfo).port }));
-  let since = process.cpuUsage();
-  process.on('message', (message) => {
-    if (message === 'start') {
-      globalThis.gc?.();
-      since = process.cpuUsage();
-      process.send!('started');
-    } else if (message === 'stop') {
-      const used = process.cpuUsage(since);
-      process.send!(used.user + used.system);
-    } else process.exit(0);
-  });
+  const reply = answerCpuMeter();
+  server.listen(0, '127.0.0.1', () => reply({ port: (server.address() as AddressInfo).port }));
 }
 
 async function measure(way: Way): Promise<number> {
-  const child = fork(fileURLToPath(import.meta.url), ['--serve', way], {
-    execArgv: ['--expose-gc', '--import', 'tsx', '--conditions=runstate-source'],
-  });
-  const next = <T>() =>
-    new Promise<T>((resolve) => child.once('message', (message) => resolve(message as T)));
-  const { port } = await next<{ port: number }>();
+  const child = forkMeasured(fileURLToPath(import.meta.url), ['--serve', way]);
+  const { port } = await child.next<{ port: number }>();
   const agent = new HttpAgent({ keepAlive: true, maxSockets: Number(values.concurrency) });
   const get = () =>
     new Promise<void>((resolve, reject) => {
@@ -89,16 +75,10 @@ async function measure(way: Way): Promise<number> {
   };
   const requests = Number(values.requests);
   await batch(Math.min(requests, 5000)); // warm-up: connections open, code optimised
-  const started = next<string>();
-  child.send('start');
-  await started;
-  await batch(requests);
-  const stopped = next<number>();
-  child.send('stop');
-  const cpuUs = await stopped;
-  child.send('exit');
+  const { user, system } = await child.measure(() => batch(requests));
+  child.exit();
   agent.destroy();
-  return cpuUs / requests;
+  return (user + system) / requests;
 }
 
 if (values.serve) await serve(values.serve as Way);
