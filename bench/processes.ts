@@ -203,8 +203,10 @@ let profiler: Session | undefined;
 
 /**
  * With `BENCH_TURNS=1`, the turns of the event loop longer than 100 ms between `meter start` and
- * `stop` are printed (`turns <process>: <start ms>+<length ms> …`): where the loop-delay p99 comes
- * from. Measured with a 5 ms interval timer, which is itself a little work per turn.
+ * `stop` are printed (`turns <process>: <start ms>+<length ms>/<CPU ms> …`): where the loop-delay
+ * p99 comes from, and how much of the process's CPU such a turn took (the process's, so its GC and
+ * compiler threads count too, and it can exceed the length). Measured with a 5 ms interval timer,
+ * which is itself a little work per turn.
  */
 const turnsWatched = process.env.BENCH_TURNS === '1';
 let longTurns: { timer: NodeJS.Timeout; turns: string[] } | undefined;
@@ -212,11 +214,17 @@ let longTurns: { timer: NodeJS.Timeout; turns: string[] } | undefined;
 function watchTurns(): void {
   const origin = performance.now();
   let last = origin;
+  let lastCpu = process.cpuUsage();
   const turns: string[] = [];
   const timer = setInterval(() => {
     const now = performance.now();
-    if (now - last > 100) turns.push(`${(last - origin).toFixed(0)}+${(now - last).toFixed(0)}`);
+    const cpu = process.cpuUsage();
+    if (now - last > 100) {
+      const used = (cpu.user - lastCpu.user + cpu.system - lastCpu.system) / 1000;
+      turns.push(`${(last - origin).toFixed(0)}+${(now - last).toFixed(0)}/${used.toFixed(0)}`);
+    }
     last = now;
+    lastCpu = cpu;
   }, 5);
   longTurns = { timer, turns };
 }

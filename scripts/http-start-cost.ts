@@ -1,0 +1,178 @@
+/**
+ * What starting a run costs the server over HTTP, against `agent.run` in the same process: the
+ * server (`createApp` + `startServer`, an `OpenAIChat` agent) runs in a process of its own; this
+ * process is its model server (each request answered with one chunk, the stream held open) and its
+ * client, which posts `--runs` runs in batches of `--batch` (all at once by default), each on a new
+ * connection with `Connection: close`, as the bench's paced scenario does. Prints, per round, the
+ * server's CPU per run from the first `POST` until every run's first `RunContent` reached its
+ * client, and the same for runs started by `agent.run` in the server's process (`--mode library`),
+ * with the server's garbage-collection time over that span (`perf_hooks`).
+ *
+ *   npx tsx scripts/http-start-cost.ts [--mode http|library] [--runs 1000] [--batch 1000] [--rounds 3]
+ *
+ * With `PROF_DIR=dir` in the environment, the server's process writes a V8 CPU profile there.
+ * See docs/performance.md ("Why the two earlier benchmarks disagreed", item 8).
+ */
+import { createServer, request, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { answerCpuMeter, forkMeasured, type Cpu } from './cpu-meter.js';
+
+const { values } = parseArgs({
+  options: {
+    server: { type: 'string' },
+    mode: { type: 'string', default: 'http' },
+    runs: { type: 'string', default: '1000' },
+    batch: { type: 'string', default: '1000' },
+    rounds: { type: 'string', default: '3' },
+  },
+});
+
+/** The server: the app on a port, `library:N` starts N runs through `agent.run` and answers at their first chunks. */
+async function server(baseURL: string): Promise<void> {
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  const { Agent, OpenAIChat } = await import('../src/index.js');
+  const { createApp, startServer } = await import('../src/server/index.js');
+  let gcMs = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) gcMs += entry.duration;
+  }).observe({ entryTypes: ['gc'] });
+  const agent = new Agent({ name: 'b', id: 'b', model: new OpenAIChat({ id: 'm', baseURL, apiKey: 'k' }) });
+  const listening = await startServer(createApp({ agents: [agent] }), { port: 0 });
+  let gcAtStart = 0;
+  const reply = answerCpuMeter({
+    onMessage(message, reply) {
+      if (message === 'gc-start') gcAtStart = gcMs;
+      if (message === 'gc-stop') reply(gcMs - gcAtStart);
+      if (typeof message !== 'string' || !message.startsWith('library:')) return;
+      const runs = Number(message.slice('library:'.length));
+      let firsts = 0;
+      for (let i = 0; i < runs; i++) {
+        const stream = agent.run(`run ${i}`, { stream: true });
+        void (async () => {
+          let first = true;
+          for await (const event of stream) {
+            if (first && event.event === 'RunContent') {
+              first = false;
+              if (++firsts === runs) reply('firsts');
+            }
+          }
+        })();
+      }
+    },
+    onExit: () => listening.close(),
+  });
+  reply({ url: listening.url });
+}
+
+const chunk = (delta: object, finish: string | null) =>
+  `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+
+async function driver(): Promise<void> {
+  const held: ServerResponse[] = [];
+  const upstream = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunk({ content: 'x' }, null));
+      held.push(res);
+    });
+  });
+  // A backlog for every run's connection at once (Node's default of 511 drops SYNs, sent again after 1 s).
+  await new Promise<void>((resolve) =>
+    upstream.listen({ port: 0, host: '127.0.0.1', backlog: 8192 }, resolve),
+  );
+  const baseURL = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`;
+  const child = forkMeasured(
+    fileURLToPath(import.meta.url),
+    ['--server', baseURL],
+    process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : [],
+  );
+  const { url } = await child.next<{ url: string }>();
+  const body = JSON.stringify({ message: 'hi', stream: true });
+  let ended = 0;
+  let expected = 0;
+  let incomplete = 0;
+  let allEnded = (): void => undefined;
+
+  function post(onFirst: () => void): void {
+    const req = request(`${url}/agents/b/runs`, {
+      method: 'POST',
+      agent: false,
+      headers: {
+        'content-type': 'application/json',
+        connection: 'close',
+        'content-length': Buffer.byteLength(body),
+      },
+    });
+    req.end(body);
+    req.on('response', (res) => {
+      let first = true;
+      let last = '';
+      res.setEncoding('utf8');
+      res.on('data', (text: string) => {
+        last = text;
+        if (first && text.includes('event: RunContent')) {
+          first = false;
+          onFirst();
+        }
+      });
+      res.on('end', () => {
+        if (!last.includes('event: RunCompleted')) incomplete++;
+        if (++ended === expected) allEnded();
+      });
+    });
+  }
+  const overHttp = (runs: number) =>
+    new Promise<void>((resolve) => {
+      let firsts = 0;
+      for (let i = 0; i < runs; i++) post(() => ++firsts === runs && resolve());
+    });
+  const throughLibrary = async (runs: number) => {
+    child.send(`library:${runs}`);
+    await child.next<string>();
+  };
+  /** Ends every held model stream (a last chunk with its finish reason), and waits for the HTTP streams. */
+  async function endAll(http: boolean): Promise<void> {
+    ended = 0;
+    expected = http ? held.length : 0;
+    const over = new Promise<void>((resolve) => (allEnded = resolve));
+    const streams = held.splice(0);
+    for (const res of streams) res.end(`${chunk({ content: 'y' }, 'stop')}data: [DONE]\n\n`);
+    if (http) await over;
+    else await Promise.all(streams.map((res) => new Promise((resolve) => res.once('close', resolve))));
+  }
+
+  const RUNS = Number(values.runs);
+  const BATCH = Number(values.batch);
+  const http = values.mode !== 'library';
+  const start = http ? overHttp : throughLibrary;
+  // Warm-up: both paths compiled.
+  await overHttp(200);
+  await endAll(true);
+  await throughLibrary(200);
+  await endAll(false);
+  console.log(
+    `${http ? 'over HTTP' : 'agent.run'}: ${RUNS} runs, ${BATCH} at once; server CPU per run until every first chunk`,
+  );
+  for (let round = 1; round <= Number(values.rounds); round++) {
+    child.send('gc-start');
+    const cpu: Cpu = await child.measure(async () => {
+      for (let sent = 0; sent < RUNS; sent += BATCH) await start(Math.min(BATCH, RUNS - sent));
+    });
+    child.send('gc-stop');
+    const gcMs = await child.next<number>();
+    console.log(
+      `round ${round}: ${((cpu.user + cpu.system) / RUNS).toFixed(0)} µs (kernel ${(cpu.system / RUNS).toFixed(0)}), ` +
+        `GC ${((gcMs * 1000) / RUNS).toFixed(0)} µs`,
+    );
+    await endAll(http);
+  }
+  if (incomplete > 0) throw new Error(`${incomplete} HTTP runs did not end with RunCompleted`);
+  child.exit();
+  upstream.closeAllConnections();
+  upstream.close();
+}
+
+await (values.server ? server(values.server) : driver());
