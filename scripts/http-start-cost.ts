@@ -12,7 +12,7 @@
  *   npx tsx scripts/http-start-cost.ts [--mode http|library] [--runs 1000] [--batch 1000] [--rounds 3]
  *
  * With `PROF_DIR=dir` in the environment, the server's process writes a V8 CPU profile there.
- * See docs/performance.md ("Why the two earlier benchmarks disagreed", item 8).
+ * See docs/performance.md ("Not done": the server's stall when 1,000 `POST`s arrive together).
  */
 import { createServer, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -57,12 +57,13 @@ async function server(baseURL: string): Promise<void> {
         const stream = agent.run(`run ${i}`, { stream: true });
         void (async () => {
           let first = true;
-          for await (const event of stream) {
-            if (first && event.event === 'RunContent') {
-              first = false;
-              if (++firsts === runs) reply('firsts');
-            }
-          }
+          const reached = () => {
+            first = false;
+            if (++firsts === runs) reply('firsts');
+          };
+          for await (const event of stream) if (first && event.event === 'RunContent') reached();
+          // A run that ended without content counts too, so that a failure ends the round.
+          if (first) reached();
         })();
       }
     },
@@ -114,17 +115,20 @@ async function driver(): Promise<void> {
     req.end(body);
     req.on('response', (res) => {
       let first = true;
-      let last = '';
+      // The end of the body, enough to hold its last frame whatever reads it came in.
+      let tail = '';
       res.setEncoding('utf8');
       res.on('data', (text: string) => {
-        last = text;
+        tail = (tail + text).slice(-4096);
         if (first && text.includes('event: RunContent')) {
           first = false;
           onFirst();
         }
       });
       res.on('end', () => {
-        if (!last.includes('event: RunCompleted')) incomplete++;
+        if (!tail.includes('event: RunCompleted')) incomplete++;
+        // Ended without content (a failure): counted, so that the round ends and the error is told.
+        if (first) onFirst();
         if (++ended === expected) allEnded();
       });
     });
