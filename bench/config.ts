@@ -138,7 +138,7 @@ export const USAGE = `Usage: npm run bench -- [options]
   --help
 
   BENCH_TURNS=1 in the environment: each measured process prints its event-loop turns longer than
-  100 ms (start+length in ms), where the loop-delay p99 comes from`;
+  100 ms (start+length/CPU, in ms), where the loop-delay p99 comes from`;
 
 function whole(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;

@@ -1,9 +1,10 @@
 /**
  * What starting a run costs the server over HTTP, against `agent.run` in the same process: the
  * server (`createApp` + `startServer`, an `OpenAIChat` agent) runs in a process of its own; this
- * process is its model server (each request answered with one chunk, the stream held open) and its
- * client, which posts `--runs` runs in batches of `--batch` (all at once by default), each on a new
- * connection with `Connection: close`, as the bench's paced scenario does. Prints, per round, the
+ * process is its model server (runstate's fake OpenAI server: each request answered with one chunk,
+ * the stream held open) and its client, which posts `--runs` runs in batches of `--batch` (all at
+ * once by default), each on a new connection with `Connection: close`, as the bench's paced
+ * scenario does. Prints, per round, the
  * server's CPU per run from the first `POST` until every run's first `RunContent` reached its
  * client, and the same for runs started by `agent.run` in the server's process (`--mode library`),
  * with the server's garbage-collection time over that span (`perf_hooks`, the meter's own forced
@@ -14,10 +15,10 @@
  * With `PROF_DIR=dir` in the environment, the server's process writes a V8 CPU profile there.
  * See docs/performance.md ("Not done": the server's stall when 1,000 `POST`s arrive together).
  */
-import { createServer, request, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { createFakeOpenAIServer } from '../src/testing/fake-openai-server.js';
 import { answerCpuMeter, forkMeasured, type Cpu } from './cpu-meter.js';
 
 const { values } = parseArgs({
@@ -72,27 +73,15 @@ async function server(baseURL: string): Promise<void> {
   reply({ url: listening.url });
 }
 
-const chunk = (delta: object, finish: string | null) =>
-  `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
-
 async function driver(): Promise<void> {
-  const held: ServerResponse[] = [];
-  const upstream = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(chunk({ content: 'x' }, null));
-      held.push(res);
-    });
-  });
-  // A backlog for every run's connection at once (Node's default of 511 drops SYNs, sent again after 1 s).
-  await new Promise<void>((resolve) =>
-    upstream.listen({ port: 0, host: '127.0.0.1', backlog: 8192 }, resolve),
-  );
-  const baseURL = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`;
+  // Each request gets one chunk, then its stream is held until `endAll` finishes it.
+  const upstream = await createFakeOpenAIServer({ backlog: 8192 });
+  upstream.setDefault({ fault: 'stall', chunks: ['x'] });
+  /** The upstream's requests before this one are finished. */
+  let finishedUpTo = 0;
   const child = forkMeasured(
     fileURLToPath(import.meta.url),
-    ['--server', baseURL],
+    ['--server', upstream.url],
     process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : [],
   );
   const { url } = await child.next<{ url: string }>();
@@ -142,15 +131,18 @@ async function driver(): Promise<void> {
     child.send(`library:${runs}`);
     await child.next<string>();
   };
-  /** Ends every held model stream (a last chunk with its finish reason), and waits for the HTTP streams. */
+  /** Ends every held model stream (a last delta, its finish reason), and waits for the HTTP streams. */
   async function endAll(http: boolean): Promise<void> {
+    const streams = upstream.requests.slice(finishedUpTo);
+    finishedUpTo = upstream.requests.length;
     ended = 0;
-    expected = http ? held.length : 0;
+    expected = http ? streams.length : 0;
     const over = new Promise<void>((resolve) => (allEnded = resolve));
-    const streams = held.splice(0);
-    for (const res of streams) res.end(`${chunk({ content: 'y' }, 'stop')}data: [DONE]\n\n`);
-    if (http) await over;
-    else await Promise.all(streams.map((res) => new Promise((resolve) => res.once('close', resolve))));
+    for (const request of streams) {
+      request.send('y');
+      request.finish('stop');
+    }
+    await (http ? over : Promise.all(streams.map((request) => request.closed)));
   }
 
   const RUNS = Number(values.runs);
@@ -180,8 +172,7 @@ async function driver(): Promise<void> {
   }
   if (incomplete > 0) throw new Error(`${incomplete} HTTP runs did not end with RunCompleted`);
   child.exit();
-  upstream.closeAllConnections();
-  upstream.close();
+  await upstream.close();
 }
 
 await (values.server ? server(values.server) : driver());

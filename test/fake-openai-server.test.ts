@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import {
   createFakeOpenAIServer,
   fakeChunks,
@@ -431,5 +432,28 @@ describe('parseFakeModel', () => {
     'fake?status=400&body=html',
   ])('rejects %s', (model) => {
     expect(() => parseFakeModel(model)).toThrow();
+  });
+});
+
+describe('options', () => {
+  // The listen queue's length is the kernel's: `ss` prints it as the listening socket's Send-Q.
+  const listenQueue = (port: number): number | undefined => {
+    try {
+      const line = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim();
+      return Number(line.split(/\s+/)[2]);
+    } catch {
+      return undefined;
+    }
+  };
+  const hasSs = process.platform === 'linux' && listenQueue(1) !== undefined;
+
+  it.skipIf(!hasSs)('listens with the backlog asked for, and with Node’s 511 by default', async () => {
+    const burst = await createFakeOpenAIServer({ backlog: 1_024 });
+    try {
+      expect(listenQueue(burst.port)).toBe(1_024);
+      expect(listenQueue(server.port)).toBe(511);
+    } finally {
+      await burst.close();
+    }
   });
 });

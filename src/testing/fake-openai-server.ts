@@ -150,6 +150,12 @@ export interface FakeOpenAIServerOptions {
    * `max_completion_tokens`. Default both. (One chunk counts as one token.)
    */
   maxTokensFields?: readonly ('max_tokens' | 'max_completion_tokens')[] | undefined;
+  /**
+   * The listen queue's length. Default Node's 511: past it, a burst of new connections loses SYNs,
+   * which the client's kernel sends again after 1 s (a benchmark opening 1,000 streams at once wants
+   * more; the system's `somaxconn` caps it).
+   */
+  backlog?: number | undefined;
 }
 
 /** A local OpenAI-compatible server for tests. Create it with {@link createFakeOpenAIServer}. */
@@ -745,7 +751,7 @@ export async function createFakeOpenAIServer(
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port: options.port ?? 0, host: '127.0.0.1' }, () => {
+    server.listen({ port: options.port ?? 0, host: '127.0.0.1', backlog: options.backlog }, () => {
       server.off('error', reject);
       resolve();
     });
