@@ -5,6 +5,7 @@ import OpenAI from 'openai';
 import { Agent, OpenAIChat, type RunEvent } from '../src/index.js';
 import type { Kind, Workload, Workloads } from './config.js';
 import { monotonicNs } from './processes.js';
+import { runBody, type RunBodyEncoding } from './run-body.js';
 
 /** How a run ended, as its consumer saw it. */
 export interface Outcome {
@@ -39,6 +40,8 @@ export interface ClientOptions {
   /** Where cancels go, when not to `serverURL`: another instance sharing its storage (`http-pg`). */
   cancelServerURL?: string;
   workloads: Workloads;
+  /** How the HTTP clients post a run (see `BenchConfig.httpBody`). */
+  httpBody: RunBodyEncoding;
 }
 
 const body = (model: string, tag: string) => ({
@@ -174,7 +177,7 @@ function outcomeOf(event: string | undefined, status: unknown, content: string, 
  * is the cancel route. A minimal SSE reader (one `data:` line per frame, which the server sends):
  * the server is what is measured here.
  */
-function httpClient({ serverURL, cancelServerURL = serverURL }: ClientOptions): Client {
+function httpClient({ serverURL, cancelServerURL = serverURL, httpBody }: ClientOptions): Client {
   if (!serverURL) throw new Error('the HTTP client needs serverURL');
   const server = new URL(serverURL);
   // Runs without a connection of their own (a ramp, `--http-connect-in-batch`) share a pool.
@@ -183,14 +186,14 @@ function httpClient({ serverURL, cancelServerURL = serverURL }: ClientOptions): 
   const opened: Socket[] = [];
   return {
     async run(workload, tag, onContent) {
-      const payload = JSON.stringify({ message: tag, stream: true });
+      const { body: payload, contentType } = runBody(httpBody, tag);
       const socket = opened.pop();
       const response = await new Promise<IncomingMessage>((resolve, reject) => {
         const request = httpRequest(
           new URL(`/agents/${workload}/runs`, server),
           {
             method: 'POST',
-            headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+            headers: { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) },
             ...(socket ? { createConnection: () => socket } : { agent }),
           },
           resolve,

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { RUN_BODY_ENCODINGS, type RunBodyEncoding } from './run-body.js';
 
 /**
  * The clients compared. `raw` (the openai SDK called by hand) is the reference of every ratio;
@@ -52,6 +53,11 @@ export interface BenchConfig {
    * does (`npm start`, scripts), instead of JavaScript transpiled once, as the published package is.
    */
   tsx: boolean;
+  /**
+   * How the HTTP clients send a run's fields (`--http-body`): `multipart/form-data` by default, as
+   * Agno's clients and the docs' `curl -F` do. Reports written before the option sent JSON.
+   */
+  httpBody: RunBodyEncoding;
 }
 
 export const FULL_CONFIG: BenchConfig = {
@@ -67,6 +73,7 @@ export const FULL_CONFIG: BenchConfig = {
   fresh: true,
   connectInBatch: false,
   tsx: false,
+  httpBody: 'multipart',
 };
 
 /** A smoke run of a few seconds that goes through every path; its figures mean nothing. */
@@ -81,6 +88,7 @@ export const QUICK_CONFIG: BenchConfig = {
   fresh: false,
   connectInBatch: false,
   tsx: false,
+  httpBody: 'multipart',
 };
 
 /** The words the upstream streams, one per chunk, over and over. */
@@ -131,6 +139,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   --http-connect-in-batch
                        the HTTP client connects as each run of a batch starts (default: one
                        connection per run opened first, timed with the batch)
+  --http-body <enc>    how the HTTP clients post a run: multipart (default: Agno's clients, curl -F),
+                       urlencoded (curl -d) or json
   --tsx                every process runs the TypeScript sources through tsx, as npm start does
                        (default: JavaScript transpiled once, as the published package is)
   --cpu-prof <dir>     profile what is measured (the V8 profiler of the process holding the runs)
@@ -176,6 +186,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
       'cpu-prof': { type: 'string' },
       'http-connect-in-batch': { type: 'boolean' },
       tsx: { type: 'boolean' },
+      'http-body': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -193,6 +204,13 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
   if (!config.kinds.includes('raw')) config.kinds.unshift('raw');
   config.connectInBatch = values['http-connect-in-batch'] === true;
   config.tsx = values.tsx === true;
+  const httpBody = values['http-body'];
+  if (httpBody !== undefined) {
+    if (!(RUN_BODY_ENCODINGS as readonly string[]).includes(httpBody)) {
+      throw new Error(`unknown --http-body '${httpBody}' (known: ${RUN_BODY_ENCODINGS.join(', ')})`);
+    }
+    config.httpBody = httpBody as RunBodyEncoding;
+  }
   return {
     config,
     quick,

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem, type } from 'node:os';
 import { KIND_LABELS, KINDS, type BenchConfig, type Kind, type Scenario } from './config.js';
+import type { RunBodyEncoding } from './run-body.js';
 import { median, type ScenarioResult } from './scenarios.js';
 
 /** A goal of issue 12, on the library's (or the server's) figure against the raw SDK's in the same run. */
@@ -20,6 +21,11 @@ interface Metric {
 }
 
 const n = (value: number): string => value.toLocaleString('en-US');
+const HTTP_BODY_LABELS: Record<RunBodyEncoding, string> = {
+  multipart: 'multipart/form-data',
+  urlencoded: 'application/x-www-form-urlencoded',
+  json: 'JSON',
+};
 const paced = ({ paced: p }: BenchConfig) =>
   `${n(p.runs)} runs × ${p.chunks} chunks ${p.delayMs} ms apart, after ${n(p.warmupRuns)} warm-up runs`;
 const mass = ({ mass: m }: BenchConfig) => `${n(m.runs)} runs × ${m.chunks} chunks ${m.delayMs} ms apart`;
@@ -302,6 +308,7 @@ export function formatMarkdown(report: BenchReport): string {
     `${meta.date} · commit ${meta.commit} · Node ${meta.node} · ${packages} · ${meta.machine}\n` +
     `load average ${meta.loadAtStart.toFixed(1)} at the start, ${meta.loadAtEnd.toFixed(1)} at the end · ` +
     `took ${Math.round(meta.durationS)} s${meta.quick ? ' · QUICK: figures mean nothing' : ''}` +
+    `${report.config.kinds.some((kind) => kind.startsWith('http')) ? ` · HTTP runs posted as ${HTTP_BODY_LABELS[report.config.httpBody]}` : ''}` +
     `${report.config.tsx ? ' · the TypeScript sources run through tsx' : ''}\n\n` +
     table(['measurement', 'client', 'median', 'range', '× raw SDK', 'goal', 'result'], lines) +
     '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server (with PostgreSQL + Redis, the instance that owns the runs).\n' +

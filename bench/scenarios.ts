@@ -73,6 +73,7 @@ async function startUnit(ctx: BenchContext, scenario: Scenario, kind: Kind): Pro
   const options = {
     upstreamURL,
     workloads: ctx.workloads,
+    httpBody: ctx.config.httpBody,
     serverURL: undefined as string | undefined,
     cancelServerURL: undefined as string | undefined,
   };

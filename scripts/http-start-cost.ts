@@ -11,6 +11,7 @@
  * collection left out).
  *
  *   npx tsx scripts/http-start-cost.ts [--mode http|library] [--runs 1000] [--batch 1000] [--rounds 3]
+ *     [--body json|urlencoded|multipart]   (how each `POST` sends its fields: bench/run-body.ts)
  *
  * With `PROF_DIR=dir` in the environment, the server's process writes a V8 CPU profile there.
  * See docs/performance.md ("Not done": the server's stall when 1,000 `POST`s arrive together).
@@ -18,6 +19,7 @@
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { RUN_BODY_ENCODINGS, runBody, type RunBodyEncoding } from '../bench/run-body.js';
 import { createFakeOpenAIServer } from '../src/testing/fake-openai-server.js';
 import { answerCpuMeter, forkMeasured, type Cpu } from './cpu-meter.js';
 
@@ -28,6 +30,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1000' },
     batch: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '3' },
+    body: { type: 'string', default: 'multipart' },
   },
 });
 
@@ -85,7 +88,10 @@ async function driver(): Promise<void> {
     process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : [],
   );
   const { url } = await child.next<{ url: string }>();
-  const body = JSON.stringify({ message: 'hi', stream: true });
+  const encoding = values.body as RunBodyEncoding;
+  if (!RUN_BODY_ENCODINGS.includes(encoding))
+    throw new Error(`--body: one of ${RUN_BODY_ENCODINGS.join(', ')}`);
+  const { body, contentType } = runBody(encoding, 'hi');
   let ended = 0;
   let expected = 0;
   let incomplete = 0;
@@ -96,7 +102,7 @@ async function driver(): Promise<void> {
       method: 'POST',
       agent: false,
       headers: {
-        'content-type': 'application/json',
+        'content-type': contentType,
         connection: 'close',
         'content-length': Buffer.byteLength(body),
       },

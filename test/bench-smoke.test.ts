@@ -126,6 +126,18 @@ describe('the report', () => {
     expect(formatMarkdown(throughTsx)).toContain(' · the TypeScript sources run through tsx\n');
   });
 
+  it('says how the HTTP clients posted their runs, when there were HTTP clients', () => {
+    expect(formatMarkdown(report)).toContain(' · HTTP runs posted as multipart/form-data');
+    const json = buildReport(synthetic([14, 16, 18], [1600]), { ...config, httpBody: 'json' }, meta);
+    expect(formatMarkdown(json)).toContain(' · HTTP runs posted as JSON');
+    const libraryOnly = buildReport(
+      synthetic([14, 16, 18], [1600]),
+      { ...config, kinds: ['raw', 'library'] },
+      meta,
+    );
+    expect(formatMarkdown(libraryOnly)).not.toContain('HTTP runs posted');
+  });
+
   it('prints the change of each figure against an earlier report', () => {
     const later = buildReport(synthetic([10, 12, 12], [1200]), config, meta);
     const text = formatComparison(report, later);
@@ -146,6 +158,9 @@ describe('the report', () => {
     expect(() => parseBenchArgs(['--only', 'nope'])).toThrow(/unknown scenario 'nope'/);
     expect(parseBenchArgs(['--http-connect-in-batch'])).toMatchObject({ config: { connectInBatch: true } });
     expect(parseBenchArgs(['--tsx'])).toMatchObject({ config: { tsx: true } });
+    expect(parseBenchArgs([])).toMatchObject({ config: { httpBody: 'multipart' } });
+    expect(parseBenchArgs(['--http-body', 'json'])).toMatchObject({ config: { httpBody: 'json' } });
+    expect(() => parseBenchArgs(['--http-body', 'xml'])).toThrow(/unknown --http-body 'xml'/);
     expect(parseBenchArgs(['--chunks', '10'])).toMatchObject({
       config: { paced: { chunks: 10, runs: 1_000 } },
     });

@@ -103,8 +103,8 @@ describe('npm pack', () => {
     }
   });
 
-  it('keeps express, multer and cors out of `runstate`: only `runstate/server` loads them', () => {
-    const server = ['express', 'multer', 'cors'];
+  it('keeps express, busboy and cors out of `runstate`: only `runstate/server` loads them', () => {
+    const server = ['express', 'busboy', 'cors'];
     const [root, serverEntry] = ['.', './server'].map((name) => {
       const target = pkg.exports[name] as Record<string, string>;
       return importGraph(target.default!.slice(2)).packages;

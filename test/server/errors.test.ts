@@ -285,6 +285,14 @@ describe('bodies over the limit', () => {
     expect(model.calls).toHaveLength(0);
   });
 
+  it('answers 413 for a multipart body of more than 100 fields', async () => {
+    const { story, model } = await serveFake();
+    const fields = Array.from({ length: 101 }, (_, i): [string, string] => [`f${i}`, 'x']);
+    const body = await expectError(await postChunkedMultipart(story, fields), 413, 'PAYLOAD_TOO_LARGE');
+    expect(body.detail).toMatch(/more than 100 fields/);
+    expect(model.calls).toHaveLength(0);
+  });
+
   it('accepts a body under the limit', async () => {
     const { story, model } = await serveFake({ bodyLimit: '1kb' });
     const response = await postRun(story, { message: 'short', background: true });

@@ -126,6 +126,42 @@ describe('background runs', () => {
     expect(await response.json()).toMatchObject({ session_id: 'form-session', status: 'pending' });
     expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'From a form' });
   });
+
+  it('keeps a multipart value whole, past 1 MB when the limit allows it, and in UTF-8', async () => {
+    const { story, model } = await serveFake({ bodyLimit: '3mb' });
+    const message = `${'é'.repeat(700_000)} ✓`; // 1.4 MB in UTF-8
+    const form = new FormData();
+    form.set('message', message);
+    form.set('background', 'true');
+    const response = await fetch(`${story}/runs`, { method: 'POST', body: form });
+    expect(response.status).toBe(202);
+    expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: message });
+  });
+
+  it('answers a repeated multipart field as the urlencoded one: a list, which `message` cannot be', async () => {
+    const { story, model } = await serveFake();
+    const form = new FormData();
+    form.append('message', 'one');
+    form.append('message', 'two');
+    const multipart = await expectError(
+      await fetch(`${story}/runs`, { method: 'POST', body: form }),
+      422,
+      'INVALID_INPUT',
+    );
+    const urlencoded = await expectError(
+      await fetch(`${story}/runs`, {
+        method: 'POST',
+        body: new URLSearchParams([
+          ['message', 'one'],
+          ['message', 'two'],
+        ]),
+      }),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(multipart).toEqual(urlencoded);
+    expect(model.calls).toHaveLength(0);
+  });
 });
 
 describe('GET /agents/:agent_id/runs[/:run_id]', () => {
