@@ -343,8 +343,17 @@ export function formatComparison(before: BenchReport, now: BenchReport): string 
       ratio(row.ratio),
     ]);
   }
+  // A report written before `--http-body` has none in its config: its HTTP runs were posted as JSON.
+  const bodies = [before, now].map(
+    (report) => HTTP_BODY_LABELS[(report.config as Partial<BenchConfig>).httpBody ?? 'json'],
+  );
+  const http = now.config.kinds.some((kind) => kind.startsWith('http'));
   return (
-    `\nAgainst ${before.meta.date} (commit ${before.meta.commit}):\n\n` +
+    `\nAgainst ${before.meta.date} (commit ${before.meta.commit})` +
+    (http && bodies[0] !== bodies[1]
+      ? `, whose HTTP runs were posted as ${bodies[0]}, not ${bodies[1]}`
+      : '') +
+    ':\n\n' +
     table(['measurement', 'client', 'before', 'now', 'change', '× raw before', '× raw now'], lines)
   );
 }

@@ -138,6 +138,15 @@ describe('the report', () => {
     expect(formatMarkdown(libraryOnly)).not.toContain('HTTP runs posted');
   });
 
+  it('says when the earlier report posted its HTTP runs otherwise (before --http-body: JSON)', () => {
+    const { httpBody: _, ...withoutBody } = config;
+    const older = buildReport(synthetic([14, 16, 18], [1600]), withoutBody as typeof config, meta);
+    expect(formatComparison(older, report)).toContain(
+      ', whose HTTP runs were posted as JSON, not multipart/form-data:',
+    );
+    expect(formatComparison(report, report)).not.toContain('posted as');
+  });
+
   it('prints the change of each figure against an earlier report', () => {
     const later = buildReport(synthetic([10, 12, 12], [1200]), config, meta);
     const text = formatComparison(report, later);
