@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { RUN_BODY_ENCODINGS, type RunBodyEncoding } from './run-body.js';
+import { parseRunBodyEncoding, type RunBodyEncoding } from './run-body.js';
 
 /**
  * The clients compared. `raw` (the openai SDK called by hand) is the reference of every ratio;
@@ -205,12 +205,7 @@ export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ben
   config.connectInBatch = values['http-connect-in-batch'] === true;
   config.tsx = values.tsx === true;
   const httpBody = values['http-body'];
-  if (httpBody !== undefined) {
-    if (!(RUN_BODY_ENCODINGS as readonly string[]).includes(httpBody)) {
-      throw new Error(`unknown --http-body '${httpBody}' (known: ${RUN_BODY_ENCODINGS.join(', ')})`);
-    }
-    config.httpBody = httpBody as RunBodyEncoding;
-  }
+  if (httpBody !== undefined) config.httpBody = parseRunBodyEncoding('--http-body', httpBody);
   return {
     config,
     quick,

@@ -26,6 +26,8 @@ const HTTP_BODY_LABELS: Record<RunBodyEncoding, string> = {
   urlencoded: 'application/x-www-form-urlencoded',
   json: 'JSON',
 };
+/** Whether an HTTP client ran, whose report says how it posted its runs. */
+const postedOverHttp = (config: BenchConfig): boolean => config.kinds.some((kind) => kind.startsWith('http'));
 const paced = ({ paced: p }: BenchConfig) =>
   `${n(p.runs)} runs × ${p.chunks} chunks ${p.delayMs} ms apart, after ${n(p.warmupRuns)} warm-up runs`;
 const mass = ({ mass: m }: BenchConfig) => `${n(m.runs)} runs × ${m.chunks} chunks ${m.delayMs} ms apart`;
@@ -308,7 +310,7 @@ export function formatMarkdown(report: BenchReport): string {
     `${meta.date} · commit ${meta.commit} · Node ${meta.node} · ${packages} · ${meta.machine}\n` +
     `load average ${meta.loadAtStart.toFixed(1)} at the start, ${meta.loadAtEnd.toFixed(1)} at the end · ` +
     `took ${Math.round(meta.durationS)} s${meta.quick ? ' · QUICK: figures mean nothing' : ''}` +
-    `${report.config.kinds.some((kind) => kind.startsWith('http')) ? ` · HTTP runs posted as ${HTTP_BODY_LABELS[report.config.httpBody]}` : ''}` +
+    `${postedOverHttp(report.config) ? ` · HTTP runs posted as ${HTTP_BODY_LABELS[report.config.httpBody]}` : ''}` +
     `${report.config.tsx ? ' · the TypeScript sources run through tsx' : ''}\n\n` +
     table(['measurement', 'client', 'median', 'range', '× raw SDK', 'goal', 'result'], lines) +
     '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server (with PostgreSQL + Redis, the instance that owns the runs).\n' +
@@ -347,10 +349,9 @@ export function formatComparison(before: BenchReport, now: BenchReport): string 
   const bodies = [before, now].map(
     (report) => HTTP_BODY_LABELS[(report.config as Partial<BenchConfig>).httpBody ?? 'json'],
   );
-  const http = now.config.kinds.some((kind) => kind.startsWith('http'));
   return (
     `\nAgainst ${before.meta.date} (commit ${before.meta.commit})` +
-    (http && bodies[0] !== bodies[1]
+    (postedOverHttp(now.config) && bodies[0] !== bodies[1]
       ? `, whose HTTP runs were posted as ${bodies[0]}, not ${bodies[1]}`
       : '') +
     ':\n\n' +

@@ -6,6 +6,12 @@
 export const RUN_BODY_ENCODINGS = ['multipart', 'urlencoded', 'json'] as const;
 export type RunBodyEncoding = (typeof RUN_BODY_ENCODINGS)[number];
 
+/** `value` as an encoding; throws naming `flag` and the known encodings otherwise. */
+export function parseRunBodyEncoding(flag: string, value: string): RunBodyEncoding {
+  if ((RUN_BODY_ENCODINGS as readonly string[]).includes(value)) return value as RunBodyEncoding;
+  throw new Error(`unknown ${flag} '${value}' (known: ${RUN_BODY_ENCODINGS.join(', ')})`);
+}
+
 /** A streamed run's body asking for `message`, and its `Content-Type`. */
 export function runBody(encoding: RunBodyEncoding, message: string): { body: string; contentType: string } {
   switch (encoding) {

@@ -19,7 +19,7 @@
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { RUN_BODY_ENCODINGS, runBody, type RunBodyEncoding } from '../bench/run-body.js';
+import { parseRunBodyEncoding, runBody } from '../bench/run-body.js';
 import { createFakeOpenAIServer } from '../src/testing/fake-openai-server.js';
 import { answerCpuMeter, forkMeasured, type Cpu } from './cpu-meter.js';
 
@@ -88,10 +88,7 @@ async function driver(): Promise<void> {
     process.env.PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PROF_DIR}`] : [],
   );
   const { url } = await child.next<{ url: string }>();
-  const encoding = values.body as RunBodyEncoding;
-  if (!RUN_BODY_ENCODINGS.includes(encoding))
-    throw new Error(`--body: one of ${RUN_BODY_ENCODINGS.join(', ')}`);
-  const { body, contentType } = runBody(encoding, 'hi');
+  const { body, contentType } = runBody(parseRunBodyEncoding('--body', values.body), 'hi');
   let ended = 0;
   let expected = 0;
   let incomplete = 0;
