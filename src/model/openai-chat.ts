@@ -49,6 +49,9 @@ export interface OpenAIChatOptions {
   extraBody?: Record<string, unknown> | undefined;
 }
 
+/** The body field a token limit is sent as (see {@link OpenAIChatOptions.maxTokensField}). */
+type MaxTokensField = NonNullable<OpenAIChatOptions['maxTokensField']>;
+
 /** Local OpenAI-compatible servers need no key, but the SDK refuses to start without one. */
 const PLACEHOLDER_API_KEY = 'not-needed';
 
@@ -83,7 +86,7 @@ export class OpenAIChat implements ChatModel {
   readonly provider: string;
   /** True when no key or server was configured and the offline model answers instead. */
   readonly offline: boolean;
-  readonly #backend: { client: OpenAI } | { offline: OfflineModel };
+  readonly #backend: { client: OpenAI; maxTokensField: MaxTokensField } | { offline: OfflineModel };
   readonly #options: OpenAIChatOptions;
 
   constructor(options: OpenAIChatOptions) {
@@ -94,24 +97,26 @@ export class OpenAIChat implements ChatModel {
     const baseURL = options.baseURL || process.env.OPENAI_BASE_URL || undefined;
     this.offline = !options.client && !apiKey && !baseURL;
     this.provider = this.offline ? 'offline' : 'OpenAI';
-    this.#backend = this.offline
-      ? { offline: new OfflineModel({ id: options.id }) }
-      : {
-          client:
-            options.client ??
-            new ReasonfulOpenAI({
-              apiKey: apiKey ?? PLACEHOLDER_API_KEY,
-              baseURL,
-              organization: options.organization,
-              timeout: options.requestTimeoutMs,
-              // Retries are states of the run machine: openai 6 sleeps through an abort while it
-              // waits to retry, and a retry the inspector can show and a cancel can end is the point.
-              maxRetries: 0,
-              // The body is read a socket read at a time for the whole stream: as a node stream,
-              // not through undici's web streams (docs/performance.md).
-              fetch: nodeHttpFetch,
-            }),
-        };
+    if (this.offline) this.#backend = { offline: new OfflineModel({ id: options.id }) };
+    else {
+      const client =
+        options.client ??
+        new ReasonfulOpenAI({
+          apiKey: apiKey ?? PLACEHOLDER_API_KEY,
+          baseURL,
+          organization: options.organization,
+          timeout: options.requestTimeoutMs,
+          // Retries are states of the run machine: openai 6 sleeps through an abort while it
+          // waits to retry, and a retry the inspector can show and a cancel can end is the point.
+          maxRetries: 0,
+          // The body is read a socket read at a time for the whole stream: as a node stream,
+          // not through undici's web streams (docs/performance.md).
+          fetch: nodeHttpFetch,
+        });
+      // Once: the client's server does not change.
+      const maxTokensField = options.maxTokensField ?? defaultMaxTokensField(client.baseURL);
+      this.#backend = { client, maxTokensField };
+    }
   }
 
   stream(request: ChatRequest): AsyncIterable<ModelChunk> {
@@ -120,7 +125,7 @@ export class OpenAIChat implements ChatModel {
     return {
       [Symbol.asyncIterator]: () => {
         const chunks = new PushedIterator<ModelChunk>();
-        const completion = this.#request(backend.client, request, {
+        const completion = this.#request(backend, request, {
           chunk: (chunk) => chunks.push(chunk),
           close: (error) => chunks.close(error),
         });
@@ -138,12 +143,15 @@ export class OpenAIChat implements ChatModel {
    */
   streamTo(request: ChatRequest, receiver: ModelStreamReceiver): void {
     if ('offline' in this.#backend) streamModel(this.#backend.offline, request, receiver);
-    else this.#request(this.#backend.client, request, receiver).start();
+    else this.#request(this.#backend, request, receiver).start();
   }
 
-  #request(client: OpenAI, request: ChatRequest, receiver: ModelStreamReceiver): CompletionRequest {
+  #request(
+    { client, maxTokensField }: { client: OpenAI; maxTokensField: MaxTokensField },
+    request: ChatRequest,
+    receiver: ModelStreamReceiver,
+  ): CompletionRequest {
     const { temperature, maxTokens, extraBody } = this.#options;
-    const maxTokensField = this.#options.maxTokensField ?? defaultMaxTokensField(client.baseURL);
     const body = {
       ...extraBody,
       model: this.id,
@@ -166,7 +174,7 @@ export class OpenAIChat implements ChatModel {
 }
 
 /** OpenAI itself takes `max_completion_tokens`; compatible servers know `max_tokens` (some only that). */
-function defaultMaxTokensField(baseURL: string): 'max_tokens' | 'max_completion_tokens' {
+function defaultMaxTokensField(baseURL: string): MaxTokensField {
   let host: string | undefined;
   try {
     host = new URL(baseURL).hostname;

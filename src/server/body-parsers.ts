@@ -20,31 +20,38 @@ export function parseByteSize(limit: BodyLimit): number {
 /** At most this many fields (and parts) in a form: a run takes a handful. */
 const MAX_FORM_FIELDS = 100;
 
+/** The media types a run's body may have, and the parser of each. */
+const RUN_BODY_TYPES = ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'];
+
 /**
- * Parsers of the bodies that create runs: JSON, urlencoded and multipart/form-data (what Agno's
- * clients send), each bounded by `limit` (the whole body, with or without a Content-Length). Their
- * errors become runstate errors here, at the boundary: too large → `PAYLOAD_TOO_LARGE` (413);
- * unreadable → 400; a file part → 422 naming its field.
+ * The parser of the bodies that create runs: JSON, urlencoded and multipart/form-data (what Agno's
+ * clients send), each bounded by `limit` (the whole body, with or without a Content-Length). The
+ * media type is read once and picks the one parser that reads the body (no body, or another type:
+ * `req.body` stays unset). Its errors become runstate errors here, at the boundary: too large →
+ * `PAYLOAD_TOO_LARGE` (413); unreadable → 400; a file part → 422 naming its field.
  */
-export function runBodyParsers(limit: BodyLimit): RequestHandler[] {
+export function runBodyParser(limit: BodyLimit): RequestHandler {
   const maxBytes = parseByteSize(limit);
-  const json = express.json({ limit: maxBytes, strict: true });
-  const urlencoded = express.urlencoded({
-    limit: maxBytes,
-    extended: false,
-    parameterLimit: MAX_FORM_FIELDS,
-  });
+  // The type was matched once, below: each parser reads what it is handed.
+  const type = () => true;
+  const json = wrap(express.json({ limit: maxBytes, strict: true, type }), fromBodyParserError);
+  const urlencoded = wrap(
+    express.urlencoded({ limit: maxBytes, extended: false, parameterLimit: MAX_FORM_FIELDS, type }),
+    fromBodyParserError,
+  );
   // A multipart body is read whole, as the other two are, then its fields are parsed from the
   // buffer in one call. Piping each request through a form parser's streams (multer) cost ~0.6 ms
   // of CPU per run more than a JSON body: a fifth of what starting a run over HTTP costs.
-  const multipart = express.raw({ type: 'multipart/form-data', limit: maxBytes });
+  const raw = wrap(express.raw({ type, limit: maxBytes }), fromBodyParserError);
+  const multipart: RequestHandler = (req, res, next) =>
+    raw(req, res, (error?: unknown) => (error === undefined ? multipartFields(req, res, next) : next(error)));
+  const parsers = [json, urlencoded, multipart];
 
-  return [
-    wrap(json, fromBodyParserError),
-    wrap(urlencoded, fromBodyParserError),
-    wrap(multipart, fromBodyParserError),
-    multipartFields,
-  ];
+  return (req, res, next) => {
+    const matched = req.is(RUN_BODY_TYPES);
+    if (!matched) return next();
+    return parsers[RUN_BODY_TYPES.indexOf(matched)]!(req, res, next);
+  };
 }
 
 /** Turns the buffer `express.raw` read from a multipart body into its text fields. */

@@ -2,7 +2,7 @@ import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import { settleRun } from '../runtime/settle-run.js';
-import { runBodyParsers } from './body-parsers.js';
+import { runBodyParser } from './body-parsers.js';
 import { invalidField, malformedRequest } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
 import {
@@ -30,16 +30,11 @@ export function runRoutes(context: RouteContext): Router {
     next();
   };
 
-  router.post(
-    '/agents/:agent_id/runs',
-    requireAgent,
-    ...runBodyParsers(context.bodyLimit),
-    async (req, res) => {
-      const agent = agents.get(req.params.agent_id);
-      const input = parseInput(createRunBody, req.body ?? {});
-      await createRun(context, agent, input, res);
-    },
-  );
+  router.post('/agents/:agent_id/runs', requireAgent, runBodyParser(context.bodyLimit), async (req, res) => {
+    const agent = agents.get(req.params.agent_id);
+    const input = parseInput(createRunBody, req.body ?? {});
+    await createRun(context, agent, input, res);
+  });
 
   router.post('/agents/:agent_id/runs/:run_id/cancel', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
@@ -52,7 +47,7 @@ export function runRoutes(context: RouteContext): Router {
   router.post(
     '/agents/:agent_id/runs/:run_id/continue',
     requireAgent,
-    ...runBodyParsers(context.bodyLimit),
+    runBodyParser(context.bodyLimit),
     async (req, res) => {
       const agent = agents.get(req.params.agent_id);
       // (Typed by requireAgent's params, which name the agent only.)
