@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -179,6 +179,13 @@ export interface Usage {
    */
   readCalls?: number;
   writeCalls?: number;
+  /**
+   * The part of `cpuUs` spent on threads other than the main one (Linux's per-thread `schedstat`;
+   * absent elsewhere): V8's optimizing compiler and its garbage collector's helpers, and libuv's
+   * thread pool. What a warmed-up process still compiles, and what its allocation costs besides the
+   * pauses of the main thread.
+   */
+  otherThreadsUs?: number;
 }
 
 /** `syscr` and `syscw` of `/proc/self/io`, or undefined where there is no such file. */
@@ -195,8 +202,38 @@ function systemCalls(): { reads: number; writes: number } | undefined {
   return Number.isFinite(reads) && Number.isFinite(writes) ? { reads, writes } : undefined;
 }
 
+/**
+ * CPU time of this process's threads other than the main one, in microseconds: the first field of
+ * each `/proc/self/task/<tid>/schedstat` (nanoseconds on a CPU); undefined where there is none.
+ */
+function otherThreadsCpuUs(): number | undefined {
+  let tasks: string[];
+  try {
+    tasks = readdirSync('/proc/self/task');
+  } catch {
+    return undefined;
+  }
+  let ns = 0;
+  for (const tid of tasks) {
+    if (Number(tid) === process.pid) continue;
+    try {
+      ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // The thread ended meanwhile (V8's and libuv's threads live as long as the process).
+    }
+  }
+  return Number.isFinite(ns) ? ns / 1000 : undefined;
+}
+
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
-let started: { cpu: NodeJS.CpuUsage; rss: number; calls: ReturnType<typeof systemCalls> } | undefined;
+let started:
+  | {
+      cpu: NodeJS.CpuUsage;
+      rss: number;
+      calls: ReturnType<typeof systemCalls>;
+      otherThreadsUs: number | undefined;
+    }
+  | undefined;
 /** With `--cpu-prof`, the V8 profiler runs between `meter start` and `stop`: the measurement, nothing else. */
 const profileDir = process.env.BENCH_PROFILE_DIR;
 let profiler: Session | undefined;
@@ -250,13 +287,19 @@ async function meter(start: boolean): Promise<Usage | undefined> {
     loopDelay.reset();
     loopDelay.enable();
     if (turnsWatched) watchTurns();
-    started = { cpu: process.cpuUsage(), rss: process.memoryUsage.rss(), calls: systemCalls() };
+    started = {
+      cpu: process.cpuUsage(),
+      rss: process.memoryUsage.rss(),
+      calls: systemCalls(),
+      otherThreadsUs: otherThreadsCpuUs(),
+    };
     return undefined;
   }
   if (!started) throw new Error('meter stop without a start');
   loopDelay.disable();
   // Before the profile is written, which is writes of its own.
   const calls = systemCalls();
+  const otherThreadsUs = otherThreadsCpuUs();
   reportTurns();
   if (profiler && profileDir) {
     const { profile } = await profiler.post('Profiler.stop');
@@ -275,6 +318,9 @@ async function meter(start: boolean): Promise<Usage | undefined> {
   if (calls && started.calls) {
     usage.readCalls = calls.reads - started.calls.reads;
     usage.writeCalls = calls.writes - started.calls.writes;
+  }
+  if (otherThreadsUs !== undefined && started.otherThreadsUs !== undefined) {
+    usage.otherThreadsUs = otherThreadsUs - started.otherThreadsUs;
   }
   started = undefined;
   return usage;

@@ -75,6 +75,14 @@ const METRICS: Metric[] = [
   },
   {
     scenario: 'paced',
+    metric: 'otherThreadsCpuPerChunkUs',
+    label: () => 'paced: of which on other threads than the main one ¹ ⁴',
+    unit: 'µs',
+    digits: 2,
+    optional: true,
+  },
+  {
+    scenario: 'paced',
     metric: 'wallMs',
     label: () => 'paced: wall time',
     unit: 'ms',
@@ -319,6 +327,9 @@ export function formatMarkdown(report: BenchReport): string {
       : '') +
     (report.rows.some((row) => row.metric === 'chunksPerRead' && row.median !== null)
       ? '³ counted by Linux (/proc/self/io), mostly socket reads and writes: how many chunks one read brought, and how many one write carried (the server writes one SSE chunk per upstream read). A client that falls behind finds more chunks waiting at each read.\n'
+      : '') +
+    (report.rows.some((row) => row.metric === 'otherThreadsCpuPerChunkUs' && row.median !== null)
+      ? "⁴ measured by Linux per thread (/proc/self/task/*/schedstat): V8's optimizing compiler and the garbage collector's helper threads (and libuv's thread pool), counted in the CPU per chunk as all of a process's threads are.\n"
       : '') +
     `Goals: ${report.summary.met} met, ${report.summary.missed} missed, ${report.summary.notMeasured} not measured.\n`
   );

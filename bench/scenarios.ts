@@ -241,6 +241,8 @@ async function concurrent(ctx: BenchContext, scenario: 'paced' | 'mass'): Promis
     push('wallMs', result.wallMs);
     push('cpuPerChunkUs', usage.cpuUs / (n * chunks));
     push('systemCpuPerChunkUs', usage.systemUs / (n * chunks));
+    if (usage.otherThreadsUs !== undefined)
+      push('otherThreadsCpuPerChunkUs', usage.otherThreadsUs / (n * chunks));
     push('rssPerRunKb', rssPerRunKb);
     push('loopDelayP99Ms', usage.loopDelayP99Ms);
     push('loopDelaySamples', usage.loopDelaySamples);
@@ -248,7 +250,11 @@ async function concurrent(ctx: BenchContext, scenario: 'paced' | 'mass'): Promis
     if (usage.readCalls) push('chunksPerRead', (n * chunks) / usage.readCalls);
     if (usage.writeCalls) push('chunksPerWrite', (n * chunks) / usage.writeCalls);
     return (
-      `${result.completed}/${n} completed, ${result.wallMs.toFixed(0)} ms, ${(usage.cpuUs / (n * chunks)).toFixed(2)} µs/chunk (kernel ${(usage.systemUs / (n * chunks)).toFixed(2)}), ` +
+      `${result.completed}/${n} completed, ${result.wallMs.toFixed(0)} ms, ${(usage.cpuUs / (n * chunks)).toFixed(2)} µs/chunk (kernel ${(usage.systemUs / (n * chunks)).toFixed(2)}` +
+      (usage.otherThreadsUs !== undefined
+        ? `, other threads ${(usage.otherThreadsUs / (n * chunks)).toFixed(2)}`
+        : '') +
+      `), ` +
       `${rssPerRunKb.toFixed(0)} KB/run, loop delay p99 ${usage.loopDelayP99Ms.toFixed(1)} ms (of ${usage.loopDelaySamples} turns), ${result.peakStreaming} at once` +
       (usage.readCalls ? `, ${usage.readCalls} reads and ${usage.writeCalls} writes` : '') +
       (result.failures.length ? `; failures: ${result.failures.join(' | ')}` : '')

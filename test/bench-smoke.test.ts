@@ -71,6 +71,17 @@ describe('npm run bench -- --quick', () => {
           KINDS.length,
         );
       expect(stdout).toContain('| paced: chunks per read system call ¹ ³ |');
+      // And the CPU of each thread: what the threads besides the main one took (nothing, maybe, in a
+      // batch this small) is part of the whole.
+      const threads = report.rows.filter((row) => row.metric === 'otherThreadsCpuPerChunkUs');
+      expect(threads.filter((row) => row.median! >= 0)).toHaveLength(KINDS.length);
+      for (const row of threads) {
+        const whole = report.rows.find(
+          (r) => r.scenario === 'paced' && r.metric === 'cpuPerChunkUs' && r.kind === row.kind,
+        )!;
+        expect(row.median!).toBeLessThan(whole.median!);
+      }
+      expect(stdout).toContain('⁴ measured by Linux per thread');
     }
     // BENCH_TURNS=1: every measured process says which of its turns were long.
     for (const who of ['raw', 'library', 'server'])
@@ -118,6 +129,12 @@ describe('the report', () => {
       '| paced: chunks per read system call ¹ ³ | raw openai SDK | 12.5 |',
     );
     expect(formatMarkdown(counted)).toContain('³ counted by Linux (/proc/self/io)');
+    expect(formatMarkdown(without)).not.toContain('other threads');
+    const threads = buildReport(paced({ otherThreadsCpuPerChunkUs: { raw: [8], http: [6] } }), config, meta);
+    expect(formatMarkdown(threads)).toContain(
+      '| paced: of which on other threads than the main one ¹ ⁴ | raw openai SDK | 8 µs |',
+    );
+    expect(formatMarkdown(threads)).toContain('⁴ measured by Linux per thread');
   });
 
   it('says when the processes ran the TypeScript sources through tsx', () => {
