@@ -20,9 +20,6 @@ export function parseByteSize(limit: BodyLimit): number {
 /** At most this many fields (and parts) in a form: a run takes a handful. */
 const MAX_FORM_FIELDS = 100;
 
-/** The media types a run's body may have, and the parser of each. */
-const RUN_BODY_TYPES = ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'];
-
 /**
  * The parser of the bodies that create runs: JSON, urlencoded and multipart/form-data (what Agno's
  * clients send), each bounded by `limit` (the whole body, with or without a Content-Length). The
@@ -45,12 +42,18 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
   const raw = wrap(express.raw({ type, limit: maxBytes }), fromBodyParserError);
   const multipart: RequestHandler = (req, res, next) =>
     raw(req, res, (error?: unknown) => (error === undefined ? multipartFields(req, res, next) : next(error)));
-  const parsers = [json, urlencoded, multipart];
+  const parsers: Record<string, RequestHandler> = {
+    'application/json': json,
+    'application/x-www-form-urlencoded': urlencoded,
+    'multipart/form-data': multipart,
+  };
+  const types = Object.keys(parsers);
 
   return (req, res, next) => {
-    const matched = req.is(RUN_BODY_TYPES);
+    // The media type as listed (parameters such as the boundary aside); `null` with no body.
+    const matched = req.is(types);
     if (!matched) return next();
-    return parsers[RUN_BODY_TYPES.indexOf(matched)]!(req, res, next);
+    return parsers[matched]!(req, res, next);
   };
 }
 
