@@ -41,7 +41,14 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
   // of CPU per run more than a JSON body: a fifth of what starting a run over HTTP costs.
   const raw = wrap(express.raw({ type, limit: maxBytes }), fromBodyParserError);
   const multipart: RequestHandler = (req, res, next) =>
-    raw(req, res, (error?: unknown) => (error === undefined ? multipartFields(req, res, next) : next(error)));
+    raw(req, res, (error?: unknown) => {
+      // (No buffer: there was no body to read.)
+      if (error !== undefined || !Buffer.isBuffer(req.body)) return next(error);
+      parseFormFields(req.body, req.headers).then((fields) => {
+        req.body = fields;
+        next();
+      }, next);
+    });
   const parsers: Record<string, RequestHandler> = {
     'application/json': json,
     'application/x-www-form-urlencoded': urlencoded,
@@ -56,16 +63,6 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
     return parsers[matched]!(req, res, next);
   };
 }
-
-/** Turns the buffer `express.raw` read from a multipart body into its text fields. */
-const multipartFields: RequestHandler = (req, _res, next) => {
-  // Another parser took the body, or there was none.
-  if (!Buffer.isBuffer(req.body)) return next();
-  parseFormFields(req.body, req.headers).then((fields) => {
-    req.body = fields;
-    next();
-  }, next);
-};
 
 /**
  * The text fields of a multipart/form-data body, a repeated name as an array (as the urlencoded

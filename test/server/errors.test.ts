@@ -180,6 +180,20 @@ describe('invalid run requests', () => {
     expect(body.detail).toMatch(/^malformed JSON body/);
   });
 
+  it('reads a JSON body by its media type, parameters aside, and answers 400 for a charset it cannot read', async () => {
+    const { story, model } = await serveFake();
+    const post = (contentType: string, body: string) =>
+      fetch(`${story}/runs`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const utf8 = await post('Application/JSON; charset=UTF-8', '{"message":"Hi","background":true}');
+    expect(utf8.status).toBe(202);
+    expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'Hi' });
+    const latin1 = await post('application/json; charset=latin1', '{"message":"Hi"}');
+    expect((await expectError(latin1, 400, 'INVALID_INPUT')).detail).toMatch(/charset/i);
+    // Another type that ends in json is not taken for JSON: no body was read, so no message.
+    const vendor = await post('application/vnd.api+json', '{"message":"Hi"}');
+    expect((await expectError(vendor, 422, 'INVALID_INPUT')).field).toBe('message');
+  });
+
   it('answers 400 JSON for malformed multipart', async () => {
     const { story } = await serveFake();
     const truncated = await fetch(`${story}/runs`, {
