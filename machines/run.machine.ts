@@ -36,8 +36,10 @@ export type RunMachineEvent =
   /**
    * Model output. `reasoning` is what a reasoning model streamed as its reasoning before `delta`
    * (the visible content) in the same chunk: the model service merges deltas without reordering.
+   * `at`: when the chunk's last delta came, on the machine's clock (default: when the machine takes
+   * it); the idle timer counts from there.
    */
-  | { type: 'CHUNK'; delta: string; reasoning?: string | undefined }
+  | { type: 'CHUNK'; delta: string; reasoning?: string | undefined; at?: number | undefined }
   /** The model's turn is over; `toolCalls` (checked by the runtime) are the calls it asks for. */
   | {
       type: 'DONE';
@@ -445,14 +447,14 @@ function clockActions(clock: RunClock) {
     closeTools: runSetup.assign({ tools: ({ context }) => closeOpen(context.tools, clock.now()) }),
     // Per chunk: no timer is touched, the chunk's time is noted for the idle timer (see `idle`).
     appendChunk: runSetup.assign(({ context, event }) =>
-      event.type === 'CHUNK' ? appended(context, event, clock.now(), context.idle.armedAt) : {},
+      event.type === 'CHUNK' ? appended(context, event, event.at ?? clock.now(), context.idle.armedAt) : {},
     ),
     // An attempt's first chunk, in one `assign` (each one builds a snapshot): the run's first chunk
     // (time to first token is the run's, not the turn's), the chunk, and the idle timer of
     // `receiving` armed from here.
     takeFirstChunk: runSetup.assign(({ context, event }) => {
       if (event.type !== 'CHUNK') return {};
-      const now = clock.now();
+      const now = event.at ?? clock.now();
       const patch = appended(context, event, now, context.chunkCount + 1);
       return context.times.firstChunkAt === null
         ? { ...patch, times: { ...context.times, firstChunkAt: now } }

@@ -255,6 +255,93 @@ describe('limits', () => {
     });
   });
 
+  it('counts the silence from the last delta, also one the machine has not been sent yet', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const { orchestrator, model, start } = setup({ limits: { idleTimeoutMs: 1_000 } });
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a'); // the attempt's first delta: sent to the machine at once
+    await vi.advanceTimersByTimeAsync(50);
+    call.emit('b'); // within CHUNK_INTERVAL_MS of it: held
+    await vi.advanceTimersByTimeAsync(1_049 - 50); // the timer armed at 'a' fires at 1,000 and is armed again
+    expect((await orchestrator.getRun(run.runId))?.status).toBe('streaming');
+    await vi.advanceTimersByTimeAsync(1); // 1,000 ms after 'b'
+    expect(await run.result).toMatchObject({
+      status: 'failed',
+      content: 'ab',
+      error: { code: 'RUN_TIMEOUT' },
+    });
+  });
+
+  it('sends the machine a paced stream at most every CHUNK_INTERVAL_MS; the events get every read at once', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const chunks: string[] = [];
+    const { orchestrator, model, start } = setup({
+      inspect: (event) => {
+        // The run machine's CHUNKs (the model service's actor gets none).
+        if (event.type === '@xstate.event' && event.event.type === 'CHUNK')
+          chunks.push((event.event as unknown as { delta: string }).delta);
+      },
+    });
+    const run = start();
+    const reader = run.events()[Symbol.asyncIterator]();
+    await reader.next(); // RunStarted
+    const call = await model.nextCall();
+    const deltas = Array.from({ length: 25 }, (_, i) => `${i} `);
+    for (const delta of deltas) {
+      call.emit(delta);
+      expect((await reader.next()).value).toMatchObject({ event: 'RunContent', content: delta });
+      // What a reader of the run sees is exact while the machine has not been sent the last deltas.
+      expect((await orchestrator.getRun(run.runId))?.content).toBe(
+        deltas.slice(0, deltas.indexOf(delta) + 1).join(''),
+      );
+      await vi.advanceTimersByTimeAsync(10);
+    }
+    call.end();
+    expect(await run.result).toMatchObject({ status: 'completed', content: deltas.join('') });
+    // The first delta at once, then one CHUNK per 100 ms of the 250 ms stream, then the rest before DONE.
+    expect(chunks.join('')).toBe(deltas.join(''));
+    expect(chunks.length).toBeLessThanOrEqual(5);
+    expect(chunks[0]).toBe('0 ');
+  });
+
+  it('gives the machine the deltas it was not sent yet before a cancel, so the output has them all', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const { orchestrator, model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a');
+    await vi.advanceTimersByTimeAsync(10);
+    call.emit('b');
+    call.emit('c');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(orchestrator.cancelRun(run.runId)).toBe(true);
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'cancelled', content: 'abc' });
+    const events = await collect(run.events());
+    checkRunEvents(events, 'cancelled');
+    const streamed = events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : []));
+    expect(streamed.join('')).toBe('abc');
+    expect(call.signal.aborted).toBe(true);
+  });
+
+  it('gives the machine the deltas it was not sent yet before a cut stream fails the run', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const { model, start } = setup();
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a');
+    await vi.advanceTimersByTimeAsync(10);
+    call.emit('b');
+    await vi.advanceTimersByTimeAsync(0);
+    call.close(); // no finish reason: the stream was cut
+    expect(await run.result).toMatchObject({
+      status: 'failed',
+      content: 'ab',
+      error: { code: 'MODEL_STREAM_INCOMPLETE' },
+    });
+  });
+
   it('fails a run past its total time limit even while chunks keep coming', async () => {
     const { model, start } = setup({ limits: { timeoutMs: 30, idleTimeoutMs: 60_000 } });
     const run = start();
@@ -264,6 +351,10 @@ describe('limits', () => {
     const output = await run.result;
     clearInterval(ticker);
     expect(output.error).toMatchObject({ code: 'RUN_TIMEOUT', message: 'the run exceeded its time limit' });
+    // The deltas the machine was not sent yet when its timer fired are in the output too.
+    const events = await collect(run.events());
+    const streamed = events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : []));
+    expect(output.content).toBe(streamed.join(''));
   });
 
   it('keeps a limit past what timers can hold for as long as they can hold, never firing at once', async () => {

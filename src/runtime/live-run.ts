@@ -14,7 +14,7 @@ import type {
 import type { RunToolEmitted } from '../../machines/run.machine.js';
 import type { ChatMessage } from '../model/chat-model.js';
 import { MemoryEventLog } from './event-log.js';
-import type { ModelCall } from './model-service.js';
+import { HeldChunk, type ModelCall } from './model-service.js';
 import { ReasoningPhases } from './reasoning-phases.js';
 import { isTerminalEvent, type RunEvent, type RunOutput, type RunRecord } from './run-events.js';
 import {
@@ -145,8 +145,24 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     userNext?.(event);
   };
   const { maxConcurrentTools, ...limits } = options.limits;
+  // The text of the run's events that the machine has not been sent yet (see `ContentSink`): it goes
+  // to the machine before anything else does, a cancel or a timer of the run (a timeout reads the
+  // content), so the machine's output holds every delta of the run's events.
+  const held = new HeldChunk();
+  const sendHeld = (): void => {
+    const chunk = held.take();
+    if (chunk) actor.send(chunk);
+  };
   const actor = createActor(options.machine, {
     input: { runId, ...limits },
+    clock: {
+      setTimeout: (fire: () => void, ms: number) =>
+        setTimeout(() => {
+          sendHeld();
+          fire();
+        }, ms),
+      clearTimeout: (timer: ReturnType<typeof setTimeout>) => clearTimeout(timer),
+    },
     // A restored run's snapshot was stored by this runstate's machine (`getPersistedSnapshot`).
     ...(options.restored && { snapshot: options.restored.snapshot as Snapshot<unknown> }),
     inspect: options.captureCauses ? inspect : user,
@@ -208,8 +224,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     const context = actor.getSnapshot().context;
     return {
       status: 'failed',
-      content: context.content,
-      reasoningContent: context.reasoning,
+      content: context.content + held.delta,
+      reasoningContent: context.reasoning + held.reasoning,
       error: {
         code: 'INTERNAL',
         message: error instanceof Error ? error.message : String(error),
@@ -230,13 +246,15 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     };
   }
 
-  actor.on('content', ({ delta, reasoning: thought }) => {
+  // The text of each read of the model's stream, handed over by the model service in the tick it came.
+  const content = (delta: string, thought: string): void => {
     try {
       // Content outside a reasoning phase, the common case, is one event with no array.
       if (!thought && !reasoning.open) append({ event: 'RunContent', content: delta });
       else for (const event of reasoning.project(delta, thought)) append(event);
     } catch (error) {
-      // A throw here would escape xstate's emit and crash the process: fail the run instead.
+      // A throw here would escape the model's stream and crash the process: fail the run instead.
+      sendHeld();
       actor.send({
         type: 'ERROR',
         error: {
@@ -246,7 +264,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
         },
       });
     }
-  });
+  };
   // The RunPaused of a pause being parked: written with the park, appended here once it is stored, so
   // that whoever sees it (here or on another instance) can continue the run at once.
   let pausedEvent: RunEvent | undefined;
@@ -318,6 +336,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       messages: options.messages,
       tools: options.tools,
       runSignal: controller.signal,
+      // The orchestrator's clock, which is the machine's too (`withRunClock`).
+      sink: { content, held, now },
     },
     toolRun: {
       tools: options.tools,
@@ -335,8 +355,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       return activeRecord(identity, current, {
         // A paused run is a result (of a non-streamed run): its metrics up to the pause.
         metrics: current === 'paused' ? runMetrics(context, pausedAt ?? now()) : null,
-        content: context.content,
-        reasoning: context.reasoning,
+        content: context.content + held.delta,
+        reasoning: context.reasoning + held.reasoning,
         extraData: reasoning.extraData(),
         tools: context.tools,
         transcript: context.transcript,
@@ -355,6 +375,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       actor.send({ type: 'START' });
     },
     cancel(reason) {
+      sendHeld();
       actor.send({ type: 'CANCEL', reason });
     },
     lose(message) {

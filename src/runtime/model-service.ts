@@ -20,6 +20,71 @@ export interface ModelCall {
   tools?: ReadonlyMap<string, Tool> | undefined;
   /** Aborted when the run ends, however it ends (xstate does not always stop children: #5153). */
   runSignal: AbortSignal;
+  /**
+   * The run's events, when the runtime projects them: each read's text goes there as it comes,
+   * and the machine gets it in fewer `CHUNK`s (see {@link ContentSink}). Without it, every read is
+   * a `CHUNK` and the machine's `content` emits are the output.
+   */
+  sink?: ContentSink | undefined;
+}
+
+/**
+ * How long the text a run streams may wait before the machine is sent it, while the model streams.
+ * Each `CHUNK` is an xstate macrostep (a new snapshot, a context copy, ~9 KB allocated): at one
+ * delta per socket read, as a real model streams, one per delta cost more than the rest of the
+ * delta's path. A tenth of a second is not visible to a person watching the run's content in an
+ * inspector; the run's events, its record and its output are exact at every moment.
+ */
+export const CHUNK_INTERVAL_MS = 100;
+
+/**
+ * Where a run's model service hands its text. `content` makes the run's events of one read in the
+ * tick it came (a `RunContent`, or a reasoning model's events); `held` keeps what the machine has not
+ * been sent yet. The service sends the machine an attempt's first chunk at once (its state, the
+ * time to first token) and then what is held at most every {@link CHUNK_INTERVAL_MS}, and all of it
+ * before `DONE` or `ERROR`; the owner of the run sends it before anything else reaches the machine
+ * (a cancel, a timer of the run), so the machine's output always holds every delta of the events.
+ */
+export interface ContentSink {
+  content(delta: string, reasoning: string): void;
+  readonly held: HeldChunk;
+  /** The machine's clock: when a held chunk came. */
+  now(): number;
+}
+
+/** Text handed to a run's events that its machine has not been sent yet, as one `CHUNK`. */
+export class HeldChunk {
+  #delta = '';
+  #reasoning = '';
+  #at = 0;
+
+  /** The content held. */
+  get delta(): string {
+    return this.#delta;
+  }
+
+  /** The reasoning held. */
+  get reasoning(): string {
+    return this.#reasoning;
+  }
+
+  add(delta: string, reasoning: string, at: number): void {
+    this.#delta += delta;
+    this.#reasoning += reasoning;
+    this.#at = at;
+  }
+
+  /** The `CHUNK` of what is held, which is then held no more; `undefined` when nothing is. */
+  take(): Extract<RunMachineEvent, { type: 'CHUNK' }> | undefined {
+    const delta = this.#delta;
+    const reasoning = this.#reasoning;
+    if (delta === '' && reasoning === '') return undefined;
+    this.#delta = '';
+    this.#reasoning = '';
+    return reasoning
+      ? { type: 'CHUNK', delta, reasoning, at: this.#at }
+      : { type: 'CHUNK', delta, at: this.#at };
+  }
 }
 
 type SendBack = (event: RunMachineEvent) => void;
@@ -40,8 +105,9 @@ interface Attempt {
 const STOPPED = new DOMException('the run no longer needs this model request', 'AbortError');
 
 /**
- * Most deltas merged into one `CHUNK`: bounds how much text waits for the end of a turn when a
- * stream delivers faster than the process reads it.
+ * Most deltas merged into one hand-over (a `CHUNK`, or one call of the {@link ContentSink}'s
+ * `content`): bounds how much text waits for the end of a turn when a stream delivers faster than
+ * the process reads it.
  */
 export const MAX_DELTAS_PER_CHUNK = 64;
 
@@ -55,9 +121,12 @@ export const MAX_DELTAS_PER_CHUNK = 64;
  * machine. Deltas that arrive together (one socket read can hold hundreds) go to the machine as one
  * `CHUNK`: a transition per delta would cost more than parsing it. The merged chunk is sent on the
  * next tick, which Node runs once the current read is handled, so the deltas of one read are merged
- * and none waits for another read. A paced stream, one delta per read as a real model
- * sends them, is unchanged. Merging never reorders: a `CHUNK`'s reasoning came before its content,
- * so reasoning that follows content waiting to be sent goes into the next `CHUNK`.
+ * and none waits for another read. Merging never reorders: a `CHUNK`'s reasoning came before its
+ * content, so reasoning that follows content waiting to be sent goes into the next `CHUNK`.
+ *
+ * With a {@link ContentSink} (a run of the runtime), each read's text goes to the run's events in
+ * that tick, and the machine gets the reads of a paced stream (one delta per read, as a real model
+ * sends them) together, at most every {@link CHUNK_INTERVAL_MS}.
  */
 export function createModelService(lookup: (runId: string) => ModelCall | undefined) {
   return fromCallback<RunMachineEvent, ModelServiceInput>(({ input, sendBack }) => {
@@ -108,7 +177,26 @@ function pump(
     pending = '';
     pendingReasoning = '';
     pendingDeltas = 0;
-    sendBack(reasoning ? { type: 'CHUNK', delta, reasoning } : { type: 'CHUNK', delta });
+    const { sink } = call;
+    if (!sink) {
+      sendBack(reasoning ? { type: 'CHUNK', delta, reasoning } : { type: 'CHUNK', delta });
+      return;
+    }
+    sink.content(delta, reasoning);
+    // The events could not take it: the run failed, this attempt is over.
+    if (attempt.stopped) return;
+    const now = sink.now();
+    sink.held.add(delta, reasoning, now);
+    if (now - sentAt >= CHUNK_INTERVAL_MS) {
+      sentAt = now;
+      sendHeld();
+    }
+  };
+  // When the machine was last sent a chunk of this attempt (none yet: its first goes at once).
+  let sentAt = -Infinity;
+  const sendHeld = () => {
+    const chunk = call.sink?.held.take();
+    if (chunk) sendBack(chunk);
   };
   const receiver: ModelStreamReceiver = {
     chunk(chunk) {
@@ -116,6 +204,8 @@ function pump(
       if (chunk.type === 'end') {
         over = true;
         flush();
+        if (attempt.stopped) return;
+        sendHeld();
         if (attempt.stopped) return;
         const { finishReason, usage, toolCalls } = chunk;
         sendBack(
@@ -151,6 +241,8 @@ function pump(
       // Aborts are how we stop a stream, not failures.
       if (attempt.stopped) return;
       flush();
+      if (attempt.stopped) return;
+      sendHeld();
       if (attempt.stopped) return;
       sendBack({
         type: 'ERROR',
