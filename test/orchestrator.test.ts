@@ -305,6 +305,32 @@ describe('limits', () => {
     expect(chunks[0]).toBe('0 ');
   });
 
+  it('never sends the machine reasoning after content in one CHUNK, however long it held them', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const chunks: { delta: string; reasoning?: string }[] = [];
+    const { model, start } = setup({
+      inspect: (event) => {
+        if (event.type === '@xstate.event' && event.event.type === 'CHUNK') {
+          const { delta, reasoning } = event.event as unknown as { delta: string; reasoning?: string };
+          chunks.push(reasoning ? { delta, reasoning } : { delta });
+        }
+      },
+    });
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a');
+    await vi.advanceTimersByTimeAsync(10);
+    call.emit('b');
+    await vi.advanceTimersByTimeAsync(10);
+    call.emitReasoning('r');
+    await vi.advanceTimersByTimeAsync(10);
+    call.emit('c');
+    await vi.advanceTimersByTimeAsync(10);
+    call.end();
+    expect(await run.result).toMatchObject({ content: 'abc', reasoning_content: 'r' });
+    expect(chunks).toEqual([{ delta: 'a' }, { delta: 'b' }, { delta: 'c', reasoning: 'r' }]);
+  });
+
   it('gives the machine the deltas it was not sent yet before a cancel, so the output has them all', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     const { orchestrator, model, start } = setup();

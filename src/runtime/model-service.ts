@@ -185,6 +185,8 @@ function pump(
     sink.content(delta, reasoning);
     // The events could not take it: the run failed, this attempt is over.
     if (attempt.stopped) return;
+    // A CHUNK's reasoning came before its content: reasoning after held content goes in the next one.
+    if (reasoning && sink.held.delta !== '') sendHeld();
     const now = sink.now();
     sink.held.add(delta, reasoning, now);
     if (now - sentAt >= CHUNK_INTERVAL_MS) {
