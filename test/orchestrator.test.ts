@@ -351,6 +351,25 @@ describe('limits', () => {
     expect(call.signal.aborted).toBe(true);
   });
 
+  it('keeps in the output a delta whose event a listener answered with a cancel in the same call', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const { orchestrator, model, start } = setup();
+    orchestrator.subscribe((notice) => {
+      if (notice.type === 'event' && notice.event.event === 'RunContent' && notice.event.content === 'b')
+        orchestrator.cancelRun(notice.runId);
+    });
+    const run = start();
+    const call = await model.nextCall();
+    call.emit('a');
+    await vi.advanceTimersByTimeAsync(10);
+    call.emit('b'); // held, not sent to the machine yet, when its event is read
+    await vi.advanceTimersByTimeAsync(0);
+    expect(await run.result).toMatchObject({ status: 'cancelled', content: 'ab' });
+    const events = await collect(run.events());
+    checkRunEvents(events, 'cancelled');
+    expect(events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('')).toBe('ab');
+  });
+
   it('gives the machine the deltas it was not sent yet before a cut stream fails the run', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     const { model, start } = setup();

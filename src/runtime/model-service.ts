@@ -182,13 +182,15 @@ function pump(
       sendBack(reasoning ? { type: 'CHUNK', delta, reasoning } : { type: 'CHUNK', delta });
       return;
     }
-    sink.content(delta, reasoning);
-    // The events could not take it: the run failed, this attempt is over.
-    if (attempt.stopped) return;
     // A CHUNK's reasoning came before its content: reasoning after held content goes in the next one.
     if (reasoning && sink.held.delta !== '') sendHeld();
     const now = sink.now();
+    // Held before the events have it: whatever their readers do in that call (cancel the run) comes
+    // after it, and the machine's output has it as the events do.
     sink.held.add(delta, reasoning, now);
+    sink.content(delta, reasoning);
+    // Cancelled by a reader in that call, or the events could not take it (the run failed).
+    if (attempt.stopped) return;
     if (now - sentAt >= CHUNK_INTERVAL_MS) {
       sentAt = now;
       sendHeld();
