@@ -71,7 +71,10 @@ export interface LiveRunOptions {
    * It must not reject.
    */
   onFinal: (run: LiveRun) => Promise<void>;
-  /** The time of wire events; the machine has its own clock (`withRunClock`). */
+  /**
+   * The time of wire events, and of the text held for the machine (`CHUNK.at`): the machine's own
+   * clock (`withRunClock`) must be this one, as the orchestrator makes it.
+   */
   now: () => number;
 }
 
@@ -249,11 +252,15 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   // The text of each read of the model's stream, handed over by the model service in the tick it came.
   const content = (delta: string, thought: string): void => {
     try {
+      // Held before the events have it: a reader of the events that cancels the run in this call
+      // finds it held, and the machine's output has it as the events do.
+      held.add(delta, thought, now());
       // Content outside a reasoning phase, the common case, is one event with no array.
       if (!thought && !reasoning.open) append({ event: 'RunContent', content: delta });
       else for (const event of reasoning.project(delta, thought)) append(event);
     } catch (error) {
-      // A throw here would escape the model's stream and crash the process: fail the run instead.
+      // A throw here (the clock, a reader) would escape the model's stream and crash the process:
+      // fail the run instead.
       sendHeld();
       actor.send({
         type: 'ERROR',
@@ -336,8 +343,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       messages: options.messages,
       tools: options.tools,
       runSignal: controller.signal,
-      // The orchestrator's clock, which is the machine's too (`withRunClock`).
-      sink: { content, held, now },
+      sink: { content, held },
     },
     toolRun: {
       tools: options.tools,

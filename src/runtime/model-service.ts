@@ -38,18 +38,17 @@ export interface ModelCall {
 export const CHUNK_INTERVAL_MS = 100;
 
 /**
- * Where a run's model service hands its text. `content` makes the run's events of one read in the
- * tick it came (a `RunContent`, or a reasoning model's events); `held` keeps what the machine has not
- * been sent yet. The service sends the machine an attempt's first chunk at once (its state, the
- * time to first token) and then what is held at most every {@link CHUNK_INTERVAL_MS}, and all of it
- * before `DONE` or `ERROR`; the owner of the run sends it before anything else reaches the machine
- * (a cancel, a timer of the run), so the machine's output always holds every delta of the events.
+ * Where a run's model service hands its text. `content` holds the text of one read for the machine
+ * (`held`, with its time on the machine's clock) and then makes the run's events of it in the tick
+ * it came (a `RunContent`, or a reasoning model's events); it never throws (a failure fails the
+ * run). The service sends the machine an attempt's first chunk at once (its state, the time to first
+ * token) and then what is held at most every {@link CHUNK_INTERVAL_MS}, and all of it before `DONE`
+ * or `ERROR`; the owner of the run sends it before anything else reaches the machine (a cancel, a
+ * timer of the run), so the machine's output always holds every delta of the events.
  */
 export interface ContentSink {
   content(delta: string, reasoning: string): void;
   readonly held: HeldChunk;
-  /** The machine's clock: when a held chunk came. */
-  now(): number;
 }
 
 /** Text handed to a run's events that its machine has not been sent yet, as one `CHUNK`. */
@@ -66,6 +65,11 @@ export class HeldChunk {
   /** The reasoning held. */
   get reasoning(): string {
     return this.#reasoning;
+  }
+
+  /** When the last text held came. */
+  get at(): number {
+    return this.#at;
   }
 
   add(delta: string, reasoning: string, at: number): void {
@@ -184,15 +188,12 @@ function pump(
     }
     // A CHUNK's reasoning came before its content: reasoning after held content goes in the next one.
     if (reasoning && sink.held.delta !== '') sendHeld();
-    const now = sink.now();
-    // Held before the events have it: whatever their readers do in that call (cancel the run) comes
-    // after it, and the machine's output has it as the events do.
-    sink.held.add(delta, reasoning, now);
     sink.content(delta, reasoning);
-    // Cancelled by a reader in that call, or the events could not take it (the run failed).
+    // Cancelled by a reader of the events in that call, or the run failed.
     if (attempt.stopped) return;
-    if (now - sentAt >= CHUNK_INTERVAL_MS) {
-      sentAt = now;
+    const { at } = sink.held;
+    if (at - sentAt >= CHUNK_INTERVAL_MS) {
+      sentAt = at;
       sendHeld();
     }
   };
