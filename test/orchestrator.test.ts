@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { InspectionEvent } from 'xstate';
 import { RunstateError } from '../src/errors.js';
 import type { ChatModel, ModelStreamReceiver } from '../src/model/chat-model.js';
 import {
@@ -10,6 +11,7 @@ import {
   type RunNotice,
 } from '../src/runtime/index.js';
 import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
+import type { RunEvent } from '../src/runtime/run-events.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { counterIds } from './support/runs.js';
@@ -24,6 +26,24 @@ function setup(options: OrchestratorOptions = {}, model: FakeModel = createFakeM
 afterEach(() => {
   vi.useRealTimers();
 });
+
+/** The `CHUNK`s the run machines get (the model service's actor gets none), through `inspect`. */
+function machineChunks(): {
+  chunks: { delta: string; reasoning?: string }[];
+  inspect: NonNullable<OrchestratorOptions['inspect']>;
+} {
+  const chunks: { delta: string; reasoning?: string }[] = [];
+  const inspect = (event: InspectionEvent): void => {
+    if (event.type !== '@xstate.event' || event.event.type !== 'CHUNK') return;
+    const { delta, reasoning } = event.event as unknown as { delta: string; reasoning?: string };
+    chunks.push(reasoning ? { delta, reasoning } : { delta });
+  };
+  return { chunks, inspect };
+}
+
+/** The text a run's readers got, its `RunContent` deltas joined. */
+const streamedText = (events: readonly RunEvent[]): string =>
+  events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('');
 
 describe('a run that streams to the end', () => {
   it('emits RunStarted, one RunContent per delivery of deltas and RunCompleted with the whole content', async () => {
@@ -275,14 +295,8 @@ describe('limits', () => {
 
   it('sends the machine a paced stream at most every CHUNK_INTERVAL_MS; the events get every read at once', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
-    const chunks: string[] = [];
-    const { orchestrator, model, start } = setup({
-      inspect: (event) => {
-        // The run machine's CHUNKs (the model service's actor gets none).
-        if (event.type === '@xstate.event' && event.event.type === 'CHUNK')
-          chunks.push((event.event as unknown as { delta: string }).delta);
-      },
-    });
+    const { chunks, inspect } = machineChunks();
+    const { orchestrator, model, start } = setup({ inspect });
     const run = start();
     const reader = run.events()[Symbol.asyncIterator]();
     await reader.next(); // RunStarted
@@ -300,22 +314,15 @@ describe('limits', () => {
     call.end();
     expect(await run.result).toMatchObject({ status: 'completed', content: deltas.join('') });
     // The first delta at once, then one CHUNK per 100 ms of the 250 ms stream, then the rest before DONE.
-    expect(chunks.join('')).toBe(deltas.join(''));
+    expect(chunks.map((chunk) => chunk.delta).join('')).toBe(deltas.join(''));
     expect(chunks.length).toBeLessThanOrEqual(5);
-    expect(chunks[0]).toBe('0 ');
+    expect(chunks[0]).toEqual({ delta: '0 ' });
   });
 
   it('never sends the machine reasoning after content in one CHUNK, however long it held them', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
-    const chunks: { delta: string; reasoning?: string }[] = [];
-    const { model, start } = setup({
-      inspect: (event) => {
-        if (event.type === '@xstate.event' && event.event.type === 'CHUNK') {
-          const { delta, reasoning } = event.event as unknown as { delta: string; reasoning?: string };
-          chunks.push(reasoning ? { delta, reasoning } : { delta });
-        }
-      },
-    });
+    const { chunks, inspect } = machineChunks();
+    const { model, start } = setup({ inspect });
     const run = start();
     const call = await model.nextCall();
     call.emit('a');
@@ -346,8 +353,7 @@ describe('limits', () => {
     expect(output).toMatchObject({ status: 'cancelled', content: 'abc' });
     const events = await collect(run.events());
     checkRunEvents(events, 'cancelled');
-    const streamed = events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : []));
-    expect(streamed.join('')).toBe('abc');
+    expect(streamedText(events)).toBe('abc');
     expect(call.signal.aborted).toBe(true);
   });
 
@@ -367,7 +373,7 @@ describe('limits', () => {
     expect(await run.result).toMatchObject({ status: 'cancelled', content: 'ab' });
     const events = await collect(run.events());
     checkRunEvents(events, 'cancelled');
-    expect(events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('')).toBe('ab');
+    expect(streamedText(events)).toBe('ab');
   });
 
   it('gives the machine the deltas it was not sent yet before a cut stream fails the run', async () => {
@@ -397,9 +403,7 @@ describe('limits', () => {
     clearInterval(ticker);
     expect(output.error).toMatchObject({ code: 'RUN_TIMEOUT', message: 'the run exceeded its time limit' });
     // The deltas the machine was not sent yet when its timer fired are in the output too.
-    const events = await collect(run.events());
-    const streamed = events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : []));
-    expect(output.content).toBe(streamed.join(''));
+    expect(output.content).toBe(streamedText(await collect(run.events())));
   });
 
   it('keeps a limit past what timers can hold for as long as they can hold, never firing at once', async () => {

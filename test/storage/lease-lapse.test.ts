@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { openStorage } from '../../src/runtime/open-storage.js';
 import { isTerminalEvent, type RunEvent } from '../../src/runtime/run-events.js';
-import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
+import { checkRunEvents, createFakeModel, nextTurn } from '../../src/testing/index.js';
 import { createProxiedDatabase, type ProxiedDatabase } from '../support/databases.js';
 import { eventually } from '../support/eventually.js';
 
@@ -36,12 +36,19 @@ describe('an owner that cannot renew its lease', () => {
       });
 
       await database.proxy.cut();
-      call.emit(' upon a time');
+      call.emit(' upon');
+      await nextTurn();
+      // Within CHUNK_INTERVAL_MS of the last: held for the machine when the lease is lost.
+      call.emit(' a time');
       const events: RunEvent[] = [];
       for await (const event of run.events()) events.push(event);
       // Its own readers see what the store will keep, and no more tokens are paid for.
       checkRunEvents(events, 'failed');
       expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'RUN_LOST' });
+      // Its output has every delta its readers got, the held one too.
+      const streamed = events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('');
+      expect(streamed).toBe('Once upon a time');
+      expect((await run.result).content).toBe(streamed);
       expect(call.signal.aborted).toBe(true);
       expect(() => owner.startRun(request)).toThrow(expect.objectContaining({ code: 'STORE_UNAVAILABLE' }));
 
