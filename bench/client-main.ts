@@ -32,8 +32,9 @@ async function batch(
   let peakStreaming = 0;
   const failures = new Set<string>();
   const start = performance.now();
-  // Started all at once: each run's connection is opened first (timed with the batch).
-  if (startPerSecond === 0 && preconnect) await client.connect?.(runs);
+  // Each run's connection is opened first (timed with the batch), whether the runs then start all at
+  // once or in a ramp: the server takes its runs over connections it has, as behind a balancer.
+  if (preconnect) await client.connect?.(runs);
   const outcomes = await Promise.all(
     Array.from({ length: runs }, async (_, i): Promise<Outcome['status']> => {
       // A ramp in 10 ms steps: run i starts i / startPerSecond seconds in.

@@ -44,8 +44,8 @@ export interface BenchConfig {
   /** Fresh processes per scenario, client and repetition; off in quick runs (start-up is most of them). */
   fresh: boolean;
   /**
-   * Batches started all at once open their connections in the batch, as each run starts, instead of
-   * one per run first (`--http-connect-in-batch`; see docs/performance.md, "Paced").
+   * The HTTP client opens each run's connection as the run starts, instead of one per run before the
+   * batch (`--http-connect-in-batch`; see docs/performance.md, "How it is measured").
    */
   connectInBatch: boolean;
   /**
@@ -65,8 +65,8 @@ export const FULL_CONFIG: BenchConfig = {
   burst: { chunks: 10_000, warmup: 10, trials: 5 },
   paced: { runs: 1_000, chunks: 100, delayMs: 10, warmupRuns: 100, startPerSecond: 0 },
   cancel: { warmup: 5, trials: 15 },
-  // 5 s streams started over 2 s: all are open at once. Started in one go, 10,000 connections
-  // overflow the accept queue and dropped SYNs come back after 1, 3, 7 s: that measures the kernel.
+  // 5 s streams started over 2 s: all are open at once. Started in one go, 10,000 runs would measure
+  // the kernel's queues, not the runs (see the HTTP client's `connect`).
   mass: { runs: 10_000, chunks: 5, delayMs: 1_000, warmupRuns: 50, startPerSecond: 5_000 },
   scenarios: ['burst', 'paced', 'cancel'],
   kinds: [...KINDS],
