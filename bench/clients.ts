@@ -172,14 +172,14 @@ function outcomeOf(event: string | undefined, status: unknown, content: string, 
   return { status: 'failed', length: content.length, events, error: `the run ended with ${event}` };
 }
 
+/** Connections the HTTP client opens at a time before a batch (see its `connect`). */
+const CONNECT_WAVE = 1_000;
+
 /**
  * runstate over HTTP: `POST /agents/:workload/runs` and the SSE stream read with node:http; cancel
  * is the cancel route. A minimal SSE reader (one `data:` line per frame, which the server sends):
  * the server is what is measured here.
  */
-/** Connections the HTTP client opens at a time before a batch (see its `connect`). */
-const CONNECT_WAVE = 1_000;
-
 function httpClient({ serverURL, cancelServerURL = serverURL, httpBody }: ClientOptions): Client {
   if (!serverURL) throw new Error('the HTTP client needs serverURL');
   const server = new URL(serverURL);
