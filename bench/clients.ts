@@ -183,7 +183,7 @@ const CONNECT_WAVE = 1_000;
 function httpClient({ serverURL, cancelServerURL = serverURL, httpBody }: ClientOptions): Client {
   if (!serverURL) throw new Error('the HTTP client needs serverURL');
   const server = new URL(serverURL);
-  // Runs without a connection of their own (a ramp, `--http-connect-in-batch`) share a pool.
+  // Runs without a connection of their own (`--http-connect-in-batch`) share a pool.
   const agent = new HttpAgent({ keepAlive: true, maxSockets: Infinity });
   /** Connections opened by `connect()`, each taken by one run. */
   const opened: Socket[] = [];
