@@ -16,7 +16,6 @@ import { isTerminalEvent, type RunEvent, type RunOutput, type RunRecord } from '
 import { activeRecord, type RunIdentity } from './run-projection.js';
 import { createRunRegistry } from './run-registry.js';
 import { sessionHistory } from './session-history.js';
-import { untilPaused } from './run-history.js';
 import type {
   CancelBus,
   EventBus,
@@ -825,7 +824,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const live = registry.get(runId);
       if (!live || (afterSeq ?? 0) < live.firstSeq) {
         // A stream of a parked run ends at its RunPaused, as a live one's does.
-        return untilPaused(await followStoredRun(store, eventBus, runId, afterSeq), async (seq) => {
+        return followStoredRun(store, eventBus, runId, afterSeq, async (seq) => {
           const held = registry.get(runId);
           if (held) return held.status() === 'paused' && held.lastSeq() === seq;
           const [record, after] = await Promise.all([store.getRun(runId), store.readEvents(runId, seq)]);

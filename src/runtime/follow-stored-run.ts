@@ -12,12 +12,18 @@ import type { EventBus, RunStore } from './storage.js';
  * once it is stored, so every event is either read or received (those seen twice are dropped by
  * `seq`). Should the bus ever skip (a `seq` jump), the missing events are read from the store; should
  * it stay silent for a second, the store is asked too (a bus that lost the last batches).
+ *
+ * With `isPausedAt`, the stream also ends at a `RunPaused`, as a paused run's stream does: at one
+ * that came while it followed (however soon the run was continued), and at one it replays from the
+ * store if `isPausedAt(seq)` says the run still waits there. It reads on through a pause the run had
+ * already left when reading began.
  */
 export async function followStoredRun(
   store: RunStore,
   eventBus: EventBus,
   runId: string,
   afterSeq = 0,
+  isPausedAt?: (seq: number) => Promise<boolean>,
 ): Promise<AsyncIterable<RunEvent>> {
   const record = await store.getRun(runId);
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
@@ -34,7 +40,7 @@ export async function followStoredRun(
       `run ${runId} has no event ${afterSeq} yet (its last is ${last})`,
     );
   }
-  return follow(store, eventBus, runId, afterSeq);
+  return follow(store, eventBus, runId, afterSeq, isPausedAt);
 }
 
 /** How long a follower waits on a silent bus before it asks the store. */
@@ -45,6 +51,7 @@ async function* follow(
   eventBus: EventBus,
   runId: string,
   afterSeq: number,
+  isPausedAt: ((seq: number) => Promise<boolean>) | undefined,
 ): AsyncGenerator<RunEvent> {
   const received: RunEvent[] = [];
   let wake: (() => void) | undefined;
@@ -55,10 +62,18 @@ async function* follow(
   });
   try {
     let last = afterSeq;
-    for (const event of await store.readEvents(runId, last)) {
+    const replay = await store.readEvents(runId, last);
+    // Events after this one came while this reader followed.
+    const since = replay.at(-1)?.seq ?? last;
+    const ends = async (event: RunEvent): Promise<boolean> =>
+      isTerminalEvent(event) ||
+      (event.event === 'RunPaused' &&
+        isPausedAt !== undefined &&
+        (event.seq > since || (await isPausedAt(event.seq))));
+    for (const event of replay) {
       last = event.seq;
       yield event;
-      if (isTerminalEvent(event)) return;
+      if (await ends(event)) return;
     }
     // Gone (forgotten) or final without its terminal event read: nothing more will be published.
     const now = await store.getRun(runId);
@@ -78,6 +93,7 @@ async function* follow(
             if (missed.seq >= event.seq) break;
             last = missed.seq;
             yield missed;
+            if (await ends(missed)) return;
           }
           if (received[0]!.seq > last + 1) {
             throw new RunstateError(
@@ -89,7 +105,7 @@ async function* follow(
         }
         last = event.seq;
         yield event;
-        if (isTerminalEvent(event)) return;
+        if (await ends(event)) return;
       }
       if (over) {
         // Final when it was read: its every event is stored (the owner stores the terminal event,
@@ -97,7 +113,7 @@ async function* follow(
         for (const missed of await store.readEvents(runId, last)) {
           last = missed.seq;
           yield missed;
-          if (isTerminalEvent(missed)) return;
+          if (await ends(missed)) return;
         }
         return;
       }
@@ -111,7 +127,7 @@ async function* follow(
       for (const missed of await store.readEvents(runId, last)) {
         last = missed.seq;
         yield missed;
-        if (isTerminalEvent(missed)) return;
+        if (await ends(missed)) return;
       }
       // Forgotten meanwhile (its session deleted): nothing more will come.
       if (!(await store.getRun(runId))) return;

@@ -1,6 +1,6 @@
 import type { TranscriptMessage } from '../../machines/run-types.js';
 import type { ChatMessage } from '../model/chat-model.js';
-import { isTerminalEvent, type RunEvent, type RunRecord } from './run-events.js';
+import type { RunRecord } from './run-events.js';
 
 /**
  * What a finished run adds to its session's conversation: the user's message, the assistant turns
@@ -20,19 +20,4 @@ export function runHistory(
   const messages: ChatMessage[] = [{ role: 'user', content: record.run_input }, ...rounds];
   if (last !== '') messages.push({ role: 'assistant', content: last });
   return messages;
-}
-
-/**
- * Follows a run's events and ends after a `RunPaused` that is, when read, the run's latest event
- * (the run waits for a person: a stream of it ends there, as Agno's does), or after the terminal
- * event. A reader that starts before a pause its run has already left reads on through it.
- */
-export async function* untilPaused(
-  events: AsyncIterable<RunEvent>,
-  isPausedAt: (seq: number) => boolean | Promise<boolean>,
-): AsyncGenerator<RunEvent> {
-  for await (const event of events) {
-    yield event;
-    if (isTerminalEvent(event) || (event.event === 'RunPaused' && (await isPausedAt(event.seq)))) return;
-  }
 }

@@ -212,6 +212,35 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     }
   });
 
+  it('ends a follower on the other instance at the RunPaused it saw come, however soon the run goes on', async () => {
+    const [a, b] = await twoInstances();
+    const run = a.agent.run('publish news', { stream: true });
+    await run.recorded;
+    // Following from b, the instance the run is not on (from the store, then the event bus), and
+    // waiting for the next event while the run pauses.
+    const follower = (await b.agent.orchestrator.events(run.runId, 1))[Symbol.asyncIterator]();
+    const first = follower.next();
+    (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
+    const paused = await collect(run);
+    expect(paused.map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    expect((await first).value).toEqual(paused[1]);
+    // Continued before the follower asks for more: its stream still ends at the pause it read, as
+    // the paused run's own stream did; what follows is the continue's.
+    const continued = await b.agent.continueRun(run.runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: true }],
+      stream: true,
+    });
+    const turn = await b.model.nextCall();
+    expect((await follower.next()).done).toBe(true);
+    turn.emit('Published.');
+    turn.end();
+    const rest = await collect(continued);
+    checkRunEvents([...paused, ...rest], 'completed');
+    // A follower that starts after the run left its pause reads on through it.
+    expect(await a.agent.orchestrator.result(run.runId)).toMatchObject({ status: 'completed' });
+    expect(await collect(await a.agent.orchestrator.events(run.runId, 1))).toEqual([paused[1], ...rest]);
+  });
+
   it('is cancelled from the other instance', async () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'gossip');
