@@ -15,8 +15,8 @@ import type { EventBus, RunStore } from './storage.js';
  *
  * With `isPausedAt`, the stream also ends at a `RunPaused`, as a paused run's stream does: at one
  * that came while it followed (however soon the run was continued), and at one it replays from the
- * store if `isPausedAt(seq)` says the run still waits there. It reads on through a pause the run had
- * already left when reading began.
+ * store if `isPausedAt(seq)` says, as it is read, that the run still waits there. It reads on through
+ * a pause the run had already left.
  */
 export async function followStoredRun(
   store: RunStore,
@@ -63,7 +63,8 @@ async function* follow(
   try {
     let last = afterSeq;
     const replay = await store.readEvents(runId, last);
-    // Events after this one came while this reader followed.
+    // Events after this one came while this reader followed. Whether an event ends the stream is
+    // asked as it is read, not when the reader wants the next one (by then the run may have gone on).
     const since = replay.at(-1)?.seq ?? last;
     const ends = async (event: RunEvent): Promise<boolean> =>
       isTerminalEvent(event) ||
@@ -72,8 +73,9 @@ async function* follow(
         (event.seq > since || (await isPausedAt(event.seq))));
     for (const event of replay) {
       last = event.seq;
+      const end = await ends(event);
       yield event;
-      if (await ends(event)) return;
+      if (end) return;
     }
     // Gone (forgotten) or final without its terminal event read: nothing more will be published.
     const now = await store.getRun(runId);
@@ -92,8 +94,9 @@ async function* follow(
           for (const missed of await store.readEvents(runId, last)) {
             if (missed.seq >= event.seq) break;
             last = missed.seq;
+            const end = await ends(missed);
             yield missed;
-            if (await ends(missed)) return;
+            if (end) return;
           }
           if (received[0]!.seq > last + 1) {
             throw new RunstateError(
@@ -104,16 +107,18 @@ async function* follow(
           continue;
         }
         last = event.seq;
+        const end = await ends(event);
         yield event;
-        if (await ends(event)) return;
+        if (end) return;
       }
       if (over) {
         // Final when it was read: its every event is stored (the owner stores the terminal event,
         // then the final record, then publishes), also those the bus has not brought yet.
         for (const missed of await store.readEvents(runId, last)) {
           last = missed.seq;
+          const end = await ends(missed);
           yield missed;
-          if (await ends(missed)) return;
+          if (end) return;
         }
         return;
       }
@@ -126,8 +131,9 @@ async function* follow(
       if (received.length > 0) continue;
       for (const missed of await store.readEvents(runId, last)) {
         last = missed.seq;
+        const end = await ends(missed);
         yield missed;
-        if (await ends(missed)) return;
+        if (end) return;
       }
       // Forgotten meanwhile (its session deleted): nothing more will come.
       if (!(await store.getRun(runId))) return;

@@ -241,6 +241,23 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect(await collect(await a.agent.orchestrator.events(run.runId, 1))).toEqual([paused[1], ...rest]);
   });
 
+  it('ends a follower that started while the run was paused at that pause, however soon the run goes on', async () => {
+    const [a, b] = await twoInstances();
+    const { runId, events: paused } = await pausedRun(a, 'later');
+    const follower = (await b.agent.orchestrator.events(runId, 1))[Symbol.asyncIterator]();
+    expect((await follower.next()).value).toEqual(paused[1]);
+    // Continued before the follower asks for more: it read the pause while the run waited there.
+    const continued = await b.agent.continueRun(runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: true }],
+      stream: true,
+    });
+    const turn = await b.model.nextCall();
+    expect((await follower.next()).done).toBe(true);
+    turn.emit('Later.');
+    turn.end();
+    checkRunEvents([...paused, ...(await collect(continued))], 'completed');
+  });
+
   it('is cancelled from the other instance', async () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'gossip');
