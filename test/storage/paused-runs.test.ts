@@ -73,6 +73,15 @@ async function pausedRun(instance: Instance, title: string, call = 'c1') {
   return { runId: run.runId, events };
 }
 
+/** Confirms the paused `publish` call (`c1`) on `instance`, streaming: the continued run and its turn. */
+async function confirmOn(instance: Instance, runId: string) {
+  const continued = await instance.agent.continueRun(runId, {
+    tools: [{ tool_call_id: 'c1', confirmed: true }],
+    stream: true,
+  });
+  return { continued, turn: await instance.model.nextCall() };
+}
+
 const tempDir = async () => {
   const dir = await createTempDir('runstate-paused-');
   cleanups.unshift(() => dir.remove());
@@ -226,11 +235,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect((await first).value).toEqual(paused[1]);
     // Continued before the follower asks for more: its stream still ends at the pause it read, as
     // the paused run's own stream did; what follows is the continue's.
-    const continued = await b.agent.continueRun(run.runId, {
-      tools: [{ tool_call_id: 'c1', confirmed: true }],
-      stream: true,
-    });
-    const turn = await b.model.nextCall();
+    const { continued, turn } = await confirmOn(b, run.runId);
     expect((await follower.next()).done).toBe(true);
     turn.emit('Published.');
     turn.end();
@@ -247,11 +252,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     const follower = (await b.agent.orchestrator.events(runId, 1))[Symbol.asyncIterator]();
     expect((await follower.next()).value).toEqual(paused[1]);
     // Continued before the follower asks for more: it read the pause while the run waited there.
-    const continued = await b.agent.continueRun(runId, {
-      tools: [{ tool_call_id: 'c1', confirmed: true }],
-      stream: true,
-    });
-    const turn = await b.model.nextCall();
+    const { continued, turn } = await confirmOn(b, runId);
     expect((await follower.next()).done).toBe(true);
     turn.emit('Later.');
     turn.end();
@@ -273,12 +274,8 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'handover');
     expect(a.agent.orchestrator.isPaused(runId)).toBe(true);
-    const continued = await b.agent.continueRun(runId, {
-      tools: [{ tool_call_id: 'c1', confirmed: true }],
-      stream: true,
-    });
     // b holds it now, waiting for its model: a's knowledge of the park is stale.
-    const turn = await b.model.nextCall();
+    const { continued, turn } = await confirmOn(b, runId);
     expect(a.agent.cancelRun(runId)).toBe(true);
     expect(await continued.result).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
     expect(turn.signal.aborted).toBe(true);
@@ -305,11 +302,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
       sample(await instance.registry.metrics(), 'runstate_runs_active', { state });
     const { runId } = await pausedRun(a, 'moving');
     expect(await active(metrics, 'paused')).toBe(1);
-    const continued = await b.agent.continueRun(runId, {
-      tools: [{ tool_call_id: 'c1', confirmed: true }],
-      stream: true,
-    });
-    const turn = await b.model.nextCall();
+    const { continued, turn } = await confirmOn(b, runId);
     // b follows it from the park on: a `taken` notice, then its states.
     expect(taken).toMatchObject([{ type: 'taken', run: { run_id: runId, status: 'paused' } }]);
     expect(await active(taker, 'streaming.attempt.requesting')).toBe(1);
@@ -345,11 +338,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     const left: RunNotice[] = [];
     a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
     const { runId } = await pausedRun(a, 'quiet');
-    const continued = await b.agent.continueRun(runId, {
-      tools: [{ tool_call_id: 'c1', confirmed: true }],
-      stream: true,
-    });
-    const turn = await b.model.nextCall();
+    const { continued, turn } = await confirmOn(b, runId);
     turn.emit('Done.');
     turn.end();
     expect(await continued.result).toMatchObject({ status: 'completed' });
