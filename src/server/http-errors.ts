@@ -5,7 +5,8 @@
  *
  * @packageDocumentation
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 
@@ -132,4 +133,66 @@ function fromExpressError(thrown: unknown): RunstateError | undefined {
 /** Answers every request no route matched: 404 JSON, never express's HTML page. */
 export function notFoundHandler(req: IncomingMessage & { path?: string }): never {
   throw new RunstateError('NOT_FOUND', `no route for ${req.method} ${req.path ?? req.url}`);
+}
+
+/**
+ * Answers a request that Node's HTTP parser refused, so that it never reached the app (a malformed
+ * request line or header, headers over Node's size limit, a request not received in time), as the
+ * app answers bad input: JSON `{detail, code}` and the status Node would send (400, 413, 431 or 408),
+ * where Node's own answer has no body. Then closes the connection, as Node does. A `clientError`
+ * listener of a `node:http` server: {@link startServer} registers it; register it on a server of
+ * your own with `server.on('clientError', answerClientError)`.
+ */
+export function answerClientError(error: Error & { code?: string; reason?: string }, socket: Duplex): void {
+  // Node's own check: no answer to a client that is gone, or behind an answer that started on this
+  // connection (a pipelined request after a streamed one), whose bytes the client is still reading.
+  const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (error.code !== 'ECONNRESET' && socket.writable && !inFlight?.headersSent) {
+    const { status, text, code, detail } = clientErrorAnswer(error);
+    const body = JSON.stringify({ detail, code });
+    socket.write(
+      `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(error);
+}
+
+function clientErrorAnswer(error: Error & { code?: string; reason?: string }): {
+  status: number;
+  text: string;
+  code: ErrorCode;
+  detail: string;
+} {
+  switch (error.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return {
+        status: 431,
+        text: 'Request Header Fields Too Large',
+        code: 'PAYLOAD_TOO_LARGE',
+        detail: `the request line and headers are over the server's limit of ${maxHeaderSize} bytes`,
+      };
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return {
+        status: 413,
+        text: 'Payload Too Large',
+        code: 'PAYLOAD_TOO_LARGE',
+        detail: "the body's chunk extensions are over the server's limit",
+      };
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return {
+        status: 408,
+        text: 'Request Timeout',
+        code: 'INVALID_INPUT',
+        detail: 'the request was not received in time',
+      };
+    default:
+      return {
+        status: 400,
+        text: 'Bad Request',
+        code: 'INVALID_INPUT',
+        // llhttp's reason ("Invalid header value char"), without Node's "Parse Error: " prefix.
+        detail: `malformed HTTP request: ${error.reason ?? error.message}`,
+      };
+  }
 }

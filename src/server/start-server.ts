@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { RunstateApp } from './create-app.js';
+import { answerClientError } from './http-errors.js';
 
 /** Options of {@link startServer}. */
 export interface StartServerOptions {
@@ -36,7 +37,8 @@ export interface RunningServer {
 }
 
 /**
- * Listens with a runstate app and gives it a graceful `close()`.
+ * Listens with a runstate app and gives it a graceful `close()`. A request Node's HTTP parser refuses
+ * is answered in JSON too ({@link answerClientError}).
  *
  * @example
  * ```ts
@@ -60,6 +62,8 @@ export async function startServer(
       resolve();
     });
   });
+  // A request Node's parser refuses gets a JSON answer too, not Node's empty one.
+  server.on('clientError', answerClientError);
   const bound = (server.address() as AddressInfo).port;
   const sockets = new Set<Socket>();
   server.on('connection', (socket) => {

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
@@ -312,6 +313,54 @@ describe('bodies over the limit', () => {
     const response = await postRun(story, { message: 'short', background: true });
     expect(response.status).toBe(202);
     await model.nextCall();
+  });
+});
+
+describe("requests Node's HTTP parser refuses", () => {
+  it('answers them in JSON: a malformed request 400, headers over the limit 431', async () => {
+    const { url } = await serveFake();
+    const malformed = await rawRequest(url, 'GET /agents HTTP/1.1\r\nContent-Length: abc');
+    expect(malformed.status).toBe(400);
+    expect(malformed.headers).toMatch(/content-type: application\/json/i);
+    expect(JSON.parse(malformed.body)).toEqual({
+      detail: 'malformed HTTP request: Invalid character in Content-Length',
+      code: 'INVALID_INPUT',
+    });
+    const method = await rawRequest(url, 'G@T /agents HTTP/1.1');
+    expect(method.status).toBe(400);
+    expect(JSON.parse(method.body)).toMatchObject({ code: 'INVALID_INPUT' });
+
+    const large = await rawRequest(url, `GET /agents HTTP/1.1\r\nX-Large: ${'a'.repeat(20_000)}`);
+    expect(large.status).toBe(431);
+    expect(JSON.parse(large.body)).toEqual({
+      detail: "the request line and headers are over the server's limit of 16384 bytes",
+      code: 'PAYLOAD_TOO_LARGE',
+    });
+  });
+
+  it('writes nothing into a stream in progress on the connection: it is closed instead', async () => {
+    const { url, model } = await serveFake();
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    const body = JSON.stringify({ message: 'Hi', stream: true });
+    socket.write(
+      `POST /agents/story-writer-agent/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    const call = await model.nextCall();
+    call.emit('Once');
+    let read = '';
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => {
+      read += chunk.toString();
+      // The stream has started: a malformed request follows on the same connection.
+      if (read.includes('event: RunContent') && !socket.writableEnded) socket.end('G@T / HTTP/1.1\r\n\r\n');
+    });
+    await closed;
+    await call.aborted;
+    expect(read).toMatch(/^HTTP\/1\.1 200/);
+    expect(read).toContain('event: RunContent');
+    expect(read).not.toContain('INVALID_INPUT');
+    expect(read).not.toContain('HTTP/1.1 400');
   });
 });
 
