@@ -140,7 +140,7 @@ export function notFoundHandler(req: IncomingMessage & { path?: string }): never
  * request line or header, headers over Node's size limit, a request not received in time), as the
  * app answers bad input: JSON `{detail, code}` and the status Node would send (400, 413, 431 or 408),
  * where Node's own answer has no body. Then closes the connection, as Node does. A `clientError`
- * listener of a `node:http` server: {@link startServer} registers it; register it on a server of
+ * listener of a `node:http` server: `startServer` registers it; register it on a server of
  * your own with `server.on('clientError', answerClientError)`.
  */
 export function answerClientError(error: Error & { code?: string; reason?: string }, socket: Duplex): void {
@@ -148,22 +148,44 @@ export function answerClientError(error: Error & { code?: string; reason?: strin
   // connection (a pipelined request after a streamed one), whose bytes the client is still reading.
   const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
   if (error.code !== 'ECONNRESET' && socket.writable && !inFlight?.headersSent) {
-    const { status, text, code, detail } = clientErrorAnswer(error);
-    const body = JSON.stringify({ detail, code });
-    socket.write(
-      `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
+    writeRawAnswer(socket, clientErrorAnswer(error));
   }
   socket.destroy(error);
 }
 
-function clientErrorAnswer(error: Error & { code?: string; reason?: string }): {
+/**
+ * Answers a `CONNECT` request (a proxy's tunnel, which Node hands to a `connect` listener instead of
+ * the app, and without one closes with no answer) as the app answers any method it has no route
+ * for: 404 `{detail, code: 'NOT_FOUND'}`. `startServer` registers it.
+ */
+export function answerConnect(req: IncomingMessage, socket: Duplex): void {
+  writeRawAnswer(socket, {
+    status: 404,
+    text: 'Not Found',
+    code: 'NOT_FOUND',
+    detail: `no route for CONNECT ${req.url ?? ''}`,
+  });
+  // Its client may go on sending (a tunnel's bytes): nothing more is read.
+  socket.end(() => socket.destroy());
+}
+
+interface RawAnswer {
   status: number;
   text: string;
   code: ErrorCode;
   detail: string;
-} {
+}
+
+/** An error answer written on a connection no `ServerResponse` owns; the connection then closes. */
+function writeRawAnswer(socket: Duplex, { status, text, code, detail }: RawAnswer): void {
+  const body = JSON.stringify({ detail, code });
+  socket.write(
+    `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+function clientErrorAnswer(error: Error & { code?: string; reason?: string }): RawAnswer {
   switch (error.code) {
     case 'HPE_HEADER_OVERFLOW':
       return {

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { RunstateApp } from './create-app.js';
-import { answerClientError } from './http-errors.js';
+import { answerClientError, answerConnect } from './http-errors.js';
 
 /** Options of {@link startServer}. */
 export interface StartServerOptions {
@@ -38,7 +38,7 @@ export interface RunningServer {
 
 /**
  * Listens with a runstate app and gives it a graceful `close()`. A request Node's HTTP parser refuses
- * is answered in JSON too ({@link answerClientError}).
+ * is answered in JSON too ({@link answerClientError}), and so is a `CONNECT` ({@link answerConnect}).
  *
  * @example
  * ```ts
@@ -62,8 +62,10 @@ export async function startServer(
       resolve();
     });
   });
-  // A request Node's parser refuses gets a JSON answer too, not Node's empty one.
+  // A request Node's parser refuses, or a proxy's CONNECT, gets a JSON answer too, where Node would
+  // answer with no body or close the connection.
   server.on('clientError', answerClientError);
+  server.on('connect', answerConnect);
   const bound = (server.address() as AddressInfo).port;
   const sockets = new Set<Socket>();
   server.on('connection', (socket) => {

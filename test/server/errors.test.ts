@@ -338,6 +338,16 @@ describe("requests Node's HTTP parser refuses", () => {
     });
   });
 
+  it("answers a proxy's CONNECT 404 in JSON, as any method without a route", async () => {
+    const { url } = await serveFake();
+    const tunnel = await rawRequest(url, 'CONNECT example.com:443 HTTP/1.1');
+    expect(tunnel.status).toBe(404);
+    expect(JSON.parse(tunnel.body)).toEqual({
+      detail: 'no route for CONNECT example.com:443',
+      code: 'NOT_FOUND',
+    });
+  });
+
   it('writes nothing into a stream in progress on the connection: it is closed instead', async () => {
     const { url, model } = await serveFake();
     const socket = connect(Number(new URL(url).port), '127.0.0.1');
