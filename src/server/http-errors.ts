@@ -1,7 +1,8 @@
 /**
  * Where runstate's errors meet HTTP: the status of every error code, the JSON body `{detail, code}`,
- * and the one handler that writes it. It imports node types only, never express: the inspector
- * (usable on plain node:http) answers its errors through it too.
+ * and the one handler that writes it, and the answers to what Node's HTTP server refuses before
+ * the app sees it. It imports node:http only, never express: the inspector (usable on plain
+ * node:http) answers its errors through it too.
  *
  * @packageDocumentation
  */
