@@ -1,8 +1,9 @@
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
-import { createApp } from '../../src/server/index.js';
+import { answerClientError, createApp } from '../../src/server/index.js';
 import { expectError, postRun, rawRequest, serve, serveFake } from '../support/app.js';
 
 describe('bearer auth', () => {
@@ -336,6 +337,28 @@ describe("requests Node's HTTP parser refuses", () => {
       detail: "the request line and headers are over the server's limit of 16384 bytes",
       code: 'PAYLOAD_TOO_LARGE',
     });
+  });
+
+  it('answers 408 in JSON for a request not received in time, on a server of your own', async () => {
+    // Node's clocks made short, so that its request timeout comes within the test.
+    const server = createServer({ headersTimeout: 50, requestTimeout: 50, connectionsCheckingInterval: 10 });
+    server.on('clientError', answerClientError);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+      // Headers that never end.
+      socket.write('GET /agents HTTP/1.1\r\nHost: x\r\n');
+      let answer = '';
+      socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+      await new Promise((resolve) => socket.once('close', resolve));
+      expect(answer).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+      expect(JSON.parse(answer.split('\r\n\r\n')[1]!)).toEqual({
+        detail: 'the request was not received in time',
+        code: 'INVALID_INPUT',
+      });
+    } finally {
+      server.close();
+    }
   });
 
   it("answers a proxy's CONNECT 404 in JSON, as any method without a route", async () => {
