@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
+import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
@@ -162,7 +162,6 @@ export function answerClientError(error: Error & { code?: string; reason?: strin
 export function answerConnect(req: IncomingMessage, socket: Duplex): void {
   writeRawAnswer(socket, {
     status: 404,
-    text: 'Not Found',
     code: 'NOT_FOUND',
     detail: `no route for CONNECT ${req.url ?? ''}`,
   });
@@ -172,16 +171,15 @@ export function answerConnect(req: IncomingMessage, socket: Duplex): void {
 
 interface RawAnswer {
   status: number;
-  text: string;
   code: ErrorCode;
   detail: string;
 }
 
 /** An error answer written on a connection no `ServerResponse` owns; the connection then closes. */
-function writeRawAnswer(socket: Duplex, { status, text, code, detail }: RawAnswer): void {
+function writeRawAnswer(socket: Duplex, { status, code, detail }: RawAnswer): void {
   const body = JSON.stringify({ detail, code });
   socket.write(
-    `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
@@ -191,28 +189,24 @@ function clientErrorAnswer(error: Error & { code?: string; reason?: string }): R
     case 'HPE_HEADER_OVERFLOW':
       return {
         status: 431,
-        text: 'Request Header Fields Too Large',
         code: 'PAYLOAD_TOO_LARGE',
         detail: `the request line and headers are over the server's limit of ${maxHeaderSize} bytes`,
       };
     case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
       return {
         status: 413,
-        text: 'Payload Too Large',
         code: 'PAYLOAD_TOO_LARGE',
         detail: "the body's chunk extensions are over the server's limit",
       };
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return {
         status: 408,
-        text: 'Request Timeout',
         code: 'INVALID_INPUT',
         detail: 'the request was not received in time',
       };
     default:
       return {
         status: 400,
-        text: 'Bad Request',
         code: 'INVALID_INPUT',
         // llhttp's reason ("Invalid header value char"), without Node's "Parse Error: " prefix.
         detail: `malformed HTTP request: ${error.reason ?? error.message}`,

@@ -79,16 +79,31 @@ export async function expectError(
   return body;
 }
 
-/** A raw HTTP/1.1 exchange over a socket: for what fetch refuses to send (bad targets, odd header bytes). */
+/** Checks a {@link rawRequest} answer: `status`, a JSON content type and exactly `body`. */
+export function expectRawError(
+  answer: { status: number; headers: string; body: string },
+  status: number,
+  body: { detail: string; code: string },
+): void {
+  expect(answer.status).toBe(status);
+  expect(answer.headers).toMatch(/content-type: application\/json/i);
+  expect(JSON.parse(answer.body)).toEqual(body);
+}
+
+/**
+ * A raw HTTP/1.1 exchange over a socket: for what fetch refuses to send (bad targets, odd header
+ * bytes, malformed bodies). `head` is the request line and headers, `body` what follows them.
+ */
 export async function rawRequest(
   url: string,
   head: string,
+  body = '',
 ): Promise<{ status: number; headers: string; body: string }> {
   const { hostname, port } = new URL(url);
   const socket = connect(Number(port), hostname);
-  socket.end(Buffer.from(`${head}\r\nHost: ${hostname}\r\nConnection: close\r\n\r\n`, 'latin1'));
+  socket.end(Buffer.from(`${head}\r\nHost: ${hostname}\r\nConnection: close\r\n\r\n${body}`, 'latin1'));
   let answer = '';
   for await (const chunk of socket) answer += (chunk as Buffer).toString('latin1');
-  const [headers = '', body = ''] = answer.split('\r\n\r\n');
-  return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(headers)?.[1]), headers, body };
+  const [headers = '', answerBody = ''] = answer.split('\r\n\r\n');
+  return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(headers)?.[1]), headers, body: answerBody };
 }
