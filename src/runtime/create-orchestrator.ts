@@ -270,7 +270,10 @@ interface ParkedHere {
   agentId: string;
   /** Its event-bus subscription, which hears when another instance takes it (see `watchPark`). */
   watch: Promise<(() => void) | undefined> | undefined;
-  /** The listeners here were told another instance took it (`left`); the park's bookkeeping stays. */
+  /**
+   * The listeners here were told another instance took it (`left`); the park's bookkeeping stays
+   * until the run ends (see `watchPark`).
+   */
   toldLeft: boolean;
 }
 
@@ -509,7 +512,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       parkedHere.set(runId, parkedRun);
       // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
       if (!closing) {
-        parkedRun.watch = watchPark(runId);
+        parkedRun.watch = watchPark(runId, parkedRun, run.lastSeq());
         pauseTimers.set(
           runId,
           setTimeout(() => void expire(runId, until), Math.max(0, until - now())),
@@ -583,19 +586,22 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
       return;
     }
-    // Taken elsewhere (continued, cancelled): a handle waiting here learns how it ends from the store.
-    leftHere(runId);
-    const resolve = waiting.get(runId);
-    waiting.delete(runId);
-    if (resolve) result(runId).then(resolve, () => undefined);
+    // Taken elsewhere (continued, cancelled).
+    takenElsewhere(runId);
   }
 
   /**
-   * A run parked here was taken by another instance: this one forgets the park, and its listeners
-   * (metrics, traces, the inspector) the run, which the taker's listeners follow from now on.
+   * A run parked here is another instance's now (or final): this one forgets the park (its
+   * listeners are told `left`, unless they were), and a handle waiting here learns how the run ends
+   * from the store.
    */
-  function leftHere(runId: string): void {
+  function takenElsewhere(runId: string): void {
+    clearTimeout(pauseTimers.get(runId));
+    pauseTimers.delete(runId);
     if (forgetPark(runId)?.toldLeft === false) notify({ type: 'left', runId });
+    const resolve = waiting.get(runId);
+    waiting.delete(runId);
+    if (resolve) result(runId).then(resolve, () => undefined);
   }
 
   /** Drops this instance's park of a run (and its bus watch); what it was, if there was one. */
@@ -615,14 +621,27 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   /**
    * Follows a run parked here on the event bus: the first events another instance publishes for it
    * (`RunContinued`, or its end) say it was taken, and the listeners here hear it then, not at its
-   * deadline. The park's bookkeeping stays until then (a cancel here still reaches the run).
+   * deadline. While it goes on elsewhere, the park's bookkeeping stays (a cancel here still reaches
+   * the run); at its end this instance forgets it, and a handle waiting here gets the end.
    */
-  function watchPark(runId: string): Promise<(() => void) | undefined> {
+  function watchPark(
+    runId: string,
+    parkedRun: ParkedHere,
+    pausedSeq: number,
+  ): Promise<(() => void) | undefined> {
+    const heard = (events: readonly RunEvent[]) => {
+      // Only for this park: the run may have come back here and paused again since.
+      if (parkedHere.get(runId) !== parkedRun) return;
+      if (events.some(isTerminalEvent)) takenElsewhere(runId);
+      else if (events.some((event) => event.event === 'RunContinued')) tellLeft(runId);
+    };
     return (
       eventBus
-        .subscribe(runId, (events) => {
-          if (events.some((event) => event.event === 'RunContinued' || isTerminalEvent(event)))
-            tellLeft(runId);
+        .subscribe(runId, heard)
+        .then((unsubscribe) => {
+          // What was published before the subscription took effect is in the store by now.
+          store.readEvents(runId, pausedSeq).then(heard, () => undefined);
+          return unsubscribe;
         })
         // The bus out of reach: the deadline, or a cancel or continue reaching this instance, tell it.
         .catch(() => undefined)
@@ -646,7 +665,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const run = taken?.run ?? registry.get(runId);
       if (run) return run.cancel(reason);
       // Taken by another instance since it was parked here: the cancel goes to whoever holds it now.
-      leftHere(runId);
+      takenElsewhere(runId);
       await cancelBus.publish(runId, reason);
     } catch (error) {
       console.error(`runstate: cannot cancel the paused run ${runId}`, error);
@@ -671,7 +690,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     }
     if (record.status !== 'paused') {
       // Parked here, and ended since by whichever instance took it.
-      if (isFinalStatus(record.status) && !registry.get(runId)) leftHere(runId);
+      if (isFinalStatus(record.status) && !registry.get(runId)) takenElsewhere(runId);
       throw notPaused(runId, record.status);
     }
     checkAnswers(runId, record.tools, answers);
@@ -679,7 +698,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // Taken meanwhile by another continue or a cancel, here or on another instance.
     if (!taken) {
       const here = registry.get(runId);
-      if (!here) leftHere(runId);
+      if (!here) takenElsewhere(runId);
       throw notPaused(runId, here?.status() ?? 'taken');
     }
     const { run, until } = taken;
@@ -805,7 +824,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     continueRun,
     isPaused(runId) {
       const run = registry.get(runId);
-      return run ? run.status() === 'paused' : parkedHere.has(runId);
+      // Parked here, and not heard of since as continued elsewhere.
+      return run ? run.status() === 'paused' : parkedHere.get(runId)?.toldLeft === false;
     },
     result,
     async getRun(runId) {

@@ -270,6 +270,32 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     checkRunEvents(await collect(await a.agent.orchestrator.events(runId)), 'cancelled');
   });
 
+  it('is let go by the instance that paused it when another one ends it: its handle resolves, it is no longer paused there', async () => {
+    const [a, b] = await twoInstances();
+    // Kept past its RunPaused: a's handle resolves with the run's end, wherever it ends.
+    const first = a.agent.run('publish news', { stream: true });
+    (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
+    expect((await collect(first)).map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    const { continued, turn } = await confirmOn(b, first.runId);
+    turn.emit('Out.');
+    turn.end();
+    expect(await continued.result).toMatchObject({ status: 'completed' });
+    // Not at the pause's deadline an hour later: a heard the end on the event bus.
+    expect(await first.result).toMatchObject({ run_id: first.runId, status: 'completed', content: 'Out.' });
+    expect(a.agent.orchestrator.isPaused(first.runId)).toBe(false);
+    expect(a.agent.cancelRun(first.runId)).toBe(false);
+    expect(await a.agent.getRun(first.runId)).toMatchObject({ status: 'completed' });
+
+    // Cancelled from b while paused: a's handle resolves cancelled.
+    const second = a.agent.run('publish rumours', { stream: true });
+    (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'rumours' } }]);
+    await collect(second);
+    await b.agent.orchestrator.requestCancel(second.runId, 'api');
+    expect(await second.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(a.agent.orchestrator.isPaused(second.runId)).toBe(false);
+    expect(a.agent.cancelRun(second.runId)).toBe(false);
+  });
+
   it('is cancelled by the instance that paused it after another one continued it: the cancel reaches the new owner', async () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'handover');
@@ -310,6 +336,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     // run's deadline an hour later.
     await leftHeard;
     expect(left).toEqual([{ type: 'left', runId }]);
+    expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
     expect(await active(metrics, 'paused')).toBe(0);
     turn.emit('Moved.');
     turn.end();
