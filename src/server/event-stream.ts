@@ -45,7 +45,7 @@ export function eventFrame({ id, event, data }: EventFrame): string {
 
 /** Options of {@link openEventStream}. */
 export interface OpenEventStreamOptions {
-  /** A `: ping` comment is sent when nothing else was written for this long, so proxies keep it open. */
+  /** A `: ping` comment is sent once nothing else was written for this long, so proxies keep it open. */
   heartbeatMs: number;
   /** Sent first as `retry: <ms>`: how long a browser's EventSource waits before it reconnects. */
   retryMs?: number;
@@ -95,19 +95,29 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
   // Whatever is written ends up in the socket's buffer: its `drain` is the one to wait for.
   const drainer: Pick<Writable, 'writableNeedDrain' | 'on' | 'off'> = socket && writer ? socket : res;
   let over = false;
-  let quiet = true;
+  // When something was last written: a ping goes out once the stream was quiet for `heartbeatMs`,
+  // exactly, whenever in the timer's period the last frame came. (A flag reset at each tick of an
+  // interval would let up to twice that pass.) One timer, armed again only when it fires.
+  let lastWrite = performance.now();
   const goneListeners = new Set<() => void>();
-  const heartbeat = setInterval(() => {
-    if (quiet && !drainer.writableNeedDrain && !res.destroyed) send(HEARTBEAT);
-    quiet = true;
-  }, options.heartbeatMs);
-  // The socket keeps the process alive while the stream is open; the timer need not.
+  const beat = () => {
+    const quietFor = performance.now() - lastWrite;
+    if (quietFor >= options.heartbeatMs) {
+      // A full buffer is not a quiet connection: the client still has bytes coming.
+      if (!drainer.writableNeedDrain && !res.destroyed) send(HEARTBEAT);
+      lastWrite = performance.now();
+    }
+    heartbeat = setTimeout(beat, Math.ceil(lastWrite + options.heartbeatMs - performance.now()));
+    // The socket keeps the process alive while the stream is open; the timer need not.
+    heartbeat.unref();
+  };
+  let heartbeat = setTimeout(beat, options.heartbeatMs);
   heartbeat.unref();
 
   const finish = (): boolean => {
     if (over) return false;
     over = true;
-    clearInterval(heartbeat);
+    clearTimeout(heartbeat);
     return true;
   };
   res.once('close', () => {
@@ -121,7 +131,7 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
   return {
     write(frame) {
       if (over || res.destroyed) return false;
-      quiet = false;
+      lastWrite = performance.now();
       return send(frame);
     },
     drained() {

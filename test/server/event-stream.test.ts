@@ -19,7 +19,10 @@ async function serveStream(
   return { stream, res, response, close };
 }
 const closers: Array<() => void> = [];
-afterEach(() => closers.splice(0).forEach((close) => close()));
+afterEach(() => {
+  vi.useRealTimers();
+  closers.splice(0).forEach((close) => close());
+});
 
 async function text(response: IncomingMessage): Promise<string> {
   let body = '';
@@ -158,6 +161,29 @@ describe('openEventStream', () => {
     expect(writes).toHaveLength(2);
     expect(writes[1]).toBe(`${Buffer.byteLength(last).toString(16)}\r\n${last}\r\n0\r\n\r\n`);
     expect(await body).toBe(first + last);
+  });
+
+  it('sends a `: ping` once nothing was written for heartbeatMs, however soon after a timer tick the last frame came', async () => {
+    vi.useFakeTimers({
+      toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'performance'],
+    });
+    const { stream, res } = await serveStream({ heartbeatMs: 1_000 });
+    const writes: string[] = [];
+    recordWrites(res.socket!, writes);
+    const pings = () => writes.filter((write) => write.includes(': ping')).length;
+    await vi.advanceTimersByTimeAsync(10);
+    stream.write(eventFrame({ id: 1, event: 'RunContent', data: '{}' }));
+    // Quiet for 999 ms at the first tick: no ping yet, and none left for a second tick.
+    await vi.advanceTimersByTimeAsync(999);
+    expect(pings()).toBe(0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(pings()).toBe(1);
+    // Then one every heartbeatMs while nothing else comes.
+    await vi.advanceTimersByTimeAsync(999);
+    expect(pings()).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(pings()).toBe(2);
+    stream.end();
   });
 
   it('sends a `: ping` heartbeat when nothing else was written', async () => {
