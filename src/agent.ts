@@ -10,6 +10,7 @@ import {
   type RunLimits,
 } from './runtime/create-orchestrator.js';
 import type { PausedRunOutput, RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
+import { checkOption, runLimitsSchema } from './runtime/run-limits.js';
 import { settleRun } from './runtime/settle-run.js';
 import type { Tool } from './tools/tool.js';
 import type { ToolConfirmation } from '../machines/run-types.js';
@@ -124,12 +125,25 @@ export class Agent {
   readonly #limits: RunLimits | undefined;
 
   /**
-   * @throws `RunstateError` `INVALID_INPUT` when given both `orchestrator` and `inspect`, or two
-   * tools of one name.
+   * @throws `RunstateError` `INVALID_INPUT` when given both `orchestrator` and `inspect`, two tools of
+   * one name, a blank name (or, without an `id`, one with no letter or digit to make the id of),
+   * `limits` or `maxToolRounds` out of range, or bad `orchestratorOptions`.
    */
   constructor(options: AgentOptions) {
+    if (typeof options.name !== 'string' || options.name.trim() === '') {
+      throw new RunstateError('INVALID_INPUT', 'an agent needs a name: a string that is not blank');
+    }
     this.name = options.name;
     this.id = options.id ?? agentIdFromName(options.name);
+    // The id is the agent's path in the HTTP API (`/agents/:agent_id`) and in every run record.
+    if (typeof this.id !== 'string' || this.id === '') {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        options.id === undefined
+          ? `the id derived from the name '${options.name}' is empty: give a name with a letter or a digit, or an id`
+          : 'an agent id must be a string that is not empty',
+      );
+    }
     this.model = options.model ?? new OpenAIChat({ id: 'gpt-5-mini' });
     this.description = options.description;
     const instructions = [options.instructions ?? []].flat();
@@ -153,6 +167,10 @@ export class Agent {
     if (names.size !== this.tools.length) {
       throw new RunstateError('INVALID_INPUT', `two tools of agent ${this.id} have the same name`);
     }
+    if (options.maxToolRounds !== undefined) {
+      checkOption(runLimitsSchema.shape.maxToolRounds, options.maxToolRounds, 'maxToolRounds');
+    }
+    if (options.limits !== undefined) checkOption(runLimitsSchema, options.limits, 'limits');
     this.#limits =
       options.maxToolRounds === undefined
         ? options.limits
@@ -163,7 +181,8 @@ export class Agent {
    * Streams a run: its events, from `RunStarted` to exactly one terminal event.
    *
    * @throws `RunstateError` `SHUTTING_DOWN` (synchronously) after the orchestrator's `shutdown()`:
-   * there is no run, so no stream to return. A session of another agent is refused by the store:
+   * there is no run, so no stream to return; `INVALID_INPUT` (synchronously) for an input that is
+   * not a string, or a `sessionId` or `userId` that is not one. A session of another agent is refused by the store:
    * the stream ends with `RunError` (`INVALID_INPUT`) and `result` is that failed output.
    */
   run(input: string, options: AgentRunOptions & { stream: true }): RunStream;
@@ -172,11 +191,13 @@ export class Agent {
    * paused run (`status: 'paused'`, the calls that wait in `tools`) when a tool that
    * `requiresConfirmation` pauses it: answer with {@link Agent.continueRun}. Never throws
    * synchronously: rejects with `RunstateError` `SHUTTING_DOWN` after the orchestrator's
-   * `shutdown()`, `INVALID_INPUT` for a session of another agent, or the store's error when it
-   * cannot record the run.
+   * `shutdown()`, `INVALID_INPUT` for a session of another agent (or input that is not a string),
+   * or the store's error when it cannot record the run.
    */
   run(input: string, options?: AgentRunOptions & { stream?: false }): Promise<RunOutput | PausedRunOutput>;
-  run(input: string, options: AgentRunOptions = {}): RunStream | Promise<RunOutput | PausedRunOutput> {
+  run(input: string, options?: AgentRunOptions): RunStream | Promise<RunOutput | PausedRunOutput> {
+    // (`null` from a JavaScript caller is no options, as `undefined` is.)
+    options ??= {};
     if (!options.stream) {
       try {
         const handle = this.#start(input, options);
@@ -217,8 +238,9 @@ export class Agent {
     options: ContinueRunOptions & { stream?: false | undefined },
   ): Promise<RunOutput | PausedRunOutput>;
   continueRun(runId: string, options: ContinueRunOptions): Promise<RunStream | RunOutput | PausedRunOutput> {
-    const continued = this.orchestrator.continueRun(runId, options.tools, this.#request());
-    if (!options.stream)
+    // (Without options, the orchestrator refuses the missing answers: a rejection, not a throw.)
+    const continued = this.orchestrator.continueRun(runId, options?.tools, this.#request());
+    if (!options?.stream)
       return continued.then((handle) => settleRun(this.orchestrator, runId, handle.events()));
     const stream = continued.then((handle) => this.#stream(handle));
     // Iterable as it is, like `run()`'s stream: `for await (const e of agent.continueRun(...))`

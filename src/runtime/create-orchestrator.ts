@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
+import { z } from 'zod';
 import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
 import type { CancelReason, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
@@ -12,7 +13,13 @@ import { createMemoryCancelBus } from './memory-cancel-bus.js';
 import { createMemoryEventBus } from './memory-event-bus.js';
 import { createMemoryRunStore } from './memory-run-store.js';
 import { createModelService } from './model-service.js';
-import { isTerminalEvent, type RunEvent, type RunOutput, type RunRecord } from './run-events.js';
+import {
+  checkAfterSeq,
+  isTerminalEvent,
+  type RunEvent,
+  type RunOutput,
+  type RunRecord,
+} from './run-events.js';
 import { activeRecord, type RunIdentity } from './run-projection.js';
 import { createRunRegistry } from './run-registry.js';
 import { sessionHistory } from './session-history.js';
@@ -27,6 +34,7 @@ import type {
   SessionRecord,
 } from './storage.js';
 import { createStoreWriter, type RunWriter } from './store-writer.js';
+import { checkOption, maxConcurrentRunsSchema, runLimitsSchema } from './run-limits.js';
 import type { Tool } from '../tools/tool.js';
 import { createToolRunner } from './tool-runner.js';
 
@@ -135,8 +143,9 @@ export interface CancelRequestOptions {
 export interface Orchestrator {
   /**
    * Starts a run: it is registered and in `pending` before this returns (streaming at once when a
-   * slot is free). Throws `SHUTTING_DOWN` after {@link Orchestrator.shutdown}, `INVALID_INPUT` when
-   * the id generator repeats a live run's id, `STORE_UNAVAILABLE` while this instance could not renew
+   * slot is free). Throws `SHUTTING_DOWN` after {@link Orchestrator.shutdown}, `INVALID_INPUT` for an
+   * input that is not a string, a `sessionId` or `userId` that is not one, `limits` out of range, or
+   * when the id generator repeats a live run's id, `STORE_UNAVAILABLE` while this instance could not renew
    * its lease (a shared store out of reach for longer than the lease). A store's refusal comes later, in `recorded`.
    */
   startRun(request: StartRunRequest): RunHandle;
@@ -228,7 +237,32 @@ export interface SubscribeOptions {
   causes?: boolean | undefined;
 }
 
-/** Every call a paused run waits for needs exactly one answer, and nothing else is answered. */
+/**
+ * What its types say of a start request, checked for callers that types do not reach (JavaScript,
+ * data from elsewhere): a number as input or `NaN` as a limit would fail far from the call.
+ */
+function checkStartRequest(request: StartRunRequest): void {
+  if (typeof request.input !== 'string') {
+    throw new RunstateError('INVALID_INPUT', `input must be a string, got ${typeof request.input}`);
+  }
+  for (const name of ['sessionId', 'userId'] as const) {
+    const value: unknown = request[name];
+    if (value != null && typeof value !== 'string') {
+      throw new RunstateError('INVALID_INPUT', `${name} must be a string, got ${typeof value}`);
+    }
+  }
+  if (request.limits !== undefined) checkOption(runLimitsSchema, request.limits, 'limits');
+}
+
+/** The answers to a paused run's calls, as `ToolConfirmation[]` says: `confirmed` is not optional. */
+const answersSchema = z.array(
+  z.object({ tool_call_id: z.string(), confirmed: z.boolean(), confirmation_note: z.string().optional() }),
+);
+
+/**
+ * Every call a paused run waits for needs exactly one answer, and nothing else is answered. The
+ * error's `details.field` is `tools`, the field of a continue that holds the answers.
+ */
 function checkAnswers(
   runId: string,
   tools: readonly ToolExecution[],
@@ -238,12 +272,15 @@ function checkAnswers(
   const answered = new Set(answers.map((answer) => answer.tool_call_id));
   const unknown = [...answered].filter((id) => !pending.includes(id));
   const missing = pending.filter((id) => !answered.has(id));
-  if (unknown.length > 0 || missing.length > 0 || answered.size !== answers.length) {
+  const twice = [...answered].filter((id) => answers.filter((a) => a.tool_call_id === id).length > 1);
+  if (unknown.length > 0 || missing.length > 0 || twice.length > 0) {
     throw new RunstateError(
       'INVALID_INPUT',
       `run ${runId} waits for one answer to each of ${pending.join(', ')}` +
         (unknown.length > 0 ? `; not waiting for ${unknown.join(', ')}` : '') +
-        (missing.length > 0 ? `; no answer for ${missing.join(', ')}` : ''),
+        (missing.length > 0 ? `; no answer for ${missing.join(', ')}` : '') +
+        (twice.length > 0 ? `; more than one answer for ${twice.join(', ')}` : ''),
+      { details: { field: 'tools' } },
     );
   }
 }
@@ -282,6 +319,9 @@ interface ParkedHere {
  * (admission), and the projection of each run to wire events, records and notices, over a run store,
  * a cancel bus and an event bus (in memory unless given).
  *
+ * @throws `RunstateError` `INVALID_INPUT` for a `maxConcurrentRuns` that is not a whole number ≥ 1
+ * (or `Infinity`), or `limits` out of range (a duration not > 0, a count not whole), naming each.
+ *
  * @example
  * ```ts
  * const orchestrator = createOrchestrator({ maxConcurrentRuns: 100 });
@@ -302,6 +342,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     now = Date.now,
     random = Math.random,
   } = options;
+  checkOption(maxConcurrentRunsSchema, maxConcurrentRuns, 'maxConcurrentRuns');
+  checkOption(runLimitsSchema, defaultLimits, 'limits');
   const registry = createRunRegistry();
   const admission = createAdmission<LiveRun>({
     maxConcurrent: maxConcurrentRuns,
@@ -453,6 +495,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   function startRun(request: StartRunRequest): RunHandle {
     if (closing) throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
+    checkStartRequest(request);
     if (keeper && !keeper.holding)
       throw new RunstateError(
         'STORE_UNAVAILABLE',
@@ -683,6 +726,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     answers: readonly ToolConfirmation[],
     agent: ContinueRunRequest,
   ): Promise<RunHandle> {
+    checkOption(answersSchema, answers, 'tools');
+    if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
     await parking.get(runId);
     const record = registry.get(runId)?.record() ?? (await store.getRun(runId));
     if (!record || record.agent_id !== agent.agentId) {
@@ -777,7 +822,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     reason: CancelReason = 'api',
     { agentId }: CancelRequestOptions = {},
   ): Promise<RunOutput> {
-    const notFound = () => new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
+    const notFound = () =>
+      new RunstateError(
+        'RUN_NOT_FOUND',
+        agentId === undefined ? `run ${runId} not found` : `run ${runId} of agent ${agentId} not found`,
+      );
     let output: RunOutput;
     await parking.get(runId);
     const live = registry.get(runId);
@@ -841,6 +890,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       return filter.status === undefined ? records : records.filter((run) => run.status === filter.status);
     },
     async events(runId, afterSeq) {
+      checkAfterSeq(afterSeq);
       const live = registry.get(runId);
       if (!live || (afterSeq ?? 0) < live.firstSeq) {
         // A stream of a parked run ends at its RunPaused, as a live one's does.

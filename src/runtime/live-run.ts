@@ -16,7 +16,13 @@ import type { ChatMessage } from '../model/chat-model.js';
 import { MemoryEventLog } from './event-log.js';
 import { HeldChunk, type ModelCall } from './model-service.js';
 import { ReasoningPhases } from './reasoning-phases.js';
-import { isTerminalEvent, type RunEvent, type RunOutput, type RunRecord } from './run-events.js';
+import {
+  checkAfterSeq,
+  isTerminalEvent,
+  type RunEvent,
+  type RunOutput,
+  type RunRecord,
+} from './run-events.js';
 import {
   activeRecord,
   outputRecord,
@@ -393,6 +399,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       actor.send({ type: 'CONTINUE', tools: [...answers] });
     },
     follow(afterSeq = firstSeq) {
+      checkAfterSeq(afterSeq);
       // A stream of a paused run ends at its RunPaused, as Agno's does; a continue streams on.
       return log.follow(Math.max(0, afterSeq - firstSeq), endsStream);
     },

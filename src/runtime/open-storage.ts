@@ -14,7 +14,10 @@ export interface StorageOptions {
   redisUrl?: string | undefined;
   /** Prefix of runstate's Redis channels (deployments sharing one Redis). Default `runstate:`. */
   redisPrefix?: string | undefined;
-  /** How long an instance's lease lasts without renewal (`RUNSTATE_LEASE_MS`). Default 15 s. */
+  /**
+   * How long an instance's lease lasts without renewal (`RUNSTATE_LEASE_MS`): whole milliseconds,
+   * at least 100. Default 15 s.
+   */
   leaseMs?: number | undefined;
   /** Options of the SQL store (retention, session limits, instance id). */
   store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
@@ -39,6 +42,7 @@ export interface Storage {
  */
 export async function openStorage(options: StorageOptions = {}): Promise<Storage> {
   const { dataDir, databaseUrl, redisUrl } = options;
+  if (options.leaseMs !== undefined) checkLeaseMs(options.leaseMs, 'leaseMs');
   if (dataDir && databaseUrl)
     throw new RunstateError('INVALID_INPUT', 'set a data directory or a database URL, not both');
   if (redisUrl && !databaseUrl)
@@ -92,11 +96,7 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
 export function storageOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): StorageOptions {
   const leaseText = env.RUNSTATE_LEASE_MS || undefined;
   const leaseMs = leaseText === undefined ? undefined : Number(leaseText);
-  if (leaseMs !== undefined && !(Number.isInteger(leaseMs) && leaseMs > 0))
-    throw new RunstateError(
-      'INVALID_INPUT',
-      `RUNSTATE_LEASE_MS must be a positive whole number of ms, got '${leaseText}'`,
-    );
+  if (leaseMs !== undefined) checkLeaseMs(leaseMs, 'RUNSTATE_LEASE_MS', leaseText);
   return {
     dataDir: env.RUNSTATE_DATA_DIR || undefined,
     databaseUrl: env.DATABASE_URL || undefined,
@@ -104,4 +104,18 @@ export function storageOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Sto
     redisPrefix: env.RUNSTATE_REDIS_PREFIX || undefined,
     leaseMs,
   };
+}
+
+/**
+ * The shortest lease: it is renewed every third of it, and a renewal is a database round trip; a
+ * lease of a few milliseconds lapses before it is renewed, and every run would end `RUN_LOST`.
+ */
+const MIN_LEASE_MS = 100;
+
+function checkLeaseMs(leaseMs: number, name: string, text: string = String(leaseMs)): void {
+  if (Number.isSafeInteger(leaseMs) && leaseMs >= MIN_LEASE_MS) return;
+  throw new RunstateError(
+    'INVALID_INPUT',
+    `${name} must be a whole number of ms, at least ${MIN_LEASE_MS}, got '${text}'`,
+  );
 }

@@ -1,3 +1,4 @@
+import { RunstateError } from '../errors.js';
 import type {
   CancelReason,
   ErrorCode,
@@ -191,6 +192,15 @@ export type RunEvent =
 export type RunTerminalEvent = RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
 
 /** True for `RunCompleted`, `RunCancelled` and `RunError`. */
+/**
+ * Throws `INVALID_INPUT` unless `afterSeq` (the `seq` a reader has, whose later events it wants) is
+ * absent or a whole number ≥ 0: `1.5` or `NaN` would skip events or end a stream at once.
+ */
+export function checkAfterSeq(afterSeq: number | undefined): void {
+  if (afterSeq === undefined || (Number.isSafeInteger(afterSeq) && afterSeq >= 0)) return;
+  throw new RunstateError('INVALID_INPUT', `afterSeq must be a whole number ≥ 0, got ${String(afterSeq)}`);
+}
+
 export function isTerminalEvent(event: RunEvent): event is RunTerminalEvent {
   return event.event === 'RunCompleted' || event.event === 'RunCancelled' || event.event === 'RunError';
 }

@@ -52,8 +52,7 @@ const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
  *
  * @example
  * ```ts
- * import { inspect } from 'node:util';
-import { z } from 'zod';
+ * import { z } from 'zod';
  * import { Agent, tool } from 'runstate';
  *
  * const weather = tool({
@@ -72,6 +71,9 @@ export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P>
       'INVALID_INPUT',
       `tool name '${options.name}' must be 1 to 64 letters, digits, '_' or '-'`,
     );
+  }
+  if (typeof options.execute !== 'function') {
+    throw new RunstateError('INVALID_INPUT', `tool ${options.name} needs an execute function`);
   }
   if (options.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
     throw new RunstateError('INVALID_INPUT', `timeoutMs of tool ${options.name} must be > 0`);

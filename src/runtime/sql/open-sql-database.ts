@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { RunstateError } from '../../errors.js';
 import { migrate } from './migrate.js';
 import { poolDatabase, type SqlDatabase } from './sql-database.js';
@@ -23,6 +24,12 @@ export async function openSqlDatabase(location: SqlLocation): Promise<SqlDatabas
 }
 
 async function openPglite(dataDir: string): Promise<SqlDatabase> {
+  // PGlite makes a directory that does not exist; anything else in its place fails inside its
+  // WebAssembly file system, with a bare errno and after seconds.
+  const found = await stat(dataDir).catch(() => undefined);
+  if (found && !found.isDirectory()) {
+    throw new RunstateError('INVALID_INPUT', `the data directory ${dataDir} is not a directory`);
+  }
   const { PGlite } = await import('@electric-sql/pglite');
   try {
     return await PGlite.create({ dataDir });
@@ -68,8 +75,15 @@ export function describeUrl(url: string): string {
 }
 
 function messageOf(error: unknown): string {
-  const { code, message } = error as { code?: string; message?: string };
+  const { code, message, name, errno } = (error ?? {}) as {
+    code?: string;
+    message?: string;
+    name?: string;
+    errno?: number;
+  };
   // Node's connect errors repeat the address; the code says it in one word.
   if (code && /^E[A-Z]+$/.test(code)) return code;
+  // PGlite's file system throws plain objects: `{ name: 'ErrnoError', errno: 54 }`.
+  if (message === undefined && errno !== undefined) return `${name ?? 'error'} ${errno}`;
   return (message ?? String(error)).split('\n')[0]!;
 }

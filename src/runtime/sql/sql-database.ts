@@ -45,15 +45,31 @@ export function poolDatabase(pool: PgPoolLike, where = 'PostgreSQL'): SqlDatabas
     throw new RunstateError('STORE_UNAVAILABLE', `the database at ${where} is unavailable`, { cause: error });
   };
   const slots = createSlots(pool.options?.max ?? 10);
+  // pg's own error for a pool after `end()` has no code ("Cannot use a pool after calling end").
+  let closed = false;
+  const whileOpen =
+    <T>(task: () => Promise<T>) =>
+    (): Promise<T> => {
+      if (closed) throw new RunstateError('INTERNAL', 'the run store is closed');
+      return task();
+    };
   return {
     query: <Row>(text: string, params?: unknown[]) =>
-      slots.run(() => pool.query<Row>(text, params)).catch(unavailable),
-    transaction: (fn) => slots.run(() => transaction(pool, fn)).catch(unavailable),
+      slots.run(whileOpen(() => pool.query<Row>(text, params))).catch(unavailable),
+    transaction: (fn) => slots.run(whileOpen(() => transaction(pool, fn))).catch(unavailable),
     urgent: {
       query: <Row>(text: string, params?: unknown[]) =>
-        slots.run(() => pool.query<Row>(text, params), true).catch(unavailable),
+        slots
+          .run(
+            whileOpen(() => pool.query<Row>(text, params)),
+            true,
+          )
+          .catch(unavailable),
     },
-    close: () => pool.end(),
+    close: () => {
+      closed = true;
+      return pool.end();
+    },
   };
 }
 

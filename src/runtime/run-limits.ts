@@ -1,0 +1,61 @@
+/**
+ * What a run's limits and an orchestrator's options may be, checked where they come in (an
+ * orchestrator's options, an agent's, a run's): a limit that is not a number in range would not
+ * fail loudly later, it would make runs hang (`maxConcurrentTools: 0`) or end at once
+ * (`idleTimeoutMs: NaN`).
+ *
+ * @packageDocumentation
+ */
+import { z } from 'zod';
+import { RunstateError } from '../errors.js';
+
+/** A number that `ok` takes, described as `expected` in the error (with what was given). */
+const numberWhere = (ok: (n: number) => boolean, expected: string) =>
+  z.custom<number>((value) => typeof value === 'number' && ok(value), {
+    error: ({ input }) =>
+      `expected ${expected}, got ${typeof input === 'string' ? JSON.stringify(input) : String(input)}`,
+  });
+// Durations: the machine clamps those past what a timer holds (2^31-1 ms), so a very long limit,
+// `Infinity` included, stays very long.
+const duration = numberWhere((n) => n >= 0, 'milliseconds ≥ 0');
+const positiveDuration = numberWhere((n) => n > 0, 'milliseconds > 0');
+const count = (min: number) =>
+  numberWhere((n) => (Number.isInteger(n) || n === Infinity ? n >= min : false), `a whole number ≥ ${min}`);
+
+/** Every limit of a run (`RunLimits`); a field left out or `undefined` keeps its default. */
+export const runLimitsSchema = z.strictObject({
+  idleTimeoutMs: positiveDuration.optional(),
+  timeoutMs: positiveDuration.optional(),
+  retry: z
+    .strictObject({
+      maxAttempts: count(1).optional(),
+      baseDelayMs: duration.optional(),
+      maxDelayMs: duration.optional(),
+      maxRetryAfterMs: duration.optional(),
+    })
+    .optional(),
+  // 0: a turn that calls a tool fails the run (`TOOL_ROUNDS_EXCEEDED`).
+  maxToolRounds: count(0).optional(),
+  maxConcurrentTools: count(1).optional(),
+  pauseTimeoutMs: positiveDuration.optional(),
+});
+
+/** How many runs stream at once in one orchestrator: a whole number ≥ 1, or `Infinity`. */
+export const maxConcurrentRunsSchema = count(1);
+
+/**
+ * `value` when `schema` takes it; otherwise throws `INVALID_INPUT` naming `what` and each problem
+ * (`limits.idleTimeoutMs: Invalid input: expected number, received NaN`).
+ */
+export function checkOption<Schema extends z.ZodType>(
+  schema: Schema,
+  value: unknown,
+  what: string,
+): z.output<Schema> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map(
+    (issue) => `${[what, ...issue.path.map(String)].join('.')}: ${issue.message}`,
+  );
+  throw new RunstateError('INVALID_INPUT', problems.join('; '));
+}

@@ -1,0 +1,247 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import {
+  Agent,
+  createOrchestrator,
+  openStorage,
+  RunstateError,
+  tool,
+  type Orchestrator,
+} from '../src/index.js';
+import { storageOptionsFromEnv } from '../src/runtime/open-storage.js';
+import { createFakeModel } from '../src/testing/index.js';
+import { collect } from './support/collect.js';
+import { createTempDir, createTestDatabase } from './support/databases.js';
+
+// What a JavaScript caller (or data from elsewhere) may pass where the types say otherwise: each is
+// refused at once with `INVALID_INPUT` naming what is wrong, instead of a run that hangs, ends at
+// once, or a TypeError from deep inside.
+
+const cleanups: Array<() => Promise<unknown> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+const invalid = (detail: string | RegExp) =>
+  expect.objectContaining({
+    name: 'RunstateError',
+    code: 'INVALID_INPUT',
+    message: expect.stringMatching(detail),
+  });
+
+function refused(make: () => unknown, detail: string | RegExp): void {
+  let thrown: unknown;
+  try {
+    make();
+  } catch (error) {
+    thrown = error;
+  }
+  expect(thrown).toBeInstanceOf(RunstateError);
+  expect(thrown).toEqual(invalid(detail));
+}
+
+/** An orchestrator shut down after the test. */
+function orchestrator(options: Parameters<typeof createOrchestrator>[0] = {}): Orchestrator {
+  const created = createOrchestrator(options);
+  cleanups.push(() => created.shutdown());
+  return created;
+}
+
+describe('orchestrator options', () => {
+  it('refuses a concurrency limit that would keep every run pending', () => {
+    for (const maxConcurrentRuns of [0, -1, 1.5, NaN]) {
+      refused(
+        () => createOrchestrator({ maxConcurrentRuns }),
+        /^maxConcurrentRuns: expected a whole number ≥ 1/,
+      );
+    }
+    refused(
+      () => new Agent({ name: 'A', model: createFakeModel(), orchestratorOptions: { maxConcurrentRuns: 0 } }),
+      'maxConcurrentRuns: expected a whole number ≥ 1, got 0',
+    );
+    expect(() => orchestrator({ maxConcurrentRuns: 2 })).not.toThrow();
+    expect(() => orchestrator({ maxConcurrentRuns: Infinity })).not.toThrow();
+  });
+
+  it('refuses limits that are not numbers in range, or unknown, naming each', () => {
+    refused(
+      () => createOrchestrator({ limits: { idleTimeoutMs: NaN } }),
+      'limits.idleTimeoutMs: expected milliseconds > 0, got NaN',
+    );
+    refused(
+      () => createOrchestrator({ limits: { timeoutMs: 0 } }),
+      'limits.timeoutMs: expected milliseconds > 0, got 0',
+    );
+    refused(() => createOrchestrator({ limits: { maxConcurrentTools: 0 } }), 'limits.maxConcurrentTools');
+    refused(
+      () => createOrchestrator({ limits: { pauseTimeoutMs: -1, retry: { maxAttempts: 0 } } }),
+      'limits.retry.maxAttempts: expected a whole number ≥ 1, got 0; limits.pauseTimeoutMs: expected milliseconds > 0, got -1',
+    );
+    refused(
+      () => createOrchestrator({ limits: { idleTimeout: 5 } as never }),
+      'limits: Unrecognized key: "idleTimeout"',
+    );
+    // Past what a timer holds is "very long" (the machine clamps it), and 0 tool rounds is a choice.
+    expect(() =>
+      orchestrator({ limits: { timeoutMs: 2 ** 40, idleTimeoutMs: Infinity, maxToolRounds: 0 } }),
+    ).not.toThrow();
+  });
+
+  it('refuses an agent whose limits or tool rounds are out of range', () => {
+    const model = createFakeModel();
+    refused(
+      () => new Agent({ name: 'A', model, limits: { maxConcurrentTools: 0 } }),
+      'limits.maxConcurrentTools',
+    );
+    refused(
+      () => new Agent({ name: 'A', model, maxToolRounds: -1 }),
+      'maxToolRounds: expected a whole number ≥ 0, got -1',
+    );
+  });
+
+  it('refuses a run whose own limits are out of range, before it starts', () => {
+    const model = createFakeModel();
+    const runs = orchestrator();
+    refused(
+      () =>
+        runs.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi', limits: { idleTimeoutMs: -5 } }),
+      'limits.idleTimeoutMs',
+    );
+    expect(model.calls).toHaveLength(0);
+  });
+});
+
+describe('agents and their runs', () => {
+  it('needs a name from which an id can be made, or an id', () => {
+    const model = createFakeModel();
+    refused(() => new Agent({ model } as never), 'an agent needs a name');
+    refused(() => new Agent({ name: '  ', model }), 'an agent needs a name');
+    refused(() => new Agent({ name: '!!!', model }), "the id derived from the name '!!!' is empty");
+    refused(() => new Agent({ name: 'A', id: '', model }), 'an agent id must be a string that is not empty');
+    expect(new Agent({ name: '!!!', id: 'bangs', model }).id).toBe('bangs');
+  });
+
+  it('refuses input and ids that are not strings, and takes null options as none', async () => {
+    const model = createFakeModel({
+      onCall: (call) => {
+        call.emit('ok');
+        call.end();
+      },
+    });
+    const agent = new Agent({ name: 'A', model });
+    cleanups.push(() => agent.orchestrator.shutdown());
+    refused(() => agent.run(42 as never, { stream: true }), 'input must be a string, got number');
+    await expect(agent.run(42 as never)).rejects.toEqual(invalid('input must be a string, got number'));
+    refused(
+      () => agent.run('hi', { stream: true, sessionId: 5 as never }),
+      'sessionId must be a string, got number',
+    );
+    expect(await agent.run('hi', null as never)).toMatchObject({ status: 'completed', content: 'ok' });
+    expect(model.calls).toHaveLength(1);
+  });
+
+  it('needs an execute function in a tool', () => {
+    refused(
+      () => tool({ name: 'lookup', description: 'Looks up', parameters: z.object({}) } as never),
+      'tool lookup needs an execute function',
+    );
+  });
+});
+
+describe('answers to a paused run', () => {
+  async function pausedRun() {
+    const model = createFakeModel();
+    const publish = tool({
+      name: 'publish',
+      description: 'Publishes',
+      parameters: z.object({}),
+      requiresConfirmation: true,
+      execute: () => 'published',
+    });
+    const agent = new Agent({ name: 'Publisher', model, tools: [publish] });
+    cleanups.push(() => agent.orchestrator.shutdown());
+    const stream = agent.run('publish', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
+    await collect(stream);
+    return { agent, runId: stream.runId };
+  }
+
+  it('refuses answers of the wrong shape, none at all, and two for one call (naming the field)', async () => {
+    const { agent, runId } = await pausedRun();
+    await expect(agent.continueRun(runId, { tools: [{ tool_call_id: 'c1' } as never] })).rejects.toEqual(
+      invalid('tools.0.confirmed: Invalid input: expected boolean'),
+    );
+    await expect(agent.continueRun(runId, undefined as never)).rejects.toEqual(
+      invalid('tools: Invalid input: expected array'),
+    );
+    const twice = agent.continueRun(runId, {
+      tools: [
+        { tool_call_id: 'c1', confirmed: true },
+        { tool_call_id: 'c1', confirmed: false },
+      ],
+    });
+    await expect(twice).rejects.toEqual(invalid('more than one answer for c1'));
+    await expect(twice).rejects.toMatchObject({ details: { field: 'tools' } });
+    // Still paused: none of those touched it.
+    expect(agent.orchestrator.isPaused(runId)).toBe(true);
+  });
+});
+
+describe('reading events after a seq', () => {
+  it('refuses a seq that is not a whole number ≥ 0, for a finished run and a live one', async () => {
+    const model = createFakeModel();
+    const runs = orchestrator();
+    const run = runs.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi' });
+    for (const afterSeq of [1.5, NaN, -5]) {
+      refused(() => run.events(afterSeq), /^afterSeq must be a whole number ≥ 0/);
+      await expect(runs.events(run.runId, afterSeq)).rejects.toEqual(
+        invalid(/^afterSeq must be a whole number ≥ 0/),
+      );
+    }
+    (await model.nextCall()).end();
+    await run.result;
+    await expect(runs.events(run.runId, 1.5)).rejects.toEqual(
+      invalid('afterSeq must be a whole number ≥ 0, got 1.5'),
+    );
+    expect((await collect(await runs.events(run.runId, 1))).map((event) => event.seq)).toEqual([2]);
+  });
+});
+
+describe('storage options', () => {
+  it('refuses a lease too short to be renewed, from options as from the environment', async () => {
+    for (const leaseMs of [0, -1, 1, 99, NaN, 1.5]) {
+      await expect(openStorage({ dataDir: '/nonexistent/never-opened', leaseMs })).rejects.toEqual(
+        invalid(/^leaseMs must be a whole number of ms, at least 100/),
+      );
+    }
+    refused(
+      () => storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '50' }),
+      "RUNSTATE_LEASE_MS must be a whole number of ms, at least 100, got '50'",
+    );
+    expect(storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '100' }).leaseMs).toBe(100);
+  });
+
+  it('refuses a data directory that is a file, saying so', async () => {
+    const dir = await createTempDir('runstate-bad-dir-');
+    cleanups.push(() => dir.remove());
+    const file = join(dir.path, 'not-a-directory');
+    await writeFile(file, 'x');
+    await expect(openStorage({ dataDir: file })).rejects.toEqual(
+      invalid(`the data directory ${file} is not a directory`),
+    );
+  });
+
+  it('answers a read of a closed PostgreSQL store with a runstate error', async () => {
+    const database = await createTestDatabase();
+    cleanups.push(() => database.drop());
+    const storage = await openStorage({ databaseUrl: database.url });
+    await storage.close();
+    await expect(storage.store!.getRun('r1')).rejects.toMatchObject({
+      name: 'RunstateError',
+      code: 'INTERNAL',
+      message: 'the run store is closed',
+    });
+  });
+});
