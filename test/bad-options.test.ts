@@ -1,4 +1,6 @@
-import { writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -231,6 +233,27 @@ describe('storage options', () => {
     await expect(openStorage({ dataDir: file })).rejects.toEqual(
       invalid(`the data directory ${file} is not a directory`),
     );
+  });
+
+  it('refuses a data directory a live process has open, and takes over one whose process is gone', async () => {
+    const dir = await createTempDir('runstate-locked-dir-');
+    cleanups.push(() => dir.remove());
+    const first = await openStorage({ dataDir: dir.path });
+    await expect(openStorage({ dataDir: dir.path })).rejects.toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+      message: expect.stringContaining(`the data directory ${dir.path} is in use by process ${process.pid}`),
+    });
+    await first.close();
+    const second = await openStorage({ dataDir: dir.path });
+    await second.close();
+
+    // Left behind by a process that was killed: its pid runs no more.
+    const child = spawn(process.execPath, ['-e', '']);
+    await once(child, 'exit');
+    await writeFile(join(dir.path, 'runstate.lock'), String(child.pid));
+    const third = await openStorage({ dataDir: dir.path });
+    expect(await readFile(join(dir.path, 'runstate.lock'), 'utf8')).toBe(String(process.pid));
+    await third.close();
   });
 
   it('answers a read of a closed PostgreSQL store with a runstate error', async () => {

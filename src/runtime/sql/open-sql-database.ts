@@ -1,4 +1,5 @@
-import { stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { RunstateError } from '../../errors.js';
 import { migrate } from './migrate.js';
 import { poolDatabase, type SqlDatabase } from './sql-database.js';
@@ -30,10 +31,13 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
   if (found && !found.isDirectory()) {
     throw new RunstateError('INVALID_INPUT', `the data directory ${dataDir} is not a directory`);
   }
+  const unlock = await lockDataDir(dataDir);
   const { PGlite } = await import('@electric-sql/pglite');
+  let db: InstanceType<typeof PGlite>;
   try {
-    return await PGlite.create({ dataDir });
+    db = await PGlite.create({ dataDir });
   } catch (error) {
+    await unlock();
     throw new RunstateError(
       'STORE_UNAVAILABLE',
       `cannot open the data directory ${dataDir}: ${messageOf(error)}`,
@@ -41,6 +45,58 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
         cause: error,
       },
     );
+  }
+  return {
+    query: (text, params) => db.query(text, params),
+    transaction: (fn) => db.transaction(fn),
+    async close() {
+      await db.close();
+      await unlock();
+    },
+  };
+}
+
+/** The file that says which process has a data directory open. */
+const LOCK_FILE = 'runstate.lock';
+
+/**
+ * Takes a data directory for this process, or throws `STORE_UNAVAILABLE` naming the process that has
+ * it: PGlite serves one process, and two writing the same files corrupt them (its own
+ * `postmaster.pid` names no real process, so it stops nobody). A lock whose process is gone (killed,
+ * crashed) is taken over. Resolves with the function that lets the directory go.
+ */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  await mkdir(dataDir, { recursive: true });
+  const lock = join(dataDir, LOCK_FILE);
+  const unlock = () => rm(lock, { force: true });
+  for (;;) {
+    try {
+      await writeFile(lock, String(process.pid), { flag: 'wx' });
+      return unlock;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
+    if (isRunning(holder)) {
+      throw new RunstateError(
+        'STORE_UNAVAILABLE',
+        `the data directory ${dataDir} is in use by process ${holder}: PGlite serves one process ` +
+          `(share runs between processes through PostgreSQL; if no such process runs runstate, remove ${lock})`,
+      );
+    }
+    // Left by a process that is gone: taken over (a rival doing the same at once loses at `wx`).
+    await unlock();
+  }
+}
+
+function isRunning(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it runs, as another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
