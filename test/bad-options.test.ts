@@ -26,11 +26,11 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-const invalid = (detail: string | RegExp) =>
+const invalid = (detail: string | RegExp): unknown =>
   expect.objectContaining({
     name: 'RunstateError',
     code: 'INVALID_INPUT',
-    message: expect.stringMatching(detail),
+    message: expect.stringMatching(detail) as unknown,
   });
 
 function refused(make: () => unknown, detail: string | RegExp): void {
@@ -140,7 +140,10 @@ describe('agents and their runs', () => {
       () => agent.run('hi', { stream: true, sessionId: 5 as never }),
       'sessionId must be a string, got number',
     );
-    expect(await agent.run('hi', null as never)).toMatchObject({ status: 'completed', content: 'ok' });
+    expect(await agent.run('hi', null as unknown as { stream?: false })).toMatchObject({
+      status: 'completed',
+      content: 'ok',
+    });
     expect(model.calls).toHaveLength(1);
   });
 
@@ -241,7 +244,9 @@ describe('storage options', () => {
     const first = await openStorage({ dataDir: dir.path });
     await expect(openStorage({ dataDir: dir.path })).rejects.toMatchObject({
       code: 'STORE_UNAVAILABLE',
-      message: expect.stringContaining(`the data directory ${dir.path} is in use by process ${process.pid}`),
+      message: expect.stringContaining(
+        `the data directory ${dir.path} is in use by process ${process.pid}`,
+      ) as unknown,
     });
     await first.close();
     const second = await openStorage({ dataDir: dir.path });

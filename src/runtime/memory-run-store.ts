@@ -1,7 +1,7 @@
 /* eslint-disable @typescript-eslint/require-await -- in memory nothing is awaited, but the methods are async as the interface is: a throw is a rejection, never a synchronous throw. */
 import { isFinalStatus } from '../../machines/run.machine.js';
 import { RunstateError } from '../errors.js';
-import { detachedSlice } from './detached-slice.js';
+import { sessionName } from './detached-slice.js';
 import { RunEventList } from './event-log.js';
 import type { RunOutput, RunRecord } from './run-events.js';
 import type { ParkedRun, RunFilter, RunPatch, RunStore, SessionFilter, SessionRecord } from './storage.js';
@@ -32,9 +32,6 @@ export const MEMORY_STORE_LIMITS = {
   maxSessions: 10_000,
   maxRunsPerSession: 100,
 } as const;
-
-/** Session names are the start of the first message, cut to this many characters. */
-const SESSION_NAME_LENGTH = 100;
 
 interface StoredRun {
   record: RunRecord & Record<string, unknown>;
@@ -156,7 +153,7 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
             session_id: run.session_id,
             agent_id: run.agent_id,
             user_id: run.user_id,
-            session_name: detachedSlice(run.run_input, SESSION_NAME_LENGTH),
+            session_name: sessionName(run.run_input),
             created_at: seconds,
             updated_at: seconds,
           },

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import busboy from 'busboy';
 import express, { type RequestHandler } from 'express';
 import { RunstateError } from '../errors.js';
@@ -22,24 +22,25 @@ const MAX_FORM_FIELDS = 100;
 
 /**
  * The parser of the bodies that create runs: JSON, urlencoded and multipart/form-data (what Agno's
- * clients send), each bounded by `limit` (the whole body, with or without a Content-Length). The
- * media type is read once and picks the one parser that reads the body (no body, or another type:
- * `req.body` stays unset). Its errors become runstate errors here, at the boundary: too large →
+ * clients send), each bounded by `limit` (the whole body, with or without a Content-Length: refused
+ * as soon as it is known to be over, and the connection closed after that answer). The media type
+ * is read once and picks the one parser that reads the body (no body, or another type: `req.body`
+ * stays unset). Its errors become runstate errors here, at the boundary: too large →
  * `PAYLOAD_TOO_LARGE` (413); unreadable → 400; a file part → 422 naming its field.
  */
 export function runBodyParser(limit: BodyLimit): RequestHandler {
   const maxBytes = parseByteSize(limit);
   // The type was matched once, below: each parser reads what it is handed.
   const type = () => true;
-  const json = wrap(express.json({ limit: maxBytes, strict: true, type }), fromBodyParserError);
+  const json = wrap(express.json({ limit: maxBytes, strict: true, type }), maxBytes);
   const urlencoded = wrap(
     express.urlencoded({ limit: maxBytes, extended: false, parameterLimit: MAX_FORM_FIELDS, type }),
-    fromBodyParserError,
+    maxBytes,
   );
   // A multipart body is read whole, as the other two are, then its fields are parsed from the
   // buffer in one call. Piping each request through a form parser's streams (multer) cost ~0.6 ms
   // of CPU per run more than a JSON body: a fifth of what starting a run over HTTP costs.
-  const raw = wrap(express.raw({ type, limit: maxBytes }), fromBodyParserError);
+  const raw = wrap(express.raw({ type, limit: maxBytes }), maxBytes);
   const multipart: RequestHandler = (req, res, next) =>
     raw(req, res, (error?: unknown) => {
       // (No buffer: there was no body to read.)
@@ -57,11 +58,63 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
   const types = Object.keys(parsers);
 
   return (req, res, next) => {
+    // Whatever its type: refused before a byte of it is read.
+    if (Number(req.headers['content-length']) > maxBytes) {
+      closeAfterAnswer(req, res);
+      return next(tooLarge());
+    }
     // The media type as listed (parameters such as the boundary aside); `null` with no body.
     const matched = req.is(types);
+    // A body of another type is never read (the run is refused for want of its fields).
+    if (matched === false) closeAfterAnswer(req, res);
     if (!matched) return next();
     return parsers[matched]!(req, res, next);
   };
+}
+
+/**
+ * Runs a body-parser parser with the body bounded as it arrives. body-parser answers a body over
+ * its limit only once it has read the rest ("dumps" it, to keep the connection usable), so an
+ * endless chunked body would be read forever. A body without a Content-Length is counted here as it
+ * arrives (alongside the parser, which stays in charge of decoding and parsing) and refused the
+ * moment it passes `maxBytes`. The compressed bytes of an encoded body are counted: a lower bound of
+ * the decoded size, which the parser bounds itself. `next` is called once: the parser's own answer
+ * after a refusal (its error once the connection closes, or never) is dropped.
+ */
+function wrap(parser: RequestHandler, maxBytes: number): RequestHandler {
+  return (req, res, next) => {
+    let received = 0;
+    let settled = false;
+    const settle = (error?: unknown) => {
+      if (settled) return;
+      settled = true;
+      req.off('data', count);
+      if (error !== undefined) closeAfterAnswer(req, res);
+      next(error);
+    };
+    const count = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > maxBytes) settle(tooLarge());
+    };
+    // With a Content-Length, Node delivers no more than it says, and it was checked already.
+    if (req.headers['content-length'] === undefined) req.on('data', count);
+    void parser(req, res, (error?: unknown) =>
+      settle(error === undefined ? undefined : fromBodyParserError(error)),
+    );
+  };
+}
+
+function tooLarge(cause?: unknown): RunstateError {
+  return new RunstateError('PAYLOAD_TOO_LARGE', 'request body too large', { cause });
+}
+
+/**
+ * A request answered before its body was read to the end has its connection closed after the
+ * answer (`Connection: close`): Node would otherwise read the rest of the body, however long, to
+ * find the next request on the connection.
+ */
+function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
+  if (!req.complete && !res.headersSent) res.setHeader('Connection', 'close');
 }
 
 /**
@@ -112,19 +165,13 @@ function malformedMultipart(error: unknown): RunstateError {
   return malformedRequest(`malformed multipart body: ${(error as Error).message}`, error);
 }
 
-function wrap(parser: RequestHandler, convert: (error: unknown) => unknown): RequestHandler {
-  return (req, res, next) => {
-    void parser(req, res, (error?: unknown) => next(error === undefined ? undefined : convert(error)));
-  };
-}
-
 /** body-parser's errors carry a `type` naming what went wrong. */
 function fromBodyParserError(error: unknown): unknown {
   const type = (error as { type?: unknown } | null)?.type;
   switch (type) {
     case 'entity.too.large':
     case 'parameters.too.many':
-      return new RunstateError('PAYLOAD_TOO_LARGE', 'request body too large', { cause: error });
+      return tooLarge(error);
     case 'entity.parse.failed':
       return malformedRequest(`malformed JSON body: ${(error as Error).message}`, error);
     case 'encoding.unsupported':

@@ -105,8 +105,21 @@ export function sendError(res: ServerResponse, thrown: unknown, { logger }: Erro
   };
   if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
   if (status === 503) headers['Retry-After'] = '1';
+  if (bodyLeftUnread(res.req)) headers.Connection = 'close';
   res.writeHead(status, headers);
   res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+/**
+ * Whether the request has a body not read to its end: an answer to it closes the connection, or
+ * Node would read the rest, however long (an endless upload to an unknown agent), to find the next
+ * request on the connection. (A request without a body is not `complete` either while its handler
+ * runs in the turn that parsed its head.)
+ */
+function bodyLeftUnread(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 /** The app's one error handler (express error middleware): {@link sendError}. */

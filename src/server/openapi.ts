@@ -28,10 +28,12 @@ import {
   sessionRecord,
 } from './openapi-schemas.js';
 import {
-  continueRunBody,
+  continueRunForm,
+  continueRunJson,
   createRunBody,
   listRunsQuery,
   listSessionsQuery,
+  MAX_SESSION_PAGE_SIZE,
   resumeHeader,
   resumeQuery,
   sessionQuery,
@@ -102,8 +104,13 @@ export interface OperationSpec {
   headers?: z.ZodObject;
   /** A body accepted as multipart/form-data, urlencoded and JSON. */
   body?: z.ZodType;
+  /** The body as the two forms send it, where that differs from `body` (a form's values are text). */
+  formBody?: z.ZodType;
   success: Record<number, SuccessSpec>;
-  /** The error codes the route answers with; their statuses come from the one code-to-status map. */
+  /**
+   * The error codes the route answers with; their statuses come from the one code-to-status map.
+   * (A path parameter that cannot be decoded is a 400 on every route that has one.)
+   */
   errors?: readonly ErrorCode[];
   /** The body may be unreadable (400) or too large (413). */
   readsBody?: boolean;
@@ -182,7 +189,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
       },
       202: { description: 'Started in the background (`background=true`).', content: json(runAccepted) },
     },
-    errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT', 'SHUTTING_DOWN'],
+    errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT', 'SHUTTING_DOWN', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'post',
@@ -194,7 +201,14 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'already cancelled answers 200 again; a run that finished otherwise answers 409 with its status.',
     tag: 'Agents',
     success: { 200: { description: 'The run is cancelled.', content: json(cancelResult) } },
-    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'RUN_ALREADY_FINISHED'],
+    // 503 SHUTTING_DOWN: a paused run waits in the store, and a closing instance takes none back.
+    errors: [
+      'AGENT_NOT_FOUND',
+      'RUN_NOT_FOUND',
+      'RUN_ALREADY_FINISHED',
+      'SHUTTING_DOWN',
+      'STORE_UNAVAILABLE',
+    ],
   },
   {
     method: 'post',
@@ -210,7 +224,8 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'again). A run that is not paused ' +
       'answers 409 `RUN_NOT_PAUSED`.',
     tag: 'Agents',
-    body: continueRunBody,
+    body: continueRunJson,
+    formBody: continueRunForm,
     readsBody: true,
     success: {
       200: {
@@ -222,7 +237,14 @@ export const OPERATIONS: readonly OperationSpec[] = [
         },
       },
     },
-    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'RUN_NOT_PAUSED', 'INVALID_INPUT'],
+    errors: [
+      'AGENT_NOT_FOUND',
+      'RUN_NOT_FOUND',
+      'RUN_NOT_PAUSED',
+      'INVALID_INPUT',
+      'SHUTTING_DOWN',
+      'STORE_UNAVAILABLE',
+    ],
   },
   {
     method: 'get',
@@ -231,7 +253,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     summary: 'Get a run',
     tag: 'Agents',
     success: { 200: { description: 'The run, active or finished.', content: json(runRecord) } },
-    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND'],
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -241,7 +263,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Agents',
     query: listRunsQuery,
     success: { 200: { description: 'The runs, newest first.', content: json(z.array(runRecord)) } },
-    errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT'],
+    errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -257,7 +279,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     success: {
       200: { description: 'The events, as on the run stream.', content: { 'text/event-stream': runEvent } },
     },
-    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT'],
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -267,7 +289,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Sessions',
     query: listSessionsQuery,
     success: { 200: { description: 'A page of sessions.', content: json(sessionPage) } },
-    errors: ['INVALID_INPUT', 'NOT_FOUND'],
+    errors: ['INVALID_INPUT', 'NOT_FOUND', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -277,7 +299,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Sessions',
     query: sessionQuery,
     success: { 200: { description: 'The session.', content: json(sessionRecord) } },
-    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT'],
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -288,7 +310,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Sessions',
     query: sessionQuery,
     success: { 200: { description: 'The runs.', content: json(z.array(runRecord)) } },
-    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT'],
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'delete',
@@ -298,7 +320,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Sessions',
     query: sessionQuery,
     success: { 204: { description: 'Deleted.' } },
-    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT'],
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -346,7 +368,7 @@ const PARAMETER_DESCRIPTIONS: Record<string, string> = {
   component_id: 'Only sessions of this agent.',
   user_id: 'Only sessions of this user.',
   db_id: 'The database id every agent lists; another one answers 404.',
-  limit: 'Sessions per page (default 20).',
+  limit: `Sessions per page, at most ${MAX_SESSION_PAGE_SIZE} (default 20).`,
   page: 'The page, from 1.',
   sort_order: 'By last update.',
 };
@@ -387,7 +409,11 @@ const OUTPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['RunCancelledEvent', runCancelledEvent],
   ['RunErrorEvent', runErrorEvent],
 ];
-const INPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [['CreateRunRequest', createRunBody]];
+const INPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
+  ['CreateRunRequest', createRunBody],
+  ['ContinueRunRequest', continueRunJson],
+  ['ContinueRunForm', continueRunForm],
+];
 
 /** Options of {@link createOpenApiDocument}. */
 export interface OpenApiDocumentOptions {
@@ -533,13 +559,13 @@ function operationObject(
     ...(operation.body && {
       requestBody: {
         required: true,
-        // What Agno clients send (multipart), what curl -d sends, and JSON: the same fields.
-        content: Object.fromEntries(
-          ['multipart/form-data', 'application/x-www-form-urlencoded', 'application/json'].map((type) => [
-            type,
-            { schema: inputs.refer(operation.body!) },
-          ]),
-        ),
+        // What Agno clients send (multipart), what curl -d sends, and JSON: the same fields, as
+        // text in a form.
+        content: {
+          'multipart/form-data': { schema: inputs.refer(operation.formBody ?? operation.body) },
+          'application/x-www-form-urlencoded': { schema: inputs.refer(operation.formBody ?? operation.body) },
+          'application/json': { schema: inputs.refer(operation.body) },
+        },
       },
     }),
     responses,
@@ -551,7 +577,11 @@ function operationObject(
 function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, string[]> {
   const statuses = new Map<number, string[]>();
   const add = (status: number, code: string) => statuses.set(status, [...(statuses.get(status) ?? []), code]);
-  if (operation.readsBody) add(400, 'INVALID_INPUT (the body cannot be read)');
+  const unreadable = [
+    ...(operation.path.includes(':') ? ['a path parameter cannot be decoded'] : []),
+    ...(operation.readsBody ? ['the body cannot be read'] : []),
+  ];
+  if (unreadable.length > 0) add(400, `INVALID_INPUT (${unreadable.join(', or ')})`);
   if (closed) add(STATUS_BY_CODE.UNAUTHORIZED, 'UNAUTHORIZED');
   for (const code of operation.errors ?? []) add(STATUS_BY_CODE[code], code);
   if (operation.readsBody) add(STATUS_BY_CODE.PAYLOAD_TOO_LARGE, 'PAYLOAD_TOO_LARGE');

@@ -1,6 +1,8 @@
 import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
+import type { Orchestrator } from '../runtime/create-orchestrator.js';
+import type { RunEvent } from '../runtime/run-events.js';
 import { settleRun } from '../runtime/settle-run.js';
 import { runBodyParser } from './body-parsers.js';
 import { invalidField, malformedRequest } from './http-errors.js';
@@ -63,15 +65,16 @@ export function runRoutes(context: RouteContext): Router {
         });
       }
       // 409 (taken meanwhile, here or on another instance) and 422 (answers that do not fit) are
-      // decided there. A client that goes away from the stream cancels the run, as from a run's.
+      // decided there. A client that goes away cancels the run, as from a run's (the continue has
+      // no `on_disconnect`): from the stream, its iterator's end does it.
+      const run = await agent.continueRun(runId, { tools: input.tools, stream: true });
       if (input.stream) {
-        const run = await agent.continueRun(runId, { tools: input.tools, stream: true });
         await sendEventStream(res, run, { heartbeatMs: context.heartbeatMs, beforeEnd: () => run.result });
         return;
       }
-      // The output at the next pause or the end.
-      const output = await agent.continueRun(runId, { tools: input.tools });
-      if (!res.destroyed) res.json(output);
+      await sendSettled(res, agent.orchestrator, runId, run, () =>
+        agent.orchestrator.cancelRun(runId, 'client_disconnect'),
+      );
     },
   );
 
@@ -158,11 +161,29 @@ async function createRun(
     });
     return;
   }
-  res.once('close', () => {
-    if (!res.writableFinished) cancelOnDisconnect?.();
-  });
-  // The output once the run ends, or the paused run (with the calls that wait) when it pauses.
-  const output = await settleRun(orchestrator, run.runId, await orchestrator.events(run.runId));
+  await sendSettled(res, orchestrator, run.runId, await orchestrator.events(run.runId), cancelOnDisconnect);
+}
+
+/**
+ * Answers with the run's output once it ends, or the paused run (with the calls that wait) when it
+ * pauses. `onClientGone` runs once if the client goes away before the answer, also if it went while
+ * the route was still on its way here (the run started or resumed meanwhile).
+ */
+async function sendSettled(
+  res: Response,
+  orchestrator: Orchestrator,
+  runId: string,
+  events: AsyncIterable<RunEvent>,
+  onClientGone: (() => void) | undefined,
+): Promise<void> {
+  if (onClientGone) {
+    const gone = () => {
+      if (!res.writableFinished) onClientGone();
+    };
+    if (res.closed) gone();
+    else res.once('close', gone);
+  }
+  const output = await settleRun(orchestrator, runId, events);
   if (!res.destroyed) res.json(output);
 }
 

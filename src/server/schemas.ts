@@ -15,9 +15,12 @@ export const runStatus = z.enum(['pending', 'streaming', 'paused', 'completed', 
 
 /** The body of `POST /agents/:agent_id/runs`. Unknown fields are ignored (clients send more). */
 export const createRunBody = z.object({
+  // Not blank, in checks the API document can show: `\S` matches what `trim()` keeps (`abort`: an
+  // empty message gets one error, not two).
   message: z
     .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
-    .refine((message) => message.trim() !== '', 'must not be empty'),
+    .min(1, { error: 'must not be empty', abort: true })
+    .regex(/\S/, 'must not be empty'),
   stream: flag.default(true),
   background: flag.default(false),
   session_id: optionalId,
@@ -50,29 +53,57 @@ export const continueRunBody = z.object({
   stream: flag.default(true),
 });
 
+// (Its `$schema` means nothing inside another schema.)
+const { $schema: _dialect, ...toolsSchema } = z.toJSONSchema(continueRunBody.shape.tools, { io: 'input' });
+
+/** `tools` as text, which the route parses before {@link continueRunBody} checks it. */
+const toolsText = z.string().meta({
+  description: 'The answers as JSON text (text that is not JSON at all is a 400).',
+  contentMediaType: 'application/json',
+  contentSchema: toolsSchema,
+});
+
+/** The continue body as JSON, for the API document: `tools` is the answers, or their JSON text. */
+export const continueRunJson = continueRunBody.extend({
+  tools: z.union([continueRunBody.shape.tools, toolsText]),
+});
+
+/** The continue body as a form, for the API document: a form's `tools` is the answers' JSON text. */
+export const continueRunForm = continueRunBody.extend({ tools: toolsText });
+
 /** The query of `GET /agents/:agent_id/runs`. */
 export const listRunsQuery = z.object({
   session_id: optionalId,
   status: runStatus.optional(),
 });
 
+/**
+ * A whole number from `min` to `max` as a query value or header; `max` is at most the largest safe
+ * integer, past which `Number()` rounds digits off or makes them `Infinity` (`null` once in JSON).
+ */
+function wholeNumber(min: 0 | 1, max = Number.MAX_SAFE_INTEGER) {
+  const expected =
+    max === Number.MAX_SAFE_INTEGER
+      ? `must be a whole number, ${min} or more`
+      : `must be a whole number from ${min} to ${max}`;
+  return z
+    .string({ error: expected })
+    .regex(min === 0 ? /^\d+$/ : /^[1-9]\d*$/, expected)
+    .transform(Number)
+    .refine((value) => value <= max, `must be at most ${max}`)
+    .optional();
+}
+
 /** A sequence number as a query value or header: a whole number, 0 or more. */
-const seq = z
-  .string({ error: 'must be a whole number' })
-  .regex(/^\d+$/, 'must be a whole number')
-  .transform(Number)
-  .optional();
+const seq = wholeNumber(0);
 
 /** Where a replay resumes: after `Last-Event-ID` (what EventSource sends on reconnect) or `?after=`. */
 export const resumeQuery = z.object({ after: seq });
 /** @see resumeQuery */
 export const resumeHeader = z.object({ 'last-event-id': seq });
 
-const pageNumber = z
-  .string()
-  .regex(/^[1-9]\d*$/, 'must be a whole number, 1 or more')
-  .transform(Number)
-  .optional();
+/** The most sessions `GET /sessions` answers in one page. */
+export const MAX_SESSION_PAGE_SIZE = 1000;
 
 /** The query of `GET /sessions`, as AgentOS takes it. */
 export const listSessionsQuery = z.object({
@@ -80,8 +111,8 @@ export const listSessionsQuery = z.object({
   component_id: optionalId,
   user_id: optionalId,
   db_id: optionalId,
-  limit: pageNumber,
-  page: pageNumber,
+  limit: wholeNumber(1, MAX_SESSION_PAGE_SIZE),
+  page: wholeNumber(1),
   sort_order: z.enum(['asc', 'desc']).default('desc'),
 });
 

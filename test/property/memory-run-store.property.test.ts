@@ -27,7 +27,10 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       session,
       agent: fc.constantFrom('a', 'b'),
       user: fc.constantFrom('u1', 'u2', null),
-      input: fc.oneof(fc.constantFrom('hi', 'how are you?'), fc.string({ minLength: 95, maxLength: 110 })),
+      input: fc.oneof(
+        fc.constantFrom('hi', 'how are you?'),
+        fc.string({ minLength: 95, maxLength: 110, unit: 'binary' }),
+      ),
     }),
   },
   {
@@ -116,7 +119,8 @@ describe('createMemoryRunStore: sessions', () => {
                   session_id: op.session,
                   agent_id: op.agent,
                   user_id: op.user,
-                  session_name: op.input.slice(0, 100),
+                  // The first 100 characters, counted in code points: never half an emoji.
+                  session_name: Array.from(op.input).slice(0, 100).join(''),
                   created_at: seconds,
                   updated_at: seconds,
                 },

@@ -1,5 +1,6 @@
 import { createServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
@@ -253,6 +254,47 @@ describe('invalid run requests', () => {
   });
 });
 
+/**
+ * Sends `head` on a raw connection, then, given a `chunk`, that chunk again and again as a chunked
+ * body that never ends, until the server answers; the answer, read until the server closes the
+ * connection. The request is never ended: a server that waits for its end never answers.
+ */
+async function sendUntilAnswered(
+  url: string,
+  head: string,
+  chunk?: Buffer,
+): Promise<{ status: number; headers: string; body: string; bodyBytesSent: number }> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  // The server closes the connection after its answer: a write then may fail, which is expected.
+  socket.on('error', () => undefined);
+  // (Not `once()`: it rejects on that error.)
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  let answer = '';
+  socket.on('data', (data: Buffer) => (answer += data.toString('latin1')));
+  const answered = Promise.race([new Promise((resolve) => socket.once('data', resolve)), closed]);
+  let over = false;
+  void answered.then(() => (over = true));
+  socket.write(`${head}\r\nHost: ${hostname}\r\n\r\n`);
+  let bodyBytesSent = 0;
+  if (chunk) {
+    const frame = Buffer.concat([
+      Buffer.from(`${chunk.length.toString(16)}\r\n`),
+      chunk,
+      Buffer.from('\r\n'),
+    ]);
+    // Each write waits for the socket to take the last one (or for the answer), so the loop gives
+    // the answer its turn to arrive.
+    while (!over && !socket.destroyed) {
+      await Promise.race([new Promise((resolve) => socket.write(frame, resolve)), answered]);
+      bodyBytesSent += chunk.length;
+    }
+  }
+  await closed;
+  const [headers = '', body = ''] = answer.split('\r\n\r\n');
+  return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(headers)?.[1]), headers, body, bodyBytesSent };
+}
+
 describe('bodies over the limit', () => {
   const big = 'x'.repeat(4096);
 
@@ -304,6 +346,85 @@ describe('bodies over the limit', () => {
     const body = await expectError(await postChunkedMultipart(story, fields), 413, 'PAYLOAD_TOO_LARGE');
     expect(body.detail).toMatch(/more than 100 fields/);
     expect(model.calls).toHaveLength(0);
+  });
+
+  it('answers 413 to a declared Content-Length over the limit before a byte of the body is sent', async () => {
+    const { story, model } = await serveFake();
+    const answer = await sendUntilAnswered(
+      story,
+      'POST /agents/story-writer-agent/runs HTTP/1.1\r\nContent-Type: application/json\r\n' +
+        `Content-Length: ${4 * 1024 ** 2}`,
+    );
+    expect(answer.bodyBytesSent).toBe(0);
+    expectRawError(answer, 413, { detail: 'request body too large', code: 'PAYLOAD_TOO_LARGE' });
+    // Closed after the answer, rather than read to the end of the 4 MB.
+    expect(answer.headers).toMatch(/^connection: close$/im);
+    expect(model.calls).toHaveLength(0);
+  });
+
+  it('answers 413 to an endless chunked body while it is still being sent, and closes the connection', async () => {
+    const { story, model } = await serveFake({ bodyLimit: '64kb' });
+    const chunk = Buffer.alloc(16 * 1024, 'x');
+    for (const type of [
+      'application/json',
+      'application/x-www-form-urlencoded',
+      'multipart/form-data; boundary=B',
+    ]) {
+      const answer = await sendUntilAnswered(
+        story,
+        `POST /agents/story-writer-agent/runs HTTP/1.1\r\nContent-Type: ${type}\r\nTransfer-Encoding: chunked`,
+        chunk,
+      );
+      expectRawError(answer, 413, { detail: 'request body too large', code: 'PAYLOAD_TOO_LARGE' });
+      expect(answer.headers, type).toMatch(/^connection: close$/im);
+      expect(answer.bodyBytesSent).toBeGreaterThan(64 * 1024);
+    }
+    expect(model.calls).toHaveLength(0);
+  });
+
+  it('closes the connection after an error answered before an endless body was read (an unknown agent)', async () => {
+    const { url } = await serveFake();
+    const answer = await sendUntilAnswered(
+      url,
+      'POST /agents/nobody/runs HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked',
+      Buffer.alloc(16 * 1024, 'x'),
+    );
+    expect(answer.status).toBe(404);
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'AGENT_NOT_FOUND' });
+    expect(answer.headers).toMatch(/^connection: close$/im);
+  });
+
+  it('keeps the connection of an error answered to a request without a body', async () => {
+    const { url } = await serveFake();
+    const response = await fetch(`${url}/agents/nobody`);
+    expect(response.status).toBe(404);
+    expect(response.headers.get('connection')).toBe('keep-alive');
+  });
+
+  it('closes the connection after answering an endless body of another type, which it never reads', async () => {
+    const { story } = await serveFake();
+    const answer = await sendUntilAnswered(
+      story,
+      'POST /agents/story-writer-agent/runs HTTP/1.1\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked',
+      Buffer.alloc(16 * 1024, 'x'),
+    );
+    expect(answer.status).toBe(422);
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'INVALID_INPUT', field: 'message' });
+    expect(answer.headers).toMatch(/^connection: close$/im);
+  });
+
+  it('answers 413 to an endless gzipped body, whose compressed bytes are counted', async () => {
+    const { story } = await serveFake({ bodyLimit: '64kb' });
+    // Zeros compress a thousandfold: the decoded body is over the limit long before the sent bytes are.
+    const chunk = gzipSync(Buffer.alloc(1024 ** 2)).subarray(0, 16 * 1024);
+    const answer = await sendUntilAnswered(
+      story,
+      'POST /agents/story-writer-agent/runs HTTP/1.1\r\nContent-Type: application/json\r\n' +
+        'Content-Encoding: gzip\r\nTransfer-Encoding: chunked',
+      chunk,
+    );
+    expectRawError(answer, 413, { detail: 'request body too large', code: 'PAYLOAD_TOO_LARGE' });
+    expect(answer.headers).toMatch(/^connection: close$/im);
   });
 
   it('accepts a body under the limit', async () => {

@@ -1,12 +1,14 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
 import type { Express } from 'express';
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { ErrorCode } from '../../machines/run-types.js';
 import type { PausedRunOutput, RunEvent, RunOutput, RunRecord, SessionRecord } from '../../src/index.js';
+import { Agent, createOrchestrator, tool } from '../../src/index.js';
 import type { AgentJson } from '../../src/server/index.js';
 import {
   createOpenApiDocument,
+  type JsonSchema,
   type OpenApiDocument,
   type OperationObject,
 } from '../../src/server/openapi.js';
@@ -21,8 +23,8 @@ import {
   sessionPage,
   sessionRecord,
 } from '../../src/server/openapi-schemas.js';
-import { nextTurn } from '../../src/testing/index.js';
-import { postRun, serveFake } from '../support/app.js';
+import { createFakeModel, nextTurn } from '../../src/testing/index.js';
+import { postRun, serve, serveFake } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
 /** Every `METHOD /path` the express app routes, read from its router (the mounted routers' routes). */
@@ -51,7 +53,11 @@ function documentedRoutes(document: OpenApiDocument): string[] {
   );
 }
 
-function operation(document: OpenApiDocument, method: 'get' | 'post', path: string): OperationObject {
+function operation(
+  document: OpenApiDocument,
+  method: 'get' | 'post' | 'delete',
+  path: string,
+): OperationObject {
   const found = document.paths[path]?.[method];
   if (!found) throw new Error(`${method} ${path} is not documented`);
   return found;
@@ -73,6 +79,50 @@ async function getDocument(url: string): Promise<OpenApiDocument> {
   expect(response.status).toBe(200);
   expect(response.headers.get('content-type')).toMatch(/^application\/json/);
   return (await response.json()) as OpenApiDocument;
+}
+
+/** A schema of the document as zod, its references resolved: to check live requests and answers with. */
+function documented(document: OpenApiDocument, schema: JsonSchema | undefined): z.ZodType {
+  const resolve = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(resolve);
+    if (typeof node !== 'object' || node === null) return node;
+    // (`discriminator` is OpenAPI's hint to client generators, no JSON Schema keyword.)
+    const { $ref, discriminator: _hint, ...rest } = node as Record<string, unknown>;
+    if (typeof $ref === 'string') return resolve(document.components.schemas[$ref.split('/').at(-1)!]);
+    return Object.fromEntries(Object.entries(rest).map(([key, value]) => [key, resolve(value)]));
+  };
+  expect(schema).toBeDefined();
+  return z.fromJSONSchema(resolve(schema) as JsonSchema);
+}
+
+/** Checks that the document lists the answer's status for the route, and its JSON body's schema. */
+async function expectDocumented(
+  document: OpenApiDocument,
+  route: `${'get' | 'post' | 'delete'} ${string}`,
+  response: Response,
+): Promise<unknown> {
+  const [method, path] = route.split(' ') as ['get' | 'post' | 'delete', string];
+  const listed = operation(document, method, path).responses[response.status];
+  expect(listed, `${route} answered ${response.status}`).toBeDefined();
+  const body: unknown = await response.json();
+  const result = documented(document, listed?.content?.['application/json']?.schema).safeParse(body);
+  expect(result.error, `${route} answered ${JSON.stringify(body).slice(0, 300)}`).toBeUndefined();
+  return body;
+}
+
+/** An agent whose `publish` tool pauses its runs until a person confirms the call. */
+async function serveConfirmingAgent() {
+  const publish = tool({
+    name: 'publish',
+    description: 'Publishes a post',
+    parameters: z.object({}),
+    execute: () => 'published',
+    requiresConfirmation: true,
+  });
+  const model = createFakeModel();
+  const agent = new Agent({ name: 'Editor', model, tools: [publish], orchestrator: createOrchestrator() });
+  const server = await serve({ agents: [agent] });
+  return { model, url: server.url, agentUrl: `${server.url}/agents/editor` };
 }
 
 describe('GET /openapi.json', () => {
@@ -132,7 +182,7 @@ describe('GET /openapi.json', () => {
   it('documents every status of a route, the error shape, the three encodings of a run request and the stream', () => {
     const document = createOpenApiDocument({ secured: true });
     const cancel = operation(document, 'post', '/agents/{agent_id}/runs/{run_id}/cancel');
-    expect(Object.keys(cancel.responses)).toEqual(['200', '401', '404', '409', '500']);
+    expect(Object.keys(cancel.responses)).toEqual(['200', '400', '401', '404', '409', '500', '503']);
     expect(cancel.responses['409']?.content?.['application/json']?.schema).toEqual({
       $ref: '#/components/schemas/Error',
     });
@@ -196,6 +246,90 @@ describe('GET /openapi.json', () => {
     expect(document.components.securitySchemes?.bearer?.scheme).toBe('bearer');
     expect((await fetch(`${url}/docs`)).status).toBe(200);
     expect((await fetch(`${url}/agents`)).status).toBe(401);
+  });
+});
+
+describe('the document against live answers', () => {
+  it('lists the 400 that every route with a path parameter answers to one it cannot decode', async () => {
+    const { url } = await serveFake();
+    const document = await getDocument(url);
+    let checked = 0;
+    for (const [path, operations] of Object.entries(document.paths)) {
+      const names = [...path.matchAll(/\{(\w+)\}/g)].map(([, name]) => name);
+      if (names.length === 0) continue;
+      // Every parameter but the last one readable, as in `POST /agents/x/runs/%ZZ/cancel`.
+      const target = path.replace(/\{(\w+)\}/g, (_, name: string) => (name === names.at(-1) ? '%ZZ' : 'x'));
+      for (const method of Object.keys(operations) as Array<'get' | 'post' | 'delete'>) {
+        const response = await fetch(`${url}${target}`, { method: method.toUpperCase() });
+        expect(response.status, `${method} ${path}`).toBe(400);
+        expect(await expectDocumented(document, `${method} ${path}`, response)).toMatchObject({
+          code: 'INVALID_INPUT',
+        });
+        checked++;
+      }
+    }
+    expect(checked).toBe(10);
+  });
+
+  it('answers GET /sessions as SessionPage says, and a limit or page past its range with a listed 422', async () => {
+    const { url } = await serveFake();
+    const document = await getDocument(url);
+    await expectDocumented(document, 'get /sessions', await fetch(`${url}/sessions?limit=1000`));
+    for (const query of [`limit=${'9'.repeat(400)}`, `page=${'9'.repeat(400)}`, 'limit=1001']) {
+      const response = await fetch(`${url}/sessions?${query}`);
+      expect(response.status, query).toBe(422);
+      await expectDocumented(document, 'get /sessions', response);
+    }
+  });
+
+  it('describes the run bodies as the routes take them: a message not blank, tools as JSON text in a form', async () => {
+    const { model, url, agentUrl } = await serveConfirmingAgent();
+    const document = await getDocument(url);
+    const body = (path: string, type: string) =>
+      documented(document, operation(document, 'post', path).requestBody?.content[type]?.schema);
+
+    const create = body('/agents/{agent_id}/runs', 'application/json');
+    for (const message of ['', ' \t\n', '\u00a0\ufeff']) {
+      expect(create.safeParse({ message }).success, JSON.stringify(message)).toBe(false);
+      const refused = await postRun(agentUrl, { message });
+      expect(refused.status).toBe(422);
+      expect(await expectDocumented(document, 'post /agents/{agent_id}/runs', refused)).toMatchObject({
+        field: 'message',
+      });
+    }
+    expect(create.safeParse({ message: ' Hi ' }).success).toBe(true);
+
+    const paused = postRun(agentUrl, { message: 'publish it', stream: false });
+    (await model.nextCall()).callTools([{ id: 'call_pub', name: 'publish' }]);
+    const { run_id } = (await expectDocumented(document, 'post /agents/{agent_id}/runs', await paused)) as {
+      run_id: string;
+    };
+
+    const continuePath = '/agents/{agent_id}/runs/{run_id}/continue';
+    const answers = [{ tool_call_id: 'call_pub', confirmed: true }];
+    for (const type of ['multipart/form-data', 'application/x-www-form-urlencoded']) {
+      const form = body(continuePath, type);
+      expect(form.safeParse({ tools: JSON.stringify(answers) }).success, type).toBe(true);
+      expect(form.safeParse({ tools: answers }).success, type).toBe(false);
+    }
+    const json = body(continuePath, 'application/json');
+    const sent = { tools: JSON.stringify(answers), stream: false };
+    expect(json.safeParse(sent).success).toBe(true);
+    expect(json.safeParse({ tools: answers }).success).toBe(true);
+    // What the document allows in JSON, the route takes: the answers as JSON text.
+    const continued = fetch(`${agentUrl}/runs/${run_id}/continue`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(sent),
+    });
+    const turn = await model.nextCall();
+    turn.emit('Published.');
+    turn.end();
+    const response = await continued;
+    expect(response.status).toBe(200);
+    expect(await expectDocumented(document, `post ${continuePath}`, response)).toMatchObject({
+      status: 'completed',
+    });
   });
 });
 

@@ -314,6 +314,28 @@ describe('sessions', () => {
     expect(invalid.field).toBe('limit');
   });
 
+  it('answers 422 naming limit or page when either is not a whole number in its range, however long', async () => {
+    const { url } = await serveFake();
+    const huge = '9'.repeat(400); // Number() makes it Infinity: `null` once in JSON
+    for (const [query, field] of [
+      [`limit=${huge}`, 'limit'],
+      [`page=${huge}`, 'page'],
+      ['limit=1001', 'limit'],
+      ['page=9007199254740992', 'page'], // past the largest safe integer, rounded by Number()
+      ['page=1.5', 'page'],
+    ]) {
+      const body = await expectError(await fetch(`${url}/sessions?${query}`), 422, 'INVALID_INPUT');
+      expect(body.field, query).toBe(field);
+    }
+    const largest = await fetch(`${url}/sessions?limit=1000&page=9007199254740991`);
+    expect(((await largest.json()) as { meta: unknown }).meta).toEqual({
+      page: 9007199254740991,
+      limit: 1000,
+      total_count: 0,
+      total_pages: 0,
+    });
+  });
+
   it('answers the runs of a session with the run in progress, never []', async () => {
     const { url, story, model } = await serveFake();
     const response = await postRun(story, { message: 'Write a poem', session_id: '' });

@@ -1,11 +1,12 @@
 import { Writable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import type { RunEvent } from '../../src/index.js';
+import { z } from 'zod';
+import { Agent, createOrchestrator, tool, type PausedRunOutput, type RunEvent } from '../../src/index.js';
 import { MemoryEventLog } from '../../src/runtime/event-log.js';
 import { sendEventStream, sseFrame } from '../../src/server/sse.js';
-import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
-import { postRun, serveFake } from '../support/app.js';
+import { checkRunEvents, createFakeModel, nextTurn } from '../../src/testing/index.js';
+import { postRun, serve, serveFake } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
 describe('a streamed run (POST /agents/:agent_id/runs)', () => {
@@ -154,6 +155,63 @@ describe('a client that disconnects from a streamed run', () => {
   });
 });
 
+describe('a client that leaves before a non-streamed answer', () => {
+  /** An agent whose `publish` tool pauses its runs for a confirmation. */
+  async function serveConfirmingAgent() {
+    const publish = tool({
+      name: 'publish',
+      description: 'Publishes a post',
+      parameters: z.object({}),
+      execute: () => 'published',
+      requiresConfirmation: true,
+    });
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'Editor', model, tools: [publish], orchestrator: createOrchestrator() });
+    const server = await serve({ agents: [agent] });
+    return { model, agent, agentUrl: `${server.url}/agents/editor` };
+  }
+
+  it('cancels the run (reason client_disconnect) by default', async () => {
+    const { story, model, agents } = await serveFake();
+    const client = new AbortController();
+    const answer = postRun(story, { message: 'Hi', stream: false }, { signal: client.signal });
+    const call = await model.nextCall();
+    const [run] = await agents[0]!.orchestrator.listRuns();
+    client.abort();
+    await expect(answer).rejects.toThrow();
+    expect(await agents[0]!.orchestrator.result(run!.run_id)).toMatchObject({
+      status: 'cancelled',
+      cancel_reason: 'client_disconnect',
+    });
+    await call.aborted;
+  });
+
+  it('cancels a continued run (reason client_disconnect), as it does a run', async () => {
+    const { model, agent, agentUrl } = await serveConfirmingAgent();
+    const pausing = postRun(agentUrl, { message: 'publish it', stream: false });
+    (await model.nextCall()).callTools([{ id: 'call_pub', name: 'publish' }]);
+    const paused = (await (await pausing).json()) as PausedRunOutput;
+    expect(paused.status).toBe('paused');
+
+    const client = new AbortController();
+    const continued = fetch(`${agentUrl}/runs/${paused.run_id}/continue`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ tools: [{ tool_call_id: 'call_pub', confirmed: true }], stream: false }),
+      signal: client.signal,
+    });
+    // The tool ran and the model is asked again: the continued run is under way.
+    const call = await model.nextCall();
+    client.abort();
+    await expect(continued).rejects.toThrow();
+    expect(await agent.orchestrator.result(paused.run_id)).toMatchObject({
+      status: 'cancelled',
+      cancel_reason: 'client_disconnect',
+    });
+    await call.aborted;
+  });
+});
+
 describe('resuming the events of a run', () => {
   async function runWithFiveEvents() {
     const server = await serveFake();
@@ -213,6 +271,15 @@ describe('resuming the events of a run', () => {
     expect(await badHeader.json()).toMatchObject({ code: 'INVALID_INPUT', field: 'last-event-id' });
     const badQuery = await fetch(`${story}/runs/${run_id}/events?after=-1`);
     expect(await badQuery.json()).toMatchObject({ code: 'INVALID_INPUT', field: 'after' });
+    // Past the largest safe integer, which Number() rounds (or makes Infinity): refused as such.
+    for (const after of ['9007199254740993', '9'.repeat(400)]) {
+      const huge = await fetch(`${story}/runs/${run_id}/events?after=${after}`);
+      expect(await huge.json()).toMatchObject({
+        code: 'INVALID_INPUT',
+        field: 'after',
+        detail: 'after: must be at most 9007199254740991',
+      });
+    }
   });
 
   it('does not cancel the run when a reader of the events endpoint goes away', async () => {

@@ -222,6 +222,16 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.sessionRuns('no-such-session')).toStrictEqual([]);
   });
 
+  it('names a session after the first 100 characters of its first input, never half an emoji', async () => {
+    const { store } = await open();
+    const id = ids();
+    const input = `a${'🐉'.repeat(120)}`;
+    await store.createRun(
+      record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent, run_input: input }),
+    );
+    expect((await store.getSession(id.session))?.session_name).toBe(`a${'🐉'.repeat(99)}`);
+  });
+
   it("refuses a run in another agent's session and a run id already used", async () => {
     const { store } = await open();
     const id = ids();

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { RunstateError } from '../../errors.js';
 import { DEFAULT_LEASE_MS } from '../create-lease-keeper.js';
+import { sessionName } from '../detached-slice.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
@@ -294,7 +295,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
             owner,
             leaseMs,
             run.user_id,
-            run.run_input.slice(0, 100),
+            sessionName(run.run_input),
             run.created_at,
           ],
         ));

@@ -1,0 +1,50 @@
+/**
+ * A session's name, as `GET /sessions` lists it, over the memory store and a SQL store (PGlite): the
+ * start of its first message, 100 characters at most, never cut inside a surrogate pair.
+ */
+import { describe, expect, it } from 'vitest';
+import type { RunStore } from '../../src/runtime/storage.js';
+import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
+import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
+import { createTempDir } from '../support/databases.js';
+import { postRun, serve, twoAgents } from '../support/app.js';
+
+/** The names of the sessions that `messages` start, one session each, on an app over `store`. */
+async function sessionNames(store: RunStore | undefined, messages: string[]): Promise<string[]> {
+  const server = await serve({ agents: twoAgents(undefined, { store }) });
+  const story = `${server.url}/agents/story-writer-agent`;
+  try {
+    for (const [i, message] of messages.entries()) {
+      const started = await postRun(story, { message, session_id: `s${i}`, background: true });
+      expect(started.status).toBe(202);
+    }
+    const page = (await (await fetch(`${server.url}/sessions`)).json()) as {
+      data: Array<{ session_id: string; session_name: string }>;
+    };
+    const names = new Map(page.data.map((session) => [session.session_id, session.session_name]));
+    return messages.map((_, i) => names.get(`s${i}`)!);
+  } finally {
+    await server.close();
+  }
+}
+
+const messages = [`a${'🐉'.repeat(100)}`, 'x'.repeat(150), `${'🐉'.repeat(99)}b🐉`, 'Tell me a story'];
+// 100 code points each: the dragon after 99 of them is whole, never its first half alone.
+const expected = [`a${'🐉'.repeat(99)}`, 'x'.repeat(100), `${'🐉'.repeat(99)}b`, 'Tell me a story'];
+
+describe('session names', () => {
+  it('are the first 100 characters of the first message, never half an emoji: memory store', async () => {
+    expect(await sessionNames(undefined, messages)).toEqual(expected);
+  });
+
+  it('are the same in a SQL store (PGlite)', async () => {
+    const dir = await createTempDir();
+    const store = createSqlRunStore({ db: await openSqlDatabase({ dataDir: dir.path }) });
+    try {
+      expect(await sessionNames(store, messages)).toEqual(expected);
+    } finally {
+      await store.close();
+      await dir.remove();
+    }
+  });
+});
