@@ -155,22 +155,22 @@ describe('a client that disconnects from a streamed run', () => {
   });
 });
 
-describe('a client that leaves before a non-streamed answer', () => {
-  /** An agent whose `publish` tool pauses its runs for a confirmation. */
-  async function serveConfirmingAgent() {
-    const publish = tool({
-      name: 'publish',
-      description: 'Publishes a post',
-      parameters: z.object({}),
-      execute: () => 'published',
-      requiresConfirmation: true,
-    });
-    const model = createFakeModel();
-    const agent = new Agent({ name: 'Editor', model, tools: [publish], orchestrator: createOrchestrator() });
-    const server = await serve({ agents: [agent] });
-    return { model, agent, agentUrl: `${server.url}/agents/editor` };
-  }
+/** An agent whose `publish` tool pauses its runs for a confirmation. */
+async function serveConfirmingAgent() {
+  const publish = tool({
+    name: 'publish',
+    description: 'Publishes a post',
+    parameters: z.object({}),
+    execute: () => 'published',
+    requiresConfirmation: true,
+  });
+  const model = createFakeModel();
+  const agent = new Agent({ name: 'Editor', model, tools: [publish], orchestrator: createOrchestrator() });
+  const server = await serve({ agents: [agent] });
+  return { model, agent, agentUrl: `${server.url}/agents/editor` };
+}
 
+describe('a client that leaves before a non-streamed answer', () => {
   it('cancels the run (reason client_disconnect) by default', async () => {
     const { story, model, agents } = await serveFake();
     const client = new AbortController();
@@ -213,6 +213,36 @@ describe('a client that leaves before a non-streamed answer', () => {
 });
 
 describe('resuming the events of a run', () => {
+  it("from a paused run's RunPaused waits for the continue, then streams from RunContinued", async () => {
+    const { model, agentUrl } = await serveConfirmingAgent();
+    const pausing = postRun(agentUrl, { message: 'publish it', stream: false });
+    (await model.nextCall()).callTools([{ id: 'call_pub', name: 'publish' }]);
+    const paused = (await (await pausing).json()) as PausedRunOutput;
+    const before = await readSse(await fetch(`${agentUrl}/runs/${paused.run_id}/events`)).rest();
+    expect(before.at(-1)?.event).toBe('RunPaused');
+    const pausedSeq = before.at(-1)!.data.seq;
+
+    // What a browser's EventSource sends when it reconnects after the stream ended at RunPaused.
+    const resumed = readSse(
+      await fetch(`${agentUrl}/runs/${paused.run_id}/events`, {
+        headers: { 'Last-Event-ID': String(pausedSeq) },
+      }),
+    );
+    const first = resumed.next();
+    const continued = fetch(`${agentUrl}/runs/${paused.run_id}/continue`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ tools: [{ tool_call_id: 'call_pub', confirmed: true }], stream: false }),
+    });
+    const turn = await model.nextCall();
+    turn.emit('Published.');
+    turn.end();
+    expect((await continued).status).toBe(200);
+    const frames = [(await first)!, ...(await resumed.rest())];
+    expect(frames[0]).toMatchObject({ event: 'RunContinued', data: { seq: pausedSeq + 1 } });
+    checkRunEvents([...before.map((frame) => frame.data), ...frames.map((frame) => frame.data)], 'completed');
+  });
+
   async function runWithFiveEvents() {
     const server = await serveFake();
     const response = await postRun(server.story, { message: 'Hi', background: true });
