@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { gzipSync } from 'node:zlib';
+import { constants, createGzip, gzipSync } from 'node:zlib';
 import OpenAI, { APIError, APIUserAbortError } from 'openai';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -8,7 +8,7 @@ import {
   type ChatCompletionEvent,
   type ChatCompletionReading,
 } from '../src/model/chat-completion-stream.js';
-import { nodeBodyOf, nodeHttpFetch } from '../src/model/node-http-fetch.js';
+import { nodeBodyOf, nodeHttpFetch, UnreadableResponseError } from '../src/model/node-http-fetch.js';
 import { collect } from './support/collect.js';
 import { listen, type Listening } from './support/listen.js';
 
@@ -40,7 +40,7 @@ function setUp(fetch: typeof nodeHttpFetch | undefined) {
     requests = [];
     ownHead = false;
     server = await listen((req, res) => {
-      requests.push(req.headers);
+      requests.push({ ...req.headers, ':method': req.method, ':path': req.url });
       req.resume();
       closed.push(new Promise((resolve) => res.once('close', resolve)));
       req.once('end', () => {
@@ -221,6 +221,91 @@ describe('nodeHttpFetch', () => {
     });
 
     expect(contents(await collect(await open()))).toEqual(['zipped']);
+  });
+
+  it('closes the socket of a gzip body the server keeps open after [DONE]', async () => {
+    ownHead = true;
+    answers.push((res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' });
+      const gzip = createGzip();
+      gzip.pipe(res);
+      // Flushed, so that it reaches the client whole; the body is never ended.
+      gzip.write(chunk('zipped', 'stop') + 'data: [DONE]\n\n');
+      gzip.flush(constants.Z_SYNC_FLUSH);
+    });
+
+    expect(contents(await collect(await open()))).toEqual(['zipped']);
+    // Closed by the client, through the decompressor, not left open with the server writing on.
+    await closed[0];
+  });
+
+  it('refuses an encoding it cannot decode with an error that says no retry can read it', async () => {
+    ownHead = true;
+    answers.push((res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'zstd' });
+      res.end('?');
+    });
+
+    const refused = nodeHttpFetch(`${server.url}/v1/chat/completions`, { method: 'POST', body: '{}' });
+
+    await expect(refused).rejects.toThrow(UnreadableResponseError);
+    await expect(refused).rejects.toThrow('the server answered in an unknown content encoding: zstd');
+  });
+
+  it('follows a 307 and a 308 as fetch does: the same method, body and headers, to the new path', async () => {
+    ownHead = true;
+    answers.push((res) => res.writeHead(307, { location: '/v2/chat/completions' }).end());
+    answers.push((res) => res.writeHead(308, { location: `${server.url}/v3/chat/completions` }).end());
+    answers.push((res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(chunk('moved', 'stop') + 'data: [DONE]\n\n');
+    });
+
+    expect(contents(await collect(await open()))).toEqual(['moved']);
+    expect(requests.map((request) => request[':path'])).toEqual([
+      '/v1/chat/completions',
+      '/v2/chat/completions',
+      '/v3/chat/completions',
+    ]);
+    for (const request of requests) {
+      expect(request).toMatchObject({
+        ':method': 'POST',
+        authorization: 'Bearer test',
+        'content-type': 'application/json',
+      });
+      expect(request['content-length']).toBe(requests[0]!['content-length']);
+    }
+  });
+
+  it('turns a POST redirected by a 302 into a GET without a body, and drops Authorization for another origin', async () => {
+    const other = await listen((req, res) => {
+      requests.push({ ...req.headers, ':method': req.method, ':path': req.url });
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(chunk('elsewhere', 'stop') + 'data: [DONE]\n\n');
+    });
+    ownHead = true;
+    answers.push((res) => res.writeHead(302, { location: `${other.url}/moved` }).end());
+
+    try {
+      expect(contents(await collect(await open()))).toEqual(['elsewhere']);
+    } finally {
+      await other.close();
+    }
+    expect(requests[1]).toMatchObject({ ':method': 'GET', ':path': '/moved' });
+    expect(requests[1]).not.toHaveProperty('authorization');
+    expect(requests[1]).not.toHaveProperty('content-length');
+    expect(requests[1]).not.toHaveProperty('content-type');
+  });
+
+  it('gives up after 20 redirects', async () => {
+    ownHead = true;
+    for (let i = 0; i <= 20; i++) answers.push((res) => res.writeHead(307, { location: `/loop/${i}` }).end());
+
+    const looping = nodeHttpFetch(`${server.url}/v1/chat/completions`, { method: 'POST', body: '{}' });
+
+    await expect(looping).rejects.toThrow(UnreadableResponseError);
+    await expect(looping).rejects.toThrow('more than 20 redirects, the last to /loop/20');
+    expect(requests).toHaveLength(21);
   });
 
   it('gives the SDK an error status with its body, so it reads the reason', async () => {

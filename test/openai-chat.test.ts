@@ -6,6 +6,7 @@ import type { ChatMessage, ModelChunk } from '../src/model/chat-model.js';
 import { OpenAIChat } from '../src/model/openai-chat.js';
 import { createFakeOpenAIServer, type FakeOpenAIServer } from '../src/testing/fake-openai-server.js';
 import { collect } from './support/collect.js';
+import { listen } from './support/listen.js';
 
 const messages: ChatMessage[] = [{ role: 'user', content: 'Say hello' }];
 
@@ -220,6 +221,25 @@ describe('OpenAIChat against the fake OpenAI server', () => {
 
     expect(error).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: false });
     expect(error.message).toContain('no body');
+  });
+
+  it('fails with its reason and no retry when the server answers in an encoding it cannot decode', async () => {
+    const zstd = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'zstd' });
+      res.end('?');
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: zstd.url });
+    try {
+      const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
+      expect(error).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        message: 'the server answered in an unknown content encoding: zstd',
+        isRetryable: false,
+      });
+    } finally {
+      await zstd.close();
+    }
   });
 
   it('maps a refused connection to a retryable MODEL_REQUEST_FAILED', async () => {

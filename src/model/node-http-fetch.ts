@@ -25,6 +25,24 @@ const AGENT_OPTIONS = { keepAlive: true, maxFreeSockets: 4_096, timeout: 5_000, 
 const httpAgent = new HttpAgent(AGENT_OPTIONS);
 const httpsAgent = new HttpsAgent(AGENT_OPTIONS);
 
+/**
+ * A response runstate cannot read however often it asks (an encoding it has no decoder for, too many
+ * redirects): the SDK reports it as a connection error, and this says not to send it again.
+ */
+export class UnreadableResponseError extends TypeError {}
+
+/** What `fetch` follows by default, and how many times (the fetch standard's limit). */
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 20;
+/** The headers of a body, dropped with it when a redirect turns a `POST` into a `GET`. */
+const BODY_HEADERS = [
+  'content-type',
+  'content-length',
+  'content-encoding',
+  'content-language',
+  'content-location',
+];
+
 const DECOMPRESSORS: Record<string, (() => Readable & NodeJS.WritableStream) | undefined> = {
   gzip: createGunzip,
   'x-gzip': createGunzip,
@@ -43,14 +61,26 @@ const DECOMPRESSORS: Record<string, (() => Readable & NodeJS.WritableStream) | u
  * `fetch`). A successful response has no web body: its node stream is read through
  * {@link nodeBodyOf}. A failed one (status ≥ 400) is read whole, so that the SDK reads its error body
  * as from any `fetch`. An abort of `init.signal` destroys the request and its socket at once, and
- * rejects with the signal's reason (an `AbortError`) while the headers are still awaited.
+ * rejects with the signal's reason (an `AbortError`) while the headers are still awaited. Redirects
+ * are followed as `fetch` follows them (a base URL behind an `http` → `https` or path redirect).
  */
 export function nodeHttpFetch(input: string | URL | Request, init: RequestInit = {}): Promise<Response> {
-  const { body, signal } = init;
-  if (input instanceof Request || !(body == null || typeof body === 'string' || body instanceof Uint8Array))
+  const { body } = init;
+  if (
+    input instanceof Request ||
+    !(body == null || typeof body === 'string' || body instanceof Uint8Array) ||
+    (init.redirect !== undefined && init.redirect !== 'follow')
+  )
     return fetch(input, init);
+  return send(typeof input === 'string' ? new URL(input) : input, init as SendInit, 0);
+}
+
+/** What {@link send} takes: a body it writes itself. */
+type SendInit = Omit<RequestInit, 'body'> & { body?: string | Uint8Array | null | undefined };
+
+function send(url: URL, init: SendInit, redirects: number): Promise<Response> {
+  const { body, signal } = init;
   if (signal?.aborted) return Promise.reject(abortReason(signal));
-  const url = typeof input === 'string' ? new URL(input) : input;
   const headers: Record<string, string> = {};
   // The SDK hands a `Headers` already checked: copying it into a new one would check each again.
   const given = init.headers instanceof Headers ? init.headers : new Headers(init.headers);
@@ -92,7 +122,15 @@ export function nodeHttpFetch(input: string | URL | Request, init: RequestInit =
     request.end(body ?? undefined);
 
     function answer(incoming: IncomingMessage): void {
-      const init = {
+      const location = incoming.headers.location;
+      if (REDIRECTS.has(incoming.statusCode!) && location !== undefined) {
+        // Read off, so that the connection goes back to the pool.
+        incoming.resume();
+        settle();
+        resolve(redirect(url, init, incoming.statusCode!, location, redirects));
+        return;
+      }
+      const meta = {
         status: incoming.statusCode!,
         statusText: incoming.statusMessage,
         headers: headersOf(incoming),
@@ -101,25 +139,67 @@ export function nodeHttpFetch(input: string | URL | Request, init: RequestInit =
       const decompress = encoding && encoding !== 'identity' ? DECOMPRESSORS[encoding] : undefined;
       if (encoding && encoding !== 'identity' && !decompress) {
         incoming.destroy();
-        reject(new TypeError(`the server answered in an unknown content encoding: ${encoding}`));
+        reject(
+          new UnreadableResponseError(`the server answered in an unknown content encoding: ${encoding}`),
+        );
         return;
       }
       const stream: Readable = decompress ? incoming.pipe(decompress()) : incoming;
       if (decompress) {
-        // A failure of the socket reaches the reader through the decompressor.
+        // A failure of the socket reaches the reader through the decompressor, and a reader that
+        // stops early (at `[DONE]`, on an error) closes the socket through it: destroying the
+        // decompressor alone would leave the response open, the server writing into it.
         incoming.once('error', (error) => stream.destroy(error));
+        stream.once('close', () => {
+          if (!incoming.complete) incoming.destroy();
+        });
         stream.on('error', ignore);
-        init.headers.delete('content-encoding');
+        meta.headers.delete('content-encoding');
       }
-      if (init.status >= 400) {
-        readWhole(stream).then((text) => resolve(new Response(text, init)), reject);
+      if (meta.status >= 400) {
+        readWhole(stream).then((text) => resolve(new Response(text, meta)), reject);
         return;
       }
-      const ok = new Response(null, init);
+      const ok = new Response(null, meta);
       bodies.set(ok, stream);
       resolve(ok);
     }
   });
+}
+
+/**
+ * The request a redirect asks for, as `fetch` makes it: 307 and 308 repeat the method and body, the
+ * others turn a `POST` into a bodiless `GET` (303 any method but `HEAD`); a redirect to another
+ * origin drops the `Authorization` header, which was meant for the first one.
+ */
+function redirect(
+  from: URL,
+  init: SendInit,
+  status: number,
+  location: string,
+  redirects: number,
+): Promise<Response> {
+  if (redirects >= MAX_REDIRECTS) {
+    return Promise.reject(
+      new UnreadableResponseError(`more than ${MAX_REDIRECTS} redirects, the last to ${location}`),
+    );
+  }
+  let to: URL;
+  try {
+    to = new URL(location, from);
+  } catch {
+    return Promise.reject(new UnreadableResponseError(`a redirect to an invalid location: ${location}`));
+  }
+  const headers = new Headers(init.headers);
+  let method = init.method ?? 'GET';
+  let body = init.body;
+  if ((status === 303 && method !== 'HEAD') || ((status === 301 || status === 302) && method === 'POST')) {
+    method = 'GET';
+    body = undefined;
+    for (const name of BODY_HEADERS) headers.delete(name);
+  }
+  if (to.origin !== from.origin) headers.delete('authorization');
+  return send(to, { ...init, method, body, headers }, redirects + 1);
 }
 
 function ignore(): void {}

@@ -13,7 +13,7 @@ import {
   type ModelChunk,
   type ModelStreamReceiver,
 } from './chat-model.js';
-import { nodeHttpFetch } from './node-http-fetch.js';
+import { nodeHttpFetch, UnreadableResponseError } from './node-http-fetch.js';
 import { OfflineModel } from './offline-model.js';
 import { PushedIterator, type PushedSource } from './pushed-iterator.js';
 
@@ -381,6 +381,12 @@ function toRunstateError(error: unknown, delivered: boolean, { started = true } 
       retryAfterMs: retryAfterMs(apiError.headers),
       cause: error,
     });
+  }
+  // A response that no retry could read (an unknown encoding, a redirect loop): its own reason, not
+  // the SDK's "Connection error.", and not sent again.
+  const cause = error instanceof APIConnectionError ? error.cause : error;
+  if (cause instanceof UnreadableResponseError) {
+    return new RunstateError('MODEL_REQUEST_FAILED', cause.message, { retryable: false, cause: error });
   }
   // The connection failed or dropped before any output (fetch reports a dropped body as a
   // TypeError): the same request may well succeed.
