@@ -18,7 +18,13 @@ import { RunstateError } from './errors.js';
 import { OpenAIChat } from './model/openai-chat.js';
 import { createInspector } from './inspect/create-inspector.js';
 import { checkSecurityKey } from './server/bearer-auth.js';
-import { configSchema, loadConfigFile, type RunstateConfig } from './server/config-file.js';
+import {
+  configSchema,
+  databaseUrlSchema,
+  loadConfigFile,
+  redisUrlSchema,
+  type RunstateConfig,
+} from './server/config-file.js';
 import { createAgents } from './server/create-agents.js';
 import type { RunEvent, RunPausedEvent } from './runtime/run-events.js';
 import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
@@ -82,12 +88,27 @@ async function main(argv: string[]): Promise<number> {
     console.log(version());
     return 0;
   }
+  if (command === 'serve' || command === 'run') refuseOtherFlags(command, values);
   if (command === 'run' && rest.length === 0)
     throw new UsageError('run needs a message: runstate run "<message>" [--agent <id>]');
   if (command === 'serve' && rest.length === 0) return serve(await readConfig(values.config), values);
   if (command === 'run' && rest.length > 0)
     return run(await readConfig(values.config), rest.join(' '), values.agent);
   throw new UsageError(command ? `unexpected arguments: ${positionals.join(' ')}` : 'missing command');
+}
+
+/** The flags only one command takes: given to the other, they would be ignored without a word. */
+const COMMAND_FLAGS: Record<string, readonly string[]> = {
+  serve: ['port', 'host', 'data-dir', 'database-url', 'redis-url'],
+  run: ['agent'],
+};
+
+function refuseOtherFlags(command: string, values: Record<string, unknown>): void {
+  for (const [owner, flags] of Object.entries(COMMAND_FLAGS)) {
+    const flag = owner === command ? undefined : flags.find((name) => values[name] !== undefined);
+    if (flag)
+      throw new UsageError(`--${flag} does not apply to ${command} (it is an option of ${owner})`, false);
+  }
 }
 
 /** The package's version, from its package.json: next to `src/` in the sources, two levels up from `dist/src/`. */
@@ -122,26 +143,55 @@ interface ServeFlags {
   'redis-url'?: string;
 }
 
+/** One source of storage settings, and the names it gives them (for messages). */
+interface StorageSource extends Pick<StorageOptions, 'dataDir' | 'databaseUrl' | 'redisUrl'> {
+  names: { databaseUrl: string; redisUrl: string };
+}
+
 /**
  * Where runs are kept: flags, then the environment, then the config file. The first of them that
  * names a database (a data dir or a URL) decides it alone, so `--data-dir` works where `DATABASE_URL`
- * is set.
+ * is set. A URL it takes that is not one is refused here, by its name: connecting to it would report
+ * an unreachable server.
  */
 function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOptions {
   const env = storageOptionsFromEnv();
-  const sources: StorageOptions[] = [
-    { dataDir: flags['data-dir'], databaseUrl: flags['database-url'], redisUrl: flags['redis-url'] },
-    env,
-    { dataDir: config.dataDir, databaseUrl: config.databaseUrl, redisUrl: config.redisUrl },
+  const sources: StorageSource[] = [
+    {
+      dataDir: flags['data-dir'],
+      databaseUrl: flags['database-url'],
+      redisUrl: flags['redis-url'],
+      names: { databaseUrl: '--database-url', redisUrl: '--redis-url' },
+    },
+    { ...env, names: { databaseUrl: 'DATABASE_URL', redisUrl: 'REDIS_URL' } },
+    {
+      dataDir: config.dataDir,
+      databaseUrl: config.databaseUrl,
+      redisUrl: config.redisUrl,
+      names: { databaseUrl: 'databaseUrl', redisUrl: 'redisUrl' },
+    },
   ];
   const database = sources.find((source) => source.dataDir || source.databaseUrl);
+  const redis = sources.find((source) => source.redisUrl);
+  checkUrl(database, 'databaseUrl', databaseUrlSchema);
+  checkUrl(redis, 'redisUrl', redisUrlSchema);
   return {
     dataDir: database?.dataDir,
     databaseUrl: database?.databaseUrl,
-    redisUrl: sources.find((source) => source.redisUrl)?.redisUrl,
+    redisUrl: redis?.redisUrl,
     redisPrefix: env.redisPrefix,
     leaseMs: env.leaseMs,
   };
+}
+
+function checkUrl(
+  source: StorageSource | undefined,
+  field: 'databaseUrl' | 'redisUrl',
+  schema: typeof databaseUrlSchema,
+): void {
+  const url = source?.[field];
+  const issue = url === undefined ? undefined : schema.safeParse(url).error?.issues[0];
+  if (issue) throw new UsageError(`${source!.names[field]} ${issue.message}`, false);
 }
 
 async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number> {
@@ -152,6 +202,9 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
       : envPort !== undefined
         ? portOf(envPort, 'PORT')
         : (config.port ?? DEFAULT_PORT);
+  // Blank, Node would listen on every interface: nobody means that by leaving it empty.
+  if (flags.host?.trim() === '')
+    throw new UsageError(`--host must be a host name or address, got '${flags.host}'`, false);
   const host = flags.host ?? config.host ?? '127.0.0.1';
   // The built-in inspector page at /inspect: the run machine's chart, live, with a cancel button.
   const inspector = createInspector();

@@ -112,7 +112,7 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
   });
   const toolCalls = new Counter({
     name: `${prefix}tool_calls_total`,
-    help: 'Tool calls run, by agent, tool and how they ended (completed, failed, cancelled).',
+    help: 'Tool calls, by agent, tool and how they ended (completed, failed, rejected, cancelled).',
     labelNames: ['agent', 'tool', 'status'] as const,
     registers,
   });
@@ -145,6 +145,11 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     if (run.metrics.input_tokens) tokens.inc({ agent, type: 'input' }, run.metrics.input_tokens);
     if (run.metrics.output_tokens) tokens.inc({ agent, type: 'output' }, run.metrics.output_tokens);
     if (run.status === 'cancelled') cancels.inc({ agent, reason: run.cancel_reason ?? 'unknown' });
+    // A call still open when its run ended (running, queued, awaiting a confirmation) is closed
+    // `cancelled` with no ToolCallCompleted of its own: the final output is where it shows, once.
+    for (const tool of run.tools) {
+      if (tool.status === 'cancelled') toolCalls.inc({ agent, tool: tool.tool_name, status: 'cancelled' });
+    }
   }
 
   const listener: RunListener = (notice: RunNotice) => {

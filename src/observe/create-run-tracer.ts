@@ -90,13 +90,16 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   function onCreated(run: RunRecord, taken = false): void {
     if (taken && runs.has(run.run_id)) return;
     const parent = context.active();
+    // The conventions' well-known values are lower case: `openai` for Agno's `OpenAI` (the model's
+    // `provider`, as the wire events keep it); other providers are lowered alike.
+    const providerName = run.model_provider.toLowerCase();
     const attributes: Attributes = {
       'gen_ai.operation.name': 'invoke_agent',
       'gen_ai.agent.id': run.agent_id,
       'gen_ai.agent.name': run.agent_name,
       'gen_ai.conversation.id': run.session_id,
       'gen_ai.request.model': run.model,
-      'gen_ai.provider.name': run.model_provider,
+      'gen_ai.provider.name': providerName,
       'runstate.run.id': run.run_id,
     };
     if (recordContent) attributes['gen_ai.input.messages'] = messages('user', run.run_input);
@@ -114,7 +117,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       span,
       context: trace.setSpan(parent, span),
       model: run.model,
-      provider: run.model_provider,
+      provider: providerName,
       sessionId: run.session_id,
       chat: undefined,
       chats: 0,
@@ -198,11 +201,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
         if (!span) return;
         run.tools.delete(tool.tool_call_id);
         if (recordContent && tool.result !== null) span.setAttribute('gen_ai.tool.call.result', tool.result);
-        if (tool.tool_call_error) {
-          // `failed` (it threw or timed out) or `cancelled`: low-cardinality, as `error.type` wants.
-          span.setAttribute('error.type', tool.status);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: `tool call ${tool.status}` });
-        }
+        if (tool.tool_call_error) toolFailed(span, tool.status);
         span.end();
         return;
       }
@@ -224,7 +223,11 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       if (output.status === 'failed') failed(chat.span, output);
       chat.span.end();
     }
-    for (const span of run.tools.values()) span.end();
+    // Calls still running when the run ended were cancelled with it: no ToolCallCompleted comes.
+    for (const span of run.tools.values()) {
+      toolFailed(span, 'cancelled');
+      span.end();
+    }
 
     const span = run.span;
     span.setAttributes({ ...usage, 'runstate.run.status': output.status });
@@ -276,6 +279,12 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
 function failed(span: Span, output: RunOutput): void {
   span.setAttribute('error.type', output.error?.code ?? '_OTHER');
   span.setStatus({ code: SpanStatusCode.ERROR, message: output.error?.message ?? 'failed' });
+}
+
+/** A tool call that did not complete: `status` (`failed`, `cancelled`) is low-cardinality, as `error.type` wants. */
+function toolFailed(span: Span, status: string): void {
+  span.setAttribute('error.type', status);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: `tool call ${status}` });
 }
 
 /** Messages in the GenAI conventions' JSON form: one text part. */

@@ -61,6 +61,19 @@ const limitsSchema = z.strictObject({
     .optional(),
 });
 
+/**
+ * A URL of a server: its scheme, and parsable, so that a typo stops the start as a bad setting rather
+ * than reading as a server that cannot be reached.
+ */
+function serverUrlSchema(scheme: RegExp, message: string) {
+  return z.string().refine((url) => scheme.test(url) && URL.canParse(url), message);
+}
+
+/** A PostgreSQL URL: `databaseUrl` here, `--database-url` and `DATABASE_URL` for the CLI. */
+export const databaseUrlSchema = serverUrlSchema(/^postgres(ql)?:\/\//, 'must be a postgres:// URL');
+/** A Redis URL: `redisUrl` here, `--redis-url` and `REDIS_URL` for the CLI. */
+export const redisUrlSchema = serverUrlSchema(/^rediss?:\/\//, 'must be a redis:// URL');
+
 const agentSchema = z.strictObject({
   /** Used in URLs; default: the name in kebab-case. */
   id: z
@@ -85,7 +98,8 @@ const agentSchema = z.strictObject({
 export const configSchema = z
   .strictObject({
     port: z.number().int().min(0).max(65535).optional(),
-    host: z.string().min(1).optional(),
+    // Blank, Node would listen on every interface: nobody means that by leaving it empty.
+    host: z.string().regex(/\S/, 'must be a host name or address, not blank').optional(),
     securityKey: z
       .string()
       .min(1)
@@ -107,15 +121,9 @@ export const configSchema = z
     /** Runs kept on disk with PGlite in this directory (one process). Default: in memory. */
     dataDir: z.string().min(1).optional(),
     /** Runs kept in PostgreSQL (`postgres://user:password@host:5432/db`), shared by instances. */
-    databaseUrl: z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
-      .optional(),
+    databaseUrl: databaseUrlSchema.optional(),
     /** Cancels and live events across instances through Redis (`redis://host:6379`). */
-    redisUrl: z
-      .string()
-      .regex(/^rediss?:\/\//, 'must be a redis:// URL')
-      .optional(),
+    redisUrl: redisUrlSchema.optional(),
     /**
      * A JavaScript or TypeScript module (`./tools.js`, resolved relative to the config file) whose
      * exports are tools made with `tool()` (or arrays of them), which agents name in `tools`.

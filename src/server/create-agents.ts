@@ -55,11 +55,10 @@ export async function createAgents(
   orchestratorOptions: OrchestratorOptions = {},
 ): Promise<Agent[]> {
   const agents = config.agents ?? DEMO_AGENTS;
-  const toolsModule = config.agents
-    ? config.toolsModule === undefined
-      ? undefined
-      : await loadToolsModule(config.toolsModule)
-    : DEMO_TOOLS_MODULE;
+  // Loaded whenever the config names it, even with no agent to take its tools: one that cannot be
+  // loaded stops the start in every config alike.
+  const loaded = config.toolsModule === undefined ? undefined : await loadToolsModule(config.toolsModule);
+  const toolsModule = config.agents ? loaded : DEMO_TOOLS_MODULE;
   // Every name is checked before an orchestrator exists: a bad config starts nothing.
   const tools = agents.map((agent, index) =>
     agent.tools?.length && toolsModule ? pickTools(toolsModule, agent.tools, `agents.${index}.tools`) : [],

@@ -21,8 +21,15 @@ export async function loadToolsModule(path: string): Promise<ToolsModule> {
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     // Loaders put a code frame or a require stack after the first line: one line is enough here.
-    const firstLine = message.split('\n').find((line) => line.trim() !== '') ?? 'unknown error';
-    throw new RunstateError('INVALID_INPUT', `cannot load the tools module ${path}: ${firstLine.trim()}`, {
+    // But a first line that ends in ':' only announces what follows (esbuild, for a TypeScript
+    // module: `Transform failed with 1 error:`, then `file:line:column: ERROR: text`): the first
+    // of those lines goes with it.
+    const [first = 'unknown error', next] = message
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line !== '');
+    const summary = first.endsWith(':') && next !== undefined ? `${first} ${next}` : first;
+    throw new RunstateError('INVALID_INPUT', `cannot load the tools module ${path}: ${summary}`, {
       cause: error,
     });
   }

@@ -7,12 +7,15 @@ import { connect, type AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runMachine } from '../../machines/run.machine.js';
+import { z } from 'zod';
 import { createFakeModel } from '../../src/testing/fake-model.js';
+import { tool } from '../../src/tools/tool.js';
 import { createInspector, machineGraph, type FeedMessage, type RunSummary } from '../../src/inspect/index.js';
 import { ROOT, spawnCli } from '../support/cli-process.js';
 import { startInspectorServer, type InspectorServer } from '../support/inspector-server.js';
 import { listen } from '../support/listen.js';
 import { rawRequest } from '../support/app.js';
+import { collect } from '../support/collect.js';
 
 let server: InspectorServer | undefined;
 afterEach(async () => {
@@ -234,6 +237,36 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
       { detail: 'the run id is not valid percent-encoding', code: 'INVALID_INPUT' },
     ]);
     expect((await fetch(`${server.url}/inspect/graph.json`)).status).toBe(200);
+  });
+
+  it('cancels a paused run (200), as the AgentOS route does: its waiting call ends cancelled', async () => {
+    const publish = tool({
+      name: 'publish',
+      description: 'Publishes once a person confirms it',
+      parameters: z.object({}),
+      requiresConfirmation: true,
+      execute: () => 'published',
+    });
+    const model = createFakeModel({ onCall: (call) => call.callTools([{ id: 'call_p', name: 'publish' }]) });
+    server = await startInspectorServer({ model, inspector: { cancelRoute: 'inspector' } });
+    const run = server.orchestrator.startRun({
+      agentId: 'publisher',
+      agentName: 'Publisher',
+      model,
+      input: 'publish it',
+      tools: [publish],
+    });
+    // Its events end at RunPaused: the run waits for a person.
+    expect((await collect(run.events())).at(-1)?.event).toBe('RunPaused');
+    expect(server.inspector.listRuns().find((summary) => summary.run_id === run.runId)?.status).toBe(
+      'paused',
+    );
+
+    const answer = await fetch(`${server.url}/inspect/runs/${run.runId}/cancel`, { method: 'POST' });
+    expect([answer.status, await answer.json()]).toEqual([200, { run_id: run.runId, status: 'cancelled' }]);
+    const output = await server.orchestrator.result(run.runId);
+    expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(output.tools.map((call) => call.status)).toEqual(['cancelled']);
   });
 
   it('answers 400 to a request target that is no URL (fetch cannot send one: a raw socket does)', async () => {

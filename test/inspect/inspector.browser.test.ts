@@ -4,12 +4,17 @@
  */
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
+import type { ChatModel } from '../../src/model/chat-model.js';
 import { OfflineModel } from '../../src/model/offline-model.js';
+import { tool, type Tool } from '../../src/tools/tool.js';
+import { createFakeModel } from '../../src/testing/fake-model.js';
 import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createApp } from '../../src/server/index.js';
 import { createInspector, type Inspector } from '../../src/inspect/index.js';
 import { CHROMIUM, CHROMIUM_ARGS, hasChromium, openPage, tempProfile } from '../support/chromium.js';
+import { collect } from '../support/collect.js';
 import { startInspectorServer } from '../support/inspector-server.js';
 import { listen } from '../support/listen.js';
 
@@ -132,13 +137,17 @@ async function activeStates(page: Page): Promise<string[]> {
 }
 
 /** createApp's app with the inspector mounted as `runstate serve` mounts it (`mount` option). */
-async function startAppWithInspector(securityKey = ''): Promise<Target> {
+async function startAppWithInspector(
+  securityKey = '',
+  { model, tools }: { model?: ChatModel; tools?: Tool[] } = {},
+): Promise<Target> {
   const inspector: Inspector = createInspector();
   const orchestrator = createOrchestrator();
   inspector.attach(orchestrator);
   const agent = new Agent({
     name: 'StorytellerAgent',
-    model: new OfflineModel({ tokensPerSecond: 20 }),
+    model: model ?? new OfflineModel({ tokensPerSecond: 20 }),
+    tools,
     orchestrator,
   });
   const runstate = createApp({ agents: [agent], securityKey, mount: { '/inspect': inspector.handler } });
@@ -196,6 +205,48 @@ describe.skipIf(!hasChromium)(title, () => {
     const target = await startAppWithInspector('browser-test-key');
     try {
       await cancelFromThePage(target, 'browser-test-key');
+    } finally {
+      await target.close();
+    }
+  });
+
+  it('counts a paused run as active and cancels it through the server’s cancel route', async () => {
+    const publish = tool({
+      name: 'publish_note',
+      description: 'Publishes a note once a person confirms it',
+      parameters: z.object({}),
+      requiresConfirmation: true,
+      execute: () => 'published',
+    });
+    const model = createFakeModel({
+      onCall: (call) => call.callTools([{ id: 'call_p', name: 'publish_note' }]),
+    });
+    const target = await startAppWithInspector('', { model, tools: [publish] });
+    try {
+      const { page, errors } = await openPage(context);
+      await page.goto(`${target.url}/inspect/`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      const run = target.agent.run('Publish a note', { stream: true });
+      // Its stream ends at RunPaused: the run waits for a person.
+      expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+      const item = page.locator(`[data-run-id="${run.runId}"]`);
+      await item.click();
+      await statusIs(page, 'paused');
+      await page.locator('#chart g.node.active[data-path="paused"]').waitFor();
+      await page.locator('#counts', { hasText: /^1 active · 0 finished$/ }).waitFor();
+      expect(await page.locator('#cancel').isEnabled()).toBe(true);
+
+      await page.locator('#cancel').click();
+      await statusIs(page, 'cancelled');
+      await item.locator('.pill', { hasText: 'cancelled' }).waitFor();
+      await page.locator('#counts', { hasText: /^0 active · 1 finished$/ }).waitFor();
+      expect(await page.locator('#notice').textContent()).toContain('Cancel accepted');
+      expect(await target.orchestrator.result(run.runId)).toMatchObject({
+        status: 'cancelled',
+        cancel_reason: 'api',
+      });
+      expect(errors).toEqual([]);
+      await page.close();
     } finally {
       await target.close();
     }

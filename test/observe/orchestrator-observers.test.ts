@@ -13,8 +13,9 @@ import { RunstateError } from '../../src/errors.js';
 import { createPrometheusMetrics, createRunTracer } from '../../src/observe/index.js';
 import { z } from 'zod';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
-import { tool } from '../../src/index.js';
-import { createFakeModel } from '../../src/testing/index.js';
+import { tool, type Tool } from '../../src/index.js';
+import { createFakeModel, type FakeModelOptions } from '../../src/testing/index.js';
+import { collect } from '../support/collect.js';
 import { sample } from '../support/notices.js';
 
 const exporter = new InMemorySpanExporter();
@@ -36,9 +37,35 @@ const broken = tool({
   },
 });
 
-function setup(options: Parameters<typeof createOrchestrator>[0] = {}) {
+const publish = tool({
+  name: 'publish',
+  description: 'Publishes once a person confirms it',
+  parameters: z.object({}),
+  requiresConfirmation: true,
+  execute: () => 'published',
+});
+
+/** A tool whose call runs until its run is cancelled; `running` resolves once it runs. */
+function untilCancelled(name: string) {
+  let started = () => {};
+  const running = new Promise<void>((resolve) => (started = resolve));
+  const held = tool({
+    name,
+    description: `${name}, runs until cancelled`,
+    parameters: z.object({}),
+    execute: (_args, { signal }) => {
+      started();
+      return new Promise((_resolve, reject) =>
+        signal.addEventListener('abort', () => reject(new Error(`${name} aborted`)), { once: true }),
+      );
+    },
+  });
+  return { tool: held, running };
+}
+
+function setup(options: Parameters<typeof createOrchestrator>[0] = {}, modelOptions: FakeModelOptions = {}) {
   exporter.reset();
-  const model = createFakeModel();
+  const model = createFakeModel(modelOptions);
   // No backoff: the retry starts as soon as the machine schedules it.
   const orchestrator = createOrchestrator({
     limits: { retry: { baseDelayMs: 0, maxDelayMs: 0 } },
@@ -48,8 +75,8 @@ function setup(options: Parameters<typeof createOrchestrator>[0] = {}) {
   // As createApp subscribes them: neither needs the causes of state changes, so runs go uninspected.
   orchestrator.subscribe(metrics.listener, { causes: false });
   orchestrator.subscribe(createRunTracer({ tracerProvider: provider }).listener, { causes: false });
-  const start = (input = 'Tell me a story') =>
-    orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input, tools: [add, broken] });
+  const start = (input = 'Tell me a story', tools: Tool[] = [add, broken]) =>
+    orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input, tools });
   return { model, orchestrator, metrics, start };
 }
 
@@ -126,5 +153,79 @@ describe('observers of a real orchestrator', () => {
     expect(
       sample(text, 'runstate_tool_calls_total', { agent: 'writer', tool: 'broken', status: 'failed' }),
     ).toBe(1);
+  });
+
+  it('see a tool call cancelled with its run (only RunCancelled comes): counted cancelled once, its span an error', async () => {
+    const { model, orchestrator, metrics, start } = setup();
+    const slow = untilCancelled('slow');
+    const run = start('Search slowly', [slow.tool]);
+    (await model.nextCall()).callTools([{ id: 'call_s', name: 'slow' }]);
+    await slow.running;
+    expect(orchestrator.cancelRun(run.runId, 'api')).toBe(true);
+    expect((await run.result).tools.map((call) => call.status)).toEqual(['cancelled']);
+
+    const text = await metrics.registry.metrics();
+    const labels = { agent: 'writer', tool: 'slow' };
+    expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'cancelled' })).toBe(1);
+    expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'failed' })).toBeUndefined();
+    const spans = exporter.getFinishedSpans();
+    const [call] = spans.filter((span) => span.name === 'execute_tool slow');
+    expect([call?.status.code, call?.attributes['error.type']]).toEqual([SpanStatusCode.ERROR, 'cancelled']);
+    // The run's cancel is no error: only the call that it cut short is.
+    const [agent] = spans.filter((span) => span.name === 'invoke_agent Writer');
+    expect(agent?.status.code).toBe(SpanStatusCode.UNSET);
+  });
+
+  it('see a paused run cancelled: the calls it waited with are counted cancelled', async () => {
+    const { model, orchestrator, metrics, start } = setup();
+    const run = start('Add, then publish', [add, publish]);
+    (await model.nextCall()).callTools([
+      { id: 'call_a', name: 'add', arguments: { a: 1, b: 2 } },
+      { id: 'call_p', name: 'publish' },
+    ]);
+    // Its stream ends at RunPaused.
+    expect((await collect(run.events())).at(-1)?.event).toBe('RunPaused');
+    let text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'paused' })).toBe(1);
+    expect(orchestrator.cancelRun(run.runId, 'api')).toBe(true);
+    const output = await orchestrator.result(run.runId);
+    expect(output.tools.map((call) => call.status)).toEqual(['cancelled', 'cancelled']);
+
+    text = await metrics.registry.metrics();
+    expect(sample(text, 'runstate_runs_active', { state: 'paused' })).toBe(0);
+    for (const name of ['add', 'publish']) {
+      expect(
+        sample(text, 'runstate_tool_calls_total', { agent: 'writer', tool: name, status: 'cancelled' }),
+      ).toBe(1);
+    }
+  });
+
+  it('see a call a person rejected counted `rejected`', async () => {
+    const { model, orchestrator, metrics, start } = setup();
+    const run = start('Publish it', [publish]);
+    (await model.nextCall()).callTools([{ id: 'call_p', name: 'publish' }]);
+    await collect(run.events());
+    const agent = { agentId: 'writer', agentName: 'Writer', model, tools: [publish] };
+    await orchestrator.continueRun(run.runId, [{ tool_call_id: 'call_p', confirmed: false }], agent);
+    (await model.nextCall()).end();
+    expect((await orchestrator.result(run.runId)).status).toBe('completed');
+
+    const text = await metrics.registry.metrics();
+    const labels = { agent: 'writer', tool: 'publish' };
+    expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'rejected' })).toBe(1);
+    expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'cancelled' })).toBeUndefined();
+  });
+
+  it("name an OpenAI model's provider as the GenAI conventions do: openai", async () => {
+    const { model, start } = setup({}, { id: 'gpt-5-mini', provider: 'OpenAI' });
+    const run = start();
+    (await model.nextCall()).end();
+    // On the wire it stays Agno's name.
+    expect((await run.result).model_provider).toBe('OpenAI');
+    const spans = exporter.getFinishedSpans();
+    expect(spans.map((span) => [span.name, span.attributes['gen_ai.provider.name']])).toEqual([
+      ['chat gpt-5-mini', 'openai'],
+      ['invoke_agent Writer', 'openai'],
+    ]);
   });
 });

@@ -173,6 +173,37 @@ describe('OpenTelemetry traces of runs', () => {
     expect(traffic.attributes['error.type']).toBe('failed');
   });
 
+  it('marks a tool call cut short by its run’s cancel (no ToolCallCompleted comes) as an error, `cancelled`', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.state({ streaming: 'tools' }, { type: 'DONE' });
+    run.event({
+      event: 'ToolCallStarted',
+      tool: {
+        tool_call_id: 'call-slow',
+        tool_name: 'slow_search',
+        tool_args: {},
+        result: null,
+        content: null,
+        tool_call_error: false,
+        status: 'running',
+        requires_confirmation: false,
+        confirmed: null,
+        confirmation_note: null,
+        metrics: { start_time: 1_700_000_001, end_time: null, duration: null },
+        created_at: 1_700_000_001,
+      },
+    });
+    run.cancel('api');
+
+    const spans = takeSpans();
+    const call = only(spans, 'execute_tool slow_search');
+    expect(call.status).toEqual({ code: SpanStatusCode.ERROR, message: 'tool call cancelled' });
+    expect(call.attributes['error.type']).toBe('cancelled');
+    expect(only(spans, 'invoke_agent Story Writer Agent').status.code).toBe(SpanStatusCode.UNSET);
+  });
+
   it('records no message content unless told to', () => {
     const secret = 'my password is hunter2';
     const quiet = createRunTracer({ tracerProvider: provider });

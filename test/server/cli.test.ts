@@ -57,6 +57,39 @@ describe('runstate serve', () => {
     expect(run.output().stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
 
+  it('refuses a blank --host (Node would listen on every interface), in one line, exit code 2', async () => {
+    for (const host of ['', ' ']) {
+      const run = spawnCli(['serve', '--port', '0', '--host', host]);
+      expect(await run.exit).toBe(2);
+      const { stderr, stdout } = run.output();
+      expect(stderr).toBe(`runstate: --host must be a host name or address, got '${host}'\n`);
+      expect(stdout).not.toContain('listening');
+    }
+  });
+
+  it('refuses a database or Redis URL that is none before connecting, naming the flag or variable, exit code 2', async () => {
+    const cases: [string[], Record<string, string>, string][] = [
+      [['--database-url', 'notaurl'], {}, '--database-url must be a postgres:// URL'],
+      [[], { DATABASE_URL: 'garbage' }, 'DATABASE_URL must be a postgres:// URL'],
+      // The scheme is right, the port is out of range: no URL either.
+      [
+        ['--database-url', 'postgres://u:pw@127.0.0.1:99999/db'],
+        {},
+        '--database-url must be a postgres:// URL',
+      ],
+      [
+        ['--database-url', 'postgres://127.0.0.1:1/db', '--redis-url', 'garbage'],
+        {},
+        '--redis-url must be a redis:// URL',
+      ],
+    ];
+    for (const [flags, env, message] of cases) {
+      const run = spawnCli(['serve', '--port', '0', ...flags], env);
+      expect(await run.exit).toBe(2);
+      expect(run.output().stderr).toBe(`runstate: ${message}\n`);
+    }
+  });
+
   it('serves the demo agents, prints the URL and curl commands, and shuts down on SIGTERM with exit 0', async () => {
     const run = spawnCli(['serve', '--port', '0'], { PORT: '1' }); // the flag wins over PORT
     const url = await run.listening();
@@ -128,6 +161,19 @@ describe('the runstate command line', () => {
     const { stderr } = run.output();
     expect(stderr).toMatch(/^runstate: run needs a message: runstate run "<message>"/);
     expect(stderr).toContain('first agent of the config file (story-writer-agent when it declares none)');
+  });
+
+  it('refuses a flag of the other command, naming the flag and the command, exit code 2', async () => {
+    const cases: [string[], string][] = [
+      [['serve', '--agent', 'x'], '--agent does not apply to serve (it is an option of run)'],
+      [['run', 'hi', '--data-dir', 'runs'], '--data-dir does not apply to run (it is an option of serve)'],
+      [['run', 'hi', '-p', '7777'], '--port does not apply to run (it is an option of serve)'],
+    ];
+    for (const [args, message] of cases) {
+      const run = spawnCli(args);
+      expect(await run.exit).toBe(2);
+      expect(run.output()).toEqual({ stdout: '', stderr: `runstate: ${message}\n` });
+    }
   });
 
   it('names an offline model once in the banner, without the OpenAI hint it does not need', async () => {

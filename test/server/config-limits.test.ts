@@ -84,6 +84,26 @@ describe('run limits in the config file', () => {
   });
 });
 
+describe('server settings in the config file', () => {
+  it('refuses a blank host: Node would listen on every interface', () => {
+    for (const host of ['', '  ']) {
+      expect(() => parseConfig(JSON.stringify({ host }), 'c.json')).toThrow(
+        /\n {2}host: must be a host name or address, not blank$/,
+      );
+    }
+    expect(parseConfig(JSON.stringify({ host: '0.0.0.0' }), 'c.json').host).toBe('0.0.0.0');
+  });
+
+  it('refuses database and Redis URLs that do not parse, once per field', () => {
+    const config = { databaseUrl: 'postgres://u:pw@db:99999/runs', redisUrl: 'redis://[' };
+    expect(() => parseConfig(JSON.stringify(config), 'c.json')).toThrow(
+      'invalid config file c.json:\n  databaseUrl: must be a postgres:// URL\n  redisUrl: must be a redis:// URL',
+    );
+    const good = { databaseUrl: 'postgresql://u:pw@db:5432/runs', redisUrl: 'rediss://cache:6380' };
+    expect(parseConfig(JSON.stringify(good), 'c.json')).toMatchObject(good);
+  });
+});
+
 describe('model options in the config file', () => {
   it('sends temperature, maxTokens (as maxTokensField) and extraBody to the model server', async () => {
     const fake = await createFakeOpenAIServer();

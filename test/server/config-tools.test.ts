@@ -76,6 +76,28 @@ describe('tools named in the config file', () => {
     expect(stdout).not.toContain('listening');
   });
 
+  it('refuses a TypeScript module with a syntax error in one line that says what and where (esbuild’s first error)', async () => {
+    const path = await configWithModule('export const broken = ;\n', ['broken'], 'syntax.ts');
+    const run = spawnCli(['serve', '--port', '0', '--config', path]);
+    expect(await run.exit).toBe(2);
+    const module = path.replace('runstate.config.json', 'syntax.ts');
+    expect(run.output().stderr).toBe(
+      `runstate: cannot load the tools module ${module}: Transform failed with 1 error: ${module}:1:22: ERROR: Unexpected ";"\n`,
+    );
+  });
+
+  it('refuses a tools module that does not load also when the config declares no agents (the demo agents)', async () => {
+    const path = await configWithModule('', []);
+    const missing = JSON.stringify({ port: 0, toolsModule: './nope.ts' });
+    expect(await refusal(path, missing)).toMatch(/^cannot load the tools module \S+nope\.ts: /);
+    await writeFile(path, missing);
+    const run = spawnCli(['serve', '--config', path]);
+    expect(await run.exit).toBe(2);
+    const { stderr, stdout } = run.output();
+    expect(stderr).toMatch(/^runstate: cannot load the tools module \S+nope\.ts: .+\n$/);
+    expect(stdout).not.toContain('listening');
+  });
+
   it('names a tool by its name or by its export, takes arrays of tools, and refuses one tool named twice', async () => {
     const source = new URL('../../src/index.ts', import.meta.url).href;
     const zod = new URL('../../node_modules/zod/index.js', import.meta.url).href;

@@ -4,7 +4,10 @@
 /* global ELK */
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
-const ACTIVE = new Set(['pending', 'streaming']);
+// Any other status is active: `pending`, `streaming`, and `paused` (waiting for a person to confirm
+// tool calls, it can still be cancelled).
+const FINAL = new Set(['completed', 'cancelled', 'failed']);
+const isActive = (status) => !FINAL.has(status);
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -340,7 +343,7 @@ function removeRun(runId) {
 function afterRunsChanged() {
   $('runs-empty').hidden = state.runs.size > 0;
   let active = 0;
-  for (const { summary } of state.runs.values()) if (ACTIVE.has(summary.status)) active++;
+  for (const { summary } of state.runs.values()) if (isActive(summary.status)) active++;
   $('counts').textContent = `${active} active · ${state.runs.size - active} finished`;
   if (!state.selected && state.runs.size > 0) {
     // Nothing chosen yet: follow the newest run.
@@ -411,7 +414,7 @@ function renderDuration() {
 function renderCancel(summary) {
   const button = $('cancel');
   const needsAgent = state.cancelUrl.includes('{agent_id}');
-  const active = ACTIVE.has(summary.status);
+  const active = isActive(summary.status);
   button.disabled = state.cancelling || !active || (needsAgent && !summary.agent_id);
   button.title = active && needsAgent && !summary.agent_id ? 'The run’s agent is unknown: attach the orchestrator' : '';
 }
@@ -497,7 +500,7 @@ function renderLiveChunks(summary) {
   const list = $('log');
   let live = list.querySelector('.live');
   const pending = summary.chunks - detail.loggedChunks;
-  if (pending <= 0 || !ACTIVE.has(summary.status)) {
+  if (pending <= 0 || !isActive(summary.status)) {
     live?.remove();
     return;
   }
