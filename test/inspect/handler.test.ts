@@ -7,15 +7,14 @@ import { connect, type AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runMachine } from '../../machines/run.machine.js';
-import { z } from 'zod';
 import { createFakeModel } from '../../src/testing/fake-model.js';
-import { tool } from '../../src/tools/tool.js';
 import { createInspector, machineGraph, type FeedMessage, type RunSummary } from '../../src/inspect/index.js';
 import { ROOT, spawnCli } from '../support/cli-process.js';
 import { startInspectorServer, type InspectorServer } from '../support/inspector-server.js';
 import { listen } from '../support/listen.js';
 import { rawRequest } from '../support/app.js';
 import { collect } from '../support/collect.js';
+import { confirmingTool } from '../support/confirming-tool.js';
 
 let server: InspectorServer | undefined;
 afterEach(async () => {
@@ -240,13 +239,7 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
   });
 
   it('cancels a paused run (200), as the AgentOS route does: its waiting call ends cancelled', async () => {
-    const publish = tool({
-      name: 'publish',
-      description: 'Publishes once a person confirms it',
-      parameters: z.object({}),
-      requiresConfirmation: true,
-      execute: () => 'published',
-    });
+    const publish = confirmingTool();
     const model = createFakeModel({ onCall: (call) => call.callTools([{ id: 'call_p', name: 'publish' }]) });
     server = await startInspectorServer({ model, inspector: { cancelRoute: 'inspector' } });
     const run = server.orchestrator.startRun({

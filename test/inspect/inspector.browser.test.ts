@@ -4,17 +4,17 @@
  */
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
 import type { ChatModel } from '../../src/model/chat-model.js';
 import { OfflineModel } from '../../src/model/offline-model.js';
-import { tool, type Tool } from '../../src/tools/tool.js';
+import type { Tool } from '../../src/tools/tool.js';
 import { createFakeModel } from '../../src/testing/fake-model.js';
 import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createApp } from '../../src/server/index.js';
 import { createInspector, type Inspector } from '../../src/inspect/index.js';
 import { CHROMIUM, CHROMIUM_ARGS, hasChromium, openPage, tempProfile } from '../support/chromium.js';
 import { collect } from '../support/collect.js';
+import { confirmingTool } from '../support/confirming-tool.js';
 import { startInspectorServer } from '../support/inspector-server.js';
 import { listen } from '../support/listen.js';
 
@@ -211,13 +211,7 @@ describe.skipIf(!hasChromium)(title, () => {
   });
 
   it('counts a paused run as active and cancels it through the server’s cancel route', async () => {
-    const publish = tool({
-      name: 'publish_note',
-      description: 'Publishes a note once a person confirms it',
-      parameters: z.object({}),
-      requiresConfirmation: true,
-      execute: () => 'published',
-    });
+    const publish = confirmingTool('publish_note');
     const model = createFakeModel({
       onCall: (call) => call.callTools([{ id: 'call_p', name: 'publish_note' }]),
     });

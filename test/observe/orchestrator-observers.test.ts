@@ -16,6 +16,7 @@ import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { tool, type Tool } from '../../src/index.js';
 import { createFakeModel, type FakeModelOptions } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
+import { confirmingTool } from '../support/confirming-tool.js';
 import { sample } from '../support/notices.js';
 
 const exporter = new InMemorySpanExporter();
@@ -37,13 +38,7 @@ const broken = tool({
   },
 });
 
-const publish = tool({
-  name: 'publish',
-  description: 'Publishes once a person confirms it',
-  parameters: z.object({}),
-  requiresConfirmation: true,
-  execute: () => 'published',
-});
+const publish = confirmingTool();
 
 /** A tool whose call runs until its run is cancelled; `running` resolves once it runs. */
 function untilCancelled(name: string) {

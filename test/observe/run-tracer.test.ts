@@ -177,24 +177,7 @@ describe('OpenTelemetry traces of runs', () => {
     const tracer = createRunTracer({ tracerProvider: provider });
     const run = playRun(tracer.listener);
     run.state({ streaming: { attempt: 'requesting' } });
-    run.state({ streaming: 'tools' }, { type: 'DONE' });
-    run.event({
-      event: 'ToolCallStarted',
-      tool: {
-        tool_call_id: 'call-slow',
-        tool_name: 'slow_search',
-        tool_args: {},
-        result: null,
-        content: null,
-        tool_call_error: false,
-        status: 'running',
-        requires_confirmation: false,
-        confirmed: null,
-        confirmation_note: null,
-        metrics: { start_time: 1_700_000_001, end_time: null, duration: null },
-        created_at: 1_700_000_001,
-      },
-    });
+    run.startTool('slow_search', {});
     run.cancel('api');
 
     const spans = takeSpans();

@@ -4,7 +4,6 @@ import { describe, expect, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
 import type { ErrorCode } from '../../machines/run-types.js';
 import type { PausedRunOutput, RunEvent, RunOutput, RunRecord, SessionRecord } from '../../src/index.js';
-import { Agent, createOrchestrator, tool } from '../../src/index.js';
 import type { AgentJson } from '../../src/server/index.js';
 import {
   createOpenApiDocument,
@@ -23,8 +22,8 @@ import {
   sessionPage,
   sessionRecord,
 } from '../../src/server/openapi-schemas.js';
-import { createFakeModel, nextTurn } from '../../src/testing/index.js';
-import { postRun, serve, serveFake } from '../support/app.js';
+import { nextTurn } from '../../src/testing/index.js';
+import { postRun, serveConfirmingAgent, serveFake } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
 /** Every `METHOD /path` the express app routes, read from its router (the mounted routers' routes). */
@@ -108,21 +107,6 @@ async function expectDocumented(
   const result = documented(document, listed?.content?.['application/json']?.schema).safeParse(body);
   expect(result.error, `${route} answered ${JSON.stringify(body).slice(0, 300)}`).toBeUndefined();
   return body;
-}
-
-/** An agent whose `publish` tool pauses its runs until a person confirms the call. */
-async function serveConfirmingAgent() {
-  const publish = tool({
-    name: 'publish',
-    description: 'Publishes a post',
-    parameters: z.object({}),
-    execute: () => 'published',
-    requiresConfirmation: true,
-  });
-  const model = createFakeModel();
-  const agent = new Agent({ name: 'Editor', model, tools: [publish], orchestrator: createOrchestrator() });
-  const server = await serve({ agents: [agent] });
-  return { model, url: server.url, agentUrl: `${server.url}/agents/editor` };
 }
 
 describe('GET /openapi.json', () => {

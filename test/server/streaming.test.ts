@@ -1,12 +1,11 @@
 import { Writable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { Agent, createOrchestrator, tool, type PausedRunOutput, type RunEvent } from '../../src/index.js';
+import type { PausedRunOutput, RunEvent } from '../../src/index.js';
 import { MemoryEventLog } from '../../src/runtime/event-log.js';
 import { sendEventStream, sseFrame } from '../../src/server/sse.js';
-import { checkRunEvents, createFakeModel, nextTurn } from '../../src/testing/index.js';
-import { postRun, serve, serveFake } from '../support/app.js';
+import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
+import { postRun, serveConfirmingAgent, serveFake } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
 describe('a streamed run (POST /agents/:agent_id/runs)', () => {
@@ -154,21 +153,6 @@ describe('a client that disconnects from a streamed run', () => {
     expect(replay.map((frame) => frame.data.seq)).toEqual([3, 4]);
   });
 });
-
-/** An agent whose `publish` tool pauses its runs for a confirmation. */
-async function serveConfirmingAgent() {
-  const publish = tool({
-    name: 'publish',
-    description: 'Publishes a post',
-    parameters: z.object({}),
-    execute: () => 'published',
-    requiresConfirmation: true,
-  });
-  const model = createFakeModel();
-  const agent = new Agent({ name: 'Editor', model, tools: [publish], orchestrator: createOrchestrator() });
-  const server = await serve({ agents: [agent] });
-  return { model, agent, agentUrl: `${server.url}/agents/editor` };
-}
 
 describe('a client that leaves before a non-streamed answer', () => {
   it('cancels the run (reason client_disconnect) by default', async () => {

@@ -8,6 +8,7 @@ import { Agent, createOrchestrator, type OrchestratorOptions } from '../../src/i
 import type { ChatModel } from '../../src/model/chat-model.js';
 import { createApp, startServer, type CreateAppOptions, type RunstateApp } from '../../src/server/index.js';
 import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
+import { confirmingTool } from './confirming-tool.js';
 
 /** A started test server. */
 export interface TestServer {
@@ -38,6 +39,19 @@ export function twoAgents(model: ChatModel = createFakeModel(), options: Orchest
     new Agent({ name: 'Story Writer Agent', description: 'Writes stories.', model, orchestrator }),
     new Agent({ name: 'Essay Writer Agent', model, orchestrator }),
   ];
+}
+
+/** A server with one agent, `editor`, whose `publish` tool pauses its runs until a person confirms the call. */
+export async function serveConfirmingAgent() {
+  const model = createFakeModel();
+  const agent = new Agent({
+    name: 'Editor',
+    model,
+    tools: [confirmingTool()],
+    orchestrator: createOrchestrator(),
+  });
+  const server = await serve({ agents: [agent] });
+  return { model, agent, url: server.url, agentUrl: `${server.url}/agents/editor` };
 }
 
 /** A server with {@link twoAgents} on a fake model the test drives. */

@@ -19,6 +19,8 @@ export interface PlayedRun {
   cancel(reason: CancelReason): RunOutput;
   /** A tool call between model turns: `streaming.tools`, ToolCallStarted, ToolCallCompleted. */
   tool(name: string, outcome?: { error?: boolean; args?: Record<string, unknown>; result?: string }): void;
+  /** A tool call that starts and is still running: `streaming.tools`, ToolCallStarted. */
+  startTool(name: string, args?: Record<string, unknown>): ToolExecution;
   fail(code: ErrorCode): RunOutput;
 }
 
@@ -94,6 +96,20 @@ export function playRun(
       return output;
     },
     tool(name, { error = false, args = { city: 'Paris' }, result = 'sunny' } = {}) {
+      const tool = played.startTool(name, args);
+      const text = error ? 'the tool failed' : result;
+      const done: ToolExecution = {
+        ...tool,
+        result: text,
+        content: text,
+        tool_call_error: error,
+        status: error ? 'failed' : 'completed',
+        metrics: { start_time: 1_700_000_001, end_time: 1_700_000_002, duration: 1 },
+      };
+      played.event({ event: 'ToolCallCompleted', tool: done });
+      if (error) played.event({ event: 'ToolCallError', tool: done, error: text });
+    },
+    startTool(name, args = { city: 'Paris' }) {
       played.state({ streaming: 'tools' }, { type: 'DONE' });
       const tool: ToolExecution = {
         tool_call_id: `call-${++counter}`,
@@ -110,17 +126,7 @@ export function playRun(
         created_at: 1_700_000_001,
       };
       played.event({ event: 'ToolCallStarted', tool });
-      const text = error ? 'the tool failed' : result;
-      const done: ToolExecution = {
-        ...tool,
-        result: text,
-        content: text,
-        tool_call_error: error,
-        status: error ? 'failed' : 'completed',
-        metrics: { start_time: 1_700_000_001, end_time: 1_700_000_002, duration: 1 },
-      };
-      played.event({ event: 'ToolCallCompleted', tool: done });
-      if (error) played.event({ event: 'ToolCallError', tool: done, error: text });
+      return tool;
     },
     cancel(reason) {
       const output = finish('cancelled', { cancel_reason: reason });
