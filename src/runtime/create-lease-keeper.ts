@@ -8,7 +8,10 @@ export interface LeaseKeeperOptions {
   leases: RunLeases;
   /** Receives the terminal event of each orphan this instance finalised (to publish it). */
   onFinished?: (event: RunEvent) => void;
-  /** Renewals and sweeps that failed (an outage); they are tried again on the next tick. */
+  /**
+   * Renewals and sweeps that failed (an outage). A sweep is tried again on its next tick; a renewal
+   * soon after (see {@link createLeaseKeeper}), as often as it fails.
+   */
   onError?: (error: unknown) => void;
   /**
    * This instance could not renew its lease for `leases.leaseMs` (cut off from the database, or
@@ -75,27 +78,33 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
     armLapse(sent + leaseMs);
   }
 
-  /** Runs `task` every `everyMs`, never two at once, until stopped. */
-  function every(everyMs: number, task: () => Promise<unknown>): void {
+  /**
+   * Runs `task` every `everyMs`, never two at once, until stopped; `retryMs` after a try that failed.
+   */
+  function every(everyMs: number, task: () => Promise<unknown>, retryMs = everyMs): void {
     const tick = () => {
       timers.delete(timer);
       if (!running) return;
+      let failed = false;
       const done = task()
-        .catch(onError)
+        .catch((error: unknown) => {
+          failed = true;
+          onError(error);
+        })
         .finally(() => {
           pending.delete(done);
-          if (running) schedule();
+          if (running) schedule(failed ? retryMs : everyMs);
         });
       pending.add(done);
     };
     let timer: NodeJS.Timeout;
-    const schedule = () => {
-      timer = setTimeout(tick, everyMs);
+    const schedule = (delayMs: number) => {
+      timer = setTimeout(tick, delayMs);
       // A lease must not keep a process alive that has nothing else to do.
       timer.unref();
       timers.add(timer);
     };
-    schedule();
+    schedule(everyMs);
   }
 
   async function finish(runId: string, outcome: Parameters<RunLeases['finishOrphan']>[1]) {
@@ -113,8 +122,15 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
   return {
     async start() {
       running = true;
-      // Scheduled first: should the first renewal fail, the next ones still come.
-      every(Math.max(1, Math.floor(leaseMs / 3)), renew);
+      // Scheduled first: should the first renewal fail, the next ones still come. A renewal that
+      // failed is tried again within a second (a fifteenth of a short lease), not a third of the
+      // lease later: two failures a third apart would let the lease lapse, all runs RUN_LOST, after
+      // an outage of barely more than a third of it, however long the database has been back.
+      every(
+        Math.max(1, Math.floor(leaseMs / 3)),
+        renew,
+        Math.max(1, Math.min(1_000, Math.floor(leaseMs / 15))),
+      );
       every(Math.max(1, Math.floor(leaseMs / 2)), sweep);
       await renew();
     },
