@@ -129,16 +129,29 @@ async function* follow(
       clearTimeout(quiet);
       wake = undefined;
       if (received.length > 0) continue;
-      for (const missed of await store.readEvents(runId, last)) {
+      // The store out of reach (an outage): the bus may still bring the events, and the store is
+      // asked again after the next quiet spell. A follower waits an outage out, as the owner does.
+      const missing = await unlessUnavailable(store.readEvents(runId, last));
+      for (const missed of missing ?? []) {
         last = missed.seq;
         const end = await ends(missed);
         yield missed;
         if (end) return;
       }
       // Forgotten meanwhile (its session deleted): nothing more will come.
-      if (!(await store.getRun(runId))) return;
+      if (missing && (await unlessUnavailable(store.getRun(runId))) === undefined) return;
     }
   } finally {
     unsubscribe();
+  }
+}
+
+/** What `read` resolves with, or `null` while the store is out of reach (`STORE_UNAVAILABLE`). */
+async function unlessUnavailable<T>(read: Promise<T>): Promise<T | null> {
+  try {
+    return await read;
+  } catch (error) {
+    if (error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE') return null;
+    throw error;
   }
 }

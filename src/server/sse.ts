@@ -60,6 +60,11 @@ export async function sendEventStream(
     else await writePulled(stream, iterator, options);
     // Over before the terminal event, and not because the events ran out: the client went away.
     if (stream.over) outcome = 'client_gone';
+  } catch (error) {
+    // The events failed (a follower's store out of reach for good): ended cleanly, the stream would
+    // look complete to its client; cut, it is an error (and a browser's EventSource reconnects).
+    res.destroy();
+    throw error;
   } finally {
     stream.end();
   }

@@ -437,6 +437,20 @@ describe('sendEventStream', () => {
     expect(runLog.size).toBe(2);
   });
 
+  it('cuts the response when the events fail, rather than end it as if the run were over', async () => {
+    const res = slowResponse([]);
+    const failure = new Error('the store is out of reach for good');
+    async function* failing() {
+      yield event(1);
+      await Promise.resolve();
+      throw failure;
+    }
+
+    await expect(sendEventStream(res, failing(), { heartbeatMs: 60_000 })).rejects.toBe(failure);
+    expect(res.destroyed).toBe(true);
+    expect(res.writableEnded).toBe(false);
+  });
+
   it('serialises an event once, whatever the number of subscribers', () => {
     const shared = event(1);
     expect(sseFrame(shared)).toBe(sseFrame(shared));
