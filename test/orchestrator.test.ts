@@ -820,6 +820,64 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     expect((await owner.requestCancel(run.runId)).status).toBe('cancelled');
   });
 
+  it('sends a cancel again each second until the owner hears it (its link to the bus was down)', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const store = createMemoryRunStore();
+    const eventBus = createMemoryEventBus();
+    const cancelBus = createMemoryCancelBus();
+    // What the other instance publishes reaches the bus, but nobody hears it while `deaf`.
+    let deaf = true;
+    const lossy = {
+      ...cancelBus,
+      publish: (...args: Parameters<typeof cancelBus.publish>) =>
+        deaf ? Promise.resolve() : cancelBus.publish(...args),
+    };
+    const owner = createOrchestrator({ store, eventBus, cancelBus });
+    const other = createOrchestrator({ store, eventBus, cancelBus: lossy });
+    const model = createFakeModel();
+    const run = owner.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'hello' });
+    await run.recorded;
+    const call = await model.nextCall();
+
+    const answer = other.requestCancel(run.runId, 'api');
+    await nextTurn();
+    expect(call.signal.aborted).toBe(false);
+    deaf = false;
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(call.signal.aborted).toBe(true);
+    expect(await answer).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    await Promise.all([owner.shutdown(), other.shutdown()]);
+  });
+
+  it('forgets nothing of a session when the bus cannot reach the owner of its run: a retry deletes it', async () => {
+    const store = createMemoryRunStore();
+    const eventBus = createMemoryEventBus();
+    const cancelBus = createMemoryCancelBus();
+    let down = true;
+    const outage = () => Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'Redis is unavailable'));
+    const flaky = {
+      ...cancelBus,
+      publish: (...args: Parameters<typeof cancelBus.publish>) =>
+        down ? outage() : cancelBus.publish(...args),
+    };
+    const owner = createOrchestrator({ store, eventBus, cancelBus });
+    const other = createOrchestrator({ store, eventBus, cancelBus: flaky });
+    const model = createFakeModel();
+    const run = owner.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'hello' });
+    await run.recorded;
+    const call = await model.nextCall();
+
+    await expect(other.deleteSession(run.sessionId)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    expect(await other.getSession(run.sessionId)).toBeDefined();
+    expect(call.signal.aborted).toBe(false);
+
+    down = false;
+    expect(await other.deleteSession(run.sessionId)).toBe(true);
+    expect(call.signal.aborted).toBe(true);
+    expect(await other.getSession(run.sessionId)).toBeUndefined();
+    await Promise.all([owner.shutdown(), other.shutdown()]);
+  });
+
   it("tells the owner before it reads the store, and the owner cancels only the named agent's run", async () => {
     const store = createMemoryRunStore();
     const buses = { cancelBus: createMemoryCancelBus(), eventBus: createMemoryEventBus() };

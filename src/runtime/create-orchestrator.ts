@@ -60,6 +60,9 @@ function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
   return merged;
 }
 
+/** How often a cancel sent to a run's owner over the bus is sent again while the run goes on. */
+const CANCEL_RESEND_MS = 1_000;
+
 /** The message of a run that ended `RUN_LOST`: the same where its owner ends it and where another instance does. */
 const LOST_MESSAGE = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
 
@@ -845,6 +848,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         record.finished_at === null && record.status === 'paused'
           ? await takeParked(runId, undefined)
           : undefined;
+      let resend: NodeJS.Timeout | undefined;
       if (taken) taken.run.cancel(reason);
       else if (record.finished_at === null) {
         // The owner acts on the bus within milliseconds; should it be gone, the run is finalised
@@ -853,8 +857,16 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         const orphan = await keeper?.cancelOrphan(runId, reason);
         const error = await refused;
         if (!orphan && error) throw error;
+        // A bus delivers only to those listening now: an owner whose link to Redis is down (while
+        // this instance's is up) does not hear it. Sent again each second until the run is final,
+        // it reaches the owner once its link is back; an owner that heard it cancels once.
+        resend = setInterval(() => void refusal(cancelBus.publish(runId, reason, agentId)), CANCEL_RESEND_MS);
       }
-      output = await result(runId);
+      try {
+        output = await result(runId);
+      } finally {
+        clearInterval(resend);
+      }
     }
     if (output.status === 'cancelled') return output;
     throw new RunstateError('RUN_ALREADY_FINISHED', `run ${runId} already finished: ${output.status}`, {
@@ -917,14 +929,17 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     },
     async deleteSession(sessionId) {
       const runs = await store.sessionRuns(sessionId);
+      // The owners of its runs on other instances are told first: with the bus out of reach this
+      // rejects (`STORE_UNAVAILABLE`) before anything is forgotten, and a retry finds the session.
+      const elsewhere = runs.filter((run) => run.finished_at === null && !registry.has(run.run_id));
+      await Promise.all(elsewhere.map((run) => cancelBus.publish(run.run_id, 'api')));
       const existed = await store.deleteSession(sessionId);
-      // The session is forgotten first: its runs' terminal events still reach their followers, but
-      // their final records are no longer stored (they would count against retention).
+      // The session is forgotten before the runs here are cancelled: their terminal events still
+      // reach their followers, but their final records are no longer stored (they would count
+      // against retention).
       const owned = [...registry.values()].filter((run) => run.identity.sessionId === sessionId);
       for (const run of owned) cancelRun(run.identity.runId, 'api');
       await Promise.all(owned.map((run) => run.result));
-      const elsewhere = runs.filter((run) => run.finished_at === null && !registry.has(run.run_id));
-      await Promise.all(elsewhere.map((run) => cancelBus.publish(run.run_id, 'api')));
       return existed;
     },
     subscribe(listener, options = {}) {
