@@ -5,31 +5,13 @@ import { createMemoryEventBus } from '../../src/runtime/memory-event-bus.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunEvent, RunRecord } from '../../src/runtime/run-events.js';
 import type { RunStore } from '../../src/runtime/storage.js';
+import { streamingRecord } from '../support/runs.js';
 
 afterEach(() => {
   vi.useRealTimers();
 });
 
-const record: RunRecord = {
-  run_id: 'run-1',
-  agent_id: 'agent',
-  agent_name: 'Agent',
-  session_id: 'session-1',
-  user_id: null,
-  run_input: 'Hi',
-  model: 'fake',
-  model_provider: 'fake',
-  created_at: 1_800_000_000,
-  status: 'streaming',
-  content: '',
-  reasoning_content: '',
-  finish_reason: null,
-  metrics: null,
-  error: null,
-  cancel_reason: null,
-  tools: [],
-  finished_at: null,
-};
+const record: RunRecord = streamingRecord();
 const base = {
   run_id: 'run-1',
   agent_id: 'agent',

@@ -13,6 +13,7 @@ import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
 import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
 import type { RunStore } from '../../src/runtime/storage.js';
 import { createTempDir, createTestDatabase, type TestDatabase } from '../support/databases.js';
+import { streamingRecord } from '../support/runs.js';
 
 type StoreOptions = Omit<SqlRunStoreOptions, 'db'> & {
   /** SQL backends: the store's database seen through this (to count or alter statements). */
@@ -125,24 +126,12 @@ const now = () => clock;
 function record(
   fields: Partial<RunRecord> & { run_id: string; session_id: string; agent_id: string },
 ): RunRecord {
-  return {
-    agent_name: 'Agent',
-    user_id: null,
+  return streamingRecord({
     run_input: 'Hello there',
-    model: 'fake',
-    model_provider: 'fake',
     created_at: Math.floor(clock / 1000),
     status: 'pending',
-    content: '',
-    reasoning_content: '',
-    finish_reason: null,
-    metrics: null,
-    error: null,
-    cancel_reason: null,
-    tools: [],
-    finished_at: null,
     ...fields,
-  };
+  });
 }
 
 function output(run: RunRecord, status: RunOutput['status'] = 'completed'): RunOutput {

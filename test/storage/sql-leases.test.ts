@@ -10,6 +10,7 @@ import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js
 import { openSqlDatabase, type SqlLocation } from '../../src/runtime/sql/open-sql-database.js';
 import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
 import { createTempDir, createTestDatabase } from '../support/databases.js';
+import { streamingRecord } from '../support/runs.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -35,26 +36,7 @@ function shared(db: SqlDatabase): SqlDatabase {
   };
 }
 
-const base: RunRecord = {
-  run_id: 'run-1',
-  agent_id: 'agent',
-  agent_name: 'Agent',
-  session_id: 'session-1',
-  user_id: null,
-  run_input: 'Hi',
-  model: 'fake',
-  model_provider: 'fake',
-  created_at: 1_800_000_000,
-  status: 'streaming',
-  content: '',
-  reasoning_content: '',
-  finish_reason: null,
-  metrics: null,
-  error: null,
-  cancel_reason: null,
-  tools: [],
-  finished_at: null,
-};
+const base: RunRecord = streamingRecord();
 
 function content(run: RunRecord, seq: number, text: string): RunEvent {
   const { run_id, agent_id, agent_name, session_id, created_at } = run;

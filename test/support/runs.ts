@@ -4,7 +4,7 @@
  */
 import type { ActorRefLike, AnyStateNode, InspectionEvent } from 'xstate';
 import { RunstateError } from '../../src/errors.js';
-import type { RunEvent } from '../../src/runtime/index.js';
+import type { RunEvent, RunRecord } from '../../src/runtime/index.js';
 import type { FakeModelCall, LifecycleAction, LifecyclePath } from '../../src/testing/index.js';
 import { nextTurn } from '../../src/testing/index.js';
 import { toolWireEvents } from './lifecycle-tools.js';
@@ -151,4 +151,29 @@ export function transitionKey(transition: { source: AnyStateNode; eventType: str
       : transition.source.transitions.get(transition.eventType)) ?? [];
   const index = list.findIndex((candidate) => candidate === transition);
   return `${transition.source.id} on ${transition.eventType} #${index}`;
+}
+
+/** The record of a streaming run (`run-1` of `agent` in `session-1`), every other field neutral. */
+export function streamingRecord(fields: Partial<RunRecord> = {}): RunRecord {
+  return {
+    run_id: 'run-1',
+    agent_id: 'agent',
+    agent_name: 'Agent',
+    session_id: 'session-1',
+    user_id: null,
+    run_input: 'Hi',
+    model: 'fake',
+    model_provider: 'fake',
+    created_at: 1_800_000_000,
+    status: 'streaming',
+    content: '',
+    reasoning_content: '',
+    finish_reason: null,
+    metrics: null,
+    error: null,
+    cancel_reason: null,
+    tools: [],
+    finished_at: null,
+    ...fields,
+  };
 }
