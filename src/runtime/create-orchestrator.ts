@@ -861,6 +861,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         // this instance's is up) does not hear it. Sent again each second until the run is final,
         // it reaches the owner once its link is back; an owner that heard it cancels once.
         resend = setInterval(() => void refusal(cancelBus.publish(runId, reason, agentId)), CANCEL_RESEND_MS);
+        // The wait for the run's end is what holds a caller; the timer alone keeps no process alive.
+        resend.unref();
       }
       try {
         output = await result(runId);
