@@ -820,24 +820,36 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     expect((await owner.requestCancel(run.runId)).status).toBe('cancelled');
   });
 
-  it('sends a cancel again each second until the owner hears it (its link to the bus was down)', async () => {
-    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+  /**
+   * A run streaming on `owner`, and `other` sharing its store and buses, except that each cancel
+   * `other` publishes goes through `through` (given the publish to the shared bus).
+   */
+  async function runWithOtherPublishing(through: (publish: () => Promise<void>) => Promise<void>) {
     const store = createMemoryRunStore();
     const eventBus = createMemoryEventBus();
     const cancelBus = createMemoryCancelBus();
-    // What the other instance publishes reaches the bus, but nobody hears it while `deaf`.
-    let deaf = true;
-    const lossy = {
-      ...cancelBus,
-      publish: (...args: Parameters<typeof cancelBus.publish>) =>
-        deaf ? Promise.resolve() : cancelBus.publish(...args),
-    };
     const owner = createOrchestrator({ store, eventBus, cancelBus });
-    const other = createOrchestrator({ store, eventBus, cancelBus: lossy });
+    const other = createOrchestrator({
+      store,
+      eventBus,
+      cancelBus: {
+        ...cancelBus,
+        publish: (...args: Parameters<typeof cancelBus.publish>) => through(() => cancelBus.publish(...args)),
+      },
+    });
     const model = createFakeModel();
     const run = owner.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'hello' });
     await run.recorded;
-    const call = await model.nextCall();
+    return { owner, other, run, call: await model.nextCall() };
+  }
+
+  it('sends a cancel again each second until the owner hears it (its link to the bus was down)', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    // What the other instance publishes reaches the bus, but nobody hears it while `deaf`.
+    let deaf = true;
+    const { owner, other, run, call } = await runWithOtherPublishing((publish) =>
+      deaf ? Promise.resolve() : publish(),
+    );
 
     const answer = other.requestCancel(run.runId, 'api');
     await nextTurn();
@@ -850,22 +862,10 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
   });
 
   it('forgets nothing of a session when the bus cannot reach the owner of its run: a retry deletes it', async () => {
-    const store = createMemoryRunStore();
-    const eventBus = createMemoryEventBus();
-    const cancelBus = createMemoryCancelBus();
     let down = true;
-    const outage = () => Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'Redis is unavailable'));
-    const flaky = {
-      ...cancelBus,
-      publish: (...args: Parameters<typeof cancelBus.publish>) =>
-        down ? outage() : cancelBus.publish(...args),
-    };
-    const owner = createOrchestrator({ store, eventBus, cancelBus });
-    const other = createOrchestrator({ store, eventBus, cancelBus: flaky });
-    const model = createFakeModel();
-    const run = owner.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'hello' });
-    await run.recorded;
-    const call = await model.nextCall();
+    const { owner, other, run, call } = await runWithOtherPublishing((publish) =>
+      down ? Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'Redis is unavailable')) : publish(),
+    );
 
     await expect(other.deleteSession(run.sessionId)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     expect(await other.getSession(run.sessionId)).toBeDefined();

@@ -20,7 +20,7 @@ const numberWhere = (ok: (n: number) => boolean, expected: string) =>
 const duration = numberWhere((n) => n >= 0, 'milliseconds ≥ 0');
 const positiveDuration = numberWhere((n) => n > 0, 'milliseconds > 0');
 const count = (min: number) =>
-  numberWhere((n) => (Number.isInteger(n) || n === Infinity ? n >= min : false), `a whole number ≥ ${min}`);
+  numberWhere((n) => (Number.isInteger(n) || n === Infinity) && n >= min, `a whole number ≥ ${min}`);
 
 /** Every limit of a run (`RunLimits`); a field left out or `undefined` keeps its default. */
 export const runLimitsSchema = z.strictObject({
