@@ -11,7 +11,7 @@ import {
   type RunNotice,
 } from '../src/runtime/index.js';
 import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
-import type { RunEvent } from '../src/runtime/run-events.js';
+import type { RunEvent, RunOutput } from '../src/runtime/run-events.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { counterIds } from './support/runs.js';
@@ -571,6 +571,34 @@ describe('sessions', () => {
       'My name is Ada.',
       'What is my name?',
     ]);
+  });
+
+  it('sends a turn to the next run of its session started as soon as its terminal event was read', async () => {
+    // The first run's final record reaches the store only when the test lets it.
+    const memory = createMemoryRunStore();
+    let storeFinal!: () => void;
+    const finalHeld = new Promise<void>((resolve) => (storeFinal = resolve));
+    const store = {
+      ...memory,
+      finishRun: async (record: RunOutput) => (await finalHeld, memory.finishRun(record)),
+    };
+    const { model, start } = setup({ store });
+    const first = start('My name is Ada.', { sessionId: 's1' });
+    const call = await model.nextCall();
+    call.emit('Hello Ada.');
+    call.end();
+    const events = await collect(first.events());
+    expect(events.at(-1)?.event).toBe('RunCompleted');
+    const second = start('What is my name?', { sessionId: 's1' });
+    const asked = model.nextCall();
+    storeFinal();
+    expect((await asked).messages).toEqual([
+      { role: 'user', content: 'My name is Ada.' },
+      { role: 'assistant', content: 'Hello Ada.' },
+      { role: 'user', content: 'What is my name?' },
+    ]);
+    (await asked).end();
+    await second.result;
   });
 
   it('lists and remembers only the retained runs of a session: a forgotten run is gone from both', async () => {

@@ -444,6 +444,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     waiting.delete(run.identity.runId);
     if (waiter) void run.result.then(waiter);
     const { settled, stored } = run.writer.finish(run.output!);
+    settleInSession(run.identity.sessionId, settled);
     storing.add(stored);
     void stored.then(() => {
       storing.delete(stored);
@@ -451,6 +452,26 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       registry.delete(run);
     });
     return settled;
+  }
+
+  // By session: the runs that ended here whose final records are not settled in the store yet. A
+  // consumer may start the session's next run as soon as it read a run's terminal event, which is
+  // handed out before its record is stored: the next run's history waits for them.
+  const settlingBySession = new Map<string, Promise<unknown>>();
+
+  function settleInSession(sessionId: string, settled: Promise<void>): void {
+    const before = settlingBySession.get(sessionId);
+    const all = before ? Promise.all([before, settled]) : settled;
+    settlingBySession.set(sessionId, all);
+    void all.then(() => {
+      if (settlingBySession.get(sessionId) === all) settlingBySession.delete(sessionId);
+    });
+  }
+
+  /** The session's runs in the store, once the final records of those that ended here are settled. */
+  function settledSessionRuns(sessionId: string): Promise<RunRecord[]> {
+    const settling = settlingBySession.get(sessionId);
+    return settling ? settling.then(() => store.sessionRuns(sessionId)) : store.sessionRuns(sessionId);
   }
 
   /** A live run of this orchestrator: new (`restored` absent), or taken back from the store. */
@@ -518,7 +539,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     };
     const record = activeRecord(identity, 'pending', { content: '', reasoning: '' });
     const runWriter = writer.open(record);
-    const messages = Promise.all([runWriter.recorded, store.sessionRuns(identity.sessionId)]).then(
+    const messages = Promise.all([runWriter.recorded, settledSessionRuns(identity.sessionId)]).then(
       ([, runs]) => conversation(request.instructions, runs, request.input),
     );
     // Read by the model service once the run streams; a run cancelled before never reads it.
@@ -603,7 +624,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       createdAt: record.created_at * 1000,
     };
     // The session's turns before this run (later runs of the session are not its history).
-    const messages = store.sessionRuns(record.session_id).then((runs) => {
+    const messages = settledSessionRuns(record.session_id).then((runs) => {
       const index = runs.findIndex((r) => r.run_id === runId);
       return conversation(agent?.instructions, index < 0 ? runs : runs.slice(0, index), record.run_input);
     });
