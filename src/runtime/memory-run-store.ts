@@ -287,6 +287,14 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       return true;
     },
 
+    async renameSession(sessionId, name) {
+      check();
+      const session = sessions.get(sessionId);
+      if (!session) return undefined;
+      session.record.session_name = name;
+      return sessionRecord(session);
+    },
+
     async close() {
       closed = true;
       runs.clear();

@@ -56,7 +56,11 @@ export interface RunStartedEvent extends RunEventBase {
   event: 'RunStarted';
   model: string;
   model_provider: string;
-  run_input: string;
+  /**
+   * The user's message, in the shape of Agno's `RunInput.to_dict()`: Agno's client parses any event's
+   * `run_input` as a `RunInput` (a string there crashes it). Records keep it as a string.
+   */
+  run_input: { input_content: string };
 }
 
 /**

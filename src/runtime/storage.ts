@@ -131,6 +131,11 @@ export interface RunStore {
   expiredParked(nowMs: number): Promise<string[]>;
   /** Forgets a session, its runs and their events; `false` when there was no such session. */
   deleteSession(sessionId: string): Promise<boolean>;
+  /**
+   * Names a session (AgentOS's rename): later reads answer `name` as its `session_name`. Resolves
+   * with the renamed session, or `undefined` when there is no such session.
+   */
+  renameSession(sessionId: string, name: string): Promise<SessionRecord | undefined>;
   /** Releases the store's connections. Calls after it reject. */
   close(): Promise<void>;
   /**

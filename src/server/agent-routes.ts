@@ -11,7 +11,30 @@ export interface AgentJson {
   db_id: string;
 }
 
-/** `GET /health`, `GET /agents`, `GET /agents/:agent_id`, `GET /teams`. */
+/**
+ * AgentOS's configuration (`ConfigResponse`), as far as runstate has one: what Agno's
+ * `AgentOSClient.get_config()` and `RemoteAgent` read (the agents, and the database their sessions
+ * are in).
+ */
+export interface ConfigJson {
+  os_id: string;
+  name: string;
+  os_database: string;
+  databases: string[];
+  session: { dbs: Array<{ db_id: string; domain_config: { display_name: string } }> };
+  agents: Array<{
+    id: string;
+    name: string;
+    description: string | null;
+    db_id: string;
+    model: { id: string; provider: string };
+  }>;
+  teams: never[];
+  workflows: never[];
+  interfaces: never[];
+}
+
+/** `GET /health`, `GET /config`, `GET /agents`, `GET /agents/:agent_id`, `GET /teams`. */
 export function agentRoutes(context: RouteContext): Router {
   const router = Router();
   const toJson = (agent: Agent): AgentJson => ({
@@ -24,6 +47,27 @@ export function agentRoutes(context: RouteContext): Router {
 
   router.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
+  });
+  router.get('/config', (_req, res) => {
+    const config: ConfigJson = {
+      os_id: 'runstate',
+      name: 'runstate',
+      os_database: context.dbId,
+      databases: [context.dbId],
+      session: { dbs: [{ db_id: context.dbId, domain_config: { display_name: 'Sessions' } }] },
+      // AgentOS's agent summary, whose model is `{id, provider}` (its `/agents` has more).
+      agents: context.agents.list().map((agent) => ({
+        id: agent.id,
+        name: agent.name,
+        description: agent.description ?? null,
+        db_id: context.dbId,
+        model: { id: agent.model.id, provider: agent.model.provider },
+      })),
+      teams: [],
+      workflows: [],
+      interfaces: [],
+    };
+    res.json(config);
   });
   router.get('/agents', (_req, res) => {
     res.json(context.agents.list().map(toJson));

@@ -138,7 +138,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   app.use(
     cors({
       origin: origins === '*' ? '*' : [...origins],
-      methods: ['GET', 'POST', 'DELETE'],
+      methods: ['GET', 'POST', 'PATCH', 'DELETE'],
       allowedHeaders: ['content-type', 'authorization', 'last-event-id'],
       maxAge: 600,
     }),

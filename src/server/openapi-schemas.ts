@@ -100,7 +100,14 @@ const toolCallRequest = z.strictObject({
 });
 
 const transcriptMessage = z.discriminatedUnion('role', [
-  z.strictObject({ role: z.literal('assistant'), content: z.string(), tool_calls: z.array(toolCallRequest) }),
+  z.strictObject({
+    role: z.literal('assistant'),
+    content: z.string(),
+    tool_calls: z.array(toolCallRequest),
+    // The turn's reasoning, in the field the model streamed it in (DeepSeek needs it back).
+    reasoning_content: z.string().optional(),
+    reasoning: z.string().optional(),
+  }),
   z.strictObject({ role: z.literal('tool'), tool_call_id: z.string(), content: z.string() }),
 ]);
 
@@ -165,6 +172,11 @@ export const sessionRecord = z.strictObject({
   run_ids: z.array(z.string()).meta({ description: 'Every run of the session, oldest first.' }),
 });
 
+/** One session, as AgentOS details it (`AgentSessionDetailSchema`): `GET /sessions/{session_id}`. */
+export const sessionDetail = sessionRecord.extend({
+  agent_session_id: z.string().meta({ description: 'The session id again, as AgentOS names it.' }),
+});
+
 /** A page of sessions: `GET /sessions`. */
 export const sessionPage = z.strictObject({
   data: z.array(sessionRecord),
@@ -183,6 +195,31 @@ export const agentResponse = z.strictObject({
   description: z.string().nullable(),
   model: z.strictObject({ name: z.string(), model: z.string(), provider: z.string() }),
   db_id: z.string(),
+});
+
+/** `GET /config`: AgentOS's configuration, as far as runstate has one. */
+export const configResponse = z.strictObject({
+  os_id: z.string(),
+  name: z.string(),
+  os_database: z.string().meta({ description: 'The database id every agent lists.' }),
+  databases: z.array(z.string()),
+  session: z.strictObject({
+    dbs: z.array(
+      z.strictObject({ db_id: z.string(), domain_config: z.strictObject({ display_name: z.string() }) }),
+    ),
+  }),
+  agents: z.array(
+    z.strictObject({
+      id: z.string(),
+      name: z.string(),
+      description: z.string().nullable(),
+      db_id: z.string(),
+      model: z.strictObject({ id: z.string(), provider: z.string() }),
+    }),
+  ),
+  teams: z.array(z.never()),
+  workflows: z.array(z.never()),
+  interfaces: z.array(z.never()),
 });
 
 /** `GET /health`. */
@@ -226,7 +263,9 @@ export const runStartedEvent = z.strictObject({
   ...eventBase,
   model: z.string(),
   model_provider: z.string(),
-  run_input: z.string(),
+  run_input: z
+    .strictObject({ input_content: z.string() })
+    .meta({ description: "The user's message, as Agno's `RunInput` (records keep it as a string)." }),
 });
 
 /** `RunContent`: one delta of the answer. */

@@ -5,6 +5,7 @@ import { STATUS_BY_CODE } from './http-errors.js';
 import {
   agentResponse,
   cancelResult,
+  configResponse,
   errorResponse,
   healthResponse,
   reasoningCompletedEvent,
@@ -24,6 +25,7 @@ import {
   pausedRunOutput,
   runRecord,
   runStartedEvent,
+  sessionDetail,
   sessionPage,
   sessionRecord,
 } from './openapi-schemas.js';
@@ -31,12 +33,15 @@ import {
   continueRunForm,
   continueRunJson,
   createRunBody,
+  deleteSessionsBody,
   listRunsQuery,
   listSessionsQuery,
   MAX_SESSION_PAGE_SIZE,
+  renameSessionBody,
   resumeHeader,
   resumeQuery,
   sessionQuery,
+  updateSessionBody,
 } from './schemas.js';
 
 /** A JSON Schema (2020-12, OpenAPI 3.1's dialect). */
@@ -94,7 +99,7 @@ interface SuccessSpec {
 
 /** One route as the API document describes it. The path is written as express writes it. */
 export interface OperationSpec {
-  method: 'get' | 'post' | 'delete';
+  method: 'get' | 'post' | 'patch' | 'delete';
   path: string;
   operationId: string;
   summary: string;
@@ -136,6 +141,17 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Core',
     success: { 200: { description: 'The server is up.', content: json(healthResponse) } },
     open: true,
+  },
+  {
+    method: 'get',
+    path: '/config',
+    operationId: 'get_config',
+    summary: 'The configuration of the server',
+    description:
+      "AgentOS's configuration, as far as runstate has one: the agents (AgentOS's agent summary, " +
+      'whose `model` is `{id, provider}`) and the database id their sessions are in.',
+    tag: 'Core',
+    success: { 200: { description: 'The configuration.', content: json(configResponse) } },
   },
   {
     method: 'get',
@@ -298,7 +314,34 @@ export const OPERATIONS: readonly OperationSpec[] = [
     summary: 'Get a session',
     tag: 'Sessions',
     query: sessionQuery,
-    success: { 200: { description: 'The session.', content: json(sessionRecord) } },
+    success: { 200: { description: 'The session.', content: json(sessionDetail) } },
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+  },
+  {
+    method: 'patch',
+    path: '/sessions/:session_id',
+    operationId: 'update_session',
+    summary: 'Update a session',
+    description:
+      "AgentOS's update, of what runstate keeps: `session_name`. A `session_state`, `metadata` or " +
+      '`summary` that is not null is refused (422): runstate keeps none. Other fields are ignored.',
+    tag: 'Sessions',
+    query: sessionQuery,
+    body: updateSessionBody,
+    readsBody: true,
+    success: { 200: { description: 'The session.', content: json(sessionDetail) } },
+    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+  },
+  {
+    method: 'post',
+    path: '/sessions/:session_id/rename',
+    operationId: 'rename_session',
+    summary: 'Rename a session',
+    tag: 'Sessions',
+    query: sessionQuery,
+    body: renameSessionBody,
+    readsBody: true,
+    success: { 200: { description: 'The renamed session.', content: json(sessionDetail) } },
     errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
@@ -313,14 +356,43 @@ export const OPERATIONS: readonly OperationSpec[] = [
     errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
+    method: 'get',
+    path: '/sessions/:session_id/runs/:run_id',
+    operationId: 'get_session_run',
+    summary: 'Get a run of a session',
+    description: 'The run in progress with its content so far.',
+    tag: 'Sessions',
+    query: sessionQuery,
+    success: { 200: { description: 'The run.', content: json(runRecord) } },
+    errors: ['SESSION_NOT_FOUND', 'RUN_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+  },
+  {
     method: 'delete',
     path: '/sessions/:session_id',
     operationId: 'delete_session',
     summary: 'Delete a session',
+    description:
+      'Forgets the session and its runs, and cancels its active runs. 204 whether or not there was ' +
+      'such a session, as AgentOS answers.',
     tag: 'Sessions',
     query: sessionQuery,
+    success: { 204: { description: 'Deleted, or there was no such session.' } },
+    errors: ['NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+  },
+  {
+    method: 'delete',
+    path: '/sessions',
+    operationId: 'delete_sessions',
+    summary: 'Delete sessions',
+    description:
+      "AgentOS's bulk delete: `session_ids`, and `session_types` (one per id; 400 when the lengths " +
+      'differ). Unknown ids are no error.',
+    tag: 'Sessions',
+    query: sessionQuery,
+    body: deleteSessionsBody,
+    readsBody: true,
     success: { 204: { description: 'Deleted.' } },
-    errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+    errors: ['NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -393,6 +465,8 @@ const OUTPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['RunAccepted', runAccepted],
   ['CancelResult', cancelResult],
   ['SessionRecord', sessionRecord],
+  ['SessionDetail', sessionDetail],
+  ['Config', configResponse],
   ['SessionPage', sessionPage],
   ['Error', errorResponse],
   ['RunEvent', runEvent],
@@ -413,6 +487,9 @@ const INPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['CreateRunRequest', createRunBody],
   ['ContinueRunRequest', continueRunJson],
   ['ContinueRunForm', continueRunForm],
+  ['RenameSessionRequest', renameSessionBody],
+  ['UpdateSessionRequest', updateSessionBody],
+  ['DeleteSessionsRequest', deleteSessionsBody],
 ];
 
 /** Options of {@link createOpenApiDocument}. */

@@ -2,7 +2,8 @@ import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
-import type { RunEvent } from '../runtime/run-events.js';
+import type { ToolConfirmation } from '../../machines/run-types.js';
+import type { RunEvent, RunRecord } from '../runtime/run-events.js';
 import { settleRun } from '../runtime/settle-run.js';
 import { runBodyParser } from './body-parsers.js';
 import { invalidField, malformedRequest } from './http-errors.js';
@@ -15,6 +16,7 @@ import {
   resumeHeader,
   resumeQuery,
   type CreateRunBody,
+  type ToolAnswer,
 } from './schemas.js';
 import { sendEventStream } from './sse.js';
 
@@ -67,7 +69,8 @@ export function runRoutes(context: RouteContext): Router {
       // 409 (taken meanwhile, here or on another instance) and 422 (answers that do not fit) are
       // decided there. A client that goes away cancels the run, as from a run's (the continue has
       // no `on_disconnect`): from the stream, its iterator's end does it.
-      const run = await agent.continueRun(runId, { tools: input.tools, stream: true });
+      const tools = answersOf(record, input.tools);
+      const run = await agent.continueRun(runId, { tools, stream: true });
       if (input.stream) {
         await sendEventStream(res, run, { heartbeatMs: context.heartbeatMs, beforeEnd: () => run.result });
         return;
@@ -185,6 +188,33 @@ async function sendSettled(
   }
   const output = await settleRun(orchestrator, runId, events);
   if (!res.destroyed) res.json(output);
+}
+
+/**
+ * The answers in a continue's `tools`. Agno's client sends back every call of the run (`run.tools`),
+ * so an entry for a call that waits for nothing is dropped when it answers nothing new: `confirmed`
+ * null or absent, or the answer the call already had (from an earlier pause). The rest go to the
+ * orchestrator, which refuses what does not fit (a second answer, a call left unanswered).
+ */
+function answersOf(record: RunRecord, entries: readonly ToolAnswer[]): ToolConfirmation[] {
+  const calls = new Map(record.tools.map((call) => [call.tool_call_id, call]));
+  const answers: ToolConfirmation[] = [];
+  entries.forEach((entry, index) => {
+    const call = calls.get(entry.tool_call_id);
+    if (!call) {
+      throw invalidField(
+        `tools.${index}.tool_call_id`,
+        `tools.${index}.tool_call_id: run ${record.run_id} has no tool call ${entry.tool_call_id}`,
+      );
+    }
+    const waits = call.status === 'awaiting_confirmation';
+    if (!waits && (entry.confirmed == null || entry.confirmed === call.confirmed)) return;
+    if (entry.confirmed == null) {
+      throw invalidField(`tools.${index}.confirmed`, `tools.${index}.confirmed: must be true or false`);
+    }
+    answers.push({ ...entry, confirmed: entry.confirmed });
+  });
+  return answers;
 }
 
 /**

@@ -13,6 +13,42 @@ const optionalId = z
 /** A run status, as a query value or in a record. */
 export const runStatus = z.enum(['pending', 'streaming', 'paused', 'completed', 'cancelled', 'failed']);
 
+/** Agno's run statuses (`RunStatus`), as its clients filter by them, and runstate's for each. */
+export const AGNO_RUN_STATUSES = {
+  PENDING: 'pending',
+  RUNNING: 'streaming',
+  COMPLETED: 'completed',
+  PAUSED: 'paused',
+  CANCELLED: 'cancelled',
+  ERROR: 'failed',
+} as const satisfies Record<string, z.output<typeof runStatus>>;
+
+/** A status to filter by: runstate's own, or Agno's upper-case name of it. */
+const statusFilter = z.union(
+  [
+    runStatus,
+    z
+      .enum(Object.keys(AGNO_RUN_STATUSES) as [keyof typeof AGNO_RUN_STATUSES])
+      .transform((status) => AGNO_RUN_STATUSES[status]),
+  ],
+  { error: `must be one of ${[...runStatus.options, ...Object.keys(AGNO_RUN_STATUSES)].join(', ')}` },
+);
+
+/**
+ * A media field of Agno's run form (`images`, `audio`, `videos`, `files`, `input_files`): refused
+ * with a 422 naming it rather than ignored, since the model would answer without what was sent.
+ * Absent or empty (`''`, `[]`, `'[]'`, null) is fine.
+ */
+function refusedMedia(what: string) {
+  const empty = (value: unknown) =>
+    value === null || value === '' || value === '[]' || (Array.isArray(value) && value.length === 0);
+  return z
+    .unknown()
+    .refine(empty, `runstate does not take ${what}: runs take a text message only`)
+    .optional()
+    .meta({ description: `Refused (422) unless empty: runstate does not take ${what}.` });
+}
+
 /** The body of `POST /agents/:agent_id/runs`. Unknown fields are ignored (clients send more). */
 export const createRunBody = z.object({
   // Not blank, in checks the API document can show: `\S` matches what `trim()` keeps (`abort`: an
@@ -26,23 +62,37 @@ export const createRunBody = z.object({
   session_id: optionalId,
   user_id: optionalId,
   on_disconnect: z.enum(['cancel', 'continue']).default('cancel'),
+  images: refusedMedia('images'),
+  audio: refusedMedia('audio'),
+  videos: refusedMedia('videos'),
+  files: refusedMedia('files'),
+  input_files: refusedMedia('files'),
 });
 
 /** A validated run request. */
 export type CreateRunBody = z.output<typeof createRunBody>;
 
+/**
+ * One entry of a continue's `tools`. Agno's client sends every call of the run (its `ToolExecution`
+ * dicts, more fields than these): `confirmed` is null for the calls that wait for nothing, and the
+ * route drops those; a call that waits needs true or false (checked by the route, which knows which).
+ */
 const toolConfirmation = z.object({
   tool_call_id: z.string({ error: 'must be a string' }),
-  confirmed: z.boolean({ error: 'must be true or false' }),
+  confirmed: z.boolean({ error: 'must be true or false' }).nullish(),
   confirmation_note: z
     .string()
     .nullish()
     .transform((note) => note ?? undefined),
 });
 
+/** An entry of a continue's `tools`, as validated. */
+export type ToolAnswer = z.output<typeof toolConfirmation>;
+
 /**
  * The body of `POST /agents/:agent_id/runs/:run_id/continue`, in Agno's form: `tools` is a JSON string
- * (a form field, parsed by the route) or, in a JSON body, the array itself; each answers one paused call.
+ * (a form field, parsed by the route) or, in a JSON body, the array itself; each answers one paused
+ * call, or is a call of the run that waits for nothing (ignored).
  */
 export const continueRunBody = z.object({
   // (A form's JSON string is parsed by the route: not JSON at all is a 400 there.)
@@ -74,7 +124,7 @@ export const continueRunForm = continueRunBody.extend({ tools: toolsText });
 /** The query of `GET /agents/:agent_id/runs`. */
 export const listRunsQuery = z.object({
   session_id: optionalId,
-  status: runStatus.optional(),
+  status: statusFilter.optional(),
 });
 
 /**
@@ -118,6 +168,45 @@ export const listSessionsQuery = z.object({
 
 /** The query of the other session routes. */
 export const sessionQuery = z.object({ db_id: optionalId });
+
+/** A session's new name: not blank (the Agent UI lists sessions by it). */
+const sessionName = z
+  .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
+  .regex(/\S/, 'must not be blank');
+
+/** The body of `POST /sessions/:session_id/rename`, as AgentOS takes it. */
+export const renameSessionBody = z.object({ session_name: sessionName });
+
+/**
+ * A session field of AgentOS's update that runstate has no place for: refused (422) when set, since
+ * AgentOS would keep it and a client would read it back.
+ */
+function unkeptSessionField(what: string) {
+  return z
+    .unknown()
+    .refine((value) => value === null || value === undefined, `runstate keeps no session ${what}`)
+    .optional()
+    .meta({ description: `Refused (422) unless null: runstate keeps no session ${what}.` });
+}
+
+/**
+ * The body of `PATCH /sessions/:session_id`, AgentOS's `UpdateSessionRequest`: runstate keeps a
+ * session's name only. Unknown fields are ignored, as AgentOS does.
+ */
+export const updateSessionBody = z.object({
+  session_name: sessionName.nullish(),
+  session_state: unkeptSessionField('state'),
+  metadata: unkeptSessionField('metadata'),
+  summary: unkeptSessionField('summary'),
+});
+
+/** The body of `DELETE /sessions`, AgentOS's `DeleteSessionRequest`: a type for each id. */
+export const deleteSessionsBody = z.object({
+  session_ids: z.array(z.string(), { error: 'must be an array of session ids' }).min(1, 'must not be empty'),
+  session_types: z
+    .array(z.enum(['agent', 'team', 'workflow']), { error: 'must be an array of agent, team or workflow' })
+    .min(1, 'must not be empty'),
+});
 
 /**
  * Validates request input. Throws a 422 naming the first failing field (`message`, `stream`...),

@@ -1,14 +1,32 @@
 import { Router } from 'express';
+import { RunstateError } from '../errors.js';
 import type { SessionRecord } from '../runtime/storage.js';
+import { runBodyParser } from './body-parsers.js';
+import { malformedRequest } from './http-errors.js';
 import { checkDbId, type RouteContext } from './route-context.js';
-import { listSessionsQuery, parseInput, sessionQuery } from './schemas.js';
+import {
+  deleteSessionsBody,
+  listSessionsQuery,
+  parseInput,
+  renameSessionBody,
+  sessionQuery,
+  updateSessionBody,
+} from './schemas.js';
 
 /** Sessions listed per page unless `limit` says otherwise (AgentOS's default). */
 const DEFAULT_PAGE_SIZE = 20;
 
+/** A session as AgentOS details it (`AgentSessionDetailSchema`): its id is also `agent_session_id`. */
+export type SessionDetail = SessionRecord & { agent_session_id: string };
+
+function sessionDetail(session: SessionRecord): SessionDetail {
+  return { ...session, agent_session_id: session.session_id };
+}
+
 /**
  * Sessions as AgentOS serves them: `GET /sessions` (paginated `{data, meta}`), `GET /sessions/:id`,
- * `GET /sessions/:id/runs` (the runs in progress included) and `DELETE /sessions/:id`.
+ * its runs (the runs in progress included) and one of them, rename and update (its name), and
+ * delete, one or several.
  */
 export function sessionRoutes(context: RouteContext): Router {
   const router = Router();
@@ -40,9 +58,22 @@ export function sessionRoutes(context: RouteContext): Router {
     });
   });
 
+  // AgentOS answers 204 whether or not there was such a session: a client (the Agent UI) that
+  // deletes a session retention already forgot is not told it failed.
+  router.delete('/sessions', runBodyParser(context.bodyLimit), async (req, res) => {
+    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const body = parseInput(deleteSessionsBody, req.body ?? {});
+    if (body.session_ids.length !== body.session_types.length) {
+      throw malformedRequest('session_ids and session_types must have the same length');
+    }
+    // As AgentOS's own stores do, by id alone: the types only pair with the ids.
+    for (const sessionId of new Set(body.session_ids)) await deleteSession(sessionId);
+    res.status(204).end();
+  });
+
   router.get('/sessions/:session_id', async (req, res) => {
     checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    res.json((await agents.session(req.params.session_id)).session);
+    res.json(sessionDetail((await agents.session(req.params.session_id)).session));
   });
 
   // The Agent UI asks for this while the session's first answer still streams: the run in
@@ -53,12 +84,54 @@ export function sessionRoutes(context: RouteContext): Router {
     res.json(await orchestrator.sessionRuns(req.params.session_id));
   });
 
+  router.get('/sessions/:session_id/runs/:run_id', async (req, res) => {
+    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const { session_id: sessionId, run_id: runId } = req.params;
+    const { orchestrator } = await agents.session(sessionId);
+    const run = await orchestrator.getRun(runId);
+    if (run?.session_id !== sessionId) {
+      throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found in session ${sessionId}`);
+    }
+    res.json(run);
+  });
+
+  router.post('/sessions/:session_id/rename', runBodyParser(context.bodyLimit), async (req, res) => {
+    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const { session_name: name } = parseInput(renameSessionBody, req.body ?? {});
+    // (Typed by the body parser's params, which name nothing.)
+    res.json(await renameSession(req.params.session_id as string, name));
+  });
+
+  // AgentOS's update: runstate keeps a session's name only (the other fields are refused).
+  router.patch('/sessions/:session_id', runBodyParser(context.bodyLimit), async (req, res) => {
+    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const { session_name: name } = parseInput(updateSessionBody, req.body ?? {});
+    const sessionId = req.params.session_id as string;
+    res.json(
+      name == null
+        ? sessionDetail((await agents.session(sessionId)).session)
+        : await renameSession(sessionId, name),
+    );
+  });
+
   router.delete('/sessions/:session_id', async (req, res) => {
     checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    const { orchestrator } = await agents.session(req.params.session_id);
-    await orchestrator.deleteSession(req.params.session_id);
+    await deleteSession(req.params.session_id);
     res.status(204).end();
   });
+
+  async function deleteSession(sessionId: string): Promise<void> {
+    const found = await agents.findSession(sessionId);
+    await found?.orchestrator.deleteSession(sessionId);
+  }
+
+  async function renameSession(sessionId: string, name: string): Promise<SessionDetail> {
+    const { orchestrator } = await agents.session(sessionId);
+    const renamed = await orchestrator.renameSession(sessionId, name);
+    // Forgotten between the two reads (retention, a delete).
+    if (!renamed) throw new RunstateError('SESSION_NOT_FOUND', `session ${sessionId} not found`);
+    return sessionDetail(renamed);
+  }
 
   return router;
 }

@@ -120,7 +120,7 @@ describe('CORS', () => {
     const response = await preflight(url, 'http://ui.example');
     expect(response.status).toBe(204);
     expect(response.headers.get('access-control-allow-origin')).toBe('http://ui.example');
-    expect(response.headers.get('access-control-allow-methods')).toBe('GET,POST,DELETE');
+    expect(response.headers.get('access-control-allow-methods')).toBe('GET,POST,PATCH,DELETE');
     const headers = response.headers.get('access-control-allow-headers')!.split(',');
     expect(headers).toEqual(expect.arrayContaining(['content-type', 'authorization']));
   });

@@ -11,16 +11,17 @@ import {
   type OpenApiDocument,
   type OperationObject,
 } from '../../src/server/openapi.js';
-import type { pausedRunOutput } from '../../src/server/openapi-schemas.js';
+import type { pausedRunOutput, sessionRecord } from '../../src/server/openapi-schemas.js';
 import {
   agentResponse,
+  configResponse,
   errorCode,
   errorResponse,
   runEvent,
   runOutput,
   runRecord,
+  sessionDetail,
   sessionPage,
-  sessionRecord,
 } from '../../src/server/openapi-schemas.js';
 import { nextTurn } from '../../src/testing/index.js';
 import { postRun, serveConfirmingAgent, serveFake } from '../support/app.js';
@@ -54,7 +55,7 @@ function documentedRoutes(document: OpenApiDocument): string[] {
 
 function operation(
   document: OpenApiDocument,
-  method: 'get' | 'post' | 'delete',
+  method: 'get' | 'post' | 'patch' | 'delete',
   path: string,
 ): OperationObject {
   const found = document.paths[path]?.[method];
@@ -97,10 +98,10 @@ function documented(document: OpenApiDocument, schema: JsonSchema | undefined): 
 /** Checks that the document lists the answer's status for the route, and its JSON body's schema. */
 async function expectDocumented(
   document: OpenApiDocument,
-  route: `${'get' | 'post' | 'delete'} ${string}`,
+  route: `${'get' | 'post' | 'patch' | 'delete'} ${string}`,
   response: Response,
 ): Promise<unknown> {
-  const [method, path] = route.split(' ') as ['get' | 'post' | 'delete', string];
+  const [method, path] = route.split(' ') as ['get' | 'post' | 'patch' | 'delete', string];
   const listed = operation(document, method, path).responses[response.status];
   expect(listed, `${route} answered ${response.status}`).toBeDefined();
   const body: unknown = await response.json();
@@ -159,6 +160,11 @@ describe('GET /openapi.json', () => {
       'GET /sessions/{session_id}': 'get_session_by_id',
       'GET /sessions/{session_id}/runs': 'get_session_runs',
       'DELETE /sessions/{session_id}': 'delete_session',
+      'GET /config': 'get_config',
+      'GET /sessions/{session_id}/runs/{run_id}': 'get_session_run',
+      'POST /sessions/{session_id}/rename': 'rename_session',
+      'PATCH /sessions/{session_id}': 'update_session',
+      'DELETE /sessions': 'delete_sessions',
     });
     expect(new Set(Object.values(ids)).size).toBe(Object.keys(ids).length);
   });
@@ -243,7 +249,7 @@ describe('the document against live answers', () => {
       if (names.length === 0) continue;
       // Every parameter but the last one readable, as in `POST /agents/x/runs/%ZZ/cancel`.
       const target = path.replace(/\{(\w+)\}/g, (_, name: string) => (name === names.at(-1) ? '%ZZ' : 'x'));
-      for (const method of Object.keys(operations) as Array<'get' | 'post' | 'delete'>) {
+      for (const method of Object.keys(operations) as Array<'get' | 'post' | 'patch' | 'delete'>) {
         const response = await fetch(`${url}${target}`, { method: method.toUpperCase() });
         expect(response.status, `${method} ${path}`).toBe(400);
         expect(await expectDocumented(document, `${method} ${path}`, response)).toMatchObject({
@@ -252,7 +258,7 @@ describe('the document against live answers', () => {
         checked++;
       }
     }
-    expect(checked).toBe(10);
+    expect(checked).toBe(13);
   });
 
   it('answers GET /sessions as SessionPage says, and a limit or page past its range with a listed 422', async () => {
@@ -364,7 +370,8 @@ describe('the schemas of what the server sends', () => {
     runRecord.parse(await (await fetch(`${story}/runs/${runId}`)).json());
     for (const run of (await (await fetch(`${story}/runs`)).json()) as unknown[]) runRecord.parse(run);
     sessionPage.parse(await (await fetch(`${url}/sessions`)).json());
-    sessionRecord.parse(await (await fetch(`${url}/sessions/${sessionId}`)).json());
+    sessionDetail.parse(await (await fetch(`${url}/sessions/${sessionId}`)).json());
+    configResponse.parse(await (await fetch(`${url}/config`)).json());
     for (const agent of (await (await fetch(`${url}/agents`)).json()) as unknown[])
       agentResponse.parse(agent);
 

@@ -178,7 +178,7 @@ export function playRun(
     event: 'RunStarted',
     model: record.model,
     model_provider: record.model_provider,
-    run_input: input,
+    run_input: { input_content: input },
   });
   return played;
 }

@@ -465,6 +465,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       return rows.length > 0;
     },
 
+    async renameSession(sessionId, name) {
+      await db.query('UPDATE runstate_sessions SET session_name = $2 WHERE session_id = $1', [
+        sessionId,
+        name,
+      ]);
+      // Read back as every read does: a session whose runs retention forgot is gone.
+      return (await sessions(['s.session_id = $1'], [sessionId]))[0];
+    },
+
     close() {
       // Idempotent: the batches handed over are written before the database closes.
       closed ??= eventGroups.drain().then(() => db.close());

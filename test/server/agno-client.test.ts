@@ -1,0 +1,306 @@
+/**
+ * What Agno's Python `AgentOSClient` and `RemoteAgent` send and read (agno/client/os.py): the first
+ * frame of a stream parses with Agno's classes, its continue body (every call of the run) is taken,
+ * its session routes (one run, rename, update, bulk delete, a delete of a session already gone)
+ * and `/config` answer as AgentOS's do, media it cannot use is refused, and its run statuses filter.
+ */
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { Agent, tool, type PausedRunOutput, type RunRecord } from '../../src/index.js';
+import { createAgents } from '../../src/server/create-agents.js';
+import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
+import { expectError, postRun, serve } from '../support/app.js';
+import { readSse } from '../support/sse.js';
+
+const lookup = tool({
+  name: 'lookup',
+  description: 'Looks a word up',
+  parameters: z.object({ word: z.string() }),
+  execute: ({ word }) => `${word}: a small canid`,
+});
+const publish = tool({
+  name: 'publish',
+  description: 'Publishes a post',
+  parameters: z.object({}),
+  execute: () => 'published',
+  requiresConfirmation: true,
+});
+
+/** A server of one agent with tools, on a fake model. */
+async function serveAgnoTarget(): Promise<{ url: string; agentUrl: string; model: FakeModel }> {
+  const model = createFakeModel();
+  const agent = new Agent({ name: 'Tool Agent', model, tools: [lookup, publish] });
+  const { url } = await serve({ agents: [agent] });
+  return { url, agentUrl: `${url}/agents/tool-agent`, model };
+}
+
+/** A finished run of one reply, in `session`. */
+async function finishedRun(agentUrl: string, model: FakeModel, session: string, message = 'Hi') {
+  const response = postRun(agentUrl, { message, session_id: session, stream: false });
+  const call = await model.nextCall();
+  call.emit('Hello.');
+  call.end();
+  return (await (await response).json()) as RunRecord;
+}
+
+const json = (method: string, body: unknown): RequestInit => ({
+  method,
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify(body),
+});
+
+/** A call as Agno's `ToolExecution.to_dict()` sends it back: its fields, Agno's nulls, `confirmed`. */
+function agnoToolDict(call: PausedRunOutput['tools'][number], confirmed: boolean | null) {
+  return {
+    ...call,
+    child_run_id: null,
+    stop_after_tool_call: false,
+    requires_user_input: null,
+    user_input_schema: null,
+    user_feedback_schema: null,
+    answered: null,
+    external_execution_required: null,
+    external_execution_silent: null,
+    approval_type: null,
+    approval_id: null,
+    confirmed,
+  };
+}
+
+describe("Agno's AgentOSClient", () => {
+  it("gets RunStarted.run_input as Agno's RunInput dict, while the session runs keep the string", async () => {
+    const { url, agentUrl, model } = await serveAgnoTarget();
+    const response = await postRun(agentUrl, { message: 'Tell me a story', session_id: 's-input' });
+    const reader = readSse(response);
+    const started = await reader.next();
+    expect(started?.data).toMatchObject({
+      event: 'RunStarted',
+      run_input: { input_content: 'Tell me a story' },
+    });
+    const call = await model.nextCall();
+    call.emit('Once.');
+    call.end();
+    await reader.rest();
+    const runs = (await (await fetch(`${url}/sessions/s-input/runs`)).json()) as RunRecord[];
+    expect(runs.map((run) => run.run_input)).toEqual(['Tell me a story']);
+  });
+
+  it('continues with every call of the run in tools: calls that wait for nothing are ignored', async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const answer = postRun(agentUrl, { message: 'look up fox, then publish', stream: false });
+    (await model.nextCall()).callTools([
+      { id: 'call_look', name: 'lookup', arguments: { word: 'fox' } },
+      { id: 'call_pub', name: 'publish' },
+    ]);
+    const paused = (await (await answer).json()) as PausedRunOutput;
+    expect(paused.status).toBe('paused');
+    const [looked, waiting] = paused.tools;
+    // The call that needs no confirmation waits for nothing (it runs once the turn goes on).
+    expect(looked).toMatchObject({
+      tool_call_id: 'call_look',
+      requires_confirmation: false,
+      confirmed: null,
+    });
+    expect(looked!.status).not.toBe('awaiting_confirmation');
+    expect(waiting).toMatchObject({ tool_call_id: 'call_pub', status: 'awaiting_confirmation' });
+    const continueWith = (tools: unknown[]) => {
+      const form = new FormData();
+      form.set('tools', JSON.stringify(tools));
+      form.set('session_id', paused.session_id);
+      form.set('stream', 'false');
+      return fetch(`${agentUrl}/runs/${paused.run_id}/continue`, { method: 'POST', body: form });
+    };
+
+    // An id the run does not know, and a waiting call left unanswered, are still refused.
+    const unknown = await expectError(
+      await continueWith([
+        agnoToolDict(looked!, null),
+        { ...agnoToolDict(waiting!, true), tool_call_id: 'nope' },
+      ]),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(unknown).toMatchObject({ field: 'tools.1.tool_call_id' });
+    expect(unknown.detail).toMatch(/nope/);
+    const unanswered = await expectError(
+      await continueWith([agnoToolDict(looked!, null), agnoToolDict(waiting!, null)]),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(unanswered).toMatchObject({ field: 'tools.1.confirmed' });
+
+    // What Agno's client sends: `[t.to_dict() for t in run.tools]`, the waiting one confirmed.
+    const continued = continueWith([agnoToolDict(looked!, null), agnoToolDict(waiting!, true)]);
+    const turn = await model.nextCall();
+    expect(turn.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_pub', content: 'published' });
+    turn.emit('Done.');
+    turn.end();
+    const output = (await (await continued).json()) as RunRecord;
+    expect(output).toMatchObject({ status: 'completed', content: 'Done.' });
+  });
+
+  it("details a session with AgentOS's required fields, and one run of it", async () => {
+    const { url, agentUrl, model } = await serveAgnoTarget();
+    const run = await finishedRun(agentUrl, model, 's-detail', 'First question');
+    const other = await finishedRun(agentUrl, model, 's-other');
+    expect(await (await fetch(`${url}/sessions/s-detail`)).json()).toMatchObject({
+      agent_session_id: 's-detail',
+      session_id: 's-detail',
+      session_name: 'First question',
+      agent_id: 'tool-agent',
+    });
+
+    const one = await fetch(`${url}/sessions/s-detail/runs/${run.run_id}?db_id=runstate`);
+    expect(one.status).toBe(200);
+    expect(await one.json()).toMatchObject({
+      run_id: run.run_id,
+      run_input: 'First question',
+      status: 'completed',
+    });
+    await expectError(await fetch(`${url}/sessions/s-detail/runs/${other.run_id}`), 404, 'RUN_NOT_FOUND');
+    await expectError(await fetch(`${url}/sessions/nope/runs/${run.run_id}`), 404, 'SESSION_NOT_FOUND');
+  });
+
+  it('renames a session (POST rename, PATCH session_name) and refuses what runstate does not keep', async () => {
+    const { url, agentUrl, model } = await serveAgnoTarget();
+    await finishedRun(agentUrl, model, 's-name');
+
+    const renamed = await fetch(`${url}/sessions/s-name/rename`, json('POST', { session_name: 'Trip' }));
+    expect(renamed.status).toBe(200);
+    expect(await renamed.json()).toMatchObject({ agent_session_id: 's-name', session_name: 'Trip' });
+    const page = (await (await fetch(`${url}/sessions`)).json()) as { data: Array<{ session_name: string }> };
+    expect(page.data.map((session) => session.session_name)).toEqual(['Trip']);
+
+    const patched = await fetch(`${url}/sessions/s-name`, json('PATCH', { session_name: 'Lisbon' }));
+    expect(patched.status).toBe(200);
+    expect(await patched.json()).toMatchObject({ session_id: 's-name', session_name: 'Lisbon' });
+    const state = await expectError(
+      await fetch(`${url}/sessions/s-name`, json('PATCH', { session_state: { step: 2 } })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(state.field).toBe('session_state');
+    const blank = await expectError(
+      await fetch(`${url}/sessions/s-name/rename`, json('POST', { session_name: ' ' })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(blank.field).toBe('session_name');
+    await expectError(
+      await fetch(`${url}/sessions/nope/rename`, json('POST', { session_name: 'X' })),
+      404,
+      'SESSION_NOT_FOUND',
+    );
+    expect((await (await fetch(`${url}/sessions/s-name`)).json()) as { session_name: string }).toMatchObject({
+      session_name: 'Lisbon',
+    });
+  });
+
+  it('renames the sessions of the agents runstate serve makes', async () => {
+    const agents = await createAgents({
+      agents: [{ name: 'Offline', model: { provider: 'offline', tokensPerSecond: 10_000 } }],
+    });
+    const { url } = await serve({ agents });
+    const run = (await (
+      await postRun(`${url}/agents/offline`, {
+        message: 'Hi',
+        stream: false,
+      })
+    ).json()) as RunRecord;
+    const renamed = await fetch(
+      `${url}/sessions/${run.session_id}/rename`,
+      json('POST', { session_name: 'Mine' }),
+    );
+    expect(await renamed.json()).toMatchObject({ session_name: 'Mine' });
+  });
+
+  it('deletes sessions in bulk and a session that is gone with 204, as AgentOS does', async () => {
+    const { url, agentUrl, model } = await serveAgnoTarget();
+    await finishedRun(agentUrl, model, 's-1');
+    await finishedRun(agentUrl, model, 's-2');
+    await finishedRun(agentUrl, model, 's-3');
+
+    const bulk = await fetch(
+      `${url}/sessions?db_id=runstate`,
+      json('DELETE', { session_ids: ['s-1', 's-2', 'never'], session_types: ['agent', 'agent', 'agent'] }),
+    );
+    expect(bulk.status).toBe(204);
+    const page = (await (await fetch(`${url}/sessions`)).json()) as { data: Array<{ session_id: string }> };
+    expect(page.data.map((session) => session.session_id)).toEqual(['s-3']);
+    await expectError(
+      await fetch(
+        `${url}/sessions`,
+        json('DELETE', { session_ids: ['s-3'], session_types: ['agent', 'team'] }),
+      ),
+      400,
+      'INVALID_INPUT',
+    );
+    const empty = await expectError(
+      await fetch(`${url}/sessions`, json('DELETE', { session_ids: [], session_types: ['agent'] })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(empty.field).toBe('session_ids');
+
+    expect((await fetch(`${url}/sessions/never-was?db_id=runstate`, { method: 'DELETE' })).status).toBe(204);
+    expect((await fetch(`${url}/sessions/s-3`, { method: 'DELETE' })).status).toBe(204);
+    expect((await fetch(`${url}/sessions/s-3`, { method: 'DELETE' })).status).toBe(204);
+  });
+
+  it('reads the agents and their database from GET /config', async () => {
+    const { url } = await serveAgnoTarget();
+    expect(await (await fetch(`${url}/config`)).json()).toEqual({
+      os_id: 'runstate',
+      name: 'runstate',
+      os_database: 'runstate',
+      databases: ['runstate'],
+      session: { dbs: [{ db_id: 'runstate', domain_config: { display_name: 'Sessions' } }] },
+      agents: [
+        {
+          id: 'tool-agent',
+          name: 'Tool Agent',
+          description: null,
+          db_id: 'runstate',
+          model: { id: 'fake-model', provider: 'fake' },
+        },
+      ],
+      teams: [],
+      workflows: [],
+      interfaces: [],
+    });
+  });
+
+  it('refuses the media fields of run_agent with a 422 naming the field, and takes them empty', async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    for (const field of ['images', 'audio', 'videos', 'files', 'input_files']) {
+      const form = new FormData();
+      form.set('message', 'What is in this?');
+      form.set('stream', 'false');
+      form.set(field, JSON.stringify([{ url: 'https://example.com/x' }]));
+      const refused = await expectError(
+        await fetch(`${agentUrl}/runs`, { method: 'POST', body: form }),
+        422,
+        'INVALID_INPUT',
+      );
+      expect(refused.field).toBe(field);
+      expect(refused.detail).toMatch(/runstate does not take/);
+    }
+    const empty = postRun(agentUrl, { message: 'Hi', stream: false, images: [], input_files: '' });
+    const call = await model.nextCall();
+    call.end();
+    expect((await empty).status).toBe(200);
+  });
+
+  it("filters runs by Agno's upper-case statuses as well as runstate's", async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const done = await finishedRun(agentUrl, model, 's-status');
+    const ids = async (status: string) =>
+      ((await (await fetch(`${agentUrl}/runs?status=${status}`)).json()) as RunRecord[]).map((r) => r.run_id);
+    expect(await ids('COMPLETED')).toEqual([done.run_id]);
+    expect(await ids('completed')).toEqual([done.run_id]);
+    expect(await ids('RUNNING')).toEqual([]);
+    expect(await ids('ERROR')).toEqual([]);
+    const invalid = await expectError(await fetch(`${agentUrl}/runs?status=Completed`), 422, 'INVALID_INPUT');
+    expect(invalid.field).toBe('status');
+  });
+});
