@@ -97,6 +97,9 @@ export interface RunMachineOutput {
   transcript: TranscriptMessage[];
 }
 
+/** The delta field a model streams its reasoning in (DeepSeek, vLLM, llama.cpp: the first; Ollama, OpenRouter: the second). */
+export type ReasoningField = 'reasoning_content' | 'reasoning';
+
 /** A tool call as the model asked for it, in the chat-completions form (`tool_calls[i]`). */
 export interface ToolCallRequest {
   id: string;
@@ -188,5 +191,15 @@ export type ToolRunnerEvent =
  * another process) sends them.
  */
 export type TranscriptMessage =
-  | { role: 'assistant'; content: string; tool_calls: ToolCallRequest[] }
+  | {
+      role: 'assistant';
+      content: string;
+      tool_calls: ToolCallRequest[];
+      /**
+       * The turn's reasoning, in the field the model streamed it in, when it reasoned: DeepSeek's
+       * thinking mode refuses (400) a later request whose tool-calling assistant turns lack it.
+       */
+      reasoning_content?: string;
+      reasoning?: string;
+    }
   | { role: 'tool'; tool_call_id: string; content: string };

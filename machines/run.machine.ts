@@ -7,6 +7,7 @@ import type {
   RunErrorData,
   RunMachineOutput,
   RunMetrics,
+  ReasoningField,
   RunStatus,
   TokenUsage,
   ToolConfirmation,
@@ -21,6 +22,7 @@ import {
   finished,
   isOpen,
   newExecutions,
+  roundExecutions,
   roundMessages,
   started,
   updateExecution,
@@ -46,6 +48,8 @@ export type RunMachineEvent =
       finishReason: string;
       usage?: TokenUsage | undefined;
       toolCalls?: CheckedToolCall[] | undefined;
+      /** The field the turn's reasoning came in, sent back in it with the turn's tool calls. */
+      reasoningField?: ReasoningField | undefined;
     }
   | { type: 'ERROR'; error: RunErrorData }
   /** `pause`: also sent by the runtime to a run restored from the store after its pause ran out. */
@@ -160,8 +164,17 @@ export interface RunMachineContext {
   toolRounds: number;
   /** Messages this run added to the conversation (see {@link ModelServiceInput}). */
   transcript: TranscriptMessage[];
-  /** Where the current model turn began, in `content`, `chunkCount` and `attempt`. */
-  turn: { content: number; chunks: number; attempt: number };
+  /**
+   * Where the current model turn began, in `content`, `chunkCount`, `attempt` and `reasoning`; and
+   * the field its reasoning came in (set when it asks for tools).
+   */
+  turn: {
+    content: number;
+    chunks: number;
+    attempt: number;
+    reasoning: number;
+    reasoningField: ReasoningField | null;
+  };
   /**
    * The idle timer of a streaming attempt: one timer, not one per chunk. `lastChunkAt` is when the
    * attempt's last chunk came (`null` before its first); `armedAt` the `chunkCount` when the timer
@@ -317,10 +330,7 @@ const runSetup = setup({
     silentSinceArmed: ({ context }) => context.chunkCount === context.idle.armedAt,
     roundsLeft: ({ context }) => context.toolRounds < context.limits.maxToolRounds,
     needsConfirmation: ({ event }) => toolCallsOf(event).some((call) => call.requiresConfirmation),
-    roundOver: ({ context }) => {
-      const ids = new Set(context.round.map((call) => call.id));
-      return !context.tools.some((tool) => ids.has(tool.tool_call_id) && isOpen(tool));
-    },
+    roundOver: ({ context }) => !roundExecutions(context.tools, context.round.length).some(isOpen),
   },
   actions: {
     recordCancel: assign({
@@ -357,10 +367,24 @@ const runSetup = setup({
     endRound: assign(({ context }) => ({
       transcript: [
         ...context.transcript,
-        ...roundMessages(context.content.slice(context.turn.content), context.round, context.tools),
+        ...roundMessages(
+          {
+            content: context.content.slice(context.turn.content),
+            reasoning: context.reasoning.slice(context.turn.reasoning),
+            reasoningField: context.turn.reasoningField,
+          },
+          context.round,
+          roundExecutions(context.tools, context.round.length),
+        ),
       ],
       round: [],
-      turn: { content: context.content.length, chunks: context.chunkCount, attempt: context.attempt },
+      turn: {
+        content: context.content.length,
+        chunks: context.chunkCount,
+        attempt: context.attempt,
+        reasoning: context.reasoning.length,
+        reasoningField: null,
+      },
     })),
     emitPaused: emit(({ context }) => ({
       type: 'paused' as const,
@@ -414,24 +438,32 @@ function clockActions(clock: RunClock) {
         round: calls,
         tools: [...context.tools, ...added],
         toolRounds: context.toolRounds + 1,
+        turn: {
+          ...context.turn,
+          reasoningField: (event.type === 'DONE' && event.reasoningField) || null,
+        },
       });
       for (const tool of added) if (!isOpen(tool)) enqueue.emit({ type: 'tool_completed', tool });
     }),
     toolStarted: runSetup.enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'TOOL_STARTED') return;
-      const tools = updateExecution(context.tools, event.toolCallId, (tool) => started(tool, clock.now()));
+      const size = context.round.length;
+      const tools = updateExecution(context.tools, size, event.toolCallId, (tool) =>
+        started(tool, clock.now()),
+      );
       enqueue.assign({ tools });
-      const tool = tools.find((t) => t.tool_call_id === event.toolCallId);
+      const tool = roundExecutions(tools, size).find((t) => t.tool_call_id === event.toolCallId);
       if (tool) enqueue.emit({ type: 'tool_started', tool });
     }),
     toolDone: runSetup.enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'TOOL_DONE') return;
       const id = event.toolCallId;
-      const tools = updateExecution(context.tools, id, (tool) =>
+      const size = context.round.length;
+      const tools = updateExecution(context.tools, size, id, (tool) =>
         isOpen(tool) ? finished(tool, event.result, event.error, clock.now()) : tool,
       );
       enqueue.assign({ tools });
-      const tool = tools.find((t) => t.tool_call_id === id);
+      const tool = roundExecutions(tools, size).find((t) => t.tool_call_id === id);
       if (tool) enqueue.emit({ type: 'tool_completed', tool });
     }),
     continueRound: runSetup.enqueueActions(({ context, event, enqueue }) => {
@@ -520,7 +552,7 @@ export const runMachine = runSetup
         round: [],
         toolRounds: 0,
         transcript: [],
-        turn: { content: 0, chunks: 0, attempt: 0 },
+        turn: { content: 0, chunks: 0, attempt: 0, reasoning: 0, reasoningField: null },
         idle: { lastChunkAt: null, armedAt: 0 },
       };
     },
@@ -620,7 +652,9 @@ export const runMachine = runSetup
               src: 'tools',
               input: ({ context }) => {
                 const queued = new Set(
-                  context.tools.filter((tool) => tool.status === 'queued').map((tool) => tool.tool_call_id),
+                  roundExecutions(context.tools, context.round.length)
+                    .filter((tool) => tool.status === 'queued')
+                    .map((tool) => tool.tool_call_id),
                 );
                 return {
                   runId: context.runId,

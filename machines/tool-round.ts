@@ -1,5 +1,6 @@
 import type {
   CheckedToolCall,
+  ReasoningField,
   ToolCallStatus,
   ToolConfirmation,
   ToolExecution,
@@ -35,14 +36,24 @@ export function newExecutions(calls: readonly CheckedToolCall[], at: number): To
   });
 }
 
-/** Replaces the record of one call (a copy per tool event: a run has few calls, and events are rare). */
+/**
+ * Replaces the record of one call of the current round, its last `roundSize` records: ids name calls
+ * within a turn only (some servers number them per response, every turn's first call `call_0`).
+ * A copy per tool event: a run has few calls, and events are rare.
+ */
 export function updateExecution(
   tools: readonly ToolExecution[],
+  roundSize: number,
   id: string,
   change: (tool: ToolExecution) => ToolExecution,
 ): ToolExecution[] {
-  return tools.map((tool) => (tool.tool_call_id === id ? change(tool) : tool));
+  const start = tools.length - roundSize;
+  return tools.map((tool, i) => (i >= start && tool.tool_call_id === id ? change(tool) : tool));
 }
+
+/** The records of the current round's calls: the last `roundSize` of the run's. */
+export const roundExecutions = (tools: readonly ToolExecution[], roundSize: number): ToolExecution[] =>
+  tools.slice(tools.length - roundSize);
 
 export function started(tool: ToolExecution, at: number): ToolExecution {
   return { ...tool, status: 'running', metrics: { start_time: seconds(at), end_time: null, duration: null } };
@@ -107,25 +118,29 @@ export function confirm(
 }
 
 /**
- * The messages a finished round adds to the conversation: the assistant turn with its calls, then
- * one `tool` message per call, ids matching, in the order the model asked.
+ * The messages a finished round adds to the conversation: the assistant turn with its calls (and
+ * its reasoning, in the field the model streamed it in, when it reasoned), then one `tool` message
+ * per call, ids matching, in the order the model asked. `tools`: the records of the round's calls.
  */
 export function roundMessages(
-  content: string,
+  turn: { content: string; reasoning: string; reasoningField: ReasoningField | null },
   round: readonly CheckedToolCall[],
   tools: readonly ToolExecution[],
 ): TranscriptMessage[] {
   const results = new Map(tools.map((tool) => [tool.tool_call_id, tool.result ?? '']));
+  const assistant: TranscriptMessage = {
+    role: 'assistant',
+    content: turn.content,
+    tool_calls: round.map((call) => ({
+      id: call.id,
+      type: 'function',
+      function: { name: call.name, arguments: call.arguments },
+    })),
+  };
+  // Only a turn that reasoned: a server that never streams reasoning (OpenAI's) gets what it sent.
+  if (turn.reasoning !== '') assistant[turn.reasoningField ?? 'reasoning_content'] = turn.reasoning;
   return [
-    {
-      role: 'assistant',
-      content,
-      tool_calls: round.map((call) => ({
-        id: call.id,
-        type: 'function',
-        function: { name: call.name, arguments: call.arguments },
-      })),
-    },
+    assistant,
     ...round.map((call) => ({
       role: 'tool' as const,
       tool_call_id: call.id,

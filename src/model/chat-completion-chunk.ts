@@ -1,7 +1,7 @@
 import type { TokenUsage } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatCompletionEvent } from './chat-completion-stream.js';
-import type { ModelChunk } from './chat-model.js';
+import type { ModelChunk, ReasoningField } from './chat-model.js';
 import { ToolCallAssembler, type ToolCallDelta } from './tool-call-assembler.js';
 
 /**
@@ -15,6 +15,8 @@ export interface CompletionState {
   delivered: boolean;
   /** The tool calls streamed so far (`delta.tool_calls`), made when the first one comes. */
   toolCalls?: ToolCallAssembler | undefined;
+  /** The field the reasoning came in, once some did. */
+  reasoningField?: ReasoningField | undefined;
 }
 
 /** A delta as servers of reasoning models send it: the SDK's type knows no reasoning. */
@@ -47,6 +49,7 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   const reasoning = delta.reasoning_content || delta.reasoning;
   if (typeof reasoning === 'string' && reasoning !== '') {
     state.delivered = true;
+    state.reasoningField ??= delta.reasoning_content ? 'reasoning_content' : 'reasoning';
     return { type: 'delta', content: content || '', reasoning };
   }
   if (content) {

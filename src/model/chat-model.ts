@@ -1,6 +1,7 @@
-import type { TokenUsage, ToolCallRequest } from '../../machines/run-types.js';
+import { RunstateError } from '../errors.js';
+import type { ReasoningField, TokenUsage, ToolCallRequest } from '../../machines/run-types.js';
 
-export type { ToolCallRequest };
+export type { ReasoningField, ToolCallRequest };
 
 /**
  * One message of a conversation, in the chat-completions form, so that an OpenAI-compatible server
@@ -9,7 +10,14 @@ export type { ToolCallRequest };
  */
 export type ChatMessage =
   | { role: 'system' | 'user'; content: string }
-  | { role: 'assistant'; content: string; tool_calls?: ToolCallRequest[] | undefined }
+  | {
+      role: 'assistant';
+      content: string;
+      tool_calls?: ToolCallRequest[] | undefined;
+      /** The reasoning of a turn that asked for tools, in the field the model streamed it in. */
+      reasoning_content?: string | undefined;
+      reasoning?: string | undefined;
+    }
   | { role: 'tool'; tool_call_id: string; content: string };
 
 /** A tool as the model sees it: a name, what it does, and its arguments as a JSON Schema object. */
@@ -37,6 +45,11 @@ export type ModelChunk =
       usage?: TokenUsage | undefined;
       /** The calls this turn asks for, in order; absent or empty for an answer. */
       toolCalls?: ToolCallRequest[] | undefined;
+      /**
+       * The delta field the turn's reasoning came in (`reasoning_content` or `reasoning`), when it
+       * reasoned: an assistant message that asked for tools carries its reasoning back in it.
+       */
+      reasoningField?: ReasoningField | undefined;
     };
 
 /** One streamed request. */
@@ -53,6 +66,7 @@ export interface ChatRequest {
  * then `close` once, with the error it would throw, if any.
  */
 export interface ModelStreamReceiver {
+  /** Must not throw: a receiver that does fails the stream with an `INTERNAL` error naming it. */
   chunk(chunk: ModelChunk): void;
   close(error?: unknown): void;
 }
@@ -90,11 +104,32 @@ export function streamModel(model: ChatModel, request: ChatRequest, receiver: Mo
     try {
       for await (const chunk of model.stream(request)) {
         if (request.signal.aborted) return;
-        receiver.chunk(chunk);
+        // A throw of the receiver is not the model's failure: leaving the loop closes the stream.
+        if (!deliver(receiver, chunk)) return;
       }
       receiver.close();
     } catch (error) {
       receiver.close(error);
     }
   })();
+}
+
+/**
+ * Hands `chunk` to `receiver`; a receiver that throws is told so with `close` (an `INTERNAL` error
+ * naming the throw), never left to look like a failure of the model's stream. False when it threw.
+ */
+export function deliver(receiver: ModelStreamReceiver, chunk: ModelChunk): boolean {
+  try {
+    receiver.chunk(chunk);
+    return true;
+  } catch (error) {
+    receiver.close(receiverError(error));
+    return false;
+  }
+}
+
+/** The error a receiver that threw is closed with. */
+export function receiverError(error: unknown): RunstateError {
+  const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return new RunstateError('INTERNAL', `the receiver of the model stream threw ${what}`, { cause: error });
 }

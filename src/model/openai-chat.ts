@@ -7,6 +7,7 @@ import {
   type ChatCompletionReading,
 } from './chat-completion-stream.js';
 import {
+  deliver,
   streamModel,
   type ChatModel,
   type ChatRequest,
@@ -310,7 +311,14 @@ class CompletionRequest implements PushedSource {
       this.#close(toRunstateError(error, this.#state.delivered));
       return;
     }
-    if (chunk) this.#receiver.chunk(chunk);
+    if (chunk && !deliver(this.#receiver, chunk)) this.#stopAfterReceiverThrew();
+  }
+
+  /** The receiver threw, and was told: nothing more reaches it, and the socket closes. */
+  #stopAfterReceiverThrew(): void {
+    if (!this.#finish()) return;
+    this.#reading?.stop();
+    this.#requestAbort.abort();
   }
 
   /** The body's events are over: with a finish reason that is the `end`, without one the stream is incomplete. */
@@ -321,7 +329,7 @@ class CompletionRequest implements PushedSource {
       else this.#close(toRunstateError(error, this.#state.delivered));
       return;
     }
-    const { finishReason, usage, toolCalls } = this.#state;
+    const { finishReason, usage, toolCalls, reasoningField } = this.#state;
     if (finishReason === undefined) {
       this.#close(
         new RunstateError(
@@ -332,12 +340,11 @@ class CompletionRequest implements PushedSource {
       return;
     }
     // The calls end the turn whatever the finish reason says (some servers say `stop` with calls).
-    const calls = toolCalls?.size ? { toolCalls: toolCalls.calls() } : {};
+    const calls = toolCalls?.size ? { toolCalls: toolCalls.calls(), reasoningField } : {};
     // Over before the `end` is handed out: the run moves on at once and aborts its signal, which
     // must find nothing to abort (the socket goes back to the pool).
     this.#finish();
-    this.#receiver.chunk({ type: 'end', finishReason, usage, ...calls });
-    this.#receiver.close();
+    if (deliver(this.#receiver, { type: 'end', finishReason, usage, ...calls })) this.#receiver.close();
   }
 
   /** Tells the receiver the stream is over, once. */

@@ -14,18 +14,22 @@ export const makeToolCallId = (): string => `call_${randomUUID().replaceAll('-',
 
 interface Building {
   id: string;
+  /** The id the server gave (`undefined`: none), which may repeat on every delta of the call. */
+  givenId: string | undefined;
+  index: number;
   name: string;
   arguments: string;
 }
 
 /**
- * Builds whole tool calls from the deltas of one streamed turn. Servers differ: OpenAI sends the id
- * and name once, then argument pieces keyed by `index`; some give every call `index: 0` and tell them
- * apart by id only; some send no id at all. So a delta joins the call with its id when it has one
- * (a new id is a new call, whatever its index), else the latest call at its index; without an id, a
- * name arriving for a call that has another name, or whose arguments are already complete JSON,
- * starts a new call. A call with no
- * id gets a made-up one.
+ * Builds whole tool calls from the deltas of one streamed turn. `index` identifies a call (OpenAI's
+ * streaming contract): a delta joins the latest call at its index, and an id repeated on every
+ * delta of that call is normal. Servers differ: some give every call `index: 0` and tell them apart
+ * by id only, so a different id at the same index is another call; some send no id at all, so a
+ * name arriving for a call that has another name, whose arguments are already complete JSON, or
+ * when neither has arguments (two calls of a tool without parameters), starts another call. A call
+ * with no id, or with the id of an earlier call of the turn, gets a made-up one: the results sent
+ * back must name exactly one call each.
  *
  * @example
  * ```ts
@@ -37,8 +41,10 @@ interface Building {
  */
 export class ToolCallAssembler {
   readonly #calls: Building[] = [];
-  readonly #byId = new Map<string, Building>();
   readonly #latestAtIndex = new Map<number, Building>();
+  /** The latest call the server gave each id. */
+  readonly #byGivenId = new Map<string, Building>();
+  readonly #ids = new Set<string>();
   readonly #makeId: () => string;
 
   constructor(makeId: () => string = makeToolCallId) {
@@ -55,16 +61,19 @@ export class ToolCallAssembler {
     const name = delta.function?.name ?? '';
     const args = delta.function?.arguments ?? '';
     const id = delta.id || undefined;
-    let call = id === undefined ? this.#latestAtIndex.get(index) : this.#byId.get(id);
-    const startsAnother =
-      id === undefined && name !== '' && call?.name && (name !== call.name || isCompleteJson(call.arguments));
-    if (startsAnother) {
-      call = undefined;
+    let call = this.#latestAtIndex.get(index);
+    if (id !== undefined && call?.givenId !== id) {
+      // Calls told apart by id at one index may interleave: the id's own call, if at this index.
+      const known = this.#byGivenId.get(id);
+      call = known?.index === index ? known : undefined;
     }
+    if (call && startsAnother(call, name, args)) call = undefined;
     if (!call) {
-      call = { id: id ?? this.#makeId(), name: '', arguments: '' };
+      const unique = id !== undefined && !this.#ids.has(id) ? id : this.#makeId();
+      call = { id: unique, givenId: id, index, name: '', arguments: '' };
       this.#calls.push(call);
-      this.#byId.set(call.id, call);
+      this.#ids.add(unique);
+      if (id !== undefined) this.#byGivenId.set(id, call);
     }
     this.#latestAtIndex.set(index, call);
     // Some servers repeat the name on every delta: the first one is the name.
@@ -80,6 +89,12 @@ export class ToolCallAssembler {
       function: { name, arguments: args },
     }));
   }
+}
+
+/** A name for a call already named, when its arguments cannot go on: the server began another call. */
+function startsAnother(call: Building, name: string, args: string): boolean {
+  if (name === '' || call.name === '') return false;
+  return name !== call.name || isCompleteJson(call.arguments) || (args === '' && call.arguments === '');
 }
 
 function isCompleteJson(text: string): boolean {

@@ -17,6 +17,7 @@ import {
   checkAfterSeq,
   isTerminalEvent,
   type RunEvent,
+  type ReasoningStep,
   type RunOutput,
   type RunRecord,
 } from './run-events.js';
@@ -208,6 +209,11 @@ export interface Orchestrator {
   getSession(sessionId: string): Promise<SessionRecord | undefined>;
   /** The session's retained runs, oldest first, active ones with their content so far. */
   sessionRuns(sessionId: string): Promise<RunRecord[]>;
+  /**
+   * Names a session (AgentOS's rename): later reads answer `name` as its `session_name`. Resolves
+   * with the renamed session, or `undefined` when there is no such session. Rejects on a store error.
+   */
+  renameSession(sessionId: string, name: string): Promise<SessionRecord | undefined>;
   /**
    * Forgets a session and its runs, and cancels its active runs (reason `api`); `false` when there
    * was no such session. Rejects on a store error.
@@ -480,7 +486,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     request: Pick<StartRunRequest, 'limits' | 'tools'>,
     messages: Promise<ChatMessage[]>,
     runWriter: RunWriter,
-    restored?: { snapshot: unknown; seq: number },
+    restored?: { snapshot: unknown; seq: number; reasoningSteps?: readonly ReasoningStep[] | undefined },
   ): LiveRun {
     const tools = new Map((request.tools ?? []).map((tool) => [tool.name, tool]));
     if (tools.size !== (request.tools?.length ?? 0)) {
@@ -630,7 +636,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     });
     messages.catch(() => undefined);
     const runWriter = writer.open(record, { recorded: true });
-    const run = liveRun(identity, agent ?? {}, messages, runWriter, parked);
+    // Its reasoning before the pause: its RunCompleted lists every phase.
+    const restored = { ...parked, reasoningSteps: record.extra_data?.reasoning_steps };
+    const run = liveRun(identity, agent ?? {}, messages, runWriter, restored);
     registry.add(run);
     // Listeners here follow it from now on (those of the instance that parked it were told `left`).
     if (!parkedByThis) notify({ type: 'taken', run: record });
@@ -947,6 +955,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     },
     listSessions: (filter) => store.listSessions(filter),
     getSession: (sessionId) => store.getSession(sessionId),
+    renameSession: (sessionId, name) => store.renameSession(sessionId, name),
     async sessionRuns(sessionId) {
       return withLive(await store.sessionRuns(sessionId));
     },

@@ -19,6 +19,7 @@ import { ReasoningPhases } from './reasoning-phases.js';
 import {
   checkAfterSeq,
   isTerminalEvent,
+  type ReasoningStep,
   type RunEvent,
   type RunOutput,
   type RunRecord,
@@ -62,8 +63,12 @@ export interface LiveRunOptions {
    * the owner lets go of it ({@link LiveRun.detach}).
    */
   onPark: (run: LiveRun, written: Promise<boolean>, until: number) => void;
-  /** A run parked earlier, taken back from the store: its actor starts from `snapshot`, its events after `seq`. */
-  restored?: { snapshot: unknown; seq: number } | undefined;
+  /**
+   * A run parked earlier, taken back from the store: its actor starts from `snapshot`, its events
+   * after `seq`, its reasoning phases after `reasoningSteps` (those of its record).
+   */
+  restored?:
+    { snapshot: unknown; seq: number; reasoningSteps?: readonly ReasoningStep[] | undefined } | undefined;
   inspect: InspectOption | undefined;
   writer: RunWriter;
   /** True when somebody listens: no notice is built for nobody (one per chunk otherwise). */
@@ -181,7 +186,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   let resolve!: (output: RunOutput) => void;
   const result = new Promise<RunOutput>((r) => (resolve = r));
   let output: RunOutput | null = null;
-  const reasoning = new ReasoningPhases();
+  const reasoning = new ReasoningPhases(options.restored?.reasoningSteps);
   let nodes: readonly object[] | undefined;
   let status: RunStatus | undefined;
   /** When the run last paused: a paused run's metrics end there, so its record holds still while it waits. */
@@ -278,6 +283,11 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       });
     }
   };
+  // The model's turn ended (its tool calls, a pause or the run's end come next): so does its reasoning.
+  const endTurn = (): void => {
+    const completed = reasoning.close();
+    if (completed) append(completed);
+  };
   // The RunPaused of a pause being parked: written with the park, appended here once it is stored, so
   // that whoever sees it (here or on another instance) can continue the run at once.
   let pausedEvent: RunEvent | undefined;
@@ -329,10 +339,16 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     error: (error) => finish(crashOutput(error)),
   });
 
-  // The end of a reader's stream: the terminal event, or a RunPaused that is still the run's latest.
-  const endsStream = (event: RunEvent): boolean =>
-    isTerminalEvent(event) ||
-    (event.event === 'RunPaused' && run.status() === 'paused' && run.lastSeq() === event.seq);
+  // The end of a reader's stream: the terminal event, or a RunPaused that came while it followed
+  // (however soon the run went on: the stream a person read up to the pause ends there, whenever it
+  // gets there), or a replayed RunPaused that is still the run's latest (a run that went on since is
+  // read through). As a follower on another instance ends its stream (`followStoredRun`).
+  const endsStream =
+    (followedFrom: number) =>
+    (event: RunEvent): boolean =>
+      isTerminalEvent(event) ||
+      (event.event === 'RunPaused' &&
+        (event.seq > followedFrom || (run.status() === 'paused' && run.lastSeq() === event.seq)));
 
   // No accessor in this literal (`output` is a field set by `finish`): V8 makes an object literal
   // with a getter a dictionary, 1.6 KB per run instead of 0.2 KB.
@@ -349,7 +365,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       messages: options.messages,
       tools: options.tools,
       runSignal: controller.signal,
-      sink: { content, held },
+      sink: { content, held, endTurn },
     },
     toolRun: {
       tools: options.tools,
@@ -380,7 +396,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
         event: 'RunStarted',
         model: identity.model.id,
         model_provider: identity.model.provider,
-        run_input: identity.input,
+        run_input: { input_content: identity.input },
       });
     },
     start() {
@@ -401,7 +417,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     follow(afterSeq = firstSeq) {
       checkAfterSeq(afterSeq);
       // A stream of a paused run ends at its RunPaused, as Agno's does; a continue streams on.
-      return log.follow(Math.max(0, afterSeq - firstSeq), endsStream);
+      return log.follow(Math.max(0, afterSeq - firstSeq), endsStream(run.lastSeq()));
     },
     resume() {
       actor.start();

@@ -1,10 +1,12 @@
 import { fromCallback } from 'xstate';
+import type { CheckedToolCall, RunErrorData } from '../../machines/run-types.js';
 import type { ModelServiceInput, RunMachineEvent } from '../../machines/run.machine.js';
 import { toRunErrorData } from '../errors.js';
 import {
   streamModel,
   type ChatMessage,
   type ChatModel,
+  type ModelChunk,
   type ModelStreamReceiver,
   type ToolDefinition,
 } from '../model/chat-model.js';
@@ -49,6 +51,11 @@ export const CHUNK_INTERVAL_MS = 100;
 export interface ContentSink {
   content(delta: string, reasoning: string): void;
   readonly held: HeldChunk;
+  /**
+   * The model's turn is over (its `end` came, all its text handed over): an open reasoning phase
+   * ends here, before the turn's tool calls, a pause or the run's end are reported. Never throws.
+   */
+  endTurn?(): void;
 }
 
 /** Text handed to a run's events that its machine has not been sent yet, as one `CHUNK`. */
@@ -203,51 +210,80 @@ function pump(
     const chunk = call.sink?.held.take();
     if (chunk) sendBack(chunk);
   };
+  // A throw of ours (a check, a sink, the machine) must not look like the model's failure, nor be
+  // lost in the model's stream: the run fails at once, as INTERNAL, naming it.
+  const fail = (error: unknown): void => {
+    over = true;
+    if (!attempt.stopped) sendBack({ type: 'ERROR', error: internalError(error) });
+  };
+  const flushSafely = (): void => {
+    try {
+      flush();
+    } catch (error) {
+      fail(error);
+    }
+  };
+  const done = (chunk: Extract<ModelChunk, { type: 'end' }>, toolCalls?: CheckedToolCall[]): void => {
+    if (attempt.stopped) return;
+    const { finishReason, usage } = chunk;
+    if (!toolCalls) return sendBack({ type: 'DONE', finishReason, usage });
+    const { reasoningField } = chunk;
+    sendBack(
+      reasoningField
+        ? { type: 'DONE', finishReason, usage, toolCalls, reasoningField }
+        : { type: 'DONE', finishReason, usage, toolCalls },
+    );
+  };
+  const end = (chunk: Extract<ModelChunk, { type: 'end' }>): void => {
+    over = true;
+    flush();
+    if (attempt.stopped) return;
+    sendHeld();
+    if (attempt.stopped) return;
+    // The turn is over: its reasoning phase ends before its calls are reported.
+    call.sink?.endTurn?.();
+    if (attempt.stopped) return;
+    if (!chunk.toolCalls?.length) return done(chunk);
+    const checked = checkToolCalls(chunk.toolCalls, call.tools ?? NO_TOOLS);
+    // A schema with an async refinement: the calls go to the machine once checked.
+    if (checked instanceof Promise) checked.then((calls) => done(chunk, calls)).catch(fail);
+    else done(chunk, checked);
+  };
   const receiver: ModelStreamReceiver = {
     chunk(chunk) {
       if (over || attempt.stopped) return;
-      if (chunk.type === 'end') {
-        over = true;
-        flush();
-        if (attempt.stopped) return;
-        sendHeld();
-        if (attempt.stopped) return;
-        const { finishReason, usage, toolCalls } = chunk;
-        sendBack(
-          toolCalls?.length
-            ? {
-                type: 'DONE',
-                finishReason,
-                usage,
-                toolCalls: checkToolCalls(toolCalls, call.tools ?? NO_TOOLS),
-              }
-            : { type: 'DONE', finishReason, usage },
-        );
-        return;
+      try {
+        if (chunk.type === 'end') return end(chunk);
+        const { content, reasoning } = chunk;
+        if (reasoning) {
+          // Reasoning after content cannot join that CHUNK (its reasoning comes first): send it.
+          if (pending !== '') flush();
+          if (pendingDeltas === 0) process.nextTick(flushSafely);
+          pendingReasoning += reasoning;
+          if (content !== '') pending += content;
+        } else if (content === '') {
+          return;
+        } else {
+          if (pendingDeltas === 0) process.nextTick(flushSafely);
+          pending += content;
+        }
+        if (++pendingDeltas === MAX_DELTAS_PER_CHUNK) flush();
+      } catch (error) {
+        fail(error);
       }
-      const { content, reasoning } = chunk;
-      if (reasoning) {
-        // Reasoning after content cannot join that CHUNK (its reasoning comes first): send it.
-        if (pending !== '') flush();
-        if (pendingDeltas === 0) process.nextTick(flush);
-        pendingReasoning += reasoning;
-        if (content !== '') pending += content;
-      } else if (content === '') {
-        return;
-      } else {
-        if (pendingDeltas === 0) process.nextTick(flush);
-        pending += content;
-      }
-      if (++pendingDeltas === MAX_DELTAS_PER_CHUNK) flush();
     },
     close(error) {
       if (over) return;
       over = true;
       // Aborts are how we stop a stream, not failures.
       if (attempt.stopped) return;
-      flush();
-      if (attempt.stopped) return;
-      sendHeld();
+      try {
+        flush();
+        if (attempt.stopped) return;
+        sendHeld();
+      } catch (thrown) {
+        return fail(thrown);
+      }
       if (attempt.stopped) return;
       sendBack({
         type: 'ERROR',
@@ -281,6 +317,12 @@ function pump(
 }
 
 const NO_TOOLS: ReadonlyMap<string, Tool> = new Map();
+
+/** A throw of runstate's own code on the model path, as the run's error: a bug, never retried. */
+function internalError(error: unknown): RunErrorData {
+  const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return { code: 'INTERNAL', message: `the model service failed: ${what}`, retryable: false };
+}
 const definitions = new WeakMap<ReadonlyMap<string, Tool>, ToolDefinition[]>();
 
 /** The tool definitions of an agent, made once per tool set rather than once per request. */

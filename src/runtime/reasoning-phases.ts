@@ -12,14 +12,21 @@ const MAX_TITLE_LENGTH = 80;
 /**
  * Projects the output of one run (content and reasoning deltas, in the order the machine took
  * them) to wire events: a reasoning phase opens with `ReasoningStarted`, streams as `RunContent`
- * with `reasoning_content`, and closes with `ReasoningCompleted` when content starts or the run
- * ends. Each closed phase is one {@link ReasoningStep}, the shape Agno's Agent UI lists.
- * O(1) per delta: the phase's text grows by concatenation and is read once, when it closes.
+ * with `reasoning_content`, and closes with `ReasoningCompleted` when content starts, or with
+ * {@link ReasoningPhases.close} when the model's turn ends (it asks for tools, or answered) or the
+ * run ends: the reasoning of the next turn is a phase of its own. Each closed phase is one
+ * {@link ReasoningStep}, the shape Agno's Agent UI lists. O(1) per delta: the phase's text grows by
+ * concatenation and is read once, when it closes.
  */
 export class ReasoningPhases {
   #open = false;
   #text = '';
-  readonly #steps: ReasoningStep[] = [];
+  readonly #steps: ReasoningStep[];
+
+  /** `steps`: the phases of the run before it paused, for a run taken back from the store. */
+  constructor(steps: readonly ReasoningStep[] = []) {
+    this.#steps = [...steps];
+  }
 
   /** True while the model reasons: content now closes the phase. */
   get open(): boolean {
@@ -45,7 +52,7 @@ export class ReasoningPhases {
     return events;
   }
 
-  /** Closes the open phase, if any (the run ended while the model reasoned). */
+  /** Closes the open phase, if any: the model's turn ended (or the run did) while it reasoned. */
   close(): OutputEventBody | undefined {
     if (!this.#open) return undefined;
     const reasoning = this.#text;

@@ -2,7 +2,7 @@ import { fromCallback } from 'xstate';
 import type { ToolRunnerInput } from '../../machines/run-types.js';
 import type { RunMachineEvent } from '../../machines/run.machine.js';
 import { toolResultText, type Tool } from '../tools/tool.js';
-import { parseArguments } from './check-tool-calls.js';
+import { checkArguments, parseArguments, type CheckedArguments } from './check-tool-calls.js';
 
 /** What the tool runner needs to know about a run. */
 export interface ToolRun {
@@ -64,15 +64,14 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
           settle(`Error: ${call.name} timed out after ${ms} ms`, true);
         }, ms);
       }
-      // Run the tool's code in a job of its own, never inside the machine's transition: a tool that
-      // cancels its own run, or throws synchronously, then meets a machine that is not mid-step.
-      queueMicrotask(() => {
+      const execute = (args: CheckedArguments | undefined): void => {
         if (stopped || controller.signal.aborted) return;
-        const parsed = parseArguments(call.arguments);
-        const args = tool && parsed.ok ? tool.parameters.safeParse(parsed.value) : undefined;
-        if (!tool || !args?.success) {
-          // The machine runs checked calls only; this is a guard against a bug, not a path.
-          settle(`Error: the call to ${call.name} cannot run`, true);
+        if (!tool || !args?.ok) {
+          // The machine runs checked calls only: a schema that changed its mind, or a bug.
+          settle(
+            `Error: the call to ${call.name} cannot run${args && !args.ok ? `: ${args.error}` : ''}`,
+            true,
+          );
           return;
         }
         sendBack({ type: 'TOOL_STARTED', toolCallId: call.id });
@@ -82,11 +81,22 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
           runId: input.runId,
           sessionId: run.sessionId,
         };
-        new Promise((resolve) => resolve(tool.execute(args.data, context))).then(
+        new Promise((resolve) => resolve(tool.execute(args.data as Record<string, unknown>, context))).then(
           (value) => settle(toolResultText(value), false),
           (error: unknown) =>
             settle(`Error: ${error instanceof Error ? error.message : String(error)}`, true),
         );
+      };
+      // Run the tool's code in a job of its own, never inside the machine's transition: a tool that
+      // cancels its own run, or throws synchronously, then meets a machine that is not mid-step.
+      queueMicrotask(() => {
+        if (stopped || controller.signal.aborted) return;
+        const parsed = parseArguments(call.arguments);
+        // The schema runs again for its output (a paused call may run in another process than the
+        // one that checked it): at once, or after an async refinement.
+        const checked = tool && parsed.ok ? checkArguments(tool, parsed.value) : undefined;
+        if (checked instanceof Promise) void checked.then((args) => execute(args));
+        else execute(checked);
       });
     };
 

@@ -50,17 +50,56 @@ describe('checkToolCalls', () => {
       call('add', '{"a":"one","b":2}'),
       /do not match the parameters of add:[\s\S]*expected number[\s\S]*→ at a/,
     ],
-  ])('never lets %s run: the reason goes to the model', (_, request, reason) => {
-    const [checked] = checkToolCalls([request], tools);
+  ])('never lets %s run: the reason goes to the model', async (_, request, reason) => {
+    const [checked] = await checkToolCalls([request], tools);
     expect(checked?.invalid).toMatch(reason);
     expect(checked?.requiresConfirmation).toBe(false);
   });
 
-  it('does not ask a person to confirm a call that cannot run anyway', () => {
-    const [checked] = checkToolCalls([call('publish', 'nope')], tools);
+  it('does not ask a person to confirm a call that cannot run anyway', async () => {
+    const [checked] = await checkToolCalls([call('publish', 'nope')], tools);
     expect(checked).toMatchObject({
       requiresConfirmation: false,
       invalid: expect.stringMatching(/JSON/) as unknown,
     });
+  });
+
+  it('takes a schema that throws for a mismatch, with the thrown message', () => {
+    const url = tool({
+      name: 'url',
+      description: 'u',
+      parameters: z.object({ url: z.string().transform((s) => new URL(s)) }),
+      execute: ({ url }) => url.href,
+    });
+    const checked = checkToolCalls([call('url', '{"url":"nope"}')], new Map([['url', url]]));
+    expect(checked).toMatchObject([
+      {
+        invalid: expect.stringMatching(
+          /^Error: the arguments do not match the parameters of url:\n.*Invalid URL/,
+        ) as unknown,
+      },
+    ]);
+  });
+
+  it('checks an async schema asynchronously (only then is the answer a promise)', async () => {
+    const refined = tool({
+      name: 'refined',
+      description: 'r',
+      parameters: z.object({ n: z.number().refine(async (n) => Promise.resolve(n > 0), 'must be positive') }),
+      execute: ({ n }) => n,
+    });
+    const checked = checkToolCalls(
+      [call('refined', '{"n":1}'), call('refined', '{"n":-1}', 'c2'), call('add', '{"a":1,"b":2}', 'c3')],
+      new Map<string, Tool>([
+        ['refined', refined],
+        ['add', add],
+      ]),
+    );
+    expect(checked).toBeInstanceOf(Promise);
+    expect((await checked).map((c) => c.invalid)).toEqual([
+      null,
+      expect.stringMatching(/do not match the parameters of refined:[\s\S]*must be positive/),
+      null,
+    ]);
   });
 });

@@ -83,4 +83,34 @@ describe('ToolCallAssembler', () => {
     expect(first?.id).toMatch(/^call_[0-9a-f]{24}$/);
     expect(second?.id).not.toBe(first?.id);
   });
+
+  it('keeps calls at two indexes apart when they share an id, and gives the second one its own', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'call_0', function: { name: 'add', arguments: '{"a":1}' } },
+        { index: 1, id: 'call_0', function: { name: 'add', arguments: '{"a":2}' } },
+      ]),
+    ).toEqual([
+      { id: 'call_0', name: 'add', arguments: '{"a":1}' },
+      { id: 'made_1', name: 'add', arguments: '{"a":2}' },
+    ]);
+  });
+
+  it('joins the deltas of one call that all repeat its id', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'r', function: { name: 'add', arguments: '{"a"' } },
+        { index: 0, id: 'r', function: { name: 'add', arguments: ':7}' } },
+      ]),
+    ).toEqual([{ id: 'r', name: 'add', arguments: '{"a":7}' }]);
+  });
+
+  it('takes two calls of a tool without parameters, with no ids and no arguments, for two calls', () => {
+    expect(
+      assemble([{ function: { name: 'now', arguments: '' } }, { function: { name: 'now', arguments: '' } }]),
+    ).toEqual([
+      { id: 'made_1', name: 'now', arguments: '' },
+      { id: 'made_2', name: 'now', arguments: '' },
+    ]);
+  });
 });

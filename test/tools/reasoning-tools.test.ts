@@ -1,0 +1,184 @@
+/**
+ * A reasoning model that calls tools, over a real socket (the fake OpenAI server): each model turn
+ * is a reasoning phase of its own, phases survive a pause and its continue (the run is parked in
+ * the store and restored), and a turn's reasoning goes back to the model with its tool calls, in
+ * the field the model used (DeepSeek's thinking mode refuses a request without it).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import {
+  Agent,
+  createOrchestrator,
+  OpenAIChat,
+  tool,
+  type RunEvent,
+  type RunPausedEvent,
+  type Tool,
+} from '../../src/index.js';
+import { ReasoningPhases } from '../../src/runtime/reasoning-phases.js';
+import { checkRunEvents, createFakeOpenAIServer, type FakeOpenAIServer } from '../../src/testing/index.js';
+import { collect } from '../support/collect.js';
+import { confirmingTool } from '../support/confirming-tool.js';
+
+let server: FakeOpenAIServer;
+beforeEach(async () => {
+  server = await createFakeOpenAIServer();
+});
+afterEach(async () => {
+  await server.close();
+});
+
+const add = tool({
+  name: 'add',
+  description: 'Adds',
+  parameters: z.object({ a: z.number(), b: z.number() }),
+  execute: ({ a, b }) => a + b,
+});
+const addCall = {
+  index: 0,
+  id: 'call_1',
+  type: 'function',
+  function: { name: 'add', arguments: '{"a":2,"b":3}' },
+};
+
+function agentWith(tools: Tool[]) {
+  const model = new OpenAIChat({ id: 'fake', apiKey: 'test', baseURL: server.url });
+  return new Agent({ name: 'Thinker', model, tools, orchestrator: createOrchestrator() });
+}
+
+/** The reasoning events and the tool events, in order, with what tells them apart. */
+const outline = (events: RunEvent[]) =>
+  events.flatMap((e) => {
+    if (e.event === 'ReasoningCompleted') return [`${e.event} ${e.reasoning_content}`];
+    if (e.event === 'ReasoningStarted' || e.event.startsWith('ToolCall') || e.event.startsWith('Run'))
+      return e.event === 'RunContent' ? [] : [e.event];
+    return [];
+  });
+
+const step = (text: string) => ({ title: text, reasoning: text });
+
+describe('a reasoning model with tools', () => {
+  it('ends a reasoning phase with its model turn: the next turn reasons in a phase of its own', async () => {
+    server.enqueue(
+      { reasoning: { deltas: ['I should add.'] }, chunks: [], toolCalls: [addCall] },
+      { reasoning: { deltas: ['It said 5.'] }, chunks: ['5'] },
+    );
+    const events = await collect(agentWith([add]).run('2+3', { stream: true }));
+    checkRunEvents(events, 'completed');
+    expect(outline(events)).toEqual([
+      'RunStarted',
+      'ReasoningStarted',
+      'ReasoningCompleted I should add.',
+      'ToolCallStarted',
+      'ToolCallCompleted',
+      'ReasoningStarted',
+      'ReasoningCompleted It said 5.',
+      'RunCompleted',
+    ]);
+    expect(events.at(-1)).toMatchObject({
+      reasoning_content: 'I should add.It said 5.',
+      extra_data: { reasoning_steps: [step('I should add.'), step('It said 5.')] },
+    });
+  });
+
+  it('keeps the phases from before a pause: closed before RunPaused, all of them at the end', async () => {
+    const agent = agentWith([confirmingTool()]);
+    const publish = {
+      index: 0,
+      id: 'call_p',
+      type: 'function',
+      function: { name: 'publish', arguments: '{}' },
+    };
+    server.enqueue(
+      { reasoning: { deltas: ['Publish it.'] }, chunks: [], toolCalls: [publish] },
+      { chunks: ['Published.'] },
+    );
+    const first = await collect(agent.run('publish', { stream: true }));
+    expect(outline(first)).toEqual([
+      'RunStarted',
+      'ReasoningStarted',
+      'ReasoningCompleted Publish it.',
+      'RunPaused',
+    ]);
+    const paused = first.at(-1) as RunPausedEvent;
+    const tools = [{ tool_call_id: 'call_p', confirmed: true }];
+    const rest = await collect(await agent.continueRun(paused.run_id, { tools, stream: true }));
+    checkRunEvents([...first, ...rest], 'completed');
+    // Reasoning only before the pause: the end still lists it.
+    expect(rest.at(-1)).toMatchObject({ extra_data: { reasoning_steps: [step('Publish it.')] } });
+    expect(await agent.getRun(paused.run_id)).toMatchObject({
+      reasoning_content: 'Publish it.',
+      extra_data: { reasoning_steps: [step('Publish it.')] },
+    });
+  });
+
+  it('lists the phases of both sides of a pause', async () => {
+    const agent = agentWith([confirmingTool()]);
+    const publish = {
+      index: 0,
+      id: 'call_p',
+      type: 'function',
+      function: { name: 'publish', arguments: '{}' },
+    };
+    server.enqueue(
+      { reasoning: { deltas: ['Step one.'] }, chunks: [], toolCalls: [publish] },
+      { reasoning: { deltas: ['Step two.'] }, chunks: ['Published.'] },
+    );
+    const first = await collect(agent.run('publish', { stream: true }));
+    const paused = first.at(-1) as RunPausedEvent;
+    const tools = [{ tool_call_id: 'call_p', confirmed: true }];
+    const rest = await collect(await agent.continueRun(paused.run_id, { tools, stream: true }));
+    const steps = [step('Step one.'), step('Step two.')];
+    expect(rest.find((e) => e.event === 'ReasoningCompleted')).toMatchObject({
+      reasoning_content: 'Step two.',
+      extra_data: { reasoning_steps: steps },
+    });
+    expect(rest.at(-1)).toMatchObject({ event: 'RunCompleted', extra_data: { reasoning_steps: steps } });
+  });
+});
+
+describe('the reasoning of a turn that asked for tools', () => {
+  /** The assistant messages with tool calls that the request of turn `index` carried. */
+  const assistantTurns = (index: number) =>
+    (server.requests[index]!.body.messages as Array<Record<string, unknown>>).filter(
+      (m) => m.role === 'assistant' && m.tool_calls,
+    );
+
+  it.each(['reasoning_content', 'reasoning'] as const)(
+    'goes back to the model on its assistant message, in the field it came in (%s)',
+    async (field) => {
+      server.enqueue(
+        { reasoning: { deltas: ['Need ', 'to add.'], field }, chunks: [], toolCalls: [addCall] },
+        { chunks: ['5'] },
+      );
+      const agent = agentWith([add]);
+      const output = await agent.run('2+3');
+      expect(output.status).toBe('completed');
+      const [turn] = assistantTurns(1);
+      expect(turn).toMatchObject({ [field]: 'Need to add.' });
+      expect(Object.keys(turn!)).not.toContain(field === 'reasoning' ? 'reasoning_content' : 'reasoning');
+      // The session's next run sends it too (DeepSeek: in every later request).
+      server.enqueue({ chunks: ['Yes.'] });
+      await agent.run('sure?', { sessionId: output.session_id });
+      expect(assistantTurns(2)).toEqual([turn]);
+    },
+  );
+
+  it('is not added to a turn that did not reason (OpenAI models stream none)', async () => {
+    server.enqueue({ chunks: ['Adding.'], toolCalls: [addCall] }, { chunks: ['5'] });
+    await agentWith([add]).run('2+3');
+    expect(Object.keys(assistantTurns(1)[0]!)).toEqual(['role', 'content', 'tool_calls']);
+  });
+});
+
+describe('ReasoningPhases', () => {
+  it('goes on from the steps of a run taken back from the store', () => {
+    const phases = new ReasoningPhases([step('Before.')]);
+    phases.project('', 'After.');
+    expect(phases.close()).toMatchObject({
+      event: 'ReasoningCompleted',
+      reasoning_content: 'After.',
+      extra_data: { reasoning_steps: [step('Before.'), step('After.')] },
+    });
+  });
+});
