@@ -170,11 +170,15 @@ describe('a paused run across a restart (PGlite on disk)', () => {
 });
 
 describe('a paused run on two instances (PostgreSQL and Redis)', () => {
-  async function twoInstances(options: StorageOptions = {}, laterOptions: OrchestratorOptions = {}) {
+  /** Two instances on one database and Redis; the second's own storage and orchestrator options. */
+  async function twoInstances(laterStorage: StorageOptions = {}, laterOptions: OrchestratorOptions = {}) {
     const database = await createTestDatabase();
     cleanups.unshift(() => database.drop());
-    const shared = { databaseUrl: database.url, redisUrl: REDIS_URL, redisPrefix: redisPrefix(), ...options };
-    return [await startInstance(shared), await startInstance(shared, laterOptions)] as const;
+    const shared = { databaseUrl: database.url, redisUrl: REDIS_URL, redisPrefix: redisPrefix() };
+    return [
+      await startInstance(shared),
+      await startInstance({ ...shared, ...laterStorage }, laterOptions),
+    ] as const;
   }
 
   it('is continued over HTTP on both at once: one streams RunContinued to RunCompleted, the other answers 409', async () => {
@@ -377,7 +381,9 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
   });
 
   it('is failed RUN_TIMEOUT by the instance whose sweep finds its pause ran out', async () => {
-    // Paused on `a`, whose clock gives the pause an hour to go; `b`'s clock is two hours later.
+    // Paused on `a`, whose clock gives the pause an hour to go; `b`'s clock is two hours later, and
+    // its short lease makes it sweep often. (`a` keeps the default lease: one of 200 ms can run out
+    // on a loaded machine while the run still streams there, which ends it RUN_LOST instead.)
     const [a, b] = await twoInstances({ leaseMs: 200 }, { now: () => Date.now() + 2 * 60 * 60_000 });
     const { runId } = await pausedRun(a, 'stale');
     const output = await b.agent.orchestrator.result(runId);

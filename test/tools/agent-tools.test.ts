@@ -346,6 +346,24 @@ describe('pausing for a person', () => {
     expect(publish.calls).toEqual([]);
   });
 
+  it('ends a stream at its RunPaused also when the reader gets there after the run went on', async () => {
+    const publish = heldTool('publish', { requiresConfirmation: true });
+    const { model, agent } = setup([publish.tool]);
+    const late = agent.run('publish it', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c_pub', name: 'publish', arguments: { q: 'post' } }]);
+    // Another reader sees the pause; the run is continued and cancelled before `late` reads anything.
+    const watcher = await collect(await agent.orchestrator.events(late.runId));
+    expect(watcher.map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    await agent.continueRun(late.runId, {
+      tools: [{ tool_call_id: 'c_pub', confirmed: true }],
+      stream: true,
+    });
+    agent.cancelRun(late.runId);
+    expect((await collect(late)).map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    // A replay from the start reads through the pause the run left.
+    checkRunEvents(await collect(await agent.orchestrator.events(late.runId)), 'cancelled');
+  });
+
   it('continues on a confirmation: RunContinued first, seq without a gap, the call runs', async () => {
     const { publish, model, agent, run } = await pausedRun();
     const continued = await agent.continueRun(run.runId, {
