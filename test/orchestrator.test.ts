@@ -14,6 +14,7 @@ import { MAX_DELTAS_PER_CHUNK } from '../src/runtime/model-service.js';
 import type { RunEvent, RunOutput } from '../src/runtime/run-events.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
+import { confirmingTool } from './support/confirming-tool.js';
 import { counterIds } from './support/runs.js';
 
 function setup(options: OrchestratorOptions = {}, model: FakeModel = createFakeModel()) {
@@ -940,6 +941,41 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     expect(call.signal.aborted).toBe(true);
     release();
     expect(await answer).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+  });
+
+  it('cancels a paused run that another instance takes just after the cancel went by', async () => {
+    const store = createMemoryRunStore();
+    const buses = { cancelBus: createMemoryCancelBus(), eventBus: createMemoryEventBus() };
+    const model = createFakeModel();
+    const request = { agentId: 'writer', agentName: 'Writer', model, tools: [confirmingTool()] };
+    // The instance that paused the run is gone: it hears no cancel, the run waits in the store.
+    const parker = createOrchestrator({
+      store,
+      ...buses,
+      cancelBus: { ...buses.cancelBus, subscribe: () => Promise.resolve(() => Promise.resolve()) },
+    });
+    const run = parker.startRun({ ...request, input: 'publish it' });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
+    expect((await collect(run.events())).at(-1)?.event).toBe('RunPaused');
+    // The cancelling instance's read of the run waits (a database round trip) while another takes it.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const canceller = createOrchestrator({
+      ...buses,
+      store: { ...store, getRun: async (runId: string) => (await gate, store.getRun(runId)) },
+    });
+    const taker = createOrchestrator({ store, ...buses });
+
+    const answer = canceller.requestCancel(run.runId, 'api');
+    await nextTurn();
+    await expect(
+      taker.continueRun(run.runId, [{ tool_call_id: 'c1', confirmed: true }], request),
+    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
+    release();
+    expect(await answer).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(model.calls).toHaveLength(1);
+    checkRunEvents(await collect(await taker.events(run.runId)), 'cancelled');
+    await Promise.all([parker.shutdown(), canceller.shutdown(), taker.shutdown()]);
   });
 
   it('answers RUN_NOT_FOUND and RUN_ALREADY_FINISHED the same on both', async () => {

@@ -64,6 +64,14 @@ function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
 /** How often a cancel sent to a run's owner over the bus is sent again while the run goes on. */
 const CANCEL_RESEND_MS = 1_000;
 
+/**
+ * How long a cancel heard on the bus for a run that is not here is remembered, and how many are: a
+ * paused run nobody owns may be taken here (continued) just after a cancel for it went by, and is
+ * then cancelled as it is taken. Longer than a store's round trip, shorter than the re-sends.
+ */
+const HEARD_CANCEL_MS = 5_000;
+const MAX_HEARD_CANCELS = 1_000;
+
 /** The message of a run that ended `RUN_LOST`: the same where its owner ends it and where another instance does. */
 const LOST_MESSAGE = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
 
@@ -385,11 +393,29 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   // reads of such a run wait for them, so a caller reads the run cancelled.
   const cancellingParked = new Map<string, Promise<void>>();
 
+  // Cancels heard for runs not here, by run id, oldest first (see HEARD_CANCEL_MS).
+  const heardCancels = new Map<string, { reason: CancelReason; agentId: string | undefined; at: number }>();
+
   // Cancels published by any instance; this one acts on the runs it owns.
   const cancels = cancelBus.subscribe((runId, reason, agentId) => {
+    if (!registry.has(runId) && !parkedHere.has(runId)) {
+      heardCancels.delete(runId);
+      if (heardCancels.size === MAX_HEARD_CANCELS) heardCancels.delete(heardCancels.keys().next().value!);
+      heardCancels.set(runId, { reason, agentId, at: performance.now() });
+      return;
+    }
     // A run this instance paused (and parks, or parked) is cancelled through the store.
     cancelRun(runId, reason, { agentId });
   });
+
+  /** Cancels a run just taken here when a cancel for it went by while nobody held it. */
+  function cancelIfHeard(run: LiveRun): void {
+    const heard = heardCancels.get(run.identity.runId);
+    if (!heard) return;
+    heardCancels.delete(run.identity.runId);
+    const forThisRun = heard.agentId === undefined || heard.agentId === run.identity.agentId;
+    if (forThisRun && performance.now() - heard.at <= HEARD_CANCEL_MS) run.cancel(heard.reason);
+  }
   cancels.catch((error: unknown) => console.error('runstate: cannot listen to the cancel bus', error));
 
   // A store shared across processes leases the runs to their owner: this instance renews its lease
@@ -643,6 +669,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // Listeners here follow it from now on (those of the instance that parked it were told `left`).
     if (!parkedByThis) notify({ type: 'taken', run: record });
     run.resume();
+    cancelIfHeard(run);
     return { run, until: parked.until };
   }
 
@@ -779,6 +806,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       throw notPaused(runId, here?.status() ?? 'taken');
     }
     const { run, until } = taken;
+    // A cancel that went by while nobody held it ended it as it was taken: the cancel came first.
+    if (isFinalStatus(run.status())) throw notPaused(runId, run.status());
     if (until < now()) {
       // Found past its limit: ended here, as its own timer would have.
       run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
@@ -882,7 +911,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       else if (record.finished_at === null) {
         // The owner acts on the bus within milliseconds; should it be gone, the run is finalised
         // here, at once (both are tried together: the check costs the owner's cancel no time).
-        const refused = early ?? refusal(cancelBus.publish(runId, reason, agentId));
+        // Sent again when the run was paused: whoever took it meanwhile may not have held it when
+        // the first went by.
+        const refused =
+          (record.status === 'paused' ? undefined : early) ??
+          refusal(cancelBus.publish(runId, reason, agentId));
         const orphan = await keeper?.cancelOrphan(runId, reason);
         const error = await refused;
         if (!orphan && error) throw error;
