@@ -13,6 +13,7 @@ export {
   type RunMachineLimits,
   type RunMachineTimes,
   type RunContentEmitted,
+  type RunToolEmitted,
   type ModelServiceInput,
   type RunSnapshot,
 } from './run.machine.js';

@@ -2,7 +2,8 @@ import type { InspectionEvent, Observer } from 'xstate';
 
 /**
  * Anything that observes inspection events: an observer, a function, or an object with an
- * `inspect` observer (`@statelyai/inspect`'s inspectors, runstate's `createInspector()`).
+ * `inspect` observer (`@statelyai/inspect`'s inspectors). runstate's own `createInspector()` is not
+ * one: it follows an orchestrator's notices (`inspector.attach(orchestrator)`), beside these.
  */
 export type InspectorLike =
   | Observer<InspectionEvent>
@@ -18,10 +19,11 @@ export type InspectorLike =
  * @example
  * ```ts
  * import { createSkyInspector } from '@statelyai/inspect';
- * const builtIn = createInspector();
+ * const logEvents = (event: InspectionEvent) => console.debug(event.type);
  * const orchestrator = createOrchestrator({
- *   inspect: combineInspectors(builtIn, process.env.SKY ? createSkyInspector() : undefined),
+ *   inspect: combineInspectors(logEvents, process.env.SKY ? createSkyInspector() : undefined),
  * });
+ * createInspector().attach(orchestrator); // runstate's page follows the orchestrator itself
  * ```
  */
 export function combineInspectors(

@@ -4,7 +4,13 @@
  *
  * @packageDocumentation
  */
-export { createApp, DEFAULT_CORS_ORIGINS, type CreateAppOptions, type RunstateApp } from './create-app.js';
+export {
+  createApp,
+  DEFAULT_CORS_ORIGINS,
+  type CreateAppOptions,
+  type MountedHandler,
+  type RunstateApp,
+} from './create-app.js';
 export { startServer, type StartServerOptions, type RunningServer } from './start-server.js';
 export type { AgentJson } from './agent-routes.js';
 export {

@@ -686,13 +686,17 @@ function answerJson(request: RecordedRequest, res: ServerResponse): void {
  * ```ts
  * const server = await createFakeOpenAIServer();
  * const client = new OpenAI({ apiKey: 'test', baseURL: server.url, maxRetries: 0 });
- * server.enqueue({ chunks: ['Hel', 'lo'] }, { fault: 'status', status: 429, retryAfter: 2 });
  *
- * server.enqueue({ fault: 'stall', chunks: 0 }); // a held stream, released by hand
+ * // A held stream, released by hand.
+ * server.enqueue({ fault: 'stall', chunks: 0 });
  * const pending = client.chat.completions.create({ model: 'm', messages: [], stream: true });
  * const request = await server.nextRequest();
  * request.send('Hello');
  * request.finish();
+ * for await (const chunk of await pending) console.log(chunk.choices[0]?.delta.content);
+ *
+ * // Scripted answers, one per request: two deltas, then a 429 that asks to retry after 2 s.
+ * server.enqueue({ chunks: ['Hel', 'lo'] }, { fault: 'status', status: 429, retryAfter: 2 });
  *
  * await server.close();
  * ```

@@ -24,6 +24,7 @@ export {
   type LifecyclePathsOptions,
   type LifecycleStep,
 } from './lifecycle-paths.js';
+export type { RunToolEmitted } from '../../machines/run.machine.js';
 export {
   createFakeOpenAIServer,
   parseFakeModel,
@@ -37,5 +38,8 @@ export {
   type FakeStatusResponse,
   type FakeFaultResponse,
   type FakeStreamShape,
+  type FakeStreamErrorResponse,
+  type FakeReasoning,
+  type FakeErrorBody,
   type FakeUsage,
 } from './fake-openai-server.js';

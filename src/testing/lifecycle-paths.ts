@@ -256,7 +256,10 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pa
  * import { Agent } from 'runstate';
  * import { createFakeModel, getLifecyclePaths } from 'runstate/testing';
  *
- * for (const path of getLifecyclePaths()) {
+ * // An agent without tools whose runs start at once: paths with tool calls, and those that cancel a
+ * // run still waiting for a slot, are not its (docs/testing.md has the whole recipe).
+ * const paths = getLifecyclePaths({ tools: false }).filter((p) => p.steps[0]!.action.type === 'start');
+ * for (const path of paths) {
  *   it(path.name, async () => {
  *     const model = createFakeModel();
  *     const agent = new Agent({ name: 'Writer', model, limits: path.limits });
