@@ -67,7 +67,9 @@ export class ToolCallAssembler {
       const known = this.#byGivenId.get(id);
       call = known?.index === index ? known : undefined;
     }
-    if (call && startsAnother(call, name, args)) call = undefined;
+    // A delta with the call's own id is that call's, whatever it repeats (some servers send the id
+    // and name on every delta); one without an id is told apart by what it says.
+    if (call && id === undefined && startsAnother(call, name, args)) call = undefined;
     if (!call) {
       const unique = id !== undefined && !this.#ids.has(id) ? id : this.#makeId();
       call = { id: unique, givenId: id, index, name: '', arguments: '' };

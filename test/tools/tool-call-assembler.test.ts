@@ -105,6 +105,16 @@ describe('ToolCallAssembler', () => {
     ).toEqual([{ id: 'r', name: 'add', arguments: '{"a":7}' }]);
   });
 
+  it('joins the deltas of one call that repeat its id and name, empty arguments first', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'r', function: { name: 'add', arguments: '' } },
+        { index: 0, id: 'r', function: { name: 'add', arguments: '' } },
+        { index: 0, id: 'r', function: { name: 'add', arguments: '{"a":7}' } },
+      ]),
+    ).toEqual([{ id: 'r', name: 'add', arguments: '{"a":7}' }]);
+  });
+
   it('takes two calls of a tool without parameters, with no ids and no arguments, for two calls', () => {
     expect(
       assemble([{ function: { name: 'now', arguments: '' } }, { function: { name: 'now', arguments: '' } }]),
