@@ -96,6 +96,7 @@ export {
   type RunOutput,
   type RunPausedEvent,
   type RunRecord,
+  type RunRequirement,
   type RunStartedEvent,
   type RunTerminalEvent,
   type ToolCallCompletedEvent,

@@ -93,6 +93,7 @@ const TYPES = [
   'RunPausedEvent',
   'RunProgress',
   'RunRecord',
+  'RunRequirement',
   'RunStartedEvent',
   'RunStore',
   'RunStream',

@@ -152,6 +152,31 @@ export interface RunPausedEvent extends RunEventBase {
   event: 'RunPaused';
   status: 'paused';
   tools: ToolExecution[];
+  /** The same calls as Agno's `RunRequirement`s (its `active_requirements`): one per waiting call. */
+  requirements: RunRequirement[];
+}
+
+/**
+ * A call a paused run waits for, in the shape of Agno's `RunRequirement` (`to_dict`), which Agno's
+ * clients read a pause from (`run.active_requirements`) and send back (as `tools`) to continue it.
+ */
+export interface RunRequirement {
+  /** The call's `tool_call_id`: one requirement per call. */
+  id: string;
+  /** When the call was asked for, as ISO 8601 (Agno's format here). */
+  created_at: string;
+  tool_execution: ToolExecution;
+}
+
+/** The requirements of the calls in `tools` that wait for a person. */
+export function pauseRequirements(tools: readonly ToolExecution[]): RunRequirement[] {
+  return tools
+    .filter((tool) => tool.status === 'awaiting_confirmation')
+    .map((tool) => ({
+      id: tool.tool_call_id,
+      created_at: new Date(tool.created_at * 1000).toISOString(),
+      tool_execution: tool,
+    }));
 }
 
 /** The first event after a continue: the answered calls, with `confirmed` and `confirmation_note`. */
@@ -260,6 +285,8 @@ export interface RunOutput extends RunRecord {
  */
 export interface PausedRunOutput extends RunRecord {
   status: 'paused';
+  /** The waiting calls as Agno's `RunRequirement`s (see {@link RunPausedEvent.requirements}). */
+  requirements: RunRequirement[];
   metrics: RunMetrics;
   finished_at: null;
 }

@@ -1,4 +1,10 @@
-import { isTerminalEvent, type PausedRunOutput, type RunEvent, type RunOutput } from './run-events.js';
+import {
+  isTerminalEvent,
+  pauseRequirements,
+  type PausedRunOutput,
+  type RunEvent,
+  type RunOutput,
+} from './run-events.js';
 import type { Orchestrator } from './create-orchestrator.js';
 
 /**
@@ -17,7 +23,9 @@ export async function settleRun(
     for await (const event of events) last = event;
     if (last && isTerminalEvent(last)) return orchestrator.result(runId);
     const record = await orchestrator.getRun(runId);
-    if (record?.status === 'paused') return record as PausedRunOutput;
+    if (record?.status === 'paused') {
+      return { ...record, requirements: pauseRequirements(record.tools) } as PausedRunOutput;
+    }
     if (!record || record.finished_at !== null) return orchestrator.result(runId);
     events = await orchestrator.events(runId, last?.seq);
   }

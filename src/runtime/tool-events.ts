@@ -1,11 +1,12 @@
 import type { RunToolEmitted } from '../../machines/run.machine.js';
-import type {
-  RunContinuedEvent,
-  RunEventBase,
-  RunPausedEvent,
-  ToolCallCompletedEvent,
-  ToolCallErrorEvent,
-  ToolCallStartedEvent,
+import {
+  pauseRequirements,
+  type RunContinuedEvent,
+  type RunEventBase,
+  type RunPausedEvent,
+  type ToolCallCompletedEvent,
+  type ToolCallErrorEvent,
+  type ToolCallStartedEvent,
 } from './run-events.js';
 
 type Body<E> = Omit<E, keyof RunEventBase>;
@@ -34,7 +35,14 @@ export function toolEvents(emitted: RunToolEmitted): ToolEventBody[] {
         : [completed];
     }
     case 'paused':
-      return [{ event: 'RunPaused', status: 'paused', tools: emitted.tools }];
+      return [
+        {
+          event: 'RunPaused',
+          status: 'paused',
+          tools: emitted.tools,
+          requirements: pauseRequirements(emitted.tools),
+        },
+      ];
     case 'continued':
       return [{ event: 'RunContinued', tools: emitted.tools }];
   }

@@ -93,6 +93,14 @@ const toolExecution = z
   })
   .meta({ description: "One tool call, with Agno's ToolExecution fields." });
 
+const runRequirement = z
+  .strictObject({
+    id: z.string().meta({ description: "The call's `tool_call_id`." }),
+    created_at: z.iso.datetime().meta({ description: 'When the call was asked for.' }),
+    tool_execution: toolExecution,
+  })
+  .meta({ description: "A call the run waits for, as Agno's RunRequirement (`active_requirements`)." });
+
 const toolCallRequest = z.strictObject({
   id: z.string(),
   type: z.literal('function'),
@@ -157,6 +165,7 @@ export const runOutput = z.strictObject({
 export const pausedRunOutput = z.strictObject({
   ...runFields,
   status: z.literal('paused'),
+  requirements: z.array(runRequirement),
   metrics: runMetrics.meta({ description: 'The metrics up to the pause.' }),
   finished_at: z.null(),
 });
@@ -334,6 +343,7 @@ export const runPausedEvent = z.strictObject({
   ...eventBase,
   status: z.literal('paused'),
   tools: z.array(toolExecution),
+  requirements: z.array(runRequirement),
 });
 
 /** `RunContinued`: the first event after a continue, with the answered calls. */

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { Agent, tool, type PausedRunOutput, type RunRecord } from '../../src/index.js';
+import { Agent, tool, type PausedRunOutput, type RunPausedEvent, type RunRecord } from '../../src/index.js';
 import { createAgents } from '../../src/server/create-agents.js';
 import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
 import { expectError, postRun, serve } from '../support/app.js';
@@ -103,6 +103,14 @@ describe("Agno's AgentOSClient", () => {
     });
     expect(looked!.status).not.toBe('awaiting_confirmation');
     expect(waiting).toMatchObject({ tool_call_id: 'call_pub', status: 'awaiting_confirmation' });
+    // The waiting call again, as Agno's RunRequirement: what its `active_requirements` are read from.
+    expect(paused.requirements).toEqual([
+      {
+        id: 'call_pub',
+        created_at: new Date(waiting!.created_at * 1000).toISOString(),
+        tool_execution: waiting,
+      },
+    ]);
     const continueWith = (tools: unknown[]) => {
       const form = new FormData();
       form.set('tools', JSON.stringify(tools));
@@ -137,6 +145,35 @@ describe("Agno's AgentOSClient", () => {
     turn.end();
     const output = (await (await continued).json()) as RunRecord;
     expect(output).toMatchObject({ status: 'completed', content: 'Done.' });
+  });
+
+  it("streams RunPaused with the waiting calls as Agno's requirements, and continues from them", async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const reader = readSse(await postRun(agentUrl, { message: 'publish it' }));
+    (await model.nextCall()).callTools([{ id: 'call_pub', name: 'publish' }]);
+    const events = await reader.rest();
+    const paused = events.at(-1)?.data as RunPausedEvent;
+    expect(paused).toMatchObject({ event: 'RunPaused', tools: [{ tool_call_id: 'call_pub' }] });
+    expect(paused.requirements).toEqual([
+      {
+        id: 'call_pub',
+        created_at: new Date(paused.tools[0]!.created_at * 1000).toISOString(),
+        tool_execution: paused.tools[0],
+      },
+    ]);
+    // Agno's requirement.confirm() sets the call's `confirmed`; its client sends the calls back.
+    const form = new FormData();
+    form.set(
+      'tools',
+      JSON.stringify(paused.requirements.map((r) => ({ ...r.tool_execution, confirmed: true }))),
+    );
+    form.set('session_id', paused.session_id);
+    form.set('stream', 'false');
+    const continued = fetch(`${agentUrl}/runs/${paused.run_id}/continue`, { method: 'POST', body: form });
+    const turn = await model.nextCall();
+    turn.emit('Done.');
+    turn.end();
+    expect(await (await continued).json()).toMatchObject({ status: 'completed', content: 'Done.' });
   });
 
   it("details a session with AgentOS's required fields, and one run of it", async () => {
