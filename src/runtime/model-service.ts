@@ -244,10 +244,10 @@ function pump(
     call.sink?.endTurn?.();
     if (attempt.stopped) return;
     if (!chunk.toolCalls?.length) return done(chunk);
-    const checked = checkToolCalls(chunk.toolCalls, call.tools ?? NO_TOOLS);
-    // A schema with an async refinement: the calls go to the machine once checked.
-    if (checked instanceof Promise) checked.then((calls) => done(chunk, calls)).catch(fail);
-    else done(chunk, checked);
+    // The calls go to the machine once checked (a schema may be async; the check never rejects).
+    checkToolCalls(chunk.toolCalls, call.tools ?? NO_TOOLS)
+      .then((calls) => done(chunk, calls))
+      .catch(fail);
   };
   const receiver: ModelStreamReceiver = {
     chunk(chunk) {

@@ -93,10 +93,9 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
         if (stopped || controller.signal.aborted) return;
         const parsed = parseArguments(call.arguments);
         // The schema runs again for its output (a paused call may run in another process than the
-        // one that checked it): at once, or after an async refinement.
-        const checked = tool && parsed.ok ? checkArguments(tool, parsed.value) : undefined;
-        if (checked instanceof Promise) void checked.then((args) => execute(args));
-        else execute(checked);
+        // one that checked it).
+        if (!tool || !parsed.ok) return execute(undefined);
+        void checkArguments(tool, parsed.value).then(execute);
       });
     };
 

@@ -2,7 +2,7 @@ import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
-import type { ToolConfirmation } from '../../machines/run-types.js';
+import type { ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunRecord } from '../runtime/run-events.js';
 import { settleRun } from '../runtime/settle-run.js';
 import { runBodyParser } from './body-parsers.js';
@@ -194,13 +194,24 @@ async function sendSettled(
  * The answers in a continue's `tools`. Agno's client sends back every call of the run (`run.tools`),
  * so an entry for a call that waits for nothing is dropped when it answers nothing new: `confirmed`
  * null or absent, or the answer the call already had (from an earlier pause). The rest go to the
- * orchestrator, which refuses what does not fit (a second answer, a call left unanswered).
+ * orchestrator, which refuses what does not fit (a second answer, a call left unanswered). An id
+ * names a call within its turn only (some servers number them per response): the n-th entry with
+ * an id is the run's n-th call with it, as the run's `tools` list them.
  */
 function answersOf(record: RunRecord, entries: readonly ToolAnswer[]): ToolConfirmation[] {
-  const calls = new Map(record.tools.map((call) => [call.tool_call_id, call]));
+  const callsById = new Map<string, ToolExecution[]>();
+  for (const call of record.tools) {
+    const calls = callsById.get(call.tool_call_id);
+    if (calls) calls.push(call);
+    else callsById.set(call.tool_call_id, [call]);
+  }
+  const seen = new Map<string, number>();
   const answers: ToolConfirmation[] = [];
   entries.forEach((entry, index) => {
-    const call = calls.get(entry.tool_call_id);
+    const calls = callsById.get(entry.tool_call_id);
+    const nth = seen.get(entry.tool_call_id) ?? 0;
+    seen.set(entry.tool_call_id, nth + 1);
+    const call = calls?.[Math.min(nth, calls.length - 1)];
     if (!call) {
       throw invalidField(
         `tools.${index}.tool_call_id`,

@@ -147,6 +147,31 @@ describe("Agno's AgentOSClient", () => {
     expect(output).toMatchObject({ status: 'completed', content: 'Done.' });
   });
 
+  it('continues with every call of the run when ids repeat from turn to turn (call_0 in each)', async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const answer = postRun(agentUrl, { message: 'look up fox, then publish', stream: false });
+    (await model.nextCall()).callTools([{ id: 'call_0', name: 'lookup', arguments: { word: 'fox' } }]);
+    (await model.nextCall()).callTools([{ id: 'call_0', name: 'publish' }]);
+    const paused = (await (await answer).json()) as PausedRunOutput;
+    expect(paused.tools.map((t) => [t.tool_call_id, t.status])).toEqual([
+      ['call_0', 'completed'],
+      ['call_0', 'awaiting_confirmation'],
+    ]);
+    const form = new FormData();
+    form.set(
+      'tools',
+      JSON.stringify([agnoToolDict(paused.tools[0]!, null), agnoToolDict(paused.tools[1]!, true)]),
+    );
+    form.set('session_id', paused.session_id);
+    form.set('stream', 'false');
+    const continued = fetch(`${agentUrl}/runs/${paused.run_id}/continue`, { method: 'POST', body: form });
+    const turn = await model.nextCall();
+    expect(turn.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_0', content: 'published' });
+    turn.emit('Done.');
+    turn.end();
+    expect(await (await continued).json()).toMatchObject({ status: 'completed', content: 'Done.' });
+  });
+
   it("streams RunPaused with the waiting calls as Agno's requirements, and continues from them", async () => {
     const { agentUrl, model } = await serveAgnoTarget();
     const reader = readSse(await postRun(agentUrl, { message: 'publish it' }));

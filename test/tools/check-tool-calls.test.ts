@@ -27,8 +27,8 @@ const call = (name: string, args: string, id = 'c1') => ({
 });
 
 describe('checkToolCalls', () => {
-  it('passes valid calls with their parsed arguments, and marks those a person must confirm', () => {
-    expect(checkToolCalls([call('add', '{"a":1,"b":2}'), call('publish', '', 'c2')], tools)).toEqual([
+  it('passes valid calls with their parsed arguments, and marks those a person must confirm', async () => {
+    expect(await checkToolCalls([call('add', '{"a":1,"b":2}'), call('publish', '', 'c2')], tools)).toEqual([
       {
         id: 'c1',
         name: 'add',
@@ -64,14 +64,14 @@ describe('checkToolCalls', () => {
     });
   });
 
-  it('takes a schema that throws for a mismatch, with the thrown message', () => {
+  it('takes a schema that throws for a mismatch, with the thrown message', async () => {
     const url = tool({
       name: 'url',
       description: 'u',
       parameters: z.object({ url: z.string().transform((s) => new URL(s)) }),
       execute: ({ url }) => url.href,
     });
-    const checked = checkToolCalls([call('url', '{"url":"nope"}')], new Map([['url', url]]));
+    const checked = await checkToolCalls([call('url', '{"url":"nope"}')], new Map([['url', url]]));
     expect(checked).toMatchObject([
       {
         invalid: expect.stringMatching(
@@ -81,25 +81,57 @@ describe('checkToolCalls', () => {
     ]);
   });
 
-  it('checks an async schema asynchronously (only then is the answer a promise)', async () => {
-    const refined = tool({
-      name: 'refined',
-      description: 'r',
-      parameters: z.object({ n: z.number().refine(async (n) => Promise.resolve(n > 0), 'must be positive') }),
-      execute: ({ n }) => n,
-    });
-    const checked = checkToolCalls(
-      [call('refined', '{"n":1}'), call('refined', '{"n":-1}', 'c2'), call('add', '{"a":1,"b":2}', 'c3')],
-      new Map<string, Tool>([
-        ['refined', refined],
-        ['add', add],
-      ]),
-    );
-    expect(checked).toBeInstanceOf(Promise);
-    expect((await checked).map((c) => c.invalid)).toEqual([
-      null,
-      expect.stringMatching(/do not match the parameters of refined:[\s\S]*must be positive/),
-      null,
-    ]);
+  it('checks async schemas: a refinement, one that rejects (a mismatch, no unhandled rejection), a transform', async () => {
+    const rejected: unknown[] = [];
+    const onRejection = (reason: unknown) => rejected.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      const refined = tool({
+        name: 'refined',
+        description: 'r',
+        parameters: z.object({
+          n: z.number().refine(async (n) => Promise.resolve(n > 0), 'must be positive'),
+        }),
+        execute: ({ n }) => n,
+      });
+      const lookup = tool({
+        name: 'lookup',
+        description: 'l',
+        parameters: z.object({ u: z.string().refine(() => Promise.reject(new Error('lookup failed'))) }),
+        execute: ({ u }) => u,
+      });
+      const scaled = tool({
+        name: 'scaled',
+        description: 's',
+        parameters: z.object({ n: z.string().transform(async (s) => Promise.resolve(Number(s) * 100)) }),
+        execute: ({ n }) => n,
+      });
+      const checked = await checkToolCalls(
+        [
+          call('refined', '{"n":1}'),
+          call('refined', '{"n":-1}', 'c2'),
+          call('lookup', '{"u":"x"}', 'c3'),
+          call('scaled', '{"n":"2"}', 'c4'),
+          call('add', '{"a":1,"b":2}', 'c5'),
+        ],
+        new Map<string, Tool>([
+          ['refined', refined],
+          ['lookup', lookup],
+          ['scaled', scaled],
+          ['add', add],
+        ]),
+      );
+      expect(checked.map((c) => c.invalid)).toEqual([
+        null,
+        expect.stringMatching(/do not match the parameters of refined:[\s\S]*must be positive/),
+        expect.stringMatching(/do not match the parameters of lookup:\nlookup failed/),
+        null,
+        null,
+      ]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(rejected).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
   });
 });
