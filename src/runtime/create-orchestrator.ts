@@ -803,7 +803,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     if (!taken) {
       const here = registry.get(runId);
       if (!here) takenElsewhere(runId);
-      throw notPaused(runId, here?.status() ?? 'taken');
+      // Taken elsewhere: it streams there now.
+      throw notPaused(runId, here?.status() ?? 'streaming');
     }
     const { run, until } = taken;
     // A cancel that went by while nobody held it ended it as it was taken: the cancel came first.

@@ -157,6 +157,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   // Only runstate's own responses are waited for on shutdown (see `mount`).
   app.use(responses.middleware);
   app.use(observeRoutes({ metrics, traceContext: tracer !== undefined }));
+  app.use(refuseNulInPath);
   app.use(agentRoutes(context));
   app.use(runRoutes(context));
   app.use(sessionRoutes(context));
@@ -196,4 +197,13 @@ export function createApp(options: CreateAppOptions): RunstateApp {
       for (const stop of unsubscribe) stop();
     },
   };
+}
+
+/**
+ * A path with an encoded NUL (`%00`): its ids can name nothing (PostgreSQL's text cannot even hold
+ * one), so it is a 400 before any route reads it from a store.
+ */
+function refuseNulInPath(req: IncomingMessage, _res: ServerResponse, next: (error?: unknown) => void): void {
+  const path = req.url?.split('?', 1)[0] ?? '';
+  next(/%00/i.test(path) ? malformedRequest('the path must not contain a NUL character (%00)') : undefined);
 }

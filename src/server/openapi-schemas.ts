@@ -175,7 +175,9 @@ export const sessionRecord = z.strictObject({
   session_id: z.string(),
   agent_id: z.string(),
   user_id: z.string().nullable(),
-  session_name: z.string().meta({ description: 'The first user message.' }),
+  session_name: z.string().meta({
+    description: 'The first user message (its first 100 characters), or the name it was renamed to.',
+  }),
   created_at: unixSeconds,
   updated_at: unixSeconds,
   run_ids: z.array(z.string()).meta({ description: 'Every run of the session, oldest first.' }),

@@ -40,8 +40,9 @@ const statusFilter = z.union(
  * Absent or empty (`''`, `[]`, `'[]'`, null) is fine.
  */
 function refusedMedia(what: string) {
-  const empty = (value: unknown) =>
-    value === null || value === '' || value === '[]' || (Array.isArray(value) && value.length === 0);
+  // (A form field sent twice is an array: empty when each of its values is.)
+  const empty = (value: unknown): boolean =>
+    value === null || value === '' || value === '[]' || (Array.isArray(value) && value.every(empty));
   return z
     .unknown()
     .refine(empty, `runstate does not take ${what}: runs take a text message only`)
@@ -169,10 +170,17 @@ export const listSessionsQuery = z.object({
 /** The query of the other session routes. */
 export const sessionQuery = z.object({ db_id: optionalId });
 
-/** A session's new name: not blank (the Agent UI lists sessions by it). */
+/** The longest session name, in characters (code points): as long as a name taken from a message. */
+export const MAX_SESSION_NAME_LENGTH = 100;
+
+/** A session's new name: not blank (the Agent UI lists sessions by it), and not longer than that. */
 const sessionName = z
   .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
-  .regex(/\S/, 'must not be blank');
+  .regex(/\S/, 'must not be blank')
+  .refine(
+    (name) => [...name].length <= MAX_SESSION_NAME_LENGTH,
+    `must be at most ${MAX_SESSION_NAME_LENGTH} characters`,
+  );
 
 /** The body of `POST /sessions/:session_id/rename`, as AgentOS takes it. */
 export const renameSessionBody = z.object({ session_name: sessionName });
@@ -200,12 +208,27 @@ export const updateSessionBody = z.object({
   summary: unkeptSessionField('summary'),
 });
 
+/** The most sessions one `DELETE /sessions` deletes: each is a store round trip. */
+export const MAX_SESSIONS_PER_DELETE = 1_000;
+
+/** A form field given once is a string: a list of one. */
+const oneOrMany = (value: unknown) => (typeof value === 'string' ? [value] : value);
+
 /** The body of `DELETE /sessions`, AgentOS's `DeleteSessionRequest`: a type for each id. */
 export const deleteSessionsBody = z.object({
-  session_ids: z.array(z.string(), { error: 'must be an array of session ids' }).min(1, 'must not be empty'),
-  session_types: z
-    .array(z.enum(['agent', 'team', 'workflow']), { error: 'must be an array of agent, team or workflow' })
-    .min(1, 'must not be empty'),
+  session_ids: z.preprocess(
+    oneOrMany,
+    z
+      .array(z.string(), { error: 'must be an array of session ids' })
+      .min(1, 'must not be empty')
+      .max(MAX_SESSIONS_PER_DELETE, `must hold at most ${MAX_SESSIONS_PER_DELETE} ids`),
+  ),
+  session_types: z.preprocess(
+    oneOrMany,
+    z
+      .array(z.enum(['agent', 'team', 'workflow']), { error: 'must be an array of agent, team or workflow' })
+      .min(1, 'must not be empty'),
+  ),
 });
 
 /**
@@ -213,10 +236,29 @@ export const deleteSessionsBody = z.object({
  * with every problem in `detail`.
  */
 export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unknown): z.output<Schema> {
+  const withNul = nulPath(input);
+  if (withNul !== undefined) {
+    const field = withNul.join('.') || 'body';
+    throw invalidField(field, `${field}: must not contain a NUL character (U+0000)`);
+  }
   const result = schema.safeParse(input);
   if (result.success) return result.data;
   const issues = result.error.issues;
   const fieldOf = (path: readonly PropertyKey[]) => (path.length > 0 ? path.map(String).join('.') : 'body');
   const detail = issues.map((issue) => `${fieldOf(issue.path)}: ${issue.message}`).join('; ');
   throw invalidField(fieldOf(issues[0]?.path ?? []), detail);
+}
+
+/**
+ * Where `input` holds a string with a NUL character (U+0000), which PostgreSQL's text cannot store
+ * (the memory store could): refused for every store alike. `undefined` when nowhere.
+ */
+function nulPath(input: unknown, path: string[] = []): string[] | undefined {
+  if (typeof input === 'string') return input.includes('\0') ? path : undefined;
+  if (typeof input !== 'object' || input === null || path.length > 8) return undefined;
+  for (const [key, value] of Object.entries(input)) {
+    const found = key.includes('\0') ? [...path, key] : nulPath(value, [...path, key]);
+    if (found) return found;
+  }
+  return undefined;
 }

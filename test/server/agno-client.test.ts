@@ -366,3 +366,78 @@ describe("Agno's AgentOSClient", () => {
     expect(invalid.field).toBe('status');
   });
 });
+
+describe('input the new session routes refuse', () => {
+  it('refuses a NUL character in a field or a path with a 4xx naming it, on every store alike', async () => {
+    const { url, agentUrl, model } = await serveAgnoTarget();
+    await finishedRun(agentUrl, model, 's-nul');
+    const message = await expectError(
+      await fetch(`${agentUrl}/runs`, json('POST', { message: 'a\u0000b', stream: false })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(message).toMatchObject({ field: 'message' });
+    const renamed = await expectError(
+      await fetch(`${url}/sessions/s-nul/rename`, json('POST', { session_name: 'a\u0000b' })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(renamed).toMatchObject({ field: 'session_name' });
+    const bulk = await expectError(
+      await fetch(
+        `${url}/sessions`,
+        json('DELETE', { session_ids: ['s-nul', 'x\u0000'], session_types: ['agent', 'agent'] }),
+      ),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(bulk).toMatchObject({ field: 'session_ids.1' });
+    // Nothing was deleted by the refused request.
+    expect((await fetch(`${url}/sessions/s-nul`)).status).toBe(200);
+    await expectError(await fetch(`${url}/sessions/a%00b`), 400, 'INVALID_INPUT');
+    await expectError(await fetch(`${url}/sessions/a%00b`, { method: 'DELETE' }), 400, 'INVALID_INPUT');
+  });
+
+  it('caps a bulk delete at 1,000 ids and a name at 100 characters, and takes one id from a form', async () => {
+    const { url, agentUrl, model } = await serveAgnoTarget();
+    await finishedRun(agentUrl, model, 's-one');
+    const many = Array.from({ length: 1_001 }, (_, i) => `s-${i}`);
+    const tooMany = await expectError(
+      await fetch(
+        `${url}/sessions`,
+        json('DELETE', { session_ids: many, session_types: many.map(() => 'agent') }),
+      ),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(tooMany).toMatchObject({ field: 'session_ids' });
+    const long = await expectError(
+      await fetch(`${url}/sessions/s-one/rename`, json('POST', { session_name: 'x'.repeat(101) })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(long.detail).toMatch(/at most 100 characters/);
+    // 100 characters of two UTF-16 units each are 100 characters.
+    const emoji = '😀'.repeat(100);
+    const named = await fetch(`${url}/sessions/s-one/rename`, json('POST', { session_name: emoji }));
+    expect(await named.json()).toMatchObject({ session_name: emoji });
+
+    const form = new URLSearchParams({ session_ids: 's-one', session_types: 'agent' });
+    expect((await fetch(`${url}/sessions`, { method: 'DELETE', body: form })).status).toBe(204);
+    expect((await fetch(`${url}/sessions/s-one`)).status).toBe(404);
+  });
+
+  it('takes a media field sent twice empty', async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const form = new FormData();
+    form.set('message', 'Hi');
+    form.set('stream', 'false');
+    form.append('files', '');
+    form.append('files', '');
+    const answer = fetch(`${agentUrl}/runs`, { method: 'POST', body: form });
+    const call = await model.nextCall();
+    call.emit('Hello.');
+    call.end();
+    expect((await answer).status).toBe(200);
+  });
+});

@@ -74,6 +74,19 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX runstate_runs_parked ON runstate_runs (parked_until) WHERE parked IS NOT NULL`,
     ],
   },
+  {
+    version: 3,
+    name: 'RunStarted.run_input as Agno RunInput',
+    statements: [
+      // Stored `RunStarted` events had `run_input` as the message itself; Agno's client reads it as
+      // a `RunInput` (`{"input_content": …}`). Rewritten in the text, so that the event's keys keep
+      // their order (JSON.stringify wrote it: no spaces, the string's quotes escaped).
+      `UPDATE runstate_events
+         SET event = regexp_replace(event::text, '"run_input":("(?:[^"\\\\]|\\\\.)*")',
+                                    '"run_input":{"input_content":\\1}')::json
+       WHERE event->>'event' = 'RunStarted' AND json_typeof(event->'run_input') = 'string'`,
+    ],
+  },
 ];
 
 // Any constant shared by every runstate instance; pg_advisory_xact_lock takes a bigint.

@@ -1,0 +1,74 @@
+/**
+ * The schema's migrations on a database an older runstate left: stored data is brought to what
+ * this version reads (PostgreSQL).
+ */
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MIGRATIONS, migrate } from '../../src/runtime/sql/migrate.js';
+import { poolDatabase } from '../../src/runtime/sql/sql-database.js';
+import { createTestDatabase } from '../support/databases.js';
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A database at schema `version`, as the runstate of that version left it. */
+async function databaseAt(version: number) {
+  const database = await createTestDatabase();
+  cleanups.push(() => database.drop());
+  const pool = new pg.Pool({ connectionString: database.url });
+  const db = poolDatabase(pool);
+  cleanups.push(() => db.close());
+  await db.query(`CREATE TABLE runstate_migrations (
+    version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+  for (const migration of MIGRATIONS.filter((m) => m.version <= version)) {
+    for (const statement of migration.statements) await db.query(statement);
+    await db.query('INSERT INTO runstate_migrations (version, name) VALUES ($1, $2)', [
+      migration.version,
+      migration.name,
+    ]);
+  }
+  return db;
+}
+
+describe('migration 3', () => {
+  it("rewrites a stored RunStarted's run_input as Agno's RunInput, its keys in their order", async () => {
+    const db = await databaseAt(2);
+    await db.query(
+      `INSERT INTO runstate_sessions (session_id, agent_id, session_name, created_at, updated_at)
+       VALUES ('s1', 'writer', 'x', 1, 1)`,
+    );
+    await db.query(
+      `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record) VALUES ('r1', 's1', 'writer', 'completed', '{}')`,
+    );
+    const input = 'Say "hi" \\ then "bye"\n';
+    const started = {
+      event: 'RunStarted',
+      run_id: 'r1',
+      seq: 1,
+      model: 'm',
+      run_input: input,
+      created_at: 1,
+    };
+    const content = { event: 'RunContent', run_id: 'r1', seq: 2, content: '"run_input":"not this"' };
+    for (const event of [started, content]) {
+      await db.query('INSERT INTO runstate_events (run_id, seq, event) VALUES ($1, $2, $3)', [
+        'r1',
+        event.seq,
+        JSON.stringify(event),
+      ]);
+    }
+
+    expect(await migrate(db)).toEqual([3]);
+    const { rows } = await db.query<{ event: string }>(
+      'SELECT event::text AS event FROM runstate_events ORDER BY seq',
+    );
+    expect(rows.map((row) => row.event)).toEqual([
+      JSON.stringify({ ...started, run_input: { input_content: input } }),
+      JSON.stringify(content),
+    ]);
+    // Once only: a second start changes nothing.
+    expect(await migrate(db)).toEqual([]);
+  });
+});
