@@ -10,6 +10,7 @@ import { Agent, tool, type PausedRunOutput, type RunPausedEvent, type RunRecord 
 import { createAgents } from '../../src/server/create-agents.js';
 import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
 import { expectError, postRun, serve } from '../support/app.js';
+import { confirmingTool } from '../support/confirming-tool.js';
 import { readSse } from '../support/sse.js';
 
 const lookup = tool({
@@ -18,13 +19,7 @@ const lookup = tool({
   parameters: z.object({ word: z.string() }),
   execute: ({ word }) => `${word}: a small canid`,
 });
-const publish = tool({
-  name: 'publish',
-  description: 'Publishes a post',
-  parameters: z.object({}),
-  execute: () => 'published',
-  requiresConfirmation: true,
-});
+const publish = confirmingTool();
 
 /** A server of one agent with tools, on a fake model. */
 async function serveAgnoTarget(): Promise<{ url: string; agentUrl: string; model: FakeModel }> {

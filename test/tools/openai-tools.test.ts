@@ -3,31 +3,14 @@
  * JSON Schema, streamed `tool_calls` deltas are joined however a server splits and numbers them,
  * and the next request carries the assistant turn with its calls and one `tool` message per call.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  Agent,
-  createOrchestrator,
-  OpenAIChat,
-  tool,
-  type RunEvent,
-  type Tool,
-  type ToolExecuteContext,
-} from '../../src/index.js';
-import {
-  checkRunEvents,
-  createFakeOpenAIServer,
-  nextTurn,
-  type FakeOpenAIServer,
-} from '../../src/testing/index.js';
+import { tool, type RunEvent, type Tool, type ToolExecuteContext } from '../../src/index.js';
+import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
+import { useFakeOpenAIServer } from '../support/fake-server-agents.js';
 
-let server: FakeOpenAIServer;
-beforeEach(async () => {
-  server = await createFakeOpenAIServer();
-});
-afterEach(async () => {
-  await server.close();
-});
+const { server: fakeServer, agentWith: agentOn } = useFakeOpenAIServer();
+const agentWith = (tools: Tool[]) => agentOn(tools, 'Calculator');
 
 const add = tool({
   name: 'add',
@@ -35,11 +18,6 @@ const add = tool({
   parameters: z.object({ a: z.number(), b: z.number() }),
   execute: ({ a, b }) => a + b,
 });
-
-function agentWith(tools: Tool[]) {
-  const model = new OpenAIChat({ id: 'fake', apiKey: 'test', baseURL: server.url });
-  return new Agent({ name: 'Calculator', model, tools, orchestrator: createOrchestrator() });
-}
 
 async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
   const out: RunEvent[] = [];
@@ -49,7 +27,7 @@ async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
 
 /** The `tool` messages and the assistant's `tool_calls` of the request a model turn received. */
 function toolMessages(index: number) {
-  const messages = server.requests[index]!.body.messages as Array<Record<string, unknown>>;
+  const messages = fakeServer().requests[index]!.body.messages as Array<Record<string, unknown>>;
   const assistant = messages.find((m) => m.role === 'assistant' && m.tool_calls) as
     { tool_calls: Array<{ id: string; function: { name: string; arguments: string } }> } | undefined;
   const results = messages.filter((m) => m.role === 'tool') as Array<{
@@ -90,11 +68,11 @@ describe('OpenAIChat with tools', () => {
       undefined,
     ],
   ])('joins %s, runs both calls and sends the results with matching ids', async (_, deltas, ids) => {
-    server.enqueue({ chunks: ['Let me add.'], toolCalls: deltas }, { chunks: ['3 and 30.'] });
+    fakeServer().enqueue({ chunks: ['Let me add.'], toolCalls: deltas }, { chunks: ['3 and 30.'] });
     const agent = agentWith([add]);
     const events = await collect(agent.run('Add 1+2 and 10+20', { stream: true }));
     checkRunEvents(events, 'completed');
-    const first = server.requests[0]!.body;
+    const first = fakeServer().requests[0]!.body;
     expect(first.tools).toEqual([{ type: 'function', function: add.definition }]);
     const { calls, results } = toolMessages(1);
     expect(calls.map((c) => JSON.parse(c.function.arguments) as unknown)).toEqual([
@@ -113,7 +91,7 @@ describe('OpenAIChat with tools', () => {
   it('sends the error, never running the tool, for arguments that are not JSON or miss the schema', async () => {
     let runs = 0;
     const counted = tool({ ...add, name: 'counted', execute: () => ++runs });
-    server.enqueue(
+    fakeServer().enqueue(
       {
         chunks: [],
         toolCalls: [
@@ -133,7 +111,7 @@ describe('OpenAIChat with tools', () => {
   });
 
   it('ends a turn with calls even when the server says stop', async () => {
-    server.enqueue(
+    fakeServer().enqueue(
       {
         chunks: [],
         finishReason: 'stop',
@@ -143,7 +121,7 @@ describe('OpenAIChat with tools', () => {
     );
     const output = await agentWith([add]).run('2+2');
     expect(output).toMatchObject({ status: 'completed', content: '4' });
-    expect(server.requests).toHaveLength(2);
+    expect(fakeServer().requests).toHaveLength(2);
   });
 
   it('cancels while a tool runs: the signal aborts before cancelRun returns, one terminal event, no second request', async () => {
@@ -162,7 +140,7 @@ describe('OpenAIChat with tools', () => {
         return new Promise<string>((resolve) => (release = resolve));
       },
     });
-    server.enqueue({
+    fakeServer().enqueue({
       chunks: [],
       toolCalls: [{ index: 0, id: 'c1', function: { name: 'stubborn', arguments: '{}' } }],
     });
@@ -176,7 +154,7 @@ describe('OpenAIChat with tools', () => {
     checkRunEvents(events, 'cancelled');
     release('late');
     await nextTurn();
-    expect(server.requests).toHaveLength(1);
+    expect(fakeServer().requests).toHaveLength(1);
     expect((await agent.getRun(run.runId))?.tools[0]).toMatchObject({ status: 'cancelled', result: null });
   });
 });

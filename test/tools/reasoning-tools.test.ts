@@ -4,29 +4,17 @@
  * the store and restored), and a turn's reasoning goes back to the model with its tool calls, in
  * the field the model used (DeepSeek's thinking mode refuses a request without it).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  Agent,
-  createOrchestrator,
-  OpenAIChat,
-  tool,
-  type RunEvent,
-  type RunPausedEvent,
-  type Tool,
-} from '../../src/index.js';
+import { tool, type RunEvent, type RunPausedEvent, type Tool } from '../../src/index.js';
 import { ReasoningPhases } from '../../src/runtime/reasoning-phases.js';
-import { checkRunEvents, createFakeOpenAIServer, type FakeOpenAIServer } from '../../src/testing/index.js';
+import { checkRunEvents } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
+import { useFakeOpenAIServer } from '../support/fake-server-agents.js';
 import { confirmingTool } from '../support/confirming-tool.js';
 
-let server: FakeOpenAIServer;
-beforeEach(async () => {
-  server = await createFakeOpenAIServer();
-});
-afterEach(async () => {
-  await server.close();
-});
+const { server: fakeServer, agentWith: agentOn } = useFakeOpenAIServer();
+const agentWith = (tools: Tool[]) => agentOn(tools, 'Thinker');
 
 const add = tool({
   name: 'add',
@@ -41,11 +29,6 @@ const addCall = {
   function: { name: 'add', arguments: '{"a":2,"b":3}' },
 };
 
-function agentWith(tools: Tool[]) {
-  const model = new OpenAIChat({ id: 'fake', apiKey: 'test', baseURL: server.url });
-  return new Agent({ name: 'Thinker', model, tools, orchestrator: createOrchestrator() });
-}
-
 /** The reasoning events and the tool events, in order, with what tells them apart. */
 const outline = (events: RunEvent[]) =>
   events.flatMap((e) => {
@@ -59,7 +42,7 @@ const step = (text: string) => ({ title: text, reasoning: text });
 
 describe('a reasoning model with tools', () => {
   it('ends a reasoning phase with its model turn: the next turn reasons in a phase of its own', async () => {
-    server.enqueue(
+    fakeServer().enqueue(
       { reasoning: { deltas: ['I should add.'] }, chunks: [], toolCalls: [addCall] },
       { reasoning: { deltas: ['It said 5.'] }, chunks: ['5'] },
     );
@@ -89,7 +72,7 @@ describe('a reasoning model with tools', () => {
       type: 'function',
       function: { name: 'publish', arguments: '{}' },
     };
-    server.enqueue(
+    fakeServer().enqueue(
       { reasoning: { deltas: ['Publish it.'] }, chunks: [], toolCalls: [publish] },
       { chunks: ['Published.'] },
     );
@@ -120,7 +103,7 @@ describe('a reasoning model with tools', () => {
       type: 'function',
       function: { name: 'publish', arguments: '{}' },
     };
-    server.enqueue(
+    fakeServer().enqueue(
       { reasoning: { deltas: ['Step one.'] }, chunks: [], toolCalls: [publish] },
       { reasoning: { deltas: ['Step two.'] }, chunks: ['Published.'] },
     );
@@ -140,14 +123,14 @@ describe('a reasoning model with tools', () => {
 describe('the reasoning of a turn that asked for tools', () => {
   /** The assistant messages with tool calls that the request of turn `index` carried. */
   const assistantTurns = (index: number) =>
-    (server.requests[index]!.body.messages as Array<Record<string, unknown>>).filter(
+    (fakeServer().requests[index]!.body.messages as Array<Record<string, unknown>>).filter(
       (m) => m.role === 'assistant' && m.tool_calls,
     );
 
   it.each(['reasoning_content', 'reasoning'] as const)(
     'goes back to the model on its assistant message, in the field it came in (%s)',
     async (field) => {
-      server.enqueue(
+      fakeServer().enqueue(
         { reasoning: { deltas: ['Need ', 'to add.'], field }, chunks: [], toolCalls: [addCall] },
         { chunks: ['5'] },
       );
@@ -158,14 +141,14 @@ describe('the reasoning of a turn that asked for tools', () => {
       expect(turn).toMatchObject({ [field]: 'Need to add.' });
       expect(Object.keys(turn!)).not.toContain(field === 'reasoning' ? 'reasoning_content' : 'reasoning');
       // The session's next run sends it too (DeepSeek: in every later request).
-      server.enqueue({ chunks: ['Yes.'] });
+      fakeServer().enqueue({ chunks: ['Yes.'] });
       await agent.run('sure?', { sessionId: output.session_id });
       expect(assistantTurns(2)).toEqual([turn]);
     },
   );
 
   it('is not added to a turn that did not reason (OpenAI models stream none)', async () => {
-    server.enqueue({ chunks: ['Adding.'], toolCalls: [addCall] }, { chunks: ['5'] });
+    fakeServer().enqueue({ chunks: ['Adding.'], toolCalls: [addCall] }, { chunks: ['5'] });
     await agentWith([add]).run('2+3');
     expect(Object.keys(assistantTurns(1)[0]!)).toEqual(['role', 'content', 'tool_calls']);
   });

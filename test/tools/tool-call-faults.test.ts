@@ -3,39 +3,22 @@
  * server): a schema that throws or is async, ids that repeat across turns or within one, and a
  * throw of runstate's own code on the model path, which must fail the run at once, never hang it.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createActor, toPromise } from 'xstate';
 import { z } from 'zod';
 import { runMachine } from '../../machines/run.machine.js';
-import {
-  Agent,
-  createOrchestrator,
-  OpenAIChat,
-  tool,
-  type RunEvent,
-  type Tool,
-  type ToolCallStartedEvent,
-} from '../../src/index.js';
+import { tool, type RunEvent, type ToolCallStartedEvent } from '../../src/index.js';
 import type { ModelChunk, ModelStreamReceiver } from '../../src/model/chat-model.js';
 import { createModelService, HeldChunk } from '../../src/runtime/model-service.js';
-import { checkRunEvents, createFakeOpenAIServer, type FakeOpenAIServer } from '../../src/testing/index.js';
+import { checkRunEvents } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
+import { useFakeOpenAIServer } from '../support/fake-server-agents.js';
 
-let server: FakeOpenAIServer;
-beforeEach(async () => {
-  server = await createFakeOpenAIServer();
-});
-afterEach(async () => {
-  await server.close();
-});
-
-const model = () => new OpenAIChat({ id: 'fake', apiKey: 'test', baseURL: server.url });
-const agentWith = (tools: Tool[]) =>
-  new Agent({ name: 'A', model: model(), tools, orchestrator: createOrchestrator() });
+const { server: fakeServer, model, agentWith } = useFakeOpenAIServer();
 
 /** The `tool` messages the request of model turn `index` carried. */
 const toolResults = (index: number) =>
-  (server.requests[index]!.body.messages as Array<{ role: string; content: string }>).filter(
+  (fakeServer().requests[index]!.body.messages as Array<{ role: string; content: string }>).filter(
     (m) => m.role === 'tool',
   );
 
@@ -54,7 +37,7 @@ describe('a tool schema that throws or is async', () => {
       parameters: z.object({ url: z.string().transform((s) => new URL(s)) }),
       execute: ({ url }) => (++runs, url.href),
     });
-    server.enqueue(
+    fakeServer().enqueue(
       { chunks: [], toolCalls: [call(0, 'c1', 'fetch_page', '{"url":"example dot com"}')] },
       { chunks: ['Sorry.'] },
     );
@@ -75,7 +58,7 @@ describe('a tool schema that throws or is async', () => {
       parameters: z.object({ url: z.string().refine(async (u) => Promise.resolve(u.startsWith('http'))) }),
       execute: ({ url }) => (ran.push(url), 'ok'),
     });
-    server.enqueue(
+    fakeServer().enqueue(
       {
         chunks: [],
         toolCalls: [call(0, 'c1', 'check', '{"url":"http://x"}'), call(1, 'c2', 'check', '{"url":"ftp"}')],
@@ -102,7 +85,7 @@ describe('tool-call ids', () => {
   });
 
   it('name calls within a turn only: a server that numbers them per response (call_0 every turn)', async () => {
-    server.enqueue(
+    fakeServer().enqueue(
       { chunks: [], toolCalls: [call(0, 'call_0', 'add', '{"a":1}')] },
       { chunks: [], toolCalls: [call(0, 'call_0', 'add', '{"a":2}')] },
       { chunks: ['Done.'] },
@@ -120,7 +103,7 @@ describe('tool-call ids', () => {
   });
 
   it('keeps two calls of one turn apart by index when they share an id, and gives the second its own', async () => {
-    server.enqueue(
+    fakeServer().enqueue(
       { chunks: [], toolCalls: [call(0, 'call_0', 'add', '{"a":1}'), call(1, 'call_0', 'add', '{"a":2}')] },
       { chunks: ['Done.'] },
     );
@@ -132,14 +115,14 @@ describe('tool-call ids', () => {
     const ids = output.tools.map((t) => t.tool_call_id);
     expect(ids[0]).toBe('call_0');
     expect(new Set(ids).size).toBe(2);
-    const messages = server.requests[1]!.body.messages as Array<Record<string, unknown>>;
+    const messages = fakeServer().requests[1]!.body.messages as Array<Record<string, unknown>>;
     expect(messages.filter((m) => m.role === 'tool').map((m) => m.tool_call_id)).toEqual(ids);
   });
 });
 
 describe('a throw on the model path', () => {
   it('is closed with an INTERNAL error naming it when the receiver of the stream throws at the end', async () => {
-    server.enqueue({ chunks: ['Hi'] });
+    fakeServer().enqueue({ chunks: ['Hi'] });
     const closed = new Promise<unknown>((resolve) => {
       const receiver: ModelStreamReceiver = {
         chunk(chunk: ModelChunk) {
@@ -159,7 +142,7 @@ describe('a throw on the model path', () => {
   });
 
   it('fails the run at once with INTERNAL, not a timeout, when the run side throws at the end of a turn', async () => {
-    server.enqueue({ chunks: ['Hi'] });
+    fakeServer().enqueue({ chunks: ['Hi'] });
     const runSignal = new AbortController().signal;
     const sink = {
       held: new HeldChunk(),
