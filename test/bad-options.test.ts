@@ -147,6 +147,19 @@ describe('agents and their runs', () => {
     expect(model.calls).toHaveLength(1);
   });
 
+  it('refuses a NUL character in input and ids, whatever the store (PostgreSQL cannot hold one)', async () => {
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'A', model });
+    cleanups.push(() => agent.orchestrator.shutdown());
+    refused(() => agent.run('a\u0000b', { stream: true }), 'input must not contain a NUL character');
+    await expect(agent.run('hi', { sessionId: 's\u0000' })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { field: 'sessionId' },
+    });
+    await expect(agent.run('hi', { userId: '\u0000' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(model.calls).toHaveLength(0);
+  });
+
   it('needs an execute function in a tool', () => {
     refused(
       () => tool({ name: 'lookup', description: 'Looks up', parameters: z.object({}) } as never),
@@ -189,6 +202,10 @@ describe('answers to a paused run', () => {
     });
     await expect(twice).rejects.toEqual(invalid('more than one answer for c1'));
     await expect(twice).rejects.toMatchObject({ details: { field: 'tools' } });
+    const nul = agent.continueRun(runId, {
+      tools: [{ tool_call_id: 'c1', confirmed: false, confirmation_note: '\u0000' }],
+    });
+    await expect(nul).rejects.toEqual(invalid('tools must not contain a NUL character'));
     // Still paused: none of those touched it.
     expect(agent.orchestrator.isPaused(runId)).toBe(true);
   });

@@ -268,7 +268,20 @@ function checkStartRequest(request: StartRunRequest): void {
       throw new RunstateError('INVALID_INPUT', `${name} must be a string, got ${typeof value}`);
     }
   }
+  for (const name of ['input', 'sessionId', 'userId'] as const) refuseNul(request[name], name);
   if (request.limits !== undefined) checkOption(runLimitsSchema, request.limits, 'limits');
+}
+
+/**
+ * A NUL character (U+0000) is refused whatever the store: PostgreSQL's text cannot hold one, and a
+ * run must not be taken by one store and refused by another.
+ */
+function refuseNul(value: string | null | undefined, name: string): void {
+  if (value?.includes('\0')) {
+    throw new RunstateError('INVALID_INPUT', `${name} must not contain a NUL character (U+0000)`, {
+      details: { field: name },
+    });
+  }
 }
 
 /** The answers to a paused run's calls, as `ToolConfirmation[]` says: `confirmed` is not optional. */
@@ -786,6 +799,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     agent: ContinueRunRequest,
   ): Promise<RunHandle> {
     checkOption(answersSchema, answers, 'tools');
+    for (const answer of answers) refuseNul(answer.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
     await parking.get(runId);
     const record = registry.get(runId)?.record() ?? (await store.getRun(runId));
