@@ -403,6 +403,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       actor.send({ type: 'START' });
     },
     cancel(reason) {
+      // A final run's actor is stopped: xstate would warn of an event sent to it, and it is a no-op.
+      if (output) return;
       sendHeld();
       actor.send({ type: 'CANCEL', reason });
     },
