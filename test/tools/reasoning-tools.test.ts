@@ -64,14 +64,16 @@ describe('a reasoning model with tools', () => {
     });
   });
 
+  /** The streamed call of `confirmingTool()`'s `publish`. */
+  const publish = {
+    index: 0,
+    id: 'call_p',
+    type: 'function',
+    function: { name: 'publish', arguments: '{}' },
+  };
+
   it('keeps the phases from before a pause: closed before RunPaused, all of them at the end', async () => {
     const agent = agentWith([confirmingTool()]);
-    const publish = {
-      index: 0,
-      id: 'call_p',
-      type: 'function',
-      function: { name: 'publish', arguments: '{}' },
-    };
     fakeServer().enqueue(
       { reasoning: { deltas: ['Publish it.'] }, chunks: [], toolCalls: [publish] },
       { chunks: ['Published.'] },
@@ -97,12 +99,6 @@ describe('a reasoning model with tools', () => {
 
   it('lists the phases of both sides of a pause', async () => {
     const agent = agentWith([confirmingTool()]);
-    const publish = {
-      index: 0,
-      id: 'call_p',
-      type: 'function',
-      function: { name: 'publish', arguments: '{}' },
-    };
     fakeServer().enqueue(
       { reasoning: { deltas: ['Step one.'] }, chunks: [], toolCalls: [publish] },
       { reasoning: { deltas: ['Step two.'] }, chunks: ['Published.'] },
