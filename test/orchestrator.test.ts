@@ -943,12 +943,15 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     expect(await answer).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
   });
 
-  it('cancels a paused run that another instance takes just after the cancel went by', async () => {
+  /**
+   * A run paused by an instance that is gone (it hears no cancel; the run waits in the store), an
+   * instance whose reads of a run wait until `release` (a database round trip), and one that takes it.
+   */
+  async function runParkedByGoneInstance() {
     const store = createMemoryRunStore();
     const buses = { cancelBus: createMemoryCancelBus(), eventBus: createMemoryEventBus() };
     const model = createFakeModel();
     const request = { agentId: 'writer', agentName: 'Writer', model, tools: [confirmingTool()] };
-    // The instance that paused the run is gone: it hears no cancel, the run waits in the store.
     const parker = createOrchestrator({
       store,
       ...buses,
@@ -957,7 +960,6 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     const run = parker.startRun({ ...request, input: 'publish it' });
     (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
     expect((await collect(run.events())).at(-1)?.event).toBe('RunPaused');
-    // The cancelling instance's read of the run waits (a database round trip) while another takes it.
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const canceller = createOrchestrator({
@@ -965,17 +967,36 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
       store: { ...store, getRun: async (runId: string) => (await gate, store.getRun(runId)) },
     });
     const taker = createOrchestrator({ store, ...buses });
+    const shutdown = () => Promise.all([parker.shutdown(), canceller.shutdown(), taker.shutdown()]);
+    const takeIt = () => taker.continueRun(run.runId, [{ tool_call_id: 'c1', confirmed: true }], request);
+    return { model, runId: run.runId, canceller, taker, release, takeIt, shutdown };
+  }
 
-    const answer = canceller.requestCancel(run.runId, 'api');
+  it('cancels a paused run that another instance takes just after the cancel went by', async () => {
+    const { model, runId, canceller, taker, release, takeIt, shutdown } = await runParkedByGoneInstance();
+    const answer = canceller.requestCancel(runId, 'api');
     await nextTurn();
-    await expect(
-      taker.continueRun(run.runId, [{ tool_call_id: 'c1', confirmed: true }], request),
-    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
+    await expect(takeIt()).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
     release();
     expect(await answer).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
     expect(model.calls).toHaveLength(1);
-    checkRunEvents(await collect(await taker.events(run.runId)), 'cancelled');
-    await Promise.all([parker.shutdown(), canceller.shutdown(), taker.shutdown()]);
+    checkRunEvents(await collect(await taker.events(runId)), 'cancelled');
+    await shutdown();
+  });
+
+  it("leaves a paused run taken after a cancel went by for another agent's run of that id", async () => {
+    const { model, runId, canceller, taker, release, takeIt, shutdown } = await runParkedByGoneInstance();
+    const refused = canceller.requestCancel(runId, 'api', { agentId: 'critic' });
+    await nextTurn();
+    const continued = await takeIt();
+    release();
+    await expect(refused).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+    const turn = await model.nextCall();
+    turn.emit('Done.');
+    turn.end();
+    expect(await continued.result).toMatchObject({ status: 'completed', content: 'Done.' });
+    checkRunEvents(await collect(await taker.events(runId)), 'completed');
+    await shutdown();
   });
 
   it('answers RUN_NOT_FOUND and RUN_ALREADY_FINISHED the same on both', async () => {

@@ -129,7 +129,7 @@ export function deliver(receiver: ModelStreamReceiver, chunk: ModelChunk): boole
 }
 
 /** The error a receiver that threw is closed with. */
-export function receiverError(error: unknown): RunstateError {
+function receiverError(error: unknown): RunstateError {
   const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
   return new RunstateError('INTERNAL', `the receiver of the model stream threw ${what}`, { cause: error });
 }
