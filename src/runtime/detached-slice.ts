@@ -11,17 +11,42 @@ export function detachedSlice(text: string, length: number): string {
 /** Session names are the start of the first message, cut to this many characters. */
 const SESSION_NAME_LENGTH = 100;
 
+/** Where user-perceived characters begin and end (a flag, a family emoji, a letter and its accent). */
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
 /**
  * The name of a session whose first message is `input`: its first {@link SESSION_NAME_LENGTH}
- * characters, counted in code points, so that a cut never splits a surrogate pair (half an emoji,
- * which JSON and UTF-8 can only carry as U+FFFD). A string of its own (see {@link detachedSlice}). Every
- * store names sessions with it.
+ * characters, counted in code points, cut between two user-perceived characters (grapheme clusters):
+ * never half an emoji (half a surrogate pair, which JSON and UTF-8 can only carry as U+FFFD), half a
+ * flag or family, or a letter without its accent. A string of its own (see {@link detachedSlice}).
+ * Every store names sessions with it.
  */
 export function sessionName(input: string): string {
   if (input.length <= SESSION_NAME_LENGTH) return input;
+  // 100 code points are at most 200 code units: the rest of the prefix is the context that says
+  // where the cluster ending at the cut ends (a cluster's end depends on the code point after it).
+  const prefix = input.slice(0, 4 * SESSION_NAME_LENGTH);
   let end = 0;
-  for (let count = 0; count < SESSION_NAME_LENGTH && end < input.length; count++) {
-    end += input.codePointAt(end)! > 0xffff ? 2 : 1;
+  let count = 0;
+  for (const { segment, index } of graphemes.segment(prefix)) {
+    count += codePointCount(segment);
+    if (count > SESSION_NAME_LENGTH) break;
+    end = index + segment.length;
   }
+  // One cluster longer than a whole name (combining marks stacked by the hundred): cut inside it.
+  if (end === 0) end = codePointEnd(input, SESSION_NAME_LENGTH);
   return detachedSlice(input, end);
+}
+
+function codePointCount(text: string): number {
+  let count = 0;
+  for (let i = 0; i < text.length; i += text.codePointAt(i)! > 0xffff ? 2 : 1) count++;
+  return count;
+}
+
+/** The index in code units just after the first `count` code points of `text`. */
+function codePointEnd(text: string, count: number): number {
+  let end = 0;
+  for (let n = 0; n < count && end < text.length; n++) end += text.codePointAt(end)! > 0xffff ? 2 : 1;
+  return end;
 }

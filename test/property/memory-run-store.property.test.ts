@@ -12,6 +12,21 @@ import type { FinalRunStatus } from '../../machines/run-types.js';
 import { createMemoryRunStore, type RunRecord, type SessionRecord } from '../../src/runtime/index.js';
 import { sessionHistory } from '../../src/runtime/session-history.js';
 
+/**
+ * The reference of a session's name: the longest run of whole characters as shown (grapheme
+ * clusters, the input segmented whole) with at most 100 code points; the first 100 code points when
+ * the first character alone has more.
+ */
+function referenceSessionName(input: string): string {
+  const clusters = [...new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(input)];
+  let name = '';
+  for (const { segment } of clusters) {
+    if ([...name].length + [...segment].length > 100) break;
+    name += segment;
+  }
+  return name === '' && input !== '' ? [...input].slice(0, 100).join('') : name;
+}
+
 type Op =
   | { kind: 'create'; session: string; agent: string; user: string | null; input: string }
   | { kind: 'finish'; session: string; status: FinalRunStatus; content: string }
@@ -119,8 +134,7 @@ describe('createMemoryRunStore: sessions', () => {
                   session_id: op.session,
                   agent_id: op.agent,
                   user_id: op.user,
-                  // The first 100 characters, counted in code points: never half an emoji.
-                  session_name: Array.from(op.input).slice(0, 100).join(''),
+                  session_name: referenceSessionName(op.input),
                   created_at: seconds,
                   updated_at: seconds,
                 },

@@ -1,6 +1,7 @@
 /**
  * A session's name, as `GET /sessions` lists it, over the memory store and a SQL store (PGlite): the
- * start of its first message, 100 characters at most, never cut inside a surrogate pair.
+ * start of its first message, 100 characters at most, never cut inside a surrogate pair or a
+ * grapheme cluster.
  */
 import { describe, expect, it } from 'vitest';
 import type { RunStore } from '../../src/runtime/storage.js';
@@ -28,12 +29,31 @@ async function sessionNames(store: RunStore | undefined, messages: string[]): Pr
   }
 }
 
-const messages = [`a${'🐉'.repeat(100)}`, 'x'.repeat(150), `${'🐉'.repeat(99)}b🐉`, 'Tell me a story'];
-// 100 code points each: the dragon after 99 of them is whole, never its first half alone.
-const expected = [`a${'🐉'.repeat(99)}`, 'x'.repeat(100), `${'🐉'.repeat(99)}b`, 'Tell me a story'];
+const family = '👨\u200d👩\u200d👧'; // 5 code points, one character on screen
+const messages = [
+  `a${'🐉'.repeat(100)}`,
+  'x'.repeat(150),
+  `${'🐉'.repeat(99)}b🐉`,
+  'Tell me a story',
+  `${'x'.repeat(98)}${family} and more`,
+  `${'x'.repeat(99)}🇫🇷`,
+  `${'x'.repeat(99)}e\u0301tude`,
+];
+// At most 100 code points each, cut between two characters as shown: the dragon after 99 of them is
+// whole, never its first half alone; a family, a flag or an accented letter that would pass the
+// 100th code point is left out whole.
+const expected = [
+  `a${'🐉'.repeat(99)}`,
+  'x'.repeat(100),
+  `${'🐉'.repeat(99)}b`,
+  'Tell me a story',
+  'x'.repeat(98),
+  'x'.repeat(99),
+  'x'.repeat(99),
+];
 
 describe('session names', () => {
-  it('are the first 100 characters of the first message, never half an emoji: memory store', async () => {
+  it('are the first 100 characters of the first message, never half an emoji or a cluster: memory store', async () => {
     expect(await sessionNames(undefined, messages)).toEqual(expected);
   });
 

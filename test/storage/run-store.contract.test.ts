@@ -211,7 +211,7 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.sessionRuns('no-such-session')).toStrictEqual([]);
   });
 
-  it('names a session after the first 100 characters of its first input, never half an emoji', async () => {
+  it('names a session after the first 100 characters of its first input, never half an emoji or a flag', async () => {
     const { store } = await open();
     const id = ids();
     const input = `a${'🐉'.repeat(120)}`;
@@ -219,6 +219,17 @@ describe.each(backends)('run store contract: $name', (backend) => {
       record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent, run_input: input }),
     );
     expect((await store.getSession(id.session))?.session_name).toBe(`a${'🐉'.repeat(99)}`);
+    // A flag is two code points and one character: one that would pass the 100th is left out whole.
+    const flagged = `${id.session}-flag`;
+    await store.createRun(
+      record({
+        run_id: id.run(2),
+        session_id: flagged,
+        agent_id: id.agent,
+        run_input: `${'x'.repeat(99)}🇫🇷`,
+      }),
+    );
+    expect((await store.getSession(flagged))?.session_name).toBe('x'.repeat(99));
   });
 
   it("refuses a run in another agent's session and a run id already used", async () => {
