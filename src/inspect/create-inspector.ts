@@ -3,7 +3,7 @@ import { runMachine } from '../../machines/run.machine.js';
 import type { RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
-import { detachedSlice } from '../runtime/detached-slice.js';
+import { shortened } from '../runtime/detached-slice.js';
 import type { RunOutput, RunRecord } from '../runtime/run-events.js';
 import type { RunNotice } from '../runtime/storage.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
@@ -184,7 +184,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
         agent_id: record.agent_id,
         agent_name: record.agent_name,
         session_id: record.session_id,
-        run_input: input.length > 200 ? `${detachedSlice(input, 199)}…` : input,
+        run_input: shownInput(input),
         model: record.model,
       },
       createdAt: now(),
@@ -445,4 +445,10 @@ function detailOf(event: { type: string }): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A run's input as the page lists it: at most 200 characters, the last an ellipsis when it was cut. */
+function shownInput(input: string): string {
+  const start = shortened(input, 199);
+  return start.length === input.length ? input : `${start}…`;
 }

@@ -16,26 +16,33 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /**
  * The name of a session whose first message is `input`: its first {@link SESSION_NAME_LENGTH}
- * characters, counted in code points, cut between two user-perceived characters (grapheme clusters):
- * never half an emoji (half a surrogate pair, which JSON and UTF-8 can only carry as U+FFFD), half a
- * flag or family, or a letter without its accent. A string of its own (see {@link detachedSlice}).
- * Every store names sessions with it.
+ * characters (see {@link shortened}). Every store names sessions with it.
  */
 export function sessionName(input: string): string {
-  if (input.length <= SESSION_NAME_LENGTH) return input;
-  // 100 code points are at most 200 code units: the rest of the prefix is the context that says
-  // where the cluster ending at the cut ends (a cluster's end depends on the code point after it).
-  const prefix = input.slice(0, 4 * SESSION_NAME_LENGTH);
+  return shortened(input, SESSION_NAME_LENGTH);
+}
+
+/**
+ * The start of `text`, at most `length` code points, cut between two user-perceived characters
+ * (grapheme clusters): never half an emoji (half a surrogate pair, which JSON and UTF-8 can only
+ * carry as U+FFFD), half a flag or family, or a letter without its accent. A string of its own (see
+ * {@link detachedSlice}).
+ */
+export function shortened(text: string, length: number): string {
+  if (text.length <= length) return text;
+  // `length` code points are at most twice as many code units: the rest of the prefix is the
+  // context that says where the cluster ending at the cut ends (it depends on what comes after it).
+  const prefix = text.slice(0, 4 * length);
   let end = 0;
   let count = 0;
   for (const { segment, index } of graphemes.segment(prefix)) {
     count += codePointCount(segment);
-    if (count > SESSION_NAME_LENGTH) break;
+    if (count > length) break;
     end = index + segment.length;
   }
-  // One cluster longer than a whole name (combining marks stacked by the hundred): cut inside it.
-  if (end === 0) end = codePointEnd(input, SESSION_NAME_LENGTH);
-  return detachedSlice(input, end);
+  // One cluster longer than the whole cut (combining marks stacked by the hundred): cut inside it.
+  if (end === 0) end = codePointEnd(text, length);
+  return detachedSlice(text, end);
 }
 
 function codePointCount(text: string): number {

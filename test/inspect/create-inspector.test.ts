@@ -155,6 +155,21 @@ describe('createInspector: the feed', () => {
     expect(ownFeed.messages[0]).toMatchObject({ cancel_url: 'runs/{run_id}/cancel' });
   });
 
+  it('lists a long input cut to 200 characters, between two characters, and a short one whole', async () => {
+    const { inspector, start, model } = setup();
+    const long = start(`${'x'.repeat(198)}🇫🇷 and the rest`);
+    // 150 characters, 300 code units: not cut, no ellipsis.
+    const emoji = start('🐉'.repeat(150));
+    await model.nextCall();
+    await model.nextCall();
+    const feed = record((listener) => inspector.subscribe(listener));
+    const runs = feed.messages[0]!.type === 'snapshot' ? feed.messages[0]!.runs : [];
+    const inputOf = (runId: string) => runs.find((run) => run.run_id === runId)?.run_input;
+    // The flag would be the 199th and 200th code points: left out whole, then the ellipsis.
+    expect(inputOf(long.runId)).toBe(`${'x'.repeat(198)}…`);
+    expect(inputOf(emoji.runId)).toBe('🐉'.repeat(150));
+  });
+
   it('gives a follower of one run its content and log, then what they add, in order', async () => {
     const { model, inspector, orchestrator, start } = setup({ flushIntervalMs: 5 });
     const run = start();
