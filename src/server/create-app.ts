@@ -84,6 +84,15 @@ export interface RunstateApp {
    */
   readonly serverOptions: MessageClasses;
   /**
+   * The handler of a server's `checkContinue` event, for a server of your own:
+   * `server.on('checkContinue', runstate.checkContinue)`, as {@link startServer} does. A client that
+   * sends `Expect: 100-continue` waits for `100 Continue` before it sends its body; Node sends it at
+   * once by default, so a body over `bodyLimit` would be uploaded only to be refused. This sends it
+   * only for a `Content-Length` within the limit: a larger one gets its 413 (or any other answer)
+   * without it, the connection closed after that answer.
+   */
+  readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
    * Cancels every active run with reason `shutdown`, so each open stream sends `RunCancelled` and
    * ends; new runs are refused (503). Resolves once every response in progress is over. Stop the
    * HTTP server from accepting connections first ({@link startServer} does it all in order).
@@ -115,7 +124,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
     heartbeatMs: options.heartbeatMs ?? 15_000,
     bodyLimit: options.bodyLimit ?? '1mb',
   };
-  parseByteSize(context.bodyLimit); // a wrong limit fails here, not on the first request
+  const maxBodyBytes = parseByteSize(context.bodyLimit); // a wrong limit fails here, not on the first request
   const securityKey = options.securityKey ?? process.env.RUNSTATE_SECURITY_KEY;
   const origins = options.cors?.origins ?? DEFAULT_CORS_ORIGINS;
   const responses = trackResponses();
@@ -190,6 +199,13 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   return {
     app,
     serverOptions,
+    checkContinue(req, res) {
+      // Not told to send a body the app would refuse. The client may send it all the same (it
+      // need not wait for the 100 forever), so the connection closes after the answer.
+      if (Number(req.headers['content-length']) > maxBodyBytes) res.setHeader('Connection', 'close');
+      else res.writeContinue();
+      app(req, res);
+    },
     async shutdown() {
       await Promise.all(agents.orchestrators.map((orchestrator) => orchestrator.shutdown()));
       await responses.idle();

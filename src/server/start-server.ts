@@ -65,6 +65,8 @@ export async function startServer(
   // A request Node's parser refuses, or a proxy's CONNECT, gets a JSON answer too, where Node would
   // answer with no body or close the connection.
   server.on('clientError', answerClientError);
+  // `100 Continue` only to a body the app would read (see `checkContinue`).
+  server.on('checkContinue', runstate.checkContinue);
   server.on('connect', answerConnect);
   const bound = (server.address() as AddressInfo).port;
   const sockets = new Set<Socket>();

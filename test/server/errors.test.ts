@@ -1,5 +1,6 @@
 import { createServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
@@ -360,6 +361,43 @@ describe('bodies over the limit', () => {
     // Closed after the answer, rather than read to the end of the 4 MB.
     expect(answer.headers).toMatch(/^connection: close$/im);
     expect(model.calls).toHaveLength(0);
+  });
+
+  it('answers 413 without `100 Continue` to a client that waits for it before sending a body over the limit', async () => {
+    const { story, model } = await serveFake();
+    const answer = await sendUntilAnswered(
+      story,
+      'POST /agents/story-writer-agent/runs HTTP/1.1\r\nContent-Type: application/json\r\n' +
+        `Content-Length: ${4 * 1024 ** 2}\r\nExpect: 100-continue`,
+    );
+    // Node would have sent `100 Continue` at once, and the client its 4 MB, only to be refused.
+    expect(answer.headers).not.toMatch(/100 Continue/);
+    expect(answer.bodyBytesSent).toBe(0);
+    expectRawError(answer, 413, { detail: 'request body too large', code: 'PAYLOAD_TOO_LARGE' });
+    expect(answer.headers).toMatch(/^connection: close$/im);
+    expect(model.calls).toHaveLength(0);
+  });
+
+  it('sends `100 Continue` to a client that waits for it before sending a body within the limit', async () => {
+    const { story } = await serveFake();
+    const { hostname, port } = new URL(story);
+    const socket = connect(Number(port), hostname);
+    const body = JSON.stringify({ stream: false });
+    socket.write(
+      'POST /agents/story-writer-agent/runs HTTP/1.1\r\nContent-Type: application/json\r\n' +
+        `Content-Length: ${body.length}\r\nExpect: 100-continue\r\nHost: ${hostname}\r\nConnection: close\r\n\r\n`,
+    );
+    const [interim] = (await once(socket, 'data')) as [Buffer];
+    expect(interim.toString('latin1')).toBe('HTTP/1.1 100 Continue\r\n\r\n');
+    socket.end(body);
+    let answer = '';
+    for await (const chunk of socket) answer += (chunk as Buffer).toString('latin1');
+    // The body was read: the run is refused for the field it lacks.
+    expect(answer).toMatch(/^HTTP\/1\.1 422 /);
+    expect(JSON.parse(answer.split('\r\n\r\n')[1]!)).toMatchObject({
+      code: 'INVALID_INPUT',
+      field: 'message',
+    });
   });
 
   it('answers 413 to an endless chunked body while it is still being sent, and closes the connection', async () => {
