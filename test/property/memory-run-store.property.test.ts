@@ -11,21 +11,7 @@ import { describe, expect, it } from 'vitest';
 import type { FinalRunStatus } from '../../machines/run-types.js';
 import { createMemoryRunStore, type RunRecord, type SessionRecord } from '../../src/runtime/index.js';
 import { sessionHistory } from '../../src/runtime/session-history.js';
-
-/**
- * The reference of a session's name: the longest run of whole characters as shown (grapheme
- * clusters, the input segmented whole) with at most 100 code points; the first 100 code points when
- * the first character alone has more.
- */
-function referenceSessionName(input: string): string {
-  const clusters = [...new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(input)];
-  let name = '';
-  for (const { segment } of clusters) {
-    if ([...name].length + [...segment].length > 100) break;
-    name += segment;
-  }
-  return name === '' && input !== '' ? [...input].slice(0, 100).join('') : name;
-}
+import { referenceShortened } from '../support/shortened-reference.js';
 
 type Op =
   | { kind: 'create'; session: string; agent: string; user: string | null; input: string }
@@ -134,7 +120,7 @@ describe('createMemoryRunStore: sessions', () => {
                   session_id: op.session,
                   agent_id: op.agent,
                   user_id: op.user,
-                  session_name: referenceSessionName(op.input),
+                  session_name: referenceShortened(op.input, 100),
                   created_at: seconds,
                   updated_at: seconds,
                 },
