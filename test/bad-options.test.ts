@@ -91,6 +91,23 @@ describe('orchestrator options', () => {
     ).not.toThrow();
   });
 
+  it('refuses an option it does not have, rather than ignoring it, and says where retention went', () => {
+    refused(
+      () => createOrchestrator({ retention: { maxFinishedRuns: 1 } } as never),
+      'createOrchestrator has no option "retention": retention is an option of the store',
+    );
+    refused(() => createOrchestrator({ maxConcurentRuns: 2 } as never), 'no option "maxConcurentRuns"');
+    refused(
+      () =>
+        new Agent({
+          name: 'A',
+          model: createFakeModel(),
+          orchestratorOptions: { retention: { maxAgeMs: 1 } } as never,
+        }),
+      'createOrchestrator has no option "retention"',
+    );
+  });
+
   it('refuses an agent whose limits or tool rounds are out of range', () => {
     const model = createFakeModel();
     refused(
@@ -228,6 +245,23 @@ describe('reading events after a seq', () => {
       invalid('afterSeq must be a whole number ≥ 0, got 1.5'),
     );
     expect((await collect(await runs.events(run.runId, 1))).map((event) => event.seq)).toEqual([2]);
+  });
+});
+
+describe('subscribing', () => {
+  it('takes a listener function, or a run id and a seq, and refuses anything else', async () => {
+    const model = createFakeModel();
+    const runs = orchestrator();
+    refused(() => runs.subscribe(123 as never), /^subscribe takes a listener function, or a run id/);
+    refused(() => runs.subscribe(undefined as never), /^subscribe takes a listener function/);
+    // A run id: the run's events after the seq, refused at the first read when the seq is wrong.
+    const run = runs.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi' });
+    await expect(collect(runs.subscribe(run.runId, 1.5))).rejects.toEqual(
+      invalid('afterSeq must be a whole number ≥ 0, got 1.5'),
+    );
+    await expect(collect(runs.subscribe('no-such-run'))).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+    (await model.nextCall()).end();
+    await run.result;
   });
 });
 

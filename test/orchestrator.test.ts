@@ -89,6 +89,21 @@ describe('a run that streams to the end', () => {
     expect(await collect(run.events(all.length))).toEqual([]);
   });
 
+  it('gives the same replay and follow through subscribe(runId, seq), live and after the end', async () => {
+    const { model, start, orchestrator } = setup();
+    const run = start();
+    const live = collect(orchestrator.subscribe(run.runId, 1));
+    const call = await model.nextCall();
+    call.emit('a');
+    await nextTurn();
+    call.emit('b');
+    call.end();
+    const all = await collect(run.events());
+    expect(await live).toEqual(all.slice(1));
+    expect(await collect(orchestrator.subscribe(run.runId, 2))).toEqual(all.slice(2));
+    expect(await collect(orchestrator.subscribe(run.runId))).toEqual(all);
+  });
+
   it('follows live: a subscriber attached before the chunks sees all of them', async () => {
     const { model, start } = setup();
     const run = start();

@@ -2,16 +2,19 @@ import type { AnyStateMachine, StateValue } from 'xstate';
 import { runMachine } from '../../machines/run.machine.js';
 import type { RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
-import type { Orchestrator } from '../runtime/create-orchestrator.js';
+import type { Orchestrator, SubscribeOptions } from '../runtime/create-orchestrator.js';
 import { shortened } from '../runtime/detached-slice.js';
 import type { RunOutput, RunRecord } from '../runtime/run-events.js';
-import type { RunNotice } from '../runtime/storage.js';
+import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
 import type { FeedMessage, InspectorLogEntry, RunProgress, RunSummary } from './feed-messages.js';
 import { machineGraph, transitionLabel, type MachineGraph } from './machine-graph.js';
 
 /** What the inspector needs from an orchestrator: its run notices, and cancel for its own route. */
-export type InspectedOrchestrator = Pick<Orchestrator, 'subscribe' | 'requestCancel'>;
+export interface InspectedOrchestrator {
+  subscribe(listener: RunListener, options?: SubscribeOptions): () => void;
+  requestCancel: Orchestrator['requestCancel'];
+}
 
 /** Options of {@link createInspector}. Every field has a default. */
 export interface InspectorOptions {

@@ -232,6 +232,13 @@ export interface Orchestrator {
    * is called synchronously as things happen. Returns unsubscribe.
    */
   subscribe(listener: RunListener, options?: SubscribeOptions): () => void;
+  /**
+   * The events of one run after `afterSeq`, as {@link Orchestrator.events} gives them (replayed, then
+   * followed to the terminal one), without awaiting it first: `for await (const event of
+   * orchestrator.subscribe(runId, seq))`. Its errors (`RUN_NOT_FOUND`, `INVALID_INPUT`) come from the
+   * first `next()`.
+   */
+  subscribe(runId: string, afterSeq?: number): AsyncIterable<RunEvent>;
   /** Runs owned here that are not final (pending or streaming). */
   readonly activeCount: number;
   /**
@@ -372,6 +379,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     now = Date.now,
     random = Math.random,
   } = options;
+  checkOptionNames(options);
   checkOption(maxConcurrentRunsSchema, maxConcurrentRuns, 'maxConcurrentRuns');
   checkOption(runLimitsSchema, defaultLimits, 'limits');
   const registry = createRunRegistry();
@@ -957,7 +965,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const withLive = (records: RunRecord[]): RunRecord[] =>
     records.map((record) => registry.get(record.run_id)?.record() ?? record);
 
-  return {
+  const orchestrator: Orchestrator = {
     startRun,
     cancelRun,
     requestCancel,
@@ -1022,16 +1030,26 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       await Promise.all(owned.map((run) => run.result));
       return existed;
     },
-    subscribe(listener, options = {}) {
+    subscribe: ((target: RunListener | string, options?: SubscribeOptions | number) => {
+      if (typeof target === 'string')
+        return followEvents(() => orchestrator.events(target, options as number));
+      // A wrong first argument would otherwise fail later, in every notice of every run.
+      if (typeof target !== 'function') {
+        throw new RunstateError(
+          'INVALID_INPUT',
+          'subscribe takes a listener function, or a run id and the seq to follow its events from',
+        );
+      }
+      const listener = target;
       // Wrapped, so that one function subscribed twice is two subscriptions.
       const entry: RunListener = (notice) => listener(notice);
-      const causes = options.causes !== false;
+      const causes = (options as SubscribeOptions | undefined)?.causes !== false;
       listeners.add(entry);
       if (causes) causeListeners++;
       return () => {
         if (listeners.delete(entry) && causes) causeListeners--;
       };
-    },
+    }) as Orchestrator['subscribe'],
     get activeCount() {
       return registry.activeCount;
     },
@@ -1069,4 +1087,44 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       await keeper?.stop({ release: true }).catch(() => undefined);
     },
   };
+  return orchestrator;
+}
+
+/** The options of {@link createOrchestrator}: any other name is refused rather than ignored. */
+const ORCHESTRATOR_OPTIONS: ReadonlySet<string> = new Set([
+  'maxConcurrentRuns',
+  'limits',
+  'inspect',
+  'store',
+  'cancelBus',
+  'eventBus',
+  'idGenerator',
+  'now',
+  'random',
+] satisfies (keyof OrchestratorOptions)[]);
+
+/**
+ * Refuses an option `createOrchestrator` does not have (from JavaScript, or an object built
+ * elsewhere): a misspelt or moved option would otherwise be ignored without a word.
+ */
+function checkOptionNames(options: OrchestratorOptions): void {
+  for (const name of Object.keys(options)) {
+    if (ORCHESTRATOR_OPTIONS.has(name)) continue;
+    const hint =
+      name === 'retention'
+        ? ': retention is an option of the store (createMemoryRunStore({ retention }), createSqlRunStore)'
+        : '';
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `createOrchestrator has no option ${JSON.stringify(name)}${hint}`,
+    );
+  }
+}
+
+/**
+ * The events `events()` resolves with, as one async iterable (`subscribe(runId, seq)`). Asked for at
+ * the first `next()`: an iterable never read leaves no rejection unhandled.
+ */
+async function* followEvents(events: () => Promise<AsyncIterable<RunEvent>>): AsyncGenerator<RunEvent> {
+  yield* await events();
 }
