@@ -944,8 +944,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         if (!orphan && error) throw error;
         // A bus delivers only to those listening now: an owner whose link to Redis is down (while
         // this instance's is up) does not hear it. Sent again each second until the run is final,
-        // it reaches the owner once its link is back; an owner that heard it cancels once.
-        resend = setInterval(() => void refusal(cancelBus.publish(runId, reason, agentId)), CANCEL_RESEND_MS);
+        // it reaches the owner once its link is back; an owner that heard it cancels once. An owner
+        // that is gone (killed, frozen) hears nothing: as soon as its lease has run out, the run is
+        // finalised here, `cancelled` as asked, rather than left for a sweep to call it lost.
+        resend = setInterval(() => {
+          void refusal(cancelBus.publish(runId, reason, agentId));
+          keeper?.cancelOrphan(runId, reason).catch(() => undefined);
+        }, CANCEL_RESEND_MS);
         // The wait for the run's end is what holds a caller; the timer alone keeps no process alive.
         resend.unref();
       }

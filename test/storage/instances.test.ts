@@ -275,6 +275,29 @@ describe('an owner killed with SIGKILL', () => {
     const frames = await readSse(await fetch(`${b.story}/runs/${killed.runId}/events`)).rest();
     expect(frames.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
   });
+
+  it('a cancel of its run sent before its lease ran out cancels it once the lease has run out', async () => {
+    const prefix = redisPrefix();
+    const killed = await owner(prefix, 1_000);
+    // This instance sweeps rarely: the cancel, not the sweep, is what finalises the run.
+    const b = await startInstance({
+      databaseUrl: database.url,
+      redisUrl: REDIS_URL,
+      redisPrefix: prefix,
+      leaseMs: 600_000,
+    });
+    await killed.kill();
+    // Sent while the owner's lease still holds: nobody can tell yet that it is gone.
+    const answer = await fetch(`${b.story}/runs/${killed.runId}/cancel`, { method: 'POST' });
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toStrictEqual({ run_id: killed.runId, status: 'cancelled' });
+    const frames = await readSse(await fetch(`${b.story}/runs/${killed.runId}/events`)).rest();
+    expect(frames.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
+    const terminal = frames.filter((frame) =>
+      /^Run(Cancelled|Error|Completed)$/.test(String(frame.data.event)),
+    );
+    expect(terminal).toHaveLength(1);
+  });
 });
 
 describe('PGlite in a data dir', () => {
