@@ -37,6 +37,14 @@ export interface LeaseKeeper {
   stop(options?: { release?: boolean }): Promise<void>;
   /** False from a lapse until the next renewal: a run started meanwhile could be taken for an orphan. */
   readonly holding: boolean;
+  /**
+   * Whether the lease has lapsed, by the clock: a lapse its timer has not told yet is handled now
+   * (`onLapse`). A process frozen past its lease (a VM paused, SIGSTOP, a long pause of the
+   * collector) runs its due timers in the order they were due when it wakes, a model's or a tool's
+   * before the lapse's: asked before what they bring is used, so that nothing of a run is streamed
+   * on after another instance may have ended it.
+   */
+  lapsed(): boolean;
 }
 
 /** The default lease: an owner silent for 15 s is lost. */
@@ -54,14 +62,21 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
   const pending = new Set<Promise<unknown>>();
   let holding = true;
   let lapse: NodeJS.Timeout | undefined;
+  /** When the lease lapses (`performance.now()` time): real time, also under a test's fake timers. */
+  let deadline = Infinity;
 
-  /** Lapses at `deadline` (`performance.now()` time): real time, also under a test's fake timers. */
-  function armLapse(deadline: number): void {
+  function lapseNow(): void {
+    clearTimeout(lapse);
+    holding = false;
+    onLapse?.();
+  }
+
+  function armLapse(at: number): void {
+    deadline = at;
     lapse = setTimeout(
       () => {
         if (performance.now() < deadline) return armLapse(deadline);
-        holding = false;
-        onLapse?.();
+        lapseNow();
       },
       Math.max(0, deadline - performance.now()),
     );
@@ -74,6 +89,7 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
     await leases.renew();
     holding = true;
     clearTimeout(lapse);
+    deadline = Infinity;
     if (!running) return;
     armLapse(sent + leaseMs);
   }
@@ -139,6 +155,7 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
     async stop({ release = false } = {}) {
       running = false;
       clearTimeout(lapse);
+      deadline = Infinity;
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       await Promise.all(pending);
@@ -146,6 +163,12 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
     },
     get holding() {
       return holding;
+    },
+    lapsed() {
+      if (!holding) return true;
+      if (performance.now() < deadline) return false;
+      lapseNow();
+      return true;
     },
   };
 }

@@ -459,6 +459,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       },
     });
   const leased = keeper?.start();
+  const leaseLapsed = keeper && (() => keeper.lapsed());
   // In a store shared over time, a pause that ran out while no instance timed it (its instance
   // stopped) is ended by whichever instance finds it first.
   const expirySweep = store.leases
@@ -555,6 +556,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       notify,
       onFinal,
       now,
+      leaseLapsed,
     });
   }
 

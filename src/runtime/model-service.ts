@@ -28,6 +28,11 @@ export interface ModelCall {
    * a `CHUNK` and the machine's `content` emits are the output.
    */
   sink?: ContentSink | undefined;
+  /**
+   * True once this instance's lease on its runs has lapsed (see `LeaseKeeper.lapsed`): what the
+   * model sends then is dropped, the run ended `RUN_LOST` by the lapse. Absent without leases.
+   */
+  leaseLapsed?: (() => boolean) | undefined;
 }
 
 /**
@@ -251,7 +256,7 @@ function pump(
   };
   const receiver: ModelStreamReceiver = {
     chunk(chunk) {
-      if (over || attempt.stopped) return;
+      if (over || attempt.stopped || call.leaseLapsed?.()) return;
       try {
         if (chunk.type === 'end') return end(chunk);
         const { content, reasoning } = chunk;

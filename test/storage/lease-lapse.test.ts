@@ -17,6 +17,36 @@ beforeAll(async () => {
 });
 afterAll(() => database.drop(), 30_000);
 
+describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
+  it('drops what its model sends when it wakes: the run ends RUN_LOST first, as the store will keep it', async () => {
+    const leaseMs = 300;
+    const storage = await openStorage({ databaseUrl: database.url, leaseMs });
+    const model = createFakeModel();
+    const owner = createOrchestrator({ store: storage.store });
+    try {
+      const run = owner.startRun({ agentId: 'story', agentName: 'Story', model, input: 'Tell me a story' });
+      await run.recorded;
+      const call = await model.nextCall();
+      call.emit('Once');
+      await nextTurn();
+      // Frozen: nothing runs past the lease's end, the lapse's timer included. The model's data is
+      // the first thing the process meets when it wakes, before any timer.
+      const frozenUntil = performance.now() + leaseMs + 100;
+      while (performance.now() < frozenUntil);
+      call.emit(' upon a time');
+      const events: RunEvent[] = [];
+      for await (const event of run.events()) events.push(event);
+      checkRunEvents(events, 'failed');
+      expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'RUN_LOST' });
+      expect(events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('')).toBe('Once');
+      expect(call.signal.aborted).toBe(true);
+    } finally {
+      await owner.shutdown();
+      await storage.close();
+    }
+  });
+});
+
 describe('an owner that cannot renew its lease', () => {
   it('ends its runs RUN_LOST itself, refuses new ones, and the store keeps one terminal event', async () => {
     const leaseMs = 600;
