@@ -173,7 +173,9 @@ function fromBodyParserError(error: unknown): unknown {
     case 'parameters.too.many':
       return tooLarge(error);
     case 'entity.parse.failed':
-      return malformedRequest(`malformed JSON body: ${(error as Error).message}`, error);
+      return (
+        notAnObject(error) ?? malformedRequest(`malformed JSON body: ${(error as Error).message}`, error)
+      );
     case 'encoding.unsupported':
     case 'charset.unsupported':
     case 'request.aborted':
@@ -182,4 +184,22 @@ function fromBodyParserError(error: unknown): unknown {
     default:
       return error;
   }
+}
+
+/**
+ * A JSON body that is valid JSON but no object or array (`null`, `5`, `"hi"`), which body-parser's
+ * strict mode refuses as a syntax error ("Unexpected token 'n'"): a 422 naming the body, as an
+ * array gets, rather than a 400 that calls it malformed.
+ */
+function notAnObject(error: unknown): RunstateError | undefined {
+  const body = (error as { body?: unknown } | null)?.body;
+  if (typeof body !== 'string') return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  if (typeof value === 'object' && value !== null) return undefined;
+  return invalidField('body', `body: must be a JSON object, not ${value === null ? 'null' : typeof value}`);
 }

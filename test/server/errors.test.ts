@@ -184,6 +184,25 @@ describe('invalid run requests', () => {
     expect(body.detail).toMatch(/^malformed JSON body/);
   });
 
+  it('answers 422 naming the body for JSON that is no object (null, a number, a string)', async () => {
+    const { story, model } = await serveFake();
+    for (const [json, kind] of [
+      ['null', 'null'],
+      [' 5 ', 'number'],
+      ['"Hi"', 'string'],
+      ['true', 'boolean'],
+    ]) {
+      const response = await fetch(`${story}/runs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: json,
+      });
+      const body = await expectError(response, 422, 'INVALID_INPUT');
+      expect(body).toMatchObject({ field: 'body', detail: `body: must be a JSON object, not ${kind}` });
+    }
+    expect(model.calls).toHaveLength(0);
+  });
+
   it('reads a JSON body by its media type, parameters aside, and answers 400 for a charset it cannot read', async () => {
     const { story, model } = await serveFake();
     const post = (contentType: string, body: string) =>
