@@ -459,7 +459,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       },
     });
   const leased = keeper?.start();
-  const leaseLapsed = keeper && (() => keeper.lapsed());
+  const checkLease = keeper && ((): void => void keeper.lapsed());
+  /** No run starts or goes on here while this instance's lease has lapsed: another may take it for lost. */
+  const refuseWhileLapsed = (): void => {
+    if (keeper?.lapsed())
+      throw new RunstateError(
+        'STORE_UNAVAILABLE',
+        'this instance could not renew its lease on its runs (the database is out of reach)',
+      );
+  };
   // In a store shared over time, a pause that ran out while no instance timed it (its instance
   // stopped) is ended by whichever instance finds it first.
   const expirySweep = store.leases
@@ -556,7 +564,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       notify,
       onFinal,
       now,
-      leaseLapsed,
+      checkLease,
     });
   }
 
@@ -575,11 +583,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   function startRun(request: StartRunRequest): RunHandle {
     if (closing) throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
     checkStartRequest(request);
-    if (keeper && !keeper.holding)
-      throw new RunstateError(
-        'STORE_UNAVAILABLE',
-        'this instance could not renew its lease on its runs (the database is out of reach)',
-      );
+    refuseWhileLapsed();
     const runId = idGenerator();
     if (registry.has(runId)) throw new RunstateError('INVALID_INPUT', `run id ${runId} is already in use`);
     const identity: RunIdentity = {
@@ -822,6 +826,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       throw notPaused(runId, record.status);
     }
     checkAnswers(runId, record.tools, answers);
+    refuseWhileLapsed();
     const taken = await takeParked(runId, agent);
     // Taken meanwhile by another continue or a cancel, here or on another instance.
     if (!taken) {

@@ -87,8 +87,8 @@ export interface LiveRunOptions {
    * clock (`withRunClock`) must be this one, as the orchestrator makes it.
    */
   now: () => number;
-  /** True once this instance's lease on its runs has lapsed (with a shared store: see `ModelCall`). */
-  leaseLapsed?: (() => boolean) | undefined;
+  /** Handles a lapse of this instance's lease the clock says has come (see `ModelCall.checkLease`). */
+  checkLease?: (() => void) | undefined;
 }
 
 /** A run this process owns: its actor (the only writer of its state), its live event log, its writer. */
@@ -368,14 +368,14 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       tools: options.tools,
       runSignal: controller.signal,
       sink: { content, held, endTurn },
-      leaseLapsed: options.leaseLapsed,
+      checkLease: options.checkLease,
     },
     toolRun: {
       tools: options.tools,
       sessionId: identity.sessionId,
       maxConcurrentTools: maxConcurrentTools ?? DEFAULT_MAX_CONCURRENT_TOOLS,
       runSignal: controller.signal,
-      leaseLapsed: options.leaseLapsed,
+      checkLease: options.checkLease,
     },
     output: null,
     status: () => output?.status ?? runStatusOf(actor.getSnapshot()),

@@ -29,10 +29,11 @@ export interface ModelCall {
    */
   sink?: ContentSink | undefined;
   /**
-   * True once this instance's lease on its runs has lapsed (see `LeaseKeeper.lapsed`): what the
-   * model sends then is dropped, the run ended `RUN_LOST` by the lapse. Absent without leases.
+   * Handles a lapse of this instance's lease that the clock says has come and its timer has not told
+   * yet (see `LeaseKeeper.lapsed`): the runs held then end `RUN_LOST`, their signals aborted, before
+   * anything more the model sends is used. Absent without leases.
    */
-  leaseLapsed?: (() => boolean) | undefined;
+  checkLease?: (() => void) | undefined;
 }
 
 /**
@@ -256,7 +257,9 @@ function pump(
   };
   const receiver: ModelStreamReceiver = {
     chunk(chunk) {
-      if (over || attempt.stopped || call.leaseLapsed?.()) return;
+      if (over || attempt.stopped) return;
+      call.checkLease?.();
+      if (attempt.stopped) return;
       try {
         if (chunk.type === 'end') return end(chunk);
         const { content, reasoning } = chunk;
@@ -279,6 +282,7 @@ function pump(
     },
     close(error) {
       if (over) return;
+      call.checkLease?.();
       over = true;
       // Aborts are how we stop a stream, not failures.
       if (attempt.stopped) return;

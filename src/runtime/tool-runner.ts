@@ -12,8 +12,8 @@ export interface ToolRun {
   maxConcurrentTools: number;
   /** Aborted when the run ends, however it ends (xstate does not always stop children: #5153). */
   runSignal: AbortSignal;
-  /** True once this instance's lease has lapsed: a result that comes then is dropped (see `ModelCall`). */
-  leaseLapsed?: (() => boolean) | undefined;
+  /** Handles a lapse of this instance's lease before a result is used (see `ModelCall.checkLease`). */
+  checkLease?: (() => void) | undefined;
 }
 
 /** Calls of one turn running at once, unless the agent sets its own limit. */
@@ -53,7 +53,8 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
       running.set(call.id, slot);
       // Once over (result, error or timeout), a call frees its slot; anything it says later is dropped.
       const settle = (result: string, error: boolean): void => {
-        if (stopped || running.get(call.id) !== slot || run.leaseLapsed?.()) return;
+        run.checkLease?.();
+        if (stopped || running.get(call.id) !== slot) return;
         running.delete(call.id);
         clearTimeout(slot.timer);
         sendBack({ type: 'TOOL_DONE', toolCallId: call.id, result, error });

@@ -5,11 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
+import type { RunLeases } from '../../src/runtime/run-leases.js';
 import { openStorage } from '../../src/runtime/open-storage.js';
 import { isTerminalEvent, type RunEvent } from '../../src/runtime/run-events.js';
 import { checkRunEvents, createFakeModel, nextTurn } from '../../src/testing/index.js';
 import { createProxiedDatabase, type ProxiedDatabase } from '../support/databases.js';
 import { eventually } from '../support/eventually.js';
+import { confirmingTool } from '../support/confirming-tool.js';
 
 let database: ProxiedDatabase;
 beforeAll(async () => {
@@ -43,6 +46,73 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
     } finally {
       await owner.shutdown();
       await storage.close();
+    }
+  });
+});
+
+describe('a paused run continued around a lapse of the lease', () => {
+  it('is refused while the lease has lapsed, and once renewed streams every delta', async () => {
+    // A memory store with leases the test controls: renewals fail while the database is "away".
+    const store = createMemoryRunStore();
+    let away = false;
+    let renewedAt = performance.now();
+    const leases: RunLeases = {
+      instanceId: 'here',
+      leaseMs: 300,
+      renew: () => {
+        if (away) return Promise.reject(new Error('the database is out of reach'));
+        renewedAt = performance.now();
+        return Promise.resolve();
+      },
+      release: () => Promise.resolve(),
+      orphans: () => Promise.resolve([]),
+      finishOrphan: () => Promise.resolve(undefined),
+    };
+    Object.assign(store, { leases });
+    const model = createFakeModel();
+    const tools = [confirmingTool()];
+    const owner = createOrchestrator({ store });
+    const agent = { agentId: 'story', agentName: 'Story', model, tools };
+    try {
+      const run = owner.startRun({ ...agent, input: 'Publish it' });
+      (await model.nextCall()).callTools([{ id: 'call-1', name: 'publish', arguments: {} }]);
+      for await (const event of run.events()) if (event.event === 'RunPaused') break;
+
+      away = true;
+      // The lease's end, counted from the last renewal that went through (its timer need not have
+      // fired: the continue checks the clock).
+      const lastRenewal = renewedAt;
+      await eventually(() => performance.now() > lastRenewal + leases.leaseMs, {
+        what: 'the lease to run out',
+      });
+      const answers = [{ tool_call_id: 'call-1', confirmed: true }];
+      await expect(owner.continueRun(run.runId, answers, agent)).rejects.toMatchObject({
+        code: 'STORE_UNAVAILABLE',
+      });
+      expect(owner.isPaused(run.runId)).toBe(true);
+
+      away = false;
+      const continued = await eventually(
+        () =>
+          owner.continueRun(run.runId, answers, agent).catch((error: unknown) => {
+            if ((error as { code?: string }).code === 'STORE_UNAVAILABLE') return undefined;
+            throw error;
+          }),
+        { what: 'a renewal' },
+      );
+      const call = await model.nextCall();
+      call.emit('Hello ');
+      await nextTurn();
+      call.emit('world');
+      call.end();
+      const events: RunEvent[] = [];
+      for await (const event of continued.events()) events.push(event);
+      expect(events.at(-1)).toMatchObject({ event: 'RunCompleted' });
+      expect(events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('')).toBe(
+        'Hello world',
+      );
+    } finally {
+      await owner.shutdown();
     }
   });
 });
