@@ -452,6 +452,6 @@ function detailOf(event: { type: string }): string | undefined {
 
 /** A run's input as the page lists it: at most 200 characters, the last an ellipsis when it was cut. */
 function shownInput(input: string): string {
-  const start = shortened(input, 199);
-  return start.length === input.length ? input : `${start}…`;
+  if (shortened(input, 200).length === input.length) return input;
+  return `${shortened(input, 199)}…`;
 }

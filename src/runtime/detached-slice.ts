@@ -36,7 +36,7 @@ export function shortened(text: string, length: number): string {
   // neighbourhood is segmented, not the whole start. It begins before a run of regional indicators
   // (a flag is a pair of them, paired from the start of the run).
   let from = Math.max(0, end - CLUSTER_WINDOW);
-  if (isLowSurrogate(text.charCodeAt(from))) from--;
+  if (from > 0 && isLowSurrogate(text.charCodeAt(from))) from--;
   while (from >= 2 && isRegionalIndicator(text.codePointAt(from - 2)!)) from -= 2;
   const cluster = graphemes.segment(text.slice(from, end + CLUSTER_WINDOW)).containing(end - from)!;
   // (A cluster that begins before the window, combining marks stacked by the dozen, is cut inside.)

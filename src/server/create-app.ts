@@ -88,8 +88,9 @@ export interface RunstateApp {
    * `server.on('checkContinue', runstate.checkContinue)`, as {@link startServer} does. A client that
    * sends `Expect: 100-continue` waits for `100 Continue` before it sends its body; Node sends it at
    * once by default, so a body over `bodyLimit` would be uploaded only to be refused. This sends it
-   * only for a `Content-Length` within the limit: a larger one gets its 413 (or any other answer)
-   * without it, the connection closed after that answer.
+   * only for a `Content-Length` within the limit, then hands the request to `app`; a larger one is
+   * answered 413 at once, without it, and the connection closed after that answer. (For a server
+   * whose handler is `app`; an app mounted in another answers what its outer app sends.)
    */
   readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void;
   /**
@@ -200,10 +201,15 @@ export function createApp(options: CreateAppOptions): RunstateApp {
     app,
     serverOptions,
     checkContinue(req, res) {
-      // Not told to send a body the app would refuse. The client may send it all the same (it
-      // need not wait for the 100 forever), so the connection closes after the answer.
-      if (Number(req.headers['content-length']) > maxBodyBytes) res.setHeader('Connection', 'close');
-      else res.writeContinue();
+      // Not told to send a body no route reads: answered here, before any route could answer with
+      // headers of its own (an event stream keeps its connection alive). The client may send the
+      // body all the same (it need not wait for the 100 forever): the connection closes after.
+      if (Number(req.headers['content-length']) > maxBodyBytes) {
+        res.setHeader('Connection', 'close');
+        sendError(res, new RunstateError('PAYLOAD_TOO_LARGE', 'request body too large'), errors);
+        return;
+      }
+      res.writeContinue();
       app(req, res);
     },
     async shutdown() {

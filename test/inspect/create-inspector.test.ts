@@ -158,8 +158,10 @@ describe('createInspector: the feed', () => {
   it('lists a long input cut to 200 characters, between two characters, and a short one whole', async () => {
     const { inspector, start, model } = setup();
     const long = start(`${'x'.repeat(198)}🇫🇷 and the rest`);
-    // 150 characters, 300 code units: not cut, no ellipsis.
-    const emoji = start('🐉'.repeat(150));
+    // 200 characters, 400 code units, and 200 letters: not cut, no ellipsis.
+    const emoji = start('🐉'.repeat(200));
+    const letters = start('x'.repeat(200));
+    await model.nextCall();
     await model.nextCall();
     await model.nextCall();
     const feed = record((listener) => inspector.subscribe(listener));
@@ -167,7 +169,8 @@ describe('createInspector: the feed', () => {
     const inputOf = (runId: string) => runs.find((run) => run.run_id === runId)?.run_input;
     // The flag would be the 199th and 200th code points: left out whole, then the ellipsis.
     expect(inputOf(long.runId)).toBe(`${'x'.repeat(198)}…`);
-    expect(inputOf(emoji.runId)).toBe('🐉'.repeat(150));
+    expect(inputOf(emoji.runId)).toBe('🐉'.repeat(200));
+    expect(inputOf(letters.runId)).toBe('x'.repeat(200));
   });
 
   it('gives a follower of one run its content and log, then what they add, in order', async () => {

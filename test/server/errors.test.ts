@@ -395,6 +395,13 @@ describe('bodies over the limit', () => {
     expectRawError(answer, 413, { detail: 'request body too large', code: 'PAYLOAD_TOO_LARGE' });
     expect(answer.headers).toMatch(/^connection: close$/im);
     expect(model.calls).toHaveLength(0);
+    // Also on a route that reads no body, whose own answer would keep the connection alive.
+    const stream = await sendUntilAnswered(
+      story,
+      `GET /agents/story-writer-agent/runs/some-run/events HTTP/1.1\r\nContent-Length: ${4 * 1024 ** 2}\r\nExpect: 100-continue`,
+    );
+    expect(stream.status).toBe(413);
+    expect(stream.headers).toMatch(/^connection: close$/im);
   });
 
   it('sends `100 Continue` to a client that waits for it before sending a body within the limit', async () => {
