@@ -174,6 +174,10 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     clock: {
       setTimeout: (fire: () => void, ms: number) =>
         setTimeout(() => {
+          // A timer of the run (a timeout, a retry's delay) that comes after the lease's end: the
+          // run ends RUN_LOST, as the lapse ends it, not by what the timer would do.
+          options.checkLease?.();
+          if (output) return;
           sendHeld();
           fire();
         }, ms),

@@ -50,6 +50,36 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
   });
 });
 
+describe('an owner frozen past its lease, whose run has a timer due', () => {
+  it('ends the run RUN_LOST when it wakes, not by the timer (here the idle timeout)', async () => {
+    const leaseMs = 300;
+    const storage = await openStorage({ databaseUrl: database.url, leaseMs });
+    const model = createFakeModel();
+    const owner = createOrchestrator({ store: storage.store });
+    try {
+      const run = owner.startRun({
+        agentId: 'story',
+        agentName: 'Story',
+        model,
+        input: 'Tell me a story',
+        limits: { idleTimeoutMs: 100 },
+      });
+      await run.recorded;
+      const call = await model.nextCall();
+      call.emit('Once');
+      await nextTurn();
+      // Frozen past the idle timeout and the lease: the idle timer is due first when it wakes.
+      const frozenUntil = performance.now() + leaseMs + 100;
+      while (performance.now() < frozenUntil);
+      const output = await run.result;
+      expect(output).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' }, content: 'Once' });
+    } finally {
+      await owner.shutdown();
+      await storage.close();
+    }
+  });
+});
+
 describe('a paused run continued around a lapse of the lease', () => {
   it('is refused while the lease has lapsed, and once renewed streams every delta', async () => {
     // A memory store with leases the test controls: renewals fail while the database is "away".
