@@ -255,48 +255,47 @@ describe('an owner killed with SIGKILL', () => {
     expect((await fetch(`${b.story}/runs/${killed.runId}/cancel`, { method: 'POST' })).status).toBe(409);
   });
 
-  it('a cancel of its run on the other instance, once its lease ran out, cancels it at once', async () => {
+  /**
+   * An owner killed with a run streaming, and another instance that sweeps rarely, so that only a
+   * cancel can finalise the run; `expectCancelledBy(answer)` checks the cancel's answer and the run's
+   * one terminal event.
+   */
+  async function killedOwnerAndOther(ownerLeaseMs: number) {
     const prefix = redisPrefix();
-    const killed = await owner(prefix, 300);
-    // This instance sweeps rarely: the cancel, not the sweep, is what finalises the run.
-    const b = await startInstance({
+    const killed = await owner(prefix, ownerLeaseMs);
+    const other = await startInstance({
       databaseUrl: database.url,
       redisUrl: REDIS_URL,
       redisPrefix: prefix,
       leaseMs: 600_000,
     });
     await killed.kill();
-    await eventually(async () => (await b.storage.store!.leases!.orphans()).includes(killed.runId), {
+    const cancel = () => fetch(`${other.story}/runs/${killed.runId}/cancel`, { method: 'POST' });
+    async function expectCancelledBy(answer: Response): Promise<void> {
+      expect(answer.status).toBe(200);
+      expect(await answer.json()).toStrictEqual({ run_id: killed.runId, status: 'cancelled' });
+      const frames = await readSse(await fetch(`${other.story}/runs/${killed.runId}/events`)).rest();
+      expect(frames.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
+      const terminal = frames.filter((frame) =>
+        /^Run(Cancelled|Error|Completed)$/.test(String(frame.data.event)),
+      );
+      expect(terminal).toHaveLength(1);
+    }
+    return { runId: killed.runId, other, cancel, expectCancelledBy };
+  }
+
+  it('a cancel of its run on the other instance, once its lease ran out, cancels it at once', async () => {
+    const { runId, other, cancel, expectCancelledBy } = await killedOwnerAndOther(300);
+    await eventually(async () => (await other.storage.store!.leases!.orphans()).includes(runId), {
       what: "the killed owner's lease to run out",
     });
-    const answer = await fetch(`${b.story}/runs/${killed.runId}/cancel`, { method: 'POST' });
-    expect(answer.status).toBe(200);
-    expect(await answer.json()).toStrictEqual({ run_id: killed.runId, status: 'cancelled' });
-    const frames = await readSse(await fetch(`${b.story}/runs/${killed.runId}/events`)).rest();
-    expect(frames.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
+    await expectCancelledBy(await cancel());
   });
 
   it('a cancel of its run sent before its lease ran out cancels it once the lease has run out', async () => {
-    const prefix = redisPrefix();
-    const killed = await owner(prefix, 1_000);
-    // This instance sweeps rarely: the cancel, not the sweep, is what finalises the run.
-    const b = await startInstance({
-      databaseUrl: database.url,
-      redisUrl: REDIS_URL,
-      redisPrefix: prefix,
-      leaseMs: 600_000,
-    });
-    await killed.kill();
+    const { cancel, expectCancelledBy } = await killedOwnerAndOther(1_000);
     // Sent while the owner's lease still holds: nobody can tell yet that it is gone.
-    const answer = await fetch(`${b.story}/runs/${killed.runId}/cancel`, { method: 'POST' });
-    expect(answer.status).toBe(200);
-    expect(await answer.json()).toStrictEqual({ run_id: killed.runId, status: 'cancelled' });
-    const frames = await readSse(await fetch(`${b.story}/runs/${killed.runId}/events`)).rest();
-    expect(frames.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
-    const terminal = frames.filter((frame) =>
-      /^Run(Cancelled|Error|Completed)$/.test(String(frame.data.event)),
-    );
-    expect(terminal).toHaveLength(1);
+    await expectCancelledBy(await cancel());
   });
 });
 

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunLeases } from '../../src/runtime/run-leases.js';
+import type { RunLimits } from '../../src/index.js';
 import { openStorage } from '../../src/runtime/open-storage.js';
 import { isTerminalEvent, type RunEvent } from '../../src/runtime/run-events.js';
 import { checkRunEvents, createFakeModel, nextTurn } from '../../src/testing/index.js';
@@ -21,21 +22,44 @@ beforeAll(async () => {
 afterAll(() => database.drop(), 30_000);
 
 describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
-  it('drops what its model sends when it wakes: the run ends RUN_LOST first, as the store will keep it', async () => {
-    const leaseMs = 300;
+  const leaseMs = 300;
+
+  /** An owner on PostgreSQL with a run that streamed "Once"; `freeze()` blocks it past its lease. */
+  async function frozenOwner(limits?: RunLimits) {
     const storage = await openStorage({ databaseUrl: database.url, leaseMs });
     const model = createFakeModel();
     const owner = createOrchestrator({ store: storage.store });
+    const run = owner.startRun({
+      agentId: 'story',
+      agentName: 'Story',
+      model,
+      input: 'Tell me a story',
+      limits,
+    });
+    await run.recorded;
+    const call = await model.nextCall();
+    call.emit('Once');
+    await nextTurn();
+    return {
+      run,
+      call,
+      // Nothing runs past the lease's end, the lapse's timer included.
+      freeze: (): void => {
+        const until = performance.now() + leaseMs + 100;
+        while (performance.now() < until);
+      },
+      close: async (): Promise<void> => {
+        await owner.shutdown();
+        await storage.close();
+      },
+    };
+  }
+
+  it('drops what its model sends when it wakes: the run ends RUN_LOST first, as the store will keep it', async () => {
+    const { run, call, freeze, close } = await frozenOwner();
     try {
-      const run = owner.startRun({ agentId: 'story', agentName: 'Story', model, input: 'Tell me a story' });
-      await run.recorded;
-      const call = await model.nextCall();
-      call.emit('Once');
-      await nextTurn();
-      // Frozen: nothing runs past the lease's end, the lapse's timer included. The model's data is
-      // the first thing the process meets when it wakes, before any timer.
-      const frozenUntil = performance.now() + leaseMs + 100;
-      while (performance.now() < frozenUntil);
+      freeze();
+      // The model's data is the first thing the process meets when it wakes, before any timer.
       call.emit(' upon a time');
       const events: RunEvent[] = [];
       for await (const event of run.events()) events.push(event);
@@ -44,38 +68,19 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
       expect(events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('')).toBe('Once');
       expect(call.signal.aborted).toBe(true);
     } finally {
-      await owner.shutdown();
-      await storage.close();
+      await close();
     }
   });
-});
 
-describe('an owner frozen past its lease, whose run has a timer due', () => {
-  it('ends the run RUN_LOST when it wakes, not by the timer (here the idle timeout)', async () => {
-    const leaseMs = 300;
-    const storage = await openStorage({ databaseUrl: database.url, leaseMs });
-    const model = createFakeModel();
-    const owner = createOrchestrator({ store: storage.store });
+  it('ends the run RUN_LOST when it wakes, not by a timer of the run (here the idle timeout)', async () => {
+    const { run, freeze, close } = await frozenOwner({ idleTimeoutMs: 100 });
     try {
-      const run = owner.startRun({
-        agentId: 'story',
-        agentName: 'Story',
-        model,
-        input: 'Tell me a story',
-        limits: { idleTimeoutMs: 100 },
-      });
-      await run.recorded;
-      const call = await model.nextCall();
-      call.emit('Once');
-      await nextTurn();
-      // Frozen past the idle timeout and the lease: the idle timer is due first when it wakes.
-      const frozenUntil = performance.now() + leaseMs + 100;
-      while (performance.now() < frozenUntil);
+      // Past the idle timeout too: its timer is due before the lapse's when the process wakes.
+      freeze();
       const output = await run.result;
       expect(output).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' }, content: 'Once' });
     } finally {
-      await owner.shutdown();
-      await storage.close();
+      await close();
     }
   });
 });
