@@ -59,9 +59,10 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
 
   return (req, res, next) => {
     // Whatever its type: refused before a byte of it is read.
-    if (Number(req.headers['content-length']) > maxBytes) {
+    const declared = declaredTooLarge(req, maxBytes);
+    if (declared) {
       closeAfterAnswer(req, res);
-      return next(tooLarge());
+      return next(declared);
     }
     // The media type as listed (parameters such as the boundary aside); `null` with no body.
     const matched = req.is(types);
@@ -102,6 +103,15 @@ function wrap(parser: RequestHandler, maxBytes: number): RequestHandler {
       settle(error === undefined ? undefined : fromBodyParserError(error)),
     );
   };
+}
+
+/**
+ * The 413 of a request whose `Content-Length` is over `maxBytes`, known before a byte of its body is
+ * read (the body parsers, and the answer to `Expect: 100-continue`); `undefined` when within it or
+ * when none is declared.
+ */
+export function declaredTooLarge(req: IncomingMessage, maxBytes: number): RunstateError | undefined {
+  return Number(req.headers['content-length']) > maxBytes ? tooLarge() : undefined;
 }
 
 function tooLarge(cause?: unknown): RunstateError {

@@ -8,7 +8,7 @@ import { AgentDirectory } from './agent-directory.js';
 import { apiDocs } from './api-docs.js';
 import { agentRoutes } from './agent-routes.js';
 import { bearerAuth } from './bearer-auth.js';
-import { parseByteSize, type BodyLimit } from './body-parsers.js';
+import { declaredTooLarge, parseByteSize, type BodyLimit } from './body-parsers.js';
 import { errorHandler, malformedRequest, notFoundHandler, sendError } from './http-errors.js';
 import { expressMessageClasses, type MessageClasses } from './message-classes.js';
 import { RunstateError } from '../errors.js';
@@ -204,9 +204,10 @@ export function createApp(options: CreateAppOptions): RunstateApp {
       // Not told to send a body no route reads: answered here, before any route could answer with
       // headers of its own (an event stream keeps its connection alive). The client may send the
       // body all the same (it need not wait for the 100 forever): the connection closes after.
-      if (Number(req.headers['content-length']) > maxBodyBytes) {
+      const declared = declaredTooLarge(req, maxBodyBytes);
+      if (declared) {
         res.setHeader('Connection', 'close');
-        sendError(res, new RunstateError('PAYLOAD_TOO_LARGE', 'request body too large'), errors);
+        sendError(res, declared, errors);
         return;
       }
       res.writeContinue();
