@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunLeases } from '../../src/runtime/run-leases.js';
-import type { RunLimits } from '../../src/index.js';
+import { tool, type RunLimits, type Tool } from '../../src/index.js';
+import { z } from 'zod';
 import { openStorage } from '../../src/runtime/open-storage.js';
 import { isTerminalEvent, type RunEvent } from '../../src/runtime/run-events.js';
 import { checkRunEvents, createFakeModel, nextTurn } from '../../src/testing/index.js';
@@ -25,7 +26,7 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
   const leaseMs = 300;
 
   /** An owner on PostgreSQL with a run that streamed "Once"; `freeze()` blocks it past its lease. */
-  async function frozenOwner(limits?: RunLimits) {
+  async function frozenOwner({ limits, tools }: { limits?: RunLimits; tools?: Tool[] } = {}) {
     const storage = await openStorage({ databaseUrl: database.url, leaseMs });
     const model = createFakeModel();
     const owner = createOrchestrator({ store: storage.store });
@@ -35,6 +36,7 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
       model,
       input: 'Tell me a story',
       limits,
+      tools,
     });
     await run.recorded;
     const call = await model.nextCall();
@@ -73,12 +75,45 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
   });
 
   it('ends the run RUN_LOST when it wakes, not by a timer of the run (here the idle timeout)', async () => {
-    const { run, freeze, close } = await frozenOwner({ idleTimeoutMs: 100 });
+    const { run, freeze, close } = await frozenOwner({ limits: { idleTimeoutMs: 100 } });
     try {
       // Past the idle timeout too: its timer is due before the lapse's when the process wakes.
       freeze();
       const output = await run.result;
       expect(output).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' }, content: 'Once' });
+    } finally {
+      await close();
+    }
+  });
+  it('ends the run RUN_LOST when it wakes, not by the model stream that broke meanwhile', async () => {
+    const { run, call, freeze, close } = await frozenOwner();
+    try {
+      freeze();
+      call.fail(new Error('connection reset'));
+      expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' } });
+    } finally {
+      await close();
+    }
+  });
+
+  it('drops the result of a tool that finished meanwhile: no ToolCallCompleted after the lease', async () => {
+    let finish!: (result: string) => void;
+    const lookup = tool({
+      name: 'lookup',
+      description: 'Looks something up, slowly',
+      parameters: z.object({}),
+      execute: () => new Promise<string>((resolve) => (finish = resolve)),
+    });
+    const { run, call, freeze, close } = await frozenOwner({ tools: [lookup] });
+    try {
+      call.callTools([{ id: 'call-1', name: 'lookup', arguments: {} }]);
+      for await (const event of run.events()) if (event.event === 'ToolCallStarted') break;
+      freeze();
+      finish('found it');
+      const events: RunEvent[] = [];
+      for await (const event of run.events()) events.push(event);
+      expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'RUN_LOST' });
+      expect(events.map((event) => event.event)).not.toContain('ToolCallCompleted');
     } finally {
       await close();
     }
