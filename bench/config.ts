@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
-import { parseRunBodyEncoding, type RunBodyEncoding } from './run-body.js';
+import { BenchUsageError, parseRunBodyEncoding, type RunBodyEncoding } from './run-body.js';
+
+export { BenchUsageError };
 
 /**
  * The clients compared. `raw` (the openai SDK called by hand) is the reference of every ratio;
@@ -154,7 +156,7 @@ function whole(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1)
-    throw new Error(`${name} must be a positive whole number, got '${value}'`);
+    throw new BenchUsageError(`${name} must be a positive whole number, got '${value}'`);
   return n;
 }
 
@@ -162,34 +164,45 @@ function list<T extends string>(name: string, value: string | undefined, all: re
   if (value === undefined) return undefined;
   const items = value.split(',').map((item) => item.trim());
   for (const item of items) {
-    if (!all.includes(item as T)) throw new Error(`unknown ${name} '${item}' (known: ${all.join(', ')})`);
+    if (!all.includes(item as T))
+      throw new BenchUsageError(`unknown ${name} '${item}' (known: ${all.join(', ')})`);
   }
   return all.filter((item) => items.includes(item));
 }
 
-/** Reads the command line (and `BENCH_QUICK=1`); throws with a message on bad input. */
+/** `parseArgs` with the bench's options; an unknown option or a missing value is a usage error. */
+function parseCommandLine(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      options: {
+        quick: { type: 'boolean' },
+        only: { type: 'string' },
+        kinds: { type: 'string' },
+        reps: { type: 'string' },
+        runs: { type: 'string' },
+        chunks: { type: 'string' },
+        'warmup-runs': { type: 'string' },
+        'mass-runs': { type: 'string' },
+        json: { type: 'boolean' },
+        'json-file': { type: 'string' },
+        compare: { type: 'string' },
+        'cpu-prof': { type: 'string' },
+        'http-connect-in-batch': { type: 'boolean' },
+        tsx: { type: 'boolean' },
+        'http-body': { type: 'string' },
+        help: { type: 'boolean' },
+      },
+    });
+  } catch (error) {
+    // Node's own messages (an unknown option, a missing value) say what is wrong; the stack does not.
+    throw new BenchUsageError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/** Reads the command line (and `BENCH_QUICK=1`); throws a {@link BenchUsageError} on bad input. */
 export function parseBenchArgs(argv: string[], env: NodeJS.ProcessEnv = {}): BenchCli | 'help' {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: 'boolean' },
-      only: { type: 'string' },
-      kinds: { type: 'string' },
-      reps: { type: 'string' },
-      runs: { type: 'string' },
-      chunks: { type: 'string' },
-      'warmup-runs': { type: 'string' },
-      'mass-runs': { type: 'string' },
-      json: { type: 'boolean' },
-      'json-file': { type: 'string' },
-      compare: { type: 'string' },
-      'cpu-prof': { type: 'string' },
-      'http-connect-in-batch': { type: 'boolean' },
-      tsx: { type: 'boolean' },
-      'http-body': { type: 'string' },
-      help: { type: 'boolean' },
-    },
-  });
+  const { values } = parseCommandLine(argv);
   if (values.help) return 'help';
   const quick = values.quick === true || env.BENCH_QUICK === '1';
   const config = structuredClone(quick ? QUICK_CONFIG : FULL_CONFIG);

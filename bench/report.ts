@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem, type } from 'node:os';
-import { KIND_LABELS, KINDS, type BenchConfig, type Kind, type Scenario } from './config.js';
+import { BenchUsageError, KIND_LABELS, KINDS, type BenchConfig, type Kind, type Scenario } from './config.js';
 import type { RunBodyEncoding } from './run-body.js';
 import { median, type ScenarioResult } from './scenarios.js';
 
@@ -335,7 +335,59 @@ export function formatMarkdown(report: BenchReport): string {
   );
 }
 
-/** The change of every figure against an earlier report (matched by scenario, metric and client). */
+/**
+ * The report in `path`, as `--json` wrote it; a {@link BenchUsageError} naming the file otherwise.
+ * `npm run bench -- --compare` reads it before measuring, so that a wrong path costs no run.
+ */
+export function readReport(path: string): BenchReport {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    const why =
+      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+    throw new BenchUsageError(`--compare ${path}: ${why}`);
+  }
+  const report = parsed as Partial<BenchReport> | null;
+  if (
+    typeof report !== 'object' ||
+    report === null ||
+    !Array.isArray(report.rows) ||
+    typeof report.meta?.date !== 'string' ||
+    typeof report.config?.paced !== 'object'
+  ) {
+    throw new BenchUsageError(`--compare ${path}: not a report written by npm run bench -- --json`);
+  }
+  return report as BenchReport;
+}
+
+/** The sizes of a scenario that differ between two runs of it, e.g. `paced runs 1,000 → 20`. */
+function sizeDifferences(before: BenchReport, now: BenchReport): string[] {
+  const differences: string[] = [];
+  if (before.meta.quick !== now.meta.quick) {
+    differences.push(`--quick ${before.meta.quick ? 'on' : 'off'} → ${now.meta.quick ? 'on' : 'off'}`);
+  }
+  for (const scenario of now.config.scenarios) {
+    if (!before.config.scenarios?.includes(scenario)) continue;
+    const sizes: Record<string, unknown> = { reps: now.config.reps[scenario], ...now.config[scenario] };
+    const earlier: Record<string, unknown> = {
+      reps: before.config.reps?.[scenario],
+      ...before.config[scenario],
+    };
+    for (const [name, value] of Object.entries(sizes)) {
+      if (earlier[name] !== undefined && earlier[name] !== value) {
+        differences.push(`${scenario} ${name} ${JSON.stringify(earlier[name])} → ${JSON.stringify(value)}`);
+      }
+    }
+  }
+  return differences;
+}
+
+/**
+ * The change of every figure against an earlier report (matched by scenario, metric and client).
+ * Sizes that differ between the two (`--quick`, `--runs`, `--chunks`, `--reps`...) are named above
+ * the table: such figures are not comparable.
+ */
 export function formatComparison(before: BenchReport, now: BenchReport): string {
   const earlier = new Map(before.rows.map((row) => [`${row.scenario}/${row.metric}/${row.kind}`, row]));
   const lines: string[][] = [];
@@ -360,7 +412,11 @@ export function formatComparison(before: BenchReport, now: BenchReport): string 
   const bodies = [before, now].map(
     (report) => HTTP_BODY_LABELS[(report.config as Partial<BenchConfig>).httpBody ?? 'json'],
   );
+  const differences = sizeDifferences(before, now);
   return (
+    (differences.length > 0
+      ? `\nNOT COMPARABLE: the earlier run had other sizes (${differences.join(', ')}).\n`
+      : '') +
     `\nAgainst ${before.meta.date} (commit ${before.meta.commit})` +
     (postedOverHttp(now.config) && bodies[0] !== bodies[1]
       ? `, whose HTTP runs were posted as ${bodies[0]}, not ${bodies[1]}`

@@ -6,10 +6,15 @@
 export const RUN_BODY_ENCODINGS = ['multipart', 'urlencoded', 'json'] as const;
 export type RunBodyEncoding = (typeof RUN_BODY_ENCODINGS)[number];
 
+/** A command line the bench cannot take: printed as its message alone, with no stack. */
+export class BenchUsageError extends Error {
+  override name = 'BenchUsageError';
+}
+
 /** `value` as an encoding; throws naming `flag` and the known encodings otherwise. */
 export function parseRunBodyEncoding(flag: string, value: string): RunBodyEncoding {
   if ((RUN_BODY_ENCODINGS as readonly string[]).includes(value)) return value as RunBodyEncoding;
-  throw new Error(`unknown ${flag} '${value}' (known: ${RUN_BODY_ENCODINGS.join(', ')})`);
+  throw new BenchUsageError(`unknown ${flag} '${value}' (known: ${RUN_BODY_ENCODINGS.join(', ')})`);
 }
 
 /** A streamed run's body asking for `message`, and its `Content-Type`. */

@@ -9,13 +9,13 @@
  * @packageDocumentation
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname } from 'node:path';
 import { compileForWorkers } from './compile-for-workers.js';
-import { parseBenchArgs, USAGE, workloadsOf } from './config.js';
+import { BenchUsageError, parseBenchArgs, USAGE, workloadsOf } from './config.js';
 import { killAll, startProcess } from './processes.js';
-import { buildReport, formatComparison, formatMarkdown, type BenchReport } from './report.js';
+import { buildReport, formatComparison, formatMarkdown, readReport } from './report.js';
 import { runScenario, stopUnit, type BenchContext, type ScenarioResult } from './scenarios.js';
 import { createSharedStorage } from './shared-storage.js';
 
@@ -34,6 +34,8 @@ function commit(): string {
 async function main(): Promise<void> {
   const cli = parseBenchArgs(process.argv.slice(2), process.env);
   if (cli === 'help') return void process.stdout.write(`${USAGE}\n`);
+  // Read first: a wrong path must not cost the minutes of a run.
+  const before = cli.compareFile === undefined ? undefined : readReport(cli.compareFile);
   const started = performance.now();
   const loadAtStart = loadavg()[0] ?? 0;
   const progress = (message: string) =>
@@ -75,15 +77,12 @@ async function main(): Promise<void> {
     quick: cli.quick,
   });
   process.stdout.write(formatMarkdown(report));
-  if (cli.compareFile) {
-    const before = JSON.parse(readFileSync(cli.compareFile, 'utf8')) as BenchReport;
-    process.stdout.write(formatComparison(before, report));
-  }
   if (cli.jsonFile) {
     mkdirSync(dirname(cli.jsonFile), { recursive: true });
     writeFileSync(cli.jsonFile, `${JSON.stringify(report, null, 2)}\n`);
     progress(`wrote ${cli.jsonFile}`);
   }
+  if (before) process.stdout.write(formatComparison(before, report));
 }
 
 process.once('SIGINT', () => {
@@ -92,6 +91,11 @@ process.once('SIGINT', () => {
 });
 main().then(killAll, (error: unknown) => {
   killAll();
+  if (error instanceof BenchUsageError) {
+    process.stderr.write(`npm run bench: ${error.message} (--help lists the options)\n`);
+    process.exitCode = 2;
+    return;
+  }
   process.stderr.write(
     `bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
   );

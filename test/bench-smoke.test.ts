@@ -5,8 +5,21 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FULL_CONFIG, KINDS, parseBenchArgs, QUICK_CONFIG, SCENARIOS } from '../bench/config.js';
-import { buildReport, formatComparison, formatMarkdown, type BenchReport } from '../bench/report.js';
+import {
+  BenchUsageError,
+  FULL_CONFIG,
+  KINDS,
+  parseBenchArgs,
+  QUICK_CONFIG,
+  SCENARIOS,
+} from '../bench/config.js';
+import {
+  buildReport,
+  formatComparison,
+  formatMarkdown,
+  readReport,
+  type BenchReport,
+} from '../bench/report.js';
 import type { ScenarioResult } from '../bench/scenarios.js';
 
 // `npm run bench` is never part of `npm test`; this smoke run with tiny sizes is, so that it cannot
@@ -164,6 +177,38 @@ describe('the report', () => {
     expect(formatComparison(report, report)).not.toContain('posted as');
   });
 
+  it('names the sizes that differ from the earlier report, whose figures are then not comparable', () => {
+    expect(formatComparison(report, report)).not.toContain('NOT COMPARABLE');
+    const full = buildReport(synthetic([14, 16, 18], [1600]), config, { ...meta, quick: false });
+    const bigger = {
+      ...config,
+      burst: { ...config.burst, chunks: 10_000 },
+      reps: { ...config.reps, cancel: 9 },
+    };
+    const text = formatComparison(full, buildReport(synthetic([14, 16, 18], [1600]), bigger, meta));
+    expect(text).toContain('NOT COMPARABLE: the earlier run had other sizes (--quick off → on, ');
+    expect(text).toContain(`burst chunks ${config.burst.chunks} → 10000`);
+    expect(text).toContain(`cancel reps ${config.reps.cancel} → 9`);
+  });
+
+  it('reads an earlier report, or says why it cannot, before anything is measured', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'runstate-bench-compare-'));
+    try {
+      const file = join(dir, 'report.json');
+      writeFileSync(file, JSON.stringify(report));
+      expect(readReport(file)).toEqual(report);
+      writeFileSync(file, '{"name":"runstate"}');
+      expect(() => readReport(file)).toThrow(
+        new BenchUsageError(`--compare ${file}: not a report written by npm run bench -- --json`),
+      );
+      writeFileSync(file, '{');
+      expect(() => readReport(file)).toThrow(BenchUsageError);
+      expect(() => readReport(join(dir, 'none.json'))).toThrow(/: no such file$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('prints the change of each figure against an earlier report', () => {
     const later = buildReport(synthetic([10, 12, 12], [1200]), config, meta);
     const text = formatComparison(report, later);
@@ -182,6 +227,10 @@ describe('the report', () => {
       config: { scenarios: ['cancel'], kinds: ['raw', 'library'], reps: { burst: 7, cancel: 7 } },
     });
     expect(() => parseBenchArgs(['--only', 'nope'])).toThrow(/unknown scenario 'nope'/);
+    // Usage errors, which the bench prints without a stack.
+    expect(() => parseBenchArgs(['--bogus'])).toThrow(BenchUsageError);
+    expect(() => parseBenchArgs(['--bogus'])).toThrow(/Unknown option '--bogus'/);
+    expect(() => parseBenchArgs(['--reps', 'abc'])).toThrow(BenchUsageError);
     expect(parseBenchArgs(['--http-connect-in-batch'])).toMatchObject({ config: { connectInBatch: true } });
     expect(parseBenchArgs(['--tsx'])).toMatchObject({ config: { tsx: true } });
     expect(parseBenchArgs([])).toMatchObject({ config: { httpBody: 'multipart' } });
