@@ -10,6 +10,10 @@ import { listen } from './support/listen.js';
 
 const messages: ChatMessage[] = [{ role: 'user', content: 'Say hello' }];
 
+/** The SSE line of a chunk with `content`. */
+const chunkLine = (content: string) =>
+  `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
+
 let server: FakeOpenAIServer;
 let model: OpenAIChat;
 
@@ -239,6 +243,39 @@ describe('OpenAIChat against the fake OpenAI server', () => {
       });
     } finally {
       await zstd.close();
+    }
+  });
+
+  it('fails without a retry, naming what came, when an event is not a JSON object (a server off the protocol)', async () => {
+    const bodies = ['data: null\n\n', 'data: {oops\n\n', `${chunkLine('x')}data: 5\n\n`];
+    const off = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(bodies.shift());
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: off.url });
+    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    try {
+      const nul = await failure(stream());
+      const broken = await failure(stream());
+      const seen: ModelChunk[] = [];
+      const late = await failure(stream(), seen);
+
+      expect(nul).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        message: 'the model server sent an event that is not a JSON object: data: null',
+        isRetryable: false,
+      });
+      expect(broken).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: false });
+      expect(broken.message).toBe('the model server sent an event that is not a JSON object: data: {oops');
+      expect((broken.cause as Error).cause).toBeInstanceOf(SyntaxError);
+      expect(seen).toEqual([{ type: 'delta', content: 'x' }]);
+      expect(late).toMatchObject({
+        code: 'MODEL_STREAM_INCOMPLETE',
+        message: 'The stream broke: the model server sent an event that is not a JSON object: data: 5',
+      });
+    } finally {
+      await off.close();
     }
   });
 

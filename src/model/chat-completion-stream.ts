@@ -19,7 +19,7 @@ export interface ChatCompletionEventSink {
    * The events are over; called once, and nothing follows. No `error` at `data: [DONE]` or at the
    * end of the body (the caller judges whether what came was complete); else why the body failed,
    * as fetch reports it (a `TypeError` whose `cause` says why: a reset, an abort of the request's
-   * signal), or the `SyntaxError` of an event that is not JSON.
+   * signal), or a `SyntaxError` for an event that is not a JSON object.
    */
   close(error?: unknown): void;
 }
@@ -83,6 +83,35 @@ export function readChatCompletionStream(
   return events;
 }
 
+/**
+ * An event whose data is not a JSON object (`data: {oops`, `data: null`): the server does not speak
+ * the protocol, and sending the request again would not change that.
+ */
+export class MalformedEventError extends SyntaxError {
+  override name = 'MalformedEventError';
+}
+
+/** One `JSON.parse`, and a {@link MalformedEventError} naming what came when it is not an object. */
+function parseEvent(data: string): ChatCompletionEvent {
+  let event: unknown;
+  try {
+    event = JSON.parse(data);
+  } catch (error) {
+    throw malformed(data, error);
+  }
+  // (An array is an object too; it has no `choices` or `error`, so it reads as an empty chunk.)
+  if (typeof event !== 'object' || event === null) throw malformed(data);
+  return event as ChatCompletionEvent;
+}
+
+function malformed(data: string, cause?: unknown): MalformedEventError {
+  const shown = data.length > 80 ? `${data.slice(0, 80)}…` : data;
+  return new MalformedEventError(
+    `the model server sent an event that is not a JSON object: data: ${shown}`,
+    cause === undefined ? undefined : { cause },
+  );
+}
+
 /** How a body is read: the node stream's or the web body's way. */
 interface Body {
   /** Stops reading and closes the socket, now. */
@@ -108,7 +137,7 @@ class EventReader implements ChatCompletionReading {
     this.#parser = createParser({
       onEvent: ({ data }) => {
         if (this.#over) return;
-        if (data !== '[DONE]') this.#sink.event(JSON.parse(data) as ChatCompletionEvent);
+        if (data !== '[DONE]') this.#sink.event(parseEvent(data));
         else {
           this.#over = true;
           this.body?.release();
