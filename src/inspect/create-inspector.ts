@@ -27,7 +27,7 @@ export interface InspectorOptions {
    * With `maxLogEntries`, what bounds the inspector's memory.
    */
   maxFinishedRuns?: number | undefined;
-  /** Log lines kept per run. Default 500. */
+  /** Log lines kept per run, the final line (how the run ended) always among them. Default 500. */
   maxLogEntries?: number | undefined;
   /**
    * Which route the page's cancel button calls: `agentos`, the server's
@@ -50,7 +50,10 @@ export interface FeedSubscriptionOptions {
 
 /** The built-in inspector. Create it with {@link createInspector}. */
 export interface Inspector {
-  /** Shows the runs of `orchestrator` (from its notices) and cancels through it. Returns detach. */
+  /**
+   * Shows the runs of `orchestrator` (from its notices) and cancels through it. Returns detach.
+   * Attach before runs start: a run already going when it is called is not shown.
+   */
   attach(orchestrator: InspectedOrchestrator): () => void;
   /**
    * Follows the feed. The listener gets a `snapshot` at once, then changes; messages are shared
@@ -231,11 +234,18 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     }
   }
 
+  /**
+   * Appends a line (after a `CHUNK ×n` line for the chunks since the last one), at most
+   * `maxLogEntries` in all: the last place is kept for the run's final line, and a line that does
+   * not fit with its `CHUNK ×n` line is left out with it.
+   */
   function log(view: RunView, kind: InspectorLogEntry['kind'], text: string, detail?: string): void {
     const entries = view.log;
-    if (entries.length >= maxLogEntries && kind !== 'end') return;
+    const room = maxLogEntries - entries.length - (kind === 'end' ? 0 : 1);
+    const chunks = view.chunks > view.chunksLogged ? 1 : 0;
+    if (room < 1 + chunks && (kind !== 'end' || room < 1)) return;
     const at = now();
-    if (view.chunks > view.chunksLogged) {
+    if (chunks === 1 && room >= 2) {
       entries.push({ at, kind: 'chunks', text: `CHUNK ×${view.chunks - view.chunksLogged}` });
       view.chunksLogged = view.chunks;
     }

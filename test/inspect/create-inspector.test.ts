@@ -222,6 +222,25 @@ describe('createInspector: the feed', () => {
     await feed.until((m) => m.type === 'append' && m.content === 'hello');
   });
 
+  it('keeps at most maxLogEntries log lines of a run, the final one always among them', async () => {
+    const { inspector, model, start, orchestrator } = setup({ maxLogEntries: 5 });
+    const feed = record((listener) => inspector.subscribe(listener));
+    const run = start();
+    await emitApart(await model.nextCall(), ['Once ', 'upon ', 'a ', 'time']);
+    await contentEvents(run.events(), 4);
+    orchestrator.cancelRun(run.runId, 'api');
+    await feed.until(statusIs(run.runId, 'cancelled'));
+
+    const detail = record((listener) => inspector.subscribe(listener, { runId: run.runId })).messages[1];
+    expect(detail?.type === 'detail' && detail.log.map((entry) => `${entry.kind} ${entry.text}`)).toEqual([
+      'state pending',
+      'event START',
+      'state streaming.attempt.requesting',
+      'chunks CHUNK ×4',
+      'end cancelled (reason: api)',
+    ]);
+  });
+
   it('keeps a bounded number of finished runs and tells the page which it dropped', async () => {
     const { inspector, start, orchestrator } = setup({ maxFinishedRuns: 2 });
     const feed = record((listener) => inspector.subscribe(listener));
