@@ -310,9 +310,41 @@ describe('storage options', () => {
     await once(child, 'exit');
     await writeFile(join(dir.path, 'runstate.lock'), String(child.pid));
     const third = await openStorage({ dataDir: dir.path });
-    expect(await readFile(join(dir.path, 'runstate.lock'), 'utf8')).toBe(String(process.pid));
+    expect(await readFile(join(dir.path, 'runstate.lock'), 'utf8')).toMatch(
+      new RegExp(`^${process.pid}[ \n]`),
+    );
     await third.close();
+
+    // Left by a killed server whose pid the new one has (a container restarted: pid 1 again).
+    await writeFile(join(dir.path, 'runstate.lock'), String(process.pid));
+    const fourth = await openStorage({ dataDir: dir.path });
+    await fourth.close();
   });
+
+  it.runIf(process.platform === 'linux')(
+    'tells the process that took a data directory from a later one with its pid (Linux: boot and start time)',
+    async () => {
+      const dir = await createTempDir('runstate-reused-pid-');
+      cleanups.push(() => dir.remove());
+      const lock = join(dir.path, 'runstate.lock');
+      const live = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
+      cleanups.push(() => void live.kill());
+      await once(live, 'spawn');
+      const stat = await readFile(`/proc/${live.pid}/stat`, 'utf8');
+      const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+      const started = `${boot}/${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`;
+
+      await writeFile(lock, `${live.pid} ${started}\n`);
+      await expect(openStorage({ dataDir: dir.path })).rejects.toMatchObject({
+        code: 'STORE_UNAVAILABLE',
+        message: expect.stringContaining(`is in use by process ${live.pid}`) as unknown,
+      });
+      // The same pid, started at another moment: another process, the lock's is gone.
+      await writeFile(lock, `${live.pid} ${boot}/1\n`);
+      const storage = await openStorage({ dataDir: dir.path });
+      await storage.close();
+    },
+  );
 
   it('answers a read of a closed PostgreSQL store with a runstate error', async () => {
     const database = await createTestDatabase();

@@ -1,5 +1,5 @@
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { RunstateError } from '../../errors.js';
 import { migrate } from './migrate.js';
 import { poolDatabase, type SqlDatabase } from './sql-database.js';
@@ -59,25 +59,39 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
 /** The file that says which process has a data directory open. */
 const LOCK_FILE = 'runstate.lock';
 
+/** The data directories this process has open (by path): a pid alone cannot tell them apart. */
+const openHere = new Set<string>();
+
 /**
  * Takes a data directory for this process, or throws `STORE_UNAVAILABLE` naming the process that has
  * it: PGlite serves one process, and two writing the same files corrupt them (its own
  * `postmaster.pid` names no real process, so it stops nobody). A lock whose process is gone (killed,
- * crashed) is taken over. Resolves with the function that lets the directory go.
+ * crashed) is taken over, also when a new process has the old one's pid, as a server restarted in
+ * a container has (often pid 1): the lock names its process by pid and, on Linux, by the boot and
+ * the moment the process started. Resolves with the function that lets the directory go.
  */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
   await mkdir(dataDir, { recursive: true });
   const lock = join(dataDir, LOCK_FILE);
-  const unlock = () => rm(lock, { force: true });
+  const key = resolve(dataDir);
+  const unlock = async () => {
+    openHere.delete(key);
+    await rm(lock, { force: true });
+  };
   for (;;) {
-    try {
-      await writeFile(lock, String(process.pid), { flag: 'wx' });
-      return unlock;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    if (!openHere.has(key)) {
+      try {
+        const identity = await processIdentity(process.pid);
+        await writeFile(lock, `${process.pid}${identity ? ` ${identity.started}` : ''}\n`, { flag: 'wx' });
+        openHere.add(key);
+        return unlock;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
     }
-    const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
-    if (isRunning(holder)) {
+    const [pid = '', started] = (await readFile(lock, 'utf8').catch(() => '')).trim().split(' ');
+    const holder = Number(pid);
+    if (openHere.has(key) || (holder !== process.pid && (await isRunning(holder, started)))) {
       throw new RunstateError(
         'STORE_UNAVAILABLE',
         `the data directory ${dataDir} is in use by process ${holder}: PGlite serves one process ` +
@@ -85,18 +99,45 @@ async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
       );
     }
     // Left by a process that is gone: taken over (a rival doing the same at once loses at `wx`).
-    await unlock();
+    await rm(lock, { force: true });
   }
 }
 
-function isRunning(pid: number): boolean {
+/**
+ * Whether `pid` runs and is the process that wrote `started` (when the lock has it and the system
+ * can tell: Linux's /proc). A zombie does not run.
+ */
+async function isRunning(pid: number, started: string | undefined): Promise<boolean> {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     // EPERM: it runs, as another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  const identity = await processIdentity(pid);
+  if (!identity) return true;
+  return !identity.zombie && (started === undefined || started === identity.started);
+}
+
+/**
+ * On Linux, what tells a process from a later one given its pid: the boot's id and the process's
+ * start time in clock ticks since the boot (`/proc/<pid>/stat`, field 22); whether it is a zombie
+ * (field 3). `undefined` elsewhere.
+ */
+async function processIdentity(pid: number): Promise<{ started: string; zombie: boolean } | undefined> {
+  try {
+    const [stat, boot] = await Promise.all([
+      readFile(`/proc/${pid}/stat`, 'utf8'),
+      readFile('/proc/sys/kernel/random/boot_id', 'utf8'),
+    ]);
+    // After the command's name (in parentheses, which may hold spaces): field 3 onwards.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = fields[19];
+    if (ticks === undefined) return undefined;
+    return { started: `${boot.trim()}/${ticks}`, zombie: fields[0] === 'Z' };
+  } catch {
+    return undefined;
   }
 }
 
