@@ -97,7 +97,7 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
   /**
    * Runs `task` every `everyMs`, never two at once, until stopped; `retryMs` after a try that failed.
    */
-  function every(everyMs: number, task: () => Promise<unknown>, retryMs = everyMs): void {
+  function every(everyMs: number, task: () => Promise<unknown>, retryMs = everyMs, firstMs = everyMs): void {
     const tick = () => {
       timers.delete(timer);
       if (!running) return;
@@ -120,7 +120,7 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
       timer.unref();
       timers.add(timer);
     };
-    schedule(everyMs);
+    schedule(firstMs);
   }
 
   async function finish(runId: string, outcome: Parameters<RunLeases['finishOrphan']>[1]) {
@@ -147,7 +147,9 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
         renew,
         Math.max(1, Math.min(1_000, Math.floor(leaseMs / 15))),
       );
-      every(Math.max(1, Math.floor(leaseMs / 2)), sweep);
+      // The first sweep at once: the runs of an instance that went while none was running (a
+      // restart) end now, not half a lease later.
+      every(Math.max(1, Math.floor(leaseMs / 2)), sweep, undefined, 0);
       await renew();
     },
     sweep,

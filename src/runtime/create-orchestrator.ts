@@ -388,6 +388,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     start: (run) => run.start(),
   });
   const listeners = new Set<RunListener>();
+  /** Aborted by `shutdown`: ends the following of runs this instance does not hold. */
+  const followersStop = new AbortController();
   // Listeners that read the causes of state changes: while there are none, runs start uninspected.
   let causeListeners = 0;
   const writer = createStoreWriter({
@@ -1005,12 +1007,19 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const live = registry.get(runId);
       if (!live || (afterSeq ?? 0) < live.firstSeq) {
         // A stream of a parked run ends at its RunPaused, as a live one's does.
-        return followStoredRun(store, eventBus, runId, afterSeq, async (seq) => {
-          const held = registry.get(runId);
-          if (held) return held.status() === 'paused' && held.lastSeq() === seq;
-          const [record, after] = await Promise.all([store.getRun(runId), store.readEvents(runId, seq)]);
-          return record?.status === 'paused' && after.length === 0;
-        });
+        return followStoredRun(
+          store,
+          eventBus,
+          runId,
+          afterSeq,
+          async (seq) => {
+            const held = registry.get(runId);
+            if (held) return held.status() === 'paused' && held.lastSeq() === seq;
+            const [record, after] = await Promise.all([store.getRun(runId), store.readEvents(runId, seq)]);
+            return record?.status === 'paused' && after.length === 0;
+          },
+          followersStop.signal,
+        );
       }
       // Past the last event, a reader would silently skip the events still to come.
       if (afterSeq !== undefined && afterSeq > live.lastSeq()) {
@@ -1068,6 +1077,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     async shutdown() {
       closing = true;
       admission.close();
+      // Followers of runs held elsewhere only watch: let go at once, to resume on another instance.
+      followersStop.abort();
       clearInterval(expirySweep);
       // Paused runs are left to what follows: parked, they outlive this instance in a durable store.
       for (const run of registry.values())

@@ -17,6 +17,11 @@ import type { EventBus, RunStore } from './storage.js';
  * that came while it followed (however soon the run was continued), and at one it replays from the
  * store if `isPausedAt(seq)` says, as it is read, that the run still waits there. It reads on through
  * a pause the run had already left.
+ *
+ * A `stop` signal (the orchestrator's shutdown) ends the following with `SHUTTING_DOWN`: a follower
+ * only watches, so its reader is let go at once, to resume on another instance (`Last-Event-ID`). A
+ * run that ends before `afterSeq` (a resume from past its last event, which only the end can tell
+ * while the owner's newest events may not be stored yet) ends it with `INVALID_INPUT`.
  */
 export async function followStoredRun(
   store: RunStore,
@@ -24,6 +29,7 @@ export async function followStoredRun(
   runId: string,
   afterSeq = 0,
   isPausedAt?: (seq: number) => Promise<boolean>,
+  stop?: AbortSignal,
 ): Promise<AsyncIterable<RunEvent>> {
   const record = await store.getRun(runId);
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
@@ -34,13 +40,16 @@ export async function followStoredRun(
     record.finished_at !== null &&
     (await store.readEvents(runId, afterSeq - 1)).length === 0
   ) {
-    const last = (await store.readEvents(runId)).at(-1)?.seq ?? 0;
-    throw new RunstateError(
-      'INVALID_INPUT',
-      `run ${runId} has no event ${afterSeq} yet (its last is ${last})`,
-    );
+    throw beyondTheEnd(runId, afterSeq, (await store.readEvents(runId)).at(-1)?.seq ?? 0);
   }
-  return follow(store, eventBus, runId, afterSeq, isPausedAt);
+  return follow(store, eventBus, runId, afterSeq, isPausedAt, stop);
+}
+
+function beyondTheEnd(runId: string, afterSeq: number, last: number): RunstateError {
+  return new RunstateError(
+    'INVALID_INPUT',
+    `run ${runId} has no event ${afterSeq} yet (its last is ${last})`,
+  );
 }
 
 /** How long a follower waits on a silent bus before it asks the store. */
@@ -52,9 +61,20 @@ async function* follow(
   runId: string,
   afterSeq: number,
   isPausedAt: ((seq: number) => Promise<boolean>) | undefined,
+  stop: AbortSignal | undefined,
 ): AsyncGenerator<RunEvent> {
   const received: RunEvent[] = [];
   let wake: (() => void) | undefined;
+  const stopped = () => {
+    if (stop?.aborted) {
+      throw new RunstateError(
+        'SHUTTING_DOWN',
+        `this instance is shutting down: follow run ${runId} on another`,
+      );
+    }
+  };
+  const onStop = () => wake?.();
+  stop?.addEventListener('abort', onStop);
   // Subscribed on the first read, so that an iterable nobody reads holds no subscription.
   const unsubscribe = await eventBus.subscribe(runId, (events) => {
     received.push(...events);
@@ -83,10 +103,11 @@ async function* follow(
     for (;;) {
       while (received.length > 0) {
         const event = received.shift()!;
-        // Already read; a terminal event here ends a resume from past the end.
+        // Already read; a terminal event here ends a resume from its seq, and refuses one from past it.
         if (event.seq <= last) {
-          if (isTerminalEvent(event)) return;
-          continue;
+          if (!isTerminalEvent(event)) continue;
+          if (event.seq < afterSeq) throw beyondTheEnd(runId, afterSeq, event.seq);
+          return;
         }
         if (event.seq > last + 1) {
           // The bus lost a batch: what it skipped is in the store (the owner stores before it publishes).
@@ -120,14 +141,19 @@ async function* follow(
           yield missed;
           if (end) return;
         }
+        if (last === afterSeq && afterSeq > 0 && (await store.readEvents(runId, afterSeq - 1)).length === 0) {
+          throw beyondTheEnd(runId, afterSeq, (await store.readEvents(runId)).at(-1)?.seq ?? 0);
+        }
         return;
       }
       // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet
       // spell, the store is asked what was missed, so a follower never waits forever.
+      stopped();
       const quiet = setTimeout(() => wake?.(), RECHECK_MS);
       await new Promise<void>((resolve) => (wake = resolve));
       clearTimeout(quiet);
       wake = undefined;
+      stopped();
       if (received.length > 0) continue;
       // The store out of reach (an outage): the bus may still bring the events, and the store is
       // asked again after the next quiet spell. A follower waits an outage out, as the owner does.
@@ -142,6 +168,7 @@ async function* follow(
       if (missing && (await unlessUnavailable(store.getRun(runId))) === undefined) return;
     }
   } finally {
+    stop?.removeEventListener('abort', onStop);
     unsubscribe();
   }
 }

@@ -31,7 +31,7 @@ afterEach(async () => {
 });
 
 /** An instance in this process: its own storage connections, orchestrator and server. */
-async function startInstance(options: StorageOptions): Promise<Instance> {
+async function startInstance(options: StorageOptions, graceMs = 1_000): Promise<Instance> {
   const storage = await openStorage(options);
   const model = createFakeModel();
   const orchestrator = createOrchestrator({
@@ -42,7 +42,7 @@ async function startInstance(options: StorageOptions): Promise<Instance> {
   const agent = new Agent({ name: 'Story Writer Agent', model, orchestrator });
   const server = await startServer(createApp({ agents: [agent], logger: { error: () => undefined } }), {
     port: 0,
-    graceMs: 1_000,
+    graceMs,
   });
   let closed: Promise<void> | undefined;
   const instance: Instance = {
@@ -97,6 +97,40 @@ describe('two instances on PostgreSQL and Redis', () => {
       const unknown = await fetch(`${instance.story}/runs/no-such-run/cancel`, { method: 'POST' });
       expect(unknown.status).toBe(404);
     }
+  });
+
+  it('cuts, at its shutdown, the streams of an instance that follows runs held by another', async () => {
+    // A grace longer than the test: only letting the follower go ends the shutdown.
+    const [a, b] = [await startInstance(shared()), await startInstance(shared(), 600_000)];
+    const stream = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+    const { run_id } = (await stream.next())!.data;
+    const call = await a.model.nextCall();
+    call.emit('Once');
+    const follower = readSse(await fetch(`${b.story}/runs/${run_id}/events`));
+    expect((await follower.next())!.data.event).toBe('RunStarted');
+
+    await b.close();
+    // Cut, not ended: a clean end would look complete; EventSource reconnects after a cut.
+    await expect(follower.rest()).rejects.toThrow();
+    expect(call.signal.aborted).toBe(false);
+    call.end();
+    expect((await stream.rest()).at(-1)!.data).toMatchObject({ event: 'RunCompleted', content: 'Once' });
+  });
+
+  it('refuses a resume from past the last event of a run held by the other instance, once it ends', async () => {
+    const [a, b] = [await startInstance(shared()), await startInstance(shared())];
+    const stream = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+    const { run_id } = (await stream.next())!.data;
+    const call = await a.model.nextCall();
+    // Past the end: the owner's newest events may not be stored yet, so only the run's end tells.
+    const follower = readSse(
+      await fetch(`${b.story}/runs/${run_id}/events`, { headers: { 'Last-Event-ID': '999' } }),
+    );
+    call.end();
+    await stream.rest();
+    await expect(follower.rest()).rejects.toThrow();
+    const after = await fetch(`${b.story}/runs/${run_id}/events?after=999`);
+    expect(after.status).toBe(422);
   });
 
   it('answers 409 on either instance for a run that completed on the other', async () => {
@@ -191,22 +225,22 @@ describe('two instances on PostgreSQL and Redis', () => {
   });
 });
 
-describe('an owner killed with SIGKILL', () => {
-  const agentsConfig = async () => {
-    const dir = await createTempDir();
-    const file = join(dir.path, 'runstate.config.json');
-    // Slow tokens: the run is still streaming when its process is killed.
-    const agents = [
-      {
-        id: 'story-writer-agent',
-        name: 'Story Writer Agent',
-        model: { provider: 'offline', tokensPerSecond: 20 },
-      },
-    ];
-    await writeFile(file, JSON.stringify({ agents }));
-    return { file, remove: () => dir.remove() };
-  };
+/** A config file of one slow offline agent: its run is still streaming when its process is killed. */
+const agentsConfig = async () => {
+  const dir = await createTempDir();
+  const file = join(dir.path, 'runstate.config.json');
+  const agents = [
+    {
+      id: 'story-writer-agent',
+      name: 'Story Writer Agent',
+      model: { provider: 'offline', tokensPerSecond: 20 },
+    },
+  ];
+  await writeFile(file, JSON.stringify({ agents }));
+  return { file, remove: () => dir.remove() };
+};
 
+describe('an owner killed with SIGKILL', () => {
   /** The owner: `runstate serve` in a child process on the shared database and Redis. */
   async function owner(prefix: string, leaseMs: number) {
     const config = await agentsConfig();
@@ -321,6 +355,34 @@ describe('PGlite in a data dir', () => {
       expect(sessions.data.map((session) => session.session_id)).toStrictEqual([session_id]);
       await again.close();
     } finally {
+      await dir.remove();
+    }
+  }, 60_000);
+
+  it('ends the run of a server killed with SIGKILL RUN_LOST when the next one starts, not a lease later', async () => {
+    const dir = await createTempDir();
+    const config = await agentsConfig();
+    try {
+      // The default lease (15 s): the next server must not wait for it, the lock says the old one is gone.
+      const cli = spawnCli(['serve', '--port', '0', '--config', config.file, '--data-dir', dir.path], {});
+      const url = await cli.listening();
+      const stream = readSse(await postRun(`${url}/agents/story-writer-agent`, { message: 'A long story' }));
+      const { run_id } = (await stream.next())!.data;
+      expect((await stream.next())!.data.event).toBe('RunContent');
+      process.kill(-cli.child.pid!, 'SIGKILL');
+      await cli.exit;
+
+      const again = await startInstance({ dataDir: dir.path });
+      // Within the killed server's lease: only the lock can have told that its runs are orphans.
+      const store = again.storage.store!;
+      const orphaned = (await store.leases!.orphans()).includes(run_id);
+      expect(orphaned || (await store.getRun(run_id))?.status === 'failed').toBe(true);
+      const follower = readSse(await fetch(`${again.story}/runs/${run_id}/events`));
+      const frames = await follower.rest();
+      expect(frames.at(-1)!.data).toMatchObject({ event: 'RunError', code: 'RUN_LOST', status: 'failed' });
+      expect(frames.filter((frame) => frame.data.event === 'RunError')).toHaveLength(1);
+    } finally {
+      await config.remove();
       await dir.remove();
     }
   }, 60_000);

@@ -17,6 +17,9 @@ export async function openSqlDatabase(location: SqlLocation): Promise<SqlDatabas
     'dataDir' in location ? await openPglite(location.dataDir) : await openPool(location.databaseUrl);
   try {
     await migrate(db);
+    // The directory's lock is this process's: every instance that held a lease in it is gone (a
+    // killed server's runs need not wait for its lease to run out; the first sweep ends them).
+    if ('dataDir' in location) await db.query('DELETE FROM runstate_instances');
   } catch (error) {
     await db.close().catch(() => undefined);
     throw error;
