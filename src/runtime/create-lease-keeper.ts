@@ -20,6 +20,11 @@ export interface LeaseKeeperOptions {
    * the owner stops its runs before anybody else writes their end.
    */
   onLapse?: () => void;
+  /**
+   * A cancel of one of this instance's runs asked for on another instance, read from the store with
+   * each renewal (see `RunLeases.requestCancel`): it may come again until the run is final.
+   */
+  onCancelRequested?: (runId: string, reason: CancelReason) => void;
 }
 
 /** Keeps an instance's lease alive and finalises the runs of instances that stopped renewing. */
@@ -55,7 +60,7 @@ export const DEFAULT_LEASE_MS = 15_000;
  * (PostgreSQL, PGlite on disk); the orchestrator composes it when its store has `leases`.
  */
 export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
-  const { leases, onFinished, onError = () => undefined, onLapse } = options;
+  const { leases, onFinished, onError = () => undefined, onLapse, onCancelRequested } = options;
   const { leaseMs } = leases;
   const timers = new Set<NodeJS.Timeout>();
   let running = false;
@@ -92,6 +97,11 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
     deadline = Infinity;
     if (!running) return;
     armLapse(sent + leaseMs);
+    // Apart from the renewal: a failure here is reported, and does not make the lease look lost.
+    if (onCancelRequested && leases.cancelRequests) {
+      const requests = await leases.cancelRequests().catch((error: unknown) => void onError(error));
+      for (const { runId, reason } of requests ?? []) onCancelRequested(runId, reason);
+    }
   }
 
   /**

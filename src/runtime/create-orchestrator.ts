@@ -448,6 +448,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     createLeaseKeeper({
       leases: store.leases,
       onFinished: (event) => eventBus.publish(event.run_id, [event]),
+      // Asked for on another instance, and read from the store: the bus may not have brought it.
+      onCancelRequested: (runId, reason) => void cancelRun(runId, reason),
       onError: (error) =>
         console.error(`runstate: lease renewal or sweep failed: ${(error as Error).message}`),
       // Another instance may finalise these runs from now on: they end here first, the same way,
@@ -948,12 +950,16 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         const refused =
           (record.status === 'paused' ? undefined : early) ??
           refusal(cancelBus.publish(runId, reason, agentId));
+        // Also in the store, which the owner reads with each renewal of its lease (a third of it):
+        // the way that does not need the owner's link to the bus.
+        store.leases?.requestCancel?.(runId, reason).catch(() => undefined);
         const orphan = await keeper?.cancelOrphan(runId, reason);
         const error = await refused;
         if (!orphan && error) throw error;
         // A bus delivers only to those listening now: an owner whose link to Redis is down (while
         // this instance's is up) does not hear it. Sent again each second until the run is final,
-        // it reaches the owner once its link is back; an owner that heard it cancels once. An owner
+        // it reaches the owner once its link is back, if the store's way has not first; an owner
+        // that heard it cancels once. An owner
         // that is gone (killed, frozen) hears nothing: as soon as its lease has run out, the run is
         // finalised here, `cancelled` as asked, rather than left for a sweep to call it lost.
         resend = setInterval(() => {

@@ -27,4 +27,12 @@ export interface RunLeases {
    * already or its owner is alive (then the owner decides).
    */
   finishOrphan(runId: string, outcome: OrphanOutcome): Promise<RunEvent | undefined>;
+  /**
+   * Records that a cancel of an active run was asked for on another instance. The cancel bus
+   * carries it within milliseconds; this is the way that does not depend on the owner's link to
+   * the bus: the owner reads it with its next renewal ({@link cancelRequests}).
+   */
+  requestCancel?(runId: string, reason: CancelReason): Promise<void>;
+  /** The cancels asked for ({@link requestCancel}) of this instance's active runs. */
+  cancelRequests?(): Promise<Array<{ runId: string; reason: CancelReason }>>;
 }

@@ -236,10 +236,10 @@ export const deleteSessionsBody = z.object({
  * with every problem in `detail`.
  */
 export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unknown): z.output<Schema> {
-  const withNul = nulPath(input);
-  if (withNul !== undefined) {
-    const field = withNul.join('.') || 'body';
-    throw invalidField(field, `${field}: must not contain a NUL character (U+0000)`);
+  const unstorable = unstorablePath(input);
+  if (unstorable !== undefined) {
+    const field = unstorable.path.join('.') || 'body';
+    throw invalidField(field, `${field}: must not contain ${unstorable.what}`);
   }
   const result = schema.safeParse(input);
   if (result.success) return result.data;
@@ -250,15 +250,27 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
 }
 
 /**
- * Where `input` holds a string with a NUL character (U+0000), which PostgreSQL's text cannot store
- * (the memory store could): refused for every store alike. `undefined` when nowhere.
+ * Where `input` holds a string no store can keep alike: one with a NUL character (U+0000), which
+ * PostgreSQL's text cannot store (the memory store could), or a lone surrogate (half of a UTF-16
+ * pair, which JSON can carry as `"\ud800"` but which is no Unicode text). Refused for every store
+ * alike. `undefined` when nowhere.
  */
-function nulPath(input: unknown, path: string[] = []): string[] | undefined {
-  if (typeof input === 'string') return input.includes('\0') ? path : undefined;
+function unstorablePath(input: unknown, path: string[] = []): { path: string[]; what: string } | undefined {
+  if (typeof input === 'string') return unstorableText(input, path);
   if (typeof input !== 'object' || input === null || path.length > 8) return undefined;
   for (const [key, value] of Object.entries(input)) {
-    const found = key.includes('\0') ? [...path, key] : nulPath(value, [...path, key]);
+    const found = unstorableText(key, [...path, key]) ?? unstorablePath(value, [...path, key]);
     if (found) return found;
   }
+  return undefined;
+}
+
+/** Read by code points (`u`): a paired surrogate is one code point, not of category Cs. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+function unstorableText(text: string, path: string[]): { path: string[]; what: string } | undefined {
+  if (text.includes('\0')) return { path, what: 'a NUL character (U+0000)' };
+  if (LONE_SURROGATE.test(text))
+    return { path, what: 'a lone surrogate (half of a UTF-16 pair: not Unicode text)' };
   return undefined;
 }

@@ -363,7 +363,7 @@ describe("Agno's AgentOSClient", () => {
 });
 
 describe('input the new session routes refuse', () => {
-  it('refuses a NUL character in a field or a path with a 4xx naming it, on every store alike', async () => {
+  it('refuses a NUL character or a lone surrogate in a field, or a NUL in a path, with a 4xx naming it, on every store alike', async () => {
     const { url, agentUrl, model } = await serveAgnoTarget();
     await finishedRun(agentUrl, model, 's-nul');
     const message = await expectError(
@@ -372,6 +372,16 @@ describe('input the new session routes refuse', () => {
       'INVALID_INPUT',
     );
     expect(message).toMatchObject({ field: 'message' });
+    // Half of a UTF-16 pair, which JSON can carry and PostgreSQL's JSON cannot.
+    const lone = await expectError(
+      await fetch(`${agentUrl}/runs`, json('POST', { message: 'hi', user_id: 'u\ud800', stream: false })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(lone).toMatchObject({
+      field: 'user_id',
+      detail: 'user_id: must not contain a lone surrogate (half of a UTF-16 pair: not Unicode text)',
+    });
     const renamed = await expectError(
       await fetch(`${url}/sessions/s-nul/rename`, json('POST', { session_name: 'a\u0000b' })),
       422,

@@ -16,6 +16,7 @@ import { readSse, type Frame } from '../support/sse.js';
 import { createTempDir, createTestDatabase, type TestDatabase } from '../support/databases.js';
 import { eventually } from '../support/eventually.js';
 import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
 
 interface Instance {
   url: string;
@@ -131,6 +132,28 @@ describe('two instances on PostgreSQL and Redis', () => {
     await expect(follower.rest()).rejects.toThrow();
     const after = await fetch(`${b.story}/runs/${run_id}/events?after=999`);
     expect(after.status).toBe(422);
+  });
+
+  it('cancels a run whose owner lost its link to Redis (only its own): through the store, at its next renewal', async () => {
+    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    try {
+      const viaProxy = { ...shared(), redisUrl: `redis://127.0.0.1:${proxy.port}`, leaseMs: 1_000 };
+      const [a, b] = [await startInstance(viaProxy), await startInstance({ ...shared(), leaseMs: 1_000 })];
+      const stream = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+      const { run_id } = (await stream.next())!.data;
+      const call = await a.model.nextCall();
+      call.emit('Once');
+      await proxy.cut();
+
+      // The bus does not reach the owner; its lease (renewed through PostgreSQL) holds, so the run
+      // is not an orphan either: the store is the one way left, read with each renewal.
+      const answer = await fetch(`${b.story}/runs/${run_id}/cancel`, { method: 'POST' });
+      expect(answer.status).toBe(200);
+      expect(call.signal.aborted).toBe(true);
+      expect((await stream.rest()).at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('answers 409 on either instance for a run that completed on the other', async () => {

@@ -60,7 +60,7 @@ describe('migration 3', () => {
       ]);
     }
 
-    expect(await migrate(db)).toEqual([3]);
+    expect(await migrate(db)).toEqual([3, 4]);
     const { rows } = await db.query<{ event: string }>(
       'SELECT event::text AS event FROM runstate_events ORDER BY seq',
     );

@@ -292,6 +292,25 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.readEvents('no-such-run')).toStrictEqual([]);
   });
 
+  it('keeps a run whose text holds a lone surrogate (half of a UTF-16 pair) to its end, as U+FFFD in SQL', async () => {
+    const { store } = await open();
+    const id = ids();
+    const text = 'a\ud800b \\ud800 🙂 \udfff';
+    // What PostgreSQL can hold: the lone halves replaced, the escaped text and the pair kept.
+    const stored = [text, text.replace(/\p{Cs}/gu, '\ufffd')];
+    const run = record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent, run_input: text });
+    await store.createRun(run);
+    await store.appendEvents(run.run_id, [content(run, 1, text)]);
+    await store.updateRun(run.run_id, { status: 'streaming', content: text });
+    expect(await store.finishRun({ ...output({ ...run, status: 'streaming' }), content: text })).toBe(true);
+
+    const read = (await store.getRun(run.run_id))!;
+    expect(read.status).toBe('completed');
+    expect(stored).toContain(read.run_input);
+    expect(stored).toContain(read.content);
+    expect(stored).toContain(((await store.readEvents(run.run_id))[0] as { content: string }).content);
+  });
+
   /** `count` runs of one test, each in a session of its own, created. */
   async function createRuns(store: RunStore, count: number): Promise<RunRecord[]> {
     const id = ids();

@@ -5,10 +5,12 @@ import { DEFAULT_LEASE_MS } from '../create-lease-keeper.js';
 import { sessionName } from '../detached-slice.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
+import type { CancelReason } from '../../../machines/run-types.js';
 import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
 import { coalesce } from './coalesce.js';
 import { createEventGroups } from './event-groups.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
+import { storedJson } from './stored-json.js';
 
 /** Options of {@link createSqlRunStore}. */
 export interface SqlRunStoreOptions {
@@ -174,6 +176,21 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       return rows.map((row) => row.run_id);
     },
     finishOrphan: (runId, outcome) => db.transaction((tx) => finishOrphan(tx, runId, outcome)),
+    async requestCancel(runId, reason) {
+      await db.query(
+        `UPDATE runstate_runs SET cancel_requested = $2
+         WHERE run_id = $1 AND finished_ms IS NULL AND cancel_requested IS NULL`,
+        [runId, reason],
+      );
+    },
+    async cancelRequests() {
+      const { rows } = await db.query<{ run_id: string; cancel_requested: CancelReason }>(
+        `SELECT run_id, cancel_requested FROM runstate_runs
+         WHERE owner = $1 AND finished_ms IS NULL AND cancel_requested IS NOT NULL`,
+        [owner],
+      );
+      return rows.map((row) => ({ runId: row.run_id, reason: row.cancel_requested }));
+    },
   };
 
   async function finishOrphan(
@@ -208,7 +225,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       await tx.query(
         `UPDATE runstate_runs SET record = record || $2::jsonb, status = $3, finished_ms = $4, owner = NULL
          WHERE run_id = $1`,
-        [runId, JSON.stringify(recordOfTerminal(ended)), (ended as { status: string }).status, now()],
+        [runId, storedJson(recordOfTerminal(ended)), (ended as { status: string }).status, now()],
       );
       return undefined;
     }
@@ -252,12 +269,12 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     await tx.query(
       `UPDATE runstate_runs SET record = $2::jsonb, status = $3, finished_ms = $4, owner = NULL, sealed = true
        WHERE run_id = $1`,
-      [runId, JSON.stringify(record), record.status, finishedMs],
+      [runId, storedJson(record), record.status, finishedMs],
     );
     await tx.query('INSERT INTO runstate_events (run_id, seq, event) VALUES ($1, $2, $3::json)', [
       runId,
       terminal.seq,
-      JSON.stringify(terminal),
+      storedJson(terminal),
     ]);
     return terminal;
   }
@@ -291,7 +308,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
             run.session_id,
             run.agent_id,
             run.status,
-            JSON.stringify(run),
+            storedJson(run),
             owner,
             leaseMs,
             run.user_id,
@@ -324,7 +341,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       await db.query(
         `UPDATE runstate_runs SET record = record || $2::jsonb, status = COALESCE($3, status)
          WHERE run_id = $1 AND finished_ms IS NULL`,
-        [runId, JSON.stringify(patch), patch.status ?? null],
+        [runId, storedJson(patch), patch.status ?? null],
       );
     },
 
@@ -333,7 +350,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
         `UPDATE runstate_runs SET record = record || $2::jsonb, status = $3, finished_ms = $4, owner = NULL,
            parked = NULL, parked_until = NULL
          WHERE run_id = $1 AND finished_ms IS NULL RETURNING run_id`,
-        [record.run_id, JSON.stringify(record), record.status, now()],
+        [record.run_id, storedJson(record), record.status, now()],
       );
       if (rows.length === 0) return false;
       await prune(record.session_id);
@@ -418,13 +435,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
           `INSERT INTO runstate_events (run_id, seq, event)
            SELECT $1, (e->>'seq')::integer, e FROM json_array_elements($2::json) AS e
            ON CONFLICT DO NOTHING`,
-          [runId, JSON.stringify(events)],
+          [runId, storedJson(events)],
         );
         await tx.query(
           `UPDATE runstate_runs SET record = record || $2::jsonb, status = COALESCE($3, status),
              parked = $4::jsonb, parked_until = $5, owner = NULL
            WHERE run_id = $1`,
-          [runId, JSON.stringify(patch), patch.status ?? null, JSON.stringify(parked), parked.until],
+          [runId, storedJson(patch), patch.status ?? null, storedJson(parked), parked.until],
         );
       });
     },

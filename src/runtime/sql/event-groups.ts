@@ -1,6 +1,7 @@
 import { RunstateError } from '../../errors.js';
 import type { RunEvent } from '../run-events.js';
 import type { SqlQueryable } from './sql-database.js';
+import { storedJson } from './stored-json.js';
 
 /** One run's batch waiting in a group, with the promise of its caller. */
 interface Entry {
@@ -96,7 +97,7 @@ export function createEventGroups({ db, maxInFlight = 2 }: EventGroupsOptions): 
        INSERT INTO runstate_events (run_id, seq, event)
        SELECT t.run_id, (e->>'seq')::integer, e FROM target t CROSS JOIN LATERAL json_array_elements(t.events) AS e
        ON CONFLICT DO NOTHING`,
-      [JSON.stringify(group.map(({ runId, events }) => ({ run_id: runId, events })))],
+      [storedJson(group.map(({ runId, events }) => ({ run_id: runId, events })))],
     );
   }
 

@@ -87,6 +87,15 @@ export const MIGRATIONS: readonly Migration[] = [
        WHERE event->>'event' = 'RunStarted' AND json_typeof(event->'run_input') = 'string'`,
     ],
   },
+  {
+    version: 4,
+    name: 'cancels asked for on another instance',
+    statements: [
+      // The reason of a cancel sent to an instance that does not own the run, read by the owner with
+      // its lease's renewal: a cancel that reaches the owner without the cancel bus.
+      `ALTER TABLE runstate_runs ADD COLUMN cancel_requested text`,
+    ],
+  },
 ];
 
 // Any constant shared by every runstate instance; pg_advisory_xact_lock takes a bigint.
