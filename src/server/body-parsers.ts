@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import busboy from 'busboy';
 import express, { type RequestHandler } from 'express';
 import { RunstateError } from '../errors.js';
-import { invalidField, malformedRequest } from './http-errors.js';
+import { invalidField, malformedRequest, unsupportedMediaType } from './http-errors.js';
 
 /** A size as express takes it: bytes, or a string such as `'1mb'`, `'500kb'`. */
 export type BodyLimit = number | string;
@@ -24,9 +24,9 @@ const MAX_FORM_FIELDS = 100;
  * The parser of the bodies that create runs: JSON, urlencoded and multipart/form-data (what Agno's
  * clients send), each bounded by `limit` (the whole body, with or without a Content-Length: refused
  * as soon as it is known to be over, and the connection closed after that answer). The media type
- * is read once and picks the one parser that reads the body (no body, or another type: `req.body`
- * stays unset). Its errors become runstate errors here, at the boundary: too large →
- * `PAYLOAD_TOO_LARGE` (413); unreadable → 400; a file part → 422 naming its field.
+ * is read once and picks the one parser that reads the body (no body: `req.body` stays unset). Its
+ * errors become runstate errors here, at the boundary: too large → `PAYLOAD_TOO_LARGE` (413);
+ * another media type → 415 naming `content-type`; unreadable → 400; a file part → 422 naming its field.
  */
 export function runBodyParser(limit: BodyLimit): RequestHandler {
   const maxBytes = parseByteSize(limit);
@@ -66,8 +66,17 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
     }
     // The media type as listed (parameters such as the boundary aside); `null` with no body.
     const matched = req.is(types);
-    // A body of another type is never read (the run is refused for want of its fields).
-    if (matched === false) closeAfterAnswer(req, res);
+    // A body of another type is never read: its fields would look missing, so it is named instead.
+    if (matched === false) {
+      closeAfterAnswer(req, res);
+      const sent = req.headers['content-type'];
+      return next(
+        unsupportedMediaType(
+          `the body must be ${types.join(', ').replace(/, ([^,]*)$/, ' or $1')}` +
+            ` (its Content-Type is ${sent ? `'${sent}'` : 'missing'})`,
+        ),
+      );
+    }
     if (!matched) return next();
     return parsers[matched]!(req, res, next);
   };

@@ -65,6 +65,16 @@ export function malformedRequest(detail: string, cause?: unknown): RunstateError
   return error;
 }
 
+/**
+ * A body of a media type the route does not read: 415 `{detail, code: 'INVALID_INPUT', field:
+ * 'content-type'}`, rather than a 422 for fields that were sent, only in a form the route cannot read.
+ */
+export function unsupportedMediaType(detail: string): RunstateError {
+  const error = new RunstateError('INVALID_INPUT', detail);
+  extras.set(error, { status: 415, body: { field: 'content-type' } });
+  return error;
+}
+
 /** The HTTP status an error answers with. */
 export function httpStatusOf(error: RunstateError): number {
   return extras.get(error)?.status ?? STATUS_BY_CODE[error.code];

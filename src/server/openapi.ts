@@ -278,7 +278,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     summary: 'List the runs of an agent',
     tag: 'Agents',
     query: listRunsQuery,
-    success: { 200: { description: 'The runs, newest first.', content: json(z.array(runRecord)) } },
+    success: { 200: { description: 'The runs, oldest first.', content: json(z.array(runRecord)) } },
     errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
@@ -662,6 +662,11 @@ function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, s
   if (closed) add(STATUS_BY_CODE.UNAUTHORIZED, 'UNAUTHORIZED');
   for (const code of operation.errors ?? []) add(STATUS_BY_CODE[code], code);
   if (operation.readsBody) add(STATUS_BY_CODE.PAYLOAD_TOO_LARGE, 'PAYLOAD_TOO_LARGE');
+  if (operation.readsBody)
+    add(415, 'INVALID_INPUT (the body is of another media type; `field`: content-type)');
+  // Answered by `startServer` for any route, before the app sees the request.
+  add(408, 'INVALID_INPUT (the request was not received in time)');
+  add(431, "PAYLOAD_TOO_LARGE (the request line and headers are over the server's limit)");
   add(STATUS_BY_CODE.INTERNAL, 'INTERNAL (a bug; no details are sent)');
   return new Map([...statuses].sort(([a], [b]) => a - b));
 }

@@ -157,14 +157,22 @@ describe('invalid run requests', () => {
     expect(detail).toBe('message: is required');
   });
 
-  it('answers 422 for a body with no known content type, and a JSON array', async () => {
+  it('answers 415 naming content-type for a body of another media type, and 422 for a JSON array', async () => {
     const { story } = await serveFake();
     const text = await fetch(`${story}/runs`, {
       method: 'POST',
       body: 'message=hi',
       headers: { 'content-type': 'text/plain' },
     });
-    expect((await expectError(text, 422, 'INVALID_INPUT')).field).toBe('message');
+    expect(await expectError(text, 415, 'INVALID_INPUT')).toMatchObject({
+      field: 'content-type',
+      detail:
+        "the body must be application/json, application/x-www-form-urlencoded or multipart/form-data (its Content-Type is 'text/plain')",
+    });
+    const untyped = await fetch(`${story}/runs`, { method: 'POST', body: new Uint8Array([1]) });
+    expect((await expectError(untyped, 415, 'INVALID_INPUT')).detail).toMatch(
+      /its Content-Type is missing\)$/,
+    );
     const array = await fetch(`${story}/runs`, {
       method: 'POST',
       body: '[]',
@@ -212,9 +220,9 @@ describe('invalid run requests', () => {
     expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'Hi' });
     const latin1 = await post('application/json; charset=latin1', '{"message":"Hi"}');
     expect((await expectError(latin1, 400, 'INVALID_INPUT')).detail).toMatch(/charset/i);
-    // Another type that ends in json is not taken for JSON: no body was read, so no message.
+    // Another type that ends in json is not taken for JSON: it is named, never read.
     const vendor = await post('application/vnd.api+json', '{"message":"Hi"}');
-    expect((await expectError(vendor, 422, 'INVALID_INPUT')).field).toBe('message');
+    expect((await expectError(vendor, 415, 'INVALID_INPUT')).field).toBe('content-type');
   });
 
   it('answers 400 JSON for malformed multipart', async () => {
@@ -472,8 +480,8 @@ describe('bodies over the limit', () => {
       'POST /agents/story-writer-agent/runs HTTP/1.1\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked',
       Buffer.alloc(16 * 1024, 'x'),
     );
-    expect(answer.status).toBe(422);
-    expect(JSON.parse(answer.body)).toMatchObject({ code: 'INVALID_INPUT', field: 'message' });
+    expect(answer.status).toBe(415);
+    expect(JSON.parse(answer.body)).toMatchObject({ code: 'INVALID_INPUT', field: 'content-type' });
     expect(answer.headers).toMatch(/^connection: close$/im);
   });
 

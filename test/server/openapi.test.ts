@@ -172,7 +172,17 @@ describe('GET /openapi.json', () => {
   it('documents every status of a route, the error shape, the three encodings of a run request and the stream', () => {
     const document = createOpenApiDocument({ secured: true });
     const cancel = operation(document, 'post', '/agents/{agent_id}/runs/{run_id}/cancel');
-    expect(Object.keys(cancel.responses)).toEqual(['200', '400', '401', '404', '409', '500', '503']);
+    expect(Object.keys(cancel.responses)).toEqual([
+      '200',
+      '400',
+      '401',
+      '404',
+      '408',
+      '409',
+      '431',
+      '500',
+      '503',
+    ]);
     expect(cancel.responses['409']?.content?.['application/json']?.schema).toEqual({
       $ref: '#/components/schemas/Error',
     });
@@ -193,8 +203,11 @@ describe('GET /openapi.json', () => {
       '400',
       '401',
       '404',
+      '408',
       '413',
+      '415',
       '422',
+      '431',
       '500',
       '503',
     ]);
