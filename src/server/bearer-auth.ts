@@ -41,7 +41,8 @@ export function bearerAuth({ securityKey, openPaths = [] }: BearerAuthOptions): 
   const expected = digest(Buffer.from(securityKey, 'utf8'));
   const open = new Set(openPaths);
   return (req, _res, next) => {
-    if (open.has(req.path)) return next();
+    // Open to reads only: another method on an open path is a route like any other (401, then 404).
+    if (open.has(req.path) && (req.method === 'GET' || req.method === 'HEAD')) return next();
     const token = BEARER.exec(req.headers.authorization ?? '')?.[1];
     // Node reads header bytes as latin1: back to the bytes the client sent, so a UTF-8 key matches.
     // Digests have equal lengths, so the comparison gives no timing hint about the key (nor its length).

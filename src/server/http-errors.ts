@@ -178,6 +178,25 @@ export function answerClientError(error: Error & { code?: string; reason?: strin
 }
 
 /**
+ * Answers a request whose `Expect` header asks for something other than `100-continue` (which no
+ * server can meet): 417 `{detail, code: 'INVALID_INPUT'}`, where Node's own 417 has no body; the
+ * connection is closed after it. A `checkExpectation` listener of a `node:http` server: `startServer`
+ * registers it.
+ */
+export function answerExpectation(req: IncomingMessage, res: ServerResponse): void {
+  const body = JSON.stringify({
+    detail: `the expectation '${String(req.headers.expect)}' cannot be met (only 100-continue is known)`,
+    code: 'INVALID_INPUT',
+  });
+  res.shouldKeepAlive = false;
+  res.writeHead(417, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+/**
  * Answers a `CONNECT` request (a proxy's tunnel, which Node hands to a `connect` listener instead of
  * the app, and without one closes with no answer) as the app answers any method it has no route
  * for: 404 `{detail, code: 'NOT_FOUND'}`. `startServer` registers it.

@@ -25,4 +25,4 @@ export {
 export type { BodyLimit } from './body-parsers.js';
 export { sendEventStream, sseFrame, type EventStreamEnd, type EventStreamOptions } from './sse.js';
 export { EVENT_STREAM_HEADERS as SSE_HEADERS } from './event-stream.js';
-export { answerClientError, answerConnect } from './http-errors.js';
+export { answerClientError, answerConnect, answerExpectation } from './http-errors.js';

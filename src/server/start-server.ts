@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { RunstateApp } from './create-app.js';
-import { answerClientError, answerConnect } from './http-errors.js';
+import { answerClientError, answerConnect, answerExpectation } from './http-errors.js';
 
 /** Options of {@link startServer}. */
 export interface StartServerOptions {
@@ -68,6 +68,7 @@ export async function startServer(
   // `100 Continue` only to a body the app would read (see `checkContinue`).
   server.on('checkContinue', runstate.checkContinue);
   server.on('connect', answerConnect);
+  server.on('checkExpectation', answerExpectation);
   const bound = (server.address() as AddressInfo).port;
   const sockets = new Set<Socket>();
   server.on('connection', (socket) => {

@@ -33,6 +33,8 @@ describe('bearer auth', () => {
     await expectError(await postRun(story, { message: 'Hi' }), 401, 'UNAUTHORIZED');
     await expectError(await fetch(`${story}/runs/123/cancel`, { method: 'POST' }), 401, 'UNAUTHORIZED');
     expect((await fetch(`${url}/health`)).status).toBe(200);
+    // Open to reads only: another method there is refused like any route without a token.
+    await expectError(await fetch(`${url}/health`, { method: 'POST' }), 401, 'UNAUTHORIZED');
   });
 
   it('leaves CORS preflights open: they never carry credentials', async () => {
@@ -560,6 +562,20 @@ describe("requests Node's HTTP parser refuses", () => {
       detail: 'no route for CONNECT example.com:443',
       code: 'NOT_FOUND',
     });
+  });
+
+  it('answers an Expect it cannot meet 417 in JSON, and closes the connection', async () => {
+    const { story } = await serveFake();
+    const answer = await rawRequest(
+      story,
+      'POST /agents/story-writer-agent/runs HTTP/1.1\r\nExpect: 200-ok\r\nContent-Type: application/json\r\nContent-Length: 2',
+      '{}',
+    );
+    expectRawError(answer, 417, {
+      detail: "the expectation '200-ok' cannot be met (only 100-continue is known)",
+      code: 'INVALID_INPUT',
+    });
+    expect(answer.headers).toMatch(/^connection: close$/im);
   });
 
   it('writes nothing into a stream in progress on the connection: it is closed instead', async () => {
