@@ -211,7 +211,7 @@ export const updateSessionBody = z.object({
 /** The most sessions one `DELETE /sessions` deletes: each is a store round trip. */
 export const MAX_SESSIONS_PER_DELETE = 1_000;
 
-/** A form field given once is a string: a list of one. */
+/** A field given once (a form's, or a JSON string) is a list of one. */
 const oneOrMany = (value: unknown) => (typeof value === 'string' ? [value] : value);
 
 /** The body of `DELETE /sessions`, AgentOS's `DeleteSessionRequest`: a type for each id. */
@@ -219,7 +219,7 @@ export const deleteSessionsBody = z.object({
   session_ids: z.preprocess(
     oneOrMany,
     z
-      .array(z.string(), { error: 'must be an array of session ids' })
+      .array(z.string().min(1, 'must not hold an empty id'), { error: 'must be an array of session ids' })
       .min(1, 'must not be empty')
       .max(MAX_SESSIONS_PER_DELETE, `must hold at most ${MAX_SESSIONS_PER_DELETE} ids`),
   ),

@@ -298,6 +298,15 @@ describe("Agno's AgentOSClient", () => {
       'INVALID_INPUT',
     );
     expect(empty.field).toBe('session_ids');
+    const blank = await expectError(
+      await fetch(`${url}/sessions`, json('DELETE', { session_ids: '', session_types: 'agent' })),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(blank).toMatchObject({
+      field: 'session_ids.0',
+      detail: 'session_ids.0: must not hold an empty id',
+    });
 
     expect((await fetch(`${url}/sessions/never-was?db_id=runstate`, { method: 'DELETE' })).status).toBe(204);
     expect((await fetch(`${url}/sessions/s-3`, { method: 'DELETE' })).status).toBe(204);
