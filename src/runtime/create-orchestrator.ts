@@ -1024,7 +1024,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
             const [record, after] = await Promise.all([store.getRun(runId), store.readEvents(runId, seq)]);
             return record?.status === 'paused' && after.length === 0;
           },
-          followersStop.signal,
+          // At a shutdown, the followers of runs held elsewhere are let go; a run held here (taken
+          // back from the store) ends here, its followers told.
+          { signal: followersStop.signal, heldHere: () => registry.has(runId) },
         );
       }
       // Past the last event, a reader would silently skip the events still to come.

@@ -29,7 +29,7 @@ export async function followStoredRun(
   runId: string,
   afterSeq = 0,
   isPausedAt?: (seq: number) => Promise<boolean>,
-  stop?: AbortSignal,
+  stop?: FollowStop,
 ): Promise<AsyncIterable<RunEvent>> {
   const record = await store.getRun(runId);
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
@@ -52,6 +52,14 @@ function beyondTheEnd(runId: string, afterSeq: number, last: number): RunstateEr
   );
 }
 
+/** When a follower lets its reader go (see {@link followStoredRun}). */
+export interface FollowStop {
+  /** Aborted: the instance is shutting down. */
+  signal: AbortSignal;
+  /** The run is held by this instance, which ends it and tells its followers: followed on. */
+  heldHere: () => boolean;
+}
+
 /** How long a follower waits on a silent bus before it asks the store. */
 const RECHECK_MS = 1_000;
 
@@ -61,12 +69,12 @@ async function* follow(
   runId: string,
   afterSeq: number,
   isPausedAt: ((seq: number) => Promise<boolean>) | undefined,
-  stop: AbortSignal | undefined,
+  stop: FollowStop | undefined,
 ): AsyncGenerator<RunEvent> {
   const received: RunEvent[] = [];
   let wake: (() => void) | undefined;
   const stopped = () => {
-    if (stop?.aborted) {
+    if (stop?.signal.aborted && !stop.heldHere()) {
       throw new RunstateError(
         'SHUTTING_DOWN',
         `this instance is shutting down: follow run ${runId} on another`,
@@ -74,7 +82,7 @@ async function* follow(
     }
   };
   const onStop = () => wake?.();
-  stop?.addEventListener('abort', onStop);
+  stop?.signal.addEventListener('abort', onStop);
   // Subscribed on the first read, so that an iterable nobody reads holds no subscription.
   const unsubscribe = await eventBus.subscribe(runId, (events) => {
     received.push(...events);
@@ -153,7 +161,6 @@ async function* follow(
       await new Promise<void>((resolve) => (wake = resolve));
       clearTimeout(quiet);
       wake = undefined;
-      stopped();
       if (received.length > 0) continue;
       // The store out of reach (an outage): the bus may still bring the events, and the store is
       // asked again after the next quiet spell. A follower waits an outage out, as the owner does.
@@ -168,7 +175,7 @@ async function* follow(
       if (missing && (await unlessUnavailable(store.getRun(runId))) === undefined) return;
     }
   } finally {
-    stop?.removeEventListener('abort', onStop);
+    stop?.signal.removeEventListener('abort', onStop);
     unsubscribe();
   }
 }

@@ -32,7 +32,7 @@ export interface RunLeases {
    * carries it within milliseconds; this is the way that does not depend on the owner's link to
    * the bus: the owner reads it with its next renewal ({@link cancelRequests}).
    */
-  requestCancel?(runId: string, reason: CancelReason): Promise<void>;
+  requestCancel?: ((runId: string, reason: CancelReason) => Promise<void>) | undefined;
   /** The cancels asked for ({@link requestCancel}) of this instance's active runs. */
-  cancelRequests?(): Promise<Array<{ runId: string; reason: CancelReason }>>;
+  cancelRequests?: (() => Promise<Array<{ runId: string; reason: CancelReason }>>) | undefined;
 }
