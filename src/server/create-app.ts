@@ -140,6 +140,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
 
   const app = express();
   const serverOptions = expressMessageClasses(app);
+  app.use(requireHost);
   app.disable('x-powered-by');
   // Run records change while a run streams: no 304s to polling clients.
   app.disable('etag');
@@ -220,6 +221,17 @@ export function createApp(options: CreateAppOptions): RunstateApp {
       for (const stop of unsubscribe) stop();
     },
   };
+}
+
+/**
+ * An HTTP/1.1 request without `Host`, which HTTP/1.1 requires: a 400 in JSON, and the connection
+ * closed, as Node answers it (with no body) when its `requireHostHeader` is on; `startServer` turns
+ * that off so that this answers.
+ */
+function requireHost(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void {
+  if (req.httpVersion !== '1.1' || req.headers.host !== undefined) return next();
+  res.setHeader('Connection', 'close');
+  next(malformedRequest('an HTTP/1.1 request must have a Host header'));
 }
 
 /**

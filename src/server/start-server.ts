@@ -53,7 +53,12 @@ export async function startServer(
 ): Promise<RunningServer> {
   const { port = 7777, host = '127.0.0.1', graceMs = 10_000, backlog = 4096 } = options;
   // With the app's message classes, express has no prototype to change per request (see `serverOptions`).
-  const server = createServer(runstate.serverOptions, runstate.app).listen(port, host, backlog);
+  // Node's own refusal of a request without `Host` has no body: the app answers it (`requireHost`).
+  const server = createServer({ ...runstate.serverOptions, requireHostHeader: false }, runstate.app).listen(
+    port,
+    host,
+    backlog,
+  );
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error) => reject(error);
     server.once('error', onError);

@@ -564,6 +564,21 @@ describe("requests Node's HTTP parser refuses", () => {
     });
   });
 
+  it('answers an HTTP/1.1 request without Host 400 in JSON, and closes the connection', async () => {
+    const { url } = await serveFake();
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    socket.end('GET /health HTTP/1.1\r\n\r\n');
+    let answer = '';
+    for await (const chunk of socket) answer += (chunk as Buffer).toString('latin1');
+    const [head = '', body = ''] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head).toMatch(/^connection: close$/im);
+    expect(JSON.parse(body)).toEqual({
+      detail: 'an HTTP/1.1 request must have a Host header',
+      code: 'INVALID_INPUT',
+    });
+  });
+
   it('answers an Expect it cannot meet 417 in JSON, and closes the connection', async () => {
     const { story } = await serveFake();
     const answer = await rawRequest(
