@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -301,6 +301,13 @@ describe('storage options', () => {
         `the data directory ${dir.path} is in use by process ${process.pid}`,
       ) as unknown,
     });
+    // The same directory under another path is the same directory: refused, and its lock kept.
+    const link = `${dir.path}-link`;
+    await symlink(dir.path, link);
+    cleanups.push(() => rm(link, { force: true }));
+    const lock = await readFile(join(dir.path, 'runstate.lock'), 'utf8');
+    await expect(openStorage({ dataDir: link })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    expect(await readFile(join(dir.path, 'runstate.lock'), 'utf8')).toBe(lock);
     await first.close();
     const second = await openStorage({ dataDir: dir.path });
     await second.close();

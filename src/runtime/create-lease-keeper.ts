@@ -97,11 +97,28 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
     deadline = Infinity;
     if (!running) return;
     armLapse(sent + leaseMs);
-    // Apart from the renewal: a failure here is reported, and does not make the lease look lost.
-    if (onCancelRequested && leases.cancelRequests) {
-      const requests = await leases.cancelRequests().catch((error: unknown) => void onError(error));
-      for (const { runId, reason } of requests ?? []) onCancelRequested(runId, reason);
-    }
+    readCancelRequests();
+  }
+
+  let readingCancels = false;
+  /**
+   * The cancels asked for of this instance's runs, read after each renewal and never awaited by it:
+   * a slow read (a busy database) must not hold the next renewal back, or the lease would lapse. One
+   * read at a time; a failure is reported and the next renewal reads again.
+   */
+  function readCancelRequests(): void {
+    const read = leases.cancelRequests;
+    if (!onCancelRequested || !read || readingCancels) return;
+    readingCancels = true;
+    const done = read()
+      .then((requests) => {
+        if (running) for (const { runId, reason } of requests) onCancelRequested(runId, reason);
+      }, onError)
+      .finally(() => {
+        readingCancels = false;
+        pending.delete(done);
+      });
+    pending.add(done);
   }
 
   /**

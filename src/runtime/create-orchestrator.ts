@@ -951,11 +951,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
           (record.status === 'paused' ? undefined : early) ??
           refusal(cancelBus.publish(runId, reason, agentId));
         // Also in the store, which the owner reads with each renewal of its lease (a third of it):
-        // the way that does not need the owner's link to the bus.
-        store.leases?.requestCancel?.(runId, reason).catch(() => undefined);
+        // the way that does not need the owner's link to the bus, nor this instance's.
+        const recorded = store.leases?.requestCancel?.(runId, reason).then(
+          () => true,
+          () => false,
+        );
         const orphan = await keeper?.cancelOrphan(runId, reason);
         const error = await refused;
-        if (!orphan && error) throw error;
+        // Refused by the bus and not recorded either: nothing will reach the owner.
+        if (!orphan && error && !(await recorded)) throw error;
         // A bus delivers only to those listening now: an owner whose link to Redis is down (while
         // this instance's is up) does not hear it. Sent again each second until the run is final,
         // it reaches the owner once its link is back, if the store's way has not first; an owner

@@ -83,11 +83,19 @@ async function* follow(
   };
   const onStop = () => wake?.();
   stop?.signal.addEventListener('abort', onStop);
-  // Subscribed on the first read, so that an iterable nobody reads holds no subscription.
-  const unsubscribe = await eventBus.subscribe(runId, (events) => {
-    received.push(...events);
-    wake?.();
-  });
+  // Subscribed on the first read, so that an iterable nobody reads holds no subscription. With the
+  // bus out of reach (Redis down), the store is read after each quiet spell, and the subscription
+  // tried again then.
+  let unsubscribe: (() => void) | null = null;
+  const subscribe = async () => {
+    unsubscribe ??= await unlessUnavailable(
+      eventBus.subscribe(runId, (events) => {
+        received.push(...events);
+        wake?.();
+      }),
+    );
+  };
+  await subscribe();
   try {
     let last = afterSeq;
     const replay = await store.readEvents(runId, last);
@@ -162,6 +170,7 @@ async function* follow(
       clearTimeout(quiet);
       wake = undefined;
       if (received.length > 0) continue;
+      await subscribe();
       // The store out of reach (an outage): the bus may still bring the events, and the store is
       // asked again after the next quiet spell. A follower waits an outage out, as the owner does.
       const missing = await unlessUnavailable(store.readEvents(runId, last));
@@ -176,7 +185,7 @@ async function* follow(
     }
   } finally {
     stop?.signal.removeEventListener('abort', onStop);
-    unsubscribe();
+    (unsubscribe as (() => void) | null)?.();
   }
 }
 

@@ -66,16 +66,25 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
     }
     // The media type as listed (parameters such as the boundary aside); `null` with no body.
     const matched = req.is(types);
-    // A body of another type is never read: its fields would look missing, so it is named instead.
     if (matched === false) {
-      closeAfterAnswer(req, res);
       const sent = req.headers['content-type'];
-      return next(
-        unsupportedMediaType(
-          `the body must be ${types.join(', ').replace(/, ([^,]*)$/, ' or $1')}` +
-            ` (its Content-Type is ${sent ? `'${sent}'` : 'missing'})`,
-        ),
+      const refused = unsupportedMediaType(
+        `the body must be ${types.join(', ').replace(/, ([^,]*)$/, ' or $1')}` +
+          ` (its Content-Type is ${sent ? `'${sent}'` : 'missing'})`,
       );
+      // An empty body is no body, whatever its headers (a PATCH sent with `Content-Length: 0`, or
+      // chunked with nothing in it, as Node's and Python's clients send one).
+      if (req.headers['content-length'] === '0') return next();
+      if (sent === undefined) {
+        return raw(req, res, (error?: unknown) => {
+          const empty = !Buffer.isBuffer(req.body) || req.body.length === 0;
+          if (error === undefined && empty) req.body = undefined;
+          next(error ?? (empty ? undefined : refused));
+        });
+      }
+      // A body of another type is never read: its fields would look missing, so it is named instead.
+      closeAfterAnswer(req, res);
+      return next(refused);
     }
     if (!matched) return next();
     return parsers[matched]!(req, res, next);

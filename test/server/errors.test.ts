@@ -183,6 +183,24 @@ describe('invalid run requests', () => {
     expect((await expectError(array, 422, 'INVALID_INPUT')).field).toBe('body');
   });
 
+  it('takes an empty body with no type for no body (a bodiless PATCH as Node and Python send it)', async () => {
+    const { url } = await serveFake();
+    const patch = (head: string, body = '') =>
+      rawRequest(url, `PATCH /sessions/nowhere HTTP/1.1\r\n${head}`, body);
+    // Each reaches the route, which answers for the session: no 415.
+    for (const empty of [
+      await patch('Content-Length: 0'),
+      await patch('Transfer-Encoding: chunked', '0\r\n\r\n'),
+    ]) {
+      expect(empty.status).toBe(404);
+      expect(JSON.parse(empty.body)).toMatchObject({ code: 'SESSION_NOT_FOUND' });
+    }
+    const typed = await patch('Content-Type: text/plain\r\nContent-Length: 0');
+    expect(typed.status).toBe(404);
+    const something = await patch('Transfer-Encoding: chunked', '1\r\nx\r\n0\r\n\r\n');
+    expect(something.status).toBe(415);
+  });
+
   it('answers 400 JSON for malformed JSON', async () => {
     const { story } = await serveFake();
     const response = await fetch(`${story}/runs`, {

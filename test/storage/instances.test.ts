@@ -156,6 +156,27 @@ describe('two instances on PostgreSQL and Redis', () => {
     }
   });
 
+  it('cancels from an instance whose own link to Redis is down: through the store, answered 200', async () => {
+    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    try {
+      const viaProxy = { ...shared(), redisUrl: `redis://127.0.0.1:${proxy.port}`, leaseMs: 1_000 };
+      const [a, b] = [await startInstance({ ...shared(), leaseMs: 1_000 }), await startInstance(viaProxy)];
+      const stream = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+      const { run_id } = (await stream.next())!.data;
+      const call = await a.model.nextCall();
+      call.emit('Once');
+      await proxy.cut();
+
+      const answer = await fetch(`${b.story}/runs/${run_id}/cancel`, { method: 'POST' });
+      expect(await answer.json()).toStrictEqual({ run_id, status: 'cancelled' });
+      expect(answer.status).toBe(200);
+      expect(call.signal.aborted).toBe(true);
+      expect((await stream.rest()).at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('answers 409 on either instance for a run that completed on the other', async () => {
     const [a, b] = [await startInstance(shared()), await startInstance(shared())];
     const stream = readSse(await postRun(a.story, { message: 'Hi' }));
@@ -400,6 +421,11 @@ describe('PGlite in a data dir', () => {
       const store = again.storage.store!;
       const orphaned = (await store.leases!.orphans()).includes(run_id);
       expect(orphaned || (await store.getRun(run_id))?.status === 'failed').toBe(true);
+      // Ended by the first sweep, at the start: the next would be half a lease (7.5 s) later.
+      await eventually(async () => (await store.getRun(run_id))?.status === 'failed', {
+        timeoutMs: 5_000,
+        what: 'the first sweep to end the run',
+      });
       const follower = readSse(await fetch(`${again.story}/runs/${run_id}/events`));
       const frames = await follower.rest();
       expect(frames.at(-1)!.data).toMatchObject({ event: 'RunError', code: 'RUN_LOST', status: 'failed' });

@@ -184,7 +184,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       );
     },
     async cancelRequests() {
-      const { rows } = await db.query<{ run_id: string; cancel_requested: CancelReason }>(
+      // Ahead of the runs' writes, as the renewal it follows: a cancel should not wait behind them.
+      const { rows } = await (db.urgent ?? db).query<{ run_id: string; cancel_requested: CancelReason }>(
         `SELECT run_id, cancel_requested FROM runstate_runs
          WHERE owner = $1 AND finished_ms IS NULL AND cancel_requested IS NOT NULL`,
         [owner],

@@ -1,5 +1,5 @@
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { RunstateError } from '../../errors.js';
 import { migrate } from './migrate.js';
 import { poolDatabase, type SqlDatabase } from './sql-database.js';
@@ -76,7 +76,9 @@ const openHere = new Set<string>();
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
   await mkdir(dataDir, { recursive: true });
   const lock = join(dataDir, LOCK_FILE);
-  const key = resolve(dataDir);
+  // The directory itself, whatever path names it (a symlink, `/proc/self/root/...`).
+  const key = await realpath(dataDir);
+  const own = await processIdentity(process.pid);
   const unlock = async () => {
     openHere.delete(key);
     await rm(lock, { force: true });
@@ -84,8 +86,7 @@ async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
   for (;;) {
     if (!openHere.has(key)) {
       try {
-        const identity = await processIdentity(process.pid);
-        await writeFile(lock, `${process.pid}${identity ? ` ${identity.started}` : ''}\n`, { flag: 'wx' });
+        await writeFile(lock, `${process.pid}${own ? ` ${own.started}` : ''}\n`, { flag: 'wx' });
         openHere.add(key);
         return unlock;
       } catch (error) {
@@ -94,7 +95,12 @@ async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
     }
     const [pid = '', started] = (await readFile(lock, 'utf8').catch(() => '')).trim().split(' ');
     const holder = Number(pid);
-    if (openHere.has(key) || (holder !== process.pid && (await isRunning(holder, started)))) {
+    // A lock naming this process's pid is this process's own (the directory open here under another
+    // path) unless it says another process started then (a server restarted with its old pid); where
+    // nothing tells them apart, it is taken for this process's own.
+    const ours = holder === process.pid && (own === undefined || started === own.started);
+    const held = holder === process.pid ? ours : await isRunning(holder, started);
+    if (openHere.has(key) || held) {
       throw new RunstateError(
         'STORE_UNAVAILABLE',
         `the data directory ${dataDir} is in use by process ${holder}: PGlite serves one process ` +
