@@ -63,3 +63,32 @@ describe('createLeaseKeeper', () => {
     await keeper.stop();
   });
 });
+
+describe('createLeaseKeeper: cancels asked for on other instances', () => {
+  it('reads them after each renewal without holding the renewals back, one read at a time', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    const { leases, tries } = scriptedLeases(3_000, () => false);
+    // A read that hangs (a busy database) until the test lets it go.
+    let answer!: (requests: Array<{ runId: string; reason: 'api' }>) => void;
+    const reads = vi.fn(
+      () => new Promise<Array<{ runId: string; reason: 'api' }>>((resolve) => (answer = resolve)),
+    );
+    leases.cancelRequests = reads;
+    const onCancelRequested = vi.fn();
+    const onLapse = vi.fn();
+    const keeper = createLeaseKeeper({ leases, onCancelRequested, onLapse });
+    await keeper.start();
+
+    await vi.advanceTimersByTimeAsync(10_000);
+    // Renewed every second (a third of the lease) all along; one read was started and is still out.
+    expect(tries.length).toBeGreaterThanOrEqual(10);
+    expect(onLapse).not.toHaveBeenCalled();
+    expect(reads).toHaveBeenCalledTimes(1);
+    answer([{ runId: 'r1', reason: 'api' }]);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(onCancelRequested).toHaveBeenCalledWith('r1', 'api');
+    expect(reads).toHaveBeenCalledTimes(2);
+    answer([]);
+    await keeper.stop();
+  });
+});
