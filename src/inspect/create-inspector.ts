@@ -52,7 +52,7 @@ export interface FeedSubscriptionOptions {
 export interface Inspector {
   /**
    * Shows the runs of `orchestrator` (from its notices) and cancels through it. Returns detach.
-   * Attach before runs start: a run already going when it is called is not shown.
+   * Runs already going are shown from their state and content at the call (their log starts there).
    */
   attach(orchestrator: InspectedOrchestrator): () => void;
   /**
@@ -197,7 +197,8 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       value: record.status,
       status: record.status,
       chunks: 0,
-      content: '',
+      // The content so far: empty for a run just created, not for one already going at `attach`.
+      content: record.content,
       attempt: 0,
       finishedAt: null,
       output: null,
@@ -412,7 +413,10 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   return {
     attach(orchestrator) {
       orchestrators.add(orchestrator);
-      const unsubscribe = orchestrator.subscribe((notice) => onNotice(orchestrator, notice));
+      // `current`: the runs already going are shown too, from their state now.
+      const unsubscribe = orchestrator.subscribe((notice) => onNotice(orchestrator, notice), {
+        current: true,
+      });
       return () => {
         unsubscribe();
         orchestrators.delete(orchestrator);

@@ -259,6 +259,13 @@ export interface SubscribeOptions {
    * The built-in metrics and tracer need no causes.
    */
   causes?: boolean | undefined;
+  /**
+   * Also tells the listener, before `subscribe` returns, of the runs held here now that are not
+   * final: for each, `created` (its record as it is) and `state` (its state now, caused by
+   * `unknown`). For a view that starts watching after runs started, as an inspector attached late.
+   * Default `false`.
+   */
+  current?: boolean | undefined;
 }
 
 /**
@@ -1079,6 +1086,22 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const causes = (options as SubscribeOptions | undefined)?.causes !== false;
       listeners.add(entry);
       if (causes) causeListeners++;
+      if ((options as SubscribeOptions | undefined)?.current) {
+        for (const run of registry.values()) {
+          if (run.output) continue;
+          const { value, context } = run.actor.getSnapshot();
+          const { runId } = run.identity;
+          entry({ type: 'created', run: run.record() });
+          entry({
+            type: 'state',
+            runId,
+            value,
+            status: run.status(),
+            event: { type: 'unknown' },
+            error: context.error,
+          });
+        }
+      }
       return () => {
         if (listeners.delete(entry) && causes) causeListeners--;
       };

@@ -196,7 +196,10 @@ export interface EventBus {
  * source of run lifecycle for the inspector, HTTP streams, tracing and metrics.
  */
 export type RunNotice =
-  /** Inside `startRun`, before it returns: an OpenTelemetry `context.active()` is the caller's. */
+  /**
+   * Inside `startRun`, before it returns: an OpenTelemetry `context.active()` is the caller's. (To
+   * a listener subscribed with `current: true`, also at the subscription, for each run held then.)
+   */
   | { type: 'created'; run: RunRecord }
   /**
    * Every change of the run machine's state: `value` is xstate's state value, `event` the machine

@@ -241,6 +241,32 @@ describe('createInspector: the feed', () => {
     ]);
   });
 
+  it('shows the runs already going when it is attached, from their state and content then', async () => {
+    const model = createFakeModel();
+    const orchestrator = createOrchestrator();
+    const run = orchestrator.startRun({ agentId: 'writer', agentName: 'Writer', model, input: 'x' });
+    const call = await model.nextCall();
+    await emitApart(call, ['Once ', 'upon']);
+    await contentEvents(run.events(), 2);
+
+    const inspector = createInspector();
+    inspector.attach(orchestrator);
+    expect(inspector.listRuns()).toMatchObject([
+      {
+        run_id: run.runId,
+        status: 'streaming',
+        value: { streaming: { attempt: 'receiving' } },
+        content_length: 9,
+      },
+    ]);
+    call.emit(' a time');
+    call.end();
+    await run.result;
+    expect(inspector.listRuns()).toMatchObject([
+      { run_id: run.runId, status: 'completed', content_length: 16 },
+    ]);
+  });
+
   it('keeps a bounded number of finished runs and tells the page which it dropped', async () => {
     const { inspector, start, orchestrator } = setup({ maxFinishedRuns: 2 });
     const feed = record((listener) => inspector.subscribe(listener));
