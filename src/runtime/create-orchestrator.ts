@@ -970,9 +970,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         // A bus delivers only to those listening now: an owner whose link to Redis is down (while
         // this instance's is up) does not hear it. Sent again each second until the run is final,
         // it reaches the owner once its link is back, if the store's way has not first; an owner
-        // that heard it cancels once. An owner
-        // that is gone (killed, frozen) hears nothing: as soon as its lease has run out, the run is
-        // finalised here, `cancelled` as asked, rather than left for a sweep to call it lost.
+        // that heard it cancels once. An owner that is gone (killed, frozen) hears nothing: as soon
+        // as its lease has run out, the run is finalised here, `cancelled` as asked, rather than
+        // left for a sweep to call it lost.
         resend = setInterval(() => {
           void refusal(cancelBus.publish(runId, reason, agentId));
           keeper?.cancelOrphan(runId, reason).catch(() => undefined);
