@@ -129,6 +129,21 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
   });
 
   const runs = new Map<string, ActiveRun>();
+  /** The `tool` label values of each agent: the names the model called, at most MAX_TOOL_LABELS. */
+  const toolLabels = new Map<string, Set<string>>();
+  /**
+   * A tool's name as a label. The model names the tool it calls, and a name the agent has no tool
+   * for is the model's (so a user's prompt's) to choose: past MAX_TOOL_LABELS names per agent,
+   * further ones share `_other`, so that no prompt makes series without bound.
+   */
+  function toolLabel(agent: string, name: string): string {
+    let seen = toolLabels.get(agent);
+    if (!seen) toolLabels.set(agent, (seen = new Set()));
+    if (seen.has(name)) return name;
+    if (seen.size >= MAX_TOOL_LABELS) return OTHER_TOOLS;
+    seen.add(name);
+    return name;
+  }
 
   function onFinished(run: RunOutput): void {
     const entry = runs.get(run.run_id);
@@ -148,7 +163,9 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     // A call still open when its run ended (running, queued, awaiting a confirmation) is closed
     // `cancelled` with no ToolCallCompleted of its own: the final output is where it shows, once.
     for (const tool of run.tools) {
-      if (tool.status === 'cancelled') toolCalls.inc({ agent, tool: tool.tool_name, status: 'cancelled' });
+      if (tool.status === 'cancelled') {
+        toolCalls.inc({ agent, tool: toolLabel(agent, tool.tool_name), status: 'cancelled' });
+      }
     }
   }
 
@@ -203,7 +220,7 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
         if (notice.event.event !== 'ToolCallCompleted') return;
         const agent = runs.get(notice.runId)?.agent ?? notice.event.agent_id;
         const { tool } = notice.event;
-        toolCalls.inc({ agent, tool: tool.tool_name, status: tool.status });
+        toolCalls.inc({ agent, tool: toolLabel(agent, tool.tool_name), status: tool.status });
         return;
       }
     }
@@ -218,6 +235,10 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     },
   };
 }
+
+/** Distinct `tool` label values per agent; the calls of further names are counted as `_other`. */
+export const MAX_TOOL_LABELS = 100;
+const OTHER_TOOLS = '_other';
 
 /** The active state as one dotted path (`streaming.attempt.receiving`): a bounded set of labels. */
 export function stateLabel(value: StateValue): string {

@@ -1,6 +1,7 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createPrometheusMetrics, stateLabel } from '../../src/observe/index.js';
+import { MAX_TOOL_LABELS } from '../../src/observe/create-prometheus-metrics.js';
 import { playRun, sample } from '../support/notices.js';
 
 describe('Prometheus metrics of runs', () => {
@@ -92,6 +93,23 @@ describe('Prometheus metrics of runs', () => {
     const labels = { agent: 'story-writer-agent', tool: 'get_weather' };
     expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'completed' })).toBe(2);
     expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'failed' })).toBe(1);
+  });
+
+  it('keeps at most MAX_TOOL_LABELS tool names per agent: the calls of further names count as _other', async () => {
+    const metrics = createPrometheusMetrics();
+    const run = playRun(metrics.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    // Names a model may invent when a prompt asks it to.
+    for (let n = 0; n < MAX_TOOL_LABELS + 5; n++) run.tool(`tool_${n}`, { error: true });
+    run.tool('tool_0');
+    run.request();
+    run.complete();
+    const text = await metrics.registry.metrics();
+    const series = text.split('\n').filter((line) => line.startsWith('runstate_tool_calls_total{'));
+    expect(new Set(series.map((line) => /tool="([^"]*)"/.exec(line)?.[1])).size).toBe(MAX_TOOL_LABELS + 1);
+    const agent = 'story-writer-agent';
+    expect(sample(text, 'runstate_tool_calls_total', { agent, tool: '_other', status: 'failed' })).toBe(5);
+    expect(sample(text, 'runstate_tool_calls_total', { agent, tool: 'tool_0', status: 'completed' })).toBe(1);
   });
 
   it('stops counting a paused run that another instance took (a `left` notice)', async () => {
