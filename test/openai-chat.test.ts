@@ -279,6 +279,87 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('reads a 200 that holds no event as one JSON answer: an error as one sent inside the stream, a whole completion as its message', async () => {
+    const bodies = [
+      '{"error":{"message":"model \\"foo\\" not loaded","code":503}}',
+      JSON.stringify({
+        id: 'c',
+        object: 'chat.completion',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'Whole' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 },
+      }),
+      // An event with empty data is a keep-alive, not an event; a bare error's status beside it.
+      `data:\n\ndata: ${JSON.stringify({ error: 'Model overloaded', code: 503 })}\n\n`,
+    ];
+    const plain = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(bodies.shift());
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: plain.url });
+    const signal = new AbortController().signal;
+    try {
+      expect(await failure(model.stream({ messages, signal }))).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        status: 503,
+        isRetryable: true,
+        message: '503 model "foo" not loaded (sent inside the stream)',
+      });
+      expect(await collect(model.stream({ messages, signal }))).toEqual([
+        { type: 'delta', content: 'Whole' },
+        { type: 'end', finishReason: 'stop', usage: { input_tokens: 2, output_tokens: 1, total_tokens: 3 } },
+      ]);
+      expect(await failure(model.stream({ messages, signal }))).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        status: 503,
+        isRetryable: true,
+        message: '503 Model overloaded (sent inside the stream)',
+      });
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it("names why a connection failed, not only the SDK's 'Connection error.'", async () => {
+    const nothing = await listen();
+    const url = nothing.url;
+    await nothing.close();
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: url });
+    const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
+    expect(error.message).toMatch(/^Connection error\. \(.*ECONNREFUSED.*\)$/);
+  });
+
+  it("sends max_completion_tokens to OpenAI's hosts, regional ones too, and max_tokens elsewhere", async () => {
+    const sent: unknown[] = [];
+    const capture = (baseURL: string) =>
+      new OpenAIChat({
+        id: 'gpt-5-mini',
+        maxTokens: 7,
+        client: new OpenAI({
+          apiKey: 'k',
+          baseURL,
+          fetch: (_url, init) => {
+            sent.push(JSON.parse(init?.body as string));
+            return Promise.resolve(new Response('data: [DONE]\n\n', { status: 200 }));
+          },
+        }),
+      });
+    for (const base of [
+      'https://api.openai.com/v1',
+      'https://eu.api.openai.com/v1',
+      'http://127.0.0.1:8000/v1',
+    ]) {
+      await failure(capture(base).stream({ messages, signal: new AbortController().signal })).catch(
+        () => undefined,
+      );
+    }
+    expect(sent.map((body) => Object.keys(body as object).filter((key) => key.startsWith('max_')))).toEqual([
+      ['max_completion_tokens'],
+      ['max_completion_tokens'],
+      ['max_tokens'],
+    ]);
+  });
+
   it('maps a refused connection to a retryable MODEL_REQUEST_FAILED', async () => {
     const gone = await createFakeOpenAIServer();
     await gone.close();

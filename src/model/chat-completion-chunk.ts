@@ -35,7 +35,7 @@ interface ReasoningDelta {
  * object sent inside the stream (see {@link streamError}).
  */
 export function readChunk(event: ChatCompletionEvent, state: CompletionState): ModelChunk | undefined {
-  if (event.error) throw streamError(event.error, state.delivered);
+  if (event.error) throw streamError(event.error, state.delivered, event);
   const choice = event.choices?.[0];
   if (choice?.finish_reason) state.finishReason = choice.finish_reason;
   if (event.usage) state.usage = usageOf(event.usage);
@@ -91,12 +91,13 @@ const STATUS_OF_TYPE: Record<string, number> = {
 /**
  * The error a server sent inside a 200 stream (`data: {"error": {...}}`: llama.cpp's failures, a
  * proxy's rate limit), as an HTTP error of its status would be: its status is the error's `code`
- * (or `status`, or what its `type` names). Before any output it is `MODEL_REQUEST_FAILED`, retryable
+ * (or `status`, or what its `type` names; beside a bare reason, `{"error": "...", "code": 503}`, the
+ * event's). Before any output it is `MODEL_REQUEST_FAILED`, retryable
  * for 408, 409, 429 and 5xx; after output it is `MODEL_STREAM_INCOMPLETE`, never retryable (sending
  * the request again would repeat what the user already has).
  */
-export function streamError(error: unknown, delivered: boolean): RunstateError {
-  const status = statusOf(error);
+export function streamError(error: unknown, delivered: boolean, event?: object): RunstateError {
+  const status = statusOf(error, event as Record<string, unknown> | undefined);
   const reason = reasonOf(error) ?? 'the server reported an error';
   const message = `${status === undefined ? '' : `${status} `}${reason} (sent inside the stream)`;
   if (delivered) {
@@ -112,8 +113,9 @@ export function streamError(error: unknown, delivered: boolean): RunstateError {
   });
 }
 
-function statusOf(error: unknown): number | undefined {
-  if (!isRecord(error)) return undefined;
+function statusOf(error: unknown, event?: Record<string, unknown>): number | undefined {
+  // `{"error": "Model overloaded", "code": 503}`: the status beside a bare reason.
+  if (!isRecord(error)) return event === undefined ? undefined : statusOf(event);
   for (const value of [error.code, error.status]) {
     const status = typeof value === 'string' && /^\d{3}$/.test(value) ? Number(value) : value;
     if (typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 599)

@@ -112,6 +112,33 @@ function malformed(data: string, cause?: unknown): MalformedEventError {
   );
 }
 
+/** The most of a body without events kept to read it as one JSON answer. */
+const MAX_UNSTREAMED = 1 << 20;
+
+/**
+ * A 200 whose body held no event at all, read as one JSON answer, as some servers send one despite
+ * `stream: true`: an error (`{"error": {...}}`, reported as one sent inside the stream would be), or
+ * a whole `chat.completion`, handed on as one chunk whose delta is its message. `undefined` for
+ * anything else (an empty body, text that is not JSON): the reading ends as it did.
+ */
+function unstreamedAnswer(text: string): ChatCompletionEvent | undefined {
+  let answer: unknown;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof answer !== 'object' || answer === null || Array.isArray(answer)) return undefined;
+  const completion = answer as { choices?: unknown; error?: unknown };
+  if (!Array.isArray(completion.choices)) {
+    return completion.error === undefined ? undefined : (completion as ChatCompletionEvent);
+  }
+  const choices = (completion.choices as Array<Record<string, unknown>>).map((choice) =>
+    choice.message === undefined ? choice : { ...choice, delta: choice.message },
+  );
+  return { ...completion, choices } as unknown as ChatCompletionEvent;
+}
+
 /** How a body is read: the node stream's or the web body's way. */
 interface Body {
   /** Stops reading and closes the socket, now. */
@@ -130,13 +157,18 @@ class EventReader implements ChatCompletionReading {
   readonly #parser: EventSourceParser;
   /** `[DONE]`, the end, a failure or a stop: nothing more is handed out. */
   #over = false;
+  /** Whether an event came; until one does, the text read (see {@link unstreamedAnswer}). */
+  #events = false;
+  #unparsed = '';
   body: Body | undefined;
 
   constructor(sink: ChatCompletionEventSink) {
     this.#sink = sink;
     this.#parser = createParser({
       onEvent: ({ data }) => {
-        if (this.#over) return;
+        // An event with empty data is not dispatched, says the SSE standard (a keep-alive).
+        if (this.#over || data === '') return;
+        this.#events = true;
         if (data !== '[DONE]') this.#sink.event(parseEvent(data));
         else {
           this.#over = true;
@@ -154,6 +186,8 @@ class EventReader implements ChatCompletionReading {
   /** Text read from the body; an event that is not JSON ends the reading with its `SyntaxError`. */
   feed(text: string): void {
     if (this.#over) return;
+    // Kept until the first event: a body that turns out to hold none may be one JSON answer.
+    if (!this.#events && this.#unparsed.length < MAX_UNSTREAMED) this.#unparsed += text;
     try {
       this.#parser.feed(text);
     } catch (error) {
@@ -165,6 +199,14 @@ class EventReader implements ChatCompletionReading {
   /** The body is over (ended, or failed with `error`): the sink is told, once. */
   ended(error?: unknown): void {
     if (this.#over) return;
+    if (error === undefined && !this.#events) {
+      try {
+        const answer = unstreamedAnswer(this.#unparsed);
+        if (answer) this.#sink.event(answer);
+      } catch (thrown) {
+        error = thrown;
+      }
+    }
     this.#over = true;
     this.#sink.close(error);
   }

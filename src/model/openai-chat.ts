@@ -182,7 +182,10 @@ function defaultMaxTokensField(baseURL: string): MaxTokensField {
   } catch {
     host = undefined;
   }
-  return host === 'api.openai.com' ? 'max_completion_tokens' : 'max_tokens';
+  // OpenAI's own hosts, its regional ones (`eu.api.openai.com`) too.
+  return host === 'api.openai.com' || host?.endsWith('.api.openai.com')
+    ? 'max_completion_tokens'
+    : 'max_tokens';
 }
 
 /**
@@ -398,7 +401,22 @@ function toRunstateError(error: unknown, delivered: boolean, { started = true } 
   // The connection failed or dropped before any output (fetch reports a dropped body as a
   // TypeError): the same request may well succeed.
   const dropped = error instanceof APIConnectionError || (started && error instanceof TypeError);
-  return new RunstateError('MODEL_REQUEST_FAILED', message, { retryable: dropped, cause: error });
+  // The SDK's "Connection error." says nothing of why: the socket's own reason does
+  // (`connect ECONNREFUSED 127.0.0.1:8000`, a mistyped base URL).
+  const why = error instanceof APIConnectionError ? innermostMessage(error.cause) : undefined;
+  return new RunstateError('MODEL_REQUEST_FAILED', why ? `${message} (${why})` : message, {
+    retryable: dropped,
+    cause: error,
+  });
+}
+
+/** The message of the last error in a chain of causes (`fetch failed` → `connect ECONNREFUSED ...`). */
+function innermostMessage(error: unknown): string | undefined {
+  let message: string | undefined;
+  for (let cause = error, depth = 0; cause instanceof Error && depth < 5; cause = cause.cause, depth++) {
+    if (cause.message) message = cause.message;
+  }
+  return message;
 }
 
 /** `retry-after-ms` (OpenAI's), else `retry-after` in seconds or as an HTTP date. */
