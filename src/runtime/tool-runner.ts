@@ -1,8 +1,11 @@
 import { fromCallback } from 'xstate';
 import type { ToolRunnerInput } from '../../machines/run-types.js';
 import type { RunMachineEvent } from '../../machines/run.machine.js';
-import { toolResultText, type Tool } from '../tools/tool.js';
+import { thrownText, toolResultText, type Tool } from '../tools/tool.js';
 import { checkArguments, parseArguments, type CheckedArguments } from './check-tool-calls.js';
+
+/** The longest delay a Node timer holds. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What the tool runner needs to know about a run. */
 export interface ToolRun {
@@ -60,12 +63,17 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
         sendBack({ type: 'TOOL_DONE', toolCallId: call.id, result, error });
         startWaiting();
       };
-      if (tool?.timeoutMs !== undefined) {
+      // `Infinity` is no limit; a longer one than a timer holds (2^31-1 ms) is clamped to it, as the
+      // run's limits are (Node would fire it after 1 ms).
+      if (tool?.timeoutMs !== undefined && Number.isFinite(tool.timeoutMs)) {
         const ms = tool.timeoutMs;
-        slot.timer = setTimeout(() => {
-          controller.abort(new DOMException(`timed out after ${ms} ms`, 'TimeoutError'));
-          settle(`Error: ${call.name} timed out after ${ms} ms`, true);
-        }, ms);
+        slot.timer = setTimeout(
+          () => {
+            controller.abort(new DOMException(`timed out after ${ms} ms`, 'TimeoutError'));
+            settle(`Error: ${call.name} timed out after ${ms} ms`, true);
+          },
+          Math.min(ms, MAX_TIMER_MS),
+        );
       }
       const execute = (args: CheckedArguments | undefined): void => {
         if (stopped || controller.signal.aborted) return;
@@ -86,8 +94,7 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
         };
         new Promise((resolve) => resolve(tool.execute(args.data as Record<string, unknown>, context))).then(
           (value) => settle(toolResultText(value), false),
-          (error: unknown) =>
-            settle(`Error: ${error instanceof Error ? error.message : String(error)}`, true),
+          (error: unknown) => settle(`Error: ${thrownText(error)}`, true),
         );
       };
       // Run the tool's code in a job of its own, never inside the machine's transition: a tool that

@@ -75,8 +75,12 @@ export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P>
   if (typeof options.execute !== 'function') {
     throw new RunstateError('INVALID_INPUT', `tool ${options.name} needs an execute function`);
   }
-  if (options.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
-    throw new RunstateError('INVALID_INPUT', `timeoutMs of tool ${options.name} must be > 0`);
+  const { timeoutMs } = options as { timeoutMs?: unknown };
+  if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs > 0)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `timeoutMs of tool ${options.name} must be a number of milliseconds > 0 (Infinity: no limit)`,
+    );
   }
   // Some servers refuse a `$schema` key inside a tool's parameters; the model needs none.
   const { $schema: _dialect, ...parameters } = z.toJSONSchema(options.parameters, { io: 'input' });
@@ -97,5 +101,28 @@ export function toolResultText(value: unknown): string {
   } catch {
     // A cycle, or a BigInt: the model still gets something readable, below.
   }
-  return inspect(value, { depth: 4, breakLength: Infinity });
+  return shown(value);
+}
+
+/**
+ * What a tool threw, as the model is told it: an error's message, else the value as text. Never
+ * throws, whatever was thrown (`Object.create(null)`, an object whose `toString` throws): the call
+ * must end, and its run go on.
+ */
+export function thrownText(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  try {
+    return String(error);
+  } catch {
+    return shown(error);
+  }
+}
+
+/** `inspect`'s text of a value, or a fixed text when even that throws (a custom inspect hook). */
+function shown(value: unknown): string {
+  try {
+    return inspect(value, { depth: 4, breakLength: Infinity });
+  } catch {
+    return '(a value that cannot be shown)';
+  }
 }

@@ -203,6 +203,59 @@ describe('a run with tools', () => {
     });
   });
 
+  it('tells the model of a throw of a value that has no text of its own, and the run goes on', async () => {
+    const odd = [
+      Object.create(null) as object,
+      {
+        toString: () => {
+          throw new Error('no text');
+        },
+      },
+    ];
+    const broken = tool({
+      name: 'broken',
+      description: '',
+      parameters: z.object({}),
+      // What a tool may reject with, whatever its types say.
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
+      execute: () => Promise.reject(odd.shift()),
+    });
+    const { model, agent } = setup([broken]);
+    const run = agent.run('go');
+    (await model.nextCall()).callTools([
+      { id: 'c1', name: 'broken' },
+      { id: 'c2', name: 'broken' },
+    ]);
+    const second = await model.nextCall();
+    expect(second.messages.slice(-2).map((message) => message.content)).toEqual([
+      'Error: [Object: null prototype] {}',
+      'Error: { toString: [Function: toString] }',
+    ]);
+    second.end();
+    expect((await run).status).toBe('completed');
+  });
+
+  it('takes a timeout of Infinity for none, and clamps one longer than a timer holds', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const endless = heldTool('endless', { timeoutMs: Infinity });
+    const long = heldTool('long', { timeoutMs: 3e9 });
+    const { model, agent } = setup([endless.tool, long.tool]);
+    const run = agent.run('go');
+    (await model.nextCall()).callTools([
+      { id: 'c1', name: 'endless' },
+      { id: 'c2', name: 'long' },
+    ]);
+    const [first, second] = [await endless.started(), await long.started()];
+    // Node fires a delay it cannot hold after 1 ms: neither call may time out now.
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(first.context.signal.aborted).toBe(false);
+    expect(second.context.signal.aborted).toBe(false);
+    first.release('done');
+    second.release('done too');
+    (await model.nextCall()).end();
+    expect((await run).tools.map((call) => call.status)).toEqual(['completed', 'completed']);
+  });
+
   it('aborts a tool past its timeout and tells the model "timed out after N ms"', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const slow = heldTool('slow', { timeoutMs: 5_000 });

@@ -32,6 +32,11 @@ describe('tool()', () => {
     expect(() =>
       tool({ name: 't', description: '', parameters: z.object({}), execute: () => 'x', timeoutMs: 0 }),
     ).toThrow(/timeoutMs/);
+    // A caller untyped: a string is not a number of milliseconds.
+    const text = '100' as unknown as number;
+    expect(() =>
+      tool({ name: 't', description: '', parameters: z.object({}), execute: () => 'x', timeoutMs: text }),
+    ).toThrow('timeoutMs of tool t must be a number of milliseconds > 0 (Infinity: no limit)');
   });
 });
 
