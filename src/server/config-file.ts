@@ -59,6 +59,12 @@ const limitsSchema = z.strictObject({
       maxRetryAfterMs: milliseconds.optional(),
     })
     .optional(),
+  /** Model turns whose tool calls run, per run; one more fails it `TOOL_ROUNDS_EXCEEDED`. Default 10. */
+  maxToolRounds: z.number().int().min(0).max(1_000).optional(),
+  /** Tool calls of one turn running at once. Default 8. */
+  maxConcurrentTools: z.number().int().min(1).max(1_000).optional(),
+  /** How long a paused run waits for its answers before it fails `RUN_TIMEOUT`. Default 3,600,000. */
+  pauseTimeoutMs: positiveMilliseconds.optional(),
 });
 
 /**

@@ -49,6 +49,23 @@ describe('run limits in the config file', () => {
     await serverLimits!.orchestrator.shutdown();
   });
 
+  it('take the tool and pause limits too: rounds, concurrent calls, the pause timeout', async () => {
+    const limits = { maxToolRounds: 0, maxConcurrentTools: 2, pauseTimeoutMs: 4_000 };
+    const config = parseConfig(
+      JSON.stringify({ limits, agents: [{ name: 'A', model: { provider: 'offline' } }] }),
+      't.json',
+    );
+    expect(config.limits).toEqual(limits);
+    const [agent] = await createAgents(config);
+    await agent!.orchestrator.shutdown();
+    expect(() =>
+      parseConfig(
+        JSON.stringify({ limits: { maxToolRounds: -1, maxConcurrentTools: 0, pauseTimeoutMs: 0 } }),
+        't.json',
+      ),
+    ).toThrow(/limits\.maxToolRounds[\s\S]*limits\.maxConcurrentTools[\s\S]*limits\.pauseTimeoutMs/);
+  });
+
   it('refuses wrong values, naming each field', () => {
     const config = {
       limits: { idleTimeoutMs: 0, timeoutMs: -5, retry: { maxAttempts: 0, baseDelayMs: 'fast' } },
