@@ -168,7 +168,10 @@ class EventReader implements ChatCompletionReading {
       onEvent: ({ data }) => {
         // An event with empty data is not dispatched, says the SSE standard (a keep-alive).
         if (this.#over || data === '') return;
-        this.#events = true;
+        if (!this.#events) {
+          this.#events = true;
+          this.#unparsed = '';
+        }
         if (data !== '[DONE]') this.#sink.event(parseEvent(data));
         else {
           this.#over = true;
