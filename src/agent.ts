@@ -154,6 +154,14 @@ export class Agent {
         'inspect is an option of the orchestrator that runs the agent: pass it to createOrchestrator({ inspect })',
       );
     }
+    // Callers untyped: an array, of tools made with `tool()`; checked before an orchestrator exists.
+    const tools: unknown = options.tools ?? [];
+    if (!Array.isArray(tools) || !tools.every(isTool)) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `tools of agent ${this.id} must be an array of tools made with tool()`,
+      );
+    }
     this.orchestrator =
       options.orchestrator ??
       createOrchestrator(
@@ -323,4 +331,10 @@ export function agentIdFromName(name: string): string {
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, '-')
     .replace(/^-|-$/g, '');
+}
+
+/** Whether `value` is a tool made with `tool()`: its definition and its code. */
+function isTool(value: unknown): value is Tool {
+  const candidate = value as Partial<Tool> | null;
+  return typeof candidate?.execute === 'function' && typeof candidate.definition?.name === 'string';
 }

@@ -132,11 +132,17 @@ describe('reasonOf', () => {
     { body: { other: 1 }, reason: '{"other":1}' },
     { body: '', reason: undefined },
     { body: undefined, reason: undefined },
+    {
+      body: '<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>…</body></html>',
+      reason: '503 Service Temporarily Unavailable (an HTML page)',
+    },
+    { body: '<!DOCTYPE html><html><body><h1>Bad gateway</h1></body></html>', reason: 'an HTML page' },
+    { body: '<not html> as text', reason: '<not html> as text' },
   ])('finds $reason in $body', ({ body, reason }) => {
     expect(reasonOf(body)).toBe(reason);
   });
 
-  it('shortens a long body (an HTML error page) to 500 characters', () => {
+  it('shortens a long body to 500 characters', () => {
     expect(reasonOf('x'.repeat(10_000))).toHaveLength(500);
   });
 });

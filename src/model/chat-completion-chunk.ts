@@ -136,7 +136,7 @@ const MAX_REASON_LENGTH = 500;
  * JSON string, or plain text. `undefined` for an empty body.
  */
 export function reasonOf(body: unknown): string | undefined {
-  if (typeof body === 'string') return clip(body.trim()) || undefined;
+  if (typeof body === 'string') return clip(pageTitle(body.trim())) || undefined;
   if (!isRecord(body)) return body === undefined || body === null ? undefined : clip(JSON.stringify(body));
   const { error, detail, message } = body;
   if (typeof error === 'string' && error !== '') return clip(error);
@@ -151,6 +151,13 @@ export function reasonOf(body: unknown): string | undefined {
   }
   if (typeof message === 'string' && message !== '') return clip(message);
   return clip(JSON.stringify(body));
+}
+
+/** An HTML error page (a proxy's 502 or 503) as its title: the page's markup is no message. */
+function pageTitle(text: string): string {
+  if (!/^<(?:!doctype\s+html|html|head|body)\b/i.test(text)) return text;
+  const title = /<title[^>]*>([^<]*)<\/title>/i.exec(text)?.[1]?.trim();
+  return title ? `${title} (an HTML page)` : 'an HTML page';
 }
 
 function clip(text: string): string {

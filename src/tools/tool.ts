@@ -82,8 +82,20 @@ export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P>
       `timeoutMs of tool ${options.name} must be a number of milliseconds > 0 (Infinity: no limit)`,
     );
   }
+  // A caller untyped (JavaScript, a JSON schema given as is): the model is told an object's fields.
+  const schema = options.parameters as unknown;
+  const converted =
+    typeof schema === 'object' && schema !== null && '_zod' in schema
+      ? z.toJSONSchema(options.parameters, { io: 'input' })
+      : undefined;
+  if (converted?.type !== 'object') {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `parameters of tool ${options.name} must be a zod object schema (z.object({...}))`,
+    );
+  }
   // Some servers refuse a `$schema` key inside a tool's parameters; the model needs none.
-  const { $schema: _dialect, ...parameters } = z.toJSONSchema(options.parameters, { io: 'input' });
+  const { $schema: _dialect, ...parameters } = converted;
   return Object.freeze({
     ...options,
     definition: { name: options.name, description: options.description, parameters },

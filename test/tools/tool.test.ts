@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { RunstateError, tool } from '../../src/index.js';
+import { Agent, OfflineModel, RunstateError, tool, type Tool } from '../../src/index.js';
 import { toolResultText } from '../../src/tools/tool.js';
 
 describe('tool()', () => {
@@ -54,5 +54,23 @@ describe('toolResultText', () => {
     cycle.self = cycle;
     expect(toolResultText(cycle)).toContain("name: 'loop'");
     expect(toolResultText(10n)).toBe('10n');
+  });
+});
+
+describe('tool() and new Agent({ tools }) given what their types refuse', () => {
+  it('refuses parameters that are not a zod object schema, and tools that are not an array of tools', () => {
+    const untyped = (value: unknown) => value as z.ZodObject;
+    for (const parameters of [z.string(), undefined, { type: 'object', properties: {} }]) {
+      expect(() =>
+        tool({ name: 't', description: '', parameters: untyped(parameters), execute: () => 'x' }),
+      ).toThrow('parameters of tool t must be a zod object schema (z.object({...}))');
+    }
+    const ok = tool({ name: 't', description: '', parameters: z.object({}), execute: () => 'x' });
+    for (const tools of [ok, [{ name: 'x' }], [ok, null]]) {
+      expect(() => new Agent({ name: 'A', model: new OfflineModel(), tools: tools as Tool[] })).toThrow(
+        'tools of agent a must be an array of tools made with tool()',
+      );
+    }
+    expect(new Agent({ name: 'A', model: new OfflineModel(), tools: [ok] }).tools).toEqual([ok]);
   });
 });
