@@ -194,7 +194,8 @@ export const DEFAULT_RUN_LIMITS = {
 
 // setTimeout fires at once for delays past 2^31-1 ms; clamp so "very long" stays very long.
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const clampDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS);
+/** A delay as a timer can hold it: past 2^31-1 ms (`Infinity` included), 2^31-1 ms (24.8 days). */
+export const clampDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS);
 
 /** Usage of several model turns: the sum, and unknown once any turn's count is. */
 function addUsage(total: TokenUsage | null, turn: TokenUsage | undefined): TokenUsage | null {

@@ -35,21 +35,15 @@ export async function followStoredRun(
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
   // Only a final run's log is whole in the store: an active one's lags its owner's by a write, and
   // a client that read event n from the owner may resume from n here before n is stored.
-  if (
-    afterSeq > 0 &&
-    record.finished_at !== null &&
-    (await store.readEvents(runId, afterSeq - 1)).length === 0
-  ) {
-    throw beyondTheEnd(runId, afterSeq, (await store.readEvents(runId)).at(-1)?.seq ?? 0);
-  }
+  if (record.finished_at !== null) await refusePastTheEnd(store, runId, afterSeq);
   return follow(store, eventBus, runId, afterSeq, isPausedAt, stop);
 }
 
-function beyondTheEnd(runId: string, afterSeq: number, last: number): RunstateError {
-  return new RunstateError(
-    'INVALID_INPUT',
-    `run ${runId} has no event ${afterSeq} yet (its last is ${last})`,
-  );
+/** `INVALID_INPUT` naming the last event when the store holds no event `afterSeq` of the run. */
+async function refusePastTheEnd(store: RunStore, runId: string, afterSeq: number): Promise<void> {
+  if (afterSeq === 0 || (await store.readEvents(runId, afterSeq - 1)).length > 0) return;
+  const last = (await store.readEvents(runId)).at(-1)?.seq ?? 0;
+  throw new RunstateError('INVALID_INPUT', `run ${runId} has no event ${afterSeq} yet (its last is ${last})`);
 }
 
 /** When a follower lets its reader go (see {@link followStoredRun}). */
@@ -122,7 +116,7 @@ async function* follow(
         // Already read; a terminal event here ends a resume from its seq, and refuses one from past it.
         if (event.seq <= last) {
           if (!isTerminalEvent(event)) continue;
-          if (event.seq < afterSeq) throw beyondTheEnd(runId, afterSeq, event.seq);
+          if (event.seq < afterSeq) await refusePastTheEnd(store, runId, afterSeq);
           return;
         }
         if (event.seq > last + 1) {
@@ -157,9 +151,8 @@ async function* follow(
           yield missed;
           if (end) return;
         }
-        if (last === afterSeq && afterSeq > 0 && (await store.readEvents(runId, afterSeq - 1)).length === 0) {
-          throw beyondTheEnd(runId, afterSeq, (await store.readEvents(runId)).at(-1)?.seq ?? 0);
-        }
+        // Nothing read after `afterSeq`: was it an event of the run at all?
+        if (last === afterSeq) await refusePastTheEnd(store, runId, afterSeq);
         return;
       }
       // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet

@@ -1,11 +1,8 @@
 import { fromCallback } from 'xstate';
 import type { ToolRunnerInput } from '../../machines/run-types.js';
-import type { RunMachineEvent } from '../../machines/run.machine.js';
+import { clampDelay, type RunMachineEvent } from '../../machines/run.machine.js';
 import { thrownText, toolResultText, type Tool } from '../tools/tool.js';
 import { checkArguments, parseArguments, type CheckedArguments } from './check-tool-calls.js';
-
-/** The longest delay a Node timer holds. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What the tool runner needs to know about a run. */
 export interface ToolRun {
@@ -63,17 +60,14 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
         sendBack({ type: 'TOOL_DONE', toolCallId: call.id, result, error });
         startWaiting();
       };
-      // `Infinity` is no limit; a longer one than a timer holds (2^31-1 ms) is clamped to it, as the
-      // run's limits are (Node would fire it after 1 ms).
-      if (tool?.timeoutMs !== undefined && Number.isFinite(tool.timeoutMs)) {
+      // Clamped as the run's limits are (Node fires a delay it cannot hold after 1 ms): a very long
+      // limit, `Infinity` included, stays very long.
+      if (tool?.timeoutMs !== undefined) {
         const ms = tool.timeoutMs;
-        slot.timer = setTimeout(
-          () => {
-            controller.abort(new DOMException(`timed out after ${ms} ms`, 'TimeoutError'));
-            settle(`Error: ${call.name} timed out after ${ms} ms`, true);
-          },
-          Math.min(ms, MAX_TIMER_MS),
-        );
+        slot.timer = setTimeout(() => {
+          controller.abort(new DOMException(`timed out after ${ms} ms`, 'TimeoutError'));
+          settle(`Error: ${call.name} timed out after ${ms} ms`, true);
+        }, clampDelay(ms));
       }
       const execute = (args: CheckedArguments | undefined): void => {
         if (stopped || controller.signal.aborted) return;

@@ -67,14 +67,14 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
     // The media type as listed (parameters such as the boundary aside); `null` with no body.
     const matched = req.is(types);
     if (matched === false) {
+      // An empty body is no body, whatever its headers (a PATCH sent with `Content-Length: 0`, or
+      // chunked with nothing in it, as Node's and Python's clients send one).
+      if (req.headers['content-length'] === '0') return next();
       const sent = req.headers['content-type'];
       const refused = unsupportedMediaType(
         `the body must be ${types.join(', ').replace(/, ([^,]*)$/, ' or $1')}` +
           ` (its Content-Type is ${sent ? `'${sent}'` : 'missing'})`,
       );
-      // An empty body is no body, whatever its headers (a PATCH sent with `Content-Length: 0`, or
-      // chunked with nothing in it, as Node's and Python's clients send one).
-      if (req.headers['content-length'] === '0') return next();
       if (sent === undefined) {
         return raw(req, res, (error?: unknown) => {
           const empty = !Buffer.isBuffer(req.body) || req.body.length === 0;

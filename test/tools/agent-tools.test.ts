@@ -235,7 +235,7 @@ describe('a run with tools', () => {
     expect((await run).status).toBe('completed');
   });
 
-  it('takes a timeout of Infinity for none, and clamps one longer than a timer holds', async () => {
+  it('takes a tool timeout of Infinity, or one longer than a timer holds, as a very long one', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const endless = heldTool('endless', { timeoutMs: Infinity });
     const long = heldTool('long', { timeoutMs: 3e9 });
