@@ -38,9 +38,10 @@ const USAGE = `Usage:
   runstate --version
 
 serve   Serves the agents over HTTP, AgentOS-compatible (PORT overrides the default port).
-run     Streams one run of an agent to stdout (tool calls to stderr); Ctrl-C cancels it. A tool
-        call that needs a confirmation is asked about on the terminal. The agent is --agent, else
-        the first agent of the config file (story-writer-agent when it declares none).
+run     Streams one run of an agent to stdout (tool calls to stderr, and a line there when the
+        answer was cut: a token limit); Ctrl-C cancels it. A tool call that needs a confirmation
+        is asked about on the terminal. The agent is --agent, else the first agent of the config
+        file (story-writer-agent when it declares none).
 
 Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
 agents are served (story-writer-agent, essay-writer-agent, tool-demo-agent with tools), on OpenAI
@@ -344,6 +345,9 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
           paused = event;
         } else if (event.event === 'RunCompleted') {
           process.stdout.write('\n');
+          // On stderr, as the tool calls: stdout stays the answer, cut as it is.
+          if (event.finish_reason !== 'stop' && event.finish_reason !== 'tool_calls')
+            console.error(`runstate: the answer is incomplete: ${cutBecause(event.finish_reason)}`);
           return 0;
         } else if (event.event === 'RunCancelled') {
           console.error(`\nrunstate: run ${event.run_id} cancelled`);
@@ -366,6 +370,13 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
   } finally {
     process.off('SIGINT', cancel);
   }
+}
+
+/** Why a model stopped before its answer was whole, for a person (`finish_reason` as sent). */
+function cutBecause(finishReason: string): string {
+  if (finishReason === 'length') return 'the model reached its token limit (finish_reason: length)';
+  if (finishReason === 'content_filter') return 'the model filtered it (finish_reason: content_filter)';
+  return `the model stopped with finish_reason: ${finishReason}`;
 }
 
 /** A tool's result on one line of the terminal, shortened. */

@@ -231,6 +231,28 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
     expect(pkg.files).toContain('bin');
   });
 });
+describe('runstate run', () => {
+  it('says on stderr when the answer was cut (finish_reason length), and not when it is whole', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
+    const file = join(dir, 'runstate.config.json');
+    const model = { provider: 'offline', tokensPerSecond: 100_000 };
+    await writeFile(file, JSON.stringify({ agents: [{ name: 'Writer', model }] }));
+
+    // Asked for no length, the offline model writes until its token limit cuts it, mid-sentence.
+    const cut = spawnCli(['run', 'Write about the sea', '--config', file]);
+    expect(await cut.exit).toBe(0);
+    expect(cut.output().stdout.length).toBeGreaterThan(100);
+    expect(cut.output().stderr).toBe(
+      'runstate: the answer is incomplete: the model reached its token limit (finish_reason: length)\n',
+    );
+
+    const whole = spawnCli(['run', 'Write about the sea in 12 words', '--config', file]);
+    expect(await whole.exit).toBe(0);
+    expect(whole.output().stdout.trim().split(/\s+/)).toHaveLength(12);
+    expect(whole.output().stderr).toBe('');
+  });
+});
+
 describe('runstate run with tools', () => {
   it('shows the tool calls on stderr and asks on the terminal before a call that needs a confirmation', async () => {
     const run = spawnCli(['run', "add 2 and 3, then publish note 'hello'", '--agent', 'tool-demo-agent']);
