@@ -311,6 +311,25 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(stored).toContain(((await store.readEvents(run.run_id))[0] as { content: string }).content);
   });
 
+  it('keeps a run whose text holds NUL (a tool read a binary file) to its end, as U+FFFD in SQL', async () => {
+    const { store } = await open();
+    const id = ids();
+    // NUL, and the six characters `\u0000` as text (an even run of backslashes in the JSON: kept).
+    const text = 'PK\u0003\u0004\u0000\u0000 \\u0000 end';
+    const stored = [text, text.replaceAll('\u0000', '\ufffd')];
+    const run = record({ run_id: id.run(1), session_id: id.session, agent_id: id.agent });
+    await store.createRun(run);
+    await store.appendEvents(run.run_id, [content(run, 1, text)]);
+    await store.updateRun(run.run_id, { status: 'streaming', content: text });
+    expect(await store.finishRun({ ...output({ ...run, status: 'streaming' }), content: text })).toBe(true);
+
+    const read = (await store.getRun(run.run_id))!;
+    expect(read.status).toBe('completed');
+    expect(stored).toContain(read.content);
+    expect(read.content).toContain('\\u0000 end');
+    expect(stored).toContain(((await store.readEvents(run.run_id))[0] as { content: string }).content);
+  });
+
   /** `count` runs of one test, each in a session of its own, created. */
   async function createRuns(store: RunStore, count: number): Promise<RunRecord[]> {
     const id = ids();
