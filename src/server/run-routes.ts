@@ -195,8 +195,10 @@ async function sendSettled(
  * so an entry for a call that waits for nothing is dropped when it answers nothing new: `confirmed`
  * null or absent, or the answer the call already had (from an earlier pause). The rest go to the
  * orchestrator, which refuses what does not fit (a second answer, a call left unanswered). An id
- * names a call within its turn only (some servers number them per response): the n-th entry with
- * an id is the run's n-th call with it, as the run's `tools` list them.
+ * names a call within its turn only (some servers number them per response, so every turn's first
+ * call is `call_0`): the entries with an id are the run's last calls with it, in order. A client
+ * that sends back every call (Agno's) names them all; one that sends the calls of the pause (from
+ * `RunPaused.tools`) names the latest, which are the ones waiting.
  */
 function answersOf(record: RunRecord, entries: readonly ToolAnswer[]): ToolConfirmation[] {
   const callsById = new Map<string, ToolExecution[]>();
@@ -205,13 +207,16 @@ function answersOf(record: RunRecord, entries: readonly ToolAnswer[]): ToolConfi
     if (calls) calls.push(call);
     else callsById.set(call.tool_call_id, [call]);
   }
+  const named = new Map<string, number>();
+  for (const { tool_call_id: id } of entries) named.set(id, (named.get(id) ?? 0) + 1);
   const seen = new Map<string, number>();
   const answers: ToolConfirmation[] = [];
   entries.forEach((entry, index) => {
     const calls = callsById.get(entry.tool_call_id);
     const nth = seen.get(entry.tool_call_id) ?? 0;
     seen.set(entry.tool_call_id, nth + 1);
-    const call = calls?.[Math.min(nth, calls.length - 1)];
+    const first = calls ? Math.max(0, calls.length - named.get(entry.tool_call_id)!) : 0;
+    const call = calls?.[Math.min(first + nth, calls.length - 1)];
     if (!call) {
       throw invalidField(
         `tools.${index}.tool_call_id`,

@@ -167,6 +167,40 @@ describe("Agno's AgentOSClient", () => {
     expect(await (await continued).json()).toMatchObject({ status: 'completed', content: 'Done.' });
   });
 
+  it('continues a second pause with only its call, when ids repeat from turn to turn (call_0 in each)', async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const answer = postRun(agentUrl, { message: 'publish twice', stream: false });
+    (await model.nextCall()).callTools([{ id: 'call_0', name: 'publish' }]);
+    const first = (await (await answer).json()) as PausedRunOutput;
+    // The body tools.md shows: the waiting call's id from RunPaused.tools, confirmed.
+    const confirm = () => {
+      const form = new FormData();
+      form.set('tools', JSON.stringify([{ tool_call_id: 'call_0', confirmed: true }]));
+      form.set('session_id', first.session_id);
+      form.set('stream', 'false');
+      return fetch(`${agentUrl}/runs/${first.run_id}/continue`, { method: 'POST', body: form });
+    };
+    const once = confirm();
+    (await model.nextCall()).callTools([{ id: 'call_0', name: 'publish' }]);
+    const second = (await (await once).json()) as PausedRunOutput;
+    expect(second.tools.map((t) => [t.tool_call_id, t.status])).toEqual([
+      ['call_0', 'completed'],
+      ['call_0', 'awaiting_confirmation'],
+    ]);
+    // The same body names the latest call_0, the one waiting (not the first turn's, answered before).
+    const again = confirm();
+    const turn = await model.nextCall();
+    expect(turn.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_0', content: 'published' });
+    turn.emit('Done.');
+    turn.end();
+    const output = (await (await again).json()) as RunRecord;
+    expect(output).toMatchObject({ status: 'completed', content: 'Done.' });
+    expect(output.tools.map((t) => [t.tool_call_id, t.status, t.confirmed])).toEqual([
+      ['call_0', 'completed', true],
+      ['call_0', 'completed', true],
+    ]);
+  });
+
   it("streams RunPaused with the waiting calls as Agno's requirements, and continues from them", async () => {
     const { agentUrl, model } = await serveAgnoTarget();
     const reader = readSse(await postRun(agentUrl, { message: 'publish it' }));
