@@ -43,7 +43,10 @@ export type ModelChunk =
       type: 'end';
       finishReason: string;
       usage?: TokenUsage | undefined;
-      /** The calls this turn asks for, in order; absent or empty for an answer. */
+      /**
+       * The calls this turn asks for, in order; absent or empty for an answer. A call with no id, or
+       * the id of an earlier call of the turn, is given a made-up one by the runtime.
+       */
       toolCalls?: ToolCallRequest[] | undefined;
       /**
        * The delta field the turn's reasoning came in (`reasoning_content` or `reasoning`), when it

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { CheckedToolCall, ToolCallRequest } from '../../machines/run-types.js';
+import { makeToolCallId } from '../model/tool-call-assembler.js';
 import type { Tool } from '../tools/tool.js';
 
 /**
@@ -7,12 +8,23 @@ import type { Tool } from '../tools/tool.js';
  * tool, with arguments that are not a JSON object, or that fail the tool's schema, never runs: its
  * `invalid` text goes to the model instead, which can correct itself on its next turn. Never
  * rejects: a schema that throws is a mismatch, with the thrown message.
+ *
+ * A call with no id, or with the id of an earlier call of the turn, gets a made-up one: an id is how
+ * a result goes back to its call and how a cancel finds a running call, so two calls cannot share
+ * one. (`OpenAIChat` makes them unique as it assembles the calls; any `ChatModel` may not.)
  */
 export function checkToolCalls(
   calls: readonly ToolCallRequest[],
   tools: ReadonlyMap<string, Tool>,
 ): Promise<CheckedToolCall[]> {
-  return Promise.all(calls.map((call) => checkToolCall(call, tools)));
+  const ids = new Set<string>();
+  return Promise.all(
+    calls.map((call) => {
+      const id = call.id && !ids.has(call.id) ? call.id : makeToolCallId();
+      ids.add(id);
+      return checkToolCall(id === call.id ? call : { ...call, id }, tools);
+    }),
+  );
 }
 
 async function checkToolCall(

@@ -339,6 +339,45 @@ describe('a cancel while tools run', () => {
     return { lookup, model, orchestrator, agent, run };
   }
 
+  it('tells apart two calls a model sent with one id (or none): each gets its own id, result and abort', async () => {
+    const lookup = heldTool('lookup');
+    const { model, agent } = setup([lookup.tool]);
+    const cancelled = agent.run('go', { stream: true });
+    (await model.nextCall()).callTools([
+      { id: 'dup', name: 'lookup' },
+      { id: 'dup', name: 'lookup' },
+      { id: '', name: 'lookup' },
+    ]);
+    await lookup.started(3);
+    expect(agent.cancelRun(cancelled.runId)).toBe(true);
+    expect(lookup.calls.map((c) => c.context.signal.aborted)).toEqual([true, true, true]);
+    const ids = (await agent.getRun(cancelled.runId))!.tools.map((t) => t.tool_call_id);
+    expect(ids[0]).toBe('dup');
+    expect(new Set(ids).size).toBe(3);
+    checkRunEvents(await collect(cancelled), 'cancelled');
+
+    const completed = agent.run('again', { stream: true });
+    (await model.nextCall()).callTools([
+      { id: 'dup', name: 'lookup' },
+      { id: 'dup', name: 'lookup' },
+    ]);
+    await lookup.started(5);
+    lookup.calls[3]!.release('first');
+    lookup.calls[4]!.release('second');
+    const next = await model.nextCall();
+    const results = next.messages.filter((m) => m.role === 'tool');
+    expect(results.map((m) => m.content)).toEqual(['first', 'second']);
+    const calls = next.messages.flatMap((m) => (m.role === 'assistant' ? (m.tool_calls ?? []) : []));
+    expect(results.map((m) => (m as { tool_call_id: string }).tool_call_id)).toEqual(calls.map((c) => c.id));
+    expect(calls[0]?.id).toBe('dup');
+    expect(calls[1]?.id).not.toBe('dup');
+    next.emit('Done.');
+    next.end();
+    const events = await collect(completed);
+    checkRunEvents(events, 'completed');
+    expect(events.filter((e) => e.event === 'ToolCallCompleted')).toHaveLength(2);
+  });
+
   it('is cancelled in the same tick, every tool signal aborted before cancelRun returns, no further request', async () => {
     const { lookup, model, agent, run } = await runningTools();
     expect((await agent.getRun(run.runId))?.status).toBe('streaming');
