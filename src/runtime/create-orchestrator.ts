@@ -420,8 +420,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   // The runs this instance parked, until their deadline, a cancel or a continue takes them.
   const parkedHere = new Map<string, ParkedHere>();
   // Cancels of paused runs taken here (sync `cancelRun`) that are still going through the store:
-  // reads of such a run wait for them, so a caller reads the run cancelled.
-  const cancellingParked = new Map<string, Promise<void>>();
+  // reads of such a run wait for them, so a caller reads the run cancelled, and a continue here that
+  // takes the run first cancels it instead (the cancel was answered `true`).
+  const cancellingParked = new Map<string, { done: Promise<void>; reason: CancelReason }>();
 
   // Cancels heard for runs not here, by run id, oldest first (see HEARD_CANCEL_MS).
   const heardCancels = new Map<string, { reason: CancelReason; agentId: string | undefined; at: number }>();
@@ -847,6 +848,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       throw notPaused(runId, here?.status() ?? 'streaming');
     }
     const { run, until } = taken;
+    // A `cancelRun` here answered `true` for this run while this continue was taking it (whichever
+    // asked first, the store gave it to the continue): the cancel is kept, as its answer promised.
+    const cancelling = cancellingParked.get(runId);
+    if (cancelling) run.cancel(cancelling.reason);
     // A cancel that went by while nobody held it ended it as it was taken: the cancel came first.
     if (isFinalStatus(run.status())) throw notPaused(runId, run.status());
     if (until < now()) {
@@ -882,7 +887,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       if (closing) return false;
       if (cancellingParked.has(runId)) return false; // another call took it first
       const done = cancelParked(runId, reason).finally(() => cancellingParked.delete(runId));
-      cancellingParked.set(runId, done);
+      cancellingParked.set(runId, { done, reason });
       return true;
     }
     run.cancel(reason);
@@ -892,7 +897,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   /** The run's output: at once when it is final, else once its terminal event is stored. */
   async function result(runId: string): Promise<RunOutput> {
-    await cancellingParked.get(runId);
+    await cancellingParked.get(runId)?.done;
     const live = registry.get(runId);
     if (live) return live.result;
     let record = await store.getRun(runId);
@@ -1008,7 +1013,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     },
     result,
     async getRun(runId) {
-      await cancellingParked.get(runId);
+      await cancellingParked.get(runId)?.done;
       const live = registry.get(runId);
       return live ? live.record() : store.getRun(runId);
     },

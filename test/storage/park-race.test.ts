@@ -83,3 +83,82 @@ describe.each(['before', 'after'] as const)('a pause that runs out %s its park i
     await orchestrator.shutdown();
   });
 });
+
+/** A memory store whose claims of parked runs wait until the test lets each one go, in its order. */
+function storeWithHeldClaims() {
+  const inner = createMemoryRunStore();
+  const held: Array<() => void> = [];
+  let arrived: (() => void) | undefined;
+  const store: RunStore = {
+    ...inner,
+    async claimParked(...args) {
+      await new Promise<void>((resolve) => {
+        held.push(resolve);
+        arrived?.();
+      });
+      return inner.claimParked(...args);
+    },
+  };
+  /** Resolves once `count` claims wait. */
+  const claims = async (count: number) => {
+    while (held.length < count) await new Promise<void>((resolve) => (arrived = resolve));
+  };
+  return { store, held, claims };
+}
+
+describe('a cancel and a continue of one parked run, together', () => {
+  it.each(['the continue', 'the cancel'] as const)(
+    'ends the run cancelled when cancelRun answered true, whichever the store gives the run to (%s)',
+    async (winner) => {
+      const { store, held, claims } = storeWithHeldClaims();
+      const orchestrator = createOrchestrator({ store });
+      const model = createFakeModel();
+      const publish = tool({
+        name: 'publish',
+        description: 'Publishes a post',
+        parameters: z.object({}),
+        requiresConfirmation: true,
+        execute: () => 'published',
+      });
+      const agent = new Agent({ name: 'Publisher', model, orchestrator, tools: [publish] });
+      const run = agent.run('publish', { stream: true });
+      (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+      expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+
+      // The continue asks first; the cancel, while the continue's claim is in flight, is answered true.
+      const continued = agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] });
+      await claims(1);
+      expect(agent.cancelRun(run.runId)).toBe(true);
+      await claims(2);
+      const [continueClaim, cancelClaim] = held;
+      if (winner === 'the continue') continueClaim!();
+      else {
+        cancelClaim!();
+        await orchestrator.result(run.runId);
+        continueClaim!();
+      }
+      // Had the continue gone on, its model request would come: it is answered, so the run would end.
+      const outcome = await Promise.race([
+        continued.then(
+          () => 'continued',
+          (error: { code?: string }) => error.code,
+        ),
+        model.nextCall().then((call) => {
+          call.emit('Done.');
+          call.end();
+          return 'model called';
+        }),
+      ]);
+      expect(outcome).toBe('RUN_NOT_PAUSED');
+      for (const release of held) release();
+
+      const output = await orchestrator.result(run.runId);
+      expect(output).toMatchObject({ status: 'cancelled' });
+      const events = await collect(await orchestrator.events(run.runId));
+      checkRunEvents(events, 'cancelled');
+      expect(events.filter((e) => e.event === 'RunContinued')).toEqual([]);
+      expect(model.calls).toHaveLength(1);
+      await orchestrator.shutdown();
+    },
+  );
+});
