@@ -67,12 +67,12 @@ export async function sendEventStream(
     throw error;
   } finally {
     stream.end();
-  }
-  if (outcome === 'client_gone') {
-    options.onClientGone?.();
-    // The reader may be parked waiting for the run's next event; let it go when that comes.
+    // However the stream ended, the events are read no more: a reader of the store keeps a bus
+    // subscription until its `finally` runs (after the terminal event it waits at its `yield`), and
+    // a reader parked waiting for the run's next event is let go when that comes.
     iterator.return?.().catch(() => undefined);
   }
+  if (outcome === 'client_gone') options.onClientGone?.();
   return outcome;
 }
 

@@ -378,6 +378,23 @@ describe('sendEventStream', () => {
     expect(res.writableEnded).toBe(true);
   });
 
+  it('lets the events go once the stream ends after the terminal event (a reader of the store unsubscribes)', async () => {
+    const res = slowResponse([]);
+    let released = 0;
+    async function* events(): AsyncGenerator<RunEvent> {
+      try {
+        yield await Promise.resolve(event(1));
+        yield event(2, true);
+        yield event(3); // never read
+      } finally {
+        released++;
+      }
+    }
+    expect(await sendEventStream(res, events(), { heartbeatMs: 60_000 })).toBe('completed');
+    expect(res.writableEnded).toBe(true);
+    expect(released).toBe(1);
+  });
+
   it('writes the events of a run held here in the call that appends them, and waits for drain when the socket is full', async () => {
     const log: string[] = [];
     const res = slowResponse(log);
