@@ -16,6 +16,7 @@ import { storageOptionsFromEnv } from '../src/runtime/open-storage.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { createTempDir, createTestDatabase } from './support/databases.js';
+import { MAX_ID_LENGTH } from '../src/runtime/create-orchestrator.js';
 
 // What a JavaScript caller (or data from elsewhere) may pass where the types say otherwise: each is
 // refused at once with `INVALID_INPUT` naming what is wrong, instead of a run that hangs, ends at
@@ -176,6 +177,20 @@ describe('agents and their runs', () => {
       details: { field: 'sessionId' },
     });
     await expect(agent.run('hi', { userId: '\u0000' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    expect(model.calls).toHaveLength(0);
+  });
+
+  it('refuses a session or user id longer than MAX_ID_LENGTH, whatever the store (a PostgreSQL index cannot hold one)', async () => {
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'A', model });
+    cleanups.push(() => agent.orchestrator.shutdown());
+    const long = 'x'.repeat(MAX_ID_LENGTH + 1);
+    await expect(agent.run('hi', { sessionId: long })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: `sessionId must be at most ${MAX_ID_LENGTH} characters`,
+      details: { field: 'sessionId' },
+    });
+    await expect(agent.run('hi', { userId: long })).rejects.toMatchObject({ details: { field: 'userId' } });
     expect(model.calls).toHaveLength(0);
   });
 

@@ -269,6 +269,12 @@ export interface SubscribeOptions {
 }
 
 /**
+ * The longest session or user id, in UTF-16 code units: refused alike on every store, since
+ * PostgreSQL's index of a key refuses one of more than ~2,700 bytes (and a character may take 4).
+ */
+export const MAX_ID_LENGTH = 512;
+
+/**
  * What its types say of a start request, checked for callers that types do not reach (JavaScript,
  * data from elsewhere): a number as input or `NaN` as a limit would fail far from the call.
  */
@@ -283,6 +289,13 @@ function checkStartRequest(request: StartRunRequest): void {
     }
   }
   for (const name of ['input', 'sessionId', 'userId'] as const) refuseNul(request[name], name);
+  for (const name of ['sessionId', 'userId'] as const) {
+    if ((request[name]?.length ?? 0) > MAX_ID_LENGTH) {
+      throw new RunstateError('INVALID_INPUT', `${name} must be at most ${MAX_ID_LENGTH} characters`, {
+        details: { field: name },
+      });
+    }
+  }
   if (request.limits !== undefined) checkOption(runLimitsSchema, request.limits, 'limits');
 }
 

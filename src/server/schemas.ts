@@ -1,12 +1,15 @@
 import { z } from 'zod';
+import { MAX_ID_LENGTH } from '../runtime/create-orchestrator.js';
 import { invalidField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does.
 const flag = z.union([z.boolean(), z.stringbool()], { error: 'must be true or false' });
 
-// Agno's Agent UI sends `session_id: ''` for a new conversation: empty means absent.
+// Agno's Agent UI sends `session_id: ''` for a new conversation: empty means absent. An id is at
+// most MAX_ID_LENGTH characters on every store alike (an index of PostgreSQL's refuses a longer one).
 const optionalId = z
   .string({ error: 'must be a string' })
+  .max(MAX_ID_LENGTH, { error: `must be at most ${MAX_ID_LENGTH} characters` })
   .nullish()
   .transform((value) => value || undefined);
 

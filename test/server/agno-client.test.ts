@@ -12,6 +12,7 @@ import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
 import { expectError, postRun, serve } from '../support/app.js';
 import { confirmingTool } from '../support/confirming-tool.js';
 import { readSse } from '../support/sse.js';
+import { MAX_ID_LENGTH } from '../../src/runtime/create-orchestrator.js';
 
 const lookup = tool({
   name: 'lookup',
@@ -444,6 +445,22 @@ describe('input the new session routes refuse', () => {
     expect((await fetch(`${url}/sessions/s-nul`)).status).toBe(200);
     await expectError(await fetch(`${url}/sessions/a%00b`), 400, 'INVALID_INPUT');
     await expectError(await fetch(`${url}/sessions/a%00b`, { method: 'DELETE' }), 400, 'INVALID_INPUT');
+  });
+
+  it('refuses a session or user id longer than runstate keeps on every store, with a 422 naming it', async () => {
+    const { agentUrl } = await serveAgnoTarget();
+    for (const field of ['session_id', 'user_id']) {
+      const body = { message: 'hi', stream: false, [field]: 's'.repeat(MAX_ID_LENGTH + 1) };
+      const refused = await expectError(
+        await fetch(`${agentUrl}/runs`, json('POST', body)),
+        422,
+        'INVALID_INPUT',
+      );
+      expect(refused).toMatchObject({
+        field,
+        detail: `${field}: must be at most ${MAX_ID_LENGTH} characters`,
+      });
+    }
   });
 
   it('caps a bulk delete at 1,000 ids and a name at 100 characters, and takes one id from a form', async () => {

@@ -14,6 +14,7 @@ import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
 import type { RunStore } from '../../src/runtime/storage.js';
 import { createTempDir, createTestDatabase, type TestDatabase } from '../support/databases.js';
 import { streamingRecord } from '../support/runs.js';
+import { MAX_ID_LENGTH } from '../../src/runtime/create-orchestrator.js';
 
 type StoreOptions = Omit<SqlRunStoreOptions, 'db'> & {
   /** SQL backends: the store's database seen through this (to count or alter statements). */
@@ -328,6 +329,23 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(stored).toContain(read.content);
     expect(read.content).toContain('\\u0000 end');
     expect(stored).toContain(((await store.readEvents(run.run_id))[0] as { content: string }).content);
+  });
+
+  it('keeps a run whose session and user ids are as long as runstate takes, in 3-byte characters', async () => {
+    const { store } = await open();
+    const id = ids();
+    const long = (prefix: string) => prefix + '中'.repeat(MAX_ID_LENGTH - prefix.length);
+    const run = record({
+      run_id: id.run(1),
+      session_id: long(id.session),
+      agent_id: id.agent,
+      user_id: long('u'),
+    });
+    await store.createRun(run);
+    expect(await store.getRun(run.run_id)).toMatchObject({
+      session_id: run.session_id,
+      user_id: run.user_id,
+    });
   });
 
   /** `count` runs of one test, each in a session of its own, created. */
