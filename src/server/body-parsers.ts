@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import busboy from 'busboy';
 import express, { type RequestHandler } from 'express';
 import { RunstateError } from '../errors.js';
-import { invalidField, malformedRequest, unsupportedMediaType } from './http-errors.js';
+import { closesAfterAnswer, invalidField, malformedRequest, unsupportedMediaType } from './http-errors.js';
 
 /** A size as express takes it: bytes, or a string such as `'1mb'`, `'500kb'`. */
 export type BodyLimit = number | string;
@@ -138,11 +138,10 @@ function tooLarge(cause?: unknown): RunstateError {
 
 /**
  * A request answered before its body was read to the end has its connection closed after the
- * answer (`Connection: close`): Node would otherwise read the rest of the body, however long, to
- * find the next request on the connection.
+ * answer (`Connection: close`) when the rest could be long (see {@link closesAfterAnswer}).
  */
 function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
-  if (!req.complete && !res.headersSent) res.setHeader('Connection', 'close');
+  if (closesAfterAnswer(req) && !res.headersSent) res.setHeader('Connection', 'close');
 }
 
 /**

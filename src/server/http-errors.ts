@@ -115,21 +115,31 @@ export function sendError(res: ServerResponse, thrown: unknown, { logger }: Erro
   };
   if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
   if (status === 503) headers['Retry-After'] = '1';
-  if (bodyLeftUnread(res.req)) headers.Connection = 'close';
+  if (closesAfterAnswer(res.req)) headers.Connection = 'close';
   res.writeHead(status, headers);
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
 /**
- * Whether the request has a body not read to its end: an answer to it closes the connection, or
- * Node would read the rest, however long (an endless upload to an unknown agent), to find the next
- * request on the connection. (A request without a body is not `complete` either while its handler
- * runs in the turn that parsed its head.)
+ * Up to this size, a body an answer leaves unread is read to its end and dropped (Node does it once
+ * the answer is sent), and the connection is kept. Closing it instead resets a connection the
+ * client is still writing its body to, and the reset can take the answer with it: Node's `fetch`
+ * posting a small form to an unknown agent, or with a wrong key, saw `EPIPE` and no answer.
  */
-function bodyLeftUnread(req: IncomingMessage): boolean {
+const DRAINED_BODY_BYTES = 64 * 1024;
+
+/**
+ * Whether an answer to `req`, which has not read its body to the end, closes the connection: for a
+ * body of no known end (chunked: an endless upload), one declared over {@link DRAINED_BODY_BYTES},
+ * or one the client may never send (it waits for `100 Continue`), Node would otherwise read the rest,
+ * however long, to find the next request on the connection. A smaller body is read and dropped.
+ * (A request without a body is not `complete` either while its handler runs in the turn that parsed
+ * its head.)
+ */
+export function closesAfterAnswer(req: IncomingMessage): boolean {
   if (req.complete) return false;
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  if (req.headers['transfer-encoding'] !== undefined || req.headers.expect !== undefined) return true;
+  return Number(req.headers['content-length'] ?? 0) > DRAINED_BODY_BYTES;
 }
 
 /** The app's one error handler (express error middleware): {@link sendError}. */

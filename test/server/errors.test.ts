@@ -486,6 +486,35 @@ describe('bodies over the limit', () => {
     expect(answer.headers).toMatch(/^connection: close$/im);
   });
 
+  it('keeps the connection of an error answered before a small body was sent, and reads that body (no reset)', async () => {
+    const { url } = await serveFake();
+    const { hostname, port } = new URL(url);
+    const socket = connect(Number(port), hostname);
+    const received: string[] = [];
+    let arrived: (() => void) | undefined;
+    socket.on('data', (data: Buffer) => {
+      received.push(data.toString('latin1'));
+      arrived?.();
+    });
+    const answer = async (count: number) => {
+      while (received.length < count) await new Promise<void>((resolve) => (arrived = resolve));
+      return received[count - 1]!;
+    };
+    const body = `--B\r\nContent-Disposition: form-data; name="message"\r\n\r\nhi\r\n--B--\r\n`;
+    // The head first, as a client does that writes its body after: the answer comes before the body.
+    socket.write(
+      `POST /agents/nobody/runs HTTP/1.1\r\nHost: ${hostname}\r\n` +
+        `Content-Type: multipart/form-data; boundary=B\r\nContent-Length: ${body.length}\r\n\r\n`,
+    );
+    const refused = await answer(1);
+    expect(refused).toMatch(/^HTTP\/1\.1 404 /);
+    expect(refused).not.toMatch(/^connection: close/im);
+    // The body still goes out, and the connection serves the next request.
+    socket.write(`${body}GET /health HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`);
+    expect(await answer(2)).toMatch(/^HTTP\/1\.1 200 /);
+    socket.destroy();
+  });
+
   it('keeps the connection of an error answered to a request without a body', async () => {
     const { url } = await serveFake();
     const response = await fetch(`${url}/agents/nobody`);
