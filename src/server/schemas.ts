@@ -2,8 +2,14 @@ import { z } from 'zod';
 import { MAX_ID_LENGTH } from '../runtime/create-orchestrator.js';
 import { invalidField } from './http-errors.js';
 
-// Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does.
-const flag = z.union([z.boolean(), z.stringbool()], { error: 'must be true or false' });
+// Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
+// empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms: the default.
+const flag = (fallback: boolean) =>
+  z
+    .union([z.boolean(), z.literal('').transform(() => fallback), z.stringbool()], {
+      error: 'must be true or false',
+    })
+    .default(fallback);
 
 // Agno's Agent UI sends `session_id: ''` for a new conversation: empty means absent. An id is at
 // most MAX_ID_LENGTH characters on every store alike (an index of PostgreSQL's refuses a longer one).
@@ -61,11 +67,15 @@ export const createRunBody = z.object({
     .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
     .min(1, { error: 'must not be empty', abort: true })
     .regex(/\S/, 'must not be empty'),
-  stream: flag.default(true),
-  background: flag.default(false),
+  stream: flag(true),
+  background: flag(false),
   session_id: optionalId,
   user_id: optionalId,
-  on_disconnect: z.enum(['cancel', 'continue']).default('cancel'),
+  on_disconnect: z
+    .union([z.literal('').transform(() => 'cancel' as const), z.enum(['cancel', 'continue'])], {
+      error: 'must be cancel or continue',
+    })
+    .default('cancel'),
   images: refusedMedia('images'),
   audio: refusedMedia('audio'),
   videos: refusedMedia('videos'),
@@ -104,7 +114,7 @@ export const continueRunBody = z.object({
     error: 'must be a JSON array of {tool_call_id, confirmed, confirmation_note?}',
   }),
   session_id: optionalId,
-  stream: flag.default(true),
+  stream: flag(true),
 });
 
 // (Its `$schema` means nothing inside another schema.)

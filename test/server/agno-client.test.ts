@@ -81,6 +81,21 @@ describe("Agno's AgentOSClient", () => {
     expect(runs.map((run) => run.run_input)).toEqual(['Tell me a story']);
   });
 
+  it('reads an empty form field of a flag (stream=, background=, on_disconnect=) as absent: its default', async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const form = new FormData();
+    form.set('message', 'Hi');
+    for (const name of ['stream', 'background', 'on_disconnect']) form.set(name, '');
+    const response = await fetch(`${agentUrl}/runs`, { method: 'POST', body: form });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const call = await model.nextCall();
+    call.emit('Hello.');
+    call.end();
+    const events = await readSse(response).rest();
+    expect(events.at(-1)?.data).toMatchObject({ event: 'RunCompleted', content: 'Hello.' });
+  });
+
   it('continues with every call of the run in tools: calls that wait for nothing are ignored', async () => {
     const { agentUrl, model } = await serveAgnoTarget();
     const answer = postRun(agentUrl, { message: 'look up fox, then publish', stream: false });
