@@ -77,8 +77,12 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
       status: 'failed',
       content: 'Once upon a time',
       error: { code: 'RUN_LOST' },
+      // What the model reported went with the owner: unknown, not zero.
+      metrics: { input_tokens: null, output_tokens: null, total_tokens: null, time_to_first_token: null },
     });
     expect(record!.finished_at).toEqual(expect.any(Number));
+    // In milliseconds, as the owner's durations are.
+    expect(record!.metrics!.duration * 1000).toBeCloseTo(Math.round(record!.metrics!.duration * 1000), 6);
 
     // The owner comes back: its late writes change nothing.
     await owner.appendEvents(run.run_id, [content(run, 3, '!'), content(run, 4, '!')]);

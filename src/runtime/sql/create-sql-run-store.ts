@@ -238,11 +238,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       status: outcome.status,
       content,
       metrics: {
-        input_tokens: 0,
-        output_tokens: 0,
-        total_tokens: 0,
+        // What the model reported went with the owner: unknown, not zero.
+        input_tokens: null,
+        output_tokens: null,
+        total_tokens: null,
         time_to_first_token: null,
-        duration: Math.max(0, finishedMs / 1000 - run.created_at),
+        // From `created_at`, whole seconds (the store keeps no finer start): up to a second over.
+        duration: Math.max(0, Math.round(finishedMs - run.created_at * 1000) / 1000),
       },
       error: outcome.status === 'failed' ? { code: 'RUN_LOST', message, retryable: true } : null,
       cancel_reason: outcome.status === 'cancelled' ? outcome.reason : null,
