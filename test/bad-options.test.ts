@@ -200,6 +200,19 @@ describe('agents and their runs', () => {
       'tool lookup needs an execute function',
     );
   });
+
+  it('refuses parameters JSON cannot carry (a date, a bigint), naming the tool', () => {
+    for (const parameters of [z.object({ at: z.date() }), z.object({ n: z.bigint() })]) {
+      expect(() => tool({ name: 'when', description: 'When', parameters, execute: () => 0 })).toThrow(
+        expect.objectContaining({
+          code: 'INVALID_INPUT',
+          message: expect.stringMatching(
+            /^parameters of tool when cannot be told to a model as JSON Schema: /,
+          ),
+        }),
+      );
+    }
+  });
 });
 
 describe('answers to a paused run', () => {

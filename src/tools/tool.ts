@@ -86,7 +86,7 @@ export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P>
   const schema = options.parameters as unknown;
   const converted =
     typeof schema === 'object' && schema !== null && '_zod' in schema
-      ? z.toJSONSchema(options.parameters, { io: 'input' })
+      ? modelSchemaOf(options.name, options.parameters)
       : undefined;
   if (converted?.type !== 'object') {
     throw new RunstateError(
@@ -100,6 +100,23 @@ export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P>
     ...options,
     definition: { name: options.name, description: options.description, parameters },
   });
+}
+
+/**
+ * The JSON Schema the model is told a tool's arguments in. A schema with what JSON cannot carry
+ * (`z.date()`, `z.bigint()`: the model sends JSON) is refused naming the tool, not with zod's error.
+ */
+function modelSchemaOf(name: string, parameters: ToolParameters): z.core.JSONSchema.BaseSchema {
+  try {
+    return z.toJSONSchema(parameters, { io: 'input' });
+  } catch (error) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `parameters of tool ${name} cannot be told to a model as JSON Schema: ${(error as Error).message}` +
+        ' (a model sends JSON: take a string or a number, and convert it in execute)',
+      { cause: error },
+    );
+  }
 }
 
 /** What the model is told a call returned: strings as they are, anything else as JSON. */
