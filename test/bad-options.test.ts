@@ -209,6 +209,7 @@ describe('agents and their runs', () => {
         } catch (error) {
           return error as RunstateError;
         }
+        return undefined;
       })();
       expect(refusal?.code).toBe('INVALID_INPUT');
       expect(refusal?.message).toMatch(/^parameters of tool when cannot be told to a model as JSON Schema: /);
