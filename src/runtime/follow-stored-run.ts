@@ -39,11 +39,33 @@ export async function followStoredRun(
   return follow(store, eventBus, runId, afterSeq, isPausedAt, stop);
 }
 
-/** `INVALID_INPUT` naming the last event when the store holds no event `afterSeq` of the run. */
+/**
+ * `INVALID_INPUT` naming the last event when the store holds no event `afterSeq` of the run; none
+ * when its last event is a {@link lostEnd} (the follower sends it).
+ */
 async function refusePastTheEnd(store: RunStore, runId: string, afterSeq: number): Promise<void> {
   if (afterSeq === 0 || (await store.readEvents(runId, afterSeq - 1)).length > 0) return;
-  const last = (await store.readEvents(runId)).at(-1)?.seq ?? 0;
-  throw new RunstateError('INVALID_INPUT', `run ${runId} has no event ${afterSeq} yet (its last is ${last})`);
+  const last = (await store.readEvents(runId)).at(-1);
+  if (last && isLost(last)) return;
+  throw new RunstateError(
+    'INVALID_INPUT',
+    `run ${runId} has no event ${afterSeq} yet (its last is ${last?.seq ?? 0})`,
+  );
+}
+
+/** The `RUN_LOST` end of a run whose owner went (or lost its lease): see {@link lostEnd}. */
+const isLost = (event: RunEvent): boolean => event.event === 'RunError' && event.code === 'RUN_LOST';
+
+/**
+ * The run's terminal event when it is a `RUN_LOST` at or before `afterSeq`, for a reader that
+ * resumes there. Its owner sends each event to its own clients before the store has it, so the
+ * events it sent last before it went may never have been stored, and the `RunError` written for it
+ * takes the seq after the last stored one: a client of the owner resumes from an id at or past that
+ * end. It gets the end (which it never saw), rather than a stream with no terminal event, or a 422.
+ */
+async function lostEnd(store: RunStore, runId: string, afterSeq: number): Promise<RunEvent | undefined> {
+  const last = (await store.readEvents(runId)).at(-1);
+  return last && isLost(last) && last.seq <= afterSeq ? last : undefined;
 }
 
 /** When a follower lets its reader go (see {@link followStoredRun}). */
@@ -113,9 +135,14 @@ async function* follow(
     for (;;) {
       while (received.length > 0) {
         const event = received.shift()!;
-        // Already read; a terminal event here ends a resume from its seq, and refuses one from past it.
+        // Already read; a terminal event here ends a resume from its seq, and refuses one from past it,
+        // but for the end of a lost owner, which its reader never saw (see `lostEnd`).
         if (event.seq <= last) {
           if (!isTerminalEvent(event)) continue;
+          if (last === afterSeq && isLost(event)) {
+            yield event;
+            return;
+          }
           if (event.seq < afterSeq) await refusePastTheEnd(store, runId, afterSeq);
           return;
         }
@@ -151,8 +178,12 @@ async function* follow(
           yield missed;
           if (end) return;
         }
-        // Nothing read after `afterSeq`: was it an event of the run at all?
-        if (last === afterSeq) await refusePastTheEnd(store, runId, afterSeq);
+        // Nothing read after `afterSeq`: the end of a lost owner, or was it an event of the run at all?
+        if (last === afterSeq) {
+          const end = await lostEnd(store, runId, afterSeq);
+          if (end) yield end;
+          else await refusePastTheEnd(store, runId, afterSeq);
+        }
         return;
       }
       // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet

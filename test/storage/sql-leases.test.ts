@@ -5,11 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLeaseKeeper } from '../../src/runtime/create-lease-keeper.js';
+import { followStoredRun } from '../../src/runtime/follow-stored-run.js';
+import { createMemoryEventBus } from '../../src/runtime/memory-event-bus.js';
 import type { RunEvent, RunRecord } from '../../src/runtime/run-events.js';
 import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
 import { openSqlDatabase, type SqlLocation } from '../../src/runtime/sql/open-sql-database.js';
 import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
 import { createTempDir, createTestDatabase } from '../support/databases.js';
+import { collect } from '../support/collect.js';
 import { streamingRecord } from '../support/runs.js';
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -50,6 +53,62 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     db = await openSqlDatabase(await location(kind));
     cleanups.push(() => db.close());
   }, 60_000);
+
+  it("sends the RUN_LOST end to a reader that resumes at or past it: the owner's last sent events were never stored", async () => {
+    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-lost-a' });
+    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-lost-b' });
+    const run = streamingRecord({ run_id: 'run-lost', session_id: 'session-lost' });
+    await owner.leases.renew(60_000);
+    await owner.createRun({ ...run, status: 'pending' });
+    await owner.updateRun(run.run_id, { status: 'streaming' });
+    // The owner's client read events 1 to 4; the store had 1 and 2 when the owner went.
+    await owner.appendEvents(run.run_id, [content(run, 1, 'Once'), content(run, 2, ' upon')]);
+    await owner.leases.renew(-1);
+    expect(await createLeaseKeeper({ leases: other.leases }).sweep()).toBe(1);
+    const [end] = await other.readEvents(run.run_id, 2);
+    expect(end).toMatchObject({ event: 'RunError', seq: 3, code: 'RUN_LOST' });
+
+    const bus = createMemoryEventBus();
+    const resume = async (afterSeq: number) =>
+      collect(await followStoredRun(other, bus, run.run_id, afterSeq));
+    // From before the end, the events as stored; from the end or past it (Last-Event-ID 3 or 4 of
+    // the owner's client), the end alone, not an empty stream or a 422.
+    expect((await resume(1)).map((e) => e.seq)).toEqual([2, 3]);
+    for (const afterSeq of [2, 3, 4]) expect(await resume(afterSeq)).toStrictEqual([end]);
+    // Past what even the owner could have sent... still the end: the store cannot tell.
+    expect(await resume(40)).toStrictEqual([end]);
+  });
+
+  it('ends a resume from the terminal event of a run that ended by itself with nothing, and refuses one past it', async () => {
+    const store = createSqlRunStore({ db: shared(db), instanceId: 'instance-done' });
+    const run = streamingRecord({ run_id: 'run-done', session_id: 'session-done' });
+    await store.createRun(run);
+    const { run_id, agent_id, agent_name, session_id, created_at } = run;
+    const metrics = {
+      input_tokens: 1,
+      output_tokens: 1,
+      total_tokens: 2,
+      time_to_first_token: 0.1,
+      duration: 0.2,
+    };
+    const terminal: RunEvent = {
+      ...{ event: 'RunCompleted', run_id, agent_id, agent_name, session_id, created_at, seq: 2 },
+      ...{
+        content: 'Hi',
+        reasoning_content: '',
+        finish_reason: 'stop',
+        status: 'completed',
+        metrics,
+        tools: [],
+      },
+    };
+    await store.appendEvents(run.run_id, [content(run, 1, 'Hi'), terminal]);
+    const finished = { ...run, status: 'completed', content: 'Hi', finish_reason: 'stop', metrics } as const;
+    expect(await store.finishRun({ ...finished, finished_at: created_at + 1 })).toBe(true);
+    const bus = createMemoryEventBus();
+    expect(await collect(await followStoredRun(store, bus, run.run_id, 2))).toStrictEqual([]);
+    await expect(followStoredRun(store, bus, run.run_id, 3)).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+  });
 
   it('finalises the runs of an owner whose lease ran out, once, as RUN_LOST; the owner writes no more', async () => {
     const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-a' });
