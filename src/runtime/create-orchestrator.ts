@@ -817,7 +817,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // Not in the store: its park was refused (it is still only here), or a continue here took it
       // first; either way the run is this instance's now, and the cancel was answered `true`.
       const run = taken?.run ?? registry.get(runId);
-      if (run) return run.cancel(reason);
+      if (run) {
+        run.cancel(reason);
+        return;
+      }
       // Taken by another instance since it was parked here: the cancel goes to whoever holds it now.
       takenElsewhere(runId);
       await cancelBus.publish(runId, reason);
@@ -903,9 +906,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       cancellingParked.set(runId, { done, reason });
       return true;
     }
-    run.cancel(reason);
-    // Final now: the machine moved to `cancelled`, unless it was already ending another way.
-    return run.status() === 'cancelled';
+    // Final now (the machine moved to `cancelled`), unless it was already ending another way; or,
+    // from a listener of the run's own events, once the event being handled is.
+    return run.cancel(reason);
   }
 
   /** The run's output: at once when it is final, else once its terminal event is stored. */

@@ -120,7 +120,12 @@ export interface LiveRun {
   open(): void;
   /** Admitted: from `pending` to `streaming`. */
   start(): void;
-  cancel(reason: CancelReason): void;
+  /**
+   * Sends `CANCEL`. `true` when the machine took it (the run is `cancelled`), or will: sent from a
+   * listener of this run while its machine handles one of its events, the cancel waits in the actor's
+   * mailbox for that to end, and is answered by whether the machine can take it then.
+   */
+  cancel(reason: CancelReason): boolean;
   /**
    * Ends the run `failed` with `RUN_LOST` outside its machine, and stops its actor (so its model
    * request): this instance could not renew its lease, and another one may finalise the run.
@@ -412,9 +417,14 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     },
     cancel(reason) {
       // A final run's actor is stopped: xstate would warn of an event sent to it, and it is a no-op.
-      if (output) return;
+      if (output) return false;
       sendHeld();
-      actor.send({ type: 'CANCEL', reason });
+      const cancel = { type: 'CANCEL', reason } as const;
+      actor.send(cancel);
+      if (run.status() === 'cancelled') return true;
+      // Not taken at once: queued behind the event being handled (see `LiveRun.cancel`), or refused.
+      const snapshot = actor.getSnapshot();
+      return !output && snapshot.status === 'active' && snapshot.can(cancel);
     },
     lose(message) {
       if (output) return;

@@ -378,6 +378,24 @@ describe('a cancel while tools run', () => {
     expect(events.filter((e) => e.event === 'ToolCallCompleted')).toHaveLength(2);
   });
 
+  it("answers true to a cancelRun from a listener of the run's own tool events, and the run ends cancelled", async () => {
+    for (const at of ['ToolCallStarted', 'ToolCallCompleted'] as const) {
+      const { model, agent } = setup([add]);
+      let answer: boolean | undefined;
+      const off = agent.orchestrator.subscribe((notice) => {
+        // Called while the run's machine handles the event that made this one (re-entrant).
+        if (notice.type === 'event' && notice.event.event === at) answer ??= agent.cancelRun(notice.runId);
+      });
+      const run = agent.run('add', { stream: true });
+      (await model.nextCall()).callTools([{ id: 'c1', name: 'add', arguments: { a: 1, b: 2 } }]);
+      const events = await collect(run);
+      off();
+      expect(answer, at).toBe(true);
+      checkRunEvents(events, 'cancelled');
+      expect(model.calls).toHaveLength(1);
+    }
+  });
+
   it('is cancelled in the same tick, every tool signal aborted before cancelRun returns, no further request', async () => {
     const { lookup, model, agent, run } = await runningTools();
     expect((await agent.getRun(run.runId))?.status).toBe('streaming');
