@@ -30,23 +30,26 @@ function storeWithHeldParks(when: 'before' | 'after') {
   return { store, inner, release };
 }
 
+/** A tool whose calls wait for a person's confirmation: its runs pause. */
+const publish = () =>
+  tool({
+    name: 'publish',
+    description: 'Publishes a post',
+    parameters: z.object({}),
+    requiresConfirmation: true,
+    execute: () => 'published',
+  });
+
 describe.each(['before', 'after'] as const)('a pause that runs out %s its park is stored', (when) => {
   it('ends the run once, RUN_TIMEOUT after its RunPaused, and leaves nothing parked', async () => {
     const { store, inner, release } = storeWithHeldParks(when);
     const orchestrator = createOrchestrator({ store });
     const model = createFakeModel();
-    const publish = tool({
-      name: 'publish',
-      description: 'Publishes a post',
-      parameters: z.object({}),
-      requiresConfirmation: true,
-      execute: () => 'published',
-    });
     const agent = new Agent({
       name: 'Publisher',
       model,
       orchestrator,
-      tools: [publish],
+      tools: [publish()],
       limits: { pauseTimeoutMs: 1 },
     });
     const ended = new Promise<void>((resolve) =>
@@ -113,14 +116,7 @@ describe('a cancel and a continue of one parked run, together', () => {
       const { store, held, claims } = storeWithHeldClaims();
       const orchestrator = createOrchestrator({ store });
       const model = createFakeModel();
-      const publish = tool({
-        name: 'publish',
-        description: 'Publishes a post',
-        parameters: z.object({}),
-        requiresConfirmation: true,
-        execute: () => 'published',
-      });
-      const agent = new Agent({ name: 'Publisher', model, orchestrator, tools: [publish] });
+      const agent = new Agent({ name: 'Publisher', model, orchestrator, tools: [publish()] });
       const run = agent.run('publish', { stream: true });
       (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
       expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
