@@ -217,6 +217,24 @@ describe("Agno's AgentOSClient", () => {
     ]);
   });
 
+  it('ends the stream of a continue at the next RunPaused, and the run still waits there', async () => {
+    const { agentUrl, model } = await serveAgnoTarget();
+    const answer = postRun(agentUrl, { message: 'publish twice', stream: false });
+    (await model.nextCall()).callTools([{ id: 'call_1', name: 'publish' }]);
+    const paused = (await (await answer).json()) as PausedRunOutput;
+    const form = new FormData();
+    form.set('tools', JSON.stringify([{ tool_call_id: 'call_1', confirmed: true }]));
+    const stream = readSse(
+      await fetch(`${agentUrl}/runs/${paused.run_id}/continue`, { method: 'POST', body: form }),
+    );
+    (await model.nextCall()).callTools([{ id: 'call_2', name: 'publish' }]);
+    const events = await stream.rest();
+    expect(events.map((e) => (e.data as { event: string }).event).at(-1)).toBe('RunPaused');
+    // The stream's end let go of the run's events: it did not leave (cancel) the paused run.
+    const again = (await (await fetch(`${agentUrl}/runs/${paused.run_id}`)).json()) as RunRecord;
+    expect(again.status).toBe('paused');
+  });
+
   it("streams RunPaused with the waiting calls as Agno's requirements, and continues from them", async () => {
     const { agentUrl, model } = await serveAgnoTarget();
     const reader = readSse(await postRun(agentUrl, { message: 'publish it' }));
