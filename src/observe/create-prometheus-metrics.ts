@@ -191,7 +191,8 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
           return;
         }
         active.inc({ state });
-        if (state.endsWith('retrying') && !entry.state.endsWith('retrying'))
+        // Counted when the retried request starts: a run cancelled while it waits retried nothing.
+        if (entry.state.endsWith('retrying') && state.startsWith('streaming.attempt'))
           retries.inc({ agent: entry.agent });
         entry.state = state;
         return;

@@ -9,7 +9,7 @@ import {
   type Tracer,
   type TracerProvider,
 } from '@opentelemetry/api';
-import type { RunErrorData } from '../../machines/run-types.js';
+import type { RunErrorData, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { stateLabel } from './create-prometheus-metrics.js';
@@ -153,12 +153,12 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     // In a final state, the 'finished' notice ends the request's span with the run's usage.
     if (!run.chat || FINAL.has(status)) return;
     if (state.endsWith('retrying')) {
-      // While retrying, the machine's error is the failed request's.
+      // While retrying, the machine's error is the failed request's (a retry may still be cancelled).
       run.chat.span.setAttribute('error.type', error?.code ?? '_OTHER');
-      run.chat.span.setStatus({
-        code: SpanStatusCode.ERROR,
-        message: 'failed before its first chunk; retried',
-      });
+      run.chat.span.setStatus({ code: SpanStatusCode.ERROR, message: 'failed before its first chunk' });
+    } else {
+      // To the tools, or paused for a person: the request ended asking for tool calls.
+      run.chat.span.setAttribute('gen_ai.response.finish_reasons', ['tool_calls']);
     }
     run.chat.span.end();
     run.chat = undefined;
@@ -180,25 +180,14 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       }
       case 'ToolCallStarted': {
         const { tool } = event;
-        const attributes: Attributes = {
-          'gen_ai.operation.name': 'execute_tool',
-          'gen_ai.tool.name': tool.tool_name,
-          'gen_ai.tool.call.id': tool.tool_call_id,
-          'gen_ai.tool.type': 'function',
-        };
-        if (recordContent) attributes['gen_ai.tool.call.arguments'] = JSON.stringify(tool.tool_args);
-        const span = getTracer().startSpan(
-          `execute_tool ${tool.tool_name}`,
-          { kind: SpanKind.INTERNAL, attributes },
-          run.context,
-        );
-        run.tools.set(tool.tool_call_id, span);
+        run.tools.set(tool.tool_call_id, startToolSpan(run, tool));
         return;
       }
       case 'ToolCallCompleted': {
         const { tool } = event;
-        const span = run.tools.get(tool.tool_call_id);
-        if (!span) return;
+        // A call that never ran (an unknown tool, invalid arguments, rejected by a person) has a
+        // span too, which starts and ends here: one span per tool call.
+        const span = run.tools.get(tool.tool_call_id) ?? startToolSpan(run, tool);
         run.tools.delete(tool.tool_call_id);
         if (recordContent && tool.result !== null) span.setAttribute('gen_ai.tool.call.result', tool.result);
         if (tool.tool_call_error) toolFailed(span, tool.status);
@@ -206,6 +195,21 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
         return;
       }
     }
+  }
+
+  function startToolSpan(run: TracedRun, tool: ToolExecution): Span {
+    const attributes: Attributes = {
+      'gen_ai.operation.name': 'execute_tool',
+      'gen_ai.tool.name': tool.tool_name,
+      'gen_ai.tool.call.id': tool.tool_call_id,
+      'gen_ai.tool.type': 'function',
+    };
+    if (recordContent) attributes['gen_ai.tool.call.arguments'] = JSON.stringify(tool.tool_args);
+    return getTracer().startSpan(
+      `execute_tool ${tool.tool_name}`,
+      { kind: SpanKind.INTERNAL, attributes },
+      run.context,
+    );
   }
 
   function onFinished(run: TracedRun, output: RunOutput): void {
@@ -232,7 +236,11 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     const span = run.span;
     span.setAttributes({ ...usage, 'runstate.run.status': output.status });
     if (finishReasons) span.setAttribute('gen_ai.response.finish_reasons', finishReasons);
-    if (recordContent) span.setAttribute('gen_ai.output.messages', messages('assistant', output.content));
+    if (recordContent) {
+      // An output message names why it ended; a run that never finished ends as its status says.
+      const ended = output.finish_reason ?? output.status;
+      span.setAttribute('gen_ai.output.messages', messages('assistant', output.content, ended));
+    }
     if (output.status === 'cancelled') {
       // Not an error: the status stays unset, the reason is recorded.
       const reason = output.cancel_reason ?? 'unknown';
@@ -287,7 +295,10 @@ function toolFailed(span: Span, status: string): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: `tool call ${status}` });
 }
 
-/** Messages in the GenAI conventions' JSON form: one text part. */
-function messages(role: 'user' | 'assistant', content: string): string {
-  return JSON.stringify([{ role, parts: [{ type: 'text', content }] }]);
+/** Messages in the GenAI conventions' JSON form: one text part, and an output's `finish_reason`. */
+function messages(role: 'user' | 'assistant', content: string, finishReason?: string): string {
+  const parts = [{ type: 'text', content }];
+  return JSON.stringify([
+    finishReason === undefined ? { role, parts } : { role, parts, finish_reason: finishReason },
+  ]);
 }

@@ -49,7 +49,7 @@ describe('Prometheus metrics of runs', () => {
     }
   });
 
-  it("shows active runs by the machine's state, and counts retries once per retry", async () => {
+  it("shows active runs by the machine's state, and counts a retry when the retried request starts", async () => {
     const metrics = createPrometheusMetrics();
     const waiting = playRun(metrics.listener);
     const streaming = playRun(metrics.listener);
@@ -65,6 +65,11 @@ describe('Prometheus metrics of runs', () => {
     text = await metrics.registry.metrics();
     expect(sample(text, 'runstate_runs_active', { state: 'streaming.retrying' })).toBe(1);
     expect(sample(text, 'runstate_runs_active', { state: 'streaming.attempt.requesting' })).toBe(0);
+    retried.request();
+    retried.state({ streaming: 'retrying' });
+    text = await metrics.registry.metrics();
+    // Waiting to retry is no retry yet: a run cancelled meanwhile retried nothing.
+    expect(sample(text, 'runstate_model_retries_total', { agent: 'story-writer-agent' })).toBe(1);
     retried.request();
     retried.state({ streaming: 'retrying' });
     text = await metrics.registry.metrics();

@@ -171,6 +171,42 @@ describe('OpenTelemetry traces of runs', () => {
     const traffic = only(spans, 'execute_tool get_traffic');
     expect(traffic.status.code).toBe(SpanStatusCode.ERROR);
     expect(traffic.attributes['error.type']).toBe('failed');
+    // The first request ended asking for the calls, the second with the answer.
+    expect(
+      spans.get('chat gpt-test')!.map((chat) => chat.attributes['gen_ai.response.finish_reasons']),
+    ).toEqual([['tool_calls'], ['stop']]);
+  });
+
+  it('makes an execute_tool span for a call that never ran (an unknown tool), marked failed', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.state({ streaming: 'tools' }, { type: 'DONE' });
+    // Checked and refused before it could run: its ToolCallCompleted comes with no ToolCallStarted.
+    run.event({
+      event: 'ToolCallCompleted',
+      tool: {
+        tool_call_id: 'call-unknown',
+        tool_name: 'nope',
+        tool_args: {},
+        result: "Error: there is no tool named 'nope'",
+        content: null,
+        tool_call_error: true,
+        status: 'failed',
+        requires_confirmation: false,
+        confirmed: null,
+        confirmation_note: null,
+        metrics: { start_time: 1_700_000_001, end_time: 1_700_000_001, duration: 0 },
+        created_at: 1_700_000_001,
+      },
+    });
+    run.request('Sorry.');
+    run.complete();
+
+    const spans = takeSpans();
+    const nope = only(spans, 'execute_tool nope');
+    expect(nope.attributes).toMatchObject({ 'gen_ai.tool.call.id': 'call-unknown', 'error.type': 'failed' });
+    expect(nope.status.code).toBe(SpanStatusCode.ERROR);
   });
 
   it('marks a tool call cut short by its run’s cancel (no ToolCallCompleted comes) as an error, `cancelled`', () => {
@@ -212,7 +248,7 @@ describe('OpenTelemetry traces of runs', () => {
       { role: 'user', parts: [{ type: 'text', content: secret }] },
     ]);
     expect(JSON.parse(String(agent.attributes['gen_ai.output.messages']))).toEqual([
-      { role: 'assistant', parts: [{ type: 'text', content: 'the answer is 42' }] },
+      { role: 'assistant', parts: [{ type: 'text', content: 'the answer is 42' }], finish_reason: 'stop' },
     ]);
   });
 
