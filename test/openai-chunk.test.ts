@@ -22,6 +22,32 @@ function event(delta: Record<string, unknown>, extra: Record<string, unknown> = 
 }
 
 describe('readChunk', () => {
+  it("hands out a refusal (OpenAI's structured outputs) and the text parts of array content (Mistral's)", () => {
+    const state = fresh();
+    expect(readChunk(event({ role: 'assistant', content: null, refusal: '' }), state)).toBeUndefined();
+    expect(readChunk(event({ content: null, refusal: "I'm sorry," }), state)).toEqual({
+      type: 'delta',
+      content: "I'm sorry,",
+    });
+    const parts = [
+      { type: 'text', text: 'Hel' },
+      { type: 'image_url', image_url: { url: 'x' } },
+      { type: 'text', text: 'lo' },
+    ];
+    expect(readChunk(event({ content: parts }), state)).toEqual({ type: 'delta', content: 'Hello' });
+    expect(readChunk(event({ content: [{ type: 'thinking' }] }), state)).toBeUndefined();
+    expect(readChunk(event({ content: 42 }), state)).toBeUndefined();
+  });
+
+  it('takes tool arguments a server sends as a JSON object, as their text', () => {
+    const state = fresh();
+    const call = { index: 0, id: 'c1', function: { name: 'add', arguments: { a: 1, b: 2 } } };
+    readChunk(event({ tool_calls: [call] }), state);
+    expect(state.toolCalls?.calls()).toEqual([
+      { id: 'c1', type: 'function', function: { name: 'add', arguments: '{"a":1,"b":2}' } },
+    ]);
+  });
+
   it('hands out content, and reasoning before the content of the same delta', () => {
     const state = fresh();
     expect(readChunk(event({ role: 'assistant', content: '' }), state)).toBeUndefined();

@@ -21,7 +21,10 @@ export interface CompletionState {
 
 /** A delta as servers of reasoning models send it: the SDK's type knows no reasoning. */
 interface ReasoningDelta {
-  content?: string | null;
+  /** A string; an array of text parts from some servers (Mistral's). */
+  content?: unknown;
+  /** OpenAI's: what a model that refuses (structured outputs) says instead of the content. */
+  refusal?: unknown;
   /** vLLM, llama.cpp, DeepSeek's API. */
   reasoning_content?: unknown;
   /** Ollama, OpenRouter, newer vLLM. */
@@ -45,7 +48,7 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
     state.toolCalls ??= new ToolCallAssembler();
     for (const call of delta.tool_calls) state.toolCalls.add(call);
   }
-  const content = delta.content;
+  const content = textOf(delta.content) || textOf(delta.refusal);
   const reasoning = delta.reasoning_content || delta.reasoning;
   if (typeof reasoning === 'string' && reasoning !== '') {
     state.delivered = true;
@@ -57,6 +60,21 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
     return { type: 'delta', content };
   }
   return undefined;
+}
+
+/**
+ * The text of a delta's `content` (or `refusal`): a string, or the text parts of an array of parts
+ * (`[{type: 'text', text}]`, as Mistral's servers stream it); anything else has none.
+ */
+function textOf(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (!Array.isArray(value)) return '';
+  let text = '';
+  for (const part of value as unknown[]) {
+    const piece = (part as { type?: unknown; text?: unknown } | null)?.text;
+    if (typeof piece === 'string' && (part as { type?: unknown }).type === 'text') text += piece;
+  }
+  return text;
 }
 
 /** A count the server did not send (or sent as no number) is unknown, not 0. */

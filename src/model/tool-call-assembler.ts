@@ -59,7 +59,9 @@ export class ToolCallAssembler {
   add(delta: ToolCallDelta): void {
     const index = delta.index ?? 0;
     const name = delta.function?.name ?? '';
-    const args = delta.function?.arguments ?? '';
+    const sent: unknown = delta.function?.arguments ?? '';
+    // Some servers send the arguments as a JSON object rather than its text.
+    const args = typeof sent === 'string' ? sent : JSON.stringify(sent);
     const id = delta.id || undefined;
     let call = this.#latestAtIndex.get(index);
     if (id !== undefined && call?.givenId !== id) {
