@@ -197,9 +197,12 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A delay as a timer can hold it: past 2^31-1 ms (`Infinity` included), 2^31-1 ms (24.8 days). */
 export const clampDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS);
 
-/** Usage of several model turns: the sum, and unknown once any turn's count is. */
-function addUsage(total: TokenUsage | null, turn: TokenUsage | undefined): TokenUsage | null {
-  if (!turn) return total;
+/** What a turn whose server reported no usage used: unknown, not nothing. */
+const UNKNOWN_USAGE: TokenUsage = { input_tokens: null, output_tokens: null, total_tokens: null };
+
+/** Usage of several model turns: the sum, and unknown once any turn's count is (or its usage). */
+function addUsage(total: TokenUsage | null, reported: TokenUsage | undefined): TokenUsage {
+  const turn = reported ?? UNKNOWN_USAGE;
   if (!total) return turn;
   const add = (a: number | null, b: number | null) => (a === null || b === null ? null : a + b);
   return {

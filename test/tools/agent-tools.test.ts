@@ -73,6 +73,29 @@ afterEach(() => {
 });
 
 describe('a run with tools', () => {
+  it('sums the usage of the turns, and reports it unknown (null) when a turn had none', async () => {
+    const { model, agent } = setup([add]);
+    const usage = { input_tokens: 100, output_tokens: 20, total_tokens: 120 };
+    const known = agent.run('add 1 and 2');
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'add', arguments: { a: 1, b: 2 } }], { usage });
+    const answer = await model.nextCall();
+    answer.emit('3.');
+    answer.end({ usage });
+    expect((await known).metrics).toMatchObject({ input_tokens: 200, output_tokens: 40, total_tokens: 240 });
+
+    // The answer's server sent no usage: the run's total is not the first turn's alone.
+    const unknown = agent.run('add 1 and 2');
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'add', arguments: { a: 1, b: 2 } }], { usage });
+    const silent = await model.nextCall();
+    silent.emit('3.');
+    silent.end();
+    expect((await unknown).metrics).toMatchObject({
+      input_tokens: null,
+      output_tokens: null,
+      total_tokens: null,
+    });
+  });
+
   it('refuses an agent with two tools of one name when it is made, not at each run', () => {
     const other = tool({ ...add, execute: () => 0 });
     expect(() => new Agent({ name: 'Twice', tools: [add, other] })).toThrow(
