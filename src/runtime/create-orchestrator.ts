@@ -1077,6 +1077,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       return withLive(await store.sessionRuns(sessionId));
     },
     async deleteSession(sessionId) {
+      // A run started here a moment ago may still be on its way into the store, and its record
+      // creates the session: deleted before it lands, the session would come back with it.
+      const inSession = (run: LiveRun) => run.identity.sessionId === sessionId;
+      await Promise.all(
+        [...registry.values()].filter(inSession).map((run) => run.writer.recorded.catch(() => undefined)),
+      );
       const runs = await store.sessionRuns(sessionId);
       // The owners of its runs on other instances are told first: with the bus out of reach this
       // rejects (`STORE_UNAVAILABLE`) before anything is forgotten, and a retry finds the session.
@@ -1086,7 +1092,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // The session is forgotten before the runs here are cancelled: their terminal events still
       // reach their followers, but their final records are no longer stored (they would count
       // against retention).
-      const owned = [...registry.values()].filter((run) => run.identity.sessionId === sessionId);
+      const owned = [...registry.values()].filter(inSession);
       for (const run of owned) cancelRun(run.identity.runId, 'api');
       await Promise.all(owned.map((run) => run.result));
       return existed;
