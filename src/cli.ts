@@ -254,9 +254,11 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
     console.error(
       `\nrunstate: ${signal}: shutting down (cancelling ${active} active run${active === 1 ? '' : 's'})`,
     );
-    // The inspector's feeds only watch: end them first, they would hold the shutdown otherwise.
+    // The close cancels the active runs before it first waits, so their ends are in the inspector's
+    // feeds; which only watch: ended now, or they would hold the shutdown.
+    const closed = server.close();
     inspector.close();
-    void server.close().then(
+    void closed.then(
       // Its runs are final and stored: the storage closes last.
       () => storage.close().finally(() => process.exit(0)),
       (error: unknown) => {

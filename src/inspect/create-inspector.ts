@@ -66,7 +66,10 @@ export interface Inspector {
   readonly graph: MachineGraph;
   /** Serves the page, its assets, `graph.json`, the SSE `feed` (node:http or express). */
   readonly handler: InspectorHandler;
-  /** Ends every feed connection and timer. Runs are still followed; new connections are refused. */
+  /**
+   * Sends what changed since the last flush, then ends every feed connection and timer. Runs are
+   * still followed; new connections are refused.
+   */
   close(): void;
 }
 
@@ -427,6 +430,9 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     graph,
     handler: http.handler,
     close() {
+      // What changed since the last flush first (the runs a shutdown just cancelled): a page sees
+      // their end before its feed ends.
+      flush();
       http.close();
       clearTimeout(timer);
       clearImmediate(immediate);

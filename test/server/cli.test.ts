@@ -118,12 +118,16 @@ describe('runstate serve', () => {
     const events = readSse(
       await postRun(`${url}/agents/story-writer-agent`, { message: 'Write a long story' }),
     );
-    expect((await events.next())?.event).toBe('RunStarted');
+    const started = await events.next();
+    expect(started?.event).toBe('RunStarted');
+    const runId = (started?.data as { run_id: string }).run_id;
     run.child.kill('SIGTERM');
     const feedEnd = feed.text();
     const rest = await events.rest();
     expect(rest.at(-1)?.data).toMatchObject({ event: 'RunCancelled', reason: 'shutdown' });
-    await feedEnd;
+    // The feed ends once it told the run's end: a page open on it shows the run cancelled.
+    const told = (await feedEnd).split('\n\n').filter((frame) => frame.includes(runId));
+    expect(told.at(-1)).toMatch(/"status":"cancelled"/);
     expect(await run.exit).toBe(0);
     expect(run.output().stderr).toContain('SIGTERM: shutting down (cancelling 1 active run)');
   });
