@@ -196,13 +196,15 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
         run_input: shownInput(input),
         model: record.model,
       },
-      createdAt: now(),
+      createdAt: createdAtOf(record, now()),
       value: record.status,
       status: record.status,
+      // Counted from here: a run already going at `attach` has streamed an unknown number.
       chunks: 0,
       // The content so far: empty for a run just created, not for one already going at `attach`.
       content: record.content,
-      attempt: 0,
+      // Past `pending`, a run made its first request at least.
+      attempt: record.status === 'pending' ? 0 : 1,
       finishedAt: null,
       output: null,
       log: [],
@@ -442,6 +444,15 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       following.clear();
     },
   };
+}
+
+/**
+ * When a run was created, in milliseconds: now for a run just created (its record says the second
+ * only), its record's second for one already going at `attach` (created before now's second).
+ */
+function createdAtOf(record: RunRecord, now: number): number {
+  const second = record.created_at * 1000;
+  return now - second < 1000 ? now : second;
 }
 
 /** `{ streaming: { attempt: 'receiving' } }` → `streaming.attempt.receiving`. */
