@@ -249,14 +249,18 @@ describe('createInspector: the feed', () => {
     await emitApart(call, ['Once ', 'upon']);
     await contentEvents(run.events(), 2);
 
-    const inspector = createInspector();
+    // Attached a minute later: the run was created then, not at the attach.
+    const inspector = createInspector({ now: () => Date.now() + 60_000 });
     inspector.attach(orchestrator);
+    const createdAt = (await orchestrator.getRun(run.runId))!.created_at * 1000;
     expect(inspector.listRuns()).toMatchObject([
       {
         run_id: run.runId,
         status: 'streaming',
         value: { streaming: { attempt: 'receiving' } },
         content_length: 9,
+        created_at: createdAt,
+        attempt: 1,
       },
     ]);
     call.emit(' a time');
