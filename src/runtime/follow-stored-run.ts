@@ -204,8 +204,17 @@ async function* follow(
         yield missed;
         if (end) return;
       }
+      if (!missing || missing.length > 0) continue;
+      const now = await unlessUnavailable(store.getRun(runId));
       // Forgotten meanwhile (its session deleted): nothing more will come.
-      if (missing && (await unlessUnavailable(store.getRun(runId))) === undefined) return;
+      if (now === undefined) return;
+      // Final with nothing after `last`: its end is at or before it, the end of a lost owner that the
+      // bus did not bring to a resume from past the stored events; sent, and nothing more comes.
+      if (now !== null && now.finished_at !== null) {
+        const end = last === afterSeq ? await lostEnd(store, runId, afterSeq) : undefined;
+        if (end) yield end;
+        return;
+      }
     }
   } finally {
     stop?.signal.removeEventListener('abort', onStop);

@@ -79,6 +79,24 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(await resume(40)).toStrictEqual([end]);
   });
 
+  it('ends a resume from past the stored events with the RUN_LOST end, also when the bus never brings it', async () => {
+    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-quiet-a' });
+    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-quiet-b' });
+    const run = streamingRecord({ run_id: 'run-quiet', session_id: 'session-quiet' });
+    await owner.leases.renew(60_000);
+    await owner.createRun({ ...run, status: 'pending' });
+    await owner.updateRun(run.run_id, { status: 'streaming' });
+    await owner.appendEvents(run.run_id, [content(run, 1, 'Once'), content(run, 2, ' upon')]);
+    // A bus that lost every message (Redis restarting): the follower has the store alone.
+    const deaf = { ...createMemoryEventBus(), publish: () => Promise.resolve() };
+    // The owner's client read up to 4 and resumes on this instance while the run is still active.
+    const followed = collect(await followStoredRun(other, deaf, run.run_id, 4));
+    await owner.leases.renew(-1);
+    expect(await createLeaseKeeper({ leases: other.leases }).sweep()).toBe(1);
+    const [end] = await other.readEvents(run.run_id, 2);
+    expect(await followed).toStrictEqual([end]);
+  });
+
   it('ends a resume from the terminal event of a run that ended by itself with nothing, and refuses one past it', async () => {
     const store = createSqlRunStore({ db: shared(db), instanceId: 'instance-done' });
     const run = streamingRecord({ run_id: 'run-done', session_id: 'session-done' });
