@@ -171,6 +171,22 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(events.at(-1)).toStrictEqual(finished[0]);
   });
 
+  it('finalises an orphan whose cancel was asked for as cancelled, when a sweep finds it first', async () => {
+    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-asked-a' });
+    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-asked-b' });
+    const run = streamingRecord({ run_id: 'run-asked', session_id: 'session-asked' });
+    await owner.leases.renew(60_000);
+    await owner.createRun({ ...run, status: 'pending' });
+    await owner.updateRun(run.run_id, { status: 'streaming' });
+    await other.leases.requestCancel!(run.run_id, 'api');
+    await owner.leases.renew(-1);
+    const finished: RunEvent[] = [];
+    const keeper = createLeaseKeeper({ leases: other.leases, onFinished: (e) => finished.push(e) });
+    expect(await keeper.sweep()).toBe(1);
+    expect(finished).toMatchObject([{ event: 'RunCancelled', reason: 'api', status: 'cancelled' }]);
+    expect(await other.getRun(run.run_id)).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+  });
+
   it('cancels an orphan at once, with its partial content and the reason', async () => {
     const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-c' });
     await owner.leases.renew(-1);

@@ -201,13 +201,18 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   ): Promise<RunEvent | undefined> {
     // The row lock taken here makes the check and the write one step: two instances finalising
     // the same orphan, or its owner finishing it meanwhile, cannot both win.
-    const { rows } = await tx.query<{ record: RunRecord }>(
-      `SELECT r.record FROM runstate_runs r LEFT JOIN runstate_instances i ON i.instance_id = r.owner
+    const { rows } = await tx.query<{ record: RunRecord; cancel_requested: CancelReason | null }>(
+      `SELECT r.record, r.cancel_requested FROM runstate_runs r
+       LEFT JOIN runstate_instances i ON i.instance_id = r.owner
        WHERE r.run_id = $1 AND r.finished_ms IS NULL AND ${ORPHANED} FOR UPDATE OF r`,
       [runId],
     );
     const run = rows[0] && ordered(rows[0].record);
     if (!run) return undefined;
+    // A cancel asked for before the owner was found gone is what the run ends with: the sweep of
+    // any instance may come first, and the cancel was answered as one.
+    const asked = rows[0]!.cancel_requested;
+    if (outcome.status === 'failed' && asked) outcome = { status: 'cancelled', reason: asked };
     // What the owner had stored before it went: the partial answer and the next seq.
     const { rows: stored } = await tx.query<{
       content: string | null;
