@@ -187,6 +187,41 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(await other.getRun(run.run_id)).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
   });
 
+  it.skipIf(kind === 'PGlite')(
+    'finalises the other orphans while one is locked by a frozen transaction, and that one once it is free',
+    async () => {
+      const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-frozen-a' });
+      const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-frozen-b' });
+      const locked = streamingRecord({ run_id: 'run-locked', session_id: 'session-locked' });
+      const free = streamingRecord({ run_id: 'run-free', session_id: 'session-free' });
+      await owner.leases.renew(60_000);
+      for (const run of [locked, free]) await owner.createRun(run);
+      await owner.leases.renew(-1);
+      // The owner froze in the middle of a write to one of its runs: its transaction holds the row.
+      let unfreeze!: () => void;
+      const frozen = new Promise<void>((resolve) => (unfreeze = resolve));
+      let holding!: () => void;
+      const held = new Promise<void>((resolve) => (holding = resolve));
+      const transaction = db.transaction(async (tx) => {
+        await tx.query('SELECT 1 FROM runstate_runs WHERE run_id = $1 FOR UPDATE', [locked.run_id]);
+        holding();
+        await frozen;
+      });
+      await held;
+      const keeper = createLeaseKeeper({ leases: other.leases });
+      expect(await keeper.sweep()).toBe(1);
+      expect(await other.getRun(free.run_id)).toMatchObject({
+        status: 'failed',
+        error: { code: 'RUN_LOST' },
+      });
+      expect(await other.getRun(locked.run_id)).toMatchObject({ status: 'streaming' });
+      unfreeze();
+      await transaction;
+      expect(await keeper.sweep()).toBe(1);
+      expect(await other.getRun(locked.run_id)).toMatchObject({ status: 'failed' });
+    },
+  );
+
   it('cancels an orphan at once, with its partial content and the reason', async () => {
     const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-c' });
     await owner.leases.renew(-1);

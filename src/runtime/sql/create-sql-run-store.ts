@@ -200,11 +200,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     outcome: OrphanOutcome,
   ): Promise<RunEvent | undefined> {
     // The row lock taken here makes the check and the write one step: two instances finalising
-    // the same orphan, or its owner finishing it meanwhile, cannot both win.
+    // the same orphan, or its owner finishing it meanwhile, cannot both win. A row locked by
+    // another transaction is skipped, for the next sweep: its owner may hold it frozen mid-write
+    // (a paused VM), and waiting for it would stop this sweep's other orphans too.
     const { rows } = await tx.query<{ record: RunRecord; cancel_requested: CancelReason | null }>(
       `SELECT r.record, r.cancel_requested FROM runstate_runs r
        LEFT JOIN runstate_instances i ON i.instance_id = r.owner
-       WHERE r.run_id = $1 AND r.finished_ms IS NULL AND ${ORPHANED} FOR UPDATE OF r`,
+       WHERE r.run_id = $1 AND r.finished_ms IS NULL AND ${ORPHANED} FOR UPDATE OF r SKIP LOCKED`,
       [runId],
     );
     const run = rows[0] && ordered(rows[0].record);
