@@ -147,6 +147,26 @@ describe('the OpenAI path', () => {
     expect(server.requests.length).toBe(1);
   });
 
+  it('keeps a run alive while the model streams a tool call: its argument deltas are output', async () => {
+    const { start } = setup({ limits: { idleTimeoutMs: 500 } });
+    server.enqueue({ fault: 'stall', chunks: 0 }, { chunks: ['There is no add tool.'] });
+    const run = start();
+    const request = await server.nextRequest();
+    request.sendToolCalls([
+      { index: 0, id: 'c1', type: 'function', function: { name: 'add', arguments: '' } },
+    ]);
+    // A model writing long arguments, a piece every 100 ms (a pace, not a wait for anything): 800 ms
+    // in all, past the idle limit, never silent for half of it.
+    for (const piece of ['{"a":', '1', ',', '"b"', ':', '2', ' ', '}']) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      request.sendToolCalls([{ index: 0, function: { arguments: piece } }]);
+    }
+    request.finish('tool_calls');
+    const output = await run.result;
+    expect(output).toMatchObject({ status: 'completed', content: 'There is no add tool.' });
+    expect(output.tools).toMatchObject([{ tool_name: 'add', status: 'failed' }]);
+  });
+
   it('fails with RUN_TIMEOUT when the server stalls before the first chunk, and closes the socket', async () => {
     const { start } = setup({ limits: { idleTimeoutMs: 100 } });
     server.enqueue({ fault: 'stall', chunks: 0 });

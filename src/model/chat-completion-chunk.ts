@@ -59,8 +59,12 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
     state.delivered = true;
     return { type: 'delta', content };
   }
+  // A tool call's name or arguments: no text to hand out, but the model is producing output.
+  if (Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) return TOOL_CALL_ACTIVITY;
   return undefined;
 }
+
+const TOOL_CALL_ACTIVITY: ModelChunk = { type: 'delta', content: '', toolCall: true };
 
 /**
  * The text of a delta's `content` (or `refusal`): a string, or the text parts of an array of parts

@@ -38,7 +38,16 @@ export interface ToolDefinition {
  * `usage` is absent when the server reported none; a count it did not report is `null`.
  */
 export type ModelChunk =
-  | { type: 'delta'; content: string; reasoning?: string | undefined }
+  | {
+      type: 'delta';
+      content: string;
+      reasoning?: string | undefined;
+      /**
+       * A tool call's arguments streamed (they come whole with `end`): output, which keeps the run
+       * alive (its idle timeout) as content does, with no text of its own.
+       */
+      toolCall?: true | undefined;
+    }
   | {
       type: 'end';
       finishReason: string;

@@ -376,7 +376,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       messages: options.messages,
       tools: options.tools,
       runSignal: controller.signal,
-      sink: { content, held, endTurn },
+      sink: { content, activity: () => held.touch(now()), held, endTurn },
       checkLease: options.checkLease,
     },
     toolRun: {

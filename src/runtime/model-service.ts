@@ -56,6 +56,8 @@ export const CHUNK_INTERVAL_MS = 100;
  */
 export interface ContentSink {
   content(delta: string, reasoning: string): void;
+  /** The model streamed a tool call (no text): noted in `held`, so the machine hears of it. */
+  activity?(): void;
   readonly held: HeldChunk;
   /**
    * The model's turn is over (its `end` came, all its text handed over): an open reasoning phase
@@ -69,6 +71,8 @@ export class HeldChunk {
   #delta = '';
   #reasoning = '';
   #at = 0;
+  /** Output with no text (a tool call streamed) came since the last `take`. */
+  #active = false;
 
   /** The content held. */
   get delta(): string {
@@ -91,11 +95,18 @@ export class HeldChunk {
     this.#at = at;
   }
 
+  /** Output with no text came at `at` (a tool call streamed): the next `take` is a `CHUNK`. */
+  touch(at: number): void {
+    this.#active = true;
+    this.#at = at;
+  }
+
   /** The `CHUNK` of what is held, which is then held no more; `undefined` when nothing is. */
   take(): Extract<RunMachineEvent, { type: 'CHUNK' }> | undefined {
     const delta = this.#delta;
     const reasoning = this.#reasoning;
-    if (delta === '' && reasoning === '') return undefined;
+    if (delta === '' && reasoning === '' && !this.#active) return undefined;
+    this.#active = false;
     this.#delta = '';
     this.#reasoning = '';
     return reasoning
@@ -201,7 +212,9 @@ function pump(
     }
     // A CHUNK's reasoning came before its content: reasoning after held content goes in the next one.
     if (reasoning && sink.held.delta !== '') sendHeld();
-    sink.content(delta, reasoning);
+    // Only a tool call streamed: no event, but the machine hears of the output (its idle timer).
+    if (delta === '' && reasoning === '') sink.activity?.();
+    else sink.content(delta, reasoning);
     // Cancelled by a reader of the events in that call, or the run failed.
     if (attempt.stopped) return;
     const { at } = sink.held;
@@ -270,7 +283,9 @@ function pump(
           pendingReasoning += reasoning;
           if (content !== '') pending += content;
         } else if (content === '') {
-          return;
+          // Output with no text (a tool call streamed) counts as a delta with none.
+          if (!chunk.toolCall) return;
+          if (pendingDeltas === 0) process.nextTick(flushSafely);
         } else {
           if (pendingDeltas === 0) process.nextTick(flushSafely);
           pending += content;
