@@ -859,9 +859,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // Taken meanwhile by another continue or a cancel, here or on another instance.
     if (!taken) {
       const here = registry.get(runId);
-      if (!here) takenElsewhere(runId);
-      // Taken elsewhere: it streams there now.
-      throw notPaused(runId, here?.status() ?? 'streaming');
+      if (here) throw notPaused(runId, here.status());
+      takenElsewhere(runId);
+      // Taken elsewhere: by a continue (it streams there now) or a cancel (it is final): as stored.
+      const stored = await store.getRun(runId).catch(() => undefined);
+      throw notPaused(runId, stored && stored.status !== 'paused' ? stored.status : 'streaming');
     }
     const { run, until } = taken;
     // A `cancelRun` here answered `true` for this run while this continue was taking it (whichever

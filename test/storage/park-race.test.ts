@@ -158,3 +158,40 @@ describe('a cancel and a continue of one parked run, together', () => {
     },
   );
 });
+
+describe('a continue that loses its parked run to a cancel on another instance', () => {
+  it('is refused with the status the run has (cancelled), not as if it streamed elsewhere', async () => {
+    const inner = createMemoryRunStore();
+    let beforeClaim: (() => Promise<unknown>) | undefined;
+    // The continuing instance's claim comes after the other instance's cancel took the run.
+    const late: RunStore = {
+      ...inner,
+      async claimParked(...args) {
+        const cancelFirst = beforeClaim;
+        beforeClaim = undefined;
+        await cancelFirst?.();
+        return inner.claimParked(...args);
+      },
+    };
+    const instance = (store: RunStore) => {
+      const orchestrator = createOrchestrator({ store });
+      const model = createFakeModel();
+      return {
+        orchestrator,
+        model,
+        agent: new Agent({ name: 'Publisher', model, orchestrator, tools: [publish()] }),
+      };
+    };
+    const [pausing, continuing, cancelling] = [instance(inner), instance(late), instance(inner)];
+    const run = pausing.agent.run('publish', { stream: true });
+    (await pausing.model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+
+    beforeClaim = () => cancelling.orchestrator.requestCancel(run.runId);
+    await expect(
+      continuing.agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
+    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED', details: { status: 'cancelled' } });
+    expect(await inner.getRun(run.runId)).toMatchObject({ status: 'cancelled' });
+    for (const { orchestrator } of [pausing, continuing, cancelling]) await orchestrator.shutdown();
+  });
+});
