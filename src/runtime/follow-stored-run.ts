@@ -41,31 +41,38 @@ export async function followStoredRun(
 
 /**
  * `INVALID_INPUT` naming the last event when the store holds no event `afterSeq` of the run; none
- * when its last event is a {@link lostEnd} (the follower sends it).
+ * when its last event is the end of a lost owner (see {@link lostEnd}: the follower sends it).
  */
 async function refusePastTheEnd(store: RunStore, runId: string, afterSeq: number): Promise<void> {
   if (afterSeq === 0 || (await store.readEvents(runId, afterSeq - 1)).length > 0) return;
   const last = (await store.readEvents(runId)).at(-1);
-  if (last && isLost(last)) return;
+  if (last && endsLostOwner(last, afterSeq)) return;
   throw new RunstateError(
     'INVALID_INPUT',
     `run ${runId} has no event ${afterSeq} yet (its last is ${last?.seq ?? 0})`,
   );
 }
 
-/** The `RUN_LOST` end of a run whose owner went (or lost its lease): see {@link lostEnd}. */
-const isLost = (event: RunEvent): boolean => event.event === 'RunError' && event.code === 'RUN_LOST';
+/**
+ * Whether `event` is the end that another instance wrote for a run whose owner went, as a reader
+ * resuming after `afterSeq` never saw it: a `RunError` `RUN_LOST` at or before `afterSeq`, or a
+ * `RunCancelled` (a cancel that found the owner gone) before it. The owner sends each event to its
+ * own clients before the store has it, so the events it sent last may never have been stored, and
+ * that end takes the seq after the last stored one: a client of the owner resumes from an id at or
+ * past it. (A `RunCancelled` at `afterSeq` is the one its reader read, from its owner.)
+ */
+function endsLostOwner(event: RunEvent, afterSeq: number): boolean {
+  if (event.event === 'RunError') return event.code === 'RUN_LOST' && event.seq <= afterSeq;
+  return event.event === 'RunCancelled' && event.seq < afterSeq;
+}
 
 /**
- * The run's terminal event when it is a `RUN_LOST` at or before `afterSeq`, for a reader that
- * resumes there. Its owner sends each event to its own clients before the store has it, so the
- * events it sent last before it went may never have been stored, and the `RunError` written for it
- * takes the seq after the last stored one: a client of the owner resumes from an id at or past that
- * end. It gets the end (which it never saw), rather than a stream with no terminal event, or a 422.
+ * The run's terminal event when it ends a lost owner's run for a reader resuming after `afterSeq`
+ * (see {@link endsLostOwner}): it gets that end, rather than a stream with no terminal event, or a 422.
  */
 async function lostEnd(store: RunStore, runId: string, afterSeq: number): Promise<RunEvent | undefined> {
   const last = (await store.readEvents(runId)).at(-1);
-  return last && isLost(last) && last.seq <= afterSeq ? last : undefined;
+  return last && endsLostOwner(last, afterSeq) ? last : undefined;
 }
 
 /** When a follower lets its reader go (see {@link followStoredRun}). */
@@ -139,7 +146,7 @@ async function* follow(
         // but for the end of a lost owner, which its reader never saw (see `lostEnd`).
         if (event.seq <= last) {
           if (!isTerminalEvent(event)) continue;
-          if (last === afterSeq && isLost(event)) {
+          if (last === afterSeq && endsLostOwner(event, afterSeq)) {
             yield event;
             return;
           }

@@ -79,6 +79,29 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(await resume(40)).toStrictEqual([end]);
   });
 
+  it("sends the RunCancelled of a lost owner's run to a reader that resumes past it", async () => {
+    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-gone-a' });
+    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-gone-b' });
+    const run = streamingRecord({ run_id: 'run-gone', session_id: 'session-gone' });
+    await owner.leases.renew(60_000);
+    await owner.createRun({ ...run, status: 'pending' });
+    await owner.updateRun(run.run_id, { status: 'streaming' });
+    await owner.appendEvents(run.run_id, [content(run, 1, 'Once'), content(run, 2, ' upon')]);
+    await owner.leases.renew(-1);
+    // A cancel that found the owner gone: the run ends cancelled after what the store had.
+    const end = await other.leases.finishOrphan(run.run_id, { status: 'cancelled', reason: 'api' });
+    expect(end).toMatchObject({ event: 'RunCancelled', seq: 3 });
+
+    const bus = createMemoryEventBus();
+    const resume = async (afterSeq: number) =>
+      collect(await followStoredRun(other, bus, run.run_id, afterSeq));
+    expect(await resume(2)).toStrictEqual([end]);
+    // The owner's client, which read up to 5: the end, not a 422.
+    expect(await resume(5)).toStrictEqual([end]);
+    // From the end itself: its reader read it (from a follower), nothing more.
+    expect(await resume(3)).toStrictEqual([]);
+  });
+
   it('ends a resume from past the stored events with the RUN_LOST end, also when the bus never brings it', async () => {
     const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-quiet-a' });
     const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-quiet-b' });
