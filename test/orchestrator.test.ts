@@ -565,6 +565,26 @@ describe('model failures', () => {
 });
 
 describe('sessions', () => {
+  it('sends a turn that waited for a slot the turns of its session that ended meanwhile', async () => {
+    const { model, start } = setup({ maxConcurrentRuns: 1 });
+    const first = start('My name is Ada.', { sessionId: 's-queued' });
+    // Sent at once, behind the first: it waits for its slot.
+    const second = start('What is my name?', { sessionId: 's-queued' });
+    const call = await model.nextCall();
+    call.emit('Hello Ada.');
+    call.end();
+    await first.result;
+    const asked = await model.nextCall();
+    expect(asked.messages).toEqual([
+      { role: 'user', content: 'My name is Ada.' },
+      { role: 'assistant', content: 'Hello Ada.' },
+      { role: 'user', content: 'What is my name?' },
+    ]);
+    asked.emit('Ada.');
+    asked.end();
+    expect(await second.result).toMatchObject({ status: 'completed' });
+  });
+
   it('sends the earlier turns of a session to the model', async () => {
     const { orchestrator, model, start } = setup();
     const first = start('My name is Ada.', { sessionId: 's1' });

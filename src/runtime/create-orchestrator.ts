@@ -268,6 +268,14 @@ export interface SubscribeOptions {
   current?: boolean | undefined;
 }
 
+/** A promise made when it is first awaited (`then`), and the same one after. */
+function readOnce<T>(read: () => Promise<T>): PromiseLike<T> {
+  let promise: Promise<T> | undefined;
+  return {
+    then: (onFulfilled, onRejected) => (promise ??= read()).then(onFulfilled, onRejected),
+  };
+}
+
 /**
  * The longest session or user id, in UTF-16 code units: refused alike on every store, since
  * PostgreSQL's index of a key refuses one of more than ~2,700 bytes (and a character may take 4).
@@ -526,12 +534,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const storing = new Set<Promise<void>>();
 
   function onFinal(run: LiveRun): Promise<void> {
+    const { settled, stored } = run.writer.finish(run.output!);
+    // Before the slot goes to the next run: a run of this session waiting for it reads this turn.
+    settleInSession(run.identity.sessionId, settled);
     admission.release(run);
     const waiter = waiting.get(run.identity.runId);
     waiting.delete(run.identity.runId);
     if (waiter) void run.result.then(waiter);
-    const { settled, stored } = run.writer.finish(run.output!);
-    settleInSession(run.identity.sessionId, settled);
     storing.add(stored);
     void stored.then(() => {
       storing.delete(stored);
@@ -565,7 +574,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   function liveRun(
     identity: RunIdentity,
     request: Pick<StartRunRequest, 'limits' | 'tools'>,
-    messages: Promise<ChatMessage[]>,
+    messages: PromiseLike<ChatMessage[]>,
     runWriter: RunWriter,
     restored?: { snapshot: unknown; seq: number; reasoningSteps?: readonly ReasoningStep[] | undefined },
   ): LiveRun {
@@ -623,11 +632,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     };
     const record = activeRecord(identity, 'pending', { content: '', reasoning: '' });
     const runWriter = writer.open(record);
-    const messages = Promise.all([runWriter.recorded, settledSessionRuns(identity.sessionId)]).then(
-      ([, runs]) => conversation(request.instructions, runs, request.input),
+    // Read when the model service first asks, once the run has its slot: a run that waited behind
+    // `maxConcurrentRuns` sends the turns of its session that ended meanwhile (the one before it,
+    // started just before it). A run cancelled before never reads it.
+    const messages = readOnce(() =>
+      Promise.all([runWriter.recorded, settledSessionRuns(identity.sessionId)]).then(([, runs]) =>
+        conversation(request.instructions, runs, request.input),
+      ),
     );
-    // Read by the model service once the run streams; a run cancelled before never reads it.
-    messages.catch(() => undefined);
     const run = liveRun(identity, request, messages, runWriter);
     registry.add(run);
     notify({ type: 'created', run: record });

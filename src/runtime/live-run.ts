@@ -47,7 +47,7 @@ export interface LiveRunOptions {
   machine: typeof runMachine;
   identity: RunIdentity;
   /** The messages for the model: the instructions, the session's history (read from the store), the input. */
-  messages: Promise<ChatMessage[]>;
+  messages: PromiseLike<ChatMessage[]>;
   limits: Pick<
     RunMachineInput,
     'idleTimeoutMs' | 'timeoutMs' | 'retry' | 'maxToolRounds' | 'pauseTimeoutMs'

@@ -17,7 +17,7 @@ import { checkToolCalls } from './check-tool-calls.js';
 export interface ModelCall {
   model: ChatModel;
   /** The instructions, the session's history and the input; waits for the history from the store. */
-  messages: Promise<ChatMessage[]>;
+  messages: PromiseLike<ChatMessage[]>;
   /** The agent's tools, by name; the model is offered them and its calls are checked against them. */
   tools?: ReadonlyMap<string, Tool> | undefined;
   /** Aborted when the run ends, however it ends (xstate does not always stop children: #5153). */
