@@ -148,16 +148,16 @@ describe('the OpenAI path', () => {
   });
 
   it('keeps a run alive while the model streams a tool call: its argument deltas are output', async () => {
-    const { start } = setup({ limits: { idleTimeoutMs: 500 } });
+    const { start } = setup({ limits: { idleTimeoutMs: 1000 } });
     server.enqueue({ fault: 'stall', chunks: 0 }, { chunks: ['There is no add tool.'] });
     const run = start();
     const request = await server.nextRequest();
     request.sendToolCalls([
       { index: 0, id: 'c1', type: 'function', function: { name: 'add', arguments: '' } },
     ]);
-    // A model writing long arguments, a piece every 100 ms (a pace, not a wait for anything): 800 ms
-    // in all, past the idle limit, never silent for half of it.
-    for (const piece of ['{"a":', '1', ',', '"b"', ':', '2', ' ', '}']) {
+    // A model writing long arguments, a piece every 100 ms (a pace, not a wait for anything): 1.2 s
+    // in all, past the idle limit, never silent for a tenth of it.
+    for (const piece of ['{"a":', ' ', ' ', '1', ' ', ',', ' ', '"b"', ':', ' ', '2', '}']) {
       await new Promise((resolve) => setTimeout(resolve, 100));
       request.sendToolCalls([{ index: 0, function: { arguments: piece } }]);
     }
