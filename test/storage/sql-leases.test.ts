@@ -54,16 +54,25 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     cleanups.push(() => db.close());
   }, 60_000);
 
-  it("sends the RUN_LOST end to a reader that resumes at or past it: the owner's last sent events were never stored", async () => {
-    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-lost-a' });
-    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-lost-b' });
-    const run = streamingRecord({ run_id: 'run-lost', session_id: 'session-lost' });
+  /**
+   * A run of `name` streaming on an owner (`instance-<name>-a`) whose store had its events 1 and 2,
+   * seen from another instance (`-b`); the owner's lease still runs, `lapse()` ends it.
+   */
+  async function streamingOnOwner(name: string, events = true) {
+    const owner = createSqlRunStore({ db: shared(db), instanceId: `instance-${name}-a` });
+    const other = createSqlRunStore({ db: shared(db), instanceId: `instance-${name}-b` });
+    const run = streamingRecord({ run_id: `run-${name}`, session_id: `session-${name}` });
     await owner.leases.renew(60_000);
     await owner.createRun({ ...run, status: 'pending' });
     await owner.updateRun(run.run_id, { status: 'streaming' });
+    if (events) await owner.appendEvents(run.run_id, [content(run, 1, 'Once'), content(run, 2, ' upon')]);
+    return { owner, other, run, lapse: () => owner.leases.renew(-1) };
+  }
+
+  it("sends the RUN_LOST end to a reader that resumes at or past it: the owner's last sent events were never stored", async () => {
+    const { other, run, lapse } = await streamingOnOwner('lost');
     // The owner's client read events 1 to 4; the store had 1 and 2 when the owner went.
-    await owner.appendEvents(run.run_id, [content(run, 1, 'Once'), content(run, 2, ' upon')]);
-    await owner.leases.renew(-1);
+    await lapse();
     expect(await createLeaseKeeper({ leases: other.leases }).sweep()).toBe(1);
     const [end] = await other.readEvents(run.run_id, 2);
     expect(end).toMatchObject({ event: 'RunError', seq: 3, code: 'RUN_LOST' });
@@ -80,14 +89,8 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
   });
 
   it("sends the RunCancelled of a lost owner's run to a reader that resumes past it", async () => {
-    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-gone-a' });
-    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-gone-b' });
-    const run = streamingRecord({ run_id: 'run-gone', session_id: 'session-gone' });
-    await owner.leases.renew(60_000);
-    await owner.createRun({ ...run, status: 'pending' });
-    await owner.updateRun(run.run_id, { status: 'streaming' });
-    await owner.appendEvents(run.run_id, [content(run, 1, 'Once'), content(run, 2, ' upon')]);
-    await owner.leases.renew(-1);
+    const { other, run, lapse } = await streamingOnOwner('gone');
+    await lapse();
     // A cancel that found the owner gone: the run ends cancelled after what the store had.
     const end = await other.leases.finishOrphan(run.run_id, { status: 'cancelled', reason: 'api' });
     expect(end).toMatchObject({ event: 'RunCancelled', seq: 3 });
@@ -103,18 +106,12 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
   });
 
   it('ends a resume from past the stored events with the RUN_LOST end, also when the bus never brings it', async () => {
-    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-quiet-a' });
-    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-quiet-b' });
-    const run = streamingRecord({ run_id: 'run-quiet', session_id: 'session-quiet' });
-    await owner.leases.renew(60_000);
-    await owner.createRun({ ...run, status: 'pending' });
-    await owner.updateRun(run.run_id, { status: 'streaming' });
-    await owner.appendEvents(run.run_id, [content(run, 1, 'Once'), content(run, 2, ' upon')]);
+    const { other, run, lapse } = await streamingOnOwner('quiet');
     // A bus that lost every message (Redis restarting): the follower has the store alone.
     const deaf = { ...createMemoryEventBus(), publish: () => Promise.resolve() };
     // The owner's client read up to 4 and resumes on this instance while the run is still active.
     const followed = collect(await followStoredRun(other, deaf, run.run_id, 4));
-    await owner.leases.renew(-1);
+    await lapse();
     expect(await createLeaseKeeper({ leases: other.leases }).sweep()).toBe(1);
     const [end] = await other.readEvents(run.run_id, 2);
     expect(await followed).toStrictEqual([end]);
@@ -195,14 +192,9 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
   });
 
   it('finalises an orphan whose cancel was asked for as cancelled, when a sweep finds it first', async () => {
-    const owner = createSqlRunStore({ db: shared(db), instanceId: 'instance-asked-a' });
-    const other = createSqlRunStore({ db: shared(db), instanceId: 'instance-asked-b' });
-    const run = streamingRecord({ run_id: 'run-asked', session_id: 'session-asked' });
-    await owner.leases.renew(60_000);
-    await owner.createRun({ ...run, status: 'pending' });
-    await owner.updateRun(run.run_id, { status: 'streaming' });
+    const { other, run, lapse } = await streamingOnOwner('asked', false);
     await other.leases.requestCancel!(run.run_id, 'api');
-    await owner.leases.renew(-1);
+    await lapse();
     const finished: RunEvent[] = [];
     const keeper = createLeaseKeeper({ leases: other.leases, onFinished: (e) => finished.push(e) });
     expect(await keeper.sweep()).toBe(1);
