@@ -35,22 +35,8 @@ export async function followStoredRun(
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
   // Only a final run's log is whole in the store: an active one's lags its owner's by a write, and
   // a client that read event n from the owner may resume from n here before n is stored.
-  if (record.finished_at !== null) await refusePastTheEnd(store, runId, afterSeq);
+  if (record.finished_at !== null) await endAfter(store, runId, afterSeq);
   return follow(store, eventBus, runId, afterSeq, isPausedAt, stop);
-}
-
-/**
- * `INVALID_INPUT` naming the last event when the store holds no event `afterSeq` of the run; none
- * when its last event is the end of a lost owner (see {@link lostEnd}: the follower sends it).
- */
-async function refusePastTheEnd(store: RunStore, runId: string, afterSeq: number): Promise<void> {
-  if (afterSeq === 0 || (await store.readEvents(runId, afterSeq - 1)).length > 0) return;
-  const last = (await store.readEvents(runId)).at(-1);
-  if (last && endsLostOwner(last, afterSeq)) return;
-  throw new RunstateError(
-    'INVALID_INPUT',
-    `run ${runId} has no event ${afterSeq} yet (its last is ${last?.seq ?? 0})`,
-  );
 }
 
 /**
@@ -67,12 +53,20 @@ function endsLostOwner(event: RunEvent, afterSeq: number): boolean {
 }
 
 /**
- * The run's terminal event when it ends a lost owner's run for a reader resuming after `afterSeq`
- * (see {@link endsLostOwner}): it gets that end, rather than a stream with no terminal event, or a 422.
+ * What a resume after `afterSeq` that finds nothing more of a final run gets: the end of a lost
+ * owner (see {@link endsLostOwner}), which it never saw; nothing when `afterSeq` is the run's last
+ * event; `INVALID_INPUT` naming the last event when the store holds no event `afterSeq`.
  */
-async function lostEnd(store: RunStore, runId: string, afterSeq: number): Promise<RunEvent | undefined> {
-  const last = (await store.readEvents(runId)).at(-1);
-  return last && endsLostOwner(last, afterSeq) ? last : undefined;
+async function endAfter(store: RunStore, runId: string, afterSeq: number): Promise<RunEvent | undefined> {
+  if (afterSeq === 0) return undefined;
+  const from = await store.readEvents(runId, afterSeq - 1);
+  const last = from.length > 0 ? from.at(-1) : (await store.readEvents(runId)).at(-1);
+  if (last && endsLostOwner(last, afterSeq)) return last;
+  if (from.length > 0) return undefined;
+  throw new RunstateError(
+    'INVALID_INPUT',
+    `run ${runId} has no event ${afterSeq} yet (its last is ${last?.seq ?? 0})`,
+  );
 }
 
 /** When a follower lets its reader go (see {@link followStoredRun}). */
@@ -143,14 +137,14 @@ async function* follow(
       while (received.length > 0) {
         const event = received.shift()!;
         // Already read; a terminal event here ends a resume from its seq, and refuses one from past it,
-        // but for the end of a lost owner, which its reader never saw (see `lostEnd`).
+        // but for the end of a lost owner, which its reader never saw (see `endsLostOwner`).
         if (event.seq <= last) {
           if (!isTerminalEvent(event)) continue;
           if (last === afterSeq && endsLostOwner(event, afterSeq)) {
             yield event;
             return;
           }
-          if (event.seq < afterSeq) await refusePastTheEnd(store, runId, afterSeq);
+          if (event.seq < afterSeq) await endAfter(store, runId, afterSeq);
           return;
         }
         if (event.seq > last + 1) {
@@ -186,11 +180,8 @@ async function* follow(
           if (end) return;
         }
         // Nothing read after `afterSeq`: the end of a lost owner, or was it an event of the run at all?
-        if (last === afterSeq) {
-          const end = await lostEnd(store, runId, afterSeq);
-          if (end) yield end;
-          else await refusePastTheEnd(store, runId, afterSeq);
-        }
+        const end = last === afterSeq ? await endAfter(store, runId, afterSeq) : undefined;
+        if (end) yield end;
         return;
       }
       // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet
@@ -218,7 +209,7 @@ async function* follow(
       // Final with nothing after `last`: its end is at or before it, the end of a lost owner that the
       // bus did not bring to a resume from past the stored events; sent, and nothing more comes.
       if (now !== null && now.finished_at !== null) {
-        const end = last === afterSeq ? await lostEnd(store, runId, afterSeq) : undefined;
+        const end = last === afterSeq ? await endAfter(store, runId, afterSeq) : undefined;
         if (end) yield end;
         return;
       }
