@@ -141,10 +141,32 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
 
     expect(error.code).toBe('MODEL_STREAM_INCOMPLETE');
+    expect(error.message).toBe('The stream of gpt-5-mini ended without a finish reason (the body closed early)');
     expect(seen).toEqual([
       { type: 'delta', content: 'a' },
       { type: 'delta', content: 'b' },
     ]);
+  });
+
+  it('throws MODEL_STREAM_INCOMPLETE naming the [DONE] that came without a finish reason', async () => {
+    const done = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`${chunkLine('a')}data: [DONE]\n\n`);
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: done.url });
+    try {
+      const seen: ModelChunk[] = [];
+      const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
+
+      expect(seen).toEqual([{ type: 'delta', content: 'a' }]);
+      expect(error).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE', isRetryable: false });
+      expect(error.message).toBe(
+        'The stream of gpt-5-mini ended without a finish reason (the server sent [DONE] without one)',
+      );
+    } finally {
+      await done.close();
+    }
   });
 
   it('throws MODEL_STREAM_INCOMPLETE, not retryable, when the socket drops after a delta', async () => {

@@ -16,12 +16,12 @@ export interface ChatCompletionEventSink {
   /** An event, parsed, in the tick its bytes were read (no promise between the socket and here). */
   event(event: ChatCompletionEvent): void;
   /**
-   * The events are over; called once, and nothing follows. No `error` at `data: [DONE]` or at the
-   * end of the body (the caller judges whether what came was complete); else why the body failed,
-   * as fetch reports it (a `TypeError` whose `cause` says why: a reset, an abort of the request's
-   * signal), or a `SyntaxError` for an event that is not a JSON object.
+   * The events are over; called once, and nothing follows. No `error` at `data: [DONE]` (then
+   * `done` is true) or at the end of the body (the caller judges whether what came was complete);
+   * else why the body failed, as fetch reports it (a `TypeError` whose `cause` says why: a reset, an
+   * abort of the request's signal), or a `SyntaxError` for an event that is not a JSON object.
    */
-  close(error?: unknown): void;
+  close(error?: unknown, done?: boolean): void;
 }
 
 /** The reading of one body (see {@link pushChatCompletionEvents}). */
@@ -176,7 +176,7 @@ class EventReader implements ChatCompletionReading {
         else {
           this.#over = true;
           this.body?.release();
-          this.#sink.close();
+          this.#sink.close(undefined, true);
         }
       },
     });

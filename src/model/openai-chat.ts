@@ -293,7 +293,7 @@ class CompletionRequest implements PushedSource {
     try {
       this.#reading = pushChatCompletionEvents(response, {
         event: (event) => this.#event(event),
-        close: (error) => this.#ended(error),
+        close: (error, done) => this.#ended(error, done),
       });
     } catch (error) {
       // A response with no body to read (from an injected client's fetch): not a dropped connection.
@@ -324,8 +324,11 @@ class CompletionRequest implements PushedSource {
     this.#requestAbort.abort();
   }
 
-  /** The body's events are over: with a finish reason that is the `end`, without one the stream is incomplete. */
-  #ended(error: unknown): void {
+  /**
+   * The body's events are over (at `[DONE]` when `done`): with a finish reason that is the `end`,
+   * without one the stream is incomplete.
+   */
+  #ended(error: unknown, done = false): void {
     if (this.#finished) return;
     if (error !== undefined) {
       if (isAbort(error, this.#signal)) this.#close();
@@ -337,7 +340,7 @@ class CompletionRequest implements PushedSource {
       this.#close(
         new RunstateError(
           'MODEL_STREAM_INCOMPLETE',
-          `The stream of ${this.#modelId} ended without a finish reason (the body closed early)`,
+          `The stream of ${this.#modelId} ended without a finish reason (${done ? 'the server sent [DONE] without one' : 'the body closed early'})`,
         ),
       );
       return;
