@@ -141,7 +141,9 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
 
     expect(error.code).toBe('MODEL_STREAM_INCOMPLETE');
-    expect(error.message).toBe('The stream of gpt-5-mini ended without a finish reason (the body closed early)');
+    expect(error.message).toBe(
+      'The stream of gpt-5-mini ended without a finish reason (the body closed early)',
+    );
     expect(seen).toEqual([
       { type: 'delta', content: 'a' },
       { type: 'delta', content: 'b' },
