@@ -147,7 +147,11 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   function onState(run: TracedRun, state: string, status: RunStatus, error: RunErrorData | null): void {
     // A model request is the machine's `streaming.attempt` state, entered once per request.
     if (state.startsWith('streaming.attempt')) {
-      if (!run.chat) startChat(run);
+      // `requesting` again: a new request right after one whose tool calls all failed their checks
+      // (the machine passed through the tools in one step).
+      if (run.chat && state === 'streaming.attempt.requesting') endChatForTools(run.chat);
+      else if (run.chat) return;
+      startChat(run);
       return;
     }
     // In a final state, the 'finished' notice ends the request's span with the run's usage.
@@ -156,12 +160,17 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       // While retrying, the machine's error is the failed request's (a retry may still be cancelled).
       run.chat.span.setAttribute('error.type', error?.code ?? '_OTHER');
       run.chat.span.setStatus({ code: SpanStatusCode.ERROR, message: 'failed before its first chunk' });
+      run.chat.span.end();
     } else {
       // To the tools, or paused for a person: the request ended asking for tool calls.
-      run.chat.span.setAttribute('gen_ai.response.finish_reasons', ['tool_calls']);
+      endChatForTools(run.chat);
     }
-    run.chat.span.end();
     run.chat = undefined;
+  }
+
+  function endChatForTools(chat: ChatSpan): void {
+    chat.span.setAttribute('gen_ai.response.finish_reasons', ['tool_calls']);
+    chat.span.end();
   }
 
   function onEvent(run: TracedRun, event: RunEvent): void {

@@ -199,6 +199,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   let output: RunOutput | null = null;
   const reasoning = new ReasoningPhases(options.restored?.reasoningSteps);
   let nodes: readonly object[] | undefined;
+  /** The model request the last state notice was in: a request may follow another in one step. */
+  let attempt = 0;
   let status: RunStatus | undefined;
   /** When the run last paused: a paused run's metrics end there, so its record holds still while it waits. */
   let pausedAt: number | undefined;
@@ -318,9 +320,13 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   const subscription = actor.subscribe({
     next(snapshot) {
       // A chunk re-enters `receiving`: comparing the active state nodes (a few pointers) skips it.
+      // Not a new request in the same nodes: a turn whose tool calls all failed their checks goes
+      // from `requesting` through the tools to the next `requesting` in one step.
       const next = (snapshot as unknown as { _nodes?: readonly object[] })._nodes;
-      if (next && nodes && sameNodes(nodes, next)) return;
+      const nextAttempt = snapshot.context.attempt;
+      if (next && nodes && nextAttempt === attempt && sameNodes(nodes, next)) return;
       nodes = next;
+      attempt = nextAttempt;
       const current = runStatusOf(snapshot);
       if (observed()) {
         const { error } = snapshot.context;

@@ -210,6 +210,23 @@ describe('createInspector: the feed', () => {
     expect(log.find((entry) => entry.text === 'CANCEL')?.detail).toBe('{"reason":"api"}');
   });
 
+  it('logs the next request after a turn whose tool calls all failed their checks, and counts it', async () => {
+    const { inspector, model, start } = setup();
+    const run = start();
+    // The call names no tool: the machine goes through the tools to the next request in one step.
+    (await model.nextCall()).callTools([{ id: 'call_x', name: 'nope', arguments: {} }]);
+    const second = await model.nextCall();
+    second.emit('Sorry');
+    second.end();
+    await run.result;
+
+    const detail = record((listener) => inspector.subscribe(listener, { runId: run.runId })).messages[1];
+    const log = detail?.type === 'detail' ? detail.log.map((entry) => `${entry.kind} ${entry.text}`) : [];
+    expect(log.filter((line) => line === 'state streaming.attempt.requesting')).toHaveLength(2);
+    expect(log).toContain('event DONE');
+    expect(inspector.listRuns()).toMatchObject([{ run_id: run.runId, status: 'completed', attempt: 2 }]);
+  });
+
   it('answers a follower of a run it does not know yet, then sends the run once it starts', async () => {
     const { inspector, model } = setup({ flushIntervalMs: 5 });
     const feed = record((listener) => inspector.subscribe(listener, { runId: 'later' }));

@@ -150,6 +150,28 @@ describe('observers of a real orchestrator', () => {
     ).toBe(1);
   });
 
+  it('see a turn whose calls all name no tool as its own chat span, ended asking for tools, then the next request', async () => {
+    const { model, start } = setup();
+    const run = start('Add 1 and 2');
+    // Refused before it could run: the machine goes from the tools to the next request in one step.
+    (await model.nextCall()).callTools([{ id: 'call_x', name: 'nope', arguments: {} }]);
+    const second = await model.nextCall();
+    second.emit('Sorry');
+    second.end();
+    expect((await run.result).status).toBe('completed');
+
+    const spans = exporter.getFinishedSpans();
+    const chats = spans.filter((span) => span.name === 'chat fake-model');
+    expect(chats.map((chat) => chat.attributes['gen_ai.response.finish_reasons'])).toEqual([
+      ['tool_calls'],
+      ['stop'],
+    ]);
+    // The second request has its own time to first chunk, from its own start.
+    expect(chats[1]!.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThanOrEqual(0);
+    const [nope] = spans.filter((span) => span.name === 'execute_tool nope');
+    expect(nope?.status.code).toBe(SpanStatusCode.ERROR);
+  });
+
   it('see a tool call cancelled with its run (only RunCancelled comes): counted cancelled once, its span an error', async () => {
     const { model, orchestrator, metrics, start } = setup();
     const slow = untilCancelled('slow');
