@@ -236,7 +236,15 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       if (output.status === 'failed') failed(chat.span, output);
       chat.span.end();
     }
-    // Calls still running when the run ended were cancelled with it: no ToolCallCompleted comes.
+    // Calls still open when the run ended (running, queued, or awaiting a person's confirmation)
+    // were cancelled with it: no ToolCallCompleted comes, and those that never started have a span too.
+    for (const tool of output.tools) {
+      if (tool.status !== 'cancelled') continue;
+      const span = run.tools.get(tool.tool_call_id) ?? startToolSpan(run, tool);
+      run.tools.delete(tool.tool_call_id);
+      toolFailed(span, 'cancelled');
+      span.end();
+    }
     for (const span of run.tools.values()) {
       toolFailed(span, 'cancelled');
       span.end();

@@ -193,7 +193,7 @@ describe('observers of a real orchestrator', () => {
     expect(agent?.status.code).toBe(SpanStatusCode.UNSET);
   });
 
-  it('see a paused run cancelled: the calls it waited with are counted cancelled', async () => {
+  it('see a paused run cancelled: the calls it waited with are counted cancelled, each with its span', async () => {
     const { model, orchestrator, metrics, start } = setup();
     const run = start('Add, then publish', [add, publish]);
     (await model.nextCall()).callTools([
@@ -215,6 +215,14 @@ describe('observers of a real orchestrator', () => {
         sample(text, 'runstate_tool_calls_total', { agent: 'writer', tool: name, status: 'cancelled' }),
       ).toBe(1);
     }
+    // Neither call ever ran; each still has its execute_tool span, an error `cancelled`.
+    const spans = exporter.getFinishedSpans().filter((span) => span.name.startsWith('execute_tool'));
+    expect(
+      spans.map((span) => [span.name, span.attributes['gen_ai.tool.call.id'], span.attributes['error.type']]),
+    ).toEqual([
+      ['execute_tool add', 'call_a', 'cancelled'],
+      ['execute_tool publish', 'call_p', 'cancelled'],
+    ]);
   });
 
   it('see a call a person rejected counted `rejected`', async () => {
