@@ -1,4 +1,5 @@
 import { RunstateError } from '../errors.js';
+import { DEFAULT_LEASE_MS } from './create-lease-keeper.js';
 import type { RunLeases } from './run-leases.js';
 import { createSqlRunStore, type SqlRunStoreOptions } from './sql/create-sql-run-store.js';
 import { describeUrl, openSqlDatabase } from './sql/open-sql-database.js';
@@ -59,7 +60,9 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
       close: () => Promise.resolve(),
     };
   }
-  const db = await openSqlDatabase(dataDir ? { dataDir } : { databaseUrl: databaseUrl! });
+  const db = await openSqlDatabase(dataDir ? { dataDir } : { databaseUrl: databaseUrl! }, {
+    idleInTransactionMs: options.leaseMs ?? DEFAULT_LEASE_MS,
+  });
   const store = createSqlRunStore({ ...options.store, db, leaseMs: options.leaseMs });
   let cancelBus: CancelBus | undefined;
   let eventBus: EventBus | undefined;

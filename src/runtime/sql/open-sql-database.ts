@@ -7,14 +7,31 @@ import { poolDatabase, type SqlDatabase } from './sql-database.js';
 /** Where runs are kept: a PGlite data directory, or a PostgreSQL server. */
 export type SqlLocation = { dataDir: string } | { databaseUrl: string };
 
+/** Options of {@link openSqlDatabase}. */
+export interface OpenSqlDatabaseOptions {
+  /**
+   * PostgreSQL ends a session of this pool that stays idle inside a transaction for longer (its
+   * `idle_in_transaction_session_timeout`): an instance frozen mid-transaction (a paused VM or
+   * container, SIGSTOP) would otherwise hold its runs' rows locked for as long as it is frozen, and
+   * no other instance could end them. The run store passes its lease: past it, the runs are lost
+   * anyway. Default: none (PostgreSQL's setting). Not used by PGlite (one process, one connection).
+   */
+  idleInTransactionMs?: number | undefined;
+}
+
 /**
  * Opens and migrates the database of a {@link SqlLocation}. `pg` and PGlite are loaded only here, so
  * the in-memory default never loads them. A server that cannot be reached throws
  * `STORE_UNAVAILABLE` with a one-line message naming its host and port, never its password.
  */
-export async function openSqlDatabase(location: SqlLocation): Promise<SqlDatabase> {
+export async function openSqlDatabase(
+  location: SqlLocation,
+  options: OpenSqlDatabaseOptions = {},
+): Promise<SqlDatabase> {
   const db =
-    'dataDir' in location ? await openPglite(location.dataDir) : await openPool(location.databaseUrl);
+    'dataDir' in location
+      ? await openPglite(location.dataDir)
+      : await openPool(location.databaseUrl, options.idleInTransactionMs);
   try {
     await migrate(db);
     // The directory's lock is this process's: every instance that held a lease in it is gone (a
@@ -150,13 +167,19 @@ async function processIdentity(pid: number): Promise<{ started: string; zombie: 
   }
 }
 
-async function openPool(databaseUrl: string): Promise<SqlDatabase> {
+async function openPool(databaseUrl: string, idleInTransactionMs: number | undefined): Promise<SqlDatabase> {
   const { default: pg } = await import('pg');
   const where = describeUrl(databaseUrl);
   const pool = new pg.Pool({ connectionString: databaseUrl, connectionTimeoutMillis: 5_000 });
   // An idle connection that breaks (server restarted) is reported here; unhandled, it would crash
   // the process. The pool drops it and the next query opens a new one.
   pool.on('error', () => undefined);
+  if (idleInTransactionMs !== undefined) {
+    // Sent on each new connection ahead of its first query (a client runs its queries in order). A
+    // server that refuses it (a pooler in transaction mode) keeps its own setting.
+    const setting = `SET idle_in_transaction_session_timeout = ${Math.ceil(idleInTransactionMs)}`;
+    pool.on('connect', (client) => void client.query(setting).catch(() => undefined));
+  }
   const db = poolDatabase(pool, where);
   try {
     await pool.query('SELECT 1');

@@ -22,10 +22,17 @@ export interface SqlDatabase extends SqlQueryable {
 
 /** The part of `pg`'s Pool that {@link poolDatabase} uses (kept structural: no import of `pg` here). */
 export interface PgPoolLike extends SqlQueryable {
-  connect(): Promise<SqlQueryable & { release(error?: Error | boolean): void }>;
+  connect(): Promise<PgClientLike>;
   end(): Promise<void>;
   /** pg's options: `max` is the most connections it opens (default 10). */
   readonly options?: { max?: number | undefined } | undefined;
+}
+
+/** A connection of a {@link PgPoolLike}, checked out. */
+export interface PgClientLike extends SqlQueryable {
+  release(error?: Error | boolean): void;
+  on?(event: 'error', listener: (error: Error) => void): unknown;
+  off?(event: 'error', listener: (error: Error) => void): unknown;
 }
 
 /**
@@ -107,6 +114,13 @@ function createSlots(size: number) {
 async function transaction<T>(pool: PgPoolLike, fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  // A checked-out client has no listener of its own: a connection that breaks between two queries
+  // of `fn` (the server restarted, or ended a session idle in its transaction) would throw from an
+  // 'error' event with none, and crash the process. Its next query fails, and so does `fn`.
+  const onError = (error: Error): void => {
+    broken = error;
+  };
+  client.on?.('error', onError);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -121,12 +135,15 @@ async function transaction<T>(pool: PgPoolLike, fn: (tx: SqlQueryable) => Promis
     }
     throw error;
   } finally {
+    client.off?.('error', onError);
     client.release(broken ?? false);
   }
 }
 
-// Node's socket errors, pg's own, and PostgreSQL's classes 08 (connection) and 57P (shutdown).
+// Node's socket errors, pg's own, PostgreSQL's classes 08 (connection) and 57P (shutdown), and
+// 25P03: the server ended a session left idle in its transaction (see `openSqlDatabase`).
 const CONNECTION_CODES = new Set([
+  '25P03',
   'ECONNREFUSED',
   'ECONNRESET',
   'ETIMEDOUT',

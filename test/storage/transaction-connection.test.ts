@@ -1,0 +1,74 @@
+/**
+ * A transaction's connection, checked out of the pool, that the server ends while the transaction
+ * waits between two queries: the transaction fails as an outage, the process goes on, and the row
+ * locks it held are let go.
+ */
+import type { EventEmitter } from 'node:events';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
+import { poolDatabase } from '../../src/runtime/sql/sql-database.js';
+import { createTestDatabase, POSTGRES_URL, type TestDatabase } from '../support/databases.js';
+
+/** Resolves when the client's connection is over. (Not `events.once`, which listens to 'error' too.) */
+const ended = (client: unknown): Promise<void> =>
+  new Promise((resolve) => (client as EventEmitter).once('end', () => resolve()));
+
+let database: TestDatabase;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(() => database.drop(), 30_000);
+
+describe('a transaction whose connection the server ends between two queries', () => {
+  it('fails STORE_UNAVAILABLE, without crashing the process, and the next transaction gets a new connection', async () => {
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const db = poolDatabase(pool, 'test');
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    try {
+      const failed = db.transaction(async (tx) => {
+        const { rows } = await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        // Ended by the server while no query of the transaction runs (a restart, an administrator):
+        // pg reports it as an 'error' event of the checked-out client, which nothing else listens to.
+        await admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+        await ended(tx);
+        return tx.query('SELECT 1');
+      });
+      await expect(failed).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      expect(await db.transaction((tx) => tx.query<{ one: number }>('SELECT 1 AS one'))).toMatchObject({
+        rows: [{ one: 1 }],
+      });
+    } finally {
+      await admin.end();
+      await db.close();
+    }
+  });
+
+  it('idle inside the transaction past idleInTransactionMs (an instance frozen there), lets its row locks go', async () => {
+    const db = await openSqlDatabase({ databaseUrl: database.url }, { idleInTransactionMs: 200 });
+    const other = await openSqlDatabase({ databaseUrl: database.url });
+    try {
+      await db.query('CREATE TABLE held (id int PRIMARY KEY)');
+      await db.query('INSERT INTO held VALUES (1)');
+      const frozen = db.transaction(async (tx) => {
+        await tx.query('SELECT id FROM held WHERE id = 1 FOR UPDATE');
+        // The instance stops here: the server ends the session, and with it the lock.
+        await ended(tx);
+        return tx.query('SELECT 1');
+      });
+      await expect(frozen).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      // Another instance takes the row at once (`NOWAIT` fails while anyone holds it).
+      const taken = await other.transaction((tx) =>
+        tx.query('SELECT id FROM held WHERE id = 1 FOR UPDATE NOWAIT'),
+      );
+      expect(taken.rows).toEqual([{ id: 1 }]);
+      expect((await db.query('SHOW idle_in_transaction_session_timeout')).rows).toEqual([
+        { idle_in_transaction_session_timeout: '200ms' },
+      ]);
+    } finally {
+      await db.close();
+      await other.close();
+    }
+  });
+});
