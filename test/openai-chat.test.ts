@@ -344,6 +344,43 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('reads a body that opens with a byte order mark, names a 200 that is no event stream, and reads an `event: error`', async () => {
+    const bodies = [
+      `\uFEFF${chunkLine('first')}${chunkLine(' second')}data: [DONE]\n\n`,
+      '<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body></body></html>',
+      'event: error\ndata: {"type":"error","message":"context length exceeded"}\n\n',
+    ];
+    const odd = await listen((req, res) => {
+      req.resume();
+      const body = bodies.shift()!;
+      res.writeHead(200, { 'content-type': body.startsWith('<') ? 'text/html' : 'text/event-stream' });
+      res.end(body);
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: odd.url });
+    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    try {
+      const seen: ModelChunk[] = [];
+      // No finish reason was sent: it fails, but only after both deltas came.
+      await failure(stream(), seen);
+      expect(seen).toEqual([
+        { type: 'delta', content: 'first' },
+        { type: 'delta', content: ' second' },
+      ]);
+      expect(await failure(stream())).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        isRetryable: false,
+        message:
+          'the model server answered with a body that is not an event stream (is the base URL right?): Welcome to nginx! (an HTML page)',
+      });
+      expect(await failure(stream())).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        message: 'context length exceeded (sent inside the stream)',
+      });
+    } finally {
+      await odd.close();
+    }
+  });
+
   it("names why a connection failed, not only the SDK's 'Connection error.'", async () => {
     const nothing = await listen();
     const url = nothing.url;

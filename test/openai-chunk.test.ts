@@ -39,6 +39,32 @@ describe('readChunk', () => {
     expect(readChunk(event({ content: 42 }), state)).toBeUndefined();
   });
 
+  it("hands out the thinking parts of Mistral's reasoning models as reasoning, before the text", () => {
+    const state = fresh();
+    const thinking = (text: string) => ({ type: 'thinking', thinking: [{ type: 'text', text }] });
+    expect(readChunk(event({ content: [thinking('Let me')] }), state)).toEqual({
+      type: 'delta',
+      content: '',
+      reasoning: 'Let me',
+    });
+    expect(state.delivered).toBe(true);
+    expect(readChunk(event({ content: [thinking(' see.'), { type: 'text', text: 'Four' }] }), state)).toEqual(
+      {
+        type: 'delta',
+        content: 'Four',
+        reasoning: ' see.',
+      },
+    );
+    // (A `thinking` given as a string is read too.)
+    expect(readChunk(event({ content: [{ type: 'thinking', thinking: 'hm' }] }), state)).toEqual({
+      type: 'delta',
+      content: '',
+      reasoning: 'hm',
+    });
+    // Not sent back with tool calls: Mistral has no reasoning field.
+    expect(state.reasoningField).toBeUndefined();
+  });
+
   it('takes tool arguments a server sends as a JSON object, as their text', () => {
     const state = fresh();
     const call = { index: 0, id: 'c1', function: { name: 'add', arguments: { a: 1, b: 2 } } };

@@ -48,12 +48,24 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
     state.toolCalls ??= new ToolCallAssembler();
     for (const call of delta.tool_calls) state.toolCalls.add(call);
   }
-  const content = textOf(delta.content) || textOf(delta.refusal);
+  let content: string;
   const reasoning = delta.reasoning_content || delta.reasoning;
+  if (typeof delta.content === 'string') content = delta.content;
+  else if (Array.isArray(delta.content)) {
+    // Mistral's parts: the text is content, and a `thinking` part is reasoning (no field of its
+    // own: Mistral is not sent reasoning back with its tool calls).
+    const parts = partsOf(delta.content);
+    content = parts.text;
+    if (parts.thinking !== '' && !reasoning) {
+      state.delivered = true;
+      return { type: 'delta', content, reasoning: parts.thinking };
+    }
+  } else content = '';
+  content ||= textOf(delta.refusal);
   if (typeof reasoning === 'string' && reasoning !== '') {
     state.delivered = true;
     state.reasoningField ??= delta.reasoning_content ? 'reasoning_content' : 'reasoning';
-    return { type: 'delta', content: content || '', reasoning };
+    return { type: 'delta', content, reasoning };
   }
   if (content) {
     state.delivered = true;
@@ -67,18 +79,28 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
 const TOOL_CALL_ACTIVITY: ModelChunk = { type: 'delta', content: '', toolCall: true };
 
 /**
- * The text of a delta's `content` (or `refusal`): a string, or the text parts of an array of parts
- * (`[{type: 'text', text}]`, as Mistral's servers stream it); anything else has none.
+ * The text of a delta's `refusal` (or `content`): a string, or the text parts of an array of parts;
+ * anything else has none.
  */
 function textOf(value: unknown): string {
   if (typeof value === 'string') return value;
-  if (!Array.isArray(value)) return '';
+  return Array.isArray(value) ? partsOf(value).text : '';
+}
+
+/**
+ * An array of content parts, as Mistral's servers stream them: `{type: 'text', text}` parts are
+ * text, and `{type: 'thinking', thinking}` parts (its reasoning models; `thinking` is itself text
+ * parts, or a string) are reasoning. Parts of other types have no text.
+ */
+function partsOf(parts: unknown[]): { text: string; thinking: string } {
   let text = '';
-  for (const part of value as unknown[]) {
-    const piece = (part as { type?: unknown; text?: unknown } | null)?.text;
-    if (typeof piece === 'string' && (part as { type?: unknown }).type === 'text') text += piece;
+  let thinking = '';
+  for (const part of parts) {
+    const { type, text: piece, thinking: thought } = (part ?? {}) as Record<string, unknown>;
+    if (type === 'text' && typeof piece === 'string') text += piece;
+    else if (type === 'thinking') thinking += typeof thought === 'string' ? thought : textOf(thought);
   }
-  return text;
+  return { text, thinking };
 }
 
 /** A count the server did not send (or sent as no number) is unknown, not 0. */

@@ -2,6 +2,7 @@ import { createParser, type EventSourceParser } from 'eventsource-parser';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type OpenAI from 'openai';
+import { reasonOf } from './chat-completion-chunk.js';
 import { nodeBodyOf } from './node-http-fetch.js';
 import { PushedIterator } from './pushed-iterator.js';
 
@@ -112,6 +113,33 @@ function malformed(data: string, cause?: unknown): MalformedEventError {
   );
 }
 
+/**
+ * An `event: error` (some servers and proxies name their failures so, with an `error` object or
+ * with the reason itself as the data), as the error object {@link readChunk} reports.
+ */
+function errorEvent(data: string): ChatCompletionEvent {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(data);
+  } catch {
+    parsed = data;
+  }
+  const error = (parsed as { error?: unknown } | null)?.error;
+  return { error: error ?? parsed } as ChatCompletionEvent;
+}
+
+/** Whether a body that held no event still speaks the protocol (comments, keep-alives). */
+function looksLikeEvents(text: string): boolean {
+  return text.trim() === '' || /^\s*(?::|data:|event:|id:|retry:)/.test(text);
+}
+
+/** A 200 whose body is no event stream (a web page at a wrong `baseURL`), named for what it is. */
+function notAnEventStream(text: string): MalformedEventError {
+  return new MalformedEventError(
+    `the model server answered with a body that is not an event stream (is the base URL right?): ${reasonOf(text)}`,
+  );
+}
+
 /** The most of a body without events kept to read it as one JSON answer. */
 const MAX_UNSTREAMED = 1 << 20;
 
@@ -165,14 +193,15 @@ class EventReader implements ChatCompletionReading {
   constructor(sink: ChatCompletionEventSink) {
     this.#sink = sink;
     this.#parser = createParser({
-      onEvent: ({ data }) => {
+      onEvent: ({ event, data }) => {
         // An event with empty data is not dispatched, says the SSE standard (a keep-alive).
         if (this.#over || data === '') return;
         if (!this.#events) {
           this.#events = true;
           this.#unparsed = '';
         }
-        if (data !== '[DONE]') this.#sink.event(parseEvent(data));
+        if (event === 'error') this.#sink.event(errorEvent(data));
+        else if (data !== '[DONE]') this.#sink.event(parseEvent(data));
         else {
           this.#over = true;
           this.body?.release();
@@ -189,8 +218,12 @@ class EventReader implements ChatCompletionReading {
   /** Text read from the body; an event that is not JSON ends the reading with its `SyntaxError`. */
   feed(text: string): void {
     if (this.#over) return;
-    // Kept until the first event: a body that turns out to hold none may be one JSON answer.
-    if (!this.#events && this.#unparsed.length < MAX_UNSTREAMED) this.#unparsed += text;
+    if (!this.#events) {
+      // A byte order mark may open the body (.NET writes one); the SSE standard skips it.
+      if (this.#unparsed === '' && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+      // Kept until the first event: a body that turns out to hold none may be one JSON answer.
+      if (this.#unparsed.length < MAX_UNSTREAMED) this.#unparsed += text;
+    }
     try {
       this.#parser.feed(text);
     } catch (error) {
@@ -206,6 +239,7 @@ class EventReader implements ChatCompletionReading {
       try {
         const answer = unstreamedAnswer(this.#unparsed);
         if (answer) this.#sink.event(answer);
+        else if (!looksLikeEvents(this.#unparsed)) error = notAnEventStream(this.#unparsed);
       } catch (thrown) {
         error = thrown;
       }

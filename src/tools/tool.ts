@@ -1,4 +1,4 @@
-import { inspect } from 'node:util';
+import { inspect, types } from 'node:util';
 import { z } from 'zod';
 import { RunstateError } from '../errors.js';
 import type { ToolDefinition } from '../model/chat-model.js';
@@ -139,9 +139,23 @@ export function toolResultText(value: unknown): string {
  * must end, and its run go on.
  */
 export function thrownText(error: unknown): string {
-  if (error instanceof Error) return error.message;
   try {
-    return String(error);
+    // Also an error of another realm (a `vm` context), which `instanceof Error` does not see.
+    if (error instanceof Error || types.isNativeError(error)) {
+      const { name, message } = error;
+      // `new TypeError()` still says what it was.
+      return typeof message === 'string' && message !== '' ? message : String(name || 'Error');
+    }
+    if (typeof error === 'object' && error !== null) {
+      // Some SDKs throw plain objects: `{ message, code }`.
+      const { message, code } = error as { message?: unknown; code?: unknown };
+      if (typeof message === 'string' && message !== '') {
+        return typeof code === 'string' || typeof code === 'number' ? `${message} (code ${code})` : message;
+      }
+    }
+    const text = String(error);
+    // An object with no `toString` of its own says more as `inspect` prints it.
+    return text === '[object Object]' ? shown(error) : text;
   } catch {
     return shown(error);
   }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Agent, OfflineModel, RunstateError, tool, type Tool } from '../../src/index.js';
-import { toolResultText } from '../../src/tools/tool.js';
+import { runInNewContext } from 'node:vm';
+import { thrownText, toolResultText } from '../../src/tools/tool.js';
 
 describe('tool()', () => {
   it('sends its parameters as JSON Schema, without the $schema key some servers refuse', () => {
@@ -54,6 +55,23 @@ describe('toolResultText', () => {
     cycle.self = cycle;
     expect(toolResultText(cycle)).toContain("name: 'loop'");
     expect(toolResultText(10n)).toBe('10n');
+  });
+});
+
+describe('thrownText', () => {
+  it("says what a tool threw, whatever it is: an error's message, or its class when it has none", () => {
+    expect(thrownText(new RangeError('out of range'))).toBe('out of range');
+    expect(thrownText(new TypeError())).toBe('TypeError');
+    // An error made in another realm (a `vm` context) is an error all the same.
+    expect(thrownText(runInNewContext('new Error("from a sandbox")'))).toBe('from a sandbox');
+  });
+
+  it("gives a plain object's message (and code), or the object as inspect prints it", () => {
+    expect(thrownText({ message: 'quota exceeded', code: 429 })).toBe('quota exceeded (code 429)');
+    expect(thrownText({ message: 'no way' })).toBe('no way');
+    expect(thrownText({ status: 'bad' })).toBe("{ status: 'bad' }");
+    expect(thrownText('plain text')).toBe('plain text');
+    expect(thrownText(undefined)).toBe('undefined');
   });
 });
 
