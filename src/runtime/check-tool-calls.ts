@@ -31,7 +31,14 @@ async function checkToolCall(
   { id, function: { name, arguments: text } }: ToolCallRequest,
   tools: ReadonlyMap<string, Tool>,
 ): Promise<CheckedToolCall> {
-  const checked = { id, name, arguments: text, args: {}, requiresConfirmation: false };
+  // Empty arguments go back to the model as `{}`: a server that parses them as JSON refuses ''.
+  const checked = {
+    id,
+    name,
+    arguments: text.trim() === '' ? '{}' : text,
+    args: {},
+    requiresConfirmation: false,
+  };
   const tool = tools.get(name);
   if (!tool) {
     const known = [...tools.keys()].join(', ') || 'none';

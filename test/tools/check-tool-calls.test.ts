@@ -27,7 +27,7 @@ const call = (name: string, args: string, id = 'c1') => ({
 });
 
 describe('checkToolCalls', () => {
-  it('passes valid calls with their parsed arguments, and marks those a person must confirm', async () => {
+  it('passes valid calls with their parsed arguments (empty ones as `{}`, also as sent back), and marks those a person must confirm', async () => {
     expect(await checkToolCalls([call('add', '{"a":1,"b":2}'), call('publish', '', 'c2')], tools)).toEqual([
       {
         id: 'c1',
@@ -37,7 +37,7 @@ describe('checkToolCalls', () => {
         invalid: null,
         requiresConfirmation: false,
       },
-      { id: 'c2', name: 'publish', arguments: '', args: {}, invalid: null, requiresConfirmation: true },
+      { id: 'c2', name: 'publish', arguments: '{}', args: {}, invalid: null, requiresConfirmation: true },
     ]);
   });
 
