@@ -1,4 +1,5 @@
 import { mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import type { PoolClient } from 'pg';
 import { join } from 'node:path';
 import { RunstateError } from '../../errors.js';
 import { migrate } from './migrate.js';
@@ -170,16 +171,27 @@ async function processIdentity(pid: number): Promise<{ started: string; zombie: 
 async function openPool(databaseUrl: string, idleInTransactionMs: number | undefined): Promise<SqlDatabase> {
   const { default: pg } = await import('pg');
   const where = describeUrl(databaseUrl);
-  const pool = new pg.Pool({ connectionString: databaseUrl, connectionTimeoutMillis: 5_000 });
+  // The session's setting is made on each new connection before the pool hands it out (`verify`).
+  // A server that refuses it (a pooler in transaction mode) keeps its own, and the connection serves.
+  const setting =
+    idleInTransactionMs === undefined
+      ? undefined
+      : `SET idle_in_transaction_session_timeout = ${Math.ceil(idleInTransactionMs)}`;
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    connectionTimeoutMillis: 5_000,
+    ...(setting && {
+      verify: (client: PoolClient, done: (error?: Error) => void) => {
+        client.query(setting).then(
+          () => done(),
+          () => done(),
+        );
+      },
+    }),
+  });
   // An idle connection that breaks (server restarted) is reported here; unhandled, it would crash
   // the process. The pool drops it and the next query opens a new one.
   pool.on('error', () => undefined);
-  if (idleInTransactionMs !== undefined) {
-    // Sent on each new connection ahead of its first query (a client runs its queries in order). A
-    // server that refuses it (a pooler in transaction mode) keeps its own setting.
-    const setting = `SET idle_in_transaction_session_timeout = ${Math.ceil(idleInTransactionMs)}`;
-    pool.on('connect', (client) => void client.query(setting).catch(() => undefined));
-  }
   const db = poolDatabase(pool, where);
   try {
     await pool.query('SELECT 1');
