@@ -197,8 +197,13 @@ function fromBodyParserError(error: unknown): unknown {
   const type = (error as { type?: unknown } | null)?.type;
   switch (type) {
     case 'entity.too.large':
-    case 'parameters.too.many':
       return tooLarge(error);
+    case 'parameters.too.many':
+      return new RunstateError(
+        'PAYLOAD_TOO_LARGE',
+        `form body too large: more than ${MAX_FORM_FIELDS} fields`,
+        { cause: error },
+      );
     case 'entity.parse.failed':
       return (
         notAnObject(error) ?? malformedRequest(`malformed JSON body: ${(error as Error).message}`, error)

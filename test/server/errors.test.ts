@@ -388,11 +388,14 @@ describe('bodies over the limit', () => {
     expect(model.calls).toHaveLength(0);
   });
 
-  it('answers 413 for a multipart body of more than 100 fields', async () => {
+  it('answers 413 for a multipart or urlencoded body of more than 100 fields, saying so', async () => {
     const { story, model } = await serveFake();
     const fields = Array.from({ length: 101 }, (_, i): [string, string] => [`f${i}`, 'x']);
     const body = await expectError(await postChunkedMultipart(story, fields), 413, 'PAYLOAD_TOO_LARGE');
     expect(body.detail).toMatch(/more than 100 fields/);
+    const form = await fetch(`${story}/runs`, { method: 'POST', body: new URLSearchParams(fields) });
+    const formBody = await expectError(form, 413, 'PAYLOAD_TOO_LARGE');
+    expect(formBody.detail).toBe('form body too large: more than 100 fields');
     expect(model.calls).toHaveLength(0);
   });
 
