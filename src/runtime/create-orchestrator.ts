@@ -21,7 +21,7 @@ import {
   type RunOutput,
   type RunRecord,
 } from './run-events.js';
-import { activeRecord, type RunIdentity } from './run-projection.js';
+import { activeRecord, recordWithStoredEvents, type RunIdentity } from './run-projection.js';
 import { createRunRegistry } from './run-registry.js';
 import { sessionHistory } from './session-history.js';
 import type {
@@ -1027,9 +1027,19 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     });
   }
 
-  /** Records from the store, with the content so far of the live runs this process owns. */
-  const withLive = (records: RunRecord[]): RunRecord[] =>
-    records.map((record) => registry.get(record.run_id)?.record() ?? record);
+  /**
+   * Records from the store, with the content so far of the live runs: from the run itself when this
+   * process holds it, else from its stored events.
+   */
+  const withLive = (records: RunRecord[]): Promise<RunRecord[]> => Promise.all(records.map(withProgress));
+
+  async function withProgress(record: RunRecord): Promise<RunRecord> {
+    const live = registry.get(record.run_id);
+    if (live) return live.record();
+    // Streaming elsewhere (a pending run has nothing yet, a paused one was stored whole at its park).
+    if (record.finished_at !== null || record.status !== 'streaming') return record;
+    return recordWithStoredEvents(record, await store.readEvents(record.run_id));
+  }
 
   const orchestrator: Orchestrator = {
     startRun,
@@ -1045,11 +1055,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     async getRun(runId) {
       await cancellingParked.get(runId)?.done;
       const live = registry.get(runId);
-      return live ? live.record() : store.getRun(runId);
+      if (live) return live.record();
+      const record = await store.getRun(runId);
+      return record && withProgress(record);
     },
     async listRuns(filter = {}) {
       // The status of a live run is its machine's: filtered after the live records replaced the stored.
-      const records = withLive(
+      const records = await withLive(
         await store.listRuns({ agentId: filter.agentId, sessionId: filter.sessionId }),
       );
       return filter.status === undefined ? records : records.filter((run) => run.status === filter.status);

@@ -185,3 +185,28 @@ export function terminalEvent(output: RunMachineOutput): EventBody {
     }
   }
 }
+
+/**
+ * The record of a run that streams on another instance, with what it stored so far: its owner
+ * writes the record's content and tools only when the run pauses or ends, and its events as they
+ * come, so the events say what streamed (every instance then reads the run the same way).
+ */
+export function recordWithStoredEvents(record: RunRecord, events: readonly RunEvent[]): RunRecord {
+  let content = '';
+  let reasoning = '';
+  const tools = new Map(record.tools.map((tool) => [tool.tool_call_id, tool]));
+  for (const event of events) {
+    if (event.event === 'RunContent') {
+      content += event.content;
+      if (event.reasoning_content) reasoning += event.reasoning_content;
+    } else if (event.event === 'ToolCallStarted' || event.event === 'ToolCallCompleted') {
+      tools.set(event.tool.tool_call_id, event.tool);
+    }
+  }
+  return {
+    ...record,
+    content: content || record.content,
+    reasoning_content: reasoning || record.reasoning_content,
+    tools: [...tools.values()],
+  };
+}

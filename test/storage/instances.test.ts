@@ -241,6 +241,29 @@ describe('two instances on PostgreSQL and Redis', () => {
     expect(runs.map((run) => run.run_input)).toStrictEqual(['First question', 'Second question']);
   });
 
+  it('reads a run streaming on the other instance with what it streamed so far, as its owner does', async () => {
+    const [a, b] = [await startInstance(shared()), await startInstance(shared())];
+    const own = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+    const { session_id, run_id } = (await own.next())!.data;
+    const call = await a.model.nextCall();
+    call.emit('Once');
+    call.emit(' upon');
+    // One RunContent (deltas of one tick are merged): the owner stores its events as they come,
+    // its record only when the run pauses or ends.
+    await eventually(async () => (await b.storage.store!.readEvents(run_id)).length === 2);
+    const read = async (instance: Instance, path: string) => (await fetch(`${instance.url}${path}`)).json();
+    const paths = [
+      `/agents/story-writer-agent/runs/${run_id}`,
+      `/sessions/${session_id}/runs/${run_id}?type=agent&db_id=runstate`,
+      `/sessions/${session_id}/runs?type=agent&db_id=runstate`,
+      `/agents/story-writer-agent/runs?session_id=${session_id}`,
+    ];
+    expect(await read(b, paths[0]!)).toMatchObject({ status: 'streaming', content: 'Once upon' });
+    for (const path of paths) expect(await read(b, path), path).toStrictEqual(await read(a, path));
+    call.end();
+    await own.rest();
+  });
+
   it('keeps history across a restart of every instance', async () => {
     const a = await startInstance(shared());
     const stream = readSse(await postRun(a.story, { message: 'Remember me' }));

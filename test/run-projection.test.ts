@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import type { ToolExecution } from '../machines/run-types.js';
+import type { RunEvent, RunRecord } from '../src/runtime/run-events.js';
+import { recordWithStoredEvents } from '../src/runtime/run-projection.js';
+
+const base = { run_id: 'r', agent_id: 'a', agent_name: 'A', session_id: 's', created_at: 1 };
+const call = (id: string, status: ToolExecution['status']) =>
+  ({ tool_call_id: id, tool_name: 'lookup', status }) as ToolExecution;
+
+describe('recordWithStoredEvents', () => {
+  it('gives a run streaming elsewhere the content, reasoning and tool calls its stored events hold', () => {
+    // As stored at a park: the content then, and the call the person was asked about.
+    const record = {
+      ...base,
+      status: 'streaming',
+      content: 'Let me look.',
+      reasoning_content: '',
+      tools: [call('c1', 'confirmed' as ToolExecution['status'])],
+      finished_at: null,
+    } as unknown as RunRecord;
+    const events = [
+      { ...base, seq: 1, event: 'RunStarted' },
+      { ...base, seq: 2, event: 'RunContent', content: '', reasoning_content: 'Hmm.' },
+      { ...base, seq: 3, event: 'RunContent', content: 'Let me look.' },
+      { ...base, seq: 4, event: 'RunPaused', tools: [] },
+      { ...base, seq: 5, event: 'RunContinued', tools: [] },
+      { ...base, seq: 6, event: 'ToolCallStarted', tool: call('c1', 'running') },
+      { ...base, seq: 7, event: 'ToolCallCompleted', tool: call('c1', 'completed') },
+      { ...base, seq: 8, event: 'ToolCallStarted', tool: call('c2', 'running') },
+      { ...base, seq: 9, event: 'RunContent', content: ' Found' },
+    ] as unknown as RunEvent[];
+
+    expect(recordWithStoredEvents(record, events)).toMatchObject({
+      status: 'streaming',
+      content: 'Let me look. Found',
+      reasoning_content: 'Hmm.',
+      tools: [call('c1', 'completed'), call('c2', 'running')],
+    });
+    // Nothing stored yet: the record as it is.
+    expect(recordWithStoredEvents(record, [])).toMatchObject({
+      content: 'Let me look.',
+      tools: record.tools,
+    });
+  });
+});
