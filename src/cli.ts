@@ -90,7 +90,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'serve' || command === 'run') refuseOtherFlags(command, values);
-  if (command === 'run' && rest.length === 0)
+  // A blank message too, as the HTTP API refuses it (422).
+  if (command === 'run' && rest.join(' ').trim() === '')
     throw new UsageError('run needs a message: runstate run "<message>" [--agent <id>]');
   if (command === 'serve' && rest.length === 0) return serve(await readConfig(values.config), values);
   if (command === 'run' && rest.length > 0)

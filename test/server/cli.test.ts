@@ -165,6 +165,10 @@ describe('the runstate command line', () => {
     const { stderr } = run.output();
     expect(stderr).toMatch(/^runstate: run needs a message: runstate run "<message>"/);
     expect(stderr).toContain('first agent of the config file (story-writer-agent when it declares none)');
+    // A blank message is none, as the HTTP API's 422 says.
+    const blank = spawnCli(['run', '  ']);
+    expect(await blank.exit).toBe(2);
+    expect(blank.output().stderr).toMatch(/^runstate: run needs a message/);
   });
 
   it('refuses a flag of the other command, naming the flag and the command, exit code 2', async () => {
