@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
 import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
-import type { CancelReason, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
+import type { CancelReason, RunStatus, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
@@ -63,6 +63,12 @@ function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
 
 /** How often a cancel sent to a run's owner over the bus is sent again while the run goes on. */
 const CANCEL_RESEND_MS = 1_000;
+
+/**
+ * How long a continue that lost a parked run waits to learn what the taker made of it (its first
+ * event after the pause), before it answers `streaming`: a few of the store's round trips.
+ */
+const TAKEN_STATUS_WAIT_MS = 2_000;
 
 /**
  * How long a cancel heard on the bus for a run that is not here is remembered, and how many are: a
@@ -761,6 +767,35 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
    * listeners are told `left`, unless they were), and a handle waiting here learns how the run ends
    * from the store.
    */
+  /**
+   * What became of a parked run another request took, on any instance: streaming again (a continue)
+   * or final (a cancel). The store's record says it once written; before then, the run's first
+   * event after its `RunPaused` does (the taker stores its events before its record).
+   */
+  async function statusWhenTaken(runId: string): Promise<RunStatus> {
+    const stored = await store.getRun(runId).catch(() => undefined);
+    if (stored && stored.status !== 'paused') return stored.status;
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), TAKEN_STATUS_WAIT_MS);
+    try {
+      const paused = (await store.readEvents(runId)).filter((event) => event.event === 'RunPaused').at(-1);
+      const after = paused?.seq ?? 0;
+      const events = await followStoredRun(store, eventBus, runId, after, undefined, {
+        signal: stop.signal,
+        heldHere: () => false,
+      });
+      for await (const event of events) {
+        if (event.event === 'RunContinued') return 'streaming';
+        if (isTerminalEvent(event)) return event.status;
+      }
+    } catch {
+      // The store out of reach, or nothing came in time: it was taken, and no longer waits.
+    } finally {
+      clearTimeout(timer);
+    }
+    return 'streaming';
+  }
+
   function takenElsewhere(runId: string): void {
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
@@ -873,9 +908,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const here = registry.get(runId);
       if (here) throw notPaused(runId, here.status());
       takenElsewhere(runId);
-      // Taken elsewhere: by a continue (it streams there now) or a cancel (it is final): as stored.
-      const stored = await store.getRun(runId).catch(() => undefined);
-      throw notPaused(runId, stored && stored.status !== 'paused' ? stored.status : 'streaming');
+      throw notPaused(runId, await statusWhenTaken(runId));
     }
     const { run, until } = taken;
     // A `cancelRun` here answered `true` for this run while this continue was taking it (whichever

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { createMemoryEventBus } from '../../src/runtime/memory-event-bus.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunStore } from '../../src/runtime/storage.js';
 import { tool } from '../../src/tools/tool.js';
@@ -192,6 +193,60 @@ describe('a continue that loses its parked run to a cancel on another instance',
       continuing.agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
     ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED', details: { status: 'cancelled' } });
     expect(await inner.getRun(run.runId)).toMatchObject({ status: 'cancelled' });
+    for (const { orchestrator } of [pausing, continuing, cancelling]) await orchestrator.shutdown();
+  });
+
+  it('is refused with the status the run has (cancelled) before the cancel wrote its final record', async () => {
+    const inner = createMemoryRunStore();
+    const eventBus = createMemoryEventBus();
+    // The cancelling instance's final record waits: its events are stored and sent, its record not.
+    let releaseFinish!: () => void;
+    let finishing!: () => void;
+    const finishHeld = new Promise<void>((resolve) => (finishing = resolve));
+    const slowFinish: RunStore = {
+      ...inner,
+      async finishRun(record) {
+        finishing();
+        await new Promise<void>((resolve) => (releaseFinish = resolve));
+        return inner.finishRun(record);
+      },
+    };
+    let beforeClaim: (() => Promise<unknown>) | undefined;
+    const late: RunStore = {
+      ...inner,
+      async claimParked(...args) {
+        const cancelFirst = beforeClaim;
+        beforeClaim = undefined;
+        await cancelFirst?.();
+        return inner.claimParked(...args);
+      },
+    };
+    const instance = (store: RunStore) => {
+      const orchestrator = createOrchestrator({ store, eventBus });
+      const model = createFakeModel();
+      return {
+        orchestrator,
+        model,
+        agent: new Agent({ name: 'Publisher', model, orchestrator, tools: [publish()] }),
+      };
+    };
+    const [pausing, continuing, cancelling] = [instance(inner), instance(late), instance(slowFinish)];
+    const run = pausing.agent.run('publish', { stream: true });
+    (await pausing.model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+
+    let cancelled: Promise<unknown> | undefined;
+    beforeClaim = () => {
+      cancelled = cancelling.orchestrator.requestCancel(run.runId);
+      return finishHeld;
+    };
+    await expect(
+      continuing.agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
+    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED', details: { status: 'cancelled' } });
+    // (The record still said `paused` when the continue was refused.)
+    expect(await inner.getRun(run.runId)).toMatchObject({ status: 'paused' });
+    releaseFinish();
+    await expect(cancelled).resolves.toMatchObject({ status: 'cancelled' });
     for (const { orchestrator } of [pausing, continuing, cancelling]) await orchestrator.shutdown();
   });
 });
