@@ -249,7 +249,8 @@ export function retryPolicy(
 function retryDelay(context: RunMachineContext, error: RunErrorData, random: () => number): number {
   if (error.retryAfterMs !== undefined) return error.retryAfterMs;
   const { baseDelayMs, maxDelayMs } = context.limits.retry;
-  const backoff = Math.min(maxDelayMs, baseDelayMs * 2 ** (context.attempt - 1));
+  // Doubled per retry of this turn: the requests of the turns before it were no retries.
+  const backoff = Math.min(maxDelayMs, baseDelayMs * 2 ** (context.attempt - context.turn.attempt - 1));
   // "Equal jitter": half fixed, half random, so retries of many runs do not align.
   return backoff / 2 + (backoff / 2) * random();
 }
