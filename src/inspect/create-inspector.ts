@@ -154,6 +154,10 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     switch (notice.type) {
       case 'state': {
         const type = notice.event.type;
+        // A run parked here and taken back (to be continued or cancelled) starts again in the state
+        // it was logged in: a new actor's first state, not a new one of the run.
+        const again = type === 'xstate.init' && view.log.length > 0;
+        if (again && valueText(notice.value) === valueText(view.value)) return;
         if (type !== 'xstate.init' && type !== 'unknown' && type !== 'CHUNK') {
           log(view, 'event', transitionLabel(type), detailOf(notice.event));
         }

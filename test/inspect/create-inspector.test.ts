@@ -11,6 +11,8 @@ import {
 } from '../../src/testing/fake-model.js';
 import { createInspector, type FeedMessage, type InspectorOptions } from '../../src/inspect/index.js';
 import { playRun } from '../support/notices.js';
+import { collect } from '../support/collect.js';
+import { confirmingTool } from '../support/confirming-tool.js';
 
 function setup(options: InspectorOptions = {}) {
   const model = createFakeModel();
@@ -225,6 +227,28 @@ describe('createInspector: the feed', () => {
     expect(log.filter((line) => line === 'state streaming.attempt.requesting')).toHaveLength(2);
     expect(log).toContain('event DONE');
     expect(inspector.listRuns()).toMatchObject([{ run_id: run.runId, status: 'completed', attempt: 2 }]);
+  });
+
+  it('logs a paused run once in `paused` when it is taken back from its park and cancelled', async () => {
+    const model = createFakeModel();
+    const inspector = createInspector();
+    const orchestrator = createOrchestrator();
+    inspector.attach(orchestrator);
+    const run = orchestrator.startRun({
+      agentId: 'writer',
+      agentName: 'Writer',
+      model,
+      input: 'publish it',
+      tools: [confirmingTool()],
+    });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    expect((await collect(run.events())).at(-1)?.event).toBe('RunPaused');
+    await orchestrator.requestCancel(run.runId);
+
+    const detail = record((listener) => inspector.subscribe(listener, { runId: run.runId })).messages[1];
+    const log = detail?.type === 'detail' ? detail.log.map((entry) => `${entry.kind} ${entry.text}`) : [];
+    expect(log.filter((line) => line === 'state paused')).toEqual(['state paused']);
+    expect(log.slice(-3)).toEqual(['event CANCEL', 'state cancelled', 'end cancelled (reason: api)']);
   });
 
   it('answers a follower of a run it does not know yet, then sends the run once it starts', async () => {
