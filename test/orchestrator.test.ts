@@ -373,6 +373,33 @@ describe('limits', () => {
     expect(call.signal.aborted).toBe(true);
   });
 
+  it('cancels a run from a listener of its `created` notice: RunStarted, then RunCancelled, and startRun returns', async () => {
+    const { orchestrator, model, start } = setup();
+    const answers: boolean[] = [];
+    orchestrator.subscribe((notice) => {
+      if (notice.type === 'created') answers.push(orchestrator.cancelRun(notice.run.run_id, 'api'));
+    });
+    const run = start();
+    expect(answers).toEqual([true]);
+    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    const events = await collect(run.events());
+    checkRunEvents(events, 'cancelled');
+    expect(events.map((event) => event.event)).toEqual(['RunStarted', 'RunCancelled']);
+    expect(model.calls).toHaveLength(0);
+  });
+
+  it('shuts down from a listener of a run’s `created` notice: the run is cancelled, and startRun returns', async () => {
+    const { orchestrator, start } = setup();
+    let shutdown: Promise<void> | undefined;
+    orchestrator.subscribe((notice) => {
+      if (notice.type === 'created') shutdown ??= orchestrator.shutdown();
+    });
+    const run = start();
+    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'shutdown' });
+    checkRunEvents(await collect(run.events()), 'cancelled');
+    await shutdown;
+  });
+
   it('keeps in the output a delta whose event a listener answered with a cancel in the same call', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     const { orchestrator, model, start } = setup();

@@ -199,6 +199,9 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   let output: RunOutput | null = null;
   const reasoning = new ReasoningPhases(options.restored?.reasoningSteps);
   let nodes: readonly object[] | undefined;
+  /** Whether `open()` (or `resume()`) started the actor; a cancel asked for before waits for it. */
+  let opened = false;
+  let cancelledBeforeOpen: CancelReason | undefined;
   /** The model request the last state notice was in: a request may follow another in one step. */
   let attempt = 0;
   let status: RunStatus | undefined;
@@ -417,6 +420,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
         model_provider: identity.model.provider,
         run_input: { input_content: identity.input },
       });
+      opened = true;
+      if (cancelledBeforeOpen) run.cancel(cancelledBeforeOpen);
     },
     start() {
       actor.send({ type: 'START' });
@@ -424,6 +429,11 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     cancel(reason) {
       // A final run's actor is stopped: xstate would warn of an event sent to it, and it is a no-op.
       if (output) return false;
+      // From a listener of the run's `created` notice: taken once the run is open, after RunStarted.
+      if (!opened) {
+        cancelledBeforeOpen ??= reason;
+        return true;
+      }
       sendHeld();
       const cancel = { type: 'CANCEL', reason } as const;
       actor.send(cancel);
@@ -447,6 +457,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     },
     resume() {
       actor.start();
+      opened = true;
+      if (cancelledBeforeOpen) run.cancel(cancelledBeforeOpen);
     },
     detach(elsewhere) {
       subscription.unsubscribe();
