@@ -6,10 +6,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
   Agent,
+  createMemoryRunStore,
   createOrchestrator,
+  OpenAIChat,
   openStorage,
   RunstateError,
   tool,
+  type MemoryRunStoreOptions,
   type Orchestrator,
 } from '../src/index.js';
 import { storageOptionsFromEnv } from '../src/runtime/open-storage.js';
@@ -294,6 +297,40 @@ describe('subscribing', () => {
     await expect(collect(runs.subscribe('no-such-run'))).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
     (await model.nextCall()).end();
     await run.result;
+  });
+});
+
+describe('model and memory store options', () => {
+  it('refuses OpenAIChat options that would fail every request or be sent wrong, naming each', () => {
+    const make = (options: Record<string, unknown>) => () =>
+      new OpenAIChat({ id: 'm', baseURL: 'http://127.0.0.1:1/v1', ...options });
+    refused(make({ id: '' }), /^OpenAIChat: id must be the model name/);
+    refused(make({ requestTimeoutMs: NaN }), /^OpenAIChat: requestTimeoutMs must be milliseconds > 0/);
+    refused(make({ requestTimeoutMs: -1 }), /requestTimeoutMs/);
+    refused(make({ requestTimeoutMs: Infinity }), /requestTimeoutMs/);
+    refused(make({ maxTokens: NaN }), /^OpenAIChat: maxTokens must be a whole number ≥ 1, got NaN$/);
+    refused(make({ maxTokens: 2.5 }), /maxTokens/);
+    refused(make({ temperature: 'hot' }), /^OpenAIChat: temperature must be a number ≥ 0, got hot$/);
+    refused(make({ maxTokensField: 'foo' }), /^OpenAIChat: maxTokensField must be 'max_tokens' or/);
+    refused(make({ extraBody: [] }), /extraBody/);
+    refused(make({ apiKey: 42 }), /^OpenAIChat: apiKey must be a string$/);
+    expect(make({ maxTokens: 512, temperature: 0, requestTimeoutMs: 30_000 })()).toBeInstanceOf(OpenAIChat);
+  });
+
+  it('refuses memory store limits that would forget every finished run at once, naming each', () => {
+    refused(
+      () => createMemoryRunStore({ retention: { maxAgeMs: Number(undefined) } }),
+      /^options\.retention\.maxAgeMs: expected milliseconds ≥ 0, got NaN$/,
+    );
+    refused(() => createMemoryRunStore({ retention: { maxFinishedRuns: -1 } }), /retention\.maxFinishedRuns/);
+    refused(
+      () => createMemoryRunStore({ maxRunsPerSession: 0 }),
+      /^options\.maxRunsPerSession: expected a whole/,
+    );
+    refused(() => createMemoryRunStore({ maxSessions: 0 }), /maxSessions/);
+    refused(() => createMemoryRunStore({ maxRuns: 5 } as MemoryRunStoreOptions), /maxRuns/);
+    // Keeping no finished run at all is a choice, not a mistake.
+    expect(() => createMemoryRunStore({ retention: { maxFinishedRuns: 0, maxAgeMs: 0 } })).not.toThrow();
   });
 });
 

@@ -50,6 +50,51 @@ export interface OpenAIChatOptions {
   extraBody?: Record<string, unknown> | undefined;
 }
 
+/** The longest delay a Node timer holds (a longer one fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Refuses options that would not fail loudly later: a `requestTimeoutMs` of `NaN` fails every
+ * request at once, a `maxTokens` of `NaN` is sent as `null`, an unknown `maxTokensField` drops the limit.
+ */
+function checkOptions(options: OpenAIChatOptions): void {
+  const refuse = (message: string): never => {
+    throw new RunstateError('INVALID_INPUT', `OpenAIChat: ${message}`);
+  };
+  if (typeof options !== 'object' || options === null) refuse('options must be an object with an id');
+  const { id, temperature, maxTokens, maxTokensField, requestTimeoutMs, extraBody } = options;
+  if (typeof id !== 'string' || id.trim() === '')
+    refuse('id must be the model name, a string that is not blank');
+  for (const name of ['apiKey', 'baseURL', 'organization'] as const) {
+    if (options[name] !== undefined && typeof options[name] !== 'string') refuse(`${name} must be a string`);
+  }
+  if (
+    temperature !== undefined &&
+    !(typeof temperature === 'number' && temperature >= 0 && temperature < Infinity)
+  )
+    refuse(`temperature must be a number ≥ 0, got ${String(temperature)}`);
+  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens >= 1))
+    refuse(`maxTokens must be a whole number ≥ 1, got ${String(maxTokens)}`);
+  if (
+    maxTokensField !== undefined &&
+    maxTokensField !== 'max_tokens' &&
+    maxTokensField !== 'max_completion_tokens'
+  )
+    refuse(`maxTokensField must be 'max_tokens' or 'max_completion_tokens', got ${String(maxTokensField)}`);
+  if (
+    requestTimeoutMs !== undefined &&
+    !(typeof requestTimeoutMs === 'number' && requestTimeoutMs > 0 && requestTimeoutMs <= MAX_TIMER_MS)
+  )
+    refuse(
+      `requestTimeoutMs must be milliseconds > 0 (at most ${MAX_TIMER_MS}), got ${String(requestTimeoutMs)}`,
+    );
+  if (
+    extraBody !== undefined &&
+    (typeof extraBody !== 'object' || extraBody === null || Array.isArray(extraBody))
+  )
+    refuse('extraBody must be an object of body fields');
+}
+
 /** The body field a token limit is sent as (see {@link OpenAIChatOptions.maxTokensField}). */
 type MaxTokensField = NonNullable<OpenAIChatOptions['maxTokensField']>;
 
@@ -90,7 +135,9 @@ export class OpenAIChat implements ChatModel {
   readonly #backend: { client: OpenAI; maxTokensField: MaxTokensField } | { offline: OfflineModel };
   readonly #options: OpenAIChatOptions;
 
+  /** @throws `RunstateError` `INVALID_INPUT` naming an option out of range (checked here, not at each run). */
   constructor(options: OpenAIChatOptions) {
+    checkOptions(options);
     this.id = options.id;
     this.#options = options;
     // Empty variables count as unset, as they do in a shell `${VAR:-default}`.

@@ -1,8 +1,10 @@
 /* eslint-disable @typescript-eslint/require-await -- in memory nothing is awaited, but the methods are async as the interface is: a throw is a rejection, never a synchronous throw. */
 import { isFinalStatus } from '../../machines/run.machine.js';
+import { z } from 'zod';
 import { RunstateError } from '../errors.js';
 import { sessionName } from './detached-slice.js';
 import { RunEventList } from './event-log.js';
+import { checkOption, count, duration } from './run-limits.js';
 import type { RunOutput, RunRecord } from './run-events.js';
 import type { ParkedRun, RunFilter, RunPatch, RunStore, SessionFilter, SessionRecord } from './storage.js';
 
@@ -24,6 +26,15 @@ export interface MemoryRunStoreOptions {
   /** Clock in milliseconds (retention age, session times). */
   now?: (() => number) | undefined;
 }
+
+const memoryRunStoreOptionsSchema = z.strictObject({
+  retention: z
+    .strictObject({ maxFinishedRuns: count(0).optional(), maxAgeMs: duration.optional() })
+    .optional(),
+  maxSessions: count(1).optional(),
+  maxRunsPerSession: count(1).optional(),
+  now: z.custom<() => number>((value) => typeof value === 'function', 'expected a function').optional(),
+});
 
 /** The defaults of {@link MemoryRunStoreOptions}. */
 export const MEMORY_STORE_LIMITS = {
@@ -66,6 +77,8 @@ interface StoredSession {
  * ```
  */
 export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunStore {
+  // A limit out of range would not fail: every finished run would be forgotten at once.
+  checkOption(memoryRunStoreOptionsSchema, options, 'options');
   const maxFinishedRuns = options.retention?.maxFinishedRuns ?? MEMORY_STORE_LIMITS.maxFinishedRuns;
   const maxAgeMs = options.retention?.maxAgeMs ?? MEMORY_STORE_LIMITS.maxAgeMs;
   const maxSessions = options.maxSessions ?? MEMORY_STORE_LIMITS.maxSessions;

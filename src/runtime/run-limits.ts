@@ -17,9 +17,9 @@ const numberWhere = (ok: (n: number) => boolean, expected: string) =>
   });
 // Durations: the machine clamps those past what a timer holds (2^31-1 ms), so a very long limit,
 // `Infinity` included, stays very long.
-const duration = numberWhere((n) => n >= 0, 'milliseconds ≥ 0');
-const positiveDuration = numberWhere((n) => n > 0, 'milliseconds > 0');
-const count = (min: number) =>
+export const duration = numberWhere((n) => n >= 0, 'milliseconds ≥ 0');
+export const positiveDuration = numberWhere((n) => n > 0, 'milliseconds > 0');
+export const count = (min: number) =>
   numberWhere((n) => (Number.isInteger(n) || n === Infinity) && n >= min, `a whole number ≥ ${min}`);
 
 /** Every limit of a run (`RunLimits`); a field left out or `undefined` keeps its default. */
