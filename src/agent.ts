@@ -144,6 +144,13 @@ export class Agent {
           : 'an agent id must be a string that is not empty',
       );
     }
+    // PostgreSQL's text holds no NUL: refused here, whatever the store, as in a run's input.
+    if (this.id.includes('\0') || this.name.includes('\0')) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        'an agent name or id must not contain a NUL character (U+0000)',
+      );
+    }
     this.model = options.model ?? new OpenAIChat({ id: 'gpt-5-mini' });
     this.description = options.description;
     const instructions = [options.instructions ?? []].flat();

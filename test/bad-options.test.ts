@@ -180,6 +180,11 @@ describe('agents and their runs', () => {
       details: { field: 'sessionId' },
     });
     await expect(agent.run('hi', { userId: '\u0000' })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    refused(() => new Agent({ name: 'A', id: 'a\u0000b', model }), 'must not contain a NUL character');
+    refused(
+      () => agent.orchestrator.startRun({ agentId: 'a\u0000', agentName: 'A', model, input: 'hi' }),
+      'agentId must not contain a NUL character',
+    );
     expect(model.calls).toHaveLength(0);
   });
 

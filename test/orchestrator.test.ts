@@ -898,6 +898,28 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     await expect(other.events(run.runId, own.length + 1)).rejects.toThrow(/has no event/);
   });
 
+  it('follows a run the other owns with many readers at once, and warns of no leak', async () => {
+    const { other, model, start } = instances();
+    const warnings: Error[] = [];
+    const warned = (warning: Error) => warnings.push(warning);
+    process.on('warning', warned);
+    try {
+      const run = start();
+      await run.recorded;
+      const call = await model.nextCall();
+      // Each reader waits for the run's next event on the bus: its listener is on while it waits.
+      const readers = Array.from({ length: 20 }, async () => collect(await other.events(run.runId)));
+      await nextTurn(); // (the store in memory answers in promise jobs: all of them wait now)
+      call.emit('a');
+      call.end();
+      const own = await collect(run.events());
+      for (const read of await Promise.all(readers)) expect(read).toEqual(own);
+      expect(warnings.map((warning) => warning.name)).toEqual([]);
+    } finally {
+      process.off('warning', warned);
+    }
+  });
+
   it('cancels a run the other owns: the owner aborts the model, both answer the same', async () => {
     const { owner, other, model, start } = instances();
     const run = start();

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
 import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
@@ -302,7 +303,9 @@ function checkStartRequest(request: StartRunRequest): void {
       throw new RunstateError('INVALID_INPUT', `${name} must be a string, got ${typeof value}`);
     }
   }
-  for (const name of ['input', 'sessionId', 'userId'] as const) refuseNul(request[name], name);
+  for (const name of ['input', 'sessionId', 'userId', 'agentId', 'agentName'] as const) {
+    refuseNul(request[name], name);
+  }
   for (const name of ['sessionId', 'userId'] as const) {
     if ((request[name]?.length ?? 0) > MAX_ID_LENGTH) {
       throw new RunstateError('INVALID_INPUT', `${name} must be at most ${MAX_ID_LENGTH} characters`, {
@@ -424,6 +427,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const listeners = new Set<RunListener>();
   /** Aborted by `shutdown`: ends the following of runs this instance does not hold. */
   const followersStop = new AbortController();
+  // One listener per follower of a run held elsewhere, each removed when it stops: many at once
+  // are no leak.
+  setMaxListeners(0, followersStop.signal);
   // Listeners that read the causes of state changes: while there are none, runs start uninspected.
   let causeListeners = 0;
   const writer = createStoreWriter({

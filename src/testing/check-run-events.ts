@@ -1,12 +1,20 @@
 import { isTerminalEvent, type RunEvent } from '../runtime/run-events.js';
 
+/** The status each terminal event carries. */
+const TERMINAL_STATUS: Record<string, string> = {
+  RunCompleted: 'completed',
+  RunCancelled: 'cancelled',
+  RunError: 'failed',
+};
+
 /**
  * Checks the invariants every run's events must hold, and throws an Error naming the first one
- * broken: `seq` counts from 1 without gaps; the first event is `RunStarted`; exactly one terminal
- * event, and it is the last; every event belongs to the same run; the terminal event's status is
- * `expectedStatus` when given; `RunCompleted.content` is the concatenation of the deltas and its
- * `reasoning_content` that of the reasoning deltas; the `RunCancelled` content is what streamed
- * before the cancel; reasoning deltas come between a `ReasoningStarted` and a `ReasoningCompleted`.
+ * broken: `seq` counts from 1 without gaps; the first event is `RunStarted`, and the only one;
+ * exactly one terminal event, and it is the last, its status the one its name says; every event
+ * belongs to the same run; the terminal event's status is `expectedStatus` when given;
+ * `RunCompleted.content` is the concatenation of the deltas and its `reasoning_content` that of the
+ * reasoning deltas; the `RunCancelled` content is what streamed before the cancel; reasoning deltas
+ * come between a `ReasoningStarted` and a `ReasoningCompleted`.
  *
  * @example
  * ```ts
@@ -30,6 +38,7 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   events.forEach((event, index) => {
     if (event.seq !== index + 1) fail(`event ${index + 1} has seq ${event.seq}`);
     if (event.run_id !== runId) fail(`event ${event.seq} belongs to run ${event.run_id}, not ${runId}`);
+    if (index > 0 && event.event === 'RunStarted') fail(`a second RunStarted at ${event.seq}`);
     if (event.event === 'ReasoningStarted' || event.event === 'ReasoningCompleted') {
       if (reasoning === (event.event === 'ReasoningStarted')) fail(`unpaired ${event.event} at ${event.seq}`);
       reasoning = !reasoning;
@@ -45,6 +54,8 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   });
   const last = events[events.length - 1]!;
   if (!isTerminalEvent(last)) return fail(`no terminal event; last is ${last.event}`);
+  // The terminal event's name and its status say the same.
+  if (last.status !== TERMINAL_STATUS[last.event]) fail(`${last.event} has status ${last.status}`);
   if (expectedStatus !== undefined && last.status !== expectedStatus) {
     fail(`terminal status is ${last.status}, expected ${expectedStatus}`);
   }
