@@ -46,19 +46,25 @@ export class AgentDirectory {
   }
 
   /** The session and the orchestrator that holds it, or `undefined`. */
+  /** The session, and the orchestrator that holds it; with `userId`, only one of that user. */
   async findSession(
     sessionId: string,
+    userId?: string,
   ): Promise<{ session: SessionRecord; orchestrator: Orchestrator } | undefined> {
     for (const orchestrator of this.orchestrators) {
       const session = await orchestrator.getSession(sessionId);
-      if (session) return { session, orchestrator };
+      if (session)
+        return userId === undefined || session.user_id === userId ? { session, orchestrator } : undefined;
     }
     return undefined;
   }
 
-  /** The session; throws `SESSION_NOT_FOUND` (404). */
-  async session(sessionId: string): Promise<{ session: SessionRecord; orchestrator: Orchestrator }> {
-    const found = await this.findSession(sessionId);
+  /** The session (with `userId`, only one of that user); throws `SESSION_NOT_FOUND` (404). */
+  async session(
+    sessionId: string,
+    userId?: string,
+  ): Promise<{ session: SessionRecord; orchestrator: Orchestrator }> {
+    const found = await this.findSession(sessionId, userId);
     if (!found) throw new RunstateError('SESSION_NOT_FOUND', `session ${sessionId} not found`);
     return found;
   }

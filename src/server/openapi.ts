@@ -41,6 +41,7 @@ import {
   resumeHeader,
   resumeQuery,
   sessionQuery,
+  sessionRunsQuery,
   updateSessionBody,
 } from './schemas.js';
 
@@ -351,7 +352,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     summary: 'List the runs of a session',
     description: 'Oldest first, the run in progress included.',
     tag: 'Sessions',
-    query: sessionQuery,
+    query: sessionRunsQuery,
     success: { 200: { description: 'The runs.', content: json(z.array(runRecord)) } },
     errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },

@@ -177,11 +177,20 @@ export const listSessionsQuery = z.object({
   db_id: optionalId,
   limit: wholeNumber(1, MAX_SESSION_PAGE_SIZE),
   page: wholeNumber(1),
+  sort_by: z.enum(['created_at', 'updated_at']).default('created_at'),
   sort_order: z.enum(['asc', 'desc']).default('desc'),
+  /** Sessions whose name holds this, in any case (AgentOS's search). */
+  session_name: z.string({ error: 'must be a string' }).max(MAX_ID_LENGTH).optional(),
 });
 
-/** The query of the other session routes. */
-export const sessionQuery = z.object({ db_id: optionalId });
+/** The query of the other session routes: with `user_id`, another user's session is not found. */
+export const sessionQuery = z.object({ db_id: optionalId, user_id: optionalId });
+
+/** The query of `GET /sessions/:session_id/runs`: runs created in a window (Unix seconds, inclusive). */
+export const sessionRunsQuery = sessionQuery.extend({
+  created_after: wholeNumber(0),
+  created_before: wholeNumber(0),
+});
 
 /** The longest session name, in characters (code points): as long as a name taken from a message. */
 export const MAX_SESSION_NAME_LENGTH = 100;

@@ -10,6 +10,7 @@ import {
   parseInput,
   renameSessionBody,
   sessionQuery,
+  sessionRunsQuery,
   updateSessionBody,
 } from './schemas.js';
 
@@ -46,48 +47,56 @@ export function sessionRoutes(context: RouteContext): Router {
             )
           ).flat()
         : [];
+    const named = query.session_name?.toLowerCase();
+    const found = named ? all.filter((session) => session.session_name.toLowerCase().includes(named)) : all;
     // Several orchestrators each list newest first: merge them (a stable sort keeps ties in order).
-    all.sort((a, b) =>
-      query.sort_order === 'desc' ? b.updated_at - a.updated_at : a.updated_at - b.updated_at,
-    );
+    const key = query.sort_by;
+    found.sort((a, b) => (query.sort_order === 'desc' ? b[key] - a[key] : a[key] - b[key]));
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     const page = query.page ?? 1;
     res.json({
-      data: all.slice((page - 1) * limit, page * limit),
-      meta: { page, limit, total_count: all.length, total_pages: Math.ceil(all.length / limit) },
+      data: found.slice((page - 1) * limit, page * limit),
+      meta: { page, limit, total_count: found.length, total_pages: Math.ceil(found.length / limit) },
     });
   });
 
   // AgentOS answers 204 whether or not there was such a session: a client (the Agent UI) that
   // deletes a session retention already forgot is not told it failed.
   router.delete('/sessions', runBodyParser(context.bodyLimit), async (req, res) => {
-    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const query = parseInput(sessionQuery, req.query);
+    checkDbId(context, query.db_id);
     const body = parseInput(deleteSessionsBody, req.body ?? {});
     if (body.session_ids.length !== body.session_types.length) {
       throw malformedRequest('session_ids and session_types must have the same length');
     }
     // As AgentOS's own stores do, by id alone: the types only pair with the ids.
-    for (const sessionId of new Set(body.session_ids)) await deleteSession(sessionId);
+    for (const sessionId of new Set(body.session_ids)) await deleteSession(sessionId, query.user_id);
     res.status(204).end();
   });
 
   router.get('/sessions/:session_id', async (req, res) => {
-    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    res.json(sessionDetail((await agents.session(req.params.session_id)).session));
+    const query = parseInput(sessionQuery, req.query);
+    checkDbId(context, query.db_id);
+    res.json(sessionDetail((await agents.session(req.params.session_id, query.user_id)).session));
   });
 
   // The Agent UI asks for this while the session's first answer still streams: the run in
   // progress is part of the answer (an empty list would wipe the chat on screen).
   router.get('/sessions/:session_id/runs', async (req, res) => {
-    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    const { orchestrator } = await agents.session(req.params.session_id);
-    res.json(await orchestrator.sessionRuns(req.params.session_id));
+    const query = parseInput(sessionRunsQuery, req.query);
+    checkDbId(context, query.db_id);
+    const { orchestrator } = await agents.session(req.params.session_id, query.user_id);
+    const runs = await orchestrator.sessionRuns(req.params.session_id);
+    const after = query.created_after ?? 0;
+    const before = query.created_before ?? Infinity;
+    res.json(runs.filter((run) => run.created_at >= after && run.created_at <= before));
   });
 
   router.get('/sessions/:session_id/runs/:run_id', async (req, res) => {
-    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const query = parseInput(sessionQuery, req.query);
+    checkDbId(context, query.db_id);
     const { session_id: sessionId, run_id: runId } = req.params;
-    const { orchestrator } = await agents.session(sessionId);
+    const { orchestrator } = await agents.session(sessionId, query.user_id);
     const run = await orchestrator.getRun(runId);
     if (run?.session_id !== sessionId) {
       throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found in session ${sessionId}`);
@@ -96,37 +105,45 @@ export function sessionRoutes(context: RouteContext): Router {
   });
 
   router.post('/sessions/:session_id/rename', runBodyParser(context.bodyLimit), async (req, res) => {
-    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const query = parseInput(sessionQuery, req.query);
+    checkDbId(context, query.db_id);
     const { session_name: name } = parseInput(renameSessionBody, req.body ?? {});
     // (Typed by the body parser's params, which name nothing.)
-    res.json(await renameSession(req.params.session_id as string, name));
+    res.json(await renameSession(req.params.session_id as string, name, query.user_id));
   });
 
   // AgentOS's update: runstate keeps a session's name only (the other fields are refused).
   router.patch('/sessions/:session_id', runBodyParser(context.bodyLimit), async (req, res) => {
-    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
+    const query = parseInput(sessionQuery, req.query);
+    checkDbId(context, query.db_id);
     const { session_name: name } = parseInput(updateSessionBody, req.body ?? {});
     const sessionId = req.params.session_id as string;
     res.json(
       name == null
-        ? sessionDetail((await agents.session(sessionId)).session)
-        : await renameSession(sessionId, name),
+        ? sessionDetail((await agents.session(sessionId, query.user_id)).session)
+        : await renameSession(sessionId, name, query.user_id),
     );
   });
 
   router.delete('/sessions/:session_id', async (req, res) => {
-    checkDbId(context, parseInput(sessionQuery, req.query).db_id);
-    await deleteSession(req.params.session_id);
+    const query = parseInput(sessionQuery, req.query);
+    checkDbId(context, query.db_id);
+    await deleteSession(req.params.session_id, query.user_id);
     res.status(204).end();
   });
 
-  async function deleteSession(sessionId: string): Promise<void> {
-    const found = await agents.findSession(sessionId);
+  /** With `userId`, another user's session is left alone (and the answer is the same 204). */
+  async function deleteSession(sessionId: string, userId: string | undefined): Promise<void> {
+    const found = await agents.findSession(sessionId, userId);
     await found?.orchestrator.deleteSession(sessionId);
   }
 
-  async function renameSession(sessionId: string, name: string): Promise<SessionDetail> {
-    const { orchestrator } = await agents.session(sessionId);
+  async function renameSession(
+    sessionId: string,
+    name: string,
+    userId: string | undefined,
+  ): Promise<SessionDetail> {
+    const { orchestrator } = await agents.session(sessionId, userId);
     const renamed = await orchestrator.renameSession(sessionId, name);
     // Forgotten between the two reads (retention, a delete).
     if (!renamed) throw new RunstateError('SESSION_NOT_FOUND', `session ${sessionId} not found`);

@@ -314,6 +314,56 @@ describe('sessions', () => {
     expect(invalid.field).toBe('limit');
   });
 
+  it('sorts sessions by created_at (or updated_at), finds them by name, and scopes them to a user_id', async () => {
+    let clock = 1_000_000_000_000;
+    const { url, story, model } = await serveFake({ orchestrator: { now: () => clock } });
+    const start = async (message: string, session_id: string, user_id: string) => {
+      await startBackground(story, { message, session_id, user_id });
+      const call = await model.nextCall();
+      call.end();
+      clock += 10_000;
+    };
+    await start('Lighthouses', 'old', 'alice');
+    await start('Tides', 'new', 'bob');
+    await start('Lighthouses again', 'old', 'alice'); // the older session is now the last updated
+    const ids = async (query: string) =>
+      (
+        (await (await fetch(`${url}/sessions?${query}`)).json()) as { data: { session_id: string }[] }
+      ).data.map((session) => session.session_id);
+    expect(await ids('sort_by=created_at&sort_order=desc')).toEqual(['new', 'old']);
+    expect(await ids('')).toEqual(['new', 'old']);
+    expect(await ids('sort_by=updated_at&sort_order=desc')).toEqual(['old', 'new']);
+    expect(await ids('session_name=LIGHT')).toEqual(['old']);
+    const bad = await expectError(await fetch(`${url}/sessions?sort_by=bogus`), 422, 'INVALID_INPUT');
+    expect(bad.field).toBe('sort_by');
+
+    // Another user's session is not found, to read, rename or delete.
+    for (const path of ['/sessions/old', '/sessions/old/runs']) {
+      expect((await fetch(`${url}${path}?user_id=alice`)).status).toBe(200);
+      await expectError(await fetch(`${url}${path}?user_id=bob`), 404, 'SESSION_NOT_FOUND');
+    }
+    const rename = await fetch(`${url}/sessions/old/rename?user_id=bob`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ session_name: 'hijacked' }),
+    });
+    await expectError(rename, 404, 'SESSION_NOT_FOUND');
+    expect((await fetch(`${url}/sessions/old?user_id=bob`, { method: 'DELETE' })).status).toBe(204);
+    expect(await (await fetch(`${url}/sessions/old`)).json()).toMatchObject({ session_name: 'Lighthouses' });
+
+    // The runs of a session created in a window (Unix seconds, both ends included).
+    const runs = async (query: string) =>
+      ((await (await fetch(`${url}/sessions/old/runs?${query}`)).json()) as RunRecord[]).map(
+        (run) => run.run_input,
+      );
+    expect(await runs('created_after=1000000001')).toEqual(['Lighthouses again']);
+    expect(await runs('created_before=1000000001')).toEqual(['Lighthouses']);
+    expect(await runs('created_after=1000000000&created_before=1000000020')).toEqual([
+      'Lighthouses',
+      'Lighthouses again',
+    ]);
+  });
+
   it('answers 422 naming limit or page when either is not a whole number in its range, however long', async () => {
     const { url } = await serveFake();
     const huge = '9'.repeat(400); // Number() makes it Infinity: `null` once in JSON
