@@ -75,9 +75,12 @@ export function agentRoutes(context: RouteContext): Router {
   router.get('/agents/:agent_id', (req, res) => {
     res.json(toJson(context.agents.get(req.params.agent_id)));
   });
-  // runstate has no teams; the Agent UI asks anyway and wants a plain array.
-  router.get('/teams', (_req, res) => {
-    res.json([]);
-  });
+  // runstate has no teams or workflows; the Agent UI (and Agno's client) ask anyway and want a
+  // plain array.
+  for (const path of ['/teams', '/workflows']) {
+    router.get(path, (_req, res) => {
+      res.json([]);
+    });
+  }
   return router;
 }

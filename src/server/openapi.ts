@@ -181,6 +181,15 @@ export const OPERATIONS: readonly OperationSpec[] = [
     success: { 200: { description: 'An empty list.', content: json(z.array(z.never())) } },
   },
   {
+    method: 'get',
+    path: '/workflows',
+    operationId: 'get_workflows',
+    summary: 'List the workflows (always empty)',
+    description: 'runstate runs agents only; AgentOS clients ask for workflows anyway and want an array.',
+    tag: 'Core',
+    success: { 200: { description: 'An empty list.', content: json(z.array(z.never())) } },
+  },
+  {
     method: 'post',
     path: '/agents/:agent_id/runs',
     operationId: 'create_agent_run',

@@ -46,9 +46,10 @@ describe('GET /health, /agents, /teams', () => {
     await expectError(await fetch(`${url}/agents/nobody`), 404, 'AGENT_NOT_FOUND');
   });
 
-  it('has no teams: a plain empty array', async () => {
+  it('has no teams or workflows: a plain empty array', async () => {
     const { url } = await serveFake();
     expect(await (await fetch(`${url}/teams`)).json()).toEqual([]);
+    expect(await (await fetch(`${url}/workflows`)).json()).toEqual([]);
   });
 
   it('answers an unknown route 404 JSON, not an HTML page', async () => {
