@@ -9,7 +9,7 @@ import {
   type Tracer,
   type TracerProvider,
 } from '@opentelemetry/api';
-import type { RunErrorData, ToolExecution } from '../../machines/run-types.js';
+import type { RunErrorData, TokenUsage, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { stateLabel } from './create-prometheus-metrics.js';
@@ -46,6 +46,8 @@ interface ChatSpan {
   /** `performance.now()` when it started. */
   startedAt: number;
   firstOutput: boolean;
+  /** The run's usage when it started (see the state notice's `usage`); `undefined`: not told. */
+  usageBefore: TokenUsage | null | undefined;
 }
 
 /** What the tracer keeps of a run while it is active. */
@@ -125,7 +127,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     });
   }
 
-  function startChat(run: TracedRun): void {
+  function startChat(run: TracedRun, usageBefore: TokenUsage | null | undefined): void {
     run.chats++;
     const span = getTracer().startSpan(
       `chat ${run.model}`,
@@ -141,17 +143,35 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       },
       run.context,
     );
-    run.chat = { span, startedAt: performance.now(), firstOutput: false };
+    run.chat = { span, startedAt: performance.now(), firstOutput: false, usageBefore };
   }
 
-  function onState(run: TracedRun, state: string, status: RunStatus, error: RunErrorData | null): void {
+  /** The request's time to its first chunk (reasoning, content or a tool call's arguments), once. */
+  function firstOutput(chat: ChatSpan): void {
+    if (chat.firstOutput) return;
+    chat.firstOutput = true;
+    chat.span.setAttribute(
+      'gen_ai.response.time_to_first_chunk',
+      (performance.now() - chat.startedAt) / 1000,
+    );
+  }
+
+  function onState(
+    run: TracedRun,
+    state: string,
+    status: RunStatus,
+    error: RunErrorData | null,
+    usage: TokenUsage | null | undefined,
+  ): void {
     // A model request is the machine's `streaming.attempt` state, entered once per request.
     if (state.startsWith('streaming.attempt')) {
+      // `receiving`: the request's first chunk came (a tool call's arguments too: they are output).
+      if (run.chat && state === 'streaming.attempt.receiving') return firstOutput(run.chat);
       // `requesting` again: a new request right after one whose tool calls all failed their checks
       // (the machine passed through the tools in one step).
-      if (run.chat && state === 'streaming.attempt.requesting') endChatForTools(run.chat);
+      if (run.chat && state === 'streaming.attempt.requesting') endChatForTools(run.chat, usage);
       else if (run.chat) return;
-      startChat(run);
+      startChat(run, usage);
       return;
     }
     // In a final state, the 'finished' notice ends the request's span with the run's usage.
@@ -163,12 +183,13 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       run.chat.span.end();
     } else {
       // To the tools, or paused for a person: the request ended asking for tool calls.
-      endChatForTools(run.chat);
+      endChatForTools(run.chat, usage);
     }
     run.chat = undefined;
   }
 
-  function endChatForTools(chat: ChatSpan): void {
+  function endChatForTools(chat: ChatSpan, usage: TokenUsage | null | undefined): void {
+    chat.span.setAttributes(requestUsage(chat.usageBefore, usage));
     chat.span.setAttribute('gen_ai.response.finish_reasons', ['tool_calls']);
     chat.span.end();
   }
@@ -177,14 +198,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     switch (event.event) {
       case 'RunContent':
       case 'ReasoningStarted': {
-        const chat = run.chat;
-        if (chat && !chat.firstOutput) {
-          chat.firstOutput = true;
-          chat.span.setAttribute(
-            'gen_ai.response.time_to_first_chunk',
-            (performance.now() - chat.startedAt) / 1000,
-          );
-        }
+        if (run.chat) firstOutput(run.chat);
         return;
       }
       case 'ToolCallStarted': {
@@ -230,8 +244,9 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
 
     const chat = run.chat;
     if (chat) {
-      // Usage comes once per run: it is the last request's own only when there was one request.
-      if (run.chats === 1) chat.span.setAttributes(usage);
+      // The last request's own: the run's, less what the requests before it used.
+      if (chat.usageBefore !== undefined) chat.span.setAttributes(requestUsage(chat.usageBefore, metrics));
+      else if (run.chats === 1) chat.span.setAttributes(usage);
       if (finishReasons) chat.span.setAttribute('gen_ai.response.finish_reasons', finishReasons);
       if (output.status === 'failed') failed(chat.span, output);
       chat.span.end();
@@ -290,7 +305,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
         runs.delete(runId);
         return onLeft(run);
       case 'state':
-        return onState(run, stateLabel(notice.value), notice.status, notice.error);
+        return onState(run, stateLabel(notice.value), notice.status, notice.error, notice.usage);
       case 'event':
         return onEvent(run, notice.event);
       case 'finished':
@@ -299,6 +314,30 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     }
   };
   return { listener };
+}
+
+/**
+ * What one request used: the run's usage after it, less the run's usage before it. A count the
+ * server did not report (then every sum with it is unknown) is left out.
+ */
+function requestUsage(
+  before: TokenUsage | null | undefined,
+  after: Pick<TokenUsage, 'input_tokens' | 'output_tokens'> | null | undefined,
+): Attributes {
+  const attributes: Attributes = {};
+  if (!after || before === undefined) return attributes;
+  const used = (name: 'input_tokens' | 'output_tokens'): number | null => {
+    const total = after[name];
+    if (total === null) return null;
+    if (before === null) return total;
+    const earlier = before[name];
+    return earlier === null ? null : total - earlier;
+  };
+  const input = used('input_tokens');
+  const output = used('output_tokens');
+  if (input !== null) attributes['gen_ai.usage.input_tokens'] = input;
+  if (output !== null) attributes['gen_ai.usage.output_tokens'] = output;
+  return attributes;
 }
 
 function failed(span: Span, output: RunOutput): void {

@@ -1191,6 +1191,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
             status: run.status(),
             event: { type: 'unknown' },
             error: context.error,
+            usage: context.usage,
           });
         }
       }

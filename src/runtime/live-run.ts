@@ -332,8 +332,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       attempt = nextAttempt;
       const current = runStatusOf(snapshot);
       if (observed()) {
-        const { error } = snapshot.context;
-        notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause, error });
+        const { error, usage } = snapshot.context;
+        notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause, error, usage });
       }
       const changed = status !== undefined && current !== status;
       status = current;

@@ -1,5 +1,5 @@
 import type { StateValue } from 'xstate';
-import type { CancelReason, RunErrorData, RunStatus } from '../../machines/run-types.js';
+import type { CancelReason, RunErrorData, RunStatus, TokenUsage } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
 import type { RunLeases } from './run-leases.js';
 
@@ -206,7 +206,9 @@ export type RunNotice =
    * event that caused it (`START`, `CANCEL`, `ERROR`...; `xstate.init` for the first state), or
    * `unknown` for a run that started while no listener asked for causes (knowing them costs every
    * chunk: see `subscribe`'s `causes`). `error` is the machine's: the failed attempt's while
-   * `retrying`, the run's once `failed`, otherwise `null`.
+   * `retrying`, the run's once `failed`, otherwise `null`. `usage` is the tokens of the run's model
+   * requests that ended so far (`null` before the first; a count the server did not report, and
+   * every sum with it, is `null`): what a request used is its change from one request to the next.
    */
   | {
       type: 'state';
@@ -215,6 +217,7 @@ export type RunNotice =
       status: RunStatus;
       event: { type: string };
       error: RunErrorData | null;
+      usage?: TokenUsage | null | undefined;
     }
   /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
   | { type: 'event'; runId: string; event: RunEvent }

@@ -99,6 +99,35 @@ describe('observers of a real orchestrator', () => {
     expect(chats[1]!.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThanOrEqual(0);
   });
 
+  it('see each request’s own token usage on its chat span', async () => {
+    const { model, start } = setup();
+    const run = start('Add 1 and 2');
+    const usage = (input: number, output: number) => ({
+      input_tokens: input,
+      output_tokens: output,
+      total_tokens: input + output,
+    });
+    (await model.nextCall()).callTools([{ id: 'call_a', name: 'add', arguments: { a: 1, b: 2 } }], {
+      usage: usage(5, 3),
+    });
+    const second = await model.nextCall();
+    second.emit('3');
+    second.end({ usage: usage(7, 1) });
+    expect((await run.result).metrics).toMatchObject({ input_tokens: 12, output_tokens: 4 });
+
+    const chats = exporter.getFinishedSpans().filter((span) => span.name === 'chat fake-model');
+    expect(
+      chats.map((chat) => [
+        chat.attributes['gen_ai.usage.input_tokens'],
+        chat.attributes['gen_ai.usage.output_tokens'],
+      ]),
+    ).toEqual([
+      [5, 3],
+      [7, 1],
+    ]);
+    expect(chats[1]!.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThanOrEqual(0);
+  });
+
   it('see a run cancelled while pending: no chat span, no time to first token, counted as cancelled', async () => {
     const { model, orchestrator, metrics, start } = setup({ maxConcurrentRuns: 1 });
     const first = start();
