@@ -35,6 +35,7 @@ import {
   createRunBody,
   deleteSessionsBody,
   listRunsQuery,
+  getRunQuery,
   listSessionsQuery,
   MAX_SESSION_PAGE_SIZE,
   renameSessionBody,
@@ -278,8 +279,9 @@ export const OPERATIONS: readonly OperationSpec[] = [
     operationId: 'get_agent_run',
     summary: 'Get a run',
     tag: 'Agents',
+    query: getRunQuery,
     success: { 200: { description: 'The run, active or finished.', content: json(runRecord) } },
-    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'STORE_UNAVAILABLE'],
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',
@@ -289,7 +291,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Agents',
     query: listRunsQuery,
     success: { 200: { description: 'The runs, oldest first.', content: json(z.array(runRecord)) } },
-    errors: ['AGENT_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+    errors: ['AGENT_NOT_FOUND', 'SESSION_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',

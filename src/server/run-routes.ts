@@ -12,6 +12,7 @@ import {
   continueRunBody,
   createRunBody,
   listRunsQuery,
+  getRunQuery,
   parseInput,
   resumeHeader,
   resumeQuery,
@@ -83,12 +84,28 @@ export function runRoutes(context: RouteContext): Router {
 
   router.get('/agents/:agent_id/runs/:run_id', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
-    res.json(await agents.run(agent, req.params.run_id));
+    const { session_id: sessionId } = parseInput(getRunQuery, req.query);
+    const { run_id: runId } = req.params;
+    const run = await agents.run(agent, runId);
+    if (sessionId !== undefined && run.session_id !== sessionId) {
+      throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found in session ${sessionId}`);
+    }
+    res.json(run);
   });
 
   router.get('/agents/:agent_id/runs', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
     const query = parseInput(listRunsQuery, req.query);
+    // As AgentOS: the runs of a session that is not this agent's (or none) are a 404, not `[]`.
+    if (query.session_id !== undefined) {
+      const session = await agent.orchestrator.getSession(query.session_id);
+      if (session?.agent_id !== agent.id) {
+        throw new RunstateError(
+          'SESSION_NOT_FOUND',
+          `session ${query.session_id} of agent ${agent.id} not found`,
+        );
+      }
+    }
     res.json(
       await agent.orchestrator.listRuns({
         agentId: agent.id,

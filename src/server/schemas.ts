@@ -141,6 +141,9 @@ export const listRunsQuery = z.object({
   status: statusFilter.optional(),
 });
 
+/** The query of `GET /agents/:agent_id/runs/:run_id`: with `session_id`, a run of another session is not found. */
+export const getRunQuery = z.object({ session_id: optionalId });
+
 /**
  * A whole number from `min` to `max` as a query value or header; `max` is at most the largest safe
  * integer, past which `Number()` rounds digits off or makes them `Infinity` (`null` once in JSON).

@@ -205,6 +205,13 @@ describe('GET /agents/:agent_id/runs[/:run_id]', () => {
     expect(await ids('?status=streaming&session_id=s-1')).toEqual([]);
     const invalid = await expectError(await fetch(`${story}/runs?status=done`), 422, 'INVALID_INPUT');
     expect(invalid.field).toBe('status');
+    // As AgentOS: a session that is not this agent's (or none at all) is a 404, not `[]`.
+    const essays = await startBackground(`${url}/agents/essay-writer-agent`, { session_id: 'essays' });
+    await expectError(await fetch(`${story}/runs?session_id=nope`), 404, 'SESSION_NOT_FOUND');
+    await expectError(await fetch(`${story}/runs?session_id=${essays.session_id}`), 404, 'SESSION_NOT_FOUND');
+    // And a run asked for in another session than its own is not found.
+    expect((await fetch(`${story}/runs/${first.run_id}?session_id=s-1`)).status).toBe(200);
+    await expectError(await fetch(`${story}/runs/${first.run_id}?session_id=s-2`), 404, 'RUN_NOT_FOUND');
   });
 });
 
