@@ -161,57 +161,15 @@ describe('a cancel and a continue of one parked run, together', () => {
 });
 
 describe('a continue that loses its parked run to a cancel on another instance', () => {
-  it('is refused with the status the run has (cancelled), not as if it streamed elsewhere', async () => {
-    const inner = createMemoryRunStore();
-    let beforeClaim: (() => Promise<unknown>) | undefined;
-    // The continuing instance's claim comes after the other instance's cancel took the run.
-    const late: RunStore = {
-      ...inner,
-      async claimParked(...args) {
-        const cancelFirst = beforeClaim;
-        beforeClaim = undefined;
-        await cancelFirst?.();
-        return inner.claimParked(...args);
-      },
-    };
-    const instance = (store: RunStore) => {
-      const orchestrator = createOrchestrator({ store });
-      const model = createFakeModel();
-      return {
-        orchestrator,
-        model,
-        agent: new Agent({ name: 'Publisher', model, orchestrator, tools: [publish()] }),
-      };
-    };
-    const [pausing, continuing, cancelling] = [instance(inner), instance(late), instance(inner)];
-    const run = pausing.agent.run('publish', { stream: true });
-    (await pausing.model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
-    expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
-
-    beforeClaim = () => cancelling.orchestrator.requestCancel(run.runId);
-    await expect(
-      continuing.agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
-    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED', details: { status: 'cancelled' } });
-    expect(await inner.getRun(run.runId)).toMatchObject({ status: 'cancelled' });
-    for (const { orchestrator } of [pausing, continuing, cancelling]) await orchestrator.shutdown();
-  });
-
-  it('is refused with the status the run has (cancelled) before the cancel wrote its final record', async () => {
+  /**
+   * Three instances on one store and bus: one paused a run, one continues it, and one cancels it
+   * (on `cancellingStore`, the shared store as it sees it) just before the continue's claim.
+   */
+  async function losingContinue(cancellingStore: (inner: RunStore) => RunStore = (inner) => inner) {
     const inner = createMemoryRunStore();
     const eventBus = createMemoryEventBus();
-    // The cancelling instance's final record waits: its events are stored and sent, its record not.
-    let releaseFinish!: () => void;
-    let finishing!: () => void;
-    const finishHeld = new Promise<void>((resolve) => (finishing = resolve));
-    const slowFinish: RunStore = {
-      ...inner,
-      async finishRun(record) {
-        finishing();
-        await new Promise<void>((resolve) => (releaseFinish = resolve));
-        return inner.finishRun(record);
-      },
-    };
     let beforeClaim: (() => Promise<unknown>) | undefined;
+    // The continuing instance's claim comes after the other instance's cancel took the run.
     const late: RunStore = {
       ...inner,
       async claimParked(...args) {
@@ -230,23 +188,62 @@ describe('a continue that loses its parked run to a cancel on another instance',
         agent: new Agent({ name: 'Publisher', model, orchestrator, tools: [publish()] }),
       };
     };
-    const [pausing, continuing, cancelling] = [instance(inner), instance(late), instance(slowFinish)];
+    const instances = [instance(inner), instance(late), instance(cancellingStore(inner))] as const;
+    const [pausing, continuing, cancelling] = instances;
     const run = pausing.agent.run('publish', { stream: true });
     (await pausing.model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
     expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
-
-    let cancelled: Promise<unknown> | undefined;
-    beforeClaim = () => {
-      cancelled = cancelling.orchestrator.requestCancel(run.runId);
-      return finishHeld;
+    return {
+      inner,
+      runId: run.runId,
+      cancelling,
+      /** The continue, with `first` run just before its claim. */
+      continueAfter: (first: () => Promise<unknown>) => {
+        beforeClaim = first;
+        return continuing.agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] });
+      },
+      shutdown: async () => {
+        for (const { orchestrator } of instances) await orchestrator.shutdown();
+      },
     };
-    await expect(
-      continuing.agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c1', confirmed: true }] }),
-    ).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED', details: { status: 'cancelled' } });
+  }
+
+  it('is refused with the status the run has (cancelled), not as if it streamed elsewhere', async () => {
+    const { inner, runId, cancelling, continueAfter, shutdown } = await losingContinue();
+    await expect(continueAfter(() => cancelling.orchestrator.requestCancel(runId))).rejects.toMatchObject({
+      code: 'RUN_NOT_PAUSED',
+      details: { status: 'cancelled' },
+    });
+    expect(await inner.getRun(runId)).toMatchObject({ status: 'cancelled' });
+    await shutdown();
+  });
+
+  it('is refused with the status the run has (cancelled) before the cancel wrote its final record', async () => {
+    // The cancelling instance's final record waits: its events are stored and sent, its record not.
+    let releaseFinish!: () => void;
+    let finishing!: () => void;
+    const finishHeld = new Promise<void>((resolve) => (finishing = resolve));
+    const { inner, runId, cancelling, continueAfter, shutdown } = await losingContinue((store) => ({
+      ...store,
+      async finishRun(record) {
+        finishing();
+        await new Promise<void>((resolve) => (releaseFinish = resolve));
+        return store.finishRun(record);
+      },
+    }));
+    let cancelled: Promise<unknown> | undefined;
+    const continued = continueAfter(() => {
+      cancelled = cancelling.orchestrator.requestCancel(runId);
+      return finishHeld;
+    });
+    await expect(continued).rejects.toMatchObject({
+      code: 'RUN_NOT_PAUSED',
+      details: { status: 'cancelled' },
+    });
     // (The record still said `paused` when the continue was refused.)
-    expect(await inner.getRun(run.runId)).toMatchObject({ status: 'paused' });
+    expect(await inner.getRun(runId)).toMatchObject({ status: 'paused' });
     releaseFinish();
     await expect(cancelled).resolves.toMatchObject({ status: 'cancelled' });
-    for (const { orchestrator } of [pausing, continuing, cancelling]) await orchestrator.shutdown();
+    await shutdown();
   });
 });
