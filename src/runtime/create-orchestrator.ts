@@ -769,11 +769,6 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   }
 
   /**
-   * A run parked here is another instance's now (or final): this one forgets the park (its
-   * listeners are told `left`, unless they were), and a handle waiting here learns how the run ends
-   * from the store.
-   */
-  /**
    * What became of a parked run another request took, on any instance: streaming again (a continue)
    * or final (a cancel). The store's record says it once written; before then, the run's first
    * event after its `RunPaused` does (the taker stores its events before its record).
@@ -802,6 +797,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return 'streaming';
   }
 
+  /**
+   * A run parked here is another instance's now (or final): this one forgets the park (its
+   * listeners are told `left`, unless they were), and a handle waiting here learns how the run ends
+   * from the store.
+   */
   function takenElsewhere(runId: string): void {
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
