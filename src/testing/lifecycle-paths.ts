@@ -459,9 +459,12 @@ function replayWithFeasibleLimits(
   const { step, timer, now, next } = first.conflict;
   const limit = LIMIT_OF_DELAY[timer.delay];
   if (step !== events.length - 1 || limit === undefined || next - now < 2) {
+    // Name the timer in the way, and the limit that would let this one fire first.
+    const inTheWay = due ? `${due.delay} (${LIMIT_OF_DELAY[due.delay] ?? 'its limit'})` : 'another timer';
     throw new Error(
       `getLifecyclePaths: timer ${timer.delay} cannot fire first at step ${step + 1} with these limits ` +
-        `(${describeEvents(events)}); make timeoutMs longer than the retries`,
+        `(${describeEvents(events)}): ${inTheWay} would fire before it; make that limit longer than ` +
+        `${limit ?? timer.delay} and the retries`,
     );
   }
   const fireAt = now + Math.floor((next - now) / 2);

@@ -285,6 +285,17 @@ describe('the test model covers the machine, no more and no less', () => {
     }
   });
 
+  it('names the limit in the way when limits keep a timer from firing first', () => {
+    // The idle timeout cannot end a run whose total limit comes first.
+    expect(() =>
+      getLifecyclePaths({
+        tools: false,
+        cancelReasons: ['code'],
+        limits: { idleTimeoutMs: 5000, timeoutMs: 3000 },
+      }),
+    ).toThrow(/runTimeout \(timeoutMs\) would fire before it; make that limit longer than idleTimeoutMs/);
+  });
+
   it('finds the same paths as xstate/graph getSimplePaths', async () => {
     const { getSimplePaths } = await import('xstate/graph');
     // With tools that throw and time out, each followed by a turn that ends the run (fewer paths).
