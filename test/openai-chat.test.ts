@@ -381,6 +381,28 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('ends the answer a second after the usage chunk that follows the finish reason, when the server keeps the body open without [DONE]', async () => {
+    const chunk = (body: object) =>
+      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', ...body })}\n\n`;
+    const open = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunkLine('whole'));
+      res.write(chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }));
+      // The protocol's last chunk; then nothing, and the body stays open.
+      res.write(chunk({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: open.url });
+    try {
+      expect(await collect(model.stream({ messages, signal: new AbortController().signal }))).toEqual([
+        { type: 'delta', content: 'whole' },
+        { type: 'end', finishReason: 'stop', usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } },
+      ]);
+    } finally {
+      await open.close();
+    }
+  });
+
   it("names why a connection failed, not only the SDK's 'Connection error.'", async () => {
     const nothing = await listen();
     const url = nothing.url;

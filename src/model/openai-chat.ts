@@ -50,6 +50,12 @@ export interface OpenAIChatOptions {
   extraBody?: Record<string, unknown> | undefined;
 }
 
+/**
+ * How long the end of a stream (`[DONE]`, or the body's end) may lag the usage chunk that follows
+ * the finish reason before the answer is taken as whole: servers send both in one write.
+ */
+const AFTER_USAGE_MS = 1_000;
+
 /** The longest delay a Node timer holds (a longer one fires at once). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -267,6 +273,8 @@ class CompletionRequest implements PushedSource {
   #paused = false;
   /** Over: closed (or told to stop); nothing more reaches the receiver. */
   #finished = false;
+  /** Armed by the usage chunk that follows the finish reason (see {@link CompletionRequest.#event}). */
+  #endAfterUsage: ReturnType<typeof setTimeout> | undefined;
 
   readonly #client: OpenAI;
   readonly #modelId: string;
@@ -362,6 +370,13 @@ class CompletionRequest implements PushedSource {
       return;
     }
     if (chunk && !deliver(this.#receiver, chunk)) this.#stopAfterReceiverThrew();
+    // The usage chunk after the finish reason is the protocol's last: should neither `[DONE]` nor
+    // the body's end follow (a server or proxy that keeps the stream open), the answer is whole.
+    else if (!chunk && this.#state.finishReason !== undefined && event.usage && !event.choices?.length)
+      this.#endAfterUsage ??= setTimeout(() => {
+        this.#reading?.stop();
+        this.#ended(undefined);
+      }, AFTER_USAGE_MS);
   }
 
   /** The receiver threw, and was told: nothing more reaches it, and the socket closes. */
@@ -411,6 +426,7 @@ class CompletionRequest implements PushedSource {
   #finish(): boolean {
     if (this.#finished) return false;
     this.#finished = true;
+    clearTimeout(this.#endAfterUsage);
     this.#signal.removeEventListener('abort', this.#onAbort);
     return true;
   }
