@@ -22,7 +22,7 @@ import { Agent, OpenAIChat } from '../src/index.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { runs: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '4' } },
+  options: { runs: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '4' }, 'base-url': { type: 'string' } },
 });
 const kind = positionals[0];
 if (kind !== 'raw' && kind !== 'library')
@@ -50,7 +50,7 @@ const server = createServer((req, res) => {
 });
 // A backlog for every run's connection at once: Node's default (511) drops SYNs, retried after 1 s.
 await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 8192 }, resolve));
-const baseURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+const baseURL = values['base-url'] ?? `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
 
 const agent = new Agent({ name: 'burst', model: new OpenAIChat({ id: 'm', baseURL, apiKey: 'k' }) });
 const client = new OpenAI({ apiKey: 'k', baseURL, maxRetries: 0 });

@@ -14,6 +14,7 @@ import {
   type ModelChunk,
   type ModelStreamReceiver,
 } from './chat-model.js';
+import { sendInLaterTurn } from './request-starts.js';
 import { nodeHttpFetch, UnreadableResponseError } from './node-http-fetch.js';
 import { OfflineModel } from './offline-model.js';
 import { PushedIterator, type PushedSource } from './pushed-iterator.js';
@@ -311,7 +312,7 @@ class CompletionRequest implements PushedSource {
   start(): void {
     if (this.#signal.aborted) return this.#close();
     this.#signal.addEventListener('abort', this.#onAbort, { once: true });
-    void this.#send();
+    sendInLaterTurn(() => this.#send());
   }
 
   /** The consumer left early: close the socket (or the request still waiting for its headers). */
@@ -332,6 +333,7 @@ class CompletionRequest implements PushedSource {
   }
 
   async #send(): Promise<void> {
+    if (this.#finished) return;
     let response: Response;
     try {
       // `maxRetries` also per request: an injected client may have retries of its own.
