@@ -8,6 +8,10 @@
  * bench's "event-loop delay p99" of 1,000 paced runs is made of (docs/performance.md).
  *
  *   npx tsx --conditions=runstate-source scripts/start-burst.ts raw|library [--runs 1000] [--rounds 4]
+ *     [--base-url http://127.0.0.1:PORT/v1]
+ *
+ * `--base-url` sends the requests to a server in another process (then no arrivals are printed): the
+ * server's work is then not part of the client's turns, as in the bench.
  *
  * With `PROF_DIR=dir` in the environment, each round's first turn (the loop and the work it queued,
  * nothing after) is profiled into `dir`, for `npx tsx bench/profile-summary.ts`.
@@ -22,7 +26,11 @@ import { Agent, OpenAIChat } from '../src/index.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { runs: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '4' }, 'base-url': { type: 'string' } },
+  options: {
+    runs: { type: 'string', default: '1000' },
+    rounds: { type: 'string', default: '4' },
+    'base-url': { type: 'string' },
+  },
 });
 const kind = positionals[0];
 if (kind !== 'raw' && kind !== 'library')
