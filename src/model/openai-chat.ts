@@ -184,7 +184,7 @@ export class OpenAIChat implements ChatModel {
           chunk: (chunk) => chunks.push(chunk),
           close: (error) => chunks.close(error),
         });
-        // Sent at the first `next()`, as a `for await` asks for it.
+        // Asked for at the first `next()`, as a `for await` asks for it (sent a turn later).
         chunks.source = completion;
         return chunks;
       },
@@ -308,7 +308,10 @@ class CompletionRequest implements PushedSource {
     this.#receiver = receiver;
   }
 
-  /** Sends the request; what comes of it reaches the receiver. */
+  /**
+   * Has the request sent in a later turn ({@link sendInLaterTurn}), unless the run is over by then;
+   * what comes of it reaches the receiver.
+   */
   start(): void {
     if (this.#signal.aborted) return this.#close();
     this.#signal.addEventListener('abort', this.#onAbort, { once: true });
