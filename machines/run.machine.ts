@@ -280,7 +280,9 @@ function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMac
     reasoningContent: context.reasoning,
     error: context.error,
     cancelReason: context.cancelReason,
-    finishReason: context.finishReason,
+    // The model's reason for ending the run's answer: a cancelled or failed run has none, though an
+    // earlier turn of it may have finished (`tool_calls`).
+    finishReason: status === 'completed' ? context.finishReason : null,
     attempts: context.attempt,
     tools: context.tools,
     transcript: context.transcript,

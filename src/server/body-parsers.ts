@@ -154,8 +154,9 @@ function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Re
     let parser: busboy.Busboy;
     try {
       // `fieldSize`: busboy cuts longer values silently (at 1 MB by default); no value is longer
-      // than the body, which `limit` already bounds.
-      const limits = { fields: MAX_FORM_FIELDS, parts: MAX_FORM_FIELDS, fieldSize: body.length };
+      // than the body, which `limit` already bounds. `parts`: busboy reports the limit when the
+      // count reaches it (`fields` when it goes past it), so a form of 100 fields would be refused.
+      const limits = { fields: MAX_FORM_FIELDS, parts: MAX_FORM_FIELDS + 1, fieldSize: body.length };
       parser = busboy({ headers, limits });
     } catch (error) {
       // No boundary, or a content type busboy does not take.

@@ -399,6 +399,18 @@ describe('bodies over the limit', () => {
     expect(model.calls).toHaveLength(0);
   });
 
+  it('takes a multipart or urlencoded body of exactly 100 fields', async () => {
+    const { story } = await serveFake();
+    const fields: [string, string][] = [
+      ['message', 'hi'],
+      ['background', 'true'],
+      ...Array.from({ length: 98 }, (_, i): [string, string] => [`f${i}`, 'x']),
+    ];
+    expect((await postChunkedMultipart(story, fields)).status).toBe(202);
+    const form = await fetch(`${story}/runs`, { method: 'POST', body: new URLSearchParams(fields) });
+    expect(form.status).toBe(202);
+  });
+
   it('answers 413 to a declared Content-Length over the limit before a byte of the body is sent', async () => {
     const { story, model } = await serveFake();
     const answer = await sendUntilAnswered(

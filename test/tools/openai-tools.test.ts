@@ -155,6 +155,9 @@ describe('OpenAIChat with tools', () => {
     release('late');
     await nextTurn();
     expect(fakeServer().requests).toHaveLength(1);
-    expect((await agent.getRun(run.runId))?.tools[0]).toMatchObject({ status: 'cancelled', result: null });
+    const record = await agent.getRun(run.runId);
+    expect(record?.tools[0]).toMatchObject({ status: 'cancelled', result: null });
+    // The model finished a turn (`tool_calls`), not the run: a cancelled run has no finish reason.
+    expect(record?.finish_reason).toBeNull();
   });
 });
