@@ -189,7 +189,8 @@ export interface Orchestrator {
   /**
    * Answers the tool calls a paused run waits for, and resumes it here, wherever it paused: a paused
    * run waits in the store, owned by no instance, and the first instance to take it (atomically)
-   * restores its actor from the stored snapshot. Confirmed calls start before the promise resolves.
+   * restores its actor from the stored snapshot. Confirmed calls are queued when the promise resolves
+   * and start in a later job: a cancel before then means they never run.
    * Every pending call needs exactly one answer. The handle's `events()` start at `RunContinued`
    * (`seq` goes on from `RunPaused`) and end at the next pause or the end. Rejects `RUN_NOT_FOUND`
    * (unknown, or of another agent than `agent.agentId`), `RUN_NOT_PAUSED` (not paused: never was,

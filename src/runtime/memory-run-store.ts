@@ -6,7 +6,15 @@ import { sessionName } from './detached-slice.js';
 import { RunEventList } from './event-log.js';
 import { checkOption, count, duration } from './run-limits.js';
 import type { RunOutput, RunRecord } from './run-events.js';
-import type { ParkedRun, RunFilter, RunPatch, RunStore, SessionFilter, SessionRecord } from './storage.js';
+import {
+  userMayJoinSession,
+  type ParkedRun,
+  type RunFilter,
+  type RunPatch,
+  type RunStore,
+  type SessionFilter,
+  type SessionRecord,
+} from './storage.js';
 
 /** How long finished runs are kept. */
 export interface RetentionOptions {
@@ -157,6 +165,9 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
           'INVALID_INPUT',
           `session ${run.session_id} belongs to agent ${session.record.agent_id}, not ${run.agent_id}`,
         );
+      }
+      if (session && !userMayJoinSession(session.record.user_id, run.user_id)) {
+        throw new RunstateError('INVALID_INPUT', `session ${run.session_id} belongs to another user`);
       }
       if (session) {
         sessions.delete(run.session_id);

@@ -63,6 +63,14 @@ export interface ParkedRun {
 }
 
 /**
+ * Whether a run of `runUser` may join a session of `sessionUser`: unless both are named and differ.
+ * A run or a session with no user scopes nothing (as a read with no `user_id` sees every session).
+ */
+export function userMayJoinSession(sessionUser: string | null, runUser: string | null | undefined): boolean {
+  return sessionUser === null || runUser == null || sessionUser === runUser;
+}
+
+/**
  * Run records, sessions (with their runs) and each run's event log.
  *
  * Contract, for every implementation:
@@ -81,8 +89,9 @@ export interface ParkedRun {
 export interface RunStore {
   /**
    * Records a new run (its status is `pending`) and adds it to its session, creating the session
-   * on its first run. Rejects `INVALID_INPUT` when the session belongs to another agent, or the run
-   * id is already recorded; nothing is written then.
+   * on its first run. Rejects `INVALID_INPUT` when the session belongs to another agent or to
+   * another user ({@link userMayJoinSession}), or the run id is already recorded; nothing is written
+   * then.
    */
   createRun(run: RunRecord): Promise<void>;
   /** Merges `patch` into an active run's record. Ignored for an unknown or final run. */

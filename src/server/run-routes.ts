@@ -5,6 +5,7 @@ import type { Orchestrator } from '../runtime/create-orchestrator.js';
 import type { ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunRecord } from '../runtime/run-events.js';
 import { settleRun } from '../runtime/settle-run.js';
+import { userMayJoinSession } from '../runtime/storage.js';
 import { runBodyParser } from './body-parsers.js';
 import { invalidField, malformedRequest } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
@@ -152,9 +153,12 @@ async function createRun(
 ): Promise<void> {
   if (input.session_id) {
     // Checked across every orchestrator: another one would silently start a second session of that id.
-    const owner = (await context.agents.findSession(input.session_id))?.session.agent_id;
-    if (owner !== undefined && owner !== agent.id) {
-      throw invalidField('session_id', `session ${input.session_id} belongs to agent ${owner}`);
+    const session = (await context.agents.findSession(input.session_id))?.session;
+    if (session && session.agent_id !== agent.id) {
+      throw invalidField('session_id', `session ${input.session_id} belongs to agent ${session.agent_id}`);
+    }
+    if (session && !userMayJoinSession(session.user_id, input.user_id)) {
+      throw invalidField('session_id', `session ${input.session_id} belongs to another user`);
     }
   }
   const orchestrator = agent.orchestrator;

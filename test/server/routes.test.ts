@@ -469,6 +469,17 @@ describe('sessions', () => {
     expect(body.field).toBe('session_id');
   });
 
+  it('refuses 422 (field session_id) a run of one user in a session of another', async () => {
+    const { story, model } = await serveFake();
+    await startBackground(story, { session_id: 'ann', user_id: 'u1' });
+    (await model.nextCall()).end();
+    const response = await postRun(story, { message: 'Hi', session_id: 'ann', user_id: 'u2' });
+    const body = await expectError(response, 422, 'INVALID_INPUT');
+    expect(body.field).toBe('session_id');
+    expect(body.detail).toMatch(/another user/);
+    expect(model.calls).toHaveLength(1);
+  });
+
   it('RunStarted carries the session_id that was sent', async () => {
     const { story } = await serveFake();
     const events = readSse(await postRun(story, { message: 'Hi', session_id: 'given' }));

@@ -246,6 +246,25 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect((await store.getSession(id.session))!.run_ids).toStrictEqual([id.run(1)]);
   });
 
+  it("refuses a run of one user in another user's session; a run or session with no user joins", async () => {
+    const { store } = await open();
+    const id = ids();
+    const run = (n: number, session: string, user_id: string | null) =>
+      record({ run_id: id.run(n), session_id: session, agent_id: id.agent, user_id });
+    await store.createRun(run(1, id.session, 'u1'));
+    await expect(store.createRun(run(2, id.session, 'u2'))).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: `session ${id.session} belongs to another user`,
+    });
+    await store.createRun(run(3, id.session, 'u1'));
+    await store.createRun(run(4, id.session, null));
+    const open_ = `${id.session}-open`;
+    await store.createRun(run(5, open_, null));
+    await store.createRun(run(6, open_, 'u2'));
+    expect((await store.getSession(id.session))!.run_ids).toStrictEqual([id.run(1), id.run(3), id.run(4)]);
+    expect((await store.getSession(open_))!.run_ids).toStrictEqual([id.run(5), id.run(6)]);
+  });
+
   it('updates an active run, finishes it once, and filters runs by agent, session and status', async () => {
     const { store } = await open();
     const id = ids();

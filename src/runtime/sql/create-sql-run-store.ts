@@ -296,7 +296,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       // starting at once would otherwise hold the pool's connections for several round trips each.
       // The owner's lease row exists before its first run does (the keeper may not have taken it
       // yet: a run whose owner has no row is an orphan). The session is created, or touched if it
-      // is this agent's: another agent's session answers no row, and then no run is inserted.
+      // is this agent's (and not another user's: `userMayJoinSession`): another agent's or user's
+      // session answers no row, and then no run is inserted.
       let rows: { inserted: boolean }[];
       try {
         ({ rows } = await db.query<{ inserted: boolean }>(
@@ -309,6 +310,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
              ON CONFLICT (session_id) DO UPDATE
                SET updated_at = EXCLUDED.updated_at, position = nextval('runstate_order')
                WHERE runstate_sessions.agent_id = EXCLUDED.agent_id
+                 AND (runstate_sessions.user_id IS NULL OR EXCLUDED.user_id IS NULL
+                      OR runstate_sessions.user_id = EXCLUDED.user_id)
              RETURNING (xmax = 0) AS inserted)
            INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
            SELECT $1, $2, $3, $4, $5::jsonb, $6 FROM session
@@ -336,9 +339,12 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
           'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
           [run.session_id],
         );
+        const owner = found[0]?.agent_id;
         throw new RunstateError(
           'INVALID_INPUT',
-          `session ${run.session_id} belongs to agent ${found[0]?.agent_id}, not ${run.agent_id}`,
+          owner === run.agent_id
+            ? `session ${run.session_id} belongs to another user`
+            : `session ${run.session_id} belongs to agent ${owner}, not ${run.agent_id}`,
         );
       }
       // Retention after the run is recorded (nothing to undo if it fails): a new session may push
