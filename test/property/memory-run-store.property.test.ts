@@ -113,6 +113,14 @@ describe('createMemoryRunStore: sessions', () => {
                 );
                 continue;
               }
+              // A session of one user takes no run of another (a run or session with no user joins any).
+              const sessionUser = existing?.record.user_id ?? null;
+              if (sessionUser !== null && op.user !== null && sessionUser !== op.user) {
+                await expect(store.createRun(run)).rejects.toThrow(
+                  `session ${op.session} belongs to another user`,
+                );
+                continue;
+              }
               await store.createRun(run);
               ref.delete(op.session);
               const entry: RefSession = existing ?? {
