@@ -16,6 +16,7 @@ import {
   type Orchestrator,
 } from '../src/index.js';
 import { storageOptionsFromEnv } from '../src/runtime/open-storage.js';
+import { connectRedis } from '../src/runtime/redis/connect-redis.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { createTempDir, createTestDatabase } from './support/databases.js';
@@ -351,6 +352,24 @@ describe('storage options', () => {
       "RUNSTATE_LEASE_MS must be a whole number of ms, at least 100, got '50'",
     );
     expect(storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '100' }).leaseMs).toBe(100);
+  });
+
+  it('refuses a database or Redis URL of the wrong scheme, or one that does not parse, before connecting', async () => {
+    for (const databaseUrl of ['mysql://db/x', 'postgres://127.0.0.1:99999/x', 'localhost:5432']) {
+      await expect(openStorage({ databaseUrl })).rejects.toEqual(
+        invalid('databaseUrl: must be a postgres:// URL'),
+      );
+    }
+    // Checked before the database is opened: nothing is left to close.
+    for (const redisUrl of ['http://x', 'redis://127.0.0.1:99999']) {
+      await expect(
+        openStorage({ databaseUrl: 'postgres://127.0.0.1:1/never-opened', redisUrl }),
+      ).rejects.toEqual(invalid('redisUrl: must be a redis:// URL'));
+    }
+    // One node-redis refuses itself (its database is not a number): a setting, not an outage.
+    await expect(connectRedis('redis://127.0.0.1:6379/abc')).rejects.toEqual(
+      invalid('bad Redis URL 127.0.0.1:6379/abc: Invalid pathname'),
+    );
   });
 
   it('refuses a data directory that is a file, saying so', async () => {

@@ -1,9 +1,24 @@
+import { z } from 'zod';
 import { RunstateError } from '../errors.js';
 import { DEFAULT_LEASE_MS } from './create-lease-keeper.js';
 import type { RunLeases } from './run-leases.js';
 import { createSqlRunStore, type SqlRunStoreOptions } from './sql/create-sql-run-store.js';
 import { describeUrl, openSqlDatabase } from './sql/open-sql-database.js';
+import { checkOption } from './run-limits.js';
 import type { CancelBus, EventBus, RunStore } from './storage.js';
+
+/**
+ * A URL of a server: its scheme, and parsable, so that a typo stops the start as a bad setting rather
+ * than reading as a server that cannot be reached.
+ */
+function serverUrlSchema(scheme: RegExp, message: string) {
+  return z.string().refine((url) => scheme.test(url) && URL.canParse(url), message);
+}
+
+/** A PostgreSQL URL: `databaseUrl`, `--database-url` and `DATABASE_URL`. */
+export const databaseUrlSchema = serverUrlSchema(/^postgres(ql)?:\/\//, 'must be a postgres:// URL');
+/** A Redis URL: `redisUrl`, `--redis-url` and `REDIS_URL`. */
+export const redisUrlSchema = serverUrlSchema(/^rediss?:\/\//, 'must be a redis:// URL');
 
 /** Where runs are kept. Nothing set: in memory (one process, nothing kept across restarts). */
 export interface StorageOptions {
@@ -44,6 +59,9 @@ export interface Storage {
 export async function openStorage(options: StorageOptions = {}): Promise<Storage> {
   const { dataDir, databaseUrl, redisUrl } = options;
   if (options.leaseMs !== undefined) checkLeaseMs(options.leaseMs, 'leaseMs');
+  // (Empty counts as unset, as in the environment.)
+  if (databaseUrl) checkOption(databaseUrlSchema, databaseUrl, 'databaseUrl');
+  if (redisUrl) checkOption(redisUrlSchema, redisUrl, 'redisUrl');
   if (dataDir && databaseUrl)
     throw new RunstateError('INVALID_INPUT', 'set a data directory or a database URL, not both');
   if (redisUrl && !databaseUrl)

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { agentIdFromName } from '../agent.js';
 import { RunstateError } from '../errors.js';
+import { databaseUrlSchema, redisUrlSchema } from '../runtime/open-storage.js';
 
 const modelSchema = z.discriminatedUnion('provider', [
   z.strictObject({
@@ -67,18 +68,8 @@ const limitsSchema = z.strictObject({
   pauseTimeoutMs: positiveMilliseconds.optional(),
 });
 
-/**
- * A URL of a server: its scheme, and parsable, so that a typo stops the start as a bad setting rather
- * than reading as a server that cannot be reached.
- */
-function serverUrlSchema(scheme: RegExp, message: string) {
-  return z.string().refine((url) => scheme.test(url) && URL.canParse(url), message);
-}
-
-/** A PostgreSQL URL: `databaseUrl` here, `--database-url` and `DATABASE_URL` for the CLI. */
-export const databaseUrlSchema = serverUrlSchema(/^postgres(ql)?:\/\//, 'must be a postgres:// URL');
-/** A Redis URL: `redisUrl` here, `--redis-url` and `REDIS_URL` for the CLI. */
-export const redisUrlSchema = serverUrlSchema(/^rediss?:\/\//, 'must be a redis:// URL');
+// Checked where storage is opened; re-exported for the CLI's messages, which name their source.
+export { databaseUrlSchema, redisUrlSchema } from '../runtime/open-storage.js';
 
 const agentSchema = z.strictObject({
   /** Used in URLs; default: the name in kebab-case. */

@@ -26,7 +26,15 @@ export async function connectRedis(url: string): Promise<RedisConnection> {
   let connected = false;
   // Before the first connection, a failure is final (the start fails); after it, a failure is an
   // outage, retried with a backoff of at most 2 s.
-  const client = newClient(url, () => connected);
+  let client: RedisConnection;
+  try {
+    client = newClient(url, () => connected);
+  } catch (error) {
+    // A URL node-redis refuses (its scheme, its database number): a setting to fix, not an outage.
+    throw new RunstateError('INVALID_INPUT', `bad Redis URL ${describeUrl(url)}: ${messageOf(error)}`, {
+      cause: error,
+    });
+  }
   // Unhandled, an 'error' event would crash the process; the reconnect strategy deals with it.
   client.on('error', () => undefined);
   try {
