@@ -9,9 +9,11 @@
  *
  *   npx tsx --conditions=runstate-source scripts/start-burst.ts raw|library [--runs 1000] [--rounds 4]
  *     [--base-url http://127.0.0.1:PORT/v1]
+ *   npx tsx --conditions=runstate-source scripts/start-burst.ts serve [--port PORT]
  *
  * `--base-url` sends the requests to a server in another process (then no arrivals are printed): the
- * server's work is then not part of the client's turns, as in the bench.
+ * server's work is then not part of the client's turns, as in the bench. `serve` is that server (the
+ * same answer), until interrupted.
  *
  * With `PROF_DIR=dir` in the environment, each round's first turn (the loop and the work it queued,
  * nothing after) is profiled into `dir`, for `npx tsx bench/profile-summary.ts`.
@@ -30,11 +32,14 @@ const { values, positionals } = parseArgs({
     runs: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '4' },
     'base-url': { type: 'string' },
+    port: { type: 'string', default: '0' },
   },
 });
 const kind = positionals[0];
-if (kind !== 'raw' && kind !== 'library')
-  throw new Error('usage: start-burst.ts raw|library [--runs N] [--rounds N]');
+if (kind !== 'raw' && kind !== 'library' && kind !== 'serve')
+  throw new Error(
+    'usage: start-burst.ts raw|library [--runs N] [--rounds N] [--base-url URL] | serve [--port N]',
+  );
 const RUNS = Number(values.runs);
 
 const frame = `data: ${JSON.stringify({
@@ -57,7 +62,13 @@ const server = createServer((req, res) => {
   });
 });
 // A backlog for every run's connection at once: Node's default (511) drops SYNs, retried after 1 s.
-await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 8192 }, resolve));
+await new Promise<void>((resolve) =>
+  server.listen({ port: Number(values.port), host: '127.0.0.1', backlog: 8192 }, resolve),
+);
+if (kind === 'serve') {
+  console.log(`serving http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`);
+  await new Promise(() => undefined);
+}
 const baseURL = values['base-url'] ?? `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
 
 const agent = new Agent({ name: 'burst', model: new OpenAIChat({ id: 'm', baseURL, apiKey: 'k' }) });
