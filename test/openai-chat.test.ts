@@ -403,6 +403,57 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('ends the answer whole when the connection breaks after the usage chunk that follows the finish reason', async () => {
+    const chunk = (body: object) =>
+      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', ...body })}\n\n`;
+    const cut = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunkLine('whole'));
+      res.write(chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }));
+      // The protocol's last chunk; then the chunked body breaks off, without [DONE] or its end.
+      res.write(
+        chunk({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }),
+        () => res.socket?.destroy(),
+      );
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: cut.url });
+    try {
+      expect(await collect(model.stream({ messages, signal: new AbortController().signal }))).toEqual([
+        { type: 'delta', content: 'whole' },
+        { type: 'end', finishReason: 'stop', usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } },
+      ]);
+    } finally {
+      await cut.close();
+    }
+  });
+
+  it('fails a stream that breaks after a tool call streamed as incomplete, not retryable (it was output)', async () => {
+    const cut = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const call = { index: 0, id: 'c1', type: 'function', function: { name: 'add', arguments: '{"a":' } };
+      const delta = { id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm' };
+      res.write(
+        `data: ${JSON.stringify({ ...delta, choices: [{ index: 0, delta: { tool_calls: [call] } }] })}\n\n`,
+        () => res.socket?.destroy(),
+      );
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: cut.url });
+    try {
+      const chunks: ModelChunk[] = [];
+      const failure = await (async () => {
+        for await (const chunk of model.stream({ messages, signal: new AbortController().signal }))
+          chunks.push(chunk);
+      })().catch((error: unknown) => error);
+      expect(chunks).toEqual([{ type: 'delta', content: '', toolCall: true }]);
+      expect(failure).toBeInstanceOf(RunstateError);
+      expect(failure).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE', isRetryable: false });
+    } finally {
+      await cut.close();
+    }
+  });
+
   it("names why a connection failed, not only the SDK's 'Connection error.'", async () => {
     const nothing = await listen();
     const url = nothing.url;

@@ -182,6 +182,13 @@ describe('reasonOf', () => {
     { body: { message: 'express' }, reason: 'express' },
     { body: '  plain text \n', reason: 'plain text' },
     { body: { other: 1 }, reason: '{"other":1}' },
+    {
+      body: [
+        { error: { code: 400, message: 'API key not valid.', status: 'INVALID_ARGUMENT', details: [] } },
+      ],
+      reason: 'API key not valid.',
+    },
+    { body: [], reason: '[]' },
     { body: '', reason: undefined },
     { body: undefined, reason: undefined },
     {

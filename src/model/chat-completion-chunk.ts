@@ -71,8 +71,12 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
     state.delivered = true;
     return { type: 'delta', content };
   }
-  // A tool call's name or arguments: no text to hand out, but the model is producing output.
-  if (Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) return TOOL_CALL_ACTIVITY;
+  // A tool call's name or arguments: no text to hand out, but the model is producing output (a
+  // failure after it is not retried, so it is no failure before output either).
+  if (Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) {
+    state.delivered = true;
+    return TOOL_CALL_ACTIVITY;
+  }
   return undefined;
 }
 
@@ -177,10 +181,15 @@ const MAX_REASON_LENGTH = 500;
 /**
  * The server's reason in an error body of any common shape: OpenAI's `{error: {message}}`, a bare
  * `{error: "..."}`, FastAPI's `{detail: "..."}` (or its list of validation errors), `{message}`, a
- * JSON string, or plain text. `undefined` for an empty body.
+ * list of such bodies (Gemini's), a JSON string, or plain text. `undefined` for an empty body.
  */
 export function reasonOf(body: unknown): string | undefined {
   if (typeof body === 'string') return clip(pageTitle(body.trim())) || undefined;
+  // Gemini's OpenAI endpoint answers an error as a list of error bodies: their reasons.
+  if (Array.isArray(body) && body.length > 0) {
+    const reasons = body.map(reasonOf).filter((reason) => reason !== undefined);
+    if (reasons.length > 0) return clip(reasons.join('; '));
+  }
   if (!isRecord(body)) return body === undefined || body === null ? undefined : clip(JSON.stringify(body));
   const { error, detail, message } = body;
   if (typeof error === 'string' && error !== '') return clip(error);

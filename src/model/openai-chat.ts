@@ -399,7 +399,10 @@ class CompletionRequest implements PushedSource {
     if (this.#finished) return;
     if (error !== undefined) {
       if (isAbort(error, this.#signal)) this.#close();
-      else this.#close(toRunstateError(error, this.#state.delivered));
+      // After the usage chunk that follows the finish reason (the protocol's last), the answer is
+      // whole: a connection that breaks then (a reset instead of `[DONE]`) loses nothing.
+      else if (this.#endAfterUsage === undefined) this.#close(toRunstateError(error, this.#state.delivered));
+      else this.#ended(undefined);
       return;
     }
     const { finishReason, usage, toolCalls, reasoningField } = this.#state;
