@@ -278,7 +278,9 @@ function finalOutput(status: FinalRunStatus, context: RunMachineContext): RunMac
     status,
     content: context.content,
     reasoningContent: context.reasoning,
-    error: context.error,
+    // A failed attempt's error stays only on a run that failed (not one cancelled while it waited
+    // to retry).
+    error: status === 'failed' ? context.error : null,
     cancelReason: context.cancelReason,
     // The model's reason for ending the run's answer: a cancelled or failed run has none, though an
     // earlier turn of it may have finished (`tool_calls`).
@@ -404,11 +406,6 @@ const runSetup = setup({
       delta: event.type === 'CHUNK' ? event.delta : '',
       reasoning: (event.type === 'CHUNK' && event.reasoning) || '',
     })),
-    recordDone: assign(({ context, event }) =>
-      event.type === 'DONE'
-        ? { finishReason: event.finishReason, usage: addUsage(context.usage, event.usage) }
-        : {},
-    ),
     idleTimeout: raise({ type: 'TIMEOUT', limit: 'idle' }),
   },
 });
@@ -497,6 +494,15 @@ function clockActions(clock: RunClock) {
       const patch = appended(context, event, now, context.chunkCount + 1);
       return context.times.firstChunkAt === null
         ? { ...patch, times: { ...context.times, firstChunkAt: now } }
+        : patch;
+    }),
+    // Calls that came whole with the end (a model that streams none of their arguments) are the
+    // turn's output: a run's time to first token counts to them, not to a later turn's text.
+    recordDone: runSetup.assign(({ context, event }) => {
+      if (event.type !== 'DONE') return {};
+      const patch = { finishReason: event.finishReason, usage: addUsage(context.usage, event.usage) };
+      return context.times.firstChunkAt === null && event.toolCalls?.length
+        ? { ...patch, times: { ...context.times, firstChunkAt: clock.now() } }
         : patch;
     }),
     scheduleRetry: runSetup.assign({

@@ -29,17 +29,20 @@ export type InspectorLike =
 export function combineInspectors(
   ...inspectors: Array<InspectorLike | undefined>
 ): Observer<InspectionEvent> {
-  const targets = inspectors.filter((inspector) => inspector !== undefined).map(toNext);
+  // Each with its place among the arguments, `undefined` ones counted: the number an error names.
+  const targets = inspectors.flatMap((inspector, place) =>
+    inspector === undefined ? [] : [{ next: toNext(inspector), number: place + 1 }],
+  );
   const reported = new Set<number>();
   return {
     next(event) {
-      for (let i = 0; i < targets.length; i++) {
+      for (const { next, number } of targets) {
         try {
-          targets[i]!(event);
+          next(event);
         } catch (error) {
-          if (reported.has(i)) continue;
-          reported.add(i);
-          console.error(`runstate: inspector #${i + 1} threw; its further errors are not reported`, error);
+          if (reported.has(number)) continue;
+          reported.add(number);
+          console.error(`runstate: inspector #${number} threw; its further errors are not reported`, error);
         }
       }
     },

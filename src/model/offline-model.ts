@@ -261,6 +261,8 @@ export class OfflineModel implements ChatModel {
         output_tokens: toolCalls.length,
         total_tokens: input + toolCalls.length,
       };
+      // The calls' arguments, as a real model streams them (output: time to first token), then the calls.
+      yield { type: 'delta', content: '', toolCall: true };
       yield { type: 'end', finishReason: 'tool_calls', usage, toolCalls };
       return;
     }

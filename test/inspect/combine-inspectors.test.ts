@@ -42,4 +42,13 @@ describe('combineInspectors', () => {
     expect(error).toHaveBeenCalledTimes(1);
     expect(String(error.mock.calls[0]![0])).toContain('inspector #1 threw');
   });
+
+  it('names a throwing inspector by its place among the arguments, an undefined one counted', () => {
+    const error = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const inspect = combineInspectors(undefined, () => {
+      throw new Error('broken inspector');
+    });
+    createActor(toggle, { inspect }).start();
+    expect(String(error.mock.calls[0]![0])).toContain('inspector #2 threw');
+  });
 });

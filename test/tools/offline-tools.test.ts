@@ -35,6 +35,8 @@ describe('the offline model with tools', () => {
       { role: 'user', content: 'Please run a deep Slow Search for "red foxes", then add numbers 2 and 40' },
     ]);
     expect(chunks).toEqual([
+      // The calls' arguments streamed (output, for time to first token), then the calls.
+      { type: 'delta', content: '', toolCall: true },
       {
         type: 'end',
         finishReason: 'tool_calls',
