@@ -165,8 +165,8 @@ export interface RunMachineContext {
   /** Messages this run added to the conversation (see {@link ModelServiceInput}). */
   transcript: TranscriptMessage[];
   /**
-   * Where the current model turn began, in `content`, `chunkCount`, `attempt` and `reasoning`; and
-   * the field its reasoning came in (set when it asks for tools).
+   * Where the current model turn began, in `content`, `chunkCount`, `attempt` and `reasoning`; the
+   * field its reasoning came in (set when it asks for tools); and its request's usage.
    */
   turn: {
     content: number;
@@ -174,6 +174,12 @@ export interface RunMachineContext {
     attempt: number;
     reasoning: number;
     reasoningField: ReasoningField | null;
+    /**
+     * What the model's current request reported it used, once it ended (`DONE`); `null` before, or
+     * when it reported none. A request's own, where `usage` is the run's (unknown once one is).
+     * Absent from a snapshot stored by an earlier version.
+     */
+    usage?: TokenUsage | null | undefined;
   };
   /**
    * The idle timer of a streaming attempt: one timer, not one per chunk. `lastChunkAt` is when the
@@ -500,7 +506,11 @@ function clockActions(clock: RunClock) {
     // turn's output: a run's time to first token counts to them, not to a later turn's text.
     recordDone: runSetup.assign(({ context, event }) => {
       if (event.type !== 'DONE') return {};
-      const patch = { finishReason: event.finishReason, usage: addUsage(context.usage, event.usage) };
+      const patch = {
+        finishReason: event.finishReason,
+        usage: addUsage(context.usage, event.usage),
+        turn: { ...context.turn, usage: event.usage ?? null },
+      };
       return context.times.firstChunkAt === null && event.toolCalls?.length
         ? { ...patch, times: { ...context.times, firstChunkAt: clock.now() } }
         : patch;
@@ -565,7 +575,7 @@ export const runMachine = runSetup
         round: [],
         toolRounds: 0,
         transcript: [],
-        turn: { content: 0, chunks: 0, attempt: 0, reasoning: 0, reasoningField: null },
+        turn: { content: 0, chunks: 0, attempt: 0, reasoning: 0, reasoningField: null, usage: null },
         idle: { lastChunkAt: null, armedAt: 0 },
       };
     },
@@ -593,6 +603,7 @@ export const runMachine = runSetup
               attempt: ({ context }) => context.attempt + 1,
               error: null,
               idle: ({ context }) => ({ lastChunkAt: null, armedAt: context.chunkCount }),
+              turn: ({ context }) => ({ ...context.turn, usage: null }),
             }),
             invoke: {
               id: 'model',

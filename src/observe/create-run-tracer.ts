@@ -9,7 +9,7 @@ import {
   type Tracer,
   type TracerProvider,
 } from '@opentelemetry/api';
-import type { RunErrorData, TokenUsage, ToolExecution } from '../../machines/run-types.js';
+import type { TokenUsage, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { stateLabel } from './create-prometheus-metrics.js';
@@ -48,6 +48,8 @@ interface ChatSpan {
   firstOutput: boolean;
   /** The run's usage when it started (see the state notice's `usage`); `undefined`: not told. */
   usageBefore: TokenUsage | null | undefined;
+  /** What the request reported, from the notice of the run's final state; `undefined`: not told. */
+  reported?: TokenUsage | null | undefined;
 }
 
 /** What the tracer keeps of a run while it is active. */
@@ -159,23 +161,25 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   function onState(
     run: TracedRun,
     state: string,
-    status: RunStatus,
-    error: RunErrorData | null,
-    usage: TokenUsage | null | undefined,
+    { status, error, usage, requestUsage }: Extract<RunNotice, { type: 'state' }>,
   ): void {
     // A model request is the machine's `streaming.attempt` state, entered once per request.
     if (state.startsWith('streaming.attempt')) {
       // `receiving`: the request's first chunk came (a tool call's arguments too: they are output).
       if (run.chat && state === 'streaming.attempt.receiving') return firstOutput(run.chat);
       // `requesting` again: a new request right after one whose tool calls all failed their checks
-      // (the machine passed through the tools in one step).
-      if (run.chat && state === 'streaming.attempt.requesting') endChatForTools(run.chat, usage);
+      // (the machine passed through the tools in one step; the notice's `requestUsage` is the new one's).
+      if (run.chat && state === 'streaming.attempt.requesting') endChatForTools(run.chat, usage, undefined);
       else if (run.chat) return;
       startChat(run, usage);
       return;
     }
-    // In a final state, the 'finished' notice ends the request's span with the run's usage.
-    if (!run.chat || FINAL.has(status)) return;
+    if (!run.chat) return;
+    // In a final state, the 'finished' notice ends the request's span, with what it reported.
+    if (FINAL.has(status)) {
+      run.chat.reported = requestUsage;
+      return;
+    }
     if (state.endsWith('retrying')) {
       // While retrying, the machine's error is the failed request's (a retry may still be cancelled).
       run.chat.span.setAttribute('error.type', error?.code ?? '_OTHER');
@@ -183,13 +187,19 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       run.chat.span.end();
     } else {
       // To the tools, or paused for a person: the request ended asking for tool calls.
-      endChatForTools(run.chat, usage);
+      endChatForTools(run.chat, usage, requestUsage);
     }
     run.chat = undefined;
   }
 
-  function endChatForTools(chat: ChatSpan, usage: TokenUsage | null | undefined): void {
-    chat.span.setAttributes(requestUsage(chat.usageBefore, usage));
+  function endChatForTools(
+    chat: ChatSpan,
+    usage: TokenUsage | null | undefined,
+    reported: TokenUsage | null | undefined,
+  ): void {
+    chat.span.setAttributes(
+      reported === undefined ? usedBetween(chat.usageBefore, usage) : usageOf(reported),
+    );
     chat.span.setAttribute('gen_ai.response.finish_reasons', ['tool_calls']);
     chat.span.end();
   }
@@ -244,11 +254,16 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
 
     const chat = run.chat;
     if (chat) {
-      // The last request's own: the run's, less what the requests before it used.
-      if (chat.usageBefore !== undefined) chat.span.setAttributes(requestUsage(chat.usageBefore, metrics));
+      // The last request's own: what it reported, or else the run's, less what the requests before it used.
+      if (chat.reported !== undefined) chat.span.setAttributes(usageOf(chat.reported));
+      else if (chat.usageBefore !== undefined)
+        chat.span.setAttributes(usedBetween(chat.usageBefore, metrics));
       else if (run.chats === 1) chat.span.setAttributes(usage);
       if (finishReasons) chat.span.setAttribute('gen_ai.response.finish_reasons', finishReasons);
-      if (output.status === 'failed') failed(chat.span, output);
+      // A request that asked for tools once too often ended well: the run failed after it.
+      if (output.error?.code === 'TOOL_ROUNDS_EXCEEDED')
+        chat.span.setAttribute('gen_ai.response.finish_reasons', ['tool_calls']);
+      else if (output.status === 'failed') failed(chat.span, output);
       chat.span.end();
     }
     // Calls still open when the run ended (running, queued, or awaiting a person's confirmation)
@@ -305,7 +320,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
         runs.delete(runId);
         return onLeft(run);
       case 'state':
-        return onState(run, stateLabel(notice.value), notice.status, notice.error, notice.usage);
+        return onState(run, stateLabel(notice.value), notice);
       case 'event':
         return onEvent(run, notice.event);
       case 'finished':
@@ -316,11 +331,20 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   return { listener };
 }
 
+/** A request's reported usage as span attributes; a count the server did not report is left out. */
+function usageOf(reported: TokenUsage | null): Attributes {
+  const attributes: Attributes = {};
+  if (reported?.input_tokens != null) attributes['gen_ai.usage.input_tokens'] = reported.input_tokens;
+  if (reported?.output_tokens != null) attributes['gen_ai.usage.output_tokens'] = reported.output_tokens;
+  return attributes;
+}
+
 /**
- * What one request used: the run's usage after it, less the run's usage before it. A count the
- * server did not report (then every sum with it is unknown) is left out.
+ * What one request used: the run's usage after it, less the run's usage before it (for notices that
+ * do not say what it reported). A count the server did not report (then every sum with it is
+ * unknown) is left out.
  */
-function requestUsage(
+function usedBetween(
   before: TokenUsage | null | undefined,
   after: Pick<TokenUsage, 'input_tokens' | 'output_tokens'> | null | undefined,
 ): Attributes {

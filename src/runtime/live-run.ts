@@ -332,8 +332,17 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       attempt = nextAttempt;
       const current = runStatusOf(snapshot);
       if (observed()) {
-        const { error, usage } = snapshot.context;
-        notify({ type: 'state', runId, value: snapshot.value, status: current, event: cause, error, usage });
+        const { error, usage, turn } = snapshot.context;
+        notify({
+          type: 'state',
+          runId,
+          value: snapshot.value,
+          status: current,
+          event: cause,
+          error,
+          usage,
+          requestUsage: turn.usage,
+        });
       }
       const changed = status !== undefined && current !== status;
       status = current;

@@ -217,7 +217,9 @@ export type RunNotice =
    * chunk: see `subscribe`'s `causes`). `error` is the machine's: the failed attempt's while
    * `retrying`, the run's once `failed`, otherwise `null`. `usage` is the tokens of the run's model
    * requests that ended so far (`null` before the first; a count the server did not report, and
-   * every sum with it, is `null`): what a request used is its change from one request to the next.
+   * every sum with it, is `null`). `requestUsage` is what the current request reported, once it
+   * ended (`null` before, or when it reported none; absent for a run restored from a snapshot of an
+   * earlier version).
    */
   | {
       type: 'state';
@@ -227,6 +229,7 @@ export type RunNotice =
       event: { type: string };
       error: RunErrorData | null;
       usage?: TokenUsage | null | undefined;
+      requestUsage?: TokenUsage | null | undefined;
     }
   /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
   | { type: 'event'; runId: string; event: RunEvent }

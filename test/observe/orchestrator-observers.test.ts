@@ -128,6 +128,41 @@ describe('observers of a real orchestrator', () => {
     expect(chats[1]!.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThanOrEqual(0);
   });
 
+  it('see a request’s own token usage after an earlier request of the run reported none', async () => {
+    const { model, start } = setup();
+    const run = start('Add 1 and 2');
+    (await model.nextCall()).callTools([{ id: 'call_a', name: 'add', arguments: { a: 1, b: 2 } }]);
+    const second = await model.nextCall();
+    second.emit('3');
+    second.end({ usage: { input_tokens: 10, output_tokens: 7, total_tokens: 17 } });
+    // The run's total is unknown (one request did not say), each request's is what it said.
+    expect((await run.result).metrics).toMatchObject({ input_tokens: null, output_tokens: null });
+    const chats = exporter.getFinishedSpans().filter((span) => span.name === 'chat fake-model');
+    expect(
+      chats.map((chat) => [
+        chat.attributes['gen_ai.usage.input_tokens'],
+        chat.attributes['gen_ai.usage.output_tokens'],
+      ]),
+    ).toEqual([
+      [undefined, undefined],
+      [10, 7],
+    ]);
+  });
+
+  it('see the request that asked for tools once too often end well, and the run fail TOOL_ROUNDS_EXCEEDED', async () => {
+    const { model, start } = setup({
+      limits: { retry: { baseDelayMs: 0, maxDelayMs: 0 }, maxToolRounds: 0 },
+    });
+    const run = start('Add 1 and 2');
+    (await model.nextCall()).callTools([{ id: 'call_a', name: 'add', arguments: { a: 1, b: 2 } }]);
+    expect((await run.result).error?.code).toBe('TOOL_ROUNDS_EXCEEDED');
+    const [chat] = exporter.getFinishedSpans().filter((span) => span.name === 'chat fake-model');
+    expect(chat!.status.code).toBe(SpanStatusCode.UNSET);
+    expect(chat!.attributes['gen_ai.response.finish_reasons']).toEqual(['tool_calls']);
+    const [agentSpan] = exporter.getFinishedSpans().filter((span) => span.name.startsWith('invoke_agent'));
+    expect(agentSpan!.status.code).toBe(SpanStatusCode.ERROR);
+  });
+
   it('see a run cancelled while pending: no chat span, no time to first token, counted as cancelled', async () => {
     const { model, orchestrator, metrics, start } = setup({ maxConcurrentRuns: 1 });
     const first = start();
