@@ -282,9 +282,11 @@ describe('run machine against a reference model', () => {
             status: ref.state,
             content: ref.content,
             reasoningContent: ref.reasoning,
-            error: ref.error,
+            // The output keeps an error only for a failed run, a finish reason only for a completed
+            // one (a run cancelled while it waited to retry keeps neither).
+            error: ref.state === 'failed' ? ref.error : null,
             cancelReason: ref.cancelReason,
-            finishReason: ref.finishReason,
+            finishReason: ref.state === 'completed' ? ref.finishReason : null,
             attempts: ref.attempt,
             // The reference's model asks for no tools (their paths are replayed in test/model).
             tools: [],
