@@ -15,7 +15,7 @@ import {
   type MemoryRunStoreOptions,
   type Orchestrator,
 } from '../src/index.js';
-import { storageOptionsFromEnv } from '../src/runtime/open-storage.js';
+import { databaseUrlSchema, storageOptionsFromEnv } from '../src/runtime/open-storage.js';
 import { connectRedis } from '../src/runtime/redis/connect-redis.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
@@ -360,6 +360,9 @@ describe('storage options', () => {
         invalid('databaseUrl: must be a postgres:// URL'),
       );
     }
+    // A Unix socket, with a user and no host as pg takes it, or with neither, is a URL.
+    for (const socket of ['postgresql://postgres@/x?host=/var/run/postgresql', 'postgresql:///x?host=/tmp'])
+      expect(databaseUrlSchema.safeParse(socket).success).toBe(true);
     // Checked before the database is opened: nothing is left to close.
     for (const redisUrl of ['http://x', 'redis://127.0.0.1:99999']) {
       await expect(

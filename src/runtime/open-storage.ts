@@ -15,8 +15,19 @@ function serverUrlSchema(scheme: RegExp, message: string) {
   return z.string().refine((url) => scheme.test(url) && URL.canParse(url), message);
 }
 
-/** A PostgreSQL URL: `databaseUrl`, `--database-url` and `DATABASE_URL`. */
-export const databaseUrlSchema = serverUrlSchema(/^postgres(ql)?:\/\//, 'must be a postgres:// URL');
+/**
+ * A PostgreSQL URL: `databaseUrl`, `--database-url` and `DATABASE_URL`. A user with no host
+ * (`postgresql://user@/db?host=/var/run/postgresql`, a Unix socket, as pg takes it) is no URL to
+ * `URL`: it is checked with a host put in.
+ */
+export const databaseUrlSchema = z
+  .string()
+  .refine(
+    (url) =>
+      /^postgres(ql)?:\/\//.test(url) &&
+      (URL.canParse(url) || URL.canParse(url.replace('@/', '@localhost/'))),
+    'must be a postgres:// URL',
+  );
 /** A Redis URL: `redisUrl`, `--redis-url` and `REDIS_URL`. */
 export const redisUrlSchema = serverUrlSchema(/^rediss?:\/\//, 'must be a redis:// URL');
 
