@@ -11,6 +11,9 @@ import { listen } from './support/listen.js';
 const messages: ChatMessage[] = [{ role: 'user', content: 'Say hello' }];
 
 /** The SSE line of a chunk with `content`. */
+/** An SSE frame of a chat.completion.chunk with `body`'s fields. */
+const chunk = (body: object) =>
+  `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', ...body })}\n\n`;
 const chunkLine = (content: string) =>
   `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
 
@@ -382,8 +385,6 @@ describe('OpenAIChat against the fake OpenAI server', () => {
   });
 
   it('ends the answer a second after the usage chunk that follows the finish reason, when the server keeps the body open without [DONE]', async () => {
-    const chunk = (body: object) =>
-      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', ...body })}\n\n`;
     const open = await listen((req, res) => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -404,8 +405,6 @@ describe('OpenAIChat against the fake OpenAI server', () => {
   });
 
   it('ends the answer whole when the connection breaks after the usage chunk that follows the finish reason', async () => {
-    const chunk = (body: object) =>
-      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', ...body })}\n\n`;
     const cut = await listen((req, res) => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });

@@ -7,6 +7,7 @@ import {
   BasicTracerProvider,
   InMemorySpanExporter,
   SimpleSpanProcessor,
+  type ReadableSpan,
 } from '@opentelemetry/sdk-trace-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RunstateError } from '../../src/errors.js';
@@ -75,6 +76,12 @@ function setup(options: Parameters<typeof createOrchestrator>[0] = {}, modelOpti
   return { model, orchestrator, metrics, start };
 }
 
+/** A chat span's token usage: input and output. */
+const tokensOf = (chat: ReadableSpan) => [
+  chat.attributes['gen_ai.usage.input_tokens'],
+  chat.attributes['gen_ai.usage.output_tokens'],
+];
+
 describe('observers of a real orchestrator', () => {
   it('see a retried request as two chat spans and one retry, then the run complete', async () => {
     const { model, metrics, start } = setup();
@@ -116,12 +123,7 @@ describe('observers of a real orchestrator', () => {
     expect((await run.result).metrics).toMatchObject({ input_tokens: 12, output_tokens: 4 });
 
     const chats = exporter.getFinishedSpans().filter((span) => span.name === 'chat fake-model');
-    expect(
-      chats.map((chat) => [
-        chat.attributes['gen_ai.usage.input_tokens'],
-        chat.attributes['gen_ai.usage.output_tokens'],
-      ]),
-    ).toEqual([
+    expect(chats.map(tokensOf)).toEqual([
       [5, 3],
       [7, 1],
     ]);
@@ -138,12 +140,7 @@ describe('observers of a real orchestrator', () => {
     // The run's total is unknown (one request did not say), each request's is what it said.
     expect((await run.result).metrics).toMatchObject({ input_tokens: null, output_tokens: null });
     const chats = exporter.getFinishedSpans().filter((span) => span.name === 'chat fake-model');
-    expect(
-      chats.map((chat) => [
-        chat.attributes['gen_ai.usage.input_tokens'],
-        chat.attributes['gen_ai.usage.output_tokens'],
-      ]),
-    ).toEqual([
+    expect(chats.map(tokensOf)).toEqual([
       [undefined, undefined],
       [10, 7],
     ]);
