@@ -132,7 +132,7 @@ async function* follow(
     }
     // Gone (forgotten) or final without its terminal event read: nothing more will be published.
     const now = await store.getRun(runId);
-    const over = now === undefined || now.finished_at !== null;
+    let over = now === undefined || now.finished_at !== null;
     for (;;) {
       while (received.length > 0) {
         const event = received.shift()!;
@@ -206,13 +206,10 @@ async function* follow(
       const now = await unlessUnavailable(store.getRun(runId));
       // Forgotten meanwhile (its session deleted): nothing more will come.
       if (now === undefined) return;
-      // Final with nothing after `last`: its end is at or before it, the end of a lost owner that the
-      // bus did not bring to a resume from past the stored events; sent, and nothing more comes.
-      if (now !== null && now.finished_at !== null) {
-        const end = last === afterSeq ? await endAfter(store, runId, afterSeq) : undefined;
-        if (end) yield end;
-        return;
-      }
+      // Final now: its end may have been stored after the events were read (another instance's
+      // sweep or cancel between the two reads), so they are read once more, as for a run found
+      // final at the start.
+      if (now !== null && now.finished_at !== null) over = true;
     }
   } finally {
     stop?.signal.removeEventListener('abort', onStop);

@@ -59,3 +59,44 @@ describe('a follower of a run another instance owns', () => {
     expect((await events.next()).done).toBe(true);
   });
 });
+
+describe('a follower whose run another instance ends while it asks the store', () => {
+  it('sends the end stored between its read of the events and its read of the record', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const memory = createMemoryRunStore();
+    const lost = {
+      ...base,
+      seq: 2,
+      event: 'RunError',
+      status: 'failed',
+      code: 'RUN_LOST',
+      content: 'a',
+    } as RunEvent;
+    let sweepBeforeNextRead = false;
+    // A sweeper on another instance (its owner gone) that stores the run's end just after this
+    // follower found no new event, and before it reads the record.
+    const store: RunStore = {
+      ...memory,
+      getRun: async (runId) => {
+        if (sweepBeforeNextRead) {
+          sweepBeforeNextRead = false;
+          await memory.appendEvents(runId, [lost]);
+          return { ...(await memory.getRun(runId))!, status: 'failed', finished_at: 2 };
+        }
+        return memory.getRun(runId);
+      },
+    };
+    // A bus that lost every message: the follower has the store alone.
+    const deaf = { ...createMemoryEventBus(), publish: () => undefined };
+    await memory.createRun(record);
+    await memory.appendEvents('run-1', [content(1, 'a')]);
+
+    const events = (await followStoredRun(store, deaf, 'run-1'))[Symbol.asyncIterator]();
+    expect((await events.next()).value).toMatchObject({ seq: 1 });
+    const next = events.next();
+    sweepBeforeNextRead = true;
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect((await next).value).toMatchObject({ seq: 2, event: 'RunError', code: 'RUN_LOST' });
+    expect((await events.next()).done).toBe(true);
+  });
+});
