@@ -861,7 +861,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const parkedRun = parkedHere.get(runId);
     if (!parkedRun || parkedRun.toldLeft) return;
     parkedRun.toldLeft = true;
-    unwatch(parkedRun);
+    // Still watched: its end, published wherever it ends, resolves a handle waiting here.
     notify({ type: 'left', runId });
   }
 

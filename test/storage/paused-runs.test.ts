@@ -280,7 +280,12 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     const first = a.agent.run('publish news', { stream: true });
     (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
     expect((await collect(first)).map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    const left = new Promise<void>((resolve) =>
+      a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && resolve())),
+    );
     const { continued, turn } = await confirmOn(b, first.runId);
+    // a heard the run go on at b (its RunContinued) before the run's end was published.
+    await left;
     turn.emit('Out.');
     turn.end();
     expect(await continued.result).toMatchObject({ status: 'completed' });
