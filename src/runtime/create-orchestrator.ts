@@ -21,8 +21,14 @@ import {
   type ReasoningStep,
   type RunOutput,
   type RunRecord,
+  type RunTerminalEvent,
 } from './run-events.js';
-import { activeRecord, recordWithStoredEvents, type RunIdentity } from './run-projection.js';
+import {
+  activeRecord,
+  forgottenRunOutput,
+  recordWithStoredEvents,
+  type RunIdentity,
+} from './run-projection.js';
 import { createRunRegistry } from './run-registry.js';
 import { sessionHistory } from './session-history.js';
 import type {
@@ -231,7 +237,8 @@ export interface Orchestrator {
    */
   renameSession(sessionId: string, name: string): Promise<SessionRecord | undefined>;
   /**
-   * Forgets a session and its runs, and cancels its active runs (reason `api`); `false` when there
+   * Forgets a session and its runs, and cancels its active runs (reason `api`), paused ones
+   * included: a handle waiting for one, on any instance, resolves `cancelled`. `false` when there
    * was no such session. Rejects on a store error.
    */
   deleteSession(sessionId: string): Promise<boolean>;
@@ -380,6 +387,8 @@ function recordedModel(record: RunRecord): ChatModel {
 /** A run this instance parked in the store (see `onPark`). */
 interface ParkedHere {
   agentId: string;
+  /** Its record at the park: what a handle waiting here resolves with should the record be gone. */
+  record: RunRecord;
   /** Its event-bus subscription, which hears when another instance takes it (see `watchPark`). */
   watch: Promise<(() => void) | undefined> | undefined;
   /**
@@ -684,7 +693,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
           waiting.set(runId, resolve);
         }),
       );
-      const parkedRun: ParkedHere = { agentId: run.identity.agentId, watch: undefined, toldLeft: false };
+      const parkedRun: ParkedHere = {
+        agentId: run.identity.agentId,
+        record: run.record(),
+        watch: undefined,
+        toldLeft: false,
+      };
       parkedHere.set(runId, parkedRun);
       // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
       if (!closing) {
@@ -803,13 +817,16 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
    * listeners are told `left`, unless they were), and a handle waiting here learns how the run ends
    * from the store.
    */
-  function takenElsewhere(runId: string): void {
+  function takenElsewhere(runId: string, end?: RunTerminalEvent): void {
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
-    if (forgetPark(runId)?.toldLeft === false) notify({ type: 'left', runId });
+    const parkedRun = forgetPark(runId);
+    if (parkedRun?.toldLeft === false) notify({ type: 'left', runId });
     const resolve = waiting.get(runId);
     waiting.delete(runId);
-    if (resolve) result(runId).then(resolve, () => undefined);
+    // Its record gone (its session deleted since): the handle still resolves, never hangs.
+    const forgotten = () => parkedRun && resolve!(forgottenRunOutput(parkedRun.record, end, now()));
+    if (resolve) result(runId).then(resolve, forgotten);
   }
 
   /** Drops this instance's park of a run (and its bus watch); what it was, if there was one. */
@@ -840,7 +857,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const heard = (events: readonly RunEvent[]) => {
       // Only for this park: the run may have come back here and paused again since.
       if (parkedHere.get(runId) !== parkedRun) return;
-      if (events.some(isTerminalEvent)) takenElsewhere(runId);
+      const end = events.find(isTerminalEvent);
+      if (end) takenElsewhere(runId, end);
       else if (events.some((event) => event.event === 'RunContinued')) tellLeft(runId);
     };
     return (
@@ -1150,6 +1168,16 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         [...registry.values()].filter(inSession).map((run) => run.writer.recorded.catch(() => undefined)),
       );
       const runs = await store.sessionRuns(sessionId);
+      // Its paused runs, owned by no instance, are taken here and cancelled while the session is
+      // still there: their end is stored and published as any cancel's, so the instance that
+      // paused one (a handle waiting there) hears it. (One taken elsewhere first is told below.)
+      const parked = runs.filter((run) => run.finished_at === null && run.status === 'paused');
+      const taken = await Promise.all(
+        parked.map((run) => takeParked(run.run_id, undefined).catch(() => undefined)),
+      );
+      const cancelled = taken.filter((it) => it !== undefined).map(({ run }) => run);
+      for (const run of cancelled) run.cancel('api');
+      await Promise.all(cancelled.map((run) => run.result));
       // The owners of its runs on other instances are told first: with the bus out of reach this
       // rejects (`STORE_UNAVAILABLE`) before anything is forgotten, and a retry finds the session.
       const elsewhere = runs.filter((run) => run.finished_at === null && !registry.has(run.run_id));

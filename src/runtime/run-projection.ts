@@ -7,8 +7,16 @@ import type {
   ToolExecution,
   TranscriptMessage,
 } from '../../machines/run-types.js';
+import { closeOpen } from '../../machines/tool-round.js';
 import type { ChatModel } from '../model/chat-model.js';
-import type { RunEvent, RunEventBase, RunExtraData, RunOutput, RunRecord } from './run-events.js';
+import type {
+  RunEvent,
+  RunEventBase,
+  RunExtraData,
+  RunOutput,
+  RunRecord,
+  RunTerminalEvent,
+} from './run-events.js';
 
 /**
  * How a run is shown to the world: its wire events and its record. Pure functions of what the run
@@ -151,6 +159,59 @@ export function outputRecord(
     finishedAt: seconds(finishedAtMs),
   }) as RunOutput;
 }
+
+/**
+ * The output of a run whose record is gone before its end could be read from it: a run paused on
+ * this instance whose session was deleted (on another instance, which cancels the session's runs).
+ * It is the record this instance had at the pause, ended as `end`, the run's terminal event, says
+ * when the event bus brought it, else cancelled (`api`) as a session's delete cancels it; calls still
+ * open are cancelled, as in any run that ends with them.
+ */
+export function forgottenRunOutput(
+  record: RunRecord,
+  end: RunTerminalEvent | undefined,
+  nowMs: number,
+): RunOutput {
+  const endedAt = end ? end.created_at * 1000 : nowMs;
+  const base = {
+    ...record,
+    tools: closeOpen(record.tools, endedAt),
+    metrics: record.metrics ?? runMetricsUnknown(),
+    finish_reason: null,
+    error: null,
+    cancel_reason: null,
+    finished_at: seconds(endedAt),
+  };
+  switch (end?.event) {
+    case 'RunCompleted':
+      return {
+        ...base,
+        status: 'completed',
+        content: end.content,
+        reasoning_content: end.reasoning_content,
+        finish_reason: end.finish_reason,
+        metrics: end.metrics,
+        tools: end.tools,
+      };
+    case 'RunError':
+      return { ...base, status: 'failed', error: { code: end.code, message: end.content, retryable: false } };
+    default:
+      return {
+        ...base,
+        status: 'cancelled',
+        content: end?.content ?? record.content,
+        cancel_reason: end?.reason ?? 'api',
+      };
+  }
+}
+
+const runMetricsUnknown = (): RunMetrics => ({
+  input_tokens: null,
+  output_tokens: null,
+  total_tokens: null,
+  time_to_first_token: null,
+  duration: 0,
+});
 
 /** The one terminal event of a run, from its machine's output. */
 export function terminalEvent(output: RunMachineOutput): EventBody {

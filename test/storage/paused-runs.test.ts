@@ -263,6 +263,16 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     checkRunEvents([...paused, ...(await collect(continued))], 'completed');
   });
 
+  it('is cancelled with its session, deleted on the instance that paused it: its handle resolves cancelled', async () => {
+    const [a] = await twoInstances();
+    const run = a.agent.run('publish news', { stream: true });
+    (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
+    await collect(run);
+    expect(await a.agent.orchestrator.deleteSession(run.sessionId)).toBe(true);
+    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(await a.agent.getRun(run.runId)).toBeUndefined();
+  });
+
   it('is cancelled from the other instance', async () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'gossip');
@@ -272,6 +282,44 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     // The instance that paused it learns the end from the store and the bus.
     expect((await a.agent.orchestrator.result(runId)).status).toBe('cancelled');
     checkRunEvents(await collect(await a.agent.orchestrator.events(runId)), 'cancelled');
+  });
+
+  it('is cancelled with its session, deleted on the other instance: the handle of the instance that paused it resolves cancelled', async () => {
+    const [a, b] = await twoInstances();
+    const run = a.agent.run('publish news', { stream: true });
+    (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
+    expect((await collect(run)).map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    expect(await b.agent.orchestrator.deleteSession(run.sessionId)).toBe(true);
+    // Its record went with the session: the handle ends as the run's end on the bus said.
+    expect(await run.result).toMatchObject({
+      run_id: run.runId,
+      status: 'cancelled',
+      cancel_reason: 'api',
+      tools: [{ tool_call_id: 'c1', status: 'cancelled' }],
+    });
+    expect(a.agent.orchestrator.isPaused(run.runId)).toBe(false);
+    expect(await a.agent.getRun(run.runId)).toBeUndefined();
+    expect(a.published).toEqual([]);
+  });
+
+  it('resolves the handle of the instance that paused it, its session deleted by one it cannot hear: cancelled, at its deadline', async () => {
+    // One database, no shared bus: the instance that paused the run hears nothing of the other.
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    const parker = await startInstance({ databaseUrl: database.url }, { limits: { pauseTimeoutMs: 200 } });
+    const other = await startInstance({ databaseUrl: database.url });
+    const run = parker.agent.run('publish news', { stream: true });
+    (await parker.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
+    await collect(run);
+    expect(await other.agent.orchestrator.deleteSession(run.sessionId)).toBe(true);
+    // At its deadline the parker finds neither the park nor the record: what it had, cancelled.
+    expect(await run.result).toMatchObject({
+      run_id: run.runId,
+      status: 'cancelled',
+      cancel_reason: 'api',
+      tools: [{ tool_call_id: 'c1', status: 'cancelled' }],
+    });
+    expect(parker.agent.orchestrator.isPaused(run.runId)).toBe(false);
   });
 
   it('is let go by the instance that paused it when another one ends it: its handle resolves, it is no longer paused there', async () => {
