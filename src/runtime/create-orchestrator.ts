@@ -1066,9 +1066,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         // that heard it cancels once. An owner that is gone (killed, frozen) hears nothing: as soon
         // as its lease has run out, the run is finalised here, `cancelled` as asked, rather than
         // left for a sweep to call it lost.
+        // An owner that never heard it may park the run meanwhile (it waits for a person): owned by
+        // nobody, no renewal reads a cancel recorded for it; it is taken here and cancelled then.
+        let checkingPark: Promise<void> | undefined;
         resend = setInterval(() => {
           void refusal(cancelBus.publish(runId, reason, agentId));
           keeper?.cancelOrphan(runId, reason).catch(() => undefined);
+          checkingPark ??= cancelIfParked(runId, reason).finally(() => (checkingPark = undefined));
         }, CANCEL_RESEND_MS);
         // The wait for the run's end is what holds a caller; the timer alone keeps no process alive.
         resend.unref();
@@ -1083,6 +1087,17 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     throw new RunstateError('RUN_ALREADY_FINISHED', `run ${runId} already finished: ${output.status}`, {
       details: { run_id: runId, status: output.status },
     });
+  }
+
+  /** Takes a run back from the store and cancels it, if it is parked now; never rejects. */
+  async function cancelIfParked(runId: string, reason: CancelReason): Promise<void> {
+    try {
+      const record = await store.getRun(runId);
+      if (record?.finished_at !== null || record.status !== 'paused') return;
+      (await takeParked(runId, undefined))?.run.cancel(reason);
+    } catch {
+      // The store out of reach, or this instance closing: the next resend tries again.
+    }
   }
 
   /**

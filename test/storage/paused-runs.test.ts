@@ -5,6 +5,7 @@
  * 409. A pause that ran out while its instance was gone is failed `RUN_TIMEOUT` by whichever instance
  * finds it.
  */
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
@@ -16,6 +17,8 @@ import { createApp, startServer } from '../../src/server/index.js';
 import { tool } from '../../src/tools/tool.js';
 import { checkRunEvents, createFakeModel, type FakeModel } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
+import { eventually } from '../support/eventually.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
 import { sample } from '../support/notices.js';
 import { createTempDir, createTestDatabase } from '../support/databases.js';
 import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
@@ -320,6 +323,43 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
       tools: [{ tool_call_id: 'c1', status: 'cancelled' }],
     });
     expect(parker.agent.orchestrator.isPaused(run.runId)).toBe(false);
+  });
+
+  it('is cancelled by a cancel its owner never heard that was sent before it paused (the owner cut from Redis)', async () => {
+    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    cleanups.unshift(() => proxy.close());
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    // Renewals minutes apart: the owner reads no cancel recorded in the store while this test runs.
+    const shared = {
+      databaseUrl: database.url,
+      redisUrl: REDIS_URL,
+      redisPrefix: redisPrefix(),
+      leaseMs: 600_000,
+    };
+    const owner = await startInstance({ ...shared, redisUrl: `redis://127.0.0.1:${proxy.port}` });
+    const other = await startInstance(shared);
+    const run = owner.agent.run('publish news', { stream: true });
+    const call = await owner.model.nextCall();
+    await proxy.cut();
+    const cancel = other.agent.orchestrator.requestCancel(run.runId, 'api');
+    const sql = new pg.Client({ connectionString: database.url });
+    await sql.connect();
+    const recorded = async () => {
+      const { rows } = await sql.query<{ cancel_requested: string | null }>(
+        'SELECT cancel_requested FROM runstate_runs WHERE run_id = $1',
+        [run.runId],
+      );
+      return rows[0]?.cancel_requested === 'api';
+    };
+    await eventually(recorded, { what: 'the cancel recorded in the store' });
+    await sql.end();
+    // The owner, which heard nothing, parks the run: from now on no instance's renewal reads it.
+    call.callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
+    expect((await collect(run)).map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    expect(await cancel).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(owner.published).toEqual([]);
+    await proxy.restore();
   });
 
   it('is let go by the instance that paused it when another one ends it: its handle resolves, it is no longer paused there', async () => {
