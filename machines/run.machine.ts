@@ -92,7 +92,10 @@ export interface RunMachineInput {
   runId: string;
   /** A run with no chunk for this long fails with `RUN_TIMEOUT`. */
   idleTimeoutMs?: number | undefined;
-  /** A run streaming for longer than this fails with `RUN_TIMEOUT`. */
+  /**
+   * A run streaming for longer than this fails with `RUN_TIMEOUT`: the time it streamed across its
+   * continues, not the time it waited paused (see `pauseTimeoutMs`).
+   */
   timeoutMs?: number | undefined;
   /** Any part of the retry policy; a field left out or `undefined` keeps its default. */
   retry?: { [K in keyof RetryPolicy]?: RetryPolicy[K] | undefined } | undefined;
@@ -133,6 +136,13 @@ export interface RunMachineTimes {
   firstChunkAt: number | null;
   /** When the run reached its final state. */
   endedAt: number | null;
+  /**
+   * How long the run streamed before its last pause (the time paused does not count against
+   * `timeoutMs`), and when it last began to stream. Absent in a snapshot stored by an earlier
+   * runstate: its run gets the whole limit again when continued, as it did then.
+   */
+  streamedMs?: number;
+  streamingSince?: number | null;
 }
 
 /**
@@ -324,6 +334,7 @@ const runSetup = setup({
   delays: {
     // Replaced by `clockDelays`, which counts from the attempt's last chunk.
     idleTimeout: ({ context }) => clampDelay(context.limits.idleTimeoutMs),
+    // Replaced by `clockDelays`, which takes off what the run streamed before its pauses.
     runTimeout: ({ context }) => clampDelay(context.limits.timeoutMs),
     retryDelay: ({ context }) => clampDelay(context.retryDelayMs),
     pauseTimeout: ({ context }) => clampDelay(context.limits.pauseTimeoutMs),
@@ -419,6 +430,10 @@ const runSetup = setup({
 /** The delays that read the clock: provided again by {@link withRunClock}. */
 function clockDelays(clock: RunClock) {
   return {
+    // What is left of the limit (at least 1 ms): the time streamed before a pause counts, not the
+    // pause. Read on entering `streaming`, when `streamedMs` holds the streaming before this stretch.
+    runTimeout: ({ context }: { context: RunMachineContext }) =>
+      clampDelay(Math.max(1, context.limits.timeoutMs - (context.times.streamedMs ?? 0))),
     // From the attempt's last chunk (from now before its first): a re-armed timer waits for what is left.
     idleTimeout: ({ context }: { context: RunMachineContext }) =>
       // At least 1 ms, as Node's timers do: a timer due at once still fires after what happens now.
@@ -434,10 +449,24 @@ function clockActions(clock: RunClock) {
     recordCreated: runSetup.assign({
       times: ({ context }) => ({ ...context.times, createdAt: clock.now() }),
     }),
-    // Entered again after a pause: the run started the first time.
+    // Entered again after a pause: the run started the first time, and streams again from now.
     recordStart: runSetup.assign({
-      times: ({ context }) =>
-        context.times.startedAt === null ? { ...context.times, startedAt: clock.now() } : context.times,
+      times: ({ context }) => {
+        const now = clock.now();
+        return { ...context.times, startedAt: context.times.startedAt ?? now, streamingSince: now };
+      },
+    }),
+    // The stretch of streaming that the pause ends counts against `timeoutMs`.
+    recordPause: runSetup.assign({
+      times: ({ context }) => {
+        const { streamedMs = 0, streamingSince } = context.times;
+        const now = clock.now();
+        return {
+          ...context.times,
+          streamedMs: streamedMs + (streamingSince == null ? 0 : now - streamingSince),
+          streamingSince: null,
+        };
+      },
     }),
     recordEnd: runSetup.assign({ times: ({ context }) => ({ ...context.times, endedAt: clock.now() }) }),
     // A new round: its calls are recorded; those that cannot run are over (and reported) at once.
@@ -558,7 +587,14 @@ export const runMachine = runSetup
         chunkCount: 0,
         attempt: 0,
         // `createdAt` is set by `recordCreated`, the root's entry: the clock is an implementation, not input.
-        times: { createdAt: 0, startedAt: null, firstChunkAt: null, endedAt: null },
+        times: {
+          createdAt: 0,
+          startedAt: null,
+          firstChunkAt: null,
+          endedAt: null,
+          streamedMs: 0,
+          streamingSince: null,
+        },
         usage: null,
         finishReason: null,
         error: null,
@@ -711,7 +747,7 @@ export const runMachine = runSetup
       },
       // Waiting for a person to confirm or reject tool calls; nothing runs meanwhile.
       paused: {
-        entry: 'emitPaused',
+        entry: ['recordPause', 'emitPaused'],
         // A run restored from the store has no timer (timers are not in a snapshot): the runtime
         // sends it the TIMEOUT when its pause has run out.
         after: { pauseTimeout: { actions: raise({ type: 'TIMEOUT', limit: 'pause' }) } },
