@@ -135,6 +135,8 @@ export interface ToolCallStartedEvent extends RunEventBase {
 export interface ToolCallCompletedEvent extends RunEventBase {
   event: 'ToolCallCompleted';
   tool: ToolExecution;
+  /** What the model was told, the call's `tool.result` (Agno's event carries it here too). */
+  content: string;
 }
 
 /** Follows the `ToolCallCompleted` of a call that ended in an error; `error` is what the model is told. */

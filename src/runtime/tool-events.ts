@@ -29,7 +29,7 @@ export function toolEvents(emitted: RunToolEmitted): ToolEventBody[] {
       return [{ event: 'ToolCallStarted', tool: emitted.tool }];
     case 'tool_completed': {
       const { tool } = emitted;
-      const completed: ToolEventBody = { event: 'ToolCallCompleted', tool };
+      const completed: ToolEventBody = { event: 'ToolCallCompleted', tool, content: tool.result ?? '' };
       return tool.tool_call_error
         ? [completed, { event: 'ToolCallError', tool, error: tool.result ?? '' }]
         : [completed];

@@ -329,6 +329,9 @@ export const toolCallCompletedEvent = z.strictObject({
   event: z.literal('ToolCallCompleted'),
   ...eventBase,
   tool: toolExecution,
+  content: z
+    .string()
+    .meta({ description: "What the model was told: the call's `tool.result`, as Agno sends it." }),
 });
 
 /** `ToolCallError`: follows the `ToolCallCompleted` of a call that ended in an error. */

@@ -63,6 +63,8 @@ describe('tools over HTTP', () => {
       content: 'fox: a small canid',
       metrics: { start_time: expect.any(Number) as unknown, duration: expect.any(Number) as unknown },
     });
+    // Agno's event carries what the model was told at its top level too.
+    expect(completed).toMatchObject({ content: 'fox: a small canid' });
     const last = events.at(-1);
     expect(last?.event === 'RunCompleted' && last.tools.map((t) => t.tool_call_id)).toEqual(['call_1']);
   });
