@@ -59,15 +59,19 @@ export function started(tool: ToolExecution, at: number): ToolExecution {
   return { ...tool, status: 'running', metrics: { start_time: seconds(at), end_time: null, duration: null } };
 }
 
+/** A call is over; one that never started (refused by the runner before it ran) keeps no metrics. */
 export function finished(tool: ToolExecution, result: string, error: boolean, at: number): ToolExecution {
-  const start = tool.metrics?.start_time ?? seconds(at);
+  const start = tool.metrics?.start_time;
   return {
     ...tool,
     status: error ? 'failed' : 'completed',
     result,
     content: result,
     tool_call_error: error,
-    metrics: { start_time: start, end_time: seconds(at), duration: seconds(at) - start },
+    metrics:
+      start === undefined
+        ? null
+        : { start_time: start, end_time: seconds(at), duration: seconds(at) - start },
   };
 }
 

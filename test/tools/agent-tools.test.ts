@@ -520,6 +520,35 @@ describe('pausing for a person', () => {
     expect(events.at(-1)).toMatchObject({ event: 'RunCompleted' });
   });
 
+  it('records a confirmed call whose arguments fail their check when it is about to run as failed, never run: no metrics', async () => {
+    let checks = 0;
+    const execute = vi.fn(() => 'published');
+    // A schema that passes at the turn's end and fails at the call's run (the docs warn against it).
+    const fickle = tool({
+      name: 'publish',
+      description: '',
+      parameters: z.object({}).refine(() => checks++ === 0, 'changed its mind'),
+      requiresConfirmation: true,
+      execute,
+    });
+    const { model, agent } = setup([fickle]);
+    const paused = agent.run('publish it', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c_pub', name: 'publish', arguments: {} }]);
+    await collect(paused);
+    const continued = await agent.continueRun(paused.runId, {
+      tools: [{ tool_call_id: 'c_pub', confirmed: true }],
+      stream: true,
+    });
+    const next = await model.nextCall();
+    next.end();
+    const events = await collect(continued);
+    expect(execute).not.toHaveBeenCalled();
+    expect(events.filter((e) => e.event === 'ToolCallStarted')).toEqual([]);
+    expect(events.find((e) => e.event === 'ToolCallCompleted')).toMatchObject({
+      tool: { tool_call_id: 'c_pub', status: 'failed', tool_call_error: true, metrics: null },
+    });
+  });
+
   it('streams a continue iterated as it is, without awaiting it first; a refusal rejects the loop', async () => {
     const { publish, model, agent, run } = await pausedRun();
     const stream = agent.continueRun(run.runId, {
