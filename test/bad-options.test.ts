@@ -17,6 +17,8 @@ import {
 } from '../src/index.js';
 import { databaseUrlSchema, storageOptionsFromEnv } from '../src/runtime/open-storage.js';
 import { connectRedis } from '../src/runtime/redis/connect-redis.js';
+import { createInspector } from '../src/inspect/index.js';
+import { createApp } from '../src/server/index.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { createTempDir, createTestDatabase } from './support/databases.js';
@@ -457,5 +459,31 @@ describe('storage options', () => {
       code: 'INTERNAL',
       message: 'the run store is closed',
     });
+  });
+});
+
+describe('server and inspector options', () => {
+  const agents = () => [new Agent({ name: 'A', model: createFakeModel() })];
+
+  it('refuses a heartbeat period that is not a positive number of milliseconds (0 would ping at every turn)', () => {
+    for (const heartbeatMs of [0, -1, Number.NaN, '15000']) {
+      expect(() => createApp({ agents: agents(), heartbeatMs: heartbeatMs as number })).toThrow(
+        invalid(/^heartbeatMs: /),
+      );
+      expect(() => createInspector({ heartbeatMs: heartbeatMs as number })).toThrow(
+        invalid(/^options\.heartbeatMs: /),
+      );
+    }
+  });
+
+  it("refuses the inspector's limits out of range and a cancel route it does not serve, naming each", () => {
+    expect(() => createInspector({ flushIntervalMs: -1 })).toThrow(invalid(/options\.flushIntervalMs/));
+    expect(() => createInspector({ maxFinishedRuns: -1 })).toThrow(invalid(/options\.maxFinishedRuns/));
+    expect(() => createInspector({ maxLogEntries: 0 })).toThrow(invalid(/options\.maxLogEntries/));
+    expect(() => createInspector({ cancelRoute: 'x' as 'agentos' })).toThrow(invalid(/options\.cancelRoute/));
+    // In range, and a very long period as a timer holds it.
+    expect(() =>
+      createInspector({ flushIntervalMs: 0, maxFinishedRuns: 0, heartbeatMs: Infinity }),
+    ).not.toThrow();
   });
 });

@@ -1,9 +1,11 @@
 import type { AnyStateMachine, StateValue } from 'xstate';
+import { z } from 'zod';
 import { runMachine } from '../../machines/run.machine.js';
 import type { RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator, SubscribeOptions } from '../runtime/create-orchestrator.js';
 import { shortened } from '../runtime/detached-slice.js';
+import { checkOption, count, duration, positiveDuration } from '../runtime/run-limits.js';
 import type { RunOutput, RunRecord } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
@@ -107,6 +109,15 @@ const CANCEL_URLS = {
   inspector: 'runs/{run_id}/cancel',
 } as const;
 
+/** The options {@link createInspector} checks; the others are functions or objects it uses as given. */
+const inspectorOptionsSchema = z.looseObject({
+  flushIntervalMs: duration.optional(),
+  maxFinishedRuns: count(0).optional(),
+  maxLogEntries: count(1).optional(),
+  cancelRoute: z.enum(['agentos', 'inspector']).optional(),
+  heartbeatMs: positiveDuration.optional(),
+});
+
 /**
  * Creates the built-in inspector: a small view of the runs of the orchestrators it is attached to
  * (state value, chunk count, log), a live feed of it, the machine's chart, and an HTTP handler for
@@ -126,6 +137,8 @@ const CANCEL_URLS = {
  * ```
  */
 export function createInspector(options: InspectorOptions = {}): Inspector {
+  // A wrong number would misbehave quietly later (a heartbeat of 0 pings at every turn).
+  checkOption(inspectorOptionsSchema, options, 'options');
   const {
     machine = runMachine,
     flushIntervalMs = 100,

@@ -12,6 +12,7 @@ import { declaredTooLarge, parseByteSize, type BodyLimit } from './body-parsers.
 import { errorHandler, malformedRequest, notFoundHandler, sendError } from './http-errors.js';
 import { expressMessageClasses, type MessageClasses } from './message-classes.js';
 import { RunstateError } from '../errors.js';
+import { checkOption, positiveDuration } from '../runtime/run-limits.js';
 import type { RouteContext } from './route-context.js';
 import { runRoutes } from './run-routes.js';
 import { observeRoutes } from './observe-routes.js';
@@ -122,7 +123,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const context: RouteContext = {
     agents,
     dbId: options.dbId ?? 'runstate',
-    heartbeatMs: options.heartbeatMs ?? 15_000,
+    heartbeatMs: checkOption(positiveDuration.optional(), options.heartbeatMs, 'heartbeatMs') ?? 15_000,
     bodyLimit: options.bodyLimit ?? '1mb',
   };
   const maxBodyBytes = parseByteSize(context.bodyLimit); // a wrong limit fails here, not on the first request

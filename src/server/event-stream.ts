@@ -99,19 +99,21 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
   // exactly, whenever in the timer's period the last frame came. (A flag reset at each tick of an
   // interval would let up to twice that pass.) One timer, armed again only when it fires.
   let lastWrite = performance.now();
+  // A timer fires at once past 2^31-1 ms: a longer period (`Infinity`) is that long, not a ping a turn.
+  const heartbeatMs = Math.min(options.heartbeatMs, 2 ** 31 - 1);
   const goneListeners = new Set<() => void>();
   const beat = () => {
     const quietFor = performance.now() - lastWrite;
-    if (quietFor >= options.heartbeatMs) {
+    if (quietFor >= heartbeatMs) {
       // A full buffer is not a quiet connection: the client still has bytes coming.
       if (!drainer.writableNeedDrain && !res.destroyed) send(HEARTBEAT);
       lastWrite = performance.now();
     }
-    heartbeat = setTimeout(beat, Math.ceil(lastWrite + options.heartbeatMs - performance.now()));
+    heartbeat = setTimeout(beat, Math.ceil(lastWrite + heartbeatMs - performance.now()));
     // The socket keeps the process alive while the stream is open; the timer need not.
     heartbeat.unref();
   };
-  let heartbeat = setTimeout(beat, options.heartbeatMs);
+  let heartbeat = setTimeout(beat, heartbeatMs);
   heartbeat.unref();
 
   const finish = (): boolean => {

@@ -186,6 +186,17 @@ describe('openEventStream', () => {
     stream.end();
   });
 
+  it('takes a heartbeat period longer than a timer holds (Infinity) as that long, not as a ping at every turn', async () => {
+    // Node fires a timer of more than 2^31-1 ms after 1 ms: such a period must never reach a timer.
+    const timers = vi.spyOn(globalThis, 'setTimeout');
+    const { stream } = await serveStream({ heartbeatMs: Infinity });
+    const delays = timers.mock.calls.map(([, ms]) => ms ?? 0);
+    timers.mockRestore();
+    expect(delays.length).toBeGreaterThan(0);
+    expect(delays.every((ms) => ms <= 2 ** 31 - 1)).toBe(true);
+    stream.end();
+  });
+
   it('sends a `: ping` heartbeat when nothing else was written', async () => {
     const { stream, response } = await serveStream({ heartbeatMs: 5 });
     const first = await new Promise<string>((resolve) =>
