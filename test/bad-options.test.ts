@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import {
   Agent,
@@ -322,7 +322,24 @@ describe('model and memory store options', () => {
     refused(make({ maxTokensField: 'foo' }), /^OpenAIChat: maxTokensField must be 'max_tokens' or/);
     refused(make({ extraBody: [] }), /extraBody/);
     refused(make({ apiKey: 42 }), /^OpenAIChat: apiKey must be a string$/);
+    refused(
+      make({ baseURL: 'localhost:8000/v1' }),
+      /^OpenAIChat: baseURL must be an http:\/\/ or https:\/\/ URL, got "localhost:8000\/v1"$/,
+    );
+    refused(make({ baseURL: 'nope' }), /baseURL must be an http/);
     expect(make({ maxTokens: 512, temperature: 0, requestTimeoutMs: 30_000 })()).toBeInstanceOf(OpenAIChat);
+  });
+
+  it('names OPENAI_BASE_URL when the address that is no http(s) URL came from the environment', () => {
+    vi.stubEnv('OPENAI_BASE_URL', 'foo');
+    try {
+      refused(
+        () => new OpenAIChat({ id: 'm' }),
+        /^OpenAIChat: OPENAI_BASE_URL must be an http:\/\/ or https:\/\/ URL/,
+      );
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 
   it('refuses memory store limits that would forget every finished run at once, naming each', () => {

@@ -61,6 +61,19 @@ const AFTER_USAGE_MS = 1_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
+ * Refuses a server address that is no http(s) URL now, naming where it came from: the SDK would
+ * take `localhost:8000/v1` (scheme `localhost:`) and fail every request with a connection error.
+ */
+function checkBaseURL(baseURL: string, from: 'baseURL' | 'OPENAI_BASE_URL'): void {
+  if (!URL.canParse(baseURL) || !/^https?:$/.test(new URL(baseURL).protocol)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `OpenAIChat: ${from} must be an http:// or https:// URL, got ${JSON.stringify(baseURL)}`,
+    );
+  }
+}
+
+/**
  * Refuses options that would not fail loudly later: a `requestTimeoutMs` of `NaN` fails every
  * request at once, a `maxTokens` of `NaN` is sent as `null`, an unknown `maxTokensField` drops the limit.
  */
@@ -150,6 +163,7 @@ export class OpenAIChat implements ChatModel {
     // Empty variables count as unset, as they do in a shell `${VAR:-default}`.
     const apiKey = options.apiKey || process.env.OPENAI_API_KEY || undefined;
     const baseURL = options.baseURL || process.env.OPENAI_BASE_URL || undefined;
+    if (baseURL && !options.client) checkBaseURL(baseURL, options.baseURL ? 'baseURL' : 'OPENAI_BASE_URL');
     this.offline = !options.client && !apiKey && !baseURL;
     this.provider = this.offline ? 'offline' : 'OpenAI';
     if (this.offline) this.#backend = { offline: new OfflineModel({ id: options.id }) };

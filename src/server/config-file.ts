@@ -11,7 +11,7 @@ const modelSchema = z.discriminatedUnion('provider', [
     /** The model's name on the server (`gpt-5-mini`, `llama3.1`). */
     id: z.string().min(1),
     /** Any OpenAI-compatible server; default OpenAI (or `OPENAI_BASE_URL`). */
-    baseURL: z.url().optional(),
+    baseURL: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
     temperature: z.number().min(0).max(2).optional(),
     /** Most tokens the model may generate (reasoning included); a run cut by it completes `length`. */
     maxTokens: z.number().int().positive().optional(),

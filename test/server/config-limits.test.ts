@@ -181,6 +181,17 @@ describe('model options in the config file', () => {
       /agents\.0\.model\.temperature: [\s\S]*agents\.0\.model\.maxTokens: [\s\S]*agents\.0\.model\.maxTokensField: /,
     );
   });
+
+  it('refuses a model server address that is no http(s) URL (a missing http:// makes `localhost:` its scheme)', () => {
+    for (const baseURL of ['localhost:18399/v1', 'ftp://example.com/v1', 'nope']) {
+      const model = { provider: 'openai', id: 'm', baseURL };
+      expect(() => parseConfig(JSON.stringify({ agents: [{ name: 'A', model }] }), 'c.json')).toThrow(
+        /agents\.0\.model\.baseURL: must be an http:\/\/ or https:\/\/ URL/,
+      );
+    }
+    const model = { provider: 'openai', id: 'm', baseURL: 'https://example.com/v1' };
+    expect(() => parseConfig(JSON.stringify({ agents: [{ name: 'A', model }] }), 'c.json')).not.toThrow();
+  });
 });
 
 describe('the config file example of docs/http-api.md', () => {
