@@ -3,10 +3,18 @@
  * the model request. The output keeps what was written before the cancel.
  *
  *   npx tsx --conditions=runstate-source examples/cancel_with_timeout.ts
+ *   DEADLINE_MS=500 npx tsx --conditions=runstate-source examples/cancel_with_timeout.ts
+ *
+ * `DEADLINE_MS` (default 2000) is the deadline in milliseconds; anything else than a number ≥ 0 is
+ * refused (exit 2).
  */
 import { Agent, OpenAIChat } from 'runstate';
 
-const DEADLINE_MS = Number(process.env.DEADLINE_MS ?? 2_000);
+const DEADLINE_MS = Number(process.env.DEADLINE_MS || 2_000);
+if (!Number.isFinite(DEADLINE_MS) || DEADLINE_MS < 0) {
+  console.error(`DEADLINE_MS must be milliseconds ≥ 0, got ${JSON.stringify(process.env.DEADLINE_MS)}`);
+  process.exit(2);
+}
 const agent = new Agent({ name: 'Essay Agent', model: new OpenAIChat({ id: 'gpt-5-mini' }) });
 
 const stream = agent.run('Write an essay of 1000 words about the history of clocks.', { stream: true });

@@ -8,6 +8,7 @@
  *
  *   npx tsx --conditions=runstate-source examples/inspect_run.ts            # offline: run, cancel, print what was seen
  *   npx tsx --conditions=runstate-source examples/inspect_run.ts --serve    # and the built-in page (offline), until Ctrl-C
+ *   npx tsx --conditions=runstate-source examples/inspect_run.ts --serve --port 8000   # the page on another port (default 7778)
  *   npx tsx --conditions=runstate-source examples/inspect_run.ts --stately  # Stately's hosted UI, through a local relay (network)
  *   npx tsx --conditions=runstate-source examples/inspect_run.ts --sky      # Stately Sky, hosted (network)
  */
@@ -94,11 +95,22 @@ async function storyCancelledAfter(cancelAfter: number): Promise<string> {
 
 if (values.serve) {
   // The built-in page on a plain node:http server. `runstate serve` mounts the same handler.
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    console.error(`--port must be a port number (0 to 65535), got ${JSON.stringify(values.port)}`);
+    process.exit(2);
+  }
   const server = createServer((req, res) => builtIn.handler(req, res));
-  server.listen(Number(values.port), '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  console.log(`Built-in inspector: http://127.0.0.1:${port}/inspect/ (offline). Ctrl-C to stop.`);
+  server.listen(port, '127.0.0.1');
+  try {
+    await once(server, 'listening');
+  } catch (error) {
+    const busy = (error as NodeJS.ErrnoException).code === 'EADDRINUSE';
+    console.error(busy ? `port ${port} is already in use (try --port)` : (error as Error).message);
+    process.exit(1);
+  }
+  const { port: listening } = server.address() as AddressInfo;
+  console.log(`Built-in inspector: http://127.0.0.1:${listening}/inspect/ (offline). Ctrl-C to stop.`);
   // A new run every few seconds; cancel any of them from the page.
   const timer = setInterval(() => void agent.run('Write a story about a dragon who learns to code.'), 4000);
   void agent.run('Write a story about a dragon who learns to code.');

@@ -89,6 +89,16 @@ describe('examples (offline)', () => {
     expect(stdout).toContain('status: cancelled (reason: code)');
   });
 
+  it('cancel_with_timeout refuses a deadline that is no number of milliseconds (exit 2), starting no run', async () => {
+    const failure = await example('cancel_with_timeout.ts', [], { DEADLINE_MS: 'abc' }).then(
+      () => expect.fail('the example took a bad deadline'),
+      (error: { code: number; stdout: string; stderr: string }) => error,
+    );
+    expect(failure.code).toBe(2);
+    expect(failure.stderr.trim()).toBe('DEADLINE_MS must be milliseconds ≥ 0, got "abc"');
+    expect(failure.stdout).toBe('');
+  });
+
   it('tools_run calls a tool, cancels a slow one mid-call, and continues a paused run', async () => {
     const { stdout } = await example('tools_run.ts');
     expect(stdout).toContain('ToolCallCompleted  add → {"sum":5}');

@@ -24,4 +24,17 @@ describe('examples/inspect_run.ts (offline)', () => {
       /@statelyai\/inspect received \(offline adapter\): @xstate\.actor ×\d+, @xstate\.event ×\d+/,
     );
   });
+
+  it('refuses a --serve port that is no port number in one line (exit 2), not a stack trace', async () => {
+    const failure = await run(
+      tsx,
+      ['--conditions=runstate-source', 'examples/inspect_run.ts', '--serve', '--port', 'abc'],
+      { cwd: root, env: { ...process.env, OPENAI_API_KEY: '', OPENAI_BASE_URL: '' }, timeout: 30_000 },
+    ).then(
+      () => expect.fail('the example took a bad port'),
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(failure.code).toBe(2);
+    expect(failure.stderr.trim()).toBe('--port must be a port number (0 to 65535), got "abc"');
+  });
 });
