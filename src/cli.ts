@@ -331,13 +331,26 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
   // gets RunCancelled.
   const cancel = () => agent.cancelRun(runId);
   process.on('SIGINT', cancel);
+  // The reader of stdout went away (`| head`: EPIPE): the run is cancelled as a client that left, and
+  // the command ends quietly, as a filter whose reader has enough does. (Kept to the process's end:
+  // the error of the last write may come after the loop.)
+  let readerGone = false;
+  process.stdout.on('error', () => {
+    readerGone = true;
+    agent.orchestrator.cancelRun(runId, 'client_disconnect');
+  });
   try {
     let events: AsyncIterable<RunEvent> = stream;
     for (;;) {
       let paused: RunPausedEvent | undefined;
       for await (const event of events) {
         if (event.event === 'RunContent') {
-          if (!process.stdout.write(event.content)) await once(process.stdout, 'drain');
+          if (readerGone) continue;
+          // (A write past a full pipe waits; the pipe's reader going away ends the wait too.)
+          if (!process.stdout.write(event.content))
+            await Promise.race([once(process.stdout, 'drain'), once(process.stdout, 'close')]).catch(
+              () => undefined,
+            );
         } else if (event.event === 'ToolCallStarted') {
           // Tool calls go to stderr: stdout stays the answer, for a pipe.
           console.error(`[${event.tool.tool_name}] ${JSON.stringify(event.tool.tool_args)}`);
@@ -353,6 +366,7 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
             console.error(`runstate: the answer is incomplete: ${cutBecause(event.finish_reason)}`);
           return 0;
         } else if (event.event === 'RunCancelled') {
+          if (readerGone) return 0;
           console.error(`\nrunstate: run ${event.run_id} cancelled`);
           return 130;
         } else if (event.event === 'RunError') {

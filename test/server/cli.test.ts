@@ -259,6 +259,21 @@ describe('runstate run', () => {
     expect(whole.output().stdout.trim().split(/\s+/)).toHaveLength(12);
     expect(whole.output().stderr).toBe('');
   });
+
+  it('ends quietly (exit 0) when the reader of its output goes away, as `| head` does', async () => {
+    // A slow model: the run still streams when the reader closes the pipe.
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
+    const file = join(dir, 'runstate.config.json');
+    await writeFile(
+      file,
+      JSON.stringify({ agents: [{ name: 'Writer', model: { provider: 'offline', tokensPerSecond: 50 } }] }),
+    );
+    const cli = spawnCli(['run', 'Write a very long story', '--config', file]);
+    await cli.waitFor(/\S/);
+    cli.child.stdout.destroy();
+    expect(await cli.exit).toBe(0);
+    expect(cli.output().stderr).toBe('');
+  });
 });
 
 describe('runstate run with tools', () => {
