@@ -147,7 +147,7 @@ interface ServeFlags {
 
 /** One source of storage settings, and the names it gives them (for messages). */
 interface StorageSource extends Pick<StorageOptions, 'dataDir' | 'databaseUrl' | 'redisUrl'> {
-  names: { databaseUrl: string; redisUrl: string };
+  names: { dataDir: string; databaseUrl: string; redisUrl: string };
 }
 
 /**
@@ -163,16 +163,20 @@ function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOpt
       dataDir: flags['data-dir'],
       databaseUrl: flags['database-url'],
       redisUrl: flags['redis-url'],
-      names: { databaseUrl: '--database-url', redisUrl: '--redis-url' },
+      names: { dataDir: '--data-dir', databaseUrl: '--database-url', redisUrl: '--redis-url' },
     },
-    { ...env, names: { databaseUrl: 'DATABASE_URL', redisUrl: 'REDIS_URL' } },
+    { ...env, names: { dataDir: 'RUNSTATE_DATA_DIR', databaseUrl: 'DATABASE_URL', redisUrl: 'REDIS_URL' } },
     {
       dataDir: config.dataDir,
       databaseUrl: config.databaseUrl,
       redisUrl: config.redisUrl,
-      names: { databaseUrl: 'databaseUrl', redisUrl: 'redisUrl' },
+      names: { dataDir: 'dataDir', databaseUrl: 'databaseUrl', redisUrl: 'redisUrl' },
     },
   ];
+  // A blank directory would be a directory named ' ' here, or memory for '' given on purpose.
+  const blankDir = sources.find((source) => source.dataDir !== undefined && source.dataDir.trim() === '');
+  if (blankDir)
+    throw new UsageError(`${blankDir.names.dataDir} must name a directory, got '${blankDir.dataDir}'`, false);
   const database = sources.find((source) => source.dataDir || source.databaseUrl);
   const redis = sources.find((source) => source.redisUrl);
   checkUrl(database, 'databaseUrl', databaseUrlSchema);

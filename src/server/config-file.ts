@@ -116,7 +116,7 @@ export const configSchema = z
     /** Run limits of every agent (idle timeout, total timeout, retries); an agent's own `limits` win. */
     limits: limitsSchema.optional(),
     /** Runs kept on disk with PGlite in this directory (one process). Default: in memory. */
-    dataDir: z.string().min(1).optional(),
+    dataDir: z.string().regex(/\S/, 'must name a directory').optional(),
     /** Runs kept in PostgreSQL (`postgres://user:password@host:5432/db`), shared by instances. */
     databaseUrl: databaseUrlSchema.optional(),
     /** Cancels and live events across instances through Redis (`redis://host:6379`). */

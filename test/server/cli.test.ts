@@ -184,6 +184,19 @@ describe('the runstate command line', () => {
     }
   });
 
+  it('refuses a blank data directory, from the flag or the environment, naming it, exit code 2', async () => {
+    const cases: [string[], Record<string, string>, string][] = [
+      [['serve', '--data-dir', ' '], {}, "--data-dir must name a directory, got ' '"],
+      [['serve', '--data-dir', ''], {}, "--data-dir must name a directory, got ''"],
+      [['serve'], { RUNSTATE_DATA_DIR: ' ' }, "RUNSTATE_DATA_DIR must name a directory, got ' '"],
+    ];
+    for (const [args, env, message] of cases) {
+      const run = spawnCli([...args, '--port', '0'], env);
+      expect(await run.exit).toBe(2);
+      expect(run.output()).toEqual({ stdout: '', stderr: `runstate: ${message}\n` });
+    }
+  });
+
   it('names an offline model once in the banner, without the OpenAI hint it does not need', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
     const file = join(dir, 'runstate.config.json');
