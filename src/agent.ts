@@ -197,7 +197,7 @@ export class Agent {
    *
    * @throws `RunstateError` `SHUTTING_DOWN` (synchronously) after the orchestrator's `shutdown()`:
    * there is no run, so no stream to return; `INVALID_INPUT` (synchronously) for an input that is
-   * not a string, or a `sessionId` or `userId` that is not one. A session of another agent is refused by the store:
+   * not a string or is blank, or a `sessionId` or `userId` that is not one. A session of another agent is refused by the store:
    * the stream ends with `RunError` (`INVALID_INPUT`) and `result` is that failed output.
    */
   run(input: string, options: AgentRunOptions & { stream: true }): RunStream;
@@ -206,7 +206,8 @@ export class Agent {
    * paused run (`status: 'paused'`, the calls that wait in `tools`) when a tool that
    * `requiresConfirmation` pauses it: answer with {@link Agent.continueRun}. Never throws
    * synchronously: rejects with `RunstateError` `SHUTTING_DOWN` after the orchestrator's
-   * `shutdown()`, `INVALID_INPUT` for a session of another agent (or input that is not a string),
+   * `shutdown()`, `INVALID_INPUT` for a session of another agent (or input that is not a string, or
+   * is blank),
    * or the store's error when it cannot record the run.
    */
   run(input: string, options?: AgentRunOptions & { stream?: false }): Promise<RunOutput | PausedRunOutput>;

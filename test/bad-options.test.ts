@@ -161,6 +161,9 @@ describe('agents and their runs', () => {
     const agent = new Agent({ name: 'A', model });
     cleanups.push(() => agent.orchestrator.shutdown());
     refused(() => agent.run(42 as never, { stream: true }), 'input must be a string, got number');
+    // Blank, as the HTTP API (422) and the CLI refuse it.
+    refused(() => agent.run('', { stream: true }), 'input must not be blank');
+    await expect(agent.run(' \n ')).rejects.toEqual(invalid('input must not be blank'));
     await expect(agent.run(42 as never)).rejects.toEqual(invalid('input must be a string, got number'));
     refused(
       () => agent.run('hi', { stream: true, sessionId: 5 as never }),

@@ -305,6 +305,8 @@ function checkStartRequest(request: StartRunRequest): void {
   if (typeof request.input !== 'string') {
     throw new RunstateError('INVALID_INPUT', `input must be a string, got ${typeof request.input}`);
   }
+  // As the HTTP API (422) and the CLI refuse it: a model asked nothing answers anything.
+  if (request.input.trim() === '') throw new RunstateError('INVALID_INPUT', 'input must not be blank');
   for (const name of ['sessionId', 'userId'] as const) {
     const value: unknown = request[name];
     if (value != null && typeof value !== 'string') {
