@@ -166,6 +166,24 @@ describe('Redis buses', () => {
     expect(gone.received).toHaveLength(0);
   });
 
+  it("resolves every follower's subscribe once Redis listens, also one that comes while the first waits", async () => {
+    const prefix = redisPrefix();
+    const [owner, other] = [await instance(prefix), await instance(prefix)];
+    const [first, second] = [eventInbox(), eventInbox()];
+    const resolved: string[] = [];
+    const subscribed = [
+      other.events.subscribe('run-1', first.listener).then(() => resolved.push('first')),
+      other.events.subscribe('run-1', second.listener).then(() => resolved.push('second')),
+    ];
+    // The second waits for the first's SUBSCRIBE rather than resolving before anybody listens.
+    await subscribed[1];
+    expect(resolved).toEqual(['first', 'second']);
+    await subscribed[0];
+    owner.events.publish('run-1', [event('run-1', 1)]);
+    expect(await second.until(1)).toStrictEqual([[event('run-1', 1)]]);
+    expect(await first.until(1)).toStrictEqual([[event('run-1', 1)]]);
+  });
+
   describe('an outage', () => {
     let redis: PrivateRedis;
     afterEach(() => redis.stop());

@@ -80,7 +80,12 @@ export async function createRedisCancelBus(options: RedisBusOptions): Promise<Ca
 export async function createRedisEventBus(options: RedisBusOptions): Promise<EventBus> {
   const prefix = `${options.prefix ?? 'runstate:'}events:`;
   const { pub, sub } = await connectPair(options.url);
-  const followers = new Map<string, Set<(events: readonly RunEvent[]) => void>>();
+  // Each run's followers here, and their one SUBSCRIBE: every follower's `subscribe` resolves once
+  // Redis answered it (a second follower must not think it listens while the first still waits).
+  const followers = new Map<
+    string,
+    { listeners: Set<(events: readonly RunEvent[]) => void>; listening: Promise<unknown> }
+  >();
   // Channels whose last follower left, until Redis answered the UNSUBSCRIBE: node-redis drops a
   // listener added to such a channel meanwhile (the answer removes it), so the run's next follower
   // here would hear nothing. It subscribes once the UNSUBSCRIBE is answered.
@@ -93,27 +98,32 @@ export async function createRedisEventBus(options: RedisBusOptions): Promise<Eve
       pub.publish(prefix + runId, JSON.stringify(events)).catch(() => undefined);
     },
     async subscribe(runId, listener) {
-      let listeners = followers.get(runId);
-      if (!listeners) {
-        const own = new Set<(events: readonly RunEvent[]) => void>();
-        listeners = own;
-        followers.set(runId, own);
-        try {
+      let channel = followers.get(runId);
+      if (!channel) {
+        const listeners = new Set<(events: readonly RunEvent[]) => void>();
+        const listening = (async () => {
           await leaving.get(runId);
           await sub.subscribe(prefix + runId, (message) => {
             const events = JSON.parse(message) as RunEvent[];
-            for (const follower of own) follower(events);
+            for (const follower of listeners) follower(events);
           });
-        } catch (error) {
-          if (followers.get(runId) === own && own.size === 0) followers.delete(runId);
-          unavailable(error);
-        }
+        })();
+        channel = { listeners, listening };
+        followers.set(runId, channel);
       }
-      const set = listeners;
+      const joined = channel;
+      try {
+        await joined.listening;
+      } catch (error) {
+        // Refused: the next follower tries again (those waiting with this one are refused too).
+        if (followers.get(runId) === joined && joined.listeners.size === 0) followers.delete(runId);
+        unavailable(error);
+      }
+      const set = joined.listeners;
       set.add(listener);
       return () => {
         set.delete(listener);
-        if (set.size > 0 || followers.get(runId) !== set) return;
+        if (set.size > 0 || followers.get(runId) !== joined) return;
         followers.delete(runId);
         if (!sub.isOpen) return;
         const left: Promise<unknown> = sub
