@@ -172,9 +172,12 @@ export const resumeHeader = z.object({ 'last-event-id': seq });
 /** The most sessions `GET /sessions` answers in one page. */
 export const MAX_SESSION_PAGE_SIZE = 1000;
 
+/** AgentOS's session types (`type`); runstate runs agents only, so it has agent sessions only. */
+const sessionType = z.enum(['agent', 'team', 'workflow']).default('agent');
+
 /** The query of `GET /sessions`, as AgentOS takes it. */
 export const listSessionsQuery = z.object({
-  type: z.enum(['agent', 'team', 'workflow']).default('agent'),
+  type: sessionType,
   component_id: optionalId,
   user_id: optionalId,
   db_id: optionalId,
@@ -186,8 +189,11 @@ export const listSessionsQuery = z.object({
   session_name: z.string({ error: 'must be a string' }).max(MAX_ID_LENGTH).optional(),
 });
 
-/** The query of the other session routes: with `user_id`, another user's session is not found. */
-export const sessionQuery = z.object({ db_id: optionalId, user_id: optionalId });
+/**
+ * The query of the other session routes: with `user_id`, another user's session is not found, and
+ * with a `type` other than `agent`, any session (runstate has no team or workflow sessions).
+ */
+export const sessionQuery = z.object({ type: sessionType, db_id: optionalId, user_id: optionalId });
 
 /** The query of `GET /sessions/:session_id/runs`: runs created in a window (Unix seconds, inclusive). */
 export const sessionRunsQuery = sessionQuery.extend({

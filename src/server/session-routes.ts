@@ -13,6 +13,9 @@ import {
   sessionRunsQuery,
   updateSessionBody,
 } from './schemas.js';
+import type { z } from 'zod';
+
+type SessionQuery = z.output<typeof sessionQuery>;
 
 /** Sessions listed per page unless `limit` says otherwise (AgentOS's default). */
 const DEFAULT_PAGE_SIZE = 20;
@@ -77,7 +80,7 @@ export function sessionRoutes(context: RouteContext): Router {
   router.get('/sessions/:session_id', async (req, res) => {
     const query = parseInput(sessionQuery, req.query);
     checkDbId(context, query.db_id);
-    res.json(sessionDetail((await agents.session(req.params.session_id, query.user_id)).session));
+    res.json(sessionDetail((await session(req.params.session_id, query)).session));
   });
 
   // The Agent UI asks for this while the session's first answer still streams: the run in
@@ -85,7 +88,7 @@ export function sessionRoutes(context: RouteContext): Router {
   router.get('/sessions/:session_id/runs', async (req, res) => {
     const query = parseInput(sessionRunsQuery, req.query);
     checkDbId(context, query.db_id);
-    const { orchestrator } = await agents.session(req.params.session_id, query.user_id);
+    const { orchestrator } = await session(req.params.session_id, query);
     const runs = await orchestrator.sessionRuns(req.params.session_id);
     const after = query.created_after ?? 0;
     const before = query.created_before ?? Infinity;
@@ -96,7 +99,7 @@ export function sessionRoutes(context: RouteContext): Router {
     const query = parseInput(sessionQuery, req.query);
     checkDbId(context, query.db_id);
     const { session_id: sessionId, run_id: runId } = req.params;
-    const { orchestrator } = await agents.session(sessionId, query.user_id);
+    const { orchestrator } = await session(sessionId, query);
     const run = await orchestrator.getRun(runId);
     if (run?.session_id !== sessionId) {
       throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found in session ${sessionId}`);
@@ -109,7 +112,7 @@ export function sessionRoutes(context: RouteContext): Router {
     checkDbId(context, query.db_id);
     const { session_name: name } = parseInput(renameSessionBody, req.body ?? {});
     // (Typed by the body parser's params, which name nothing.)
-    res.json(await renameSession(req.params.session_id as string, name, query.user_id));
+    res.json(await renameSession(req.params.session_id as string, name, query));
   });
 
   // AgentOS's update: runstate keeps a session's name only (the other fields are refused).
@@ -120,17 +123,26 @@ export function sessionRoutes(context: RouteContext): Router {
     const sessionId = req.params.session_id as string;
     res.json(
       name == null
-        ? sessionDetail((await agents.session(sessionId, query.user_id)).session)
-        : await renameSession(sessionId, name, query.user_id),
+        ? sessionDetail((await session(sessionId, query)).session)
+        : await renameSession(sessionId, name, query),
     );
   });
 
   router.delete('/sessions/:session_id', async (req, res) => {
     const query = parseInput(sessionQuery, req.query);
     checkDbId(context, query.db_id);
-    await deleteSession(req.params.session_id, query.user_id);
+    // A team or workflow session of that id: there is none to delete.
+    if (query.type === 'agent') await deleteSession(req.params.session_id, query.user_id);
     res.status(204).end();
   });
+
+  /** The session and its orchestrator: not found for another user's, or asked for as a team's or a workflow's. */
+  async function session(sessionId: string, query: SessionQuery) {
+    if (query.type !== 'agent') {
+      throw new RunstateError('SESSION_NOT_FOUND', `${query.type} session ${sessionId} not found`);
+    }
+    return agents.session(sessionId, query.user_id);
+  }
 
   /** With `userId`, another user's session is left alone (and the answer is the same 204). */
   async function deleteSession(sessionId: string, userId: string | undefined): Promise<void> {
@@ -138,12 +150,8 @@ export function sessionRoutes(context: RouteContext): Router {
     await found?.orchestrator.deleteSession(sessionId);
   }
 
-  async function renameSession(
-    sessionId: string,
-    name: string,
-    userId: string | undefined,
-  ): Promise<SessionDetail> {
-    const { orchestrator } = await agents.session(sessionId, userId);
+  async function renameSession(sessionId: string, name: string, query: SessionQuery): Promise<SessionDetail> {
+    const { orchestrator } = await session(sessionId, query);
     const renamed = await orchestrator.renameSession(sessionId, name);
     // Forgotten between the two reads (retention, a delete).
     if (!renamed) throw new RunstateError('SESSION_NOT_FOUND', `session ${sessionId} not found`);

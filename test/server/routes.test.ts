@@ -442,6 +442,27 @@ describe('sessions', () => {
     expect((await fetch(`${url}/sessions/doomed`, { method: 'DELETE' })).status).toBe(204);
   });
 
+  it('finds no team or workflow session (runstate has agent sessions only), and refuses an unknown type', async () => {
+    const { url, story, model } = await serveFake();
+    await startBackground(story, { message: 'Hello there', session_id: 'mine' });
+    (await model.nextCall()).end();
+    expect((await fetch(`${url}/sessions/mine?type=agent`)).status).toBe(200);
+    for (const type of ['team', 'workflow']) {
+      for (const path of ['/sessions/mine', '/sessions/mine/runs'])
+        await expectError(await fetch(`${url}${path}?type=${type}`), 404, 'SESSION_NOT_FOUND');
+      const renamed = await fetch(`${url}/sessions/mine/rename?type=${type}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ session_name: 'Renamed' }),
+      });
+      await expectError(renamed, 404, 'SESSION_NOT_FOUND');
+      // Nothing of that type to delete: 204, and the agent session stays.
+      expect((await fetch(`${url}/sessions/mine?type=${type}`, { method: 'DELETE' })).status).toBe(204);
+    }
+    expect(await (await fetch(`${url}/sessions/mine`)).json()).toMatchObject({ session_name: 'Hello there' });
+    await expectError(await fetch(`${url}/sessions/mine?type=bogus`), 422, 'INVALID_INPUT');
+  });
+
   it('sends the earlier turns of a session with a second run', async () => {
     const { story, model } = await serveFake();
     const first = postRun(story, { message: 'My name is Ann.', session_id: 'memory', stream: false });
