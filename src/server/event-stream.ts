@@ -36,11 +36,22 @@ export interface EventFrame {
 }
 
 /**
+ * The characters besides CR and LF that some line readers take for a line break (Python's
+ * `str.splitlines`, which Agno's client reads a stream with through httpx): JSON leaves them raw in
+ * its strings, where they are written `\uXXXX` instead, which means the same.
+ */
+const OTHER_LINE_BREAK = /[\u0085\u2028\u2029]/;
+const OTHER_LINE_BREAKS = /[\u0085\u2028\u2029]/g;
+const escapeLineBreak = (char: string): string => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+/**
  * The text of one frame. `data` is written on one `data:` line, since clients such as Agno's Agent
- * UI scan the body for whole JSON objects; it must not hold a line break.
+ * UI scan the body for whole JSON objects; it must not hold a line break (CR or LF). JSON text may
+ * hold U+0085, U+2028 and U+2029 only in strings: those are escaped.
  */
 export function eventFrame({ id, event, data }: EventFrame): string {
-  return `${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${data}\n\n`;
+  const line = OTHER_LINE_BREAK.test(data) ? data.replace(OTHER_LINE_BREAKS, escapeLineBreak) : data;
+  return `${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${line}\n\n`;
 }
 
 /** Options of {@link openEventStream}. */

@@ -49,6 +49,14 @@ function recordWrites(socket: Socket, writes: string[]): void {
 }
 
 describe('openEventStream', () => {
+  it('writes a frame whose JSON holds U+2028, U+2029 or U+0085 on one line for every line reader (Python splits there)', () => {
+    const content = 'a\u2028b\u2029c\u0085d';
+    const frame = eventFrame({ id: 1, event: 'RunContent', data: JSON.stringify({ content }) });
+    expect(frame).toBe('id: 1\nevent: RunContent\ndata: {"content":"a\\u2028b\\u2029c\\u0085d"}\n\n');
+    const data = frame.split('\n')[2]!.slice('data: '.length);
+    expect(JSON.parse(data)).toEqual({ content });
+  });
+
   it('sends the event-stream headers, `retry:` first when asked, frames, and ends once', async () => {
     const { stream, response } = await serveStream({ heartbeatMs: 60_000, retryMs: 2000 });
     expect(response.headers['content-type']).toBe('text/event-stream');
