@@ -376,6 +376,39 @@ describe('storage options', () => {
     expect(storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '100' }).leaseMs).toBe(100);
   });
 
+  it('refuses SQL store limits out of range before opening the database, as the memory store does', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ retention: { maxFinishedRuns: -1 } }, /^store\.retention\.maxFinishedRuns: /],
+      [{ retention: { maxFinishedRuns: 1.5 } }, /^store\.retention\.maxFinishedRuns: /],
+      [{ retention: { maxAgeMs: -5 } }, /^store\.retention\.maxAgeMs: /],
+      [{ maxSessions: 0 }, /^store\.maxSessions: /],
+      [{ maxRunsPerSession: NaN }, /^store\.maxRunsPerSession: /],
+      [{ eventGroupsInFlight: 0 }, /^store\.eventGroupsInFlight: /],
+    ];
+    for (const [store, message] of cases) {
+      await expect(openStorage({ dataDir: '/nonexistent/never-opened', store })).rejects.toEqual(
+        invalid(message),
+      );
+    }
+  });
+
+  it('takes no limit (Infinity) for a SQL store, as for the memory store', async () => {
+    const dir = await createTempDir();
+    cleanups.push(() => dir.remove());
+    const storage = await openStorage({
+      dataDir: dir.path,
+      store: { retention: { maxFinishedRuns: Infinity, maxAgeMs: Infinity }, maxRunsPerSession: Infinity },
+    });
+    cleanups.push(() => storage.close());
+    const model = createFakeModel({ onCall: (call) => call.end() });
+    const orchestrator = createOrchestrator({ store: storage.store });
+    cleanups.push(() => orchestrator.shutdown());
+    const agent = new Agent({ name: 'A', model, orchestrator });
+    const output = await agent.run('hi');
+    expect(output.status).toBe('completed');
+    expect(await agent.getRun(output.run_id)).toMatchObject({ status: 'completed' });
+  });
+
   it('refuses a database or Redis URL of the wrong scheme, or one that does not parse, before connecting', async () => {
     for (const databaseUrl of ['mysql://db/x', 'postgres://127.0.0.1:99999/x', 'localhost:5432']) {
       await expect(openStorage({ databaseUrl })).rejects.toEqual(

@@ -2,7 +2,11 @@ import { z } from 'zod';
 import { RunstateError } from '../errors.js';
 import { DEFAULT_LEASE_MS } from './create-lease-keeper.js';
 import type { RunLeases } from './run-leases.js';
-import { createSqlRunStore, type SqlRunStoreOptions } from './sql/create-sql-run-store.js';
+import {
+  createSqlRunStore,
+  sqlStoreLimitsSchema,
+  type SqlRunStoreOptions,
+} from './sql/create-sql-run-store.js';
 import { describeUrl, openSqlDatabase } from './sql/open-sql-database.js';
 import { checkOption } from './run-limits.js';
 import type { CancelBus, EventBus, RunStore } from './storage.js';
@@ -89,6 +93,8 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
       close: () => Promise.resolve(),
     };
   }
+  // Its limits are checked before anything is opened: a wrong one leaves nothing to close.
+  checkOption(sqlStoreLimitsSchema, options.store ?? {}, 'store');
   const db = await openSqlDatabase(dataDir ? { dataDir } : { databaseUrl: databaseUrl! }, {
     idleInTransactionMs: options.leaseMs ?? DEFAULT_LEASE_MS,
   });

@@ -11,6 +11,21 @@ import { coalesce } from './coalesce.js';
 import { createEventGroups } from './event-groups.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
 import { storedJson } from './stored-json.js';
+import { z } from 'zod';
+import { checkOption, count, duration } from '../run-limits.js';
+
+/** The limits a SQL store checks, as the memory store does its own: out of range, every write would fail. */
+export const sqlStoreLimitsSchema = z.looseObject({
+  retention: z
+    .strictObject({ maxFinishedRuns: count(0).optional(), maxAgeMs: duration.optional() })
+    .optional(),
+  maxSessions: count(1).optional(),
+  maxRunsPerSession: count(1).optional(),
+  eventGroupsInFlight: count(1).optional(),
+});
+
+/** A limit as a query parameter: PostgreSQL's bigint holds no `Infinity` ("no limit"). */
+const sqlLimit = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
 
 /** Options of {@link createSqlRunStore}. */
 export interface SqlRunStoreOptions {
@@ -84,10 +99,11 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   const { db, now = Date.now } = options;
   const owner = options.instanceId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
-  const maxFinishedRuns = options.retention?.maxFinishedRuns ?? 1_000;
-  const maxAgeMs = options.retention?.maxAgeMs ?? 60 * 60_000;
-  const maxSessions = options.maxSessions ?? 10_000;
-  const maxRunsPerSession = options.maxRunsPerSession ?? 100;
+  checkOption(sqlStoreLimitsSchema, options, 'options');
+  const maxFinishedRuns = sqlLimit(options.retention?.maxFinishedRuns ?? 1_000);
+  const maxAgeMs = sqlLimit(options.retention?.maxAgeMs ?? 60 * 60_000);
+  const maxSessions = sqlLimit(options.maxSessions ?? 10_000);
+  const maxRunsPerSession = sqlLimit(options.maxRunsPerSession ?? 100);
   // The events of all runs, one INSERT per group: a run's batches still commit in seq order.
   const eventGroups = createEventGroups({ db, maxInFlight: options.eventGroupsInFlight });
   let closed: Promise<void> | undefined;
