@@ -113,9 +113,26 @@ async function* follow(
     );
   };
   await subscribe();
+  // A read the follower cannot go on without: with the store out of reach it is tried again after
+  // each quiet spell (or as soon as the bus brings something), as the later reads are.
+  const untilAvailable = async <T>(read: () => Promise<T>): Promise<T> => {
+    for (;;) {
+      const value = await unlessUnavailable(read());
+      if (value !== null) return value;
+      stopped();
+      await new Promise<void>((resolve) => {
+        const quiet = setTimeout(resolve, RECHECK_MS);
+        wake = () => {
+          clearTimeout(quiet);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+  };
   try {
     let last = afterSeq;
-    const replay = await store.readEvents(runId, last);
+    const replay = await untilAvailable(() => store.readEvents(runId, last));
     // Events after this one came while this reader followed. Whether an event ends the stream is
     // asked as it is read, not when the reader wants the next one (by then the run may have gone on).
     const since = replay.at(-1)?.seq ?? last;
@@ -131,7 +148,7 @@ async function* follow(
       if (end) return;
     }
     // Gone (forgotten) or final without its terminal event read: nothing more will be published.
-    const now = await store.getRun(runId);
+    const now = await untilAvailable(() => store.getRun(runId));
     let over = now === undefined || now.finished_at !== null;
     for (;;) {
       while (received.length > 0) {

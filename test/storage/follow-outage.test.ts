@@ -100,3 +100,30 @@ describe('a follower whose run another instance ends while it asks the store', (
     expect((await events.next()).done).toBe(true);
   });
 });
+
+describe('a follower whose store goes out of reach as it starts', () => {
+  it('waits the outage out before its first read, and replays then', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const memory = createMemoryRunStore();
+    let down = false;
+    const unavailable = () =>
+      Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'the database is unavailable'));
+    const store: RunStore = {
+      ...memory,
+      readEvents: (runId, afterSeq) => (down ? unavailable() : memory.readEvents(runId, afterSeq)),
+      getRun: (runId) => (down ? unavailable() : memory.getRun(runId)),
+    };
+    await memory.createRun(record);
+    await memory.appendEvents('run-1', [content(1, 'a')]);
+    // Found (the route's first read), then the store goes: the stream is open, nothing read yet.
+    const events = (await followStoredRun(store, createMemoryEventBus(), 'run-1'))[Symbol.asyncIterator]();
+    down = true;
+    const first = events.next();
+    await vi.advanceTimersByTimeAsync(1_000);
+    await vi.advanceTimersByTimeAsync(1_000);
+    down = false;
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect((await first).value).toMatchObject({ seq: 1, content: 'a' });
+    void events.return?.();
+  });
+});
