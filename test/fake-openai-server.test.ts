@@ -308,6 +308,20 @@ describe('errors', () => {
     expect(server.requests[1]?.body).toEqual({});
   });
 
+  it('answers 400 for a status Node cannot send asked for in the model name, and refuses one scripted', async () => {
+    for (const status of [0, 99, 1000]) {
+      const answer = await post(streamBody(`fake?status=${status}`));
+      expect(answer.status).toBe(400);
+      expect(await answer.json()).toMatchObject({
+        error: { message: `a fake status must be an HTTP status code (100 to 999), got ${status}` },
+      });
+    }
+    expect(() => server.enqueue({ fault: 'status', status: 99 })).toThrow(/got 99/);
+    expect(() => server.setDefault({ fault: 'error', status: 1000 })).toThrow(/got 1000/);
+    // The server still answers: nothing was queued.
+    expect((await post(streamBody('fake?chunks=1'))).status).toBe(200);
+  });
+
   it('answers 404 with an OpenAI-shaped body for an unknown route', async () => {
     const response = await fetch(`${server.url}/embeddings`, { method: 'POST', body: '{}' });
 

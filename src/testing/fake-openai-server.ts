@@ -250,6 +250,8 @@ export function parseFakeModel(model: string): FakeResponse {
   };
   const fault = params.get('fault') ?? (params.has('status') ? 'status' : 'none');
   if (!FAULTS.has(fault)) throw new Error(`unknown fault '${fault}' in '${model}'`);
+  const status = int('status');
+  if (status !== undefined) checkStatus(status);
   const shape: FakeStreamShape = {};
   const chunks = int('chunks');
   const delayMs = int('delayMs');
@@ -258,7 +260,7 @@ export function parseFakeModel(model: string): FakeResponse {
 
   const message = params.get('message');
   if (fault === 'status') {
-    const response: FakeStatusResponse = { fault, status: int('status') ?? 500 };
+    const response: FakeStatusResponse = { fault, status: status ?? 500 };
     const retryAfter = int('retryAfter');
     const retryAfterMs = int('retryAfterMs');
     const body = params.get('body');
@@ -273,7 +275,6 @@ export function parseFakeModel(model: string): FakeResponse {
   }
   if (fault === 'error') {
     const response: FakeStreamErrorResponse = { fault, ...shape };
-    const status = int('status');
     if (status !== undefined) response.status = status;
     if (message !== null) response.message = message;
     return response;
@@ -485,6 +486,19 @@ function promptTokens(body: FakeRequestBody): number {
     if (typeof content === 'string') chars += content.length;
   }
   return Math.ceil(chars / 4);
+}
+
+/** A status Node can send (100 to 999): another would throw inside the server, not in the test. */
+function checkStatus(status: number): void {
+  if (!Number.isInteger(status) || status < 100 || status > 999) {
+    throw new Error(`a fake status must be an HTTP status code (100 to 999), got ${status}`);
+  }
+}
+
+/** Refuses a scripted answer the server could not send, when it is scripted. */
+function checkResponse(response: FakeResponse): void {
+  if ((response.fault === 'status' || response.fault === 'error') && response.status !== undefined)
+    checkStatus(response.status);
 }
 
 function errorType(status: number): string {
@@ -776,9 +790,11 @@ export async function createFakeOpenAIServer(
       return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
     },
     enqueue(...responses) {
+      for (const response of responses) checkResponse(response);
       queue.push(...responses);
     },
     setDefault(response) {
+      if (response) checkResponse(response);
       fallback = response;
     },
     close() {
