@@ -176,8 +176,10 @@ export interface LifecyclePathsOptions {
   /**
    * What the model does in its turn after a tool round. `explore` (default): everything it does in a
    * first turn. `final`: only what ends the run in one step (an end, an error that is not retried, a
-   * cancel, a timeout, tools once more), so that tools add a few dozen paths, not hundreds, to a slow
-   * layer. The turn after a round is a turn like the first: `explore` covers it on a fast one.
+   * cancel, a timeout), and tools once more, whose later rounds go in one line (each call returns)
+   * to `TOOL_ROUNDS_EXCEEDED` past `maxToolRounds`; so that tools add a few dozen paths, not
+   * hundreds, to a slow layer. The turn after a round is a turn like the first: `explore` covers it
+   * on a fast one.
    */
   turnAfterTools?: 'explore' | 'final' | undefined;
 }
@@ -383,10 +385,23 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
   const events = (snapshot: RunSnapshot): RunMachineEvent[] => {
     const types = new Set(getNextTransitions(snapshot).map((t) => t.eventType as string));
     const all = [...types].flatMap((type) => variants(snapshot, type)) as RunMachineEvent[];
-    // After a round (its calls are over and sent to the model), only what ends the run at once.
     const { context } = snapshot;
-    if (!finalTurnAfterTools || context.toolRounds === 0 || context.round.length > 0) return all;
-    return all.filter((event) => transition(machine, snapshot, event)[0].status === 'done');
+    if (!finalTurnAfterTools || context.toolRounds === 0) return all;
+    const inRound = context.round.length > 0;
+    const asksForTools = (event: RunMachineEvent) => event.type === 'DONE' && !!event.toolCalls?.length;
+    // The first round: every way it can go.
+    if (context.toolRounds === 1 && inRound) return all;
+    // After it (its calls are over and sent to the model): what ends the run at once, and tools once
+    // more, the way to TOOL_ROUNDS_EXCEEDED past `maxToolRounds`.
+    if (context.toolRounds === 1) {
+      return all.filter(
+        (event) => asksForTools(event) || transition(machine, snapshot, event)[0].status === 'done',
+      );
+    }
+    // Later rounds only lead there, in one line: each call returns, the model asks for tools again.
+    return inRound
+      ? all.filter((event) => event.type === 'TOOL_STARTED' || (event.type === 'TOOL_DONE' && !event.error))
+      : all.filter(asksForTools);
   };
   return { limits, random, events, toolTimeoutMs };
 }

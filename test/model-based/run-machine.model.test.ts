@@ -296,6 +296,28 @@ describe('the test model covers the machine, no more and no less', () => {
     ).toThrow(/runTimeout \(timeoutMs\) would fire before it; make that limit longer than idleTimeoutMs/);
   });
 
+  it("reaches TOOL_ROUNDS_EXCEEDED with turnAfterTools 'final' whatever maxToolRounds is, its later rounds in one line", () => {
+    const exceeded = (maxToolRounds: number) =>
+      getLifecyclePaths({
+        turnAfterTools: 'final',
+        cancelReasons: ['code'],
+        limits: { maxToolRounds },
+      }).filter((path) => path.output.error?.code === 'TOOL_ROUNDS_EXCEEDED');
+    const once = exceeded(1);
+    expect(once.length).toBeGreaterThan(0);
+    for (const maxToolRounds of [2, 5]) {
+      const paths = exceeded(maxToolRounds);
+      // As many as with one round: each way the first round can end, then one line of rounds.
+      expect(paths).toHaveLength(once.length);
+      for (const path of paths) {
+        const asks = path.steps.filter(
+          (step) => step.event.type === 'DONE' && (step.event as { toolCalls?: unknown[] }).toolCalls?.length,
+        );
+        expect(asks).toHaveLength(maxToolRounds + 1);
+      }
+    }
+  });
+
   it('finds the same paths as xstate/graph getSimplePaths', async () => {
     const { getSimplePaths } = await import('xstate/graph');
     // With tools that throw and time out, each followed by a turn that ends the run (fewer paths).
