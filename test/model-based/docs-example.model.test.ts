@@ -15,9 +15,17 @@ import {
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 // --- example ---
-// The agent under test, built the way the app builds it, with the model injected.
+// The agent under test, built the way the app builds it, with the model injected, the path's limits
+// and the paths' retry jitter (their `random`, 0.5 by default): a retry after an error that says
+// no retry-after then waits exactly what the path's `wait` step lets pass.
 function createSupportAgent(model: FakeModel, limits: LifecycleLimits) {
-  return new Agent({ name: 'Support Bot', instructions: 'Answer in one paragraph.', model, limits });
+  return new Agent({
+    name: 'Support Bot',
+    instructions: 'Answer in one paragraph.',
+    model,
+    limits,
+    orchestratorOptions: { random: () => 0.5 },
+  });
 }
 
 // Every lifecycle path of a run, from the run machine itself. This agent has no tools, and its runs
