@@ -575,8 +575,11 @@ function clockActions(clock: RunClock) {
  * actor.getSnapshot().value; // 'cancelled'
  * ```
  */
+const systemClockActions = clockActions(SYSTEM_CLOCK);
+const systemClockDelays = clockDelays(SYSTEM_CLOCK);
+
 export const runMachine = runSetup
-  .extend({ actions: clockActions(SYSTEM_CLOCK), delays: clockDelays(SYSTEM_CLOCK) })
+  .extend({ actions: systemClockActions, delays: systemClockDelays })
   .createMachine({
     id: 'run',
     context: ({ input }) => {
@@ -783,7 +786,18 @@ export const runMachine = runSetup
  * ```
  */
 export function withRunClock(machine: typeof runMachine, clock: RunClock): typeof runMachine {
-  return machine.provide({ actions: clockActions(clock), delays: clockDelays(clock) });
+  // Only the implementations that still read the system clock: one the caller provided (a shorter
+  // `idleTimeout`) stays as given.
+  const { actions, delays } = machine.implementations as {
+    actions: Record<string, unknown>;
+    delays: Record<string, unknown>;
+  };
+  const onClock = <T extends Record<string, unknown>>(given: Record<string, unknown>, system: T, mine: T) =>
+    Object.fromEntries(Object.entries(mine).filter(([name]) => given[name] === system[name])) as Partial<T>;
+  return machine.provide({
+    actions: onClock(actions, systemClockActions, clockActions(clock)),
+    delays: onClock(delays, systemClockDelays, clockDelays(clock)),
+  });
 }
 
 /** A snapshot of a run actor. */

@@ -318,6 +318,25 @@ describe('the test model covers the machine, no more and no less', () => {
     }
   });
 
+  it('keeps a delay the machine was given with provide, where the clock would have replaced it', () => {
+    const machine = runMachine.provide({ delays: { idleTimeout: 200 } });
+    const idleWaits = (paths: ReturnType<typeof getLifecyclePaths>) =>
+      new Set(
+        paths.flatMap((path) =>
+          path.steps.flatMap((step) =>
+            step.action.type === 'wait' && String(step.event.type).includes('idleTimeout')
+              ? [step.action.ms]
+              : [],
+          ),
+        ),
+      );
+    expect(idleWaits(getLifecyclePaths({ machine, cancelReasons: ['code'], tools: false }))).toEqual(
+      new Set([200]),
+    );
+    // Not given: the machine's own, counted from the last chunk.
+    expect(idleWaits(getLifecyclePaths({ cancelReasons: ['code'], tools: false }))).not.toContain(200);
+  });
+
   it('finds the same paths as xstate/graph getSimplePaths', async () => {
     const { getSimplePaths } = await import('xstate/graph');
     // With tools that throw and time out, each followed by a turn that ends the run (fewer paths).
