@@ -88,6 +88,9 @@ const MAX_HEARD_CANCELS = 1_000;
 /** The message of a run that ended `RUN_LOST`: the same where its owner ends it and where another instance does. */
 const LOST_MESSAGE = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
 
+/** How long an instance whose lease lapsed waits for the store to say how its runs ended elsewhere. */
+const LAPSE_READ_MS = 1_000;
+
 /** Options of {@link createOrchestrator}. */
 export interface OrchestratorOptions {
   /** Runs streaming at once in this process; the others wait in `pending`. Default: no limit. */
@@ -510,11 +513,38 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       onLapse: () => {
         const active = [...registry.values()].filter((run) => !run.output);
         console.error(
-          `runstate: could not renew the lease for ${store.leases!.leaseMs} ms: ${active.length} active run(s) end RUN_LOST`,
+          `runstate: could not renew the lease for ${store.leases!.leaseMs} ms: ${active.length} active run(s) end RUN_LOST (or as another instance stored their end)`,
         );
-        for (const run of active) run.lose(LOST_MESSAGE);
+        // Nothing more of them streams from now on; their end is told once the store is asked.
+        for (const run of active) {
+          run.halt();
+          void endAsStored(run);
+        }
       },
     });
+  /**
+   * The end of a run halted at a lapse of the lease: the one another instance stored for it (a
+   * process frozen past its lease wakes after a cancel or a sweep there), when it is the run's next
+   * event, so that its clients here see what the store keeps; else `RUN_LOST`, the end the others
+   * will store. A store out of reach (the usual lapse) is not waited for long.
+   */
+  async function endAsStored(run: LiveRun): Promise<void> {
+    const runId = run.identity.runId;
+    const read = async () => {
+      const record = await store.getRun(runId);
+      if (record?.finished_at == null) return;
+      const [end] = (await store.readEvents(runId, run.lastSeq())).filter(isTerminalEvent);
+      if (end) run.endAs(record as RunOutput, end);
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const outOfReach = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, LAPSE_READ_MS);
+      timer.unref();
+    });
+    await Promise.race([read().catch(() => undefined), outOfReach]);
+    clearTimeout(timer);
+    run.lose(LOST_MESSAGE);
+  }
   const leased = keeper?.start();
   const checkLease = keeper && ((): void => void keeper.lapsed());
   /** No run starts or goes on here while this instance's lease has lapsed: another may take it for lost. */

@@ -131,6 +131,18 @@ export interface LiveRun {
    * request): this instance could not renew its lease, and another one may finalise the run.
    */
   lose(message: string): void;
+  /**
+   * Stops the run where it is (its model request and tools aborted, its actor stopped) without
+   * ending it: this instance's lease lapsed, and its end is the one another instance stored, if
+   * any ({@link LiveRun.endAs}), else `RUN_LOST` ({@link LiveRun.lose}). A cancel does nothing now.
+   */
+  halt(): void;
+  /**
+   * Ends a run with the terminal event another instance stored for it and its final record: what
+   * its clients here see is what the store keeps. `false` (nothing done) when the event is not the
+   * run's next one (its clients saw events the store does not hold).
+   */
+  endAs(record: RunOutput, event: RunEvent): boolean;
   /** Answers the paused calls (checked by the caller) and resumes the run. */
   continue(answers: readonly ToolConfirmation[]): void;
   /** The run's events after `afterSeq` (not before {@link LiveRun.firstSeq}), followed up to its next pause or its end. */
@@ -180,9 +192,10 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       setTimeout: (fire: () => void, ms: number) =>
         setTimeout(() => {
           // A timer of the run (a timeout, a retry's delay) that comes after the lease's end: the
-          // run ends RUN_LOST, as the lapse ends it, not by what the timer would do.
+          // run ends as the lapse ends it (halted, then its stored end or RUN_LOST), not by what the
+          // timer would do.
           options.checkLease?.();
-          if (output) return;
+          if (output || halted) return;
           sendHeld();
           fire();
         }, ms),
@@ -201,6 +214,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   let nodes: readonly object[] | undefined;
   /** Whether `open()` (or `resume()`) started the actor; a cancel asked for before waits for it. */
   let opened = false;
+  /** Stopped at a lapse of the lease, its end not known yet (see `LiveRun.halt`). */
+  let halted = false;
   let cancelledBeforeOpen: CancelReason | undefined;
   /** The model request the last state notice was in: a request may follow another in one step. */
   let attempt = 0;
@@ -437,7 +452,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     },
     cancel(reason) {
       // A final run's actor is stopped: xstate would warn of an event sent to it, and it is a no-op.
-      if (output) return false;
+      if (output || halted) return false;
       // From a listener of the run's `created` notice: taken once the run is open, after RunStarted.
       if (!opened) {
         cancelledBeforeOpen ??= reason;
@@ -455,6 +470,28 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       if (output) return;
       finish({ ...crashOutput(message), error: { code: 'RUN_LOST', message, retryable: true } });
       actor.stop();
+    },
+    halt() {
+      if (output || halted) return;
+      halted = true;
+      // Its end comes from outside the machine now: the machine's own would be a second one.
+      subscription.unsubscribe();
+      actor.stop();
+      controller.abort(RUN_ENDED);
+    },
+    endAs(record, event) {
+      if (output || event.seq !== run.lastSeq() + 1) return false;
+      logParked();
+      output = record;
+      (run as { output: RunOutput | null }).output = record;
+      // Stored already, by the instance that wrote it: for the clients here only.
+      log.append(event);
+      log.close();
+      controller.abort(RUN_ENDED);
+      if (observed()) notify({ type: 'event', runId, event });
+      notify({ type: 'finished', run: record });
+      void options.onFinal(run).then(() => resolve(record));
+      return true;
     },
     continue(answers) {
       actor.send({ type: 'CONTINUE', tools: [...answers] });

@@ -4,6 +4,7 @@
  * in the store, and the store keeps exactly one terminal event: nothing is written twice.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLeaseKeeper } from '../../src/runtime/create-lease-keeper.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunLeases } from '../../src/runtime/run-leases.js';
@@ -122,6 +123,59 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
       expect(events.map((event) => event.event)).not.toContain('ToolCallCompleted');
     } finally {
       await close();
+    }
+  });
+});
+
+describe('an owner whose run another instance finalised before it learned of its lapse', () => {
+  it('ends the run for its own clients as the store keeps it (here a cancel), not RUN_LOST', async () => {
+    const leaseMs = 300;
+    const storage = await openStorage({ databaseUrl: database.url, leaseMs });
+    const other = await openStorage({ databaseUrl: database.url, leaseMs });
+    const store = storage.store!;
+    const otherStore = other.store!;
+    const real = store.leases!;
+    // As a process frozen past its lease sees it: its renewals seem to go through (and its own sweep
+    // finds nothing, as a frozen process sweeps nothing), then fail.
+    let renewals: 'real' | 'lost' | 'failing' = 'real';
+    const leases: RunLeases = {
+      ...real,
+      orphans: () => (renewals === 'real' ? real.orphans() : Promise.resolve([])),
+      renew: (ms) =>
+        renewals === 'real'
+          ? real.renew(ms)
+          : renewals === 'lost'
+            ? Promise.resolve()
+            : Promise.reject(new Error('the database is out of reach')),
+    };
+    const model = createFakeModel();
+    const owner = createOrchestrator({ store: { ...store, leases } });
+    try {
+      const run = owner.startRun({ agentId: 'story', agentName: 'Story', model, input: 'Tell me a story' });
+      await run.recorded;
+      const call = await model.nextCall();
+      call.emit('Once');
+      await eventually(async () => (await otherStore.readEvents(run.runId)).length === 2, {
+        what: 'the RunContent stored',
+      });
+      renewals = 'lost';
+      await eventually(async () => (await otherStore.leases!.orphans()).includes(run.runId), {
+        what: "the owner's lease to run out in the database",
+      });
+      const sweeper = createLeaseKeeper({ leases: otherStore.leases! });
+      expect(await sweeper.cancelOrphan(run.runId, 'api')).toMatchObject({ event: 'RunCancelled', seq: 3 });
+      renewals = 'failing';
+      const events: RunEvent[] = [];
+      for await (const event of run.events()) events.push(event);
+      checkRunEvents(events, 'cancelled');
+      expect(events.at(-1)).toMatchObject({ event: 'RunCancelled', seq: 3, reason: 'api', content: 'Once' });
+      expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api', content: 'Once' });
+      expect(call.signal.aborted).toBe(true);
+      expect((await otherStore.readEvents(run.runId)).filter(isTerminalEvent)).toHaveLength(1);
+    } finally {
+      await owner.shutdown();
+      await storage.close();
+      await other.close();
     }
   });
 });
