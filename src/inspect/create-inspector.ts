@@ -193,7 +193,10 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     }
   }
 
-  /** A run paused here and taken by another instance: this inspector cannot follow it further. */
+  /**
+   * A run this inspector cannot follow further: paused here and taken by another instance, or of an
+   * orchestrator detached.
+   */
   function drop(view: RunView): void {
     runs.delete(view.runId);
     if (subscribers.size === 0) return;
@@ -442,6 +445,12 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
       return () => {
         unsubscribe();
         orchestrators.delete(orchestrator);
+        // Its runs are not followed any more: a page drops them rather than show them still going.
+        for (const view of [...runs.values()]) {
+          if (view.orchestrator !== orchestrator) continue;
+          finished.delete(view);
+          drop(view);
+        }
       };
     },
     subscribe,

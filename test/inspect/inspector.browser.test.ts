@@ -263,6 +263,53 @@ describe.skipIf(!hasChromium)(title, () => {
     }
   });
 
+  it('marks the run looked at when it is no longer followed (its orchestrator detached): no cancel, not counted', async () => {
+    const server = await startInspectorServer();
+    const other = createOrchestrator();
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'Elsewhere', model, orchestrator: other });
+    const detach = server.inspector.attach(other);
+    try {
+      const run = agent.run('hello', { stream: true });
+      (await model.nextCall()).emit('Once');
+      const { page, errors } = await openPage(context);
+      await page.goto(`${server.url}/inspect/#run=${encodeURIComponent(run.runId)}`);
+      await page.locator(`[data-run-id="${run.runId}"].selected .pill`, { hasText: 'streaming' }).waitFor();
+      expect(await page.locator('#cancel').isDisabled()).toBe(false);
+      detach();
+      await page.locator('#notice', { hasText: 'no longer followed here' }).waitFor();
+      expect(await page.locator('#cancel').isDisabled()).toBe(true);
+      expect(await page.locator('#counts').textContent()).toBe('0 active · 0 finished');
+      // Another run chosen: the one no longer followed leaves the list.
+      const next = server.agent.run('hi', { stream: true });
+      await page.locator(`[data-run-id="${next.runId}"]`).click();
+      await page.locator(`[data-run-id="${run.runId}"]`).waitFor({ state: 'detached' });
+      server.orchestrator.cancelRun(next.runId, 'code');
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await other.shutdown();
+      await server.close();
+    }
+  });
+
+  it('follows the newest run when the link names a run the server does not know (a stale link, a restart)', async () => {
+    const server = await startInspectorServer();
+    try {
+      const { page, errors } = await openPage(context);
+      await page.goto(`${server.url}/inspect/#run=00000000-gone`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      const run = server.agent.run('hello', { stream: true });
+      await page.locator(`[data-run-id="${run.runId}"].selected`).waitFor();
+      await page.locator('#run-header').waitFor();
+      server.orchestrator.cancelRun(run.runId, 'code');
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('shows runs that started before the page opened, and their final state', async () => {
     const server = await startInspectorServer();
     try {

@@ -264,7 +264,18 @@ function onProgress(message) {
 }
 
 function onRemoved(message) {
-  for (const runId of message.run_ids) if (runId !== state.selected) removeRun(runId);
+  for (const runId of message.run_ids) {
+    const known = state.runs.get(runId);
+    if (!known) continue;
+    if (runId !== state.selected) {
+      removeRun(runId);
+      continue;
+    }
+    // The run being looked at stays on screen until another is chosen, marked as no longer followed.
+    known.gone = true;
+    known.element.classList.add('gone');
+    setNotice('This run is no longer followed here: another instance took it, or it was forgotten.');
+  }
   afterRunsChanged();
 }
 
@@ -343,9 +354,15 @@ function removeRun(runId) {
 function afterRunsChanged() {
   $('runs-empty').hidden = state.runs.size > 0;
   let active = 0;
-  for (const { summary } of state.runs.values()) if (isActive(summary.status)) active++;
-  $('counts').textContent = `${active} active · ${state.runs.size - active} finished`;
-  if (!state.selected && state.runs.size > 0) {
+  let followed = 0;
+  for (const { summary, gone } of state.runs.values()) {
+    if (gone) continue;
+    followed++;
+    if (isActive(summary.status)) active++;
+  }
+  $('counts').textContent = `${active} active · ${followed - active} finished`;
+  // Nothing chosen yet, or a run the server does not know (a stale link, a restart): the newest.
+  if ((!state.selected || !state.runs.has(state.selected)) && state.runs.size > 0) {
     // Nothing chosen yet: follow the newest run.
     select($('runs').firstElementChild.dataset.runId);
     return;
@@ -355,6 +372,8 @@ function afterRunsChanged() {
 
 function select(runId) {
   if (runId === state.selected && state.detail?.runId === runId) return;
+  // A run no longer followed was kept on screen only while it was the one looked at.
+  for (const [id, known] of state.runs) if (known.gone && id !== runId) removeRun(id);
   state.selected = runId;
   state.detail = null;
   state.taken = new Set();
@@ -414,7 +433,7 @@ function renderDuration() {
 function renderCancel(summary) {
   const button = $('cancel');
   const needsAgent = state.cancelUrl.includes('{agent_id}');
-  const active = isActive(summary.status);
+  const active = isActive(summary.status) && !state.runs.get(summary.run_id)?.gone;
   button.disabled = state.cancelling || !active || (needsAgent && !summary.agent_id);
   button.title = active && needsAgent && !summary.agent_id ? 'The run’s agent is unknown: attach the orchestrator' : '';
 }
