@@ -407,20 +407,19 @@ describe('createInspector: the feed', () => {
     await other.shutdown();
   });
 
-  it('stops following an orchestrator it was detached from', () => {
+  it('stops following an orchestrator it was detached from, and drops its runs (they would stay active for good)', () => {
     const inspector = createInspector();
     const orchestrator = createOrchestrator();
+    const kept = createOrchestrator();
     const detach = inspector.attach(orchestrator);
-    const first = orchestrator.startRun({
-      agentId: 'a',
-      agentName: 'A',
-      model: createFakeModel(),
-      input: 'x',
-    });
+    inspector.attach(kept);
+    orchestrator.startRun({ agentId: 'a', agentName: 'A', model: createFakeModel(), input: 'x' });
+    const other = kept.startRun({ agentId: 'b', agentName: 'B', model: createFakeModel(), input: 'z' });
+    expect(inspector.listRuns()).toHaveLength(2);
     detach();
     orchestrator.startRun({ agentId: 'a', agentName: 'A', model: createFakeModel(), input: 'y' });
     expect(inspector.listRuns()).toEqual([
-      expect.objectContaining({ run_id: first.runId, agent_id: 'a', run_input: 'x', status: 'streaming' }),
+      expect.objectContaining({ run_id: other.runId, status: 'streaming' }),
     ]);
   });
 });
