@@ -125,7 +125,7 @@ export class Agent {
   readonly #limits: RunLimits | undefined;
 
   /**
-   * @throws `RunstateError` `INVALID_INPUT` when given both `orchestrator` and `inspect`, two tools of
+   * @throws `RunstateError` `INVALID_INPUT` when given `orchestrator` with `inspect` or `orchestratorOptions`, two tools of
    * one name, a blank name (or, without an `id`, one with no letter or digit to make the id of),
    * `limits` or `maxToolRounds` out of range, or bad `orchestratorOptions`.
    */
@@ -159,6 +159,13 @@ export class Agent {
       throw new RunstateError(
         'INVALID_INPUT',
         'inspect is an option of the orchestrator that runs the agent: pass it to createOrchestrator({ inspect })',
+      );
+    }
+    // Made for the orchestrator the agent creates: with one given, they would be ignored.
+    if (options.orchestrator && options.orchestratorOptions) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        'orchestratorOptions are for the orchestrator an agent makes itself: pass them to the createOrchestrator() given as orchestrator',
       );
     }
     // Callers untyped: an array, of tools made with `tool()`; checked before an orchestrator exists.
@@ -210,7 +217,12 @@ export class Agent {
    * is blank),
    * or the store's error when it cannot record the run.
    */
-  run(input: string, options?: AgentRunOptions & { stream?: false }): Promise<RunOutput | PausedRunOutput>;
+  run(
+    input: string,
+    options?: AgentRunOptions & { stream?: false | undefined },
+  ): Promise<RunOutput | PausedRunOutput>;
+  /** Either of the above, as `options.stream` says (options forwarded, a `stream` flag of type `boolean`). */
+  run(input: string, options?: AgentRunOptions): RunStream | Promise<RunOutput | PausedRunOutput>;
   run(input: string, options?: AgentRunOptions): RunStream | Promise<RunOutput | PausedRunOutput> {
     // (`null` from a JavaScript caller is no options, as `undefined` is.)
     options ??= {};

@@ -74,6 +74,19 @@ describe('orchestrator options', () => {
     expect(() => orchestrator({ maxConcurrentRuns: Infinity })).not.toThrow();
   });
 
+  it('refuses orchestratorOptions given with an orchestrator, which would ignore them', () => {
+    refused(
+      () =>
+        new Agent({
+          name: 'A',
+          model: createFakeModel(),
+          orchestrator: orchestrator(),
+          orchestratorOptions: { maxConcurrentRuns: 1 },
+        }),
+      /^orchestratorOptions are for the orchestrator an agent makes itself/,
+    );
+  });
+
   it('refuses limits that are not numbers in range, or unknown, naming each', () => {
     refused(
       () => createOrchestrator({ limits: { idleTimeoutMs: NaN } }),
@@ -275,6 +288,18 @@ describe('answers to a paused run', () => {
 });
 
 describe('reading events after a seq', () => {
+  it("refuses from a run's handle, as from the orchestrator, a seq past the run's last event (it would skip what comes)", async () => {
+    const model = createFakeModel();
+    const runs = orchestrator();
+    const run = runs.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi' });
+    refused(() => run.events(3), /has no event 3 yet \(its last is 1\)$/);
+    await expect(runs.events(run.runId, 3)).rejects.toEqual(invalid(/has no event 3 yet \(its last is 1\)$/));
+    (await model.nextCall()).end();
+    await run.result;
+    refused(() => run.events(50), /has no event 50 yet \(its last is \d+\)$/);
+    expect((await collect(run.events(1))).at(-1)).toMatchObject({ event: 'RunCompleted' });
+  });
+
   it('refuses a seq that is not a whole number ≥ 0, for a finished run and a live one', async () => {
     const model = createFakeModel();
     const runs = orchestrator();

@@ -844,6 +844,30 @@ describe('subscribe: one source of run lifecycle', () => {
     ]);
   });
 
+  it('gives a state notice no error but while a retry waits or once the run failed (a cancel while it waited keeps none)', async () => {
+    const { orchestrator, model, start } = setup({
+      limits: { retry: { baseDelayMs: 60_000, maxDelayMs: 60_000 } },
+    });
+    const states: string[] = [];
+    orchestrator.subscribe((notice) => {
+      if (notice.type === 'state')
+        states.push(`${JSON.stringify(notice.value)} ${notice.error?.code ?? '-'}`);
+    });
+    const run = start();
+    (await model.nextCall()).fail(
+      new RunstateError('MODEL_REQUEST_FAILED', 'upstream 503', { status: 503, retryable: true }),
+    );
+    await nextTurn();
+    orchestrator.cancelRun(run.runId, 'code');
+    expect(await run.result).toMatchObject({ status: 'cancelled', error: null });
+    expect(states).toEqual([
+      '"pending" -',
+      '{"streaming":{"attempt":"requesting"}} -',
+      '{"streaming":"retrying"} MODEL_REQUEST_FAILED',
+      '"cancelled" -',
+    ]);
+  });
+
   it('keeps a throwing listener from breaking the run or the other listeners', async () => {
     const error = vi.spyOn(console, 'error').mockImplementation(() => {});
     const { orchestrator, model, start } = setup();

@@ -142,7 +142,10 @@ export type ContinueRunRequest = Pick<
 export interface RunHandle {
   readonly runId: string;
   readonly sessionId: string;
-  /** Replays the run's events after `afterSeq`, then follows them to the terminal one. */
+  /**
+   * Replays the run's events after `afterSeq`, then follows them to the terminal one. Throws
+   * `INVALID_INPUT` for an `afterSeq` past the run's last event (a reader would skip what comes).
+   */
   events(afterSeq?: number): AsyncIterable<RunEvent>;
   /**
    * Resolves when the run is final and the store has its final record (so every instance reads it
@@ -702,10 +705,23 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return {
       runId,
       sessionId: identity.sessionId,
-      events: (afterSeq) => run.follow(afterSeq),
+      events: (afterSeq) => followLive(run, afterSeq),
       result: run.result,
       recorded: runWriter.recorded,
     };
+  }
+
+  /** A live run's events after `afterSeq`; `INVALID_INPUT` for one past its last event. */
+  function followLive(run: LiveRun, afterSeq: number | undefined): AsyncIterable<RunEvent> {
+    checkAfterSeq(afterSeq);
+    // Past the last event, a reader would silently skip the events still to come.
+    if (afterSeq !== undefined && afterSeq > run.lastSeq()) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `run ${run.identity.runId} has no event ${afterSeq} yet (its last is ${run.lastSeq()})`,
+      );
+    }
+    return run.follow(afterSeq);
   }
 
   /**
@@ -1192,14 +1208,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
           { signal: followersStop.signal, heldHere: () => registry.has(runId) },
         );
       }
-      // Past the last event, a reader would silently skip the events still to come.
-      if (afterSeq !== undefined && afterSeq > live.lastSeq()) {
-        throw new RunstateError(
-          'INVALID_INPUT',
-          `run ${runId} has no event ${afterSeq} yet (its last is ${live.lastSeq()})`,
-        );
-      }
-      return live.follow(afterSeq);
+      return followLive(live, afterSeq);
     },
     listSessions: (filter) => store.listSessions(filter),
     getSession: (sessionId) => store.getSession(sessionId),

@@ -347,7 +347,11 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       attempt = nextAttempt;
       const current = runStatusOf(snapshot);
       if (observed()) {
-        const { error, usage, turn } = snapshot.context;
+        const { usage, turn } = snapshot.context;
+        // The failed attempt's error while it waits to retry, the run's once failed; no other state
+        // has one (a run cancelled while it waited to retry keeps none, as its output).
+        const error =
+          current === 'failed' || snapshot.matches({ streaming: 'retrying' }) ? snapshot.context.error : null;
         notify({
           type: 'state',
           runId,

@@ -6,6 +6,7 @@ import {
   createOrchestrator,
   OpenAIChat,
   RunEvent,
+  type AgentRunOptions,
   type PausedRunOutput,
   type RunOutput,
 } from 'runstate';
@@ -40,6 +41,20 @@ export async function quickStart(): Promise<RunOutput | PausedRunOutput> {
     if (chunk.event === RunEvent.runCancelled) console.log(`cancelled (${chunk.reason})`);
   }
   return agent.run('Now a haiku', { sessionId: env.SESSION_ID });
+}
+
+// `stream` as an option like the others: undefined, a boolean flag, or options passed on.
+export async function runOptions(
+  flag: boolean,
+  options: AgentRunOptions,
+): Promise<RunOutput | PausedRunOutput> {
+  const output: RunOutput | PausedRunOutput = await agent.run('Hi', {
+    stream: undefined,
+    sessionId: env.SESSION_ID,
+  });
+  const either = agent.run('Hi', { stream: flag });
+  void agent.run('Hi', options);
+  return 'runId' in either ? either.result : output;
 }
 
 export async function serve(): Promise<void> {
