@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
@@ -125,6 +127,30 @@ describe('a client that disconnects from a streamed run', () => {
     const output = await agents[0]!.orchestrator.result(run_id);
     expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'client_disconnect' });
     await call.aborted;
+  });
+
+  it('cancels each run of a pipelined connection (requests sent before the first answer), and leaves nothing open', async () => {
+    const { url, story, model, agents, runstate } = await serveFake();
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    const request = (message: string) => {
+      const body = JSON.stringify({ message, stream: true });
+      return `POST ${new URL(story).pathname}/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    };
+    socket.write(request('first') + request('second'));
+    const calls = [await model.nextCall(), await model.nextCall()];
+    await once(socket, 'data');
+    socket.destroy();
+    for (const call of calls) await call.aborted;
+    const runs = await agents[0]!.orchestrator.listRuns();
+    expect(runs.map((run) => [run.run_input, run.status, run.cancel_reason]).sort()).toEqual([
+      ['first', 'cancelled', 'client_disconnect'],
+      ['second', 'cancelled', 'client_disconnect'],
+    ]);
+    // No response is left open: a shutdown does not wait its grace for the queued one.
+    const started = performance.now();
+    await runstate.shutdown();
+    expect(performance.now() - started).toBeLessThan(5_000);
   });
 
   it('leaves the run going with on_disconnect=continue; it can be followed again later', async () => {

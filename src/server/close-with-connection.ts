@@ -1,0 +1,35 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+
+/** The responses of a connection that are not over yet. */
+const unfinished = new WeakMap<Socket, Set<ServerResponse>>();
+
+/**
+ * Makes `res` emit `close` when its connection drops before the response is over, as Node does for
+ * the response that holds the connection. Node 20 does not for one queued behind it (HTTP/1.1
+ * pipelining: a second request sent before the first was answered): that response never closes,
+ * so the run it streams would not be cancelled when its client goes away, and a shutdown would
+ * wait its whole grace for it.
+ */
+export function closeWithConnection(req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket as Socket | null;
+  if (!socket) return;
+  let responses = unfinished.get(socket);
+  if (!responses) {
+    const mine = new Set<ServerResponse>();
+    responses = mine;
+    unfinished.set(socket, mine);
+    // After Node's own listener (registered when the socket was handed its first response): what
+    // is left is what Node did not close.
+    socket.once('close', () => {
+      for (const queued of [...mine]) {
+        queued.destroy();
+        queued.emit('close');
+      }
+      mine.clear();
+    });
+  }
+  const set = responses;
+  set.add(res);
+  res.once('close', () => set.delete(res));
+}
