@@ -10,16 +10,8 @@ import {
   type ModelServiceInput,
   type RunMachineEvent,
 } from '../machines/run.machine.js';
-import type { CheckedToolCall, ToolRunnerInput } from '../machines/run-types.js';
-
-const publish: CheckedToolCall = {
-  id: 'c1',
-  name: 'publish',
-  arguments: '{}',
-  args: {},
-  invalid: null,
-  requiresConfirmation: true,
-};
+import type { ToolRunnerInput } from '../machines/run-types.js';
+import { PUBLISH_CALL as publish } from './support/runs.js';
 
 describe('the run timeout', () => {
   it('counts the time streamed before a pause, not the pause', () => {

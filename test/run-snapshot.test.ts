@@ -11,16 +11,8 @@ import {
   type ModelServiceInput,
   type RunMachineEvent,
 } from '../machines/run.machine.js';
-import type { CheckedToolCall, ToolRunnerInput } from '../machines/run-types.js';
-
-const publish: CheckedToolCall = {
-  id: 'c1',
-  name: 'publish',
-  arguments: '{"q":"post"}',
-  args: { q: 'post' },
-  invalid: null,
-  requiresConfirmation: true,
-};
+import type { ToolRunnerInput } from '../machines/run-types.js';
+import { PUBLISH_CALL as publish } from './support/runs.js';
 
 /** A machine whose model asks for `publish` on its first turn and answers once it has the result. */
 function machineWith(now: () => number, ran: string[]) {

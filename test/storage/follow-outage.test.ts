@@ -22,18 +22,24 @@ const base = {
 const content = (seq: number, text: string) =>
   ({ ...base, seq, event: 'RunContent', content: text }) as RunEvent;
 
+/** A memory store whose reads of events and records fail `STORE_UNAVAILABLE` during an outage. */
+function storeWithOutages() {
+  const memory = createMemoryRunStore();
+  let down = false;
+  const unavailable = () =>
+    Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'the database is unavailable'));
+  const store: RunStore = {
+    ...memory,
+    readEvents: (runId, afterSeq) => (down ? unavailable() : memory.readEvents(runId, afterSeq)),
+    getRun: (runId) => (down ? unavailable() : memory.getRun(runId)),
+  };
+  return { memory, store, outage: (on: boolean) => void (down = on) };
+}
+
 describe('a follower of a run another instance owns', () => {
   it('waits out an outage of the store: the bus still brings the events, and the stream goes on to the end', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const memory = createMemoryRunStore();
-    let down = false;
-    const unavailable = () =>
-      Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'the database is unavailable'));
-    const store: RunStore = {
-      ...memory,
-      readEvents: (runId, afterSeq) => (down ? unavailable() : memory.readEvents(runId, afterSeq)),
-      getRun: (runId) => (down ? unavailable() : memory.getRun(runId)),
-    };
+    const { memory, store, outage } = storeWithOutages();
     const bus = createMemoryEventBus();
     await memory.createRun(record);
     await memory.appendEvents('run-1', [content(1, 'a')]);
@@ -41,7 +47,7 @@ describe('a follower of a run another instance owns', () => {
     const events = (await followStoredRun(store, bus, 'run-1'))[Symbol.asyncIterator]();
     expect((await events.next()).value).toMatchObject({ seq: 1 });
     const next = events.next();
-    down = true;
+    outage(true);
     // Quiet for a second: the follower asks the store what it missed, and finds it out of reach.
     await vi.advanceTimersByTimeAsync(1_000);
     await vi.advanceTimersByTimeAsync(1_000);
@@ -104,24 +110,16 @@ describe('a follower whose run another instance ends while it asks the store', (
 describe('a follower whose store goes out of reach as it starts', () => {
   it('waits the outage out before its first read, and replays then', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const memory = createMemoryRunStore();
-    let down = false;
-    const unavailable = () =>
-      Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'the database is unavailable'));
-    const store: RunStore = {
-      ...memory,
-      readEvents: (runId, afterSeq) => (down ? unavailable() : memory.readEvents(runId, afterSeq)),
-      getRun: (runId) => (down ? unavailable() : memory.getRun(runId)),
-    };
+    const { memory, store, outage } = storeWithOutages();
     await memory.createRun(record);
     await memory.appendEvents('run-1', [content(1, 'a')]);
     // Found (the route's first read), then the store goes: the stream is open, nothing read yet.
     const events = (await followStoredRun(store, createMemoryEventBus(), 'run-1'))[Symbol.asyncIterator]();
-    down = true;
+    outage(true);
     const first = events.next();
     await vi.advanceTimersByTimeAsync(1_000);
     await vi.advanceTimersByTimeAsync(1_000);
-    down = false;
+    outage(false);
     await vi.advanceTimersByTimeAsync(1_000);
     expect((await first).value).toMatchObject({ seq: 1, content: 'a' });
     void events.return?.();

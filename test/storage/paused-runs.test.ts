@@ -73,8 +73,17 @@ async function pausedRun(instance: Instance, title: string, call = 'c1') {
   (await instance.model.nextCall()).callTools([{ id: call, name: 'publish', arguments: { title } }]);
   const events = await collect(run);
   expect(events.map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
-  return { runId: run.runId, events };
+  // The handle too: its `result` resolves wherever the run ends.
+  return { runId: run.runId, events, run };
 }
+
+/** What the handle of a run paused at `publish` resolves with once its session was deleted. */
+const cancelledWithItsSession = (runId: string) => ({
+  run_id: runId,
+  status: 'cancelled',
+  cancel_reason: 'api',
+  tools: [{ tool_call_id: 'c1', status: 'cancelled' }],
+});
 
 /** Confirms the paused `publish` call (`c1`) on `instance`, streaming: the continued run and its turn. */
 async function confirmOn(instance: Instance, runId: string) {
@@ -268,11 +277,9 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
 
   it('is cancelled with its session, deleted on the instance that paused it: its handle resolves cancelled', async () => {
     const [a] = await twoInstances();
-    const run = a.agent.run('publish news', { stream: true });
-    (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
-    await collect(run);
+    const { run } = await pausedRun(a, 'news');
     expect(await a.agent.orchestrator.deleteSession(run.sessionId)).toBe(true);
-    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(await run.result).toMatchObject(cancelledWithItsSession(run.runId));
     expect(await a.agent.getRun(run.runId)).toBeUndefined();
   });
 
@@ -289,17 +296,10 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
 
   it('is cancelled with its session, deleted on the other instance: the handle of the instance that paused it resolves cancelled', async () => {
     const [a, b] = await twoInstances();
-    const run = a.agent.run('publish news', { stream: true });
-    (await a.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
-    expect((await collect(run)).map((e) => e.event)).toEqual(['RunStarted', 'RunPaused']);
+    const { run } = await pausedRun(a, 'news');
     expect(await b.agent.orchestrator.deleteSession(run.sessionId)).toBe(true);
     // Its record went with the session: the handle ends as the run's end on the bus said.
-    expect(await run.result).toMatchObject({
-      run_id: run.runId,
-      status: 'cancelled',
-      cancel_reason: 'api',
-      tools: [{ tool_call_id: 'c1', status: 'cancelled' }],
-    });
+    expect(await run.result).toMatchObject(cancelledWithItsSession(run.runId));
     expect(a.agent.orchestrator.isPaused(run.runId)).toBe(false);
     expect(await a.agent.getRun(run.runId)).toBeUndefined();
     expect(a.published).toEqual([]);
@@ -311,17 +311,10 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     cleanups.unshift(() => database.drop());
     const parker = await startInstance({ databaseUrl: database.url }, { limits: { pauseTimeoutMs: 200 } });
     const other = await startInstance({ databaseUrl: database.url });
-    const run = parker.agent.run('publish news', { stream: true });
-    (await parker.model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: { title: 'news' } }]);
-    await collect(run);
+    const { run } = await pausedRun(parker, 'news');
     expect(await other.agent.orchestrator.deleteSession(run.sessionId)).toBe(true);
     // At its deadline the parker finds neither the park nor the record: what it had, cancelled.
-    expect(await run.result).toMatchObject({
-      run_id: run.runId,
-      status: 'cancelled',
-      cancel_reason: 'api',
-      tools: [{ tool_call_id: 'c1', status: 'cancelled' }],
-    });
+    expect(await run.result).toMatchObject(cancelledWithItsSession(run.runId));
     expect(parker.agent.orchestrator.isPaused(run.runId)).toBe(false);
   });
 

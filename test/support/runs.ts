@@ -8,7 +8,7 @@ import type { RunEvent, RunRecord } from '../../src/runtime/index.js';
 import type { FakeModelCall, LifecycleAction, LifecyclePath } from '../../src/testing/index.js';
 import { nextTurn } from '../../src/testing/index.js';
 import { toolWireEvents } from './lifecycle-tools.js';
-import type { RunErrorData } from '../../machines/run-types.js';
+import type { CheckedToolCall, RunErrorData } from '../../machines/run-types.js';
 
 /** The machine's model errors, one per branch of its retry guard and of the runtime's error mapping. */
 export const MACHINE_ERRORS: RunErrorData[] = [
@@ -36,6 +36,16 @@ export const MACHINE_ERRORS: RunErrorData[] = [
  * the backoffs whole milliseconds (75, 150): timers truncate fractions, the machine does not.
  */
 export const RANDOM = () => 0.5;
+
+/** A checked call of a tool that pauses its run for a person: what the run machine's tests ask for. */
+export const PUBLISH_CALL: CheckedToolCall = {
+  id: 'c1',
+  name: 'publish',
+  arguments: '{"q":"post"}',
+  args: { q: 'post' },
+  invalid: null,
+  requiresConfirmation: true,
+};
 
 /**
  * Lets every effect of an action land: the fake model, the model service and the event log hand
