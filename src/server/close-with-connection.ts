@@ -19,10 +19,11 @@ export function closeWithConnection(req: IncomingMessage, res: ServerResponse): 
     const mine = new Set<ServerResponse>();
     responses = mine;
     unfinished.set(socket, mine);
-    // After Node's own listener (registered when the socket was handed its first response): what
-    // is left is what Node did not close.
+    // Only the responses still waiting for the socket: one that holds it is closed by Node (whose
+    // listener may come after this one, registered when the socket was handed to it).
     socket.once('close', () => {
       for (const queued of [...mine]) {
+        if (queued.socket) continue;
         queued.destroy();
         queued.emit('close');
       }

@@ -153,6 +153,35 @@ describe('a client that disconnects from a streamed run', () => {
     expect(performance.now() - started).toBeLessThan(5_000);
   });
 
+  it('closes the response of a pipelined run once, when it got the connection and then its client went away', async () => {
+    const { url, story, model, agents, runstate } = await serveFake();
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    const request = (message: string) => {
+      const body = JSON.stringify({ message, stream: true });
+      return `POST ${new URL(story).pathname}/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    };
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+    socket.write(request('first') + request('second'));
+    const [first, second] = [await model.nextCall(), await model.nextCall()];
+    // The first ends: the second's response now holds the connection, and streams.
+    first.end();
+    second.emit('Once');
+    while (!received.includes('"content":"Once"')) await once(socket, 'data');
+    socket.destroy();
+    await second.aborted;
+    const runs = await agents[0]!.orchestrator.listRuns();
+    expect(runs.map((run) => [run.run_input, run.status]).sort()).toEqual([
+      ['first', 'completed'],
+      ['second', 'cancelled'],
+    ]);
+    // Closed once: the shutdown's count of open responses is back to 0, not below it.
+    const started = performance.now();
+    await runstate.shutdown();
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
   it('leaves the run going with on_disconnect=continue; it can be followed again later', async () => {
     const { story, model, agents } = await serveFake();
     const client = new AbortController();
