@@ -1311,7 +1311,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         for (const entry of taken) entry?.run.cancel('shutdown');
         await Promise.all(taken.flatMap((entry) => (entry ? [entry.run.result] : [])));
       }
-      for (const parkedRun of parkedHere.values()) unwatch(parkedRun);
+      for (const [runId, parkedRun] of parkedHere) {
+        unwatch(parkedRun);
+        // Kept in the store for whichever instance takes it: it leaves this one's listeners (a
+        // tracer ends its span, a gauge drops it), as when another instance takes it.
+        if (!parkedRun.toldLeft) {
+          parkedRun.toldLeft = true;
+          notify({ type: 'left', runId });
+        }
+      }
       // A store that is down gets one more try of each write, not retries without end.
       writer.close();
       await Promise.all(storing);

@@ -240,7 +240,8 @@ export type RunNotice =
    * cancelled or failed at its deadline there), which tells its later notices and its `finished`:
    * nothing more of it comes here. Told when this instance learns it: when the run's next events
    * come over the event bus from the instance that took it; else when the run's pause deadline
-   * comes, or a cancel or continue of it reaches this instance.
+   * comes, or a cancel or continue of it reaches this instance. Also told at this instance's
+   * shutdown for the runs it leaves parked in a store that outlives it (for the next to take).
    */
   | { type: 'left'; runId: string }
   /**

@@ -101,6 +101,23 @@ const tempDir = async () => {
 };
 
 describe('a paused run across a restart (PGlite on disk)', () => {
+  it('leaves the listeners of the instance that shuts down with it parked: a left notice, a tracer ends its span', async () => {
+    const dataDir = await tempDir();
+    const before = await startInstance({ dataDir });
+    const notices: RunNotice[] = [];
+    before.agent.orchestrator.subscribe((notice) => void notices.push(notice));
+    const metrics = createPrometheusMetrics();
+    before.agent.orchestrator.subscribe(metrics.listener, { causes: false });
+    const { runId } = await pausedRun(before, 'news');
+    expect(sample(await metrics.registry.metrics(), 'runstate_runs_active', { state: 'paused' })).toBe(1);
+    await before.close();
+    expect(notices.filter((notice) => notice.type === 'left')).toEqual([{ type: 'left', runId }]);
+    expect(sample(await metrics.registry.metrics(), 'runstate_runs_active', { state: 'paused' })).toBe(0);
+    // Still parked, for the next instance.
+    const after = await startInstance({ dataDir });
+    expect((await after.agent.getRun(runId))?.status).toBe('paused');
+  });
+
   it('is continued after the restart: RunContinued with the next seq, the tool runs, RunCompleted', async () => {
     const dataDir = await tempDir();
     const before = await startInstance({ dataDir });
