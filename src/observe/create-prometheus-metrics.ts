@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { StateValue } from 'xstate';
+import type { ToolExecution } from '../../machines/run-types.js';
 import type { RunOutput } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 
@@ -129,19 +130,28 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
   });
 
   const runs = new Map<string, ActiveRun>();
-  /** The `tool` label values of each agent: the names the model called, at most MAX_TOOL_LABELS. */
-  const toolLabels = new Map<string, Set<string>>();
+  /**
+   * The `tool` label values of each agent: the names of its tools (calls that ran), and at most
+   * MAX_TOOL_LABELS names of calls that never ran.
+   */
+  const toolLabels = new Map<string, { tools: Set<string>; guessed: Set<string> }>();
   /**
    * A tool's name as a label. The model names the tool it calls, and a name the agent has no tool
-   * for is the model's (so a user's prompt's) to choose: past MAX_TOOL_LABELS names per agent,
-   * further ones share `_other`, so that no prompt makes series without bound.
+   * for is the model's (so a user's prompt's) to choose: past MAX_TOOL_LABELS names per agent of
+   * calls that never ran, further ones share `_other`, so that no prompt makes series without bound.
+   * A call that ran is of one of the agent's tools, whose names the code bounds: always its own.
    */
-  function toolLabel(agent: string, name: string): string {
-    let seen = toolLabels.get(agent);
-    if (!seen) toolLabels.set(agent, (seen = new Set()));
-    if (seen.has(name)) return name;
-    if (seen.size >= MAX_TOOL_LABELS) return OTHER_TOOLS;
-    seen.add(name);
+  function toolLabel(agent: string, tool: ToolExecution): string {
+    const name = tool.tool_name;
+    let labels = toolLabels.get(agent);
+    if (!labels) toolLabels.set(agent, (labels = { tools: new Set(), guessed: new Set() }));
+    if (labels.tools.has(name) || labels.guessed.has(name)) return name;
+    if (tool.metrics !== null) {
+      labels.tools.add(name);
+      return name;
+    }
+    if (labels.guessed.size >= MAX_TOOL_LABELS) return OTHER_TOOLS;
+    labels.guessed.add(name);
     return name;
   }
 
@@ -164,7 +174,7 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     // `cancelled` with no ToolCallCompleted of its own: the final output is where it shows, once.
     for (const tool of run.tools) {
       if (tool.status === 'cancelled') {
-        toolCalls.inc({ agent, tool: toolLabel(agent, tool.tool_name), status: 'cancelled' });
+        toolCalls.inc({ agent, tool: toolLabel(agent, tool), status: 'cancelled' });
       }
     }
   }
@@ -221,7 +231,7 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
         if (notice.event.event !== 'ToolCallCompleted') return;
         const agent = runs.get(notice.runId)?.agent ?? notice.event.agent_id;
         const { tool } = notice.event;
-        toolCalls.inc({ agent, tool: toolLabel(agent, tool.tool_name), status: tool.status });
+        toolCalls.inc({ agent, tool: toolLabel(agent, tool), status: tool.status });
         return;
       }
     }

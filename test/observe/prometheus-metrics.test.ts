@@ -100,21 +100,26 @@ describe('Prometheus metrics of runs', () => {
     expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'failed' })).toBe(1);
   });
 
-  it('keeps at most MAX_TOOL_LABELS tool names per agent: the calls of further names count as _other', async () => {
+  it('keeps at most MAX_TOOL_LABELS names of calls that never ran per agent: further ones count as _other', async () => {
     const metrics = createPrometheusMetrics();
     const run = playRun(metrics.listener);
     run.state({ streaming: { attempt: 'requesting' } });
-    // Names a model may invent when a prompt asks it to.
-    for (let n = 0; n < MAX_TOOL_LABELS + 5; n++) run.tool(`tool_${n}`, { error: true });
+    // Names a model may invent when a prompt asks it to: the agent has no such tool, nothing ran.
+    for (let n = 0; n < MAX_TOOL_LABELS + 5; n++) run.tool(`tool_${n}`, { ran: false });
     run.tool('tool_0');
+    // One of the agent's own tools, first called after them: its own series all the same.
+    run.tool('get_weather');
     run.request();
     run.complete();
     const text = await metrics.registry.metrics();
     const series = text.split('\n').filter((line) => line.startsWith('runstate_tool_calls_total{'));
-    expect(new Set(series.map((line) => /tool="([^"]*)"/.exec(line)?.[1])).size).toBe(MAX_TOOL_LABELS + 1);
+    expect(new Set(series.map((line) => /tool="([^"]*)"/.exec(line)?.[1])).size).toBe(MAX_TOOL_LABELS + 2);
     const agent = 'story-writer-agent';
     expect(sample(text, 'runstate_tool_calls_total', { agent, tool: '_other', status: 'failed' })).toBe(5);
     expect(sample(text, 'runstate_tool_calls_total', { agent, tool: 'tool_0', status: 'completed' })).toBe(1);
+    expect(
+      sample(text, 'runstate_tool_calls_total', { agent, tool: 'get_weather', status: 'completed' }),
+    ).toBe(1);
   });
 
   it('stops counting a paused run that another instance took (a `left` notice)', async () => {

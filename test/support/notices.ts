@@ -17,8 +17,15 @@ export interface PlayedRun {
   request(content?: string): void;
   complete(usage?: { input_tokens: number | null; output_tokens: number | null }): RunOutput;
   cancel(reason: CancelReason): RunOutput;
-  /** A tool call between model turns: `streaming.tools`, ToolCallStarted, ToolCallCompleted. */
-  tool(name: string, outcome?: { error?: boolean; args?: Record<string, unknown>; result?: string }): void;
+  /**
+   * A tool call between model turns: `streaming.tools`, ToolCallStarted, ToolCallCompleted; with
+   * `ran: false`, a call that never ran (an unknown tool, invalid arguments): no ToolCallStarted,
+   * no metrics, an error.
+   */
+  tool(
+    name: string,
+    outcome?: { error?: boolean; args?: Record<string, unknown>; result?: string; ran?: boolean },
+  ): void;
   /** A tool call that starts and is still running: `streaming.tools`, ToolCallStarted. */
   startTool(name: string, args?: Record<string, unknown>): ToolExecution;
   fail(code: ErrorCode): RunOutput;
@@ -95,8 +102,9 @@ export function playRun(
       listener({ type: 'finished', run: output });
       return output;
     },
-    tool(name, { error = false, args = { city: 'Paris' }, result = 'sunny' } = {}) {
-      const tool = played.startTool(name, args);
+    tool(name, { error = false, args = { city: 'Paris' }, result = 'sunny', ran = true } = {}) {
+      if (!ran) error = true;
+      const tool = ran ? played.startTool(name, args) : { ...played.startTool(name, args), metrics: null };
       const text = error ? 'the tool failed' : result;
       const done: ToolExecution = {
         ...tool,
@@ -104,7 +112,7 @@ export function playRun(
         content: text,
         tool_call_error: error,
         status: error ? 'failed' : 'completed',
-        metrics: { start_time: 1_700_000_001, end_time: 1_700_000_002, duration: 1 },
+        metrics: ran ? { start_time: 1_700_000_001, end_time: 1_700_000_002, duration: 1 } : null,
       };
       played.event({ event: 'ToolCallCompleted', tool: done });
       if (error) played.event({ event: 'ToolCallError', tool: done, error: text });
