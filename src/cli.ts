@@ -351,10 +351,7 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
         if (event.event === 'RunContent') {
           if (readerGone) continue;
           // (A write past a full pipe waits; the pipe's reader going away ends the wait too.)
-          if (!process.stdout.write(event.content))
-            await Promise.race([once(process.stdout, 'drain'), once(process.stdout, 'close')]).catch(
-              () => undefined,
-            );
+          if (!process.stdout.write(event.content)) await drainedOrClosed(process.stdout);
         } else if (event.event === 'ToolCallStarted') {
           // Tool calls go to stderr: stdout stays the answer, for a pipe.
           console.error(`[${event.tool.tool_name}] ${JSON.stringify(event.tool.tool_args)}`);
@@ -428,6 +425,16 @@ async function askConfirmations(calls: readonly ToolExecution[]): Promise<ToolCo
   } finally {
     prompt.close();
   }
+}
+
+/** Resolves when `stream` drained or closed, and leaves no listener behind (one wait per full pipe). */
+async function drainedOrClosed(stream: NodeJS.WriteStream): Promise<void> {
+  const done = new AbortController();
+  const { signal } = done;
+  await Promise.race([once(stream, 'drain', { signal }), once(stream, 'close', { signal })]).catch(
+    () => undefined,
+  );
+  done.abort();
 }
 
 main(process.argv.slice(2)).then(

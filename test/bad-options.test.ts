@@ -300,6 +300,30 @@ describe('reading events after a seq', () => {
     expect((await collect(run.events(1))).at(-1)).toMatchObject({ event: 'RunCompleted' });
   });
 
+  it("refuses from a continued run's handle a seq past the run's last event", async () => {
+    const model = createFakeModel();
+    const runs = orchestrator();
+    const publish = tool({
+      name: 'publish',
+      description: '',
+      parameters: z.object({}),
+      requiresConfirmation: true,
+      execute: () => 'ok',
+    });
+    const run = runs.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi', tools: [publish] });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
+    await collect(run.events());
+    const continued = await runs.continueRun(run.runId, [{ tool_call_id: 'c1', confirmed: true }], {
+      agentId: 'a',
+      agentName: 'A',
+      model,
+      tools: [publish],
+    });
+    refused(() => continued.events(500), /has no event 500 yet/);
+    (await model.nextCall()).end();
+    expect((await continued.result).status).toBe('completed');
+  });
+
   it('refuses a seq that is not a whole number ≥ 0, for a finished run and a live one', async () => {
     const model = createFakeModel();
     const runs = orchestrator();

@@ -521,7 +521,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         // Nothing more of them streams from now on; their end is told once the store is asked.
         for (const run of active) {
           run.halt();
-          void endAsStored(run);
+          endAsStored(run).catch((error: unknown) =>
+            console.error(`runstate: run ${run.identity.runId} could not end after the lapse`, error),
+          );
         }
       },
     });
@@ -734,7 +736,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // Refused (an outage past the writer's retries): the run stays here, paused, and its own
       // timer fails it when the pause runs out; nobody can continue it. A run that ended meanwhile
       // (its pause ran out, its lease was lost) is final: its final record clears the park.
-      if (!ok || run.output) return;
+      // Halted at a lapse of the lease meanwhile: it ends here (its stored end or RUN_LOST).
+      if (!ok || run.output || run.halted) return;
       registry.delete(run);
       run.detach(
         new Promise<RunOutput>((resolve) => {
@@ -1000,7 +1003,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return {
       runId,
       sessionId: run.identity.sessionId,
-      events: (after = afterSeq) => run.follow(after),
+      events: (after = afterSeq) => followLive(run, after),
       result: run.result,
       recorded: run.writer.recorded,
     };

@@ -113,6 +113,8 @@ export interface LiveRun {
   readonly result: Promise<RunOutput>;
   /** The output once final, else `null`. */
   readonly output: RunOutput | null;
+  /** Stopped at a lapse of the lease, its end not known yet (see {@link LiveRun.halt}). */
+  readonly halted: boolean;
   status(): RunStatus;
   /** The record, with the content so far. */
   record(): RunRecord;
@@ -424,6 +426,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       checkLease: options.checkLease,
     },
     output: null,
+    halted: false,
     status: () => output?.status ?? runStatusOf(actor.getSnapshot()),
     record() {
       if (output) return output;
@@ -478,6 +481,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     halt() {
       if (output || halted) return;
       halted = true;
+      (run as { halted: boolean }).halted = true;
       // Its end comes from outside the machine now: the machine's own would be a second one.
       subscription.unsubscribe();
       actor.stop();

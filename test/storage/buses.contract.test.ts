@@ -184,6 +184,18 @@ describe('Redis buses', () => {
     expect(await first.until(1)).toStrictEqual([[event('run-1', 1)]]);
   });
 
+  it('delivers to a follower that joins while the last one leaves in the same turn', async () => {
+    const prefix = redisPrefix();
+    const [owner, other] = [await instance(prefix), await instance(prefix)];
+    const joining = eventInbox();
+    const leave = await other.events.subscribe('run-1', () => undefined);
+    const joined = other.events.subscribe('run-1', joining.listener);
+    leave();
+    await joined;
+    owner.events.publish('run-1', [event('run-1', 1)]);
+    expect(await joining.until(1)).toStrictEqual([[event('run-1', 1)]]);
+  });
+
   describe('an outage', () => {
     let redis: PrivateRedis;
     afterEach(() => redis.stop());

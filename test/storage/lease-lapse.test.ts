@@ -3,11 +3,12 @@
  * it ends its own runs `RUN_LOST` and aborts their model requests, another instance finalises them
  * in the store, and the store keeps exactly one terminal event: nothing is written twice.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createLeaseKeeper } from '../../src/runtime/create-lease-keeper.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunLeases } from '../../src/runtime/run-leases.js';
+import type { RunStore } from '../../src/runtime/storage.js';
 import { tool, type RunLimits, type Tool } from '../../src/index.js';
 import { z } from 'zod';
 import { openStorage } from '../../src/runtime/open-storage.js';
@@ -176,6 +177,69 @@ describe('an owner whose run another instance finalised before it learned of its
       await owner.shutdown();
       await storage.close();
       await other.close();
+    }
+  });
+});
+
+describe('a run whose park is in flight when the lease lapses', () => {
+  it('ends here RUN_LOST once the park is written (it was halted, not parked), with nothing thrown', async () => {
+    const store = createMemoryRunStore();
+    let away = false;
+    const leases: RunLeases = {
+      instanceId: 'here',
+      leaseMs: 300,
+      renew: () => (away ? Promise.reject(new Error('the database is out of reach')) : Promise.resolve()),
+      release: () => Promise.resolve(),
+      orphans: () => Promise.resolve([]),
+      finishOrphan: () => Promise.resolve(undefined),
+    };
+    // The park's write and the reads after the lapse wait for the test.
+    let writePark!: () => void;
+    const parkWritten = new Promise<void>((resolve) => (writePark = resolve));
+    let answerReads!: () => void;
+    const readsAnswered = new Promise<void>((resolve) => (answerReads = resolve));
+    const slow: RunStore = {
+      ...store,
+      leases,
+      parkRun: async (...args: Parameters<RunStore['parkRun']>) => {
+        await parkWritten;
+        return store.parkRun(...args);
+      },
+      getRun: async (runId: string) => {
+        if (away) await readsAnswered;
+        return store.getRun(runId);
+      },
+    };
+    const lapses: string[] = [];
+    const logged = vi.spyOn(console, 'error').mockImplementation((message: unknown) => {
+      if (String(message).includes('could not renew the lease for')) lapses.push(String(message));
+    });
+    const model = createFakeModel();
+    const owner = createOrchestrator({ store: slow });
+    try {
+      const run = owner.startRun({
+        agentId: 'a',
+        agentName: 'A',
+        model,
+        input: 'Publish it',
+        tools: [confirmingTool()],
+      });
+      await run.recorded;
+      (await model.nextCall()).callTools([{ id: 'call-1', name: 'publish', arguments: {} }]);
+      // Paused, its park (and its RunPaused, which is stored with it) waiting for the store.
+      await eventually(async () => (await owner.getRun(run.runId))?.status === 'paused', {
+        what: 'the run to pause',
+      });
+      away = true;
+      await eventually(() => lapses.length > 0, { what: 'the lease to lapse' });
+      writePark();
+      await nextTurn();
+      answerReads();
+      expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' } });
+      expect(owner.isPaused(run.runId)).toBe(false);
+    } finally {
+      logged.mockRestore();
+      await owner.shutdown();
     }
   });
 });

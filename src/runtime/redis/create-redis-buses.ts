@@ -112,15 +112,17 @@ export async function createRedisEventBus(options: RedisBusOptions): Promise<Eve
         followers.set(runId, channel);
       }
       const joined = channel;
+      const set = joined.listeners;
+      // Added at once: a last follower that leaves meanwhile leaves the channel to this one.
+      set.add(listener);
       try {
         await joined.listening;
       } catch (error) {
         // Refused: the next follower tries again (those waiting with this one are refused too).
-        if (followers.get(runId) === joined && joined.listeners.size === 0) followers.delete(runId);
+        set.delete(listener);
+        if (followers.get(runId) === joined && set.size === 0) followers.delete(runId);
         unavailable(error);
       }
-      const set = joined.listeners;
-      set.add(listener);
       return () => {
         set.delete(listener);
         if (set.size > 0 || followers.get(runId) !== joined) return;
