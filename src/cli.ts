@@ -9,11 +9,11 @@
  * @packageDocumentation
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { once } from 'node:events';
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import type { ToolConfirmation, ToolExecution } from '../machines/run-types.js';
 import type { Agent } from './agent.js';
+import { drainedOrClosed } from './drained-or-closed.js';
 import { RunstateError } from './errors.js';
 import { OpenAIChat } from './model/openai-chat.js';
 import { createInspector } from './inspect/create-inspector.js';
@@ -425,16 +425,6 @@ async function askConfirmations(calls: readonly ToolExecution[]): Promise<ToolCo
   } finally {
     prompt.close();
   }
-}
-
-/** Resolves when `stream` drained or closed, and leaves no listener behind (one wait per full pipe). */
-async function drainedOrClosed(stream: NodeJS.WriteStream): Promise<void> {
-  const done = new AbortController();
-  const { signal } = done;
-  await Promise.race([once(stream, 'drain', { signal }), once(stream, 'close', { signal })]).catch(
-    () => undefined,
-  );
-  done.abort();
 }
 
 main(process.argv.slice(2)).then(
