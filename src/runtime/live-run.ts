@@ -488,8 +488,8 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       controller.abort(RUN_ENDED);
     },
     endAs(record, event) {
-      if (output || event.seq !== run.lastSeq() + 1) return false;
-      logParked();
+      // (A pause whose park is in flight holds the next seq: such a run ends RUN_LOST.)
+      if (output || parkedEvent || event.seq !== run.lastSeq() + 1) return false;
       output = record;
       (run as { output: RunOutput | null }).output = record;
       // Stored already, by the instance that wrote it: for the clients here only.
