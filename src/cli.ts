@@ -255,9 +255,18 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
       process.exit(1);
     }
     stopping = true;
-    const active = agents[0]?.orchestrator.activeCount ?? 0;
+    const orchestrator = agents[0]?.orchestrator;
+    const active = orchestrator?.activeCount ?? 0;
+    const paused = orchestrator?.pausedCount ?? 0;
+    // Paused runs outlive the process in a durable store (another instance, or this one restarted,
+    // continues them); in memory they would be lost, so the shutdown cancels them too.
+    const pausedNote = !paused
+      ? ''
+      : storage.store?.leases
+        ? `; ${paused} paused, kept in storage`
+        : ` and ${paused} paused`;
     console.error(
-      `\nrunstate: ${signal}: shutting down (cancelling ${active} active run${active === 1 ? '' : 's'})`,
+      `\nrunstate: ${signal}: shutting down (cancelling ${active} active run${active === 1 ? '' : 's'}${pausedNote})`,
     );
     // The close cancels the active runs before it first waits, so their ends are in the inspector's
     // feeds; which only watch: ended now, or they would hold the shutdown.

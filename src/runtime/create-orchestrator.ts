@@ -260,8 +260,14 @@ export interface Orchestrator {
    * first `next()`.
    */
   subscribe(runId: string, afterSeq?: number): AsyncIterable<RunEvent>;
-  /** Runs owned here that are not final (pending or streaming). */
+  /** Runs owned here that are pending or streaming: what {@link Orchestrator.shutdown} cancels. */
   readonly activeCount: number;
+  /**
+   * Runs paused here waiting for a person: parked by this instance (and not taken by another since),
+   * or paused and still being parked. What {@link Orchestrator.shutdown} leaves in a store that
+   * outlives the process, or cancels with one that does not.
+   */
+  readonly pausedCount: number;
   /**
    * Refuses new runs, cancels the active ones with reason `shutdown` (paused runs stay in a store
    * that outlives the process; with one that does not, they are cancelled too), and resolves when they are
@@ -1289,6 +1295,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     }) as Orchestrator['subscribe'],
     get activeCount() {
       return registry.activeCount;
+    },
+    get pausedCount() {
+      let count = 0;
+      for (const run of registry.values()) if (!run.output && run.status() === 'paused') count++;
+      for (const parkedRun of parkedHere.values()) if (!parkedRun.toldLeft) count++;
+      return count;
     },
     async shutdown() {
       closing = true;

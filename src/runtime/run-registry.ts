@@ -12,7 +12,7 @@ export interface RunRegistry {
   delete(run: LiveRun): void;
   /** Every run held, oldest first. */
   values(): IterableIterator<LiveRun>;
-  /** Runs held that are not final yet. */
+  /** Runs held that are pending or streaming (not final, not paused). */
   readonly activeCount: number;
 }
 
@@ -31,7 +31,7 @@ export function createRunRegistry(): RunRegistry {
     values: () => runs.values(),
     get activeCount() {
       let count = 0;
-      for (const run of runs.values()) if (!run.output) count++;
+      for (const run of runs.values()) if (!run.output && run.status() !== 'paused') count++;
       return count;
     },
   };

@@ -45,7 +45,6 @@ export class AgentDirectory {
     return run;
   }
 
-  /** The session and the orchestrator that holds it, or `undefined`. */
   /** The session, and the orchestrator that holds it; with `userId`, only one of that user. */
   async findSession(
     sessionId: string,

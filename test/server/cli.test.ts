@@ -133,6 +133,28 @@ describe('runstate serve', () => {
   });
 });
 
+describe('runstate serve with a paused run', () => {
+  // A paused run outlives a durable store's process and is cancelled with the memory store: the
+  // shutdown line says which, and counts it apart from the active runs it cancels.
+  it.each([
+    ['in memory', [], 'cancelling 0 active runs and 1 paused)'],
+    ['on disk (PGlite)', ['--data-dir', 'DATA'], 'cancelling 0 active runs; 1 paused, kept in storage)'],
+  ])('says what becomes of it on SIGTERM, %s', async (_, extra, line) => {
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-paused-'));
+    const args = extra.map((arg) => (arg === 'DATA' ? join(dir, 'data') : arg));
+    const run = spawnCli(['serve', '--port', '0', ...args]);
+    const url = await run.listening();
+    const events = readSse(await postRun(`${url}/agents/tool-demo-agent`, { message: "publish note 'hi'" }));
+    let event = await events.next();
+    while (event && event.event !== 'RunPaused') event = await events.next();
+    expect(event?.event).toBe('RunPaused');
+    run.child.kill('SIGTERM');
+    const code = await run.exit;
+    expect(run.output().stderr).toContain(`SIGTERM: shutting down (${line}`);
+    expect(code).toBe(0);
+  });
+});
+
 describe('npm start', () => {
   // npm runs the script through `sh -c`, and a shell that does not exec its command keeps a
   // SIGTERM for itself: the server never heard it. The script execs node, so the signal reaches it.

@@ -407,8 +407,11 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'handover');
     expect(a.agent.orchestrator.isPaused(runId)).toBe(true);
+    // Paused is not active: a shutdown leaves it in the store, and says so apart.
+    expect([a.agent.orchestrator.pausedCount, a.agent.orchestrator.activeCount]).toEqual([1, 0]);
     // b holds it now, waiting for its model: a's knowledge of the park is stale.
     const { continued, turn } = await confirmOn(b, runId);
+    expect([b.agent.orchestrator.pausedCount, b.agent.orchestrator.activeCount]).toEqual([0, 1]);
     expect(a.agent.cancelRun(runId)).toBe(true);
     expect(await continued.result).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
     expect(turn.signal.aborted).toBe(true);
