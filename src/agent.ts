@@ -13,7 +13,7 @@ import type { PausedRunOutput, RunEvent, RunOutput, RunRecord } from './runtime/
 import { checkOption, runLimitsSchema } from './runtime/run-limits.js';
 import { settleRun } from './runtime/settle-run.js';
 import type { Tool } from './tools/tool.js';
-import type { ToolConfirmation } from '../machines/run-types.js';
+import type { ToolAnswer } from './runtime/tool-answers.js';
 
 /** Options of an {@link Agent}. */
 export interface AgentOptions {
@@ -60,8 +60,12 @@ function iterateOnceResolved(stream: Promise<RunStream>): AsyncIterator<RunEvent
 
 /** Options of {@link Agent.continueRun}. */
 export interface ContinueRunOptions {
-  /** An answer to every tool call the run waits for (Agno's form: `tool_call_id`, `confirmed`, `confirmation_note`). */
-  tools: ToolConfirmation[];
+  /**
+   * An answer to every tool call the run waits for (Agno's form: `tool_call_id`, `confirmed`,
+   * `confirmation_note`). Entries for calls that wait for nothing are ignored, so the paused run's
+   * own `tools` may be sent back with the waiting calls' `confirmed` set.
+   */
+  tools: ToolAnswer[];
   /**
    * `true`: return the events from `RunContinued` on; otherwise a promise of the run's output at its
    * next pause or its end.

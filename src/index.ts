@@ -117,6 +117,7 @@ export type {
   ToolExecution,
   TranscriptMessage,
 } from '../machines/run-types.js';
+export type { ToolAnswer } from './runtime/tool-answers.js';
 
 // Inspection.
 export {

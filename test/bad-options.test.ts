@@ -264,9 +264,12 @@ describe('answers to a paused run', () => {
 
   it('refuses answers of the wrong shape, none at all, and two for one call (naming the field)', async () => {
     const { agent, runId } = await pausedRun();
-    await expect(agent.continueRun(runId, { tools: [{ tool_call_id: 'c1' } as never] })).rejects.toEqual(
-      invalid('tools.0.confirmed: Invalid input: expected boolean'),
+    await expect(agent.continueRun(runId, { tools: [{ tool_call_id: 'c1' }] })).rejects.toEqual(
+      invalid('tools.0.confirmed: must be true or false'),
     );
+    await expect(
+      agent.continueRun(runId, { tools: [{ tool_call_id: 'c1', confirmed: 'yes' } as never] }),
+    ).rejects.toEqual(invalid('tools.0.confirmed: Invalid input: expected boolean'));
     await expect(agent.continueRun(runId, undefined as never)).rejects.toEqual(
       invalid('tools: Invalid input: expected array'),
     );

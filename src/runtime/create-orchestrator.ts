@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { z } from 'zod';
 import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
 import type { CancelReason, RunStatus, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
@@ -43,6 +42,7 @@ import type {
 } from './storage.js';
 import { createStoreWriter, type RunWriter } from './store-writer.js';
 import { checkOption, maxConcurrentRunsSchema, runLimitsSchema } from './run-limits.js';
+import { confirmationsOf, toolAnswersSchema, type ToolAnswer } from './tool-answers.js';
 import type { Tool } from '../tools/tool.js';
 import { createToolRunner } from './tool-runner.js';
 
@@ -203,18 +203,15 @@ export interface Orchestrator {
    * run waits in the store, owned by no instance, and the first instance to take it (atomically)
    * restores its actor from the stored snapshot. Confirmed calls are queued when the promise resolves
    * and start in a later job: a cancel before then means they never run.
-   * Every pending call needs exactly one answer. The handle's `events()` start at `RunContinued`
+   * Every pending call needs exactly one answer; an entry for a call that waits for nothing (as a
+   * paused run's own `tools` list it, `confirmed: null`) is ignored (see {@link ToolAnswer}). The handle's `events()` start at `RunContinued`
    * (`seq` goes on from `RunPaused`) and end at the next pause or the end. Rejects `RUN_NOT_FOUND`
    * (unknown, or of another agent than `agent.agentId`), `RUN_NOT_PAUSED` (not paused: never was,
    * continued already (here or on another instance), final, or its pause ran out: it is then failed
    * `RUN_TIMEOUT`), `INVALID_INPUT` (an answer for a call that does not wait, a call left
    * unanswered, two answers).
    */
-  continueRun(
-    runId: string,
-    tools: readonly ToolConfirmation[],
-    agent: ContinueRunRequest,
-  ): Promise<RunHandle>;
+  continueRun(runId: string, tools: readonly ToolAnswer[], agent: ContinueRunRequest): Promise<RunHandle>;
   /**
    * True while a run this process paused waits for a continue: held here, or parked in the store by
    * this process and not taken since (by a continue, a cancel or its deadline, here or elsewhere).
@@ -349,11 +346,6 @@ function refuseNul(value: string | null | undefined, name: string): void {
     });
   }
 }
-
-/** The answers to a paused run's calls, as `ToolConfirmation[]` says: `confirmed` is not optional. */
-const answersSchema = z.array(
-  z.object({ tool_call_id: z.string(), confirmed: z.boolean(), confirmation_note: z.string().optional() }),
-);
 
 /**
  * Every call a paused run waits for needs exactly one answer, and nothing else is answered. The
@@ -966,11 +958,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   async function continueRun(
     runId: string,
-    answers: readonly ToolConfirmation[],
+    entries: readonly ToolAnswer[],
     agent: ContinueRunRequest,
   ): Promise<RunHandle> {
-    checkOption(answersSchema, answers, 'tools');
-    for (const answer of answers) refuseNul(answer.confirmation_note, 'tools');
+    checkOption(toolAnswersSchema, entries, 'tools');
+    for (const entry of entries) refuseNul(entry.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
     await parking.get(runId);
     const record = registry.get(runId)?.record() ?? (await store.getRun(runId));
@@ -982,6 +974,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       if (isFinalStatus(record.status) && !registry.get(runId)) takenElsewhere(runId);
       throw notPaused(runId, record.status);
     }
+    const answers = confirmationsOf(runId, record.tools, entries);
     checkAnswers(runId, record.tools, answers);
     refuseWhileLapsed();
     const taken = await takeParked(runId, agent);

@@ -2,8 +2,7 @@ import { Router, type RequestHandler, type Response } from 'express';
 import type { Agent } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
-import type { ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
-import type { RunEvent, RunRecord } from '../runtime/run-events.js';
+import type { RunEvent } from '../runtime/run-events.js';
 import { settleRun } from '../runtime/settle-run.js';
 import { userMayJoinSession } from '../runtime/storage.js';
 import { runBodyParser } from './body-parsers.js';
@@ -18,7 +17,6 @@ import {
   resumeHeader,
   resumeQuery,
   type CreateRunBody,
-  type ToolAnswer,
 } from './schemas.js';
 import { sendEventStream } from './sse.js';
 
@@ -71,8 +69,7 @@ export function runRoutes(context: RouteContext): Router {
       // 409 (taken meanwhile, here or on another instance) and 422 (answers that do not fit) are
       // decided there. A client that goes away cancels the run, as from a run's (the continue has
       // no `on_disconnect`): from the stream, its iterator's end does it.
-      const tools = answersOf(record, input.tools);
-      const run = await agent.continueRun(runId, { tools, stream: true });
+      const run = await agent.continueRun(runId, { tools: input.tools, stream: true });
       if (input.stream) {
         await sendEventStream(res, run, { heartbeatMs: context.heartbeatMs, beforeEnd: () => run.result });
         return;
@@ -209,49 +206,6 @@ async function sendSettled(
   }
   const output = await settleRun(orchestrator, runId, events);
   if (!res.destroyed) res.json(output);
-}
-
-/**
- * The answers in a continue's `tools`. Agno's client sends back every call of the run (`run.tools`),
- * so an entry for a call that waits for nothing is dropped when it answers nothing new: `confirmed`
- * null or absent, or the answer the call already had (from an earlier pause). The rest go to the
- * orchestrator, which refuses what does not fit (a second answer, a call left unanswered). An id
- * names a call within its turn only (some servers number them per response, so every turn's first
- * call is `call_0`): the entries with an id are the run's last calls with it, in order. A client
- * that sends back every call (Agno's) names them all; one that sends the calls of the pause (from
- * `RunPaused.tools`) names the latest, which are the ones waiting.
- */
-function answersOf(record: RunRecord, entries: readonly ToolAnswer[]): ToolConfirmation[] {
-  const callsById = new Map<string, ToolExecution[]>();
-  for (const call of record.tools) {
-    const calls = callsById.get(call.tool_call_id);
-    if (calls) calls.push(call);
-    else callsById.set(call.tool_call_id, [call]);
-  }
-  const named = new Map<string, number>();
-  for (const { tool_call_id: id } of entries) named.set(id, (named.get(id) ?? 0) + 1);
-  const seen = new Map<string, number>();
-  const answers: ToolConfirmation[] = [];
-  entries.forEach((entry, index) => {
-    const calls = callsById.get(entry.tool_call_id);
-    const nth = seen.get(entry.tool_call_id) ?? 0;
-    seen.set(entry.tool_call_id, nth + 1);
-    const first = calls ? Math.max(0, calls.length - named.get(entry.tool_call_id)!) : 0;
-    const call = calls?.[Math.min(first + nth, calls.length - 1)];
-    if (!call) {
-      throw invalidField(
-        `tools.${index}.tool_call_id`,
-        `tools.${index}.tool_call_id: run ${record.run_id} has no tool call ${entry.tool_call_id}`,
-      );
-    }
-    const waits = call.status === 'awaiting_confirmation';
-    if (!waits && (entry.confirmed == null || entry.confirmed === call.confirmed)) return;
-    if (entry.confirmed == null) {
-      throw invalidField(`tools.${index}.confirmed`, `tools.${index}.confirmed: must be true or false`);
-    }
-    answers.push({ ...entry, confirmed: entry.confirmed });
-  });
-  return answers;
 }
 
 /**

@@ -87,9 +87,10 @@ export const createRunBody = z.object({
 export type CreateRunBody = z.output<typeof createRunBody>;
 
 /**
- * One entry of a continue's `tools`. Agno's client sends every call of the run (its `ToolExecution`
- * dicts, more fields than these): `confirmed` is null for the calls that wait for nothing, and the
- * route drops those; a call that waits needs true or false (checked by the route, which knows which).
+ * One entry of a continue's `tools` (`ToolAnswer`). Agno's client sends every call of the run (its
+ * `ToolExecution` dicts, more fields than these): `confirmed` is null for the calls that wait for
+ * nothing, which the orchestrator drops; a call that waits needs true or false (checked there, where
+ * the calls are known).
  */
 const toolConfirmation = z.object({
   tool_call_id: z.string({ error: 'must be a string' }),
@@ -99,9 +100,6 @@ const toolConfirmation = z.object({
     .nullish()
     .transform((note) => note ?? undefined),
 });
-
-/** An entry of a continue's `tools`, as validated. */
-export type ToolAnswer = z.output<typeof toolConfirmation>;
 
 /**
  * The body of `POST /agents/:agent_id/runs/:run_id/continue`, in Agno's form: `tools` is a JSON string

@@ -573,6 +573,37 @@ describe('pausing for a person', () => {
     await expect(again).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
   });
 
+  it("takes back the paused run's own calls (Agno's clients send every call): those that wait for nothing are ignored", async () => {
+    const { publish, model, agent, run } = await pausedRun();
+    const record = await agent.getRun(run.runId);
+    // Every call of the run, as the record lists them: `confirmed` and `confirmation_note` are null.
+    expect(record?.tools.map((t) => [t.tool_call_id, t.confirmed, t.confirmation_note])).toEqual([
+      ['c_add', null, null],
+      ['c_pub', null, null],
+    ]);
+    const tools = record!.tools.map((t) => ({
+      ...t,
+      confirmed: t.requires_confirmation ? true : t.confirmed,
+    }));
+    const output = agent.continueRun(run.runId, { tools });
+    (await publish.started()).release('published');
+    (await model.nextCall()).end();
+    expect((await output).status).toBe('completed');
+    // A call that waits for nothing answered anyway is refused, as before.
+    const again = await pausedRun();
+    await expect(
+      again.agent.continueRun(again.run.runId, {
+        tools: [
+          { tool_call_id: 'c_add', confirmed: true },
+          { tool_call_id: 'c_pub', confirmed: true },
+        ],
+      }),
+    ).rejects.toThrow(/not waiting for c_add/);
+    await expect(
+      again.agent.continueRun(again.run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: null }] }),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'tools.0.confirmed' } });
+  });
+
   it('does not run a rejected call, and tells the model', async () => {
     const { publish, model, agent, run } = await pausedRun();
     const output = agent.continueRun(run.runId, {
@@ -602,7 +633,7 @@ describe('pausing for a person', () => {
           { tool_call_id: 'c_other', confirmed: true },
         ],
       }),
-    ).rejects.toThrow(/not waiting for c_other/);
+    ).rejects.toThrow(/^tools\.1\.tool_call_id: run \S+ has no tool call c_other$/);
     // Two at once: exactly one takes the run.
     const outcomes = await Promise.allSettled([
       agent.continueRun(run.runId, { tools: [{ tool_call_id: 'c_pub', confirmed: false }], stream: true }),
