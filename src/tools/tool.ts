@@ -66,10 +66,17 @@ const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
  * ```
  */
 export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P> {
-  if (!TOOL_NAME.test(options.name)) {
+  if (typeof options !== 'object' || options === null) {
     throw new RunstateError(
       'INVALID_INPUT',
-      `tool name '${options.name}' must be 1 to 64 letters, digits, '_' or '-'`,
+      'tool() needs its options: { name, description, parameters, execute }',
+    );
+  }
+  // (A test of a non-string would pass `undefined` or `123` as the text "undefined" or "123".)
+  if (typeof options.name !== 'string' || !TOOL_NAME.test(options.name)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `tool name ${typeof options.name === 'string' ? `'${options.name}'` : String(options.name)} must be 1 to 64 letters, digits, '_' or '-'`,
     );
   }
   if (typeof options.execute !== 'function') {

@@ -91,4 +91,14 @@ describe('tool() and new Agent({ tools }) given what their types refuse', () => 
     }
     expect(new Agent({ name: 'A', model: new OfflineModel(), tools: [ok] }).tools).toEqual([ok]);
   });
+
+  it('refuses a name that is not a string (a JavaScript tools module), and no options at all', () => {
+    const make = (name: unknown) => () =>
+      tool({ name: name as string, description: '', parameters: z.object({}), execute: () => 'x' });
+    expect(make(undefined)).toThrow("tool name undefined must be 1 to 64 letters, digits, '_' or '-'");
+    expect(make(123)).toThrow("tool name 123 must be 1 to 64 letters, digits, '_' or '-'");
+    expect(make(null)).toThrow("tool name null must be 1 to 64 letters, digits, '_' or '-'");
+    expect(make('a b')).toThrow("tool name 'a b' must be 1 to 64 letters, digits, '_' or '-'");
+    expect(() => tool(undefined as never)).toThrow(/^tool\(\) needs its options/);
+  });
 });
