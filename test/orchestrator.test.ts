@@ -485,6 +485,11 @@ describe('limits', () => {
     const rest = await orchestrator.events(run.runId, 1); // at the last event: allowed
     orchestrator.cancelRun(run.runId);
     expect((await collect(rest)).map((event) => event.event)).toEqual(['RunCancelled']);
+    // Cancelled, and stored so by its owner: past its end there is nothing (a store with leases would
+    // give a reader past it the end another instance wrote for a lost owner; this one has none).
+    await run.result;
+    await expect(orchestrator.events(run.runId, 10)).rejects.toThrow(/has no event 10 yet \(its last is 2\)/);
+    expect(await collect(await orchestrator.events(run.runId, 2))).toEqual([]);
   });
 
   it('forgets the oldest finished runs past the retention count', async () => {

@@ -47,7 +47,10 @@ export async function followStoredRun(
  * that end takes the seq after the last stored one: a client of the owner resumes from an id at or
  * past it. (A `RunCancelled` at `afterSeq` is the one its reader read, from its owner.)
  */
-function endsLostOwner(event: RunEvent, afterSeq: number): boolean {
+function endsLostOwner(store: RunStore, event: RunEvent, afterSeq: number): boolean {
+  // Only a store with owner leases ends a run for an owner that went; in any other, every end is
+  // its owner's, stored before it was sent, and a resume past it asks for events that never were.
+  if (!store.leases) return false;
   if (event.event === 'RunError') return event.code === 'RUN_LOST' && event.seq <= afterSeq;
   return event.event === 'RunCancelled' && event.seq < afterSeq;
 }
@@ -61,7 +64,7 @@ async function endAfter(store: RunStore, runId: string, afterSeq: number): Promi
   if (afterSeq === 0) return undefined;
   const from = await store.readEvents(runId, afterSeq - 1);
   const last = from.length > 0 ? from.at(-1) : (await store.readEvents(runId)).at(-1);
-  if (last && endsLostOwner(last, afterSeq)) return last;
+  if (last && endsLostOwner(store, last, afterSeq)) return last;
   if (from.length > 0) return undefined;
   throw new RunstateError(
     'INVALID_INPUT',
@@ -157,7 +160,7 @@ async function* follow(
         // but for the end of a lost owner, which its reader never saw (see `endsLostOwner`).
         if (event.seq <= last) {
           if (!isTerminalEvent(event)) continue;
-          if (last === afterSeq && endsLostOwner(event, afterSeq)) {
+          if (last === afterSeq && endsLostOwner(store, event, afterSeq)) {
             yield event;
             return;
           }

@@ -306,6 +306,10 @@ export const OPERATIONS: readonly OperationSpec[] = [
     headers: resumeHeader,
     success: {
       200: { description: 'The events, as on the run stream.', content: { 'text/event-stream': runEvent } },
+      204: {
+        description:
+          'The run is final and its last event is the one named: nothing will come (an EventSource stops reconnecting).',
+      },
     },
     errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
   },

@@ -116,7 +116,7 @@ export function runRoutes(context: RouteContext): Router {
   router.get('/agents/:agent_id/runs/:run_id/events', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
     const { run_id: runId } = req.params;
-    await agents.run(agent, runId);
+    const record = await agents.run(agent, runId);
     // The header wins: EventSource sends it on reconnect, while the URL (and its ?after=) stays the same.
     const header = parseInput(resumeHeader, { 'last-event-id': req.headers['last-event-id'] });
     const query = parseInput(resumeQuery, { after: req.query.after });
@@ -132,6 +132,17 @@ export function runRoutes(context: RouteContext): Router {
         throw invalidField(field, error.message);
       throw error;
     }
+    if (record.finished_at !== null) {
+      // A final run read from its end on: nothing will ever come. 204 tells a browser's EventSource
+      // to stop reconnecting; an empty stream (200) would have it reconnect, and get one, for good.
+      const iterator = events[Symbol.asyncIterator]();
+      const first = await iterator.next();
+      if (first.done) {
+        res.status(204).end();
+        return;
+      }
+      events = prepended(first.value, iterator);
+    }
     // A reader going away does not cancel the run: this endpoint only watches it.
     await sendEventStream(res, events, {
       heartbeatMs: context.heartbeatMs,
@@ -140,6 +151,12 @@ export function runRoutes(context: RouteContext): Router {
   });
 
   return router;
+}
+
+/** The events of `rest`, after `first` (taken from it already). */
+async function* prepended(first: RunEvent, rest: AsyncIterator<RunEvent>): AsyncGenerator<RunEvent> {
+  yield first;
+  yield* { [Symbol.asyncIterator]: () => rest };
 }
 
 async function createRun(

@@ -316,14 +316,23 @@ describe('resuming the events of a run', () => {
     expect(all).toEqual([1, 2, 3, 4, 5]);
   });
 
-  it('from ?after=seq, and with nothing when after is the last seq of a finished run', async () => {
+  it('from ?after=seq, and with 204 when after is the last seq of a finished run (EventSource stops reconnecting)', async () => {
     const { story, run_id, call, agents } = await runWithFiveEvents();
     call.emit('a');
     call.end();
     await agents[0]!.orchestrator.result(run_id);
     const after1 = await readSse(await fetch(`${story}/runs/${run_id}/events?after=1`)).rest();
     expect(after1.map((frame) => frame.event)).toEqual(['RunContent', 'RunCompleted']);
-    expect(await readSse(await fetch(`${story}/runs/${run_id}/events?after=3`)).rest()).toEqual([]);
+    for (const headers of [{}, { 'Last-Event-ID': '3' }]) {
+      const atEnd = await fetch(
+        `${story}/runs/${run_id}/events${'Last-Event-ID' in headers ? '' : '?after=3'}`,
+        {
+          headers,
+        },
+      );
+      expect(atEnd.status).toBe(204);
+      expect(await atEnd.text()).toBe('');
+    }
   });
 
   it('refuses a Last-Event-ID or after past the last event (422): the reader would skip what comes', async () => {
