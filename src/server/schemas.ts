@@ -184,7 +184,10 @@ export const listSessionsQuery = z.object({
   sort_by: z.enum(['created_at', 'updated_at']).default('created_at'),
   sort_order: z.enum(['asc', 'desc']).default('desc'),
   /** Sessions whose name holds this, in any case (AgentOS's search). */
-  session_name: z.string({ error: 'must be a string' }).max(MAX_ID_LENGTH).optional(),
+  session_name: z
+    .string({ error: 'must be a string' })
+    .max(MAX_ID_LENGTH, { error: `must be at most ${MAX_ID_LENGTH} characters` })
+    .optional(),
 });
 
 /**

@@ -344,6 +344,15 @@ describe('sessions', () => {
     expect(await ids('session_name=LIGHT')).toEqual(['old']);
     const bad = await expectError(await fetch(`${url}/sessions?sort_by=bogus`), 422, 'INVALID_INPUT');
     expect(bad.field).toBe('sort_by');
+    const long = await expectError(
+      await fetch(`${url}/sessions?session_name=${'a'.repeat(600)}`),
+      422,
+      'INVALID_INPUT',
+    );
+    expect(long).toMatchObject({
+      field: 'session_name',
+      detail: 'session_name: must be at most 512 characters',
+    });
 
     // Another user's session is not found, to read, rename or delete.
     for (const path of ['/sessions/old', '/sessions/old/runs']) {
