@@ -670,19 +670,27 @@ function operationObject(
 function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, string[]> {
   const statuses = new Map<number, string[]>();
   const add = (status: number, code: string) => statuses.set(status, [...(statuses.get(status) ?? []), code]);
-  const unreadable = [
+  const unreadable: string[] = [
     ...(operation.path.includes(':') ? ['a path parameter cannot be decoded'] : []),
     ...(operation.readsBody ? ['the body cannot be read'] : []),
   ];
-  if (unreadable.length > 0) add(400, `INVALID_INPUT (${unreadable.join(', or ')})`);
+  // Answered by `startServer` (and `requireHost`) for any route, before a route sees the request.
+  unreadable.push('a malformed request line or header, or no `Host` header');
+  add(400, `INVALID_INPUT (${unreadable.join(', or ')})`);
   if (closed) add(STATUS_BY_CODE.UNAUTHORIZED, 'UNAUTHORIZED');
   for (const code of operation.errors ?? []) add(STATUS_BY_CODE[code], code);
-  if (operation.readsBody) add(STATUS_BY_CODE.PAYLOAD_TOO_LARGE, 'PAYLOAD_TOO_LARGE');
+  add(
+    STATUS_BY_CODE.PAYLOAD_TOO_LARGE,
+    operation.readsBody
+      ? 'PAYLOAD_TOO_LARGE'
+      : 'PAYLOAD_TOO_LARGE (`Expect: 100-continue` with a `Content-Length` over the body limit)',
+  );
   if (operation.readsBody)
     add(415, 'INVALID_INPUT (the body is of another media type; `field`: content-type)');
   // Answered by `startServer` for any route, before the app sees the request.
   add(408, 'INVALID_INPUT (the request was not received in time)');
   add(431, "PAYLOAD_TOO_LARGE (the request line and headers are over the server's limit)");
+  add(417, 'INVALID_INPUT (an `Expect` header other than `100-continue`)');
   add(STATUS_BY_CODE.INTERNAL, 'INTERNAL (a bug; no details are sent)');
   return new Map([...statuses].sort(([a], [b]) => a - b));
 }

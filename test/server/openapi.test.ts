@@ -179,10 +179,16 @@ describe('GET /openapi.json', () => {
       '404',
       '408',
       '409',
+      '413',
+      '417',
       '431',
       '500',
       '503',
     ]);
+    // What the server answers before any route, on every route: a malformed request or no Host
+    // (400), a body announced over the limit behind `Expect: 100-continue` (413), another `Expect`.
+    const health = operation(document, 'get', '/health');
+    expect(Object.keys(health.responses)).toEqual(['200', '400', '408', '413', '417', '431', '500']);
     expect(cancel.responses['409']?.content?.['application/json']?.schema).toEqual({
       $ref: '#/components/schemas/Error',
     });
@@ -206,6 +212,7 @@ describe('GET /openapi.json', () => {
       '408',
       '413',
       '415',
+      '417',
       '422',
       '431',
       '500',
