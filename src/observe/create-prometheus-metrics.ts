@@ -139,14 +139,17 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
    * A tool's name as a label. The model names the tool it calls, and a name the agent has no tool
    * for is the model's (so a user's prompt's) to choose: past MAX_TOOL_LABELS names per agent of
    * calls that never ran, further ones share `_other`, so that no prompt makes series without bound.
-   * A call that ran is of one of the agent's tools, whose names the code bounds: always its own.
+   * A call that ran, or asked for a confirmation, is of one of the agent's tools, whose names the
+   * code bounds: always its own. (A call of one that failed its arguments' check cannot be told
+   * from a call of an unknown name.)
    */
   function toolLabel(agent: string, tool: ToolExecution): string {
     const name = tool.tool_name;
     let labels = toolLabels.get(agent);
     if (!labels) toolLabels.set(agent, (labels = { tools: new Set(), guessed: new Set() }));
     if (labels.tools.has(name) || labels.guessed.has(name)) return name;
-    if (tool.metrics !== null) {
+    // Ran, or asked a person first: only a tool of the agent's does either.
+    if (tool.metrics !== null || tool.requires_confirmation) {
       labels.tools.add(name);
       return name;
     }

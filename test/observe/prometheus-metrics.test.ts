@@ -109,16 +109,23 @@ describe('Prometheus metrics of runs', () => {
     run.tool('tool_0');
     // One of the agent's own tools, first called after them: its own series all the same.
     run.tool('get_weather');
+    // One that asks a person first, rejected (so it never ran): only an agent's own tool asks.
+    const asked = run.startTool('publish_note');
+    const rejected = { ...asked, requires_confirmation: true, confirmed: false, metrics: null };
+    run.event({ event: 'ToolCallCompleted', tool: { ...rejected, status: 'rejected' } });
     run.request();
     run.complete();
     const text = await metrics.registry.metrics();
     const series = text.split('\n').filter((line) => line.startsWith('runstate_tool_calls_total{'));
-    expect(new Set(series.map((line) => /tool="([^"]*)"/.exec(line)?.[1])).size).toBe(MAX_TOOL_LABELS + 2);
+    expect(new Set(series.map((line) => /tool="([^"]*)"/.exec(line)?.[1])).size).toBe(MAX_TOOL_LABELS + 3);
     const agent = 'story-writer-agent';
     expect(sample(text, 'runstate_tool_calls_total', { agent, tool: '_other', status: 'failed' })).toBe(5);
     expect(sample(text, 'runstate_tool_calls_total', { agent, tool: 'tool_0', status: 'completed' })).toBe(1);
     expect(
       sample(text, 'runstate_tool_calls_total', { agent, tool: 'get_weather', status: 'completed' }),
+    ).toBe(1);
+    expect(
+      sample(text, 'runstate_tool_calls_total', { agent, tool: 'publish_note', status: 'rejected' }),
     ).toBe(1);
   });
 
