@@ -68,6 +68,15 @@ describe('OfflineModel', () => {
     }
   });
 
+  it('takes no over-long "word" for a subject: the answer stays about the size it would be', async () => {
+    const long = 'x'.repeat(100_000);
+    for (const prompt of [`Tell me about ${long} and tides`, `${long} ${long}`]) {
+      const { text } = await readAll(user(prompt));
+      expect(text).not.toContain('x'.repeat(41));
+      expect(text.length).toBeLessThan(20_000);
+    }
+  });
+
   it('streams one word per delta, joined into clean text, then exactly one end with the usage', async () => {
     const messages: ChatMessage[] = [
       { role: 'system', content: 'You are a storyteller.' },

@@ -96,6 +96,12 @@ const countWords = (text: string): number => text.split(/\s+/).filter(Boolean).l
 const LENGTH_CLAUSE = /\s*\b(?:in|of)?\s*(?:about|around|exactly)?\s*(\d{1,6})[\s-]*words?\b/i;
 
 /** Salient words of a prompt: no stop words, no numbers, no verb right after "who"/"which"/"that". */
+/**
+ * Longer "words" are no topic (a pasted hash, a megabyte of one letter): repeated in most sentences,
+ * one would make the answer dozens of times the size of the prompt.
+ */
+const MAX_TOPIC_CHARS = 40;
+
 function topicsOf(prompt: string): string[] {
   const raw = prompt.split(/\s+/);
   const topics: string[] = [];
@@ -103,6 +109,7 @@ function topicsOf(prompt: string): string[] {
     const word = token.replace(/^[^\p{L}]+|[^\p{L}\d-]+$/gu, '');
     const lower = word.toLowerCase();
     const previous = raw[i - 1]?.toLowerCase() ?? '';
+    if (word.length > MAX_TOPIC_CHARS) return;
     if (!/^\p{L}/u.test(word) || STOP_WORDS.has(lower) || /^(who|which|that)$/.test(previous)) return;
     // Keep acronyms and mid-sentence capitals (HTTP, Paris); lower-case everything else.
     const kept = /\p{Lu}/u.test(word.slice(1)) || (i > 0 && /^\p{Lu}/u.test(word)) ? word : lower;
@@ -117,8 +124,9 @@ const phraseOf = (prompt: string): string | undefined =>
     .exec(prompt.replace(LENGTH_CLAUSE, ''))?.[1]
     ?.trim()
     .split(/\s+/)
+    .filter((word) => word.length <= MAX_TOPIC_CHARS)
     .slice(0, 8)
-    .join(' ');
+    .join(' ') || undefined;
 
 /**
  * Waits `ms`, or until `signal` aborts (then resolves `false` at once), and leaves no listener behind.
