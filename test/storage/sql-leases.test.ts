@@ -8,6 +8,7 @@ import { createLeaseKeeper } from '../../src/runtime/create-lease-keeper.js';
 import { followStoredRun } from '../../src/runtime/follow-stored-run.js';
 import { createMemoryEventBus } from '../../src/runtime/memory-event-bus.js';
 import type { RunEvent, RunRecord } from '../../src/runtime/run-events.js';
+import type { ToolExecution } from '../../machines/run-types.js';
 import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
 import { openSqlDatabase, type SqlLocation } from '../../src/runtime/sql/open-sql-database.js';
 import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
@@ -86,6 +87,43 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     for (const afterSeq of [2, 3, 4]) expect(await resume(afterSeq)).toStrictEqual([end]);
     // Past what even the owner could have sent... still the end: the store cannot tell.
     expect(await resume(40)).toStrictEqual([end]);
+  });
+
+  it("ends a lost owner's run with its calls as the stored events last showed them: one that ran, one cut off", async () => {
+    const { owner, other, run, lapse } = await streamingOnOwner('tools');
+    const { run_id, agent_id, agent_name, session_id, created_at } = run;
+    const on = { run_id, agent_id, agent_name, session_id, created_at };
+    const call = (id: string, fields: Partial<ToolExecution>): ToolExecution => ({
+      ...{ tool_call_id: id, tool_name: 'search', tool_args: { q: id }, result: null, content: null },
+      ...{ tool_call_error: false, status: 'running', requires_confirmation: false, confirmed: null },
+      ...{
+        confirmation_note: null,
+        created_at,
+        metrics: { start_time: created_at, end_time: null, duration: null },
+      },
+      ...fields,
+    });
+    const done = call('c1', {
+      status: 'completed',
+      result: 'found',
+      content: 'found',
+      metrics: { start_time: created_at, end_time: created_at + 1, duration: 1 },
+    });
+    // The record was written at the run's creation (no calls); the calls are in its events only.
+    await owner.appendEvents(run_id, [
+      { event: 'ToolCallStarted', ...on, seq: 3, tool: call('c1', {}) },
+      { event: 'ToolCallCompleted', ...on, seq: 4, tool: done, content: 'found' },
+      { event: 'ToolCallStarted', ...on, seq: 5, tool: call('c2', {}) },
+    ]);
+    await lapse();
+    expect(await createLeaseKeeper({ leases: other.leases }).sweep()).toBe(1);
+    const record = await other.getRun(run_id);
+    expect(record).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' } });
+    const [first, cut, more] = record?.tools ?? [];
+    expect([first, more]).toEqual([done, undefined]);
+    const { metrics: _running, ...unchanged } = call('c2', {});
+    expect(cut).toMatchObject({ ...unchanged, status: 'cancelled', metrics: { start_time: created_at } });
+    expect(typeof cut?.metrics?.end_time).toBe('number');
   });
 
   it("sends the RunCancelled of a lost owner's run to a reader that resumes past it", async () => {

@@ -6,6 +6,8 @@ import { sessionName } from '../detached-slice.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { CancelReason } from '../../../machines/run-types.js';
+import { closeOpen } from '../../../machines/tool-round.js';
+import { toolsAsStored } from '../stored-tools.js';
 import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
 import { coalesce } from './coalesce.js';
 import { createEventGroups } from './event-groups.js';
@@ -231,13 +233,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     // any instance may come first, and the cancel was answered as one.
     const asked = rows[0]!.cancel_requested;
     if (outcome.status === 'failed' && asked) outcome = { status: 'cancelled', reason: asked };
-    // What the owner had stored before it went: the partial answer and the next seq.
+    // What the owner had stored before it went: the partial answer, its calls, and the next seq.
     const { rows: stored } = await tx.query<{
       content: string | null;
+      tool_events: RunEvent[] | null;
       last: number | null;
       terminal: RunEvent | null;
     }>(
       `SELECT string_agg(event->>'content', '' ORDER BY seq) FILTER (WHERE event->>'event' = 'RunContent') AS content,
+         json_agg(event ORDER BY seq) FILTER (WHERE event->>'event' IN ${TOOL_EVENTS}) AS tool_events,
          max(seq) AS last,
          (array_agg(event ORDER BY seq DESC) FILTER (WHERE event->>'event' IN ('RunCompleted', 'RunCancelled', 'RunError')))[1] AS terminal
        FROM runstate_events WHERE run_id = $1`,
@@ -255,11 +259,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     }
     const content = stored[0]?.content ?? run.content;
     const finishedMs = now();
+    // The record's calls are as of its creation or last pause: the events have what came after (a
+    // call that ran, or still ran when the owner went: cancelled now, as a run's end leaves it).
+    const tools = closeOpen(toolsAsStored(run.tools, stored[0]?.tool_events ?? []), finishedMs);
     const message = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
     const record: RunOutput = {
       ...run,
       status: outcome.status,
       content,
+      tools,
       metrics: {
         // What the model reported went with the owner: unknown, not zero.
         input_tokens: null,
@@ -532,6 +540,9 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
 }
 
 /** The final fields of a record that only its terminal event tells. */
+/** The events that carry calls whole (see `toolsAsStored`), as an SQL list. */
+const TOOL_EVENTS = `('ToolCallStarted', 'ToolCallCompleted', 'ToolCallError', 'RunPaused', 'RunContinued')`;
+
 function recordOfTerminal(event: RunEvent): Partial<RunRecord> {
   const finished_at = event.created_at;
   switch (event.event) {
