@@ -739,7 +739,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       registry.delete(run);
       run.detach(
         new Promise<RunOutput>((resolve) => {
-          waiting.set(runId, resolve);
+          // Paused again after a continue here: the handles of the earlier pauses wait too.
+          const earlier = waiting.get(runId);
+          waiting.set(runId, earlier ? (output) => (earlier(output), resolve(output)) : resolve);
         }),
       );
       const parkedRun: ParkedHere = {

@@ -604,6 +604,36 @@ describe('pausing for a person', () => {
     ).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'tools.0.confirmed' } });
   });
 
+  it.each(['completed', 'cancelled'] as const)(
+    "resolves every handle of a run that pauses twice, %s: the first stream's result and the first continue's",
+    async (end) => {
+      const askFirst = tool({
+        name: 'confirm',
+        description: '',
+        parameters: z.object({}),
+        requiresConfirmation: true,
+        execute: () => 'ok',
+      });
+      const { model, agent } = setup([askFirst]);
+      const first = agent.run('go', { stream: true });
+      (await model.nextCall()).callTools([{ id: 'c0', name: 'confirm', arguments: {} }]);
+      await collect(first);
+      const answer = (id: string) => ({ tools: [{ tool_call_id: id, confirmed: true }] });
+      const second = await agent.continueRun(first.runId, { ...answer('c0'), stream: true });
+      (await model.nextCall()).callTools([{ id: 'c1', name: 'confirm', arguments: {} }]);
+      expect((await collect(second)).at(-1)?.event).toBe('RunPaused');
+      if (end === 'cancelled') {
+        expect(agent.cancelRun(first.runId)).toBe(true);
+      } else {
+        const last = agent.continueRun(first.runId, answer('c1'));
+        (await model.nextCall()).end();
+        expect((await last).status).toBe('completed');
+      }
+      expect((await first.result).status).toBe(end);
+      expect((await second.result).status).toBe(end);
+    },
+  );
+
   it('does not run a rejected call, and tells the model', async () => {
     const { publish, model, agent, run } = await pausedRun();
     const output = agent.continueRun(run.runId, {
