@@ -153,7 +153,7 @@ interface StorageSource extends Pick<StorageOptions, 'dataDir' | 'databaseUrl' |
 /**
  * Where runs are kept: flags, then the environment, then the config file. The first of them that
  * names a database (a data dir or a URL) decides it alone, so `--data-dir` works where `DATABASE_URL`
- * is set. A URL it takes that is not one is refused here, by its name: connecting to it would report
+ * and `REDIS_URL` are set (Redis is taken from any source for PostgreSQL, for PGlite never). A URL it takes that is not one is refused here, by its name: connecting to it would report
  * an unreachable server.
  */
 function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOptions {
@@ -178,7 +178,13 @@ function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOpt
   if (blankDir)
     throw new UsageError(`${blankDir.names.dataDir} must name a directory, got '${blankDir.dataDir}'`, false);
   const database = sources.find((source) => source.dataDir || source.databaseUrl);
-  const redis = sources.find((source) => source.redisUrl);
+  // PGlite is one process's: a Redis URL of another source (REDIS_URL set for the PostgreSQL
+  // instances of this machine) does not apply to it; one given with the data dir is refused.
+  const redis = database?.dataDir
+    ? database.redisUrl
+      ? database
+      : undefined
+    : sources.find((source) => source.redisUrl);
   checkUrl(database, 'databaseUrl', databaseUrlSchema);
   checkUrl(redis, 'redisUrl', redisUrlSchema);
   return {

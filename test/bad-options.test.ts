@@ -527,7 +527,8 @@ describe('storage options', () => {
     await writeFile(join(dir.path, 'runstate.lock'), String(process.pid));
     const fourth = await openStorage({ dataDir: dir.path });
     await fourth.close();
-  });
+    // Four PGlite starts of seconds each: more than the default timeout on a loaded machine.
+  }, 60_000);
 
   it.runIf(process.platform === 'linux')(
     'tells the process that took a data directory from a later one with its pid (Linux: boot and start time)',

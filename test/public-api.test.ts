@@ -109,6 +109,7 @@ const TYPES = [
   'SubscribeOptions',
   'TokenUsage',
   'Tool',
+  'ToolAnswer',
   'ToolCallCompletedEvent',
   'ToolCallErrorEvent',
   'ToolCallMetrics',

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { RunstateError } from '../errors.js';
 import { DEFAULT_LEASE_MS } from './create-lease-keeper.js';
+import { createMemoryCancelBus } from './memory-cancel-bus.js';
+import { createMemoryEventBus } from './memory-event-bus.js';
 import type { RunLeases } from './run-leases.js';
 import {
   createSqlRunStore,
@@ -58,6 +60,10 @@ export interface StorageOptions {
 export interface Storage {
   /** `undefined` in memory: the orchestrator's default. */
   readonly store: (RunStore & { readonly leases?: RunLeases }) | undefined;
+  /**
+   * Redis's with a Redis URL; else, with a database, the process's own, shared by every orchestrator
+   * given this storage; `undefined` in memory (each orchestrator has its own store and buses).
+   */
   readonly cancelBus: CancelBus | undefined;
   readonly eventBus: EventBus | undefined;
   /** One line for a start banner, without secrets: `PostgreSQL at db:5432/runs, Redis at redis:6379`. */
@@ -99,8 +105,10 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
     idleInTransactionMs: options.leaseMs ?? DEFAULT_LEASE_MS,
   });
   const store = createSqlRunStore({ ...options.store, db, leaseMs: options.leaseMs });
-  let cancelBus: CancelBus | undefined;
-  let eventBus: EventBus | undefined;
+  // Without Redis, the buses are this process's, shared by every orchestrator given this storage: a
+  // cancel asked of one reaches a run of another at once, not at the owner's next lease renewal.
+  let cancelBus: CancelBus | undefined = redisUrl ? undefined : createMemoryCancelBus();
+  let eventBus: EventBus | undefined = redisUrl ? undefined : createMemoryEventBus();
   try {
     if (redisUrl) {
       // Loaded only here: the default configurations never load node-redis.

@@ -67,6 +67,17 @@ describe('runstate serve', () => {
     }
   });
 
+  it('keeps runs in --data-dir where DATABASE_URL and REDIS_URL are set: the flag decides the database, and PGlite takes no Redis', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-data-'));
+    // Unreachable on purpose: taken, either would fail the start.
+    const env = { DATABASE_URL: 'postgres://127.0.0.1:1/none', REDIS_URL: 'redis://127.0.0.1:1' };
+    const run = spawnCli(['serve', '--port', '0', '--data-dir', join(dir, 'data')], env);
+    await run.listening();
+    expect(run.output().stdout).toContain(`runs kept in: PGlite`);
+    run.child.kill('SIGTERM');
+    expect(await run.exit).toBe(0);
+  });
+
   it('refuses a database or Redis URL that is none before connecting, naming the flag or variable, exit code 2', async () => {
     const cases: [string[], Record<string, string>, string][] = [
       [['--database-url', 'notaurl'], {}, '--database-url must be a postgres:// URL'],

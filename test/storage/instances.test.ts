@@ -9,7 +9,8 @@ import { Agent } from '../../src/agent.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { openStorage, type Storage, type StorageOptions } from '../../src/runtime/open-storage.js';
 import { createApp, startServer } from '../../src/server/index.js';
-import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
+import { createFakeModel, nextTurn, type FakeModel } from '../../src/testing/index.js';
+import { collect } from '../support/collect.js';
 import { spawnCli } from '../support/cli-process.js';
 import { postRun } from '../support/app.js';
 import { readSse, type Frame } from '../support/sse.js';
@@ -393,6 +394,41 @@ describe('an owner killed with SIGKILL', () => {
 });
 
 describe('PGlite in a data dir', () => {
+  it('shares cancels and live events between two orchestrators of one process on one storage', async () => {
+    const dir = await createTempDir();
+    // A lease of an hour: a cancel through the store would wait for the owner's renewal that long.
+    const storage = await openStorage({ dataDir: dir.path, leaseMs: 3_600_000 });
+    try {
+      const [owner, other] = [0, 1].map(() =>
+        createOrchestrator({
+          store: storage.store,
+          cancelBus: storage.cancelBus,
+          eventBus: storage.eventBus,
+        }),
+      );
+      const model = createFakeModel();
+      const agent = new Agent({ name: 'Story Writer Agent', model, orchestrator: owner! });
+      const run = agent.run('Tell me a story', { stream: true });
+      const call = await model.nextCall();
+      call.emit('Once');
+      await nextTurn();
+      const followed = collect(await other!.events(run.runId));
+      // Through the process's buses, at once: not at the owner's next lease renewal (seconds).
+      const cancelled = other!.requestCancel(run.runId, 'api');
+      await call.aborted;
+      expect(await cancelled).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+      expect((await followed).map((event) => event.event)).toEqual([
+        'RunStarted',
+        'RunContent',
+        'RunCancelled',
+      ]);
+      await Promise.all([owner!.shutdown(), other!.shutdown()]);
+    } finally {
+      await storage.close();
+      await dir.remove();
+    }
+  }, 60_000);
+
   it('keeps history across a restart', async () => {
     const dir = await createTempDir();
     try {
