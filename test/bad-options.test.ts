@@ -428,6 +428,19 @@ describe('storage options', () => {
     expect(storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '100' }).leaseMs).toBe(100);
   });
 
+  it('refuses a data directory that is no path, or cannot be made, as INVALID_INPUT naming it', async () => {
+    await expect(openStorage({ dataDir: 42 as never })).rejects.toEqual(
+      invalid('dataDir must be the path of a directory'),
+    );
+    const dir = await createTempDir('runstate-file-dir-');
+    cleanups.push(() => dir.remove());
+    const file = join(dir.path, 'a-file');
+    await writeFile(file, '');
+    await expect(openStorage({ dataDir: join(file, 'sub') })).rejects.toEqual(
+      invalid(`the data directory ${join(file, 'sub')} cannot be made: ENOTDIR`),
+    );
+  });
+
   it('refuses SQL store limits out of range before opening the database, as the memory store does', async () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ retention: { maxFinishedRuns: -1 } }, /^store\.retention\.maxFinishedRuns: /],

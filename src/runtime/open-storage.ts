@@ -79,6 +79,8 @@ export interface Storage {
  */
 export async function openStorage(options: StorageOptions = {}): Promise<Storage> {
   const { dataDir, databaseUrl, redisUrl } = options;
+  if (dataDir !== undefined && typeof dataDir !== 'string')
+    throw new RunstateError('INVALID_INPUT', 'dataDir must be the path of a directory');
   if (options.leaseMs !== undefined) checkLeaseMs(options.leaseMs, 'leaseMs');
   // (Empty counts as unset, as in the environment.)
   if (databaseUrl) checkOption(databaseUrlSchema, databaseUrl, 'databaseUrl');

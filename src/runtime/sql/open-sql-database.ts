@@ -92,7 +92,17 @@ const openHere = new Set<string>();
  * the moment the process started. Resolves with the function that lets the directory go.
  */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+    // A file on the way (ENOTDIR, EEXIST), no permission (EACCES), a read-only disk (EROFS): the
+    // configuration's fault, named as such rather than as a bare errno with its stack.
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `the data directory ${dataDir} cannot be made: ${error.code ?? error.message}`,
+      {
+        cause: error,
+      },
+    );
+  });
   const lock = join(dataDir, LOCK_FILE);
   // The directory itself, whatever path names it (a symlink, `/proc/self/root/...`).
   const key = await realpath(dataDir);
