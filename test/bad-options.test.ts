@@ -15,7 +15,11 @@ import {
   type MemoryRunStoreOptions,
   type Orchestrator,
 } from '../src/index.js';
-import { databaseUrlSchema, storageOptionsFromEnv } from '../src/runtime/open-storage.js';
+import {
+  databaseUrlSchema,
+  storageOptionsFromEnv,
+  type StorageOptions,
+} from '../src/runtime/open-storage.js';
 import { connectRedis } from '../src/runtime/redis/connect-redis.js';
 import { createInspector } from '../src/inspect/index.js';
 import { createApp } from '../src/server/index.js';
@@ -568,17 +572,29 @@ describe('storage options', () => {
     },
   );
 
-  it('answers a read of a closed PostgreSQL store with a runstate error', async () => {
-    const database = await createTestDatabase();
-    cleanups.push(() => database.drop());
-    const storage = await openStorage({ databaseUrl: database.url });
-    await storage.close();
-    await expect(storage.store!.getRun('r1')).rejects.toMatchObject({
-      name: 'RunstateError',
-      code: 'INTERNAL',
-      message: 'the run store is closed',
-    });
-  });
+  it.each(['PostgreSQL', 'PGlite'])(
+    'answers a read of a closed %s store with a runstate error',
+    async (kind) => {
+      let options: StorageOptions;
+      if (kind === 'PostgreSQL') {
+        const database = await createTestDatabase();
+        cleanups.push(() => database.drop());
+        options = { databaseUrl: database.url };
+      } else {
+        const dir = await createTempDir('runstate-closed-');
+        cleanups.push(() => dir.remove());
+        options = { dataDir: dir.path };
+      }
+      const storage = await openStorage(options);
+      await storage.close();
+      await expect(storage.store!.getRun('r1')).rejects.toMatchObject({
+        name: 'RunstateError',
+        code: 'INTERNAL',
+        message: 'the run store is closed',
+      });
+    },
+    60_000,
+  );
 });
 
 describe('server and inspector options', () => {

@@ -67,10 +67,16 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
       },
     );
   }
+  // As a pool after `end()` (see `poolDatabase`): PGlite's own error says nothing of what is closed.
+  let closed = false;
+  const open = (): void => {
+    if (closed) throw new RunstateError('INTERNAL', 'the run store is closed');
+  };
   return {
-    query: (text, params) => db.query(text, params),
-    transaction: (fn) => db.transaction(fn),
+    query: async (text, params) => (open(), db.query(text, params)),
+    transaction: async (fn) => (open(), db.transaction(fn)),
     async close() {
+      closed = true;
       await db.close();
       await unlock();
     },
