@@ -9,10 +9,10 @@
  * @packageDocumentation
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import type { ToolConfirmation, ToolExecution } from '../machines/run-types.js';
 import type { Agent } from './agent.js';
+import { AnswerLines } from './answer-lines.js';
 import { drainedOrClosed } from './drained-or-closed.js';
 import { RunstateError } from './errors.js';
 import { OpenAIChat } from './model/openai-chat.js';
@@ -26,7 +26,7 @@ import {
   type RunstateConfig,
 } from './server/config-file.js';
 import { createAgents } from './server/create-agents.js';
-import type { RunEvent, RunPausedEvent } from './runtime/run-events.js';
+import type { RunEvent, RunOutput, RunPausedEvent } from './runtime/run-events.js';
 import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
 import { createApp } from './server/create-app.js';
 import { startServer } from './server/start-server.js';
@@ -358,6 +358,8 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
     readerGone = true;
     agent.orchestrator.cancelRun(runId, 'client_disconnect');
   });
+  // Made at the first pause, and kept: answers piped in ahead of their questions wait in it.
+  let answerLines: AnswerLines | undefined;
   try {
     let events: AsyncIterable<RunEvent> = stream;
     for (;;) {
@@ -391,9 +393,21 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
         }
       }
       if (!paused) return 1;
-      // The run waits for a person: ask on the terminal, then stream on from RunContinued.
-      const answers = await askConfirmations(paused.tools);
+      // The run waits for a person: ask on the terminal, then stream on from RunContinued. Asked
+      // while the run can still end (its pause runs out, Ctrl-C cancels it): then its end is told.
+      answerLines ??= new AnswerLines(process.stdin, process.stderr, cancel);
+      let output: RunOutput | undefined;
+      const ended = agent.orchestrator.result(runId).then((final) => (output = final));
+      const answers = await askConfirmations(paused.tools, answerLines, ended);
       if (!answers) {
+        if (output?.status === 'cancelled') {
+          console.error(`\nrunstate: run ${runId} cancelled`);
+          return 130;
+        }
+        if (output?.status === 'failed') {
+          console.error(`\nrunstate: run ${runId} failed: ${output.error?.code}: ${output.error?.message}`);
+          return 1;
+        }
         await agent.orchestrator.requestCancel(runId, 'code').catch(() => undefined);
         console.error(`\nrunstate: no answer: run ${runId} cancelled`);
         return 130;
@@ -402,6 +416,7 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
     }
   } finally {
     process.off('SIGINT', cancel);
+    answerLines?.close();
   }
 }
 
@@ -420,26 +435,25 @@ function oneLine(text: string): string {
 
 /**
  * Asks on the terminal whether each waiting tool call may run (`y` runs it, anything else rejects
- * it). `undefined` when stdin ends or Ctrl-C is pressed first: nobody is there to answer.
+ * it). `undefined` when stdin ends first (nobody is there to answer) or the run ended meanwhile.
  */
-async function askConfirmations(calls: readonly ToolExecution[]): Promise<ToolConfirmation[] | undefined> {
-  const prompt = createInterface({ input: process.stdin, output: process.stderr });
-  const closed = new Promise<undefined>((resolve) => prompt.once('close', () => resolve(undefined)));
-  prompt.once('SIGINT', () => prompt.close());
-  try {
-    const answers: ToolConfirmation[] = [];
-    for (const call of calls.filter((c) => c.status === 'awaiting_confirmation')) {
-      const question = `Run ${call.tool_name} ${JSON.stringify(call.tool_args)}? [y/N] `;
-      const answer = await Promise.race([prompt.question(question), closed]);
-      if (answer === undefined) return undefined;
-      // Typed on a terminal, the answer shows; piped in, it is written out, so the log reads the same.
-      if (!process.stdin.isTTY) console.error(answer);
-      answers.push({ tool_call_id: call.tool_call_id, confirmed: /^y(es)?$/i.test(answer.trim()) });
-    }
-    return answers;
-  } finally {
-    prompt.close();
+async function askConfirmations(
+  calls: readonly ToolExecution[],
+  answerLines: AnswerLines,
+  ended: Promise<unknown>,
+): Promise<ToolConfirmation[] | undefined> {
+  const answers: ToolConfirmation[] = [];
+  for (const call of calls.filter((c) => c.status === 'awaiting_confirmation')) {
+    const answer = await answerLines.ask(
+      `Run ${call.tool_name} ${JSON.stringify(call.tool_args)}? [y/N] `,
+      ended,
+    );
+    if (answer === undefined) return undefined;
+    // Typed on a terminal, the answer shows; piped in, it is written out, so the log reads the same.
+    if (!process.stdin.isTTY) console.error(answer);
+    answers.push({ tool_call_id: call.tool_call_id, confirmed: /^y(es)?$/i.test(answer.trim()) });
   }
+  return answers;
 }
 
 main(process.argv.slice(2)).then(

@@ -143,3 +143,48 @@ describe('tools named in the config file', () => {
     );
   });
 });
+
+describe('runstate run with tools that ask first', () => {
+  const askingTools = [
+    `import { tool } from ${JSON.stringify(new URL('../../src/index.ts', import.meta.url).href)};`,
+    `import { z } from ${JSON.stringify(new URL('../../node_modules/zod/index.js', import.meta.url).href)};`,
+    'const asking = (name) =>',
+    "  tool({ name, description: name, parameters: z.object({}), requiresConfirmation: true, execute: () => name + ' done' });",
+    "export const alpha = asking('alpha');",
+    "export const beta = asking('beta');",
+  ].join('\n');
+  async function askingConfig(limits?: Record<string, number>): Promise<string> {
+    const path = await configWithModule(askingTools, ['alpha', 'beta']);
+    const config = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+    await writeFile(path, JSON.stringify({ ...config, ...(limits && { limits }) }));
+    return path;
+  }
+
+  it('takes answers piped in before their questions, one line each', async () => {
+    const run = spawnCli(['run', 'call alpha then beta', '--config', await askingConfig()]);
+    // Both lines come in one read, before the first question is asked.
+    run.child.stdin.end('y\nn\n');
+    expect(await run.exit).toBe(0);
+    const { stdout, stderr } = run.output();
+    expect(stderr).toContain('Run alpha {}? [y/N] y\n');
+    expect(stderr).toContain('Run beta {}? [y/N] n\n');
+    expect(stderr).toContain('[alpha] → alpha done');
+    expect(stdout).toContain('alpha returned: alpha done');
+    expect(stdout).toContain('beta returned: The user rejected this call.');
+  });
+
+  it('says the run failed when its pause runs out while the question waits, and does not wait on', async () => {
+    const run = spawnCli(['run', 'call alpha', '--config', await askingConfig({ pauseTimeoutMs: 200 })]);
+    // stdin stays open: nobody answers, and nobody closes it.
+    expect(await run.exit).toBe(1);
+    expect(run.output().stderr).toMatch(/runstate: run \S+ failed: RUN_TIMEOUT: /);
+  });
+
+  it('is cancelled by SIGINT at the question when stdin is no terminal', async () => {
+    const run = spawnCli(['run', 'call alpha', '--config', await askingConfig()]);
+    await run.waitFor(/Run alpha \{\}\? \[y\/N\] $/, 'stderr');
+    run.child.kill('SIGINT');
+    expect(await run.exit).toBe(130);
+    expect(run.output().stderr).toMatch(/runstate: run \S+ cancelled\n$/);
+  });
+});

@@ -15,7 +15,7 @@ export interface CliProcess {
   exit: Promise<number | null>;
   output(): { stdout: string; stderr: string };
   /** Resolves with the first match of `pattern` in stdout; rejects if the process exits first. */
-  waitFor(pattern: RegExp): Promise<RegExpExecArray>;
+  waitFor(pattern: RegExp, from?: 'stdout' | 'stderr'): Promise<RegExpExecArray>;
   /** Resolves with the URL of the banner's `runstate listening on <url>`; rejects if it exits first. */
   listening(): Promise<string>;
 }
@@ -56,15 +56,15 @@ export function spawnCli(
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const output = () => ({ stdout, stderr });
-  /** Resolves with the first match of `pattern` in stdout; rejects if the process exits first. */
-  const waitFor = (pattern: RegExp) =>
+  /** Resolves with the first match of `pattern` in stdout (or stderr); rejects if the process exits first. */
+  const waitFor = (pattern: RegExp, from: 'stdout' | 'stderr' = 'stdout') =>
     new Promise<RegExpExecArray>((resolve, reject) => {
       const check = () => {
-        const match = pattern.exec(stdout);
+        const match = pattern.exec(from === 'stdout' ? stdout : stderr);
         if (match) resolve(match);
       };
       check();
-      child.stdout.on('data', check);
+      child[from].on('data', check);
       void exit.then((code) => reject(new Error(`exited ${code}: ${output().stderr}`)));
     });
   return {
