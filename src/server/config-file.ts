@@ -12,6 +12,14 @@ const modelSchema = z.discriminatedUnion('provider', [
     id: z.string().min(1),
     /** Any OpenAI-compatible server; default OpenAI (or `OPENAI_BASE_URL`). */
     baseURL: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
+    /**
+     * The environment variable that holds this model's key (`GROQ_API_KEY`); unset or empty, no key
+     * is sent. Without it the model sends `OPENAI_API_KEY`, as the openai SDK does, to any `baseURL`.
+     */
+    apiKeyEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be the name of an environment variable')
+      .optional(),
     temperature: z.number().min(0).max(2).optional(),
     /** Most tokens the model may generate (reasoning included); a run cut by it completes `length`. */
     maxTokens: z.number().int().positive().optional(),

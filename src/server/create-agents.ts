@@ -90,12 +90,17 @@ function mergeLimits(server: LimitsConfig = {}, agent: LimitsConfig): LimitsConf
   return { ...server, ...agent, ...(retry && { retry }) };
 }
 
+/** What a model whose `apiKeyEnv` is unset sends: a key it has to send, which is no secret. */
+const NO_KEY = 'not-needed';
+
 /** Without a model: `gpt-5-mini`, which runs offline when no `OPENAI_API_KEY` is set. */
 function createModel(model: AgentConfig['model']): ChatModel {
   if (!model) return new OpenAIChat({ id: 'gpt-5-mini' });
   if (model.provider === 'offline') {
     return new OfflineModel({ id: model.id, tokensPerSecond: model.tokensPerSecond });
   }
-  const { provider: _provider, ...options } = model;
-  return new OpenAIChat(options);
+  const { provider: _provider, apiKeyEnv, ...options } = model;
+  if (apiKeyEnv === undefined) return new OpenAIChat(options);
+  // Its own key, or none: never `OPENAI_API_KEY`, which is for OpenAI (or `OPENAI_BASE_URL`).
+  return new OpenAIChat({ ...options, apiKey: process.env[apiKeyEnv] || NO_KEY });
 }

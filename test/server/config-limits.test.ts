@@ -175,6 +175,53 @@ describe('model options in the config file', () => {
     }
   });
 
+  it('sends a model the key its apiKeyEnv names, or none when that is unset, never OPENAI_API_KEY; without it, OPENAI_API_KEY as the SDK does', async () => {
+    const fake = await createFakeOpenAIServer();
+    const saved = { openai: process.env.OPENAI_API_KEY, groq: process.env.RUNSTATE_TEST_GROQ_KEY };
+    process.env.OPENAI_API_KEY = 'sk-openai-secret';
+    process.env.RUNSTATE_TEST_GROQ_KEY = 'gsk-groq';
+    delete process.env.RUNSTATE_TEST_UNSET_KEY;
+    try {
+      const model = (apiKeyEnv?: string) => ({ provider: 'openai', id: 'm', baseURL: fake.url, apiKeyEnv });
+      const config = parseConfig(
+        JSON.stringify({
+          agents: [
+            { name: 'Groq', model: model('RUNSTATE_TEST_GROQ_KEY') },
+            { name: 'Local', model: model('RUNSTATE_TEST_UNSET_KEY') },
+            { name: 'Default', model: model() },
+          ],
+        }),
+        'test.json',
+      );
+      const agents = await createAgents(config);
+      const sent: unknown[] = [];
+      for (const agent of agents) {
+        fake.enqueue({ chunks: ['ok'] });
+        expect(await agent.run('hi')).toMatchObject({ status: 'completed' });
+        sent.push((await fake.nextRequest()).headers.authorization);
+      }
+      expect(sent).toEqual(['Bearer gsk-groq', 'Bearer not-needed', 'Bearer sk-openai-secret']);
+      await agents[0]!.orchestrator.shutdown();
+    } finally {
+      for (const [name, value] of [
+        ['OPENAI_API_KEY', saved.openai],
+        ['RUNSTATE_TEST_GROQ_KEY', saved.groq],
+      ] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      await fake.close();
+    }
+    expect(() =>
+      parseConfig(
+        JSON.stringify({
+          agents: [{ name: 'A', model: { ...{ provider: 'openai', id: 'm' }, apiKeyEnv: 'a-b' } }],
+        }),
+        'c.json',
+      ),
+    ).toThrow(/agents\.0\.model\.apiKeyEnv: must be the name of an environment variable/);
+  });
+
   it('refuses wrong model options, naming each field', () => {
     const model = { provider: 'openai', id: 'm', temperature: 3, maxTokens: 0, maxTokensField: 'tokens' };
     expect(() => parseConfig(JSON.stringify({ agents: [{ name: 'A', model }] }), 'c.json')).toThrow(
