@@ -180,11 +180,14 @@ function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOpt
   const database = sources.find((source) => source.dataDir || source.databaseUrl);
   // PGlite is one process's: a Redis URL of another source (REDIS_URL set for the PostgreSQL
   // instances of this machine) does not apply to it; one given with the data dir is refused.
-  const redis = database?.dataDir
-    ? database.redisUrl
-      ? database
-      : undefined
-    : sources.find((source) => source.redisUrl);
+  if (database?.dataDir && database.redisUrl) {
+    const { dataDir, redisUrl } = database.names;
+    throw new UsageError(
+      `${redisUrl} needs a database URL, not ${dataDir}: PGlite is one process's, and Redis links several instances of PostgreSQL (unset one)`,
+      false,
+    );
+  }
+  const redis = database?.dataDir ? undefined : sources.find((source) => source.redisUrl);
   checkUrl(database, 'databaseUrl', databaseUrlSchema);
   checkUrl(redis, 'redisUrl', redisUrlSchema);
   return {

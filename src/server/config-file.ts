@@ -13,8 +13,9 @@ const modelSchema = z.discriminatedUnion('provider', [
     /** Any OpenAI-compatible server; default OpenAI (or `OPENAI_BASE_URL`). */
     baseURL: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
     /**
-     * The environment variable that holds this model's key (`GROQ_API_KEY`); unset or empty, no key
-     * is sent. Without it the model sends `OPENAI_API_KEY`, as the openai SDK does, to any `baseURL`.
+     * The environment variable that holds this model's key (`GROQ_API_KEY`); unset or empty, the
+     * placeholder `not-needed` goes to the model's `baseURL`. Without it the model sends
+     * `OPENAI_API_KEY`, as the openai SDK does, to any `baseURL`.
      */
     apiKeyEnv: z
       .string()

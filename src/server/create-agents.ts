@@ -90,7 +90,7 @@ function mergeLimits(server: LimitsConfig = {}, agent: LimitsConfig): LimitsConf
   return { ...server, ...agent, ...(retry && { retry }) };
 }
 
-/** What a model whose `apiKeyEnv` is unset sends: a key it has to send, which is no secret. */
+/** What a model at its own `baseURL` whose `apiKeyEnv` is unset sends: a bearer token that is no secret. */
 const NO_KEY = 'not-needed';
 
 /** Without a model: `gpt-5-mini`, which runs offline when no `OPENAI_API_KEY` is set. */
@@ -100,7 +100,9 @@ function createModel(model: AgentConfig['model']): ChatModel {
     return new OfflineModel({ id: model.id, tokensPerSecond: model.tokensPerSecond });
   }
   const { provider: _provider, apiKeyEnv, ...options } = model;
-  if (apiKeyEnv === undefined) return new OpenAIChat(options);
-  // Its own key, or none: never `OPENAI_API_KEY`, which is for OpenAI (or `OPENAI_BASE_URL`).
-  return new OpenAIChat({ ...options, apiKey: process.env[apiKeyEnv] || NO_KEY });
+  const ownKey = apiKeyEnv === undefined ? undefined : process.env[apiKeyEnv];
+  // Its own key; or, at its own baseURL, a placeholder: never `OPENAI_API_KEY`, which is for OpenAI
+  // (or `OPENAI_BASE_URL`). With neither, as without `apiKeyEnv` (OpenAI's key, or offline).
+  const apiKey = ownKey || (apiKeyEnv !== undefined && options.baseURL ? NO_KEY : undefined);
+  return new OpenAIChat(apiKey ? { ...options, apiKey } : options);
 }

@@ -76,6 +76,15 @@ describe('runstate serve', () => {
     expect(run.output().stdout).toContain(`runs kept in: PGlite`);
     run.child.kill('SIGTERM');
     expect(await run.exit).toBe(0);
+    // Both from one source: refused, naming them.
+    const both = spawnCli(['serve', '--port', '0'], {
+      RUNSTATE_DATA_DIR: join(dir, 'data'),
+      REDIS_URL: env.REDIS_URL,
+    });
+    expect(await both.exit).toBe(2);
+    expect(both.output().stderr).toMatch(
+      /^runstate: REDIS_URL needs a database URL, not RUNSTATE_DATA_DIR: /,
+    );
   });
 
   it('refuses a database or Redis URL that is none before connecting, naming the flag or variable, exit code 2', async () => {

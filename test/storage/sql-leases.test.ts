@@ -89,42 +89,56 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(await resume(40)).toStrictEqual([end]);
   });
 
-  it("ends a lost owner's run with its calls as the stored events last showed them: one that ran, one cut off", async () => {
-    const { owner, other, run, lapse } = await streamingOnOwner('tools');
-    const { run_id, agent_id, agent_name, session_id, created_at } = run;
-    const on = { run_id, agent_id, agent_name, session_id, created_at };
-    const call = (id: string, fields: Partial<ToolExecution>): ToolExecution => ({
-      ...{ tool_call_id: id, tool_name: 'search', tool_args: { q: id }, result: null, content: null },
-      ...{ tool_call_error: false, status: 'running', requires_confirmation: false, confirmed: null },
-      ...{
-        confirmation_note: null,
-        created_at,
-        metrics: { start_time: created_at, end_time: null, duration: null },
-      },
-      ...fields,
-    });
-    const done = call('c1', {
-      status: 'completed',
-      result: 'found',
-      content: 'found',
-      metrics: { start_time: created_at, end_time: created_at + 1, duration: 1 },
-    });
-    // The record was written at the run's creation (no calls); the calls are in its events only.
-    await owner.appendEvents(run_id, [
-      { event: 'ToolCallStarted', ...on, seq: 3, tool: call('c1', {}) },
-      { event: 'ToolCallCompleted', ...on, seq: 4, tool: done, content: 'found' },
-      { event: 'ToolCallStarted', ...on, seq: 5, tool: call('c2', {}) },
-    ]);
-    await lapse();
-    expect(await createLeaseKeeper({ leases: other.leases }).sweep()).toBe(1);
-    const record = await other.getRun(run_id);
-    expect(record).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' } });
-    const [first, cut, more] = record?.tools ?? [];
-    expect([first, more]).toEqual([done, undefined]);
-    const { metrics: _running, ...unchanged } = call('c2', {});
-    expect(cut).toMatchObject({ ...unchanged, status: 'cancelled', metrics: { start_time: created_at } });
-    expect(typeof cut?.metrics?.end_time).toBe('number');
-  });
+  it.each(['none', 'RunCancelled'] as const)(
+    "ends a lost owner's run with its calls as the stored events last showed them (terminal event stored: %s)",
+    async (terminal) => {
+      const { owner, other, run, lapse } = await streamingOnOwner(`tools-${terminal}`);
+      const { run_id, agent_id, agent_name, session_id, created_at } = run;
+      const on = { run_id, agent_id, agent_name, session_id, created_at };
+      const call = (id: string, fields: Partial<ToolExecution>): ToolExecution => ({
+        ...{ tool_call_id: id, tool_name: 'search', tool_args: { q: id }, result: null, content: null },
+        ...{ tool_call_error: false, status: 'running', requires_confirmation: false, confirmed: null },
+        ...{
+          confirmation_note: null,
+          created_at,
+          metrics: { start_time: created_at, end_time: null, duration: null },
+        },
+        ...fields,
+      });
+      const done = call('c1', {
+        status: 'completed',
+        result: 'found',
+        content: 'found',
+        metrics: { start_time: created_at, end_time: created_at + 1, duration: 1 },
+      });
+      // The record was written at the run's creation (no calls); the calls are in its events only.
+      const events: RunEvent[] = [
+        { event: 'ToolCallStarted', ...on, seq: 3, tool: call('c1', {}) },
+        { event: 'ToolCallCompleted', ...on, seq: 4, tool: done, content: 'found' },
+        { event: 'ToolCallStarted', ...on, seq: 5, tool: call('c2', {}) },
+      ];
+      // The owner stored its terminal event, and went before its final record.
+      if (terminal === 'RunCancelled')
+        events.push({
+          event: 'RunCancelled',
+          ...on,
+          seq: 6,
+          content: '',
+          reason: 'api',
+          status: 'cancelled',
+        });
+      await owner.appendEvents(run_id, events);
+      await lapse();
+      await createLeaseKeeper({ leases: other.leases }).sweep();
+      const record = await other.getRun(run_id);
+      expect(record?.status).toBe(terminal === 'none' ? 'failed' : 'cancelled');
+      const [first, cut, more] = record?.tools ?? [];
+      expect([first, more]).toEqual([done, undefined]);
+      const { metrics: _running, ...unchanged } = call('c2', {});
+      expect(cut).toMatchObject({ ...unchanged, status: 'cancelled', metrics: { start_time: created_at } });
+      expect(typeof cut?.metrics?.end_time).toBe('number');
+    },
+  );
 
   it("sends the RunCancelled of a lost owner's run to a reader that resumes past it", async () => {
     const { other, run, lapse } = await streamingOnOwner('gone');

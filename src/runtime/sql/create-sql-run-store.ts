@@ -247,21 +247,28 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
        FROM runstate_events WHERE run_id = $1`,
       [runId],
     );
+    // The record's calls are as of its creation or last pause: the events have what came after (a
+    // call that ran, or still ran when the owner went: cancelled now, as a run's end leaves it).
+    const toolsAt = (ms: number) => closeOpen(toolsAsStored(run.tools, stored[0]?.tool_events ?? []), ms);
     const ended = stored[0]?.terminal;
     if (ended) {
       // The owner stored its terminal event and went before its final record: the event decides.
+      const tools = ended.event === 'RunCompleted' ? ended.tools : toolsAt(ended.created_at * 1000);
       await tx.query(
         `UPDATE runstate_runs SET record = record || $2::jsonb, status = $3, finished_ms = $4, owner = NULL
          WHERE run_id = $1`,
-        [runId, storedJson(recordOfTerminal(ended)), (ended as { status: string }).status, now()],
+        [
+          runId,
+          storedJson({ ...recordOfTerminal(ended), tools }),
+          (ended as { status: string }).status,
+          now(),
+        ],
       );
       return undefined;
     }
     const content = stored[0]?.content ?? run.content;
     const finishedMs = now();
-    // The record's calls are as of its creation or last pause: the events have what came after (a
-    // call that ran, or still ran when the owner went: cancelled now, as a run's end leaves it).
-    const tools = closeOpen(toolsAsStored(run.tools, stored[0]?.tool_events ?? []), finishedMs);
+    const tools = toolsAt(finishedMs);
     const message = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
     const record: RunOutput = {
       ...run,
