@@ -17,9 +17,7 @@ export class AnswerLines {
   constructor(input: Readable, output: Writable, onInterrupt: () => void) {
     this.#reader = createInterface({ input, output });
     this.#reader.on('line', (line) => {
-      const waiting = this.#waiting;
-      this.#waiting = undefined;
-      if (waiting) waiting(line);
+      if (this.#waiting) this.#take(line);
       else this.#lines.push(line);
     });
     this.#reader.once('close', () => {
@@ -39,7 +37,7 @@ export class AnswerLines {
     const waited = this.#lines.length > 0 || this.#ended ? undefined : this.#next();
     const line = waited ? await Promise.race([waited, stop.then(() => undefined)]) : this.#lines.shift();
     // Stopped first: the question is withdrawn, and a line typed later waits for the next one.
-    if (this.#waiting) this.#waiting = undefined;
+    this.#waiting = undefined;
     this.#reader.setPrompt('');
     return line;
   }

@@ -25,6 +25,7 @@ import { createInspector } from '../src/inspect/index.js';
 import { createApp } from '../src/server/index.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
+import { confirmingTool } from './support/confirming-tool.js';
 import { createTempDir, createTestDatabase } from './support/databases.js';
 import { MAX_ID_LENGTH } from '../src/runtime/create-orchestrator.js';
 
@@ -251,14 +252,7 @@ describe('agents and their runs', () => {
 describe('answers to a paused run', () => {
   async function pausedRun() {
     const model = createFakeModel();
-    const publish = tool({
-      name: 'publish',
-      description: 'Publishes',
-      parameters: z.object({}),
-      requiresConfirmation: true,
-      execute: () => 'published',
-    });
-    const agent = new Agent({ name: 'Publisher', model, tools: [publish] });
+    const agent = new Agent({ name: 'Publisher', model, tools: [confirmingTool()] });
     cleanups.push(() => agent.orchestrator.shutdown());
     const stream = agent.run('publish', { stream: true });
     (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
@@ -310,13 +304,7 @@ describe('reading events after a seq', () => {
   it("refuses from a continued run's handle a seq past the run's last event", async () => {
     const model = createFakeModel();
     const runs = orchestrator();
-    const publish = tool({
-      name: 'publish',
-      description: '',
-      parameters: z.object({}),
-      requiresConfirmation: true,
-      execute: () => 'ok',
-    });
+    const publish = confirmingTool();
     const run = runs.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi', tools: [publish] });
     (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
     await collect(run.events());

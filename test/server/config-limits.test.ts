@@ -220,6 +220,19 @@ describe('model options in the config file', () => {
         'c.json',
       ),
     ).toThrow(/agents\.0\.model\.apiKeyEnv: must be the name of an environment variable/);
+    // No baseURL and its variable unset: as without apiKeyEnv (here, with no OPENAI_API_KEY: offline).
+    const openaiKey = process.env.OPENAI_API_KEY;
+    delete process.env.OPENAI_API_KEY;
+    try {
+      const model = { provider: 'openai', id: 'm', apiKeyEnv: 'RUNSTATE_TEST_UNSET_KEY' };
+      const [agent] = await createAgents(
+        parseConfig(JSON.stringify({ agents: [{ name: 'A', model }] }), 'c.json'),
+      );
+      expect(agent!.model.provider).toBe('offline');
+      await agent!.orchestrator.shutdown();
+    } finally {
+      if (openaiKey !== undefined) process.env.OPENAI_API_KEY = openaiKey;
+    }
   });
 
   it('refuses wrong model options, naming each field', () => {

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { Agent, createOrchestrator, RunstateError, tool, type ToolExecuteContext } from '../../src/index.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModelCall } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
+import { confirmingTool } from '../support/confirming-tool.js';
 
 /** A promise with its resolve, so a test decides when a tool returns. */
 function deferred<T = unknown>() {
@@ -607,14 +608,7 @@ describe('pausing for a person', () => {
   it.each(['completed', 'cancelled'] as const)(
     "resolves every handle of a run that pauses twice, %s: the first stream's result and the first continue's",
     async (end) => {
-      const askFirst = tool({
-        name: 'confirm',
-        description: '',
-        parameters: z.object({}),
-        requiresConfirmation: true,
-        execute: () => 'ok',
-      });
-      const { model, agent } = setup([askFirst]);
+      const { model, agent } = setup([confirmingTool('confirm')]);
       const first = agent.run('go', { stream: true });
       (await model.nextCall()).callTools([{ id: 'c0', name: 'confirm', arguments: {} }]);
       await collect(first);
