@@ -384,6 +384,50 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('fails a body with no line break, or an event that never ends, once it passes 16 MiB, without holding the rest', async () => {
+    const written: number[] = [];
+    const endless = await listen(async (req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      let closed = false;
+      res.on('close', () => (closed = true));
+      // The first body has no line break at all; the second is one event whose data lines never end it.
+      const piece = written.length === 0 ? 'b'.repeat(1 << 20) : `data: ${'d'.repeat(1 << 20)}\n`;
+      let bytes = 0;
+      written.push(0);
+      const index = written.length - 1;
+      for (let i = 0; i < 64 && !closed; i++) {
+        bytes += piece.length;
+        written[index] = bytes;
+        if (!res.write(piece)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              res.off('drain', done).off('close', done);
+              resolve();
+            };
+            res.on('drain', done).on('close', done);
+          });
+        }
+      }
+      res.end();
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: endless.url });
+    try {
+      for (let round = 0; round < 2; round++) {
+        const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
+        expect(error).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: false });
+        expect(error.message).toBe(
+          'the model server sent an event or a line over 16 MiB: not a chat-completions event stream (is the base URL right?)',
+        );
+      }
+      // The reading stopped there: the server could not send the 64 MiB it meant to.
+      expect(written).toHaveLength(2);
+      for (const bytes of written) expect(bytes).toBeLessThan(48 << 20);
+    } finally {
+      await endless.close();
+    }
+  });
+
   it('ends the answer a second after the usage chunk that follows the finish reason, when the server keeps the body open without [DONE]', async () => {
     const open = await listen((req, res) => {
       req.resume();
@@ -427,6 +471,33 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('ends the answer after a finish reason with no usage chunk (a server that ignores stream_options), whether the body stays open or breaks', async () => {
+    let request = 0;
+    const noUsage = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunkLine('whole'));
+      // Then nothing: the first body stays open, the second breaks off.
+      const breaks = request++ === 1;
+      res.write(chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }), () => {
+        if (breaks) res.socket?.destroy();
+      });
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: noUsage.url });
+    try {
+      for (let round = 0; round < 2; round++) {
+        const chunks = await collect(model.stream({ messages, signal: new AbortController().signal }));
+        expect(chunks).toEqual([
+          { type: 'delta', content: 'whole' },
+          { type: 'end', finishReason: 'stop', usage: undefined },
+        ]);
+      }
+      expect(request).toBe(2);
+    } finally {
+      await noUsage.close();
+    }
+  });
+
   it('fails a stream that breaks after a tool call streamed as incomplete, not retryable (it was output)', async () => {
     const cut = await listen((req, res) => {
       req.resume();
@@ -448,6 +519,8 @@ describe('OpenAIChat against the fake OpenAI server', () => {
       expect(chunks).toEqual([{ type: 'delta', content: '', toolCall: true }]);
       expect(failure).toBeInstanceOf(RunstateError);
       expect(failure).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE', isRetryable: false });
+      // The socket's reason is in the message, not only in its cause.
+      expect((failure as Error).message).toBe('The stream broke: terminated: aborted (ECONNRESET)');
     } finally {
       await cut.close();
     }

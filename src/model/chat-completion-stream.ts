@@ -128,6 +128,12 @@ function errorEvent(data: string): ChatCompletionEvent {
   return { error: error ?? parsed } as ChatCompletionEvent;
 }
 
+function tooLong(): MalformedEventError {
+  return new MalformedEventError(
+    `the model server sent an event or a line over ${MAX_EVENT_CHARS / (1 << 20)} MiB: not a chat-completions event stream (is the base URL right?)`,
+  );
+}
+
 /** Whether a body that held no event still speaks the protocol (comments, keep-alives). */
 function looksLikeEvents(text: string): boolean {
   return text.trim() === '' || /^\s*(?::|data:|event:|id:|retry:)/.test(text);
@@ -142,6 +148,13 @@ function notAnEventStream(text: string): MalformedEventError {
 
 /** The most of a body without events kept to read it as one JSON answer. */
 const MAX_UNSTREAMED = 1 << 20;
+
+/**
+ * The most characters of one event (or of one line not yet ended) held while it is read: a body
+ * with no line break (a wrong `baseURL` serving a file, a broken proxy) would otherwise grow in
+ * memory until the process runs out. Far above any chunk a model sends.
+ */
+export const MAX_EVENT_CHARS = 16 << 20;
 
 /**
  * A 200 whose body held no event at all, read as one JSON answer, as some servers send one despite
@@ -193,6 +206,12 @@ class EventReader implements ChatCompletionReading {
   constructor(sink: ChatCompletionEventSink) {
     this.#sink = sink;
     this.#parser = createParser({
+      maxBufferSize: MAX_EVENT_CHARS,
+      onError: (error) => {
+        // Thrown into `feed`, which ends the reading with it; other parse errors (a bad `retry:`) are
+        // not the chunks' business.
+        if (error.type === 'max-buffer-size-exceeded') throw tooLong();
+      },
       onEvent: ({ event, data }) => {
         // An event with empty data is not dispatched, says the SSE standard (a keep-alive).
         if (this.#over || data === '') return;
@@ -272,8 +291,11 @@ function nodeBody(stream: Readable, reader: EventReader): Body {
     ended = true;
     reader.ended();
   });
-  // Reported as fetch reports a body that broke: a TypeError with the cause.
-  stream.once('error', (error) => reader.ended(new TypeError('terminated', { cause: error })));
+  // Reported as fetch reports a body that broke (a TypeError with the cause), with the socket's reason
+  // in the message too: a run's error shows only its message ("terminated: read ECONNRESET").
+  stream.once('error', (error) =>
+    reader.ended(new TypeError(`terminated: ${socketReason(error)}`, { cause: error })),
+  );
   stream.once('close', () => {
     if (!ended) reader.ended(new TypeError('terminated: the body closed before its end'));
   });
@@ -289,6 +311,13 @@ function nodeBody(stream: Readable, reader: EventReader): Body {
     pause: () => stream.pause(),
     resume: () => stream.resume(),
   };
+}
+
+/** `aborted (ECONNRESET)`, `read ETIMEDOUT`: the message, and the code when the message lacks it. */
+function socketReason(error: Error): string {
+  const message = error.message || error.name;
+  const code = (error as NodeJS.ErrnoException).code;
+  return code && !message.includes(code) ? `${message} (${code})` : message;
 }
 
 /** A `fetch` body: read a chunk at a time, decoded, while not paused. */

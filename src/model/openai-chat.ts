@@ -52,10 +52,10 @@ export interface OpenAIChatOptions {
 }
 
 /**
- * How long the end of a stream (`[DONE]`, or the body's end) may lag the usage chunk that follows
- * the finish reason before the answer is taken as whole: servers send both in one write.
+ * How long the end of a stream (`[DONE]`, or the body's end) may lag the finish reason, or the
+ * usage chunk that follows it, before the answer is taken as whole: servers send them in one write.
  */
-const AFTER_USAGE_MS = 1_000;
+const AFTER_FINISH_MS = 1_000;
 
 /** The longest delay a Node timer holds (a longer one fires at once). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -288,8 +288,8 @@ class CompletionRequest implements PushedSource {
   #paused = false;
   /** Over: closed (or told to stop); nothing more reaches the receiver. */
   #finished = false;
-  /** Armed by the usage chunk that follows the finish reason (see {@link CompletionRequest.#event}). */
-  #endAfterUsage: ReturnType<typeof setTimeout> | undefined;
+  /** Armed by the finish reason, pushed back by each event after it (see {@link CompletionRequest.#event}). */
+  #endAfterFinish: ReturnType<typeof setTimeout> | undefined;
 
   readonly #client: OpenAI;
   readonly #modelId: string;
@@ -389,13 +389,17 @@ class CompletionRequest implements PushedSource {
       return;
     }
     if (chunk && !deliver(this.#receiver, chunk)) this.#stopAfterReceiverThrew();
-    // The usage chunk after the finish reason is the protocol's last: should neither `[DONE]` nor
-    // the body's end follow (a server or proxy that keeps the stream open), the answer is whole.
-    else if (!chunk && this.#state.finishReason !== undefined && event.usage && !event.choices?.length)
-      this.#endAfterUsage ??= setTimeout(() => {
-        this.#reading?.stop();
-        this.#ended(undefined);
-      }, AFTER_USAGE_MS);
+    // After the finish reason only the usage chunk is to come: should neither `[DONE]` nor the body's
+    // end follow (a server or proxy that keeps the stream open; one that ignores `stream_options`
+    // sends no usage), the answer is whole a second after the last event.
+    else if (this.#state.finishReason !== undefined) {
+      if (this.#endAfterFinish) this.#endAfterFinish.refresh();
+      else
+        this.#endAfterFinish = setTimeout(() => {
+          this.#reading?.stop();
+          this.#ended(undefined);
+        }, AFTER_FINISH_MS);
+    }
   }
 
   /** The receiver threw, and was told: nothing more reaches it, and the socket closes. */
@@ -413,9 +417,9 @@ class CompletionRequest implements PushedSource {
     if (this.#finished) return;
     if (error !== undefined) {
       if (isAbort(error, this.#signal)) this.#close();
-      // After the usage chunk that follows the finish reason (the protocol's last), the answer is
-      // whole: a connection that breaks then (a reset instead of `[DONE]`) loses nothing.
-      else if (this.#endAfterUsage === undefined) this.#close(toRunstateError(error, this.#state.delivered));
+      // After the finish reason the answer is whole: a connection that breaks then (a reset instead of
+      // the usage chunk or `[DONE]`) loses nothing but the token counts.
+      else if (this.#endAfterFinish === undefined) this.#close(toRunstateError(error, this.#state.delivered));
       else this.#ended(undefined);
       return;
     }
@@ -448,7 +452,7 @@ class CompletionRequest implements PushedSource {
   #finish(): boolean {
     if (this.#finished) return false;
     this.#finished = true;
-    clearTimeout(this.#endAfterUsage);
+    clearTimeout(this.#endAfterFinish);
     this.#signal.removeEventListener('abort', this.#onAbort);
     return true;
   }
