@@ -319,6 +319,33 @@ describe('reading events after a seq', () => {
     expect((await continued.result).status).toBe('completed');
   });
 
+  it('refuses a seq past the last event of a paused run (its log is whole in the store), and follows from its last', async () => {
+    const model = createFakeModel();
+    const runs = orchestrator();
+    const publish = confirmingTool();
+    const run = runs.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi', tools: [publish] });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
+    const paused = await collect(run.events());
+    expect(paused.at(-1)).toMatchObject({ event: 'RunPaused' });
+    const last = paused.at(-1)!.seq;
+    await expect(runs.events(run.runId, last + 7)).rejects.toEqual(
+      invalid(new RegExp(`has no event ${last + 7} yet \\(its last is ${last}\\)$`)),
+    );
+    // From its last event the follow is accepted, and goes on with the continue's events.
+    const followed = await runs.events(run.runId, last);
+    const continued = await runs.continueRun(run.runId, [{ tool_call_id: 'c1', confirmed: true }], {
+      agentId: 'a',
+      agentName: 'A',
+      model,
+      tools: [publish],
+    });
+    (await model.nextCall()).end();
+    expect((await continued.result).status).toBe('completed');
+    const after = await collect(followed);
+    expect(after[0]).toMatchObject({ event: 'RunContinued', seq: last + 1 });
+    expect(after.at(-1)).toMatchObject({ event: 'RunCompleted' });
+  });
+
   it('refuses a seq that is not a whole number ≥ 0, for a finished run and a live one', async () => {
     const model = createFakeModel();
     const runs = orchestrator();

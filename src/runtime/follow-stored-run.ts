@@ -5,8 +5,8 @@ import type { EventBus, RunStore } from './storage.js';
 /**
  * Replays a run this process does not own from the store, then follows it on the event bus until
  * its terminal event. Rejects `RUN_NOT_FOUND` for an unknown run and `INVALID_INPUT` for an
- * `afterSeq` past the last event of a final run, before anything is read (an active run's next
- * events may be on their way to the store).
+ * `afterSeq` past the last event of a final run, or of a paused one in a store without owner leases,
+ * before anything is read (an active run's next events may be on their way to the store).
  *
  * Gap-free: the bus is subscribed to before the store is read, and the owner publishes a batch only
  * once it is stored, so every event is either read or received (those seen twice are dropped by
@@ -34,8 +34,12 @@ export async function followStoredRun(
   const record = await store.getRun(runId);
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
   // Only a final run's log is whole in the store: an active one's lags its owner's by a write, and
-  // a client that read event n from the owner may resume from n here before n is stored.
-  if (record.finished_at !== null) await endAfter(store, runId, afterSeq);
+  // a client that read event n from the owner may resume from n here before n is stored. So is a
+  // paused one's in a store of one process (its `RunPaused` was stored with the park, and a continue
+  // makes it live here); with several instances another may have taken it, its events not stored yet.
+  if (record.finished_at !== null || (record.status === 'paused' && !store.leases)) {
+    await endAfter(store, runId, afterSeq);
+  }
   return follow(store, eventBus, runId, afterSeq, isPausedAt, stop);
 }
 
