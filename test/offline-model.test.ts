@@ -77,6 +77,14 @@ describe('OfflineModel', () => {
     }
   });
 
+  it('answers a prompt of 200,000 distinct words without a pause: only its first topics are looked for', async () => {
+    // The words were once gathered into a list searched for each new word: minutes for this prompt.
+    const words = Array.from({ length: 200_000 }, (_, i) => `word${i.toString(36)}`);
+    const { text, end } = await readAll(user(`Tell me about ${words.join(' ')}`));
+    expect(text).toContain('word0');
+    expect(end).toMatchObject({ type: 'end' });
+  });
+
   it('streams one word per delta, joined into clean text, then exactly one end with the usage', async () => {
     const messages: ChatMessage[] = [
       { role: 'system', content: 'You are a storyteller.' },

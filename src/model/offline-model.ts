@@ -95,26 +95,32 @@ function hash(text: string): number {
 const countWords = (text: string): number => text.split(/\s+/).filter(Boolean).length;
 const LENGTH_CLAUSE = /\s*\b(?:in|of)?\s*(?:about|around|exactly)?\s*(\d{1,6})[\s-]*words?\b/i;
 
-/** Salient words of a prompt: no stop words, no numbers, no verb right after "who"/"which"/"that". */
 /**
  * Longer "words" are no topic (a pasted hash, a megabyte of one letter): repeated in most sentences,
  * one would make the answer dozens of times the size of the prompt.
  */
 const MAX_TOPIC_CHARS = 40;
 
+/** The answers name two topics at most; the search stops there (a prompt may be a megabyte). */
+const MAX_TOPICS = 2;
+
+/**
+ * The first salient words of a prompt: no stop words, no numbers, no verb right after
+ * "who"/"which"/"that".
+ */
 function topicsOf(prompt: string): string[] {
   const raw = prompt.split(/\s+/);
   const topics: string[] = [];
-  raw.forEach((token, i) => {
-    const word = token.replace(/^[^\p{L}]+|[^\p{L}\d-]+$/gu, '');
+  for (let i = 0; i < raw.length && topics.length < MAX_TOPICS; i++) {
+    const word = raw[i]!.replace(/^[^\p{L}]+|[^\p{L}\d-]+$/gu, '');
     const lower = word.toLowerCase();
     const previous = raw[i - 1]?.toLowerCase() ?? '';
-    if (word.length > MAX_TOPIC_CHARS) return;
-    if (!/^\p{L}/u.test(word) || STOP_WORDS.has(lower) || /^(who|which|that)$/.test(previous)) return;
+    if (word.length > MAX_TOPIC_CHARS) continue;
+    if (!/^\p{L}/u.test(word) || STOP_WORDS.has(lower) || /^(who|which|that)$/.test(previous)) continue;
     // Keep acronyms and mid-sentence capitals (HTTP, Paris); lower-case everything else.
     const kept = /\p{Lu}/u.test(word.slice(1)) || (i > 0 && /^\p{Lu}/u.test(word)) ? word : lower;
     if (!topics.includes(kept)) topics.push(kept);
-  });
+  }
   return topics;
 }
 
