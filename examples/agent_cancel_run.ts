@@ -23,6 +23,9 @@ interface RunResult {
   error?: string;
 }
 
+/** The longest delay a Node timer holds. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The delay in seconds, from `--cancel-after`, else `CANCEL_AFTER_SECONDS`, else 8. */
 function readCancelAfter(): number {
   let values: { 'cancel-after'?: string | undefined };
@@ -42,6 +45,11 @@ function readCancelAfter(): number {
   // Number('') is 0 and Number('abc') is NaN: neither is a delay anyone meant.
   if (raw.trim() === '' || !Number.isFinite(seconds) || seconds < 0) {
     console.error(`${source} must be a number of seconds, 0 or more (got '${raw}')`);
+    process.exit(2);
+  }
+  // Node fires a timer of more than 2^31 - 1 ms at once: a "never" would cancel straight away.
+  if (seconds * 1000 > MAX_TIMER_MS) {
+    console.error(`${source} must be at most ${Math.floor(MAX_TIMER_MS / 1000)} seconds (got '${raw}')`);
     process.exit(2);
   }
   return seconds;

@@ -5,14 +5,17 @@
  *   npx tsx --conditions=runstate-source examples/cancel_with_timeout.ts
  *   DEADLINE_MS=500 npx tsx --conditions=runstate-source examples/cancel_with_timeout.ts
  *
- * `DEADLINE_MS` (default 2000) is the deadline in milliseconds; anything else than a number ≥ 0 is
- * refused (exit 2).
+ * `DEADLINE_MS` (default 2000) is the deadline in milliseconds; anything else than a number from 0
+ * to 2^31 - 1 (Node's longest timer) is refused (exit 2).
  */
 import { Agent, OpenAIChat } from 'runstate';
 
 const DEADLINE_MS = Number(process.env.DEADLINE_MS || 2_000);
-if (!Number.isFinite(DEADLINE_MS) || DEADLINE_MS < 0) {
-  console.error(`DEADLINE_MS must be milliseconds ≥ 0, got ${JSON.stringify(process.env.DEADLINE_MS)}`);
+// Node fires a timer of more than 2^31 - 1 ms at once: a "never" would cancel straight away.
+if (!Number.isFinite(DEADLINE_MS) || DEADLINE_MS < 0 || DEADLINE_MS > 2 ** 31 - 1) {
+  console.error(
+    `DEADLINE_MS must be milliseconds from 0 to ${2 ** 31 - 1}, got ${JSON.stringify(process.env.DEADLINE_MS)}`,
+  );
   process.exit(2);
 }
 const agent = new Agent({ name: 'Essay Agent', model: new OpenAIChat({ id: 'gpt-5-mini' }) });

@@ -35,6 +35,12 @@ describe('examples (offline)', () => {
       ],
       [['--cancel-after=-1'], {}, "--cancel-after must be a number of seconds, 0 or more (got '-1')"],
       [['--cancel-after', ' '], {}, "--cancel-after must be a number of seconds, 0 or more (got ' ')"],
+      // Past Node's longest timer, which would fire at once.
+      [
+        [],
+        { CANCEL_AFTER_SECONDS: '1e9' },
+        "CANCEL_AFTER_SECONDS must be at most 2147483 seconds (got '1e9')",
+      ],
     ] as const) {
       const failure = await example('agent_cancel_run.ts', [...args], extraEnv).then(
         () => expect.fail('the example accepted a bad delay'),
@@ -90,13 +96,18 @@ describe('examples (offline)', () => {
   });
 
   it('cancel_with_timeout refuses a deadline that is no number of milliseconds (exit 2), starting no run', async () => {
-    const failure = await example('cancel_with_timeout.ts', [], { DEADLINE_MS: 'abc' }).then(
-      () => expect.fail('the example took a bad deadline'),
-      (error: { code: number; stdout: string; stderr: string }) => error,
-    );
-    expect(failure.code).toBe(2);
-    expect(failure.stderr.trim()).toBe('DEADLINE_MS must be milliseconds ≥ 0, got "abc"');
-    expect(failure.stdout).toBe('');
+    // 99999999999 is past Node's longest timer, which would fire at once.
+    for (const deadline of ['abc', '99999999999']) {
+      const failure = await example('cancel_with_timeout.ts', [], { DEADLINE_MS: deadline }).then(
+        () => expect.fail('the example took a bad deadline'),
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+      expect(failure.code).toBe(2);
+      expect(failure.stderr.trim()).toBe(
+        `DEADLINE_MS must be milliseconds from 0 to 2147483647, got "${deadline}"`,
+      );
+      expect(failure.stdout).toBe('');
+    }
   });
 
   it('tools_run calls a tool, cancels a slow one mid-call, and continues a paused run', async () => {

@@ -182,7 +182,8 @@ export async function loadConfigFile(path: string): Promise<RunstateConfig> {
 export function parseConfig(text: string, source: string): RunstateConfig {
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    // A byte order mark (Notepad and some editors save JSON with one) is no JSON, and invisible.
+    json = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (error) {
     throw new RunstateError(
       'INVALID_INPUT',

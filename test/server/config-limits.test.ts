@@ -102,6 +102,14 @@ describe('run limits in the config file', () => {
 });
 
 describe('server settings in the config file', () => {
+  it('reads a file saved with a byte order mark (Notepad), and names what is wrong with one that is no JSON', () => {
+    const config = parseConfig('\uFEFF{"port": 8123, "agents": [{"name": "A"}]}', 'bom.json');
+    expect(config.port).toBe(8123);
+    expect(() => parseConfig('\uFEFF{"port": ', 'bad.json')).toThrow(
+      /^config file bad\.json is not valid JSON: /,
+    );
+  });
+
   it('refuses a blank host: Node would listen on every interface', () => {
     for (const host of ['', '  ']) {
       expect(() => parseConfig(JSON.stringify({ host }), 'c.json')).toThrow(
