@@ -17,7 +17,7 @@ import { BenchUsageError, parseBenchArgs, USAGE, workloadsOf } from './config.js
 import { killAll, startProcess } from './processes.js';
 import { buildReport, formatComparison, formatMarkdown, readReport } from './report.js';
 import { runScenario, stopUnit, type BenchContext, type ScenarioResult } from './scenarios.js';
-import { createSharedStorage } from './shared-storage.js';
+import { createSharedStorage, type SharedStorage } from './shared-storage.js';
 
 function commit(): string {
   try {
@@ -52,6 +52,8 @@ async function main(): Promise<void> {
         throw error;
       })
     : undefined;
+  interrupted.storage = storage;
+  if (storage) progress(`http-pg database ${storage.database}`);
   const ctx: BenchContext = {
     config: cli.config,
     workloads: workloadsOf(cli.config),
@@ -85,10 +87,22 @@ async function main(): Promise<void> {
   if (before) process.stdout.write(formatComparison(before, report));
 }
 
-process.once('SIGINT', () => {
-  killAll();
-  process.exit(130);
-});
+/** What a Ctrl-C or a SIGTERM leaves to clean up: the http-pg client's database. */
+const interrupted: { storage?: SharedStorage | undefined } = {};
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+] as const) {
+  process.once(signal, () => {
+    killAll();
+    // The killed processes held its connections; the drop forces them closed anyway.
+    void Promise.resolve(interrupted.storage?.drop())
+      .catch((error: unknown) =>
+        process.stderr.write(`bench: could not drop its database: ${String(error)}\n`),
+      )
+      .finally(() => process.exit(code));
+  });
+}
 main().then(killAll, (error: unknown) => {
   killAll();
   if (error instanceof BenchUsageError) {

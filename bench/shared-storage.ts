@@ -7,6 +7,8 @@ import pg from 'pg';
  * the local ones the tests use (`BENCH_POSTGRES_URL`, `BENCH_REDIS_URL` point elsewhere).
  */
 export interface SharedStorage {
+  /** The database's name (`runstate_bench_<random>`). */
+  database: string;
   /** What both instances open (`openStorage`). */
   options: { databaseUrl: string; redisUrl: string; redisPrefix: string };
   /** Drops the database (Redis keeps nothing: runstate uses pub/sub only). */
@@ -40,6 +42,7 @@ export async function createSharedStorage(): Promise<SharedStorage> {
   const url = new URL(POSTGRES_URL);
   url.pathname = `/${name}`;
   return {
+    database: name,
     options: { databaseUrl: url.toString(), redisUrl: REDIS_URL, redisPrefix: `runstate-bench:${id}:` },
     drop: () => onServer(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
   };

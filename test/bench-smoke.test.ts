@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   BenchUsageError,
@@ -21,6 +22,8 @@ import {
   type BenchReport,
 } from '../bench/report.js';
 import type { ScenarioResult } from '../bench/scenarios.js';
+import { spawnCli } from './support/cli-process.js';
+import { POSTGRES_URL } from './support/databases.js';
 
 // `npm run bench` is never part of `npm test`; this smoke run with tiny sizes is, so that it cannot
 // rot. Only the shape of what it produces is checked: figures of a smoke run mean nothing, and
@@ -41,6 +44,29 @@ const synthetic = (cpu: number[], closed: number[]): ScenarioResult[] => [
     notes: { http: 'why not' },
   },
 ];
+
+describe('npm run bench, interrupted', () => {
+  it('drops the http-pg database on Ctrl-C and on SIGTERM, and exits as the signal says', async () => {
+    const bench: [string, ...string[]] = [process.execPath, '--import', 'tsx', 'bench/run.ts'];
+    for (const [signal, code] of [
+      ['SIGINT', 130],
+      ['SIGTERM', 143],
+    ] as const) {
+      const run = spawnCli(['--quick', '--kinds', 'raw,http-pg'], {}, bench);
+      const database = (await run.waitFor(/http-pg database (\w+)/, 'stderr'))[1]!;
+      run.child.kill(signal);
+      expect(await run.exit).toBe(code);
+      const client = new pg.Client({ connectionString: POSTGRES_URL });
+      await client.connect();
+      try {
+        const { rows } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+        expect(rows).toEqual([]);
+      } finally {
+        await client.end();
+      }
+    }
+  });
+});
 
 describe('npm run bench -- --quick', () => {
   const dir = mkdtempSync(join(tmpdir(), 'runstate-bench-'));
