@@ -152,7 +152,8 @@ export const USAGE = `Usage: npm run bench -- [options]
   BENCH_TURNS=1 in the environment: each measured process prints its event-loop turns longer than
   100 ms (start+length/CPU, in ms), where the loop-delay p99 comes from`;
 
-function whole(name: string, value: string | undefined): number | undefined {
+/** `value` as a whole number ≥ 1 (`undefined` stays so); a {@link BenchUsageError} naming `name` if not. */
+export function whole(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1)

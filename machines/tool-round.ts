@@ -13,6 +13,12 @@ import type {
  */
 
 const seconds = (ms: number): number => ms / 1000;
+/**
+ * A call's duration in seconds, to the millisecond: the difference of two times in seconds carries
+ * float noise (1.1649999618530273 for 1,165 ms).
+ */
+const durationOf = (startSeconds: number, endMs: number): number =>
+  Math.round(endMs - startSeconds * 1000) / 1000;
 
 /** The records of the calls a model turn asked for: invalid ones are over at once (never run). */
 export function newExecutions(calls: readonly CheckedToolCall[], at: number): ToolExecution[] {
@@ -71,7 +77,7 @@ export function finished(tool: ToolExecution, result: string, error: boolean, at
     metrics:
       start === undefined
         ? null
-        : { start_time: start, end_time: seconds(at), duration: seconds(at) - start },
+        : { start_time: start, end_time: seconds(at), duration: durationOf(start, at) },
   };
 }
 
@@ -87,7 +93,7 @@ export function closeOpen(tools: readonly ToolExecution[], at: number): ToolExec
     const metrics = tool.metrics && {
       start_time: tool.metrics.start_time,
       end_time: seconds(at),
-      duration: seconds(at) - tool.metrics.start_time,
+      duration: durationOf(tool.metrics.start_time, at),
     };
     return { ...tool, status: 'cancelled', metrics };
   });

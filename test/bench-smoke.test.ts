@@ -68,6 +68,19 @@ describe('npm run bench, interrupted', () => {
   });
 });
 
+describe('npm run bench:inspector', () => {
+  it('refuses an option that is not a whole number ≥ 1, naming it, before measuring anything', async () => {
+    for (const [args, shown] of [
+      [['--runs', '0'], "--runs must be a positive whole number, got '0'"],
+      [['--chunks', 'abc'], "--chunks must be a positive whole number, got 'abc'"],
+    ] as const) {
+      const run = spawnCli([...args], {}, [process.execPath, '--import', 'tsx', 'scripts/inspector-cost.ts']);
+      expect(await run.exit).toBe(2);
+      expect(run.output()).toEqual({ stdout: '', stderr: `inspector-cost: ${shown}\n` });
+    }
+  });
+});
+
 describe('npm run bench -- --quick', () => {
   const dir = mkdtempSync(join(tmpdir(), 'runstate-bench-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
