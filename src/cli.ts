@@ -38,8 +38,8 @@ const USAGE = `Usage:
   runstate --version
 
 serve   Serves the agents over HTTP, AgentOS-compatible (PORT overrides the default port).
-run     Streams one run of an agent to stdout (tool calls to stderr, and a line there when the
-        answer was cut: a token limit); Ctrl-C cancels it. A tool call that needs a confirmation
+run     Streams one run of an agent to stdout (a reasoning model's reasoning and the tool calls to
+        stderr, and a line there when the answer was cut: a token limit); Ctrl-C cancels it. A tool call that needs a confirmation
         is asked about on the terminal. The agent is --agent, else the
         first agent of the config file (story-writer-agent when it declares none).
 
@@ -363,15 +363,26 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
   });
   // Made at the first pause, and kept: answers piped in ahead of their questions wait in it.
   let answerLines: AnswerLines | undefined;
+  // Reasoning was written to stderr and its line is not ended yet.
+  let reasoning = false;
   try {
     let events: AsyncIterable<RunEvent> = stream;
     for (;;) {
       let paused: RunPausedEvent | undefined;
       for await (const event of events) {
         if (event.event === 'RunContent') {
+          // A reasoning model's thinking goes to stderr as it comes: stdout stays the answer, and a
+          // model that thinks for minutes (or spends its token limit on it) does not look stuck.
+          if (event.reasoning_content) {
+            process.stderr.write(event.reasoning_content);
+            reasoning = true;
+          }
           if (readerGone) continue;
           // (A write past a full pipe waits; the pipe's reader going away ends the wait too.)
           if (!process.stdout.write(event.content)) await drainedOrClosed(process.stdout);
+        } else if (event.event === 'ReasoningCompleted') {
+          if (reasoning) process.stderr.write('\n');
+          reasoning = false;
         } else if (event.event === 'ToolCallStarted') {
           // Tool calls go to stderr: stdout stays the answer, for a pipe.
           console.error(`[${event.tool.tool_name}] ${JSON.stringify(event.tool.tool_args)}`);

@@ -3,6 +3,7 @@ import { copyFile, mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createFakeOpenAIServer } from '../../src/testing/fake-openai-server.js';
 import { ROOT, spawnCli } from '../support/cli-process.js';
 import { expectError, postRun } from '../support/app.js';
 import { readSse } from '../support/sse.js';
@@ -313,6 +314,22 @@ describe('runstate run', () => {
     expect(await whole.exit).toBe(0);
     expect(whole.output().stdout.trim().split(/\s+/)).toHaveLength(12);
     expect(whole.output().stderr).toBe('');
+  });
+
+  it("writes a reasoning model's reasoning to stderr as it comes, and only the answer to stdout", async () => {
+    const upstream = await createFakeOpenAIServer();
+    try {
+      upstream.enqueue({ reasoning: { deltas: ['The user', ' greets me.'] }, chunks: ['Hello', '!'] });
+      const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
+      const file = join(dir, 'runstate.config.json');
+      const model = { provider: 'openai', id: 'thinker', baseURL: upstream.url, apiKeyEnv: 'NO_SUCH_KEY' };
+      await writeFile(file, JSON.stringify({ agents: [{ name: 'Thinker', model }] }));
+      const run = spawnCli(['run', 'hi', '--config', file]);
+      expect(await run.exit).toBe(0);
+      expect(run.output()).toEqual({ stdout: 'Hello!\n', stderr: 'The user greets me.\n' });
+    } finally {
+      await upstream.close();
+    }
   });
 
   it('ends quietly (exit 0) when the reader of its output goes away, as `| head` does', async () => {
