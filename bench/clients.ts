@@ -3,6 +3,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { connect, type Socket } from 'node:net';
 import OpenAI from 'openai';
 import { Agent, OpenAIChat, type RunEvent } from '../src/index.js';
+import { createInspector } from '../src/inspect/index.js';
 import type { Kind, Workload, Workloads } from './config.js';
 import { monotonicNs } from './processes.js';
 import { runBody, type RunBodyEncoding } from './run-body.js';
@@ -132,13 +133,50 @@ function leanClient({ upstreamURL, workloads }: ClientOptions): Client {
 }
 
 /** runstate as its README shows it: an Agent (with its own orchestrator) on `OpenAIChat({ id, baseURL })`. */
-function libraryClient({ upstreamURL, workloads }: ClientOptions): Client {
+function libraryClient(options: ClientOptions): Client {
+  return agentClient(options);
+}
+
+/**
+ * The library with the built-in inspector on, as `runstate serve` has it, and a page open on it:
+ * the run list followed, and the first run's details, each message serialised as its feed sends it.
+ */
+function inspectedClient(options: ClientOptions): Client {
+  const inspector = createInspector();
+  let bytes = 0;
+  const page = (message: unknown) => void (bytes += JSON.stringify(message).length);
+  const unsubscribe = inspector.subscribe(page);
+  let followed: (() => void) | undefined;
+  return agentClient(
+    options,
+    (agent) => {
+      inspector.attach(agent.orchestrator);
+      agent.orchestrator.subscribe((notice) => {
+        if (!followed && notice.type === 'created')
+          followed = inspector.subscribe(page, { runId: notice.run.run_id });
+      });
+    },
+    () => {
+      unsubscribe();
+      followed?.();
+      inspector.close();
+      if (bytes === 0) throw new Error('the inspector page received nothing');
+    },
+  );
+}
+
+function agentClient(
+  { upstreamURL, workloads }: ClientOptions,
+  onAgent?: (agent: Agent) => void,
+  onClose?: () => void,
+): Client {
   const agents = new Map<Workload, Agent>();
   const agentFor = (workload: Workload): Agent => {
     let agent = agents.get(workload);
     if (!agent) {
       const model = new OpenAIChat({ id: workloads[workload], baseURL: upstreamURL, apiKey: 'bench' });
       agents.set(workload, (agent = new Agent({ name: 'bench', model })));
+      onAgent?.(agent);
     }
     return agent;
   };
@@ -160,8 +198,10 @@ function libraryClient({ upstreamURL, workloads }: ClientOptions): Client {
       }
       return outcomeOf(last?.event, last && 'status' in last ? last.status : undefined, content, events);
     },
-    close: () =>
-      Promise.all([...agents.values()].map((agent) => agent.orchestrator.shutdown())).then(() => undefined),
+    close: async () => {
+      await Promise.all([...agents.values()].map((agent) => agent.orchestrator.shutdown()));
+      onClose?.();
+    },
   };
 }
 
@@ -274,6 +314,7 @@ export const CLIENTS: Record<Kind, (options: ClientOptions) => Client> = {
   raw: rawClient,
   lean: leanClient,
   library: libraryClient,
+  inspected: inspectedClient,
   http: httpClient,
   'http-pg': httpClient,
 };

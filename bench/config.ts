@@ -6,16 +6,19 @@ export { BenchUsageError };
 /**
  * The clients compared. `raw` (the openai SDK called by hand) is the reference of every ratio;
  * `lean` (fetch, an SSE parser and `JSON.parse`) shows the floor a client in JavaScript can reach.
+ * `inspected` is `library` with the built-in inspector on and a page open on it (the inspector on
+ * and off: `library` and `inspected`).
  * `http-pg` is `http` on durable storage: two instances sharing PostgreSQL and Redis, the runs on one
  * (whose CPU is measured), cancels sent to the other (see `bench/shared-storage.ts`).
  */
-export const KINDS = ['raw', 'lean', 'library', 'http', 'http-pg'] as const;
+export const KINDS = ['raw', 'lean', 'library', 'inspected', 'http', 'http-pg'] as const;
 export type Kind = (typeof KINDS)[number];
 
 export const KIND_LABELS: Record<Kind, string> = {
   raw: 'raw openai SDK',
   lean: 'lean client (fetch + SSE parser)',
   library: 'runstate library',
+  inspected: 'runstate library, inspector on (a page open)',
   http: 'runstate over HTTP',
   'http-pg': 'runstate over HTTP, PostgreSQL + Redis, 2 instances ²',
 };
