@@ -386,30 +386,22 @@ describe('OpenAIChat against the fake OpenAI server', () => {
 
   it('fails a body with no line break, or an event that never ends, once it passes 16 MiB, without holding the rest', async () => {
     const written: number[] = [];
-    const endless = await listen(async (req, res) => {
+    const endless = await listen((req, res) => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       let closed = false;
       res.on('close', () => (closed = true));
       // The first body has no line break at all; the second is one event whose data lines never end it.
       const piece = written.length === 0 ? 'b'.repeat(1 << 20) : `data: ${'d'.repeat(1 << 20)}\n`;
-      let bytes = 0;
-      written.push(0);
-      const index = written.length - 1;
-      for (let i = 0; i < 64 && !closed; i++) {
-        bytes += piece.length;
-        written[index] = bytes;
-        if (!res.write(piece)) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              res.off('drain', done).off('close', done);
-              resolve();
-            };
-            res.on('drain', done).on('close', done);
-          });
+      const index = written.push(0) - 1;
+      const write = (): void => {
+        while (written[index]! < 64 * piece.length && !closed) {
+          written[index]! += piece.length;
+          if (!res.write(piece)) return void res.once('drain', write);
         }
-      }
-      res.end();
+        res.end();
+      };
+      write();
     });
     const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: endless.url });
     try {
