@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
-import type { CancelReason, RunStatus, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
+import type { CancelReason, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
@@ -13,6 +13,7 @@ import { createMemoryCancelBus } from './memory-cancel-bus.js';
 import { createMemoryEventBus } from './memory-event-bus.js';
 import { createMemoryRunStore } from './memory-run-store.js';
 import { createModelService } from './model-service.js';
+import { createParkedRuns } from './parked-runs.js';
 import {
   checkAfterSeq,
   isTerminalEvent,
@@ -20,19 +21,14 @@ import {
   type ReasoningStep,
   type RunOutput,
   type RunRecord,
-  type RunTerminalEvent,
 } from './run-events.js';
-import {
-  activeRecord,
-  forgottenRunOutput,
-  recordWithStoredEvents,
-  type RunIdentity,
-} from './run-projection.js';
+import { activeRecord, recordWithStoredEvents, type RunIdentity } from './run-projection.js';
 import { createRunRegistry } from './run-registry.js';
 import { sessionHistory } from './session-history.js';
 import type {
   CancelBus,
   EventBus,
+  ParkedRun,
   RunFilter,
   RunListener,
   RunNotice,
@@ -70,12 +66,6 @@ function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
 
 /** How often a cancel sent to a run's owner over the bus is sent again while the run goes on. */
 const CANCEL_RESEND_MS = 1_000;
-
-/**
- * How long a continue that lost a parked run waits to learn what the taker made of it (its first
- * event after the pause), before it answers `streaming`: a few of the store's round trips.
- */
-const TAKEN_STATUS_WAIT_MS = 2_000;
 
 /**
  * How long a cancel heard on the bus for a run that is not here is remembered, and how many are: a
@@ -390,20 +380,6 @@ function recordedModel(record: RunRecord): ChatModel {
   };
 }
 
-/** A run this instance parked in the store (see `onPark`). */
-interface ParkedHere {
-  agentId: string;
-  /** Its record at the park: what a handle waiting here resolves with should the record be gone. */
-  record: RunRecord;
-  /** Its event-bus subscription, which hears when another instance takes it (see `watchPark`). */
-  watch: Promise<(() => void) | undefined> | undefined;
-  /**
-   * The listeners here were told another instance took it (`left`); the park's bookkeeping stays
-   * until the run ends (see `watchPark`).
-   */
-  toldLeft: boolean;
-}
-
 /**
  * Creates an orchestrator: the run actors of this process (a live registry), the concurrency limit
  * (admission), and the projection of each run to wire events, records and notices, over a run store,
@@ -461,24 +437,26 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     },
   });
   let closing = false;
-  // Paused runs: parks in flight here (a continue or cancel here waits for it), the pause timers of
-  // runs this instance parked, and the handles of those runs, resolved when this instance ends them.
-  const parking = new Map<string, Promise<void>>();
-  const pauseTimers = new Map<string, ReturnType<typeof setTimeout>>();
-  const waiting = new Map<string, (output: RunOutput) => void>();
-  // The runs this instance parked, until their deadline, a cancel or a continue takes them.
-  const parkedHere = new Map<string, ParkedHere>();
-  // Cancels of paused runs taken here (sync `cancelRun`) that are still going through the store:
-  // reads of such a run wait for them, so a caller reads the run cancelled, and a continue here that
-  // takes the run first cancels it instead (the cancel was answered `true`).
-  const cancellingParked = new Map<string, { done: Promise<void>; reason: CancelReason }>();
+  // The paused runs this instance parks in the store, and takes back from it.
+  const parkedRuns = createParkedRuns({
+    store,
+    eventBus,
+    cancelBus,
+    registry,
+    now,
+    isClosing: () => closing,
+    notify,
+    result,
+    restore: restoreRun,
+    onTaken: cancelIfHeard,
+  });
 
   // Cancels heard for runs not here, by run id, oldest first (see HEARD_CANCEL_MS).
   const heardCancels = new Map<string, { reason: CancelReason; agentId: string | undefined; at: number }>();
 
   // Cancels published by any instance; this one acts on the runs it owns.
   const cancels = cancelBus.subscribe((runId, reason, agentId) => {
-    if (!registry.has(runId) && !parkedHere.has(runId)) {
+    if (!registry.has(runId) && !parkedRuns.isParkedHere(runId)) {
       heardCancels.delete(runId);
       if (heardCancels.size === MAX_HEARD_CANCELS) heardCancels.delete(heardCancels.keys().next().value!);
       heardCancels.set(runId, { reason, agentId, at: performance.now() });
@@ -561,18 +539,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   // In a store shared over time, a pause that ran out while no instance timed it (its instance
   // stopped) is ended by whichever instance finds it first.
   const expirySweep = store.leases
-    ? setInterval(() => void sweepExpiredPauses(), Math.max(1, Math.floor(store.leases.leaseMs / 2)))
+    ? setInterval(
+        () => void parkedRuns.sweepExpiredPauses(),
+        Math.max(1, Math.floor(store.leases.leaseMs / 2)),
+      )
     : undefined;
   expirySweep?.unref();
-
-  async function sweepExpiredPauses(): Promise<void> {
-    try {
-      const at = now();
-      for (const runId of await store.expiredParked(at)) await expire(runId, at);
-    } catch (error) {
-      console.error(`runstate: the sweep of expired pauses failed: ${(error as Error).message}`);
-    }
-  }
   leased?.catch((error: unknown) =>
     console.error(`runstate: cannot take a lease: ${(error as Error).message}`),
   );
@@ -595,9 +567,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // Before the slot goes to the next run: a run of this session waiting for it reads this turn.
     settleInSession(run.identity.sessionId, settled);
     admission.release(run);
-    const waiter = waiting.get(run.identity.runId);
-    waiting.delete(run.identity.runId);
-    if (waiter) void run.result.then(waiter);
+    parkedRuns.resolveHandles(run);
     storing.add(stored);
     void stored.then(() => {
       storing.delete(stored);
@@ -643,7 +613,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       machine,
       tools,
       onPause: (paused, isPaused) => (isPaused ? admission.release(paused) : admission.resume(paused)),
-      onPark,
+      onPark: parkedRuns.onPark,
       restored,
       identity,
       messages,
@@ -725,68 +695,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   }
 
   /**
-   * A paused run goes to the store (snapshot, deadline, its events), and this instance lets go of
-   * it: from then on any instance may take it. Until it is parked, a continue or cancel here waits.
+   * The live run of a run claimed from the store, restored in `paused`. `agent` gives what a
+   * continue needs (model, tools); a cancel or an expiry needs none.
    */
-  function onPark(run: LiveRun, written: Promise<boolean>, until: number): void {
-    const runId = run.identity.runId;
-    const done = written.then((ok) => {
-      // Refused (an outage past the writer's retries): the run stays here, paused, and its own
-      // timer fails it when the pause runs out; nobody can continue it. A run that ended meanwhile
-      // (its pause ran out, its lease was lost) is final: its final record clears the park.
-      // Halted at a lapse of the lease meanwhile: it ends here (its stored end or RUN_LOST).
-      if (!ok || run.output || run.halted) return;
-      registry.delete(run);
-      run.detach(
-        new Promise<RunOutput>((resolve) => {
-          // Paused again after a continue here: the handles of the earlier pauses wait too.
-          const earlier = waiting.get(runId);
-          waiting.set(runId, earlier ? (output) => (earlier(output), resolve(output)) : resolve);
-        }),
-      );
-      const parkedRun: ParkedHere = {
-        agentId: run.identity.agentId,
-        record: run.record(),
-        watch: undefined,
-        toldLeft: false,
-      };
-      parkedHere.set(runId, parkedRun);
-      // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
-      if (!closing) {
-        parkedRun.watch = watchPark(runId, parkedRun, run.lastSeq());
-        pauseTimers.set(
-          runId,
-          setTimeout(() => void expire(runId, until), Math.max(0, until - now())),
-        );
-      }
-    });
-    parking.set(runId, done);
-    void done.finally(() => {
-      if (parking.get(runId) === done) parking.delete(runId);
-    });
-  }
-
-  /**
-   * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
-   * `paused`. `agent` gives what a continue needs (model, tools); a cancel or an expiry needs none.
-   */
-  async function takeParked(
+  function restoreRun(
     runId: string,
+    { record, parked }: { record: RunRecord; parked: ParkedRun },
     agent: ContinueRunRequest | undefined,
-    expiredBefore?: number,
-    forShutdown = false,
-  ): Promise<{ run: LiveRun; until: number } | undefined> {
-    // A closing instance takes no run back (another instance will), but to cancel it itself.
-    if (closing && !forShutdown)
-      throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
-    await parking.get(runId);
-    const claimed = await store.claimParked(runId, expiredBefore);
-    if (!claimed) return undefined;
-    clearTimeout(pauseTimers.get(runId));
-    pauseTimers.delete(runId);
-    // Parked here, and its listeners never told it left: they follow it on without a `taken`.
-    const parkedByThis = forgetPark(runId)?.toldLeft === false;
-    const { record, parked } = claimed;
+  ): LiveRun {
     const identity: RunIdentity = {
       runId,
       agentId: record.agent_id,
@@ -806,150 +722,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const runWriter = writer.open(record, { recorded: true });
     // Its reasoning before the pause: its RunCompleted lists every phase.
     const restored = { ...parked, reasoningSteps: record.extra_data?.reasoning_steps };
-    const run = liveRun(identity, agent ?? {}, messages, runWriter, restored);
-    registry.add(run);
-    // Listeners here follow it from now on (those of the instance that parked it were told `left`).
-    if (!parkedByThis) notify({ type: 'taken', run: record });
-    run.resume();
-    cancelIfHeard(run);
-    return { run, until: parked.until };
-  }
-
-  /**
-   * Fails a parked run whose pause ran out by `until` (`RUN_TIMEOUT`), unless somebody took it first
-   * (a later pause of it has a later deadline, and is left alone).
-   */
-  async function expire(runId: string, until: number): Promise<void> {
-    clearTimeout(pauseTimers.get(runId));
-    pauseTimers.delete(runId);
-    const taken = await takeParked(runId, undefined, until + 1).catch((error: unknown) => {
-      console.error(`runstate: cannot end the expired pause of run ${runId}`, error);
-      return undefined;
-    });
-    if (taken) {
-      taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
-      return;
-    }
-    // Taken elsewhere (continued, cancelled).
-    takenElsewhere(runId);
-  }
-
-  /**
-   * What became of a parked run another request took, on any instance: streaming again (a continue)
-   * or final (a cancel). The store's record says it once written; before then, the run's first
-   * event after its `RunPaused` does (the taker stores its events before its record).
-   */
-  async function statusWhenTaken(runId: string): Promise<RunStatus> {
-    const stored = await store.getRun(runId).catch(() => undefined);
-    if (stored && stored.status !== 'paused') return stored.status;
-    const stop = new AbortController();
-    const timer = setTimeout(() => stop.abort(), TAKEN_STATUS_WAIT_MS);
-    try {
-      const paused = (await store.readEvents(runId)).filter((event) => event.event === 'RunPaused').at(-1);
-      const after = paused?.seq ?? 0;
-      const events = await followStoredRun(store, eventBus, runId, after, undefined, {
-        signal: stop.signal,
-        heldHere: () => false,
-      });
-      for await (const event of events) {
-        if (event.event === 'RunContinued') return 'streaming';
-        if (isTerminalEvent(event)) return event.status;
-      }
-    } catch {
-      // The store out of reach, or nothing came in time: it was taken, and no longer waits.
-    } finally {
-      clearTimeout(timer);
-    }
-    return 'streaming';
-  }
-
-  /**
-   * A run parked here is another instance's now (or final): this one forgets the park (its
-   * listeners are told `left`, unless they were), and a handle waiting here learns how the run ends
-   * from the store.
-   */
-  function takenElsewhere(runId: string, end?: RunTerminalEvent): void {
-    clearTimeout(pauseTimers.get(runId));
-    pauseTimers.delete(runId);
-    const parkedRun = forgetPark(runId);
-    if (parkedRun?.toldLeft === false) notify({ type: 'left', runId });
-    const resolve = waiting.get(runId);
-    waiting.delete(runId);
-    // Its record gone (its session deleted since): the handle still resolves, never hangs.
-    const forgotten = () => parkedRun && resolve!(forgottenRunOutput(parkedRun.record, end, now()));
-    if (resolve) result(runId).then(resolve, forgotten);
-  }
-
-  /** Drops this instance's park of a run (and its bus watch); what it was, if there was one. */
-  function forgetPark(runId: string): ParkedHere | undefined {
-    const parkedRun = parkedHere.get(runId);
-    if (!parkedRun) return undefined;
-    parkedHere.delete(runId);
-    unwatch(parkedRun);
-    return parkedRun;
-  }
-
-  function unwatch(parkedRun: ParkedHere): void {
-    void parkedRun.watch?.then((unsubscribe) => unsubscribe?.());
-    parkedRun.watch = undefined;
-  }
-
-  /**
-   * Follows a run parked here on the event bus: the first events another instance publishes for it
-   * (`RunContinued`, or its end) say it was taken, and the listeners here hear it then, not at its
-   * deadline. While it goes on elsewhere, the park's bookkeeping stays (a cancel here still reaches
-   * the run); at its end this instance forgets it, and a handle waiting here gets the end.
-   */
-  function watchPark(
-    runId: string,
-    parkedRun: ParkedHere,
-    pausedSeq: number,
-  ): Promise<(() => void) | undefined> {
-    const heard = (events: readonly RunEvent[]) => {
-      // Only for this park: the run may have come back here and paused again since.
-      if (parkedHere.get(runId) !== parkedRun) return;
-      const end = events.find(isTerminalEvent);
-      if (end) takenElsewhere(runId, end);
-      else if (events.some((event) => event.event === 'RunContinued')) tellLeft(runId);
-    };
-    return (
-      eventBus
-        .subscribe(runId, heard)
-        .then((unsubscribe) => {
-          // What was published before the subscription took effect is in the store by now.
-          store.readEvents(runId, pausedSeq).then(heard, () => undefined);
-          return unsubscribe;
-        })
-        // The bus out of reach: the deadline, or a cancel or continue reaching this instance, tell it.
-        .catch(() => undefined)
-    );
-  }
-
-  /** The listeners here are told once that a run parked here was taken elsewhere. */
-  function tellLeft(runId: string): void {
-    const parkedRun = parkedHere.get(runId);
-    if (!parkedRun || parkedRun.toldLeft) return;
-    parkedRun.toldLeft = true;
-    // Still watched: its end, published wherever it ends, resolves a handle waiting here.
-    notify({ type: 'left', runId });
-  }
-
-  async function cancelParked(runId: string, reason: CancelReason): Promise<void> {
-    try {
-      const taken = await takeParked(runId, undefined);
-      // Not in the store: its park was refused (it is still only here), or a continue here took it
-      // first; either way the run is this instance's now, and the cancel was answered `true`.
-      const run = taken?.run ?? registry.get(runId);
-      if (run) {
-        run.cancel(reason);
-        return;
-      }
-      // Taken by another instance since it was parked here: the cancel goes to whoever holds it now.
-      takenElsewhere(runId);
-      await cancelBus.publish(runId, reason);
-    } catch (error) {
-      console.error(`runstate: cannot cancel the paused run ${runId}`, error);
-    }
+    return liveRun(identity, agent ?? {}, messages, runWriter, restored);
   }
 
   function notPaused(runId: string, status: string): RunstateError {
@@ -966,31 +739,31 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     checkOption(toolAnswersSchema, entries, 'tools');
     for (const entry of entries) refuseNul(entry.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
-    await parking.get(runId);
+    await parkedRuns.parkInFlight(runId);
     const record = registry.get(runId)?.record() ?? (await store.getRun(runId));
     if (!record || record.agent_id !== agent.agentId) {
       throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     }
     if (record.status !== 'paused') {
       // Parked here, and ended since by whichever instance took it.
-      if (isFinalStatus(record.status) && !registry.get(runId)) takenElsewhere(runId);
+      if (isFinalStatus(record.status) && !registry.get(runId)) parkedRuns.takenElsewhere(runId);
       throw notPaused(runId, record.status);
     }
     const answers = confirmationsOf(runId, record.tools, entries);
     checkAnswers(runId, record.tools, answers);
     refuseWhileLapsed();
-    const taken = await takeParked(runId, agent);
+    const taken = await parkedRuns.take(runId, agent);
     // Taken meanwhile by another continue or a cancel, here or on another instance.
     if (!taken) {
       const here = registry.get(runId);
       if (here) throw notPaused(runId, here.status());
-      takenElsewhere(runId);
-      throw notPaused(runId, await statusWhenTaken(runId));
+      parkedRuns.takenElsewhere(runId);
+      throw notPaused(runId, await parkedRuns.statusWhenTaken(runId));
     }
     const { run, until } = taken;
     // A `cancelRun` here answered `true` for this run while this continue was taking it (whichever
     // asked first, the store gave it to the continue): the cancel is kept, as its answer promised.
-    const cancelling = cancellingParked.get(runId);
+    const cancelling = parkedRuns.cancelling(runId);
     if (cancelling) run.cancel(cancelling.reason);
     // A cancel that went by while nobody held it ended it as it was taken: the cancel came first.
     if (isFinalStatus(run.status())) throw notPaused(runId, run.status());
@@ -1017,18 +790,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   ): boolean {
     const run = registry.get(runId);
     // The agent of an active run here, or of a paused one this instance parked.
-    const ownerAgent = run && !run.output ? run.identity.agentId : parkedHere.get(runId)?.agentId;
+    const ownerAgent = run && !run.output ? run.identity.agentId : parkedRuns.parkedAgent(runId);
     if (ownerAgent === undefined || (agentId !== undefined && ownerAgent !== agentId)) return false;
     // A run this instance paused goes (or went) to the store: it is taken back from there and
     // cancelled, in a moment. Only a run whose park the store refused is still this actor's alone.
-    if (!run || run.output || (run.status() === 'paused' && parking.has(runId))) {
-      // A closing instance takes no run back from the store: the next instance (or shutdown, for a
-      // store that does not outlive it) ends it. Answering `true` would promise a cancel that never comes.
-      if (closing) return false;
-      if (cancellingParked.has(runId)) return false; // another call took it first
-      const done = cancelParked(runId, reason).finally(() => cancellingParked.delete(runId));
-      cancellingParked.set(runId, { done, reason });
-      return true;
+    if (!run || run.output || (run.status() === 'paused' && parkedRuns.isParking(runId))) {
+      return parkedRuns.cancel(runId, reason);
     }
     // Final now (the machine moved to `cancelled`), unless it was already ending another way; or,
     // from a listener of the run's own events, once the event being handled is.
@@ -1037,7 +804,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   /** The run's output: at once when it is final, else once its terminal event is stored. */
   async function result(runId: string): Promise<RunOutput> {
-    await cancellingParked.get(runId)?.done;
+    await parkedRuns.cancelling(runId)?.done;
     const live = registry.get(runId);
     if (live) return live.result;
     let record = await store.getRun(runId);
@@ -1075,7 +842,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         agentId === undefined ? `run ${runId} not found` : `run ${runId} of agent ${agentId} not found`,
       );
     let output: RunOutput;
-    await parking.get(runId);
+    await parkedRuns.parkInFlight(runId);
     const live = registry.get(runId);
     if (live) {
       if (agentId !== undefined && live.identity.agentId !== agentId) throw notFound();
@@ -1084,13 +851,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     } else {
       // Sent before the store is read (a round trip): the owner, wherever it is, cancels at once, and
       // only a run of `agentId`. Harmless for a run that has no owner (unknown, final, paused elsewhere).
-      const early = parkedHere.has(runId) ? undefined : refusal(cancelBus.publish(runId, reason, agentId));
+      const early = parkedRuns.isParkedHere(runId)
+        ? undefined
+        : refusal(cancelBus.publish(runId, reason, agentId));
       const record = await store.getRun(runId);
       if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
       // A parked run is taken back here to be cancelled; one that somebody took first is theirs.
       const taken =
         record.finished_at === null && record.status === 'paused'
-          ? await takeParked(runId, undefined)
+          ? await parkedRuns.take(runId, undefined)
           : undefined;
       let resend: NodeJS.Timeout | undefined;
       if (taken) taken.run.cancel(reason);
@@ -1146,7 +915,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     try {
       const record = await store.getRun(runId);
       if (record?.finished_at !== null || record.status !== 'paused') return;
-      (await takeParked(runId, undefined))?.run.cancel(reason);
+      (await parkedRuns.take(runId, undefined))?.run.cancel(reason);
     } catch {
       // The store out of reach, or this instance closing: the next resend tries again.
     }
@@ -1174,11 +943,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     isPaused(runId) {
       const run = registry.get(runId);
       // Parked here, and not heard of since as continued elsewhere.
-      return run ? run.status() === 'paused' : parkedHere.get(runId)?.toldLeft === false;
+      return run ? run.status() === 'paused' : parkedRuns.waitsHere(runId);
     },
     result,
     async getRun(runId) {
-      await cancellingParked.get(runId)?.done;
+      await parkedRuns.cancelling(runId)?.done;
       const live = registry.get(runId);
       if (live) return live.record();
       const record = await store.getRun(runId);
@@ -1233,7 +1002,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // paused one (a handle waiting there) hears it. (One taken elsewhere first is told below.)
       const parked = runs.filter((run) => run.finished_at === null && run.status === 'paused');
       const taken = await Promise.all(
-        parked.map((run) => takeParked(run.run_id, undefined).catch(() => undefined)),
+        parked.map((run) => parkedRuns.take(run.run_id, undefined).catch(() => undefined)),
       );
       const cancelled = taken.filter((it) => it !== undefined).map(({ run }) => run);
       for (const run of cancelled) run.cancel('api');
@@ -1294,8 +1063,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     get pausedCount() {
       let count = 0;
       for (const run of registry.values()) if (!run.output && run.status() === 'paused') count++;
-      for (const parkedRun of parkedHere.values()) if (!parkedRun.toldLeft) count++;
-      return count;
+      return count + parkedRuns.waitingCount;
     },
     async shutdown() {
       closing = true;
@@ -1306,30 +1074,22 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // Paused runs are left to what follows: parked, they outlive this instance in a durable store.
       for (const run of registry.values())
         if (run.status() !== 'paused') cancelRun(run.identity.runId, 'shutdown');
-      for (const timer of pauseTimers.values()) clearTimeout(timer);
-      pauseTimers.clear();
+      parkedRuns.clearPauseTimers();
       // Parks in flight finish: a parked run outlives this instance in a store that does.
-      while (parking.size > 0) await Promise.all(parking.values());
+      let parks: Promise<void>[];
+      while ((parks = parkedRuns.parksInFlight()).length > 0) await Promise.all(parks);
       const live = [...registry.values()];
       // Paused here and not parked (the store refused it): nobody else can reach it.
       for (const run of live) if (!run.output) run.cancel('shutdown');
       await Promise.all(live.map((run) => run.result));
       // A store that does not outlive the process (no leases: memory) would lose them: cancelled.
       if (!store.leases) {
-        const ids = [...parkedHere.keys()];
-        const taken = await Promise.all(ids.map((runId) => takeParked(runId, undefined, undefined, true)));
+        const taken = await parkedRuns.takeAllBack();
         for (const entry of taken) entry?.run.cancel('shutdown');
         await Promise.all(taken.flatMap((entry) => (entry ? [entry.run.result] : [])));
       }
-      for (const [runId, parkedRun] of parkedHere) {
-        unwatch(parkedRun);
-        // Kept in the store for whichever instance takes it: it leaves this one's listeners (a
-        // tracer ends its span, a gauge drops it), as when another instance takes it.
-        if (!parkedRun.toldLeft) {
-          parkedRun.toldLeft = true;
-          notify({ type: 'left', runId });
-        }
-      }
+      // Kept in the store for whichever instance takes them: they leave this one's listeners.
+      parkedRuns.letGo();
       // A store that is down gets one more try of each write, not retries without end.
       writer.close();
       await Promise.all(storing);

@@ -1,0 +1,408 @@
+import type { CancelReason, RunStatus } from '../../machines/run-types.js';
+import { RunstateError } from '../errors.js';
+import type { ContinueRunRequest } from './create-orchestrator.js';
+import { followStoredRun } from './follow-stored-run.js';
+import type { LiveRun } from './live-run.js';
+import {
+  isTerminalEvent,
+  type RunEvent,
+  type RunOutput,
+  type RunRecord,
+  type RunTerminalEvent,
+} from './run-events.js';
+import { forgottenRunOutput } from './run-projection.js';
+import type { RunRegistry } from './run-registry.js';
+import type { CancelBus, EventBus, ParkedRun, RunNotice, RunStore } from './storage.js';
+
+/**
+ * How long a continue that lost a parked run waits to learn what the taker made of it (its first
+ * event after the pause), before it answers `streaming`: a few of the store's round trips.
+ */
+const TAKEN_STATUS_WAIT_MS = 2_000;
+
+/** A run this instance parked in the store (see `onPark`). */
+interface ParkedHere {
+  agentId: string;
+  /** Its record at the park: what a handle waiting here resolves with should the record be gone. */
+  record: RunRecord;
+  /** Its event-bus subscription, which hears when another instance takes it (see `watchPark`). */
+  watch: Promise<(() => void) | undefined> | undefined;
+  /**
+   * The listeners here were told another instance took it (`left`); the park's bookkeeping stays
+   * until the run ends (see `watchPark`).
+   */
+  toldLeft: boolean;
+}
+
+/** What {@link createParkedRuns} needs from the orchestrator that composes it. */
+export interface ParkedRunsOptions {
+  store: RunStore;
+  eventBus: EventBus;
+  /** Where a cancel of a run parked here, taken by another instance since, goes. */
+  cancelBus: CancelBus;
+  /** The orchestrator's live runs: a parked run leaves it, a run taken back joins it. */
+  registry: RunRegistry;
+  now: () => number;
+  /** True once the orchestrator shuts down: it takes no run back then, but to cancel it itself. */
+  isClosing: () => boolean;
+  /** Tells the orchestrator's listeners (`taken`, `left`). */
+  notify: (notice: RunNotice) => void;
+  /** The orchestrator's `result`: how a run taken elsewhere ends, read from the store. */
+  result: (runId: string) => Promise<RunOutput>;
+  /**
+   * Builds the live run of a run just claimed from the store, in `paused` (not registered, not
+   * resumed): with `agent`'s model and tools for a continue, without for a cancel or an expiry.
+   */
+  restore: (
+    runId: string,
+    claimed: { record: RunRecord; parked: ParkedRun },
+    agent: ContinueRunRequest | undefined,
+  ) => LiveRun;
+  /** Called with each run taken back here, once it is registered and resumed. */
+  onTaken: (run: LiveRun) => void;
+}
+
+/**
+ * The paused runs this instance parks in the store, and takes back from it: what
+ * {@link createParkedRuns} returns to the orchestrator.
+ */
+export interface ParkedRuns {
+  /** Handed to live runs: a paused run goes to the store and this instance lets go of it. */
+  readonly onPark: (run: LiveRun, written: Promise<boolean>, until: number) => void;
+  /**
+   * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
+   * `paused`; `undefined` when somebody took it first. Rejects `SHUTTING_DOWN` once closing.
+   */
+  take(
+    runId: string,
+    agent: ContinueRunRequest | undefined,
+  ): Promise<{ run: LiveRun; until: number } | undefined>;
+  /** The park of the run in flight here, if one is: a continue or cancel here waits for it. */
+  parkInFlight(runId: string): Promise<void> | undefined;
+  /** Whether the run is being parked by this instance now. */
+  isParking(runId: string): boolean;
+  /** Whether this instance parked the run and has not learnt of its end (a continue elsewhere keeps it). */
+  isParkedHere(runId: string): boolean;
+  /** The agent of a run this instance parked, or `undefined`. */
+  parkedAgent(runId: string): string | undefined;
+  /** Parked here, and not heard of since as continued elsewhere. */
+  waitsHere(runId: string): boolean;
+  /** How many runs parked here wait (see {@link ParkedRuns.waitsHere}). */
+  readonly waitingCount: number;
+  /**
+   * Takes back a run this instance paused, to cancel it, in a moment: `false` when closing or when
+   * another call is cancelling it already, else `true` (the cancel is promised).
+   */
+  cancel(runId: string, reason: CancelReason): boolean;
+  /** The cancel of a run taken back here still going through the store, if one is. */
+  cancelling(runId: string): { done: Promise<void>; reason: CancelReason } | undefined;
+  /** A run ended here: the handles of its earlier pauses, waiting here, resolve with its output. */
+  resolveHandles(run: LiveRun): void;
+  /** What became of a parked run another request took, on any instance: streaming again or final. */
+  statusWhenTaken(runId: string): Promise<RunStatus>;
+  /** A run parked here is another instance's now (or final): this one forgets the park. */
+  takenElsewhere(runId: string): void;
+  /** Ends the parked runs whose pause ran out (in the store, by any instance); never rejects. */
+  sweepExpiredPauses(): Promise<void>;
+  /** At a shutdown: the pause timers of the runs parked here stop. */
+  clearPauseTimers(): void;
+  /** The parks in flight here now: a shutdown waits for them. */
+  parksInFlight(): Promise<void>[];
+  /**
+   * At a shutdown, with a store that does not outlive the process: takes back every run parked
+   * here (a closing instance takes runs back only so), for the shutdown to cancel them.
+   */
+  takeAllBack(): Promise<({ run: LiveRun; until: number } | undefined)[]>;
+  /** At a shutdown: lets go of the runs parked here, left in the store for whichever instance takes them. */
+  letGo(): void;
+}
+
+/**
+ * Creates the bookkeeping of the runs this orchestrator parks in the store (paused runs): the parks
+ * in flight, the pause timers, the handles waiting here, the bus watch that hears when another
+ * instance takes a run, and the cancels of parked runs going through the store.
+ */
+export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
+  const { store, eventBus, cancelBus, registry, now, isClosing, notify, result, restore, onTaken } = options;
+  // Paused runs: parks in flight here (a continue or cancel here waits for it), the pause timers of
+  // runs this instance parked, and the handles of those runs, resolved when this instance ends them.
+  const parking = new Map<string, Promise<void>>();
+  const pauseTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  const waiting = new Map<string, (output: RunOutput) => void>();
+  // The runs this instance parked, until their deadline, a cancel or a continue takes them.
+  const parkedHere = new Map<string, ParkedHere>();
+  // Cancels of paused runs taken here (sync `cancelRun`) that are still going through the store:
+  // reads of such a run wait for them, so a caller reads the run cancelled, and a continue here that
+  // takes the run first cancels it instead (the cancel was answered `true`).
+  const cancellingParked = new Map<string, { done: Promise<void>; reason: CancelReason }>();
+
+  /**
+   * A paused run goes to the store (snapshot, deadline, its events), and this instance lets go of
+   * it: from then on any instance may take it. Until it is parked, a continue or cancel here waits.
+   */
+  function onPark(run: LiveRun, written: Promise<boolean>, until: number): void {
+    const runId = run.identity.runId;
+    const done = written.then((ok) => {
+      // Refused (an outage past the writer's retries): the run stays here, paused, and its own
+      // timer fails it when the pause runs out; nobody can continue it. A run that ended meanwhile
+      // (its pause ran out, its lease was lost) is final: its final record clears the park.
+      // Halted at a lapse of the lease meanwhile: it ends here (its stored end or RUN_LOST).
+      if (!ok || run.output || run.halted) return;
+      registry.delete(run);
+      run.detach(
+        new Promise<RunOutput>((resolve) => {
+          // Paused again after a continue here: the handles of the earlier pauses wait too.
+          const earlier = waiting.get(runId);
+          waiting.set(runId, earlier ? (output) => (earlier(output), resolve(output)) : resolve);
+        }),
+      );
+      const parkedRun: ParkedHere = {
+        agentId: run.identity.agentId,
+        record: run.record(),
+        watch: undefined,
+        toldLeft: false,
+      };
+      parkedHere.set(runId, parkedRun);
+      // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
+      if (!isClosing()) {
+        parkedRun.watch = watchPark(runId, parkedRun, run.lastSeq());
+        pauseTimers.set(
+          runId,
+          setTimeout(() => void expire(runId, until), Math.max(0, until - now())),
+        );
+      }
+    });
+    parking.set(runId, done);
+    void done.finally(() => {
+      if (parking.get(runId) === done) parking.delete(runId);
+    });
+  }
+
+  /**
+   * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
+   * `paused`. `agent` gives what a continue needs (model, tools); a cancel or an expiry needs none.
+   */
+  async function takeParked(
+    runId: string,
+    agent: ContinueRunRequest | undefined,
+    expiredBefore?: number,
+    forShutdown = false,
+  ): Promise<{ run: LiveRun; until: number } | undefined> {
+    // A closing instance takes no run back (another instance will), but to cancel it itself.
+    if (isClosing() && !forShutdown)
+      throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
+    await parking.get(runId);
+    const claimed = await store.claimParked(runId, expiredBefore);
+    if (!claimed) return undefined;
+    clearTimeout(pauseTimers.get(runId));
+    pauseTimers.delete(runId);
+    // Parked here, and its listeners never told it left: they follow it on without a `taken`.
+    const parkedByThis = forgetPark(runId)?.toldLeft === false;
+    const run = restore(runId, claimed, agent);
+    registry.add(run);
+    // Listeners here follow it from now on (those of the instance that parked it were told `left`).
+    if (!parkedByThis) notify({ type: 'taken', run: claimed.record });
+    run.resume();
+    onTaken(run);
+    return { run, until: claimed.parked.until };
+  }
+
+  /**
+   * Fails a parked run whose pause ran out by `until` (`RUN_TIMEOUT`), unless somebody took it first
+   * (a later pause of it has a later deadline, and is left alone).
+   */
+  async function expire(runId: string, until: number): Promise<void> {
+    clearTimeout(pauseTimers.get(runId));
+    pauseTimers.delete(runId);
+    const taken = await takeParked(runId, undefined, until + 1).catch((error: unknown) => {
+      console.error(`runstate: cannot end the expired pause of run ${runId}`, error);
+      return undefined;
+    });
+    if (taken) {
+      taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
+      return;
+    }
+    // Taken elsewhere (continued, cancelled).
+    takenElsewhere(runId);
+  }
+
+  async function sweepExpiredPauses(): Promise<void> {
+    try {
+      const at = now();
+      for (const runId of await store.expiredParked(at)) await expire(runId, at);
+    } catch (error) {
+      console.error(`runstate: the sweep of expired pauses failed: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * What became of a parked run another request took, on any instance: streaming again (a continue)
+   * or final (a cancel). The store's record says it once written; before then, the run's first
+   * event after its `RunPaused` does (the taker stores its events before its record).
+   */
+  async function statusWhenTaken(runId: string): Promise<RunStatus> {
+    const stored = await store.getRun(runId).catch(() => undefined);
+    if (stored && stored.status !== 'paused') return stored.status;
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), TAKEN_STATUS_WAIT_MS);
+    try {
+      const paused = (await store.readEvents(runId)).filter((event) => event.event === 'RunPaused').at(-1);
+      const after = paused?.seq ?? 0;
+      const events = await followStoredRun(store, eventBus, runId, after, undefined, {
+        signal: stop.signal,
+        heldHere: () => false,
+      });
+      for await (const event of events) {
+        if (event.event === 'RunContinued') return 'streaming';
+        if (isTerminalEvent(event)) return event.status;
+      }
+    } catch {
+      // The store out of reach, or nothing came in time: it was taken, and no longer waits.
+    } finally {
+      clearTimeout(timer);
+    }
+    return 'streaming';
+  }
+
+  /**
+   * A run parked here is another instance's now (or final): this one forgets the park (its
+   * listeners are told `left`, unless they were), and a handle waiting here learns how the run ends
+   * from the store.
+   */
+  function takenElsewhere(runId: string, end?: RunTerminalEvent): void {
+    clearTimeout(pauseTimers.get(runId));
+    pauseTimers.delete(runId);
+    const parkedRun = forgetPark(runId);
+    if (parkedRun?.toldLeft === false) notify({ type: 'left', runId });
+    const resolve = waiting.get(runId);
+    waiting.delete(runId);
+    // Its record gone (its session deleted since): the handle still resolves, never hangs.
+    const forgotten = () => parkedRun && resolve!(forgottenRunOutput(parkedRun.record, end, now()));
+    if (resolve) result(runId).then(resolve, forgotten);
+  }
+
+  /** Drops this instance's park of a run (and its bus watch); what it was, if there was one. */
+  function forgetPark(runId: string): ParkedHere | undefined {
+    const parkedRun = parkedHere.get(runId);
+    if (!parkedRun) return undefined;
+    parkedHere.delete(runId);
+    unwatch(parkedRun);
+    return parkedRun;
+  }
+
+  function unwatch(parkedRun: ParkedHere): void {
+    void parkedRun.watch?.then((unsubscribe) => unsubscribe?.());
+    parkedRun.watch = undefined;
+  }
+
+  /**
+   * Follows a run parked here on the event bus: the first events another instance publishes for it
+   * (`RunContinued`, or its end) say it was taken, and the listeners here hear it then, not at its
+   * deadline. While it goes on elsewhere, the park's bookkeeping stays (a cancel here still reaches
+   * the run); at its end this instance forgets it, and a handle waiting here gets the end.
+   */
+  function watchPark(
+    runId: string,
+    parkedRun: ParkedHere,
+    pausedSeq: number,
+  ): Promise<(() => void) | undefined> {
+    const heard = (events: readonly RunEvent[]) => {
+      // Only for this park: the run may have come back here and paused again since.
+      if (parkedHere.get(runId) !== parkedRun) return;
+      const end = events.find(isTerminalEvent);
+      if (end) takenElsewhere(runId, end);
+      else if (events.some((event) => event.event === 'RunContinued')) tellLeft(runId);
+    };
+    return (
+      eventBus
+        .subscribe(runId, heard)
+        .then((unsubscribe) => {
+          // What was published before the subscription took effect is in the store by now.
+          store.readEvents(runId, pausedSeq).then(heard, () => undefined);
+          return unsubscribe;
+        })
+        // The bus out of reach: the deadline, or a cancel or continue reaching this instance, tell it.
+        .catch(() => undefined)
+    );
+  }
+
+  /** The listeners here are told once that a run parked here was taken elsewhere. */
+  function tellLeft(runId: string): void {
+    const parkedRun = parkedHere.get(runId);
+    if (!parkedRun || parkedRun.toldLeft) return;
+    parkedRun.toldLeft = true;
+    // Still watched: its end, published wherever it ends, resolves a handle waiting here.
+    notify({ type: 'left', runId });
+  }
+
+  async function cancelParked(runId: string, reason: CancelReason): Promise<void> {
+    try {
+      const taken = await takeParked(runId, undefined);
+      // Not in the store: its park was refused (it is still only here), or a continue here took it
+      // first; either way the run is this instance's now, and the cancel was answered `true`.
+      const run = taken?.run ?? registry.get(runId);
+      if (run) {
+        run.cancel(reason);
+        return;
+      }
+      // Taken by another instance since it was parked here: the cancel goes to whoever holds it now.
+      takenElsewhere(runId);
+      await cancelBus.publish(runId, reason);
+    } catch (error) {
+      console.error(`runstate: cannot cancel the paused run ${runId}`, error);
+    }
+  }
+
+  return {
+    onPark,
+    take: (runId, agent) => takeParked(runId, agent),
+    parkInFlight: (runId) => parking.get(runId),
+    isParking: (runId) => parking.has(runId),
+    isParkedHere: (runId) => parkedHere.has(runId),
+    parkedAgent: (runId) => parkedHere.get(runId)?.agentId,
+    waitsHere: (runId) => parkedHere.get(runId)?.toldLeft === false,
+    get waitingCount() {
+      let count = 0;
+      for (const parkedRun of parkedHere.values()) if (!parkedRun.toldLeft) count++;
+      return count;
+    },
+    cancel(runId, reason) {
+      // A closing instance takes no run back from the store: the next instance (or shutdown, for a
+      // store that does not outlive it) ends it. Answering `true` would promise a cancel that never comes.
+      if (isClosing()) return false;
+      if (cancellingParked.has(runId)) return false; // another call took it first
+      const done = cancelParked(runId, reason).finally(() => cancellingParked.delete(runId));
+      cancellingParked.set(runId, { done, reason });
+      return true;
+    },
+    cancelling: (runId) => cancellingParked.get(runId),
+    resolveHandles(run) {
+      const waiter = waiting.get(run.identity.runId);
+      waiting.delete(run.identity.runId);
+      if (waiter) void run.result.then(waiter);
+    },
+    statusWhenTaken,
+    takenElsewhere: (runId) => takenElsewhere(runId),
+    sweepExpiredPauses,
+    clearPauseTimers() {
+      for (const timer of pauseTimers.values()) clearTimeout(timer);
+      pauseTimers.clear();
+    },
+    parksInFlight: () => [...parking.values()],
+    takeAllBack() {
+      const ids = [...parkedHere.keys()];
+      return Promise.all(ids.map((runId) => takeParked(runId, undefined, undefined, true)));
+    },
+    letGo() {
+      for (const [runId, parkedRun] of parkedHere) {
+        unwatch(parkedRun);
+        // Kept in the store for whichever instance takes it: it leaves this one's listeners (a
+        // tracer ends its span, a gauge drops it), as when another instance takes it.
+        if (!parkedRun.toldLeft) {
+          parkedRun.toldLeft = true;
+          notify({ type: 'left', runId });
+        }
+      }
+    },
+  };
+}
