@@ -6,6 +6,7 @@ import type { CancelReason, ToolConfirmation, ToolExecution } from '../../machin
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
+import { createCancelRequests } from './cancel-requests.js';
 import { createLeaseKeeper } from './create-lease-keeper.js';
 import { followStoredRun } from './follow-stored-run.js';
 import { createLiveRun, type InspectOption, type LiveRun } from './live-run.js';
@@ -63,9 +64,6 @@ function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
   for (const [name, value] of Object.entries(run ?? {})) if (value !== undefined) merged[name] = value;
   return merged;
 }
-
-/** How often a cancel sent to a run's owner over the bus is sent again while the run goes on. */
-const CANCEL_RESEND_MS = 1_000;
 
 /**
  * How long a cancel heard on the bus for a run that is not here is remembered, and how many are: a
@@ -526,6 +524,16 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     clearTimeout(timer);
     run.lose(LOST_MESSAGE);
   }
+  // A cancel of a run wherever it runs: here, or through the cancel bus and the store.
+  const { requestCancel } = createCancelRequests({
+    store,
+    cancelBus,
+    registry,
+    parkedRuns,
+    keeper,
+    cancelRun,
+    result,
+  });
   const leased = keeper?.start();
   const checkLease = keeper && ((): void => void keeper.lapsed());
   /** No run starts or goes on here while this instance's lease has lapsed: another may take it for lost. */
@@ -822,103 +830,6 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       if (record?.finished_at == null) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     }
     return record as RunOutput;
-  }
-
-  /** What a publish on the cancel bus was refused with, or `null`: never rejects. */
-  const refusal = (published: Promise<void>): Promise<Error | null> =>
-    published.then(
-      () => null,
-      (error: unknown) => error as Error,
-    );
-
-  async function requestCancel(
-    runId: string,
-    reason: CancelReason = 'api',
-    { agentId }: CancelRequestOptions = {},
-  ): Promise<RunOutput> {
-    const notFound = () =>
-      new RunstateError(
-        'RUN_NOT_FOUND',
-        agentId === undefined ? `run ${runId} not found` : `run ${runId} of agent ${agentId} not found`,
-      );
-    let output: RunOutput;
-    await parkedRuns.parkInFlight(runId);
-    const live = registry.get(runId);
-    if (live) {
-      if (agentId !== undefined && live.identity.agentId !== agentId) throw notFound();
-      cancelRun(runId, reason);
-      output = live.output ?? (await live.result);
-    } else {
-      // Sent before the store is read (a round trip): the owner, wherever it is, cancels at once, and
-      // only a run of `agentId`. Harmless for a run that has no owner (unknown, final, paused elsewhere).
-      const early = parkedRuns.isParkedHere(runId)
-        ? undefined
-        : refusal(cancelBus.publish(runId, reason, agentId));
-      const record = await store.getRun(runId);
-      if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
-      // A parked run is taken back here to be cancelled; one that somebody took first is theirs.
-      const taken =
-        record.finished_at === null && record.status === 'paused'
-          ? await parkedRuns.take(runId, undefined)
-          : undefined;
-      let resend: NodeJS.Timeout | undefined;
-      if (taken) taken.run.cancel(reason);
-      else if (record.finished_at === null) {
-        // The owner acts on the bus within milliseconds; should it be gone, the run is finalised
-        // here, at once (both are tried together: the check costs the owner's cancel no time).
-        // Sent again when the run was paused: whoever took it meanwhile may not have held it when
-        // the first went by.
-        const refused =
-          (record.status === 'paused' ? undefined : early) ??
-          refusal(cancelBus.publish(runId, reason, agentId));
-        // Also in the store, which the owner reads with each renewal of its lease (a third of it):
-        // the way that does not need the owner's link to the bus, nor this instance's.
-        const recorded = store.leases?.requestCancel?.(runId, reason).then(
-          () => true,
-          () => false,
-        );
-        const orphan = await keeper?.cancelOrphan(runId, reason);
-        const error = await refused;
-        // Refused by the bus and not recorded either: nothing will reach the owner.
-        if (!orphan && error && !(await recorded)) throw error;
-        // A bus delivers only to those listening now: an owner whose link to Redis is down (while
-        // this instance's is up) does not hear it. Sent again each second until the run is final,
-        // it reaches the owner once its link is back, if the store's way has not first; an owner
-        // that heard it cancels once. An owner that is gone (killed, frozen) hears nothing: as soon
-        // as its lease has run out, the run is finalised here, `cancelled` as asked, rather than
-        // left for a sweep to call it lost.
-        // An owner that never heard it may park the run meanwhile (it waits for a person): owned by
-        // nobody, no renewal reads a cancel recorded for it; it is taken here and cancelled then.
-        let checkingPark: Promise<void> | undefined;
-        resend = setInterval(() => {
-          void refusal(cancelBus.publish(runId, reason, agentId));
-          keeper?.cancelOrphan(runId, reason).catch(() => undefined);
-          checkingPark ??= cancelIfParked(runId, reason).finally(() => (checkingPark = undefined));
-        }, CANCEL_RESEND_MS);
-        // The wait for the run's end is what holds a caller; the timer alone keeps no process alive.
-        resend.unref();
-      }
-      try {
-        output = await result(runId);
-      } finally {
-        clearInterval(resend);
-      }
-    }
-    if (output.status === 'cancelled') return output;
-    throw new RunstateError('RUN_ALREADY_FINISHED', `run ${runId} already finished: ${output.status}`, {
-      details: { run_id: runId, status: output.status },
-    });
-  }
-
-  /** Takes a run back from the store and cancels it, if it is parked now; never rejects. */
-  async function cancelIfParked(runId: string, reason: CancelReason): Promise<void> {
-    try {
-      const record = await store.getRun(runId);
-      if (record?.finished_at !== null || record.status !== 'paused') return;
-      (await parkedRuns.take(runId, undefined))?.run.cancel(reason);
-    } catch {
-      // The store out of reach, or this instance closing: the next resend tries again.
-    }
   }
 
   /**
