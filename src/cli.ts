@@ -353,14 +353,16 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
   // gets RunCancelled.
   const cancel = () => agent.cancelRun(runId);
   process.on('SIGINT', cancel);
-  // The reader of stdout went away (`| head`: EPIPE): the run is cancelled as a client that left, and
-  // the command ends quietly, as a filter whose reader has enough does. (Kept to the process's end:
-  // the error of the last write may come after the loop.)
+  // The reader of stdout or stderr went away (`| head`, `2>&1 | head`: EPIPE): the run is cancelled
+  // as a client that left, and the command ends quietly, as a filter whose reader has enough does.
+  // (Kept to the process's end: the error of the last write may come after the loop.)
   let readerGone = false;
-  process.stdout.on('error', () => {
+  const readerLeft = (): void => {
     readerGone = true;
     agent.orchestrator.cancelRun(runId, 'client_disconnect');
-  });
+  };
+  process.stdout.on('error', readerLeft);
+  process.stderr.on('error', readerLeft);
   // Made at the first pause, and kept: answers piped in ahead of their questions wait in it.
   let answerLines: AnswerLines | undefined;
   // Reasoning was written to stderr and its line is not ended yet.
@@ -373,7 +375,7 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
         if (event.event === 'RunContent') {
           // A reasoning model's thinking goes to stderr as it comes: stdout stays the answer, and a
           // model that thinks for minutes (or spends its token limit on it) does not look stuck.
-          if (event.reasoning_content) {
+          if (event.reasoning_content && !readerGone) {
             process.stderr.write(event.reasoning_content);
             reasoning = true;
           }

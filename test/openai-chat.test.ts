@@ -490,6 +490,35 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('reads on to [DONE] from a gateway that puts the finish reason on every chunk, however long a gap, and fails it cut', async () => {
+    let request = 0;
+    const gateway = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const part = (content: string) =>
+        chunk({ choices: [{ index: 0, delta: { content }, finish_reason: 'stop' }] });
+      if (request++ === 1) {
+        res.write(part('Part one.'), () => res.socket?.destroy());
+        return;
+      }
+      res.write(part('Part one.'));
+      // Longer than the second an answer is given after its last chunk.
+      setTimeout(() => res.end(`${part(' Part two.')}data: [DONE]\n\n`), 1_200);
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: gateway.url });
+    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    try {
+      expect(await collect(stream())).toEqual([
+        { type: 'delta', content: 'Part one.' },
+        { type: 'delta', content: ' Part two.' },
+        { type: 'end', finishReason: 'stop', usage: undefined },
+      ]);
+      expect(await failure(stream())).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE' });
+    } finally {
+      await gateway.close();
+    }
+  });
+
   it('fails a stream that breaks after a tool call streamed as incomplete, not retryable (it was output)', async () => {
     const cut = await listen((req, res) => {
       req.resume();

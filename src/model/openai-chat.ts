@@ -288,7 +288,10 @@ class CompletionRequest implements PushedSource {
   #paused = false;
   /** Over: closed (or told to stop); nothing more reaches the receiver. */
   #finished = false;
-  /** Armed by the finish reason, pushed back by each event after it (see {@link CompletionRequest.#event}). */
+  /**
+   * Armed by a finish reason with no output beside it, pushed back by each event after it, disarmed
+   * by output (see {@link CompletionRequest.#event}).
+   */
   #endAfterFinish: ReturnType<typeof setTimeout> | undefined;
 
   readonly #client: OpenAI;
@@ -389,9 +392,15 @@ class CompletionRequest implements PushedSource {
       return;
     }
     if (chunk && !deliver(this.#receiver, chunk)) this.#stopAfterReceiverThrew();
-    // After the finish reason only the usage chunk is to come: should neither `[DONE]` nor the body's
-    // end follow (a server or proxy that keeps the stream open; one that ignores `stream_options`
-    // sends no usage), the answer is whole a second after the last event.
+    else if (chunk) {
+      // Output after a finish reason: some gateways put `finish_reason` on every chunk, so the answer
+      // goes on until `[DONE]` or the body's end.
+      clearTimeout(this.#endAfterFinish);
+      this.#endAfterFinish = undefined;
+    }
+    // A finish reason with no output beside it (the protocol's last chunk but the usage one): should
+    // neither `[DONE]` nor the body's end follow (a server or proxy that keeps the stream open; one
+    // that ignores `stream_options` sends no usage), the answer is whole a second after the last event.
     else if (this.#state.finishReason !== undefined) {
       if (this.#endAfterFinish) this.#endAfterFinish.refresh();
       else

@@ -35,8 +35,9 @@ export async function followStoredRun(
   if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
   // Only a final run's log is whole in the store: an active one's lags its owner's by a write, and
   // a client that read event n from the owner may resume from n here before n is stored. So is a
-  // paused one's in a store of one process (its `RunPaused` was stored with the park, and a continue
-  // makes it live here); with several instances another may have taken it, its events not stored yet.
+  // paused one's in a store without owner leases (memory: its `RunPaused` was stored with the park,
+  // and a continue makes it live here); in one with leases another instance may have taken it, its
+  // events not stored yet.
   if (record.finished_at !== null || (record.status === 'paused' && !store.leases)) {
     await endAfter(store, runId, afterSeq);
   }

@@ -332,6 +332,26 @@ describe('runstate run', () => {
     }
   });
 
+  it('ends quietly (exit 0) when the reader of its stderr goes away while the model reasons, as `2>&1 | head` does', async () => {
+    const upstream = await createFakeOpenAIServer();
+    try {
+      const thinking = Array.from({ length: 500 }, (_, i) => `step ${i}\n`);
+      upstream.enqueue({ reasoning: { deltas: thinking, delayMs: 10 }, chunks: ['Hello'] });
+      const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
+      const file = join(dir, 'runstate.config.json');
+      const model = { provider: 'openai', id: 'thinker', baseURL: upstream.url, apiKeyEnv: 'NO_SUCH_KEY' };
+      await writeFile(file, JSON.stringify({ agents: [{ name: 'Thinker', model }] }));
+      const run = spawnCli(['run', 'hi', '--config', file]);
+      await run.waitFor(/step 0/, 'stderr');
+      run.child.stderr.destroy();
+      expect(await run.exit).toBe(0);
+      // The run was cancelled as a client that left: the upstream request was aborted.
+      expect(run.output().stdout).not.toContain('Hello');
+    } finally {
+      await upstream.close();
+    }
+  });
+
   it('ends quietly (exit 0) when the reader of its output goes away, as `| head` does', async () => {
     // A slow model: the run still streams when the reader closes the pipe.
     const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
