@@ -155,7 +155,10 @@ export const USAGE = `Usage: npm run bench -- [options]
   BENCH_TURNS=1 in the environment: each measured process prints its event-loop turns longer than
   100 ms (start+length/CPU, in ms), where the loop-delay p99 comes from`;
 
-/** `value` as a whole number ≥ 1 (`undefined` stays so); a {@link BenchUsageError} naming `name` if not. */
+/**
+ * `value` as a whole number ≥ 1 (`undefined` stays so); a {@link BenchUsageError} naming `name` if
+ * it is not one.
+ */
 export function whole(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);

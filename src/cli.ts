@@ -39,9 +39,9 @@ const USAGE = `Usage:
 
 serve   Serves the agents over HTTP, AgentOS-compatible (PORT overrides the default port).
 run     Streams one run of an agent to stdout (a reasoning model's reasoning and the tool calls to
-        stderr, and a line there when the answer was cut: a token limit); Ctrl-C cancels it. A tool call that needs a confirmation
-        is asked about on the terminal. The agent is --agent, else the
-        first agent of the config file (story-writer-agent when it declares none).
+        stderr, and a line there when the answer was cut: a token limit); Ctrl-C cancels it. A
+        tool call that needs a confirmation is asked about on the terminal. The agent is --agent,
+        else the first agent of the config file (story-writer-agent when it declares none).
 
 Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
 agents are served (story-writer-agent, essay-writer-agent, tool-demo-agent with tools), on OpenAI

@@ -291,8 +291,8 @@ function nodeBody(stream: Readable, reader: EventReader): Body {
     ended = true;
     reader.ended();
   });
-  // Reported as fetch reports a body that broke (a TypeError with the cause), with the socket's reason
-  // in the message too: a run's error shows only its message ("terminated: read ECONNRESET").
+  // Reported as fetch reports a body that broke (a TypeError with the cause), with the socket's
+  // reason in the message too: a run's error shows only its message ("terminated: read ECONNRESET").
   stream.once('error', (error) =>
     reader.ended(new TypeError(`terminated: ${socketReason(error)}`, { cause: error })),
   );

@@ -52,8 +52,9 @@ export interface OpenAIChatOptions {
 }
 
 /**
- * How long the end of a stream (`[DONE]`, or the body's end) may lag the finish reason, or the
- * usage chunk that follows it, before the answer is taken as whole: servers send them in one write.
+ * How long the end of a stream (`[DONE]`, or the body's end) may lag a chunk whose only news is the
+ * finish reason, or the usage chunk after it, before the answer is taken as whole: servers send them
+ * in one write.
  */
 const AFTER_FINISH_MS = 1_000;
 
@@ -426,8 +427,8 @@ class CompletionRequest implements PushedSource {
     if (this.#finished) return;
     if (error !== undefined) {
       if (isAbort(error, this.#signal)) this.#close();
-      // After the finish reason the answer is whole: a connection that breaks then (a reset instead of
-      // the usage chunk or `[DONE]`) loses nothing but the token counts.
+      // After a finish reason with no output beside it the answer is whole: a connection that breaks
+      // then (a reset instead of the usage chunk or `[DONE]`) loses nothing but the token counts.
       else if (this.#endAfterFinish === undefined) this.#close(toRunstateError(error, this.#state.delivered));
       else this.#ended(undefined);
       return;
