@@ -392,12 +392,14 @@ class CompletionRequest implements PushedSource {
       this.#close(toRunstateError(error, this.#state.delivered));
       return;
     }
-    if (chunk && !deliver(this.#receiver, chunk)) this.#stopAfterReceiverThrew();
-    else if (chunk) {
+    if (chunk) {
+      if (!deliver(this.#receiver, chunk)) this.#stopAfterReceiverThrew();
       // Output after a finish reason: some gateways put `finish_reason` on every chunk, so the answer
-      // goes on until `[DONE]` or the body's end.
-      clearTimeout(this.#endAfterFinish);
-      this.#endAfterFinish = undefined;
+      // goes on until `[DONE]` or the body's end. (Checked first: this runs for every chunk.)
+      else if (this.#endAfterFinish) {
+        clearTimeout(this.#endAfterFinish);
+        this.#endAfterFinish = undefined;
+      }
     }
     // A finish reason with no output beside it (the protocol's last chunk but the usage one): should
     // neither `[DONE]` nor the body's end follow (a server or proxy that keeps the stream open; one
