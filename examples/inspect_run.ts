@@ -26,14 +26,24 @@ import {
 import { createInspectorServer } from '@statelyai/inspect/server';
 import { Agent, createInspector, OfflineModel, OpenAIChat, RunEvent } from 'runstate';
 
-const { values } = parseArgs({
-  options: {
-    serve: { type: 'boolean', default: false },
-    stately: { type: 'boolean', default: false },
-    sky: { type: 'boolean', default: false },
-    port: { type: 'string', default: '7778' },
-  },
-});
+const { values } = readOptions();
+
+/** The command line's options; a flag it does not know, or one without its value, exits 2. */
+function readOptions() {
+  try {
+    return parseArgs({
+      options: {
+        serve: { type: 'boolean', default: false },
+        stately: { type: 'boolean', default: false },
+        sky: { type: 'boolean', default: false },
+        port: { type: 'string', default: '7778' },
+      },
+    });
+  } catch (error) {
+    console.error((error as Error).message);
+    process.exit(2);
+  }
+}
 
 // A run's context holds all its content: keep it out of what is serialised for Stately's UI, which
 // copies the whole snapshot on every event (a long run would be quadratic). Child actors have none.

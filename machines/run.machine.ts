@@ -552,6 +552,9 @@ function clockActions(clock: RunClock) {
   };
 }
 
+const systemClockActions = clockActions(SYSTEM_CLOCK);
+const systemClockDelays = clockDelays(SYSTEM_CLOCK);
+
 /**
  * The lifecycle of one agent run: `pending → streaming (⇄ paused) → completed | cancelled | failed`.
  *
@@ -575,9 +578,6 @@ function clockActions(clock: RunClock) {
  * actor.getSnapshot().value; // 'cancelled'
  * ```
  */
-const systemClockActions = clockActions(SYSTEM_CLOCK);
-const systemClockDelays = clockDelays(SYSTEM_CLOCK);
-
 export const runMachine = runSetup
   .extend({ actions: systemClockActions, delays: systemClockDelays })
   .createMachine({

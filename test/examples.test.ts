@@ -110,6 +110,21 @@ describe('examples (offline)', () => {
     }
   });
 
+  it('inspect_run refuses an unknown flag, or a flag without its value, in one line (exit 2)', async () => {
+    for (const [args, shown] of [
+      [['--bogus'], "Unknown option '--bogus'"],
+      [['--serve', '--port'], "Option '--port <value>' argument missing"],
+    ] as const) {
+      const failure = await example('inspect_run.ts', [...args]).then(
+        () => expect.fail('the example took a bad flag'),
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+      expect(failure.code).toBe(2);
+      expect(failure.stderr.trim()).toBe(shown);
+      expect(failure.stdout).toBe('');
+    }
+  });
+
   it('tools_run calls a tool, cancels a slow one mid-call, and continues a paused run', async () => {
     const { stdout } = await example('tools_run.ts');
     expect(stdout).toContain('ToolCallCompleted  add → {"sum":5}');

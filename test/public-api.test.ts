@@ -166,3 +166,38 @@ describe('the root export of runstate', () => {
     expect(exportedNames(source).sort()).toEqual([...VALUES, ...TYPES].sort());
   });
 });
+
+describe('the documentation of every entry point', () => {
+  it('has TSDoc on every export, where the declaration is (an editor shows it on hover)', async () => {
+    const { default: ts } = await import('typescript');
+    const entries = [
+      'src/index.ts',
+      'src/server/index.ts',
+      'src/observe/index.ts',
+      'src/testing/index.ts',
+      'machines/index.ts',
+    ];
+    const program = ts.createProgram(
+      entries.map((entry) => `${ROOT}${entry}`),
+      {
+        strict: true,
+        module: ts.ModuleKind.NodeNext,
+        moduleResolution: ts.ModuleResolutionKind.NodeNext,
+        noEmit: true,
+      },
+    );
+    const checker = program.getTypeChecker();
+    const undocumented: string[] = [];
+    for (const entry of entries) {
+      const module = checker.getSymbolAtLocation(program.getSourceFile(`${ROOT}${entry}`)!)!;
+      for (const exported of checker.getExportsOfModule(module)) {
+        const symbol = exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported;
+        const documented = (symbol.declarations ?? []).some(
+          (declaration) => ts.getJSDocCommentsAndTags(declaration).length > 0,
+        );
+        if (!documented) undocumented.push(`${entry}: ${exported.name}`);
+      }
+    }
+    expect(undocumented).toEqual([]);
+  }, 60_000);
+});

@@ -222,7 +222,6 @@ export type RunEvent =
 /** The events that end a run; exactly one per run, always the last. */
 export type RunTerminalEvent = RunCompletedEvent | RunCancelledEvent | RunErrorEvent;
 
-/** True for `RunCompleted`, `RunCancelled` and `RunError`. */
 /**
  * Throws `INVALID_INPUT` unless `afterSeq` (the `seq` a reader has, whose later events it wants) is
  * absent or a whole number ≥ 0: `1.5` or `NaN` would skip events or end a stream at once.
@@ -232,6 +231,7 @@ export function checkAfterSeq(afterSeq: number | undefined): void {
   throw new RunstateError('INVALID_INPUT', `afterSeq must be a whole number ≥ 0, got ${String(afterSeq)}`);
 }
 
+/** True for `RunCompleted`, `RunCancelled` and `RunError`: the one event that ends a run's stream. */
 export function isTerminalEvent(event: RunEvent): event is RunTerminalEvent {
   return event.event === 'RunCompleted' || event.event === 'RunCancelled' || event.event === 'RunError';
 }

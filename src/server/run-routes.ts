@@ -18,6 +18,7 @@ import {
   resumeQuery,
   type CreateRunBody,
 } from './schemas.js';
+import { sendJsonArray } from './json-array.js';
 import { sendEventStream } from './sse.js';
 
 /**
@@ -104,13 +105,12 @@ export function runRoutes(context: RouteContext): Router {
         );
       }
     }
-    res.json(
-      await agent.orchestrator.listRuns({
-        agentId: agent.id,
-        sessionId: query.session_id,
-        status: query.status,
-      }),
-    );
+    const runs = await agent.orchestrator.listRuns({
+      agentId: agent.id,
+      sessionId: query.session_id,
+      status: query.status,
+    });
+    await sendJsonArray(res, runs);
   });
 
   router.get('/agents/:agent_id/runs/:run_id/events', async (req, res) => {

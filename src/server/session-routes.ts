@@ -3,6 +3,7 @@ import { RunstateError } from '../errors.js';
 import type { SessionRecord } from '../runtime/storage.js';
 import { runBodyParser } from './body-parsers.js';
 import { malformedRequest } from './http-errors.js';
+import { sendJsonArray } from './json-array.js';
 import { checkDbId, type RouteContext } from './route-context.js';
 import {
   deleteSessionsBody,
@@ -92,7 +93,10 @@ export function sessionRoutes(context: RouteContext): Router {
     const runs = await orchestrator.sessionRuns(req.params.session_id);
     const after = query.created_after ?? 0;
     const before = query.created_before ?? Infinity;
-    res.json(runs.filter((run) => run.created_at >= after && run.created_at <= before));
+    await sendJsonArray(
+      res,
+      runs.filter((run) => run.created_at >= after && run.created_at <= before),
+    );
   });
 
   router.get('/sessions/:session_id/runs/:run_id', async (req, res) => {

@@ -257,8 +257,10 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
   async function binWith(files: Record<string, string>): Promise<string> {
     const dir = await mkdtemp(join(tmpdir(), 'runstate-bin-'));
     await mkdir(join(dir, 'bin'));
-    await copyFile(join(ROOT, 'bin/runstate.js'), join(dir, 'bin/runstate.js'));
-    await writeFile(join(dir, 'package.json'), '{ "type": "module" }');
+    for (const file of ['runstate.js', 'source-condition.js']) {
+      await copyFile(join(ROOT, 'bin', file), join(dir, 'bin', file));
+    }
+    await writeFile(join(dir, 'package.json'), files['package.json'] ?? '{ "type": "module" }');
     await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
     for (const [path, text] of Object.entries(files)) {
       await mkdir(dirname(join(dir, path)), { recursive: true });
@@ -274,6 +276,19 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
     const run = spawnCli(['--version'], {}, [process.execPath, bin]);
     expect(await run.exit).toBe(0);
     expect(run.output().stdout).toBe('sources --version\n');
+  });
+
+  it("resolves imports with the sources' condition there, as `import 'runstate'` in a tools module", async () => {
+    // The package imports itself by name, as a tools module imports runstate: the sources, not dist/.
+    const exports = { '.': { 'runstate-source': './src/index.ts', default: './dist/index.js' } };
+    const bin = await binWith({
+      'package.json': JSON.stringify({ name: 'self-named', type: 'module', exports }),
+      'src/index.ts': "export const from: string = 'sources';\n",
+      'src/cli.ts': "const { from } = await import('self-named');\nconsole.log(from);\n",
+    });
+    const run = spawnCli([], {}, [process.execPath, bin]);
+    expect(await run.exit).toBe(0);
+    expect(run.output().stdout).toBe('sources\n');
   });
 
   it('runs the build when there is one (the published package)', async () => {

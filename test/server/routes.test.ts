@@ -180,6 +180,33 @@ describe('GET /agents/:agent_id/runs[/:run_id]', () => {
     expect(final.finished_at).toBeGreaterThan(0);
   });
 
+  it('lists runs whose text passes the longest string V8 allows (~512 MB), written in pieces', async () => {
+    const { story, model, agents } = await serveFake();
+    // One 1 MiB string, which every record shares: 520 of them are ~545 MB of JSON, which one
+    // `JSON.stringify` refuses (`RangeError: Invalid string length`, a 500 before).
+    const input = 'x'.repeat(1024 * 1024);
+    for (let i = 0; i < 520; i++) {
+      const output = agents[0]!.run(input);
+      (await model.nextCall()).end();
+      await output;
+    }
+    const response = await fetch(`${story}/runs`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    // Read as it comes, keeping only the length and the two ends: the whole would not fit a string.
+    let length = 0;
+    let first: Uint8Array | undefined;
+    let last: Uint8Array = new Uint8Array();
+    for await (const piece of response.body! as AsyncIterable<Uint8Array>) {
+      length += piece.length;
+      first ??= piece;
+      last = piece;
+    }
+    expect(length).toBeGreaterThan(2 ** 29);
+    expect(Buffer.from(first!).toString('latin1', 0, 12)).toBe('[{"run_id":"');
+    expect(Buffer.from(last).toString('latin1').slice(-2)).toBe('}]');
+  }, 60_000);
+
   it('answers 404 for an unknown run and for a run of another agent', async () => {
     const { url, story } = await serveFake();
     const essay = await startBackground(`${url}/agents/essay-writer-agent`);

@@ -2,6 +2,7 @@
  * The cancel bus and event bus contracts, against Redis (two bus instances play two runstate
  * instances), and what an outage of Redis does to them.
  */
+import { createClient } from 'redis';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CancelReason } from '../../machines/run-types.js';
 import { createRedisCancelBus, createRedisEventBus } from '../../src/runtime/redis/create-redis-buses.js';
@@ -242,6 +243,47 @@ describe('Redis buses', () => {
         { what: 'an event batch after the restart' },
       );
       expect(followed.batches[0]).toStrictEqual([event('run-1', 2)]);
+    });
+
+    it('leaves, once Redis is back, the channel of a run whose last follower left during the outage', async () => {
+      redis = await startPrivateRedis();
+      const prefix = redisPrefix();
+      const { cancel, events } = await instance(prefix, redis.url);
+      await events.subscribe('kept', eventInbox().listener);
+      const leave = await events.subscribe('left', eventInbox().listener);
+
+      await redis.stop();
+      // Redis is gone (this instance's cancels fail): the UNSUBSCRIBE sent now gets no answer.
+      await eventually(
+        () =>
+          cancel.publish('run', 'api').then(
+            () => false,
+            () => true,
+          ),
+        { what: 'a rejected publish' },
+      );
+      leave();
+      // Commands go out in order: once a later one is refused, the UNSUBSCRIBE has failed too.
+      await expect(events.subscribe('probe', eventInbox().listener)).rejects.toMatchObject({
+        code: 'STORE_UNAVAILABLE',
+      });
+      await redis.start();
+
+      const admin = createClient({ url: redis.url });
+      await admin.connect();
+      try {
+        // Back: the kept run's channel is subscribed again, and the left run's is not (it was, for
+        // the life of the process, before).
+        await eventually(
+          async () => {
+            const channels = await admin.pubSubChannels(`${prefix}events:*`);
+            return channels.includes(`${prefix}events:kept`) && !channels.includes(`${prefix}events:left`);
+          },
+          { what: 'only the kept channel subscribed' },
+        );
+      } finally {
+        admin.destroy();
+      }
     });
 
     it('fails at start with a one-line message naming host and port, not the password', async () => {

@@ -90,6 +90,25 @@ export async function createRedisEventBus(options: RedisBusOptions): Promise<Eve
   // listener added to such a channel meanwhile (the answer removes it), so the run's next follower
   // here would hear nothing. It subscribes once the UNSUBSCRIBE is answered.
   const leaving = new Map<string, Promise<unknown>>();
+  // Runs whose UNSUBSCRIBE failed (Redis was down): node-redis keeps their channels in its list and
+  // subscribes to them again when it reconnects, for the life of the process. They are left once
+  // Redis is back (node-redis has subscribed again by `ready`), unless a follower came meanwhile.
+  const strays = new Set<string>();
+  sub.on('ready', () => {
+    for (const runId of strays) if (!followers.has(runId)) leave(runId);
+    strays.clear();
+  });
+
+  function leave(runId: string): void {
+    if (!sub.isOpen) return;
+    const left: Promise<unknown> = sub
+      .unsubscribe(prefix + runId)
+      .catch(() => strays.add(runId))
+      .finally(() => {
+        if (leaving.get(runId) === left) leaving.delete(runId);
+      });
+    leaving.set(runId, left);
+  }
 
   return {
     publish(runId, events) {
@@ -127,14 +146,7 @@ export async function createRedisEventBus(options: RedisBusOptions): Promise<Eve
         set.delete(listener);
         if (set.size > 0 || followers.get(runId) !== joined) return;
         followers.delete(runId);
-        if (!sub.isOpen) return;
-        const left: Promise<unknown> = sub
-          .unsubscribe(prefix + runId)
-          .catch(() => undefined)
-          .finally(() => {
-            if (leaving.get(runId) === left) leaving.delete(runId);
-          });
-        leaving.set(runId, left);
+        leave(runId);
       };
     },
     async close() {
