@@ -29,7 +29,8 @@ interface Building {
  * name arriving for a call that has another name, whose arguments are already complete JSON, or
  * when neither has arguments (two calls of a tool without parameters), starts another call. A call
  * with no id, or with the id of an earlier call of the turn, gets a made-up one: the results sent
- * back must name exactly one call each.
+ * back must name exactly one call each. An id that comes after a call's first delta, with nothing
+ * that begins another call, is that call's (some servers send it late).
  *
  * @example
  * ```ts
@@ -64,7 +65,10 @@ export class ToolCallAssembler {
     const args = typeof sent === 'string' ? sent : JSON.stringify(sent);
     const id = delta.id || undefined;
     let call = this.#latestAtIndex.get(index);
-    if (id !== undefined && call?.givenId !== id) {
+    if (id !== undefined && call?.givenId === undefined && call && !startsAnother(call, name, args)) {
+      // The call's id came after its first delta (some servers send it late): the call takes it.
+      this.#adopt(call, id);
+    } else if (id !== undefined && call?.givenId !== id) {
       // Calls told apart by id at one index may interleave: the id's own call, if at this index.
       const known = this.#byGivenId.get(id);
       call = known?.index === index ? known : undefined;
@@ -85,13 +89,28 @@ export class ToolCallAssembler {
     call.arguments += args;
   }
 
-  /** The calls so far, in the order they began. */
+  #adopt(call: Building, id: string): void {
+    call.givenId = id;
+    this.#byGivenId.set(id, call);
+    if (this.#ids.has(id)) return; // another call of the turn has it: the made-up one stays
+    this.#ids.delete(call.id);
+    this.#ids.add(id);
+    call.id = id;
+  }
+
+  /**
+   * The calls so far, in the order of their indexes (a server may stream a later index first), and
+   * calls at one index in the order they began.
+   */
   calls(): ToolCallRequest[] {
-    return this.#calls.map(({ id, name, arguments: args }) => ({
-      id,
-      type: 'function',
-      function: { name, arguments: args },
-    }));
+    return this.#calls
+      .slice()
+      .sort((a, b) => a.index - b.index)
+      .map(({ id, name, arguments: args }) => ({
+        id,
+        type: 'function',
+        function: { name, arguments: args },
+      }));
   }
 }
 

@@ -27,15 +27,22 @@ export function checkToolCalls(
   );
 }
 
+/** How much of arguments that are not JSON a call's result quotes back to the model. */
+const MAX_QUOTED = 2_000;
+
 async function checkToolCall(
   { id, function: { name, arguments: text } }: ToolCallRequest,
   tools: ReadonlyMap<string, Tool>,
 ): Promise<CheckedToolCall> {
-  // Empty arguments go back to the model as `{}`: a server that parses them as JSON refuses ''.
+  const parsed = parseArguments(text);
+  const json = parsed.ok || !parsed.error.startsWith('valid JSON');
+  // The call goes back to the model with JSON arguments: a server that parses them (vLLM) refuses
+  // the next request otherwise. Empty or broken text goes back as `{}`; broken text is quoted in
+  // the call's result, where the model reads what was wrong with it.
   const checked = {
     id,
     name,
-    arguments: text.trim() === '' ? '{}' : text,
+    arguments: text.trim() === '' || !json ? '{}' : text,
     args: {},
     requiresConfirmation: false,
   };
@@ -44,8 +51,10 @@ async function checkToolCall(
     const known = [...tools.keys()].join(', ') || 'none';
     return { ...checked, invalid: `Error: there is no tool named '${name}' (tools: ${known})` };
   }
-  const parsed = parseArguments(text);
-  if (!parsed.ok) return { ...checked, invalid: `Error: the arguments are not ${parsed.error}` };
+  if (!parsed.ok) {
+    const quoted = json ? '' : `: ${text.length > MAX_QUOTED ? `${text.slice(0, MAX_QUOTED)}…` : text}`;
+    return { ...checked, invalid: `Error: the arguments are not ${parsed.error}${quoted}` };
+  }
   const args = parsed.value;
   const result = await checkArguments(tool, args);
   return result.ok

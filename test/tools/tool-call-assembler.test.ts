@@ -123,4 +123,39 @@ describe('ToolCallAssembler', () => {
       { id: 'made_2', name: 'now', arguments: '' },
     ]);
   });
+
+  it("takes an id that comes after a call's first delta as that call's, not as another call", () => {
+    expect(
+      assemble([
+        { index: 0, function: { name: 'add', arguments: '{"a":1' } },
+        { index: 0, id: 'call_late', type: 'function' },
+        { index: 0, function: { arguments: '}' } },
+      ]),
+    ).toEqual([{ id: 'call_late', name: 'add', arguments: '{"a":1}' }]);
+  });
+
+  it('keeps a made-up id when the late one is already another call of the turn', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'call_a', function: { name: 'add', arguments: '{}' } },
+        { index: 1, function: { name: 'sub', arguments: '{' } },
+        { index: 1, id: 'call_a', function: { arguments: '}' } },
+      ]),
+    ).toEqual([
+      { id: 'call_a', name: 'add', arguments: '{}' },
+      { id: 'made_1', name: 'sub', arguments: '{}' },
+    ]);
+  });
+
+  it('orders calls by index when a server streams a later index first', () => {
+    expect(
+      assemble([
+        { index: 1, id: 'call_b', function: { name: 'sub', arguments: '{}' } },
+        { index: 0, id: 'call_a', function: { name: 'add', arguments: '{}' } },
+      ]),
+    ).toEqual([
+      { id: 'call_a', name: 'add', arguments: '{}' },
+      { id: 'call_b', name: 'sub', arguments: '{}' },
+    ]);
+  });
 });
