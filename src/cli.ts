@@ -8,13 +8,14 @@
  *
  * @packageDocumentation
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { ToolConfirmation, ToolExecution } from '../machines/run-types.js';
 import type { Agent } from './agent.js';
 import { AnswerLines } from './answer-lines.js';
 import { drainedOrClosed } from './drained-or-closed.js';
 import { RunstateError } from './errors.js';
+import { packageVersion } from './package-version.js';
 import { OpenAIChat } from './model/openai-chat.js';
 import { createInspector } from './inspect/create-inspector.js';
 import { checkSecurityKey } from './server/bearer-auth.js';
@@ -86,7 +87,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (values.version || command === 'version') {
-    console.log(version());
+    console.log(packageVersion());
     return 0;
   }
   if (command === 'serve' || command === 'run') refuseOtherFlags(command, values);
@@ -111,17 +112,6 @@ function refuseOtherFlags(command: string, values: Record<string, unknown>): voi
     if (flag)
       throw new UsageError(`--${flag} does not apply to ${command} (it is an option of ${owner})`, false);
   }
-}
-
-/** The package's version, from its package.json: next to `src/` in the sources, two levels up from `dist/src/`. */
-function version(): string {
-  for (const path of ['../package.json', '../../package.json']) {
-    const file = new URL(path, import.meta.url);
-    if (!existsSync(file)) continue;
-    const { name, version } = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
-    if (name === 'runstate' && version) return version;
-  }
-  return 'unknown';
 }
 
 async function readConfig(path: string | undefined): Promise<RunstateConfig> {

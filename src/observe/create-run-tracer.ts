@@ -12,6 +12,7 @@ import {
 import type { TokenUsage, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
+import { packageVersion } from '../package-version.js';
 import { stateLabel } from './create-prometheus-metrics.js';
 
 /** Options of {@link createRunTracer}. */
@@ -83,7 +84,8 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   const recordContent = options.recordContent ?? false;
   // Resolved on first use: the application may register its SDK after creating the tracer.
   let tracer: Tracer | undefined;
-  const getTracer = () => (tracer ??= (provider ?? trace.getTracerProvider()).getTracer(SCOPE));
+  const getTracer = () =>
+    (tracer ??= (provider ?? trace.getTracerProvider()).getTracer(SCOPE, packageVersion()));
   const runs = new Map<string, TracedRun>();
 
   /**
@@ -183,7 +185,10 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     if (state.endsWith('retrying')) {
       // While retrying, the machine's error is the failed request's (a retry may still be cancelled).
       run.chat.span.setAttribute('error.type', error?.code ?? '_OTHER');
-      run.chat.span.setStatus({ code: SpanStatusCode.ERROR, message: 'failed before its first chunk' });
+      run.chat.span.setStatus({
+        code: SpanStatusCode.ERROR,
+        message: error?.message ?? 'failed before its first chunk',
+      });
       run.chat.span.end();
     } else {
       // To the tools, or paused for a person: the request ended asking for tool calls.
@@ -223,6 +228,7 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
         const span = run.tools.get(tool.tool_call_id) ?? startToolSpan(run, tool);
         run.tools.delete(tool.tool_call_id);
         if (recordContent && tool.result !== null) span.setAttribute('gen_ai.tool.call.result', tool.result);
+        span.setAttribute('runstate.tool.status', tool.status);
         if (tool.tool_call_error) toolFailed(span, tool.status);
         span.end();
         return;
@@ -371,6 +377,7 @@ function failed(span: Span, output: RunOutput): void {
 
 /** A tool call that did not complete: `status` (`failed`, `cancelled`) is low-cardinality, as `error.type` wants. */
 function toolFailed(span: Span, status: string): void {
+  span.setAttribute('runstate.tool.status', status);
   span.setAttribute('error.type', status);
   span.setStatus({ code: SpanStatusCode.ERROR, message: `tool call ${status}` });
 }

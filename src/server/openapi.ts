@@ -1,6 +1,6 @@
-import { createRequire } from 'node:module';
 import { z } from 'zod';
 import type { ErrorCode } from '../../machines/run-types.js';
+import { packageVersion } from '../package-version.js';
 import { STATUS_BY_CODE } from './http-errors.js';
 import {
   agentResponse,
@@ -717,11 +717,4 @@ function withoutNull(schema: JsonSchema): JsonSchema {
   if (!Array.isArray(schema.type)) return schema;
   const types = schema.type.filter((type) => type !== 'null');
   return { ...schema, type: types.length === 1 ? types[0] : types };
-}
-
-let version: string | undefined;
-function packageVersion(): string {
-  // The package refers to itself by name (it has `exports`), from the sources as from dist/.
-  version ??= (createRequire(import.meta.url)('runstate/package.json') as { version: string }).version;
-  return version;
 }

@@ -2,6 +2,7 @@
  * The observers subscribed to a real orchestrator, its run machine and a fake model: what the unit
  * tests play by hand (states, retries, cancels in pending) is what the orchestrator notifies.
  */
+import { readFileSync } from 'node:fs';
 import { SpanStatusCode } from '@opentelemetry/api';
 import {
   BasicTracerProvider,
@@ -99,10 +100,19 @@ describe('observers of a real orchestrator', () => {
     expect(sample(text, 'runstate_runs_finished_total', { agent: 'writer', status: 'completed' })).toBe(1);
     expect(sample(text, 'runstate_tokens_total', { agent: 'writer', type: 'input' })).toBe(3);
     const chats = exporter.getFinishedSpans().filter((span) => span.name === 'chat fake-model');
-    expect(chats.map((chat) => [chat.status.code, chat.attributes['error.type']])).toEqual([
-      [SpanStatusCode.ERROR, 'MODEL_REQUEST_FAILED'],
-      [SpanStatusCode.UNSET, undefined],
+    expect(chats.map((chat) => [chat.status, chat.attributes['error.type']])).toEqual([
+      [{ code: SpanStatusCode.ERROR, message: 'upstream 503' }, 'MODEL_REQUEST_FAILED'],
+      [{ code: SpanStatusCode.UNSET }, undefined],
     ]);
+    // The scope names runstate and its version.
+    expect(chats[0]!.instrumentationScope).toEqual({
+      name: 'runstate',
+      version: (
+        JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+          version: string;
+        }
+      ).version,
+    });
     expect(chats[1]!.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThanOrEqual(0);
   });
 
@@ -199,8 +209,10 @@ describe('observers of a real orchestrator', () => {
     const [added] = spans.filter((span) => span.name === 'execute_tool add');
     expect(added?.parentSpanContext?.spanId).toBe(agent?.spanContext().spanId);
     expect(added?.attributes).toMatchObject({ 'gen_ai.tool.name': 'add', 'gen_ai.tool.call.id': 'call_a' });
+    expect(added?.attributes['runstate.tool.status']).toBe('completed');
     const [failed] = spans.filter((span) => span.name === 'execute_tool broken');
     expect(failed?.status.code).toBe(SpanStatusCode.ERROR);
+    expect(failed?.attributes['runstate.tool.status']).toBe('failed');
 
     const text = await metrics.registry.metrics();
     expect(
@@ -300,6 +312,10 @@ describe('observers of a real orchestrator', () => {
     const labels = { agent: 'writer', tool: 'publish' };
     expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'rejected' })).toBe(1);
     expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'cancelled' })).toBeUndefined();
+    // In a trace too: no error (a person chose), and told apart from a call that ran.
+    const [span] = exporter.getFinishedSpans().filter((span) => span.name === 'execute_tool publish');
+    expect(span?.status).toEqual({ code: SpanStatusCode.UNSET });
+    expect(span?.attributes['runstate.tool.status']).toBe('rejected');
   });
 
   it("name an OpenAI model's provider as the GenAI conventions do: openai", async () => {
