@@ -261,9 +261,9 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   }
 
   /**
-   * Appends a line (after a `CHUNK ×n` line for the chunks since the last one), at most
+   * Appends a line (after a `RunContent ×n` line for the chunks since the last one), at most
    * `maxLogEntries` in all: the last place is kept for the run's final line, and a line that does
-   * not fit with its `CHUNK ×n` line is left out with it.
+   * not fit with its `RunContent ×n` line is left out with it.
    */
   function log(view: RunView, kind: InspectorLogEntry['kind'], text: string, detail?: string): void {
     const entries = view.log;
@@ -272,7 +272,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     if (room < 1 + chunks && (kind !== 'end' || room < 1)) return;
     const at = now();
     if (chunks === 1 && room >= 2) {
-      entries.push({ at, kind: 'chunks', text: `CHUNK ×${view.chunks - view.chunksLogged}` });
+      entries.push({ at, kind: 'chunks', text: `RunContent ×${view.chunks - view.chunksLogged}` });
       view.chunksLogged = view.chunks;
     }
     entries.push(detail === undefined ? { at, kind, text } : { at, kind, text, detail });

@@ -202,9 +202,9 @@ describe('createInspector: the feed', () => {
       'state pending',
       'event START',
       'state streaming.attempt.requesting',
-      'chunks CHUNK ×1',
+      'chunks RunContent ×1',
       'state streaming.attempt.receiving',
-      'chunks CHUNK ×3',
+      'chunks RunContent ×3',
       'event CANCEL',
       'state cancelled',
       'end cancelled (reason: api)',
@@ -277,7 +277,7 @@ describe('createInspector: the feed', () => {
       'state pending',
       'event START',
       'state streaming.attempt.requesting',
-      'chunks CHUNK ×4',
+      'chunks RunContent ×4',
       'end cancelled (reason: api)',
     ]);
   });

@@ -528,7 +528,7 @@ function renderLiveChunks(summary) {
     live.classList.add('live');
     list.append(live);
   }
-  live.querySelector('.text').textContent = `CHUNK ×${pending} …`;
+  live.querySelector('.text').textContent = `RunContent ×${pending} …`;
 }
 
 // ---------------------------------------------------------------------------------------------
