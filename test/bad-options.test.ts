@@ -26,7 +26,7 @@ import { createApp } from '../src/server/index.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { confirmingTool } from './support/confirming-tool.js';
-import { createTempDir, createTestDatabase } from './support/databases.js';
+import { createTempDir, createTestDatabase, POSTGRES_URL } from './support/databases.js';
 import { MAX_ID_LENGTH } from '../src/runtime/create-orchestrator.js';
 
 // What a JavaScript caller (or data from elsewhere) may pass where the types say otherwise: each is
@@ -511,6 +511,21 @@ describe('storage options', () => {
     // One node-redis refuses itself (its database is not a number): a setting, not an outage.
     await expect(connectRedis('redis://127.0.0.1:6379/abc')).rejects.toEqual(
       invalid('bad Redis URL 127.0.0.1:6379/abc: Invalid pathname'),
+    );
+  });
+
+  it('tells a server it cannot reach from one that refused it (a database that does not exist)', async () => {
+    const unavailable = (message: string): unknown =>
+      expect.objectContaining({ name: 'RunstateError', code: 'STORE_UNAVAILABLE', message });
+    await expect(openStorage({ databaseUrl: 'postgres://127.0.0.1:1/never-opened' })).rejects.toEqual(
+      unavailable('cannot reach PostgreSQL at 127.0.0.1:1/never-opened: ECONNREFUSED'),
+    );
+    const missing = new URL(POSTGRES_URL);
+    missing.pathname = '/runstate_test_never_created';
+    await expect(openStorage({ databaseUrl: missing.href })).rejects.toEqual(
+      unavailable(
+        `PostgreSQL at ${missing.host}/runstate_test_never_created refused the connection: database "runstate_test_never_created" does not exist`,
+      ),
     );
   });
 

@@ -213,9 +213,13 @@ async function openPool(databaseUrl: string, idleInTransactionMs: number | undef
     await pool.query('SELECT 1');
   } catch (error) {
     await pool.end().catch(() => undefined);
-    throw new RunstateError('STORE_UNAVAILABLE', `cannot reach PostgreSQL at ${where}: ${messageOf(error)}`, {
-      cause: error,
-    });
+    // The server answered with an error of its own (a database that does not exist, a role or a
+    // password it refuses): reached, and refused.
+    const refused = typeof (error as { severity?: unknown }).severity === 'string';
+    const message = refused
+      ? `PostgreSQL at ${where} refused the connection: ${messageOf(error)}`
+      : `cannot reach PostgreSQL at ${where}: ${messageOf(error)}`;
+    throw new RunstateError('STORE_UNAVAILABLE', message, { cause: error });
   }
   return db;
 }
