@@ -241,8 +241,14 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
 
   const handle = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void): void => {
     let url: URL;
+    const target = req.url ?? '/';
     try {
-      url = new URL(req.url ?? '/', 'http://inspector.invalid');
+      // A path (origin form) is joined to the base as text: `new URL('//x', base)` would read
+      // `//x` as a host (and `//` as a URL without one, a 400), where it is a path.
+      url = new URL(
+        target.startsWith('/') ? `http://inspector.invalid${target}` : target,
+        'http://inspector.invalid',
+      );
     } catch {
       // An absolute-form target that is no URL: on plain node:http a throw here would end the process.
       return fail(res, malformedRequest('the request target is not a valid URL'), next);

@@ -168,6 +168,11 @@ describe('the inspector handler on node:http', () => {
     const response = await fetch(`${server.url}/inspect/nope`);
     expect(response.status).toBe(404);
     expect(await response.json()).toEqual({ detail: 'GET /inspect/nope not found', code: 'NOT_FOUND' });
+    const doubled = await fetch(`${server.url}/inspect//x`);
+    expect([doubled.status, await doubled.json()]).toEqual([
+      404,
+      { detail: 'GET /inspect//x not found', code: 'NOT_FOUND' },
+    ]);
     // The AgentOS route is the default: the handler has no cancel route of its own.
     const cancel = await fetch(`${server.url}/inspect/runs/x/cancel`, { method: 'POST' });
     expect(cancel.status).toBe(404);
@@ -177,14 +182,17 @@ describe('the inspector handler on node:http', () => {
     const outer = await listen((req: IncomingMessage, res: ServerResponse) => {
       // What a router does when it mounts the handler at /inspect: strips the prefix, keeps originalUrl.
       Object.assign(req, { originalUrl: req.url, url: req.url!.slice('/inspect'.length) || '/' });
-      handler(req, res, () => {
-        passed.push(req.url!);
+      handler(req, res, (error?: unknown) => {
+        passed.push(error === undefined ? req.url! : `error: ${(error as Error).message}`);
         res.end('next');
       });
     });
     const base = outer.url;
     expect(await (await fetch(`${base}/inspect/other`)).text()).toBe('next');
     expect(passed).toEqual(['/other']);
+    // A path that begins `//` once the mount is stripped is a path, not a URL with no host (a 400).
+    expect(await (await fetch(`${base}/inspect//`)).text()).toBe('next');
+    expect(passed).toEqual(['/other', '//']);
     const redirect = await fetch(`${base}/inspect`, { redirect: 'manual' });
     expect(redirect.headers.get('location')).toBe('/inspect/');
     expect((await fetch(`${base}/inspect/graph.json`)).status).toBe(200);
