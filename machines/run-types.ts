@@ -63,7 +63,10 @@ export interface TokenUsage {
 export interface RunMetrics extends TokenUsage {
   /** From the first request to the first output (reasoning or content); `null` when none arrived. */
   time_to_first_token: number | null;
-  /** From the first request (or from creation, for a run cancelled while pending) to the end. */
+  /**
+   * From the first request (or from creation, for a run cancelled while pending) to the end, as the
+   * clock goes: time paused for a person counts (it does not against `timeoutMs`).
+   */
   duration: number;
 }
 

@@ -378,6 +378,15 @@ function recordedModel(record: RunRecord): ChatModel {
   };
 }
 
+// The runs of each store whose final records are being stored, by session (`settledSessionRuns`).
+const settlingByStore = new WeakMap<RunStore, Map<string, Promise<unknown>>>();
+
+function settlingRunsOf(store: RunStore): Map<string, Promise<unknown>> {
+  let settling = settlingByStore.get(store);
+  if (!settling) settlingByStore.set(store, (settling = new Map<string, Promise<unknown>>()));
+  return settling;
+}
+
 /**
  * Creates an orchestrator: the run actors of this process (a live registry), the concurrency limit
  * (admission), and the projection of each run to wire events, records and notices, over a run store,
@@ -587,8 +596,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   // By session: the runs that ended here whose final records are not settled in the store yet. A
   // consumer may start the session's next run as soon as it read a run's terminal event, which is
-  // handed out before its record is stored: the next run's history waits for them.
-  const settlingBySession = new Map<string, Promise<unknown>>();
+  // handed out before its record is stored: the next run's history waits for them. Shared by the
+  // orchestrators of one store (one `openStorage` given to several), since that next run may start
+  // on another.
+  const settlingBySession = settlingRunsOf(store);
 
   function settleInSession(sessionId: string, settled: Promise<void>): void {
     const before = settlingBySession.get(sessionId);

@@ -53,8 +53,11 @@ export function sessionRoutes(context: RouteContext): Router {
         : [];
     const named = query.session_name?.toLowerCase();
     const found = named ? all.filter((session) => session.session_name.toLowerCase().includes(named)) : all;
-    // Several orchestrators each list newest first: merge them (a stable sort keeps ties in order).
+    // Several orchestrators each list the last used first: merge them (a stable sort keeps ties,
+    // sessions of the same second, in that order; reversed first for ascending, which is then
+    // descending reversed).
     const key = query.sort_by;
+    if (query.sort_order === 'asc') found.reverse();
     found.sort((a, b) => (query.sort_order === 'desc' ? b[key] - a[key] : a[key] - b[key]));
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     const page = query.page ?? 1;

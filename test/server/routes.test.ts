@@ -369,6 +369,14 @@ describe('sessions', () => {
     expect(await ids('')).toEqual(['new', 'old']);
     expect(await ids('sort_by=updated_at&sort_order=desc')).toEqual(['old', 'new']);
     expect(await ids('session_name=LIGHT')).toEqual(['old']);
+    // Sessions begun within one second (times are whole seconds): ascending is descending reversed.
+    clock -= 10_000;
+    await start('Waves', 'same-1', 'carol');
+    clock -= 10_000;
+    await start('Reefs', 'same-2', 'carol');
+    const newestFirst = await ids('user_id=carol&sort_by=created_at&sort_order=desc');
+    expect(newestFirst).toEqual(['same-2', 'same-1']);
+    expect(await ids('user_id=carol&sort_by=created_at&sort_order=asc')).toEqual(['same-1', 'same-2']);
     const bad = await expectError(await fetch(`${url}/sessions?sort_by=bogus`), 422, 'INVALID_INPUT');
     expect(bad.field).toBe('sort_by');
     const long = await expectError(

@@ -429,6 +429,47 @@ describe('PGlite in a data dir', () => {
     }
   }, 60_000);
 
+  it('sends a turn that ended on one orchestrator with the next, started on another at once', async () => {
+    const dir = await createTempDir();
+    const storage = await openStorage({ dataDir: dir.path });
+    try {
+      const model = createFakeModel();
+      const [first, second] = [0, 1].map(
+        () =>
+          new Agent({
+            id: 'writer',
+            name: 'Writer',
+            model,
+            orchestrator: createOrchestrator({
+              store: storage.store,
+              cancelBus: storage.cancelBus,
+              eventBus: storage.eventBus,
+            }),
+          }),
+      );
+      const turn = first!.run('first', { stream: true, sessionId: 's' });
+      const call = await model.nextCall();
+      call.emit('one');
+      call.end();
+      // Read to the terminal event, which comes before the run's record is stored...
+      await collect(turn);
+      // ...and the next turn at once, on the other orchestrator: it must wait for that record.
+      const next = second!.run('second', { sessionId: 's' });
+      const sent = await model.nextCall();
+      expect(sent.messages.map((message) => `${message.role}: ${String(message.content)}`)).toEqual([
+        'user: first',
+        'assistant: one',
+        'user: second',
+      ]);
+      sent.end();
+      expect(await next).toMatchObject({ status: 'completed' });
+      await Promise.all([first!.orchestrator.shutdown(), second!.orchestrator.shutdown()]);
+    } finally {
+      await storage.close();
+      await dir.remove();
+    }
+  }, 60_000);
+
   it('keeps history across a restart', async () => {
     const dir = await createTempDir();
     try {
