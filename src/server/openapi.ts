@@ -31,6 +31,7 @@ import {
 } from './openapi-schemas.js';
 import {
   continueRunForm,
+  resumeRunBody,
   continueRunJson,
   createRunBody,
   deleteSessionsBody,
@@ -200,9 +201,10 @@ export const OPERATIONS: readonly OperationSpec[] = [
       '`id: <seq>`, `event: <name>` and one `data:` line holding the event as JSON; it ends after the ' +
       'one terminal event (`RunCompleted`, `RunCancelled` or `RunError`), or at `RunPaused`. With ' +
       '`stream=false` the answer is the finished run, or the paused run (`status: "paused"`, the calls ' +
-      'that wait in `tools`) when a tool needs a confirmation; with `background=true` it is 202 at ' +
-      'once. A client that goes away ' +
-      'cancels the run unless `on_disconnect` is `continue`.',
+      'that wait in `tools`) when a tool needs a confirmation. With `background=true` the run goes on ' +
+      'whatever the client does: with `stream` the answer is a resumable stream (each event with its ' +
+      '`event_index`, for `POST …/resume`), and with `stream=false` it is 202 at once. Otherwise a ' +
+      'client that goes away cancels the run unless `on_disconnect` is `continue`.',
     tag: 'Agents',
     body: createRunBody,
     readsBody: true,
@@ -248,7 +250,8 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'per pending call. Confirmed calls run; rejected ones do not, and the model is told. With ' +
       '`stream` (the default) the answer is the event stream from `RunContinued` on (`seq` goes on from ' +
       '`RunPaused`) to the next pause or the end; otherwise the run at that point (finished, or paused ' +
-      'again). A run that is not paused ' +
+      'again). With `background=true` and `stream`, the stream is resumable: the run goes on when the ' +
+      'client goes away, and each event has its `event_index`. A run that is not paused ' +
       'answers 409 `RUN_NOT_PAUSED`.',
     tag: 'Agents',
     body: continueRunJson,
@@ -309,6 +312,28 @@ export const OPERATIONS: readonly OperationSpec[] = [
       204: {
         description:
           'The run is final and its last event is the one named: nothing will come (an EventSource stops reconnecting).',
+      },
+    },
+    errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+  },
+  {
+    method: 'post',
+    path: '/agents/:agent_id/runs/:run_id/resume',
+    operationId: 'resume_agent_run_stream',
+    summary: 'Resume a run stream',
+    description:
+      "AgentOS's reconnect to a resumable stream (`background=true` with `stream`): the events after " +
+      '`last_event_index` (the `event_index` of the last event received; `-1` or absent: from the ' +
+      'first), then the live ones until the terminal event, each with its `event_index` (`seq - 1`). ' +
+      'With `session_id`, a run of another session is not found. A reader going away does not ' +
+      'cancel the run.',
+    tag: 'Agents',
+    body: resumeRunBody,
+    readsBody: true,
+    success: {
+      200: {
+        description: 'The events, as on the run stream, each with `event_index`.',
+        content: { 'text/event-stream': runEvent },
       },
     },
     errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
@@ -503,6 +528,7 @@ const INPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['CreateRunRequest', createRunBody],
   ['ContinueRunRequest', continueRunJson],
   ['ContinueRunForm', continueRunForm],
+  ['ResumeRunRequest', resumeRunBody],
   ['RenameSessionRequest', renameSessionBody],
   ['UpdateSessionRequest', updateSessionBody],
   ['DeleteSessionsRequest', deleteSessionsBody],

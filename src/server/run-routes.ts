@@ -16,10 +16,11 @@ import {
   parseInput,
   resumeHeader,
   resumeQuery,
+  resumeRunBody,
   type CreateRunBody,
 } from './schemas.js';
 import { sendJsonArray } from './json-array.js';
-import { sendEventStream } from './sse.js';
+import { indexedFrame, sendEventStream } from './sse.js';
 
 /**
  * The runs of an agent: create (streamed, non-streamed or in the background), cancel, record, list,
@@ -71,6 +72,16 @@ export function runRoutes(context: RouteContext): Router {
       // decided there. A client that goes away cancels the run, as from a run's (the continue has
       // no `on_disconnect`): from the stream, its iterator's end does it.
       const run = await agent.continueRun(runId, { tools: input.tools, stream: true });
+      if (input.stream && input.background) {
+        // AgentOS's resumable stream: the run goes on when the client goes away (read without the
+        // stream's cancel on leaving), and each frame has its `event_index` for `/resume`.
+        await sendEventStream(res, withoutCancelOnLeaving(run), {
+          heartbeatMs: context.heartbeatMs,
+          beforeEnd: () => run.result,
+          frame: indexedFrame,
+        });
+        return;
+      }
       if (input.stream) {
         await sendEventStream(res, run, { heartbeatMs: context.heartbeatMs, beforeEnd: () => run.result });
         return;
@@ -113,6 +124,36 @@ export function runRoutes(context: RouteContext): Router {
     await sendJsonArray(res, runs);
   });
 
+  // AgentOS's reconnect to a resumable stream: the events after `last_event_index` (`seq - 1`), then
+  // the live ones to the end, each with its `event_index`. A reader going away does not cancel.
+  router.post(
+    '/agents/:agent_id/runs/:run_id/resume',
+    requireAgent,
+    runBodyParser(context.bodyLimit),
+    async (req, res) => {
+      const agent = agents.get(req.params.agent_id);
+      const runId = (req.params as unknown as { run_id: string }).run_id;
+      const input = parseInput(resumeRunBody, req.body);
+      const record = await agents.run(agent, runId);
+      if (input.session_id !== undefined && record.session_id !== input.session_id) {
+        throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found in session ${input.session_id}`);
+      }
+      let events;
+      try {
+        events = await agent.orchestrator.events(runId, input.last_event_index + 1);
+      } catch (error) {
+        if (error instanceof RunstateError && error.code === 'INVALID_INPUT')
+          throw invalidField('last_event_index', `past the run's last event: ${error.message}`);
+        throw error;
+      }
+      await sendEventStream(res, events, {
+        heartbeatMs: context.heartbeatMs,
+        beforeEnd: () => agent.orchestrator.result(runId).catch(() => undefined),
+        frame: indexedFrame,
+      });
+    },
+  );
+
   router.get('/agents/:agent_id/runs/:run_id/events', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
     const { run_id: runId } = req.params;
@@ -153,6 +194,20 @@ export function runRoutes(context: RouteContext): Router {
   return router;
 }
 
+/**
+ * The events of a run's stream, read without its cancel on leaving: an iterator with no `return`,
+ * so a reader that stops early leaves the run going (its iterator, parked between two events, holds
+ * nothing and is collected).
+ */
+function withoutCancelOnLeaving(events: AsyncIterable<RunEvent>): AsyncIterable<RunEvent> {
+  return {
+    [Symbol.asyncIterator]() {
+      const iterator = events[Symbol.asyncIterator]();
+      return { next: () => iterator.next() };
+    },
+  };
+}
+
 /** The events of `rest`, after `first` (taken from it already). */
 async function* prepended(first: RunEvent, rest: AsyncIterator<RunEvent>): AsyncGenerator<RunEvent> {
   yield first;
@@ -182,6 +237,17 @@ async function createRun(
   // The store's refusal (a session another agent took meanwhile, a store that is down) is the answer.
   await run.recorded;
 
+  const stream = input.stream ?? !input.background;
+  if (input.background && stream) {
+    // AgentOS's resumable stream: the run goes on when the client goes away, whatever
+    // `on_disconnect` says, and each frame has its `event_index` for `/resume`.
+    await sendEventStream(res, await orchestrator.events(run.runId), {
+      heartbeatMs: context.heartbeatMs,
+      beforeEnd: () => run.result,
+      frame: indexedFrame,
+    });
+    return;
+  }
   if (input.background) {
     res.status(202).json({ run_id: run.runId, session_id: run.sessionId, status: 'pending' });
     return;
@@ -191,7 +257,7 @@ async function createRun(
       ? () => orchestrator.cancelRun(run.runId, 'client_disconnect')
       : undefined;
 
-  if (input.stream) {
+  if (stream) {
     await sendEventStream(res, await orchestrator.events(run.runId), {
       heartbeatMs: context.heartbeatMs,
       onClientGone: cancelOnDisconnect,

@@ -11,6 +11,15 @@ const flag = (fallback: boolean) =>
     })
     .default(fallback);
 
+// `stream` of a run: absent is told apart from `true`, since a background run streams only when
+// asked to (see createRunBody). The API document shows its default for a run that is not.
+const streamFlag = z
+  .union([z.boolean(), z.literal('').transform(() => undefined), z.stringbool()], {
+    error: 'must be true or false',
+  })
+  .optional()
+  .meta({ default: true });
+
 // Agno's Agent UI sends `session_id: ''` for a new conversation: empty means absent. An id is at
 // most MAX_ID_LENGTH characters on every store alike (an index of PostgreSQL's refuses a longer one).
 const optionalId = z
@@ -67,7 +76,9 @@ export const createRunBody = z.object({
     .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
     .min(1, { error: 'must not be empty', abort: true })
     .regex(/\S/, 'must not be empty'),
-  stream: flag(true),
+  // Absent: `true`, or `false` for a `background` run (202 at once, as DESIGN has it); `true` with
+  // `background` is AgentOS's resumable stream.
+  stream: streamFlag,
   background: flag(false),
   session_id: optionalId,
   user_id: optionalId,
@@ -113,6 +124,7 @@ export const continueRunBody = z.object({
   }),
   session_id: optionalId,
   stream: flag(true),
+  background: flag(false),
 });
 
 // (Its `$schema` means nothing inside another schema.)
@@ -132,6 +144,30 @@ export const continueRunJson = continueRunBody.extend({
 
 /** The continue body as a form, for the API document: a form's `tools` is the answers' JSON text. */
 export const continueRunForm = continueRunBody.extend({ tools: toolsText });
+
+/**
+ * The body of `POST /agents/:agent_id/runs/:run_id/resume`, as AgentOS takes it: `last_event_index`
+ * is the `event_index` of the last event the client received (`-1`, empty or absent: none), a
+ * form's text or a JSON number; `session_id`, when given, must be the run's.
+ */
+export const resumeRunBody = z.object({
+  last_event_index: z
+    .union(
+      [
+        z.literal('').transform(() => undefined),
+        z.number().int().min(-1),
+        z
+          .string()
+          .regex(/^(-1|0|[1-9]\d*)$/)
+          .transform(Number)
+          .refine((value) => Number.isSafeInteger(value)),
+      ],
+      { error: 'must be a whole number, -1 or more' },
+    )
+    .nullish()
+    .transform((value) => value ?? -1),
+  session_id: optionalId,
+});
 
 /** The query of `GET /agents/:agent_id/runs`. */
 export const listRunsQuery = z.object({

@@ -22,8 +22,27 @@ export function sseFrame(event: RunEvent): string {
   return lastFrame;
 }
 
+let lastIndexedEvent: RunEvent | undefined;
+let lastIndexedFrame = '';
+
+/**
+ * The SSE frame of an event of a resumable stream (AgentOS's `background` streams and `/resume`):
+ * as {@link sseFrame}, its JSON with `event_index` too, the 0-based index AgentOS's clients send
+ * back as `last_event_index` (`seq - 1`).
+ */
+export function indexedFrame(event: RunEvent): string {
+  if (event !== lastIndexedEvent) {
+    const data = JSON.stringify({ ...event, event_index: event.seq - 1 });
+    lastIndexedFrame = eventFrame({ id: event.seq, event: event.event, data });
+    lastIndexedEvent = event;
+  }
+  return lastIndexedFrame;
+}
+
 /** Options of {@link sendEventStream}. */
 export interface EventStreamOptions {
+  /** The frame of an event: {@link sseFrame} unless told otherwise ({@link indexedFrame}). */
+  frame?: ((event: RunEvent) => string) | undefined;
   /** A `: ping` comment is sent when nothing else was written for this long. */
   heartbeatMs: number;
   /** Called once when the client goes away before the terminal event was written. */
@@ -88,7 +107,7 @@ type Pause =
 async function writePushed(
   stream: EventStream,
   events: ListenableEvents,
-  { beforeEnd }: EventStreamOptions,
+  { beforeEnd, frame = sseFrame }: EventStreamOptions,
 ): Promise<void> {
   let stopListening: (() => void) | undefined;
   let wake: ((pause: Pause) => void) | undefined;
@@ -110,7 +129,7 @@ async function writePushed(
             if (!event) return stop({ why: 'end' });
             const terminal = isTerminalEvent(event);
             if (terminal && beforeEnd) return stop({ why: 'terminal', event });
-            const flushed = stream.write(sseFrame(event));
+            const flushed = stream.write(frame(event));
             if (terminal) return stop({ why: 'end' });
             return flushed || stop({ why: 'full' });
           } catch (error) {
@@ -125,7 +144,7 @@ async function writePushed(
       if (pause.why === 'end') return;
       if (pause.why === 'terminal') {
         await beforeEnd!();
-        stream.write(sseFrame(pause.event));
+        stream.write(frame(pause.event));
         return;
       }
       if (!(await stream.drained())) return;
@@ -142,7 +161,7 @@ const GONE = Symbol('gone');
 async function writePulled(
   stream: EventStream,
   iterator: AsyncIterator<RunEvent>,
-  { beforeEnd }: EventStreamOptions,
+  { beforeEnd, frame = sseFrame }: EventStreamOptions,
 ): Promise<void> {
   let wakeOnGone: ((value: typeof GONE) => void) | undefined;
   const removeGoneListener = stream.onClientGone(() => wakeOnGone?.(GONE));
@@ -158,7 +177,7 @@ async function writePulled(
       if (next === GONE || next.done) break;
       const terminal = isTerminalEvent(next.value);
       if (terminal && beforeEnd) await beforeEnd();
-      const flushed = stream.write(sseFrame(next.value));
+      const flushed = stream.write(frame(next.value));
       if (terminal) break;
       if (!flushed && !(await stream.drained())) break;
     }

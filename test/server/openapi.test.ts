@@ -278,7 +278,7 @@ describe('the document against live answers', () => {
         checked++;
       }
     }
-    expect(checked).toBe(13);
+    expect(checked).toBe(14);
   });
 
   it('answers GET /sessions as SessionPage says, and a limit or page past its range with a listed 422', async () => {
