@@ -21,6 +21,8 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'INVALID_INPUT'
   | 'UNAUTHORIZED'
+  /** A request a web page of another site could have made: an unknown `Host`, a foreign `Origin`. */
+  | 'FORBIDDEN'
   | 'PAYLOAD_TOO_LARGE'
   | 'SHUTTING_DOWN'
   | 'MODEL_REQUEST_FAILED'

@@ -233,6 +233,7 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
     agents,
     securityKey,
     cors: config.cors,
+    allowedHosts: config.allowedHosts,
     mount: { '/inspect': inspector.handler },
   });
 

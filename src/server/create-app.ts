@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import cors from 'cors';
+import { refuseForeignRequests } from './foreign-requests.js';
 import express, { type Express } from 'express';
 import type { Agent } from '../agent.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from '../observe/create-prometheus-metrics.js';
@@ -47,6 +48,14 @@ export interface CreateAppOptions {
   securityKey?: string | undefined;
   /** Origins allowed to call the API from a browser. Default {@link DEFAULT_CORS_ORIGINS}. */
   cors?: { origins: readonly string[] | '*' } | undefined;
+  /**
+   * Host names (the `Host` header) the API answers to besides `localhost` and IP addresses; others
+   * get a 403, which stops a web page from reading runs through a name it points at this server
+   * (DNS rebinding). Default: any host when a security key is set, else none; `'*'` allows any
+   * (behind a proxy that checks the host). POSTs, PATCHes and DELETEs from a browser page of an
+   * origin that is neither allowed by `cors` nor the server's own get a 403 too.
+   */
+  allowedHosts?: readonly string[] | '*' | undefined;
   /** Largest request body (JSON, urlencoded or multipart): bytes, or `'1mb'`. Default `'1mb'`. */
   bodyLimit?: BodyLimit | undefined;
   /** An idle event stream gets a `: ping` comment this often, so proxies keep it open. Default 15 s. */
@@ -143,6 +152,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const app = express();
   const serverOptions = expressMessageClasses(app);
   app.use(requireHost);
+  app.use(refuseForeignRequests({ origins, allowedHosts: options.allowedHosts ?? (securityKey ? '*' : []) }));
   app.use((req, res, next) => {
     closeWithConnection(req, res);
     next();

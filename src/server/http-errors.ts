@@ -18,6 +18,7 @@ import { RunstateError } from '../errors.js';
 export const STATUS_BY_CODE: Record<ErrorCode, number> = {
   INVALID_INPUT: 422,
   UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   NOT_FOUND: 404,
   AGENT_NOT_FOUND: 404,
   RUN_NOT_FOUND: 404,

@@ -704,6 +704,12 @@ function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, s
   unreadable.push('a malformed request line or header, or no `Host` header');
   add(400, `INVALID_INPUT (${unreadable.join(', or ')})`);
   if (closed) add(STATUS_BY_CODE.UNAUTHORIZED, 'UNAUTHORIZED');
+  // Answered by `refuseForeignRequests` for any route but the health check.
+  if (operation.path !== '/health')
+    add(
+      STATUS_BY_CODE.FORBIDDEN,
+      'FORBIDDEN (a `Host` name the server does not answer to, or a POST, PATCH or DELETE from a page of an origin not allowed)',
+    );
   for (const code of operation.errors ?? []) add(STATUS_BY_CODE[code], code);
   add(
     STATUS_BY_CODE.PAYLOAD_TOO_LARGE,

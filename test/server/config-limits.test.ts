@@ -271,3 +271,18 @@ describe('the config file example of docs/http-api.md', () => {
     expect(config.agents?.at(-1)?.limits).toEqual({ idleTimeoutMs: 180000, retry: { maxAttempts: 1 } });
   });
 });
+
+describe('allowedHosts in the config file', () => {
+  it("takes '*' or host names, and refuses a name with a port or a space, naming the field", () => {
+    expect(parseConfig(JSON.stringify({ allowedHosts: ['api.example.com'] }), 't.json').allowedHosts).toEqual(
+      ['api.example.com'],
+    );
+    expect(parseConfig(JSON.stringify({ allowedHosts: '*' }), 't.json').allowedHosts).toBe('*');
+    expect(() => parseConfig(JSON.stringify({ allowedHosts: ['api.example.com:443'] }), 't.json')).toThrow(
+      /allowedHosts\.0: must be a host name/,
+    );
+    expect(() => parseConfig(JSON.stringify({ allowedHosts: 'any' }), 't.json')).toThrow(
+      /allowedHosts: must be '\*' or a list of host names/,
+    );
+  });
+});

@@ -1,4 +1,4 @@
-import { createServer } from 'node:http';
+import { createServer, request } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { gzipSync } from 'node:zlib';
@@ -140,6 +140,95 @@ describe('CORS', () => {
     const { url } = await serveFake({ cors: { origins: '*' } });
     const response = await fetch(`${url}/agents`, { headers: { origin: 'http://anywhere.example' } });
     expect(response.headers.get('access-control-allow-origin')).toBe('*');
+  });
+});
+
+/** A request with a `Host` header of the test's choosing (fetch sets its own). */
+function withHost(
+  url: string,
+  host: string,
+  init: { method?: string; headers?: Record<string, string> } = {},
+) {
+  return new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+    const req = request(url, { method: init.method ?? 'GET', headers: { ...init.headers, host } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () =>
+        resolve({ status: res.statusCode!, body: JSON.parse(text) as Record<string, unknown> }),
+      );
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('requests a web page of another site could make', () => {
+  it('refuses a Host name it does not know (DNS rebinding), without a security key: 403 naming it', async () => {
+    const { url } = await serveFake();
+    const port = new URL(url).port;
+    const refused = await withHost(`${url}/agents`, `evil.example:${port}`);
+    expect(refused.status).toBe(403);
+    expect(refused.body).toEqual({
+      detail:
+        `this server does not answer to the host "evil.example:${port}": a web page could read runs ` +
+        'through a name that points here (DNS rebinding). Add it to allowedHosts, or set a security key',
+      code: 'FORBIDDEN',
+    });
+    for (const host of [
+      `localhost:${port}`,
+      `LOCALHOST:${port}`,
+      `127.0.0.1:${port}`,
+      '[::1]',
+      'app.localhost',
+      '10.0.0.7',
+    ]) {
+      expect((await withHost(`${url}/agents`, host)).status, host).toBe(200);
+    }
+    // A balancer's health check may name the service as it likes.
+    expect((await withHost(`${url}/health`, 'runstate.internal')).status).toBe(200);
+
+    const listed = await serveFake({ allowedHosts: ['runstate.example.com'] });
+    expect((await withHost(`${listed.url}/agents`, 'runstate.example.com:443')).status).toBe(200);
+    expect((await withHost(`${listed.url}/agents`, 'other.example.com')).status).toBe(403);
+    const any = await serveFake({ allowedHosts: '*' });
+    expect((await withHost(`${any.url}/agents`, 'evil.example')).status).toBe(200);
+    // With a key, any host: a page cannot send the token.
+    const keyed = await serveFake({ securityKey: 's3cret' });
+    expect((await withHost(`${keyed.url}/agents`, 'evil.example')).status).toBe(401);
+  });
+
+  it('refuses a POST from a page of an origin neither allowed nor its own, starting no run', async () => {
+    const { url, story, model } = await serveFake();
+    const form = (origin: string) =>
+      fetch(`${story}/runs`, {
+        method: 'POST',
+        headers: { origin, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'message=hi&stream=false&background=true',
+      });
+    const refused = await expectError(await form('http://evil.example'), 403, 'FORBIDDEN');
+    expect(refused.detail).toBe(
+      'a POST from a page of http://evil.example is refused: that origin is not allowed (cors.origins)',
+    );
+    await expectError(await form('null'), 403, 'FORBIDDEN');
+    await expectError(
+      await fetch(`${story}/runs/x/cancel`, { method: 'POST', headers: { origin: 'http://evil.example' } }),
+      403,
+      'FORBIDDEN',
+    );
+    expect(model.calls).toHaveLength(0);
+    // The Agent UI's origin, and the server's own page.
+    expect((await form('http://localhost:3000')).status).toBe(202);
+    expect((await form(url)).status).toBe(202);
+    // Reading is CORS's to decide (the browser keeps the answer from the page).
+    expect((await fetch(`${url}/agents`, { headers: { origin: 'http://evil.example' } })).status).toBe(200);
+    const open = await serveFake({ cors: { origins: '*' } });
+    const opened = await fetch(`${open.story}/runs`, {
+      method: 'POST',
+      headers: { origin: 'http://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'message=hi&background=true',
+    });
+    expect(opened.status).toBe(202);
   });
 });
 
@@ -604,7 +693,7 @@ describe("requests Node's HTTP parser refuses", () => {
     try {
       const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
       // Headers that never end.
-      socket.write('GET /agents HTTP/1.1\r\nHost: x\r\n');
+      socket.write('GET /agents HTTP/1.1\r\nHost: 127.0.0.1\r\n');
       let answer = '';
       socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
       await new Promise((resolve) => socket.once('close', resolve));
@@ -660,7 +749,7 @@ describe("requests Node's HTTP parser refuses", () => {
     const socket = connect(Number(new URL(url).port), '127.0.0.1');
     const body = JSON.stringify({ message: 'Hi', stream: true });
     socket.write(
-      `POST /agents/story-writer-agent/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `POST /agents/story-writer-agent/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
         `Content-Length: ${body.length}\r\n\r\n${body}`,
     );
     const call = await model.nextCall();
