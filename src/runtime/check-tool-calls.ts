@@ -9,15 +9,18 @@ import type { Tool } from '../tools/tool.js';
  * `invalid` text goes to the model instead, which can correct itself on its next turn. Never
  * rejects: a schema that throws is a mismatch, with the thrown message.
  *
- * A call with no id, or with the id of an earlier call of the turn, gets a made-up one: an id is how
- * a result goes back to its call and how a cancel finds a running call, so two calls cannot share
- * one. (`OpenAIChat` makes them unique as it assembles the calls; any `ChatModel` may not.)
+ * A call with no id, or with the id of an earlier call of the turn or of the conversation (`taken`),
+ * gets a made-up one: an id is how a result goes back to its call and how a cancel finds a running
+ * call, so two calls cannot share one; and clients such as Agno's Agent UI merge a run's calls by
+ * id, across its turns (some servers number calls per response: `call_0` in every turn).
+ * (`OpenAIChat` makes them unique within a turn as it assembles the calls; any `ChatModel` may not.)
  */
 export function checkToolCalls(
   calls: readonly ToolCallRequest[],
   tools: ReadonlyMap<string, Tool>,
+  taken: Iterable<string> = [],
 ): Promise<CheckedToolCall[]> {
-  const ids = new Set<string>();
+  const ids = new Set<string>(taken);
   return Promise.all(
     calls.map((call) => {
       const id = call.id && !ids.has(call.id) ? call.id : makeToolCallId();

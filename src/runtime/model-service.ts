@@ -242,6 +242,8 @@ function pump(
       fail(error);
     }
   };
+  // The conversation sent (set before the request goes out, so before any turn ends).
+  let messages: ChatMessage[] = [];
   const done = (chunk: Extract<ModelChunk, { type: 'end' }>, toolCalls?: CheckedToolCall[]): void => {
     if (attempt.stopped) return;
     const { finishReason, usage } = chunk;
@@ -264,7 +266,7 @@ function pump(
     if (attempt.stopped) return;
     if (!chunk.toolCalls?.length) return done(chunk);
     // The calls go to the machine once checked (a schema may be async; the check never rejects).
-    checkToolCalls(chunk.toolCalls, call.tools ?? NO_TOOLS)
+    checkToolCalls(chunk.toolCalls, call.tools ?? NO_TOOLS, toolCallIds(messages))
       .then((calls) => done(chunk, calls))
       .catch(fail);
   };
@@ -328,7 +330,7 @@ function pump(
       // Cancelled while the history was read (a durable store's round trip): no request at all.
       if (attempt.stopped) return;
       // The run's own messages (tool rounds) follow the conversation up to the user's message.
-      const messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
+      messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
       const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;
       try {
         streamModel(call.model, { messages, signal, tools }, receiver);
@@ -341,6 +343,12 @@ function pump(
 }
 
 const NO_TOOLS: ReadonlyMap<string, Tool> = new Map();
+
+/** The ids of the tool calls of a conversation (a turn's calls must not reuse them). */
+function* toolCallIds(messages: readonly ChatMessage[]): Iterable<string> {
+  for (const message of messages)
+    if (message.role === 'assistant') for (const call of message.tool_calls ?? []) yield call.id;
+}
 
 /** A throw of runstate's own code on the model path, as the run's error: a bug, never retried. */
 function internalError(error: unknown): RunErrorData {

@@ -332,6 +332,28 @@ describe('a run with tools', () => {
     expect((await run).tools.map((t) => t.result)).toEqual(['one', 'two']);
   });
 
+  it("gives a call its own id when the model reuses one of an earlier turn's (call_0 in every turn)", async () => {
+    const { model, agent } = setup([add]);
+    const run = agent.run('add twice', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'call_0', name: 'add', arguments: { a: 1, b: 1 } }]);
+    (await model.nextCall()).callTools([{ id: 'call_0', name: 'add', arguments: { a: 2, b: 2 } }]);
+    const last = await model.nextCall();
+    const calls = last.messages.flatMap((m) => (m.role === 'assistant' ? (m.tool_calls ?? []) : []));
+    const results = last.messages.flatMap((m) => (m.role === 'tool' ? [m] : []));
+    expect(calls[0]!.id).toBe('call_0');
+    expect(calls[1]!.id).not.toBe('call_0');
+    expect(results.map((m) => [m.tool_call_id, m.content])).toEqual([
+      [calls[0]!.id, '{"sum":2}'],
+      [calls[1]!.id, '{"sum":4}'],
+    ]);
+    last.end();
+    const events = await collect(run);
+    // Clients such as Agno's Agent UI merge a run's calls by id: two calls, two ids.
+    const started = events.flatMap((e) => (e.event === 'ToolCallStarted' ? [e.tool.tool_call_id] : []));
+    expect(new Set(started).size).toBe(2);
+    checkRunEvents(events, 'completed');
+  });
+
   it('sends the tool rounds of earlier runs of a session as history', async () => {
     const { model, agent } = setup([add]);
     const first = agent.run('add 2 and 2');
