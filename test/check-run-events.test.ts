@@ -27,3 +27,73 @@ describe('checkRunEvents', () => {
     expect(() => checkRunEvents(run)).toThrow(/^run events: a second RunStarted at 2/);
   });
 });
+
+describe('checkRunEvents, on tools, pauses and malformed events', () => {
+  const completed = { event: 'RunCompleted', content: '', reasoning_content: '', status: 'completed' };
+  const tool = (event: string, id: string) => ({ event, tool: { tool_call_id: id } });
+
+  it('takes a paused run continued, its calls started and completed, and a call that never ran', () => {
+    const run = events(
+      started,
+      { event: 'RunPaused', tools: [] },
+      { event: 'RunContinued', tools: [] },
+      tool('ToolCallStarted', 'c1'),
+      tool('ToolCallCompleted', 'c1'),
+      tool('ToolCallCompleted', 'never-ran'),
+      completed,
+    );
+    expect(() => checkRunEvents(run, 'completed')).not.toThrow();
+    // A paused run may end without a continue: cancelled, or out of time.
+    const cancelled = events(
+      started,
+      { event: 'RunPaused', tools: [] },
+      { event: 'RunCancelled', content: '', status: 'cancelled' },
+    );
+    expect(() => checkRunEvents(cancelled, 'cancelled')).not.toThrow();
+  });
+
+  it.each([
+    [
+      'an unknown event name',
+      [started, { event: 'RunExploded' }, completed],
+      /event 2 has an unknown name: RunExploded/,
+    ],
+    [
+      'a RunContent without text',
+      [started, { event: 'RunContent' }, completed],
+      /RunContent 2 has no string content/,
+    ],
+    [
+      'a call started twice',
+      [started, tool('ToolCallStarted', 'c1'), tool('ToolCallStarted', 'c1'), completed],
+      /tool call c1 has a second ToolCallStarted at 3/,
+    ],
+    [
+      'a call completed twice',
+      [started, tool('ToolCallCompleted', 'c1'), tool('ToolCallCompleted', 'c1'), completed],
+      /tool call c1 has a second ToolCallCompleted at 3/,
+    ],
+    [
+      'a completed run with a call that never completed',
+      [started, tool('ToolCallStarted', 'c1'), completed],
+      /tool calls started and never completed: c1/,
+    ],
+    [
+      'a RunContinued with no pause',
+      [started, { event: 'RunContinued', tools: [] }, completed],
+      /unpaired RunContinued at 2/,
+    ],
+    [
+      'two pauses with no continue between',
+      [started, { event: 'RunPaused', tools: [] }, { event: 'RunPaused', tools: [] }, completed],
+      /unpaired RunPaused at 3/,
+    ],
+    [
+      'a RunError without a code',
+      [started, { event: 'RunError', content: 'boom', status: 'failed' }],
+      /RunError has no code/,
+    ],
+  ])('refuses %s', (_, bodies, message) => {
+    expect(() => checkRunEvents(events(...bodies))).toThrow(message);
+  });
+});

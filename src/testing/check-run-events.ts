@@ -1,4 +1,6 @@
-import { isTerminalEvent, type RunEvent } from '../runtime/run-events.js';
+import { isTerminalEvent, RunEvent } from '../runtime/run-events.js';
+
+const EVENT_NAMES: ReadonlySet<string> = new Set(Object.values(RunEvent));
 
 /** The status each terminal event carries. */
 const TERMINAL_STATUS: Record<string, string> = {
@@ -14,7 +16,11 @@ const TERMINAL_STATUS: Record<string, string> = {
  * belongs to the same run; the terminal event's status is `expectedStatus` when given;
  * `RunCompleted.content` is the concatenation of the deltas and its `reasoning_content` that of the
  * reasoning deltas; the `RunCancelled` content is what streamed before the cancel; reasoning deltas
- * come between a `ReasoningStarted` and a `ReasoningCompleted`.
+ * come between a `ReasoningStarted` and a `ReasoningCompleted`. Besides: every event has a known
+ * name and a `RunContent` a string `content`; a tool call starts at most once and completes at most
+ * once, and in a completed run every call that started completed; a `RunContinued` follows a
+ * `RunPaused`, and a `RunPaused` is not followed by another before a `RunContinued` (a paused run
+ * may end: cancelled, or out of time); a `RunError` has a `code`.
  *
  * @example
  * ```ts
@@ -35,15 +41,30 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   let streamed = '';
   let reasoned = '';
   let reasoning = false;
+  let paused = false;
+  const started = new Set<string>();
+  const completed = new Set<string>();
   events.forEach((event, index) => {
     if (event.seq !== index + 1) fail(`event ${index + 1} has seq ${event.seq}`);
+    if (!EVENT_NAMES.has(event.event)) fail(`event ${event.seq} has an unknown name: ${String(event.event)}`);
     if (event.run_id !== runId) fail(`event ${event.seq} belongs to run ${event.run_id}, not ${runId}`);
     if (index > 0 && event.event === 'RunStarted') fail(`a second RunStarted at ${event.seq}`);
     if (event.event === 'ReasoningStarted' || event.event === 'ReasoningCompleted') {
       if (reasoning === (event.event === 'ReasoningStarted')) fail(`unpaired ${event.event} at ${event.seq}`);
       reasoning = !reasoning;
     }
+    if (event.event === 'ToolCallStarted' || event.event === 'ToolCallCompleted') {
+      const calls = event.event === 'ToolCallStarted' ? started : completed;
+      const id = event.tool.tool_call_id;
+      if (calls.has(id)) fail(`tool call ${id} has a second ${event.event} at ${event.seq}`);
+      calls.add(id);
+    }
+    if (event.event === 'RunPaused' || event.event === 'RunContinued') {
+      if (paused === (event.event === 'RunPaused')) fail(`unpaired ${event.event} at ${event.seq}`);
+      paused = !paused;
+    }
     if (event.event === 'RunContent') {
+      if (typeof event.content !== 'string') fail(`RunContent ${event.seq} has no string content`);
       streamed += event.content;
       if (event.reasoning_content !== undefined) {
         if (!reasoning) fail(`reasoning at ${event.seq} outside ReasoningStarted/ReasoningCompleted`);
@@ -63,6 +84,11 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
     fail(`${last.event}.content differs from the streamed deltas`);
   }
   if (reasoning) fail('a reasoning phase is not completed before the terminal event');
+  if (last.event === 'RunError' && !last.code) fail('RunError has no code');
+  if (last.event === 'RunCompleted') {
+    const open = [...started].filter((id) => !completed.has(id));
+    if (open.length > 0) fail(`tool calls started and never completed: ${open.join(', ')}`);
+  }
   if (last.event === 'RunCompleted' && last.reasoning_content !== reasoned) {
     fail('RunCompleted.reasoning_content differs from the streamed reasoning');
   }

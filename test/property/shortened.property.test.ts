@@ -50,7 +50,7 @@ describe('shortened', () => {
         fc.pre(cut - expected.length < 64);
         expect(shortened(text, length)).toBe(expected);
       }),
-      { numRuns: 2000 },
+      { numRuns: 2000, seed: 9_0531 },
     );
   });
 });
