@@ -259,8 +259,11 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pa
  * import { createFakeModel, getLifecyclePaths } from 'runstate/testing';
  *
  * // An agent without tools whose runs start at once: paths with tool calls, and those that cancel a
- * // run still waiting for a slot, are not its (docs/testing.md has the whole recipe).
- * const paths = getLifecyclePaths({ tools: false }).filter((p) => p.steps[0]!.action.type === 'start');
+ * // run still waiting for a slot, are not its (docs/testing.md has the whole recipe). Its cancels
+ * // are `agent.cancelRun` (reason `code`) and a reader that leaves (`client_disconnect`).
+ * const paths = getLifecyclePaths({ cancelReasons: ['code', 'client_disconnect'], tools: false }).filter(
+ *   (p) => p.steps[0]!.action.type === 'start',
+ * );
  * for (const path of paths) {
  *   it(path.name, async () => {
  *     const model = createFakeModel();
