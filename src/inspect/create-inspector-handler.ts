@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { RunstateError } from '../errors.js';
 import { eventFrame, openEventStream } from '../server/event-stream.js';
+import { checkedForForeignRequests, foreignRequestError } from '../server/foreign-requests.js';
 import { malformedRequest, sendError } from '../server/http-errors.js';
 import type { FeedMessage, RunSummary } from './feed-messages.js';
 import type { MachineGraph } from './machine-graph.js';
@@ -57,6 +58,7 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   '/inspector.css': { file: 'inspector.css', type: 'text/css; charset=utf-8' },
 };
 const ELK_PATH = '/vendor/elk.bundled.js';
+const NO_NAMES: ReadonlySet<string> = new Set();
 /** What a feed keeps for a reader whose socket is full, before it drops messages and resyncs. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
 /** `''`: the mount itself, which redirects to the page. */
@@ -253,6 +255,10 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       // An absolute-form target that is no URL: on plain node:http a throw here would end the process.
       return fail(res, malformedRequest('the request target is not a valid URL'), next);
     }
+    // On a server of its own (no key, no settings), the page's data and cancels stay with pages of
+    // this server: `localhost` or an IP address, and its own origin (see refuseForeignRequests).
+    const foreign = checkedForForeignRequests(req) ? undefined : foreignRequestError(req, NO_NAMES, NO_NAMES);
+    if (foreign) return fail(res, foreign, next);
     let path = url.pathname;
     // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount.
     if (path === basePath || path.startsWith(`${basePath}/`)) path = path.slice(basePath.length);

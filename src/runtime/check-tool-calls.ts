@@ -38,14 +38,14 @@ async function checkToolCall(
   tools: ReadonlyMap<string, Tool>,
 ): Promise<CheckedToolCall> {
   const parsed = parseArguments(text);
-  const json = parsed.ok || !parsed.error.startsWith('valid JSON');
-  // The call goes back to the model with JSON arguments: a server that parses them (vLLM) refuses
-  // the next request otherwise. Empty or broken text goes back as `{}`; broken text is quoted in
-  // the call's result, where the model reads what was wrong with it.
+  // The call goes back to the model with a JSON object as its arguments: a server that parses them
+  // (vLLM, whose chat templates read them as a mapping) refuses the next request otherwise. Empty
+  // text, or text that is no JSON object, goes back as `{}`; the latter is quoted in the call's
+  // result, where the model reads what was wrong with it.
   const checked = {
     id,
     name,
-    arguments: text.trim() === '' || !json ? '{}' : text,
+    arguments: text.trim() === '' || !parsed.ok ? '{}' : text,
     args: {},
     requiresConfirmation: false,
   };
@@ -55,8 +55,8 @@ async function checkToolCall(
     return { ...checked, invalid: `Error: there is no tool named '${name}' (tools: ${known})` };
   }
   if (!parsed.ok) {
-    const quoted = json ? '' : `: ${text.length > MAX_QUOTED ? `${text.slice(0, MAX_QUOTED)}…` : text}`;
-    return { ...checked, invalid: `Error: the arguments are not ${parsed.error}${quoted}` };
+    const quoted = text.length > MAX_QUOTED ? `${text.slice(0, MAX_QUOTED)}…` : text;
+    return { ...checked, invalid: `Error: the arguments are not ${parsed.error}: ${quoted}` };
   }
   const args = parsed.value;
   const result = await checkArguments(tool, args);

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { allowedHostsSchema } from './foreign-requests.js';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { agentIdFromName } from '../agent.js';
@@ -122,11 +123,7 @@ export const configSchema = z
       })
       .optional(),
     /** Host names the API answers to besides `localhost` and IP addresses (`createApp`'s `allowedHosts`). */
-    allowedHosts: z
-      .union([z.literal('*'), z.array(z.string().regex(/^[^\s:/]+$/, 'must be a host name'))], {
-        error: "must be '*' or a list of host names",
-      })
-      .optional(),
+    allowedHosts: allowedHostsSchema.optional(),
     maxConcurrentRuns: z.number().int().positive().optional(),
     /** Run limits of every agent (idle timeout, total timeout, retries); an agent's own `limits` win. */
     limits: limitsSchema.optional(),

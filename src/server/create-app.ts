@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import cors from 'cors';
-import { refuseForeignRequests } from './foreign-requests.js';
+import { allowedHostsSchema, refuseForeignRequests } from './foreign-requests.js';
 import express, { type Express } from 'express';
 import type { Agent } from '../agent.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from '../observe/create-prometheus-metrics.js';
@@ -49,11 +49,11 @@ export interface CreateAppOptions {
   /** Origins allowed to call the API from a browser. Default {@link DEFAULT_CORS_ORIGINS}. */
   cors?: { origins: readonly string[] | '*' } | undefined;
   /**
-   * Host names (the `Host` header) the API answers to besides `localhost` and IP addresses; others
-   * get a 403, which stops a web page from reading runs through a name it points at this server
-   * (DNS rebinding). Default: any host when a security key is set, else none; `'*'` allows any
-   * (behind a proxy that checks the host). POSTs, PATCHes and DELETEs from a browser page of an
-   * origin that is neither allowed by `cors` nor the server's own get a 403 too.
+   * Without a security key, host names (the `Host` header) a connection to a loopback address may
+   * name besides `localhost` and IP addresses; others get a 403, which stops a web page from
+   * reading runs through a name it points at this server (DNS rebinding). `'*'` for any. Without a
+   * key too, POSTs, PATCHes and DELETEs from a page of an origin neither allowed by `cors` nor the
+   * server's own get a 403. Default: none.
    */
   allowedHosts?: readonly string[] | '*' | undefined;
   /** Largest request body (JSON, urlencoded or multipart): bytes, or `'1mb'`. Default `'1mb'`. */
@@ -139,6 +139,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const maxBodyBytes = parseByteSize(context.bodyLimit); // a wrong limit fails here, not on the first request
   const securityKey = options.securityKey ?? process.env.RUNSTATE_SECURITY_KEY;
   const origins = options.cors?.origins ?? DEFAULT_CORS_ORIGINS;
+  const allowedHosts = checkOption(allowedHostsSchema.optional(), options.allowedHosts, 'allowedHosts') ?? [];
   const responses = trackResponses();
   const metrics = options.metrics === false ? undefined : (options.metrics ?? createPrometheusMetrics());
   const tracer = options.tracing === false ? undefined : createRunTracer(options.tracing);
@@ -152,7 +153,6 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const app = express();
   const serverOptions = expressMessageClasses(app);
   app.use(requireHost);
-  app.use(refuseForeignRequests({ origins, allowedHosts: options.allowedHosts ?? (securityKey ? '*' : []) }));
   app.use((req, res, next) => {
     closeWithConnection(req, res);
     next();
@@ -170,6 +170,8 @@ export function createApp(options: CreateAppOptions): RunstateApp {
       maxAge: 600,
     }),
   );
+  // After CORS, so that an allowed page reads why it was refused.
+  app.use(refuseForeignRequests({ origins, allowedHosts, keyed: Boolean(securityKey) }));
   // The API document and its page hold no run data: open, before auth.
   app.use(apiDocs({ secured: Boolean(securityKey), prometheus: metrics !== undefined }));
   const mounts = Object.entries(options.mount ?? {});

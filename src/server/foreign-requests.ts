@@ -1,68 +1,106 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import { z } from 'zod';
 import { RunstateError } from '../errors.js';
+
+/** `allowedHosts`, as `createApp` and the config file take it: `'*'`, or names without a port. */
+export const allowedHostsSchema = z.union(
+  [z.literal('*'), z.array(z.string().regex(/^[^\s:/[\]]+$/, 'must be a host name, without a port'))],
+  { error: "must be '*' or a list of host names" },
+);
 
 /** Which hosts and origins {@link refuseForeignRequests} lets through. */
 export interface ForeignRequestOptions {
-  /** Origins allowed to call the API from a browser (the CORS setting): `'*'` allows every one. */
+  /**
+   * Origins allowed to call the API from a browser (the CORS setting), besides the server's own:
+   * `'*'` allows every one.
+   */
   origins: readonly string[] | '*';
   /**
-   * Host names the API answers to besides `localhost` and IP addresses: `'*'` for any (a server
-   * with a security key, or behind a proxy that checks it).
+   * Host names a connection to a loopback address may name besides `localhost` and IP addresses;
+   * `'*'` for any.
    */
   allowedHosts: readonly string[] | '*';
+  /** With a security key, no page can send the token: only the host is checked (and only if told). */
+  keyed: boolean;
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
- * Refuses, with a 403, what a web page on another site could make a browser send:
+ * Refuses, with a 403, what a web page on another site could make a browser send to a server that
+ * has no security key:
  *
- * - a request whose `Host` names a host the server does not know (DNS rebinding: a page of
- *   `evil.example`, whose name then points at 127.0.0.1, reading runs as its own origin). IP
- *   addresses and `localhost` are always answered: a rebinding page has a name;
+ * - on a connection to a loopback address (a server for this machine, as `npm start` is), a `Host`
+ *   that names a host the server does not know: a page whose name was made to point at 127.0.0.1
+ *   would read runs as its own origin (DNS rebinding). IP addresses and `localhost` are always
+ *   answered, since a rebinding page has a name, and so is the health check. A server reached over
+ *   the network (a balancer in front, a proxy rewriting `Host`) is not checked: anyone there can
+ *   reach it anyway, so it needs a security key;
  * - a `POST`, `PATCH` or `DELETE` from a page of an origin that is neither allowed (CORS) nor the
- *   server's own. Forms are "simple" requests, sent with no preflight: without this, any page
- *   could start runs (spending the operator's tokens) or cancel them. CORS only decides whether
- *   the page may read the answer.
+ *   server's own (its `Host`, or the `X-Forwarded-Host` a proxy sets). Forms are "simple" requests,
+ *   sent with no preflight: without this, any page could start runs (spending the operator's
+ *   tokens) or cancel them. CORS only decides whether the page may read the answer.
  *
- * `/health` is answered to any host (a balancer's health check names the service as it likes).
+ * With a security key neither applies: a page cannot send the token.
  */
-export function refuseForeignRequests({ origins, allowedHosts }: ForeignRequestOptions) {
-  const hosts = allowedHosts === '*' ? undefined : new Set(allowedHosts.map((host) => host.toLowerCase()));
-  const allowedOrigins = origins === '*' ? undefined : new Set(origins);
+export function refuseForeignRequests({ origins, allowedHosts, keyed }: ForeignRequestOptions) {
+  const hosts =
+    keyed || allowedHosts === '*' ? undefined : new Set(allowedHosts.map((host) => hostName(host)));
+  const allowedOrigins = keyed || origins === '*' ? undefined : new Set(origins);
   return (req: IncomingMessage, _res: ServerResponse, next: (error?: unknown) => void): void => {
-    const host = req.headers.host;
-    if (hosts && host !== undefined && !knownHost(hostName(host), hosts) && pathOf(req) !== '/health') {
-      return next(
-        new RunstateError(
-          'FORBIDDEN',
-          `this server does not answer to the host ${JSON.stringify(host)}: a web page could read runs ` +
-            'through a name that points here (DNS rebinding). Add it to allowedHosts, or set a security key',
-        ),
-      );
-    }
-    const origin = req.headers.origin;
-    if (
-      allowedOrigins &&
-      origin !== undefined &&
-      !SAFE_METHODS.has(req.method ?? 'GET') &&
-      !allowedOrigins.has(origin) &&
-      !sameOrigin(origin, host)
-    ) {
-      return next(
-        new RunstateError(
-          'FORBIDDEN',
-          `a ${req.method} from a page of ${origin} is refused: that origin is not allowed (cors.origins)`,
-        ),
-      );
-    }
-    next();
+    checked.add(req);
+    next(foreignRequestError(req, hosts, allowedOrigins));
   };
 }
 
+// The requests `refuseForeignRequests` let through: a handler mounted behind it (the inspector in
+// `createApp`) leaves them to its settings (its allowed hosts, its key) rather than its own.
+const checked = new WeakSet<IncomingMessage>();
+
+/** True when `refuseForeignRequests` (`createApp`'s) already checked this request. */
+export function checkedForForeignRequests(req: IncomingMessage): boolean {
+  return checked.has(req);
+}
+
+/** Why a request is refused, or `undefined`: the check of {@link refuseForeignRequests}. */
+export function foreignRequestError(
+  req: IncomingMessage,
+  hosts: ReadonlySet<string> | undefined,
+  allowedOrigins: ReadonlySet<string> | undefined,
+): RunstateError | undefined {
+  const host = req.headers.host;
+  if (
+    hosts &&
+    host !== undefined &&
+    isLoopback(req.socket.localAddress) &&
+    !knownHost(hostName(host), hosts) &&
+    !isHealthCheck(req)
+  ) {
+    return new RunstateError(
+      'FORBIDDEN',
+      `this server does not answer to the host ${JSON.stringify(host)}: a web page could read runs ` +
+        'through a name that points here (DNS rebinding). Add it to allowedHosts, or set a security key',
+    );
+  }
+  const origin = req.headers.origin;
+  if (
+    allowedOrigins &&
+    origin !== undefined &&
+    !SAFE_METHODS.has(req.method ?? 'GET') &&
+    !allowedOrigins.has(origin) &&
+    !ownOrigin(origin, req)
+  ) {
+    return new RunstateError(
+      'FORBIDDEN',
+      `a ${req.method} from a page of ${origin} is refused: that origin is not allowed (cors.origins)`,
+    );
+  }
+  return undefined;
+}
+
 /** The name of a `Host` header, without its port (and an IPv6 address without its brackets). */
-function hostName(host: string): string {
+export function hostName(host: string): string {
   const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '');
   return name.toLowerCase().replace(/\.$/, '');
 }
@@ -71,14 +109,34 @@ function knownHost(name: string, hosts: ReadonlySet<string>): boolean {
   return name === 'localhost' || name.endsWith('.localhost') || isIP(name) !== 0 || hosts.has(name);
 }
 
-function sameOrigin(origin: string, host: string | undefined): boolean {
+function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  return address === '::1' || /^(::ffff:)?127\./.test(address);
+}
+
+function isHealthCheck(req: IncomingMessage): boolean {
+  // As express routes it: any case, a trailing slash.
+  return /^\/health\/?$/i.test((req.url ?? '/').split('?', 1)[0]!);
+}
+
+/** The origin is the server's own: the host the page named (`Host`, or a proxy's forwarded one). */
+function ownOrigin(origin: string, req: IncomingMessage): boolean {
+  let url: URL;
   try {
-    return host !== undefined && new URL(origin).host === host.toLowerCase();
+    url = new URL(origin);
   } catch {
     return false; // `null` (a sandboxed frame, a file) or no URL: no origin of this server
   }
+  const forwarded = req.headers['x-forwarded-host'];
+  const named = [req.headers.host, ...(typeof forwarded === 'string' ? forwarded.split(',') : [])];
+  // `new URL` drops a scheme's default port: so does a `Host` of one, compared the same way.
+  return named.some((host) => host !== undefined && sameHost(url, host.trim()));
 }
 
-function pathOf(req: IncomingMessage): string {
-  return (req.url ?? '/').split('?', 1)[0]!;
+function sameHost(origin: URL, host: string): boolean {
+  try {
+    return new URL(`${origin.protocol}//${host}`).host === origin.host;
+  } catch {
+    return false;
+  }
 }

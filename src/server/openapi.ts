@@ -114,6 +114,8 @@ export interface OperationSpec {
   body?: z.ZodType;
   /** The body as the two forms send it, where that differs from `body` (a form's values are text). */
   formBody?: z.ZodType;
+  /** The body may be left out (every field of it is optional). */
+  optionalBody?: boolean;
   success: Record<number, SuccessSpec>;
   /**
    * The error codes the route answers with; their statuses come from the one code-to-status map.
@@ -329,6 +331,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'cancel the run.',
     tag: 'Agents',
     body: resumeRunBody,
+    optionalBody: true,
     readsBody: true,
     success: {
       200: {
@@ -677,7 +680,7 @@ function operationObject(
     ...(parameters.length > 0 && { parameters }),
     ...(operation.body && {
       requestBody: {
-        required: true,
+        required: !operation.optionalBody,
         // What Agno clients send (multipart), what curl -d sends, and JSON: the same fields, as
         // text in a form.
         content: {

@@ -133,7 +133,8 @@ export function runRoutes(context: RouteContext): Router {
     async (req, res) => {
       const agent = agents.get(req.params.agent_id);
       const runId = (req.params as unknown as { run_id: string }).run_id;
-      const input = parseInput(resumeRunBody, req.body);
+      // No body at all is every field absent, as AgentOS's optional form fields are.
+      const input = parseInput(resumeRunBody, req.body ?? {});
       const record = await agents.run(agent, runId);
       if (input.session_id !== undefined && record.session_id !== input.session_id) {
         throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found in session ${input.session_id}`);
@@ -142,8 +143,12 @@ export function runRoutes(context: RouteContext): Router {
       try {
         events = await agent.orchestrator.events(runId, input.last_event_index + 1);
       } catch (error) {
+        // Told in event indexes, as the client counts (the orchestrator's message counts in `seq`).
         if (error instanceof RunstateError && error.code === 'INVALID_INPUT')
-          throw invalidField('last_event_index', `past the run's last event: ${error.message}`);
+          throw invalidField(
+            'last_event_index',
+            `run ${runId} has no event of index ${input.last_event_index} yet`,
+          );
         throw error;
       }
       await sendEventStream(res, events, {

@@ -284,6 +284,41 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
   });
 });
 
+describe('the inspector on a server of its own, and pages of other sites', () => {
+  it('answers localhost and IP addresses only, and cancels from its own pages only (403 otherwise)', async () => {
+    const model = createFakeModel();
+    server = await startInspectorServer({ model, inspector: { cancelRoute: 'inspector' } });
+    const port = new URL(server.url).port;
+    const runs = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        get(`${server!.url}/inspect/runs.json`, { headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        }).on('error', reject);
+      });
+    // A page whose name was made to point here (DNS rebinding) reads no runs.
+    expect(await runs(`evil.example:${port}`)).toBe(403);
+    expect(await runs(`localhost:${port}`)).toBe(200);
+    expect(await runs(`127.0.0.1:${port}`)).toBe(200);
+
+    const active = server.agent.run('one', { stream: true });
+    const cancel = (origin: string) =>
+      fetch(`${server!.url}/inspect/runs/${active.runId}/cancel`, { method: 'POST', headers: { origin } });
+    const foreign = await cancel('http://evil.example');
+    expect([foreign.status, await foreign.json()]).toEqual([
+      403,
+      {
+        detail:
+          'a POST from a page of http://evil.example is refused: that origin is not allowed (cors.origins)',
+        code: 'FORBIDDEN',
+      },
+    ]);
+    expect(await server.orchestrator.getRun(active.runId)).toMatchObject({ status: 'streaming' });
+    // Its own page's cancel button.
+    expect((await cancel(server.url)).status).toBe(200);
+  });
+});
+
 describe('the feed with a fast reader and a snapshot larger than the socket buffer', () => {
   // A server in a child process: the bug this guards against froze the whole event loop, which in
   // this process would have frozen the test too.

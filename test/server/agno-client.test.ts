@@ -158,15 +158,18 @@ describe("Agno's AgentOSClient", () => {
     expect(output).toMatchObject({ status: 'completed', content: 'Done.' });
   });
 
-  it('continues with every call of the run when ids repeat from turn to turn (call_0 in each)', async () => {
+  it('continues with every call of the run when the model repeats ids from turn to turn (call_0 in each)', async () => {
     const { agentUrl, model } = await serveAgnoTarget();
     const answer = postRun(agentUrl, { message: 'look up fox, then publish', stream: false });
     (await model.nextCall()).callTools([{ id: 'call_0', name: 'lookup', arguments: { word: 'fox' } }]);
     (await model.nextCall()).callTools([{ id: 'call_0', name: 'publish' }]);
     const paused = (await (await answer).json()) as PausedRunOutput;
+    // The second call gets an id of its own: the Agent UI tells a run's calls apart by id.
+    const waitingId = paused.tools[1]!.tool_call_id;
+    expect(waitingId).not.toBe('call_0');
     expect(paused.tools.map((t) => [t.tool_call_id, t.status])).toEqual([
       ['call_0', 'completed'],
-      ['call_0', 'awaiting_confirmation'],
+      [waitingId, 'awaiting_confirmation'],
     ]);
     const form = new FormData();
     form.set(
@@ -177,43 +180,44 @@ describe("Agno's AgentOSClient", () => {
     form.set('stream', 'false');
     const continued = fetch(`${agentUrl}/runs/${paused.run_id}/continue`, { method: 'POST', body: form });
     const turn = await model.nextCall();
-    expect(turn.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_0', content: 'published' });
+    expect(turn.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: waitingId, content: 'published' });
     turn.emit('Done.');
     turn.end();
     expect(await (await continued).json()).toMatchObject({ status: 'completed', content: 'Done.' });
   });
 
-  it('continues a second pause with only its call, when ids repeat from turn to turn (call_0 in each)', async () => {
+  it('continues a second pause with only its call, when the model repeats ids from turn to turn (call_0 in each)', async () => {
     const { agentUrl, model } = await serveAgnoTarget();
     const answer = postRun(agentUrl, { message: 'publish twice', stream: false });
     (await model.nextCall()).callTools([{ id: 'call_0', name: 'publish' }]);
     const first = (await (await answer).json()) as PausedRunOutput;
     // The body tools.md shows: the waiting call's id from RunPaused.tools, confirmed.
-    const confirm = () => {
+    const confirm = (id: string) => {
       const form = new FormData();
-      form.set('tools', JSON.stringify([{ tool_call_id: 'call_0', confirmed: true }]));
+      form.set('tools', JSON.stringify([{ tool_call_id: id, confirmed: true }]));
       form.set('session_id', first.session_id);
       form.set('stream', 'false');
       return fetch(`${agentUrl}/runs/${first.run_id}/continue`, { method: 'POST', body: form });
     };
-    const once = confirm();
+    const once = confirm(first.tools[0]!.tool_call_id);
     (await model.nextCall()).callTools([{ id: 'call_0', name: 'publish' }]);
     const second = (await (await once).json()) as PausedRunOutput;
+    const waitingId = second.tools[1]!.tool_call_id;
     expect(second.tools.map((t) => [t.tool_call_id, t.status])).toEqual([
       ['call_0', 'completed'],
-      ['call_0', 'awaiting_confirmation'],
+      [waitingId, 'awaiting_confirmation'],
     ]);
-    // The same body names the latest call_0, the one waiting (not the first turn's, answered before).
-    const again = confirm();
+    expect(waitingId).not.toBe('call_0');
+    const again = confirm(waitingId);
     const turn = await model.nextCall();
-    expect(turn.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: 'call_0', content: 'published' });
+    expect(turn.messages.at(-1)).toEqual({ role: 'tool', tool_call_id: waitingId, content: 'published' });
     turn.emit('Done.');
     turn.end();
     const output = (await (await again).json()) as RunRecord;
     expect(output).toMatchObject({ status: 'completed', content: 'Done.' });
     expect(output.tools.map((t) => [t.tool_call_id, t.status, t.confirmed])).toEqual([
       ['call_0', 'completed', true],
-      ['call_0', 'completed', true],
+      [waitingId, 'completed', true],
     ]);
   });
 

@@ -1,11 +1,12 @@
 import { createServer, request } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { once } from 'node:events';
 import { gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
-import { answerClientError, createApp } from '../../src/server/index.js';
+import { answerClientError, createApp, startServer } from '../../src/server/index.js';
 import { expectError, expectRawError, postRun, rawRequest, serve, serveFake } from '../support/app.js';
 
 describe('bearer auth', () => {
@@ -196,6 +197,40 @@ describe('requests a web page of another site could make', () => {
     // With a key, any host: a page cannot send the token.
     const keyed = await serveFake({ securityKey: 's3cret' });
     expect((await withHost(`${keyed.url}/agents`, 'evil.example')).status).toBe(401);
+    // The health check as express routes it, and a 403 an allowed page can read.
+    expect((await withHost(`${url}/HEALTH/`, 'evil.example')).status).toBe(200);
+    const allowedPage = await new Promise<string | undefined>((resolve, reject) => {
+      request(
+        `${url}/agents`,
+        { headers: { host: 'evil.example', origin: 'http://localhost:3000' } },
+        (res) => {
+          res.resume();
+          resolve(res.headers['access-control-allow-origin']);
+        },
+      )
+        .on('error', reject)
+        .end();
+    });
+    expect(allowedPage).toBe('http://localhost:3000');
+    expect(() => createApp({ agents: [], allowedHosts: ['runstate.example.com:8080'] })).toThrow(
+      /allowedHosts\.0: must be a host name, without a port/,
+    );
+  });
+
+  it('answers any host on a connection that came over the network (a balancer, a proxy rewriting Host)', async (context) => {
+    const address = Object.values(networkInterfaces())
+      .flat()
+      .find((entry) => entry?.family === 'IPv4' && !entry.internal)?.address;
+    if (!address) return context.skip(); // a machine with loopback only
+    const { agents } = await serveFake();
+    const server = await startServer(createApp({ agents }), { port: 0, host: '0.0.0.0' });
+    try {
+      const port = new URL(server.url).port;
+      expect((await withHost(`http://${address}:${port}/agents`, 'runstate')).status).toBe(200);
+      expect((await withHost(`http://127.0.0.1:${port}/agents`, 'runstate')).status).toBe(403);
+    } finally {
+      await server.close();
+    }
   });
 
   it('refuses a POST from a page of an origin neither allowed nor its own, starting no run', async () => {
@@ -222,6 +257,29 @@ describe('requests a web page of another site could make', () => {
     expect((await form(url)).status).toBe(202);
     // Reading is CORS's to decide (the browser keeps the answer from the page).
     expect((await fetch(`${url}/agents`, { headers: { origin: 'http://evil.example' } })).status).toBe(200);
+    // The server's own origin as a proxy names it, and with a scheme's default port.
+    const ownThroughProxy = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: {
+        origin: 'https://api.example.com',
+        'x-forwarded-host': 'api.example.com:443',
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'message=hi&background=true',
+    });
+    expect(ownThroughProxy.status).toBe(202);
+    // With a key a page cannot send the token: the origin is not checked.
+    const keyed = await serveFake({ securityKey: 's3cret' });
+    const authorised = await fetch(`${keyed.story}/runs`, {
+      method: 'POST',
+      headers: {
+        origin: 'http://evil.example',
+        authorization: 'Bearer s3cret',
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'message=hi&background=true',
+    });
+    expect(authorised.status).toBe(202);
     const open = await serveFake({ cors: { origins: '*' } });
     const opened = await fetch(`${open.story}/runs`, {
       method: 'POST',

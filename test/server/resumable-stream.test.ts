@@ -102,6 +102,9 @@ describe('POST /agents/:agent_id/runs/:run_id/resume', () => {
       body: JSON.stringify({ last_event_index: -1 }),
     });
     expect(indexed(await readSse(json).rest())).toEqual(whole);
+    // No body at all: every field absent.
+    const bare = await fetch(`${story}/runs/${run_id}/resume`, { method: 'POST' });
+    expect(indexed(await readSse(bare).rest())).toEqual(whole);
     // From its last event on: nothing more.
     const end = await postForm(`${story}/runs/${run_id}/resume`, { last_event_index: '2' });
     expect(await readSse(end).rest()).toEqual([]);
@@ -127,7 +130,10 @@ describe('POST /agents/:agent_id/runs/:run_id/resume', () => {
       422,
       'INVALID_INPUT',
     );
-    expect(past.field).toBe('last_event_index');
+    expect(past).toMatchObject({
+      field: 'last_event_index',
+      detail: `run ${run_id} has no event of index 5 yet`,
+    });
     await expectError(
       await postForm(`${story}/runs/${run_id}/resume`, { session_id: 'another' }),
       404,

@@ -97,6 +97,7 @@ describe('OpenAIChat with tools', () => {
         toolCalls: [
           { index: 0, id: 'c1', function: { name: 'counted', arguments: '{"a":1,' } },
           { index: 1, id: 'c2', function: { name: 'counted', arguments: '{"a":"x","b":2}' } },
+          { index: 2, id: 'c3', function: { name: 'counted', arguments: '[1,2]' } },
         ],
       },
       { chunks: ['Sorry.'] },
@@ -105,13 +106,14 @@ describe('OpenAIChat with tools', () => {
     expect(output.status).toBe('completed');
     expect(runs).toBe(0);
     const { calls, results } = toolMessages(1);
-    expect(results.map((r) => r.tool_call_id)).toEqual(['c1', 'c2']);
+    expect(results.map((r) => r.tool_call_id)).toEqual(['c1', 'c2', 'c3']);
     // The parser's own words (which differ between Node versions), then the text the model sent.
     expect(results[0]!.content).toMatch(/^Error: the arguments are not valid JSON \(.+\): \{"a":1,$/);
     expect(results[1]!.content).toMatch(/do not match the parameters of counted/);
     // Sent back as JSON, which servers that parse a call's arguments (vLLM) need: the broken text
     // is in the result, where the model reads why.
-    expect(calls.map((call) => call.function.arguments)).toEqual(['{}', '{"a":"x","b":2}']);
+    expect(results[2]!.content).toBe('Error: the arguments are not a JSON object: [1,2]');
+    expect(calls.map((call) => call.function.arguments)).toEqual(['{}', '{"a":"x","b":2}', '{}']);
   });
 
   it('ends a turn with calls even when the server says stop', async () => {
