@@ -2,7 +2,10 @@
  * Model-based tests, layer 1: the run machine's actor. Every lifecycle path found in the machine's
  * own graph is replayed on a real actor, with a stub model service and a simulated clock, and the
  * machine must do at every step what the path says (state value, content, emitted deltas, model
- * requests started and stopped), then output what the path says.
+ * requests started and stopped), then output what the path says. The path comes from the machine
+ * itself, so each step and the end are also checked against an oracle written from the documented
+ * rules (test/support/lifecycle-oracle.ts): a machine that breaks a rule fails here, whatever paths
+ * it yields.
  */
 import { describe, expect, it } from 'vitest';
 import {
@@ -22,6 +25,7 @@ import {
   type RunMachineEvent,
 } from '../../machines/run.machine.js';
 import { getLifecycleEvents, getLifecyclePaths, type LifecyclePath } from '../../src/testing/index.js';
+import { lifecycleOracle, phaseOf } from '../support/lifecycle-oracle.js';
 import { allStateNodes, MACHINE_ERRORS, RANDOM, transitionKey } from '../support/runs.js';
 
 /**
@@ -56,6 +60,7 @@ interface StubCall {
 
 /** Runs a path on an actor and checks every step. Returns the transitions and states the actor went through. */
 function replayOnActor(path: LifecyclePath) {
+  const oracle = lifecycleOracle(path.steps, path.limits);
   const clock = new SimulatedClock();
   const calls: StubCall[] = [];
   const model = fromCallback<RunMachineEvent, ModelServiceInput>(({ input, sendBack, receive }) => {
@@ -180,6 +185,9 @@ function replayOnActor(path: LifecyclePath) {
     }
     visit();
     const snapshot = actor.getSnapshot();
+    // What the rules say, whatever the path says.
+    expect(phaseOf(snapshot.value), `${at}: the oracle's phase`).toBe(oracle.steps[index]!.phase);
+    expect(calls.length, `${at}: the oracle's model requests`).toBe(oracle.steps[index]!.attempts);
     expect(snapshot.value, at).toEqual(step.value);
     expect(snapshot.context.content, at).toBe(step.content);
     expect(emitted, at).toEqual(step.emitted);
@@ -212,6 +220,22 @@ function replayOnActor(path: LifecyclePath) {
   expect(snapshot.status).toBe('done');
   expect(snapshot.output).toEqual(path.output);
   expect(snapshot.context.attempt).toBe(path.modelRequests);
+  const { end } = oracle;
+  const output = snapshot.output!;
+  expect(output.status, 'the oracle').toBe(end.status);
+  expect(output.content, 'the oracle').toBe(end.content);
+  if (end.error === null) expect(output.error, 'the oracle').toBeNull();
+  else expect(output.error, 'the oracle').toMatchObject(end.error);
+  expect(output.cancelReason, 'the oracle').toBe(end.cancelReason);
+  expect(output.finishReason, 'the oracle').toBe(end.finishReason);
+  expect(output.attempts, 'the oracle').toBe(end.attempts);
+  expect(output.metrics, 'the oracle').toMatchObject({ ...end.usage, duration: end.duration });
+  expect(
+    output.tools.map(({ tool_call_id, status, result }) => ({ tool_call_id, status, result })),
+    'the oracle',
+  ).toEqual(end.tools);
+  expect(snapshot.context.times.endedAt, 'the oracle').toBe(end.endedAt);
+  expect(clock.now(), 'the oracle').toBe(end.endedAt);
   // A repeated cancel, and anything else, is refused once final.
   expect(snapshot.can({ type: 'CANCEL', reason: 'api' })).toBe(false);
   expect(errors).toEqual([]);

@@ -9,6 +9,10 @@
  * The same paths run over the durable stores too (a PGlite data dir and a PostgreSQL database of this
  * file): a fixed-seed sample of them, on the orchestrator, where what a client reads back once the
  * run is stored (record, events replayed, session) must equal what it saw live.
+ *
+ * The paths come from the machine itself: each step's status and model requests, and the run's end,
+ * are also checked against an oracle written from the documented rules
+ * (test/support/lifecycle-oracle.ts).
  */
 import { getEventListeners } from 'node:events';
 import fc from 'fast-check';
@@ -54,6 +58,7 @@ import {
   toolFacts,
   toolWireEvents,
 } from '../support/lifecycle-tools.js';
+import { lifecycleOracle } from '../support/lifecycle-oracle.js';
 
 const paths = getLifecyclePaths({ errors: MACHINE_ERRORS, random: RANDOM, turnAfterTools: 'final' });
 
@@ -166,6 +171,7 @@ function startSubject(layer: Layer, orchestrator: Orchestrator, path: LifecycleP
 }
 
 async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backend, ids: () => string) {
+  const oracle = lifecycleOracle(path.steps, path.limits);
   const tracker = actorTracker();
   const opened = await backend.open();
   const { store } = opened;
@@ -190,8 +196,10 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
   /** The consumer's stream ended at a pause: what follows is read by the next continue's stream, or by nobody. */
   let streamEnded = false;
 
-  const check = async (step: LifecycleStep, at: string, requests: number) => {
+  const check = async (step: LifecycleStep, at: string, requests: number, index: number) => {
     const record = (await orchestrator.getRun(runId))!;
+    expect(record.status, `${at}: the oracle's status`).toBe(oracle.steps[index]!.status);
+    expect(model.calls.length, `${at}: the oracle's model requests`).toBe(oracle.steps[index]!.attempts);
     expect(record.status, at).toBe(step.status);
     expect(record.content, at).toBe(step.content);
     expect(model.calls.length, `${at}: model requests`).toBe(requests);
@@ -268,7 +276,7 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
       expect(toolCall()!.toolCallId).toBe(action.toolCallId);
       expect(toolCall()!.signal.aborted, at).toBe(false);
     }
-    await check(step, at, requests);
+    await check(step, at, requests, index);
     const latest = model.calls.at(-1);
     if (step.abortsModel) expect(latest!.signal.aborted, `${at}: model signal aborted`).toBe(true);
     if (step.abortsTools) expect(toolCall()!.signal.aborted, `${at}: tool signal aborted`).toBe(true);
@@ -327,6 +335,20 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
     metrics: path.output.metrics,
   });
   expect(output.tools.map(toolFacts)).toEqual(path.output.tools.map(toolFacts));
+  const { end } = oracle;
+  expect(output, 'the oracle').toMatchObject({
+    status: end.status,
+    content: end.content,
+    cancel_reason: end.cancelReason,
+    finish_reason: end.finishReason,
+    metrics: { ...end.usage, duration: end.duration },
+  });
+  if (end.error === null) expect(output.error, 'the oracle').toBeNull();
+  else expect(output.error, 'the oracle').toMatchObject(end.error);
+  expect(
+    output.tools.map(({ tool_call_id, status, result }) => ({ tool_call_id, status, result })),
+    'the oracle',
+  ).toEqual(end.tools);
   // No tool ran but those the path started, and no request after the end.
   expect(held.calls).toHaveLength(toolsStarted);
   const all = await collect(await orchestrator.events(runId));
