@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { RunstateError } from '../errors.js';
 import { eventFrame, openEventStream } from '../server/event-stream.js';
-import { checkedForForeignRequests, foreignRequestError } from '../server/foreign-requests.js';
+import { foreignRequestError } from '../server/foreign-requests.js';
 import { malformedRequest, sendError } from '../server/http-errors.js';
 import type { FeedMessage, RunSummary } from './feed-messages.js';
 import type { MachineGraph } from './machine-graph.js';
@@ -255,9 +255,10 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       // An absolute-form target that is no URL: on plain node:http a throw here would end the process.
       return fail(res, malformedRequest('the request target is not a valid URL'), next);
     }
-    // On a server of its own (no key, no settings), the page's data and cancels stay with pages of
-    // this server: `localhost` or an IP address, and its own origin (see refuseForeignRequests).
-    const foreign = checkedForForeignRequests(req) ? undefined : foreignRequestError(req, NO_NAMES, NO_NAMES);
+    // On a plain node:http server of its own (no key, no settings), the page's data and cancels
+    // stay with pages of this server: `localhost` or an IP address, and its own origin (see
+    // refuseForeignRequests). Mounted in an app (`next`), the app's own settings and auth decide.
+    const foreign = next ? undefined : foreignRequestError(req, NO_NAMES, NO_NAMES);
     if (foreign) return fail(res, foreign, next);
     let path = url.pathname;
     // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount.

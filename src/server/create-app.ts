@@ -49,11 +49,11 @@ export interface CreateAppOptions {
   /** Origins allowed to call the API from a browser. Default {@link DEFAULT_CORS_ORIGINS}. */
   cors?: { origins: readonly string[] | '*' } | undefined;
   /**
-   * Without a security key, host names (the `Host` header) a connection to a loopback address may
-   * name besides `localhost` and IP addresses; others get a 403, which stops a web page from
-   * reading runs through a name it points at this server (DNS rebinding). `'*'` for any. Without a
-   * key too, POSTs, PATCHes and DELETEs from a page of an origin neither allowed by `cors` nor the
-   * server's own get a 403. Default: none.
+   * Without a security key, host names (the `Host` header) requests may name besides `localhost`
+   * and IP addresses; others get a 403, which stops a web page from reading runs through a name it
+   * points at this server (DNS rebinding). `'*'` for any. Without a key too, POSTs, PATCHes and
+   * DELETEs from a page of an origin neither allowed by `cors` nor the server's own get a 403.
+   * Default: none.
    */
   allowedHosts?: readonly string[] | '*' | undefined;
   /** Largest request body (JSON, urlencoded or multipart): bytes, or `'1mb'`. Default `'1mb'`. */

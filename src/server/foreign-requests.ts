@@ -16,12 +16,9 @@ export interface ForeignRequestOptions {
    * `'*'` allows every one.
    */
   origins: readonly string[] | '*';
-  /**
-   * Host names a connection to a loopback address may name besides `localhost` and IP addresses;
-   * `'*'` for any.
-   */
+  /** Host names a request may name besides `localhost` and IP addresses; `'*'` for any. */
   allowedHosts: readonly string[] | '*';
-  /** With a security key, no page can send the token: only the host is checked (and only if told). */
+  /** With a security key, no page can send the token: neither is checked. */
   keyed: boolean;
 }
 
@@ -31,12 +28,11 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * Refuses, with a 403, what a web page on another site could make a browser send to a server that
  * has no security key:
  *
- * - on a connection to a loopback address (a server for this machine, as `npm start` is), a `Host`
- *   that names a host the server does not know: a page whose name was made to point at 127.0.0.1
- *   would read runs as its own origin (DNS rebinding). IP addresses and `localhost` are always
- *   answered, since a rebinding page has a name, and so is the health check. A server reached over
- *   the network (a balancer in front, a proxy rewriting `Host`) is not checked: anyone there can
- *   reach it anyway, so it needs a security key;
+ * - a `Host` that names a host the server does not know: a page whose name was made to point at
+ *   the server's address (127.0.0.1, a port Docker maps there, a LAN address) would read runs as
+ *   its own origin (DNS rebinding). IP addresses and `localhost` are always answered, since a
+ *   rebinding page has a name, and so is the health check; other names when listed (a server
+ *   reached by a name behind a balancer) or with a security key;
  * - a `POST`, `PATCH` or `DELETE` from a page of an origin that is neither allowed (CORS) nor the
  *   server's own (its `Host`, or the `X-Forwarded-Host` a proxy sets). Forms are "simple" requests,
  *   sent with no preflight: without this, any page could start runs (spending the operator's
@@ -49,18 +45,8 @@ export function refuseForeignRequests({ origins, allowedHosts, keyed }: ForeignR
     keyed || allowedHosts === '*' ? undefined : new Set(allowedHosts.map((host) => hostName(host)));
   const allowedOrigins = keyed || origins === '*' ? undefined : new Set(origins);
   return (req: IncomingMessage, _res: ServerResponse, next: (error?: unknown) => void): void => {
-    checked.add(req);
     next(foreignRequestError(req, hosts, allowedOrigins));
   };
-}
-
-// The requests `refuseForeignRequests` let through: a handler mounted behind it (the inspector in
-// `createApp`) leaves them to its settings (its allowed hosts, its key) rather than its own.
-const checked = new WeakSet<IncomingMessage>();
-
-/** True when `refuseForeignRequests` (`createApp`'s) already checked this request. */
-export function checkedForForeignRequests(req: IncomingMessage): boolean {
-  return checked.has(req);
 }
 
 /** Why a request is refused, or `undefined`: the check of {@link refuseForeignRequests}. */
@@ -70,13 +56,7 @@ export function foreignRequestError(
   allowedOrigins: ReadonlySet<string> | undefined,
 ): RunstateError | undefined {
   const host = req.headers.host;
-  if (
-    hosts &&
-    host !== undefined &&
-    isLoopback(req.socket.localAddress) &&
-    !knownHost(hostName(host), hosts) &&
-    !isHealthCheck(req)
-  ) {
+  if (hosts && host !== undefined && !knownHost(hostName(host), hosts) && !isHealthCheck(req)) {
     return new RunstateError(
       'FORBIDDEN',
       `this server does not answer to the host ${JSON.stringify(host)}: a web page could read runs ` +
@@ -107,11 +87,6 @@ export function hostName(host: string): string {
 
 function knownHost(name: string, hosts: ReadonlySet<string>): boolean {
   return name === 'localhost' || name.endsWith('.localhost') || isIP(name) !== 0 || hosts.has(name);
-}
-
-function isLoopback(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  return address === '::1' || /^(::ffff:)?127\./.test(address);
 }
 
 function isHealthCheck(req: IncomingMessage): boolean {

@@ -17,8 +17,8 @@ const TERMINAL_STATUS: Record<string, string> = {
  * `RunCompleted.content` is the concatenation of the deltas and its `reasoning_content` that of the
  * reasoning deltas; the `RunCancelled` content is what streamed before the cancel; reasoning deltas
  * come between a `ReasoningStarted` and a `ReasoningCompleted`. Besides: every event has a known
- * name and a `RunContent` a string `content`; a tool call starts at most once and completes at most
- * once, and in a completed run every call that started completed; a `RunContinued` follows a
+ * name and a `RunContent` a string `content`; a tool call does not start again while it runs, and
+ * in a completed run every call that started completed; a `RunContinued` follows a
  * `RunPaused`, and a `RunPaused` is not followed by another before a `RunContinued` (a paused run
  * may end: cancelled, or out of time); a `RunError` has a `code`.
  *
@@ -42,8 +42,9 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   let reasoned = '';
   let reasoning = false;
   let paused = false;
-  const started = new Set<string>();
-  const completed = new Set<string>();
+  // The calls that started and have not completed. (An id may come back once its call completed:
+  // a paused run stored by an earlier runstate may hold calls that share one.)
+  const running = new Set<string>();
   events.forEach((event, index) => {
     if (event.seq !== index + 1) fail(`event ${index + 1} has seq ${event.seq}`);
     if (!EVENT_NAMES.has(event.event)) fail(`event ${event.seq} has an unknown name: ${String(event.event)}`);
@@ -53,12 +54,12 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
       if (reasoning === (event.event === 'ReasoningStarted')) fail(`unpaired ${event.event} at ${event.seq}`);
       reasoning = !reasoning;
     }
-    if (event.event === 'ToolCallStarted' || event.event === 'ToolCallCompleted') {
-      const calls = event.event === 'ToolCallStarted' ? started : completed;
+    if (event.event === 'ToolCallStarted') {
       const id = event.tool.tool_call_id;
-      if (calls.has(id)) fail(`tool call ${id} has a second ${event.event} at ${event.seq}`);
-      calls.add(id);
+      if (running.has(id)) fail(`tool call ${id} started again at ${event.seq} while it runs`);
+      running.add(id);
     }
+    if (event.event === 'ToolCallCompleted') running.delete(event.tool.tool_call_id);
     if (event.event === 'RunPaused' || event.event === 'RunContinued') {
       if (paused === (event.event === 'RunPaused')) fail(`unpaired ${event.event} at ${event.seq}`);
       paused = !paused;
@@ -85,9 +86,8 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   }
   if (reasoning) fail('a reasoning phase is not completed before the terminal event');
   if (last.event === 'RunError' && !last.code) fail('RunError has no code');
-  if (last.event === 'RunCompleted') {
-    const open = [...started].filter((id) => !completed.has(id));
-    if (open.length > 0) fail(`tool calls started and never completed: ${open.join(', ')}`);
+  if (last.event === 'RunCompleted' && running.size > 0) {
+    fail(`tool calls started and never completed: ${[...running].join(', ')}`);
   }
   if (last.event === 'RunCompleted' && last.reasoning_content !== reasoned) {
     fail('RunCompleted.reasoning_content differs from the streamed reasoning');

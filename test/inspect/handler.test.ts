@@ -196,6 +196,14 @@ describe('the inspector handler on node:http', () => {
     const redirect = await fetch(`${base}/inspect`, { redirect: 'manual' });
     expect(redirect.headers.get('location')).toBe('/inspect/');
     expect((await fetch(`${base}/inspect/graph.json`)).status).toBe(200);
+    // Mounted in an app (a `next`), the app's settings decide the host: no check of its own.
+    const named = await new Promise<number>((resolve, reject) => {
+      get(`${base}/inspect/runs.json`, { headers: { host: 'app.example' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      }).on('error', reject);
+    });
+    expect(named).toBe(200);
     await outer.close();
   });
 });

@@ -217,7 +217,7 @@ describe('requests a web page of another site could make', () => {
     );
   });
 
-  it('answers any host on a connection that came over the network (a balancer, a proxy rewriting Host)', async (context) => {
+  it('checks the host on a connection over the network too (a port Docker maps, a LAN address)', async (context) => {
     const address = Object.values(networkInterfaces())
       .flat()
       .find((entry) => entry?.family === 'IPv4' && !entry.internal)?.address;
@@ -226,7 +226,8 @@ describe('requests a web page of another site could make', () => {
     const server = await startServer(createApp({ agents }), { port: 0, host: '0.0.0.0' });
     try {
       const port = new URL(server.url).port;
-      expect((await withHost(`http://${address}:${port}/agents`, 'runstate')).status).toBe(200);
+      expect((await withHost(`http://${address}:${port}/agents`, 'rebind.example')).status).toBe(403);
+      expect((await withHost(`http://${address}:${port}/agents`, address)).status).toBe(200);
       expect((await withHost(`http://127.0.0.1:${port}/agents`, 'runstate')).status).toBe(403);
     } finally {
       await server.close();
