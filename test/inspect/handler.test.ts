@@ -197,13 +197,15 @@ describe('the inspector handler on node:http', () => {
     expect(redirect.headers.get('location')).toBe('/inspect/');
     expect((await fetch(`${base}/inspect/graph.json`)).status).toBe(200);
     // Mounted in an app (a `next`), the app's settings decide the host: no check of its own.
-    const named = await new Promise<number>((resolve, reject) => {
+    const named = await new Promise<string>((resolve, reject) => {
       get(`${base}/inspect/runs.json`, { headers: { host: 'app.example' } }, (res) => {
-        res.resume();
-        resolve(res.statusCode!);
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve(`${res.statusCode} ${body}`));
       }).on('error', reject);
     });
-    expect(named).toBe(200);
+    expect(named).toBe('200 []');
     await outer.close();
   });
 });
