@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import cors from 'cors';
-import { allowedHostsSchema, refuseForeignRequests } from './foreign-requests.js';
 import express, { type Express } from 'express';
 import type { Agent } from '../agent.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from '../observe/create-prometheus-metrics.js';
@@ -20,6 +19,7 @@ import { runRoutes } from './run-routes.js';
 import { observeRoutes } from './observe-routes.js';
 import { sessionRoutes } from './session-routes.js';
 import { trackResponses } from './track-responses.js';
+import { allowedHostsSchema, refuseForeignRequests } from './foreign-requests.js';
 
 /** Origins allowed when none are configured: Agno's Agent UI on its default local port. */
 export const DEFAULT_CORS_ORIGINS: readonly string[] = ['http://localhost:3000', 'http://127.0.0.1:3000'];

@@ -80,7 +80,7 @@ export function foreignRequestError(
 }
 
 /** The name of a `Host` header, without its port (and an IPv6 address without its brackets). */
-export function hostName(host: string): string {
+function hostName(host: string): string {
   const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '');
   return name.toLowerCase().replace(/\.$/, '');
 }
