@@ -492,8 +492,11 @@ const PARAMETER_DESCRIPTIONS: Record<string, string> = {
 /** Descriptions of the fields of a run request (the body of `create_agent_run`). */
 const BODY_DESCRIPTIONS: Record<string, string> = {
   message: 'The user message.',
-  stream: 'Answer with an event stream (default) or with the finished run.',
-  background: 'Answer 202 at once; follow the run at its events route.',
+  stream:
+    'Answer with an event stream (the default, but with `background` only when given) or with the finished run.',
+  background:
+    'The run goes on whatever the client does: 202 at once (follow it at its events route), or with ' +
+    "`stream=true` AgentOS's resumable stream, each event with its `event_index` (see `/resume`).",
   session_id: 'Continue this session (its history is sent to the model); empty starts a new one.',
   user_id: 'Who asks; kept on the run and the session.',
   on_disconnect: 'What a client going away does to the run: `cancel` it (default) or let it `continue`.',

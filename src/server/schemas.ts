@@ -3,22 +3,20 @@ import { MAX_ID_LENGTH } from '../runtime/create-orchestrator.js';
 import { invalidField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
-// empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms: the default.
-const flag = (fallback: boolean) =>
-  z
-    .union([z.boolean(), z.literal('').transform(() => fallback), z.stringbool()], {
-      error: 'must be true or false',
-    })
-    .default(fallback);
-
-// `stream` of a run: absent is told apart from `true`, since a background run streams only when
-// asked to (see createRunBody). The API document shows its default for a run that is not.
-const streamFlag = z
+// empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms.
+const givenFlag = z
   .union([z.boolean(), z.literal('').transform(() => undefined), z.stringbool()], {
     error: 'must be true or false',
   })
-  .optional()
-  .meta({ default: true });
+  .optional();
+
+/** A flag that takes `fallback` when absent. */
+const flag = (fallback: boolean) =>
+  givenFlag.transform((value) => value ?? fallback).meta({ default: fallback });
+
+// `stream` of a run: absent is told apart from `true`, since a background run streams only when
+// asked to (see createRunBody). The API document shows its default for a run that is not.
+const streamFlag = givenFlag.meta({ default: true });
 
 // Agno's Agent UI sends `session_id: ''` for a new conversation: empty means absent. An id is at
 // most MAX_ID_LENGTH characters on every store alike (an index of PostgreSQL's refuses a longer one).
