@@ -463,6 +463,32 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it.each([
+    { when: 'before any output', first: [], code: 'MODEL_REQUEST_FAILED', retryable: true },
+    { when: 'after output', first: ['partial'], code: 'MODEL_STREAM_INCOMPLETE', retryable: false },
+  ])(
+    'fails a stream that ends with finish_reason "error" and no error object (OpenRouter), $when',
+    async ({ first, code, retryable }) => {
+      const failing = await listen((req, res) => {
+        req.resume();
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const content of first) res.write(chunkLine(content));
+        res.write(chunk({ choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }] }));
+        res.end('data: [DONE]\n\n');
+      });
+      const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: failing.url });
+      try {
+        const seen: ModelChunk[] = [];
+        const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
+        expect(seen).toEqual(first.map((content) => ({ type: 'delta', content })));
+        expect(error).toMatchObject({ code, isRetryable: retryable });
+        expect(error.message).toContain('finish_reason "error"');
+      } finally {
+        await failing.close();
+      }
+    },
+  );
+
   it('ends the answer after a finish reason with no usage chunk (a server that ignores stream_options), whether the body stays open or breaks', async () => {
     let request = 0;
     const noUsage = await listen((req, res) => {

@@ -40,6 +40,9 @@ interface ReasoningDelta {
 export function readChunk(event: ChatCompletionEvent, state: CompletionState): ModelChunk | undefined {
   if (event.error) throw streamError(event.error, state.delivered, event);
   const choice = event.choices?.[0];
+  // OpenRouter's way of saying the provider failed mid-answer, at times with no error object: the
+  // answer is cut, not finished.
+  if (choice?.finish_reason === 'error') throw endedWithError(state.delivered, event);
   if (choice?.finish_reason) state.finishReason = choice.finish_reason;
   if (event.usage) state.usage = usageOf(event.usage);
   const delta: ReasoningDelta | undefined = choice?.delta;
@@ -159,6 +162,17 @@ export function streamError(error: unknown, delivered: boolean, event?: object):
     retryable: status !== undefined && isRetryableStatus(status),
     cause: error,
   });
+}
+
+/**
+ * A stream whose finish reason is `error`, with no error object: a gateway's provider failed. Retried
+ * before any output (a new request may reach a working provider), as a server error would be.
+ */
+function endedWithError(delivered: boolean, event: object): RunstateError {
+  const reason = 'the server ended the answer with finish_reason "error"';
+  if (delivered)
+    return new RunstateError('MODEL_STREAM_INCOMPLETE', `The stream broke: ${reason}`, { cause: event });
+  return new RunstateError('MODEL_REQUEST_FAILED', reason, { retryable: true, cause: event });
 }
 
 function statusOf(error: unknown, event?: Record<string, unknown>): number | undefined {
