@@ -55,6 +55,7 @@ export interface Inspector {
   /**
    * Shows the runs of `orchestrator` (from its notices) and cancels through it. Returns detach.
    * Runs already going are shown from their state and content at the call (their log starts there).
+   * An orchestrator attached again is followed once; its runs are dropped at its last detach.
    */
   attach(orchestrator: InspectedOrchestrator): () => void;
   /**
@@ -150,7 +151,8 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     now = Date.now,
   } = options;
   const graph = machineGraph(machine);
-  const orchestrators = new Set<InspectedOrchestrator>();
+  /** Each attached orchestrator: one subscription, however many times it was attached. */
+  const orchestrators = new Map<InspectedOrchestrator, { attached: number; unsubscribe: () => void }>();
   const runs = new Map<string, RunView>(); // oldest first
   const finished = new Set<RunView>(); // oldest first, for eviction
   const subscribers = new Set<Subscriber>();
@@ -415,7 +417,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
    */
   async function cancel(runId: string): Promise<{ run_id: string; status: string }> {
     const known = runs.get(runId)?.orchestrator;
-    for (const orchestrator of known ? [known] : orchestrators) {
+    for (const orchestrator of known ? [known] : orchestrators.keys()) {
       try {
         const run = await orchestrator.requestCancel(runId, 'api');
         return { run_id: runId, status: run.status };
@@ -437,13 +439,22 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
 
   return {
     attach(orchestrator) {
-      orchestrators.add(orchestrator);
-      // `current`: the runs already going are shown too, from their state now.
-      const unsubscribe = orchestrator.subscribe((notice) => onNotice(orchestrator, notice), {
-        current: true,
-      });
+      // Attached again (the agents of one server share an orchestrator): a second subscription
+      // would count every chunk and log every change twice.
+      const subscription = orchestrators.get(orchestrator) ?? {
+        attached: 0,
+        // `current`: the runs already going are shown too, from their state now.
+        unsubscribe: orchestrator.subscribe((notice) => onNotice(orchestrator, notice), { current: true }),
+      };
+      subscription.attached++;
+      orchestrators.set(orchestrator, subscription);
+      let detached = false;
       return () => {
-        unsubscribe();
+        if (detached) return;
+        detached = true;
+        // Still attached by another call: its runs stay followed.
+        if (--subscription.attached > 0) return;
+        subscription.unsubscribe();
         orchestrators.delete(orchestrator);
         // Its runs are not followed any more: a page drops them rather than show them still going.
         for (const view of [...runs.values()]) {

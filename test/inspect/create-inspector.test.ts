@@ -282,6 +282,31 @@ describe('createInspector: the feed', () => {
     ]);
   });
 
+  it('follows an orchestrator attached twice once (agents that share it), until its last detach', async () => {
+    const { inspector, model, start, orchestrator } = setup();
+    const detachSecond = inspector.attach(orchestrator);
+    const run = start();
+    await emitApart(await model.nextCall(), ['Hello', ' world']);
+    await contentEvents(run.events(), 2);
+    orchestrator.cancelRun(run.runId, 'api');
+    await collect(run.events());
+    const detail = record((listener) => inspector.subscribe(listener, { runId: run.runId })).messages[1];
+    expect(detail).toMatchObject({ type: 'detail', content: 'Hello world' });
+    const log = detail?.type === 'detail' ? detail.log.map((entry) => `${entry.kind} ${entry.text}`) : [];
+    expect(log.filter((line) => line === 'event START')).toHaveLength(1);
+    expect(inspector.listRuns()).toMatchObject([
+      { run_id: run.runId, status: 'cancelled', chunks: 2, attempt: 1 },
+    ]);
+
+    detachSecond();
+    detachSecond(); // a detach called twice counts once
+    expect(inspector.listRuns()).toHaveLength(1);
+    const next = start('Again');
+    (await model.nextCall()).emit('Hi');
+    await contentEvents(next.events(), 1);
+    expect(inspector.listRuns().map((summary) => summary.run_id)).toEqual([run.runId, next.runId]);
+  });
+
   it('shows the runs already going when it is attached, from their state and content then', async () => {
     const model = createFakeModel();
     const orchestrator = createOrchestrator();
