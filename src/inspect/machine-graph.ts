@@ -63,6 +63,31 @@ function nameOf(value: unknown): string | null {
   return implementationName(value);
 }
 
+/**
+ * A guard's name; xstate's `not`, `and` and `or` with the guards they combine (`!asksForTools`),
+ * which tells apart the transitions of one event that differ by their guard.
+ */
+function guardName(guard: unknown): string | null {
+  const combined = (guard as { guards?: unknown } | undefined)?.guards;
+  if (typeof guard !== 'function' || !Array.isArray(combined)) return nameOf(guard);
+  // An `and` or `or` inside another combination is bracketed.
+  const operand = (part: unknown): string => {
+    const name = guardName(part) ?? 'inline';
+    return isBinary(part) ? `(${name})` : name;
+  };
+  if (guard.name === 'not') return `!${operand(combined[0])}`;
+  if (guard.name === 'and') return combined.map(operand).join(' && ');
+  if (guard.name === 'or') return combined.map(operand).join(' || ');
+  return nameOf(guard);
+}
+
+function isBinary(guard: unknown): boolean {
+  const combined = (guard as { guards?: unknown } | undefined)?.guards;
+  return (
+    typeof guard === 'function' && Array.isArray(combined) && combined.length > 1 && guard.name !== 'not'
+  );
+}
+
 function implementationName(value: unknown): string | null {
   if (typeof value !== 'function' && (typeof value !== 'object' || value === null)) return null;
   const { type, event } = value as { type?: unknown; event?: unknown };
@@ -105,7 +130,7 @@ export function machineGraph(machine: AnyStateMachine): MachineGraph {
         source: node.id,
         event: eventType,
         label: transitionLabel(eventType),
-        guard: nameOf(transition.guard),
+        guard: guardName(transition.guard),
         actions,
         reenter: transition.reenter,
       };

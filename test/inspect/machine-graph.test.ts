@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createMachine } from 'xstate';
+import { and, createMachine, not, or } from 'xstate';
 import { runMachine } from '../../machines/run.machine.js';
 import { machineGraph, transitionLabel, type MachineGraphNode } from '../../src/inspect/index.js';
 
@@ -54,6 +54,16 @@ describe('machineGraph(runMachine)', () => {
     );
     const retry = graph.edges.find((edge) => edge.target === 'run.streaming.retrying')!;
     expect(retry.guard).toBe('canRetry');
+    // xstate's `not(...)` named with what it negates: the DONE edges differ by their guard.
+    const done = graph.edges.filter(
+      (edge) => edge.source === 'run.streaming.attempt' && edge.event === 'DONE',
+    );
+    expect(done.map((edge) => `${edge.guard ?? '(else)'} → ${edge.target}`)).toEqual([
+      '!asksForTools → run.completed',
+      '!roundsLeft → run.failed',
+      'needsConfirmation → run.paused',
+      '(else) → run.streaming.tools',
+    ]);
     const chunk = graph.edges.find(
       (edge) => edge.source === 'run.streaming.attempt.receiving' && edge.event === 'CHUNK',
     )!;
@@ -115,6 +125,19 @@ describe('machineGraph(runMachine)', () => {
     expect(door.root.type).toBe('parallel');
     expect(door.root.initial).toBeNull();
     expect(door.edges.map((edge) => edge.label)).toEqual(['UNLOCK', 'after 1000ms', 'always']);
+  });
+});
+
+describe('guard names', () => {
+  it('names combined guards with what they combine', () => {
+    const machine = createMachine({
+      initial: 'idle',
+      states: {
+        idle: { on: { GO: { target: 'gone', guard: and(['ready', not(or(['busy', 'locked']))]) } } },
+        gone: {},
+      },
+    });
+    expect(machineGraph(machine).edges.map((edge) => edge.guard)).toEqual(['ready && !(busy || locked)']);
   });
 });
 
