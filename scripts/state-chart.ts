@@ -7,6 +7,7 @@
 import { pathToFileURL } from 'node:url';
 import type { AnyStateMachine } from 'xstate';
 import { runMachine } from '../machines/run.machine.js';
+import { guardName } from '../src/inspect/machine-graph.js';
 
 type Node = AnyStateMachine['root'];
 
@@ -19,15 +20,6 @@ function label(eventType: string): string {
   // An eventless transition, taken as soon as its guard holds.
   if (eventType === '') return 'always';
   return eventType;
-}
-
-/** A guard's name; `not('x')` (a function with the guards it negates) reads `!x`. */
-function guardName(guard: unknown): string | undefined {
-  if (typeof guard === 'string') return guard;
-  const negated = (guard as { guards?: unknown[] } | undefined)?.guards;
-  if (typeof guard === 'function' && guard.name === 'not' && typeof negated?.[0] === 'string')
-    return `!${negated[0]}`;
-  return undefined;
 }
 
 /** The machine as Mermaid `stateDiagram-v2` source. */

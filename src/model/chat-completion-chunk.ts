@@ -42,7 +42,9 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   const choice = event.choices?.[0];
   // OpenRouter's way of saying the provider failed mid-answer, at times with no error object: the
   // answer is cut, not finished.
-  if (choice?.finish_reason === 'error') throw endedWithError(state.delivered, event);
+  // (The SDK's type knows only OpenAI's reasons.)
+  if ((choice?.finish_reason as string | null | undefined) === 'error')
+    throw endedWithError(state.delivered, event);
   if (choice?.finish_reason) state.finishReason = choice.finish_reason;
   if (event.usage) state.usage = usageOf(event.usage);
   const delta: ReasoningDelta | undefined = choice?.delta;
