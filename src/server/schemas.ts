@@ -3,9 +3,10 @@ import { MAX_ID_LENGTH } from '../runtime/create-orchestrator.js';
 import { invalidField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
-// empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms.
+// empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms; so is a JSON
+// `null` (clients that send every unset option as null, as pydantic's `model_dump()` does).
 const givenFlag = z
-  .union([z.boolean(), z.literal('').transform(() => undefined), z.stringbool()], {
+  .union([z.boolean(), z.union([z.literal(''), z.null()]).transform(() => undefined), z.stringbool()], {
     error: 'must be true or false',
   })
   .optional();
@@ -81,9 +82,12 @@ export const createRunBody = z.object({
   session_id: optionalId,
   user_id: optionalId,
   on_disconnect: z
-    .union([z.literal('').transform(() => 'cancel' as const), z.enum(['cancel', 'continue'])], {
-      error: 'must be cancel or continue',
-    })
+    .union(
+      [z.union([z.literal(''), z.null()]).transform(() => 'cancel' as const), z.enum(['cancel', 'continue'])],
+      {
+        error: 'must be cancel or continue',
+      },
+    )
     .default('cancel'),
   images: refusedMedia('images'),
   audio: refusedMedia('audio'),
@@ -205,7 +209,9 @@ export const resumeHeader = z.object({ 'last-event-id': seq });
 export const MAX_SESSION_PAGE_SIZE = 1000;
 
 /** AgentOS's session types (`type`); runstate runs agents only, so it has agent sessions only. */
-const sessionType = z.enum(['agent', 'team', 'workflow']).default('agent');
+const sessionType = z
+  .enum(['agent', 'team', 'workflow'], { error: 'must be agent, team or workflow' })
+  .default('agent');
 
 /** The query of `GET /sessions`, as AgentOS takes it. */
 export const listSessionsQuery = z.object({
@@ -215,8 +221,10 @@ export const listSessionsQuery = z.object({
   db_id: optionalId,
   limit: wholeNumber(1, MAX_SESSION_PAGE_SIZE),
   page: wholeNumber(1),
-  sort_by: z.enum(['created_at', 'updated_at']).default('created_at'),
-  sort_order: z.enum(['asc', 'desc']).default('desc'),
+  sort_by: z
+    .enum(['created_at', 'updated_at'], { error: 'must be created_at or updated_at' })
+    .default('created_at'),
+  sort_order: z.enum(['asc', 'desc'], { error: 'must be asc or desc' }).default('desc'),
   /** Sessions whose name holds this, in any case (AgentOS's search). */
   session_name: z
     .string({ error: 'must be a string' })
@@ -285,14 +293,18 @@ export const deleteSessionsBody = z.object({
   session_ids: z.preprocess(
     oneOrMany,
     z
-      .array(z.string().min(1, 'must not hold an empty id'), { error: 'must be an array of session ids' })
+      .array(z.string({ error: 'must be a session id (a string)' }).min(1, 'must not hold an empty id'), {
+        error: 'must be an array of session ids',
+      })
       .min(1, 'must not be empty')
       .max(MAX_SESSIONS_PER_DELETE, `must hold at most ${MAX_SESSIONS_PER_DELETE} ids`),
   ),
   session_types: z.preprocess(
     oneOrMany,
     z
-      .array(z.enum(['agent', 'team', 'workflow']), { error: 'must be an array of agent, team or workflow' })
+      .array(z.enum(['agent', 'team', 'workflow'], { error: 'must be agent, team or workflow' }), {
+        error: 'must be an array of agent, team or workflow',
+      })
       .min(1, 'must not be empty'),
   ),
 });
@@ -302,6 +314,8 @@ export const deleteSessionsBody = z.object({
  * with every problem in `detail`.
  */
 export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unknown): z.output<Schema> {
+  // Worded as a body of `null` or `5` is (by the JSON parser's check), not in zod's words.
+  if (Array.isArray(input)) throw invalidField('body', 'body: must be a JSON object, not array');
   const unstorable = unstorablePath(input);
   if (unstorable !== undefined) {
     const field = unstorable.path.join('.') || 'body';

@@ -367,6 +367,8 @@ describe('invalid run requests', () => {
       [' 5 ', 'number'],
       ['"Hi"', 'string'],
       ['true', 'boolean'],
+      ['[]', 'array'],
+      ['[{"message": "Hi"}]', 'array'],
     ]) {
       const response = await fetch(`${story}/runs`, {
         method: 'POST',
@@ -377,6 +379,45 @@ describe('invalid run requests', () => {
       expect(body).toMatchObject({ field: 'body', detail: `body: must be a JSON object, not ${kind}` });
     }
     expect(model.calls).toHaveLength(0);
+  });
+
+  it('takes a JSON null as an absent option (clients that send every unset field), flags included', async () => {
+    const { story, model } = await serveFake();
+    const answered = postRun(story, {
+      message: 'Hi',
+      stream: false,
+      background: null,
+      on_disconnect: null,
+      session_id: null,
+      user_id: null,
+      images: null,
+    });
+    const call = await model.nextCall();
+    call.emit('Hello');
+    call.end();
+    const response = await answered;
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ status: 'completed', content: 'Hello' });
+    // `stream: null` is the default, a stream.
+    const streamed = postRun(story, { message: 'Hi', stream: null });
+    const second = await model.nextCall();
+    second.emit('Streamed');
+    second.end();
+    const stream = await streamed;
+    expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect(await stream.text()).toContain('RunCompleted');
+  });
+
+  it('names the allowed values of a query option in its own words', async () => {
+    const { url } = await serveFake();
+    for (const [query, detail] of [
+      ['sort_by=x', 'sort_by: must be created_at or updated_at'],
+      ['sort_order=up', 'sort_order: must be asc or desc'],
+      ['type=team2', 'type: must be agent, team or workflow'],
+    ]) {
+      const body = await expectError(await fetch(`${url}/sessions?${query}`), 422, 'INVALID_INPUT');
+      expect(body.detail).toBe(detail);
+    }
   });
 
   it('reads a JSON body by its media type, parameters aside, and answers 400 for a charset it cannot read', async () => {
