@@ -289,14 +289,23 @@ export class Agent {
       recorded: handle.recorded,
       [Symbol.asyncIterator]() {
         const events = handle.events()[Symbol.asyncIterator]();
+        // The loop is over once the run's final record is stored, as the HTTP server ends a stream:
+        // what follows it (the session's next run, on any instance of a shared store) reads the run
+        // final. A paused run's stream ends at its pause, which is no end of the run.
+        const storedAtEnd = (
+          step: IteratorResult<RunEvent>,
+        ): IteratorResult<RunEvent> | Promise<IteratorResult<RunEvent>> =>
+          step.done && !orchestrator.isPaused(handle.runId) ? handle.result.then(() => step) : step;
         // Written out rather than a generator: a generator's `finally` does not run when the loop is
         // left before its first step, and the run must be cancelled then too.
         return {
-          next: () => events.next(),
+          next: () => events.next().then(storedAtEnd),
           async return(): Promise<IteratorResult<RunEvent>> {
             // A no-op when the run is already final. A paused run waits for a continue, not a reader.
-            if (!orchestrator.isPaused(handle.runId))
+            if (!orchestrator.isPaused(handle.runId)) {
               orchestrator.cancelRun(handle.runId, 'client_disconnect');
+              await handle.result;
+            }
             await events.return?.();
             return { done: true, value: undefined };
           },

@@ -206,6 +206,47 @@ describe('two instances on PostgreSQL and Redis', () => {
       expect((await fetch(`${instance.story}/runs/${started.run_id}/events?after=99`)).status).toBe(422);
   });
 
+  it('ends a library run’s stream once its record is stored: the session’s next run on the other instance sends it', async () => {
+    const instances = await Promise.all(
+      [0, 1].map(async () => {
+        const storage = await openStorage(shared());
+        const model = createFakeModel();
+        const orchestrator = createOrchestrator({
+          store: storage.store,
+          cancelBus: storage.cancelBus,
+          eventBus: storage.eventBus,
+        });
+        const agent = new Agent({ name: 'Story Writer Agent', model, orchestrator });
+        return { storage, model, orchestrator, agent };
+      }),
+    );
+    const [a, b] = instances as [(typeof instances)[0], (typeof instances)[0]];
+    try {
+      const first = a.agent.run('First question', { stream: true });
+      const read = collect(first);
+      const call = await a.model.nextCall();
+      call.emit('First answer');
+      call.end();
+      expect((await read).at(-1)?.event).toBe('RunCompleted');
+      // The loop is over: the run is final on the other instance at once.
+      expect(await b.storage.store!.getRun(first.runId)).toMatchObject({ status: 'completed' });
+      const second = b.agent.run('Second question', { stream: true, sessionId: first.sessionId });
+      const next = await b.model.nextCall();
+      expect(next.messages.map((m) => m.content)).toStrictEqual([
+        'First question',
+        'First answer',
+        'Second question',
+      ]);
+      next.end();
+      await collect(second);
+    } finally {
+      for (const { orchestrator, storage } of instances) {
+        await orchestrator.shutdown();
+        await storage.close();
+      }
+    }
+  });
+
   it('reads sessions, their runs and run records the same from both', async () => {
     const [a, b] = [await startInstance(shared()), await startInstance(shared())];
     const first = readSse(await postRun(a.story, { message: 'First question' }));
