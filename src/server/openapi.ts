@@ -134,6 +134,31 @@ const json = (schema: z.ZodType | JsonSchema) => ({ 'application/json': schema }
 const TEXT: JsonSchema = { type: 'string' };
 
 /**
+ * `event_index`, which the events of a resumable stream have (`background=true` with `stream`, a
+ * background continue, `/resume`): the document's event schemas allow it on every stream, since they
+ * refuse any other field.
+ */
+const eventIndex = z.number().int().min(0).optional().meta({
+  description: "On a resumable stream's events only: `seq - 1`, what `/resume` takes as `last_event_index`.",
+});
+
+// One extended schema per event schema, so that each component and the union refer to the same one.
+const documentedEvents = new Map(
+  runEvent.options.map((option) => [option as z.ZodObject, option.extend({ event_index: eventIndex })]),
+);
+
+/** An event's schema as the document shows it: with `event_index` (see {@link eventIndex}). */
+function documented(event: z.ZodObject): z.ZodObject {
+  return documentedEvents.get(event)!;
+}
+
+/** Any event of a stream, as the document shows it. */
+const documentedRunEvent = z.discriminatedUnion(
+  'event',
+  runEvent.options.map((option) => documentedEvents.get(option)!) as unknown as typeof runEvent.options,
+);
+
+/**
  * Every route of the app, in the order the document lists them. A new route goes here too:
  * test/server/openapi.test.ts fails while the app serves a route this list lacks.
  */
@@ -214,7 +239,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
       200: {
         description: 'The run: its events as a stream, or with `stream=false` the finished (or paused) run.',
         content: {
-          'text/event-stream': runEvent,
+          'text/event-stream': documentedRunEvent,
           'application/json': z.union([runOutput, pausedRunOutput]),
         },
       },
@@ -264,7 +289,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
         description:
           'The run from `RunContinued` on, or with `stream=false` the finished (or paused again) run.',
         content: {
-          'text/event-stream': runEvent,
+          'text/event-stream': documentedRunEvent,
           'application/json': z.union([runOutput, pausedRunOutput]),
         },
       },
@@ -310,7 +335,10 @@ export const OPERATIONS: readonly OperationSpec[] = [
     query: resumeQuery,
     headers: resumeHeader,
     success: {
-      200: { description: 'The events, as on the run stream.', content: { 'text/event-stream': runEvent } },
+      200: {
+        description: 'The events, as on the run stream.',
+        content: { 'text/event-stream': documentedRunEvent },
+      },
       204: {
         description:
           'The run is final and its last event is the one named: nothing will come (an EventSource stops reconnecting).',
@@ -336,7 +364,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     success: {
       200: {
         description: 'The events, as on the run stream, each with `event_index`.',
-        content: { 'text/event-stream': runEvent },
+        content: { 'text/event-stream': documentedRunEvent },
       },
     },
     errors: ['AGENT_NOT_FOUND', 'RUN_NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
@@ -516,19 +544,19 @@ const OUTPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['Config', configResponse],
   ['SessionPage', sessionPage],
   ['Error', errorResponse],
-  ['RunEvent', runEvent],
-  ['RunStartedEvent', runStartedEvent],
-  ['RunContentEvent', runContentEvent],
-  ['ReasoningStartedEvent', reasoningStartedEvent],
-  ['ReasoningCompletedEvent', reasoningCompletedEvent],
-  ['ToolCallStartedEvent', toolCallStartedEvent],
-  ['ToolCallCompletedEvent', toolCallCompletedEvent],
-  ['ToolCallErrorEvent', toolCallErrorEvent],
-  ['RunPausedEvent', runPausedEvent],
-  ['RunContinuedEvent', runContinuedEvent],
-  ['RunCompletedEvent', runCompletedEvent],
-  ['RunCancelledEvent', runCancelledEvent],
-  ['RunErrorEvent', runErrorEvent],
+  ['RunEvent', documentedRunEvent],
+  ['RunStartedEvent', documented(runStartedEvent)],
+  ['RunContentEvent', documented(runContentEvent)],
+  ['ReasoningStartedEvent', documented(reasoningStartedEvent)],
+  ['ReasoningCompletedEvent', documented(reasoningCompletedEvent)],
+  ['ToolCallStartedEvent', documented(toolCallStartedEvent)],
+  ['ToolCallCompletedEvent', documented(toolCallCompletedEvent)],
+  ['ToolCallErrorEvent', documented(toolCallErrorEvent)],
+  ['RunPausedEvent', documented(runPausedEvent)],
+  ['RunContinuedEvent', documented(runContinuedEvent)],
+  ['RunCompletedEvent', documented(runCompletedEvent)],
+  ['RunCancelledEvent', documented(runCancelledEvent)],
+  ['RunErrorEvent', documented(runErrorEvent)],
 ];
 const INPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['CreateRunRequest', createRunBody],
@@ -559,7 +587,7 @@ export function createOpenApiDocument(options: OpenApiDocumentOptions): OpenApiD
   addDescriptions(inputs.schemas.CreateRunRequest, BODY_DESCRIPTIONS);
   // Client generators pick the event's type by its `event` field.
   const mapping = Object.fromEntries(
-    runEvent.options.map((option) => [option.shape.event.value, outputs.refer(option).$ref ?? '']),
+    documentedRunEvent.options.map((option) => [option.shape.event.value, outputs.refer(option).$ref ?? '']),
   );
   outputs.schemas.RunEvent = {
     ...outputs.schemas.RunEvent,

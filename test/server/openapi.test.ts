@@ -294,6 +294,36 @@ describe('the document against live answers', () => {
     }
   });
 
+  it('describes the events of a resumable stream and of its resume, with their event_index', async () => {
+    const { url, story, model } = await serveFake();
+    const document = await getDocument(url);
+    const schemaOf = (method: 'get' | 'post', path: string) =>
+      documented(
+        document,
+        operation(document, method, path).responses['200']?.content?.['text/event-stream']?.schema,
+      );
+    const streamed = readSse(await postRun(story, { message: 'Hi', background: true, stream: true }));
+    const started = (await streamed.next())!.data;
+    const call = await model.nextCall();
+    call.emit('Once');
+    call.end();
+    const frames = [{ data: started }, ...(await streamed.rest())];
+    expect(frames.map(({ data }) => data.event_index)).toEqual([0, 1, 2]);
+    const resumed = await fetch(`${story}/runs/${started.run_id}/resume`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ last_event_index: 0 }),
+    });
+    const resumedFrames = await readSse(resumed).rest();
+    expect(resumedFrames.map(({ data }) => data.event_index)).toEqual([1, 2]);
+    const runs = schemaOf('post', '/agents/{agent_id}/runs');
+    const resume = schemaOf('post', '/agents/{agent_id}/runs/{run_id}/resume');
+    for (const { data } of frames) expect(runs.safeParse(data).error).toBeUndefined();
+    for (const { data } of resumedFrames) expect(resume.safeParse(data).error).toBeUndefined();
+    // Still strict: a field no event has is refused.
+    expect(resume.safeParse({ ...started, surprise: 1 }).success).toBe(false);
+  });
+
   it('describes the run bodies as the routes take them: a message not blank, tools as JSON text in a form', async () => {
     const { model, url, agentUrl } = await serveConfirmingAgent();
     const document = await getDocument(url);
