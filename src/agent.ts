@@ -8,6 +8,7 @@ import {
   type OrchestratorOptions,
   type RunHandle,
   type RunLimits,
+  unstorableCharacter,
 } from './runtime/create-orchestrator.js';
 import type { PausedRunOutput, RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
 import { checkOption, runLimitsSchema } from './runtime/run-limits.js';
@@ -148,12 +149,11 @@ export class Agent {
           : 'an agent id must be a string that is not empty',
       );
     }
-    // PostgreSQL's text holds no NUL: refused here, whatever the store, as in a run's input.
-    if (this.id.includes('\0') || this.name.includes('\0')) {
-      throw new RunstateError(
-        'INVALID_INPUT',
-        'an agent name or id must not contain a NUL character (U+0000)',
-      );
+    // What a store cannot keep as it is (PostgreSQL's text holds no NUL) is refused here, whatever
+    // the store, as in a run's input.
+    const unstorable = unstorableCharacter(this.id) ?? unstorableCharacter(this.name);
+    if (unstorable !== undefined) {
+      throw new RunstateError('INVALID_INPUT', `an agent name or id must not contain ${unstorable}`);
     }
     this.model = options.model ?? new OpenAIChat({ id: 'gpt-5-mini' });
     this.description = options.description;

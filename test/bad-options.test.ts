@@ -212,6 +212,23 @@ describe('agents and their runs', () => {
     expect(model.calls).toHaveLength(0);
   });
 
+  it('refuses a lone surrogate in input and ids, whatever the store (PostgreSQL and PGlite keep U+FFFD)', async () => {
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'A', model });
+    cleanups.push(() => agent.orchestrator.shutdown());
+    refused(() => agent.run('a \ud800 b', { stream: true }), 'input must not contain a lone surrogate');
+    await expect(agent.run('hi', { sessionId: 's\udc00' })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      details: { field: 'sessionId' },
+    });
+    refused(() => new Agent({ name: 'A', id: 'a\ud800', model }), 'must not contain a lone surrogate');
+    // A pair is one character, taken as it is.
+    const paired = agent.run('a 😀 b');
+    (await model.nextCall()).end();
+    expect(await paired).toMatchObject({ status: 'completed', run_input: 'a 😀 b' });
+    expect(model.calls).toHaveLength(1);
+  });
+
   it('refuses a session or user id longer than MAX_ID_LENGTH, whatever the store (a PostgreSQL index cannot hold one)', async () => {
     const model = createFakeModel();
     const agent = new Agent({ name: 'A', model });

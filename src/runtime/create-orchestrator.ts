@@ -311,7 +311,7 @@ function checkStartRequest(request: StartRunRequest): void {
     }
   }
   for (const name of ['input', 'sessionId', 'userId', 'agentId', 'agentName'] as const) {
-    refuseNul(request[name], name);
+    refuseUnstorable(request[name], name);
   }
   for (const name of ['sessionId', 'userId'] as const) {
     if ((request[name]?.length ?? 0) > MAX_ID_LENGTH) {
@@ -324,15 +324,30 @@ function checkStartRequest(request: StartRunRequest): void {
 }
 
 /**
- * A NUL character (U+0000) is refused whatever the store: PostgreSQL's text cannot hold one, and a
- * run must not be taken by one store and refused by another.
+ * A character no store keeps alike is refused whatever the store: a run must not be taken by one
+ * store and refused, or changed, by another (see {@link unstorableCharacter}).
  */
-function refuseNul(value: string | null | undefined, name: string): void {
-  if (value?.includes('\0')) {
-    throw new RunstateError('INVALID_INPUT', `${name} must not contain a NUL character (U+0000)`, {
+function refuseUnstorable(value: string | null | undefined, name: string): void {
+  const what = value == null ? undefined : unstorableCharacter(value);
+  if (what !== undefined) {
+    throw new RunstateError('INVALID_INPUT', `${name} must not contain ${what}`, {
       details: { field: name },
     });
   }
+}
+
+/** Read by code points (`u`): a paired surrogate is one code point, not of category Cs. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * What in `text` no store can keep as it is, named; `undefined` when nothing. A NUL character
+ * (U+0000), which PostgreSQL's text cannot store, and a lone surrogate (half of a UTF-16 pair, which
+ * JSON can carry as `"\ud800"` but which is no Unicode text: PostgreSQL and PGlite keep U+FFFD).
+ */
+export function unstorableCharacter(text: string): string | undefined {
+  if (text.includes('\0')) return 'a NUL character (U+0000)';
+  if (LONE_SURROGATE.test(text)) return 'a lone surrogate (half of a UTF-16 pair: not Unicode text)';
+  return undefined;
 }
 
 /**
@@ -756,7 +771,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     agent: ContinueRunRequest,
   ): Promise<RunHandle> {
     checkOption(toolAnswersSchema, entries, 'tools');
-    for (const entry of entries) refuseNul(entry.confirmation_note, 'tools');
+    for (const entry of entries) refuseUnstorable(entry.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
     await parkedRuns.parkInFlight(runId);
     const record = registry.get(runId)?.record() ?? (await store.getRun(runId));

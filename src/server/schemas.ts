@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_ID_LENGTH } from '../runtime/create-orchestrator.js';
+import { MAX_ID_LENGTH, unstorableCharacter } from '../runtime/create-orchestrator.js';
 import { invalidField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
@@ -24,6 +24,8 @@ const streamFlag = givenFlag.meta({ default: true });
 const optionalId = z
   .string({ error: 'must be a string' })
   .max(MAX_ID_LENGTH, { error: `must be at most ${MAX_ID_LENGTH} characters` })
+  // zod counts code points, the stores UTF-16 units (an emoji is two): the stores' count decides.
+  .refine((id) => id.length <= MAX_ID_LENGTH, `must be at most ${MAX_ID_LENGTH} characters (UTF-16 units)`)
   .nullish()
   .transform((value) => value || undefined);
 
@@ -345,12 +347,7 @@ function unstorablePath(input: unknown, path: string[] = []): { path: string[]; 
   return undefined;
 }
 
-/** Read by code points (`u`): a paired surrogate is one code point, not of category Cs. */
-const LONE_SURROGATE = /\p{Cs}/u;
-
 function unstorableText(text: string, path: string[]): { path: string[]; what: string } | undefined {
-  if (text.includes('\0')) return { path, what: 'a NUL character (U+0000)' };
-  if (LONE_SURROGATE.test(text))
-    return { path, what: 'a lone surrogate (half of a UTF-16 pair: not Unicode text)' };
-  return undefined;
+  const what = unstorableCharacter(text);
+  return what === undefined ? undefined : { path, what };
 }

@@ -381,6 +381,17 @@ describe('invalid run requests', () => {
     expect(model.calls).toHaveLength(0);
   });
 
+  it('counts an id in UTF-16 units, as the stores do: 300 emoji are 600, and the 422 names the wire field', async () => {
+    const { story, model } = await serveFake();
+    for (const field of ['session_id', 'user_id']) {
+      const response = await postRun(story, { message: 'Hi', stream: false, [field]: '😀'.repeat(300) });
+      const body = await expectError(response, 422, 'INVALID_INPUT');
+      expect(body).toMatchObject({ field });
+      expect(body.detail).toMatch(new RegExp(`^${field}: must be at most 512 characters`));
+    }
+    expect(model.calls).toHaveLength(0);
+  });
+
   it('takes a JSON null as an absent option (clients that send every unset field), flags included', async () => {
     const { story, model } = await serveFake();
     const answered = postRun(story, {
