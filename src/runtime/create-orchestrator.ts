@@ -504,7 +504,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     store.leases &&
     createLeaseKeeper({
       leases: store.leases,
-      onFinished: (event) => eventBus.publish(event.run_id, [event]),
+      onFinished: (event) => {
+        eventBus.publish(event.run_id, [event]);
+        // Its owner is gone and told no one: its end is told here (metrics count it here).
+        if (listeners.size > 0) void notifyOrphanEnd(event.run_id);
+      },
       // Asked for on another instance, and read from the store: the bus may not have brought it.
       onCancelRequested: (runId, reason) => void cancelRun(runId, reason),
       onError: (error) =>
@@ -580,6 +584,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   leased?.catch((error: unknown) =>
     console.error(`runstate: cannot take a lease: ${(error as Error).message}`),
   );
+
+  /** The `finished` notice of a run another instance owned and this one finalised, from its record. */
+  async function notifyOrphanEnd(runId: string): Promise<void> {
+    const record = await store.getRun(runId).catch(() => undefined);
+    // (Another finalisation may have come between, or the run be forgotten already.)
+    if (record?.finished_at != null && record.metrics && isFinalStatus(record.status))
+      notify({ type: 'finished', run: record as RunOutput });
+  }
 
   function notify(notice: RunNotice): void {
     for (const listener of listeners) {

@@ -233,7 +233,10 @@ export type RunNotice =
     }
   /** Every wire event of the run, as it is appended (`seq` 1, 2, 3...). */
   | { type: 'event'; runId: string; event: RunEvent }
-  /** Once per run, after its terminal event. */
+  /**
+   * Once per run, after its terminal event. Also for a run whose owner was lost (another instance of
+   * a shared store, gone) that this instance finalised: no notice of it came before.
+   */
   | { type: 'finished'; run: RunOutput }
   /**
    * A run this instance paused and parked in the store was taken by another instance (continued,

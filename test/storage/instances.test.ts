@@ -388,6 +388,11 @@ describe('an owner killed with SIGKILL', () => {
     expect(record).toMatchObject({ status: 'failed', error: { code: 'RUN_LOST' } });
     // A cancel now answers 409: the run ended otherwise.
     expect((await fetch(`${b.story}/runs/${killed.runId}/cancel`, { method: 'POST' })).status).toBe(409);
+    // Counted where it was finalised: its owner, gone, counted its start only.
+    const failed = 'runstate_runs_finished_total{agent="story-writer-agent",status="failed"} 1';
+    await eventually(async () => (await (await fetch(`${b.url}/prometheus`)).text()).includes(failed), {
+      what: 'the lost run counted',
+    });
   });
 
   /**
