@@ -24,8 +24,10 @@ import {
   databaseUrlSchema,
   loadConfigFile,
   redisUrlSchema,
+  storeLimitsOf,
   type RunstateConfig,
 } from './server/config-file.js';
+import { createMemoryRunStore } from './runtime/memory-run-store.js';
 import { createAgents } from './server/create-agents.js';
 import type { RunEvent, RunOutput, RunPausedEvent } from './runtime/run-events.js';
 import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
@@ -186,6 +188,7 @@ function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOpt
     redisUrl: redis?.redisUrl,
     redisPrefix: env.redisPrefix,
     leaseMs: env.leaseMs,
+    store: storeLimitsOf(config),
   };
 }
 
@@ -219,9 +222,11 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
     checkSecurityKey(securityKey, config.securityKey === undefined ? 'RUNSTATE_SECURITY_KEY' : 'securityKey');
   // An unreachable database or Redis stops the start here, with one line naming its host and port.
   const storage = await openStorage(storageOptionsOf(config, flags));
+  // In memory, the config's store limits make the store the orchestrator would have made itself.
+  const limits = storeLimitsOf(config);
   // A tools module that fails to load, or lacks a tool an agent names, stops the start here.
   const agents = await createAgents(config, {
-    store: storage.store,
+    store: storage.store ?? (limits && createMemoryRunStore(limits)),
     cancelBus: storage.cancelBus,
     eventBus: storage.eventBus,
   }).catch(async (error: unknown) => {

@@ -52,7 +52,10 @@ export interface StorageOptions {
    * at least 100. Default 15 s.
    */
   leaseMs?: number | undefined;
-  /** Options of the SQL store (retention, session limits, instance id). */
+  /**
+   * Options of the SQL store (retention, session limits, instance id). Its defaults keep history:
+   * no limit but 100 runs per session (see `createSqlRunStore`).
+   */
   store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
 }
 

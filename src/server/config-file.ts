@@ -127,6 +127,22 @@ export const configSchema = z
     maxConcurrentRuns: z.number().int().positive().optional(),
     /** Run limits of every agent (idle timeout, total timeout, retries); an agent's own `limits` win. */
     limits: limitsSchema.optional(),
+    /**
+     * How long finished runs are kept, in any store. Defaults: in memory 1,000 runs and one hour;
+     * in a database (`dataDir`, `databaseUrl`) no limit.
+     */
+    retention: z
+      .strictObject({
+        /** Finished runs kept at most, over all sessions; the oldest go first. */
+        maxFinishedRuns: z.number().int().min(0).optional(),
+        /** Finished runs are forgotten this long after they finished. */
+        maxAgeMs: z.number().int().min(0).optional(),
+      })
+      .optional(),
+    /** Sessions kept at most; the least recently used without an active run goes first, with its runs. */
+    maxSessions: z.number().int().min(1).optional(),
+    /** Runs kept per session (they are the history sent to the model); its oldest finished run goes first. */
+    maxRunsPerSession: z.number().int().min(1).optional(),
     /** Runs kept on disk with PGlite in this directory (one process). Default: in memory. */
     dataDir: z.string().regex(/\S/, 'must name a directory').optional(),
     /** Runs kept in PostgreSQL (`postgres://user:password@host:5432/db`), shared by instances. */
@@ -163,6 +179,16 @@ export type RunstateConfig = z.output<typeof configSchema>;
 export type AgentConfig = z.output<typeof agentSchema>;
 /** Run limits of a config file. */
 export type LimitsConfig = z.output<typeof limitsSchema>;
+/** The store limits of a config file, as `createMemoryRunStore` and `openStorage`'s `store` take them. */
+export type StoreLimitsConfig = Pick<RunstateConfig, 'retention' | 'maxSessions' | 'maxRunsPerSession'>;
+
+/** The store limits a config sets; `undefined` when it sets none (each store keeps its defaults). */
+export function storeLimitsOf(config: RunstateConfig): StoreLimitsConfig | undefined {
+  const { retention, maxSessions, maxRunsPerSession } = config;
+  if (retention === undefined && maxSessions === undefined && maxRunsPerSession === undefined)
+    return undefined;
+  return { retention, maxSessions, maxRunsPerSession };
+}
 
 /**
  * Reads and validates a config file. Throws `INVALID_INPUT` with a message that names the file and

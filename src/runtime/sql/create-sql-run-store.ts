@@ -29,6 +29,19 @@ export const sqlStoreLimitsSchema = z.looseObject({
 /** A limit as a query parameter: PostgreSQL's bigint holds no `Infinity` ("no limit"). */
 const sqlLimit = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
 
+/**
+ * The defaults of a SQL store's limits. A database is chosen to keep history, so finished runs are
+ * kept however old and however many, and sessions however many: rows on disk cost no memory, and a
+ * limit of none costs retention nothing (its statement is not run). What stays bounded is a session:
+ * its runs are the history sent to the model with each new run, and read whole to build it.
+ */
+export const SQL_STORE_LIMITS = {
+  maxFinishedRuns: Infinity,
+  maxAgeMs: Infinity,
+  maxSessions: Infinity,
+  maxRunsPerSession: 100,
+} as const;
+
 /** Options of {@link createSqlRunStore}. */
 export interface SqlRunStoreOptions {
   /** A migrated database (see `openSqlDatabase`). The store closes it on `close()`. */
@@ -39,13 +52,13 @@ export interface SqlRunStoreOptions {
   leaseMs?: number | undefined;
   retention?:
     | {
-        /** Finished runs kept at most; the oldest go first. Default 1,000. */
+        /** Finished runs kept at most; the oldest go first. Default: no limit. */
         maxFinishedRuns?: number | undefined;
-        /** Finished runs older than this are forgotten. Default one hour. */
+        /** Finished runs older than this are forgotten. Default: no limit. */
         maxAgeMs?: number | undefined;
       }
     | undefined;
-  /** Most sessions kept (least recently used go first; never one with an active run). Default 10,000. */
+  /** Most sessions kept (least recently used go first; never one with an active run). Default: no limit. */
   maxSessions?: number | undefined;
   /** Runs kept per session; past it, the session's oldest finished run goes. Default 100. */
   maxRunsPerSession?: number | undefined;
@@ -93,30 +106,33 @@ const RECORD_KEYS: readonly string[] = [
  * are rows; a run's events are rows of `runstate_events`, the batches of all runs handed over in one
  * turn written together, with one INSERT (see `createEventGroups`).
  *
- * Retention as in memory: a finished run past `maxFinishedRuns`, `maxAgeMs` or `maxRunsPerSession`
- * is deleted with its events when a run finishes, and reads already hide runs past their age; a
- * session whose last run went goes with it.
+ * Retention as in memory, with the defaults of a database ({@link SQL_STORE_LIMITS}: history is
+ * kept): a finished run past `maxFinishedRuns`, `maxAgeMs` or `maxRunsPerSession` is deleted with
+ * its events when a run finishes, and reads already hide runs past their age; a session whose last
+ * run went goes with it.
  */
 export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { readonly leases: RunLeases } {
   const { db, now = Date.now } = options;
   const owner = options.instanceId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   checkOption(sqlStoreLimitsSchema, options, 'options');
-  const maxFinishedRuns = sqlLimit(options.retention?.maxFinishedRuns ?? 1_000);
-  const maxAgeMs = sqlLimit(options.retention?.maxAgeMs ?? 60 * 60_000);
-  const maxSessions = sqlLimit(options.maxSessions ?? 10_000);
-  const maxRunsPerSession = sqlLimit(options.maxRunsPerSession ?? 100);
+  const maxFinishedRuns = options.retention?.maxFinishedRuns ?? SQL_STORE_LIMITS.maxFinishedRuns;
+  const maxAgeMs = options.retention?.maxAgeMs ?? SQL_STORE_LIMITS.maxAgeMs;
+  const maxSessions = options.maxSessions ?? SQL_STORE_LIMITS.maxSessions;
+  const maxRunsPerSession = options.maxRunsPerSession ?? SQL_STORE_LIMITS.maxRunsPerSession;
   // The events of all runs, one INSERT per group: a run's batches still commit in seq order.
   const eventGroups = createEventGroups({ db, maxInFlight: options.eventGroupsInFlight });
   let closed: Promise<void> | undefined;
 
-  const cutoff = () => now() - maxAgeMs;
+  const cutoff = () => now() - sqlLimit(maxAgeMs);
   /** Runs not past their age; `$n` is the cutoff parameter. `r` names runstate_runs. */
   const live = (n: number) => `(r.finished_ms IS NULL OR r.finished_ms >= $${n})`;
 
   // Retention runs for many runs at once: a thousand runs starting or finishing together cost a
   // few of these statements, not a thousand (each reads every finished run or session).
   const evictSessions = coalesce<void>(async () => {
+    // No limit, no statement: it reads every session.
+    if (maxSessions === Infinity) return;
     // The least recently used past maxSessions go, except those with a run still active.
     await db.query(
       `DELETE FROM runstate_sessions WHERE session_id IN (
@@ -130,20 +146,27 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
 
   /** Forgets the finished runs past retention: overall, and in the sessions given. */
   const prune = coalesce<string>(async (sessionIds) => {
+    // Only the limits set: a limit of none leaves its clause out (the overall count reads every
+    // finished run), and with none at all there is nothing to run.
+    const params: unknown[] = [];
+    const param = (value: unknown) => `$${params.push(value)}`;
+    const past: string[] = [];
+    if (maxAgeMs !== Infinity) past.push(`finished_ms < ${param(cutoff())}`);
+    if (maxFinishedRuns !== Infinity)
+      past.push(`run_id IN (SELECT run_id FROM runstate_runs WHERE finished_ms IS NOT NULL
+                            ORDER BY finished_ms DESC, position DESC OFFSET ${param(maxFinishedRuns)})`);
+    if (maxRunsPerSession !== Infinity)
+      past.push(`run_id IN (SELECT old.run_id FROM (
+                              SELECT run_id, finished_ms,
+                                row_number() OVER (PARTITION BY session_id ORDER BY position DESC) AS newer
+                              FROM runstate_runs WHERE session_id = ANY(${param([...new Set(sessionIds)])}::text[])) AS old
+                            WHERE old.newer > ${param(maxRunsPerSession)} AND old.finished_ms IS NOT NULL)`);
+    if (past.length === 0) return;
     // Two statements: the CTEs of one statement share a snapshot, so the second would still see the
     // runs the first deleted.
     const { rows } = await db.query<{ session_id: string }>(
-      `DELETE FROM runstate_runs WHERE finished_ms IS NOT NULL AND (
-         finished_ms < $1
-         OR run_id IN (SELECT run_id FROM runstate_runs WHERE finished_ms IS NOT NULL
-                       ORDER BY finished_ms DESC, position DESC OFFSET $2)
-         OR run_id IN (SELECT old.run_id FROM (
-                         SELECT run_id, finished_ms,
-                           row_number() OVER (PARTITION BY session_id ORDER BY position DESC) AS newer
-                         FROM runstate_runs WHERE session_id = ANY($3::text[])) AS old
-                       WHERE old.newer > $4 AND old.finished_ms IS NOT NULL))
-       RETURNING session_id`,
-      [cutoff(), maxFinishedRuns, [...new Set(sessionIds)], maxRunsPerSession],
+      `DELETE FROM runstate_runs WHERE finished_ms IS NOT NULL AND (${past.join(' OR ')}) RETURNING session_id`,
+      params,
     );
     if (rows.length === 0) return;
     await db.query(
