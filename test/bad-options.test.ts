@@ -451,17 +451,23 @@ describe('model and memory store options', () => {
 });
 
 describe('storage options', () => {
-  it('refuses a lease too short to be renewed, from options as from the environment', async () => {
-    for (const leaseMs of [0, -1, 1, 99, NaN, 1.5]) {
+  it('refuses a lease too short to be renewed, or too long for a timer, from options as from the environment', async () => {
+    // Past 2^31-1 ms, Node fires the lease's timers after 1 ms: renewals back to back.
+    for (const leaseMs of [0, -1, 1, 99, NaN, 1.5, 2 ** 31, 30 * 24 * 60 * 60_000, Infinity]) {
       await expect(openStorage({ dataDir: '/nonexistent/never-opened', leaseMs })).rejects.toEqual(
-        invalid(/^leaseMs must be a whole number of ms, at least 100/),
+        invalid(/^leaseMs must be a whole number of ms, from 100 to 2147483647, got/),
       );
     }
     refused(
       () => storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '50' }),
-      "RUNSTATE_LEASE_MS must be a whole number of ms, at least 100, got '50'",
+      "RUNSTATE_LEASE_MS must be a whole number of ms, from 100 to 2147483647, got '50'",
+    );
+    refused(
+      () => storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '2147483648' }),
+      "RUNSTATE_LEASE_MS must be a whole number of ms, from 100 to 2147483647, got '2147483648'",
     );
     expect(storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '100' }).leaseMs).toBe(100);
+    expect(storageOptionsFromEnv({ RUNSTATE_LEASE_MS: '2147483647' }).leaseMs).toBe(2 ** 31 - 1);
   });
 
   it('refuses a data directory that is no path, or cannot be made, as INVALID_INPUT naming it', async () => {

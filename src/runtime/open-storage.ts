@@ -49,7 +49,7 @@ export interface StorageOptions {
   redisPrefix?: string | undefined;
   /**
    * How long an instance's lease lasts without renewal (`RUNSTATE_LEASE_MS`): whole milliseconds,
-   * at least 100. Default 15 s.
+   * from 100 to 2147483647 (2^31-1, what Node's timers hold). Default 15 s.
    */
   leaseMs?: number | undefined;
   /**
@@ -162,11 +162,17 @@ export function storageOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Sto
  * lease of a few milliseconds lapses before it is renewed, and every run would end `RUN_LOST`.
  */
 const MIN_LEASE_MS = 100;
+/**
+ * The longest lease (about 24.8 days): the lease keeper's lapse timer is the whole lease, and
+ * PostgreSQL's `idle_in_transaction_session_timeout` takes it too. Node fires a timer longer than
+ * 2^31-1 ms after 1 ms: the renewals would then run back to back, hundreds of commits a second.
+ */
+const MAX_LEASE_MS = 2 ** 31 - 1;
 
 function checkLeaseMs(leaseMs: number, name: string, text: string = String(leaseMs)): void {
-  if (Number.isSafeInteger(leaseMs) && leaseMs >= MIN_LEASE_MS) return;
+  if (Number.isSafeInteger(leaseMs) && leaseMs >= MIN_LEASE_MS && leaseMs <= MAX_LEASE_MS) return;
   throw new RunstateError(
     'INVALID_INPUT',
-    `${name} must be a whole number of ms, at least ${MIN_LEASE_MS}, got '${text}'`,
+    `${name} must be a whole number of ms, from ${MIN_LEASE_MS} to ${MAX_LEASE_MS}, got '${text}'`,
   );
 }
