@@ -143,7 +143,10 @@ export const configSchema = z
     maxSessions: z.number().int().min(1).optional(),
     /** Runs kept per session (they are the history sent to the model); its oldest finished run goes first. */
     maxRunsPerSession: z.number().int().min(1).optional(),
-    /** Runs kept on disk with PGlite in this directory (one process). Default: in memory. */
+    /**
+     * Runs kept on disk with PGlite in this directory (one process), resolved relative to the config
+     * file as `toolsModule` is. Default: in memory.
+     */
     dataDir: z.string().regex(/\S/, 'must name a directory').optional(),
     /** Runs kept in PostgreSQL (`postgres://user:password@host:5432/db`), shared by instances. */
     databaseUrl: databaseUrlSchema.optional(),
@@ -206,7 +209,8 @@ export async function loadConfigFile(path: string): Promise<RunstateConfig> {
 
 /**
  * Validates the text of a config file; `source` is its path (it names the file in messages, and a
- * relative `toolsModule` is resolved against its directory).
+ * relative `toolsModule` or `dataDir` is resolved against its directory: the file names them, not
+ * the directory runstate happens to start in).
  */
 export function parseConfig(text: string, source: string): RunstateConfig {
   let json: unknown;
@@ -221,10 +225,10 @@ export function parseConfig(text: string, source: string): RunstateConfig {
   }
   const result = configSchema.safeParse(json);
   if (result.success) {
-    const { toolsModule } = result.data;
-    return toolsModule === undefined
-      ? result.data
-      : { ...result.data, toolsModule: resolve(dirname(source), toolsModule) };
+    const config = { ...result.data };
+    if (config.toolsModule !== undefined) config.toolsModule = resolve(dirname(source), config.toolsModule);
+    if (config.dataDir !== undefined) config.dataDir = resolve(dirname(source), config.dataDir);
+    return config;
   }
   const lines = result.error.issues.map((issue) => {
     const path = issue.path.length > 0 ? issue.path.map(String).join('.') : '(root)';
