@@ -552,6 +552,30 @@ describe('storage options', () => {
     );
   });
 
+  it('names the socket directory and the database of a Unix-socket URL it cannot reach, never the password', async () => {
+    const cases: [string, string][] = [
+      [
+        'postgresql://postgres:secret@/fixa_never?host=/nonexistent-socket-dir',
+        '/nonexistent-socket-dir (socket), database fixa_never',
+      ],
+      [
+        'postgresql://postgres:secret@%2Fnonexistent-socket-dir:5433/fixa_never',
+        '/nonexistent-socket-dir (socket, port 5433), database fixa_never',
+      ],
+    ];
+    for (const [databaseUrl, where] of cases) {
+      const error = await openStorage({ databaseUrl }).then(
+        () => expect.fail('a socket in no directory was reached'),
+        (error: unknown) => error as Error,
+      );
+      expect(error).toMatchObject({
+        code: 'STORE_UNAVAILABLE',
+        message: `cannot reach PostgreSQL at ${where}: ENOENT`,
+      });
+      expect(error.message).not.toContain('secret');
+    }
+  });
+
   it('refuses a data directory that is a file, saying so', async () => {
     const dir = await createTempDir('runstate-bad-dir-');
     cleanups.push(() => dir.remove());

@@ -78,7 +78,8 @@ export interface Storage {
 /**
  * Opens the storage a configuration names: memory, PGlite on disk, or PostgreSQL with Redis. Checks
  * that every server answers and migrates the database first: an unreachable server rejects
- * `STORE_UNAVAILABLE` with a one-line message naming its host and port (never a password).
+ * `STORE_UNAVAILABLE` with a one-line message naming its host and port, or a Unix socket's directory
+ * (never a password).
  */
 export async function openStorage(options: StorageOptions = {}): Promise<Storage> {
   const { dataDir, databaseUrl, redisUrl } = options;

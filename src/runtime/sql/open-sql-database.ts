@@ -224,14 +224,42 @@ async function openPool(databaseUrl: string, idleInTransactionMs: number | undef
   return db;
 }
 
-/** `host:port/database` of a connection URL, without user or password. */
+/**
+ * Where a connection URL leads, without user or password: `host:port/database`, or for PostgreSQL
+ * over a Unix socket `/var/run/postgresql (socket), database runs`.
+ */
 export function describeUrl(url: string): string {
+  const parsed = parseServerUrl(url);
+  if (!parsed) return 'an unparsable URL';
+  const postgres = !parsed.protocol.startsWith('redis');
+  // pg takes `?host=` and `?port=` over the URL's, and a host that is a path as a socket's directory
+  // (`postgresql://user@/db?host=/var/run/postgresql`, `postgresql://%2Ftmp/db`).
+  const host = (postgres && parsed.searchParams.get('host')) || decodeURIComponent(parsed.hostname);
+  const givenPort = (postgres && parsed.searchParams.get('port')) || parsed.port;
+  if (postgres && host.startsWith('/')) {
+    const database = decodeURIComponent(parsed.pathname.slice(1));
+    const port = givenPort ? `, port ${givenPort}` : '';
+    return `${host} (socket${port})${database ? `, database ${database}` : ''}`;
+  }
+  const port = givenPort || (postgres ? '5432' : '6379');
+  return `${host || 'localhost'}:${port}${parsed.pathname.length > 1 ? parsed.pathname : ''}`;
+}
+
+/**
+ * A URL as `URL` reads it; one with a user and no host (a Unix socket's, as pg takes it) is no URL
+ * to `URL`, and is read with an empty host.
+ */
+function parseServerUrl(url: string): URL | undefined {
   try {
-    const parsed = new URL(url);
-    const port = parsed.port || (parsed.protocol.startsWith('redis') ? '6379' : '5432');
-    return `${parsed.hostname || 'localhost'}:${port}${parsed.pathname.length > 1 ? parsed.pathname : ''}`;
+    return new URL(url);
   } catch {
-    return 'an unparsable URL';
+    try {
+      const parsed = new URL(url.replace('@/', '@placeholder/'));
+      parsed.hostname = '';
+      return parsed;
+    } catch {
+      return undefined;
+    }
   }
 }
 
