@@ -22,7 +22,7 @@ import {
 } from '../src/runtime/open-storage.js';
 import { connectRedis } from '../src/runtime/redis/connect-redis.js';
 import { createInspector } from '../src/inspect/index.js';
-import { createApp } from '../src/server/index.js';
+import { createApp, startServer } from '../src/server/index.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { confirmingTool } from './support/confirming-tool.js';
@@ -685,6 +685,38 @@ describe('server and inspector options', () => {
       expect(() => createInspector({ heartbeatMs: heartbeatMs as number })).toThrow(
         invalid(/^options\.heartbeatMs: /),
       );
+    }
+  });
+
+  it('refuses app options of the wrong type, naming each, rather than failing later with a TypeError', () => {
+    type Options = Parameters<typeof createApp>[0];
+    const refusedApp = (options: unknown, message: RegExp) =>
+      expect(() => createApp(options as Options)).toThrow(invalid(message));
+    refusedApp(undefined, /^options: must be an object with agents/);
+    refusedApp({}, /^options\.agents: must be an array of agents/);
+    refusedApp({ agents: agents(), securityKey: 5 }, /^options\.securityKey: must be a string/);
+    refusedApp({ agents: agents(), cors: { origins: 'http://x' } }, /^options\.cors\.origins: /);
+    refusedApp({ agents: agents(), bodyLimit: '1xb' }, /^bodyLimit must be bytes, or a size like '1mb'/);
+    refusedApp({ agents: agents(), dbId: '' }, /^options\.dbId: must not be empty/);
+    refusedApp({ agents: agents(), mount: { '/x': 'page' } }, /^options\.mount\.\/x: must be a handler/);
+    // A key no header can carry would refuse every request.
+    for (const securityKey of ['a\u0000b', 'a\nb', 'a\rb'])
+      refusedApp({ agents: agents(), securityKey }, /security key holds a control character/);
+  });
+
+  it('refuses server options that Node would take for something else (a port that names a socket)', async () => {
+    const app = createApp({ agents: agents() });
+    cleanups.push(() => app.shutdown());
+    type Options = Parameters<typeof startServer>[1];
+    for (const [options, message] of [
+      [{ port: 'x' }, /^options\.port: must be a whole number from 0 to 65535/],
+      [{ port: -1 }, /^options\.port: /],
+      [{ port: 70000 }, /^options\.port: /],
+      [{ graceMs: -1 }, /^options\.graceMs: /],
+      [{ backlog: -5 }, /^options\.backlog: /],
+      [{ host: '' }, /^options\.host: must not be empty/],
+    ] as const) {
+      await expect(startServer(app, options as unknown as Options)).rejects.toEqual(invalid(message));
     }
   });
 

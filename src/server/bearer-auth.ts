@@ -14,8 +14,8 @@ export interface BearerAuthOptions {
 }
 
 /**
- * Throws `INVALID_INPUT` for a key that no client could ever send: one with leading or trailing
- * whitespace (HTTP strips it from a header value, and the check is exact, so it would refuse every
+ * Throws `INVALID_INPUT` for a key that no client could ever send: one with a control character, or
+ * with leading or trailing whitespace (HTTP strips it from a header value, and the check is exact, so it would refuse every
  * request). Called when the app is created, so a wrong key stops the server at start.
  */
 export function checkSecurityKey(securityKey: string, source = 'the security key'): void {
@@ -23,6 +23,13 @@ export function checkSecurityKey(securityKey: string, source = 'the security key
     throw new RunstateError(
       'INVALID_INPUT',
       `${source} starts or ends with whitespace (a space, line break or no-break space): no client can send it; remove it`,
+    );
+  }
+  // No header value can hold a control character (HTTP refuses NUL, CR and LF in one).
+  if (/[\0-\x08\x0a-\x1f\x7f]/.test(securityKey)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `${source} holds a control character (a NUL, a line break...): no client can send it; remove it`,
     );
   }
 }

@@ -13,7 +13,12 @@ const UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 
 export function parseByteSize(limit: BodyLimit): number {
   if (typeof limit === 'number' && Number.isFinite(limit) && limit >= 0) return Math.floor(limit);
   const match = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(String(limit));
-  if (!match) throw new TypeError(`invalid body limit: ${String(limit)}`);
+  if (!match) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `bodyLimit must be bytes, or a size like '1mb' (b, kb, mb, gb), got ${JSON.stringify(limit)}`,
+    );
+  }
   return Math.floor(Number(match[1]) * UNITS[(match[2] ?? 'b').toLowerCase()]!);
 }
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import cors from 'cors';
 import express, { type Express } from 'express';
+import { z } from 'zod';
 import type { Agent } from '../agent.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from '../observe/create-prometheus-metrics.js';
 import { createRunTracer, type RunTracerOptions } from '../observe/create-run-tracer.js';
@@ -112,6 +113,38 @@ export interface RunstateApp {
   shutdown(): Promise<void>;
 }
 
+/** The shape of {@link CreateAppOptions}, checked at `createApp` (each option's range where it is used). */
+const createAppOptionsSchema = z.object(
+  {
+    agents: z.array(
+      z.custom<Agent>((agent) => typeof agent === 'object' && agent !== null, 'must be an Agent'),
+      {
+        error: 'must be an array of agents',
+      },
+    ),
+    securityKey: z.string({ error: 'must be a string' }).optional(),
+    cors: z
+      .object(
+        {
+          origins: z.union([z.literal('*'), z.array(z.string())], {
+            error: "must be an array of origins, or '*'",
+          }),
+        },
+        { error: 'must be { origins }' },
+      )
+      .optional(),
+    bodyLimit: z.union([z.number(), z.string()], { error: "must be bytes, or a size like '1mb'" }).optional(),
+    dbId: z.string({ error: 'must be a string' }).min(1, 'must not be empty').optional(),
+    mount: z
+      .record(
+        z.string(),
+        z.custom<MountedHandler>((handler) => typeof handler === 'function', 'must be a handler function'),
+      )
+      .optional(),
+  },
+  { error: 'must be an object with agents' },
+);
+
 /**
  * Creates the AgentOS-compatible HTTP app: health, agents, runs (streamed over SSE, cancellable,
  * resumable), sessions; JSON errors `{detail, code}`; optional bearer auth; CORS.
@@ -129,6 +162,9 @@ export interface RunstateApp {
  * ```
  */
 export function createApp(options: CreateAppOptions): RunstateApp {
+  // What types do not reach (JavaScript, options read from elsewhere) fails here, named, rather
+  // than as a TypeError or on the first request.
+  checkOption(createAppOptionsSchema, options, 'options');
   const agents = new AgentDirectory(options.agents);
   const context: RouteContext = {
     agents,

@@ -23,7 +23,7 @@ const streamFlag = givenFlag.meta({ default: true });
 // most MAX_ID_LENGTH characters on every store alike (an index of PostgreSQL's refuses a longer one).
 const optionalId = z
   .string({ error: 'must be a string' })
-  .max(MAX_ID_LENGTH, { error: `must be at most ${MAX_ID_LENGTH} characters` })
+  .max(MAX_ID_LENGTH, { error: `must be at most ${MAX_ID_LENGTH} characters`, abort: true })
   // zod counts code points, the stores UTF-16 units (an emoji is two): the stores' count decides.
   .refine((id) => id.length <= MAX_ID_LENGTH, `must be at most ${MAX_ID_LENGTH} characters (UTF-16 units)`)
   .nullish()

@@ -1,5 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { z } from 'zod';
+import { checkOption, duration } from '../runtime/run-limits.js';
 import type { RunstateApp } from './create-app.js';
 import { answerClientError, answerConnect, answerExpectation } from './http-errors.js';
 
@@ -22,6 +24,24 @@ export interface StartServerOptions {
    */
   backlog?: number | undefined;
 }
+
+const wholeNumber = (min: number, max: number) =>
+  z
+    .number({ error: `must be a whole number from ${min} to ${max}` })
+    .int(`must be a whole number from ${min} to ${max}`)
+    .min(min, `must be a whole number from ${min} to ${max}`)
+    .max(max, `must be a whole number from ${min} to ${max}`);
+
+/**
+ * What {@link startServer} takes: a port that is not a number would make Node listen on a Unix
+ * socket of that name, and a negative grace would drop every connection at once.
+ */
+const startServerOptionsSchema = z.object({
+  port: wholeNumber(0, 65535).optional(),
+  host: z.string({ error: 'must be a host name or an address' }).min(1, 'must not be empty').optional(),
+  graceMs: duration.optional(),
+  backlog: wholeNumber(1, 2 ** 31 - 1).optional(),
+});
 
 /** A listening runstate server. */
 export interface RunningServer {
@@ -51,7 +71,12 @@ export async function startServer(
   runstate: RunstateApp,
   options: StartServerOptions = {},
 ): Promise<RunningServer> {
-  const { port = 7777, host = '127.0.0.1', graceMs = 10_000, backlog = 4096 } = options;
+  const {
+    port = 7777,
+    host = '127.0.0.1',
+    graceMs = 10_000,
+    backlog = 4096,
+  } = checkOption(startServerOptionsSchema, options, 'options');
   // With the app's message classes, express has no prototype to change per request (see `serverOptions`).
   // Node's own refusal of a request without `Host` has no body: the app answers it (`requireHost`).
   const server = createServer({ ...runstate.serverOptions, requireHostHeader: false }, runstate.app).listen(
