@@ -1,8 +1,9 @@
-// The example of docs/testing.md, run in CI. The code between the markers is the code of the
-// page's example, imports aside (the page imports `runstate` and `runstate/testing`; Vitest here
-// resolves the package's own name only through relative paths). The last test keeps both equal.
+// The example of docs/testing.md, run in CI. The code between the markers is the page's example,
+// imports included: `runstate` and `runstate/testing` resolve to the sources (vitest.config.ts), as
+// they resolve to the package in a project of yours. The last test keeps both equal.
 import { readFileSync } from 'node:fs';
-import { Agent, RunstateError, type RunEvent, type RunStream } from '../../src/index.js';
+// --- example ---
+import { Agent, RunstateError, type RunEvent, type RunStream } from 'runstate';
 import {
   checkRunEvents,
   createFakeModel,
@@ -11,10 +12,9 @@ import {
   type FakeModel,
   type FakeModelCall,
   type LifecycleLimits,
-} from '../../src/testing/index.js';
+} from 'runstate/testing';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
-// --- example ---
 // The agent under test, built the way the app builds it, with the model injected, the path's limits
 // and the paths' retry jitter (their `random`, 0.5 by default): a retry after an error that says
 // no retry-after then waits exactly what the path's `wait` step lets pass.
@@ -113,8 +113,6 @@ describe('docs/testing.md', () => {
     );
     const block = /```ts\n(import [^]*?)```/.exec(page.slice(page.indexOf('## Test your own agent')))?.[1];
     expect(block, 'the example block of docs/testing.md').toBeDefined();
-    // The page's block: its imports, a blank line, then this file's example.
-    const code = block!.slice(block!.indexOf('\n\n') + 2);
-    expect(code).toBe(example);
+    expect(block).toBe(example);
   });
 });
