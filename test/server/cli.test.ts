@@ -253,15 +253,18 @@ describe('the runstate command line', () => {
 });
 
 describe('bin/runstate.js (what `npx runstate` runs)', () => {
-  /** A copy of the bin script next to a stub of the built CLI and/or of the sources. */
-  async function binWith(files: Record<string, string>): Promise<string> {
+  /**
+   * A copy of the bin script next to a stub of the built CLI and/or of the sources, with the
+   * repository's node_modules (tsx among them) unless `withoutTsx`.
+   */
+  async function binWith(files: Record<string, string>, { withoutTsx = false } = {}): Promise<string> {
     const dir = await mkdtemp(join(tmpdir(), 'runstate-bin-'));
     await mkdir(join(dir, 'bin'));
     for (const file of ['runstate.js', 'source-condition.js']) {
       await copyFile(join(ROOT, 'bin', file), join(dir, 'bin', file));
     }
     await writeFile(join(dir, 'package.json'), files['package.json'] ?? '{ "type": "module" }');
-    await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+    if (!withoutTsx) await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
     for (const [path, text] of Object.entries(files)) {
       await mkdir(dirname(join(dir, path)), { recursive: true });
       await writeFile(join(dir, path), text);
@@ -291,11 +294,34 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
     expect(run.output().stdout).toBe('sources\n');
   });
 
-  it('runs the build when there is one (the published package)', async () => {
+  it('runs the sources in a clone where `npm run build` or `npm pack` left a dist/ behind', async () => {
+    const bin = await binWith({
+      'tsconfig.json': '{}',
+      'dist/src/cli.js': "console.log('built', process.argv[2]);\n",
+      'src/cli.ts': "const from: string = 'sources';\nconsole.log(from, process.argv[2]);\n",
+    });
+    const run = spawnCli(['--version'], {}, [process.execPath, bin]);
+    expect(await run.exit).toBe(0);
+    expect(run.output().stdout).toBe('sources --version\n');
+  });
+
+  it('runs the build in the published package (its sources but no tsconfig.json), even with tsx at hand', async () => {
     const bin = await binWith({
       'dist/src/cli.js': "console.log('built', process.argv[2]);\n",
       'src/cli.ts': "console.log('sources');\n",
     });
+    const run = spawnCli(['--version'], {}, [process.execPath, bin]);
+    expect(await run.exit).toBe(0);
+    expect(run.output().stdout).toBe('built --version\n');
+  });
+
+  it('runs the build in a clone without tsx (installed without its devDependencies)', async () => {
+    const files = {
+      'tsconfig.json': '{}',
+      'dist/src/cli.js': "console.log('built', process.argv[2]);\n",
+      'src/cli.ts': "console.log('sources');\n",
+    };
+    const bin = await binWith(files, { withoutTsx: true });
     const run = spawnCli(['--version'], {}, [process.execPath, bin]);
     expect(await run.exit).toBe(0);
     expect(run.output().stdout).toBe('built --version\n');
@@ -308,6 +334,8 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
     };
     expect(pkg.bin).toEqual({ runstate: './bin/runstate.js' });
     expect(pkg.files).toContain('bin');
+    // What tells a checkout, where the bin runs the sources, from the published package.
+    expect(pkg.files).not.toContain('tsconfig.json');
   });
 });
 describe('runstate run', () => {
