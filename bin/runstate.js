@@ -35,6 +35,6 @@ async function runSources() {
   register();
   // After tsx's, so it runs first: `import 'runstate'` in a tools module then finds the sources.
   const { register: registerHooks } = await import('node:module');
-  registerHooks(new URL('./source-condition.js', import.meta.url));
+  registerHooks(new URL('./source-hooks.js', import.meta.url));
   await import(sources.href);
 }

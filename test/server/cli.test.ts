@@ -260,7 +260,7 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
   async function binWith(files: Record<string, string>, { withoutTsx = false } = {}): Promise<string> {
     const dir = await mkdtemp(join(tmpdir(), 'runstate-bin-'));
     await mkdir(join(dir, 'bin'));
-    for (const file of ['runstate.js', 'source-condition.js']) {
+    for (const file of ['runstate.js', 'source-hooks.js']) {
       await copyFile(join(ROOT, 'bin', file), join(dir, 'bin', file));
     }
     await writeFile(join(dir, 'package.json'), files['package.json'] ?? '{ "type": "module" }');

@@ -3,7 +3,7 @@
  * with `tool()`, and each agent's `tools` names the ones it may call. A module that does not load,
  * a name it has no tool for, or an export that is no tool stops the start with one line, exit 2.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,7 +12,7 @@ import { parseConfig } from '../../src/server/config-file.js';
 import { createAgents } from '../../src/server/create-agents.js';
 import { checkRunEvents } from '../../src/testing/index.js';
 import { postRun } from '../support/app.js';
-import { spawnCli } from '../support/cli-process.js';
+import { ROOT, spawnCli } from '../support/cli-process.js';
 import { parseSse } from '../support/sse.js';
 
 const dirs: string[] = [];
@@ -65,6 +65,27 @@ describe('tools named in the config file', () => {
     ]);
     run.child.kill('SIGTERM');
     expect(await run.exit).toBe(0);
+  });
+
+  it('loads a TypeScript module of a CommonJS project (what `npm init` makes) through a clone’s `npx runstate`', async () => {
+    // The project of a user of this clone: runstate and zod installed (linked), its package.json
+    // of type commonjs, and a copy of examples/config-tools.
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cjs-'));
+    dirs.push(dir);
+    await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'my-app', type: 'commonjs' }));
+    await mkdir(join(dir, 'node_modules'));
+    await symlink(ROOT, join(dir, 'node_modules/runstate'));
+    await symlink(join(ROOT, 'node_modules/zod'), join(dir, 'node_modules/zod'));
+    for (const file of ['tools.ts', 'runstate.config.json']) {
+      await copyFile(join(ROOT, 'examples/config-tools', file), join(dir, file));
+    }
+    const run = spawnCli(
+      ['run', 'word count "one two three"', '--config', join(dir, 'runstate.config.json')],
+      {},
+      [process.execPath, join(ROOT, 'bin/runstate.js')],
+    );
+    expect(await run.exit).toBe(0);
+    expect(run.output().stderr).toContain('[word_count] → {"words":3}');
   });
 
   it('refuses a tools module that does not load: one line, exit 2, no stack trace', async () => {
