@@ -107,6 +107,10 @@ describe('orchestrator options', () => {
       'limits.retry.maxAttempts: expected a whole number ≥ 1, got 0; limits.pauseTimeoutMs: expected milliseconds > 0, got -1',
     );
     refused(
+      () => createOrchestrator({ limits: { retry: { baseDelayMs: 9000, maxDelayMs: 1 } } }),
+      'limits.retry.baseDelayMs: baseDelayMs must not be over maxDelayMs',
+    );
+    refused(
       () => createOrchestrator({ limits: { idleTimeout: 5 } as never }),
       'limits: Unrecognized key: "idleTimeout"',
     );
@@ -481,6 +485,12 @@ describe('storage options', () => {
     await expect(openStorage({ dataDir: join(file, 'sub') })).rejects.toEqual(
       invalid(`the data directory ${join(file, 'sub')} cannot be made: ENOTDIR`),
     );
+    // Under /proc, Node 20's recursive mkdir loops for ever: refused instead.
+    if (process.platform === 'linux') {
+      await expect(openStorage({ dataDir: '/proc/runstate-nope/data' })).rejects.toEqual(
+        invalid('the data directory /proc/runstate-nope/data cannot be made: ENOENT'),
+      );
+    }
   });
 
   it('refuses SQL store limits out of range before opening the database, as the memory store does', async () => {

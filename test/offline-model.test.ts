@@ -41,6 +41,10 @@ describe('OfflineModel', () => {
     expect(new OfflineModel()).toMatchObject({ id: 'offline', provider: 'offline' });
     expect(new OfflineModel({ id: 'offline-test' }).id).toBe('offline-test');
     expect(() => new OfflineModel({ tokensPerSecond: 0 })).toThrow(/tokensPerSecond/);
+    // A token slower than a timer holds would come at once.
+    expect(() => new OfflineModel({ tokensPerSecond: 1e-300 })).toThrow(
+      /tokensPerSecond must be at least 0.001/,
+    );
     expect(() => new OfflineModel({ maxTokens: Infinity })).toThrow(/maxTokens/);
   });
 

@@ -220,6 +220,9 @@ function compose(messages: ChatMessage[], seed: number, maxTokens: number) {
   return { tokens: tokens.slice(0, target), finishReason: asked ? 'stop' : 'length' };
 }
 
+/** The slowest offline model: a token every 1,000 s. */
+export const MIN_TOKENS_PER_SECOND = 0.001;
+
 /**
  * A deterministic local {@link ChatModel}: readable English about the subject of the last user
  * message, streamed one word per delta at a real model's pace. runstate uses it when no
@@ -252,7 +255,13 @@ export class OfflineModel implements ChatModel {
 
   constructor({ id = 'offline', seed = 1, tokensPerSecond = 30, maxTokens = 400 }: OfflineModelOptions = {}) {
     // Checked here, since a NaN pace or an endless length would only show up as a hung run.
-    if (!(tokensPerSecond > 0)) throw new RunstateError('INVALID_INPUT', 'tokensPerSecond must be > 0');
+    // Slower would ask for a timer past what Node's holds (2^31-1 ms), which fires at once.
+    if (!(tokensPerSecond >= MIN_TOKENS_PER_SECOND)) {
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `tokensPerSecond must be at least ${MIN_TOKENS_PER_SECOND} (a token every 1,000 s), got ${tokensPerSecond}`,
+      );
+    }
     if (!(maxTokens >= 1 && Number.isFinite(maxTokens))) {
       throw new RunstateError('INVALID_INPUT', 'maxTokens must be a finite number >= 1');
     }

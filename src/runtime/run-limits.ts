@@ -33,6 +33,12 @@ export const runLimitsSchema = z.strictObject({
       maxDelayMs: duration.optional(),
       maxRetryAfterMs: duration.optional(),
     })
+    // The delays grow from the base up to the cap: a base over it means nothing.
+    .refine(
+      ({ baseDelayMs, maxDelayMs }) =>
+        baseDelayMs === undefined || maxDelayMs === undefined || baseDelayMs <= maxDelayMs,
+      { error: 'baseDelayMs must not be over maxDelayMs', path: ['baseDelayMs'] },
+    )
     .optional(),
   // 0: a turn that calls a tool fails the run (`TOOL_ROUNDS_EXCEEDED`).
   maxToolRounds: count(0).optional(),

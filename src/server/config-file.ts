@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { agentIdFromName } from '../agent.js';
 import { RunstateError } from '../errors.js';
+import { MIN_TOKENS_PER_SECOND } from '../model/offline-model.js';
 import { databaseUrlSchema, redisUrlSchema } from '../runtime/open-storage.js';
 
 const modelSchema = z.discriminatedUnion('provider', [
@@ -40,7 +41,10 @@ const modelSchema = z.discriminatedUnion('provider', [
   z.strictObject({
     provider: z.literal('offline'),
     id: z.string().min(1).optional(),
-    tokensPerSecond: z.number().positive().optional(),
+    tokensPerSecond: z
+      .number()
+      .min(MIN_TOKENS_PER_SECOND, `must be at least ${MIN_TOKENS_PER_SECOND} (a token every 1,000 s)`)
+      .optional(),
   }),
 ]);
 

@@ -1,6 +1,6 @@
 import { mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import type { PoolClient } from 'pg';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { RunstateError } from '../../errors.js';
 import { migrate } from './migrate.js';
 import { poolDatabase, type SqlDatabase } from './sql-database.js';
@@ -90,6 +90,30 @@ const LOCK_FILE = 'runstate.lock';
 const openHere = new Set<string>();
 
 /**
+ * Makes `path` and its missing parents, one level at a time. Node 20's `mkdir({ recursive: true })`
+ * loops for ever, busy, under a directory that answers ENOENT to a child made in it (`/proc`); this
+ * throws that ENOENT.
+ */
+async function makeDirectory(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') {
+      if ((await stat(path)).isDirectory()) return;
+      throw error;
+    }
+    const parent = dirname(path);
+    if (code !== 'ENOENT' || parent === path) throw error;
+    await makeDirectory(parent);
+    // Once: a directory that answers ENOENT again fails here (made meanwhile by another process: fine).
+    await mkdir(path).catch((again: NodeJS.ErrnoException) => {
+      if (again.code !== 'EEXIST') throw again;
+    });
+  }
+}
+
+/**
  * Takes a data directory for this process, or throws `STORE_UNAVAILABLE` naming the process that has
  * it: PGlite serves one process, and two writing the same files corrupt them (its own
  * `postmaster.pid` names no real process, so it stops nobody). A lock whose process is gone (killed,
@@ -98,7 +122,7 @@ const openHere = new Set<string>();
  * the moment the process started. Resolves with the function that lets the directory go.
  */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+  await makeDirectory(dataDir).catch((error: NodeJS.ErrnoException) => {
     // A file on the way (ENOTDIR, EEXIST), no permission (EACCES), a read-only disk (EROFS): the
     // configuration's fault, named as such rather than as a bare errno with its stack.
     throw new RunstateError(
