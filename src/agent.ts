@@ -10,7 +10,13 @@ import {
   type RunLimits,
   unstorableCharacter,
 } from './runtime/create-orchestrator.js';
-import type { PausedRunOutput, RunEvent, RunOutput, RunRecord } from './runtime/run-events.js';
+import {
+  isTerminalEvent,
+  type PausedRunOutput,
+  type RunEvent,
+  type RunOutput,
+  type RunRecord,
+} from './runtime/run-events.js';
 import { checkOption, runLimitsSchema } from './runtime/run-limits.js';
 import { settleRun } from './runtime/settle-run.js';
 import type { Tool } from './tools/tool.js';
@@ -291,21 +297,28 @@ export class Agent {
         const events = handle.events()[Symbol.asyncIterator]();
         // The loop is over once the run's final record is stored, as the HTTP server ends a stream:
         // what follows it (the session's next run, on any instance of a shared store) reads the run
-        // final. A paused run's stream ends at its pause, which is no end of the run.
+        // final. Only after a terminal event: a paused run's stream ends at its pause.
+        let ended = false;
         const storedAtEnd = (
           step: IteratorResult<RunEvent>,
-        ): IteratorResult<RunEvent> | Promise<IteratorResult<RunEvent>> =>
-          step.done && !orchestrator.isPaused(handle.runId) ? handle.result.then(() => step) : step;
+        ): IteratorResult<RunEvent> | Promise<IteratorResult<RunEvent>> => {
+          if (!step.done) {
+            ended = isTerminalEvent(step.value);
+            return step;
+          }
+          return ended ? handle.result.then(() => step) : step;
+        };
         // Written out rather than a generator: a generator's `finally` does not run when the loop is
         // left before its first step, and the run must be cancelled then too.
         return {
           next: () => events.next().then(storedAtEnd),
           async return(): Promise<IteratorResult<RunEvent>> {
             // A no-op when the run is already final. A paused run waits for a continue, not a reader.
-            if (!orchestrator.isPaused(handle.runId)) {
+            const cancelled =
+              !orchestrator.isPaused(handle.runId) &&
               orchestrator.cancelRun(handle.runId, 'client_disconnect');
-              await handle.result;
-            }
+            // Left at its end, or ended by this cancel: over once stored, as at the end of the loop.
+            if (ended || cancelled) await handle.result;
             await events.return?.();
             return { done: true, value: undefined };
           },

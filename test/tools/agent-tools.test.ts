@@ -6,7 +6,14 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { Agent, createOrchestrator, RunstateError, tool, type ToolExecuteContext } from '../../src/index.js';
+import {
+  Agent,
+  createOrchestrator,
+  RunstateError,
+  tool,
+  type RunEvent,
+  type ToolExecuteContext,
+} from '../../src/index.js';
 import { checkRunEvents, createFakeModel, nextTurn, type FakeModelCall } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
 import { confirmingTool } from '../support/confirming-tool.js';
@@ -572,6 +579,33 @@ describe('pausing for a person', () => {
     expect(events.find((e) => e.event === 'ToolCallCompleted')).toMatchObject({
       tool: { tool_call_id: 'c_pub', status: 'failed', tool_call_error: true, metrics: null },
     });
+  });
+
+  it('ends a paused run’s loop at its pause, without waiting for the run’s end (continued from inside the loop)', async () => {
+    const execute = vi.fn(() => 'published');
+    const publish = tool({
+      name: 'publish',
+      description: '',
+      parameters: z.object({}),
+      requiresConfirmation: true,
+      execute,
+    });
+    const { model, agent } = setup([publish]);
+    const stream = agent.run('publish it', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c_pub', name: 'publish', arguments: {} }]);
+    let continued: AsyncIterable<RunEvent> | undefined;
+    for await (const event of stream) {
+      if (event.event === 'RunPaused')
+        continued = agent.continueRun(stream.runId, {
+          tools: [{ tool_call_id: 'c_pub', confirmed: true }],
+          stream: true,
+        });
+    }
+    // The loop is over while the continued run waits for its model: it does not wait for the run's end.
+    const reading = collect(continued!);
+    (await model.nextCall()).end();
+    expect((await reading).at(-1)).toMatchObject({ event: 'RunCompleted' });
+    expect(execute).toHaveBeenCalledOnce();
   });
 
   it('streams a continue iterated as it is, without awaiting it first; a refusal rejects the loop', async () => {
