@@ -53,8 +53,8 @@ export interface StorageOptions {
    */
   leaseMs?: number | undefined;
   /**
-   * Options of the SQL store (retention, session limits, instance id). Its defaults keep history:
-   * no limit but 100 runs per session (see `createSqlRunStore`).
+   * Options of the SQL store (retention, session limits, instance id). Its defaults keep history
+   * longer than memory: 10,000 finished runs, 30 days, 10,000 sessions (see `SQL_STORE_LIMITS`).
    */
   store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
 }

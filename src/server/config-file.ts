@@ -133,7 +133,7 @@ export const configSchema = z
     limits: limitsSchema.optional(),
     /**
      * How long finished runs are kept, in any store. Defaults: in memory 1,000 runs and one hour;
-     * in a database (`dataDir`, `databaseUrl`) no limit.
+     * in a database (`dataDir`, `databaseUrl`) 10,000 runs and 30 days.
      */
     retention: z
       .strictObject({

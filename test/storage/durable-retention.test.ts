@@ -1,5 +1,5 @@
 /**
- * Retention of the durable stores: a database keeps history by default, and the config file's
+ * Retention of the durable stores: a database keeps history longer than memory by default, and the config file's
  * `retention`, `maxSessions` and `maxRunsPerSession` reach the store.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -54,7 +54,7 @@ async function finishedRun(store: NonNullable<Storage['store']>, runId: string, 
 }
 
 describe('a durable store', () => {
-  it('keeps a finished run however old by default, also when later runs finish', async () => {
+  it('keeps a finished run longer than memory does by default (30 days, not an hour), and bounds it', async () => {
     const { store, clock } = await pgliteStorage();
     await finishedRun(store, 'old');
     clock.now += 48 * HOUR;
@@ -63,11 +63,26 @@ describe('a durable store', () => {
     expect(await store.getRun('old')).toMatchObject({ status: 'completed' });
     expect((await store.listRuns()).map((run) => run.run_id)).toEqual(['old', 'new']);
     expect((await store.getSession('session-1'))?.run_ids).toEqual(['old']);
-    expect(SQL_STORE_LIMITS).toMatchObject({
-      maxFinishedRuns: Infinity,
-      maxAgeMs: Infinity,
-      maxSessions: Infinity,
+    // Retention still bounds what is kept: past 30 days, the old run goes.
+    clock.now += 30 * 24 * HOUR;
+    await finishedRun(store, 'newest', 'session-3');
+    expect(await store.getRun('old')).toBeUndefined();
+    expect(SQL_STORE_LIMITS).toEqual({
+      maxFinishedRuns: 10_000,
+      maxAgeMs: 30 * 24 * HOUR,
+      maxSessions: 10_000,
+      maxRunsPerSession: 100,
     });
+  }, 60_000);
+
+  it('takes limits past what a bigint holds as no limit (a config file may say 1e21)', async () => {
+    const { store } = await pgliteStorage({
+      retention: { maxFinishedRuns: 1e21, maxAgeMs: 1e21 },
+      maxSessions: 1e21,
+      maxRunsPerSession: 1e21,
+    });
+    for (const runId of ['a', 'b']) await finishedRun(store, runId);
+    expect((await store.sessionRuns('session-1')).map((run) => run.run_id)).toEqual(['a', 'b']);
   }, 60_000);
 
   it('still bounds the runs of a session (the history sent to the model)', async () => {

@@ -30,15 +30,15 @@ export const sqlStoreLimitsSchema = z.looseObject({
 const sqlLimit = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
 
 /**
- * The defaults of a SQL store's limits. A database is chosen to keep history, so finished runs are
- * kept however old and however many, and sessions however many: rows on disk cost no memory, and a
- * limit of none costs retention nothing (its statement is not run). What stays bounded is a session:
- * its runs are the history sent to the model with each new run, and read whole to build it.
+ * The defaults of a SQL store's limits. A database is chosen to keep history, so it keeps more, and
+ * for longer, than memory does (30 days, 10,000 finished runs, 10,000 sessions); retention still
+ * bounds what is kept, and with it the lists (`GET /sessions`, a run list), which read every match.
+ * A session's runs are the history sent to the model with each new run, read whole to build it.
  */
 export const SQL_STORE_LIMITS = {
-  maxFinishedRuns: Infinity,
-  maxAgeMs: Infinity,
-  maxSessions: Infinity,
+  maxFinishedRuns: 10_000,
+  maxAgeMs: 30 * 24 * 60 * 60 * 1000,
+  maxSessions: 10_000,
   maxRunsPerSession: 100,
 } as const;
 
@@ -52,13 +52,13 @@ export interface SqlRunStoreOptions {
   leaseMs?: number | undefined;
   retention?:
     | {
-        /** Finished runs kept at most; the oldest go first. Default: no limit. */
+        /** Finished runs kept at most; the oldest go first. Default 10,000. */
         maxFinishedRuns?: number | undefined;
-        /** Finished runs older than this are forgotten. Default: no limit. */
+        /** Finished runs older than this are forgotten. Default 30 days. */
         maxAgeMs?: number | undefined;
       }
     | undefined;
-  /** Most sessions kept (least recently used go first; never one with an active run). Default: no limit. */
+  /** Most sessions kept (least recently used go first; never one with an active run). Default 10,000. */
   maxSessions?: number | undefined;
   /** Runs kept per session; past it, the session's oldest finished run goes. Default 100. */
   maxRunsPerSession?: number | undefined;
@@ -140,7 +140,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
            SELECT session_id FROM runstate_sessions ORDER BY position DESC OFFSET $1) AS old
          WHERE NOT EXISTS (
            SELECT 1 FROM runstate_runs r WHERE r.session_id = old.session_id AND r.finished_ms IS NULL))`,
-      [maxSessions],
+      [sqlLimit(maxSessions)],
     );
   });
 
@@ -154,13 +154,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     if (maxAgeMs !== Infinity) past.push(`finished_ms < ${param(cutoff())}`);
     if (maxFinishedRuns !== Infinity)
       past.push(`run_id IN (SELECT run_id FROM runstate_runs WHERE finished_ms IS NOT NULL
-                            ORDER BY finished_ms DESC, position DESC OFFSET ${param(maxFinishedRuns)})`);
+                            ORDER BY finished_ms DESC, position DESC OFFSET ${param(sqlLimit(maxFinishedRuns))})`);
     if (maxRunsPerSession !== Infinity)
       past.push(`run_id IN (SELECT old.run_id FROM (
                               SELECT run_id, finished_ms,
                                 row_number() OVER (PARTITION BY session_id ORDER BY position DESC) AS newer
                               FROM runstate_runs WHERE session_id = ANY(${param([...new Set(sessionIds)])}::text[])) AS old
-                            WHERE old.newer > ${param(maxRunsPerSession)} AND old.finished_ms IS NOT NULL)`);
+                            WHERE old.newer > ${param(sqlLimit(maxRunsPerSession))} AND old.finished_ms IS NOT NULL)`);
     if (past.length === 0) return;
     // Two statements: the CTEs of one statement share a snapshot, so the second would still see the
     // runs the first deleted.
