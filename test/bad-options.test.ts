@@ -23,6 +23,7 @@ import {
 import { connectRedis } from '../src/runtime/redis/connect-redis.js';
 import { createInspector } from '../src/inspect/index.js';
 import { createApp, startServer } from '../src/server/index.js';
+import { describeUrl } from '../src/runtime/sql/open-sql-database.js';
 import { createFakeModel } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { confirmingTool } from './support/confirming-tool.js';
@@ -584,6 +585,9 @@ describe('storage options', () => {
       });
       expect(error.message).not.toContain('secret');
     }
+    // A user and no host at all: pg connects to localhost, and the message says so.
+    expect(describeUrl('postgres://u:secret@/db?port=19899')).toBe('localhost:19899/db');
+    expect(describeUrl('postgres://postgres@/db')).toBe('localhost:5432/db');
   });
 
   it('refuses a data directory that is a file, saying so', async () => {
@@ -707,7 +711,16 @@ describe('server and inspector options', () => {
     refusedApp({ agents: agents(), securityKey: 5 }, /^options\.securityKey: must be a string/);
     refusedApp({ agents: agents(), cors: { origins: 'http://x' } }, /^options\.cors\.origins: /);
     refusedApp({ agents: agents(), bodyLimit: '1xb' }, /^bodyLimit must be bytes, or a size like '1mb'/);
-    refusedApp({ agents: agents(), dbId: '' }, /^options\.dbId: must not be empty/);
+    refusedApp({ agents: agents(), dbId: 5 }, /^options\.dbId: must be a string/);
+    // What JavaScript callers pass for "not set" is taken as not set.
+    for (const unset of [
+      { securityKey: null },
+      { cors: {} },
+      { cors: null },
+      { bodyLimit: null },
+      { mount: null },
+    ])
+      expect(() => createApp({ agents: agents(), ...unset } as unknown as Options).shutdown()).not.toThrow();
     refusedApp({ agents: agents(), mount: { '/x': 'page' } }, /^options\.mount\.\/x: must be a handler/);
     // A key no header can carry would refuse every request.
     for (const securityKey of ['a\u0000b', 'a\nb', 'a\rb'])
@@ -728,6 +741,10 @@ describe('server and inspector options', () => {
     ] as const) {
       await expect(startServer(app, options as unknown as Options)).rejects.toEqual(invalid(message));
     }
+    // A port in digits, as `process.env.PORT` gives it, is a port.
+    const server = await startServer(app, { port: '0' as unknown as number, graceMs: Infinity });
+    expect(server.port).toBeGreaterThan(0);
+    await server.close();
   });
 
   it("refuses the inspector's limits out of range and a cancel route it does not serve, naming each", () => {

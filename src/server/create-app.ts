@@ -118,29 +118,31 @@ const createAppOptionsSchema = z.object(
   {
     agents: z.array(
       z.custom<Agent>((agent) => typeof agent === 'object' && agent !== null, 'must be an Agent'),
-      {
-        error: 'must be an array of agents',
-      },
+      { error: 'must be an array of agents' },
     ),
-    securityKey: z.string({ error: 'must be a string' }).optional(),
+    // `null` is absent, as in JavaScript's optional options (`securityKey: process.env.KEY ?? null`).
+    securityKey: z.string({ error: 'must be a string' }).nullish(),
     cors: z
       .object(
         {
-          origins: z.union([z.literal('*'), z.array(z.string())], {
-            error: "must be an array of origins, or '*'",
-          }),
+          // Origins as the `cors` package takes them: strings, or regular expressions.
+          origins: z
+            .union([z.literal('*'), z.array(z.union([z.string(), z.instanceof(RegExp)]))], {
+              error: "must be an array of origins, or '*'",
+            })
+            .nullish(),
         },
         { error: 'must be { origins }' },
       )
-      .optional(),
-    bodyLimit: z.union([z.number(), z.string()], { error: "must be bytes, or a size like '1mb'" }).optional(),
-    dbId: z.string({ error: 'must be a string' }).min(1, 'must not be empty').optional(),
+      .nullish(),
+    bodyLimit: z.union([z.number(), z.string()], { error: "must be bytes, or a size like '1mb'" }).nullish(),
+    dbId: z.string({ error: 'must be a string' }).nullish(),
     mount: z
       .record(
         z.string(),
         z.custom<MountedHandler>((handler) => typeof handler === 'function', 'must be a handler function'),
       )
-      .optional(),
+      .nullish(),
   },
   { error: 'must be an object with agents' },
 );

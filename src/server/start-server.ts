@@ -37,7 +37,13 @@ const wholeNumber = (min: number, max: number) =>
  * socket of that name, and a negative grace would drop every connection at once.
  */
 const startServerOptionsSchema = z.object({
-  port: wholeNumber(0, 65535).optional(),
+  // A port in digits is a port, as Node takes it (`port: process.env.PORT`).
+  port: z
+    .preprocess(
+      (port) => (typeof port === 'string' && /^\d+$/.test(port) ? Number(port) : port),
+      wholeNumber(0, 65535),
+    )
+    .optional(),
   host: z.string({ error: 'must be a host name or an address' }).min(1, 'must not be empty').optional(),
   graceMs: duration.optional(),
   backlog: wholeNumber(1, 2 ** 31 - 1).optional(),
@@ -74,9 +80,11 @@ export async function startServer(
   const {
     port = 7777,
     host = '127.0.0.1',
-    graceMs = 10_000,
+    graceMs: givenGraceMs = 10_000,
     backlog = 4096,
   } = checkOption(startServerOptionsSchema, options, 'options');
+  // A timer holds at most 2^31-1 ms; a longer one (`Infinity`: wait for ever) would fire at once.
+  const graceMs = Math.min(givenGraceMs, 2 ** 31 - 1);
   // With the app's message classes, express has no prototype to change per request (see `serverOptions`).
   // Node's own refusal of a request without `Host` has no body: the app answers it (`requireHost`).
   const server = createServer({ ...runstate.serverOptions, requireHostHeader: false }, runstate.app).listen(

@@ -425,7 +425,9 @@ describe('an owner killed with SIGKILL', () => {
   }
 
   it('a cancel of its run on the other instance, once its lease ran out, cancels it at once', async () => {
-    const { runId, other, cancel, expectCancelledBy } = await killedOwnerAndOther(300);
+    // (A lease long enough that a loaded machine renews it until the kill: a lapse before it ends the
+    // run RUN_LOST before its first content.)
+    const { runId, other, cancel, expectCancelledBy } = await killedOwnerAndOther(1_000);
     await eventually(async () => (await other.storage.store!.leases!.orphans()).includes(runId), {
       what: "the killed owner's lease to run out",
     });

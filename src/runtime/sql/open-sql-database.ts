@@ -253,12 +253,13 @@ async function openPool(databaseUrl: string, idleInTransactionMs: number | undef
  * over a Unix socket `/var/run/postgresql (socket), database runs`.
  */
 export function describeUrl(url: string): string {
-  const parsed = parseServerUrl(url);
-  if (!parsed) return 'an unparsable URL';
+  const read = parseServerUrl(url);
+  if (!read) return 'an unparsable URL';
+  const { parsed, hostname } = read;
   const postgres = !parsed.protocol.startsWith('redis');
   // pg takes `?host=` and `?port=` over the URL's, and a host that is a path as a socket's directory
   // (`postgresql://user@/db?host=/var/run/postgresql`, `postgresql://%2Ftmp/db`).
-  const host = (postgres && parsed.searchParams.get('host')) || decodeURIComponent(parsed.hostname);
+  const host = (postgres && parsed.searchParams.get('host')) || decodeURIComponent(hostname);
   const givenPort = (postgres && parsed.searchParams.get('port')) || parsed.port;
   if (postgres && host.startsWith('/')) {
     const database = decodeURIComponent(parsed.pathname.slice(1));
@@ -270,17 +271,17 @@ export function describeUrl(url: string): string {
 }
 
 /**
- * A URL as `URL` reads it; one with a user and no host (a Unix socket's, as pg takes it) is no URL
- * to `URL`, and is read with an empty host.
+ * A URL as `URL` reads it, and its host; one with a user and no host (a Unix socket's, as pg takes
+ * it) is no URL to `URL`, and is read with an empty host.
  */
-function parseServerUrl(url: string): URL | undefined {
+function parseServerUrl(url: string): { parsed: URL; hostname: string } | undefined {
   try {
-    return new URL(url);
+    const parsed = new URL(url);
+    return { parsed, hostname: parsed.hostname };
   } catch {
     try {
-      const parsed = new URL(url.replace('@/', '@placeholder/'));
-      parsed.hostname = '';
-      return parsed;
+      // (`URL` keeps a host once it has credentials: the placeholder is not the host.)
+      return { parsed: new URL(url.replace('@/', '@placeholder/')), hostname: '' };
     } catch {
       return undefined;
     }
