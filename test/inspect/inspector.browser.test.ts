@@ -310,6 +310,36 @@ describe.skipIf(!hasChromium)(title, () => {
     }
   });
 
+  it('lights the TIMEOUT a timer raised, and only it, when a run times out', async () => {
+    const model = createFakeModel();
+    const server = await startInspectorServer({ model });
+    try {
+      const { page, errors } = await openPage(context);
+      await page.goto(`${server.url}/inspect/`);
+      await page.locator('#chart svg g.node[data-path="streaming.attempt.receiving"]').waitFor();
+      // Started with the page live, so that it sees the run stream, then fail: a model that never answers.
+      const run = server.orchestrator.startRun({
+        agentId: server.agent.id,
+        agentName: server.agent.name,
+        model,
+        input: 'hello',
+        limits: { timeoutMs: 2_000 },
+      });
+      await page.locator(`[data-run-id="${run.runId}"].selected`).waitFor();
+      expect(await run.result).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+      await page.locator('#chart[data-status="failed"] g.node.active[data-path="failed"]').waitFor();
+      await page.locator('#log li[data-kind="event"]', { hasText: 'after runTimeout' }).waitFor();
+      const taken = await page.locator('#chart g.edge.taken').all();
+      expect(await Promise.all(taken.map((edge) => edge.getAttribute('data-edge')))).toEqual([
+        'run.streaming:TIMEOUT:0',
+      ]);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('shows runs that started before the page opened, and their final state', async () => {
     const server = await startInspectorServer();
     try {

@@ -22,7 +22,10 @@ const state = {
   detail: null,
   /** Edges taken by the selected run's last state change. */
   taken: new Set(),
-  cancelling: false,
+  /** The selected run's last change of state value, `{ before, after }`, or null. */
+  transition: null,
+  /** The run whose cancel is under way, or null. */
+  cancelling: null,
   /** `graph.json` was refused for want of a key: load it again once one is given. */
   chartLocked: false,
 };
@@ -311,6 +314,8 @@ function upsert(summary) {
     known.summary = summary;
     renderRunItem(known.element, summary);
     if (summary.run_id === state.selected && valueKey(previous.value) !== valueKey(summary.value)) {
+      // Kept: the log line of the event that caused it may come after (see appendLog).
+      state.transition = { before: previous.value, after: summary.value };
       state.taken = takenEdges(previous.value, summary.value);
     }
     return;
@@ -377,6 +382,7 @@ function select(runId) {
   state.selected = runId;
   state.detail = null;
   state.taken = new Set();
+  state.transition = null;
   history.replaceState(null, '', `#run=${encodeURIComponent(runId)}`);
   for (const { summary, element } of state.runs.values()) {
     element.classList.toggle('selected', summary.run_id === runId);
@@ -434,7 +440,7 @@ function renderCancel(summary) {
   const button = $('cancel');
   const needsAgent = state.cancelUrl.includes('{agent_id}');
   const active = isActive(summary.status) && !state.runs.get(summary.run_id)?.gone;
-  button.disabled = state.cancelling || !active || (needsAgent && !summary.agent_id);
+  button.disabled = state.cancelling === summary.run_id || !active || (needsAgent && !summary.agent_id);
   button.title = active && needsAgent && !summary.agent_id ? 'The run’s agent is unknown: attach the orchestrator' : '';
 }
 
@@ -444,19 +450,24 @@ async function cancelSelected() {
   const path = state.cancelUrl
     .replace('{agent_id}', encodeURIComponent(summary.agent_id ?? ''))
     .replace('{run_id}', encodeURIComponent(summary.run_id));
-  state.cancelling = true;
+  // The run the cancel is for: another may be selected by the time the answer comes.
+  const runId = summary.run_id;
+  const tell = (text, kind) => {
+    if (selectedSummary()?.run_id === runId) setNotice(text, kind);
+  };
+  state.cancelling = runId;
   renderCancel(summary);
   setNotice('Cancelling…');
   try {
     const response = await api(path, { method: 'POST', headers: { accept: 'application/json' } });
     const body = await response.json().catch(() => ({}));
-    if (response.ok) setNotice(`Cancel accepted: the run is ${body.status ?? 'cancelled'}.`);
-    else if (response.status === 401) setNotice('Cancel refused (401): enter the security key, then try again.', 'error');
-    else setNotice(`Cancel refused (${response.status}): ${body.detail ?? response.statusText}`, 'error');
+    if (response.ok) tell(`Cancel accepted: the run is ${body.status ?? 'cancelled'}.`);
+    else if (response.status === 401) tell('Cancel refused (401): enter the security key, then try again.', 'error');
+    else tell(`Cancel refused (${response.status}): ${body.detail ?? response.statusText}`, 'error');
   } catch (error) {
-    setNotice(`Cancel failed: ${error.message}`, 'error');
+    tell(`Cancel failed: ${error.message}`, 'error');
   } finally {
-    state.cancelling = false;
+    state.cancelling = null;
     const current = selectedSummary();
     if (current) renderCancel(current);
   }
@@ -493,6 +504,12 @@ function appendLog(entries) {
     if (entry.kind === 'event') detail.lastEvent = entry.text;
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
+  // The event that explains the last change of state may come after the change: light it now.
+  const transition = state.transition;
+  if (transition && entries.some((entry) => entry.kind === 'event')) {
+    state.taken = takenEdges(transition.before, transition.after);
+    highlightChart(selectedSummary());
+  }
 }
 
 function logRow(kind, text, detail, ms) {
@@ -844,7 +861,8 @@ function renderChart(graph, layout) {
 
   const pathOf = new Map([...byId.values()].map((node) => [node.id, node.path.join('.')]));
   $('chart').replaceChildren(svg);
-  return { nodes, edges, pathOf };
+  // Every transition, drawn or written inside its state (the targetless ones).
+  return { nodes, edges, pathOf, transitions: graph.edges };
 }
 
 /** A polyline with rounded corners. */
@@ -876,7 +894,8 @@ function highlightChart(summary) {
   const active = summary ? activeKeys(summary.value) : new Set();
   for (const [key, group] of chart.nodes) group.classList.toggle('active', key !== '' && active.has(key));
   for (const { edge, group, labelGroup } of chart.edges) {
-    const taken = state.taken.has(edge.id);
+    // (No run shown, no transition of one: a run removed leaves none lit.)
+    const taken = Boolean(summary) && state.taken.has(edge.id);
     group.classList.toggle('taken', taken);
     labelGroup?.classList.toggle('taken', taken);
     for (const path of group.querySelectorAll('path')) {
@@ -900,7 +919,17 @@ function takenEdges(before, after) {
       return was.has(source) && is.has(target) && (!was.has(target) || edge.reenter);
     });
   const lastEvent = state.detail?.lastEvent;
-  const named = candidates.filter((edge) => edge.label === lastEvent);
+  let named = candidates.filter((edge) => edge.label === lastEvent);
+  if (named.length === 0) {
+    // A timer that raises an event (`after runTimeout / raise TIMEOUT`) is logged, not what it
+    // raised: the transition taken is the raised event's.
+    const raised = new Set(
+      chart.transitions
+        .filter((edge) => edge.targetless && edge.label === lastEvent)
+        .flatMap((edge) => edge.actions.filter((action) => action.startsWith('raise ')).map((action) => action.slice(6))),
+    );
+    named = candidates.filter((edge) => raised.has(edge.label));
+  }
   if (named.length > 0) candidates = named;
   return new Set(candidates.map((edge) => edge.id));
 }
