@@ -34,7 +34,13 @@ export interface ConfigJson {
   interfaces: never[];
 }
 
-/** `GET /health`, `GET /config`, `GET /agents`, `GET /agents/:agent_id`, `GET /teams`. */
+/** A model as AgentOS's `/models` and `/config` name it. */
+export interface ModelJson {
+  id: string;
+  provider: string;
+}
+
+/** `GET /health`, `GET /config`, `GET /models`, `GET /agents`, `GET /agents/:agent_id`, `GET /teams`. */
 export function agentRoutes(context: RouteContext): Router {
   const router = Router();
   const toJson = (agent: Agent): AgentJson => ({
@@ -68,6 +74,15 @@ export function agentRoutes(context: RouteContext): Router {
       interfaces: [],
     };
     res.json(config);
+  });
+  // AgentOS's model list (`AgentOSClient.get_models()`): each model of the agents once, as `/config`
+  // names them.
+  router.get('/models', (_req, res) => {
+    const models = new Map<string, ModelJson>();
+    for (const { model } of context.agents.list()) {
+      models.set(`${model.provider}\0${model.id}`, { id: model.id, provider: model.provider });
+    }
+    res.json([...models.values()]);
   });
   router.get('/agents', (_req, res) => {
     res.json(context.agents.list().map(toJson));

@@ -12,7 +12,7 @@ export {
   type RunstateApp,
 } from './create-app.js';
 export { startServer, type StartServerOptions, type RunningServer } from './start-server.js';
-export type { AgentJson } from './agent-routes.js';
+export type { AgentJson, ModelJson } from './agent-routes.js';
 export {
   createOpenApiDocument,
   type OpenApiDocument,

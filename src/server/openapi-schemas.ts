@@ -208,6 +208,9 @@ export const agentResponse = z.strictObject({
   db_id: z.string(),
 });
 
+/** A model of `GET /models`, as AgentOS's `Model`. */
+export const modelResponse = z.strictObject({ id: z.string(), provider: z.string() });
+
 /** `GET /config`: AgentOS's configuration, as far as runstate has one. */
 export const configResponse = z.strictObject({
   os_id: z.string(),

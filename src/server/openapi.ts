@@ -8,6 +8,7 @@ import {
   configResponse,
   errorResponse,
   healthResponse,
+  modelResponse,
   reasoningCompletedEvent,
   toolCallStartedEvent,
   toolCallCompletedEvent,
@@ -182,6 +183,15 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'whose `model` is `{id, provider}`) and the database id their sessions are in.',
     tag: 'Core',
     success: { 200: { description: 'The configuration.', content: json(configResponse) } },
+  },
+  {
+    method: 'get',
+    path: '/models',
+    operationId: 'get_models',
+    summary: 'List the models',
+    description: "Each model of the agents once, as `{id, provider}` (AgentOS's model list).",
+    tag: 'Core',
+    success: { 200: { description: 'The models.', content: json(z.array(modelResponse)) } },
   },
   {
     method: 'get',

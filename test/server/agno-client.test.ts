@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Agent, tool, type PausedRunOutput, type RunPausedEvent, type RunRecord } from '../../src/index.js';
 import { createAgents } from '../../src/server/create-agents.js';
+import { OfflineModel } from '../../src/model/offline-model.js';
 import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
 import { expectError, postRun, serve } from '../support/app.js';
 import { confirmingTool } from '../support/confirming-tool.js';
@@ -406,6 +407,18 @@ describe("Agno's AgentOSClient", () => {
       workflows: [],
       interfaces: [],
     });
+  });
+
+  it('lists each model of the agents once from GET /models (AgentOSClient.get_models)', async () => {
+    const { url } = await serveAgnoTarget();
+    expect(await (await fetch(`${url}/models`)).json()).toEqual([{ id: 'fake-model', provider: 'fake' }]);
+    const offline = new OfflineModel();
+    const agents = ['A', 'B'].map((name) => new Agent({ name, model: offline }));
+    const two = await serve({ agents: [...agents, new Agent({ name: 'C', model: createFakeModel() })] });
+    expect(await (await fetch(`${two.url}/models`)).json()).toEqual([
+      { id: 'offline', provider: 'offline' },
+      { id: 'fake-model', provider: 'fake' },
+    ]);
   });
 
   it('refuses the media fields of run_agent with a 422 naming the field, and takes them empty', async () => {

@@ -33,7 +33,8 @@ afterEach(async () => {
 });
 
 /** An instance in this process: its own storage connections, orchestrator and server. */
-async function startInstance(options: StorageOptions, graceMs = 1_000): Promise<Instance> {
+/** An instance's storage, orchestrator and agent (on the fake model), without a server. */
+async function libraryInstance(options: StorageOptions) {
   const storage = await openStorage(options);
   const model = createFakeModel();
   const orchestrator = createOrchestrator({
@@ -42,6 +43,11 @@ async function startInstance(options: StorageOptions, graceMs = 1_000): Promise<
     eventBus: storage.eventBus,
   });
   const agent = new Agent({ name: 'Story Writer Agent', model, orchestrator });
+  return { storage, model, orchestrator, agent };
+}
+
+async function startInstance(options: StorageOptions, graceMs = 1_000): Promise<Instance> {
+  const { storage, model, agent } = await libraryInstance(options);
   const server = await startServer(createApp({ agents: [agent], logger: { error: () => undefined } }), {
     port: 0,
     graceMs,
@@ -207,19 +213,7 @@ describe('two instances on PostgreSQL and Redis', () => {
   });
 
   it('ends a library run’s stream once its record is stored: the session’s next run on the other instance sends it', async () => {
-    const instances = await Promise.all(
-      [0, 1].map(async () => {
-        const storage = await openStorage(shared());
-        const model = createFakeModel();
-        const orchestrator = createOrchestrator({
-          store: storage.store,
-          cancelBus: storage.cancelBus,
-          eventBus: storage.eventBus,
-        });
-        const agent = new Agent({ name: 'Story Writer Agent', model, orchestrator });
-        return { storage, model, orchestrator, agent };
-      }),
-    );
+    const instances = [await libraryInstance(shared()), await libraryInstance(shared())];
     const [a, b] = instances as [(typeof instances)[0], (typeof instances)[0]];
     try {
       const first = a.agent.run('First question', { stream: true });
