@@ -340,6 +340,32 @@ describe.skipIf(!hasChromium)(title, () => {
     }
   });
 
+  it('stops a run’s clock and its cancel while the feed is lost: what it shows is how things were', async () => {
+    const model = createFakeModel();
+    const server = await startInspectorServer({ model });
+    try {
+      const run = server.agent.run('hello', { stream: true });
+      (await model.nextCall()).emit('Once');
+      const { page } = await openPage(context);
+      await page.goto(`${server.url}/inspect/#run=${encodeURIComponent(run.runId)}`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      await statusIs(page, 'streaming');
+      expect(await page.locator('#cancel').isDisabled()).toBe(false);
+      server.dropConnections();
+      await page.locator('#connection[data-state="reconnecting"]').waitFor();
+      expect(await page.locator('#cancel').isDisabled()).toBe(true);
+      expect(await page.locator('#cancel').getAttribute('title')).toMatch(/^Not connected/);
+      // Back: live again, and the cancel with it.
+      await page.locator('#connection[data-state="live"]').waitFor();
+      await page.locator('#cancel:not([disabled])').waitFor();
+      server.orchestrator.cancelRun(run.runId, 'code');
+      await collect(run);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('shows runs that started before the page opened, and their final state', async () => {
     const server = await startInspectorServer();
     try {

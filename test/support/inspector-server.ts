@@ -14,6 +14,8 @@ export interface InspectorServer {
   inspector: Inspector;
   orchestrator: Orchestrator;
   agent: Agent;
+  /** Drops every open connection (the page's feed), the runs going on: a network that failed. */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
@@ -56,6 +58,7 @@ export async function startInspectorServer(
     inspector,
     orchestrator,
     agent,
+    dropConnections: () => server.server.closeAllConnections(),
     async close() {
       inspector.close();
       await orchestrator.shutdown();

@@ -22,6 +22,8 @@ const state = {
   detail: null,
   /** Edges taken by the selected run's last state change. */
   taken: new Set(),
+  /** When the feed was lost (not live), or null while it is live. */
+  lostAt: null,
   /** The selected run's last change of state value, `{ before, after }`, or null. */
   transition: null,
   /** The run whose cancel is under way, or null. */
@@ -214,6 +216,15 @@ function setConnection(kind, text) {
   const element = $('connection');
   element.dataset.state = kind;
   element.textContent = text;
+  // Out of touch: what is shown is how things were then (a duration stops, a cancel waits).
+  const live = kind === 'live';
+  if (live) state.lostAt = null;
+  else state.lostAt ??= Date.now();
+  const summary = selectedSummary();
+  if (summary) {
+    renderCancel(summary);
+    renderDuration();
+  }
 }
 
 /**
@@ -432,7 +443,7 @@ function renderDetail() {
 function renderDuration() {
   const summary = selectedSummary();
   if (!summary) return;
-  const end = summary.finished_at ?? Date.now();
+  const end = summary.finished_at ?? state.lostAt ?? Date.now();
   $('run-duration').textContent = `${(Math.max(0, end - summary.created_at) / 1000).toFixed(1)} s`;
 }
 
@@ -440,8 +451,14 @@ function renderCancel(summary) {
   const button = $('cancel');
   const needsAgent = state.cancelUrl.includes('{agent_id}');
   const active = isActive(summary.status) && !state.runs.get(summary.run_id)?.gone;
-  button.disabled = state.cancelling === summary.run_id || !active || (needsAgent && !summary.agent_id);
-  button.title = active && needsAgent && !summary.agent_id ? 'The run’s agent is unknown: attach the orchestrator' : '';
+  const offline = state.lostAt !== null;
+  button.disabled =
+    offline || state.cancelling === summary.run_id || !active || (needsAgent && !summary.agent_id);
+  button.title = offline
+    ? 'Not connected to the server: the run may have ended meanwhile'
+    : active && needsAgent && !summary.agent_id
+      ? 'The run’s agent is unknown: attach the orchestrator'
+      : '';
 }
 
 async function cancelSelected() {
@@ -498,7 +515,8 @@ function appendLog(entries) {
   const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
   list.querySelector('.live')?.remove();
   for (const entry of entries) {
-    const row = logRow(entry.kind, entry.text, entry.detail, created === undefined ? 0 : entry.at - created);
+    // (No time rather than a wrong one before the run's summary came: see logRow.)
+    const row = logRow(entry.kind, entry.text, entry.detail, created === undefined ? null : entry.at - created);
     list.append(row);
     if (entry.kind === 'chunks') detail.loggedChunks += Number(entry.text.replace(/\D+/g, '')) || 0;
     if (entry.kind === 'event') detail.lastEvent = entry.text;
