@@ -752,6 +752,10 @@ describe('server and inspector options', () => {
     expect(() => createInspector({ maxFinishedRuns: -1 })).toThrow(invalid(/options\.maxFinishedRuns/));
     expect(() => createInspector({ maxLogEntries: 0 })).toThrow(invalid(/options\.maxLogEntries/));
     expect(() => createInspector({ cancelRoute: 'x' as 'agentos' })).toThrow(invalid(/options\.cancelRoute/));
+    expect(() => createInspector({ machine: 'x' as never })).toThrow(
+      invalid(/^options\.machine: must be an xstate machine/),
+    );
+    expect(() => createInspector({ basePath: 5 as never })).toThrow(invalid(/^options\.basePath: /));
     // In range, and a very long period as a timer holds it.
     expect(() =>
       createInspector({ flushIntervalMs: 0, maxFinishedRuns: 0, heartbeatMs: Infinity }),

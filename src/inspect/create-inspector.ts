@@ -110,8 +110,17 @@ const CANCEL_URLS = {
   inspector: 'runs/{run_id}/cancel',
 } as const;
 
-/** The options {@link createInspector} checks; the others are functions or objects it uses as given. */
+/** The options {@link createInspector} checks; the others are functions it uses as given. */
 const inspectorOptionsSchema = z.looseObject({
+  // An xstate machine (its definition is walked for the chart), not anything else.
+  machine: z
+    .custom<AnyStateMachine>(
+      (machine) =>
+        typeof machine === 'object' && machine !== null && 'root' in machine && 'implementations' in machine,
+      'must be an xstate machine (createMachine, setup().createMachine)',
+    )
+    .optional(),
+  basePath: z.string({ error: 'must be a path such as /inspect' }).optional(),
   flushIntervalMs: duration.optional(),
   maxFinishedRuns: count(0).optional(),
   maxLogEntries: count(1).optional(),
