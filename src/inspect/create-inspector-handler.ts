@@ -123,6 +123,8 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
 
   function openFeed(req: IncomingMessage, res: ServerResponse, runId: string | undefined): void {
     const stream = openEventStream(res, { heartbeatMs, retryMs: 2000 });
+    // A HEAD request got the headers only: nothing to follow.
+    if (stream.over) return;
     // The feed cannot hold the inspector back, so while the socket is full its messages wait here,
     // up to a bound. Past it they are dropped, and once the socket drains the page gets a fresh
     // snapshot instead (summaries are idempotent, the detail is resent whole). A frame larger than
@@ -280,7 +282,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       return send(res, 200, 'application/json; charset=utf-8', graphJson, { 'cache-control': 'no-cache' });
     }
     if (read && path === '/runs.json') return reply(res, next, listRuns);
-    if (method === 'GET' && path === '/feed') {
+    if (read && path === '/feed') {
       if (closed) return fail(res, new RunstateError('SHUTTING_DOWN', 'the inspector is closed'), next);
       return openFeed(req, res, url.searchParams.get('run') || undefined);
     }

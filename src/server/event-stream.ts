@@ -88,7 +88,8 @@ export interface EventStream {
 
 /**
  * Starts an event stream on `res`: writes the headers in this tick (the client learns that it was
- * accepted before the first event), keeps it alive with heartbeats, and ends it exactly once.
+ * accepted before the first event), keeps it alive with heartbeats, and ends it exactly once. The
+ * stream of a `HEAD` request is over at once, its headers sent.
  */
 export function openEventStream(res: ServerResponse, options: OpenEventStreamOptions): EventStream {
   // Corked, the headers wait for the frames of this tick: they leave in one socket write.
@@ -141,7 +142,7 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
     for (const listener of listeners) listener();
   });
 
-  return {
+  const stream: EventStream = {
     write(frame) {
       if (over || res.destroyed) return false;
       lastWrite = performance.now();
@@ -178,6 +179,10 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
       else res.end();
     },
   };
+  // A HEAD request is answered with the headers only: held open, it would tie up its connection
+  // (and every request queued behind it) until the stream ended.
+  if (res.req?.method === 'HEAD') stream.end();
+  return stream;
 }
 
 const uncork = (socket: Socket): void => socket.uncork();

@@ -75,10 +75,13 @@ export async function sendEventStream(
   const iterator = events[Symbol.asyncIterator]();
   let outcome: EventStreamEnd = 'completed';
   try {
-    if (isListenable(iterator)) await writePushed(stream, iterator, options);
-    else await writePulled(stream, iterator, options);
-    // Over before the terminal event, and not because the events ran out: the client went away.
-    if (stream.over) outcome = 'client_gone';
+    // A HEAD request got the headers only (`openEventStream`): no event is read for it.
+    if (res.req?.method !== 'HEAD') {
+      if (isListenable(iterator)) await writePushed(stream, iterator, options);
+      else await writePulled(stream, iterator, options);
+      // Over before the terminal event, and not because the events ran out: the client went away.
+      if (stream.over) outcome = 'client_gone';
+    }
   } catch (error) {
     // The events failed (a follower's store out of reach for good): ended cleanly, the stream would
     // look complete to its client; cut, it is an error (and a browser's EventSource reconnects).

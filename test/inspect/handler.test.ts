@@ -153,6 +153,15 @@ describe('the inspector handler on node:http', () => {
     await feed.cancel();
   });
 
+  it('answers a HEAD of the feed with its headers only, and ends it at once', async () => {
+    server = await startInspectorServer();
+    // With `Connection: close`, the answer is read until the server ends it.
+    const head = await rawRequest(`${server.url}/inspect/feed`, 'HEAD /inspect/feed HTTP/1.1');
+    expect(head.status).toBe(200);
+    expect(head.headers).toMatch(/^content-type: text\/event-stream$/im);
+    expect(head.body).toBe('');
+  });
+
   it('ends open feeds on close(), and refuses new ones', async () => {
     server = await startInspectorServer();
     const feed = readFeed(await fetch(`${server.url}/inspect/feed`));

@@ -361,6 +361,31 @@ describe('resuming the events of a run', () => {
     }
   });
 
+  it('answers a HEAD with the headers only, at once: the connection serves the next request while the run streams', async () => {
+    const { url, run_id, call, agents } = await runWithFiveEvents();
+    // Two requests pipelined on one connection: the second is answered once the first has ended.
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    let text = '';
+    const bothAnswered = new Promise<void>((resolve) =>
+      socket.setEncoding('utf8').on('data', (data: string) => {
+        text += data;
+        if (text.endsWith('{"status":"ok"}')) resolve();
+      }),
+    );
+    socket.write(
+      `HEAD /agents/story-writer-agent/runs/${run_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` +
+        'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n',
+    );
+    await bothAnswered;
+    socket.destroy();
+    const [head, health] = text.split(/(?=HTTP\/1\.1 )/);
+    expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n[^]*Content-Type: text\/event-stream\r\n[^]*\r\n\r\n$/);
+    expect(health).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect((await agents[0]!.orchestrator.getRun(run_id))?.status).toBe('streaming');
+    call.end();
+    expect(await agents[0]!.orchestrator.result(run_id)).toMatchObject({ status: 'completed' });
+  });
+
   it('does not cancel the run when a reader of the events endpoint goes away', async () => {
     const { story, run_id, call, agents } = await runWithFiveEvents();
     const reader = new AbortController();
