@@ -332,6 +332,20 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
 }
 
 /**
+ * Validates a query string's parameters as {@link parseInput} does. A parameter the schema knows,
+ * sent in a bracket form (`user_id[]=a`, `user_id[x]=a`, as `qs` writes arrays and objects), is
+ * refused: it would not be read as that parameter, and a filter dropped in silence widens the answer.
+ */
+export function parseQuery<Schema extends z.ZodObject>(schema: Schema, query: object): z.output<Schema> {
+  for (const key of Object.keys(query)) {
+    const name = key.slice(0, key.indexOf('['));
+    if (name && Object.hasOwn(schema.shape, name))
+      throw invalidField(name, `${name}: must be sent as ${name}=value, once (not ${key})`);
+  }
+  return parseInput(schema, query);
+}
+
+/**
  * Where `input` holds a string no store can keep alike: one with a NUL character (U+0000), which
  * PostgreSQL's text cannot store (the memory store could), or a lone surrogate (half of a UTF-16
  * pair, which JSON can carry as `"\ud800"` but which is no Unicode text). Refused for every store

@@ -416,6 +416,26 @@ describe('sessions', () => {
     ]);
   });
 
+  it('answers 422 to a known parameter in a bracket form (qs arrays), rather than drop its filter', async () => {
+    const { url, story } = await serveFake();
+    const started = await postRun(story, { message: 'Hi', background: true, session_id: 's1' });
+    const { run_id } = (await started.json()) as { run_id: string };
+    for (const [path, field] of [
+      ['/sessions?user_id[]=bob', 'user_id'],
+      ['/sessions?component_id[a]=x', 'component_id'],
+      ['/sessions/s1?db_id[x]=runstate', 'db_id'],
+      [`/agents/story-writer-agent/runs/${run_id}?session_id[]=other`, 'session_id'],
+      [`/agents/story-writer-agent/runs/${run_id}/events?after[]=1`, 'after'],
+    ] as const) {
+      const body = await expectError(await fetch(`${url}${path}`), 422, 'INVALID_INPUT');
+      expect(body.field, path).toBe(field);
+      expect(body.detail, path).toContain(`${field}=value, once`);
+    }
+    // A parameter no route reads is ignored, as FastAPI's AgentOS does, brackets or not.
+    expect((await fetch(`${url}/sessions?fields[]=x&other=1`)).status).toBe(200);
+    expect((await fetch(`${story}/runs?session_id=s1`)).status).toBe(200);
+  });
+
   it('answers 422 naming limit or page when either is not a whole number in its range, however long', async () => {
     const { url } = await serveFake();
     const huge = '9'.repeat(400); // Number() makes it Infinity: `null` once in JSON
