@@ -17,7 +17,7 @@ import {
   type RunOutput,
   type RunRecord,
 } from './runtime/run-events.js';
-import { checkOption, runLimitsSchema } from './runtime/run-limits.js';
+import { checkOption, checkOptionNames, runLimitsSchema } from './runtime/run-limits.js';
 import { settleRun } from './runtime/settle-run.js';
 import type { Tool } from './tools/tool.js';
 import type { ToolAnswer } from './runtime/tool-answers.js';
@@ -63,6 +63,31 @@ function iterateOnceResolved(stream: Promise<RunStream>): AsyncIterator<RunEvent
       return (await resolved?.return?.()) ?? { done: true, value: undefined };
     },
   };
+}
+
+/** The names {@link AgentOptions} has. */
+const AGENT_OPTIONS = [
+  'name',
+  'id',
+  'model',
+  'description',
+  'instructions',
+  'orchestrator',
+  'orchestratorOptions',
+  'inspect',
+  'limits',
+  'tools',
+  'maxToolRounds',
+] as const satisfies readonly (keyof AgentOptions)[];
+
+/** Refuses a model that is no {@link ChatModel}: a string, or an object without `stream`. */
+function checkModel(model: unknown): void {
+  const { id, provider, stream } = (typeof model === 'object' && model !== null ? model : {}) as Partial<ChatModel>;
+  if (typeof stream !== 'function' || typeof id !== 'string' || typeof provider !== 'string')
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `model must be a chat model (new OpenAIChat({ id: 'gpt-5-mini' }), or an object with id, provider and stream()), got ${typeof model === 'string' ? JSON.stringify(model) : typeof model}`,
+    );
 }
 
 /** Options of {@link Agent.continueRun}. */
@@ -141,6 +166,7 @@ export class Agent {
    * `limits` or `maxToolRounds` out of range, or bad `orchestratorOptions`.
    */
   constructor(options: AgentOptions) {
+    checkOptionNames(options, AGENT_OPTIONS, 'an Agent');
     if (typeof options.name !== 'string' || options.name.trim() === '') {
       throw new RunstateError('INVALID_INPUT', 'an agent needs a name: a string that is not blank');
     }
@@ -161,9 +187,16 @@ export class Agent {
     if (unstorable !== undefined) {
       throw new RunstateError('INVALID_INPUT', `an agent name or id must not contain ${unstorable}`);
     }
+    // Agno's agents take a string (`model="openai:gpt-4o"`): here every run would fail as if the
+    // model server had.
+    if (options.model !== undefined) checkModel(options.model);
     this.model = options.model ?? new OpenAIChat({ id: 'gpt-5-mini' });
+    if (options.description !== undefined && typeof options.description !== 'string')
+      throw new RunstateError('INVALID_INPUT', 'description must be a string');
     this.description = options.description;
     const instructions = [options.instructions ?? []].flat();
+    if (!instructions.every((line) => typeof line === 'string'))
+      throw new RunstateError('INVALID_INPUT', 'instructions must be a string or an array of strings');
     this.instructions = instructions.length > 0 ? instructions.join('\n') : undefined;
     if (options.orchestrator && options.inspect) {
       throw new RunstateError(

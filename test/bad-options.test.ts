@@ -140,6 +140,44 @@ describe('orchestrator options', () => {
     );
   });
 
+  it('refuses an option name it does not have (a typo would drop its setting), and a store or bus that is none', () => {
+    refused(
+      () => createOrchestrator({ maxConcurrentRun: 1 } as never),
+      /^createOrchestrator has no option "maxConcurrentRun": its options are maxConcurrentRuns, limits, /,
+    );
+    refused(
+      () => createOrchestrator({ Limits: { timeoutMs: 5 } } as never),
+      /^createOrchestrator has no option "Limits" \(did you mean "limits"\?\)$/,
+    );
+    refused(() => createOrchestrator({ store: {} as never }), /^store must be a run store/);
+    refused(() => createOrchestrator({ store: 'memory' as never }), /^store must be a run store/);
+    refused(() => createOrchestrator({ cancelBus: {} as never }), /^cancelBus must be a cancelBus/);
+    refused(() => createOrchestrator({ eventBus: null as never }), /^eventBus must be a eventBus/);
+    expect(() => orchestrator({ store: createMemoryRunStore() })).not.toThrow();
+    refused(
+      () => new Agent({ name: 'A', model: createFakeModel(), maxToolRound: 2 } as never),
+      /^an Agent has no option "maxToolRound": its options are name, id, model, /,
+    );
+    refused(
+      () => new Agent({ name: 'A', orchestratorOptions: { maxConcurentRuns: 1 } as never }),
+      'createOrchestrator has no option "maxConcurentRuns"',
+    );
+  });
+
+  it('refuses a cancel reason that is none of the four, rather than store it', async () => {
+    const owner = orchestrator();
+    const model = createFakeModel();
+    const run = owner.startRun({ agentId: 'a', agentName: 'A', model, input: 'Hi' });
+    refused(
+      () => owner.cancelRun(run.runId, 'bogus' as never),
+      /^a cancel's reason must be one of api, code, client_disconnect, shutdown, got "bogus"/,
+    );
+    refused(() => owner.cancelRun(run.runId, 42 as never), /got 42$/);
+    await expect(owner.requestCancel(run.runId, 'later' as never)).rejects.toEqual(invalid(/got "later"/));
+    expect(owner.cancelRun(run.runId, 'api')).toBe(true);
+    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+  });
+
   it('refuses an agent whose limits or tool rounds are out of range', () => {
     const model = createFakeModel();
     refused(
@@ -246,6 +284,26 @@ describe('agents and their runs', () => {
     });
     await expect(agent.run('hi', { userId: long })).rejects.toMatchObject({ details: { field: 'userId' } });
     expect(model.calls).toHaveLength(0);
+  });
+
+  it('refuses a model that is no chat model (Agno takes "openai:gpt-4o"), and a description or instructions that are not text', () => {
+    refused(
+      () => new Agent({ name: 'A', model: 'openai:gpt-4o' as never }),
+      /^model must be a chat model .*got "openai:gpt-4o"$/,
+    );
+    refused(() => new Agent({ name: 'A', model: {} as never }), /^model must be a chat model .*got object$/);
+    refused(() => new Agent({ name: 'A', model: null as never }), /^model must be a chat model/);
+    refused(
+      () => new Agent({ name: 'A', description: { text: 'x' } as never }),
+      'description must be a string',
+    );
+    refused(
+      () => new Agent({ name: 'A', instructions: ['Be brief', { x: 1 }] as never }),
+      'instructions must be a string or an array of strings',
+    );
+    expect(new Agent({ name: 'A', model: createFakeModel(), instructions: ['a', 'b'] }).instructions).toBe(
+      'a\nb',
+    );
   });
 
   it('needs an execute function in a tool', () => {
@@ -508,6 +566,30 @@ describe('storage options', () => {
         invalid(message),
       );
     }
+  });
+
+  it('refuses an option name it does not have (databaseURL would open memory), and checks store limits in memory too', async () => {
+    await expect(openStorage({ databaseURL: POSTGRES_URL } as never)).rejects.toEqual(
+      invalid(/^openStorage has no option "databaseURL" \(did you mean "databaseUrl"\?\)$/),
+    );
+    await expect(openStorage({ datadir: '/tmp/x' } as never)).rejects.toEqual(
+      invalid(/^openStorage has no option "datadir" \(did you mean "dataDir"\?\)$/),
+    );
+    await expect(openStorage({ store: { retention: { maxFinishedRuns: 'x' } } } as never)).rejects.toEqual(
+      invalid(/^store\.retention\.maxFinishedRuns: /),
+    );
+    // In memory, its limits make the memory store.
+    const storage = await openStorage({ store: { retention: { maxFinishedRuns: 1 } } });
+    expect(storage.description).toBe('memory');
+    const owner = orchestrator({ store: storage.store });
+    const model = createFakeModel();
+    for (const input of ['one', 'two']) {
+      const run = owner.startRun({ agentId: 'a', agentName: 'A', model, input });
+      (await model.nextCall()).end();
+      await run.result;
+    }
+    expect((await owner.listRuns()).map((run) => run.run_input)).toEqual(['two']);
+    expect((await openStorage()).store).toBeUndefined();
   });
 
   it('takes no limit (Infinity) for a SQL store, as for the memory store', async () => {

@@ -38,7 +38,13 @@ import type {
   SessionRecord,
 } from './storage.js';
 import { createStoreWriter, type RunWriter } from './store-writer.js';
-import { checkOption, maxConcurrentRunsSchema, runLimitsSchema } from './run-limits.js';
+import {
+  checkMethods,
+  checkOption,
+  checkOptionNames,
+  maxConcurrentRunsSchema,
+  runLimitsSchema,
+} from './run-limits.js';
 import { confirmationsOf, toolAnswersSchema, type ToolAnswer } from './tool-answers.js';
 import type { Tool } from '../tools/tool.js';
 import { createToolRunner } from './tool-runner.js';
@@ -175,7 +181,7 @@ export interface Orchestrator {
    * moment later, unless another instance continued it first; `getRun` and `result` wait for it);
    * `false` for a run not owned here (see {@link Orchestrator.requestCancel}, which also reaches a
    * run paused elsewhere), unknown, of another agent than `options.agentId`, or already final.
-   * Never throws.
+   * Throws only `INVALID_INPUT`, for a `reason` that is none of {@link CancelReason}'s.
    */
   cancelRun(runId: string, reason?: CancelReason, options?: CancelRequestOptions): boolean;
   /**
@@ -183,7 +189,7 @@ export interface Orchestrator {
    * bus) and resolves with its final record once it is `cancelled`, also when it already was. The
    * one place where a cancel's answer is decided. Rejects `RUN_NOT_FOUND` for an unknown run (or
    * one of another agent than `options.agentId`), `RUN_ALREADY_FINISHED` (with `details.status`)
-   * for a run that ended otherwise.
+   * for a run that ended otherwise, `INVALID_INPUT` for a `reason` that is none of {@link CancelReason}'s.
    */
   requestCancel(runId: string, reason?: CancelReason, options?: CancelRequestOptions): Promise<RunOutput>;
   /**
@@ -430,7 +436,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     now = Date.now,
     random = Math.random,
   } = options;
-  checkOptionNames(options);
+  checkOrchestratorOptions(options);
   checkOption(maxConcurrentRunsSchema, maxConcurrentRuns, 'maxConcurrentRuns');
   checkOption(runLimitsSchema, defaultLimits, 'limits');
   const registry = createRunRegistry();
@@ -886,8 +892,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   const orchestrator: Orchestrator = {
     startRun,
-    cancelRun,
-    requestCancel,
+    cancelRun(runId, reason, options) {
+      checkCancelReason(reason);
+      return cancelRun(runId, reason, options);
+    },
+    async requestCancel(runId, reason, options) {
+      checkCancelReason(reason);
+      return requestCancel(runId, reason, options);
+    },
     continueRun,
     isPaused(runId) {
       const run = registry.get(runId);
@@ -1059,17 +1071,70 @@ const MOVED_OPTIONS: Readonly<Record<string, string>> = {
 };
 
 /**
- * Refuses an option `createOrchestrator` no longer has, which would otherwise be ignored without a
- * word. Other names pass: an object with more fields (`{ ...storage, maxConcurrentRuns }`) is valid
- * TypeScript, and a misspelt name in a literal is a type error already.
+ * The names `createOrchestrator` takes: its options, and the rest of what `openStorage` gives (its
+ * `description` and `close`), which may be spread in whole (`{ ...storage, maxConcurrentRuns }`).
  */
-function checkOptionNames(options: OrchestratorOptions): void {
+const ORCHESTRATOR_OPTIONS = [
+  'maxConcurrentRuns',
+  'limits',
+  'inspect',
+  'store',
+  'cancelBus',
+  'eventBus',
+  'idGenerator',
+  'now',
+  'random',
+  'description',
+  'close',
+] as const satisfies readonly (keyof OrchestratorOptions | 'description' | 'close')[];
+
+/**
+ * Refuses an option `createOrchestrator` does not have (one it no longer has says where it went),
+ * and a store or a bus that is none: either would otherwise fail later, at a run, or not at all.
+ */
+function checkOrchestratorOptions(options: OrchestratorOptions): void {
   for (const name of Object.keys(options)) {
     const moved = Object.hasOwn(MOVED_OPTIONS, name) ? MOVED_OPTIONS[name] : undefined;
     if (moved)
       throw new RunstateError('INVALID_INPUT', `createOrchestrator has no option "${name}": ${moved}`);
   }
+  checkOptionNames(options, ORCHESTRATOR_OPTIONS, 'createOrchestrator');
+  const { store, cancelBus, eventBus } = options;
+  if (store !== undefined)
+    checkMethods(store, STORE_METHODS, 'store', 'a run store (createMemoryRunStore(), openStorage().store)');
+  for (const [name, bus] of [
+    ['cancelBus', cancelBus],
+    ['eventBus', eventBus],
+  ] as const) {
+    if (bus !== undefined)
+      checkMethods(bus, ['publish', 'subscribe', 'close'], name, `a ${name} (openStorage().${name})`);
+  }
 }
+
+const CANCEL_REASONS: readonly unknown[] = ['api', 'code', 'client_disconnect', 'shutdown'] satisfies CancelReason[];
+
+/** Refuses a reason that is none of {@link CancelReason}'s: it would be stored and sent as it came. */
+function checkCancelReason(reason: unknown): void {
+  if (reason !== undefined && !CANCEL_REASONS.includes(reason))
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `a cancel's reason must be one of ${CANCEL_REASONS.join(', ')}, got ${JSON.stringify(reason) ?? typeof reason}`,
+    );
+}
+
+/** What every store has (see {@link RunStore}). */
+const STORE_METHODS = [
+  'createRun',
+  'updateRun',
+  'finishRun',
+  'getRun',
+  'listRuns',
+  'appendEvents',
+  'readEvents',
+  'getSession',
+  'listSessions',
+  'sessionRuns',
+] as const satisfies readonly (keyof RunStore)[];
 
 /**
  * The events `events()` resolves with, as one async iterable (`subscribe(runId, seq)`). Asked for at

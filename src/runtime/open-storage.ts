@@ -10,7 +10,8 @@ import {
   type SqlRunStoreOptions,
 } from './sql/create-sql-run-store.js';
 import { describeUrl, openSqlDatabase } from './sql/open-sql-database.js';
-import { checkOption } from './run-limits.js';
+import { checkOption, checkOptionNames } from './run-limits.js';
+import { createMemoryRunStore } from './memory-run-store.js';
 import type { CancelBus, EventBus, RunStore } from './storage.js';
 
 /**
@@ -55,13 +56,27 @@ export interface StorageOptions {
   /**
    * Options of the SQL store (retention, session limits, instance id). Its defaults keep history
    * longer than memory: 10,000 finished runs, 30 days, 10,000 sessions (see `SQL_STORE_LIMITS`).
+   * In memory, `retention`, `maxSessions` and `maxRunsPerSession` make the memory store.
    */
   store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
 }
 
+/** The names {@link StorageOptions} has. */
+const STORAGE_OPTIONS = [
+  'dataDir',
+  'databaseUrl',
+  'redisUrl',
+  'redisPrefix',
+  'leaseMs',
+  'store',
+] as const satisfies readonly (keyof StorageOptions)[];
+
 /** What {@link openStorage} opened: hand `store`, `cancelBus` and `eventBus` to `createOrchestrator`. */
 export interface Storage {
-  /** `undefined` in memory: the orchestrator's default. */
+  /**
+   * `undefined` in memory (the orchestrator's default), unless `store` set limits: then a memory
+   * store with them.
+   */
   readonly store: (RunStore & { readonly leases?: RunLeases }) | undefined;
   /**
    * Redis's with a Redis URL; else, with a database, the process's own, shared by every orchestrator
@@ -82,6 +97,7 @@ export interface Storage {
  * (never a password).
  */
 export async function openStorage(options: StorageOptions = {}): Promise<Storage> {
+  checkOptionNames(options, STORAGE_OPTIONS, 'openStorage');
   const { dataDir, databaseUrl, redisUrl } = options;
   if (dataDir !== undefined && typeof dataDir !== 'string')
     throw new RunstateError('INVALID_INPUT', 'dataDir must be the path of a directory');
@@ -96,17 +112,20 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
       'INVALID_INPUT',
       'a Redis URL needs a database URL: instances share runs through PostgreSQL, and signal through Redis',
     );
+  // Its limits are checked before anything is opened: a wrong one leaves nothing to close.
+  checkOption(sqlStoreLimitsSchema, options.store ?? {}, 'store');
   if (!dataDir && !databaseUrl) {
+    const { retention, maxSessions, maxRunsPerSession } = options.store ?? {};
+    const limited = retention !== undefined || maxSessions !== undefined || maxRunsPerSession !== undefined;
     return {
-      store: undefined,
+      // With limits, the memory store the orchestrator would have made, with them.
+      store: limited ? createMemoryRunStore({ retention, maxSessions, maxRunsPerSession }) : undefined,
       cancelBus: undefined,
       eventBus: undefined,
       description: 'memory',
       close: () => Promise.resolve(),
     };
   }
-  // Its limits are checked before anything is opened: a wrong one leaves nothing to close.
-  checkOption(sqlStoreLimitsSchema, options.store ?? {}, 'store');
   const db = await openSqlDatabase(dataDir ? { dataDir } : { databaseUrl: databaseUrl! }, {
     idleInTransactionMs: options.leaseMs ?? DEFAULT_LEASE_MS,
   });

@@ -65,3 +65,29 @@ export function checkOption<Schema extends z.ZodType>(
   );
   throw new RunstateError('INVALID_INPUT', problems.join('; '));
 }
+
+/**
+ * Refuses an option name `what` does not have, naming it: a misspelt one (`databaseURL`,
+ * `maxConcurrentRun`) would otherwise be ignored without a word, and its setting lost. TypeScript
+ * catches it in an object literal only; an options object built elsewhere, or JavaScript, reaches here.
+ */
+export function checkOptionNames(options: object, known: readonly string[], what: string): void {
+  for (const name of Object.keys(options)) {
+    if (known.includes(name)) continue;
+    const near = known.find((option) => option.toLowerCase() === name.toLowerCase());
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `${what} has no option "${name}"${near ? ` (did you mean "${near}"?)` : `: its options are ${known.join(', ')}`}`,
+    );
+  }
+}
+
+/**
+ * `value` when it is an object with every one of `methods` (a store, a bus): anything else would
+ * fail later, at a run, as a raw `TypeError`. Throws `INVALID_INPUT` naming `what` and `expected`.
+ */
+export function checkMethods(value: unknown, methods: readonly string[], what: string, expected: string): void {
+  const has = (name: string) => typeof (value as Record<string, unknown>)[name] === 'function';
+  if (typeof value !== 'object' || value === null || !methods.every(has))
+    throw new RunstateError('INVALID_INPUT', `${what} must be ${expected}`);
+}
