@@ -28,17 +28,20 @@ import { Agent, createInspector, OfflineModel, OpenAIChat, RunEvent } from 'runs
 
 const { values } = readOptions();
 
-/** The command line's options; a flag it does not know, or one without its value, exits 2. */
+/** The command line's options; a flag it does not know, one without its value, or --port without --serve exits 2. */
 function readOptions() {
   try {
-    return parseArgs({
+    const parsed = parseArgs({
       options: {
         serve: { type: 'boolean', default: false },
         stately: { type: 'boolean', default: false },
         sky: { type: 'boolean', default: false },
-        port: { type: 'string', default: '7778' },
+        port: { type: 'string' },
       },
     });
+    // The port is the page's: without --serve there is none, and the flag would do nothing.
+    if (parsed.values.port !== undefined && !parsed.values.serve) throw new Error('--port needs --serve');
+    return { values: { ...parsed.values, port: parsed.values.port ?? '7778' } };
   } catch (error) {
     console.error((error as Error).message);
     process.exit(2);

@@ -27,7 +27,6 @@ import {
   storeLimitsOf,
   type RunstateConfig,
 } from './server/config-file.js';
-import { createMemoryRunStore } from './runtime/memory-run-store.js';
 import { createAgents } from './server/create-agents.js';
 import type { RunEvent, RunOutput, RunPausedEvent } from './runtime/run-events.js';
 import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
@@ -46,9 +45,9 @@ run     Streams one run of an agent to stdout (a reasoning model's reasoning and
         tool call that needs a confirmation is asked about on the terminal. The agent is --agent,
         else the first agent of the config file (story-writer-agent when it declares none).
 
-Without --config, ./runstate.config.json is read when it exists; without agents in it, the demo
-agents are served (story-writer-agent, essay-writer-agent, tool-demo-agent with tools), on OpenAI
-when OPENAI_API_KEY is set and offline otherwise.
+Without --config, ./runstate.config.json is read when it exists; without an "agents" key in it,
+the demo agents are served (story-writer-agent, essay-writer-agent, tool-demo-agent with tools),
+on OpenAI when OPENAI_API_KEY is set and offline otherwise.
 
 Runs are kept in memory unless --data-dir (RUNSTATE_DATA_DIR) keeps them on disk with PGlite, or
 --database-url (DATABASE_URL) in PostgreSQL, shared by instances that also share --redis-url
@@ -222,11 +221,10 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
     checkSecurityKey(securityKey, config.securityKey === undefined ? 'RUNSTATE_SECURITY_KEY' : 'securityKey');
   // An unreachable database or Redis stops the start here, with one line naming its host and port.
   const storage = await openStorage(storageOptionsOf(config, flags));
-  // In memory, the config's store limits make the store the orchestrator would have made itself.
-  const limits = storeLimitsOf(config);
   // A tools module that fails to load, or lacks a tool an agent names, stops the start here.
   const agents = await createAgents(config, {
-    store: storage.store ?? (limits && createMemoryRunStore(limits)),
+    // In memory with the config's store limits, a memory store with them (`openStorage`).
+    store: storage.store,
     cancelBus: storage.cancelBus,
     eventBus: storage.eventBus,
   }).catch(async (error: unknown) => {

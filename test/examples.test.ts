@@ -114,6 +114,7 @@ describe('examples (offline)', () => {
     for (const [args, shown] of [
       [['--bogus'], "Unknown option '--bogus'"],
       [['--serve', '--port'], "Option '--port <value>' argument missing"],
+      [['--port', '8000'], '--port needs --serve'],
     ] as const) {
       const failure = await example('inspect_run.ts', [...args]).then(
         () => expect.fail('the example took a bad flag'),
