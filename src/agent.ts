@@ -82,7 +82,9 @@ const AGENT_OPTIONS = [
 
 /** Refuses a model that is no {@link ChatModel}: a string, or an object without `stream`. */
 function checkModel(model: unknown): void {
-  const { id, provider, stream } = (typeof model === 'object' && model !== null ? model : {}) as Partial<ChatModel>;
+  const { id, provider, stream } = (
+    typeof model === 'object' && model !== null ? model : {}
+  ) as Partial<ChatModel>;
   if (typeof stream !== 'function' || typeof id !== 'string' || typeof provider !== 'string')
     throw new RunstateError(
       'INVALID_INPUT',

@@ -1111,7 +1111,12 @@ function checkOrchestratorOptions(options: OrchestratorOptions): void {
   }
 }
 
-const CANCEL_REASONS: readonly unknown[] = ['api', 'code', 'client_disconnect', 'shutdown'] satisfies CancelReason[];
+const CANCEL_REASONS: readonly unknown[] = [
+  'api',
+  'code',
+  'client_disconnect',
+  'shutdown',
+] satisfies CancelReason[];
 
 /** Refuses a reason that is none of {@link CancelReason}'s: it would be stored and sent as it came. */
 function checkCancelReason(reason: unknown): void {

@@ -86,7 +86,12 @@ export function checkOptionNames(options: object, known: readonly string[], what
  * `value` when it is an object with every one of `methods` (a store, a bus): anything else would
  * fail later, at a run, as a raw `TypeError`. Throws `INVALID_INPUT` naming `what` and `expected`.
  */
-export function checkMethods(value: unknown, methods: readonly string[], what: string, expected: string): void {
+export function checkMethods(
+  value: unknown,
+  methods: readonly string[],
+  what: string,
+  expected: string,
+): void {
   const has = (name: string) => typeof (value as Record<string, unknown>)[name] === 'function';
   if (typeof value !== 'object' || value === null || !methods.every(has))
     throw new RunstateError('INVALID_INPUT', `${what} must be ${expected}`);
