@@ -27,7 +27,9 @@ interface Building {
  * delta of that call is normal. Servers differ: some give every call `index: 0` and tell them apart
  * by id only, so a different id at the same index is another call; some send no id at all, so a
  * name arriving for a call that has another name, whose arguments are already complete JSON, or
- * when neither has arguments (two calls of a tool without parameters), starts another call. A call
+ * when neither has arguments (two calls of a tool without parameters), starts another call; so
+ * does a name with arguments after complete ones under the same id (ids numbered per response,
+ * every call `call_0`). A call
  * with no id, or with the id of an earlier call of the turn, gets a made-up one: the results sent
  * back must name exactly one call each. An id that comes after a call's first delta, with nothing
  * that begins another call, is that call's (some servers send it late).
@@ -74,8 +76,11 @@ export class ToolCallAssembler {
       call = known?.index === index ? known : undefined;
     }
     // A delta with the call's own id is that call's, whatever it repeats (some servers send the id
-    // and name on every delta); one without an id is told apart by what it says.
-    if (call && id === undefined && startsAnother(call, name, args)) call = undefined;
+    // and name on every delta), unless it names a tool again with arguments after complete ones
+    // (a server that numbers ids per response, every call `call_0` at index 0); one without an id
+    // is told apart by what it says.
+    if (call && (id === undefined ? startsAnother(call, name, args) : startsAgain(call, name, args)))
+      call = undefined;
     if (!call) {
       const unique = id !== undefined && !this.#ids.has(id) ? id : this.#makeId();
       call = { id: unique, givenId: id, index, name: '', arguments: '' };
@@ -118,6 +123,11 @@ export class ToolCallAssembler {
 function startsAnother(call: Building, name: string, args: string): boolean {
   if (name === '' || call.name === '') return false;
   return name !== call.name || isCompleteJson(call.arguments) || (args === '' && call.arguments === '');
+}
+
+/** A named delta with arguments, after the call's complete ones: another call with the same id. */
+function startsAgain(call: Building, name: string, args: string): boolean {
+  return name !== '' && args.trim() !== '' && isCompleteJson(call.arguments);
 }
 
 function isCompleteJson(text: string): boolean {

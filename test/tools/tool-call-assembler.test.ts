@@ -115,6 +115,20 @@ describe('ToolCallAssembler', () => {
     ).toEqual([{ id: 'r', name: 'add', arguments: '{"a":7}' }]);
   });
 
+  it('takes a name with arguments after complete ones, under the same id and index, for another call', () => {
+    // A server that numbers ids per response and gives every call index 0: `call_0` twice.
+    expect(
+      assemble([
+        { index: 0, id: 'call_0', function: { name: 'add', arguments: '{"a":1,"b":1}' } },
+        { index: 0, id: 'call_0', function: { name: 'add', arguments: '{"a":2,"b":2}' } },
+        { index: 0, id: 'call_0', function: { name: 'add', arguments: '' } },
+      ]),
+    ).toEqual([
+      { id: 'call_0', name: 'add', arguments: '{"a":1,"b":1}' },
+      { id: 'made_1', name: 'add', arguments: '{"a":2,"b":2}' },
+    ]);
+  });
+
   it('takes two calls of a tool without parameters, with no ids and no arguments, for two calls', () => {
     expect(
       assemble([{ function: { name: 'now', arguments: '' } }, { function: { name: 'now', arguments: '' } }]),
