@@ -72,6 +72,15 @@ export async function compileForWorkers(): Promise<(sourceUrl: URL) => URL> {
     }
   }
   mkdirSync(WORKER_BUILD_DIR, { recursive: true });
-  writeFileSync(join(WORKER_BUILD_DIR, 'package.json'), '{ "type": "module" }\n');
+  // The package's name, version and exports, as the published package has them: the code refers to
+  // itself by name (`runstate/package.json`, for its version), which resolves within this tree.
+  const { name, version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+    name: string;
+    version: string;
+  };
+  writeFileSync(
+    join(WORKER_BUILD_DIR, 'package.json'),
+    `${JSON.stringify({ name, version, type: 'module', exports: { './package.json': './package.json' } }, null, 2)}\n`,
+  );
   return (sourceUrl) => new URL(`file://${outputOf(fileURLToPath(sourceUrl))}`);
 }

@@ -135,6 +135,8 @@ describe('npm run bench -- --quick', () => {
       }
       expect(stdout).toContain('⁴ measured by Linux per thread');
     }
+    // Nothing failed on the way, in any process (a listener that threw on every run did once).
+    expect(stderr).not.toMatch(/Error|threw|failed/);
     // BENCH_TURNS=1: every measured process says which of its turns were long.
     for (const who of ['raw', 'library', 'server'])
       expect(stderr).toMatch(new RegExp(`^turns ${who}: (none over 100 ms|(\\d+\\+\\d+\\/\\d+ ?)+)$`, 'm'));
