@@ -162,7 +162,7 @@ export interface Usage {
   systemUs: number;
   /** RSS right after the collection at `start`. */
   baselineRssBytes: number;
-  /** The process's RSS high-water mark (getrusage `maxrss`) at `stop`. */
+  /** The process's RSS high-water mark (getrusage `maxrss`) at `stop`, since `start` on Linux. */
   maxRssBytes: number;
   /** 99th percentile of the event loop's delay between start and stop. */
   loopDelayP99Ms: number;
@@ -274,6 +274,20 @@ function reportTurns(): void {
   longTurns = undefined;
 }
 
+/**
+ * Sets the process's RSS high-water mark (what `maxRSS` reads) back to its RSS now, on Linux: else
+ * a warm-up batch as large as the measured one would have set it, and the measured batch's peak
+ * would not show. Elsewhere the mark stays the process's whole life's.
+ */
+function resetPeakRss(): void {
+  if (process.platform !== 'linux') return;
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    // (A kernel without it, before 4.0: the mark stays the life's.)
+  }
+}
+
 /** `start`: collects garbage, takes the baseline, watches the event loop. `stop`: what was used since. */
 async function meter(start: boolean): Promise<Usage | undefined> {
   if (start) {
@@ -284,6 +298,7 @@ async function meter(start: boolean): Promise<Usage | undefined> {
       await profiler.post('Profiler.start');
     }
     globalThis.gc?.();
+    resetPeakRss();
     loopDelay.reset();
     loopDelay.enable();
     if (turnsWatched) watchTurns();
