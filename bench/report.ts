@@ -319,7 +319,8 @@ export function formatMarkdown(report: BenchReport): string {
     `load average ${meta.loadAtStart.toFixed(1)} at the start, ${meta.loadAtEnd.toFixed(1)} at the end · ` +
     `took ${Math.round(meta.durationS)} s${meta.quick ? ' · QUICK: figures mean nothing' : ''}` +
     `${postedOverHttp(report.config) ? ` · HTTP runs posted as ${HTTP_BODY_LABELS[report.config.httpBody]}` : ''}` +
-    `${report.config.tsx ? ' · the TypeScript sources run through tsx' : ''}\n\n` +
+    `${report.config.tsx ? ' · the TypeScript sources run through tsx' : ''}` +
+    `${report.config.connectInBatch ? ' · HTTP clients connect within the paced batch' : ''}\n\n` +
     table(['measurement', 'client', 'median', 'range', '× raw SDK', 'goal', 'result'], lines) +
     '\n¹ in the process that holds the runs: the client, or for runstate over HTTP the server (with PostgreSQL + Redis, the instance that owns the runs).\n' +
     (report.config.kinds.includes('http-pg')
@@ -366,6 +367,16 @@ function sizeDifferences(before: BenchReport, now: BenchReport): string[] {
   const differences: string[] = [];
   if (before.meta.quick !== now.meta.quick) {
     differences.push(`--quick ${before.meta.quick ? 'on' : 'off'} → ${now.meta.quick ? 'on' : 'off'}`);
+  }
+  // How the processes ran and connected: each moves the figures more than a run's spread. (A report
+  // written before a flag existed has none: the flag was off.)
+  const earlierConfig = before.config as Partial<BenchConfig>;
+  for (const [flag, name] of [
+    ['tsx', '--tsx'],
+    ['connectInBatch', '--http-connect-in-batch'],
+  ] as const) {
+    const [was, is] = [earlierConfig[flag] ?? false, now.config[flag]];
+    if (was !== is) differences.push(`${name} ${was ? 'on' : 'off'} → ${is ? 'on' : 'off'}`);
   }
   for (const scenario of now.config.scenarios) {
     if (!before.config.scenarios?.includes(scenario)) continue;

@@ -34,8 +34,9 @@ function commit(): string {
 async function main(): Promise<void> {
   const cli = parseBenchArgs(process.argv.slice(2), process.env);
   if (cli === 'help') return void process.stdout.write(`${USAGE}\n`);
-  // Read first: a wrong path must not cost the minutes of a run.
+  // Read first, and the output's place made: a wrong path must not cost the minutes of a run.
   const before = cli.compareFile === undefined ? undefined : readReport(cli.compareFile);
+  if (cli.jsonFile) checkWritable(cli.jsonFile);
   const started = performance.now();
   const loadAtStart = loadavg()[0] ?? 0;
   const progress = (message: string) =>
@@ -79,12 +80,21 @@ async function main(): Promise<void> {
     quick: cli.quick,
   });
   process.stdout.write(formatMarkdown(report));
+  if (before) process.stdout.write(formatComparison(before, report));
   if (cli.jsonFile) {
-    mkdirSync(dirname(cli.jsonFile), { recursive: true });
     writeFileSync(cli.jsonFile, `${JSON.stringify(report, null, 2)}\n`);
     progress(`wrote ${cli.jsonFile}`);
   }
-  if (before) process.stdout.write(formatComparison(before, report));
+}
+
+/** Makes `file`'s directory and the file (empty, when new), or says in one line why it cannot. */
+function checkWritable(file: string): void {
+  try {
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, '', { flag: 'a' });
+  } catch (error) {
+    throw new BenchUsageError(`--json-file ${file} cannot be written: ${(error as Error).message}`);
+  }
 }
 
 /** What a Ctrl-C or a SIGTERM leaves to clean up: the http-pg client's database. */

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { connectRedis } from '../src/runtime/redis/connect-redis.js';
+import { BenchUsageError } from './config.js';
 
 /**
  * The PostgreSQL database and Redis channel prefix that the `http-pg` client's two runstate
@@ -28,16 +30,29 @@ async function onServer(sql: string): Promise<void> {
   }
 }
 
-/** Creates an empty database `runstate_bench_<random>` and a Redis prefix of this run. */
+/** The bench cannot run the http-pg client here: said in one line, before anything is measured. */
+function unavailable(what: string, url: string, variable: string, error: unknown): BenchUsageError {
+  const where = new URL(url);
+  return new BenchUsageError(
+    `the http-pg client needs ${what} at ${where.hostname}:${where.port || (what === 'Redis' ? 6379 : 5432)} (${variable}), ` +
+      `or leave it out with --kinds: ${(error as Error).message}`,
+  );
+}
+
+/**
+ * Creates an empty database `runstate_bench_<random>` and a Redis prefix of this run, once both
+ * servers answered: a server missing stops the bench before its first measurement.
+ */
 export async function createSharedStorage(): Promise<SharedStorage> {
   const id = randomBytes(6).toString('hex');
   const name = `runstate_bench_${id}`;
+  try {
+    await (await connectRedis(REDIS_URL)).quit();
+  } catch (error) {
+    throw unavailable('Redis', REDIS_URL, 'BENCH_REDIS_URL', error);
+  }
   await onServer(`CREATE DATABASE ${name}`).catch((error: unknown) => {
-    const where = new URL(POSTGRES_URL);
-    throw new Error(
-      `the http-pg client needs PostgreSQL at ${where.hostname}:${where.port || 5432} (BENCH_POSTGRES_URL), ` +
-        `or leave it out with --kinds: ${(error as Error).message}`,
-    );
+    throw unavailable('PostgreSQL', POSTGRES_URL, 'BENCH_POSTGRES_URL', error);
   });
   const url = new URL(POSTGRES_URL);
   url.pathname = `/${name}`;

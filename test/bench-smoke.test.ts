@@ -68,6 +68,45 @@ describe('npm run bench, interrupted', () => {
   });
 });
 
+describe('npm run bench, before it measures', () => {
+  const bench: [string, ...string[]] = [process.execPath, '--import', 'tsx', 'bench/run.ts'];
+
+  it('refuses, in one line, a --json-file it cannot write, and an http-pg client whose Redis or PostgreSQL is not there', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'runstate-bench-usage-'));
+    try {
+      const file = join(dir, 'a-file');
+      writeFileSync(file, '');
+      for (const [args, env, shown] of [
+        [
+          ['--quick', '--only', 'cancel', '--kinds', 'raw', '--json-file', join(file, 'out.json')],
+          {},
+          /^npm run bench: --json-file .*a-file\/out\.json cannot be written: EEXIST/,
+        ],
+        // Port 1: nothing listens there.
+        [
+          ['--quick', '--only', 'cancel', '--kinds', 'http-pg'],
+          { BENCH_REDIS_URL: 'redis://127.0.0.1:1' },
+          /^npm run bench: the http-pg client needs Redis at 127\.0\.0\.1:1 \(BENCH_REDIS_URL\), or leave it out with --kinds: /,
+        ],
+        [
+          ['--quick', '--only', 'cancel', '--kinds', 'http-pg'],
+          { BENCH_POSTGRES_URL: 'postgres://postgres@127.0.0.1:1/postgres' },
+          /^npm run bench: the http-pg client needs PostgreSQL at 127\.0\.0\.1:1 \(BENCH_POSTGRES_URL\), or leave it out with --kinds: /,
+        ],
+      ] as const) {
+        const run = spawnCli([...args], env, bench);
+        expect(await run.exit).toBe(2);
+        const { stdout, stderr } = run.output();
+        expect(stdout).toBe('');
+        expect(stderr.split('\n').filter(Boolean)).toHaveLength(1);
+        expect(stderr).toMatch(shown);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('npm run bench:inspector', () => {
   it('refuses an option that is not a whole number ≥ 1, naming it, before measuring anything', async () => {
     for (const [args, shown] of [
@@ -230,6 +269,15 @@ describe('the report', () => {
     expect(text).toContain('NOT COMPARABLE: the earlier run had other sizes (--quick off → on, ');
     expect(text).toContain(`burst chunks ${config.burst.chunks} → 10000`);
     expect(text).toContain(`cancel reps ${config.reps.cancel} → 9`);
+    // How the processes ran and connected, too; and the header says it.
+    const connected = { ...config, tsx: true, connectInBatch: true };
+    const other = buildReport(synthetic([14, 16, 18], [1600]), connected, meta);
+    expect(formatComparison(report, other)).toContain(
+      'NOT COMPARABLE: the earlier run had other sizes (--tsx off → on, --http-connect-in-batch off → on).',
+    );
+    expect(formatMarkdown(other)).toContain(
+      ' · the TypeScript sources run through tsx · HTTP clients connect within the paced batch\n',
+    );
   });
 
   it('reads an earlier report, or says why it cannot, before anything is measured', () => {
