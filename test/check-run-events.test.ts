@@ -12,7 +12,7 @@ describe('checkRunEvents', () => {
     const run = events(
       started,
       { event: 'RunContent', content: 'Hi' },
-      { event: 'RunCancelled', content: 'Hi', status: 'cancelled' },
+      { event: 'RunCancelled', content: 'Hi', status: 'cancelled', reason: 'api' },
     );
     expect(() => checkRunEvents(run, 'cancelled')).not.toThrow();
   });
@@ -29,7 +29,14 @@ describe('checkRunEvents', () => {
 });
 
 describe('checkRunEvents, on tools, pauses and malformed events', () => {
-  const completed = { event: 'RunCompleted', content: '', reasoning_content: '', status: 'completed' };
+  const completed = {
+    event: 'RunCompleted',
+    content: '',
+    reasoning_content: '',
+    status: 'completed',
+    finish_reason: 'stop',
+    metrics: {},
+  };
   const tool = (event: string, id: string) => ({ event, tool: { tool_call_id: id } });
 
   it('takes a paused run continued, its calls started and completed, and a call that never ran', () => {
@@ -40,6 +47,8 @@ describe('checkRunEvents, on tools, pauses and malformed events', () => {
       tool('ToolCallStarted', 'c1'),
       tool('ToolCallCompleted', 'c1'),
       tool('ToolCallCompleted', 'never-ran'),
+      { event: 'ToolCallCompleted', tool: { tool_call_id: 'failed', tool_call_error: true } },
+      { event: 'ToolCallError', tool: { tool_call_id: 'failed' }, error: 'boom' },
       completed,
     );
     expect(() => checkRunEvents(run, 'completed')).not.toThrow();
@@ -57,7 +66,7 @@ describe('checkRunEvents, on tools, pauses and malformed events', () => {
     const cancelled = events(
       started,
       { event: 'RunPaused', tools: [] },
-      { event: 'RunCancelled', content: '', status: 'cancelled' },
+      { event: 'RunCancelled', content: '', status: 'cancelled', reason: 'api' },
     );
     expect(() => checkRunEvents(cancelled, 'cancelled')).not.toThrow();
   });
@@ -97,6 +106,58 @@ describe('checkRunEvents, on tools, pauses and malformed events', () => {
       'a RunError without a code',
       [started, { event: 'RunError', content: 'boom', status: 'failed' }],
       /RunError has no code/,
+    ],
+    [
+      'a paused run that completes without a continue',
+      [started, { event: 'RunPaused', tools: [] }, completed],
+      /RunCompleted at 3 while the run is paused/,
+    ],
+    [
+      'content or a tool call between a pause and its continue',
+      [started, { event: 'RunPaused', tools: [] }, { event: 'RunContent', content: 'x' }, completed],
+      /RunContent at 3 while the run is paused/,
+    ],
+    [
+      'a ToolCallError with no failed ToolCallCompleted of its call before it',
+      [started, tool('ToolCallError', 'c1'), completed],
+      /ToolCallError at 2 does not follow its call's failed ToolCallCompleted/,
+    ],
+    [
+      'a ToolCallError after a ToolCallCompleted that is no error',
+      [started, tool('ToolCallCompleted', 'c1'), tool('ToolCallError', 'c1'), completed],
+      /ToolCallError at 3 does not follow/,
+    ],
+    [
+      'a call completed twice',
+      [
+        started,
+        tool('ToolCallStarted', 'c1'),
+        tool('ToolCallCompleted', 'c1'),
+        tool('ToolCallCompleted', 'c1'),
+        completed,
+      ],
+      /tool call c1 completed again at 4/,
+    ],
+    [
+      'a ReasoningCompleted that is not its deltas',
+      [
+        started,
+        { event: 'ReasoningStarted' },
+        { event: 'RunContent', content: '', reasoning_content: 'a' },
+        { event: 'ReasoningCompleted', reasoning_content: 'ab' },
+        { ...completed, reasoning_content: 'a' },
+      ],
+      /ReasoningCompleted 4 differs from its phase's reasoning deltas/,
+    ],
+    [
+      'a RunCancelled without a reason',
+      [started, { event: 'RunCancelled', content: '', status: 'cancelled' }],
+      /RunCancelled has no cancel reason \(undefined\)/,
+    ],
+    [
+      'a RunCompleted without a finish reason or metrics',
+      [started, { ...completed, metrics: undefined }],
+      /RunCompleted has no finish_reason or no metrics/,
     ],
   ])('refuses %s', (_, bodies, message) => {
     expect(() => checkRunEvents(events(...bodies))).toThrow(message);

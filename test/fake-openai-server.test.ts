@@ -447,6 +447,16 @@ describe('parseFakeModel', () => {
   ])('rejects %s', (model) => {
     expect(() => parseFakeModel(model)).toThrow();
   });
+
+  it.each([
+    ['fake?usage=nope', "fake model parameter 'usage' must be true or false, got 'nope'"],
+    ['fake?keepOpen=yes', "fake model parameter 'keepOpen' must be true or false, got 'yes'"],
+    ['fake?fault=reset&headers=maybe', "fake model parameter 'headers' must be true or false, got 'maybe'"],
+    ['fake?fault=status&chunks=3', "fake model parameter 'chunks' does not apply to fault 'status'"],
+    ['fake?fault=stall&reasoning=2', "fake model parameter 'reasoning' does not apply to fault 'stall'"],
+  ])('rejects %s, naming the parameter, rather than ignore it', (model, message) => {
+    expect(() => parseFakeModel(model)).toThrow(message);
+  });
 });
 
 describe('options', () => {

@@ -1,6 +1,7 @@
 import { isTerminalEvent, RunEvent } from '../runtime/run-events.js';
 
 const EVENT_NAMES: ReadonlySet<string> = new Set(Object.values(RunEvent));
+const CANCEL_REASONS: ReadonlySet<unknown> = new Set(['api', 'code', 'client_disconnect', 'shutdown']);
 
 /** The status each terminal event carries. */
 const TERMINAL_STATUS: Record<string, string> = {
@@ -17,10 +18,13 @@ const TERMINAL_STATUS: Record<string, string> = {
  * `RunCompleted.content` is the concatenation of the deltas and its `reasoning_content` that of the
  * reasoning deltas; the `RunCancelled` content is what streamed before the cancel; reasoning deltas
  * come between a `ReasoningStarted` and a `ReasoningCompleted`. Besides: every event has a known
- * name and a `RunContent` a string `content`; a tool call does not start again while it runs, and
- * in a completed run every call that started completed; a `RunContinued` follows a
- * `RunPaused`, and a `RunPaused` is not followed by another before a `RunContinued` (a paused run
- * may end: cancelled, or out of time); a `RunError` has a `code`.
+ * name and a `RunContent` a string `content`; a tool call does not start again while it runs, nor
+ * completes twice, and in a completed run every call that started completed; a `ToolCallError`
+ * follows its call's `ToolCallCompleted` with an error; a `ReasoningCompleted` holds its phase's
+ * reasoning deltas; a `RunContinued` follows a `RunPaused`, and nothing but a `RunContinued` or an
+ * end follows a `RunPaused` (a paused run may end: cancelled, or out of time, never completed); a
+ * `RunError` has a `code`, a `RunCancelled` one of the four reasons, a `RunCompleted` a
+ * `finish_reason` and `metrics`.
  *
  * @example
  * ```ts
@@ -45,21 +49,42 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   // The calls that started and have not completed. (An id may come back once its call completed:
   // a paused run stored by an earlier runstate may hold calls that share one.)
   const running = new Set<string>();
+  // The calls that completed, and have not started again since: one completes once.
+  const completed = new Set<string>();
+  // The call whose ToolCallCompleted came last, failed: the one a ToolCallError may follow.
+  let failedCall: string | undefined;
+  let phase = '';
   events.forEach((event, index) => {
     if (event.seq !== index + 1) fail(`event ${index + 1} has seq ${event.seq}`);
     if (!EVENT_NAMES.has(event.event)) fail(`event ${event.seq} has an unknown name: ${String(event.event)}`);
     if (event.run_id !== runId) fail(`event ${event.seq} belongs to run ${event.run_id}, not ${runId}`);
     if (index > 0 && event.event === 'RunStarted') fail(`a second RunStarted at ${event.seq}`);
+    // A paused run waits: it is continued, or it ends (cancelled, out of time) without completing.
+    if (paused && !['RunPaused', 'RunContinued', 'RunCancelled', 'RunError'].includes(event.event))
+      fail(`${event.event} at ${event.seq} while the run is paused`);
+    if (event.event === 'ToolCallError' && failedCall !== event.tool.tool_call_id)
+      fail(`ToolCallError at ${event.seq} does not follow its call's failed ToolCallCompleted`);
+    failedCall = undefined;
     if (event.event === 'ReasoningStarted' || event.event === 'ReasoningCompleted') {
       if (reasoning === (event.event === 'ReasoningStarted')) fail(`unpaired ${event.event} at ${event.seq}`);
       reasoning = !reasoning;
+      if (event.event === 'ReasoningStarted') phase = '';
+      else if (event.reasoning_content !== phase)
+        fail(`ReasoningCompleted ${event.seq} differs from its phase's reasoning deltas`);
     }
     if (event.event === 'ToolCallStarted') {
       const id = event.tool.tool_call_id;
       if (running.has(id)) fail(`tool call ${id} started again at ${event.seq} while it runs`);
       running.add(id);
+      completed.delete(id);
     }
-    if (event.event === 'ToolCallCompleted') running.delete(event.tool.tool_call_id);
+    if (event.event === 'ToolCallCompleted') {
+      const id = event.tool.tool_call_id;
+      if (completed.has(id)) fail(`tool call ${id} completed again at ${event.seq}`);
+      running.delete(id);
+      completed.add(id);
+      if (event.tool.tool_call_error) failedCall = id;
+    }
     if (event.event === 'RunPaused' || event.event === 'RunContinued') {
       if (paused === (event.event === 'RunPaused')) fail(`unpaired ${event.event} at ${event.seq}`);
       paused = !paused;
@@ -70,6 +95,7 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
       if (event.reasoning_content !== undefined) {
         if (!reasoning) fail(`reasoning at ${event.seq} outside ReasoningStarted/ReasoningCompleted`);
         reasoned += event.reasoning_content;
+        phase += event.reasoning_content;
       }
     }
     if (isTerminalEvent(event) && index !== events.length - 1) fail(`terminal ${event.event} is not last`);
@@ -86,6 +112,10 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   }
   if (reasoning) fail('a reasoning phase is not completed before the terminal event');
   if (last.event === 'RunError' && !last.code) fail('RunError has no code');
+  if (last.event === 'RunCancelled' && !CANCEL_REASONS.has(last.reason))
+    fail(`RunCancelled has no cancel reason (${String(last.reason)})`);
+  if (last.event === 'RunCompleted' && (typeof last.finish_reason !== 'string' || !last.metrics))
+    fail('RunCompleted has no finish_reason or no metrics');
   if (last.event === 'RunCompleted' && running.size > 0) {
     fail(`tool calls started and never completed: ${[...running].join(', ')}`);
   }

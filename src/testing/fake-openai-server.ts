@@ -191,20 +191,18 @@ export function fakeChunks(count: number): string[] {
 
 const FAULTS = new Set(['none', 'status', 'error', 'reset', 'truncate', 'stall']);
 const ERROR_BODIES = new Set(['openai', 'detail', 'message', 'text']);
-const MODEL_KEYS = new Set([
+/** The keys each fault reads: another one would be dropped without a word. */
+const FAULT_KEYS: Readonly<Record<string, ReadonlySet<string>>> = {
+  none: new Set(['chunks', 'delayMs', 'finishReason', 'usage', 'reasoning', 'keepOpen']),
+  status: new Set(['status', 'message', 'retryAfter', 'retryAfterMs', 'body']),
+  error: new Set(['chunks', 'delayMs', 'status', 'message']),
+  reset: new Set(['chunks', 'delayMs', 'headers']),
+  truncate: new Set(['chunks', 'delayMs', 'headers']),
+  stall: new Set(['chunks', 'delayMs', 'headers']),
+};
+const MODEL_KEYS: ReadonlySet<string> = new Set([
   'fault',
-  'chunks',
-  'delayMs',
-  'finishReason',
-  'usage',
-  'reasoning',
-  'keepOpen',
-  'status',
-  'message',
-  'retryAfter',
-  'retryAfterMs',
-  'body',
-  'headers',
+  ...Object.values(FAULT_KEYS).flatMap((keys) => [...keys]),
 ]);
 
 /**
@@ -222,7 +220,8 @@ const MODEL_KEYS = new Set([
  *   500), `message=<text>`;
  * - `reset`, `truncate`, `stall`: `headers=false` sends nothing at all before the fault.
  *
- * Unknown keys or bad values throw (the server answers 400 with the reason).
+ * Unknown keys, keys the fault does not read, or bad values throw (the server answers 400 with the
+ * reason).
  *
  * @example
  * ```ts
@@ -250,6 +249,18 @@ export function parseFakeModel(model: string): FakeResponse {
   };
   const fault = params.get('fault') ?? (params.has('status') ? 'status' : 'none');
   if (!FAULTS.has(fault)) throw new Error(`unknown fault '${fault}' in '${model}'`);
+  for (const key of params.keys()) {
+    if (key !== 'fault' && !FAULT_KEYS[fault]!.has(key))
+      throw new Error(`fake model parameter '${key}' does not apply to fault '${fault}' in '${model}'`);
+  }
+  // `true` or `false`, or absent.
+  const flag = (key: string): boolean | undefined => {
+    const value = params.get(key);
+    if (value === null) return undefined;
+    if (value !== 'true' && value !== 'false')
+      throw new Error(`fake model parameter '${key}' must be true or false, got '${value}'`);
+    return value === 'true';
+  };
   const status = int('status');
   if (status !== undefined) checkStatus(status);
   const shape: FakeStreamShape = {};
@@ -284,15 +295,15 @@ export function parseFakeModel(model: string): FakeResponse {
     const finishReason = params.get('finishReason');
     const reasoning = int('reasoning');
     if (finishReason !== null) response.finishReason = finishReason;
-    if (params.get('usage') === 'false') response.usage = false;
+    if (flag('usage') === false) response.usage = false;
     if (reasoning !== undefined) {
       response.reasoning = { deltas: Array.from({ length: reasoning }, (_, i) => `Thought ${i + 1}. `) };
     }
-    if (params.get('keepOpen') === 'true') response.keepOpen = true;
+    if (flag('keepOpen')) response.keepOpen = true;
     return response;
   }
   const response: FakeFaultResponse = { fault: fault as FakeFaultResponse['fault'], ...shape };
-  if (params.get('headers') === 'false') response.headers = false;
+  if (flag('headers') === false) response.headers = false;
   return response;
 }
 

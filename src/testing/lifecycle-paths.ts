@@ -296,12 +296,18 @@ export function getLifecycleEvents(
 }
 
 function lifecycleSetup(options: LifecyclePathsOptions) {
+  // A delay the machine was given as a number (`provide({ delays: { idleTimeout: 500 } })`) is the
+  // limit its timer keeps: the run played against the path must have it too.
+  const delays = (options.machine?.implementations.delays ?? {}) as Record<string, unknown>;
+  const provided = (delay: string): number | undefined =>
+    typeof delays[delay] === 'number' ? (delays[delay] as number) : undefined;
   const limits: LifecycleLimits = {
-    idleTimeoutMs: options.limits?.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
-    timeoutMs: options.limits?.timeoutMs ?? DEFAULT_LIMITS.timeoutMs,
+    idleTimeoutMs: provided('idleTimeout') ?? options.limits?.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
+    timeoutMs: provided('runTimeout') ?? options.limits?.timeoutMs ?? DEFAULT_LIMITS.timeoutMs,
     retry: retryPolicy(options.limits?.retry, DEFAULT_LIMITS.retry),
     maxToolRounds: options.limits?.maxToolRounds ?? DEFAULT_LIMITS.maxToolRounds,
-    pauseTimeoutMs: options.limits?.pauseTimeoutMs ?? DEFAULT_LIMITS.pauseTimeoutMs,
+    pauseTimeoutMs:
+      provided('pauseTimeout') ?? options.limits?.pauseTimeoutMs ?? DEFAULT_LIMITS.pauseTimeoutMs,
   };
   const random = options.random ?? (() => 0.5);
   const deltas = options.deltas ?? ['Hello', ' world'];

@@ -353,9 +353,10 @@ describe('the test model covers the machine, no more and no less', () => {
           ),
         ),
       );
-    expect(idleWaits(getLifecyclePaths({ machine, cancelReasons: ['code'], tools: false }))).toEqual(
-      new Set([200]),
-    );
+    const paths = getLifecyclePaths({ machine, cancelReasons: ['code'], tools: false });
+    expect(idleWaits(paths)).toEqual(new Set([200]));
+    // The limits to run the paths under say the same: a run given them times out when the path does.
+    expect(new Set(paths.map((path) => path.limits.idleTimeoutMs))).toEqual(new Set([200]));
     // Not given: the machine's own, counted from the last chunk.
     expect(idleWaits(getLifecyclePaths({ cancelReasons: ['code'], tools: false }))).not.toContain(200);
   });
