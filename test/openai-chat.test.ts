@@ -384,6 +384,38 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it("reads llama.cpp's `error:` line as the error it says, before any output and after it", async () => {
+    // llama-server's streamed failure: a line of the field `error`, then `data: [DONE]`.
+    const failure400 =
+      'error: {"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error"}\n\ndata: [DONE]\n\n';
+    const bodies = [
+      failure400,
+      'error: {"code":503,"message":"Loading model","type":"unavailable_error"}\n\ndata: [DONE]\n\n',
+      `${chunkLine('partial')}error: {"code":500,"message":"decode failed","type":"server_error"}\n\ndata: [DONE]\n\n`,
+    ];
+    const llama = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(bodies.shift()!);
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: llama.url });
+    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    try {
+      expect(await failure(stream())).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        isRetryable: false,
+        message:
+          '400 the request exceeds the available context size, try increasing it (sent inside the stream)',
+      });
+      expect(await failure(stream())).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: true });
+      const seen: ModelChunk[] = [];
+      expect(await failure(stream(), seen)).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE' });
+      expect(seen).toEqual([{ type: 'delta', content: 'partial' }]);
+    } finally {
+      await llama.close();
+    }
+  });
+
   it('fails a body with no line break, or an event that never ends, once it passes 16 MiB, without holding the rest', async () => {
     const written: number[] = [];
     const endless = await listen((req, res) => {
@@ -463,17 +495,19 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
-  it.each([
-    { when: 'before any output', first: [], code: 'MODEL_REQUEST_FAILED', retryable: true },
-    { when: 'after output', first: ['partial'], code: 'MODEL_STREAM_INCOMPLETE', retryable: false },
-  ])(
-    'fails a stream that ends with finish_reason "error" and no error object (OpenRouter), $when',
-    async ({ first, code, retryable }) => {
+  it.each(
+    ['error', 'abort'].flatMap((reason) => [
+      { reason, when: 'before any output', first: [], code: 'MODEL_REQUEST_FAILED', retryable: true },
+      { reason, when: 'after output', first: ['partial'], code: 'MODEL_STREAM_INCOMPLETE', retryable: false },
+    ]),
+  )(
+    'fails a stream that ends with finish_reason "$reason" and no error object (OpenRouter, vLLM), $when',
+    async ({ reason, first, code, retryable }) => {
       const failing = await listen((req, res) => {
         req.resume();
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         for (const content of first) res.write(chunkLine(content));
-        res.write(chunk({ choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }] }));
+        res.write(chunk({ choices: [{ index: 0, delta: { content: '' }, finish_reason: reason }] }));
         res.end('data: [DONE]\n\n');
       });
       const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: failing.url });
@@ -482,7 +516,7 @@ describe('OpenAIChat against the fake OpenAI server', () => {
         const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
         expect(seen).toEqual(first.map((content) => ({ type: 'delta', content })));
         expect(error).toMatchObject({ code, isRetryable: retryable });
-        expect(error.message).toContain('finish_reason "error"');
+        expect(error.message).toContain(`finish_reason "${reason}"`);
       } finally {
         await failing.close();
       }

@@ -40,11 +40,12 @@ interface ReasoningDelta {
 export function readChunk(event: ChatCompletionEvent, state: CompletionState): ModelChunk | undefined {
   if (event.error) throw streamError(event.error, state.delivered, event);
   const choice = event.choices?.[0];
-  // OpenRouter's way of saying the provider failed mid-answer, at times with no error object: the
-  // answer is cut, not finished.
+  // OpenRouter's way of saying the provider failed mid-answer, at times with no error object, and
+  // vLLM's for a request its engine aborted (`abort`): the answer is cut, not finished.
   // (The SDK's type knows only OpenAI's reasons.)
-  if ((choice?.finish_reason as string | null | undefined) === 'error')
-    throw endedWithError(state.delivered, event);
+  const finishReason = choice?.finish_reason as string | null | undefined;
+  if (finishReason === 'error' || finishReason === 'abort')
+    throw endedWithError(finishReason, state.delivered, event);
   if (choice?.finish_reason) state.finishReason = choice.finish_reason;
   if (event.usage) state.usage = usageOf(event.usage);
   const delta: ReasoningDelta | undefined = choice?.delta;
@@ -170,8 +171,8 @@ export function streamError(error: unknown, delivered: boolean, event?: object):
  * A stream whose finish reason is `error`, with no error object: a gateway's provider failed. Retried
  * before any output (a new request may reach a working provider), as a server error would be.
  */
-function endedWithError(delivered: boolean, event: object): RunstateError {
-  const reason = 'the server ended the answer with finish_reason "error"';
+function endedWithError(finishReason: string, delivered: boolean, event: object): RunstateError {
+  const reason = `the server ended the answer with finish_reason "${finishReason}"`;
   if (delivered)
     return new RunstateError('MODEL_STREAM_INCOMPLETE', `The stream broke: ${reason}`, { cause: event });
   return new RunstateError('MODEL_REQUEST_FAILED', reason, { retryable: true, cause: event });

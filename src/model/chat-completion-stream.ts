@@ -211,14 +211,18 @@ class EventReader implements ChatCompletionReading {
         // Thrown into `feed`, which ends the reading with it; other parse errors (a bad `retry:`) are
         // not the chunks' business.
         if (error.type === 'max-buffer-size-exceeded') throw tooLong();
+        // llama.cpp's server sends a failure as a line of a field of its own, `error: {...}` (then
+        // `data: [DONE]`), which SSE does not know: it is the error it says, as `event: error` is.
+        if (error.type === 'unknown-field' && error.field === 'error' && error.value) {
+          if (this.#over) return;
+          this.#eventCame();
+          this.#sink.event(errorEvent(error.value));
+        }
       },
       onEvent: ({ event, data }) => {
         // An event with empty data is not dispatched, says the SSE standard (a keep-alive).
         if (this.#over || data === '') return;
-        if (!this.#events) {
-          this.#events = true;
-          this.#unparsed = '';
-        }
+        this.#eventCame();
         if (event === 'error') this.#sink.event(errorEvent(data));
         else if (data !== '[DONE]') this.#sink.event(parseEvent(data));
         else {
@@ -232,6 +236,13 @@ class EventReader implements ChatCompletionReading {
 
   get over(): boolean {
     return this.#over;
+  }
+
+  /** An event came: the text read before it is no answer sent without a stream. */
+  #eventCame(): void {
+    if (this.#events) return;
+    this.#events = true;
+    this.#unparsed = '';
   }
 
   /** Text read from the body; an event that is not JSON ends the reading with its `SyntaxError`. */

@@ -300,7 +300,7 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
   // limit its timer keeps: the run played against the path must have it too.
   const delays = (options.machine?.implementations.delays ?? {}) as Record<string, unknown>;
   const provided = (delay: string): number | undefined =>
-    typeof delays[delay] === 'number' ? (delays[delay] as number) : undefined;
+    typeof delays[delay] === 'number' ? delays[delay] : undefined;
   const limits: LifecycleLimits = {
     idleTimeoutMs: provided('idleTimeout') ?? options.limits?.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
     timeoutMs: provided('runTimeout') ?? options.limits?.timeoutMs ?? DEFAULT_LIMITS.timeoutMs,
