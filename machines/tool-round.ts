@@ -147,8 +147,10 @@ export function roundMessages(
       function: { name: call.name, arguments: call.arguments },
     })),
   };
-  // Only a turn that reasoned: a server that never streams reasoning (OpenAI's) gets what it sent.
-  if (turn.reasoning !== '') assistant[turn.reasoningField ?? 'reasoning_content'] = turn.reasoning;
+  // Only a turn that reasoned, or whose server streamed a reasoning field (empty, at times: it wants
+  // it back all the same): a server that never streams reasoning (OpenAI's) gets what it sent.
+  if (turn.reasoning !== '' || turn.reasoningField !== null)
+    assistant[turn.reasoningField ?? 'reasoning_content'] = turn.reasoning;
   return [
     assistant,
     ...round.map((call) => ({

@@ -56,6 +56,11 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   }
   let content: string;
   const reasoning = delta.reasoning_content || delta.reasoning;
+  // The field a server streams reasoning in is the one it wants back with a turn's tool calls, even
+  // when the turn's reasoning is empty (DeepSeek's thinking mode opens with `"reasoning_content": ""`
+  // and refuses, 400, a later request whose tool-call turn lacks the field).
+  if (typeof delta.reasoning_content === 'string') state.reasoningField ??= 'reasoning_content';
+  else if (typeof delta.reasoning === 'string') state.reasoningField ??= 'reasoning';
   if (typeof delta.content === 'string') content = delta.content;
   else if (Array.isArray(delta.content)) {
     // Mistral's parts: the text is content, and a `thinking` part is reasoning (no field of its
@@ -70,7 +75,6 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   content ||= textOf(delta.refusal);
   if (typeof reasoning === 'string' && reasoning !== '') {
     state.delivered = true;
-    state.reasoningField ??= delta.reasoning_content ? 'reasoning_content' : 'reasoning';
     return { type: 'delta', content, reasoning };
   }
   if (content) {

@@ -143,6 +143,15 @@ describe('the reasoning of a turn that asked for tools', () => {
     },
   );
 
+  it("goes back empty when the server streamed the field empty (DeepSeek's thinking mode wants it)", async () => {
+    fakeServer().enqueue(
+      { reasoning: { deltas: [''], field: 'reasoning_content' }, chunks: [], toolCalls: [addCall] },
+      { chunks: ['5'] },
+    );
+    expect((await agentWith([add]).run('2+3')).status).toBe('completed');
+    expect(assistantTurns(1)).toEqual([expect.objectContaining({ reasoning_content: '' })]);
+  });
+
   it('is not added to a turn that did not reason (OpenAI models stream none)', async () => {
     fakeServer().enqueue({ chunks: ['Adding.'], toolCalls: [addCall] }, { chunks: ['5'] });
     await agentWith([add]).run('2+3');
