@@ -445,8 +445,12 @@ class CompletionRequest implements PushedSource {
       );
       return;
     }
-    // The calls end the turn whatever the finish reason says (some servers say `stop` with calls).
-    const calls = toolCalls?.size ? { toolCalls: toolCalls.calls(), reasoningField } : {};
+    // The calls end the turn whatever the finish reason says (some servers say `stop` with calls),
+    // but for a call the token limit cut: the turn is then an answer cut by the limit, as a text
+    // would be (run, the cut call would fail and the model, cut again, ask again to the last round).
+    const asked = toolCalls?.size ? toolCalls.calls() : [];
+    const cut = finishReason === 'length' && asked.some((call) => cutArguments(call.function.arguments));
+    const calls = asked.length > 0 && !cut ? { toolCalls: asked, reasoningField } : {};
     // Over before the `end` is handed out: the run moves on at once and aborts its signal, which
     // must find nothing to abort (the socket goes back to the pool).
     this.#finish();
@@ -534,4 +538,15 @@ function retryAfterMs(headers: Headers | undefined): number | undefined {
   if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
   const date = Date.parse(value);
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+/** Arguments that stop short of a whole JSON value (none at all is a call without parameters). */
+function cutArguments(text: string): boolean {
+  if (text.trim() === '') return false;
+  try {
+    JSON.parse(text);
+    return false;
+  } catch {
+    return true;
+  }
 }

@@ -159,6 +159,22 @@ describe('the reasoning of a turn that asked for tools', () => {
   });
 });
 
+describe('a turn the token limit cut inside a tool call', () => {
+  it('runs no call and completes with finish reason length; a whole call under length runs', async () => {
+    const cutCall = { ...addCall, function: { name: 'add', arguments: '{"a": 2, "b"' } };
+    fakeServer().enqueue({ chunks: ['Adding. '], toolCalls: [cutCall], finishReason: 'length' });
+    const events = await collect(agentWith([add]).run('2+3', { stream: true }));
+    checkRunEvents(events, 'completed');
+    expect(events.map((e) => e.event)).toEqual(['RunStarted', 'RunContent', 'RunCompleted']);
+    expect(events.at(-1)).toMatchObject({ finish_reason: 'length', content: 'Adding. ', tools: [] });
+    expect(fakeServer().requests).toHaveLength(1);
+
+    fakeServer().enqueue({ chunks: [], toolCalls: [addCall], finishReason: 'length' }, { chunks: ['5'] });
+    const output = await agentWith([add]).run('2+3');
+    expect(output).toMatchObject({ status: 'completed', content: '5', tools: [{ result: '5' }] });
+  });
+});
+
 describe('ReasoningPhases', () => {
   it('goes on from the steps of a run taken back from the store', () => {
     const phases = new ReasoningPhases([step('Before.')]);
