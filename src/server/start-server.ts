@@ -120,10 +120,10 @@ export async function startServer(
     // with no request in progress (its `closeIdleConnections`): a request a client sends on one now
     // would meet a reset, where the app answers it 503 `SHUTTING_DOWN` with `Retry-After` (a client
     // cannot tell from a reset whether its run was taken). They are ended below, once the app is.
-    const closeIdle = server.closeIdleConnections;
     server.closeIdleConnections = () => undefined;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections = closeIdle;
+    // (The prototype's again.)
+    delete (server as { closeIdleConnections?: unknown }).closeIdleConnections;
     // Clients that stopped reading would hold the shutdown forever: past the grace period, drop them.
     const grace = setTimeout(() => server.closeAllConnections(), graceMs);
     try {
