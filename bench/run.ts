@@ -22,9 +22,9 @@ import { createSharedStorage, type SharedStorage } from './shared-storage.js';
 function commit(): string {
   try {
     const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'machines', 'bench'], {
-      encoding: 'utf8',
-    });
+    // (Not the reports: this run's own, made at its start, is one.)
+    const paths = ['src', 'machines', 'bench', ':!bench/results'];
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', ...paths], { encoding: 'utf8' });
     return dirty.trim() ? `${head}+changes` : head;
   } catch {
     return '?';
