@@ -18,6 +18,7 @@ import { sendInLaterTurn } from './request-starts.js';
 import { nodeHttpFetch, UnreadableResponseError } from './node-http-fetch.js';
 import { OfflineModel } from './offline-model.js';
 import { PushedIterator, type PushedSource } from './pushed-iterator.js';
+import { isCompleteJson } from './tool-call-assembler.js';
 
 /** Options of {@link OpenAIChat}. Only `id` is required. */
 export interface OpenAIChatOptions {
@@ -449,7 +450,10 @@ class CompletionRequest implements PushedSource {
     // but for a call the token limit cut: the turn is then an answer cut by the limit, as a text
     // would be (run, the cut call would fail and the model, cut again, ask again to the last round).
     const asked = toolCalls?.size ? toolCalls.calls() : [];
-    const cut = finishReason === 'length' && asked.some((call) => cutArguments(call.function.arguments));
+    // (No arguments at all is a call of a tool without parameters, not a cut one.)
+    const cut =
+      finishReason === 'length' &&
+      asked.some(({ function: { arguments: args } }) => args.trim() !== '' && !isCompleteJson(args));
     const calls = asked.length > 0 && !cut ? { toolCalls: asked, reasoningField } : {};
     // Over before the `end` is handed out: the run moves on at once and aborts its signal, which
     // must find nothing to abort (the socket goes back to the pool).
@@ -538,15 +542,4 @@ function retryAfterMs(headers: Headers | undefined): number | undefined {
   if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
   const date = Date.parse(value);
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-/** Arguments that stop short of a whole JSON value (none at all is a call without parameters). */
-function cutArguments(text: string): boolean {
-  if (text.trim() === '') return false;
-  try {
-    JSON.parse(text);
-    return false;
-  } catch {
-    return true;
-  }
 }

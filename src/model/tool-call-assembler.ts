@@ -130,7 +130,8 @@ function startsAgain(call: Building, name: string, args: string): boolean {
   return name !== '' && args.trim() !== '' && isCompleteJson(call.arguments);
 }
 
-function isCompleteJson(text: string): boolean {
+/** Whether `text` is one whole JSON value (arguments the server finished). */
+export function isCompleteJson(text: string): boolean {
   if (text.trim() === '') return false;
   try {
     JSON.parse(text);
