@@ -578,10 +578,19 @@ describe('storage options', () => {
     await expect(openStorage({ store: { retention: { maxFinishedRuns: 'x' } } } as never)).rejects.toEqual(
       invalid(/^store\.retention\.maxFinishedRuns: /),
     );
-    // In memory, its limits make the memory store.
+    await expect(openStorage({ store: { maxSession: 5 } } as never)).rejects.toEqual(
+      invalid(/^openStorage's store has no option "maxSession": its options are instanceId, /),
+    );
+    // In memory, its limits make the memory store, and the buses of a store shared by every
+    // orchestrator given the storage: a cancel asked of one reaches a run of another.
     const storage = await openStorage({ store: { retention: { maxFinishedRuns: 1 } } });
     expect(storage.description).toBe('memory');
-    const owner = orchestrator({ store: storage.store });
+    const [owner, other] = [orchestrator({ ...storage }), orchestrator({ ...storage })];
+    const held = createFakeModel();
+    const streaming = owner.startRun({ agentId: 'a', agentName: 'A', model: held, input: 'held' });
+    await held.nextCall();
+    expect(await other.requestCancel(streaming.runId, 'api')).toMatchObject({ status: 'cancelled' });
+    expect(await streaming.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
     const model = createFakeModel();
     for (const input of ['one', 'two']) {
       const run = owner.startRun({ agentId: 'a', agentName: 'A', model, input });

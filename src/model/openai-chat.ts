@@ -450,10 +450,14 @@ class CompletionRequest implements PushedSource {
     // but for a call the token limit cut: the turn is then an answer cut by the limit, as a text
     // would be (run, the cut call would fail and the model, cut again, ask again to the last round).
     const asked = toolCalls?.size ? toolCalls.calls() : [];
-    // (No arguments at all is a call of a tool without parameters, not a cut one.)
+    // No arguments at all is a call of a tool without parameters, but for the last call: the limit
+    // may have fallen right after its name.
     const cut =
       finishReason === 'length' &&
-      asked.some(({ function: { arguments: args } }) => args.trim() !== '' && !isCompleteJson(args));
+      asked.some(
+        ({ function: { arguments: args } }, i) =>
+          !isCompleteJson(args) && (args.trim() !== '' || i === asked.length - 1),
+      );
     const calls = asked.length > 0 && !cut ? { toolCalls: asked, reasoningField } : {};
     // Over before the `end` is handed out: the run moves on at once and aborts its signal, which
     // must find nothing to abort (the socket goes back to the pool).

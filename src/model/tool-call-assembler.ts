@@ -28,8 +28,8 @@ interface Building {
  * by id only, so a different id at the same index is another call; some send no id at all, so a
  * name arriving for a call that has another name, whose arguments are already complete JSON, or
  * when neither has arguments (two calls of a tool without parameters), starts another call; so
- * does a name with arguments after complete ones under the same id (ids numbered per response,
- * every call `call_0`). A call
+ * does a name with arguments, or another name, after complete arguments under the same id (ids
+ * numbered per response, every call `call_0`). A call
  * with no id, or with the id of an earlier call of the turn, gets a made-up one: the results sent
  * back must name exactly one call each. An id that comes after a call's first delta, with nothing
  * that begins another call, is that call's (some servers send it late).
@@ -125,9 +125,13 @@ function startsAnother(call: Building, name: string, args: string): boolean {
   return name !== call.name || isCompleteJson(call.arguments) || (args === '' && call.arguments === '');
 }
 
-/** A named delta with arguments, after the call's complete ones: another call with the same id. */
+/**
+ * A named delta after the call's complete arguments, under the call's own id: another call with
+ * the same id when it names another tool, or brings arguments of its own. (The same name with no
+ * arguments is a server repeating the call's id and name on every delta.)
+ */
 function startsAgain(call: Building, name: string, args: string): boolean {
-  return name !== '' && args.trim() !== '' && isCompleteJson(call.arguments);
+  return name !== '' && isCompleteJson(call.arguments) && (name !== call.name || args.trim() !== '');
 }
 
 /** Whether `text` is one whole JSON value (arguments the server finished). */

@@ -61,6 +61,16 @@ export interface StorageOptions {
   store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
 }
 
+/** The names `StorageOptions.store` has. */
+const STORE_OPTIONS = [
+  'instanceId',
+  'retention',
+  'maxSessions',
+  'maxRunsPerSession',
+  'eventGroupsInFlight',
+  'now',
+] as const satisfies readonly (keyof NonNullable<StorageOptions['store']>)[];
+
 /** The names {@link StorageOptions} has. */
 const STORAGE_OPTIONS = [
   'dataDir',
@@ -75,12 +85,13 @@ const STORAGE_OPTIONS = [
 export interface Storage {
   /**
    * `undefined` in memory (the orchestrator's default), unless `store` set limits: then a memory
-   * store with them.
+   * store with them, which every orchestrator given this storage shares.
    */
   readonly store: (RunStore & { readonly leases?: RunLeases }) | undefined;
   /**
-   * Redis's with a Redis URL; else, with a database, the process's own, shared by every orchestrator
-   * given this storage; `undefined` in memory (each orchestrator has its own store and buses).
+   * Redis's with a Redis URL; else, with a database (or a memory store with limits), the process's
+   * own, shared by every orchestrator given this storage; `undefined` in memory without limits (each
+   * orchestrator has its own store and buses).
    */
   readonly cancelBus: CancelBus | undefined;
   readonly eventBus: EventBus | undefined;
@@ -113,15 +124,17 @@ export async function openStorage(options: StorageOptions = {}): Promise<Storage
       'a Redis URL needs a database URL: instances share runs through PostgreSQL, and signal through Redis',
     );
   // Its limits are checked before anything is opened: a wrong one leaves nothing to close.
+  checkOptionNames(options.store ?? {}, STORE_OPTIONS, "openStorage's store");
   checkOption(sqlStoreLimitsSchema, options.store ?? {}, 'store');
   if (!dataDir && !databaseUrl) {
-    const { retention, maxSessions, maxRunsPerSession } = options.store ?? {};
+    const { retention, maxSessions, maxRunsPerSession, now } = options.store ?? {};
     const limited = retention !== undefined || maxSessions !== undefined || maxRunsPerSession !== undefined;
+    // With limits, the memory store the orchestrator would have made, with them, and the buses that
+    // go with a store every orchestrator given this storage shares (as a database's, without Redis).
     return {
-      // With limits, the memory store the orchestrator would have made, with them.
-      store: limited ? createMemoryRunStore({ retention, maxSessions, maxRunsPerSession }) : undefined,
-      cancelBus: undefined,
-      eventBus: undefined,
+      store: limited ? createMemoryRunStore({ retention, maxSessions, maxRunsPerSession, now }) : undefined,
+      cancelBus: limited ? createMemoryCancelBus() : undefined,
+      eventBus: limited ? createMemoryEventBus() : undefined,
       description: 'memory',
       close: () => Promise.resolve(),
     };

@@ -169,6 +169,11 @@ describe('a turn the token limit cut inside a tool call', () => {
     expect(events.at(-1)).toMatchObject({ finish_reason: 'length', content: 'Adding. ', tools: [] });
     expect(fakeServer().requests).toHaveLength(1);
 
+    // Cut right after the name: the last call, with no arguments yet.
+    const named = { ...addCall, function: { name: 'add', arguments: '' } };
+    fakeServer().enqueue({ chunks: [], toolCalls: [named], finishReason: 'length' });
+    expect(await agentWith([add]).run('2+3')).toMatchObject({ finish_reason: 'length', tools: [] });
+
     fakeServer().enqueue({ chunks: [], toolCalls: [addCall], finishReason: 'length' }, { chunks: ['5'] });
     const output = await agentWith([add]).run('2+3');
     expect(output).toMatchObject({ status: 'completed', content: '5', tools: [{ result: '5' }] });

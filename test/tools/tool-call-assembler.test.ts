@@ -129,6 +129,20 @@ describe('ToolCallAssembler', () => {
     ]);
   });
 
+  it('takes another name after complete arguments, under the same id, for another call (OpenAI: name, then arguments)', () => {
+    expect(
+      assemble([
+        { index: 0, id: 'call_0', function: { name: 'add', arguments: '' } },
+        { index: 0, function: { arguments: '{"a":1,"b":1}' } },
+        { index: 0, id: 'call_0', function: { name: 'mul', arguments: '' } },
+        { index: 0, function: { arguments: '{"a":2,"b":2}' } },
+      ]),
+    ).toEqual([
+      { id: 'call_0', name: 'add', arguments: '{"a":1,"b":1}' },
+      { id: 'made_1', name: 'mul', arguments: '{"a":2,"b":2}' },
+    ]);
+  });
+
   it('takes two calls of a tool without parameters, with no ids and no arguments, for two calls', () => {
     expect(
       assemble([{ function: { name: 'now', arguments: '' } }, { function: { name: 'now', arguments: '' } }]),
