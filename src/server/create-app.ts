@@ -48,7 +48,7 @@ export interface CreateAppOptions {
    */
   securityKey?: string | undefined;
   /** Origins allowed to call the API from a browser. Default {@link DEFAULT_CORS_ORIGINS}. */
-  cors?: { origins: readonly string[] | '*' } | undefined;
+  cors?: { origins: readonly (string | RegExp)[] | '*' } | undefined;
   /**
    * Without a security key, host names (the `Host` header) requests may name besides `localhost`
    * and IP addresses; others get a 403, which stops a web page from reading runs through a name it

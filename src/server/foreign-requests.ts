@@ -15,7 +15,7 @@ export interface ForeignRequestOptions {
    * Origins allowed to call the API from a browser (the CORS setting), besides the server's own:
    * `'*'` allows every one.
    */
-  origins: readonly string[] | '*';
+  origins: readonly (string | RegExp)[] | '*';
   /** Host names a request may name besides `localhost` and IP addresses; `'*'` for any. */
   allowedHosts: readonly string[] | '*';
   /** With a security key, no page can send the token: neither is checked. */
@@ -43,9 +43,24 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 export function refuseForeignRequests({ origins, allowedHosts, keyed }: ForeignRequestOptions) {
   const hosts =
     keyed || allowedHosts === '*' ? undefined : new Set(allowedHosts.map((host) => hostName(host)));
-  const allowedOrigins = keyed || origins === '*' ? undefined : new Set(origins);
+  const allowedOrigins = keyed || origins === '*' ? undefined : originMatcher(origins);
   return (req: IncomingMessage, _res: ServerResponse, next: (error?: unknown) => void): void => {
     next(foreignRequestError(req, hosts, allowedOrigins));
+  };
+}
+
+/** The origins `cors` allows, as the `cors` package matches them: a string exactly, a RegExp by a test. */
+function originMatcher(origins: readonly (string | RegExp)[]): { has(origin: string): boolean } {
+  const exact = new Set(origins.filter((origin) => typeof origin === 'string'));
+  const patterns = origins.filter((origin) => origin instanceof RegExp);
+  return {
+    has: (origin) =>
+      exact.has(origin) ||
+      patterns.some((pattern) => {
+        // (A global or sticky pattern keeps where its last test ended: each test starts afresh.)
+        pattern.lastIndex = 0;
+        return pattern.test(origin);
+      }),
   };
 }
 
@@ -53,7 +68,7 @@ export function refuseForeignRequests({ origins, allowedHosts, keyed }: ForeignR
 export function foreignRequestError(
   req: IncomingMessage,
   hosts: ReadonlySet<string> | undefined,
-  allowedOrigins: ReadonlySet<string> | undefined,
+  allowedOrigins: { has(origin: string): boolean } | undefined,
 ): RunstateError | undefined {
   const host = req.headers.host;
   if (hosts && host !== undefined && !knownHost(hostName(host), hosts) && !isHealthCheck(req)) {

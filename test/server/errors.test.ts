@@ -234,6 +234,27 @@ describe('requests a web page of another site could make', () => {
     }
   });
 
+  it('takes a POST from an origin a RegExp of cors allows, as CORS does, and refuses one it does not match', async () => {
+    // Global: a pattern that keeps where its last test ended must match afresh every time.
+    const { story } = await serveFake({
+      cors: { origins: [/^http:\/\/ui\.example(:\d+)?$/g, 'http://b.example'] },
+    });
+    const form = (origin: string) =>
+      fetch(`${story}/runs`, {
+        method: 'POST',
+        headers: { origin, 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'message=hi&background=true',
+      });
+    for (const origin of [
+      'http://ui.example',
+      'http://ui.example:8080',
+      'http://ui.example',
+      'http://b.example',
+    ])
+      expect((await form(origin)).status, origin).toBe(202);
+    await expectError(await form('http://ui.example.evil'), 403, 'FORBIDDEN');
+  });
+
   it('refuses a POST from a page of an origin neither allowed nor its own, starting no run', async () => {
     const { url, story, model } = await serveFake();
     const form = (origin: string) =>
