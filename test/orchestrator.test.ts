@@ -1252,3 +1252,28 @@ describe('a model with streamTo', () => {
     expect(await run.result).toMatchObject({ status: 'cancelled', content: 'seen' });
   });
 });
+
+describe('a store that refuses a run', () => {
+  it('fails it INTERNAL with a message of its own: the store’s text goes to the log, not to the run’s readers', async () => {
+    const memory = createMemoryRunStore();
+    const secret = 'permission denied for table runstate_runs (role app_rw, password hunter2)';
+    const store = { ...memory, createRun: () => Promise.reject(new Error(secret)) };
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const { start, model } = setup({ store });
+      const run = start();
+      await expect(run.recorded).rejects.toThrow(secret);
+      const events = await collect(run.events());
+      checkRunEvents(events, 'failed');
+      expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'INTERNAL' });
+      expect(JSON.stringify(events)).not.toContain('hunter2');
+      expect(JSON.stringify(await run.result)).not.toContain('hunter2');
+      expect(model.calls).toHaveLength(0);
+      expect(logged.mock.calls.some((call) => call.some((arg) => String(arg).includes('hunter2')))).toBe(
+        true,
+      );
+    } finally {
+      logged.mockRestore();
+    }
+  });
+});

@@ -1,7 +1,7 @@
 import { fromCallback } from 'xstate';
 import type { CheckedToolCall, RunErrorData } from '../../machines/run-types.js';
 import type { ModelServiceInput, RunMachineEvent } from '../../machines/run.machine.js';
-import { toRunErrorData } from '../errors.js';
+import { RunstateError, toRunErrorData } from '../errors.js';
 import {
   streamModel,
   type ChatMessage,
@@ -338,7 +338,23 @@ function pump(
         receiver.close(error);
       }
     },
-    (error: unknown) => receiver.close(error),
+    (error: unknown) => receiver.close(storeRefusal(error)),
+  );
+}
+
+/**
+ * The run's failure when its store refused it, or its history: a refusal of runstate's own (a
+ * session of another agent, an outage) as it is; any other error as `INTERNAL`, whose text (a
+ * database's, which may name tables, roles or worse) goes to the log, not to the run's events and
+ * record, which every reader of the run sees. (It is no model failure either.)
+ */
+function storeRefusal(error: unknown): unknown {
+  if (error instanceof RunstateError) return error;
+  console.error('runstate: the run store refused a run, or its history', error);
+  return new RunstateError(
+    'INTERNAL',
+    'the run store refused the run or its history (the error is in the server log)',
+    { cause: error },
   );
 }
 
