@@ -31,10 +31,16 @@ async function onServer(sql: string): Promise<void> {
 }
 
 /** The bench cannot run the http-pg client here: said in one line, before anything is measured. */
-function unavailable(what: string, url: string, variable: string, error: unknown): BenchUsageError {
+function unavailable(
+  what: string,
+  url: string,
+  defaultPort: number,
+  variable: string,
+  error: unknown,
+): BenchUsageError {
   const where = new URL(url);
   return new BenchUsageError(
-    `the http-pg client needs ${what} at ${where.hostname}:${where.port || (what === 'Redis' ? 6379 : 5432)} (${variable}), ` +
+    `the http-pg client needs ${what} at ${where.hostname}:${where.port || defaultPort} (${variable}), ` +
       `or leave it out with --kinds: ${(error as Error).message}`,
   );
 }
@@ -49,10 +55,10 @@ export async function createSharedStorage(): Promise<SharedStorage> {
   try {
     await (await connectRedis(REDIS_URL)).quit();
   } catch (error) {
-    throw unavailable('Redis', REDIS_URL, 'BENCH_REDIS_URL', error);
+    throw unavailable('Redis', REDIS_URL, 6379, 'BENCH_REDIS_URL', error);
   }
   await onServer(`CREATE DATABASE ${name}`).catch((error: unknown) => {
-    throw unavailable('PostgreSQL', POSTGRES_URL, 'BENCH_POSTGRES_URL', error);
+    throw unavailable('PostgreSQL', POSTGRES_URL, 5432, 'BENCH_POSTGRES_URL', error);
   });
   const url = new URL(POSTGRES_URL);
   url.pathname = `/${name}`;

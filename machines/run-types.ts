@@ -9,8 +9,11 @@ export type RunStatus = 'pending' | 'streaming' | 'paused' | 'completed' | 'canc
 /** The statuses a run ends in. */
 export type FinalRunStatus = Extract<RunStatus, 'completed' | 'cancelled' | 'failed'>;
 
+/** Every reason a run may be cancelled for: over HTTP, from code, its client went away, shutdown. */
+export const CANCEL_REASONS = ['api', 'code', 'client_disconnect', 'shutdown'] as const;
+
 /** Why a run was cancelled. Cancellation is not an error: it has a reason, not a code. */
-export type CancelReason = 'api' | 'code' | 'client_disconnect' | 'shutdown';
+export type CancelReason = (typeof CANCEL_REASONS)[number];
 
 /** Every error code runstate produces, from the model boundary to the HTTP API. */
 export type ErrorCode =

@@ -172,7 +172,8 @@ export function streamError(error: unknown, delivered: boolean, event?: object):
 }
 
 /**
- * A stream whose finish reason is `error`, with no error object: a gateway's provider failed. Retried
+ * A stream whose finish reason is `error` (a gateway's provider failed) or `abort` (vLLM's engine
+ * aborted the request), with no error object. Retried
  * before any output (a new request may reach a working provider), as a server error would be.
  */
 function endedWithError(finishReason: string, delivered: boolean, event: object): RunstateError {

@@ -134,9 +134,14 @@ function startsAgain(call: Building, name: string, args: string): boolean {
   return name !== '' && isCompleteJson(call.arguments) && (name !== call.name || args.trim() !== '');
 }
 
+/** The last characters a JSON value can have: `}`, `]`, `"`, a digit, `true`/`false`, `null`. */
+const VALUE_ENDS = new Set('}]"0123456789el');
+
 /** Whether `text` is one whole JSON value (arguments the server finished). */
 export function isCompleteJson(text: string): boolean {
-  if (text.trim() === '') return false;
+  // A JSON value ends with one of these: arguments still streaming are most often told by their
+  // last character, without parsing all of them again at every delta.
+  if (!VALUE_ENDS.has(text.trimEnd().at(-1) ?? '')) return false;
   try {
     JSON.parse(text);
     return true;

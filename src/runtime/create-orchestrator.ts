@@ -2,7 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
-import type { CancelReason, ToolConfirmation, ToolExecution } from '../../machines/run-types.js';
+import {
+  CANCEL_REASONS,
+  type CancelReason,
+  type ToolConfirmation,
+  type ToolExecution,
+} from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatMessage, ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
@@ -1111,16 +1116,9 @@ function checkOrchestratorOptions(options: OrchestratorOptions): void {
   }
 }
 
-const CANCEL_REASONS: readonly unknown[] = [
-  'api',
-  'code',
-  'client_disconnect',
-  'shutdown',
-] satisfies CancelReason[];
-
 /** Refuses a reason that is none of {@link CancelReason}'s: it would be stored and sent as it came. */
 function checkCancelReason(reason: unknown): void {
-  if (reason !== undefined && !CANCEL_REASONS.includes(reason))
+  if (reason !== undefined && !(CANCEL_REASONS as readonly unknown[]).includes(reason))
     throw new RunstateError(
       'INVALID_INPUT',
       `a cancel's reason must be one of ${CANCEL_REASONS.join(', ')}, got ${JSON.stringify(reason) ?? typeof reason}`,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CANCEL_REASONS } from '../../machines/run-types.js';
 import { STATUS_BY_CODE } from './http-errors.js';
 import { runStatus } from './schemas.js';
 
@@ -9,7 +10,7 @@ import { runStatus } from './schemas.js';
  * other. Strict objects: a field the runtime adds without a schema fails that test too.
  */
 
-const cancelReason = z.enum(['api', 'code', 'client_disconnect', 'shutdown']).meta({
+const cancelReason = z.enum(CANCEL_REASONS).meta({
   description: 'Why the run was cancelled: over HTTP, from code, the client went away, or shutdown.',
 });
 

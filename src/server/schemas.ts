@@ -338,8 +338,9 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
  */
 export function parseQuery<Schema extends z.ZodObject>(schema: Schema, query: object): z.output<Schema> {
   for (const key of Object.keys(query)) {
-    const name = key.slice(0, key.indexOf('['));
-    if (name && Object.hasOwn(schema.shape, name))
+    const bracket = key.indexOf('[');
+    const name = key.slice(0, bracket);
+    if (bracket > 0 && Object.hasOwn(schema.shape, name))
       throw invalidField(name, `${name}: must be sent as ${name}=value, once (not ${key})`);
   }
   return parseInput(schema, query);

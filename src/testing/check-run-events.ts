@@ -1,7 +1,8 @@
+import { CANCEL_REASONS } from '../../machines/run-types.js';
 import { isTerminalEvent, RunEvent } from '../runtime/run-events.js';
 
 const EVENT_NAMES: ReadonlySet<string> = new Set(Object.values(RunEvent));
-const CANCEL_REASONS: ReadonlySet<unknown> = new Set(['api', 'code', 'client_disconnect', 'shutdown']);
+const CANCEL_REASON_SET: ReadonlySet<unknown> = new Set(CANCEL_REASONS);
 
 /** The status each terminal event carries. */
 const TERMINAL_STATUS: Record<string, string> = {
@@ -112,7 +113,7 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
   }
   if (reasoning) fail('a reasoning phase is not completed before the terminal event');
   if (last.event === 'RunError' && !last.code) fail('RunError has no code');
-  if (last.event === 'RunCancelled' && !CANCEL_REASONS.has(last.reason))
+  if (last.event === 'RunCancelled' && !CANCEL_REASON_SET.has(last.reason))
     fail(`RunCancelled has no cancel reason (${String(last.reason)})`);
   if (last.event === 'RunCompleted' && (typeof last.finish_reason !== 'string' || !last.metrics))
     fail('RunCompleted has no finish_reason or no metrics');

@@ -18,16 +18,17 @@ import {
   type RunSnapshot,
   type RunToolEmitted,
 } from '../../machines/run.machine.js';
-import type {
-  CancelReason,
-  CheckedToolCall,
-  FinalRunStatus,
-  RetryPolicy,
-  RunErrorData,
-  RunMachineOutput,
-  RunStatus,
-  TokenUsage,
-  ToolConfirmation,
+import {
+  CANCEL_REASONS,
+  type CancelReason,
+  type CheckedToolCall,
+  type FinalRunStatus,
+  type RetryPolicy,
+  type RunErrorData,
+  type RunMachineOutput,
+  type RunStatus,
+  type TokenUsage,
+  type ToolConfirmation,
 } from '../../machines/run-types.js';
 
 /** The run machine, or one made from it with `runMachine.provide(...)`. */
@@ -229,8 +230,6 @@ const DEFAULT_ERRORS: RunErrorData[] = [
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream 503', status: 503, retryable: true, retryAfterMs: 250 },
   { code: 'MODEL_REQUEST_FAILED', message: 'upstream 400', status: 400, retryable: false },
 ];
-
-const CANCEL_REASONS: CancelReason[] = ['api', 'code', 'client_disconnect', 'shutdown'];
 
 const AFTER_PREFIX = 'xstate.after.';
 const ERROR_PREFIX = 'xstate.error.actor.';

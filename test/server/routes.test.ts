@@ -433,6 +433,8 @@ describe('sessions', () => {
     }
     // A parameter no route reads is ignored, as FastAPI's AgentOS does, brackets or not.
     expect((await fetch(`${url}/sessions?fields[]=x&other=1`)).status).toBe(200);
+    // A longer name that begins with a route's own is another parameter, not its bracket form.
+    expect((await fetch(`${url}/sessions?user_idx=bob&limitx=1`)).status).toBe(200);
     expect((await fetch(`${story}/runs?session_id=s1`)).status).toBe(200);
   });
 
