@@ -973,10 +973,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const cancelled = taken.filter((it) => it !== undefined).map(({ run }) => run);
       for (const run of cancelled) run.cancel('api');
       await Promise.all(cancelled.map((run) => run.result));
-      // The owners of its runs on other instances are told first: with the bus out of reach this
-      // rejects (`STORE_UNAVAILABLE`) before anything is forgotten, and a retry finds the session.
+      // Its runs on other instances are cancelled as the cancel route cancels them, and their ends
+      // awaited before anything is forgotten: a follower elsewhere gets its RunCancelled, also when
+      // the owner is gone (finalised here once its lease has run out, as a cancel of it is). With
+      // the owner out of reach this rejects (`STORE_UNAVAILABLE`), and a retry finds the session.
       const elsewhere = runs.filter((run) => run.finished_at === null && !registry.has(run.run_id));
-      await Promise.all(elsewhere.map((run) => cancelBus.publish(run.run_id, 'api')));
+      await Promise.all(elsewhere.map((run) => requestCancel(run.run_id, 'api').catch(unlessEnded)));
       const existed = await store.deleteSession(sessionId);
       // The session is forgotten before the runs here are cancelled: their terminal events still
       // reach their followers, but their final records are no longer stored (they would count
@@ -1123,6 +1125,15 @@ function checkCancelReason(reason: unknown): void {
       'INVALID_INPUT',
       `a cancel's reason must be one of ${CANCEL_REASONS.join(', ')}, got ${JSON.stringify(reason) ?? typeof reason}`,
     );
+}
+
+/**
+ * What a cancel of a session's run is answered with when the run ended otherwise meanwhile (or its
+ * record went with the session first): nothing to do. Anything else (the store out of reach) is thrown.
+ */
+function unlessEnded(error: unknown): void {
+  const code = error instanceof RunstateError ? error.code : undefined;
+  if (code !== 'RUN_ALREADY_FINISHED' && code !== 'RUN_NOT_FOUND') throw error;
 }
 
 /** What every store has (see {@link RunStore}). */

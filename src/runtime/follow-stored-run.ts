@@ -22,6 +22,8 @@ import type { EventBus, RunStore } from './storage.js';
  * only watches, so its reader is let go at once, to resume on another instance (`Last-Event-ID`). A
  * run that ends before `afterSeq` (a resume from past its last event, which only the end can tell
  * while the owner's newest events may not be stored yet) ends it with `INVALID_INPUT`.
+ * A run forgotten before its terminal event was read (its session deleted) ends it with
+ * `RUN_NOT_FOUND`.
  */
 export async function followStoredRun(
   store: RunStore,
@@ -229,8 +231,14 @@ async function* follow(
       }
       if (!missing || missing.length > 0) continue;
       const now = await unlessUnavailable(store.getRun(runId));
-      // Forgotten meanwhile (its session deleted): nothing more will come.
-      if (now === undefined) return;
+      // Forgotten meanwhile (its session deleted) without its end read here: ended cleanly, the
+      // stream would look complete to its reader, who never learns how the run ended.
+      if (now === undefined) {
+        throw new RunstateError(
+          'RUN_NOT_FOUND',
+          `run ${runId} was deleted with its session before its end was read`,
+        );
+      }
       // Final now: its end may have been stored after the events were read (another instance's
       // sweep or cancel between the two reads), so they are read once more, as for a run found
       // final at the start.

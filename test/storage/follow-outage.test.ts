@@ -125,3 +125,21 @@ describe('a follower whose store goes out of reach as it starts', () => {
     void events.return?.();
   });
 });
+
+describe('a follower whose run is forgotten before its end (its session deleted)', () => {
+  it('rejects RUN_NOT_FOUND rather than end as if the run were over', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const memory = createMemoryRunStore();
+    await memory.createRun(record);
+    await memory.appendEvents('run-1', [content(1, 'a')]);
+
+    const events = (await followStoredRun(memory, createMemoryEventBus(), 'run-1'))[Symbol.asyncIterator]();
+    expect((await events.next()).value).toMatchObject({ seq: 1 });
+    const next = events.next();
+    next.catch(() => undefined);
+    await memory.deleteSession('session-1');
+    // Quiet for a second: the follower asks the store, which no longer knows the run.
+    await vi.advanceTimersByTimeAsync(1_000);
+    await expect(next).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+  });
+});

@@ -352,6 +352,7 @@ describe('an owner killed with SIGKILL', () => {
     expect(content.event).toBe('RunContent');
     return {
       runId: started.run_id,
+      sessionId: started.session_id,
       async kill() {
         process.kill(-cli.child.pid!, 'SIGKILL');
         await cli.exit;
@@ -415,7 +416,7 @@ describe('an owner killed with SIGKILL', () => {
       );
       expect(terminal).toHaveLength(1);
     }
-    return { runId: killed.runId, other, cancel, expectCancelledBy };
+    return { runId: killed.runId, sessionId: killed.sessionId, other, cancel, expectCancelledBy };
   }
 
   it('a cancel of its run on the other instance, once its lease ran out, cancels it at once', async () => {
@@ -432,6 +433,24 @@ describe('an owner killed with SIGKILL', () => {
     const { cancel, expectCancelledBy } = await killedOwnerAndOther(1_000);
     // Sent while the owner's lease still holds: nobody can tell yet that it is gone.
     await expectCancelledBy(await cancel());
+  });
+
+  it('a delete of its session on the other instance cancels it first: a follower there gets RunCancelled', async () => {
+    const { runId, sessionId, other } = await killedOwnerAndOther(1_000);
+    const follower = readSse(await fetch(`${other.story}/runs/${runId}/events`));
+    expect((await follower.next())!.data.event).toBe('RunStarted');
+    // Sent while the owner's lease still holds: answered once the lease has run out and the run is
+    // finalised, as a cancel of it is.
+    const deleted = await fetch(`${other.url}/sessions/${sessionId}`, { method: 'DELETE' });
+    expect(deleted.status).toBe(204);
+    const frames = await follower.rest();
+    expect(frames.at(-1)!.data).toMatchObject({ event: 'RunCancelled', reason: 'api' });
+    const terminal = frames.filter((frame) =>
+      /^Run(Cancelled|Error|Completed)$/.test(String(frame.data.event)),
+    );
+    expect(terminal).toHaveLength(1);
+    expect((await fetch(`${other.story}/runs/${runId}`)).status).toBe(404);
+    expect((await fetch(`${other.url}/sessions/${sessionId}`)).status).toBe(404);
   });
 });
 
