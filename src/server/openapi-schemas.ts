@@ -247,6 +247,13 @@ export const runAccepted = z.strictObject({
   status: z.literal('pending'),
 });
 
+/** The 202 answer of a continue in the background: the run as it stands once continued. */
+export const continueAccepted = z.strictObject({
+  run_id: z.string(),
+  session_id: z.string(),
+  status: runStatus,
+});
+
 /** The 200 answer of a cancel. */
 export const cancelResult = z.strictObject({ run_id: z.string(), status: z.literal('cancelled') });
 

@@ -17,6 +17,7 @@ import {
   runContinuedEvent,
   reasoningStartedEvent,
   runAccepted,
+  continueAccepted,
   runCancelledEvent,
   runCompletedEvent,
   runContentEvent,
@@ -287,9 +288,9 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'per pending call. Confirmed calls run; rejected ones do not, and the model is told. With ' +
       '`stream` (the default) the answer is the event stream from `RunContinued` on (`seq` goes on from ' +
       '`RunPaused`) to the next pause or the end; otherwise the run at that point (finished, or paused ' +
-      'again). With `background=true` and `stream`, the stream is resumable: the run goes on when the ' +
-      'client goes away, and each event has its `event_index`. A run that is not paused ' +
-      'answers 409 `RUN_NOT_PAUSED`.',
+      'again). With `background=true` the run goes on whatever the client does: with `stream` the ' +
+      'stream is resumable (each event has its `event_index`), and with `stream=false` the answer is ' +
+      '202 at once. A run that is not paused answers 409 `RUN_NOT_PAUSED`.',
     tag: 'Agents',
     body: continueRunJson,
     formBody: continueRunForm,
@@ -302,6 +303,10 @@ export const OPERATIONS: readonly OperationSpec[] = [
           'text/event-stream': documentedRunEvent,
           'application/json': z.union([runOutput, pausedRunOutput]),
         },
+      },
+      202: {
+        description: 'Continued in the background (`background=true`, `stream=false`).',
+        content: json(continueAccepted),
       },
     },
     errors: [
@@ -524,7 +529,7 @@ const PARAMETER_DESCRIPTIONS: Record<string, string> = {
   db_id: 'The database id every agent lists; another one answers 404.',
   limit: `Sessions per page, at most ${MAX_SESSION_PAGE_SIZE} (default 20).`,
   page: 'The page, from 1.',
-  sort_order: 'By last update.',
+  sort_order: 'The order of `sort_by`: `desc` (the default) or `asc`.',
 };
 
 /** Descriptions of the fields of a run request (the body of `create_agent_run`). */

@@ -59,8 +59,9 @@ export function runRoutes(context: RouteContext): Router {
       const agent = agents.get(req.params.agent_id);
       // (Typed by requireAgent's params, which name the agent only.)
       const runId = (req.params as unknown as { run_id: string }).run_id;
-      const input = parseInput(continueRunBody, withToolsParsed(req.body));
+      // An unknown run is a 404 whatever the body, as an unknown agent is.
       const record = await agents.run(agent, runId);
+      const input = parseInput(continueRunBody, withToolsParsed(req.body));
       if (input.session_id !== undefined && input.session_id !== record.session_id) {
         throw invalidField('session_id', `run ${runId} belongs to session ${record.session_id}`);
       }
@@ -85,6 +86,13 @@ export function runRoutes(context: RouteContext): Router {
       }
       if (input.stream) {
         await sendEventStream(res, run, { heartbeatMs: context.heartbeatMs, beforeEnd: () => run.result });
+        return;
+      }
+      if (input.background) {
+        // As a run started in the background: answered at once, the run goes on whatever the client
+        // does (its stream is never read, so nothing cancels it on leaving).
+        const { status } = await agents.run(agent, runId);
+        res.status(202).json({ run_id: runId, session_id: record.session_id, status });
         return;
       }
       await sendSettled(res, agent.orchestrator, runId, run, () =>

@@ -175,3 +175,49 @@ describe('a resumable continue (background=true, stream=true)', () => {
     expect(await agent.orchestrator.result(run_id)).toMatchObject({ status: 'completed' });
   });
 });
+
+describe('a continue in the background (background=true, stream=false)', () => {
+  it('answers 202 at once, as a run started in the background does, and the run goes on', async () => {
+    const { agentUrl, model, agent } = await serveConfirmingAgent();
+    const pausing = readSse(await postForm(`${agentUrl}/runs`, { message: 'Publish it' }));
+    (await model.nextCall()).callTools([{ id: 'call_p', name: 'publish', arguments: { note: 'hi' } }]);
+    const paused = await pausing.rest();
+    const { run_id, session_id, tools } = paused.at(-1)!.data as {
+      run_id: string;
+      session_id: string;
+      tools: Array<{ tool_call_id: string }>;
+    };
+    const answer = await postForm(`${agentUrl}/runs/${run_id}/continue`, {
+      tools: JSON.stringify(tools.map((tool) => ({ tool_call_id: tool.tool_call_id, confirmed: true }))),
+      background: 'true',
+      stream: 'false',
+    });
+    expect(answer.status).toBe(202);
+    const body = (await answer.json()) as { run_id: string; session_id: string; status: string };
+    expect(body).toMatchObject({ run_id, session_id });
+    expect(body.status).toBe('streaming');
+    // The client is gone (its answer read): the run goes on to its end.
+    const call = await model.nextCall();
+    call.emit('Published.');
+    call.end();
+    expect(await agent.orchestrator.result(run_id)).toMatchObject({
+      status: 'completed',
+      content: 'Published.',
+    });
+  });
+
+  it('answers 404 for an unknown run whatever the body', async () => {
+    const { agentUrl } = await serveConfirmingAgent();
+    await expectError(
+      await postForm(`${agentUrl}/runs/nope/continue`, { tools: 'xx' }),
+      404,
+      'RUN_NOT_FOUND',
+    );
+    const json = await fetch(`${agentUrl}/runs/nope/continue`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    await expectError(json, 404, 'RUN_NOT_FOUND');
+  });
+});
