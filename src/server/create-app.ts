@@ -17,6 +17,7 @@ import { RunstateError } from '../errors.js';
 import { checkOption, positiveDuration } from '../runtime/run-limits.js';
 import type { RouteContext } from './route-context.js';
 import { runRoutes } from './run-routes.js';
+import { refuseOtherMethods } from './method-not-allowed.js';
 import { observeRoutes } from './observe-routes.js';
 import { sessionRoutes } from './session-routes.js';
 import { trackResponses } from './track-responses.js';
@@ -211,7 +212,8 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   // After CORS, so that an allowed page reads why it was refused.
   app.use(refuseForeignRequests({ origins, allowedHosts, keyed: Boolean(securityKey) }));
   // The API document and its page hold no run data: open, before auth.
-  app.use(apiDocs({ secured: Boolean(securityKey), prometheus: metrics !== undefined }));
+  const docs = apiDocs({ secured: Boolean(securityKey), prometheus: metrics !== undefined });
+  app.use(docs);
   const mounts = Object.entries(options.mount ?? {});
   if (securityKey) {
     // Exact paths: a mount's static files open, the rest of it (its data) behind the token.
@@ -223,11 +225,13 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   for (const [path, handler] of mounts) app.use(path, handler);
   // Only runstate's own responses are waited for on shutdown (see `mount`).
   app.use(responses.middleware);
-  app.use(observeRoutes({ metrics, traceContext: tracer !== undefined }));
+  const observe = observeRoutes({ metrics, traceContext: tracer !== undefined });
+  const routes = [agentRoutes(context), runRoutes(context), sessionRoutes(context)];
+  app.use(observe);
   app.use(refuseNulInPath);
-  app.use(agentRoutes(context));
-  app.use(runRoutes(context));
-  app.use(sessionRoutes(context));
+  for (const router of routes) app.use(router);
+  // A path served, asked with a method it does not answer: 405 with `Allow`, not the 404 below.
+  app.use(refuseOtherMethods([docs, observe, ...routes]));
   app.use(notFoundHandler);
   const errors = { logger: options.logger ?? console };
   app.use(errorHandler(errors));

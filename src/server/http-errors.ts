@@ -41,8 +41,10 @@ export const STATUS_BY_CODE: Record<ErrorCode, number> = {
 interface HttpExtras {
   /** Fields of the JSON body (`field` of a 422, `status` of a 409). */
   body?: Record<string, unknown>;
-  /** Overrides the code's status: only for a body that could not be read at all (400). */
+  /** Overrides the code's status (a body that could not be read at all, 400; a 405, a 415). */
   status?: number;
+  /** Headers of the answer (`Allow` of a 405). */
+  headers?: Record<string, string>;
 }
 
 // RunstateError carries no HTTP data, and the core must not learn about HTTP: the few errors that
@@ -73,6 +75,20 @@ export function malformedRequest(detail: string, cause?: unknown): RunstateError
 export function unsupportedMediaType(detail: string): RunstateError {
   const error = new RunstateError('INVALID_INPUT', detail);
   extras.set(error, { status: 415, body: { field: 'content-type' } });
+  return error;
+}
+
+/**
+ * A path served, asked with a method it does not answer: 405 `{detail, code: 'NOT_FOUND'}` with the
+ * methods it answers in `Allow`, as HTTP (and AgentOS) answers; the code is a missing route's, which
+ * it is for that method.
+ */
+export function methodNotAllowed(method: string, path: string, allowed: readonly string[]): RunstateError {
+  const error = new RunstateError(
+    'NOT_FOUND',
+    `no route for ${method} ${path}: it answers ${allowed.join(', ')}`,
+  );
+  extras.set(error, { status: 405, headers: { Allow: allowed.join(', ') } });
   return error;
 }
 
@@ -114,6 +130,7 @@ export function sendError(res: ServerResponse, thrown: unknown, { logger }: Erro
     'Content-Type': 'application/json; charset=utf-8',
     'Content-Length': Buffer.byteLength(body),
   };
+  Object.assign(headers, extras.get(error)?.headers);
   if (status === 401) headers['WWW-Authenticate'] = 'Bearer';
   if (status === 503) headers['Retry-After'] = '1';
   if (closesAfterAnswer(res.req)) headers.Connection = 'close';

@@ -56,11 +56,25 @@ describe('GET /health, /agents, /teams', () => {
     const { url } = await serveFake();
     const body = await expectError(await fetch(`${url}/no/such/route`), 404, 'NOT_FOUND');
     expect(body.detail).toBe('no route for GET /no/such/route');
-    await expectError(
-      await fetch(`${url}/agents/story-writer-agent`, { method: 'DELETE' }),
-      404,
-      'NOT_FOUND',
-    );
+  });
+
+  it('answers a path it serves, asked with another method, 405 with the methods it answers in Allow', async () => {
+    const { url, story } = await serveFake();
+    const deleted = await fetch(`${story}`, { method: 'DELETE' });
+    const body = await expectError(deleted, 405, 'NOT_FOUND');
+    expect(deleted.headers.get('allow')).toBe('GET, HEAD');
+    expect(body.detail).toBe('no route for DELETE /agents/story-writer-agent: it answers GET, HEAD');
+    const put = await fetch(`${story}/runs`, { method: 'PUT' });
+    await expectError(put, 405, 'NOT_FOUND');
+    expect(put.headers.get('allow')).toBe('GET, HEAD, POST');
+    const get = await fetch(`${story}/runs/some-run/cancel`);
+    await expectError(get, 405, 'NOT_FOUND');
+    expect(get.headers.get('allow')).toBe('POST');
+    const health = await fetch(`${url}/health`, { method: 'POST' });
+    await expectError(health, 405, 'NOT_FOUND');
+    expect(health.headers.get('allow')).toBe('GET, HEAD');
+    // A path none serves stays a 404, whatever the method.
+    await expectError(await fetch(`${url}/no/such/route`, { method: 'PUT' }), 404, 'NOT_FOUND');
   });
 });
 
