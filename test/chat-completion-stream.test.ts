@@ -239,6 +239,25 @@ describe('nodeHttpFetch', () => {
     await closed[0];
   });
 
+  it('answers an error page cut short, or empty, in gzip with its status and headers, as fetch does', async () => {
+    ownHead = true;
+    const page = gzipSync(JSON.stringify({ error: { message: 'slow down' } }));
+    answers.push((res) => {
+      // Without its trailer: a proxy that compressed it on the fly and was cut.
+      res.writeHead(429, { 'content-encoding': 'gzip', 'retry-after': '20' });
+      res.end(page.subarray(0, page.length - 8));
+    });
+    answers.push((res) => res.writeHead(502, { 'content-encoding': 'gzip', 'content-length': 0 }).end());
+
+    const limited = await nodeHttpFetch(`${server.url}/v1/chat/completions`, { method: 'POST', body: '{}' });
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('retry-after')).toBe('20');
+    expect(await limited.json()).toEqual({ error: { message: 'slow down' } });
+    const bad = await nodeHttpFetch(`${server.url}/v1/chat/completions`, { method: 'POST', body: '{}' });
+    expect(bad.status).toBe(502);
+    expect(await bad.text()).toBe('');
+  });
+
   it('refuses an encoding it cannot decode with an error that says no retry can read it', async () => {
     ownHead = true;
     answers.push((res) => {

@@ -62,6 +62,26 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     expect(request.headers.authorization).toBe('Bearer test-key');
   });
 
+  it('asks for no usage chunk with includeUsage: false (a server that refuses stream_options, as Mistral has)', async () => {
+    const quiet = new OpenAIChat({
+      id: 'mistral-small',
+      apiKey: 'k',
+      baseURL: server.url,
+      includeUsage: false,
+    });
+    server.enqueue({ chunks: ['Hi'] });
+
+    const chunks = await collect(quiet.stream({ messages, signal: new AbortController().signal }));
+
+    expect(chunks.at(-1)).toMatchObject({ type: 'end', finishReason: 'stop' });
+    const { body } = await server.nextRequest();
+    expect(body).toMatchObject({ model: 'mistral-small', stream: true });
+    expect(body).not.toHaveProperty('stream_options');
+    expect(() => new OpenAIChat({ id: 'm', includeUsage: 'no' as unknown as boolean })).toThrow(
+      'includeUsage must be true or false',
+    );
+  });
+
   it('sends temperature, maxTokens and extraBody, without letting extraBody override the stream fields', async () => {
     const tuned = new OpenAIChat({
       id: 'gpt-5-mini',

@@ -180,6 +180,17 @@ describe('reasonOf', () => {
       reason: 'field required; x',
     },
     { body: { message: 'express' }, reason: 'express' },
+    {
+      // Mistral's validation error: the FastAPI detail inside `message`.
+      body: {
+        object: 'error',
+        message: {
+          detail: [{ type: 'extra_forbidden', loc: ['body', 'x'], msg: 'Extra inputs are not permitted' }],
+        },
+        type: 'invalid_request_error',
+      },
+      reason: 'Extra inputs are not permitted',
+    },
     { body: '  plain text \n', reason: 'plain text' },
     { body: { other: 1 }, reason: '{"other":1}' },
     {

@@ -225,6 +225,8 @@ export function reasonOf(body: unknown): string | undefined {
     );
   }
   if (typeof message === 'string' && message !== '') return clip(message);
+  // Mistral's validation errors: `{"object": "error", "message": {"detail": [...]}}`.
+  if (isRecord(message)) return reasonOf(message);
   return clip(JSON.stringify(body));
 }
 

@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Readable } from 'node:stream';
-import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import { constants as zlibConstants, createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 
 /**
  * The bodies of the responses {@link nodeHttpFetch} made, by response: read as node streams by
@@ -43,11 +43,16 @@ const BODY_HEADERS = [
   'content-location',
 ];
 
+// A body cut short (an error page a proxy compressed on the fly, an empty one with a gzip header) is
+// read as far as it goes, as `fetch` reads it, rather than failing the answer: the status and
+// headers of a 429 or a 502 are what matter. A cut stream is still told by its missing `[DONE]`.
+const LENIENT_ZLIB = { finishFlush: zlibConstants.Z_SYNC_FLUSH };
+const LENIENT_BROTLI = { finishFlush: zlibConstants.BROTLI_OPERATION_FLUSH };
 const DECOMPRESSORS: Record<string, (() => Readable & NodeJS.WritableStream) | undefined> = {
-  gzip: createGunzip,
-  'x-gzip': createGunzip,
-  deflate: createInflate,
-  br: createBrotliDecompress,
+  gzip: () => createGunzip(LENIENT_ZLIB),
+  'x-gzip': () => createGunzip(LENIENT_ZLIB),
+  deflate: () => createInflate(LENIENT_ZLIB),
+  br: () => createBrotliDecompress(LENIENT_BROTLI),
 };
 
 /**

@@ -50,6 +50,12 @@ export interface OpenAIChatOptions {
   client?: OpenAI | undefined;
   /** More body fields for the server (`top_p`, `reasoning_effort`...). Never overrides ours. */
   extraBody?: Record<string, unknown> | undefined;
+  /**
+   * Ask for the usage chunk (`stream_options: {include_usage: true}`), where a run's token counts
+   * come from. Default `true`. `false` for a server that refuses the field (Mistral's API has
+   * answered it 422 `extra_forbidden`): the counts are then what the server sends unasked, or null.
+   */
+  includeUsage?: boolean | undefined;
 }
 
 /**
@@ -84,7 +90,7 @@ function checkOptions(options: OpenAIChatOptions): void {
     throw new RunstateError('INVALID_INPUT', `OpenAIChat: ${message}`);
   };
   if (typeof options !== 'object' || options === null) refuse('options must be an object with an id');
-  const { id, temperature, maxTokens, maxTokensField, requestTimeoutMs, extraBody } = options;
+  const { id, temperature, maxTokens, maxTokensField, requestTimeoutMs, extraBody, includeUsage } = options;
   if (typeof id !== 'string' || id.trim() === '')
     refuse('id must be the model name, a string that is not blank');
   for (const name of ['apiKey', 'baseURL', 'organization'] as const) {
@@ -115,6 +121,8 @@ function checkOptions(options: OpenAIChatOptions): void {
     (typeof extraBody !== 'object' || extraBody === null || Array.isArray(extraBody))
   )
     refuse('extraBody must be an object of body fields');
+  if (includeUsage !== undefined && typeof includeUsage !== 'boolean')
+    refuse(`includeUsage must be true or false, got ${String(includeUsage)}`);
 }
 
 /** The body field a token limit is sent as (see {@link OpenAIChatOptions.maxTokensField}). */
@@ -222,7 +230,7 @@ export class OpenAIChat implements ChatModel {
     request: ChatRequest,
     receiver: ModelStreamReceiver,
   ): CompletionRequest {
-    const { temperature, maxTokens, extraBody } = this.#options;
+    const { temperature, maxTokens, extraBody, includeUsage } = this.#options;
     const body = {
       ...extraBody,
       model: this.id,
@@ -236,7 +244,7 @@ export class OpenAIChat implements ChatModel {
           }
         : {}),
       stream: true as const,
-      stream_options: { include_usage: true },
+      ...(includeUsage === false ? {} : { stream_options: { include_usage: true } }),
       ...(temperature === undefined ? {} : { temperature }),
       ...(maxTokens === undefined ? {} : { [maxTokensField]: maxTokens }),
     };

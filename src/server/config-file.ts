@@ -37,6 +37,8 @@ const modelSchema = z.discriminatedUnion('provider', [
       .optional(),
     /** More body fields for the server (`top_p`, `reasoning_effort`...); never overrides runstate's. */
     extraBody: z.record(z.string(), z.unknown()).optional(),
+    /** Ask for the usage chunk (`stream_options`); `false` for a server that refuses it (Mistral's). */
+    includeUsage: z.boolean().optional(),
   }),
   z.strictObject({
     provider: z.literal('offline'),
