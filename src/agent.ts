@@ -17,7 +17,7 @@ import {
   type RunOutput,
   type RunRecord,
 } from './runtime/run-events.js';
-import { checkOption, checkOptionNames, runLimitsSchema } from './runtime/run-limits.js';
+import { checkMethods, checkOption, checkOptionNames, runLimitsSchema } from './runtime/run-limits.js';
 import { settleRun } from './runtime/settle-run.js';
 import type { Tool } from './tools/tool.js';
 import type { ToolAnswer } from './runtime/tool-answers.js';
@@ -66,6 +66,9 @@ function iterateOnceResolved(stream: Promise<RunStream>): AsyncIterator<RunEvent
 }
 
 /** The names {@link AgentOptions} has. */
+/** The options of `run()`: a misspelt `sessionId` would start a new conversation without a word. */
+const RUN_OPTIONS = ['stream', 'sessionId', 'userId'] as const satisfies readonly (keyof AgentRunOptions)[];
+
 const AGENT_OPTIONS = [
   'name',
   'id',
@@ -200,6 +203,14 @@ export class Agent {
     if (!instructions.every((line) => typeof line === 'string'))
       throw new RunstateError('INVALID_INPUT', 'instructions must be a string or an array of strings');
     this.instructions = instructions.length > 0 ? instructions.join('\n') : undefined;
+    if (options.orchestrator !== undefined) {
+      checkMethods(
+        options.orchestrator,
+        ['startRun', 'cancelRun', 'continueRun', 'events'],
+        'orchestrator',
+        'an orchestrator (createOrchestrator())',
+      );
+    }
     if (options.orchestrator && options.inspect) {
       throw new RunstateError(
         'INVALID_INPUT',
@@ -375,6 +386,7 @@ export class Agent {
   }
 
   #start(input: string, options: AgentRunOptions): RunHandle {
+    checkOptionNames(options, RUN_OPTIONS, 'agent.run');
     return this.orchestrator.startRun({
       ...this.#request(),
       input,

@@ -8,6 +8,7 @@ import {
   Agent,
   createMemoryRunStore,
   createOrchestrator,
+  OfflineModel,
   OpenAIChat,
   openStorage,
   RunstateError,
@@ -851,5 +852,79 @@ describe('server and inspector options', () => {
     expect(() =>
       createInspector({ flushIntervalMs: 0, maxFinishedRuns: 0, heartbeatMs: Infinity }),
     ).not.toThrow();
+  });
+});
+
+describe('the library API given what its types rule out (found by a reviewer)', () => {
+  it('refuses options that are no object, functions that are none and an orchestrator that is none', () => {
+    expect(() => new Agent(undefined as never)).toThrow(
+      invalid(/^an Agent takes an object of options, got undefined/),
+    );
+    expect(() => new Agent(null as never)).toThrow(invalid(/got null/));
+    expect(() => createOrchestrator(null as never)).toThrow(
+      invalid(/^createOrchestrator takes an object of options/),
+    );
+    expect(() => createOrchestrator({ idGenerator: 5 as never })).toThrow(
+      invalid(/idGenerator must be a function/),
+    );
+    expect(() => createOrchestrator({ random: 5 as never })).toThrow(invalid(/random must be a function/));
+    expect(() => new Agent({ name: 'a', orchestrator: {} as never })).toThrow(
+      invalid(/^orchestrator must be an orchestrator/),
+    );
+    expect(() => new OfflineModel(null as never)).toThrow(invalid(/OfflineModel takes an object of options/));
+  });
+
+  it('refuses an id from idGenerator that no store can keep, at the start of the run', () => {
+    for (const id of ['', 5, undefined, 'a\0b']) {
+      const orchestrator = createOrchestrator({ idGenerator: () => id as string });
+      const model = createFakeModel();
+      expect(() => orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'Hi' })).toThrow(
+        invalid(/^idGenerator must return a string/),
+      );
+    }
+  });
+
+  it('refuses a misspelt option of run() and a misspelt filter, which would start a new session or list everything', async () => {
+    const agent = new Agent({ name: 'a', model: createFakeModel() });
+    await expect(agent.run('Hi', { sesionId: 's' } as never)).rejects.toEqual(
+      invalid(/^agent\.run has no option "sesionId"/),
+    );
+    expect(() => agent.run('Hi', { stream: true, sesionId: 's' } as never)).toThrow(invalid(/sesionId/));
+    await expect(agent.orchestrator.listRuns({ agentid: 'x' } as never)).rejects.toEqual(
+      invalid(/^listRuns has no option "agentid" \(did you mean "agentId"\?\)/),
+    );
+    await expect(agent.orchestrator.listSessions({ userid: 'x' } as never)).rejects.toEqual(
+      invalid(/^listSessions has no option "userid"/),
+    );
+    // `null` is no filter, as `undefined` is.
+    await expect(agent.orchestrator.listRuns(null as never)).resolves.toStrictEqual([]);
+    await expect(agent.orchestrator.renameSession('s', 5 as never)).rejects.toEqual(
+      invalid(/^a session name must be a string/),
+    );
+    await expect(agent.orchestrator.renameSession('s', 'a\0b')).rejects.toEqual(
+      invalid(/^name must not contain/),
+    );
+  });
+
+  it('refuses a start request without a model, ids or tools of the right kind', async () => {
+    const orchestrator = createOrchestrator();
+    const model = createFakeModel();
+    const base = { agentId: 'a', agentName: 'A', model, input: 'Hi' };
+    expect(() => orchestrator.startRun(undefined as never)).toThrow(invalid(/^startRun takes a request/));
+    expect(() => orchestrator.startRun({ ...base, model: undefined as never })).toThrow(
+      invalid(/^model must be a chat model/),
+    );
+    expect(() => orchestrator.startRun({ ...base, agentId: 5 as never })).toThrow(
+      invalid(/^agentId must be a string/),
+    );
+    expect(() => orchestrator.startRun({ ...base, tools: 'x' as never })).toThrow(
+      invalid(/^tools must be an array/),
+    );
+    expect(() => orchestrator.startRun({ ...base, instructions: 5 as never })).toThrow(
+      invalid(/^instructions must be a string/),
+    );
+    await expect(orchestrator.continueRun('r', [], undefined as never)).rejects.toEqual(
+      invalid(/^continueRun needs the run's agent/),
+    );
   });
 });

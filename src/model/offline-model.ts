@@ -253,7 +253,10 @@ export class OfflineModel implements ChatModel {
   readonly #tokensPerSecond: number;
   readonly #maxTokens: number;
 
-  constructor({ id = 'offline', seed = 1, tokensPerSecond = 30, maxTokens = 400 }: OfflineModelOptions = {}) {
+  constructor(options: OfflineModelOptions = {}) {
+    if (typeof options !== 'object' || options === null)
+      throw new RunstateError('INVALID_INPUT', 'OfflineModel takes an object of options, or none');
+    const { id = 'offline', seed = 1, tokensPerSecond = 30, maxTokens = 400 } = options;
     // Checked here, since a NaN pace or an endless length would only show up as a hung run.
     // Slower would ask for a timer past what Node's holds (2^31-1 ms), which fires at once.
     if (!(tokensPerSecond >= MIN_TOKENS_PER_SECOND)) {

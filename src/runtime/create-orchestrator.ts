@@ -45,6 +45,7 @@ import type {
 import { createStoreWriter, type RunWriter } from './store-writer.js';
 import {
   checkMethods,
+  checkOptionsObject,
   checkOption,
   checkOptionNames,
   maxConcurrentRunsSchema,
@@ -310,6 +311,25 @@ export const MAX_ID_LENGTH = 512;
  * data from elsewhere): a number as input or `NaN` as a limit would fail far from the call.
  */
 function checkStartRequest(request: StartRunRequest): void {
+  if (typeof request !== 'object' || request === null)
+    throw new RunstateError(
+      'INVALID_INPUT',
+      'startRun takes a request: { agentId, agentName, model, input }',
+    );
+  for (const name of ['agentId', 'agentName'] as const) {
+    if (typeof request[name] !== 'string' || request[name] === '')
+      throw new RunstateError('INVALID_INPUT', `${name} must be a string that is not empty`);
+  }
+  const model = request.model as Partial<ChatModel> | undefined;
+  if (typeof model?.id !== 'string' || typeof model.stream !== 'function')
+    throw new RunstateError(
+      'INVALID_INPUT',
+      'model must be a chat model (an object with id, provider and stream())',
+    );
+  if (request.instructions !== undefined && typeof request.instructions !== 'string')
+    throw new RunstateError('INVALID_INPUT', 'instructions must be a string');
+  if (request.tools !== undefined && !Array.isArray(request.tools))
+    throw new RunstateError('INVALID_INPUT', 'tools must be an array of tools');
   if (typeof request.input !== 'string') {
     throw new RunstateError('INVALID_INPUT', `input must be a string, got ${typeof request.input}`);
   }
@@ -430,6 +450,7 @@ function settlingRunsOf(store: RunStore): Map<string, Promise<unknown>> {
  * ```
  */
 export function createOrchestrator(options: OrchestratorOptions = {}): Orchestrator {
+  checkOrchestratorOptions(options);
   const {
     maxConcurrentRuns = Infinity,
     limits: defaultLimits = {},
@@ -441,7 +462,6 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     now = Date.now,
     random = Math.random,
   } = options;
-  checkOrchestratorOptions(options);
   checkOption(maxConcurrentRunsSchema, maxConcurrentRuns, 'maxConcurrentRuns');
   checkOption(runLimitsSchema, defaultLimits, 'limits');
   const registry = createRunRegistry();
@@ -698,17 +718,33 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return out;
   }
 
+  /** An id from `idGenerator`, refused unless a store can keep it: a run or session would be lost. */
+  function newId(): string {
+    const id: unknown = idGenerator();
+    if (
+      typeof id !== 'string' ||
+      id === '' ||
+      id.length > MAX_ID_LENGTH ||
+      unstorableCharacter(id) !== undefined
+    )
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `idGenerator must return a string of 1 to ${MAX_ID_LENGTH} characters a store can keep, got ${JSON.stringify(id) ?? typeof id}`,
+      );
+    return id;
+  }
+
   function startRun(request: StartRunRequest): RunHandle {
     if (closing) throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
     checkStartRequest(request);
     refuseWhileLapsed();
-    const runId = idGenerator();
+    const runId = newId();
     if (registry.has(runId)) throw new RunstateError('INVALID_INPUT', `run id ${runId} is already in use`);
     const identity: RunIdentity = {
       runId,
       agentId: request.agentId,
       agentName: request.agentName,
-      sessionId: request.sessionId || idGenerator(),
+      sessionId: request.sessionId || newId(),
       userId: request.userId ?? null,
       input: request.input,
       model: request.model,
@@ -793,6 +829,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     entries: readonly ToolAnswer[],
     agent: ContinueRunRequest,
   ): Promise<RunHandle> {
+    if (typeof agent !== 'object' || agent === null)
+      throw new RunstateError(
+        'INVALID_INPUT',
+        "continueRun needs the run's agent: { model, tools, instructions, limits }",
+      );
     checkOption(toolAnswersSchema, entries, 'tools');
     for (const entry of entries) refuseUnstorable(entry.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
@@ -919,7 +960,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       const record = await store.getRun(runId);
       return record && withProgress(record);
     },
-    async listRuns(filter = {}) {
+    async listRuns(filter) {
+      filter ??= {};
+      checkOptionNames(filter, RUN_FILTERS, 'listRuns');
       // The status of a live run is its machine's: filtered after the live records replaced the stored.
       const records = await withLive(
         await store.listRuns({ agentId: filter.agentId, sessionId: filter.sessionId }),
@@ -949,9 +992,18 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       }
       return followLive(live, afterSeq);
     },
-    listSessions: (filter) => store.listSessions(filter),
+    async listSessions(filter) {
+      filter ??= {};
+      checkOptionNames(filter, SESSION_FILTERS, 'listSessions');
+      return store.listSessions(filter);
+    },
     getSession: (sessionId) => store.getSession(sessionId),
-    renameSession: (sessionId, name) => store.renameSession(sessionId, name),
+    async renameSession(sessionId, name) {
+      if (typeof name !== 'string')
+        throw new RunstateError('INVALID_INPUT', 'a session name must be a string');
+      refuseUnstorable(name, 'name');
+      return store.renameSession(sessionId, name);
+    },
     async sessionRuns(sessionId) {
       return withLive(await store.sessionRuns(sessionId));
     },
@@ -1100,12 +1152,17 @@ const ORCHESTRATOR_OPTIONS = [
  * and a store or a bus that is none: either would otherwise fail later, at a run, or not at all.
  */
 function checkOrchestratorOptions(options: OrchestratorOptions): void {
+  checkOptionsObject(options, 'createOrchestrator');
   for (const name of Object.keys(options)) {
     const moved = Object.hasOwn(MOVED_OPTIONS, name) ? MOVED_OPTIONS[name] : undefined;
     if (moved)
       throw new RunstateError('INVALID_INPUT', `createOrchestrator has no option "${name}": ${moved}`);
   }
   checkOptionNames(options, ORCHESTRATOR_OPTIONS, 'createOrchestrator');
+  for (const name of ['idGenerator', 'now', 'random'] as const) {
+    if (options[name] !== undefined && typeof options[name] !== 'function')
+      throw new RunstateError('INVALID_INPUT', `createOrchestrator's ${name} must be a function`);
+  }
   const { store, cancelBus, eventBus } = options;
   if (store !== undefined)
     checkMethods(store, STORE_METHODS, 'store', 'a run store (createMemoryRunStore(), openStorage().store)');
@@ -1135,6 +1192,10 @@ function unlessEnded(error: unknown): void {
   const code = error instanceof RunstateError ? error.code : undefined;
   if (code !== 'RUN_ALREADY_FINISHED' && code !== 'RUN_NOT_FOUND') throw error;
 }
+
+/** The filters of `listRuns` and of `listSessions`: a misspelt one would return every run or session. */
+const RUN_FILTERS = ['agentId', 'sessionId', 'status'] as const satisfies readonly (keyof RunFilter)[];
+const SESSION_FILTERS = ['agentId', 'userId'] as const satisfies readonly (keyof SessionFilter)[];
 
 /** What every store has (see {@link RunStore}). */
 const STORE_METHODS = [

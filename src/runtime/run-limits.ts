@@ -66,12 +66,23 @@ export function checkOption<Schema extends z.ZodType>(
   throw new RunstateError('INVALID_INPUT', problems.join('; '));
 }
 
+/** Refuses options that are no object (`null`, a string): reading them would throw a `TypeError`. */
+export function checkOptionsObject(options: unknown, what: string): asserts options is object {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `${what} takes an object of options, got ${options === null ? 'null' : Array.isArray(options) ? 'an array' : typeof options}`,
+    );
+  }
+}
+
 /**
  * Refuses an option name `what` does not have, naming it: a misspelt one (`databaseURL`,
  * `maxConcurrentRun`) would otherwise be ignored without a word, and its setting lost. TypeScript
  * catches it in an object literal only; an options object built elsewhere, or JavaScript, reaches here.
  */
-export function checkOptionNames(options: object, known: readonly string[], what: string): void {
+export function checkOptionNames(options: unknown, known: readonly string[], what: string): void {
+  checkOptionsObject(options, what);
   for (const name of Object.keys(options)) {
     if (known.includes(name)) continue;
     const near = known.find((option) => option.toLowerCase() === name.toLowerCase());

@@ -559,6 +559,22 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.finishRun(output(run))).toBe(false);
   });
 
+  it('finds nothing for an id no store can hold (a NUL), as it finds nothing for an unknown one', async () => {
+    const { store } = await open();
+    const nul = 'a\0b';
+    expect(await store.getRun(nul)).toBeUndefined();
+    expect(await store.readEvents(nul)).toStrictEqual([]);
+    expect(await store.getSession(nul)).toBeUndefined();
+    expect(await store.sessionRuns(nul)).toStrictEqual([]);
+    expect(await store.listRuns({ sessionId: nul })).toStrictEqual([]);
+    expect(await store.listRuns({ agentId: nul })).toStrictEqual([]);
+    expect(await store.listSessions({ userId: nul })).toStrictEqual([]);
+    expect(await store.deleteSession(nul)).toBe(false);
+    expect(await store.renameSession(nul, 'x')).toBeUndefined();
+    expect(await store.claimParked(nul)).toBeUndefined();
+    await store.leases?.requestCancel?.(nul, 'api');
+  });
+
   it('forgets finished runs past retention, and a session with its last run', async () => {
     const { store } = await open({ fresh: true, retention: { maxFinishedRuns: 2, maxAgeMs: 60_000 } });
     const id = ids();

@@ -102,6 +102,15 @@ const RECORD_KEYS: readonly string[] = [
 ];
 
 /**
+ * Whether a value asked for holds a NUL, which PostgreSQL's text cannot: no id the store keeps has
+ * one (every write refuses it), so a read that asks for one finds nothing, as in the memory store,
+ * rather than failing with the database's encoding error.
+ */
+function holdsNul(...values: Array<string | undefined>): boolean {
+  return values.some((value) => value?.includes('\0'));
+}
+
+/**
  * A {@link RunStore} in PostgreSQL: the same SQL on a server (`pg`) and in PGlite. Runs and sessions
  * are rows; a run's events are rows of `runstate_events`, the batches of all runs handed over in one
  * turn written together, with one INSERT (see `createEventGroups`).
@@ -218,6 +227,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
     finishOrphan: (runId, outcome) => db.transaction((tx) => finishOrphan(tx, runId, outcome)),
     async requestCancel(runId, reason) {
+      if (holdsNul(runId)) return;
       await db.query(
         `UPDATE runstate_runs SET cancel_requested = $2
          WHERE run_id = $1 AND finished_ms IS NULL AND cancel_requested IS NULL`,
@@ -428,6 +438,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     async getRun(runId) {
+      if (holdsNul(runId)) return undefined;
       const { rows } = await db.query<{ record: RunRecord }>(
         `SELECT r.record FROM runstate_runs r WHERE r.run_id = $1 AND ${live(2)}`,
         [runId, cutoff()],
@@ -436,6 +447,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     async listRuns(filter: RunFilter = {}) {
+      if (holdsNul(filter.agentId, filter.sessionId, filter.status)) return [];
       const params: unknown[] = [cutoff()];
       const where = [live(1)];
       for (const [column, value] of [
@@ -459,6 +471,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     async readEvents(runId, afterSeq = 0) {
+      if (holdsNul(runId)) return [];
       const { rows } = await db.query<{ event: RunEvent }>(
         `SELECT e.event FROM runstate_events e JOIN runstate_runs r USING (run_id)
          WHERE e.run_id = $1 AND e.seq > $2 AND ${live(3)} ORDER BY e.seq`,
@@ -468,10 +481,12 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     async getSession(sessionId) {
+      if (holdsNul(sessionId)) return undefined;
       return (await sessions(['s.session_id = $1'], [sessionId]))[0];
     },
 
     async listSessions(filter: SessionFilter = {}) {
+      if (holdsNul(filter.agentId, filter.userId)) return [];
       const params: unknown[] = [];
       const where: string[] = [];
       for (const [column, value] of [
@@ -486,6 +501,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     async sessionRuns(sessionId) {
+      if (holdsNul(sessionId)) return [];
       const { rows } = await db.query<{ record: RunRecord }>(
         `SELECT r.record FROM runstate_runs r WHERE r.session_id = $1 AND ${live(2)} ORDER BY r.position`,
         [sessionId, cutoff()],
@@ -517,6 +533,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     claimParked(runId, expiredBefore) {
+      if (holdsNul(runId)) return Promise.resolve(undefined);
       return db.transaction(async (tx) => {
         // Of instances racing for the run, the row lock lets one read it parked; the others wait for
         // its commit and then read it taken.
@@ -545,6 +562,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     async deleteSession(sessionId) {
+      if (holdsNul(sessionId)) return false;
       const { rows } = await db.query(
         'DELETE FROM runstate_sessions WHERE session_id = $1 RETURNING session_id',
         [sessionId],
@@ -553,6 +571,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     async renameSession(sessionId, name) {
+      if (holdsNul(sessionId)) return undefined;
       await db.query('UPDATE runstate_sessions SET session_name = $2 WHERE session_id = $1', [
         sessionId,
         name,
