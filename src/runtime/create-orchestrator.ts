@@ -224,6 +224,8 @@ export interface Orchestrator {
   /**
    * Replays a run's events after `afterSeq`, then follows them to the terminal one. Rejects
    * `RUN_NOT_FOUND` for an unknown run, `INVALID_INPUT` for an `afterSeq` past the last event.
+   * One reader's: the iterable is read once (a second loop over it, or two at once, share one
+   * position); call `events()` again for another reader, which gets every event too.
    */
   events(runId: string, afterSeq?: number): Promise<AsyncIterable<RunEvent>>;
   /** Resolves with the run's output once it is final. Rejects `RUN_NOT_FOUND` for an unknown run. */
@@ -254,7 +256,7 @@ export interface Orchestrator {
    * The events of one run after `afterSeq`, as {@link Orchestrator.events} gives them (replayed, then
    * followed to the terminal one), without awaiting it first: `for await (const event of
    * orchestrator.subscribe(runId, seq))`. Its errors (`RUN_NOT_FOUND`, `INVALID_INPUT`) come from the
-   * first `next()`.
+   * first `next()`. Read once, as `events()`'s: subscribe again for another reader.
    */
   subscribe(runId: string, afterSeq?: number): AsyncIterable<RunEvent>;
   /** Runs owned here that are pending or streaming: what {@link Orchestrator.shutdown} cancels. */

@@ -14,6 +14,8 @@ import { createApp } from '../../src/server/index.js';
 import { createInspector, type Inspector } from '../../src/inspect/index.js';
 import { CHROMIUM, CHROMIUM_ARGS, hasChromium, openPage, tempProfile } from '../support/chromium.js';
 import { collect } from '../support/collect.js';
+import { tool } from '../../src/tools/tool.js';
+import { z } from 'zod';
 import { confirmingTool } from '../support/confirming-tool.js';
 import { startInspectorServer } from '../support/inspector-server.js';
 import { listen } from '../support/listen.js';
@@ -333,6 +335,43 @@ describe.skipIf(!hasChromium)(title, () => {
       expect(await Promise.all(taken.map((edge) => edge.getAttribute('data-edge')))).toEqual([
         'run.streaming:TIMEOUT:0',
       ]);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('lights the last transition of a quick tool round, which the run list sees as one change', async () => {
+    const add = tool({
+      name: 'add',
+      description: 'Adds two numbers',
+      parameters: z.object({ a: z.number(), b: z.number() }),
+      execute: ({ a, b }) => a + b,
+    });
+    const model = createFakeModel();
+    const server = await startInspectorServer({ model, tools: [add] });
+    try {
+      const { page, errors } = await openPage(context);
+      await page.goto(`${server.url}/inspect/`);
+      await page.locator('#chart svg g.node[data-path="streaming.tools"]').waitFor();
+      const run = server.agent.run('add 2 and 3', { stream: true });
+      await page.locator(`[data-run-id="${run.runId}"].selected`).waitFor();
+      await page.locator('#chart g.node.active[data-path="streaming.attempt.requesting"]').waitFor();
+      (await model.nextCall()).callTools([{ id: 'call_a', name: 'add', arguments: { a: 2, b: 3 } }]);
+      // The round is over once the model is asked again: `tools` came and went within a turn or two.
+      await model.nextCall();
+      await page.locator('#log li[data-kind="state"] .text', { hasText: /^streaming\.tools$/ }).waitFor();
+      await page
+        .locator('#log li[data-kind="state"] .text', { hasText: /^streaming\.attempt\.requesting$/ })
+        .nth(1)
+        .waitFor();
+      await page.locator('#chart g.node.active[data-path="streaming.attempt.requesting"]').waitFor();
+      const taken = await page.locator('#chart g.edge.taken').all();
+      const edges = await Promise.all(taken.map((edge) => edge.getAttribute('data-edge')));
+      expect(edges.length).toBeGreaterThan(0);
+      for (const edge of edges) expect(edge).toMatch(/^run\.streaming\.tools:/);
+      server.orchestrator.cancelRun(run.runId, 'code');
       expect(errors).toEqual([]);
       await page.close();
     } finally {

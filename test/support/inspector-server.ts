@@ -1,6 +1,7 @@
 /** The built-in inspector on a plain node:http server, with an AgentOS-like cancel route. */
 import { Agent } from '../../src/agent.js';
 import type { ChatModel } from '../../src/model/chat-model.js';
+import type { Tool } from '../../src/tools/tool.js';
 import type { RunstateError } from '../../src/errors.js';
 import { OfflineModel } from '../../src/model/offline-model.js';
 import { createOrchestrator, type Orchestrator } from '../../src/runtime/create-orchestrator.js';
@@ -24,7 +25,7 @@ export interface InspectorServer {
  * `/inspect`, and the AgentOS cancel route calling `orchestrator.requestCancel(runId, 'api')`.
  */
 export async function startInspectorServer(
-  options: { model?: ChatModel; inspector?: InspectorOptions } = {},
+  options: { model?: ChatModel; tools?: Tool[]; inspector?: InspectorOptions } = {},
 ): Promise<InspectorServer> {
   const inspector = createInspector(options.inspector);
   const orchestrator = createOrchestrator();
@@ -32,6 +33,7 @@ export async function startInspectorServer(
   const agent = new Agent({
     name: 'StorytellerAgent',
     model: options.model ?? new OfflineModel({ tokensPerSecond: 20 }),
+    tools: options.tools,
     orchestrator,
   });
 

@@ -295,7 +295,7 @@ function onRemoved(message) {
 
 function onDetail(message) {
   if (message.run_id !== state.selected) return;
-  state.detail = { runId: message.run_id, contentLength: 0, loggedChunks: 0, lastEvent: null };
+  state.detail = { runId: message.run_id, contentLength: 0, loggedChunks: 0, lastEvent: null, lastState: null };
   const content = $('content');
   content.replaceChildren(document.createTextNode(''));
   $('log').replaceChildren();
@@ -324,10 +324,14 @@ function upsert(summary) {
     const previous = known.summary;
     known.summary = summary;
     renderRunItem(known.element, summary);
-    if (summary.run_id === state.selected && valueKey(previous.value) !== valueKey(summary.value)) {
+    // A followed run's transitions come from its log, which has every change of state: a summary
+    // is the state at the end of a turn, and several changes in one turn (a quick tool round) would
+    // show as one with no transition of the chart to light.
+    const logged = state.detail?.runId === summary.run_id;
+    if (summary.run_id === state.selected && !logged && valueKey(previous.value) !== valueKey(summary.value)) {
       // Kept: the log line of the event that caused it may come after (see appendLog).
-      state.transition = { before: previous.value, after: summary.value };
-      state.taken = takenEdges(previous.value, summary.value);
+      state.transition = { was: activeKeys(previous.value), is: activeKeys(summary.value) };
+      state.taken = takenEdges(state.transition.was, state.transition.is);
     }
     return;
   }
@@ -520,12 +524,18 @@ function appendLog(entries) {
     list.append(row);
     if (entry.kind === 'chunks') detail.loggedChunks += Number(entry.text.replace(/\D+/g, '')) || 0;
     if (entry.kind === 'event') detail.lastEvent = entry.text;
+    if (entry.kind === 'state') {
+      if (detail.lastState !== null && detail.lastState !== entry.text) {
+        state.transition = { was: keysOfText(detail.lastState), is: keysOfText(entry.text) };
+      }
+      detail.lastState = entry.text;
+    }
   }
   if (atBottom) list.scrollTop = list.scrollHeight;
   // The event that explains the last change of state may come after the change: light it now.
   const transition = state.transition;
-  if (transition && entries.some((entry) => entry.kind === 'event')) {
-    state.taken = takenEdges(transition.before, transition.after);
+  if (transition && entries.some((entry) => entry.kind === 'event' || entry.kind === 'state')) {
+    state.taken = takenEdges(transition.was, transition.is);
     highlightChart(selectedSummary());
   }
 }
@@ -922,12 +932,13 @@ function highlightChart(summary) {
   }
 }
 
-/** The transitions that explain a change of state value: from a state active before to one active after. */
-function takenEdges(before, after) {
+/**
+ * The transitions that explain a change of state: from a state active before to one active after,
+ * given the paths active before (`was`) and after (`is`).
+ */
+function takenEdges(was, is) {
   const chart = state.chart;
   if (!chart) return new Set();
-  const was = activeKeys(before);
-  const is = activeKeys(after);
   let candidates = chart.edges
     .map(({ edge }) => edge)
     .filter((edge) => {
@@ -961,6 +972,16 @@ function activeKeys(value, prefix = '', keys = new Set()) {
     const path = prefix ? `${prefix}.${key}` : key;
     keys.add(path);
     activeKeys(child, path, keys);
+  }
+  return keys;
+}
+
+/** The active paths of a state as the log writes it (`streaming.attempt.receiving`), as {@link activeKeys} gives them. */
+function keysOfText(text) {
+  const keys = new Set();
+  for (const path of text.split(', ')) {
+    const parts = path.split('.');
+    for (let i = 1; i <= parts.length; i++) keys.add(parts.slice(0, i).join('.'));
   }
   return keys;
 }
