@@ -3,13 +3,14 @@
  * files (or packages) they live in. Used to find what is hot on a benchmark path:
  *
  * ```sh
- * node --cpu-prof --cpu-prof-dir=prof --import tsx bench/client.ts ...
- * tsx bench/profile-summary.ts prof/CPU.*.cpuprofile [--top 30]
+ * npm run bench -- --only paced --kinds library --reps 1 --cpu-prof prof
+ * npx tsx bench/profile-summary.ts prof/paced-library [--top 30]   (a directory: its profiles; or files)
  * ```
  *
  * @packageDocumentation
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 interface ProfileNode {
@@ -34,6 +35,9 @@ export interface ProfileRow {
 /** Where a frame lives: `openai/…`, `xstate/…`, `src/…`, or `(native)` for builtins and GC. */
 export function frameLocation(url: string): string {
   if (url === '') return '(native)';
+  // The bench's workers run the project transpiled into node_modules/.cache: named as its sources.
+  const transpiledAt = /\/node_modules\/\.cache\/runstate-bench-[^/]+\//.exec(url);
+  if (transpiledAt) return url.slice(transpiledAt.index + transpiledAt[0].length);
   const modules = url.lastIndexOf('/node_modules/');
   if (modules >= 0) {
     const rest = url.slice(modules + '/node_modules/'.length).split('/');
@@ -69,13 +73,29 @@ export function summariseProfile(profile: CpuProfile): { functions: ProfileRow[]
   return { functions: rows(functions), files: rows(files) };
 }
 
+const USAGE =
+  'usage: npx tsx bench/profile-summary.ts <profile.cpuprofile | directory of them>... [--top 25]';
+
 function main(): void {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
     options: { top: { type: 'string', default: '25' } },
   });
   const top = Number(values.top);
-  for (const path of positionals) {
+  if (positionals.length === 0 || !(Number.isInteger(top) && top > 0)) {
+    process.stderr.write(`${USAGE}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  // A directory stands for the profiles in it (`--cpu-prof DIR` writes one per process).
+  const paths = positionals.flatMap((path) =>
+    statSync(path).isDirectory()
+      ? readdirSync(path)
+          .filter((name) => name.endsWith('.cpuprofile'))
+          .map((name) => join(path, name))
+      : [path],
+  );
+  for (const path of paths) {
     const { functions, files } = summariseProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile);
     const line = (row: ProfileRow) =>
       `${row.selfMs.toFixed(1).padStart(9)} ms ${(row.share * 100).toFixed(1).padStart(5)}%  ${row.name}`;

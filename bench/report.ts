@@ -246,6 +246,8 @@ export function buildReport(
       const rawMedian = byKind.raw?.length ? median(byKind.raw) : null;
       for (const kind of KINDS.filter((k) => config.kinds.includes(k))) {
         const samples = byKind[kind] ?? [];
+        // A figure only some clients have (a server's writes) has no row for the others.
+        if (spec.optional && samples.length === 0) continue;
         const value = samples.length ? median(samples) : null;
         const goal = spec.goals?.[kind];
         const note = result.notes[kind];
@@ -369,14 +371,17 @@ function sizeDifferences(before: BenchReport, now: BenchReport): string[] {
     differences.push(`--quick ${before.meta.quick ? 'on' : 'off'} → ${now.meta.quick ? 'on' : 'off'}`);
   }
   // How the processes ran and connected: each moves the figures more than a run's spread. (A report
-  // written before a flag existed has none: the flag was off.)
+  // written before `--tsx` existed has none: it was off. One written before `--http-connect-in-batch`
+  // existed may have either: its HTTP clients connected within the batch until 40d73d6, on 1 December.)
   const earlierConfig = before.config as Partial<BenchConfig>;
+  const onOff = (flag: boolean | undefined) => (flag === undefined ? 'not recorded' : flag ? 'on' : 'off');
   for (const [flag, name] of [
     ['tsx', '--tsx'],
     ['connectInBatch', '--http-connect-in-batch'],
   ] as const) {
-    const [was, is] = [earlierConfig[flag] ?? false, now.config[flag]];
-    if (was !== is) differences.push(`${name} ${was ? 'on' : 'off'} → ${is ? 'on' : 'off'}`);
+    const [was, is] = [flag === 'tsx' ? (earlierConfig.tsx ?? false) : earlierConfig[flag], now.config[flag]];
+    const http = now.config.kinds.some((kind) => kind.startsWith('http'));
+    if (was !== is && (flag === 'tsx' || http)) differences.push(`${name} ${onOff(was)} → ${onOff(is)}`);
   }
   for (const scenario of now.config.scenarios) {
     if (!before.config.scenarios?.includes(scenario)) continue;

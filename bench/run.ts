@@ -37,6 +37,7 @@ async function main(): Promise<void> {
   // Read first, and the output's place made: a wrong path must not cost the minutes of a run.
   const before = cli.compareFile === undefined ? undefined : readReport(cli.compareFile);
   if (cli.jsonFile) checkWritable(cli.jsonFile);
+  if (cli.profileDir) checkDirectory(cli.profileDir);
   const started = performance.now();
   const loadAtStart = loadavg()[0] ?? 0;
   const progress = (message: string) =>
@@ -94,6 +95,15 @@ function checkWritable(file: string): void {
     writeFileSync(file, '', { flag: 'a' });
   } catch (error) {
     throw new BenchUsageError(`--json-file ${file} cannot be written: ${(error as Error).message}`);
+  }
+}
+
+/** Makes the `--cpu-prof` directory, or says in one line why it cannot. */
+function checkDirectory(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    throw new BenchUsageError(`--cpu-prof ${dir} cannot be made: ${(error as Error).message}`);
   }
 }
 

@@ -248,7 +248,9 @@ async function concurrent(ctx: BenchContext, scenario: 'paced' | 'mass'): Promis
     push('loopDelaySamples', usage.loopDelaySamples);
     push('peakStreaming', result.peakStreaming);
     if (usage.readCalls) push('chunksPerRead', (n * chunks) / usage.readCalls);
-    if (usage.writeCalls) push('chunksPerWrite', (n * chunks) / usage.writeCalls);
+    // A server's writes are its SSE frames; a client's are its requests (a figure that means nothing).
+    if (usage.writeCalls && unit.kind.startsWith('http'))
+      push('chunksPerWrite', (n * chunks) / usage.writeCalls);
     return (
       `${result.completed}/${n} completed, ${result.wallMs.toFixed(0)} ms, ${(usage.cpuUs / (n * chunks)).toFixed(2)} µs/chunk (kernel ${(usage.systemUs / (n * chunks)).toFixed(2)}` +
       (usage.otherThreadsUs !== undefined
