@@ -65,10 +65,10 @@ function iterateOnceResolved(stream: Promise<RunStream>): AsyncIterator<RunEvent
   };
 }
 
-/** The names {@link AgentOptions} has. */
 /** The options of `run()`: a misspelt `sessionId` would start a new conversation without a word. */
 const RUN_OPTIONS = ['stream', 'sessionId', 'userId'] as const satisfies readonly (keyof AgentRunOptions)[];
 
+/** The names {@link AgentOptions} has. */
 const AGENT_OPTIONS = [
   'name',
   'id',
