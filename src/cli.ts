@@ -34,7 +34,7 @@ import { createApp } from './server/create-app.js';
 import { startServer } from './server/start-server.js';
 
 const USAGE = `Usage:
-  runstate serve [--port 7777] [--host 127.0.0.1] [--config runstate.config.json]
+  runstate serve [--port 7777 | -p 7777] [--host 127.0.0.1] [--config runstate.config.json]
                  [--data-dir DIR | --database-url URL [--redis-url URL]]
   runstate run "<message>" [--agent <id>] [--config runstate.config.json]
   runstate --version
@@ -51,7 +51,9 @@ on OpenAI when OPENAI_API_KEY is set and offline otherwise.
 
 Runs are kept in memory unless --data-dir (RUNSTATE_DATA_DIR) keeps them on disk with PGlite, or
 --database-url (DATABASE_URL) in PostgreSQL, shared by instances that also share --redis-url
-(REDIS_URL) for cancels and live events. RUNSTATE_LEASE_MS: how long a silent instance owns its runs.`;
+(REDIS_URL) for cancels and live events. RUNSTATE_LEASE_MS: how long a silent instance owns its runs;
+RUNSTATE_REDIS_PREFIX: the prefix of the Redis channels (instances that share it share runs).
+RUNSTATE_SECURITY_KEY: the bearer token every request needs (the config's securityKey wins).`;
 
 const DEFAULT_CONFIG_FILE = 'runstate.config.json';
 const DEFAULT_PORT = 7777;
