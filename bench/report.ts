@@ -370,18 +370,19 @@ function sizeDifferences(before: BenchReport, now: BenchReport): string[] {
   if (before.meta.quick !== now.meta.quick) {
     differences.push(`--quick ${before.meta.quick ? 'on' : 'off'} → ${now.meta.quick ? 'on' : 'off'}`);
   }
-  // How the processes ran and connected: each moves the figures more than a run's spread. (A report
+  // How the processes ran and connected: each moves the figures more than a run's spread. A report
   // written before `--tsx` existed has none: it was off. One written before `--http-connect-in-batch`
-  // existed may have either: its HTTP clients connected within the batch until 40d73d6, on 1 December.)
+  // existed may have either (its HTTP clients connected within the batch until 40d73d6, on 1
+  // December): not recorded. The latter matters only to HTTP clients.
   const earlierConfig = before.config as Partial<BenchConfig>;
   const onOff = (flag: boolean | undefined) => (flag === undefined ? 'not recorded' : flag ? 'on' : 'off');
-  for (const [flag, name] of [
-    ['tsx', '--tsx'],
-    ['connectInBatch', '--http-connect-in-batch'],
-  ] as const) {
-    const [was, is] = [flag === 'tsx' ? (earlierConfig.tsx ?? false) : earlierConfig[flag], now.config[flag]];
-    const http = now.config.kinds.some((kind) => kind.startsWith('http'));
-    if (was !== is && (flag === 'tsx' || http)) differences.push(`${name} ${onOff(was)} → ${onOff(is)}`);
+  const flags: Array<[string, boolean | undefined, boolean]> = [
+    ['--tsx', earlierConfig.tsx ?? false, now.config.tsx],
+  ];
+  if (now.config.kinds.some((kind) => kind.startsWith('http')))
+    flags.push(['--http-connect-in-batch', earlierConfig.connectInBatch, now.config.connectInBatch]);
+  for (const [name, was, is] of flags) {
+    if (was !== is) differences.push(`${name} ${onOff(was)} → ${onOff(is)}`);
   }
   for (const scenario of now.config.scenarios) {
     if (!before.config.scenarios?.includes(scenario)) continue;

@@ -1,5 +1,5 @@
 import { RunstateError } from './errors.js';
-import type { ChatModel } from './model/chat-model.js';
+import { checkChatModel, type ChatModel } from './model/chat-model.js';
 import { OpenAIChat } from './model/openai-chat.js';
 import {
   createOrchestrator,
@@ -82,18 +82,6 @@ const AGENT_OPTIONS = [
   'tools',
   'maxToolRounds',
 ] as const satisfies readonly (keyof AgentOptions)[];
-
-/** Refuses a model that is no {@link ChatModel}: a string, or an object without `stream`. */
-function checkModel(model: unknown): void {
-  const { id, provider, stream } = (
-    typeof model === 'object' && model !== null ? model : {}
-  ) as Partial<ChatModel>;
-  if (typeof stream !== 'function' || typeof id !== 'string' || typeof provider !== 'string')
-    throw new RunstateError(
-      'INVALID_INPUT',
-      `model must be a chat model (new OpenAIChat({ id: 'gpt-5-mini' }), or an object with id, provider and stream()), got ${typeof model === 'string' ? JSON.stringify(model) : typeof model}`,
-    );
-}
 
 /** Options of {@link Agent.continueRun}. */
 export interface ContinueRunOptions {
@@ -192,9 +180,7 @@ export class Agent {
     if (unstorable !== undefined) {
       throw new RunstateError('INVALID_INPUT', `an agent name or id must not contain ${unstorable}`);
     }
-    // Agno's agents take a string (`model="openai:gpt-4o"`): here every run would fail as if the
-    // model server had.
-    if (options.model !== undefined) checkModel(options.model);
+    if (options.model !== undefined) checkChatModel(options.model);
     this.model = options.model ?? new OpenAIChat({ id: 'gpt-5-mini' });
     if (options.description !== undefined && typeof options.description !== 'string')
       throw new RunstateError('INVALID_INPUT', 'description must be a string');

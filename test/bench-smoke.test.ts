@@ -283,6 +283,12 @@ describe('the report', () => {
     expect(formatMarkdown(other)).toContain(
       ' · the TypeScript sources run through tsx · HTTP clients connect within the paced batch\n',
     );
+    // A report from before --http-connect-in-batch existed: how its HTTP clients connected is unknown.
+    const { connectInBatch: _unrecorded, ...olderConfig } = config;
+    const unrecorded = buildReport(synthetic([14, 16, 18], [1600]), olderConfig as typeof config, meta);
+    expect(formatComparison(unrecorded, report)).toContain(
+      'NOT COMPARABLE: the earlier run had other sizes (--http-connect-in-batch not recorded → off).',
+    );
   });
 
   it('reads an earlier report, or says why it cannot, before anything is measured', () => {

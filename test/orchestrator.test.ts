@@ -905,6 +905,20 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     return { owner, other, model, start };
   }
 
+  it("deletes a session whose run the other owns once that run's end, RunCancelled api, is in", async () => {
+    const { other, model, start } = instances();
+    const run = start();
+    await run.recorded;
+    await model.nextCall();
+    let ended = false;
+    void run.result.then(() => (ended = true));
+    expect(await other.deleteSession(run.sessionId)).toBe(true);
+    // Ended before the delete answered, not merely asked to.
+    expect(ended).toBe(true);
+    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    expect(await other.getSession(run.sessionId)).toBeUndefined();
+  });
+
   it('follows a run the other owns, from any seq, gap-free, to its terminal event', async () => {
     const { other, model, start } = instances();
     const run = start();

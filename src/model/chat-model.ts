@@ -103,6 +103,21 @@ export interface ChatModel {
 }
 
 /**
+ * Refuses a model that is no {@link ChatModel}: a string (Agno's `model="openai:gpt-4o"`), or an
+ * object without `stream`. Every run would otherwise fail as if the model server had.
+ */
+export function checkChatModel(model: unknown): asserts model is ChatModel {
+  const { id, provider, stream } = (
+    typeof model === 'object' && model !== null ? model : {}
+  ) as Partial<ChatModel>;
+  if (typeof stream !== 'function' || typeof id !== 'string' || typeof provider !== 'string')
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `model must be a chat model (new OpenAIChat({ id: 'gpt-5-mini' }), or an object with id, provider and stream()), got ${typeof model === 'string' ? JSON.stringify(model) : typeof model}`,
+    );
+}
+
+/**
  * Streams `request` from `model` into `receiver`: pushed by its {@link ChatModel.streamTo} when it
  * has one, else its {@link ChatModel.stream} iterated (and left, which closes it, once `signal` is
  * aborted).

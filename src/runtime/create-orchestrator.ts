@@ -9,7 +9,7 @@ import {
   type ToolExecution,
 } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
-import type { ChatMessage, ChatModel } from '../model/chat-model.js';
+import { checkChatModel, type ChatMessage, type ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
 import { createCancelRequests } from './cancel-requests.js';
 import { createLeaseKeeper } from './create-lease-keeper.js';
@@ -322,12 +322,7 @@ function checkStartRequest(request: StartRunRequest): void {
     if (typeof request[name] !== 'string' || request[name] === '')
       throw new RunstateError('INVALID_INPUT', `${name} must be a string that is not empty`);
   }
-  const model = request.model as Partial<ChatModel> | undefined;
-  if (typeof model?.id !== 'string' || typeof model.stream !== 'function')
-    throw new RunstateError(
-      'INVALID_INPUT',
-      'model must be a chat model (an object with id, provider and stream())',
-    );
+  checkChatModel(request.model);
   if (request.instructions !== undefined && typeof request.instructions !== 'string')
     throw new RunstateError('INVALID_INPUT', 'instructions must be a string');
   if (request.tools !== undefined && !Array.isArray(request.tools))

@@ -8,6 +8,7 @@ import { sample } from '../support/notices.js';
 import { expectError, serveConfirmingAgent, serveFake } from '../support/app.js';
 import { eventually } from '../support/eventually.js';
 import { readSse, type Frame } from '../support/sse.js';
+import type { FakeModel } from '../../src/testing/index.js';
 
 /** A form post, as Agno's clients send it (the cookbook's `sse_reconnect.py`). */
 function postForm(url: string, fields: Record<string, string>, init: RequestInit = {}): Promise<Response> {
@@ -143,26 +144,35 @@ describe('POST /agents/:agent_id/runs/:run_id/resume', () => {
   });
 });
 
+/**
+ * A run of the confirming agent paused at its `publish` call: its ids, and every waiting call
+ * confirmed as the continue's `tools` field (a form's JSON text).
+ */
+async function pausedRun(agentUrl: string, model: FakeModel) {
+  const pausing = readSse(await postForm(`${agentUrl}/runs`, { message: 'Publish it' }));
+  (await model.nextCall()).callTools([{ id: 'call_p', name: 'publish', arguments: { note: 'hi' } }]);
+  const paused = (await pausing.rest()).at(-1)!;
+  expect(paused.event).toBe('RunPaused');
+  const { run_id, session_id, tools } = paused.data as {
+    run_id: string;
+    session_id: string;
+    tools: Array<{ tool_call_id: string }>;
+  };
+  const confirmed = JSON.stringify(
+    tools.map((tool) => ({ tool_call_id: tool.tool_call_id, confirmed: true })),
+  );
+  return { run_id, session_id, confirmed };
+}
+
 describe('a resumable continue (background=true, stream=true)', () => {
   it('streams from RunContinued with event_index, and the run goes on when the client leaves', async () => {
     const { agentUrl, model, agent } = await serveConfirmingAgent();
-    const pausing = readSse(await postForm(`${agentUrl}/runs`, { message: 'Publish it' }));
-    (await model.nextCall()).callTools([{ id: 'call_p', name: 'publish', arguments: { note: 'hi' } }]);
-    const paused = await pausing.rest();
-    expect(paused.at(-1)!.event).toBe('RunPaused');
-    const { run_id, tools } = paused.at(-1)!.data as {
-      run_id: string;
-      tools: Array<{ tool_call_id: string }>;
-    };
+    const { run_id, confirmed } = await pausedRun(agentUrl, model);
     const client = new AbortController();
     const continued = readSse(
       await postForm(
         `${agentUrl}/runs/${run_id}/continue`,
-        {
-          tools: JSON.stringify(tools.map((tool) => ({ tool_call_id: tool.tool_call_id, confirmed: true }))),
-          background: 'true',
-          stream: 'true',
-        },
+        { tools: confirmed, background: 'true', stream: 'true' },
         { signal: client.signal },
       ),
     );
@@ -179,16 +189,9 @@ describe('a resumable continue (background=true, stream=true)', () => {
 describe('a continue in the background (background=true, stream=false)', () => {
   it('answers 202 at once, as a run started in the background does, and the run goes on', async () => {
     const { agentUrl, model, agent } = await serveConfirmingAgent();
-    const pausing = readSse(await postForm(`${agentUrl}/runs`, { message: 'Publish it' }));
-    (await model.nextCall()).callTools([{ id: 'call_p', name: 'publish', arguments: { note: 'hi' } }]);
-    const paused = await pausing.rest();
-    const { run_id, session_id, tools } = paused.at(-1)!.data as {
-      run_id: string;
-      session_id: string;
-      tools: Array<{ tool_call_id: string }>;
-    };
+    const { run_id, session_id, confirmed } = await pausedRun(agentUrl, model);
     const answer = await postForm(`${agentUrl}/runs/${run_id}/continue`, {
-      tools: JSON.stringify(tools.map((tool) => ({ tool_call_id: tool.tool_call_id, confirmed: true }))),
+      tools: confirmed,
       background: 'true',
       stream: 'false',
     });
