@@ -4,11 +4,19 @@ import { invalidField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
 // empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms; so is a JSON
-// `null` (clients that send every unset option as null, as pydantic's `model_dump()` does).
+// `null` (clients that send every unset option as null, as pydantic's `model_dump()` does). The
+// words are pydantic's, any case, which FastAPI reads AgentOS's form booleans with.
+const FORM_BOOLEANS = {
+  truthy: ['true', 't', '1', 'yes', 'y', 'on'],
+  falsy: ['false', 'f', '0', 'no', 'n', 'off'],
+};
 const givenFlag = z
-  .union([z.boolean(), z.union([z.literal(''), z.null()]).transform(() => undefined), z.stringbool()], {
-    error: 'must be true or false',
-  })
+  .union(
+    [z.boolean(), z.union([z.literal(''), z.null()]).transform(() => undefined), z.stringbool(FORM_BOOLEANS)],
+    {
+      error: 'must be true or false',
+    },
+  )
   .optional();
 
 /** A flag that takes `fallback` when absent. */

@@ -107,6 +107,38 @@ describe('POST /agents/:agent_id/runs without streaming', () => {
     (await model.nextCall()).end();
     expect(await (await response).json()).toMatchObject({ status: 'completed', run_input: 'Hi' });
   });
+
+  it("reads a form's booleans as pydantic does (AgentOS's forms), and refuses other words", async () => {
+    const { story, model } = await serveFake();
+    for (const stream of ['f', 'F', 'n', 'No', 'off', '0']) {
+      const response = fetch(`${story}/runs`, {
+        method: 'POST',
+        body: new URLSearchParams({ message: 'Hi', stream }),
+      });
+      (await model.nextCall()).end();
+      const answer = await response;
+      expect(answer.headers.get('content-type'), stream).toMatch(/^application\/json/);
+      expect(await answer.json()).toMatchObject({ status: 'completed' });
+    }
+    for (const stream of ['t', 'Y']) {
+      const response = fetch(`${story}/runs`, {
+        method: 'POST',
+        body: new URLSearchParams({ message: 'Hi', stream }),
+      });
+      (await model.nextCall()).end();
+      const answer = await response;
+      expect(answer.headers.get('content-type'), stream).toMatch(/^text\/event-stream/);
+      await answer.text();
+    }
+    for (const stream of ['enabled', 'disabled', 'nope']) {
+      const answer = await fetch(`${story}/runs`, {
+        method: 'POST',
+        body: new URLSearchParams({ message: 'Hi', stream }),
+      });
+      expect(answer.status, stream).toBe(422);
+      expect(JSON.stringify(await answer.json())).toContain('stream');
+    }
+  });
 });
 
 describe('background runs', () => {
