@@ -41,6 +41,7 @@ function record(runId: string): RunRecord {
     user_id: null,
     status: 'streaming',
     run_input: 'bench',
+    input: { input_content: 'bench' },
     content: '',
     reasoning_content: '',
     finish_reason: null,

@@ -35,6 +35,7 @@ describe('a reasoning model', () => {
       status: 'streaming',
       content: '',
       reasoning_content: 'The user asks why.\n',
+      reasoning_steps: [{ title: 'The user asks why.', reasoning: 'The user asks why.\n' }],
       extra_data: { reasoning_steps: [{ title: 'The user asks why.', reasoning: 'The user asks why.\n' }] },
       finish_reason: null,
     });
@@ -54,6 +55,9 @@ describe('a reasoning model', () => {
       { event: 'RunContent', content: '', reasoning_content: 'Because.' },
       {
         event: 'ReasoningCompleted',
+        // Agno's client reads the steps in `content` (`ReasoningSteps`), the Agent UI in `extra_data`.
+        content: { reasoning_steps: steps },
+        content_type: 'ReasoningSteps',
         reasoning_content: 'The user asks why.\nBecause.',
         extra_data: { reasoning_steps: steps },
       },
@@ -67,13 +71,16 @@ describe('a reasoning model', () => {
         status: 'completed',
         metrics: output.metrics,
         tools: [],
+        reasoning_steps: steps,
         extra_data: { reasoning_steps: steps },
       },
     ]);
     expect(output).toMatchObject({
+      input: { input_content: 'Why?' },
       content: 'Because it is.',
       reasoning_content: 'The user asks why.\nBecause.',
       finish_reason: 'stop',
+      reasoning_steps: steps,
       extra_data: { reasoning_steps: steps },
     });
     // The reasoning was the first output.

@@ -258,7 +258,9 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
     const record = outputRecord(identity, machineOutput, extraData, now());
     output = record;
     (run as { output: RunOutput | null }).output = record;
-    const extra: Pick<RunRecord, 'extra_data'> = extraData ? { extra_data: extraData } : {};
+    const extra: Pick<RunRecord, 'reasoning_steps' | 'extra_data'> = extraData
+      ? { reasoning_steps: extraData.reasoning_steps, extra_data: extraData }
+      : {};
     append({ ...terminalEvent(machineOutput), ...extra });
     log.close();
     // Stops a model service that xstate left running (a machine that errors keeps its children).

@@ -59,7 +59,14 @@ export class ReasoningPhases {
     this.#open = false;
     this.#text = '';
     this.#steps.push({ title: titleOf(reasoning), reasoning });
-    return { event: 'ReasoningCompleted', reasoning_content: reasoning, extra_data: this.extraData()! };
+    const steps = this.extraData()!;
+    return {
+      event: 'ReasoningCompleted',
+      content: steps,
+      content_type: 'ReasoningSteps',
+      reasoning_content: reasoning,
+      extra_data: steps,
+    };
   }
 
   /** The steps so far (an open phase counts as one), or `undefined` when the model never reasoned. */

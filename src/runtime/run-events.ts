@@ -85,7 +85,10 @@ export interface ReasoningStep {
   reasoning: string;
 }
 
-/** What Agno's Agent UI reads besides `content`: the reasoning steps. */
+/**
+ * A run's reasoning steps, in the shape of Agno's `ReasoningSteps`: what Agno's Agent UI reads in
+ * `extra_data`, and the `content` of `ReasoningCompleted`.
+ */
 export interface RunExtraData {
   reasoning_steps: ReasoningStep[];
 }
@@ -97,11 +100,13 @@ export interface ReasoningStartedEvent extends RunEventBase {
 
 /**
  * The model stopped reasoning (its first content, or the end of its turn). `reasoning_content` is
- * this phase's whole reasoning; `extra_data.reasoning_steps` lists every phase so far (the Agent UI
- * replaces its steps with them).
+ * this phase's whole reasoning; every phase so far is in `content` (Agno's `ReasoningSteps`, which
+ * Agno's client reads) and in `extra_data` (which the Agent UI replaces its steps with).
  */
 export interface ReasoningCompletedEvent extends RunEventBase {
   event: 'ReasoningCompleted';
+  content: RunExtraData;
+  content_type: 'ReasoningSteps';
   reasoning_content: string;
   extra_data: RunExtraData;
 }
@@ -118,7 +123,9 @@ export interface RunCompletedEvent extends RunEventBase {
   metrics: RunMetrics;
   /** Every tool call of the run (the Agent UI replaces its chips with them). */
   tools: ToolExecution[];
-  /** Present when the model reasoned. */
+  /** Present when the model reasoned: its phases (Agno's client reads them here). */
+  reasoning_steps?: ReasoningStep[];
+  /** Present when the model reasoned: the same phases, where Agno's Agent UI reads them. */
   extra_data?: RunExtraData;
 }
 
@@ -245,11 +252,15 @@ export interface RunRecord {
   user_id: string | null;
   status: RunStatus;
   run_input: string;
+  /** The user's message as Agno's `RunOutput` has it (`RunInput`), where Agno's client reads it. */
+  input: { input_content: string };
   /** The content so far (all of it, once final). */
   content: string;
   /** The reasoning so far (`''` when the model sent none). */
   reasoning_content: string;
-  /** Present when the model reasoned: its reasoning phases, as the Agent UI shows them. */
+  /** Present when the model reasoned: its reasoning phases (where Agno's client reads them). */
+  reasoning_steps?: ReasoningStep[];
+  /** Present when the model reasoned: the same phases, where Agno's Agent UI reads them. */
   extra_data?: RunExtraData;
   /** The model's finish reason (`stop`, `length`...); `null` until it finished, and for runs it never did. */
   finish_reason: string | null;

@@ -88,6 +88,7 @@ function buildRecord(run: RunIdentity, state: RecordState): RunRecord {
     session_id: run.sessionId,
     user_id: run.userId,
     run_input: run.input,
+    input: { input_content: run.input },
     model: run.model.id,
     model_provider: run.model.provider,
     created_at: seconds(run.createdAt),
@@ -96,7 +97,10 @@ function buildRecord(run: RunIdentity, state: RecordState): RunRecord {
     reasoning_content: state.reasoning,
   } as RunRecord;
   // Only on runs whose model reasoned, and only on runs that called tools: as Agno's records.
-  if (state.extraData) record.extra_data = state.extraData;
+  if (state.extraData) {
+    record.reasoning_steps = state.extraData.reasoning_steps;
+    record.extra_data = state.extraData;
+  }
   record.finish_reason = state.finishReason;
   record.metrics = state.metrics;
   record.error = state.error;

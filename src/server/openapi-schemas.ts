@@ -53,8 +53,12 @@ const reasoningStep = z.strictObject({
   reasoning: z.string(),
 });
 
+const reasoningSteps = z
+  .array(reasoningStep)
+  .meta({ description: "A reasoning model's phases of reasoning." });
+
 const extraData = z
-  .strictObject({ reasoning_steps: z.array(reasoningStep) })
+  .strictObject({ reasoning_steps: reasoningSteps })
   .meta({ description: "A reasoning model's phases of reasoning, as Agno's Agent UI shows them." });
 
 const toolExecution = z
@@ -127,8 +131,12 @@ const runFields = {
   session_id: z.string(),
   user_id: z.string().nullable(),
   run_input: z.string(),
+  input: z
+    .strictObject({ input_content: z.string() })
+    .meta({ description: "`run_input` as Agno's `RunOutput` has it (`RunInput`)." }),
   content: z.string().meta({ description: 'The content so far; all of it once the run is final.' }),
   reasoning_content: z.string().meta({ description: "The reasoning so far ('' without any)." }),
+  reasoning_steps: reasoningSteps.optional(),
   extra_data: extraData.optional(),
   finish_reason: z
     .string()
@@ -311,6 +319,8 @@ export const reasoningStartedEvent = z.strictObject({
 export const reasoningCompletedEvent = z.strictObject({
   event: z.literal('ReasoningCompleted'),
   ...eventBase,
+  content: extraData.meta({ description: "Every phase so far, as Agno's `ReasoningSteps`." }),
+  content_type: z.literal('ReasoningSteps'),
   reasoning_content: z.string(),
   extra_data: extraData,
 });
@@ -325,6 +335,7 @@ export const runCompletedEvent = z.strictObject({
   status: z.literal('completed'),
   metrics: runMetrics,
   tools: z.array(toolExecution),
+  reasoning_steps: reasoningSteps.optional(),
   extra_data: extraData.optional(),
 });
 

@@ -64,6 +64,7 @@ function runRecord(id: string, op: Extract<Op, { kind: 'create' }>, createdAt: n
     user_id: op.user,
     status: 'pending',
     run_input: op.input,
+    input: { input_content: op.input },
     content: '',
     reasoning_content: '',
     finish_reason: null,

@@ -91,6 +91,8 @@ describe('POST /agents/:agent_id/runs without streaming', () => {
       status: 'completed',
       content: 'Hello.',
       run_input: 'Say hello',
+      // As Agno's `RunOutput.to_dict()`, which its client reads the input from.
+      input: { input_content: 'Say hello' },
       agent_id: 'story-writer-agent',
       user_id: 'ann',
       cancel_reason: null,

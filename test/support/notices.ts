@@ -49,6 +49,7 @@ export function playRun(
     user_id: null,
     status: 'pending',
     run_input: input,
+    input: { input_content: input },
     content: '',
     reasoning_content: '',
     finish_reason: null,

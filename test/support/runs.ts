@@ -172,6 +172,7 @@ export function streamingRecord(fields: Partial<RunRecord> = {}): RunRecord {
     session_id: 'session-1',
     user_id: null,
     run_input: 'Hi',
+    input: { input_content: fields.run_input ?? 'Hi' },
     model: 'fake',
     model_provider: 'fake',
     created_at: 1_800_000_000,

@@ -85,12 +85,14 @@ const RECORD_KEYS: readonly string[] = [
   'session_id',
   'user_id',
   'run_input',
+  'input',
   'model',
   'model_provider',
   'created_at',
   'status',
   'content',
   'reasoning_content',
+  'reasoning_steps',
   'extra_data',
   'finish_reason',
   'metrics',
@@ -599,6 +601,11 @@ function recordOfTerminal(event: RunEvent): Partial<RunRecord> {
       return {
         status: 'completed',
         content: event.content,
+        reasoning_content: event.reasoning_content,
+        ...(event.extra_data && {
+          reasoning_steps: event.extra_data.reasoning_steps,
+          extra_data: event.extra_data,
+        }),
         metrics: event.metrics,
         finish_reason: event.finish_reason,
         finished_at,
@@ -618,6 +625,8 @@ function recordOfTerminal(event: RunEvent): Partial<RunRecord> {
 
 function ordered(record: RunRecord): RunRecord {
   const out: Record<string, unknown> = {};
+  // A record stored before records had `input` (4 December 2026) gets it from `run_input`.
+  if (record.input === undefined) record.input = { input_content: record.run_input };
   for (const key of RECORD_KEYS) if (key in record) out[key] = record[key as keyof RunRecord];
   for (const [key, value] of Object.entries(record)) if (!(key in out)) out[key] = value;
   return out as unknown as RunRecord;
