@@ -170,7 +170,15 @@ function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Re
     }
     const fields = Object.create(null) as Record<string, unknown>;
     let failure: RunstateError | undefined;
-    parser.on('field', (name, value) => {
+    parser.on('field', (name, value: string | undefined) => {
+      // busboy hands an undecodable part (a charset it does not know) over as `undefined`: dropped,
+      // a `session_id` so sent would start a new session without a word.
+      if (value === undefined) {
+        failure ??= malformedRequest(
+          `malformed multipart body: field '${name}' is in a charset that cannot be decoded (send UTF-8)`,
+        );
+        return;
+      }
       const earlier = fields[name];
       if (earlier === undefined) fields[name] = value;
       else if (Array.isArray(earlier)) earlier.push(value);

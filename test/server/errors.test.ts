@@ -482,6 +482,24 @@ describe('invalid run requests', () => {
     await expectError(noBoundary, 400, 'INVALID_INPUT');
   });
 
+  it('answers 400 for a multipart field in a charset it cannot decode, never drops it', async () => {
+    const { story, url } = await serveFake();
+    const part = (name: string, value: string, type = '') =>
+      `--X\r\nContent-Disposition: form-data; name="${name}"\r\n${type}\r\n${value}\r\n`;
+    const bogus = 'Content-Type: text/plain; charset=x-bogus\r\n';
+    const response = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=X' },
+      body: `${part('message', 'Hi')}${part('session_id', 'mine', bogus)}${part('background', 'true')}--X--\r\n`,
+    });
+    const body = await expectError(response, 400, 'INVALID_INPUT');
+    expect(body.detail).toBe(
+      "malformed multipart body: field 'session_id' is in a charset that cannot be decoded (send UTF-8)",
+    );
+    // No run was started in a new session instead.
+    expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });
+  });
+
   it('answers 422 naming the field of a file part: runs take text only', async () => {
     const { story } = await serveFake();
     const form = new FormData();
