@@ -320,12 +320,23 @@ export const deleteSessionsBody = z.object({
 });
 
 /**
- * Validates request input. Throws a 422 naming the first failing field (`message`, `stream`...),
- * with every problem in `detail`.
+ * Validates request input (a body, a query string's parameters). Throws a 422 naming the first
+ * failing field (`message`, `stream`...), with every problem in `detail`. A field the schema knows,
+ * sent in a bracket form (`user_id[]=a`, `session_id[x]=a`, as `qs` and jQuery write arrays and
+ * objects), is refused: it would not be read as that field, and a field dropped in silence starts a
+ * new session, replays a stream from its start, or widens a filter.
  */
 export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unknown): z.output<Schema> {
   // Worded as a body of `null` or `5` is (by the JSON parser's check), not in zod's words.
   if (Array.isArray(input)) throw invalidField('body', 'body: must be a JSON object, not array');
+  if (schema instanceof z.ZodObject && typeof input === 'object' && input !== null) {
+    for (const key of Object.keys(input)) {
+      const bracket = key.indexOf('[');
+      const name = key.slice(0, bracket);
+      if (bracket > 0 && Object.hasOwn(schema.shape, name))
+        throw invalidField(name, `${name}: must be sent as ${name}=value, once (not ${key})`);
+    }
+  }
   const unstorable = unstorablePath(input);
   if (unstorable !== undefined) {
     const field = unstorable.path.join('.') || 'body';
@@ -337,21 +348,6 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
   const fieldOf = (path: readonly PropertyKey[]) => (path.length > 0 ? path.map(String).join('.') : 'body');
   const detail = issues.map((issue) => `${fieldOf(issue.path)}: ${issue.message}`).join('; ');
   throw invalidField(fieldOf(issues[0]?.path ?? []), detail);
-}
-
-/**
- * Validates a query string's parameters as {@link parseInput} does. A parameter the schema knows,
- * sent in a bracket form (`user_id[]=a`, `user_id[x]=a`, as `qs` writes arrays and objects), is
- * refused: it would not be read as that parameter, and a filter dropped in silence widens the answer.
- */
-export function parseQuery<Schema extends z.ZodObject>(schema: Schema, query: object): z.output<Schema> {
-  for (const key of Object.keys(query)) {
-    const bracket = key.indexOf('[');
-    const name = key.slice(0, bracket);
-    if (bracket > 0 && Object.hasOwn(schema.shape, name))
-      throw invalidField(name, `${name}: must be sent as ${name}=value, once (not ${key})`);
-  }
-  return parseInput(schema, query);
 }
 
 /**

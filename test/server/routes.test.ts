@@ -486,6 +486,32 @@ describe('sessions', () => {
     expect((await fetch(`${story}/runs?session_id=s1`)).status).toBe(200);
   });
 
+  it('answers 422 to a field of a body in a bracket form, rather than read it as absent', async () => {
+    const { url, story } = await serveFake();
+    const started = await postRun(story, { message: 'Hi', background: true, session_id: 's1' });
+    const { run_id } = (await started.json()) as { run_id: string };
+    const form = (fields: Record<string, string>) => ({ method: 'POST', body: new URLSearchParams(fields) });
+    for (const [path, init, field] of [
+      [`${story}/runs`, form({ message: 'Hi', 'session_id[]': 's1' }), 'session_id'],
+      [`${story}/runs/${run_id}/resume`, form({ 'last_event_index[]': '5' }), 'last_event_index'],
+      [`${url}/sessions/s1/rename`, form({ 'session_name[x]': 'a' }), 'session_name'],
+      [
+        `${url}/sessions/s1`,
+        { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: '{"session_name[]":"a"}' },
+        'session_name',
+      ],
+    ] as const) {
+      const body = await expectError(await fetch(path, init), 422, 'INVALID_INPUT');
+      expect(body.field, path).toBe(field);
+      expect(body.detail, path).toContain(`${field}=value, once`);
+    }
+    // Nothing was started or renamed meanwhile.
+    expect(await (await fetch(`${url}/sessions/s1/runs`)).json()).toHaveLength(1);
+    // A field no route reads is ignored, brackets or not.
+    const other = await fetch(`${story}/runs`, form({ message: 'Hi', background: 'true', 'extra[]': 'x' }));
+    expect(other.status).toBe(202);
+  });
+
   it('answers 422 naming limit or page when either is not a whole number in its range, however long', async () => {
     const { url } = await serveFake();
     const huge = '9'.repeat(400); // Number() makes it Infinity: `null` once in JSON
