@@ -162,21 +162,27 @@ export const continueRunForm = continueRunBody.extend({ tools: toolsText });
  * is the `event_index` of the last event the client received (`-1`, empty or absent: none), a
  * form's text or a JSON number; `session_id`, when given, must be the run's.
  */
+const EVENT_INDEX = 'must be a whole number, -1 or more';
+
 export const resumeRunBody = z.object({
+  // Worded alike whether it came as a form's text or a JSON number.
   last_event_index: z
     .union(
       [
         z.literal('').transform(() => undefined),
-        z.number().int().min(-1),
+        z.number().refine((value) => Number.isInteger(value) && value >= -1, EVENT_INDEX),
         z
           .string()
-          .regex(/^(-1|0|[1-9]\d*)$/)
-          .transform(Number)
-          .refine((value) => Number.isSafeInteger(value)),
+          .regex(/^(-1|0|[1-9]\d*)$/, EVENT_INDEX)
+          .transform(Number),
       ],
-      { error: 'must be a whole number, -1 or more' },
+      { error: EVENT_INDEX },
     )
     .nullish()
+    .refine(
+      (value) => value == null || value <= Number.MAX_SAFE_INTEGER,
+      `must be at most ${Number.MAX_SAFE_INTEGER}`,
+    )
     .transform((value) => value ?? -1),
   session_id: optionalId,
 });

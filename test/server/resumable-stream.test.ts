@@ -124,7 +124,25 @@ describe('POST /agents/:agent_id/runs/:run_id/resume', () => {
         'INVALID_INPUT',
       );
       expect(answer.field).toBe('last_event_index');
-      expect(answer.detail).toMatch(/-1 or more/);
+      expect(answer.detail).toBe('last_event_index: must be a whole number, -1 or more');
+    }
+    // The same words for a JSON number; past the largest exact one, the bound (as `?after=` says it).
+    for (const [bad, detail] of [
+      [-2, 'must be a whole number, -1 or more'],
+      [1.5, 'must be a whole number, -1 or more'],
+      ['9007199254740992', 'must be at most 9007199254740991'],
+      [1e20, 'must be at most 9007199254740991'],
+    ] as const) {
+      const answer = await expectError(
+        await fetch(`${story}/runs/${run_id}/resume`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ last_event_index: bad }),
+        }),
+        422,
+        'INVALID_INPUT',
+      );
+      expect(answer.detail, String(bad)).toBe(`last_event_index: ${detail}`);
     }
     const past = await expectError(
       await postForm(`${story}/runs/${run_id}/resume`, { last_event_index: '5' }),
