@@ -250,6 +250,10 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
     if (code === 'EADDRINUSE')
       console.error(`runstate: port ${port} on ${host} is already in use (set --port or PORT)`);
     else console.error(`runstate: cannot listen on ${host}:${port}: ${(error as Error).message}`);
+    // The orchestrator first: its lease keeper and bus subscriptions would meet a closed store, and
+    // its instance's lease would stay taken until it ran out.
+    await runstate.shutdown();
+    inspector.close();
     await storage.close();
     return 1;
   }

@@ -1,10 +1,14 @@
 /** The `runstate` command, run as a child process the way a user runs it. */
 import { copyFile, mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createFakeOpenAIServer } from '../../src/testing/fake-openai-server.js';
+import pg from 'pg';
 import { ROOT, spawnCli } from '../support/cli-process.js';
+import { createTempDir, createTestDatabase } from '../support/databases.js';
+import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
 import { expectError, postRun } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
@@ -86,6 +90,38 @@ describe('runstate serve', () => {
     expect(both.output().stderr).toMatch(
       /^runstate: REDIS_URL needs a database URL, not RUNSTATE_DATA_DIR: /,
     );
+  });
+
+  it('says in one line that its port is taken, exit code 1, its storage let go (PGlite; PostgreSQL + Redis)', async () => {
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = String((taken.address() as AddressInfo).port);
+    const dir = await createTempDir('runstate-cli-port-');
+    const database = await createTestDatabase();
+    try {
+      const storages: Record<string, string>[] = [
+        { RUNSTATE_DATA_DIR: join(dir.path, 'data') },
+        { DATABASE_URL: database.url, REDIS_URL, RUNSTATE_REDIS_PREFIX: redisPrefix() },
+      ];
+      for (const env of storages) {
+        const run = spawnCli(['serve', '--port', port], env);
+        expect(await run.exit).toBe(1);
+        // Not followed by the lease keeper's or the cancel bus's complaints about a closed store.
+        expect(run.output().stderr).toBe(
+          `runstate: port ${port} on 127.0.0.1 is already in use (set --port or PORT)\n`,
+        );
+      }
+      // The instance's lease was given back, not left to run out.
+      const client = new pg.Client({ connectionString: database.url });
+      await client.connect();
+      const { rows } = await client.query('SELECT count(*)::int AS n FROM runstate_instances');
+      await client.end();
+      expect(rows[0].n).toBe(0);
+    } finally {
+      taken.close();
+      await database.drop();
+      await dir.remove();
+    }
   });
 
   it('refuses a database or Redis URL that is none before connecting, naming the flag or variable, exit code 2', async () => {
