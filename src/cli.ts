@@ -171,6 +171,10 @@ function storageOptionsOf(config: RunstateConfig, flags: ServeFlags): StorageOpt
   if (blankDir)
     throw new UsageError(`${blankDir.names.dataDir} must name a directory, got '${blankDir.dataDir}'`, false);
   const database = sources.find((source) => source.dataDir || source.databaseUrl);
+  if (database?.dataDir && database.databaseUrl) {
+    const { dataDir, databaseUrl } = database.names;
+    throw new UsageError(`set ${dataDir} or ${databaseUrl}, not both: runs are kept in one database`, false);
+  }
   // PGlite is one process's: a Redis URL of another source (REDIS_URL set for the PostgreSQL
   // instances of this machine) does not apply to it; one given with the data dir is refused.
   if (database?.dataDir && database.redisUrl) {

@@ -90,6 +90,24 @@ describe('runstate serve', () => {
     expect(both.output().stderr).toMatch(
       /^runstate: REDIS_URL needs a database URL, not RUNSTATE_DATA_DIR: /,
     );
+    // A data dir and a database URL of one source: those two are named, whatever else is set.
+    for (const [args, extra, names] of [
+      [
+        [],
+        { RUNSTATE_DATA_DIR: join(dir, 'data'), DATABASE_URL: env.DATABASE_URL },
+        'RUNSTATE_DATA_DIR or DATABASE_URL',
+      ],
+      [[], { RUNSTATE_DATA_DIR: join(dir, 'data'), ...env }, 'RUNSTATE_DATA_DIR or DATABASE_URL'],
+      [
+        ['--data-dir', join(dir, 'data'), '--database-url', env.DATABASE_URL],
+        {},
+        '--data-dir or --database-url',
+      ],
+    ] as const) {
+      const run = spawnCli(['serve', '--port', '0', ...args], extra);
+      expect(await run.exit).toBe(2);
+      expect(run.output().stderr).toBe(`runstate: set ${names}, not both: runs are kept in one database\n`);
+    }
   });
 
   it('says in one line that its port is taken, exit code 1, its storage let go (PGlite; PostgreSQL + Redis)', async () => {
