@@ -804,6 +804,19 @@ describe('server and inspector options', () => {
     refusedApp({ agents: agents(), cors: { origins: 'http://x' } }, /^options\.cors\.origins: /);
     refusedApp({ agents: agents(), bodyLimit: '1xb' }, /^bodyLimit must be bytes, or a size like '1mb'/);
     refusedApp({ agents: agents(), dbId: 5 }, /^options\.dbId: must be a string/);
+    // The Agent UI loads no sessions without a db_id.
+    refusedApp({ agents: agents(), dbId: '' }, /^options\.dbId: must not be empty/);
+    refusedApp({ agents: [] }, /^options\.agents: must hold at least one agent/);
+    // A misspelt option would be lost without a word: a server with no key, or other origins.
+    refusedApp(
+      { agents: agents(), securityKy: 'k' },
+      /^createApp has no option "securityKy": its options are agents, securityKey, /,
+    );
+    refusedApp({ agents: agents(), DbId: 'x' }, /^createApp has no option "DbId" \(did you mean "dbId"\?\)/);
+    refusedApp(
+      { agents: agents(), cors: { origin: ['http://x'] } },
+      /^options\.cors: must be { origins }/,
+    );
     // What JavaScript callers pass for "not set" is taken as not set.
     for (const unset of [
       { securityKey: null },
@@ -830,6 +843,8 @@ describe('server and inspector options', () => {
       [{ graceMs: -1 }, /^options\.graceMs: /],
       [{ backlog: -5 }, /^options\.backlog: /],
       [{ host: '' }, /^options\.host: must not be empty/],
+      // Misspelt, it would listen on 7777.
+      [{ prot: 0 }, /^startServer has no option "prot": its options are port, host, graceMs, backlog/],
     ] as const) {
       await expect(startServer(app, options as unknown as Options)).rejects.toEqual(invalid(message));
     }

@@ -14,7 +14,7 @@ import { declaredTooLarge, parseByteSize, type BodyLimit } from './body-parsers.
 import { errorHandler, malformedRequest, notFoundHandler, sendError } from './http-errors.js';
 import { expressMessageClasses, type MessageClasses } from './message-classes.js';
 import { RunstateError } from '../errors.js';
-import { checkOption, positiveDuration } from '../runtime/run-limits.js';
+import { checkOption, checkOptionNames, positiveDuration } from '../runtime/run-limits.js';
 import type { RouteContext } from './route-context.js';
 import { runRoutes } from './run-routes.js';
 import { refuseOtherMethods } from './method-not-allowed.js';
@@ -114,17 +114,36 @@ export interface RunstateApp {
   shutdown(): Promise<void>;
 }
 
+/** The names of {@link CreateAppOptions}: a misspelt one (`securityKy`) would serve with no key. */
+const CREATE_APP_OPTIONS = [
+  'agents',
+  'securityKey',
+  'cors',
+  'allowedHosts',
+  'bodyLimit',
+  'heartbeatMs',
+  'dbId',
+  'logger',
+  'mount',
+  'metrics',
+  'tracing',
+] as const satisfies readonly (keyof CreateAppOptions)[];
+
 /** The shape of {@link CreateAppOptions}, checked at `createApp` (each option's range where it is used). */
 const createAppOptionsSchema = z.object(
   {
-    agents: z.array(
-      z.custom<Agent>((agent) => typeof agent === 'object' && agent !== null, 'must be an Agent'),
-      { error: 'must be an array of agents' },
-    ),
+    agents: z
+      .array(
+        z.custom<Agent>((agent) => typeof agent === 'object' && agent !== null, 'must be an Agent'),
+        {
+          error: 'must be an array of agents',
+        },
+      )
+      .min(1, 'must hold at least one agent'),
     // `null` is absent, as in JavaScript's optional options (`securityKey: process.env.KEY ?? null`).
     securityKey: z.string({ error: 'must be a string' }).nullish(),
     cors: z
-      .object(
+      .strictObject(
         {
           // Origins as the `cors` package takes them: strings, or regular expressions.
           origins: z
@@ -137,7 +156,8 @@ const createAppOptionsSchema = z.object(
       )
       .nullish(),
     bodyLimit: z.union([z.number(), z.string()], { error: "must be bytes, or a size like '1mb'" }).nullish(),
-    dbId: z.string({ error: 'must be a string' }).nullish(),
+    // Never empty: the Agent UI loads no sessions without one.
+    dbId: z.string({ error: 'must be a string' }).min(1, 'must not be empty').nullish(),
     mount: z
       .record(
         z.string(),
@@ -168,6 +188,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   // What types do not reach (JavaScript, options read from elsewhere) fails here, named, rather
   // than as a TypeError or on the first request.
   checkOption(createAppOptionsSchema, options, 'options');
+  checkOptionNames(options, CREATE_APP_OPTIONS, 'createApp');
   const agents = new AgentDirectory(options.agents);
   const context: RouteContext = {
     agents,

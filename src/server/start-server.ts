@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { z } from 'zod';
-import { checkOption, duration } from '../runtime/run-limits.js';
+import { checkOption, checkOptionNames, duration } from '../runtime/run-limits.js';
 import type { RunstateApp } from './create-app.js';
 import { answerClientError, answerConnect, answerExpectation } from './http-errors.js';
 
@@ -77,6 +77,8 @@ export async function startServer(
   runstate: RunstateApp,
   options: StartServerOptions = {},
 ): Promise<RunningServer> {
+  // A misspelt option (`prot`) would listen on the default port without a word.
+  checkOptionNames(options, ['port', 'host', 'graceMs', 'backlog'], 'startServer');
   const {
     port = 7777,
     host = '127.0.0.1',

@@ -7,7 +7,15 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator } from '../../src/index.js';
 import { createFakeModel } from '../../src/testing/index.js';
 import { answerClientError, createApp, startServer } from '../../src/server/index.js';
-import { expectError, expectRawError, postRun, rawRequest, serve, serveFake } from '../support/app.js';
+import {
+  expectError,
+  expectRawError,
+  postRun,
+  rawRequest,
+  serve,
+  serveFake,
+  twoAgents,
+} from '../support/app.js';
 
 describe('bearer auth', () => {
   it('answers 401 without a token or with a wrong one, 200 with the right one', async () => {
@@ -212,7 +220,7 @@ describe('requests a web page of another site could make', () => {
         .end();
     });
     expect(allowedPage).toBe('http://localhost:3000');
-    expect(() => createApp({ agents: [], allowedHosts: ['runstate.example.com:8080'] })).toThrow(
+    expect(() => createApp({ agents: twoAgents(), allowedHosts: ['runstate.example.com:8080'] })).toThrow(
       /allowedHosts\.0: must be a host name, without a port/,
     );
   });

@@ -58,9 +58,10 @@ export async function serveConfirmingAgent() {
 export async function serveFake(
   options: Omit<CreateAppOptions, 'agents'> & { orchestrator?: OrchestratorOptions } = {},
 ): Promise<TestServer & { model: FakeModel; agents: Agent[]; story: string }> {
+  const { orchestrator, ...appOptions } = options;
   const model = createFakeModel();
-  const agents = twoAgents(model, options.orchestrator);
-  const server = await serve({ ...options, agents });
+  const agents = twoAgents(model, orchestrator);
+  const server = await serve({ ...appOptions, agents });
   return { ...server, model, agents, story: `${server.url}/agents/story-writer-agent` };
 }
 
