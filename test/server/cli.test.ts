@@ -132,9 +132,9 @@ describe('runstate serve', () => {
       // The instance's lease was given back, not left to run out.
       const client = new pg.Client({ connectionString: database.url });
       await client.connect();
-      const { rows } = await client.query('SELECT count(*)::int AS n FROM runstate_instances');
+      const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM runstate_instances');
       await client.end();
-      expect(rows[0].n).toBe(0);
+      expect(rows[0]!.n).toBe(0);
     } finally {
       taken.close();
       await database.drop();
