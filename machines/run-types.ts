@@ -3,8 +3,11 @@
  * serialised, sent to an inspector or stored in another process.
  */
 
+/** Every {@link RunStatus}, in the order a run can pass through them. */
+export const RUN_STATUSES = ['pending', 'streaming', 'paused', 'completed', 'cancelled', 'failed'] as const;
+
 /** The status of a run. It is always the run machine's top-level state, never stored apart from it. */
-export type RunStatus = 'pending' | 'streaming' | 'paused' | 'completed' | 'cancelled' | 'failed';
+export type RunStatus = (typeof RUN_STATUSES)[number];
 
 /** The statuses a run ends in. */
 export type FinalRunStatus = Extract<RunStatus, 'completed' | 'cancelled' | 'failed'>;

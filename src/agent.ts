@@ -246,7 +246,8 @@ export class Agent {
    *
    * @throws `RunstateError` `SHUTTING_DOWN` (synchronously) after the orchestrator's `shutdown()`:
    * there is no run, so no stream to return; `INVALID_INPUT` (synchronously) for an input that is
-   * not a string or is blank, or a `sessionId` or `userId` that is not one. A session of another agent is refused by the store:
+   * not a string or is blank, a `sessionId` or `userId` that is not one, or a `stream` that is not a
+   * boolean (with either form). A session of another agent is refused by the store:
    * the stream ends with `RunError` (`INVALID_INPUT`) and `result` is that failed output.
    */
   run(input: string, options: AgentRunOptions & { stream: true }): RunStream;
@@ -268,6 +269,12 @@ export class Agent {
   run(input: string, options?: AgentRunOptions): RunStream | Promise<RunOutput | PausedRunOutput> {
     // (`null` from a JavaScript caller is no options, as `undefined` is.)
     options ??= {};
+    // Which of the two it asked for cannot be told (`'false'` is truthy): refused before either.
+    if (options.stream != null && typeof options.stream !== 'boolean')
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `agent.run's stream must be true or false, got ${typeof options.stream}`,
+      );
     if (!options.stream) {
       try {
         const handle = this.#start(input, options);

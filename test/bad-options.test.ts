@@ -916,6 +916,28 @@ describe('the library API given what its types rule out (found by a reviewer)', 
     await expect(agent.orchestrator.renameSession('s', 'a\0b')).rejects.toEqual(
       invalid(/^name must not contain/),
     );
+    // The orchestrator's own start request, and a filter's value.
+    const model = createFakeModel();
+    expect(() =>
+      agent.orchestrator.startRun({
+        agentId: 'a',
+        agentName: 'A',
+        model,
+        input: 'Hi',
+        sesionId: 's',
+      } as never),
+    ).toThrow(
+      invalid(/^startRun has no option "sesionId": its options are agentId, agentName, model, input, /),
+    );
+    await expect(agent.orchestrator.listRuns({ status: 'bogus' } as never)).rejects.toEqual(
+      invalid(/^listRuns's status must be one of pending, streaming, paused, completed, cancelled, failed$/),
+    );
+    // `'false'` is truthy: neither form is taken for it.
+    for (const stream of ['false', 1, {}])
+      expect(() => agent.run('Hi', { stream } as never)).toThrow(
+        invalid(/^agent\.run's stream must be true or false, got /),
+      );
+    expect(await agent.orchestrator.listRuns()).toStrictEqual([]);
   });
 
   it('refuses a start request without a model, ids or tools of the right kind', async () => {

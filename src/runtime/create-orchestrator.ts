@@ -4,6 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { isFinalStatus, runMachine, withRunClock, type RunMachineInput } from '../../machines/run.machine.js';
 import {
   CANCEL_REASONS,
+  RUN_STATUSES,
   type CancelReason,
   type ToolConfirmation,
   type ToolExecution,
@@ -318,6 +319,8 @@ function checkStartRequest(request: StartRunRequest): void {
       'INVALID_INPUT',
       'startRun takes a request: { agentId, agentName, model, input }',
     );
+  // A misspelt `sesionId` would start a new session without a word.
+  checkOptionNames(request, START_REQUEST_FIELDS, 'startRun');
   for (const name of ['agentId', 'agentName'] as const) {
     if (typeof request[name] !== 'string' || request[name] === '')
       throw new RunstateError('INVALID_INPUT', `${name} must be a string that is not empty`);
@@ -960,6 +963,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     async listRuns(filter) {
       filter ??= {};
       checkOptionNames(filter, RUN_FILTERS, 'listRuns');
+      // A status no run has would list nothing, as if there were no such runs.
+      if (filter.status !== undefined && !RUN_STATUSES.includes(filter.status))
+        throw new RunstateError(
+          'INVALID_INPUT',
+          `listRuns's status must be one of ${RUN_STATUSES.join(', ')}`,
+        );
       // The status of a live run is its machine's: filtered after the live records replaced the stored.
       const records = await withLive(
         await store.listRuns({ agentId: filter.agentId, sessionId: filter.sessionId }),
@@ -1192,6 +1201,17 @@ function unlessEnded(error: unknown): void {
 
 /** The filters of `listRuns` and of `listSessions`: a misspelt one would return every run or session. */
 const RUN_FILTERS = ['agentId', 'sessionId', 'status'] as const satisfies readonly (keyof RunFilter)[];
+const START_REQUEST_FIELDS = [
+  'agentId',
+  'agentName',
+  'model',
+  'input',
+  'instructions',
+  'sessionId',
+  'userId',
+  'limits',
+  'tools',
+] as const satisfies readonly (keyof StartRunRequest)[];
 const SESSION_FILTERS = ['agentId', 'userId'] as const satisfies readonly (keyof SessionFilter)[];
 
 /** What every store has (see {@link RunStore}). */

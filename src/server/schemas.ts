@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { RUN_STATUSES } from '../../machines/run-types.js';
 import { MAX_ID_LENGTH, unstorableCharacter } from '../runtime/create-orchestrator.js';
 import { invalidField } from './http-errors.js';
 
@@ -38,7 +39,7 @@ const optionalId = z
   .transform((value) => value || undefined);
 
 /** A run status, as a query value or in a record. */
-export const runStatus = z.enum(['pending', 'streaming', 'paused', 'completed', 'cancelled', 'failed']);
+export const runStatus = z.enum(RUN_STATUSES);
 
 /** Agno's run statuses (`RunStatus`), as its clients filter by them, and runstate's for each. */
 export const AGNO_RUN_STATUSES = {
