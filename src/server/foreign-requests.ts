@@ -94,9 +94,14 @@ export function foreignRequestError(
   return undefined;
 }
 
-/** The name of a `Host` header, without its port (and an IPv6 address without its brackets). */
+/**
+ * The name of a `Host` header, without its port (and an IPv6 address without its brackets). A
+ * bracket left open (`[::1`) or followed by more than a port is no address: kept whole, it is no
+ * name this server knows.
+ */
 function hostName(host: string): string {
-  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d*$/, '');
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(host);
+  const name = bracketed ? bracketed[1]! : host.startsWith('[') ? host : host.replace(/:\d*$/, '');
   return name.toLowerCase().replace(/\.$/, '');
 }
 

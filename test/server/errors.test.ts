@@ -194,6 +194,11 @@ describe('requests a web page of another site could make', () => {
     ]) {
       expect((await withHost(`${url}/agents`, host)).status, host).toBe(200);
     }
+    // An address in brackets is one only when they close, before its port at most.
+    for (const host of ['[::1', '[::1]evil.example', `[::1]:${port}x`]) {
+      expect((await withHost(`${url}/agents`, host)).status, host).toBe(403);
+    }
+    expect((await withHost(`${url}/agents`, `[::1]:${port}`)).status).toBe(200);
     // A balancer's health check may name the service as it likes.
     expect((await withHost(`${url}/health`, 'runstate.internal')).status).toBe(200);
 
