@@ -8,8 +8,9 @@ import type { ChatMessage, ToolCallRequest, ToolDefinition } from './chat-model.
  * - an `enum` property takes the first of its values the message contains, else the first value;
  * - `number` and `integer` properties take the message's numbers, in order (else their `default`,
  *   `minimum`, or 1);
- * - `string` properties take its quoted phrases in order ("..." or '...'), then its words that name
- *   no tool (else their `default`, or the property's name);
+ * - `string` properties take its quoted phrases in order ("..." or '...'), then its words of three
+ *   letters or more that name no tool (in any of its forms) and are no common word (else their
+ *   `default`, or the property's name);
  * - `boolean` properties are `true`;
  * - properties of other types are left out.
  *
@@ -28,17 +29,22 @@ export function offlineToolCalls(
     .sort((x, y) => x.at - y.at);
   if (named.length === 0) return [];
   const toolWords = new Set(tools.flatMap(({ name }) => name.toLowerCase().split(/[_-]/)));
+  // The words that name a tool, in whichever form (`fetchpage`, `Fetch-Page`), are no argument.
+  const unnamed = tools.reduce((rest, { name }) => rest.replace(namePattern(name, 'g'), ' '), text);
   return named.map(({ tool }, i) => ({
     // Unique within a session: the history only grows, and a turn calls each tool once.
     id: `call_offline_${messages.length}_${i}`,
     type: 'function',
-    function: { name: tool.name, arguments: JSON.stringify(argumentsFor(tool.parameters, text, toolWords)) },
+    function: {
+      name: tool.name,
+      arguments: JSON.stringify(argumentsFor(tool.parameters, text, unnamed, toolWords)),
+    },
   }));
 }
 
-function namePattern(name: string): RegExp {
+function namePattern(name: string, flags = ''): RegExp {
   const parts = name.split(/[_-]/).map((part) => part.replace(/[^a-zA-Z0-9]/g, ''));
-  return new RegExp(`(?<![\\p{L}\\d])${parts.join('[ _-]?')}(?![\\p{L}\\d])`, 'iu');
+  return new RegExp(`(?<![\\p{L}\\d])${parts.join('[ _-]?')}(?![\\p{L}\\d])`, `iu${flags}`);
 }
 
 interface PropertySchema {
@@ -48,11 +54,17 @@ interface PropertySchema {
   minimum?: number;
 }
 
-function argumentsFor(schema: Record<string, unknown>, text: string, toolWords: Set<string>) {
+/** `unnamed`: `text` without the tool names it holds, where the words are read from. */
+function argumentsFor(
+  schema: Record<string, unknown>,
+  text: string,
+  unnamed: string,
+  toolWords: Set<string>,
+) {
   const properties = (schema.properties ?? {}) as Record<string, PropertySchema>;
   const numbers = (text.match(/-?\d+(?:\.\d+)?/g) ?? []).map(Number);
   const quoted = [...text.matchAll(/"([^"]+)"|'([^']+)'/g)].map((m) => m[1] ?? m[2] ?? '');
-  const words = text
+  const words = unnamed
     .replace(/"[^"]*"|'[^']*'/g, ' ')
     .split(/[^\p{L}\d-]+/u)
     .filter((word) => /^\p{L}/u.test(word) && word.length > 2 && !toolWords.has(word.toLowerCase()));

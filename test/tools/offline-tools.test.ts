@@ -60,6 +60,27 @@ describe('the offline model with tools', () => {
     ]);
   });
 
+  it('takes no form of a tool name for a string argument: joined, hyphenated or spaced', async () => {
+    const fetchPage = tool({
+      name: 'fetch_page',
+      description: 'Fetches',
+      parameters: z.object({ url: z.string() }),
+      execute: () => 'page',
+    }).definition;
+    for (const [message, url] of [
+      ['fetch_page now', 'now'],
+      ['fetch page now', 'now'],
+      ['fetchpage now', 'now'],
+      ['Fetch-Page now', 'now'],
+      ['fetch-page', 'url'],
+    ]) {
+      const end = (await streamOf([{ role: 'user', content: message! }], [fetchPage])).at(-1);
+      expect(end, message).toMatchObject({
+        toolCalls: [{ function: { name: 'fetch_page', arguments: JSON.stringify({ url }) } }],
+      });
+    }
+  });
+
   it('writes text when no tool is named, or when no tools are offered', async () => {
     for (const chunks of [
       await streamOf([{ role: 'user', content: 'A story about numbers' }]),
