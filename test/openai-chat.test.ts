@@ -194,6 +194,66 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('makes a stream that ends with no output and no finish reason retryable, as a dropped one is', async () => {
+    const bodies = [
+      '',
+      'data: [DONE]\n\n',
+      chunk({ choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] }),
+    ];
+    let next = 0;
+    const empty = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(bodies[next++]);
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: empty.url });
+    try {
+      for (const body of bodies) {
+        const seen: ModelChunk[] = [];
+        const error = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
+        // Nothing was delivered: sent again, nothing would repeat (an empty 200 from a gateway).
+        expect(error, body).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE', isRetryable: true });
+        expect(seen.filter((piece) => piece.type === 'delta' && piece.content !== '')).toEqual([]);
+      }
+    } finally {
+      await empty.close();
+    }
+  });
+
+  it('reads only the retry-after forms HTTP has (whole seconds, an HTTP date); others are no wait', async () => {
+    const future = new Date(Date.now() + 3_600_000);
+    const cases: [Record<string, string>, number | undefined][] = [
+      [{ 'retry-after': '-1' }, undefined],
+      [{ 'retry-after': '1e3' }, undefined],
+      [{ 'retry-after': '0x10' }, undefined],
+      [{ 'retry-after': '1.5' }, undefined],
+      [{ 'retry-after': 'soon' }, undefined],
+      [{ 'retry-after': '7' }, 7_000],
+      [{ 'retry-after-ms': '-5', 'retry-after': '2' }, 2_000],
+      [{ 'retry-after-ms': '250.5' }, 250.5],
+    ];
+    let next = 0;
+    const busy = await listen((req, res) => {
+      req.resume();
+      const headers = next < cases.length ? cases[next++]![0] : { 'retry-after': future.toUTCString() };
+      res.writeHead(429, { 'content-type': 'application/json', ...headers });
+      res.end('{"error":{"message":"slow down"}}');
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: busy.url });
+    try {
+      for (const [headers, wait] of cases) {
+        const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
+        expect(error.retryAfterMs, JSON.stringify(headers)).toBe(wait);
+      }
+      // An IMF-fixdate, as `toUTCString` writes one: the time until then.
+      const dated = await failure(model.stream({ messages, signal: new AbortController().signal }));
+      expect(dated.retryAfterMs).toBeGreaterThan(3_590_000);
+      expect(dated.retryAfterMs).toBeLessThanOrEqual(3_600_000);
+    } finally {
+      await busy.close();
+    }
+  });
+
   it('throws MODEL_STREAM_INCOMPLETE, not retryable, when the socket drops after a delta', async () => {
     server.enqueue({ fault: 'stall', chunks: ['partial'] });
     const iterator = model.stream({ messages, signal: new AbortController().signal })[Symbol.asyncIterator]();

@@ -56,6 +56,17 @@ describe('the OpenAI path', () => {
     expect(output.metrics).toMatchObject({ input_tokens: 7, output_tokens: 3, total_tokens: 10 });
   });
 
+  it('retries a stream that ended with no output (an empty 200), as one whose socket dropped then', async () => {
+    const { start } = setup();
+    server.enqueue({ fault: 'truncate', headers: false }, { chunks: ['Once.'] });
+    const run = start();
+    const events = await collect(run.events());
+    checkRunEvents(events, 'completed');
+    const output = await run.result;
+    expect(output.content).toBe('Once.');
+    expect(server.requests).toHaveLength(2);
+  });
+
   it('cancel while streaming closes the upstream socket', async () => {
     const { orchestrator, start } = setup();
     server.enqueue({ fault: 'stall', chunks: ['first '] });

@@ -444,12 +444,15 @@ class CompletionRequest implements PushedSource {
       else this.#ended(undefined);
       return;
     }
-    const { finishReason, usage, toolCalls, reasoningField } = this.#state;
+    const { finishReason, usage, toolCalls, reasoningField, delivered } = this.#state;
     if (finishReason === undefined) {
       this.#close(
         new RunstateError(
           'MODEL_STREAM_INCOMPLETE',
           `The stream of ${this.#modelId} ended without a finish reason (${done ? 'the server sent [DONE] without one' : 'the body closed early'})`,
+          // Before any output, as a connection dropped then: sent again, nothing would repeat (an
+          // empty 200 from a gateway, a replica that went away).
+          { retryable: !delivered },
         ),
       );
       return;
@@ -543,15 +546,22 @@ function innermostMessage(error: unknown): string | undefined {
   return message;
 }
 
-/** `retry-after-ms` (OpenAI's), else `retry-after` in seconds or as an HTTP date. */
+/**
+ * `retry-after-ms` (OpenAI's, milliseconds), else `retry-after` in whole seconds or as an HTTP date
+ * (RFC 9110 10.2.3: its three formats). Anything else (`-1`, `1e3`, `0x10`, which `Number` and
+ * `Date.parse` would read as something) is no wait: the machine's own backoff applies.
+ */
 function retryAfterMs(headers: Headers | undefined): number | undefined {
-  // `||`: a header sent empty reads as '', which Number() would take for 0.
-  const ms = Number(headers?.get('retry-after-ms') || NaN);
-  if (Number.isFinite(ms) && ms >= 0) return ms;
-  const value = headers?.get('retry-after');
+  const ms = headers?.get('retry-after-ms')?.trim();
+  if (ms && /^\d+(?:\.\d+)?$/.test(ms)) return Number(ms);
+  const value = headers?.get('retry-after')?.trim();
   if (!value) return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  if (/^\d+$/.test(value)) return Number(value) * 1000;
+  if (!HTTP_DATE.test(value)) return undefined;
   const date = Date.parse(value);
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
+
+/** An HTTP date: IMF-fixdate, RFC 850's, or asctime's, as RFC 9110 5.6.7 has recipients read them. */
+const HTTP_DATE =
+  /^(?:[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT|[A-Za-z]{6,9}, \d{2}-[A-Za-z]{3}-\d{2} \d{2}:\d{2}:\d{2} GMT|[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4})$/;
