@@ -641,6 +641,36 @@ describe('sessions', () => {
     ]);
   });
 
+  it("sends the last maxHistoryRuns runs with an answer (the orchestrator's, or the run's own), none with 0", async () => {
+    const { model, start } = setup({ limits: { maxHistoryRuns: 2 } });
+    const turn = async (input: string, answer: string | undefined, limits?: object) => {
+      const run = start(input, { sessionId: 's1', ...(limits && { limits }) });
+      const call = await model.nextCall();
+      if (answer === undefined) call.fail(new Error('down'));
+      else call.emit(answer);
+      call.end();
+      await run.result;
+      return call.messages;
+    };
+    await turn('One', 'A1');
+    await turn('Two', 'A2');
+    // A failed run is no turn: not counted.
+    await turn('Broken', undefined);
+    const third = await turn('Three', 'A3');
+    expect(third).toEqual([
+      { role: 'user', content: 'One' },
+      { role: 'assistant', content: 'A1' },
+      { role: 'user', content: 'Two' },
+      { role: 'assistant', content: 'A2' },
+      { role: 'user', content: 'Three' },
+    ]);
+    const fourth = await turn('Four', 'A4');
+    expect(fourth.map((message) => message.content)).toEqual(['Two', 'A2', 'Three', 'A3', 'Four']);
+    expect((await turn('Five', 'A5', { maxHistoryRuns: 0 })).map((m) => m.content)).toEqual(['Five']);
+    expect((await turn('Six', 'A6', { maxHistoryRuns: Infinity })).length).toBe(11);
+    expect(() => start('x', { limits: { maxHistoryRuns: -1 } })).toThrow(/maxHistoryRuns/);
+  });
+
   it('sends a turn to the next run of its session started as soon as its terminal event was read', async () => {
     // The first run's final record reaches the store only when the test lets it.
     const memory = createMemoryRunStore();

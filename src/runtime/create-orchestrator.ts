@@ -69,6 +69,12 @@ export interface RunLimits {
   maxConcurrentTools?: number | undefined;
   /** A run paused for a person's confirmation longer than this fails with `RUN_TIMEOUT` (default 1 hour). */
   pauseTimeoutMs?: number | undefined;
+  /**
+   * Earlier runs of the session sent to the model with a run: the last ones with an answer, at most
+   * this many (default: every one the store keeps). `0` sends none, as an Agno agent without
+   * `add_history_to_context`; Agno's `num_history_runs` is 3.
+   */
+  maxHistoryRuns?: number | undefined;
 }
 
 /** The orchestrator's limits, overridden by a run's: a limit given as `undefined` keeps the orchestrator's. */
@@ -706,15 +712,19 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     });
   }
 
-  /** The messages for the model: the instructions, the session's turns before this run, its input. */
+  /**
+   * The messages for the model: the instructions, the session's turns before this run (the last
+   * `limits.maxHistoryRuns` of them), its input.
+   */
   function conversation(
-    instructions: string | undefined,
+    request: Pick<StartRunRequest, 'instructions' | 'limits'>,
     runs: readonly RunRecord[],
     input: string,
   ): ChatMessage[] {
     const out: ChatMessage[] = [];
-    if (instructions) out.push({ role: 'system', content: instructions });
-    out.push(...sessionHistory(runs), { role: 'user', content: input });
+    if (request.instructions) out.push({ role: 'system', content: request.instructions });
+    const maxRuns = mergeLimits(defaultLimits, request.limits).maxHistoryRuns;
+    out.push(...sessionHistory(runs, maxRuns), { role: 'user', content: input });
     return out;
   }
 
@@ -757,7 +767,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // started just before it). A run cancelled before never reads it.
     const messages = readOnce(() =>
       Promise.all([runWriter.recorded, settledSessionRuns(identity.sessionId)]).then(([, runs]) =>
-        conversation(request.instructions, runs, request.input),
+        conversation(request, runs, request.input),
       ),
     );
     const run = liveRun(identity, request, messages, runWriter);
@@ -809,7 +819,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // The session's turns before this run (later runs of the session are not its history).
     const messages = settledSessionRuns(record.session_id).then((runs) => {
       const index = runs.findIndex((r) => r.run_id === runId);
-      return conversation(agent?.instructions, index < 0 ? runs : runs.slice(0, index), record.run_input);
+      return conversation(agent ?? {}, index < 0 ? runs : runs.slice(0, index), record.run_input);
     });
     messages.catch(() => undefined);
     const runWriter = writer.open(record, { recorded: true });

@@ -44,6 +44,8 @@ export const runLimitsSchema = z.strictObject({
   maxToolRounds: count(0).optional(),
   maxConcurrentTools: count(1).optional(),
   pauseTimeoutMs: positiveDuration.optional(),
+  // 0: no earlier run of the session is sent.
+  maxHistoryRuns: count(0).optional(),
 });
 
 /** How many runs stream at once in one orchestrator: a whole number ≥ 1, or `Infinity`. */

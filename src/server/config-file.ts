@@ -82,6 +82,8 @@ const limitsSchema = z.strictObject({
   maxConcurrentTools: z.number().int().min(1).max(1_000).optional(),
   /** How long a paused run waits for its answers before it fails `RUN_TIMEOUT`. Default 3,600,000. */
   pauseTimeoutMs: positiveMilliseconds.optional(),
+  /** Earlier runs of a session sent to the model with a run (the last ones). Default: all kept. */
+  maxHistoryRuns: z.number().int().min(0).optional(),
 });
 
 // Checked where storage is opened; re-exported for the CLI's messages, which name their source.

@@ -49,8 +49,8 @@ describe('run limits in the config file', () => {
     await serverLimits!.orchestrator.shutdown();
   });
 
-  it('take the tool and pause limits too: rounds, concurrent calls, the pause timeout', async () => {
-    const limits = { maxToolRounds: 0, maxConcurrentTools: 2, pauseTimeoutMs: 4_000 };
+  it('take the tool, pause and history limits too: rounds, concurrent calls, the pause timeout, history runs', async () => {
+    const limits = { maxToolRounds: 0, maxConcurrentTools: 2, pauseTimeoutMs: 4_000, maxHistoryRuns: 3 };
     const config = parseConfig(
       JSON.stringify({ limits, agents: [{ name: 'A', model: { provider: 'offline' } }] }),
       't.json',
@@ -60,10 +60,14 @@ describe('run limits in the config file', () => {
     await agent!.orchestrator.shutdown();
     expect(() =>
       parseConfig(
-        JSON.stringify({ limits: { maxToolRounds: -1, maxConcurrentTools: 0, pauseTimeoutMs: 0 } }),
+        JSON.stringify({
+          limits: { maxToolRounds: -1, maxConcurrentTools: 0, pauseTimeoutMs: 0, maxHistoryRuns: 1.5 },
+        }),
         't.json',
       ),
-    ).toThrow(/limits\.maxToolRounds[\s\S]*limits\.maxConcurrentTools[\s\S]*limits\.pauseTimeoutMs/);
+    ).toThrow(
+      /limits\.maxToolRounds[\s\S]*limits\.maxConcurrentTools[\s\S]*limits\.pauseTimeoutMs[\s\S]*limits\.maxHistoryRuns/,
+    );
   });
 
   it('refuses wrong values, naming each field', () => {
