@@ -42,4 +42,44 @@ describe('recordWithStoredEvents', () => {
       tools: record.tools,
     });
   });
+
+  it('gives it the reasoning phases its stored events hold, an open one counted, where its owner has them', () => {
+    const record = {
+      ...base,
+      status: 'streaming',
+      content: '',
+      reasoning_content: '',
+      finish_reason: null,
+      tools: [],
+      finished_at: null,
+    } as unknown as RunRecord;
+    const events = [
+      { ...base, seq: 1, event: 'RunStarted' },
+      { ...base, seq: 2, event: 'ReasoningStarted' },
+      { ...base, seq: 3, event: 'RunContent', content: '', reasoning_content: 'First.' },
+      { ...base, seq: 4, event: 'ReasoningCompleted', reasoning_content: 'First.' },
+      { ...base, seq: 5, event: 'RunContent', content: 'Answer' },
+      { ...base, seq: 6, event: 'ReasoningStarted' },
+      { ...base, seq: 7, event: 'RunContent', content: '', reasoning_content: 'Second\nthought.' },
+    ] as unknown as RunEvent[];
+    const steps = [
+      { title: 'First.', reasoning: 'First.' },
+      { title: 'Second', reasoning: 'Second\nthought.' },
+    ];
+    const seen = recordWithStoredEvents(record, events);
+    expect(seen).toMatchObject({
+      content: 'Answer',
+      reasoning_content: 'First.Second\nthought.',
+      reasoning_steps: steps,
+      extra_data: { reasoning_steps: steps },
+    });
+    // In the owner's order: the phases right after `reasoning_content`.
+    const keys = Object.keys(seen);
+    expect(keys.slice(keys.indexOf('reasoning_content'), keys.indexOf('reasoning_content') + 4)).toEqual([
+      'reasoning_content',
+      'reasoning_steps',
+      'extra_data',
+      'finish_reason',
+    ]);
+  });
 });

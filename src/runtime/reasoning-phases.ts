@@ -87,3 +87,18 @@ function titleOf(reasoning: string): string {
       ?.trim() ?? '';
   return line.length > MAX_TITLE_LENGTH ? `${line.slice(0, MAX_TITLE_LENGTH - 1)}…` : line;
 }
+
+/**
+ * The reasoning phases of a run as its stored events tell them (`extra_data` as its owner has it,
+ * an open phase counted as one), for an instance that reads the run from the store: `undefined`
+ * when the model never reasoned. The events may be the reasoning ones only (`RunContent` with
+ * `reasoning_content`, `ReasoningCompleted`): a phase's end is its `ReasoningCompleted`.
+ */
+export function extraDataOfEvents(events: readonly RunEvent[]): RunExtraData | undefined {
+  const phases = new ReasoningPhases();
+  for (const event of events) {
+    if (event.event === 'RunContent' && event.reasoning_content) phases.project('', event.reasoning_content);
+    else if (event.event === 'ReasoningCompleted') phases.close();
+  }
+  return phases.extraData();
+}

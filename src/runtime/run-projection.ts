@@ -8,6 +8,7 @@ import type {
   TranscriptMessage,
 } from '../../machines/run-types.js';
 import { closeOpen } from '../../machines/tool-round.js';
+import { extraDataOfEvents } from './reasoning-phases.js';
 import type { ChatModel } from '../model/chat-model.js';
 import type {
   RunEvent,
@@ -268,10 +269,31 @@ export function recordWithStoredEvents(record: RunRecord, events: readonly RunEv
       tools.set(event.tool.tool_call_id, event.tool);
     }
   }
-  return {
-    ...record,
-    content: content || record.content,
-    reasoning_content: reasoning || record.reasoning_content,
-    tools: [...tools.values()],
-  };
+  return withReasoningSteps(
+    {
+      ...record,
+      content: content || record.content,
+      reasoning_content: reasoning || record.reasoning_content,
+      tools: [...tools.values()],
+    },
+    extraDataOfEvents(events),
+  );
+}
+
+/**
+ * `record` with the reasoning phases `extraData` (when there are some), in the place `buildRecord`
+ * gives them: after `reasoning_content`, as the run's owner shows the record.
+ */
+export function withReasoningSteps<R extends RunRecord>(record: R, extraData: RunExtraData | undefined): R {
+  if (!extraData) return record;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(record)) {
+    if (key === 'reasoning_steps' || key === 'extra_data') continue;
+    out[key] = value;
+    if (key === 'reasoning_content') {
+      out.reasoning_steps = extraData.reasoning_steps;
+      out.extra_data = extraData;
+    }
+  }
+  return out as R;
 }

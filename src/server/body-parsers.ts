@@ -171,11 +171,11 @@ function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Re
     const fields = Object.create(null) as Record<string, unknown>;
     let failure: RunstateError | undefined;
     parser.on('field', (name, value: string | undefined) => {
-      // busboy hands an undecodable part (a charset it does not know) over as `undefined`: dropped,
-      // a `session_id` so sent would start a new session without a word.
+      // busboy hands a part in a charset it does not read (any but UTF-8, UTF-16LE, latin1 and
+      // ASCII) over as `undefined`: dropped, a `session_id` so sent would start a new session.
       if (value === undefined) {
         failure ??= malformedRequest(
-          `malformed multipart body: field '${name}' is in a charset that cannot be decoded (send UTF-8)`,
+          `multipart body: field '${name}' is in a charset this server does not read (send UTF-8)`,
         );
         return;
       }

@@ -507,7 +507,7 @@ describe('invalid run requests', () => {
     });
     const body = await expectError(response, 400, 'INVALID_INPUT');
     expect(body.detail).toBe(
-      "malformed multipart body: field 'session_id' is in a charset that cannot be decoded (send UTF-8)",
+      "multipart body: field 'session_id' is in a charset this server does not read (send UTF-8)",
     );
     // No run was started in a new session instead.
     expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });

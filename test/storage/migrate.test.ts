@@ -60,7 +60,7 @@ describe('migration 3', () => {
       ]);
     }
 
-    expect(await migrate(db)).toEqual([3, 4]);
+    expect(await migrate(db)).toEqual([3, 4, 5]);
     const { rows } = await db.query<{ event: string }>(
       'SELECT event::text AS event FROM runstate_events ORDER BY seq',
     );
@@ -69,6 +69,55 @@ describe('migration 3', () => {
       JSON.stringify(content),
     ]);
     // Once only: a second start changes nothing.
+    expect(await migrate(db)).toEqual([]);
+  });
+});
+
+describe('migration 5', () => {
+  it("gives a stored ReasoningCompleted Agno's content (ReasoningSteps), its keys in their order", async () => {
+    const db = await databaseAt(4);
+    await db.query(
+      `INSERT INTO runstate_sessions (session_id, agent_id, session_name, created_at, updated_at)
+       VALUES ('s1', 'writer', 'x', 1, 1)`,
+    );
+    await db.query(
+      `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record) VALUES ('r1', 's1', 'writer', 'completed', '{}')`,
+    );
+    const steps = {
+      reasoning_steps: [{ title: 'Say "hi"', reasoning: 'Say "hi" \\ then\n"reasoning_content":' }],
+    };
+    const base = { run_id: 'r1', agent_name: '"reasoning_content":', created_at: 1 };
+    const completed = {
+      event: 'ReasoningCompleted',
+      ...base,
+      seq: 2,
+      reasoning_content: steps.reasoning_steps[0]!.reasoning,
+      extra_data: steps,
+    };
+    const content = { event: 'RunContent', ...base, seq: 3, content: 'Hi' };
+    for (const event of [completed, content]) {
+      await db.query('INSERT INTO runstate_events (run_id, seq, event) VALUES ($1, $2, $3)', [
+        'r1',
+        event.seq,
+        JSON.stringify(event),
+      ]);
+    }
+
+    expect(await migrate(db)).toEqual([5]);
+    const { rows } = await db.query<{ event: string }>(
+      'SELECT event::text AS event FROM runstate_events ORDER BY seq',
+    );
+    const { reasoning_content, extra_data, ...head } = completed;
+    expect(rows.map((row) => row.event)).toEqual([
+      JSON.stringify({
+        ...head,
+        content: steps,
+        content_type: 'ReasoningSteps',
+        reasoning_content,
+        extra_data,
+      }),
+      JSON.stringify(content),
+    ]);
     expect(await migrate(db)).toEqual([]);
   });
 });

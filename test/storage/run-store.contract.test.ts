@@ -212,22 +212,33 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.sessionRuns('no-such-session')).toStrictEqual([]);
   });
 
-  it('gives a record stored before records had `input` its `input` from `run_input`', async ({ skip }) => {
+  it('gives a record stored before records had `input` and `reasoning_steps` both, from `run_input` and `extra_data`', async ({
+    skip,
+  }) => {
     if (!backend.durable) skip();
     let db: SqlDatabase | undefined;
     const { store } = await open({ wrap: (given) => (db = given) });
     const id = ids();
+    const steps = [{ title: 'Think.', reasoning: 'Think.' }];
     const run = record({
       run_id: id.run(1),
       session_id: id.session,
       agent_id: id.agent,
       run_input: 'Old one',
+      reasoning_steps: steps,
+      extra_data: { reasoning_steps: steps },
     });
     await store.createRun(run);
-    await db!.query(`UPDATE runstate_runs SET record = record - 'input' WHERE run_id = $1`, [run.run_id]);
+    await db!.query(
+      `UPDATE runstate_runs SET record = record - 'input' - 'reasoning_steps' WHERE run_id = $1`,
+      [run.run_id],
+    );
     const read = await store.getRun(run.run_id);
     expect(read).toStrictEqual({ ...run, input: { input_content: 'Old one' } });
-    expect(Object.keys(read!)).toStrictEqual(Object.keys(run));
+    // In the order a record stored whole is read in.
+    const whole = { ...run, run_id: id.run(2) };
+    await store.createRun(whole);
+    expect(Object.keys(read!)).toStrictEqual(Object.keys((await store.getRun(whole.run_id))!));
   });
 
   it('names a session after the first 100 characters of its first input, never half an emoji or a flag', async () => {

@@ -243,6 +243,38 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(events.at(-1)).toStrictEqual(finished[0]);
   });
 
+  it('keeps the reasoning of an orphan its stored events hold, its phases too, as it keeps its content', async () => {
+    const { owner, other, run, lapse } = await streamingOnOwner('reasoned', false);
+    const { run_id, agent_id, agent_name, session_id, created_at } = run;
+    const at = { run_id, agent_id, agent_name, session_id, created_at };
+    const steps = [{ title: 'Think.', reasoning: 'Think.' }];
+    await owner.appendEvents(run.run_id, [
+      { event: 'ReasoningStarted', ...at, seq: 1 },
+      { event: 'RunContent', ...at, seq: 2, content: '', reasoning_content: 'Think.' },
+      {
+        event: 'ReasoningCompleted',
+        ...at,
+        seq: 3,
+        content: { reasoning_steps: steps },
+        content_type: 'ReasoningSteps',
+        reasoning_content: 'Think.',
+        extra_data: { reasoning_steps: steps },
+      },
+      content(run, 4, 'Once'),
+    ]);
+    await lapse();
+    const keeper = createLeaseKeeper({ leases: other.leases, onFinished: () => undefined });
+    expect(await keeper.sweep()).toBe(1);
+    expect(await other.getRun(run.run_id)).toMatchObject({
+      status: 'failed',
+      content: 'Once',
+      reasoning_content: 'Think.',
+      reasoning_steps: steps,
+      extra_data: { reasoning_steps: steps },
+      error: { code: 'RUN_LOST' },
+    });
+  });
+
   it('finalises an orphan whose cancel was asked for as cancelled, when a sweep finds it first', async () => {
     const { other, run, lapse } = await streamingOnOwner('asked', false);
     await other.leases.requestCancel!(run.run_id, 'api');

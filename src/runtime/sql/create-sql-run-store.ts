@@ -8,6 +8,7 @@ import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { CancelReason } from '../../../machines/run-types.js';
 import { closeOpen } from '../../../machines/tool-round.js';
 import { toolsAsStored } from '../stored-tools.js';
+import { extraDataOfEvents } from '../reasoning-phases.js';
 import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
 import { coalesce } from './coalesce.js';
 import { createEventGroups } from './event-groups.js';
@@ -272,11 +273,14 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     const { rows: stored } = await tx.query<{
       content: string | null;
       tool_events: RunEvent[] | null;
+      reasoning_events: RunEvent[] | null;
       last: number | null;
       terminal: RunEvent | null;
     }>(
       `SELECT string_agg(event->>'content', '' ORDER BY seq) FILTER (WHERE event->>'event' = 'RunContent') AS content,
          json_agg(event ORDER BY seq) FILTER (WHERE event->>'event' IN ${TOOL_EVENTS}) AS tool_events,
+         json_agg(event ORDER BY seq) FILTER (WHERE event->>'event' = 'ReasoningCompleted'
+           OR (event->>'event' = 'RunContent' AND event->>'reasoning_content' IS NOT NULL)) AS reasoning_events,
          max(seq) AS last,
          (array_agg(event ORDER BY seq DESC) FILTER (WHERE event->>'event' IN ('RunCompleted', 'RunCancelled', 'RunError')))[1] AS terminal
        FROM runstate_events WHERE run_id = $1`,
@@ -302,11 +306,19 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       return undefined;
     }
     const content = stored[0]?.content ?? run.content;
+    // The reasoning it streamed, as its stored events tell it (the record has it as of its start).
+    const reasoningEvents = stored[0]?.reasoning_events ?? [];
+    const reasoning = reasoningEvents.map((event) =>
+      event.event === 'RunContent' ? (event.reasoning_content ?? '') : '',
+    );
+    const extraData = extraDataOfEvents(reasoningEvents);
     const finishedMs = now();
     const tools = toolsAt(finishedMs);
     const message = 'the instance that ran this run stopped renewing its lease (stopped, frozen or cut off)';
     const record: RunOutput = {
       ...run,
+      ...(extraData && { reasoning_steps: extraData.reasoning_steps, extra_data: extraData }),
+      reasoning_content: reasoning.join('') || run.reasoning_content,
       status: outcome.status,
       content,
       tools,
@@ -625,8 +637,11 @@ function recordOfTerminal(event: RunEvent): Partial<RunRecord> {
 
 function ordered(record: RunRecord): RunRecord {
   const out: Record<string, unknown> = {};
-  // A record stored before records had `input` (4 December 2026) gets it from `run_input`.
+  // A record stored before records had `input` and `reasoning_steps` (4 December 2026), or by an
+  // instance of that version on a shared database, gets them from `run_input` and `extra_data`.
   if (record.input === undefined) record.input = { input_content: record.run_input };
+  if (record.extra_data && record.reasoning_steps === undefined)
+    record.reasoning_steps = record.extra_data.reasoning_steps;
   for (const key of RECORD_KEYS) if (key in record) out[key] = record[key as keyof RunRecord];
   for (const [key, value] of Object.entries(record)) if (!(key in out)) out[key] = value;
   return out as unknown as RunRecord;

@@ -96,6 +96,22 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE runstate_runs ADD COLUMN cancel_requested text`,
     ],
   },
+  {
+    version: 5,
+    name: "ReasoningCompleted's content as Agno's ReasoningSteps",
+    statements: [
+      // Stored `ReasoningCompleted` events had their steps in `extra_data` only; Agno's client reads
+      // them in `content` (`content_type: "ReasoningSteps"`). Written in the text before
+      // `"reasoning_content":`, whose first occurrence is the key (inside a string its quotes are
+      // escaped), so that the event's keys keep their order.
+      `UPDATE runstate_events
+         SET event = overlay(event::text
+                             PLACING '"content":' || (event->'extra_data')::text || ',"content_type":"ReasoningSteps",'
+                             FROM position('"reasoning_content":' IN event::text) FOR 0)::json
+       WHERE event->>'event' = 'ReasoningCompleted' AND event->'content' IS NULL
+         AND position('"reasoning_content":' IN event::text) > 0 AND event->'extra_data' IS NOT NULL`,
+    ],
+  },
 ];
 
 // Any constant shared by every runstate instance; pg_advisory_xact_lock takes a bigint.
