@@ -764,11 +764,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const runWriter = writer.open(record);
     // Read when the model service first asks, once the run has its slot: a run that waited behind
     // `maxConcurrentRuns` sends the turns of its session that ended meanwhile (the one before it,
-    // started just before it). A run cancelled before never reads it.
+    // started just before it). A run cancelled before never reads it. Read once the run is recorded:
+    // recording it may forget the session's oldest run (`maxRunsPerSession`), which a read made
+    // beside it would still send (a database store; the memory store forgets it at once).
     const messages = readOnce(() =>
-      Promise.all([runWriter.recorded, settledSessionRuns(identity.sessionId)]).then(([, runs]) =>
-        conversation(request, runs, request.input),
-      ),
+      runWriter.recorded
+        .then(() => settledSessionRuns(identity.sessionId))
+        .then((runs) => conversation(request, runs, request.input)),
     );
     const run = liveRun(identity, request, messages, runWriter);
     registry.add(run);

@@ -3,7 +3,9 @@
  * `retention`, `maxSessions` and `maxRunsPerSession` reach the store.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { openStorage, type Storage } from '../../src/runtime/open-storage.js';
+import { createFakeModel } from '../../src/testing/index.js';
 import type { RunOutput } from '../../src/runtime/run-events.js';
 import { SQL_STORE_LIMITS } from '../../src/runtime/sql/create-sql-run-store.js';
 import { parseConfig, storeLimitsOf } from '../../src/server/config-file.js';
@@ -133,5 +135,37 @@ describe('store limits in the config file', () => {
       'maxRunsPerSession: ',
     ])
       expect(message).toContain(`  ${field}`);
+  });
+});
+
+describe('the history a run sends, with maxRunsPerSession', () => {
+  it('leaves out the run its own start forgot, in memory and in a database alike', async () => {
+    const dir = await createTempDir('runstate-history-');
+    cleanups.push(() => dir.remove());
+    const sent: Record<string, string[]> = {};
+    for (const [kind, options] of [
+      ['memory', {}],
+      ['PGlite', { dataDir: dir.path }],
+    ] as const) {
+      const storage = await openStorage({ ...options, store: { maxRunsPerSession: 3 } });
+      cleanups.push(() => storage.close());
+      const orchestrator = createOrchestrator({
+        store: storage.store,
+        cancelBus: storage.cancelBus,
+        eventBus: storage.eventBus,
+      });
+      cleanups.push(() => orchestrator.shutdown());
+      const model = createFakeModel();
+      for (const input of ['Q1', 'Q2', 'Q3', 'Q4']) {
+        const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input, sessionId: 's1' });
+        const call = await model.nextCall();
+        sent[kind] = call.messages.filter((m) => m.role === 'user').map((m) => String(m.content));
+        call.emit(`A${input}`);
+        call.end();
+        await run.result;
+      }
+    }
+    // Q4's start forgot Q1 (three runs a session): neither store sends it.
+    expect(sent).toEqual({ memory: ['Q2', 'Q3', 'Q4'], PGlite: ['Q2', 'Q3', 'Q4'] });
   });
 });
