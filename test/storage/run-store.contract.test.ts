@@ -660,6 +660,39 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.getRun(a2.run_id)).toBeUndefined();
   });
 
+  it('counts active runs and sessions within the limits alike in every store: the oldest finished go first', async () => {
+    const { store } = await open({ fresh: true, maxRunsPerSession: 3, maxSessions: 2 });
+    const id = ids();
+    const session = (name: string) => `${id.session}-${name}`;
+    let n = 0;
+    const run = (name: string) =>
+      record({ run_id: id.run(++n), session_id: session(name), agent_id: id.agent });
+    // A session whose first run stays active (paused), then five runs that finish.
+    const waiting = run('s');
+    await store.createRun(waiting);
+    const done: RunRecord[] = [];
+    for (let i = 0; i < 5; i++) {
+      const next = run('s');
+      await store.createRun(next);
+      await store.finishRun(output(next));
+      done.push(next);
+    }
+    // Three runs a session, the active one counted: the two newest finished ones are kept.
+    expect((await store.getSession(session('s')))!.run_ids).toStrictEqual([
+      waiting.run_id,
+      done[3]!.run_id,
+      done[4]!.run_id,
+    ]);
+    // Two sessions, the active ones counted: an idle one goes as soon as a third is made.
+    for (const name of ['t', 'u']) {
+      const next = run(name);
+      await store.createRun(next);
+      await store.finishRun(output(next));
+    }
+    const kept = (await store.listSessions()).map((s) => s.session_id).sort();
+    expect(kept).toStrictEqual([session('s'), session('u')].sort());
+  });
+
   it('keeps runs, sessions and events across a restart', async ({ skip }) => {
     if (!backend.durable) skip();
     const opened = await open({ fresh: true });

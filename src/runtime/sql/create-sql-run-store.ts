@@ -145,13 +145,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   const evictSessions = coalesce<void>(async () => {
     // No limit, no statement: it reads every session.
     if (maxSessions === Infinity) return;
-    // The least recently used past maxSessions go, except those with a run still active.
+    // The sessions with a run still active stay, and count: of the others, the least recently used
+    // go past maxSessions in all (as in memory).
     await db.query(
-      `DELETE FROM runstate_sessions WHERE session_id IN (
-         SELECT old.session_id FROM (
-           SELECT session_id FROM runstate_sessions ORDER BY position DESC OFFSET $1) AS old
-         WHERE NOT EXISTS (
-           SELECT 1 FROM runstate_runs r WHERE r.session_id = old.session_id AND r.finished_ms IS NULL))`,
+      `WITH active AS (SELECT DISTINCT session_id FROM runstate_runs WHERE finished_ms IS NULL)
+       DELETE FROM runstate_sessions WHERE session_id IN (
+         SELECT s.session_id FROM runstate_sessions s
+         WHERE NOT EXISTS (SELECT 1 FROM active a WHERE a.session_id = s.session_id)
+         ORDER BY s.position DESC
+         OFFSET GREATEST(0, $1 - (SELECT count(*) FROM active)))`,
       [sqlLimit(maxSessions)],
     );
   });
@@ -167,12 +169,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     if (maxFinishedRuns !== Infinity)
       past.push(`run_id IN (SELECT run_id FROM runstate_runs WHERE finished_ms IS NOT NULL
                             ORDER BY finished_ms DESC, position DESC OFFSET ${param(sqlLimit(maxFinishedRuns))})`);
+    // A session's active runs stay, and count: of its finished ones, the oldest go past
+    // maxRunsPerSession in all (as in memory).
     if (maxRunsPerSession !== Infinity)
       past.push(`run_id IN (SELECT old.run_id FROM (
                               SELECT run_id, finished_ms,
-                                row_number() OVER (PARTITION BY session_id ORDER BY position DESC) AS newer
+                                row_number() OVER (PARTITION BY session_id, finished_ms IS NULL ORDER BY position DESC) AS newer,
+                                count(*) FILTER (WHERE finished_ms IS NULL) OVER (PARTITION BY session_id) AS active
                               FROM runstate_runs WHERE session_id = ANY(${param([...new Set(sessionIds)])}::text[])) AS old
-                            WHERE old.newer > ${param(sqlLimit(maxRunsPerSession))} AND old.finished_ms IS NOT NULL)`);
+                            WHERE old.finished_ms IS NOT NULL AND old.newer + old.active > ${param(sqlLimit(maxRunsPerSession))})`);
     if (past.length === 0) return;
     // Two statements: the CTEs of one statement share a snapshot, so the second would still see the
     // runs the first deleted.
