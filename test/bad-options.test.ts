@@ -813,6 +813,7 @@ describe('server and inspector options', () => {
       /^createApp has no option "securityKy": its options are agents, securityKey, /,
     );
     refusedApp({ agents: agents(), DbId: 'x' }, /^createApp has no option "DbId" \(did you mean "dbId"\?\)/);
+    refusedApp({ agnets: agents() }, /^createApp has no option "agnets": its options are agents, /);
     refusedApp({ agents: agents(), cors: { origin: ['http://x'] } }, /^options\.cors: must be { origins }/);
     // What JavaScript callers pass for "not set" is taken as not set.
     for (const unset of [

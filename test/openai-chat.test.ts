@@ -232,24 +232,33 @@ describe('OpenAIChat against the fake OpenAI server', () => {
       [{ 'retry-after-ms': '-5', 'retry-after': '2' }, 2_000],
       [{ 'retry-after-ms': '250.5' }, 250.5],
     ];
+    // An IMF-fixdate, as `toUTCString` writes one, and the same time in asctime's form (no zone: GMT).
+    const [day, date, month, year, time] = future.toUTCString().replace(',', '').split(' ');
+    const dates = [future.toUTCString(), `${day} ${month} ${date!.replace(/^0/, ' ')} ${time} ${year}`];
+    const headersOf = [...cases.map(([headers]) => headers), ...dates.map((d) => ({ 'retry-after': d }))];
     let next = 0;
     const busy = await listen((req, res) => {
       req.resume();
-      const headers = next < cases.length ? cases[next++]![0] : { 'retry-after': future.toUTCString() };
-      res.writeHead(429, { 'content-type': 'application/json', ...headers });
+      res.writeHead(429, { 'content-type': 'application/json', ...headersOf[next++] });
       res.end('{"error":{"message":"slow down"}}');
     });
     const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: busy.url });
+    // A zone west of GMT: a date read as local time would be hours off.
+    const zone = process.env.TZ;
+    process.env.TZ = 'America/New_York';
     try {
       for (const [headers, wait] of cases) {
         const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
         expect(error.retryAfterMs, JSON.stringify(headers)).toBe(wait);
       }
-      // An IMF-fixdate, as `toUTCString` writes one: the time until then.
-      const dated = await failure(model.stream({ messages, signal: new AbortController().signal }));
-      expect(dated.retryAfterMs).toBeGreaterThan(3_590_000);
-      expect(dated.retryAfterMs).toBeLessThanOrEqual(3_600_000);
+      for (const value of dates) {
+        const dated = await failure(model.stream({ messages, signal: new AbortController().signal }));
+        expect(dated.retryAfterMs, value).toBeGreaterThan(3_590_000);
+        expect(dated.retryAfterMs, value).toBeLessThanOrEqual(3_600_000);
+      }
     } finally {
+      if (zone === undefined) delete process.env.TZ;
+      else process.env.TZ = zone;
       await busy.close();
     }
   });

@@ -557,11 +557,13 @@ function retryAfterMs(headers: Headers | undefined): number | undefined {
   const value = headers?.get('retry-after')?.trim();
   if (!value) return undefined;
   if (/^\d+$/.test(value)) return Number(value) * 1000;
-  if (!HTTP_DATE.test(value)) return undefined;
-  const date = Date.parse(value);
+  const form = HTTP_DATE.exec(value);
+  if (!form) return undefined;
+  // asctime's form names no zone, which `Date.parse` would take for local time: HTTP's is GMT.
+  const date = Date.parse(form[1] ? `${value} GMT` : value);
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
 /** An HTTP date: IMF-fixdate, RFC 850's, or asctime's, as RFC 9110 5.6.7 has recipients read them. */
 const HTTP_DATE =
-  /^(?:[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT|[A-Za-z]{6,9}, \d{2}-[A-Za-z]{3}-\d{2} \d{2}:\d{2}:\d{2} GMT|[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4})$/;
+  /^(?:[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT|[A-Za-z]{6,9}, \d{2}-[A-Za-z]{3}-\d{2} \d{2}:\d{2}:\d{2} GMT|([A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4}))$/;

@@ -187,8 +187,10 @@ const createAppOptionsSchema = z.object(
 export function createApp(options: CreateAppOptions): RunstateApp {
   // What types do not reach (JavaScript, options read from elsewhere) fails here, named, rather
   // than as a TypeError or on the first request.
+  // Names first: a misspelt `agnets` is named as such, not as `agents` missing.
+  if (typeof options === 'object' && options !== null)
+    checkOptionNames(options, CREATE_APP_OPTIONS, 'createApp');
   checkOption(createAppOptionsSchema, options, 'options');
-  checkOptionNames(options, CREATE_APP_OPTIONS, 'createApp');
   const agents = new AgentDirectory(options.agents);
   const context: RouteContext = {
     agents,

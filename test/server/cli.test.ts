@@ -90,7 +90,12 @@ describe('runstate serve', () => {
     expect(both.output().stderr).toMatch(
       /^runstate: REDIS_URL needs a database URL, not RUNSTATE_DATA_DIR: /,
     );
-    // A data dir and a database URL of one source: those two are named, whatever else is set.
+  });
+
+  it('refuses a data dir and a database URL of one source, naming those two whatever else is set, exit code 2', async () => {
+    // Refused before the directory is made.
+    const dir = join(tmpdir(), 'runstate-cli-never-opened');
+    const env = { DATABASE_URL: 'postgres://127.0.0.1:1/none', REDIS_URL: 'redis://127.0.0.1:1' };
     for (const [args, extra, names] of [
       [
         [],
@@ -108,39 +113,47 @@ describe('runstate serve', () => {
       expect(await run.exit).toBe(2);
       expect(run.output().stderr).toBe(`runstate: set ${names}, not both: runs are kept in one database\n`);
     }
-  });
+  }, 60_000);
 
-  it('says in one line that its port is taken, exit code 1, its storage let go (PGlite; PostgreSQL + Redis)', async () => {
-    const taken = createNetServer();
-    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
-    const port = String((taken.address() as AddressInfo).port);
-    const dir = await createTempDir('runstate-cli-port-');
-    const database = await createTestDatabase();
-    try {
-      const storages: Record<string, string>[] = [
-        { RUNSTATE_DATA_DIR: join(dir.path, 'data') },
-        { DATABASE_URL: database.url, REDIS_URL, RUNSTATE_REDIS_PREFIX: redisPrefix() },
-      ];
-      for (const env of storages) {
-        const run = spawnCli(['serve', '--port', port], env);
-        expect(await run.exit).toBe(1);
-        // Not followed by the lease keeper's or the cancel bus's complaints about a closed store.
-        expect(run.output().stderr).toBe(
-          `runstate: port ${port} on 127.0.0.1 is already in use (set --port or PORT)\n`,
+  it(
+    'says in one line that its port is taken, exit code 1, its storage let go (PGlite; PostgreSQL + Redis)',
+    {
+      timeout: 60_000,
+    },
+    async () => {
+      const taken = createNetServer();
+      await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+      const port = String((taken.address() as AddressInfo).port);
+      const dir = await createTempDir('runstate-cli-port-');
+      const database = await createTestDatabase();
+      try {
+        const storages: Record<string, string>[] = [
+          { RUNSTATE_DATA_DIR: join(dir.path, 'data') },
+          { DATABASE_URL: database.url, REDIS_URL, RUNSTATE_REDIS_PREFIX: redisPrefix() },
+        ];
+        for (const env of storages) {
+          const run = spawnCli(['serve', '--port', port], env);
+          expect(await run.exit).toBe(1);
+          // Not followed by the lease keeper's or the cancel bus's complaints about a closed store.
+          expect(run.output().stderr).toBe(
+            `runstate: port ${port} on 127.0.0.1 is already in use (set --port or PORT)\n`,
+          );
+        }
+        // The instance's lease was given back, not left to run out.
+        const client = new pg.Client({ connectionString: database.url });
+        await client.connect();
+        const { rows } = await client.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM runstate_instances',
         );
+        await client.end();
+        expect(rows[0]!.n).toBe(0);
+      } finally {
+        taken.close();
+        await database.drop();
+        await dir.remove();
       }
-      // The instance's lease was given back, not left to run out.
-      const client = new pg.Client({ connectionString: database.url });
-      await client.connect();
-      const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM runstate_instances');
-      await client.end();
-      expect(rows[0]!.n).toBe(0);
-    } finally {
-      taken.close();
-      await database.drop();
-      await dir.remove();
-    }
-  });
+    },
+  );
 
   it('refuses a database or Redis URL that is none before connecting, naming the flag or variable, exit code 2', async () => {
     const cases: [string[], Record<string, string>, string][] = [
