@@ -416,6 +416,12 @@ describe.skipIf(!hasChromium)(title, () => {
       await page.locator('#chart g.node.active[data-path="cancelled"]').waitFor();
       await page.locator('#log li[data-kind="end"]', { hasText: 'cancelled (reason: code)' }).waitFor();
       expect(await page.locator('#cancel').isDisabled()).toBe(true);
+      // Its last transition is lit too, though its log came before the chart was laid out.
+      await page.locator('#chart g.edge.taken').first().waitFor();
+      const taken = await page.locator('#chart g.edge.taken').all();
+      expect(await Promise.all(taken.map((edge) => edge.getAttribute('data-edge')))).toEqual([
+        expect.stringMatching(/:CANCEL:\d+$/),
+      ]);
       expect(errors).toEqual([]);
       await page.close();
     } finally {

@@ -568,12 +568,15 @@ function renderLiveChunks(summary) {
     live?.remove();
     return;
   }
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
   if (!live) {
     live = logRow('chunks', '', undefined, null);
     live.classList.add('live');
     list.append(live);
   }
   live.querySelector('.text').textContent = `RunContent ×${pending} …`;
+  // A log that followed its last line goes on following it (`appendLog` asks the same).
+  if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,6 +594,9 @@ async function loadChart() {
   measure.dispose();
   const layout = await new ELK().layout(elkGraph);
   state.chart = renderChart(graph, layout);
+  // A run selected before the chart was laid out (the one the page opened on) has its transition
+  // from its log already: its edges can be found only now.
+  if (state.transition) state.taken = takenEdges(state.transition.was, state.transition.is);
   highlightChart(selectedSummary());
 }
 
