@@ -32,16 +32,22 @@ async function databaseAt(version: number) {
   return db;
 }
 
+/** A run `runId` of session `s1`, its record empty: what stored events need to belong to. */
+async function storeRun(db: Awaited<ReturnType<typeof databaseAt>>, runId: string): Promise<void> {
+  await db.query(
+    `INSERT INTO runstate_sessions (session_id, agent_id, session_name, created_at, updated_at)
+     VALUES ('s1', 'writer', 'x', 1, 1)`,
+  );
+  await db.query(
+    `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record) VALUES ($1, 's1', 'writer', 'completed', '{}')`,
+    [runId],
+  );
+}
+
 describe('migration 3', () => {
   it("rewrites a stored RunStarted's run_input as Agno's RunInput, its keys in their order", async () => {
     const db = await databaseAt(2);
-    await db.query(
-      `INSERT INTO runstate_sessions (session_id, agent_id, session_name, created_at, updated_at)
-       VALUES ('s1', 'writer', 'x', 1, 1)`,
-    );
-    await db.query(
-      `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record) VALUES ('r1', 's1', 'writer', 'completed', '{}')`,
-    );
+    await storeRun(db, 'r1');
     const input = 'Say "hi" \\ then "bye"\n';
     const started = {
       event: 'RunStarted',
@@ -76,13 +82,7 @@ describe('migration 3', () => {
 describe('migration 5', () => {
   it("gives a stored ReasoningCompleted Agno's content (ReasoningSteps), its keys in their order", async () => {
     const db = await databaseAt(4);
-    await db.query(
-      `INSERT INTO runstate_sessions (session_id, agent_id, session_name, created_at, updated_at)
-       VALUES ('s1', 'writer', 'x', 1, 1)`,
-    );
-    await db.query(
-      `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record) VALUES ('r1', 's1', 'writer', 'completed', '{}')`,
-    );
+    await storeRun(db, 'r1');
     const steps = {
       reasoning_steps: [{ title: 'Say "hi"', reasoning: 'Say "hi" \\ then\n"reasoning_content":' }],
     };
