@@ -405,6 +405,41 @@ describe.skipIf(!hasChromium)(title, () => {
     }
   });
 
+  it('keeps the event log following its last line when the live RunContent row comes and goes', async () => {
+    const model = createFakeModel();
+    const server = await startInspectorServer({ model });
+    try {
+      const { page, errors } = await openPage(context);
+      await page.goto(`${server.url}/inspect/`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      // A log a few lines high: it overflows at once.
+      await page.evaluate("document.getElementById('log').style.maxHeight = '60px'");
+      const run = server.orchestrator.startRun({
+        agentId: server.agent.id,
+        agentName: server.agent.name,
+        model,
+        input: 'hello',
+      });
+      await page.locator(`[data-run-id="${run.runId}"].selected`).waitFor();
+      const call = await model.nextCall();
+      call.emit('Once');
+      await page.locator('#log li[data-kind="state"]', { hasText: 'streaming.attempt.receiving' }).waitFor();
+      call.emit(' upon');
+      await page.locator('#log li.live').waitFor();
+      call.end();
+      await page.locator('#log li[data-kind="end"]').waitFor();
+      const atBottom: unknown = await page.evaluate(
+        "(() => { const log = document.getElementById('log'); " +
+          'return log.scrollHeight > log.clientHeight && log.scrollTop + log.clientHeight >= log.scrollHeight - 8; })()',
+      );
+      expect(atBottom).toBe(true);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('shows runs that started before the page opened, and their final state', async () => {
     const server = await startInspectorServer();
     try {
