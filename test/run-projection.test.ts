@@ -82,4 +82,24 @@ describe('recordWithStoredEvents', () => {
       'finish_reason',
     ]);
   });
+
+  it("shows no metrics for a run continued after its pause, as its owner does, and the pause's while paused", () => {
+    const metrics = {
+      input_tokens: 1,
+      output_tokens: 2,
+      total_tokens: 3,
+      time_to_first_token: 0.1,
+      duration: 1,
+    };
+    const paused = {
+      ...base,
+      status: 'paused',
+      content: '',
+      reasoning_content: '',
+      tools: [],
+      metrics,
+    } as unknown as RunRecord;
+    expect(recordWithStoredEvents(paused, []).metrics).toStrictEqual(metrics);
+    expect(recordWithStoredEvents({ ...paused, status: 'streaming' }, []).metrics).toBeNull();
+  });
 });

@@ -274,6 +274,9 @@ export function recordWithStoredEvents(record: RunRecord, events: readonly RunEv
       ...record,
       content: content || record.content,
       reasoning_content: reasoning || record.reasoning_content,
+      // The metrics stored at a pause are the paused run's: once continued, none until its end, as
+      // its owner shows it.
+      metrics: record.status === 'paused' ? record.metrics : null,
       tools: [...tools.values()],
     },
     extraDataOfEvents(events),
