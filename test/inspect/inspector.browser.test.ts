@@ -273,14 +273,24 @@ describe.skipIf(!hasChromium)(title, () => {
     const detach = server.inspector.attach(other);
     try {
       const run = agent.run('hello', { stream: true });
-      (await model.nextCall()).emit('Once');
+      const call = await model.nextCall();
+      call.emit('Once');
       const { page, errors } = await openPage(context);
+      // The page's clock, to let time pass on it at will (it runs as usual until paused).
+      await page.clock.install();
       await page.goto(`${server.url}/inspect/#run=${encodeURIComponent(run.runId)}`);
       await page.locator(`[data-run-id="${run.runId}"].selected .pill`, { hasText: 'streaming' }).waitFor();
       expect(await page.locator('#cancel').isDisabled()).toBe(false);
+      call.emit(' upon');
+      await page.locator('#log li.live').waitFor();
       detach();
       await page.locator('#notice', { hasText: 'no longer followed here' }).waitFor();
       expect(await page.locator('#cancel').isDisabled()).toBe(true);
+      // What it shows is how it was: no live chunk row, a clock that stopped.
+      expect(await page.locator('#log li.live').count()).toBe(0);
+      const duration = await page.locator('#run-duration').textContent();
+      await page.clock.runFor(3_000);
+      expect(await page.locator('#run-duration').textContent()).toBe(duration);
       expect(await page.locator('#counts').textContent()).toBe('0 active · 0 finished');
       // Another run chosen: the one no longer followed leaves the list.
       const next = server.agent.run('hi', { stream: true });

@@ -285,10 +285,14 @@ function onRemoved(message) {
       removeRun(runId);
       continue;
     }
-    // The run being looked at stays on screen until another is chosen, marked as no longer followed.
+    // The run being looked at stays on screen until another is chosen, marked as no longer followed:
+    // what it shows is how it was then (its clock stops, as when the feed is lost).
     known.gone = true;
+    known.goneAt = Date.now();
     known.element.classList.add('gone');
     setNotice('This run is no longer followed here: another instance took it, or it was forgotten.');
+    $('log').querySelector('.live')?.remove();
+    renderDuration();
   }
   afterRunsChanged();
 }
@@ -447,7 +451,7 @@ function renderDetail() {
 function renderDuration() {
   const summary = selectedSummary();
   if (!summary) return;
-  const end = summary.finished_at ?? state.lostAt ?? Date.now();
+  const end = summary.finished_at ?? state.runs.get(summary.run_id)?.goneAt ?? state.lostAt ?? Date.now();
   $('run-duration').textContent = `${(Math.max(0, end - summary.created_at) / 1000).toFixed(1)} s`;
 }
 
@@ -564,7 +568,7 @@ function renderLiveChunks(summary) {
   const list = $('log');
   let live = list.querySelector('.live');
   const pending = summary.chunks - detail.loggedChunks;
-  if (pending <= 0 || !isActive(summary.status)) {
+  if (pending <= 0 || !isActive(summary.status) || state.runs.get(summary.run_id)?.gone) {
     live?.remove();
     return;
   }
