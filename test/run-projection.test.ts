@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ToolExecution } from '../machines/run-types.js';
 import type { RunEvent, RunRecord } from '../src/runtime/run-events.js';
 import { recordWithStoredEvents } from '../src/runtime/run-projection.js';
+import { finishedMetrics } from './support/runs.js';
 
 const base = { run_id: 'r', agent_id: 'a', agent_name: 'A', session_id: 's', created_at: 1 };
 const call = (id: string, status: ToolExecution['status']) =>
@@ -84,13 +85,7 @@ describe('recordWithStoredEvents', () => {
   });
 
   it("shows no metrics for a run continued after its pause, as its owner does, and the pause's while paused", () => {
-    const metrics = {
-      input_tokens: 1,
-      output_tokens: 2,
-      total_tokens: 3,
-      time_to_first_token: 0.1,
-      duration: 1,
-    };
+    const metrics = finishedMetrics();
     const paused = {
       ...base,
       status: 'paused',

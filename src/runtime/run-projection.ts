@@ -287,7 +287,7 @@ export function recordWithStoredEvents(record: RunRecord, events: readonly RunEv
  * `record` with the reasoning phases `extraData` (when there are some), in the place `buildRecord`
  * gives them: after `reasoning_content`, as the run's owner shows the record.
  */
-export function withReasoningSteps<R extends RunRecord>(record: R, extraData: RunExtraData | undefined): R {
+function withReasoningSteps<R extends RunRecord>(record: R, extraData: RunExtraData | undefined): R {
   if (!extraData) return record;
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(record)) {

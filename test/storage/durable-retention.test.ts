@@ -10,7 +10,7 @@ import type { RunOutput } from '../../src/runtime/run-events.js';
 import { SQL_STORE_LIMITS } from '../../src/runtime/sql/create-sql-run-store.js';
 import { parseConfig, storeLimitsOf } from '../../src/server/config-file.js';
 import { createTempDir } from '../support/databases.js';
-import { streamingRecord } from '../support/runs.js';
+import { finishedMetrics, streamingRecord } from '../support/runs.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -38,13 +38,7 @@ async function pgliteStorage(store: Record<string, unknown> = {}) {
 async function finishedRun(store: NonNullable<Storage['store']>, runId: string, sessionId = 'session-1') {
   const run = streamingRecord({ run_id: runId, session_id: sessionId });
   await store.createRun(run);
-  const metrics = {
-    input_tokens: 1,
-    output_tokens: 2,
-    total_tokens: 3,
-    time_to_first_token: 0.1,
-    duration: 1,
-  };
+  const metrics = finishedMetrics();
   const output: RunOutput = {
     ...run,
     status: 'completed',

@@ -14,7 +14,7 @@ import { openSqlDatabase, type SqlLocation } from '../../src/runtime/sql/open-sq
 import type { SqlDatabase } from '../../src/runtime/sql/sql-database.js';
 import { createTempDir, createTestDatabase } from '../support/databases.js';
 import { collect } from '../support/collect.js';
-import { streamingRecord } from '../support/runs.js';
+import { finishedMetrics, streamingRecord } from '../support/runs.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -272,6 +272,41 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
       reasoning_steps: steps,
       extra_data: { reasoning_steps: steps },
       error: { code: 'RUN_LOST' },
+    });
+  });
+
+  it('takes the reasoning of an orphan from the RunCompleted its owner stored before it went', async () => {
+    const { owner, other, run, lapse } = await streamingOnOwner('completed-reasoned', false);
+    const { run_id, agent_id, agent_name, session_id, created_at } = run;
+    const at = { run_id, agent_id, agent_name, session_id, created_at };
+    const steps = [{ title: 'Think.', reasoning: 'Think.' }];
+    await owner.appendEvents(run.run_id, [
+      { event: 'RunContent', ...at, seq: 1, content: '', reasoning_content: 'Think.' },
+      content(run, 2, 'Once'),
+      {
+        event: 'RunCompleted',
+        ...at,
+        seq: 3,
+        content: 'Once',
+        reasoning_content: 'Think.',
+        finish_reason: 'stop',
+        status: 'completed',
+        metrics: finishedMetrics(),
+        tools: [],
+        reasoning_steps: steps,
+        extra_data: { reasoning_steps: steps },
+      },
+    ]);
+    await lapse();
+    // (Its end was stored already: the sweep finalises its record and sends no end of its own.)
+    await createLeaseKeeper({ leases: other.leases }).sweep();
+    expect(await other.getRun(run.run_id)).toMatchObject({
+      status: 'completed',
+      content: 'Once',
+      reasoning_content: 'Think.',
+      reasoning_steps: steps,
+      extra_data: { reasoning_steps: steps },
+      metrics: finishedMetrics(),
     });
   });
 

@@ -8,7 +8,7 @@ import type { RunEvent, RunRecord } from '../../src/runtime/index.js';
 import type { FakeModelCall, LifecycleAction, LifecyclePath } from '../../src/testing/index.js';
 import { nextTurn } from '../../src/testing/index.js';
 import { toolWireEvents } from './lifecycle-tools.js';
-import type { CheckedToolCall, RunErrorData } from '../../machines/run-types.js';
+import type { CheckedToolCall, RunErrorData, RunMetrics } from '../../machines/run-types.js';
 
 /** The machine's model errors, one per branch of its retry guard and of the runtime's error mapping. */
 export const MACHINE_ERRORS: RunErrorData[] = [
@@ -187,4 +187,9 @@ export function streamingRecord(fields: Partial<RunRecord> = {}): RunRecord {
     finished_at: null,
     ...fields,
   };
+}
+
+/** The metrics of a finished run, every field given (a test's stand-in for what a model reported). */
+export function finishedMetrics(): RunMetrics {
+  return { input_tokens: 1, output_tokens: 2, total_tokens: 3, time_to_first_token: 0.1, duration: 1 };
 }
