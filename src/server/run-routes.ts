@@ -21,6 +21,7 @@ import {
 } from './schemas.js';
 import { sendJsonArray } from './json-array.js';
 import { indexedFrame, sendEventStream } from './sse.js';
+import { atTurnEnd } from './turn-end.js';
 
 /**
  * The runs of an agent: create (streamed, non-streamed or in the background), cancel, record, list,
@@ -39,6 +40,8 @@ export function runRoutes(context: RouteContext): Router {
   router.post('/agents/:agent_id/runs', requireAgent, runBodyParser(context.bodyLimit), async (req, res) => {
     const agent = agents.get(req.params.agent_id);
     const input = parseInput(createRunBody, req.body ?? {});
+    // With the other runs whose requests this turn read (see atTurnEnd).
+    await atTurnEnd();
     await createRun(context, agent, input, res);
   });
 
