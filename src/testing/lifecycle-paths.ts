@@ -274,7 +274,7 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pa
  * ```
  */
 export function getLifecyclePaths(options: LifecyclePathsOptions = {}): LifecyclePath[] {
-  const machine = options.machine ?? runMachine;
+  const machine = exploredMachine(options.machine);
   const { limits, random, events, toolTimeoutMs } = lifecycleSetup(options);
   // A clock that stands still: a path's states do not differ by when it was explored.
   const paths = simplePathsToFinalStates(withRunClock(machine, { now: () => 0, random }), {
@@ -292,6 +292,24 @@ export function getLifecycleEvents(
   options: LifecyclePathsOptions = {},
 ): (snapshot: RunSnapshot) => RunMachineEvent[] {
   return lifecycleSetup(options).events;
+}
+
+/**
+ * The machine whose paths are found: `machine`, except that a delay a limit feeds (see
+ * {@link LIMIT_OF_DELAY}) given as a number is runstate's own again. That number is the limit
+ * ({@link lifecycleSetup}), and an orchestrator runs runstate's machine under it: its idle timer
+ * re-armed for what is left since the last chunk, its run timer for what is left of the limit. Kept
+ * as a number, the paths would wait the whole number again at each re-arm, and shortening the run's
+ * limit for a timeout to fire first would change nothing: paths a run cannot follow, or a throw.
+ */
+function exploredMachine(machine: LifecycleMachine | undefined): LifecycleMachine {
+  if (!machine) return runMachine;
+  const given = machine.implementations.delays as Record<string, unknown>;
+  const own = runMachine.implementations.delays as Record<string, unknown>;
+  const limited = Object.keys(LIMIT_OF_DELAY).filter((delay) => typeof given[delay] === 'number');
+  if (limited.length === 0) return machine;
+  const delays = Object.fromEntries(limited.map((delay) => [delay, own[delay]]));
+  return machine.provide({ delays } as Parameters<LifecycleMachine['provide']>[0]);
 }
 
 function lifecycleSetup(options: LifecyclePathsOptions) {
@@ -321,7 +339,7 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
   const outcomes = options.toolOutcomes ?? ['result', 'throw', 'timeout'];
   const toolTimeoutMs = options.toolTimeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS;
   // Only to see which events end the run: a clock that stands still will do.
-  const machine = withRunClock(options.machine ?? runMachine, { now: () => 0, random });
+  const machine = withRunClock(exploredMachine(options.machine), { now: () => 0, random });
   const finalTurnAfterTools = options.turnAfterTools === 'final';
   const toolResult = (name: string, outcome: 'result' | 'throw' | 'timeout') =>
     outcome === 'result'

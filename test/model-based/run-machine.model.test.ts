@@ -341,24 +341,36 @@ describe('the test model covers the machine, no more and no less', () => {
     }
   });
 
-  it('keeps a delay the machine was given with provide, where the clock would have replaced it', () => {
-    const machine = runMachine.provide({ delays: { idleTimeout: 200 } });
-    const idleWaits = (paths: ReturnType<typeof getLifecyclePaths>) =>
-      new Set(
-        paths.flatMap((path) =>
-          path.steps.flatMap((step) =>
-            step.action.type === 'wait' && String(step.event.type).includes('idleTimeout')
-              ? [step.action.ms]
-              : [],
-          ),
-        ),
-      );
-    const paths = getLifecyclePaths({ machine, cancelReasons: ['code'], tools: false });
-    expect(idleWaits(paths)).toEqual(new Set([200]));
-    // The limits to run the paths under say the same: a run given them times out when the path does.
-    expect(new Set(paths.map((path) => path.limits.idleTimeoutMs))).toEqual(new Set([200]));
-    // Not given: the machine's own, counted from the last chunk.
-    expect(idleWaits(getLifecyclePaths({ cancelReasons: ['code'], tools: false }))).not.toContain(200);
+  it('takes a delay the machine was given with provide as a number as the limit of its timer, the paths those of that limit', () => {
+    // An orchestrator runs runstate's machine under the path's limits: the idle timer re-armed for
+    // what is left since the last chunk, the run timer shortened so that a path's timeout fires first.
+    const cases = [
+      { delays: { idleTimeout: 200 }, limits: { idleTimeoutMs: 200 } },
+      { delays: { idleTimeout: 500 }, limits: { idleTimeoutMs: 500 } },
+      { delays: { runTimeout: 2_000 }, limits: { timeoutMs: 2_000 } },
+      { delays: { pauseTimeout: 3_000 }, limits: { pauseTimeoutMs: 3_000 } },
+    ];
+    const shape = (paths: ReturnType<typeof getLifecyclePaths>) =>
+      paths.map((path) => ({ name: path.name, steps: path.steps, limits: path.limits, status: path.status }));
+    for (const { delays, limits } of cases) {
+      const tools = 'pauseTimeout' in delays;
+      const options = { cancelReasons: ['code' as const], tools };
+      const given = getLifecyclePaths({ ...options, machine: runMachine.provide({ delays }) });
+      expect(given.length).toBeGreaterThan(0);
+      expect(shape(given)).toEqual(shape(getLifecyclePaths({ ...options, limits })));
+    }
+    // The idle timer's waits: the number, or what is left of it after a chunk, never more.
+    const idleWaits = getLifecyclePaths({
+      machine: runMachine.provide({ delays: { idleTimeout: 200 } }),
+      cancelReasons: ['code'],
+      tools: false,
+    }).flatMap((path) =>
+      path.steps.flatMap((step) =>
+        step.action.type === 'wait' && String(step.event.type).includes('idleTimeout') ? [step.action.ms] : [],
+      ),
+    );
+    expect(idleWaits).toContain(200);
+    expect(Math.max(...idleWaits)).toBe(200);
   });
 
   it('finds the same paths as xstate/graph getSimplePaths', async () => {
