@@ -1321,3 +1321,68 @@ describe('a store that refuses a run', () => {
     }
   });
 });
+
+describe('an inspect observer that throws', () => {
+  /** An observer that throws at its `at`-th call (every call from there on with `always`). */
+  function throwingAt(at: number, always = false) {
+    let calls = 0;
+    return (_event: InspectionEvent): void => {
+      calls += 1;
+      if (calls === at || (always && calls > at)) throw new Error(`observer broke at call ${calls}`);
+    };
+  }
+
+  it('has no say in a run: whichever of its calls throws, the run ends once, the model is let go, shutdown resolves', async () => {
+    const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    /** A run of two chunks with `inspect`; how many times it was called. */
+    const play = async (inspect: (event: InspectionEvent) => void) => {
+      let calls = 0;
+      const { orchestrator, model, start } = setup({
+        inspect: (event) => {
+          calls += 1;
+          inspect(event);
+        },
+      });
+      const run = start();
+      const events = collect(run.events());
+      const call = await model.nextCall();
+      call.emit('Hello');
+      call.emit(' world');
+      call.end();
+      expect(await run.result).toMatchObject({ status: 'completed', content: 'Hello world' });
+      checkRunEvents(await events, 'completed');
+      expect(call.signal.aborted).toBe(true);
+      await orchestrator.shutdown();
+      return calls;
+    };
+    const calls = await play(() => undefined);
+    // From the run actor's creation, its start and START, to its CHUNKs and its end.
+    expect(calls).toBeGreaterThan(10);
+    for (let at = 1; at <= calls; at++) await play(throwingAt(at));
+    // Reported once per orchestrator, whatever it throws after.
+    expect(errors).toHaveBeenCalledTimes(calls);
+    expect(String(errors.mock.calls[0]![0])).toContain('the inspect observer threw');
+    errors.mockRestore();
+  });
+
+  it('throwing at every call, as an observer object: a cancel still cancels, at once, and reports once', async () => {
+    const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const next = throwingAt(1, true);
+    const { orchestrator, model, start } = setup({ inspect: { next } });
+    const run = start();
+    const events = collect(run.events());
+    const call = await model.nextCall();
+    call.emit('Hello');
+    await nextTurn();
+    expect(orchestrator.cancelRun(run.runId, 'code')).toBe(true);
+    expect(call.signal.aborted).toBe(true);
+    expect(await run.result).toMatchObject({ status: 'cancelled', content: 'Hello' });
+    checkRunEvents(await events, 'cancelled');
+    // A run that was pending at shutdown ends too.
+    const second = start();
+    await orchestrator.shutdown();
+    expect(await second.result).toMatchObject({ status: 'cancelled', cancel_reason: 'shutdown' });
+    expect(errors).toHaveBeenCalledTimes(1);
+    errors.mockRestore();
+  });
+});

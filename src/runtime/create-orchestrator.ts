@@ -15,7 +15,7 @@ import { createAdmission } from './admission.js';
 import { createCancelRequests } from './cancel-requests.js';
 import { createLeaseKeeper } from './create-lease-keeper.js';
 import { followStoredRun } from './follow-stored-run.js';
-import { createLiveRun, type InspectOption, type LiveRun } from './live-run.js';
+import { catchingInspect, createLiveRun, type InspectOption, type LiveRun } from './live-run.js';
 import { createMemoryCancelBus } from './memory-cancel-bus.js';
 import { createMemoryEventBus } from './memory-event-bus.js';
 import { createMemoryRunStore } from './memory-run-store.js';
@@ -104,7 +104,10 @@ export interface OrchestratorOptions {
   maxConcurrentRuns?: number | undefined;
   /** Limits of every run, unless a run sets its own. */
   limits?: RunLimits | undefined;
-  /** Handed to every run actor: `@statelyai/inspect`'s `inspect`, or any inspection observer. */
+  /**
+   * Handed to every run actor: `@statelyai/inspect`'s `inspect`, or any inspection observer. What it
+   * throws never reaches a run: the first throw is reported on `console.error`.
+   */
   inspect?: InspectOption | undefined;
   /**
    * Where run records, sessions and events are kept. Default: `createMemoryRunStore()` (its
@@ -460,7 +463,6 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const {
     maxConcurrentRuns = Infinity,
     limits: defaultLimits = {},
-    inspect,
     store = createMemoryRunStore({ now: options.now }),
     cancelBus = createMemoryCancelBus(),
     eventBus = createMemoryEventBus(),
@@ -468,6 +470,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     now = Date.now,
     random = Math.random,
   } = options;
+  const inspect = options.inspect && catchingInspect(options.inspect);
   checkOption(maxConcurrentRunsSchema, maxConcurrentRuns, 'maxConcurrentRuns');
   checkOption(runLimitsSchema, defaultLimits, 'limits');
   const registry = createRunRegistry();

@@ -41,6 +41,27 @@ import type { Tool } from '../tools/tool.js';
 /** An inspection observer as xstate's `inspect` option takes it. */
 export type InspectOption = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 
+/**
+ * `inspect` as one function that never throws: what it throws is reported on `console.error` (the
+ * first time only) and goes no further. Why: xstate calls an inspection observer without catching,
+ * from `createActor`, `start` and `send`, so a throw came out of a run's start or its cancel and left
+ * the run half made: registered and never ended, its model request running, `shutdown()` waiting
+ * for it for good. An observer watches; it has no say in a run.
+ */
+export function catchingInspect(inspect: InspectOption): (event: InspectionEvent) => void {
+  const next = typeof inspect === 'function' ? inspect : (event: InspectionEvent) => inspect.next?.(event);
+  let reported = false;
+  return (event) => {
+    try {
+      next(event);
+    } catch (error) {
+      if (reported) return;
+      reported = true;
+      console.error('runstate: the inspect observer threw; its further errors are not reported', error);
+    }
+  };
+}
+
 /** What {@link createLiveRun} needs. */
 export interface LiveRunOptions {
   /** The run machine with its model service provided. */
