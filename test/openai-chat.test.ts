@@ -696,6 +696,85 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('says why a stream broke with an injected client too (fetch puts the reason in the cause only)', async () => {
+    const cut = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`${chunkLine('Hello')}data: {"id":"c","obj`, () => res.socket?.resetAndDestroy());
+    });
+    const client = new OpenAI({ apiKey: 'k', baseURL: cut.url, maxRetries: 0 });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', client });
+    try {
+      const seen: ModelChunk[] = [];
+      const broken = await failure(model.stream({ messages, signal: new AbortController().signal }), seen);
+      expect(seen).toEqual([{ type: 'delta', content: 'Hello' }]);
+      expect(broken).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE' });
+      // fetch's own words, then the socket's: more than the bare 'terminated'.
+      expect(broken.message).toMatch(/^The stream broke: terminated: \S/);
+    } finally {
+      await cut.close();
+    }
+  });
+
+  it('reads a whole answer sent despite `stream: true` of more than a MiB; past what it reads, says so', async () => {
+    const content = 'x'.repeat(1_200_000);
+    const completion = (text: string) =>
+      JSON.stringify({
+        id: 'c',
+        object: 'chat.completion',
+        choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
+      });
+    // Past 16 MiB: on one line, the line is too long to read; on many, the body is.
+    const padded = JSON.stringify(
+      { padding: Array.from({ length: 180_000 }, () => 'z'.repeat(100)) },
+      null,
+      1,
+    );
+    const bodies = [completion(content), completion('y'.repeat(17 << 20)), padded];
+    const plain = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(bodies.shift());
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: plain.url });
+    const signal = new AbortController().signal;
+    try {
+      expect(await collect(model.stream({ messages, signal }))).toEqual([
+        { type: 'delta', content },
+        { type: 'end', finishReason: 'stop', usage: undefined },
+      ]);
+      expect(await failure(model.stream({ messages, signal }))).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        message:
+          'the model server sent an event or a line over 16 MiB: not a chat-completions event stream (is the base URL right?)',
+      });
+      expect(await failure(model.stream({ messages, signal }))).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        message:
+          'the model server answered with over 16 MiB that holds no event: not a chat-completions event stream (is the base URL right?)',
+      });
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it("names a proxy's error page once by its status (nginx's title repeats it)", async () => {
+    const proxy = await listen((req, res) => {
+      req.resume();
+      res.writeHead(502, { 'content-type': 'text/html' });
+      res.end(
+        '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body><center><h1>502 Bad Gateway</h1></center></body>\r\n</html>\r\n',
+      );
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: proxy.url });
+    try {
+      const error = await failure(model.stream({ messages, signal: new AbortController().signal }));
+      expect(error).toMatchObject({ status: 502, message: '502 Bad Gateway (an HTML page)' });
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("names why a connection failed, not only the SDK's 'Connection error.'", async () => {
     const nothing = await listen();
     const url = nothing.url;

@@ -146,15 +146,25 @@ function notAnEventStream(text: string): MalformedEventError {
   );
 }
 
-/** The most of a body without events kept to read it as one JSON answer. */
-const MAX_UNSTREAMED = 1 << 20;
-
 /**
  * The most characters of one event (or of one line not yet ended) held while it is read: a body
  * with no line break (a wrong `baseURL` serving a file, a broken proxy) would otherwise grow in
  * memory until the process runs out. Far above any chunk a model sends.
  */
 export const MAX_EVENT_CHARS = 16 << 20;
+
+/**
+ * The most of a body without events kept to read it as one JSON answer: as much as one event may
+ * hold, so that a whole answer sent despite `stream: true` is read whatever its length.
+ */
+const MAX_UNSTREAMED = MAX_EVENT_CHARS;
+
+/** A body without events longer than {@link MAX_UNSTREAMED}, named for what it is. */
+function tooLongToRead(): MalformedEventError {
+  return new MalformedEventError(
+    `the model server answered with over ${MAX_UNSTREAMED / (1 << 20)} MiB that holds no event: not a chat-completions event stream (is the base URL right?)`,
+  );
+}
 
 /**
  * A 200 whose body held no event at all, read as one JSON answer, as some servers send one despite
@@ -201,6 +211,8 @@ class EventReader implements ChatCompletionReading {
   /** Whether an event came; until one does, the text read (see {@link unstreamedAnswer}). */
   #events = false;
   #unparsed = '';
+  /** Whether text past {@link MAX_UNSTREAMED} was left out of {@link #unparsed}. */
+  #unparsedCut = false;
   body: Body | undefined;
 
   constructor(sink: ChatCompletionEventSink) {
@@ -252,7 +264,8 @@ class EventReader implements ChatCompletionReading {
       // A byte order mark may open the body (.NET writes one); the SSE standard skips it.
       if (this.#unparsed === '' && text.charCodeAt(0) === 0xfeff) text = text.slice(1);
       // Kept until the first event: a body that turns out to hold none may be one JSON answer.
-      if (this.#unparsed.length < MAX_UNSTREAMED) this.#unparsed += text;
+      if (this.#unparsed.length + text.length <= MAX_UNSTREAMED) this.#unparsed += text;
+      else this.#unparsedCut = true;
     }
     try {
       this.#parser.feed(text);
@@ -267,9 +280,10 @@ class EventReader implements ChatCompletionReading {
     if (this.#over) return;
     if (error === undefined && !this.#events) {
       try {
-        const answer = unstreamedAnswer(this.#unparsed);
+        const answer = this.#unparsedCut ? undefined : unstreamedAnswer(this.#unparsed);
         if (answer) this.#sink.event(answer);
-        else if (!looksLikeEvents(this.#unparsed)) error = notAnEventStream(this.#unparsed);
+        else if (!looksLikeEvents(this.#unparsed))
+          error = this.#unparsedCut ? tooLongToRead() : notAnEventStream(this.#unparsed);
       } catch (thrown) {
         error = thrown;
       }
@@ -346,7 +360,16 @@ function webBody(body: ReadableStream<Uint8Array>, reader: EventReader): Body {
       if (chunk.done) return reader.ended();
     }
   };
-  read().catch((error: unknown) => reader.ended(error));
+  // fetch reports a body that broke as `TypeError: terminated`, the socket's reason in its cause
+  // only: the message gets it, as nodeBody's does (a run's error shows only the message).
+  read().catch((error: unknown) => {
+    const cause = (error as { cause?: unknown } | undefined)?.cause;
+    reader.ended(
+      error instanceof TypeError && cause instanceof Error
+        ? new TypeError(`${error.message}: ${socketReason(cause)}`, { cause: error })
+        : error,
+    );
+  });
   const close = () => {
     resumed?.();
     bytes.cancel().catch(() => undefined);

@@ -278,8 +278,11 @@ class ReasonfulOpenAI extends OpenAI {
     text: string | undefined,
     headers: Headers,
   ): APIError {
-    const reason = reasonOf(body ?? text);
+    let reason = reasonOf(body ?? text);
     if (reason === undefined) return super.makeStatusError(status, body as object, text, headers);
+    // The SDK puts the status first: a reason that starts with it (a proxy's page, "502 Bad Gateway")
+    // would have it twice.
+    if (reason.startsWith(`${status} `)) reason = reason.slice(`${status} `.length);
     const error: unknown = body && 'error' in body ? body.error : undefined;
     const fields = typeof error === 'object' && error !== null ? error : {};
     return super.makeStatusError(status, { error: { ...fields, message: reason } }, undefined, headers);
