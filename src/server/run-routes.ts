@@ -224,10 +224,26 @@ function withoutCancelOnLeaving(events: AsyncIterable<RunEvent>): AsyncIterable<
   };
 }
 
-/** The events of `rest`, after `first` (taken from it already). */
-async function* prepended(first: RunEvent, rest: AsyncIterator<RunEvent>): AsyncGenerator<RunEvent> {
-  yield first;
-  yield* { [Symbol.asyncIterator]: () => rest };
+/**
+ * The events of `rest`, after `first` (taken from it already). Its `return` always reaches `rest`:
+ * a generator's (`yield first; yield* rest`) would not while it stood at `first`, and a reader that
+ * stopped there (`first` a final run's terminal event) left `rest`, a follower of the store, with
+ * its bus subscription for good.
+ */
+function prepended(first: RunEvent, rest: AsyncIterator<RunEvent>): AsyncIterable<RunEvent> {
+  let given = false;
+  const iterator: AsyncIterator<RunEvent> = {
+    next() {
+      if (given) return rest.next();
+      given = true;
+      return Promise.resolve({ value: first, done: false });
+    },
+    async return(): Promise<IteratorResult<RunEvent>> {
+      await rest.return?.();
+      return { value: undefined, done: true };
+    },
+  };
+  return { [Symbol.asyncIterator]: () => iterator };
 }
 
 async function createRun(

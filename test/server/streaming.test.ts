@@ -5,6 +5,7 @@ import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import type { PausedRunOutput, RunEvent } from '../../src/index.js';
 import { MemoryEventLog } from '../../src/runtime/event-log.js';
+import { createMemoryEventBus, type EventBus } from '../../src/runtime/index.js';
 import { sendEventStream, sseFrame } from '../../src/server/sse.js';
 import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
 import { postRun, serveConfirmingAgent, serveFake } from '../support/app.js';
@@ -330,6 +331,49 @@ describe('resuming the events of a run', () => {
     for (const response of atEnd) {
       expect(response.status).toBe(204);
       expect(await response.text()).toBe('');
+    }
+  });
+
+  it('lets go of the event bus once a finished run is read, from its last event but one too (its terminal only)', async () => {
+    // The bus subscriptions open: a reader of a run from the store holds one until it is let go.
+    const bus = createMemoryEventBus();
+    let open = 0;
+    const counted: EventBus = {
+      ...bus,
+      async subscribe(runId, listener) {
+        const unsubscribe = await bus.subscribe(runId, listener);
+        open += 1;
+        let done = false;
+        return () => {
+          if (!done) open -= 1;
+          done = true;
+          unsubscribe();
+        };
+      },
+    };
+    const server = await serveFake({ orchestrator: { eventBus: counted } });
+    const { run_id } = (await (await postRun(server.story, { message: 'Hi', background: true })).json()) as {
+      run_id: string;
+    };
+    const call = await server.model.nextCall();
+    call.emit('a');
+    call.end();
+    await server.agents[0]!.orchestrator.result(run_id);
+    const last = 3; // RunStarted, RunContent, RunCompleted
+    for (const after of [0, 1, last - 1]) {
+      const byHeader = {
+        url: `${server.story}/runs/${run_id}/events`,
+        headers: { 'Last-Event-ID': String(after) },
+      };
+      const byQuery = { url: `${server.story}/runs/${run_id}/events?after=${after}`, headers: {} };
+      for (const { url, headers } of [byHeader, byQuery]) {
+        const frames = await readSse(await fetch(url, { headers })).rest();
+        expect(frames.at(-1)?.event).toBe('RunCompleted');
+        expect(frames).toHaveLength(last - after);
+        // Let go once the stream ended: in the turn its end was written, or the next.
+        await nextTurn();
+        expect(open, `after ${after}`).toBe(0);
+      }
     }
   });
 
