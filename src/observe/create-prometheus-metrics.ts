@@ -88,7 +88,7 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
   });
   const timeToFirstToken = new Histogram({
     name: `${prefix}time_to_first_token_seconds`,
-    help: 'From the first model request to the first output (reasoning or content), for runs that had output.',
+    help: "From the first model request to the first output (reasoning, content or a tool call's arguments, or the calls themselves), for runs that had output.",
     labelNames: ['agent'] as const,
     buckets: options.timeToFirstTokenBuckets ?? DEFAULT_TIME_TO_FIRST_TOKEN_BUCKETS,
     registers,

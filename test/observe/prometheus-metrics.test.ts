@@ -39,7 +39,9 @@ describe('Prometheus metrics of runs', () => {
     ).toBeUndefined();
     expect(sample(text, 'runstate_run_duration_seconds_count', { ...story, status: 'cancelled' })).toBe(2);
     expect(sample(text, 'runstate_run_duration_seconds_sum', { ...story, status: 'cancelled' })).toBe(3);
-    // Runs without output have no time to first token.
+    // Runs without output have no time to first token; a tool call is output (its HELP says so, as
+    // docs/observability.md does).
+    expect(text).toMatch(/^# HELP runstate_time_to_first_token_seconds .*tool call/m);
     expect(sample(text, 'runstate_time_to_first_token_seconds_count', story)).toBe(2);
     expect(sample(text, 'runstate_time_to_first_token_seconds_bucket', { ...story, le: '0.25' })).toBe(2);
     expect(sample(text, 'runstate_time_to_first_token_seconds_bucket', { ...story, le: '0.1' })).toBe(0);
