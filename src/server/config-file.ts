@@ -75,6 +75,12 @@ const limitsSchema = z.strictObject({
       /** A `retry-after` longer than this fails the run instead of waiting. Default 30,000. */
       maxRetryAfterMs: milliseconds.optional(),
     })
+    // As the library refuses it (`runLimitsSchema`), named where the file has it.
+    .refine(
+      ({ baseDelayMs, maxDelayMs }) =>
+        baseDelayMs === undefined || maxDelayMs === undefined || baseDelayMs <= maxDelayMs,
+      { error: 'must not be over maxDelayMs', path: ['baseDelayMs'] },
+    )
     .optional(),
   /** Model turns whose tool calls run, per run; one more fails it `TOOL_ROUNDS_EXCEEDED`. Default 10. */
   maxToolRounds: z.number().int().min(0).max(1_000).optional(),
@@ -169,6 +175,32 @@ export const configSchema = z
     agents: z.array(agentSchema).min(1).optional(),
   })
   .superRefine((config, ctx) => {
+    // An agent's retry policy is the server's with the agent's fields over it: one side's base may
+    // be over the other's cap (each side alone is checked by `limitsSchema`).
+    config.agents?.forEach((agent, index) => {
+      const own = agent.limits?.retry;
+      if (own === undefined || (own.baseDelayMs === undefined) === (own.maxDelayMs === undefined)) return;
+      const retry = { ...config.limits?.retry, ...own };
+      if (
+        retry.baseDelayMs !== undefined &&
+        retry.maxDelayMs !== undefined &&
+        retry.baseDelayMs > retry.maxDelayMs
+      )
+        ctx.addIssue({
+          code: 'custom',
+          path: [
+            'agents',
+            index,
+            'limits',
+            'retry',
+            own.baseDelayMs === undefined ? 'maxDelayMs' : 'baseDelayMs',
+          ],
+          message:
+            own.baseDelayMs === undefined
+              ? `${retry.maxDelayMs} is under the server's limits.retry.baseDelayMs (${retry.baseDelayMs})`
+              : `${retry.baseDelayMs} is over the server's limits.retry.maxDelayMs (${retry.maxDelayMs})`,
+        });
+    });
     const seen = new Set<string>();
     config.agents?.forEach((agent, index) => {
       if (agent.tools?.length && config.toolsModule === undefined)
@@ -216,6 +248,19 @@ export async function loadConfigFile(path: string): Promise<RunstateConfig> {
 }
 
 /**
+ * ` (line 3, column 5)` for the `position N` of a `JSON.parse` error: Node 20's message names only
+ * the offset (22's names the line too), hard to find in a file; empty when it names none or both.
+ */
+function lineOfPosition(text: string, error: Error): string {
+  const position = /\bposition (\d+)/.exec(error.message)?.[1];
+  if (position === undefined || /\bline \d/.test(error.message)) return '';
+  // Offsets count from the text JSON.parse read, after a byte order mark.
+  const before = text.slice(text.charCodeAt(0) === 0xfeff ? 1 : 0).slice(0, Number(position));
+  const lines = before.split('\n');
+  return ` (line ${lines.length}, column ${lines.at(-1)!.length + 1})`;
+}
+
+/**
  * Validates the text of a config file; `source` is its path (it names the file in messages, and a
  * relative `toolsModule` or `dataDir` is resolved against its directory: the file names them, not
  * the directory runstate happens to start in).
@@ -228,7 +273,7 @@ export function parseConfig(text: string, source: string): RunstateConfig {
   } catch (error) {
     throw new RunstateError(
       'INVALID_INPUT',
-      `config file ${source} is not valid JSON: ${(error as Error).message}`,
+      `config file ${source} is not valid JSON: ${(error as Error).message}${lineOfPosition(text, error as Error)}`,
     );
   }
   const result = configSchema.safeParse(json);

@@ -309,7 +309,7 @@ function exploredMachine(machine: LifecycleMachine | undefined): LifecycleMachin
   const limited = Object.keys(LIMIT_OF_DELAY).filter((delay) => typeof given[delay] === 'number');
   if (limited.length === 0) return machine;
   const delays = Object.fromEntries(limited.map((delay) => [delay, own[delay]]));
-  return machine.provide({ delays } as Parameters<LifecycleMachine['provide']>[0]);
+  return machine.provide({ delays });
 }
 
 function lifecycleSetup(options: LifecyclePathsOptions) {

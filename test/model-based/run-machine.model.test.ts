@@ -366,7 +366,9 @@ describe('the test model covers the machine, no more and no less', () => {
       tools: false,
     }).flatMap((path) =>
       path.steps.flatMap((step) =>
-        step.action.type === 'wait' && String(step.event.type).includes('idleTimeout') ? [step.action.ms] : [],
+        step.action.type === 'wait' && String(step.event.type).includes('idleTimeout')
+          ? [step.action.ms]
+          : [],
       ),
     );
     expect(idleWaits).toContain(200);

@@ -98,6 +98,45 @@ describe('run limits in the config file', () => {
     expect(lines.filter((line) => line.startsWith('  limits.timeoutMs: '))).toHaveLength(1);
   });
 
+  it('refuses a retry base over its cap where the file has it: server-wide, an agent’s own, or one over the other', () => {
+    const message = (config: object): string => {
+      try {
+        parseConfig(JSON.stringify(config), 'c.json');
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return '';
+    };
+    // With another wrong field beside it: both are named.
+    expect(message({ port: 'x', limits: { retry: { baseDelayMs: 200, maxDelayMs: 100 } } })).toMatch(
+      /^invalid config file c\.json:\n[\s\S]* {2}port: [\s\S]* {2}limits\.retry\.baseDelayMs: must not be over maxDelayMs/,
+    );
+    expect(
+      message({ agents: [{ name: 'A', limits: { retry: { baseDelayMs: 200, maxDelayMs: 100 } } }] }),
+    ).toContain('  agents.0.limits.retry.baseDelayMs: must not be over maxDelayMs');
+    const split = {
+      limits: { retry: { maxDelayMs: 100 } },
+      agents: [{ name: 'A' }, { name: 'B', limits: { retry: { baseDelayMs: 200 } } }],
+    };
+    expect(message(split)).toContain(
+      "  agents.1.limits.retry.baseDelayMs: 200 is over the server's limits.retry.maxDelayMs (100)",
+    );
+    const other = {
+      limits: { retry: { baseDelayMs: 200 } },
+      agents: [{ name: 'A', limits: { retry: { maxDelayMs: 100 } } }],
+    };
+    expect(message(other)).toContain(
+      "  agents.0.limits.retry.maxDelayMs: 100 is under the server's limits.retry.baseDelayMs (200)",
+    );
+    // Fine when the merged policy is: the agent's cap over the server's base.
+    expect(
+      message({
+        limits: { retry: { baseDelayMs: 200 } },
+        agents: [{ name: 'A', limits: { retry: { maxDelayMs: 300 } } }],
+      }),
+    ).toBe('');
+  });
+
   it('refuses a security key with surrounding whitespace', () => {
     expect(() => parseConfig(JSON.stringify({ securityKey: 'key\n' }), 'c.json')).toThrow(
       /securityKey: starts or ends with whitespace/,
@@ -111,6 +150,10 @@ describe('server settings in the config file', () => {
     expect(config.port).toBe(8123);
     expect(() => parseConfig('\uFEFF{"port": ', 'bad.json')).toThrow(
       /^config file bad\.json is not valid JSON: /,
+    );
+    // Where, by line and column (Node 20 names only the offset): a trailing comma on line 3.
+    expect(() => parseConfig('\uFEFF{\n  "port": 8123,\n  "host": "::",\n}', 'comma.json')).toThrow(
+      /^config file comma\.json is not valid JSON: .*\(line 4, column 1\)$/,
     );
   });
 
