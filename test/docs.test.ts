@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runMachine } from '../machines/run.machine.js';
 import { stateChartMermaid } from '../scripts/state-chart.js';
+import { machineGraph } from '../src/inspect/machine-graph.js';
 import { createFakeOpenAIServer } from '../src/testing/index.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -16,6 +17,27 @@ describe('docs/architecture.md', () => {
   it('shows the chart of the run machine as it is', () => {
     const doc = readFileSync(new URL('../docs/architecture.md', import.meta.url), 'utf8');
     expect(doc).toContain(stateChartMermaid(runMachine));
+  });
+
+  it('draws every transition of the machine, with its guard, and each state where the machine has it', () => {
+    const chart = stateChartMermaid(runMachine);
+    const labels = chart
+      .split('\n')
+      .filter((line) => line.includes(' --> ') && !line.includes('[*]'))
+      .flatMap((line) => line.slice(line.indexOf(': ') + 2).split('<br/>'));
+    const edges = machineGraph(runMachine).edges;
+    expect(labels).toHaveLength(edges.length);
+    for (const edge of edges) {
+      expect(
+        labels.some((label) => label.startsWith(edge.guard ? `${edge.label} [${edge.guard}]` : edge.label)),
+      ).toBe(true);
+    }
+    // Mermaid makes every state a block names its child: within `streaming`'s block only its own
+    // states are named, so `paused`, `completed` and `failed` stay top-level states, as the run's status.
+    const block = chart.slice(chart.indexOf('state streaming {'), chart.indexOf('\n  }\n'));
+    for (const status of ['pending', 'paused', 'completed', 'cancelled', 'failed']) {
+      expect(block).not.toMatch(new RegExp(`(^|[ >])${status}\\b`, 'm'));
+    }
   });
 });
 
