@@ -67,7 +67,7 @@ function nameOf(value: unknown): string | null {
  * A guard's name; xstate's `not`, `and` and `or` with the guards they combine (`!asksForTools`),
  * which tells apart the transitions of one event that differ by their guard.
  */
-export function guardName(guard: unknown): string | null {
+function guardName(guard: unknown): string | null {
   const combined = (guard as { guards?: unknown } | undefined)?.guards;
   if (typeof guard !== 'function' || !Array.isArray(combined)) return nameOf(guard);
   // An `and` or `or` inside another combination is bracketed.
