@@ -338,11 +338,13 @@ describe('resuming the events of a run', () => {
     // The bus subscriptions open: a reader of a run from the store holds one until it is let go.
     const bus = createMemoryEventBus();
     let open = 0;
+    let opened = 0;
     const counted: EventBus = {
       ...bus,
       async subscribe(runId, listener) {
         const unsubscribe = await bus.subscribe(runId, listener);
         open += 1;
+        opened += 1;
         let done = false;
         return () => {
           if (!done) open -= 1;
@@ -375,6 +377,8 @@ describe('resuming the events of a run', () => {
         expect(open, `after ${after}`).toBe(0);
       }
     }
+    // Each read of the finished run followed the store, and so the bus.
+    expect(opened).toBe(6);
   });
 
   it('refuses a Last-Event-ID or after past the last event (422): the reader would skip what comes', async () => {
