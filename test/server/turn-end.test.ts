@@ -23,7 +23,7 @@ describe('atTurnEnd', () => {
     expect(order).toEqual(['first', 'second', 'third']);
   });
 
-  it('comes after what the turn had to do, and a call after it waits for the next turn’s end', async () => {
+  it('comes before the immediates queued after it, and a call after it waits for the next turn’s end', async () => {
     const order: string[] = [];
     const before = atTurnEnd();
     // An immediate queued after the first call runs after it: both are the same check phase.
