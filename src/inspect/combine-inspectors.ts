@@ -1,4 +1,5 @@
 import type { InspectionEvent, Observer } from 'xstate';
+import { catchingInspect, type InspectOption } from '../runtime/live-run.js';
 
 /**
  * Anything that observes inspection events: an observer, a function, or an object with an
@@ -31,26 +32,15 @@ export function combineInspectors(
 ): Observer<InspectionEvent> {
   // Each with its place among the arguments, `undefined` ones counted: the number an error names.
   const targets = inspectors.flatMap((inspector, place) =>
-    inspector === undefined ? [] : [{ next: toNext(inspector), number: place + 1 }],
+    inspector === undefined ? [] : [catchingInspect(observerOf(inspector), `inspector #${place + 1}`)],
   );
-  const reported = new Set<number>();
   return {
     next(event) {
-      for (const { next, number } of targets) {
-        try {
-          next(event);
-        } catch (error) {
-          if (reported.has(number)) continue;
-          reported.add(number);
-          console.error(`runstate: inspector #${number} threw; its further errors are not reported`, error);
-        }
-      }
+      for (const next of targets) next(event);
     },
   };
 }
 
-function toNext(inspector: InspectorLike): (event: InspectionEvent) => void {
-  if (typeof inspector === 'function') return inspector;
-  const observer = 'inspect' in inspector ? inspector.inspect : inspector;
-  return (event) => observer.next?.(event);
+function observerOf(inspector: InspectorLike): InspectOption {
+  return typeof inspector !== 'function' && 'inspect' in inspector ? inspector.inspect : inspector;
 }

@@ -43,12 +43,15 @@ export type InspectOption = Observer<InspectionEvent> | ((event: InspectionEvent
 
 /**
  * `inspect` as one function that never throws: what it throws is reported on `console.error` (the
- * first time only) and goes no further. Why: xstate calls an inspection observer without catching,
+ * first time only, by `name`) and goes no further. Why: xstate calls an inspection observer without catching,
  * from `createActor`, `start` and `send`, so a throw came out of a run's start or its cancel and left
  * the run half made: registered and never ended, its model request running, `shutdown()` waiting
  * for it for good. An observer watches; it has no say in a run.
  */
-export function catchingInspect(inspect: InspectOption): (event: InspectionEvent) => void {
+export function catchingInspect(
+  inspect: InspectOption,
+  name = 'the inspect observer',
+): (event: InspectionEvent) => void {
   const next = typeof inspect === 'function' ? inspect : (event: InspectionEvent) => inspect.next?.(event);
   let reported = false;
   return (event) => {
@@ -57,7 +60,7 @@ export function catchingInspect(inspect: InspectOption): (event: InspectionEvent
     } catch (error) {
       if (reported) return;
       reported = true;
-      console.error('runstate: the inspect observer threw; its further errors are not reported', error);
+      console.error(`runstate: ${name} threw; its further errors are not reported`, error);
     }
   };
 }

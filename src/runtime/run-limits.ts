@@ -22,6 +22,19 @@ export const positiveDuration = numberWhere((n) => n > 0, 'milliseconds > 0');
 export const count = (min: number) =>
   numberWhere((n) => (Number.isInteger(n) || n === Infinity) && n >= min, `a whole number ≥ ${min}`);
 
+/**
+ * Whether a retry policy's backoff base is within its cap, where both are set. The delays grow from
+ * the base up to the cap: a base over it means nothing.
+ */
+export function baseWithinCap(retry: {
+  baseDelayMs?: number | undefined;
+  maxDelayMs?: number | undefined;
+}): boolean {
+  return (
+    retry.baseDelayMs === undefined || retry.maxDelayMs === undefined || retry.baseDelayMs <= retry.maxDelayMs
+  );
+}
+
 /** Every limit of a run (`RunLimits`); a field left out or `undefined` keeps its default. */
 export const runLimitsSchema = z.strictObject({
   idleTimeoutMs: positiveDuration.optional(),
@@ -33,12 +46,7 @@ export const runLimitsSchema = z.strictObject({
       maxDelayMs: duration.optional(),
       maxRetryAfterMs: duration.optional(),
     })
-    // The delays grow from the base up to the cap: a base over it means nothing.
-    .refine(
-      ({ baseDelayMs, maxDelayMs }) =>
-        baseDelayMs === undefined || maxDelayMs === undefined || baseDelayMs <= maxDelayMs,
-      { error: 'baseDelayMs must not be over maxDelayMs', path: ['baseDelayMs'] },
-    )
+    .refine(baseWithinCap, { error: 'baseDelayMs must not be over maxDelayMs', path: ['baseDelayMs'] })
     .optional(),
   // 0: a turn that calls a tool fails the run (`TOOL_ROUNDS_EXCEEDED`).
   maxToolRounds: count(0).optional(),

@@ -6,6 +6,7 @@ import { agentIdFromName } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import { MIN_TOKENS_PER_SECOND } from '../model/offline-model.js';
 import { databaseUrlSchema, redisUrlSchema } from '../runtime/open-storage.js';
+import { baseWithinCap } from '../runtime/run-limits.js';
 
 const modelSchema = z.discriminatedUnion('provider', [
   z.strictObject({
@@ -76,11 +77,7 @@ const limitsSchema = z.strictObject({
       maxRetryAfterMs: milliseconds.optional(),
     })
     // As the library refuses it (`runLimitsSchema`), named where the file has it.
-    .refine(
-      ({ baseDelayMs, maxDelayMs }) =>
-        baseDelayMs === undefined || maxDelayMs === undefined || baseDelayMs <= maxDelayMs,
-      { error: 'must not be over maxDelayMs', path: ['baseDelayMs'] },
-    )
+    .refine(baseWithinCap, { error: 'must not be over maxDelayMs', path: ['baseDelayMs'] })
     .optional(),
   /** Model turns whose tool calls run, per run; one more fails it `TOOL_ROUNDS_EXCEEDED`. Default 10. */
   maxToolRounds: z.number().int().min(0).max(1_000).optional(),
@@ -181,11 +178,7 @@ export const configSchema = z
       const own = agent.limits?.retry;
       if (own === undefined || (own.baseDelayMs === undefined) === (own.maxDelayMs === undefined)) return;
       const retry = { ...config.limits?.retry, ...own };
-      if (
-        retry.baseDelayMs !== undefined &&
-        retry.maxDelayMs !== undefined &&
-        retry.baseDelayMs > retry.maxDelayMs
-      )
+      if (!baseWithinCap(retry))
         ctx.addIssue({
           code: 'custom',
           path: [
