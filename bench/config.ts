@@ -153,7 +153,10 @@ export const USAGE = `Usage: npm run bench -- [options]
   --help
 
   BENCH_TURNS=1 in the environment: each measured process prints its event-loop turns longer than
-  100 ms (start+length/CPU, in ms), where the loop-delay p99 comes from`;
+  100 ms (start+length/CPU, in ms), where the loop-delay p99 comes from
+  BENCH_THREADS=1: each measured process prints the CPU of each of its threads (the main one, V8's
+  compiler and collector helpers), and writes 'meter start|stop <pid>' where V8's traces go
+  BENCH_NODE_FLAGS='<flags>': Node/V8 flags for every process (--single-threaded-gc, --trace-opt)`;
 
 /**
  * `value` as a whole number ≥ 1 (`undefined` stays so); a {@link BenchUsageError} naming `name` if

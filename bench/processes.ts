@@ -45,6 +45,13 @@ export function killAll(): void {
   live.clear();
 }
 
+/**
+ * `BENCH_NODE_FLAGS` in the environment: Node and V8 flags for every process the bench starts (the
+ * upstream, the clients, the server), such as `--single-threaded-gc` or `--trace-opt`, which
+ * `NODE_OPTIONS` refuses. Split at spaces.
+ */
+const nodeFlags = process.env.BENCH_NODE_FLAGS?.split(' ').filter((flag) => flag !== '') ?? [];
+
 /** Forks `entry` (plain JavaScript, see `compileForWorkers`) and waits for its `ready` notice. */
 export function startProcess(
   entry: URL,
@@ -56,6 +63,7 @@ export function startProcess(
     // --expose-gc: a memory baseline is taken after a collection. A TypeScript entry runs through tsx.
     execArgv: [
       '--expose-gc',
+      ...nodeFlags,
       ...(entry.pathname.endsWith('.ts') ? ['--import', 'tsx', '--conditions=runstate-source'] : []),
     ],
     env: profileDir ? { ...process.env, BENCH_PROFILE_DIR: profileDir } : process.env,
@@ -207,22 +215,34 @@ function systemCalls(): { reads: number; writes: number } | undefined {
  * each `/proc/self/task/<tid>/schedstat` (nanoseconds on a CPU); undefined where there is none.
  */
 function otherThreadsCpuUs(): number | undefined {
+  const threads = threadCpuNs();
+  if (!threads) return undefined;
+  let ns = 0;
+  for (const [thread, threadNs] of threads) if (thread !== 'main') ns += threadNs;
+  return Number.isFinite(ns) ? ns / 1000 : undefined;
+}
+
+/**
+ * Nanoseconds on a CPU of each thread of this process (`main` for the main one, the others by
+ * thread id); undefined where there is no `/proc/self/task`.
+ */
+function threadCpuNs(): Map<string, number> | undefined {
   let tasks: string[];
   try {
     tasks = readdirSync('/proc/self/task');
   } catch {
     return undefined;
   }
-  let ns = 0;
+  const threads = new Map<string, number>();
   for (const tid of tasks) {
-    if (Number(tid) === process.pid) continue;
     try {
-      ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      threads.set(Number(tid) === process.pid ? 'main' : tid, ns);
     } catch {
       // The thread ended meanwhile (V8's and libuv's threads live as long as the process).
     }
   }
-  return Number.isFinite(ns) ? ns / 1000 : undefined;
+  return threads;
 }
 
 const loopDelay = monitorEventLoopDelay({ resolution: 5 });
@@ -269,10 +289,33 @@ function watchTurns(): void {
 function reportTurns(): void {
   if (!longTurns) return;
   clearInterval(longTurns.timer);
-  const who = process.argv[2]?.startsWith('{') ? 'server' : (process.argv[2] ?? 'process');
-  process.stderr.write(`turns ${who}: ${longTurns.turns.join(' ') || 'none over 100 ms'}\n`);
+  process.stderr.write(`turns ${processName()}: ${longTurns.turns.join(' ') || 'none over 100 ms'}\n`);
   longTurns = undefined;
 }
+
+/**
+ * With `BENCH_THREADS=1`, each measured process prints the CPU time of each of its threads between
+ * `meter start` and `stop` (`threads <process>: main <ms> <tid> <ms> …`, Linux's per-thread
+ * `schedstat`): the main thread against V8's workers (its optimizing compiler, its collector's
+ * helpers) and libuv's. It also writes `meter start <pid>` and `meter stop <pid>` to stdout, where
+ * V8's traces go (`BENCH_NODE_FLAGS=--trace-opt`), to cut the measured window out of a trace.
+ */
+const threadsReported = process.env.BENCH_THREADS === '1';
+let threadsAtStart: Map<string, number> | undefined;
+
+function reportThreads(): void {
+  if (!threadsAtStart) return;
+  const parts = [...(threadCpuNs() ?? [])].map(
+    ([thread, ns]) => `${thread} ${((ns - (threadsAtStart!.get(thread) ?? 0)) / 1e6).toFixed(0)}`,
+  );
+  process.stdout.write(`meter stop ${process.pid}\n`);
+  process.stderr.write(`threads ${processName()}: ${parts.join(' ')} (ms)\n`);
+  threadsAtStart = undefined;
+}
+
+/** The bench's name for this process: a client's kind, or `server`. */
+const processName = (): string =>
+  process.argv[2]?.startsWith('{') ? 'server' : (process.argv[2] ?? 'process');
 
 /**
  * Sets the process's RSS high-water mark (what `maxRSS` reads) back to its RSS now, on Linux: else
@@ -308,6 +351,9 @@ async function meter(start: boolean): Promise<Usage | undefined> {
       calls: systemCalls(),
       otherThreadsUs: otherThreadsCpuUs(),
     };
+    // (Linux only: elsewhere there is no per-thread figure to print.)
+    threadsAtStart = threadsReported ? threadCpuNs() : undefined;
+    if (threadsAtStart) process.stdout.write(`meter start ${process.pid}\n`);
     return undefined;
   }
   if (!started) throw new Error('meter stop without a start');
@@ -316,6 +362,7 @@ async function meter(start: boolean): Promise<Usage | undefined> {
   const calls = systemCalls();
   const otherThreadsUs = otherThreadsCpuUs();
   reportTurns();
+  reportThreads();
   if (profiler && profileDir) {
     const { profile } = await profiler.post('Profiler.stop');
     profiler.disconnect();

@@ -131,7 +131,17 @@ describe('npm run bench -- --quick', () => {
     const { stdout, stderr } = await promisify(execFile)(
       process.execPath,
       ['--import', 'tsx', 'bench/run.ts', '--quick', '--json-file', jsonFile, '--compare', earlier],
-      { cwd: ROOT, timeout: 60_000, env: { ...process.env, BENCH_TURNS: '1' } },
+      {
+        cwd: ROOT,
+        timeout: 60_000,
+        // Flags with a space between them: each process gets both (an empty or joined one would not start).
+        env: {
+          ...process.env,
+          BENCH_TURNS: '1',
+          BENCH_THREADS: '1',
+          BENCH_NODE_FLAGS: ' --single-threaded-gc  --stack-size=984',
+        },
+      },
     );
     const report = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchReport;
 
@@ -178,6 +188,14 @@ describe('npm run bench -- --quick', () => {
         expect(row.median!).toBeLessThan(whole.median!);
       }
       expect(stdout).toContain('⁴ measured by Linux per thread');
+      // BENCH_THREADS=1: every measured process prints its threads' CPU, and marks its window on stdout.
+      for (const who of ['raw', 'library', 'server'])
+        expect(stderr).toMatch(new RegExp(`^threads ${who}: main \\d+( \\d+ \\d+)+ \\(ms\\)$`, 'm'));
+      const starts = stdout.match(/^meter start \d+$/gm) ?? [];
+      expect(starts.length).toBeGreaterThan(0);
+      expect((stdout.match(/^meter stop \d+$/gm) ?? []).map((line) => line.replace('stop', 'start'))).toEqual(
+        starts,
+      );
     }
     // Nothing failed on the way, in any process (a listener that threw on every run did once).
     expect(stderr).not.toMatch(/Error|threw|failed/);
