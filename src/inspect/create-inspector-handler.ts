@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { RunstateError } from '../errors.js';
 import { eventFrame, openEventStream } from '../server/event-stream.js';
 import { foreignRequestError } from '../server/foreign-requests.js';
-import { malformedRequest, sendError } from '../server/http-errors.js';
+import { malformedRequest, methodNotAllowed, sendError } from '../server/http-errors.js';
 import type { FeedMessage, RunSummary } from './feed-messages.js';
 import type { MachineGraph } from './machine-graph.js';
 
@@ -63,6 +63,8 @@ const NO_NAMES: ReadonlySet<string> = new Set();
 const MAX_QUEUED_BYTES = 1024 * 1024;
 /** `''`: the mount itself, which redirects to the page. */
 const PUBLIC_PATHS: readonly string[] = Object.freeze(['', ...Object.keys(ASSETS), ELK_PATH, '/graph.json']);
+/** The paths read with GET (and HEAD): the public ones, the run list and the feed. */
+const READ_PATHS: ReadonlySet<string> = new Set([...PUBLIC_PATHS, '/runs.json', '/feed']);
 
 /** Where the page's files are: next to this module in the sources, `src/inspect/assets` from `dist/`. */
 function assetsDir(): string {
@@ -268,9 +270,10 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     const method = req.method ?? 'GET';
     const read = method === 'GET' || method === 'HEAD';
 
-    if (path === '' || (path === '/' && read)) {
+    // The path as the client sent it (a router strips its mount from `req.url`).
+    const shown = new URL((req as { originalUrl?: string }).originalUrl ?? req.url ?? '/', url).pathname;
+    if (read && (path === '' || path === '/')) {
       // The page uses relative URLs, so it must be served with its trailing slash.
-      const shown = new URL((req as { originalUrl?: string }).originalUrl ?? req.url ?? '/', url).pathname;
       if (!shown.endsWith('/')) {
         res.writeHead(302, { location: `${shown}/${url.search}`, 'content-length': 0 });
         res.end();
@@ -296,6 +299,9 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       }
       return reply(res, next, () => cancel(runId));
     }
+    // A path served here, asked with a method it does not answer: 405 with `Allow`, as the app's routes.
+    const allowed = READ_PATHS.has(path) ? ['GET', 'HEAD'] : cancel && cancelPath ? ['POST'] : undefined;
+    if (allowed) return fail(res, methodNotAllowed(method, shown, allowed), next);
     if (next) return next();
     fail(res, new RunstateError('NOT_FOUND', `${method} ${url.pathname} not found`), undefined);
   };

@@ -11,13 +11,13 @@ export interface ApiDocsOptions {
 }
 
 // Swagger UI from the installed swagger-ui-dist: the page works offline, nothing from a CDN.
-const VENDOR: Record<string, { file: string; type: string }> = {
+const VENDOR = {
   'swagger-ui.css': { file: 'swagger-ui-dist/swagger-ui.css', type: 'text/css; charset=utf-8' },
   'swagger-ui-bundle.js': {
     file: 'swagger-ui-dist/swagger-ui-bundle.js',
     type: 'text/javascript; charset=utf-8',
   },
-};
+} as const;
 
 // Relative URLs: the page is `<base>/docs` and its files `<base>/docs/...`, wherever the app is mounted.
 const PAGE = `<!doctype html>
@@ -72,13 +72,13 @@ export function apiDocs(options: ApiDocsOptions): Router {
     res.setHeader('content-security-policy', PAGE_CSP);
     res.type('html').send(PAGE);
   });
-  // The page's own files: static, not API routes.
-  router.use('/docs', (req, res, next) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return next();
-    if (req.path === '/init.js') return void res.type('text/javascript').send(INIT);
-    const vendor = VENDOR[req.path.slice(1)];
-    if (!vendor) return next();
-    res.sendFile(resolve(vendor.file), { headers: { 'content-type': vendor.type }, maxAge: '1d' });
-  });
+  // The page's own files, each a route of its own: asked with another method, a 405 (see
+  // refuseOtherMethods); any other name under /docs is not served.
+  router.get('/docs/init.js', (_req, res) => void res.type('text/javascript').send(INIT));
+  for (const [name, vendor] of Object.entries(VENDOR)) {
+    router.get(`/docs/${name}`, (_req, res) => {
+      res.sendFile(resolve(vendor.file), { headers: { 'content-type': vendor.type }, maxAge: '1d' });
+    });
+  }
   return router;
 }

@@ -185,6 +185,25 @@ describe('the inspector handler on node:http', () => {
     // The AgentOS route is the default: the handler has no cancel route of its own.
     const cancel = await fetch(`${server.url}/inspect/runs/x/cancel`, { method: 'POST' });
     expect(cancel.status).toBe(404);
+    // A path it serves, asked with another method: 405 with what it answers.
+    for (const [method, path] of [
+      ['POST', '/inspect/graph.json'],
+      ['DELETE', '/inspect/runs.json'],
+      ['PUT', '/inspect/'],
+      ['PUT', '/inspect'],
+      ['POST', '/inspect/feed'],
+      ['PATCH', '/inspect/inspector.js'],
+    ] as const) {
+      const refused = await fetch(`${server.url}${path}`, { method, redirect: 'manual' });
+      expect(
+        [refused.status, refused.headers.get('allow'), await refused.json()],
+        `${method} ${path}`,
+      ).toEqual([
+        405,
+        'GET, HEAD',
+        { detail: `no route for ${method} ${path}: it answers GET, HEAD`, code: 'NOT_FOUND' },
+      ]);
+    }
 
     const { handler } = server.inspector;
     const passed: string[] = [];
@@ -263,6 +282,9 @@ describe('the inspector’s own cancel route (cancelRoute: "inspector")', () => 
       { detail: 'the run id is not valid percent-encoding', code: 'INVALID_INPUT' },
     ]);
     expect((await fetch(`${server.url}/inspect/graph.json`)).status).toBe(200);
+    // Read instead of posted: 405, the route answers POST only.
+    const read = await fetch(`${server.url}/inspect/runs/${active.runId}/cancel`);
+    expect([read.status, read.headers.get('allow')]).toEqual([405, 'POST']);
   });
 
   it('cancels a paused run (200), as the AgentOS route does: its waiting call ends cancelled', async () => {

@@ -76,6 +76,26 @@ describe('GET /health, /agents, /teams', () => {
     // A path none serves stays a 404, whatever the method.
     await expectError(await fetch(`${url}/no/such/route`, { method: 'PUT' }), 404, 'NOT_FOUND');
   });
+
+  it('serves the API page’s own files, 405 to another method, and no other name under /docs', async () => {
+    const { url } = await serveFake();
+    for (const file of ['init.js', 'swagger-ui.css', 'swagger-ui-bundle.js']) {
+      const served = await fetch(`${url}/docs/${file}`);
+      expect(served.status, file).toBe(200);
+      await served.arrayBuffer();
+      const posted = await fetch(`${url}/docs/${file}`, { method: 'POST' });
+      await expectError(posted, 405, 'NOT_FOUND');
+      expect(posted.headers.get('allow')).toBe('GET, HEAD');
+    }
+    // Names an object has of its own prototype were looked up as files (and answered 500).
+    for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'nope']) {
+      for (const method of ['GET', 'HEAD']) {
+        const response = await fetch(`${url}/docs/${name}`, { method });
+        expect(response.status, `${method} ${name}`).toBe(404);
+        if (method === 'GET') await expectError(response, 404, 'NOT_FOUND');
+      }
+    }
+  });
 });
 
 describe('POST /agents/:agent_id/runs without streaming', () => {

@@ -413,9 +413,16 @@ function select(runId) {
   renderDetail();
 }
 
+/** The run a link names (`#run=<id>`); none for a fragment that is not valid percent-encoding. */
 function runFromHash() {
   const match = /^#run=(.+)$/.exec(location.hash);
-  return match ? decodeURIComponent(match[1]) : null;
+  if (!match) return null;
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    // A hand-made link (`#run=%E0`): the page shows every run, as with no fragment.
+    return null;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
