@@ -7,6 +7,7 @@ import { RunEventList } from './event-log.js';
 import { checkOption, count, duration } from './run-limits.js';
 import type { RunOutput, RunRecord } from './run-events.js';
 import {
+  sessionOfAnother,
   userMayJoinSession,
   type ParkedRun,
   type RunFilter,
@@ -160,14 +161,11 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       }
       const seconds = Math.floor(now() / 1000);
       let session = sessions.get(run.session_id);
-      if (session && session.record.agent_id !== run.agent_id) {
-        throw new RunstateError(
-          'INVALID_INPUT',
-          `session ${run.session_id} belongs to agent ${session.record.agent_id}, not ${run.agent_id}`,
-        );
-      }
-      if (session && !userMayJoinSession(session.record.user_id, run.user_id)) {
-        throw new RunstateError('INVALID_INPUT', `session ${run.session_id} belongs to another user`);
+      if (
+        session &&
+        (session.record.agent_id !== run.agent_id || !userMayJoinSession(session.record.user_id, run.user_id))
+      ) {
+        throw sessionOfAnother(run.session_id, session.record.agent_id, run.agent_id);
       }
       if (session) {
         sessions.delete(run.session_id);

@@ -1,3 +1,4 @@
+import { RunstateError } from '../errors.js';
 import type { StateValue } from 'xstate';
 import type { CancelReason, RunErrorData, RunStatus, TokenUsage } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
@@ -68,6 +69,21 @@ export interface ParkedRun {
  */
 export function userMayJoinSession(sessionUser: string | null, runUser: string | null | undefined): boolean {
   return sessionUser === null || runUser == null || sessionUser === runUser;
+}
+
+/**
+ * The refusal of a run in session `sessionId`, which belongs to agent `owner`: of another agent, or,
+ * when `owner` is the run's agent `agentId`, of another user ({@link userMayJoinSession}). A 422
+ * naming `session_id` over HTTP, whether a store or the run route found it.
+ */
+export function sessionOfAnother(sessionId: string, owner: string, agentId: string): RunstateError {
+  return new RunstateError(
+    'INVALID_INPUT',
+    owner === agentId
+      ? `session ${sessionId} belongs to another user`
+      : `session ${sessionId} belongs to agent ${owner}, not ${agentId}`,
+    { details: { field: 'session_id' } },
+  );
 }
 
 /**

@@ -4,7 +4,7 @@ import { RunstateError } from '../errors.js';
 import type { Orchestrator } from '../runtime/create-orchestrator.js';
 import type { RunEvent } from '../runtime/run-events.js';
 import { settleRun } from '../runtime/settle-run.js';
-import { userMayJoinSession } from '../runtime/storage.js';
+import { sessionOfAnother, userMayJoinSession } from '../runtime/storage.js';
 import { runBodyParser } from './body-parsers.js';
 import { invalidField, malformedRequest } from './http-errors.js';
 import type { RouteContext } from './route-context.js';
@@ -255,11 +255,8 @@ async function createRun(
   if (input.session_id) {
     // Checked across every orchestrator: another one would silently start a second session of that id.
     const session = (await context.agents.findSession(input.session_id))?.session;
-    if (session && session.agent_id !== agent.id) {
-      throw invalidField('session_id', `session ${input.session_id} belongs to agent ${session.agent_id}`);
-    }
-    if (session && !userMayJoinSession(session.user_id, input.user_id)) {
-      throw invalidField('session_id', `session ${input.session_id} belongs to another user`);
+    if (session && (session.agent_id !== agent.id || !userMayJoinSession(session.user_id, input.user_id))) {
+      throw sessionOfAnother(input.session_id, session.agent_id, agent.id);
     }
   }
   const orchestrator = agent.orchestrator;

@@ -636,6 +636,64 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.getRun(runs[3]!.run_id)).toMatchObject({ status: 'pending' });
   });
 
+  it('makes a session it forgot by age anew, for any agent or user, as if it had never been', async () => {
+    const { store } = await open({ fresh: true, retention: { maxAgeMs: 60_000 } });
+    const id = ids();
+    const old = (n: number, session: string) =>
+      record({
+        run_id: id.run(n),
+        session_id: session,
+        agent_id: id.agent,
+        user_id: 'ann',
+        run_input: 'old',
+      });
+    const sessions = [`${id.session}-a`, `${id.session}-b`];
+    const olds = [old(1, sessions[0]!), old(2, sessions[1]!)];
+    for (const run of olds) await store.createRun(run);
+    for (const run of olds) await store.finishRun(output(run));
+    clock += 60_001;
+    expect(await store.getSession(sessions[0]!)).toBeUndefined();
+    // Its id taken again: by the same agent for another user, by another agent. Neither is refused,
+    // and neither gets the old session's name, creation time or user.
+    const again = [
+      record({
+        run_id: id.run(3),
+        session_id: sessions[0]!,
+        agent_id: id.agent,
+        user_id: 'bob',
+        run_input: 'new',
+      }),
+      record({
+        run_id: id.run(4),
+        session_id: sessions[1]!,
+        agent_id: 'another',
+        user_id: null,
+        run_input: 'new',
+      }),
+    ];
+    for (const run of again) await store.createRun(run);
+    for (const run of again) {
+      expect(await store.getSession(run.session_id)).toStrictEqual({
+        session_id: run.session_id,
+        agent_id: run.agent_id,
+        user_id: run.user_id,
+        session_name: 'new',
+        created_at: run.created_at,
+        updated_at: run.created_at,
+        run_ids: [run.run_id],
+      });
+      expect((await store.sessionRuns(run.session_id)).map((r) => r.run_id)).toStrictEqual([run.run_id]);
+    }
+    // And it is theirs now: the first agent is refused the second session, naming the field.
+    await expect(
+      store.createRun(record({ run_id: id.run(5), session_id: sessions[1]!, agent_id: id.agent })),
+    ).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: `session ${sessions[1]} belongs to agent another, not ${id.agent}`,
+      details: { field: 'session_id' },
+    });
+  });
+
   it('keeps at most maxRunsPerSession finished runs of a session and maxSessions sessions', async () => {
     const { store } = await open({ fresh: true, maxRunsPerSession: 1, maxSessions: 2 });
     const id = ids();

@@ -9,7 +9,14 @@ import type { CancelReason } from '../../../machines/run-types.js';
 import { closeOpen } from '../../../machines/tool-round.js';
 import { toolsAsStored } from '../stored-tools.js';
 import { extraDataOfEvents } from '../reasoning-phases.js';
-import type { ParkedRun, RunFilter, RunStore, SessionFilter, SessionRecord } from '../storage.js';
+import {
+  sessionOfAnother,
+  type ParkedRun,
+  type RunFilter,
+  type RunStore,
+  type SessionFilter,
+  type SessionRecord,
+} from '../storage.js';
 import { coalesce } from './coalesce.js';
 import { createEventGroups } from './event-groups.js';
 import type { SqlDatabase, SqlQueryable } from './sql-database.js';
@@ -380,7 +387,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       // The owner's lease row exists before its first run does (the keeper may not have taken it
       // yet: a run whose owner has no row is an orphan). The session is created, or touched if it
       // is this agent's (and not another user's: `userMayJoinSession`): another agent's or user's
-      // session answers no row, and then no run is inserted.
+      // session answers no row, and then no run is inserted. A session whose runs are all past
+      // their age is one the store forgot (reads hide it; `prune` deletes it later): it is made
+      // anew, for any agent or user, as if its row were gone.
+      const forgotten = `NOT EXISTS (SELECT 1 FROM runstate_runs r
+                           WHERE r.session_id = runstate_sessions.session_id AND ${live(11)})`;
+      const anew = (column: string) =>
+        `${column} = CASE WHEN ${forgotten} THEN EXCLUDED.${column} ELSE runstate_sessions.${column} END`;
       let rows: { inserted: boolean }[];
       try {
         ({ rows } = await db.query<{ inserted: boolean }>(
@@ -391,11 +404,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
              INSERT INTO runstate_sessions (session_id, agent_id, user_id, session_name, created_at, updated_at)
              VALUES ($2, $3, $8, $9, $10, $10)
              ON CONFLICT (session_id) DO UPDATE
-               SET updated_at = EXCLUDED.updated_at, position = nextval('runstate_order')
-               WHERE runstate_sessions.agent_id = EXCLUDED.agent_id
-                 AND (runstate_sessions.user_id IS NULL OR EXCLUDED.user_id IS NULL
-                      OR runstate_sessions.user_id = EXCLUDED.user_id)
-             RETURNING (xmax = 0) AS inserted)
+               SET ${['agent_id', 'user_id', 'session_name', 'created_at'].map(anew).join(', ')},
+                 updated_at = EXCLUDED.updated_at, position = nextval('runstate_order')
+               WHERE ${forgotten}
+                 OR (runstate_sessions.agent_id = EXCLUDED.agent_id
+                     AND (runstate_sessions.user_id IS NULL OR EXCLUDED.user_id IS NULL
+                          OR runstate_sessions.user_id = EXCLUDED.user_id))
+             RETURNING (xmax = 0 OR ${forgotten}) AS inserted)
            INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
            SELECT $1, $2, $3, $4, $5::jsonb, $6 FROM session
            RETURNING (SELECT inserted FROM session) AS inserted`,
@@ -410,6 +425,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
             run.user_id,
             sessionName(run.run_input),
             run.created_at,
+            cutoff(),
           ],
         ));
       } catch (error) {
@@ -422,13 +438,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
           'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
           [run.session_id],
         );
-        const owner = found[0]?.agent_id;
-        throw new RunstateError(
-          'INVALID_INPUT',
-          owner === run.agent_id
-            ? `session ${run.session_id} belongs to another user`
-            : `session ${run.session_id} belongs to agent ${owner}, not ${run.agent_id}`,
-        );
+        throw sessionOfAnother(run.session_id, found[0]?.agent_id ?? run.agent_id, run.agent_id);
       }
       // Retention after the run is recorded (nothing to undo if it fails): a new session may push
       // out the least recently used one, a new run of a session its oldest finished one.
