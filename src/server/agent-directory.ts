@@ -13,6 +13,8 @@ export class AgentDirectory {
   readonly #agents = new Map<string, Agent>();
   /** Distinct orchestrators, in the order their first agent was given. */
   readonly orchestrators: readonly Orchestrator[];
+  /** The last start in each session id, settled (see {@link startInSession}). */
+  readonly #starts = new Map<string, Promise<void>>();
 
   constructor(agents: readonly Agent[]) {
     for (const agent of agents) {
@@ -58,6 +60,24 @@ export class AgentDirectory {
     return undefined;
   }
 
+  /**
+   * Runs `start` (a check of session `sessionId` and the record of a run in it) once the starts in
+   * that session before it have settled, when the agents have several orchestrators: each has a
+   * store of its own, and two first runs of one session id started at once through two of them
+   * would each make a session of that id. With one orchestrator its store decides (atomically), and
+   * `start` runs at once.
+   */
+  startInSession<T>(sessionId: string, start: () => Promise<T>): Promise<T> {
+    if (this.orchestrators.length < 2) return start();
+    const started = (this.#starts.get(sessionId) ?? Promise.resolve()).then(start);
+    const settled = started.then(ignore, ignore);
+    this.#starts.set(sessionId, settled);
+    void settled.then(() => {
+      if (this.#starts.get(sessionId) === settled) this.#starts.delete(sessionId);
+    });
+    return started;
+  }
+
   /** The session (with `userId`, only one of that user); throws `SESSION_NOT_FOUND` (404). */
   async session(
     sessionId: string,
@@ -68,3 +88,5 @@ export class AgentDirectory {
     return found;
   }
 }
+
+const ignore = (): void => undefined;

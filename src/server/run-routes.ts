@@ -252,19 +252,33 @@ async function createRun(
   input: CreateRunBody,
   res: Response,
 ): Promise<void> {
-  if (input.session_id) {
-    // Checked across every orchestrator: another one would silently start a second session of that id.
-    const session = (await context.agents.findSession(input.session_id))?.session;
-    if (session && (session.agent_id !== agent.id || !userMayJoinSession(session.user_id, input.user_id))) {
-      throw sessionOfAnother(input.session_id, session.agent_id, agent.id);
-    }
-  }
+  const start = async () => {
+    // `stream: true` only to get the run's id at once; the events are read from the orchestrator,
+    // whose log does not cancel the run when a reader stops (on_disconnect decides that).
+    const run = agent.run(input.message, {
+      stream: true,
+      sessionId: input.session_id,
+      userId: input.user_id,
+    });
+    // The store's refusal (a session another agent took meanwhile, a store that is down) is the answer.
+    await run.recorded;
+    return run;
+  };
+  const { session_id: sessionId } = input;
+  const run = !sessionId
+    ? await start()
+    : await context.agents.startInSession(sessionId, async () => {
+        // Checked across every orchestrator: another one would silently start a second session of that id.
+        const session = (await context.agents.findSession(sessionId))?.session;
+        if (
+          session &&
+          (session.agent_id !== agent.id || !userMayJoinSession(session.user_id, input.user_id))
+        ) {
+          throw sessionOfAnother(sessionId, session.agent_id, agent.id);
+        }
+        return start();
+      });
   const orchestrator = agent.orchestrator;
-  // `stream: true` only to get the run's id at once; the events are read from the orchestrator,
-  // whose log does not cancel the run when a reader stops (on_disconnect decides that).
-  const run = agent.run(input.message, { stream: true, sessionId: input.session_id, userId: input.user_id });
-  // The store's refusal (a session another agent took meanwhile, a store that is down) is the answer.
-  await run.recorded;
 
   const stream = input.stream ?? !input.background;
   if (input.background && stream) {

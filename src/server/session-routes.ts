@@ -151,10 +151,17 @@ export function sessionRoutes(context: RouteContext): Router {
     return agents.session(sessionId, query.user_id);
   }
 
-  /** With `userId`, another user's session is left alone (and the answer is the same 204). */
+  /**
+   * In every orchestrator that holds it (with stores of their own, two may). With `userId`, another
+   * user's session is left alone (and the answer is the same 204).
+   */
   async function deleteSession(sessionId: string, userId: string | undefined): Promise<void> {
-    const found = await agents.findSession(sessionId, userId);
-    await found?.orchestrator.deleteSession(sessionId);
+    for (const orchestrator of agents.orchestrators) {
+      const session = await orchestrator.getSession(sessionId);
+      if (session && (userId === undefined || session.user_id === userId)) {
+        await orchestrator.deleteSession(sessionId);
+      }
+    }
   }
 
   async function renameSession(sessionId: string, name: string, query: SessionQuery): Promise<SessionDetail> {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { RunRecord } from '../../src/index.js';
-import { checkRunEvents } from '../../src/testing/index.js';
-import { expectError, postRun, serveFake } from '../support/app.js';
+import { Agent, createOrchestrator, type RunRecord } from '../../src/index.js';
+import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
+import { expectError, postRun, serve, serveFake } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
 interface Accepted {
@@ -659,6 +659,35 @@ describe('sessions', () => {
     expect(body.field).toBe('session_id');
     expect(body.detail).toMatch(/another user/);
     expect(model.calls).toHaveLength(1);
+  });
+
+  it('with an orchestrator per agent: one session of an id raced by two agents, and a delete of it in each', async () => {
+    const model = createFakeModel();
+    const agents = ['Story Writer Agent', 'Essay Writer Agent'].map(
+      (name) => new Agent({ name, model, orchestrator: createOrchestrator() }),
+    );
+    const { url } = await serve({ agents });
+    // Two first runs of one new session id at once, one per agent (and store): one is refused.
+    const answers = await Promise.all(
+      agents.map((agent) =>
+        postRun(`${url}/agents/${agent.id}`, { message: 'Hi', session_id: 'raced', background: true }),
+      ),
+    );
+    expect(answers.map((answer) => answer.status).sort()).toEqual([202, 422]);
+    const refused = answers.find((answer) => answer.status === 422)!;
+    expect(await expectError(refused, 422, 'INVALID_INPUT')).toMatchObject({ field: 'session_id' });
+    const holders = await Promise.all(agents.map((agent) => agent.orchestrator.getSession('raced')));
+    expect(holders.filter(Boolean)).toHaveLength(1);
+    (await model.nextCall()).end();
+
+    // A session of one id in both stores (started from code, past the route's check): deleted in both.
+    for (const agent of agents) {
+      const run = agent.run('Hello', { sessionId: 'twice' });
+      (await model.nextCall()).end();
+      await run;
+    }
+    expect((await fetch(`${url}/sessions/twice`, { method: 'DELETE' })).status).toBe(204);
+    for (const agent of agents) expect(await agent.orchestrator.getSession('twice')).toBeUndefined();
   });
 
   it('RunStarted carries the session_id that was sent', async () => {
