@@ -694,6 +694,43 @@ describe.each(backends)('run store contract: $name', (backend) => {
     });
   });
 
+  it('takes one of two first runs of a session id started at once by two agents, new or forgotten', async () => {
+    const { store } = await open({ fresh: true, retention: { maxAgeMs: 60_000 } });
+    const id = ids();
+    const sessions = Array.from({ length: 20 }, (_, i) => `${id.session}-${i}`);
+    // Half of them forgotten by age first.
+    for (const [i, session] of sessions.slice(10).entries()) {
+      const old = record({ run_id: id.run(100 + i), session_id: session, agent_id: id.agent });
+      await store.createRun(old);
+      await store.finishRun(output(old));
+    }
+    clock += 60_001;
+    const pairs = await Promise.all(
+      sessions.map((session, i) =>
+        Promise.allSettled(
+          (['first', 'second'] as const).map((agent_id, j) =>
+            store.createRun(
+              record({ run_id: id.run(2 * i + j), session_id: session, agent_id, user_id: agent_id }),
+            ),
+          ),
+        ),
+      ),
+    );
+    for (const [i, pair] of pairs.entries()) {
+      const taken = pair.findIndex((outcome) => outcome.status === 'fulfilled');
+      expect(
+        pair.filter((outcome) => outcome.status === 'fulfilled'),
+        sessions[i],
+      ).toHaveLength(1);
+      const winner = taken === 0 ? 'first' : 'second';
+      expect(await store.getSession(sessions[i]!), sessions[i]).toMatchObject({
+        agent_id: winner,
+        user_id: winner,
+        run_ids: [id.run(2 * i + taken)],
+      });
+    }
+  });
+
   it('keeps at most maxRunsPerSession finished runs of a session and maxSessions sessions', async () => {
     const { store } = await open({ fresh: true, maxRunsPerSession: 1, maxSessions: 2 });
     const id = ids();

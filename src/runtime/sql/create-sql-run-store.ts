@@ -389,9 +389,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       // is this agent's (and not another user's: `userMayJoinSession`): another agent's or user's
       // session answers no row, and then no run is inserted. A session whose runs are all past
       // their age is one the store forgot (reads hide it; `prune` deletes it later): it is made
-      // anew, for any agent or user, as if its row were gone.
-      const forgotten = `NOT EXISTS (SELECT 1 FROM runstate_runs r
-                           WHERE r.session_id = runstate_sessions.session_id AND ${live(11)})`;
+      // anew, for any agent or user, as if its row were gone. Its last run's creation must be past
+      // that age too, a column of the row itself: the runs' subquery reads this statement's
+      // snapshot, which misses a run that another statement, waited for on the row's lock, has just
+      // added; the row is read again as that statement left it (its `updated_at` that run's).
+      const forgotten = `(runstate_sessions.updated_at * 1000 < $11 AND NOT EXISTS (
+                           SELECT 1 FROM runstate_runs r
+                           WHERE r.session_id = runstate_sessions.session_id AND ${live(11)}))`;
       const anew = (column: string) =>
         `${column} = CASE WHEN ${forgotten} THEN EXCLUDED.${column} ELSE runstate_sessions.${column} END`;
       let rows: { inserted: boolean }[];
