@@ -754,6 +754,43 @@ describe('pausing for a person', () => {
     expect((await third.agent.orchestrator.requestCancel(third.run.runId, 'api')).status).toBe('cancelled');
   });
 
+  it("leaves out of the session's history a turn whose calls never ran: cancelled while it waited for a person", async () => {
+    const publish = heldTool('publish', { requiresConfirmation: true });
+    const { model, agent } = setup([add, publish.tool]);
+    // The first run paused at once (its first turn's calls never ran): no answer at all, left out.
+    const first = agent.run('publish it', { stream: true, sessionId: 's' });
+    (await model.nextCall()).callTools([{ id: 'c_pub', name: 'publish', arguments: { q: 'post' } }]);
+    await collect(first);
+    agent.cancelRun(first.runId);
+    expect(await agent.orchestrator.result(first.runId)).toMatchObject({ status: 'cancelled' });
+    // The second: a round that ran, then a pause. Its round is kept, the turn that paused is not.
+    const second = agent.run('add, then publish', { stream: true, sessionId: 's' });
+    (await model.nextCall()).callTools([{ id: 'c_add', name: 'add', arguments: { a: 1, b: 2 } }]);
+    const paused = await model.nextCall();
+    paused.emit('Publishing. ');
+    paused.callTools([{ id: 'c_pub2', name: 'publish', arguments: { q: 'sum' } }]);
+    await collect(second);
+    agent.cancelRun(second.runId);
+    expect(await agent.orchestrator.result(second.runId)).toMatchObject({ status: 'cancelled' });
+    const third = agent.run('and now?', { sessionId: 's' });
+    const call = await model.nextCall();
+    expect(call.messages).toEqual([
+      { role: 'user', content: 'add, then publish' },
+      {
+        role: 'assistant',
+        content: '',
+        tool_calls: [
+          { id: 'c_add', type: 'function', function: { name: 'add', arguments: '{"a":1,"b":2}' } },
+        ],
+      },
+      { role: 'tool', tool_call_id: 'c_add', content: '{"sum":3}' },
+      { role: 'assistant', content: 'Publishing. ' },
+      { role: 'user', content: 'and now?' },
+    ]);
+    call.end();
+    await third;
+  });
+
   it('resolves a non-streamed run at its pause, and a non-streamed continue at the next pause or the end', async () => {
     const publish = heldTool('publish', { requiresConfirmation: true });
     const { model, agent } = setup([publish.tool]);
