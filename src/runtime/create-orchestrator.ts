@@ -902,13 +902,21 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     { agentId }: CancelRequestOptions = {},
   ): boolean {
     const run = registry.get(runId);
-    // The agent of an active run here, or of a paused one this instance parked.
-    const ownerAgent = run && !run.output ? run.identity.agentId : parkedRuns.parkedAgent(runId);
-    if (ownerAgent === undefined || (agentId !== undefined && ownerAgent !== agentId)) return false;
+    // The identity of an active run here, or of a paused one this instance parked.
+    const owner = run && !run.output ? run.identity : parkedRuns.parkedIdentity(runId);
+    if (owner === undefined || (agentId !== undefined && owner.agentId !== agentId)) return false;
     // A run this instance paused goes (or went) to the store: it is taken back from there and
     // cancelled, in a moment. Only a run whose park the store refused is still this actor's alone.
     if (!run || run.output || (run.status() === 'paused' && parkedRuns.isParking(runId))) {
-      return parkedRuns.cancel(runId, reason);
+      if (!parkedRuns.cancel(runId, reason)) return false;
+      // Ended as of now, as a live run's cancel is: a run of its session started next reads the
+      // session once this cancel is stored, as it would after a run that ended here.
+      const settled = parkedRuns.cancelling(runId)!.done.then(
+        () => undefined,
+        () => undefined,
+      );
+      settleInSession(owner.sessionId, settled);
+      return true;
     }
     // Final now (the machine moved to `cancelled`), unless it was already ending another way; or,
     // from a listener of the run's own events, once the event being handled is.

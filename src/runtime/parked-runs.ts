@@ -83,8 +83,8 @@ export interface ParkedRuns {
   isParking(runId: string): boolean;
   /** Whether this instance parked the run and has not learnt of its end (a continue elsewhere keeps it). */
   isParkedHere(runId: string): boolean;
-  /** The agent of a run this instance parked, or `undefined`. */
-  parkedAgent(runId: string): string | undefined;
+  /** The agent and session of a run this instance parked, or `undefined`. */
+  parkedIdentity(runId: string): { agentId: string; sessionId: string } | undefined;
   /** Parked here, and not heard of since as continued elsewhere. */
   waitsHere(runId: string): boolean;
   /** How many runs parked here wait (see {@link ParkedRuns.waitsHere}). */
@@ -359,7 +359,10 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     parkInFlight: (runId) => parking.get(runId),
     isParking: (runId) => parking.has(runId),
     isParkedHere: (runId) => parkedHere.has(runId),
-    parkedAgent: (runId) => parkedHere.get(runId)?.agentId,
+    parkedIdentity(runId) {
+      const parkedRun = parkedHere.get(runId);
+      return parkedRun && { agentId: parkedRun.agentId, sessionId: parkedRun.record.session_id };
+    },
     waitsHere: (runId) => parkedHere.get(runId)?.toldLeft === false,
     get waitingCount() {
       let count = 0;
