@@ -157,8 +157,10 @@ export function sessionRoutes(context: RouteContext): Router {
    */
   async function deleteSession(sessionId: string, userId: string | undefined): Promise<void> {
     for (const orchestrator of agents.orchestrators) {
-      const session = await orchestrator.getSession(sessionId);
-      if (session && (userId === undefined || session.user_id === userId)) {
+      // Without a user, straight to the orchestrator's delete, which waits for a first run of the
+      // session still on its way into the store (a read first would miss that session).
+      if (userId === undefined) await orchestrator.deleteSession(sessionId);
+      else if ((await orchestrator.getSession(sessionId))?.user_id === userId) {
         await orchestrator.deleteSession(sessionId);
       }
     }

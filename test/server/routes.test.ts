@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Agent, createOrchestrator, type RunRecord } from '../../src/index.js';
+import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
 import { expectError, postRun, serve, serveFake } from '../support/app.js';
 import { readSse } from '../support/sse.js';
@@ -688,6 +689,29 @@ describe('sessions', () => {
     }
     expect((await fetch(`${url}/sessions/twice`, { method: 'DELETE' })).status).toBe(204);
     for (const agent of agents) expect(await agent.orchestrator.getSession('twice')).toBeUndefined();
+  });
+
+  it('deletes a session whose first run is still on its way into the store', async () => {
+    const store = createMemoryRunStore();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const orchestrator = createOrchestrator({
+      store: { ...store, createRun: async (run) => (await held, store.createRun(run)) },
+    });
+    // The delete reaches the orchestrator (not a read of the store first, which finds nothing yet):
+    // the record goes on then, and the delete waits for it.
+    const deleteSession = orchestrator.deleteSession.bind(orchestrator);
+    orchestrator.deleteSession = (sessionId) => (release(), deleteSession(sessionId));
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'Story Writer Agent', model, orchestrator });
+    const { url } = await serve({ agents: [agent] });
+    const run = agent.run('Hello', { sessionId: 'quick', stream: true });
+    expect((await fetch(`${url}/sessions/quick`, { method: 'DELETE' })).status).toBe(204);
+    release();
+    // Cancelled with its session, and forgotten with it.
+    expect((await run.result).status).toBe('cancelled');
+    expect(await orchestrator.getSession('quick')).toBeUndefined();
+    expect(await agent.getRun(run.runId)).toBeUndefined();
   });
 
   it('RunStarted carries the session_id that was sent', async () => {
