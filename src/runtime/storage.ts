@@ -1,5 +1,5 @@
-import { RunstateError } from '../errors.js';
 import type { StateValue } from 'xstate';
+import { RunstateError } from '../errors.js';
 import type { CancelReason, RunErrorData, RunStatus, TokenUsage } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord } from './run-events.js';
 import type { RunLeases } from './run-leases.js';
