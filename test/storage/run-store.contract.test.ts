@@ -694,41 +694,75 @@ describe.each(backends)('run store contract: $name', (backend) => {
     });
   });
 
-  it('takes one of two first runs of a session id started at once by two agents, new or forgotten', async () => {
-    const { store } = await open({ fresh: true, retention: { maxAgeMs: 60_000 } });
-    const id = ids();
-    const sessions = Array.from({ length: 20 }, (_, i) => `${id.session}-${i}`);
-    // Half of them forgotten by age first.
-    for (const [i, session] of sessions.slice(10).entries()) {
-      const old = record({ run_id: id.run(100 + i), session_id: session, agent_id: id.agent });
-      await store.createRun(old);
-      await store.finishRun(output(old));
-    }
-    clock += 60_001;
-    const pairs = await Promise.all(
-      sessions.map((session, i) =>
-        Promise.allSettled(
-          (['first', 'second'] as const).map((agent_id, j) =>
-            store.createRun(
-              record({ run_id: id.run(2 * i + j), session_id: session, agent_id, user_id: agent_id }),
+  it.each([60_000, 0])(
+    'takes one of two first runs of a session id started at once by two agents, new or forgotten (maxAgeMs %i)',
+    async (maxAgeMs) => {
+      const { store } = await open({ fresh: true, retention: { maxAgeMs } });
+      const id = ids();
+      const sessions = Array.from({ length: 20 }, (_, i) => `${id.session}-${i}`);
+      // Half of them forgotten by age first.
+      for (const [i, session] of sessions.slice(10).entries()) {
+        const old = record({ run_id: id.run(100 + i), session_id: session, agent_id: id.agent });
+        await store.createRun(old);
+        await store.finishRun(output(old));
+      }
+      clock += 60_001;
+      const pairs = await Promise.all(
+        sessions.map((session, i) =>
+          Promise.allSettled(
+            (['first', 'second'] as const).map((agent_id, j) =>
+              store.createRun(
+                record({ run_id: id.run(2 * i + j), session_id: session, agent_id, user_id: agent_id }),
+              ),
             ),
           ),
         ),
-      ),
-    );
-    for (const [i, pair] of pairs.entries()) {
-      const taken = pair.findIndex((outcome) => outcome.status === 'fulfilled');
-      expect(
-        pair.filter((outcome) => outcome.status === 'fulfilled'),
-        sessions[i],
-      ).toHaveLength(1);
-      const winner = taken === 0 ? 'first' : 'second';
-      expect(await store.getSession(sessions[i]!), sessions[i]).toMatchObject({
-        agent_id: winner,
-        user_id: winner,
-        run_ids: [id.run(2 * i + taken)],
+      );
+      for (const [i, pair] of pairs.entries()) {
+        const taken = pair.findIndex((outcome) => outcome.status === 'fulfilled');
+        expect(
+          pair.filter((outcome) => outcome.status === 'fulfilled'),
+          sessions[i],
+        ).toHaveLength(1);
+        const winner = taken === 0 ? 'first' : 'second';
+        expect(await store.getSession(sessions[i]!), sessions[i]).toMatchObject({
+          agent_id: winner,
+          user_id: winner,
+          run_ids: [id.run(2 * i + taken)],
+        });
+      }
+    },
+  );
+
+  it('keeps a session given a run while a new session pushes the store past maxSessions', async () => {
+    const { store } = await open({ fresh: true, maxSessions: 1 });
+    const id = ids();
+    const accepted: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      // An idle session (its run finished), used again while a new one is made: the new one evicts
+      // the least recently used, which is the idle one unless its new run counts first.
+      const idle = record({
+        run_id: id.run(3 * i),
+        session_id: `${id.session}-idle-${i}`,
+        agent_id: id.agent,
       });
+      await store.createRun(idle);
+      await store.finishRun(output(idle));
+      const again = record({ run_id: id.run(3 * i + 1), session_id: idle.session_id, agent_id: id.agent });
+      const other = record({
+        run_id: id.run(3 * i + 2),
+        session_id: `${id.session}-new-${i}`,
+        agent_id: id.agent,
+      });
+      const outcomes = await Promise.allSettled([store.createRun(again), store.createRun(other)]);
+      for (const [j, outcome] of outcomes.entries())
+        if (outcome.status === 'fulfilled') accepted.push([again, other][j]!.run_id);
     }
+    // Every run accepted is kept: an active run is never forgotten, nor its session.
+    const missing = [];
+    for (const runId of accepted) if (!(await store.getRun(runId))) missing.push(runId);
+    expect(missing).toStrictEqual([]);
+    expect(accepted).toHaveLength(80);
   });
 
   it('keeps at most maxRunsPerSession finished runs of a session and maxSessions sessions', async () => {

@@ -153,14 +153,18 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     // No limit, no statement: it reads every session.
     if (maxSessions === Infinity) return;
     // The sessions with a run still active stay, and count: of the others, the least recently used
-    // go past maxSessions in all (as in memory).
+    // go past maxSessions in all (as in memory). A session given a run meanwhile (its row locked by
+    // that run's statement, then read again as it left it) has a new `position`, and stays: this
+    // statement's snapshot does not see that run, and the delete would take it with the session.
     await db.query(
       `WITH active AS (SELECT DISTINCT session_id FROM runstate_runs WHERE finished_ms IS NULL)
-       DELETE FROM runstate_sessions WHERE session_id IN (
-         SELECT s.session_id FROM runstate_sessions s
+       DELETE FROM runstate_sessions USING (
+         SELECT s.session_id, s.position FROM runstate_sessions s
          WHERE NOT EXISTS (SELECT 1 FROM active a WHERE a.session_id = s.session_id)
          ORDER BY s.position DESC
-         OFFSET GREATEST(0, $1 - (SELECT count(*) FROM active)))`,
+         OFFSET GREATEST(0, $1 - (SELECT count(*) FROM active))) AS evicted
+       WHERE runstate_sessions.session_id = evicted.session_id
+         AND runstate_sessions.position = evicted.position`,
       [sqlLimit(maxSessions)],
     );
   });
@@ -193,9 +197,14 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       params,
     );
     if (rows.length === 0) return;
+    // (A session given a run meanwhile has a new `position`, and stays: see evictSessions.)
     await db.query(
-      `DELETE FROM runstate_sessions s WHERE s.session_id = ANY($1::text[])
-       AND NOT EXISTS (SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id)`,
+      `DELETE FROM runstate_sessions USING (
+         SELECT s.session_id, s.position FROM runstate_sessions s
+         WHERE s.session_id = ANY($1::text[])
+           AND NOT EXISTS (SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id)) AS emptied
+       WHERE runstate_sessions.session_id = emptied.session_id
+         AND runstate_sessions.position = emptied.position`,
       [[...new Set(rows.map((row) => row.session_id))]],
     );
   });
@@ -216,6 +225,92 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       params,
     );
     return rows.map(({ position: _position, ...session }: SessionRecord & { position?: unknown }) => session);
+  }
+
+  /**
+   * Records a new run, and its session: created, or touched if it is this agent's (and not another
+   * user's: `userMayJoinSession`). Another agent's or user's session answers no row, and then no
+   * run is inserted. One statement (one round trip and one commit, atomic without a transaction): a
+   * thousand runs starting at once would otherwise hold the pool's connections for several round
+   * trips each. The owner's lease row exists before its first run does (the keeper may not have
+   * taken it yet: a run whose owner has no row is an orphan).
+   */
+  async function insertRun(q: SqlQueryable, run: RunRecord): Promise<{ inserted: boolean }[]> {
+    const { rows } = await q.query<{ inserted: boolean }>(
+      `WITH instance AS (
+         INSERT INTO runstate_instances (instance_id, lease_until)
+         VALUES ($6, now() + $7 * interval '1 millisecond') ON CONFLICT (instance_id) DO NOTHING),
+       session AS (
+         INSERT INTO runstate_sessions (session_id, agent_id, user_id, session_name, created_at, updated_at)
+         VALUES ($2, $3, $8, $9, $10, $10)
+         ON CONFLICT (session_id) DO UPDATE
+           SET updated_at = EXCLUDED.updated_at, position = nextval('runstate_order')
+           WHERE runstate_sessions.agent_id = EXCLUDED.agent_id
+             AND (runstate_sessions.user_id IS NULL OR EXCLUDED.user_id IS NULL
+                  OR runstate_sessions.user_id = EXCLUDED.user_id)
+         RETURNING (xmax = 0) AS inserted)
+       INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
+       SELECT $1, $2, $3, $4, $5::jsonb, $6 FROM session
+       RETURNING (SELECT inserted FROM session) AS inserted`,
+      [
+        run.run_id,
+        run.session_id,
+        run.agent_id,
+        run.status,
+        storedJson(run),
+        owner,
+        leaseMs,
+        run.user_id,
+        sessionName(run.run_input),
+        run.created_at,
+      ],
+    );
+    return rows;
+  }
+
+  /**
+   * A run its session's agent or user refused: recorded in that session made anew when the store
+   * forgot it (every run of it past its age: reads hide it, `prune` deletes it later), as if its row
+   * were gone; else refused. The row is locked first, and each statement after the lock reads what
+   * was committed until then (READ COMMITTED), a run another caller added while it held the row
+   * included: two callers never both take a session, nor one take a session that just got a run.
+   * Resolves with whether the session is new (as `insertRun`'s `inserted`).
+   */
+  async function takeForgotten(run: RunRecord): Promise<boolean> {
+    return db.transaction(async (tx) => {
+      const { rows: held } = await tx.query<{ agent_id: string }>(
+        'SELECT agent_id FROM runstate_sessions WHERE session_id = $1 FOR UPDATE',
+        [run.session_id],
+      );
+      if (held.length === 0) {
+        // Deleted since (retention, a delete): made as any new session, or refused if another
+        // agent's or user's made it meanwhile.
+        const rows = await insertRun(tx, run);
+        if (rows.length > 0) return rows[0]!.inserted;
+        const { rows: made } = await tx.query<{ agent_id: string }>(
+          'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
+          [run.session_id],
+        );
+        throw sessionOfAnother(run.session_id, made[0]?.agent_id ?? run.agent_id, run.agent_id);
+      }
+      const { rows: kept } = await tx.query(
+        `SELECT 1 FROM runstate_runs r WHERE r.session_id = $1 AND ${live(2)} LIMIT 1`,
+        [run.session_id, cutoff()],
+      );
+      if (kept.length > 0) throw sessionOfAnother(run.session_id, held[0]!.agent_id, run.agent_id);
+      await tx.query(
+        `UPDATE runstate_sessions SET agent_id = $2, user_id = $3, session_name = $4, created_at = $5,
+           updated_at = $5, position = nextval('runstate_order')
+         WHERE session_id = $1`,
+        [run.session_id, run.agent_id, run.user_id, sessionName(run.run_input), run.created_at],
+      );
+      await tx.query(
+        `INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6)`,
+        [run.run_id, run.session_id, run.agent_id, run.status, storedJson(run), owner],
+      );
+      return true;
+    });
   }
 
   const leases: RunLeases = {
@@ -382,72 +477,19 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   return {
     leases,
     async createRun(run) {
-      // One statement (one round trip and one commit, atomic without a transaction): a thousand runs
-      // starting at once would otherwise hold the pool's connections for several round trips each.
-      // The owner's lease row exists before its first run does (the keeper may not have taken it
-      // yet: a run whose owner has no row is an orphan). The session is created, or touched if it
-      // is this agent's (and not another user's: `userMayJoinSession`): another agent's or user's
-      // session answers no row, and then no run is inserted. A session whose runs are all past
-      // their age is one the store forgot (reads hide it; `prune` deletes it later): it is made
-      // anew, for any agent or user, as if its row were gone. Its last run's creation must be past
-      // that age too, a column of the row itself: the runs' subquery reads this statement's
-      // snapshot, which misses a run that another statement, waited for on the row's lock, has just
-      // added; the row is read again as that statement left it (its `updated_at` that run's).
-      const forgotten = `(runstate_sessions.updated_at * 1000 < $11 AND NOT EXISTS (
-                           SELECT 1 FROM runstate_runs r
-                           WHERE r.session_id = runstate_sessions.session_id AND ${live(11)}))`;
-      const anew = (column: string) =>
-        `${column} = CASE WHEN ${forgotten} THEN EXCLUDED.${column} ELSE runstate_sessions.${column} END`;
-      let rows: { inserted: boolean }[];
       try {
-        ({ rows } = await db.query<{ inserted: boolean }>(
-          `WITH instance AS (
-             INSERT INTO runstate_instances (instance_id, lease_until)
-             VALUES ($6, now() + $7 * interval '1 millisecond') ON CONFLICT (instance_id) DO NOTHING),
-           session AS (
-             INSERT INTO runstate_sessions (session_id, agent_id, user_id, session_name, created_at, updated_at)
-             VALUES ($2, $3, $8, $9, $10, $10)
-             ON CONFLICT (session_id) DO UPDATE
-               SET ${['agent_id', 'user_id', 'session_name', 'created_at'].map(anew).join(', ')},
-                 updated_at = EXCLUDED.updated_at, position = nextval('runstate_order')
-               WHERE ${forgotten}
-                 OR (runstate_sessions.agent_id = EXCLUDED.agent_id
-                     AND (runstate_sessions.user_id IS NULL OR EXCLUDED.user_id IS NULL
-                          OR runstate_sessions.user_id = EXCLUDED.user_id))
-             RETURNING (xmax = 0 OR ${forgotten}) AS inserted)
-           INSERT INTO runstate_runs (run_id, session_id, agent_id, status, record, owner)
-           SELECT $1, $2, $3, $4, $5::jsonb, $6 FROM session
-           RETURNING (SELECT inserted FROM session) AS inserted`,
-          [
-            run.run_id,
-            run.session_id,
-            run.agent_id,
-            run.status,
-            storedJson(run),
-            owner,
-            leaseMs,
-            run.user_id,
-            sessionName(run.run_input),
-            run.created_at,
-            cutoff(),
-          ],
-        ));
+        const rows = await insertRun(db, run);
+        // Refused by the session's agent or user: unless the store forgot that session.
+        const inserted = rows.length > 0 ? rows[0]!.inserted : await takeForgotten(run);
+        // Retention after the run is recorded (nothing to undo if it fails): a new session may push
+        // out the least recently used one, a new run of a session its oldest finished one.
+        if (inserted) await evictSessions();
+        else await prune(run.session_id);
       } catch (error) {
         if ((error as { code?: string }).code === '23505')
           throw new RunstateError('INVALID_INPUT', `run id ${run.run_id} is already in use`);
         throw error;
       }
-      if (rows.length === 0) {
-        const { rows: found } = await db.query<{ agent_id: string }>(
-          'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
-          [run.session_id],
-        );
-        throw sessionOfAnother(run.session_id, found[0]?.agent_id ?? run.agent_id, run.agent_id);
-      }
-      // Retention after the run is recorded (nothing to undo if it fails): a new session may push
-      // out the least recently used one, a new run of a session its oldest finished one.
-      if (rows[0]!.inserted) await evictSessions();
-      else await prune(run.session_id);
     },
 
     async updateRun(runId, patch) {
