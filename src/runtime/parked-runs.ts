@@ -343,6 +343,9 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       const run = taken?.run ?? registry.get(runId);
       if (run) {
         run.cancel(reason);
+        // Done once its final record is stored: what waits for this cancel (a read of the run, the
+        // history of its session's next run) reads it ended.
+        await run.result;
         return;
       }
       // Taken by another instance since it was parked here: the cancel goes to whoever holds it now.
