@@ -300,6 +300,28 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect(await a.agent.getRun(run.runId)).toBeUndefined();
   });
 
+  it("is in the history of its session's next run, started as soon as agent.cancelRun returned", async () => {
+    const [a] = await twoInstances();
+    // A few times: the cancel goes through the store, and the next run's record may come first.
+    for (let i = 0; i < 5; i++) {
+      const run = a.agent.run(`publish ${i}`, { stream: true });
+      const call = await a.model.nextCall();
+      call.emit(`Publishing ${i}.`);
+      call.callTools([{ id: `c${i}`, name: 'publish', arguments: { title: `t${i}` } }]);
+      expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+      expect(a.agent.cancelRun(run.runId)).toBe(true);
+      const next = a.agent.run('and now?', { sessionId: run.sessionId });
+      const sent = await a.model.nextCall();
+      expect(sent.messages).toEqual([
+        { role: 'user', content: `publish ${i}` },
+        { role: 'assistant', content: `Publishing ${i}.` },
+        { role: 'user', content: 'and now?' },
+      ]);
+      sent.end();
+      await next;
+    }
+  });
+
   it('is cancelled from the other instance', async () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'gossip');
