@@ -734,6 +734,32 @@ describe.each(backends)('run store contract: $name', (backend) => {
     },
   );
 
+  it('takes a forgotten session for the runs of one agent started in it at once: all of them', async () => {
+    const { store } = await open({ fresh: true, retention: { maxAgeMs: 60_000 } });
+    const id = ids();
+    const sessions = Array.from({ length: 10 }, (_, i) => `${id.session}-${i}`);
+    for (const [i, session] of sessions.entries()) {
+      const old = record({ run_id: id.run(100 + i), session_id: session, agent_id: 'old-agent' });
+      await store.createRun(old);
+      await store.finishRun(output(old));
+    }
+    clock += 60_001;
+    // Both refused by the old agent's row at first; the one that waited for the row joins the
+    // session the other made anew.
+    await Promise.all(
+      sessions.flatMap((session, i) =>
+        [0, 1].map((j) =>
+          store.createRun(record({ run_id: id.run(2 * i + j), session_id: session, agent_id: id.agent })),
+        ),
+      ),
+    );
+    for (const [i, session] of sessions.entries()) {
+      const found = await store.getSession(session);
+      expect(found?.agent_id, session).toBe(id.agent);
+      expect([...found!.run_ids].sort(), session).toStrictEqual([id.run(2 * i), id.run(2 * i + 1)].sort());
+    }
+  });
+
   it('keeps a session given a run while a new session pushes the store past maxSessions', async () => {
     const { store } = await open({ fresh: true, maxSessions: 1 });
     const id = ids();

@@ -147,24 +147,52 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   /** Runs not past their age; `$n` is the cutoff parameter. `r` names runstate_runs. */
   const live = (n: number) => `(r.finished_ms IS NULL OR r.finished_ms >= $${n})`;
 
+  /**
+   * Of the sessions a statement chose to delete (`chosen`: their ids and positions, as its
+   * snapshot had them), those it may: locked in the order of their ids, skipping any another
+   * statement holds (no two deletes, or a delete and a run's record, wait on each other in a
+   * cycle), and only if their `position` is still the one chosen. A session given a run since
+   * (its row re-read once locked) has a new one, and stays: the snapshot does not see that run,
+   * which the delete would take with the session.
+   */
+  const lockedUnchanged = (chosen: string) =>
+    `SELECT s.session_id FROM runstate_sessions s
+     JOIN ${chosen} c ON c.session_id = s.session_id AND c.position = s.position
+     ORDER BY s.session_id FOR UPDATE OF s SKIP LOCKED`;
+
+  /**
+   * Waits for retention that follows a write, which is done: a failure of it (a deadlock, the
+   * database gone meanwhile) is not the write's, and the next write's retention tries again. Told
+   * once per failed statement (callers share one, see `coalesce`).
+   */
+  const reported = new WeakSet<object>();
+  async function afterWrite(retention: Promise<void>): Promise<void> {
+    try {
+      await retention;
+    } catch (error) {
+      if (typeof error === 'object' && error !== null) {
+        if (reported.has(error)) return;
+        reported.add(error);
+      }
+      console.error('runstate: retention failed (the next write tries again)', error);
+    }
+  }
+
   // Retention runs for many runs at once: a thousand runs starting or finishing together cost a
   // few of these statements, not a thousand (each reads every finished run or session).
   const evictSessions = coalesce<void>(async () => {
     // No limit, no statement: it reads every session.
     if (maxSessions === Infinity) return;
     // The sessions with a run still active stay, and count: of the others, the least recently used
-    // go past maxSessions in all (as in memory). A session given a run meanwhile (its row locked by
-    // that run's statement, then read again as it left it) has a new `position`, and stays: this
-    // statement's snapshot does not see that run, and the delete would take it with the session.
+    // go past maxSessions in all (as in memory).
     await db.query(
-      `WITH active AS (SELECT DISTINCT session_id FROM runstate_runs WHERE finished_ms IS NULL)
-       DELETE FROM runstate_sessions USING (
+      `WITH active AS (SELECT DISTINCT session_id FROM runstate_runs WHERE finished_ms IS NULL),
+       past AS (
          SELECT s.session_id, s.position FROM runstate_sessions s
          WHERE NOT EXISTS (SELECT 1 FROM active a WHERE a.session_id = s.session_id)
          ORDER BY s.position DESC
-         OFFSET GREATEST(0, $1 - (SELECT count(*) FROM active))) AS evicted
-       WHERE runstate_sessions.session_id = evicted.session_id
-         AND runstate_sessions.position = evicted.position`,
+         OFFSET GREATEST(0, $1 - (SELECT count(*) FROM active)))
+       DELETE FROM runstate_sessions WHERE session_id IN (${lockedUnchanged('past')})`,
       [sqlLimit(maxSessions)],
     );
   });
@@ -197,14 +225,12 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       params,
     );
     if (rows.length === 0) return;
-    // (A session given a run meanwhile has a new `position`, and stays: see evictSessions.)
     await db.query(
-      `DELETE FROM runstate_sessions USING (
+      `WITH emptied AS (
          SELECT s.session_id, s.position FROM runstate_sessions s
          WHERE s.session_id = ANY($1::text[])
-           AND NOT EXISTS (SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id)) AS emptied
-       WHERE runstate_sessions.session_id = emptied.session_id
-         AND runstate_sessions.position = emptied.position`,
+           AND NOT EXISTS (SELECT 1 FROM runstate_runs r WHERE r.session_id = s.session_id))
+       DELETE FROM runstate_sessions WHERE session_id IN (${lockedUnchanged('emptied')})`,
       [[...new Set(rows.map((row) => row.session_id))]],
     );
   });
@@ -278,26 +304,26 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
    */
   async function takeForgotten(run: RunRecord): Promise<boolean> {
     return db.transaction(async (tx) => {
-      const { rows: held } = await tx.query<{ agent_id: string }>(
-        'SELECT agent_id FROM runstate_sessions WHERE session_id = $1 FOR UPDATE',
+      const { rows: held } = await tx.query(
+        'SELECT 1 FROM runstate_sessions WHERE session_id = $1 FOR UPDATE',
         [run.session_id],
       );
-      if (held.length === 0) {
-        // Deleted since (retention, a delete): made as any new session, or refused if another
-        // agent's or user's made it meanwhile.
-        const rows = await insertRun(tx, run);
-        if (rows.length > 0) return rows[0]!.inserted;
-        const { rows: made } = await tx.query<{ agent_id: string }>(
-          'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
-          [run.session_id],
-        );
-        throw sessionOfAnother(run.session_id, made[0]?.agent_id ?? run.agent_id, run.agent_id);
-      }
       const { rows: kept } = await tx.query(
         `SELECT 1 FROM runstate_runs r WHERE r.session_id = $1 AND ${live(2)} LIMIT 1`,
         [run.session_id, cutoff()],
       );
-      if (kept.length > 0) throw sessionOfAnother(run.session_id, held[0]!.agent_id, run.agent_id);
+      if (held.length === 0 || kept.length > 0) {
+        // Not forgotten (any more): deleted since (retention, a delete), or given a run while this
+        // waited for the row (taken over by another caller, maybe of this agent and user). As any
+        // run: made or joined, or refused by its agent or user.
+        const rows = await insertRun(tx, run);
+        if (rows.length > 0) return rows[0]!.inserted;
+        const { rows: found } = await tx.query<{ agent_id: string }>(
+          'SELECT agent_id FROM runstate_sessions WHERE session_id = $1',
+          [run.session_id],
+        );
+        throw sessionOfAnother(run.session_id, found[0]?.agent_id ?? run.agent_id, run.agent_id);
+      }
       await tx.query(
         `UPDATE runstate_sessions SET agent_id = $2, user_id = $3, session_name = $4, created_at = $5,
            updated_at = $5, position = nextval('runstate_order')
@@ -481,10 +507,9 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
         const rows = await insertRun(db, run);
         // Refused by the session's agent or user: unless the store forgot that session.
         const inserted = rows.length > 0 ? rows[0]!.inserted : await takeForgotten(run);
-        // Retention after the run is recorded (nothing to undo if it fails): a new session may push
-        // out the least recently used one, a new run of a session its oldest finished one.
-        if (inserted) await evictSessions();
-        else await prune(run.session_id);
+        // Retention after the run is recorded: a new session may push out the least recently used
+        // one, a new run of a session its oldest finished one.
+        await afterWrite(inserted ? evictSessions() : prune(run.session_id));
       } catch (error) {
         if ((error as { code?: string }).code === '23505')
           throw new RunstateError('INVALID_INPUT', `run id ${run.run_id} is already in use`);
@@ -508,7 +533,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
         [record.run_id, storedJson(record), record.status, now()],
       );
       if (rows.length === 0) return false;
-      await prune(record.session_id);
+      await afterWrite(prune(record.session_id));
       return true;
     },
 
