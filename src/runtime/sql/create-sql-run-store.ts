@@ -149,21 +149,21 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
 
   /**
    * Of the sessions a statement chose to delete (`chosen`: their ids and positions, as its
-   * snapshot had them), those it may: locked in the order of their ids, skipping any another
-   * statement holds (no two deletes, or a delete and a run's record, wait on each other in a
-   * cycle), and only if their `position` is still the one chosen. A session given a run since
-   * (its row re-read once locked) has a new one, and stays: the snapshot does not see that run,
-   * which the delete would take with the session.
+   * snapshot had them), those it may: locked in the order of their ids (two deletes never wait on
+   * each other's sessions in a cycle), and only if their `position` is still the one chosen. A
+   * session given a run since (its row re-read once locked) has a new one, and stays: the snapshot
+   * does not see that run, which the delete would take with the session.
    */
   const lockedUnchanged = (chosen: string) =>
     `SELECT s.session_id FROM runstate_sessions s
      JOIN ${chosen} c ON c.session_id = s.session_id AND c.position = s.position
-     ORDER BY s.session_id FOR UPDATE OF s SKIP LOCKED`;
+     ORDER BY s.session_id FOR UPDATE OF s`;
 
   /**
-   * Waits for retention that follows a write, which is done: a failure of it (a deadlock, the
-   * database gone meanwhile) is not the write's, and the next write's retention tries again. Told
-   * once per failed statement (callers share one, see `coalesce`).
+   * Waits for retention that follows a write, which is done: a failure of it (a deadlock with
+   * another instance's retention, which PostgreSQL resolves by aborting one; the database gone
+   * meanwhile) is not the write's, and the next write's retention tries again. Told once per failed
+   * statement (callers share one, see `coalesce`).
    */
   const reported = new WeakSet<object>();
   async function afterWrite(retention: Promise<void>): Promise<void> {
