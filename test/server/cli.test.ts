@@ -72,6 +72,7 @@ describe('runstate serve', () => {
     }
   });
 
+  // (A PGlite data dir made by the CLI: ~12 s on a busy 2-core machine, 20 s once with other tests.)
   it('keeps runs in --data-dir where DATABASE_URL and REDIS_URL are set: the flag decides the database, and PGlite takes no Redis', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-data-'));
     // Unreachable on purpose: taken, either would fail the start.
@@ -90,7 +91,7 @@ describe('runstate serve', () => {
     expect(both.output().stderr).toMatch(
       /^runstate: REDIS_URL needs a database URL, not RUNSTATE_DATA_DIR: /,
     );
-  });
+  }, 60_000);
 
   it('refuses a data dir and a database URL of one source, naming those two whatever else is set, exit code 2', async () => {
     // Refused before the directory is made.
@@ -227,20 +228,26 @@ describe('runstate serve with a paused run', () => {
   it.each([
     ['in memory', [], 'cancelling 0 active runs and 1 paused)'],
     ['on disk (PGlite)', ['--data-dir', 'DATA'], 'cancelling 0 active runs; 1 paused, kept in storage)'],
-  ])('says what becomes of it on SIGTERM, %s', async (_, extra, line) => {
-    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-paused-'));
-    const args = extra.map((arg) => (arg === 'DATA' ? join(dir, 'data') : arg));
-    const run = spawnCli(['serve', '--port', '0', ...args]);
-    const url = await run.listening();
-    const events = readSse(await postRun(`${url}/agents/tool-demo-agent`, { message: "publish note 'hi'" }));
-    let event = await events.next();
-    while (event && event.event !== 'RunPaused') event = await events.next();
-    expect(event?.event).toBe('RunPaused');
-    run.child.kill('SIGTERM');
-    const code = await run.exit;
-    expect(run.output().stderr).toContain(`SIGTERM: shutting down (${line}`);
-    expect(code).toBe(0);
-  });
+  ])(
+    'says what becomes of it on SIGTERM, %s',
+    async (_, extra, line) => {
+      const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-paused-'));
+      const args = extra.map((arg) => (arg === 'DATA' ? join(dir, 'data') : arg));
+      const run = spawnCli(['serve', '--port', '0', ...args]);
+      const url = await run.listening();
+      const events = readSse(
+        await postRun(`${url}/agents/tool-demo-agent`, { message: "publish note 'hi'" }),
+      );
+      let event = await events.next();
+      while (event && event.event !== 'RunPaused') event = await events.next();
+      expect(event?.event).toBe('RunPaused');
+      run.child.kill('SIGTERM');
+      const code = await run.exit;
+      expect(run.output().stderr).toContain(`SIGTERM: shutting down (${line}`);
+      expect(code).toBe(0);
+    },
+    60_000,
+  );
 });
 
 describe('npm start', () => {
