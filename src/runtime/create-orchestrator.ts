@@ -908,14 +908,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     // A run this instance paused goes (or went) to the store: it is taken back from there and
     // cancelled, in a moment. Only a run whose park the store refused is still this actor's alone.
     if (!run || run.output || (run.status() === 'paused' && parkedRuns.isParking(runId))) {
-      if (!parkedRuns.cancel(runId, reason)) return false;
+      const cancelled = parkedRuns.cancel(runId, reason);
+      if (!cancelled) return false;
       // Ended as of now, as a live run's cancel is: a run of its session started next reads the
       // session once this cancel is stored, as it would after a run that ended here.
-      const settled = parkedRuns.cancelling(runId)!.done.then(
-        () => undefined,
-        () => undefined,
-      );
-      settleInSession(owner.sessionId, settled);
+      settleInSession(owner.sessionId, cancelled);
       return true;
     }
     // Final now (the machine moved to `cancelled`), unless it was already ending another way; or,

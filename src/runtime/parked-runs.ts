@@ -90,10 +90,11 @@ export interface ParkedRuns {
   /** How many runs parked here wait (see {@link ParkedRuns.waitsHere}). */
   readonly waitingCount: number;
   /**
-   * Takes back a run this instance paused, to cancel it, in a moment: `false` when closing or when
-   * another call is cancelling it already, else `true` (the cancel is promised).
+   * Takes back a run this instance paused, to cancel it, in a moment: `undefined` when closing or
+   * when another call is cancelling it already, else the cancel (promised; it never rejects), done
+   * once the run's final record is stored.
    */
-  cancel(runId: string, reason: CancelReason): boolean;
+  cancel(runId: string, reason: CancelReason): Promise<void> | undefined;
   /** The cancel of a run taken back here still going through the store, if one is. */
   cancelling(runId: string): { done: Promise<void>; reason: CancelReason } | undefined;
   /** A run ended here: the handles of its earlier pauses, waiting here, resolve with its output. */
@@ -374,12 +375,12 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     },
     cancel(runId, reason) {
       // A closing instance takes no run back from the store: the next instance (or shutdown, for a
-      // store that does not outlive it) ends it. Answering `true` would promise a cancel that never comes.
-      if (isClosing()) return false;
-      if (cancellingParked.has(runId)) return false; // another call took it first
+      // store that does not outlive it) ends it. A cancel promised here would never come.
+      if (isClosing()) return undefined;
+      if (cancellingParked.has(runId)) return undefined; // another call took it first
       const done = cancelParked(runId, reason).finally(() => cancellingParked.delete(runId));
       cancellingParked.set(runId, { done, reason });
-      return true;
+      return done;
     },
     cancelling: (runId) => cancellingParked.get(runId),
     resolveHandles(run) {
