@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunEvent, RunOutput, RunRecord } from '../../src/runtime/run-events.js';
 import { createSqlRunStore, type SqlRunStoreOptions } from '../../src/runtime/sql/create-sql-run-store.js';
@@ -758,6 +758,97 @@ describe.each(backends)('run store contract: $name', (backend) => {
       expect(found?.agent_id, session).toBe(id.agent);
       expect([...found!.run_ids].sort(), session).toStrictEqual([id.run(2 * i), id.run(2 * i + 1)].sort());
     }
+  });
+
+  it('stands by a write whose retention fails after it: told, and done by the next write', async ({
+    skip,
+  }) => {
+    if (!backend.durable) skip();
+    let failing = true;
+    const refusing = (db: SqlDatabase): SqlDatabase => ({
+      query(text, params) {
+        if (failing && /^\s*(WITH [\s\S]*)?DELETE FROM runstate_(runs|sessions)/.test(text))
+          return Promise.reject(new Error('retention refused'));
+        return db.query(text, params);
+      },
+      transaction: (fn) => db.transaction(fn),
+      close: () => db.close(),
+    });
+    const { store } = await open({
+      fresh: true,
+      wrap: refusing,
+      maxSessions: 1,
+      retention: { maxFinishedRuns: 1 },
+    });
+    const told = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const id = ids();
+      const runs = Array.from({ length: 6 }, (_, n) =>
+        record({ run_id: id.run(n), session_id: `${id.session}-${n}`, agent_id: id.agent }),
+      );
+      // Recorded and finished, all of them, though every retention statement after them fails.
+      await Promise.all(runs.map((run) => store.createRun(run)));
+      expect(await Promise.all(runs.map((run) => store.finishRun(output(run))))).toStrictEqual(
+        runs.map(() => true),
+      );
+      for (const run of runs) expect(await store.getRun(run.run_id)).toMatchObject({ status: 'completed' });
+      const calls = told.mock.calls.filter(([message]) =>
+        String(message).startsWith('runstate: retention failed'),
+      );
+      // Told, at most once per write (writes that shared a failed statement are told it once).
+      expect(calls.length).toBeGreaterThan(0);
+      expect(calls.length).toBeLessThanOrEqual(2 * runs.length);
+      // The next write's retention does what was left.
+      failing = false;
+      const last = record({ run_id: id.run(9), session_id: `${id.session}-9`, agent_id: id.agent });
+      await store.createRun(last);
+      await store.finishRun(output(last));
+      expect((await store.listRuns()).map((run) => run.run_id)).toStrictEqual([last.run_id]);
+      expect((await store.listSessions()).map((session) => session.session_id)).toStrictEqual([
+        last.session_id,
+      ]);
+    } finally {
+      told.mockRestore();
+    }
+  });
+
+  it('makes a forgotten session anew for a run whose refusal found its row gone before the lock', async ({
+    skip,
+  }) => {
+    // A second connection deletes the row while the takeover waits to lock it: PostgreSQL's pool.
+    if (backend.name !== 'PostgreSQL') skip();
+    const id = ids();
+    let outside: SqlDatabase | undefined;
+    const deletingFirst = (db: SqlDatabase): SqlDatabase => {
+      outside = db;
+      return {
+        query: (text, params) => db.query(text, params),
+        transaction: (fn) =>
+          db.transaction((tx) =>
+            fn({
+              async query(text, params) {
+                if (/FOR UPDATE/.test(text))
+                  await outside!.query('DELETE FROM runstate_sessions WHERE session_id = $1', [id.session]);
+                return tx.query(text, params);
+              },
+            }),
+          ),
+        close: () => db.close(),
+      };
+    };
+    const { store } = await open({ fresh: true, wrap: deletingFirst, retention: { maxAgeMs: 60_000 } });
+    const old = record({ run_id: id.run(1), session_id: id.session, agent_id: 'old-agent', user_id: 'ann' });
+    await store.createRun(old);
+    await store.finishRun(output(old));
+    clock += 60_001;
+    const run = record({ run_id: id.run(2), session_id: id.session, agent_id: id.agent, run_input: 'new' });
+    await store.createRun(run);
+    expect(await store.getSession(id.session)).toMatchObject({
+      agent_id: id.agent,
+      user_id: null,
+      session_name: 'new',
+      run_ids: [run.run_id],
+    });
   });
 
   it('keeps a session given a run while a new session pushes the store past maxSessions', async () => {
