@@ -1,14 +1,19 @@
 /**
  * A transaction's connection, checked out of the pool, that the server ends while the transaction
  * waits between two queries: the transaction fails as an outage, the process goes on, and the row
- * locks it held are let go.
+ * locks it held are let go. And a new connection that breaks while the pool makes its setting.
  */
 import type { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
 import { poolDatabase } from '../../src/runtime/sql/sql-database.js';
-import { createTestDatabase, POSTGRES_URL, type TestDatabase } from '../support/databases.js';
+import {
+  createProxiedDatabase,
+  createTestDatabase,
+  POSTGRES_URL,
+  type TestDatabase,
+} from '../support/databases.js';
 
 /** Resolves when the client's connection is over. (Not `events.once`, which listens to 'error' too.) */
 const ended = (client: unknown): Promise<void> =>
@@ -78,6 +83,33 @@ describe('a transaction whose connection the server ends between two queries', (
       process.off('warning', warned);
       await db.close();
       await other.close();
+    }
+  });
+});
+
+describe('a new connection that breaks while the pool makes its setting', () => {
+  it('fails that query STORE_UNAVAILABLE, without crashing the process, and the others go on', async () => {
+    const database = await createProxiedDatabase();
+    // `idleInTransactionMs` has every new connection set before the pool hands it out (`verify`),
+    // a window in which the pool listens to no 'error' of the connection's.
+    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { idleInTransactionMs: 60_000 });
+    const uncaught: unknown[] = [];
+    const heard = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', heard);
+    try {
+      const broke = database.proxy.breakOn('idle_in_transaction_session_timeout');
+      // Three at once: the pool's one connection serves one, and opens new ones for the others.
+      const answers = await Promise.allSettled([1, 2, 3].map((n) => db.query('SELECT $1::int AS n', [n])));
+      await broke;
+      const failed = answers.filter((answer) => answer.status === 'rejected');
+      expect(failed).toHaveLength(1);
+      expect(failed[0]!.reason).toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      expect((await db.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', heard);
+      await db.close();
+      await database.drop();
     }
   });
 });

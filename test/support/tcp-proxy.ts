@@ -9,6 +9,11 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 export interface TcpProxy {
   readonly port: number;
   cut(): Promise<void>;
+  /**
+   * Drops the next connection whose client sends bytes holding `marker` (latin1), before they reach
+   * the server: a connection broken in the middle of one given query. Resolves once one was dropped.
+   */
+  breakOn(marker: string): Promise<void>;
   restore(): Promise<void>;
   close(): Promise<void>;
 }
@@ -18,6 +23,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   const sockets = new Set<Socket>();
   let server: Server | undefined;
   let port = 0;
+  let breaking: { marker: string; broke: () => void } | undefined;
 
   async function listen(): Promise<void> {
     const listening = createServer((client) => {
@@ -27,7 +33,17 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
         socket.once('close', () => sockets.delete(socket));
         socket.on('error', () => undefined);
       }
-      client.pipe(upstream).pipe(client);
+      client.on('data', (bytes: Buffer) => {
+        if (breaking && bytes.toString('latin1').includes(breaking.marker)) {
+          breaking.broke();
+          breaking = undefined;
+          client.destroy();
+          return;
+        }
+        if (!upstream.write(bytes)) client.pause();
+      });
+      upstream.on('drain', () => client.resume());
+      upstream.pipe(client);
       client.once('close', () => upstream.destroy());
       upstream.once('close', () => client.destroy());
     });
@@ -53,6 +69,10 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
       return port;
     },
     cut,
+    breakOn: (marker) =>
+      new Promise((broke) => {
+        breaking = { marker, broke };
+      }),
     restore: () => (server ? Promise.resolve() : listen()),
     close: cut,
   };

@@ -222,10 +222,23 @@ async function openPool(databaseUrl: string, idleInTransactionMs: number | undef
     connectionTimeoutMillis: 5_000,
     ...(setting && {
       verify: (client: PoolClient, done: (error?: Error) => void) => {
+        // The pool takes its own 'error' listener off a connection before it comes here: one that
+        // breaks during this query would throw from an 'error' event with none, and crash the
+        // process. Held until the query answers (pg emits 'error' before it fails the query).
+        let broken: Error | undefined;
+        const onError = (error: Error): void => {
+          broken = error;
+        };
+        client.on('error', onError);
         client.query(setting).then(
-          () => done(),
-          () => done(),
+          () => finish(),
+          () => finish(),
         );
+        function finish(): void {
+          client.off('error', onError);
+          // A broken connection is dropped, and the caller told the server is out of reach.
+          done(broken);
+        }
       },
     }),
   });
