@@ -1,4 +1,5 @@
-import { getEventListeners } from 'node:events';
+import { getEventListeners, once } from 'node:events';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { RunstateError } from '../src/errors.js';
@@ -359,6 +360,47 @@ describe('OpenAIChat against the fake OpenAI server', () => {
       });
     } finally {
       await zstd.close();
+    }
+  });
+
+  it('fails the run, not the process, on a status line a fetch Response cannot hold: a status over 599, a reason phrase with a control character, a 101', async () => {
+    // Node's own server refuses to send these: the status line is written by hand.
+    const statusLines = [
+      'HTTP/1.1 600 Weird',
+      'HTTP/1.1 503 Service\x7fUnavailable',
+      'HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket',
+    ];
+    const raw = createNetServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', () =>
+        socket.end(`${statusLines.shift()}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`),
+      );
+    });
+    raw.listen(0, '127.0.0.1');
+    await once(raw, 'listening');
+    const { port } = raw.address() as AddressInfo;
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: `http://127.0.0.1:${port}` });
+    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    try {
+      expect(await failure(stream())).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        message: 'the server answered with an HTTP status out of range: 600',
+        isRetryable: false,
+      });
+      // The status is what counts: a 503 like any other, its reason phrase dropped.
+      expect(await failure(stream())).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        status: 503,
+        isRetryable: true,
+      });
+      // Not left waiting for an answer that never comes (Node hands a 101 to 'upgrade' listeners only).
+      expect(await failure(stream())).toMatchObject({
+        code: 'MODEL_REQUEST_FAILED',
+        message: 'the server switched protocols (101)',
+        isRetryable: false,
+      });
+    } finally {
+      raw.close();
     }
   });
 

@@ -34,6 +34,8 @@ export class UnreadableResponseError extends TypeError {}
 /** What `fetch` follows by default, and how many times (the fetch standard's limit). */
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 20;
+/** What a reason phrase may hold (RFC 9112: tab, space, visible ASCII, obs-text), as `Response` checks it. */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** The headers of a body, dropped with it when a redirect turns a `POST` into a `GET`. */
 const BODY_HEADERS = [
   'content-type',
@@ -110,6 +112,13 @@ function send(url: URL, init: SendInit, redirects: number): Promise<Response> {
       settle();
       reject(error);
     });
+    // Node hands a `101 Switching Protocols` to 'upgrade' listeners only, and without one neither
+    // answers nor fails the request: the run would wait for its idle timeout.
+    request.once('upgrade', (incoming, socket) => {
+      socket.destroy();
+      settle();
+      reject(new UnreadableResponseError(`the server switched protocols (${incoming.statusCode})`));
+    });
     request.once('response', (incoming) => {
       response = incoming;
       incoming.once('close', settle);
@@ -135,9 +144,19 @@ function send(url: URL, init: SendInit, redirects: number): Promise<Response> {
         resolve(redirect(url, init, incoming.statusCode!, location, redirects));
         return;
       }
+      const status = incoming.statusCode!;
+      // Node's parser takes any three digits; `Response` only 200–599 (below 200 is thrown below).
+      if (status > 599) {
+        incoming.destroy();
+        reject(
+          new UnreadableResponseError(`the server answered with an HTTP status out of range: ${status}`),
+        );
+        return;
+      }
       const meta = {
-        status: incoming.statusCode!,
-        statusText: incoming.statusMessage,
+        status,
+        // A reason phrase `Response` refuses (a control character) says nothing the status does not.
+        statusText: REASON_PHRASE.test(incoming.statusMessage ?? '') ? incoming.statusMessage : '',
         headers: headersOf(incoming),
       };
       const encoding = incoming.headers['content-encoding']?.toLowerCase();
@@ -162,7 +181,10 @@ function send(url: URL, init: SendInit, redirects: number): Promise<Response> {
         meta.headers.delete('content-encoding');
       }
       if (meta.status >= 400) {
-        readWhole(stream).then((text) => resolve(new Response(text, meta)), reject);
+        // (`Response` built inside the chain: whatever it throws fails the fetch, not the process.)
+        readWhole(stream)
+          .then((text) => new Response(text, meta))
+          .then(resolve, reject);
         return;
       }
       const ok = new Response(null, meta);
