@@ -49,17 +49,21 @@ export async function followStoredRun(
 /**
  * Whether `event` is the end that another instance wrote for a run whose owner went, as a reader
  * resuming after `afterSeq` never saw it: a `RunError` `RUN_LOST` at or before `afterSeq`, or a
- * `RunCancelled` (a cancel that found the owner gone) before it. The owner sends each event to its
- * own clients before the store has it, so the events it sent last may never have been stored, and
- * that end takes the seq after the last stored one: a client of the owner resumes from an id at or
- * past it. (A `RunCancelled` at `afterSeq` is the one its reader read, from its owner.)
+ * `RunCancelled` (a cancel that found the owner gone) before it, or at it when the store says
+ * another instance wrote it. The owner sends each event to its own clients before the store has it,
+ * so the events it sent last may never have been stored, and that end takes the seq after the last
+ * stored one: a client of the owner resumes from an id at or past it. (A `RunCancelled` the owner
+ * wrote at `afterSeq` is the one its reader read.) A reader that read such an end from a follower
+ * and resumes from it gets it again, as with `RUN_LOST`: the seq cannot tell it from the owner's
+ * client, which must not be left without an end.
  */
-function endsLostOwner(store: RunStore, event: RunEvent, afterSeq: number): boolean {
+async function endsLostOwner(store: RunStore, event: RunEvent, afterSeq: number): Promise<boolean> {
   // Only a store with owner leases ends a run for an owner that went; in any other, every end is
   // its owner's, stored before it was sent, and a resume past it asks for events that never were.
-  if (!store.leases) return false;
-  if (event.event === 'RunError') return event.code === 'RUN_LOST' && event.seq <= afterSeq;
-  return event.event === 'RunCancelled' && event.seq < afterSeq;
+  if (!store.leases || event.seq > afterSeq) return false;
+  if (event.event === 'RunError') return event.code === 'RUN_LOST';
+  if (event.event !== 'RunCancelled') return false;
+  return event.seq < afterSeq || store.leases.finishedAsOrphan(event.run_id);
 }
 
 /**
@@ -71,7 +75,7 @@ async function endAfter(store: RunStore, runId: string, afterSeq: number): Promi
   if (afterSeq === 0) return undefined;
   const from = await store.readEvents(runId, afterSeq - 1);
   const last = from.length > 0 ? from.at(-1) : (await store.readEvents(runId)).at(-1);
-  if (last && endsLostOwner(store, last, afterSeq)) return last;
+  if (last && (await endsLostOwner(store, last, afterSeq))) return last;
   if (from.length > 0) return undefined;
   throw new RunstateError(
     'INVALID_INPUT',
@@ -167,7 +171,7 @@ async function* follow(
         // but for the end of a lost owner, which its reader never saw (see `endsLostOwner`).
         if (event.seq <= last) {
           if (!isTerminalEvent(event)) continue;
-          if (last === afterSeq && endsLostOwner(store, event, afterSeq)) {
+          if (last === afterSeq && (await endsLostOwner(store, event, afterSeq))) {
             yield event;
             return;
           }

@@ -27,6 +27,8 @@ export interface RunLeases {
    * already or its owner is alive (then the owner decides).
    */
   finishOrphan(runId: string, outcome: OrphanOutcome): Promise<RunEvent | undefined>;
+  /** Whether the run's end was written by {@link finishOrphan} (its owner lost), not by its owner. */
+  finishedAsOrphan(runId: string): Promise<boolean>;
   /**
    * Records that a cancel of an active run was asked for on another instance. The cancel bus
    * carries it within milliseconds; this is the way that does not depend on the owner's link to

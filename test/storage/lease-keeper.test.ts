@@ -20,6 +20,7 @@ function scriptedLeases(leaseMs: number, down: (at: number) => boolean) {
     release: () => Promise.resolve(),
     orphans: () => Promise.resolve([]),
     finishOrphan: () => Promise.resolve(undefined),
+    finishedAsOrphan: () => Promise.resolve(false),
   };
   return { leases, tries };
 }

@@ -192,6 +192,7 @@ describe('a run whose park is in flight when the lease lapses', () => {
       release: () => Promise.resolve(),
       orphans: () => Promise.resolve([]),
       finishOrphan: () => Promise.resolve(undefined),
+      finishedAsOrphan: () => Promise.resolve(false),
     };
     // The park's write and the reads after the lapse wait for the test.
     let writePark!: () => void;
@@ -261,6 +262,7 @@ describe('a paused run continued around a lapse of the lease', () => {
       release: () => Promise.resolve(),
       orphans: () => Promise.resolve([]),
       finishOrphan: () => Promise.resolve(undefined),
+      finishedAsOrphan: () => Promise.resolve(false),
     };
     Object.assign(store, { leases });
     const model = createFakeModel();

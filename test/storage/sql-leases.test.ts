@@ -153,8 +153,54 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(await resume(2)).toStrictEqual([end]);
     // The owner's client, which read up to 5: the end, not a 422.
     expect(await resume(5)).toStrictEqual([end]);
-    // From the end itself: its reader read it (from a follower), nothing more.
-    expect(await resume(3)).toStrictEqual([]);
+    // From the end's own seq: the owner's client that read event 3 (never stored) from the owner
+    // must get the end too; a reader that read this end from a follower gets it again, as RUN_LOST's.
+    expect(await resume(3)).toStrictEqual([end]);
+  });
+
+  it("sends a lost owner's RunCancelled at the seq a follower resumes from, also when it comes over the bus", async () => {
+    const { other, run, lapse } = await streamingOnOwner('gone-live');
+    const bus = createMemoryEventBus();
+    // The owner's client read up to 3 (3 never stored) and resumes here while the run is active.
+    const followed = collect(await followStoredRun(other, bus, run.run_id, 3));
+    await lapse();
+    const end = await other.leases.finishOrphan(run.run_id, { status: 'cancelled', reason: 'api' });
+    expect(end).toMatchObject({ event: 'RunCancelled', seq: 3 });
+    await bus.publish(run.run_id, [end!]);
+    expect(await followed).toStrictEqual([end]);
+  });
+
+  it('ends a resume from the RunCancelled its owner wrote with nothing: its reader read it', async () => {
+    const { owner, other, run } = await streamingOnOwner('cancelled-by-owner');
+    const { run_id, agent_id, agent_name, session_id, created_at } = run;
+    const end: RunEvent = {
+      ...{ event: 'RunCancelled', run_id, agent_id, agent_name, session_id, created_at, seq: 3 },
+      ...{ content: 'Once upon', reason: 'api', status: 'cancelled' },
+    };
+    await owner.appendEvents(run_id, [end]);
+    expect(await owner.leases.finishedAsOrphan(run_id)).toBe(false);
+    const bus = createMemoryEventBus();
+    // While the record is not final yet (the end over the bus), and once it is (from the store).
+    const followed = collect(await followStoredRun(other, bus, run_id, 3));
+    await bus.publish(run_id, [end]);
+    expect(await followed).toStrictEqual([]);
+    const metrics = {
+      input_tokens: null,
+      output_tokens: null,
+      total_tokens: null,
+      time_to_first_token: 0.1,
+      duration: 0.2,
+    };
+    const cancelled = {
+      ...run,
+      status: 'cancelled',
+      content: 'Once upon',
+      cancel_reason: 'api',
+      metrics,
+    } as const;
+    expect(await owner.finishRun({ ...cancelled, finished_at: created_at + 1 })).toBe(true);
+    expect(await collect(await followStoredRun(other, bus, run_id, 3))).toStrictEqual([]);
+    expect(await collect(await followStoredRun(other, bus, run_id, 2))).toStrictEqual([end]);
   });
 
   it('ends a resume from past the stored events with the RUN_LOST end, also when the bus never brings it', async () => {

@@ -362,6 +362,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       return rows.map((row) => row.run_id);
     },
     finishOrphan: (runId, outcome) => db.transaction((tx) => finishOrphan(tx, runId, outcome)),
+    async finishedAsOrphan(runId) {
+      if (holdsNul(runId)) return false;
+      // `sealed` is set by `finishOrphan` alone.
+      const { rows } = await db.query<{ sealed: boolean }>(
+        'SELECT sealed FROM runstate_runs WHERE run_id = $1',
+        [runId],
+      );
+      return rows[0]?.sealed === true;
+    },
     async requestCancel(runId, reason) {
       if (holdsNul(runId)) return;
       await db.query(
