@@ -200,6 +200,10 @@ export interface RunCancelledEvent extends RunEventBase {
   content: string;
   reason: CancelReason;
   status: 'cancelled';
+  /** Present when the model reasoned: its phases so far, as {@link RunCompletedEvent} has them. */
+  reasoning_steps?: ReasoningStep[];
+  /** Present when the model reasoned: the same phases, where Agno's Agent UI reads them. */
+  extra_data?: RunExtraData;
 }
 
 /** Terminal: the run failed. `content` is the error message. */
@@ -209,6 +213,10 @@ export interface RunErrorEvent extends RunEventBase {
   code: ErrorCode;
   error_type: ErrorCode;
   status: 'failed';
+  /** Present when the model reasoned: its phases so far, as {@link RunCompletedEvent} has them. */
+  reasoning_steps?: ReasoningStep[];
+  /** Present when the model reasoned: the same phases, where Agno's Agent UI reads them. */
+  extra_data?: RunExtraData;
 }
 
 /** Any event of a run. Switch on `event`. */

@@ -387,6 +387,8 @@ export const runCancelledEvent = z.strictObject({
   content: z.string(),
   reason: cancelReason,
   status: z.literal('cancelled'),
+  reasoning_steps: reasoningSteps.optional(),
+  extra_data: extraData.optional(),
 });
 
 /** `RunError` (terminal): `content` is the error message. */
@@ -397,6 +399,8 @@ export const runErrorEvent = z.strictObject({
   code: errorCode,
   error_type: errorCode,
   status: z.literal('failed'),
+  reasoning_steps: reasoningSteps.optional(),
+  extra_data: extraData.optional(),
 });
 
 /** Any event of a run, by its `event` name. Exactly one terminal event ends a run, and it is the last. */

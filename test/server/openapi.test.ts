@@ -420,10 +420,22 @@ describe('the schemas of what the server sends', () => {
     const reader = readSse(await postRun(story, { message: 'Another', session_id: sessionId }));
     const started = (await reader.next())!.data;
     runEvent.parse(started);
-    await model.nextCall();
+    // Cancelled, and failed, while the model reasoned: their ends carry its phases too.
+    (await model.nextCall()).emitReasoning('Another story.');
+    await nextTurn();
     const cancel = await fetch(`${story}/runs/${started.run_id}/cancel`, { method: 'POST' });
     expect(cancel.status).toBe(200);
-    for (const { data } of await reader.rest()) runEvent.parse(data);
+    const cancelled = (await reader.rest()).map(({ data }) => data);
+    expect(cancelled.at(-1)).toMatchObject({ event: 'RunCancelled', reasoning_steps: [{}] });
+    for (const data of cancelled) runEvent.parse(data);
+    const failing = readSse(await postRun(story, { message: 'Fail', session_id: sessionId }));
+    const failingCall = await model.nextCall();
+    failingCall.emitReasoning('A failing story.');
+    await nextTurn();
+    failingCall.fail(new Error('boom'));
+    const failedFrames = (await failing.rest()).map(({ data }) => data);
+    expect(failedFrames.at(-1)).toMatchObject({ event: 'RunError', reasoning_steps: [{}] });
+    for (const data of failedFrames) runEvent.parse(data);
 
     const failed = postRun(story, { message: 'Fail', stream: false });
     (await model.nextCall()).fail(new Error('boom'));

@@ -319,6 +319,13 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
       extra_data: { reasoning_steps: steps },
       error: { code: 'RUN_LOST' },
     });
+    // Its end too, as the owner's own end would have had them.
+    expect((await other.readEvents(run.run_id, 4))[0]).toMatchObject({
+      event: 'RunError',
+      code: 'RUN_LOST',
+      reasoning_steps: steps,
+      extra_data: { reasoning_steps: steps },
+    });
   });
 
   it('takes the reasoning of an orphan from the RunCompleted its owner stored before it went', async () => {

@@ -484,6 +484,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       session_id: run.session_id,
       created_at: record.finished_at,
       seq: (stored[0]?.last ?? 0) + 1,
+      // As the owner's own end would have them: the reasoning phases it stored.
+      ...(extraData && { reasoning_steps: extraData.reasoning_steps, extra_data: extraData }),
     };
     const terminal: RunEvent =
       outcome.status === 'failed'
