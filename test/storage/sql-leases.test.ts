@@ -166,7 +166,7 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     await lapse();
     const end = await other.leases.finishOrphan(run.run_id, { status: 'cancelled', reason: 'api' });
     expect(end).toMatchObject({ event: 'RunCancelled', seq: 3 });
-    await bus.publish(run.run_id, [end!]);
+    bus.publish(run.run_id, [end!]);
     expect(await followed).toStrictEqual([end]);
   });
 
@@ -182,7 +182,7 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     const bus = createMemoryEventBus();
     // While the record is not final yet (the end over the bus), and once it is (from the store).
     const followed = collect(await followStoredRun(other, bus, run_id, 3));
-    await bus.publish(run_id, [end]);
+    bus.publish(run_id, [end]);
     expect(await followed).toStrictEqual([]);
     const metrics = {
       input_tokens: null,
