@@ -415,6 +415,8 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Sessions',
     query: sessionQuery,
     body: updateSessionBody,
+    // No body renames nothing and answers the session.
+    optionalBody: true,
     readsBody: true,
     success: { 200: { description: 'The session.', content: json(sessionDetail) } },
     errors: ['SESSION_NOT_FOUND', 'NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
@@ -657,7 +659,7 @@ function componentSchemas(named: ReadonlyArray<[string, z.ZodType]>, io: 'input'
   const registry = z.registry<{ id: string }>();
   for (const [id, schema] of named) registry.add(schema, { id });
   const uri = (id: string) => `#/components/schemas/${id}`;
-  const converted = z.toJSONSchema(registry, { io, uri }).schemas;
+  const converted = z.toJSONSchema(registry, { io, uri, override: keepDefault }).schemas;
   const schemas: Record<string, JsonSchema> = {};
   for (const [id] of named) {
     // Each component is a standalone JSON Schema: its `$schema` and `$id` mean nothing inside OpenAPI.
@@ -673,10 +675,24 @@ function componentSchemas(named: ReadonlyArray<[string, z.ZodType]>, io: 'input'
       // A list of components refers to them, rather than copying them into its own `$defs`.
       if (schema instanceof z.ZodArray)
         return { type: 'array', items: this.refer(schema.element as z.ZodType) };
-      const { $schema: _dialect, ...inline } = z.toJSONSchema(schema, { io });
+      const { $schema: _dialect, ...inline } = z.toJSONSchema(schema, { io, override: keepDefault });
       return inline;
     },
   };
+}
+
+/**
+ * zod leaves a default out of an input JSON Schema (`.default()`'s, and its metadata's when the
+ * schema transforms its value: a form's flag, `stream=yes` → `true`): put back, since a request
+ * without the field gets it.
+ */
+function keepDefault({ zodSchema, jsonSchema }: { zodSchema: unknown; jsonSchema: JsonSchema }): void {
+  if (jsonSchema.default !== undefined) return;
+  const given =
+    zodSchema instanceof z.ZodDefault
+      ? (zodSchema.def.defaultValue as unknown)
+      : z.globalRegistry.get(zodSchema as z.ZodType)?.default;
+  if (given !== undefined) jsonSchema.default = given;
 }
 
 function addDescriptions(schema: JsonSchema | undefined, descriptions: Record<string, string>): void {
@@ -795,6 +811,13 @@ function headerName(name: string): string {
 }
 
 function withoutNull(schema: JsonSchema): JsonSchema {
+  if (Array.isArray(schema.anyOf)) {
+    const { anyOf, ...rest } = schema;
+    const kept = anyOf.filter((each) => typeof each !== 'object' || each.type !== 'null');
+    return kept.length === 1 && typeof kept[0] === 'object'
+      ? { ...rest, ...kept[0] }
+      : { ...rest, anyOf: kept };
+  }
   if (!Array.isArray(schema.type)) return schema;
   const types = schema.type.filter((type) => type !== 'null');
   return { ...schema, type: types.length === 1 ? types[0] : types };

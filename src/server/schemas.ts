@@ -11,13 +11,16 @@ const FORM_BOOLEANS = {
   truthy: ['true', 't', '1', 'yes', 'y', 'on'],
   falsy: ['false', 'f', '0', 'no', 'n', 'off'],
 };
+/** `yes` → `[Yy][Ee][Ss]`: a word in any case, as a JSON Schema pattern (which takes no flags). */
+const anyCase = (word: string) =>
+  [...word].map((char) => (char.toUpperCase() === char ? char : `[${char.toUpperCase()}${char}]`)).join('');
+const formBoolean = z.stringbool(FORM_BOOLEANS).meta({
+  pattern: `^(${[...FORM_BOOLEANS.truthy, ...FORM_BOOLEANS.falsy].map(anyCase).join('|')})$`,
+});
 const givenFlag = z
-  .union(
-    [z.boolean(), z.union([z.literal(''), z.null()]).transform(() => undefined), z.stringbool(FORM_BOOLEANS)],
-    {
-      error: 'must be true or false',
-    },
-  )
+  .union([z.boolean(), z.union([z.literal(''), z.null()]).transform(() => undefined), formBoolean], {
+    error: 'must be true or false',
+  })
   .optional();
 
 /** A flag that takes `fallback` when absent. */
@@ -171,7 +174,10 @@ export const resumeRunBody = z.object({
     .union(
       [
         z.literal('').transform(() => undefined),
-        z.number().refine((value) => Number.isInteger(value) && value >= -1, EVENT_INDEX),
+        z
+          .number()
+          .refine((value) => Number.isInteger(value) && value >= -1, EVENT_INDEX)
+          .meta({ type: 'integer', minimum: -1 }),
         z
           .string()
           .regex(/^(-1|0|[1-9]\d*)$/, EVENT_INDEX)
@@ -271,7 +277,9 @@ const sessionName = z
   .refine(
     (name) => [...name].length <= MAX_SESSION_NAME_LENGTH,
     `must be at most ${MAX_SESSION_NAME_LENGTH} characters`,
-  );
+  )
+  // (JSON Schema counts code points too.)
+  .meta({ maxLength: MAX_SESSION_NAME_LENGTH });
 
 /** The body of `POST /sessions/:session_id/rename`, as AgentOS takes it. */
 export const renameSessionBody = z.object({ session_name: sessionName });

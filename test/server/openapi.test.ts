@@ -385,6 +385,57 @@ describe('the document against live answers', () => {
   });
 });
 
+describe('the schemas of what the server takes', () => {
+  const document = createOpenApiDocument({ secured: false, prometheus: true });
+  const body = (method: 'post' | 'patch', path: string) => operation(document, method, path).requestBody;
+  const create = () =>
+    documented(document, body('post', '/agents/{agent_id}/runs')?.content['application/json']?.schema);
+
+  it('show the defaults a request without the field gets', () => {
+    const { properties } = document.components.schemas.CreateRunRequest!;
+    expect(properties).toMatchObject({
+      stream: { default: true },
+      background: { default: false },
+      on_disconnect: { default: 'cancel' },
+    });
+    expect(document.components.schemas.ContinueRunRequest!.properties).toMatchObject({
+      stream: { default: true },
+    });
+  });
+
+  it('refuse what the routes refuse: a flag that is no yes or no, an event index below -1, a name too long', () => {
+    const run = create();
+    for (const stream of [true, 'Yes', 'off', '1', 'TRUE', ''])
+      expect(run.safeParse({ message: 'Hi', stream }).success, String(stream)).toBe(true);
+    for (const stream of ['maybe', 'truth', '2'])
+      expect(run.safeParse({ message: 'Hi', stream }).success, stream).toBe(false);
+    const resume = documented(
+      document,
+      body('post', '/agents/{agent_id}/runs/{run_id}/resume')?.content['application/json']?.schema,
+    );
+    for (const last_event_index of [-1, 0, 7, '3', ''])
+      expect(resume.safeParse({ last_event_index }).success, String(last_event_index)).toBe(true);
+    for (const last_event_index of [-5, 1.5, '-2'])
+      expect(resume.safeParse({ last_event_index }).success, String(last_event_index)).toBe(false);
+    const rename = documented(
+      document,
+      body('post', '/sessions/{session_id}/rename')?.content['application/json']?.schema,
+    );
+    expect(rename.safeParse({ session_name: 'é'.repeat(100) }).success).toBe(true);
+    expect(rename.safeParse({ session_name: 'é'.repeat(101) }).success).toBe(false);
+  });
+
+  it('take no null in a query, and no body in a PATCH of a session (it renames nothing)', () => {
+    for (const [path, operations] of Object.entries(document.paths))
+      for (const [method, each] of Object.entries(operations ?? {}))
+        for (const parameter of (each as OperationObject).parameters ?? [])
+          expect(JSON.stringify(parameter.schema), `${method} ${path} ${parameter.name}`).not.toContain(
+            'null',
+          );
+    expect(body('patch', '/sessions/{session_id}')?.required).toBe(false);
+  });
+});
+
 describe('the schemas of what the server sends', () => {
   it('have the types of the runtime, field for field', () => {
     expectTypeOf<z.output<typeof runEvent>>().toEqualTypeOf<RunEvent>();
