@@ -690,7 +690,7 @@ function keepDefault({ zodSchema, jsonSchema }: { zodSchema: unknown; jsonSchema
   if (jsonSchema.default !== undefined) return;
   const given =
     zodSchema instanceof z.ZodDefault
-      ? (zodSchema.def.defaultValue as unknown)
+      ? zodSchema.def.defaultValue
       : z.globalRegistry.get(zodSchema as z.ZodType)?.default;
   if (given !== undefined) jsonSchema.default = given;
 }
