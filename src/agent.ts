@@ -19,7 +19,7 @@ import {
 } from './runtime/run-events.js';
 import { checkMethods, checkOption, checkOptionNames, runLimitsSchema } from './runtime/run-limits.js';
 import { settleRun } from './runtime/settle-run.js';
-import type { Tool } from './tools/tool.js';
+import { isTool, type Tool } from './tools/tool.js';
 import type { ToolAnswer } from './runtime/tool-answers.js';
 
 /** Options of an {@link Agent}. */
@@ -218,6 +218,10 @@ export class Agent {
         `tools of agent ${this.id} must be an array of tools made with tool()`,
       );
     }
+    // Checked here rather than at each run: the model could not tell two tools of one name apart.
+    if (new Set(tools.map((tool) => tool.name)).size !== tools.length) {
+      throw new RunstateError('INVALID_INPUT', `two tools of agent ${this.id} have the same name`);
+    }
     this.orchestrator =
       options.orchestrator ??
       createOrchestrator(
@@ -225,12 +229,7 @@ export class Agent {
           ? { ...options.orchestratorOptions, inspect: options.inspect }
           : options.orchestratorOptions,
       );
-    this.tools = options.tools ?? [];
-    // Checked here rather than at each run: the model could not tell two tools of one name apart.
-    const names = new Set(this.tools.map((tool) => tool.name));
-    if (names.size !== this.tools.length) {
-      throw new RunstateError('INVALID_INPUT', `two tools of agent ${this.id} have the same name`);
-    }
+    this.tools = tools;
     if (options.maxToolRounds !== undefined) {
       checkOption(runLimitsSchema.shape.maxToolRounds, options.maxToolRounds, 'maxToolRounds');
     }
@@ -417,10 +416,4 @@ export function agentIdFromName(name: string): string {
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, '-')
     .replace(/^-|-$/g, '');
-}
-
-/** Whether `value` is a tool made with `tool()`: its definition and its code. */
-function isTool(value: unknown): value is Tool {
-  const candidate = value as Partial<Tool> | null;
-  return typeof candidate?.execute === 'function' && typeof candidate.definition?.name === 'string';
 }

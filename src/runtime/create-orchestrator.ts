@@ -53,7 +53,7 @@ import {
   runLimitsSchema,
 } from './run-limits.js';
 import { confirmationsOf, toolAnswersSchema, type ToolAnswer } from './tool-answers.js';
-import type { Tool } from '../tools/tool.js';
+import { isTool, type Tool } from '../tools/tool.js';
 import { createToolRunner } from './tool-runner.js';
 
 /** Limits of a run; every field has a default (see `DEFAULT_RUN_LIMITS`). */
@@ -337,8 +337,7 @@ function checkStartRequest(request: StartRunRequest): void {
   checkChatModel(request.model);
   if (request.instructions !== undefined && typeof request.instructions !== 'string')
     throw new RunstateError('INVALID_INPUT', 'instructions must be a string');
-  if (request.tools !== undefined && !Array.isArray(request.tools))
-    throw new RunstateError('INVALID_INPUT', 'tools must be an array of tools');
+  checkTools(request.tools);
   if (typeof request.input !== 'string') {
     throw new RunstateError('INVALID_INPUT', `input must be a string, got ${typeof request.input}`);
   }
@@ -394,6 +393,27 @@ export function unstorableCharacter(text: string): string | undefined {
  * Every call a paused run waits for needs exactly one answer, and nothing else is answered. The
  * error's `details.field` is `tools`, the field of a continue that holds the answers.
  */
+/**
+ * Refuses `tools` that are not an array of tools made with `tool()`, or that name one tool twice
+ * (the model could not tell them apart): before a run is recorded or a paused one taken back.
+ */
+function checkTools(tools: unknown): void {
+  if (tools === undefined) return;
+  if (!Array.isArray(tools) || !tools.every(isTool))
+    throw new RunstateError('INVALID_INPUT', 'tools must be an array of tools made with tool()');
+  if (new Set(tools.map((tool) => tool.name)).size !== tools.length)
+    throw new RunstateError('INVALID_INPUT', 'two tools of the run have the same name');
+}
+
+/**
+ * Which pause of a run its record shows: the calls it waits for, and how many calls it made (a
+ * later pause has more, even when a server numbers its calls' ids per response).
+ */
+function pauseOf(tools: readonly ToolExecution[]): string {
+  const waiting = tools.filter((tool) => tool.status === 'awaiting_confirmation');
+  return JSON.stringify([tools.length, waiting.map((tool) => tool.tool_call_id)]);
+}
+
 function checkAnswers(
   runId: string,
   tools: readonly ToolExecution[],
@@ -691,10 +711,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     runWriter: RunWriter,
     restored?: { snapshot: unknown; seq: number; reasoningSteps?: readonly ReasoningStep[] | undefined },
   ): LiveRun {
+    // (Checked by `checkTools` before the run was recorded or taken back.)
     const tools = new Map((request.tools ?? []).map((tool) => [tool.name, tool]));
-    if (tools.size !== (request.tools?.length ?? 0)) {
-      throw new RunstateError('INVALID_INPUT', 'two tools of the run have the same name');
-    }
     return createLiveRun({
       machine,
       tools,
@@ -852,6 +870,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     checkOption(toolAnswersSchema, entries, 'tools');
     for (const entry of entries) refuseUnstorable(entry.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
+    // Before the run is taken from the store: a refusal after would leave it taken, and nobody's.
+    checkTools(agent.tools);
     await parkedRuns.parkInFlight(runId);
     const record = registry.get(runId)?.record() ?? (await store.getRun(runId));
     if (!record || record.agent_id !== agent.agentId) {
@@ -865,7 +885,20 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const answers = confirmationsOf(runId, record.tools, entries);
     checkAnswers(runId, record.tools, answers);
     refuseWhileLapsed();
-    const taken = await parkedRuns.take(runId, agent);
+    // Only the pause the answers were checked against: continued meanwhile by another request and
+    // paused again, the run waits for answers to its new calls, which these would reject.
+    const pause = pauseOf(record.tools);
+    const taken = await parkedRuns.take(runId, agent, (parked) => pauseOf(parked.tools) === pause);
+    if (!taken) {
+      const now = registry.get(runId)?.record() ?? (await store.getRun(runId));
+      if (now?.status === 'paused' && pauseOf(now.tools) !== pause) {
+        throw new RunstateError(
+          'RUN_NOT_PAUSED',
+          `run ${runId} is not paused at these calls: it was continued meanwhile, and waits at others`,
+          { details: { run_id: runId, status: 'paused' } },
+        );
+      }
+    }
     // Taken meanwhile by another continue or a cancel, here or on another instance.
     if (!taken) {
       const here = registry.get(runId);

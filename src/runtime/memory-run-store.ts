@@ -285,14 +285,16 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       run.parked = structuredClone(parked);
     },
 
-    async claimParked(runId, expiredBefore) {
+    async claimParked(runId, expiredBefore, accept) {
       check();
       const run = runs.get(runId);
       const parked = run?.parked;
       if (!run || !parked) return undefined;
       if (expiredBefore !== undefined && parked.until >= expiredBefore) return undefined;
+      const record = copy(run);
+      if (accept && !accept(record)) return undefined;
       run.parked = undefined;
-      return { record: copy(run), parked };
+      return { record, parked };
     },
 
     async expiredParked(nowMs) {

@@ -71,11 +71,13 @@ export interface ParkedRuns {
   readonly onPark: (run: LiveRun, written: Promise<boolean>, until: number) => void;
   /**
    * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
-   * `paused`; `undefined` when somebody took it first. Rejects `SHUTTING_DOWN` once closing.
+   * `paused`; `undefined` when somebody took it first, or when `accept` refuses its parked record
+   * (see `RunStore.claimParked`). Rejects `SHUTTING_DOWN` once closing.
    */
   take(
     runId: string,
     agent: ContinueRunRequest | undefined,
+    accept?: (record: RunRecord) => boolean,
   ): Promise<{ run: LiveRun; until: number } | undefined>;
   /** The park of the run in flight here, if one is: a continue or cancel here waits for it. */
   parkInFlight(runId: string): Promise<void> | undefined;
@@ -188,12 +190,13 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     agent: ContinueRunRequest | undefined,
     expiredBefore?: number,
     forShutdown = false,
+    accept?: (record: RunRecord) => boolean,
   ): Promise<{ run: LiveRun; until: number } | undefined> {
     // A closing instance takes no run back (another instance will), but to cancel it itself.
     if (isClosing() && !forShutdown)
       throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
     await parking.get(runId);
-    const claimed = await store.claimParked(runId, expiredBefore);
+    const claimed = await store.claimParked(runId, expiredBefore, accept);
     if (!claimed) return undefined;
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
@@ -359,7 +362,7 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
 
   return {
     onPark,
-    take: (runId, agent) => takeParked(runId, agent),
+    take: (runId, agent, accept) => takeParked(runId, agent, undefined, false, accept),
     parkInFlight: (runId) => parking.get(runId),
     isParking: (runId) => parking.has(runId),
     isParkedHere: (runId) => parkedHere.has(runId),

@@ -146,11 +146,13 @@ export interface RunStore {
    * Takes a parked run, once: of callers racing (on any instance), exactly one gets it, and becomes
    * its owner (its lease covers it). Resolves with its record and parked state, or `undefined` when
    * the run is not parked (unknown, final, never paused, or taken already). With `expiredBefore`,
-   * only a run whose pause ran out before it (milliseconds since the epoch).
+   * only a run whose pause ran out before it (milliseconds since the epoch); with `accept`, only a
+   * run whose parked record it accepts (a continue, of the pause it checked its answers against).
    */
   claimParked(
     runId: string,
     expiredBefore?: number,
+    accept?: (record: RunRecord) => boolean,
   ): Promise<{ record: RunRecord; parked: ParkedRun } | undefined>;
   /** Parked runs whose pause ran out before `nowMs`, oldest first. */
   expiredParked(nowMs: number): Promise<string[]>;

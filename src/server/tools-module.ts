@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { RunstateError } from '../errors.js';
-import type { Tool } from '../tools/tool.js';
+import { isTool, type Tool } from '../tools/tool.js';
 
 /** A module whose exports are tools (or arrays of tools), and where it came from. */
 export interface ToolsModule {
@@ -33,22 +33,6 @@ export async function loadToolsModule(path: string): Promise<ToolsModule> {
       cause: error,
     });
   }
-}
-
-/**
- * A tool as `tool()` makes it. Checked by shape, not by identity: a tools module may import
- * `runstate` from another copy (its build where the CLI runs from the sources, or the reverse).
- */
-function isTool(value: unknown): value is Tool {
-  if (typeof value !== 'object' || value === null) return false;
-  const candidate = value as Partial<Tool>;
-  return (
-    typeof candidate.name === 'string' &&
-    typeof candidate.execute === 'function' &&
-    typeof candidate.definition === 'object' &&
-    candidate.definition !== null &&
-    typeof candidate.parameters?.safeParse === 'function'
-  );
 }
 
 /**

@@ -176,3 +176,20 @@ function shown(value: unknown): string {
     return '(a value that cannot be shown)';
   }
 }
+
+/**
+ * Whether `value` is a tool as {@link tool} makes it. Checked by shape, not by identity: a tools
+ * module may import `runstate` from another copy (its build where the CLI runs from the sources, or
+ * the reverse).
+ */
+export function isTool(value: unknown): value is Tool {
+  if (typeof value !== 'object' || value === null) return false;
+  const candidate = value as Partial<Tool>;
+  return (
+    typeof candidate.name === 'string' &&
+    typeof candidate.execute === 'function' &&
+    typeof candidate.definition === 'object' &&
+    candidate.definition !== null &&
+    typeof candidate.parameters?.safeParse === 'function'
+  );
+}

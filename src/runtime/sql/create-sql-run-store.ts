@@ -643,7 +643,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       });
     },
 
-    claimParked(runId, expiredBefore) {
+    claimParked(runId, expiredBefore, accept) {
       if (holdsNul(runId)) return Promise.resolve(undefined);
       return db.transaction(async (tx) => {
         // Of instances racing for the run, the row lock lets one read it parked; the others wait for
@@ -656,11 +656,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
         );
         const row = rows[0];
         if (!row) return undefined;
+        const record = ordered(row.record);
+        if (accept && !accept(record)) return undefined;
         await tx.query(
           'UPDATE runstate_runs SET owner = $2, parked = NULL, parked_until = NULL WHERE run_id = $1',
           [runId, owner],
         );
-        return { record: ordered(row.record), parked: row.parked };
+        return { record, parked: row.parked };
       });
     },
 
