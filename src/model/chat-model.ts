@@ -54,7 +54,8 @@ export type ModelChunk =
       usage?: TokenUsage | undefined;
       /**
        * The calls this turn asks for, in order; absent or empty for an answer. A call with no id, or
-       * the id of an earlier call of the turn, is given a made-up one by the runtime.
+       * the id of an earlier call of the turn or of the conversation, is given a made-up one by the
+       * runtime.
        */
       toolCalls?: ToolCallRequest[] | undefined;
       /**

@@ -185,7 +185,10 @@ export interface LifecyclePathsOptions {
   turnAfterTools?: 'explore' | 'final' | undefined;
 }
 
-/** The tool call of lifecycle paths: a valid call of a tool named `lookup`. */
+/**
+ * The tool call of lifecycle paths: a valid call of a tool named `lookup` (in a later round of a
+ * run, with the round's number after its id: `call_lookup_2`...).
+ */
 export const LIFECYCLE_TOOL_CALL: CheckedToolCall = {
   id: 'call_lookup',
   name: 'lookup',
@@ -369,8 +372,12 @@ function lifecycleSetup(options: LifecyclePathsOptions) {
         const fresh =
           context.chunkCount === context.turn.chunks && context.attempt - context.turn.attempt === 1;
         if (!withTools || !fresh) return [{ type, ...end }];
+        // A later round's call has an id of its own: the runtime renames an id the conversation
+        // used already (a server that numbers its calls per response), which a path could not follow.
         const calls =
-          context.toolRounds === 0 ? [LIFECYCLE_TOOL_CALL, LIFECYCLE_CONFIRM_CALL] : [LIFECYCLE_TOOL_CALL];
+          context.toolRounds === 0
+            ? [LIFECYCLE_TOOL_CALL, LIFECYCLE_CONFIRM_CALL]
+            : [{ ...LIFECYCLE_TOOL_CALL, id: `${LIFECYCLE_TOOL_CALL.id}_${context.toolRounds + 1}` }];
         const toolTurn = { finishReason: 'tool_calls', usage: end.usage };
         return [{ type, ...end }, ...calls.map((call) => ({ type, ...toolTurn, toolCalls: [call] }))];
       }

@@ -209,6 +209,7 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
 
   let requests = 0;
   let toolsStarted = 0;
+  let roundsEnded = 0;
   for (const [index, step] of path.steps.entries()) {
     const at = `step ${index + 1} (${step.action.type})`;
     const call = model.calls.at(-1);
@@ -283,9 +284,12 @@ async function replayOnRuntime(path: LifecyclePath, layer: Layer, backend: Backe
     if (step.status === 'streaming' && step.requestsModel) expect(latest!.signal.aborted, at).toBe(false);
     if (step.status === 'streaming' && action.type === 'chunk')
       expect(latest!.signal.aborted, at).toBe(false);
-    // The request after a round carries the assistant's calls and one result per call.
-    if (endsRound(step))
-      expect(latest!.messages, at).toEqual([{ role: 'user', content: 'hello' }, ...path.output.transcript]);
+    // The request after a round carries the assistant's calls and one result per call, of this
+    // round and those before it.
+    if (endsRound(step)) {
+      const transcript = roundsUpTo(path.output.transcript, ++roundsEnded);
+      expect(latest!.messages, at).toEqual([{ role: 'user', content: 'hello' }, ...transcript]);
+    }
     if (!disconnected && !streamEnded) {
       for (const delta of step.emitted) {
         const event = await pull(subject.events);
@@ -404,6 +408,31 @@ const memory: Backend = {
 describe.each(['orchestrator', 'agent'] as const)('%s: every lifecycle path with the fake model', (layer) => {
   const ids = counterIds();
   const playable = layer === 'agent' ? paths.filter(playableOnAgent) : paths;
+  it.each(playable.map((path) => [path.name, path] as const))('%s', async (_name, path) => {
+    await replayOnRuntime(path, layer, memory, ids);
+  });
+});
+
+/** The messages of a run's first `rounds` tool rounds: each an assistant's calls and their results. */
+function roundsUpTo<T extends { role: string }>(transcript: readonly T[], rounds: number): T[] {
+  let seen = 0;
+  const next = transcript.findIndex((message) => message.role === 'assistant' && ++seen > rounds);
+  return next === -1 ? [...transcript] : transcript.slice(0, next);
+}
+
+describe.each(['orchestrator', 'agent'] as const)('%s: the lifecycle paths of two tool rounds', (layer) => {
+  const ids = counterIds();
+  // The second round's call runs under its own id, as the run reports it (the runtime renames an
+  // id the conversation used already).
+  const twoRounds = getLifecyclePaths({
+    errors: MACHINE_ERRORS,
+    random: RANDOM,
+    turnAfterTools: 'final',
+    cancelReasons: ['code'],
+    limits: { maxToolRounds: 2 },
+  }).filter((path) => path.steps.filter((step) => step.action.type === 'callTools').length > 1);
+  const playable = layer === 'agent' ? twoRounds.filter(playableOnAgent) : twoRounds;
+  it('are some', () => expect(playable.length).toBeGreaterThan(3));
   it.each(playable.map((path) => [path.name, path] as const))('%s', async (_name, path) => {
     await replayOnRuntime(path, layer, memory, ids);
   });
