@@ -963,3 +963,34 @@ describe('the library API given what its types rule out (found by a reviewer)', 
     );
   });
 });
+
+describe('models and tools: a misspelt option is refused, not ignored', () => {
+  it('refuses a tool whose requiresConfirmation is misspelt or no boolean: it would run without asking anyone', () => {
+    const base = {
+      name: 'publish_note',
+      description: 'Publishes a note',
+      parameters: z.object({}),
+      execute: () => 'published',
+    };
+    expect(() => tool({ ...base, requireConfirmation: true } as typeof base)).toThrow(
+      'tool publish_note has no option "requireConfirmation"',
+    );
+    for (const requiresConfirmation of ['true', 1, 'yes']) {
+      expect(() => tool({ ...base, requiresConfirmation } as unknown as typeof base)).toThrow(
+        'requiresConfirmation of tool publish_note must be true or false',
+      );
+    }
+    // A tool spread into another's options is fine: its definition is made anew.
+    const renamed = tool({ ...tool({ ...base, requiresConfirmation: true }), name: 'publish_draft' });
+    expect(renamed).toMatchObject({ requiresConfirmation: true, definition: { name: 'publish_draft' } });
+  });
+
+  it('refuses a misspelt option of OpenAIChat (baseUrl would send the requests to api.openai.com) and of OfflineModel', () => {
+    expect(
+      () => new OpenAIChat({ id: 'qwen3', apiKey: 'k', baseUrl: 'http://127.0.0.1:1/v1' } as { id: string }),
+    ).toThrow('OpenAIChat has no option "baseUrl" (did you mean "baseURL"?)');
+    expect(() => new OfflineModel({ tokenPerSecond: 5 } as object)).toThrow(
+      'OfflineModel has no option "tokenPerSecond"',
+    );
+  });
+});

@@ -1,5 +1,6 @@
 import { setImmediate as breathe } from 'node:timers/promises';
 import { RunstateError } from '../errors.js';
+import { checkOptionNames } from '../option-names.js';
 import type { ChatMessage, ChatModel, ChatRequest, ModelChunk } from './chat-model.js';
 import { offlineToolAnswer, offlineToolCalls } from './offline-tool-calls.js';
 
@@ -256,6 +257,7 @@ export class OfflineModel implements ChatModel {
   constructor(options: OfflineModelOptions = {}) {
     if (typeof options !== 'object' || options === null)
       throw new RunstateError('INVALID_INPUT', 'OfflineModel takes an object of options, or none');
+    checkOptionNames(options, ['id', 'seed', 'tokensPerSecond', 'maxTokens'], 'OfflineModel');
     const { id = 'offline', seed = 1, tokensPerSecond = 30, maxTokens = 400 } = options;
     // Checked here, since a NaN pace or an endless length would only show up as a hung run.
     // Slower would ask for a timer past what Node's holds (2^31-1 ms), which fires at once.

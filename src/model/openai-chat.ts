@@ -1,5 +1,6 @@
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import { RunstateError } from '../errors.js';
+import { checkOptionNames } from '../option-names.js';
 import { isRetryableStatus, readChunk, reasonOf, type CompletionState } from './chat-completion-chunk.js';
 import {
   pushChatCompletionEvents,
@@ -85,11 +86,27 @@ function checkBaseURL(baseURL: string, from: 'baseURL' | 'OPENAI_BASE_URL'): voi
  * Refuses options that would not fail loudly later: a `requestTimeoutMs` of `NaN` fails every
  * request at once, a `maxTokens` of `NaN` is sent as `null`, an unknown `maxTokensField` drops the limit.
  */
+const OPENAI_CHAT_OPTIONS = [
+  'id',
+  'apiKey',
+  'baseURL',
+  'organization',
+  'temperature',
+  'maxTokens',
+  'maxTokensField',
+  'requestTimeoutMs',
+  'client',
+  'extraBody',
+  'includeUsage',
+];
+
 function checkOptions(options: OpenAIChatOptions): void {
   const refuse = (message: string): never => {
     throw new RunstateError('INVALID_INPUT', `OpenAIChat: ${message}`);
   };
   if (typeof options !== 'object' || options === null) refuse('options must be an object with an id');
+  // A misspelt `baseURL` would send the requests to api.openai.com.
+  checkOptionNames(options, OPENAI_CHAT_OPTIONS, 'OpenAIChat');
   const { id, temperature, maxTokens, maxTokensField, requestTimeoutMs, extraBody, includeUsage } = options;
   if (typeof id !== 'string' || id.trim() === '')
     refuse('id must be the model name, a string that is not blank');

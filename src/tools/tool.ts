@@ -1,6 +1,7 @@
 import { inspect, types } from 'node:util';
 import { z } from 'zod';
 import { RunstateError } from '../errors.js';
+import { checkOptionNames } from '../option-names.js';
 import type { ToolDefinition } from '../model/chat-model.js';
 
 /** What a tool's `execute` gets besides its arguments. */
@@ -46,6 +47,11 @@ export interface Tool<P extends ToolParameters = ToolParameters> extends Readonl
 }
 
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+// (`definition`: a tool spread into the options of another, which is made anew.)
+const TOOL_OPTIONS = [
+  ...['name', 'description', 'parameters', 'execute', 'timeoutMs', 'requiresConfirmation'],
+  'definition',
+];
 
 /**
  * Defines a tool: a function the model may call with arguments that match `parameters`.
@@ -77,6 +83,15 @@ export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P>
     throw new RunstateError(
       'INVALID_INPUT',
       `tool name ${typeof options.name === 'string' ? `'${options.name}'` : String(options.name)} must be 1 to 64 letters, digits, '_' or '-'`,
+    );
+  }
+  // A misspelt `requiresConfirmation` would run the tool without asking anyone.
+  checkOptionNames(options, TOOL_OPTIONS, `tool ${options.name}`);
+  const { requiresConfirmation } = options as { requiresConfirmation?: unknown };
+  if (requiresConfirmation !== undefined && typeof requiresConfirmation !== 'boolean') {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `requiresConfirmation of tool ${options.name} must be true or false, got ${JSON.stringify(requiresConfirmation)}`,
     );
   }
   if (typeof options.execute !== 'function') {
