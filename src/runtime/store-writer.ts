@@ -42,7 +42,7 @@ export interface RunWriter {
 export interface StoreWriterOptions {
   store: RunStore;
   eventBus: EventBus;
-  /** A write the store refused after the run was recorded: reported, the run goes on. */
+  /** A write the store refused after the run was recorded: reported (once per run), the run goes on. */
   onError: (error: unknown, runId: string) => void;
   /** How long a run's end waits for its final record to be stored at most. Default 5 s. */
   settleMs?: number | undefined;
@@ -97,6 +97,8 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
     // A write of this run is failing with an outage: a run ending now need not wait for the store.
     let outage = false;
     let onOutage: (() => void) | undefined;
+    // A write was refused and reported (see `enqueue`).
+    let refused = false;
     // Once the run ends, its last events are published after its final record is stored: a
     // follower on another instance that saw the end reads the run final.
     let ending = false;
@@ -120,7 +122,9 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
             return;
           } catch (error) {
             if (!unavailable(error) || closed) {
-              onError(error, runId);
+              // Once per run: a store that refuses one write (closed under it) refuses the rest.
+              if (!refused) onError(error, runId);
+              refused = true;
               return;
             }
             outage = true;
