@@ -113,7 +113,8 @@ export interface AgentRunOptions {
 /**
  * The events of one run, as an async iterable. The run starts when `run()` is called, so `runId`
  * is known at once. Leaving the `for await` loop before the run ends cancels it (reason
- * `client_disconnect`): nobody is left to read the answer. A paused run is the exception: leaving
+ * `client_disconnect`), also for other loops over the same stream: the caller went away. (A
+ * reader that only watches follows `await agent.orchestrator.events(runId)`.) A paused run is the exception: leaving
  * the loop at its `RunPaused` (to ask the person) leaves it waiting for `continueRun`.
  */
 export interface RunStream extends AsyncIterable<RunEvent> {

@@ -55,7 +55,7 @@ export interface StorageOptions {
   leaseMs?: number | undefined;
   /**
    * Options of the SQL store (retention, session limits, instance id). Its defaults keep history
-   * longer than memory: 10,000 finished runs, 30 days, 10,000 sessions (see `SQL_STORE_LIMITS`).
+   * longer than memory: 10,000 finished runs, 30 days, 10,000 sessions, 100 runs per session.
    * In memory, `retention`, `maxSessions` and `maxRunsPerSession` make the memory store.
    */
   store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
