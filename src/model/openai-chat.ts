@@ -82,10 +82,7 @@ function checkBaseURL(baseURL: string, from: 'baseURL' | 'OPENAI_BASE_URL'): voi
   }
 }
 
-/**
- * Refuses options that would not fail loudly later: a `requestTimeoutMs` of `NaN` fails every
- * request at once, a `maxTokens` of `NaN` is sent as `null`, an unknown `maxTokensField` drops the limit.
- */
+/** The options of {@link OpenAIChat}, by name: another is refused (see `checkOptionNames`). */
 const OPENAI_CHAT_OPTIONS = [
   'id',
   'apiKey',
@@ -100,6 +97,10 @@ const OPENAI_CHAT_OPTIONS = [
   'includeUsage',
 ];
 
+/**
+ * Refuses options that would not fail loudly later: a `requestTimeoutMs` of `NaN` fails every
+ * request at once, a `maxTokens` of `NaN` is sent as `null`, an unknown `maxTokensField` drops the limit.
+ */
 function checkOptions(options: OpenAIChatOptions): void {
   const refuse = (message: string): never => {
     throw new RunstateError('INVALID_INPUT', `OpenAIChat: ${message}`);

@@ -390,10 +390,6 @@ export function unstorableCharacter(text: string): string | undefined {
 }
 
 /**
- * Every call a paused run waits for needs exactly one answer, and nothing else is answered. The
- * error's `details.field` is `tools`, the field of a continue that holds the answers.
- */
-/**
  * Refuses `tools` that are not an array of tools made with `tool()`, or that name one tool twice
  * (the model could not tell them apart): before a run is recorded or a paused one taken back.
  */
@@ -414,6 +410,10 @@ function pauseOf(tools: readonly ToolExecution[]): string {
   return JSON.stringify([tools.length, waiting.map((tool) => tool.tool_call_id)]);
 }
 
+/**
+ * Every call a paused run waits for needs exactly one answer, and nothing else is answered. The
+ * error's `details.field` is `tools`, the field of a continue that holds the answers.
+ */
 function checkAnswers(
   runId: string,
   tools: readonly ToolExecution[],
@@ -890,8 +890,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     const pause = pauseOf(record.tools);
     const taken = await parkedRuns.take(runId, agent, (parked) => pauseOf(parked.tools) === pause);
     if (!taken) {
-      const now = registry.get(runId)?.record() ?? (await store.getRun(runId));
-      if (now?.status === 'paused' && pauseOf(now.tools) !== pause) {
+      const current = registry.get(runId)?.record() ?? (await store.getRun(runId));
+      if (current?.status === 'paused' && pauseOf(current.tools) !== pause) {
         throw new RunstateError(
           'RUN_NOT_PAUSED',
           `run ${runId} is not paused at these calls: it was continued meanwhile, and waits at others`,
