@@ -132,14 +132,51 @@ export function streamModel(model: ChatModel, request: ChatRequest, receiver: Mo
     try {
       for await (const chunk of model.stream(request)) {
         if (request.signal.aborted) return;
+        const checked = checkedChunk(chunk);
+        if (typeof checked === 'string') {
+          // Leaving the loop closes the stream.
+          receiver.close(
+            new RunstateError('MODEL_REQUEST_FAILED', `the model's stream yielded ${checked}`, {
+              retryable: false,
+            }),
+          );
+          return;
+        }
         // A throw of the receiver is not the model's failure: leaving the loop closes the stream.
-        if (!deliver(receiver, chunk)) return;
+        if (!deliver(receiver, checked)) return;
       }
       receiver.close();
     } catch (error) {
       receiver.close(error);
     }
   })();
+}
+
+/**
+ * A chunk of a model written in JavaScript (no types to hold it to `ModelChunk`) as the runtime
+ * takes it, or what is wrong with it. A delta's `content` or `reasoning` of `null` is none (a thin
+ * wrapper of a chat completions stream passes `delta.content` on as it comes), not the text "null".
+ */
+function checkedChunk(chunk: unknown): ModelChunk | string {
+  const { type, content, reasoning, finishReason } = (chunk ?? {}) as Record<string, unknown>;
+  if (type === 'end') {
+    return typeof finishReason === 'string' ? (chunk as ModelChunk) : 'an end with no finishReason';
+  }
+  if (type !== 'delta') return `a chunk that is no delta or end (${describe(chunk)})`;
+  if (content != null && typeof content !== 'string') return `a delta whose content is ${describe(content)}`;
+  if (reasoning != null && typeof reasoning !== 'string')
+    return `a delta whose reasoning is ${describe(reasoning)}`;
+  if (typeof content === 'string' && reasoning !== null) return chunk as ModelChunk;
+  return {
+    ...(chunk as ModelChunk & { type: 'delta' }),
+    content: content ?? '',
+    reasoning: reasoning ?? undefined,
+  };
+}
+
+function describe(value: unknown): string {
+  if (value === null || typeof value !== 'object') return `${typeof value} ${String(value)}`.slice(0, 80);
+  return JSON.stringify(value)?.slice(0, 80) ?? 'an object';
 }
 
 /**
