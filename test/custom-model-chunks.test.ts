@@ -35,6 +35,20 @@ describe('a hand-made model', () => {
     }
   });
 
+  it("takes an end that names no finish reason as 'stop'", async () => {
+    const model: ChatModel = {
+      id: 'hand-made',
+      provider: 'test',
+      stream: () => toAsync([{ type: 'delta', content: 'Hi' }, { type: 'end' } as ModelChunk]),
+    };
+    const agent = new Agent({ name: 'Hand', model });
+    try {
+      expect(await agent.run('Hi')).toMatchObject({ status: 'completed', finish_reason: 'stop' });
+    } finally {
+      await agent.orchestrator.shutdown();
+    }
+  });
+
   it.each([
     [{ type: 'nope' }, 'a chunk that is no delta or end'],
     [{ type: 'delta', content: 5 }, 'a delta whose content is number 5'],

@@ -159,9 +159,11 @@ export function streamModel(model: ChatModel, request: ChatRequest, receiver: Mo
  */
 function checkedChunk(chunk: unknown): ModelChunk | string {
   const { type, content, reasoning, finishReason } = (chunk ?? {}) as Record<string, unknown>;
-  if (type === 'end') {
-    return typeof finishReason === 'string' ? (chunk as ModelChunk) : 'an end with no finishReason';
-  }
+  // (An end that names no reason ended as a model's answer does.)
+  if (type === 'end')
+    return typeof finishReason === 'string'
+      ? (chunk as ModelChunk)
+      : { ...(chunk as object), type, finishReason: 'stop' };
   if (type !== 'delta') return `a chunk that is no delta or end (${describe(chunk)})`;
   if (content != null && typeof content !== 'string') return `a delta whose content is ${describe(content)}`;
   if (reasoning != null && typeof reasoning !== 'string')
