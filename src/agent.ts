@@ -19,7 +19,7 @@ import {
 } from './runtime/run-events.js';
 import { checkMethods, checkOption, checkOptionNames, runLimitsSchema } from './runtime/run-limits.js';
 import { settleRun } from './runtime/settle-run.js';
-import { isTool, type Tool } from './tools/tool.js';
+import { checkTools, type Tool } from './tools/tool.js';
 import type { ToolAnswer } from './runtime/tool-answers.js';
 
 /** Options of an {@link Agent}. */
@@ -211,18 +211,9 @@ export class Agent {
         'orchestratorOptions are for the orchestrator an agent makes itself: pass them to the createOrchestrator() given as orchestrator',
       );
     }
-    // Callers untyped: an array, of tools made with `tool()`; checked before an orchestrator exists.
+    // Callers untyped; checked here, before an orchestrator exists, rather than at each run.
     const tools: unknown = options.tools ?? [];
-    if (!Array.isArray(tools) || !tools.every(isTool)) {
-      throw new RunstateError(
-        'INVALID_INPUT',
-        `tools of agent ${this.id} must be an array of tools made with tool()`,
-      );
-    }
-    // Checked here rather than at each run: the model could not tell two tools of one name apart.
-    if (new Set(tools.map((tool) => tool.name)).size !== tools.length) {
-      throw new RunstateError('INVALID_INPUT', `two tools of agent ${this.id} have the same name`);
-    }
+    checkTools(tools, `agent ${this.id}`);
     this.orchestrator =
       options.orchestrator ??
       createOrchestrator(

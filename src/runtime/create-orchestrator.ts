@@ -53,7 +53,7 @@ import {
   runLimitsSchema,
 } from './run-limits.js';
 import { confirmationsOf, toolAnswersSchema, type ToolAnswer } from './tool-answers.js';
-import { isTool, type Tool } from '../tools/tool.js';
+import { checkTools, type Tool } from '../tools/tool.js';
 import { createToolRunner } from './tool-runner.js';
 
 /** Limits of a run; every field has a default (see `DEFAULT_RUN_LIMITS`). */
@@ -337,7 +337,7 @@ function checkStartRequest(request: StartRunRequest): void {
   checkChatModel(request.model);
   if (request.instructions !== undefined && typeof request.instructions !== 'string')
     throw new RunstateError('INVALID_INPUT', 'instructions must be a string');
-  checkTools(request.tools);
+  if (request.tools !== undefined) checkTools(request.tools);
   if (typeof request.input !== 'string') {
     throw new RunstateError('INVALID_INPUT', `input must be a string, got ${typeof request.input}`);
   }
@@ -387,18 +387,6 @@ export function unstorableCharacter(text: string): string | undefined {
   if (text.includes('\0')) return 'a NUL character (U+0000)';
   if (LONE_SURROGATE.test(text)) return 'a lone surrogate (half of a UTF-16 pair: not Unicode text)';
   return undefined;
-}
-
-/**
- * Refuses `tools` that are not an array of tools made with `tool()`, or that name one tool twice
- * (the model could not tell them apart): before a run is recorded or a paused one taken back.
- */
-function checkTools(tools: unknown): void {
-  if (tools === undefined) return;
-  if (!Array.isArray(tools) || !tools.every(isTool))
-    throw new RunstateError('INVALID_INPUT', 'tools must be an array of tools made with tool()');
-  if (new Set(tools.map((tool) => tool.name)).size !== tools.length)
-    throw new RunstateError('INVALID_INPUT', 'two tools of the run have the same name');
 }
 
 /**
@@ -871,7 +859,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     for (const entry of entries) refuseUnstorable(entry.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
     // Before the run is taken from the store: a refusal after would leave it taken, and nobody's.
-    checkTools(agent.tools);
+    if (agent.tools !== undefined) checkTools(agent.tools);
     await parkedRuns.parkInFlight(runId);
     const record = registry.get(runId)?.record() ?? (await store.getRun(runId));
     if (!record || record.agent_id !== agent.agentId) {

@@ -208,3 +208,19 @@ export function isTool(value: unknown): value is Tool {
     typeof candidate.parameters?.safeParse === 'function'
   );
 }
+
+/**
+ * Refuses `tools` that are not an array of tools made with {@link tool}, or that name one tool
+ * twice (the model could not tell them apart). `of` names whose they are (`agent writer`; default:
+ * the run's).
+ */
+export function checkTools(tools: unknown, of?: string): asserts tools is Tool[] {
+  if (!Array.isArray(tools) || !tools.every(isTool)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `${of ? `tools of ${of}` : 'tools'} must be an array of tools made with tool()`,
+    );
+  }
+  if (new Set(tools.map((each) => each.name)).size !== tools.length)
+    throw new RunstateError('INVALID_INPUT', `two tools of ${of ?? 'the run'} have the same name`);
+}
