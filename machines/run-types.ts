@@ -120,6 +120,12 @@ export interface ToolCallRequest {
     /** The arguments as the model wrote them: JSON text, perhaps invalid. */
     arguments: string;
   };
+  /**
+   * What the server sent with the call beyond the chat-completions fields, to be sent back with it
+   * as it came: Gemini's `{google: {thought_signature}}`, without which Gemini 3 refuses the next
+   * request of the conversation (400).
+   */
+  extra_content?: Record<string, unknown> | undefined;
 }
 
 /**
@@ -138,6 +144,8 @@ export interface CheckedToolCall {
   invalid: string | null;
   /** The tool asks a person to confirm each call before it runs. */
   requiresConfirmation: boolean;
+  /** See {@link ToolCallRequest.extra_content}: sent back with the call. */
+  extra_content?: Record<string, unknown> | undefined;
 }
 
 /** Where a tool call of a run stands. */

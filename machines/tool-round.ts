@@ -145,12 +145,14 @@ export function roundMessages(
       id: call.id,
       type: 'function',
       function: { name: call.name, arguments: call.arguments },
+      ...(call.extra_content ? { extra_content: call.extra_content } : {}),
     })),
   };
-  // Only a turn that reasoned, or whose server streamed a reasoning field (empty, at times: it wants
-  // it back all the same): a server that never streams reasoning (OpenAI's) gets what it sent.
-  if (turn.reasoning !== '' || turn.reasoningField !== null)
-    assistant[turn.reasoningField ?? 'reasoning_content'] = turn.reasoning;
+  // Only in the field the server streamed it in (empty, at times: DeepSeek wants it back all the
+  // same). Reasoning that came in no field (Mistral's thinking parts, a model of one's own that names
+  // none) is not sent back: servers that refuse an unknown field on an assistant message (Mistral's,
+  // Groq's) would fail every later request of the run and of its session.
+  if (turn.reasoningField !== null) assistant[turn.reasoningField] = turn.reasoning;
   return [
     assistant,
     ...round.map((call) => ({

@@ -60,7 +60,8 @@ export type ModelChunk =
       toolCalls?: ToolCallRequest[] | undefined;
       /**
        * The delta field the turn's reasoning came in (`reasoning_content` or `reasoning`), when it
-       * reasoned: an assistant message that asked for tools carries its reasoning back in it.
+       * reasoned: an assistant message that asked for tools carries its reasoning back in it. Absent:
+       * the turn's reasoning is not sent back.
        */
       reasoningField?: ReasoningField | undefined;
     };

@@ -10,6 +10,7 @@ import {
 import {
   deliver,
   streamModel,
+  type ChatMessage,
   type ChatModel,
   type ChatRequest,
   type ModelChunk,
@@ -57,6 +58,14 @@ export interface OpenAIChatOptions {
    * answered it 422 `extra_forbidden`): the counts are then what the server sends unasked, or null.
    */
   includeUsage?: boolean | undefined;
+  /**
+   * Send a reasoning model's reasoning back with its turns that asked for tools, in the field the
+   * server streamed it in (`reasoning_content` or `reasoning`). Default `true`: DeepSeek's thinking
+   * mode refuses a later request without it. `false` for a server that refuses the field on an
+   * assistant message (Groq's has answered 400 `property 'reasoning' is unsupported`): the
+   * conversation is sent without it; the run's `messages` keep it.
+   */
+  sendReasoning?: boolean | undefined;
 }
 
 /**
@@ -95,6 +104,7 @@ const OPENAI_CHAT_OPTIONS = [
   'client',
   'extraBody',
   'includeUsage',
+  'sendReasoning',
 ];
 
 /**
@@ -108,7 +118,7 @@ function checkOptions(options: OpenAIChatOptions): void {
   if (typeof options !== 'object' || options === null) refuse('options must be an object with an id');
   // A misspelt `baseURL` would send the requests to api.openai.com.
   checkOptionNames(options, OPENAI_CHAT_OPTIONS, 'OpenAIChat');
-  const { id, temperature, maxTokens, maxTokensField, requestTimeoutMs, extraBody, includeUsage } = options;
+  const { id, temperature, maxTokens, maxTokensField, requestTimeoutMs, extraBody } = options;
   if (typeof id !== 'string' || id.trim() === '')
     refuse('id must be the model name, a string that is not blank');
   for (const name of ['apiKey', 'baseURL', 'organization'] as const) {
@@ -139,8 +149,10 @@ function checkOptions(options: OpenAIChatOptions): void {
     (typeof extraBody !== 'object' || extraBody === null || Array.isArray(extraBody))
   )
     refuse('extraBody must be an object of body fields');
-  if (includeUsage !== undefined && typeof includeUsage !== 'boolean')
-    refuse(`includeUsage must be true or false, got ${String(includeUsage)}`);
+  for (const name of ['includeUsage', 'sendReasoning'] as const) {
+    if (options[name] !== undefined && typeof options[name] !== 'boolean')
+      refuse(`${name} must be true or false, got ${String(options[name])}`);
+  }
 }
 
 /** The body field a token limit is sent as (see {@link OpenAIChatOptions.maxTokensField}). */
@@ -248,11 +260,11 @@ export class OpenAIChat implements ChatModel {
     request: ChatRequest,
     receiver: ModelStreamReceiver,
   ): CompletionRequest {
-    const { temperature, maxTokens, extraBody, includeUsage } = this.#options;
+    const { temperature, maxTokens, extraBody, includeUsage, sendReasoning } = this.#options;
     const body = {
       ...extraBody,
       model: this.id,
-      messages: request.messages,
+      messages: sendReasoning === false ? request.messages.map(withoutReasoning) : request.messages,
       ...(request.tools?.length
         ? {
             tools: request.tools.map(({ name, description, parameters }) => ({
@@ -268,6 +280,14 @@ export class OpenAIChat implements ChatModel {
     };
     return new CompletionRequest(client, this.id, body, request.signal, receiver);
   }
+}
+
+/** An assistant message without the reasoning it carries back (see {@link OpenAIChatOptions.sendReasoning}). */
+function withoutReasoning(message: ChatMessage): ChatMessage {
+  if (message.role !== 'assistant' || !('reasoning_content' in message || 'reasoning' in message))
+    return message;
+  const { reasoning_content: _content, reasoning: _reasoning, ...rest } = message;
+  return rest;
 }
 
 /** OpenAI itself takes `max_completion_tokens`; compatible servers know `max_tokens` (some only that). */

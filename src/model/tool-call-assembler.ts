@@ -7,6 +7,8 @@ export interface ToolCallDelta {
   id?: string | null | undefined;
   type?: string | null | undefined;
   function?: { name?: string | null | undefined; arguments?: string | null | undefined } | null | undefined;
+  /** Gemini's `{google: {thought_signature}}`, which must come back with the call. */
+  extra_content?: unknown;
 }
 
 /** Makes an id for a call that came without one: unique within a run, as ids must match results. */
@@ -19,6 +21,8 @@ interface Building {
   index: number;
   name: string;
   arguments: string;
+  /** See {@link ToolCallRequest.extra_content}. */
+  extra?: Record<string, unknown>;
 }
 
 /**
@@ -92,6 +96,9 @@ export class ToolCallAssembler {
     // Some servers repeat the name on every delta: the first one is the name.
     if (call.name === '') call.name = name;
     call.arguments += args;
+    const extra = delta.extra_content;
+    if (typeof extra === 'object' && extra !== null && !Array.isArray(extra))
+      call.extra = { ...call.extra, ...(extra as Record<string, unknown>) };
   }
 
   #adopt(call: Building, id: string): void {
@@ -111,11 +118,11 @@ export class ToolCallAssembler {
     return this.#calls
       .slice()
       .sort((a, b) => a.index - b.index)
-      .map(({ id, name, arguments: args }) => ({
-        id,
-        type: 'function',
-        function: { name, arguments: args },
-      }));
+      .map(({ id, name, arguments: args, extra }) => {
+        const call: ToolCallRequest = { id, type: 'function', function: { name, arguments: args } };
+        if (extra) call.extra_content = extra;
+        return call;
+      });
   }
 }
 

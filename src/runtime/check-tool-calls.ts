@@ -34,7 +34,7 @@ export function checkToolCalls(
 const MAX_QUOTED = 2_000;
 
 async function checkToolCall(
-  { id, function: { name, arguments: text } }: ToolCallRequest,
+  { id, function: { name, arguments: text }, extra_content }: ToolCallRequest,
   tools: ReadonlyMap<string, Tool>,
 ): Promise<CheckedToolCall> {
   const parsed = parseArguments(text);
@@ -48,6 +48,7 @@ async function checkToolCall(
     arguments: text.trim() === '' || !parsed.ok ? '{}' : text,
     args: {},
     requiresConfirmation: false,
+    ...(extra_content ? { extra_content } : {}),
   };
   const tool = tools.get(name);
   if (!tool) {

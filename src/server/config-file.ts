@@ -40,6 +40,8 @@ const modelSchema = z.discriminatedUnion('provider', [
     extraBody: z.record(z.string(), z.unknown()).optional(),
     /** Ask for the usage chunk (`stream_options`); `false` for a server that refuses it (Mistral's). */
     includeUsage: z.boolean().optional(),
+    /** Send a reasoning model's reasoning back with its tool calls; `false` for a server that refuses it (Groq's). */
+    sendReasoning: z.boolean().optional(),
   }),
   z.strictObject({
     provider: z.literal('offline'),

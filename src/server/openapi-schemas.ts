@@ -110,6 +110,9 @@ const toolCallRequest = z.strictObject({
   id: z.string(),
   type: z.literal('function'),
   function: z.strictObject({ name: z.string(), arguments: z.string() }),
+  extra_content: z.record(z.string(), z.unknown()).optional().meta({
+    description: "What the server sent with the call, sent back with it (Gemini's thought_signature).",
+  }),
 });
 
 const transcriptMessage = z.discriminatedUnion('role', [

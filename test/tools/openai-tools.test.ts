@@ -116,6 +116,38 @@ describe('OpenAIChat with tools', () => {
     expect(calls.map((call) => call.function.arguments)).toEqual(['{}', '{"a":"x","b":2}', '{}']);
   });
 
+  it("sends a call back with what the server sent beside it (Gemini's thought_signature), in later runs too", async () => {
+    // Gemini 3 refuses (400) the next request of a conversation whose calls lack their signature.
+    const extra = { google: { thought_signature: 'EjQKMgEMOdbHsig' } };
+    fakeServer().enqueue(
+      {
+        chunks: [],
+        toolCalls: [
+          {
+            id: 'function-call-1',
+            type: 'function',
+            function: { name: 'add', arguments: '{"a":2,"b":2}' },
+            extra_content: extra,
+          },
+        ],
+      },
+      { chunks: ['4'] },
+      { chunks: ['Yes.'] },
+    );
+    const agent = agentWith([add]);
+    const output = await agent.run('2+2');
+    expect(output).toMatchObject({ status: 'completed', content: '4' });
+    const call = {
+      id: 'function-call-1',
+      type: 'function',
+      function: { name: 'add', arguments: '{"a":2,"b":2}' },
+    };
+    expect(toolMessages(1).calls).toEqual([{ ...call, extra_content: extra }]);
+    expect(output.messages?.[0]).toMatchObject({ tool_calls: [{ ...call, extra_content: extra }] });
+    await agent.run('sure?', { sessionId: output.session_id });
+    expect(toolMessages(2).calls).toEqual([{ ...call, extra_content: extra }]);
+  });
+
   it('ends a turn with calls even when the server says stop', async () => {
     fakeServer().enqueue(
       {

@@ -6,9 +6,17 @@
  */
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { tool, type RunEvent, type RunPausedEvent, type Tool } from '../../src/index.js';
+import {
+  Agent,
+  createOrchestrator,
+  OpenAIChat,
+  tool,
+  type RunEvent,
+  type RunPausedEvent,
+  type Tool,
+} from '../../src/index.js';
 import { ReasoningPhases } from '../../src/runtime/reasoning-phases.js';
-import { checkRunEvents } from '../../src/testing/index.js';
+import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
 import { useFakeOpenAIServer } from '../support/fake-server-agents.js';
 import { confirmingTool } from '../support/confirming-tool.js';
@@ -156,6 +164,49 @@ describe('the reasoning of a turn that asked for tools', () => {
     fakeServer().enqueue({ chunks: ['Adding.'], toolCalls: [addCall] }, { chunks: ['5'] });
     await agentWith([add]).run('2+3');
     expect(Object.keys(assistantTurns(1)[0]!)).toEqual(['role', 'content', 'tool_calls']);
+  });
+
+  it("is not sent back when it came in no field (Mistral's thinking parts, a model of one's own)", async () => {
+    // Mistral's API refuses (422) an assistant message with a field it does not know.
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'Parts', model, tools: [add], orchestrator: createOrchestrator() });
+    const run = agent.run('2+3');
+    const first = await model.nextCall();
+    first.emitReasoning('Need to add.');
+    first.callTools([{ id: 'call_1', name: 'add', arguments: { a: 2, b: 3 } }]);
+    const second = await model.nextCall();
+    expect(second.messages[1]).toEqual({
+      role: 'assistant',
+      content: '',
+      tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'add', arguments: '{"a":2,"b":3}' } }],
+    });
+    second.emit('5');
+    second.end();
+    expect(await run).toMatchObject({ status: 'completed', reasoning_content: 'Need to add.' });
+  });
+
+  it('is left out of every request with sendReasoning: false; the run keeps it in its messages', async () => {
+    // Groq's API has refused the field on an assistant message (400 "property 'reasoning' is unsupported").
+    fakeServer().enqueue(
+      { reasoning: { deltas: ['Need to add.'], field: 'reasoning' }, chunks: [], toolCalls: [addCall] },
+      { chunks: ['5'] },
+      { chunks: ['Yes.'] },
+    );
+    const model = new OpenAIChat({
+      id: 'fake',
+      apiKey: 'test',
+      baseURL: fakeServer().url,
+      sendReasoning: false,
+    });
+    const agent = new Agent({ name: 'Strict', model, tools: [add], orchestrator: createOrchestrator() });
+    const output = await agent.run('2+3');
+    expect(output.status).toBe('completed');
+    const [turn] = assistantTurns(1);
+    expect(Object.keys(turn!)).toEqual(['role', 'content', 'tool_calls']);
+    expect(output.messages?.[0]).toEqual({ ...turn, reasoning: 'Need to add.' });
+    // Nor in the session's next run, which sends the run's messages again.
+    await agent.run('sure?', { sessionId: output.session_id });
+    expect(assistantTurns(2)).toEqual([turn]);
   });
 });
 

@@ -175,6 +175,22 @@ describe('ToolCallAssembler', () => {
     ]);
   });
 
+  it("keeps what a server sends beside a call (Gemini's extra_content), and adds none to the others", () => {
+    const assembler = new ToolCallAssembler();
+    const signature = { google: { thought_signature: 'sig' } };
+    assembler.add({ id: 'a', function: { name: 'add', arguments: '{}' }, extra_content: signature });
+    assembler.add({
+      index: 1,
+      id: 'b',
+      function: { name: 'sub', arguments: '{}' },
+      extra_content: 'not an object',
+    });
+    expect(assembler.calls()).toEqual([
+      { id: 'a', type: 'function', function: { name: 'add', arguments: '{}' }, extra_content: signature },
+      { id: 'b', type: 'function', function: { name: 'sub', arguments: '{}' } },
+    ]);
+  });
+
   it('orders calls by index when a server streams a later index first', () => {
     expect(
       assemble([
