@@ -81,6 +81,9 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     expect(() => new OpenAIChat({ id: 'm', includeUsage: 'no' as unknown as boolean })).toThrow(
       'includeUsage must be true or false',
     );
+    expect(() => new OpenAIChat({ id: 'm', sendReasoning: 'no' as unknown as boolean })).toThrow(
+      'sendReasoning must be true or false',
+    );
   });
 
   it('sends temperature, maxTokens and extraBody, without letting extraBody override the stream fields', async () => {

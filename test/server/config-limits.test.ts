@@ -291,10 +291,21 @@ describe('model options in the config file', () => {
   });
 
   it('refuses wrong model options, naming each field', () => {
-    const model = { provider: 'openai', id: 'm', temperature: 3, maxTokens: 0, maxTokensField: 'tokens' };
+    const model = {
+      provider: 'openai',
+      id: 'm',
+      temperature: 3,
+      maxTokens: 0,
+      maxTokensField: 'tokens',
+      sendReasoning: 'no',
+    };
     expect(() => parseConfig(JSON.stringify({ agents: [{ name: 'A', model }] }), 'c.json')).toThrow(
-      /agents\.0\.model\.temperature: [\s\S]*agents\.0\.model\.maxTokens: [\s\S]*agents\.0\.model\.maxTokensField: /,
+      /agents\.0\.model\.temperature: [\s\S]*agents\.0\.model\.maxTokens: [\s\S]*agents\.0\.model\.maxTokensField: [\s\S]*agents\.0\.model\.sendReasoning: /,
     );
+    const strict = { provider: 'openai', id: 'm', sendReasoning: false };
+    expect(() =>
+      parseConfig(JSON.stringify({ agents: [{ name: 'A', model: strict }] }), 'c.json'),
+    ).not.toThrow();
   });
 
   it('refuses a model server address that is no http(s) URL (a missing http:// makes `localhost:` its scheme)', () => {
