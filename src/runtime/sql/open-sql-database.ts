@@ -3,7 +3,7 @@ import type { PoolClient } from 'pg';
 import { dirname, join } from 'node:path';
 import { RunstateError } from '../../errors.js';
 import { migrate } from './migrate.js';
-import { poolDatabase, type SqlDatabase } from './sql-database.js';
+import { poolDatabase, unavailableAs, type SqlDatabase } from './sql-database.js';
 
 /** Where runs are kept: a PGlite data directory, or a PostgreSQL server. */
 export type SqlLocation = { dataDir: string } | { databaseUrl: string };
@@ -72,9 +72,14 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
   const open = (): void => {
     if (closed) throw new RunstateError('INTERNAL', 'the run store is closed');
   };
+  // A full disk or a directory gone under the process is an outage, as a server out of reach is.
+  const unavailable = unavailableAs(`the data directory ${dataDir}`);
   return {
-    query: async (text, params) => (open(), db.query(text, params)),
-    transaction: async (fn) => (open(), db.transaction(fn)),
+    async query<Row>(text: string, params?: unknown[]) {
+      open();
+      return db.query<Row>(text, params).catch(unavailable);
+    },
+    transaction: async (fn) => (open(), db.transaction(fn).catch(unavailable)),
     async close() {
       closed = true;
       await db.close();

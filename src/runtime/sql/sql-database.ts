@@ -47,10 +47,7 @@ export interface PgClientLike extends SqlQueryable {
  * once and try again later.
  */
 export function poolDatabase(pool: PgPoolLike, where = 'PostgreSQL'): SqlDatabase {
-  const unavailable = (error: unknown): never => {
-    if (!isConnectionError(error)) throw error;
-    throw new RunstateError('STORE_UNAVAILABLE', `the database at ${where} is unavailable`, { cause: error });
-  };
+  const unavailable = unavailableAs(`the database at ${where}`);
   const slots = createSlots(pool.options?.max ?? 10);
   // pg's own error for a pool after `end()` has no code ("Cannot use a pool after calling end").
   let closed = false;
@@ -151,6 +148,39 @@ const CONNECTION_CODES = new Set([
   'EHOSTUNREACH',
   'ENOTFOUND',
 ]);
+
+/**
+ * Rethrows `error` as `STORE_UNAVAILABLE` (a 503; the store writer tries the write again) when it
+ * says the database cannot serve now ({@link isUnavailableError}), as it is otherwise. `what` names
+ * the database in the message.
+ */
+export function unavailableAs(what: string): (error: unknown) => never {
+  return (error) => {
+    if (!isUnavailableError(error)) throw error;
+    throw new RunstateError('STORE_UNAVAILABLE', `${what} is unavailable`, { cause: error });
+  };
+}
+
+/**
+ * PostgreSQL's classes of a database that cannot serve now, though the query is right: 53
+ * (insufficient resources: a full disk, no memory, too many connections), 57 (operator
+ * intervention: shutting down, a database dropped, a query cancelled), 58 (system error: I/O, a
+ * file gone), and 3D000 (the database does not exist, dropped under the server); 40001 and 40P01
+ * (serialization failure, deadlock) are worth the same: the transaction may succeed when tried again.
+ */
+const UNAVAILABLE_CLASSES = /^(53|57|58)/;
+const UNAVAILABLE_CODES = new Set(['3D000', '40001', '40P01']);
+
+/**
+ * True when `error` says the database cannot serve the query now (out of reach, or out of a
+ * resource an operator can give back) rather than that the query is wrong: such a write is tried
+ * again, not dropped.
+ */
+export function isUnavailableError(error: unknown): boolean {
+  if (isConnectionError(error)) return true;
+  const { code } = (error ?? {}) as { code?: unknown };
+  return typeof code === 'string' && (UNAVAILABLE_CLASSES.test(code) || UNAVAILABLE_CODES.has(code));
+}
 
 /** True when `error` says the server is out of reach rather than that the query is wrong. */
 export function isConnectionError(error: unknown): boolean {
