@@ -70,6 +70,8 @@ export type {
   ParkedRun,
   RunFilter,
   RunListener,
+  RunAround,
+  RunStep,
   RunNotice,
   RunPatch,
   RunStore,

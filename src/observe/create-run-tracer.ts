@@ -11,7 +11,7 @@ import {
 } from '@opentelemetry/api';
 import type { TokenUsage, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
-import type { RunListener, RunNotice } from '../runtime/storage.js';
+import type { RunAround, RunListener, RunNotice } from '../runtime/storage.js';
 import { packageVersion } from '../package-version.js';
 import { stateLabel } from './create-prometheus-metrics.js';
 
@@ -32,8 +32,17 @@ export interface RunTracerOptions {
 
 /** Traces runs with OpenTelemetry, fed by the orchestrator's notices. */
 export interface RunTracer {
-  /** Subscribe it to an orchestrator: `orchestrator.subscribe(tracer.listener)`. */
+  /**
+   * Subscribe it to an orchestrator:
+   * `orchestrator.subscribe(tracer.listener, { causes: false, around: tracer.around })`.
+   */
   readonly listener: RunListener;
+  /**
+   * Makes a model request's `chat` span, or a tool call's `execute_tool` span, the active context
+   * while the request starts or the tool executes: the spans an HTTP client, a database client or
+   * the tool itself makes are then its children. Give it with the listener (`subscribe`'s `around`).
+   */
+  readonly around: RunAround;
 }
 
 /** The instrumentation scope of the spans. */
@@ -334,7 +343,14 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
         return onFinished(run, notice.run);
     }
   };
-  return { listener };
+  const around: RunAround = (step, work) => {
+    const run = runs.get(step.runId);
+    const span = !run ? undefined : step.type === 'model' ? run.chat?.span : run.tools.get(step.toolCallId);
+    // A run not recorded (no SDK, sampled out) has no spans here: its steps run as they are.
+    if (!run || !span) return work();
+    return context.with(trace.setSpan(run.context, span), work);
+  };
+  return { listener, around };
 }
 
 /** A request's reported usage as span attributes; a count the server did not report is left out. */

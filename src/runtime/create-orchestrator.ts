@@ -36,9 +36,11 @@ import type {
   CancelBus,
   EventBus,
   ParkedRun,
+  RunAround,
   RunFilter,
   RunListener,
   RunNotice,
+  RunStep,
   RunStore,
   SessionFilter,
   SessionRecord,
@@ -302,6 +304,39 @@ export interface SubscribeOptions {
    * Default `false`.
    */
   current?: boolean | undefined;
+  /**
+   * Runs each model request and tool call of the runs here within this function (see
+   * {@link RunAround}), for as long as the listener is subscribed: what a tracer needs to make its
+   * spans the parents of what a tool or the model's HTTP client does (`createRunTracer().around`).
+   */
+  around?: RunAround | undefined;
+}
+
+/**
+ * An observer's `around` that must not break the step it wraps: a throw of its own is reported, and
+ * the step runs without it (or, when it ran already, keeps what it returned); what the step itself
+ * throws goes on as it is.
+ */
+function aroundSafely<T>(around: RunAround, step: RunStep, work: () => T): T {
+  let outcome: { value: T } | { error: unknown } | undefined;
+  try {
+    return around(step, () => {
+      try {
+        const value = work();
+        outcome = { value };
+        return value;
+      } catch (error) {
+        outcome = { error };
+        throw error;
+      }
+    });
+  } catch (error) {
+    if (outcome && 'error' in outcome && outcome.error === error) throw error;
+    console.error("runstate: a subscriber's around threw", error);
+    if (outcome === undefined) return work();
+    if ('error' in outcome) throw outcome.error;
+    return outcome.value;
+  }
 }
 
 /** A promise made when it is first awaited (`then`), and the same one after. */
@@ -641,6 +676,19 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       notify({ type: 'finished', run: record as RunOutput });
   }
 
+  // What the subscribers' `around` options wrap the runs' model requests and tool calls in.
+  const arounds = new Set<RunAround>();
+
+  /** Runs a step of a run within every subscribed `around`; just runs it when there are none. */
+  function around<T>(step: RunStep, work: () => T): T {
+    let wrapped = work;
+    for (const outer of arounds) {
+      const inner = wrapped;
+      wrapped = () => aroundSafely(outer, step, inner);
+    }
+    return wrapped();
+  }
+
   function notify(notice: RunNotice): void {
     for (const listener of listeners) {
       try {
@@ -713,6 +761,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       inspect,
       writer: runWriter,
       observed: () => listeners.size > 0,
+      around,
       captureCauses: causeListeners > 0 || inspect !== undefined,
       notify,
       onFinal,
@@ -1101,7 +1150,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // Wrapped, so that one function subscribed twice is two subscriptions.
       const entry: RunListener = (notice) => listener(notice);
       const causes = (options as SubscribeOptions | undefined)?.causes !== false;
+      const aroundOption = (options as SubscribeOptions | undefined)?.around;
+      if (aroundOption !== undefined && typeof aroundOption !== 'function')
+        throw new RunstateError('INVALID_INPUT', 'subscribe: `around` must be a function');
+      // Wrapped, as the listener is: one function given twice wraps the steps twice.
+      const aroundEntry: RunAround | undefined = aroundOption && ((step, work) => aroundOption(step, work));
       listeners.add(entry);
+      if (aroundEntry) arounds.add(aroundEntry);
       if (causes) causeListeners++;
       if ((options as SubscribeOptions | undefined)?.current) {
         for (const run of registry.values()) {
@@ -1121,6 +1176,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         }
       }
       return () => {
+        if (aroundEntry) arounds.delete(aroundEntry);
         if (listeners.delete(entry) && causes) causeListeners--;
       };
     }) as Orchestrator['subscribe'],

@@ -23,6 +23,8 @@ export type {
   EventBus,
   RunNotice,
   RunListener,
+  RunAround,
+  RunStep,
   RunFilter,
   RunPatch,
   ParkedRun,

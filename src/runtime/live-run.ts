@@ -32,7 +32,7 @@ import {
   type EventBody,
   type RunIdentity,
 } from './run-projection.js';
-import type { RunNotice } from './storage.js';
+import type { RunAround, RunNotice } from './storage.js';
 import type { RunWriter } from './store-writer.js';
 import { toolEvents } from './tool-events.js';
 import { DEFAULT_MAX_CONCURRENT_TOOLS, type ToolRun } from './tool-runner.js';
@@ -97,6 +97,8 @@ export interface LiveRunOptions {
   writer: RunWriter;
   /** True when somebody listens: no notice is built for nobody (one per chunk otherwise). */
   observed: () => boolean;
+  /** Runs the run's model requests and tool calls within the subscribers' `around` (see `RunAround`). */
+  around?: RunAround | undefined;
   /** Whether `state` notices name the machine event that caused them (else `unknown`). */
   captureCauses: boolean;
   notify: (notice: RunNotice) => void;
@@ -443,6 +445,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       runSignal: controller.signal,
       sink: { content, activity: () => held.touch(now()), held, endTurn },
       checkLease: options.checkLease,
+      around: options.around,
     },
     toolRun: {
       tools: options.tools,
@@ -450,6 +453,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       maxConcurrentTools: maxConcurrentTools ?? DEFAULT_MAX_CONCURRENT_TOOLS,
       runSignal: controller.signal,
       checkLease: options.checkLease,
+      around: options.around,
     },
     output: null,
     halted: false,

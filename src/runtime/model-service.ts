@@ -12,6 +12,7 @@ import {
 } from '../model/chat-model.js';
 import type { Tool } from '../tools/tool.js';
 import { checkToolCalls } from './check-tool-calls.js';
+import type { RunAround } from './storage.js';
 
 /** What the model service needs to know about a run. */
 export interface ModelCall {
@@ -34,6 +35,11 @@ export interface ModelCall {
    * anything more the model sends is used. Absent without leases.
    */
   checkLease?: (() => void) | undefined;
+  /**
+   * Starts each request within the subscribers' `around` (a tracer's `chat` span active, so an HTTP
+   * client's span of the request is its child). Absent: started as it is.
+   */
+  around?: RunAround | undefined;
 }
 
 /**
@@ -333,7 +339,11 @@ function pump(
       messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
       const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;
       try {
-        streamModel(call.model, { messages, signal, tools }, receiver);
+        const request = { messages, signal, tools };
+        if (call.around) {
+          const { model } = call;
+          call.around({ type: 'model', runId: input.runId }, () => streamModel(model, request, receiver));
+        } else streamModel(call.model, request, receiver);
       } catch (error) {
         receiver.close(error);
       }

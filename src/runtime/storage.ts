@@ -278,3 +278,19 @@ export type RunNotice =
  * `console.error` and affects neither the run nor the other listeners.
  */
 export type RunListener = (notice: RunNotice) => void;
+
+/**
+ * A step of a run that runs code not runstate's own: a model request (from the call that starts it
+ * to its last chunk) or a tool call's `execute`. Begun after the notice that tells of it: the
+ * `state` notice of `streaming.attempt`, or the `ToolCallStarted` event.
+ */
+export type RunStep = { type: 'model'; runId: string } | { type: 'tool'; runId: string; toolCallId: string };
+
+/**
+ * Runs a {@link RunStep}'s code (`work`) within what an observer provides, and returns what it
+ * returns: a tracer makes the step's span the active OpenTelemetry context, so that the spans the
+ * tool or the model's HTTP client make are its children. Called once per model request and per tool
+ * call (never per chunk); it must call `work` once, synchronously. One that throws before calling
+ * it is reported to `console.error`, and the step runs without it.
+ */
+export type RunAround = <T>(step: RunStep, work: () => T) => T;

@@ -2,6 +2,7 @@ import { fromCallback } from 'xstate';
 import type { ToolRunnerInput } from '../../machines/run-types.js';
 import { clampDelay, type RunMachineEvent } from '../../machines/run.machine.js';
 import { thrownText, toolResultText, type Tool } from '../tools/tool.js';
+import type { RunAround } from './storage.js';
 import { checkArguments, parseArguments, type CheckedArguments } from './check-tool-calls.js';
 
 /** What the tool runner needs to know about a run. */
@@ -14,6 +15,8 @@ export interface ToolRun {
   runSignal: AbortSignal;
   /** Handles a lapse of this instance's lease before a result is used (see `ModelCall.checkLease`). */
   checkLease?: (() => void) | undefined;
+  /** Runs each call's `execute` within the subscribers' `around` (a tracer's span active). */
+  around?: RunAround | undefined;
 }
 
 /** Calls of one turn running at once, unless the agent sets its own limit. */
@@ -86,7 +89,10 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
           runId: input.runId,
           sessionId: run.sessionId,
         };
-        new Promise((resolve) => resolve(tool.execute(args.data as Record<string, unknown>, context))).then(
+        const data = args.data as Record<string, unknown>;
+        const work = () => tool.execute(data, context);
+        const step = { type: 'tool', runId: input.runId, toolCallId: call.id } as const;
+        new Promise((resolve) => resolve(run.around ? run.around(step, work) : work())).then(
           (value) => settle(toolResultText(value), false),
           (error: unknown) => settle(`Error: ${thrownText(error)}`, true),
         );

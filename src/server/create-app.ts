@@ -206,11 +206,11 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const metrics = options.metrics === false ? undefined : (options.metrics ?? createPrometheusMetrics());
   const tracer = options.tracing === false ? undefined : createRunTracer(options.tracing);
   // Neither reads the causes of state changes: the runs they watch go uninspected (cheaper per chunk).
-  const unsubscribe = agents.orchestrators.flatMap((orchestrator) =>
-    [metrics, tracer].flatMap((observer) =>
-      observer ? [orchestrator.subscribe(observer.listener, { causes: false })] : [],
-    ),
-  );
+  // The tracer's spans are the active context of the model requests and tool calls (`around`).
+  const unsubscribe = agents.orchestrators.flatMap((orchestrator) => [
+    ...(metrics ? [orchestrator.subscribe(metrics.listener, { causes: false })] : []),
+    ...(tracer ? [orchestrator.subscribe(tracer.listener, { causes: false, around: tracer.around })] : []),
+  ]);
 
   const app = express();
   const serverOptions = expressMessageClasses(app);

@@ -57,6 +57,25 @@ describe('tracing over HTTP', () => {
     expect(chat?.parentSpanContext?.spanId).toBe(agent?.spanContext().spanId);
   });
 
+  it('makes the chat span the active context as the model request starts, for an HTTP client span to nest under', async () => {
+    const { story, model } = await serveFake();
+    const stream = model.stream.bind(model);
+    model.stream = (request) => {
+      trace.getTracer('http-client').startSpan('POST /v1/chat/completions').end();
+      return stream(request);
+    };
+    const reader = readSse(
+      await postRun(story, { message: 'Tell me a story' }, { headers: { traceparent } }),
+    );
+    (await model.nextCall()).end();
+    await reader.rest();
+
+    const [chat] = spansNamed('chat fake-model');
+    const [request] = spansNamed('POST /v1/chat/completions');
+    expect(request?.parentSpanContext?.spanId).toBe(chat?.spanContext().spanId);
+    expect(request?.spanContext().traceId).toBe(TRACE_ID);
+  });
+
   it('keeps the trace across a multipart body read before the run starts, and records a cancel', async () => {
     const { story, model } = await serveFake();
     const form = new FormData();
