@@ -3,6 +3,7 @@ import type { StateValue } from 'xstate';
 import type { ToolExecution } from '../../machines/run-types.js';
 import type { RunOutput } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
+import { isToolName } from '../tools/tool.js';
 
 /** Options of {@link createPrometheusMetrics}. */
 export interface PrometheusMetricsOptions {
@@ -141,10 +142,12 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
    * calls that never ran, further ones share `_other`, so that no prompt makes series without bound.
    * A call that ran, or asked for a confirmation, is of one of the agent's tools, whose names the
    * code bounds: always its own. (A call of one that failed its arguments' check cannot be told
-   * from a call of an unknown name.)
+   * from a call of an unknown name.) A name no tool can have (see `isToolName`) is `_other` at once.
    */
   function toolLabel(agent: string, tool: ToolExecution): string {
     const name = tool.tool_name;
+    // No tool has it (50 KB of a prompt's text, say): not a label value, however few there are.
+    if (!isToolName(name)) return OTHER_TOOLS;
     let labels = toolLabels.get(agent);
     if (!labels) toolLabels.set(agent, (labels = { tools: new Set(), guessed: new Set() }));
     if (labels.tools.has(name) || labels.guessed.has(name)) return name;

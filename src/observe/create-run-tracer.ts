@@ -13,6 +13,7 @@ import type { TokenUsage, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
 import type { RunAround, RunListener, RunNotice } from '../runtime/storage.js';
 import { packageVersion } from '../package-version.js';
+import { isToolName } from '../tools/tool.js';
 import { stateLabel } from './create-prometheus-metrics.js';
 
 /** Options of {@link createRunTracer}. */
@@ -44,6 +45,9 @@ export interface RunTracer {
    */
   readonly around: RunAround;
 }
+
+/** The tool name of a call that names none a tool can have (as the metrics' `tool` label). */
+const NO_TOOL_NAME = '_other';
 
 /** The instrumentation scope of the spans. */
 const SCOPE = 'runstate';
@@ -246,15 +250,18 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
   }
 
   function startToolSpan(run: TracedRun, tool: ToolExecution): Span {
+    // The model names the tool, maybe with kilobytes of a prompt's text: a name no tool can have
+    // is neither a span's name nor its attribute.
+    const name = isToolName(tool.tool_name) ? tool.tool_name : NO_TOOL_NAME;
     const attributes: Attributes = {
       'gen_ai.operation.name': 'execute_tool',
-      'gen_ai.tool.name': tool.tool_name,
+      'gen_ai.tool.name': name,
       'gen_ai.tool.call.id': tool.tool_call_id,
       'gen_ai.tool.type': 'function',
     };
     if (recordContent) attributes['gen_ai.tool.call.arguments'] = JSON.stringify(tool.tool_args);
     return getTracer().startSpan(
-      `execute_tool ${tool.tool_name}`,
+      `execute_tool ${name}`,
       { kind: SpanKind.INTERNAL, attributes },
       run.context,
     );

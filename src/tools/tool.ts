@@ -47,6 +47,15 @@ export interface Tool<P extends ToolParameters = ToolParameters> extends Readonl
 }
 
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+
+/**
+ * Whether `name` can be a tool's, as {@link tool} requires (1 to 64 letters, digits, `_` or `-`,
+ * what OpenAI's API accepts). A name a model asks for may be anything: one that fails this is no
+ * tool's, and observers do not carry it as it is.
+ */
+export function isToolName(name: unknown): name is string {
+  return typeof name === 'string' && TOOL_NAME.test(name);
+}
 // (`definition`: a tool spread into the options of another, which is made anew.)
 const TOOL_OPTIONS = [
   ...['name', 'description', 'parameters', 'execute', 'timeoutMs', 'requiresConfirmation'],
@@ -79,10 +88,11 @@ export function tool<P extends ToolParameters>(options: ToolOptions<P>): Tool<P>
     );
   }
   // (A test of a non-string would pass `undefined` or `123` as the text "undefined" or "123".)
-  if (typeof options.name !== 'string' || !TOOL_NAME.test(options.name)) {
+  if (!isToolName(options.name)) {
+    const name: unknown = options.name;
     throw new RunstateError(
       'INVALID_INPUT',
-      `tool name ${typeof options.name === 'string' ? `'${options.name}'` : String(options.name)} must be 1 to 64 letters, digits, '_' or '-'`,
+      `tool name ${typeof name === 'string' ? `'${name}'` : String(name)} must be 1 to 64 letters, digits, '_' or '-'`,
     );
   }
   // A misspelt `requiresConfirmation` would run the tool without asking anyone.

@@ -102,6 +102,26 @@ describe('Prometheus metrics of runs', () => {
     expect(sample(text, 'runstate_tool_calls_total', { ...labels, status: 'failed' })).toBe(1);
   });
 
+  it('counts the calls of a name no tool can have (too long, or of other characters) as _other, from the first', async () => {
+    const metrics = createPrometheusMetrics();
+    const run = playRun(metrics.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    // 50 KB of a prompt's text as the name the model asked for.
+    run.tool('x'.repeat(50_000), { ran: false });
+    run.tool('no such tool', { ran: false });
+    run.tool('get_weather');
+    run.request();
+    run.complete();
+    const text = await metrics.registry.metrics();
+    const agent = 'story-writer-agent';
+    expect(sample(text, 'runstate_tool_calls_total', { agent, tool: '_other', status: 'failed' })).toBe(2);
+    expect(text).not.toContain('xxxxx');
+    expect(text).not.toContain('no such tool');
+    expect(
+      sample(text, 'runstate_tool_calls_total', { agent, tool: 'get_weather', status: 'completed' }),
+    ).toBe(1);
+  });
+
   it('keeps at most MAX_TOOL_LABELS names of calls that never ran per agent: further ones count as _other', async () => {
     const metrics = createPrometheusMetrics();
     const run = playRun(metrics.listener);

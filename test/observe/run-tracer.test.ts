@@ -209,6 +209,21 @@ describe('OpenTelemetry traces of runs', () => {
     expect(nope.status.code).toBe(SpanStatusCode.ERROR);
   });
 
+  it('names a call of a name no tool can have (50 KB of a prompt) `_other` in its span', () => {
+    const tracer = createRunTracer({ tracerProvider: provider });
+    const run = playRun(tracer.listener);
+    run.state({ streaming: { attempt: 'requesting' } });
+    run.state({ streaming: 'tools' }, { type: 'DONE' });
+    run.tool('x'.repeat(50_000), { ran: false });
+    run.request('Sorry.');
+    run.complete();
+
+    const spans = takeSpans();
+    const other = only(spans, 'execute_tool _other');
+    expect(other.attributes['gen_ai.tool.name']).toBe('_other');
+    expect(other.attributes['error.type']).toBe('failed');
+  });
+
   it('marks a tool call cut short by its run’s cancel (no ToolCallCompleted comes) as an error, `cancelled`', () => {
     const tracer = createRunTracer({ tracerProvider: provider });
     const run = playRun(tracer.listener);
