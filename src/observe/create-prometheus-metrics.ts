@@ -1,7 +1,9 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { StateValue } from 'xstate';
+import { z } from 'zod';
 import type { ToolExecution } from '../../machines/run-types.js';
 import type { RunOutput } from '../runtime/run-events.js';
+import { checkOption } from '../runtime/run-limits.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { isToolName } from '../tools/tool.js';
 
@@ -14,9 +16,9 @@ export interface PrometheusMetricsOptions {
   registry?: Registry | undefined;
   /** Prepended to every metric name. Default `'runstate_'`. */
   prefix?: string | undefined;
-  /** Upper bounds of the run duration histogram, in seconds. */
+  /** Upper bounds of the run duration histogram, in seconds: finite, > 0, strictly increasing. */
   durationBuckets?: number[] | undefined;
-  /** Upper bounds of the time-to-first-token histogram, in seconds. */
+  /** Upper bounds of the time-to-first-token histogram, in seconds: finite, > 0, strictly increasing. */
   timeToFirstTokenBuckets?: number[] | undefined;
 }
 
@@ -40,6 +42,22 @@ export const DEFAULT_TIME_TO_FIRST_TOKEN_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 
 
 const FINAL = new Set(['completed', 'cancelled', 'failed']);
 
+/**
+ * A histogram's upper bounds, in seconds: finite, > 0 (no duration is below 0, and one of exactly 0
+ * is no measure), strictly increasing, as Prometheus's `le` labels must be. prom-client takes any
+ * list and sorts none of it, so another one makes a histogram whose buckets are not cumulative, or
+ * a scrape that Prometheus refuses.
+ */
+const bucketsSchema = z
+  .array(z.number({ error: 'must hold finite numbers of seconds' }).positive('must hold numbers > 0'), {
+    error: 'must be an array of seconds',
+  })
+  .refine(
+    (buckets) => buckets.every((bound, i) => i === 0 || bound > buckets[i - 1]!),
+    'must be strictly increasing',
+  )
+  .optional();
+
 /** What is kept of an active run: only its labels. Dropped when the run finishes. */
 interface ActiveRun {
   agent: string;
@@ -60,6 +78,12 @@ interface ActiveRun {
 export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
   const registry = options.registry ?? new Registry();
   const prefix = options.prefix ?? 'runstate_';
+  const durationBuckets = checkOption(bucketsSchema, options.durationBuckets, 'durationBuckets');
+  const timeToFirstTokenBuckets = checkOption(
+    bucketsSchema,
+    options.timeToFirstTokenBuckets,
+    'timeToFirstTokenBuckets',
+  );
   const registers = [registry];
 
   const started = new Counter({
@@ -84,14 +108,14 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     name: `${prefix}run_duration_seconds`,
     help: 'Duration of finished runs, from the first model request (or creation) to the end.',
     labelNames: ['agent', 'status'] as const,
-    buckets: options.durationBuckets ?? DEFAULT_DURATION_BUCKETS,
+    buckets: durationBuckets ?? DEFAULT_DURATION_BUCKETS,
     registers,
   });
   const timeToFirstToken = new Histogram({
     name: `${prefix}time_to_first_token_seconds`,
     help: "From the first model request to the first output (reasoning, content or a tool call's arguments, or the calls themselves), for runs that had output.",
     labelNames: ['agent'] as const,
-    buckets: options.timeToFirstTokenBuckets ?? DEFAULT_TIME_TO_FIRST_TOKEN_BUCKETS,
+    buckets: timeToFirstTokenBuckets ?? DEFAULT_TIME_TO_FIRST_TOKEN_BUCKETS,
     registers,
   });
   const tokens = new Counter({

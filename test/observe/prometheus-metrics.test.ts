@@ -1,5 +1,6 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { RunstateError } from '../../src/errors.js';
 import { createPrometheusMetrics, stateLabel } from '../../src/observe/index.js';
 import { MAX_TOOL_LABELS } from '../../src/observe/create-prometheus-metrics.js';
 import { playRun, sample } from '../support/notices.js';
@@ -120,6 +121,43 @@ describe('Prometheus metrics of runs', () => {
     expect(
       sample(text, 'runstate_tool_calls_total', { agent, tool: 'get_weather', status: 'completed' }),
     ).toBe(1);
+  });
+
+  it('refuses histogram buckets that are not finite seconds > 0 in strictly increasing order, naming the option', () => {
+    const refused: [number[], string][] = [
+      [[5, 1, 0.001], 'durationBuckets: must be strictly increasing'],
+      [[1, 1], 'durationBuckets: must be strictly increasing'],
+      [[Infinity], 'durationBuckets.0: must hold finite numbers of seconds'],
+      [[NaN, 1], 'durationBuckets.0: must hold finite numbers of seconds'],
+      [[-1, 2], 'durationBuckets.0: must hold numbers > 0'],
+      [[0, 1], 'durationBuckets.0: must hold numbers > 0'],
+    ];
+    for (const [durationBuckets, message] of refused) {
+      expect(() => createPrometheusMetrics({ durationBuckets })).toThrow(
+        new RunstateError('INVALID_INPUT', message),
+      );
+    }
+    expect(() => createPrometheusMetrics({ timeToFirstTokenBuckets: [0.5, 0.1] })).toThrow(
+      'timeToFirstTokenBuckets: must be strictly increasing',
+    );
+    expect(() => createPrometheusMetrics({ durationBuckets: '1,2' as never })).toThrow(
+      'durationBuckets: must be an array of seconds',
+    );
+  });
+
+  it('observes into the buckets it was given', async () => {
+    const metrics = createPrometheusMetrics({ durationBuckets: [0.5, 2], timeToFirstTokenBuckets: [] });
+    const run = playRun(metrics.listener);
+    run.request('Once');
+    run.complete();
+    const text = await metrics.registry.metrics();
+    const les = (name: string) =>
+      text
+        .split('\n')
+        .filter((line) => line.startsWith(`${name}_bucket{`))
+        .map((line) => /le="([^"]*)"/.exec(line)?.[1]);
+    expect(les('runstate_run_duration_seconds')).toEqual(['0.5', '2', '+Inf']);
+    expect(les('runstate_time_to_first_token_seconds')).toEqual(['+Inf']);
   });
 
   it('keeps at most MAX_TOOL_LABELS names of calls that never ran per agent: further ones count as _other', async () => {
