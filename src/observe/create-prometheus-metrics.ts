@@ -3,7 +3,8 @@ import type { StateValue } from 'xstate';
 import { z } from 'zod';
 import type { ToolExecution } from '../../machines/run-types.js';
 import type { RunOutput } from '../runtime/run-events.js';
-import { checkOption } from '../runtime/run-limits.js';
+import { checkOptionNames } from '../option-names.js';
+import { checkMethods, checkOption } from '../runtime/run-limits.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { isToolName } from '../tools/tool.js';
 
@@ -42,6 +43,14 @@ export const DEFAULT_TIME_TO_FIRST_TOKEN_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 
 
 const FINAL = new Set(['completed', 'cancelled', 'failed']);
 
+const PROMETHEUS_METRICS_OPTIONS = ['registry', 'prefix', 'durationBuckets', 'timeToFirstTokenBuckets'];
+
+/** What may begin a Prometheus metric name (empty too). */
+const prefixSchema = z
+  .string({ error: 'must be a string' })
+  .regex(/^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/, "must be letters, digits, '_' or ':', not starting with a digit")
+  .nullish();
+
 /**
  * A histogram's upper bounds, in seconds: finite, > 0 (no duration is below 0, and one of exactly 0
  * is no measure), strictly increasing, as Prometheus's `le` labels must be. prom-client takes any
@@ -76,8 +85,12 @@ interface ActiveRun {
  * ```
  */
 export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}): PrometheusMetrics {
+  // A misspelt `regsitry` would register the metrics where nobody scrapes them.
+  checkOptionNames(options, PROMETHEUS_METRICS_OPTIONS, 'createPrometheusMetrics');
+  if (options.registry != null)
+    checkMethods(options.registry, ['registerMetric', 'metrics'], 'registry', 'a prom-client Registry');
   const registry = options.registry ?? new Registry();
-  const prefix = options.prefix ?? 'runstate_';
+  const prefix = checkOption(prefixSchema, options.prefix, 'prefix') ?? 'runstate_';
   const durationBuckets = checkOption(bucketsSchema, options.durationBuckets, 'durationBuckets');
   const timeToFirstTokenBuckets = checkOption(
     bucketsSchema,

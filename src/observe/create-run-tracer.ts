@@ -12,7 +12,10 @@ import {
 import type { TokenUsage, ToolExecution } from '../../machines/run-types.js';
 import type { RunEvent, RunOutput, RunRecord, RunStatus } from '../runtime/run-events.js';
 import type { RunAround, RunListener, RunNotice } from '../runtime/storage.js';
+import { RunstateError } from '../errors.js';
+import { checkOptionNames } from '../option-names.js';
 import { packageVersion } from '../package-version.js';
+import { checkMethods } from '../runtime/run-limits.js';
 import { isToolName } from '../tools/tool.js';
 import { stateLabel } from './create-prometheus-metrics.js';
 
@@ -93,6 +96,7 @@ interface TracedRun {
  * ```
  */
 export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
+  checkRunTracerOptions(options, 'createRunTracer');
   const provider = options.tracerProvider;
   const recordContent = options.recordContent ?? false;
   // Resolved on first use: the application may register its SDK after creating the tracer.
@@ -358,6 +362,21 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     return context.with(trace.setSpan(run.context, span), work);
   };
   return { listener, around };
+}
+
+const RUN_TRACER_OPTIONS = ['tracerProvider', 'recordContent'];
+
+/**
+ * Refuses what {@link createRunTracer} cannot use, naming it as `what` (`createApp tracing`): a
+ * misspelt `recordContnet` would be ignored, a provider that is none would fail every run.
+ */
+export function checkRunTracerOptions(options: unknown, what: string): asserts options is RunTracerOptions {
+  checkOptionNames(options, RUN_TRACER_OPTIONS, what);
+  const { tracerProvider, recordContent } = options as Record<string, unknown>;
+  if (tracerProvider != null)
+    checkMethods(tracerProvider, ['getTracer'], `${what}: tracerProvider`, 'an OpenTelemetry TracerProvider');
+  if (recordContent != null && typeof recordContent !== 'boolean')
+    throw new RunstateError('INVALID_INPUT', `${what}: recordContent must be true or false`);
 }
 
 /** A request's reported usage as span attributes; a count the server did not report is left out. */

@@ -4,7 +4,11 @@ import express, { type Express } from 'express';
 import { z } from 'zod';
 import type { Agent } from '../agent.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from '../observe/create-prometheus-metrics.js';
-import { createRunTracer, type RunTracerOptions } from '../observe/create-run-tracer.js';
+import {
+  checkRunTracerOptions,
+  createRunTracer,
+  type RunTracerOptions,
+} from '../observe/create-run-tracer.js';
 import { AgentDirectory } from './agent-directory.js';
 import { apiDocs } from './api-docs.js';
 import { agentRoutes } from './agent-routes.js';
@@ -158,6 +162,25 @@ const createAppOptionsSchema = z.object(
     bodyLimit: z.union([z.number(), z.string()], { error: "must be bytes, or a size like '1mb'" }).nullish(),
     // Never empty: the Agent UI loads no sessions without one.
     dbId: z.string({ error: 'must be a string' }).min(1, 'must not be empty').nullish(),
+    // Options of metrics are createPrometheusMetrics's: `{ prefix }` here would be lost.
+    metrics: z
+      .union(
+        [
+          z.literal(false),
+          z.custom<PrometheusMetrics>(
+            (metrics) =>
+              typeof metrics === 'object' &&
+              metrics !== null &&
+              typeof (metrics as PrometheusMetrics).listener === 'function' &&
+              typeof (metrics as PrometheusMetrics).countEventStreams === 'function',
+          ),
+        ],
+        {
+          error:
+            'must be what createPrometheusMetrics() returns (createPrometheusMetrics({ prefix })), or false',
+        },
+      )
+      .nullish(),
     mount: z
       .record(
         z.string(),
@@ -204,7 +227,9 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const allowedHosts = checkOption(allowedHostsSchema.optional(), options.allowedHosts, 'allowedHosts') ?? [];
   const responses = trackResponses();
   const metrics = options.metrics === false ? undefined : (options.metrics ?? createPrometheusMetrics());
-  const tracer = options.tracing === false ? undefined : createRunTracer(options.tracing);
+  if (options.tracing != null && options.tracing !== false)
+    checkRunTracerOptions(options.tracing, 'createApp tracing');
+  const tracer = options.tracing === false ? undefined : createRunTracer(options.tracing ?? {});
   // Neither reads the causes of state changes: the runs they watch go uninspected (cheaper per chunk).
   // The tracer's spans are the active context of the model requests and tool calls (`around`).
   const unsubscribe = agents.orchestrators.flatMap((orchestrator) => [
