@@ -167,7 +167,10 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
     run.chat = { span, startedAt: performance.now(), firstOutput: false, usageBefore };
   }
 
-  /** The request's time to its first chunk (reasoning, content or a tool call's arguments), once. */
+  /**
+   * The request's time to its first output (reasoning, content, a tool call's arguments, or the
+   * calls themselves when they came whole at its end), once.
+   */
   function firstOutput(chat: ChatSpan): void {
     if (chat.firstOutput) return;
     chat.firstOutput = true;
@@ -188,8 +191,10 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       if (run.chat && state === 'streaming.attempt.receiving') return firstOutput(run.chat);
       // `requesting` again: a new request right after one whose tool calls all failed their checks
       // (the machine passed through the tools in one step; the notice's `requestUsage` is the new one's).
-      if (run.chat && state === 'streaming.attempt.requesting') endChatForTools(run.chat, usage, undefined);
-      else if (run.chat) return;
+      if (run.chat && state === 'streaming.attempt.requesting') {
+        firstOutput(run.chat);
+        endChatForTools(run.chat, usage, undefined);
+      } else if (run.chat) return;
       startChat(run, usage);
       return;
     }
@@ -208,7 +213,10 @@ export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
       });
       run.chat.span.end();
     } else {
-      // To the tools, or paused for a person: the request ended asking for tool calls.
+      // To the tools, or paused for a person: the request ended asking for tool calls. Calls that
+      // came whole in its last chunk (no argument deltas, so never `receiving`) are its first
+      // output, as the run's time to first token counts them.
+      firstOutput(run.chat);
       endChatForTools(run.chat, usage, requestUsage);
     }
     run.chat = undefined;

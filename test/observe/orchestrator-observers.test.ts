@@ -223,6 +223,23 @@ describe('observers of a real orchestrator', () => {
     ).toBe(1);
   });
 
+  it('see a turn whose calls came whole in its last chunk (no argument deltas) as output: its chat span has a time to first chunk, as the run has a time to first token', async () => {
+    const { model, metrics, start } = setup();
+    const run = start('Add', [add]);
+    (await model.nextCall()).callTools([{ id: 'call_a', name: 'add', arguments: { a: 1, b: 2 } }]);
+    (await model.nextCall()).end();
+    const output = await run.result;
+    expect(output.metrics.time_to_first_token).not.toBeNull();
+    expect(
+      sample(await metrics.registry.metrics(), 'runstate_time_to_first_token_seconds_count', {
+        agent: 'writer',
+      }),
+    ).toBe(1);
+    const [toolTurn] = exporter.getFinishedSpans().filter((span) => span.name === 'chat fake-model');
+    expect(toolTurn!.attributes['gen_ai.response.finish_reasons']).toEqual(['tool_calls']);
+    expect(toolTurn!.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThanOrEqual(0);
+  });
+
   it('see a turn whose calls all name no tool as its own chat span, ended asking for tools, then the next request', async () => {
     const { model, start } = setup();
     const run = start('Add 1 and 2');
