@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { RunstateError } from '../errors.js';
+import { appRootOf } from '../server/app-root.js';
 import { eventFrame, openEventStream } from '../server/event-stream.js';
 import { foreignRequestError } from '../server/foreign-requests.js';
 import { malformedRequest, methodNotAllowed, sendError } from '../server/http-errors.js';
@@ -35,6 +36,11 @@ export interface InspectorHandlerOptions {
    * `RunstateError` (`RUN_NOT_FOUND`, `RUN_ALREADY_FINISHED`), answered by the server's error map.
    */
   cancel: ((runId: string) => object | Promise<object>) | undefined;
+  /**
+   * The cancel URL template a page's snapshot names, given where `createApp` has its routes when
+   * it mounted the handler (`undefined` elsewhere).
+   */
+  cancelUrl: (appRoot: string | undefined) => string;
   /** Stripped from the path when the request was not routed by a framework. */
   basePath: string;
   heartbeatMs: number;
@@ -89,7 +95,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
   handler: InspectorHandler;
   close(): void;
 } {
-  const { graph, subscribe, listRuns, cancel, basePath, heartbeatMs } = options;
+  const { graph, subscribe, listRuns, cancel, cancelUrl, basePath, heartbeatMs } = options;
   const assets = new Map<string, Asset>();
   // Each open feed and what stops it (its heartbeat, its subscription): `close` runs it before `end`.
   const feeds = new Map<ServerResponse, () => void>();
@@ -136,7 +142,13 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     let waiting: string[] | undefined;
     let waitingBytes = 0;
     let dropped = false;
+    // Known only here, from the request: where the app that mounted the page has its routes.
+    const pageCancelUrl = cancelUrl(appRootOf(req));
     const send = (message: FeedMessage): void => {
+      // (A snapshot is made for each subscriber: changing it changes no other page's.)
+      if (message.type === 'snapshot' && message.cancel_url !== pageCancelUrl) {
+        message = { ...message, cancel_url: pageCancelUrl };
+      }
       const frame = frameOf(message);
       if (waiting === undefined) {
         if (!stream.write(frame)) void flushWhenDrained();

@@ -37,6 +37,13 @@ export interface InspectorOptions {
    * `POST <mount>/runs/:run_id/cancel`, for apps without the AgentOS routes.
    */
   cancelRoute?: 'agentos' | 'inspector' | undefined;
+  /**
+   * With `cancelRoute: 'agentos'`, the absolute path the AgentOS routes start at: `'/'` when
+   * `/agents` is at the root, `'/api'` when they are under `/api`. Default: mounted by `createApp`
+   * (its `mount` option), that app's own root, wherever the page is; elsewhere the page's parent
+   * (`/inspect` beside `/agents`).
+   */
+  apiBase?: string | undefined;
   /** Path the handler strips when it is not mounted by a router (plain node:http). Default `/inspect`. */
   basePath?: string | undefined;
   /** SSE comment sent this often to keep idle connections open through proxies. Default 15,000. */
@@ -105,10 +112,8 @@ interface Subscriber {
   runId: string | undefined;
 }
 
-const CANCEL_URLS = {
-  agentos: '../agents/{agent_id}/runs/{run_id}/cancel',
-  inspector: 'runs/{run_id}/cancel',
-} as const;
+/** The AgentOS cancel route, under where those routes start. */
+const AGENTOS_CANCEL = 'agents/{agent_id}/runs/{run_id}/cancel';
 
 /** The options {@link createInspector} checks; the others are functions it uses as given. */
 const inspectorOptionsSchema = z.looseObject({
@@ -121,6 +126,10 @@ const inspectorOptionsSchema = z.looseObject({
     )
     .optional(),
   basePath: z.string({ error: 'must be a path such as /inspect' }).optional(),
+  apiBase: z
+    .string({ error: 'must be a path such as /' })
+    .startsWith('/', 'must be an absolute path, such as / or /api')
+    .optional(),
   flushIntervalMs: duration.optional(),
   maxFinishedRuns: count(0).optional(),
   maxLogEntries: count(1).optional(),
@@ -149,17 +158,36 @@ const inspectorOptionsSchema = z.looseObject({
 export function createInspector(options: InspectorOptions = {}): Inspector {
   // A wrong number would misbehave quietly later (a heartbeat of 0 pings at every turn).
   checkOption(inspectorOptionsSchema, options, 'options');
+  if (options.apiBase !== undefined && options.cancelRoute === 'inspector') {
+    // Set for nothing, it would say the page cancels through routes it never calls.
+    throw new RunstateError(
+      'INVALID_INPUT',
+      "options.apiBase: apiBase is where the AgentOS routes are: it means nothing with cancelRoute: 'inspector'",
+    );
+  }
   const {
     machine = runMachine,
     flushIntervalMs = 100,
     maxFinishedRuns = 200,
     maxLogEntries = 500,
     cancelRoute = 'agentos',
+    apiBase,
     basePath = '/inspect',
     heartbeatMs = 15_000,
     now = Date.now,
   } = options;
   const graph = machineGraph(machine);
+
+  /**
+   * The cancel button's URL template, relative to the page unless absolute: the inspector's own
+   * route, or the AgentOS one under `apiBase`, else under `appRoot` (where `createApp`, which
+   * mounted the page, has its routes), else beside the page's mount.
+   */
+  function cancelUrl(appRoot: string | undefined): string {
+    if (cancelRoute === 'inspector') return 'runs/{run_id}/cancel';
+    const root = apiBase ?? appRoot;
+    return root === undefined ? `../${AGENTOS_CANCEL}` : `${root.replace(/\/+$/, '')}/${AGENTOS_CANCEL}`;
+  }
   /** Each attached orchestrator: one subscription, however many times it was attached. */
   const orchestrators = new Map<InspectedOrchestrator, { attached: number; unsubscribe: () => void }>();
   const runs = new Map<string, RunView>(); // oldest first
@@ -388,7 +416,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   function subscribe(listener: (message: FeedMessage) => void, subscription: FeedSubscriptionOptions = {}) {
     const subscriber: Subscriber = { listener, runId: subscription.runId };
     subscribers.add(subscriber);
-    deliver(subscriber, { type: 'snapshot', runs: listRuns(), cancel_url: CANCEL_URLS[cancelRoute] });
+    deliver(subscriber, { type: 'snapshot', runs: listRuns(), cancel_url: cancelUrl(undefined) });
     const runId = subscription.runId;
     if (runId !== undefined) {
       const view = runs.get(runId);
@@ -442,6 +470,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     subscribe,
     listRuns,
     cancel: cancelRoute === 'inspector' ? cancel : undefined,
+    cancelUrl,
     basePath,
     heartbeatMs,
   });

@@ -51,7 +51,10 @@ export type FeedMessage =
   | {
       type: 'snapshot';
       runs: RunSummary[];
-      /** How the page cancels a run: a URL template relative to the page (`{agent_id}`, `{run_id}`). */
+      /**
+       * How the page cancels a run: a URL template (`{agent_id}`, `{run_id}`), an absolute path or
+       * one relative to the page.
+       */
       cancel_url: string;
     }
   /** Runs that changed state (sent at once), or that the feed had not described yet. */

@@ -26,6 +26,7 @@ import { observeRoutes } from './observe-routes.js';
 import { sessionRoutes } from './session-routes.js';
 import { trackResponses } from './track-responses.js';
 import { allowedHostsSchema, refuseForeignRequests } from './foreign-requests.js';
+import { rememberAppRoot } from './app-root.js';
 
 /** Origins allowed when none are configured: Agno's Agent UI on its default local port. */
 export const DEFAULT_CORS_ORIGINS: readonly string[] = ['http://localhost:3000', 'http://127.0.0.1:3000'];
@@ -270,6 +271,8 @@ export function createApp(options: CreateAppOptions): RunstateApp {
     );
     app.use(bearerAuth({ securityKey, openPaths: ['/health', ...openPaths] }));
   }
+  // A handler mounted at any depth (`/debug/inspect`) learns where this app's routes are.
+  if (mounts.length > 0) app.use(rememberAppRoot);
   for (const [path, handler] of mounts) app.use(path, handler);
   // Only runstate's own responses are waited for on shutdown (see `mount`).
   app.use(responses.middleware);

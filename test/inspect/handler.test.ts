@@ -5,10 +5,20 @@ import { join } from 'node:path';
 import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
+import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runMachine } from '../../machines/run.machine.js';
 import { createFakeModel } from '../../src/testing/fake-model.js';
-import { createInspector, machineGraph, type FeedMessage, type RunSummary } from '../../src/inspect/index.js';
+import { Agent } from '../../src/agent.js';
+import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { createApp } from '../../src/server/index.js';
+import {
+  createInspector,
+  machineGraph,
+  type FeedMessage,
+  type InspectorOptions,
+  type RunSummary,
+} from '../../src/inspect/index.js';
 import { ROOT, spawnCli } from '../support/cli-process.js';
 import { startInspectorServer, type InspectorServer } from '../support/inspector-server.js';
 import { listen } from '../support/listen.js';
@@ -449,5 +459,96 @@ describe('the quick start of docs/inspector.md', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the cancel URL the page is given, wherever it is mounted', () => {
+  /** The `cancel_url` of the first snapshot of the feed at `url`. */
+  async function cancelUrlOf(url: string): Promise<string> {
+    const response = await fetch(url);
+    expect(response.status).toBe(200);
+    const feed = readFeed(response);
+    const snapshot = await feed.next();
+    await feed.cancel();
+    return snapshot.type === 'snapshot' ? snapshot.cancel_url : `not a snapshot: ${snapshot.type}`;
+  }
+
+  /** createApp's app with the inspector at `mountPath`, itself mounted at `appPath` of an outer app. */
+  async function startApp(mountPath: string, appPath = '', inspectorOptions: InspectorOptions = {}) {
+    const inspector = createInspector(inspectorOptions);
+    const orchestrator = createOrchestrator();
+    inspector.attach(orchestrator);
+    const agent = new Agent({ name: 'Writer', model: createFakeModel(), orchestrator });
+    const runstate = createApp({ agents: [agent], mount: { [mountPath]: inspector.handler } });
+    const outer = express();
+    outer.use(appPath || '/', runstate.app);
+    const listening = await listen(appPath ? outer : runstate.app);
+    return {
+      url: listening.url,
+      async close() {
+        inspector.close();
+        await runstate.shutdown();
+        await listening.close();
+      },
+    };
+  }
+
+  it('mounted by createApp at any depth: the AgentOS route under that app’s own root', async () => {
+    for (const [mountPath, appPath, expected] of [
+      ['/inspect', '', '/agents/{agent_id}/runs/{run_id}/cancel'],
+      ['/debug/inspect', '', '/agents/{agent_id}/runs/{run_id}/cancel'],
+      ['/debug/inspect', '/api', '/api/agents/{agent_id}/runs/{run_id}/cancel'],
+    ] as const) {
+      const app = await startApp(mountPath, appPath);
+      try {
+        expect(await cancelUrlOf(`${app.url}${appPath}${mountPath}/feed`), `${appPath}${mountPath}`).toBe(
+          expected,
+        );
+        // The route it names is the app's: a cancel of an unknown run is its answer, not "no route".
+        const cancel = await fetch(
+          `${app.url}${expected.replace('{agent_id}', 'writer').replace('{run_id}', 'x')}`,
+          {
+            method: 'POST',
+          },
+        );
+        expect(await cancel.text(), `${appPath}${mountPath}`).toContain('run x of agent writer not found');
+      } finally {
+        await app.close();
+      }
+    }
+  });
+
+  it('with apiBase: the AgentOS route under it, by createApp or a plain node:http server', async () => {
+    const app = await startApp('/debug/inspect', '', { apiBase: '/elsewhere/' });
+    try {
+      expect(await cancelUrlOf(`${app.url}/debug/inspect/feed`)).toBe(
+        '/elsewhere/agents/{agent_id}/runs/{run_id}/cancel',
+      );
+    } finally {
+      await app.close();
+    }
+    server = await startInspectorServer({ inspector: { apiBase: '/' } });
+    expect(await cancelUrlOf(`${server.url}/inspect/feed`)).toBe('/agents/{agent_id}/runs/{run_id}/cancel');
+  });
+
+  it('on a plain node:http server with no apiBase: beside the page’s mount, as before', async () => {
+    server = await startInspectorServer();
+    expect(await cancelUrlOf(`${server.url}/inspect/feed`)).toBe('../agents/{agent_id}/runs/{run_id}/cancel');
+  });
+
+  it('refuses an apiBase that is no absolute path, or that the inspector’s own cancel route would ignore', () => {
+    expect(() => createInspector({ apiBase: 'api' })).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_INPUT',
+        message: 'options.apiBase: must be an absolute path, such as / or /api',
+      }),
+    );
+    expect(() => createInspector({ apiBase: '/', cancelRoute: 'inspector' })).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_INPUT',
+        message:
+          "options.apiBase: apiBase is where the AgentOS routes are: it means nothing with cancelRoute: 'inspector'",
+      }),
+    );
   });
 });

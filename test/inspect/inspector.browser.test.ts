@@ -27,6 +27,8 @@ let removeProfile = () => {};
 
 interface Target {
   url: string;
+  /** Where the page is, under `url`: `/inspect/` unless mounted elsewhere. */
+  pagePath?: string;
   orchestrator: Orchestrator;
   agent: Agent;
   close(): Promise<void>;
@@ -39,7 +41,7 @@ interface Target {
 async function cancelFromThePage(target: Target, securityKey?: string): Promise<void> {
   const { page, errors, requests } = await openPage(context);
   try {
-    await page.goto(`${target.url}/inspect/`);
+    await page.goto(`${target.url}${target.pagePath ?? '/inspect/'}`);
     if (securityKey) {
       await page.locator('#connection[data-state="locked"]').waitFor();
       const form = page.locator('#auth');
@@ -141,7 +143,7 @@ async function activeStates(page: Page): Promise<string[]> {
 /** createApp's app with the inspector mounted as `runstate serve` mounts it (`mount` option). */
 async function startAppWithInspector(
   securityKey = '',
-  { model, tools }: { model?: ChatModel; tools?: Tool[] } = {},
+  { model, tools, mountPath = '/inspect' }: { model?: ChatModel; tools?: Tool[]; mountPath?: string } = {},
 ): Promise<Target> {
   const inspector: Inspector = createInspector();
   const orchestrator = createOrchestrator();
@@ -152,10 +154,11 @@ async function startAppWithInspector(
     tools,
     orchestrator,
   });
-  const runstate = createApp({ agents: [agent], securityKey, mount: { '/inspect': inspector.handler } });
+  const runstate = createApp({ agents: [agent], securityKey, mount: { [mountPath]: inspector.handler } });
   const server = await listen(runstate.app);
   return {
     url: server.url,
+    pagePath: `${mountPath}/`,
     orchestrator,
     agent,
     async close() {
@@ -196,6 +199,15 @@ describe.skipIf(!hasChromium)(title, () => {
 
   it('mounted in createApp: the page cancels through the server’s POST /agents/:agent_id/runs/:run_id/cancel', async () => {
     const target = await startAppWithInspector();
+    try {
+      await cancelFromThePage(target);
+    } finally {
+      await target.close();
+    }
+  });
+
+  it('mounted deeper in createApp (/debug/inspect): the page still cancels through the server’s route', async () => {
+    const target = await startAppWithInspector('', { mountPath: '/debug/inspect' });
     try {
       await cancelFromThePage(target);
     } finally {
