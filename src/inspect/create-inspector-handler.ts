@@ -41,7 +41,7 @@ export interface InspectorHandlerOptions {
    * it mounted the handler (`undefined` elsewhere).
    */
   cancelUrl: (appRoot: string | undefined) => string;
-  /** Stripped from the path when the request was not routed by a framework. */
+  /** Stripped from the path when the request was not routed by a framework; no trailing slash. */
   basePath: string;
   heartbeatMs: number;
 }
@@ -277,8 +277,10 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     const foreign = next ? undefined : foreignRequestError(req, NO_NAMES, NO_NAMES);
     if (foreign) return fail(res, foreign, next);
     let path = url.pathname;
-    // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount.
-    if (path === basePath || path.startsWith(`${basePath}/`)) path = path.slice(basePath.length);
+    // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount
+    // and says so in `baseUrl`: stripping `basePath` again would serve `/inspect/inspect/` too.
+    const routed = Boolean((req as { baseUrl?: string }).baseUrl);
+    if (!routed && (path === basePath || path.startsWith(`${basePath}/`))) path = path.slice(basePath.length);
     const method = req.method ?? 'GET';
     const read = method === 'GET' || method === 'HEAD';
 
@@ -291,6 +293,8 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
         res.end();
         return;
       }
+      // The mount with its slash is the page, whatever was stripped (`/` with a basePath of `/`).
+      path = '/';
     }
     if (read && (path in ASSETS || path === ELK_PATH)) return serveAsset(req, res, path, next);
     if (read && path === '/graph.json') {

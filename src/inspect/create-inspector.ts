@@ -44,7 +44,10 @@ export interface InspectorOptions {
    * (`/inspect` beside `/agents`).
    */
   apiBase?: string | undefined;
-  /** Path the handler strips when it is not mounted by a router (plain node:http). Default `/inspect`. */
+  /**
+   * Path the handler strips when it is not mounted by a router (plain node:http): absolute, `/` for
+   * the root; a trailing slash is dropped. Default `/inspect`.
+   */
   basePath?: string | undefined;
   /** SSE comment sent this often to keep idle connections open through proxies. Default 15,000. */
   heartbeatMs?: number | undefined;
@@ -125,7 +128,11 @@ const inspectorOptionsSchema = z.looseObject({
       'must be an xstate machine (createMachine, setup().createMachine)',
     )
     .optional(),
-  basePath: z.string({ error: 'must be a path such as /inspect' }).optional(),
+  // Absolute, or nothing would ever match it; `''` is the root, as `/` is.
+  basePath: z
+    .string({ error: 'must be a path such as /inspect' })
+    .regex(/^(\/.*)?$/, 'must be an absolute path such as /inspect, or / for the root')
+    .optional(),
   apiBase: z
     .string({ error: 'must be a path such as /' })
     .startsWith('/', 'must be an absolute path, such as / or /api')
@@ -172,10 +179,12 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     maxLogEntries = 500,
     cancelRoute = 'agentos',
     apiBase,
-    basePath = '/inspect',
+    basePath: basePathOption = '/inspect',
     heartbeatMs = 15_000,
     now = Date.now,
   } = options;
+  // Without its trailing slash: `/inspect/` is `/inspect` (the page is `<basePath>/`), `/` the root.
+  const basePath = basePathOption.replace(/\/+$/, '');
   const graph = machineGraph(machine);
 
   /**

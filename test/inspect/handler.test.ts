@@ -552,3 +552,74 @@ describe('the cancel URL the page is given, wherever it is mounted', () => {
     );
   });
 });
+
+describe('basePath, as it may be written', () => {
+  /** The status (and redirect) of each path on a node:http server of the inspector alone. */
+  async function statuses(basePath: string, paths: readonly string[]): Promise<string[]> {
+    const inspector = createInspector({ basePath });
+    const plain = await listen((req, res) => inspector.handler(req, res));
+    try {
+      return await Promise.all(
+        paths.map(async (path) => {
+          const response = await fetch(`${plain.url}${path}`, { redirect: 'manual' });
+          await response.body?.cancel();
+          const location = response.headers.get('location');
+          return `${path} ${response.status}${location ? ` → ${location}` : ''}`;
+        }),
+      );
+    } finally {
+      inspector.close();
+      await plain.close();
+    }
+  }
+
+  it('serves the page at the root with basePath "/", and a GET is never answered 405', async () => {
+    expect(await statuses('/', ['/', '/inspector.js', '/graph.json', '/runs.json'])).toEqual([
+      '/ 200',
+      '/inspector.js 200',
+      '/graph.json 200',
+      '/runs.json 200',
+    ]);
+  });
+
+  it('reads a trailing slash as none: basePath "/inspect/" is "/inspect"', async () => {
+    expect(
+      await statuses('/inspect/', ['/inspect', '/inspect/', '/inspect/inspector.js', '/inspect/runs.json']),
+    ).toEqual([
+      '/inspect 302 → /inspect/',
+      '/inspect/ 200',
+      '/inspect/inspector.js 200',
+      '/inspect/runs.json 200',
+    ]);
+  });
+
+  it('refuses a relative basePath, which no request path could ever match', () => {
+    expect(() => createInspector({ basePath: 'inspect' })).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_INPUT',
+        message: 'options.basePath: must be an absolute path such as /inspect, or / for the root',
+      }),
+    );
+  });
+
+  it('is not stripped again under a router that stripped its mount: /inspect/inspect/ is no second page', async () => {
+    const inspector = createInspector();
+    const orchestrator = createOrchestrator();
+    inspector.attach(orchestrator);
+    const agent = new Agent({ name: 'Writer', model: createFakeModel(), orchestrator });
+    const runstate = createApp({ agents: [agent], mount: { '/inspect': inspector.handler } });
+    const app = await listen(runstate.app);
+    try {
+      expect((await fetch(`${app.url}/inspect/`)).status).toBe(200);
+      const second = await fetch(`${app.url}/inspect/inspect/`);
+      expect([second.status, await second.json()]).toEqual([
+        404,
+        { detail: 'no route for GET /inspect/inspect/', code: 'NOT_FOUND' },
+      ]);
+    } finally {
+      inspector.close();
+      await runstate.shutdown();
+      await app.close();
+    }
+  });
+});
