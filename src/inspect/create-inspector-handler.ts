@@ -41,6 +41,11 @@ export interface InspectorHandlerOptions {
    * it mounted the handler (`undefined` elsewhere).
    */
   cancelUrl: (appRoot: string | undefined) => string;
+  /**
+   * On a server of its own, host names answered besides `localhost` and IP addresses (`undefined`:
+   * any), as `allowedHostNames` gives them.
+   */
+  hosts: ReadonlySet<string> | undefined;
   /** Stripped from the path when the request was not routed by a framework; no trailing slash. */
   basePath: string;
   heartbeatMs: number;
@@ -65,6 +70,8 @@ const ASSETS: Record<string, { file: string; type: string }> = {
 };
 const ELK_PATH = '/vendor/elk.bundled.js';
 const NO_NAMES: ReadonlySet<string> = new Set();
+/** What a server of the inspector alone can be told of a host it refused: it has no security key. */
+const HOST_REMEDY = "Add it to createInspector's allowedHosts";
 /** What a feed keeps for a reader whose socket is full, before it drops messages and resyncs. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
 /** `''`: the mount itself, which redirects to the page. */
@@ -95,7 +102,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
   handler: InspectorHandler;
   close(): void;
 } {
-  const { graph, subscribe, listRuns, cancel, cancelUrl, basePath, heartbeatMs } = options;
+  const { graph, subscribe, listRuns, cancel, cancelUrl, hosts, basePath, heartbeatMs } = options;
   const assets = new Map<string, Asset>();
   // Each open feed and what stops it (its heartbeat, its subscription): `close` runs it before `end`.
   const feeds = new Map<ServerResponse, () => void>();
@@ -271,10 +278,10 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       // An absolute-form target that is no URL: on plain node:http a throw here would end the process.
       return fail(res, malformedRequest('the request target is not a valid URL'), next);
     }
-    // On a plain node:http server of its own (no key, no settings), the page's data and cancels
-    // stay with pages of this server: `localhost` or an IP address, and its own origin (see
-    // refuseForeignRequests). Mounted in an app (`next`), the app's own settings and auth decide.
-    const foreign = next ? undefined : foreignRequestError(req, NO_NAMES, NO_NAMES);
+    // On a plain node:http server of its own (no key), the page's data and cancels stay with pages
+    // of this server: `localhost`, an IP address or a name of `allowedHosts`, and its own origin
+    // (see refuseForeignRequests). Mounted in an app (`next`), the app's own settings and auth decide.
+    const foreign = next ? undefined : foreignRequestError(req, hosts, NO_NAMES, HOST_REMEDY);
     if (foreign) return fail(res, foreign, next);
     let path = url.pathname;
     // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount

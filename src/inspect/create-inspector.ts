@@ -5,6 +5,7 @@ import type { RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator, SubscribeOptions } from '../runtime/create-orchestrator.js';
 import { shortened } from '../runtime/detached-slice.js';
+import { allowedHostNames, allowedHostsSchema } from '../server/foreign-requests.js';
 import { checkOption, count, duration, positiveDuration } from '../runtime/run-limits.js';
 import type { RunOutput, RunRecord } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
@@ -49,6 +50,13 @@ export interface InspectorOptions {
    * the root; a trailing slash is dropped. Default `/inspect`.
    */
   basePath?: string | undefined;
+  /**
+   * On a plain node:http server of its own, host names (the `Host` header) it answers besides
+   * `localhost` and IP addresses, as `createApp`'s `allowedHosts`: others get a 403, which stops a
+   * web page from reading runs through a name it points at this server (DNS rebinding). `'*'` for
+   * any. Mounted in an app, the app's own setting decides. Default: none.
+   */
+  allowedHosts?: readonly string[] | '*' | undefined;
   /** SSE comment sent this often to keep idle connections open through proxies. Default 15,000. */
   heartbeatMs?: number | undefined;
   now?: (() => number) | undefined;
@@ -141,6 +149,7 @@ const inspectorOptionsSchema = z.looseObject({
   maxFinishedRuns: count(0).optional(),
   maxLogEntries: count(1).optional(),
   cancelRoute: z.enum(['agentos', 'inspector']).optional(),
+  allowedHosts: allowedHostsSchema.optional(),
   heartbeatMs: positiveDuration.optional(),
 });
 
@@ -180,6 +189,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     cancelRoute = 'agentos',
     apiBase,
     basePath: basePathOption = '/inspect',
+    allowedHosts = [],
     heartbeatMs = 15_000,
     now = Date.now,
   } = options;
@@ -480,6 +490,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     listRuns,
     cancel: cancelRoute === 'inspector' ? cancel : undefined,
     cancelUrl,
+    hosts: allowedHostNames(allowedHosts),
     basePath,
     heartbeatMs,
   });

@@ -41,12 +41,19 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * With a security key neither applies: a page cannot send the token.
  */
 export function refuseForeignRequests({ origins, allowedHosts, keyed }: ForeignRequestOptions) {
-  const hosts =
-    keyed || allowedHosts === '*' ? undefined : new Set(allowedHosts.map((host) => hostName(host)));
+  const hosts = keyed ? undefined : allowedHostNames(allowedHosts);
   const allowedOrigins = keyed || origins === '*' ? undefined : originMatcher(origins);
   return (req: IncomingMessage, _res: ServerResponse, next: (error?: unknown) => void): void => {
     next(foreignRequestError(req, hosts, allowedOrigins));
   };
+}
+
+/**
+ * The names {@link foreignRequestError} lets through besides `localhost` and IP addresses, as
+ * `Host` headers are compared (lower case, no trailing dot); `undefined` for `'*'`: any.
+ */
+export function allowedHostNames(allowedHosts: readonly string[] | '*'): ReadonlySet<string> | undefined {
+  return allowedHosts === '*' ? undefined : new Set(allowedHosts.map((host) => hostName(host)));
 }
 
 /** The origins `cors` allows, as the `cors` package matches them: a string exactly, a RegExp by a test. */
@@ -64,18 +71,22 @@ function originMatcher(origins: readonly (string | RegExp)[]): { has(origin: str
   };
 }
 
-/** Why a request is refused, or `undefined`: the check of {@link refuseForeignRequests}. */
+/**
+ * Why a request is refused, or `undefined`: the check of {@link refuseForeignRequests}. `remedy`
+ * ends the message of a refused host: what the server that refused it can be told.
+ */
 export function foreignRequestError(
   req: IncomingMessage,
   hosts: ReadonlySet<string> | undefined,
   allowedOrigins: { has(origin: string): boolean } | undefined,
+  remedy = 'Add it to allowedHosts, or set a security key',
 ): RunstateError | undefined {
   const host = req.headers.host;
   if (hosts && host !== undefined && !knownHost(hostName(host), hosts) && !isHealthCheck(req)) {
     return new RunstateError(
       'FORBIDDEN',
       `this server does not answer to the host ${JSON.stringify(host)}: a web page could read runs ` +
-        'through a name that points here (DNS rebinding). Add it to allowedHosts, or set a security key',
+        `through a name that points here (DNS rebinding). ${remedy}`,
     );
   }
   const origin = req.headers.origin;

@@ -370,6 +370,42 @@ describe('the inspector on a server of its own, and pages of other sites', () =>
   });
 });
 
+describe('the inspector on a server of its own, reached by a name (allowedHosts)', () => {
+  /** Status and body of `GET /inspect/runs.json` sent with `Host: <host>`. */
+  const runsAs = (url: string, host: string) =>
+    new Promise<string>((resolve, reject) => {
+      get(`${url}/inspect/runs.json`, { headers: { host } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve(`${res.statusCode} ${body}`));
+      }).on('error', reject);
+    });
+
+  it('answers the names it is given, and tells a refused one what it can be told', async () => {
+    server = await startInspectorServer({ inspector: { allowedHosts: ['DevBox.lan'] } });
+    expect(await runsAs(server.url, 'devbox.lan:7778')).toBe('200 []');
+    expect(await runsAs(server.url, '127.0.0.1')).toBe('200 []');
+    expect(JSON.parse((await runsAs(server.url, 'evil.example')).slice(4))).toEqual({
+      detail:
+        'this server does not answer to the host "evil.example": a web page could read runs through a ' +
+        "name that points here (DNS rebinding). Add it to createInspector's allowedHosts",
+      code: 'FORBIDDEN',
+    });
+  });
+
+  it("answers any name with '*', and refuses a list that is not of host names", async () => {
+    server = await startInspectorServer({ inspector: { allowedHosts: '*' } });
+    expect(await runsAs(server.url, 'evil.example')).toBe('200 []');
+    expect(() => createInspector({ allowedHosts: ['devbox.lan:7778'] })).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_INPUT',
+        message: 'options.allowedHosts.0: must be a host name, without a port',
+      }),
+    );
+  });
+});
+
 describe('the feed with a fast reader and a snapshot larger than the socket buffer', () => {
   // A server in a child process: the bug this guards against froze the whole event loop, which in
   // this process would have frozen the test too.
