@@ -38,9 +38,11 @@ export interface AgentOptions {
   /** Options of the agent's own orchestrator, when none is passed. */
   orchestratorOptions?: OrchestratorOptions | undefined;
   /**
-   * Handed to every run actor of the agent: `@statelyai/inspect`'s `inspect`, a built-in
-   * inspector's `inspect`, or any observer of inspection events. With a shared `orchestrator`, give
-   * it to that orchestrator instead (`createOrchestrator({ inspect })`): it owns the actors.
+   * Handed to every run actor of the agent: `@statelyai/inspect`'s `inspect`, or any observer of
+   * inspection events (a function, or an object with `next`). runstate's built-in inspector is not
+   * one: attach it to the agent's orchestrator (`inspector.attach(agent.orchestrator)`). With a
+   * shared `orchestrator`, give it to that orchestrator instead (`createOrchestrator({ inspect })`):
+   * it owns the actors.
    */
   inspect?: OrchestratorOptions['inspect'];
   /** Limits of this agent's runs (timeouts, retries). */

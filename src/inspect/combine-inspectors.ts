@@ -1,5 +1,6 @@
 import type { InspectionEvent, Observer } from 'xstate';
-import { catchingInspect, type InspectOption } from '../runtime/live-run.js';
+import { RunstateError } from '../errors.js';
+import { catchingInspect, isInspectOption, type InspectOption } from '../runtime/live-run.js';
 
 /**
  * Anything that observes inspection events: an observer, a function, or an object with an
@@ -30,6 +31,16 @@ export type InspectorLike =
 export function combineInspectors(
   ...inspectors: Array<InspectorLike | undefined>
 ): Observer<InspectionEvent> {
+  // Refused here, named by place: anything else would watch nothing, without a word.
+  inspectors.forEach((inspector, place) => {
+    if (inspector !== undefined && !isInspectOption(observerOf(inspector)))
+      throw new RunstateError(
+        'INVALID_INPUT',
+        `combineInspectors: inspector #${place + 1} must be an inspection observer (a function, or an ` +
+          "object with a next method) or an object with one as its inspect (@statelyai/inspect's " +
+          "inspectors); runstate's createInspector() is none: attach it, inspector.attach(orchestrator)",
+      );
+  });
   // Each with its place among the arguments, `undefined` ones counted: the number an error names.
   const targets = inspectors.flatMap((inspector, place) =>
     inspector === undefined ? [] : [catchingInspect(observerOf(inspector), `inspector #${place + 1}`)],
@@ -42,5 +53,7 @@ export function combineInspectors(
 }
 
 function observerOf(inspector: InspectorLike): InspectOption {
-  return typeof inspector !== 'function' && 'inspect' in inspector ? inspector.inspect : inspector;
+  // (Checked as it may come from JavaScript: `in` throws on a primitive.)
+  const withInspect = typeof inspector === 'object' && inspector !== null && 'inspect' in inspector;
+  return withInspect ? inspector.inspect : inspector;
 }

@@ -15,7 +15,14 @@ import { createAdmission } from './admission.js';
 import { createCancelRequests } from './cancel-requests.js';
 import { createLeaseKeeper } from './create-lease-keeper.js';
 import { followStoredRun } from './follow-stored-run.js';
-import { catchingInspect, createLiveRun, type InspectOption, type LiveRun } from './live-run.js';
+import {
+  catchingInspect,
+  createLiveRun,
+  INSPECT_EXPECTED,
+  isInspectOption,
+  type InspectOption,
+  type LiveRun,
+} from './live-run.js';
 import { createMemoryCancelBus } from './memory-cancel-bus.js';
 import { createMemoryEventBus } from './memory-event-bus.js';
 import { createMemoryRunStore } from './memory-run-store.js';
@@ -107,8 +114,10 @@ export interface OrchestratorOptions {
   /** Limits of every run, unless a run sets its own. */
   limits?: RunLimits | undefined;
   /**
-   * Handed to every run actor: `@statelyai/inspect`'s `inspect`, or any inspection observer. What it
-   * throws never reaches a run: the first throw is reported on `console.error`.
+   * Handed to every run actor: `@statelyai/inspect`'s `inspect`, or any inspection observer (a
+   * function, or an object with `next`; anything else is refused). What it throws never reaches a
+   * run: the first throw is reported on `console.error`. runstate's built-in inspector is no
+   * observer: attach it (`createInspector().attach(orchestrator)`).
    */
   inspect?: InspectOption | undefined;
   /**
@@ -1266,6 +1275,8 @@ function checkOrchestratorOptions(options: OrchestratorOptions): void {
     if (options[name] !== undefined && typeof options[name] !== 'function')
       throw new RunstateError('INVALID_INPUT', `createOrchestrator's ${name} must be a function`);
   }
+  if (options.inspect !== undefined && !isInspectOption(options.inspect))
+    throw new RunstateError('INVALID_INPUT', `inspect must be ${INSPECT_EXPECTED}`);
   const { store, cancelBus, eventBus } = options;
   if (store !== undefined)
     checkMethods(store, STORE_METHODS, 'store', 'a run store (createMemoryRunStore(), openStorage().store)');

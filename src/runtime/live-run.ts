@@ -42,6 +42,22 @@ import type { Tool } from '../tools/tool.js';
 export type InspectOption = Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 
 /**
+ * What an `inspect` option must be, said when it is not: xstate would take anything else without a
+ * word (it calls `inspect.next?.()`) and inspect nothing.
+ */
+export const INSPECT_EXPECTED =
+  "an inspection observer: a function, or an object with a next method (such as @statelyai/inspect's " +
+  "inspector.inspect); runstate's createInspector() is none: attach it, inspector.attach(orchestrator)";
+
+/** Whether `value` is an inspection observer xstate calls: a function, or an object with `next`. */
+export function isInspectOption(value: unknown): value is InspectOption {
+  if (typeof value === 'function') return true;
+  return (
+    typeof value === 'object' && value !== null && typeof (value as { next?: unknown }).next === 'function'
+  );
+}
+
+/**
  * `inspect` as one function that never throws: what it throws is reported on `console.error` (the
  * first time only, by `name`) and goes no further. Why: xstate calls an inspection observer without catching,
  * from `createActor`, `start` and `send`, so a throw came out of a run's start or its cancel and left
