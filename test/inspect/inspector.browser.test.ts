@@ -277,6 +277,66 @@ describe.skipIf(!hasChromium)(title, () => {
     }
   });
 
+  it('is one tab stop, a listbox: arrows, Home and End move among runs; Enter and Space choose', async () => {
+    const model = createFakeModel(); // each call streams until the test ends it: the runs stay active
+    const server = await startInspectorServer({ model });
+    try {
+      const runs = ['one', 'two', 'three'].map((input) => server.agent.run(input, { stream: true }));
+      const { page, errors } = await openPage(context);
+      await page.goto(`${server.url}/inspect/`);
+      // Newest first; the newest chosen when nothing is.
+      const [newest, middle, oldest] = runs
+        .map((run) => page.locator(`[data-run-id="${run.runId}"]`))
+        .reverse();
+      await page.locator('#runs li[role="option"]').nth(2).waitFor();
+      await newest!.and(page.locator('[aria-selected="true"]')).waitFor();
+      expect(await page.locator('#runs').getAttribute('role')).toBe('listbox');
+      const tabStops = () => page.locator('#runs li[tabindex="0"]').count();
+      const focusedRun = () =>
+        page.evaluate<string | null>("document.activeElement?.getAttribute('data-run-id') ?? null");
+      const [newestId, middleId, oldestId] = runs.map((run) => run.runId).reverse();
+
+      // Tab reaches the list once, at the chosen run; the next Tab leaves it for Cancel.
+      expect(await tabStops()).toBe(1);
+      await page.keyboard.press('Tab');
+      expect(await focusedRun()).toBe(newestId);
+      await page.keyboard.press('Tab');
+      expect(await page.evaluate<string>('document.activeElement?.id')).toBe('cancel');
+      await page.keyboard.press('Shift+Tab');
+      expect(await focusedRun()).toBe(newestId);
+
+      await page.keyboard.press('ArrowDown');
+      expect(await focusedRun()).toBe(middleId);
+      await page.keyboard.press('End');
+      expect(await focusedRun()).toBe(oldestId);
+      await page.keyboard.press('ArrowDown'); // past the end: stays
+      expect(await focusedRun()).toBe(oldestId);
+      await page.keyboard.press('Home');
+      expect(await focusedRun()).toBe(newestId);
+      await page.keyboard.press('ArrowDown');
+      // Moving chooses nothing: the chosen run is still the newest, the tab stop where the arrows are.
+      expect(await newest!.getAttribute('aria-selected')).toBe('true');
+      expect(await middle!.getAttribute('tabindex')).toBe('0');
+      expect(await tabStops()).toBe(1);
+
+      await page.keyboard.press('Space');
+      await page.locator('#run-id', { hasText: middleId! }).waitFor();
+      expect(await middle!.getAttribute('aria-selected')).toBe('true');
+      expect(await newest!.getAttribute('aria-selected')).toBe('false');
+      await page.keyboard.press('ArrowUp');
+      await page.keyboard.press('ArrowUp'); // past the start: stays
+      expect(await focusedRun()).toBe(newestId);
+      await page.keyboard.press('Enter');
+      await page.locator('#run-id', { hasText: newestId! }).waitFor();
+      expect(await oldest!.getAttribute('aria-selected')).toBe('false');
+      expect(await tabStops()).toBe(1);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('marks the run looked at when it is no longer followed (its orchestrator detached): no cancel, not counted', async () => {
     const server = await startInspectorServer();
     const other = createOrchestrator();

@@ -341,18 +341,14 @@ function upsert(summary) {
   }
   const element = document.createElement('li');
   element.className = 'run';
-  element.tabIndex = 0;
+  element.setAttribute('role', 'option');
+  // One tab stop for the whole list (see moveInList): the item chosen or reached with the arrows.
+  element.tabIndex = -1;
   element.dataset.runId = summary.run_id;
   element.innerHTML =
     '<div class="run-top"><span class="run-name"></span><span class="run-count"></span></div>' +
     '<div class="run-sub"><span class="pill"></span><code></code><span class="run-time"></span></div>';
   element.addEventListener('click', () => select(summary.run_id));
-  element.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' || event.key === ' ') {
-      event.preventDefault();
-      select(summary.run_id);
-    }
-  });
   renderRunItem(element, summary);
   $('runs').prepend(element);
   state.runs.set(summary.run_id, { summary, element });
@@ -367,7 +363,48 @@ function renderRunItem(element, summary) {
   element.querySelector('code').textContent = summary.run_id.slice(0, 8);
   element.querySelector('.run-time').textContent = new Date(summary.created_at).toLocaleTimeString();
   element.querySelector('.run-count').textContent = `${summary.chunks} chunk${summary.chunks === 1 ? '' : 's'}`;
-  element.classList.toggle('selected', summary.run_id === state.selected);
+  markSelected(element, summary.run_id === state.selected);
+}
+
+/** Shows a run item chosen or not, to the eye (`selected`) and to assistive technology. */
+function markSelected(element, selected) {
+  element.classList.toggle('selected', selected);
+  element.setAttribute('aria-selected', String(selected));
+}
+
+/**
+ * Makes `element` the list's one tab stop (roving tabindex): Tab reaches the list once, not every
+ * run of it, and lands where the arrows last were.
+ */
+function setTabStop(element) {
+  for (const item of $('runs').children) item.tabIndex = item === element ? 0 : -1;
+}
+
+/** A list with runs keeps one tab stop: the chosen run's, else the newest's. */
+function keepTabStop() {
+  const list = $('runs');
+  if (list.querySelector('li[tabindex="0"]')) return;
+  const chosen = state.runs.get(state.selected)?.element ?? list.firstElementChild;
+  if (chosen) setTabStop(chosen);
+}
+
+/** Keys of the run list (a listbox): Up, Down, Home and End move among runs; Enter and Space choose. */
+function moveInList(event) {
+  const item = event.target.closest('li.run');
+  if (!item) return;
+  if (event.key === 'Enter' || event.key === ' ') {
+    event.preventDefault();
+    select(item.dataset.runId);
+    return;
+  }
+  const items = [...$('runs').children];
+  const at = items.indexOf(item);
+  const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1 }[event.key];
+  if (to === undefined) return;
+  event.preventDefault(); // no scrolling of the page
+  const next = items[Math.max(0, Math.min(items.length - 1, to))];
+  setTabStop(next);
+  next.focus();
 }
 
 function removeRun(runId) {
@@ -377,6 +414,7 @@ function removeRun(runId) {
 
 function afterRunsChanged() {
   $('runs-empty').hidden = state.runs.size > 0;
+  keepTabStop();
   let active = 0;
   let followed = 0;
   for (const { summary, gone } of state.runs.values()) {
@@ -403,9 +441,9 @@ function select(runId) {
   state.taken = new Set();
   state.transition = null;
   history.replaceState(null, '', `#run=${encodeURIComponent(runId)}`);
-  for (const { summary, element } of state.runs.values()) {
-    element.classList.toggle('selected', summary.run_id === runId);
-  }
+  for (const { summary, element } of state.runs.values()) markSelected(element, summary.run_id === runId);
+  const chosen = state.runs.get(runId);
+  if (chosen) setTabStop(chosen.element);
   $('content').replaceChildren();
   $('log').replaceChildren();
   setNotice('');
@@ -1018,6 +1056,7 @@ function valueKey(value) {
 // Start
 
 $('cancel').addEventListener('click', () => void cancelSelected());
+$('runs').addEventListener('keydown', moveInList);
 addEventListener('hashchange', () => {
   const runId = runFromHash();
   if (runId && runId !== state.selected) select(runId);
