@@ -164,7 +164,10 @@ export function closesAfterAnswer(req: IncomingMessage): boolean {
 export function errorHandler(
   options: ErrorHandlerOptions,
 ): (thrown: unknown, req: IncomingMessage, res: ServerResponse, next: unknown) => void {
-  return (thrown, _req, res) => sendError(res, thrown, options);
+  // Four parameters: express takes a function for error middleware by its length. With three, the
+  // app's errors went past it to `createApp`'s fallback, and, mounted in another app, to that
+  // app's handler (express's HTML page, with the stack trace).
+  return (thrown, _req, res, _next) => sendError(res, thrown, options);
 }
 
 /**

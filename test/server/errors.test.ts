@@ -965,3 +965,37 @@ describe('shutting down', () => {
     expect(response.headers.get('retry-after')).toBe('1');
   });
 });
+
+describe('an app mounted in another express app', () => {
+  it('answers its own errors as JSON there too, never the outer app’s HTML page with a stack trace', async () => {
+    const { default: express } = await import('express');
+    const parent = express();
+    parent.use(
+      '/api',
+      createApp({
+        agents: [new Agent({ name: 'Writer', model: createFakeModel(), orchestrator: createOrchestrator() })],
+        logger: { error: () => undefined },
+      }).app,
+    );
+    const server = createServer(parent);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api`;
+    try {
+      const missing = await fetch(`${url}/agents/nobody`);
+      expect(missing.status).toBe(404);
+      expect(missing.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(await missing.json()).toMatchObject({ code: 'AGENT_NOT_FOUND' });
+      const malformed = await fetch(`${url}/agents/writer/runs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"message": ',
+      });
+      expect(malformed.status).toBe(400);
+      expect(malformed.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(await malformed.text()).not.toMatch(/<html|at .*\.(js|ts):\d+/i);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
