@@ -1,7 +1,7 @@
-import { mkdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import type { PoolClient } from 'pg';
-import { dirname, join } from 'node:path';
 import { RunstateError } from '../../errors.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { migrate } from './migrate.js';
 import { poolDatabase, unavailableAs, type SqlDatabase } from './sql-database.js';
 
@@ -86,131 +86,6 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
       await unlock();
     },
   };
-}
-
-/** The file that says which process has a data directory open. */
-const LOCK_FILE = 'runstate.lock';
-
-/** The data directories this process has open (by path): a pid alone cannot tell them apart. */
-const openHere = new Set<string>();
-
-/**
- * Makes `path` and its missing parents, one level at a time. Node 20's `mkdir({ recursive: true })`
- * loops for ever, busy, under a directory that answers ENOENT to a child made in it (`/proc`); this
- * throws that ENOENT.
- */
-async function makeDirectory(path: string): Promise<void> {
-  try {
-    await mkdir(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') {
-      if ((await stat(path)).isDirectory()) return;
-      throw error;
-    }
-    const parent = dirname(path);
-    if (code !== 'ENOENT' || parent === path) throw error;
-    await makeDirectory(parent);
-    // Once: a directory that answers ENOENT again fails here (made meanwhile by another process: fine).
-    await mkdir(path).catch((again: NodeJS.ErrnoException) => {
-      if (again.code !== 'EEXIST') throw again;
-    });
-  }
-}
-
-/**
- * Takes a data directory for this process, or throws `STORE_UNAVAILABLE` naming the process that has
- * it: PGlite serves one process, and two writing the same files corrupt them (its own
- * `postmaster.pid` names no real process, so it stops nobody). A lock whose process is gone (killed,
- * crashed) is taken over, also when a new process has the old one's pid, as a server restarted in
- * a container has (often pid 1): the lock names its process by pid and, on Linux, by the boot and
- * the moment the process started. Resolves with the function that lets the directory go.
- */
-async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await makeDirectory(dataDir).catch((error: NodeJS.ErrnoException) => {
-    // A file on the way (ENOTDIR, EEXIST), no permission (EACCES), a read-only disk (EROFS): the
-    // configuration's fault, named as such rather than as a bare errno with its stack.
-    throw new RunstateError(
-      'INVALID_INPUT',
-      `the data directory ${dataDir} cannot be made: ${error.code ?? error.message}`,
-      {
-        cause: error,
-      },
-    );
-  });
-  const lock = join(dataDir, LOCK_FILE);
-  // The directory itself, whatever path names it (a symlink, `/proc/self/root/...`).
-  const key = await realpath(dataDir);
-  const own = await processIdentity(process.pid);
-  const unlock = async () => {
-    openHere.delete(key);
-    await rm(lock, { force: true });
-  };
-  for (;;) {
-    if (!openHere.has(key)) {
-      try {
-        await writeFile(lock, `${process.pid}${own ? ` ${own.started}` : ''}\n`, { flag: 'wx' });
-        openHere.add(key);
-        return unlock;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      }
-    }
-    const [pid = '', started] = (await readFile(lock, 'utf8').catch(() => '')).trim().split(' ');
-    const holder = Number(pid);
-    // A lock naming this process's pid is this process's own (the directory open here under another
-    // path) unless it says another process started then (a server restarted with its old pid); where
-    // nothing tells them apart, it is taken for this process's own.
-    const ours = holder === process.pid && (own === undefined || started === own.started);
-    const held = holder === process.pid ? ours : await isRunning(holder, started);
-    if (openHere.has(key) || held) {
-      throw new RunstateError(
-        'STORE_UNAVAILABLE',
-        `the data directory ${dataDir} is in use by process ${holder}: PGlite serves one process ` +
-          `(share runs between processes through PostgreSQL; if no such process runs runstate, remove ${lock})`,
-      );
-    }
-    // Left by a process that is gone: taken over (a rival doing the same at once loses at `wx`).
-    await rm(lock, { force: true });
-  }
-}
-
-/**
- * Whether `pid` runs and is the process that wrote `started` (when the lock has it and the system
- * can tell: Linux's /proc). A zombie does not run.
- */
-async function isRunning(pid: number, started: string | undefined): Promise<boolean> {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    // EPERM: it runs, as another user.
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  const identity = await processIdentity(pid);
-  if (!identity) return true;
-  return !identity.zombie && (started === undefined || started === identity.started);
-}
-
-/**
- * On Linux, what tells a process from a later one given its pid: the boot's id and the process's
- * start time in clock ticks since the boot (`/proc/<pid>/stat`, field 22); whether it is a zombie
- * (field 3). `undefined` elsewhere.
- */
-async function processIdentity(pid: number): Promise<{ started: string; zombie: boolean } | undefined> {
-  try {
-    const [stat, boot] = await Promise.all([
-      readFile(`/proc/${pid}/stat`, 'utf8'),
-      readFile('/proc/sys/kernel/random/boot_id', 'utf8'),
-    ]);
-    // After the command's name (in parentheses, which may hold spaces): field 3 onwards.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = fields[19];
-    if (ticks === undefined) return undefined;
-    return { started: `${boot.trim()}/${ticks}`, zombie: fields[0] === 'Z' };
-  } catch {
-    return undefined;
-  }
 }
 
 async function openPool(databaseUrl: string, idleInTransactionMs: number | undefined): Promise<SqlDatabase> {
