@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
@@ -551,6 +551,32 @@ describe('storage options', () => {
         invalid('the data directory /proc/runstate-nope/data cannot be made: ENOENT'),
       );
     }
+  });
+
+  it('refuses a data directory that exists but where the lock cannot be written, as INVALID_INPUT naming it', async () => {
+    // Tests run as root, whom a directory's mode does not stop: there, a directory of /sys (which
+    // takes no new file, whoever asks) stands for one without write permission.
+    let path: string;
+    if (process.getuid?.() !== 0) {
+      const dir = await createTempDir('runstate-read-only-');
+      cleanups.push(async () => {
+        await chmod(dir.path, 0o755);
+        await dir.remove();
+      });
+      await chmod(dir.path, 0o555);
+      path = dir.path;
+    } else if (process.platform === 'linux') {
+      path = '/sys/kernel';
+    } else {
+      return; // root elsewhere: no directory at hand that root cannot write
+    }
+    await expect(openStorage({ dataDir: path })).rejects.toMatchObject({
+      name: 'RunstateError',
+      code: 'INVALID_INPUT',
+      message: expect.stringMatching(
+        new RegExp(`^the data directory ${path} cannot be written: (EACCES|EPERM|EROFS)$`),
+      ) as unknown,
+    });
   });
 
   it('refuses SQL store limits out of range before opening the database, as the memory store does', async () => {
