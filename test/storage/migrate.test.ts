@@ -2,11 +2,13 @@
  * The schema's migrations on a database an older runstate left: stored data is brought to what
  * this version reads (PostgreSQL).
  */
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import { openStorage } from '../../src/index.js';
 import { MIGRATIONS, migrate } from '../../src/runtime/sql/migrate.js';
 import { poolDatabase } from '../../src/runtime/sql/sql-database.js';
-import { createTestDatabase } from '../support/databases.js';
+import { createTestDatabase, POSTGRES_URL } from '../support/databases.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -119,5 +121,56 @@ describe('migration 5', () => {
       JSON.stringify(content),
     ]);
     expect(await migrate(db)).toEqual([]);
+  });
+});
+
+describe('a role that may not create tables', () => {
+  /**
+   * A login role with the rights to read and write runstate's tables but not to make any (least
+   * privilege), on a database of its own; `url` connects as that role.
+   */
+  async function leastPrivilegeRole() {
+    const role = `runstate_test_role_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Pool({ connectionString: POSTGRES_URL });
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    cleanups.push(async () => {
+      await admin.query(`DROP ROLE IF EXISTS ${role}`);
+      await admin.end();
+    });
+    const database = await createTestDatabase();
+    cleanups.push(() => database.drop());
+    const owner = new pg.Pool({ connectionString: database.url });
+    cleanups.push(() => owner.end());
+    // PostgreSQL 15's default; older servers let every role create in `public`.
+    await owner.query('REVOKE CREATE ON SCHEMA public FROM PUBLIC');
+    const url = new URL(database.url);
+    url.username = role;
+    return { role, owner, url: url.toString(), where: url.host + url.pathname };
+  }
+
+  it('starts on a schema another role made and brought up to date', async () => {
+    const { role, owner, url } = await leastPrivilegeRole();
+    await migrate(poolDatabase(owner));
+    await owner.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`);
+    await owner.query(`GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO ${role}`);
+
+    const storage = await openStorage({ databaseUrl: url });
+    try {
+      expect(await storage.store!.listRuns()).toEqual([]);
+    } finally {
+      await storage.close();
+    }
+  });
+
+  it('is refused a migration with a message naming the migration and the server', async () => {
+    const { url, where } = await leastPrivilegeRole();
+    await expect(openStorage({ databaseUrl: url })).rejects.toMatchObject({
+      name: 'RunstateError',
+      code: 'STORE_UNAVAILABLE',
+      message:
+        `cannot migrate the schema of PostgreSQL at ${where} (creating runstate_migrations): ` +
+        'permission denied for schema public (the role needs CREATE on the schema for this: see ' +
+        'docs/deployment.md)',
+    });
   });
 });

@@ -120,39 +120,66 @@ const MIGRATION_LOCK = 7_226_843_113;
 /**
  * Brings the schema to the latest version, in one transaction under a PostgreSQL advisory lock:
  * instances starting together wait for each other instead of racing, and a failed migration leaves
- * nothing half done (PostgreSQL's DDL is transactional). Throws `INTERNAL` when the database was
- * migrated by a newer runstate.
+ * nothing half done (PostgreSQL's DDL is transactional). A schema that is up to date is only read,
+ * so a role without CREATE (least privilege, its schema made by another role) starts on it. Throws
+ * `INTERNAL` when the database was migrated by a newer runstate, and `STORE_UNAVAILABLE` naming the
+ * migration and `where` (the server) when the server refuses one.
  *
  * @returns the versions applied now (empty when the schema was up to date).
  */
-export async function migrate(db: SqlDatabase): Promise<number[]> {
-  return db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    await tx.query(`CREATE TABLE IF NOT EXISTS runstate_migrations (
-      version integer PRIMARY KEY,
-      name text NOT NULL,
-      applied_at timestamptz NOT NULL DEFAULT now()
-    )`);
-    const { rows } = await tx.query<{ version: number }>('SELECT version FROM runstate_migrations');
-    const done = new Set(rows.map((row) => row.version));
-    const latest = MIGRATIONS.at(-1)!.version;
-    const newest = Math.max(0, ...done);
-    if (newest > latest) {
-      throw new RunstateError(
-        'INTERNAL',
-        `the database schema is at version ${newest}, newer than this runstate knows (${latest}): upgrade runstate`,
+export async function migrate(db: SqlDatabase, where = 'the database'): Promise<number[]> {
+  // What the transaction was doing, for the message of a failure.
+  let step = 'reading the schema version';
+  try {
+    return await db.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      // Made by the first start only: `CREATE TABLE IF NOT EXISTS` needs CREATE on the schema even
+      // when the table is there.
+      const { rows: found } = await tx.query<{ made: boolean }>(
+        `SELECT to_regclass('runstate_migrations') IS NOT NULL AS made`,
       );
-    }
-    const applied: number[] = [];
-    for (const migration of MIGRATIONS) {
-      if (done.has(migration.version)) continue;
-      for (const statement of migration.statements) await tx.query(statement);
-      await tx.query('INSERT INTO runstate_migrations (version, name) VALUES ($1, $2)', [
-        migration.version,
-        migration.name,
-      ]);
-      applied.push(migration.version);
-    }
-    return applied;
-  });
+      if (!found[0]?.made) {
+        step = 'creating runstate_migrations';
+        await tx.query(`CREATE TABLE runstate_migrations (
+          version integer PRIMARY KEY,
+          name text NOT NULL,
+          applied_at timestamptz NOT NULL DEFAULT now()
+        )`);
+      }
+      const { rows } = await tx.query<{ version: number }>('SELECT version FROM runstate_migrations');
+      const done = new Set(rows.map((row) => row.version));
+      const latest = MIGRATIONS.at(-1)!.version;
+      const newest = Math.max(0, ...done);
+      if (newest > latest) {
+        throw new RunstateError(
+          'INTERNAL',
+          `the database schema is at version ${newest}, newer than this runstate knows (${latest}): upgrade runstate`,
+        );
+      }
+      const applied: number[] = [];
+      for (const migration of MIGRATIONS) {
+        if (done.has(migration.version)) continue;
+        step = `migration ${migration.version}, ${migration.name}`;
+        for (const statement of migration.statements) await tx.query(statement);
+        await tx.query('INSERT INTO runstate_migrations (version, name) VALUES ($1, $2)', [
+          migration.version,
+          migration.name,
+        ]);
+        applied.push(migration.version);
+      }
+      return applied;
+    });
+  } catch (error) {
+    // Ours already say what happened (the server out of reach, a newer schema).
+    if (error instanceof RunstateError) throw error;
+    const { code, message } = error as { code?: unknown; message?: unknown };
+    // insufficient_privilege: the role may use the schema but not change it.
+    const hint =
+      code === '42501' ? ' (the role needs CREATE on the schema for this: see docs/deployment.md)' : '';
+    throw new RunstateError(
+      'STORE_UNAVAILABLE',
+      `cannot migrate the schema of ${where} (${step}): ${String(message ?? error).split('\n')[0]}${hint}`,
+      { cause: error },
+    );
+  }
 }

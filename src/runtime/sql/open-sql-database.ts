@@ -34,7 +34,12 @@ export async function openSqlDatabase(
       ? await openPglite(location.dataDir)
       : await openPool(location.databaseUrl, options.idleInTransactionMs);
   try {
-    await migrate(db);
+    await migrate(
+      db,
+      'dataDir' in location
+        ? `the data directory ${location.dataDir}`
+        : `PostgreSQL at ${describeUrl(location.databaseUrl)}`,
+    );
     // The directory's lock is this process's: every instance that held a lease in it is gone (a
     // killed server's runs need not wait for its lease to run out; the first sweep ends them).
     if ('dataDir' in location) await db.query('DELETE FROM runstate_instances');
