@@ -46,10 +46,12 @@ export interface ModelCall {
  * How long the text a run streams may wait before the machine is sent it, while the model streams.
  * Each `CHUNK` is an xstate macrostep (a new snapshot, a context copy, ~9 KB allocated): at one
  * delta per socket read, as a real model streams, one per delta cost more than the rest of the
- * delta's path. A tenth of a second is not visible to a person watching the run's content in an
- * inspector; the run's events, its record and its output are exact at every moment.
+ * delta's path; at one every 100 ms, ten in a second's stream still cost the HTTP server ~6 % of
+ * its CPU per chunk (docs/performance.md, item 26). What waits is only the `content` of the
+ * machine's snapshot, as xstate's inspection shows it: the run's events, its record, its output and
+ * runstate's own inspector are exact at every moment, and the machine's state changes at once.
  */
-export const CHUNK_INTERVAL_MS = 100;
+export const CHUNK_INTERVAL_MS = 1_000;
 
 /**
  * Where a run's model service hands its text. `content` holds the text of one read for the machine
