@@ -92,7 +92,8 @@ interface TracedRun {
  * @example
  * ```ts
  * const tracer = createRunTracer();
- * orchestrator.subscribe(tracer.listener);
+ * // `around`: what a tool or the model's HTTP client traces is a child of its step's span.
+ * orchestrator.subscribe(tracer.listener, { causes: false, around: tracer.around });
  * ```
  */
 export function createRunTracer(options: RunTracerOptions = {}): RunTracer {
