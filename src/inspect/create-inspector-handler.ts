@@ -70,8 +70,11 @@ const ASSETS: Record<string, { file: string; type: string }> = {
 };
 const ELK_PATH = '/vendor/elk.bundled.js';
 const NO_NAMES: ReadonlySet<string> = new Set();
-/** What a server of the inspector alone can be told of a host it refused: it has no security key. */
-const HOST_REMEDY = "Add it to createInspector's allowedHosts";
+/** What a server of the inspector alone can be told of a refusal: it has no security key, no cors. */
+const REMEDIES = {
+  host: "Add it to createInspector's allowedHosts",
+  origin: "only this server's own pages may (mount the inspector in createApp to allow others with cors)",
+};
 /** What a feed keeps for a reader whose socket is full, before it drops messages and resyncs. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
 /** `''`: the mount itself, which redirects to the page. */
@@ -281,7 +284,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     // On a plain node:http server of its own (no key), the page's data and cancels stay with pages
     // of this server: `localhost`, an IP address or a name of `allowedHosts`, and its own origin
     // (see refuseForeignRequests). Mounted in an app (`next`), the app's own settings and auth decide.
-    const foreign = next ? undefined : foreignRequestError(req, hosts, NO_NAMES, HOST_REMEDY);
+    const foreign = next ? undefined : foreignRequestError(req, hosts, NO_NAMES, REMEDIES);
     if (foreign) return fail(res, foreign, next);
     let path = url.pathname;
     // Plain node:http: the full path. A router (express `app.use('/inspect', …)`) strips its mount

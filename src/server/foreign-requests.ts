@@ -71,22 +71,32 @@ function originMatcher(origins: readonly (string | RegExp)[]): { has(origin: str
   };
 }
 
-/**
- * Why a request is refused, or `undefined`: the check of {@link refuseForeignRequests}. `remedy`
- * ends the message of a refused host: what the server that refused it can be told.
- */
+/** What a refusal of {@link foreignRequestError} tells to do: what the server that refused can be told. */
+export interface ForeignRequestRemedies {
+  /** Ends the message of a refused host. */
+  host: string;
+  /** Ends the message of a refused origin. */
+  origin: string;
+}
+
+const APP_REMEDIES: ForeignRequestRemedies = {
+  host: 'Add it to allowedHosts, or set a security key',
+  origin: 'that origin is not allowed (cors.origins)',
+};
+
+/** Why a request is refused, or `undefined`: the check of {@link refuseForeignRequests}. */
 export function foreignRequestError(
   req: IncomingMessage,
   hosts: ReadonlySet<string> | undefined,
   allowedOrigins: { has(origin: string): boolean } | undefined,
-  remedy = 'Add it to allowedHosts, or set a security key',
+  remedies: ForeignRequestRemedies = APP_REMEDIES,
 ): RunstateError | undefined {
   const host = req.headers.host;
   if (hosts && host !== undefined && !knownHost(hostName(host), hosts) && !isHealthCheck(req)) {
     return new RunstateError(
       'FORBIDDEN',
       `this server does not answer to the host ${JSON.stringify(host)}: a web page could read runs ` +
-        `through a name that points here (DNS rebinding). ${remedy}`,
+        `through a name that points here (DNS rebinding). ${remedies.host}`,
     );
   }
   const origin = req.headers.origin;
@@ -99,7 +109,7 @@ export function foreignRequestError(
   ) {
     return new RunstateError(
       'FORBIDDEN',
-      `a ${req.method} from a page of ${origin} is refused: that origin is not allowed (cors.origins)`,
+      `a ${req.method} from a page of ${origin} is refused: ${remedies.origin}`,
     );
   }
   return undefined;

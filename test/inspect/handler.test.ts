@@ -360,7 +360,7 @@ describe('the inspector on a server of its own, and pages of other sites', () =>
       403,
       {
         detail:
-          'a POST from a page of http://evil.example is refused: that origin is not allowed (cors.origins)',
+          "a POST from a page of http://evil.example is refused: only this server's own pages may (mount the inspector in createApp to allow others with cors)",
         code: 'FORBIDDEN',
       },
     ]);
