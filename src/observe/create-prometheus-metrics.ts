@@ -3,6 +3,7 @@ import type { StateValue } from 'xstate';
 import { z } from 'zod';
 import type { ToolExecution } from '../../machines/run-types.js';
 import type { RunOutput } from '../runtime/run-events.js';
+import { RunstateError } from '../errors.js';
 import { checkOptionNames } from '../option-names.js';
 import { checkMethods, checkOption } from '../runtime/run-limits.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
@@ -88,7 +89,12 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
   // A misspelt `regsitry` would register the metrics where nobody scrapes them.
   checkOptionNames(options, PROMETHEUS_METRICS_OPTIONS, 'createPrometheusMetrics');
   if (options.registry != null)
-    checkMethods(options.registry, ['registerMetric', 'metrics'], 'registry', 'a prom-client Registry');
+    checkMethods(
+      options.registry,
+      ['registerMetric', 'metrics', 'getSingleMetric'],
+      'registry',
+      'a prom-client Registry',
+    );
   const registry = options.registry ?? new Registry();
   const prefix = checkOption(prefixSchema, options.prefix, 'prefix') ?? 'runstate_';
   const durationBuckets = checkOption(bucketsSchema, options.durationBuckets, 'durationBuckets');
@@ -98,6 +104,14 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
     'timeToFirstTokenBuckets',
   );
   const registers = [registry];
+  // prom-client's own refusal names one metric, not why: two sets of these in one registry.
+  if (registry.getSingleMetric(`${prefix}runs_started_total`)) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `createPrometheusMetrics: the registry has runstate's metrics with the prefix '${prefix}' already: ` +
+        'create them once and subscribe their listener to every orchestrator, or give another prefix',
+    );
+  }
 
   const started = new Counter({
     name: `${prefix}runs_started_total`,

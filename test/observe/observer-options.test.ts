@@ -22,6 +22,18 @@ function refusal(make: () => unknown): { code: unknown; message: string } {
 const agents = () => [new Agent({ name: 'Writer', model: new OfflineModel() })];
 
 describe('options of the observers', () => {
+  it("createPrometheusMetrics refuses a registry that has runstate's metrics of that prefix already", async () => {
+    const registry = new Registry();
+    createPrometheusMetrics({ registry });
+    expect(refusal(() => createPrometheusMetrics({ registry }))).toEqual({
+      code: 'INVALID_INPUT',
+      message:
+        "createPrometheusMetrics: the registry has runstate's metrics with the prefix 'runstate_' already: create them once and subscribe their listener to every orchestrator, or give another prefix",
+    });
+    createPrometheusMetrics({ registry, prefix: 'other_' });
+    expect(await registry.metrics()).toMatch(/other_runs_started_total/);
+  });
+
   it('createPrometheusMetrics refuses unknown options, no object, a registry or a prefix it cannot use', async () => {
     const registry = new Registry();
     expect(refusal(() => createPrometheusMetrics({ regsitry: registry } as never))).toEqual({
