@@ -56,6 +56,7 @@ const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 export function isToolName(name: unknown): name is string {
   return typeof name === 'string' && TOOL_NAME.test(name);
 }
+
 // (`definition`: a tool spread into the options of another, which is made anew.)
 const TOOL_OPTIONS = [
   ...['name', 'description', 'parameters', 'execute', 'timeoutMs', 'requiresConfirmation'],
