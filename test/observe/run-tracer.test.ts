@@ -1,28 +1,17 @@
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import {
   AlwaysOffSampler,
   BasicTracerProvider,
-  InMemorySpanExporter,
   SimpleSpanProcessor,
   type ReadableSpan,
 } from '@opentelemetry/sdk-trace-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createRunTracer } from '../../src/observe/index.js';
+import { useInMemoryTracing } from '../support/in-memory-tracing.js';
 import { playRun } from '../support/notices.js';
 
-const exporter = new InMemorySpanExporter();
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-const contextManager = new AsyncLocalStorageContextManager();
-
 // The run span's parent is the active context: that needs a context manager, as an SDK registers.
-beforeAll(() => {
-  context.setGlobalContextManager(contextManager.enable());
-});
-afterAll(async () => {
-  context.disable();
-  await provider.shutdown();
-});
+const { exporter, provider } = useInMemoryTracing();
 
 /** The spans ended since the last call, by name. */
 function takeSpans(): Map<string, ReadableSpan[]> {

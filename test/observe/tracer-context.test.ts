@@ -4,33 +4,18 @@
  * orchestrator with the tracer subscribed as `createApp` subscribes it.
  */
 import { context, trace, type Span } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-  type ReadableSpan,
-} from '@opentelemetry/sdk-trace-node';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type ReadableSpan } from '@opentelemetry/sdk-trace-node';
+import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { tool, type ChatModel, type RunAround, type RunStep } from '../../src/index.js';
 import { createRunTracer } from '../../src/observe/index.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createFakeModel } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
+import { useInMemoryTracing } from '../support/in-memory-tracing.js';
 
-const exporter = new InMemorySpanExporter();
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+const { exporter, provider } = useInMemoryTracing();
 const app = provider.getTracer('app');
-const contextManager = new AsyncLocalStorageContextManager();
-
-beforeAll(() => {
-  context.setGlobalContextManager(contextManager.enable());
-});
-afterAll(async () => {
-  context.disable();
-  await provider.shutdown();
-});
 
 /** A tool that makes a span, as an HTTP or database client instrumentation would inside it. */
 function spanMakingTool(name: string, requiresConfirmation = false) {
