@@ -125,6 +125,40 @@ describe('the tracer’s spans as the active context', () => {
     expect(inTool!.spanContext().traceId).toBe(executeTool!.spanContext().traceId);
   });
 
+  it('lets what a tool throws inside the tracer’s `around` fail that call, as without it, reporting no observer', async () => {
+    const orchestrator = setup();
+    const throwing = tool({
+      name: 'broken',
+      description: 'throws at once',
+      parameters: z.object({}),
+      execute: () => {
+        throw new Error('the tool is broken');
+      },
+    });
+    const error = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const fake = createFakeModel({ id: 'gpt-x' });
+      const run = orchestrator.startRun({
+        agentId: 'helper',
+        agentName: 'Helper',
+        model: fake,
+        input: 'try it',
+        tools: [throwing],
+      });
+      (await fake.nextCall()).callTools([{ id: 'call_b', name: 'broken' }]);
+      (await fake.nextCall()).end();
+      const output = await run.result;
+      expect(output.status).toBe('completed');
+      expect(output.tools.map((call) => [call.status, call.result])).toEqual([
+        ['failed', 'Error: the tool is broken'],
+      ]);
+      expect(error).not.toHaveBeenCalledWith("runstate: a subscriber's around threw", expect.anything());
+      expect(named('execute_tool broken')).toHaveLength(1);
+    } finally {
+      error.mockRestore();
+    }
+  });
+
   it('runs the model requests and tool calls as they are when a subscriber’s `around` throws before running them', async () => {
     const orchestrator = createOrchestrator();
     expect(() => orchestrator.subscribe(() => undefined, { around: 5 as never })).toThrow(
