@@ -14,6 +14,7 @@ import {
   listRunsQuery,
   getRunQuery,
   parseInput,
+  parseQuery,
   resumeHeader,
   resumeQuery,
   resumeRunBody,
@@ -105,7 +106,7 @@ export function runRoutes(context: RouteContext): Router {
 
   router.get('/agents/:agent_id/runs/:run_id', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
-    const { session_id: sessionId } = parseInput(getRunQuery, req.query);
+    const { session_id: sessionId } = parseQuery(getRunQuery, req.query);
     const { run_id: runId } = req.params;
     const run = await agents.run(agent, runId);
     if (sessionId !== undefined && run.session_id !== sessionId) {
@@ -116,7 +117,7 @@ export function runRoutes(context: RouteContext): Router {
 
   router.get('/agents/:agent_id/runs', async (req, res) => {
     const agent = agents.get(req.params.agent_id);
-    const query = parseInput(listRunsQuery, req.query);
+    const query = parseQuery(listRunsQuery, req.query);
     // As AgentOS: the runs of a session that is not this agent's (or none) are a 404, not `[]`.
     if (query.session_id !== undefined) {
       const session = await agent.orchestrator.getSession(query.session_id);
@@ -176,7 +177,7 @@ export function runRoutes(context: RouteContext): Router {
     const record = await agents.run(agent, runId);
     // The header wins: EventSource sends it on reconnect, while the URL (and its ?after=) stays the same.
     const header = parseInput(resumeHeader, { 'last-event-id': req.headers['last-event-id'] });
-    const query = parseInput(resumeQuery, req.query);
+    const query = parseQuery(resumeQuery, req.query);
     const [field, after] =
       header['last-event-id'] === undefined
         ? ['after', query.after ?? 0]

@@ -366,6 +366,20 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
 }
 
 /**
+ * Validates a query string's parameters ({@link parseInput}). A parameter the route reads, sent twice
+ * (`?type=agent&type=agent`), is refused by name (one it does not read is ignored, as AgentOS does): every one is read once, and which of two values
+ * counts would be a guess (FastAPI takes the last; a proxy or a client library may have added one).
+ */
+export function parseQuery<Schema extends z.ZodType>(schema: Schema, query: unknown): z.output<Schema> {
+  if (schema instanceof z.ZodObject && typeof query === 'object' && query !== null) {
+    for (const [name, value] of Object.entries(query))
+      if (Array.isArray(value) && Object.hasOwn(schema.shape, name))
+        throw invalidField(name, `${name}: must be sent once (it was sent ${value.length} times)`);
+  }
+  return parseInput(schema, query);
+}
+
+/**
  * Where `input` holds a string no store can keep alike: one with a NUL character (U+0000), which
  * PostgreSQL's text cannot store (the memory store could), or a lone surrogate (half of a UTF-16
  * pair, which JSON can carry as `"\ud800"` but which is no Unicode text). Refused for every store

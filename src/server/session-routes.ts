@@ -9,6 +9,7 @@ import {
   deleteSessionsBody,
   listSessionsQuery,
   parseInput,
+  parseQuery,
   renameSessionBody,
   sessionQuery,
   sessionRunsQuery,
@@ -38,7 +39,7 @@ export function sessionRoutes(context: RouteContext): Router {
   const { agents } = context;
 
   router.get('/sessions', async (req, res) => {
-    const query = parseInput(listSessionsQuery, req.query);
+    const query = parseQuery(listSessionsQuery, req.query);
     checkDbId(context, query.db_id);
     // runstate runs agents only: teams and workflows have no sessions.
     const all: SessionRecord[] =
@@ -70,7 +71,7 @@ export function sessionRoutes(context: RouteContext): Router {
   // AgentOS answers 204 whether or not there was such a session: a client (the Agent UI) that
   // deletes a session retention already forgot is not told it failed.
   router.delete('/sessions', runBodyParser(context.bodyLimit), async (req, res) => {
-    const query = parseInput(sessionQuery, req.query);
+    const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
     const body = parseInput(deleteSessionsBody, req.body ?? {});
     if (body.session_ids.length !== body.session_types.length) {
@@ -82,7 +83,7 @@ export function sessionRoutes(context: RouteContext): Router {
   });
 
   router.get('/sessions/:session_id', async (req, res) => {
-    const query = parseInput(sessionQuery, req.query);
+    const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
     res.json(sessionDetail((await session(req.params.session_id, query)).session));
   });
@@ -90,7 +91,7 @@ export function sessionRoutes(context: RouteContext): Router {
   // The Agent UI asks for this while the session's first answer still streams: the run in
   // progress is part of the answer (an empty list would wipe the chat on screen).
   router.get('/sessions/:session_id/runs', async (req, res) => {
-    const query = parseInput(sessionRunsQuery, req.query);
+    const query = parseQuery(sessionRunsQuery, req.query);
     checkDbId(context, query.db_id);
     const { orchestrator } = await session(req.params.session_id, query);
     const runs = await orchestrator.sessionRuns(req.params.session_id);
@@ -103,7 +104,7 @@ export function sessionRoutes(context: RouteContext): Router {
   });
 
   router.get('/sessions/:session_id/runs/:run_id', async (req, res) => {
-    const query = parseInput(sessionQuery, req.query);
+    const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
     const { session_id: sessionId, run_id: runId } = req.params;
     const { orchestrator } = await session(sessionId, query);
@@ -115,7 +116,7 @@ export function sessionRoutes(context: RouteContext): Router {
   });
 
   router.post('/sessions/:session_id/rename', runBodyParser(context.bodyLimit), async (req, res) => {
-    const query = parseInput(sessionQuery, req.query);
+    const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
     const { session_name: name } = parseInput(renameSessionBody, req.body ?? {});
     // (Typed by the body parser's params, which name nothing.)
@@ -124,7 +125,7 @@ export function sessionRoutes(context: RouteContext): Router {
 
   // AgentOS's update: runstate keeps a session's name only (the other fields are refused).
   router.patch('/sessions/:session_id', runBodyParser(context.bodyLimit), async (req, res) => {
-    const query = parseInput(sessionQuery, req.query);
+    const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
     const { session_name: name } = parseInput(updateSessionBody, req.body ?? {});
     const sessionId = req.params.session_id as string;
@@ -136,7 +137,7 @@ export function sessionRoutes(context: RouteContext): Router {
   });
 
   router.delete('/sessions/:session_id', async (req, res) => {
-    const query = parseInput(sessionQuery, req.query);
+    const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
     // A team or workflow session of that id: there is none to delete.
     if (query.type === 'agent') await deleteSession(req.params.session_id, query.user_id);

@@ -485,7 +485,7 @@ describe('sessions', () => {
     ]);
   });
 
-  it('answers 422 to a known parameter in a bracket form (qs arrays), rather than drop its filter', async () => {
+  it('answers 422 to a known parameter in a bracket form (qs arrays) or sent twice, rather than drop its filter or guess', async () => {
     const { url, story } = await serveFake();
     const started = await postRun(story, { message: 'Hi', background: true, session_id: 's1' });
     const { run_id } = (await started.json()) as { run_id: string };
@@ -500,8 +500,18 @@ describe('sessions', () => {
       expect(body.field, path).toBe(field);
       expect(body.detail, path).toContain(`${field}=value, once`);
     }
-    // A parameter no route reads is ignored, as FastAPI's AgentOS does, brackets or not.
-    expect((await fetch(`${url}/sessions?fields[]=x&other=1`)).status).toBe(200);
+    // Sent twice, even with one value: which of two counts would be a guess.
+    for (const [path, field] of [
+      ['/sessions?type=agent&type=agent', 'type'],
+      [`/agents/story-writer-agent/runs/${run_id}?session_id=s1&session_id=s2`, 'session_id'],
+      [`/agents/story-writer-agent/runs/${run_id}/events?after=1&after=2&after=3`, 'after'],
+    ] as const) {
+      const body = await expectError(await fetch(`${url}${path}`), 422, 'INVALID_INPUT');
+      expect(body.field, path).toBe(field);
+      expect(body.detail, path).toMatch(/must be sent once \(it was sent [23] times\)/);
+    }
+    // A parameter no route reads is ignored, as FastAPI's AgentOS does, brackets, repeats or not.
+    expect((await fetch(`${url}/sessions?fields[]=x&other=1&other=2`)).status).toBe(200);
     // A longer name that begins with a route's own is another parameter, not its bracket form.
     expect((await fetch(`${url}/sessions?user_idx=bob&limitx=1`)).status).toBe(200);
     expect((await fetch(`${story}/runs?session_id=s1`)).status).toBe(200);
