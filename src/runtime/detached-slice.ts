@@ -16,10 +16,14 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /**
  * The name of a session whose first message is `input`: its first {@link SESSION_NAME_LENGTH}
- * characters (see {@link shortened}). Every store names sessions with it.
+ * characters (see {@link shortened}) after the blank space around it, which would otherwise be all
+ * the name of a message that starts with a hundred newlines shows. Every store names sessions with it.
  */
 export function sessionName(input: string): string {
-  return shortened(input, SESSION_NAME_LENGTH);
+  const trimmed = input.trim();
+  const name = shortened(trimmed, SESSION_NAME_LENGTH);
+  // Trimmed but not cut, the name is a slice of the input, which it would keep alive: a copy.
+  return name === trimmed && trimmed !== input ? Array.from(name).join('') : name;
 }
 
 /**

@@ -129,7 +129,7 @@ describe('createMemoryRunStore: sessions', () => {
                   session_id: op.session,
                   agent_id: op.agent,
                   user_id: op.user,
-                  session_name: referenceShortened(op.input, 100),
+                  session_name: referenceShortened(op.input.trim(), 100),
                   created_at: seconds,
                   updated_at: seconds,
                 },

@@ -1,6 +1,6 @@
 /**
  * A session's name, as `GET /sessions` lists it, over the memory store and a SQL store (PGlite): the
- * start of its first message, 100 characters at most, never cut inside a surrogate pair or a
+ * start of its first message, trimmed, 100 characters at most, never cut inside a surrogate pair or a
  * grapheme cluster.
  */
 import { describe, expect, it } from 'vitest';
@@ -38,10 +38,13 @@ const messages = [
   `${'x'.repeat(98)}${family} and more`,
   `${'x'.repeat(99)}🇫🇷`,
   `${'x'.repeat(99)}e\u0301tude`,
+  `${'\n'.repeat(120)}  Tell me a story\t\n`,
+  `\n${'x'.repeat(101)}`,
 ];
 // At most 100 code points each, cut between two characters as shown: the dragon after 99 of them is
 // whole, never its first half alone; a family, a flag or an accented letter that would pass the
-// 100th code point is left out whole.
+// 100th code point is left out whole. The blank space around a message is no part of its name (a
+// name of 100 newlines would show nothing in the Agent UI's list, and match no search).
 const expected = [
   `a${'🐉'.repeat(99)}`,
   'x'.repeat(100),
@@ -50,6 +53,8 @@ const expected = [
   'x'.repeat(98),
   'x'.repeat(99),
   'x'.repeat(99),
+  'Tell me a story',
+  'x'.repeat(100),
 ];
 
 describe('session names', () => {
