@@ -69,6 +69,8 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
   let lapse: NodeJS.Timeout | undefined;
   /** When the lease lapses (`performance.now()` time): real time, also under a test's fake timers. */
   let deadline = Infinity;
+  /** The last renewal failed: the database is out of reach (or refuses), as far as this instance knows. */
+  let renewalFailing = false;
 
   function lapseNow(): void {
     clearTimeout(lapse);
@@ -91,7 +93,13 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
   /** Renews, and moves the lapse to `leaseMs` after the renewal was sent: the database's lease ends no earlier. */
   async function renew(): Promise<void> {
     const sent = performance.now();
-    await leases.renew();
+    try {
+      await leases.renew();
+    } catch (error) {
+      renewalFailing = true;
+      throw error;
+    }
+    renewalFailing = false;
     holding = true;
     clearTimeout(lapse);
     deadline = Infinity;
@@ -188,7 +196,9 @@ export function createLeaseKeeper(options: LeaseKeeperOptions): LeaseKeeper {
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       await Promise.all(pending);
-      if (release) await leases.release();
+      // A database the last renewal could not reach would take this try's timeout to say so again;
+      // the lease then runs out on its own, and the runs it covered are final already.
+      if (release && !renewalFailing) await leases.release();
     },
     get holding() {
       return holding;

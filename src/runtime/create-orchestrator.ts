@@ -541,8 +541,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const writer = createStoreWriter({
     store,
     eventBus,
-    onError: (error, runId) =>
-      console.error(`runstate: the run store refused a write of run ${runId}`, error),
+    onError: (error, runId) => {
+      // An outage (a write given up at shutdown) is an operator's matter: one line, its cause named.
+      // Anything else is a bug, with its stack.
+      if (error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE') {
+        const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
+        console.error(`runstate: the run store refused a write of run ${runId}: ${error.message}${cause}`);
+      } else console.error(`runstate: the run store refused a write of run ${runId}`, error);
+    },
   });
   const machine = withRunClock(runMachine, { now, random }).provide({
     actors: {

@@ -125,6 +125,9 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
               // Once per run: a store that refuses one write (closed under it) refuses the rest.
               if (!refused) onError(error, runId);
               refused = true;
+              // At shutdown, a store still down gets one more try per run, not one per write: each
+              // may take a connection timeout (a network path gone silent answers nothing).
+              if (closed && unavailable(error)) failed = true;
               return;
             }
             outage = true;

@@ -14,6 +14,7 @@ import {
   POSTGRES_URL,
   type TestDatabase,
 } from '../support/databases.js';
+import { eventually } from '../support/eventually.js';
 
 /** Resolves when the client's connection is over. (Not `events.once`, which listens to 'error' too.) */
 const ended = (client: unknown): Promise<void> =>
@@ -29,6 +30,9 @@ describe('a transaction whose connection the server ends between two queries', (
   it('fails STORE_UNAVAILABLE, without crashing the process, and the next transaction gets a new connection', async () => {
     const pool = new pg.Pool({ connectionString: database.url, max: 1 });
     const db = poolDatabase(pool, 'test');
+    // The connection the transaction checks out.
+    let connection: unknown;
+    pool.once('acquire', (client) => (connection = client));
     const admin = new pg.Client({ connectionString: POSTGRES_URL });
     await admin.connect();
     try {
@@ -37,7 +41,7 @@ describe('a transaction whose connection the server ends between two queries', (
         // Ended by the server while no query of the transaction runs (a restart, an administrator):
         // pg reports it as an 'error' event of the checked-out client, which nothing else listens to.
         // (Listened for before: the end may come before the administrator's answer does.)
-        const over = ended(tx);
+        const over = ended(connection);
         await admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
         await over;
         return tx.query('SELECT 1');
@@ -64,9 +68,16 @@ describe('a transaction whose connection the server ends between two queries', (
       await db.query('CREATE TABLE held (id int PRIMARY KEY)');
       await db.query('INSERT INTO held VALUES (1)');
       const frozen = db.transaction(async (tx) => {
-        await tx.query('SELECT id FROM held WHERE id = 1 FOR UPDATE');
+        const { rows } = await tx.query<{ pid: number }>(
+          'SELECT pg_backend_pid() AS pid FROM held WHERE id = 1 FOR UPDATE',
+        );
         // The instance stops here: the server ends the session, and with it the lock.
-        await ended(tx);
+        await eventually(
+          async () =>
+            (await other.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [rows[0]!.pid])).rows
+              .length === 0,
+          { what: 'the session ended by the server' },
+        );
         return tx.query('SELECT 1');
       });
       await expect(frozen).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });

@@ -14,6 +14,11 @@ export interface TcpProxy {
    * the server: a connection broken in the middle of one given query. Resolves once one was dropped.
    */
   breakOn(marker: string): Promise<void>;
+  /**
+   * From now on forwards nothing either way and closes nothing, as a network path that drops every
+   * packet: the connections stay open and unanswered, new ones are accepted and left unanswered.
+   */
+  silence(): void;
   restore(): Promise<void>;
   close(): Promise<void>;
 }
@@ -24,6 +29,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   let server: Server | undefined;
   let port = 0;
   let breaking: { marker: string; broke: () => void } | undefined;
+  let silent = false;
 
   async function listen(): Promise<void> {
     const listening = createServer((client) => {
@@ -34,6 +40,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
         socket.on('error', () => undefined);
       }
       client.on('data', (bytes: Buffer) => {
+        if (silent) return;
         if (breaking && bytes.toString('latin1').includes(breaking.marker)) {
           breaking.broke();
           breaking = undefined;
@@ -43,7 +50,10 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
         if (!upstream.write(bytes)) client.pause();
       });
       upstream.on('drain', () => client.resume());
-      upstream.pipe(client);
+      upstream.on('data', (bytes: Buffer) => {
+        if (!silent && !client.write(bytes)) upstream.pause();
+      });
+      client.on('drain', () => upstream.resume());
       client.once('close', () => upstream.destroy());
       upstream.once('close', () => client.destroy());
     });
@@ -54,6 +64,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   }
 
   async function cut(): Promise<void> {
+    silent = false;
     const running = server;
     server = undefined;
     if (!running) return;
@@ -73,7 +84,13 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
       new Promise((broke) => {
         breaking = { marker, broke };
       }),
-    restore: () => (server ? Promise.resolve() : listen()),
+    silence: () => {
+      silent = true;
+    },
+    restore: () => {
+      silent = false;
+      return server ? Promise.resolve() : listen();
+    },
     close: cut,
   };
 }

@@ -114,6 +114,12 @@ export const MIGRATIONS: readonly Migration[] = [
   },
 ];
 
+/**
+ * A migration's queries have no time limit: an instance starting while another migrates waits for
+ * it, and a migration may rewrite a large table.
+ */
+const UNBOUNDED = { unbounded: true };
+
 // Any constant shared by every runstate instance; pg_advisory_xact_lock takes a bigint.
 const MIGRATION_LOCK = 7_226_843_113;
 
@@ -168,7 +174,7 @@ export async function migrate(db: SqlDatabase, where = 'the database'): Promise<
         applied.push(migration.version);
       }
       return applied;
-    });
+    }, UNBOUNDED);
   } catch (error) {
     // Ours already say what happened (the server out of reach, a newer schema).
     if (error instanceof RunstateError) throw error;

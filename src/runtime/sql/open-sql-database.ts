@@ -3,7 +3,14 @@ import type { PoolClient } from 'pg';
 import { RunstateError } from '../../errors.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { migrate } from './migrate.js';
-import { poolDatabase, unavailableAs, type SqlDatabase } from './sql-database.js';
+import {
+  isConnectionError,
+  poolDatabase,
+  QUERY_TIMEOUT_MS,
+  unavailableAs,
+  type PgClientLike,
+  type SqlDatabase,
+} from './sql-database.js';
 
 /** Where runs are kept: a PGlite data directory, or a PostgreSQL server. */
 export type SqlLocation = { dataDir: string } | { databaseUrl: string };
@@ -18,6 +25,12 @@ export interface OpenSqlDatabaseOptions {
    * anyway. Default: none (PostgreSQL's setting). Not used by PGlite (one process, one connection).
    */
   idleInTransactionMs?: number | undefined;
+  /**
+   * A query unanswered for this long fails `STORE_UNAVAILABLE` and its connection is dropped (see
+   * `poolDatabase`); reaching the server for a new connection gets 5 s, or this if shorter.
+   * Default {@link QUERY_TIMEOUT_MS}, 10 s. Not used by PGlite.
+   */
+  queryTimeoutMs?: number | undefined;
 }
 
 /**
@@ -32,7 +45,7 @@ export async function openSqlDatabase(
   const db =
     'dataDir' in location
       ? await openPglite(location.dataDir)
-      : await openPool(location.databaseUrl, options.idleInTransactionMs);
+      : await openPool(location.databaseUrl, options);
   try {
     await migrate(
       db,
@@ -84,6 +97,7 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
       open();
       return db.query<Row>(text, params).catch(unavailable);
     },
+    // One connection, in this process: no network to go silent, so no time limit to pass on.
     transaction: async (fn) => (open(), db.transaction(fn).catch(unavailable)),
     async close() {
       closed = true;
@@ -93,7 +107,13 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
   };
 }
 
-async function openPool(databaseUrl: string, idleInTransactionMs: number | undefined): Promise<SqlDatabase> {
+/** How long reaching PostgreSQL for a new connection may take. */
+const CONNECT_TIMEOUT_MS = 5_000;
+
+async function openPool(
+  databaseUrl: string,
+  { idleInTransactionMs, queryTimeoutMs }: OpenSqlDatabaseOptions,
+): Promise<SqlDatabase> {
   const { default: pg } = await import('pg');
   const where = describeUrl(databaseUrl);
   // The session's setting is made on each new connection before the pool hands it out (`verify`).
@@ -104,7 +124,8 @@ async function openPool(databaseUrl: string, idleInTransactionMs: number | undef
       : `SET idle_in_transaction_session_timeout = ${Math.ceil(idleInTransactionMs)}`;
   const pool = new pg.Pool({
     connectionString: databaseUrl,
-    connectionTimeoutMillis: 5_000,
+    // A connection is opened for a query: it gets no longer than the query would.
+    connectionTimeoutMillis: Math.min(CONNECT_TIMEOUT_MS, queryTimeoutMs ?? QUERY_TIMEOUT_MS),
     ...(setting && {
       verify: (client: PoolClient, done: (error?: Error) => void) => {
         // The pool takes its own 'error' listener off a connection before it comes here: one that
@@ -115,9 +136,17 @@ async function openPool(databaseUrl: string, idleInTransactionMs: number | undef
           broken = error;
         };
         client.on('error', onError);
-        client.query(setting).then(
+        // Timed as every query (the pool's connection timeout ends before this one starts).
+        const answered: Promise<unknown> = (client as PgClientLike).query({
+          text: setting,
+          query_timeout: queryTimeoutMs ?? QUERY_TIMEOUT_MS,
+        });
+        answered.then(
           () => finish(),
-          () => finish(),
+          (error: unknown) => {
+            if (isConnectionError(error)) broken ??= error as Error;
+            finish();
+          },
         );
         function finish(): void {
           client.off('error', onError);
@@ -130,7 +159,7 @@ async function openPool(databaseUrl: string, idleInTransactionMs: number | undef
   // An idle connection that breaks (server restarted) is reported here; unhandled, it would crash
   // the process. The pool drops it and the next query opens a new one.
   pool.on('error', () => undefined);
-  const db = poolDatabase(pool, where);
+  const db = poolDatabase(pool, where, { queryTimeoutMs });
   try {
     await pool.query('SELECT 1');
   } catch (error) {

@@ -11,7 +11,7 @@ export interface SqlQueryable {
  */
 export interface SqlDatabase extends SqlQueryable {
   /** Runs `fn` in one transaction on one connection; rolls back when it throws. */
-  transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: SqlQueryable) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /**
    * Queries that go ahead of those waiting for a connection (a lease renewal, which must not lapse
    * behind a thousand runs' writes). Absent: `query` (PGlite has one connection and no queue).
@@ -20,8 +20,29 @@ export interface SqlDatabase extends SqlQueryable {
   close(): Promise<void>;
 }
 
+/** Options of {@link SqlDatabase.transaction}. */
+export interface TransactionOptions {
+  /**
+   * Its queries may take as long as they take (see {@link PoolDatabaseOptions.queryTimeoutMs}): a
+   * migration waits for another instance's under a lock, and may rewrite a large table.
+   */
+  unbounded?: boolean | undefined;
+}
+
+/** A query as `pg` takes it with options of its own. */
+interface PgQueryConfig {
+  text: string;
+  values?: unknown[] | undefined;
+  /** pg fails the query after this many ms without an answer (its connection is then dropped). */
+  query_timeout?: number | undefined;
+}
+
 /** The part of `pg`'s Pool that {@link poolDatabase} uses (kept structural: no import of `pg` here). */
 export interface PgPoolLike extends SqlQueryable {
+  query<Row = Record<string, unknown>>(
+    query: string | PgQueryConfig,
+    params?: unknown[],
+  ): Promise<{ rows: Row[] }>;
   connect(): Promise<PgClientLike>;
   end(): Promise<void>;
   /** pg's options: `max` is the most connections it opens (default 10). */
@@ -30,10 +51,17 @@ export interface PgPoolLike extends SqlQueryable {
 
 /** A connection of a {@link PgPoolLike}, checked out. */
 export interface PgClientLike extends SqlQueryable {
+  query<Row = Record<string, unknown>>(
+    query: string | PgQueryConfig,
+    params?: unknown[],
+  ): Promise<{ rows: Row[] }>;
   release(error?: Error | boolean): void;
   on?(event: 'error', listener: (error: Error) => void): unknown;
   off?(event: 'error', listener: (error: Error) => void): unknown;
 }
+
+/** How long a query may go unanswered before {@link poolDatabase} gives up on it and its connection. */
+export const QUERY_TIMEOUT_MS = 10_000;
 
 /**
  * A {@link SqlDatabase} over a `pg` Pool: a transaction holds one pooled connection. A lost
@@ -45,8 +73,17 @@ export interface PgClientLike extends SqlQueryable {
  * instance's own queries (a thousand runs starting at once are a long queue, not an outage). A
  * connection error fails the queries queued at that moment too: in an outage, callers learn it at
  * once and try again later.
+ *
+ * A query unanswered for `queryTimeoutMs` fails the same way, and its connection is dropped: on a
+ * network path gone silent (packets dropped, not refused) TCP waits to read for as long as the
+ * silence lasts, and the query would hold its caller, the queries behind it and a shutdown as long.
+ * A transaction told `unbounded` (a migration) has no such limit.
  */
-export function poolDatabase(pool: PgPoolLike, where = 'PostgreSQL'): SqlDatabase {
+export function poolDatabase(
+  pool: PgPoolLike,
+  where = 'PostgreSQL',
+  { queryTimeoutMs = QUERY_TIMEOUT_MS }: { queryTimeoutMs?: number | undefined } = {},
+): SqlDatabase {
   const unavailable = unavailableAs(`the database at ${where}`);
   const slots = createSlots(pool.options?.max ?? 10);
   // pg's own error for a pool after `end()` has no code ("Cannot use a pool after calling end").
@@ -57,18 +94,20 @@ export function poolDatabase(pool: PgPoolLike, where = 'PostgreSQL'): SqlDatabas
       if (closed) throw new RunstateError('INTERNAL', 'the run store is closed');
       return task();
     };
+  const timed =
+    <Row>(text: string, params?: unknown[]) =>
+    () =>
+      pool.query<Row>({ text, values: params, query_timeout: queryTimeoutMs });
   return {
     query: <Row>(text: string, params?: unknown[]) =>
-      slots.run(whileOpen(() => pool.query<Row>(text, params))).catch(unavailable),
-    transaction: (fn) => slots.run(whileOpen(() => transaction(pool, fn))).catch(unavailable),
+      slots.run(whileOpen(timed<Row>(text, params))).catch(unavailable),
+    transaction: (fn, options) =>
+      slots
+        .run(whileOpen(() => transaction(pool, fn, options?.unbounded ? undefined : queryTimeoutMs)))
+        .catch(unavailable),
     urgent: {
       query: <Row>(text: string, params?: unknown[]) =>
-        slots
-          .run(
-            whileOpen(() => pool.query<Row>(text, params)),
-            true,
-          )
-          .catch(unavailable),
+        slots.run(whileOpen(timed<Row>(text, params)), true).catch(unavailable),
     },
     close: () => {
       closed = true;
@@ -108,8 +147,15 @@ function createSlots(size: number) {
   };
 }
 
-async function transaction<T>(pool: PgPoolLike, fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+async function transaction<T>(
+  pool: PgPoolLike,
+  fn: (tx: SqlQueryable) => Promise<T>,
+  timeoutMs: number | undefined,
+): Promise<T> {
   const client = await pool.connect();
+  const tx: SqlQueryable = {
+    query: (text, params) => client.query({ text, values: params, query_timeout: timeoutMs }),
+  };
   let broken: Error | undefined;
   // A checked-out client has no listener of its own: a connection that breaks between two queries
   // of `fn` (the server restarted, or ended a session idle in its transaction) would throw from an
@@ -119,16 +165,20 @@ async function transaction<T>(pool: PgPoolLike, fn: (tx: SqlQueryable) => Promis
   };
   client.on?.('error', onError);
   try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query('COMMIT');
+    await tx.query('BEGIN');
+    const result = await fn(tx);
+    await tx.query('COMMIT');
     return result;
   } catch (error) {
-    try {
-      await client.query('ROLLBACK');
-    } catch (rollback) {
-      // The connection is unusable: the pool must drop it rather than hand it out again.
-      broken = rollback as Error;
+    // A query that went unanswered still holds the connection: a ROLLBACK would wait behind it.
+    if (isReadTimeout(error)) broken = error as Error;
+    else {
+      try {
+        await tx.query('ROLLBACK');
+      } catch (rollback) {
+        // The connection is unusable: the pool must drop it rather than hand it out again.
+        broken = rollback as Error;
+      }
     }
     throw error;
   } finally {
@@ -182,8 +232,14 @@ export function isUnavailableError(error: unknown): boolean {
   return typeof code === 'string' && (UNAVAILABLE_CLASSES.test(code) || UNAVAILABLE_CODES.has(code));
 }
 
+/** pg's error for a query unanswered within its `query_timeout`. */
+function isReadTimeout(error: unknown): boolean {
+  return (error as { message?: unknown } | null)?.message === 'Query read timeout';
+}
+
 /** True when `error` says the server is out of reach rather than that the query is wrong. */
 export function isConnectionError(error: unknown): boolean {
+  if (isReadTimeout(error)) return true;
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   if (
     typeof code === 'string' &&

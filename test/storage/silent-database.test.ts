@@ -1,0 +1,119 @@
+/**
+ * PostgreSQL behind a network path that goes silent (every packet dropped, nothing refused or
+ * closed, as a firewall or a dead link does): TCP would wait for an answer as long as the silence
+ * lasts. A query unanswered for its time limit fails STORE_UNAVAILABLE and its connection is
+ * dropped, so new runs answer 503, reads fail, and a shutdown ends instead of waiting for ever.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import type { RunEvent } from '../../src/runtime/run-events.js';
+import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
+import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
+import { poolDatabase } from '../../src/runtime/sql/sql-database.js';
+import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
+import { createProxiedDatabase, type ProxiedDatabase } from '../support/databases.js';
+import { eventually } from '../support/eventually.js';
+
+let database: ProxiedDatabase;
+beforeAll(async () => {
+  database = await createProxiedDatabase();
+});
+afterAll(() => database.drop(), 30_000);
+
+const STORE_UNAVAILABLE = { code: 'STORE_UNAVAILABLE' };
+
+describe('a database whose network path goes silent', () => {
+  it('fails queries and transactions STORE_UNAVAILABLE after the time limit, and lets the pool end', async () => {
+    const pool = new pg.Pool({
+      connectionString: database.proxiedUrl,
+      max: 3,
+      connectionTimeoutMillis: 1_000,
+    });
+    const db = poolDatabase(pool, 'the proxy', { queryTimeoutMs: 200 });
+    // Three connections open (each query holds one for 50 ms), idle in the pool.
+    await Promise.all([1, 2, 3].map(() => db.query('SELECT pg_sleep(0.05)')));
+    database.proxy.silence();
+    try {
+      const results = await Promise.allSettled([
+        db.query('SELECT 1'),
+        db.urgent!.query('SELECT 2'),
+        // Its BEGIN goes unanswered: no ROLLBACK is sent to wait behind it.
+        db.transaction((tx) => tx.query('SELECT 3')),
+      ]);
+      for (const result of results)
+        expect(result).toMatchObject({ status: 'rejected', reason: STORE_UNAVAILABLE });
+      // Those connections were dropped; a new one is not answered either (the pool's own limit).
+      await expect(db.query('SELECT 4')).rejects.toMatchObject(STORE_UNAVAILABLE);
+      // Nothing holds the pool open.
+      await db.close();
+    } finally {
+      await database.proxy.cut();
+      await database.proxy.restore();
+    }
+  });
+
+  it('leaves a transaction told unbounded (a migration) without the limit', async () => {
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const db = poolDatabase(pool, 'the database', { queryTimeoutMs: 100 });
+    try {
+      // The server takes 300 ms to answer, three times the limit.
+      await expect(db.query('SELECT pg_sleep(0.3)')).rejects.toMatchObject(STORE_UNAVAILABLE);
+      await expect(db.transaction((tx) => tx.query('SELECT pg_sleep(0.3)'))).rejects.toMatchObject(
+        STORE_UNAVAILABLE,
+      );
+      const slept = await db.transaction((tx) => tx.query('SELECT pg_sleep(0.3), 1 AS one'), {
+        unbounded: true,
+      });
+      expect(slept.rows[0]).toMatchObject({ one: 1 });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('refuses new runs and reads, ends the runs in flight, and shuts down', async () => {
+    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 300 });
+    const store = createSqlRunStore({ db });
+    const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
+    const orchestrator = createOrchestrator({ store });
+    const reported = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const model = createFakeModel();
+    const start = (input: string) =>
+      orchestrator.startRun({ agentId: 'story', agentName: 'Story', model, input });
+    try {
+      const run = start('Tell me a story');
+      await run.recorded;
+      const call = await model.nextCall();
+      call.emit('Once');
+      await eventually(async () => (await direct.readEvents(run.runId)).length === 2, {
+        what: 'the first delta stored',
+      });
+
+      database.proxy.silence();
+      call.emit(' upon a time');
+      const second = start('Tell me another');
+      await expect(second.recorded).rejects.toMatchObject(STORE_UNAVAILABLE);
+      await expect(orchestrator.listRuns()).rejects.toMatchObject(STORE_UNAVAILABLE);
+
+      // What had been waiting for ever: the shutdown ends, and the run in flight with it, once.
+      await orchestrator.shutdown();
+      const events: RunEvent[] = [];
+      for await (const event of run.events()) events.push(event);
+      checkRunEvents(events, 'cancelled');
+      expect(events.filter((event) => event.event === 'RunContent').map((event) => event.content)).toEqual([
+        'Once',
+        ' upon a time',
+      ]);
+      await store.close();
+      // The write of ' upon a time' given up at shutdown: reported once, on one line.
+      expect(reported.mock.calls).toEqual([
+        [expect.stringMatching(/^runstate: the run store refused a write of run /)],
+      ]);
+    } finally {
+      reported.mockRestore();
+      await database.proxy.cut();
+      await database.proxy.restore();
+      await direct.close();
+    }
+  });
+});
