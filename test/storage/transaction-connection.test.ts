@@ -32,7 +32,9 @@ describe('a transaction whose connection the server ends between two queries', (
     const db = poolDatabase(pool, 'test');
     // The connection the transaction checks out.
     let connection: unknown;
-    pool.once('acquire', (client) => (connection = client));
+    pool.once('acquire', (client: pg.PoolClient) => {
+      connection = client;
+    });
     const admin = new pg.Client({ connectionString: POSTGRES_URL });
     await admin.connect();
     try {
