@@ -15,8 +15,16 @@ export interface ToolsModule {
  * a bad config, without a stack trace.
  */
 export async function loadToolsModule(path: string): Promise<ToolsModule> {
+  // A top-level await that never settles leaves the process nothing to run while it waits: Node
+  // would end it, mid-start, with no word and exit code 0. It is a module that does not load.
+  let stalled = (): void => undefined;
+  const neverSettles = new Promise<never>((_, reject) => {
+    stalled = () => reject(new Error('its top-level await never settles (nothing else was left to run)'));
+  });
+  process.once('beforeExit', stalled);
   try {
-    const exports = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+    const imported = import(pathToFileURL(path).href) as Promise<Record<string, unknown>>;
+    const exports = await Promise.race([imported, neverSettles]);
     return { source: path, exports };
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
@@ -32,6 +40,8 @@ export async function loadToolsModule(path: string): Promise<ToolsModule> {
     throw new RunstateError('INVALID_INPUT', `cannot load the tools module ${path}: ${summary}`, {
       cause: error,
     });
+  } finally {
+    process.off('beforeExit', stalled);
   }
 }
 

@@ -97,6 +97,17 @@ describe('tools named in the config file', () => {
     expect(stdout).not.toContain('listening');
   });
 
+  it('refuses a tools module whose top-level await never settles: one line, exit 2 (Node would end the start with 0, silently)', async () => {
+    const path = await configWithModule('await new Promise(() => {});\nexport const late = 1;\n', ['late']);
+    const run = spawnCli(['serve', '--port', '0', '--config', path]);
+    expect(await run.exit).toBe(2);
+    const { stderr, stdout } = run.output();
+    expect(stderr).toMatch(
+      /^runstate: cannot load the tools module \S+tools\.mjs: its top-level await never settles \(nothing else was left to run\)\n$/,
+    );
+    expect(stdout).not.toContain('listening');
+  });
+
   it('refuses a TypeScript module with a syntax error in one line that says what and where (esbuild’s first error)', async () => {
     const path = await configWithModule('export const broken = ;\n', ['broken'], 'syntax.ts');
     const run = spawnCli(['serve', '--port', '0', '--config', path]);
