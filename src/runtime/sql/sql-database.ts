@@ -63,6 +63,15 @@ export interface PgClientLike extends SqlQueryable {
 /** How long a query may go unanswered before {@link poolDatabase} gives up on it and its connection. */
 export const QUERY_TIMEOUT_MS = 10_000;
 
+/** Options of {@link poolDatabase}. */
+export interface PoolDatabaseOptions {
+  /**
+   * A query unanswered for this long fails `STORE_UNAVAILABLE`, and its connection is dropped.
+   * Default {@link QUERY_TIMEOUT_MS}.
+   */
+  queryTimeoutMs?: number | undefined;
+}
+
 /**
  * A {@link SqlDatabase} over a `pg` Pool: a transaction holds one pooled connection. A lost
  * connection or a server that cannot be reached becomes `STORE_UNAVAILABLE` (a 503), so callers
@@ -82,7 +91,7 @@ export const QUERY_TIMEOUT_MS = 10_000;
 export function poolDatabase(
   pool: PgPoolLike,
   where = 'PostgreSQL',
-  { queryTimeoutMs = QUERY_TIMEOUT_MS }: { queryTimeoutMs?: number | undefined } = {},
+  { queryTimeoutMs = QUERY_TIMEOUT_MS }: PoolDatabaseOptions = {},
 ): SqlDatabase {
   const unavailable = unavailableAs(`the database at ${where}`);
   const slots = createSlots(pool.options?.max ?? 10);
