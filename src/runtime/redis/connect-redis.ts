@@ -2,12 +2,26 @@ import { createClient } from 'redis';
 import { RunstateError } from '../../errors.js';
 import { describeUrl } from '../sql/open-sql-database.js';
 
+/**
+ * How long Redis may leave a connection unanswered. A network path gone silent (packets dropped,
+ * nothing refused) would otherwise hold every command, a SUBSCRIBE and the start itself for as long
+ * as the silence lasts: TCP has no limit of its own on a connection that waits to read.
+ */
+const SILENCE_MS = 5_000;
+
 function newClient(url: string, reconnect: () => boolean) {
   return createClient({
     url,
     disableOfflineQueue: true,
+    // A PING each second keeps a healthy idle connection (a subscriber's) from looking silent; one
+    // left unanswered sends no next one, so a silent path is idle and its socket times out.
+    pingInterval: 1_000,
+    // Each command too: a connection that keeps writing (a cancel sent again each second) never idles.
+    commandOptions: { timeout: SILENCE_MS },
     socket: {
-      connectTimeout: 5_000,
+      connectTimeout: SILENCE_MS,
+      // Closed, as a lost connection is: its commands fail, and node-redis reconnects.
+      socketTimeout: SILENCE_MS,
       reconnectStrategy: (retries, cause) => (reconnect() ? Math.min(50 * 2 ** retries, 2_000) : cause),
     },
   });
@@ -17,7 +31,7 @@ function newClient(url: string, reconnect: () => boolean) {
 export type RedisConnection = ReturnType<typeof newClient>;
 
 /**
- * Connects to Redis. A server that cannot be reached at start rejects at once with
+ * Connects to Redis. A server that cannot be reached at start (or does not answer within 5 s) rejects with
  * `STORE_UNAVAILABLE` and a message naming its host and port (never its password); once connected,
  * a lost connection is retried forever in the background (node-redis re-subscribes its channels),
  * and commands sent meanwhile fail at once instead of queueing without bound.
