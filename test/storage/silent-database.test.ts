@@ -116,4 +116,55 @@ describe('a database whose network path goes silent', () => {
       await direct.close();
     }
   });
+
+  it('deletes a run whose record committed but went unanswered (its caller told 503), once the database answers again', async () => {
+    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 300 });
+    const store = createSqlRunStore({ db });
+    const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
+    const orchestrator = createOrchestrator({ store });
+    const model = createFakeModel();
+    const start = (input: string, sessionId: string) =>
+      orchestrator.startRun({ agentId: 'story', agentName: 'Story', model, input, sessionId });
+    try {
+      const first = start('Tell me a story', 's1');
+      await first.recorded;
+      const call = await model.nextCall();
+      call.emit('Once');
+      call.end();
+      expect(await first.result).toMatchObject({ status: 'completed' });
+      await eventually(async () => (await direct.getRun(first.runId))?.status === 'completed', {
+        what: 'the first run stored',
+      });
+
+      // The requests reach the server, its answers never come back: the INSERTs commit.
+      database.proxy.silence({ requests: true });
+      const joined = start('Tell me another', 's1');
+      const alone = start('Tell me a third', 's2');
+      await expect(joined.recorded).rejects.toMatchObject(STORE_UNAVAILABLE);
+      await expect(alone.recorded).rejects.toMatchObject(STORE_UNAVAILABLE);
+      const pending = async (runId: string) => (await direct.getRun(runId))?.status === 'pending';
+      await eventually(async () => (await pending(joined.runId)) && (await pending(alone.runId)), {
+        what: 'both records committed, their answers lost',
+      });
+
+      await database.proxy.cut();
+      await database.proxy.restore();
+      // Gone, with the session only they made; the session of an earlier run stays, and its run.
+      await eventually(
+        async () =>
+          (await direct.getRun(joined.runId)) === undefined &&
+          (await direct.getRun(alone.runId)) === undefined,
+        { what: 'the runs nobody accepted deleted' },
+      );
+      expect(await direct.getSession('s2')).toBeUndefined();
+      expect(await direct.getSession('s1')).toBeDefined();
+      expect(await direct.getRun(first.runId)).toMatchObject({ status: 'completed' });
+      await orchestrator.shutdown();
+      await store.close();
+    } finally {
+      await database.proxy.cut();
+      await database.proxy.restore();
+      await direct.close();
+    }
+  });
 });

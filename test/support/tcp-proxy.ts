@@ -17,8 +17,10 @@ export interface TcpProxy {
   /**
    * From now on forwards nothing either way and closes nothing, as a network path that drops every
    * packet: the connections stay open and unanswered, new ones are accepted and left unanswered.
+   * With `requests: true`, the client's bytes still reach the server and only its answers are lost
+   * (a query that commits, its answer never read).
    */
-  silence(): void;
+  silence(options?: { requests?: boolean }): void;
   restore(): Promise<void>;
   close(): Promise<void>;
 }
@@ -29,7 +31,8 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   let server: Server | undefined;
   let port = 0;
   let breaking: { marker: string; broke: () => void } | undefined;
-  let silent = false;
+  // What is dropped: nothing, the server's answers, or both ways.
+  let silent: false | 'replies' | 'both' = false;
 
   async function listen(): Promise<void> {
     const listening = createServer((client) => {
@@ -40,7 +43,7 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
         socket.on('error', () => undefined);
       }
       client.on('data', (bytes: Buffer) => {
-        if (silent) return;
+        if (silent === 'both') return;
         if (breaking && bytes.toString('latin1').includes(breaking.marker)) {
           breaking.broke();
           breaking = undefined;
@@ -84,8 +87,8 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
       new Promise((broke) => {
         breaking = { marker, broke };
       }),
-    silence: () => {
-      silent = true;
+    silence: ({ requests = false } = {}) => {
+      silent = requests ? 'replies' : 'both';
     },
     restore: () => {
       silent = false;

@@ -143,6 +143,43 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   const eventGroups = createEventGroups({ db, maxInFlight: options.eventGroupsInFlight });
   let closed: Promise<void> | undefined;
 
+  /**
+   * The runs whose `createRun` failed as an outage, which the database may keep all the same: an
+   * INSERT whose answer never came (the network path went silent after it was sent) commits, and so
+   * does one whose retention step failed after it. Their callers were told they were not accepted
+   * (a 503): once the database answers again, they are deleted (with a session they made and no
+   * other run joined), rather than left `pending` under an owner that does not know them.
+   */
+  const unconfirmed = new Set<string>();
+  let discarding: ReturnType<typeof setTimeout> | undefined;
+
+  function discardLater(runId: string): void {
+    unconfirmed.add(runId);
+    discarding ??= setTimeout(() => void discardUnconfirmed(), DISCARD_RETRY_MS).unref();
+  }
+
+  async function discardUnconfirmed(): Promise<void> {
+    const runIds = [...unconfirmed];
+    try {
+      await db.query(
+        `WITH gone AS (
+           DELETE FROM runstate_runs WHERE run_id = ANY($1) AND owner = $2 AND finished_ms IS NULL
+           RETURNING session_id)
+         DELETE FROM runstate_sessions s WHERE s.session_id IN (SELECT session_id FROM gone)
+           AND NOT EXISTS (SELECT 1 FROM runstate_runs r
+                           WHERE r.session_id = s.session_id AND r.run_id <> ALL($1))`,
+        [runIds, owner],
+      );
+      for (const runId of runIds) unconfirmed.delete(runId);
+    } catch {
+      // Still out of reach: tried again.
+    }
+    discarding =
+      unconfirmed.size > 0 && !closed
+        ? setTimeout(() => void discardUnconfirmed(), DISCARD_RETRY_MS).unref()
+        : undefined;
+  }
+
   const cutoff = () => now() - sqlLimit(maxAgeMs);
   /** Runs not past their age; `$n` is the cutoff parameter. `r` names runstate_runs. */
   const live = (n: number) => `(r.finished_ms IS NULL OR r.finished_ms >= $${n})`;
@@ -524,6 +561,7 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       } catch (error) {
         if ((error as { code?: string }).code === '23505')
           throw new RunstateError('INVALID_INPUT', `run id ${run.run_id} is already in use`);
+        if (error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE') discardLater(run.run_id);
         throw error;
       }
     },
@@ -694,12 +732,17 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     },
 
     close() {
-      // Idempotent: the batches handed over are written before the database closes.
+      // Idempotent: the batches handed over are written before the database closes. Runs not
+      // discarded yet are this instance's: once its lease runs out, another instance's sweep ends them.
+      clearTimeout(discarding);
       closed ??= eventGroups.drain().then(() => db.close());
       return closed;
     },
   };
 }
+
+/** How often the runs of {@link createSqlRunStore}'s `unconfirmed` are tried to delete, while the database is out of reach. */
+const DISCARD_RETRY_MS = 1_000;
 
 /** The final fields of a record that only its terminal event tells. */
 /** The events that carry calls whole (see `toolsAsStored`), as an SQL list. */
