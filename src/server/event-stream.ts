@@ -13,14 +13,15 @@ import type { Writable } from 'node:stream';
 
 /**
  * Headers of an event stream. `no-transform` and `X-Accel-Buffering: no` stop proxies (nginx,
- * compression middleware) from buffering the stream, which would hold events back.
+ * compression middleware) from buffering the stream, which would hold events back. No
+ * `Connection`: Node says `keep-alive` or `close` as the request allows; set here, it would keep
+ * the connection of a client that asked for `close` open after the stream (RFC 9112 §9.6).
  */
 export const EVENT_STREAM_HEADERS = {
   // Always UTF-8: the SSE format allows no other encoding, so no charset parameter is needed.
   'Content-Type': 'text/event-stream',
   'Cache-Control': 'no-cache, no-transform',
   'X-Accel-Buffering': 'no',
-  Connection: 'keep-alive',
 } as const;
 
 const HEARTBEAT = ': ping\n\n';

@@ -12,6 +12,28 @@ import { postRun, serveConfirmingAgent, serveFake } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
 describe('a streamed run (POST /agents/:agent_id/runs)', () => {
+  it("honours a client's `Connection: close` (RFC 9112 §9.6): says so, and closes once the stream ends", async () => {
+    const { story, model } = await serveFake();
+    const { hostname, port } = new URL(story);
+    const socket = connect(Number(port), hostname);
+    let received = '';
+    socket.setEncoding('utf8').on('data', (text: string) => (received += text));
+    const body = 'message=Hi';
+    socket.write(
+      `POST ${new URL(story).pathname}/runs HTTP/1.1\r\nHost: ${hostname}\r\nConnection: close\r\n` +
+        `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    const call = await model.nextCall();
+    call.emit('Hi');
+    call.end();
+    // Closed by the server when the stream ends, not after its keep-alive timeout (5 s).
+    await once(socket, 'close');
+    expect(received).toMatch(/^HTTP\/1\.1 200 /);
+    expect(received).toMatch(/\r\nconnection: close\r\n/i);
+    expect(received).not.toMatch(/keep-alive/i);
+    expect(received).toContain('event: RunCompleted');
+  });
+
   it('streams SSE frames `id`, `event`, `data` with headers that stop proxy buffering, then ends', async () => {
     const { story, model } = await serveFake();
     const response = await postRun(story, { message: 'Tell me a story' });
