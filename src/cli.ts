@@ -28,6 +28,7 @@ import {
   type RunstateConfig,
 } from './server/config-file.js';
 import { createAgents } from './server/create-agents.js';
+import { loadToolsModule } from './server/tools-module.js';
 import type { RunEvent, RunOutput, RunPausedEvent } from './runtime/run-events.js';
 import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
 import { createApp } from './server/create-app.js';
@@ -225,6 +226,10 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
   // Before anything starts: a key no client can send would refuse every request.
   if (securityKey !== undefined)
     checkSecurityKey(securityKey, config.securityKey === undefined ? 'RUNSTATE_SECURITY_KEY' : 'securityKey');
+  // Loaded before the storage opens (createAgents then finds it imported): a module whose top-level
+  // await never settles is told only while nothing else keeps the process alive, as a database
+  // pool's connections would (see loadToolsModule).
+  if (config.toolsModule !== undefined) await loadToolsModule(config.toolsModule);
   // An unreachable database or Redis stops the start here, with one line naming its host and port.
   const storage = await openStorage(storageOptionsOf(config, flags));
   // A tools module that fails to load, or lacks a tool an agent names, stops the start here.

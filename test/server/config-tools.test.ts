@@ -13,6 +13,8 @@ import { createAgents } from '../../src/server/create-agents.js';
 import { checkRunEvents } from '../../src/testing/index.js';
 import { postRun } from '../support/app.js';
 import { ROOT, spawnCli } from '../support/cli-process.js';
+import { createTestDatabase } from '../support/databases.js';
+import { REDIS_URL } from '../support/redis-server.js';
 import { parseSse } from '../support/sse.js';
 
 const dirs: string[] = [];
@@ -106,6 +108,30 @@ describe('tools named in the config file', () => {
       /^runstate: cannot load the tools module \S+tools\.mjs: its top-level await never settles \(nothing else was left to run\)\n$/,
     );
     expect(stdout).not.toContain('listening');
+  });
+
+  it('refuses a tools module whose top-level await never settles also with PostgreSQL and Redis open (their connections would keep the process alive)', async () => {
+    const database = await createTestDatabase();
+    try {
+      const path = await configWithModule('await new Promise(() => {});\nexport const late = 1;\n', ['late']);
+      const run = spawnCli([
+        'serve',
+        '--port',
+        '0',
+        '--config',
+        path,
+        '--database-url',
+        database.url,
+        '--redis-url',
+        REDIS_URL,
+      ]);
+      expect(await run.exit).toBe(2);
+      expect(run.output().stderr).toMatch(
+        /^runstate: cannot load the tools module \S+: its top-level await never settles/,
+      );
+    } finally {
+      await database.drop();
+    }
   });
 
   it('refuses a TypeScript module with a syntax error in one line that says what and where (esbuild’s first error)', async () => {
