@@ -5,19 +5,19 @@
 #   npm start                      # in another terminal: the server on http://127.0.0.1:7777
 #   bash examples/http_cancel.sh
 #
-# Environment: RUNSTATE_URL (default http://127.0.0.1:7777), AGENT (default story-writer-agent),
+# Environment: RUNSTATE_URL (default http://127.0.0.1:$PORT, PORT as npm start takes it, default 7777), AGENT (default story-writer-agent),
 # CANCEL_AFTER seconds of streaming before the cancel (default 1), RUNSTATE_SECURITY_KEY if the
 # server asks for a bearer token.
 set -euo pipefail
 
-BASE="${RUNSTATE_URL:-http://127.0.0.1:7777}"
+BASE="${RUNSTATE_URL:-http://127.0.0.1:${PORT:-7777}}"
 AGENT="${AGENT:-story-writer-agent}"
 AUTH=()
 if [[ -n "${RUNSTATE_SECURITY_KEY:-}" ]]; then AUTH=(-H "Authorization: Bearer ${RUNSTATE_SECURITY_KEY}"); fi
 # ${AUTH[@]+"${AUTH[@]}"}: a plain "${AUTH[@]}" fails under `set -u` on bash < 4.4 when it is empty.
 
 if ! curl -sf "$BASE/health" > /dev/null; then
-  echo "no runstate server at $BASE: start one with 'npm start' (or set RUNSTATE_URL)" >&2
+  echo "no runstate server at $BASE: start one with 'npm start' (or set RUNSTATE_URL, or PORT)" >&2
   exit 1
 fi
 

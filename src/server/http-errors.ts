@@ -186,8 +186,18 @@ function fromExpressError(thrown: unknown): RunstateError | undefined {
 }
 
 /** Answers every request no route matched: 404 JSON, never express's HTML page. */
-export function notFoundHandler(req: IncomingMessage & { path?: string }): never {
-  throw new RunstateError('NOT_FOUND', `no route for ${req.method} ${req.path ?? req.url}`);
+export function notFoundHandler(req: IncomingMessage & { originalUrl?: string }): never {
+  throw new RunstateError('NOT_FOUND', `no route for ${req.method} ${requestedPath(req)}`);
+}
+
+/**
+ * The path of a request as its client sent it, without its query: with the prefix of an app this
+ * one is mounted in (`app.use('/api', ...)`), which express's `req.path` leaves out.
+ */
+export function requestedPath(req: IncomingMessage & { originalUrl?: string }): string {
+  const url = req.originalUrl ?? req.url ?? '/';
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { RequestHandler, Router } from 'express';
-import { methodNotAllowed } from './http-errors.js';
+import { methodNotAllowed, requestedPath } from './http-errors.js';
 
 /**
  * A route of a router, as express keeps it: the layer matches a path as the router matched it (any
@@ -31,6 +31,6 @@ export function refuseOtherMethods(routers: readonly Router[]): RequestHandler {
     if (allowed.size === 0) return next();
     // Express answers a HEAD with the GET route.
     if (allowed.has('GET')) allowed.add('HEAD');
-    throw methodNotAllowed(req.method, req.path, [...allowed].sort());
+    throw methodNotAllowed(req.method, requestedPath(req), [...allowed].sort());
   };
 }

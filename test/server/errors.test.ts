@@ -993,6 +993,16 @@ describe('an app mounted in another express app', () => {
       expect(malformed.status).toBe(400);
       expect(malformed.headers.get('content-type')).toMatch(/^application\/json/);
       expect(await malformed.text()).not.toMatch(/<html|at .*\.(js|ts):\d+/i);
+      // Named as the client asked for them, the mount's prefix included (and not their query).
+      expect(await (await fetch(`${url}/nope?x=1`)).json()).toEqual({
+        detail: 'no route for GET /api/nope',
+        code: 'NOT_FOUND',
+      });
+      expect(await (await fetch(`${url}/agents/writer/runs`, { method: 'PUT' })).json()).toMatchObject({
+        detail: expect.stringMatching(
+          /^no route for PUT \/api\/agents\/writer\/runs: it answers /,
+        ) as unknown,
+      });
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
