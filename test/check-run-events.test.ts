@@ -128,6 +128,17 @@ describe('checkRunEvents, on tools, pauses and malformed events', () => {
       /ToolCallError at 3 does not follow/,
     ],
     [
+      'a failed ToolCallCompleted with no ToolCallError after it',
+      [
+        started,
+        tool('ToolCallStarted', 'c1'),
+        { event: 'ToolCallCompleted', tool: { tool_call_id: 'c1', tool_call_error: true } },
+        { event: 'RunContent', content: 'x' },
+        completed,
+      ],
+      /call c1 failed at 3, and no ToolCallError follows it/,
+    ],
+    [
       'a call completed twice',
       [
         started,

@@ -21,7 +21,7 @@ const TERMINAL_STATUS: Record<string, string> = {
  * come between a `ReasoningStarted` and a `ReasoningCompleted`. Besides: every event has a known
  * name and a `RunContent` a string `content`; a tool call does not start again while it runs, nor
  * completes twice, and in a completed run every call that started completed; a `ToolCallError`
- * follows its call's `ToolCallCompleted` with an error; a `ReasoningCompleted` holds its phase's
+ * follows its call's `ToolCallCompleted` with an error, and only that, at once; a `ReasoningCompleted` holds its phase's
  * reasoning deltas; a `RunContinued` follows a `RunPaused`, and nothing but a `RunContinued` or an
  * end follows a `RunPaused` (a paused run may end: cancelled, or out of time, never completed); a
  * `RunError` has a `code`, a `RunCancelled` one of the four reasons, a `RunCompleted` a
@@ -65,6 +65,8 @@ export function checkRunEvents(events: readonly RunEvent[], expectedStatus?: str
       fail(`${event.event} at ${event.seq} while the run is paused`);
     if (event.event === 'ToolCallError' && failedCall !== event.tool.tool_call_id)
       fail(`ToolCallError at ${event.seq} does not follow its call's failed ToolCallCompleted`);
+    if (failedCall !== undefined && event.event !== 'ToolCallError')
+      fail(`call ${failedCall} failed at ${event.seq - 1}, and no ToolCallError follows it`);
     failedCall = undefined;
     if (event.event === 'ReasoningStarted' || event.event === 'ReasoningCompleted') {
       if (reasoning === (event.event === 'ReasoningStarted')) fail(`unpaired ${event.event} at ${event.seq}`);
