@@ -366,9 +366,10 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
 }
 
 /**
- * Validates a query string's parameters ({@link parseInput}). A parameter the route reads, sent twice
- * (`?type=agent&type=agent`), is refused by name (one it does not read is ignored, as AgentOS does): every one is read once, and which of two values
- * counts would be a guess (FastAPI takes the last; a proxy or a client library may have added one).
+ * Validates a query string's parameters ({@link parseInput}). A parameter the route reads, sent
+ * twice (`?type=agent&type=agent`), is refused by name: which of two values counts would be a guess
+ * (FastAPI takes the last; a proxy or a client library may have added one). One it does not read
+ * is ignored, as AgentOS ignores it.
  */
 export function parseQuery<Schema extends z.ZodType>(schema: Schema, query: unknown): z.output<Schema> {
   if (schema instanceof z.ZodObject && typeof query === 'object' && query !== null) {

@@ -741,13 +741,13 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
   };
 }
 
-/** How often the runs of {@link createSqlRunStore}'s `unconfirmed` are tried to delete, while the database is out of reach. */
+/** How often deleting the runs not accepted (`unconfirmed`) is tried again while the database is out of reach. */
 const DISCARD_RETRY_MS = 1_000;
 
-/** The final fields of a record that only its terminal event tells. */
 /** The events that carry calls whole (see `toolsAsStored`), as an SQL list. */
 const TOOL_EVENTS = `('ToolCallStarted', 'ToolCallCompleted', 'ToolCallError', 'RunPaused', 'RunContinued')`;
 
+/** The final fields of a record that only its terminal event tells. */
 function recordOfTerminal(event: RunEvent): Partial<RunRecord> {
   const finished_at = event.created_at;
   switch (event.event) {
