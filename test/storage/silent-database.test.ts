@@ -30,7 +30,7 @@ describe('a database whose network path goes silent', () => {
       max: 3,
       connectionTimeoutMillis: 1_000,
     });
-    const db = poolDatabase(pool, 'the proxy', { queryTimeoutMs: 200 });
+    const db = poolDatabase(pool, 'the proxy', { queryTimeoutMs: 1_000 });
     // Three connections open (each query holds one for 50 ms), idle in the pool.
     await Promise.all([1, 2, 3].map(() => db.query('SELECT pg_sleep(0.05)')));
     database.proxy.silence();
@@ -72,7 +72,7 @@ describe('a database whose network path goes silent', () => {
   });
 
   it('refuses new runs and reads, ends the runs in flight, and shuts down', async () => {
-    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 300 });
+    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 1_000 });
     const store = createSqlRunStore({ db });
     const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
     const orchestrator = createOrchestrator({ store });
@@ -118,7 +118,7 @@ describe('a database whose network path goes silent', () => {
   });
 
   it('deletes a run whose record committed but went unanswered (its caller told 503), once the database answers again', async () => {
-    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 300 });
+    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 1_000 });
     const store = createSqlRunStore({ db });
     const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
     const orchestrator = createOrchestrator({ store });
