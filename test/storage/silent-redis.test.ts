@@ -26,7 +26,10 @@ afterAll(async () => {
   await redis.stop();
 });
 
-/** Starts the silence; `restore()` drops what it held (as a path back after a long outage) and forwards again. */
+/**
+ * Runs `during` in a silence; then drops the connections that met it (as a path back after a long
+ * outage finds them) and forwards again.
+ */
 async function silenceWhile<T>(during: () => Promise<T>): Promise<T> {
   proxy.silence();
   try {
