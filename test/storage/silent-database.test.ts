@@ -23,6 +23,21 @@ afterAll(() => database.drop(), 30_000);
 
 const STORE_UNAVAILABLE = { code: 'STORE_UNAVAILABLE' };
 
+/**
+ * An orchestrator whose store reaches the database through the proxy (a query unanswered for 1 s
+ * fails), a fake model, and a store that reads the same database directly.
+ */
+async function ownerBehindProxy() {
+  const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 1_000 });
+  const store = createSqlRunStore({ db });
+  const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
+  const orchestrator = createOrchestrator({ store });
+  const model = createFakeModel();
+  const start = (input: string, sessionId?: string) =>
+    orchestrator.startRun({ agentId: 'story', agentName: 'Story', model, input, sessionId });
+  return { store, direct, orchestrator, model, start };
+}
+
 describe('a database whose network path goes silent', () => {
   it('fails queries and transactions STORE_UNAVAILABLE after the time limit, and lets the pool end', async () => {
     const pool = new pg.Pool({
@@ -72,14 +87,8 @@ describe('a database whose network path goes silent', () => {
   });
 
   it('refuses new runs and reads, ends the runs in flight, and shuts down', async () => {
-    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 1_000 });
-    const store = createSqlRunStore({ db });
-    const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
-    const orchestrator = createOrchestrator({ store });
+    const { store, direct, orchestrator, model, start } = await ownerBehindProxy();
     const reported = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-    const model = createFakeModel();
-    const start = (input: string) =>
-      orchestrator.startRun({ agentId: 'story', agentName: 'Story', model, input });
     try {
       const run = start('Tell me a story');
       await run.recorded;
@@ -118,13 +127,7 @@ describe('a database whose network path goes silent', () => {
   });
 
   it('deletes a run whose record committed but went unanswered (its caller told 503), once the database answers again', async () => {
-    const db = await openSqlDatabase({ databaseUrl: database.proxiedUrl }, { queryTimeoutMs: 1_000 });
-    const store = createSqlRunStore({ db });
-    const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
-    const orchestrator = createOrchestrator({ store });
-    const model = createFakeModel();
-    const start = (input: string, sessionId: string) =>
-      orchestrator.startRun({ agentId: 'story', agentName: 'Story', model, input, sessionId });
+    const { store, direct, orchestrator, model, start } = await ownerBehindProxy();
     try {
       const first = start('Tell me a story', 's1');
       await first.recorded;
