@@ -1,6 +1,18 @@
 import { Router } from 'express';
 import type { Agent } from '../agent.js';
+import { packageVersion } from '../package-version.js';
 import type { RouteContext } from './route-context.js';
+
+/** The id runstate's server gives itself where AgentOS gives its `os_id`. */
+const OS_ID = 'runstate';
+
+/** `GET /`: what AgentOS's home route (`get_api_info`) answers, for a client checking what it reached. */
+export interface ApiInfoJson {
+  name: string;
+  description: string;
+  id: string;
+  version: string;
+}
 
 /** An agent as AgentOS lists it: what Agno's Agent UI reads (`id`, `name`, `model.model`, `db_id`). */
 export interface AgentJson {
@@ -40,7 +52,7 @@ export interface ModelJson {
   provider: string;
 }
 
-/** `GET /health`, `GET /config`, `GET /models`, `GET /agents`, `GET /agents/:agent_id`, `GET /teams`. */
+/** `GET /`, `GET /health`, `GET /config`, `GET /models`, `GET /agents`, `GET /agents/:agent_id`, `GET /teams`. */
 export function agentRoutes(context: RouteContext): Router {
   const router = Router();
   const toJson = (agent: Agent): AgentJson => ({
@@ -51,12 +63,21 @@ export function agentRoutes(context: RouteContext): Router {
     db_id: context.dbId,
   });
 
+  router.get('/', (_req, res) => {
+    const info: ApiInfoJson = {
+      name: 'runstate',
+      description: 'A run orchestrator for LLM agents, with an AgentOS-compatible API',
+      id: OS_ID,
+      version: packageVersion(),
+    };
+    res.json(info);
+  });
   router.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
   router.get('/config', (_req, res) => {
     const config: ConfigJson = {
-      os_id: 'runstate',
+      os_id: OS_ID,
       name: 'runstate',
       os_database: context.dbId,
       databases: [context.dbId],

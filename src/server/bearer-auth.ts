@@ -8,7 +8,7 @@ export interface BearerAuthOptions {
   securityKey: string;
   /**
    * Paths served without a token, matched exactly (case and trailing slash included): `/health`, so
-   * probes need no secret, and the static files of mounted pages.
+   * probes need no secret, `/` (what the server is, as AgentOS leaves it open), and the static files of mounted pages.
    */
   openPaths?: readonly string[];
 }

@@ -49,8 +49,8 @@ export interface CreateAppOptions {
   /** The agents served, by their `id`. Agents built for a server usually share one orchestrator. */
   agents: readonly Agent[];
   /**
-   * Clients must send `Authorization: Bearer <securityKey>` (`/health` and CORS preflights stay
-   * open). Default: `process.env.RUNSTATE_SECURITY_KEY`; empty or unset means no auth.
+   * Clients must send `Authorization: Bearer <securityKey>` (`GET /`, `/health`, the API document
+   * and CORS preflights stay open). Default: `process.env.RUNSTATE_SECURITY_KEY`; empty or unset means no auth.
    */
   securityKey?: string | undefined;
   /** Origins allowed to call the API from a browser. Default {@link DEFAULT_CORS_ORIGINS}. */
@@ -269,7 +269,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
     const openPaths = mounts.flatMap(([path, handler]) =>
       (handler.publicPaths ?? []).map((file) => `${path.replace(/\/+$/, '')}${file}` || '/'),
     );
-    app.use(bearerAuth({ securityKey, openPaths: ['/health', ...openPaths] }));
+    app.use(bearerAuth({ securityKey, openPaths: ['/', '/health', ...openPaths] }));
   }
   // A handler mounted at any depth (`/debug/inspect`) learns where this app's routes are.
   if (mounts.length > 0) app.use(rememberAppRoot);

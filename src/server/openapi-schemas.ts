@@ -248,6 +248,14 @@ export const configResponse = z.strictObject({
   interfaces: z.array(z.never()),
 });
 
+/** `GET /`: what the server is, as AgentOS's home route answers. */
+export const apiInfoResponse = z.strictObject({
+  name: z.string(),
+  description: z.string(),
+  id: z.string().meta({ description: "The server's id, as `os_id` in `GET /config`." }),
+  version: z.string().meta({ description: "runstate's version." }),
+});
+
 /** `GET /health`. */
 export const healthResponse = z.strictObject({ status: z.literal('ok') });
 

@@ -4,6 +4,7 @@ import { packageVersion } from '../package-version.js';
 import { STATUS_BY_CODE } from './http-errors.js';
 import {
   agentResponse,
+  apiInfoResponse,
   cancelResult,
   configResponse,
   errorResponse,
@@ -165,6 +166,16 @@ const documentedRunEvent = z.discriminatedUnion(
  * test/server/openapi.test.ts fails while the app serves a route this list lacks.
  */
 export const OPERATIONS: readonly OperationSpec[] = [
+  {
+    method: 'get',
+    path: '/',
+    operationId: 'get_api_info',
+    summary: 'API information',
+    description: "What the server is: its name, id and version (AgentOS's home route).",
+    tag: 'Core',
+    success: { 200: { description: 'The API information.', content: json(apiInfoResponse) } },
+    open: true,
+  },
   {
     method: 'get',
     path: '/health',
@@ -550,6 +561,7 @@ const BODY_DESCRIPTIONS: Record<string, string> = {
 /** Names of the document's components, in the order they are listed. */
 const OUTPUT_COMPONENTS: ReadonlyArray<[string, z.ZodType]> = [
   ['Agent', agentResponse],
+  ['ApiInfo', apiInfoResponse],
   ['Health', healthResponse],
   ['RunRecord', runRecord],
   ['RunOutput', runOutput],

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { Agent, tool, type PausedRunOutput, type RunPausedEvent, type RunRecord } from '../../src/index.js';
 import { createAgents } from '../../src/server/create-agents.js';
 import { OfflineModel } from '../../src/model/offline-model.js';
+import { packageVersion } from '../../src/package-version.js';
 import { createFakeModel, type FakeModel } from '../../src/testing/index.js';
 import { expectError, postRun, serve } from '../support/app.js';
 import { confirmingTool } from '../support/confirming-tool.js';
@@ -384,6 +385,19 @@ describe("Agno's AgentOSClient", () => {
     expect((await fetch(`${url}/sessions/never-was?db_id=runstate`, { method: 'DELETE' })).status).toBe(204);
     expect((await fetch(`${url}/sessions/s-3`, { method: 'DELETE' })).status).toBe(204);
     expect((await fetch(`${url}/sessions/s-3`, { method: 'DELETE' })).status).toBe(204);
+  });
+
+  it("answers GET / as AgentOS's home route (get_api_info): what the server is", async () => {
+    const { url } = await serveAgnoTarget();
+    const answer = await fetch(`${url}/`);
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toEqual({
+      name: 'runstate',
+      description: expect.stringContaining('AgentOS'),
+      id: 'runstate',
+      version: packageVersion(),
+    });
+    expect(packageVersion()).toMatch(/^\d+\.\d+\.\d+/);
   });
 
   it('reads the agents and their database from GET /config', async () => {

@@ -37,13 +37,17 @@ describe('bearer auth', () => {
     expect(ok.status).toBe(200);
   });
 
-  it('guards runs and cancels too, and leaves /health open', async () => {
+  it('guards runs and cancels too, and leaves /health and / open', async () => {
     const { url, story } = await serveFake({ securityKey: 's3cret' });
     await expectError(await postRun(story, { message: 'Hi' }), 401, 'UNAUTHORIZED');
     await expectError(await fetch(`${story}/runs/123/cancel`, { method: 'POST' }), 401, 'UNAUTHORIZED');
     expect((await fetch(`${url}/health`)).status).toBe(200);
+    expect(await (await fetch(`${url}/`)).json()).toMatchObject({ id: 'runstate' });
     // Open to reads only: another method there is refused like any route without a token.
     await expectError(await fetch(`${url}/health`, { method: 'POST' }), 401, 'UNAUTHORIZED');
+    await expectError(await fetch(`${url}/`, { method: 'POST' }), 401, 'UNAUTHORIZED');
+    // Exactly `/`: what lies under it is not opened with it.
+    await expectError(await fetch(`${url}/agents/`), 401, 'UNAUTHORIZED');
   });
 
   it('leaves CORS preflights open: they never carry credentials', async () => {

@@ -156,6 +156,7 @@ describe('GET /openapi.json', () => {
       ),
     );
     expect(ids).toMatchObject({
+      'GET /': 'get_api_info',
       'GET /health': 'health_check',
       'GET /agents': 'get_agents',
       'GET /agents/{agent_id}': 'get_agent',
@@ -254,6 +255,7 @@ describe('GET /openapi.json', () => {
     const security = (path: string) => operation(secured, 'get', path).security;
     expect(security('/agents')).toEqual([{ bearer: [] }]);
     expect(security('/health')).toEqual([]);
+    expect(security('/')).toEqual([]);
     expect(security('/openapi.json')).toEqual([]);
     const open = createOpenApiDocument({ secured: false });
     expect(open.components.securitySchemes).toBeUndefined();
@@ -289,6 +291,16 @@ describe('the document against live answers', () => {
       }
     }
     expect(checked).toBe(14);
+  });
+
+  it('answers the routes without parameters as their schemas say', async () => {
+    const { url } = await serveFake();
+    const document = await getDocument(url);
+    for (const path of ['/', '/health', '/config', '/models', '/agents', '/teams', '/workflows']) {
+      const response = await fetch(`${url}${path}`);
+      expect(response.status, path).toBe(200);
+      await expectDocumented(document, `get ${path}`, response);
+    }
   });
 
   it('answers GET /sessions as SessionPage says, and a limit or page past its range with a listed 422', async () => {
