@@ -170,4 +170,40 @@ describe('a database whose network path goes silent', () => {
       await direct.close();
     }
   });
+
+  it('deletes a run whose record arrived after its delete (sent before the silence, delivered late)', async () => {
+    const { store, direct, orchestrator, model, start } = await ownerBehindProxy();
+    try {
+      const first = start('Tell me a story', 's1');
+      await first.recorded;
+      const call = await model.nextCall();
+      call.end();
+      expect(await first.result).toMatchObject({ status: 'completed' });
+
+      // The record's INSERT is held on its way; new connections get through, and the store deletes
+      // the run it was told was not accepted, before the INSERT arrives.
+      database.proxy.hold();
+      const deleted = database.proxy.answered('DELETE FROM runstate_runs WHERE run_id = ANY');
+      const late = start('Tell me another', 's2');
+      await expect(late.recorded).rejects.toMatchObject(STORE_UNAVAILABLE);
+      await deleted;
+      // The INSERT commits now, after the delete (its answer is lost with its connection).
+      await database.proxy.deliverHeld();
+
+      // Deleted again: not left pending under an owner that never knew it.
+      await eventually(async () => (await direct.getRun(late.runId)) === undefined, {
+        what: 'the late record deleted',
+        timeoutMs: 30_000,
+        everyMs: 100,
+      });
+      expect(await direct.getSession('s2')).toBeUndefined();
+      expect(await direct.getRun(first.runId)).toMatchObject({ status: 'completed' });
+      await orchestrator.shutdown();
+      await store.close();
+    } finally {
+      await database.proxy.cut();
+      await database.proxy.restore();
+      await direct.close();
+    }
+  }, 60_000);
 });

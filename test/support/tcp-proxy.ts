@@ -21,6 +21,23 @@ export interface TcpProxy {
    * (a query that commits, its answer never read).
    */
   silence(options?: { requests?: boolean }): void;
+  /**
+   * From now on keeps what clients send on the connections open now, unforwarded, and drops the
+   * server's answers to them: packets the network delays. A client that closes such a connection
+   * does not close its server side: what it sent reaches the server first, as TCP sends again what
+   * was not acknowledged after a close. {@link deliverHeld} forwards it.
+   */
+  hold(): void;
+  /**
+   * Forwards what {@link hold} kept, each to its server side, and closes those a client closed.
+   * Resolves once the server answered (or closed) on each: what was held is done.
+   */
+  deliverHeld(): Promise<void>;
+  /**
+   * Resolves once a client's bytes holding `marker` (latin1) were forwarded and the server answered
+   * on that connection: a given query done.
+   */
+  answered(marker: string): Promise<void>;
   restore(): Promise<void>;
   close(): Promise<void>;
 }
@@ -33,16 +50,26 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   let breaking: { marker: string; broke: () => void } | undefined;
   // What is dropped: nothing, the server's answers, or both ways.
   let silent: false | 'replies' | 'both' = false;
+  /** What `hold()` keeps: for each connection open then, its client's bytes and whether it closed. */
+  const held = new Map<Socket, { bytes: Buffer[]; clientClosed: boolean }>();
+  const upstreams = new Set<Socket>();
+  const awaited = new Set<{ marker: string; answered: () => void }>();
 
   async function listen(): Promise<void> {
     const listening = createServer((client) => {
       const upstream = connect(targetPort, targetHost);
+      upstreams.add(upstream);
+      upstream.once('close', () => upstreams.delete(upstream));
+      /** What awaits this connection's next answer (see `answered`). */
+      const asked: Array<() => void> = [];
       for (const socket of [client, upstream]) {
         sockets.add(socket);
         socket.once('close', () => sockets.delete(socket));
         socket.on('error', () => undefined);
       }
       client.on('data', (bytes: Buffer) => {
+        const holding = held.get(upstream);
+        if (holding) return void holding.bytes.push(bytes);
         if (silent === 'both') return;
         if (breaking && bytes.toString('latin1').includes(breaking.marker)) {
           breaking.broke();
@@ -50,14 +77,25 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
           client.destroy();
           return;
         }
+        for (const wanted of awaited) {
+          if (!bytes.toString('latin1').includes(wanted.marker)) continue;
+          awaited.delete(wanted);
+          asked.push(wanted.answered);
+        }
         if (!upstream.write(bytes)) client.pause();
       });
       upstream.on('drain', () => client.resume());
       upstream.on('data', (bytes: Buffer) => {
-        if (!silent && !client.write(bytes)) upstream.pause();
+        if (silent || held.has(upstream)) return;
+        for (const answered of asked.splice(0)) answered();
+        if (!client.write(bytes)) upstream.pause();
       });
       client.on('drain', () => upstream.resume());
-      client.once('close', () => upstream.destroy());
+      client.once('close', () => {
+        const holding = held.get(upstream);
+        if (holding) holding.clientClosed = true;
+        else upstream.destroy();
+      });
       upstream.once('close', () => client.destroy());
     });
     listening.listen(port, '127.0.0.1');
@@ -90,6 +128,24 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
     silence: ({ requests = false } = {}) => {
       silent = requests ? 'replies' : 'both';
     },
+    hold: () => {
+      for (const upstream of upstreams) held.set(upstream, { bytes: [], clientClosed: false });
+    },
+    deliverHeld: async () => {
+      const done: Array<Promise<unknown>> = [];
+      for (const [upstream, { bytes, clientClosed }] of held) {
+        if (bytes.length === 0) continue;
+        done.push(Promise.race([once(upstream, 'data'), once(upstream, 'close')]));
+        upstream.write(Buffer.concat(bytes));
+        if (clientClosed) upstream.end();
+      }
+      held.clear();
+      await Promise.all(done);
+    },
+    answered: (marker) =>
+      new Promise((answered) => {
+        awaited.add({ marker, answered });
+      }),
     restore: () => {
       silent = false;
       return server ? Promise.resolve() : listen();

@@ -151,15 +151,32 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
    * other run joined), rather than left `pending` under an owner that does not know them.
    */
   const unconfirmed = new Set<string>();
+  /**
+   * Runs deleted so, until when (`now()` time) they are deleted again: an INSERT sent before the
+   * silence may still be on its way (TCP sends again what was not acknowledged, for minutes, even
+   * after the connection was dropped here) and commit after the delete.
+   */
+  const discarded = new Map<string, number>();
   let discarding: ReturnType<typeof setTimeout> | undefined;
+  let discardRunning = false;
+
+  function discardIn(ms: number): void {
+    clearTimeout(discarding);
+    discarding = closed ? undefined : setTimeout(() => void discardUnconfirmed(), ms).unref();
+  }
 
   function discardLater(runId: string): void {
     unconfirmed.add(runId);
-    discarding ??= setTimeout(() => void discardUnconfirmed(), DISCARD_RETRY_MS).unref();
+    discarded.delete(runId);
+    // A delete under way schedules the next one when it ends.
+    if (!discardRunning) discardIn(DISCARD_RETRY_MS);
   }
 
   async function discardUnconfirmed(): Promise<void> {
-    const runIds = [...unconfirmed];
+    discardRunning = true;
+    const at = now();
+    for (const [runId, until] of discarded) if (until <= at) discarded.delete(runId);
+    const fresh = [...unconfirmed];
     try {
       await db.query(
         `WITH gone AS (
@@ -168,16 +185,20 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
          DELETE FROM runstate_sessions s WHERE s.session_id IN (SELECT session_id FROM gone)
            AND NOT EXISTS (SELECT 1 FROM runstate_runs r
                            WHERE r.session_id = s.session_id AND r.run_id <> ALL($1))`,
-        [runIds, owner],
+        [[...fresh, ...discarded.keys()], owner],
       );
-      for (const runId of runIds) unconfirmed.delete(runId);
+      for (const runId of fresh) {
+        unconfirmed.delete(runId);
+        discarded.set(runId, at + LATE_INSERT_WATCH_MS);
+      }
     } catch {
       // Still out of reach: tried again.
+    } finally {
+      discardRunning = false;
     }
-    discarding =
-      unconfirmed.size > 0 && !closed
-        ? setTimeout(() => void discardUnconfirmed(), DISCARD_RETRY_MS).unref()
-        : undefined;
+    if (unconfirmed.size > 0) discardIn(DISCARD_RETRY_MS);
+    else if (discarded.size > 0) discardIn(LATE_INSERT_CHECK_MS);
+    else discarding = undefined;
   }
 
   const cutoff = () => now() - sqlLimit(maxAgeMs);
@@ -553,6 +574,8 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     async createRun(run) {
       try {
         const rows = await insertRun(db, run);
+        // An id given again (a caller's own ids) is this run's: no longer deleted as not accepted.
+        discarded.delete(run.run_id);
         // Refused by the session's agent or user: unless the store forgot that session.
         const inserted = rows.length > 0 ? rows[0]!.inserted : await takeForgotten(run);
         // Retention after the run is recorded: a new session may push out the least recently used
@@ -743,6 +766,15 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
 
 /** How often deleting the runs not accepted (`unconfirmed`) is tried again while the database is out of reach. */
 const DISCARD_RETRY_MS = 1_000;
+
+/**
+ * How long a run not accepted is deleted again after it was (`discarded`): longer than Linux sends
+ * again what a connection had not had acknowledged (about 15 minutes at its defaults).
+ */
+const LATE_INSERT_WATCH_MS = 20 * 60_000;
+
+/** How often the runs not accepted are deleted again while they are watched. */
+const LATE_INSERT_CHECK_MS = 5_000;
 
 /** The events that carry calls whole (see `toolsAsStored`), as an SQL list. */
 const TOOL_EVENTS = `('ToolCallStarted', 'ToolCallCompleted', 'ToolCallError', 'RunPaused', 'RunContinued')`;
