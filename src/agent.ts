@@ -70,6 +70,15 @@ function iterateOnceResolved(stream: Promise<RunStream>): AsyncIterator<RunEvent
 /** The options of `run()`: a misspelt `sessionId` would start a new conversation without a word. */
 const RUN_OPTIONS = ['stream', 'sessionId', 'userId'] as const satisfies readonly (keyof AgentRunOptions)[];
 
+/** The options of `continueRun()`: a misspelt `stream` would answer with the output instead. */
+const CONTINUE_OPTIONS = ['tools', 'stream'] as const satisfies readonly (keyof ContinueRunOptions)[];
+
+/** Refuses a `stream` flag that is no boolean: which answer it asked for cannot be told (`'false'` is truthy). */
+function checkStreamFlag(stream: unknown, what: string): void {
+  if (stream != null && typeof stream !== 'boolean')
+    throw new RunstateError('INVALID_INPUT', `${what}'s stream must be true or false, got ${typeof stream}`);
+}
+
 /** The names {@link AgentOptions} has. */
 const AGENT_OPTIONS = [
   'name',
@@ -262,12 +271,8 @@ export class Agent {
   run(input: string, options?: AgentRunOptions): RunStream | Promise<RunOutput | PausedRunOutput> {
     // (`null` from a JavaScript caller is no options, as `undefined` is.)
     options ??= {};
-    // Which of the two it asked for cannot be told (`'false'` is truthy): refused before either.
-    if (options.stream != null && typeof options.stream !== 'boolean')
-      throw new RunstateError(
-        'INVALID_INPUT',
-        `agent.run's stream must be true or false, got ${typeof options.stream}`,
-      );
+    // Which of the two it asked for cannot be told: refused before either.
+    checkStreamFlag(options.stream, 'agent.run');
     if (!options.stream) {
       try {
         const handle = this.#start(input, options);
@@ -287,7 +292,8 @@ export class Agent {
    * next pause or the end: iterate the call itself, or await it for the {@link RunStream}; otherwise with the output at the next pause
    * (`status: 'paused'`) or the end. Rejects `RUN_NOT_FOUND` (unknown run, another agent's),
    * `RUN_NOT_PAUSED` when the run does not wait (it never paused, ended, was continued already, or
-   * its pause ran out), `INVALID_INPUT` for answers that do not match the pending calls.
+   * its pause ran out), `INVALID_INPUT` for answers that do not match the pending calls, an option
+   * it does not have (a misspelt `stream`) or a `stream` that is not `true` or `false`.
    *
    * @example
    * ```ts
@@ -308,9 +314,16 @@ export class Agent {
     options: ContinueRunOptions & { stream?: false | undefined },
   ): Promise<RunOutput | PausedRunOutput>;
   continueRun(runId: string, options: ContinueRunOptions): Promise<RunStream | RunOutput | PausedRunOutput> {
-    // (Without options, the orchestrator refuses the missing answers: a rejection, not a throw.)
-    const continued = this.orchestrator.continueRun(runId, options?.tools, this.#request());
-    if (!options?.stream)
+    try {
+      checkOptionNames(options, CONTINUE_OPTIONS, 'agent.continueRun');
+      checkStreamFlag(options.stream, 'agent.continueRun');
+    } catch (error) {
+      // A rejection, never a throw, as for a refused answer; iterable as a stream would be.
+      const refused = Promise.reject(error as Error);
+      return Object.assign(refused, { [Symbol.asyncIterator]: () => iterateOnceResolved(refused) });
+    }
+    const continued = this.orchestrator.continueRun(runId, options.tools, this.#request());
+    if (!options.stream)
       return continued.then((handle) => settleRun(this.orchestrator, runId, handle.events()));
     const stream = continued.then((handle) => this.#stream(handle));
     // Iterable as it is, like `run()`'s stream: `for await (const e of agent.continueRun(...))`

@@ -350,8 +350,26 @@ describe('answers to a paused run', () => {
       agent.continueRun(runId, { tools: [{ tool_call_id: 'c1', confirmed: 'yes' } as never] }),
     ).rejects.toEqual(invalid('tools.0.confirmed: Invalid input: expected boolean'));
     await expect(agent.continueRun(runId, undefined as never)).rejects.toEqual(
-      invalid('tools: Invalid input: expected array'),
+      invalid('agent.continueRun takes an object of options, got undefined'),
     );
+    await expect(agent.continueRun(runId, 'stream' as never)).rejects.toEqual(
+      invalid('agent.continueRun takes an object of options, got string'),
+    );
+    const tools = [{ tool_call_id: 'c1', confirmed: true }];
+    // A misspelt `stream` would answer with the output, `'false'` (truthy) with a stream.
+    await expect(agent.continueRun(runId, { tools, strem: true } as never)).rejects.toEqual(
+      invalid(/^agent\.continueRun has no option "strem": its options are tools, stream$/),
+    );
+    for (const stream of ['false', 1, {}]) {
+      const refused = agent.continueRun(runId, { tools, stream } as never);
+      await expect(refused).rejects.toEqual(
+        invalid(/^agent\.continueRun's stream must be true or false, got /),
+      );
+      // Iterated as a stream would be: the loop's first step is refused.
+      await expect(collect(refused as unknown as AsyncIterable<unknown>)).rejects.toEqual(
+        invalid(/^agent\.continueRun's stream must be true or false, got /),
+      );
+    }
     const twice = agent.continueRun(runId, {
       tools: [
         { tool_call_id: 'c1', confirmed: true },
