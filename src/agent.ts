@@ -319,7 +319,7 @@ export class Agent {
       checkStreamFlag(options.stream, 'agent.continueRun');
     } catch (error) {
       // A rejection, never a throw, as for a refused answer; iterable as a stream would be.
-      const refused = Promise.reject(error as Error);
+      const refused = Promise.reject(error instanceof Error ? error : new Error(String(error)));
       return Object.assign(refused, { [Symbol.asyncIterator]: () => iterateOnceResolved(refused) });
     }
     const continued = this.orchestrator.continueRun(runId, options.tools, this.#request());

@@ -104,6 +104,26 @@ describe('a run that streams to the end', () => {
     expect(await collect(orchestrator.subscribe(run.runId))).toEqual(all);
   });
 
+  it('reads every event in each loop over one iterable: two at once, and one after the other', async () => {
+    const { model, start, orchestrator } = setup();
+    const run = start();
+    const fromHandle = run.events(1);
+    const fromEvents = await orchestrator.events(run.runId, 1);
+    const fromSubscribe = orchestrator.subscribe(run.runId, 1);
+    const iterables = [fromHandle, fromEvents, fromSubscribe];
+    const together = iterables.flatMap((events) => [collect(events), collect(events)]);
+    const call = await model.nextCall();
+    call.emit('a');
+    await nextTurn();
+    call.emit('b');
+    call.end();
+    const all = await collect(run.events());
+    checkRunEvents(all, 'completed');
+    for (const events of await Promise.all(together)) expect(events).toEqual(all.slice(1));
+    // Once more after the end: replayed.
+    for (const events of iterables) expect(await collect(events)).toEqual(all.slice(1));
+  });
+
   it('follows live: a subscriber attached before the chunks sees all of them', async () => {
     const { model, start } = setup();
     const run = start();

@@ -164,8 +164,9 @@ export interface RunHandle {
   readonly runId: string;
   readonly sessionId: string;
   /**
-   * Replays the run's events after `afterSeq`, then follows them to the terminal one. Throws
-   * `INVALID_INPUT` for an `afterSeq` past the run's last event (a reader would skip what comes).
+   * Replays the run's events after `afterSeq`, then follows them to the terminal one; each loop
+   * over the iterable reads them all. Throws `INVALID_INPUT` for an `afterSeq` past the run's last
+   * event (a reader would skip what comes).
    */
   events(afterSeq?: number): AsyncIterable<RunEvent>;
   /**
@@ -245,8 +246,8 @@ export interface Orchestrator {
   /**
    * Replays a run's events after `afterSeq`, then follows them to the terminal one. Rejects
    * `RUN_NOT_FOUND` for an unknown run, `INVALID_INPUT` for an `afterSeq` past the last event.
-   * One reader's: the iterable is read once (a second loop over it, or two at once, share one
-   * position); call `events()` again for another reader, which gets every event too.
+   * Each loop over the iterable reads every event after `afterSeq`: a second loop, or two at once,
+   * each get them all (a later loop reads them anew, from the store where the run is not here).
    */
   events(runId: string, afterSeq?: number): Promise<AsyncIterable<RunEvent>>;
   /** Resolves with the run's output once it is final. Rejects `RUN_NOT_FOUND` for an unknown run. */
@@ -277,7 +278,7 @@ export interface Orchestrator {
    * The events of one run after `afterSeq`, as {@link Orchestrator.events} gives them (replayed, then
    * followed to the terminal one), without awaiting it first: `for await (const event of
    * orchestrator.subscribe(runId, seq))`. Its errors (`RUN_NOT_FOUND`, `INVALID_INPUT`) come from the
-   * first `next()`. Read once, as `events()`'s: subscribe again for another reader.
+   * first `next()`. Each loop over it reads them all, as over `events()`'s.
    */
   subscribe(runId: string, afterSeq?: number): AsyncIterable<RunEvent>;
   /** Runs owned here that are pending or streaming: what {@link Orchestrator.shutdown} cancels. */
@@ -853,10 +854,38 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return {
       runId,
       sessionId: identity.sessionId,
-      events: (afterSeq) => followLive(run, afterSeq),
+      events: (afterSeq) => eachLoopReads(followLive(run, afterSeq), () => followLive(run, afterSeq)),
       result: run.result,
       recorded: runWriter.recorded,
     };
+  }
+
+  /**
+   * A run's events after `afterSeq`: followed live where it runs here, else read from the store
+   * and the event bus. `RUN_NOT_FOUND` for an unknown run, `INVALID_INPUT` for a bad `afterSeq`.
+   */
+  async function openEvents(runId: string, afterSeq: number | undefined): Promise<AsyncIterable<RunEvent>> {
+    checkAfterSeq(afterSeq);
+    const live = registry.get(runId);
+    if (!live || (afterSeq ?? 0) < live.firstSeq) {
+      // A stream of a parked run ends at its RunPaused, as a live one's does.
+      return followStoredRun(
+        store,
+        eventBus,
+        runId,
+        afterSeq,
+        async (seq) => {
+          const held = registry.get(runId);
+          if (held) return held.status() === 'paused' && held.lastSeq() === seq;
+          const [record, after] = await Promise.all([store.getRun(runId), store.readEvents(runId, seq)]);
+          return record?.status === 'paused' && after.length === 0;
+        },
+        // At a shutdown, the followers of runs held elsewhere are let go; a run held here (taken
+        // back from the store) ends here, its followers told.
+        { signal: followersStop.signal, heldHere: () => registry.has(runId) },
+      );
+    }
+    return followLive(live, afterSeq);
   }
 
   /** A live run's events after `afterSeq`; `INVALID_INPUT` for one past its last event. */
@@ -1081,27 +1110,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       return filter.status === undefined ? records : records.filter((run) => run.status === filter.status);
     },
     async events(runId, afterSeq) {
-      checkAfterSeq(afterSeq);
-      const live = registry.get(runId);
-      if (!live || (afterSeq ?? 0) < live.firstSeq) {
-        // A stream of a parked run ends at its RunPaused, as a live one's does.
-        return followStoredRun(
-          store,
-          eventBus,
-          runId,
-          afterSeq,
-          async (seq) => {
-            const held = registry.get(runId);
-            if (held) return held.status() === 'paused' && held.lastSeq() === seq;
-            const [record, after] = await Promise.all([store.getRun(runId), store.readEvents(runId, seq)]);
-            return record?.status === 'paused' && after.length === 0;
-          },
-          // At a shutdown, the followers of runs held elsewhere are let go; a run held here (taken
-          // back from the store) ends here, its followers told.
-          { signal: followersStop.signal, heldHere: () => registry.has(runId) },
-        );
-      }
-      return followLive(live, afterSeq);
+      const again = () => followEvents(() => orchestrator.events(runId, afterSeq));
+      return eachLoopReads(await openEvents(runId, afterSeq), again);
     },
     async listSessions(filter) {
       filter ??= {};
@@ -1153,7 +1163,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     },
     subscribe: ((target: RunListener | string, options?: SubscribeOptions | number) => {
       if (typeof target === 'string')
-        return followEvents(() => orchestrator.events(target, options as number));
+        return eachLoopReads(undefined, () =>
+          followEvents(() => orchestrator.events(target, options as number)),
+        );
       // A wrong first argument would otherwise fail later, in every notice of every run.
       if (typeof target !== 'function') {
         throw new RunstateError(
@@ -1341,6 +1353,25 @@ const STORE_METHODS = [
   'listSessions',
   'sessionRuns',
 ] as const satisfies readonly (keyof RunStore)[];
+
+/**
+ * An iterable each loop over which reads every event from where it was asked to start: the first
+ * loop reads `first` (opened already, when there is one), each later loop opens its own. Over one
+ * iterator, a second loop, or two at once, would share one position, each missing what the other read.
+ */
+function eachLoopReads<T>(
+  first: AsyncIterable<T> | undefined,
+  open: () => AsyncIterable<T>,
+): AsyncIterable<T> {
+  let unread = first;
+  return {
+    [Symbol.asyncIterator]() {
+      const iterable = unread ?? open();
+      unread = undefined;
+      return iterable[Symbol.asyncIterator]();
+    },
+  };
+}
 
 /**
  * The events `events()` resolves with, as one async iterable (`subscribe(runId, seq)`). Asked for at
