@@ -10,6 +10,7 @@
 import { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
+import { timerDelay } from '../runtime/run-limits.js';
 
 /**
  * Headers of an event stream. `no-transform` and `X-Accel-Buffering: no` stop proxies (nginx,
@@ -112,8 +113,8 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
   // exactly, whenever in the timer's period the last frame came. (A flag reset at each tick of an
   // interval would let up to twice that pass.) One timer, armed again only when it fires.
   let lastWrite = performance.now();
-  // A timer fires at once past 2^31-1 ms: a longer period (`Infinity`) is that long, not a ping a turn.
-  const heartbeatMs = Math.min(options.heartbeatMs, 2 ** 31 - 1);
+  // A longer period (`Infinity`) is as long as a timer holds, not a ping a turn.
+  const heartbeatMs = timerDelay(options.heartbeatMs);
   const goneListeners = new Set<() => void>();
   const beat = () => {
     const quietFor = performance.now() - lastWrite;

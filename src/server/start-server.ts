@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { z } from 'zod';
-import { checkOption, checkOptionNames, duration } from '../runtime/run-limits.js';
+import { checkOption, checkOptionNames, duration, timerDelay } from '../runtime/run-limits.js';
 import type { RunstateApp } from './create-app.js';
 import { answerClientError, answerConnect, answerExpectation } from './http-errors.js';
 
@@ -85,8 +85,8 @@ export async function startServer(
     graceMs: givenGraceMs = 10_000,
     backlog = 4096,
   } = checkOption(startServerOptionsSchema, options, 'options');
-  // A timer holds at most 2^31-1 ms; a longer one (`Infinity`: wait for ever) would fire at once.
-  const graceMs = Math.min(givenGraceMs, 2 ** 31 - 1);
+  // `Infinity`: wait for ever (as long as a timer holds).
+  const graceMs = timerDelay(givenGraceMs);
   // With the app's message classes, express has no prototype to change per request (see `serverOptions`).
   // Node's own refusal of a request without `Host` has no body: the app answers it (`requireHost`).
   const server = createServer({ ...runstate.serverOptions, requireHostHeader: false }, runstate.app).listen(

@@ -89,6 +89,30 @@ afterEach(() => {
 });
 
 describe('createInspector: the feed', () => {
+  it('holds chunk progress for a flush interval past what a timer holds (Infinity): never sent every millisecond', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const warned = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      for (const flushIntervalMs of [Infinity, 3e9]) {
+        const { model, inspector, start } = setup({ flushIntervalMs });
+        const feed = record((listener) => inspector.subscribe(listener));
+        const run = start();
+        const call = await emitAll(model, run.events(), 3);
+        vi.advanceTimersByTime(60_000);
+        expect(feed.messages.filter((m) => m.type === 'progress')).toEqual([]);
+        call.end();
+        await run.result;
+        // A state change still goes out at once, with the counts.
+        expect(await feed.until(statusIs(run.runId, 'completed'))).toMatchObject({
+          runs: [{ run_id: run.runId, chunks: 3 }],
+        });
+      }
+      expect(warned).not.toHaveBeenCalled();
+    } finally {
+      warned.mockRestore();
+    }
+  });
+
   it('sends state changes, never chunks one by one: 1,000 chunks make no message until the flush', async () => {
     // Only the flush timer is faked: state changes go out on setImmediate, chunk progress waits for it.
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
