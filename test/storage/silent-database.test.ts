@@ -38,6 +38,32 @@ async function ownerBehindProxy() {
   return { store, direct, orchestrator, model, start };
 }
 
+/**
+ * Runs `test` with an owner behind the proxy and a first run of session `s1` completed, then shuts
+ * the owner down; the proxy is restored whatever happens.
+ */
+async function afterFirstRun(test: (owner: Awaited<ReturnType<typeof ownerBehindProxy>>) => Promise<void>) {
+  const owner = await ownerBehindProxy();
+  try {
+    const first = owner.start('Tell me a story', 's1');
+    await first.recorded;
+    const call = await owner.model.nextCall();
+    call.emit('Once');
+    call.end();
+    expect(await first.result).toMatchObject({ status: 'completed' });
+    await eventually(async () => (await owner.direct.getRun(first.runId))?.status === 'completed', {
+      what: 'the first run stored',
+    });
+    await test(owner);
+    await owner.orchestrator.shutdown();
+    await owner.store.close();
+  } finally {
+    await database.proxy.cut();
+    await database.proxy.restore();
+    await owner.direct.close();
+  }
+}
+
 describe('a database whose network path goes silent', () => {
   it('fails queries and transactions STORE_UNAVAILABLE after the time limit, and lets the pool end', async () => {
     const pool = new pg.Pool({
@@ -126,19 +152,8 @@ describe('a database whose network path goes silent', () => {
     }
   });
 
-  it('deletes a run whose record committed but went unanswered (its caller told 503), once the database answers again', async () => {
-    const { store, direct, orchestrator, model, start } = await ownerBehindProxy();
-    try {
-      const first = start('Tell me a story', 's1');
-      await first.recorded;
-      const call = await model.nextCall();
-      call.emit('Once');
-      call.end();
-      expect(await first.result).toMatchObject({ status: 'completed' });
-      await eventually(async () => (await direct.getRun(first.runId))?.status === 'completed', {
-        what: 'the first run stored',
-      });
-
+  it('deletes a run whose record committed but went unanswered (its caller told 503), once the database answers again', () =>
+    afterFirstRun(async ({ direct, start }) => {
       // The requests reach the server, its answers never come back: the INSERTs commit.
       database.proxy.silence({ requests: true });
       const joined = start('Tell me another', 's1');
@@ -161,49 +176,31 @@ describe('a database whose network path goes silent', () => {
       );
       expect(await direct.getSession('s2')).toBeUndefined();
       expect(await direct.getSession('s1')).toBeDefined();
-      expect(await direct.getRun(first.runId)).toMatchObject({ status: 'completed' });
-      await orchestrator.shutdown();
-      await store.close();
-    } finally {
-      await database.proxy.cut();
-      await database.proxy.restore();
-      await direct.close();
-    }
-  });
+    }));
 
-  it('deletes a run whose record arrived after its delete (sent before the silence, delivered late)', async () => {
-    const { store, direct, orchestrator, model, start } = await ownerBehindProxy();
-    try {
-      const first = start('Tell me a story', 's1');
-      await first.recorded;
-      const call = await model.nextCall();
-      call.end();
-      expect(await first.result).toMatchObject({ status: 'completed' });
+  it(
+    'deletes a run whose record arrived after its delete (sent before the silence, delivered late)',
+    () =>
+      afterFirstRun(async ({ direct, start }) => {
+        // The record's INSERT is held on its way; new connections get through, and the store deletes
+        // the run it was told was not accepted, before the INSERT arrives.
+        database.proxy.hold();
+        const deleted = database.proxy.answered('DELETE FROM runstate_runs WHERE run_id = ANY');
+        const late = start('Tell me another', 's2');
+        await expect(late.recorded).rejects.toMatchObject(STORE_UNAVAILABLE);
+        await deleted;
+        // The INSERT commits now, after the delete (its answer is lost with its connection).
+        await database.proxy.deliverHeld();
 
-      // The record's INSERT is held on its way; new connections get through, and the store deletes
-      // the run it was told was not accepted, before the INSERT arrives.
-      database.proxy.hold();
-      const deleted = database.proxy.answered('DELETE FROM runstate_runs WHERE run_id = ANY');
-      const late = start('Tell me another', 's2');
-      await expect(late.recorded).rejects.toMatchObject(STORE_UNAVAILABLE);
-      await deleted;
-      // The INSERT commits now, after the delete (its answer is lost with its connection).
-      await database.proxy.deliverHeld();
-
-      // Deleted again: not left pending under an owner that never knew it.
-      await eventually(async () => (await direct.getRun(late.runId)) === undefined, {
-        what: 'the late record deleted',
-        timeoutMs: 30_000,
-        everyMs: 100,
-      });
-      expect(await direct.getSession('s2')).toBeUndefined();
-      expect(await direct.getRun(first.runId)).toMatchObject({ status: 'completed' });
-      await orchestrator.shutdown();
-      await store.close();
-    } finally {
-      await database.proxy.cut();
-      await database.proxy.restore();
-      await direct.close();
-    }
-  }, 60_000);
+        // Deleted again: not left pending under an owner that never knew it.
+        await eventually(async () => (await direct.getRun(late.runId)) === undefined, {
+          what: 'the late record deleted',
+          timeoutMs: 30_000,
+          everyMs: 100,
+        });
+        expect(await direct.getSession('s2')).toBeUndefined();
+        expect(await direct.getSession('s1')).toBeDefined();
+      }),
+    60_000,
+  );
 });
