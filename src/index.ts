@@ -60,7 +60,7 @@ export {
 } from './runtime/memory-run-store.js';
 export { createMemoryCancelBus } from './runtime/memory-cancel-bus.js';
 export { openStorage, type Storage, type StorageOptions } from './runtime/open-storage.js';
-export type { SqlRunStoreOptions } from './runtime/sql/create-sql-run-store.js';
+export type { SqlStoreSettings } from './runtime/sql/create-sql-run-store.js';
 export type { OrphanOutcome, RunLeases } from './runtime/run-leases.js';
 export type { InspectOption } from './runtime/live-run.js';
 export { createMemoryEventBus } from './runtime/memory-event-bus.js';

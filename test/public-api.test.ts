@@ -104,7 +104,7 @@ const TYPES = [
   'RunstateErrorOptions',
   'SessionFilter',
   'SessionRecord',
-  'SqlRunStoreOptions',
+  'SqlStoreSettings',
   'StartRunRequest',
   'Storage',
   'StorageOptions',
@@ -169,31 +169,52 @@ describe('the root export of runstate', () => {
   });
 });
 
+/** A program of every entry point, its checker, and each entry's exported symbols (aliases resolved). */
+const entryPoints = memo(async () => {
+  const { default: ts } = await import('typescript');
+  const entries = [
+    'src/index.ts',
+    'src/server/index.ts',
+    'src/observe/index.ts',
+    'src/testing/index.ts',
+    'machines/index.ts',
+  ];
+  const program = ts.createProgram(
+    entries.map((entry) => `${ROOT}${entry}`),
+    {
+      strict: true,
+      module: ts.ModuleKind.NodeNext,
+      moduleResolution: ts.ModuleResolutionKind.NodeNext,
+      noEmit: true,
+    },
+  );
+  const checker = program.getTypeChecker();
+  const resolve = (symbol: import('typescript').Symbol) =>
+    symbol.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(symbol) : symbol;
+  const exports = entries.map((entry) => {
+    const module = checker.getSymbolAtLocation(program.getSourceFile(`${ROOT}${entry}`)!)!;
+    return {
+      entry,
+      symbols: checker
+        .getExportsOfModule(module)
+        .map((exported) => ({ exported, symbol: resolve(exported) })),
+    };
+  });
+  return { ts, checker, resolve, exports };
+});
+
+/** `make`'s result, made once, when first asked for. */
+function memo<T>(make: () => T): () => T {
+  let made: { value: T } | undefined;
+  return () => (made ??= { value: make() }).value;
+}
+
 describe('the documentation of every entry point', () => {
   it('has TSDoc on every export, where the declaration is (an editor shows it on hover)', async () => {
-    const { default: ts } = await import('typescript');
-    const entries = [
-      'src/index.ts',
-      'src/server/index.ts',
-      'src/observe/index.ts',
-      'src/testing/index.ts',
-      'machines/index.ts',
-    ];
-    const program = ts.createProgram(
-      entries.map((entry) => `${ROOT}${entry}`),
-      {
-        strict: true,
-        module: ts.ModuleKind.NodeNext,
-        moduleResolution: ts.ModuleResolutionKind.NodeNext,
-        noEmit: true,
-      },
-    );
-    const checker = program.getTypeChecker();
+    const { ts, exports } = await entryPoints();
     const undocumented: string[] = [];
-    for (const entry of entries) {
-      const module = checker.getSymbolAtLocation(program.getSourceFile(`${ROOT}${entry}`)!)!;
-      for (const exported of checker.getExportsOfModule(module)) {
-        const symbol = exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported;
+    for (const { entry, symbols } of exports) {
+      for (const { exported, symbol } of symbols) {
         const documented = (symbol.declarations ?? []).some(
           (declaration) => ts.getJSDocCommentsAndTags(declaration).length > 0,
         );
@@ -201,5 +222,47 @@ describe('the documentation of every entry point', () => {
       }
     }
     expect(undocumented).toEqual([]);
+  }, 60_000);
+
+  it("names in every export's type only types a user can import too (none of runstate's own left out)", async () => {
+    const { ts, checker, resolve, exports } = await entryPoints();
+    const exported = new Set(exports.flatMap(({ symbols }) => symbols.map(({ symbol }) => symbol)));
+    const ours = (declaration: import('typescript').Node) => {
+      const file = declaration.getSourceFile().fileName;
+      return file.startsWith(ROOT) && !file.includes('/node_modules/');
+    };
+    const hidden = new Set<string>();
+    const visit = (node: import('typescript').Node, owner: string): void => {
+      // What a user cannot reach: bodies, values' initialisers, private members.
+      if (ts.isBlock(node) || ts.isPrivateIdentifier(node)) return;
+      if (
+        ts.canHaveModifiers(node) &&
+        ts.getModifiers(node)?.some((m) => m.kind === ts.SyntaxKind.PrivateKeyword)
+      )
+        return;
+      const name = (node as { name?: import('typescript').Node }).name;
+      if (name && ts.isPrivateIdentifier(name)) return;
+      if (ts.isVariableDeclaration(node) && node.initializer && node.type) return visit(node.type, owner);
+      if (ts.isTypeReferenceNode(node) || ts.isExpressionWithTypeArguments(node)) {
+        const name = ts.isTypeReferenceNode(node) ? node.typeName : node.expression;
+        const referenced = checker.getSymbolAtLocation(name);
+        const symbol = referenced && resolve(referenced);
+        const declaration = symbol?.declarations?.[0];
+        if (
+          symbol &&
+          declaration &&
+          ours(declaration) &&
+          !(symbol.flags & ts.SymbolFlags.TypeParameter) &&
+          !exported.has(symbol)
+        )
+          hidden.add(`${symbol.name} (in ${owner})`);
+      }
+      ts.forEachChild(node, (child) => visit(child, owner));
+    };
+    for (const { entry, symbols } of exports)
+      for (const { exported: name, symbol } of symbols)
+        for (const declaration of symbol.declarations ?? [])
+          if (ours(declaration)) visit(declaration, `${entry}: ${name.name}`);
+    expect([...hidden]).toEqual([]);
   }, 60_000);
 });

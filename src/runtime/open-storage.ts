@@ -7,7 +7,7 @@ import type { RunLeases } from './run-leases.js';
 import {
   createSqlRunStore,
   sqlStoreLimitsSchema,
-  type SqlRunStoreOptions,
+  type SqlStoreSettings,
 } from './sql/create-sql-run-store.js';
 import { describeUrl, openSqlDatabase } from './sql/open-sql-database.js';
 import { checkOption, checkOptionNames } from './run-limits.js';
@@ -58,7 +58,7 @@ export interface StorageOptions {
    * longer than memory: 10,000 finished runs, 30 days, 10,000 sessions, 100 runs per session.
    * In memory, `retention`, `maxSessions` and `maxRunsPerSession` make the memory store.
    */
-  store?: Omit<SqlRunStoreOptions, 'db' | 'leaseMs'> | undefined;
+  store?: SqlStoreSettings | undefined;
 }
 
 /** The names `StorageOptions.store` has. */

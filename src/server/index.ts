@@ -11,12 +11,14 @@ export {
   type MountedHandler,
   type RunstateApp,
 } from './create-app.js';
+export type { MessageClasses } from './message-classes.js';
 export { startServer, type StartServerOptions, type RunningServer } from './start-server.js';
-export type { AgentJson, ModelJson } from './agent-routes.js';
+export type { AgentJson, ApiInfoJson, ConfigJson, ModelJson } from './agent-routes.js';
 export {
   createOpenApiDocument,
   type OpenApiDocument,
   type OpenApiDocumentOptions,
+  type OperationMethod,
   type OperationObject,
   type ParameterObject,
   type ResponseObject,

@@ -60,7 +60,7 @@ export interface OpenApiDocument {
   openapi: '3.1.0';
   info: { title: string; version: string; description: string };
   tags: Array<{ name: string; description: string }>;
-  paths: Record<string, Partial<Record<OperationSpec['method'], OperationObject>>>;
+  paths: Record<string, Partial<Record<OperationMethod, OperationObject>>>;
   components: {
     schemas: Record<string, JsonSchema>;
     securitySchemes?: Record<string, { type: 'http'; scheme: 'bearer'; description: string }>;
@@ -103,9 +103,12 @@ interface SuccessSpec {
   content?: Partial<Record<MediaType, z.ZodType | JsonSchema>>;
 }
 
+/** The methods of the document's operations, as OpenAPI names them (lower case). */
+export type OperationMethod = 'get' | 'post' | 'patch' | 'delete';
+
 /** One route as the API document describes it. The path is written as express writes it. */
 export interface OperationSpec {
-  method: 'get' | 'post' | 'patch' | 'delete';
+  method: OperationMethod;
   path: string;
   operationId: string;
   summary: string;

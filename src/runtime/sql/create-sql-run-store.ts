@@ -50,14 +50,13 @@ export const SQL_STORE_LIMITS = {
   maxRunsPerSession: 100,
 } as const;
 
-/** Options of {@link createSqlRunStore}. */
-export interface SqlRunStoreOptions {
-  /** A migrated database (see `openSqlDatabase`). The store closes it on `close()`. */
-  db: SqlDatabase;
+/**
+ * What a SQL store keeps and who owns its runs: `openStorage`'s `store` option (retention, session
+ * limits, the instance id).
+ */
+export interface SqlStoreSettings {
   /** The instance that owns the runs this store creates (its lease covers them). Default: host, pid and a random part. */
   instanceId?: string | undefined;
-  /** How long an instance's lease lasts without renewal. Default 15 s. */
-  leaseMs?: number | undefined;
   retention?:
     | {
         /** Finished runs kept at most; the oldest go first. Default 10,000. */
@@ -75,7 +74,16 @@ export interface SqlRunStoreOptions {
    * run handed over meanwhile, as one INSERT, and holds one pooled connection. Default 2.
    */
   eventGroupsInFlight?: number | undefined;
+  /** The clock of retention and leases (milliseconds since the epoch). Default `Date.now`. */
   now?: (() => number) | undefined;
+}
+
+/** Options of {@link createSqlRunStore}: a database, the lease, and the store's settings. */
+export interface SqlRunStoreOptions extends SqlStoreSettings {
+  /** A migrated database (see `openSqlDatabase`). The store closes it on `close()`. */
+  db: SqlDatabase;
+  /** How long an instance's lease lasts without renewal. Default 15 s. */
+  leaseMs?: number | undefined;
 }
 
 /**
