@@ -13,7 +13,7 @@ import { AgentDirectory } from './agent-directory.js';
 import { apiDocs } from './api-docs.js';
 import { agentRoutes } from './agent-routes.js';
 import { bearerAuth } from './bearer-auth.js';
-import { closeWithConnection } from './close-with-connection.js';
+import { handlePerConnection } from './handle-per-connection.js';
 import { declaredTooLarge, parseByteSize, type BodyLimit } from './body-parsers.js';
 import { errorHandler, malformedRequest, notFoundHandler, sendError } from './http-errors.js';
 import { expressMessageClasses, type MessageClasses } from './message-classes.js';
@@ -241,10 +241,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   const app = express();
   const serverOptions = expressMessageClasses(app);
   app.use(requireHost);
-  app.use((req, res, next) => {
-    closeWithConnection(req, res);
-    next();
-  });
+  app.use(handlePerConnection);
   app.disable('x-powered-by');
   // Run records change while a run streams: no 304s to polling clients.
   app.disable('etag');

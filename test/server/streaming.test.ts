@@ -5,7 +5,13 @@ import type { ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import type { PausedRunOutput, RunEvent } from '../../src/index.js';
 import { MemoryEventLog } from '../../src/runtime/event-log.js';
-import { createMemoryEventBus, type EventBus } from '../../src/runtime/index.js';
+import {
+  createMemoryEventBus,
+  createMemoryRunStore,
+  type EventBus,
+  type RunStore,
+} from '../../src/runtime/index.js';
+import { MAX_REQUESTS_PER_CONNECTION } from '../../src/server/handle-per-connection.js';
 import { sendEventStream, sseFrame } from '../../src/server/sse.js';
 import { checkRunEvents, nextTurn } from '../../src/testing/index.js';
 import { postRun, serveConfirmingAgent, serveFake } from '../support/app.js';
@@ -153,6 +159,64 @@ async function pipelinedRuns(url: string, story: string, messages: string[]): Pr
   socket.write(messages.map(request).join(''));
   return socket;
 }
+
+describe('requests pipelined on one connection', () => {
+  /** A server whose store counts the run lists read at once; `gate` holds each read until opened. */
+  async function countingLists() {
+    const store = createMemoryRunStore();
+    const reading = { now: 0, most: 0, reads: 0 };
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const counted: RunStore = {
+      ...store,
+      async listRuns(filter) {
+        reading.reads++;
+        reading.most = Math.max(reading.most, ++reading.now);
+        await gate;
+        try {
+          return await store.listRuns(filter);
+        } finally {
+          reading.now--;
+        }
+      },
+    };
+    const server = await serveFake({ orchestrator: { store: counted } });
+    const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    const lists = (count: number) =>
+      socket.write('GET /agents/story-writer-agent/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(count));
+    return { reading, open, socket, lists };
+  }
+
+  it(`handles at most ${MAX_REQUESTS_PER_CONNECTION} at once, the others as earlier ones are answered, all in order`, async () => {
+    const { reading, open, socket, lists } = await countingLists();
+    let text = '';
+    socket.setEncoding('utf8').on('data', (data: string) => (text += data));
+    lists(40);
+    while (reading.reads < MAX_REQUESTS_PER_CONNECTION) await nextTurn();
+    await nextTurn();
+    // 40 asked for in one packet: a bounded number read (and held) at once, not 40.
+    expect(reading.reads).toBe(MAX_REQUESTS_PER_CONNECTION);
+    open();
+    while ((text.match(/HTTP\/1\.1 200 OK/g) ?? []).length < 40) await once(socket, 'data');
+    socket.destroy();
+    expect(reading).toMatchObject({ reads: 40, most: MAX_REQUESTS_PER_CONNECTION, now: 0 });
+  });
+
+  it('drops the requests still waiting when their connection closes: nobody would read their answers', async () => {
+    const { reading, open, socket, lists } = await countingLists();
+    lists(40);
+    while (reading.reads < MAX_REQUESTS_PER_CONNECTION) await nextTurn();
+    socket.destroy();
+    await once(socket, 'close');
+    // The server reads the end of the connection in a turn of its own (same process, loopback).
+    for (let turn = 0; turn < 3; turn++) await nextTurn();
+    open();
+    while (reading.now > 0) await nextTurn();
+    for (let turn = 0; turn < 5; turn++) await nextTurn();
+    expect(reading.reads).toBe(MAX_REQUESTS_PER_CONNECTION);
+  });
+});
 
 describe('a client that disconnects from a streamed run', () => {
   it('cancels the run (reason client_disconnect) by default', async () => {
