@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import type { Node as TsNode, Symbol as TsSymbol } from 'typescript';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -189,7 +190,7 @@ const entryPoints = memo(async () => {
     },
   );
   const checker = program.getTypeChecker();
-  const resolve = (symbol: import('typescript').Symbol) =>
+  const resolve = (symbol: TsSymbol) =>
     symbol.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(symbol) : symbol;
   const exports = entries.map((entry) => {
     const module = checker.getSymbolAtLocation(program.getSourceFile(`${ROOT}${entry}`)!)!;
@@ -227,12 +228,12 @@ describe('the documentation of every entry point', () => {
   it("names in every export's type only types a user can import too (none of runstate's own left out)", async () => {
     const { ts, checker, resolve, exports } = await entryPoints();
     const exported = new Set(exports.flatMap(({ symbols }) => symbols.map(({ symbol }) => symbol)));
-    const ours = (declaration: import('typescript').Node) => {
+    const ours = (declaration: TsNode) => {
       const file = declaration.getSourceFile().fileName;
       return file.startsWith(ROOT) && !file.includes('/node_modules/');
     };
     const hidden = new Set<string>();
-    const visit = (node: import('typescript').Node, owner: string): void => {
+    const visit = (node: TsNode, owner: string): void => {
       // What a user cannot reach: bodies, values' initialisers, private members.
       if (ts.isBlock(node) || ts.isPrivateIdentifier(node)) return;
       if (
@@ -240,7 +241,7 @@ describe('the documentation of every entry point', () => {
         ts.getModifiers(node)?.some((m) => m.kind === ts.SyntaxKind.PrivateKeyword)
       )
         return;
-      const name = (node as { name?: import('typescript').Node }).name;
+      const name = (node as { name?: TsNode }).name;
       if (name && ts.isPrivateIdentifier(name)) return;
       if (ts.isVariableDeclaration(node) && node.initializer && node.type) return visit(node.type, owner);
       if (ts.isTypeReferenceNode(node) || ts.isExpressionWithTypeArguments(node)) {
