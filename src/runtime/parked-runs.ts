@@ -223,7 +223,11 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       return undefined;
     });
     if (taken) {
-      taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
+      // A `cancelRun` here answered `true` while the deadline was taking the run (its own claim
+      // found it taken): the cancel is kept, as its answer promised.
+      const cancelling = cancellingParked.get(runId);
+      if (cancelling) taken.run.cancel(cancelling.reason);
+      else taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
       return;
     }
     // Taken elsewhere (continued, cancelled).

@@ -160,6 +160,76 @@ describe('a cancel and a continue of one parked run, together', () => {
   );
 });
 
+describe("a cancel and a parked run's pause running out, together", () => {
+  it.each(['the deadline', 'the cancel'] as const)(
+    'ends the run cancelled when cancelRun answered true, whichever the store gives the run to (%s)',
+    async (winner) => {
+      const { store, held, claims } = storeWithHeldClaims();
+      const orchestrator = createOrchestrator({ store });
+      const model = createFakeModel();
+      const agent = new Agent({
+        name: 'Publisher',
+        model,
+        orchestrator,
+        tools: [publish()],
+        limits: { pauseTimeoutMs: 50 },
+      });
+      const run = agent.run('publish', { stream: true });
+      (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+      expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+
+      // The deadline's claim is in flight; the cancel meanwhile is answered true.
+      await claims(1);
+      expect(agent.cancelRun(run.runId)).toBe(true);
+      await claims(2);
+      const [deadlineClaim, cancelClaim] = held;
+      if (winner === 'the deadline') deadlineClaim!();
+      else cancelClaim!();
+      for (const release of held) release();
+
+      const output = await orchestrator.result(run.runId);
+      expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
+      const events = await collect(await orchestrator.events(run.runId));
+      checkRunEvents(events, 'cancelled');
+      await orchestrator.shutdown();
+    },
+  );
+  it('ends the run cancelled when cancelRun answered true just after the deadline took the run from the store', async () => {
+    const inner = createMemoryRunStore();
+    let afterClaim: (() => void) | undefined;
+    const store: RunStore = {
+      ...inner,
+      async claimParked(...args) {
+        const claimed = await inner.claimParked(...args);
+        const first = afterClaim;
+        afterClaim = undefined;
+        first?.();
+        return claimed;
+      },
+    };
+    const orchestrator = createOrchestrator({ store });
+    const model = createFakeModel();
+    const agent = new Agent({
+      name: 'Publisher',
+      model,
+      orchestrator,
+      tools: [publish()],
+      limits: { pauseTimeoutMs: 50 },
+    });
+    const run = agent.run('publish', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    let answer: boolean | undefined;
+    afterClaim = () => (answer = agent.cancelRun(run.runId));
+    expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+
+    const output = await orchestrator.result(run.runId);
+    expect(answer).toBe(true);
+    expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
+    checkRunEvents(await collect(await orchestrator.events(run.runId)), 'cancelled');
+    await orchestrator.shutdown();
+  });
+});
+
 describe('a continue that loses its parked run to a cancel on another instance', () => {
   /**
    * Three instances on one store and bus: one paused a run, one continues it, and one cancels it
