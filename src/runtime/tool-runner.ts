@@ -5,6 +5,9 @@ import { thrownText, toolResultText, type Tool } from '../tools/tool.js';
 import type { RunAround } from './storage.js';
 import { checkArguments, parseArguments, type CheckedArguments } from './check-tool-calls.js';
 
+/** The longest tool result a model is sent, in characters (a megabyte of ASCII text, as the body limit). */
+export const MAX_TOOL_RESULT_CHARS = 1_000_000;
+
 /** What the tool runner needs to know about a run. */
 export interface ToolRun {
   tools: ReadonlyMap<string, Tool>;
@@ -93,7 +96,17 @@ export function createToolRunner(lookup: (runId: string) => ToolRun | undefined)
         const work = () => tool.execute(data, context);
         const step = { type: 'tool', runId: input.runId, toolCallId: call.id } as const;
         new Promise((resolve) => resolve(run.around ? run.around(step, work) : work())).then(
-          (value) => settle(toolResultText(value), false),
+          (value) => {
+            const text = toolResultText(value);
+            // Stored several times over (the call's events, the record, the model's messages) and
+            // sent to the model: a result past what a context holds is a mistake, told as one.
+            if (text.length <= MAX_TOOL_RESULT_CHARS) settle(text, false);
+            else
+              settle(
+                `Error: the result of ${call.name} is ${text.length} characters, over the limit of ${MAX_TOOL_RESULT_CHARS}`,
+                true,
+              );
+          },
           (error: unknown) => settle(`Error: ${thrownText(error)}`, true),
         );
       };

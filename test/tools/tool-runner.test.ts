@@ -3,7 +3,7 @@ import { assign, createActor, setup } from 'xstate';
 import { z } from 'zod';
 import type { ToolRunnerEvent, ToolRunnerInput } from '../../machines/run-types.js';
 import { tool, type Tool, type ToolExecuteContext } from '../../src/index.js';
-import { createToolRunner, type ToolRun } from '../../src/runtime/tool-runner.js';
+import { createToolRunner, MAX_TOOL_RESULT_CHARS, type ToolRun } from '../../src/runtime/tool-runner.js';
 import { nextTurn } from '../../src/testing/index.js';
 
 /** A promise with its resolve and reject, so a test decides when a tool returns. */
@@ -118,6 +118,23 @@ describe('the tool runner', () => {
       { type: 'TOOL_DONE', toolCallId: 'c1', result: 'Error: disk full', error: true },
       { type: 'TOOL_DONE', toolCallId: 'c2', result: 'Error: not an Error', error: true },
     ]);
+  });
+
+  it(`tells the model a result over ${MAX_TOOL_RESULT_CHARS} characters is too long, instead of sending it`, async () => {
+    const held = heldTool('held');
+    const runner = startRunner([held.tool], [call('c1', 'held'), call('c2', 'held')]);
+    await nextTurn();
+    held.calls[0]?.result.resolve('x'.repeat(MAX_TOOL_RESULT_CHARS));
+    held.calls[1]?.result.resolve({ text: 'x'.repeat(MAX_TOOL_RESULT_CHARS) });
+    await nextTurn();
+    const done = runner.events().filter((e) => e.type === 'TOOL_DONE');
+    expect(done.map((e) => [e.toolCallId, e.result.length, e.error])).toEqual([
+      ['c1', MAX_TOOL_RESULT_CHARS, false],
+      ['c2', expect.any(Number), true],
+    ]);
+    expect(done[1]?.result).toBe(
+      `Error: the result of held is ${MAX_TOOL_RESULT_CHARS + 11} characters, over the limit of ${MAX_TOOL_RESULT_CHARS}`,
+    );
   });
 
   it('runs at most maxConcurrentTools calls at once and starts the next as one ends', async () => {
