@@ -2,7 +2,13 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import busboy from 'busboy';
 import express, { type RequestHandler } from 'express';
 import { RunstateError } from '../errors.js';
-import { closesAfterAnswer, invalidField, malformedRequest, unsupportedMediaType } from './http-errors.js';
+import {
+  closesAfterAnswer,
+  invalidField,
+  malformedRequest,
+  undecodableField,
+  unsupportedMediaType,
+} from './http-errors.js';
 
 /** A size as express takes it: bytes, or a string such as `'1mb'`, `'500kb'`. */
 export type BodyLimit = number | string;
@@ -31,7 +37,8 @@ const MAX_FORM_FIELDS = 100;
  * as soon as it is known to be over, and the connection closed after that answer). The media type
  * is read once and picks the one parser that reads the body (no body: `req.body` stays unset). Its
  * errors become runstate errors here, at the boundary: too large → `PAYLOAD_TOO_LARGE` (413);
- * another media type → 415 naming `content-type`; unreadable → 400; a file part → 422 naming its field.
+ * another media type → 415 naming `content-type`; unreadable → 400 (naming the field whose name or
+ * value cannot be decoded); a file part → 422 naming its field.
  */
 export function runBodyParser(limit: BodyLimit): RequestHandler {
   const maxBytes = parseByteSize(limit);
@@ -39,7 +46,13 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
   const type = () => true;
   const json = wrap(express.json({ limit: maxBytes, strict: true, type }), maxBytes);
   const urlencoded = wrap(
-    express.urlencoded({ limit: maxBytes, extended: false, parameterLimit: MAX_FORM_FIELDS, type }),
+    express.urlencoded({
+      limit: maxBytes,
+      extended: false,
+      parameterLimit: MAX_FORM_FIELDS,
+      type,
+      verify: refuseUndecodableFields,
+    }),
     maxBytes,
   );
   // A multipart body is read whole, as the other two are, then its fields are parsed from the
@@ -94,6 +107,45 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
     if (!matched) return next();
     return parsers[matched]!(req, res, next);
   };
+}
+
+/**
+ * body-parser's `verify` of a urlencoded body: refuses one with a name or value that cannot be
+ * decoded (a malformed percent-escape, or escapes that are no UTF-8: `%FF`, `%ED%A0%80`, a lone
+ * surrogate), naming its field. qs, which parses the body, keeps such a text as it was sent, every
+ * escape of it, valid ones included: `caf%C3%A9%FF` would be stored as a message or a session id.
+ * In latin1 (`charset=iso-8859-1`) every escape is a character, and qs decodes it so: nothing fails.
+ * The pairs are split as qs splits them, at `&` and then at the first `=` (where qs splits a
+ * `name[x]=` at its `]=`, an escape cannot hold either character, so the same escapes fail).
+ */
+function refuseUndecodableFields(
+  _req: IncomingMessage,
+  _res: ServerResponse,
+  body: Buffer,
+  encoding: string | null,
+): void {
+  if (encoding !== 'utf-8' || !body.includes('%')) return;
+  for (const pair of body.toString('utf8').split('&')) {
+    if (!pair.includes('%')) continue;
+    const split = pair.indexOf('=');
+    const name = split === -1 ? pair : pair.slice(0, split);
+    const decodedName = decodedFormText(name);
+    if (decodedName === undefined)
+      throw undecodableField(name, `${name}: the name cannot be decoded (${NO_UTF8_ESCAPES})`);
+    if (split !== -1 && decodedFormText(pair.slice(split + 1)) === undefined)
+      throw undecodableField(decodedName, `${decodedName}: cannot be decoded (${NO_UTF8_ESCAPES})`);
+  }
+}
+
+const NO_UTF8_ESCAPES = 'a percent-escape that is malformed or not UTF-8';
+
+/** A form's name or value decoded as qs decodes it in UTF-8; `undefined` when it cannot be. */
+function decodedFormText(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text.replaceAll('+', ' '));
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -152,7 +204,8 @@ function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
 /**
  * The text fields of a multipart/form-data body, a repeated name as an array (as the urlencoded
  * parser does). Rejects with a runstate error: a file part (422, naming its field), more than
- * {@link MAX_FORM_FIELDS} fields (413), a body busboy cannot read (400).
+ * {@link MAX_FORM_FIELDS} fields (413), a part in a charset it does not read (400, naming its
+ * field), a body busboy cannot read (400).
  */
 function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
@@ -174,7 +227,8 @@ function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Re
       // busboy hands a part in a charset it does not read (any but UTF-8, UTF-16LE, latin1 and
       // ASCII) over as `undefined`: dropped, a `session_id` so sent would start a new session.
       if (value === undefined) {
-        failure ??= malformedRequest(
+        failure ??= undecodableField(
+          name,
           `multipart body: field '${name}' is in a charset this server does not read (send UTF-8)`,
         );
         return;
@@ -208,6 +262,9 @@ function malformedMultipart(error: unknown): RunstateError {
 
 /** body-parser's errors carry a `type` naming what went wrong. */
 function fromBodyParserError(error: unknown): unknown {
+  // A refusal of `verify`'s, handed back as it was thrown (body-parser marks it 403, which the
+  // error handler ignores for a runstate error).
+  if (error instanceof RunstateError) return error;
   const type = (error as { type?: unknown } | null)?.type;
   switch (type) {
     case 'entity.too.large':

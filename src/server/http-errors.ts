@@ -69,6 +69,18 @@ export function malformedRequest(detail: string, cause?: unknown): RunstateError
 }
 
 /**
+ * A field of the body whose name or value cannot be decoded (a form's percent-escape that is no
+ * UTF-8, a multipart part in a charset the server does not read): 400 `{detail, code:
+ * 'INVALID_INPUT', field}`, as a body that cannot be read is, with the field named (as it was sent,
+ * when its name is what cannot be decoded).
+ */
+export function undecodableField(field: string, detail: string, cause?: unknown): RunstateError {
+  const error = new RunstateError('INVALID_INPUT', detail, { cause });
+  extras.set(error, { status: 400, body: { field } });
+  return error;
+}
+
+/**
  * A body of a media type the route does not read: 415 `{detail, code: 'INVALID_INPUT', field:
  * 'content-type'}`, rather than a 422 for fields that were sent, only in a form the route cannot read.
  */

@@ -280,7 +280,10 @@ export const cancelResult = z.strictObject({ run_id: z.string(), status: z.liter
 export const errorResponse = z.strictObject({
   detail: z.string().meta({ description: 'What went wrong, for a person.' }),
   code: errorCode,
-  field: z.string().optional().meta({ description: 'The request field that failed validation (422).' }),
+  field: z.string().optional().meta({
+    description:
+      'The request field that failed validation (422), or whose name or value cannot be decoded (400).',
+  }),
   run_id: z.string().optional().meta({ description: 'The run that already finished (409).' }),
   status: runStatus.optional().meta({ description: 'How that run finished (409).' }),
 });

@@ -778,7 +778,9 @@ function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, s
   const add = (status: number, code: string) => statuses.set(status, [...(statuses.get(status) ?? []), code]);
   const unreadable: string[] = [
     ...(operation.path.includes(':') ? ['a path parameter cannot be decoded'] : []),
-    ...(operation.readsBody ? ['the body cannot be read'] : []),
+    ...(operation.readsBody
+      ? ['the body cannot be read, or a field of a form cannot be decoded (`field` names it)']
+      : []),
   ];
   // Answered by `startServer` (and `requireHost`) for any route, before a route sees the request.
   unreadable.push('a malformed request line or header, or no `Host` header');

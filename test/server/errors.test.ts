@@ -513,8 +513,81 @@ describe('invalid run requests', () => {
     expect(body.detail).toBe(
       "multipart body: field 'session_id' is in a charset this server does not read (send UTF-8)",
     );
+    expect(body.field).toBe('session_id');
     // No run was started in a new session instead.
     expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });
+  });
+
+  it('answers 400 naming a urlencoded field whose percent-escapes cannot be decoded, never keeps it as sent', async () => {
+    const { story, url } = await serveFake();
+    const post = (body: string) =>
+      fetch(`${story}/runs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body,
+      });
+    for (const [body, field] of [
+      // Its valid escapes (%C3%A9, %20) are no reason to keep the others: qs kept all as sent.
+      ['message=caf%C3%A9%20ok%FF&stream=false', 'message'],
+      ['message=Hi&session_id=r%C3%A9v6%20s%FF', 'session_id'],
+      ['message=Hi&user_id=u%E9', 'user_id'],
+      // A lone surrogate (U+D800 in UTF-8's form): no text.
+      ['message=%ED%A0%80', 'message'],
+      ['message=50%', 'message'],
+      ['message=Hi&stream=%ZZ', 'stream'],
+      // A name that cannot be decoded is named as it was sent.
+      ['message=Hi&sess%FFion=s1', 'sess%FFion'],
+    ] as const) {
+      const answer = await expectError(await post(body), 400, 'INVALID_INPUT');
+      expect(answer, body).toMatchObject({ field });
+      expect(answer.detail, body).toBe(
+        `${field}: ${field === 'sess%FFion' ? 'the name cannot' : 'cannot'} be decoded (a percent-escape that is malformed or not UTF-8)`,
+      );
+    }
+    // Nothing was started.
+    expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });
+  });
+
+  it('answers 400 to an undecodable urlencoded field on every route that reads a body', async () => {
+    const { story: agentUrl, url, model } = await serveFake();
+    const started = await postRun(agentUrl, { message: 'Publish', background: true, session_id: 's1' });
+    const { run_id } = (await started.json()) as { run_id: string };
+    (await model.nextCall()).end();
+    // (The body is read before the run is looked up: whether it is paused makes no difference.)
+    const form = { 'content-type': 'application/x-www-form-urlencoded' };
+    for (const [method, path, body, field] of [
+      ['POST', `${agentUrl}/runs/${run_id}/continue`, 'tools=%5B%FF%5D', 'tools'],
+      ['POST', `${agentUrl}/runs/${run_id}/continue`, 'tools=%5B%5D&session_id=s%FF', 'session_id'],
+      ['POST', `${agentUrl}/runs/${run_id}/resume`, 'last_event_index=%FF', 'last_event_index'],
+      ['POST', `${url}/sessions/s1/rename`, 'session_name=r%C3%A9v%FF', 'session_name'],
+      ['PATCH', `${url}/sessions/s1`, 'session_name=r%C3%A9v%FF', 'session_name'],
+      ['DELETE', `${url}/sessions`, 'session_ids=s1&session_ids=s%FF&session_types=agent', 'session_ids'],
+    ] as const) {
+      const answer = await expectError(
+        await fetch(path, { method, headers: form, body }),
+        400,
+        'INVALID_INPUT',
+      );
+      expect(answer.field, `${method} ${path}`).toBe(field);
+    }
+    // The session is there, its name unchanged.
+    expect(await (await fetch(`${url}/sessions/s1`)).json()).toMatchObject({ session_name: 'Publish' });
+  });
+
+  it('decodes the escapes of a urlencoded body in UTF-8, and in latin1 when its charset says so', async () => {
+    const { story, model } = await serveFake();
+    const post = (contentType: string, body: string) =>
+      fetch(`${story}/runs`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const utf8 = await post('application/x-www-form-urlencoded', 'message=caf%C3%A9+ok%21&background=true');
+    expect(utf8.status).toBe(202);
+    expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'café ok!' });
+    // In latin1 every escape is a character: %E9 is é.
+    const latin1 = await post(
+      'application/x-www-form-urlencoded; charset=iso-8859-1',
+      'message=caf%E9&background=true',
+    );
+    expect(latin1.status).toBe(202);
+    expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'café' });
   });
 
   it('answers 422 naming the field of a file part: runs take text only', async () => {

@@ -293,6 +293,36 @@ describe('the document against live answers', () => {
     expect(checked).toBe(14);
   });
 
+  it('lists the 400 that every route reading a body answers to a form field it cannot decode, and the 422 of one sent twice', async () => {
+    const { url } = await serveFake();
+    const document = await getDocument(url);
+    let checked = 0;
+    for (const [path, operations] of Object.entries(document.paths)) {
+      const target = path.replace('{agent_id}', 'story-writer-agent').replace(/\{(\w+)\}/g, 'x');
+      for (const [method, spec] of Object.entries(operations) as Array<
+        ['get' | 'post' | 'patch' | 'delete', OperationObject]
+      >) {
+        const form = spec.requestBody?.content?.['application/x-www-form-urlencoded']?.schema;
+        if (form === undefined) continue;
+        // Its first field: the body is read, and refused, before the path's ids are looked up.
+        const fields = documented(document, form) as z.ZodObject;
+        const field = Object.keys(fields.shape)[0]!;
+        const route = `${method} ${path}` as const;
+        const undecodable = await fetch(`${url}${target}`, {
+          method: method.toUpperCase(),
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: `${field}=%FF`,
+        });
+        expect(undecodable.status, route).toBe(400);
+        expect(await expectDocumented(document, route, undecodable)).toMatchObject({ field });
+        // (A field sent twice is refused once the route's ids are found: its 422 is checked in routes.test.ts.)
+        expect(Object.keys(spec.responses), route).toContain('422');
+        checked++;
+      }
+    }
+    expect(checked).toBe(6);
+  });
+
   it('answers the routes without parameters as their schemas say', async () => {
     const { url } = await serveFake();
     const document = await getDocument(url);
