@@ -38,22 +38,25 @@ const MAX_FORM_FIELDS = 100;
  * is read once and picks the one parser that reads the body (no body: `req.body` stays unset). Its
  * errors become runstate errors here, at the boundary: too large → `PAYLOAD_TOO_LARGE` (413);
  * another media type → 415 naming `content-type`; unreadable → 400 (naming the field whose name or
- * value cannot be decoded); a file part → 422 naming its field.
+ * value cannot be decoded); a file part → 422 naming its field. The fields of a form are marked
+ * ({@link isFormBody}): there, a field sent twice is an array.
  */
 export function runBodyParser(limit: BodyLimit): RequestHandler {
   const maxBytes = parseByteSize(limit);
   // The type was matched once, below: each parser reads what it is handed.
   const type = () => true;
   const json = wrap(express.json({ limit: maxBytes, strict: true, type }), maxBytes);
-  const urlencoded = wrap(
-    express.urlencoded({
-      limit: maxBytes,
-      extended: false,
-      parameterLimit: MAX_FORM_FIELDS,
-      type,
-      verify: refuseUndecodableFields,
-    }),
-    maxBytes,
+  const urlencoded = markedAsForm(
+    wrap(
+      express.urlencoded({
+        limit: maxBytes,
+        extended: false,
+        parameterLimit: MAX_FORM_FIELDS,
+        type,
+        verify: refuseUndecodableFields,
+      }),
+      maxBytes,
+    ),
   );
   // A multipart body is read whole, as the other two are, then its fields are parsed from the
   // buffer in one call. Piping each request through a form parser's streams (multer) cost ~0.6 ms
@@ -65,6 +68,7 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
       if (error !== undefined || !Buffer.isBuffer(req.body)) return next(error);
       parseFormFields(req.body, req.headers).then((fields) => {
         req.body = fields;
+        formBodies.add(fields);
         next();
       }, next);
     });
@@ -107,6 +111,28 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
     if (!matched) return next();
     return parsers[matched]!(req, res, next);
   };
+}
+
+/** The fields of the forms the parsers read (see {@link isFormBody}). */
+const formBodies = new WeakSet<object>();
+
+/**
+ * Whether `body` is the fields of a form (urlencoded or multipart), as {@link runBodyParser} read
+ * them, rather than a JSON body: in a form, a field sent twice is an array of its values, where
+ * a JSON array is one value.
+ */
+export function isFormBody(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && formBodies.has(body);
+}
+
+/** `parser` (a urlencoded one), with the fields it reads marked as a form's. */
+function markedAsForm(parser: RequestHandler): RequestHandler {
+  return (req, res, next) =>
+    parser(req, res, (error?: unknown) => {
+      const fields: unknown = req.body;
+      if (error === undefined && typeof fields === 'object' && fields !== null) formBodies.add(fields);
+      next(error);
+    });
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   createRunBody,
   listRunsQuery,
   getRunQuery,
+  parseBody,
   parseInput,
   parseQuery,
   resumeHeader,
@@ -40,7 +41,7 @@ export function runRoutes(context: RouteContext): Router {
 
   router.post('/agents/:agent_id/runs', requireAgent, runBodyParser(context.bodyLimit), async (req, res) => {
     const agent = agents.get(req.params.agent_id);
-    const input = parseInput(createRunBody, req.body ?? {});
+    const input = parseBody(createRunBody, req.body);
     // With the other runs whose requests this turn read (see atTurnEnd).
     await atTurnEnd();
     await createRun(context, agent, input, res);
@@ -64,7 +65,7 @@ export function runRoutes(context: RouteContext): Router {
       const runId = (req.params as unknown as { run_id: string }).run_id;
       // An unknown run is a 404 whatever the body, as an unknown agent is.
       const record = await agents.run(agent, runId);
-      const input = parseInput(continueRunBody, withToolsParsed(req.body));
+      const input = parseBody(continueRunBody, req.body, withToolsParsed);
       if (input.session_id !== undefined && input.session_id !== record.session_id) {
         throw invalidField('session_id', `run ${runId} belongs to session ${record.session_id}`);
       }
@@ -146,7 +147,7 @@ export function runRoutes(context: RouteContext): Router {
       const agent = agents.get(req.params.agent_id);
       const runId = (req.params as unknown as { run_id: string }).run_id;
       // No body at all is every field absent, as AgentOS's optional form fields are.
-      const input = parseInput(resumeRunBody, req.body ?? {});
+      const input = parseBody(resumeRunBody, req.body);
       const record = await agents.run(agent, runId);
       if (input.session_id !== undefined && record.session_id !== input.session_id) {
         throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found in session ${input.session_id}`);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { RUN_STATUSES } from '../../machines/run-types.js';
 import { MAX_ID_LENGTH, unstorableCharacter } from '../runtime/create-orchestrator.js';
+import { isFormBody } from './body-parsers.js';
 import { invalidField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
@@ -65,6 +66,16 @@ const statusFilter = z.union(
   { error: `must be one of ${[...runStatus.options, ...Object.keys(AGNO_RUN_STATUSES)].join(', ')}` },
 );
 
+// The fields that take a list, which a form sends as the field repeated (`session_ids=a&session_ids=b`):
+// any other field of a form sent twice is refused by name (see refuseRepeats).
+const listFields = new WeakSet<z.ZodType>();
+
+/** `schema`, marked as a field that takes a list: a form may send it more than once. */
+function listField<Schema extends z.ZodType>(schema: Schema): Schema {
+  listFields.add(schema);
+  return schema;
+}
+
 /**
  * A media field of Agno's run form (`images`, `audio`, `videos`, `files`, `input_files`): refused
  * with a 422 naming it rather than ignored, since the model would answer without what was sent.
@@ -74,11 +85,13 @@ function refusedMedia(what: string) {
   // (A form field sent twice is an array: empty when each of its values is.)
   const empty = (value: unknown): boolean =>
     value === null || value === '' || value === '[]' || (Array.isArray(value) && value.every(empty));
-  return z
-    .unknown()
-    .refine(empty, `runstate does not take ${what}: runs take a text message only`)
-    .optional()
-    .meta({ description: `Refused (422) unless empty: runstate does not take ${what}.` });
+  return listField(
+    z
+      .unknown()
+      .refine(empty, `runstate does not take ${what}: runs take a text message only`)
+      .optional()
+      .meta({ description: `Refused (422) unless empty: runstate does not take ${what}.` }),
+  );
 }
 
 /** The body of `POST /agents/:agent_id/runs`. Unknown fields are ignored (clients send more). */
@@ -315,22 +328,26 @@ const oneOrMany = (value: unknown) => (typeof value === 'string' ? [value] : val
 
 /** The body of `DELETE /sessions`, AgentOS's `DeleteSessionRequest`: a type for each id. */
 export const deleteSessionsBody = z.object({
-  session_ids: z.preprocess(
-    oneOrMany,
-    z
-      .array(z.string({ error: 'must be a session id (a string)' }).min(1, 'must not hold an empty id'), {
-        error: 'must be an array of session ids',
-      })
-      .min(1, 'must not be empty')
-      .max(MAX_SESSIONS_PER_DELETE, `must hold at most ${MAX_SESSIONS_PER_DELETE} ids`),
+  session_ids: listField(
+    z.preprocess(
+      oneOrMany,
+      z
+        .array(z.string({ error: 'must be a session id (a string)' }).min(1, 'must not hold an empty id'), {
+          error: 'must be an array of session ids',
+        })
+        .min(1, 'must not be empty')
+        .max(MAX_SESSIONS_PER_DELETE, `must hold at most ${MAX_SESSIONS_PER_DELETE} ids`),
+    ),
   ),
-  session_types: z.preprocess(
-    oneOrMany,
-    z
-      .array(z.enum(['agent', 'team', 'workflow'], { error: 'must be agent, team or workflow' }), {
-        error: 'must be an array of agent, team or workflow',
-      })
-      .min(1, 'must not be empty'),
+  session_types: listField(
+    z.preprocess(
+      oneOrMany,
+      z
+        .array(z.enum(['agent', 'team', 'workflow'], { error: 'must be agent, team or workflow' }), {
+          error: 'must be an array of agent, team or workflow',
+        })
+        .min(1, 'must not be empty'),
+    ),
   ),
 });
 
@@ -372,12 +389,36 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
  * is ignored, as AgentOS ignores it.
  */
 export function parseQuery<Schema extends z.ZodType>(schema: Schema, query: unknown): z.output<Schema> {
-  if (schema instanceof z.ZodObject && typeof query === 'object' && query !== null) {
-    for (const [name, value] of Object.entries(query))
-      if (Array.isArray(value) && Object.hasOwn(schema.shape, name))
-        throw invalidField(name, `${name}: must be sent once (it was sent ${value.length} times)`);
-  }
+  refuseRepeats(schema, query);
   return parseInput(schema, query);
+}
+
+/**
+ * Validates a request body ({@link parseInput}; none at all is every field absent). In a form
+ * (urlencoded or multipart), a field the route reads once, sent twice, is refused by name as a
+ * query's parameter is; a field that takes a list (`session_ids`) is sent once for each item. A
+ * JSON body's key sent twice cannot be told: `JSON.parse` keeps the last. `prepare` turns the
+ * fields into what `schema` reads (a form's JSON text parsed), after that check.
+ */
+export function parseBody<Schema extends z.ZodType>(
+  schema: Schema,
+  body: unknown,
+  prepare: (fields: unknown) => unknown = (fields) => fields,
+): z.output<Schema> {
+  if (isFormBody(body)) refuseRepeats(schema, body);
+  return parseInput(schema, prepare(body ?? {}));
+}
+
+/**
+ * Refuses a field of `schema` sent more than once (an array, where a query or a form has one for a
+ * name it was given twice), unless it takes a list: which of two values counts would be a guess.
+ */
+function refuseRepeats(schema: z.ZodType, fields: unknown): void {
+  if (!(schema instanceof z.ZodObject) || typeof fields !== 'object' || fields === null) return;
+  const shape = schema.shape as Record<string, z.ZodType>;
+  for (const [name, value] of Object.entries(fields))
+    if (Array.isArray(value) && Object.hasOwn(shape, name) && !listFields.has(shape[name]!))
+      throw invalidField(name, `${name}: must be sent once (it was sent ${value.length} times)`);
 }
 
 /**

@@ -8,7 +8,7 @@ import { checkDbId, type RouteContext } from './route-context.js';
 import {
   deleteSessionsBody,
   listSessionsQuery,
-  parseInput,
+  parseBody,
   parseQuery,
   renameSessionBody,
   sessionQuery,
@@ -73,7 +73,7 @@ export function sessionRoutes(context: RouteContext): Router {
   router.delete('/sessions', runBodyParser(context.bodyLimit), async (req, res) => {
     const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
-    const body = parseInput(deleteSessionsBody, req.body ?? {});
+    const body = parseBody(deleteSessionsBody, req.body);
     if (body.session_ids.length !== body.session_types.length) {
       throw malformedRequest('session_ids and session_types must have the same length');
     }
@@ -118,7 +118,7 @@ export function sessionRoutes(context: RouteContext): Router {
   router.post('/sessions/:session_id/rename', runBodyParser(context.bodyLimit), async (req, res) => {
     const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
-    const { session_name: name } = parseInput(renameSessionBody, req.body ?? {});
+    const { session_name: name } = parseBody(renameSessionBody, req.body);
     // (Typed by the body parser's params, which name nothing.)
     res.json(await renameSession(req.params.session_id as string, name, query));
   });
@@ -127,7 +127,7 @@ export function sessionRoutes(context: RouteContext): Router {
   router.patch('/sessions/:session_id', runBodyParser(context.bodyLimit), async (req, res) => {
     const query = parseQuery(sessionQuery, req.query);
     checkDbId(context, query.db_id);
-    const { session_name: name } = parseInput(updateSessionBody, req.body ?? {});
+    const { session_name: name } = parseBody(updateSessionBody, req.body);
     const sessionId = req.params.session_id as string;
     res.json(
       name == null

@@ -208,7 +208,7 @@ describe('background runs', () => {
     expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: message });
   });
 
-  it('answers a repeated multipart field as the urlencoded one: a list, which `message` cannot be', async () => {
+  it('answers a repeated multipart field as the urlencoded one: a 422 naming it, sent once', async () => {
     const { story, model } = await serveFake();
     const form = new FormData();
     form.append('message', 'one');
@@ -230,6 +230,10 @@ describe('background runs', () => {
       'INVALID_INPUT',
     );
     expect(multipart).toEqual(urlencoded);
+    expect(urlencoded).toMatchObject({
+      field: 'message',
+      detail: 'message: must be sent once (it was sent 2 times)',
+    });
     expect(model.calls).toHaveLength(0);
   });
 });
@@ -541,6 +545,67 @@ describe('sessions', () => {
     // A field no route reads is ignored, brackets or not.
     const other = await fetch(`${story}/runs`, form({ message: 'Hi', background: 'true', 'extra[]': 'x' }));
     expect(other.status).toBe(202);
+  });
+
+  it('answers 422 to a field of a form body sent twice, as to a query parameter, on every route that reads one', async () => {
+    const { url, story, model } = await serveFake();
+    const started = await postRun(story, { message: 'Hi', background: true, session_id: 's1' });
+    const { run_id } = (await started.json()) as { run_id: string };
+    (await model.nextCall()).end();
+    // Each form as urlencoded and as multipart, with the same fields.
+    const bodies = (fields: string) => {
+      const multipart = new FormData();
+      for (const [name, value] of new URLSearchParams(fields)) multipart.append(name, value);
+      return [new URLSearchParams(fields), multipart];
+    };
+    for (const [method, path, fields, field, times] of [
+      ['POST', `${story}/runs`, 'message=x&message=y', 'message', 2],
+      ['POST', `${story}/runs`, 'message=x&session_id=a&session_id=b', 'session_id', 2],
+      ['POST', `${story}/runs`, 'message=x&stream=false&stream=true', 'stream', 2],
+      ['POST', `${story}/runs`, 'message=x&user_id=u&user_id=u&user_id=u', 'user_id', 3],
+      ['POST', `${story}/runs/${run_id}/continue`, 'tools=[]&tools=[]', 'tools', 2],
+      [
+        'POST',
+        `${story}/runs/${run_id}/resume`,
+        'last_event_index=0&last_event_index=1',
+        'last_event_index',
+        2,
+      ],
+      ['POST', `${url}/sessions/s1/rename`, 'session_name=a&session_name=b', 'session_name', 2],
+      ['PATCH', `${url}/sessions/s1`, 'session_name=a&session_name=b', 'session_name', 2],
+    ] as const) {
+      for (const body of bodies(fields)) {
+        const answer = await expectError(await fetch(path, { method, body }), 422, 'INVALID_INPUT');
+        expect(answer, `${method} ${path} ${fields}`).toEqual({
+          detail: `${field}: must be sent once (it was sent ${times} times)`,
+          code: 'INVALID_INPUT',
+          field,
+        });
+      }
+    }
+    // Nothing was started or renamed meanwhile.
+    expect(model.calls).toHaveLength(1);
+    expect(await (await fetch(`${url}/sessions/s1`)).json()).toMatchObject({ session_name: 'Hi' });
+    // A field that takes a list is sent once for each item.
+    const both = new URLSearchParams([
+      ['session_ids', 's1'],
+      ['session_ids', 's2'],
+      ['session_types', 'agent'],
+      ['session_types', 'agent'],
+    ]);
+    expect((await fetch(`${url}/sessions`, { method: 'DELETE', body: both })).status).toBe(204);
+    expect((await fetch(`${url}/sessions/s1`)).status).toBe(404);
+  });
+
+  it('keeps the last of a key a JSON body repeats, as JSON.parse does: a repeat cannot be seen there', async () => {
+    const { story, model } = await serveFake();
+    const response = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"message":"first","message":"last","background":true}',
+    });
+    expect(response.status).toBe(202);
+    expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'last' });
   });
 
   it('answers 422 naming limit or page when either is not a whole number in its range, however long', async () => {
