@@ -1,6 +1,6 @@
 /**
  * runstate: a run orchestrator for LLM agents. Every run is an XState v5 actor
- * (`pending → streaming → completed | cancelled | failed`) whose cancel aborts the model request.
+ * (`pending → streaming (⇄ paused) → completed | cancelled | failed`) whose cancel aborts the model request.
  *
  * What a user calls and the types they write, named one by one: a new export is a decision
  * (`test/public-api.test.ts` holds the list). The run machine is `runstate/machines`; the test kit

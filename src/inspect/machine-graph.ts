@@ -107,7 +107,7 @@ function implementationName(value: unknown): string | null {
  * @example
  * ```ts
  * const graph = machineGraph(runMachine);
- * graph.root.children.map((state) => state.key); // ['pending', 'streaming', 'completed', ...]
+ * graph.root.children.map((state) => state.key); // ['pending', 'streaming', 'paused', 'completed', ...]
  * graph.edges.find((edge) => edge.label === 'CANCEL');
  * ```
  */

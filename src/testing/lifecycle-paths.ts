@@ -246,7 +246,7 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pa
 };
 
 /**
- * Every simple path of a run's lifecycle, `pending → streaming → completed | cancelled | failed`,
+ * Every simple path of a run's lifecycle, `pending → streaming (⇄ paused) → completed | cancelled | failed`,
  * found with `xstate/graph` from the run machine itself, so the paths follow the machine when it
  * changes. Each path lists the actions to play (start, chunks, end, model errors, cancels in every
  * non-final state, timers) and what the run must do at every step, so a model-based test replays
