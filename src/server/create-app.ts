@@ -319,7 +319,13 @@ export function createApp(options: CreateAppOptions): RunstateApp {
         sendError(res, declared, errors);
         return;
       }
-      res.writeContinue();
+      // Told to go on once a route starts reading the body: a request refused before (a wrong
+      // token, an unknown agent, a body of another media type) is answered without the client
+      // uploading what would be dropped. (Node closes the connection after an answer that left the
+      // `100` unsent: the body that may still come is never taken for the next request.)
+      req.once('resume', () => {
+        if (!res.headersSent) res.writeContinue();
+      });
       app(req, res);
     },
     async shutdown() {

@@ -776,6 +776,32 @@ describe('bodies over the limit', () => {
     expect(stream.headers).toMatch(/^connection: close$/im);
   });
 
+  it('answers a request refused before its body is read without `100 Continue`: the client keeps its body', async () => {
+    const { story } = await serveFake({ securityKey: 's3cret' });
+    const { hostname, port } = new URL(story);
+    const body = JSON.stringify({ message: 'Hi', stream: false });
+    const refused = async (path: string, headers: string) => {
+      const socket = connect(Number(port), hostname);
+      socket.write(
+        `POST ${path} HTTP/1.1\r\n${headers}Content-Length: ${body.length}\r\nExpect: 100-continue\r\nHost: ${hostname}\r\n\r\n`,
+      );
+      let answer = '';
+      for await (const chunk of socket) answer += (chunk as Buffer).toString('latin1');
+      return answer;
+    };
+    const key = 'Authorization: Bearer s3cret\r\n';
+    for (const [path, headers, status] of [
+      ['/agents/story-writer-agent/runs', 'Content-Type: application/json\r\n', 401],
+      ['/agents/nobody/runs', `${key}Content-Type: application/json\r\n`, 404],
+      ['/agents/story-writer-agent/runs', `${key}Content-Type: text/plain\r\n`, 415],
+    ] as const) {
+      // The connection closes after the answer (the body, never asked for, may still come).
+      const answer = await refused(path, headers);
+      expect(answer, path).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(answer).not.toMatch(/100 Continue/);
+    }
+  });
+
   it('sends `100 Continue` to a client that waits for it before sending a body within the limit', async () => {
     const { story } = await serveFake();
     const { hostname, port } = new URL(story);
