@@ -803,13 +803,28 @@ export function withRunClock(machine: typeof runMachine, clock: RunClock): typeo
 /** A snapshot of a run actor. */
 export type RunSnapshot = SnapshotFrom<typeof runMachine>;
 
-/** The run's status: its machine's top-level state. */
+/**
+ * The run's status: its machine's top-level state.
+ *
+ * @example
+ * ```ts
+ * const actor = createActor(runMachine, { input: { runId: 'r1' } }).start();
+ * runStatusOf(actor.getSnapshot()); // 'pending'
+ * ```
+ */
 export function runStatusOf(snapshot: RunSnapshot): RunStatus {
   const value = snapshot.value;
   return (typeof value === 'string' ? value : Object.keys(value)[0]) as RunStatus;
 }
 
-/** True for `completed`, `cancelled` and `failed`. */
+/**
+ * True for `completed`, `cancelled` and `failed`.
+ *
+ * @example
+ * ```ts
+ * if (isFinalStatus(record.status)) console.log(`${record.run_id} ended ${record.status}`);
+ * ```
+ */
 export function isFinalStatus(status: RunStatus): status is FinalRunStatus {
   return status === 'completed' || status === 'cancelled' || status === 'failed';
 }

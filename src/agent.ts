@@ -416,7 +416,15 @@ export class Agent {
   }
 }
 
-/** `Story Writer Agent` → `story-writer-agent`, as AgentOS derives ids from names. */
+/**
+ * `Story Writer Agent` → `story-writer-agent`, as AgentOS derives ids from names.
+ *
+ * @example
+ * ```ts
+ * agentIdFromName('Story Writer Agent'); // 'story-writer-agent'
+ * new Agent({ name: 'Story Writer Agent', model }).id; // the same
+ * ```
+ */
 export function agentIdFromName(name: string): string {
   return name
     .trim()

@@ -16,6 +16,16 @@ export interface RunstateErrorOptions {
 /**
  * The one error type of runstate. `code` says what went wrong, in a way code (and the HTTP error map)
  * can switch on; `cause` keeps the original error.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await orchestrator.requestCancel(runId);
+ * } catch (error) {
+ *   if (error instanceof RunstateError && error.code === 'RUN_ALREADY_FINISHED') console.log(error.details);
+ *   else throw error;
+ * }
+ * ```
  */
 export class RunstateError extends Error {
   override readonly name = 'RunstateError';

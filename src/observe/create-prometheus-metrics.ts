@@ -308,7 +308,16 @@ export function createPrometheusMetrics(options: PrometheusMetricsOptions = {}):
 export const MAX_TOOL_LABELS = 100;
 const OTHER_TOOLS = '_other';
 
-/** The active state as one dotted path (`streaming.attempt.receiving`): a bounded set of labels. */
+/**
+ * The active state as one dotted path (`streaming.attempt.receiving`): a bounded set of labels.
+ *
+ * @example
+ * ```ts
+ * orchestrator.subscribe((notice) => {
+ *   if (notice.type === 'state') console.log(stateLabel(notice.value)); // 'streaming.attempt.receiving'
+ * });
+ * ```
+ */
 export function stateLabel(value: StateValue): string {
   if (typeof value === 'string') return value;
   const [key, child] = Object.entries(value)[0] ?? ['unknown', undefined];

@@ -8,6 +8,16 @@ type CancelListener = (runId: string, reason: CancelReason, agentId?: string) =>
  * The default {@link CancelBus}: delivers within this process, synchronously, to every subscriber.
  * Orchestrators that share one (and one run store) behave as instances of one service, which is how
  * the cross-instance paths are tested without a broker.
+ *
+ * @example
+ * ```ts
+ * const store = createMemoryRunStore();
+ * const cancelBus = createMemoryCancelBus();
+ * const eventBus = createMemoryEventBus();
+ * // Two "instances" of one service: a run of one is cancelled and followed through the other.
+ * const a = createOrchestrator({ store, cancelBus, eventBus });
+ * const b = createOrchestrator({ store, cancelBus, eventBus });
+ * ```
  */
 export function createMemoryCancelBus(): CancelBus {
   const listeners = new Set<CancelListener>();

@@ -7,6 +7,12 @@ type EventsListener = (events: readonly RunEvent[]) => void;
 /**
  * The default {@link EventBus}: delivers a run's event batches within this process, synchronously,
  * to the followers of that run. Holds nothing for a run nobody follows.
+ *
+ * @example
+ * ```ts
+ * const bus = createMemoryEventBus();
+ * const unsubscribe = await bus.subscribe(runId, (events) => console.log(events.map((e) => e.event)));
+ * ```
  */
 export function createMemoryEventBus(): EventBus {
   const followers = new Map<string, Set<EventsListener>>();

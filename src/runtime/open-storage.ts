@@ -106,6 +106,18 @@ export interface Storage {
  * that every server answers and migrates the database first: an unreachable server rejects
  * `STORE_UNAVAILABLE` with a one-line message naming its host and port, or a Unix socket's directory
  * (never a password).
+ *
+ * @example
+ * ```ts
+ * const storage = await openStorage({ databaseUrl: process.env.DATABASE_URL, redisUrl: process.env.REDIS_URL });
+ * const orchestrator = createOrchestrator({
+ *   store: storage.store,
+ *   cancelBus: storage.cancelBus,
+ *   eventBus: storage.eventBus,
+ * });
+ * console.log(`runs in ${storage.description}`);
+ * // ... at the end: await orchestrator.shutdown(); await storage.close();
+ * ```
  */
 export async function openStorage(options: StorageOptions = {}): Promise<Storage> {
   checkOptionNames(options, STORAGE_OPTIONS, 'openStorage');

@@ -246,7 +246,16 @@ export function checkAfterSeq(afterSeq: number | undefined): void {
   throw new RunstateError('INVALID_INPUT', `afterSeq must be a whole number ≥ 0, got ${String(afterSeq)}`);
 }
 
-/** True for `RunCompleted`, `RunCancelled` and `RunError`: the one event that ends a run's stream. */
+/**
+ * True for `RunCompleted`, `RunCancelled` and `RunError`: the one event that ends a run's stream.
+ *
+ * @example
+ * ```ts
+ * for await (const event of agent.run('Hi', { stream: true })) {
+ *   if (isTerminalEvent(event)) console.log(`ended ${event.status}`);
+ * }
+ * ```
+ */
 export function isTerminalEvent(event: RunEvent): event is RunTerminalEvent {
   return event.event === 'RunCompleted' || event.event === 'RunCancelled' || event.event === 'RunError';
 }

@@ -219,6 +219,14 @@ export function requestedPath(req: IncomingMessage & { originalUrl?: string }): 
  * where Node's own answer has no body. Then closes the connection, as Node does. A `clientError`
  * listener of a `node:http` server: `startServer` registers it; register it on a server of
  * your own with `server.on('clientError', answerClientError)`.
+ *
+ * @example
+ * ```ts
+ * const server = http.createServer(runstate.serverOptions, runstate.app);
+ * server.on('clientError', answerClientError);
+ * server.on('connect', answerConnect);
+ * server.on('checkExpectation', answerExpectation);
+ * ```
  */
 export function answerClientError(error: Error & { code?: string; reason?: string }, socket: Duplex): void {
   // Node's own check: no answer to a client that is gone, or behind an answer that started on this

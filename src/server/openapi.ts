@@ -611,6 +611,12 @@ export interface OpenApiDocumentOptions {
 /**
  * The OpenAPI 3.1 document of the app, generated from the zod schemas its routes validate requests
  * with and those of what it sends (`openapi-schemas.ts`).
+ *
+ * @example
+ * ```ts
+ * // The document a client generator reads, without starting a server (`GET /openapi.json` serves it).
+ * writeFileSync('openapi.json', JSON.stringify(createOpenApiDocument({ secured: true }), null, 2));
+ * ```
  */
 export function createOpenApiDocument(options: OpenApiDocumentOptions): OpenApiDocument {
   const { secured, prometheus = true } = options;

@@ -13,6 +13,12 @@ let lastFrame = '';
 /**
  * The SSE frame of an event: `id: <seq>`, `event: <Name>`, and the JSON (which has `event` too) on
  * one `data:` line.
+ *
+ * @example
+ * ```ts
+ * for await (const event of agent.run('Hi', { stream: true })) res.write(sseFrame(event));
+ * // id: 1\nevent: RunStarted\ndata: {"event":"RunStarted",...}\n\n
+ * ```
  */
 export function sseFrame(event: RunEvent): string {
   if (event !== lastEvent) {
@@ -65,6 +71,15 @@ export type EventStreamEnd = 'completed' | 'client_gone';
  *
  * The events of a run this process holds are written as they are appended, with no promise per
  * event ({@link ListenableEvents}); any other source (a run followed from the store) is iterated.
+ *
+ * @example
+ * ```ts
+ * // A route of your own that streams a run of the orchestrator's, as runstate's events route does.
+ * app.get('/my/runs/:id/events', async (req, res) => {
+ *   const events = await orchestrator.events(req.params.id);
+ *   await sendEventStream(res, events, { heartbeatMs: 15_000 });
+ * });
+ * ```
  */
 export async function sendEventStream(
   res: ServerResponse,

@@ -290,6 +290,14 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
 /**
  * The events {@link getLifecyclePaths} tries in a state of the run machine (every variant of every
  * event the state accepts), for a traversal of your own (`xstate/graph`'s `getSimplePaths`).
+ *
+ * @example
+ * ```ts
+ * const paths = getShortestPaths(runMachine, {
+ *   events: getLifecycleEvents({ tools: false }),
+ *   input: { runId: 'r1' },
+ * });
+ * ```
  */
 export function getLifecycleEvents(
   options: LifecyclePathsOptions = {},
