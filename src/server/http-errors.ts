@@ -243,6 +243,11 @@ export function answerClientError(error: Error & { code?: string; reason?: strin
  * server can meet): 417 `{detail, code: 'INVALID_INPUT'}`, where Node's own 417 has no body; the
  * connection is closed after it. A `checkExpectation` listener of a `node:http` server: `startServer`
  * registers it.
+ *
+ * @example
+ * ```ts
+ * server.on('checkExpectation', answerExpectation);
+ * ```
  */
 export function answerExpectation(req: IncomingMessage, res: ServerResponse): void {
   const body = JSON.stringify({
@@ -261,6 +266,11 @@ export function answerExpectation(req: IncomingMessage, res: ServerResponse): vo
  * Answers a `CONNECT` request (a proxy's tunnel, which Node hands to a `connect` listener instead of
  * the app, and without one closes with no answer) as the app answers any method it has no route
  * for: 404 `{detail, code: 'NOT_FOUND'}`. `startServer` registers it.
+ *
+ * @example
+ * ```ts
+ * server.on('connect', answerConnect);
+ * ```
  */
 export function answerConnect(req: IncomingMessage, socket: Duplex): void {
   writeRawAnswer(socket, {

@@ -168,6 +168,14 @@ export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
  * happened: an emitted delta has become a `RunContent`, a cancel has aborted the model's signal.
  * It waits for no timer, and fake timers do not hold it back: it is `node:timers/promises`'
  * `setImmediate`, which they do not replace.
+ *
+ * @example
+ * ```ts
+ * const call = await model.nextCall();
+ * call.emit('Once');
+ * await nextTurn();
+ * expect((await agent.getRun(runId))?.content).toBe('Once');
+ * ```
  */
 export function nextTurn(): Promise<void> {
   return setImmediate();
