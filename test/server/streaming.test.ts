@@ -185,7 +185,13 @@ describe('requests pipelined on one connection', () => {
     await once(socket, 'connect');
     const lists = (count: number) =>
       socket.write('GET /agents/story-writer-agent/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(count));
-    return { reading, open, socket, lists };
+    /** Resolves once the server has closed its side of every connection (it saw the client go). */
+    const serverClosed = async () => {
+      const count = () =>
+        new Promise<number>((resolve) => server.server.getConnections((_, n) => resolve(n)));
+      while ((await count()) > 0) await nextTurn();
+    };
+    return { reading, open, socket, lists, serverClosed };
   }
 
   it(`handles at most ${MAX_REQUESTS_PER_CONNECTION} at once, the others as earlier ones are answered, all in order`, async () => {
@@ -199,18 +205,20 @@ describe('requests pipelined on one connection', () => {
     expect(reading.reads).toBe(MAX_REQUESTS_PER_CONNECTION);
     open();
     while ((text.match(/HTTP\/1\.1 200 OK/g) ?? []).length < 40) await once(socket, 'data');
+    // Every answer whole and in its place: 40 answers, each a JSON array, nothing else between.
+    expect(
+      text.split(/(?=HTTP\/1\.1 )/).map((answer) => answer.slice(answer.lastIndexOf('\r\n\r\n') + 4)),
+    ).toEqual(Array<string>(40).fill('[]'));
     socket.destroy();
     expect(reading).toMatchObject({ reads: 40, most: MAX_REQUESTS_PER_CONNECTION, now: 0 });
   });
 
   it('drops the requests still waiting when their connection closes: nobody would read their answers', async () => {
-    const { reading, open, socket, lists } = await countingLists();
+    const { reading, open, socket, lists, serverClosed } = await countingLists();
     lists(40);
     while (reading.reads < MAX_REQUESTS_PER_CONNECTION) await nextTurn();
     socket.destroy();
-    await once(socket, 'close');
-    // The server reads the end of the connection in a turn of its own (same process, loopback).
-    for (let turn = 0; turn < 3; turn++) await nextTurn();
+    await serverClosed();
     open();
     while (reading.now > 0) await nextTurn();
     for (let turn = 0; turn < 5; turn++) await nextTurn();

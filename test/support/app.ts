@@ -2,6 +2,7 @@
  * A real app on an ephemeral 127.0.0.1 port (closed after each test), agents on a fake model, and
  * requests to it: a run posted, an error answer checked, a raw request fetch cannot send.
  */
+import type { Server } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, expect } from 'vitest';
 import { Agent, createOrchestrator, type OrchestratorOptions } from '../../src/index.js';
@@ -13,6 +14,8 @@ import { confirmingTool } from './confirming-tool.js';
 /** A started test server. */
 export interface TestServer {
   url: string;
+  /** The node:http server (its connections, for a test that waits for them to close). */
+  server: Server;
   runstate: RunstateApp;
   /** Graceful close (the one `startServer` gives). */
   close(): Promise<void>;
@@ -27,7 +30,7 @@ afterEach(async () => {
 export async function serve(options: CreateAppOptions): Promise<TestServer> {
   const runstate = createApp({ logger: { error: () => undefined }, ...options });
   const server = await startServer(runstate, { port: 0, host: '127.0.0.1', graceMs: 1_000 });
-  const test: TestServer = { url: server.url, runstate, close: () => server.close() };
+  const test: TestServer = { url: server.url, server: server.server, runstate, close: () => server.close() };
   open.push(test);
   return test;
 }
