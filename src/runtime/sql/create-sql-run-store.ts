@@ -166,10 +166,14 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
    */
   const discarded = new Map<string, number>();
   let discarding: ReturnType<typeof setTimeout> | undefined;
-  let discardRunning = false;
+  /** When the timer is the short one (a run just refused): a later refusal does not push it back. */
+  let discardSoon = false;
+  /** The delete under way, and the ids it was sent with. */
+  let discardQuery: { runIds: ReadonlySet<string>; done: Promise<unknown> } | undefined;
 
   function discardIn(ms: number): void {
     clearTimeout(discarding);
+    discardSoon = ms === DISCARD_RETRY_MS;
     discarding = closed ? undefined : setTimeout(() => void discardUnconfirmed(), ms).unref();
   }
 
@@ -177,32 +181,44 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     unconfirmed.add(runId);
     discarded.delete(runId);
     // A delete under way schedules the next one when it ends.
-    if (!discardRunning) discardIn(DISCARD_RETRY_MS);
+    if (!discardQuery && !discardSoon) discardIn(DISCARD_RETRY_MS);
+  }
+
+  /**
+   * Before a run's record is written: its id is no longer deleted as not accepted (a caller's own
+   * ids may come again), once a delete already sent with it is done (it would take the new run).
+   */
+  function acceptedAgain(runId: string): Promise<unknown> | undefined {
+    unconfirmed.delete(runId);
+    discarded.delete(runId);
+    return discardQuery?.runIds.has(runId) ? discardQuery.done : undefined;
   }
 
   async function discardUnconfirmed(): Promise<void> {
-    discardRunning = true;
+    discardSoon = false;
     const at = now();
     for (const [runId, until] of discarded) if (until <= at) discarded.delete(runId);
     const fresh = [...unconfirmed];
+    const runIds = [...fresh, ...discarded.keys()];
+    const deleted = db.query(
+      `WITH gone AS (
+         DELETE FROM runstate_runs WHERE run_id = ANY($1) AND owner = $2 AND finished_ms IS NULL
+         RETURNING session_id)
+       DELETE FROM runstate_sessions s WHERE s.session_id IN (SELECT session_id FROM gone)
+         AND NOT EXISTS (SELECT 1 FROM runstate_runs r
+                         WHERE r.session_id = s.session_id AND r.run_id <> ALL($1))`,
+      [runIds, owner],
+    );
+    discardQuery = { runIds: new Set(runIds), done: deleted.catch(() => undefined) };
     try {
-      await db.query(
-        `WITH gone AS (
-           DELETE FROM runstate_runs WHERE run_id = ANY($1) AND owner = $2 AND finished_ms IS NULL
-           RETURNING session_id)
-         DELETE FROM runstate_sessions s WHERE s.session_id IN (SELECT session_id FROM gone)
-           AND NOT EXISTS (SELECT 1 FROM runstate_runs r
-                           WHERE r.session_id = s.session_id AND r.run_id <> ALL($1))`,
-        [[...fresh, ...discarded.keys()], owner],
-      );
-      for (const runId of fresh) {
-        unconfirmed.delete(runId);
-        discarded.set(runId, at + LATE_INSERT_WATCH_MS);
-      }
+      await deleted;
+      // Watched from now on, unless written again meanwhile (`acceptedAgain`).
+      for (const runId of fresh)
+        if (unconfirmed.delete(runId)) discarded.set(runId, at + LATE_INSERT_WATCH_MS);
     } catch {
       // Still out of reach: tried again.
     } finally {
-      discardRunning = false;
+      discardQuery = undefined;
     }
     if (unconfirmed.size > 0) discardIn(DISCARD_RETRY_MS);
     else if (discarded.size > 0) discardIn(LATE_INSERT_CHECK_MS);
@@ -581,9 +597,9 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     leases,
     async createRun(run) {
       try {
+        const deleting = acceptedAgain(run.run_id);
+        if (deleting) await deleting;
         const rows = await insertRun(db, run);
-        // An id given again (a caller's own ids) is this run's: no longer deleted as not accepted.
-        discarded.delete(run.run_id);
         // Refused by the session's agent or user: unless the store forgot that session.
         const inserted = rows.length > 0 ? rows[0]!.inserted : await takeForgotten(run);
         // Retention after the run is recorded: a new session may push out the least recently used
