@@ -161,21 +161,34 @@ describe('a cancel and a continue of one parked run, together', () => {
 });
 
 describe("a cancel and a parked run's pause running out, together", () => {
+  /** A run on `store` paused for a confirmation that runs out after 50 ms: its agent and orchestrator. */
+  async function pausedBriefly(store: RunStore) {
+    const orchestrator = createOrchestrator({ store });
+    const model = createFakeModel();
+    const agent = new Agent({
+      name: 'Publisher',
+      model,
+      orchestrator,
+      tools: [publish()],
+      limits: { pauseTimeoutMs: 50 },
+    });
+    const run = agent.run('publish', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    return { orchestrator, agent, run };
+  }
+
+  /** Checks that the run ended cancelled, by the cancel `cancelRun` answered for, once. */
+  async function endedCancelled(orchestrator: ReturnType<typeof createOrchestrator>, runId: string) {
+    expect(await orchestrator.result(runId)).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
+    checkRunEvents(await collect(await orchestrator.events(runId)), 'cancelled');
+    await orchestrator.shutdown();
+  }
+
   it.each(['the deadline', 'the cancel'] as const)(
     'ends the run cancelled when cancelRun answered true, whichever the store gives the run to (%s)',
     async (winner) => {
       const { store, held, claims } = storeWithHeldClaims();
-      const orchestrator = createOrchestrator({ store });
-      const model = createFakeModel();
-      const agent = new Agent({
-        name: 'Publisher',
-        model,
-        orchestrator,
-        tools: [publish()],
-        limits: { pauseTimeoutMs: 50 },
-      });
-      const run = agent.run('publish', { stream: true });
-      (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+      const { orchestrator, agent, run } = await pausedBriefly(store);
       expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
 
       // The deadline's claim is in flight; the cancel meanwhile is answered true.
@@ -186,14 +199,10 @@ describe("a cancel and a parked run's pause running out, together", () => {
       if (winner === 'the deadline') deadlineClaim!();
       else cancelClaim!();
       for (const release of held) release();
-
-      const output = await orchestrator.result(run.runId);
-      expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
-      const events = await collect(await orchestrator.events(run.runId));
-      checkRunEvents(events, 'cancelled');
-      await orchestrator.shutdown();
+      await endedCancelled(orchestrator, run.runId);
     },
   );
+
   it('ends the run cancelled when cancelRun answered true just after the deadline took the run from the store', async () => {
     const inner = createMemoryRunStore();
     let afterClaim: (() => void) | undefined;
@@ -207,26 +216,12 @@ describe("a cancel and a parked run's pause running out, together", () => {
         return claimed;
       },
     };
-    const orchestrator = createOrchestrator({ store });
-    const model = createFakeModel();
-    const agent = new Agent({
-      name: 'Publisher',
-      model,
-      orchestrator,
-      tools: [publish()],
-      limits: { pauseTimeoutMs: 50 },
-    });
-    const run = agent.run('publish', { stream: true });
-    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    const { orchestrator, agent, run } = await pausedBriefly(store);
     let answer: boolean | undefined;
     afterClaim = () => (answer = agent.cancelRun(run.runId));
     expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
-
-    const output = await orchestrator.result(run.runId);
+    await endedCancelled(orchestrator, run.runId);
     expect(answer).toBe(true);
-    expect(output).toMatchObject({ status: 'cancelled', cancel_reason: 'code' });
-    checkRunEvents(await collect(await orchestrator.events(run.runId)), 'cancelled');
-    await orchestrator.shutdown();
   });
 });
 
