@@ -3,6 +3,9 @@
  * serialised, sent to an inspector or stored in another process.
  */
 
+/** The longest delay a Node timer holds: past it (`Infinity` too), a timer fires after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Every {@link RunStatus}, in the order a run can pass through them. */
 export const RUN_STATUSES = ['pending', 'streaming', 'paused', 'completed', 'cancelled', 'failed'] as const;
 

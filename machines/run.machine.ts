@@ -16,6 +16,7 @@ import type {
   ToolRunnerInput,
   TranscriptMessage,
 } from './run-types.js';
+import { MAX_TIMER_MS } from './run-types.js';
 import {
   closeOpen,
   confirm,
@@ -208,8 +209,6 @@ export const DEFAULT_RUN_LIMITS = {
   pauseTimeoutMs: 60 * 60_000,
 } as const satisfies RunMachineLimits;
 
-// setTimeout fires at once for delays past 2^31-1 ms; clamp so "very long" stays very long.
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A delay as a timer can hold it: past 2^31-1 ms (`Infinity` included), 2^31-1 ms (24.8 days). */
 export const clampDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS);
 

@@ -46,6 +46,15 @@ function machineChunks(): {
 const streamedText = (events: readonly RunEvent[]): string =>
   events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('');
 
+/** Answers the model's next call with `a`, then in a later turn `b`, and ends it. */
+async function twoChunksInTwoTurns(model: FakeModel): Promise<void> {
+  const call = await model.nextCall();
+  call.emit('a');
+  await nextTurn();
+  call.emit('b');
+  call.end();
+}
+
 describe('a run that streams to the end', () => {
   it('emits RunStarted, one RunContent per delivery of deltas and RunCompleted with the whole content', async () => {
     const { orchestrator, model, start } = setup();
@@ -93,11 +102,7 @@ describe('a run that streams to the end', () => {
     const { model, start, orchestrator } = setup();
     const run = start();
     const live = collect(orchestrator.subscribe(run.runId, 1));
-    const call = await model.nextCall();
-    call.emit('a');
-    await nextTurn();
-    call.emit('b');
-    call.end();
+    await twoChunksInTwoTurns(model);
     const all = await collect(run.events());
     expect(await live).toEqual(all.slice(1));
     expect(await collect(orchestrator.subscribe(run.runId, 2))).toEqual(all.slice(2));
@@ -112,11 +117,7 @@ describe('a run that streams to the end', () => {
     const fromSubscribe = orchestrator.subscribe(run.runId, 1);
     const iterables = [fromHandle, fromEvents, fromSubscribe];
     const together = iterables.flatMap((events) => [collect(events), collect(events)]);
-    const call = await model.nextCall();
-    call.emit('a');
-    await nextTurn();
-    call.emit('b');
-    call.end();
+    await twoChunksInTwoTurns(model);
     const all = await collect(run.events());
     checkRunEvents(all, 'completed');
     for (const events of await Promise.all(together)) expect(events).toEqual(all.slice(1));

@@ -1,12 +1,12 @@
 import type { AnyStateMachine, StateValue } from 'xstate';
 import { z } from 'zod';
-import { runMachine } from '../../machines/run.machine.js';
+import { clampDelay, runMachine } from '../../machines/run.machine.js';
 import type { RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { Orchestrator, SubscribeOptions } from '../runtime/create-orchestrator.js';
 import { shortened } from '../runtime/detached-slice.js';
 import { allowedHostNames, allowedHostsSchema } from '../server/foreign-requests.js';
-import { checkOption, count, duration, positiveDuration, timerDelay } from '../runtime/run-limits.js';
+import { checkOption, count, duration, positiveDuration } from '../runtime/run-limits.js';
 import type { RunOutput, RunRecord } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
@@ -348,7 +348,7 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
     if (urgent) {
       immediate ??= setImmediate(flush).unref();
     } else if (timer === undefined && immediate === undefined) {
-      timer = setTimeout(flush, timerDelay(flushIntervalMs)).unref();
+      timer = setTimeout(flush, clampDelay(flushIntervalMs)).unref();
     }
   }
 

@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../../machines/run-types.js';
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import { RunstateError } from '../errors.js';
 import { checkOptionNames } from '../option-names.js';
@@ -74,9 +75,6 @@ export interface OpenAIChatOptions {
  * in one write.
  */
 const AFTER_FINISH_MS = 1_000;
-
-/** The longest delay a Node timer holds (a longer one fires at once). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Refuses a server address that is no http(s) URL now, naming where it came from: the SDK would

@@ -18,16 +18,8 @@ const numberWhere = (ok: (n: number) => boolean, expected: string) =>
     error: ({ input }) =>
       `expected ${expected}, got ${typeof input === 'string' ? JSON.stringify(input) : String(input)}`,
   });
-/** The longest delay a Node timer holds: past it (`Infinity` too), a timer fires after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** A delay for a timer: one past {@link MAX_TIMER_MS} is that long, not at once. */
-export function timerDelay(ms: number): number {
-  return Math.min(ms, MAX_TIMER_MS);
-}
-
 // Durations: the machine clamps those past what a timer holds (2^31-1 ms), and so does every timer
-// set from an option (`timerDelay`), so a very long limit, `Infinity` included, stays very long.
+// set from an option (`clampDelay`), so a very long limit, `Infinity` included, stays very long.
 export const duration = numberWhere((n) => n >= 0, 'milliseconds ≥ 0');
 export const positiveDuration = numberWhere((n) => n > 0, 'milliseconds > 0');
 export const count = (min: number) =>

@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../../machines/run-types.js';
 import { readFile } from 'node:fs/promises';
 import { allowedHostsSchema } from './foreign-requests.js';
 import { dirname, resolve } from 'node:path';
@@ -30,12 +31,7 @@ const modelSchema = z.discriminatedUnion('provider', [
     /** The body field of `maxTokens`. Default `max_completion_tokens` to OpenAI, `max_tokens` elsewhere. */
     maxTokensField: z.enum(['max_tokens', 'max_completion_tokens']).optional(),
     /** How long to wait for the response headers. Default: the SDK's, 10 minutes. */
-    requestTimeoutMs: z
-      .number()
-      .int()
-      .positive()
-      .max(2 ** 31 - 1)
-      .optional(),
+    requestTimeoutMs: z.number().int().positive().max(MAX_TIMER_MS).optional(),
     /** More body fields for the server (`top_p`, `reasoning_effort`...); never overrides runstate's. */
     extraBody: z.record(z.string(), z.unknown()).optional(),
     /** Ask for the usage chunk (`stream_options`); `false` for a server that refuses it (Mistral's). */
@@ -54,7 +50,6 @@ const modelSchema = z.discriminatedUnion('provider', [
 ]);
 
 // Timers past 2^31-1 ms fire at once in Node: longer values would not mean "longer".
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const milliseconds = z.number().int().min(0).max(MAX_TIMER_MS);
 // A schema of its own, not `milliseconds` made positive: a negative value would then fail both
 // lower bounds and be reported twice.

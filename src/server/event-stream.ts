@@ -10,7 +10,7 @@
 import { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
-import { timerDelay } from '../runtime/run-limits.js';
+import { clampDelay } from '../../machines/run.machine.js';
 
 /**
  * Headers of an event stream. `no-transform` and `X-Accel-Buffering: no` stop proxies (nginx,
@@ -114,7 +114,7 @@ export function openEventStream(res: ServerResponse, options: OpenEventStreamOpt
   // interval would let up to twice that pass.) One timer, armed again only when it fires.
   let lastWrite = performance.now();
   // A longer period (`Infinity`) is as long as a timer holds, not a ping a turn.
-  const heartbeatMs = timerDelay(options.heartbeatMs);
+  const heartbeatMs = clampDelay(options.heartbeatMs);
   const goneListeners = new Set<() => void>();
   const beat = () => {
     const quietFor = performance.now() - lastWrite;

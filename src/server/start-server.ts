@@ -1,7 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { z } from 'zod';
-import { checkOption, checkOptionNames, duration, timerDelay } from '../runtime/run-limits.js';
+import { clampDelay } from '../../machines/run.machine.js';
+import { checkOption, checkOptionNames, duration } from '../runtime/run-limits.js';
 import type { RunstateApp } from './create-app.js';
 import { answerClientError, answerConnect, answerExpectation } from './http-errors.js';
 
@@ -86,7 +87,7 @@ export async function startServer(
     backlog = 4096,
   } = checkOption(startServerOptionsSchema, options, 'options');
   // `Infinity`: wait for ever (as long as a timer holds).
-  const graceMs = timerDelay(givenGraceMs);
+  const graceMs = clampDelay(givenGraceMs);
   // With the app's message classes, express has no prototype to change per request (see `serverOptions`).
   // Node's own refusal of a request without `Host` has no body: the app answers it (`requireHost`).
   const server = createServer({ ...runstate.serverOptions, requireHostHeader: false }, runstate.app).listen(

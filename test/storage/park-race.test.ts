@@ -41,18 +41,24 @@ const publish = () =>
     execute: () => 'published',
   });
 
+/** An agent whose `publish` calls wait for a confirmation for `pauseTimeoutMs`, on an orchestrator over `store`. */
+function publisher(store: RunStore, pauseTimeoutMs: number) {
+  const orchestrator = createOrchestrator({ store });
+  const model = createFakeModel();
+  const agent = new Agent({
+    name: 'Publisher',
+    model,
+    orchestrator,
+    tools: [publish()],
+    limits: { pauseTimeoutMs },
+  });
+  return { orchestrator, model, agent };
+}
+
 describe.each(['before', 'after'] as const)('a pause that runs out %s its park is stored', (when) => {
   it('ends the run once, RUN_TIMEOUT after its RunPaused, and leaves nothing parked', async () => {
     const { store, inner, release } = storeWithHeldParks(when);
-    const orchestrator = createOrchestrator({ store });
-    const model = createFakeModel();
-    const agent = new Agent({
-      name: 'Publisher',
-      model,
-      orchestrator,
-      tools: [publish()],
-      limits: { pauseTimeoutMs: 1 },
-    });
+    const { orchestrator, model, agent } = publisher(store, 1);
     const ended = new Promise<void>((resolve) =>
       orchestrator.subscribe((notice) => {
         if (notice.type === 'finished') resolve();
@@ -163,15 +169,7 @@ describe('a cancel and a continue of one parked run, together', () => {
 describe("a cancel and a parked run's pause running out, together", () => {
   /** A run on `store` paused for a confirmation that runs out after 50 ms: its agent and orchestrator. */
   async function pausedBriefly(store: RunStore) {
-    const orchestrator = createOrchestrator({ store });
-    const model = createFakeModel();
-    const agent = new Agent({
-      name: 'Publisher',
-      model,
-      orchestrator,
-      tools: [publish()],
-      limits: { pauseTimeoutMs: 50 },
-    });
+    const { orchestrator, model, agent } = publisher(store, 50);
     const run = agent.run('publish', { stream: true });
     (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
     return { orchestrator, agent, run };
