@@ -988,11 +988,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       throw notPaused(runId, await parkedRuns.statusWhenTaken(runId));
     }
     const { run, until } = taken;
-    // A `cancelRun` here answered `true` for this run while this continue was taking it (whichever
-    // asked first, the store gave it to the continue): the cancel is kept, as its answer promised.
-    const cancelling = parkedRuns.cancelling(runId);
-    if (cancelling) run.cancel(cancelling.reason);
-    // A cancel that went by while nobody held it ended it as it was taken: the cancel came first.
+    // A cancel promised here while this continue was taking it (see `takeParked`), or one that went
+    // by while nobody held it, ended it as it was taken: the cancel came first.
     if (isFinalStatus(run.status())) throw notPaused(runId, run.status());
     if (until < now()) {
       // Found past its limit: ended here, as its own timer would have.

@@ -1,3 +1,4 @@
+import { isFinalStatus } from '../../machines/run.machine.js';
 import type { CancelReason, RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ContinueRunRequest } from './create-orchestrator.js';
@@ -208,6 +209,10 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     if (!parkedByThis) notify({ type: 'taken', run: claimed.record });
     run.resume();
     onTaken(run);
+    // A `cancelRun` here answered `true` while the run was being taken (by a continue, its own
+    // deadline, a shutdown: whichever the store gave it to): the cancel is kept, as its answer promised.
+    const cancelling = cancellingParked.get(runId);
+    if (cancelling) run.cancel(cancelling.reason);
     return { run, until: claimed.parked.until };
   }
 
@@ -223,11 +228,8 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       return undefined;
     });
     if (taken) {
-      // A `cancelRun` here answered `true` while the deadline was taking the run (its own claim
-      // found it taken): the cancel is kept, as its answer promised.
-      const cancelling = cancellingParked.get(runId);
-      if (cancelling) taken.run.cancel(cancelling.reason);
-      else taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
+      // (Unless a cancel promised meanwhile ended it as it was taken.)
+      if (!isFinalStatus(taken.run.status())) taken.run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
       return;
     }
     // Taken elsewhere (continued, cancelled).
