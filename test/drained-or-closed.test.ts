@@ -26,3 +26,20 @@ describe('drainedOrClosed', () => {
     expect(stuck.listenerCount('drain')).toBe(0);
   });
 });
+
+describe('drainedOrClosed with a stall limit', () => {
+  it('tells how the wait ended: drained, closed, or stalled (nothing read for that long), and leaves no listener', async () => {
+    const slow = new Writable({ highWaterMark: 1, write: (_chunk, _encoding, done) => setImmediate(done) });
+    slow.write('chunk');
+    expect(await drainedOrClosed(slow, 60_000)).toBe('drained');
+
+    const stuck = new Writable({ highWaterMark: 1, write: () => undefined });
+    stuck.write('chunk');
+    expect(await drainedOrClosed(stuck, 5)).toBe('stalled');
+    expect(['drain', 'close', 'error'].map((name) => stuck.listenerCount(name))).toEqual([0, 0, 0]);
+
+    const waiting = drainedOrClosed(stuck, 60_000);
+    stuck.destroy();
+    expect(await waiting).toBe('closed');
+  });
+});

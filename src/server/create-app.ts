@@ -24,6 +24,7 @@ import { runRoutes } from './run-routes.js';
 import { refuseOtherMethods } from './method-not-allowed.js';
 import { observeRoutes } from './observe-routes.js';
 import { sessionRoutes } from './session-routes.js';
+import { listAnswers } from './json-array.js';
 import { trackResponses } from './track-responses.js';
 import { allowedHostsSchema, refuseForeignRequests } from './foreign-requests.js';
 import { rememberAppRoot } from './app-root.js';
@@ -221,6 +222,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
     dbId: options.dbId ?? 'runstate',
     heartbeatMs: checkOption(positiveDuration.optional(), options.heartbeatMs, 'heartbeatMs') ?? 15_000,
     bodyLimit: options.bodyLimit ?? '1mb',
+    answerList: listAnswers(),
   };
   const maxBodyBytes = parseByteSize(context.bodyLimit); // a wrong limit fails here, not on the first request
   const securityKey = options.securityKey ?? process.env.RUNSTATE_SECURITY_KEY;

@@ -1,6 +1,7 @@
 import { RunstateError } from '../errors.js';
 import type { AgentDirectory } from './agent-directory.js';
 import type { BodyLimit } from './body-parsers.js';
+import type { AnswerList } from './json-array.js';
 
 /** What the routers share: the agents, and the app's settings. */
 export interface RouteContext {
@@ -9,6 +10,8 @@ export interface RouteContext {
   readonly dbId: string;
   readonly heartbeatMs: number;
   readonly bodyLimit: BodyLimit;
+  /** Answers with a list, a bounded number at a time (a list's records are held until read). */
+  readonly answerList: AnswerList;
 }
 
 /** Refuses a `db_id` that names another database, as AgentOS does (absent or empty is fine). */

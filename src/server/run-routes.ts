@@ -21,7 +21,6 @@ import {
   resumeRunBody,
   type CreateRunBody,
 } from './schemas.js';
-import { sendJsonArray } from './json-array.js';
 import { indexedFrame, sendEventStream } from './sse.js';
 import { atTurnEnd } from './turn-end.js';
 
@@ -129,12 +128,9 @@ export function runRoutes(context: RouteContext): Router {
         );
       }
     }
-    const runs = await agent.orchestrator.listRuns({
-      agentId: agent.id,
-      sessionId: query.session_id,
-      status: query.status,
-    });
-    await sendJsonArray(res, runs);
+    await context.answerList(res, () =>
+      agent.orchestrator.listRuns({ agentId: agent.id, sessionId: query.session_id, status: query.status }),
+    );
   });
 
   // AgentOS's reconnect to a resumable stream: the events after `last_event_index` (`seq - 1`), then

@@ -3,7 +3,6 @@ import { RunstateError } from '../errors.js';
 import type { SessionRecord } from '../runtime/storage.js';
 import { runBodyParser } from './body-parsers.js';
 import { malformedRequest } from './http-errors.js';
-import { sendJsonArray } from './json-array.js';
 import { checkDbId, type RouteContext } from './route-context.js';
 import {
   deleteSessionsBody,
@@ -94,12 +93,12 @@ export function sessionRoutes(context: RouteContext): Router {
     const query = parseQuery(sessionRunsQuery, req.query);
     checkDbId(context, query.db_id);
     const { orchestrator } = await session(req.params.session_id, query);
-    const runs = await orchestrator.sessionRuns(req.params.session_id);
     const after = query.created_after ?? 0;
     const before = query.created_before ?? Infinity;
-    await sendJsonArray(
-      res,
-      runs.filter((run) => run.created_at >= after && run.created_at <= before),
+    await context.answerList(res, async () =>
+      (await orchestrator.sessionRuns(req.params.session_id)).filter(
+        (run) => run.created_at >= after && run.created_at <= before,
+      ),
     );
   });
 
