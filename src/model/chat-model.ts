@@ -126,7 +126,7 @@ export function checkChatModel(model: unknown): asserts model is ChatModel {
  */
 export function streamModel(model: ChatModel, request: ChatRequest, receiver: ModelStreamReceiver): void {
   if (model.streamTo) {
-    model.streamTo(request, receiver);
+    model.streamTo(request, checkingReceiver(receiver));
     return;
   }
   void (async () => {
@@ -136,11 +136,7 @@ export function streamModel(model: ChatModel, request: ChatRequest, receiver: Mo
         const checked = checkedChunk(chunk);
         if (typeof checked === 'string') {
           // Leaving the loop closes the stream.
-          receiver.close(
-            new RunstateError('MODEL_REQUEST_FAILED', `the model's stream yielded ${checked}`, {
-              retryable: false,
-            }),
-          );
+          receiver.close(badChunk(checked));
           return;
         }
         // A throw of the receiver is not the model's failure: leaving the loop closes the stream.
@@ -154,17 +150,34 @@ export function streamModel(model: ChatModel, request: ChatRequest, receiver: Mo
 }
 
 /**
+ * `receiver` behind the checks a pulled stream's chunks get: a model's `streamTo` is held to the same
+ * chunks as its `stream()` (a `null` content is none; a chunk that is no delta or end fails the run).
+ */
+function checkingReceiver(receiver: ModelStreamReceiver): ModelStreamReceiver {
+  return {
+    chunk(chunk) {
+      const checked = checkedChunk(chunk);
+      if (typeof checked === 'string') receiver.close(badChunk(checked));
+      else receiver.chunk(checked);
+    },
+    close: (error) => receiver.close(error),
+  };
+}
+
+function badChunk(what: string): RunstateError {
+  return new RunstateError('MODEL_REQUEST_FAILED', `the model's stream yielded ${what}`, {
+    retryable: false,
+  });
+}
+
+/**
  * A chunk of a model written in JavaScript (no types to hold it to `ModelChunk`) as the runtime
  * takes it, or what is wrong with it. A delta's `content` or `reasoning` of `null` is none (a thin
  * wrapper of a chat completions stream passes `delta.content` on as it comes), not the text "null".
  */
 function checkedChunk(chunk: unknown): ModelChunk | string {
-  const { type, content, reasoning, finishReason } = (chunk ?? {}) as Record<string, unknown>;
-  // (An end that names no reason ended as a model's answer does.)
-  if (type === 'end')
-    return typeof finishReason === 'string'
-      ? (chunk as ModelChunk)
-      : { ...(chunk as object), type, finishReason: 'stop' };
+  const { type, content, reasoning } = (chunk ?? {}) as Record<string, unknown>;
+  if (type === 'end') return checkedEnd(chunk as Record<string, unknown>);
   if (type !== 'delta') return `a chunk that is no delta or end (${describe(chunk)})`;
   if (content != null && typeof content !== 'string') return `a delta whose content is ${describe(content)}`;
   if (reasoning != null && typeof reasoning !== 'string')
@@ -175,6 +188,37 @@ function checkedChunk(chunk: unknown): ModelChunk | string {
     content: content ?? '',
     reasoning: reasoning ?? undefined,
   };
+}
+
+/**
+ * An end as the runtime takes it: one that names no reason ended as a model's answer does; a token
+ * count that is no count (a string, a negative or infinite number) is one not reported, `null`, as
+ * `usage` that is no object is none; `toolCalls` that are no list fail the run.
+ */
+function checkedEnd(chunk: Record<string, unknown>): ModelChunk | string {
+  const { finishReason, usage, toolCalls } = chunk;
+  if (toolCalls != null && !Array.isArray(toolCalls))
+    return `an end whose toolCalls are ${describe(toolCalls)}`;
+  const counts = checkedUsage(usage);
+  if (typeof finishReason === 'string' && counts === usage) return chunk as ModelChunk;
+  return {
+    ...(chunk as ModelChunk & { type: 'end' }),
+    finishReason: typeof finishReason === 'string' ? finishReason : 'stop',
+    usage: counts,
+  };
+}
+
+function checkedUsage(usage: unknown): TokenUsage | undefined {
+  if (typeof usage !== 'object' || usage === null) return undefined;
+  const { input_tokens, output_tokens, total_tokens } = usage as Record<string, unknown>;
+  const counts = [input_tokens, output_tokens, total_tokens].map(tokenCount);
+  if (counts[0] === input_tokens && counts[1] === output_tokens && counts[2] === total_tokens)
+    return usage as TokenUsage;
+  return { input_tokens: counts[0]!, output_tokens: counts[1]!, total_tokens: counts[2]! };
+}
+
+function tokenCount(count: unknown): number | null {
+  return typeof count === 'number' && Number.isFinite(count) && count >= 0 ? count : null;
 }
 
 function describe(value: unknown): string {
