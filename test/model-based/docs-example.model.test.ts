@@ -50,6 +50,7 @@ describe('Support Bot: every lifecycle path of a run', () => {
     let stream!: RunStream;
     let reader!: AsyncIterator<RunEvent>;
     let call!: FakeModelCall;
+    let requests = 0; // the model requests the path has made so far
 
     for (const step of path.steps) {
       const { action } = step;
@@ -72,18 +73,24 @@ describe('Support Bot: every lifecycle path of a run', () => {
           if (action.reason === 'code') expect(agent.cancelRun(stream.runId)).toBe(true);
           else await reader.return!(); // the reader goes away: the run is cancelled
           break;
-        case 'wait':
-          await vi.advanceTimersByTimeAsync(action.ms);
+        case 'wait': {
+          // Nothing happens a moment early: a retry or a timeout whose timer fires too soon fails here.
+          const before = await agent.getRun(stream.runId);
+          await vi.advanceTimersByTimeAsync(action.ms - 1);
+          await nextTurn();
+          expect(await agent.getRun(stream.runId), 'a timer fired early').toEqual(before);
+          expect(model.calls.length, 'a model request sent early').toBe(requests);
+          await vi.advanceTimersByTimeAsync(1);
           break;
+        }
         case 'crash':
           throw new Error('not in these paths');
       }
       await nextTurn(); // the fake model, the run and its event log finish what the step set off
-      if (step.requestsModel) {
-        // Sent by now: a run that skips a request fails here, named, not as a test timeout.
-        expect(model.calls.length, 'a model request').toBe((call?.index ?? -1) + 2);
-        call = await model.nextCall();
-      }
+      if (step.requestsModel) requests++;
+      // Sent by now, and no other: a run that skips a request, or sends one more, fails here, named.
+      expect(model.calls.length, 'model requests').toBe(requests);
+      if (step.requestsModel) call = await model.nextCall();
       // What the run machine says must hold after this step.
       const run = (await agent.getRun(stream.runId))!;
       expect(run.status).toBe(step.status);
