@@ -46,18 +46,23 @@ export async function loadToolsModule(path: string): Promise<ToolsModule> {
 }
 
 /**
- * The tools `names` ask for: each is a tool's `name`, or the name of an export that is a tool.
- * Throws `INVALID_INPUT` (naming `where`, the config field) for a name no tool has, an export that
- * is not a tool, or one tool named twice.
+ * The tools `names` ask for: each is a tool's `name`, or the name of an export that is a tool or an
+ * array of tools (all of them). Throws `INVALID_INPUT` (naming `where`, the config field) for a name
+ * no tool has, an export that is not a tool, a name two different tools of the module have, or one
+ * tool named twice.
  */
 export function pickTools(module: ToolsModule, names: readonly string[], where: string): Tool[] {
-  const byName = new Map<string, Tool>();
-  for (const value of Object.values(module.exports)) {
+  // By tool name, the exports that hold each (two different tools of one name are kept apart).
+  const byName = new Map<string, { tool: Tool; exports: string[]; others: string[] }>();
+  for (const [exported, value] of Object.entries(module.exports)) {
     for (const item of Array.isArray(value) ? (value as unknown[]) : [value]) {
-      if (isTool(item) && !byName.has(item.name)) byName.set(item.name, item);
+      if (!isTool(item)) continue;
+      const known = byName.get(item.name);
+      if (!known) byName.set(item.name, { tool: item, exports: [exported], others: [] });
+      else (known.tool === item ? known.exports : known.others).push(exported);
     }
   }
-  const tools = names.map((name) => pickTool(module, byName, name, where));
+  const tools = names.flatMap((name) => pickTool(module, byName, name, where));
   // Two names for one tool (its name and its export's), or two tools of one name: the model could
   // not tell them apart, and every run would be refused.
   const seen = new Set<string>();
@@ -70,13 +75,29 @@ export function pickTools(module: ToolsModule, names: readonly string[], where: 
   return tools;
 }
 
-function pickTool(module: ToolsModule, byName: ReadonlyMap<string, Tool>, name: string, where: string): Tool {
-  const found = byName.get(name) ?? module.exports[name];
-  if (isTool(found)) return found;
+function pickTool(
+  module: ToolsModule,
+  byName: ReadonlyMap<string, { tool: Tool; exports: string[]; others: string[] }>,
+  name: string,
+  where: string,
+): Tool[] {
+  const named = byName.get(name);
+  if (named && named.others.length > 0) {
+    throw new RunstateError(
+      'INVALID_INPUT',
+      `${where}: ${module.source} has two different tools named '${name}' (exports ${[named.exports[0], named.others[0]].join(' and ')}): rename one`,
+    );
+  }
+  if (named) return [named.tool];
+  const found = module.exports[name];
+  if (isTool(found)) return [found];
+  if (Array.isArray(found) && found.length > 0 && found.every(isTool)) {
+    return found.map((tool) => pickTool(module, byName, tool.name, where)[0]!);
+  }
   if (found !== undefined) {
     throw new RunstateError(
       'INVALID_INPUT',
-      `${where}: the export '${name}' of ${module.source} is not a tool (make it with tool() from runstate)`,
+      `${where}: the export '${name}' of ${module.source} is not a tool or an array of tools (make them with tool() from runstate)`,
     );
   }
   const known = [...byName.keys()];

@@ -178,6 +178,48 @@ describe('tools named in the config file', () => {
     expect(await refusal(path, twice)).toBe("agents.0.tools: names the tool 'greet' twice");
   });
 
+  it('takes an export that is an array of tools as all of them, and refuses a name two different tools of the module have', async () => {
+    const source = new URL('../../src/index.ts', import.meta.url).href;
+    const zod = new URL('../../node_modules/zod/index.js', import.meta.url).href;
+    const module = [
+      `import { tool } from ${JSON.stringify(source)};`,
+      `import { z } from ${JSON.stringify(zod)};`,
+      `const make = (name, said) => tool({ name, description: name, parameters: z.object({}), execute: () => said });`,
+      `export const kit = [make('wave', 'hi'), make('nod', 'yes')];`,
+      `export const first = make('dup', 'first');`,
+      `export const second = make('dup', 'second');`,
+      `export const again = first;`,
+    ].join('\n');
+    const path = await configWithModule(module, ['kit']);
+    const [agent] = await createAgents(parseConfig(await readFile(path, 'utf8'), path));
+    expect(agent!.tools.map((tool) => tool.name)).toEqual(['wave', 'nod']);
+    await agent!.orchestrator.shutdown();
+    // The model would be offered one of them, and the other could never run: which one, nobody said.
+    const ambiguous = JSON.stringify({ toolsModule: './tools.mjs', agents: [{ name: 'A', tools: ['dup'] }] });
+    expect(await refusal(path, ambiguous)).toBe(
+      `agents.0.tools: ${path.replace('runstate.config.json', 'tools.mjs')} has two different tools named 'dup' (exports first and second): rename one`,
+    );
+    // Named by its export, it is that one: the agent has one tool of that name.
+    await writeFile(
+      path,
+      JSON.stringify({ toolsModule: './tools.mjs', agents: [{ name: 'A', tools: ['second'] }] }),
+    );
+    const [byExport] = await createAgents(parseConfig(await readFile(path, 'utf8'), path));
+    expect(byExport!.tools.map((tool) => tool.name)).toEqual(['dup']);
+    expect(
+      await byExport!.tools[0]!.execute(
+        {},
+        {
+          signal: new AbortController().signal,
+          toolCallId: 'call-1',
+          runId: 'run-1',
+          sessionId: 'session-1',
+        },
+      ),
+    ).toBe('second');
+    await byExport!.orchestrator.shutdown();
+  });
+
   it('refuses an unknown tool name, naming the tools the module has', async () => {
     const path = await configWithModule('export const helper = () => 1;\n', ['get_weather']);
     expect(await refusal(path, await readFile(path, 'utf8'))).toBe(
@@ -188,7 +230,7 @@ describe('tools named in the config file', () => {
   it('refuses an export that is not a tool', async () => {
     const path = await configWithModule('export const helper = () => 1;\n', ['helper']);
     expect(await refusal(path, await readFile(path, 'utf8'))).toMatch(
-      /^agents\.0\.tools: the export 'helper' of \S+tools\.mjs is not a tool \(make it with tool\(\) from runstate\)$/,
+      /^agents\.0\.tools: the export 'helper' of \S+tools\.mjs is not a tool or an array of tools \(make them with tool\(\) from runstate\)$/,
     );
   });
 
