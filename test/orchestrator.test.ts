@@ -800,6 +800,34 @@ describe('shutdown', () => {
     expect(orchestrator.activeCount).toBe(0);
     expect(() => start()).toThrow(expect.objectContaining({ code: 'SHUTTING_DOWN' }));
   });
+
+  it('waits 30 s at most for a store that takes no final record (no timeouts of its own), and says so', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const store = createMemoryRunStore();
+    const { orchestrator, model, start } = setup({
+      store: { ...store, finishRun: () => new Promise<void>(() => undefined) },
+    });
+    const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const run = start();
+      (await model.nextCall()).end();
+      // Its readers are not held by the store: the run's end settles after 5 s without it.
+      const ended = run.result;
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(await ended).toMatchObject({ status: 'completed' });
+      let over = false;
+      const shutdown = orchestrator.shutdown().then(() => (over = true));
+      await vi.advanceTimersByTimeAsync(29_999);
+      expect(over).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      await shutdown;
+      expect(errors).toHaveBeenCalledWith(
+        'runstate: shutdown: the run store took no final record of 1 of 1 runs in 30 s; not waiting longer',
+      );
+    } finally {
+      errors.mockRestore();
+    }
+  });
 });
 
 async function waitForContent(

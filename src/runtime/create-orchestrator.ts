@@ -107,6 +107,13 @@ const LOST_MESSAGE = 'the instance that ran this run stopped renewing its lease 
 /** How long an instance whose lease lapsed waits for the store to say how its runs ended elsewhere. */
 const LAPSE_READ_MS = 1_000;
 
+/**
+ * How long `shutdown()` waits for the store to take the final records of its runs. The built-in
+ * stores answer or fail well before (their queries have timeouts); a store with no timeouts of its
+ * own, whose database stopped answering, would otherwise hold the shutdown, and the process, forever.
+ */
+const SHUTDOWN_STORE_MS = 30_000;
+
 /** Options of {@link createOrchestrator}. */
 export interface OrchestratorOptions {
   /** Runs streaming at once in this process; the others wait in `pending`. Default: no limit. */
@@ -292,7 +299,8 @@ export interface Orchestrator {
   /**
    * Refuses new runs, cancels the active ones with reason `shutdown` (paused runs stay in a store
    * that outlives the process; with one that does not, they are cancelled too), and resolves when they are
-   * final and stored. The store and buses stay open (they may be shared): close them after.
+   * final and stored (or, with a store that stops answering, after 30 s of waiting for it, said on
+   * `console.error`). The store and buses stay open (they may be shared): close them after.
    */
   shutdown(): Promise<void>;
 }
@@ -1239,7 +1247,18 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       parkedRuns.letGo();
       // A store that is down gets one more try of each write, not retries without end.
       writer.close();
-      await Promise.all(storing);
+      const unanswered = storing.size;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stored = await Promise.race([
+        Promise.all(storing).then(() => true),
+        new Promise<false>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_STORE_MS, false))),
+      ]);
+      clearTimeout(timer);
+      if (!stored) {
+        console.error(
+          `runstate: shutdown: the run store took no final record of ${storing.size} of ${unanswered} runs in ${SHUTDOWN_STORE_MS / 1_000} s; not waiting longer`,
+        );
+      }
       await (
         await cancels.catch(() => undefined)
       )?.();
