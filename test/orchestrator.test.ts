@@ -805,7 +805,7 @@ describe('shutdown', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const store = createMemoryRunStore();
     const { orchestrator, model, start } = setup({
-      store: { ...store, finishRun: () => new Promise<void>(() => undefined) },
+      store: { ...store, finishRun: () => new Promise<boolean>(() => undefined) },
     });
     const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     try {

@@ -72,8 +72,10 @@ export function agentRoutes(context: RouteContext): Router {
     };
     res.json(info);
   });
+  // As AgentOS's: when this server was made, as an ISO date (a restart shows as a new one).
+  const instantiatedAt = new Date().toISOString();
   router.get('/health', (_req, res) => {
-    res.json({ status: 'ok' });
+    res.json({ status: 'ok', instantiated_at: instantiatedAt });
   });
   router.get('/config', (_req, res) => {
     const config: ConfigJson = {

@@ -257,7 +257,11 @@ export const apiInfoResponse = z.strictObject({
 });
 
 /** `GET /health`. */
-export const healthResponse = z.strictObject({ status: z.literal('ok') });
+export const healthResponse = z.strictObject({
+  status: z.literal('ok'),
+  /** When the server was made (ISO 8601, UTC): a restart shows as a new one. */
+  instantiated_at: z.iso.datetime(),
+});
 
 /** The 202 answer of a run started with `background=true`. */
 export const runAccepted = z.strictObject({

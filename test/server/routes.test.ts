@@ -22,7 +22,12 @@ describe('GET /health, /agents, /teams', () => {
     const { url } = await serveFake();
     const response = await fetch(`${url}/health`);
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ status: 'ok' });
+    const health = (await response.json()) as { status: string; instantiated_at: string };
+    expect(Object.keys(health)).toEqual(['status', 'instantiated_at']);
+    expect(health.status).toBe('ok');
+    // AgentOS's form: when the server was made, in ISO 8601, the same on every answer.
+    expect(new Date(health.instantiated_at).toISOString()).toBe(health.instantiated_at);
+    expect(await (await fetch(`${url}/health`)).json()).toEqual(health);
   });
 
   it('lists agents with what the Agent UI reads: id, name, model.model and a non-empty db_id', async () => {

@@ -52,7 +52,7 @@ describe('graceful shutdown', () => {
     const answer = new Promise<void>((resolve) => (answered = resolve));
     socket.setEncoding('utf8').on('data', (data: string) => {
       text += data;
-      if (text.endsWith('{"status":"ok"}')) answered();
+      if (/\{"status":"ok","instantiated_at":"[^"]+"\}$/.test(text)) answered();
     });
     const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
     socket.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');

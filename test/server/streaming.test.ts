@@ -511,7 +511,7 @@ describe('resuming the events of a run', () => {
     const bothAnswered = new Promise<void>((resolve) =>
       socket.setEncoding('utf8').on('data', (data: string) => {
         text += data;
-        if (text.endsWith('{"status":"ok"}')) resolve();
+        if (/\{"status":"ok","instantiated_at":"[^"]+"\}$/.test(text)) resolve();
       }),
     );
     socket.write(
