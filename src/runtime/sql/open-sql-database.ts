@@ -1,4 +1,6 @@
-import { stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { PoolClient } from 'pg';
 import { RunstateError } from '../../errors.js';
 import { lockDataDir } from './data-dir-lock.js';
@@ -79,10 +81,8 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
     await unlock();
     throw new RunstateError(
       'STORE_UNAVAILABLE',
-      `cannot open the data directory ${dataDir}: ${messageOf(error)}`,
-      {
-        cause: error,
-      },
+      `cannot open the data directory ${dataDir}: ${await whyNotOpened(dataDir, error)}`,
+      { cause: error },
     );
   }
   // As a pool after `end()` (see `poolDatabase`): PGlite's own error says nothing of what is closed.
@@ -105,6 +105,27 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
       await unlock();
     },
   };
+}
+
+/**
+ * What stopped PGlite opening `dataDir`, in words an operator can act on. PGlite reads a directory
+ * it cannot use (files of another user, a damaged control file, missing WAL) inside WebAssembly,
+ * and says only `Aborted(). Build with -sASSERTIONS for more info.` (or that it failed to initialize).
+ */
+async function whyNotOpened(dataDir: string, error: unknown): Promise<string> {
+  // A directory first used by another user (under sudo): its files are theirs, and unreadable here.
+  const entries = await readdir(dataDir, { recursive: true }).catch(() => []);
+  for (const entry of entries) {
+    const path = join(dataDir, entry);
+    const denied = await access(path, constants.R_OK | constants.W_OK).then(
+      () => false,
+      (failure: NodeJS.ErrnoException) => failure.code === 'EACCES' || failure.code === 'EPERM',
+    );
+    if (denied) return `this user cannot read and write ${path} (a directory first used by another user?)`;
+  }
+  const message = messageOf(error);
+  if (!/^Aborted\(|failed to initialize/.test(message)) return message;
+  return `its files are damaged, or are not a PGlite data directory (PGlite stopped reading them: ${message.replace(/\s*Build with -sASSERTIONS.*$/, '')})`;
 }
 
 /** How long reaching PostgreSQL for a new connection may take. */

@@ -1,0 +1,79 @@
+/**
+ * A PGlite data directory that cannot be opened is refused in words an operator can act on, not in
+ * PGlite's own (`Aborted(). Build with -sASSERTIONS for more info.`): its files damaged, or another
+ * user's (a directory first used under sudo).
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmod, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openStorage } from '../../src/runtime/open-storage.js';
+import { createTempDir } from '../support/databases.js';
+
+const CHILD = fileURLToPath(new URL('../support/open-storage-child.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A data directory runstate made and closed: a real PGlite directory to spoil. */
+async function madeDataDir(): Promise<string> {
+  const dir = await createTempDir('runstate-unopenable-');
+  cleanups.push(() => dir.remove());
+  await (await openStorage({ dataDir: dir.path })).close();
+  return dir.path;
+}
+
+/** What opening `dataDir` answers in a process of `uid` (nobody, when the tests run as root). */
+async function openAs(uid: number, dataDir: string): Promise<string> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dataDir], { cwd: ROOT, uid, gid: uid });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (output += text));
+  await once(child, 'exit');
+  return output.trim();
+}
+
+describe('a data directory that cannot be opened', () => {
+  it('is refused as damaged when its control file is garbage, not with PGlite abort text', async () => {
+    const dataDir = await madeDataDir();
+    await writeFile(join(dataDir, 'global', 'pg_control'), Buffer.alloc(8192, 0x5a));
+    const refusal = await openStorage({ dataDir }).then(
+      () => expect.fail('opened'),
+      (error: unknown) => error as Error & { code?: string },
+    );
+    expect(refusal.code).toBe('STORE_UNAVAILABLE');
+    expect(refusal.message).toMatch(
+      new RegExp(
+        `^cannot open the data directory ${dataDir}: its files are damaged, or are not a PGlite data directory \\(PGlite stopped reading them: .+\\)$`,
+      ),
+    );
+    expect(refusal.message).not.toContain('-sASSERTIONS');
+    // Refused, the directory's lock is let go: mended, it opens.
+    await expect(readdir(dataDir)).resolves.not.toContain('runstate.lock');
+  });
+
+  it("names a file this user cannot read and write (a directory of another user's)", async () => {
+    const dataDir = await madeDataDir();
+    const expected = new RegExp(
+      `^cannot open the data directory ${dataDir}: this user cannot read and write ${dataDir}/\\S+ \\(a directory first used by another user\\?\\)$`,
+    );
+    if (process.getuid?.() === 0) {
+      // Root reads every file: the directory is opened as nobody, to whom its files are root's.
+      await chmod(dataDir, 0o777);
+      cleanups.push(async () => {
+        await rm(join(dataDir, 'runstate.lock'), { force: true });
+      });
+      expect(await openAs(65534, dataDir)).toMatch(expected);
+    } else {
+      const [file] = (await readdir(dataDir)).filter((name) => name === 'PG_VERSION');
+      await chmod(join(dataDir, file!), 0o000);
+      await expect(openStorage({ dataDir })).rejects.toMatchObject({
+        message: expect.stringMatching(expected) as unknown,
+      });
+    }
+  });
+});
