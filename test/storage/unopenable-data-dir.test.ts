@@ -1,16 +1,18 @@
 /**
  * A PGlite data directory that cannot be opened is refused in words an operator can act on, not in
  * PGlite's own (`Aborted(). Build with -sASSERTIONS for more info.`): its files damaged, or another
- * user's (a directory first used under sudo).
+ * user's (a directory first used under sudo). One removed while open is an outage, not writes into
+ * files that are gone.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage } from '../../src/runtime/open-storage.js';
 import { createTempDir } from '../support/databases.js';
+import { eventually } from '../support/eventually.js';
 
 const CHILD = fileURLToPath(new URL('../support/open-storage-child.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -20,11 +22,19 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** A data directory runstate made and closed: a real PGlite directory to spoil. */
+// A data directory runstate made and closed, copied for each test (made anew, each would take seconds).
+let template: { path: string; remove(): Promise<void> };
+beforeAll(async () => {
+  template = await createTempDir('runstate-template-');
+  await (await openStorage({ dataDir: template.path })).close();
+});
+afterAll(() => template.remove());
+
+/** A copy of the template: a real PGlite directory to spoil. */
 async function madeDataDir(): Promise<string> {
   const dir = await createTempDir('runstate-unopenable-');
   cleanups.push(() => dir.remove());
-  await (await openStorage({ dataDir: dir.path })).close();
+  await cp(template.path, dir.path, { recursive: true });
   return dir.path;
 }
 
@@ -75,5 +85,27 @@ describe('a data directory that cannot be opened', () => {
         message: expect.stringMatching(expected) as unknown,
       });
     }
+  });
+});
+
+describe('a data directory removed while open', () => {
+  it('is an outage from then on (STORE_UNAVAILABLE naming it), not runs answered as stored into files that are gone', async () => {
+    const dataDir = await madeDataDir();
+    const storage = await openStorage({ dataDir });
+    cleanups.push(() => storage.close());
+    await expect(storage.store!.listRuns({})).resolves.toEqual([]);
+    await rm(dataDir, { recursive: true });
+    const refusal = await eventually(
+      () =>
+        storage.store!.listRuns({}).then(
+          () => undefined,
+          (error: unknown) => error as Error & { code?: string },
+        ),
+      { what: 'a read refused' },
+    );
+    expect(refusal).toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+      message: `the data directory ${dataDir} was removed or replaced while in use (restart runstate)`,
+    });
   });
 });

@@ -65,6 +65,9 @@ export async function openSqlDatabase(
   return db;
 }
 
+/** How often a PGlite data directory is looked at, to see that it is still there. */
+const DATA_DIR_CHECK_MS = 2_000;
+
 async function openPglite(dataDir: string): Promise<SqlDatabase> {
   // PGlite makes a directory that does not exist; anything else in its place fails inside its
   // WebAssembly file system, with a bare errno and after seconds.
@@ -85,10 +88,27 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
       { cause: error },
     );
   }
+  // A directory removed (or replaced) under the process: PostgreSQL would go on writing into files
+  // that are gone, every run answered as stored and lost. Looked at now and then; from then on an
+  // outage (new runs refused 503), for good: what it held is gone, and a restart starts anew.
+  const { ino } = await stat(dataDir);
+  let removed = false;
+  const watch = setInterval(() => {
+    stat(dataDir).then(
+      (now) => (removed ||= now.ino !== ino),
+      (error: NodeJS.ErrnoException) => (removed ||= error.code === 'ENOENT'),
+    );
+  }, DATA_DIR_CHECK_MS).unref();
   // As a pool after `end()` (see `poolDatabase`): PGlite's own error says nothing of what is closed.
   let closed = false;
   const open = (): void => {
     if (closed) throw new RunstateError('INTERNAL', 'the run store is closed');
+    if (removed) {
+      throw new RunstateError(
+        'STORE_UNAVAILABLE',
+        `the data directory ${dataDir} was removed or replaced while in use (restart runstate)`,
+      );
+    }
   };
   // A full disk or a directory gone under the process is an outage, as a server out of reach is.
   const unavailable = unavailableAs(`the data directory ${dataDir}`);
@@ -101,6 +121,7 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
     transaction: async (fn) => (open(), db.transaction(fn).catch(unavailable)),
     async close() {
       closed = true;
+      clearInterval(watch);
       await db.close();
       await unlock();
     },
