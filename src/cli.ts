@@ -364,14 +364,27 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
   process.on('SIGINT', cancel);
   // The reader of stdout or stderr went away (`| head`, `2>&1 | head`: EPIPE): the run is cancelled
   // as a client that left, and the command ends quietly, as a filter whose reader has enough does.
-  // (Kept to the process's end: the error of the last write may come after the loop.)
+  // Any other failed write (a full disk: ENOSPC; EIO) lost the answer: the run is cancelled too, and
+  // the command fails, saying so. (Kept to the process's end: a last write's error may come after
+  // the loop.)
   let readerGone = false;
-  const readerLeft = (): void => {
-    readerGone = true;
-    agent.orchestrator.cancelRun(runId, 'client_disconnect');
+  let writeFailed: string | undefined;
+  const onWriteError =
+    (name: string) =>
+    (error: NodeJS.ErrnoException): void => {
+      readerGone = true;
+      if (error.code !== 'EPIPE') writeFailed ??= `cannot write to ${name}: ${error.code ?? error.message}`;
+      agent.orchestrator.cancelRun(runId, 'client_disconnect');
+    };
+  process.stdout.on('error', onWriteError('stdout'));
+  process.stderr.on('error', onWriteError('stderr'));
+  // How the command ends: a write that failed (told after it, once its turn comes) fails it.
+  const exitCode = async (code: number): Promise<number> => {
+    await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+    if (writeFailed === undefined) return code;
+    console.error(`runstate: ${writeFailed}; the answer is lost`);
+    return 1;
   };
-  process.stdout.on('error', readerLeft);
-  process.stderr.on('error', readerLeft);
   // Made at the first pause, and kept: answers piped in ahead of their questions wait in it.
   let answerLines: AnswerLines | undefined;
   // Reasoning was written to stderr and its line is not ended yet.
@@ -403,13 +416,13 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
         } else if (event.event === 'RunPaused') {
           paused = event;
         } else if (event.event === 'RunCompleted') {
-          process.stdout.write('\n');
+          if (!readerGone) process.stdout.write('\n');
           // On stderr, as the tool calls: stdout stays the answer, cut as it is.
           if (event.finish_reason !== 'stop' && event.finish_reason !== 'tool_calls')
             console.error(`runstate: the answer is incomplete: ${cutBecause(event.finish_reason)}`);
-          return 0;
+          return await exitCode(0);
         } else if (event.event === 'RunCancelled') {
-          if (readerGone) return 0;
+          if (readerGone) return await exitCode(0);
           console.error(`\nrunstate: run ${event.run_id} cancelled`);
           return 130;
         } else if (event.event === 'RunError') {

@@ -1,12 +1,15 @@
 /** The `runstate` command, run as a child process the way a user runs it. */
-import { copyFile, mkdir, mkdtemp, readFile, symlink, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, open, readFile, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createFakeOpenAIServer } from '../../src/testing/fake-openai-server.js';
 import pg from 'pg';
-import { ROOT, spawnCli } from '../support/cli-process.js';
+import { cliEnv, ROOT, spawnCli } from '../support/cli-process.js';
 import { createTempDir, createTestDatabase } from '../support/databases.js';
 import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
 import { expectError, postRun } from '../support/app.js';
@@ -483,6 +486,33 @@ describe('runstate run', () => {
     expect(await cli.exit).toBe(0);
     expect(cli.output().stderr).toBe('');
   });
+
+  it.runIf(existsSync('/dev/full'))(
+    'fails (exit 1), saying so, when its output cannot be written (a full disk), not as a reader that went away',
+    async () => {
+      const full = await open('/dev/full', 'w'); // every write fails with ENOSPC
+      try {
+        const child = spawn(
+          process.execPath,
+          ['--import', 'tsx', 'src/cli.ts', 'run', 'Write a story in 20 words'],
+          {
+            cwd: ROOT,
+            env: cliEnv(),
+            stdio: ['ignore', full.fd, 'pipe'],
+          },
+        );
+        let stderr = '';
+        child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+        const [code] = (await once(child, 'exit')) as [number | null];
+        expect({ code, stderr }).toEqual({
+          code: 1,
+          stderr: 'runstate: cannot write to stdout: ENOSPC; the answer is lost\n',
+        });
+      } finally {
+        await full.close();
+      }
+    },
+  );
 });
 
 describe('runstate run with tools', () => {
