@@ -440,6 +440,30 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
+  it('fails without a retry, naming the chunk, when a chunk has a field of another shape (a null tool call), not as a dropped connection', async () => {
+    const nullCall = 'data: {"choices":[{"index":0,"delta":{"tool_calls":[null]},"finish_reason":null}]}\n\n';
+    const bodies = [nullCall, `${chunkLine('x')}${nullCall}`];
+    const off = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(bodies.shift());
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: off.url });
+    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    try {
+      const first = await failure(stream());
+      const late = await failure(stream());
+      const shown = '{"choices":[{"index":0,"delta":{"tool_calls":[null]},"finish_reason":null}]}';
+      expect(first).toMatchObject({ code: 'MODEL_REQUEST_FAILED', isRetryable: false });
+      expect(first.message).toMatch(/^the model server sent a chunk that cannot be read \(.+\): /);
+      expect(first.message.endsWith(shown)).toBe(true);
+      expect(late).toMatchObject({ code: 'MODEL_STREAM_INCOMPLETE' });
+      expect(late.message).toMatch(/^The stream broke: the model server sent a chunk that cannot be read/);
+    } finally {
+      await off.close();
+    }
+  });
+
   it('reads a 200 that holds no event as one JSON answer: an error as one sent inside the stream, a whole completion as its message', async () => {
     const bodies = [
       '{"error":{"message":"model \\"foo\\" not loaded","code":503}}',

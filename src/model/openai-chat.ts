@@ -435,9 +435,12 @@ class CompletionRequest implements PushedSource {
     try {
       chunk = readChunk(event, this.#state);
     } catch (error) {
-      // The server sent an error inside the stream: close the socket, never leak the request.
+      // The server sent an error inside the stream, or a chunk that cannot be read (a field of
+      // another shape than the protocol's): close the socket, never leak the request.
       this.#reading?.stop();
-      this.#close(toRunstateError(error, this.#state.delivered));
+      this.#close(
+        error instanceof RunstateError ? error : unreadableChunk(event, error, this.#state.delivered),
+      );
       return;
     }
     if (chunk) {
@@ -541,6 +544,21 @@ function isAbort(error: unknown, signal: AbortSignal): boolean {
  * out, so sending the request again would repeat output the consumer already has; `started`: the
  * response headers had arrived.
  */
+/**
+ * A chunk whose fields are not of the protocol's shapes (a `tool_calls` entry that is `null`): the
+ * server does not speak it, and the same request sent again would not change that. Named, as an
+ * event that is not a JSON object is, not reported as the `TypeError` reading it threw (which reads
+ * as a dropped connection, and is retried); after output, the stream broke.
+ */
+function unreadableChunk(event: ChatCompletionEvent, error: unknown, delivered: boolean): RunstateError {
+  const text = JSON.stringify(event);
+  const why = error instanceof Error ? error.message : String(error);
+  const message = `the model server sent a chunk that cannot be read (${why}): ${text.length > 120 ? `${text.slice(0, 120)}…` : text}`;
+  if (delivered)
+    return new RunstateError('MODEL_STREAM_INCOMPLETE', `The stream broke: ${message}`, { cause: error });
+  return new RunstateError('MODEL_REQUEST_FAILED', message, { retryable: false, cause: error });
+}
+
 function toRunstateError(error: unknown, delivered: boolean, { started = true } = {}): RunstateError {
   if (error instanceof RunstateError) return error;
   const message = error instanceof Error ? error.message : String(error);
