@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import busboy from 'busboy';
 import express, { type RequestHandler } from 'express';
@@ -45,7 +46,10 @@ export function runBodyParser(limit: BodyLimit): RequestHandler {
   const maxBytes = parseByteSize(limit);
   // The type was matched once, below: each parser reads what it is handed.
   const type = () => true;
-  const json = wrap(express.json({ limit: maxBytes, strict: true, type }), maxBytes);
+  const json = wrap(
+    express.json({ limit: maxBytes, strict: true, type, verify: refuseNonUtf8Json }),
+    maxBytes,
+  );
   const urlencoded = markedAsForm(
     wrap(
       express.urlencoded({
@@ -136,6 +140,24 @@ function markedAsForm(parser: RequestHandler): RequestHandler {
 }
 
 /**
+ * body-parser's `verify` of a JSON body: refuses one whose bytes are no UTF-8 text (its charset
+ * says UTF-8, or nothing). Decoded, such bytes would become U+FFFD, and the text kept (a message, a
+ * session id) would not be what was sent, as a `\ud800` escape would not (refused too).
+ */
+function refuseNonUtf8Json(
+  _req: IncomingMessage,
+  _res: ServerResponse,
+  body: Buffer,
+  encoding: string | null,
+): void {
+  if (encoding === 'utf-8' && !isUtf8(body)) {
+    throw malformedRequest(`malformed JSON body: it is not UTF-8 text (${NOT_UTF8})`);
+  }
+}
+
+const NOT_UTF8 = 'bytes that are no UTF-8; send UTF-8, or name its charset';
+
+/**
  * body-parser's `verify` of a urlencoded body: refuses one with a name or value that cannot be
  * decoded (a malformed percent-escape, or escapes that are no UTF-8: `%FF`, `%ED%A0%80`, a lone
  * surrogate), naming its field. qs, which parses the body, keeps such a text as it was sent, every
@@ -150,7 +172,22 @@ function refuseUndecodableFields(
   body: Buffer,
   encoding: string | null,
 ): void {
-  if (encoding !== 'utf-8' || !body.includes('%')) return;
+  if (encoding !== 'utf-8') return;
+  // Bytes that are no UTF-8, sent as they are rather than escaped: the field that holds them. (A
+  // `&` or `=` byte is never part of a longer UTF-8 sequence: the bytes split as the text does.)
+  if (!isUtf8(body)) {
+    for (let start = 0; start <= body.length;) {
+      const end = body.indexOf('&', start) === -1 ? body.length : body.indexOf('&', start);
+      const pair = body.subarray(start, end);
+      if (!isUtf8(pair)) {
+        const split = pair.indexOf('=');
+        const name = (split === -1 ? pair : pair.subarray(0, split)).toString('utf8');
+        throw undecodableField(name, `${name}: cannot be decoded (${NOT_UTF8})`);
+      }
+      start = end + 1;
+    }
+  }
+  if (!body.includes('%')) return;
   for (const pair of body.toString('utf8').split('&')) {
     if (!pair.includes('%')) continue;
     const split = pair.indexOf('=');
@@ -277,9 +314,28 @@ function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Re
     parser.on('fieldsLimit', tooMany);
     parser.on('partsLimit', tooMany);
     parser.on('error', (error) => reject(failure ?? malformedMultipart(error)));
-    parser.on('close', () => (failure === undefined ? resolve(fields) : reject(failure)));
+    parser.on('close', () => {
+      failure ??= notUtf8Field(body, fields);
+      if (failure === undefined) resolve(fields);
+      else reject(failure);
+    });
     parser.end(body);
   });
+}
+
+/**
+ * A multipart field whose bytes were no UTF-8 (busboy decodes them to U+FFFD, and the text kept
+ * would not be what was sent). Looked for only in a body that is not UTF-8 throughout, where a part
+ * in latin1 (which decodes every byte) may be the reason instead.
+ */
+function notUtf8Field(body: Buffer, fields: Record<string, unknown>): RunstateError | undefined {
+  if (isUtf8(body)) return undefined;
+  for (const [name, value] of Object.entries(fields)) {
+    const values: unknown[] = Array.isArray(value) ? value : [value];
+    if (values.some((text) => typeof text === 'string' && text.includes('\uFFFD')))
+      return undecodableField(name, `multipart body: field '${name}' cannot be decoded (${NOT_UTF8})`);
+  }
+  return undefined;
 }
 
 function malformedMultipart(error: unknown): RunstateError {
@@ -311,8 +367,22 @@ function fromBodyParserError(error: unknown): unknown {
     case 'request.size.invalid':
       return malformedRequest((error as Error).message, error);
     default:
+      // zlib's, for a body that is not in its Content-Encoding ("incorrect header check"): said so.
+      if (isZlibError(error)) {
+        return undecodableField(
+          'content-encoding',
+          `the body cannot be decoded as its Content-Encoding says: ${(error as Error).message}`,
+          error,
+        );
+      }
       return error;
   }
+}
+
+/** An error of node:zlib's (`Z_DATA_ERROR`, `Z_BUF_ERROR`: a body not compressed as declared, or cut). */
+function isZlibError(error: unknown): boolean {
+  const { code } = (error ?? {}) as { code?: unknown };
+  return typeof code === 'string' && code.startsWith('Z_');
 }
 
 /**

@@ -548,6 +548,93 @@ describe('invalid run requests', () => {
     expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });
   });
 
+  it('answers 400 to bytes that are no UTF-8, sent as they are in a JSON, urlencoded or multipart body, never keeps U+FFFD in their place', async () => {
+    const { story, url, model } = await serveFake();
+    const post = (contentType: string, body: Buffer) =>
+      fetch(`${story}/runs`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const bytes = (...parts: (string | number[])[]) =>
+      Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : Buffer.from(part))));
+
+    const json = await expectError(
+      await post('application/json', bytes('{"message":"a', [0xff, 0xfe], 'b"}')),
+      400,
+      'INVALID_INPUT',
+    );
+    expect(json.detail).toBe(
+      'malformed JSON body: it is not UTF-8 text (bytes that are no UTF-8; send UTF-8, or name its charset)',
+    );
+    // A surrogate in UTF-8's form (CESU-8), as the escape %ED%A0%80 is refused.
+    await expectError(
+      await post('application/json', bytes('{"message":"a', [0xed, 0xa0, 0x80], 'b"}')),
+      400,
+      'INVALID_INPUT',
+    );
+
+    const form = await expectError(
+      await post('application/x-www-form-urlencoded', bytes('stream=false&message=a', [0xff], 'b')),
+      400,
+      'INVALID_INPUT',
+    );
+    expect(form).toMatchObject({
+      field: 'message',
+      detail: 'message: cannot be decoded (bytes that are no UTF-8; send UTF-8, or name its charset)',
+    });
+
+    const boundary = 'b0undary';
+    const multipart = await expectError(
+      await post(
+        `multipart/form-data; boundary=${boundary}`,
+        bytes(
+          `--${boundary}\r\nContent-Disposition: form-data; name="message"\r\n\r\na`,
+          [0xff],
+          `b\r\n--${boundary}--\r\n`,
+        ),
+      ),
+      400,
+      'INVALID_INPUT',
+    );
+    expect(multipart).toMatchObject({ field: 'message' });
+    expect(multipart.detail).toBe(
+      "multipart body: field 'message' cannot be decoded (bytes that are no UTF-8; send UTF-8, or name its charset)",
+    );
+    // A part in latin1, its charset named, is read as latin1: é is its byte 0xE9.
+    const latin1 = post(
+      `multipart/form-data; boundary=${boundary}`,
+      bytes(
+        `--${boundary}\r\nContent-Disposition: form-data; name="message"\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf`,
+        [0xe9],
+        `\r\n--${boundary}\r\nContent-Disposition: form-data; name="stream"\r\n\r\nfalse\r\n--${boundary}--\r\n`,
+      ),
+    );
+    const call = await model.nextCall();
+    expect(call.messages.at(-1)).toEqual({ role: 'user', content: 'café' });
+    call.end();
+    expect((await latin1).status).toBe(200);
+    // Nothing else was started.
+    expect(((await (await fetch(`${url}/sessions`)).json()) as { data: unknown[] }).data).toHaveLength(1);
+  });
+
+  it('answers 400 naming content-encoding to a body that is not compressed as its Content-Encoding says', async () => {
+    const { story } = await serveFake();
+    for (const [encoding, body] of [
+      ['gzip', Buffer.from('{"message":"not gzip"}')],
+      ['deflate', Buffer.from('not deflate')],
+      ['gzip', gzipSync(Buffer.from('{"message":"cut"}')).subarray(0, 12)],
+    ] as const) {
+      const answer = await expectError(
+        await fetch(`${story}/runs`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'content-encoding': encoding },
+          body,
+        }),
+        400,
+        'INVALID_INPUT',
+      );
+      expect(answer.field, encoding).toBe('content-encoding');
+      expect(answer.detail).toMatch(/^the body cannot be decoded as its Content-Encoding says: \S/);
+    }
+  });
+
   it('answers 400 to an undecodable urlencoded field on every route that reads a body', async () => {
     const { story: agentUrl, url, model } = await serveFake();
     const started = await postRun(agentUrl, { message: 'Publish', background: true, session_id: 's1' });
