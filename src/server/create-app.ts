@@ -340,14 +340,30 @@ export function createApp(options: CreateAppOptions): RunstateApp {
 }
 
 /**
- * An HTTP/1.1 request without `Host`, which HTTP/1.1 requires: a 400 in JSON, and the connection
- * closed, as Node answers it (with no body) when its `requireHostHeader` is on; `startServer` turns
- * that off so that this answers.
+ * An HTTP/1.1 request without `Host`, which HTTP/1.1 requires, or one with several (RFC 9112, 3.2):
+ * a 400 in JSON, and the connection closed, as Node answers the first (with no body) when its
+ * `requireHostHeader` is on; `startServer` turns that off so that this answers.
  */
 function requireHost(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void {
-  if (req.httpVersion !== '1.1' || req.headers.host !== undefined) return next();
-  res.setHeader('Connection', 'close');
-  next(malformedRequest('an HTTP/1.1 request must have a Host header'));
+  if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+    res.setHeader('Connection', 'close');
+    return next(malformedRequest('an HTTP/1.1 request must have a Host header'));
+  }
+  // Node keeps the first of two: a proxy that goes by the last would route by a name never checked.
+  if (req.headers.host !== undefined && hostHeaders(req.rawHeaders) > 1) {
+    res.setHeader('Connection', 'close');
+    return next(malformedRequest('a request must have one Host header, not several'));
+  }
+  next();
+}
+
+function hostHeaders(rawHeaders: readonly string[]): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') count++;
+  }
+  return count;
 }
 
 /**

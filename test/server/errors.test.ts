@@ -1083,6 +1083,26 @@ describe("requests Node's HTTP parser refuses", () => {
     });
   });
 
+  it('answers a request with two Host headers 400 in JSON (only the first was checked), and closes the connection', async () => {
+    const { url } = await serveFake({ allowedHosts: ['runstate.example'] });
+    for (const hosts of [
+      ['127.0.0.1', 'evil.example'],
+      ['runstate.example', 'runstate.example'],
+    ]) {
+      const socket = connect(Number(new URL(url).port), '127.0.0.1');
+      socket.end(`GET /agents HTTP/1.1\r\n${hosts.map((host) => `Host: ${host}\r\n`).join('')}\r\n`);
+      let answer = '';
+      for await (const chunk of socket) answer += (chunk as Buffer).toString('latin1');
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      expect(head, hosts.join(', ')).toMatch(/^HTTP\/1\.1 400 /);
+      expect(head).toMatch(/^connection: close$/im);
+      expect(JSON.parse(body)).toEqual({
+        detail: 'a request must have one Host header, not several',
+        code: 'INVALID_INPUT',
+      });
+    }
+  });
+
   it('answers an Expect it cannot meet 417 in JSON, and closes the connection', async () => {
     const { story } = await serveFake();
     const answer = await rawRequest(
