@@ -9,7 +9,7 @@
  * @packageDocumentation
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname } from 'node:path';
 import { compileForWorkers } from './compile-for-workers.js';
@@ -88,11 +88,16 @@ async function main(): Promise<void> {
   }
 }
 
-/** Makes `file`'s directory and the file (empty, when new), or says in one line why it cannot. */
+/**
+ * Makes `file`'s directory and checks that the file can be written, or says in one line why not.
+ * A new file is not left behind: an empty one, after a run that failed, is no report to compare to.
+ */
 function checkWritable(file: string): void {
   try {
     mkdirSync(dirname(file), { recursive: true });
+    const isNew = !existsSync(file);
     writeFileSync(file, '', { flag: 'a' });
+    if (isNew) rmSync(file);
   } catch (error) {
     throw new BenchUsageError(`--json-file ${file} cannot be written: ${(error as Error).message}`);
   }
@@ -107,11 +112,12 @@ function checkDirectory(dir: string): void {
   }
 }
 
-/** What a Ctrl-C or a SIGTERM leaves to clean up: the http-pg client's database. */
+/** What a Ctrl-C, a SIGTERM or a closed terminal leaves to clean up: the http-pg client's database. */
 const interrupted: { storage?: SharedStorage | undefined } = {};
 for (const [signal, code] of [
   ['SIGINT', 130],
   ['SIGTERM', 143],
+  ['SIGHUP', 129],
 ] as const) {
   process.once(signal, () => {
     killAll();
@@ -123,6 +129,9 @@ for (const [signal, code] of [
       .finally(() => process.exit(code));
   });
 }
+// A reader that went away (`| head`: EPIPE) ends nobody's run: the bench goes on to its end (and its
+// `--json-file`), and cleans up after it, where an unhandled write error would have ended it at once.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 main().then(killAll, (error: unknown) => {
   killAll();
   if (error instanceof BenchUsageError) {

@@ -11,36 +11,19 @@
  * pick the winner. Prints a Markdown table. No timing is asserted anywhere: this only reports.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { createInspector as createStatelyInspector } from '@statelyai/inspect';
 import type { InspectionEvent, Observer } from 'xstate';
 import { createInspector } from '../src/inspect/index.js';
 import { createOrchestrator, type Orchestrator } from '../src/runtime/create-orchestrator.js';
 import { createFakeModel, nextTurn } from '../src/testing/fake-model.js';
-import { whole } from '../bench/config.js';
 import { collectGarbage, compareConfigurations, median } from './compare-configurations.js';
+import { readScriptOptions } from './script-options.js';
 
-/** The options, each a whole number ≥ 1; anything else ends the script with its reason (exit 2). */
-function readOptions(): { runs: number; chunks: number; rounds: number } {
-  try {
-    const { values } = parseArgs({
-      options: {
-        runs: { type: 'string', default: '20' },
-        chunks: { type: 'string', default: '1000' },
-        rounds: { type: 'string', default: '9' },
-      },
-    });
-    return {
-      runs: whole('--runs', values.runs)!,
-      chunks: whole('--chunks', values.chunks)!,
-      rounds: whole('--rounds', values.rounds)!,
-    };
-  } catch (error) {
-    process.stderr.write(`inspector-cost: ${(error as Error).message}\n`);
-    process.exit(2);
-  }
-}
-const { runs: RUNS, chunks: CHUNKS, rounds: ROUNDS } = readOptions();
+const {
+  runs: RUNS,
+  chunks: CHUNKS,
+  rounds: ROUNDS,
+} = readScriptOptions('inspector-cost', { runs: '20', chunks: '1000', rounds: '9' });
 
 interface Setup {
   /** xstate's inspection, handed to every run actor. */

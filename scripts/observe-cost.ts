@@ -13,7 +13,6 @@
  * the end-to-end figures. No timing is asserted anywhere: this only reports.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import type { TracerProvider } from '@opentelemetry/api';
 import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-node';
 import { createPrometheusMetrics, createRunTracer } from '../src/observe/index.js';
@@ -21,17 +20,13 @@ import { createOrchestrator } from '../src/runtime/create-orchestrator.js';
 import type { RunListener, RunNotice } from '../src/runtime/storage.js';
 import { createFakeModel, nextTurn } from '../src/testing/fake-model.js';
 import { collectGarbage, compareConfigurations, median } from './compare-configurations.js';
+import { readScriptOptions } from './script-options.js';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '20' },
-    chunks: { type: 'string', default: '1000' },
-    rounds: { type: 'string', default: '9' },
-  },
-});
-const RUNS = Number(values.runs);
-const CHUNKS = Number(values.chunks);
-const ROUNDS = Number(values.rounds);
+const {
+  runs: RUNS,
+  chunks: CHUNKS,
+  rounds: ROUNDS,
+} = readScriptOptions('observe-cost', { runs: '20', chunks: '1000', rounds: '9' });
 /** Inside every measurement: the batch exporter's timer and the garbage an idle moment collects. */
 const SETTLE_MS = 150;
 

@@ -8,7 +8,6 @@
  *   npm run bench:storage -- --only runs --runs 1000 --groups 2
  */
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { createOrchestrator } from '../src/runtime/create-orchestrator.js';
 import { createRedisCancelBus, createRedisEventBus } from '../src/runtime/redis/create-redis-buses.js';
 import type { RunEvent, RunRecord } from '../src/runtime/run-events.js';
@@ -18,16 +17,14 @@ import type { SqlDatabase, SqlQueryable } from '../src/runtime/sql/sql-database.
 import { createFakeModel } from '../src/testing/fake-model.js';
 import { createTempDir, createTestDatabase } from '../test/support/databases.js';
 import { REDIS_URL, redisPrefix } from '../test/support/redis-server.js';
+import { readScriptOptions } from './script-options.js';
 
-const { values: args } = parseArgs({
-  options: {
-    only: { type: 'string', default: 'writes,runs,redis' },
-    runs: { type: 'string', default: '1000' },
-    chunks: { type: 'string', default: '100' },
-    groups: { type: 'string', default: '2' },
-  },
-});
-const only = new Set(args.only.split(','));
+const args = readScriptOptions(
+  'storage-cost',
+  { runs: '1000', chunks: '100', groups: '2' },
+  { only: { default: 'writes,runs,redis', choices: ['writes', 'runs', 'redis'] } },
+);
+const { only } = args;
 
 const EVENTS = 5_000;
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -232,7 +229,7 @@ try {
   }
   if (only.has('runs')) {
     console.log('\nPaced runs at once on PostgreSQL (pool of 10 connections):\n');
-    const rows = await pacedRuns(database.url, Number(args.runs), Number(args.chunks), Number(args.groups));
+    const rows = await pacedRuns(database.url, args.runs, args.chunks, args.groups);
     for (const row of rows) console.log(row);
   }
   if (only.has('redis')) {

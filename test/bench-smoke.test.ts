@@ -46,25 +46,39 @@ const synthetic = (cpu: number[], closed: number[]): ScenarioResult[] => [
 ];
 
 describe('npm run bench, interrupted', () => {
-  it('drops the http-pg database on Ctrl-C and on SIGTERM, and exits as the signal says', async () => {
-    const bench: [string, ...string[]] = [process.execPath, '--import', 'tsx', 'bench/run.ts'];
+  const bench: [string, ...string[]] = [process.execPath, '--import', 'tsx', 'bench/run.ts'];
+  async function expectDropped(database: string): Promise<void> {
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    try {
+      const { rows } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+      expect(rows).toEqual([]);
+    } finally {
+      await client.end();
+    }
+  }
+
+  it('drops the http-pg database on Ctrl-C, on SIGTERM and on a closed terminal (SIGHUP), and exits as the signal says', async () => {
     for (const [signal, code] of [
       ['SIGINT', 130],
       ['SIGTERM', 143],
+      ['SIGHUP', 129],
     ] as const) {
       const run = spawnCli(['--quick', '--kinds', 'raw,http-pg'], {}, bench);
       const database = (await run.waitFor(/http-pg database (\w+)/, 'stderr'))[1]!;
       run.child.kill(signal);
-      expect(await run.exit).toBe(code);
-      const client = new pg.Client({ connectionString: POSTGRES_URL });
-      await client.connect();
-      try {
-        const { rows } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
-        expect(rows).toEqual([]);
-      } finally {
-        await client.end();
-      }
+      expect(await run.exit, signal).toBe(code);
+      await expectDropped(database);
     }
+  });
+
+  it('runs to its end, and drops its database, when the reader of its output goes away (| head)', async () => {
+    const run = spawnCli(['--quick', '--only', 'cancel', '--kinds', 'raw,http-pg'], {}, bench);
+    const database = (await run.waitFor(/http-pg database (\w+)/, 'stderr'))[1]!;
+    run.child.stderr.destroy();
+    run.child.stdout.destroy();
+    expect(await run.exit).toBe(0);
+    await expectDropped(database);
   });
 });
 
