@@ -151,7 +151,9 @@ function refuseNonUtf8Json(
   encoding: string | null,
 ): void {
   if (encoding === 'utf-8' && !isUtf8(body)) {
-    throw malformedRequest(`malformed JSON body: it is not UTF-8 text (${NOT_UTF8})`);
+    throw malformedRequest(
+      'malformed JSON body: it is not UTF-8 text (bytes that are no UTF-8; JSON is sent in UTF-8)',
+    );
   }
 }
 
@@ -326,13 +328,16 @@ function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Re
 /**
  * A multipart field whose bytes were no UTF-8 (busboy decodes them to U+FFFD, and the text kept
  * would not be what was sent). Looked for only in a body that is not UTF-8 throughout, where a part
- * in latin1 (which decodes every byte) may be the reason instead.
+ * in latin1 (which decodes every byte) may be the reason instead. A U+FFFD that was sent (its bytes
+ * EF BF BD, valid UTF-8) leaves the text's UTF-8 in the body as it is; a replaced one does not.
  */
 function notUtf8Field(body: Buffer, fields: Record<string, unknown>): RunstateError | undefined {
   if (isUtf8(body)) return undefined;
   for (const [name, value] of Object.entries(fields)) {
     const values: unknown[] = Array.isArray(value) ? value : [value];
-    if (values.some((text) => typeof text === 'string' && text.includes('\uFFFD')))
+    const replaced = (text: unknown) =>
+      typeof text === 'string' && text.includes('\uFFFD') && !body.includes(Buffer.from(text));
+    if (values.some(replaced))
       return undecodableField(name, `multipart body: field '${name}' cannot be decoded (${NOT_UTF8})`);
   }
   return undefined;
@@ -379,10 +384,14 @@ function fromBodyParserError(error: unknown): unknown {
   }
 }
 
-/** An error of node:zlib's (`Z_DATA_ERROR`, `Z_BUF_ERROR`: a body not compressed as declared, or cut). */
+/**
+ * An error of node:zlib's decoding a body not compressed as declared, or cut: gzip and deflate's
+ * (`Z_DATA_ERROR`, `Z_BUF_ERROR`) and brotli's (`ERR__ERROR_FORMAT_PADDING_2`: `ERR_` and brotli's
+ * own name of the error), each with the library's negative `errno`.
+ */
 function isZlibError(error: unknown): boolean {
-  const { code } = (error ?? {}) as { code?: unknown };
-  return typeof code === 'string' && code.startsWith('Z_');
+  const { code, errno } = (error ?? {}) as { code?: unknown; errno?: unknown };
+  return typeof errno === 'number' && typeof code === 'string' && /^(Z_|ERR__ERROR_)/.test(code);
 }
 
 /**

@@ -36,7 +36,8 @@ export async function sendJsonArray(
   for (let i = 0; i < items.length; i++) {
     text += (i === 0 ? '' : ',') + JSON.stringify(items[i]);
     if (text.length < WRITE_SIZE) continue;
-    if (!res.write(text) && (await drainedOrClosed(res, stallMs)) === 'stalled') res.destroy();
+    if (!res.write(text) && res.writableNeedDrain && (await drainedOrClosed(res, stallMs)) === 'stalled')
+      res.destroy();
     text = '';
     // The client went away (or was cut off): the rest would be written to nobody.
     if (res.destroyed) return;
@@ -54,9 +55,26 @@ export type AnswerList = (res: ServerResponse, load: () => Promise<readonly unkn
  */
 export function listAnswers(atOnce = LISTS_AT_ONCE, stallMs = LIST_STALL_MS): AnswerList {
   const limit = pLimit(atOnce);
-  return (res, load) =>
-    limit(async () => {
+  return async (res, load) => {
+    // Behind an earlier answer on its connection (pipelined), a list has no socket yet: it waits for
+    // one before it takes a slot, and its stall is counted from then, not while the other streams.
+    if (!res.socket && !(await socketOrClosed(res))) return;
+    await limit(async () => {
       if (res.destroyed) return;
       await sendJsonArray(res, await load(), stallMs);
     });
+  };
+}
+
+/** Resolves `true` once `res` has its socket, `false` if it closed first. */
+function socketOrClosed(res: ServerResponse): Promise<boolean> {
+  return new Promise((resolve) => {
+    const given = () => settle(true);
+    const closed = () => settle(false);
+    const settle = (has: boolean) => {
+      res.off('socket', given).off('close', closed);
+      resolve(has);
+    };
+    res.once('socket', given).once('close', closed);
+  });
 }

@@ -561,7 +561,7 @@ describe('invalid run requests', () => {
       'INVALID_INPUT',
     );
     expect(json.detail).toBe(
-      'malformed JSON body: it is not UTF-8 text (bytes that are no UTF-8; send UTF-8, or name its charset)',
+      'malformed JSON body: it is not UTF-8 text (bytes that are no UTF-8; JSON is sent in UTF-8)',
     );
     // A surrogate in UTF-8's form (CESU-8), as the escape %ED%A0%80 is refused.
     await expectError(
@@ -597,19 +597,24 @@ describe('invalid run requests', () => {
     expect(multipart.detail).toBe(
       "multipart body: field 'message' cannot be decoded (bytes that are no UTF-8; send UTF-8, or name its charset)",
     );
-    // A part in latin1, its charset named, is read as latin1: é is its byte 0xE9.
+    // A part in latin1, its charset named, is read as latin1: é is its byte 0xE9. And a U+FFFD sent
+    // as such (its UTF-8, EF BF BD) in the other part is no sign of bytes that were not UTF-8.
     const latin1 = post(
       `multipart/form-data; boundary=${boundary}`,
       bytes(
         `--${boundary}\r\nContent-Disposition: form-data; name="message"\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf`,
         [0xe9],
-        `\r\n--${boundary}\r\nContent-Disposition: form-data; name="stream"\r\n\r\nfalse\r\n--${boundary}--\r\n`,
+        `\r\n--${boundary}\r\nContent-Disposition: form-data; name="stream"\r\n\r\nfalse`,
+        `\r\n--${boundary}\r\nContent-Disposition: form-data; name="user_id"\r\n\r\nu\uFFFDx`,
+        `\r\n--${boundary}--\r\n`,
       ),
     );
     const call = await model.nextCall();
     expect(call.messages.at(-1)).toEqual({ role: 'user', content: 'café' });
     call.end();
-    expect((await latin1).status).toBe(200);
+    const answered = await latin1;
+    expect(answered.status).toBe(200);
+    expect(await answered.json()).toMatchObject({ user_id: 'u\uFFFDx' });
     // Nothing else was started.
     expect(((await (await fetch(`${url}/sessions`)).json()) as { data: unknown[] }).data).toHaveLength(1);
   });
@@ -620,6 +625,7 @@ describe('invalid run requests', () => {
       ['gzip', Buffer.from('{"message":"not gzip"}')],
       ['deflate', Buffer.from('not deflate')],
       ['gzip', gzipSync(Buffer.from('{"message":"cut"}')).subarray(0, 12)],
+      ['br', Buffer.from('not brotli')],
     ] as const) {
       const answer = await expectError(
         await fetch(`${story}/runs`, {

@@ -63,6 +63,33 @@ describe('listAnswers', () => {
     expect(loads[2]! - loads[0]!).toBeGreaterThanOrEqual(stallMs);
   });
 
+  it('writes the whole list behind a slower answer on its connection (pipelined): its stall counts from when it has the socket', async () => {
+    const stallMs = 200;
+    const answerList = listAnswers(1, stallMs);
+    let first = true;
+    server = await listen((_req, res) => {
+      if (first) {
+        first = false;
+        // Longer than the stall limit: the list waits behind it with no socket of its own.
+        setTimeout(() => res.end('first'), stallMs * 3);
+        return;
+      }
+      void answerList(res, () => Promise.resolve(bigList));
+    });
+    const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+    sockets.push(socket);
+    await once(socket, 'connect');
+    // The second in HTTP/1.0: its body is not chunked, but all that follows its head.
+    socket.write('GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /list HTTP/1.0\r\n\r\n');
+    const chunks: Buffer[] = [];
+    for await (const chunk of socket) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    const second = text.indexOf('HTTP/1.1 200', 1);
+    expect(text.slice(0, second)).toMatch(/\r\n\r\nfirst$/);
+    const body = text.slice(text.indexOf('\r\n\r\n', second) + 4);
+    expect(JSON.parse(body)).toHaveLength(bigList.length);
+  });
+
   it('writes the whole list to a client that reads it', async () => {
     const answerList = listAnswers(1, 500);
     server = await listen((_req, res) => void answerList(res, () => Promise.resolve(bigList)));

@@ -161,61 +161,92 @@ async function pipelinedRuns(url: string, story: string, messages: string[]): Pr
 }
 
 describe('requests pipelined on one connection', () => {
-  /** A server whose store counts the run lists read at once; `gate` holds each read until opened. */
-  async function countingLists() {
+  /**
+   * A server whose store counts the reads of a run (`getRun`) at once, and of run lists;
+   * `gate` holds each read until opened.
+   */
+  async function countingReads() {
     const store = createMemoryRunStore();
     const reading = { now: 0, most: 0, reads: 0 };
+    const listing = { now: 0, most: 0 };
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
     const counted: RunStore = {
       ...store,
-      async listRuns(filter) {
+      async getRun(runId) {
         reading.reads++;
         reading.most = Math.max(reading.most, ++reading.now);
         await gate;
         try {
-          return await store.listRuns(filter);
+          return await store.getRun(runId);
         } finally {
           reading.now--;
+        }
+      },
+      async listRuns(filter) {
+        listing.most = Math.max(listing.most, ++listing.now);
+        await gate;
+        try {
+          return await store.listRuns(filter);
+        } finally {
+          listing.now--;
         }
       },
     };
     const server = await serveFake({ orchestrator: { store: counted } });
     const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
     await once(socket, 'connect');
-    const lists = (count: number) =>
-      socket.write('GET /agents/story-writer-agent/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(count));
+    const ask = (path: string, count: number) =>
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`.repeat(count));
     /** Resolves once the server has closed its side of every connection (it saw the client go). */
     const serverClosed = async () => {
       const count = () =>
         new Promise<number>((resolve) => server.server.getConnections((_, n) => resolve(n)));
       while ((await count()) > 0) await nextTurn();
     };
-    return { reading, open, socket, lists, serverClosed };
+    return { reading, listing, open, socket, ask, serverClosed };
   }
+  const RUN = '/agents/story-writer-agent/runs/no-such-run';
 
   it(`handles at most ${MAX_REQUESTS_PER_CONNECTION} at once, the others as earlier ones are answered, all in order`, async () => {
-    const { reading, open, socket, lists } = await countingLists();
+    const { reading, open, socket, ask } = await countingReads();
     let text = '';
     socket.setEncoding('utf8').on('data', (data: string) => (text += data));
-    lists(40);
+    ask(RUN, 40);
     while (reading.reads < MAX_REQUESTS_PER_CONNECTION) await nextTurn();
     await nextTurn();
     // 40 asked for in one packet: a bounded number read (and held) at once, not 40.
     expect(reading.reads).toBe(MAX_REQUESTS_PER_CONNECTION);
     open();
-    while ((text.match(/HTTP\/1\.1 200 OK/g) ?? []).length < 40) await once(socket, 'data');
-    // Every answer whole and in its place: 40 answers, each a JSON array, nothing else between.
-    expect(
-      text.split(/(?=HTTP\/1\.1 )/).map((answer) => answer.slice(answer.lastIndexOf('\r\n\r\n') + 4)),
-    ).toEqual(Array<string>(40).fill('[]'));
+    while ((text.match(/HTTP\/1\.1 404 Not Found/g) ?? []).length < 40) await once(socket, 'data');
+    // Every answer whole and in its place: 40 answers, each the run's 404, nothing else between.
+    const bodies = text
+      .split(/(?=HTTP\/1\.1 )/)
+      .map((answer) => answer.slice(answer.lastIndexOf('\r\n\r\n') + 4));
+    expect(bodies.map((body) => (JSON.parse(body) as { code: string }).code)).toEqual(
+      Array<string>(40).fill('RUN_NOT_FOUND'),
+    );
     socket.destroy();
     expect(reading).toMatchObject({ reads: 40, most: MAX_REQUESTS_PER_CONNECTION, now: 0 });
   });
 
+  it('reads the run lists of one connection one at a time: a list waits for its answer to have the connection', async () => {
+    const { listing, open, socket } = await countingReads();
+    let text = '';
+    socket.setEncoding('utf8').on('data', (data: string) => (text += data));
+    socket.write('GET /agents/story-writer-agent/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'.repeat(20));
+    while (listing.now < 1) await nextTurn();
+    for (let turn = 0; turn < 5; turn++) await nextTurn();
+    expect(listing.now).toBe(1);
+    open();
+    while ((text.match(/HTTP\/1\.1 200 OK/g) ?? []).length < 20) await once(socket, 'data');
+    socket.destroy();
+    expect(listing).toEqual({ now: 0, most: 1 });
+  });
+
   it('drops the requests still waiting when their connection closes: nobody would read their answers', async () => {
-    const { reading, open, socket, lists, serverClosed } = await countingLists();
-    lists(40);
+    const { reading, open, socket, ask, serverClosed } = await countingReads();
+    ask(RUN, 40);
     while (reading.reads < MAX_REQUESTS_PER_CONNECTION) await nextTurn();
     socket.destroy();
     await serverClosed();

@@ -1,6 +1,6 @@
-import { constants } from 'node:fs';
+import { constants, statSync } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { PoolClient } from 'pg';
 import { RunstateError } from '../../errors.js';
 import { lockDataDir } from './data-dir-lock.js';
@@ -65,7 +65,7 @@ export async function openSqlDatabase(
   return db;
 }
 
-/** How often a PGlite data directory is looked at, to see that it is still there. */
+/** How often, at most, a PGlite data directory is looked at (by a query), to see that it is still there. */
 const DATA_DIR_CHECK_MS = 2_000;
 
 async function openPglite(dataDir: string): Promise<SqlDatabase> {
@@ -89,21 +89,29 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
     );
   }
   // A directory removed (or replaced) under the process: PostgreSQL would go on writing into files
-  // that are gone, every run answered as stored and lost. Looked at now and then; from then on an
-  // outage (new runs refused 503), for good: what it held is gone, and a restart starts anew.
-  const { ino } = await stat(dataDir);
+  // that are gone, every run answered as stored and lost. Looked at by a query at most every 2 s;
+  // from then on an outage (new runs refused 503), for good: what it held is gone, and a restart
+  // starts anew. (Resolved now: an embedding app that changes its working directory has not moved
+  // the data.)
+  const watched = resolve(dataDir);
+  const { ino } = await stat(watched);
+  let lookedAt = Date.now();
   let removed = false;
-  const watch = setInterval(() => {
-    stat(dataDir).then(
-      (now) => (removed ||= now.ino !== ino),
-      (error: NodeJS.ErrnoException) => (removed ||= error.code === 'ENOENT'),
-    );
-  }, DATA_DIR_CHECK_MS).unref();
+  const stillThere = (): boolean => {
+    if (removed || Date.now() - lookedAt < DATA_DIR_CHECK_MS) return !removed;
+    lookedAt = Date.now();
+    try {
+      removed = statSync(watched).ino !== ino;
+    } catch (error) {
+      removed = (error as NodeJS.ErrnoException).code === 'ENOENT';
+    }
+    return !removed;
+  };
   // As a pool after `end()` (see `poolDatabase`): PGlite's own error says nothing of what is closed.
   let closed = false;
   const open = (): void => {
     if (closed) throw new RunstateError('INTERNAL', 'the run store is closed');
-    if (removed) {
+    if (!stillThere()) {
       throw new RunstateError(
         'STORE_UNAVAILABLE',
         `the data directory ${dataDir} was removed or replaced while in use (restart runstate)`,
@@ -121,7 +129,6 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
     transaction: async (fn) => (open(), db.transaction(fn).catch(unavailable)),
     async close() {
       closed = true;
-      clearInterval(watch);
       await db.close();
       await unlock();
     },
