@@ -995,15 +995,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       parkedRuns.takenElsewhere(runId);
       throw notPaused(runId, await parkedRuns.statusWhenTaken(runId));
     }
-    const { run, until } = taken;
+    const { run } = taken;
     // A cancel promised here while this continue was taking it (see `takeParked`), or one that went
     // by while nobody held it, ended it as it was taken: the cancel came first.
+    // (Or, found past its pause limit, `takeParked` ended it as its own timer would have.)
     if (isFinalStatus(run.status())) throw notPaused(runId, run.status());
-    if (until < now()) {
-      // Found past its limit: ended here, as its own timer would have.
-      run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
-      throw notPaused(runId, run.status());
-    }
     const afterSeq = run.lastSeq();
     run.continue(answers);
     return {

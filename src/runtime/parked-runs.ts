@@ -72,14 +72,15 @@ export interface ParkedRuns {
   readonly onPark: (run: LiveRun, written: Promise<boolean>, until: number) => void;
   /**
    * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
-   * `paused`; `undefined` when somebody took it first, or when `accept` refuses its parked record
+   * `paused` (or ended: by a cancel promised here meanwhile, or `RUN_TIMEOUT` when found past its
+   * pause limit); `undefined` when somebody took it first, or when `accept` refuses its parked record
    * (see `RunStore.claimParked`). Rejects `SHUTTING_DOWN` once closing.
    */
   take(
     runId: string,
     agent: ContinueRunRequest | undefined,
     accept?: (record: RunRecord) => boolean,
-  ): Promise<{ run: LiveRun; until: number } | undefined>;
+  ): Promise<{ run: LiveRun } | undefined>;
   /** The park of the run in flight here, if one is: a continue or cancel here waits for it. */
   parkInFlight(runId: string): Promise<void> | undefined;
   /** Whether the run is being parked by this instance now. */
@@ -116,7 +117,7 @@ export interface ParkedRuns {
    * At a shutdown, with a store that does not outlive the process: takes back every run parked
    * here (a closing instance takes runs back only so), for the shutdown to cancel them.
    */
-  takeAllBack(): Promise<({ run: LiveRun; until: number } | undefined)[]>;
+  takeAllBack(): Promise<({ run: LiveRun } | undefined)[]>;
   /** At a shutdown: lets go of the runs parked here, left in the store for whichever instance takes them. */
   letGo(): void;
 }
@@ -192,7 +193,7 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     expiredBefore?: number,
     forShutdown = false,
     accept?: (record: RunRecord) => boolean,
-  ): Promise<{ run: LiveRun; until: number } | undefined> {
+  ): Promise<{ run: LiveRun } | undefined> {
     // A closing instance takes no run back (another instance will), but to cancel it itself.
     if (isClosing() && !forShutdown)
       throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
@@ -208,12 +209,17 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     // Listeners here follow it from now on (those of the instance that parked it were told `left`).
     if (!parkedByThis) notify({ type: 'taken', run: claimed.record });
     run.resume();
-    onTaken(run);
     // A `cancelRun` here answered `true` while the run was being taken (by a continue, its own
     // deadline, a shutdown: whichever the store gave it to): the cancel is kept, as its answer promised.
     const cancelling = cancellingParked.get(runId);
     if (cancelling) run.cancel(cancelling.reason);
-    return { run, until: claimed.parked.until };
+    // Past its pause limit with nobody to time it out (the instance that paused it is gone, or its
+    // timer has not fired yet): it ends as that timer would have, whoever took it (a continue, a
+    // cancel from another instance, a shutdown): the same end every instance then reads.
+    if (!isFinalStatus(run.status()) && claimed.parked.until < now())
+      run.actor.send({ type: 'TIMEOUT', limit: 'pause' });
+    onTaken(run);
+    return { run };
   }
 
   /**

@@ -310,3 +310,40 @@ describe('a continue that loses its parked run to a cancel on another instance',
     await shutdown();
   });
 });
+
+describe('a cancel of a parked run whose pause ran out with nobody to time it out', () => {
+  it('finds it failed RUN_TIMEOUT, as a continue does, and is refused with that status, not answered cancelled', async () => {
+    const store = createMemoryRunStore();
+    const eventBus = createMemoryEventBus();
+    const instance = (now: () => number) => {
+      const orchestrator = createOrchestrator({ store, eventBus, now });
+      const model = createFakeModel();
+      const agent = new Agent({
+        name: 'Publisher',
+        model,
+        orchestrator,
+        tools: [publish()],
+        limits: { pauseTimeoutMs: 60_000 },
+      });
+      return { orchestrator, model, agent };
+    };
+    // The instance that paused it never times it out here (its timer is a minute away); the other's
+    // clock is past the deadline, as for an instance that takes over from one that is gone.
+    const pausing = instance(Date.now);
+    const later = instance(() => Date.now() + 61_000);
+    const run = pausing.agent.run('publish', { stream: true });
+    (await pausing.model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+
+    await expect(later.orchestrator.requestCancel(run.runId)).rejects.toMatchObject({
+      code: 'RUN_ALREADY_FINISHED',
+      details: { run_id: run.runId, status: 'failed' },
+    });
+    expect(await store.getRun(run.runId)).toMatchObject({ status: 'failed', error: { code: 'RUN_TIMEOUT' } });
+    const events = await store.readEvents(run.runId);
+    checkRunEvents(events, 'failed');
+    expect(events.map((event) => event.event)).toEqual(['RunStarted', 'RunPaused', 'RunError']);
+    await pausing.orchestrator.shutdown();
+    await later.orchestrator.shutdown();
+  });
+});
