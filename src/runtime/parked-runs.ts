@@ -1,4 +1,4 @@
-import { isFinalStatus } from '../../machines/run.machine.js';
+import { clampDelay, isFinalStatus } from '../../machines/run.machine.js';
 import type { CancelReason, RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ContinueRunRequest } from './create-orchestrator.js';
@@ -171,16 +171,22 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
       if (!isClosing()) {
         parkedRun.watch = watchPark(runId, parkedRun, run.lastSeq());
-        pauseTimers.set(
-          runId,
-          setTimeout(() => void expire(runId, until), Math.max(0, until - now())),
-        );
+        timePause(runId, until);
       }
     });
     parking.set(runId, done);
     void done.finally(() => {
       if (parking.get(runId) === done) parking.delete(runId);
     });
+  }
+
+  /**
+   * Times a run parked here out at `until`. A deadline past Node's longest timer (~24.8 days; a
+   * longer one fires at once) is reached in steps: a timer that fires before it is set again.
+   */
+  function timePause(runId: string, until: number): void {
+    const fire = () => (until > now() ? timePause(runId, until) : void expire(runId, until));
+    pauseTimers.set(runId, setTimeout(fire, clampDelay(until - now())));
   }
 
   /**

@@ -66,15 +66,23 @@ export function listAnswers(atOnce = LISTS_AT_ONCE, stallMs = LIST_STALL_MS): An
   };
 }
 
-/** Resolves `true` once `res` has its socket, `false` if it closed first. */
+/**
+ * Resolves `true` once `res` has its socket, `false` if its connection closed first. Node 20 tells
+ * a response queued behind another nothing when the connection drops, but destroys its request
+ * (whose 'close' comes, otherwise, only after the response is over).
+ */
 function socketOrClosed(res: ServerResponse): Promise<boolean> {
+  const { req } = res;
+  if (req.destroyed) return Promise.resolve(false);
   return new Promise((resolve) => {
     const given = () => settle(true);
     const closed = () => settle(false);
     const settle = (has: boolean) => {
       res.off('socket', given).off('close', closed);
+      req.off('close', closed);
       resolve(has);
     };
     res.once('socket', given).once('close', closed);
+    req.once('close', closed);
   });
 }

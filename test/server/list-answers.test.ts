@@ -90,6 +90,32 @@ describe('listAnswers', () => {
     expect(JSON.parse(body)).toHaveLength(bigList.length);
   });
 
+  it('lets go of a pipelined list whose connection closes before its turn: never read, its handler settled', async () => {
+    const answerList = listAnswers(1, 20_000);
+    let settled = false;
+    let loaded = false;
+    let listAsked!: () => void;
+    const asked = new Promise<void>((resolve) => (listAsked = resolve));
+    server = await listen((req, res) => {
+      if (req.url === '/slow') return; // never answered: the list waits behind it
+      listAsked();
+      void answerList(res, () => {
+        loaded = true;
+        return Promise.resolve(bigList);
+      }).then(() => (settled = true));
+    });
+    const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+    sockets.push(socket);
+    await once(socket, 'connect');
+    socket.write(
+      'GET /slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /list HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n',
+    );
+    await asked;
+    socket.destroy();
+    await eventually(() => settled, { what: 'the waiting list let go' });
+    expect(loaded).toBe(false);
+  });
+
   it('writes the whole list to a client that reads it', async () => {
     const answerList = listAnswers(1, 500);
     server = await listen((_req, res) => void answerList(res, () => Promise.resolve(bigList)));

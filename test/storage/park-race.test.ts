@@ -4,7 +4,7 @@
  * its terminal event in order, in the log and in the store, and nothing stays parked. (CI found it:
  * the RunPaused was appended to a closed log, and the terminal event took the RunPaused's seq.)
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
@@ -345,5 +345,29 @@ describe('a cancel of a parked run whose pause ran out with nobody to time it ou
     expect(events.map((event) => event.event)).toEqual(['RunStarted', 'RunPaused', 'RunError']);
     await pausing.orchestrator.shutdown();
     await later.orchestrator.shutdown();
+  });
+});
+
+describe('a parked run whose pause limit is longer than the longest timer (~24.8 days)', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('waits its whole limit (30 days), not a millisecond (a timer past 2^31 - 1 ms fires at once)', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const day = 24 * 60 * 60 * 1000;
+    const { orchestrator, model, agent } = publisher(createMemoryRunStore(), 30 * day);
+    const run = agent.run('publish', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    expect((await collect(run)).at(-1)?.event).toBe('RunPaused');
+    await vi.advanceTimersByTimeAsync(29 * day);
+    expect(await orchestrator.getRun(run.runId)).toMatchObject({ status: 'paused' });
+    expect(orchestrator.pausedCount).toBe(1);
+    await vi.advanceTimersByTimeAsync(day + 1);
+    expect(await orchestrator.result(run.runId)).toMatchObject({
+      status: 'failed',
+      error: { code: 'RUN_TIMEOUT' },
+    });
+    await orchestrator.shutdown();
   });
 });
