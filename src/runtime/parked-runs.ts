@@ -1,5 +1,5 @@
 import { clampDelay, isFinalStatus } from '../../machines/run.machine.js';
-import type { CancelReason, RunStatus } from '../../machines/run-types.js';
+import { MAX_TIMER_MS, type CancelReason, type RunStatus } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ContinueRunRequest } from './create-orchestrator.js';
 import { followStoredRun } from './follow-stored-run.js';
@@ -182,11 +182,12 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
 
   /**
    * Times a run parked here out at `until`. A deadline past Node's longest timer (~24.8 days; a
-   * longer one fires at once) is reached in steps: a timer that fires before it is set again.
+   * longer one fires at once) is reached in steps: that timer, when it fires, sets the next.
    */
   function timePause(runId: string, until: number): void {
-    const fire = () => (until > now() ? timePause(runId, until) : void expire(runId, until));
-    pauseTimers.set(runId, setTimeout(fire, clampDelay(until - now())));
+    const wait = until - now();
+    const fire = wait > MAX_TIMER_MS ? () => timePause(runId, until) : () => void expire(runId, until);
+    pauseTimers.set(runId, setTimeout(fire, clampDelay(wait)));
   }
 
   /**
