@@ -407,15 +407,23 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     }
   });
 
-  it('fails without a retry, naming what came, when an event is not a JSON object (a server off the protocol)', async () => {
-    const bodies = ['data: null\n\n', 'data: {oops\n\n', `${chunkLine('x')}data: 5\n\n`];
+  /** A server answering each request 200 with the next of `bodies` as its event stream, and a model on it. */
+  async function serverSending(bodies: string[]) {
     const off = await listen((req, res) => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.end(bodies.shift());
     });
     const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: off.url });
-    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    return { off, stream: () => model.stream({ messages, signal: new AbortController().signal }) };
+  }
+
+  it('fails without a retry, naming what came, when an event is not a JSON object (a server off the protocol)', async () => {
+    const { off, stream } = await serverSending([
+      'data: null\n\n',
+      'data: {oops\n\n',
+      `${chunkLine('x')}data: 5\n\n`,
+    ]);
     try {
       const nul = await failure(stream());
       const broken = await failure(stream());
@@ -442,14 +450,7 @@ describe('OpenAIChat against the fake OpenAI server', () => {
 
   it('fails without a retry, naming the chunk, when a chunk has a field of another shape (a null tool call), not as a dropped connection', async () => {
     const nullCall = 'data: {"choices":[{"index":0,"delta":{"tool_calls":[null]},"finish_reason":null}]}\n\n';
-    const bodies = [nullCall, `${chunkLine('x')}${nullCall}`];
-    const off = await listen((req, res) => {
-      req.resume();
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.end(bodies.shift());
-    });
-    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: off.url });
-    const stream = () => model.stream({ messages, signal: new AbortController().signal });
+    const { off, stream } = await serverSending([nullCall, `${chunkLine('x')}${nullCall}`]);
     try {
       const first = await failure(stream());
       const late = await failure(stream());

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
-import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
+import { createOrchestrator, type OrchestratorOptions } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryEventBus } from '../../src/runtime/memory-event-bus.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunStore } from '../../src/runtime/storage.js';
@@ -42,8 +42,8 @@ const publish = () =>
   });
 
 /** An agent whose `publish` calls wait for a confirmation for `pauseTimeoutMs`, on an orchestrator over `store`. */
-function publisher(store: RunStore, pauseTimeoutMs: number) {
-  const orchestrator = createOrchestrator({ store });
+function publisher(store: RunStore, pauseTimeoutMs: number, options: OrchestratorOptions = {}) {
+  const orchestrator = createOrchestrator({ ...options, store });
   const model = createFakeModel();
   const agent = new Agent({
     name: 'Publisher',
@@ -315,18 +315,7 @@ describe('a cancel of a parked run whose pause ran out with nobody to time it ou
   it('finds it failed RUN_TIMEOUT, as a continue does, and is refused with that status, not answered cancelled', async () => {
     const store = createMemoryRunStore();
     const eventBus = createMemoryEventBus();
-    const instance = (now: () => number) => {
-      const orchestrator = createOrchestrator({ store, eventBus, now });
-      const model = createFakeModel();
-      const agent = new Agent({
-        name: 'Publisher',
-        model,
-        orchestrator,
-        tools: [publish()],
-        limits: { pauseTimeoutMs: 60_000 },
-      });
-      return { orchestrator, model, agent };
-    };
+    const instance = (now: () => number) => publisher(store, 60_000, { eventBus, now });
     // The instance that paused it never times it out here (its timer is a minute away); the other's
     // clock is past the deadline, as for an instance that takes over from one that is gone.
     const pausing = instance(Date.now);
