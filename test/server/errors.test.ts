@@ -17,6 +17,10 @@ import {
   twoAgents,
 } from '../support/app.js';
 
+/** POSTs `body` to `url` as `contentType`, as it is. */
+function postAs(url: string, contentType: string, body: string | Buffer): Promise<Response> {
+  return fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body });
+}
 describe('bearer auth', () => {
   it('answers 401 without a token or with a wrong one, 200 with the right one', async () => {
     const { url } = await serveFake({ securityKey: 's3cret' });
@@ -471,8 +475,7 @@ describe('invalid run requests', () => {
 
   it('reads a JSON body by its media type, parameters aside, and answers 400 for a charset it cannot read', async () => {
     const { story, model } = await serveFake();
-    const post = (contentType: string, body: string) =>
-      fetch(`${story}/runs`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const post = (contentType: string, body: string | Buffer) => postAs(`${story}/runs`, contentType, body);
     const utf8 = await post('Application/JSON; charset=UTF-8', '{"message":"Hi","background":true}');
     expect(utf8.status).toBe(202);
     expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'Hi' });
@@ -550,8 +553,7 @@ describe('invalid run requests', () => {
 
   it('answers 400 to bytes that are no UTF-8, sent as they are in a JSON, urlencoded or multipart body, never keeps U+FFFD in their place', async () => {
     const { story, url, model } = await serveFake();
-    const post = (contentType: string, body: Buffer) =>
-      fetch(`${story}/runs`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const post = (contentType: string, body: string | Buffer) => postAs(`${story}/runs`, contentType, body);
     const bytes = (...parts: (string | number[])[]) =>
       Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : Buffer.from(part))));
 
@@ -669,8 +671,7 @@ describe('invalid run requests', () => {
 
   it('decodes the escapes of a urlencoded body in UTF-8, and in latin1 when its charset says so', async () => {
     const { story, model } = await serveFake();
-    const post = (contentType: string, body: string) =>
-      fetch(`${story}/runs`, { method: 'POST', headers: { 'content-type': contentType }, body });
+    const post = (contentType: string, body: string | Buffer) => postAs(`${story}/runs`, contentType, body);
     const utf8 = await post('application/x-www-form-urlencoded', 'message=caf%C3%A9+ok%21&background=true');
     expect(utf8.status).toBe(202);
     expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'café ok!' });
