@@ -356,6 +356,13 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
   if (!agent)
     throw new UsageError(`unknown agent '${agentId}'; agents: ${agents.map((a) => a.id).join(', ')}`, false);
 
+  // The serve banner says it; a run's answer from the offline model, told nowhere, reads as a
+  // broken model (its text is about the message's words, not an answer).
+  if (agent.model instanceof OpenAIChat && agent.model.offline)
+    console.error(
+      `runstate: no OPENAI_API_KEY (or OPENAI_BASE_URL) is set: ${agent.id} answers with the offline model, not OpenAI`,
+    );
+
   const stream = agent.run(message, { stream: true });
   const runId = stream.runId;
   // Ctrl-C cancels the run: the model request (or a running tool) is aborted and the loop below

@@ -415,6 +415,10 @@ describe('bin/runstate.js (what `npx runstate` runs)', () => {
     expect(pkg.files).not.toContain('tsconfig.json');
   });
 });
+/** What `runstate run` says first on stderr when the agent's OpenAI model has no key and runs offline. */
+const offlineNotice = (agent: string): string =>
+  `runstate: no OPENAI_API_KEY (or OPENAI_BASE_URL) is set: ${agent} answers with the offline model, not OpenAI\n`;
+
 describe('runstate run', () => {
   it('says on stderr when the answer was cut (finish_reason length), and not when it is whole', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
@@ -506,7 +510,7 @@ describe('runstate run', () => {
         const [code] = (await once(child, 'exit')) as [number | null];
         expect({ code, stderr }).toEqual({
           code: 1,
-          stderr: 'runstate: cannot write to stdout: ENOSPC; the answer is lost\n',
+          stderr: `${offlineNotice('story-writer-agent')}runstate: cannot write to stdout: ENOSPC; the answer is lost\n`,
         });
       } finally {
         await full.close();
@@ -521,8 +525,12 @@ describe('runstate run with tools', () => {
     run.child.stdin.end('y\n'); // read once the run pauses
     expect(await run.exit).toBe(0);
     const { stdout, stderr } = run.output();
+    // No key: the command says first that the offline model answers (it calls the tools named).
+    expect(stderr.startsWith(offlineNotice('tool-demo-agent'))).toBe(true);
     // The turn pauses before any of its calls runs; then both run.
-    expect(stderr).toMatch(/^Run publish_note \{"note":"hello"\}\? \[y\/N\] y\n\[/);
+    expect(stderr.slice(offlineNotice('tool-demo-agent').length)).toMatch(
+      /^Run publish_note \{"note":"hello"\}\? \[y\/N\] y\n\[/,
+    );
     expect(stderr).toContain('[add] {"a":2,"b":3}\n');
     expect(stderr).toContain('[add] → {"sum":5}\n');
     expect(stderr).toContain('[publish_note] → published the note "hello"\n');
