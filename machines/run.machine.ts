@@ -1,4 +1,4 @@
-import { assign, emit, fromCallback, not, raise, setup, type SnapshotFrom } from 'xstate';
+import { assign, emit, enqueueActions, fromCallback, not, raise, setup, type SnapshotFrom } from 'xstate';
 import type {
   CancelReason,
   CheckedToolCall,
@@ -411,6 +411,13 @@ const runSetup = setup({
         reasoningField: null,
       },
     })),
+    // A request that streamed output and ended with no `DONE` (cancelled, timed out, failed, cut)
+    // reported no usage but used tokens: the run's sum is unknown from then on, as a `DONE` with no
+    // usage makes it. (One that failed before its output, retried or not, is left out, as before.)
+    closeRequest: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'DONE' && context.idle.lastChunkAt !== null)
+        enqueue.assign({ usage: addUsage(context.usage, undefined) });
+    }),
     emitPaused: emit(({ context }) => ({
       type: 'paused' as const,
       tools: context.tools.filter((tool) => tool.status === 'awaiting_confirmation'),
@@ -637,6 +644,7 @@ export const runMachine = runSetup
         states: {
           // One model request. The service lives as long as this state: leaving it aborts the request.
           attempt: {
+            exit: 'closeRequest',
             entry: assign({
               attempt: ({ context }) => context.attempt + 1,
               error: null,

@@ -327,13 +327,9 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       attempts: context.attempt,
       tools: context.tools,
       transcript: context.transcript,
-      metrics: {
-        input_tokens: null,
-        output_tokens: null,
-        total_tokens: null,
-        time_to_first_token: null,
-        duration: (now() - (context.times.startedAt ?? context.times.createdAt)) / 1000,
-      },
+      // Its time to first token when it had output; its usage unknown: it ended wherever it was,
+      // perhaps within a request whose usage never came.
+      metrics: { ...runMetrics(context, now()), input_tokens: null, output_tokens: null, total_tokens: null },
     };
   }
 

@@ -71,6 +71,11 @@ describe('an owner frozen past its lease (a VM paused, SIGSTOP)', () => {
       expect(events.at(-1)).toMatchObject({ event: 'RunError', code: 'RUN_LOST' });
       expect(events.flatMap((e) => (e.event === 'RunContent' ? [e.content] : [])).join('')).toBe('Once');
       expect(call.signal.aborted).toBe(true);
+      // It had output: its time to first token is kept (the metrics' histogram observes it); its
+      // usage is unknown (a request was open).
+      const { metrics } = await run.result;
+      expect(metrics).toMatchObject({ input_tokens: null, output_tokens: null, total_tokens: null });
+      expect(metrics.time_to_first_token).toBeGreaterThanOrEqual(0);
     } finally {
       await close();
     }

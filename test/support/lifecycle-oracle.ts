@@ -41,7 +41,10 @@ export interface ExpectedEnd {
   cancelReason: CancelReason | null;
   finishReason: string | null;
   attempts: number;
-  /** The sum of the turns' usage, a count `null` once a turn did not report it; all `null` with no turn. */
+  /**
+   * The sum of the turns' usage, a count `null` once a turn did not report it, or ended after its
+   * output with no end; all `null` with no turn.
+   */
   usage: TokenUsage;
   tools: { tool_call_id: string; status: ToolCallStatus; result: string | null }[];
   /** The path's virtual time (ms from creation) when the run ended: what `times.endedAt` records. */
@@ -99,7 +102,16 @@ export function lifecycleOracle(
     lastOutputAt = now;
     chunksSinceArmed = 0;
   };
-  const finish = (status: FinalRunStatus, error: ExpectedEnd['error'], cancelReason: CancelReason | null) => {
+  /** `byModel`: the model's end (or its calls) ended the run, with the request's usage. */
+  const finish = (
+    status: FinalRunStatus,
+    error: ExpectedEnd['error'],
+    cancelReason: CancelReason | null,
+    byModel = false,
+  ) => {
+    // A request that streamed output and did not reach its end (cancelled, timed out, failed)
+    // reported no usage: the run's is unknown. (One that ended before its output is left out.)
+    if (phase === 'attempt' && turnOutput && !byModel) addUsage(undefined);
     end = { status, error, cancelReason, finishReason: null };
     phase = status;
     // A run that ends with calls still open (cancel, timeout, crash) cancels them, with no result.
@@ -153,7 +165,7 @@ export function lifecycleOracle(
       case 'end':
         expectPhase('attempt');
         addUsage(action.usage);
-        finish('completed', null, null);
+        finish('completed', null, null, true);
         end!.finishReason = action.finishReason;
         break;
       case 'callTools': {
@@ -162,7 +174,7 @@ export function lifecycleOracle(
         // Tools once more past maxToolRounds fail the run; the calls of that turn never run (nor are
         // they recorded as calls of the run).
         if (rounds >= limits.maxToolRounds) {
-          finish('failed', { code: 'TOOL_ROUNDS_EXCEEDED' }, null);
+          finish('failed', { code: 'TOOL_ROUNDS_EXCEEDED' }, null, true);
           break;
         }
         rounds++;
