@@ -10,9 +10,11 @@
  */
 import { Agent, OpenAIChat } from 'runstate';
 
-const DEADLINE_MS = Number(process.env.DEADLINE_MS || 2_000);
+const given = process.env.DEADLINE_MS ?? '';
+// Digits only: `Number` takes a blank for 0 and `0x10` for 16, neither a deadline anyone meant.
+const DEADLINE_MS = given === '' ? 2_000 : /^\d+$/.test(given) ? Number(given) : NaN;
 // Node fires a timer of more than 2^31 - 1 ms at once: a "never" would cancel straight away.
-if (!Number.isFinite(DEADLINE_MS) || DEADLINE_MS < 0 || DEADLINE_MS > 2 ** 31 - 1) {
+if (!Number.isFinite(DEADLINE_MS) || DEADLINE_MS > 2 ** 31 - 1) {
   console.error(
     `DEADLINE_MS must be milliseconds from 0 to ${2 ** 31 - 1}, got ${JSON.stringify(process.env.DEADLINE_MS)}`,
   );

@@ -96,8 +96,9 @@ describe('examples (offline)', () => {
   });
 
   it('cancel_with_timeout refuses a deadline that is no number of milliseconds (exit 2), starting no run', async () => {
-    // 99999999999 is past Node's longest timer, which would fire at once.
-    for (const deadline of ['abc', '99999999999']) {
+    // 99999999999 is past Node's longest timer, which would fire at once; `Number` takes a blank
+    // for 0 and hex for a number.
+    for (const deadline of ['abc', '99999999999', ' ', '0x10']) {
       const failure = await example('cancel_with_timeout.ts', [], { DEADLINE_MS: deadline }).then(
         () => expect.fail('the example took a bad deadline'),
         (error: { code: number; stdout: string; stderr: string }) => error,
