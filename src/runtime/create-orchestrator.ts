@@ -680,10 +680,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       );
   };
   // In a store shared over time, a pause that ran out while no instance timed it (its instance
-  // stopped) is ended by whichever instance finds it first.
+  // stopped) is ended by whichever instance finds it first; and the runs parked here that another
+  // instance took while the event bus was down (it told nothing) are let go here.
   const expirySweep = store.leases
     ? setInterval(
-        () => void parkedRuns.sweepExpiredPauses(),
+        () => {
+          void parkedRuns.sweepExpiredPauses();
+          void parkedRuns.recheckParks();
+        },
         Math.max(1, Math.floor(store.leases.leaseMs / 2)),
       )
     : undefined;

@@ -1,5 +1,6 @@
 /* eslint-disable @typescript-eslint/require-await -- in memory nothing is awaited, but the methods are async as the interface is: a throw is a rejection, never a synchronous throw. */
 import { isFinalStatus } from '../../machines/run.machine.js';
+import type { RunStatus } from '../../machines/run-types.js';
 import { z } from 'zod';
 import { RunstateError } from '../errors.js';
 import { sessionName } from './detached-slice.js';
@@ -301,6 +302,16 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       check();
       const out: string[] = [];
       for (const [runId, run] of runs) if (run.parked && run.parked.until < nowMs) out.push(runId);
+      return out;
+    },
+
+    async notParked(runIds) {
+      check();
+      const out = new Map<string, RunStatus | undefined>();
+      for (const runId of runIds) {
+        const run = runs.get(runId);
+        if (!run?.parked) out.set(runId, run?.record.status);
+      }
       return out;
     },
 

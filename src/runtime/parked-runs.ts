@@ -109,6 +109,11 @@ export interface ParkedRuns {
   takenElsewhere(runId: string): void;
   /** Ends the parked runs whose pause ran out (in the store, by any instance); never rejects. */
   sweepExpiredPauses(): Promise<void>;
+  /**
+   * Asks the store what became of the runs parked here: one taken or ended elsewhere while the
+   * event bus could not tell (it was down) is let go as the bus would have. Never rejects.
+   */
+  recheckParks(): Promise<void>;
   /** At a shutdown: the pause timers of the runs parked here stop. */
   clearPauseTimers(): void;
   /** The parks in flight here now: a shutdown waits for them. */
@@ -136,6 +141,9 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
   const waiting = new Map<string, (output: RunOutput) => void>();
   // The runs this instance parked, until their deadline, a cancel or a continue takes them.
   const parkedHere = new Map<string, ParkedHere>();
+  // Runs this instance is taking from the store now: the store may say they are parked no more
+  // before the take here has forgotten the park (see `recheckParks`).
+  const claiming = new Set<string>();
   // Cancels of paused runs taken here (sync `cancelRun`) that are still going through the store:
   // reads of such a run wait for them, so a caller reads the run cancelled, and a continue here that
   // takes the run first cancels it instead (the cancel was answered `true`).
@@ -205,7 +213,10 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     if (isClosing() && !forShutdown)
       throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
     await parking.get(runId);
-    const claimed = await store.claimParked(runId, expiredBefore, accept);
+    claiming.add(runId);
+    const claimed = await store
+      .claimParked(runId, expiredBefore, accept)
+      .finally(() => claiming.delete(runId));
     if (!claimed) return undefined;
     clearTimeout(pauseTimers.get(runId));
     pauseTimers.delete(runId);
@@ -255,6 +266,22 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       for (const runId of await store.expiredParked(at)) await expire(runId, at);
     } catch (error) {
       console.error(`runstate: the sweep of expired pauses failed: ${(error as Error).message}`);
+    }
+  }
+
+  async function recheckParks(): Promise<void> {
+    if (parkedHere.size === 0) return;
+    try {
+      const found = await store.notParked([...parkedHere.keys()]);
+      for (const [runId, status] of found) {
+        if (claiming.has(runId) || !parkedHere.has(runId)) continue;
+        // Ended (or forgotten): let go, a handle waiting here resolved from the store; going on
+        // elsewhere: its listeners here are told it left (its end is heard, or found here later).
+        if (status === undefined || isFinalStatus(status)) takenElsewhere(runId);
+        else if (status !== 'paused') tellLeft(runId);
+      }
+    } catch (error) {
+      console.error(`runstate: the check of the runs parked here failed: ${(error as Error).message}`);
     }
   }
 
@@ -344,7 +371,8 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
           store.readEvents(runId, pausedSeq).then(heard, () => undefined);
           return unsubscribe;
         })
-        // The bus out of reach: the deadline, or a cancel or continue reaching this instance, tell it.
+        // The bus out of reach: `recheckParks`, the deadline, or a cancel or continue reaching this
+        // instance tell it.
         .catch(() => undefined)
     );
   }
@@ -413,6 +441,7 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
     statusWhenTaken,
     takenElsewhere: (runId) => takenElsewhere(runId),
     sweepExpiredPauses,
+    recheckParks,
     clearPauseTimers() {
       for (const timer of pauseTimers.values()) clearTimeout(timer);
       pauseTimers.clear();

@@ -156,6 +156,13 @@ export interface RunStore {
   ): Promise<{ record: RunRecord; parked: ParkedRun } | undefined>;
   /** Parked runs whose pause ran out before `nowMs`, oldest first. */
   expiredParked(nowMs: number): Promise<string[]>;
+  /**
+   * Of `runIds`, the runs that are parked no more (taken by a continue or a cancel, or ended), each
+   * with its status, and those the store does not hold (forgotten), with `undefined`; a run still
+   * parked is not in the map. How an instance that parked runs learns what it missed of them (its
+   * event bus was down when another instance took them).
+   */
+  notParked(runIds: readonly string[]): Promise<Map<string, RunStatus | undefined>>;
   /** Forgets a session, its runs and their events; `false` when there was no such session. */
   deleteSession(sessionId: string): Promise<boolean>;
   /**

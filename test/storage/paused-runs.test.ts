@@ -425,6 +425,37 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect(a.agent.cancelRun(second.runId)).toBe(false);
   });
 
+  it('is let go by the instance that paused it when another one ended it while its Redis link was down', async () => {
+    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    cleanups.unshift(() => proxy.close());
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    // The store is checked every half lease: a short one, for the test's sake.
+    const shared = {
+      databaseUrl: database.url,
+      redisUrl: REDIS_URL,
+      redisPrefix: redisPrefix(),
+      leaseMs: 400,
+    };
+    const a = await startInstance({ ...shared, redisUrl: `redis://127.0.0.1:${proxy.port}` });
+    const b = await startInstance(shared);
+    const metrics = createPrometheusMetrics();
+    a.agent.orchestrator.subscribe(metrics.listener, { causes: false });
+    const { runId, run } = await pausedRun(a, 'unheard');
+    // a hears nothing of what b does with the run: not its RunContinued, not its end.
+    await proxy.cut();
+    const { continued, turn } = await confirmOn(b, runId);
+    turn.emit('Out.');
+    turn.end();
+    expect(await continued.result).toMatchObject({ status: 'completed' });
+    await proxy.restore();
+    // Not at the pause's deadline an hour later: a read the run's end from the store.
+    expect(await run.result).toMatchObject({ run_id: runId, status: 'completed', content: 'Out.' });
+    expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
+    expect(a.agent.cancelRun(runId)).toBe(false);
+    expect(sample(await metrics.registry.metrics(), 'runstate_runs_active', { state: 'paused' })).toBe(0);
+  });
+
   it('is cancelled by the instance that paused it after another one continued it: the cancel reaches the new owner', async () => {
     const [a, b] = await twoInstances();
     const { runId } = await pausedRun(a, 'handover');

@@ -321,6 +321,33 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await runIds({ agentId: 'nobody' })).toStrictEqual([]);
   });
 
+  it('tells which of some runs are parked no more: taken, ended or unknown, with their status', async () => {
+    const { store } = await open();
+    const id = ids();
+    const runs = [1, 2, 3, 4].map((n) =>
+      record({ run_id: id.run(n), session_id: id.session, agent_id: id.agent }),
+    );
+    for (const run of runs) await store.createRun(run);
+    const parked = { snapshot: {}, seq: 0, until: now() + 60_000 };
+    for (const run of runs.slice(0, 3)) await store.parkRun(run.run_id, { status: 'paused' }, [], parked);
+    // 1 stays parked; 2 is taken and streams again; 3 is taken and cancelled; 4 never paused.
+    expect(await store.claimParked(id.run(2))).toBeDefined();
+    await store.updateRun(id.run(2), { status: 'streaming' });
+    expect(await store.claimParked(id.run(3))).toBeDefined();
+    await store.finishRun(output({ ...runs[2]!, status: 'paused' }, 'cancelled'));
+
+    const all = [...runs.map((run) => run.run_id), id.run(5)];
+    expect(await store.notParked(all)).toStrictEqual(
+      new Map([
+        [id.run(2), 'streaming'],
+        [id.run(3), 'cancelled'],
+        [id.run(4), 'pending'],
+        [id.run(5), undefined],
+      ]),
+    );
+    expect(await store.notParked([])).toStrictEqual(new Map());
+  });
+
   it('appends events in batches and reads them back after any seq, byte for byte', async () => {
     const { store } = await open();
     const id = ids();
@@ -601,6 +628,7 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.deleteSession(nul)).toBe(false);
     expect(await store.renameSession(nul, 'x')).toBeUndefined();
     expect(await store.claimParked(nul)).toBeUndefined();
+    expect(await store.notParked([nul])).toStrictEqual(new Map([[nul, undefined]]));
     await store.leases?.requestCancel?.(nul, 'api');
   });
 

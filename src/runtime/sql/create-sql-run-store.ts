@@ -5,7 +5,7 @@ import { DEFAULT_LEASE_MS } from '../create-lease-keeper.js';
 import { sessionName } from '../detached-slice.js';
 import type { RunEvent, RunOutput, RunRecord } from '../run-events.js';
 import type { OrphanOutcome, RunLeases } from '../run-leases.js';
-import type { CancelReason } from '../../../machines/run-types.js';
+import type { CancelReason, RunStatus } from '../../../machines/run-types.js';
 import { closeOpen } from '../../../machines/tool-round.js';
 import { toolsAsStored } from '../stored-tools.js';
 import { extraDataOfEvents } from '../reasoning-phases.js';
@@ -757,6 +757,23 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
         [nowMs],
       );
       return rows.map((row) => row.run_id);
+    },
+
+    async notParked(runIds) {
+      const ids = runIds.filter((runId) => !holdsNul(runId));
+      const { rows } = await db.query<{ run_id: string; status: RunStatus; parked: boolean }>(
+        `SELECT r.run_id, r.status, r.parked IS NOT NULL AS parked FROM runstate_runs r
+         WHERE r.run_id IN (SELECT json_array_elements_text($1::json)) AND ${live(2)}`,
+        [storedJson(ids), cutoff()],
+      );
+      const held = new Map(rows.map((row) => [row.run_id, row]));
+      const out = new Map<string, RunStatus | undefined>();
+      for (const runId of runIds) {
+        const row = held.get(runId);
+        if (!row) out.set(runId, undefined);
+        else if (!row.parked) out.set(runId, row.status);
+      }
+      return out;
     },
 
     async deleteSession(sessionId) {
