@@ -23,7 +23,10 @@ export interface CancelRequestsOptions {
   keeper: LeaseKeeper | undefined;
   /** The orchestrator's `cancelRun`, for a run this process owns. */
   cancelRun: (runId: string, reason: CancelReason) => boolean;
-  /** The orchestrator's `result`: the run's output once it is final. */
+  /**
+   * The orchestrator's `result`: the run's output once it is final; rejects `SHUTTING_DOWN` at a
+   * shutdown while the run is held elsewhere.
+   */
   result: (runId: string) => Promise<RunOutput>;
 }
 

@@ -14,7 +14,7 @@ import { checkChatModel, type ChatMessage, type ChatModel } from '../model/chat-
 import { createAdmission } from './admission.js';
 import { createCancelRequests } from './cancel-requests.js';
 import { createLeaseKeeper } from './create-lease-keeper.js';
-import { followStoredRun } from './follow-stored-run.js';
+import { followStoredRun, type FollowStop } from './follow-stored-run.js';
 import {
   catchingInspect,
   createLiveRun,
@@ -224,7 +224,9 @@ export interface Orchestrator {
    * bus) and resolves with its final record once it is `cancelled`, also when it already was. The
    * one place where a cancel's answer is decided. Rejects `RUN_NOT_FOUND` for an unknown run (or
    * one of another agent than `options.agentId`), `RUN_ALREADY_FINISHED` (with `details.status`)
-   * for a run that ended otherwise, `INVALID_INPUT` for a `reason` that is none of {@link CancelReason}'s.
+   * for a run that ended otherwise, `INVALID_INPUT` for a `reason` that is none of {@link CancelReason}'s,
+   * `SHUTTING_DOWN` when this orchestrator shuts down while it waits for a run held by another
+   * instance (the cancel was sent and recorded, and goes on: another instance answers it).
    */
   requestCancel(runId: string, reason?: CancelReason, options?: CancelRequestOptions): Promise<RunOutput>;
   /**
@@ -667,7 +669,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     parkedRuns,
     keeper,
     cancelRun,
-    result,
+    // A caller waiting for a run held elsewhere is let go at a shutdown (`SHUTTING_DOWN`, to ask
+    // another instance), as a follower is: the cancel was sent and recorded, and goes on without it.
+    result: (runId) =>
+      result(runId, { signal: followersStop.signal, heldHere: () => registry.has(runId) }),
   });
   const leased = keeper?.start();
   const checkLease = keeper && ((): void => void keeper.lapsed());
@@ -1039,15 +1044,18 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return run.cancel(reason);
   }
 
-  /** The run's output: at once when it is final, else once its terminal event is stored. */
-  async function result(runId: string): Promise<RunOutput> {
+  /**
+   * The run's output: at once when it is final, else once its terminal event is stored. With
+   * `stop`, the wait for a run held elsewhere ends `SHUTTING_DOWN` at a shutdown, as a follower's.
+   */
+  async function result(runId: string, stop?: FollowStop): Promise<RunOutput> {
     await parkedRuns.cancelling(runId)?.done;
     const live = registry.get(runId);
     if (live) return live.result;
     let record = await store.getRun(runId);
     if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     if (record.finished_at === null) {
-      for await (const event of await followStoredRun(store, eventBus, runId))
+      for await (const event of await followStoredRun(store, eventBus, runId, 0, undefined, stop))
         if (isTerminalEvent(event)) break;
       record = await store.getRun(runId);
       // The owner stores the terminal event, then the final record: on another instance (a network

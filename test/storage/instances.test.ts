@@ -4,6 +4,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
@@ -123,6 +124,44 @@ describe('two instances on PostgreSQL and Redis', () => {
     expect(call.signal.aborted).toBe(false);
     call.end();
     expect((await stream.rest()).at(-1)!.data).toMatchObject({ event: 'RunCompleted', content: 'Once' });
+  });
+
+  it('answers, at its shutdown, a cancel that waits for a run held by another: 503 SHUTTING_DOWN at once', async () => {
+    // The owner hears no cancel: its link to Redis is cut, and it renews its lease (where it would
+    // read a cancel recorded in the store) minutes apart. A grace longer than the test: only
+    // answering the cancel ends b's shutdown.
+    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    try {
+      const direct = { ...shared(), leaseMs: 600_000 };
+      const a = await startInstance({ ...direct, redisUrl: `redis://127.0.0.1:${proxy.port}` });
+      const b = await startInstance(direct, 600_000);
+      const stream = readSse(await postRun(a.story, { message: 'Tell me a story' }));
+      const { run_id } = (await stream.next())!.data;
+      const call = await a.model.nextCall();
+      call.emit('Once');
+      await proxy.cut();
+      const answer = fetch(`${b.story}/runs/${run_id}/cancel`, { method: 'POST' });
+      // The cancel waits once it is recorded in the store (the owner would read it at its renewal).
+      const sql = new pg.Client({ connectionString: database.url });
+      await sql.connect();
+      const recorded = async () => {
+        const query = 'SELECT cancel_requested FROM runstate_runs WHERE run_id = $1';
+        const { rows } = await sql.query<{ cancel_requested: string | null }>(query, [run_id]);
+        return rows[0]?.cancel_requested === 'api';
+      };
+      await eventually(recorded, { what: 'the cancel recorded in the store' }).finally(() => sql.end());
+      const closed = b.close();
+      const response = await answer;
+      expect(response.status).toBe(503);
+      expect(response.headers.get('retry-after')).toBe('1');
+      expect(await response.json()).toMatchObject({ code: 'SHUTTING_DOWN' });
+      await closed;
+      expect(call.signal.aborted).toBe(false);
+      call.end();
+      expect((await stream.rest()).at(-1)!.data).toMatchObject({ event: 'RunCompleted' });
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('refuses a resume from past the last event of a run held by the other instance, once it ends', async () => {
