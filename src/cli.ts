@@ -226,6 +226,19 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
   // Before anything starts: a key no client can send would refuse every request.
   if (securityKey !== undefined)
     checkSecurityKey(securityKey, config.securityKey === undefined ? 'RUNSTATE_SECURITY_KEY' : 'securityKey');
+  // A signal during the start (PGlite takes seconds to open) stops the server once it has started,
+  // the way a signal to a running one does: the data dir's lock and the instance's lease let go.
+  // Node's default would end the process at once, holding both.
+  let signalledAtStart: NodeJS.Signals | undefined;
+  const atStart = (signal: NodeJS.Signals): void => {
+    if (signalledAtStart) {
+      console.error(`runstate: ${signal} again, exiting now`);
+      process.exit(1);
+    }
+    signalledAtStart = signal;
+  };
+  process.on('SIGINT', atStart);
+  process.on('SIGTERM', atStart);
   // Loaded before the storage opens (createAgents then finds it imported): a module whose top-level
   // await never settles is told only while nothing else keeps the process alive, as a database
   // pool's connections would (see loadToolsModule).
@@ -299,8 +312,14 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
       },
     );
   };
+  process.off('SIGINT', atStart);
+  process.off('SIGTERM', atStart);
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  if (signalledAtStart) {
+    stop(signalledAtStart);
+    return new Promise<number>(() => undefined);
+  }
   // Only now: whoever reads the banner may signal at once (a test, a process manager).
   console.log(banner(server.url, agents, securityKey, config.securityKey !== undefined, storage.description));
   return new Promise<number>(() => undefined); // serves until a signal exits the process

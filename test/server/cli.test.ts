@@ -14,6 +14,7 @@ import { createTempDir, createTestDatabase } from '../support/databases.js';
 import { REDIS_URL, redisPrefix } from '../support/redis-server.js';
 import { expectError, postRun } from '../support/app.js';
 import { readSse } from '../support/sse.js';
+import { eventually } from '../support/eventually.js';
 
 describe('runstate serve --config', () => {
   it('rejects a wrong config file with the path of each failing field, exit code 2, no stack trace', async () => {
@@ -251,6 +252,21 @@ describe('runstate serve with a paused run', () => {
     },
     60_000,
   );
+});
+
+describe('runstate serve signalled while it starts', () => {
+  it('stops once started, as a running one does (exit 0), letting go of its data dir: no lock left', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-start-'));
+    const data = join(dir, 'data');
+    const run = spawnCli(['serve', '--port', '0', '--data-dir', data]);
+    // The lock is taken as PGlite begins to open (seconds): the signal comes in the middle.
+    await eventually(() => existsSync(join(data, 'runstate.lock')), { what: 'the data dir locked' });
+    run.child.kill('SIGTERM');
+    expect(await run.exit).toBe(0);
+    expect(run.output().stderr).toContain('SIGTERM: shutting down (cancelling 0 active runs)');
+    expect(run.output().stdout).not.toContain('runstate listening on');
+    expect(existsSync(join(data, 'runstate.lock'))).toBe(false);
+  }, 60_000);
 });
 
 describe('npm start', () => {
