@@ -236,6 +236,7 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
       process.exit(1);
     }
     signalledAtStart = signal;
+    console.error(`\nrunstate: ${signal} while starting: it stops once started (again to exit now)`);
   };
   process.on('SIGINT', atStart);
   process.on('SIGTERM', atStart);

@@ -263,6 +263,7 @@ describe('runstate serve signalled while it starts', () => {
     await eventually(() => existsSync(join(data, 'runstate.lock')), { what: 'the data dir locked' });
     run.child.kill('SIGTERM');
     expect(await run.exit).toBe(0);
+    expect(run.output().stderr).toContain('SIGTERM while starting: it stops once started');
     expect(run.output().stderr).toContain('SIGTERM: shutting down (cancelling 0 active runs)');
     expect(run.output().stdout).not.toContain('runstate listening on');
     expect(existsSync(join(data, 'runstate.lock'))).toBe(false);
