@@ -671,8 +671,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     cancelRun,
     // A caller waiting for a run held elsewhere is let go at a shutdown (`SHUTTING_DOWN`, to ask
     // another instance), as a follower is: the cancel was sent and recorded, and goes on without it.
-    result: (runId) =>
-      result(runId, { signal: followersStop.signal, heldHere: () => registry.has(runId) }),
+    result: (runId) => result(runId, { signal: followersStop.signal, heldHere: () => registry.has(runId) }),
   });
   const leased = keeper?.start();
   const checkLease = keeper && ((): void => void keeper.lapsed());
