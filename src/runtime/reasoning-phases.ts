@@ -95,10 +95,23 @@ function titleOf(reasoning: string): string {
  * `reasoning_content`, `ReasoningCompleted`): a phase's end is its `ReasoningCompleted`.
  */
 export function extraDataOfEvents(events: readonly RunEvent[]): RunExtraData | undefined {
+  return phasesOfEvents(events).extraData();
+}
+
+/**
+ * The `ReasoningCompleted` that closes the phase stored events leave open, or `undefined`: what an
+ * instance that ends another's run (its owner gone mid-reasoning) sends before the run's end, as
+ * the owner would have.
+ */
+export function closingOfEvents(events: readonly RunEvent[]): OutputEventBody | undefined {
+  return phasesOfEvents(events).close();
+}
+
+function phasesOfEvents(events: readonly RunEvent[]): ReasoningPhases {
   const phases = new ReasoningPhases();
   for (const event of events) {
     if (event.event === 'RunContent' && event.reasoning_content) phases.project('', event.reasoning_content);
     else if (event.event === 'ReasoningCompleted') phases.close();
   }
-  return phases.extraData();
+  return phases;
 }

@@ -328,6 +328,39 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     });
   });
 
+  it('closes the reasoning phase an orphan left open before its end, as its owner would have', async () => {
+    const { owner, other, run, lapse } = await streamingOnOwner('reasoning', false);
+    const { run_id, agent_id, agent_name, session_id, created_at } = run;
+    const at = { run_id, agent_id, agent_name, session_id, created_at };
+    await owner.appendEvents(run.run_id, [
+      { event: 'ReasoningStarted', ...at, seq: 1 },
+      { event: 'RunContent', ...at, seq: 2, content: '', reasoning_content: 'Still ' },
+      { event: 'RunContent', ...at, seq: 3, content: '', reasoning_content: 'thinking' },
+    ]);
+    await lapse();
+    const finished: RunEvent[] = [];
+    const keeper = createLeaseKeeper({ leases: other.leases, onFinished: (e) => finished.push(e) });
+    expect(await keeper.sweep()).toBe(1);
+    const steps = [{ title: 'Still thinking', reasoning: 'Still thinking' }];
+    const events = await other.readEvents(run.run_id);
+    expect(events.slice(3)).toMatchObject([
+      {
+        event: 'ReasoningCompleted',
+        seq: 4,
+        content: { reasoning_steps: steps },
+        content_type: 'ReasoningSteps',
+        reasoning_content: 'Still thinking',
+        extra_data: { reasoning_steps: steps },
+      },
+      { event: 'RunError', seq: 5, code: 'RUN_LOST', reasoning_steps: steps },
+    ]);
+    expect(finished).toStrictEqual([events.at(-1)]);
+    expect(await other.getRun(run.run_id)).toMatchObject({
+      reasoning_steps: steps,
+      reasoning_content: 'Still thinking',
+    });
+  });
+
   it('takes the reasoning of an orphan from the RunCompleted its owner stored before it went', async () => {
     const { owner, other, run, lapse } = await streamingOnOwner('completed-reasoned', false);
     const { run_id, agent_id, agent_name, session_id, created_at } = run;

@@ -8,7 +8,7 @@ import type { OrphanOutcome, RunLeases } from '../run-leases.js';
 import type { CancelReason, RunStatus } from '../../../machines/run-types.js';
 import { closeOpen } from '../../../machines/tool-round.js';
 import { toolsAsStored } from '../stored-tools.js';
-import { extraDataOfEvents } from '../reasoning-phases.js';
+import { closingOfEvents, extraDataOfEvents } from '../reasoning-phases.js';
 import {
   sessionOfAnother,
   type ParkedRun,
@@ -559,13 +559,21 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       cancel_reason: outcome.status === 'cancelled' ? outcome.reason : null,
       finished_at: Math.floor(finishedMs / 1000),
     };
-    const base = {
+    const identity = {
       run_id: run.run_id,
       agent_id: run.agent_id,
       agent_name: run.agent_name,
       session_id: run.session_id,
       created_at: record.finished_at,
-      seq: (stored[0]?.last ?? 0) + 1,
+    };
+    let seq = (stored[0]?.last ?? 0) + 1;
+    // The owner went mid-reasoning: its phase ends before the run does, as the owner's own end
+    // would have closed it (a reader's phases are never left open).
+    const closing = closingOfEvents(reasoningEvents);
+    const completed: RunEvent | undefined = closing && { ...closing, ...identity, seq: seq++ };
+    const base = {
+      ...identity,
+      seq,
       // As the owner's own end would have them: the reasoning phases it stored.
       ...(extraData && { reasoning_steps: extraData.reasoning_steps, extra_data: extraData }),
     };
@@ -585,11 +593,11 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
        WHERE run_id = $1`,
       [runId, storedJson(record), record.status, finishedMs],
     );
-    await tx.query('INSERT INTO runstate_events (run_id, seq, event) VALUES ($1, $2, $3::json)', [
-      runId,
-      terminal.seq,
-      storedJson(terminal),
-    ]);
+    await tx.query(
+      `INSERT INTO runstate_events (run_id, seq, event)
+       SELECT $1, (e->>'seq')::integer, e FROM json_array_elements($2::json) AS e`,
+      [runId, storedJson(completed ? [completed, terminal] : [terminal])],
+    );
     return terminal;
   }
 
