@@ -99,10 +99,10 @@ export interface LiveRunOptions {
   /** The run paused for a person (its concurrency slot can go to another run), or continued. */
   onPause: (run: LiveRun, paused: boolean) => void;
   /**
-   * The run is paused and being parked in the store (`written` says whether it was): once parked,
-   * the owner lets go of it ({@link LiveRun.detach}).
+   * The run is paused and being parked in the store (`written` says whether it was), until `until`,
+   * at its `RunPaused` of `seq`: once parked, the owner lets go of it ({@link LiveRun.detach}).
    */
-  onPark: (run: LiveRun, written: Promise<boolean>, until: number) => void;
+  onPark: (run: LiveRun, written: Promise<boolean>, park: { until: number; seq: number }) => void;
   /**
    * A run parked earlier, taken back from the store: its actor starts from `snapshot`, its events
    * after `seq`, its reasoning phases after `reasoningSteps` (those of its record).
@@ -421,7 +421,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
           event,
         );
         void written.then(logParked);
-        options.onPark(run, written, until);
+        options.onPark(run, written, { until, seq: event.seq });
       }
     },
     complete: () => finish(actor.getSnapshot().output!),

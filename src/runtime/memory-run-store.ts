@@ -1,6 +1,5 @@
 /* eslint-disable @typescript-eslint/require-await -- in memory nothing is awaited, but the methods are async as the interface is: a throw is a rejection, never a synchronous throw. */
 import { isFinalStatus } from '../../machines/run.machine.js';
-import type { RunStatus } from '../../machines/run-types.js';
 import { z } from 'zod';
 import { RunstateError } from '../errors.js';
 import { sessionName } from './detached-slice.js';
@@ -11,6 +10,7 @@ import {
   sessionOfAnother,
   userMayJoinSession,
   type ParkedRun,
+  type ParkState,
   type RunFilter,
   type RunPatch,
   type RunStore,
@@ -305,12 +305,12 @@ export function createMemoryRunStore(options: MemoryRunStoreOptions = {}): RunSt
       return out;
     },
 
-    async notParked(runIds) {
+    async parkStates(runIds) {
       check();
-      const out = new Map<string, RunStatus | undefined>();
+      const out = new Map<string, ParkState>();
       for (const runId of runIds) {
         const run = runs.get(runId);
-        if (!run?.parked) out.set(runId, run?.record.status);
+        if (run) out.set(runId, { status: run.record.status, parkedSeq: run.parked?.seq ?? null });
       }
       return out;
     },

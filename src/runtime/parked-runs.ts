@@ -26,6 +26,8 @@ interface ParkedHere {
   agentId: string;
   /** Its record at the park: what a handle waiting here resolves with should the record be gone. */
   record: RunRecord;
+  /** The `seq` of the park's `RunPaused`: a park of the run elsewhere since has another. */
+  seq: number;
   /** Its event-bus subscription, which hears when another instance takes it (see `watchPark`). */
   watch: Promise<(() => void) | undefined> | undefined;
   /**
@@ -69,7 +71,7 @@ export interface ParkedRunsOptions {
  */
 export interface ParkedRuns {
   /** Handed to live runs: a paused run goes to the store and this instance lets go of it. */
-  readonly onPark: (run: LiveRun, written: Promise<boolean>, until: number) => void;
+  readonly onPark: (run: LiveRun, written: Promise<boolean>, park: { until: number; seq: number }) => void;
   /**
    * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
    * `paused` (or ended: by a cancel promised here meanwhile, or `RUN_TIMEOUT` when found past its
@@ -153,7 +155,11 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
    * A paused run goes to the store (snapshot, deadline, its events), and this instance lets go of
    * it: from then on any instance may take it. Until it is parked, a continue or cancel here waits.
    */
-  function onPark(run: LiveRun, written: Promise<boolean>, until: number): void {
+  function onPark(
+    run: LiveRun,
+    written: Promise<boolean>,
+    { until, seq }: { until: number; seq: number },
+  ): void {
     const runId = run.identity.runId;
     const done = written.then((ok) => {
       // Refused (an outage past the writer's retries): the run stays here, paused, and its own
@@ -172,13 +178,14 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       const parkedRun: ParkedHere = {
         agentId: run.identity.agentId,
         record: run.record(),
+        seq,
         watch: undefined,
         toldLeft: false,
       };
       parkedHere.set(runId, parkedRun);
       // A closing instance times nothing: the runs it parked are the store's (or shutdown's).
       if (!isClosing()) {
-        parkedRun.watch = watchPark(runId, parkedRun, run.lastSeq());
+        parkedRun.watch = watchPark(runId, parkedRun, seq);
         timePause(runId, until);
       }
     });
@@ -271,14 +278,18 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
 
   async function recheckParks(): Promise<void> {
     if (parkedHere.size === 0) return;
+    // The parks asked about: an answer is about them, not a later park of the same run here.
+    const asked = new Map(parkedHere);
     try {
-      const found = await store.notParked([...parkedHere.keys()]);
-      for (const [runId, status] of found) {
-        if (claiming.has(runId) || !parkedHere.has(runId)) continue;
-        // Ended (or forgotten): let go, a handle waiting here resolved from the store; going on
-        // elsewhere: its listeners here are told it left (its end is heard, or found here later).
-        if (status === undefined || isFinalStatus(status)) takenElsewhere(runId);
-        else if (status !== 'paused') tellLeft(runId);
+      const states = await store.parkStates([...asked.keys()]);
+      for (const [runId, parkedRun] of asked) {
+        if (claiming.has(runId) || parkedHere.get(runId) !== parkedRun) continue;
+        const state = states.get(runId);
+        // Ended (or forgotten): let go, a handle waiting here resolved from the store. Parked by
+        // this park still: nothing to do. Taken (and perhaps parked again elsewhere): its listeners
+        // here are told it left (its end is heard, or found by a later check).
+        if (!state || isFinalStatus(state.status)) takenElsewhere(runId);
+        else if (state.parkedSeq !== parkedRun.seq) tellLeft(runId);
       }
     } catch (error) {
       console.error(`runstate: the check of the runs parked here failed: ${(error as Error).message}`);

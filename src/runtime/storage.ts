@@ -63,6 +63,12 @@ export interface ParkedRun {
   until: number;
 }
 
+/** A run's status, and the `seq` of its park's `RunPaused` while it is parked (see `RunStore.parkStates`). */
+export interface ParkState {
+  status: RunStatus;
+  parkedSeq: number | null;
+}
+
 /**
  * Whether a run of `runUser` may join a session of `sessionUser`: unless both are named and differ.
  * A run or a session with no user scopes nothing (as a read with no `user_id` sees every session).
@@ -157,12 +163,12 @@ export interface RunStore {
   /** Parked runs whose pause ran out before `nowMs`, oldest first. */
   expiredParked(nowMs: number): Promise<string[]>;
   /**
-   * Of `runIds`, the runs that are parked no more (taken by a continue or a cancel, or ended), each
-   * with its status, and those the store does not hold (forgotten), with `undefined`; a run still
-   * parked is not in the map. How an instance that parked runs learns what it missed of them (its
-   * event bus was down when another instance took them).
+   * Where `runIds` are: each run's status, and the `seq` of the `RunPaused` of its park while it is
+   * parked (`null` once taken, or never parked); a run the store does not hold (forgotten) is not
+   * in the map. How an instance that parked runs learns what it missed of them (its event bus was
+   * down when another instance took them, or took and parked them again).
    */
-  notParked(runIds: readonly string[]): Promise<Map<string, RunStatus | undefined>>;
+  parkStates(runIds: readonly string[]): Promise<Map<string, ParkState>>;
   /** Forgets a session, its runs and their events; `false` when there was no such session. */
   deleteSession(sessionId: string): Promise<boolean>;
   /**

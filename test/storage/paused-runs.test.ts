@@ -12,7 +12,7 @@ import { Agent } from '../../src/agent.js';
 import { createPrometheusMetrics } from '../../src/observe/index.js';
 import { createOrchestrator, type OrchestratorOptions } from '../../src/runtime/create-orchestrator.js';
 import { openStorage, type StorageOptions } from '../../src/runtime/open-storage.js';
-import type { RunNotice } from '../../src/runtime/storage.js';
+import type { ParkState, RunNotice, RunStore } from '../../src/runtime/storage.js';
 import { createApp, startServer } from '../../src/server/index.js';
 import { tool } from '../../src/tools/tool.js';
 import { checkRunEvents, createFakeModel, type FakeModel } from '../../src/testing/index.js';
@@ -40,11 +40,12 @@ afterEach(async () => {
 async function startInstance(
   storageOptions: StorageOptions,
   orchestratorOptions: OrchestratorOptions = {},
+  wrapStore?: (store: RunStore) => RunStore,
 ): Promise<Instance> {
   const storage = await openStorage(storageOptions);
   const orchestrator = createOrchestrator({
     ...orchestratorOptions,
-    store: storage.store,
+    store: wrapStore && storage.store ? wrapStore(storage.store) : storage.store,
     cancelBus: storage.cancelBus,
     eventBus: storage.eventBus,
   });
@@ -454,6 +455,81 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect(a.agent.orchestrator.isPaused(runId)).toBe(false);
     expect(a.agent.cancelRun(runId)).toBe(false);
     expect(sample(await metrics.registry.metrics(), 'runstate_runs_active', { state: 'paused' })).toBe(0);
+  });
+
+  it('is let go by the instance that paused it when another one continued it and paused it again while its Redis link was down', async () => {
+    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
+    cleanups.unshift(() => proxy.close());
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    const shared = {
+      databaseUrl: database.url,
+      redisUrl: REDIS_URL,
+      redisPrefix: redisPrefix(),
+      leaseMs: 400,
+    };
+    const a = await startInstance({ ...shared, redisUrl: `redis://127.0.0.1:${proxy.port}` });
+    const b = await startInstance(shared);
+    const left: RunNotice[] = [];
+    a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
+    const { runId } = await pausedRun(a, 'first');
+    await proxy.cut();
+    // b takes it, and it pauses again there: parked once more, as a's park was.
+    const { continued, turn } = await confirmOn(b, runId);
+    turn.callTools([{ id: 'c2', name: 'publish', arguments: { title: 'second' } }]);
+    expect((await collect(continued)).at(-1)).toMatchObject({ event: 'RunPaused' });
+    await proxy.restore();
+    await eventually(() => !a.agent.orchestrator.isPaused(runId), { what: 'a letting go of the run' });
+    expect(left).toEqual([{ type: 'left', runId }]);
+    expect([a.agent.orchestrator.pausedCount, b.agent.orchestrator.pausedCount]).toEqual([0, 1]);
+  });
+
+  it('keeps a run it paused again here while a check of its earlier park was on its way', async () => {
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    const gate = () => {
+      let open!: () => void;
+      const opened = new Promise<void>((resolve) => (open = resolve));
+      return { open, opened };
+    };
+    // The first check waits before its query and again before its answer is read; the second
+    // park is awaited until what follows its write here has run (a turn later).
+    const [asked, enter, answer, answered, reparked] = [gate(), gate(), gate(), gate(), gate()];
+    let checks = 0;
+    let parks = 0;
+    const wrap = (store: RunStore): RunStore => ({
+      ...store,
+      async parkStates(runIds): Promise<Map<string, ParkState>> {
+        if (++checks > 1) return store.parkStates(runIds);
+        asked.open();
+        await enter.opened;
+        const states = await store.parkStates(runIds);
+        await answer.opened;
+        setImmediate(answered.open);
+        return states;
+      },
+      async parkRun(...args) {
+        await store.parkRun(...args);
+        if (++parks === 2) setImmediate(reparked.open);
+      },
+    });
+    const a = await startInstance({ databaseUrl: database.url, leaseMs: 400 }, {}, wrap);
+    const left: RunNotice[] = [];
+    a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
+    const { runId } = await pausedRun(a, 'first');
+    await asked.opened;
+    // Continued here while the check waits: the store will say the run streams.
+    const { continued, turn } = await confirmOn(a, runId);
+    const events = continued[Symbol.asyncIterator]();
+    expect((await events.next()).value).toMatchObject({ event: 'RunContinued' });
+    enter.open();
+    turn.callTools([{ id: 'c2', name: 'publish', arguments: { title: 'second' } }]);
+    await reparked.opened;
+    answer.open();
+    await answered.opened;
+    // The answer was about the earlier park: the run waits here, parked again.
+    expect(a.agent.orchestrator.isPaused(runId)).toBe(true);
+    expect(left).toEqual([]);
   });
 
   it('is cancelled by the instance that paused it after another one continued it: the cancel reaches the new owner', async () => {

@@ -321,31 +321,33 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await runIds({ agentId: 'nobody' })).toStrictEqual([]);
   });
 
-  it('tells which of some runs are parked no more: taken, ended or unknown, with their status', async () => {
+  it('tells where some runs are: their status, and the park they wait in while parked', async () => {
     const { store } = await open();
     const id = ids();
     const runs = [1, 2, 3, 4].map((n) =>
       record({ run_id: id.run(n), session_id: id.session, agent_id: id.agent }),
     );
     for (const run of runs) await store.createRun(run);
-    const parked = { snapshot: {}, seq: 0, until: now() + 60_000 };
-    for (const run of runs.slice(0, 3)) await store.parkRun(run.run_id, { status: 'paused' }, [], parked);
-    // 1 stays parked; 2 is taken and streams again; 3 is taken and cancelled; 4 never paused.
+    const park = (seq: number) => ({ snapshot: {}, seq, until: now() + 60_000 });
+    for (const run of runs.slice(0, 3)) await store.parkRun(run.run_id, { status: 'paused' }, [], park(2));
+    // 1 stays parked; 2 is taken, streams again and is parked again; 3 is taken and cancelled; 4
+    // never paused; 5 is unknown.
     expect(await store.claimParked(id.run(2))).toBeDefined();
     await store.updateRun(id.run(2), { status: 'streaming' });
+    await store.parkRun(id.run(2), { status: 'paused' }, [], park(7));
     expect(await store.claimParked(id.run(3))).toBeDefined();
     await store.finishRun(output({ ...runs[2]!, status: 'paused' }, 'cancelled'));
 
     const all = [...runs.map((run) => run.run_id), id.run(5)];
-    expect(await store.notParked(all)).toStrictEqual(
+    expect(await store.parkStates(all)).toStrictEqual(
       new Map([
-        [id.run(2), 'streaming'],
-        [id.run(3), 'cancelled'],
-        [id.run(4), 'pending'],
-        [id.run(5), undefined],
+        [id.run(1), { status: 'paused', parkedSeq: 2 }],
+        [id.run(2), { status: 'paused', parkedSeq: 7 }],
+        [id.run(3), { status: 'cancelled', parkedSeq: null }],
+        [id.run(4), { status: 'pending', parkedSeq: null }],
       ]),
     );
-    expect(await store.notParked([])).toStrictEqual(new Map());
+    expect(await store.parkStates([])).toStrictEqual(new Map());
   });
 
   it('appends events in batches and reads them back after any seq, byte for byte', async () => {
@@ -628,7 +630,7 @@ describe.each(backends)('run store contract: $name', (backend) => {
     expect(await store.deleteSession(nul)).toBe(false);
     expect(await store.renameSession(nul, 'x')).toBeUndefined();
     expect(await store.claimParked(nul)).toBeUndefined();
-    expect(await store.notParked([nul])).toStrictEqual(new Map([[nul, undefined]]));
+    expect(await store.parkStates([nul])).toStrictEqual(new Map());
     await store.leases?.requestCancel?.(nul, 'api');
   });
 

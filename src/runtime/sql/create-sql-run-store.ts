@@ -767,21 +767,14 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       return rows.map((row) => row.run_id);
     },
 
-    async notParked(runIds) {
+    async parkStates(runIds) {
       const ids = runIds.filter((runId) => !holdsNul(runId));
-      const { rows } = await db.query<{ run_id: string; status: RunStatus; parked: boolean }>(
-        `SELECT r.run_id, r.status, r.parked IS NOT NULL AS parked FROM runstate_runs r
+      const { rows } = await db.query<{ run_id: string; status: RunStatus; parked_seq: number | null }>(
+        `SELECT r.run_id, r.status, (r.parked->>'seq')::integer AS parked_seq FROM runstate_runs r
          WHERE r.run_id IN (SELECT json_array_elements_text($1::json)) AND ${live(2)}`,
         [storedJson(ids), cutoff()],
       );
-      const held = new Map(rows.map((row) => [row.run_id, row]));
-      const out = new Map<string, RunStatus | undefined>();
-      for (const runId of runIds) {
-        const row = held.get(runId);
-        if (!row) out.set(runId, undefined);
-        else if (!row.parked) out.set(runId, row.status);
-      }
-      return out;
+      return new Map(rows.map((row) => [row.run_id, { status: row.status, parkedSeq: row.parked_seq }]));
     },
 
     async deleteSession(sessionId) {
