@@ -120,6 +120,12 @@ export function createCancelRequests(options: CancelRequestsOptions): CancelRequ
       }
       try {
         output = await result(runId);
+      } catch (error) {
+        if (!(error instanceof RunstateError && error.code === 'SHUTTING_DOWN')) throw error;
+        throw new RunstateError(
+          'SHUTTING_DOWN',
+          `this instance is shutting down: the cancel of run ${runId} was sent, and goes on; ask another instance for its answer`,
+        );
       } finally {
         clearInterval(resend);
       }

@@ -259,7 +259,11 @@ export interface Orchestrator {
    * each get them all (a later loop reads them anew, from the store where the run is not here).
    */
   events(runId: string, afterSeq?: number): Promise<AsyncIterable<RunEvent>>;
-  /** Resolves with the run's output once it is final. Rejects `RUN_NOT_FOUND` for an unknown run. */
+  /**
+   * Resolves with the run's output once it is final. Rejects `RUN_NOT_FOUND` for an unknown run,
+   * `SHUTTING_DOWN` when this orchestrator shuts down while it waits for a run held by another
+   * instance (as a follower of its events is let go).
+   */
   result(runId: string): Promise<RunOutput>;
   /** Sessions, most recently updated first. Rejects on a store error. */
   listSessions(filter?: SessionFilter): Promise<SessionRecord[]>;
@@ -275,7 +279,9 @@ export interface Orchestrator {
   /**
    * Forgets a session and its runs, and cancels its active runs (reason `api`), paused ones
    * included: a handle waiting for one, on any instance, resolves `cancelled`. `false` when there
-   * was no such session. Rejects on a store error.
+   * was no such session. Rejects on a store error, and `SHUTTING_DOWN` when this orchestrator shuts
+   * down while it waits for a run of the session held by another instance to end (nothing is
+   * forgotten then; the cancels go on).
    */
   deleteSession(sessionId: string): Promise<boolean>;
   /**
@@ -661,6 +667,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     clearTimeout(timer);
     run.lose(LOST_MESSAGE);
   }
+  /** How a wait for a run held elsewhere ends at a shutdown (see {@link FollowStop}). */
+  const followStop = (runId: string): FollowStop => ({
+    signal: followersStop.signal,
+    heldHere: () => registry.has(runId),
+  });
   // A cancel of a run wherever it runs: here, or through the cancel bus and the store.
   const { requestCancel } = createCancelRequests({
     store,
@@ -671,7 +682,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     cancelRun,
     // A caller waiting for a run held elsewhere is let go at a shutdown (`SHUTTING_DOWN`, to ask
     // another instance), as a follower is: the cancel was sent and recorded, and goes on without it.
-    result: (runId) => result(runId, { signal: followersStop.signal, heldHere: () => registry.has(runId) }),
+    result: (runId) => result(runId, followStop(runId)),
   });
   const leased = keeper?.start();
   const checkLease = keeper && ((): void => void keeper.lapsed());
@@ -1098,7 +1109,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // Parked here, and not heard of since as continued elsewhere.
       return run ? run.status() === 'paused' : parkedRuns.waitsHere(runId);
     },
-    result,
+    // A caller waiting for a run held elsewhere is let go at a shutdown, as a follower is.
+    result: (runId) => result(runId, followStop(runId)),
     async getRun(runId) {
       await parkedRuns.cancelling(runId)?.done;
       const live = registry.get(runId);

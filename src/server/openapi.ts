@@ -481,7 +481,8 @@ export const OPERATIONS: readonly OperationSpec[] = [
     tag: 'Sessions',
     query: sessionQuery,
     success: { 204: { description: 'Deleted, or there was no such session.' } },
-    errors: ['NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+    // 503 SHUTTING_DOWN: the delete waited for a run held elsewhere to end, and nothing was forgotten.
+    errors: ['NOT_FOUND', 'INVALID_INPUT', 'SHUTTING_DOWN', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'delete',
@@ -496,7 +497,7 @@ export const OPERATIONS: readonly OperationSpec[] = [
     body: deleteSessionsBody,
     readsBody: true,
     success: { 204: { description: 'Deleted.' } },
-    errors: ['NOT_FOUND', 'INVALID_INPUT', 'STORE_UNAVAILABLE'],
+    errors: ['NOT_FOUND', 'INVALID_INPUT', 'SHUTTING_DOWN', 'STORE_UNAVAILABLE'],
   },
   {
     method: 'get',

@@ -154,13 +154,36 @@ describe('two instances on PostgreSQL and Redis', () => {
       const response = await answer;
       expect(response.status).toBe(503);
       expect(response.headers.get('retry-after')).toBe('1');
-      expect(await response.json()).toMatchObject({ code: 'SHUTTING_DOWN' });
+      expect(await response.json()).toMatchObject({
+        code: 'SHUTTING_DOWN',
+        detail: `this instance is shutting down: the cancel of run ${run_id} was sent, and goes on; ask another instance for its answer`,
+      });
       await closed;
       expect(call.signal.aborted).toBe(false);
       call.end();
       expect((await stream.rest()).at(-1)!.data).toMatchObject({ event: 'RunCompleted' });
     } finally {
       await proxy.close();
+    }
+  });
+
+  it('lets a library caller waiting for a run held by another go at its shutdown: result rejects SHUTTING_DOWN', async () => {
+    const [a, b] = [await libraryInstance(shared()), await libraryInstance(shared())];
+    try {
+      const run = a.agent.run('Tell me a story', { stream: true });
+      const call = await a.model.nextCall();
+      call.emit('Once');
+      await run.recorded;
+      const waiting = b.orchestrator.result(run.runId).catch((error: unknown) => error);
+      await b.orchestrator.shutdown();
+      expect(await waiting).toMatchObject({ code: 'SHUTTING_DOWN' });
+      call.end();
+      expect(await a.orchestrator.result(run.runId)).toMatchObject({ status: 'completed', content: 'Once' });
+    } finally {
+      for (const instance of [a, b]) {
+        await instance.orchestrator.shutdown();
+        await instance.storage.close();
+      }
     }
   });
 
