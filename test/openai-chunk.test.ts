@@ -65,6 +65,27 @@ describe('readChunk', () => {
     expect(state.reasoningField).toBeUndefined();
   });
 
+  it('sends reasoning back in the field its text came in; an empty field tells it only until text comes', () => {
+    // DeepSeek opens with an empty `reasoning_content`, and wants it back even when nothing followed.
+    const deepSeek = fresh();
+    readChunk(event({ role: 'assistant', content: null, reasoning_content: '' }), deepSeek);
+    expect(deepSeek.reasoningField).toBe('reasoning_content');
+    readChunk(event({ reasoning_content: 'Hmm' }), deepSeek);
+    expect(deepSeek.reasoningField).toBe('reasoning_content');
+    // The text in `reasoning`, next to an empty `reasoning_content`: `reasoning`, in one delta or after.
+    for (const deltas of [
+      [{ reasoning_content: '', reasoning: 'RF' }],
+      [{ reasoning_content: '' }, { reasoning: 'RF' }],
+    ]) {
+      const state = fresh();
+      for (const delta of deltas) readChunk(event(delta), state);
+      expect(state.reasoningField).toBe('reasoning');
+      // Text once told, the field stays: a later empty one (or text in the other) changes nothing.
+      readChunk(event({ reasoning_content: 'x' }), state);
+      expect(state.reasoningField).toBe('reasoning');
+    }
+  });
+
   it('takes tool arguments a server sends as a JSON object, as their text', () => {
     const state = fresh();
     const call = { index: 0, id: 'c1', function: { name: 'add', arguments: { a: 1, b: 2 } } };

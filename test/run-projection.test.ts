@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ToolExecution } from '../machines/run-types.js';
 import type { RunEvent, RunRecord } from '../src/runtime/run-events.js';
+import { extraDataOfEvents } from '../src/runtime/reasoning-phases.js';
 import { recordWithStoredEvents } from '../src/runtime/run-projection.js';
 import { finishedMetrics } from './support/runs.js';
 
@@ -96,5 +97,22 @@ describe('recordWithStoredEvents', () => {
     } as unknown as RunRecord;
     expect(recordWithStoredEvents(paused, []).metrics).toStrictEqual(metrics);
     expect(recordWithStoredEvents({ ...paused, status: 'streaming' }, []).metrics).toBeNull();
+  });
+});
+
+describe('reasoning step titles', () => {
+  const titleOf = (reasoning: string) =>
+    extraDataOfEvents([
+      { ...base, seq: 1, event: 'RunContent', content: '', reasoning_content: reasoning },
+    ] as unknown as RunEvent[])!.reasoning_steps[0]!.title;
+
+  it('are the first line that says something, cut to 80 characters between two characters', () => {
+    expect(titleOf('\n  \nFirst line.\nSecond.')).toBe('First line.');
+    expect(titleOf('a'.repeat(80))).toBe('a'.repeat(80));
+    expect(titleOf('a'.repeat(100))).toBe(`${'a'.repeat(79)}…`);
+    // Never half an emoji (a lone surrogate, which JSON and UTF-8 carry only as U+FFFD).
+    expect(titleOf(`${'a'.repeat(78)}😀bbbb\nsecond line`)).toBe(`${'a'.repeat(78)}😀…`);
+    // 45 emoji are 90 UTF-16 units but 45 characters: nothing to cut.
+    expect(titleOf('😀'.repeat(45))).toBe('😀'.repeat(45));
   });
 });

@@ -17,6 +17,8 @@ export interface CompletionState {
   toolCalls?: ToolCallAssembler | undefined;
   /** The field the reasoning came in, once some did. */
   reasoningField?: ReasoningField | undefined;
+  /** {@link reasoningField} was told by a field with text (not an empty one, which text overrides). */
+  reasoningFieldHadText?: boolean | undefined;
 }
 
 /** A delta as servers of reasoning models send it: the SDK's type knows no reasoning. */
@@ -59,8 +61,14 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   // The field a server streams reasoning in is the one it wants back with a turn's tool calls, even
   // when the turn's reasoning is empty (DeepSeek's thinking mode opens with `"reasoning_content": ""`
   // and refuses, 400, a later request whose tool-call turn lacks the field).
-  if (typeof delta.reasoning_content === 'string') state.reasoningField ??= 'reasoning_content';
-  else if (typeof delta.reasoning === 'string') state.reasoningField ??= 'reasoning';
+  // The field that carries the text tells it; an empty one only until text comes (in either).
+  if (!state.reasoningFieldHadText) {
+    if (reasoning) {
+      state.reasoningField = delta.reasoning_content ? 'reasoning_content' : 'reasoning';
+      state.reasoningFieldHadText = true;
+    } else if (typeof delta.reasoning_content === 'string') state.reasoningField ??= 'reasoning_content';
+    else if (typeof delta.reasoning === 'string') state.reasoningField ??= 'reasoning';
+  }
   if (typeof delta.content === 'string') content = delta.content;
   else if (Array.isArray(delta.content)) {
     // Mistral's parts: the text is content, and a `thinking` part is reasoning (no field of its

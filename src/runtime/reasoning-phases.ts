@@ -1,3 +1,4 @@
+import { shortened } from './detached-slice.js';
 import type { ReasoningStep, RunContentEvent, RunEvent, RunEventBase, RunExtraData } from './run-events.js';
 
 /** An event of a run without the fields every event carries (the projection fills them in). */
@@ -85,7 +86,10 @@ function titleOf(reasoning: string): string {
       .split('\n', 20)
       .find((l) => l.trim() !== '')
       ?.trim() ?? '';
-  return line.length > MAX_TITLE_LENGTH ? `${line.slice(0, MAX_TITLE_LENGTH - 1)}…` : line;
+  if (line.length <= MAX_TITLE_LENGTH) return line;
+  // Cut between two characters: never half an emoji, which JSON and UTF-8 carry only as U+FFFD.
+  const cut = shortened(line, MAX_TITLE_LENGTH - 1);
+  return cut === line ? line : `${cut}…`;
 }
 
 /**
