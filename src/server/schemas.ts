@@ -40,6 +40,8 @@ const optionalId = z
   // zod counts code points, the stores UTF-16 units (an emoji is two): the stores' count decides.
   .refine((id) => id.length <= MAX_ID_LENGTH, `must be at most ${MAX_ID_LENGTH} characters (UTF-16 units)`)
   .nullish()
+  // What the API page's "Try it out" fills in: its own placeholder (`string`) would be taken as an id.
+  .meta({ examples: [''] })
   .transform((value) => value || undefined);
 
 /** A run status, as a query value or in a record. */
@@ -90,7 +92,8 @@ function refusedMedia(what: string) {
       .unknown()
       .refine(empty, `runstate does not take ${what}: runs take a text message only`)
       .optional()
-      .meta({ description: `Refused (422) unless empty: runstate does not take ${what}.` }),
+      // An example the API page's "Try it out" fills in and the server takes (not its `string`).
+      .meta({ description: `Refused (422) unless empty: runstate does not take ${what}.`, examples: [''] }),
   );
 }
 
@@ -306,7 +309,7 @@ function unkeptSessionField(what: string) {
     .unknown()
     .refine((value) => value === null || value === undefined, `runstate keeps no session ${what}`)
     .optional()
-    .meta({ description: `Refused (422) unless null: runstate keeps no session ${what}.` });
+    .meta({ description: `Refused (422) unless null: runstate keeps no session ${what}.`, examples: [null] });
 }
 
 /**
