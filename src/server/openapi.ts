@@ -751,7 +751,7 @@ function operationObject(
     };
   }
   const closed = secured && !operation.open;
-  for (const [status, codes] of errorStatuses(operation, closed)) {
+  for (const [status, codes] of errorStatuses(operation, closed, secured)) {
     responses[status] = {
       description: codes.join(', '),
       content: { 'application/json': { schema: outputs.refer(errorResponse) } },
@@ -781,7 +781,7 @@ function operationObject(
 }
 
 /** The error answers of an operation by status, each with the codes that answer it. */
-function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, string[]> {
+function errorStatuses(operation: OperationSpec, closed: boolean, secured: boolean): Map<number, string[]> {
   const statuses = new Map<number, string[]>();
   const add = (status: number, code: string) => statuses.set(status, [...(statuses.get(status) ?? []), code]);
   const unreadable: string[] = [
@@ -794,8 +794,9 @@ function errorStatuses(operation: OperationSpec, closed: boolean): Map<number, s
   unreadable.push('a malformed request line or header, or no `Host` header');
   add(400, `INVALID_INPUT (${unreadable.join(', or ')})`);
   if (closed) add(STATUS_BY_CODE.UNAUTHORIZED, 'UNAUTHORIZED');
-  // Answered by `refuseForeignRequests` for any route but the health check.
-  if (operation.path !== '/health')
+  // Answered by `refuseForeignRequests` for any route but the health check; with a security key
+  // it refuses nothing (a page of a foreign origin cannot send the token, nor a rebinding attack).
+  if (operation.path !== '/health' && !secured)
     add(
       STATUS_BY_CODE.FORBIDDEN,
       'FORBIDDEN (a `Host` name the server does not answer to, or a POST, PATCH or DELETE from a page of an origin not allowed)',

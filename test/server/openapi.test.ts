@@ -181,11 +181,11 @@ describe('GET /openapi.json', () => {
   it('documents every status of a route, the error shape, the three encodings of a run request and the stream', () => {
     const document = createOpenApiDocument({ secured: true });
     const cancel = operation(document, 'post', '/agents/{agent_id}/runs/{run_id}/cancel');
+    // (No 403: with a key, foreign hosts and origins are not refused.)
     expect(Object.keys(cancel.responses)).toEqual([
       '200',
       '400',
       '401',
-      '403',
       '404',
       '408',
       '409',
@@ -218,7 +218,6 @@ describe('GET /openapi.json', () => {
       '202',
       '400',
       '401',
-      '403',
       '404',
       '408',
       '413',
@@ -260,6 +259,10 @@ describe('GET /openapi.json', () => {
     const open = createOpenApiDocument({ secured: false });
     expect(open.components.securitySchemes).toBeUndefined();
     expect(operation(open, 'get', '/agents').responses['401']).toBeUndefined();
+    // Foreign hosts and origins are refused (403) only without a key: with one, never.
+    expect(operation(open, 'get', '/agents').responses['403']).toBeDefined();
+    expect(operation(secured, 'get', '/agents').responses['403']).toBeUndefined();
+    expect(operation(secured, 'post', '/agents/{agent_id}/runs').responses['403']).toBeUndefined();
   });
 
   it('stays open with a security key, as /docs does, while the data routes ask for the token', async () => {
