@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { Router } from 'express';
-import { createOpenApiDocument } from './openapi.js';
+import { createOpenApiDocument, type OpenApiDocument } from './openapi.js';
 
 /** Options of {@link apiDocs}. */
 export interface ApiDocsOptions {
@@ -59,11 +59,21 @@ const PAGE_CSP =
  */
 export function apiDocs(options: ApiDocsOptions): Router {
   const router = Router();
-  let document: string | undefined;
+  // By the path the app is mounted at (`''` at the root): few, made once each.
+  const documents = new Map<string, string>();
   const resolve = createRequire(import.meta.url).resolve;
 
-  router.get('/openapi.json', (_req, res) => {
-    document ??= JSON.stringify(createOpenApiDocument(options));
+  router.get('/openapi.json', (req, res) => {
+    const mountedAt = req.baseUrl;
+    let document = documents.get(mountedAt);
+    if (document === undefined) {
+      const made: OpenApiDocument = createOpenApiDocument(options);
+      // An app mounted in another (`outer.use('/api', app)`) serves its routes under that path:
+      // without a server there, the page's "Try it out" (and a client) would call the root's.
+      if (mountedAt !== '') made.servers = [{ url: mountedAt }];
+      document = JSON.stringify(made);
+      documents.set(mountedAt, document);
+    }
     res.type('application/json').send(document);
   });
   router.get('/docs', (req, res) => {

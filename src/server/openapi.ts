@@ -59,6 +59,8 @@ export type JsonSchema = z.core.JSONSchema.JSONSchema & {
 export interface OpenApiDocument {
   openapi: '3.1.0';
   info: { title: string; version: string; description: string };
+  /** Only as an app mounted in another serves it (`GET /openapi.json`): the path it is mounted at. */
+  servers?: Array<{ url: string }>;
   tags: Array<{ name: string; description: string }>;
   paths: Record<string, Partial<Record<OperationMethod, OperationObject>>>;
   components: {

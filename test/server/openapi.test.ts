@@ -1,10 +1,12 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
-import type { Express } from 'express';
+import express, { type Express } from 'express';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { z } from 'zod';
 import type { ErrorCode } from '../../machines/run-types.js';
 import type { PausedRunOutput, RunEvent, RunOutput, RunRecord, SessionRecord } from '../../src/index.js';
-import type { AgentJson } from '../../src/server/index.js';
+import { createApp, type AgentJson } from '../../src/server/index.js';
 import {
   createOpenApiDocument,
   type JsonSchema,
@@ -24,7 +26,7 @@ import {
   sessionPage,
 } from '../../src/server/openapi-schemas.js';
 import { nextTurn } from '../../src/testing/index.js';
-import { postRun, serveConfirmingAgent, serveFake } from '../support/app.js';
+import { postRun, serveConfirmingAgent, serveFake, twoAgents } from '../support/app.js';
 import { readSse } from '../support/sse.js';
 
 /** Every `METHOD /path` the express app routes, read from its router (the mounted routers' routes). */
@@ -263,6 +265,26 @@ describe('GET /openapi.json', () => {
     expect(operation(open, 'get', '/agents').responses['403']).toBeDefined();
     expect(operation(secured, 'get', '/agents').responses['403']).toBeUndefined();
     expect(operation(secured, 'post', '/agents/{agent_id}/runs').responses['403']).toBeUndefined();
+  });
+
+  it('names the path an app mounted in another serves under, as its server (none at the root)', async () => {
+    const { url } = await serveFake();
+    expect((await getDocument(url)).servers).toBeUndefined();
+    const runstate = createApp({ agents: twoAgents() });
+    const outer = express();
+    outer.use('/api', runstate.app);
+    const server = outer.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      expect((await getDocument(`${base}/api`)).servers).toEqual([{ url: '/api' }]);
+      // Where the document says, the routes answer.
+      expect((await fetch(`${base}/api/health`)).status).toBe(200);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await runstate.shutdown();
+    }
   });
 
   it('stays open with a security key, as /docs does, while the data routes ask for the token', async () => {
