@@ -627,6 +627,10 @@ export function createOpenApiDocument(options: OpenApiDocumentOptions): OpenApiD
   const outputs = componentSchemas(OUTPUT_COMPONENTS, 'output');
   const inputs = componentSchemas(INPUT_COMPONENTS, 'input');
   addDescriptions(inputs.schemas.CreateRunRequest, BODY_DESCRIPTIONS);
+  // What the page's "Try it out" fills in (its own `string` is no index); zod leaves a union's
+  // examples out of its JSON Schema.
+  const lastEventIndex = inputs.schemas.ResumeRunRequest?.properties?.last_event_index;
+  if (typeof lastEventIndex === 'object') lastEventIndex.examples = [-1];
   // Client generators pick the event's type by its `event` field.
   const mapping = Object.fromEntries(
     documentedRunEvent.options.map((option) => [option.shape.event.value, outputs.refer(option).$ref ?? '']),

@@ -267,6 +267,18 @@ describe('GET /openapi.json', () => {
     expect(operation(secured, 'post', '/agents/{agent_id}/runs').responses['403']).toBeUndefined();
   });
 
+  it("gives the fields a request may leave empty examples the server takes (the page's Try it out fills them in)", () => {
+    const { schemas } = createOpenApiDocument({ secured: false }).components;
+    const examples = (schema: string, field: string) =>
+      (schemas[schema]?.properties?.[field] as JsonSchema | undefined)?.examples;
+    for (const field of ['session_id', 'user_id', 'images', 'audio', 'videos', 'files', 'input_files'])
+      expect(examples('CreateRunRequest', field), field).toEqual(['']);
+    for (const field of ['session_state', 'metadata', 'summary'])
+      expect(examples('UpdateSessionRequest', field), field).toEqual([null]);
+    expect(examples('ResumeRunRequest', 'last_event_index')).toEqual([-1]);
+    expect(examples('ResumeRunRequest', 'session_id')).toEqual(['']);
+  });
+
   it('names the path an app mounted in another serves under, as its server (none at the root)', async () => {
     const { url } = await serveFake();
     expect((await getDocument(url)).servers).toBeUndefined();
