@@ -68,6 +68,7 @@ export type {
   CancelBus,
   EventBus,
   ParkedRun,
+  ParkState,
   RunFilter,
   RunListener,
   RunAround,

@@ -68,6 +68,7 @@ const TYPES = [
   'OrchestratorOptions',
   'OrphanOutcome',
   'ParkedRun',
+  'ParkState',
   'PausedRunOutput',
   'ReasoningCompletedEvent',
   'ReasoningStartedEvent',

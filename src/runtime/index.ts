@@ -28,6 +28,7 @@ export type {
   RunFilter,
   RunPatch,
   ParkedRun,
+  ParkState,
   SessionFilter,
   SessionRecord,
 } from './storage.js';
