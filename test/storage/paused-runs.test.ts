@@ -358,20 +358,23 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect(parker.agent.orchestrator.isPaused(run.runId)).toBe(false);
   });
 
-  it('is cancelled by a cancel its owner never heard that was sent before it paused (the owner cut from Redis)', async () => {
+  /**
+   * Two instances on one database and Redis, the first reaching Redis through a proxy a test cuts:
+   * what the other publishes, it does not hear. `leaseMs`: how often they renew (and check parks).
+   */
+  async function oneCutOffFromRedis(leaseMs: number) {
     const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
     cleanups.unshift(() => proxy.close());
     const database = await createTestDatabase();
     cleanups.unshift(() => database.drop());
+    const shared = { databaseUrl: database.url, redisUrl: REDIS_URL, redisPrefix: redisPrefix(), leaseMs };
+    const cutOff = await startInstance({ ...shared, redisUrl: `redis://127.0.0.1:${proxy.port}` });
+    return { proxy, database, cutOff, other: await startInstance(shared) };
+  }
+
+  it('is cancelled by a cancel its owner never heard that was sent before it paused (the owner cut from Redis)', async () => {
     // Renewals minutes apart: the owner reads no cancel recorded in the store while this test runs.
-    const shared = {
-      databaseUrl: database.url,
-      redisUrl: REDIS_URL,
-      redisPrefix: redisPrefix(),
-      leaseMs: 600_000,
-    };
-    const owner = await startInstance({ ...shared, redisUrl: `redis://127.0.0.1:${proxy.port}` });
-    const other = await startInstance(shared);
+    const { proxy, database, cutOff: owner, other } = await oneCutOffFromRedis(600_000);
     const run = owner.agent.run('publish news', { stream: true });
     const call = await owner.model.nextCall();
     await proxy.cut();
@@ -427,19 +430,8 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
   });
 
   it('is let go by the instance that paused it when another one ended it while its Redis link was down', async () => {
-    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
-    cleanups.unshift(() => proxy.close());
-    const database = await createTestDatabase();
-    cleanups.unshift(() => database.drop());
     // The store is checked every half lease: a short one, for the test's sake.
-    const shared = {
-      databaseUrl: database.url,
-      redisUrl: REDIS_URL,
-      redisPrefix: redisPrefix(),
-      leaseMs: 400,
-    };
-    const a = await startInstance({ ...shared, redisUrl: `redis://127.0.0.1:${proxy.port}` });
-    const b = await startInstance(shared);
+    const { proxy, cutOff: a, other: b } = await oneCutOffFromRedis(400);
     const metrics = createPrometheusMetrics();
     a.agent.orchestrator.subscribe(metrics.listener, { causes: false });
     const { runId, run } = await pausedRun(a, 'unheard');
@@ -458,18 +450,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
   });
 
   it('is let go by the instance that paused it when another one continued it and paused it again while its Redis link was down', async () => {
-    const proxy = await startTcpProxy('127.0.0.1', Number(new URL(REDIS_URL).port || 6379));
-    cleanups.unshift(() => proxy.close());
-    const database = await createTestDatabase();
-    cleanups.unshift(() => database.drop());
-    const shared = {
-      databaseUrl: database.url,
-      redisUrl: REDIS_URL,
-      redisPrefix: redisPrefix(),
-      leaseMs: 400,
-    };
-    const a = await startInstance({ ...shared, redisUrl: `redis://127.0.0.1:${proxy.port}` });
-    const b = await startInstance(shared);
+    const { proxy, cutOff: a, other: b } = await oneCutOffFromRedis(400);
     const left: RunNotice[] = [];
     a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
     const { runId } = await pausedRun(a, 'first');
