@@ -313,10 +313,11 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
       },
     );
   };
-  process.off('SIGINT', atStart);
-  process.off('SIGTERM', atStart);
+  // `stop` first: a signal whose last listener goes is unwatched, and one already queued is lost.
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  process.off('SIGINT', atStart);
+  process.off('SIGTERM', atStart);
   if (signalledAtStart) {
     stop(signalledAtStart);
     return new Promise<number>(() => undefined);

@@ -667,10 +667,14 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     clearTimeout(timer);
     run.lose(LOST_MESSAGE);
   }
-  /** How a wait for a run held elsewhere ends at a shutdown (see {@link FollowStop}). */
+  /**
+   * How a wait for a run held elsewhere ends at a shutdown (see {@link FollowStop}). A run parked
+   * here in a store that does not outlive the process (memory) is held here: the shutdown takes it
+   * back and cancels it, and the wait gets that end.
+   */
   const followStop = (runId: string): FollowStop => ({
     signal: followersStop.signal,
-    heldHere: () => registry.has(runId),
+    heldHere: () => registry.has(runId) || (!store.leases && parkedRuns.isParkedHere(runId)),
   });
   // A cancel of a run wherever it runs: here, or through the cancel bus and the store.
   const { requestCancel } = createCancelRequests({

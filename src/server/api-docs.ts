@@ -53,28 +53,34 @@ const PAGE_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
   "connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'self'";
 
+/** How many texts of the API document are kept, each for a path the app is mounted at. */
+const MOUNT_PATHS_KEPT = 8;
+
 /**
  * `GET /openapi.json` (the API document, generated once) and `GET /docs` (Swagger UI for it, served
  * from the package). Neither holds run data: the app serves them without a bearer token.
  */
 export function apiDocs(options: ApiDocsOptions): Router {
   const router = Router();
-  // By the path the app is mounted at (`''` at the root): few, made once each.
-  const documents = new Map<string, string>();
+  let made: OpenApiDocument | undefined;
+  // Its text by the path the app is mounted at, as the request names it (`''` at the root). Kept
+  // for a few paths only: a mount matches paths in any case, or of any parameter, and each text is
+  // ~150 KB.
+  const texts = new Map<string, string>();
   const resolve = createRequire(import.meta.url).resolve;
 
   router.get('/openapi.json', (req, res) => {
     const mountedAt = req.baseUrl;
-    let document = documents.get(mountedAt);
-    if (document === undefined) {
-      const made: OpenApiDocument = createOpenApiDocument(options);
+    let text = texts.get(mountedAt);
+    if (text === undefined) {
+      made ??= createOpenApiDocument(options);
       // An app mounted in another (`outer.use('/api', app)`) serves its routes under that path:
       // without a server there, the page's "Try it out" (and a client) would call the root's.
-      if (mountedAt !== '') made.servers = [{ url: mountedAt }];
-      document = JSON.stringify(made);
-      documents.set(mountedAt, document);
+      text = JSON.stringify(mountedAt === '' ? made : { ...made, servers: [{ url: mountedAt }] });
+      if (texts.size >= MOUNT_PATHS_KEPT) texts.delete(texts.keys().next().value!);
+      texts.set(mountedAt, text);
     }
-    res.type('application/json').send(document);
+    res.type('application/json').send(text);
   });
   router.get('/docs', (req, res) => {
     // `/docs/` would resolve the page's relative URLs one level too deep.

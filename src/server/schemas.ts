@@ -294,22 +294,27 @@ const sessionName = z
     (name) => [...name].length <= MAX_SESSION_NAME_LENGTH,
     `must be at most ${MAX_SESSION_NAME_LENGTH} characters`,
   )
-  // (JSON Schema counts code points too.)
-  .meta({ maxLength: MAX_SESSION_NAME_LENGTH });
+  // (JSON Schema counts code points too.) The example is what the API page's "Try it out" fills in
+  // (from the pattern alone it would make up a name of one random character).
+  .meta({ maxLength: MAX_SESSION_NAME_LENGTH, examples: ['My session'] });
 
 /** The body of `POST /sessions/:session_id/rename`, as AgentOS takes it. */
 export const renameSessionBody = z.object({ session_name: sessionName });
 
 /**
  * A session field of AgentOS's update that runstate has no place for: refused (422) when set, since
- * AgentOS would keep it and a client would read it back.
+ * AgentOS would keep it and a client would read it back. Empty (`''`, as a form sends a field left
+ * empty) is unset, as null is.
  */
 function unkeptSessionField(what: string) {
   return z
     .unknown()
-    .refine((value) => value === null || value === undefined, `runstate keeps no session ${what}`)
+    .refine((value) => value == null || value === '', `runstate keeps no session ${what}`)
     .optional()
-    .meta({ description: `Refused (422) unless null: runstate keeps no session ${what}.`, examples: [null] });
+    .meta({
+      description: `Refused (422) unless null or empty: runstate keeps no session ${what}.`,
+      examples: [''],
+    });
 }
 
 /**

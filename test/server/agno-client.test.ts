@@ -311,6 +311,16 @@ describe("Agno's AgentOSClient", () => {
       'INVALID_INPUT',
     );
     expect(state.field).toBe('session_state');
+    // Left empty in a form (as the API page's "Try it out" sends them), they are unset, as null is.
+    const form = new URLSearchParams({
+      session_name: 'Lisbon',
+      session_state: '',
+      metadata: '',
+      summary: '',
+    });
+    const empties = await fetch(`${url}/sessions/s-name`, { method: 'PATCH', body: form });
+    expect(empties.status).toBe(200);
+    expect(await empties.json()).toMatchObject({ session_id: 's-name', session_name: 'Lisbon' });
     const blank = await expectError(
       await fetch(`${url}/sessions/s-name/rename`, json('POST', { session_name: ' ' })),
       422,

@@ -274,7 +274,11 @@ describe('GET /openapi.json', () => {
     for (const field of ['session_id', 'user_id', 'images', 'audio', 'videos', 'files', 'input_files'])
       expect(examples('CreateRunRequest', field), field).toEqual(['']);
     for (const field of ['session_state', 'metadata', 'summary'])
-      expect(examples('UpdateSessionRequest', field), field).toEqual([null]);
+      expect(examples('UpdateSessionRequest', field), field).toEqual(['']);
+    // (A name may also be null: the example is the string's, the alternative the page fills in.)
+    expect(JSON.stringify(schemas.UpdateSessionRequest?.properties?.session_name)).toContain(
+      '"examples":["My session"]',
+    );
     expect(examples('ResumeRunRequest', 'last_event_index')).toEqual([-1]);
     expect(examples('ResumeRunRequest', 'session_id')).toEqual(['']);
   });

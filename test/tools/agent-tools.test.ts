@@ -8,6 +8,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import {
   Agent,
+  createMemoryEventBus,
+  createMemoryRunStore,
   createOrchestrator,
   RunstateError,
   tool,
@@ -509,6 +511,44 @@ describe('pausing for a person', () => {
     ]);
     expect((await agent.getRun(run.runId))?.status).toBe('paused');
     expect(publish.calls).toEqual([]);
+  });
+
+  it('is cancelled by a shutdown in memory once parked: a caller waiting for its result gets the cancelled run', async () => {
+    // Parked (in the store, no longer live here) once its write is done and what follows it ran.
+    const store = createMemoryRunStore();
+    let parked!: () => void;
+    const isParked = new Promise<void>((resolve) => (parked = resolve));
+    // The caller follows the run from the store: waiting once it has subscribed and read.
+    const bus = createMemoryEventBus();
+    let following!: () => void;
+    const isFollowing = new Promise<void>((resolve) => (following = resolve));
+    const orchestrator = createOrchestrator({
+      store: {
+        ...store,
+        async parkRun(...args) {
+          await store.parkRun(...args);
+          setImmediate(parked);
+        },
+      },
+      eventBus: {
+        ...bus,
+        async subscribe(runId, listener) {
+          const unsubscribe = await bus.subscribe(runId, listener);
+          setImmediate(following);
+          return unsubscribe;
+        },
+      },
+    });
+    const model = createFakeModel();
+    const agent = new Agent({ name: 'Tooler', model, orchestrator, tools: [confirmingTool()] });
+    const run = agent.run('publish it', { stream: true });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
+    await collect(run);
+    await isParked;
+    const waiting = orchestrator.result(run.runId).catch((error: unknown) => error);
+    await isFollowing;
+    await orchestrator.shutdown();
+    expect(await waiting).toMatchObject({ status: 'cancelled', cancel_reason: 'shutdown' });
   });
 
   it('ends a stream at its RunPaused also when the reader gets there after the run went on', async () => {
