@@ -270,6 +270,37 @@ describe('runstate serve signalled while it starts', () => {
   }, 60_000);
 });
 
+describe('runstate serve signalled as it begins to listen', () => {
+  it('stops once started: the signal is not lost between the start and serving (exit 0)', async () => {
+    // The process signals itself as its server calls listen, past the last await of the start:
+    // the signal waits while the start's handlers give way to the running ones.
+    const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-listen-'));
+    const probe = join(dir, 'signal-at-listen.mjs');
+    await writeFile(
+      probe,
+      [
+        "import net from 'node:net';",
+        'const listen = net.Server.prototype.listen;',
+        'let sent = false;',
+        'net.Server.prototype.listen = function (...args) {',
+        "  if (!sent) { sent = true; process.kill(process.pid, 'SIGTERM'); }",
+        '  return listen.apply(this, args);',
+        '};',
+      ].join('\n'),
+    );
+    const run = spawnCli(['serve', '--port', '0'], {}, [
+      process.execPath,
+      '--import',
+      probe,
+      '--import',
+      'tsx',
+      'src/cli.ts',
+    ]);
+    expect(await run.exit).toBe(0);
+    expect(run.output().stderr).toContain('SIGTERM: shutting down (cancelling 0 active runs)');
+  }, 60_000);
+});
+
 describe('npm start', () => {
   // npm runs the script through `sh -c`, and a shell that does not exec its command keeps a
   // SIGTERM for itself: the server never heard it. The script execs node, so the signal reaches it.
