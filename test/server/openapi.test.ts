@@ -289,6 +289,7 @@ describe('GET /openapi.json', () => {
     const runstate = createApp({ agents: twoAgents() });
     const outer = express();
     outer.use('/api', runstate.app);
+    outer.use('/t/:tenant', runstate.app);
     const server = outer.listen(0, '127.0.0.1');
     await once(server, 'listening');
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -296,6 +297,10 @@ describe('GET /openapi.json', () => {
       expect((await getDocument(`${base}/api`)).servers).toEqual([{ url: '/api' }]);
       // Where the document says, the routes answer.
       expect((await fetch(`${base}/api/health`)).status).toBe(200);
+      // A mount of a parameter matches any path: each gets its own server, past the few texts kept too.
+      const tenants = Array.from({ length: 12 }, (_, i) => `/t/tenant-${i}`);
+      for (const path of [...tenants, tenants[0]!])
+        expect((await getDocument(`${base}${path}`)).servers, path).toEqual([{ url: path }]);
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -6,9 +6,10 @@
  * finds it.
  */
 import pg from 'pg';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { Agent } from '../../src/agent.js';
+import { RunstateError } from '../../src/errors.js';
 import { createPrometheusMetrics } from '../../src/observe/index.js';
 import { createOrchestrator, type OrchestratorOptions } from '../../src/runtime/create-orchestrator.js';
 import { openStorage, type StorageOptions } from '../../src/runtime/open-storage.js';
@@ -463,6 +464,32 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     await eventually(() => !a.agent.orchestrator.isPaused(runId), { what: 'a letting go of the run' });
     expect(left).toEqual([{ type: 'left', runId }]);
     expect([a.agent.orchestrator.pausedCount, b.agent.orchestrator.pausedCount]).toEqual([0, 1]);
+  });
+
+  it('keeps the runs it parked, saying so once a check, when the store does not answer where they are', async () => {
+    const database = await createTestDatabase();
+    cleanups.unshift(() => database.drop());
+    let checked!: () => void;
+    const refused = new Promise<void>((resolve) => (checked = resolve));
+    const wrap = (store: RunStore): RunStore => ({
+      ...store,
+      parkStates(): Promise<Map<string, ParkState>> {
+        setImmediate(checked);
+        return Promise.reject(new RunstateError('STORE_UNAVAILABLE', 'the database is unavailable'));
+      },
+    });
+    const reported = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const a = await startInstance({ databaseUrl: database.url, leaseMs: 400 }, {}, wrap);
+      const { runId } = await pausedRun(a, 'kept');
+      await refused;
+      expect(a.agent.orchestrator.isPaused(runId)).toBe(true);
+      expect(reported.mock.calls).toContainEqual([
+        'runstate: the check of the runs parked here failed: the database is unavailable',
+      ]);
+    } finally {
+      reported.mockRestore();
+    }
   });
 
   it('keeps a run it paused again here while a check of its earlier park was on its way', async () => {
