@@ -93,8 +93,9 @@ const USAGE =
 function main(): void {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { top: { type: 'string', default: '25' } },
+    options: { top: { type: 'string', default: '25' }, help: { type: 'boolean' } },
   });
+  if (values.help) return void process.stdout.write(`${USAGE}\n`);
   const top = Number(values.top);
   if (positionals.length === 0 || !(Number.isInteger(top) && top > 0)) {
     process.stderr.write(`${USAGE}\n`);
@@ -110,7 +111,10 @@ function main(): void {
       : [path],
   );
   for (const path of paths) {
-    const { functions, files } = summariseProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile);
+    const profile = JSON.parse(readFileSync(path, 'utf8')) as Partial<CpuProfile> | null;
+    if (!Array.isArray(profile?.nodes) || !Array.isArray(profile.samples))
+      throw new Error(`${path} is not a V8 CPU profile (what node --cpu-prof writes)`);
+    const { functions, files } = summariseProfile(profile as CpuProfile);
     const line = (row: ProfileRow) =>
       `${row.selfMs.toFixed(1).padStart(9)} ms ${(row.share * 100).toFixed(1).padStart(5)}%  ${row.name}`;
     process.stdout.write(`# ${path}\n## self time by file\n`);
@@ -119,4 +123,12 @@ function main(): void {
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) main();
+if (import.meta.url === `file://${process.argv[1]}`) {
+  try {
+    main();
+  } catch (error) {
+    // A mistyped option or path, a file that is not a profile: one line, not a stack trace.
+    process.stderr.write(`profile-summary: ${(error as Error).message}\n${USAGE}\n`);
+    process.exitCode = 2;
+  }
+}

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { summariseProfile } from '../bench/profile-summary.js';
+import { spawnCli } from './support/cli-process.js';
 
 /** A profile of two functions, sampled every 1 ms, with samples of `slow` delayed as on a loaded machine. */
 function profile(samples: { fn: 'fast' | 'slow'; deltaUs: number }[]) {
@@ -32,5 +33,27 @@ describe('summariseProfile', () => {
       ['slow src/slow.js:1', 1, 0.1],
     ]);
     expect(files.map((row) => row.name)).toEqual(['src/fast.js', 'src/slow.js']);
+  });
+});
+
+describe('bench/profile-summary.ts, as a command', () => {
+  const summary: [string, ...string[]] = [process.execPath, '--import', 'tsx', 'bench/profile-summary.ts'];
+
+  it('prints its usage for --help, and one line naming the problem for a wrong option or file', async () => {
+    const help = spawnCli(['--help'], {}, summary);
+    expect(await help.exit).toBe(0);
+    expect(help.output().stdout).toMatch(/^usage: npx tsx bench\/profile-summary\.ts /);
+    for (const [args, shown] of [
+      [['--tpo', '5'], /^profile-summary: Unknown option '--tpo'/],
+      [['/no/such/profile.cpuprofile'], /^profile-summary: ENOENT: no such file or directory/],
+      [['package.json'], /^profile-summary: package\.json is not a V8 CPU profile/],
+    ] as const) {
+      const run = spawnCli([...args], {}, summary);
+      expect(await run.exit).toBe(2);
+      const { stdout, stderr } = run.output();
+      expect(stdout).toBe('');
+      expect(stderr).toMatch(shown);
+      expect(stderr).not.toMatch(/\n\s+at /);
+    }
   });
 });
