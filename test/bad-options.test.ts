@@ -108,6 +108,10 @@ describe('orchestrator options', () => {
       () => createOrchestrator({ limits: { pauseTimeoutMs: -1, retry: { maxAttempts: 0 } } }),
       'limits.retry.maxAttempts: expected a whole number ≥ 1, got 0; limits.pauseTimeoutMs: expected milliseconds > 0, got -1',
     );
+    // The first problem's place, for a caller that shows the field (as the HTTP server's 422 does).
+    expect(() => createOrchestrator({ limits: { pauseTimeoutMs: -1, retry: { maxAttempts: 0 } } })).toThrow(
+      expect.objectContaining({ details: { field: 'limits.retry.maxAttempts' } }),
+    );
     refused(
       () => createOrchestrator({ limits: { retry: { baseDelayMs: 9000, maxDelayMs: 1 } } }),
       'limits.retry.baseDelayMs: baseDelayMs must not be over maxDelayMs',
@@ -349,6 +353,10 @@ describe('answers to a paused run', () => {
     await expect(
       agent.continueRun(runId, { tools: [{ tool_call_id: 'c1', confirmed: 'yes' } as never] }),
     ).rejects.toEqual(invalid('tools.0.confirmed: Invalid input: expected boolean'));
+    // The field named as the HTTP server's 422 names it, for a shape refused before the run is read.
+    await expect(
+      agent.continueRun(runId, { tools: [{ tool_call_id: 5, confirmed: true } as never] }),
+    ).rejects.toMatchObject({ details: { field: 'tools.0.tool_call_id' } });
     await expect(agent.continueRun(runId, undefined as never)).rejects.toEqual(
       invalid('agent.continueRun takes an object of options, got undefined'),
     );

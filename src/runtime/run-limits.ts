@@ -64,7 +64,8 @@ export const maxConcurrentRunsSchema = count(1);
 
 /**
  * `value` when `schema` takes it; otherwise throws `INVALID_INPUT` naming `what` and each problem
- * (`limits.idleTimeoutMs: Invalid input: expected number, received NaN`).
+ * (`limits.idleTimeoutMs: Invalid input: expected number, received NaN`), with the first problem's
+ * place in `details.field` (`limits.idleTimeoutMs`), as the HTTP server's 422 names it.
  */
 export function checkOption<Schema extends z.ZodType>(
   schema: Schema,
@@ -73,10 +74,9 @@ export function checkOption<Schema extends z.ZodType>(
 ): z.output<Schema> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const problems = result.error.issues.map(
-    (issue) => `${[what, ...issue.path.map(String)].join('.')}: ${issue.message}`,
-  );
-  throw new RunstateError('INVALID_INPUT', problems.join('; '));
+  const fields = result.error.issues.map((issue) => [what, ...issue.path.map(String)].join('.'));
+  const problems = result.error.issues.map((issue, i) => `${fields[i]}: ${issue.message}`);
+  throw new RunstateError('INVALID_INPUT', problems.join('; '), { details: { field: fields[0] } });
 }
 
 /**

@@ -12,7 +12,11 @@ export interface ToolExecuteContext {
    * whatever the tool returns after it aborted is dropped.
    */
   signal: AbortSignal;
-  /** The id the model gave the call. */
+  /**
+   * The call's id, as the model's `tool` message and the run's events carry it: the id the model
+   * gave the call, or one runstate made up (`call_…`) when the model gave none or one it had
+   * already given in that turn.
+   */
   toolCallId: string;
   runId: string;
   sessionId: string;
@@ -163,8 +167,12 @@ export function toolResultText(value: unknown): string {
   } catch {
     // A cycle, or a BigInt: the model still gets something readable, below.
   }
-  return shown(value);
+  // All of it: a result is cut only by the size limit, which fails the call and says so.
+  return shown(value, WHOLE);
 }
+
+/** `inspect`'s options that print a value whole (its defaults stop at depth 2, 100 items, 10,000 characters). */
+const WHOLE = { depth: Infinity, maxArrayLength: Infinity, maxStringLength: Infinity } as const;
 
 /**
  * What a tool threw, as the model is told it: an error's message, else the value as text. Never
@@ -194,10 +202,13 @@ export function thrownText(error: unknown): string {
   }
 }
 
-/** `inspect`'s text of a value, or a fixed text when even that throws (a custom inspect hook). */
-function shown(value: unknown): string {
+/**
+ * `inspect`'s text of a value (at most 4 levels deep, unless `options` say otherwise),
+ * or a fixed text when even that throws (a custom inspect hook).
+ */
+function shown(value: unknown, options?: typeof WHOLE): string {
   try {
-    return inspect(value, { depth: 4, breakLength: Infinity });
+    return inspect(value, { depth: 4, ...options, breakLength: Infinity });
   } catch {
     return '(a value that cannot be shown)';
   }

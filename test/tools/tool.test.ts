@@ -56,6 +56,19 @@ describe('toolResultText', () => {
     expect(toolResultText(cycle)).toContain("name: 'loop'");
     expect(toolResultText(10n)).toBe('10n');
   });
+
+  it('gives all of such a value, however long or deep (the size limit is what cuts a result)', () => {
+    const text = toolResultText({
+      id: 1n,
+      rows: Array.from({ length: 150 }, (_, i) => i),
+      a: { b: { c: { d: { e: { secret: 42 } } } } },
+      long: 'z'.repeat(20_000),
+    });
+    expect(text).toMatch(/ 148, +149\s+\]/);
+    expect(text).toContain('secret: 42');
+    expect(text).toContain(`'${'z'.repeat(20_000)}'`);
+    expect(text).not.toMatch(/more items|more characters|\[Object\]/);
+  });
 });
 
 describe('thrownText', () => {
