@@ -25,7 +25,7 @@ import { connectRedis } from '../src/runtime/redis/connect-redis.js';
 import { createInspector } from '../src/inspect/index.js';
 import { createApp, startServer } from '../src/server/index.js';
 import { describeUrl } from '../src/runtime/sql/open-sql-database.js';
-import { createFakeModel } from '../src/testing/index.js';
+import { createFakeModel, getLifecycleEvents, getLifecyclePaths } from '../src/testing/index.js';
 import { collect } from './support/collect.js';
 import { confirmingTool } from './support/confirming-tool.js';
 import { createTempDir, createTestDatabase, POSTGRES_URL } from './support/databases.js';
@@ -484,8 +484,61 @@ describe('subscribing', () => {
       invalid('afterSeq must be a whole number ≥ 0, got 1.5'),
     );
     await expect(collect(runs.subscribe('no-such-run'))).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+    // A misspelt option would miss the runs already going without a word.
+    refused(
+      () => runs.subscribe(() => undefined, { Current: true } as never),
+      /^subscribe has no option "Current" \(did you mean "current"\?\)$/,
+    );
     (await model.nextCall()).end();
     await run.result;
+  });
+
+  it("refuses an inspector's feed listener that is no function, or a misspelt runId", () => {
+    const inspector = createInspector();
+    cleanups.push(() => inspector.close());
+    refused(() => inspector.subscribe('nope' as never), 'inspector.subscribe takes a listener function');
+    refused(
+      () => inspector.subscribe(() => undefined, { runid: 'x' } as never),
+      /^inspector\.subscribe has no option "runid" \(did you mean "runId"\?\)$/,
+    );
+    refused(
+      () => inspector.subscribe(() => undefined, { runId: 5 } as never),
+      'inspector.subscribe: runId must be a string',
+    );
+  });
+});
+
+describe("the testing kit's options", () => {
+  it('getLifecyclePaths and getLifecycleEvents refuse a misspelt option or a value the paths would not follow', () => {
+    refused(
+      () => getLifecyclePaths({ tool: false } as never),
+      /^getLifecyclePaths has no option "tool": its options are machine, limits, /,
+    );
+    refused(() => getLifecycleEvents({ tool: false } as never), /^getLifecycleEvents has no option "tool"/);
+    refused(
+      () => getLifecyclePaths({ tools: false, cancelReasons: ['nope'] as never }),
+      /^options\.cancelReasons\.0: Invalid option/,
+    );
+    refused(
+      () => getLifecyclePaths({ tools: false, limits: { idleTimeoutMs: -5 } }),
+      'options.limits.idleTimeoutMs: expected milliseconds > 0, got -5',
+    );
+    refused(
+      () => getLifecyclePaths({ limits: { idleTimeout: 5 } as never }),
+      'options.limits: Unrecognized key: "idleTimeout"',
+    );
+    refused(
+      () => getLifecyclePaths({ toolOutcomes: ['explode'] as never, turnAfterTools: 'final' }),
+      /^options\.toolOutcomes\.0: Invalid option/,
+    );
+    refused(() => getLifecyclePaths({ random: 3 as never }), 'options.random: must be a function');
+  });
+
+  it('createFakeModel refuses an option it does not have', () => {
+    refused(
+      () => createFakeModel({ foo: 1 } as never),
+      'createFakeModel has no option "foo": its options are id, provider, onCall',
+    );
   });
 });
 
@@ -905,6 +958,13 @@ describe('server and inspector options', () => {
   });
 
   it("refuses the inspector's limits out of range and a cancel route it does not serve, naming each", () => {
+    expect(() => createInspector({ cancelroute: 'inspector' } as never)).toThrow(
+      invalid(/^createInspector has no option "cancelroute" \(did you mean "cancelRoute"\?\)$/),
+    );
+    expect(() => createInspector({ flushInterval: 5 } as never)).toThrow(
+      invalid(/^createInspector has no option "flushInterval": its options are machine, /),
+    );
+    expect(() => createInspector({ now: 5 } as never)).toThrow(invalid(/^options\.now: must be a function/));
     expect(() => createInspector({ flushIntervalMs: -1 })).toThrow(invalid(/options\.flushIntervalMs/));
     expect(() => createInspector({ maxFinishedRuns: -1 })).toThrow(invalid(/options\.maxFinishedRuns/));
     expect(() => createInspector({ maxLogEntries: 0 })).toThrow(invalid(/options\.maxLogEntries/));

@@ -322,6 +322,31 @@ describe('errors', () => {
     expect((await post(streamBody('fake?chunks=1'))).status).toBe(200);
   });
 
+  it('refuses a scripted answer it could not play as written, naming what is wrong', async () => {
+    for (const [response, shown] of [
+      [{ fault: 'boom' }, /fault must be one of none, status, error, reset, truncate, stall, got "boom"/],
+      [{ chunk: ['a', 'b'] }, /fault 'none' cannot be played: Unrecognized key: "chunk"/],
+      [{ chunks: -1 }, /chunks: .*got -1/],
+      [{ chunks: 1.5 }, /chunks: .*got 1\.5/],
+      [{ fault: 'status', status: 429, retryAfter: -1 }, /retryAfter: expected a number ≥ 0, got -1/],
+      [{ fault: 'reset', keepOpen: true }, /fault 'reset' cannot be played: Unrecognized key: "keepOpen"/],
+      [{ reasoning: { deltas: ['a'], field: 'thinking' } }, /reasoning\.field: /],
+    ] as const) {
+      expect(() => server.enqueue(response as never)).toThrow(shown);
+      expect(() => server.setDefault(response as never)).toThrow(shown);
+    }
+    // Nothing was queued: the next request gets the answer its model name asks for.
+    const answer = await post(streamBody('fake?chunks=1'));
+    expect(answer.status).toBe(200);
+    expect(await answer.text()).toContain('[DONE]');
+  });
+
+  it('refuses an option it does not have, naming it', async () => {
+    await expect(createFakeOpenAIServer({ prot: 0 } as never)).rejects.toThrow(
+      /^createFakeOpenAIServer has no option "prot": its options are port, maxTokensFields, backlog$/,
+    );
+  });
+
   it('answers 404 with an OpenAI-shaped body for an unknown route', async () => {
     const response = await fetch(`${server.url}/embeddings`, { method: 'POST', body: '{}' });
 

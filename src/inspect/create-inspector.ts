@@ -6,7 +6,7 @@ import { RunstateError } from '../errors.js';
 import type { Orchestrator, SubscribeOptions } from '../runtime/create-orchestrator.js';
 import { shortened } from '../runtime/detached-slice.js';
 import { allowedHostNames, allowedHostsSchema } from '../server/foreign-requests.js';
-import { checkOption, count, duration, positiveDuration } from '../runtime/run-limits.js';
+import { checkOption, checkOptionNames, count, duration, positiveDuration } from '../runtime/run-limits.js';
 import type { RunOutput, RunRecord } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
@@ -126,6 +126,20 @@ interface Subscriber {
 /** The AgentOS cancel route, under where those routes start. */
 const AGENTOS_CANCEL = 'agents/{agent_id}/runs/{run_id}/cancel';
 
+/** The options of {@link createInspector}, by name: another is refused (see `checkOptionNames`). */
+const INSPECTOR_OPTIONS = [
+  'machine',
+  'basePath',
+  'apiBase',
+  'flushIntervalMs',
+  'maxFinishedRuns',
+  'maxLogEntries',
+  'cancelRoute',
+  'allowedHosts',
+  'heartbeatMs',
+  'now',
+] as const satisfies readonly (keyof InspectorOptions)[];
+
 /** The options {@link createInspector} checks; the others are functions it uses as given. */
 const inspectorOptionsSchema = z.looseObject({
   // An xstate machine (its definition is walked for the chart), not anything else.
@@ -172,8 +186,12 @@ const inspectorOptionsSchema = z.looseObject({
  * ```
  */
 export function createInspector(options: InspectorOptions = {}): Inspector {
-  // A wrong number would misbehave quietly later (a heartbeat of 0 pings at every turn).
+  // A misspelt name would be ignored (`cancelroute`: the page's Cancel button calls a route that
+  // may not exist), and a wrong number misbehave quietly later (a heartbeat of 0 pings every turn).
+  checkOptionNames(options, INSPECTOR_OPTIONS, 'createInspector');
   checkOption(inspectorOptionsSchema, options, 'options');
+  if (options.now !== undefined && typeof options.now !== 'function')
+    throw new RunstateError('INVALID_INPUT', 'options.now: must be a function that returns milliseconds');
   if (options.apiBase !== undefined && options.cancelRoute === 'inspector') {
     // Set for nothing, it would say the page cancels through routes it never calls.
     throw new RunstateError(
@@ -433,6 +451,12 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   }
 
   function subscribe(listener: (message: FeedMessage) => void, subscription: FeedSubscriptionOptions = {}) {
+    // Else it would fail at its first message, or follow every run for a misspelt `runId`.
+    if (typeof listener !== 'function')
+      throw new RunstateError('INVALID_INPUT', 'inspector.subscribe takes a listener function');
+    checkOptionNames(subscription, ['runId'], 'inspector.subscribe');
+    if (subscription.runId !== undefined && typeof subscription.runId !== 'string')
+      throw new RunstateError('INVALID_INPUT', 'inspector.subscribe: runId must be a string');
     const subscriber: Subscriber = { listener, runId: subscription.runId };
     subscribers.add(subscriber);
     deliver(subscriber, { type: 'snapshot', runs: listRuns(), cancel_url: cancelUrl(undefined) });

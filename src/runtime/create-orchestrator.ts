@@ -1202,6 +1202,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
         );
       }
       const listener = target;
+      // A misspelt `current` would miss the runs already going, without a word.
+      if (options !== undefined) checkOptionNames(options, SUBSCRIBE_OPTIONS, 'subscribe');
       // Wrapped, so that one function subscribed twice is two subscriptions.
       const entry: RunListener = (notice) => listener(notice);
       const causes = (options as SubscribeOptions | undefined)?.causes !== false;
@@ -1364,6 +1366,12 @@ function unlessEnded(error: unknown): void {
   if (code !== 'RUN_ALREADY_FINISHED' && code !== 'RUN_NOT_FOUND') throw error;
 }
 
+/** The options of `subscribe(listener, options)`. */
+const SUBSCRIBE_OPTIONS = [
+  'causes',
+  'current',
+  'around',
+] as const satisfies readonly (keyof SubscribeOptions)[];
 /** The filters of `listRuns` and of `listSessions`: a misspelt one would return every run or session. */
 const RUN_FILTERS = ['agentId', 'sessionId', 'status'] as const satisfies readonly (keyof RunFilter)[];
 const START_REQUEST_FIELDS = [

@@ -13,7 +13,7 @@ import { checkOptionNames, checkOptionsObject } from '../option-names.js';
 export { checkOptionNames, checkOptionsObject };
 
 /** A number that `ok` takes, described as `expected` in the error (with what was given). */
-const numberWhere = (ok: (n: number) => boolean, expected: string) =>
+export const numberWhere = (ok: (n: number) => boolean, expected: string) =>
   z.custom<number>((value) => typeof value === 'number' && ok(value), {
     error: ({ input }) =>
       `expected ${expected}, got ${typeof input === 'string' ? JSON.stringify(input) : String(input)}`,

@@ -1,5 +1,6 @@
 import { setImmediate } from 'node:timers/promises';
 import type { TokenUsage } from '../../machines/run-types.js';
+import { checkOptionNames } from '../option-names.js';
 import type {
   ChatMessage,
   ChatModel,
@@ -79,6 +80,7 @@ type Item = { kind: 'chunk'; chunk: ModelChunk } | { kind: 'error'; error: unkno
  * ```
  */
 export function createFakeModel(options: FakeModelOptions = {}): FakeModel {
+  checkOptionNames(options, ['id', 'provider', 'onCall'], 'createFakeModel');
   const calls: FakeModelCall[] = [];
   let taken = 0;
   const waiters: Array<(call: FakeModelCall) => void> = [];

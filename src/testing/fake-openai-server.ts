@@ -1,5 +1,8 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
+import { checkOptionNames } from '../option-names.js';
+import { numberWhere } from '../runtime/run-limits.js';
 
 /** Token counts the fake server reports, named as the OpenAI usage object names them. */
 export interface FakeUsage {
@@ -506,10 +509,76 @@ function checkStatus(status: number): void {
   }
 }
 
-/** Refuses a scripted answer the server could not send, when it is scripted. */
+const whole = numberWhere((n) => Number.isInteger(n) && n >= 0, 'a whole number ≥ 0');
+const milliseconds = numberWhere((n) => n >= 0 && n < Infinity, 'a number ≥ 0');
+const httpStatus = numberWhere(
+  (n) => Number.isInteger(n) && n >= 100 && n <= 999,
+  'an HTTP status code (100 to 999)',
+);
+const streamShape = {
+  chunks: z.union([z.array(z.string()), whole]).optional(),
+  delayMs: milliseconds.optional(),
+};
+/** Each fault's answer as {@link FakeResponse} types it: a key it does not read is refused. */
+const RESPONSE_SCHEMAS: Readonly<Record<string, z.ZodType>> = {
+  none: z.strictObject({
+    fault: z.literal('none').optional(),
+    ...streamShape,
+    reasoning: z
+      .strictObject({
+        deltas: z.array(z.string()),
+        field: z.enum(['reasoning_content', 'reasoning']).optional(),
+        delayMs: milliseconds.optional(),
+      })
+      .optional(),
+    finishReason: z.string().optional(),
+    usage: z
+      .union([z.strictObject({ prompt_tokens: whole, completion_tokens: whole }), z.literal(false)])
+      .optional(),
+    keepOpen: z.boolean().optional(),
+    toolCalls: z.array(z.object({})).optional(),
+  }),
+  status: z.strictObject({
+    fault: z.literal('status'),
+    status: httpStatus,
+    message: z.string().optional(),
+    retryAfter: milliseconds.optional(),
+    retryAfterMs: milliseconds.optional(),
+    body: z.enum(['openai', 'detail', 'message', 'text']).optional(),
+  }),
+  error: z.strictObject({
+    fault: z.literal('error'),
+    ...streamShape,
+    status: httpStatus.optional(),
+    message: z.string().optional(),
+  }),
+  ...Object.fromEntries(
+    (['reset', 'truncate', 'stall'] as const).map((fault) => [
+      fault,
+      z.strictObject({ fault: z.literal(fault), ...streamShape, headers: z.boolean().optional() }),
+    ]),
+  ),
+};
+
+/**
+ * Refuses a scripted answer the server could not play as written, when it is scripted: an unknown
+ * fault or key, or a value out of range would otherwise be dropped or misplayed without a word, as
+ * {@link parseFakeModel} refuses them in a model name.
+ */
 function checkResponse(response: FakeResponse): void {
-  if ((response.fault === 'status' || response.fault === 'error') && response.status !== undefined)
-    checkStatus(response.status);
+  const fault = (response as { fault?: unknown } | null)?.fault ?? 'none';
+  const schema = typeof fault === 'string' ? RESPONSE_SCHEMAS[fault] : undefined;
+  if (!schema) {
+    throw new Error(
+      `a fake response's fault must be one of ${Object.keys(RESPONSE_SCHEMAS).join(', ')}, got ${JSON.stringify(fault)}`,
+    );
+  }
+  const result = schema.safeParse(response);
+  if (result.success) return;
+  const problems = result.error.issues.map((issue) =>
+    issue.path.length ? `${issue.path.join('.')}: ${issue.message}` : issue.message,
+  );
+  throw new Error(`a fake response of fault '${fault as string}' cannot be played: ${problems.join('; ')}`);
 }
 
 function errorType(status: number): string {
@@ -735,6 +804,7 @@ export async function createFakeOpenAIServer(
   let taken = 0;
   let fallback: FakeResponse | undefined;
   let closing: Promise<void> | undefined;
+  checkOptionNames(options, ['port', 'maxTokensFields', 'backlog'], 'createFakeOpenAIServer');
   const limitFields = options.maxTokensFields ?? ['max_completion_tokens', 'max_tokens'];
 
   const chat = (req: IncomingMessage, res: ServerResponse, raw: string): void => {

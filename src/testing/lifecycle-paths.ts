@@ -7,6 +7,7 @@ import {
   type StateValue,
 } from 'xstate';
 import { getAdjacencyMap, serializeSnapshot, type TraversalOptions } from 'xstate/graph';
+import { z } from 'zod';
 import {
   retryPolicy,
   runMachine,
@@ -30,6 +31,7 @@ import {
   type TokenUsage,
   type ToolConfirmation,
 } from '../../machines/run-types.js';
+import { checkOption, checkOptionNames, positiveDuration, runLimitsSchema } from '../runtime/run-limits.js';
 
 /** The run machine, or one made from it with `runMachine.provide(...)`. */
 export type LifecycleMachine = typeof runMachine;
@@ -277,6 +279,7 @@ const LIMIT_OF_DELAY: Partial<Record<string, 'idleTimeoutMs' | 'timeoutMs' | 'pa
  * ```
  */
 export function getLifecyclePaths(options: LifecyclePathsOptions = {}): LifecyclePath[] {
+  checkLifecycleOptions(options, 'getLifecyclePaths');
   const machine = exploredMachine(options.machine);
   const { limits, random, events, toolTimeoutMs } = lifecycleSetup(options);
   // A clock that stands still: a path's states do not differ by when it was explored.
@@ -302,7 +305,59 @@ export function getLifecyclePaths(options: LifecyclePathsOptions = {}): Lifecycl
 export function getLifecycleEvents(
   options: LifecyclePathsOptions = {},
 ): (snapshot: RunSnapshot) => RunMachineEvent[] {
+  checkLifecycleOptions(options, 'getLifecycleEvents');
   return lifecycleSetup(options).events;
+}
+
+/** The options of {@link getLifecyclePaths} by name: another is refused (see `checkOptionNames`). */
+const LIFECYCLE_OPTIONS = [
+  'machine',
+  'limits',
+  'random',
+  'deltas',
+  'errors',
+  'cancelReasons',
+  'end',
+  'serviceCrashes',
+  'tools',
+  'toolOutcomes',
+  'toolTimeoutMs',
+  'turnAfterTools',
+] as const satisfies readonly (keyof LifecyclePathsOptions)[];
+
+const lifecycleOptionsSchema = z.object({
+  machine: z
+    .custom<LifecycleMachine>(
+      (machine) =>
+        typeof machine === 'object' && machine !== null && 'root' in machine && 'implementations' in machine,
+      'must be the run machine, or one made from it with runMachine.provide(...)',
+    )
+    .optional(),
+  limits: runLimitsSchema
+    .pick({ idleTimeoutMs: true, timeoutMs: true, retry: true, maxToolRounds: true, pauseTimeoutMs: true })
+    .optional(),
+  random: z.custom<() => number>((random) => typeof random === 'function', 'must be a function').optional(),
+  deltas: z.array(z.string()).optional(),
+  errors: z
+    .array(z.looseObject({ code: z.string(), message: z.string(), retryable: z.boolean() }))
+    .optional(),
+  cancelReasons: z.array(z.enum(CANCEL_REASONS)).optional(),
+  end: z.object({ finishReason: z.string(), usage: z.looseObject({}) }).optional(),
+  serviceCrashes: z.boolean().optional(),
+  tools: z.boolean().optional(),
+  toolOutcomes: z.array(z.enum(['result', 'throw', 'timeout'])).optional(),
+  toolTimeoutMs: positiveDuration.optional(),
+  turnAfterTools: z.enum(['explore', 'final']).optional(),
+});
+
+/**
+ * Refuses options the paths would not follow: a misspelt name (`tool: false`) or a value out of
+ * range would otherwise give paths of other runs than the test's, whose failures point far from
+ * their cause (limits that `new Agent` then refuses, a cancel reason no layer sends).
+ */
+function checkLifecycleOptions(options: LifecyclePathsOptions, what: string): void {
+  checkOptionNames(options, LIFECYCLE_OPTIONS, what);
+  checkOption(lifecycleOptionsSchema, options, 'options');
 }
 
 /**
