@@ -1,6 +1,6 @@
 import { MAX_TIMER_MS } from '../../machines/run-types.js';
 import { readFile } from 'node:fs/promises';
-import { allowedHostsSchema } from './foreign-requests.js';
+import { allowedHostsSchema, originSchema } from './foreign-requests.js';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { agentIdFromName } from '../agent.js';
@@ -125,7 +125,7 @@ export const configSchema = z
       .optional(),
     cors: z
       .strictObject({
-        origins: z.union([z.literal('*'), z.array(z.string().min(1))], {
+        origins: z.union([z.literal('*'), z.array(originSchema)], {
           error: "must be '*' or a list of origins",
         }),
       })

@@ -26,7 +26,7 @@ import { observeRoutes } from './observe-routes.js';
 import { sessionRoutes } from './session-routes.js';
 import { listAnswers } from './json-array.js';
 import { trackResponses } from './track-responses.js';
-import { allowedHostsSchema, refuseForeignRequests } from './foreign-requests.js';
+import { allowedHostsSchema, originSchema, refuseForeignRequests } from './foreign-requests.js';
 import { rememberAppRoot } from './app-root.js';
 
 /** Origins allowed when none are configured: Agno's Agent UI on its default local port. */
@@ -153,7 +153,7 @@ const createAppOptionsSchema = z.object(
         {
           // Origins as the `cors` package takes them: strings, or regular expressions.
           origins: z
-            .union([z.literal('*'), z.array(z.union([z.string(), z.instanceof(RegExp)]))], {
+            .union([z.literal('*'), z.array(z.union([originSchema, z.instanceof(RegExp)]))], {
               error: "must be an array of origins, or '*'",
             })
             .nullish(),

@@ -9,6 +9,31 @@ export const allowedHostsSchema = z.union(
   { error: "must be '*' or a list of host names" },
 );
 
+/**
+ * An allowed origin as a browser sends it in `Origin` (`http://localhost:3000`): another spelling
+ * (a trailing slash, no scheme, a default port, `'*'` in a list) is compared as it is written and
+ * matches nothing, so every page of that origin would be refused without a word.
+ */
+export const originSchema = z.string().superRefine((text, ctx) => {
+  const problem = originProblem(text);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+function originProblem(text: string): string | undefined {
+  if (text === '*') return "'*' allows every origin on its own: write origins: '*', not a list holding it";
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    // Not a URL at all: below.
+  }
+  if (!url?.host)
+    return `'${text}' is not an origin: a scheme and a host, and a port unless the default (http://localhost:3000)`;
+  const origin = `${url.protocol}//${url.host}`;
+  if (text !== origin) return `'${text}' matches no page: a browser sends its origin as '${origin}'`;
+  return undefined;
+}
+
 /** Which hosts and origins {@link refuseForeignRequests} lets through. */
 export interface ForeignRequestOptions {
   /**

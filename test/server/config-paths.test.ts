@@ -27,3 +27,18 @@ describe('paths in the config file', () => {
     expect(config).toStrictEqual({ port: 7777 });
   });
 });
+
+describe('cors origins in the config file', () => {
+  it("are origins as a browser sends them, or '*' alone: another spelling would match no page", () => {
+    expect(parseConfig('{"cors": {"origins": ["http://localhost:5173"]}}', CONFIG).cors).toEqual({
+      origins: ['http://localhost:5173'],
+    });
+    for (const [origins, shown] of [
+      ['["*"]', "cors.origins.0: '*' allows every origin on its own: write origins: '*'"],
+      ['["http://ui.example/"]', "cors.origins.0: 'http://ui.example/' matches no page"],
+      ['["localhost:3000"]', "cors.origins.0: 'localhost:3000' is not an origin"],
+    ] as const) {
+      expect(() => parseConfig(`{"cors": {"origins": ${origins}}}`, CONFIG)).toThrow(shown);
+    }
+  });
+});

@@ -255,6 +255,31 @@ describe('requests a web page of another site could make', () => {
     }
   });
 
+  it('refuses at creation an origin no browser sends as written (it would match no page)', async () => {
+    const agent = new Agent({ name: 'A', model: createFakeModel() });
+    try {
+      for (const [origin, shown] of [
+        ['*', "options.cors.origins.0: '*' allows every origin on its own: write origins: '*'"],
+        [
+          'http://ui.example/',
+          "'http://ui.example/' matches no page: a browser sends its origin as 'http://ui.example'",
+        ],
+        ['localhost:3000', "'localhost:3000' is not an origin: a scheme and a host"],
+        ['https://ui.example:443', "a browser sends its origin as 'https://ui.example'"],
+      ] as const) {
+        expect(() => createApp({ agents: [agent], cors: { origins: [origin] } })).toThrow(shown);
+      }
+      // As browsers send them: an IPv6 host, a port, another scheme (an extension's page).
+      const app = createApp({
+        agents: [agent],
+        cors: { origins: ['http://[::1]:3000', 'chrome-extension://abcdef', /^https:\/\/.*\.example$/] },
+      });
+      await app.shutdown();
+    } finally {
+      await agent.orchestrator.shutdown();
+    }
+  });
+
   it('takes a POST from an origin a RegExp of cors allows, as CORS does, and refuses one it does not match', async () => {
     // Global: a pattern that keeps where its last test ended must match afresh every time.
     const { story } = await serveFake({
