@@ -14,7 +14,7 @@ import { apiDocs } from './api-docs.js';
 import { agentRoutes } from './agent-routes.js';
 import { bearerAuth } from './bearer-auth.js';
 import { handlePerConnection } from './handle-per-connection.js';
-import { declaredTooLarge, parseByteSize, type BodyLimit } from './body-parsers.js';
+import { declaredTooLarge, parseByteSize, parseQueryString, type BodyLimit } from './body-parsers.js';
 import { errorHandler, malformedRequest, notFoundHandler, sendError } from './http-errors.js';
 import { expressMessageClasses, type MessageClasses } from './message-classes.js';
 import { RunstateError } from '../errors.js';
@@ -245,6 +245,7 @@ export function createApp(options: CreateAppOptions): RunstateApp {
   app.use(requireHost);
   app.use(handlePerConnection);
   app.disable('x-powered-by');
+  app.set('query parser', parseQueryString);
   // Run records change while a run streams: no 304s to polling clients.
   app.disable('etag');
   // Before auth: preflights carry no credentials. `authorization` is named because `*` in

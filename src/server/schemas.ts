@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { RUN_STATUSES } from '../../machines/run-types.js';
 import { MAX_ID_LENGTH, unstorableCharacter } from '../runtime/create-orchestrator.js';
-import { isFormBody } from './body-parsers.js';
-import { invalidField } from './http-errors.js';
+import { isFormBody, NO_UTF8_ESCAPES, UndecodableQueryValue } from './body-parsers.js';
+import { invalidField, undecodableField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
 // empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms; so is a JSON
@@ -397,6 +397,7 @@ export function parseInput<Schema extends z.ZodType>(schema: Schema, input: unkn
  * is ignored, as AgentOS ignores it.
  */
 export function parseQuery<Schema extends z.ZodType>(schema: Schema, query: unknown): z.output<Schema> {
+  refuseUndecodable(schema, query);
   refuseRepeats(schema, query);
   return parseInput(schema, query);
 }
@@ -415,6 +416,20 @@ export function parseBody<Schema extends z.ZodType>(
 ): z.output<Schema> {
   if (isFormBody(body)) refuseRepeats(schema, body);
   return parseInput(schema, prepare(body ?? {}));
+}
+
+/**
+ * Refuses a parameter of `schema` whose value cannot be decoded ({@link UndecodableQueryValue}),
+ * naming it: a 400, as a form's field that cannot be decoded is. One the route does not read is
+ * ignored, as its other parameters are.
+ */
+function refuseUndecodable(schema: z.ZodType, query: unknown): void {
+  if (!(schema instanceof z.ZodObject) || typeof query !== 'object' || query === null) return;
+  for (const [name, value] of Object.entries(query)) {
+    if (!Object.hasOwn(schema.shape, name)) continue;
+    if ([value].flat().some((item) => item instanceof UndecodableQueryValue))
+      throw undecodableField(name, `${name}: cannot be decoded (${NO_UTF8_ESCAPES})`);
+  }
 }
 
 /**

@@ -576,6 +576,33 @@ describe('invalid run requests', () => {
     expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });
   });
 
+  it('answers 400 naming a query parameter the route reads whose percent-escapes cannot be decoded, never reads U+FFFD in its place', async () => {
+    const { story, url } = await serveFake();
+    // A session of the user U+FFFD: a query that put U+FFFD in place of %FF would list it.
+    const made = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ message: 'hi', user_id: '\ufffd', background: true }),
+    });
+    expect(made.status).toBe(202);
+    for (const [path, field] of [
+      ['/sessions?user_id=%FF', 'user_id'],
+      ['/sessions?user_id=%C0', 'user_id'],
+      ['/sessions?user_id=ok&user_id=%E2%82', 'user_id'],
+      ['/agents/story-writer-agent/runs?session_id=r%C3%A9v%FF', 'session_id'],
+    ] as const) {
+      const answer = await expectError(await fetch(`${url}${path}`), 400, 'INVALID_INPUT');
+      expect(answer, path).toMatchObject({
+        field,
+        detail: `${field}: cannot be decoded (a percent-escape that is malformed or not UTF-8)`,
+      });
+    }
+    // Valid escapes are read; a parameter the route does not read is ignored, whatever it holds.
+    const listed = await fetch(`${url}/sessions?user_id=%EF%BF%BD&utm=%FF&%FF=1`);
+    expect(listed.status).toBe(200);
+    expect(await listed.json()).toMatchObject({ meta: { total_count: 1 } });
+  });
+
   it('answers 400 to bytes that are no UTF-8, sent as they are in a JSON, urlencoded or multipart body, never keeps U+FFFD in their place', async () => {
     const { story, url, model } = await serveFake();
     const post = (contentType: string, body: string | Buffer) => postAs(`${story}/runs`, contentType, body);
