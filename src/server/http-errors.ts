@@ -183,8 +183,9 @@ export function errorHandler(
 }
 
 /**
- * Express's own client errors keep their meaning: `http-errors` objects marked `expose`, and the
- * router's URIError (status 400) for a path that cannot be decoded. Anything else is not recognised.
+ * Express's own client errors keep their meaning and status: `http-errors` objects marked `expose`,
+ * and the router's URIError (status 400) for a path that cannot be decoded. Anything else is not
+ * recognised.
  */
 function fromExpressError(thrown: unknown): RunstateError | undefined {
   if (typeof thrown !== 'object' || thrown === null) return undefined;
@@ -194,7 +195,12 @@ function fromExpressError(thrown: unknown): RunstateError | undefined {
   const detail = typeof message === 'string' ? message : 'bad request';
   if (status === 404) return new RunstateError('NOT_FOUND', detail);
   if (status === 413) return new RunstateError('PAYLOAD_TOO_LARGE', detail);
-  return malformedRequest(detail, thrown);
+  if (status === 400) return malformedRequest(detail, thrown);
+  // Another client error of express's parts, its status kept: the static files' 416 (a range past
+  // the end) and 412 (a failed `If-Match`).
+  const error = new RunstateError('INVALID_INPUT', detail, { cause: thrown });
+  extras.set(error, { status });
+  return error;
 }
 
 /** Answers every request no route matched: 404 JSON, never express's HTML page. */

@@ -139,6 +139,19 @@ describe('GET /openapi.json', () => {
     expect(new Set(documentedRoutes(await getDocument(url)))).toEqual(new Set(operations));
   });
 
+  it("serves the API page's files with the statuses of a static file server: 206, 416, 412", async () => {
+    const { url } = await serveFake();
+    const css = `${url}/docs/swagger-ui.css`;
+    expect((await fetch(css, { headers: { range: 'bytes=0-10' } })).status).toBe(206);
+    const past = await fetch(css, { headers: { range: 'bytes=999999999-' } });
+    expect(past.status).toBe(416);
+    expect(past.headers.get('content-range')).toMatch(/^bytes \*\/\d+$/);
+    expect(await past.json()).toEqual({ detail: 'Range Not Satisfiable', code: 'INVALID_INPUT' });
+    const failed = await fetch(css, { headers: { 'if-match': '"nope"' } });
+    expect(failed.status).toBe(412);
+    expect(await failed.json()).toEqual({ detail: 'Precondition Failed', code: 'INVALID_INPUT' });
+  });
+
   it("names path parameters as the URL templates do, and uses Agno's operation ids", async () => {
     const { url } = await serveFake();
     const document = await getDocument(url);
