@@ -344,9 +344,15 @@ function parseFormFields(body: Buffer, headers: IncomingHttpHeaders): Promise<Re
       else if (Array.isArray(earlier)) earlier.push(value);
       else fields[name] = [earlier, value];
     });
-    parser.on('file', (name, file) => {
-      file.resume();
-      failure ??= invalidField(name, 'file uploads are not supported; send text fields only');
+    parser.on('file', (name, file, { filename }) => {
+      // A form's file input left empty sends a part with no file name and no bytes: no upload, so
+      // a page's form with an optional file input still starts its run. Any other file is refused.
+      let bytes = 0;
+      file.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      file.on('end', () => {
+        if (bytes > 0 || filename)
+          failure ??= invalidField(name, 'file uploads are not supported; send text fields only');
+      });
     });
     const tooMany = () => {
       failure ??= new RunstateError(

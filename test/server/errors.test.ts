@@ -546,6 +546,32 @@ describe('invalid run requests', () => {
     expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });
   });
 
+  it("refuses a file part with a 422 naming its field, but takes a form's file input left empty (no name, no bytes)", async () => {
+    const { story, url } = await serveFake();
+    const post = (file: string) =>
+      fetch(`${story}/runs`, {
+        method: 'POST',
+        headers: { 'content-type': 'multipart/form-data; boundary=X' },
+        body:
+          '--X\r\nContent-Disposition: form-data; name="message"\r\n\r\nHi\r\n' +
+          '--X\r\nContent-Disposition: form-data; name="background"\r\n\r\ntrue\r\n' +
+          `--X\r\nContent-Disposition: form-data; name="attachment"; ${file}\r\n` +
+          'Content-Type: application/octet-stream\r\n\r\n' +
+          `${file.includes('notes') ? 'some notes' : ''}\r\n--X--\r\n`,
+      });
+    for (const file of ['filename="notes.txt"', 'filename=""; x="notes"', 'filename="empty.txt"']) {
+      const answer = await expectError(await post(file), 422, 'INVALID_INPUT');
+      expect(answer, file).toEqual({
+        detail: 'file uploads are not supported; send text fields only',
+        code: 'INVALID_INPUT',
+        field: 'attachment',
+      });
+    }
+    expect(await (await fetch(`${url}/sessions`)).json()).toMatchObject({ data: [] });
+    // What a browser sends for <input type="file" name="attachment"> with no file chosen.
+    expect((await post('filename=""')).status).toBe(202);
+  });
+
   it('answers 400 naming a urlencoded field whose percent-escapes cannot be decoded, never keeps it as sent', async () => {
     const { story, url } = await serveFake();
     const post = (body: string) =>
