@@ -65,6 +65,27 @@ describe('a data directory that cannot be opened', () => {
     await expect(readdir(dataDir)).resolves.not.toContain('runstate.lock');
   });
 
+  it('is refused when it holds other files and no database, and none is made among them (a mistyped --data-dir .)', async () => {
+    const dir = await createTempDir('runstate-foreign-');
+    cleanups.push(() => dir.remove());
+    await writeFile(join(dir.path, 'notes.txt'), 'mine');
+    const refusal = await openStorage({ dataDir: dir.path }).then(
+      () => expect.fail('opened'),
+      (error: unknown) => error as Error & { code?: string },
+    );
+    expect(refusal.code).toBe('STORE_UNAVAILABLE');
+    expect(refusal.message).toBe(
+      `the data directory ${dir.path} is not a PGlite directory: it holds notes.txt and no database (PG_VERSION); give a new or empty directory`,
+    );
+    expect(await readdir(dir.path)).toEqual(['notes.txt']);
+    // What an empty directory may hold (a volume's lost+found, hidden files, a killed start's lock)
+    // is no reason to refuse it.
+    await rm(join(dir.path, 'notes.txt'));
+    for (const name of ['lost+found', '.keep', 'runstate.lock']) await writeFile(join(dir.path, name), '');
+    await (await openStorage({ dataDir: dir.path })).close();
+    expect(await readdir(dir.path)).toContain('PG_VERSION');
+  });
+
   it("names a file this user cannot read and write (a directory of another user's)", async () => {
     const dataDir = await madeDataDir();
     const expected = new RegExp(

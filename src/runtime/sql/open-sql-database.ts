@@ -65,6 +65,25 @@ export async function openSqlDatabase(
   return db;
 }
 
+/**
+ * The names a database directory holds (PostgreSQL's files, this lock's) or an empty one may
+ * (a mount point's `lost+found`, hidden files).
+ */
+const DATABASE_ENTRY =
+  /^(PG_VERSION|base|global|pg_\w+|postgresql(\.auto)?\.conf|postmaster\.\w+|runstate\.lock.*|lost\+found|\..*)$/;
+
+/**
+ * A file of a directory that holds no database (no `PG_VERSION`) and is not one PGlite began to
+ * make (a first start killed half-way), as its name says; `undefined` when there is none. PGlite
+ * would make a database cluster of ~25 entries among the user's files (`--data-dir .` or `~`
+ * mistyped), where PostgreSQL's `initdb` refuses a directory that is not empty.
+ */
+async function foreignEntry(dataDir: string): Promise<string | undefined> {
+  const entries = await readdir(dataDir).catch(() => [] as string[]);
+  if (entries.includes('PG_VERSION')) return undefined;
+  return entries.find((name) => !DATABASE_ENTRY.test(name));
+}
+
 /** How often, at most, a PGlite data directory is looked at (by a query), to see that it is still there. */
 const DATA_DIR_CHECK_MS = 2_000;
 
@@ -74,6 +93,13 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
   const found = await stat(dataDir).catch(() => undefined);
   if (found && !found.isDirectory()) {
     throw new RunstateError('INVALID_INPUT', `the data directory ${dataDir} is not a directory`);
+  }
+  const foreign = found && (await foreignEntry(dataDir));
+  if (foreign) {
+    throw new RunstateError(
+      'STORE_UNAVAILABLE',
+      `the data directory ${dataDir} is not a PGlite directory: it holds ${foreign} and no database (PG_VERSION); give a new or empty directory`,
+    );
   }
   const unlock = await lockDataDir(dataDir);
   const { PGlite } = await import('@electric-sql/pglite');
