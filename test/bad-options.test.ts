@@ -804,7 +804,7 @@ describe('storage options', () => {
     await expect(openStorage({ dataDir: dir.path })).rejects.toMatchObject({
       code: 'STORE_UNAVAILABLE',
       message: expect.stringContaining(
-        `the data directory ${dir.path} is in use by process ${process.pid}`,
+        `the data directory ${dir.path} is open in this process already (process ${process.pid}): open its storage once`,
       ) as unknown,
     });
     // The same directory under another path is the same directory: refused, and its lock kept.

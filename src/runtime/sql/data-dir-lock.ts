@@ -38,7 +38,13 @@ export async function lockDataDir(dataDir: string): Promise<() => Promise<void>>
   const lock = join(dataDir, LOCK_FILE);
   // The directory itself, whatever path names it (a symlink, `/proc/self/root/...`).
   const key = await realpath(dataDir);
-  if (openHere.has(key)) throw inUse(dataDir, process.pid);
+  if (openHere.has(key)) {
+    throw new RunstateError(
+      'STORE_UNAVAILABLE',
+      `the data directory ${dataDir} is open in this process already (process ${process.pid}): open ` +
+        'its storage once, and give that to every orchestrator of the process',
+    );
+  }
   const own = await processIdentity(process.pid);
   const text = `${process.pid}${own ? ` ${own.started}` : ''}\n${randomUUID()}\n`;
   const mine = `${lock}.${randomUUID()}.tmp`;

@@ -94,14 +94,15 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
   if (found && !found.isDirectory()) {
     throw new RunstateError('INVALID_INPUT', `the data directory ${dataDir} is not a directory`);
   }
+  const unlock = await lockDataDir(dataDir);
   const foreign = found && (await foreignEntry(dataDir));
   if (foreign) {
+    await unlock();
     throw new RunstateError(
       'STORE_UNAVAILABLE',
       `the data directory ${dataDir} is not a PGlite directory: it holds ${foreign} and no database (PG_VERSION); give a new or empty directory`,
     );
   }
-  const unlock = await lockDataDir(dataDir);
   const { PGlite } = await import('@electric-sql/pglite');
   let db: InstanceType<typeof PGlite>;
   try {
