@@ -516,7 +516,17 @@ const httpStatus = numberWhere(
   'an HTTP status code (100 to 999)',
 );
 const streamShape = {
-  chunks: z.union([z.array(z.string()), whole]).optional(),
+  chunks: z
+    .custom<readonly string[] | number>(
+      (chunks) =>
+        Array.isArray(chunks)
+          ? chunks.every((chunk) => typeof chunk === 'string')
+          : typeof chunks === 'number' && Number.isInteger(chunks) && chunks >= 0,
+      {
+        error: ({ input }) => `expected a list of deltas or a whole number ≥ 0, got ${JSON.stringify(input)}`,
+      },
+    )
+    .optional(),
   delayMs: milliseconds.optional(),
 };
 /** Each fault's answer as {@link FakeResponse} types it: a key it does not read is refused. */
@@ -533,7 +543,9 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, z.ZodType>> = {
       .optional(),
     finishReason: z.string().optional(),
     usage: z
-      .union([z.strictObject({ prompt_tokens: whole, completion_tokens: whole }), z.literal(false)])
+      .union([z.strictObject({ prompt_tokens: whole, completion_tokens: whole }), z.literal(false)], {
+        error: 'must be { prompt_tokens, completion_tokens } (whole numbers ≥ 0) or false',
+      })
       .optional(),
     keepOpen: z.boolean().optional(),
     toolCalls: z.array(z.object({})).optional(),

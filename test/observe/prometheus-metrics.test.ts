@@ -133,8 +133,9 @@ describe('Prometheus metrics of runs', () => {
       [[0, 1], 'durationBuckets.0: must hold numbers > 0'],
     ];
     for (const [durationBuckets, message] of refused) {
+      const field = message.slice(0, message.indexOf(':'));
       expect(() => createPrometheusMetrics({ durationBuckets })).toThrow(
-        new RunstateError('INVALID_INPUT', message),
+        new RunstateError('INVALID_INPUT', message, { details: { field } }),
       );
     }
     expect(() => createPrometheusMetrics({ timeToFirstTokenBuckets: [0.5, 0.1] })).toThrow(
