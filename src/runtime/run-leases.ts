@@ -19,7 +19,10 @@ export interface RunLeases {
   renew(leaseMs?: number): Promise<void>;
   /** Ends this instance's lease (graceful shutdown, once its runs are final). */
   release(): Promise<void>;
-  /** Active runs whose owner's lease ran out. */
+  /**
+   * Active runs whose owner's lease ran out. (Asked at every sweep: a store may forget there the
+   * leases of owners gone with none of their runs left active.)
+   */
   orphans(): Promise<string[]>;
   /**
    * Finalises an orphan, once, in one transaction: its record and one terminal event (the next

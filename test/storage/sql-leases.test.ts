@@ -289,6 +289,29 @@ describe.each(['PGlite', 'PostgreSQL'])('SQL leases: %s', (kind) => {
     expect(events.at(-1)).toStrictEqual(finished[0]);
   });
 
+  it('forgets the lease row of an owner gone without a word once its runs are ended, not before; one that was only late takes it back', async () => {
+    const { owner, other, run, lapse } = await streamingOnOwner('forget');
+    const row = async () =>
+      (
+        await db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM runstate_instances WHERE instance_id = 'instance-forget-a'`,
+        )
+      ).rows[0]!.n;
+    await lapse();
+    // Its run still active: the row stays (a missing one would do as well, but the run is ended first).
+    expect(await other.leases.orphans()).toStrictEqual([run.run_id]);
+    expect(await row()).toBe(1);
+    expect(await createLeaseKeeper({ leases: other.leases }).sweep()).toBe(1);
+    // Ended: the next sweep forgets the row, which would otherwise stay for good.
+    expect(await other.leases.orphans()).toStrictEqual([]);
+    expect(await row()).toBe(0);
+    // An instance alive after all renews as ever, and is no owner of lost runs.
+    await owner.leases.renew(60_000);
+    expect(await row()).toBe(1);
+    expect(await other.leases.orphans()).toStrictEqual([]);
+    expect(await row()).toBe(1);
+  });
+
   it('keeps the reasoning of an orphan its stored events hold, its phases too, as it keeps its content', async () => {
     const { owner, other, run, lapse } = await streamingOnOwner('reasoned', false);
     const { run_id, agent_id, agent_name, session_id, created_at } = run;

@@ -437,6 +437,14 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
       await db.query('DELETE FROM runstate_instances WHERE instance_id = $1', [owner]);
     },
     async orphans() {
+      // The lease rows of instances gone without a word (killed), whose runs have all ended: one
+      // more row for each crash otherwise, for good. (A run whose owner has no row is an orphan
+      // as one whose lease ran out is; an instance that was only late takes its row back at its
+      // next renewal.)
+      await db.query(
+        `DELETE FROM runstate_instances i WHERE i.lease_until < now() AND NOT EXISTS (
+           SELECT 1 FROM runstate_runs r WHERE r.owner = i.instance_id AND r.finished_ms IS NULL)`,
+      );
       const { rows } = await db.query<{ run_id: string }>(
         `SELECT r.run_id FROM runstate_runs r LEFT JOIN runstate_instances i ON i.instance_id = r.owner
          WHERE r.finished_ms IS NULL AND ${ORPHANED} ORDER BY r.position`,
