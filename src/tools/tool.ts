@@ -156,23 +156,48 @@ function modelSchemaOf(name: string, parameters: ToolParameters): z.core.JSONSch
   }
 }
 
-/** What the model is told a call returned: strings as they are, anything else as JSON. */
+/**
+ * What the model is told a call returned: strings as they are, anything else as JSON, also what
+ * JSON cannot write (see {@link writableAsJson}); a function or a symbol as `inspect` names it.
+ */
 export function toolResultText(value: unknown): string {
   if (typeof value === 'string') return value;
   if (value === undefined) return '';
+  if (typeof value === 'bigint') return value.toString();
   try {
     // `undefined` for a function or a symbol.
     const json = JSON.stringify(value) as string | undefined;
     if (json !== undefined) return json;
   } catch {
-    // A cycle, or a BigInt: the model still gets something readable, below.
+    // A BigInt or a cycle inside: still JSON, all of it (a result is cut only by the size limit,
+    // which fails the call and says so), at JSON's speed: `inspect` took seconds over a large one.
+    try {
+      return JSON.stringify(value, writableAsJson());
+    } catch {
+      // A `toJSON` that throws: below.
+    }
   }
-  // All of it: a result is cut only by the size limit, which fails the call and says so.
-  return shown(value, WHOLE);
+  return shown(value);
 }
 
-/** `inspect`'s options that print a value whole (its defaults stop at depth 2, 100 items, 10,000 characters). */
-const WHOLE = { depth: Infinity, maxArrayLength: Infinity, maxStringLength: Infinity } as const;
+/**
+ * A `JSON.stringify` replacer for what JSON cannot write: a BigInt as its digits in a string (JSON's
+ * numbers lose digits past 2^53), a reference back to an object that holds it as `"[Circular]"`.
+ * An object met twice but not inside itself is written twice, as JSON does.
+ */
+function writableAsJson(): (this: unknown, key: string, value: unknown) => unknown {
+  // The objects from the top down to the one being written.
+  const ancestors: unknown[] = [];
+  return function (this: unknown, _key: string, value: unknown): unknown {
+    if (typeof value === 'bigint') return value.toString();
+    if (typeof value !== 'object' || value === null) return value;
+    // `this` holds `value`: what was below `this` is done with (the top's holder is no ancestor).
+    ancestors.length = ancestors.lastIndexOf(this) + 1;
+    if (ancestors.includes(value)) return '[Circular]';
+    ancestors.push(value);
+    return value;
+  };
+}
 
 /**
  * What a tool threw, as the model is told it: an error's message, else the value as text. Never
@@ -202,13 +227,10 @@ export function thrownText(error: unknown): string {
   }
 }
 
-/**
- * `inspect`'s text of a value (at most 4 levels deep, unless `options` say otherwise),
- * or a fixed text when even that throws (a custom inspect hook).
- */
-function shown(value: unknown, options?: typeof WHOLE): string {
+/** `inspect`'s text of a value, or a fixed text when even that throws (a custom inspect hook). */
+function shown(value: unknown): string {
   try {
-    return inspect(value, { depth: 4, ...options, breakLength: Infinity });
+    return inspect(value, { depth: 4, breakLength: Infinity });
   } catch {
     return '(a value that cannot be shown)';
   }

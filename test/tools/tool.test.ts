@@ -50,24 +50,49 @@ describe('toolResultText', () => {
     expect(toolResultText(undefined)).toBe('');
   });
 
-  it('still gives readable text for what JSON cannot hold', () => {
-    const cycle: Record<string, unknown> = { name: 'loop' };
+  it('still gives JSON for what JSON cannot hold: a BigInt as its digits, a cycle cut where it loops', () => {
+    const cycle: Record<string, unknown> = { name: 'loop', list: [] };
     cycle.self = cycle;
-    expect(toolResultText(cycle)).toContain("name: 'loop'");
-    expect(toolResultText(10n)).toBe('10n');
+    (cycle.list as unknown[]).push(cycle, { again: cycle });
+    expect(JSON.parse(toolResultText(cycle))).toEqual({
+      name: 'loop',
+      list: ['[Circular]', { again: '[Circular]' }],
+      self: '[Circular]',
+    });
+    expect(toolResultText(10n)).toBe('10');
+    expect(JSON.parse(toolResultText({ id: 12345678901234567890n, at: [1n] }))).toEqual({
+      id: '12345678901234567890',
+      at: ['1'],
+    });
+    // An object met twice, not inside itself, is no cycle.
+    const shared = { n: 1 };
+    expect(JSON.parse(toolResultText({ a: shared, b: [shared], c: 1n }))).toEqual({
+      a: { n: 1 },
+      b: [{ n: 1 }],
+      c: '1',
+    });
   });
 
   it('gives all of such a value, however long or deep (the size limit is what cuts a result)', () => {
-    const text = toolResultText({
+    const value = {
       id: 1n,
       rows: Array.from({ length: 150 }, (_, i) => i),
       a: { b: { c: { d: { e: { secret: 42 } } } } },
       long: 'z'.repeat(20_000),
-    });
-    expect(text).toMatch(/ 148, +149\s+\]/);
-    expect(text).toContain('secret: 42');
-    expect(text).toContain(`'${'z'.repeat(20_000)}'`);
-    expect(text).not.toMatch(/more items|more characters|\[Object\]/);
+    };
+    expect(JSON.parse(toolResultText(value))).toEqual({ ...value, id: '1' });
+  });
+
+  it('gives a function or a symbol as inspect names it, and a value whose toJSON throws as inspect prints it', () => {
+    expect(toolResultText(function lookup() {})).toBe('[Function: lookup]');
+    expect(toolResultText(Symbol('s'))).toBe('Symbol(s)');
+    const odd = {
+      n: 1n,
+      toJSON: () => {
+        throw new Error('no');
+      },
+    };
+    expect(toolResultText(odd)).toMatch(/^\{ n: 1n, toJSON: \[Function: toJSON\] \}$/);
   });
 });
 
