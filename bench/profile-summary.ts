@@ -97,11 +97,9 @@ function main(): void {
   });
   if (values.help) return void process.stdout.write(`${USAGE}\n`);
   const top = Number(values.top);
-  if (positionals.length === 0 || !(Number.isInteger(top) && top > 0)) {
-    process.stderr.write(`${USAGE}\n`);
-    process.exitCode = 2;
-    return;
-  }
+  if (positionals.length === 0) throw new Error('name a profile, or a directory of them');
+  if (!(Number.isInteger(top) && top > 0))
+    throw new Error(`--top must be a whole number ≥ 1, got '${values.top}'`);
   // A directory stands for the profiles in it (`--cpu-prof DIR` writes one per process).
   const paths = positionals.flatMap((path) =>
     statSync(path).isDirectory()
@@ -110,6 +108,7 @@ function main(): void {
           .map((name) => join(path, name))
       : [path],
   );
+  if (paths.length === 0) throw new Error(`no .cpuprofile file in ${positionals.join(', ')}`);
   for (const path of paths) {
     const profile = JSON.parse(readFileSync(path, 'utf8')) as Partial<CpuProfile> | null;
     if (!Array.isArray(profile?.nodes) || !Array.isArray(profile.samples))

@@ -47,6 +47,9 @@ describe('bench/profile-summary.ts, as a command', () => {
       [['--tpo', '5'], /^profile-summary: Unknown option '--tpo'/],
       [['/no/such/profile.cpuprofile'], /^profile-summary: ENOENT: no such file or directory/],
       [['package.json'], /^profile-summary: package\.json is not a V8 CPU profile/],
+      [['--top', 'abc', 'package.json'], /^profile-summary: --top must be a whole number ≥ 1, got 'abc'/],
+      [[], /^profile-summary: name a profile, or a directory of them/],
+      [['docs/img'], /^profile-summary: no \.cpuprofile file in docs\/img/],
     ] as const) {
       const run = spawnCli([...args], {}, summary);
       expect(await run.exit).toBe(2);

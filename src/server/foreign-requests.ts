@@ -21,6 +21,8 @@ export const originSchema = z.string().superRefine((text, ctx) => {
 
 function originProblem(text: string): string | undefined {
   if (text === '*') return "'*' allows every origin on its own: write origins: '*', not a list holding it";
+  // What a browser sends from a page of no origin of its own (a file:// page, a sandboxed frame).
+  if (text === 'null') return undefined;
   let url: URL | undefined;
   try {
     url = new URL(text);

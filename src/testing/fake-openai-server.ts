@@ -523,7 +523,8 @@ const streamShape = {
           ? chunks.every((chunk) => typeof chunk === 'string')
           : typeof chunks === 'number' && Number.isInteger(chunks) && chunks >= 0,
       {
-        error: ({ input }) => `expected a list of deltas or a whole number ≥ 0, got ${JSON.stringify(input)}`,
+        error: ({ input }) =>
+          `expected a list of deltas or a whole number ≥ 0, got ${typeof input === 'string' ? JSON.stringify(input) : String(input)}`,
       },
     )
     .optional(),
@@ -579,7 +580,8 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, z.ZodType>> = {
  */
 function checkResponse(response: FakeResponse): void {
   const fault = (response as { fault?: unknown } | null)?.fault ?? 'none';
-  const schema = typeof fault === 'string' ? RESPONSE_SCHEMAS[fault] : undefined;
+  const schema =
+    typeof fault === 'string' && Object.hasOwn(RESPONSE_SCHEMAS, fault) ? RESPONSE_SCHEMAS[fault] : undefined;
   if (!schema) {
     throw new Error(
       `a fake response's fault must be one of ${Object.keys(RESPONSE_SCHEMAS).join(', ')}, got ${JSON.stringify(fault)}`,

@@ -272,7 +272,10 @@ describe('requests a web page of another site could make', () => {
       // As browsers send them: an IPv6 host, a port, another scheme (an extension's page).
       const app = createApp({
         agents: [agent],
-        cors: { origins: ['http://[::1]:3000', 'chrome-extension://abcdef', /^https:\/\/.*\.example$/] },
+        // 'null': what a file:// page or a sandboxed frame sends.
+        cors: {
+          origins: ['http://[::1]:3000', 'chrome-extension://abcdef', 'null', /^https:\/\/.*\.example$/],
+        },
       });
       await app.shutdown();
     } finally {

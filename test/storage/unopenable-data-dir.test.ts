@@ -81,7 +81,8 @@ describe('a data directory that cannot be opened', () => {
     // What an empty directory may hold (a volume's lost+found, hidden files, a killed start's lock)
     // is no reason to refuse it.
     await rm(join(dir.path, 'notes.txt'));
-    for (const name of ['lost+found', '.keep', 'runstate.lock']) await writeFile(join(dir.path, name), '');
+    for (const name of ['lost+found', '.keep', 'runstate.lock', 'pg_hba.conf', 'pg_ident.conf'])
+      await writeFile(join(dir.path, name), '');
     await (await openStorage({ dataDir: dir.path })).close();
     expect(await readdir(dir.path)).toContain('PG_VERSION');
   });

@@ -70,7 +70,7 @@ export async function openSqlDatabase(
  * (a mount point's `lost+found`, hidden files).
  */
 const DATABASE_ENTRY =
-  /^(PG_VERSION|base|global|pg_\w+|postgresql(\.auto)?\.conf|postmaster\.\w+|runstate\.lock.*|lost\+found|\..*)$/;
+  /^(PG_VERSION|base|global|pg_[\w.]+|postgresql(\.auto)?\.conf|postmaster\.\w+|runstate\.lock.*|lost\+found|\..*)$/;
 
 /**
  * A file of a directory that holds no database (no `PG_VERSION`) and is not one PGlite began to
