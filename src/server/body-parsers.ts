@@ -204,7 +204,10 @@ function refuseUndecodableFields(
 
 export const NO_UTF8_ESCAPES = 'a percent-escape that is malformed or not UTF-8';
 
-/** Most parameters a query string is read for, as Node's `querystring` (express's default) reads. */
+/**
+ * Most parameters a query string may hold, as many as Node's `querystring` (express's default)
+ * reads; it dropped those past it without a word, a route's filter among them.
+ */
 const MAX_QUERY_PARAMETERS = 1_000;
 
 /**
@@ -229,7 +232,8 @@ export function parseQueryString(text: string | null): Record<string, QueryValue
   // (`null`: a URL with no `?`.)
   for (const pair of text?.split('&') ?? []) {
     if (pair === '') continue;
-    if (++count > MAX_QUERY_PARAMETERS) break;
+    if (++count > MAX_QUERY_PARAMETERS)
+      throw malformedRequest(`the query string holds more than ${MAX_QUERY_PARAMETERS} parameters`);
     const split = pair.indexOf('=');
     const name = decodedFormText(split === -1 ? pair : pair.slice(0, split));
     if (name === undefined) continue;

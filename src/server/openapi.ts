@@ -792,7 +792,9 @@ function errorStatuses(operation: OperationSpec, closed: boolean, secured: boole
   const add = (status: number, code: string) => statuses.set(status, [...(statuses.get(status) ?? []), code]);
   const unreadable: string[] = [
     ...(operation.path.includes(':') ? ['a path parameter cannot be decoded'] : []),
-    ...(operation.query ? ['a query parameter it reads cannot be decoded (`field` names it)'] : []),
+    ...(operation.query
+      ? ['a query parameter it reads cannot be decoded (`field` names it), or more than 1,000 parameters']
+      : []),
     ...(operation.readsBody
       ? ['the body cannot be read, or a field of a form cannot be decoded (`field` names it)']
       : []),

@@ -626,6 +626,13 @@ describe('invalid run requests', () => {
         detail: `${field}: cannot be decoded (a percent-escape that is malformed or not UTF-8)`,
       });
     }
+    // More parameters than are read: refused, rather than the filter past them dropped.
+    const many = `${'x=1&'.repeat(1_000)}user_id=nobody`;
+    expect(await expectError(await fetch(`${url}/sessions?${many}`), 400, 'INVALID_INPUT')).toEqual({
+      detail: 'the query string holds more than 1000 parameters',
+      code: 'INVALID_INPUT',
+    });
+    expect((await fetch(`${url}/sessions?${'x=1&'.repeat(999)}user_id=nobody&&&`)).status).toBe(200);
     // Valid escapes are read; a parameter the route does not read is ignored, whatever it holds.
     const listed = await fetch(`${url}/sessions?user_id=%EF%BF%BD&utm=%FF&%FF=1`);
     expect(listed.status).toBe(200);
