@@ -350,6 +350,8 @@ function banner(
   // Only a model that would use OpenAI with a key, not one configured as offline.
   const keyless = agents.some(({ model }) => model instanceof OpenAIChat && model.offline);
   const file = '/tmp/runstate-run.sse';
+  // A field of the first frame written to the file (RunStarted), as the shell reads it.
+  const field = (name: string) => `$(grep -om1 '"${name}":"[^"]*' ${file} | cut -d'"' -f4)`;
   return [
     `runstate listening on ${base}`,
     `  agents: ${agents.map((a) => a.id).join(', ')}`,
@@ -360,11 +362,12 @@ function banner(
     '',
     `Start a streamed run of ${agent.id} (its first frame, RunStarted, carries the run_id):`,
     `  curl -sN${auth} ${base}/agents/${agent.id}/runs -F 'message=Write a long story about a lighthouse keeper' | tee ${file}`,
+    // The agent too is read from the file: the tools run below is written there as well.
     'Cancel it, from another terminal:',
-    `  curl -X POST${auth} ${base}/agents/${agent.id}/runs/$(grep -om1 '"run_id":"[^"]*' ${file} | cut -d'"' -f4)/cancel`,
+    `  curl -X POST${auth} ${base}/agents/${field('agent_id')}/runs/${field('run_id')}/cancel`,
     ...(agents.some((a) => a.id === 'tool-demo-agent')
       ? [
-          'Tools: the offline model calls the tools a message names (add, slow_search, publish_note):',
+          'Tools: the offline model calls the tools a message names (add, slow_search, publish_note); the command above cancels it too:',
           `  curl -sN${auth} ${base}/agents/tool-demo-agent/runs -F 'message=slow search for lighthouses in 10 seconds' | tee ${file}`,
         ]
       : []),

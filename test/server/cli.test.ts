@@ -187,7 +187,7 @@ describe('runstate serve', () => {
     const run = spawnCli(['serve', '--port', '0'], { PORT: '1' }); // the flag wins over PORT
     const url = await run.listening();
     expect(run.output().stdout).toContain(`curl -sN ${url}/agents/story-writer-agent/runs`);
-    expect(run.output().stdout).toContain(`curl -X POST ${url}/agents/story-writer-agent/runs/$(`);
+    expect(run.output().stdout).toContain(`curl -X POST ${url}/agents/$(grep -om1 '"agent_id":`);
     expect(run.output().stdout).toContain(`inspector: ${url}/inspect`);
     expect(run.output().stdout).toContain(
       `curl -sN ${url}/agents/tool-demo-agent/runs -F 'message=slow search`,
@@ -223,6 +223,48 @@ describe('runstate serve', () => {
     expect(told.at(-1)).toMatch(/"status":"cancelled"/);
     expect(await run.exit).toBe(0);
     expect(run.output().stderr).toContain('SIGTERM: shutting down (cancelling 1 active run)');
+  });
+});
+
+describe("runstate serve's banner", () => {
+  it('prints commands that work as printed: the cancel line cancels the tools run too', async () => {
+    const run = spawnCli(['serve', '--port', '0']);
+    await run.listening();
+    const dir = await createTempDir('runstate-banner-');
+    try {
+      // The banner's commands, with its file in a directory of this test's own.
+      const file = join(dir.path, 'run.sse');
+      const commands = run
+        .output()
+        .stdout.split('\n')
+        .filter((line) => line.startsWith('  curl '))
+        .map((line) => line.trim().replaceAll('/tmp/runstate-run.sse', file));
+      const tools = commands.find((command) => command.includes('tool-demo-agent'))!;
+      const cancel = commands.find((command) => command.startsWith('curl -X POST'))!;
+      const stream = spawn('sh', ['-c', tools]);
+      const streamEnded = once(stream, 'close');
+      let streamed = '';
+      stream.stdout.setEncoding('utf8').on('data', (text: string) => (streamed += text));
+      // (tee may write its output before its file: the cancel line reads the file.)
+      await eventually(
+        async () =>
+          streamed.includes('"event":"ToolCallStarted"') &&
+          (await readFile(file, 'utf8').catch(() => '')).includes('"run_id"'),
+        { what: 'the tool to start' },
+      );
+      const cancelled = spawn('sh', ['-c', cancel]);
+      let answer = '';
+      cancelled.stdout.setEncoding('utf8').on('data', (text: string) => (answer += text));
+      // 'close': its output read to the end too.
+      await once(cancelled, 'close');
+      expect(JSON.parse(answer)).toMatchObject({ status: 'cancelled' });
+      await streamEnded;
+      expect(streamed).toMatch(/"event":"RunCancelled"[^\n]*\n\n$/);
+    } finally {
+      run.child.kill('SIGTERM');
+      await run.exit;
+      await dir.remove();
+    }
   });
 });
 
