@@ -8,6 +8,9 @@ import { appRootOf } from '../server/app-root.js';
 import { eventFrame, openEventStream } from '../server/event-stream.js';
 import { foreignRequestError } from '../server/foreign-requests.js';
 import { malformedRequest, methodNotAllowed, sendError } from '../server/http-errors.js';
+import { parseQueryString } from '../server/body-parsers.js';
+import { parseQuery } from '../server/schemas.js';
+import { z } from 'zod';
 import type { FeedMessage, RunSummary } from './feed-messages.js';
 import type { MachineGraph } from './machine-graph.js';
 
@@ -101,6 +104,9 @@ function elkBundlePath(): string {
 }
 
 /** Creates the inspector's HTTP handler and a `close` that ends its open feeds. */
+/** The feed's query: `run`, the run whose content and log to follow. */
+const feedQuery = z.object({ run: z.string().optional() });
+
 export function createInspectorHandler(options: InspectorHandlerOptions): {
   handler: InspectorHandler;
   close(): void;
@@ -313,7 +319,14 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
     if (read && path === '/runs.json') return reply(res, next, listRuns);
     if (read && path === '/feed') {
       if (closed) return fail(res, new RunstateError('SHUTTING_DOWN', 'the inspector is closed'), next);
-      return openFeed(req, res, url.searchParams.get('run') || undefined);
+      let run: string | undefined;
+      try {
+        // As the app's routes read a query: `run` sent twice, or not decodable, is refused.
+        ({ run } = parseQuery(feedQuery, parseQueryString(url.search.slice(1))));
+      } catch (error) {
+        return fail(res, error, next);
+      }
+      return openFeed(req, res, run || undefined);
     }
     const cancelPath = /^\/runs\/([^/]+)\/cancel$/.exec(path);
     if (cancel && cancelPath && method === 'POST') {

@@ -163,6 +163,23 @@ describe('the inspector handler on node:http', () => {
     await feed.cancel();
   });
 
+  it('refuses a ?run= it cannot decode, or sent twice, as the API refuses a query parameter', async () => {
+    server = await startInspectorServer();
+    const undecodable = await fetch(`${server.url}/inspect/feed?run=%FF`);
+    expect(undecodable.status).toBe(400);
+    expect(await undecodable.json()).toEqual({
+      detail: 'run: cannot be decoded (a percent-escape that is malformed or not UTF-8)',
+      code: 'INVALID_INPUT',
+      field: 'run',
+    });
+    const twice = await fetch(`${server.url}/inspect/feed?run=a&run=b`);
+    expect(twice.status).toBe(422);
+    expect(await twice.json()).toMatchObject({
+      field: 'run',
+      detail: 'run: must be sent once (it was sent 2 times)',
+    });
+  });
+
   it('answers a HEAD of the feed with its headers only, and ends it at once', async () => {
     server = await startInspectorServer();
     // With `Connection: close`, the answer is read until the server ends it.
