@@ -79,7 +79,8 @@ async function endAfter(store: RunStore, runId: string, afterSeq: number): Promi
   if (from.length > 0) return undefined;
   throw new RunstateError(
     'INVALID_INPUT',
-    `run ${runId} has no event ${afterSeq} yet (its last is ${last?.seq ?? 0})`,
+    // (Not "yet": a final run has no more to come.)
+    `run ${runId} has no event ${afterSeq} (its last is ${last?.seq ?? 0})`,
   );
 }
 

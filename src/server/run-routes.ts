@@ -156,7 +156,7 @@ export function runRoutes(context: RouteContext): Router {
         if (error instanceof RunstateError && error.code === 'INVALID_INPUT')
           throw invalidField(
             'last_event_index',
-            `run ${runId} has no event of index ${input.last_event_index} yet`,
+            `run ${runId} has no event of index ${input.last_event_index}`,
           );
         throw error;
       }

@@ -151,7 +151,7 @@ describe('POST /agents/:agent_id/runs/:run_id/resume', () => {
     );
     expect(past).toMatchObject({
       field: 'last_event_index',
-      detail: `run ${run_id} has no event of index 5 yet`,
+      detail: `run ${run_id} has no event of index 5`,
     });
     await expectError(
       await postForm(`${story}/runs/${run_id}/resume`, { session_id: 'another' }),
