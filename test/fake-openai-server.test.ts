@@ -329,6 +329,8 @@ describe('errors', () => {
       [{ chunks: -1 }, /chunks: .*got -1/],
       [{ chunks: 1.5 }, /chunks: .*got 1\.5/],
       [{ chunks: Infinity }, /chunks: .*got Infinity/],
+      [{ chunks: ['a', 1] }, /chunks: .*got \["a",1\]/],
+      [{ chunks: Object.create(null) as object }, /chunks: .*got \{\}/],
       [{ fault: 'toString' }, /fault must be one of none, .*got "toString"/],
       [{ fault: '__proto__' }, /fault must be one of none, .*got "__proto__"/],
       [{ fault: 'status', status: 429, retryAfter: -1 }, /retryAfter: expected a number ≥ 0, got -1/],

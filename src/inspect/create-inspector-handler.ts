@@ -103,10 +103,10 @@ function elkBundlePath(): string {
   return createRequire(import.meta.url).resolve('elkjs/lib/elk.bundled.js');
 }
 
-/** Creates the inspector's HTTP handler and a `close` that ends its open feeds. */
 /** The feed's query: `run`, the run whose content and log to follow. */
 const feedQuery = z.object({ run: z.string().optional() });
 
+/** Creates the inspector's HTTP handler and a `close` that ends its open feeds. */
 export function createInspectorHandler(options: InspectorHandlerOptions): {
   handler: InspectorHandler;
   close(): void;

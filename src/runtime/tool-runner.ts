@@ -1,12 +1,11 @@
 import { fromCallback } from 'xstate';
 import type { ToolRunnerInput } from '../../machines/run-types.js';
 import { clampDelay, type RunMachineEvent } from '../../machines/run.machine.js';
-import { thrownText, toolResultText, type Tool } from '../tools/tool.js';
+import { MAX_TOOL_RESULT_CHARS, thrownText, toolResultText, type Tool } from '../tools/tool.js';
 import type { RunAround } from './storage.js';
 import { checkArguments, parseArguments, type CheckedArguments } from './check-tool-calls.js';
 
-/** The longest tool result a model is sent, in characters (a megabyte of ASCII text, as the body limit). */
-export const MAX_TOOL_RESULT_CHARS = 1_000_000;
+export { MAX_TOOL_RESULT_CHARS };
 
 /** What the tool runner needs to know about a run. */
 export interface ToolRun {

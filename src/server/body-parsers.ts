@@ -233,7 +233,9 @@ export function parseQueryString(text: string | null): Record<string, QueryValue
   for (const pair of text?.split('&') ?? []) {
     if (pair === '') continue;
     if (++count > MAX_QUERY_PARAMETERS)
-      throw malformedRequest(`the query string holds more than ${MAX_QUERY_PARAMETERS} parameters`);
+      throw malformedRequest(
+        `the query string holds more than ${MAX_QUERY_PARAMETERS.toLocaleString('en-US')} parameters`,
+      );
     const split = pair.indexOf('=');
     const name = decodedFormText(split === -1 ? pair : pair.slice(0, split));
     if (name === undefined) continue;

@@ -22,7 +22,10 @@ export const originSchema = z.string().superRefine((text, ctx) => {
 function originProblem(text: string): string | undefined {
   if (text === '*') return "'*' allows every origin on its own: write origins: '*', not a list holding it";
   // What a browser sends from a page of no origin of its own (a file:// page, a sandboxed frame).
+  // Any site can make such a frame: allowing it is allowing every site, the user's choice to make.
   if (text === 'null') return undefined;
+  if (text.trim().toLowerCase() === 'null')
+    return `'${text}' is not an origin: the origin of no site is written null`;
   let url: URL | undefined;
   try {
     url = new URL(text);

@@ -524,12 +524,21 @@ const streamShape = {
           : typeof chunks === 'number' && Number.isInteger(chunks) && chunks >= 0,
       {
         error: ({ input }) =>
-          `expected a list of deltas or a whole number ≥ 0, got ${typeof input === 'string' ? JSON.stringify(input) : String(input)}`,
+          `expected a list of deltas or a whole number ≥ 0, got ${typeof input === 'number' ? String(input) : shownJson(input)}`,
       },
     )
     .optional(),
   delayMs: milliseconds.optional(),
 };
+/** A value in an error message: as JSON, or as `String` gives it where JSON cannot. */
+function shownJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
 /** Each fault's answer as {@link FakeResponse} types it: a key it does not read is refused. */
 const RESPONSE_SCHEMAS: Readonly<Record<string, z.ZodType>> = {
   none: z.strictObject({

@@ -156,6 +156,9 @@ function modelSchemaOf(name: string, parameters: ToolParameters): z.core.JSONSch
   }
 }
 
+/** The longest tool result a model is sent, in characters (a megabyte of ASCII text, as the body limit). */
+export const MAX_TOOL_RESULT_CHARS = 1_000_000;
+
 /**
  * What the model is told a call returned: strings as they are, anything else as JSON, also what
  * JSON cannot write (see {@link writableAsJson}); a function or a symbol as `inspect` names it.
@@ -174,11 +177,24 @@ export function toolResultText(value: unknown): string {
     try {
       return JSON.stringify(value, writableAsJson());
     } catch {
-      // A `toJSON` that throws: below.
+      // A getter or a `toJSON` that throws, a nesting too deep for JSON: as `inspect` prints it,
+      // all of it or past the size limit (which then fails the call), never cut short below it.
+      return shown(value, WHOLE_TO_THE_LIMIT);
     }
   }
   return shown(value);
 }
+
+/**
+ * `inspect`'s options that print a value whole, or cut it only where the text is over
+ * {@link MAX_TOOL_RESULT_CHARS} anyway (a string past it; an array past half of it, at two
+ * characters an item at least): its defaults stop at depth 2, 100 items and 10,000 characters.
+ */
+const WHOLE_TO_THE_LIMIT = {
+  depth: Infinity,
+  maxStringLength: MAX_TOOL_RESULT_CHARS + 1,
+  maxArrayLength: MAX_TOOL_RESULT_CHARS / 2,
+} as const;
 
 /**
  * A `JSON.stringify` replacer for what JSON cannot write: a BigInt as its digits in a string (JSON's
@@ -227,10 +243,13 @@ export function thrownText(error: unknown): string {
   }
 }
 
-/** `inspect`'s text of a value, or a fixed text when even that throws (a custom inspect hook). */
-function shown(value: unknown): string {
+/**
+ * `inspect`'s text of a value (at most 4 levels deep unless `options` say otherwise), or a fixed
+ * text when even that throws (a custom inspect hook, a nesting too deep for the stack).
+ */
+function shown(value: unknown, options?: typeof WHOLE_TO_THE_LIMIT): string {
   try {
-    return inspect(value, { depth: 4, breakLength: Infinity });
+    return inspect(value, { depth: 4, ...options, breakLength: Infinity });
   } catch {
     return '(a value that cannot be shown)';
   }

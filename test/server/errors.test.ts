@@ -266,6 +266,7 @@ describe('requests a web page of another site could make', () => {
         ],
         ['localhost:3000', "'localhost:3000' is not an origin: a scheme and a host"],
         ['https://ui.example:443', "a browser sends its origin as 'https://ui.example'"],
+        ['NULL', "'NULL' is not an origin: the origin of no site is written null"],
       ] as const) {
         expect(() => createApp({ agents: [agent], cors: { origins: [origin] } })).toThrow(shown);
       }
@@ -629,7 +630,7 @@ describe('invalid run requests', () => {
     // More parameters than are read: refused, rather than the filter past them dropped.
     const many = `${'x=1&'.repeat(1_000)}user_id=nobody`;
     expect(await expectError(await fetch(`${url}/sessions?${many}`), 400, 'INVALID_INPUT')).toEqual({
-      detail: 'the query string holds more than 1000 parameters',
+      detail: 'the query string holds more than 1,000 parameters',
       code: 'INVALID_INPUT',
     });
     expect((await fetch(`${url}/sessions?${'x=1&'.repeat(999)}user_id=nobody&&&`)).status).toBe(200);

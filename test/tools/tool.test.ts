@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Agent, OfflineModel, RunstateError, tool, type Tool } from '../../src/index.js';
 import { runInNewContext } from 'node:vm';
-import { thrownText, toolResultText } from '../../src/tools/tool.js';
+import { MAX_TOOL_RESULT_CHARS, thrownText, toolResultText } from '../../src/tools/tool.js';
 
 describe('tool()', () => {
   it('sends its parameters as JSON Schema, without the $schema key some servers refuse', () => {
@@ -93,6 +93,32 @@ describe('toolResultText', () => {
       },
     };
     expect(toolResultText(odd)).toMatch(/^\{ n: 1n, toJSON: \[Function: toJSON\] \}$/);
+    // All of it, as JSON would have given it: inspect's defaults cut at 100 items, 10,000
+    // characters and depth 2 (found by a reviewer after the JSON replacer came in).
+    const large = {
+      rows: Array.from({ length: 150 }, (_, i) => i),
+      long: 'z'.repeat(20_000),
+      a: { b: { c: { d: { e: { f: { secret: 42 } } } } } },
+      get closed(): never {
+        throw new Error('connection closed');
+      },
+    };
+    const text = toolResultText(large);
+    expect(text).toContain('secret: 42');
+    expect(text).toContain(`'${'z'.repeat(20_000)}'`);
+    expect(text).not.toMatch(/more items|more characters|\[Object\]/);
+  });
+
+  it('cuts such a value only where its text is over the size limit anyway', () => {
+    const huge = {
+      rows: Array.from({ length: MAX_TOOL_RESULT_CHARS }, () => 0),
+      toJSON: () => {
+        throw new Error('no');
+      },
+    };
+    expect(toolResultText(huge).length).toBeGreaterThan(MAX_TOOL_RESULT_CHARS);
+    const long = { text: 'z'.repeat(2 * MAX_TOOL_RESULT_CHARS), toJSON: huge.toJSON };
+    expect(toolResultText(long).length).toBeGreaterThan(MAX_TOOL_RESULT_CHARS);
   });
 });
 
