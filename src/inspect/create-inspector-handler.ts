@@ -8,9 +8,7 @@ import { appRootOf } from '../server/app-root.js';
 import { eventFrame, openEventStream } from '../server/event-stream.js';
 import { foreignRequestError } from '../server/foreign-requests.js';
 import { malformedRequest, methodNotAllowed, sendError } from '../server/http-errors.js';
-import { parseQueryString } from '../server/body-parsers.js';
-import { parseQuery } from '../server/schemas.js';
-import { z } from 'zod';
+import { parseQueryString, singleQueryValue } from '../server/query-string.js';
 import type { FeedMessage, RunSummary } from './feed-messages.js';
 import type { MachineGraph } from './machine-graph.js';
 
@@ -102,9 +100,6 @@ function assetsDir(): string {
 function elkBundlePath(): string {
   return createRequire(import.meta.url).resolve('elkjs/lib/elk.bundled.js');
 }
-
-/** The feed's query: `run`, the run whose content and log to follow. */
-const feedQuery = z.object({ run: z.string().optional() });
 
 /** Creates the inspector's HTTP handler and a `close` that ends its open feeds. */
 export function createInspectorHandler(options: InspectorHandlerOptions): {
@@ -322,7 +317,7 @@ export function createInspectorHandler(options: InspectorHandlerOptions): {
       let run: string | undefined;
       try {
         // As the app's routes read a query: `run` sent twice, or not decodable, is refused.
-        ({ run } = parseQuery(feedQuery, parseQueryString(url.search.slice(1))));
+        run = singleQueryValue(parseQueryString(url.search.slice(1)), 'run');
       } catch (error) {
         return fail(res, error, next);
       }

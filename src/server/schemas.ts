@@ -1,8 +1,9 @@
 import { z } from 'zod';
 import { RUN_STATUSES } from '../../machines/run-types.js';
 import { MAX_ID_LENGTH, unstorableCharacter } from '../runtime/create-orchestrator.js';
-import { isFormBody, NO_UTF8_ESCAPES, UndecodableQueryValue } from './body-parsers.js';
-import { invalidField, undecodableField } from './http-errors.js';
+import { isFormBody } from './body-parsers.js';
+import { sentMoreThanOnce, undecodable, UndecodableQueryValue } from './query-string.js';
+import { invalidField } from './http-errors.js';
 
 // Form fields (multipart, urlencoded) are strings, JSON has booleans: accept both, as Agno does. An
 // empty form field (`stream=`) is an absent one, as FastAPI reads AgentOS's forms; so is a JSON
@@ -427,8 +428,7 @@ function refuseUndecodable(schema: z.ZodType, query: unknown): void {
   if (!(schema instanceof z.ZodObject) || typeof query !== 'object' || query === null) return;
   for (const [name, value] of Object.entries(query)) {
     if (!Object.hasOwn(schema.shape, name)) continue;
-    if ([value].flat().some((item) => item instanceof UndecodableQueryValue))
-      throw undecodableField(name, `${name}: cannot be decoded (${NO_UTF8_ESCAPES})`);
+    if ([value].flat().some((item) => item instanceof UndecodableQueryValue)) throw undecodable(name);
   }
 }
 
@@ -441,7 +441,7 @@ function refuseRepeats(schema: z.ZodType, fields: unknown): void {
   const shape = schema.shape as Record<string, z.ZodType>;
   for (const [name, value] of Object.entries(fields))
     if (Array.isArray(value) && Object.hasOwn(shape, name) && !listFields.has(shape[name]!))
-      throw invalidField(name, `${name}: must be sent once (it was sent ${value.length} times)`);
+      throw sentMoreThanOnce(name, value.length);
 }
 
 /**
