@@ -6,7 +6,14 @@ import { RunstateError } from '../errors.js';
 import type { Orchestrator, SubscribeOptions } from '../runtime/create-orchestrator.js';
 import { shortened } from '../runtime/detached-slice.js';
 import { allowedHostNames, allowedHostsSchema } from '../server/foreign-requests.js';
-import { checkOption, checkOptionNames, count, duration, positiveDuration } from '../runtime/run-limits.js';
+import {
+  checkOption,
+  checkOptionNames,
+  count,
+  duration,
+  positiveDuration,
+  stateMachine,
+} from '../runtime/run-limits.js';
 import type { RunOutput, RunRecord } from '../runtime/run-events.js';
 import type { RunListener, RunNotice } from '../runtime/storage.js';
 import { createInspectorHandler, type InspectorHandler } from './create-inspector-handler.js';
@@ -143,13 +150,9 @@ const INSPECTOR_OPTIONS = [
 /** The options {@link createInspector} checks; the others are functions it uses as given. */
 const inspectorOptionsSchema = z.looseObject({
   // An xstate machine (its definition is walked for the chart), not anything else.
-  machine: z
-    .custom<AnyStateMachine>(
-      (machine) =>
-        typeof machine === 'object' && machine !== null && 'root' in machine && 'implementations' in machine,
-      'must be an xstate machine (createMachine, setup().createMachine)',
-    )
-    .optional(),
+  machine: stateMachine<AnyStateMachine>(
+    'must be an xstate machine (createMachine, setup().createMachine)',
+  ).optional(),
   // Absolute, or nothing would ever match it; `''` is the root, as `/` is.
   basePath: z
     .string({ error: 'must be a path such as /inspect' })

@@ -38,6 +38,17 @@ export function baseWithinCap(retry: {
   );
 }
 
+/**
+ * An xstate machine (what `createMachine` makes: its definition is walked), refused with `message`
+ * when it is anything else.
+ */
+export const stateMachine = <Machine>(message: string) =>
+  z.custom<Machine>(
+    (machine) =>
+      typeof machine === 'object' && machine !== null && 'root' in machine && 'implementations' in machine,
+    message,
+  );
+
 /** Every limit of a run (`RunLimits`); a field left out or `undefined` keeps its default. */
 export const runLimitsSchema = z.strictObject({
   idleTimeoutMs: positiveDuration.optional(),

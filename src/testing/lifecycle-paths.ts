@@ -31,7 +31,13 @@ import {
   type TokenUsage,
   type ToolConfirmation,
 } from '../../machines/run-types.js';
-import { checkOption, checkOptionNames, positiveDuration, runLimitsSchema } from '../runtime/run-limits.js';
+import {
+  checkOption,
+  checkOptionNames,
+  positiveDuration,
+  runLimitsSchema,
+  stateMachine,
+} from '../runtime/run-limits.js';
 
 /** The run machine, or one made from it with `runMachine.provide(...)`. */
 export type LifecycleMachine = typeof runMachine;
@@ -326,13 +332,9 @@ const LIFECYCLE_OPTIONS = [
 ] as const satisfies readonly (keyof LifecyclePathsOptions)[];
 
 const lifecycleOptionsSchema = z.object({
-  machine: z
-    .custom<LifecycleMachine>(
-      (machine) =>
-        typeof machine === 'object' && machine !== null && 'root' in machine && 'implementations' in machine,
-      'must be the run machine, or one made from it with runMachine.provide(...)',
-    )
-    .optional(),
+  machine: stateMachine<LifecycleMachine>(
+    'must be the run machine, or one made from it with runMachine.provide(...)',
+  ).optional(),
   limits: runLimitsSchema
     .pick({ idleTimeoutMs: true, timeoutMs: true, retry: true, maxToolRounds: true, pauseTimeoutMs: true })
     .optional(),
