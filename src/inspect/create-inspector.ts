@@ -147,7 +147,7 @@ const INSPECTOR_OPTIONS = [
   'now',
 ] as const satisfies readonly (keyof InspectorOptions)[];
 
-/** The options {@link createInspector} checks; the others are functions it uses as given. */
+/** What {@link createInspector}'s options may be. */
 const inspectorOptionsSchema = z.looseObject({
   // An xstate machine (its definition is walked for the chart), not anything else.
   machine: stateMachine<AnyStateMachine>(
@@ -168,6 +168,9 @@ const inspectorOptionsSchema = z.looseObject({
   cancelRoute: z.enum(['agentos', 'inspector']).optional(),
   allowedHosts: allowedHostsSchema.optional(),
   heartbeatMs: positiveDuration.optional(),
+  now: z
+    .custom<() => number>((now) => typeof now === 'function', 'must be a function that returns milliseconds')
+    .optional(),
 });
 
 /**
@@ -193,8 +196,6 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
   // may not exist), and a wrong number misbehave quietly later (a heartbeat of 0 pings every turn).
   checkOptionNames(options, INSPECTOR_OPTIONS, 'createInspector');
   checkOption(inspectorOptionsSchema, options, 'options');
-  if (options.now !== undefined && typeof options.now !== 'function')
-    throw new RunstateError('INVALID_INPUT', 'options.now: must be a function that returns milliseconds');
   if (options.apiBase !== undefined && options.cancelRoute === 'inspector') {
     // Set for nothing, it would say the page cancels through routes it never calls.
     throw new RunstateError(
