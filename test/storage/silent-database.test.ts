@@ -8,6 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import type { RunEvent } from '../../src/runtime/run-events.js';
+import type { RunLeases } from '../../src/runtime/run-leases.js';
 import { createSqlRunStore } from '../../src/runtime/sql/create-sql-run-store.js';
 import { openSqlDatabase } from '../../src/runtime/sql/open-sql-database.js';
 import { poolDatabase } from '../../src/runtime/sql/sql-database.js';
@@ -32,12 +33,34 @@ async function ownerBehindProxy() {
   // Renewals minutes apart: none falls within a test (a failed one would add its line to what the
   // tests read of the log, when a loaded machine makes a test outlast a renewal period).
   const store = createSqlRunStore({ db, leaseMs: 600_000 });
+  const keeperStarted = startUpReadsOf(store.leases);
   const direct = createSqlRunStore({ db: await openSqlDatabase({ databaseUrl: database.url }) });
   const orchestrator = createOrchestrator({ store });
   const model = createFakeModel();
   const start = (input: string, sessionId?: string) =>
     orchestrator.startRun({ agentId: 'story', agentName: 'Story', model, input, sessionId });
-  return { store, direct, orchestrator, model, start };
+  return { store, direct, orchestrator, model, start, keeperStarted };
+}
+
+/**
+ * Resolves once the lease keeper's reads at start (its first sweep for orphans and the cancels read
+ * after its first renewal) have been answered: one still on its way when the path goes silent would
+ * fail too, and add its line to what a test reads of the log.
+ */
+function startUpReadsOf(leases: RunLeases): Promise<unknown> {
+  const answered = (name: 'orphans' | 'cancelRequests') => {
+    const read = leases[name]!.bind(leases);
+    return new Promise((resolve) => {
+      leases[name] = (async () => {
+        try {
+          return await read();
+        } finally {
+          resolve(undefined);
+        }
+      }) as never;
+    });
+  };
+  return Promise.all([answered('orphans'), answered('cancelRequests')]);
 }
 
 /**
@@ -56,6 +79,7 @@ async function afterFirstRun(test: (owner: Awaited<ReturnType<typeof ownerBehind
     await eventually(async () => (await owner.direct.getRun(first.runId))?.status === 'completed', {
       what: 'the first run stored',
     });
+    await owner.keeperStarted;
     await test(owner);
     await owner.orchestrator.shutdown();
     await owner.store.close();
@@ -115,7 +139,7 @@ describe('a database whose network path goes silent', () => {
   });
 
   it('refuses new runs and reads, ends the runs in flight, and shuts down', async () => {
-    const { store, direct, orchestrator, model, start } = await ownerBehindProxy();
+    const { store, direct, orchestrator, model, start, keeperStarted } = await ownerBehindProxy();
     const reported = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     try {
       const run = start('Tell me a story');
@@ -125,6 +149,7 @@ describe('a database whose network path goes silent', () => {
       await eventually(async () => (await direct.readEvents(run.runId)).length === 2, {
         what: 'the first delta stored',
       });
+      await keeperStarted;
 
       database.proxy.silence();
       call.emit(' upon a time');
