@@ -16,6 +16,7 @@ import { AnswerLines } from './answer-lines.js';
 import { drainedOrClosed } from './drained-or-closed.js';
 import { RunstateError } from './errors.js';
 import { packageVersion } from './package-version.js';
+import type { ChatModel } from './model/chat-model.js';
 import { OpenAIChat } from './model/openai-chat.js';
 import { createInspector } from './inspect/create-inspector.js';
 import { checkSecurityKey } from './server/bearer-auth.js';
@@ -327,6 +328,18 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
   return new Promise<number>(() => undefined); // serves until a signal exits the process
 }
 
+/**
+ * How the banner names a model: `gpt-5-mini (OpenAI)`, `llama3.1 (at http://localhost:11434/v1)`
+ * for another OpenAI-compatible server, an offline model once (its id is `offline` unless configured).
+ */
+function modelLabel(model: ChatModel): string {
+  if (model.id === model.provider) return model.id;
+  const server = model instanceof OpenAIChat ? model.baseURL : undefined;
+  if (server !== undefined && new URL(server).hostname !== 'api.openai.com')
+    return `${model.id} (at ${server})`;
+  return `${model.id} (${model.provider})`;
+}
+
 function banner(
   url: string,
   agents: readonly Agent[],
@@ -341,12 +354,7 @@ function banner(
     : keyInConfig
       ? ` -H 'Authorization: Bearer <securityKey from the config>'`
       : ` -H "Authorization: Bearer $RUNSTATE_SECURITY_KEY"`;
-  // `gpt-5-mini (OpenAI)`; an offline model is named once (its id is `offline` unless configured).
-  const models = [
-    ...new Set(
-      agents.map(({ model }) => (model.id === model.provider ? model.id : `${model.id} (${model.provider})`)),
-    ),
-  ].join(', ');
+  const models = [...new Set(agents.map(({ model }) => modelLabel(model)))].join(', ');
   // Only a model that would use OpenAI with a key, not one configured as offline.
   const keyless = agents.some(({ model }) => model instanceof OpenAIChat && model.offline);
   const file = '/tmp/runstate-run.sse';

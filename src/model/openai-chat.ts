@@ -226,6 +226,11 @@ export class OpenAIChat implements ChatModel {
     }
   }
 
+  /** The server the requests go to (the client's base URL); `undefined` for the offline model. */
+  get baseURL(): string | undefined {
+    return 'client' in this.#backend ? this.#backend.client.baseURL : undefined;
+  }
+
   stream(request: ChatRequest): AsyncIterable<ModelChunk> {
     const backend = this.#backend;
     if ('offline' in backend) return backend.offline.stream(request);
