@@ -138,6 +138,27 @@ describe('readChunk', () => {
     });
   });
 
+  it("records the usage Groq sends in its last chunk's x_groq", () => {
+    const state = fresh();
+    readChunk(
+      event(
+        {},
+        {
+          choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }],
+          x_groq: {
+            id: 'req_1',
+            usage: { queue_time: 0.01, prompt_tokens: 23, completion_tokens: 19, total_tokens: 42 },
+          },
+        },
+      ),
+      state,
+    );
+    expect(state).toMatchObject({
+      finishReason: 'stop',
+      usage: { input_tokens: 23, output_tokens: 19, total_tokens: 42 },
+    });
+  });
+
   it('throws for an error object, as the error of its status', () => {
     const state = fresh();
     const error = {

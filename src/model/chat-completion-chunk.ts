@@ -49,7 +49,8 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   if (finishReason === 'error' || finishReason === 'abort')
     throw endedWithError(finishReason, state.delivered, event);
   if (choice?.finish_reason) state.finishReason = choice.finish_reason;
-  if (event.usage) state.usage = usageOf(event.usage);
+  const usage = event.usage ?? event.x_groq?.usage;
+  if (usage) state.usage = usageOf(usage);
   const delta: ReasoningDelta | undefined = choice?.delta;
   if (!delta) return undefined;
   if (Array.isArray(delta.tool_calls)) {

@@ -10,7 +10,11 @@ import { PushedIterator } from './pushed-iterator.js';
  * One event of a streamed chat completion, as the server sent it: a chunk, or (from servers that
  * report a failure inside the stream) an object with an `error`. Nothing is checked or copied.
  */
-export type ChatCompletionEvent = OpenAI.Chat.Completions.ChatCompletionChunk & { error?: unknown };
+export type ChatCompletionEvent = OpenAI.Chat.Completions.ChatCompletionChunk & {
+  error?: unknown;
+  /** Groq's: the usage of the stream, in its last chunk, also when the request did not ask for it. */
+  x_groq?: { usage?: OpenAI.CompletionUsage | null } | null;
+};
 
 /** Where {@link pushChatCompletionEvents} hands the events of a body. */
 export interface ChatCompletionEventSink {
