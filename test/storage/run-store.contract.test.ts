@@ -750,10 +750,15 @@ describe.each(backends)('run store contract: $name', (backend) => {
       );
       for (const [i, pair] of pairs.entries()) {
         const taken = pair.findIndex((outcome) => outcome.status === 'fulfilled');
-        expect(
-          pair.filter((outcome) => outcome.status === 'fulfilled'),
-          sessions[i],
-        ).toHaveLength(1);
+        // One taken, the other refused as a run in another agent's session (not for any other cause).
+        const refusals = pair.flatMap((outcome) =>
+          outcome.status === 'rejected' ? [String(outcome.reason)] : [],
+        );
+        expect(refusals, sessions[i]).toStrictEqual([
+          expect.stringMatching(
+            /^RunstateError: session \S+ belongs to agent (first|second), not (first|second)$/,
+          ),
+        ]);
         const winner = taken === 0 ? 'first' : 'second';
         expect(await store.getSession(sessions[i]!), sessions[i]).toMatchObject({
           agent_id: winner,
@@ -885,6 +890,7 @@ describe.each(backends)('run store contract: $name', (backend) => {
     const { store } = await open({ fresh: true, maxSessions: 1 });
     const id = ids();
     const accepted: string[] = [];
+    const refused: string[] = [];
     for (let i = 0; i < 40; i++) {
       // An idle session (its run finished), used again while a new one is made: the new one evicts
       // the least recently used, which is the idle one unless its new run counts first.
@@ -904,7 +910,10 @@ describe.each(backends)('run store contract: $name', (backend) => {
       const outcomes = await Promise.allSettled([store.createRun(again), store.createRun(other)]);
       for (const [j, outcome] of outcomes.entries())
         if (outcome.status === 'fulfilled') accepted.push([again, other][j]!.run_id);
+        else refused.push(`${[again, other][j]!.run_id}: ${String(outcome.reason)}`);
     }
+    // Why, should one be refused (each is a run of its own agent's session, or a new session).
+    expect(refused).toStrictEqual([]);
     // Every run accepted is kept: an active run is never forgotten, nor its session.
     const missing = [];
     for (const runId of accepted) if (!(await store.getRun(runId))) missing.push(runId);
