@@ -114,6 +114,13 @@ export interface RunMachineOutput {
 /** The delta field a model streams its reasoning in (DeepSeek, vLLM, llama.cpp: the first; Ollama, OpenRouter: the second). */
 export type ReasoningField = 'reasoning_content' | 'reasoning';
 
+/**
+ * One entry of a turn's `reasoning_details` (OpenRouter's structured reasoning: `reasoning.text`,
+ * `reasoning.summary`, `reasoning.encrypted`), whole (its streamed fragments merged), its fields as
+ * the server sent them: the server wants them back unmodified, in the same order.
+ */
+export type ReasoningDetail = Record<string, unknown>;
+
 /** A tool call as the model asked for it, in the chat-completions form (`tool_calls[i]`). */
 export interface ToolCallRequest {
   id: string;
@@ -223,5 +230,10 @@ export type TranscriptMessage =
        */
       reasoning_content?: string;
       reasoning?: string;
+      /**
+       * The turn's structured reasoning, when the server streamed some (OpenRouter): Anthropic's
+       * thinking models and Gemini 3 refuse or degrade a later request whose tool-call turns lack it.
+       */
+      reasoning_details?: ReasoningDetail[];
     }
   | { role: 'tool'; tool_call_id: string; content: string };

@@ -7,6 +7,7 @@ import type {
   RunErrorData,
   RunMachineOutput,
   RunMetrics,
+  ReasoningDetail,
   ReasoningField,
   RunStatus,
   TokenUsage,
@@ -51,6 +52,8 @@ export type RunMachineEvent =
       toolCalls?: CheckedToolCall[] | undefined;
       /** The field the turn's reasoning came in, sent back in it with the turn's tool calls. */
       reasoningField?: ReasoningField | undefined;
+      /** The turn's `reasoning_details` (OpenRouter), sent back as they are with its tool calls. */
+      reasoningDetails?: ReasoningDetail[] | undefined;
     }
   | { type: 'ERROR'; error: RunErrorData }
   /** `pause`: also sent by the runtime to a run restored from the store after its pause ran out. */
@@ -185,6 +188,11 @@ export interface RunMachineContext {
     attempt: number;
     reasoning: number;
     reasoningField: ReasoningField | null;
+    /**
+     * The `reasoning_details` the turn streamed, set when it asks for tools and streamed some.
+     * Absent from a snapshot stored by an earlier version (none).
+     */
+    reasoningDetails?: ReasoningDetail[] | undefined;
     /**
      * What the model's current request reported it used, once it ended (`DONE`); `null` before, or
      * when it reported none. A request's own, where `usage` is the run's (unknown once one is).
@@ -397,6 +405,7 @@ const runSetup = setup({
             content: context.content.slice(context.turn.content),
             reasoning: context.reasoning.slice(context.turn.reasoning),
             reasoningField: context.turn.reasoningField,
+            reasoningDetails: context.turn.reasoningDetails,
           },
           context.round,
           roundExecutions(context.tools, context.round.length),
@@ -486,6 +495,7 @@ function clockActions(clock: RunClock) {
         turn: {
           ...context.turn,
           reasoningField: (event.type === 'DONE' && event.reasoningField) || null,
+          reasoningDetails: (event.type === 'DONE' && event.reasoningDetails) || undefined,
         },
       });
       for (const tool of added) if (!isOpen(tool)) enqueue.emit({ type: 'tool_completed', tool });

@@ -1,5 +1,6 @@
 import type {
   CheckedToolCall,
+  ReasoningDetail,
   ReasoningField,
   ToolCallStatus,
   ToolConfirmation,
@@ -129,11 +130,17 @@ export function confirm(
 
 /**
  * The messages a finished round adds to the conversation: the assistant turn with its calls (and
- * its reasoning, in the field the model streamed it in, when it reasoned), then one `tool` message
- * per call, ids matching, in the order the model asked. `tools`: the records of the round's calls.
+ * its reasoning, in the field the model streamed it in, when it reasoned; its `reasoning_details`,
+ * when it streamed some), then one `tool` message per call, ids matching, in the order the model
+ * asked. `tools`: the records of the round's calls.
  */
 export function roundMessages(
-  turn: { content: string; reasoning: string; reasoningField: ReasoningField | null },
+  turn: {
+    content: string;
+    reasoning: string;
+    reasoningField: ReasoningField | null;
+    reasoningDetails?: readonly ReasoningDetail[] | undefined;
+  },
   round: readonly CheckedToolCall[],
   tools: readonly ToolExecution[],
 ): TranscriptMessage[] {
@@ -153,6 +160,9 @@ export function roundMessages(
   // none) is not sent back: servers that refuse an unknown field on an assistant message (Mistral's,
   // Groq's) would fail every later request of the run and of its session.
   if (turn.reasoningField !== null) assistant[turn.reasoningField] = turn.reasoning;
+  // OpenRouter's structured reasoning goes back whole, in its order: Anthropic's thinking refuses a
+  // turn without its signed blocks. A server that streamed none is sent none.
+  if (turn.reasoningDetails?.length) assistant.reasoning_details = [...turn.reasoningDetails];
   return [
     assistant,
     ...round.map((call) => ({

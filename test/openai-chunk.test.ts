@@ -86,6 +86,104 @@ describe('readChunk', () => {
     }
   });
 
+  describe("OpenRouter's reasoning_details", () => {
+    const text = (fields: Record<string, unknown>) => ({
+      type: 'reasoning.text',
+      format: 'anthropic-claude-v1',
+      index: 0,
+      ...fields,
+    });
+
+    it('are merged into whole entries: the fragments of one index and type, in order', () => {
+      // Anthropic's thinking via OpenRouter: the text in pieces (beside `reasoning`), then the
+      // signature alone; then a redacted block, whole.
+      const state = fresh();
+      const first = event({
+        role: 'assistant',
+        content: null,
+        reasoning: 'Need ',
+        reasoning_details: [text({ text: 'Need ', signature: null, id: 'r1' })],
+      });
+      expect(readChunk(first, state)).toEqual({ type: 'delta', content: '', reasoning: 'Need ' });
+      readChunk(event({ reasoning: 'to add.', reasoning_details: [text({ text: 'to add.' })] }), state);
+      readChunk(event({ reasoning_details: [text({ signature: 'sig-1' })] }), state);
+      readChunk(event({ reasoning_details: [text({ text: '', signature: '' })] }), state);
+      const encrypted = {
+        type: 'reasoning.encrypted',
+        data: 'opaque',
+        format: 'anthropic-claude-v1',
+        index: 1,
+      };
+      readChunk(event({ reasoning_details: [encrypted] }), state);
+      expect(state.reasoningDetails).toEqual([
+        text({ text: 'Need to add.', signature: 'sig-1', id: 'r1' }),
+        encrypted,
+      ]);
+      // The parsed events stay as they came.
+      expect(first.choices[0]!.delta).toMatchObject({
+        reasoning_details: [text({ text: 'Need ', signature: null, id: 'r1' })],
+      });
+    });
+
+    it("join a summary's and an encrypted entry's pieces too, and take a field a later fragment adds", () => {
+      const state = fresh();
+      const summary = (fields: Record<string, unknown>) => ({
+        type: 'reasoning.summary',
+        index: 0,
+        ...fields,
+      });
+      const encrypted = (data: string) => ({ type: 'reasoning.encrypted', index: 1, data });
+      readChunk(event({ reasoning_details: [summary({ summary: 'Add ', id: null })] }), state);
+      readChunk(
+        event({
+          reasoning_details: [summary({ summary: 'them.', id: 'rs_1', format: 'openai-responses-v1' })],
+        }),
+        state,
+      );
+      readChunk(event({ reasoning_details: [encrypted('ab'), encrypted('cd')] }), state);
+      expect(state.reasoningDetails).toEqual([
+        {
+          type: 'reasoning.summary',
+          index: 0,
+          summary: 'Add them.',
+          id: 'rs_1',
+          format: 'openai-responses-v1',
+        },
+        encrypted('abcd'),
+      ]);
+    });
+
+    it('keep apart what is not one entry: another index or type, no index, and leave out what is no object', () => {
+      const state = fresh();
+      // None from an empty list, or a null.
+      readChunk(event({ reasoning: 'hm', reasoning_details: [] }), state);
+      readChunk(event({ content: 'Hi', reasoning_details: null }), state);
+      expect(state.reasoningDetails).toBeUndefined();
+      const loose = { type: 'reasoning.text', text: 'no index' };
+      readChunk(
+        event({
+          reasoning_details: [
+            text({ text: 'a' }),
+            text({ text: 'b', index: 1 }),
+            { type: 'reasoning.summary', summary: 'c', index: 1 },
+            null,
+            'text',
+            loose,
+            loose,
+          ],
+        }),
+        state,
+      );
+      expect(state.reasoningDetails).toEqual([
+        text({ text: 'a' }),
+        text({ text: 'b', index: 1 }),
+        { type: 'reasoning.summary', summary: 'c', index: 1 },
+        loose,
+        loose,
+      ]);
+    });
+  });
+
   it('takes tool arguments a server sends as a JSON object, as their text', () => {
     const state = fresh();
     const call = { index: 0, id: 'c1', function: { name: 'add', arguments: { a: 1, b: 2 } } };

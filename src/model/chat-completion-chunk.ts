@@ -1,7 +1,7 @@
 import type { TokenUsage } from '../../machines/run-types.js';
 import { RunstateError } from '../errors.js';
 import type { ChatCompletionEvent } from './chat-completion-stream.js';
-import type { ModelChunk, ReasoningField } from './chat-model.js';
+import type { ModelChunk, ReasoningDetail, ReasoningField } from './chat-model.js';
 import { ToolCallAssembler, type ToolCallDelta } from './tool-call-assembler.js';
 
 /**
@@ -19,6 +19,8 @@ export interface CompletionState {
   reasoningField?: ReasoningField | undefined;
   /** {@link reasoningField} was told by a field with text (not an empty one, which text overrides). */
   reasoningFieldHadText?: boolean | undefined;
+  /** The whole `reasoning_details` entries so far (see {@link addReasoningDetails}), once some came. */
+  reasoningDetails?: ReasoningDetail[] | undefined;
 }
 
 /** A delta as servers of reasoning models send it: the SDK's type knows no reasoning. */
@@ -31,6 +33,8 @@ interface ReasoningDelta {
   reasoning_content?: unknown;
   /** Ollama, OpenRouter, newer vLLM. */
   reasoning?: unknown;
+  /** OpenRouter: the same reasoning as structured entries, streamed in fragments. */
+  reasoning_details?: unknown;
   tool_calls?: ToolCallDelta[] | null;
 }
 
@@ -57,6 +61,8 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
     state.toolCalls ??= new ToolCallAssembler();
     for (const call of delta.tool_calls) state.toolCalls.add(call);
   }
+  // The one check a delta without them costs.
+  if (delta.reasoning_details !== undefined) addReasoningDetails(state, delta.reasoning_details);
   let content: string;
   const reasoning = delta.reasoning_content || delta.reasoning;
   // The field a server streams reasoning in is the one it wants back with a turn's tool calls, even
@@ -100,6 +106,55 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
 }
 
 const TOOL_CALL_ACTIVITY: ModelChunk = { type: 'delta', content: '', toolCall: true };
+
+/**
+ * Adds a delta's `reasoning_details` fragments to the turn's entries.
+ *
+ * What OpenRouter sends: its reasoning-tokens docs put the entries in `delta.reasoning_details` of
+ * each chunk, to be read in the order of the chunks, each entry with its `type` and a sequential
+ * `index`; they ask for the entries back unmodified, in order, with the turn's tool calls. Streams of Claude seen in client bug reports (OpenRouter's AI
+ * SDK provider, issue 423) send a thinking block as many `reasoning.text` fragments of one `index`,
+ * a piece of the text each, then one with the `signature` and no text; Anthropic refuses the block
+ * back without its signature ("Invalid `signature` in `thinking` block"). An encrypted or summary
+ * entry mostly comes whole.
+ *
+ * So a fragment of the same `type` and `index` as the last entry continues it: its `text`,
+ * `summary` and `data` are appended, a non-empty `signature` replaces the entry's, and a field the
+ * entry lacks (or has null) is taken. A fragment with no numeric `index` cannot be told from a new
+ * entry, and is kept as it came; anything that is no object is no entry, and is left out.
+ */
+function addReasoningDetails(state: CompletionState, fragments: unknown): void {
+  if (!Array.isArray(fragments)) return;
+  for (const fragment of fragments) {
+    if (!isRecord(fragment)) continue;
+    const entries = (state.reasoningDetails ??= []);
+    const last = entries.at(-1);
+    if (
+      last &&
+      typeof fragment.index === 'number' &&
+      fragment.index === last.index &&
+      fragment.type === last.type
+    )
+      mergeFragment(last, fragment);
+    // A copy: the entry grows with later fragments, the parsed event stays as it came.
+    else entries.push({ ...fragment });
+  }
+}
+
+/** The text fields of a `reasoning_details` entry, streamed a piece per fragment. */
+const FRAGMENT_TEXT_FIELDS = ['text', 'summary', 'data'] as const;
+
+function mergeFragment(entry: ReasoningDetail, fragment: ReasoningDetail): void {
+  for (const [key, value] of Object.entries(fragment)) {
+    const kept = entry[key];
+    if ((FRAGMENT_TEXT_FIELDS as readonly string[]).includes(key)) {
+      if (typeof value === 'string') entry[key] = typeof kept === 'string' ? kept + value : value;
+    } else if (key === 'signature') {
+      // The signature comes last, alone (Anthropic's): an empty or null one says nothing new.
+      if (value || kept === undefined) entry[key] = value;
+    } else if (kept === undefined || kept === null) entry[key] = value;
+  }
+}
 
 /**
  * The text of a delta's `refusal` (or `content`): a string, or the text parts of an array of parts;

@@ -1,7 +1,12 @@
 import { RunstateError } from '../errors.js';
-import type { ReasoningField, TokenUsage, ToolCallRequest } from '../../machines/run-types.js';
+import type {
+  ReasoningDetail,
+  ReasoningField,
+  TokenUsage,
+  ToolCallRequest,
+} from '../../machines/run-types.js';
 
-export type { ReasoningField, ToolCallRequest };
+export type { ReasoningDetail, ReasoningField, ToolCallRequest };
 
 /**
  * One message of a conversation, in the chat-completions form, so that an OpenAI-compatible server
@@ -17,6 +22,8 @@ export type ChatMessage =
       /** The reasoning of a turn that asked for tools, in the field the model streamed it in. */
       reasoning_content?: string | undefined;
       reasoning?: string | undefined;
+      /** The structured reasoning of a turn that asked for tools, as the server streamed it (OpenRouter). */
+      reasoning_details?: ReasoningDetail[] | undefined;
     }
   | { role: 'tool'; tool_call_id: string; content: string };
 
@@ -64,6 +71,11 @@ export type ModelChunk =
        * the turn's reasoning is not sent back.
        */
       reasoningField?: ReasoningField | undefined;
+      /**
+       * The turn's `reasoning_details` (OpenRouter), whole entries in the order they came, when it
+       * asked for tools and streamed some: sent back, unmodified, on its assistant message.
+       */
+      reasoningDetails?: ReasoningDetail[] | undefined;
     };
 
 /** One streamed request. */

@@ -61,10 +61,12 @@ export interface OpenAIChatOptions {
   includeUsage?: boolean | undefined;
   /**
    * Send a reasoning model's reasoning back with its turns that asked for tools, in the field the
-   * server streamed it in (`reasoning_content` or `reasoning`). Default `true`: DeepSeek's thinking
-   * mode refuses a later request without it. `false` for a server that refuses the field on an
-   * assistant message (Groq's has answered 400 `property 'reasoning' is unsupported`): the
-   * conversation is sent without it; the run's `messages` keep it.
+   * server streamed it in (`reasoning_content` or `reasoning`), and its `reasoning_details`
+   * (OpenRouter's). Default `true`: DeepSeek's thinking mode refuses a later request without it, and
+   * OpenRouter's Anthropic models with thinking want their signed details back. `false` for a
+   * server that refuses the field on an assistant message (Groq's has answered 400 `property
+   * 'reasoning' is unsupported`): the conversation is sent without either; the run's `messages`
+   * keep them.
    */
   sendReasoning?: boolean | undefined;
 }
@@ -287,9 +289,17 @@ export class OpenAIChat implements ChatModel {
 
 /** An assistant message without the reasoning it carries back (see {@link OpenAIChatOptions.sendReasoning}). */
 function withoutReasoning(message: ChatMessage): ChatMessage {
-  if (message.role !== 'assistant' || !('reasoning_content' in message || 'reasoning' in message))
+  if (
+    message.role !== 'assistant' ||
+    !('reasoning_content' in message || 'reasoning' in message || 'reasoning_details' in message)
+  )
     return message;
-  const { reasoning_content: _content, reasoning: _reasoning, ...rest } = message;
+  const {
+    reasoning_content: _content,
+    reasoning: _reasoning,
+    reasoning_details: _details,
+    ...rest
+  } = message;
   return rest;
 }
 
@@ -491,7 +501,7 @@ class CompletionRequest implements PushedSource {
       else this.#ended(undefined);
       return;
     }
-    const { finishReason, usage, toolCalls, reasoningField, delivered } = this.#state;
+    const { finishReason, usage, toolCalls, reasoningField, reasoningDetails, delivered } = this.#state;
     if (finishReason === undefined) {
       this.#close(
         new RunstateError(
@@ -516,7 +526,7 @@ class CompletionRequest implements PushedSource {
         ({ function: { arguments: args } }, i) =>
           !isCompleteJson(args) && (args.trim() !== '' || i === asked.length - 1),
       );
-    const calls = asked.length > 0 && !cut ? { toolCalls: asked, reasoningField } : {};
+    const calls = asked.length > 0 && !cut ? { toolCalls: asked, reasoningField, reasoningDetails } : {};
     // Over before the `end` is handed out: the run moves on at once and aborts its signal, which
     // must find nothing to abort (the socket goes back to the pool).
     this.#finish();

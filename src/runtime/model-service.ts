@@ -256,12 +256,17 @@ function pump(
     if (attempt.stopped) return;
     const { finishReason, usage } = chunk;
     if (!toolCalls) return sendBack({ type: 'DONE', finishReason, usage });
-    const { reasoningField } = chunk;
-    sendBack(
-      reasoningField
-        ? { type: 'DONE', finishReason, usage, toolCalls, reasoningField }
-        : { type: 'DONE', finishReason, usage, toolCalls },
-    );
+    const { reasoningField, reasoningDetails } = chunk;
+    const event: Extract<RunMachineEvent, { type: 'DONE' }> = {
+      type: 'DONE',
+      finishReason,
+      usage,
+      toolCalls,
+    };
+    if (reasoningField) event.reasoningField = reasoningField;
+    if (Array.isArray(reasoningDetails) && reasoningDetails.length > 0)
+      event.reasoningDetails = reasoningDetails;
+    sendBack(event);
   };
   const end = (chunk: Extract<ModelChunk, { type: 'end' }>): void => {
     over = true;

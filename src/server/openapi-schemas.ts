@@ -123,6 +123,10 @@ const transcriptMessage = z.discriminatedUnion('role', [
     // The turn's reasoning, in the field the model streamed it in (DeepSeek needs it back).
     reasoning_content: z.string().optional(),
     reasoning: z.string().optional(),
+    reasoning_details: z.array(z.record(z.string(), z.unknown())).optional().meta({
+      description:
+        "The turn's structured reasoning as the server streamed it (OpenRouter's), sent back as it is.",
+    }),
   }),
   z.strictObject({ role: z.literal('tool'), tool_call_id: z.string(), content: z.string() }),
 ]);

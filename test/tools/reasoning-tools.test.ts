@@ -2,9 +2,10 @@
  * A reasoning model that calls tools, over a real socket (the fake OpenAI server): each model turn
  * is a reasoning phase of its own, phases survive a pause and its continue (the run is parked in
  * the store and restored), and a turn's reasoning goes back to the model with its tool calls, in
- * the field the model used (DeepSeek's thinking mode refuses a request without it).
+ * the field the model used (DeepSeek's thinking mode refuses a request without it), with
+ * OpenRouter's `reasoning_details` merged into whole entries (Anthropic's thinking needs them back).
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
   Agent,
@@ -20,6 +21,7 @@ import { checkRunEvents, createFakeModel } from '../../src/testing/index.js';
 import { collect } from '../support/collect.js';
 import { useFakeOpenAIServer } from '../support/fake-server-agents.js';
 import { confirmingTool } from '../support/confirming-tool.js';
+import { listen, type Listening } from '../support/listen.js';
 
 const { server: fakeServer, agentWith: agentOn } = useFakeOpenAIServer();
 const agentWith = (tools: Tool[]) => agentOn(tools, 'Thinker');
@@ -207,6 +209,164 @@ describe('the reasoning of a turn that asked for tools', () => {
     // Nor in the session's next run, which sends the run's messages again.
     await agent.run('sure?', { sessionId: output.session_id });
     expect(assistantTurns(2)).toEqual([turn]);
+  });
+});
+
+describe("OpenRouter's reasoning_details of a turn that asked for tools", () => {
+  /** One streamed answer: its deltas, each a chunk, then the finish reason and `[DONE]`. */
+  interface Turn {
+    deltas: object[];
+    finishReason: string;
+  }
+
+  const servers: Listening[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((server) => server.close()));
+  });
+
+  /**
+   * A local server that streams as OpenRouter does, each request the next of `turns`, and keeps the
+   * bodies it received. (The fake OpenAI server streams no `reasoning_details`.)
+   */
+  async function openRouterLike(turns: Turn[]) {
+    const bodies: Array<{ messages: unknown[] }> = [];
+    const frame = (delta: object, finishReason: string | null) =>
+      `data: ${JSON.stringify({
+        id: 'gen-1',
+        object: 'chat.completion.chunk',
+        created: 0,
+        model: 'anthropic/claude-sonnet-4.5',
+        choices: [{ index: 0, delta, finish_reason: finishReason }],
+      })}\n\n`;
+    const server = await listen((req, res) => {
+      let raw = '';
+      req.setEncoding('utf8');
+      req.on('data', (part: string) => (raw += part));
+      req.on('end', () => {
+        bodies.push(JSON.parse(raw) as { messages: unknown[] });
+        const turn = turns[bodies.length - 1] ?? { deltas: [{ content: 'Done.' }], finishReason: 'stop' };
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const frames = turn.deltas.map((delta) => frame(delta, null));
+        res.end(`${frames.join('')}${frame({}, turn.finishReason)}data: [DONE]\n\n`);
+      });
+    });
+    servers.push(server);
+    const model = new OpenAIChat({
+      id: 'anthropic/claude-sonnet-4.5',
+      apiKey: 'test',
+      baseURL: `${server.url}/v1`,
+    });
+    return { bodies, model, url: `${server.url}/v1` };
+  }
+
+  const text = (fields: object) => ({
+    type: 'reasoning.text',
+    format: 'anthropic-claude-v1',
+    index: 0,
+    ...fields,
+  });
+  const redacted = { type: 'reasoning.encrypted', data: 'opaque', format: 'anthropic-claude-v1', index: 1 };
+  /** Claude's thinking as OpenRouter streams it: the text in pieces, the signature alone, a redacted block. */
+  const thinking = [
+    {
+      role: 'assistant',
+      content: null,
+      reasoning: 'Need ',
+      reasoning_details: [text({ text: 'Need ', signature: null })],
+    },
+    { content: null, reasoning: 'to add.', reasoning_details: [text({ text: 'to add.' })] },
+    { content: null, reasoning_details: [text({ signature: 'sig-1' })] },
+    { content: null, reasoning_details: [redacted] },
+  ];
+  /** What goes back: the whole entries, in order. */
+  const details = [text({ text: 'Need to add.', signature: 'sig-1' }), redacted];
+  const callOf = (name: string, args: string) => ({
+    id: 'call_1',
+    type: 'function',
+    function: { name, arguments: args },
+  });
+
+  it("go back whole, in order, on its assistant message: in the run's next request and in its session's", async () => {
+    const { bodies, model } = await openRouterLike([
+      { deltas: [...thinking, { content: null, tool_calls: [addCall] }], finishReason: 'tool_calls' },
+      // The answer reasons too: it asked for no tools, and nothing of it goes back.
+      {
+        deltas: [
+          { reasoning: 'It said 5.', reasoning_details: [text({ text: 'It said 5.', signature: 'sig-2' })] },
+          { content: '5' },
+        ],
+        finishReason: 'stop',
+      },
+      { deltas: [{ content: 'Yes.' }], finishReason: 'stop' },
+    ]);
+    const agent = new Agent({ name: 'Claude', model, tools: [add], orchestrator: createOrchestrator() });
+    const output = await agent.run('2+3');
+    expect(output.status).toBe('completed');
+    const turn = {
+      role: 'assistant',
+      content: '',
+      tool_calls: [callOf('add', '{"a":2,"b":3}')],
+      reasoning: 'Need to add.',
+      reasoning_details: details,
+    };
+    const round = [turn, { role: 'tool', tool_call_id: 'call_1', content: '5' }];
+    expect(bodies[1]!.messages).toEqual([{ role: 'user', content: '2+3' }, ...round]);
+    expect(output.messages).toEqual(round);
+    await agent.run('sure?', { sessionId: output.session_id });
+    expect(bodies[2]!.messages).toEqual([
+      { role: 'user', content: '2+3' },
+      ...round,
+      { role: 'assistant', content: '5' },
+      { role: 'user', content: 'sure?' },
+    ]);
+  });
+
+  it('are left out of the requests with sendReasoning: false; the run keeps them in its messages', async () => {
+    const { bodies, url } = await openRouterLike([
+      { deltas: [...thinking, { content: null, tool_calls: [addCall] }], finishReason: 'tool_calls' },
+      { deltas: [{ content: '5' }], finishReason: 'stop' },
+    ]);
+    const model = new OpenAIChat({
+      id: 'anthropic/claude-sonnet-4.5',
+      apiKey: 'test',
+      baseURL: url,
+      sendReasoning: false,
+    });
+    const agent = new Agent({ name: 'Claude', model, tools: [add], orchestrator: createOrchestrator() });
+    const output = await agent.run('2+3');
+    const sent = { role: 'assistant', content: '', tool_calls: [callOf('add', '{"a":2,"b":3}')] };
+    expect(bodies[1]!.messages[1]).toEqual(sent);
+    expect(output.messages?.[0]).toEqual({ ...sent, reasoning: 'Need to add.', reasoning_details: details });
+  });
+
+  it('survive a pause: the request after the person confirms the call sends them', async () => {
+    const { bodies, model } = await openRouterLike([
+      {
+        deltas: [
+          ...thinking,
+          { content: null, tool_calls: [{ ...addCall, function: { name: 'publish', arguments: '{}' } }] },
+        ],
+        finishReason: 'tool_calls',
+      },
+      { deltas: [{ content: 'Published.' }], finishReason: 'stop' },
+    ]);
+    const agent = new Agent({
+      name: 'Claude',
+      model,
+      tools: [confirmingTool()],
+      orchestrator: createOrchestrator(),
+    });
+    const paused = (await collect(agent.run('publish', { stream: true }))).at(-1) as RunPausedEvent;
+    expect(paused.event).toBe('RunPaused');
+    const tools = [{ tool_call_id: 'call_1', confirmed: true }];
+    expect((await agent.continueRun(paused.run_id, { tools })).status).toBe('completed');
+    expect(bodies[1]!.messages[1]).toEqual({
+      role: 'assistant',
+      content: '',
+      tool_calls: [callOf('publish', '{}')],
+      reasoning: 'Need to add.',
+      reasoning_details: details,
+    });
   });
 });
 
