@@ -60,3 +60,13 @@ export function toRunErrorData(error: unknown): RunErrorData {
   const message = error instanceof Error ? error.message : String(error);
   return { code: 'MODEL_REQUEST_FAILED', message, retryable: false };
 }
+
+/**
+ * An error's message for a one-line log, with its cause's when it has one: a `STORE_UNAVAILABLE`
+ * says which database, its cause why (`sorry, too many clients already`, a connection timeout).
+ */
+export function messageWithCause(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const cause = error instanceof Error ? error.cause : undefined;
+  return cause instanceof Error && cause.message !== '' ? `${message}: ${cause.message}` : message;
+}

@@ -9,7 +9,7 @@ import {
   type ToolConfirmation,
   type ToolExecution,
 } from '../../machines/run-types.js';
-import { RunstateError } from '../errors.js';
+import { messageWithCause, RunstateError } from '../errors.js';
 import { checkChatModel, type ChatMessage, type ChatModel } from '../model/chat-model.js';
 import { createAdmission } from './admission.js';
 import { createCancelRequests } from './cancel-requests.js';
@@ -561,10 +561,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     onError: (error, runId) => {
       // An outage (a write given up at shutdown) is an operator's matter: one line, its cause named.
       // Anything else is a bug, with its stack.
-      if (error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE') {
-        const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
-        console.error(`runstate: the run store refused a write of run ${runId}: ${error.message}${cause}`);
-      } else console.error(`runstate: the run store refused a write of run ${runId}`, error);
+      if (error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE')
+        console.error(`runstate: the run store refused a write of run ${runId}: ${messageWithCause(error)}`);
+      else console.error(`runstate: the run store refused a write of run ${runId}`, error);
     },
   });
   const machine = withRunClock(runMachine, { now, random }).provide({
@@ -627,7 +626,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // Asked for on another instance, and read from the store: the bus may not have brought it.
       onCancelRequested: (runId, reason) => void cancelRun(runId, reason),
       onError: (error) =>
-        console.error(`runstate: lease renewal or sweep failed: ${(error as Error).message}`),
+        console.error(`runstate: lease renewal or sweep failed: ${messageWithCause(error)}`),
       // Another instance may finalise these runs from now on: they end here first, the same way,
       // so that their end is not written twice and their clients see what the store will keep.
       onLapse: () => {
@@ -712,7 +711,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     : undefined;
   expirySweep?.unref();
   leased?.catch((error: unknown) =>
-    console.error(`runstate: cannot take a lease: ${(error as Error).message}`),
+    console.error(`runstate: cannot take a lease: ${messageWithCause(error)}`),
   );
 
   /** The `finished` notice of a run another instance owned and this one finalised, from its record. */

@@ -1,6 +1,6 @@
 import { clampDelay, isFinalStatus } from '../../machines/run.machine.js';
 import { MAX_TIMER_MS, type CancelReason, type RunStatus } from '../../machines/run-types.js';
-import { RunstateError } from '../errors.js';
+import { messageWithCause, RunstateError } from '../errors.js';
 import type { ContinueRunRequest } from './create-orchestrator.js';
 import { followStoredRun } from './follow-stored-run.js';
 import type { LiveRun } from './live-run.js';
@@ -272,7 +272,7 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       const at = now();
       for (const runId of await store.expiredParked(at)) await expire(runId, at);
     } catch (error) {
-      console.error(`runstate: the sweep of expired pauses failed: ${(error as Error).message}`);
+      console.error(`runstate: the sweep of expired pauses failed: ${messageWithCause(error)}`);
     }
   }
 
@@ -292,7 +292,7 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
         else if (state.parkedSeq !== parkedRun.seq) tellLeft(runId);
       }
     } catch (error) {
-      console.error(`runstate: the check of the runs parked here failed: ${(error as Error).message}`);
+      console.error(`runstate: the check of the runs parked here failed: ${messageWithCause(error)}`);
     }
   }
 

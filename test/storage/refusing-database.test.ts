@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../../src/agent.js';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { openStorage } from '../../src/runtime/open-storage.js';
@@ -99,6 +99,34 @@ describe('a database that refuses connections (too many connections for its role
       await server.close();
       await storage.close();
       await direct.close();
+    }
+  });
+});
+
+describe('the log of an instance whose database refuses connections', () => {
+  it("names the database's reason, not only that it is unavailable", async () => {
+    const storage = await openStorage({ databaseUrl: roleUrl });
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      await asPostgres(`ALTER ROLE ${role} CONNECTION LIMIT 0`);
+      await asPostgres(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '${role}'`);
+      // Its first act is to take a lease, which needs a connection.
+      const orchestrator = createOrchestrator({ store: storage.store });
+      const line = await eventually(
+        () =>
+          logged.mock.calls.find(([message]) => String(message).startsWith('runstate: cannot take a lease')),
+        { what: 'the lease refused' },
+      );
+      expect(line).toEqual([
+        expect.stringMatching(
+          /: the database at .+ is unavailable: too many connections for role "runstate_test_role_\w+"$/,
+        ),
+      ]);
+      await orchestrator.shutdown();
+    } finally {
+      logged.mockRestore();
+      await asPostgres(`ALTER ROLE ${role} CONNECTION LIMIT -1`);
+      await storage.close();
     }
   });
 });
