@@ -125,14 +125,13 @@ describe('readChunk', () => {
       });
     });
 
-    it("join a summary's and an encrypted entry's pieces too, and take a field a later fragment adds", () => {
+    it("join a summary's pieces too, and take a field a later fragment adds", () => {
       const state = fresh();
       const summary = (fields: Record<string, unknown>) => ({
         type: 'reasoning.summary',
         index: 0,
         ...fields,
       });
-      const encrypted = (data: string) => ({ type: 'reasoning.encrypted', index: 1, data });
       readChunk(event({ reasoning_details: [summary({ summary: 'Add ', id: null })] }), state);
       readChunk(
         event({
@@ -140,7 +139,6 @@ describe('readChunk', () => {
         }),
         state,
       );
-      readChunk(event({ reasoning_details: [encrypted('ab'), encrypted('cd')] }), state);
       expect(state.reasoningDetails).toEqual([
         {
           type: 'reasoning.summary',
@@ -149,17 +147,26 @@ describe('readChunk', () => {
           id: 'rs_1',
           format: 'openai-responses-v1',
         },
-        encrypted('abcd'),
       ]);
     });
 
-    it('keep apart what is not one entry: another index or type, no index, and leave out what is no object', () => {
+    it('join the pieces of a block streamed without an index, as one block', () => {
+      const state = fresh();
+      const piece = (fields: Record<string, unknown>) => ({ type: 'reasoning.text', ...fields });
+      readChunk(event({ reasoning_details: [piece({ text: 'Need ' })] }), state);
+      readChunk(event({ reasoning_details: [piece({ text: 'to add.' })] }), state);
+      readChunk(event({ reasoning_details: [piece({ signature: 'sig' })] }), state);
+      expect(state.reasoningDetails).toEqual([piece({ text: 'Need to add.', signature: 'sig' })]);
+    });
+
+    it('keep apart what is not one entry: another index, type or id, encrypted entries, text after a signature, and leave out what is no object', () => {
       const state = fresh();
       // None from an empty list, or a null.
       readChunk(event({ reasoning: 'hm', reasoning_details: [] }), state);
       readChunk(event({ content: 'Hi', reasoning_details: null }), state);
       expect(state.reasoningDetails).toBeUndefined();
-      const loose = { type: 'reasoning.text', text: 'no index' };
+      // Gemini's thought signatures: one whole encrypted entry per call, of one index.
+      const encrypted = (data: string, id: string) => ({ type: 'reasoning.encrypted', index: 2, data, id });
       readChunk(
         event({
           reasoning_details: [
@@ -168,8 +175,12 @@ describe('readChunk', () => {
             { type: 'reasoning.summary', summary: 'c', index: 1 },
             null,
             'text',
-            loose,
-            loose,
+            text({ text: 'd', index: 3, id: 'r1' }),
+            text({ text: 'e', index: 3, id: 'r2' }),
+            text({ text: 'f', index: 4, signature: 'sig' }),
+            text({ text: 'g', index: 4 }),
+            encrypted('SIG_A', 'call_1'),
+            encrypted('SIG_B', 'call_2'),
           ],
         }),
         state,
@@ -178,8 +189,12 @@ describe('readChunk', () => {
         text({ text: 'a' }),
         text({ text: 'b', index: 1 }),
         { type: 'reasoning.summary', summary: 'c', index: 1 },
-        loose,
-        loose,
+        text({ text: 'd', index: 3, id: 'r1' }),
+        text({ text: 'e', index: 3, id: 'r2' }),
+        text({ text: 'f', index: 4, signature: 'sig' }),
+        text({ text: 'g', index: 4 }),
+        encrypted('SIG_A', 'call_1'),
+        encrypted('SIG_B', 'call_2'),
       ]);
     });
   });

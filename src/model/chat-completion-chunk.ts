@@ -111,17 +111,19 @@ const TOOL_CALL_ACTIVITY: ModelChunk = { type: 'delta', content: '', toolCall: t
  * Adds a delta's `reasoning_details` fragments to the turn's entries.
  *
  * What OpenRouter sends: its reasoning-tokens docs put the entries in `delta.reasoning_details` of
- * each chunk, to be read in the order of the chunks, each entry with its `type` and a sequential
- * `index`; they ask for the entries back unmodified, in order, with the turn's tool calls. Streams of Claude seen in client bug reports (OpenRouter's AI
- * SDK provider, issue 423) send a thinking block as many `reasoning.text` fragments of one `index`,
- * a piece of the text each, then one with the `signature` and no text; Anthropic refuses the block
- * back without its signature ("Invalid `signature` in `thinking` block"). An encrypted or summary
- * entry mostly comes whole.
+ * each chunk, to be read in the order of the chunks, each entry with its `type` and (optional)
+ * `index`; they ask for the entries back unmodified, in order, with the turn's tool calls. Streams
+ * of Claude seen in client bug reports (OpenRouter's AI SDK provider, issue 423) send a thinking
+ * block as many `reasoning.text` fragments of one `index`, a piece of the text each, then one with
+ * the `signature` and no text; Anthropic refuses the block back without its signature ("Invalid
+ * `signature` in `thinking` block"). An encrypted entry (a redacted block, a Gemini thought
+ * signature, one per call) comes whole.
  *
- * So a fragment of the same `type` and `index` as the last entry continues it: its `text`,
- * `summary` and `data` are appended, a non-empty `signature` replaces the entry's, and a field the
- * entry lacks (or has null) is taken. A fragment with no numeric `index` cannot be told from a new
- * entry, and is kept as it came; anything that is no object is no entry, and is left out.
+ * So a text or summary fragment continues the last entry when it is of its `type` and `index` (or
+ * both have none), names no other `id`, and does not bring new text to a block already signed (a
+ * signature closes a block): its `text` and `summary` are appended, a non-empty `signature`
+ * replaces the entry's, and a field the entry lacks (or has null) is taken. Any other fragment is an
+ * entry of its own; anything that is no object is no entry, and is left out.
  */
 function addReasoningDetails(state: CompletionState, fragments: unknown): void {
   if (!Array.isArray(fragments)) return;
@@ -129,20 +131,25 @@ function addReasoningDetails(state: CompletionState, fragments: unknown): void {
     if (!isRecord(fragment)) continue;
     const entries = (state.reasoningDetails ??= []);
     const last = entries.at(-1);
-    if (
-      last &&
-      typeof fragment.index === 'number' &&
-      fragment.index === last.index &&
-      fragment.type === last.type
-    )
-      mergeFragment(last, fragment);
+    if (last && continues(last, fragment)) mergeFragment(last, fragment);
     // A copy: the entry grows with later fragments, the parsed event stays as it came.
     else entries.push({ ...fragment });
   }
 }
 
-/** The text fields of a `reasoning_details` entry, streamed a piece per fragment. */
-const FRAGMENT_TEXT_FIELDS = ['text', 'summary', 'data'] as const;
+/** The fields of a text or summary entry that stream a piece per fragment. */
+const FRAGMENT_TEXT_FIELDS = ['text', 'summary'] as const;
+
+function continues(entry: ReasoningDetail, fragment: ReasoningDetail): boolean {
+  if (fragment.type !== entry.type || (entry.type !== 'reasoning.text' && entry.type !== 'reasoning.summary'))
+    return false;
+  if (fragment.index !== entry.index) return false;
+  if (fragment.id != null && entry.id != null && fragment.id !== entry.id) return false;
+  const bringsText = FRAGMENT_TEXT_FIELDS.some(
+    (key) => typeof fragment[key] === 'string' && fragment[key] !== '',
+  );
+  return !(bringsText && typeof entry.signature === 'string' && entry.signature !== '');
+}
 
 function mergeFragment(entry: ReasoningDetail, fragment: ReasoningDetail): void {
   for (const [key, value] of Object.entries(fragment)) {
