@@ -330,14 +330,21 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
 
 /**
  * How the banner names a model: `gpt-5-mini (OpenAI)`, `llama3.1 (at http://localhost:11434/v1)`
- * for another OpenAI-compatible server, an offline model once (its id is `offline` unless configured).
+ * for another OpenAI-compatible server (its origin and path only: a key in the URL's user or query
+ * stays out of the logs), an offline model once (its id is `offline` unless configured).
  */
 function modelLabel(model: ChatModel): string {
   if (model.id === model.provider) return model.id;
-  const server = model instanceof OpenAIChat ? model.baseURL : undefined;
-  if (server !== undefined && new URL(server).hostname !== 'api.openai.com')
-    return `${model.id} (at ${server})`;
-  return `${model.id} (${model.provider})`;
+  const server = model instanceof OpenAIChat ? serverOf(model.baseURL) : undefined;
+  return server ? `${model.id} (at ${server})` : `${model.id} (${model.provider})`;
+}
+
+/** A base URL's origin and path, unless it is OpenAI's own (`api.openai.com`, a regional `*.api.openai.com`). */
+function serverOf(baseURL: string | undefined): string | undefined {
+  if (baseURL === undefined || !URL.canParse(baseURL)) return undefined;
+  const url = new URL(baseURL);
+  if (url.hostname === 'api.openai.com' || url.hostname.endsWith('.api.openai.com')) return undefined;
+  return `${url.origin}${url.pathname}`;
 }
 
 function banner(

@@ -421,20 +421,35 @@ describe('the runstate command line', () => {
   it('names the server of a model on another OpenAI-compatible server in the banner, not OpenAI', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'runstate-cli-'));
     const file = join(dir, 'runstate.config.json');
-    const local = { provider: 'openai', id: 'llama3.1', baseURL: 'http://127.0.0.1:11434/v1' };
+    // A key in the URL (some gateways take one in the query) is not printed.
+    const local = {
+      provider: 'openai',
+      id: 'llama3.1',
+      baseURL: 'http://user:s3cret@127.0.0.1:11434/v1?api-key=k3y',
+    };
     await writeFile(
       file,
       JSON.stringify({
         agents: [
           { name: 'Local', model: local },
           { name: 'Cloud', model: { provider: 'openai', id: 'gpt-5-mini', apiKeyEnv: 'CLOUD_KEY' } },
+          {
+            name: 'Europe',
+            model: {
+              provider: 'openai',
+              id: 'gpt-5',
+              baseURL: 'https://eu.api.openai.com/v1',
+              apiKeyEnv: 'CLOUD_KEY',
+            },
+          },
         ],
       }),
     );
     const run = spawnCli(['serve', '--port', '0', '--config', file], { CLOUD_KEY: 'sk-test' });
     await run.listening();
+    expect(run.output().stdout).not.toMatch(/s3cret|k3y/);
     expect(run.output().stdout).toContain(
-      '\n  model: llama3.1 (at http://127.0.0.1:11434/v1), gpt-5-mini (OpenAI)\n',
+      '\n  model: llama3.1 (at http://127.0.0.1:11434/v1), gpt-5-mini (OpenAI), gpt-5 (OpenAI)\n',
     );
     run.child.kill('SIGTERM');
     expect(await run.exit).toBe(0);
