@@ -167,6 +167,31 @@ describe('a reasoning model', () => {
     });
   });
 
+  it.each(['ReasoningStarted', 'ReasoningCompleted'])(
+    'keeps every event of a read whole when a listener cancels the run at its %s',
+    async (at) => {
+      const { orchestrator, model, start } = setup();
+      orchestrator.subscribe((notice) => {
+        if (notice.type === 'event' && notice.event.event === at) orchestrator.cancelRun(notice.runId);
+      });
+      const run = start();
+      const call = await model.nextCall();
+      call.emit('A');
+      await nextTurn();
+      call.emitReasoning('think');
+      await nextTurn();
+      call.emit('B');
+      const events = await collect(run.events());
+      // The read's other events come before the end, and the end holds what they streamed.
+      checkRunEvents(events, 'cancelled');
+      expect(await run.result).toMatchObject({
+        status: 'cancelled',
+        cancel_reason: 'code',
+        reasoning_content: 'think',
+      });
+    },
+  );
+
   it('is not retried after its reasoning was delivered', async () => {
     const { model, start } = setup();
     const run = start();

@@ -15,7 +15,7 @@ import type { RunToolEmitted } from '../../machines/run.machine.js';
 import type { ChatMessage } from '../model/chat-model.js';
 import { MemoryEventLog } from './event-log.js';
 import { HeldChunk, type ModelCall } from './model-service.js';
-import { ReasoningPhases } from './reasoning-phases.js';
+import { ReasoningPhases, type OutputEventBody } from './reasoning-phases.js';
 import {
   checkAfterSeq,
   isTerminalEvent,
@@ -261,6 +261,9 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
   /** Stopped at a lapse of the lease, its end not known yet (see `LiveRun.halt`). */
   let halted = false;
   let cancelledBeforeOpen: CancelReason | undefined;
+  /** The events of one read are being appended, and a cancel asked for meanwhile (see `appendAll`). */
+  let appending = false;
+  let cancelledWhileAppending: CancelReason | undefined;
   /** The model request the last state notice was in: a request may follow another in one step. */
   let attempt = 0;
   let status: RunStatus | undefined;
@@ -341,7 +344,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       held.add(delta, thought, now());
       // Content outside a reasoning phase, the common case, is one event with no array.
       if (!thought && !reasoning.open) append({ event: 'RunContent', content: delta });
-      else for (const event of reasoning.project(delta, thought)) append(event);
+      else appendAll(reasoning.project(delta, thought));
     } catch (error) {
       // A throw here (the clock, a reader) would escape the model's stream and crash the process:
       // fail the run instead.
@@ -356,6 +359,22 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       });
     }
   };
+  /**
+   * Appends the events one read made (a reasoning phase's start or end beside its delta) as one: a
+   * reader that cancels the run at one of them has it cancelled after the last, so that the events
+   * hold what the machine was handed (see `cancel`), each phase whole.
+   */
+  function appendAll(events: OutputEventBody[]): void {
+    appending = true;
+    try {
+      for (const event of events) append(event);
+    } finally {
+      appending = false;
+    }
+    const reason = cancelledWhileAppending;
+    cancelledWhileAppending = undefined;
+    if (reason) run.cancel(reason);
+  }
   // The model's turn ended (its tool calls, a pause or the run's end come next): so does its reasoning.
   const endTurn = (): void => {
     const completed = reasoning.close();
@@ -505,6 +524,10 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       // From a listener of the run's `created` notice: taken once the run is open, after RunStarted.
       if (!opened) {
         cancelledBeforeOpen ??= reason;
+        return true;
+      }
+      if (appending) {
+        cancelledWhileAppending ??= reason;
         return true;
       }
       sendHeld();
