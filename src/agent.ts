@@ -116,7 +116,11 @@ export interface AgentRunOptions {
    * or pauses for a confirmation.
    */
   stream?: boolean | undefined;
-  /** Continue a conversation: earlier turns of the session are sent to the model. */
+  /**
+   * Continue a conversation: earlier turns of the session are sent to the model. Absent or empty
+   * (`''`, as the HTTP API's `session_id` and Agno's): a new session, whose id the stream's
+   * `sessionId` and the output's `session_id` tell.
+   */
   sessionId?: string | undefined;
   userId?: string | undefined;
 }
@@ -293,7 +297,9 @@ export class Agent {
    * (`status: 'paused'`) or the end. Rejects `RUN_NOT_FOUND` (unknown run, another agent's),
    * `RUN_NOT_PAUSED` when the run does not wait (it never paused, ended, was continued already, or
    * its pause ran out), `INVALID_INPUT` for answers that do not match the pending calls, an option
-   * it does not have (a misspelt `stream`) or a `stream` that is not `true` or `false`.
+   * it does not have (a misspelt `stream`) or a `stream` that is not `true` or `false`, and
+   * `SHUTTING_DOWN` once the orchestrator shuts down (the run is then left paused, or cancelled with
+   * the shutdown when it had been taken).
    *
    * @example
    * ```ts

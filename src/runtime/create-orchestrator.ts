@@ -149,7 +149,10 @@ export interface StartRunRequest {
   input: string;
   /** The system message: the agent's description and instructions. */
   instructions?: string | undefined;
-  /** Runs of one session send the earlier turns to the model. A new session when absent. */
+  /**
+   * Runs of one session send the earlier turns to the model. A new session when absent or empty
+   * (`''`, as the HTTP API's `session_id` and Agno's).
+   */
   sessionId?: string | undefined;
   userId?: string | undefined;
   limits?: RunLimits | undefined;
@@ -240,7 +243,8 @@ export interface Orchestrator {
    * (unknown, or of another agent than `agent.agentId`), `RUN_NOT_PAUSED` (not paused: never was,
    * continued already (here or on another instance), final, or its pause ran out: it is then failed
    * `RUN_TIMEOUT`), `INVALID_INPUT` (an answer for a call that does not wait, a call left
-   * unanswered, two answers).
+   * unanswered, two answers), `SHUTTING_DOWN` after (or during) {@link Orchestrator.shutdown} (the run
+   * stays paused, or ends `cancelled` with the shutdown when it was taken already).
    */
   continueRun(runId: string, tools: readonly ToolAnswer[], agent: ContinueRunRequest): Promise<RunHandle>;
   /**
