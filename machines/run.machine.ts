@@ -217,6 +217,15 @@ export const DEFAULT_RUN_LIMITS = {
   pauseTimeoutMs: 60 * 60_000,
 } as const satisfies RunMachineLimits;
 
+/**
+ * The longest a run's limit is kept: a century. A longer one (`Infinity` included) is kept as this:
+ * a number that JSON, a stored snapshot and a database's `bigint` deadline hold (`JSON.stringify`
+ * writes `Infinity` as `null`, which a run continued from the store read as a limit of 0).
+ */
+export const LONGEST_LIMIT_MS = 100 * 365 * 24 * 60 * 60_000;
+const keptMs = (ms: number): number => Math.min(ms, LONGEST_LIMIT_MS);
+const keptCount = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
+
 /** A delay as a timer can hold it: past 2^31-1 ms (`Infinity` included), 2^31-1 ms (24.8 days). */
 export const clampDelay = (ms: number): number => Math.min(Math.max(0, ms), MAX_TIMER_MS);
 
@@ -266,6 +275,23 @@ export function retryPolicy(
     baseDelayMs: given?.baseDelayMs ?? defaults.baseDelayMs,
     maxDelayMs: given?.maxDelayMs ?? defaults.maxDelayMs,
     maxRetryAfterMs: given?.maxRetryAfterMs ?? defaults.maxRetryAfterMs,
+  };
+}
+
+/** `limits` with each one past what is kept ({@link LONGEST_LIMIT_MS}, a safe integer) kept as that. */
+function keptLimits(limits: RunMachineLimits): RunMachineLimits {
+  const { retry } = limits;
+  return {
+    idleTimeoutMs: keptMs(limits.idleTimeoutMs),
+    timeoutMs: keptMs(limits.timeoutMs),
+    retry: {
+      maxAttempts: keptCount(retry.maxAttempts),
+      baseDelayMs: keptMs(retry.baseDelayMs),
+      maxDelayMs: keptMs(retry.maxDelayMs),
+      maxRetryAfterMs: keptMs(retry.maxRetryAfterMs),
+    },
+    maxToolRounds: keptCount(limits.maxToolRounds),
+    pauseTimeoutMs: keptMs(limits.pauseTimeoutMs),
   };
 }
 
@@ -619,13 +645,13 @@ export const runMachine = runSetup
         error: null,
         cancelReason: null,
         retryDelayMs: 0,
-        limits: {
+        limits: keptLimits({
           idleTimeoutMs: input.idleTimeoutMs ?? DEFAULT_RUN_LIMITS.idleTimeoutMs,
           timeoutMs: input.timeoutMs ?? DEFAULT_RUN_LIMITS.timeoutMs,
           retry: retryPolicy(input.retry),
           maxToolRounds: input.maxToolRounds ?? DEFAULT_RUN_LIMITS.maxToolRounds,
           pauseTimeoutMs: input.pauseTimeoutMs ?? DEFAULT_RUN_LIMITS.pauseTimeoutMs,
-        },
+        }),
         tools: [],
         round: [],
         toolRounds: 0,
