@@ -574,6 +574,15 @@ describe('model failures', () => {
     expect(model.calls).toHaveLength(2);
   });
 
+  it("keeps the orchestrator's retry fields a run's retry does not set", async () => {
+    const { model, start } = setup({ limits: { retry: { maxAttempts: 1 } } });
+    // Only the backoff: the orchestrator's one attempt still holds.
+    const run = start('hello', { limits: { retry: { baseDelayMs: 1, maxDelayMs: 2 } } });
+    (await model.nextCall()).fail(retryable(500));
+    expect(await run.result).toMatchObject({ status: 'failed', error: { status: 500 } });
+    expect(model.calls).toHaveLength(1);
+  });
+
   it('does not retry after the first chunk: the partial output would repeat', async () => {
     const { model, start } = setup();
     const run = start();

@@ -86,11 +86,22 @@ export interface RunLimits {
   maxHistoryRuns?: number | undefined;
 }
 
-/** The orchestrator's limits, overridden by a run's: a limit given as `undefined` keeps the orchestrator's. */
+/**
+ * The orchestrator's limits, overridden by a run's (or an agent's): a limit given as `undefined`
+ * keeps the orchestrator's, and `retry` is merged field by field, as the config file's limits are
+ * (an agent that sets only `baseDelayMs` keeps the orchestrator's `maxAttempts`).
+ */
 function mergeLimits(base: RunLimits, run: RunLimits | undefined): RunLimits {
-  const merged: Record<string, unknown> = { ...base };
-  for (const [name, value] of Object.entries(run ?? {})) if (value !== undefined) merged[name] = value;
+  const merged = definedOver(base, run);
+  if (base.retry && run?.retry) merged.retry = definedOver(base.retry, run.retry);
   return merged;
+}
+
+/** `base` with the fields `over` gives (not `undefined`) taking their place. */
+function definedOver<T extends object>(base: T, over: T | undefined): T {
+  const merged: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [name, value] of Object.entries(over ?? {})) if (value !== undefined) merged[name] = value;
+  return merged as T;
 }
 
 /**
