@@ -222,7 +222,7 @@ export const DEFAULT_RUN_LIMITS = {
  * a number that JSON, a stored snapshot and a database's `bigint` deadline hold (`JSON.stringify`
  * writes `Infinity` as `null`, which a run continued from the store read as a limit of 0).
  */
-export const LONGEST_LIMIT_MS = 100 * 365 * 24 * 60 * 60_000;
+const LONGEST_LIMIT_MS = 100 * 365 * 24 * 60 * 60_000;
 const keptMs = (ms: number): number => Math.min(ms, LONGEST_LIMIT_MS);
 const keptCount = (n: number): number => Math.min(n, Number.MAX_SAFE_INTEGER);
 

@@ -365,14 +365,16 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
    * hold what the machine was handed (see `cancel`), each phase whole.
    */
   function appendAll(events: OutputEventBody[]): void {
+    let reason: CancelReason | undefined;
     appending = true;
     try {
       for (const event of events) append(event);
     } finally {
+      // Taken whatever happened: a throw fails the run (see `content`), and nothing waits for later.
       appending = false;
+      reason = cancelledWhileAppending;
+      cancelledWhileAppending = undefined;
     }
-    const reason = cancelledWhileAppending;
-    cancelledWhileAppending = undefined;
     if (reason) run.cancel(reason);
   }
   // The model's turn ended (its tool calls, a pause or the run's end come next): so does its reasoning.

@@ -52,7 +52,7 @@ describe('a run with unbounded limits, paused in PGlite and continued', () => {
 
     const paused = await agent.run('Publish it');
     expect(paused).toMatchObject({ status: 'paused' });
-    expect(await storage.store.getRun(paused.run_id)).toMatchObject({ status: 'paused' });
+    expect(await storage.store!.getRun(paused.run_id)).toMatchObject({ status: 'paused' });
     const output = await agent.continueRun(paused.run_id, {
       tools: [{ tool_call_id: 'p1', confirmed: true }],
     });
