@@ -430,9 +430,15 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     expect(a.agent.cancelRun(second.runId)).toBe(false);
   });
 
+  /**
+   * The lease of an instance whose parks a test waits for it to check (every half lease): short
+   * for the test's sake, yet not so short that a loaded machine lets it run out while the run still
+   * streams there (400 ms did, in CI: the run then ends RUN_LOST, and never pauses).
+   */
+  const CHECKING_LEASE_MS = 2_000;
+
   it('is let go by the instance that paused it when another one ended it while its Redis link was down', async () => {
-    // The store is checked every half lease: a short one, for the test's sake.
-    const { proxy, cutOff: a, other: b } = await oneCutOffFromRedis(400);
+    const { proxy, cutOff: a, other: b } = await oneCutOffFromRedis(CHECKING_LEASE_MS);
     const metrics = createPrometheusMetrics();
     a.agent.orchestrator.subscribe(metrics.listener, { causes: false });
     const { runId, run } = await pausedRun(a, 'unheard');
@@ -451,7 +457,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
   });
 
   it('is let go by the instance that paused it when another one continued it and paused it again while its Redis link was down', async () => {
-    const { proxy, cutOff: a, other: b } = await oneCutOffFromRedis(400);
+    const { proxy, cutOff: a, other: b } = await oneCutOffFromRedis(CHECKING_LEASE_MS);
     const left: RunNotice[] = [];
     a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
     const { runId } = await pausedRun(a, 'first');
@@ -480,7 +486,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
     });
     const reported = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     try {
-      const a = await startInstance({ databaseUrl: database.url, leaseMs: 400 }, {}, wrap);
+      const a = await startInstance({ databaseUrl: database.url, leaseMs: CHECKING_LEASE_MS }, {}, wrap);
       const { runId } = await pausedRun(a, 'kept');
       await refused;
       expect(a.agent.orchestrator.isPaused(runId)).toBe(true);
@@ -521,7 +527,7 @@ describe('a paused run on two instances (PostgreSQL and Redis)', () => {
         if (++parks === 2) setImmediate(reparked.open);
       },
     });
-    const a = await startInstance({ databaseUrl: database.url, leaseMs: 400 }, {}, wrap);
+    const a = await startInstance({ databaseUrl: database.url, leaseMs: CHECKING_LEASE_MS }, {}, wrap);
     const left: RunNotice[] = [];
     a.agent.orchestrator.subscribe((notice) => void (notice.type === 'left' && left.push(notice)));
     const { runId } = await pausedRun(a, 'first');
