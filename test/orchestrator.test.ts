@@ -583,6 +583,20 @@ describe('model failures', () => {
     expect(model.calls).toHaveLength(1);
   });
 
+  it("refuses a run's backoff base over the orchestrator's cap, or a cap under its base", () => {
+    const { start } = setup({ limits: { retry: { baseDelayMs: 100, maxDelayMs: 1_000 } } });
+    expect(() => start('hello', { limits: { retry: { baseDelayMs: 5_000 } } })).toThrow(
+      expect.objectContaining({
+        code: 'INVALID_INPUT',
+        message: "limits.retry.baseDelayMs: 5000 is over the orchestrator's limits.retry.maxDelayMs (1000)",
+        details: { field: 'limits.retry.baseDelayMs' },
+      }) as Error,
+    );
+    expect(() => start('hello', { limits: { retry: { maxDelayMs: 50 } } })).toThrow(
+      expect.objectContaining({ details: { field: 'limits.retry.maxDelayMs' } }) as Error,
+    );
+  });
+
   it('does not retry after the first chunk: the partial output would repeat', async () => {
     const { model, start } = setup();
     const run = start();

@@ -58,6 +58,7 @@ import {
   checkOptionsObject,
   checkOption,
   checkOptionNames,
+  baseWithinCap,
   maxConcurrentRunsSchema,
   runLimitsSchema,
 } from './run-limits.js';
@@ -863,9 +864,34 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return id;
   }
 
+  /**
+   * A run's retry over the orchestrator's, field by field: one side's backoff base may be over the
+   * other's cap (each alone was checked), as the config file refuses it too.
+   */
+  function checkMergedRetry(limits: RunLimits | undefined): void {
+    const own = limits?.retry;
+    if (own === undefined || (own.baseDelayMs === undefined) === (own.maxDelayMs === undefined)) return;
+    const retry = mergeLimits(defaultLimits, limits).retry!;
+    if (baseWithinCap(retry)) return;
+    const [field, message] =
+      own.baseDelayMs === undefined
+        ? [
+            'maxDelayMs',
+            `${retry.maxDelayMs} is under the orchestrator's limits.retry.baseDelayMs (${retry.baseDelayMs})`,
+          ]
+        : [
+            'baseDelayMs',
+            `${retry.baseDelayMs} is over the orchestrator's limits.retry.maxDelayMs (${retry.maxDelayMs})`,
+          ];
+    throw new RunstateError('INVALID_INPUT', `limits.retry.${field}: ${message}`, {
+      details: { field: `limits.retry.${field}` },
+    });
+  }
+
   function startRun(request: StartRunRequest): RunHandle {
     if (closing) throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
     checkStartRequest(request);
+    checkMergedRetry(request.limits);
     refuseWhileLapsed();
     const runId = newId();
     if (registry.has(runId)) throw new RunstateError('INVALID_INPUT', `run id ${runId} is already in use`);
@@ -996,6 +1022,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     checkOption(toolAnswersSchema, entries, 'tools');
     for (const entry of entries) refuseUnstorable(entry.confirmation_note, 'tools');
     if (agent.limits !== undefined) checkOption(runLimitsSchema, agent.limits, 'limits');
+    checkMergedRetry(agent.limits);
     // Before the run is taken from the store: a refusal after would leave it taken, and nobody's.
     if (agent.tools !== undefined) checkTools(agent.tools);
     await parkedRuns.parkInFlight(runId);
