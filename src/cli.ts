@@ -17,7 +17,7 @@ import { drainedOrClosed } from './drained-or-closed.js';
 import { RunstateError } from './errors.js';
 import { packageVersion } from './package-version.js';
 import type { ChatModel } from './model/chat-model.js';
-import { OpenAIChat } from './model/openai-chat.js';
+import { isOpenAIServer, OpenAIChat } from './model/openai-chat.js';
 import { createInspector } from './inspect/create-inspector.js';
 import { checkSecurityKey } from './server/bearer-auth.js';
 import {
@@ -339,11 +339,10 @@ function modelLabel(model: ChatModel): string {
   return server ? `${model.id} (at ${server})` : `${model.id} (${model.provider})`;
 }
 
-/** A base URL's origin and path, unless it is OpenAI's own (`api.openai.com`, a regional `*.api.openai.com`). */
+/** A base URL's origin and path, unless it is OpenAI's own (see `isOpenAIServer`). */
 function serverOf(baseURL: string | undefined): string | undefined {
-  if (baseURL === undefined || !URL.canParse(baseURL)) return undefined;
+  if (baseURL === undefined || !URL.canParse(baseURL) || isOpenAIServer(baseURL)) return undefined;
   const url = new URL(baseURL);
-  if (url.hostname === 'api.openai.com' || url.hostname.endsWith('.api.openai.com')) return undefined;
   return `${url.origin}${url.pathname}`;
 }
 

@@ -305,16 +305,14 @@ function withoutReasoning(message: ChatMessage): ChatMessage {
 
 /** OpenAI itself takes `max_completion_tokens`; compatible servers know `max_tokens` (some only that). */
 function defaultMaxTokensField(baseURL: string): MaxTokensField {
-  let host: string | undefined;
-  try {
-    host = new URL(baseURL).hostname;
-  } catch {
-    host = undefined;
-  }
-  // OpenAI's own hosts, its regional ones (`eu.api.openai.com`) too.
-  return host === 'api.openai.com' || host?.endsWith('.api.openai.com')
-    ? 'max_completion_tokens'
-    : 'max_tokens';
+  return isOpenAIServer(baseURL) ? 'max_completion_tokens' : 'max_tokens';
+}
+
+/** Whether `baseURL` is OpenAI's own server: `api.openai.com`, or a regional one (`eu.api.openai.com`). */
+export function isOpenAIServer(baseURL: string): boolean {
+  if (!URL.canParse(baseURL)) return false;
+  const host = new URL(baseURL).hostname;
+  return host === 'api.openai.com' || host.endsWith('.api.openai.com');
 }
 
 /**

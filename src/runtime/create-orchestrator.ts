@@ -58,8 +58,8 @@ import {
   checkOptionsObject,
   checkOption,
   checkOptionNames,
-  baseWithinCap,
   maxConcurrentRunsSchema,
+  retryOverProblem,
   runLimitsSchema,
 } from './run-limits.js';
 import { confirmationsOf, toolAnswersSchema, type ToolAnswer } from './tool-answers.js';
@@ -864,28 +864,12 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return id;
   }
 
-  /**
-   * A run's retry over the orchestrator's, field by field: one side's backoff base may be over the
-   * other's cap (each alone was checked), as the config file refuses it too.
-   */
+  /** A run's retry over the orchestrator's: refused as the config file refuses an agent's. */
   function checkMergedRetry(limits: RunLimits | undefined): void {
-    const own = limits?.retry;
-    if (own === undefined || (own.baseDelayMs === undefined) === (own.maxDelayMs === undefined)) return;
-    const retry = mergeLimits(defaultLimits, limits).retry!;
-    if (baseWithinCap(retry)) return;
-    const [field, message] =
-      own.baseDelayMs === undefined
-        ? [
-            'maxDelayMs',
-            `${retry.maxDelayMs} is under the orchestrator's limits.retry.baseDelayMs (${retry.baseDelayMs})`,
-          ]
-        : [
-            'baseDelayMs',
-            `${retry.baseDelayMs} is over the orchestrator's limits.retry.maxDelayMs (${retry.maxDelayMs})`,
-          ];
-    throw new RunstateError('INVALID_INPUT', `limits.retry.${field}: ${message}`, {
-      details: { field: `limits.retry.${field}` },
-    });
+    const problem = retryOverProblem(limits?.retry, defaultLimits.retry, "the orchestrator's");
+    if (!problem) return;
+    const field = `limits.retry.${problem.field}`;
+    throw new RunstateError('INVALID_INPUT', `${field}: ${problem.message}`, { details: { field } });
   }
 
   function startRun(request: StartRunRequest): RunHandle {

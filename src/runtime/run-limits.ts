@@ -39,6 +39,35 @@ export function baseWithinCap(retry: {
 }
 
 /**
+ * Where a retry policy set over another, field by field (an agent's over the server's, a run's over
+ * the orchestrator's), puts a backoff base over the cap, one from each side (each side alone is
+ * checked by {@link baseWithinCap}): the field of `own` at fault and why, naming `whose` the other
+ * side is; `undefined` when within.
+ */
+export function retryOverProblem(
+  own: { baseDelayMs?: number | undefined; maxDelayMs?: number | undefined } | undefined,
+  base: { baseDelayMs?: number | undefined; maxDelayMs?: number | undefined } | undefined,
+  whose: string,
+): { field: 'baseDelayMs' | 'maxDelayMs'; message: string } | undefined {
+  if (own === undefined || (own.baseDelayMs === undefined) === (own.maxDelayMs === undefined))
+    return undefined;
+  const retry = {
+    baseDelayMs: own.baseDelayMs ?? base?.baseDelayMs,
+    maxDelayMs: own.maxDelayMs ?? base?.maxDelayMs,
+  };
+  if (baseWithinCap(retry)) return undefined;
+  return own.baseDelayMs === undefined
+    ? {
+        field: 'maxDelayMs',
+        message: `${retry.maxDelayMs} is under ${whose} limits.retry.baseDelayMs (${retry.baseDelayMs})`,
+      }
+    : {
+        field: 'baseDelayMs',
+        message: `${retry.baseDelayMs} is over ${whose} limits.retry.maxDelayMs (${retry.maxDelayMs})`,
+      };
+}
+
+/**
  * An xstate machine (what `createMachine` makes: its definition is walked), refused with `message`
  * when it is anything else.
  */

@@ -7,7 +7,7 @@ import { agentIdFromName } from '../agent.js';
 import { RunstateError } from '../errors.js';
 import { MIN_TOKENS_PER_SECOND } from '../model/offline-model.js';
 import { databaseUrlSchema, redisUrlSchema } from '../runtime/open-storage.js';
-import { baseWithinCap } from '../runtime/run-limits.js';
+import { baseWithinCap, retryOverProblem } from '../runtime/run-limits.js';
 
 const modelSchema = z.discriminatedUnion('provider', [
   z.strictObject({
@@ -172,23 +172,12 @@ export const configSchema = z
     // An agent's retry policy is the server's with the agent's fields over it: one side's base may
     // be over the other's cap (each side alone is checked by `limitsSchema`).
     config.agents?.forEach((agent, index) => {
-      const own = agent.limits?.retry;
-      if (own === undefined || (own.baseDelayMs === undefined) === (own.maxDelayMs === undefined)) return;
-      const retry = { ...config.limits?.retry, ...own };
-      if (!baseWithinCap(retry))
+      const problem = retryOverProblem(agent.limits?.retry, config.limits?.retry, "the server's");
+      if (problem)
         ctx.addIssue({
           code: 'custom',
-          path: [
-            'agents',
-            index,
-            'limits',
-            'retry',
-            own.baseDelayMs === undefined ? 'maxDelayMs' : 'baseDelayMs',
-          ],
-          message:
-            own.baseDelayMs === undefined
-              ? `${retry.maxDelayMs} is under the server's limits.retry.baseDelayMs (${retry.baseDelayMs})`
-              : `${retry.baseDelayMs} is over the server's limits.retry.maxDelayMs (${retry.maxDelayMs})`,
+          path: ['agents', index, 'limits', 'retry', problem.field],
+          message: problem.message,
         });
     });
     const seen = new Set<string>();
