@@ -125,6 +125,20 @@ describe('readChunk', () => {
       });
     });
 
+    it('that come alone are output with no text: they keep the run alive and end its retries', () => {
+      const state = fresh();
+      const encrypted = { type: 'reasoning.encrypted', data: 'opaque', index: 0 };
+      expect(readChunk(event({ reasoning_details: [] }), state)).toBeUndefined();
+      expect(readChunk(event({ reasoning_details: [7, null] }), state)).toBeUndefined();
+      expect(state.delivered).toBe(false);
+      expect(readChunk(event({ reasoning_details: [encrypted] }), state)).toEqual({
+        type: 'delta',
+        content: '',
+        toolCall: true,
+      });
+      expect(state.delivered).toBe(true);
+    });
+
     it("join a summary's pieces too, and take a field a later fragment adds", () => {
       const state = fresh();
       const summary = (fields: Record<string, unknown>) => ({

@@ -62,7 +62,8 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
     for (const call of delta.tool_calls) state.toolCalls.add(call);
   }
   // The one check a delta without them costs.
-  if (delta.reasoning_details !== undefined) addReasoningDetails(state, delta.reasoning_details);
+  const detailsCame =
+    delta.reasoning_details !== undefined && addReasoningDetails(state, delta.reasoning_details);
   let content: string;
   const reasoning = delta.reasoning_content || delta.reasoning;
   // The field a server streams reasoning in is the one it wants back with a turn's tool calls, even
@@ -98,17 +99,18 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   }
   // A tool call's name or arguments: no text to hand out, but the model is producing output (a
   // failure after it is not retried, so it is no failure before output either).
-  if (Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) {
+  // So are reasoning entries that come alone (an encrypted block, a signature).
+  if ((Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) || detailsCame) {
     state.delivered = true;
-    return TOOL_CALL_ACTIVITY;
+    return OUTPUT_WITHOUT_TEXT;
   }
   return undefined;
 }
 
-const TOOL_CALL_ACTIVITY: ModelChunk = { type: 'delta', content: '', toolCall: true };
+const OUTPUT_WITHOUT_TEXT: ModelChunk = { type: 'delta', content: '', toolCall: true };
 
 /**
- * Adds a delta's `reasoning_details` fragments to the turn's entries.
+ * Adds a delta's `reasoning_details` fragments to the turn's entries; true when any came.
  *
  * What OpenRouter sends: its reasoning-tokens docs put the entries in `delta.reasoning_details` of
  * each chunk, to be read in the order of the chunks, each entry with its `type` and (optional)
@@ -125,16 +127,19 @@ const TOOL_CALL_ACTIVITY: ModelChunk = { type: 'delta', content: '', toolCall: t
  * replaces the entry's, and a field the entry lacks (or has null) is taken. Any other fragment is an
  * entry of its own; anything that is no object is no entry, and is left out.
  */
-function addReasoningDetails(state: CompletionState, fragments: unknown): void {
-  if (!Array.isArray(fragments)) return;
+function addReasoningDetails(state: CompletionState, fragments: unknown): boolean {
+  if (!Array.isArray(fragments)) return false;
+  let added = false;
   for (const fragment of fragments) {
     if (!isRecord(fragment)) continue;
+    added = true;
     const entries = (state.reasoningDetails ??= []);
     const last = entries.at(-1);
     if (last && continues(last, fragment)) mergeFragment(last, fragment);
     // A copy: the entry grows with later fragments, the parsed event stays as it came.
     else entries.push({ ...fragment });
   }
+  return added;
 }
 
 /** The fields of a text or summary entry that stream a piece per fragment. */

@@ -50,8 +50,9 @@ export type ModelChunk =
       content: string;
       reasoning?: string | undefined;
       /**
-       * A tool call's arguments streamed (they come whole with `end`): output, which keeps the run
-       * alive (its idle timeout) as content does, with no text of its own.
+       * A tool call's arguments streamed (they come whole with `end`), or other output with no text
+       * (OpenRouter's encrypted `reasoning_details`): it keeps the run alive (its idle timeout) as
+       * content does, and a failure after it is not retried.
        */
       toolCall?: true | undefined;
     }
