@@ -597,6 +597,21 @@ describe('model failures', () => {
     );
   });
 
+  it('refuses a backoff base over the default cap where no side sets a cap', () => {
+    const overDefault = expect.objectContaining({
+      code: 'INVALID_INPUT',
+      message: 'limits.retry.baseDelayMs: 20000 is over the default maxDelayMs (8000)',
+      details: { field: 'limits.retry.baseDelayMs' },
+    }) as Error;
+    expect(() => createOrchestrator({ limits: { retry: { baseDelayMs: 20_000 } } })).toThrow(overDefault);
+    const { start } = setup();
+    expect(() => start('hello', { limits: { retry: { baseDelayMs: 20_000 } } })).toThrow(overDefault);
+    // A cap alone lowers every delay to it; a base under the orchestrator's own cap is fine.
+    expect(() => start('hello', { limits: { retry: { maxDelayMs: 50 } } })).not.toThrow();
+    const capped = setup({ limits: { retry: { maxDelayMs: 30_000 } } });
+    expect(() => capped.start('hello', { limits: { retry: { baseDelayMs: 20_000 } } })).not.toThrow();
+  });
+
   it('does not retry after the first chunk: the partial output would repeat', async () => {
     const { model, start } = setup();
     const run = start();

@@ -558,6 +558,8 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   const inspect = options.inspect && catchingInspect(options.inspect);
   checkOption(maxConcurrentRunsSchema, maxConcurrentRuns, 'maxConcurrentRuns');
   checkOption(runLimitsSchema, defaultLimits, 'limits');
+  // A backoff base over the default cap, where the orchestrator sets no cap of its own.
+  refuseRetryOver(defaultLimits.retry, undefined);
   const registry = createRunRegistry();
   const admission = createAdmission<LiveRun>({
     maxConcurrent: maxConcurrentRuns,
@@ -866,10 +868,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
 
   /** A run's retry over the orchestrator's: refused as the config file refuses an agent's. */
   function checkMergedRetry(limits: RunLimits | undefined): void {
-    const problem = retryOverProblem(limits?.retry, defaultLimits.retry, "the orchestrator's");
-    if (!problem) return;
-    const field = `limits.retry.${problem.field}`;
-    throw new RunstateError('INVALID_INPUT', `${field}: ${problem.message}`, { details: { field } });
+    refuseRetryOver(limits?.retry, defaultLimits.retry);
   }
 
   function startRun(request: StartRunRequest): RunHandle {
@@ -1451,4 +1450,12 @@ function eachLoopReads<T>(
  */
 async function* followEvents(events: () => Promise<AsyncIterable<RunEvent>>): AsyncGenerator<RunEvent> {
   yield* await events();
+}
+
+/** `INVALID_INPUT` naming the field when `own` retry over `base` (see {@link retryOverProblem}) is. */
+function refuseRetryOver(own: RunLimits['retry'], base: RunLimits['retry']): void {
+  const problem = retryOverProblem(own, base, "the orchestrator's");
+  if (!problem) return;
+  const field = `limits.retry.${problem.field}`;
+  throw new RunstateError('INVALID_INPUT', `${field}: ${problem.message}`, { details: { field } });
 }

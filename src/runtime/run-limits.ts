@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 import { z } from 'zod';
+import { DEFAULT_RUN_LIMITS } from '../../machines/run.machine.js';
 import { RunstateError } from '../errors.js';
 import { checkOptionNames, checkOptionsObject } from '../option-names.js';
 
@@ -40,9 +41,11 @@ export function baseWithinCap(retry: {
 
 /**
  * Where a retry policy set over another, field by field (an agent's over the server's, a run's over
- * the orchestrator's), puts a backoff base over the cap, one from each side (each side alone is
- * checked by {@link baseWithinCap}): the field of `own` at fault and why, naming `whose` the other
- * side is; `undefined` when within.
+ * the orchestrator's; the run machine's defaults under both), puts a backoff base over the cap, one
+ * from each side (each side alone is checked by {@link baseWithinCap}): the field of `own` at fault
+ * and why, naming `whose` the other side is; `undefined` when within. A base set where neither side
+ * sets a cap is checked against the default cap (with none, a base of 20 s would back off 8 s); a cap
+ * alone is within whatever base (each delay is then the cap).
  */
 export function retryOverProblem(
   own: { baseDelayMs?: number | undefined; maxDelayMs?: number | undefined } | undefined,
@@ -53,17 +56,19 @@ export function retryOverProblem(
     return undefined;
   const retry = {
     baseDelayMs: own.baseDelayMs ?? base?.baseDelayMs,
-    maxDelayMs: own.maxDelayMs ?? base?.maxDelayMs,
+    maxDelayMs: own.maxDelayMs ?? base?.maxDelayMs ?? DEFAULT_RUN_LIMITS.retry.maxDelayMs,
   };
   if (baseWithinCap(retry)) return undefined;
+  const other = own.baseDelayMs === undefined ? base?.baseDelayMs : base?.maxDelayMs;
+  const owner = other === undefined ? 'the default ' : `${whose} limits.retry.`;
   return own.baseDelayMs === undefined
     ? {
         field: 'maxDelayMs',
-        message: `${retry.maxDelayMs} is under ${whose} limits.retry.baseDelayMs (${retry.baseDelayMs})`,
+        message: `${retry.maxDelayMs} is under ${owner}baseDelayMs (${retry.baseDelayMs})`,
       }
     : {
         field: 'baseDelayMs',
-        message: `${retry.baseDelayMs} is over ${whose} limits.retry.maxDelayMs (${retry.maxDelayMs})`,
+        message: `${retry.baseDelayMs} is over ${owner}maxDelayMs (${retry.maxDelayMs})`,
       };
 }
 

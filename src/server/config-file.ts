@@ -169,8 +169,16 @@ export const configSchema = z
     agents: z.array(agentSchema).min(1).optional(),
   })
   .superRefine((config, ctx) => {
-    // An agent's retry policy is the server's with the agent's fields over it: one side's base may
-    // be over the other's cap (each side alone is checked by `limitsSchema`).
+    // An agent's retry policy is the server's with the agent's fields over it, and the server's is
+    // the defaults with its fields over them: one side's base may be over the other's cap (each
+    // side alone is checked by `limitsSchema`).
+    const serverProblem = retryOverProblem(config.limits?.retry, undefined, '');
+    if (serverProblem)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['limits', 'retry', serverProblem.field],
+        message: serverProblem.message,
+      });
     config.agents?.forEach((agent, index) => {
       const problem = retryOverProblem(agent.limits?.retry, config.limits?.retry, "the server's");
       if (problem)

@@ -128,6 +128,15 @@ describe('run limits in the config file', () => {
     expect(message(other)).toContain(
       "  agents.0.limits.retry.maxDelayMs: 100 is under the server's limits.retry.baseDelayMs (200)",
     );
+    // A base over the default cap (8000) where no side sets one: server-wide, or an agent's.
+    expect(message({ limits: { retry: { baseDelayMs: 20_000 } } })).toContain(
+      '  limits.retry.baseDelayMs: 20000 is over the default maxDelayMs (8000)',
+    );
+    expect(message({ agents: [{ name: 'A', limits: { retry: { baseDelayMs: 9_000 } } }] })).toContain(
+      '  agents.0.limits.retry.baseDelayMs: 9000 is over the default maxDelayMs (8000)',
+    );
+    // A cap alone is within any base: each delay is the cap.
+    expect(message({ limits: { retry: { maxDelayMs: 100 } }, agents: [{ name: 'A' }] })).toBe('');
     // Fine when the merged policy is: the agent's cap over the server's base.
     expect(
       message({
