@@ -251,7 +251,10 @@ export function createInspector(options: InspectorOptions = {}): Inspector {
         // it was logged in: a new actor's first state, not a new one of the run.
         const again = type === 'xstate.init' && view.log.length > 0;
         if (again && valueText(notice.value) === valueText(view.value)) return;
-        if (type !== 'xstate.init' && type !== 'unknown' && type !== 'CHUNK') {
+        // A CHUNK's text is in the RunContent lines: its line names the change it made (the first
+        // output of a request: a tool call's has no RunContent line of its own).
+        if (type === 'CHUNK') log(view, 'event', 'CHUNK');
+        else if (type !== 'xstate.init' && type !== 'unknown') {
           log(view, 'event', transitionLabel(type), detailOf(notice.event));
         }
         view.value = notice.value;

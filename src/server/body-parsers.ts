@@ -362,8 +362,11 @@ function fromBodyParserError(error: unknown): unknown {
       return (
         notAnObject(error) ?? malformedRequest(`malformed JSON body: ${(error as Error).message}`, error)
       );
+    // The header at fault is named, as for a body not compressed as it says.
     case 'encoding.unsupported':
+      return undecodableField('content-encoding', (error as Error).message, error);
     case 'charset.unsupported':
+      return undecodableField('content-type', (error as Error).message, error);
     case 'request.aborted':
     case 'request.size.invalid':
       return malformedRequest((error as Error).message, error);

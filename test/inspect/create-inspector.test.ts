@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
 import { createOrchestrator } from '../../src/runtime/create-orchestrator.js';
 import { createMemoryRunStore } from '../../src/runtime/memory-run-store.js';
 import type { RunEvent } from '../../src/runtime/run-events.js';
@@ -10,6 +11,8 @@ import {
   type FakeModelCall,
 } from '../../src/testing/fake-model.js';
 import { createInspector, type FeedMessage, type InspectorOptions } from '../../src/inspect/index.js';
+import { OfflineModel } from '../../src/model/offline-model.js';
+import { tool } from '../../src/tools/tool.js';
 import { playRun } from '../support/notices.js';
 import { collect } from '../support/collect.js';
 import { confirmingTool } from '../support/confirming-tool.js';
@@ -227,6 +230,7 @@ describe('createInspector: the feed', () => {
       'event START',
       'state streaming.attempt.requesting',
       'chunks RunContent ×1',
+      'event CHUNK',
       'state streaming.attempt.receiving',
       'chunks RunContent ×3',
       'event CANCEL',
@@ -251,6 +255,38 @@ describe('createInspector: the feed', () => {
     expect(log.filter((line) => line === 'state streaming.attempt.requesting')).toHaveLength(2);
     expect(log).toContain('event DONE');
     expect(inspector.listRuns()).toMatchObject([{ run_id: run.runId, status: 'completed', attempt: 2 }]);
+  });
+
+  it('logs the CHUNK that moves a turn of tool calls to `receiving`: its deltas are no RunContent', async () => {
+    const inspector = createInspector();
+    const orchestrator = createOrchestrator();
+    inspector.attach(orchestrator);
+    const add = tool({
+      name: 'add',
+      description: 'Adds two numbers.',
+      parameters: z.object({ a: z.number(), b: z.number() }),
+      execute: ({ a, b }) => ({ sum: a + b }),
+    });
+    const run = orchestrator.startRun({
+      agentId: 'calc',
+      agentName: 'Calc',
+      model: new OfflineModel({ tokensPerSecond: Infinity }),
+      input: 'add 2 and 3',
+      tools: [add],
+    });
+    await run.result;
+
+    const detail = record((listener) => inspector.subscribe(listener, { runId: run.runId })).messages[1];
+    const log = detail?.type === 'detail' ? detail.log.map((entry) => `${entry.kind} ${entry.text}`) : [];
+    // The first turn: its calls streamed, no text.
+    expect(log.slice(0, 6)).toEqual([
+      'state pending',
+      'event START',
+      'state streaming.attempt.requesting',
+      'event CHUNK',
+      'state streaming.attempt.receiving',
+      'event DONE',
+    ]);
   });
 
   it('logs a paused run once in `paused` when it is taken back from its park and cancelled', async () => {

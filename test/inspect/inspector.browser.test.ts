@@ -531,6 +531,30 @@ describe.skipIf(!hasChromium)(title, () => {
     }
   });
 
+  it('times every log line of a run followed before the server knew it (a link to it, a restart)', async () => {
+    const model = createFakeModel();
+    const server = await startInspectorServer({ model, idGenerator: () => 'run-from-a-link' });
+    try {
+      const { page, errors } = await openPage(context);
+      await page.goto(`${server.url}/inspect/#run=run-from-a-link`);
+      await page.locator('#connection[data-state="live"]').waitFor();
+      // Its log lines reach the page before its summary, which tells when it began.
+      const run = server.agent.run('hello', { stream: true });
+      const call = await model.nextCall();
+      call.emit('Once');
+      call.end();
+      await collect(run);
+      await page.locator('#log li[data-kind="end"]').waitFor();
+      const times = await page.locator('#log li .t').allTextContents();
+      expect(times.length).toBeGreaterThan(3);
+      for (const time of times) expect(time).toMatch(/^\+\d+\.\d{3}$/);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   it('shows runs that started before the page opened, and their final state', async () => {
     const server = await startInspectorServer();
     try {

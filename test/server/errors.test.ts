@@ -509,7 +509,10 @@ describe('invalid run requests', () => {
     expect(utf8.status).toBe(202);
     expect((await model.nextCall()).messages.at(-1)).toEqual({ role: 'user', content: 'Hi' });
     const latin1 = await post('application/json; charset=latin1', '{"message":"Hi"}');
-    expect((await expectError(latin1, 400, 'INVALID_INPUT')).detail).toMatch(/charset/i);
+    expect(await expectError(latin1, 400, 'INVALID_INPUT')).toMatchObject({
+      detail: expect.stringMatching(/charset/i) as string,
+      field: 'content-type',
+    });
     // Another type that ends in json is not taken for JSON: it is named, never read.
     const vendor = await post('application/vnd.api+json', '{"message":"Hi"}');
     expect((await expectError(vendor, 415, 'INVALID_INPUT')).field).toBe('content-type');
@@ -730,6 +733,16 @@ describe('invalid run requests', () => {
       expect(answer.field, encoding).toBe('content-encoding');
       expect(answer.detail).toMatch(/^the body cannot be decoded as its Content-Encoding says: \S/);
     }
+    // One it does not read at all is named too.
+    const zstd = await fetch(`${story}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'zstd' },
+      body: '{"message":"x"}',
+    });
+    expect(await expectError(zstd, 400, 'INVALID_INPUT')).toMatchObject({
+      detail: 'unsupported content encoding "zstd"',
+      field: 'content-encoding',
+    });
   });
 
   it('answers 400 to an undecodable urlencoded field on every route that reads a body', async () => {

@@ -25,10 +25,15 @@ export interface InspectorServer {
  * `/inspect`, and the AgentOS cancel route calling `orchestrator.requestCancel(runId, 'api')`.
  */
 export async function startInspectorServer(
-  options: { model?: ChatModel; tools?: Tool[]; inspector?: InspectorOptions } = {},
+  options: {
+    model?: ChatModel;
+    tools?: Tool[];
+    inspector?: InspectorOptions;
+    idGenerator?: () => string;
+  } = {},
 ): Promise<InspectorServer> {
   const inspector = createInspector(options.inspector);
-  const orchestrator = createOrchestrator();
+  const orchestrator = createOrchestrator({ idGenerator: options.idGenerator });
   inspector.attach(orchestrator);
   const agent = new Agent({
     name: 'StorytellerAgent',

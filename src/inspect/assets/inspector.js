@@ -324,6 +324,7 @@ function onAppend(message) {
 
 function upsert(summary) {
   const known = state.runs.get(summary.run_id);
+  if (!known && state.detail?.runId === summary.run_id) fillLogTimes(summary.created_at);
   if (known) {
     const previous = known.summary;
     known.summary = summary;
@@ -568,8 +569,9 @@ function appendLog(entries) {
   const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
   list.querySelector('.live')?.remove();
   for (const entry of entries) {
-    // (No time rather than a wrong one before the run's summary came: see logRow.)
+    // (No time rather than a wrong one before the run's summary came: see logRow and fillLogTimes.)
     const row = logRow(entry.kind, entry.text, entry.detail, created === undefined ? null : entry.at - created);
+    row.dataset.at = String(entry.at);
     list.append(row);
     if (entry.kind === 'chunks') detail.loggedChunks += Number(entry.text.replace(/\D+/g, '')) || 0;
     if (entry.kind === 'event') detail.lastEvent = entry.text;
@@ -586,6 +588,14 @@ function appendLog(entries) {
   if (transition && entries.some((entry) => entry.kind === 'event' || entry.kind === 'state')) {
     state.taken = takenEdges(transition.was, transition.is);
     highlightChart(selectedSummary());
+  }
+}
+
+/** The times of the selected run's log lines that came before its summary (it tells when it began). */
+function fillLogTimes(created) {
+  for (const row of $('log').querySelectorAll('li[data-at]')) {
+    const time = row.querySelector('.t');
+    if (time.textContent === '') time.textContent = `+${((Number(row.dataset.at) - created) / 1000).toFixed(3)}`;
   }
 }
 
