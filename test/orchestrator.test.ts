@@ -410,6 +410,54 @@ describe('limits', () => {
     expect(model.calls).toHaveLength(0);
   });
 
+  it('gives back the slot of a run a listener cancelled as it started: the next run starts', async () => {
+    for (const at of ['created', 'state', 'RunStarted'] as const) {
+      const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
+      let first = true;
+      orchestrator.subscribe((notice) => {
+        const cancelNow = notice.type === at || (notice.type === 'event' && notice.event.event === at);
+        if (cancelNow && first) {
+          first = false;
+          orchestrator.cancelRun(notice.type === 'created' ? notice.run.run_id : notice.runId, 'api');
+        }
+      });
+      const doomed = start();
+      expect(await doomed.result, at).toMatchObject({ status: 'cancelled' });
+      const next = start();
+      const call = await model.nextCall();
+      call.emit('Hi');
+      call.end();
+      expect(await next.result, at).toMatchObject({ status: 'completed', content: 'Hi' });
+      await orchestrator.shutdown();
+    }
+  });
+
+  it('gives back the slot of a paused run a listener cancelled as it continued: the next run starts', async () => {
+    const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
+    const tools = [confirmingTool()];
+    const paused = orchestrator.startRun({
+      agentId: 'writer',
+      agentName: 'Writer',
+      model,
+      input: 'publish',
+      tools,
+    });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+    expect((await collect(paused.events())).at(-1)?.event).toBe('RunPaused');
+    orchestrator.subscribe((notice) => {
+      if (notice.type === 'event' && notice.event.event === 'RunContinued')
+        orchestrator.cancelRun(notice.runId);
+    });
+    const request = { agentId: 'writer', agentName: 'Writer', model, tools };
+    await orchestrator.continueRun(paused.runId, [{ tool_call_id: 'c1', confirmed: true }], request);
+    expect(await paused.result).toMatchObject({ status: 'cancelled' });
+    const next = start();
+    const call = await model.nextCall();
+    call.end();
+    expect(await next.result).toMatchObject({ status: 'completed' });
+    await orchestrator.shutdown();
+  });
+
   it('shuts down from a listener of a run’s `created` notice: the run is cancelled, and startRun returns', async () => {
     const { orchestrator, start } = setup();
     let shutdown: Promise<void> | undefined;

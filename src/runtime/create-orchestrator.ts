@@ -269,7 +269,9 @@ export interface Orchestrator {
   /** Retained runs, in the order they were created. Rejects on a store error. */
   listRuns(filter?: RunFilter): Promise<RunRecord[]>;
   /**
-   * Replays a run's events after `afterSeq`, then follows them to the terminal one. Rejects
+   * Replays a run's events after `afterSeq`, then follows them to the terminal one, or to a
+   * `RunPaused` (a paused run's events end there: read again from its `seq` once it is continued,
+   * and the events from `RunContinued` on follow). Rejects
    * `RUN_NOT_FOUND` for an unknown run, `INVALID_INPUT` for an `afterSeq` past the last event.
    * Each loop over the iterable reads every event after `afterSeq`: a second loop, or two at once,
    * each get them all (a later loop reads them anew, from the store where the run is not here).
@@ -904,7 +906,9 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     registry.add(run);
     notify({ type: 'created', run: record });
     run.open();
-    admission.admit(run);
+    // A listener may have cancelled it already (at its `created` notice or its RunStarted): ended,
+    // its slot was released before it had one, and one taken now would never be given back.
+    if (run.output === null) admission.admit(run);
     return {
       runId,
       sessionId: identity.sessionId,
