@@ -432,6 +432,59 @@ describe('limits', () => {
     }
   });
 
+  it('ends with the shutdown a paused run whose continue began just before it, however close', async () => {
+    // The continue takes the run from the store in a few steps: the shutdown comes at each of them.
+    for (let gap = 0; gap < 12; gap++) {
+      const { orchestrator, model } = setup({ maxConcurrentRuns: 1 });
+      const request = { agentId: 'writer', agentName: 'Writer', model, tools: [confirmingTool()] };
+      const paused = orchestrator.startRun({ ...request, input: 'publish' });
+      (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+      expect((await collect(paused.events())).at(-1)?.event).toBe('RunPaused');
+      const continued = orchestrator
+        .continueRun(paused.runId, [{ tool_call_id: 'c1', confirmed: true }], request)
+        .then(
+          () => 'continued',
+          (error: RunstateError) => error.code,
+        );
+      for (let i = 0; i < gap; i++) await Promise.resolve();
+      await orchestrator.shutdown();
+      // Shut down: nothing of it goes on (no request open, no slot), its record final. (Refused,
+      // or continued before the shutdown began: then cancelled with it.)
+      expect(orchestrator.activeCount, `gap ${gap}`).toBe(0);
+      for (const call of model.calls) expect(call.signal.aborted, `gap ${gap}`).toBe(true);
+      expect(['SHUTTING_DOWN', 'continued']).toContain(await continued);
+      expect(await paused.result, `gap ${gap}`).toMatchObject({
+        status: 'cancelled',
+        cancel_reason: 'shutdown',
+      });
+      expect(await orchestrator.getRun(paused.runId)).toMatchObject({ status: 'cancelled' });
+    }
+  });
+
+  it('admits a run a listener started as another one started after that one: first in, first out', async () => {
+    for (const at of ['created', 'RunStarted'] as const) {
+      const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
+      let nested: ReturnType<typeof start> | undefined;
+      let started = false;
+      orchestrator.subscribe((notice) => {
+        const now = notice.type === at || (notice.type === 'event' && notice.event.event === at);
+        if (now && !started) {
+          started = true;
+          nested = start('second');
+        }
+      });
+      const first = start('first');
+      expect(await orchestrator.getRun(nested!.runId), at).toMatchObject({ status: 'pending' });
+      const firstCall = await model.nextCall();
+      expect(firstCall.messages.at(-1), at).toEqual({ role: 'user', content: 'first' });
+      firstCall.end();
+      await first.result;
+      (await model.nextCall()).end();
+      expect(await nested!.result, at).toMatchObject({ status: 'completed' });
+      await orchestrator.shutdown();
+    }
+  });
+
   it('gives back the slot of a paused run a listener cancelled as it continued: the next run starts', async () => {
     const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
     const tools = [confirmingTool()];

@@ -868,6 +868,20 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     return id;
   }
 
+  // Runs created and not admitted yet, in the order they were created, and how many `startRun`s are
+  // telling listeners of theirs: a run a listener starts (at another's `created` notice or its
+  // RunStarted) is admitted after that one, first in first out.
+  const created: LiveRun[] = [];
+  let opening = 0;
+
+  function admitCreated(): void {
+    for (const run of created.splice(0)) {
+      // A listener may have cancelled it already (at its `created` notice or its RunStarted): ended,
+      // its slot was released before it had one, and one taken now would never be given back.
+      if (run.output === null) admission.admit(run);
+    }
+  }
+
   /** A run's retry over the orchestrator's: refused as the config file refuses an agent's. */
   function checkMergedRetry(limits: RunLimits | undefined): void {
     refuseRetryOver(limits?.retry, defaultLimits.retry);
@@ -904,11 +918,15 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     );
     const run = liveRun(identity, request, messages, runWriter);
     registry.add(run);
-    notify({ type: 'created', run: record });
-    run.open();
-    // A listener may have cancelled it already (at its `created` notice or its RunStarted): ended,
-    // its slot was released before it had one, and one taken now would never be given back.
-    if (run.output === null) admission.admit(run);
+    created.push(run);
+    opening++;
+    try {
+      notify({ type: 'created', run: record });
+      run.open();
+    } finally {
+      opening--;
+    }
+    if (opening === 0) admitCreated();
     return {
       runId,
       sessionId: identity.sessionId,
@@ -1047,6 +1065,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       throw notPaused(runId, await parkedRuns.statusWhenTaken(runId));
     }
     const { run } = taken;
+    // Taken as this orchestrator began to shut down: ended with the shutdown, not continued.
+    if (closing) {
+      if (!isFinalStatus(run.status())) run.cancel('shutdown');
+      throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
+    }
     // A cancel promised here while this continue was taking it (see `takeParked`), or one that went
     // by while nobody held it, ended it as it was taken: the cancel came first.
     // (Or, found past its pause limit, `takeParked` ended it as its own timer would have.)
@@ -1283,9 +1306,11 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       for (const run of registry.values())
         if (run.status() !== 'paused') cancelRun(run.identity.runId, 'shutdown');
       parkedRuns.clearPauseTimers();
-      // Parks in flight finish: a parked run outlives this instance in a store that does.
-      let parks: Promise<void>[];
-      while ((parks = parkedRuns.parksInFlight()).length > 0) await Promise.all(parks);
+      // Parks in flight finish: a parked run outlives this instance in a store that does. And takes
+      // in flight (a continue that began before): a run taken here is among those ended below.
+      let inFlight: Promise<unknown>[];
+      while ((inFlight = [...parkedRuns.parksInFlight(), ...parkedRuns.takesInFlight()]).length > 0)
+        await Promise.allSettled(inFlight);
       const live = [...registry.values()];
       // Paused here and not parked (the store refused it): nobody else can reach it.
       for (const run of live) if (!run.output) run.cancel('shutdown');

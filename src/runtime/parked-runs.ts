@@ -121,6 +121,11 @@ export interface ParkedRuns {
   /** The parks in flight here now: a shutdown waits for them. */
   parksInFlight(): Promise<void>[];
   /**
+   * The takes in flight here now (each may reject): a shutdown waits for them, so that a run taken
+   * by a continue that began before it is among the runs it ends.
+   */
+  takesInFlight(): Promise<unknown>[];
+  /**
    * At a shutdown, with a store that does not outlive the process: takes back every run parked
    * here (a closing instance takes runs back only so), for the shutdown to cancel them.
    */
@@ -139,6 +144,8 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
   // Paused runs: parks in flight here (a continue or cancel here waits for it), the pause timers of
   // runs this instance parked, and the handles of those runs, resolved when this instance ends them.
   const parking = new Map<string, Promise<void>>();
+  // Takes of parked runs in flight here (see takesInFlight).
+  const takes = new Set<Promise<unknown>>();
   const pauseTimers = new Map<string, ReturnType<typeof setTimeout>>();
   const waiting = new Map<string, (output: RunOutput) => void>();
   // The runs this instance parked, until their deadline, a cancel or a continue takes them.
@@ -209,7 +216,7 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
    * Takes a parked run from the store (exactly one instance wins) and restores its actor here, in
    * `paused`. `agent` gives what a continue needs (model, tools); a cancel or an expiry needs none.
    */
-  async function takeParked(
+  function takeParked(
     runId: string,
     agent: ContinueRunRequest | undefined,
     expiredBefore?: number,
@@ -218,7 +225,21 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
   ): Promise<{ run: LiveRun } | undefined> {
     // A closing instance takes no run back (another instance will), but to cancel it itself.
     if (isClosing() && !forShutdown)
-      throw new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down');
+      return Promise.reject(new RunstateError('SHUTTING_DOWN', 'the orchestrator is shutting down'));
+    // A take that began before a shutdown may end after it began: the shutdown waits for it.
+    const taking = claimAndRestore(runId, agent, expiredBefore, accept);
+    takes.add(taking);
+    const taken = () => void takes.delete(taking);
+    taking.then(taken, taken);
+    return taking;
+  }
+
+  async function claimAndRestore(
+    runId: string,
+    agent: ContinueRunRequest | undefined,
+    expiredBefore: number | undefined,
+    accept: ((record: RunRecord) => boolean) | undefined,
+  ): Promise<{ run: LiveRun } | undefined> {
     await parking.get(runId);
     claiming.add(runId);
     const claimed = await store
@@ -458,6 +479,7 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
       pauseTimers.clear();
     },
     parksInFlight: () => [...parking.values()],
+    takesInFlight: () => [...takes],
     takeAllBack() {
       const ids = [...parkedHere.keys()];
       return Promise.all(ids.map((runId) => takeParked(runId, undefined, undefined, true)));
