@@ -485,6 +485,25 @@ describe('limits', () => {
     }
   });
 
+  it('admits a run a listener started as an earlier one was admitted after the runs created before it', async () => {
+    const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
+    const started: string[] = [];
+    orchestrator.subscribe((notice) => {
+      if (notice.type === 'created' && notice.run.run_input === 'A') started.push(start('B').runId);
+      if (notice.type === 'state' && notice.status === 'streaming' && started.length === 1)
+        started.push(start('C').runId);
+    });
+    start('A');
+    const inputs: unknown[] = [];
+    for (let i = 0; i < 3; i++) {
+      const call = await model.nextCall();
+      inputs.push(call.messages.at(-1)?.content);
+      call.end();
+    }
+    expect(inputs).toEqual(['A', 'B', 'C']);
+    await orchestrator.shutdown();
+  });
+
   it('gives back the slot of a paused run a listener cancelled as it continued: the next run starts', async () => {
     const { orchestrator, model, start } = setup({ maxConcurrentRuns: 1 });
     const tools = [confirmingTool()];
@@ -962,6 +981,45 @@ describe('shutdown', () => {
       await shutdown;
       expect(errors).toHaveBeenCalledWith(
         'runstate: shutdown: the run store took no final record of 1 of 1 runs in 30 s; not waiting longer',
+      );
+    } finally {
+      errors.mockRestore();
+    }
+  });
+
+  it('waits 30 s at most for a store that never answers the take of a paused run a continue asked for', async () => {
+    const store = createMemoryRunStore();
+    let answering = true;
+    const { orchestrator, model } = setup({
+      store: {
+        ...store,
+        // The continue's claim is never answered; the shutdown's own (a memory store's runs are
+        // cancelled, not left parked) is.
+        claimParked: (...args) => {
+          if (answering) return store.claimParked(...args);
+          answering = true;
+          return new Promise<undefined>(() => undefined);
+        },
+      },
+    });
+    const errors = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const request = { agentId: 'writer', agentName: 'Writer', model, tools: [confirmingTool()] };
+      const paused = orchestrator.startRun({ ...request, input: 'publish' });
+      (await model.nextCall()).callTools([{ id: 'c1', name: 'publish' }]);
+      expect((await collect(paused.events())).at(-1)?.event).toBe('RunPaused');
+      answering = false;
+      void orchestrator.continueRun(paused.runId, [{ tool_call_id: 'c1', confirmed: true }], request);
+      await nextTurn();
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      let over = false;
+      const shutdown = orchestrator.shutdown().then(() => (over = true));
+      await vi.advanceTimersByTimeAsync(29_999);
+      expect(over).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      await shutdown;
+      expect(errors).toHaveBeenCalledWith(
+        'runstate: shutdown: the run store finished no park or take of a paused run in 30 s; not waiting longer',
       );
     } finally {
       errors.mockRestore();

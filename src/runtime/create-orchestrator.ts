@@ -875,7 +875,10 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
   let opening = 0;
 
   function admitCreated(): void {
-    for (const run of created.splice(0)) {
+    // One at a time: admitting one tells listeners (its state), which may start another run, that
+    // comes after those still in the list.
+    let run: LiveRun | undefined;
+    while ((run = created.shift())) {
       // A listener may have cancelled it already (at its `created` notice or its RunStarted): ended,
       // its slot was released before it had one, and one taken now would never be given back.
       if (run.output === null) admission.admit(run);
@@ -1308,9 +1311,17 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       parkedRuns.clearPauseTimers();
       // Parks in flight finish: a parked run outlives this instance in a store that does. And takes
       // in flight (a continue that began before): a run taken here is among those ended below.
-      let inFlight: Promise<unknown>[];
-      while ((inFlight = [...parkedRuns.parksInFlight(), ...parkedRuns.takesInFlight()]).length > 0)
-        await Promise.allSettled(inFlight);
+      // A store with no timeouts of its own that stops answering is waited for no longer than below.
+      const parksAndTakes = async () => {
+        let inFlight: Promise<unknown>[];
+        while ((inFlight = [...parkedRuns.parksInFlight(), ...parkedRuns.takesInFlight()]).length > 0)
+          await Promise.allSettled(inFlight);
+      };
+      if (!(await withinStoreWait(parksAndTakes()))) {
+        console.error(
+          `runstate: shutdown: the run store finished no park or take of a paused run in ${SHUTDOWN_STORE_MS / 1_000} s; not waiting longer`,
+        );
+      }
       const live = [...registry.values()];
       // Paused here and not parked (the store refused it): nobody else can reach it.
       for (const run of live) if (!run.output) run.cancel('shutdown');
@@ -1326,13 +1337,7 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
       // A store that is down gets one more try of each write, not retries without end.
       writer.close();
       const unanswered = storing.size;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const stored = await Promise.race([
-        Promise.all(storing).then(() => true),
-        new Promise<false>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_STORE_MS, false))),
-      ]);
-      clearTimeout(timer);
-      if (!stored) {
+      if (!(await withinStoreWait(Promise.all(storing)))) {
         console.error(
           `runstate: shutdown: the run store took no final record of ${storing.size} of ${unanswered} runs in ${SHUTDOWN_STORE_MS / 1_000} s; not waiting longer`,
         );
@@ -1487,4 +1492,18 @@ function refuseRetryOver(own: RunLimits['retry'], base: RunLimits['retry']): voi
   if (!problem) return;
   const field = `limits.retry.${problem.field}`;
   throw new RunstateError('INVALID_INPUT', `${field}: ${problem.message}`, { details: { field } });
+}
+
+/** Whether `work` settled within {@link SHUTDOWN_STORE_MS}: how long a shutdown waits for a store. */
+async function withinStoreWait(work: Promise<unknown>): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const settled = await Promise.race([
+    work.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(resolve, SHUTDOWN_STORE_MS, false))),
+  ]);
+  clearTimeout(timer);
+  return settled;
 }

@@ -249,10 +249,13 @@ async function replayOverHttp(path: LifecyclePath, backend: Backend) {
   expect(seen[0]).toMatchObject({ event: 'RunStarted', seq: 1 });
   const record = await fetch(`${other.base}/runs/${runId}`);
   expect(await record.json()).toMatchObject({ run_id: runId, status: 'pending' });
-  // Followers on the other instance: from here on (as a browser resumes), then from each pause.
-  const followers = [
-    fetch(`${other.base}/runs/${runId}/events`, { headers: { 'last-event-id': '1' } }).then(allFrames),
-  ];
+  // Followers on the other instance: from here on (as a browser resumes), then from each pause. The
+  // first one is following (its headers came) before the run goes on: one that came after the run
+  // paused and went on would rightly read through that pause (it replays a pause the run has left).
+  const firstFollower = await fetch(`${other.base}/runs/${runId}/events`, {
+    headers: { 'last-event-id': '1' },
+  });
+  const followers = [allFrames(firstFollower)];
 
   let request: FakeRequest | undefined;
   let disconnected = false;
