@@ -973,13 +973,9 @@ describe('shutdown', () => {
       const ended = run.result;
       await vi.advanceTimersByTimeAsync(5_000);
       expect(await ended).toMatchObject({ status: 'completed' });
-      let over = false;
-      const shutdown = orchestrator.shutdown().then(() => (over = true));
-      await vi.advanceTimersByTimeAsync(29_999);
-      expect(over).toBe(false);
-      await vi.advanceTimersByTimeAsync(1);
-      await shutdown;
-      expect(errors).toHaveBeenCalledWith(
+      await expectShutdownAfter30s(
+        orchestrator,
+        errors,
         'runstate: shutdown: the run store took no final record of 1 of 1 runs in 30 s; not waiting longer',
       );
     } finally {
@@ -1012,13 +1008,9 @@ describe('shutdown', () => {
       void orchestrator.continueRun(paused.runId, [{ tool_call_id: 'c1', confirmed: true }], request);
       await nextTurn();
       vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-      let over = false;
-      const shutdown = orchestrator.shutdown().then(() => (over = true));
-      await vi.advanceTimersByTimeAsync(29_999);
-      expect(over).toBe(false);
-      await vi.advanceTimersByTimeAsync(1);
-      await shutdown;
-      expect(errors).toHaveBeenCalledWith(
+      await expectShutdownAfter30s(
+        orchestrator,
+        errors,
         'runstate: shutdown: the run store finished no park or take of a paused run in 30 s; not waiting longer',
       );
     } finally {
@@ -1026,6 +1018,21 @@ describe('shutdown', () => {
     }
   });
 });
+
+/** Shuts `orchestrator` down under fake timers: it resolves at 30 s, not before, having said `said`. */
+async function expectShutdownAfter30s(
+  orchestrator: ReturnType<typeof createOrchestrator>,
+  errors: { mock: { calls: unknown[][] } },
+  said: string,
+): Promise<void> {
+  let over = false;
+  const shutdown = orchestrator.shutdown().then(() => (over = true));
+  await vi.advanceTimersByTimeAsync(29_999);
+  expect(over).toBe(false);
+  await vi.advanceTimersByTimeAsync(1);
+  await shutdown;
+  expect(errors.mock.calls).toContainEqual([said]);
+}
 
 async function waitForContent(
   orchestrator: ReturnType<typeof createOrchestrator>,
