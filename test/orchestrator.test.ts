@@ -1354,6 +1354,28 @@ describe('two orchestrators sharing one store and buses, as two instances', () =
     expect(await answer).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
   });
 
+  it('answers a cancel of a run paused elsewhere, at its shutdown, that the cancel was sent to the instance that paused it', async () => {
+    const store = createMemoryRunStore();
+    const buses = { cancelBus: createMemoryCancelBus(), eventBus: createMemoryEventBus() };
+    const model = createFakeModel();
+    const request = { agentId: 'writer', agentName: 'Writer', model, tools: [confirmingTool()] };
+    const parker = createOrchestrator({ store, ...buses });
+    const run = parker.startRun({ ...request, input: 'publish it' });
+    (await model.nextCall()).callTools([{ id: 'c1', name: 'publish', arguments: {} }]);
+    expect((await collect(run.events())).at(-1)?.event).toBe('RunPaused');
+    const closing = createOrchestrator({ store, ...buses });
+    // Shut down as the cancel reads the store: it takes no run back, but what it sent goes on.
+    const answer = closing.requestCancel(run.runId, 'api');
+    const shutdown = closing.shutdown();
+    await expect(answer).rejects.toMatchObject({
+      code: 'SHUTTING_DOWN',
+      message: `this instance is shutting down: the cancel of run ${run.runId} was sent, to the instance that paused it, which cancels it if it still runs; ask another instance for its answer`,
+    });
+    await shutdown;
+    expect(await run.result).toMatchObject({ status: 'cancelled', cancel_reason: 'api' });
+    await parker.shutdown();
+  });
+
   /**
    * A run paused by an instance that is gone (it hears no cancel; the run waits in the store), an
    * instance whose reads of a run wait until `release` (a database round trip), and one that takes it.

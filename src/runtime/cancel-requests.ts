@@ -77,9 +77,15 @@ export function createCancelRequests(options: CancelRequestsOptions): CancelRequ
       const record = await store.getRun(runId);
       if (!record || (agentId !== undefined && record.agent_id !== agentId)) throw notFound();
       // A parked run is taken back here to be cancelled; one that somebody took first is theirs.
+      // (A closing instance takes none back; the cancel sent above reaches the instance that paused
+      // it, if that one still runs.)
       const taken =
         record.finished_at === null && record.status === 'paused'
-          ? await parkedRuns.take(runId, undefined)
+          ? await parkedRuns.take(runId, undefined).catch((error: unknown) => {
+              throw early && isShuttingDown(error)
+                ? sentWhileClosing(runId, 'to the instance that paused it, which cancels it if it still runs')
+                : error;
+            })
           : undefined;
       let resend: NodeJS.Timeout | undefined;
       if (taken) taken.run.cancel(reason);
@@ -121,11 +127,8 @@ export function createCancelRequests(options: CancelRequestsOptions): CancelRequ
       try {
         output = await result(runId);
       } catch (error) {
-        if (!(error instanceof RunstateError && error.code === 'SHUTTING_DOWN')) throw error;
-        throw new RunstateError(
-          'SHUTTING_DOWN',
-          `this instance is shutting down: the cancel of run ${runId} was sent, and goes on; ask another instance for its answer`,
-        );
+        if (!isShuttingDown(error)) throw error;
+        throw sentWhileClosing(runId, 'and goes on');
       } finally {
         clearInterval(resend);
       }
@@ -148,4 +151,15 @@ export function createCancelRequests(options: CancelRequestsOptions): CancelRequ
   }
 
   return { requestCancel };
+}
+
+const isShuttingDown = (error: unknown): boolean =>
+  error instanceof RunstateError && error.code === 'SHUTTING_DOWN';
+
+/** `SHUTTING_DOWN` for a cancel this closing instance sent but cannot see through. */
+function sentWhileClosing(runId: string, how: string): RunstateError {
+  return new RunstateError(
+    'SHUTTING_DOWN',
+    `this instance is shutting down: the cancel of run ${runId} was sent, ${how}; ask another instance for its answer`,
+  );
 }

@@ -284,7 +284,8 @@ export const OPERATIONS: readonly OperationSpec[] = [
       'already cancelled answers 200 again; a run that finished otherwise answers 409 with its status.',
     tag: 'Agents',
     success: { 200: { description: 'The run is cancelled.', content: json(cancelResult) } },
-    // 503 SHUTTING_DOWN: a paused run waits in the store, and a closing instance takes none back;
+    // 503 SHUTTING_DOWN: a paused run waits in the store, and a closing instance takes none back
+    // (the cancel went on the bus to the instance that paused it);
     // a cancel waiting for a run held elsewhere is let go at a shutdown (sent, and recorded).
     errors: [
       'AGENT_NOT_FOUND',
