@@ -172,21 +172,13 @@ export const configSchema = z
     // An agent's retry policy is the server's with the agent's fields over it, and the server's is
     // the defaults with its fields over them: one side's base may be over the other's cap (each
     // side alone is checked by `limitsSchema`).
-    const serverProblem = retryOverProblem(config.limits?.retry, undefined, '');
-    if (serverProblem)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['limits', 'retry', serverProblem.field],
-        message: serverProblem.message,
-      });
+    const retryOver = (problem: ReturnType<typeof retryOverProblem>, at: (string | number)[]) => {
+      if (problem) ctx.addIssue({ code: 'custom', path: [...at, problem.field], message: problem.message });
+    };
+    retryOver(retryOverProblem(config.limits?.retry, undefined, ''), ['limits', 'retry']);
     config.agents?.forEach((agent, index) => {
       const problem = retryOverProblem(agent.limits?.retry, config.limits?.retry, "the server's");
-      if (problem)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['agents', index, 'limits', 'retry', problem.field],
-          message: problem.message,
-        });
+      retryOver(problem, ['agents', index, 'limits', 'retry']);
     });
     const seen = new Set<string>();
     config.agents?.forEach((agent, index) => {
