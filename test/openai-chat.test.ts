@@ -616,17 +616,68 @@ describe('OpenAIChat against the fake OpenAI server', () => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write(chunkLine('whole'));
-      res.write(chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }));
-      // The protocol's last chunk; then nothing, and the body stays open.
-      res.write(chunk({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
+      // The protocol's last chunk after the finish reason's, in one write; then nothing, and the
+      // body stays open.
+      res.write(
+        chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }) +
+          chunk({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }),
+      );
     });
     const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: open.url });
     try {
       expect(await collect(model.stream({ messages, signal: new AbortController().signal }))).toEqual([
         { type: 'delta', content: 'whole' },
+        // The run hears that the model is not silent (its idle timer), as for a tool call.
+        { type: 'delta', content: '', toolCall: true },
         { type: 'end', finishReason: 'stop', usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } },
       ]);
     } finally {
+      await open.close();
+    }
+  });
+
+  it("waits for the end after a finish reason half the run's idle timeout at most, so that the answer is whole before the run times out", async () => {
+    const open = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // Then nothing: no `[DONE]`, no end of the body.
+      res.write(
+        chunkLine('whole') +
+          chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }) +
+          chunk({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }),
+      );
+    });
+    const model = new OpenAIChat({ id: 'gpt-5-mini', apiKey: 'k', baseURL: open.url });
+    const seen: ModelChunk[] = [];
+    let toldOutput!: () => void;
+    const outputTold = new Promise<void>((resolve) => (toldOutput = resolve));
+    let closed!: (error: unknown) => void;
+    const close = new Promise((resolve) => (closed = resolve));
+    // Only the timers are faked (the socket is real), so the wait after the finish can be let pass.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      model.streamTo(
+        { messages, signal: new AbortController().signal, idleTimeoutMs: 400 },
+        {
+          chunk: (chunk) => {
+            seen.push(chunk);
+            if (chunk.type === 'delta' && chunk.toolCall) toldOutput();
+          },
+          close: (error) => closed(error),
+        },
+      );
+      await outputTold;
+      await vi.advanceTimersByTimeAsync(199);
+      expect(seen.map(({ type }) => type)).toEqual(['delta', 'delta']);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(await close).toBeUndefined();
+      expect(seen.at(-1)).toEqual({
+        type: 'end',
+        finishReason: 'stop',
+        usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 },
+      });
+    } finally {
+      vi.useRealTimers();
       await open.close();
     }
   });
@@ -636,10 +687,11 @@ describe('OpenAIChat against the fake OpenAI server', () => {
       req.resume();
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write(chunkLine('whole'));
-      res.write(chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }));
-      // The protocol's last chunk; then the chunked body breaks off, without [DONE] or its end.
+      // The protocol's last chunk after the finish reason's; then the chunked body breaks off,
+      // without [DONE] or its end.
       res.write(
-        chunk({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }),
+        chunk({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }) +
+          chunk({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }),
         () => res.socket?.destroy(),
       );
     });
@@ -647,6 +699,7 @@ describe('OpenAIChat against the fake OpenAI server', () => {
     try {
       expect(await collect(model.stream({ messages, signal: new AbortController().signal }))).toEqual([
         { type: 'delta', content: 'whole' },
+        { type: 'delta', content: '', toolCall: true },
         { type: 'end', finishReason: 'stop', usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } },
       ]);
     } finally {
@@ -700,6 +753,7 @@ describe('OpenAIChat against the fake OpenAI server', () => {
         const chunks = await collect(model.stream({ messages, signal: new AbortController().signal }));
         expect(chunks).toEqual([
           { type: 'delta', content: 'whole' },
+          { type: 'delta', content: '', toolCall: true },
           { type: 'end', finishReason: 'stop', usage: undefined },
         ]);
       }

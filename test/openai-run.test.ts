@@ -11,6 +11,7 @@ import { createOrchestrator, type OrchestratorOptions } from '../src/runtime/ind
 import { checkRunEvents } from '../src/testing/check-run-events.js';
 import { createFakeOpenAIServer, type FakeOpenAIServer } from '../src/testing/fake-openai-server.js';
 import { collect } from './support/collect.js';
+import { listen } from './support/listen.js';
 
 // A server per test, so that `nextRequest()` and `requests` see only this test's requests.
 let server: FakeOpenAIServer;
@@ -200,6 +201,47 @@ describe('the OpenAI path', () => {
     });
     await request.closed;
     expect(request.clientAborted).toBe(true);
+  });
+});
+
+describe('a finish reason on a body the server keeps open', () => {
+  it('keeps the run alive from the finish reason, not the last text, and ends it whole before its idle timeout', async () => {
+    const frame = (body: object) =>
+      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', ...body })}\n\n`;
+    let finish!: () => void;
+    const upstream = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(
+        frame({ choices: [{ index: 0, delta: { content: 'The whole answer.' }, finish_reason: null }] }),
+      );
+      // The finish reason and the usage come later, and then nothing: no `[DONE]`, no end of the body.
+      finish = () =>
+        res.write(
+          frame({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }) +
+            frame({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 } }),
+        );
+    });
+    const orchestrator = createOrchestrator({ limits: { idleTimeoutMs: 1500 } });
+    try {
+      const model = new OpenAIChat({ id: 'm', baseURL: `${upstream.url}/v1`, apiKey: 'k' });
+      const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi' });
+      for await (const event of run.events()) if (event.event === 'RunContent') break;
+      // 900 ms after the text (a pace, not a wait for anything): the answer is whole 750 ms after the
+      // finish reason (half the idle timeout), while the run's idle timer counts 1.5 s from it.
+      // Counted from the text, as it was, it fired 1.5 s after the text: RUN_TIMEOUT.
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      finish();
+      expect(await run.result).toMatchObject({
+        status: 'completed',
+        content: 'The whole answer.',
+        finish_reason: 'stop',
+        metrics: { input_tokens: 5, output_tokens: 3, total_tokens: 8 },
+      });
+    } finally {
+      await orchestrator.shutdown();
+      await upstream.close();
+    }
   });
 });
 

@@ -107,7 +107,8 @@ export function readChunk(event: ChatCompletionEvent, state: CompletionState): M
   return undefined;
 }
 
-const OUTPUT_WITHOUT_TEXT: ModelChunk = { type: 'delta', content: '', toolCall: true };
+/** A delta of output with no text (see `ModelChunk`'s `toolCall`). */
+export const OUTPUT_WITHOUT_TEXT: ModelChunk = { type: 'delta', content: '', toolCall: true };
 
 /**
  * Adds a delta's `reasoning_details` fragments to the turn's entries; true when any came.

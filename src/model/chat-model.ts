@@ -51,8 +51,9 @@ export type ModelChunk =
       reasoning?: string | undefined;
       /**
        * A tool call's arguments streamed (they come whole with `end`), or other output with no text
-       * (OpenRouter's encrypted `reasoning_details`): it keeps the run alive (its idle timeout) as
-       * content does, and a failure after it is not retried.
+       * (OpenRouter's encrypted `reasoning_details`; a finish reason's chunk, or the usage after it,
+       * once output came): it keeps the run alive (its idle timeout) as content does, and a failure
+       * after it is not retried.
        */
       toolCall?: true | undefined;
     }
@@ -86,6 +87,12 @@ export interface ChatRequest {
   signal: AbortSignal;
   /** The tools the model may call; absent or empty for none. */
   tools?: ToolDefinition[] | undefined;
+  /**
+   * How long the run waits for the model's next event before it fails `RUN_TIMEOUT` (its
+   * `idleTimeoutMs`): a model that waits for an optional part of the stream (`OpenAIChat`, for the
+   * usage after a finish reason on a body left open) waits less. Absent: no such limit is known.
+   */
+  idleTimeoutMs?: number | undefined;
 }
 
 /**

@@ -2,7 +2,13 @@ import { MAX_TIMER_MS } from '../../machines/run-types.js';
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import { RunstateError } from '../errors.js';
 import { checkOptionNames } from '../option-names.js';
-import { isRetryableStatus, readChunk, reasonOf, type CompletionState } from './chat-completion-chunk.js';
+import {
+  isRetryableStatus,
+  OUTPUT_WITHOUT_TEXT,
+  readChunk,
+  reasonOf,
+  type CompletionState,
+} from './chat-completion-chunk.js';
 import {
   pushChatCompletionEvents,
   type ChatCompletionEvent,
@@ -74,7 +80,7 @@ export interface OpenAIChatOptions {
 /**
  * How long the end of a stream (`[DONE]`, or the body's end) may lag a chunk whose only news is the
  * finish reason, or the usage chunk after it, before the answer is taken as whole: servers send them
- * in one write.
+ * in one write. Half the run's idle timeout if that is shorter (`ChatRequest.idleTimeoutMs`).
  */
 const AFTER_FINISH_MS = 1_000;
 
@@ -283,7 +289,9 @@ export class OpenAIChat implements ChatModel {
       ...(temperature === undefined ? {} : { temperature }),
       ...(maxTokens === undefined ? {} : { [maxTokensField]: maxTokens }),
     };
-    return new CompletionRequest(client, this.id, body, request.signal, receiver);
+    // Half the run's idle timeout at most: the answer is whole before the run would time out.
+    const afterFinishMs = Math.min(AFTER_FINISH_MS, (request.idleTimeoutMs ?? Infinity) / 2);
+    return new CompletionRequest(client, this.id, body, request.signal, receiver, afterFinishMs);
   }
 }
 
@@ -355,12 +363,27 @@ class CompletionRequest implements PushedSource {
    * by output (see {@link CompletionRequest.#event}).
    */
   #endAfterFinish: ReturnType<typeof setTimeout> | undefined;
+  /** A finish reason's events, waiting for the next tick, to be told as output (see below). */
+  #toldAfterFinish = false;
+  /**
+   * Events after output that end nothing yet (a finish reason, the usage after it) are output with no
+   * text to the receiver, so the run's idle timer counts from them, not from the last text: a server
+   * that keeps the body open after a late finish reason must not fail a whole answer `RUN_TIMEOUT`.
+   * Told a tick later, once the read is handled: the end that usually comes in the same read makes
+   * it needless, and a stream's consumer sees no empty delta.
+   */
+  readonly #tellAfterFinish = (): void => {
+    this.#toldAfterFinish = false;
+    if (!this.#finished && !deliver(this.#receiver, OUTPUT_WITHOUT_TEXT)) this.#stopAfterReceiverThrew();
+  };
 
   readonly #client: OpenAI;
   readonly #modelId: string;
   readonly #body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming;
   readonly #signal: AbortSignal;
   readonly #receiver: ModelStreamReceiver;
+  /** How long the end may lag a finish reason with no output beside it (see {@link AFTER_FINISH_MS}). */
+  readonly #afterFinishMs: number;
   /**
    * The SDK's signal: aborted by the run's while the request is open, and let go of once it is over.
    * The SDK aborts a controller of its own, with a new `DOMException` (a stack trace), when the
@@ -379,12 +402,14 @@ class CompletionRequest implements PushedSource {
     body: OpenAI.Chat.Completions.ChatCompletionCreateParamsStreaming,
     signal: AbortSignal,
     receiver: ModelStreamReceiver,
+    afterFinishMs: number,
   ) {
     this.#client = client;
     this.#modelId = modelId;
     this.#body = body;
     this.#signal = signal;
     this.#receiver = receiver;
+    this.#afterFinishMs = afterFinishMs;
   }
 
   /**
@@ -467,14 +492,19 @@ class CompletionRequest implements PushedSource {
     }
     // A finish reason with no output beside it (the protocol's last chunk but the usage one): should
     // neither `[DONE]` nor the body's end follow (a server or proxy that keeps the stream open; one
-    // that ignores `stream_options` sends no usage), the answer is whole a second after the last event.
+    // that ignores `stream_options` sends no usage), the answer is whole a second after the last event
+    // (half the run's idle timeout if shorter).
     else if (this.#state.finishReason !== undefined) {
       if (this.#endAfterFinish) this.#endAfterFinish.refresh();
       else
         this.#endAfterFinish = setTimeout(() => {
           this.#reading?.stop();
           this.#ended(undefined);
-        }, AFTER_FINISH_MS);
+        }, this.#afterFinishMs);
+      if (this.#state.delivered && !this.#toldAfterFinish) {
+        this.#toldAfterFinish = true;
+        process.nextTick(this.#tellAfterFinish);
+      }
     }
   }
 

@@ -476,6 +476,7 @@ export function createLiveRun(options: LiveRunOptions): LiveRun {
       messages: options.messages,
       tools: options.tools,
       runSignal: controller.signal,
+      idleTimeoutMs: limits.idleTimeoutMs,
       sink: { content, activity: () => held.touch(now()), held, endTurn },
       checkLease: options.checkLease,
       around: options.around,

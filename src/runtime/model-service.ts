@@ -23,6 +23,8 @@ export interface ModelCall {
   tools?: ReadonlyMap<string, Tool> | undefined;
   /** Aborted when the run ends, however it ends (xstate does not always stop children: #5153). */
   runSignal: AbortSignal;
+  /** The run's idle timeout, told to the model (see `ChatRequest.idleTimeoutMs`). */
+  idleTimeoutMs?: number | undefined;
   /**
    * The run's events, when the runtime projects them: each read's text goes there as it comes,
    * and the machine gets it in fewer `CHUNK`s (see {@link ContentSink}). Without it, every read is
@@ -346,7 +348,7 @@ function pump(
       messages = input.transcript.length > 0 ? [...history, ...input.transcript] : history;
       const tools = call.tools?.size ? definitionsOf(call.tools) : undefined;
       try {
-        const request = { messages, signal, tools };
+        const request = { messages, signal, tools, idleTimeoutMs: call.idleTimeoutMs };
         if (call.around) {
           const { model } = call;
           call.around({ type: 'model', runId: input.runId }, () => streamModel(model, request, receiver));
