@@ -412,6 +412,48 @@ describe('requests and answers', () => {
     });
   });
 
+  it('plays a scripted answer to a non-stream request as its stream would: tool calls joined, the token limit, no usage', async () => {
+    server.enqueue(
+      {
+        chunks: ['a', 'b'],
+        reasoning: { deltas: ['th', 'ink'] },
+        toolCalls: [
+          { index: 0, id: 'call_1', type: 'function', function: { name: 'add', arguments: '{"a":' } },
+          { index: 0, function: { arguments: '1}' } },
+          { index: 1, id: 'call_2', type: 'function', function: { name: 'now', arguments: '' } },
+        ],
+      },
+      { chunks: 5 },
+      { chunks: ['x'], usage: false },
+    );
+    const json = async (body: object) => (await post(body)).json() as Promise<Record<string, unknown>>;
+
+    expect(await json({ model: 'm', messages: [] })).toMatchObject({
+      choices: [
+        {
+          message: {
+            role: 'assistant',
+            content: 'ab',
+            reasoning_content: 'think',
+            tool_calls: [
+              { id: 'call_1', type: 'function', function: { name: 'add', arguments: '{"a":1}' } },
+              { id: 'call_2', type: 'function', function: { name: 'now', arguments: '' } },
+            ],
+          },
+          finish_reason: 'tool_calls',
+        },
+      ],
+      usage: { completion_tokens: 2 },
+    });
+    expect(await json({ model: 'm', messages: [], max_tokens: 3 })).toMatchObject({
+      choices: [{ message: { content: 'Hello from the' }, finish_reason: 'length' }],
+      usage: { completion_tokens: 3 },
+    });
+    const noUsage = await json({ model: 'm', messages: [] });
+    expect(noUsage).toMatchObject({ choices: [{ message: { content: 'x' }, finish_reason: 'stop' }] });
+    expect(noUsage).not.toHaveProperty('usage');
+  });
+
   it('applies faults to non-stream requests: reset drops the connection, truncate cuts the JSON', async () => {
     server.enqueue({ fault: 'reset' }, { fault: 'truncate' });
 

@@ -38,8 +38,8 @@ export interface FakeStreamResponse extends FakeStreamShape {
   /** Default `'stop'` (`'length'` when the request's token limit cut the chunks). */
   finishReason?: string;
   /**
-   * Reported usage (sent when the request asks with `stream_options.include_usage`); `false` sends
-   * none at all, as many compatible servers do.
+   * Reported usage (sent when the request asks with `stream_options.include_usage`, and always in a
+   * JSON answer); `false` sends none at all, as many compatible servers do.
    */
   usage?: FakeUsage | false;
   /** After `[DONE]`, keep the body open instead of ending it (a server seen to do so). */
@@ -47,7 +47,8 @@ export interface FakeStreamResponse extends FakeStreamShape {
   /**
    * Tool-call deltas sent after the chunks, one chunk each, as they go in `delta.tool_calls[]`
    * (`{ index, id?, type?, function: { name?, arguments? } }`): split them to test how a client joins
-   * them. With them, the finish reason defaults to `'tool_calls'`.
+   * them. With them, the finish reason defaults to `'tool_calls'`. A request that is not streamed
+   * gets them joined by `index`, in its message's `tool_calls`.
    */
   toolCalls?: readonly object[];
 }
@@ -757,38 +758,77 @@ function answerStream(request: RecordedRequest, res: ServerResponse, limitFields
   pump(request, response, () => (response.fault === 'truncate' ? request.truncate() : request.reset()));
 }
 
-/** Non-stream requests get a whole `chat.completion` (or the same fault, applied to the JSON body). */
-function answerJson(request: RecordedRequest, res: ServerResponse): void {
+/**
+ * Non-stream requests get a whole `chat.completion` (or the same fault, applied to the JSON body):
+ * the script a stream would play, joined (its reasoning, its text cut to the token limit, its tool
+ * calls whole, its finish reason, its usage unless `false`).
+ */
+function answerJson(request: RecordedRequest, res: ServerResponse, limitFields: readonly string[]): void {
   const response = request.response;
   if (response.fault === 'status') return sendError(res, response);
   if (response.fault === 'error') return sendJson(res, 200, { error: streamErrorObject(response) });
   if (response.fault === 'stall') return;
   if (response.fault === 'reset') return request.reset();
-  const chunks =
+  const all =
     typeof response.chunks === 'number' ? fakeChunks(response.chunks) : (response.chunks ?? DEFAULT_CHUNKS);
   const normal = isNormal(response) ? response : undefined;
-  const usage = normal?.usage || {
+  const limit = normal ? tokenLimit(request.body, limitFields) : undefined;
+  const cut = limit !== undefined && all.length > limit;
+  const chunks = cut ? all.slice(0, limit) : all;
+  const toolCalls = normal?.toolCalls ? joinToolCalls(normal.toolCalls) : [];
+  const usage = normal?.usage ?? {
     prompt_tokens: promptTokens(request.body),
     completion_tokens: chunks.length,
   };
+  const message = {
+    role: 'assistant',
+    content: chunks.join(''),
+    refusal: null,
+    ...(normal?.reasoning
+      ? { [normal.reasoning.field ?? 'reasoning_content']: normal.reasoning.deltas.join('') }
+      : {}),
+    ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+  };
+  const finishReason = cut
+    ? 'length'
+    : (normal?.finishReason ?? (toolCalls.length > 0 ? 'tool_calls' : 'stop'));
   const completion = JSON.stringify({
     id: request.id,
     object: 'chat.completion',
     created: Math.floor(Date.now() / 1000),
     model: request.body.model ?? 'fake',
-    choices: [
-      {
-        index: 0,
-        message: { role: 'assistant', content: chunks.join(''), refusal: null },
-        logprobs: null,
-        finish_reason: normal ? (normal.finishReason ?? 'stop') : null,
-      },
-    ],
-    usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
+    choices: [{ index: 0, message, logprobs: null, finish_reason: normal ? finishReason : null }],
+    ...(usage === false
+      ? {}
+      : { usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens } }),
   });
   res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': request.id });
   // A truncated JSON answer stops halfway through its body.
   res.end(response.fault === 'truncate' ? completion.slice(0, completion.length >> 1) : completion);
+}
+
+/** Scripted tool-call deltas joined by `index`, as a client joins them: whole calls, in order. */
+function joinToolCalls(deltas: readonly object[]): object[] {
+  const calls = new Map<
+    number,
+    { id?: string; type: 'function'; function: { name: string; arguments: string } }
+  >();
+  for (const delta of deltas as readonly ToolCallDeltaScript[]) {
+    const index = delta.index ?? calls.size;
+    const call = calls.get(index) ?? { type: 'function' as const, function: { name: '', arguments: '' } };
+    if (delta.id && call.id === undefined) call.id = delta.id;
+    call.function.name += delta.function?.name ?? '';
+    call.function.arguments += delta.function?.arguments ?? '';
+    calls.set(index, call);
+  }
+  return [...calls.values()];
+}
+
+/** What a scripted tool-call delta may hold (`FakeStreamResponse.toolCalls`). */
+interface ToolCallDeltaScript {
+  index?: number;
+  id?: string;
+  function?: { name?: string; arguments?: string };
 }
 
 /**
@@ -852,7 +892,7 @@ export async function createFakeOpenAIServer(
       waiter.resolve(request);
     }
     if (body.stream === true) answerStream(request, res, limitFields);
-    else answerJson(request, res);
+    else answerJson(request, res, limitFields);
   };
 
   const server = createServer((req, res) => {
