@@ -450,19 +450,23 @@ class RecordedRequest implements FakeRequest {
 
   finish(finishReason = 'stop', usage?: FakeUsage | false, keepOpen = false): void {
     this.#assertStreaming('finish');
-    this.write(this.frames.finish(finishReason));
+    this.startStream();
+    // In one write, as servers end a stream: the finish reason, the usage, `[DONE]` (and the body's
+    // end) reach the client in one read.
+    const frames = [this.frames.finish(finishReason)];
     if (this.body.stream_options?.include_usage === true && usage !== false) {
-      this.write(
+      frames.push(
         this.frames.usage(usage ?? { prompt_tokens: promptTokens(this.body), completion_tokens: this.sent }),
       );
     }
+    frames.push(DONE);
     if (keepOpen) {
       // The answer is complete, but the body stays open until the client (or the server) closes it.
-      this.write(DONE);
+      this.write(Buffer.concat(frames));
       return;
     }
     this.serverDone = true;
-    this.#res.end(DONE);
+    this.#res.end(Buffer.concat(frames));
   }
 
   truncate(): void {
