@@ -84,6 +84,13 @@ async function endAfter(store: RunStore, runId: string, afterSeq: number): Promi
   );
 }
 
+/** The stored event of `seq`, if any. */
+async function storedAt(store: RunStore, runId: string, seq: number): Promise<RunEvent | undefined> {
+  return seq > 0 ? (await store.readEvents(runId, seq - 1))[0] : undefined;
+}
+
+const isTerminal = (event: RunEvent | undefined): boolean => event !== undefined && isTerminalEvent(event);
+
 /** When a follower lets its reader go (see {@link followStoredRun}). */
 export interface FollowStop {
   /** Aborted: the instance is shutting down. */
@@ -212,9 +219,17 @@ async function* follow(
           if (end) return;
         }
         // Nothing read after `afterSeq`: the end of a lost owner, or was it an event of the run at all?
-        const end = last === afterSeq ? await endAfter(store, runId, afterSeq) : undefined;
-        if (end) yield end;
-        return;
+        if (last === afterSeq) {
+          const end = await endAfter(store, runId, afterSeq);
+          if (end) yield end;
+          if (end || (await storedAt(store, runId, afterSeq).then(isTerminal))) return;
+        }
+        // Final, and its stored log ends before its terminal event: the store refused a batch of
+        // them (its owner reported it). Ended cleanly, the stream would look complete to its reader.
+        throw new RunstateError(
+          'INTERNAL',
+          `run ${runId} is over, but the store holds its events only up to ${last}: the rest were not stored`,
+        );
       }
       // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet
       // spell, the store is asked what was missed, so a follower never waits forever.

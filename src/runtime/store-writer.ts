@@ -42,7 +42,11 @@ export interface RunWriter {
 export interface StoreWriterOptions {
   store: RunStore;
   eventBus: EventBus;
-  /** A write the store refused after the run was recorded: reported (once per run), the run goes on. */
+  /**
+   * A write the store refused after the run was recorded (three times, 50 and 100 ms apart):
+   * reported (once per run), the run goes on. After a refused batch of events no later event of the
+   * run is written: the stored log ends before the hole, and its readers say so.
+   */
   onError: (error: unknown, runId: string) => void;
   /** How long a run's end waits for its final record to be stored at most. Default 5 s. */
   settleMs?: number | undefined;
@@ -51,6 +55,9 @@ export interface StoreWriterOptions {
 /** Backoff between tries of a write during an outage: doubling from 50 ms to 2 s. */
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 2_000;
+
+/** How many times a write the store refuses (not an outage) is tried before it is given up. */
+const REFUSED_TRIES = 3;
 
 const unavailable = (error: unknown) => error instanceof RunstateError && error.code === 'STORE_UNAVAILABLE';
 
@@ -99,6 +106,9 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
     let onOutage: (() => void) | undefined;
     // A write was refused and reported (see `enqueue`).
     let refused = false;
+    // A batch of events was refused for good: the log ends before it, and no later event is written
+    // (a batch must continue the log without a gap), nor published (its followers read the store's).
+    let eventsLost = false;
     // Once the run ends, its last events are published after its final record is stored: a
     // follower on another instance that saw the end reads the run final.
     let ending = false;
@@ -112,19 +122,26 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
       },
     );
 
-    function enqueue(write: () => Promise<unknown>): void {
+    function enqueue(write: () => Promise<unknown>, events = false): void {
       chain = chain.then(async () => {
         if (failed) return;
+        let refusals = 0;
         for (let waitMs = RETRY_MIN_MS; ; waitMs = Math.min(2 * waitMs, RETRY_MAX_MS)) {
           try {
             await write();
             outage = false;
             return;
           } catch (error) {
+            // A refusal may be passing (a conflict, a lock): the write is tried again, twice.
+            if (!unavailable(error) && !closed && ++refusals < REFUSED_TRIES) {
+              await delay(waitMs);
+              continue;
+            }
             if (!unavailable(error) || closed) {
               // Once per run: a store that refuses one write (closed under it) refuses the rest.
               if (!refused) onError(error, runId);
               refused = true;
+              if (events) eventsLost = true;
               // At shutdown, a store still down gets one more try per run, not one per write: each
               // may take a connection timeout (a network path gone silent answers nothing).
               if (closed && unavailable(error)) failed = true;
@@ -161,11 +178,11 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
             batch = take();
             if (queuedBatch === token) queuedBatch = undefined;
           }
-          if (batch.length === 0) return;
+          if (batch.length === 0 || eventsLost) return;
           await store.appendEvents(runId, batch);
           if (ending) held.push(...batch);
           else eventBus.publish(runId, batch);
-        });
+        }, true);
       },
     };
 
@@ -220,6 +237,8 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
             // and its final record follows.
             parking = !ending;
           }
+          // After a hole in the log, a park (its events) would leave a gap: the run is not parked.
+          if (eventsLost) return;
           if (!parking) {
             await store.appendEvents(runId, batch);
             held.push(...batch);
@@ -228,7 +247,7 @@ export function createStoreWriter({ store, eventBus, onError, settleMs = 5_000 }
           await store.parkRun(runId, patch, batch, parked);
           eventBus.publish(runId, batch);
           written = true;
-        });
+        }, true);
         return chain.then(() => written);
       },
     };
