@@ -370,7 +370,7 @@ class CompletionRequest implements PushedSource {
    * text to the receiver, so the run's idle timer counts from them, not from the last text: a server
    * that keeps the body open after a late finish reason must not fail a whole answer `RUN_TIMEOUT`.
    * Told a tick later, once the read is handled: the end that usually comes in the same read makes
-   * it needless, and a stream's consumer sees no empty delta.
+   * it needless (then a stream's consumer sees no empty delta; else one, as for a tool call).
    */
   readonly #tellAfterFinish = (): void => {
     this.#toldAfterFinish = false;

@@ -14,7 +14,7 @@ import { checkChatModel, type ChatMessage, type ChatModel } from '../model/chat-
 import { createAdmission } from './admission.js';
 import { createCancelRequests } from './cancel-requests.js';
 import { createLeaseKeeper } from './create-lease-keeper.js';
-import { followStoredRun, type FollowStop } from './follow-stored-run.js';
+import { followStoredRun, isStoredLogCut, type FollowStop } from './follow-stored-run.js';
 import {
   catchingInspect,
   createLiveRun,
@@ -1123,8 +1123,13 @@ export function createOrchestrator(options: OrchestratorOptions = {}): Orchestra
     let record = await store.getRun(runId);
     if (!record) throw new RunstateError('RUN_NOT_FOUND', `run ${runId} not found`);
     if (record.finished_at === null) {
-      for await (const event of await followStoredRun(store, eventBus, runId, 0, undefined, stop))
-        if (isTerminalEvent(event)) break;
+      try {
+        for await (const event of await followStoredRun(store, eventBus, runId, 0, undefined, stop))
+          if (isTerminalEvent(event)) break;
+      } catch (error) {
+        // Final, its log cut short by a refused write: its final record holds its output.
+        if (!isStoredLogCut(error)) throw error;
+      }
       record = await store.getRun(runId);
       // The owner stores the terminal event, then the final record: on another instance (a network
       // store), the record may lag the event by a round trip.

@@ -84,6 +84,25 @@ async function endAfter(store: RunStore, runId: string, afterSeq: number): Promi
   );
 }
 
+const forgotten = (runId: string) =>
+  new RunstateError(
+    'RUN_NOT_FOUND',
+    `run ${runId} was deleted (with its session, or by the store's retention) before its end was read`,
+  );
+
+/**
+ * Whether a follower failed because the run is final but its stored log ends before its terminal
+ * event (a batch of its events was refused, and its owner reported it): its final record holds its
+ * output all the same.
+ */
+export function isStoredLogCut(error: unknown): boolean {
+  return (
+    error instanceof RunstateError &&
+    error.code === 'INTERNAL' &&
+    error.details?.['stored_up_to'] !== undefined
+  );
+}
+
 /** The stored event of `seq`, if any. */
 async function storedAt(store: RunStore, runId: string, seq: number): Promise<RunEvent | undefined> {
   return seq > 0 ? (await store.readEvents(runId, seq - 1))[0] : undefined;
@@ -171,7 +190,8 @@ async function* follow(
     }
     // Gone (forgotten) or final without its terminal event read: nothing more will be published.
     const now = await untilAvailable(() => store.getRun(runId));
-    let over = now === undefined || now.finished_at !== null;
+    const gone = now === undefined;
+    let over = gone || now.finished_at !== null;
     for (;;) {
       while (received.length > 0) {
         const event = received.shift()!;
@@ -219,16 +239,18 @@ async function* follow(
           if (end) return;
         }
         // Nothing read after `afterSeq`: the end of a lost owner, or was it an event of the run at all?
-        if (last === afterSeq) {
+        if (last === afterSeq && !gone) {
           const end = await endAfter(store, runId, afterSeq);
           if (end) yield end;
           if (end || (await storedAt(store, runId, afterSeq).then(isTerminal))) return;
         }
-        // Final, and its stored log ends before its terminal event: the store refused a batch of
-        // them (its owner reported it). Ended cleanly, the stream would look complete to its reader.
+        // No terminal event: forgotten (its session deleted, its age past the store's retention),
+        // or final with a stored log that ends early. Ended cleanly, the stream would look complete.
+        if (gone || (await store.getRun(runId)) === undefined) throw forgotten(runId);
         throw new RunstateError(
           'INTERNAL',
           `run ${runId} is over, but the store holds its events only up to ${last}: the rest were not stored`,
+          { details: { stored_up_to: last } },
         );
       }
       // A bus may drop messages (pub/sub while Redis restarts) and then stay silent: after a quiet
@@ -253,12 +275,7 @@ async function* follow(
       const now = await unlessUnavailable(store.getRun(runId));
       // Forgotten meanwhile (its session deleted) without its end read here: ended cleanly, the
       // stream would look complete to its reader, who never learns how the run ended.
-      if (now === undefined) {
-        throw new RunstateError(
-          'RUN_NOT_FOUND',
-          `run ${runId} was deleted with its session before its end was read`,
-        );
-      }
+      if (now === undefined) throw forgotten(runId);
       // Final now: its end may have been stored after the events were read (another instance's
       // sweep or cancel between the two reads), so they are read once more, as for a run found
       // final at the start.

@@ -339,7 +339,10 @@ export function createParkedRuns(options: ParkedRunsOptions): ParkedRuns {
         if (isTerminalEvent(event)) return event.status;
       }
     } catch {
-      // The store out of reach, or nothing came in time: it was taken, and no longer waits.
+      // The store out of reach, or nothing came in time: it was taken, and no longer waits. (Or
+      // its log was cut short by a refused write: its record says how it ended.)
+      const now = await store.getRun(runId).catch(() => undefined);
+      if (now && now.status !== 'paused') return now.status;
     } finally {
       clearTimeout(timer);
     }

@@ -48,7 +48,7 @@ afterEach(async () => {
 });
 
 /** An owner and another instance on one store and one pair of buses; the owner's run streams four words. */
-async function streamOnOwner(store: RunStore) {
+async function streamOnOwner(store: RunStore, whileActive?: (runId: string, reader: Orchestrator) => void) {
   const eventBus = createMemoryEventBus();
   const cancelBus = createMemoryCancelBus();
   const owner = createOrchestrator({ store, eventBus, cancelBus });
@@ -57,6 +57,8 @@ async function streamOnOwner(store: RunStore) {
   const model = createFakeModel();
   const run = owner.startRun({ agentId: 'a', agentName: 'A', model, input: 'Hi' });
   const call = await model.nextCall();
+  await run.recorded;
+  whileActive?.(run.runId, reader);
   for (const word of ['Once', ' upon', ' a', ' time']) {
     call.emit(word);
     await nextTurn();
@@ -99,5 +101,32 @@ describe('a write the store refuses', () => {
     await expect(collect(await reader.events(run.runId, 1))).rejects.toThrow(/only up to 1/);
     const refusals = reported.mock.calls.filter(([message]) => String(message).includes(run.runId));
     expect(refusals).toHaveLength(1);
+  });
+
+  it("leaves the run's output to be read from its final record, also by a wait that began while it ran", async () => {
+    vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const { store } = refusingStore({ batch: (seq) => seq === 2 });
+    let waited: Promise<unknown> | undefined;
+    const { run } = await streamOnOwner(store, (runId, reader) => {
+      waited = reader.result(runId);
+    });
+    expect(await waited).toMatchObject({
+      run_id: run.runId,
+      status: 'completed',
+      content: 'Once upon a time',
+    });
+  });
+});
+
+describe('a reader of a run forgotten before its end was read', () => {
+  it('is told RUN_NOT_FOUND, not that its events were lost', async () => {
+    const { store } = refusingStore({});
+    const { run, reader } = await streamOnOwner(store);
+    const events = await reader.events(run.runId);
+    await store.deleteSession(run.sessionId);
+    await expect(collect(events)).rejects.toMatchObject({
+      code: 'RUN_NOT_FOUND',
+      message: `run ${run.runId} was deleted (with its session, or by the store's retention) before its end was read`,
+    });
   });
 });
