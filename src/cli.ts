@@ -31,7 +31,12 @@ import {
 import { createAgents } from './server/create-agents.js';
 import { loadToolsModule } from './server/tools-module.js';
 import type { RunEvent, RunOutput, RunPausedEvent } from './runtime/run-events.js';
-import { openStorage, storageOptionsFromEnv, type StorageOptions } from './runtime/open-storage.js';
+import {
+  openStorage,
+  storageOptionsFromEnv,
+  type Storage,
+  type StorageOptions,
+} from './runtime/open-storage.js';
 import { createApp } from './server/create-app.js';
 import { startServer } from './server/start-server.js';
 
@@ -241,22 +246,36 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
   };
   process.on('SIGINT', atStart);
   process.on('SIGTERM', atStart);
+  // A start that fails ends the command: its signals are Node's again (a tools module's open handle
+  // may keep the process alive until it exits; see `main`).
+  const notStarting = (): void => {
+    process.off('SIGINT', atStart);
+    process.off('SIGTERM', atStart);
+  };
   // Loaded before the storage opens (createAgents then finds it imported): a module whose top-level
   // await never settles is told only while nothing else keeps the process alive, as a database
   // pool's connections would (see loadToolsModule).
-  if (config.toolsModule !== undefined) await loadToolsModule(config.toolsModule);
-  // An unreachable database or Redis stops the start here, with one line naming its host and port.
-  const storage = await openStorage(storageOptionsOf(config, flags));
-  // A tools module that fails to load, or lacks a tool an agent names, stops the start here.
-  const agents = await createAgents(config, {
-    // In memory with the config's store limits, a memory store with them (`openStorage`).
-    store: storage.store,
-    cancelBus: storage.cancelBus,
-    eventBus: storage.eventBus,
-  }).catch(async (error: unknown) => {
-    await storage.close();
+  let storage: Storage;
+  let agents: Agent[];
+  try {
+    if (config.toolsModule !== undefined) await loadToolsModule(config.toolsModule);
+    // An unreachable database or Redis stops the start here, with one line naming its host and port.
+    storage = await openStorage(storageOptionsOf(config, flags));
+    const opened = storage;
+    // A tools module that fails to load, or lacks a tool an agent names, stops the start here.
+    agents = await createAgents(config, {
+      // In memory with the config's store limits, a memory store with them (`openStorage`).
+      store: storage.store,
+      cancelBus: storage.cancelBus,
+      eventBus: storage.eventBus,
+    }).catch(async (error: unknown) => {
+      await opened.close();
+      throw error;
+    });
+  } catch (error) {
+    notStarting();
     throw error;
-  });
+  }
   inspector.attach(agents[0]!.orchestrator);
   const runstate = createApp({
     agents,
@@ -279,6 +298,7 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
     await runstate.shutdown();
     inspector.close();
     await storage.close();
+    notStarting();
     return 1;
   }
   let stopping = false;
@@ -317,8 +337,7 @@ async function serve(config: RunstateConfig, flags: ServeFlags): Promise<number>
   // `stop` first: a signal whose last listener goes is unwatched, and one already queued is lost.
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-  process.off('SIGINT', atStart);
-  process.off('SIGTERM', atStart);
+  notStarting();
   if (signalledAtStart) {
     stop(signalledAtStart);
     return new Promise<number>(() => undefined);
@@ -539,16 +558,23 @@ async function askConfirmations(
   return answers;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
+/** Resolves once what was written to `stream` before has been handed to the system (or failed). */
+const flushed = (stream: NodeJS.WriteStream): Promise<void> =>
+  new Promise((resolve) => stream.write('', () => resolve()));
+
+void main(process.argv.slice(2))
+  .catch((error: unknown) => {
     // parseArgs throws TypeErrors with ERR_PARSE_ARGS_* codes; a bad config file is INVALID_INPUT.
     const badArgs = (error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true;
     const badConfig = error instanceof RunstateError && error.code === 'INVALID_INPUT';
     console.error(`runstate: ${(error as Error).message}`);
     if (badArgs || (error instanceof UsageError && error.showUsage)) console.error(`\n${USAGE}`);
-    process.exitCode = badArgs || badConfig || error instanceof UsageError ? 2 : 1;
-  },
-);
+    return badArgs || badConfig || error instanceof UsageError ? 2 : 1;
+  })
+  // The command is over (`serve` returns only when it could not start): it exits, once its output
+  // is written, even while something keeps the event loop alive (a tools module's pool or timer).
+  .then(async (code) => {
+    process.exitCode = code;
+    await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+    process.exit();
+  });

@@ -35,8 +35,25 @@ export const databaseUrlSchema = z
       (URL.canParse(url) || URL.canParse(url.replace('@/', '@localhost/'))),
     'must be a postgres:// URL',
   );
-/** A Redis URL: `redisUrl`, `--redis-url` and `REDIS_URL`. */
-export const redisUrlSchema = serverUrlSchema(/^rediss?:\/\//, 'must be a redis:// URL');
+/**
+ * A Redis URL: `redisUrl`, `--redis-url` and `REDIS_URL`. Its user name and password must decode:
+ * node-redis decodes them, and a bad escape (`%zz`) would fail the start with no name for the URL.
+ */
+export const redisUrlSchema = serverUrlSchema(/^rediss?:\/\//, 'must be a redis:// URL').refine(
+  decodableCredentials,
+  'must have a user name and password percent-encoded (a % only as %XX)',
+);
+
+function decodableCredentials(url: string): boolean {
+  try {
+    const { username, password } = new URL(url);
+    decodeURIComponent(username);
+    decodeURIComponent(password);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Where runs are kept. Nothing set: in memory (one process, nothing kept across restarts). */
 export interface StorageOptions {

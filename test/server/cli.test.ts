@@ -175,6 +175,12 @@ describe('runstate serve', () => {
         {},
         '--redis-url must be a redis:// URL',
       ],
+      // A URL whose password node-redis cannot decode (a bad escape) is named too.
+      [
+        ['--database-url', 'postgres://127.0.0.1:1/db'],
+        { REDIS_URL: 'redis://:%zz@127.0.0.1:6379' },
+        'REDIS_URL must have a user name and password percent-encoded (a % only as %XX)',
+      ],
     ];
     for (const [flags, env, message] of cases) {
       const run = spawnCli(['serve', '--port', '0', ...flags], env);

@@ -4,6 +4,7 @@
  * a name it has no tool for, or an export that is no tool stops the start with one line, exit 2.
  */
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -218,6 +219,38 @@ describe('tools named in the config file', () => {
       ),
     ).toBe('second');
     await byExport!.orchestrator.shutdown();
+  });
+
+  it('ends a start that fails, and a finished `runstate run`, though the tools module keeps the process alive (a timer, as a pool would)', async () => {
+    const holding = [
+      `import { tool } from ${JSON.stringify(new URL('../../src/index.ts', import.meta.url).href)};`,
+      `import { z } from ${JSON.stringify(new URL('../../node_modules/zod/index.js', import.meta.url).href)};`,
+      'setInterval(() => {}, 1_000);',
+      "export const alpha = tool({ name: 'alpha', description: 'alpha', parameters: z.object({}), execute: () => 'alpha done' });",
+    ].join('\n');
+    const missing = spawnCli(['serve', '--port', '0', '--config', await configWithModule(holding, ['beta'])]);
+    expect(await missing.exit).toBe(2);
+    expect(missing.output().stderr).toMatch(
+      /^runstate: agents\.0\.tools: no tool named 'beta' in \S+ \(its tools: alpha\)\n$/,
+    );
+
+    const path = await configWithModule(holding, ['alpha']);
+    const taken = createNetServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = String((taken.address() as AddressInfo).port);
+      const inUse = spawnCli(['serve', '--port', port, '--config', path]);
+      expect(await inUse.exit).toBe(1);
+      expect(inUse.output().stderr).toBe(
+        `runstate: port ${port} on 127.0.0.1 is already in use (set --port or PORT)\n`,
+      );
+    } finally {
+      taken.close();
+    }
+
+    const run = spawnCli(['run', 'a story in 3 words', '--config', path]);
+    expect(await run.exit).toBe(0);
+    expect(run.output().stdout.length).toBeGreaterThan(1);
   });
 
   it('refuses an unknown tool name, naming the tools the module has', async () => {
