@@ -443,7 +443,8 @@ describe('requests and answers', () => {
           finish_reason: 'tool_calls',
         },
       ],
-      usage: { completion_tokens: 2 },
+      // Counted as the stream counts them: two chunks, two reasoning deltas, three tool-call deltas.
+      usage: { completion_tokens: 7 },
     });
     expect(await json({ model: 'm', messages: [], max_tokens: 3 })).toMatchObject({
       choices: [{ message: { content: 'Hello from the' }, finish_reason: 'length' }],

@@ -243,6 +243,36 @@ describe('a finish reason on a body the server keeps open', () => {
       await upstream.close();
     }
   });
+  it('ends a whole answer whose server then sends only empty chunks, half the idle timeout after its finish reason', async () => {
+    const frame = (body: object) =>
+      `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'm', ...body })}\n\n`;
+    const timers: ReturnType<typeof setInterval>[] = [];
+    const upstream = await listen((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(
+        frame({ choices: [{ index: 0, delta: { content: 'The whole answer.' }, finish_reason: null }] }) +
+          frame({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }),
+      );
+      // Then an empty chunk every 100 ms, for good (a keep-alive), and no `[DONE]`.
+      timers.push(setInterval(() => res.write(frame({ choices: [] })), 100));
+    });
+    // The time limit would end it `RUN_TIMEOUT` were it kept open by its empty chunks.
+    const orchestrator = createOrchestrator({ limits: { idleTimeoutMs: 1000, timeoutMs: 3000 } });
+    try {
+      const model = new OpenAIChat({ id: 'm', baseURL: `${upstream.url}/v1`, apiKey: 'k' });
+      const run = orchestrator.startRun({ agentId: 'a', agentName: 'A', model, input: 'hi' });
+      expect(await run.result).toMatchObject({
+        status: 'completed',
+        content: 'The whole answer.',
+        finish_reason: 'stop',
+      });
+    } finally {
+      for (const timer of timers) clearInterval(timer);
+      await orchestrator.shutdown();
+      await upstream.close();
+    }
+  });
 });
 
 describe('the upstream connection of a completed run', () => {

@@ -470,6 +470,7 @@ class CompletionRequest implements PushedSource {
   #event(event: ChatCompletionEvent): void {
     if (this.#finished) return;
     let chunk: ModelChunk | undefined;
+    const usage = this.#state.usage;
     try {
       chunk = readChunk(event, this.#state);
     } catch (error) {
@@ -495,6 +496,9 @@ class CompletionRequest implements PushedSource {
     // that ignores `stream_options` sends no usage), the answer is whole a second after the last event
     // (half the run's idle timeout if shorter).
     else if (this.#state.finishReason !== undefined) {
+      // Only news (the finish reason, the usage) restarts the wait and counts as the model's output:
+      // empty chunks after a whole answer (a keep-alive) must not keep it open for good.
+      if (this.#endAfterFinish && this.#state.usage === usage) return;
       if (this.#endAfterFinish) this.#endAfterFinish.refresh();
       else
         this.#endAfterFinish = setTimeout(() => {

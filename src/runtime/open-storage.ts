@@ -45,6 +45,8 @@ export const redisUrlSchema = serverUrlSchema(/^rediss?:\/\//, 'must be a redis:
 );
 
 function decodableCredentials(url: string): boolean {
+  // A URL that does not parse is told once, by the check before.
+  if (!URL.canParse(url)) return true;
   try {
     const { username, password } = new URL(url);
     decodeURIComponent(username);

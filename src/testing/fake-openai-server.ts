@@ -780,9 +780,11 @@ function answerJson(request: RecordedRequest, res: ServerResponse, limitFields: 
   const cut = limit !== undefined && all.length > limit;
   const chunks = cut ? all.slice(0, limit) : all;
   const toolCalls = normal?.toolCalls ? joinToolCalls(normal.toolCalls) : [];
+  // As a stream counts them: every delta it would send (reasoning and tool-call deltas too).
   const usage = normal?.usage ?? {
     prompt_tokens: promptTokens(request.body),
-    completion_tokens: chunks.length,
+    completion_tokens:
+      chunks.length + (normal?.reasoning?.deltas.length ?? 0) + (normal?.toolCalls?.length ?? 0),
   };
   const message = {
     role: 'assistant',
