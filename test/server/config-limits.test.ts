@@ -180,6 +180,18 @@ describe('server settings in the config file', () => {
     expect(() => parseConfig(JSON.stringify(config), 'c.json')).toThrow(
       'invalid config file c.json:\n  databaseUrl: must be a postgres:// URL\n  redisUrl: must be a redis:// URL',
     );
+    // Told once, not also as credentials that do not decode.
+    expect(() =>
+      parseConfig(JSON.stringify({ databaseUrl: 'postgres://db/x', redisUrl: 'redis://[bad' }), 'c.json'),
+    ).toThrow(/^invalid config file c\.json:\n {2}redisUrl: must be a redis:\/\/ URL$/);
+    expect(() =>
+      parseConfig(
+        JSON.stringify({ databaseUrl: 'postgres://db/x', redisUrl: 'redis://:%zz@cache' }),
+        'c.json',
+      ),
+    ).toThrow(
+      /^invalid config file c\.json:\n {2}redisUrl: must have a user name and password percent-encoded/,
+    );
     const good = { databaseUrl: 'postgresql://u:pw@db:5432/runs', redisUrl: 'rediss://cache:6380' };
     expect(parseConfig(JSON.stringify(good), 'c.json')).toMatchObject(good);
   });
