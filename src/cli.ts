@@ -92,14 +92,8 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const [command, ...rest] = positionals;
-  if (values.help || command === 'help') {
-    console.log(USAGE);
-    return 0;
-  }
-  if (values.version || command === 'version') {
-    console.log(packageVersion());
-    return 0;
-  }
+  if (values.help || command === 'help') return print(USAGE);
+  if (values.version || command === 'version') return print(packageVersion());
   if (command === 'serve' || command === 'run') refuseOtherFlags(command, values);
   // A blank message too, as the HTTP API refuses it (422).
   if (command === 'run' && rest.join(' ').trim() === '')
@@ -108,6 +102,20 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'run' && rest.length > 0)
     return run(await readConfig(values.config), rest.join(' '), values.agent);
   throw new UsageError(command ? `unexpected arguments: ${positionals.join(' ')}` : 'missing command');
+}
+
+/**
+ * Writes `text` to stdout as a filter does: a reader that went away (`runstate --help | head -1`:
+ * EPIPE) ends the command quietly; another failed write (a full disk) fails it, saying so.
+ */
+function print(text: string): number {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') return;
+    console.error(`runstate: cannot write to stdout: ${error.code ?? error.message}`);
+    process.exitCode = 1;
+  });
+  console.log(text);
+  return 0;
 }
 
 /** The flags only one command takes: given to the other, they would be ignored without a word. */

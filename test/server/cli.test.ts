@@ -375,6 +375,14 @@ describe('the runstate command line', () => {
     expect(run.output().stdout).toBe(`${version}\n`);
   });
 
+  it('ends quietly when the reader of its help has gone (`runstate --help | head -1`), with no stack trace', async () => {
+    const run = spawnCli(['--help']);
+    // Closed before the command writes: its write fails with EPIPE.
+    run.child.stdout.destroy();
+    expect(await run.exit).toBe(0);
+    expect(run.output().stderr).toBe('');
+  });
+
   it('says that run needs a message, and which agent run uses by default', async () => {
     const run = spawnCli(['run']);
     expect(await run.exit).toBe(2);
