@@ -22,8 +22,9 @@ import type { EventBus, RunStore } from './storage.js';
  * only watches, so its reader is let go at once, to resume on another instance (`Last-Event-ID`). A
  * run that ends before `afterSeq` (a resume from past its last event, which only the end can tell
  * while the owner's newest events may not be stored yet) ends it with `INVALID_INPUT`.
- * A run forgotten before its terminal event was read (its session deleted) ends it with
- * `RUN_NOT_FOUND`.
+ * A run forgotten before its terminal event was read (its session deleted, or by the store's
+ * retention) ends it with `RUN_NOT_FOUND`; a final run whose stored log ends before its terminal
+ * event (its owner gave up a batch the store refused) with `INTERNAL` ({@link isStoredLogCut}).
  */
 export async function followStoredRun(
   store: RunStore,
