@@ -154,6 +154,7 @@ async function openPglite(dataDir: string): Promise<SqlDatabase> {
     },
     // One connection, in this process: no network to go silent, so no time limit to pass on.
     transaction: async (fn) => (open(), db.transaction(fn).catch(unavailable)),
+    autovacuum: false,
     async close() {
       closed = true;
       await db.close();

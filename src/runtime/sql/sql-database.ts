@@ -17,6 +17,12 @@ export interface SqlDatabase extends SqlQueryable {
    * behind a thousand runs' writes). Absent: `query` (PGlite has one connection and no queue).
    */
   readonly urgent?: SqlQueryable | undefined;
+  /**
+   * `false` for a database that runs no autovacuum (PGlite: single-user PostgreSQL in this
+   * process): the store vacuums it after its deletes, or the space of the runs it forgets is never
+   * used again and its files grow for good. Absent: it has autovacuum (a server).
+   */
+  readonly autovacuum?: false | undefined;
   close(): Promise<void>;
 }
 
