@@ -16,26 +16,32 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+/** PGlite in a temporary directory, and the VACUUMs sent to it. */
+async function watchedPglite() {
+  const dir = await createTempDir('runstate-vacuum-');
+  const db = await openSqlDatabase({ dataDir: dir.path });
+  cleanups.push(
+    () => dir.remove(),
+    () => db.close(),
+  );
+  const vacuums: string[] = [];
+  const watched: SqlDatabase = {
+    ...db,
+    query(text, params) {
+      if (/^\s*VACUUM/i.test(text)) vacuums.push(text);
+      return db.query(text, params);
+    },
+  };
+  return { db, watched, vacuums };
+}
+
 // A thousand runs through PGlite take seconds: a budget, not a measure.
 it(
   'vacuums a PGlite database once a thousand runs were forgotten, and not before',
   { timeout: 60_000 },
   async () => {
-    const dir = await createTempDir('runstate-vacuum-');
-    const db = await openSqlDatabase({ dataDir: dir.path });
-    cleanups.push(
-      () => dir.remove(),
-      () => db.close(),
-    );
+    const { db, watched, vacuums } = await watchedPglite();
     expect(db.autovacuum).toBe(false);
-    const vacuums: string[] = [];
-    const watched: SqlDatabase = {
-      ...db,
-      query(text, params) {
-        if (/^\s*VACUUM/i.test(text)) vacuums.push(text);
-        return db.query(text, params);
-      },
-    };
     // One finished run kept: each run finished forgets the one before it.
     const store = createSqlRunStore({ db: watched, retention: { maxFinishedRuns: 1 } });
     const finish = async (from: number, to: number) => {
@@ -62,3 +68,18 @@ it(
     expect((await store.listRuns()).map((run) => run.run_id)).toEqual(['run-1001']);
   },
 );
+
+it('counts the runs a deleted session takes with it', { timeout: 60_000 }, async () => {
+  const { watched, vacuums } = await watchedPglite();
+  const store = createSqlRunStore({ db: watched, maxRunsPerSession: Infinity });
+  const runs = Array.from({ length: 1_000 }, (_, i) =>
+    streamingRecord({ run_id: `run-${i}`, session_id: i < 999 ? 'long' : 'short' }),
+  );
+  await Promise.all(runs.map((run) => store.createRun(run)));
+  expect(await store.deleteSession('short')).toBe(true);
+  expect(vacuums).toEqual([]);
+  // One session, 999 runs: a thousand forgotten in all.
+  expect(await store.deleteSession('long')).toBe(true);
+  await expect.poll(() => vacuums).toEqual(['VACUUM']);
+  expect(await store.listRuns()).toEqual([]);
+});

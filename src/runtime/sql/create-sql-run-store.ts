@@ -267,18 +267,17 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
     if (maxSessions === Infinity) return;
     // The sessions with a run still active stay, and count: of the others, the least recently used
     // go past maxSessions in all (as in memory).
-    const { rows } = await db.query(
+    const { rows } = await db.query<{ runs: number }>(
       `WITH active AS (SELECT DISTINCT session_id FROM runstate_runs WHERE finished_ms IS NULL),
        past AS (
          SELECT s.session_id, s.position FROM runstate_sessions s
          WHERE NOT EXISTS (SELECT 1 FROM active a WHERE a.session_id = s.session_id)
          ORDER BY s.position DESC
          OFFSET GREATEST(0, $1 - (SELECT count(*) FROM active)))
-       DELETE FROM runstate_sessions WHERE session_id IN (${lockedUnchanged('past')}) RETURNING session_id`,
+       DELETE FROM runstate_sessions WHERE session_id IN (${lockedUnchanged('past')}) RETURNING ${RUNS_OF_SESSION}`,
       [sqlLimit(maxSessions)],
     );
-    // (A run at least each: their runs go with them.)
-    forgot(rows.length);
+    forgot(runsOf(rows));
   });
 
   // A database with no autovacuum (PGlite) is vacuumed once a thousand runs were forgotten since
@@ -805,11 +804,11 @@ export function createSqlRunStore(options: SqlRunStoreOptions): RunStore & { rea
 
     async deleteSession(sessionId) {
       if (holdsNul(sessionId)) return false;
-      const { rows } = await db.query(
-        'DELETE FROM runstate_sessions WHERE session_id = $1 RETURNING session_id',
+      const { rows } = await db.query<{ runs: number }>(
+        `DELETE FROM runstate_sessions WHERE session_id = $1 RETURNING ${RUNS_OF_SESSION}`,
         [sessionId],
       );
-      forgot(rows.length);
+      forgot(runsOf(rows));
       return rows.length > 0;
     },
 
@@ -838,6 +837,13 @@ const DISCARD_RETRY_MS = 1_000;
 
 /** How many runs a database with no autovacuum forgets between two VACUUMs (see `forgot`). */
 const VACUUM_AFTER_RUNS = 1_000;
+
+/**
+ * What a delete of sessions returns: how many runs each took with it (they go by `ON DELETE
+ * CASCADE`, at the statement's end; its snapshot still sees them).
+ */
+const RUNS_OF_SESSION = `(SELECT count(*) FROM runstate_runs r WHERE r.session_id = runstate_sessions.session_id)::int AS runs`;
+const runsOf = (rows: readonly { runs: number }[]): number => rows.reduce((sum, row) => sum + row.runs, 0);
 
 /**
  * How long a run not accepted is deleted again after it was (`discarded`): longer than Linux sends
