@@ -118,6 +118,11 @@ function print(text: string): number {
   return 0;
 }
 
+/** Resolves once what was written to `stream` before has been handed to the system (or failed). */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
 /** The flags only one command takes: given to the other, they would be ignored without a word. */
 const COMMAND_FLAGS: Record<string, readonly string[]> = {
   serve: ['port', 'host', 'data-dir', 'database-url', 'redis-url'],
@@ -452,7 +457,7 @@ async function run(config: RunstateConfig, message: string, agentId: string | un
   process.stderr.on('error', onWriteError('stderr'));
   // How the command ends: a write that failed (told after it, once its turn comes) fails it.
   const exitCode = async (code: number): Promise<number> => {
-    await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+    await flushed(process.stdout);
     if (writeFailed === undefined) return code;
     console.error(`runstate: ${writeFailed}; the answer is lost`);
     return 1;
@@ -565,10 +570,6 @@ async function askConfirmations(
   }
   return answers;
 }
-
-/** Resolves once what was written to `stream` before has been handed to the system (or failed). */
-const flushed = (stream: NodeJS.WriteStream): Promise<void> =>
-  new Promise((resolve) => stream.write('', () => resolve()));
 
 void main(process.argv.slice(2))
   .catch((error: unknown) => {

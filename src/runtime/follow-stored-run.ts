@@ -69,15 +69,20 @@ async function endsLostOwner(store: RunStore, event: RunEvent, afterSeq: number)
 
 /**
  * What a resume after `afterSeq` that finds nothing more of a final run gets: the end of a lost
- * owner (see {@link endsLostOwner}), which it never saw; nothing when `afterSeq` is the run's last
- * event; `INVALID_INPUT` naming the last event when the store holds no event `afterSeq`.
+ * owner (see {@link endsLostOwner}), which it never saw (`end`); nothing when `afterSeq` is the
+ * run's last event (`at` is that event); `INVALID_INPUT` naming the last event when the store holds
+ * no event `afterSeq`.
  */
-async function endAfter(store: RunStore, runId: string, afterSeq: number): Promise<RunEvent | undefined> {
-  if (afterSeq === 0) return undefined;
+async function endAfter(
+  store: RunStore,
+  runId: string,
+  afterSeq: number,
+): Promise<{ end?: RunEvent | undefined; at?: RunEvent | undefined }> {
+  if (afterSeq === 0) return {};
   const from = await store.readEvents(runId, afterSeq - 1);
   const last = from.length > 0 ? from.at(-1) : (await store.readEvents(runId)).at(-1);
-  if (last && (await endsLostOwner(store, last, afterSeq))) return last;
-  if (from.length > 0) return undefined;
+  if (last && (await endsLostOwner(store, last, afterSeq))) return { end: last };
+  if (from.length > 0) return { at: from[0] };
   throw new RunstateError(
     'INVALID_INPUT',
     // (Not "yet": a final run has no more to come.)
@@ -103,13 +108,6 @@ export function isStoredLogCut(error: unknown): boolean {
     error.details?.['stored_up_to'] !== undefined
   );
 }
-
-/** The stored event of `seq`, if any. */
-async function storedAt(store: RunStore, runId: string, seq: number): Promise<RunEvent | undefined> {
-  return seq > 0 ? (await store.readEvents(runId, seq - 1))[0] : undefined;
-}
-
-const isTerminal = (event: RunEvent | undefined): boolean => event !== undefined && isTerminalEvent(event);
 
 /** When a follower lets its reader go (see {@link followStoredRun}). */
 export interface FollowStop {
@@ -241,9 +239,10 @@ async function* follow(
         }
         // Nothing read after `afterSeq`: the end of a lost owner, or was it an event of the run at all?
         if (last === afterSeq && !gone) {
-          const end = await endAfter(store, runId, afterSeq);
+          const { end, at } = await endAfter(store, runId, afterSeq);
           if (end) yield end;
-          if (end || (await storedAt(store, runId, afterSeq).then(isTerminal))) return;
+          // (Resumed from its terminal event: nothing more to read.)
+          if (end || (at && isTerminalEvent(at))) return;
         }
         // No terminal event: forgotten (its session deleted, its age past the store's retention),
         // or final with a stored log that ends early. Ended cleanly, the stream would look complete.

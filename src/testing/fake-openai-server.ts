@@ -3,6 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { checkOptionNames } from '../option-names.js';
 import { numberWhere } from '../runtime/run-limits.js';
+import type { ToolCallRequest } from '../../machines/run-types.js';
+import { ToolCallAssembler } from '../model/tool-call-assembler.js';
 
 /** Token counts the fake server reports, named as the OpenAI usage object names them. */
 export interface FakeUsage {
@@ -813,28 +815,11 @@ function answerJson(request: RecordedRequest, res: ServerResponse, limitFields: 
   res.end(response.fault === 'truncate' ? completion.slice(0, completion.length >> 1) : completion);
 }
 
-/** Scripted tool-call deltas joined by `index`, as a client joins them: whole calls, in order. */
-function joinToolCalls(deltas: readonly object[]): object[] {
-  const calls = new Map<
-    number,
-    { id?: string; type: 'function'; function: { name: string; arguments: string } }
-  >();
-  for (const delta of deltas as readonly ToolCallDeltaScript[]) {
-    const index = delta.index ?? calls.size;
-    const call = calls.get(index) ?? { type: 'function' as const, function: { name: '', arguments: '' } };
-    if (delta.id && call.id === undefined) call.id = delta.id;
-    call.function.name += delta.function?.name ?? '';
-    call.function.arguments += delta.function?.arguments ?? '';
-    calls.set(index, call);
-  }
-  return [...calls.values()];
-}
-
-/** What a scripted tool-call delta may hold (`FakeStreamResponse.toolCalls`). */
-interface ToolCallDeltaScript {
-  index?: number;
-  id?: string;
-  function?: { name?: string; arguments?: string };
+/** Scripted tool-call deltas joined as a client joins them (runstate's own assembler): whole calls, in order. */
+function joinToolCalls(deltas: readonly object[]): ToolCallRequest[] {
+  const calls = new ToolCallAssembler();
+  for (const delta of deltas) calls.add(delta);
+  return calls.calls();
 }
 
 /**
